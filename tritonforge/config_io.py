@@ -1,0 +1,37 @@
+"""config.pbtxt <-> ModelConfig messages, with protobuf's own text format (never string templates)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from tritonforge.errors import Problem, ValidationError
+
+
+def model_config_pb2():  # type: ignore[no-untyped-def]
+    """The ModelConfig protobuf module shipped with tritonclient (imported lazily: grpc is heavy)."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    return pb
+
+
+def render_config(config: object) -> str:
+    """Serialize a ModelConfig deterministically (field-number order), as Triton's own examples are written."""
+    return text_format.MessageToString(config, as_utf8=True)  # type: ignore[arg-type]
+
+
+def parse_config_text(text: str, where: str = "config.pbtxt"):  # type: ignore[no-untyped-def]
+    """Parse config.pbtxt text; a syntax error reads as Triton's 'failed to read text proto from <path>'."""
+    pb = model_config_pb2()
+    config = pb.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as err:
+        raise ValidationError([Problem(where, f"failed to read text proto from {where}: {err}")]) from None
+    return config
+
+
+def read_config(path: str | Path):  # type: ignore[no-untyped-def]
+    path = Path(path)
+    return parse_config_text(path.read_text(encoding="utf-8"), str(path))

@@ -1,0 +1,79 @@
+"""One exception tree for the whole toolkit.
+
+TritonForgeError
+├── SpecError              a deployment spec that does not parse or breaks a rule (every problem, with field paths)
+├── BuildError             an artifact could not be produced (missing weights, export failure, ...)
+│   └── ParityError        an exported model disagrees with its PyTorch reference beyond tolerance
+├── RepositoryError        a model repository is invalid or could not be written
+│   └── ValidationError    Triton's load-time rules are broken (every problem, as "path: message")
+├── ServerError            tritonserver could not be found, started, or did not become ready
+└── ClientError            a request failed (bad input, unknown model, deadline, transport)
+    └── TransientError     a transport failure worth retrying (unavailable, reset, timeout while connecting)
+
+Messages name the file or field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class TritonForgeError(Exception):
+    """Root of every error raised on purpose by tritonforge."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: where (a field path or a file path) and what is wrong."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+class _ProblemsError(TritonForgeError):
+    """An error that carries every problem found, not just the first."""
+
+    headline = "problems found"
+
+    def __init__(self, problems: Iterable[Problem], headline: str | None = None) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        if headline:
+            self.headline = headline
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{self.headline} ({len(self.problems)}):\n{lines}")
+
+
+class SpecError(_ProblemsError):
+    headline = "invalid deployment spec"
+
+
+class BuildError(TritonForgeError):
+    pass
+
+
+class ParityError(BuildError):
+    pass
+
+
+class RepositoryError(TritonForgeError):
+    pass
+
+
+class ValidationError(_ProblemsError, RepositoryError):
+    headline = "model repository is invalid"
+
+
+class ServerError(TritonForgeError):
+    pass
+
+
+class ClientError(TritonForgeError):
+    pass
+
+
+class TransientError(ClientError):
+    pass
