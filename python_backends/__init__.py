@@ -1,1 +1,20 @@
-"""tritonforge.python_backends."""
+"""Triton python-backend models shipped by tritonforge.
+
+Each sub-folder holds one `model.py` that is copied verbatim into a repository's version folder. They import
+only what a Triton container has (numpy, triton_python_backend_utils) plus the runtime they wrap, never
+tritonforge itself, so a repository built here also runs in an NGC container.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODELS = ("tokenizer", "onnx_runner")
+
+
+def source(name: str) -> bytes:
+    """The exact bytes of a shipped model.py (a KeyError-like ValueError names the known ones)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown python backend model '{name}'; known: {', '.join(MODELS)}")
+    return (HERE / name / "model.py").read_bytes()

@@ -2,29 +2,72 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 
 from tritonforge.errors import TritonForgeError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build, validate, serve and call Triton model repositories.")
-console = Console(stderr=True)
-out = Console()
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Build, validate, serve and call Triton model repositories."
+)
+err_console = Console(stderr=True)
+console = Console()
+
+TargetOpt = Annotated[str | None, typer.Option("--target", help="cpu or gpu (default: the spec's)")]
 
 
 def _fail(err: TritonForgeError) -> None:
     problems = getattr(err, "problems", None)
     if problems:
-        console.print(f"[bold red]{err.headline}[/] ({len(problems)} problem{'s' * (len(problems) != 1)})")
+        err_console.print(f"[bold red]{err.headline}[/] ({len(problems)} problem{'s' * (len(problems) != 1)})")
         for p in problems:
             # plain print: users grep these lines, and Rich must not wrap or re-style them
-            print(str(p))
+            print(str(p), flush=True)
     else:
-        console.print(f"[bold red]error:[/] {err}")
+        err_console.print(f"[bold red]error:[/] {err}")
     raise typer.Exit(1)
+
+
+def _target(value: str | None) -> Literal["cpu", "gpu"] | None:
+    if value not in (None, "cpu", "gpu"):
+        raise typer.BadParameter(f"'{value}' is not a target; choose cpu or gpu", param_hint="--target")
+    return value  # type: ignore[return-value]
+
+
+@app.command()
+def build(
+    spec: Annotated[Path, typer.Argument(help="deployment spec (YAML)")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="model repository folder to write")],
+    target: TargetOpt = None,
+) -> None:
+    """Build artifacts, render every config, write the repository and validate it."""
+    from tritonforge.build import build as build_repo
+
+    try:
+        with err_console.status("building…") as status:
+            report = build_repo(spec, out, target=_target(target), progress=lambda m: status.update(m))
+    except TritonForgeError as err:
+        _fail(err)
+    from rich.table import Table
+
+    table = Table(title=f"{report.repo} ({report.target} target, {report.seconds:.1f} s)")
+    for col in ("model", "artifact", "precision", "parity max |Δ|", "min cosine vs fp32"):
+        table.add_column(col)
+    for a in report.artifacts:
+        table.add_row(
+            a.model, a.kind, a.precision,
+            "-" if a.parity_max_abs_diff is None else f"{a.parity_max_abs_diff:.2e}",
+            "-" if a.quantized_min_cosine is None else f"{a.quantized_min_cosine:.5f}",
+        )
+    console.print(table)
+    console.print("Triton models: " + ", ".join(report.models))
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
 
 
 @app.command()
@@ -39,7 +82,55 @@ def validate(
         validate_repo(repo, gpus=gpus)
     except TritonForgeError as err:
         _fail(err)
-    out.print(f"[green]valid[/]: {repo}")
+    console.print(f"[green]valid[/]: {repo}")
+
+
+@app.command()
+def serve(
+    repo: Annotated[Path, typer.Argument(help="model repository folder")],
+    http_port: Annotated[int | None, typer.Option(help="default: a free port")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="default: a free port")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="default: a free port")] = None,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    tritonserver: Annotated[Path | None, typer.Option(help="an external tritonserver binary")] = None,
+) -> None:
+    """Serve a repository on a real Triton (explicit model control, all models loaded) until SIGINT/SIGTERM."""
+    from tritonforge.server import TritonServer
+
+    server = TritonServer(
+        repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, host=host, tritonserver=tritonserver
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        with err_console.status("starting tritonserver…"):
+            ep = server.start()
+        console.print(f"[green]ready[/]  gRPC {ep.grpc}   HTTP http://{ep.http}   metrics http://{ep.metrics}/metrics")
+        console.print("Ctrl-C to stop")
+        while not stop.wait(1.0):
+            if not server.is_running():
+                err_console.print("[bold red]tritonserver exited[/]\n" + server.log_text()[-3000:])
+                raise typer.Exit(1)
+    except TritonForgeError as err:
+        _fail(err)
+    finally:
+        server.stop()
+    console.print("stopped")
+
+
+@app.command()
+def demo(
+    spec: Annotated[Path | None, typer.Option(help="default: examples/embed.yaml")] = None,
+    out: Annotated[Path | None, typer.Option(help="keep the built repository here (default: a temp folder)")] = None,
+) -> None:
+    """The main job: build the example offline, serve it on a real Triton, query it over gRPC and HTTP, stop."""
+    from tritonforge.demo import run_demo
+
+    try:
+        run_demo(console, spec=spec, out=out)
+    except TritonForgeError as err:
+        _fail(err)
 
 
 def main() -> None:
