@@ -1,0 +1,114 @@
+"""The deployment spec: typed, immutable, every problem reported with its field path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError as PydanticValidationError
+
+from tritonforge.errors import SpecError
+from tritonforge.spec import load_spec, parse_spec
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _base() -> dict:
+    return yaml.safe_load((EXAMPLES / "embed.yaml").read_text())
+
+
+def _problems(data: dict) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    return [str(p) for p in info.value.problems]
+
+
+def test_example_parses_and_is_immutable() -> None:
+    spec = load_spec(EXAMPLES / "embed.yaml")
+    model = spec.models["minilm"]
+    assert model.max_batch_size == 64
+    assert model.dynamic_batching is not None
+    assert model.dynamic_batching.preferred_batch_sizes == [16, 32, 64]
+    assert spec.source_dir == EXAMPLES.resolve()
+    with pytest.raises(PydanticValidationError):
+        model.max_batch_size = 8  # type: ignore[misc]
+
+
+def test_preferred_batch_size_over_max_names_the_field() -> None:
+    data = _base()
+    data["models"]["minilm"]["dynamic_batching"]["preferred_batch_sizes"] = [16, 72]
+    assert _problems(data) == ["models.minilm.dynamic_batching.preferred_batch_sizes[1]: 72 is larger than max_batch_size 64"]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = _base()
+    m = data["models"]["minilm"]
+    m["instance_groups"][0]["kind"] = "tpu"
+    m["tokenizer"]["max_batch_size"] = -1
+    m["bogus"] = True
+    data["models"]["second"] = {"kind": "embedding", "checkpoint": "x", "ensemble": "embed2", "max_batch_size": 8,
+                                "dynamic_batching": {"preferred_batch_sizes": [16]}}
+    problems = _problems(data)
+    assert "models.minilm.instance_groups[0].kind: 'tpu' is not allowed; expected 'auto', 'cpu', 'gpu' or 'model'" in problems
+    assert any(p.startswith("models.minilm.tokenizer.max_batch_size: -1") for p in problems)
+    assert "models.minilm.bogus: unknown field" in problems
+    assert "models.second.dynamic_batching.preferred_batch_sizes[0]: 16 is larger than max_batch_size 8" in problems
+    assert len(problems) == 4
+
+
+@pytest.mark.parametrize(
+    ("batching", "expected"),
+    [
+        ({"priority_levels": 2, "default_priority_level": 3}, "models.minilm.dynamic_batching.default_priority_level: 3 is outside [1, 2]"),
+        ({"priority_levels": 2, "default_priority_level": 1, "preserve_ordering": True},
+         "models.minilm.dynamic_batching.preserve_ordering: only one priority level is allowed when preserve_ordering is true"),
+        ({"preserve_ordering": True, "default_queue_policy": {"timeout_action": "delay", "default_timeout_microseconds": 10}},
+         "models.minilm.dynamic_batching.default_queue_policy.timeout_action: 'delay' is not allowed when preserve_ordering is true"),
+        ({"default_priority_level": 1}, "models.minilm.dynamic_batching.priority_levels: must be set (> 0) to use default_priority_level or priority_queue_policy"),
+    ],
+)
+def test_triton_batching_rules_are_spec_errors(batching: dict, expected: str) -> None:
+    data = _base()
+    data["models"]["minilm"]["dynamic_batching"] = batching
+    assert _problems(data) == [expected]
+
+
+def test_gpus_on_cpu_instances() -> None:
+    data = _base()
+    data["models"]["minilm"]["instance_groups"] = [{"kind": "cpu", "gpus": [0]}]
+    assert _problems(data) == [
+        "models.minilm.instance_groups[0].gpus: kind 'cpu' instances cannot list GPUs; use kind 'gpu' or 'auto'"
+    ]
+
+
+def test_two_models_may_not_render_the_same_triton_name() -> None:
+    data = _base()
+    data["models"]["twin"] = {"kind": "embedding", "checkpoint": "x"}  # also wants the `embed` ensemble name
+    assert _problems(data) == ["models.twin: Triton model name 'embed' is also used by models.minilm"]
+
+
+def test_placeholders_are_refused() -> None:
+    data = _base()
+    data["models"]["minilm"]["parameters"] = {"engine_dir": "${engine_dir}"}
+    assert _problems(data) == ["models.minilm.parameters.engine_dir: placeholders like ${...} are not allowed; give the value"]
+
+
+def test_unreadable_files_and_non_mappings(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no such file"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="a spec is a mapping"):
+        parse_spec(["not", "a", "mapping"])
+    empty = {"name": "x", "models": {}}
+    assert _problems(empty) == ["models: name at least one model"]
+
+
+def test_with_target_returns_a_new_spec() -> None:
+    spec = load_spec(EXAMPLES / "embed.yaml")
+    gpu = spec.with_target("gpu")
+    assert gpu.target == "gpu" and spec.target == "cpu"
+    assert spec.with_target(None) is spec
