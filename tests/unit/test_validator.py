@@ -1,0 +1,772 @@
+"""The offline repository validator: Triton's own QA cases, then hand-written cases per rule family."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+
+from tritonforge.config_io import model_config_pb2
+from tritonforge.errors import ValidationError
+from tritonforge.validator import check_config, check_repository, validate
+
+QA_ROOT = Path("/work/shared/triton-qa")
+QA_CASES = QA_ROOT / "noautofill_platform"
+QA_MISSING = f"Triton QA cases not found at {QA_CASES} (shared reference data)"
+QA_NAMES = (
+    sorted(p.name for p in QA_CASES.iterdir() if p.is_dir() and any(p.glob("expected*"))) if QA_CASES.is_dir() else []
+)
+
+Tensor = tuple[str, str, Iterable[int]]
+Step = tuple[str, dict[str, str], dict[str, str]]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _bre(pattern: str) -> re.Pattern[str]:
+    """A grep basic regular expression as a Python regex: `\\x` is a literal x, `.`/`*`/`^`/`$` keep their meaning."""
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(char if char in ".*^$" else re.escape(char))
+        i += 1
+    return re.compile("".join(out))
+
+
+def _lines(repo: Path, gpus: int | None = 8) -> list[str]:
+    return [str(p) for p in check_repository(repo, gpus=gpus)]
+
+
+def _messages(repo: Path, model: str, gpus: int | None = 8) -> list[str]:
+    where = str(repo / model / "config.pbtxt")
+    return [p.message for p in check_repository(repo, gpus=gpus) if p.where == where]
+
+
+def _tensors(kind: str, tensors: Iterable[Tensor]) -> str:
+    return "".join(f'{kind} {{ name: "{n}" data_type: {t} dims: {list(d)} }}\n' for n, t, d in tensors)
+
+
+def _python(name: str, inputs: Iterable[Tensor], outputs: Iterable[Tensor], *, mbs: int = 8, extra: str = "") -> str:
+    head = f'name: "{name}"\nbackend: "python"\nmax_batch_size: {mbs}\n'
+    return head + _tensors("input", inputs) + _tensors("output", outputs) + extra
+
+
+def _ensemble(
+    name: str,
+    inputs: Iterable[Tensor],
+    outputs: Iterable[Tensor],
+    steps: Iterable[Step],
+    *,
+    mbs: int = 8,
+    version: int = -1,
+    extra: str = "",
+) -> str:
+    body = ""
+    for model, input_map, output_map in steps:
+        maps = "".join(f'input_map {{ key: "{k}" value: "{v}" }} ' for k, v in input_map.items())
+        maps += "".join(f'output_map {{ key: "{k}" value: "{v}" }} ' for k, v in output_map.items())
+        body += f'step {{ model_name: "{model}" model_version: {version} {maps}}}\n'
+    head = f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {mbs}\n'
+    return (
+        head + _tensors("input", inputs) + _tensors("output", outputs) + f"ensemble_scheduling {{\n{body}}}\n" + extra
+    )
+
+
+def _write(repo: Path, name: str, config: str, *, versions: Iterable[str] = ("1",), files: Iterable[str] = ()) -> Path:
+    model = repo / name
+    model.mkdir(parents=True)
+    (model / "config.pbtxt").write_text(config)
+    for version in versions:
+        (model / version).mkdir()
+        for filename in files:
+            (model / version / filename).write_text("# model\n")
+    return model
+
+
+def _py(repo: Path, name: str, inputs: Iterable[Tensor], outputs: Iterable[Tensor], **kwargs: object) -> Path:
+    return _write(repo, name, _python(name, inputs, outputs, **kwargs), files=["model.py"])  # type: ignore[arg-type]
+
+
+def _config(text: str):  # type: ignore[no-untyped-def]
+    return text_format.Parse(text, model_config_pb2().ModelConfig())
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "models"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def pipeline(repo: Path) -> Path:
+    """A valid two-step python pipeline: TEXT -> tok -> ids -> embed -> EMBEDDING."""
+    _py(repo, "tok", [("TEXT", "TYPE_STRING", [1])], [("IDS", "TYPE_INT64", [-1])])
+    _py(repo, "embed", [("IDS", "TYPE_INT64", [-1])], [("EMBEDDING", "TYPE_FP32", [384])])
+    return repo
+
+
+def _pipeline_ensemble(**kwargs: object) -> str:
+    steps = [("tok", {"TEXT": "TEXT"}, {"IDS": "ids"}), ("embed", {"IDS": "ids"}, {"EMBEDDING": "EMBEDDING"})]
+    return _ensemble(
+        "ens",
+        [("TEXT", "TYPE_STRING", [1])],
+        [("EMBEDDING", "TYPE_FP32", [384])],
+        steps,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+# ---------------------------------------------------------------- Triton's own QA cases
+
+
+def _qa_repo(case: Path, root: Path) -> Path:
+    """Lay the case out as replay.py (and Triton's qa/L0_model_config/test.sh) does, with onnxruntime_onnx."""
+    repo = root / "models"
+    model = repo / case.name
+    shutil.copytree(case, model, ignore=shutil.ignore_patterns("expected*"))
+    config = model / "config.pbtxt"
+    lines = [line for line in config.read_text().splitlines() if "platform:" not in line]
+    config.write_text("\n".join(lines) + '\nplatform: "onnxruntime_onnx"\n')
+    (model / "1").mkdir(exist_ok=True)
+    return repo
+
+
+@pytest.mark.skipif(not QA_CASES.is_dir(), reason=QA_MISSING)
+@pytest.mark.parametrize("name", QA_NAMES)
+def test_triton_qa_case_is_rejected_with_its_message(name: str, tmp_path: Path) -> None:
+    case = QA_CASES / name
+    lines = _lines(_qa_repo(case, tmp_path))
+    assert lines, f"{name} was accepted"
+    patterns = [_bre(p.read_text().strip()) for p in sorted(case.glob("expected*"))]
+    assert any(p.search(line) for p in patterns for line in lines), lines
+
+
+@pytest.mark.skipif(not QA_CASES.is_dir(), reason=QA_MISSING)
+def test_replay_script_passes_every_case() -> None:
+    bindir = Path(sys.executable).parent
+    if shutil.which("tritonforge", path=str(bindir)) is None:
+        pytest.skip(f"the tritonforge command is not installed next to {sys.executable}")
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(
+        [sys.executable, str(QA_ROOT / "replay.py")],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.stdout.strip().endswith(f"{len(QA_NAMES)} passed, 0 failed"), result.stdout + result.stderr
+    assert result.returncode == 0
+
+
+# ---------------------------------------------------------------- a valid repository
+
+
+def test_valid_ensemble_and_python_models_pass(pipeline: Path) -> None:
+    _write(pipeline, "ens", _pipeline_ensemble())
+    assert check_repository(pipeline) == []
+    validate(pipeline)
+
+
+def test_validate_raises_with_every_problem(repo: Path) -> None:
+    _write(repo, "a", 'name: "a"\nbackend: "python"\nmax_batch_size: -1\n')
+    _write(repo, "b", 'name: "wrong"\nbackend: "python"\n', files=["model.py"])
+    with pytest.raises(ValidationError) as info:
+        validate(repo)
+    wheres = [p.where for p in info.value.problems]
+    assert wheres == sorted(wheres)
+    assert str(repo / "a" / "config.pbtxt") in wheres
+    assert str(repo / "b" / "config.pbtxt") in wheres
+    messages = [p.message for p in info.value.problems]
+    assert "'max_batch_size' must be non-negative value for a" in messages
+    assert any(m.startswith("model.py does not exist in the model repository path: ") for m in messages)
+    assert "unexpected directory name 'b' for model 'wrong', directory name must equal model name" in messages
+
+
+# ---------------------------------------------------------------- layout and versions (R1, R4, R5)
+
+
+def test_missing_config_says_auto_complete_is_never_used(repo: Path) -> None:
+    (repo / "m" / "1").mkdir(parents=True)
+    [problem] = check_repository(repo)
+    assert problem.where == str(repo / "m")
+    assert problem.message.startswith(f"failed to open text file for read {repo / 'm' / 'config.pbtxt'}")
+    assert "auto-complete" in problem.message
+
+
+def test_syntax_error_uses_tritons_wording(repo: Path) -> None:
+    _write(repo, "m", 'name: "m"\nbackend: "python"\nmax_batch_size: "eight"\n', files=["model.py"])
+    [problem] = check_repository(repo)
+    assert problem.message.startswith(f"failed to read text proto from {repo / 'm' / 'config.pbtxt'}")
+
+
+def test_version_folders_with_leading_zeros_or_letters_are_ignored(repo: Path) -> None:
+    _write(repo, "m", _python("m", [], []), versions=["003", "abc"], files=["model.py"])
+    [message] = _messages(repo, "m")
+    assert message.startswith("at least one version must be available under the version policy of model 'm'")
+    assert "ignore version directory '003' which contains leading zeros in its directory name" in message
+    assert "ignore version directory 'abc' which fails to convert to integral number" in message
+
+
+def test_reserved_folders_are_not_versions(repo: Path) -> None:
+    _write(repo, "m", _python("m", [], []), versions=["warmup", "initial_state", "configs", "2"], files=["model.py"])
+    assert _messages(repo, "m") == []
+
+
+def test_only_versions_selected_by_the_policy_need_model_py(repo: Path) -> None:
+    model = _write(repo, "m", _python("m", [], []), versions=["1", "2"])
+    (model / "2" / "model.py").write_text("")
+    assert _messages(repo, "m") == []  # latest 1 loads only version 2
+    (model / "config.pbtxt").write_text(_python("m", [], [], extra="version_policy { all { } }\n"))
+    assert _messages(repo, "m") == [f"model.py does not exist in the model repository path: {model / '1' / 'model.py'}"]
+
+
+def test_specific_version_policy_without_its_folder(repo: Path) -> None:
+    _write(repo, "m", _python("m", [], [], extra="version_policy { specific { versions: [3] } }\n"), files=["model.py"])
+    [message] = _messages(repo, "m")
+    assert message.startswith("at least one version must be available under the version policy of model 'm'")
+    assert "version 3 is specified for model 'm', but the version directory is not present" in message
+
+
+def test_default_model_filename_replaces_model_py(repo: Path) -> None:
+    _write(repo, "m", _python("m", [], [], extra='default_model_filename: "main.py"\n'), files=["main.py"])
+    assert _messages(repo, "m") == []
+
+
+def test_onnx_model_file_is_required(repo: Path) -> None:
+    model = _write(repo, "enc", 'name: "enc"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 4\n')
+    assert _messages(repo, "enc") == [f"unable to find '{model / '1' / 'model.onnx'}' for model instance 'enc_0'"]
+    (model / "1" / "model.onnx").mkdir()
+    (model / "1" / "model.onnx" / "model.onnx").write_bytes(b"onnx")  # a large model stored as a directory
+    assert _messages(repo, "enc") == []
+
+
+# ---------------------------------------------------------------- platform / backend (R7-R10)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ('platform: "onnxruntime"', "unexpected platform type 'onnxruntime' for m"),
+        (
+            'platform: "ensemble"\nbackend: "python"',
+            "Ensemble model 'm' must have platform type 'ensemble' and empty backend type",
+        ),
+        (
+            'platform: "tensorrt_plan"\nbackend: "onnxruntime"',
+            "unexpected 'platform' and 'backend' pair, got:tensorrt_plan, onnxruntime",
+        ),
+        ('platform: "libtorch"', "unexpected 'platform' and 'backend' pair, got:libtorch, pytorch"),
+        (
+            "max_batch_size: 1",
+            "Invalid model name: Could not determine backend for model 'm' with no backend in model configuration. "
+            "Expected model name of the form 'model.<backend_name>'.",
+        ),
+    ],
+)
+def test_platform_and_backend(repo: Path, config: str, message: str) -> None:
+    _write(repo, "m", f'name: "m"\n{config}\n')
+    assert message in _messages(repo, "m")
+
+
+def test_backend_is_inferred_from_the_first_version_folder(repo: Path) -> None:
+    _write(repo, "m", 'name: "m"\nmax_batch_size: 1\n', files=["model.py"])
+    assert _messages(repo, "m") == []
+
+
+# ---------------------------------------------------------------- single-config rules through check_config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('input { name: "x" data_type: TYPE_FP32 }', "model input 'x' must specify 'dims' for m"),
+        (
+            'output { name: "y" data_type: TYPE_FP32 dims: [0] }',
+            "model output 'y' dimension must be integer >= 1, or -1 to indicate a variable-size dimension for m",
+        ),
+        ("input { data_type: TYPE_FP32 dims: [1] }", "model input must specify 'name' for m"),
+        (
+            'input { name: "x" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [3, 224] }',
+            "model input NHWC/NCHW require 3 dims for m",
+        ),
+        (
+            'input { name: "x" data_type: TYPE_INT32 dims: [1] is_shape_tensor: true }',
+            "shape tensors are only supported for TensorRT platform for m",
+        ),
+        (
+            'output { name: "y" data_type: TYPE_FP32 dims: [1] is_non_linear_format_io: true }',
+            "Non-linear IO format is only supported for the TensorRT platform for m",
+        ),
+        (
+            'batch_input { kind: BATCH_ELEMENT_COUNT target_name: "b" data_type: TYPE_INT64 source_input: "x" }',
+            "batch input data type must be TYPE_INT32 or TYPE_FP32 for m",
+        ),
+        (
+            "dynamic_batching { preferred_batch_size: [4, 16] }",
+            "dynamic batching preferred size must be <= max batch size for m",
+        ),
+        ("dynamic_batching { preferred_batch_size: [0] }", "dynamic batching preferred size must be positive for m"),
+        (
+            'sequence_batching { control_input { name: "CORRID"'
+            " control { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_FP32 } } }",
+            "unexpected data type for control CONTROL_SEQUENCE_CORRID for m. Allowed data types are TYPE_UINT64, "
+            "TYPE_INT64, TYPE_UINT32, TYPE_INT32 and TYPE_STRING",
+        ),
+        (
+            'sequence_batching { control_input { name: "C"'
+            " control { kind: CONTROL_SEQUENCE_CORRID int32_false_true: [0, 1] } } }",
+            "sequence batching must not specify either 'int32_false_true', 'fp32_false_true' or 'bool_false_true' "
+            "for CONTROL_SEQUENCE_CORRID for m",
+        ),
+        (
+            'sequence_batching { control_input { name: "S"'
+            " control { kind: CONTROL_SEQUENCE_START int32_false_true: [0, 1, 2] } } }",
+            "sequence batching control 'int32_false_true' must have exactly 2 entries for CONTROL_SEQUENCE_START for m",
+        ),
+        (
+            "sequence_batching { oldest { preferred_batch_size: [9] } }",
+            "sequence batching preferred batch size must be <= max batch size for m",
+        ),
+        (
+            "sequence_batching { direct { minimum_slot_utilization: 1.5 } }",
+            "sequence batching minimum slot utilization must be in range (0.0, 1.0] for m",
+        ),
+        (
+            "sequence_batching { }\nresponse_cache { enable: true }",
+            "Response Cache does not currently support model m with sequence batching scheduler. Please disable the "
+            "response cache.",
+        ),
+        (
+            "model_transaction_policy { decoupled: true }\nresponse_cache { enable: true }",
+            "Response Cache does not currently support model m with 'decoupled' transaction policy. Please disable the "
+            "response cache.",
+        ),
+        (
+            'model_metrics { metric_control { metric_identifier { family: "f" } } }',
+            "metric control must specify 'histogram_options'",
+        ),
+        (
+            "model_metrics { metric_control { histogram_options { buckets: [1] } } }",
+            "metric control must specify 'metric_identifier'",
+        ),
+        (
+            'ensemble_scheduling { step { model_name: "x" } }',
+            "ensemble scheduling cannot be set for model 'm' whose platform is not ensemble",
+        ),
+        (
+            "instance_group { kind: KIND_MODEL gpus: [0] }",
+            "instance group m_0 of model m has kind KIND_MODEL but specifies one or more GPUs",
+        ),
+        (
+            'instance_group { kind: KIND_CPU profile: "0" }',
+            "instance group m_0 of model m and platform specifies profile field which is only supported for "
+            "TensorRT models",
+        ),
+    ],
+)
+def test_single_config_rule(text: str, message: str) -> None:
+    config = _config(f'name: "m"\nbackend: "python"\nmax_batch_size: 8\n{text}')
+    assert message in check_config(config)
+
+
+def test_check_config_without_a_folder_needs_a_name_and_leaves_the_config_untouched() -> None:
+    config = _config('backend: "python"\nmax_batch_size: 8\n')
+    before = config.SerializeToString()
+    assert check_config(config) == ["model configuration must specify 'name'"]
+    assert config.SerializeToString() == before
+
+
+def test_check_config_with_a_folder_checks_the_layout(tmp_path: Path) -> None:
+    config = _config('name: "other"\nbackend: "python"\n')
+    folder = tmp_path / "m"
+    (folder / "1").mkdir(parents=True)
+    messages = check_config(config, model_dir=folder)
+    assert "unexpected directory name 'm' for model 'other', directory name must equal model name" in messages
+    assert f"model.py does not exist in the model repository path: {folder / '1' / 'model.py'}" in messages
+
+
+# ---------------------------------------------------------------- instance groups and rate limiter (R40-R44)
+
+
+def test_gpu_ids_are_checked_against_the_target_machine(repo: Path) -> None:
+    _write(repo, "m", _python("m", [], [], extra="instance_group { kind: KIND_GPU gpus: [3] }\n"), files=["model.py"])
+    [message] = _messages(repo, "m", gpus=2)
+    assert message == (
+        "instance group m_0 of model m specifies invalid or unsupported gpu id 3. GPUs with at least the minimum "
+        "required CUDA compute compatibility of 6.000000 are: 0, 1"
+    )
+    assert _messages(repo, "m", gpus=4) == []
+    assert _messages(repo, "m", gpus=None) == []
+
+
+def test_kind_gpu_on_a_machine_without_gpus(repo: Path) -> None:
+    extra = 'instance_group { name: "g" kind: KIND_GPU }\ninstance_group { kind: KIND_AUTO }\n'
+    _write(repo, "m", _python("m", [], [], extra=extra), files=["model.py"])
+    assert _messages(repo, "m", gpus=0) == ["instance group g of model m has kind KIND_GPU but no GPUs are available"]
+
+
+def test_rate_limiter_resource_global_and_per_device_across_models(repo: Path) -> None:
+    group = 'instance_group {{ kind: KIND_CPU rate_limiter {{ resources {{ name: "R" global: {} count: 1 }} }} }}\n'
+    _write(repo, "a", _python("a", [], [], extra=group.format("true")), files=["model.py"])
+    _write(repo, "b", _python("b", [], [], extra=group.format("false")), files=["model.py"])
+    _write(repo, "c", _python("c", [], [], extra=group.format("false").replace('"R"', '"S"')), files=["model.py"])
+    message = 'Resource "R" is present as both global and device-specific resource in the model configuration.'
+    assert _messages(repo, "a") == [message]
+    assert _messages(repo, "b") == [message]
+    assert _messages(repo, "c") == []
+
+
+# ---------------------------------------------------------------- files read at load (R23, R37, R68)
+
+
+def test_label_file_outside_the_model_folder(repo: Path) -> None:
+    extra = 'output { name: "y" data_type: TYPE_FP32 dims: [2] label_filename: "../labels.txt" }\n'
+    _write(repo, "m", _python("m", [], [], extra=extra), files=["model.py"])
+    assert _messages(repo, "m") == [
+        "label file path '../labels.txt' for output 'y' in model 'm' is outside model directory"
+    ]
+
+
+def _warmup(name: str, batch_size: int, data: str) -> str:
+    value = f"{{ data_type: TYPE_FP32 {data} }}"
+    return f'model_warmup {{ name: "{name}" batch_size: {batch_size} inputs {{ key: "x" value: {value} }} }}\n'
+
+
+def test_warmup_samples(repo: Path) -> None:
+    extra = (
+        'input { name: "x" data_type: TYPE_FP32 dims: [-1] }\n'
+        + _warmup("w", 1, "dims: [-1] zero_data: true")
+        + _warmup("v", 1, "dims: [4]")
+        + _warmup("f", 1, 'dims: [4] input_data_file: "x.bin"')
+        + _warmup("skipped", 0, "dims: [-1]")
+    )
+    model = _write(repo, "m", _python("m", [], [], extra=extra), files=["model.py"])
+    assert _messages(repo, "m") == [
+        "warmup setting expects all variable-size dimensions are specified for input 'x'",
+        "warmup setting expects input 'x' to have input_data_type set",
+        f"failed to open text file for read {model / 'warmup' / 'x.bin'}: No such file or directory",
+    ]
+    (model / "warmup").mkdir()
+    (model / "warmup" / "x.bin").write_bytes(b"\0" * 8)
+    assert (
+        _messages(repo, "m")[-1] == "warmup setting expects 16 bytes, but the data provided from x.binonly has 8 bytes"
+    )
+
+
+def test_sequence_batching_implicit_state(repo: Path) -> None:
+    extra = (
+        "sequence_batching {\n"
+        '  state { input_name: "a" output_name: "a_out" data_type: TYPE_FP32 dims: [2]'
+        '    initial_state { name: "init" data_type: TYPE_INT32 dims: [2] zero_data: true } }\n'
+        '  state { input_name: "b" output_name: "b_out" data_type: TYPE_FP32 dims: [-1]'
+        '    initial_state { name: "init" data_type: TYPE_FP32 dims: [-1] zero_data: true } }\n'
+        '  state { input_name: "c" output_name: "c_out" data_type: TYPE_FP32 dims: [2, 2]'
+        '    initial_state { name: "init" data_type: TYPE_FP32 dims: [2] zero_data: true } }\n'
+        "}\n"
+    )
+    _write(repo, "m", _python("m", [], [], extra=extra), files=["model.py"])
+    assert _messages(repo, "m") == [
+        "The data type used for 'initial_state' field of state 'a' does not match the state data type.",
+        "'initial_state' field for state input name 'b' contains variable dimensions.",
+        "Number of dimensions in 'initial_state' doesn't match the size of 'state' dimensions for state input 'c'. "
+        "1 != 2",
+    ]
+
+
+# ---------------------------------------------------------------- ensembles, single config (R46-R51)
+
+
+def test_ensemble_tensor_produced_twice(pipeline: Path) -> None:
+    steps = [("tok", {"TEXT": "TEXT"}, {"IDS": "ids"}), ("tok", {"TEXT": "TEXT"}, {"IDS": "ids"})]
+    _write(pipeline, "ens", _ensemble("ens", [("TEXT", "TYPE_STRING", [1])], [("ids", "TYPE_INT64", [-1])], steps))
+    assert _messages(pipeline, "ens") == [
+        "ensemble tensor 'ids' can appear in an output map only once for ensemble 'ens' step 1"
+    ]
+
+
+def test_ensemble_output_not_reachable_from_the_inputs(pipeline: Path) -> None:
+    steps = [("embed", {"IDS": "ids"}, {"EMBEDDING": "EMBEDDING"})]
+    inputs = [("TEXT", "TYPE_STRING", [1])]
+    _write(pipeline, "ens", _ensemble("ens", inputs, [("EMBEDDING", "TYPE_FP32", [384])], steps))
+    assert _messages(pipeline, "ens") == [
+        "ensemble input 'TEXT' for ensemble ens' is not used",
+        "output 'EMBEDDING' for ensemble 'ens' is not written: at least one of its depending tensors, 'ids', is "
+        "not connected",
+    ]
+
+
+def test_cycle_inside_one_ensemble_is_never_written(pipeline: Path) -> None:
+    _py(pipeline, "mix", [("A", "TYPE_INT64", [-1]), ("B", "TYPE_INT64", [-1])], [("C", "TYPE_INT64", [-1])])
+    steps = [
+        ("tok", {"TEXT": "TEXT"}, {"IDS": "ids"}),
+        ("mix", {"A": "ids", "B": "loop"}, {"C": "loop"}),
+        ("embed", {"IDS": "loop"}, {"EMBEDDING": "EMBEDDING"}),
+    ]
+    _write(
+        pipeline, "ens", _ensemble("ens", [("TEXT", "TYPE_STRING", [1])], [("EMBEDDING", "TYPE_FP32", [384])], steps)
+    )
+    assert _messages(pipeline, "ens") == [
+        "output 'EMBEDDING' for ensemble 'ens' is not written: at least one of its depending tensors, 'loop', is "
+        "not connected"
+    ]
+
+
+def test_intermediate_tensor_never_consumed(pipeline: Path) -> None:
+    steps = [
+        ("tok", {"TEXT": "TEXT"}, {"IDS": "ids"}),
+        ("tok", {"TEXT": "TEXT"}, {"IDS": "spare"}),
+        ("embed", {"IDS": "ids"}, {"EMBEDDING": "EMBEDDING"}),
+    ]
+    _write(
+        pipeline, "ens", _ensemble("ens", [("TEXT", "TYPE_STRING", [1])], [("EMBEDDING", "TYPE_FP32", [384])], steps)
+    )
+    assert _messages(pipeline, "ens") == ["ensemble tensor 'spare' is unused in ensemble 'ens'"]
+
+
+def test_ensemble_must_not_set_instance_groups_or_lack_steps(repo: Path) -> None:
+    _write(
+        repo, "ens", 'name: "ens"\nplatform: "ensemble"\ninstance_group { kind: KIND_CPU }\nensemble_scheduling { }\n'
+    )
+    assert _messages(repo, "ens") == [
+        "instance group should not be specified for ensemble 'ens'",
+        "must specify 'step' for ensemble 'ens'",
+    ]
+
+
+def test_ensemble_needs_a_version_folder(pipeline: Path) -> None:
+    _write(pipeline, "ens", _pipeline_ensemble(), versions=[])
+    assert _messages(pipeline, "ens") == [
+        "at least one version must be available under the version policy of model 'ens'"
+    ]
+
+
+# ---------------------------------------------------------------- ensembles across models (R53-R63)
+
+
+def test_wrong_dtype_between_two_steps(repo: Path) -> None:
+    _py(repo, "tok", [("TEXT", "TYPE_STRING", [1])], [("IDS", "TYPE_FP32", [-1])])
+    _py(repo, "embed", [("IDS", "TYPE_INT32", [-1])], [("EMBEDDING", "TYPE_FP32", [384])])
+    _write(repo, "ens", _pipeline_ensemble())
+    assert _lines(repo) == [
+        f"{repo / 'ens' / 'config.pbtxt'}: in ensemble ens, ensemble tensor ids: inconsistent data type: TYPE_FP32 is "
+        "inferred from model tok while TYPE_INT32 is inferred from model embed"
+    ]
+
+
+def test_shape_mismatch_between_two_steps(repo: Path) -> None:
+    _py(repo, "tok", [("TEXT", "TYPE_STRING", [1])], [("IDS", "TYPE_INT64", [16])])
+    _py(repo, "embed", [("IDS", "TYPE_INT64", [16, 16])], [("EMBEDDING", "TYPE_FP32", [384])])
+    _write(repo, "ens", _pipeline_ensemble())
+    assert _messages(repo, "ens") == [
+        "in ensemble ens, ensemble tensor ids: inconsistent shape: [-1,16] is inferred from model tok while "
+        "[-1,16,16] is inferred from model embed"
+    ]
+
+
+def test_non_batching_step_may_carry_the_batch_dimension_explicitly(repo: Path) -> None:
+    _py(repo, "tok", [("TEXT", "TYPE_STRING", [1])], [("IDS", "TYPE_INT64", [16])])
+    _py(repo, "embed", [("IDS", "TYPE_INT64", [-1, 16])], [("EMBEDDING", "TYPE_FP32", [-1, 384])], mbs=0)
+    _write(repo, "ens", _pipeline_ensemble())
+    assert _lines(repo) == []
+
+
+def test_ensemble_output_shape_must_match_the_producer(pipeline: Path) -> None:
+    steps = [("tok", {"TEXT": "TEXT"}, {"IDS": "ids"}), ("embed", {"IDS": "ids"}, {"EMBEDDING": "EMBEDDING"})]
+    _write(
+        pipeline, "ens", _ensemble("ens", [("TEXT", "TYPE_STRING", [1])], [("EMBEDDING", "TYPE_FP32", [768])], steps)
+    )
+    assert _messages(pipeline, "ens") == [
+        "in ensemble ens, ensemble tensor EMBEDDING: inconsistent shape: [-1,768] is inferred from model ens while "
+        "[-1,384] is inferred from model embed"
+    ]
+
+
+def test_missing_composing_models_are_listed(pipeline: Path) -> None:
+    steps = [
+        ("tok", {"TEXT": "TEXT"}, {"IDS": "ids"}),
+        ("zeta", {"IDS": "ids"}, {"E": "mid"}),
+        ("alpha", {"X": "mid"}, {"E": "OUT"}),
+    ]
+    _write(pipeline, "ens", _ensemble("ens", [("TEXT", "TYPE_STRING", [1])], [("OUT", "TYPE_FP32", [1])], steps))
+    assert _messages(pipeline, "ens") == [
+        "ensemble ens contains models that are not available or ambiguous: alpha, zeta"
+    ]
+
+
+def test_composing_model_that_fails_to_poll_is_not_available(pipeline: Path) -> None:
+    (pipeline / "embed" / "config.pbtxt").write_text(_python("embed", [], [], mbs=-1))
+    _write(pipeline, "ens", _pipeline_ensemble())
+    assert _messages(pipeline, "ens") == ["ensemble ens contains models that are not available or ambiguous: embed"]
+
+
+def test_composing_model_that_fails_to_load(pipeline: Path) -> None:
+    (pipeline / "embed" / "1" / "model.py").unlink()
+    _write(pipeline, "ens", _pipeline_ensemble())
+    missing = pipeline / "embed" / "1" / "model.py"
+    assert _messages(pipeline, "ens") == [
+        "ensemble 'ens' depends on 'embed' which has no loaded version. Model 'embed' loading failed with error: "
+        f"model.py does not exist in the model repository path: {missing}"
+    ]
+
+
+def test_omitted_model_version_requires_version_zero(pipeline: Path) -> None:
+    _write(pipeline, "ens", _pipeline_ensemble().replace("model_version: -1", ""))
+    assert _messages(pipeline, "ens") == [
+        "ensemble 'ens' depends on 'tok' whose required version 0 is not loaded.",
+        "ensemble 'ens' depends on 'embed' whose required version 0 is not loaded.",
+    ]
+
+
+def test_composing_max_batch_size_too_small(pipeline: Path) -> None:
+    _write(pipeline, "ens", _pipeline_ensemble(mbs=16))
+    assert _messages(pipeline, "ens") == [
+        f"ensemble ens allows maximum batch size 16, but it contains model {m} which only allows maximum batch size "
+        "to be 8"
+        for m in ("tok", "embed")
+    ]
+
+
+def test_unmapped_input_of_a_composing_model(pipeline: Path) -> None:
+    _py(pipeline, "two", [("A", "TYPE_INT64", [-1]), ("B", "TYPE_INT64", [-1])], [("EMBEDDING", "TYPE_FP32", [384])])
+    steps = [("tok", {"TEXT": "TEXT"}, {"IDS": "ids"}), ("two", {"A": "ids"}, {"EMBEDDING": "EMBEDDING"})]
+    _write(
+        pipeline, "ens", _ensemble("ens", [("TEXT", "TYPE_STRING", [1])], [("EMBEDDING", "TYPE_FP32", [384])], steps)
+    )
+    assert _messages(pipeline, "ens") == ["in ensemble ens, input B in model two is not mapped to any ensemble tensors"]
+
+
+def test_optional_inputs_may_stay_unmapped(pipeline: Path) -> None:
+    extra = 'input { name: "B" data_type: TYPE_INT64 dims: [-1] optional: true }\n'
+    _py(pipeline, "two", [("A", "TYPE_INT64", [-1])], [("EMBEDDING", "TYPE_FP32", [384])], extra=extra)
+    steps = [("tok", {"TEXT": "TEXT"}, {"IDS": "ids"}), ("two", {"A": "ids"}, {"EMBEDDING": "EMBEDDING"})]
+    _write(
+        pipeline, "ens", _ensemble("ens", [("TEXT", "TYPE_STRING", [1])], [("EMBEDDING", "TYPE_FP32", [384])], steps)
+    )
+    assert _lines(pipeline) == []
+
+
+def test_unknown_input_and_output_keys(pipeline: Path) -> None:
+    steps = [
+        ("tok", {"TEXT": "TEXT"}, {"IDS": "ids"}),
+        ("embed", {"IDS": "ids", "MASK": "TEXT"}, {"VECTOR": "EMBEDDING"}),
+    ]
+    _write(
+        pipeline, "ens", _ensemble("ens", [("TEXT", "TYPE_STRING", [1])], [("EMBEDDING", "TYPE_FP32", [384])], steps)
+    )
+    assert _messages(pipeline, "ens") == [
+        "in ensemble ens, ensemble tensor TEXT is mapping to non-existing input MASK in model embed",
+        "in ensemble ens, ensemble tensor EMBEDDING is mapped from non-existing output VECTOR in model embed",
+    ]
+
+
+def test_circular_dependency_between_ensembles(pipeline: Path) -> None:
+    text, out = [("TEXT", "TYPE_STRING", [1])], [("EMBEDDING", "TYPE_FP32", [384])]
+    _write(pipeline, "a", _ensemble("a", text, out, [("b", {"TEXT": "TEXT"}, {"EMBEDDING": "EMBEDDING"})]))
+    _write(pipeline, "b", _ensemble("b", text, out, [("a", {"TEXT": "TEXT"}, {"EMBEDDING": "EMBEDDING"})]))
+    _write(pipeline, "c", _ensemble("c", text, out, [("a", {"TEXT": "TEXT"}, {"EMBEDDING": "EMBEDDING"})]))
+    assert _messages(pipeline, "a") == ["circular dependency between ensembles: a -> ... -> b -> a"]
+    assert _messages(pipeline, "b") == ["circular dependency between ensembles: b -> ... -> a -> b"]
+    assert _messages(pipeline, "c") == [
+        "ensemble 'c' depends on 'a' which is not valid. Model 'a' failed with error: circular dependency between "
+        "ensembles: a -> ... -> b -> a"
+    ]
+
+
+def test_nested_ensembles_are_checked_against_the_inner_ensemble(pipeline: Path) -> None:
+    _write(pipeline, "ens", _pipeline_ensemble())
+    steps = [("ens", {"TEXT": "TEXT"}, {"EMBEDDING": "EMBEDDING"})]
+    _write(
+        pipeline,
+        "outer",
+        _ensemble("outer", [("TEXT", "TYPE_STRING", [1])], [("EMBEDDING", "TYPE_FP16", [384])], steps),
+    )
+    assert _messages(pipeline, "outer") == [
+        "in ensemble outer, ensemble tensor EMBEDDING: inconsistent data type: TYPE_FP16 is inferred from model outer "
+        "while TYPE_FP32 is inferred from model ens"
+    ]
+
+
+DECOUPLED = "model_transaction_policy { decoupled: true }\n"
+
+
+def _streaming_models(repo: Path) -> None:
+    _py(repo, "tok", [("TEXT", "TYPE_STRING", [1])], [("IDS", "TYPE_INT64", [-1])])
+    _py(repo, "gen_a", [("IDS", "TYPE_INT64", [-1])], [("TOK", "TYPE_INT64", [1])], extra=DECOUPLED)
+    _py(repo, "gen_b", [("IDS", "TYPE_INT64", [-1])], [("TOK", "TYPE_INT64", [1])], extra=DECOUPLED)
+    _py(repo, "join", [("A", "TYPE_INT64", [1]), ("B", "TYPE_INT64", [1])], [("J", "TYPE_INT64", [1])])
+    _py(repo, "detok", [("J", "TYPE_INT64", [1])], [("OUT", "TYPE_STRING", [1])])
+
+
+def _rejoin_steps() -> list[Step]:
+    return [
+        ("tok", {"TEXT": "TEXT"}, {"IDS": "ids"}),
+        ("gen_a", {"IDS": "ids"}, {"TOK": "a"}),
+        ("join", {"A": "a", "B": "a"}, {"J": "j"}),
+        ("detok", {"J": "j"}, {"OUT": "OUT"}),
+    ]
+
+
+CACHE = "response_cache { enable: true }\n"
+STREAM_IO: tuple[list[Tensor], list[Tensor]] = ([("TEXT", "TYPE_STRING", [1])], [("OUT", "TYPE_STRING", [1])])
+
+
+def _cache_message(model: str) -> str:
+    return (
+        f"Response Cache does not currently support model {model} with 'decoupled' transaction policy. Please "
+        "disable the response cache."
+    )
+
+
+def test_step_joining_two_decoupled_producers(repo: Path) -> None:
+    _streaming_models(repo)
+    steps = [
+        ("tok", {"TEXT": "TEXT"}, {"IDS": "ids"}),
+        ("gen_a", {"IDS": "ids"}, {"TOK": "a"}),
+        ("gen_b", {"IDS": "ids"}, {"TOK": "b"}),
+        ("join", {"A": "a", "B": "b"}, {"J": "j"}),
+        ("detok", {"J": "j"}, {"OUT": "OUT"}),
+    ]
+    _write(repo, "ens", _ensemble("ens", [("TEXT", "TYPE_STRING", [1])], [("OUT", "TYPE_STRING", [1])], steps))
+    assert _messages(repo, "ens") == [
+        "in ensemble ens, step of model 'join' receives inputs originated from different decoupled models"
+    ]
+
+
+def test_fan_out_from_one_decoupled_step_may_rejoin(repo: Path) -> None:
+    _streaming_models(repo)
+    _write(repo, "ens", _ensemble("ens", *STREAM_IO, _rejoin_steps()))
+    assert _lines(repo) == []
+
+
+def test_response_cache_on_an_ensemble_that_becomes_decoupled(repo: Path) -> None:
+    _streaming_models(repo)
+    _write(repo, "ens", _ensemble("ens", *STREAM_IO, _rejoin_steps(), extra=CACHE))
+    assert _messages(repo, "ens") == [_cache_message("ens")]
+    # an ensemble using it cannot load it
+    _write(repo, "outer", _ensemble("outer", *STREAM_IO, [("ens", {"TEXT": "TEXT"}, {"OUT": "OUT"})]))
+    assert _messages(repo, "outer") == [
+        "ensemble 'outer' depends on 'ens' which has no loaded version. Model 'ens' loading failed with error: "
+        + _cache_message("ens")
+    ]
+
+
+def test_derived_decoupled_flag_propagates_to_an_outer_ensemble(repo: Path) -> None:
+    _streaming_models(repo)
+    _write(repo, "ens", _ensemble("ens", *STREAM_IO, _rejoin_steps()))
+    _write(repo, "outer", _ensemble("outer", *STREAM_IO, [("ens", {"TEXT": "TEXT"}, {"OUT": "OUT"})], extra=CACHE))
+    assert _messages(repo, "ens") == []
+    assert _messages(repo, "outer") == [_cache_message("outer")]
