@@ -11,11 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tritonforge import python_backends
 from tritonforge.builders.model_configs import Signature, Target, TensorSpec, render_model
-from tritonforge.config_io import render_config
 from tritonforge.ensembles.dag import ModelIO
 from tritonforge.ensembles.embed import embed_ensemble
+
+from tritonforge import python_backends
+from tritonforge.config_io import render_config
 from tritonforge.repository import FileContent
 from tritonforge.spec import EmbeddingModel
 
@@ -38,7 +39,9 @@ def _pad_id(tokenizer_files: dict[str, Path]) -> int:
     return 0 if token_id is None else token_id
 
 
-def embedding_model_set(key: str, model: EmbeddingModel, target: Target, artifact: Any) -> tuple[dict[str, FileContent], list[str]]:
+def embedding_model_set(
+    key: str, model: EmbeddingModel, target: Target, artifact: Any
+) -> tuple[dict[str, FileContent], list[str]]:
     """Render the three models of one embedding service; returns (file plan, notes)."""
     tok_name, enc_name = f"{key}_tokenizer", f"{key}_encoder"
     ids = tuple(TensorSpec(n, "TYPE_INT64", (-1,)) for n in artifact.input_names)

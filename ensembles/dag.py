@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tritonforge.builders.model_configs import TensorSpec, add_io
+
 from tritonforge.config_io import model_config_pb2
 from tritonforge.errors import Problem, ValidationError
 
@@ -59,7 +60,7 @@ def _shape(dims: Sequence[int]) -> str:
 
 
 def _dims_match(a: Sequence[int], b: Sequence[int]) -> bool:
-    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
+    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b, strict=True))
 
 
 @dataclass
@@ -129,7 +130,10 @@ class Ensemble:
         batching = model.max_batch_size > 0
         for key, tensor in inputs.items():
             if key not in model.inputs:
-                self._fail(f"in ensemble {self.name}, ensemble tensor {tensor} is mapping to non-existing input {key} in model {model.name}")
+                self._fail(
+                    f"in ensemble {self.name}, ensemble tensor {tensor} is mapping to non-existing input "
+                    f"{key} in model {model.name}"
+                )
             if tensor not in self._tensors:
                 known = ", ".join(sorted(self._tensors)) or "none yet"
                 self._fail(
@@ -137,15 +141,25 @@ class Ensemble:
                     f"that no ensemble input or earlier step provides (known tensors: {known})"
                 )
             spec = model.inputs[key]
-            self._agree(tensor, spec.data_type, spec.reshape if spec.reshape is not None else spec.dims, batching, model.name)
+            self._agree(
+                tensor, spec.data_type, spec.reshape if spec.reshape is not None else spec.dims, batching, model.name
+            )
         for key, spec in model.inputs.items():
             if key not in inputs and not spec.optional:
-                self._fail(f"in ensemble {self.name}, input {key} in model {model.name} is not mapped to any ensemble tensors")
+                self._fail(
+                    f"in ensemble {self.name}, input {key} in model {model.name} is not mapped to any ensemble tensors"
+                )
         for key, tensor in outputs.items():
             if key not in model.outputs:
-                self._fail(f"in ensemble {self.name}, ensemble tensor {tensor} is mapped from non-existing output {key} in model {model.name}")
+                self._fail(
+                    f"in ensemble {self.name}, ensemble tensor {tensor} is mapped from non-existing output "
+                    f"{key} in model {model.name}"
+                )
             if tensor in self._tensors:
-                self._fail(f"ensemble tensor '{tensor}' can appear in an output map only once for ensemble '{self.name}' step {index}")
+                self._fail(
+                    f"ensemble tensor '{tensor}' can appear in an output map only once for ensemble "
+                    f"'{self.name}' step {index}"
+                )
         # all checks passed: record the step
         for tensor in inputs.values():
             self._tensors[tensor].consumers.append(index)

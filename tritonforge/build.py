@@ -42,7 +42,9 @@ def _precision(model: EmbeddingModel, target: str) -> str:
     return "int8" if model.cpu_quantization == "int8" else "fp32"
 
 
-def plan_repository(spec: Spec, progress: Progress | None = None) -> tuple[dict[str, FileContent], list[ArtifactInfo], list[str]]:
+def plan_repository(
+    spec: Spec, progress: Progress | None = None
+) -> tuple[dict[str, FileContent], list[ArtifactInfo], list[str]]:
     """Compile every artifact (cached by content hash) and render the whole repository as a file plan."""
     from tritonforge.builders.checkpoints import resolve_checkpoint
     from tritonforge.builders.embedding import embedding_model_set
@@ -70,8 +72,14 @@ def plan_repository(spec: Spec, progress: Progress | None = None) -> tuple[dict[
         plan.update(files)
         notes += model_notes
         artifacts.append(
-            ArtifactInfo(key, "onnx-encoder", precision, artifact.content_hash,
-                         artifact.parity_max_abs_diff, artifact.quantized_min_cosine)
+            ArtifactInfo(
+                key,
+                "onnx-encoder",
+                precision,
+                artifact.content_hash,
+                artifact.parity_max_abs_diff,
+                artifact.quantized_min_cosine,
+            )
         )
     manifest = {
         "spec": spec.name,
@@ -109,7 +117,9 @@ def build(
         if progress:
             progress("validating repository")
         # GPU ids cannot be checked here: the build machine is not the serving machine
-        problems = [Problem(p.where.replace(str(tmp), str(Path(out))), p.message) for p in check_repository(tmp, gpus=None)]
+        problems = [
+            Problem(p.where.replace(str(tmp), str(Path(out))), p.message) for p in check_repository(tmp, gpus=None)
+        ]
         if problems:
             raise ValidationError(problems, "the built repository breaks Triton's load rules (nothing was written)")
 

@@ -60,7 +60,9 @@ def build(
         table.add_column(col)
     for a in report.artifacts:
         table.add_row(
-            a.model, a.kind, a.precision,
+            a.model,
+            a.kind,
+            a.precision,
             "-" if a.parity_max_abs_diff is None else f"{a.parity_max_abs_diff:.2e}",
             "-" if a.quantized_min_cosine is None else f"{a.quantized_min_cosine:.5f}",
         )

@@ -50,7 +50,9 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
         t0 = time.perf_counter()
         with TritonServer(repo) as server:
             ep = server.endpoints
-            console.print(f"ready in {time.perf_counter() - t0:.1f} s: gRPC {ep.grpc}, HTTP {ep.http}, metrics {ep.metrics}")
+            console.print(
+                f"ready in {time.perf_counter() - t0:.1f} s: gRPC {ep.grpc}, HTTP {ep.http}, metrics {ep.metrics}"
+            )
 
             console.rule("3. embed over gRPC and HTTP")
             results = {}
@@ -58,8 +60,10 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
                 with Client(url, protocol=protocol) as client:
                     t0 = time.perf_counter()
                     results[protocol] = client.embed(SENTENCES)
-                    console.print(f"{protocol}: {results[protocol].shape[0]} × {results[protocol].shape[1]} "
-                                  f"in {1000 * (time.perf_counter() - t0):.1f} ms")
+                    console.print(
+                        f"{protocol}: {results[protocol].shape[0]} × {results[protocol].shape[1]} "
+                        f"in {1000 * (time.perf_counter() - t0):.1f} ms"
+                    )
             same = float(np.abs(results["grpc"] - results["http"]).max())
             console.print(f"gRPC and HTTP agree: max |Δ| = {same:.1e}")
 

@@ -61,14 +61,16 @@ class DynamicBatching(_Frozen):
         levels = self.priority_levels
         if levels:
             if not 1 <= self.default_priority_level <= levels:
-                found.append(
-                    ("default_priority_level", f"{self.default_priority_level} is outside [1, {levels}]")
-                )
+                found.append(("default_priority_level", f"{self.default_priority_level} is outside [1, {levels}]"))
             for level in self.priority_queue_policy:
                 if level > levels:
-                    found.append((f"priority_queue_policy[{level}]", f"priority level {level} is outside [1, {levels}]"))
+                    found.append(
+                        (f"priority_queue_policy[{level}]", f"priority level {level} is outside [1, {levels}]")
+                    )
         elif self.default_priority_level or self.priority_queue_policy:
-            found.append(("priority_levels", "must be set (> 0) to use default_priority_level or priority_queue_policy"))
+            found.append(
+                ("priority_levels", "must be set (> 0) to use default_priority_level or priority_queue_policy")
+            )
         if self.preserve_ordering:
             if levels > 1:
                 found.append(("preserve_ordering", "only one priority level is allowed when preserve_ordering is true"))
@@ -120,7 +122,9 @@ class VersionPolicy(_Frozen):
 
     @model_validator(mode="after")
     def _one(self) -> VersionPolicy:
-        chosen = [n for n, on in (("latest", self.latest is not None), ("all", self.all), ("specific", self.specific)) if on]
+        chosen = [
+            n for n, on in (("latest", self.latest is not None), ("all", self.all), ("specific", self.specific)) if on
+        ]
         if len(chosen) > 1:
             _problems([("", f"choose one of latest, all, specific; got {', '.join(chosen)}")])
         return self
@@ -233,8 +237,12 @@ class Spec(_Frozen):
     @classmethod
     def _names(cls, models: dict[str, Any]) -> dict[str, Any]:
         if not models:
-            raise PydanticCustomError("tritonforge", "cross-field problems", {"problems": [("", "name at least one model")]})
-        bad = [(f"{k}", "model names may use letters, digits, '_', '.', '-'") for k in models if not MODEL_NAME.match(k)]
+            raise PydanticCustomError(
+                "tritonforge", "cross-field problems", {"problems": [("", "name at least one model")]}
+            )
+        bad = [
+            (f"{k}", "model names may use letters, digits, '_', '.', '-'") for k in models if not MODEL_NAME.match(k)
+        ]
         _problems(bad)
         return models
 
@@ -245,7 +253,12 @@ class Spec(_Frozen):
         for key, model in self.models.items():
             for triton_name in triton_model_names(key, model):
                 if triton_name in seen:
-                    found.append((f"models.{key}", f"Triton model name '{triton_name}' is also used by models.{seen[triton_name]}"))
+                    found.append(
+                        (
+                            f"models.{key}",
+                            f"Triton model name '{triton_name}' is also used by models.{seen[triton_name]}",
+                        )
+                    )
                 seen[triton_name] = key
         _problems(found)
         return self
@@ -316,4 +329,6 @@ def load_spec(path: str | Path) -> Spec:
     try:
         return parse_spec(data, source_dir=path.resolve().parent)
     except SpecError as err:
-        raise SpecError([Problem(f"{path}: {p.where}" if p.where else str(path), p.message) for p in err.problems]) from None
+        raise SpecError(
+            [Problem(f"{path}: {p.where}" if p.where else str(path), p.message) for p in err.problems]
+        ) from None

@@ -59,7 +59,7 @@ class TritonPythonModel:
             # one bad request (e.g. token ids out of the vocabulary) must not fail its neighbours: retry alone
             results = iter([self._run_alone(a) for a in good])
         responses = []
-        for arrays, error in read:
+        for _arrays, error in read:
             outs = error or next(results)
             if isinstance(outs, str):
                 err = pb_utils.TritonError(outs, pb_utils.TritonError.INVALID_ARG)
@@ -85,6 +85,7 @@ class TritonPythonModel:
         out, start = [], 0
         for a in batch:
             n = next(iter(a.values())).shape[0]
-            out.append({name: np.ascontiguousarray(v[start : start + n]) for name, v in zip(self.outputs, values)})
+            pairs = zip(self.outputs, values, strict=True)
+            out.append({name: np.ascontiguousarray(v[start : start + n]) for name, v in pairs})
             start += n
         return out

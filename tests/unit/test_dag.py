@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from tritonforge.builders.model_configs import TensorSpec
 from tritonforge.ensembles import Ensemble, ModelIO
+
 from tritonforge.errors import ValidationError
 
 
@@ -22,7 +22,11 @@ B = _model("b", {"X": ("TYPE_FP32", (-1,))}, {"Y": ("TYPE_FP32", (2,))})
 
 
 def _start() -> Ensemble:
-    return Ensemble("pipe", max_batch_size=8).input("DATA", "TYPE_FP32", [4]).step(A, inputs={"IN": "DATA"}, outputs={"OUT": "mid"})
+    return (
+        Ensemble("pipe", max_batch_size=8)
+        .input("DATA", "TYPE_FP32", [4])
+        .step(A, inputs={"IN": "DATA"}, outputs={"OUT": "mid"})
+    )
 
 
 def _message(fn) -> str:  # type: ignore[no-untyped-def]
@@ -41,32 +45,42 @@ def test_valid_pipeline_renders_an_ensemble_config() -> None:
 
 def test_wrong_dtype_between_steps_uses_tritons_message() -> None:
     msg = _message(lambda: _start().step(B_INT, inputs={"X": "mid"}, outputs={"Y": "R"}))
-    assert msg == ("in ensemble pipe, ensemble tensor mid: inconsistent data type: TYPE_FP32 is inferred "
-                   "from model a while TYPE_INT32 is inferred from model b")
+    assert msg == (
+        "in ensemble pipe, ensemble tensor mid: inconsistent data type: TYPE_FP32 is inferred "
+        "from model a while TYPE_INT32 is inferred from model b"
+    )
 
 
 def test_shape_mismatch() -> None:
     bad = _model("b", {"X": ("TYPE_FP32", (5,))}, {"Y": ("TYPE_FP32", (2,))})
     msg = _message(lambda: _start().step(bad, inputs={"X": "mid"}, outputs={"Y": "R"}))
-    assert msg == "in ensemble pipe, ensemble tensor mid: inconsistent shape: [-1,4] is inferred from model a while [-1,5] is inferred from model b"
+    assert (
+        msg
+        == "in ensemble pipe, ensemble tensor mid: inconsistent shape: [-1,4] is inferred from model a while [-1,5] is inferred from model b"
+    )
 
 
 def test_unknown_names_unmapped_inputs_and_double_production() -> None:
     assert _message(lambda: _start().step(B, inputs={"Z": "mid"}, outputs={})) == (
-        "in ensemble pipe, ensemble tensor mid is mapping to non-existing input Z in model b")
+        "in ensemble pipe, ensemble tensor mid is mapping to non-existing input Z in model b"
+    )
     assert _message(lambda: _start().step(B, inputs={}, outputs={"Y": "R"})) == (
-        "in ensemble pipe, input X in model b is not mapped to any ensemble tensors")
+        "in ensemble pipe, input X in model b is not mapped to any ensemble tensors"
+    )
     assert _message(lambda: _start().step(B, inputs={"X": "mid"}, outputs={"Q": "R"})) == (
-        "in ensemble pipe, ensemble tensor R is mapped from non-existing output Q in model b")
+        "in ensemble pipe, ensemble tensor R is mapped from non-existing output Q in model b"
+    )
     assert _message(lambda: _start().step(B, inputs={"X": "mid"}, outputs={"Y": "mid"})) == (
-        "ensemble tensor 'mid' can appear in an output map only once for ensemble 'pipe' step 1")
+        "ensemble tensor 'mid' can appear in an output map only once for ensemble 'pipe' step 1"
+    )
     assert "reads ensemble tensor 'nope'" in _message(lambda: _start().step(B, inputs={"X": "nope"}, outputs={}))
 
 
 def test_batch_size_limit_and_completeness() -> None:
     small = _model("small", {"IN": ("TYPE_FP32", (4,))}, {"OUT": ("TYPE_FP32", (4,))}, mbs=4)
     assert _message(lambda: Ensemble("pipe", max_batch_size=8).step(small, inputs={}, outputs={})) == (
-        "ensemble pipe allows maximum batch size 8, but it contains model small which only allows maximum batch size to be 4")
+        "ensemble pipe allows maximum batch size 8, but it contains model small which only allows maximum batch size to be 4"
+    )
     dangling = _start()
     assert _message(dangling.config) == "ensemble tensor 'mid' is unused in ensemble 'pipe'"
     unused = Ensemble("pipe", max_batch_size=8).input("DATA", "TYPE_FP32", [4]).input("EXTRA", "TYPE_FP32", [1])

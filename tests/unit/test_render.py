@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from tritonforge.builders.embedding import embedding_model_set
+
 from tritonforge.config_io import model_config_pb2, parse_config_text
 from tritonforge.spec import load_spec, parse_spec
 
@@ -74,26 +74,47 @@ def test_gpu_target_uses_onnxruntime_with_accelerators() -> None:
 
 def test_every_spec_setting_reaches_the_config() -> None:
     pb = model_config_pb2()
-    spec = parse_spec({
-        "name": "full",
-        "target": "gpu",
-        "models": {"m": {
-            "kind": "embedding", "checkpoint": "x", "max_batch_size": 32, "response_cache": True,
-            "version_policy": {"specific": [1, 3]},
-            "dynamic_batching": {
-                "preferred_batch_sizes": [8], "max_queue_delay_microseconds": 100, "priority_levels": 2,
-                "default_priority_level": 1,
-                "default_queue_policy": {"timeout_action": "delay", "default_timeout_microseconds": 5,
-                                         "allow_timeout_override": True, "max_queue_size": 9},
-                "priority_queue_policy": {2: {"max_queue_size": 3}},
+    spec = parse_spec(
+        {
+            "name": "full",
+            "target": "gpu",
+            "models": {
+                "m": {
+                    "kind": "embedding",
+                    "checkpoint": "x",
+                    "max_batch_size": 32,
+                    "response_cache": True,
+                    "version_policy": {"specific": [1, 3]},
+                    "dynamic_batching": {
+                        "preferred_batch_sizes": [8],
+                        "max_queue_delay_microseconds": 100,
+                        "priority_levels": 2,
+                        "default_priority_level": 1,
+                        "default_queue_policy": {
+                            "timeout_action": "delay",
+                            "default_timeout_microseconds": 5,
+                            "allow_timeout_override": True,
+                            "max_queue_size": 9,
+                        },
+                        "priority_queue_policy": {2: {"max_queue_size": 3}},
+                    },
+                    "instance_groups": [
+                        {
+                            "count": 2,
+                            "kind": "gpu",
+                            "gpus": [0, 1],
+                            "rate_limiter": {"resources": [{"name": "R", "count": 2, "global": True}], "priority": 1},
+                        }
+                    ],
+                    "warmup": [
+                        {"name": "w", "batch_size": 2, "inputs": {"input_ids": {"data_type": "INT64", "dims": [8]}}}
+                    ],
+                    "parameters": {"intra_op_thread_count": "2"},
+                    "optimization": {"graph_level": 1, "cuda_graphs": True},
+                }
             },
-            "instance_groups": [{"count": 2, "kind": "gpu", "gpus": [0, 1],
-                                 "rate_limiter": {"resources": [{"name": "R", "count": 2, "global": True}], "priority": 1}}],
-            "warmup": [{"name": "w", "batch_size": 2, "inputs": {"input_ids": {"data_type": "INT64", "dims": [8]}}}],
-            "parameters": {"intra_op_thread_count": "2"},
-            "optimization": {"graph_level": 1, "cuda_graphs": True},
-        }},
-    })
+        }
+    )
     plan, _ = embedding_model_set("m", spec.models["m"], "gpu", FakeArtifact())  # type: ignore[arg-type]
     enc = parse_config_text(plan["m_encoder/config.pbtxt"].decode())
     assert list(enc.version_policy.specific.versions) == [1, 3]

@@ -38,7 +38,9 @@ def test_example_parses_and_is_immutable() -> None:
 def test_preferred_batch_size_over_max_names_the_field() -> None:
     data = _base()
     data["models"]["minilm"]["dynamic_batching"]["preferred_batch_sizes"] = [16, 72]
-    assert _problems(data) == ["models.minilm.dynamic_batching.preferred_batch_sizes[1]: 72 is larger than max_batch_size 64"]
+    assert _problems(data) == [
+        "models.minilm.dynamic_batching.preferred_batch_sizes[1]: 72 is larger than max_batch_size 64"
+    ]
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -47,10 +49,18 @@ def test_every_problem_is_reported_at_once() -> None:
     m["instance_groups"][0]["kind"] = "tpu"
     m["tokenizer"]["max_batch_size"] = -1
     m["bogus"] = True
-    data["models"]["second"] = {"kind": "embedding", "checkpoint": "x", "ensemble": "embed2", "max_batch_size": 8,
-                                "dynamic_batching": {"preferred_batch_sizes": [16]}}
+    data["models"]["second"] = {
+        "kind": "embedding",
+        "checkpoint": "x",
+        "ensemble": "embed2",
+        "max_batch_size": 8,
+        "dynamic_batching": {"preferred_batch_sizes": [16]},
+    }
     problems = _problems(data)
-    assert "models.minilm.instance_groups[0].kind: 'tpu' is not allowed; expected 'auto', 'cpu', 'gpu' or 'model'" in problems
+    assert (
+        "models.minilm.instance_groups[0].kind: 'tpu' is not allowed; expected 'auto', 'cpu', 'gpu' or 'model'"
+        in problems
+    )
     assert any(p.startswith("models.minilm.tokenizer.max_batch_size: -1") for p in problems)
     assert "models.minilm.bogus: unknown field" in problems
     assert "models.second.dynamic_batching.preferred_batch_sizes[0]: 16 is larger than max_batch_size 8" in problems
@@ -60,12 +70,25 @@ def test_every_problem_is_reported_at_once() -> None:
 @pytest.mark.parametrize(
     ("batching", "expected"),
     [
-        ({"priority_levels": 2, "default_priority_level": 3}, "models.minilm.dynamic_batching.default_priority_level: 3 is outside [1, 2]"),
-        ({"priority_levels": 2, "default_priority_level": 1, "preserve_ordering": True},
-         "models.minilm.dynamic_batching.preserve_ordering: only one priority level is allowed when preserve_ordering is true"),
-        ({"preserve_ordering": True, "default_queue_policy": {"timeout_action": "delay", "default_timeout_microseconds": 10}},
-         "models.minilm.dynamic_batching.default_queue_policy.timeout_action: 'delay' is not allowed when preserve_ordering is true"),
-        ({"default_priority_level": 1}, "models.minilm.dynamic_batching.priority_levels: must be set (> 0) to use default_priority_level or priority_queue_policy"),
+        (
+            {"priority_levels": 2, "default_priority_level": 3},
+            "models.minilm.dynamic_batching.default_priority_level: 3 is outside [1, 2]",
+        ),
+        (
+            {"priority_levels": 2, "default_priority_level": 1, "preserve_ordering": True},
+            "models.minilm.dynamic_batching.preserve_ordering: only one priority level is allowed when preserve_ordering is true",
+        ),
+        (
+            {
+                "preserve_ordering": True,
+                "default_queue_policy": {"timeout_action": "delay", "default_timeout_microseconds": 10},
+            },
+            "models.minilm.dynamic_batching.default_queue_policy.timeout_action: 'delay' is not allowed when preserve_ordering is true",
+        ),
+        (
+            {"default_priority_level": 1},
+            "models.minilm.dynamic_batching.priority_levels: must be set (> 0) to use default_priority_level or priority_queue_policy",
+        ),
     ],
 )
 def test_triton_batching_rules_are_spec_errors(batching: dict, expected: str) -> None:
@@ -91,7 +114,9 @@ def test_two_models_may_not_render_the_same_triton_name() -> None:
 def test_placeholders_are_refused() -> None:
     data = _base()
     data["models"]["minilm"]["parameters"] = {"engine_dir": "${engine_dir}"}
-    assert _problems(data) == ["models.minilm.parameters.engine_dir: placeholders like ${...} are not allowed; give the value"]
+    assert _problems(data) == [
+        "models.minilm.parameters.engine_dir: placeholders like ${...} are not allowed; give the value"
+    ]
 
 
 def test_unreadable_files_and_non_mappings(tmp_path: Path) -> None:

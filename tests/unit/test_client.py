@@ -1,0 +1,432 @@
+"""tritonforge.clients without a server: tensors, validation, the retry policy, transport options."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tritonclient.utils import InferenceServerException
+from tritonforge.clients import AsyncClient, Client, ClientOptions, KeepAliveOptions, RetryPolicy, TLSOptions
+from tritonforge.clients.client import (
+    _as_tensor,
+    _check_texts,
+    _split_url,
+    acall_with_retry,
+    call_with_retry,
+    classify_error,
+    grpc_client_kwargs,
+    http_aio_client_kwargs,
+    http_client_kwargs,
+    triton_dtype,
+)
+
+from tritonforge.errors import ClientError, TransientError
+
+# ------------------------------------------------------------------------------------------------------- tensors
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [
+        (np.bool_, "BOOL"),
+        (np.int8, "INT8"),
+        (np.int16, "INT16"),
+        (np.int32, "INT32"),
+        (np.int64, "INT64"),
+        (np.uint8, "UINT8"),
+        (np.uint16, "UINT16"),
+        (np.uint32, "UINT32"),
+        (np.uint64, "UINT64"),
+        (np.float16, "FP16"),
+        (np.float32, "FP32"),
+        (np.float64, "FP64"),
+        (np.dtype(">f4"), "FP32"),  # byte order does not change the datatype
+        (np.object_, "BYTES"),
+        (np.bytes_, "BYTES"),
+        (np.str_, "BYTES"),
+    ],
+)
+def test_numpy_dtype_to_triton(dtype, expected: str) -> None:
+    assert triton_dtype(np.zeros((2, 1), dtype=dtype)) == expected
+
+
+def test_unsupported_dtype_lists_the_allowed_ones() -> None:
+    with pytest.raises(ClientError, match=r"complex128 has no Triton datatype \(allowed: .*float32"):
+        triton_dtype(np.zeros(2, dtype=np.complex128))
+    with pytest.raises(ClientError, match="input 'X': numpy dtype complex64"):
+        _as_tensor("X", np.zeros(2, dtype=np.complex64))
+
+
+def test_string_arrays_become_utf8_bytes_objects() -> None:
+    array, datatype = _as_tensor("TEXT", np.array([["héllo"], ["a"]]))
+    assert datatype == "BYTES" and array.dtype == object and array.shape == (2, 1)
+    assert array.tolist() == [["héllo".encode()], [b"a"]]
+    array, datatype = _as_tensor("TEXT", np.array([b"x", b"yz"]))
+    assert datatype == "BYTES" and array.dtype == object and array.tolist() == [b"x", b"yz"]
+
+
+def test_big_endian_input_is_made_native() -> None:
+    array, datatype = _as_tensor("X", np.arange(3, dtype=">f4"))
+    assert datatype == "FP32" and array.dtype.isnative and array.tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("X", None, "input 'X' is None"),
+        ("", np.zeros(1), "input names must be non-empty strings"),
+        ("T", np.array([b"ok", 3], dtype=object), "input 'T' element 1 is int: a BYTES tensor holds bytes or str"),
+    ],
+)
+def test_bad_inputs(name: str, value, message: str) -> None:
+    with pytest.raises(ClientError, match=message):
+        _as_tensor(name, value)
+
+
+# ---------------------------------------------------------------------------------------------- embed validation
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        ("hello", r"not a single str: embed\(\[text\]\)"),
+        (b"hello", "not a single bytes"),
+        ([], "texts is empty"),
+        (["a", 3], r"texts\[1\] is int, not str"),
+        (["a", None], r"texts\[1\] is NoneType, not str"),
+        (42, "must be a list of strings, got int"),
+    ],
+)
+def test_embed_rejects_bad_texts(texts, message: str) -> None:
+    with pytest.raises(ClientError, match=message):
+        _check_texts(texts)
+
+
+def test_embed_validates_before_any_connection() -> None:
+    client = Client(f"127.0.0.1:{_closed_port()}", retries=0)
+    with pytest.raises(ClientError, match="list of strings"):
+        client.embed("one string")
+    with pytest.raises(ClientError, match="cannot be encoded as UTF-8"):
+        client.embed(["\ud800"])
+    client.close()
+
+
+def test_embed_accepts_tuples_and_generators() -> None:
+    assert _check_texts(("a", "b")) == ["a", "b"]
+    assert _check_texts(t for t in ["x"]) == ["x"]
+
+
+# -------------------------------------------------------------------------------------------- urls and options
+
+
+@pytest.mark.parametrize(
+    ("url", "protocol", "expected"),
+    [
+        ("127.0.0.1:8001", "grpc", ("127.0.0.1:8001", False)),
+        ("localhost", "grpc", ("localhost:8001", False)),
+        ("localhost", "http", ("localhost:8000", False)),
+        ("http://127.0.0.1:9000/", "http", ("127.0.0.1:9000", False)),
+        ("grpc://h:1", "grpc", ("h:1", False)),
+        ("https://h:443", "http", ("h:443", True)),
+        ("grpcs://h", "grpc", ("h:8001", True)),
+        ("[::1]:8001", "grpc", ("[::1]:8001", False)),
+        ("[::1]", "http", ("[::1]:8000", False)),
+    ],
+)
+def test_urls(url: str, protocol: str, expected: tuple[str, bool]) -> None:
+    assert _split_url(url, protocol) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("", "url must be"), ("ftp://h:1", "scheme 'ftp'"), ("http://h:1/v2", "without a path")],
+)
+def test_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(ClientError, match=message):
+        Client(url)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"protocol": "websocket"}, "protocol='websocket'"),
+        ({"timeout": 0}, "timeout=0 must be > 0"),
+        ({"retries": -1}, "retries=-1 must be >= 0"),
+        ({"backoff": -0.1}, "backoff=-0.1"),
+        ({"compression": "brotli"}, "compression='brotli'"),
+    ],
+)
+def test_bad_client_options(kwargs: dict, message: str) -> None:
+    with pytest.raises(ClientError, match=message):
+        Client("127.0.0.1:1", **kwargs)
+
+
+def test_https_url_turns_tls_on_and_options_round_trip() -> None:
+    client = Client("https://example.invalid:8443", "http", timeout=5, retries=1, headers={"x-k": "v"})
+    assert client.options.tls == TLSOptions() and client.url == "example.invalid:8443"
+    again = Client.from_options(client.url, "http", client.options)
+    assert again.options == client.options
+
+
+def test_per_call_timeout_must_be_positive() -> None:
+    client = Client("127.0.0.1:1")
+    with pytest.raises(ClientError, match="timeout=-1 must be > 0"):
+        client.infer("m", {"X": np.zeros(1)}, timeout=-1)
+
+
+# --------------------------------------------------------------------------------------------------- retry policy
+
+
+def _unavailable() -> InferenceServerException:
+    return InferenceServerException("failed to connect to all addresses", status="StatusCode.UNAVAILABLE")
+
+
+def test_backoff_grows_exponentially_up_to_the_cap() -> None:
+    policy = RetryPolicy(retries=8, backoff=0.1, max_backoff=2.0, jitter=0.5)
+    assert [policy.delay(i, rng=lambda: 0.0) for i in range(7)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
+    # jitter scales each wait into [base * (1 - jitter), base]
+    assert [policy.delay(i, rng=lambda: 1.0) for i in range(3)] == pytest.approx([0.05, 0.1, 0.2])
+    assert policy.attempts == 9
+    with pytest.raises(ClientError, match="jitter"):
+        RetryPolicy(jitter=1.5)
+
+
+def _flaky(errors: list[BaseException], result: str = "ok"):
+    calls = []
+
+    def fn() -> str:
+        calls.append(1)
+        if errors:
+            raise errors.pop(0)
+        return result
+
+    return fn, calls
+
+
+def _classify(timeout: float | None = 2.5):
+    return lambda err: classify_error(err, model="m", url="127.0.0.1:1", timeout=timeout)
+
+
+def test_unavailable_is_retried_until_it_succeeds() -> None:
+    fn, calls = _flaky([_unavailable(), _unavailable()])
+    sleeps: list[float] = []
+    policy = RetryPolicy(retries=3, backoff=0.1, jitter=0.0)
+    assert call_with_retry(fn, policy=policy, classify=_classify(), sleep=sleeps.append) == "ok"
+    assert len(calls) == 3 and sleeps == pytest.approx([0.1, 0.2])
+
+
+def test_retries_run_out_into_a_transient_error() -> None:
+    fn, calls = _flaky([_unavailable() for _ in range(10)])
+    sleeps: list[float] = []
+    policy = RetryPolicy(retries=3, backoff=0.1, jitter=0.0)
+    with pytest.raises(TransientError, match=r"unavailable.*gave up after 4 attempts") as info:
+        call_with_retry(fn, policy=policy, classify=_classify(), sleep=sleeps.append)
+    assert len(calls) == 4 and sleeps == pytest.approx([0.1, 0.2, 0.4])
+    assert info.value.model == "m" and info.value.status == "StatusCode.UNAVAILABLE"
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED"), "deadline of 2.5s"),
+        (InferenceServerException("expected 1 inputs", status="StatusCode.INVALID_ARGUMENT"), "model 'm': expected"),
+        (
+            InferenceServerException("Request for unknown model: 'm' is not found", status="StatusCode.NOT_FOUND"),
+            "unknown model 'm'",
+        ),
+        (InferenceServerException("TEXT must not be empty", status="StatusCode.INTERNAL"), "TEXT must not be empty"),
+        (InferenceServerException("TEXT must not be empty", status="500"), "model 'm': TEXT must not be empty"),
+        (InferenceServerException("Request for unknown model: 'm'", status="404"), "unknown model 'm'"),
+        (TimeoutError("timed out"), "deadline of 2.5s exceeded"),
+        (asyncio.TimeoutError(), "deadline of 2.5s exceeded"),
+        (ValueError("odd"), "model 'm': ValueError: odd"),
+    ],
+)
+def test_other_errors_are_not_retried(error: BaseException, message: str) -> None:
+    fn, calls = _flaky([error])
+    with pytest.raises(ClientError, match=message) as info:
+        call_with_retry(fn, policy=RetryPolicy(retries=5), classify=_classify(), sleep=lambda s: None)
+    assert not isinstance(info.value, TransientError)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        BrokenPipeError(32, "Broken pipe"),
+        OSError(111, "Connection refused"),
+        _unavailable(),
+    ],
+)
+def test_transport_failures_are_transient(error: BaseException) -> None:
+    assert isinstance(_classify()(error), TransientError)
+
+
+def test_aiohttp_connection_errors_are_transient() -> None:
+    import aiohttp
+
+    err = aiohttp.ServerDisconnectedError()
+    assert isinstance(_classify()(err), TransientError)
+
+
+def test_async_retry_policy() -> None:
+    fn_errors = [_unavailable(), ConnectionRefusedError(111, "refused")]
+    calls = []
+    sleeps: list[float] = []
+
+    async def fn() -> str:
+        calls.append(1)
+        if fn_errors:
+            raise fn_errors.pop(0)
+        return "ok"
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    policy = RetryPolicy(retries=2, backoff=0.5, jitter=0.0)
+    result = asyncio.run(acall_with_retry(fn, policy=policy, classify=_classify(), sleep=fake_sleep))
+    assert result == "ok" and len(calls) == 3 and sleeps == [0.5, 1.0]
+
+    async def deadline() -> str:
+        raise InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED")
+
+    with pytest.raises(ClientError, match=r"deadline of 2\.5s") as info:
+        asyncio.run(acall_with_retry(deadline, policy=policy, classify=_classify(), sleep=fake_sleep))
+    assert not isinstance(info.value, TransientError)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_no_server_means_transient_error_after_retries(protocol: str) -> None:
+    with Client(f"127.0.0.1:{_closed_port()}", protocol, retries=2, backoff=0.01, timeout=5) as client:
+        assert client.is_live() is False and client.is_ready() is False
+        with pytest.raises(TransientError, match=r"(unavailable|unreachable).*gave up after 3 attempts"):
+            client.embed(["x"])
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_async_no_server_means_transient_error(protocol: str) -> None:
+    async def run() -> None:
+        async with AsyncClient(f"127.0.0.1:{_closed_port()}", protocol, retries=1, backoff=0.01) as client:
+            assert await client.is_live() is False
+            with pytest.raises(TransientError, match="gave up after 2 attempts"):
+                await client.embed(["x"])
+
+    asyncio.run(run())
+
+
+def test_closed_client_refuses_calls() -> None:
+    client = Client("127.0.0.1:1")
+    client.close()
+    client.close()  # idempotent
+    with pytest.raises(ClientError, match="is closed"):
+        client.infer("m", {"X": np.zeros(1, np.float32)})
+
+
+# ------------------------------------------------------------------------------------- tritonclient arguments
+
+
+def test_grpc_defaults_keep_tritonclient_limits() -> None:
+    kwargs = grpc_client_kwargs("h:1", ClientOptions())
+    assert "ssl" not in kwargs
+    args = dict(kwargs["channel_args"])
+    assert args["grpc.max_send_message_length"] == args["grpc.max_receive_message_length"] == 2**31 - 1
+    assert args["grpc.keepalive_time_ms"] == 2**31 - 1 and args["grpc.keepalive_timeout_ms"] == 20_000
+    # gRPC's own reconnect backoff follows the retry policy
+    assert args["grpc.initial_reconnect_backoff_ms"] == 100 and args["grpc.max_reconnect_backoff_ms"] == 2000
+
+
+def test_grpc_tls_and_keepalive_mapping() -> None:
+    tls = TLSOptions(root_certificates="ca.pem", certificate_chain="client.pem", private_key="client.key",
+                     server_name="triton.internal")
+    keepalive = KeepAliveOptions(time_ms=10_000, timeout_ms=3_000, permit_without_calls=True, max_pings_without_data=0)
+    kwargs = grpc_client_kwargs("h:1", ClientOptions(tls=tls, keepalive=keepalive))
+    assert kwargs["ssl"] is True
+    assert kwargs["root_certificates"] == "ca.pem"
+    assert kwargs["certificate_chain"] == "client.pem" and kwargs["private_key"] == "client.key"
+    args = dict(kwargs["channel_args"])
+    assert args["grpc.keepalive_time_ms"] == 10_000
+    assert args["grpc.keepalive_timeout_ms"] == 3_000
+    assert args["grpc.keepalive_permit_without_calls"] == 1
+    assert args["grpc.http2.max_pings_without_data"] == 0
+    assert args["grpc.ssl_target_name_override"] == "triton.internal"
+
+
+def test_grpc_kwargs_build_a_real_tritonclient() -> None:
+    import tritonclient.grpc as grpcclient
+
+    kwargs = grpc_client_kwargs("127.0.0.1:1", ClientOptions(keepalive=KeepAliveOptions(time_ms=5000)))
+    grpcclient.InferenceServerClient(**kwargs).close()
+
+
+def test_grpc_cannot_skip_verification() -> None:
+    with pytest.raises(ClientError, match="insecure is not supported over gRPC"):
+        grpc_client_kwargs("h:1", ClientOptions(tls=TLSOptions(insecure=True)))
+
+
+def test_http_tls_mapping() -> None:
+    tls = TLSOptions(root_certificates="ca.pem", certificate_chain="c.pem", private_key="c.key", server_name="t")
+    kwargs = http_client_kwargs("h:1", ClientOptions(tls=tls), timeout=7.5)
+    assert kwargs["ssl"] is True and kwargs["insecure"] is False
+    assert kwargs["ssl_options"] == {"ca_certs": "ca.pem", "certfile": "c.pem", "keyfile": "c.key",
+                                     "server_hostname": "t"}
+    assert kwargs["connection_timeout"] == kwargs["network_timeout"] == 7.5
+    plain = http_client_kwargs("h:1", ClientOptions(), timeout=None)
+    assert "ssl" not in plain and plain["network_timeout"] is None
+
+
+def test_http_aio_tls_context() -> None:
+    import certifi
+
+    kwargs = http_aio_client_kwargs("h:1", ClientOptions(tls=TLSOptions(root_certificates=certifi.where())))
+    assert kwargs["ssl"] is True and isinstance(kwargs["ssl_context"], ssl.SSLContext)
+    assert kwargs["ssl_context"].verify_mode == ssl.CERT_REQUIRED and kwargs["conn_timeout"] is None
+    insecure = http_aio_client_kwargs("h:1", ClientOptions(tls=TLSOptions(insecure=True)))
+    assert insecure["ssl_context"].verify_mode == ssl.CERT_NONE
+    with pytest.raises(ClientError, match="server_name is not supported by the async HTTP client"):
+        http_aio_client_kwargs("h:1", ClientOptions(tls=TLSOptions(server_name="x")))
+
+
+def test_tls_options_are_checked() -> None:
+    with pytest.raises(ClientError, match="both certificate_chain and private_key"):
+        TLSOptions(certificate_chain="c.pem")
+    with pytest.raises(ClientError, match=r"TLSOptions.root_certificates: .*missing.pem is not a file"):
+        Client("h:1", tls=TLSOptions(root_certificates="/nonexistent/missing.pem"))
+
+
+def test_compression_headers_and_deadline_reach_the_call() -> None:
+    grpc = Client("h:1", compression="gzip", headers={"authorization": "Bearer t"})
+    kwargs = grpc._infer_kwargs(1.5, {"priority_hint": 1}, "2")
+    assert kwargs == {
+        "model_version": "2",
+        "headers": {"authorization": "Bearer t"},
+        "parameters": {"priority_hint": 1},
+        "client_timeout": 1.5,
+        "compression_algorithm": "gzip",
+    }
+    http = Client("h:1", "http", compression="deflate")
+    kwargs = http._infer_kwargs(1.5, None, "")
+    assert kwargs["request_compression_algorithm"] == kwargs["response_compression_algorithm"] == "deflate"
+    assert "client_timeout" not in kwargs and kwargs["headers"] is None
+
+
+def test_importing_the_clients_stays_cheap() -> None:
+    code = (
+        "import sys, tritonforge, tritonforge.clients; "
+        "heavy = [m for m in ('grpc', 'tritonclient.grpc', 'tritonclient.http', 'gevent', 'aiohttp') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
