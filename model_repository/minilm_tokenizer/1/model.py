@@ -1,0 +1,97 @@
+"""Triton python-backend model: text -> token ids for an encoder (tritonforge).
+
+Input  TEXT            TYPE_STRING [1]   one UTF-8 string per batch item
+Output input_ids       TYPE_INT64  [-1]  padded per request (to a multiple of pad_to_multiple_of when set)
+       attention_mask  TYPE_INT64  [-1]
+       token_type_ids  TYPE_INT64  [-1]  only when the encoder takes it
+       NUM_TOKENS      TYPE_INT32  [1]   tokens kept per item (after truncation)
+       TRUNCATED       TYPE_BOOL   [1]   true where the text was cut to max_seq_length
+
+Parameters (config.pbtxt): max_seq_length, pad_to_multiple_of, pad_id, model_input_names (comma separated).
+The tokenizer files live beside this file in `tokenizer/`. Only `tokenizers` and numpy are needed at serve
+time, so the same file runs in an NGC Triton container.
+
+Bad input is answered with an error to that request only; the other requests of the batch are served.
+"""
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        from tokenizers import Tokenizer
+
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        here = os.path.join(args["model_repository"], args["model_version"])
+        self.max_len = int(params["max_seq_length"])
+        self.multiple = int(params.get("pad_to_multiple_of") or 1)
+        self.pad_id = int(params.get("pad_id") or 0)
+        self.names = [n for n in params["model_input_names"].split(",") if n]
+        self.tokenizer = Tokenizer.from_file(os.path.join(here, "tokenizer", "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.max_len)
+
+    def _texts(self, request):
+        """Decode and check one request's TEXT; returns (texts, None) or (None, error message)."""
+        tensor = pb_utils.get_input_tensor_by_name(request, "TEXT")
+        if tensor is None:
+            return None, "missing input 'TEXT' (TYPE_STRING, one string per batch item)"
+        raw = tensor.as_numpy().reshape(-1)
+        if raw.size == 0:
+            return None, "TEXT is empty: send at least one string"
+        texts = []
+        for i, item in enumerate(raw):
+            if isinstance(item, bytes):
+                try:
+                    item = item.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    return None, f"TEXT[{i}] is not valid UTF-8 ({err.reason} at byte {err.start})"
+            if not isinstance(item, str):
+                return None, f"TEXT[{i}] must be a string, got {type(item).__name__}"
+            if not item.strip():
+                return None, f"TEXT[{i}] is an empty string: send text to embed"
+            texts.append(item)
+        return texts, None
+
+    def execute(self, requests):
+        checked = [self._texts(r) for r in requests]
+        # one tokenizer call for the whole dynamic batch; the Rust tokenizer parallelises it
+        flat = [t for texts, _ in checked if texts for t in texts]
+        encodings = iter(self.tokenizer.encode_batch(flat) if flat else [])
+        responses = []
+        for texts, error in checked:
+            if error:
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG))
+                )
+                continue
+            encs = [next(encodings) for _ in texts]
+            responses.append(self._response(encs))
+        return responses
+
+    def _response(self, encs):
+        longest = max(len(e.ids) for e in encs)
+        width = -(-longest // self.multiple) * self.multiple
+        n = len(encs)
+        arrays = {
+            "input_ids": np.full((n, width), self.pad_id, dtype=np.int64),
+            "attention_mask": np.zeros((n, width), dtype=np.int64),
+            "token_type_ids": np.zeros((n, width), dtype=np.int64),
+        }
+        lengths = np.zeros((n, 1), dtype=np.int32)
+        truncated = np.zeros((n, 1), dtype=bool)
+        for i, e in enumerate(encs):
+            k = len(e.ids)
+            arrays["input_ids"][i, :k] = e.ids
+            arrays["attention_mask"][i, :k] = e.attention_mask
+            arrays["token_type_ids"][i, :k] = e.type_ids
+            lengths[i, 0] = k
+            truncated[i, 0] = bool(e.overflowing)
+        outputs = [pb_utils.Tensor(name, arrays[name]) for name in self.names]
+        outputs += [pb_utils.Tensor("NUM_TOKENS", lengths), pb_utils.Tensor("TRUNCATED", truncated)]
+        return pb_utils.InferenceResponse(output_tensors=outputs)
