@@ -1,1 +1,12 @@
-"""tritonforge.clients."""
+"""tritonforge.clients: typed Triton clients (numpy in, numpy out, tritonforge errors, bounded retries)."""
+
+from tritonforge.clients.client import (
+    AsyncClient,
+    Client,
+    ClientOptions,
+    KeepAliveOptions,
+    RetryPolicy,
+    TLSOptions,
+)
+
+__all__ = ["AsyncClient", "Client", "ClientOptions", "KeepAliveOptions", "RetryPolicy", "TLSOptions"]

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
+
 from tritonforge.clients import AsyncClient, Client, ClientOptions, KeepAliveOptions, RetryPolicy, TLSOptions
 from tritonforge.clients.client import (
     _as_tensor,
@@ -24,7 +25,6 @@ from tritonforge.clients.client import (
     http_client_kwargs,
     triton_dtype,
 )
-
 from tritonforge.errors import ClientError, TransientError
 
 # ------------------------------------------------------------------------------------------------------- tensors
@@ -430,3 +430,13 @@ def test_importing_the_clients_stays_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_http_keeps_a_few_transports_for_per_call_deadlines() -> None:
+    with Client("127.0.0.1:1", "http", timeout=30.0) as client:
+        default = client._run(30.0, lambda transport: transport)
+        for deadline in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0):
+            client._run(deadline, lambda transport: transport)
+        assert len(client._http) == 4
+        assert client._http[30.0][0] is default  # the default deadline's connection is kept
+        assert 6.0 in client._http and 1.0 not in client._http

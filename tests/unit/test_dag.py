@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from tritonforge.builders.model_configs import TensorSpec
 from tritonforge.ensembles import Ensemble, ModelIO
-
 from tritonforge.errors import ValidationError
 
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from tritonforge.builders.embedding import embedding_model_set
 
+from tritonforge.builders.embedding import embedding_model_set
 from tritonforge.config_io import model_config_pb2, parse_config_text
 from tritonforge.spec import load_spec, parse_spec
 

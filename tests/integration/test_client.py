@@ -1,0 +1,178 @@
+"""tritonforge.clients against a real tritonserver serving the toy python-backend models (see conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tritonforge.clients import AsyncClient, Client, TLSOptions
+from tritonforge.errors import ClientError, TransientError
+from tritonforge.server import TritonServer, free_port
+
+pytestmark = pytest.mark.integration
+
+TEXTS = ["Hi.", "Ünïcödé — 🚀", "a somewhat longer sentence with spaces", "x"]
+PROTOCOLS = ["grpc", "http"]
+
+
+def expected(toy_models: SimpleNamespace, texts: list[str]) -> np.ndarray:
+    return np.array([toy_models.embedding(t) for t in texts], dtype=np.float32)
+
+
+def url(server: TritonServer, protocol: str) -> str:
+    return getattr(server.endpoints, protocol)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_embed_is_exact(toy_server, toy_models, protocol: str) -> None:
+    with Client(url(toy_server, protocol), protocol) as client:
+        assert client.is_live() and client.is_ready() and client.is_model_ready("embed")
+        assert client.is_model_ready("nope") is False
+        got = client.embed(TEXTS)
+        assert got.dtype == np.float32 and got.shape == (len(TEXTS), 4)
+        np.testing.assert_array_equal(got, expected(toy_models, TEXTS))
+        # split into requests no larger than the model's max_batch_size
+        many = [f"text number {i}" for i in range(40)]
+        np.testing.assert_array_equal(client.embed(many, batch_size=16), expected(toy_models, many))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_async_embed_is_exact(toy_server, toy_models, protocol: str) -> None:
+    async def run() -> list[np.ndarray]:
+        async with AsyncClient(url(toy_server, protocol), protocol) as client:
+            assert await client.is_live() and await client.is_model_ready("embed")
+            return await asyncio.gather(*(client.embed([t]) for t in TEXTS))
+
+    got = np.concatenate(asyncio.run(run()))
+    np.testing.assert_array_equal(got, expected(toy_models, TEXTS))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_generic_infer(toy_server, protocol: str) -> None:
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    with Client(url(toy_server, protocol), protocol, compression="gzip") as client:
+        out = client.infer("add_one", {"INPUT": x})  # every output, by default
+        assert set(out) == {"OUTPUT"}
+        np.testing.assert_array_equal(out["OUTPUT"], x + 1)
+        text = client.infer("embed", {"TEXT": np.array([["abc"]], dtype=object)}, ["EMBEDDING"])
+        assert text["EMBEDDING"].shape == (1, 4)
+        with pytest.raises(ClientError, match=r"model 'add_one'.*(FP64|data-type|datatype)"):
+            client.infer("add_one", {"INPUT": x.astype(np.float64)})
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_server_error_then_next_request_succeeds(toy_server, toy_models, protocol: str) -> None:
+    with Client(url(toy_server, protocol), protocol) as client:
+        with pytest.raises(ClientError, match="model 'embed': TEXT must not be empty") as info:
+            client.embed(["fine", ""])
+        assert not isinstance(info.value, TransientError)
+        np.testing.assert_array_equal(client.embed(["again"]), expected(toy_models, ["again"]))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_unknown_model_is_named(toy_server, protocol: str) -> None:
+    with Client(url(toy_server, protocol), protocol) as client:
+        with pytest.raises(ClientError, match="unknown model 'no_such_model'"):
+            client.embed(["x"], model="no_such_model")
+        with pytest.raises(ClientError, match="unknown model 'no_such_model'"):
+            client.infer("no_such_model", {"X": np.zeros((1, 1), np.float32)})
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_deadline_is_a_client_error_with_the_deadline(toy_server, protocol: str) -> None:
+    with Client(url(toy_server, protocol), protocol, retries=3) as client:
+        began = time.monotonic()
+        with pytest.raises(ClientError, match=r"deadline of 0\.3s exceeded") as info:
+            client.embed(["sleep:1.0"], timeout=0.3)
+        assert not isinstance(info.value, TransientError)
+        assert time.monotonic() - began < 0.9  # not retried
+        time.sleep(0.8)  # let the slow request finish before the next test
+        assert client.embed(["after"]).shape == (1, 4)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_async_deadline(toy_server, protocol: str) -> None:
+    async def run() -> None:
+        async with AsyncClient(url(toy_server, protocol), protocol) as client:
+            with pytest.raises(ClientError, match=r"deadline of 0\.3s exceeded"):
+                await client.embed(["sleep:1.0"], timeout=0.3)
+            await asyncio.sleep(0.8)
+            with pytest.raises(ClientError, match="TEXT must not be empty"):
+                await client.embed([""])
+            assert (await client.embed(["ok"])).shape == (1, 4)
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_retry_reaches_a_server_that_starts_late(toy_repo: Path, toy_models, protocol: str) -> None:
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    server = TritonServer(toy_repo, models=["embed"], startup_timeout=60, **ports)
+    starter = threading.Timer(1.0, server.start)
+    try:
+        with Client(f"127.0.0.1:{ports[protocol + '_port']}", protocol, retries=20, backoff=0.1) as client:
+            assert client.is_live() is False
+            starter.start()
+            began = time.monotonic()
+            got = client.embed(["late"])  # refused/unavailable at first, retried until the server answers
+            waited = time.monotonic() - began
+        np.testing.assert_array_equal(got, expected(toy_models, ["late"]))
+        assert 0.9 < waited < 30
+    finally:
+        starter.cancel()
+        starter.join()
+        server.stop()
+
+
+# --------------------------------------------------------------------------------------------- mutual TLS (gRPC)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _make_pki(d: Path) -> None:
+    """A CA, a server certificate for the name 'triton.test', and a client certificate, all signed by the CA."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+    for name, cn in (("server", "triton.test"), ("client", "client")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", cwd=d)
+        (d / f"{name}.ext").write_text(f"subjectAltName=DNS:{cn}\n")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_grpc_mutual_tls(toy_repo: Path, toy_models, tmp_path: Path) -> None:
+    _make_pki(tmp_path)
+    tls_args = [
+        "--grpc-use-ssl=true",
+        "--grpc-use-ssl-mutual=true",
+        f"--grpc-server-cert={tmp_path / 'server.pem'}",
+        f"--grpc-server-key={tmp_path / 'server.key'}",
+        f"--grpc-root-cert={tmp_path / 'ca.pem'}",
+    ]
+    with TritonServer(toy_repo, models=["embed"], extra_args=tls_args, startup_timeout=60) as server:
+        tls = TLSOptions(
+            root_certificates=tmp_path / "ca.pem",
+            certificate_chain=tmp_path / "client.pem",
+            private_key=tmp_path / "client.key",
+            server_name="triton.test",  # the certificate's name, not 127.0.0.1
+        )
+        with Client(server.endpoints.grpc, tls=tls) as client:
+            np.testing.assert_array_equal(client.embed(["secure"]), expected(toy_models, ["secure"]))
+        # without a client certificate the server refuses the handshake
+        no_cert = TLSOptions(root_certificates=tmp_path / "ca.pem", server_name="triton.test")
+        with Client(server.endpoints.grpc, tls=no_cert, retries=0, timeout=5) as client, pytest.raises(
+            ClientError, match="unavailable"
+        ):
+            client.embed(["refused"])

@@ -1,0 +1,826 @@
+"""Run an embedded ``tritonserver`` on a model repository.
+
+    from tritonforge.server import serve
+
+    with serve("model_repository") as server:      # waits until every model is READY
+        print(server.endpoints.grpc)                 # 127.0.0.1:<free port>
+
+The binary normally comes from the ``nvidia-pytriton`` wheel (``pip install "tritonforge[cpu]"``). For that binary
+the launcher prepares what the wheel leaves to its own runtime:
+
+* a backend directory (cached under ``$TRITONFORGE_CACHE`` or ``~/.cache/tritonforge``) holding symlinks to the
+  python backend and to the stub built for the *running* interpreter's Python version;
+* ``LD_LIBRARY_PATH`` = this interpreter's ``LIBDIR`` first (the stub embeds CPython through ``libpython3.X.so``; the
+  system's copy may be older than this interpreter's extension modules: ``undefined symbol: _PyModule_Add`` from
+  ``_ssl``), then the wheel's ``nvidia_pytriton.libs``;
+* ``PATH`` = this interpreter's ``bin`` first. The stub's interpreter runs *isolated* (``PYTHONPATH`` is ignored)
+  and finds its prefix through the ``python3`` it sees on ``PATH``; from the venv's ``bin`` it picks up the venv's
+  ``pyvenv.cfg`` and so its site-packages, and python models can import what the launcher's venv has.
+
+The server runs with explicit model control and strict configs (``--disable-auto-complete-config``), bound to
+loopback by default, in its own process group, with its output captured to a log file so that a failure names the
+model that did not load and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tritonforge.errors import ServerError
+
+__all__ = [
+    "Endpoints",
+    "TritonServer",
+    "find_tritonserver",
+    "free_port",
+    "prepare_backend_directory",
+    "serve",
+]
+
+LOG = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 40
+_STUB = "triton_python_backend_stub"
+_PORT_IN_USE = re.compile(r"already in use|address already in use", re.IGNORECASE)
+_ERROR_LINE = re.compile(r"^(E\d{4} |error:|\[libprotobuf ERROR|.*\bfailed to load\b)", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------------------------------------- ports
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it from a bound socket)."""
+    return _free_ports(1, host)[0]
+
+
+def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    # Hold every socket until all are picked, so the ports are distinct.
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# ------------------------------------------------------------------------------------------------ the wheel layout
+
+
+@dataclass(frozen=True)
+class _Wheel:
+    """Where nvidia-pytriton put the server, its libraries, backends and stubs."""
+
+    root: Path  # <site-packages>/pytriton/tritonserver
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "bin" / "tritonserver"
+
+    @property
+    def libs(self) -> Path:
+        # a wheel install keeps auditwheel's libraries next to the package; an editable one under external_libs
+        beside = self.root.parent.parent / "nvidia_pytriton.libs"
+        return beside if beside.is_dir() else self.root / "external_libs"
+
+    @property
+    def python_backend(self) -> Path:
+        return self.root / "backends" / "python"
+
+    @property
+    def stubs(self) -> Path:
+        return self.root / "python_backend_stubs"
+
+    @property
+    def caches(self) -> Path:
+        return self.root / "caches"
+
+
+def _wheel() -> _Wheel:
+    missing = ServerError(
+        "tritonserver not found: the nvidia-pytriton package that ships it is not installed in "
+        f"{sys.prefix}. Install it with: pip install \"tritonforge[cpu]\" (or pass tritonserver=<path to a binary>)"
+    )
+    try:
+        spec = importlib.util.find_spec("pytriton")  # does not import pytriton (its import is slow)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise missing
+    wheel = _Wheel(Path(next(iter(spec.submodule_search_locations))) / "tritonserver")
+    if not wheel.binary.is_file():
+        raise ServerError(f"{missing} [looked for {wheel.binary}]")
+    return wheel
+
+
+def find_tritonserver() -> Path:
+    """The ``tritonserver`` binary shipped by the nvidia-pytriton wheel, or a ServerError saying how to get it."""
+    binary = _wheel().binary
+    if not os.access(binary, os.X_OK):
+        raise ServerError(f"{binary} is not executable (chmod +x it, or reinstall nvidia-pytriton)")
+    return binary
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("TRITONFORGE_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "tritonforge"
+
+
+def _python_version() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def prepare_backend_directory(cache: Path | None = None) -> Path:
+    """A ``--backend-directory`` whose python backend uses the stub built for the running Python version.
+
+    Triton runs ``<backend-directory>/python/triton_python_backend_stub``; the wheel keeps one stub per Python
+    version elsewhere. The directory holds symlinks only, is keyed by version and source paths, and is created
+    atomically (concurrent launchers share it).
+    """
+    wheel = _wheel()
+    version = _python_version()
+    stub = wheel.stubs / version / _STUB
+    if not stub.is_file():
+        have = sorted(p.name for p in wheel.stubs.iterdir()) if wheel.stubs.is_dir() else []
+        raise ServerError(
+            f"nvidia-pytriton has no python backend stub for Python {version} (has: {', '.join(have) or 'none'}); "
+            "run tritonforge with one of those Python versions"
+        )
+    lib = wheel.python_backend / "libtriton_python.so"
+    utils = wheel.python_backend / "triton_python_backend_utils.py"
+    for need in (lib, utils):
+        if not need.is_file():
+            raise ServerError(f"the nvidia-pytriton install is incomplete: {need} is missing (reinstall it)")
+
+    links: dict[str, Path] = {f"python/{p.name}": p.resolve() for p in (lib, utils, stub)}
+    backends = wheel.root / "backends"
+    for other in sorted(backends.iterdir()) if backends.is_dir() else []:
+        if other.is_dir() and other.name != "python":  # any further backend the wheel may ship, as is
+            links[other.name] = other.resolve()
+    fingerprint = "\n".join(f"{k}={v}:{v.stat().st_mtime_ns}" for k, v in sorted(links.items()))
+    key = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
+
+    base = (cache or _cache_root()) / "backends"
+    target = base / f"{version}-{key}"
+    if all((target / name).exists() for name in links):
+        return target
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-{key}.", dir=base))
+    except OSError as err:
+        raise ServerError(f"cannot create the backend directory under {base}: {err} (set TRITONFORGE_CACHE)") from None
+    try:
+        (tmp / "python").mkdir()
+        for name, source in links.items():
+            (tmp / name).symlink_to(source)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # someone else won the race (or a stale, broken copy is there): replace it
+            if not all((target / name).exists() for name in links):
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _wheel_environment(wheel: _Wheel, env: dict[str, str]) -> dict[str, str]:
+    """LD_LIBRARY_PATH and PATH so that the server and the python stub run in this interpreter's environment."""
+
+    def prepend(var: str, *dirs: str | Path | None) -> None:
+        parts = [str(d) for d in dirs if d] + env.get(var, "").split(os.pathsep)
+        env[var] = os.pathsep.join(dict.fromkeys(p for p in parts if p))  # first occurrence wins
+
+    if not (Path(sys.executable).parent / "python3").exists():
+        LOG.warning(
+            "%s has no python3: python models may not run in this environment", Path(sys.executable).parent
+        )
+    libdir = sysconfig.get_config_var("LIBDIR")
+    prepend("LD_LIBRARY_PATH", libdir if libdir and Path(libdir).is_dir() else None, wheel.libs)
+    # the stub's isolated interpreter locates its prefix from the `python3` on PATH: make that this interpreter
+    prepend("PATH", Path(sys.executable).parent, Path(sys.prefix) / "bin")
+    return env
+
+
+def _has_gpu() -> bool:
+    return Path("/dev/nvidia0").exists() or Path("/dev/nvidiactl").exists()
+
+
+# ------------------------------------------------------------------------------------------------------ endpoints
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a running server answers, as ``host:port`` (what tritonclient expects)."""
+
+    http: str
+    grpc: str
+    metrics: str
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://{self.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.metrics}/metrics"
+
+
+def _connect_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+# ------------------------------------------------------------------------------------------------------- the log
+
+
+def _log_excerpt(text: str, tail: int = LOG_TAIL_LINES) -> str:
+    """Error lines from anywhere in the log, then its last ``tail`` lines (Triton's wide tables left out)."""
+    lines = [
+        ln[:600]
+        for ln in text.splitlines()
+        if ln.strip() and not ln.startswith(("+-", "+=", "|")) and "<frozen importlib" not in ln
+    ]
+    last = lines[-tail:]
+    head = len(lines) - len(last)
+    errors = [ln for ln in lines[:head] if _ERROR_LINE.match(ln)][-20:]
+    parts = [*errors, "..."] if errors else []
+    return "\n".join(parts + last)
+
+
+def _short_reason(reason: str) -> str:
+    """A load failure's reason without the interpreter's import machinery frames."""
+    keep = [ln.rstrip() for ln in reason.strip().splitlines() if ln.strip() and "<frozen importlib" not in ln]
+    return "\n    ".join(keep)
+
+
+def _still_loading(log: str) -> list[str]:
+    """Models whose load began but neither succeeded nor failed (per the log)."""
+    started = re.findall(r'"loading: ([^:"]+):\d+"', log)
+    done = set(re.findall(r"(?:successfully loaded|failed to load) '([^']+)'", log))
+    return sorted({m for m in started if m not in done})
+
+
+def _reason_from_log(model: str, log: str) -> str:
+    quoted = (f"'{model}'", f'"{model}"', f"{model}:")
+    lines = log.splitlines()
+    found = [i for i, ln in enumerate(lines) if _ERROR_LINE.match(ln) and any(q in ln for q in quoted)]
+    if not found:
+        return "not loaded (see the server log)"
+    # glog prefix: E1123 16:07:51.864068 5349 file.cc:123] "message"
+    reason = re.sub(r"^E\d{4} [\d:.]+ +\d+ [^\]]+\] ", "", lines[found[-1]]).strip().strip('"')
+    # a config that does not parse: protobuf printed the position and the problem just before
+    for ln in reversed(lines[max(0, found[-1] - 3) : found[-1]]):
+        if ln.startswith("[libprotobuf ERROR"):
+            reason += ": " + ln.split("] ", 1)[-1].strip()
+            break
+    return reason
+
+
+# ---------------------------------------------------------------------------------------------------- the process
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: ask the kernel whether the group has members at all
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    alive = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ... ; comm may hold spaces and parentheses
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(entry.name))
+    return alive
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _shm_regions(pids: list[int]) -> list[Path]:
+    """The python backend's shared-memory regions, named on its stubs' command lines."""
+    regions = []
+    for pid in pids:
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        regions += [Path("/dev/shm") / a.decode() for a in args if a.startswith(b"triton_python_backend_shm_region")]
+    return regions
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM the server (it shuts its stubs down), SIGKILL its whole group after ``timeout``, reap leftovers.
+
+    A server that has to be killed leaves its stubs' shared-memory regions in /dev/shm: they are removed too.
+    """
+    pgid = proc.pid  # the server leads its own process group (start_new_session)
+    regions = _shm_regions(_group_alive(pgid))
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            LOG.warning("tritonserver (pid %d) did not exit %.0fs after SIGTERM: killing it", proc.pid, timeout)
+            _kill_group(pgid, signal.SIGKILL)
+            proc.wait()
+    # stubs whose server died without shutting them down
+    if _group_alive(pgid):
+        _kill_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + 3.0
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(pgid):
+            _kill_group(pgid, signal.SIGKILL)
+    for region in regions:  # gone already after a graceful exit
+        with contextlib.suppress(OSError):
+            region.unlink()
+
+
+def _abandoned(proc: subprocess.Popen[bytes], tmpdir: Path | None) -> None:
+    """A server object collected (or the interpreter exiting) while its process still runs."""
+    _terminate(proc, 10.0)
+    if tmpdir is not None:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _pdeathsig() -> Any:
+    """A preexec_fn that has the kernel SIGTERM the server when its parent dies (Linux), or None.
+
+    Only from the main thread: PR_SET_PDEATHSIG fires when the *thread* that forked exits.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl  # resolved here: nothing to import after fork
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
+class _PortInUse(ServerError):
+    pass
+
+
+class TritonServer:
+    """One ``tritonserver`` process serving a model repository.
+
+    ``models=None`` loads every model of the repository; a failed load fails :meth:`start` (the message names the
+    model and Triton's reason), unless ``allow_partial=True``: then the other models serve, the failures are in
+    :attr:`failed_models`, and ``/v2/health/ready`` reports the server (``--strict-readiness=false``).
+
+    ``exit_timeout`` bounds Triton's graceful shutdown (``--exit-timeout-secs``: the wait for open HTTP connections,
+    then for in-flight requests); :meth:`stop` kills the process group if that was not enough.
+
+    ``tritonserver`` may name another binary; its environment and backend directory are then left alone (pass
+    ``backend_directory``/``env`` to set them). ``backend_config`` maps ``"<backend>,<setting>"`` (or a global
+    ``"<setting>"``) to a value, as ``--backend-config``. ``cache_size_bytes`` enables the local response cache
+    (models opt in with ``response_cache { enable: true }``).
+    """
+
+    def __init__(
+        self,
+        repo: str | Path,
+        *,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        tritonserver: str | Path | None = None,
+        host: str = "127.0.0.1",
+        models: Sequence[str] | None = None,
+        extra_args: Sequence[str] = (),
+        log_file: str | Path | None = None,
+        startup_timeout: float = 120.0,
+        backend_config: Mapping[str, str] | None = None,
+        cache_size_bytes: int | None = None,
+        allow_partial: bool = False,
+        backend_directory: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        log_verbose: int = 0,
+        exit_timeout: float = 5.0,
+    ) -> None:
+        if isinstance(models, str):
+            raise ServerError(f"models must be a list of model names, not the string {models!r}")
+        for name, port in (("http_port", http_port), ("grpc_port", grpc_port), ("metrics_port", metrics_port)):
+            if port is not None and not 0 < port < 65536:
+                raise ServerError(f"{name}={port} is not a TCP port (1..65535)")
+        if startup_timeout <= 0:
+            raise ServerError(f"startup_timeout={startup_timeout} must be > 0 seconds")
+        self.repo = Path(repo).expanduser().resolve()
+        self.host = host
+        self.models = None if models is None else tuple(models)
+        self.extra_args = tuple(str(a) for a in extra_args)
+        self.startup_timeout = float(startup_timeout)
+        self.backend_config = dict(backend_config or {})
+        self.cache_size_bytes = cache_size_bytes
+        self.allow_partial = allow_partial
+        self.log_verbose = log_verbose
+        self.exit_timeout = exit_timeout
+        self._ports = (http_port, grpc_port, metrics_port)
+        self._binary = Path(tritonserver).expanduser() if tritonserver else None
+        self._backend_directory = Path(backend_directory).expanduser() if backend_directory else None
+        self._env = dict(env or {})
+        self._log_file = Path(log_file).expanduser() if log_file else None
+        self._tmpdir: Path | None = None
+        self._log_path: Path | None = None
+        self._log_cache = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._endpoints: Endpoints | None = None
+        self._lock = threading.RLock()
+        self.failed_models: dict[str, str] = {}
+        self.startup_seconds: float | None = None
+
+    # ---------------------------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> Endpoints:
+        """Launch the server and wait until it and every requested model are ready; returns the endpoints."""
+        with self._lock:
+            if self.is_running():
+                raise ServerError(f"this server is already running (pid {self.pid})")
+            if not self.repo.is_dir():
+                raise ServerError(f"model repository {self.repo} is not a directory")
+            binary, env, wheel_args = self._resolve()
+            auto_ports = any(p is None for p in self._ports)
+            attempts = 3 if auto_ports else 1
+            for attempt in range(1, attempts + 1):
+                try:
+                    return self._launch(binary, env, wheel_args)
+                except _PortInUse:
+                    # a port picked as free was taken before tritonserver bound it: pick again
+                    if attempt == attempts:
+                        raise
+                    LOG.info("a port was taken before tritonserver bound it; retrying with new ports")
+            raise AssertionError("unreachable")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL (the whole process group, stubs included) after ``timeout`` s. Idempotent."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is not None:
+                if self._finalizer is not None:
+                    self._finalizer.detach()
+                    self._finalizer = None
+                _terminate(proc, timeout)
+                LOG.debug("tritonserver pid %d stopped with code %s", proc.pid, proc.returncode)
+            self._endpoints = None
+            if self._log_path is not None:
+                self._log_cache = self._read_log()
+            if self._tmpdir is not None:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
+                self._tmpdir = None
+                self._log_path = None
+
+    def __enter__(self) -> TritonServer:
+        if not self.is_running():
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"running pid={self.pid} {self._endpoints}" if self.is_running() else "stopped"
+        return f"TritonServer({str(self.repo)!r}, {state})"
+
+    # -------------------------------------------------------------------------------------------------- state
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def endpoints(self) -> Endpoints:
+        if self._endpoints is None or not self.is_running():
+            raise ServerError("the server is not running: call start() (or use it as a context manager) first")
+        return self._endpoints
+
+    @property
+    def http_url(self) -> str:
+        return self.endpoints.http_url
+
+    @property
+    def grpc_url(self) -> str:
+        return self.endpoints.grpc_url
+
+    @property
+    def metrics_url(self) -> str:
+        return self.endpoints.metrics_url
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
+    def log_text(self) -> str:
+        """Everything the server printed (kept after stop())."""
+        return self._read_log() if self._log_path is not None else self._log_cache
+
+    def model_states(self) -> list[dict[str, Any]]:
+        """The repository index: ``[{"name", "version", "state", "reason"}...]`` (keys as Triton gives them)."""
+        return self._index(self.endpoints.http)
+
+    # ------------------------------------------------------------------------------------------ repository API
+
+    def load(self, model: str, *, timeout: float = 120.0) -> None:
+        """Load (or reload) a model through the repository API; a ServerError carries Triton's reason."""
+        client = self._client(timeout)
+        try:
+            client.load_model(model)
+        except Exception as err:
+            reason = _server_message(err)
+            raise ServerError(f"tritonserver could not load model '{model}': {_short_reason(reason)}") from None
+        finally:
+            client.close()
+        if not self._model_ready(model):
+            raise ServerError(f"model '{model}' was loaded but is not ready")
+
+    def unload(self, model: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+        """Unload a model; with ``wait`` return once it no longer serves."""
+        client = self._client(timeout)
+        try:
+            client.unload_model(model)
+        except Exception as err:
+            raise ServerError(f"tritonserver could not unload model '{model}': {_server_message(err)}") from None
+        finally:
+            client.close()
+        deadline = time.monotonic() + timeout
+        while wait and self._model_ready(model):
+            if time.monotonic() > deadline:
+                raise ServerError(f"model '{model}' still serves {timeout:.0f}s after unload")
+            time.sleep(0.05)
+
+    # ---------------------------------------------------------------------------------------------- internals
+
+    def _client(self, timeout: float) -> Any:
+        import tritonclient.http as httpclient
+
+        return httpclient.InferenceServerClient(
+            self.endpoints.http, connection_timeout=timeout, network_timeout=timeout
+        )
+
+    def _model_ready(self, model: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.endpoints.http}/v2/models/{model}/ready", timeout=5) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _resolve(self) -> tuple[Path, dict[str, str], list[str]]:
+        env = dict(os.environ)
+        args: list[str] = []
+        if self._binary is None:
+            wheel = _wheel()
+            binary = find_tritonserver()
+            _wheel_environment(wheel, env)
+            backend_dir = self._backend_directory or prepare_backend_directory()
+            args.append(f"--backend-directory={backend_dir}")
+            if wheel.caches.is_dir():
+                args.append(f"--cache-directory={wheel.caches}")
+        else:
+            binary = self._binary
+            if not binary.is_file() or not os.access(binary, os.X_OK):
+                raise ServerError(f"tritonserver={binary} is not an executable file")
+            if self._backend_directory is not None:
+                args.append(f"--backend-directory={self._backend_directory}")
+        env.update(self._env)
+        return binary, env, args
+
+    def _arguments(self, binary: Path, wheel_args: list[str], ports: Sequence[int]) -> list[str]:
+        http, grpc, metrics = ports
+        args = [
+            str(binary),
+            f"--model-repository={self.repo}",
+            "--model-control-mode=explicit",
+            *(["--load-model=*"] if self.models is None else [f"--load-model={m}" for m in self.models]),
+            "--disable-auto-complete-config",
+            # failures are judged here (with the index's reasons), not by Triton exiting on the first one
+            "--exit-on-error=false",
+            f"--strict-readiness={'false' if self.allow_partial else 'true'}",
+            f"--log-verbose={self.log_verbose}",
+            # on SIGTERM Triton waits this long for open HTTP connections (idle keep-alive ones too), then as long
+            # again for in-flight requests; its default of 30 s made every stop() with a client around take 30 s
+            f"--exit-timeout-secs={max(0, round(self.exit_timeout))}",
+            f"--http-address={self.host}",
+            f"--http-port={http}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={grpc}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={metrics}",
+            *wheel_args,
+        ]
+        if not _has_gpu():
+            args.append("--allow-gpu-metrics=false")  # no NVML/DCGM noise on CPU-only hosts
+        if self.cache_size_bytes is not None:
+            args.append(f"--cache-config=local,size={int(self.cache_size_bytes)}")
+        for key, value in self.backend_config.items():
+            args.append(f"--backend-config={key}={value}")
+        args.extend(self.extra_args)  # last: they override the defaults above
+        return args
+
+    def _open_log(self) -> Any:
+        if self._log_file is not None:
+            self._log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log_path = self._log_file
+        else:
+            if self._tmpdir is None:
+                self._tmpdir = Path(tempfile.mkdtemp(prefix="tritonforge-server-"))
+            self._log_path = self._tmpdir / "tritonserver.log"
+        return open(self._log_path, "wb")  # handed to the child, closed right after Popen
+
+    def _read_log(self) -> str:
+        assert self._log_path is not None
+        try:
+            return self._log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return self._log_cache
+
+    def _launch(self, binary: Path, env: dict[str, str], wheel_args: list[str]) -> Endpoints:
+        picked = iter(_free_ports(3, self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"))
+        ports = [p if p is not None else next(picked) for p in self._ports]
+        args = self._arguments(binary, wheel_args, ports)
+        connect = _connect_host(self.host)
+        endpoints = Endpoints(*(f"{connect}:{p}" for p in ports))
+        LOG.debug("starting %s", " ".join(args))
+        began = time.monotonic()
+        log = self._open_log()
+        try:
+            self._proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(self.repo),
+                start_new_session=True,  # own process group: stop() can reach the python stubs too
+                preexec_fn=_pdeathsig(),
+            )
+        except OSError as err:
+            raise ServerError(f"cannot run {binary}: {err}") from None
+        finally:
+            log.close()
+        self._finalizer = weakref.finalize(self, _abandoned, self._proc, self._tmpdir)
+        self._endpoints = endpoints
+        try:
+            self._wait_ready(endpoints, began)
+        except BaseException:
+            self.stop(timeout=10.0)
+            raise
+        self.startup_seconds = time.monotonic() - began
+        LOG.info("tritonserver ready in %.1fs at %s (pid %d)", self.startup_seconds, endpoints, self.pid)
+        return endpoints
+
+    def _fail(self, headline: str) -> ServerError:
+        text = self._read_log()
+        where = f" ({self._log_file})" if self._log_file else ""
+        return ServerError(f"{headline}\n--- tritonserver log{where} ---\n{_log_excerpt(text)}")
+
+    @staticmethod
+    def _get(url: str) -> int:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status
+        except urllib.error.HTTPError as err:
+            return err.code
+        except (urllib.error.URLError, OSError):
+            return 0
+
+    @staticmethod
+    def _index(http: str) -> list[dict[str, Any]]:
+        req = urllib.request.Request(f"http://{http}/v2/repository/index", data=b"{}", method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return list(json.loads(r.read() or b"[]"))
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            raise ServerError(f"cannot read the repository index from {http}: {err}") from None
+
+    def _wait_ready(self, endpoints: Endpoints, began: float) -> None:
+        assert self._proc is not None
+        deadline = began + self.startup_timeout
+        delay = 0.05
+
+        def pause() -> None:
+            nonlocal delay
+            if self._proc is not None and self._proc.poll() is None and time.monotonic() > deadline:
+                loading = _still_loading(self._read_log())
+                still = f" (still loading: {', '.join(loading)})" if loading else ""
+                raise self._fail(f"tritonserver was not ready after {self.startup_timeout:.0f}s{still}")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+        # 1. live: Triton loads the startup models before it opens its endpoints
+        while self._get(f"http://{endpoints.http}/v2/health/live") != 200:
+            code = self._proc.poll()
+            if code is not None:
+                text = self._read_log()
+                failure = self._fail(f"tritonserver exited with code {code} before it was ready ({self.repo})")
+                if _PORT_IN_USE.search(text) and any(p is None for p in self._ports):
+                    raise _PortInUse(str(failure))
+                raise failure
+            pause()
+
+        # 2. every wanted model READY (or, with allow_partial, settled)
+        while True:
+            try:
+                index = self._index(endpoints.http)
+            except ServerError as err:
+                raise self._fail(str(err)) from None
+            states = {m.get("name", ""): m for m in index}
+            wanted = list(states) if self.models is None else list(self.models)
+            failed: dict[str, str] = {}
+            pending = []
+            for name in wanted:
+                entry = states.get(name)
+                state = (entry or {}).get("state", "")
+                if entry is None:
+                    found = ", ".join(sorted(states)) or "none"
+                    failed[name] = f"no such model in {self.repo} (models: {found})"
+                elif state == "READY":
+                    continue
+                elif state in ("LOADING", "UNLOADING"):
+                    pending.append(name)
+                elif entry.get("reason"):
+                    failed[name] = _short_reason(entry["reason"])
+                else:
+                    failed[name] = _reason_from_log(name, self._read_log())
+            if not pending:
+                break
+            pause()
+        self.failed_models = failed
+        if failed:
+            lines = "\n".join(f"  {name}: {why}" for name, why in sorted(failed.items()))
+            if not self.allow_partial:
+                raise self._fail(f"tritonserver could not load {len(failed)} model(s) from {self.repo}:\n{lines}")
+            LOG.warning("serving without %d model(s) that failed to load:\n%s", len(failed), lines)
+
+        # 3. the server's own readiness
+        while self._get(f"http://{endpoints.http}/v2/health/ready") != 200:
+            if self._proc.poll() is not None:
+                raise self._fail(f"tritonserver exited with code {self._proc.returncode} while getting ready")
+            pause()
+
+
+def _server_message(err: BaseException) -> str:
+    message = getattr(err, "message", None)
+    text = message() if callable(message) else str(err)
+    return str(text or err)
+
+
+def serve(repo: str | Path, **kwargs: Any) -> TritonServer:
+    """Start a server on ``repo`` (keyword arguments as :class:`TritonServer`); use the result as a context manager."""
+    server = TritonServer(repo, **kwargs)
+    server.start()
+    return server
