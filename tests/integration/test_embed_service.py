@@ -124,10 +124,19 @@ def test_malformed_requests_each_get_an_error(embed_server) -> None:
     assert "data-type" in msg or "datatype" in msg.lower()
     assert "shape" in infer("TEXT", [1, 2], "BYTES", np.array([[b"a", b"b"]], dtype=object)).lower()
     assert "unknown model" in infer("TEXT", [1, 1], "BYTES", np.array([[b"a"]], dtype=object), model="nope").lower()
-    assert "batch" in infer("TEXT", [0, 1], "BYTES", np.zeros((0, 1), dtype=object)).lower()
+    # an empty batch never reaches the model: Triton refuses it with its own wording
+    assert "got 0" in infer("TEXT", [0, 1], "BYTES", np.zeros((0, 1), dtype=object))
     # and the next good request succeeds
     with Client(url) as client:
         assert client.embed(["good request"]).shape == (1, 384)
+
+
+def test_client_refuses_an_empty_batch_before_sending(embed_server) -> None:
+    with Client(embed_server.endpoints.grpc) as client:
+        with pytest.raises(ClientError, match="empty"):
+            client.embed([])
+        with pytest.raises(ClientError, match="list"):
+            client.embed("a bare string")  # type: ignore[arg-type]
 
 
 def test_http_errors_too(embed_server) -> None:
