@@ -2,8 +2,9 @@
 
 Every problem is reported at once with its field path, e.g.
 ``models.embedder.dynamic_batching.preferred_batch_sizes[1]: 72 is larger than max_batch_size 64``.
-Pydantic checks types and ranges per field; the cross-field rules (the ones Triton enforces at load time)
-run in after-validators that return their own relative paths, so sibling models are still checked.
+Pydantic checks types and ranges per field. The cross-field rules (the ones Triton enforces at load time) read
+the raw data in wrap validators, so they are reported together with the field errors of the same object
+instead of being skipped when a neighbouring field is wrong.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tritonforge.errors import Problem, SpecError
 
@@ -24,14 +25,66 @@ NonNeg = Annotated[int, Field(ge=0)]
 Pos = Annotated[int, Field(ge=1)]
 
 
+Found = list[tuple[tuple[str | int, ...], str]]  # (location relative to the object, message)
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _problems(found: list[tuple[str, str]]) -> None:
-    """Raise the cross-field problems of one object; `format_errors` expands them into full paths."""
-    if found:
-        raise PydanticCustomError("tritonforge", "cross-field problems", {"problems": found})
+def _int(value: Any) -> int | None:
+    """An int-like raw value, or None when pydantic will reject it anyway (its own error covers that)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _as_details(err: PydanticValidationError) -> list[InitErrorDetails]:
+    return [
+        InitErrorDetails(
+            type=PydanticCustomError(e["type"], e["msg"]),
+            loc=tuple(e["loc"]),
+            input=e.get("input"),
+        )
+        for e in err.errors()
+    ]
+
+
+class _Checked(_Frozen):
+    """A spec object with cross-field rules; `_cross` reads the raw input and must tolerate wrong types."""
+
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        return []
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cross_fields(cls, data: Any, handler: Any) -> Any:
+        extra = [
+            InitErrorDetails(type=PydanticCustomError("tritonforge", msg), loc=loc, input=None)
+            for loc, msg in (cls._cross(data) if isinstance(data, dict) else [])
+        ]
+        try:
+            result = handler(data)
+        except PydanticValidationError as err:
+            if not extra:
+                raise
+            raise PydanticValidationError.from_exception_data(err.title, [*_as_details(err), *extra]) from None
+        if extra:
+            raise PydanticValidationError.from_exception_data(cls.__name__, extra)
+        return result
 
 
 # ---------------------------------------------------------------- scheduling
@@ -46,7 +99,7 @@ class QueuePolicy(_Frozen):
     max_queue_size: NonNeg = Field(0, description="0 = unbounded")
 
 
-class DynamicBatching(_Frozen):
+class DynamicBatching(_Checked):
     preferred_batch_sizes: list[Pos] = Field(default_factory=list)
     max_queue_delay_microseconds: NonNeg = 0
     preserve_ordering: bool = False
@@ -55,33 +108,35 @@ class DynamicBatching(_Frozen):
     default_queue_policy: QueuePolicy | None = None
     priority_queue_policy: dict[Pos, QueuePolicy] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _rules(self) -> DynamicBatching:
-        found: list[tuple[str, str]] = []
-        levels = self.priority_levels
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        found: Found = []
+        levels = _int(data.get("priority_levels")) or 0
+        default_level = _int(data.get("default_priority_level")) or 0
+        policies = _dict(data.get("priority_queue_policy"))
         if levels:
-            if not 1 <= self.default_priority_level <= levels:
-                found.append(("default_priority_level", f"{self.default_priority_level} is outside [1, {levels}]"))
-            for level in self.priority_queue_policy:
-                if level > levels:
-                    found.append(
-                        (f"priority_queue_policy[{level}]", f"priority level {level} is outside [1, {levels}]")
-                    )
-        elif self.default_priority_level or self.priority_queue_policy:
+            if not 1 <= default_level <= levels:
+                found.append((("default_priority_level",), f"{default_level} is outside [1, {levels}]"))
+            for key in policies:
+                level = _int(key)
+                if level is not None and level > levels:
+                    found.append((("priority_queue_policy", key), f"priority level {level} is outside [1, {levels}]"))
+        elif default_level or policies:
             found.append(
-                ("priority_levels", "must be set (> 0) to use default_priority_level or priority_queue_policy")
+                (("priority_levels",), "must be set (> 0) to use default_priority_level or priority_queue_policy")
             )
-        if self.preserve_ordering:
+        if data.get("preserve_ordering") is True:
             if levels > 1:
-                found.append(("preserve_ordering", "only one priority level is allowed when preserve_ordering is true"))
-            policies = [("default_queue_policy", self.default_queue_policy)] + [
-                (f"priority_queue_policy[{k}]", v) for k, v in self.priority_queue_policy.items()
-            ]
-            for where, pol in policies:
-                if pol and pol.timeout_action == "delay" and pol.default_timeout_microseconds:
-                    found.append((f"{where}.timeout_action", "'delay' is not allowed when preserve_ordering is true"))
-        _problems(found)
-        return self
+                found.append(
+                    (("preserve_ordering",), "only one priority level is allowed when preserve_ordering is true")
+                )
+            named = [(("default_queue_policy",), data.get("default_queue_policy"))]
+            named += [(("priority_queue_policy", k), v) for k, v in policies.items()]
+            for loc, pol in named:
+                pol = _dict(pol)
+                if pol.get("timeout_action") == "delay" and _int(pol.get("default_timeout_microseconds")):
+                    found.append(((*loc, "timeout_action"), "'delay' is not allowed when preserve_ordering is true"))
+        return found
 
 
 # ---------------------------------------------------------------- instances
@@ -98,7 +153,7 @@ class RateLimiter(_Frozen):
     priority: NonNeg = 0
 
 
-class InstanceGroup(_Frozen):
+class InstanceGroup(_Checked):
     count: Pos = 1
     kind: Literal["auto", "cpu", "gpu", "model"] = Field(
         "auto", description="auto = gpu on the gpu target, cpu on the cpu target"
@@ -106,28 +161,27 @@ class InstanceGroup(_Frozen):
     gpus: list[NonNeg] = Field(default_factory=list)
     rate_limiter: RateLimiter | None = None
 
-    @model_validator(mode="after")
-    def _rules(self) -> InstanceGroup:
-        if self.gpus and self.kind in ("cpu", "model"):
-            _problems([("gpus", f"kind '{self.kind}' instances cannot list GPUs; use kind 'gpu' or 'auto'")])
-        return self
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        kind = data.get("kind")
+        if _list(data.get("gpus")) and kind in ("cpu", "model"):
+            return [(("gpus",), f"kind '{kind}' instances cannot list GPUs; use kind 'gpu' or 'auto'")]
+        return []
 
 
-class VersionPolicy(_Frozen):
+class VersionPolicy(_Checked):
     """Exactly one of latest / all / specific, as in Triton's ModelVersionPolicy."""
 
     latest: Pos | None = None
     all: bool = False
     specific: list[Pos] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _one(self) -> VersionPolicy:
-        chosen = [
-            n for n, on in (("latest", self.latest is not None), ("all", self.all), ("specific", self.specific)) if on
-        ]
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        chosen = [k for k in ("latest", "all", "specific") if data.get(k) not in (None, False, [])]
         if len(chosen) > 1:
-            _problems([("", f"choose one of latest, all, specific; got {', '.join(chosen)}")])
-        return self
+            return [((), f"choose one of latest, all, specific; got {', '.join(chosen)}")]
+        return []
 
 
 # ---------------------------------------------------------------- warmup, optimization
@@ -163,7 +217,7 @@ class Optimization(_Frozen):
 # ---------------------------------------------------------------- serving settings of one Triton model
 
 
-class Serving(_Frozen):
+class Serving(_Checked):
     """Everything Triton schedules by: batching, instances, versions, cache, warmup, parameters."""
 
     max_batch_size: NonNeg = 64
@@ -175,24 +229,24 @@ class Serving(_Frozen):
     parameters: dict[str, str] = Field(default_factory=dict)
     optimization: Optimization | None = None
 
-    @model_validator(mode="after")
-    def _batching(self) -> Serving:
-        found: list[tuple[str, str]] = []
-        mbs = self.max_batch_size
-        if self.dynamic_batching:
-            for i, size in enumerate(self.dynamic_batching.preferred_batch_sizes):
-                if size > mbs:
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        found: Found = []
+        mbs = _int(data.get("max_batch_size", 64))
+        if mbs is not None and mbs >= 0:
+            sizes = _list(_dict(data.get("dynamic_batching")).get("preferred_batch_sizes"))
+            for i, size in enumerate(sizes):
+                if (n := _int(size)) is not None and n > mbs:
                     found.append(
-                        (f"dynamic_batching.preferred_batch_sizes[{i}]", f"{size} is larger than max_batch_size {mbs}")
+                        (("dynamic_batching", "preferred_batch_sizes", i), f"{n} is larger than max_batch_size {mbs}")
                     )
-        for i, w in enumerate(self.warmup):
-            if w.batch_size > max(mbs, 1):
-                found.append((f"warmup[{i}].batch_size", f"{w.batch_size} is larger than max_batch_size {mbs}"))
-        for key in self.parameters:
-            if "${" in key or "${" in self.parameters[key]:
-                found.append((f"parameters.{key}", "placeholders like ${...} are not allowed; give the value"))
-        _problems(found)
-        return self
+            for i, w in enumerate(_list(data.get("warmup"))):
+                if (n := _int(_dict(w).get("batch_size"))) is not None and n > max(mbs, 1):
+                    found.append((("warmup", i, "batch_size"), f"{n} is larger than max_batch_size {mbs}"))
+        for key, value in _dict(data.get("parameters")).items():
+            if "${" in str(key) or "${" in str(value):
+                found.append((("parameters", key), "placeholders like ${...} are not allowed; give the value"))
+        return found
 
 
 def _tokenizer_defaults() -> Serving:
@@ -225,7 +279,7 @@ class EmbeddingModel(Serving):
 ModelSpec = Annotated[EmbeddingModel, Field(discriminator="kind")]
 
 
-class Spec(_Frozen):
+class Spec(_Checked):
     """A whole deployment: a set of named models for one target."""
 
     name: Annotated[str, Field(min_length=1)]
@@ -233,43 +287,32 @@ class Spec(_Frozen):
     models: dict[str, ModelSpec]
     source_dir: Path | None = Field(None, exclude=True, description="folder relative checkpoints resolve from")
 
-    @field_validator("models")
     @classmethod
-    def _names(cls, models: dict[str, Any]) -> dict[str, Any]:
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        models = data.get("models")
+        if not isinstance(models, dict):
+            return []
         if not models:
-            raise PydanticCustomError(
-                "tritonforge", "cross-field problems", {"problems": [("", "name at least one model")]}
-            )
-        bad = [
-            (f"{k}", "model names may use letters, digits, '_', '.', '-'") for k in models if not MODEL_NAME.match(k)
-        ]
-        _problems(bad)
-        return models
-
-    @model_validator(mode="after")
-    def _unique_triton_names(self) -> Spec:
+            return [(("models",), "name at least one model")]
+        found: Found = []
         seen: dict[str, str] = {}
-        found: list[tuple[str, str]] = []
-        for key, model in self.models.items():
-            for triton_name in triton_model_names(key, model):
+        for key, model in models.items():
+            if not MODEL_NAME.match(str(key)):
+                found.append((("models", key), "model names may use letters, digits, '_', '.', '-'"))
+            for triton_name in triton_model_names(str(key), _dict(model)):
                 if triton_name in seen:
-                    found.append(
-                        (
-                            f"models.{key}",
-                            f"Triton model name '{triton_name}' is also used by models.{seen[triton_name]}",
-                        )
-                    )
-                seen[triton_name] = key
-        _problems(found)
-        return self
+                    other = seen[triton_name]
+                    found.append((("models", key), f"Triton model name '{triton_name}' is also used by models.{other}"))
+                seen[triton_name] = str(key)
+        return found
 
     def with_target(self, target: Literal["cpu", "gpu"] | None) -> Spec:
         return self if target is None or target == self.target else self.model_copy(update={"target": target})
 
 
-def triton_model_names(key: str, model: EmbeddingModel) -> list[str]:
-    """The Triton models one spec entry becomes (naming contract shared with the builders)."""
-    return [f"{key}_tokenizer", f"{key}_encoder", model.ensemble]
+def triton_model_names(key: str, model: dict[str, Any]) -> list[str]:
+    """The Triton models one (raw) spec entry becomes: the naming contract shared with the builders."""
+    return [f"{key}_tokenizer", f"{key}_encoder", str(model.get("ensemble", "embed"))]
 
 
 # ---------------------------------------------------------------- loading
@@ -290,20 +333,17 @@ def _path(loc: tuple[int | str, ...]) -> str:
 def format_errors(err: PydanticValidationError) -> list[Problem]:
     problems: list[Problem] = []
     for e in err.errors():
-        base = _path(tuple(e["loc"]))
-        if e["type"] == "tritonforge":
-            for rel, msg in e["ctx"]["problems"]:
-                where = ".".join(p for p in (base, rel) if p).replace(".[", "[")
-                problems.append(Problem(where, msg))
-            continue
+        where = _path(tuple(e["loc"]))
         msg = e["msg"]
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "tritonforge":
+            pass  # our own cross-field message, already complete
+        elif e["type"] == "extra_forbidden":
             msg = "unknown field"
-        elif e["type"] in ("literal_error", "union_tag_invalid") and "expected" in e.get("ctx", {}):
-            msg = f"{e['input']!r} is not allowed; expected {e['ctx']['expected']}"
-        elif "input" in e and not isinstance(e["input"], dict | list):
+        elif e["type"] == "literal_error":  # ctx may be gone once re-raised beside cross-field errors
+            msg = f"{e['input']!r} is not allowed; expected {msg.removeprefix('Input should be ')}"
+        elif "input" in e and not isinstance(e["input"], dict | list) and e["input"] is not None:
             msg = f"{e['input']!r}: {msg[0].lower()}{msg[1:]}"
-        problems.append(Problem(base, msg))
+        problems.append(Problem(where, msg))
     return problems
 
 

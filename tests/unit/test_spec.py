@@ -49,6 +49,7 @@ def test_every_problem_is_reported_at_once() -> None:
     m["instance_groups"][0]["kind"] = "tpu"
     m["tokenizer"]["max_batch_size"] = -1
     m["bogus"] = True
+    m["dynamic_batching"]["preferred_batch_sizes"] = [16, 72]  # a cross-field rule beside field errors
     data["models"]["second"] = {
         "kind": "embedding",
         "checkpoint": "x",
@@ -64,7 +65,8 @@ def test_every_problem_is_reported_at_once() -> None:
     assert any(p.startswith("models.minilm.tokenizer.max_batch_size: -1") for p in problems)
     assert "models.minilm.bogus: unknown field" in problems
     assert "models.second.dynamic_batching.preferred_batch_sizes[0]: 16 is larger than max_batch_size 8" in problems
-    assert len(problems) == 4
+    assert "models.minilm.dynamic_batching.preferred_batch_sizes[1]: 72 is larger than max_batch_size 64" in problems
+    assert len(problems) == 5
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,85 @@
+"""The command line as users run it: exit codes, messages, and a served repository that stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+CLI = [sys.executable, "-m", "tritonforge.cli"]
+
+
+def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_validate_exit_codes_and_problem_lines(embed_repo: Path, tmp_path: Path) -> None:
+    ok = run("validate", str(embed_repo))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    broken = tmp_path / "broken"
+    shutil.copytree(embed_repo, broken)
+    cfg = broken / "embed" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace('model_name: "minilm_encoder"', 'model_name: "missing_encoder"'))
+    (broken / "minilm_tokenizer" / "config.pbtxt").write_text(
+        (broken / "minilm_tokenizer" / "config.pbtxt").read_text().replace("max_batch_size: 64", "max_batch_size: -3")
+    )
+    bad = run("validate", str(broken))
+    assert bad.returncode == 1
+    lines = bad.stdout.splitlines()
+    assert f"{broken}/minilm_tokenizer/config.pbtxt: 'max_batch_size' must be non-negative value for minilm_tokenizer" in lines
+    assert any(line.startswith(f"{broken}/embed/config.pbtxt: ensemble embed contains models that are not available") for line in lines)
+
+
+def test_build_with_a_bad_spec_lists_every_problem(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "name: bad\nmodels:\n  m:\n    kind: embedding\n    checkpoint: nowhere\n    max_batch_size: 8\n"
+        "    dynamic_batching: {preferred_batch_sizes: [4, 16]}\n    instance_groups: [{count: 0}]\n"
+    )
+    result = run("build", str(spec), "-o", str(tmp_path / "repo"))
+    assert result.returncode == 1
+    assert "m.dynamic_batching.preferred_batch_sizes[1]: 16 is larger than max_batch_size 8" in result.stdout
+    assert "models.m.instance_groups[0].count: 0" in result.stdout
+    assert not (tmp_path / "repo").exists()
+
+
+def test_serve_prints_endpoints_and_stops_on_sigterm(embed_repo: Path) -> None:
+    proc = subprocess.Popen([*CLI, "serve", str(embed_repo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + 120
+        line = ""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if "ready" in line or not line:
+                break
+        match = re.search(r"gRPC (\S+)", line)
+        assert match, f"no endpoints printed: {line!r}"
+        from tritonforge.clients import Client
+
+        with Client(match.group(1)) as client:
+            assert client.embed(["served by the CLI"]).shape == (1, 384)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = subprocess.run(["pgrep", "-f", f"tritonserver.*{embed_repo}"], capture_output=True, text=True)
+    assert out.stdout.strip() == "", "tritonserver still running after SIGTERM"
+
+
+def test_demo_runs_the_main_job() -> None:
+    result = run("demo", timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "gRPC and HTTP agree" in result.stdout
+    assert "stopped" in result.stdout
