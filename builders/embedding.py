@@ -11,12 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tritonforge import python_backends
 from tritonforge.builders.model_configs import Signature, Target, TensorSpec, render_model
+from tritonforge.config_io import render_config
 from tritonforge.ensembles.dag import ModelIO
 from tritonforge.ensembles.embed import embed_ensemble
-
-from tritonforge import python_backends
-from tritonforge.config_io import render_config
 from tritonforge.repository import FileContent
 from tritonforge.spec import EmbeddingModel
 

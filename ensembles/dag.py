@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tritonforge.builders.model_configs import TensorSpec, add_io
-
 from tritonforge.config_io import model_config_pb2
 from tritonforge.errors import Problem, ValidationError
 
