@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonforge import python_backends
-from tritonforge.builders.model_configs import Signature, Target, TensorSpec, render_model
-from tritonforge.config_io import render_config
+from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
 from tritonforge.ensembles.dag import ModelIO
 from tritonforge.ensembles.embed import embed_ensemble
 from tritonforge.repository import FileContent
@@ -22,7 +21,7 @@ from tritonforge.spec import EmbeddingModel
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def _pad_id(tokenizer_files: dict[str, Path]) -> int:
+def pad_id(tokenizer_files: dict[str, Path]) -> int:
     """The pad token's id, from the files the tokenizer model ships with (0 when the checkpoint has none)."""
     from tokenizers import Tokenizer
 
@@ -38,17 +37,15 @@ def _pad_id(tokenizer_files: dict[str, Path]) -> int:
     return 0 if token_id is None else token_id
 
 
-def embedding_model_set(
-    key: str, model: EmbeddingModel, target: Target, artifact: Any
-) -> tuple[dict[str, FileContent], list[str]]:
-    """Render the three models of one embedding service; returns (file plan, notes)."""
+def embedding_model_set(key: str, model: EmbeddingModel, target: Target, artifact: Any) -> ModelSet:
+    """Render the three models of one embedding service."""
     tok_name, enc_name = f"{key}_tokenizer", f"{key}_encoder"
     ids = tuple(TensorSpec(n, "TYPE_INT64", (-1,)) for n in artifact.input_names)
     extras = (TensorSpec("NUM_TOKENS", "TYPE_INT32", (1,)), TensorSpec("TRUNCATED", "TYPE_BOOL", (1,)))
     tokenizer_files = {n: p for n, p in artifact.tokenizer_files.items() if n in TOKENIZER_FILES}
     tok_params = {
         "max_seq_length": str(artifact.max_seq_length),
-        "pad_id": str(_pad_id(tokenizer_files)),
+        "pad_id": str(pad_id(tokenizer_files)),
         "model_input_names": ",".join(artifact.input_names),
     }
     if model.pad_to_multiple_of:
@@ -75,16 +72,12 @@ def embedding_model_set(
     )
     ens_cfg = embed_ensemble(model.ensemble, ModelIO.from_config(tok_cfg), ModelIO.from_config(enc_cfg))
 
-    plan: dict[str, FileContent] = {
-        f"{tok_name}/config.pbtxt": render_config(tok_cfg).encode(),
-        f"{tok_name}/1/model.py": python_backends.source("tokenizer"),
-        f"{enc_name}/config.pbtxt": render_config(enc_cfg).encode(),
-        f"{enc_name}/1/model.onnx": artifact.onnx_path,
-        f"{model.ensemble}/config.pbtxt": render_config(ens_cfg).encode(),
-        f"{model.ensemble}/1/": b"",  # ensembles need a version folder too (R5)
-    }
-    for name, path in tokenizer_files.items():
-        plan[f"{tok_name}/1/tokenizer/{name}"] = path
+    out = ModelSet(notes=notes + enc_notes)
+    out.add(tok_cfg, {"model.py": python_backends.source("tokenizer")})
+    out.add_files(tok_name, {f"tokenizer/{name}": path for name, path in tokenizer_files.items()})
+    encoder_files: dict[str, FileContent] = {"model.onnx": artifact.onnx_path}
     if target == "cpu":
-        plan[f"{enc_name}/1/model.py"] = python_backends.source("onnx_runner")
-    return plan, notes + enc_notes
+        encoder_files["model.py"] = python_backends.source("onnx_runner")
+    out.add(enc_cfg, encoder_files)
+    out.add(ens_cfg, {})
+    return out

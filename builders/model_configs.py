@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tritonforge.config_io import model_config_pb2
+from tritonforge.config_io import model_config_pb2, render_config
+from tritonforge.repository import FileContent
 from tritonforge.spec import InstanceGroup, Optimization, Serving
 
 Target = Literal["cpu", "gpu"]
@@ -29,6 +30,31 @@ class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSet:
+    """The Triton models one spec entry renders: configs by model name, and the file plan that ships them."""
+
+    files: dict[str, FileContent] = field(default_factory=dict)
+    configs: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, config: Any, version_files: Mapping[str, FileContent], version: int = 1) -> None:
+        """A model: its config.pbtxt plus files in its version folder (an ensemble gets an empty one, R5)."""
+        self.configs[config.name] = config
+        self.files[f"{config.name}/config.pbtxt"] = render_config(config).encode()
+        self.files[f"{config.name}/{version}/"] = b""
+        self.add_files(config.name, version_files, version)
+
+    def add_files(self, model: str, version_files: Mapping[str, FileContent], version: int = 1) -> None:
+        for rel, content in version_files.items():
+            self.files[f"{model}/{version}/{rel}"] = content
+
+    def merge(self, other: ModelSet) -> None:
+        self.files.update(other.files)
+        self.configs.update(other.configs)
+        self.notes += other.notes
 
 
 def _io(message: Any, spec: TensorSpec, is_input: bool) -> None:

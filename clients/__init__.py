@@ -8,5 +8,6 @@ from tritonforge.clients.client import (
     RetryPolicy,
     TLSOptions,
 )
+from tritonforge.clients.pipelines import Hit
 
-__all__ = ["AsyncClient", "Client", "ClientOptions", "KeepAliveOptions", "RetryPolicy", "TLSOptions"]
+__all__ = ["AsyncClient", "Client", "ClientOptions", "Hit", "KeepAliveOptions", "RetryPolicy", "TLSOptions"]

@@ -34,6 +34,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from tritonforge.clients.pipelines import Hit, rerank_request, rerank_scores, search_request, search_results
 from tritonforge.errors import ClientError, TransientError
 
 __all__ = [
@@ -716,9 +717,7 @@ class Client(_Base):
         # over HTTP, unnamed outputs come back as JSON: ask for all of them by name, in binary
         key = f"{model}:{version}"
         if key not in self._http_outputs:
-            meta = self._call(
-                model, timeout, lambda t: t.get_model_metadata(model, version, headers=self._headers())
-            )
+            meta = self._call(model, timeout, lambda t: t.get_model_metadata(model, version, headers=self._headers()))
             self._http_outputs[key] = [o["name"] for o in meta.get("outputs", [])]
         return self._http_outputs[key]
 
@@ -768,6 +767,30 @@ class Client(_Base):
             out = self.infer(model, {"TEXT": _text_tensor(chunk)}, ["EMBEDDING"], timeout=timeout)
             parts.append(_check_embedding(out.get("EMBEDDING"), len(chunk), model))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def search(
+        self,
+        queries: Sequence[str],
+        top_k: int | None = None,
+        *,
+        rerank: bool = False,
+        top_n: int | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> list[list[Hit]]:
+        """Nearest passages per query, best first (``search``); with ``rerank=True`` the ``search_rerank``
+        pipeline retrieves ``top_k`` candidates, scores them with the cross-encoder and keeps ``top_n``."""
+        name = model or ("search_rerank" if rerank else "search")
+        inputs, outputs = search_request(queries, top_k, top_n if rerank else None)
+        out = self.infer(name, inputs, outputs, timeout=timeout)
+        return search_results(out, len(inputs["QUERY"]), name)
+
+    def rerank(
+        self, query: str, passages: Sequence[str], *, model: str = "rerank", timeout: float | None = None
+    ) -> np.ndarray:
+        """Cross-encoder scores of (query, passage) pairs, in the order of ``passages`` (higher = more relevant)."""
+        inputs, outputs = rerank_request(query, passages)
+        return rerank_scores(self.infer(model, inputs, outputs, timeout=timeout), len(passages), model)
 
 
 class AsyncClient(_Base):
@@ -899,3 +922,26 @@ class AsyncClient(_Base):
             out = await self.infer(model, {"TEXT": _text_tensor(chunk)}, ["EMBEDDING"], timeout=timeout)
             parts.append(_check_embedding(out.get("EMBEDDING"), len(chunk), model))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    async def search(
+        self,
+        queries: Sequence[str],
+        top_k: int | None = None,
+        *,
+        rerank: bool = False,
+        top_n: int | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> list[list[Hit]]:
+        """Nearest passages per query (see :meth:`Client.search`)."""
+        name = model or ("search_rerank" if rerank else "search")
+        inputs, outputs = search_request(queries, top_k, top_n if rerank else None)
+        out = await self.infer(name, inputs, outputs, timeout=timeout)
+        return search_results(out, len(inputs["QUERY"]), name)
+
+    async def rerank(
+        self, query: str, passages: Sequence[str], *, model: str = "rerank", timeout: float | None = None
+    ) -> np.ndarray:
+        """Cross-encoder scores (see :meth:`Client.rerank`)."""
+        inputs, outputs = rerank_request(query, passages)
+        return rerank_scores(await self.infer(model, inputs, outputs, timeout=timeout), len(passages), model)

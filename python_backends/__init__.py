@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODELS = ("tokenizer", "onnx_runner")
+MODELS = ("tokenizer", "onnx_runner", "retriever", "pair_tokenizer", "rerank_select")
 
 
 def source(name: str) -> bytes:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from tritonforge.errors import Problem, ValidationError
 from tritonforge.repository import FileContent, write_repository
-from tritonforge.spec import EmbeddingModel, Spec, load_spec
+from tritonforge.spec import EmbeddingModel, RerankerModel, RetrieverModel, Spec, load_spec
 
 Progress = Callable[[str], None]
 
@@ -36,7 +36,7 @@ class BuildReport:
     seconds: float = 0.0
 
 
-def _precision(model: EmbeddingModel, target: str) -> str:
+def _precision(model: EmbeddingModel | RerankerModel, target: str) -> str:
     if target == "gpu":
         return model.gpu_precision
     return "int8" if model.cpu_quantization == "int8" else "fp32"
@@ -45,50 +45,98 @@ def _precision(model: EmbeddingModel, target: str) -> str:
 def plan_repository(
     spec: Spec, progress: Progress | None = None
 ) -> tuple[dict[str, FileContent], list[ArtifactInfo], list[str]]:
-    """Compile every artifact (cached by content hash) and render the whole repository as a file plan."""
+    """Compile every artifact (cached by content hash) and render the whole repository as a file plan.
+
+    Embedding and reranker models first: retrievers embed their corpus with an embedder's artifact and wire
+    ensembles through the models of both.
+    """
     from tritonforge.builders.checkpoints import resolve_checkpoint
     from tritonforge.builders.embedding import embedding_model_set
+    from tritonforge.builders.model_configs import ModelSet
     from tritonforge.builders.onnx_encoder import export_encoder
 
-    plan: dict[str, FileContent] = {}
+    def say_for(key: str) -> Progress | None:
+        return (lambda msg: progress(f"{key}: {msg}")) if progress else None
+
+    plan = ModelSet()
     artifacts: list[ArtifactInfo] = []
-    notes: list[str] = []
-    for key, model in spec.models.items():
-        say = (lambda msg, key=key: progress(f"{key}: {msg}")) if progress else None
-        checkpoint = resolve_checkpoint(model.checkpoint, spec.source_dir)
-        precision = _precision(model, spec.target)
+    sets: dict[str, ModelSet] = {}
+    encoders: dict[str, object] = {}
+    for key, model in spec.of_kind(EmbeddingModel).items():
         artifact = export_encoder(
-            checkpoint,
+            resolve_checkpoint(model.checkpoint, spec.source_dir),
             pooling=model.pooling,
             normalize=model.normalize,
             max_seq_length=model.max_seq_length,
-            precision=precision,
+            precision=_precision(model, spec.target),
             parity_tolerance=model.parity_tolerance,
             min_cosine=model.min_cosine,
             force=model.force_quantization,
-            progress=say,
+            progress=say_for(key),
         )
-        files, model_notes = embedding_model_set(key, model, spec.target, artifact)
-        plan.update(files)
-        notes += model_notes
+        encoders[key] = artifact
+        sets[key] = embedding_model_set(key, model, spec.target, artifact)
         artifacts.append(
             ArtifactInfo(
                 key,
                 "onnx-encoder",
-                precision,
+                artifact.precision,
                 artifact.content_hash,
                 artifact.parity_max_abs_diff,
                 artifact.quantized_min_cosine,
             )
         )
-    manifest = {
-        "spec": spec.name,
-        "target": spec.target,
-        "artifacts": [asdict(a) for a in artifacts],
-    }
+    for key, model in spec.of_kind(RerankerModel).items():
+        from tritonforge.builders.cross_encoder import export_cross_encoder
+        from tritonforge.builders.reranking import reranker_model_set
+
+        artifact = export_cross_encoder(
+            resolve_checkpoint(model.checkpoint, spec.source_dir),
+            max_seq_length=model.max_seq_length,
+            activation=model.activation,
+            precision=_precision(model, spec.target),
+            parity_tolerance=model.parity_tolerance,
+            force=model.force_quantization,
+            progress=say_for(key),
+        )
+        sets[key] = reranker_model_set(key, model, spec.target, artifact)
+        artifacts.append(
+            ArtifactInfo(
+                key, "onnx-cross-encoder", artifact.precision, artifact.content_hash, artifact.parity_max_abs_diff, None
+            )
+        )
+    for key, model in spec.of_kind(RetrieverModel).items():
+        from tritonforge.builders.retrieval import retriever_model_set
+
+        index = _build_index(key, model, spec, encoders[model.embedder], say_for(key))
+        reranker = (model.reranker, sets[model.reranker]) if model.reranker else None
+        sets[key] = retriever_model_set(key, model, spec.target, index, sets[model.embedder], model.embedder, reranker)
+        artifacts.append(ArtifactInfo(key, f"faiss-{index.index_type}", "fp32", index.content_hash, None, None))
+    for model_set in sets.values():
+        plan.merge(model_set)
+
+    manifest = {"spec": spec.name, "target": spec.target, "artifacts": [asdict(a) for a in artifacts]}
     # Files at the repository root are not models; Triton ignores them.
-    plan["tritonforge.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    return plan, artifacts, notes
+    plan.files["tritonforge.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    return plan.files, artifacts, plan.notes
+
+
+def _build_index(key: str, model: RetrieverModel, spec: Spec, encoder: Any, progress: Progress | None) -> Any:
+    """Corpus → passages embedded by the embedder's own artifact → FAISS index (cached by content hash)."""
+    from tritonforge.builders.corpus import load_corpus
+    from tritonforge.builders.index import IndexSettings, build_index, embed_passages
+    from tritonforge.builders.retrieval import onnx_encode_fn
+
+    corpus = Path(model.corpus)
+    if not corpus.is_absolute() and spec.source_dir is not None:
+        corpus = spec.source_dir / corpus
+    passages = load_corpus(corpus)
+    settings = IndexSettings(**model.index.model_dump())
+    if progress:
+        progress(f"embedding {len(passages)} passages")
+    report = (lambda done, total: progress(f"embedding passages {done}/{total}")) if progress else None
+    embeddings = embed_passages([p.text for p in passages], onnx_encode_fn(encoder), progress=report)
+    return build_index(passages, embeddings, settings, embedder_hash=encoder.content_hash)
 
 
 def build(

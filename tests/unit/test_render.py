@@ -28,7 +28,7 @@ class FakeArtifact:
 
 def _configs(target: str, spec_path: Path = EXAMPLES / "embed.yaml") -> dict:
     spec = load_spec(spec_path)
-    plan, _ = embedding_model_set("minilm", spec.models["minilm"], target, FakeArtifact())  # type: ignore[arg-type]
+    plan = embedding_model_set("minilm", spec.models["minilm"], target, FakeArtifact()).files  # type: ignore[arg-type]
     return {k.split("/")[0]: parse_config_text(v.decode()) for k, v in plan.items() if k.endswith("config.pbtxt")}
 
 
@@ -115,7 +115,7 @@ def test_every_spec_setting_reaches_the_config() -> None:
             },
         }
     )
-    plan, _ = embedding_model_set("m", spec.models["m"], "gpu", FakeArtifact())  # type: ignore[arg-type]
+    plan = embedding_model_set("m", spec.models["m"], "gpu", FakeArtifact()).files  # type: ignore[arg-type]
     enc = parse_config_text(plan["m_encoder/config.pbtxt"].decode())
     assert list(enc.version_policy.specific.versions) == [1, 3]
     assert enc.response_cache.enable
@@ -136,7 +136,7 @@ def test_every_spec_setting_reaches_the_config() -> None:
 def test_rendered_text_has_no_placeholders_and_round_trips() -> None:
     spec = load_spec(EXAMPLES / "embed.yaml")
     for target in ("cpu", "gpu"):
-        plan, _ = embedding_model_set("minilm", spec.models["minilm"], target, FakeArtifact())  # type: ignore[arg-type]
+        plan = embedding_model_set("minilm", spec.models["minilm"], target, FakeArtifact()).files  # type: ignore[arg-type]
         for path, content in plan.items():
             if path.endswith(".pbtxt"):
                 text = content.decode()

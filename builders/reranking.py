@@ -1,0 +1,62 @@
+"""The reranker's model set: `<key>_pair_tokenizer` → `<key>_cross_encoder`, wired as the `rerank` ensemble.
+
+The cross-encoder's `model.onnx` takes [batch, candidates, sequence] and returns SCORES [batch, candidates]:
+one batch item is one query with its passages, so Triton batches whole queries on both targets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tritonforge import python_backends
+from tritonforge.builders.embedding import TOKENIZER_FILES, pad_id
+from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
+from tritonforge.ensembles.dag import ModelIO
+from tritonforge.ensembles.search import rerank_ensemble
+from tritonforge.repository import FileContent
+from tritonforge.spec import RerankerModel
+
+
+def reranker_model_set(key: str, model: RerankerModel, target: Target, artifact: Any) -> ModelSet:
+    tok_name, enc_name = f"{key}_pair_tokenizer", f"{key}_cross_encoder"
+    pair_ids = tuple(TensorSpec(n, "TYPE_INT64", (-1, -1)) for n in artifact.input_names)
+    tokenizer_files = {n: p for n, p in artifact.tokenizer_files.items() if n in TOKENIZER_FILES}
+    params = {
+        "max_seq_length": str(artifact.max_seq_length),
+        "pad_id": str(pad_id(tokenizer_files)),
+        "model_input_names": ",".join(artifact.input_names),
+    }
+    if model.pad_to_multiple_of:
+        params["pad_to_multiple_of"] = str(model.pad_to_multiple_of)
+    text_inputs = (TensorSpec("QUERY", "TYPE_STRING", (1,)), TensorSpec("DOCUMENTS", "TYPE_STRING", (-1,)))
+    tok_cfg, notes = render_model(
+        tok_name,
+        model.tokenizer,
+        Signature(text_inputs, pair_ids),
+        target=target,
+        backend="python",
+        parameters=params,
+        cpu_only=True,
+    )
+    ragged = target == "cpu"
+    enc_inputs = tuple(TensorSpec(t.name, t.data_type, t.dims, allow_ragged_batch=ragged) for t in pair_ids)
+    enc_cfg, enc_notes = render_model(
+        enc_name,
+        model,
+        Signature(enc_inputs, (TensorSpec(artifact.output_name, "TYPE_FP32", (-1,)),)),
+        target=target,
+        backend="onnxruntime" if target == "gpu" else "python",
+        # the python runner pads candidates across requests; cut each request's SCORES back to its own count
+        parameters={"unpad_output_axes": "1"} if target == "cpu" else None,
+    )
+    ens_cfg = rerank_ensemble(model.ensemble, ModelIO.from_config(tok_cfg), ModelIO.from_config(enc_cfg))
+
+    out = ModelSet(notes=notes + enc_notes)
+    out.add(tok_cfg, {"model.py": python_backends.source("pair_tokenizer")})
+    out.add_files(tok_name, {f"tokenizer/{name}": path for name, path in tokenizer_files.items()})
+    encoder_files: dict[str, FileContent] = {"model.onnx": artifact.onnx_path}
+    if target == "cpu":
+        encoder_files["model.py"] = python_backends.source("onnx_runner")
+    out.add(enc_cfg, encoder_files)
+    out.add(ens_cfg, {})
+    return out

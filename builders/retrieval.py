@@ -1,0 +1,109 @@
+"""The retriever's model set: `<key>_retriever` (FAISS over the corpus) and the `search` ensemble
+(encode → retrieve), plus `<key>_select` and the `search_rerank` ensemble when a reranker is named.
+
+Passages are embedded in-process by the very same artifact the server runs (shipped tokenizer.json + model.onnx),
+so query and passage vectors live in one space; the index manifest records that artifact's hash and the
+retriever refuses to load an index built by another embedder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tritonforge import python_backends
+from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
+from tritonforge.ensembles.dag import ModelIO
+from tritonforge.ensembles.search import search_ensemble, search_rerank_ensemble
+from tritonforge.spec import RetrieverModel
+
+RESULTS = (
+    TensorSpec("DOC_IDS", "TYPE_STRING", (-1,)),
+    TensorSpec("SCORES", "TYPE_FP32", (-1,)),
+    TensorSpec("DOCUMENTS", "TYPE_STRING", (-1,)),
+)
+_ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
+def onnx_encode_fn(artifact: Any) -> Callable[[list[str]], np.ndarray]:
+    """Embed texts in-process with an encoder artifact exactly as the served pipeline does."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(artifact.tokenizer_files["tokenizer.json"]))  # truncation+padding built in
+    session = ort.InferenceSession(str(artifact.onnx_path), providers=["CPUExecutionProvider"])
+
+    def encode(texts: list[str]) -> np.ndarray:
+        encodings = tokenizer.encode_batch(texts)
+        feed = {
+            name: np.asarray([getattr(e, _ENCODING_FIELDS[name]) for e in encodings], dtype=np.int64)
+            for name in artifact.input_names
+        }
+        return np.asarray(session.run([artifact.output_name], feed)[0], dtype=np.float32)
+
+    return encode
+
+
+def retriever_model_set(
+    key: str,
+    model: RetrieverModel,
+    target: Target,
+    index: Any,
+    embedder: ModelSet,
+    embedder_key: str,
+    reranker: tuple[str, ModelSet] | None,
+) -> ModelSet:
+    name = f"{key}_retriever"
+    inputs = (
+        TensorSpec("QUERY_EMBEDDING", "TYPE_FP32", (index.dim,)),
+        TensorSpec("TOP_K", "TYPE_INT32", (1,), optional=True),
+    )
+    params = {
+        "embedder_hash": index.embedder_hash,
+        "default_top_k": str(model.default_top_k),
+        "max_top_k": str(model.max_top_k),
+    }
+    cfg, notes = render_model(
+        name, model, Signature(inputs, RESULTS), target=target, backend="python", parameters=params, cpu_only=True
+    )
+    out = ModelSet(notes=notes)
+    files = {f: index.folder / f for f in ("index.faiss", "docstore.jsonl", "manifest.json")}
+    out.add(cfg, {"model.py": python_backends.source("retriever"), **files})
+
+    tokenizer = ModelIO.from_config(embedder.configs[f"{embedder_key}_tokenizer"])
+    encoder = ModelIO.from_config(embedder.configs[f"{embedder_key}_encoder"])
+    retriever = ModelIO.from_config(cfg)
+    out.add(search_ensemble(model.ensemble, tokenizer, encoder, retriever), {})
+
+    if reranker is not None:
+        rr_key, rr = reranker
+        select_inputs = (
+            TensorSpec("CANDIDATE_IDS", "TYPE_STRING", (-1,)),
+            TensorSpec("CANDIDATE_DOCUMENTS", "TYPE_STRING", (-1,)),
+            TensorSpec("RERANK_SCORES", "TYPE_FP32", (-1,)),
+            TensorSpec("TOP_N", "TYPE_INT32", (1,), optional=True),
+        )
+        select_cfg, select_notes = render_model(
+            f"{key}_select",
+            model.select,
+            Signature(select_inputs, RESULTS),
+            target=target,
+            backend="python",
+            parameters={"default_top_n": str(model.default_top_n)},
+            cpu_only=True,
+        )
+        out.notes += select_notes
+        out.add(select_cfg, {"model.py": python_backends.source("rerank_select")})
+        ens = search_rerank_ensemble(
+            model.rerank_ensemble,
+            tokenizer,
+            encoder,
+            retriever,
+            ModelIO.from_config(rr.configs[f"{rr_key}_pair_tokenizer"]),
+            ModelIO.from_config(rr.configs[f"{rr_key}_cross_encoder"]),
+            ModelIO.from_config(select_cfg),
+        )
+        out.add(ens, {})
+    return out

@@ -1,0 +1,110 @@
+"""Request builders and response readers for tritonforge's pipelines, shared by Client and AsyncClient.
+
+Each pipeline's naming contract (see ensembles/) lives here once: which tensors to send, which to read back,
+and how padding in the responses ("" ids, NaN scores) is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tritonforge.errors import ClientError
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved passage."""
+
+    id: str
+    score: float
+    text: str
+
+
+def _strings(values: Any, what: str) -> list[str]:
+    if isinstance(values, (str, bytes)):
+        raise ClientError(f"{what} must be a list of strings, not a single {type(values).__name__}")
+    try:
+        items = list(values)
+    except TypeError:
+        raise ClientError(f"{what} must be a list of strings, got {type(values).__name__}") from None
+    if not items:
+        raise ClientError(f"{what} is empty: give at least one string")
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ClientError(f"{what}[{i}] is {type(item).__name__}, not str")
+    return items
+
+
+def _bytes_column(texts: list[str]) -> np.ndarray:
+    return np.array([[t.encode("utf-8")] for t in texts], dtype=object).reshape(len(texts), 1)
+
+
+def _count(value: int | None, name: str, n: int) -> np.ndarray | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ClientError(f"{name} must be an integer >= 1, got {value!r}")
+    return np.full((n, 1), value, dtype=np.int32)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# ------------------------------------------------------------------------------------------------------ search
+
+
+def search_request(
+    queries: Sequence[str], top_k: int | None, top_n: int | None = None
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    items = _strings(queries, "queries")
+    inputs = {"QUERY": _bytes_column(items)}
+    for name, value in (("TOP_K", top_k), ("TOP_N", top_n)):
+        tensor = _count(value, name.lower(), len(items))
+        if tensor is not None:
+            inputs[name] = tensor
+    return inputs, ["DOC_IDS", "SCORES", "DOCUMENTS"]
+
+
+def search_results(out: Mapping[str, np.ndarray], n: int, model: str) -> list[list[Hit]]:
+    try:
+        ids, scores, docs = out["DOC_IDS"], out["SCORES"], out["DOCUMENTS"]
+    except KeyError as err:
+        raise ClientError(f"model '{model}' did not return {err.args[0]}") from None
+    if ids.shape[0] != n or ids.shape != scores.shape or ids.shape != docs.shape:
+        raise ClientError(f"model '{model}' returned mismatched shapes {ids.shape}, {scores.shape}, {docs.shape}")
+    results = []
+    for row in range(n):
+        hits = []
+        for col in range(ids.shape[1]):
+            doc_id = _text(ids[row, col])
+            if not doc_id:  # padding: this query has fewer results than the widest in the request
+                break
+            hits.append(Hit(doc_id, float(scores[row, col]), _text(docs[row, col])))
+        results.append(hits)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------ rerank
+
+
+def rerank_request(query: str, passages: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    if not isinstance(query, str) or not query.strip():
+        raise ClientError(f"query must be a non-empty string, got {query!r}")
+    items = _strings(passages, "passages")
+    return {
+        "QUERY": np.array([[query.encode("utf-8")]], dtype=object),
+        "PASSAGES": np.array([[p.encode("utf-8") for p in items]], dtype=object),
+    }, ["SCORES"]
+
+
+def rerank_scores(out: Mapping[str, np.ndarray], n: int, model: str) -> np.ndarray:
+    scores = out.get("SCORES")
+    if scores is None or scores.reshape(-1).shape[0] != n:
+        shape = None if scores is None else list(scores.shape)
+        raise ClientError(f"model '{model}' returned SCORES of shape {shape}, expected [1, {n}]")
+    return np.asarray(scores, dtype=np.float32).reshape(n)
