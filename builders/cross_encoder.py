@@ -1,0 +1,469 @@
+"""Export a Hugging Face cross-encoder (reranker) checkpoint to a self-contained ONNX scoring model.
+
+The checkpoint is an ``AutoModelForSequenceClassification`` with ONE label: it reads a (query, passage) pair and
+returns one relevance logit. The exported graph takes ``input_ids``, ``attention_mask`` (and ``token_type_ids``
+when the model uses them), all INT64 ``[batch, candidates, sequence]`` — one batch item is one query with its
+candidate passages, because Triton batches whole requests (queries) on the leading axis — reshapes them to
+``[batch * candidates, sequence]`` inside the graph, runs the classifier and returns ``SCORES`` FP32
+``[batch, candidates]``: the raw logit, or its sigmoid with ``activation="sigmoid"``. Every axis is dynamic, so
+the same ``model.onnx`` serves on Triton's onnxruntime backend (``gpu``) and the python ONNX runner (``cpu``).
+
+Every export is checked against PyTorch logits computed pair by pair without padding, and the result is cached
+under ``<cache>/cross-encoder/<content hash>/`` (built in a temporary folder, renamed into place). The machinery
+shared with the bi-encoder exporter lives in ``onnx_common``.
+
+Heavy libraries (torch, transformers, onnx, onnxruntime) are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tritonforge.errors import BuildError, ParityError
+
+from . import onnx_common as common
+from .checkpoints import checkpoint_hash, default_cache_dir, validate_checkpoint
+from .onnx_common import OPSET, PRECISIONS
+
+BUILDER = "cross-encoder"
+BUILDER_VERSION = "1"  # part of every content hash: bump it when the export, parity or quantisation recipe changes
+OUTPUT_NAME = "SCORES"
+ACTIVATIONS = ("none", "sigmoid")
+INPUT_AXES = ("batch", "candidates", "sequence")
+OUTPUT_AXES = ("batch", "candidates")
+
+# Real (query, passages) groups with very different query and passage lengths; run as ONE padded batch shaped
+# [2, 5, sequence] through ONNX Runtime and pair by pair, unpadded, through PyTorch. The spread of lengths exposes
+# baked-in shapes and mask mistakes; the last passage is long enough that a small max_seq_length truncates it.
+PARITY_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "How do I reset my password?",
+        (
+            "Yes.",
+            "Open the settings page, choose Account, then click 'Forgot password' and follow the link we email you.",
+            "Passwords must be at least twelve characters long.",
+            "The cafeteria serves lunch from noon until two.",
+            "If you no longer have access to the email address on file, contact support with a copy of your ID; "
+            "after we verify who you are, an agent will reset the password for you and ask you to choose a new one "
+            "the next time you sign in, which usually takes one or two working days from the moment we receive "
+            "your request and the documents we asked for.",
+        ),
+    ),
+    (
+        "Why did the river flood the village after the storm last spring, and could it happen again this year?",
+        (
+            "Heavy rain for three days raised the river until it burst its banks.",
+            "Blue.",
+            "The council has since built a higher embankment along the east side of the village.",
+            "Rivers flood when more water arrives than the channel can carry.",
+            "My cat likes to sleep in the sun.",
+        ),
+    ),
+)
+PARITY_PAIRS = tuple((query, passage) for query, passages in PARITY_GROUPS for passage in passages)
+
+
+@dataclass(frozen=True)
+class CrossEncoderArtifact:
+    onnx_path: Path
+    max_seq_length: int
+    input_names: tuple[str, ...]
+    output_name: str
+    precision: str
+    content_hash: str
+    parity_max_abs_diff: float | None
+    quantized_max_abs_diff: float | None  # int8/fp16: max |score - fp32 score| over the parity pairs
+    tokenizer_files: dict[str, Path]
+    activation: str
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def directory(self) -> Path:
+        return self.onnx_path.parent
+
+
+# --------------------------------------------------------------------------------------------------------- API
+
+
+def export_cross_encoder(
+    checkpoint: Path,
+    *,
+    max_seq_length: int | None = None,
+    activation: Literal["none", "sigmoid"] = "none",
+    precision: str = "fp32",
+    parity_tolerance: float = 1e-4,
+    max_quantized_diff: float = 0.05,
+    cache_dir: Path | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> CrossEncoderArtifact:
+    """Export (or fetch from the cache) the ONNX scoring model for the reranker ``checkpoint``.
+
+    Raises BuildError for a bad checkpoint or setting (a classifier with other than one label, a slow tokenizer,
+    missing weights), ParityError when ONNX Runtime disagrees with PyTorch beyond ``parity_tolerance``, and
+    BuildError when an int8/fp16 model's scores differ from fp32 by more than ``max_quantized_diff`` (unless
+    ``force``). Scores are compared after the activation.
+    """
+    say = progress or (lambda _msg: None)
+    if activation not in ACTIVATIONS:
+        raise BuildError(f"activation {activation!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
+    if precision not in PRECISIONS:
+        raise BuildError(f"precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
+    if max_seq_length is not None and (
+        not isinstance(max_seq_length, int) or isinstance(max_seq_length, bool) or max_seq_length < 2
+    ):
+        raise BuildError(f"max_seq_length must be an integer >= 2, got {max_seq_length!r}")
+    if (
+        isinstance(max_quantized_diff, bool)
+        or not isinstance(max_quantized_diff, int | float)
+        or not max_quantized_diff >= 0
+    ):
+        raise BuildError(f"max_quantized_diff must be a number >= 0, got {max_quantized_diff!r}")
+    checkpoint = Path(checkpoint).expanduser().resolve()
+    validate_checkpoint(checkpoint)
+
+    content_hash = common.content_hash(
+        BUILDER,
+        BUILDER_VERSION,
+        checkpoint_hash(checkpoint),
+        {
+            "activation": activation,
+            "max_seq_length": max_seq_length,  # None = resolved from the (hashed) checkpoint files
+            "precision": precision,
+            "opset": OPSET,
+            "output_name": OUTPUT_NAME,
+        },
+    )
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return common.cached_build(
+        root / BUILDER / content_hash,
+        load=_load_cached,
+        build=lambda tmp_dir: _build(
+            checkpoint,
+            tmp_dir,
+            max_seq_length=max_seq_length,
+            activation=activation,
+            precision=precision,
+            parity_tolerance=parity_tolerance,
+            max_quantized_diff=max_quantized_diff,
+            force=force,
+            content_hash=content_hash,
+            say=say,
+        ),
+        check=lambda artifact: _check_thresholds(artifact, parity_tolerance, max_quantized_diff, force),
+        say=say,
+    )
+
+
+def load_artifact(directory: Path) -> CrossEncoderArtifact:
+    """Read ``artifact.json`` from an artifact folder; BuildError when it is missing or incomplete."""
+    artifact = _load_cached(Path(directory))
+    if artifact is None:
+        raise BuildError(
+            f"{directory} is not a complete cross-encoder artifact (needs artifact.json, model.onnx and tokenizer/)"
+        )
+    return artifact
+
+
+# ------------------------------------------------------------------------------------------------------ build
+
+
+def _build(
+    checkpoint: Path,
+    out_dir: Path,
+    *,
+    max_seq_length: int | None,
+    activation: str,
+    precision: str,
+    parity_tolerance: float,
+    max_quantized_diff: float,
+    force: bool,
+    content_hash: str,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    notes: list[str] = []
+    timings: dict[str, float] = {}
+
+    say("loading checkpoint")
+    t0 = time.perf_counter()
+    _check_num_labels(checkpoint)
+    tokenizer, ref_model, export_model = common.load_checkpoint(
+        checkpoint, "AutoModelForSequenceClassification", require_all_weights=True
+    )
+    input_names = common.input_names(export_model, tokenizer, checkpoint)
+    max_len = common.resolve_max_len(
+        checkpoint, tokenizer, export_model.config, max_seq_length, "argument" if max_seq_length else None
+    )
+    specials = int(tokenizer.num_special_tokens_to_add(pair=True))
+    if max_len < specials + 2:
+        raise BuildError(
+            f"{checkpoint}: max_seq_length {max_len} leaves no room for a query and a passage next to the "
+            f"{specials} special tokens of a pair; use at least {specials + 2}"
+        )
+    tokenizer_files = common.write_tokenizer_files(checkpoint, tokenizer, out_dir / "tokenizer", max_len)
+    declared = _declared_activation(checkpoint)
+    if declared is not None and declared != activation:
+        notes.append(
+            f"the checkpoint declares a {declared!r} activation (sentence-transformers CrossEncoder); "
+            f"exported with activation={activation!r}"
+        )
+    timings["load_s"] = time.perf_counter() - t0
+
+    say("exporting")
+    t0 = time.perf_counter()
+    wrapper = _ScoringWrapperFactory.make(export_model, input_names, activation)
+    dummy = _dummy_inputs(tokenizer, input_names, max_len)
+    fp32_path = out_dir / ("model.onnx" if precision == "fp32" else "model.fp32.onnx")
+    exporter = common.export_onnx(
+        wrapper,
+        tuple(dummy[n] for n in input_names),
+        input_names,
+        OUTPUT_NAME,
+        fp32_path,
+        input_axes=INPUT_AXES,
+        output_axes=dict(enumerate(OUTPUT_AXES)),
+    )
+    if exporter != "torchscript":
+        notes.append(f"exported with the {exporter} exporter (the TorchScript exporter failed)")
+    common.check_graph(
+        fp32_path,
+        input_names,
+        OUTPUT_NAME,
+        input_axes=INPUT_AXES,
+        output_axes=OUTPUT_AXES,
+        dynamic_output_axes=(0, 1),
+    )
+    timings["export_s"] = time.perf_counter() - t0
+
+    say("parity check")
+    t0 = time.perf_counter()
+    feeds = _parity_feeds(tokenizer, out_dir / "tokenizer" / "tokenizer.json", input_names, max_len)
+    with torch.inference_mode():
+        reference = _reference_scores(ref_model, tokenizer, input_names, activation, max_len)
+    onnx_out = common.run_onnx(fp32_path, feeds, OUTPUT_NAME)
+    if onnx_out.shape != reference.shape:
+        raise ParityError(
+            f"ONNX output shape {tuple(onnx_out.shape)} differs from the PyTorch reference {tuple(reference.shape)}"
+        )
+    max_diff = float(np.abs(onnx_out - reference).max())
+    if not max_diff <= parity_tolerance:  # also catches NaN
+        raise ParityError(
+            f"{checkpoint}: ONNX export disagrees with PyTorch: max abs score diff {max_diff:.3g} > tolerance "
+            f"{parity_tolerance:.3g} over {len(PARITY_PAIRS)} (query, passage) pairs (one padded "
+            f"{list(onnx_out.shape)} batch vs unpadded pair by pair)"
+        )
+    timings["parity_s"] = time.perf_counter() - t0
+    del wrapper, export_model, ref_model
+
+    quant_diff: float | None = None
+    if precision != "fp32":
+        say("quantizing")
+        t0 = time.perf_counter()
+        quant_out, note = common.reduce_precision(
+            precision, fp32_path, out_dir / "model.onnx", feeds, OUTPUT_NAME, metric="score difference"
+        )
+        if note:
+            notes.append(note)
+        if quant_out is not None:
+            quant_diff = float(np.abs(quant_out - onnx_out).max())
+            if not quant_diff <= max_quantized_diff:
+                if not force:
+                    raise BuildError(
+                        f"{checkpoint}: {precision} model's scores differ from fp32 by up to {quant_diff:.6f} "
+                        f"> max_quantized_diff {max_quantized_diff}; pass force=True to accept it"
+                    )
+                notes.append(
+                    f"{precision} max abs score diff {quant_diff:.6f} is above {max_quantized_diff}, accepted (force)"
+                )
+        timings["quantize_s"] = time.perf_counter() - t0
+
+    return {
+        "onnx_path": "model.onnx",
+        "max_seq_length": max_len,
+        "input_names": list(input_names),
+        "output_name": OUTPUT_NAME,
+        "precision": precision,
+        "content_hash": content_hash,
+        "parity_max_abs_diff": max_diff,
+        "quantized_max_abs_diff": quant_diff,
+        "tokenizer_files": {name: f"tokenizer/{name}" for name in tokenizer_files},
+        "activation": activation,
+        "notes": notes,
+        "build": {
+            "builder_version": BUILDER_VERSION,
+            "exporter": exporter,
+            "opset": OPSET,
+            "checkpoint": str(checkpoint),
+            "parity_tolerance": parity_tolerance,
+            "parity_pairs": len(PARITY_PAIRS),
+            "parity_batch": list(onnx_out.shape),
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "versions": common.library_versions(),
+        },
+    }
+
+
+def _check_num_labels(checkpoint: Path) -> None:
+    """A reranker scores one logit per pair: refuse classifiers with another number of labels, before loading."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(checkpoint), local_files_only=True)
+    except Exception as exc:
+        raise BuildError(f"{checkpoint}: cannot read config.json: {type(exc).__name__}: {exc}") from exc
+    num_labels = getattr(config, "num_labels", None)
+    if num_labels != 1:
+        raise BuildError(
+            f"{checkpoint}/config.json: the classifier has num_labels {num_labels}, but a cross-encoder (reranker) "
+            "scores one logit per (query, passage) pair: only num_labels 1 can be exported"
+        )
+
+
+def _declared_activation(checkpoint: Path) -> str | None:
+    """The activation a sentence-transformers CrossEncoder checkpoint declares in config.json, when it does."""
+    try:
+        cfg = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    st = cfg.get("sentence_transformers") if isinstance(cfg, dict) else None
+    name = (st.get("activation_fn") if isinstance(st, dict) else None) or cfg.get(
+        "sbert_ce_default_activation_function"
+    )
+    if not isinstance(name, str) or not name:
+        return None
+    leaf = name.rsplit(".", 1)[-1].lower()
+    return {"sigmoid": "sigmoid", "identity": "none"}.get(leaf, leaf)
+
+
+class _ScoringWrapperFactory:
+    """Builds the export wrapper lazily so torch is imported only when exporting."""
+
+    @staticmethod
+    def make(model, input_names: tuple[str, ...], activation: str):
+        import torch
+
+        with_types = "token_type_ids" in input_names
+        sigmoid = activation == "sigmoid"
+
+        class ScoringModel(torch.nn.Module):
+            """[batch, candidates, sequence] ids -> [batch, candidates] scores, one classifier run per pair."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.classifier = model
+
+            def forward(self, input_ids, attention_mask, token_type_ids=None):
+                batch, candidates, seq = input_ids.shape[0], input_ids.shape[1], input_ids.shape[2]
+                kwargs = {"input_ids": input_ids.reshape(-1, seq), "attention_mask": attention_mask.reshape(-1, seq)}
+                if with_types:
+                    kwargs["token_type_ids"] = token_type_ids.reshape(-1, seq)
+                logits = self.classifier(**kwargs, return_dict=False)[0]  # [batch * candidates, 1]
+                scores = logits[:, 0].reshape(batch, candidates)
+                if sigmoid:
+                    scores = torch.sigmoid(scores)
+                return scores
+
+        return ScoringModel().eval()
+
+
+def _dummy_inputs(tokenizer, input_names: tuple[str, ...], max_len: int) -> dict[str, Any]:
+    """A padded [2, 3, sequence] batch (batch != candidates, so no axis can be confused with another)."""
+    queries = ("Export the reranker.", "Which passage answers the question best?")
+    passages = ("A short one.", "A second, longer passage makes the batch padded and shapes dynamic.", "Third.")
+    enc = tokenizer(
+        [q for q in queries for _ in passages],
+        [p for _ in queries for p in passages],
+        padding=True,
+        truncation=True,
+        max_length=max_len,
+        return_tensors="pt",
+    )
+    return {n: enc[n].reshape(len(queries), len(passages), -1) for n in input_names}
+
+
+def _parity_feeds(tokenizer, tokenizer_json: Path, input_names: tuple[str, ...], max_len: int) -> dict[str, Any]:
+    """ONE padded [groups, candidates, sequence] batch of the parity pairs, encoded by the shipped tokenizer.json.
+
+    The shipped tokenizer must encode every pair exactly as transformers' ``tokenizer(query, passage,
+    truncation=True)`` does (ids and token types), or the server would score different tokens.
+    """
+    from tokenizers import Tokenizer
+
+    shipped = Tokenizer.from_file(str(tokenizer_json))
+    encodings = shipped.encode_batch(list(PARITY_PAIRS))
+    for (query, passage), enc in zip(PARITY_PAIRS, encodings, strict=True):
+        expected = tokenizer(query, passage, truncation=True, max_length=max_len)
+        kept = [m == 1 for m in enc.attention_mask]
+        for name, got_all in (("input_ids", enc.ids), ("token_type_ids", enc.type_ids)):
+            if name not in expected:
+                continue
+            got = [v for v, keep in zip(got_all, kept, strict=True) if keep]
+            if got != list(expected[name]):
+                raise BuildError(
+                    f"{tokenizer_json}: the shipped tokenizer encodes the pair ({query[:30]!r}, {passage[:30]!r}) "
+                    f"with {name} {got[:16]}... but transformers' tokenizer gives {list(expected[name])[:16]}...; "
+                    "the server would see different tokens"
+                )
+    arrays = common.encoding_arrays(encodings, input_names)  # [pairs, sequence]
+    groups = len(PARITY_GROUPS)
+    return {name: a.reshape(groups, -1, a.shape[1]) for name, a in arrays.items()}
+
+
+def _reference_scores(model, tokenizer, input_names, activation: str, max_len: int):
+    """PyTorch scores straight from the classifier's logits, one (query, passage) pair at a time, no padding."""
+    import numpy as np
+    import torch
+
+    rows = []
+    for query, passages in PARITY_GROUPS:
+        row = []
+        for passage in passages:
+            enc = tokenizer(query, passage, truncation=True, max_length=max_len, return_tensors="pt")
+            logit = model(**{n: enc[n] for n in input_names}).logits[0, 0].to(torch.float32)
+            row.append(float(torch.sigmoid(logit) if activation == "sigmoid" else logit))
+        rows.append(row)
+    return np.asarray(rows, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------ cache
+
+
+def _load_cached(directory: Path) -> CrossEncoderArtifact | None:
+    return common.load_cached(directory, _from_record)
+
+
+def _from_record(meta: dict[str, Any], onnx_path: Path, tokenizer_files: dict[str, Path]) -> CrossEncoderArtifact:
+    return CrossEncoderArtifact(
+        onnx_path=onnx_path,
+        max_seq_length=int(meta["max_seq_length"]),
+        input_names=tuple(meta["input_names"]),
+        output_name=str(meta["output_name"]),
+        precision=str(meta["precision"]),
+        content_hash=str(meta["content_hash"]),
+        parity_max_abs_diff=meta["parity_max_abs_diff"],
+        quantized_max_abs_diff=meta["quantized_max_abs_diff"],
+        tokenizer_files=tokenizer_files,
+        activation=str(meta["activation"]),
+        notes=tuple(meta.get("notes", ())),
+    )
+
+
+def _check_thresholds(
+    artifact: CrossEncoderArtifact, parity_tolerance: float, max_quantized_diff: float, force: bool
+) -> None:
+    """A cached artifact must satisfy this call's thresholds too (it may have been built with looser ones)."""
+    common.recheck_parity(artifact.directory, artifact.parity_max_abs_diff, parity_tolerance)
+    diff = artifact.quantized_max_abs_diff
+    if diff is not None and not diff <= max_quantized_diff and not force:
+        raise BuildError(
+            f"{artifact.directory}: {artifact.precision} model's scores differ from fp32 by up to {diff:.6f} "
+            f"> max_quantized_diff {max_quantized_diff}; pass force=True to accept it"
+        )

@@ -1,0 +1,164 @@
+"""A minimal, faithful stand-in for Triton's `triton_python_backend_utils`, to run python-backend `model.py` files
+outside Triton in unit tests.
+
+It keeps to the real module's API (tritonserver 2.x python backend) for what tritonforge's models use:
+`Tensor(name, array)` with `name()` and `as_numpy()`; `InferenceResponse(output_tensors=..., error=...)` with
+`output_tensors()`, `has_error()` and `error()`; `TritonError(message, code)` with `message()`, `code()` and the code
+constants; and the pure-Python helpers `get_input_tensor_by_name`, `get_output_tensor_by_name` (same bodies as
+upstream) and `triton_string_to_numpy`. TYPE_STRING tensors hold numpy object arrays of `bytes`, as in Triton.
+Real-Triton tests live in tests/integration.
+
+Usage::
+
+    module = load_model(path_to_model_py, monkeypatch)      # fake installed in sys.modules for the import
+    model = module.TritonPythonModel()
+    model.initialize(initialize_args(config_dict, repository_dir, "1"))
+    (response,) = model.execute([Request(QUERY=strings([["q"]]), ...)])
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import types
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+MODULE_NAME = "triton_python_backend_utils"
+
+
+class Tensor:
+    def __init__(self, name: str, data: np.ndarray) -> None:
+        if not isinstance(name, str):
+            raise TypeError("Tensor name must be a string")
+        if not isinstance(data, np.ndarray):
+            raise TypeError("Tensor data must be a numpy array")
+        self._name, self._data = name, data
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._data
+
+
+class TritonError:
+    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(8)
+
+    def __init__(self, message: str, code: int = INTERNAL) -> None:
+        self._message, self._code = message, code
+
+    def message(self) -> str:
+        return self._message
+
+    def code(self) -> int:
+        return self._code
+
+
+class InferenceResponse:
+    def __init__(self, output_tensors: list[Tensor] | None = None, error: TritonError | None = None) -> None:
+        self._outputs, self._error = list(output_tensors or []), error
+
+    def output_tensors(self) -> list[Tensor]:
+        return self._outputs
+
+    def has_error(self) -> bool:
+        return self._error is not None
+
+    def error(self) -> TritonError | None:
+        return self._error
+
+
+class Request:
+    """Stands in for pb_utils.InferenceRequest as a model sees it: only `inputs()` is used."""
+
+    def __init__(self, **inputs: np.ndarray) -> None:
+        self._inputs = [Tensor(name, array) for name, array in inputs.items()]
+
+    def inputs(self) -> list[Tensor]:
+        return self._inputs
+
+
+def get_input_tensor_by_name(inference_request: Any, name: str) -> Tensor | None:
+    for input_tensor in inference_request.inputs():
+        if input_tensor.name() == name:
+            return input_tensor
+    return None
+
+
+def get_output_tensor_by_name(inference_response: Any, name: str) -> Tensor | None:
+    for output_tensor in inference_response.output_tensors():
+        if output_tensor.name() == name:
+            return output_tensor
+    return None
+
+
+TRITON_STRING_TO_NUMPY = {
+    "TYPE_BOOL": bool,
+    "TYPE_UINT8": np.uint8,
+    "TYPE_UINT16": np.uint16,
+    "TYPE_UINT32": np.uint32,
+    "TYPE_UINT64": np.uint64,
+    "TYPE_INT8": np.int8,
+    "TYPE_INT16": np.int16,
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_FP16": np.float16,
+    "TYPE_FP32": np.float32,
+    "TYPE_FP64": np.float64,
+    "TYPE_STRING": np.object_,
+}
+
+
+def triton_string_to_numpy(triton_type_string: str) -> Any:
+    return TRITON_STRING_TO_NUMPY[triton_type_string]
+
+
+def make_module() -> types.ModuleType:
+    """A fresh `triton_python_backend_utils` module object backed by the classes above."""
+    module = types.ModuleType(MODULE_NAME)
+    module.Tensor = Tensor  # type: ignore[attr-defined]
+    module.TritonError = TritonError  # type: ignore[attr-defined]
+    module.InferenceResponse = InferenceResponse  # type: ignore[attr-defined]
+    module.get_input_tensor_by_name = get_input_tensor_by_name  # type: ignore[attr-defined]
+    module.get_output_tensor_by_name = get_output_tensor_by_name  # type: ignore[attr-defined]
+    module.triton_string_to_numpy = triton_string_to_numpy  # type: ignore[attr-defined]
+    return module
+
+
+def load_model(model_py: Path, monkeypatch: pytest.MonkeyPatch, name: str | None = None) -> types.ModuleType:
+    """Import ``model_py`` as a fresh module with the fake installed in ``sys.modules`` (undone by monkeypatch)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, MODULE_NAME, make_module())
+    spec = importlib.util.spec_from_file_location(name or f"model_under_test_{Path(model_py).parent.name}", model_py)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def initialize_args(config: dict[str, Any], repository: Path, version: str = "1") -> dict[str, str]:
+    """The ``args`` Triton passes to ``TritonPythonModel.initialize`` (model_repository is the model's folder)."""
+    return {
+        "model_config": json.dumps(config),
+        "model_instance_kind": "CPU",
+        "model_instance_name": f"{config.get('name', 'model')}_0_0",
+        "model_instance_device_id": "0",
+        "model_repository": str(repository),
+        "model_version": version,
+        "model_name": str(config.get("name", "model")),
+    }
+
+
+def strings(rows: Iterable[Any]) -> np.ndarray:
+    """A TYPE_STRING tensor as Triton hands it to a model: an object array of UTF-8 ``bytes`` (str is encoded)."""
+    array = np.array(rows, dtype=object)
+    out = np.empty(array.shape, dtype=object)
+    for index, item in np.ndenumerate(array):
+        out[index] = item.encode("utf-8") if isinstance(item, str) else item
+    return out
