@@ -4,9 +4,11 @@ The `gpu` target serves the same `model.onnx` with Triton's onnxruntime backend;
 tensor names, dtypes and parameters (`intra_op_thread_count`, `inter_op_thread_count`) so the ensemble above it
 does not change between targets.
 
-Inputs are declared `allow_ragged_batch`, so the dynamic batcher may group requests whose sequence lengths
-differ; they are right-padded here to one length and run as ONE session call (padding is masked by
-attention_mask, so results do not depend on the batch they were served in).
+Inputs are declared `allow_ragged_batch`, so the dynamic batcher may group requests whose shapes differ after
+the batch axis (sequence length; for a cross-encoder also the number of candidates); they are zero-padded here to
+one shape and run as ONE session call (padding is masked by attention_mask, so results do not depend on the batch
+they were served in). Parameter `unpad_output_axes` (e.g. "1") names output axes that follow the input axes of the
+same index and are cut back to each request's own size (a cross-encoder's SCORES [batch, candidates]).
 """
 
 import json
@@ -24,6 +26,7 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.inputs = [(i["name"], pb_utils.triton_string_to_numpy(i["data_type"])) for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
+        self.unpad_axes = [int(a) for a in params.get("unpad_output_axes", "").split(",") if a.strip()]
         instances = sum(max(1, int(g.get("count", 1))) for g in config.get("instance_group", [])) or 1
 
         options = ort.SessionOptions()
@@ -42,8 +45,8 @@ class TritonPythonModel:
             if tensor is None:
                 return None, f"missing input '{name}'"
             array = tensor.as_numpy()
-            if array.ndim != 2 or array.shape[0] == 0:
-                return None, f"input '{name}' must have shape [batch, sequence], got {list(array.shape)}"
+            if array.ndim < 2 or array.shape[0] == 0:
+                return None, f"input '{name}' must have shape [batch, ...] with a batch, got {list(array.shape)}"
             arrays[name] = array.astype(dtype, copy=False)
         shapes = {a.shape for a in arrays.values()}
         if len(shapes) != 1:
@@ -76,16 +79,25 @@ class TritonPythonModel:
             return f"ONNX Runtime failed on this request: {err}"
 
     def _run(self, batch):
-        width = max(next(iter(a.values())).shape[1] for a in batch)
+        first = [next(iter(a.values())) for a in batch]
+        target = tuple(max(f.shape[axis] for f in first) for axis in range(1, first[0].ndim))
         feed = {}
         for name, _ in self.inputs:
-            parts = [np.pad(a[name], ((0, 0), (0, width - a[name].shape[1]))) for a in batch]
+            parts = [
+                np.pad(a[name], [(0, 0)] + [(0, t - s) for t, s in zip(target, a[name].shape[1:], strict=True)])
+                for a in batch
+            ]
             feed[name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
         values = self.session.run(self.outputs, feed)
         out, start = [], 0
-        for a in batch:
-            n = next(iter(a.values())).shape[0]
-            pairs = zip(self.outputs, values, strict=True)
-            out.append({name: np.ascontiguousarray(v[start : start + n]) for name, v in pairs})
+        for f in first:
+            n = f.shape[0]
+            result = {}
+            for name, value in zip(self.outputs, values, strict=True):
+                part = value[start : start + n]
+                for axis in self.unpad_axes:
+                    part = np.take(part, range(f.shape[axis]), axis=axis)
+                result[name] = np.ascontiguousarray(part)
+            out.append(result)
             start += n
         return out
