@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# `from tiny_models import make_tiny_bert` works from every test folder, whatever pytest's import mode.
+# `import fake_pb_utils` (shared test helpers in tests/) works from every test folder, whatever pytest's import mode.
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 
@@ -33,7 +33,7 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random BERT checkpoint with a fast tokenizer and sentence-transformers files (mean pooling)."""
-    from tiny_models import make_tiny_bert
+    from tritonforge.builders.tiny_models import make_tiny_bert
 
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "tiny-bert")
 
@@ -41,7 +41,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random BERT reranker (BertForSequenceClassification, num_labels=1) with the same fast tokenizer."""
-    from tiny_models import make_tiny_cross_encoder
+    from tritonforge.builders.tiny_models import make_tiny_cross_encoder
 
     return make_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder") / "tiny-cross-encoder")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import make_tiny_cross_encoder
+from tritonforge.builders.tiny_models import make_tiny_cross_encoder
 
 from tritonforge.builders import cross_encoder
 from tritonforge.builders.cross_encoder import CrossEncoderArtifact, export_cross_encoder, load_artifact

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import make_tiny_bert
+from tritonforge.builders.tiny_models import make_tiny_bert
 
 from tritonforge.builders import onnx_encoder
 from tritonforge.builders.checkpoints import (

@@ -1,4 +1,4 @@
-"""Tiny, deterministic Hugging Face checkpoints for fast tests (no network, well under a second).
+"""Tiny, deterministic random-weight Hugging Face checkpoints for tests and the offline demo (no network, < 1 s).
 
 ``make_tiny_bert`` writes a random-weight ``BertModel`` (safetensors) plus a fast WordPiece tokenizer learnt from a
 small built-in corpus, and optionally the sentence-transformers files (``modules.json``, ``1_Pooling/config.json``,
