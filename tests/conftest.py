@@ -73,6 +73,17 @@ def embed_repo(tmp_path_factory: pytest.TempPathFactory, minilm_checkpoint: Path
 
 
 @pytest.fixture(scope="session")
+def demo_repo(tmp_path_factory: pytest.TempPathFactory, minilm_checkpoint: Path) -> Path:
+    """What `tritonforge demo` builds: examples/rag.yaml (embed, search, rerank, search_rerank) for the cpu target."""
+    from tritonforge.build import build
+    from tritonforge.demo import demo_spec
+
+    repo = tmp_path_factory.mktemp("demo") / "model_repository"
+    build(demo_spec(EXAMPLES / "rag.yaml")[0], repo, target="cpu")
+    return repo
+
+
+@pytest.fixture(scope="session")
 def embed_server(embed_repo: Path) -> Iterator[object]:
     """A real tritonserver serving the embed example on free loopback ports (always stopped)."""
     from tritonforge.server import TritonServer

@@ -123,7 +123,7 @@ def serve(
 
 @app.command()
 def demo(
-    spec: Annotated[Path | None, typer.Option(help="default: examples/embed.yaml")] = None,
+    spec: Annotated[Path | None, typer.Option(help="default: examples/rag.yaml")] = None,
     out: Annotated[Path | None, typer.Option(help="keep the built repository here (default: a temp folder)")] = None,
 ) -> None:
     """The main job: build the example offline, serve it on a real Triton, query it over gRPC and HTTP, stop."""

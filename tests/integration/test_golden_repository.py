@@ -21,8 +21,8 @@ def golden_files(repo: Path) -> dict[str, bytes]:
     }
 
 
-def test_fresh_build_reproduces_the_golden_repository_byte_for_byte(embed_repo: Path) -> None:
-    built = golden_files(embed_repo)
+def test_fresh_build_reproduces_the_golden_repository_byte_for_byte(demo_repo: Path) -> None:
+    built = golden_files(demo_repo)
     if os.environ.get("TRITONFORGE_UPDATE_GOLDEN") == "1":
         shutil.rmtree(GOLDEN, ignore_errors=True)
         for rel, data in built.items():

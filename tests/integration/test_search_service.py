@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from tritonforge.clients import Client
 from tritonforge.errors import ClientError
@@ -23,16 +22,9 @@ QUERIES = [
 
 
 @pytest.fixture(scope="module")
-def rag_repo(tmp_path_factory: pytest.TempPathFactory, minilm_checkpoint: Path, tiny_cross_encoder: Path) -> Path:
-    from tritonforge.build import build
-    from tritonforge.spec import parse_spec
-
-    data = yaml.safe_load((EXAMPLES / "rag.yaml").read_text())
-    data["models"]["reranker"]["checkpoint"] = str(tiny_cross_encoder)  # no real cross-encoder offline
-    spec = parse_spec(data, source_dir=EXAMPLES)
-    repo = tmp_path_factory.mktemp("rag") / "model_repository"
-    build(spec, repo, target="cpu")
-    return repo
+def rag_repo(demo_repo: Path) -> Path:
+    """examples/rag.yaml as the demo builds it (a tiny random cross-encoder stands in: none can be downloaded)."""
+    return demo_repo
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +88,16 @@ def test_top_k_default_clamp_and_errors(rag_server) -> None:
         assert len(client.search(["still serving"], top_k=2)[0]) == 2
 
 
-def test_reranker_scores_equal_pytorch(rag_server, tiny_cross_encoder: Path) -> None:
+def test_reranker_scores_equal_pytorch(rag_server) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     passages = ["GPUs run many kernels in parallel.", "Bread needs flour, water, salt and yeast.", "Thunder."]
     with Client(rag_server.endpoints.grpc) as client:
         got = client.rerank("why are GPUs fast", passages)
+    from tritonforge.builders.checkpoints import default_cache_dir
+
+    tiny_cross_encoder = default_cache_dir() / "checkpoints" / "tiny-cross-encoder"  # what demo_spec() stands in
     tok = AutoTokenizer.from_pretrained(tiny_cross_encoder, local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder, local_files_only=True).eval()
     with torch.no_grad():

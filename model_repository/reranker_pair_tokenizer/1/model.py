@@ -1,0 +1,143 @@
+"""Triton python-backend model: (query, candidate passages) -> token ids for a cross-encoder (tritonforge).
+
+Input  QUERY           TYPE_STRING [1]       one UTF-8 query per batch item
+       DOCUMENTS       TYPE_STRING [-1]      that query's k candidate passages (a request is [n, 1] and [n, k])
+Output input_ids       TYPE_INT64  [-1, -1]  [n, k, L]: one row per (query, passage) pair
+       attention_mask  TYPE_INT64  [-1, -1]
+       token_type_ids  TYPE_INT64  [-1, -1]  only when the cross-encoder takes it
+
+Each pair is encoded as the checkpoint's tokenizer does ``tokenizer(query, passage, truncation=True,
+max_length=max_seq_length)``: special tokens around both parts, token type 1 on the passage, and the
+``longest_first`` truncation strategy (one token at a time from whichever part is longer). L is the longest pair
+of the request, rounded up to a multiple of ``pad_to_multiple_of`` when set; shorter rows are padded with
+``pad_id`` (attention_mask and token_type_ids 0).
+
+Empty DOCUMENTS entries (b"", which the retriever uses to pad its results) are encoded as an empty passage:
+``[CLS] query [SEP] [SEP]`` for BERT-like tokenizers. (transformers' ``tokenizer(query, "")`` drops an empty
+passage altogether; the difference does not matter because the caller drops the scores of empty documents.)
+
+Parameters (config.pbtxt): max_seq_length, pad_to_multiple_of, pad_id, model_input_names (comma separated).
+The tokenizer files live beside this file in `tokenizer/`. Only `tokenizers` and numpy are needed at serve
+time, so the same file runs in an NGC Triton container.
+
+Bad input (missing tensors, mismatched shapes, invalid UTF-8, an empty query) is answered with an error to that
+request only; the other requests of the batch are served.
+"""
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
+class _BadRequest(Exception):
+    """A request's input is unusable; its message goes back to that request only."""
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        from tokenizers import Tokenizer
+
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        here = os.path.join(args["model_repository"], args["model_version"])
+        self.max_len = int(params["max_seq_length"])
+        self.multiple = max(1, int(params.get("pad_to_multiple_of") or 1))
+        self.pad_id = int(params.get("pad_id") or 0)
+        self.names = [n.strip() for n in params["model_input_names"].split(",") if n.strip()]
+        unknown = [n for n in self.names if n not in FIELDS]
+        if unknown:
+            raise ValueError(f"model_input_names has {unknown}; allowed: {', '.join(FIELDS)}")
+        self.tokenizer = Tokenizer.from_file(os.path.join(here, "tokenizer", "tokenizer.json"))
+        shipped = self.tokenizer.truncation or {}
+        self.tokenizer.no_padding()
+        # transformers' tokenizer(query, passage, truncation=True) truncates pairs with the longest_first strategy
+        self.tokenizer.enable_truncation(
+            max_length=self.max_len, strategy="longest_first", direction=shipped.get("direction", "right")
+        )
+
+    @staticmethod
+    def _strings(tensor, name):
+        """Decode a TYPE_STRING array into str, keeping its shape; _BadRequest names the first bad element."""
+        raw = tensor.as_numpy()
+        out = np.empty(raw.shape, dtype=object)
+        for index, item in np.ndenumerate(raw):
+            if isinstance(item, bytes):
+                try:
+                    item = item.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    where = ", ".join(str(i) for i in index)
+                    message = f"{name}[{where}] is not valid UTF-8 ({err.reason} at byte {err.start})"
+                    raise _BadRequest(message) from None
+            if not isinstance(item, str):
+                where = ", ".join(str(i) for i in index)
+                raise _BadRequest(f"{name}[{where}] must be a string, got {type(item).__name__}")
+            out[index] = item
+        return out
+
+    def _pairs(self, request):
+        """One request's checked ``(pairs, n, k)``: k (query, passage) pairs for each of its n queries."""
+        q_tensor = pb_utils.get_input_tensor_by_name(request, "QUERY")
+        d_tensor = pb_utils.get_input_tensor_by_name(request, "DOCUMENTS")
+        if q_tensor is None:
+            raise _BadRequest("missing input 'QUERY' (TYPE_STRING, one query per batch item)")
+        if d_tensor is None:
+            raise _BadRequest("missing input 'DOCUMENTS' (TYPE_STRING, the candidate passages of each query)")
+        queries = self._strings(q_tensor, "QUERY").reshape(-1)
+        docs = self._strings(d_tensor, "DOCUMENTS")
+        n = queries.size
+        if n == 0:
+            raise _BadRequest("QUERY is empty: send at least one query")
+        if docs.ndim != 2 or docs.shape[0] != n:
+            raise _BadRequest(
+                f"DOCUMENTS must have shape [batch, candidates] = [{n}, k] to match QUERY "
+                f"{list(q_tensor.as_numpy().shape)}, got {list(docs.shape)}"
+            )
+        k = docs.shape[1]
+        if k == 0:
+            raise _BadRequest("DOCUMENTS is empty: send at least one candidate passage per query")
+        for i, query in enumerate(queries):
+            if not query.strip():
+                raise _BadRequest(f"QUERY[{i}] is an empty string: send a query to rerank passages for")
+        return [(queries[i], docs[i, j]) for i in range(n) for j in range(k)], n, k
+
+    def _check(self, request):
+        """``(pairs, n, k, None)`` for a good request, ``(None, 0, 0, message)`` for a bad one."""
+        try:
+            return (*self._pairs(request), None)
+        except _BadRequest as bad:
+            return None, 0, 0, str(bad)
+
+    def execute(self, requests):
+        checked = [self._check(r) for r in requests]
+        # one tokenizer call for the whole dynamic batch; the Rust tokenizer parallelises it
+        flat = [pair for pairs, _, _, _ in checked if pairs for pair in pairs]
+        encodings = iter(self.tokenizer.encode_batch(flat) if flat else [])
+        responses = []
+        for pairs, n, k, error in checked:
+            if error:
+                responses.append(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG))
+                )
+                continue
+            encs = [next(encodings) for _ in pairs]
+            responses.append(self._response(encs, n, k))
+        return responses
+
+    def _response(self, encs, n, k):
+        longest = max(len(e.ids) for e in encs)
+        width = -(-longest // self.multiple) * self.multiple
+        arrays = {
+            "input_ids": np.full((n * k, width), self.pad_id, dtype=np.int64),
+            "attention_mask": np.zeros((n * k, width), dtype=np.int64),
+            "token_type_ids": np.zeros((n * k, width), dtype=np.int64),
+        }
+        for row, e in enumerate(encs):
+            length = len(e.ids)
+            for name, values in arrays.items():
+                values[row, :length] = getattr(e, FIELDS[name])
+        outputs = [pb_utils.Tensor(name, arrays[name].reshape(n, k, width)) for name in self.names]
+        return pb_utils.InferenceResponse(output_tensors=outputs)
