@@ -92,3 +92,39 @@ def test_decoupled_member_makes_the_ensemble_decoupled() -> None:
     stream = _model("gen", {"X": ("TYPE_FP32", (4,))}, {"Y": ("TYPE_FP32", (4,))}, decoupled=True)
     dag = _start().step(stream, inputs={"X": "mid"}, outputs={"Y": "R"}).output("R")
     assert dag.decoupled
+
+
+def test_dag_api_and_validator_print_the_same_dtype_message(tmp_path) -> None:
+    """A wrong dtype between two steps: the DAG API refuses it while wiring, `validate` refuses the same
+    wiring on disk, and both use Triton's words."""
+    from google.protobuf import text_format
+
+    from tritonforge.config_io import model_config_pb2
+    from tritonforge.validator import check_repository
+
+    with pytest.raises(ValidationError) as info:
+        _start().step(B_INT, inputs={"X": "mid"}, outputs={"Y": "R"})
+    dag_message = info.value.problems[0].message
+
+    pb = model_config_pb2()
+    for model in (A, B_INT):
+        cfg = pb.ModelConfig(name=model.name, backend="python", max_batch_size=model.max_batch_size)
+        for spec, target in [(s, cfg.input.add()) for s in model.inputs.values()] + [
+            (s, cfg.output.add()) for s in model.outputs.values()
+        ]:
+            target.name, target.data_type = spec.name, pb.DataType.Value(spec.data_type)
+            target.dims.extend(spec.dims)
+        (tmp_path / model.name / "1").mkdir(parents=True)
+        (tmp_path / model.name / "1" / "model.py").write_text("")
+        (tmp_path / model.name / "config.pbtxt").write_text(text_format.MessageToString(cfg))
+    ens = pb.ModelConfig(name="pipe", platform="ensemble", max_batch_size=8)
+    ens.input.add(name="DATA", data_type=pb.TYPE_FP32, dims=[4])
+    ens.output.add(name="R", data_type=pb.TYPE_FP32, dims=[-1])
+    s1 = ens.ensemble_scheduling.step.add(model_name="a", model_version=-1)
+    s1.input_map["IN"], s1.output_map["OUT"] = "DATA", "mid"
+    s2 = ens.ensemble_scheduling.step.add(model_name="b", model_version=-1)
+    s2.input_map["X"], s2.output_map["Y"] = "mid", "R"
+    (tmp_path / "pipe" / "1").mkdir(parents=True)
+    (tmp_path / "pipe" / "config.pbtxt").write_text(text_format.MessageToString(ens))
+
+    assert [p.message for p in check_repository(tmp_path)] == [dag_message]
