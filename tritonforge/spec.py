@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tritonforge.errors import Problem, SpecError
+from tritonforge.spec_base import Checked, Found, Frozen, raw_dict, raw_int, raw_list
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 NonNeg = Annotated[int, Field(ge=0)]
@@ -26,72 +26,13 @@ M = TypeVar("M")
 Pos = Annotated[int, Field(ge=1)]
 
 
-Found = list[tuple[tuple[str | int, ...], str]]  # (location relative to the object, message)
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _int(value: Any) -> int | None:
-    """An int-like raw value, or None when pydantic will reject it anyway (its own error covers that)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _as_details(err: PydanticValidationError) -> list[InitErrorDetails]:
-    return [
-        InitErrorDetails(
-            type=PydanticCustomError(e["type"], e["msg"]),
-            loc=tuple(e["loc"]),
-            input=e.get("input"),
-        )
-        for e in err.errors()
-    ]
-
-
-class _Checked(_Frozen):
-    """A spec object with cross-field rules; `_cross` reads the raw input and must tolerate wrong types."""
-
-    @classmethod
-    def _cross(cls, data: dict[str, Any]) -> Found:
-        return []
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _cross_fields(cls, data: Any, handler: Any) -> Any:
-        extra = [
-            InitErrorDetails(type=PydanticCustomError("tritonforge", msg), loc=loc, input=None)
-            for loc, msg in (cls._cross(data) if isinstance(data, dict) else [])
-        ]
-        try:
-            result = handler(data)
-        except PydanticValidationError as err:
-            if not extra:
-                raise
-            raise PydanticValidationError.from_exception_data(err.title, [*_as_details(err), *extra]) from None
-        if extra:
-            raise PydanticValidationError.from_exception_data(cls.__name__, extra)
-        return result
+_Frozen = Frozen  # old name, still imported by builders written against it
 
 
 # ---------------------------------------------------------------- scheduling
 
 
-class QueuePolicy(_Frozen):
+class QueuePolicy(Frozen):
     """Triton's ModelQueuePolicy: what happens to requests waiting in the batcher's queue."""
 
     timeout_action: Literal["reject", "delay"] = "reject"
@@ -100,7 +41,7 @@ class QueuePolicy(_Frozen):
     max_queue_size: NonNeg = Field(0, description="0 = unbounded")
 
 
-class DynamicBatching(_Checked):
+class DynamicBatching(Checked):
     preferred_batch_sizes: list[Pos] = Field(default_factory=list)
     max_queue_delay_microseconds: NonNeg = 0
     preserve_ordering: bool = False
@@ -112,14 +53,14 @@ class DynamicBatching(_Checked):
     @classmethod
     def _cross(cls, data: dict[str, Any]) -> Found:
         found: Found = []
-        levels = _int(data.get("priority_levels")) or 0
-        default_level = _int(data.get("default_priority_level")) or 0
-        policies = _dict(data.get("priority_queue_policy"))
+        levels = raw_int(data.get("priority_levels")) or 0
+        default_level = raw_int(data.get("default_priority_level")) or 0
+        policies = raw_dict(data.get("priority_queue_policy"))
         if levels:
             if not 1 <= default_level <= levels:
                 found.append((("default_priority_level",), f"{default_level} is outside [1, {levels}]"))
             for key in policies:
-                level = _int(key)
+                level = raw_int(key)
                 if level is not None and level > levels:
                     found.append((("priority_queue_policy", key), f"priority level {level} is outside [1, {levels}]"))
         elif default_level or policies:
@@ -134,8 +75,8 @@ class DynamicBatching(_Checked):
             named = [(("default_queue_policy",), data.get("default_queue_policy"))]
             named += [(("priority_queue_policy", k), v) for k, v in policies.items()]
             for loc, pol in named:
-                pol = _dict(pol)
-                if pol.get("timeout_action") == "delay" and _int(pol.get("default_timeout_microseconds")):
+                pol = raw_dict(pol)
+                if pol.get("timeout_action") == "delay" and raw_int(pol.get("default_timeout_microseconds")):
                     found.append(((*loc, "timeout_action"), "'delay' is not allowed when preserve_ordering is true"))
         return found
 
@@ -143,18 +84,18 @@ class DynamicBatching(_Checked):
 # ---------------------------------------------------------------- instances
 
 
-class RateLimiterResource(_Frozen):
+class RateLimiterResource(Frozen):
     name: Annotated[str, Field(min_length=1)]
     count: Pos = 1
     global_: bool = Field(False, alias="global")
 
 
-class RateLimiter(_Frozen):
+class RateLimiter(Frozen):
     resources: list[RateLimiterResource] = Field(default_factory=list)
     priority: NonNeg = 0
 
 
-class InstanceGroup(_Checked):
+class InstanceGroup(Checked):
     count: Pos = 1
     kind: Literal["auto", "cpu", "gpu", "model"] = Field(
         "auto", description="auto = gpu on the gpu target, cpu on the cpu target"
@@ -165,12 +106,12 @@ class InstanceGroup(_Checked):
     @classmethod
     def _cross(cls, data: dict[str, Any]) -> Found:
         kind = data.get("kind")
-        if _list(data.get("gpus")) and kind in ("cpu", "model"):
+        if raw_list(data.get("gpus")) and kind in ("cpu", "model"):
             return [(("gpus",), f"kind '{kind}' instances cannot list GPUs; use kind 'gpu' or 'auto'")]
         return []
 
 
-class VersionPolicy(_Checked):
+class VersionPolicy(Checked):
     """Exactly one of latest / all / specific, as in Triton's ModelVersionPolicy."""
 
     latest: Pos | None = None
@@ -188,25 +129,25 @@ class VersionPolicy(_Checked):
 # ---------------------------------------------------------------- warmup, optimization
 
 
-class WarmupInput(_Frozen):
+class WarmupInput(Frozen):
     data_type: Literal["BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "STRING"]
     dims: list[Pos]
     data: Literal["zero", "random"] = "zero"
 
 
-class Warmup(_Frozen):
+class Warmup(Frozen):
     name: Annotated[str, Field(min_length=1)]
     batch_size: Pos = 1
     count: Pos = 1
     inputs: dict[str, WarmupInput]
 
 
-class Accelerator(_Frozen):
+class Accelerator(Frozen):
     name: Literal["tensorrt", "cuda", "openvino", "auto_mixed_precision"]
     parameters: dict[str, str] = Field(default_factory=dict)
 
 
-class Optimization(_Frozen):
+class Optimization(Frozen):
     """Execution accelerators and graph level; rendered for the target they apply to only."""
 
     gpu_execution_accelerators: list[Accelerator] = Field(default_factory=list)
@@ -218,7 +159,7 @@ class Optimization(_Frozen):
 # ---------------------------------------------------------------- serving settings of one Triton model
 
 
-class Serving(_Checked):
+class Serving(Checked):
     """Everything Triton schedules by: batching, instances, versions, cache, warmup, parameters."""
 
     max_batch_size: NonNeg = 64
@@ -233,18 +174,18 @@ class Serving(_Checked):
     @classmethod
     def _cross(cls, data: dict[str, Any]) -> Found:
         found: Found = []
-        mbs = _int(data.get("max_batch_size", 64))
+        mbs = raw_int(data.get("max_batch_size", 64))
         if mbs is not None and mbs >= 0:
-            sizes = _list(_dict(data.get("dynamic_batching")).get("preferred_batch_sizes"))
+            sizes = raw_list(raw_dict(data.get("dynamic_batching")).get("preferred_batch_sizes"))
             for i, size in enumerate(sizes):
-                if (n := _int(size)) is not None and n > mbs:
+                if (n := raw_int(size)) is not None and n > mbs:
                     found.append(
                         (("dynamic_batching", "preferred_batch_sizes", i), f"{n} is larger than max_batch_size {mbs}")
                     )
-            for i, w in enumerate(_list(data.get("warmup"))):
-                if (n := _int(_dict(w).get("batch_size"))) is not None and n > max(mbs, 1):
+            for i, w in enumerate(raw_list(data.get("warmup"))):
+                if (n := raw_int(raw_dict(w).get("batch_size"))) is not None and n > max(mbs, 1):
                     found.append((("warmup", i, "batch_size"), f"{n} is larger than max_batch_size {mbs}"))
-        for key, value in _dict(data.get("parameters")).items():
+        for key, value in raw_dict(data.get("parameters")).items():
             if "${" in str(key) or "${" in str(value):
                 found.append((("parameters", key), "placeholders like ${...} are not allowed; give the value"))
         return found
@@ -277,7 +218,7 @@ class EmbeddingModel(Serving):
     tokenizer: Serving = Field(default_factory=_tokenizer_defaults)
 
 
-class IndexSpec(_Frozen):
+class IndexSpec(Frozen):
     """The FAISS index: exact inner product by default; IVF or HNSW for large corpora."""
 
     type: Literal["flat", "ivf", "hnsw"] = "flat"
@@ -327,7 +268,7 @@ class RerankerModel(Serving):
 ModelSpec = Annotated[EmbeddingModel | RetrieverModel | RerankerModel, Field(discriminator="kind")]
 
 
-class Spec(_Checked):
+class Spec(Checked):
     """A whole deployment: a set of named models for one target."""
 
     name: Annotated[str, Field(min_length=1)]
@@ -347,8 +288,8 @@ class Spec(_Checked):
         for key, model in models.items():
             if not MODEL_NAME.match(str(key)):
                 found.append((("models", key), "model names may use letters, digits, '_', '.', '-'"))
-            found += _references(str(key), _dict(model), models)
-            for triton_name in triton_model_names(str(key), _dict(model)):
+            found += _references(str(key), raw_dict(model), models)
+            for triton_name in triton_model_names(str(key), raw_dict(model)):
                 if triton_name in seen:
                     other = seen[triton_name]
                     found.append((("models", key), f"Triton model name '{triton_name}' is also used by models.{other}"))
@@ -373,7 +314,7 @@ def _references(key: str, model: dict[str, Any], models: dict[str, Any]) -> Foun
             continue
         target = models.get(ref)
         if not isinstance(target, dict):
-            known = ", ".join(k for k, v in models.items() if _dict(v).get("kind") == kind) or "none"
+            known = ", ".join(k for k, v in models.items() if raw_dict(v).get("kind") == kind) or "none"
             found.append((("models", key, field_name), f"'{ref}' is not a model of this spec; {kind} models: {known}"))
         elif target.get("kind") != kind:
             found.append((("models", key, field_name), f"'{ref}' is a {target.get('kind')} model, not {kind}"))

@@ -1,0 +1,75 @@
+"""Base classes of the deployment spec: frozen pydantic models, and cross-field rules that read the raw input.
+
+The cross-field rules (the ones Triton enforces at load time) read the raw data in wrap validators, so they are
+reported together with the field errors of the same object instead of being skipped when a neighbouring field
+is wrong. Builders that type their own settings (e.g. TensorRT-LLM parameters) extend these too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+Found = list[tuple[tuple[str | int, ...], str]]  # (location relative to the object, message)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def raw_int(value: Any) -> int | None:
+    """An int-like raw value, or None when pydantic will reject it anyway (its own error covers that)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def raw_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def raw_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _as_details(err: PydanticValidationError) -> list[InitErrorDetails]:
+    return [
+        InitErrorDetails(
+            type=PydanticCustomError(e["type"], e["msg"]),
+            loc=tuple(e["loc"]),
+            input=e.get("input"),
+        )
+        for e in err.errors()
+    ]
+
+
+class Checked(Frozen):
+    """A spec object with cross-field rules; `_cross` reads the raw input and must tolerate wrong types."""
+
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        return []
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cross_fields(cls, data: Any, handler: Any) -> Any:
+        extra = [
+            InitErrorDetails(type=PydanticCustomError("tritonforge", msg), loc=loc, input=None)
+            for loc, msg in (cls._cross(data) if isinstance(data, dict) else [])
+        ]
+        try:
+            result = handler(data)
+        except PydanticValidationError as err:
+            if not extra:
+                raise
+            raise PydanticValidationError.from_exception_data(err.title, [*_as_details(err), *extra]) from None
+        if extra:
+            raise PydanticValidationError.from_exception_data(cls.__name__, extra)
+        return result
