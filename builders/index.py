@@ -27,14 +27,9 @@ faiss is imported inside the functions that need it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tritonforge.builders.artifact_cache import cached_build
 from tritonforge.errors import BuildError
 
 from .checkpoints import default_cache_dir
@@ -55,7 +51,6 @@ INDEX_FILE = "index.faiss"
 DOCSTORE_FILE = "docstore.jsonl"
 MANIFEST_FILE = "manifest.json"
 FILES = (INDEX_FILE, DOCSTORE_FILE, MANIFEST_FILE)
-STALE_TMP_SECONDS = 24 * 3600
 NORM_TOLERANCE = 1e-3
 
 
@@ -198,37 +193,14 @@ def build_index(
     n, dim = vectors.shape
     final_dir = _root(cache_dir) / "index" / content_hash
 
-    cached = _load_cached(final_dir)
-    if cached is not None:
-        _check_cached_matches(cached, n, dim, embedder_hash)
-        return cached
-    if final_dir.exists():  # only outside damage makes an incomplete folder: rebuild it
-        shutil.rmtree(final_dir, ignore_errors=True)
-
-    try:
-        final_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise BuildError(f"cannot create the index cache folder {final_dir.parent}: {err.strerror or err}") from err
-    _remove_stale_tmp(final_dir.parent)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".tmp-{content_hash[:16]}-", dir=final_dir.parent))
-    try:
-        tmp_dir.chmod(0o755)
-        _write_artifact(tmp_dir, passages, vectors, settings, embedder_hash=embedder_hash, content_hash=content_hash)
-        try:
-            os.rename(tmp_dir, final_dir)
-        except OSError as err:
-            if _load_cached(final_dir) is None:  # not a concurrent builder that finished first
-                raise BuildError(f"cannot move the index into {final_dir}: {err.strerror or err}") from err
-    except OSError as err:
-        raise BuildError(f"cannot write the index for {final_dir}: {err.strerror or err}") from err
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-
-    artifact = _load_cached(final_dir)
-    if artifact is None:  # pragma: no cover - we just wrote it
-        raise BuildError(f"{final_dir}: index was written but cannot be read back")
-    return artifact
+    return cached_build(
+        final_dir,
+        load=_load_cached,
+        build=lambda tmp_dir: _write_artifact(
+            tmp_dir, passages, vectors, settings, embedder_hash=embedder_hash, content_hash=content_hash
+        ),
+        check=lambda cached: _check_cached_matches(cached, n, dim, embedder_hash),
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ build
@@ -424,12 +396,3 @@ def _load_cached(folder: Path, *, expect_hash: bool = True) -> IndexArtifact | N
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-
-
-def _remove_stale_tmp(parent: Path) -> None:
-    """Temp folders left by builds killed mid-way (older than a day) are removed; live builds are left alone."""
-    cutoff = time.time() - STALE_TMP_SECONDS
-    for tmp in parent.glob(".tmp-*"):
-        with contextlib.suppress(OSError):
-            if tmp.is_dir() and tmp.stat().st_mtime < cutoff:
-                shutil.rmtree(tmp, ignore_errors=True)

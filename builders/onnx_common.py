@@ -17,22 +17,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
-import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tritonforge.builders import artifact_cache
+from tritonforge.builders.artifact_cache import STALE_TMP_SECONDS, remove_stale_tmp  # noqa: F401 (re-exported)
 from tritonforge.errors import BuildError, ParityError
 
 OPSET = 17
 PRECISIONS = ("fp32", "fp16", "int8")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
-STALE_TMP_SECONDS = 24 * 3600
 ARTIFACT_FILE = "artifact.json"
 # ``tokenizers.Encoding`` attribute for each model input
 ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -437,42 +435,13 @@ def cached_build(
     check: Callable[[T], None],
     say: Callable[[str], None],
 ) -> T:
-    """The artifact in ``final_dir``: read from the cache, or built into a temp folder and renamed into place.
+    """``artifact_cache.cached_build`` for ONNX exports: ``build(tmp_dir)`` returns the ``artifact.json`` record."""
 
-    ``load(dir)`` reads a complete artifact (None when there is none), ``build(tmp_dir)`` writes the files and
-    returns the ``artifact.json`` record, ``check(artifact)`` raises when the artifact misses this call's
-    thresholds; it runs on cache hits too, since the cached artifact may have been built with looser ones. A
-    build that raises leaves nothing behind; a concurrent builder that finishes first wins the rename.
-    """
-    cached = load(final_dir)
-    if cached is not None:
-        say("cache hit")
-        check(cached)
-        return cached
-    if final_dir.exists():  # only outside damage makes an incomplete folder: rebuild it
-        shutil.rmtree(final_dir, ignore_errors=True)
-
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(final_dir.parent)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".tmp-{final_dir.name[:16]}-", dir=final_dir.parent))
-    try:
-        tmp_dir.chmod(0o755)
+    def build_and_record(tmp_dir: Path) -> None:
         record = build(tmp_dir)
         (tmp_dir / ARTIFACT_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        try:
-            os.rename(tmp_dir, final_dir)
-        except OSError:
-            if load(final_dir) is None:  # not a concurrent builder that finished first
-                raise
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir, ignore_errors=True)
 
-    artifact = load(final_dir)
-    if artifact is None:  # pragma: no cover - we just wrote it
-        raise BuildError(f"{final_dir}: artifact was written but cannot be read back")
-    check(artifact)
-    return artifact
+    return artifact_cache.cached_build(final_dir, load=load, build=build_and_record, check=check, say=say)
 
 
 def load_cached(directory: Path, make: Callable[[dict[str, Any], Path, dict[str, Path]], T]) -> T | None:
@@ -495,12 +464,3 @@ def recheck_parity(directory: Path, diff: float | None, tolerance: float) -> Non
     """ParityError when a (cached) artifact's recorded parity diff exceeds this call's tolerance."""
     if diff is not None and not diff <= tolerance:
         raise ParityError(f"{directory}: cached export's max abs diff {diff:.3g} > tolerance {tolerance:.3g}")
-
-
-def remove_stale_tmp(parent: Path) -> None:
-    """Temp folders left by builds killed mid-way (older than a day) are removed; live builds are left alone."""
-    cutoff = time.time() - STALE_TMP_SECONDS
-    for tmp in parent.glob(".tmp-*"):
-        with contextlib.suppress(OSError):
-            if tmp.is_dir() and tmp.stat().st_mtime < cutoff:
-                shutil.rmtree(tmp, ignore_errors=True)
