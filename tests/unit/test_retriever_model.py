@@ -1,18 +1,10 @@
-"""python_backends/retriever/model.py run OUTSIDE Triton, over a fake `triton_python_backend_utils`.
-
-The fake keeps to the real module's API (tritonserver 2.x python backend): `Tensor(name, array)` with `name()` and
-`as_numpy()`, `InferenceResponse(output_tensors=..., error=...)` with `output_tensors()`, `has_error()`,
-`error()`, `TritonError(message, code)` with `message()`/`code()` and the code constants, and the pure-Python
-helpers `get_input_tensor_by_name` (same body as upstream) and `triton_string_to_numpy`. Real-Triton integration
-tests live in tests/integration.
-"""
+"""python_backends/retriever/model.py run OUTSIDE Triton, over the fake `triton_python_backend_utils` in
+tests/fake_pb_utils.py. Real-Triton integration tests live in tests/integration."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -20,6 +12,7 @@ from typing import Any
 import faiss
 import numpy as np
 import pytest
+from fake_pb_utils import InferenceResponse, Request, TritonError, load_model
 
 from tritonforge.builders.corpus import Passage
 from tritonforge.builders.index import IndexSettings, build_index
@@ -28,87 +21,6 @@ MODEL_PY = Path(__file__).resolve().parents[2] / "python_backends" / "retriever"
 EMBEDDER = "sha256:test-embedder"
 DIM = 8
 N_DOCS = 12
-
-
-# ------------------------------------------------------------------------------------------- fake pb_utils
-
-
-class FakeTensor:
-    def __init__(self, name: str, data: np.ndarray) -> None:
-        if not isinstance(name, str):
-            raise TypeError("Tensor name must be a string")
-        if not isinstance(data, np.ndarray):
-            raise TypeError("Tensor data must be a numpy array")
-        self._name, self._data = name, data
-
-    def name(self) -> str:
-        return self._name
-
-    def as_numpy(self) -> np.ndarray:
-        return self._data
-
-
-class FakeTritonError:
-    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(8)
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        self._message, self._code = message, code
-
-    def message(self) -> str:
-        return self._message
-
-    def code(self) -> int:
-        return self._code
-
-
-class FakeInferenceResponse:
-    def __init__(self, output_tensors: list[FakeTensor] | None = None, error: FakeTritonError | None = None) -> None:
-        self._outputs, self._error = list(output_tensors or []), error
-
-    def output_tensors(self) -> list[FakeTensor]:
-        return self._outputs
-
-    def has_error(self) -> bool:
-        return self._error is not None
-
-    def error(self) -> FakeTritonError | None:
-        return self._error
-
-
-class FakeRequest:
-    """Stands in for pb_utils.InferenceRequest as the model sees it: only `inputs()` is used."""
-
-    def __init__(self, **inputs: np.ndarray) -> None:
-        self._inputs = [FakeTensor(name, array) for name, array in inputs.items()]
-
-    def inputs(self) -> list[FakeTensor]:
-        return self._inputs
-
-
-def _get_input_tensor_by_name(inference_request: Any, name: str) -> FakeTensor | None:
-    for input_tensor in inference_request.inputs():
-        if input_tensor.name() == name:
-            return input_tensor
-    return None
-
-
-TRITON_STRING_TO_NUMPY = {
-    "TYPE_BOOL": bool,
-    "TYPE_INT32": np.int32,
-    "TYPE_INT64": np.int64,
-    "TYPE_FP32": np.float32,
-    "TYPE_STRING": np.object_,
-}
-
-
-def fake_pb_utils() -> types.ModuleType:
-    module = types.ModuleType("triton_python_backend_utils")
-    module.Tensor = FakeTensor  # type: ignore[attr-defined]
-    module.TritonError = FakeTritonError  # type: ignore[attr-defined]
-    module.InferenceResponse = FakeInferenceResponse  # type: ignore[attr-defined]
-    module.get_input_tensor_by_name = _get_input_tensor_by_name  # type: ignore[attr-defined]
-    module.triton_string_to_numpy = TRITON_STRING_TO_NUMPY.__getitem__  # type: ignore[attr-defined]
-    return module
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -125,12 +37,7 @@ DOCS = [Passage(id=f"doc-{i:02d}", text=f"text of passage {i}", metadata={}) for
 
 @pytest.fixture()
 def module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils())
-    spec = importlib.util.spec_from_file_location("retriever_model_under_test", MODEL_PY)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_model(MODEL_PY, monkeypatch, "retriever_model_under_test")
 
 
 @pytest.fixture(autouse=True)
@@ -191,21 +98,21 @@ def model(module: types.ModuleType, tmp_path: Path) -> Any:
     return load(module, make_repo(tmp_path))
 
 
-def request(queries: np.ndarray, top_k: list[int] | None = None) -> FakeRequest:
+def request(queries: np.ndarray, top_k: list[int] | None = None) -> Request:
     inputs = {"QUERY_EMBEDDING": np.asarray(queries, dtype=np.float32)}
     if top_k is not None:
         inputs["TOP_K"] = np.array(top_k, dtype=np.int32).reshape(-1, 1)
-    return FakeRequest(**inputs)
+    return Request(**inputs)
 
 
-def outputs(response: FakeInferenceResponse) -> dict[str, np.ndarray]:
+def outputs(response: InferenceResponse) -> dict[str, np.ndarray]:
     assert not response.has_error(), response.error().message()
     return {t.name(): t.as_numpy() for t in response.output_tensors()}
 
 
-def error_of(response: FakeInferenceResponse) -> str:
+def error_of(response: InferenceResponse) -> str:
     assert response.has_error() and not response.output_tensors()
-    assert response.error().code() == FakeTritonError.INVALID_ARG
+    assert response.error().code() == TritonError.INVALID_ARG
     return response.error().message()
 
 
@@ -290,7 +197,7 @@ def test_bad_query_inputs_fail_only_their_request(model: Any) -> None:
         [
             request(unit_vectors(2, 9)[:, :5]),  # wrong dim
             request(good),
-            FakeRequest(TOP_K=np.array([[2]], dtype=np.int32)),  # no QUERY_EMBEDDING
+            Request(TOP_K=np.array([[2]], dtype=np.int32)),  # no QUERY_EMBEDDING
             request(nan),
             request(np.vstack([good, good]), top_k=[1, 2, 3]),  # TOP_K count != batch
         ]
