@@ -72,12 +72,29 @@ def embedding_model_set(key: str, model: EmbeddingModel, target: Target, artifac
     )
     ens_cfg = embed_ensemble(model.ensemble, ModelIO.from_config(tok_cfg), ModelIO.from_config(enc_cfg))
 
-    out = ModelSet(notes=notes + enc_notes)
-    out.add(tok_cfg, {"model.py": python_backends.source("tokenizer")})
-    out.add_files(tok_name, {f"tokenizer/{name}": path for name, path in tokenizer_files.items()})
+    return tokenizer_encoder_set(
+        target, (tok_cfg, "tokenizer"), tokenizer_files, enc_cfg, artifact, ens_cfg, notes + enc_notes
+    )
+
+
+def tokenizer_encoder_set(
+    target: Target,
+    tokenizer: tuple[Any, str],
+    tokenizer_files: dict[str, Path],
+    encoder_cfg: Any,
+    artifact: Any,
+    ensemble_cfg: Any,
+    notes: list[str],
+) -> ModelSet:
+    """The files of a tokenizer step (python model + tokenizer files), an ONNX model (served by the onnxruntime
+    backend on gpu, by the python ONNX Runtime runner on cpu) and the ensemble over them."""
+    tok_cfg, tok_source = tokenizer
+    out = ModelSet(notes=notes)
+    out.add(tok_cfg, {"model.py": python_backends.source(tok_source)})
+    out.add_files(tok_cfg.name, {f"tokenizer/{name}": path for name, path in tokenizer_files.items()})
     encoder_files: dict[str, FileContent] = {"model.onnx": artifact.onnx_path}
     if target == "cpu":
         encoder_files["model.py"] = python_backends.source("onnx_runner")
-    out.add(enc_cfg, encoder_files)
-    out.add(ens_cfg, {})
+    out.add(encoder_cfg, encoder_files)
+    out.add(ensemble_cfg, {})
     return out

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tritonforge import python_backends
-from tritonforge.builders.embedding import TOKENIZER_FILES, pad_id
+from tritonforge.builders.embedding import TOKENIZER_FILES, pad_id, tokenizer_encoder_set
 from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
 from tritonforge.ensembles.dag import ModelIO
 from tritonforge.ensembles.search import rerank_ensemble
-from tritonforge.repository import FileContent
 from tritonforge.spec import RerankerModel
 
 
@@ -51,12 +49,6 @@ def reranker_model_set(key: str, model: RerankerModel, target: Target, artifact:
     )
     ens_cfg = rerank_ensemble(model.ensemble, ModelIO.from_config(tok_cfg), ModelIO.from_config(enc_cfg))
 
-    out = ModelSet(notes=notes + enc_notes)
-    out.add(tok_cfg, {"model.py": python_backends.source("pair_tokenizer")})
-    out.add_files(tok_name, {f"tokenizer/{name}": path for name, path in tokenizer_files.items()})
-    encoder_files: dict[str, FileContent] = {"model.onnx": artifact.onnx_path}
-    if target == "cpu":
-        encoder_files["model.py"] = python_backends.source("onnx_runner")
-    out.add(enc_cfg, encoder_files)
-    out.add(ens_cfg, {})
-    return out
+    return tokenizer_encoder_set(
+        target, (tok_cfg, "pair_tokenizer"), tokenizer_files, enc_cfg, artifact, ens_cfg, notes + enc_notes
+    )
