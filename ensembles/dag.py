@@ -141,7 +141,11 @@ class Ensemble:
                 )
             spec = model.inputs[key]
             self._agree(
-                tensor, spec.data_type, spec.reshape if spec.reshape is not None else spec.dims, batching, model.name
+                tensor,
+                spec.data_type,
+                spec.dims,
+                batching,
+                model.name,  # members are compared by dims, as Triton does
             )
         for key, spec in model.inputs.items():
             if key not in inputs and not spec.optional:
@@ -164,7 +168,7 @@ class Ensemble:
             self._tensors[tensor].consumers.append(index)
         for key, tensor in outputs.items():
             spec = model.outputs[key]
-            self._tensors[tensor] = _Tensor(spec.data_type, spec.reshape or spec.dims, batching, model.name, index)
+            self._tensors[tensor] = _Tensor(spec.data_type, spec.dims, batching, model.name, index)
         self._steps.append(_Step(model, dict(inputs), dict(outputs)))
         return self
 
