@@ -45,8 +45,7 @@ from pydantic import Field
 from tritonforge.builders.checkpoints import checkpoint_hash
 from tritonforge.builders.trtllm_params import templates
 from tritonforge.errors import BuildError
-from tritonforge.spec import NonNeg, Pos
-from tritonforge.spec_base import Checked, Found, Frozen, raw_dict, raw_int, raw_list
+from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
 
 MANIFEST_NAME = "engine_manifest.json"
 MANIFEST_FORMAT = 1

@@ -27,8 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, ConfigDict, Field, field_validator
 
-from tritonforge.spec import NonNeg, Pos
-from tritonforge.spec_base import Checked, Found, Frozen, raw_dict, raw_int, raw_list
+from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
 
 DATA_FILE = Path(__file__).resolve().parent / "data" / "trtllm_templates.json"
 

@@ -17,13 +17,19 @@ import yaml
 from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
 
+from tritonforge.builders.trtllm_engine import EngineSettings
+from tritonforge.builders.trtllm_params import (
+    BLSParams,
+    LLMServing,
+    PostprocessingParams,
+    PreprocessingParams,
+    TensorRTLLMParams,
+)
 from tritonforge.errors import Problem, SpecError
-from tritonforge.spec_base import Checked, Found, Frozen, raw_dict, raw_int, raw_list
+from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-NonNeg = Annotated[int, Field(ge=0)]
 M = TypeVar("M")
-Pos = Annotated[int, Field(ge=1)]
 
 
 _Frozen = Frozen  # old name, still imported by builders written against it
@@ -265,7 +271,54 @@ class RerankerModel(Serving):
     tokenizer: Serving = Field(default_factory=_tokenizer_defaults)
 
 
-ModelSpec = Annotated[EmbeddingModel | RetrieverModel | RerankerModel, Field(discriminator="kind")]
+class CPUEngine(Frozen):
+    """The `cpu` target's generator: the checkpoint run by transformers in a python-backend model that has the
+    `tensorrt_llm` model's inputs and outputs, with iteration-level batching of concurrent requests."""
+
+    max_active: Pos = Field(8, description="sequences decoded together in one forward pass")
+    torch_threads: Pos | None = Field(None, description="default: the machine's cores")
+
+
+class LLMModel(Checked):
+    """A decoder LLM served as upstream's TensorRT-LLM model set: preprocessing → tensorrt_llm → postprocessing,
+    wired as the `llm` ensemble with the tensor names of TensorRT-LLM's `ensemble` model (text_input, max_tokens,
+    stream, ... → text_output), so clients written for the upstream model set work unchanged.
+
+    Target `gpu`: `tensorrt_llm` is Triton's tensorrtllm backend over an engine built with `engine` settings.
+    Target `cpu`: `tensorrt_llm` is a python-backend CPU engine with the same inputs and outputs.
+    """
+
+    kind: Literal["llm"]
+    checkpoint: Annotated[str, Field(min_length=1, description="a Hugging Face decoder checkpoint folder")]
+    ensemble: Annotated[str, Field(pattern=MODEL_NAME.pattern)] = "llm"
+    model_names: Literal["upstream", "prefixed"] = Field(
+        "upstream", description="upstream: preprocessing, tensorrt_llm, ...; prefixed: <key>_preprocessing, ..."
+    )
+    bls: bool = Field(False, description="also render tensorrt_llm_bls")
+    max_input_len: Pos = 512
+    max_seq_len: Pos = 1024
+    engine_dir_in_container: str | None = Field(
+        None,
+        description="gpu: the engine folder as the server sees it (default: inside the tensorrt_llm version folder)",
+    )
+    serving: LLMServing = Field(default_factory=LLMServing)
+    tensorrt_llm: TensorRTLLMParams = Field(default_factory=TensorRTLLMParams)
+    preprocessing: PreprocessingParams = Field(default_factory=PreprocessingParams)
+    postprocessing: PostprocessingParams = Field(default_factory=PostprocessingParams)
+    bls_params: BLSParams = Field(default_factory=BLSParams)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    cpu: CPUEngine = Field(default_factory=CPUEngine)
+
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        found: Found = []
+        max_in, max_seq = raw_int(data.get("max_input_len", 512)), raw_int(data.get("max_seq_len", 1024))
+        if max_in is not None and max_seq is not None and max_in >= max_seq:
+            found.append((("max_input_len",), f"{max_in} leaves no room to generate: max_seq_len is {max_seq}"))
+        return found
+
+
+ModelSpec = Annotated[EmbeddingModel | RetrieverModel | RerankerModel | LLMModel, Field(discriminator="kind")]
 
 
 class Spec(Checked):
@@ -331,6 +384,10 @@ def triton_model_names(key: str, model: dict[str, Any]) -> list[str]:
         return names
     if kind == "reranker":
         return [f"{key}_pair_tokenizer", f"{key}_cross_encoder", str(model.get("ensemble", "rerank"))]
+    if kind == "llm":
+        roles = ["preprocessing", "tensorrt_llm", "postprocessing"] + (["tensorrt_llm_bls"] if model.get("bls") else [])
+        prefix = f"{key}_" if model.get("model_names") == "prefixed" else ""
+        return [prefix + r for r in roles] + [str(model.get("ensemble", "llm"))]
     return [f"{key}_tokenizer", f"{key}_encoder", str(model.get("ensemble", "embed"))]
 
 
@@ -342,7 +399,12 @@ def _path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("embedding", "retriever", "reranker"):  # discriminator tags pydantic inserts into the location
+        elif part in (
+            "embedding",
+            "retriever",
+            "reranker",
+            "llm",
+        ):  # discriminator tags pydantic inserts into the location
             continue
         else:
             out += f".{part}" if out else str(part)

@@ -7,12 +7,14 @@ is wrong. Builders that type their own settings (e.g. TensorRT-LLM parameters) e
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+NonNeg = Annotated[int, Field(ge=0)]
+Pos = Annotated[int, Field(ge=1)]
 Found = list[tuple[tuple[str | int, ...], str]]  # (location relative to the object, message)
 
 
