@@ -135,6 +135,59 @@ def demo(
         _fail(err)
 
 
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Option("--model", help="model to benchmark")],
+    url: Annotated[str | None, typer.Option(help="host:port (default localhost:8001 grpc, :8000 http)")] = None,
+    protocol: Annotated[str, typer.Option(help="grpc or http")] = "grpc",
+    concurrency: Annotated[str, typer.Option(help="closed-loop levels, comma separated")] = "1,4,16",
+    rate: Annotated[float | None, typer.Option(help="open loop: Poisson arrivals at R requests/s")] = None,
+    duration: Annotated[float, typer.Option(help="measured seconds per level")] = 5.0,
+    warmup: Annotated[float, typer.Option(help="unmeasured seconds before each level")] = 1.0,
+    data: Annotated[Path | None, typer.Option(help="JSON data file (default: generated from the config)")] = None,
+    batch_size: Annotated[int, typer.Option(help="items per request")] = 1,
+    max_requests: Annotated[int | None, typer.Option(help="at most this many measured requests per level")] = None,
+    timeout: Annotated[float, typer.Option(help="per-request deadline, seconds")] = 30.0,
+    streaming: Annotated[bool | None, typer.Option(help="gRPC streams (default: the model's decoupled flag)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write every number to this JSON file")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write throughput/latency/server-split charts (PNG)")] = None,
+    allow_remote: Annotated[bool, typer.Option(help="allow a non-loopback server (sends it real load)")] = False,
+) -> None:
+    """Benchmark a model on a running Triton: latency percentiles, throughput, Triton's server-side split."""
+    from tritonforge.bench import error_lines, parse_concurrency, report_tables, run_bench
+
+    if protocol not in ("grpc", "http"):
+        raise typer.BadParameter(f"'{protocol}' is not a protocol; choose grpc or http", param_hint="--protocol")
+    try:
+        with err_console.status("benchmarking…") as status:
+            report = run_bench(
+                url,
+                model,
+                protocol=protocol,  # type: ignore[arg-type]
+                concurrency=None if rate is not None else parse_concurrency(concurrency),
+                rate=rate,
+                duration_s=duration,
+                warmup_s=warmup,
+                inputs=data if data is not None else "auto",
+                batch_size=batch_size,
+                max_requests=max_requests,
+                streaming=streaming,
+                timeout=timeout,
+                allow_remote=allow_remote,
+                progress=lambda m: status.update(m),
+            )
+        for table in report_tables(report):
+            console.print(table)
+        for line in error_lines(report):
+            err_console.print(f"[yellow]errors[/] {line}")
+        if json_out is not None:
+            console.print(f"wrote {report.write_json(json_out)}")
+        if plot is not None:
+            console.print(f"wrote {report.plot(plot)}")
+    except TritonForgeError as err:
+        _fail(err)
+
 def main() -> None:
     app()
 

@@ -1,0 +1,166 @@
+"""Failures around the server: a python stub killed mid-request, a model that fails to load, a server restart.
+
+What Triton 2.51 does when a python-backend stub dies (found here, asserted below so an upgrade that changes it
+shows up):
+
+* the request in flight fails after ~1.5 s with INTERNAL "Stub process '<instance>' is not healthy.";
+* the stub is NOT restarted: every later request fails the same way (after a ~1 s health check), while the model
+  still reports READY (readiness does not notice);
+* unloading it and loading it again (``TritonServer.unload`` + ``load``) starts a new stub and the model serves again;
+* a repository ``load`` alone is a no-op when the model's files did not change since it was loaded (Triton keeps the
+  loaded model, dead stub included). Beware: the first load after a fresh repository does reload, because the stub
+  wrote ``__pycache__`` into the version folder, which Triton counts as a change.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tritonforge.clients import Client
+from tritonforge.errors import ClientError, ServerError
+from tritonforge.server import TritonServer, free_port
+
+pytestmark = pytest.mark.integration
+
+NOT_HEALTHY = "Stub process 'fragile_0_0' is not healthy."
+ZERO = np.zeros((1, 1), np.float32)  # SECONDS for an immediate answer
+
+
+def _grpc_infer(server, model: str, seconds: float, robust) -> tuple[str, str, float]:  # type: ignore[no-untyped-def]
+    import tritonclient.grpc as grpcclient
+
+    began = time.perf_counter()
+    with grpcclient.InferenceServerClient(server.endpoints.grpc) as c:
+        try:
+            result = c.infer(model, robust.slow_request(seconds), client_timeout=20)
+        except Exception as err:
+            return str(err.status()), err.message(), time.perf_counter() - began  # type: ignore[attr-defined]
+    return "ok", str(int(result.as_numpy("SLEPT")[0, 0])), time.perf_counter() - began
+
+
+def test_killed_stub_fails_its_request_and_recovers_on_reload(misbehaving_server, robust) -> None:
+    server = misbehaving_server
+    (stub,) = robust.stub_pids(server, "fragile")
+    status, pid, _ = _grpc_infer(server, "fragile", 0.0, robust)
+    assert (status, pid) == ("ok", str(stub))  # the model answers from the process we are about to kill
+
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(_grpc_infer, server, "fragile", 3.0, robust)
+        time.sleep(0.5)  # the request is now sleeping inside the stub
+        assert not in_flight.done()
+        os.kill(stub, signal.SIGKILL)
+        killed = time.perf_counter()
+        status, message, _ = in_flight.result(timeout=15)
+    assert (status, message) == ("StatusCode.INTERNAL", NOT_HEALTHY)
+    assert time.perf_counter() - killed < 5  # noticed by the backend's health check, not by the 3 s sleep ending
+
+    # Triton 2.51 does not restart the stub: the model stays READY but every request fails
+    assert robust.wait_for(lambda: not robust.stub_pids(server, "fragile"), timeout=5)
+    assert _grpc_infer(server, "fragile", 0.0, robust)[:2] == ("StatusCode.INTERNAL", NOT_HEALTHY)
+    with Client(server.endpoints.grpc, timeout=10, retries=0) as client:
+        assert client.is_model_ready("fragile")  # readiness does not see the dead stub
+        assert client.infer("steady", {"SECONDS": ZERO})["SLEPT"].shape == (1, 1)  # the others are fine
+
+    # unload + load through TritonServer starts a new stub, and the model serves again
+    server.unload("fragile", timeout=30)
+    server.load("fragile", timeout=60)
+    (new_stub,) = robust.stub_pids(server, "fragile")
+    assert new_stub != stub
+    assert _grpc_infer(server, "fragile", 0.0, robust)[:2] == ("ok", str(new_stub))
+
+    # a plain repository load does not help when the model's files did not change since it was loaded: Triton
+    # keeps the loaded model (with its dead stub). (The first load after a fresh repository may reload, because the
+    # stub's own __pycache__ appeared in the version folder: unload first, do not count on that.)
+    import tritonclient.http as httpclient
+
+    os.kill(new_stub, signal.SIGKILL)
+    assert robust.wait_for(lambda: not robust.stub_pids(server, "fragile"), timeout=5)
+    with httpclient.InferenceServerClient(server.endpoints.http, network_timeout=30) as http:
+        http.load_model("fragile")
+    assert not robust.stub_pids(server, "fragile")
+    assert _grpc_infer(server, "fragile", 0.0, robust)[:2] == ("StatusCode.INTERNAL", NOT_HEALTHY)
+    server.unload("fragile", timeout=30)
+    server.load("fragile", timeout=60)
+    assert _grpc_infer(server, "fragile", 0.0, robust)[0] == "ok"
+
+
+def test_model_failing_to_load_is_reported_and_the_others_serve(misbehaving_server, robust) -> None:
+    server = misbehaving_server
+    assert set(server.failed_models) == {"broken"}
+    assert robust.broken_reason in server.failed_models["broken"]
+    assert "model.py" in server.failed_models["broken"]  # where it was raised
+
+    states = {m["name"]: m for m in server.model_states()}
+    assert states["broken"]["state"] == "UNAVAILABLE"
+    assert robust.broken_reason in states["broken"]["reason"]
+    assert {states[m]["state"] for m in ("slow", "fragile", "steady")} == {"READY"}
+
+    with Client(server.endpoints.grpc, timeout=10, retries=0) as client:
+        assert client.is_ready()  # the server is ready without the broken model (allow_partial)
+        assert not client.is_model_ready("broken")
+        assert client.infer("steady", {"SECONDS": ZERO})["SLEPT"].shape == (1, 1)
+        with pytest.raises(ClientError, match=r"unknown model 'broken'.*has no available versions"):
+            client.infer("broken", {"SECONDS": ZERO})
+
+    with pytest.raises(ServerError, match=r"could not load model 'broken'.*RuntimeError: weights file is corrupt"):
+        server.load("broken", timeout=30)
+
+
+def test_model_failing_to_load_fails_a_strict_start(tmp_path: Path, robust) -> None:
+    robust.write_model(tmp_path, "steady", robust.slow_config, robust.slow_model)
+    robust.write_model(tmp_path, "broken", robust.slow_config, robust.broken_model)
+    server = TritonServer(tmp_path, startup_timeout=60, exit_timeout=1)
+    with pytest.raises(ServerError, match=r"could not load 1 model\(s\)[\s\S]*broken: .*RuntimeError: weights file"):
+        server.start()
+    assert not server.is_running()
+
+
+def test_client_retries_through_a_server_restart(tmp_path: Path, robust) -> None:
+    """Calls made while the server is down succeed once it is back on the same ports (gRPC and HTTP)."""
+    robust.write_model(tmp_path, "steady", robust.slow_config, robust.slow_model)
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    server = TritonServer(tmp_path, startup_timeout=60, exit_timeout=1, **ports)
+    server.start()
+    grpc_url, http_url = server.endpoints.grpc, server.endpoints.http
+    clients = {
+        "grpc": Client(grpc_url, retries=60, backoff=0.05, max_backoff=0.25, timeout=10),
+        "http": Client(http_url, "http", retries=60, backoff=0.05, max_backoff=0.25, timeout=10),
+    }
+    try:
+        for client in clients.values():  # connected and working before the restart
+            assert client.infer("steady", {"SECONDS": ZERO})["SLEPT"].shape == (1, 1)
+        server.stop()
+        assert not clients["grpc"].is_live()
+
+        down_for = 1.0
+        restarted = threading.Event()
+
+        def restart() -> None:
+            time.sleep(down_for)
+            server.start()
+            restarted.set()
+
+        restarter = threading.Thread(target=restart, daemon=True)
+        began = time.perf_counter()
+        restarter.start()
+        with ThreadPoolExecutor(2) as pool:
+            calls = {name: pool.submit(client.infer, "steady", {"SECONDS": ZERO}) for name, client in clients.items()}
+            results = {name: call.result(timeout=60) for name, call in calls.items()}
+        elapsed = time.perf_counter() - began
+        restarter.join(timeout=60)
+        assert restarted.is_set()
+        assert server.endpoints.grpc == grpc_url and server.endpoints.http == http_url  # the same ports
+        assert all(r["SLEPT"].shape == (1, 1) for r in results.values())
+        assert down_for <= elapsed < down_for + (server.startup_seconds or 0) + 5, elapsed
+    finally:
+        for client in clients.values():
+            client.close()
+        server.stop()

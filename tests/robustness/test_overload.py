@@ -1,0 +1,105 @@
+"""Overload: a model with a tiny queue (``max_queue_size: 2``) rejects the excess at once, and keeps serving.
+
+The ``slow`` toy model takes 0.2 s per request, one at a time (``max_batch_size: 1``, one instance); its default
+queue policy holds two more. Thirty simultaneous requests: about three are served, the rest must come back with
+Triton's "Exceeds maximum queue size" (gRPC UNAVAILABLE, HTTP 503) in milliseconds, long before a queued request
+would have been answered.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from tritonforge.clients import Client
+from tritonforge.errors import TransientError
+
+pytestmark = pytest.mark.integration
+
+N = 30
+SLOW_S = 0.2
+QUEUE_FULL = "Exceeds maximum queue size"
+
+
+def _client(server, protocol: str):  # type: ignore[no-untyped-def]
+    if protocol == "grpc":
+        import tritonclient.grpc as mod
+
+        return mod.InferenceServerClient(server.endpoints.grpc)
+    import tritonclient.http as mod
+
+    return mod.InferenceServerClient(server.endpoints.http, connection_timeout=10, network_timeout=10)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_excess_requests_are_rejected_fast(misbehaving_server, robust, protocol: str) -> None:
+    clients = [_client(misbehaving_server, protocol) for _ in range(N)]
+    inputs = [robust.slow_request(SLOW_S, protocol) for _ in range(N)]
+    start = threading.Barrier(N)
+
+    def one(k: int) -> tuple[str, str, float]:
+        kwargs = {"client_timeout": 10} if protocol == "grpc" else {}
+        start.wait(timeout=10)
+        began = time.perf_counter()
+        try:
+            clients[k].infer("slow", inputs[k], **kwargs)
+        except Exception as err:
+            return str(err.status()), err.message(), time.perf_counter() - began  # type: ignore[attr-defined]
+        return "ok", "", time.perf_counter() - began
+
+    began = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(N) as pool:
+            results = list(pool.map(one, range(N)))
+    finally:
+        for c in clients:
+            c.close()
+    wall = time.perf_counter() - began
+
+    served = [r for r in results if r[0] == "ok"]
+    rejected = [r for r in results if r[0] != "ok"]
+    expected_status = "StatusCode.UNAVAILABLE" if protocol == "grpc" else "503"
+    assert all(status == expected_status and QUEUE_FULL in message for status, message, _ in rejected), rejected
+    # one runs and two wait; a request that arrives after the first one finished may take a freed place
+    assert 3 <= len(served) <= 6, results
+    assert len(rejected) >= N - 6
+    rejection_s = [t for *_, t in rejected]
+    assert statistics.median(rejection_s) < 0.1, rejection_s  # refused on arrival, not after waiting
+    assert max(rejection_s) < 0.5, rejection_s
+    assert max(t for *_, t in served) >= 2 * SLOW_S  # the queued ones really waited behind the running one
+    assert wall < 5, f"{N} requests took {wall:.1f}s"
+
+    # still healthy: the server, the overloaded model and its neighbour answer
+    with Client(misbehaving_server.endpoints.grpc, timeout=10, retries=0) as client:
+        assert client.is_ready()
+        for model in ("slow", "steady"):
+            out = client.infer(model, {"SECONDS": np.zeros((1, 1), np.float32)}, ["SLEPT"])
+            assert out["SLEPT"].shape == (1, 1)
+
+
+def test_client_sees_queue_full_as_transient(misbehaving_server, robust) -> None:
+    """tritonforge's Client reports a queue-full rejection as a TransientError that names Triton's reason."""
+    import tritonclient.grpc as grpcclient
+
+    busy = [grpcclient.InferenceServerClient(misbehaving_server.endpoints.grpc) for _ in range(3)]
+    done = []
+    try:
+        for c in busy:  # one running + two queued: the queue is full for 0.9 s
+            c.async_infer("slow", robust.slow_request(0.3), callback=lambda result, error: done.append(error), client_timeout=10)
+        time.sleep(0.1)
+        began = time.perf_counter()
+        with Client(misbehaving_server.endpoints.grpc, timeout=10, retries=0) as client, pytest.raises(
+            TransientError, match=QUEUE_FULL
+        ):
+            client.infer("slow", {"SECONDS": np.zeros((1, 1), np.float32)})
+        assert time.perf_counter() - began < 0.3
+        assert robust.wait_for(lambda: len(done) == 3, timeout=10)
+        assert done == [None, None, None]  # the three admitted requests were served
+    finally:
+        for c in busy:
+            c.close()
