@@ -35,7 +35,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from tritonforge.clients.pipelines import Hit, rerank_request, rerank_scores, search_request, search_results
-from tritonforge.errors import ClientError, TransientError
+from tritonforge.errors import ClientError, OverloadedError, TransientError
 
 __all__ = [
     "AsyncClient",
@@ -387,7 +387,9 @@ def classify_error(
     text = _message(err)
     result: ClientError
     if type(err).__name__ == "InferenceServerException":
-        if code == "UNAVAILABLE":
+        if "maximum queue size" in text:  # Triton sheds load (UNAVAILABLE / 503): retrying at once adds to it
+            result = OverloadedError(f"{where}: server overloaded, request rejected: {text}")
+        elif code == "UNAVAILABLE":
             result = TransientError(f"{where}: {protocol} server {url} is unavailable: {text}")
         elif code == "DEADLINE_EXCEEDED":
             result = ClientError(f"{where}: deadline of {_seconds(timeout)} exceeded ({protocol} {url})")

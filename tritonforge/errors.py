@@ -8,7 +8,9 @@ TritonForgeError
 │   └── ValidationError    Triton's load-time rules are broken (every problem, as "path: message")
 ├── ServerError            tritonserver could not be found, started, or did not become ready
 └── ClientError            a request failed (bad input, unknown model, deadline, transport)
-    └── TransientError     a transport failure worth retrying (unavailable, reset, timeout while connecting)
+    ├── TransientError     a transport failure worth retrying (unavailable, reset, timeout while connecting)
+    ├── OverloadedError    the model's queue is full and Triton shed the request (not retried: back off instead)
+    └── BenchError         a benchmark could not run (tritonforge.bench)
 
 Messages name the file or field, the bad value and what is allowed.
 """
@@ -76,4 +78,8 @@ class ClientError(TritonForgeError):
 
 
 class TransientError(ClientError):
+    pass
+
+
+class OverloadedError(ClientError):
     pass

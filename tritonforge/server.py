@@ -575,8 +575,14 @@ class TritonServer:
 
     # ------------------------------------------------------------------------------------------ repository API
 
-    def load(self, model: str, *, timeout: float = 120.0) -> None:
-        """Load (or reload) a model through the repository API; a ServerError carries Triton's reason."""
+    def load(self, model: str, *, timeout: float = 120.0, restart: bool = False) -> None:
+        """Load a model through the repository API; a ServerError carries Triton's reason.
+
+        Triton reloads a loaded model only when its files changed; ``restart=True`` unloads it first, which is
+        what brings back a model whose python-backend stub died (Triton 2.51 does not restart stubs by itself).
+        """
+        if restart:
+            self.unload(model, wait=True, timeout=timeout)
         client = self._client(timeout)
         try:
             client.load_model(model)

@@ -70,8 +70,7 @@ def test_killed_stub_fails_its_request_and_recovers_on_reload(misbehaving_server
         assert client.infer("steady", {"SECONDS": ZERO})["SLEPT"].shape == (1, 1)  # the others are fine
 
     # unload + load through TritonServer starts a new stub, and the model serves again
-    server.unload("fragile", timeout=30)
-    server.load("fragile", timeout=60)
+    server.load("fragile", timeout=60, restart=True)
     (new_stub,) = robust.stub_pids(server, "fragile")
     assert new_stub != stub
     assert _grpc_infer(server, "fragile", 0.0, robust)[:2] == ("ok", str(new_stub))
@@ -87,8 +86,7 @@ def test_killed_stub_fails_its_request_and_recovers_on_reload(misbehaving_server
         http.load_model("fragile")
     assert not robust.stub_pids(server, "fragile")
     assert _grpc_infer(server, "fragile", 0.0, robust)[:2] == ("StatusCode.INTERNAL", NOT_HEALTHY)
-    server.unload("fragile", timeout=30)
-    server.load("fragile", timeout=60)
+    server.load("fragile", timeout=60, restart=True)
     assert _grpc_infer(server, "fragile", 0.0, robust)[0] == "ok"
 
 

@@ -276,14 +276,6 @@ def test_huge_payload_of_the_wrong_type_is_refused_before_the_model(embed_server
     assert_serves(embed_server.endpoints.grpc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "python_backends/tokenizer/model.py tokenizes a whole 20 MB text before truncating it to max_seq_length "
-        "(~45-55 s on 2 cores, the tokenizer's only instance blocked for everyone): it should refuse texts over a "
-        "byte limit (INVALID_ARG) or cut them to a few KB before tokenizing. Remove this mark once it does."
-    ),
-)
 def test_huge_valid_text_is_answered_quickly(own_embed_server) -> None:
     """A 20 MB TEXT is truncated (TRUNCATED=true) or refused with a clear error within seconds; the service serves."""
     text = ("lorem ipsum dolor sit amet " * (HUGE // 27 + 1))[:HUGE]

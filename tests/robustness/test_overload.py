@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tritonforge.clients import Client
-from tritonforge.errors import TransientError
+from tritonforge.errors import OverloadedError
 
 pytestmark = pytest.mark.integration
 
@@ -82,8 +82,9 @@ def test_excess_requests_are_rejected_fast(misbehaving_server, robust, protocol:
             assert out["SLEPT"].shape == (1, 1)
 
 
-def test_client_sees_queue_full_as_transient(misbehaving_server, robust) -> None:
-    """tritonforge's Client reports a queue-full rejection as a TransientError that names Triton's reason."""
+def test_client_reports_queue_full_as_overloaded_without_retrying(misbehaving_server, robust) -> None:
+    """tritonforge's Client reports a queue-full rejection as an OverloadedError naming Triton's reason, and does
+    not retry it (retries=3 here): re-sending at once would only add to the overload."""
     import tritonclient.grpc as grpcclient
 
     busy = [grpcclient.InferenceServerClient(misbehaving_server.endpoints.grpc) for _ in range(3)]
@@ -93,8 +94,8 @@ def test_client_sees_queue_full_as_transient(misbehaving_server, robust) -> None
             c.async_infer("slow", robust.slow_request(0.3), callback=lambda result, error: done.append(error), client_timeout=10)
         time.sleep(0.1)
         began = time.perf_counter()
-        with Client(misbehaving_server.endpoints.grpc, timeout=10, retries=0) as client, pytest.raises(
-            TransientError, match=QUEUE_FULL
+        with Client(misbehaving_server.endpoints.grpc, timeout=10, retries=3) as client, pytest.raises(
+            OverloadedError, match=QUEUE_FULL
         ):
             client.infer("slow", {"SECONDS": np.zeros((1, 1), np.float32)})
         assert time.perf_counter() - began < 0.3

@@ -7,7 +7,12 @@ Output input_ids       TYPE_INT64  [-1]  padded per request (to a multiple of pa
        NUM_TOKENS      TYPE_INT32  [1]   tokens kept per item (after truncation)
        TRUNCATED       TYPE_BOOL   [1]   true where the text was cut to max_seq_length
 
-Parameters (config.pbtxt): max_seq_length, pad_to_multiple_of, pad_id, model_input_names (comma separated).
+Parameters (config.pbtxt): max_seq_length, pad_to_multiple_of, pad_id, model_input_names (comma separated),
+max_text_bytes (default 1 MiB: longer items are refused).
+
+A text far longer than max_seq_length tokens is cut at a whitespace boundary before tokenizing, once the cut
+alone already yields more tokens than are kept: the kept tokens are then exactly those of the whole text, and
+a 1 MB text costs what a few KB cost instead of blocking the model for everyone.
 The tokenizer files live beside this file in `tokenizer/`. Only `tokenizers` and numpy are needed at serve
 time, so the same file runs in an NGC Triton container.
 
@@ -32,9 +37,27 @@ class TritonPythonModel:
         self.multiple = int(params.get("pad_to_multiple_of") or 1)
         self.pad_id = int(params.get("pad_id") or 0)
         self.names = [n for n in params["model_input_names"].split(",") if n]
-        self.tokenizer = Tokenizer.from_file(os.path.join(here, "tokenizer", "tokenizer.json"))
+        self.max_bytes = int(params.get("max_text_bytes") or 1 << 20)
+        path = os.path.join(here, "tokenizer", "tokenizer.json")
+        self.tokenizer = Tokenizer.from_file(path)
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_len)
+        self.counter = Tokenizer.from_file(path)  # no truncation: counts the tokens of a cut text
+        self.counter.no_padding()
+        self.counter.no_truncation()
+
+    def _bounded(self, text):
+        """`text`, or a whitespace-bounded prefix of it that tokenizes to the same kept tokens (see above)."""
+        limit = self.max_len * 32
+        if len(text) <= limit:
+            return text
+        cut = text[:limit]
+        boundary = max(cut.rfind(c) for c in " \n\t")
+        if boundary > 0:
+            cut = cut[:boundary]
+            if len(self.counter.encode(cut, add_special_tokens=False).ids) >= self.max_len:
+                return cut
+        return text
 
     def _texts(self, request):
         """Decode and check one request's TEXT; returns (texts, None) or (None, error message)."""
@@ -55,7 +78,9 @@ class TritonPythonModel:
                 return None, f"TEXT[{i}] must be a string, got {type(item).__name__}"
             if not item.strip():
                 return None, f"TEXT[{i}] is an empty string: send text to embed"
-            texts.append(item)
+            if len(item) > self.max_bytes and len(item.encode("utf-8")) > self.max_bytes:
+                return None, f"TEXT[{i}] is {len(item.encode('utf-8'))} bytes; at most {self.max_bytes} are accepted"
+            texts.append(self._bounded(item))
         return texts, None
 
     def execute(self, requests):
