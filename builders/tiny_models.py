@@ -210,3 +210,195 @@ def _save_model(model, path: Path) -> None:
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A tiny decoder-only LLM (Llama family) with a byte-level BPE tokenizer and a chat template, for the generation tests
+# ------------------------------------------------------------------------------------------------------------------
+
+DECODER_SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>")
+
+DECODER_CORPUS = (
+    *CORPUS,
+    "Streaming sends one token at a time so the reader sees the answer grow.",
+    "Large language models generate text one token after another until they stop.",
+    "Café, naïve, résumé and jalapeño keep their accents in UTF-8.",
+    "東京は日本の首都です。北京是中国的首都。",
+    "데이터와 모델은 서버에서 실행됩니다.",
+    "Emoji travel as four bytes: 😀 🚀 🎉 👍 and they must never be cut in half.",
+    "Привет, мир! Γειά σου κόσμε!",
+)
+
+# A ChatML-like template that uses bos_token/eos_token the way Llama-family templates do.
+DECODER_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{ raise_exception('Conversation roles must be system, user or assistant') }}"
+    "{% endif %}"
+    "{{ '<|' + message['role'] + '|>\\n' + message['content'] | trim + eos_token + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+
+
+def _byte_level_alphabet() -> dict[int, str]:
+    """GPT-2's byte -> printable character map (the alphabet of byte-level BPE)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    seen = set(printable)
+    chars = list(printable)
+    for b in range(256):
+        if b not in seen:
+            printable.append(b)
+            chars.append(256 + len(chars) - len(seen))
+    return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
+
+
+def _train_byte_level_bpe(vocab_size: int):
+    """A byte-level BPE tokenizer learnt from DECODER_CORPUS, deterministically (ties broken by the pair's text).
+
+    Vocabulary: the special tokens, the 256 byte symbols (in byte order), then merges by frequency. Characters that
+    are rare in the corpus (most emoji, CJK) stay split over several byte tokens, which is what incremental
+    detokenisation has to cope with.
+    """
+    from collections import Counter
+    from itertools import pairwise
+
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    words: Counter[tuple[str, ...]] = Counter()
+    for line in DECODER_CORPUS:
+        words.update(tuple(w) for w, _ in pre.pre_tokenize_str(line))
+    alphabet = _byte_level_alphabet()
+    vocab_list = [*DECODER_SPECIAL_TOKENS, *(alphabet[b] for b in range(256))]
+    known = set(vocab_list)
+    merges: list[tuple[str, str]] = []
+    pairs: Counter[tuple[str, str]] = Counter()
+    for word, count in words.items():
+        for pair in pairwise(word):
+            pairs[pair] += count
+    while len(vocab_list) < vocab_size and pairs:
+        (a, b), count = min(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+        if count < 2:
+            break
+        merges.append((a, b))
+        if a + b not in known:
+            vocab_list.append(a + b)
+            known.add(a + b)
+        for word in [w for w in words if a in w and b in w]:
+            n = words.pop(word)
+            out: list[str] = []
+            i = 0
+            while i < len(word):
+                if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            for pair in pairwise(word):  # the pair counts follow the word's new spelling
+                pairs[pair] -= n
+            for pair in pairwise(out):
+                pairs[pair] += n
+            words[tuple(out)] += n
+        pairs = +pairs  # drop zero counts
+    vocab = {token: i for i, token in enumerate(vocab_list)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in DECODER_SPECIAL_TOKENS])
+    return tok
+
+
+def make_tiny_decoder(
+    path: Path,
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vocab_size: int = 512,
+    max_position: int = 512,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random-weight ``LlamaForCausalLM`` with a fast byte-level BPE tokenizer into ``path``.
+
+    The folder looks like a real Llama-family chat checkpoint: ``config.json``, ``model.safetensors``,
+    ``generation_config.json`` (bos/eos/pad), ``tokenizer.json`` and ``tokenizer_config.json`` with BOS ``<s>``,
+    EOS ``</s>``, PAD ``<pad>`` and a jinja2 ``chat_template`` (ChatML-like, using ``bos_token``/``eos_token``).
+    The tokenizer adds BOS when encoding with special tokens.
+
+    Weights are drawn with std 0.1 (not 0.02), so next-token logits are well separated and greedy decoding is
+    stable against float round-off between batched and unbatched runs. The output-layer rows of the special tokens
+    and of tokens that are not valid UTF-8 on their own (lone bytes of multi-byte characters) or hold control
+    characters are zeroed, so greedy
+    text from this random model is readable and does not end early; such tokens stay in the vocabulary (the
+    detokenisation tests need them) and sampling can still pick them. Deterministic for a given ``seed``.
+    """
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = _train_byte_level_bpe(vocab_size - 8)  # room for nothing else: vocab_size is the model's embedding size
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=max_position,
+        clean_up_tokenization_spaces=False,
+    )
+    fast.save_pretrained(str(path))
+    # the chat template lives in tokenizer_config.json (as in most Hub checkpoints), not in chat_template.jinja
+    config_file = path / "tokenizer_config.json"
+    tok_config = json.loads(config_file.read_text(encoding="utf-8"))
+    tok_config["chat_template"] = DECODER_CHAT_TEMPLATE
+    tok_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tok_config["add_bos_token"] = True
+    config_file.write_text(json.dumps(tok_config, indent=2, ensure_ascii=False), encoding="utf-8")
+    (path / "chat_template.jinja").unlink(missing_ok=True)
+
+    ids = {t: tok.token_to_id(t) for t in DECODER_SPECIAL_TOKENS}
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_position,
+        initializer_range=0.1,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        bos_token_id=ids["<s>"],
+        eos_token_id=ids["</s>"],
+        pad_token_id=ids["<pad>"],
+    )
+    unreadable = [i for i in range(vocab_size) if i >= tok.get_vocab_size() or i in ids.values()]
+    byte_of = {c: b for b, c in _byte_level_alphabet().items()}
+    for token, i in tok.get_vocab().items():
+        if i in ids.values():
+            continue
+        try:
+            text = bytes(byte_of[c] for c in token).decode("utf-8")
+        except UnicodeDecodeError:
+            unreadable.append(i)
+            continue
+        if any(not c.isprintable() and c not in "\n" for c in text):
+            unreadable.append(i)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).eval()
+        with torch.no_grad():
+            model.lm_head.weight[sorted(set(unreadable))] = 0.0
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"], do_sample=False
+    )
+    _save_model(model, path)
+    return path

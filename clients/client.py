@@ -27,13 +27,14 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from tritonforge.clients.generation import Sampling, generation_inputs, grpc_stream, grpc_stream_async, text_of
 from tritonforge.clients.pipelines import Hit, rerank_request, rerank_scores, search_request, search_results
 from tritonforge.errors import ClientError, OverloadedError, TransientError
 
@@ -794,6 +795,39 @@ class Client(_Base):
         inputs, outputs = rerank_request(query, passages)
         return rerank_scores(self.infer(model, inputs, outputs, timeout=timeout), len(passages), model)
 
+    def generate(self, prompt: str, *, model: str = "llm", timeout: float | None = None, **sampling: Any) -> str:
+        """The whole completion of ``prompt`` (``max_tokens``, ``temperature``, ``top_k``, ``top_p``, ``seed``,
+        ``stop_words``, ``bad_words``, ``end_id``, ``pad_id``, ``chat``, ``adapter``: see :class:`Sampling`)."""
+        inputs = generation_inputs(prompt, Sampling(**sampling), stream=False)
+        if self.protocol == "http":
+            return text_of(self.infer(model, inputs, ["text_output"], timeout=timeout))
+        return "".join(self.stream(prompt, model=model, timeout=timeout, _stream=False, **sampling))
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        model: str = "llm",
+        timeout: float | None = None,
+        engine_model: str | None = "tensorrt_llm",
+        _stream: bool = True,
+        **sampling: Any,
+    ) -> Iterator[str]:
+        """Text pieces as they are generated (gRPC). Leaving the loop early stops generation on the server:
+        the stream is cancelled and upstream's ``stop`` signal goes to ``engine_model``."""
+        if self.protocol != "grpc":
+            raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
+        inputs = generation_inputs(prompt, Sampling(**sampling), stream=_stream)
+        deadline = self._timeout(timeout)
+        return grpc_stream(
+            grpc_client_kwargs(self.url, self.options),
+            model,
+            inputs,
+            timeout=deadline,
+            engine_model=engine_model if _stream else None,
+            classify=self._classifier(model, deadline),
+        )
+
 
 class AsyncClient(_Base):
     """The asynchronous :class:`Client`, over ``tritonclient.grpc.aio`` or ``tritonclient.http.aio``.
@@ -947,3 +981,22 @@ class AsyncClient(_Base):
         """Cross-encoder scores (see :meth:`Client.rerank`)."""
         inputs, outputs = rerank_request(query, passages)
         return rerank_scores(await self.infer(model, inputs, outputs, timeout=timeout), len(passages), model)
+
+    async def generate(self, prompt: str, *, model: str = "llm", timeout: float | None = None, **sampling: Any) -> str:
+        """The whole completion of ``prompt`` (see :meth:`Client.generate`)."""
+        inputs = generation_inputs(prompt, Sampling(**sampling), stream=False)
+        if self.protocol == "http":
+            return text_of(await self.infer(model, inputs, ["text_output"], timeout=timeout))
+        return "".join([p async for p in self._stream(model, inputs, timeout)])
+
+    def stream(self, prompt: str, *, model: str = "llm", timeout: float | None = None, **sampling: Any) -> Any:
+        """Text pieces as they are generated (gRPC): ``async for piece in client.stream(...)``."""
+        if self.protocol != "grpc":
+            raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
+        return self._stream(model, generation_inputs(prompt, Sampling(**sampling), stream=True), timeout)
+
+    def _stream(self, model: str, inputs: Mapping[str, np.ndarray], timeout: float | None) -> Any:
+        deadline = self._timeout(timeout)
+        return grpc_stream_async(
+            self._get(), model, inputs, timeout=deadline, classify=self._classifier(model, deadline)
+        )

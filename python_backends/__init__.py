@@ -10,7 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODELS = ("tokenizer", "onnx_runner", "retriever", "pair_tokenizer", "rerank_select")
+MODELS = (
+    "tokenizer",
+    "onnx_runner",
+    "retriever",
+    "pair_tokenizer",
+    "rerank_select",
+    "cpu_llm",
+    "llm_preprocessing",
+    "llm_postprocessing",
+)
 
 
 def source(name: str) -> bytes:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from tritonforge.errors import Problem, ValidationError
 from tritonforge.repository import FileContent, write_repository
-from tritonforge.spec import EmbeddingModel, RerankerModel, RetrieverModel, Spec, load_spec
+from tritonforge.spec import EmbeddingModel, LLMModel, RerankerModel, RetrieverModel, Spec, load_spec
 
 Progress = Callable[[str], None]
 
@@ -34,6 +34,7 @@ class BuildReport:
     artifacts: tuple[ArtifactInfo, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
     seconds: float = 0.0
+    planned_commands: tuple[str, ...] = field(default_factory=tuple)  # --plan: engine builds not run
 
 
 def _precision(model: EmbeddingModel | RerankerModel, target: str) -> str:
@@ -43,7 +44,7 @@ def _precision(model: EmbeddingModel | RerankerModel, target: str) -> str:
 
 
 def plan_repository(
-    spec: Spec, progress: Progress | None = None
+    spec: Spec, progress: Progress | None = None, engine_plans: list[Any] | None = None
 ) -> tuple[dict[str, FileContent], list[ArtifactInfo], list[str]]:
     """Compile every artifact (cached by content hash) and render the whole repository as a file plan.
 
@@ -112,6 +113,9 @@ def plan_repository(
         reranker = (model.reranker, sets[model.reranker]) if model.reranker else None
         sets[key] = retriever_model_set(key, model, spec.target, index, sets[model.embedder], model.embedder, reranker)
         artifacts.append(ArtifactInfo(key, f"faiss-{index.index_type}", "fp32", index.content_hash, None, None))
+    for key, model in spec.of_kind(LLMModel).items():
+        sets[key], info = _llm_set(key, model, spec, say_for(key), engine_plans)
+        artifacts.append(info)
     for model_set in sets.values():
         plan.merge(model_set)
 
@@ -119,6 +123,36 @@ def plan_repository(
     # Files at the repository root are not models; Triton ignores them.
     plan.files["tritonforge.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     return plan.files, artifacts, plan.notes
+
+
+def _llm_set(
+    key: str, model: LLMModel, spec: Spec, progress: Progress | None, engine_plans: list[Any] | None
+) -> tuple[Any, ArtifactInfo]:
+    """cpu: the checkpoint ships beside the CPU engine. gpu: a TensorRT-LLM engine is planned, and built unless
+    only the plan is wanted (`engine_plans` collects it); building needs TensorRT-LLM and an NVIDIA GPU."""
+    from tritonforge.builders.checkpoints import checkpoint_hash, default_cache_dir, resolve_checkpoint
+    from tritonforge.builders.llm import llm_model_set
+
+    checkpoint = resolve_checkpoint(model.checkpoint, spec.source_dir)
+    if spec.target == "cpu":
+        info = ArtifactInfo(key, "hf-checkpoint (cpu engine)", "fp32", checkpoint_hash(checkpoint), None, None)
+        return llm_model_set(key, model, "cpu", checkpoint), info
+    from tritonforge.builders.trtllm_engine import build_engine, plan_engine_build, read_architecture
+
+    engine_plan = plan_engine_build(
+        checkpoint,
+        model.engine,
+        default_cache_dir() / "trtllm-engine" / key,
+        architecture=read_architecture(checkpoint),
+    )
+    engine = None
+    if engine_plans is not None:
+        engine_plans.append(engine_plan)
+    else:
+        build_engine(engine_plan, progress)
+        engine = engine_plan.engine_dir
+    info = ArtifactInfo(key, "tensorrt-llm-engine", model.engine.dtype, engine_plan.fingerprint, None, None)
+    return llm_model_set(key, model, "gpu", checkpoint, engine=engine), info
 
 
 def _build_index(key: str, model: RetrieverModel, spec: Spec, encoder: Any, progress: Progress | None) -> Any:
@@ -146,6 +180,7 @@ def build(
     target: Literal["cpu", "gpu"] | None = None,
     progress: Progress | None = None,
     check: bool = True,
+    plan_only: bool = False,
 ) -> BuildReport:
     """Build a deployment spec into the model repository `out`.
 
@@ -159,7 +194,21 @@ def build(
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     spec = spec.with_target(target)
-    plan, artifacts, notes = plan_repository(spec, progress)
+    engine_plans: list[Any] | None = [] if plan_only else None
+    plan, artifacts, notes = plan_repository(spec, progress, engine_plans)
+    if plan_only:
+        # nothing is written: the report lists the models, and the engine builds that a real build would run
+        models = tuple(sorted({p.split("/", 1)[0] for p in plan if "/" in p}))
+        commands = [" ".join(argv) for ep in engine_plans or [] for argv in ep.commands]
+        return BuildReport(
+            Path(out),
+            spec.target,
+            models,
+            tuple(artifacts),
+            tuple(notes),
+            time.perf_counter() - started,
+            tuple(commands),
+        )
 
     def _validate(tmp: Path) -> None:
         if progress:

@@ -44,15 +44,23 @@ def build(
     spec: Annotated[Path, typer.Argument(help="deployment spec (YAML)")],
     out: Annotated[Path, typer.Option("-o", "--out", help="model repository folder to write")],
     target: TargetOpt = None,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="print what would be built (engine commands too); write nothing")
+    ] = False,
 ) -> None:
     """Build artifacts, render every config, write the repository and validate it."""
     from tritonforge.build import build as build_repo
 
     try:
         with err_console.status("building…") as status:
-            report = build_repo(spec, out, target=_target(target), progress=lambda m: status.update(m))
+            report = build_repo(spec, out, target=_target(target), progress=lambda m: status.update(m), plan_only=plan)
     except TritonForgeError as err:
         _fail(err)
+    if plan:
+        console.print(f"[bold]plan[/] ({report.target} target): Triton models " + ", ".join(report.models))
+        for command in report.planned_commands:
+            print(command)  # plain: copy-pasteable
+        return
     from rich.table import Table
 
     table = Table(title=f"{report.repo} ({report.target} target, {report.seconds:.1f} s)")
@@ -135,7 +143,6 @@ def demo(
         _fail(err)
 
 
-
 @app.command()
 def bench(
     model: Annotated[str, typer.Option("--model", help="model to benchmark")],
@@ -187,6 +194,7 @@ def bench(
             console.print(f"wrote {report.plot(plot)}")
     except TritonForgeError as err:
         _fail(err)
+
 
 def main() -> None:
     app()

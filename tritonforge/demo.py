@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tritonforge.errors import BuildError
-from tritonforge.spec import RerankerModel, Spec, parse_spec
+from tritonforge.spec import LLMModel, RerankerModel, Spec, parse_spec
 
 SENTENCES = [
     "Triton serves many models on one GPU.",
@@ -35,27 +35,33 @@ def example_spec(name: str = "rag.yaml") -> Path:
 def demo_spec(path: Path | None = None) -> tuple[Spec, list[str]]:
     """The example spec, with stand-ins for checkpoints that cannot be had offline (said in the returned notes).
 
-    No cross-encoder can be downloaded on the machines this is tested on: a missing reranker checkpoint is
-    replaced by a tiny random one, so the pipeline runs end to end but its reranked order means nothing.
+    No cross-encoder or decoder can be downloaded on the machines this is tested on: a missing reranker or LLM
+    checkpoint is replaced by a tiny random one, so the pipeline runs end to end but its output means nothing.
     """
     from tritonforge.builders.checkpoints import default_cache_dir
-    from tritonforge.builders.tiny_models import make_tiny_cross_encoder
+    from tritonforge.builders.tiny_models import make_tiny_cross_encoder, make_tiny_decoder
 
     path = path or example_spec()
     data: Any = yaml.safe_load(path.read_text())
     spec = parse_spec(data, source_dir=path.resolve().parent)
     notes = []
-    for key, model in spec.of_kind(RerankerModel).items():
-        folder = Path(model.checkpoint)
-        folder = folder if folder.is_absolute() else path.resolve().parent / folder
-        if not folder.exists():
-            tiny = default_cache_dir() / "checkpoints" / "tiny-cross-encoder"
+    stand_ins = {
+        RerankerModel: ("tiny-cross-encoder", make_tiny_cross_encoder, "cross-encoder", "reranked order"),
+        LLMModel: ("tiny-decoder", make_tiny_decoder, "decoder LLM", "generated text"),
+    }
+    for kind, (folder_name, make, what, meaningless) in stand_ins.items():
+        for key, model in spec.of_kind(kind).items():
+            folder = Path(model.checkpoint)
+            folder = folder if folder.is_absolute() else path.resolve().parent / folder
+            if folder.exists():
+                continue
+            tiny = default_cache_dir() / "checkpoints" / folder_name
             if not (tiny / "config.json").exists():
-                make_tiny_cross_encoder(tiny)
+                make(tiny)
             data["models"][key]["checkpoint"] = str(tiny)
             notes.append(
-                f"{key}: no cross-encoder at {folder} (none can be downloaded here): using a tiny RANDOM one, "
-                "so reranked scores and order are meaningless"
+                f"{key}: no {what} at {folder} (none can be downloaded here): using a tiny RANDOM one, "
+                f"so the {meaningless} means nothing; the pipeline around it is real"
             )
     return parse_spec(data, source_dir=path.resolve().parent), notes
 
@@ -129,4 +135,15 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
                         if notes:
                             title += " (RANDOM reranker: order meaningless)"
                         console.print(_hits_table(title, QUERIES, reranked))
+            if "llm" in report.models:
+                console.rule("5. generate: preprocessing → CPU engine → postprocessing (the `llm` ensemble)")
+                prompt = "Tell me about inference servers."
+                with Client(ep.grpc) as client:
+                    t0 = time.perf_counter()
+                    text = client.generate(prompt, max_tokens=24)
+                    console.print(f"generate ({1000 * (time.perf_counter() - t0):.0f} ms): {text!r}")
+                    pieces = list(client.stream(prompt, max_tokens=24))
+                    console.print(f"stream: {len(pieces)} pieces, joined equal to generate: {''.join(pieces) == text}")
+                    chat = client.generate(prompt, max_tokens=24, chat=True)
+                    console.print(f"with the checkpoint's chat template: {chat!r}")
         console.rule("stopped")

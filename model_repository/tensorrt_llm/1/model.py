@@ -1,0 +1,939 @@
+"""Triton python-backend model (tritonforge): a CPU LLM engine with the contract of TensorRT-LLM's `tensorrt_llm`.
+
+The `cpu` target serves the generator with this file in place of `backend: "tensorrtllm"`: same model name, same
+input/output tensor names, dtypes and shapes as the `tensorrt_llm` template of NVIDIA TensorRT-LLM's
+`triton_backend/all_models/inflight_batcher_llm`, so the upstream `preprocessing` -> `tensorrt_llm` ->
+`postprocessing` ensemble and its clients work unchanged. The network is a Hugging Face causal LM run by
+`transformers` on the CPU in fp32.
+
+Inputs (max_batch_size > 0: every tensor has a leading batch dimension; a request may carry B > 1 prompts)
+  input_ids INT32 [-1] (right-padded when B > 1), input_lengths INT32 [1], request_output_len INT32 [1]
+  Implemented optional inputs, upstream defaults:
+    streaming BOOL (false), exclude_input_in_output BOOL (parameter `exclude_input_in_output`, default false),
+    end_id INT32 (the checkpoint's generation_config eos ids when absent; -1 = none), pad_id INT32,
+    temperature FP32 (1.0), runtime_top_k INT32 (0 = off), runtime_top_p FP32 (unset; <= 0 means unset),
+    seed UINT64 (0; `random_seed` is accepted as an alias), min_tokens INT32 (1), repetition_penalty FP32 (1.0),
+    presence_penalty FP32 (0.0), frequency_penalty FP32 (0.0), stop_words_list / bad_words_list INT32 [2, -1]
+    (upstream format: row 0 the flattened token ids, row 1 the cumulative end offsets padded with -1),
+    embedding_bias FP32 [-1] (empty = none; shorter than the vocabulary is zero-padded), return_log_probs,
+    return_context_logits, return_generation_logits, return_perf_metrics, return_num_input_tokens,
+    return_num_output_tokens BOOL, stop BOOL (true: stop the running request that has this request's id).
+  Greedy decoding when temperature is 0, or top_k is 1, or neither top_k nor top_p is set (TensorRT-LLM's
+  default); otherwise temperature, then top-k, then top-p sampling with a per-request `torch.Generator` seeded
+  from `seed` (0 when absent, as upstream), so sampled outputs are reproducible.
+  Penalties count the prompt and the generated tokens. Stop words are matched at token level against the end of
+  the sequence and kept in the output; end_id stops generation and is not part of the output (as upstream).
+  min_tokens defaults to 1 as in TensorRT-LLM, so end_id is never the first token (transformers' generate() has
+  no such floor: the only case where greedy output differs from it). `stop` (true) with the id of a running
+  request ends that request with what it has generated (FINAL), and the stop request gets an empty FINAL.
+  Accepted and ignored (no effect without beam search / KV-cache reuse, as upstream): len_penalty,
+  early_stopping, beam_search_diversity_rate, runtime_top_p_min, runtime_top_p_reset_ids, retention_*,
+  decoder_input_ids / decoder_input_lengths (decoder-only models; the upstream preprocessing always sends them),
+  prompt_table_extra_ids and prompt_vocab_size (only meaningful with a prompt table), draft_logits and
+  draft_acceptance_threshold (only meaningful with draft_input_ids).
+  Accepted but answered with an UNSUPPORTED error when a request sets them: beam_width > 1,
+  num_return_sequences > 1, runtime_top_p_decay != 1, lora_task_id / lora_weights / lora_config,
+  prompt_embedding_table, encoder_input_features / encoder_output_lengths, draft_input_ids,
+  cross_attention_mask, skip_cross_attn_blocks (true), mrope_*, context_phase_params, guided_decoding_*,
+  lookahead_* (upstream also rejects them without an executor lookahead config).
+
+Outputs (per response; batch dimension 1, one beam)
+  output_ids INT32 [1, 1, n], sequence_length INT32 [1, 1]: streaming -> the new token of each step; otherwise the
+  whole sequence (prompt + generated, or generated only with exclude_input_in_output).
+  When asked for: cum_log_probs FP32 [1, 1] and output_log_probs FP32 [1, 1, n] (return_log_probs: log-softmax of
+  the logits the token was drawn from, after penalties/bias/temperature, before top-k/top-p), context_logits
+  [1, prompt, vocab], generation_logits [1, 1, n, vocab] (raw logits), num_input_tokens / num_output_tokens
+  INT32 [1, 1], and the perf outputs (arrival/first_scheduled/first_token/last_token_time_ns INT64 [1, 1],
+  kv_cache_* = 0, acceptance_rate = 0, *_draft_tokens = 0). batch_index INT32 [1, 1] when a request has B > 1.
+
+Decoupled (`model_transaction_policy { decoupled: true }`, the normal configuration): `execute` validates, hands
+the requests to the scheduler and returns None. Streaming requests get one response per generated token and then
+an empty response with the FINAL flag; other requests get one response per prompt, the last one with FINAL.
+A bad request gets an error response with FINAL (to that request only). A cancelled request (client gone,
+`is_cancelled()`) stops generating at the next iteration and is closed with a CANCELLED error + FINAL.
+(Observed with tritonserver 2.51: cancelling a stream to the *ensemble* does not cancel the request Triton made
+for this step, so the engine then runs that request to its end; cancelling a request to this model does work.)
+Not decoupled: `execute` blocks until its requests are done and returns one response each (no streaming, B = 1).
+
+Parameters (config.pbtxt `parameters`, all optional; `${...}` template placeholders count as unset)
+  checkpoint_dir   the Hugging Face checkpoint folder. Relative paths are relative to the version folder
+                   (`<model>/<version>/`); a leading `$$TRITON_MODEL_DIRECTORY` is the model folder. Default:
+                   `checkpoint` (i.e. `<model>/<version>/checkpoint`).
+  max_batch_size   sequences decoded together (default: the config's max_batch_size, or 8); more wait in a queue
+  max_seq_len      prompt + output tokens per sequence (default: the checkpoint's max_position_embeddings)
+  max_input_len    prompt tokens per sequence (default: max_seq_len - 1)
+  torch_threads    intra-op threads for torch (default: torch's own choice)
+  exclude_input_in_output  default for requests that do not send the input (default false, as upstream)
+  attn_implementation      "sdpa" (default) or "eager"
+
+Batching (iteration-level, "continuous"): one background thread owns the model. Each iteration it (1) closes
+cancelled or stopped requests, (2) admits waiting requests while fewer than max_batch_size sequences run and
+prefills them together in one left-padded forward pass (sampling their first token), merging their KV cache into
+the running batch (left-padding the shorter one), and (3) runs ONE batched decode step for every running sequence
+(a [B, 1] forward with the 2-D padding mask and per-sequence position ids), samples each sequence with its own
+settings and retires finished sequences (dropping their cache rows and the all-padding cache columns). Requests
+that arrive while others are generating join at the next iteration.
+
+Limits: one beam; full-attention KV caches (`DynamicCache` layers: Llama, Mistral without sliding window, Qwen2,
+Phi, ...); the whole running batch shares one padded cache, so a long sequence makes the padded width of all;
+a prefill runs before (not fused with) the decode step of its iteration, and a long prompt delays the running
+sequences by one prefill; fp32 only; no LoRA, prompt tuning, speculative decoding or guided decoding; a request
+with more prompts than max_batch_size runs alone (over the limit) rather than being split.
+
+Only numpy, torch, transformers and triton_python_backend_utils are imported (never tritonforge), so the file
+runs in an NGC Triton container too.
+"""
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+FINAL = getattr(pb_utils, "TRITONSERVER_RESPONSE_COMPLETE_FINAL", 1)
+
+# inputs accepted but not implemented: a request that sets them gets an UNSUPPORTED error
+#   name -> "any": present with any element; "nonempty": more than zero elements; ("ne", default): value != default;
+#   "true": a true boolean; "text": a non-empty string
+UNSUPPORTED = {
+    "beam_width": ("ne", 1),
+    "num_return_sequences": ("ne", 1),
+    "runtime_top_p_decay": ("ne", 1.0),
+    "lora_task_id": "any",
+    "lora_weights": "nonempty",
+    "lora_config": "nonempty",
+    "prompt_embedding_table": "nonempty",
+    "encoder_input_features": "nonempty",
+    "encoder_output_lengths": "any",
+    "draft_input_ids": "nonempty",
+    "cross_attention_mask": "nonempty",
+    "skip_cross_attn_blocks": "true",
+    "mrope_rotary_cos_sin": "nonempty",
+    "mrope_position_deltas": "any",
+    "context_phase_params": "nonempty",
+    "guided_decoding_guide_type": "text",
+    "guided_decoding_guide": "text",
+    "lookahead_window_size": "any",
+    "lookahead_ngram_size": "any",
+    "lookahead_verification_set_size": "any",
+}
+
+PERF_OUTPUTS_INT32 = ("kv_cache_alloc_new_blocks", "kv_cache_reused_blocks", "kv_cache_alloc_total_blocks",
+                      "total_accepted_draft_tokens", "total_draft_tokens")
+
+
+class RequestError(Exception):
+    """A problem with one request: answered with an error response to that request only."""
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.code = pb_utils.TritonError.INVALID_ARG if code is None else code
+
+
+def _error_code(name):
+    return getattr(pb_utils.TritonError, name, pb_utils.TritonError.INTERNAL)
+
+
+def _log(level, message):
+    logger = getattr(pb_utils, "Logger", None)
+    if logger is not None:
+        getattr(logger, f"log_{level}", logger.log_info)(message)
+    else:
+        print(f"[cpu_llm] {level}: {message}", flush=True)
+
+
+def _truthy(text):
+    return str(text).strip().lower() in ("1", "true", "yes", "y", "t", "on")
+
+
+# ---------------------------------------------------------------------------------------------------- requests
+
+
+class _Job:
+    """One Triton request: its response sender and the sequences (one per batch item) generated for it."""
+
+    def __init__(self, request, sender, request_id, streaming, batch):
+        self.request = request
+        self.sender = sender
+        self.request_id = request_id
+        self.streaming = streaming
+        self.batch = batch
+        self.sequences = []
+        self.open = 0  # sequences not yet finished
+        self.closed = False  # the FINAL flag has been sent
+        self.stop_requested = False
+        self.cancelled = False
+        self.arrival_ns = time.time_ns()
+
+    def is_cancelled(self):
+        if not self.cancelled:
+            for probe in (getattr(self.sender, "is_cancelled", None), getattr(self.request, "is_cancelled", None)):
+                if probe is not None:
+                    try:
+                        self.cancelled = bool(probe())
+                    except Exception:  # an old python backend without cancellation support
+                        continue
+                    break
+        return self.cancelled
+
+    def send(self, response=None, final=False):
+        """Send (a response and/or) the FINAL flag; False once the sender is unusable (client gone)."""
+        if self.closed:
+            return False
+        try:
+            if final:
+                self.closed = True
+                if response is None:
+                    self.sender.send(flags=FINAL)
+                else:
+                    self.sender.send(response, flags=FINAL)
+            else:
+                self.sender.send(response)
+            return True
+        except Exception as err:
+            _log("warn", f"request '{self.request_id}': could not send a response ({err}); closing it")
+            if not self.closed:  # still try to close it, so that Triton does not wait for it forever
+                self.closed = True
+                with contextlib.suppress(Exception):
+                    self.sender.send(flags=FINAL)
+            return False
+
+    def fail(self, message, code):
+        for seq in self.sequences:
+            seq.done = True
+        self.open = 0
+        self.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)), final=True)
+
+
+class _Sequence:
+    """One prompt being generated, with its own sampling settings and state."""
+
+    def __init__(self, job, index, prompt):
+        self.job = job
+        self.index = index
+        self.prompt = prompt  # list of ints
+        self.output = []  # generated tokens (end_id excluded)
+        self.done = False
+        self.last_token = None  # sampled, not yet fed to the model
+        self.next_pos = len(prompt)  # position of the next token fed to the model
+        self.log_probs = []
+        self.gen_logits = []
+        self.context_logits = None
+        self.first_scheduled_ns = self.first_token_ns = self.last_token_ns = 0
+        self.counts = None  # token counts over prompt + output, for the penalties
+        self.generator = None
+
+
+class _Collector:
+    """A response sender for a model that is not decoupled: keeps the response until FINAL."""
+
+    def __init__(self):
+        self.response = None
+        self.event = threading.Event()
+
+    def send(self, response=None, flags=0):
+        if response is not None:
+            self.response = response
+        if flags & FINAL:
+            self.event.set()
+
+
+# ------------------------------------------------------------------------------------------------------- model
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        import torch
+
+        self.torch = torch
+        self.config = json.loads(args["model_config"])
+        self.model_name = args.get("model_name", "tensorrt_llm")
+        params = {k: (v or {}).get("string_value", "") for k, v in self.config.get("parameters", {}).items()}
+
+        def param(name, default=None):
+            value = params.get(name, "")
+            value = value.strip() if isinstance(value, str) else value
+            return default if value in ("", None) or str(value).startswith("${") else value
+
+        model_dir = args["model_repository"]
+        version_dir = os.path.join(model_dir, str(args["model_version"]))
+        checkpoint = param("checkpoint_dir", "checkpoint")
+        if checkpoint.startswith("$$TRITON_MODEL_DIRECTORY"):
+            checkpoint = model_dir + checkpoint[len("$$TRITON_MODEL_DIRECTORY"):]
+        if not os.path.isabs(checkpoint):
+            checkpoint = os.path.join(version_dir, checkpoint)
+        if not os.path.isfile(os.path.join(checkpoint, "config.json")):
+            raise RuntimeError(
+                f"model '{self.model_name}': checkpoint_dir {checkpoint} has no config.json (parameter checkpoint_dir "
+                "is relative to the version folder, or starts with $$TRITON_MODEL_DIRECTORY, or is absolute)"
+            )
+
+        threads = int(param("torch_threads", 0))
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.decoupled = bool(self.config.get("model_transaction_policy", {}).get("decoupled", False))
+        self.batched = int(self.config.get("max_batch_size", 0)) > 0
+        self.exclude_input_default = _truthy(param("exclude_input_in_output", "false"))
+
+        from transformers import AutoModelForCausalLM, GenerationConfig
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        attn = param("attn_implementation", "sdpa")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation=attn)
+        except TypeError:  # transformers < 4.56 names it torch_dtype
+            model = AutoModelForCausalLM.from_pretrained(
+                checkpoint, torch_dtype=torch.float32, attn_implementation=attn
+            )
+        model.eval()
+        self.model = model
+        self.vocab_size = int(model.get_input_embeddings().num_embeddings)
+        text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        positions = getattr(text_config, "max_position_embeddings", None) or 2048
+        self.max_seq_len = int(param("max_seq_len", positions))
+        self.max_input_len = int(param("max_input_len", self.max_seq_len - 1))
+        default_batch = int(self.config.get("max_batch_size", 0)) or 8
+        self.max_batch = max(1, int(param("max_batch_size", default_batch)))
+        try:
+            eos = GenerationConfig.from_pretrained(checkpoint).eos_token_id
+        except Exception:
+            eos = getattr(text_config, "eos_token_id", None)
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        self.default_end_ids = [int(e) for e in eos if e is not None and int(e) >= 0]
+        self.logits_dtypes = {}
+        for out in self.config.get("output", []):
+            if out["name"] in ("context_logits", "generation_logits"):
+                self.logits_dtypes[out["name"]] = pb_utils.triton_string_to_numpy(out["data_type"])
+
+        with torch.inference_mode():  # warm up (first-call allocations, lazy initialisation)
+            model(input_ids=torch.zeros((1, 2), dtype=torch.long), use_cache=False, logits_to_keep=1)
+        self.engine = _Engine(self, threads)
+        _log("info", f"model '{self.model_name}': {type(model).__name__} from {checkpoint} on CPU, fp32; "
+                     f"max_batch_size={self.max_batch} max_seq_len={self.max_seq_len} "
+                     f"max_input_len={self.max_input_len} decoupled={self.decoupled}")
+
+    # ------------------------------------------------------------------------------------------- execute
+
+    def execute(self, requests):
+        collectors, jobs = [], []
+        for request in requests:
+            sender = request.get_response_sender() if self.decoupled else _Collector()
+            collectors.append(sender)
+            job = None
+            try:
+                job = self._job(request, sender)
+                if job is not None:
+                    jobs.append(job)
+            except RequestError as err:
+                job = job or _Job(request, sender, self._request_id(request), False, 1)
+                job.fail(str(err), err.code)
+            except Exception as err:  # a bug here must not take the other requests down
+                job = job or _Job(request, sender, self._request_id(request), False, 1)
+                job.fail(f"internal error while reading the request: {type(err).__name__}: {err}",
+                         pb_utils.TritonError.INTERNAL)
+        if jobs:
+            try:
+                self.engine.submit(jobs)  # together: requests that arrive together are prefilled together
+            except RequestError as err:
+                for job in jobs:
+                    job.fail(str(err), err.code)
+        if self.decoupled:
+            return None
+        responses = []
+        for collector in collectors:
+            collector.event.wait()
+            responses.append(collector.response or pb_utils.InferenceResponse(output_tensors=[]))
+        return responses
+
+    def finalize(self):
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()
+
+    # -------------------------------------------------------------------------------------- request parsing
+
+    @staticmethod
+    def _request_id(request):
+        try:
+            return request.request_id() or ""
+        except Exception:
+            return ""
+
+    def _job(self, request, sender):
+        """Read and check one request; returns the job to schedule, or None when it was answered already."""
+        arrays = {}
+        for tensor in request.inputs():
+            arrays[tensor.name()] = tensor.as_numpy()
+        if not self.batched:
+            arrays = {k: v[np.newaxis, ...] for k, v in arrays.items()}
+        request_id = self._request_id(request)
+
+        def present(name):
+            return name in arrays and arrays[name].size > 0
+
+        if present("stop") and bool(arrays["stop"].reshape(-1)[0]):
+            stopped = self.engine.request_stop(request_id)
+            job = _Job(request, sender, request_id, False, 1)
+            if not request_id:
+                job.fail("stop=true needs the request id of the request to stop", pb_utils.TritonError.INVALID_ARG)
+            else:
+                if not stopped:
+                    _log("verbose", f"stop: no running request with id '{request_id}'")
+                job.send(final=True)
+            return None
+
+        for name, rule in UNSUPPORTED.items():
+            if name not in arrays:
+                continue
+            value = arrays[name]
+            if rule == "any":
+                is_set = True
+            elif rule == "nonempty":
+                is_set = value.size > 0
+            elif rule == "true":
+                is_set = value.size > 0 and bool(value.reshape(-1).any())
+            elif rule == "text":
+                is_set = any(bytes(x) if not isinstance(x, str) else x for x in value.reshape(-1))
+            else:
+                is_set = value.size > 0 and bool(np.any(value.reshape(-1) != rule[1]))
+            if is_set:
+                raise RequestError(
+                    f"input '{name}' is not supported by the cpu engine of model '{self.model_name}' "
+                    "(it serves one beam of a decoder-only model, without LoRA, prompt tuning, speculative or guided "
+                    "decoding); leave it out or send its default",
+                    _error_code("UNSUPPORTED"),
+                )
+
+        if not present("input_ids"):
+            raise RequestError("input 'input_ids' (TYPE_INT32 [-1]) is required")
+        ids = arrays["input_ids"]
+        if ids.ndim == 1:
+            ids = ids[np.newaxis, :]
+        batch = ids.shape[0]
+        if not self.batched and batch != 1:
+            raise RequestError("a model without batching takes one prompt per request")
+        if not present("request_output_len"):
+            raise RequestError("input 'request_output_len' (TYPE_INT32 [1]) is required")
+
+        def scalar(name, b, default):
+            if not present(name):
+                return default
+            flat = arrays[name].reshape(arrays[name].shape[0], -1)
+            row = flat[b if flat.shape[0] > b else 0]
+            return default if row.size == 0 else row[0].item()
+
+        streaming = bool(scalar("streaming", 0, False))
+        if streaming and not self.decoupled:
+            raise RequestError("streaming is only supported when the model is decoupled "
+                               "(model_transaction_policy { decoupled: true })")
+        if batch > 1 and not self.decoupled:
+            raise RequestError("a request with more than one prompt needs the decoupled transaction policy")
+
+        job = _Job(request, sender, request_id, streaming, batch)
+        for b in range(batch):
+            job.sequences.append(self._sequence(job, b, ids, arrays, scalar, present))
+        job.open = len(job.sequences)
+        return job
+
+    def _sequence(self, job, b, ids, arrays, scalar, present):
+        torch = self.torch
+        where = f"batch item {b}: " if job.batch > 1 else ""
+        width = ids.shape[1]
+        length = int(scalar("input_lengths", b, width))
+        if length <= 0:
+            raise RequestError(f"{where}the prompt is empty (input_lengths={length}): send at least one token")
+        if length > width:
+            raise RequestError(f"{where}input_lengths={length} is longer than input_ids ({width} tokens)")
+        if length > self.max_input_len:
+            raise RequestError(f"{where}the prompt has {length} tokens, more than max_input_len={self.max_input_len}")
+        prompt = [int(t) for t in ids[b, :length]]
+        bad = [t for t in prompt if not 0 <= t < self.vocab_size]
+        if bad:
+            raise RequestError(f"{where}input_ids holds {bad[0]}, outside the vocabulary [0, {self.vocab_size})")
+        max_new = int(scalar("request_output_len", b, 0))
+        if max_new <= 0:
+            raise RequestError(f"{where}request_output_len={max_new} must be > 0")
+        if length + max_new > self.max_seq_len:
+            raise RequestError(
+                f"{where}prompt ({length} tokens) + request_output_len ({max_new}) = {length + max_new} exceeds "
+                f"max_seq_len={self.max_seq_len}"
+            )
+
+        seq = _Sequence(job, b, prompt)
+        seq.max_new = max_new
+        end_id = scalar("end_id", b, None)
+        seq.end_ids = self.default_end_ids if end_id is None else ([int(end_id)] if int(end_id) >= 0 else [])
+        seq.pad_id = int(scalar("pad_id", b, -1))
+        default_exclude = self.exclude_input_default
+        seq.exclude_input = bool(scalar("exclude_input_in_output", b, default_exclude))
+
+        temperature = float(scalar("temperature", b, 1.0))
+        top_k = int(scalar("runtime_top_k", b, 0))
+        top_p = float(scalar("runtime_top_p", b, 0.0))
+        if temperature < 0:
+            raise RequestError(f"{where}temperature={temperature} must be >= 0")
+        if top_k < 0:
+            raise RequestError(f"{where}runtime_top_k={top_k} must be >= 0")
+        if top_p > 1.0:
+            raise RequestError(f"{where}runtime_top_p={top_p} must be in (0, 1]")
+        seq.temperature, seq.top_k, seq.top_p = temperature, top_k, (top_p if top_p > 0 else None)
+        seq.greedy = temperature == 0 or top_k == 1 or (top_k == 0 and seq.top_p is None)
+        if not seq.greedy:
+            seed = scalar("seed", b, None)
+            if seed is None:
+                seed = scalar("random_seed", b, 0)
+            seq.generator = torch.Generator().manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF)
+
+        seq.min_tokens = int(scalar("min_tokens", b, 1))
+        seq.repetition = float(scalar("repetition_penalty", b, 1.0))
+        seq.presence = float(scalar("presence_penalty", b, 0.0))
+        seq.frequency = float(scalar("frequency_penalty", b, 0.0))
+        if seq.repetition <= 0:
+            raise RequestError(f"{where}repetition_penalty={seq.repetition} must be > 0")
+        if seq.repetition != 1.0 or seq.presence != 0.0 or seq.frequency != 0.0:
+            seq.counts = torch.bincount(torch.tensor(prompt, dtype=torch.long), minlength=self.vocab_size).float()
+
+        seq.stop_words = self._word_list(arrays, "stop_words_list", b, where) if present("stop_words_list") else []
+        seq.bad_words = self._word_list(arrays, "bad_words_list", b, where) if present("bad_words_list") else []
+        seq.bias = None
+        if present("embedding_bias"):
+            flat = arrays["embedding_bias"].reshape(arrays["embedding_bias"].shape[0], -1)
+            row = flat[b if flat.shape[0] > b else 0].astype(np.float32)
+            if row.size > self.vocab_size:
+                raise RequestError(f"{where}embedding_bias has {row.size} values, more than the vocabulary "
+                                   f"({self.vocab_size})")
+            if row.size and np.any(row != 0):
+                bias = torch.zeros(self.vocab_size)
+                bias[: row.size] = torch.from_numpy(row)
+                seq.bias = bias
+        for flag in ("return_log_probs", "return_context_logits", "return_generation_logits",
+                     "return_perf_metrics", "return_num_input_tokens", "return_num_output_tokens"):
+            setattr(seq, flag, bool(scalar(flag, b, False)))
+        return seq
+
+    def _word_list(self, arrays, name, b, where):
+        """Upstream's [2, L] word list (flattened ids, cumulative offsets padded with -1) -> list of token lists."""
+        value = arrays[name]
+        if value.ndim == 2:  # [2, L] without a batch dimension
+            value = value[np.newaxis]
+        if value.ndim != 3 or value.shape[1] != 2:
+            raise RequestError(f"{where}{name} must have shape [batch, 2, L], got {list(value.shape)}")
+        item = value[b if value.shape[0] > b else 0]
+        flat, offsets = [int(x) for x in item[0]], [int(x) for x in item[1]]
+        words, start, previous = [], 0, 0
+        for i, end in enumerate(offsets):
+            if end < 0:
+                if any(o >= 0 for o in offsets[i:]):
+                    raise RequestError(f"{where}{name}: offsets continue after the -1 padding: {offsets}")
+                break
+            if end > len(flat) or (end <= previous and i > 0) or end == 0:
+                raise RequestError(f"{where}{name}: offsets must increase and stay within the {len(flat)} ids: "
+                                   f"{offsets}")
+            word = flat[start:end]
+            if any(not 0 <= t < self.vocab_size for t in word):
+                raise RequestError(f"{where}{name}: token ids outside the vocabulary [0, {self.vocab_size})")
+            words.append(word)
+            start = previous = end
+        return words
+
+    # ------------------------------------------------------------------------------------------- responses
+
+    def response_for(self, seq, tokens, log_probs, gen_logits, include_context):
+        """The output tensors of one response for ``seq`` carrying ``tokens``."""
+        job = seq.job
+        n = len(tokens)
+        tensors = [
+            pb_utils.Tensor("output_ids", np.asarray(tokens, dtype=np.int32).reshape(1, 1, n)),
+            pb_utils.Tensor("sequence_length", np.array([[n]], dtype=np.int32)),
+        ]
+        if seq.return_log_probs:
+            total = float(sum(seq.log_probs))
+            tensors.append(pb_utils.Tensor("cum_log_probs", np.array([[total]], dtype=np.float32)))
+            tensors.append(pb_utils.Tensor("output_log_probs",
+                                           np.asarray(log_probs, dtype=np.float32).reshape(1, 1, len(log_probs))))
+        if seq.return_context_logits and include_context and seq.context_logits is not None:
+            dtype = self.logits_dtypes.get("context_logits", np.float32)
+            tensors.append(pb_utils.Tensor("context_logits", seq.context_logits[np.newaxis].astype(dtype)))
+        if seq.return_generation_logits:
+            dtype = self.logits_dtypes.get("generation_logits", np.float32)
+            stacked = np.stack(gen_logits) if gen_logits else np.zeros((0, self.vocab_size), dtype=np.float32)
+            tensors.append(pb_utils.Tensor("generation_logits", stacked[np.newaxis, np.newaxis].astype(dtype)))
+        if job.batch > 1:
+            tensors.append(pb_utils.Tensor("batch_index", np.array([[seq.index]], dtype=np.int32)))
+        if seq.return_num_input_tokens:
+            tensors.append(pb_utils.Tensor("num_input_tokens", np.array([[len(seq.prompt)]], dtype=np.int32)))
+        if seq.return_num_output_tokens:
+            tensors.append(pb_utils.Tensor("num_output_tokens", np.array([[n]], dtype=np.int32)))
+        if seq.return_perf_metrics:
+            times = (("arrival_time_ns", job.arrival_ns), ("first_scheduled_time_ns", seq.first_scheduled_ns),
+                     ("first_token_time_ns", seq.first_token_ns), ("last_token_time_ns", seq.last_token_ns))
+            for name, value in times:
+                tensors.append(pb_utils.Tensor(name, np.array([[value]], dtype=np.int64)))
+            for name in PERF_OUTPUTS_INT32:
+                tensors.append(pb_utils.Tensor(name, np.zeros((1, 1), dtype=np.int32)))
+            tensors.append(pb_utils.Tensor("acceptance_rate", np.zeros((1, 1), dtype=np.float32)))
+        if not self.batched:  # no batch dimension in the config: drop the leading 1
+            tensors = [pb_utils.Tensor(t.name(), t.as_numpy()[0]) for t in tensors]
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
+
+# ------------------------------------------------------------------------------------------------------ engine
+
+
+def _kv_pairs(cache):
+    """[(keys, values)] per layer of a transformers cache (5.x `layers`, or 4.x key_cache/value_cache)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))
+
+
+def _set_kv_pairs(cache, pairs):
+    if hasattr(cache, "layers"):
+        for layer, (k, v) in zip(cache.layers, pairs, strict=True):
+            layer.keys, layer.values = k, v
+    else:
+        cache.key_cache = [k for k, _ in pairs]
+        cache.value_cache = [v for _, v in pairs]
+
+
+def _ends_with(seq, word):
+    """Whether prompt + output of ``seq`` ends with the token list ``word``."""
+    n = len(word)
+    if n <= len(seq.output):
+        return seq.output[len(seq.output) - n:] == word
+    if n > len(seq.prompt) + len(seq.output):
+        return False
+    return (seq.prompt[len(seq.prompt) - (n - len(seq.output)):] + seq.output) == word
+
+
+class _Engine:
+    """The scheduler thread and the running batch (see the module docstring)."""
+
+    def __init__(self, owner, threads):
+        import torch
+        from transformers import DynamicCache
+
+        self.owner = owner
+        self.model = owner.model
+        self.torch = torch
+        self.F = torch.nn.functional
+        self.DynamicCache = DynamicCache
+        self.threads = threads
+        self.cond = threading.Condition()
+        self.waiting = deque()  # jobs not admitted yet
+        self.admitted = []  # jobs with sequences in the running batch
+        self.running = []  # sequences, in cache row order
+        self.cache = None
+        self.mask = None  # [B, T] long: 1 where the cache column holds a real token of that row
+        self.stopping = False
+        self.last_waiting_check = 0.0
+        self.thread = threading.Thread(target=self._loop, name="cpu-llm-scheduler", daemon=True)
+        self.thread.start()
+
+    # ------------------------------------------------------------------------------------- from execute()
+
+    def submit(self, jobs):
+        with self.cond:
+            if self.stopping:
+                raise RequestError("the model is being unloaded", pb_utils.TritonError.UNAVAILABLE)
+            self.waiting.extend(jobs)
+            self.cond.notify()
+
+    def request_stop(self, request_id):
+        with self.cond:
+            found = False
+            for job in [*self.waiting, *self.admitted]:
+                if job.request_id == request_id and not job.closed:
+                    job.stop_requested = True
+                    found = True
+            self.cond.notify()
+            return found
+
+    def shutdown(self, timeout=30.0):
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        self.thread.join(timeout)
+
+    # -------------------------------------------------------------------------------------------- the loop
+
+    def _loop(self):
+        torch = self.torch
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        with torch.inference_mode():
+            while True:
+                with self.cond:
+                    while not self.stopping and not self.waiting and not self.running:
+                        self.cond.wait()
+                    if self.stopping:
+                        break
+                    new_jobs = []
+                    room = self.owner.max_batch - len(self.running)
+                    while self.waiting and room > 0:
+                        job = self.waiting[0]
+                        if len(job.sequences) > room and self.running:
+                            break  # wait for room for the whole request
+                        self.waiting.popleft()
+                        new_jobs.append(job)
+                        room -= len(job.sequences)
+                    self.admitted.extend(new_jobs)
+                try:
+                    self._iteration(new_jobs)
+                except Exception as err:
+                    _log("error", f"generation failed: {type(err).__name__}: {err}")
+                    for seq in self.running:
+                        seq.job.fail(f"generation failed: {type(err).__name__}: {err}", pb_utils.TritonError.INTERNAL)
+                    for job in new_jobs:
+                        job.fail(f"generation failed: {type(err).__name__}: {err}", pb_utils.TritonError.INTERNAL)
+                    self.running, self.cache, self.mask = [], None, None
+                    self._forget_closed_jobs()
+        with self.cond:
+            left = list(self.waiting) + self.admitted
+            self.waiting.clear()
+        for job in left:
+            job.fail("the model was unloaded before the request finished", pb_utils.TritonError.UNAVAILABLE)
+
+    def _iteration(self, new_jobs):
+        # 1. cancelled (client gone) and stopped (stop=true) requests: running ones every iteration, queued ones
+        #    every 100 ms (each check is a round trip to the Triton process)
+        now = time.monotonic()
+        if now - self.last_waiting_check > 0.1:
+            self.last_waiting_check = now
+            with self.cond:
+                waiting = list(self.waiting)
+            for job in waiting:
+                if job.is_cancelled() or job.stop_requested:
+                    with self.cond:
+                        if job in self.waiting:
+                            self.waiting.remove(job)
+                    self._end_early(job)
+        running_jobs = {id(s.job): s.job for s in self.running}
+        for job in running_jobs.values():
+            if job.is_cancelled() or job.stop_requested:
+                self._end_early(job)
+        fresh = []
+        for job in new_jobs:
+            if job.is_cancelled() or job.stop_requested:
+                self._end_early(job)
+            else:
+                fresh.extend(job.sequences)
+        self._retire()
+
+        # 2. prefill the newcomers together, merge them into the running batch
+        if fresh:
+            self._prefill(fresh)
+        # 3. one decode step for every running sequence
+        if self.running:
+            self._decode()
+        self._forget_closed_jobs()
+
+    def _forget_closed_jobs(self):
+        with self.cond:
+            self.admitted = [job for job in self.admitted if not job.closed]
+
+    def _end_early(self, job):
+        """A cancelled request gets a CANCELLED error + FINAL; a stopped one (stop=true) what it has so far."""
+        if job.cancelled:
+            generated = sum(len(seq.output) for seq in job.sequences)
+            _log("info", f"request '{job.request_id}' was cancelled after {generated} generated tokens: stopped")
+            for seq in job.sequences:
+                seq.done = True
+            job.open = 0
+            job.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                "the request was cancelled", _error_code("CANCELLED"))), final=True)
+            return
+        for seq in job.sequences:
+            self._finish(seq)
+
+    # ----------------------------------------------------------------------------------------- forward passes
+
+    def _prefill(self, seqs):
+        torch = self.torch
+        lengths = [len(s.prompt) for s in seqs]
+        width = max(lengths)
+        ids = torch.zeros((len(seqs), width), dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - lengths[i]:] = torch.tensor(s.prompt, dtype=torch.long)
+            mask[i, width - lengths[i]:] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        want_context = any(s.return_context_logits for s in seqs)
+        started = time.time_ns()
+        for s in seqs:
+            s.first_scheduled_ns = started
+        cache = self.DynamicCache()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=0 if want_context else 1)
+        logits = out.logits
+        for i, s in enumerate(seqs):
+            if s.return_context_logits:
+                s.context_logits = logits[i, width - lengths[i]:, :].float().numpy().copy()
+        last = logits[:, -1, :].float()
+        self._merge(seqs, out.past_key_values, mask)
+        self._sample_and_accept(seqs, last)
+        self._retire()
+
+    def _decode(self):
+        torch = self.torch
+        seqs = self.running
+        ids = torch.tensor([[s.last_token] for s in seqs], dtype=torch.long)
+        positions = torch.tensor([[s.next_pos] for s in seqs], dtype=torch.long)
+        self.mask = torch.cat([self.mask, torch.ones((len(seqs), 1), dtype=torch.long)], dim=1)
+        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
+                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache = out.past_key_values
+        for s in seqs:
+            s.next_pos += 1
+        self._sample_and_accept(seqs, out.logits[:, -1, :].float())
+        self._retire()
+
+    def _merge(self, seqs, cache, mask):
+        if not self.running:
+            self.running, self.cache, self.mask = list(seqs), cache, mask
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+
+        def left_pad(x, columns_dim):
+            missing = width - x.shape[columns_dim]
+            if not missing:
+                return x
+            pad = [0, 0] * (x.dim() - 1 - columns_dim) + [missing, 0]
+            return self.F.pad(x, pad)
+
+        merged = []
+        for (k0, v0), (k1, v1) in zip(_kv_pairs(self.cache), _kv_pairs(cache), strict=True):
+            merged.append((self.torch.cat([left_pad(k0, 2), left_pad(k1, 2)], dim=0),
+                           self.torch.cat([left_pad(v0, 2), left_pad(v1, 2)], dim=0)))
+        _set_kv_pairs(self.cache, merged)
+        self.mask = self.torch.cat([left_pad(self.mask, 1), left_pad(mask, 1)], dim=0)
+        self.running = self.running + list(seqs)
+
+    def _retire(self):
+        """Drop finished sequences' cache rows and the cache columns no remaining row uses."""
+        keep = [i for i, s in enumerate(self.running) if not s.done]
+        if len(keep) == len(self.running):
+            return
+        if not keep:
+            self.running, self.cache, self.mask = [], None, None
+            return
+        index = self.torch.tensor(keep, dtype=self.torch.long)
+        mask = self.mask.index_select(0, index)
+        used = (mask.sum(dim=0) > 0).nonzero()
+        first = int(used[0]) if used.numel() else 0
+        pairs = [(k.index_select(0, index)[:, :, first:], v.index_select(0, index)[:, :, first:])
+                 for k, v in _kv_pairs(self.cache)]
+        _set_kv_pairs(self.cache, pairs)
+        self.mask = mask[:, first:]
+        self.running = [self.running[i] for i in keep]
+
+    # ---------------------------------------------------------------------------------------------- sampling
+
+    def _sample_and_accept(self, seqs, logits):
+        torch = self.torch
+        now = time.time_ns()
+        for i, s in enumerate(seqs):
+            if s.done:
+                continue
+            raw = logits[i]
+            row = self._process(s, raw)
+            if s.greedy:
+                token = int(row.argmax())
+                chosen = row
+            else:
+                chosen = row / s.temperature
+                filtered = chosen
+                if 0 < s.top_k < filtered.shape[-1]:
+                    kth = torch.topk(filtered, s.top_k).values[-1]
+                    filtered = filtered.masked_fill(filtered < kth, float("-inf"))
+                if s.top_p is not None and s.top_p < 1.0:
+                    ordered, order = torch.sort(filtered, descending=True)
+                    probs = torch.softmax(ordered, dim=-1)
+                    before = torch.cumsum(probs, dim=-1) - probs
+                    drop = before >= s.top_p
+                    drop[0] = False
+                    filtered = filtered.clone()
+                    filtered[order[drop]] = float("-inf")
+                probs = torch.softmax(filtered, dim=-1)
+                token = int(torch.multinomial(probs, 1, generator=s.generator))
+            log_prob = float(torch.log_softmax(chosen, dim=-1)[token]) if s.return_log_probs else None
+            self._accept(s, token, now, raw, log_prob)
+
+    def _process(self, s, row):
+        """Bias, penalties, min_tokens and bad words applied to one row of logits (a new tensor if changed)."""
+        torch = self.torch
+        changed = False
+        if s.bias is not None:
+            row = row + s.bias
+            changed = True
+        if s.counts is not None:
+            if not changed:
+                row = row.clone()
+                changed = True
+            seen = s.counts > 0
+            if s.repetition != 1.0:
+                row = torch.where(seen, torch.where(row > 0, row / s.repetition, row * s.repetition), row)
+            if s.presence:
+                row = row - s.presence * seen.float()
+            if s.frequency:
+                row = row - s.frequency * s.counts
+        banned = []
+        if s.end_ids and len(s.output) < s.min_tokens:
+            banned.extend(s.end_ids)
+        for word in s.bad_words:
+            if len(word) == 1 or _ends_with(s, word[:-1]):
+                banned.append(word[-1])
+        if banned:
+            if not changed:
+                row = row.clone()
+            row[torch.tensor(banned, dtype=torch.long)] = float("-inf")
+        return row
+
+    def _accept(self, s, token, now, raw_logits, log_prob):
+        if not s.first_token_ns:
+            s.first_token_ns = now
+        s.last_token_ns = now
+        if token in s.end_ids:
+            self._finish(s)
+            return
+        s.output.append(token)
+        s.last_token = token
+        if s.counts is not None:
+            s.counts[token] += 1
+        if log_prob is not None:
+            s.log_probs.append(log_prob)
+        if s.return_generation_logits:
+            s.gen_logits.append(raw_logits.numpy().copy())
+        job = s.job
+        if job.streaming:
+            response = self.owner.response_for(
+                s, [token], s.log_probs[-1:], s.gen_logits[-1:], include_context=len(s.output) == 1)
+            if not job.send(response):
+                for other in job.sequences:
+                    other.done = True
+                return
+        hit_stop = any(_ends_with(s, word) for word in s.stop_words)
+        if hit_stop or len(s.output) >= s.max_new or len(s.prompt) + len(s.output) >= self.owner.max_seq_len:
+            self._finish(s)
+
+    def _finish(self, s):
+        if s.done:
+            return
+        s.done = True
+        job = s.job
+        job.open -= 1
+        last = job.open <= 0
+        if job.closed:
+            return
+        if job.streaming:
+            if last:
+                job.send(final=True)
+            return
+        tokens = s.output if s.exclude_input else s.prompt + s.output
+        response = self.owner.response_for(s, tokens, s.log_probs, s.gen_logits, include_context=True)
+        job.send(response, final=last)

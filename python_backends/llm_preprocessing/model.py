@@ -1,0 +1,282 @@
+"""Triton python-backend model: text -> token ids for the LLM ensemble, like TensorRT-LLM's `preprocessing`.
+
+Tensor names, dtypes and shapes are those of the `preprocessing` model of NVIDIA TensorRT-LLM's
+`triton_backend/all_models/inflight_batcher_llm`, so the upstream ensemble wiring works unchanged.
+
+Inputs (a leading batch dimension when max_batch_size > 0)
+  QUERY                  TYPE_STRING [1]   the prompt
+  REQUEST_OUTPUT_LEN     TYPE_INT32  [1]   passed through
+  BAD_WORDS_DICT         TYPE_STRING [-1]  optional; words (any strings) banned from the output
+  STOP_WORDS_DICT        TYPE_STRING [-1]  optional; words that end generation
+  EMBEDDING_BIAS_WORDS   TYPE_STRING [-1]  optional, with EMBEDDING_BIAS_WEIGHTS TYPE_FP32 [-1]
+  END_ID, PAD_ID         TYPE_INT32  [1]   optional; default: the tokenizer's eos id, pad id (eos when none)
+  PROMPT_TABLE_EXTRA_ID  TYPE_UINT64 [1]   optional (p-tuning KV-cache reuse id)
+  apply_chat_template    TYPE_BOOL   [1]   optional, a tritonforge addition (upstream clients never send it):
+                                           render QUERY as one user message with the checkpoint's chat template
+  DECODER_QUERY, IMAGE_BYTES, IMAGE_URL, IMAGES, IMAGE_SIZES, VIDEO_BYTES (encoder-decoder and multimodal inputs
+  of the template's versions) are accepted; a request that sets them gets an UNSUPPORTED error (the cpu engine
+  serves decoder-only text models). Vision outputs (PIXEL_VALUES, ...) are never produced.
+Outputs
+  INPUT_ID INT32 [-1] (right-padded with the pad id), REQUEST_INPUT_LEN INT32 [1], DECODER_INPUT_ID INT32 [-1]
+  (= [pad id]), REQUEST_DECODER_INPUT_LEN INT32 [1] (= 1), REQUEST_OUTPUT_LEN INT32 [-1], BAD_WORDS_IDS and
+  STOP_WORDS_IDS INT32 [2, -1] (upstream format: row 0 the token ids of all words one after the other, row 1 the
+  cumulative end offset of each word, both padded to the same length with 0 / -1; [2, 0] when none),
+  EMBEDDING_BIAS FP32 [-1] (vocabulary-sized, or empty), OUT_END_ID INT32 [1], OUT_PAD_ID INT32 [1], and
+  OUT_PROMPT_TABLE_EXTRA_IDS UINT64 [-1] only when PROMPT_TABLE_EXTRA_ID is sent (as upstream).
+
+Parameters (config.pbtxt; `${...}` placeholders count as unset)
+  tokenizer_dir        Hugging Face tokenizer folder, relative to the version folder (or absolute, or starting
+                       with $$TRITON_MODEL_DIRECTORY = the model folder). Default: `tokenizer`.
+  add_special_tokens   add BOS etc. when encoding a raw prompt (default true, as upstream)
+  apply_chat_template  default for requests that do not send `apply_chat_template` (default false)
+
+Chat formatting renders the tokenizer's jinja2 `chat_template` (tokenizer_config.json or chat_template.jinja) with
+jinja2 directly, as transformers' `apply_chat_template` does: a sandboxed environment with trim_blocks,
+lstrip_blocks and loopcontrols, `raise_exception`, `strftime_now` and a `tojson` that keeps non-ASCII text,
+`messages=[{"role": "user", "content": QUERY}]`, `add_generation_prompt=True` and the special tokens
+(`bos_token`, `eos_token`, ...). The rendered text already holds the template's special tokens, so it is encoded
+without adding more.
+
+Bad input gets an error response for that request only.
+"""
+
+import json
+import os
+from datetime import datetime
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+UNSUPPORTED_INPUTS = ("DECODER_QUERY", "IMAGE_BYTES", "IMAGE_URL", "IMAGES", "IMAGE_SIZES", "VIDEO_BYTES")
+
+
+class RequestError(Exception):
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.code = pb_utils.TritonError.INVALID_ARG if code is None else code
+
+
+def _truthy(text):
+    return str(text).strip().lower() in ("1", "true", "yes", "y", "t", "on")
+
+
+def _resolve(path, model_dir, version_dir):
+    if path.startswith("$$TRITON_MODEL_DIRECTORY"):
+        path = model_dir + path[len("$$TRITON_MODEL_DIRECTORY"):]
+    return path if os.path.isabs(path) else os.path.join(version_dir, path)
+
+
+def _text(item, name):
+    if isinstance(item, bytes):
+        try:
+            return item.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise RequestError(f"{name} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    return str(item)
+
+
+def compile_chat_template(source):
+    """A jinja2 template compiled the way transformers compiles chat templates."""
+    import jinja2
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    def strftime_now(format):
+        return datetime.now().strftime(format)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    return env.from_string(source)
+
+
+def find_chat_template(tokenizer_dir, tokenizer=None):
+    """The default chat template of a tokenizer folder (chat_template.jinja, else tokenizer_config.json), or None."""
+    jinja_file = os.path.join(tokenizer_dir, "chat_template.jinja")
+    if os.path.isfile(jinja_file):
+        with open(jinja_file, encoding="utf-8") as f:
+            return f.read()
+    config_file = os.path.join(tokenizer_dir, "tokenizer_config.json")
+    template = None
+    if os.path.isfile(config_file):
+        with open(config_file, encoding="utf-8") as f:
+            template = json.load(f).get("chat_template")
+    if template is None and tokenizer is not None:
+        template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = template.get("default")
+    elif isinstance(template, list):  # [{"name": ..., "template": ...}]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        from transformers import AutoTokenizer
+
+        config = json.loads(args["model_config"])
+        params = {k: (v or {}).get("string_value", "") for k, v in config.get("parameters", {}).items()}
+
+        def param(name, default):
+            value = (params.get(name) or "").strip()
+            return default if not value or value.startswith("${") else value
+
+        model_dir = args["model_repository"]
+        version_dir = os.path.join(model_dir, str(args["model_version"]))
+        self.tokenizer_dir = _resolve(param("tokenizer_dir", "tokenizer"), model_dir, version_dir)
+        self.add_special_tokens = _truthy(param("add_special_tokens", "true"))
+        self.chat_default = _truthy(param("apply_chat_template", "false"))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+        tok = self.tokenizer
+        if tok.eos_token_id is None:
+            raise RuntimeError(f"the tokenizer in {self.tokenizer_dir} has no eos token: set one, or send END_ID")
+        self.end_id = int(tok.eos_token_id)
+        self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        self.vocab_size = len(tok)
+        self.special_tokens = dict(tok.special_tokens_map)  # bos_token, eos_token, ... as the template sees them
+        source = find_chat_template(self.tokenizer_dir, tok)
+        self.chat_template = compile_chat_template(source) if source else None
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._response(request))
+            except RequestError as err:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err), err.code)))
+            except Exception as err:  # one bad request must not fail the others of the batch
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    f"preprocessing failed: {type(err).__name__}: {err}", pb_utils.TritonError.INTERNAL)))
+        return responses
+
+    # ----------------------------------------------------------------------------------------------- encoding
+
+    def render_chat(self, query):
+        """The chat-template rendering of one user message (text, special tokens included)."""
+        if self.chat_template is None:
+            raise RequestError(f"apply_chat_template is set but the tokenizer in {self.tokenizer_dir} has no "
+                               "chat_template")
+        import jinja2
+
+        try:
+            return self.chat_template.render(
+                messages=[{"role": "user", "content": query}], tools=None, documents=None,
+                add_generation_prompt=True, **self.special_tokens,
+            )
+        except jinja2.exceptions.TemplateError as err:
+            raise RequestError(f"the chat template failed: {err}") from None
+
+    def encode_query(self, query, chat):
+        if chat:
+            return self.tokenizer.encode(self.render_chat(query), add_special_tokens=False)
+        return self.tokenizer.encode(query, add_special_tokens=self.add_special_tokens)
+
+    def word_list(self, rows, batch):
+        """Upstream's [batch, 2, L] word-list format from per-item lists of strings (None: [batch, 2, 0])."""
+        if rows is None:
+            return np.zeros((batch, 2, 0), dtype=np.int32)
+        flat_ids, offsets = [], []
+        for row in rows:
+            ids, ends = [], []
+            for word in np.asarray(row, dtype=object).reshape(-1):
+                word = _text(word, "a stop/bad word")
+                if not word:
+                    continue
+                tokens = self.tokenizer.encode(word, add_special_tokens=False)
+                if not tokens:
+                    continue
+                ids.extend(tokens)
+                ends.append(len(ids))
+            flat_ids.append(ids)
+            offsets.append(ends)
+        width = max(1, *(len(ids) for ids in flat_ids))
+        out = np.zeros((len(flat_ids), 2, width), dtype=np.int32)
+        out[:, 1, :] = -1
+        for i, (ids, ends) in enumerate(zip(flat_ids, offsets, strict=True)):
+            out[i, 0, : len(ids)] = ids
+            out[i, 1, : len(ends)] = ends
+        return out
+
+    def embedding_bias(self, words, weights, batch):
+        if words is None or weights is None:
+            return np.zeros((batch, 0), dtype=np.float32)
+        out = np.zeros((batch, self.vocab_size), dtype=np.float32)
+        for i in range(batch):
+            row_words = np.asarray(words[i if words.shape[0] > i else 0], dtype=object).reshape(-1)
+            row_weights = np.asarray(weights[i if weights.shape[0] > i else 0], dtype=np.float32).reshape(-1)
+            if len(row_words) != len(row_weights):
+                raise RequestError(f"EMBEDDING_BIAS_WORDS has {len(row_words)} words but EMBEDDING_BIAS_WEIGHTS "
+                                   f"{len(row_weights)} weights")
+            for word, weight in zip(row_words, row_weights, strict=True):
+                for token in self.tokenizer.encode(_text(word, "EMBEDDING_BIAS_WORDS"), add_special_tokens=False):
+                    out[i, token] += weight
+        return out
+
+    def _response(self, request):
+        arrays = {t.name(): t.as_numpy() for t in request.inputs()}
+        if not self.batched:
+            arrays = {k: v[np.newaxis, ...] for k, v in arrays.items()}
+        for name in UNSUPPORTED_INPUTS:
+            value = arrays.get(name)
+            is_set = value is not None and (
+                any(len(x) for x in value.reshape(-1)) if value.dtype == np.object_ else value.size > 0
+            )
+            if is_set:
+                raise RequestError(f"input '{name}' is not supported: the cpu engine serves decoder-only text models",
+                                   getattr(pb_utils.TritonError, "UNSUPPORTED", pb_utils.TritonError.INVALID_ARG))
+        if "QUERY" not in arrays or arrays["QUERY"].size == 0:
+            raise RequestError("input 'QUERY' (TYPE_STRING [1]) is required")
+        if "REQUEST_OUTPUT_LEN" not in arrays:
+            raise RequestError("input 'REQUEST_OUTPUT_LEN' (TYPE_INT32 [1]) is required")
+        queries = arrays["QUERY"].reshape(arrays["QUERY"].shape[0], -1)
+        batch = queries.shape[0]
+
+        def per_item(name, default):
+            if name not in arrays or arrays[name].size == 0:
+                return [default] * batch
+            flat = arrays[name].reshape(arrays[name].shape[0], -1)
+            return [flat[i if flat.shape[0] > i else 0][0].item() for i in range(batch)]
+
+        chat = [bool(c) for c in per_item("apply_chat_template", self.chat_default)]
+        encoded = []
+        for i in range(batch):
+            query = _text(queries[i, 0], "QUERY")
+            encoded.append(self.encode_query(query, chat[i]))
+        end_ids = per_item("END_ID", self.end_id)
+        pad_ids = per_item("PAD_ID", self.pad_id)
+        width = max(1, *(len(ids) for ids in encoded))
+        input_id = np.empty((batch, width), dtype=np.int32)
+        for i, ids in enumerate(encoded):
+            input_id[i, :] = pad_ids[i]
+            input_id[i, : len(ids)] = ids
+        lengths = np.array([[len(ids)] for ids in encoded], dtype=np.int32)
+
+        tensors = [
+            pb_utils.Tensor("INPUT_ID", input_id),
+            pb_utils.Tensor("REQUEST_INPUT_LEN", lengths),
+            pb_utils.Tensor("DECODER_INPUT_ID", np.array([[p] for p in pad_ids], dtype=np.int32)),
+            pb_utils.Tensor("REQUEST_DECODER_INPUT_LEN", np.ones((batch, 1), dtype=np.int32)),
+            pb_utils.Tensor("REQUEST_OUTPUT_LEN", arrays["REQUEST_OUTPUT_LEN"].astype(np.int32).reshape(batch, -1)),
+            pb_utils.Tensor("BAD_WORDS_IDS", self.word_list(arrays.get("BAD_WORDS_DICT"), batch)),
+            pb_utils.Tensor("STOP_WORDS_IDS", self.word_list(arrays.get("STOP_WORDS_DICT"), batch)),
+            pb_utils.Tensor("EMBEDDING_BIAS", self.embedding_bias(
+                arrays.get("EMBEDDING_BIAS_WORDS"), arrays.get("EMBEDDING_BIAS_WEIGHTS"), batch)),
+            pb_utils.Tensor("OUT_END_ID", np.array([[e] for e in end_ids], dtype=np.int32)),
+            pb_utils.Tensor("OUT_PAD_ID", np.array([[p] for p in pad_ids], dtype=np.int32)),
+        ]
+        if "PROMPT_TABLE_EXTRA_ID" in arrays and arrays["PROMPT_TABLE_EXTRA_ID"].size:
+            extra = per_item("PROMPT_TABLE_EXTRA_ID", 0)
+            table = np.where(input_id >= self.vocab_size, np.array(extra, dtype=np.uint64)[:, None], 0)
+            tensors.append(pb_utils.Tensor("OUT_PROMPT_TABLE_EXTRA_IDS", table.astype(np.uint64)))
+        if not self.batched:
+            tensors = [pb_utils.Tensor(t.name(), t.as_numpy()[0]) for t in tensors]
+        return pb_utils.InferenceResponse(output_tensors=tensors)
