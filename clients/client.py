@@ -34,7 +34,14 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from tritonforge.clients.generation import Sampling, generation_inputs, grpc_stream, grpc_stream_async, text_of
+from tritonforge.clients.generation import (
+    Sampling,
+    generate_payload,
+    generation_inputs,
+    grpc_stream,
+    grpc_stream_async,
+    http_generate,
+)
 from tritonforge.clients.pipelines import Hit, rerank_request, rerank_scores, search_request, search_results
 from tritonforge.errors import ClientError, OverloadedError, TransientError
 
@@ -551,6 +558,28 @@ class _Base:
     def _classifier(self, model: str | None, timeout: float | None) -> Callable[[BaseException], ClientError]:
         return lambda err: classify_error(err, model=model, url=self.url, timeout=timeout, protocol=self.protocol)
 
+    def _http_base(self) -> str:
+        scheme = "https" if self.options.tls is not None else "http"
+        return self.url if "://" in self.url else f"{scheme}://{self.url}"
+
+    def _ssl_context(self) -> Any:
+        tls = self.options.tls
+        if tls is None:
+            return None
+        import ssl
+
+        context = ssl.create_default_context(
+            cafile=None if tls.root_certificates is None else str(tls.root_certificates)
+        )
+        if tls.certificate_chain is not None:
+            context.load_cert_chain(
+                str(tls.certificate_chain), None if tls.private_key is None else str(tls.private_key)
+            )
+        if tls.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClientError(f"{self!r} is closed")
@@ -800,7 +829,13 @@ class Client(_Base):
         ``stop_words``, ``bad_words``, ``end_id``, ``pad_id``, ``chat``, ``adapter``: see :class:`Sampling`)."""
         inputs = generation_inputs(prompt, Sampling(**sampling), stream=False)
         if self.protocol == "http":
-            return text_of(self.infer(model, inputs, ["text_output"], timeout=timeout))
+            body = generate_payload(inputs)
+            deadline = self._timeout(timeout)
+            return call_with_retry(
+                lambda: http_generate(self._http_base(), model, body, timeout=deadline, context=self._ssl_context()),
+                policy=self.options.retry,
+                classify=self._classifier(model, deadline),
+            )
         return "".join(self.stream(prompt, model=model, timeout=timeout, _stream=False, **sampling))
 
     def stream(
@@ -986,7 +1021,10 @@ class AsyncClient(_Base):
         """The whole completion of ``prompt`` (see :meth:`Client.generate`)."""
         inputs = generation_inputs(prompt, Sampling(**sampling), stream=False)
         if self.protocol == "http":
-            return text_of(await self.infer(model, inputs, ["text_output"], timeout=timeout))
+            body, deadline = generate_payload(inputs), self._timeout(timeout)
+            return await asyncio.to_thread(
+                http_generate, self._http_base(), model, body, timeout=deadline, context=self._ssl_context()
+            )
         return "".join([p async for p in self._stream(model, inputs, timeout)])
 
     def stream(self, prompt: str, *, model: str = "llm", timeout: float | None = None, **sampling: Any) -> Any:

@@ -1,8 +1,8 @@
 """Text generation against the `llm` ensemble (upstream TensorRT-LLM tensor names), shared by both clients.
 
 The ensemble is decoupled (it streams), so gRPC requests go through Triton's bidirectional stream API even when
-one response is wanted; HTTP serves non-streamed generation with a plain infer call (the engine answers a
-non-streamed request with exactly one response).
+one response is wanted; over HTTP, non-streamed generation uses Triton's generate extension
+(`POST /v2/models/<model>/generate`: Triton's HTTP infer endpoint refuses decoupled models).
 
 Stopping early: leaving a `stream()` loop cancels the gRPC stream and, because Triton 2.51 does not pass an
 ensemble's cancellation on to its steps, also sends upstream's `stop` signal (same request id) to the engine
@@ -11,6 +11,7 @@ model so it stops generating for that request.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tritonforge.errors import ClientError
+from tritonforge.errors import ClientError, TransientError
 
 
 @dataclass(frozen=True)
@@ -200,3 +201,36 @@ async def grpc_stream_async(
                 return
     finally:
         stream.cancel()
+
+
+def generate_payload(inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The JSON body of Triton's generate extension: one value per input (lists for the word lists)."""
+    body: dict[str, Any] = {}
+    for name, array in inputs.items():
+        values = [v.decode("utf-8") if isinstance(v, bytes) else v.item() for v in array.reshape(-1)]
+        body[name] = values if name in ("stop_words", "bad_words") else values[0]
+    return body
+
+
+def http_generate(base_url: str, model: str, body: Mapping[str, Any], *, timeout: float | None, context: Any) -> str:
+    """POST to /v2/models/<model>/generate; a ClientError carries Triton's error message and status."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"{base_url.rstrip('/')}/v2/models/{model}/generate"
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode("utf-8"), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            reply = json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode("utf-8", "replace")
+        with contextlib.suppress(ValueError):
+            detail = json.loads(detail).get("error", detail)
+        err_cls = TransientError if err.code == 503 and "queue size" not in detail else ClientError
+        raise err_cls(f"model '{model}': {detail} (HTTP {err.code})") from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+        raise TransientError(f"model '{model}': HTTP server {base_url} is unreachable: {err}") from None
+    return str(reply.get("text_output", ""))
