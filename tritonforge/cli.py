@@ -196,6 +196,51 @@ def bench(
         _fail(err)
 
 
+@app.command()
+def gateway(
+    triton: Annotated[str, typer.Option("--triton", help="Triton gRPC endpoint host:port")] = "127.0.0.1:8001",
+    port: Annotated[int, typer.Option(help="HTTP port of the gateway")] = 9000,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    api_keys_file: Annotated[
+        Path | None,
+        typer.Option("--api-keys-file", help="accepted API keys, one per line (also: $TRITONFORGE_API_KEYS)"),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="kind:id=ensemble (kind chat|embeddings|rerank), repeatable; default: the "
+                     "examples/rag.yaml ids chat=llm, minilm=embed, reranker=rerank"),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="allow serving without API keys on a non-loopback address")
+    ] = False,
+) -> None:
+    """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
+    try:
+        import uvicorn
+
+        from tritonforge.clients.gateway import GatewayModels, create_app
+        from tritonforge.clients.gateway_auth import is_loopback, load_api_keys
+    except ImportError as err:
+        err_console.print(f"[bold red]error:[/] the gateway needs the `gateway` extra ({err.name} is missing)")
+        raise typer.Exit(1) from None
+    try:
+        keys = load_api_keys(api_keys_file)
+        models = GatewayModels.parse(model) if model else GatewayModels()
+    except (OSError, ValueError) as err:
+        err_console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(1) from None
+    if not keys and not is_loopback(host) and not insecure_no_auth:
+        err_console.print(
+            f"[bold red]error:[/] refusing to serve without API keys on {host} (not loopback): give --api-keys-file "
+            "or TRITONFORGE_API_KEYS, or --insecure-no-auth"
+        )
+        raise typer.Exit(2)
+    app_ = create_app(triton, api_keys=keys, models=models)
+    auth = f"{len(keys)} API key{'s' * (len(keys) != 1)}" if keys else "NO API keys (open)"
+    console.print(f"gateway on http://{host}:{port}/v1 -> Triton gRPC {triton}, {auth}")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,827 @@
+"""An OpenAI-compatible HTTP gateway (FastAPI) in front of Triton, with optional API keys.
+
+    from tritonforge.clients.gateway import GatewayModels, create_app
+
+    app = create_app("127.0.0.1:8001", api_keys=["sk-local"], models=GatewayModels())
+    # uvicorn.run(app, host="127.0.0.1", port=9000)   or:  tritonforge gateway --triton 127.0.0.1:8001 --port 9000
+
+Routes (OpenAI's request and response shapes; errors are ``{"error": {"message", "type", "param", "code"}}``):
+
+  POST /v1/chat/completions   messages -> the ``llm`` ensemble; ``stream: true`` -> server-sent events ending with
+                              ``data: [DONE]``. A conversation that is one user message is sent as that text with
+                              ``apply_chat_template`` (the checkpoint's chat template renders it as one user turn).
+                              Any other conversation (system prompt, earlier turns) is flattened into ONE user
+                              message, each turn on its own paragraph as ``"<Role>: <text>"`` (System, User,
+                              Assistant, Tool), ending with the last message, and that is rendered the same way:
+                              the preprocessing model renders a single user turn only.
+  POST /v1/completions        a raw prompt (no chat template) -> the ``llm`` ensemble; ``stream`` as above.
+  POST /v1/embeddings         input (string or list of strings) -> the ``embed`` ensemble; ``encoding_format``
+                              float or base64; usage.prompt_tokens is the sum of the ensemble's NUM_TOKENS output
+                              (0 when the ensemble has none).
+  POST /v1/rerank             Cohere/Jina-style ``{model, query, documents, top_n, return_documents}`` -> the
+                              ``rerank`` ensemble; results sorted by relevance_score, each with its ``index``.
+  GET  /v1/models[/{id}]      the configured model ids.
+  GET  /health                200 when Triton is ready, else 503 (no key needed).
+  GET  /metrics               Prometheus text: requests and latency per route, model and status.
+
+Generation: ``max_tokens`` (or ``max_completion_tokens``) defaults to 64 for chat and 16 for completions (OpenAI's
+completions default); ``temperature``, ``top_p``, ``seed``, ``stop`` and the extension ``top_k`` are passed on;
+without ``temperature``/``top_p``/``top_k`` the engine decodes greedily (TensorRT-LLM's default). ``n`` > 1,
+``logprobs``, ``echo``, tools and penalties are refused with 400. Token counts: ``completion_tokens`` counts the
+engine's streamed responses (one per generation step: exact for the CPU engine, approximate otherwise) and
+``prompt_tokens`` is 0 (the ensemble does not report it).
+
+Stopping: when an HTTP client goes away during a stream, the gRPC stream to Triton is cancelled and, because Triton
+2.51 does not pass an ensemble's cancellation on to its steps, upstream's ``stop`` signal (same request id) is sent
+to the engine model, as the sync client's ``stream()`` does.
+
+Errors: unknown model 404, bad JSON / wrong types / unsupported parameters 400, missing or wrong key 401, Triton
+unavailable or overloaded 503, deadline 504; a request Triton rejects (prompt too long, ...) 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tritonforge.clients.client import AsyncClient, classify_error
+from tritonforge.clients.gateway_auth import KeyChecker
+from tritonforge.clients.generation import Sampling, generation_inputs, text_of
+from tritonforge.errors import ClientError, OverloadedError, TransientError
+
+__all__ = ["APIError", "GatewayModels", "create_app"]
+
+LOG = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class GatewayModels:
+    """OpenAI model ids -> Triton ensembles, per kind. The defaults are the ``examples/rag.yaml`` spec keys.
+
+    ``engine_models`` names the engine step of each chat ensemble (where the ``stop`` signal goes); a chat id not
+    listed uses ``tensorrt_llm`` (upstream's name, and tritonforge's for an LLM served as ``llm``).
+    """
+
+    chat: Mapping[str, str] = field(default_factory=lambda: {"chat": "llm"})
+    embeddings: Mapping[str, str] = field(default_factory=lambda: {"minilm": "embed"})
+    rerank: Mapping[str, str] = field(default_factory=lambda: {"reranker": "rerank"})
+    engine_models: Mapping[str, str | None] = field(default_factory=dict)
+    embed_batch_size: int = 32  # texts per Triton request (keep <= the embed ensemble's max_batch_size)
+
+    def __post_init__(self) -> None:
+        seen: dict[str, str] = {}
+        for kind in ("chat", "embeddings", "rerank"):
+            for model_id, ensemble in getattr(self, kind).items():
+                if not model_id or not ensemble:
+                    raise ValueError(f"GatewayModels.{kind}: ids and ensembles must be non-empty ({model_id!r})")
+                if model_id in seen:
+                    raise ValueError(f"model id {model_id!r} is both {seen[model_id]} and {kind}")
+                seen[model_id] = kind
+        if self.embed_batch_size < 1:
+            raise ValueError(f"embed_batch_size={self.embed_batch_size} must be >= 1")
+
+    def ids(self) -> list[tuple[str, str, str]]:
+        """(id, kind, ensemble) of every configured model."""
+        return [(i, kind, e) for kind in ("chat", "embeddings", "rerank") for i, e in getattr(self, kind).items()]
+
+    def engine_model(self, model_id: str) -> str | None:
+        return self.engine_models.get(model_id, "tensorrt_llm")
+
+    @classmethod
+    def parse(cls, entries: Collection[str]) -> GatewayModels:
+        """From ``kind:id=ensemble`` strings (kind: chat, embeddings, rerank), e.g. ``chat:chat=llm``."""
+        maps: dict[str, dict[str, str]] = {"chat": {}, "embeddings": {}, "rerank": {}}
+        for entry in entries:
+            kind, _, rest = entry.partition(":")
+            model_id, _, ensemble = rest.partition("=")
+            if kind not in maps or not model_id or not ensemble:
+                raise ValueError(f"{entry!r} is not kind:id=ensemble with kind chat, embeddings or rerank")
+            maps[kind][model_id] = ensemble
+        return cls(**maps)
+
+
+# ------------------------------------------------------------------------------------------------------- errors
+
+
+class APIError(Exception):
+    """An OpenAI-style error response."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # OpenAI's field name
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _from_client_error(err: ClientError) -> APIError:
+    text = str(err)
+    if isinstance(err, (OverloadedError, TransientError)):
+        return APIError(503, text, type="server_error", code="service_unavailable")
+    if "deadline of" in text:
+        return APIError(504, text, type="server_error", code="timeout")
+    if "unknown model" in text:
+        return APIError(503, f"the model is not loaded on Triton: {text}", type="server_error", code="model_not_ready")
+    return APIError(400, text, type="invalid_request_error", code="invalid_request")
+
+
+# -------------------------------------------------------------------------------------------------- request bodies
+
+_IGNORED = frozenset({"user", "store", "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key"})
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    model: str
+
+
+class _ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: str
+    text: str | None = None
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[_ContentPart] | None = None
+    name: str | None = None
+
+    def text(self, index: int) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for j, part in enumerate(self.content):
+            if part.type != "text" or part.text is None:
+                raise APIError(
+                    400, f"content part type '{part.type}' is not supported (text only)",
+                    param=f"messages[{index}].content[{j}]", code="unsupported_content",
+                )
+            parts.append(part.text)
+        return "".join(parts)
+
+
+class _StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    include_usage: bool | None = None
+
+
+class _Sampled(_Body):
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    n: int | None = Field(default=None, ge=1)
+    stream: bool | None = None
+    stream_options: _StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: Any = None
+    top_logprobs: int | None = None
+
+
+class _ChatBody(_Sampled):
+    messages: list[_Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    response_format: dict[str, Any] | None = None
+
+
+class _CompletionBody(_Sampled):
+    prompt: str | list[str]
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+
+class _EmbeddingBody(_Body):
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = None
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    text: str
+
+
+class _RerankBody(_Body):
+    query: str
+    documents: list[str | _Document] = Field(min_length=1)
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool | None = None
+
+
+_UNSUPPORTED_IF_SET = {
+    "tools", "tool_choice", "functions", "function_call", "audio", "modalities", "prediction",
+    "reasoning_effort", "web_search_options", "logit_bias", "top_logprobs", "suffix",
+}
+
+
+def _check_extras(body: BaseModel) -> None:
+    for name, value in (body.model_extra or {}).items():
+        if name in _IGNORED or value is None:
+            continue
+        if name in _UNSUPPORTED_IF_SET:
+            raise APIError(400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
+        raise APIError(400, f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter")
+
+
+def _check_sampled(body: _Sampled) -> None:
+    _check_extras(body)
+    if body.n is not None and body.n > 1:
+        raise APIError(400, "n > 1 is not supported", param="n", code="unsupported_parameter")
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(body, name)
+        if value not in (None, 0, 0.0):
+            raise APIError(400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
+    if body.logprobs not in (None, False, 0):
+        raise APIError(
+            400, "'logprobs' is not supported by this server", param="logprobs", code="unsupported_parameter"
+        )
+    for name in ("logit_bias", "top_logprobs"):
+        if getattr(body, name):
+            raise APIError(400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
+
+
+def _validation_error(err: PydanticValidationError) -> APIError:
+    first = err.errors()[0]
+    loc = [str(p) for p in first.get("loc", ()) if not str(p).startswith(("function-", "list[", "str", "int"))]
+    param = ".".join(loc) or None
+    what = f"'{param}'" if param else "the request body"
+    return APIError(400, f"Invalid value for {what}: {first.get('msg', 'invalid')}", param=param, code="invalid_value")
+
+
+async def _parse(request: Any, cls: type[BaseModel]) -> Any:
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise APIError(
+            400,
+            "We could not parse the JSON body of your request. The body must be valid JSON (Content-Type: "
+            "application/json).",
+            code="invalid_json",
+        ) from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    if isinstance(data.get("model"), str):
+        request.state.gw_model_requested = data["model"]
+    try:
+        return cls.model_validate(data)
+    except PydanticValidationError as err:
+        raise _validation_error(err) from None
+
+
+# --------------------------------------------------------------------------------------------------- generation
+
+
+def flatten_messages(messages: list[_Message]) -> str:
+    """The text sent as one user turn (see the module docstring)."""
+    texts = [(m.role, m.text(i)) for i, m in enumerate(messages)]
+    if len(texts) == 1 and texts[0][0] == "user":
+        return texts[0][1]
+    labels = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
+    return "\n\n".join(f"{labels[role]}: {text}" for role, text in texts)
+
+
+class _Generation:
+    """One generation over Triton's gRPC stream; iterate for text pieces, ``steps`` counts engine responses."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        timeout: float | None,
+        engine_model: str | None,
+        background: set[asyncio.Task[Any]],
+    ) -> None:
+        self.client, self.model, self.inputs, self.timeout = client, model, inputs, timeout
+        self.engine_model, self.background = engine_model, background
+        self.steps = 0
+        self.request_id = uuid.uuid4().hex
+
+    def _classify(self, err: BaseException) -> ClientError:
+        code = getattr(err, "code", None)
+        name = getattr(code(), "name", "") if callable(code) and type(err).__name__ == "AioRpcError" else ""
+        if name == "UNAVAILABLE":  # raised by grpc.aio itself (not wrapped by tritonclient): Triton is unreachable
+            details = err.details() if hasattr(err, "details") else err  # type: ignore[union-attr]
+            return TransientError(f"model '{self.model}': grpc server {self.client.url} is unavailable: {details}")
+        if name == "DEADLINE_EXCEEDED":
+            return ClientError(f"model '{self.model}': deadline of {self.timeout}s exceeded")
+        return classify_error(err, model=self.model, url=self.client.url, timeout=self.timeout)
+
+    async def pieces(self) -> AsyncIterator[str]:
+        import tritonclient.grpc.aio as aio
+
+        from tritonforge.clients.generation import _final, _grpc_inputs
+
+        request = {
+            "model_name": self.model,
+            "inputs": _grpc_inputs(aio, self.inputs),
+            "request_id": self.request_id,
+            "enable_empty_final_response": True,
+        }
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield request
+
+        transport = self.client._get()
+        finished = False
+        try:
+            stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=self.timeout)
+        except Exception as err:
+            raise self._classify(err) from err
+        try:
+            async for result, error in stream:
+                if error is not None:
+                    finished = True
+                    raise self._classify(error)
+                piece = text_of({"text_output": result.as_numpy("text_output")})
+                final = _final(result)
+                if piece or not final:
+                    self.steps += 1
+                if piece:
+                    yield piece
+                if final:
+                    finished = True
+                    return
+        except ClientError:
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as err:
+            finished = True
+            raise self._classify(err) from err
+        finally:
+            # no await here: this runs while the task may be cancelled (client gone)
+            with contextlib.suppress(Exception):
+                stream.cancel()
+            if not finished and self.engine_model:
+                task = asyncio.get_running_loop().create_task(self._send_stop(transport))
+                self.background.add(task)
+                task.add_done_callback(self.background.discard)
+
+    async def _send_stop(self, transport: Any) -> None:
+        """Upstream's stop signal to the engine: a request with the running request's id and ``stop`` true."""
+        import tritonclient.grpc.aio as aio
+
+        from tritonforge.clients.generation import _grpc_inputs
+
+        arrays = {
+            "input_ids": np.zeros((1, 1), np.int32),
+            "input_lengths": np.ones((1, 1), np.int32),
+            "request_output_len": np.ones((1, 1), np.int32),
+            "stop": np.ones((1, 1), bool),
+            "streaming": np.zeros((1, 1), bool),
+        }
+        request = {"model_name": self.engine_model, "inputs": _grpc_inputs(aio, arrays), "request_id": self.request_id}
+
+        async def requests() -> AsyncIterator[dict[str, Any]]:
+            yield request
+
+        stream = None
+        try:
+            stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=5)
+            await asyncio.wait_for(stream.__anext__(), 5)
+            LOG.debug("sent stop for request %s to %s", self.request_id, self.engine_model)
+        except Exception as err:  # best effort: the stream was cancelled anyway
+            LOG.debug("stop for request %s: %s", self.request_id, err)
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.cancel()
+
+
+# ------------------------------------------------------------------------------------------------------ metrics
+
+
+_ROUTES = (
+    "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/models", "/health", "/metrics",
+)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tritonforge_gateway_requests", "HTTP requests by route, model and status",
+            ["route", "model", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tritonforge_gateway_request_seconds", "Request latency (to the last byte) by route and model",
+            ["route", "model"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _MetricsMiddleware:
+    """Raw ASGI middleware: counts and times every request until its last byte (streams included)."""
+
+    def __init__(self, app: Any, metrics: _Metrics, models: GatewayModels) -> None:
+        self.app, self.metrics = app, metrics
+        self.known = {i for i, _, _ in models.ids()}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            path = scope.get("path", "")
+            route = path if path in _ROUTES else ("/v1/models/{id}" if path.startswith("/v1/models/") else "other")
+            requested = scope.get("state", {}).get("gw_model_requested", "")
+            model = requested if requested in self.known else ("" if not requested else "unknown")
+            self.metrics.requests.labels(route, model, str(status[0])).inc()
+            self.metrics.latency.labels(route, model).observe(time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------------------- app
+
+
+def _sse(payload: Any) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+def create_app(
+    triton_url: str,
+    *,
+    api_keys: Collection[str] | None,
+    models: GatewayModels | None = None,
+    timeout: float | None = 300.0,
+    retries: int = 2,
+) -> FastAPI:
+    """The gateway as a FastAPI app: one pooled gRPC :class:`AsyncClient` to ``triton_url`` for its lifetime.
+
+    ``api_keys``: the accepted bearer keys (None or empty: no access control). ``timeout``: per Triton call,
+    seconds (a whole generation counts as one call).
+    """
+    models = models or GatewayModels()
+    checker = KeyChecker(api_keys)
+    metrics = _Metrics()
+    background: set[asyncio.Task[Any]] = set()
+    state: dict[str, AsyncClient] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        client = AsyncClient(triton_url, "grpc", timeout=timeout, retries=retries)
+        state["client"] = client
+        try:
+            yield
+        finally:
+            for task in list(background):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(task), 5)
+            await client.close()
+
+    app = FastAPI(title="tritonforge gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.models = models
+    app.state.metrics = metrics
+    app.add_middleware(_MetricsMiddleware, metrics=metrics, models=models)
+
+    def client() -> AsyncClient:
+        if "client" not in state:
+            raise APIError(503, "the gateway is starting", type="server_error", code="service_unavailable")
+        return state["client"]
+
+    # errors ------------------------------------------------------------------------------------------------------
+    def error_response(err: APIError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, err: APIError) -> JSONResponse:
+        return error_response(err)
+
+    @app.exception_handler(ClientError)
+    async def _client_error(_: Request, err: ClientError) -> JSONResponse:
+        return error_response(_from_client_error(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
+        return error_response(APIError(400, f"Invalid request: {err.errors()[:1]}", code="invalid_value"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
+        return error_response(APIError(err.status_code, str(err.detail), type=kind, code=None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+        LOG.exception("gateway: unexpected error")
+        return error_response(APIError(500, f"internal error: {type(err).__name__}", type="server_error"))
+
+    # access ------------------------------------------------------------------------------------------------------
+    def authorize(request: Request) -> None:
+        if not checker.check_header(request.headers.get("authorization")):
+            raise APIError(
+                401,
+                "Incorrect API key provided. Send 'Authorization: Bearer <key>' with a key this gateway accepts.",
+                type="invalid_request_error",
+                code="invalid_api_key",
+            )
+
+    def resolve(model_id: str, kind: str) -> str:
+        table: Mapping[str, str] = getattr(models, kind)
+        if model_id not in table:
+            other = next((k for i, k, _ in models.ids() if i == model_id), None)
+            if other is not None:
+                raise APIError(
+                    400, f"The model `{model_id}` is a {other} model and cannot serve this endpoint",
+                    param="model", code="model_not_supported",
+                )
+            raise APIError(
+                404, f"The model `{model_id}` does not exist or you do not have access to it.",
+                param="model", code="model_not_found",
+            )
+        return table[model_id]
+
+    # generation --------------------------------------------------------------------------------------------------
+    def sampling(body: _Sampled, max_tokens: int | None, default_tokens: int, *, chat: bool) -> Sampling:
+        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        return Sampling(
+            max_tokens=max_tokens or default_tokens,
+            temperature=body.temperature,
+            top_k=body.top_k,
+            top_p=body.top_p,
+            seed=body.seed,
+            stop_words=stop,
+            chat=chat,
+        )
+
+    async def generate(
+        request: Request, body: _Sampled, prompt: str, params: Sampling, *, kind: Literal["chat", "text"]
+    ) -> Any:
+        ensemble = resolve(body.model, "chat")
+        try:
+            inputs = generation_inputs(prompt, params, stream=True)
+        except ClientError as err:
+            raise APIError(400, str(err), code="invalid_value") from None
+        gen = _Generation(
+            client(), ensemble, inputs, timeout=timeout, engine_model=models.engine_model(body.model),
+            background=background,
+        )
+        pieces = gen.pieces()
+        created, rid = int(time.time()), ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
+        # the first piece before the first byte: a request Triton rejects gets a proper status, not a broken stream
+        first: str | None
+        try:
+            first = await pieces.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await pieces.aclose()
+            raise
+
+        def finish_reason() -> str:
+            return "length" if gen.steps >= params.max_tokens else "stop"
+
+        def usage() -> dict[str, int]:
+            return {"prompt_tokens": 0, "completion_tokens": gen.steps, "total_tokens": gen.steps}
+
+        if not body.stream:
+            parts = [] if first is None else [first]
+            try:
+                parts.extend([p async for p in pieces])
+            finally:
+                await pieces.aclose()
+            text = "".join(parts)
+            if kind == "chat":
+                choice = {
+                    "index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None, "finish_reason": finish_reason(),
+                }
+                obj = "chat.completion"
+            else:
+                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason()}
+                obj = "text_completion"
+            return JSONResponse({
+                "id": rid, "object": obj, "created": created, "model": body.model, "system_fingerprint": None,
+                "choices": [choice], "usage": usage(),
+            })
+
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+
+        def chunk(piece: str | None, *, role: bool = False, reason: str | None = None) -> dict[str, Any]:
+            if kind == "chat":
+                delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
+                if piece is not None:
+                    delta["content"] = piece
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            else:
+                choice = {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": reason}
+            payload = {
+                "id": rid, "object": obj, "created": created, "model": body.model, "system_fingerprint": None,
+                "choices": [choice],
+            }
+            if include_usage:
+                payload["usage"] = None
+            return payload
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                if kind == "chat":
+                    yield _sse(chunk(None, role=True))
+                if first is not None:
+                    yield _sse(chunk(first))
+                    try:
+                        async for piece in pieces:
+                            yield _sse(chunk(piece))
+                    except ClientError as err:
+                        yield _sse(_from_client_error(err).body())
+                        yield "data: [DONE]\n\n"
+                        return
+                yield _sse(chunk(None, reason=finish_reason()))
+                if include_usage:
+                    yield _sse({
+                        "id": rid, "object": obj, "created": created, "model": body.model,
+                        "system_fingerprint": None, "choices": [], "usage": usage(),
+                    })
+                yield "data: [DONE]\n\n"
+            finally:
+                await pieces.aclose()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+
+    # routes ------------------------------------------------------------------------------------------------------
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        authorize(request)
+        body: _ChatBody = await _parse(request, _ChatBody)
+        _check_sampled(body)
+        if body.response_format and body.response_format.get("type") not in (None, "text"):
+            raise APIError(400, "'response_format' other than text is not supported", param="response_format",
+                           code="unsupported_parameter")
+        resolve(body.model, "chat")
+        prompt = flatten_messages(body.messages)
+        params = sampling(body, body.max_completion_tokens or body.max_tokens, 64, chat=True)
+        return await generate(request, body, prompt, params, kind="chat")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        authorize(request)
+        body: _CompletionBody = await _parse(request, _CompletionBody)
+        _check_sampled(body)
+        if body.echo:
+            raise APIError(400, "'echo' is not supported by this server", param="echo", code="unsupported_parameter")
+        if body.best_of not in (None, 1):
+            raise APIError(400, "best_of > 1 is not supported", param="best_of", code="unsupported_parameter")
+        resolve(body.model, "chat")
+        prompt = body.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise APIError(400, "exactly one prompt per request is supported", param="prompt",
+                               code="unsupported_parameter")
+            prompt = prompt[0]
+        return await generate(request, body, prompt, sampling(body, body.max_tokens, 16, chat=False), kind="text")
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Any:
+        authorize(request)
+        body: _EmbeddingBody = await _parse(request, _EmbeddingBody)
+        _check_extras(body)
+        ensemble = resolve(body.model, "embeddings")
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts:
+            raise APIError(400, "'input' must not be empty", param="input", code="invalid_value")
+        for i, text in enumerate(texts):
+            if not text:
+                raise APIError(400, f"'input[{i}]' must not be an empty string", param="input", code="invalid_value")
+        vectors, tokens = [], 0
+        step = models.embed_batch_size
+        for start in range(0, len(texts), step):
+            chunk = texts[start : start + step]
+            tensor = np.array([[t.encode("utf-8")] for t in chunk], dtype=object).reshape(len(chunk), 1)
+            out = await client().infer(ensemble, {"TEXT": tensor}, timeout=timeout)
+            emb = out.get("EMBEDDING")
+            if emb is None:
+                raise APIError(502, f"ensemble '{ensemble}' returned no EMBEDDING", type="server_error")
+            vectors.append(np.asarray(emb, np.float32).reshape(len(chunk), -1))
+            if out.get("NUM_TOKENS") is not None:
+                tokens += int(np.asarray(out["NUM_TOKENS"]).sum())
+        matrix = np.concatenate(vectors) if len(vectors) > 1 else vectors[0]
+        if body.dimensions is not None and body.dimensions != matrix.shape[1]:
+            raise APIError(400, f"'dimensions' must be {matrix.shape[1]} for `{body.model}` (no truncation)",
+                           param="dimensions", code="unsupported_parameter")
+        as_base64 = body.encoding_format == "base64"
+        data = []
+        for i, row in enumerate(matrix):
+            value: Any = (
+                base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") if as_base64 else row.tolist()
+            )
+            data.append({"object": "embedding", "index": i, "embedding": value})
+        return {
+            "object": "list", "data": data, "model": body.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    @app.post("/v1/rerank")
+    async def rerank(request: Request) -> Any:
+        authorize(request)
+        body: _RerankBody = await _parse(request, _RerankBody)
+        _check_extras(body)
+        ensemble = resolve(body.model, "rerank")
+        docs = [d if isinstance(d, str) else d.text for d in body.documents]
+        try:
+            scores = await client().rerank(body.query, docs, model=ensemble, timeout=timeout)
+        except ClientError as err:
+            if getattr(err, "status", None) is None and "must" in str(err):  # checked before sending
+                raise APIError(400, str(err), code="invalid_value") from None
+            raise
+        order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))[: body.top_n or len(docs)]
+        results = []
+        for i in order:
+            item: dict[str, Any] = {"index": i, "relevance_score": float(scores[i])}
+            if body.return_documents:
+                item["document"] = {"text": docs[i]}
+            results.append(item)
+        return {
+            "id": uuid.uuid4().hex, "object": "list", "model": body.model, "results": results,
+            "usage": {"total_tokens": 0},
+        }
+
+    def model_card(model_id: str, kind: str, ensemble: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": "tritonforge",
+                "kind": kind, "triton_model": ensemble}
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> Any:
+        authorize(request)
+        return {"object": "list", "data": [model_card(*m) for m in models.ids()]}
+
+    @app.get("/v1/models/{model_id}")
+    async def get_model(request: Request, model_id: str) -> Any:
+        authorize(request)
+        for m in models.ids():
+            if m[0] == model_id:
+                return model_card(*m)
+        raise APIError(404, f"The model `{model_id}` does not exist or you do not have access to it.",
+                       param="model", code="model_not_found")
+
+    @app.get("/health")
+    async def health() -> Any:
+        ready = False
+        with contextlib.suppress(ClientError):
+            ready = await client().is_ready()
+        return JSONResponse({"status": "ok" if ready else "unavailable", "triton_ready": ready},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Any:
+        authorize(request)
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
+
+    return app

@@ -1,0 +1,107 @@
+"""API keys of the gateway: file and environment parsing, bearer headers, constant-time comparison."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+import pytest
+
+from tritonforge.clients import gateway_auth
+from tritonforge.clients.gateway_auth import (
+    ENV_VAR,
+    KeyChecker,
+    is_loopback,
+    load_api_keys,
+    parse_env_keys,
+    parse_key_file,
+)
+
+
+def test_key_file_one_per_line_with_comments_and_blanks(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("# team keys\nsk-one\n\n  sk-two  \r\nsk-one\n#sk-disabled\n", encoding="utf-8")
+    assert parse_key_file(path) == ["sk-one", "sk-two"]
+
+
+def test_key_file_rejects_keys_with_spaces(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("sk one\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="whitespace"):
+        parse_key_file(path)
+
+
+def test_env_keys_are_comma_separated() -> None:
+    assert parse_env_keys(" a, b,,c ,") == ["a", "b", "c"]
+    assert parse_env_keys("") == [] and parse_env_keys(None) == []
+
+
+def test_load_merges_file_and_env(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("sk-file\nsk-both\n", encoding="utf-8")
+    assert load_api_keys(path, {ENV_VAR: "sk-env,sk-both"}) == ["sk-file", "sk-both", "sk-env"]
+    assert load_api_keys(None, {}) == []
+    assert load_api_keys(None, {ENV_VAR: "sk-env"}) == ["sk-env"]
+
+
+def test_load_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, "k1,k2")
+    assert load_api_keys() == ["k1", "k2"]
+
+
+def test_missing_key_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        load_api_keys(tmp_path / "absent", {})
+
+
+def test_bearer_header_parsing() -> None:
+    assert KeyChecker.bearer("Bearer sk-1") == "sk-1"
+    assert KeyChecker.bearer("bearer   sk-1 ") == "sk-1"
+    for bad in (None, "", "Bearer", "Bearer ", "Basic sk-1", "sk-1"):
+        assert KeyChecker.bearer(bad) is None
+
+
+def test_checker_accepts_only_configured_keys() -> None:
+    checker = KeyChecker(["sk-a", "sk-b"])
+    assert checker.enabled and len(checker) == 2
+    assert checker.check_header("Bearer sk-a") and checker.check_header("Bearer sk-b")
+    for bad in (None, "", "Bearer sk-c", "Bearer sk-a2", "Bearer sk-", "Basic sk-a", "sk-a", "Bearer SK-A"):
+        assert not checker.check_header(bad), bad
+    assert not checker.check_key(None) and not checker.check_key("")
+
+
+def test_non_ascii_keys_do_not_raise() -> None:
+    checker = KeyChecker(["sk-clé"])
+    assert checker.check_header("Bearer sk-clé")
+    assert not checker.check_header("Bearer sk-cle")
+
+
+def test_no_keys_means_open() -> None:
+    for keys in (None, [], ["", "  "]):
+        checker = KeyChecker(keys)
+        assert not checker.enabled
+        assert checker.check_header(None) and checker.check_header("Bearer anything")
+
+
+def test_every_key_is_compared_with_compare_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(gateway_auth.hmac, "compare_digest", spy)
+    checker = KeyChecker(["sk-first", "sk-second", "sk-third"])
+    assert checker.check_header("Bearer sk-first")  # a match on the first key still compares the others
+    assert [b for _, b in calls] == [b"sk-first", b"sk-second", b"sk-third"]
+    calls.clear()
+    assert not checker.check_header("Bearer sk-nope")
+    assert len(calls) == 3 and all(a == b"sk-nope" for a, _ in calls)
+
+
+def test_loopback_hosts() -> None:
+    for host in ("127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "10.0.0.1", "example.com", ""):
+        assert not is_loopback(host), host
