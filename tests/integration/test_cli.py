@@ -68,14 +68,17 @@ def test_serve_prints_endpoints_and_stops_on_sigterm(embed_repo: Path) -> None:
 
         with Client(match.group(1)) as client:
             assert client.embed(["served by the CLI"]).shape == (1, 384)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "the CLI started no tritonserver process"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    out = subprocess.run(["pgrep", "-f", f"tritonserver.*{embed_repo}"], capture_output=True, text=True)
-    assert out.stdout.strip() == "", "tritonserver still running after SIGTERM"
+    # the CLI's own tritonserver (other tests' servers may serve the same repository) is gone
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert alive == [], f"tritonserver {alive} still running after SIGTERM"
 
 
 def test_demo_runs_the_main_job() -> None:
