@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from tritonforge import python_backends
+from tritonforge.builders import lora
 from tritonforge.builders.llm_gpu import LLMNames, gpu_llm_model_set, tensorrt_llm_signature
 from tritonforge.builders.model_configs import ModelSet, Signature, Target, render_model
 from tritonforge.config_io import model_config_pb2
+from tritonforge.errors import BuildError
 from tritonforge.repository import FileContent
 from tritonforge.spec import DynamicBatching, InstanceGroup, LLMModel, Serving
 
@@ -29,6 +31,10 @@ TOKENIZER_FILES = (
 )
 SKIPPED_IN_CHECKPOINT = {".git", ".cache"}
 CHAT_INPUT = "apply_chat_template"
+LORA_NAME_INPUT = "lora_name"  # tritonforge addition: the adapter's name, looked up by preprocessing
+LORA_TASK_ID_INPUT = "LORA_TASK_ID"  # preprocessing: the ensemble's upstream `lora_task_id`, passed through
+LORA_TASK_ID_OUTPUT = "OUT_LORA_TASK_ID"  # preprocessing -> tensorrt_llm's lora_task_id
+LORA_TASK_ID_TENSOR = "_LORA_TASK_ID"  # the ensemble's internal tensor between the two
 
 
 def llm_names(key: str, model: LLMModel) -> LLMNames:
@@ -96,16 +102,78 @@ def _add_chat_template_input(out: ModelSet, names: LLMNames) -> None:
     out.add(ens, {})
 
 
-def llm_model_set(key: str, model: LLMModel, target: Target, checkpoint: Path, engine: Any = None) -> ModelSet:
-    """Render the set. On `gpu`, `engine` is the engine folder to ship (None when it is not built here)."""
+def _add_adapters(out: ModelSet, names: LLMNames, adapters: list[lora.Adapter], target: Target) -> None:
+    """Adapter selection by name: an optional `lora_name` TYPE_STRING [1] on the ensemble (a tritonforge addition,
+    like apply_chat_template), fed to preprocessing, which looks it up in adapters.json and sends the adapter's
+    `lora_task_id` on to tensorrt_llm. The ensemble's upstream `lora_task_id` input now also goes through
+    preprocessing (passed on unchanged), as tensorrt_llm's input can have one source only."""
+    pb = model_config_pb2()
+    pre, trt, ens = (out.configs[n] for n in (names.preprocessing, names.tensorrt_llm, names.ensemble))
+    for config in (pre, ens):
+        config.input.add(name=LORA_NAME_INPUT, data_type=pb.TYPE_STRING, dims=[1], optional=True)
+    pre.input.add(name=LORA_TASK_ID_INPUT, data_type=pb.TYPE_UINT64, dims=[1], optional=True)
+    pre.output.add(name=LORA_TASK_ID_OUTPUT, data_type=pb.TYPE_UINT64, dims=[1])
+    for config in (pre, trt) if target == "cpu" else (pre,):  # the tensorrtllm backend has no such parameter
+        config.parameters["adapters_table"].string_value = lora.TABLE_FILE
+    for step in ens.ensemble_scheduling.step:
+        if step.model_name == names.preprocessing:
+            step.input_map[LORA_NAME_INPUT] = LORA_NAME_INPUT
+            step.input_map[LORA_TASK_ID_INPUT] = "lora_task_id"
+            step.output_map[LORA_TASK_ID_OUTPUT] = LORA_TASK_ID_TENSOR
+        elif step.model_name == names.tensorrt_llm:
+            step.input_map["lora_task_id"] = LORA_TASK_ID_TENSOR
+    table = lora.table_bytes(adapters)
+    out.add(pre, {lora.TABLE_FILE: table})
+    out.add(trt, {lora.TABLE_FILE: table})
+    out.add(ens, {})
+
+
+def _gpu_lora_params(model: LLMModel, names: LLMNames, adapters: list[lora.Adapter]) -> tuple[Any, list[str]]:
+    """gpu: tensorrt_llm preloads the converted adapters from lora_prefetch_dir; converting needs TensorRT-LLM."""
+    problems = lora.engine_problems(adapters, model.engine)
+    if problems:
+        raise BuildError("cannot serve the LoRA adapters on the gpu target:\n  " + "\n  ".join(problems))
+    prefetch = model.tensorrt_llm.lora_prefetch_dir or f"/models/{names.tensorrt_llm}/1/{lora.GPU_LORA_FOLDER}"
+    params = model.tensorrt_llm.model_copy(update={"lora_prefetch_dir": prefetch})
+    commands = lora.conversion_commands(adapters, f"<repository>/{names.tensorrt_llm}/1/{lora.GPU_LORA_FOLDER}")
+    notes = [
+        f"{names.tensorrt_llm}: {len(adapters)} LoRA adapter(s) planned, NOT converted: TensorRT-LLM's format "
+        f"(model.lora_weights.npy + model.lora_config.npy per task id under {prefetch}) needs TensorRT-LLM. Run, "
+        "from the TensorRT-LLM release matching the container:\n    " + "\n    ".join(commands)
+    ]
+    return params, notes
+
+
+def llm_model_set(
+    key: str,
+    model: LLMModel,
+    target: Target,
+    checkpoint: Path,
+    engine: Any = None,
+    *,
+    source_dir: Path | None = None,
+) -> ModelSet:
+    """Render the set. On `gpu`, `engine` is the engine folder to ship (None when it is not built here).
+
+    ``source_dir`` is the spec's folder (relative adapter paths resolve from it); by default it is recovered from
+    the relative checkpoint reference. Adapters are checked first (BuildError listing every problem).
+    """
     names = llm_names(key, model)
+    adapters: list[lora.Adapter] = []
+    if model.adapters:
+        if source_dir is None:
+            source_dir = lora.infer_source_dir(model.checkpoint, checkpoint)
+        adapters = lora.check_adapters(model.adapters, checkpoint, source_dir=source_dir)
     tokenizer_files = _files(checkpoint, TOKENIZER_FILES)
     engine_dir = model.engine_dir_in_container or f"/models/{names.tensorrt_llm}/1/engine"
     sources = {role: python_backends.source(f"llm_{role}") for role in ("preprocessing", "postprocessing")}
+    trt_params, lora_notes = model.tensorrt_llm, []
+    if adapters and target == "gpu":
+        trt_params, lora_notes = _gpu_lora_params(model, names, adapters)
     out = gpu_llm_model_set(
         names,
         model.serving,
-        model.tensorrt_llm,
+        trt_params,
         engine_dir_in_container=engine_dir,
         preprocessing=model.preprocessing,
         postprocessing=model.postprocessing,
@@ -118,11 +186,17 @@ def llm_model_set(key: str, model: LLMModel, target: Target, checkpoint: Path, e
     if target == "gpu":
         if engine is not None:
             out.add_files(names.tensorrt_llm, {f"engine/{rel}": p for rel, p in _files(Path(engine)).items()})
+        if adapters:
+            _add_adapters(out, names, adapters, target)
+            out.notes += lora_notes
         return out
     # cpu: swap the tensorrtllm-backend step for the CPU engine; everything around it stays as rendered
     for path in [p for p in out.files if p.startswith(f"{names.tensorrt_llm}/")]:
         del out.files[path]
     config, files, notes = _cpu_engine(names.tensorrt_llm, model, checkpoint)
+    files.update(lora.cpu_files(adapters))
     out.add(config, files)
     out.notes += notes
+    if adapters:
+        _add_adapters(out, names, adapters, target)
     return out

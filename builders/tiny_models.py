@@ -402,3 +402,31 @@ def make_tiny_decoder(
     )
     _save_model(model, path)
     return path
+
+
+def make_tiny_lora(base_dir: Path, out_dir: Path, seed: int, r: int = 4) -> Path:
+    """Write a PEFT LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``) for the tiny decoder in
+    ``base_dir`` into ``out_dir`` and return ``out_dir``.
+
+    LoRA on the attention query/value and the MLP down projections, rank ``r``. Both A and B are drawn (std 0.3,
+    from ``seed``), B non-zero unlike a freshly initialised adapter, so the adapted model's greedy text differs from
+    the base model's and from another seed's. ``base_model_name_or_path`` is the absolute base folder.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base_dir, out_dir = Path(base_dir).resolve(), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0,
+                        bias="none", task_type="CAUSAL_LM")
+    model = get_peft_model(base, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    model.peft_config["default"].base_model_name_or_path = str(base_dir)
+    model.save_pretrained(str(out_dir))
+    return out_dir

@@ -35,12 +35,16 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from tritonforge.clients.generation import (
+    AsyncRagStream,
+    RagAnswer,
+    RagStream,
     Sampling,
     generate_payload,
     generation_inputs,
     grpc_stream,
     grpc_stream_async,
     http_generate,
+    rag_inputs,
 )
 from tritonforge.clients.pipelines import Hit, rerank_request, rerank_scores, search_request, search_results
 from tritonforge.errors import ClientError, OverloadedError, TransientError
@@ -863,6 +867,64 @@ class Client(_Base):
             classify=self._classifier(model, deadline),
         )
 
+    def rag(
+        self,
+        query: str,
+        *,
+        top_k: int | None = None,
+        top_n: int | None = None,
+        max_tokens: int | None = None,
+        model: str = "rag",
+        timeout: float | None = None,
+        **sampling: Any,
+    ) -> RagAnswer:
+        """Retrieve, rerank and answer ``query`` in one call of the ``rag`` ensemble (gRPC): the answer, the
+        passages it was given (ids and reranker scores, best first), the prompt, and how many were dropped to fit.
+        ``top_k``/``top_n``/``max_tokens`` None: the server's defaults; ``sampling``: see :class:`Sampling`."""
+        return self.rag_stream(
+            query,
+            top_k=top_k,
+            top_n=top_n,
+            max_tokens=max_tokens,
+            model=model,
+            timeout=timeout,
+            _stream=False,
+            **sampling,
+        ).answer()
+
+    def rag_stream(
+        self,
+        query: str,
+        *,
+        top_k: int | None = None,
+        top_n: int | None = None,
+        max_tokens: int | None = None,
+        model: str = "rag",
+        timeout: float | None = None,
+        engine_model: str | None = "tensorrt_llm",
+        _stream: bool = True,
+        **sampling: Any,
+    ) -> RagStream:
+        """The answer's text pieces as generated (iterate); ``.sources`` (and ``.prompt``, ``.dropped``) are there
+        as soon as the first response arrives, before generation. Leaving early stops generation as ``stream``."""
+        if self.protocol != "grpc":
+            raise ClientError("rag needs gRPC (the rag ensemble answers several responses): use protocol='grpc'")
+        inputs = rag_inputs(query, top_k=top_k, top_n=top_n, max_tokens=max_tokens, sampling=sampling, stream=_stream)
+        deadline = self._timeout(timeout)
+        kwargs = grpc_client_kwargs(self.url, self.options)
+        classify = self._classifier(model, deadline)
+        return RagStream(
+            lambda on_result: grpc_stream(
+                kwargs,
+                model,
+                inputs,
+                timeout=deadline,
+                engine_model=engine_model if _stream else None,
+                classify=classify,
+                on_result=on_result,
+            )
+        )
+
 
 class AsyncClient(_Base):
     """The asynchronous :class:`Client`, over ``tritonclient.grpc.aio`` or ``tritonclient.http.aio``.
@@ -1037,4 +1099,56 @@ class AsyncClient(_Base):
         deadline = self._timeout(timeout)
         return grpc_stream_async(
             self._get(), model, inputs, timeout=deadline, classify=self._classifier(model, deadline)
+        )
+
+    async def rag(
+        self,
+        query: str,
+        *,
+        top_k: int | None = None,
+        top_n: int | None = None,
+        max_tokens: int | None = None,
+        model: str = "rag",
+        timeout: float | None = None,
+        **sampling: Any,
+    ) -> RagAnswer:
+        """The answer and its sources (see :meth:`Client.rag`)."""
+        stream = self._rag(query, top_k, top_n, max_tokens, model, timeout, sampling, stream=False)
+        return await stream.answer()
+
+    def rag_stream(
+        self,
+        query: str,
+        *,
+        top_k: int | None = None,
+        top_n: int | None = None,
+        max_tokens: int | None = None,
+        model: str = "rag",
+        timeout: float | None = None,
+        **sampling: Any,
+    ) -> AsyncRagStream:
+        """``async for piece in stream``; ``await stream.wait_sources()`` (see :meth:`Client.rag_stream`)."""
+        return self._rag(query, top_k, top_n, max_tokens, model, timeout, sampling, stream=True)
+
+    def _rag(
+        self,
+        query: str,
+        top_k: int | None,
+        top_n: int | None,
+        max_tokens: int | None,
+        model: str,
+        timeout: float | None,
+        sampling: Mapping[str, Any],
+        *,
+        stream: bool,
+    ) -> AsyncRagStream:
+        if self.protocol != "grpc":
+            raise ClientError("rag needs gRPC (the rag ensemble answers several responses): use protocol='grpc'")
+        inputs = rag_inputs(query, top_k=top_k, top_n=top_n, max_tokens=max_tokens, sampling=sampling, stream=stream)
+        deadline = self._timeout(timeout)
+        transport, classify = self._get(), self._classifier(model, deadline)
+        return AsyncRagStream(
+            lambda on_result: grpc_stream_async(
+                transport, model, inputs, timeout=deadline, classify=classify, on_result=on_result
+            )
         )

@@ -115,6 +115,7 @@ def grpc_stream(
     timeout: float | None,
     engine_model: str | None,
     classify: Any,
+    on_result: Any = None,
 ) -> Iterator[str]:
     """Yield text_output pieces of one request over a dedicated gRPC stream until the final response."""
     import tritonclient.grpc as grpcclient
@@ -136,6 +137,8 @@ def grpc_stream(
             if error is not None:
                 finished = True  # the server ended the request
                 raise classify(error)
+            if on_result is not None:
+                on_result(result)
             piece = text_of({"text_output": result.as_numpy("text_output")})
             if piece:
                 yield piece
@@ -174,7 +177,13 @@ def _send_stop(client: Any, engine_model: str, request_id: str) -> None:
 
 
 async def grpc_stream_async(
-    transport: Any, model: str, inputs: Mapping[str, np.ndarray], *, timeout: float | None, classify: Any
+    transport: Any,
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    timeout: float | None,
+    classify: Any,
+    on_result: Any = None,
 ) -> Any:
     """Async generator of text_output pieces over ``tritonclient.grpc.aio``'s bidirectional stream."""
     import tritonclient.grpc.aio as aio
@@ -194,6 +203,8 @@ async def grpc_stream_async(
         async for result, error in stream:
             if error is not None:
                 raise classify(error)
+            if on_result is not None:
+                on_result(result)
             piece = text_of({"text_output": result.as_numpy("text_output")})
             if piece:
                 yield piece
@@ -234,3 +245,171 @@ def http_generate(base_url: str, model: str, body: Mapping[str, Any], *, timeout
     except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
         raise TransientError(f"model '{model}': HTTP server {base_url} is unreachable: {err}") from None
     return str(reply.get("text_output", ""))
+
+
+# ---------------------------------------------------------------------------------------------- the rag ensemble
+
+
+@dataclass(frozen=True)
+class Source:
+    """A passage the answer was given: its id and reranker score (best first)."""
+
+    id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class RagAnswer:
+    text: str
+    sources: list[Source]
+    prompt: str
+    dropped: int  # reranked passages left out so the prompt fits the LLM's max_input_len (lowest-ranked first)
+
+
+def rag_inputs(
+    query: str,
+    *,
+    top_k: int | None,
+    top_n: int | None,
+    max_tokens: int | None,
+    sampling: Mapping[str, Any],
+    stream: bool,
+) -> dict[str, np.ndarray]:
+    """Inputs of the `rag` ensemble: QUERY, optional TOP_K/TOP_N, and the llm ensemble's generation controls."""
+    if not isinstance(query, str) or not query.strip():
+        raise ClientError(f"query must be a non-empty string, got {query!r}")
+    for name in ("chat", "adapter"):
+        if sampling.get(name):
+            raise ClientError(f"{name} is not supported by the rag ensemble")
+    inputs = generation_inputs(query, Sampling(max_tokens=max_tokens or 1, **sampling), stream=stream)
+    del inputs["text_input"]
+    if max_tokens is None:
+        del inputs["max_tokens"]  # the rag model's default
+    inputs["QUERY"] = _one(query.encode("utf-8"), object)
+    for name, value in (("TOP_K", top_k), ("TOP_N", top_n)):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ClientError(f"{name.lower()} must be an integer >= 1, got {value!r}")
+            inputs[name] = _one(value, np.int32)
+    return inputs
+
+
+class _RagParts:
+    """Collects the sources wherever they come (the rag ensemble sends them in its first response)."""
+
+    def __init__(self) -> None:
+        self.sources: list[Source] | None = None
+        self.prompt = ""
+        self.dropped = 0
+
+    def collect(self, result: Any) -> None:
+        ids = result.as_numpy("SOURCE_IDS")
+        if ids is None:
+            return
+        scores = result.as_numpy("SOURCE_SCORES")
+        ids = np.asarray(ids).reshape(-1)
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1) if scores is not None else np.full(len(ids), np.nan)
+        self.sources = [
+            Source(i.decode("utf-8") if isinstance(i, bytes) else str(i), float(score))
+            for i, score in zip(ids, scores, strict=True)
+            if i not in (b"", "")
+        ]
+        prompt, dropped = result.as_numpy("PROMPT"), result.as_numpy("PASSAGES_DROPPED")
+        if prompt is not None:
+            self.prompt = text_of({"text_output": prompt})
+        if dropped is not None:
+            self.dropped = int(np.asarray(dropped).reshape(-1)[0])
+
+
+class RagStream:
+    """Text pieces of a rag answer (iterate), with ``sources``, ``prompt`` and ``dropped`` filled as soon as they
+    arrive: reading ``sources`` before iterating waits for the first response only (sent before generation)."""
+
+    def __init__(self, start: Any) -> None:
+        self._parts = _RagParts()
+        self._pieces: Iterator[str] = start(self._parts.collect)
+        self._buffer: list[str] = []
+
+    def __iter__(self) -> RagStream:
+        return self
+
+    def __next__(self) -> str:
+        if self._buffer:
+            return self._buffer.pop(0)
+        return next(self._pieces)
+
+    def _wait(self) -> _RagParts:
+        while self._parts.sources is None:
+            try:
+                self._buffer.append(next(self._pieces))
+            except StopIteration:
+                break
+        return self._parts
+
+    @property
+    def sources(self) -> list[Source]:
+        return self._wait().sources or []
+
+    @property
+    def prompt(self) -> str:
+        return self._wait().prompt
+
+    @property
+    def dropped(self) -> int:
+        return self._wait().dropped
+
+    def close(self) -> None:
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+
+    def answer(self) -> RagAnswer:
+        """Read the rest of the stream: the whole answer."""
+        text = "".join(self)
+        parts = self._wait()
+        return RagAnswer(text, parts.sources or [], parts.prompt, parts.dropped)
+
+
+class AsyncRagStream:
+    """The async :class:`RagStream`: ``async for piece in stream``; ``await stream.wait_sources()``."""
+
+    def __init__(self, start: Any) -> None:
+        self._parts = _RagParts()
+        self._pieces = start(self._parts.collect)
+        self._buffer: list[str] = []
+
+    def __aiter__(self) -> AsyncRagStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._buffer:
+            return self._buffer.pop(0)
+        return await self._pieces.__anext__()
+
+    async def wait_sources(self) -> list[Source]:
+        while self._parts.sources is None:
+            try:
+                self._buffer.append(await self._pieces.__anext__())
+            except StopAsyncIteration:
+                break
+        return self._parts.sources or []
+
+    @property
+    def sources(self) -> list[Source] | None:
+        return self._parts.sources
+
+    @property
+    def prompt(self) -> str:
+        return self._parts.prompt
+
+    @property
+    def dropped(self) -> int:
+        return self._parts.dropped
+
+    async def aclose(self) -> None:
+        await self._pieces.aclose()
+
+    async def answer(self) -> RagAnswer:
+        text = "".join([p async for p in self])
+        await self.wait_sources()
+        return RagAnswer(text, self._parts.sources or [], self._parts.prompt, self._parts.dropped)

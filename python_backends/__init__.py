@@ -19,6 +19,8 @@ MODELS = (
     "cpu_llm",
     "llm_preprocessing",
     "llm_postprocessing",
+    "rag_prompt",
+    "rag_generate",
 )
 
 

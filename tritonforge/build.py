@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from tritonforge.errors import Problem, ValidationError
 from tritonforge.repository import FileContent, write_repository
-from tritonforge.spec import EmbeddingModel, LLMModel, RerankerModel, RetrieverModel, Spec, load_spec
+from tritonforge.spec import EmbeddingModel, LLMModel, RagModel, RerankerModel, RetrieverModel, Spec, load_spec
 
 Progress = Callable[[str], None]
 
@@ -116,6 +116,12 @@ def plan_repository(
     for key, model in spec.of_kind(LLMModel).items():
         sets[key], info = _llm_set(key, model, spec, say_for(key), engine_plans)
         artifacts.append(info)
+    for key, model in spec.of_kind(RagModel).items():
+        from tritonforge.builders.rag import rag_model_set
+
+        retriever, llm = spec.models[model.retriever], spec.models[model.llm]
+        assert isinstance(retriever, RetrieverModel) and isinstance(llm, LLMModel)  # checked by the spec
+        sets[key] = rag_model_set(key, model, spec.target, retriever=retriever, llm=llm, sets=sets)
     for model_set in sets.values():
         plan.merge(model_set)
 
@@ -136,7 +142,7 @@ def _llm_set(
     checkpoint = resolve_checkpoint(model.checkpoint, spec.source_dir)
     if spec.target == "cpu":
         info = ArtifactInfo(key, "hf-checkpoint (cpu engine)", "fp32", checkpoint_hash(checkpoint), None, None)
-        return llm_model_set(key, model, "cpu", checkpoint), info
+        return llm_model_set(key, model, "cpu", checkpoint, source_dir=spec.source_dir), info
     from tritonforge.builders.trtllm_engine import build_engine, plan_engine_build, read_architecture
 
     engine_plan = plan_engine_build(
@@ -152,7 +158,7 @@ def _llm_set(
         build_engine(engine_plan, progress)
         engine = engine_plan.engine_dir
     info = ArtifactInfo(key, "tensorrt-llm-engine", model.engine.dtype, engine_plan.fingerprint, None, None)
-    return llm_model_set(key, model, "gpu", checkpoint, engine=engine), info
+    return llm_model_set(key, model, "gpu", checkpoint, engine=engine, source_dir=spec.source_dir), info
 
 
 def _build_index(key: str, model: RetrieverModel, spec: Spec, encoder: Any, progress: Progress | None) -> Any:

@@ -146,4 +146,24 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
                     console.print(f"stream: {len(pieces)} pieces, joined equal to generate: {''.join(pieces) == text}")
                     chat = client.generate(prompt, max_tokens=24, chat=True)
                     console.print(f"with the checkpoint's chat template: {chat!r}")
+            if "rag" in report.models:
+                console.rule("6. RAG: encode → retrieve → rerank → prompt → generate, one streamed call (`rag`)")
+                with Client(ep.grpc) as client:
+                    t0 = time.perf_counter()
+                    stream = client.rag_stream(QUERIES[0], top_k=10, top_n=3, max_tokens=24)
+                    sources = stream.sources  # the first response, before any token
+                    first_ms = 1000 * (time.perf_counter() - t0)
+                    text = "".join(stream)
+                    total_ms = 1000 * (time.perf_counter() - t0)
+                    console.print(f"query: {QUERIES[0]!r}")
+                    console.print(
+                        f"sources in {first_ms:.0f} ms: " + ", ".join(f"{s.id} ({s.score:.3f})" for s in sources)
+                    )
+                    if stream.dropped:
+                        console.print(
+                            f"{stream.dropped} lower-ranked passage(s) dropped to fit the LLM's max_input_len"
+                        )
+                    console.print(f"answer in {total_ms:.0f} ms: {text!r}")
+                    if notes:
+                        console.print("[yellow]note:[/] random reranker and decoder: the answer text means nothing")
         console.rule("stopped")

@@ -279,6 +279,19 @@ class CPUEngine(Frozen):
     torch_threads: Pos | None = Field(None, description="default: the machine's cores")
 
 
+class AdapterSpec(Frozen):
+    """A LoRA adapter (PEFT folder: adapter_config.json + adapter_model.safetensors) served on an LLM's base model;
+    clients select it by its key in `adapters` (the `lora_name` input of the `llm` ensemble)."""
+
+    path: Annotated[str, Field(min_length=1, description="the PEFT adapter folder (relative: to the spec's folder)")]
+    base_checkpoint_sha256: str | None = Field(
+        None, description="checkpoint_hash of the base the adapter was trained on; checked against `checkpoint`"
+    )
+    system_prompt: str | None = Field(
+        None, description="prepended as the system message (through the chat template) for this adapter's requests"
+    )
+
+
 class LLMModel(Checked):
     """A decoder LLM served as upstream's TensorRT-LLM model set: preprocessing → tensorrt_llm → postprocessing,
     wired as the `llm` ensemble with the tensor names of TensorRT-LLM's `ensemble` model (text_input, max_tokens,
@@ -308,6 +321,9 @@ class LLMModel(Checked):
     bls_params: BLSParams = Field(default_factory=BLSParams)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     cpu: CPUEngine = Field(default_factory=CPUEngine)
+    adapters: dict[str, AdapterSpec] = Field(
+        default_factory=dict, description="LoRA adapters on this base model, by the name clients send (lora_name)"
+    )
 
     @classmethod
     def _cross(cls, data: dict[str, Any]) -> Found:
@@ -315,10 +331,60 @@ class LLMModel(Checked):
         max_in, max_seq = raw_int(data.get("max_input_len", 512)), raw_int(data.get("max_seq_len", 1024))
         if max_in is not None and max_seq is not None and max_in >= max_seq:
             found.append((("max_input_len",), f"{max_in} leaves no room to generate: max_seq_len is {max_seq}"))
+        for name in raw_dict(data.get("adapters")):
+            if not MODEL_NAME.match(str(name)):
+                found.append((("adapters", name), "adapter names may use letters, digits, '_', '.', '-'"))
+            elif str(name) == "__base__":
+                found.append((("adapters", name), "'__base__' is reserved for the base model"))
         return found
 
 
-ModelSpec = Annotated[EmbeddingModel | RetrieverModel | RerankerModel | LLMModel, Field(discriminator="kind")]
+DEFAULT_RAG_TEMPLATE = (
+    "Answer the question using only the passages below, and cite the passages you use by their id in brackets.\n"
+    "{% if passages %}{% for p in passages %}[{{ p.id }}] {{ p.text }}\n{% endfor %}"
+    "{% else %}(No passage was found for this question: say that you do not know.)\n{% endif %}"
+    "\nQuestion: {{ query }}\nAnswer:"
+)
+
+
+class RagModel(Checked):
+    """Retrieval-augmented generation in one Triton call: the `rag` ensemble runs the retriever's encode →
+    retrieve → rerank → select, renders `prompt_template` over the query and the reranked passages in the
+    `<key>_prompt` step (dropping the lowest-ranked passages until the prompt fits the LLM's max_input_len), then
+    the LLM's preprocessing → tensorrt_llm → postprocessing. Outputs text_output (streamed), SOURCE_IDS,
+    SOURCE_SCORES, PROMPT and PASSAGES_DROPPED. A request without TOP_K / TOP_N gets the retriever's
+    default_top_k / default_top_n (its retriever and select steps are shared with the search ensembles).
+    """
+
+    kind: Literal["rag"]
+    retriever: Annotated[str, Field(min_length=1, description="a retriever model (a key of `models`) with a reranker")]
+    llm: Annotated[str, Field(min_length=1, description="an llm model (a key of `models`)")]
+    prompt_template: Annotated[
+        str, Field(min_length=1, description="jinja2 over `query` and `passages` (id, text, score)")
+    ] = DEFAULT_RAG_TEMPLATE
+    max_tokens: Pos = Field(128, description="tokens generated when a request sends no max_tokens")
+    ensemble: Annotated[str, Field(pattern=MODEL_NAME.pattern)] = "rag"
+    prompt: Serving = Field(default_factory=_tokenizer_defaults)
+
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        template = data.get("prompt_template")
+        if not isinstance(template, str):
+            return []
+        try:
+            import jinja2.sandbox
+
+            jinja2.sandbox.ImmutableSandboxedEnvironment().parse(template)
+        except ImportError:
+            return []
+        except Exception as err:  # jinja2.TemplateSyntaxError
+            return [(("prompt_template",), f"not a valid jinja2 template: {err}")]
+        return []
+
+
+ModelSpec = Annotated[
+    EmbeddingModel | RetrieverModel | RerankerModel | LLMModel | RagModel, Field(discriminator="kind")
+]
 
 
 class Spec(Checked):
@@ -359,6 +425,8 @@ class Spec(Checked):
 def _references(key: str, model: dict[str, Any], models: dict[str, Any]) -> Found:
     """A retriever names its embedder (and optional reranker) among the spec's models, of the right kind."""
     found: Found = []
+    if model.get("kind") == "rag":
+        return _rag_references(key, model, models)
     if model.get("kind") != "retriever":
         return found
     for field_name, kind in (("embedder", "embedding"), ("reranker", "reranker")):
@@ -368,9 +436,52 @@ def _references(key: str, model: dict[str, Any], models: dict[str, Any]) -> Foun
         target = models.get(ref)
         if not isinstance(target, dict):
             known = ", ".join(k for k, v in models.items() if raw_dict(v).get("kind") == kind) or "none"
-            found.append((("models", key, field_name), f"'{ref}' is not a model of this spec; {kind} models: {known}"))
+            found.append(
+                (
+                    ("models", key, str(model.get("kind")), field_name),
+                    f"'{ref}' is not a model of this spec; {kind} models: {known}",
+                )
+            )
         elif target.get("kind") != kind:
-            found.append((("models", key, field_name), f"'{ref}' is a {target.get('kind')} model, not {kind}"))
+            found.append(
+                (
+                    ("models", key, str(model.get("kind")), field_name),
+                    f"'{ref}' is a {target.get('kind')} model, not {kind}",
+                )
+            )
+    return found
+
+
+def _rag_references(key: str, model: dict[str, Any], models: dict[str, Any]) -> Found:
+    """A rag model names a retriever (with a reranker: the ensemble reranks) and an llm of this spec."""
+    found: Found = []
+    for field_name, kind in (("retriever", "retriever"), ("llm", "llm")):
+        ref = model.get(field_name)
+        if not isinstance(ref, str):
+            continue
+        target = models.get(ref)
+        if not isinstance(target, dict):
+            known = ", ".join(k for k, v in models.items() if raw_dict(v).get("kind") == kind) or "none"
+            found.append(
+                (
+                    ("models", key, str(model.get("kind")), field_name),
+                    f"'{ref}' is not a model of this spec; {kind} models: {known}",
+                )
+            )
+        elif target.get("kind") != kind:
+            found.append(
+                (
+                    ("models", key, str(model.get("kind")), field_name),
+                    f"'{ref}' is a {target.get('kind')} model, not {kind}",
+                )
+            )
+        elif kind == "retriever" and not target.get("reranker"):
+            found.append(
+                (
+                    ("models", key, "rag", field_name),
+                    f"retriever '{ref}' has no reranker: the rag ensemble reranks; set one",
+                )
+            )
     return found
 
 
@@ -384,6 +495,8 @@ def triton_model_names(key: str, model: dict[str, Any]) -> list[str]:
         return names
     if kind == "reranker":
         return [f"{key}_pair_tokenizer", f"{key}_cross_encoder", str(model.get("ensemble", "rerank"))]
+    if kind == "rag":
+        return [f"{key}_prompt", f"{key}_generate", str(model.get("ensemble", "rag"))]
     if kind == "llm":
         roles = ["preprocessing", "tensorrt_llm", "postprocessing"] + (["tensorrt_llm_bls"] if model.get("bls") else [])
         prefix = f"{key}_" if model.get("model_names") == "prefixed" else ""
@@ -394,18 +507,16 @@ def triton_model_names(key: str, model: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------- loading
 
 
+KINDS = ("embedding", "retriever", "reranker", "llm", "rag")
+
+
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in (
-            "embedding",
-            "retriever",
-            "reranker",
-            "llm",
-        ):  # discriminator tags pydantic inserts into the location
-            continue
+        elif i == 2 and loc[0] == "models" and part in KINDS:
+            continue  # the discriminator tag pydantic puts after the model's key (a field may share its name)
         else:
             out += f".{part}" if out else str(part)
     return out

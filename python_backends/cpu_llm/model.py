@@ -32,7 +32,8 @@ Inputs (max_batch_size > 0: every tensor has a leading batch dimension; a reques
   prompt_table_extra_ids and prompt_vocab_size (only meaningful with a prompt table), draft_logits and
   draft_acceptance_threshold (only meaningful with draft_input_ids).
   Accepted but answered with an UNSUPPORTED error when a request sets them: beam_width > 1,
-  num_return_sequences > 1, runtime_top_p_decay != 1, lora_task_id / lora_weights / lora_config,
+  num_return_sequences > 1, runtime_top_p_decay != 1, lora_weights / lora_config (adapters are loaded at start-up
+  from the adapters table, not sent with requests), lora_task_id when no adapters are configured,
   prompt_embedding_table, encoder_input_features / encoder_output_lengths, draft_input_ids,
   cross_attention_mask, skip_cross_attn_blocks (true), mrope_*, context_phase_params, guided_decoding_*,
   lookahead_* (upstream also rejects them without an executor lookahead config).
@@ -65,6 +66,17 @@ Parameters (config.pbtxt `parameters`, all optional; `${...}` template placehold
   torch_threads    intra-op threads for torch (default: torch's own choice)
   exclude_input_in_output  default for requests that do not send the input (default false, as upstream)
   attn_implementation      "sdpa" (default) or "eager"
+  adapters_table   LoRA adapters (JSON, relative to the version folder; default: none), as tritonforge ships it:
+                   {"adapters": {name: {"lora_task_id": int, "path": "adapters/<name>", ...}}}, each path a PEFT
+                   adapter folder (relative to the version folder, or absolute)
+
+LoRA (with an adapters table; needs `peft`): every adapter is loaded once, at start-up, on ONE shared base model
+(`PeftModel.from_pretrained(base, first)` + `load_adapter` for the others). A request picks its adapter with
+`lora_task_id` (UINT64 [1], the table's id; an unknown id gets an error listing the known ones); without it, the
+base model. Sequences with different adapters share the running batch and its iterations: each forward pass hands
+peft one adapter name per row (`adapter_names=`, peft's mixed-adapter batch inference for LoRA layers, `__base__`
+for base-model rows), so one forward serves every adapter and the base model at once. An iteration with only
+base-model sequences runs with the adapters disabled (`disable_adapter()`), i.e. exactly the plain base model.
 
 Batching (iteration-level, "continuous"): one background thread owns the model. Each iteration it (1) closes
 cancelled or stopped requests, (2) admits waiting requests while fewer than max_batch_size sequences run and
@@ -77,8 +89,9 @@ that arrive while others are generating join at the next iteration.
 Limits: one beam; full-attention KV caches (`DynamicCache` layers: Llama, Mistral without sliding window, Qwen2,
 Phi, ...); the whole running batch shares one padded cache, so a long sequence makes the padded width of all;
 a prefill runs before (not fused with) the decode step of its iteration, and a long prompt delays the running
-sequences by one prefill; fp32 only; no LoRA, prompt tuning, speculative decoding or guided decoding; a request
-with more prompts than max_batch_size runs alone (over the limit) rather than being split.
+sequences by one prefill; fp32 only; LoRA only from the adapters table (no lora_weights in requests); no prompt
+tuning, speculative decoding or guided decoding; a request with more prompts than max_batch_size runs alone (over
+the limit) rather than being split.
 
 Only numpy, torch, transformers and triton_python_backend_utils are imported (never tritonforge), so the file
 runs in an NGC Triton container too.
@@ -103,7 +116,6 @@ UNSUPPORTED = {
     "beam_width": ("ne", 1),
     "num_return_sequences": ("ne", 1),
     "runtime_top_p_decay": ("ne", 1.0),
-    "lora_task_id": "any",
     "lora_weights": "nonempty",
     "lora_config": "nonempty",
     "prompt_embedding_table": "nonempty",
@@ -312,10 +324,40 @@ class TritonPythonModel:
 
         with torch.inference_mode():  # warm up (first-call allocations, lazy initialisation)
             model(input_ids=torch.zeros((1, 2), dtype=torch.long), use_cache=False, logits_to_keep=1)
+        self.peft = None
+        self.adapter_names = {}  # lora_task_id -> adapter name
+        table = param("adapters_table", None)
+        if table:
+            self._load_adapters(table, model_dir, version_dir)
         self.engine = _Engine(self, threads)
         _log("info", f"model '{self.model_name}': {type(model).__name__} from {checkpoint} on CPU, fp32; "
                      f"max_batch_size={self.max_batch} max_seq_len={self.max_seq_len} "
                      f"max_input_len={self.max_input_len} decoupled={self.decoupled}")
+
+    def _load_adapters(self, table, model_dir, version_dir):
+        """Every adapter of the table on one shared base model (see the module docstring)."""
+        def resolve(path):
+            if path.startswith("$$TRITON_MODEL_DIRECTORY"):
+                path = model_dir + path[len("$$TRITON_MODEL_DIRECTORY"):]
+            return path if os.path.isabs(path) else os.path.join(version_dir, path)
+
+        with open(resolve(table), encoding="utf-8") as f:
+            entries = json.load(f).get("adapters", {})
+        if not entries:
+            return
+        from peft import PeftModel
+
+        ordered = sorted(entries.items(), key=lambda kv: int(kv[1]["lora_task_id"]))
+        for name, entry in ordered:
+            folder = resolve(entry["path"])
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.model, folder, adapter_name=name, is_trainable=False)
+            else:
+                self.peft.load_adapter(folder, adapter_name=name, is_trainable=False)
+            self.adapter_names[int(entry["lora_task_id"])] = name
+        self.peft.eval()
+        _log("info", f"model '{self.model_name}': {len(ordered)} LoRA adapter(s) on the base model: "
+                     + ", ".join(f"{n} (lora_task_id {int(e['lora_task_id'])})" for n, e in ordered))
 
     # ------------------------------------------------------------------------------------------- execute
 
@@ -404,8 +446,8 @@ class TritonPythonModel:
             if is_set:
                 raise RequestError(
                     f"input '{name}' is not supported by the cpu engine of model '{self.model_name}' "
-                    "(it serves one beam of a decoder-only model, without LoRA, prompt tuning, speculative or guided "
-                    "decoding); leave it out or send its default",
+                    "(it serves one beam of a decoder-only model, with LoRA adapters only from its adapters table, "
+                    "without prompt tuning, speculative or guided decoding); leave it out or send its default",
                     _error_code("UNSUPPORTED"),
                 )
 
@@ -466,6 +508,18 @@ class TritonPythonModel:
 
         seq = _Sequence(job, b, prompt)
         seq.max_new = max_new
+        seq.adapter = None
+        if present("lora_task_id"):
+            task_id = int(scalar("lora_task_id", b, 0))
+            if not self.adapter_names:
+                raise RequestError(
+                    f"input 'lora_task_id' is not supported by the cpu engine of model '{self.model_name}': it has no "
+                    "LoRA adapters configured (parameter adapters_table); leave it out", _error_code("UNSUPPORTED"))
+            if task_id not in self.adapter_names:
+                known = ", ".join(f"{i} ({n})" for i, n in sorted(self.adapter_names.items()))
+                raise RequestError(f"{where}lora_task_id {task_id} is not an adapter of model '{self.model_name}'; "
+                                   f"known: {known}; leave lora_task_id out for the base model")
+            seq.adapter = self.adapter_names[task_id]
         end_id = scalar("end_id", b, None)
         seq.end_ids = self.default_end_ids if end_id is None else ([int(end_id)] if int(end_id) >= 0 else [])
         seq.pad_id = int(scalar("pad_id", b, -1))
@@ -620,6 +674,7 @@ class _Engine:
 
         self.owner = owner
         self.model = owner.model
+        self.peft = owner.peft
         self.torch = torch
         self.F = torch.nn.functional
         self.DynamicCache = DynamicCache
@@ -768,8 +823,8 @@ class _Engine:
         for s in seqs:
             s.first_scheduled_ns = started
         cache = self.DynamicCache()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True, logits_to_keep=0 if want_context else 1)
+        out = self._forward(seqs, input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                            use_cache=True, logits_to_keep=0 if want_context else 1)
         logits = out.logits
         for i, s in enumerate(seqs):
             if s.return_context_logits:
@@ -785,13 +840,24 @@ class _Engine:
         ids = torch.tensor([[s.last_token] for s in seqs], dtype=torch.long)
         positions = torch.tensor([[s.next_pos] for s in seqs], dtype=torch.long)
         self.mask = torch.cat([self.mask, torch.ones((len(seqs), 1), dtype=torch.long)], dim=1)
-        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        out = self._forward(seqs, input_ids=ids, attention_mask=self.mask, position_ids=positions,
+                            past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.cache = out.past_key_values
         for s in seqs:
             s.next_pos += 1
         self._sample_and_accept(seqs, out.logits[:, -1, :].float())
         self._retire()
+
+    def _forward(self, seqs, **inputs):
+        """One forward pass over ``seqs`` (one row each): the plain model, or with LoRA adapters one adapter name
+        per row (peft's mixed-adapter batch), adapters disabled when every row is a base-model row."""
+        if self.peft is None:
+            return self.model(**inputs)
+        names = [s.adapter or "__base__" for s in seqs]
+        if all(n == "__base__" for n in names):
+            with self.peft.disable_adapter():
+                return self.model(**inputs)
+        return self.peft(**inputs, adapter_names=names)
 
     def _merge(self, seqs, cache, mask):
         if not self.running:

@@ -13,6 +13,9 @@ Inputs (a leading batch dimension when max_batch_size > 0)
   PROMPT_TABLE_EXTRA_ID  TYPE_UINT64 [1]   optional (p-tuning KV-cache reuse id)
   apply_chat_template    TYPE_BOOL   [1]   optional, a tritonforge addition (upstream clients never send it):
                                            render QUERY as one user message with the checkpoint's chat template
+  lora_name              TYPE_STRING [1]   optional, a tritonforge addition (with LoRA adapters): the adapter to
+                                           use, looked up in the adapters table; absent or empty: the base model
+  LORA_TASK_ID           TYPE_UINT64 [1]   optional (the ensemble's upstream `lora_task_id`): passed on unchanged
   DECODER_QUERY, IMAGE_BYTES, IMAGE_URL, IMAGES, IMAGE_SIZES, VIDEO_BYTES (encoder-decoder and multimodal inputs
   of the template's versions) are accepted; a request that sets them gets an UNSUPPORTED error (the cpu engine
   serves decoder-only text models). Vision outputs (PIXEL_VALUES, ...) are never produced.
@@ -22,13 +25,19 @@ Outputs
   STOP_WORDS_IDS INT32 [2, -1] (upstream format: row 0 the token ids of all words one after the other, row 1 the
   cumulative end offset of each word, both padded to the same length with 0 / -1; [2, 0] when none),
   EMBEDDING_BIAS FP32 [-1] (vocabulary-sized, or empty), OUT_END_ID INT32 [1], OUT_PAD_ID INT32 [1], and
-  OUT_PROMPT_TABLE_EXTRA_IDS UINT64 [-1] only when PROMPT_TABLE_EXTRA_ID is sent (as upstream).
+  OUT_PROMPT_TABLE_EXTRA_IDS UINT64 [-1] only when PROMPT_TABLE_EXTRA_ID is sent (as upstream), and
+  OUT_LORA_TASK_ID UINT64 [1] only when an adapter is selected (lora_name or LORA_TASK_ID): absent, tensorrt_llm
+  runs the base model.
 
 Parameters (config.pbtxt; `${...}` placeholders count as unset)
   tokenizer_dir        Hugging Face tokenizer folder, relative to the version folder (or absolute, or starting
                        with $$TRITON_MODEL_DIRECTORY = the model folder). Default: `tokenizer`.
   add_special_tokens   add BOS etc. when encoding a raw prompt (default true, as upstream)
   apply_chat_template  default for requests that do not send `apply_chat_template` (default false)
+  adapters_table       the adapters table (JSON, relative to the version folder like tokenizer_dir; default: none):
+                       {"adapters": {name: {"lora_task_id": int, "system_prompt": str | null, ...}}}. An unknown
+                       lora_name gets an error listing the known names. An adapter with a system prompt always
+                       renders the chat template, with the system prompt as the first (system) message.
 
 Chat formatting renders the tokenizer's jinja2 `chat_template` (tokenizer_config.json or chat_template.jinja) with
 jinja2 directly, as transformers' `apply_chat_template` does: a sandboxed environment with trim_blocks,
@@ -145,6 +154,12 @@ class TritonPythonModel:
         source = find_chat_template(self.tokenizer_dir, tok)
         self.chat_template = compile_chat_template(source) if source else None
         self.batched = int(config.get("max_batch_size", 0)) > 0
+        self.adapters = {}  # name -> {"lora_task_id": int, "system_prompt": str | None}
+        table = param("adapters_table", "")
+        if table:
+            table = _resolve(table, model_dir, version_dir)
+            with open(table, encoding="utf-8") as f:
+                self.adapters = dict(json.load(f).get("adapters", {}))
 
     def execute(self, requests):
         responses = []
@@ -160,24 +175,28 @@ class TritonPythonModel:
 
     # ----------------------------------------------------------------------------------------------- encoding
 
-    def render_chat(self, query):
-        """The chat-template rendering of one user message (text, special tokens included)."""
+    def render_chat(self, query, system_prompt=None):
+        """The chat-template rendering of one user message, after the system prompt if any (special tokens
+        included)."""
         if self.chat_template is None:
-            raise RequestError(f"apply_chat_template is set but the tokenizer in {self.tokenizer_dir} has no "
-                               "chat_template")
+            what = "the adapter has a system_prompt" if system_prompt else "apply_chat_template is set"
+            raise RequestError(f"{what} but the tokenizer in {self.tokenizer_dir} has no chat_template")
         import jinja2
 
+        messages = [{"role": "user", "content": query}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": system_prompt})
         try:
             return self.chat_template.render(
-                messages=[{"role": "user", "content": query}], tools=None, documents=None,
+                messages=messages, tools=None, documents=None,
                 add_generation_prompt=True, **self.special_tokens,
             )
         except jinja2.exceptions.TemplateError as err:
             raise RequestError(f"the chat template failed: {err}") from None
 
-    def encode_query(self, query, chat):
-        if chat:
-            return self.tokenizer.encode(self.render_chat(query), add_special_tokens=False)
+    def encode_query(self, query, chat, system_prompt=None):
+        if chat or system_prompt:
+            return self.tokenizer.encode(self.render_chat(query, system_prompt), add_special_tokens=False)
         return self.tokenizer.encode(query, add_special_tokens=self.add_special_tokens)
 
     def word_list(self, rows, batch):
@@ -221,6 +240,41 @@ class TritonPythonModel:
                     out[i, token] += weight
         return out
 
+    def lookup_adapter(self, name):
+        """(lora_task_id, system_prompt) of the adapter called ``name``; a clear error for an unknown name."""
+        entry = self.adapters.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self.adapters)) if self.adapters else "none (no adapters are configured)"
+            raise RequestError(f"unknown adapter '{name}' (lora_name): known adapters are {known}; leave lora_name "
+                               "out for the base model")
+        return int(entry["lora_task_id"]), entry.get("system_prompt") or None
+
+    def adapter_rows(self, arrays, batch, per_item):
+        """Per batch item: the lora_task_id to send on (None: the base model) and the adapter's system prompt."""
+        names = [None] * batch
+        if "lora_name" in arrays and arrays["lora_name"].size:
+            flat = arrays["lora_name"].reshape(arrays["lora_name"].shape[0], -1)
+            names = [_text(flat[i if flat.shape[0] > i else 0][0], "lora_name").strip() or None for i in range(batch)]
+        ids = [None] * batch
+        if "LORA_TASK_ID" in arrays and arrays["LORA_TASK_ID"].size:
+            ids = [int(t) for t in per_item("LORA_TASK_ID", 0)]
+        task_ids, prompts = [], []
+        for name, raw_id in zip(names, ids, strict=True):
+            if name is None:
+                task_ids.append(raw_id)
+                prompts.append(None)
+                continue
+            task_id, system_prompt = self.lookup_adapter(name)
+            if raw_id is not None and raw_id != task_id:
+                raise RequestError(f"lora_name '{name}' is lora_task_id {task_id} but lora_task_id {raw_id} was "
+                                   "sent: send one of them")
+            task_ids.append(task_id)
+            prompts.append(system_prompt)
+        if any(t is None for t in task_ids) and any(t is not None for t in task_ids):
+            raise RequestError("the prompts of one request must all use an adapter or all the base model: send "
+                               "them in separate requests")
+        return task_ids, prompts
+
     def _response(self, request):
         arrays = {t.name(): t.as_numpy() for t in request.inputs()}
         if not self.batched:
@@ -247,10 +301,11 @@ class TritonPythonModel:
             return [flat[i if flat.shape[0] > i else 0][0].item() for i in range(batch)]
 
         chat = [bool(c) for c in per_item("apply_chat_template", self.chat_default)]
+        task_ids, system_prompts = self.adapter_rows(arrays, batch, per_item)
         encoded = []
         for i in range(batch):
             query = _text(queries[i, 0], "QUERY")
-            encoded.append(self.encode_query(query, chat[i]))
+            encoded.append(self.encode_query(query, chat[i], system_prompts[i]))
         end_ids = per_item("END_ID", self.end_id)
         pad_ids = per_item("PAD_ID", self.pad_id)
         width = max(1, *(len(ids) for ids in encoded))
@@ -277,6 +332,8 @@ class TritonPythonModel:
             extra = per_item("PROMPT_TABLE_EXTRA_ID", 0)
             table = np.where(input_id >= self.vocab_size, np.array(extra, dtype=np.uint64)[:, None], 0)
             tensors.append(pb_utils.Tensor("OUT_PROMPT_TABLE_EXTRA_IDS", table.astype(np.uint64)))
+        if any(t is not None for t in task_ids):
+            tensors.append(pb_utils.Tensor("OUT_LORA_TASK_ID", np.array([[t] for t in task_ids], dtype=np.uint64)))
         if not self.batched:
             tensors = [pb_utils.Tensor(t.name(), t.as_numpy()[0]) for t in tensors]
         return pb_utils.InferenceResponse(output_tensors=tensors)

@@ -1,0 +1,182 @@
+"""LoRA adapters on an LLM's base model: build-time checks, the adapter table, and what each target ships.
+
+An adapter is a PEFT folder (``adapter_config.json`` + ``adapter_model.safetensors``) named in the spec's
+``adapters`` (``name -> AdapterSpec``); the name is what clients send as ``lora_name``. Every adapter gets a stable
+``lora_task_id``: 1..N over the names in sorted order. The table ``adapters.json``::
+
+    {"adapters": {"<name>": {"lora_task_id": 1, "path": "adapters/<name>", "system_prompt": null}, ...}}
+
+ships in the preprocessing version folder (name -> task id, system prompt) and in the ``tensorrt_llm`` version
+folder (task id -> adapter folder).
+
+* cpu: the adapter folders ship as ``tensorrt_llm/1/adapters/<name>/``; the CPU engine loads them all with peft on
+  one shared base model.
+* gpu: Triton's tensorrtllm backend reads adapters in TensorRT-LLM's own format (``model.lora_weights.npy`` +
+  ``model.lora_config.npy`` per task id, preloaded from ``lora_prefetch_dir``). Converting needs TensorRT-LLM
+  (``examples/hf_lora_convert.py`` of the release matching the container), so it is planned here
+  (``conversion_commands``), never faked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tritonforge.errors import BuildError
+
+ADAPTER_CONFIG = "adapter_config.json"
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+TABLE_FILE = "adapters.json"
+ADAPTERS_FOLDER = "adapters"  # inside the cpu engine's version folder
+GPU_LORA_FOLDER = "lora"  # inside the tensorrt_llm version folder: <task_id>/model.lora_{weights,config}.npy
+BASE_NAME = "__base__"  # peft's name for "no adapter" in mixed batches; reserved in the spec
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A checked adapter: its name, folder, task id, rank and the files to ship."""
+
+    name: str
+    folder: Path
+    lora_task_id: int
+    rank: int
+    target_modules: tuple[str, ...]
+    system_prompt: str | None
+    weights: Path
+
+    @property
+    def repo_path(self) -> str:
+        return f"{ADAPTERS_FOLDER}/{self.name}"
+
+
+def task_ids(names: Any) -> dict[str, int]:
+    """Stable task ids: 1..N over the adapter names in sorted order."""
+    return {name: i for i, name in enumerate(sorted(names), start=1)}
+
+
+def infer_source_dir(checkpoint_ref: str, checkpoint: Path) -> Path | None:
+    """The spec's folder, recovered from a relative checkpoint reference and the folder it resolved to."""
+    ref = Path(str(checkpoint_ref).strip()).expanduser()
+    if str(checkpoint_ref).startswith("pypi:") or ref.is_absolute() or ".." in ref.parts:
+        return None
+    folder = Path(checkpoint)
+    for _part in [p for p in ref.parts if p != "."]:
+        folder = folder.parent
+    return folder
+
+
+def resolve_adapter_dir(path: str, source_dir: Path | None) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_absolute() and source_dir is not None:
+        folder = Path(source_dir) / folder
+    return folder.resolve()
+
+
+def check_adapters(
+    adapters: Mapping[str, Any],
+    base_checkpoint: Path,
+    *,
+    source_dir: Path | None = None,
+    base_hash: str | None = None,
+) -> list[Adapter]:
+    """Check every adapter folder (``AdapterSpec`` by name); BuildError listing every problem.
+
+    Missing folder/config/weights, a config that is not a PEFT LoRA config, and an adapter whose declared base
+    (``base_checkpoint_sha256``) is not ``checkpoint_hash(base_checkpoint)`` ("adapter for another base model",
+    naming both hashes) are refused.
+    """
+    from tritonforge.builders.checkpoints import checkpoint_hash
+
+    ids = task_ids(adapters)
+    problems: list[str] = []
+    checked: list[Adapter] = []
+    for name in sorted(adapters):
+        spec = adapters[name]
+        folder = resolve_adapter_dir(spec.path, source_dir)
+        where = f"adapters.{name} ({folder})"
+        if not folder.is_dir():
+            problems.append(f"{where}: the adapter folder does not exist")
+            continue
+        config_file = folder / ADAPTER_CONFIG
+        weights = next((folder / w for w in WEIGHT_FILES if (folder / w).is_file()), None)
+        if not config_file.is_file():
+            problems.append(f"{where}: no {ADAPTER_CONFIG} (a PEFT adapter folder, from save_pretrained)")
+        if weights is None:
+            problems.append(f"{where}: no {' or '.join(WEIGHT_FILES)} (the adapter weights)")
+        if not config_file.is_file() or weights is None:
+            continue
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            problems.append(f"{where}: {ADAPTER_CONFIG} is not readable JSON ({err})")
+            continue
+        peft_type = str(config.get("peft_type", "")).upper()
+        if peft_type != "LORA":
+            problems.append(f"{where}: peft_type is {config.get('peft_type')!r}; only LoRA adapters are served")
+            continue
+        if spec.base_checkpoint_sha256 is not None:
+            if base_hash is None:
+                base_hash = checkpoint_hash(base_checkpoint)
+            if spec.base_checkpoint_sha256.strip().lower() != base_hash:
+                declared_base = config.get("base_model_name_or_path")
+                problems.append(
+                    f"{where}: adapter for another base model: it declares base_checkpoint_sha256 "
+                    f"{spec.base_checkpoint_sha256} (base_model_name_or_path {declared_base!r}) but the checkpoint "
+                    f"{base_checkpoint} has sha256 {base_hash}"
+                )
+                continue
+        modules = config.get("target_modules") or []
+        modules = (modules,) if isinstance(modules, str) else tuple(str(m) for m in modules)
+        checked.append(Adapter(name, folder, ids[name], int(config.get("r", 0) or 0), modules, spec.system_prompt,
+                               weights))
+    if problems:
+        raise BuildError("cannot serve the LoRA adapters:\n  " + "\n  ".join(problems))
+    return checked
+
+
+def adapter_table(adapters: list[Adapter]) -> dict[str, Any]:
+    return {
+        "adapters": {
+            a.name: {"lora_task_id": a.lora_task_id, "path": a.repo_path, "system_prompt": a.system_prompt}
+            for a in sorted(adapters, key=lambda a: a.lora_task_id)
+        }
+    }
+
+
+def table_bytes(adapters: list[Adapter]) -> bytes:
+    return (json.dumps(adapter_table(adapters), indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def cpu_files(adapters: list[Adapter]) -> dict[str, Path]:
+    """Files the cpu engine's version folder ships: adapters/<name>/{adapter_config.json, weights}."""
+    out: dict[str, Path] = {}
+    for a in adapters:
+        out[f"{a.repo_path}/{ADAPTER_CONFIG}"] = a.folder / ADAPTER_CONFIG
+        out[f"{a.repo_path}/{a.weights.name}"] = a.weights
+    return out
+
+
+def conversion_commands(adapters: list[Adapter], out_dir: str, *, storage_type: str = "float16") -> list[str]:
+    """gpu: the TensorRT-LLM commands that convert each adapter into ``<out_dir>/<task_id>/`` (run where
+    TensorRT-LLM is installed; ``hf_lora_convert.py`` is in the examples of the release matching the container)."""
+    return [
+        f"python3 examples/hf_lora_convert.py -i {a.folder} -o {out_dir}/{a.lora_task_id} --storage-type {storage_type}"
+        for a in adapters
+    ]
+
+
+def engine_problems(adapters: list[Adapter], engine: Any) -> list[str]:
+    """gpu: what the engine settings (``EngineSettings.lora``) must allow for these adapters."""
+    if not adapters:
+        return []
+    lora = engine.lora
+    if not lora.enabled:
+        return ["engine.lora.enabled must be true to serve adapters (the engine needs the LoRA plugin)"]
+    problems = []
+    for a in adapters:
+        if a.rank > lora.max_rank:
+            problems.append(f"adapters.{a.name}: rank {a.rank} exceeds engine.lora.max_rank {lora.max_rank}")
+    return problems

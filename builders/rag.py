@@ -1,0 +1,116 @@
+"""A rag model's set: the `<key>_prompt` step (python) and the `rag` ensemble, wired through the models of the
+retriever (with its embedder and reranker) and the LLM that the spec entry names.
+
+The prompt step ships the LLM's tokenizer files (the ones its preprocessing ships) so it counts prompt tokens
+exactly as the preprocessing will encode them, and gets the LLM's max_input_len / max_seq_len to trim passages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tritonforge import python_backends
+from tritonforge.builders.llm import llm_names
+from tritonforge.builders.llm_gpu import TOKENIZER_FOLDER, ensemble_signature
+from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
+from tritonforge.ensembles.dag import ModelIO
+from tritonforge.ensembles.rag import GENERATION_INPUTS, rag_ensemble
+from tritonforge.repository import FileContent
+from tritonforge.spec import LLMModel, RagModel, RetrieverModel
+
+PROMPT_INPUTS = (
+    TensorSpec("QUERY", "TYPE_STRING", (1,)),
+    TensorSpec("DOC_IDS", "TYPE_STRING", (-1,)),
+    TensorSpec("DOCUMENTS", "TYPE_STRING", (-1,)),
+    TensorSpec("SCORES", "TYPE_FP32", (-1,)),
+    TensorSpec("max_tokens", "TYPE_INT32", (1,), optional=True),
+)
+PROMPT_OUTPUTS = (
+    TensorSpec("PROMPT", "TYPE_STRING", (1,)),
+    TensorSpec("SOURCE_IDS", "TYPE_STRING", (-1,)),
+    TensorSpec("SOURCE_SCORES", "TYPE_FP32", (-1,)),
+    TensorSpec("PASSAGES_DROPPED", "TYPE_INT32", (1,)),
+    TensorSpec("REQUEST_OUTPUT_LEN", "TYPE_INT32", (1,)),
+)
+
+
+def rag_model_set(
+    key: str,
+    model: RagModel,
+    target: Target,
+    *,
+    retriever: RetrieverModel,
+    llm: LLMModel,
+    sets: dict[str, ModelSet],
+) -> ModelSet:
+    """`sets` holds the already rendered sets of the spec's models, by key (embedder, reranker, retriever, llm)."""
+    names = llm_names(model.llm, llm)
+    llm_set = sets[model.llm]
+    tokenizer_prefix = f"{names.preprocessing}/1/{TOKENIZER_FOLDER}/"
+    tokenizer_files: dict[str, FileContent] = {
+        f"{TOKENIZER_FOLDER}/{path[len(tokenizer_prefix) :]}": content
+        for path, content in llm_set.files.items()
+        if path.startswith(tokenizer_prefix)
+    }
+    params = {
+        "prompt_template": model.prompt_template,
+        "tokenizer_dir": llm.preprocessing.tokenizer_dir or TOKENIZER_FOLDER,
+        "add_special_tokens": "true" if llm.preprocessing.add_special_tokens else "false",
+        "max_input_len": str(llm.max_input_len),
+        "max_seq_len": str(llm.max_seq_len),
+        "default_max_tokens": str(model.max_tokens),
+    }
+    prompt_cfg, notes = render_model(
+        f"{key}_prompt",
+        model.prompt,
+        Signature(PROMPT_INPUTS, PROMPT_OUTPUTS),
+        target=target,
+        backend="python",
+        parameters=params,
+        cpu_only=True,
+    )
+    out = ModelSet(notes=notes)
+    out.add(prompt_cfg, {"model.py": python_backends.source("rag_prompt"), **tokenizer_files})
+
+    # the generate step: the sources in, every output out; the LLM's generation controls forwarded as they are
+    llm_inputs = {
+        t.name: t
+        for t in ensemble_signature(
+            logits_datatype=llm.tensorrt_llm.logits_datatype,
+            prompt_embedding_table_data_type=llm.tensorrt_llm.prompt_embedding_table_data_type,
+        ).inputs
+    }
+    controls = tuple(replace(llm_inputs[n], optional=True) for n in GENERATION_INPUTS if n in llm_inputs)
+    sources = PROMPT_OUTPUTS  # the last, REQUEST_OUTPUT_LEN, is an input only
+    generate_cfg, generate_notes = render_model(
+        f"{key}_generate",
+        model.prompt,
+        Signature(sources + controls, (TensorSpec("text_output", "TYPE_STRING", (-1,)), *sources[:4])),
+        target=target,
+        backend="python",
+        parameters={"llm_model": names.ensemble},
+        cpu_only=True,
+        decoupled=True,
+    )
+    out.notes += generate_notes
+    out.add(generate_cfg, {"model.py": python_backends.source("rag_generate")})
+
+    embedder, reranker = sets[retriever.embedder], sets[str(retriever.reranker)]
+    ret = sets[model.retriever]
+
+    def io(model_set: ModelSet, name: str) -> ModelIO:
+        return ModelIO.from_config(model_set.configs[name])
+
+    config = rag_ensemble(
+        model.ensemble,
+        tokenizer=io(embedder, f"{retriever.embedder}_tokenizer"),
+        encoder=io(embedder, f"{retriever.embedder}_encoder"),
+        retriever=io(ret, f"{model.retriever}_retriever"),
+        pair_tokenizer=io(reranker, f"{retriever.reranker}_pair_tokenizer"),
+        cross_encoder=io(reranker, f"{retriever.reranker}_cross_encoder"),
+        select=io(ret, f"{model.retriever}_select"),
+        prompt=ModelIO.from_config(prompt_cfg),
+        generate=ModelIO.from_config(generate_cfg),
+    )
+    out.add(config, {})
+    return out

@@ -1,0 +1,151 @@
+"""Triton python-backend model: the prompt of a RAG request, from the query and its reranked passages (tritonforge).
+
+Input  QUERY              TYPE_STRING [1]   the user's question
+       DOC_IDS            TYPE_STRING [-1]  passage ids, best first ("" marks padding, as the select step pads)
+       DOCUMENTS          TYPE_STRING [-1]  their texts
+       SCORES             TYPE_FP32   [-1]  their reranker scores
+       max_tokens         TYPE_INT32  [1]   optional, tokens to generate (default: parameter default_max_tokens)
+Output PROMPT             TYPE_STRING [1]   the rendered prompt sent to the LLM
+       SOURCE_IDS         TYPE_STRING [-1]  ids of the passages in the prompt, in rank order ("" pads)
+       SOURCE_SCORES      TYPE_FP32   [-1]  their scores (NaN pads)
+       PASSAGES_DROPPED   TYPE_INT32  [1]   how many reranked passages were left out so the prompt fits
+       REQUEST_OUTPUT_LEN TYPE_INT32  [1]   max_tokens, or its default (feeds the LLM's preprocessing)
+
+Parameters:
+  prompt_template      jinja2 over `query` and `passages` (a list of {id, text, score}, best first)
+  tokenizer_dir        the LLM's tokenizer folder, relative to the version folder (default `tokenizer`)
+  add_special_tokens   as the LLM's preprocessing encodes the prompt (default true)
+  max_input_len        prompt tokens the LLM accepts; max_seq_len: prompt + generated tokens
+  default_max_tokens   when a request sends no max_tokens
+
+The prompt is counted with the LLM's own tokenizer, exactly as its preprocessing will encode it; while it is longer
+than min(max_input_len, max_seq_len - max_tokens) the lowest-ranked passage is dropped. A query with no passage
+gets the template rendered with an empty list (the template says what to do then). A prompt that does not fit even
+without passages is an error to that request only.
+"""
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class RequestError(ValueError):
+    pass
+
+
+def _text(item):
+    return item.decode("utf-8") if isinstance(item, bytes) else str(item)
+
+
+def _truthy(text):
+    return str(text).strip().lower() in ("1", "true", "yes", "y", "t", "on")
+
+
+def compile_template(source):
+    import jinja2.sandbox
+
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment()
+    return env.from_string(source)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        from transformers import AutoTokenizer
+
+        config = json.loads(args["model_config"])
+        params = {k: (v or {}).get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        version_dir = os.path.join(args["model_repository"], str(args["model_version"]))
+        tokenizer_dir = params.get("tokenizer_dir") or "tokenizer"
+        if not os.path.isabs(tokenizer_dir):
+            tokenizer_dir = os.path.join(version_dir, tokenizer_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.add_special_tokens = _truthy(params.get("add_special_tokens") or "true")
+        if not params.get("prompt_template"):
+            raise RuntimeError("parameter prompt_template is missing")
+        self.template = compile_template(params["prompt_template"])
+        self.max_seq_len = int(params.get("max_seq_len") or 1024)
+        self.max_input_len = int(params.get("max_input_len") or self.max_seq_len - 1)
+        self.default_max_tokens = int(params.get("default_max_tokens") or 128)
+
+    def count(self, prompt):
+        return len(self.tokenizer.encode(prompt, add_special_tokens=self.add_special_tokens))
+
+    def fit(self, query, passages, max_tokens):
+        """The prompt with the most passages (dropping the lowest-ranked first) that fits; its passages."""
+        budget = min(self.max_input_len, self.max_seq_len - max_tokens)
+        if budget < 1:
+            raise RequestError(f"max_tokens={max_tokens} leaves no room for a prompt in max_seq_len={self.max_seq_len}")
+        for keep in range(len(passages), -1, -1):
+            prompt = self.template.render(query=query, passages=passages[:keep])
+            if not prompt.strip():
+                raise RequestError("prompt_template rendered an empty prompt")
+            tokens = self.count(prompt)
+            if tokens <= budget:
+                return prompt, passages[:keep]
+        raise RequestError(
+            f"the prompt has {tokens} tokens even without passages, more than the {budget} the LLM leaves for it "
+            f"(max_input_len={self.max_input_len}, max_seq_len={self.max_seq_len} - max_tokens={max_tokens})"
+        )
+
+    def _one(self, request):
+        def get(name):
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            return None if tensor is None else tensor.as_numpy()
+
+        queries, ids, docs, scores = get("QUERY"), get("DOC_IDS"), get("DOCUMENTS"), get("SCORES")
+        if queries is None or ids is None or docs is None or scores is None:
+            raise RequestError("QUERY, DOC_IDS, DOCUMENTS and SCORES are required")
+        if ids.ndim != 2 or not (ids.shape == docs.shape == scores.shape) or queries.shape[0] != ids.shape[0]:
+            raise RequestError(
+                f"shapes differ: QUERY {queries.shape}, DOC_IDS {ids.shape}, DOCUMENTS {docs.shape}, "
+                f"SCORES {scores.shape}"
+            )
+        batch = ids.shape[0]
+        wanted = get("max_tokens")
+        max_tokens = (
+            np.full(batch, self.default_max_tokens) if wanted is None else np.broadcast_to(wanted.reshape(-1), (batch,))
+        )
+        if (max_tokens <= 0).any():
+            raise RequestError(f"max_tokens must be >= 1, got {int(max_tokens.min())}")
+        prompts, kept, dropped = [], [], []
+        for i in range(batch):
+            query = _text(queries.reshape(batch, -1)[i, 0]).strip()
+            if not query:
+                raise RequestError("QUERY is empty: send a question")
+            passages = [
+                {"id": _text(ids[i, j]), "text": _text(docs[i, j]), "score": float(scores[i, j])}
+                for j in range(ids.shape[1])
+                if _text(ids[i, j])
+            ]
+            prompt, used = self.fit(query, passages, int(max_tokens[i]))
+            prompts.append(prompt)
+            kept.append(used)
+            dropped.append(len(passages) - len(used))
+        width = max((len(k) for k in kept), default=0)
+        out_ids = np.full((batch, width), b"", dtype=object)
+        out_scores = np.full((batch, width), np.nan, dtype=np.float32)
+        for i, used in enumerate(kept):
+            for slot, p in enumerate(used):
+                out_ids[i, slot], out_scores[i, slot] = p["id"].encode("utf-8"), p["score"]
+        return [
+            pb_utils.Tensor("PROMPT", np.array([[p.encode("utf-8")] for p in prompts], dtype=object)),
+            pb_utils.Tensor("SOURCE_IDS", out_ids),
+            pb_utils.Tensor("SOURCE_SCORES", out_scores),
+            pb_utils.Tensor("PASSAGES_DROPPED", np.array(dropped, dtype=np.int32).reshape(batch, 1)),
+            pb_utils.Tensor("REQUEST_OUTPUT_LEN", np.asarray(max_tokens, dtype=np.int32).reshape(batch, 1)),
+        ]
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(pb_utils.InferenceResponse(output_tensors=self._one(request)))
+            except (RequestError, UnicodeDecodeError) as err:
+                error = pb_utils.TritonError(str(err), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+            except Exception as err:  # a template error (undefined attribute, ...) is this request's problem
+                error = pb_utils.TritonError(f"rendering the prompt failed: {type(err).__name__}: {err}")
+                responses.append(pb_utils.InferenceResponse(error=error))
+        return responses

@@ -1,0 +1,89 @@
+"""Triton python-backend model (decoupled): generate the answer of a RAG request and stream it with its sources.
+
+Why a step of its own: Triton refuses a decoupled ensemble whose outputs come from different decoupled origins
+("step of model 'rag' receives inputs originated from different decoupled models"), so the sources (from the
+non-decoupled prompt step) cannot be ensemble outputs beside text_output (from the decoupled engine). This step
+receives both and is the one producer of every output: it calls the LLM's ensemble (parameter `llm_model`) through
+BLS with the prompt, and streams its responses.
+
+Input  PROMPT, SOURCE_IDS, SOURCE_SCORES, PASSAGES_DROPPED, REQUEST_OUTPUT_LEN   from the prompt step
+       temperature, top_k, top_p, seed, stream, ... (optional)                 forwarded to the LLM unchanged
+Output text_output       TYPE_STRING [-1]  the LLM's pieces (streamed) or whole answer
+       SOURCE_IDS, SOURCE_SCORES, PROMPT, PASSAGES_DROPPED                  in the FIRST response only, which is
+                         sent before generation starts (its text_output is empty)
+
+The LLM request carries this request's id, so a client that stops reading can send upstream's stop signal to the
+engine model with that id, as for the `llm` ensemble.
+"""
+
+import json
+import threading
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+SOURCES = ("SOURCE_IDS", "SOURCE_SCORES", "PROMPT", "PASSAGES_DROPPED")
+OWN_INPUTS = (*SOURCES, "REQUEST_OUTPUT_LEN")
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: (v or {}).get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        self.llm_model = params.get("llm_model") or "llm"
+        self.forwarded = [i["name"] for i in config["input"] if i["name"] not in OWN_INPUTS]
+        self.threads = []
+
+    def execute(self, requests):
+        for request in requests:
+            thread = threading.Thread(target=self.answer, args=(request,), daemon=True)
+            thread.start()
+            self.threads = [t for t in self.threads if t.is_alive()] + [thread]
+        return None
+
+    def answer(self, request):
+        sender = request.get_response_sender()
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        try:
+
+            def get(name):
+                tensor = pb_utils.get_input_tensor_by_name(request, name)
+                return None if tensor is None else tensor.as_numpy()
+
+            prompt = get("PROMPT")
+            if prompt.shape[0] != 1:
+                raise ValueError(f"send one query per request (this request holds {prompt.shape[0]})")
+            first = [pb_utils.Tensor(name, get(name)) for name in SOURCES]
+            first.append(pb_utils.Tensor("text_output", np.array([[b""]], dtype=object)))
+            sender.send(pb_utils.InferenceResponse(output_tensors=first))
+            inputs = [
+                pb_utils.Tensor("text_input", prompt.astype(object)),
+                pb_utils.Tensor("max_tokens", get("REQUEST_OUTPUT_LEN").astype(np.int32)),
+            ]
+            for name in self.forwarded:
+                value = get(name)
+                if value is not None:
+                    inputs.append(pb_utils.Tensor(name, value))
+            llm_request = pb_utils.InferenceRequest(
+                model_name=self.llm_model,
+                inputs=inputs,
+                requested_output_names=["text_output"],
+                request_id=request.request_id(),
+            )
+            for response in llm_request.exec(decoupled=True):
+                if response.has_error():
+                    sender.send(pb_utils.InferenceResponse(error=response.error()), flags=final)
+                    return
+                text = pb_utils.get_output_tensor_by_name(response, "text_output")
+                if text is not None:
+                    sender.send(
+                        pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("text_output", text.as_numpy())])
+                    )
+            sender.send(flags=final)
+        except Exception as err:
+            error = pb_utils.TritonError(f"{type(err).__name__}: {err}")
+            sender.send(pb_utils.InferenceResponse(error=error), flags=final)
+
+    def finalize(self):
+        for thread in self.threads:
+            thread.join(timeout=5)

@@ -1,0 +1,105 @@
+"""The `rag` ensemble on a real Triton: encode → retrieve → rerank → prompt → generate in one streamed call.
+
+The demo build (examples/rag.yaml) serves it with a tiny random cross-encoder and decoder (none can be downloaded
+here): the answer is gibberish, but its sources, its prompt and its tokens are checked against the search_rerank
+and llm ensembles of the same server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tritonforge.clients import AsyncClient, Client
+from tritonforge.errors import ClientError
+
+pytestmark = pytest.mark.integration
+QUERIES = ["how do I speed up inference on a GPU", "what makes thunder"]
+MAX_INPUT_LEN = 256  # examples/rag.yaml, models.chat.max_input_len
+
+
+@pytest.fixture(scope="module")
+def rag_server(demo_repo: Path) -> Iterator[object]:
+    from tritonforge.server import TritonServer
+
+    with TritonServer(demo_repo) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def count_tokens(demo_repo: Path) -> object:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(demo_repo / "answer_prompt" / "1" / "tokenizer")
+    return lambda text: len(tok.encode(text, add_special_tokens=True))
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_rag_streams_an_answer_with_the_reranked_sources(rag_server, query: str) -> None:
+    with Client(rag_server.endpoints.grpc) as client:
+        stream = client.rag_stream(query, top_k=10, top_n=1, max_tokens=16)
+        sources = stream.sources  # available before any text
+        pieces = list(stream)
+        best = client.search([query], top_k=10, rerank=True, top_n=1)[0]
+    assert stream.dropped == 0
+    assert [(s.id, pytest.approx(s.score, abs=1e-5)) for s in sources] == [(h.id, h.score) for h in best]
+    assert len(pieces) >= 4
+    prompt = stream.prompt
+    assert query in prompt and best[0].text in prompt and f"[{best[0].id}]" in prompt
+
+
+def test_greedy_answer_equals_generating_from_the_same_prompt(rag_server) -> None:
+    with Client(rag_server.endpoints.grpc) as client:
+        answer = client.rag(QUERIES[0], top_n=1, max_tokens=20)
+        assert answer.text and answer.prompt
+        assert answer.text == client.generate(answer.prompt, max_tokens=20)
+        streamed = client.rag_stream(QUERIES[0], top_n=1, max_tokens=20)
+        assert "".join(streamed) == answer.text and streamed.sources == answer.sources
+
+
+def test_passages_that_do_not_fit_are_dropped_lowest_ranked_first(rag_server, count_tokens) -> None:
+    """max_input_len is 256 tokens: five reranked passages do not fit; the prompt keeps the best ones that do."""
+    with Client(rag_server.endpoints.grpc) as client:
+        answer = client.rag(QUERIES[0], top_k=10, top_n=5, max_tokens=8)
+        ranked = client.search([QUERIES[0]], top_k=10, rerank=True, top_n=5)[0]
+    kept = len(answer.sources)
+    assert answer.dropped == 5 - kept > 0
+    assert [s.id for s in answer.sources] == [h.id for h in ranked[:kept]]  # a prefix: lowest-ranked dropped first
+    positions = [answer.prompt.index(f"[{h.id}]") for h in ranked[:kept]]
+    assert positions == sorted(positions)  # in rank order
+    assert all(f"[{h.id}]" not in answer.prompt for h in ranked[kept:])
+    assert count_tokens(answer.prompt) <= MAX_INPUT_LEN
+    assert answer.text  # and the trimmed prompt is served
+
+
+def test_defaults_and_bad_requests(rag_server) -> None:
+    with Client(rag_server.endpoints.grpc, retries=0) as client:
+        answer = client.rag(QUERIES[1])  # the retriever's default top_k/top_n, the rag model's max_tokens
+        assert answer.sources and answer.text
+        with pytest.raises(ClientError, match="query must be a non-empty string"):
+            client.rag("  ")
+        with pytest.raises(ClientError, match="top_n must be an integer >= 1"):
+            client.rag("hi", top_n=0)
+        with pytest.raises(ClientError, match=r"max_tokens=600 leaves no room for a prompt in max_seq_len=512"):
+            client.rag_stream("hi", max_tokens=600).answer()
+        with pytest.raises(ClientError, match=r"top_k must be an integer >= 1"):
+            client.rag("hi", top_k=0)
+        assert client.rag("still serving", top_n=1, max_tokens=4).sources  # an error reached only its caller
+    with Client(rag_server.endpoints.http, protocol="http") as client, pytest.raises(ClientError, match="gRPC"):
+        client.rag("hi")
+
+
+def test_async_rag(rag_server) -> None:
+    async def run() -> tuple[object, list[str], object]:
+        async with AsyncClient(rag_server.endpoints.grpc) as client:
+            answer = await client.rag(QUERIES[0], top_n=1, max_tokens=12)
+            stream = client.rag_stream(QUERIES[0], top_n=1, max_tokens=12)
+            sources = await stream.wait_sources()
+            pieces = [p async for p in stream]
+            return answer, pieces, sources
+
+    answer, pieces, sources = asyncio.run(run())
+    assert "".join(pieces) == answer.text and sources == answer.sources

@@ -1,0 +1,230 @@
+"""LoRA adapters: the spec, the build-time checks, the rendered model set and the preprocessing lookup."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import fake_pb_utils as fpb
+import numpy as np
+import pytest
+
+from tritonforge.errors import BuildError, SpecError
+
+BACKENDS = Path(__file__).resolve().parents[2] / "python_backends"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tritonforge.builders.tiny_models import make_tiny_decoder, make_tiny_lora
+
+    root = tmp_path_factory.mktemp("lora")
+    make_tiny_decoder(root / "decoder")
+    make_tiny_lora(root / "decoder", root / "adapters" / "alpha", 1)
+    make_tiny_lora(root / "decoder", root / "adapters" / "beta", 2)
+    return root
+
+
+def llm(folders: Path, adapters: dict[str, Any], **extra: Any) -> Any:
+    from tritonforge.spec import parse_spec
+
+    spec = parse_spec(
+        {"name": "t", "target": "cpu",
+         "models": {"chat": {"kind": "llm", "checkpoint": "decoder", "max_input_len": 64, "max_seq_len": 128,
+                             "adapters": adapters, **extra}}},
+        source_dir=folders,
+    )
+    return spec.models["chat"]
+
+
+def render(folders: Path, adapters: dict[str, Any], target: str = "cpu", **extra: Any) -> Any:
+    from tritonforge.builders.llm import llm_model_set
+
+    return llm_model_set("chat", llm(folders, adapters, **extra), target, folders / "decoder")
+
+
+# ------------------------------------------------------------------------------------------------ spec
+
+
+def test_the_spec_types_adapters(folders: Path) -> None:
+    model = llm(folders, {"alpha": {"path": "adapters/alpha", "system_prompt": "Be brief."}})
+    assert model.adapters["alpha"].path == "adapters/alpha"
+    assert model.adapters["alpha"].system_prompt == "Be brief."
+    assert model.adapters["alpha"].base_checkpoint_sha256 is None
+    assert llm(folders, {}).adapters == {}
+
+
+def test_bad_adapter_entries_are_refused_with_their_path(folders: Path) -> None:
+    with pytest.raises(SpecError) as err:
+        llm(folders, {"__base__": {"path": "x"}, "bad name": {"path": "y"}, "ok": {"path": "z", "extra": 1}})
+    text = str(err.value)
+    assert "adapters.__base__" in text and "reserved" in text
+    assert "adapters.bad name" in text
+    assert "extra" in text
+
+
+# ----------------------------------------------------------------------------------------------- build
+
+
+def test_the_cpu_set_ships_adapters_table_and_wiring(folders: Path) -> None:
+    out = render(folders, {"beta": {"path": "adapters/beta"},
+                           "alpha": {"path": "adapters/alpha", "system_prompt": "You are alpha."}})
+    table = json.loads(out.files["preprocessing/1/adapters.json"])
+    assert table == {"adapters": {
+        "alpha": {"lora_task_id": 1, "path": "adapters/alpha", "system_prompt": "You are alpha."},
+        "beta": {"lora_task_id": 2, "path": "adapters/beta", "system_prompt": None}}}
+    assert out.files["tensorrt_llm/1/adapters.json"] == out.files["preprocessing/1/adapters.json"]
+    for name in ("alpha", "beta"):
+        assert f"tensorrt_llm/1/adapters/{name}/adapter_config.json" in out.files
+        assert f"tensorrt_llm/1/adapters/{name}/adapter_model.safetensors" in out.files
+    pre, trt, ens = out.configs["preprocessing"], out.configs["tensorrt_llm"], out.configs["llm"]
+    assert pre.parameters["adapters_table"].string_value == "adapters.json"
+    assert trt.parameters["adapters_table"].string_value == "adapters.json"
+    assert "lora_name" in [i.name for i in ens.input] and "lora_name" in [i.name for i in pre.input]
+    assert "OUT_LORA_TASK_ID" in [o.name for o in pre.output]
+    steps = {s.model_name: s for s in ens.ensemble_scheduling.step}
+    assert steps["preprocessing"].input_map["lora_name"] == "lora_name"
+    assert steps["preprocessing"].input_map["LORA_TASK_ID"] == "lora_task_id"
+    assert steps["preprocessing"].output_map["OUT_LORA_TASK_ID"] == "_LORA_TASK_ID"
+    assert steps["tensorrt_llm"].input_map["lora_task_id"] == "_LORA_TASK_ID"
+
+
+def test_without_adapters_nothing_changes(folders: Path) -> None:
+    out = render(folders, {})
+    assert not any("adapters" in path for path in out.files)
+    assert "lora_name" not in [i.name for i in out.configs["llm"].input]
+    steps = {s.model_name: s for s in out.configs["llm"].ensemble_scheduling.step}
+    assert steps["tensorrt_llm"].input_map["lora_task_id"] == "lora_task_id"
+
+
+def test_the_set_validates_as_triton_would(folders: Path, tmp_path: Path) -> None:
+    from tritonforge.build import build
+
+    (folders / "spec.yaml").write_text(
+        "name: t\ntarget: cpu\nmodels:\n  chat:\n    kind: llm\n    checkpoint: decoder\n    max_input_len: 64\n"
+        "    max_seq_len: 128\n    adapters:\n      alpha: {path: adapters/alpha}\n", encoding="utf-8")
+    build(folders / "spec.yaml", tmp_path / "repo", target="cpu")  # validated before it is swapped in
+    assert (tmp_path / "repo" / "tensorrt_llm" / "1" / "adapters" / "alpha" / "adapter_config.json").is_file()
+
+
+def test_an_adapter_for_another_base_model_is_refused_naming_both_hashes(folders: Path) -> None:
+    from tritonforge.builders.checkpoints import checkpoint_hash
+
+    actual = checkpoint_hash(folders / "decoder")
+    wrong = "0" * 64
+    with pytest.raises(BuildError, match="adapter for another base model") as err:
+        render(folders, {"alpha": {"path": "adapters/alpha", "base_checkpoint_sha256": wrong}})
+    assert wrong in str(err.value) and actual in str(err.value)
+    render(folders, {"alpha": {"path": "adapters/alpha", "base_checkpoint_sha256": actual}})  # the right one
+
+
+def test_missing_adapter_files_are_refused(folders: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    with pytest.raises(BuildError) as err:
+        render(folders, {"gone": {"path": str(tmp_path / "nowhere")}, "broken": {"path": str(broken)}})
+    text = str(err.value)
+    assert "adapters.gone" in text and "does not exist" in text
+    assert "adapters.broken" in text and "adapter_model.safetensors" in text
+
+
+def test_gpu_renders_the_table_and_lora_cache_and_plans_the_conversion(folders: Path) -> None:
+    with pytest.raises(BuildError, match=r"engine\.lora\.enabled"):
+        render(folders, {"alpha": {"path": "adapters/alpha"}}, target="gpu")
+    out = render(folders, {"alpha": {"path": "adapters/alpha"}, "beta": {"path": "adapters/beta"}}, target="gpu",
+                 engine={"lora": {"enabled": True, "max_rank": 8}})
+    trt = out.configs["tensorrt_llm"]
+    assert trt.backend == "tensorrtllm"
+    assert trt.parameters["lora_prefetch_dir"].string_value == "/models/tensorrt_llm/1/lora"
+    assert "lora_cache_max_adapter_size" in trt.parameters
+    assert "adapters_table" not in trt.parameters
+    assert json.loads(out.files["preprocessing/1/adapters.json"])["adapters"]["beta"]["lora_task_id"] == 2
+    assert not any(p.startswith("tensorrt_llm/1/lora/") for p in out.files)  # not faked
+    note = next(n for n in out.notes if "LoRA adapter(s) planned, NOT converted" in n)
+    assert "hf_lora_convert.py" in note and "/tensorrt_llm/1/lora/2 " in note
+
+
+# --------------------------------------------------------------------------------------- preprocessing
+
+
+@pytest.fixture(scope="module")
+def pre(folders: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    model_dir = tmp_path_factory.mktemp("repo") / "preprocessing"
+    (model_dir / "1").mkdir(parents=True)
+    shutil.copytree(folders / "decoder", model_dir / "1" / "tokenizer")
+    table = {"adapters": {"alpha": {"lora_task_id": 1, "path": "adapters/alpha", "system_prompt": "You are alpha."},
+                          "beta": {"lora_task_id": 2, "path": "adapters/beta", "system_prompt": None}}}
+    (model_dir / "1" / "adapters.json").write_text(json.dumps(table))
+    config = {"name": "preprocessing", "max_batch_size": 8,
+              "parameters": {"adapters_table": {"string_value": "adapters.json"}}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, fpb.MODULE_NAME, fpb.make_module())
+        spec = importlib.util.spec_from_file_location("lora_pre_under_test", BACKENDS / "llm_preprocessing/model.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        instance = module.TritonPythonModel()
+        instance.initialize(fpb.initialize_args(config, model_dir))
+        yield instance
+
+
+def preprocess(pre: Any, queries: list[str], **extra: np.ndarray) -> Any:
+    inputs = {"QUERY": fpb.strings([[q] for q in queries]),
+              "REQUEST_OUTPUT_LEN": np.full((len(queries), 1), 8, dtype=np.int32), **extra}
+    request = fpb.Request(**inputs)
+    (response,) = pre.execute([request])
+    return response
+
+
+def output(response: Any, name: str) -> Any:
+    assert not response.has_error(), response.error().message()
+    tensor = fpb.get_output_tensor_by_name(response, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+def test_a_name_is_looked_up_and_its_task_id_sent_on(pre: Any) -> None:
+    response = preprocess(pre, ["hi", "ho"], lora_name=fpb.strings([["beta"], ["beta"]]))
+    assert output(response, "OUT_LORA_TASK_ID").tolist() == [[2], [2]]
+    assert output(response, "OUT_LORA_TASK_ID").dtype == np.uint64
+    plain = preprocess(pre, ["hi", "ho"])
+    np.testing.assert_array_equal(output(response, "INPUT_ID"), output(plain, "INPUT_ID"))  # no system prompt
+
+
+def test_no_name_means_the_base_model(pre: Any) -> None:
+    assert output(preprocess(pre, ["hi"]), "OUT_LORA_TASK_ID") is None
+    assert output(preprocess(pre, ["hi"], lora_name=fpb.strings([[""]])), "OUT_LORA_TASK_ID") is None
+
+
+def test_an_upstream_lora_task_id_passes_through(pre: Any) -> None:
+    response = preprocess(pre, ["hi"], LORA_TASK_ID=np.array([[7]], dtype=np.uint64))
+    assert output(response, "OUT_LORA_TASK_ID").tolist() == [[7]]
+
+
+def test_the_system_prompt_goes_through_the_chat_template(pre: Any, folders: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folders / "decoder")
+    messages = [{"role": "system", "content": "You are alpha."}, {"role": "user", "content": "hi"}]
+    want = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    response = preprocess(pre, ["hi"], lora_name=fpb.strings([["alpha"]]))
+    ids = output(response, "INPUT_ID")[0, : int(output(response, "REQUEST_INPUT_LEN")[0, 0])]
+    assert ids.tolist() == tok.encode(want, add_special_tokens=False)
+    assert output(response, "OUT_LORA_TASK_ID").tolist() == [[1]]
+
+
+def test_an_unknown_name_gets_an_error_listing_the_known_ones(pre: Any) -> None:
+    response = preprocess(pre, ["hi"], lora_name=fpb.strings([["gamma"]]))
+    assert response.has_error()
+    message = response.error().message()
+    assert "unknown adapter 'gamma' (lora_name): known adapters are alpha, beta" in message
+    assert "base model" in message
+
+
+def test_mixing_adapter_and_base_rows_in_one_request_is_refused(pre: Any) -> None:
+    response = preprocess(pre, ["hi", "ho"], lora_name=fpb.strings([["alpha"], [""]]))
+    assert response.has_error() and "separate requests" in response.error().message()

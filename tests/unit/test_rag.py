@@ -1,0 +1,148 @@
+"""The rag spec kind, its rendered models, and python_backends/rag_prompt/model.py run OUTSIDE Triton (over
+tests/fake_pb_utils.py). The real-Triton tests are tests/integration/test_rag_service.py."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fake_pb_utils import Request, TritonError, initialize_args, load_model, strings
+
+from tritonforge.errors import SpecError
+from tritonforge.spec import DEFAULT_RAG_TEMPLATE, parse_spec
+
+MODEL_PY = Path(__file__).resolve().parents[2] / "python_backends" / "rag_prompt" / "model.py"
+PASSAGES = [("a", "alpha " * 10, 3.0), ("b", "beta " * 10, 2.0), ("c", "gamma " * 10, 1.0)]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tritonforge.builders.tiny_models import make_tiny_decoder
+
+    return make_tiny_decoder(tmp_path_factory.mktemp("decoder") / "decoder")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(checkpoint: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(checkpoint)
+
+
+def make_model(monkeypatch: pytest.MonkeyPatch, checkpoint: Path, tmp_path: Path, **params: str) -> Any:
+    module = load_model(MODEL_PY, monkeypatch, "rag_prompt_under_test")
+    values = {
+        "prompt_template": DEFAULT_RAG_TEMPLATE,
+        "tokenizer_dir": str(checkpoint),
+        "max_input_len": "256",
+        "max_seq_len": "512",
+        "default_max_tokens": "32",
+        **params,
+    }
+    config = {
+        "name": "answer_prompt",
+        "max_batch_size": 8,
+        "parameters": {k: {"string_value": v} for k, v in values.items()},
+    }
+    model = module.TritonPythonModel()
+    model.initialize(initialize_args(config, tmp_path))
+    return model
+
+
+def request(query: str, passages: list[tuple[str, str, float]], **extra: np.ndarray) -> Request:
+    return Request(
+        QUERY=strings([[query]]),
+        DOC_IDS=strings([[p[0] for p in passages]]),
+        DOCUMENTS=strings([[p[1] for p in passages]]),
+        SCORES=np.array([[p[2] for p in passages]], dtype=np.float32).reshape(1, len(passages)),
+        **extra,
+    )
+
+
+def outputs(response: Any) -> dict[str, np.ndarray]:
+    assert not response.has_error(), response.error().message()
+    return {t.name(): t.as_numpy() for t in response.output_tensors()}
+
+
+def test_all_passages_in_rank_order_when_they_fit(monkeypatch, checkpoint, tmp_path) -> None:
+    model = make_model(monkeypatch, checkpoint, tmp_path, max_input_len="500", max_seq_len="1000")
+    (response,) = model.execute([request("why?", PASSAGES)])
+    out = outputs(response)
+    prompt = out["PROMPT"][0, 0].decode()
+    assert prompt.index("[a]") < prompt.index("[b]") < prompt.index("[c]") and "Question: why?" in prompt
+    assert out["SOURCE_IDS"].tolist() == [[b"a", b"b", b"c"]]
+    assert out["SOURCE_SCORES"].tolist() == [[3.0, 2.0, 1.0]]
+    assert out["PASSAGES_DROPPED"].tolist() == [[0]] and out["REQUEST_OUTPUT_LEN"].tolist() == [[32]]
+
+
+def test_lowest_ranked_passages_are_dropped_until_the_prompt_fits(monkeypatch, checkpoint, tmp_path, tokenizer) -> None:
+    full = make_model(monkeypatch, checkpoint, tmp_path, max_input_len="500", max_seq_len="1000")
+    one = full.template.render(query="why?", passages=[{"id": p[0], "text": p[1], "score": p[2]} for p in PASSAGES[:1]])
+    two = full.template.render(query="why?", passages=[{"id": p[0], "text": p[1], "score": p[2]} for p in PASSAGES[:2]])
+    limit = len(tokenizer.encode(one))  # room for exactly one passage
+    assert len(tokenizer.encode(two)) > limit
+    model = make_model(monkeypatch, checkpoint, tmp_path, max_input_len=str(limit), max_seq_len="1000")
+    (response,) = model.execute([request("why?", PASSAGES, max_tokens=np.array([[8]], np.int32))])
+    out = outputs(response)
+    assert out["SOURCE_IDS"].tolist() == [[b"a"]] and out["PASSAGES_DROPPED"].tolist() == [[2]]
+    assert out["PROMPT"][0, 0].decode() == one and out["REQUEST_OUTPUT_LEN"].tolist() == [[8]]
+
+
+def test_max_tokens_also_limits_the_prompt(monkeypatch, checkpoint, tmp_path) -> None:
+    model = make_model(monkeypatch, checkpoint, tmp_path, max_input_len="500", max_seq_len="1000")
+    (response,) = model.execute([request("why?", PASSAGES, max_tokens=np.array([[990]], np.int32))])
+    assert "even without passages" in response.error().message()
+    (response,) = model.execute([request("why?", PASSAGES, max_tokens=np.array([[1000]], np.int32))])
+    assert response.error().code() == TritonError.INVALID_ARG and "leaves no room" in response.error().message()
+
+
+def test_no_passage_gives_a_prompt_without_passages(monkeypatch, checkpoint, tmp_path) -> None:
+    model = make_model(monkeypatch, checkpoint, tmp_path)
+    padded = request("why?", [("", "", math.nan)])  # the select step pads with "" ids
+    for req in (request("why?", []), padded):
+        (response,) = model.execute([req])
+        out = outputs(response)
+        assert "No passage was found" in out["PROMPT"][0, 0].decode()
+        assert out["SOURCE_IDS"].shape == (1, 0) and out["PASSAGES_DROPPED"].tolist() == [[0]]
+
+
+def test_bad_requests_get_errors_to_that_request_only(monkeypatch, checkpoint, tmp_path) -> None:
+    model = make_model(monkeypatch, checkpoint, tmp_path, prompt_template="{{ query.nope() }}")
+    bad = model.execute([request("  ", PASSAGES), request("why?", PASSAGES)])
+    assert "QUERY is empty" in bad[0].error().message()
+    assert "rendering the prompt failed" in bad[1].error().message()
+
+
+def _spec(**rag: Any) -> dict[str, Any]:
+    return {
+        "name": "t",
+        "models": {
+            "m": {"kind": "embedding", "checkpoint": "x"},
+            "p": {"kind": "retriever", "embedder": "m", "corpus": "c.jsonl", "reranker": "r"},
+            "q": {
+                "kind": "retriever",
+                "embedder": "m",
+                "corpus": "c.jsonl",
+                "ensemble": "s2",
+                "rerank_ensemble": "sr2",
+            },
+            "r": {"kind": "reranker", "checkpoint": "y"},
+            "l": {"kind": "llm", "checkpoint": "z"},
+            "a": {"kind": "rag", "retriever": "p", "llm": "l", **rag},
+        },
+    }
+
+
+def test_spec_kind_and_references() -> None:
+    spec = parse_spec(_spec())
+    assert spec.models["a"].ensemble == "rag" and spec.models["a"].max_tokens == 128
+    with pytest.raises(SpecError) as err:
+        parse_spec(_spec(retriever="q", llm="m", prompt_template="{% for %}"))
+    text = str(err.value)
+    # the field name is dropped from the path: spec._path skips kind names ("retriever", "llm") as pydantic tags
+    assert "models.a.retriever: retriever 'q' has no reranker" in text
+    assert "models.a.llm: 'm' is a embedding model, not llm" in text
+    assert "models.a.prompt_template: not a valid jinja2 template" in text
