@@ -39,7 +39,7 @@ def demo_spec(path: Path | None = None) -> tuple[Spec, list[str]]:
     checkpoint is replaced by a tiny random one, so the pipeline runs end to end but its output means nothing.
     """
     from tritonforge.builders.checkpoints import default_cache_dir
-    from tritonforge.builders.tiny_models import make_tiny_cross_encoder, make_tiny_decoder
+    from tritonforge.builders.tiny_models import make_tiny_cross_encoder, make_tiny_decoder, make_tiny_lora
 
     path = path or example_spec()
     data: Any = yaml.safe_load(path.read_text())
@@ -63,6 +63,18 @@ def demo_spec(path: Path | None = None) -> tuple[Spec, list[str]]:
                 f"{key}: no {what} at {folder} (none can be downloaded here): using a tiny RANDOM one, "
                 f"so the {meaningless} means nothing; the pipeline around it is real"
             )
+    for key, model in spec.of_kind(LLMModel).items():
+        base = Path(data["models"][key]["checkpoint"])
+        for i, (name, adapter) in enumerate(sorted(model.adapters.items())):
+            folder = Path(adapter.path)
+            folder = folder if folder.is_absolute() else path.resolve().parent / folder
+            if folder.exists():
+                continue
+            tiny = default_cache_dir() / "checkpoints" / f"tiny-lora-{name}"
+            if not (tiny / "adapter_config.json").exists():
+                make_tiny_lora(base, tiny, seed=i + 1)
+            data["models"][key]["adapters"][name]["path"] = str(tiny)
+            notes.append(f"{key}: adapter '{name}' stands in as a tiny RANDOM LoRA on the stand-in decoder")
     return parse_spec(data, source_dir=path.resolve().parent), notes
 
 
@@ -146,6 +158,9 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
                     console.print(f"stream: {len(pieces)} pieces, joined equal to generate: {''.join(pieces) == text}")
                     chat = client.generate(prompt, max_tokens=24, chat=True)
                     console.print(f"with the checkpoint's chat template: {chat!r}")
+                    for adapter in ("support", "legal"):
+                        text = client.generate(prompt, max_tokens=16, adapter=adapter)
+                        console.print(f"LoRA adapter {adapter!r} on the same base: {text!r}")
             if "rag" in report.models:
                 console.rule("6. RAG: encode → retrieve → rerank → prompt → generate, one streamed call (`rag`)")
                 with Client(ep.grpc) as client:
