@@ -70,6 +70,7 @@ class _Tensor:
     source: str  # the model the type and shape were inferred from
     producer: int | None = None  # step index, None for ensemble inputs
     consumers: list[int] = field(default_factory=list)
+    origin: int | None = None  # the nearest decoupled step upstream (R62), None when there is none
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,15 @@ class Ensemble:
                 f"in ensemble {self.name}, ensemble tensor {tensor}: inconsistent shape: {_shape(full_known)} "
                 f"is inferred from model {known.source} while {_shape(full_new)} is inferred from model {source}"
             )
+
+    def _single_origin(self, origins: set[int | None], who: str) -> int | None:
+        """R62: a step (and the ensemble's outputs, which Triton treats as one more step) may not join tensors that
+        come from different decoupled producers, or from a decoupled and a non-decoupled branch."""
+        if len(origins) > 1:
+            self._fail(
+                f"in ensemble {self.name}, step of {who} receives inputs originated from different decoupled models"
+            )
+        return next(iter(origins), None)
 
     # -- building -----------------------------------------------------------
     def input(self, name: str, data_type: str, dims: Sequence[int], *, optional: bool = False) -> Ensemble:
@@ -163,12 +173,14 @@ class Ensemble:
                     f"ensemble tensor '{tensor}' can appear in an output map only once for ensemble "
                     f"'{self.name}' step {index}"
                 )
+        origin = self._single_origin({self._tensors[t].origin for t in inputs.values()}, f"model '{model.name}'")
         # all checks passed: record the step
         for tensor in inputs.values():
             self._tensors[tensor].consumers.append(index)
         for key, tensor in outputs.items():
             spec = model.outputs[key]
-            self._tensors[tensor] = _Tensor(spec.data_type, spec.dims, batching, model.name, index)
+            out_origin = index if model.decoupled else origin
+            self._tensors[tensor] = _Tensor(spec.data_type, spec.dims, batching, model.name, index, origin=out_origin)
         self._steps.append(_Step(model, dict(inputs), dict(outputs)))
         return self
 
@@ -182,6 +194,7 @@ class Ensemble:
 
     # -- rendering ----------------------------------------------------------
     def _check_complete(self) -> None:
+        self._single_origin({self._tensors[o.name].origin for o in self._outputs}, f"model '{self.name}'")
         problems = []
         for spec in self._inputs:
             if not self._tensors[spec.name].consumers:

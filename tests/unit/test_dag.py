@@ -128,3 +128,20 @@ def test_dag_api_and_validator_print_the_same_dtype_message(tmp_path) -> None:
     (tmp_path / "pipe" / "config.pbtxt").write_text(text_format.MessageToString(ens))
 
     assert [p.message for p in check_repository(tmp_path)] == [dag_message]
+
+
+def test_joining_a_decoupled_branch_with_another_is_refused() -> None:
+    """R62: Triton refuses a step (or the ensemble's outputs) fed by different decoupled producers."""
+    stream = _model("gen", {"X": ("TYPE_FP32", (4,))}, {"Y": ("TYPE_FP32", (4,))}, decoupled=True)
+    join = _model("join", {"P": ("TYPE_FP32", (4,)), "Q": ("TYPE_FP32", (4,))}, {"R": ("TYPE_FP32", (4,))})
+    dag = _start().step(stream, inputs={"X": "mid"}, outputs={"Y": "streamed"})
+    assert _message(lambda: dag.step(join, inputs={"P": "streamed", "Q": "DATA"}, outputs={"R": "R"})) == (
+        "in ensemble pipe, step of model 'join' receives inputs originated from different decoupled models"
+    )
+    outputs_mixed = _start().step(stream, inputs={"X": "mid"}, outputs={"Y": "streamed"})
+    outputs_mixed.step(A, inputs={"IN": "DATA"}, outputs={"OUT": "plain"}).output("streamed").output("plain")
+    assert "receives inputs originated from different decoupled models" in _message(outputs_mixed.config)
+    # fan-out from one decoupled step and re-joining its own outputs is fine
+    fan = _start().step(stream, inputs={"X": "mid"}, outputs={"Y": "s"})
+    fan.step(join, inputs={"P": "s", "Q": "s"}, outputs={"R": "R"}).output("R")
+    assert fan.config().platform == "ensemble"
