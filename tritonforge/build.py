@@ -126,6 +126,8 @@ def plan_repository(
         plan.merge(model_set)
 
     manifest = {"spec": spec.name, "target": spec.target, "artifacts": [asdict(a) for a in artifacts]}
+    if spec.image:
+        manifest["image"] = spec.image  # `tritonforge validate` checks TensorRT-LLM engines against it
     # Files at the repository root are not models; Triton ignores them.
     plan.files["tritonforge.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     return plan.files, artifacts, plan.notes

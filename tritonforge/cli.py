@@ -84,12 +84,15 @@ def build(
 def validate(
     repo: Annotated[Path, typer.Argument(help="model repository folder")],
     gpus: Annotated[int, typer.Option(help="GPUs on the target machine (ids 0..N-1) for KIND_GPU checks")] = 8,
+    image: Annotated[
+        str | None, typer.Option(help="the serving container (…/tritonserver:<yy.mm>-trtllm-python-py3): engine check")
+    ] = None,
 ) -> None:
     """Check a whole repository against Triton's load-time rules. Exit 0 if valid, 1 with 'path: message' lines."""
     from tritonforge.validator import validate as validate_repo
 
     try:
-        validate_repo(repo, gpus=gpus)
+        validate_repo(repo, gpus=gpus, image=image)
     except TritonForgeError as err:
         _fail(err)
     console.print(f"[green]valid[/]: {repo}")
@@ -207,8 +210,11 @@ def gateway(
     ] = None,
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", help="kind:id=ensemble (kind chat|embeddings|rerank), repeatable; default: the "
-                     "examples/rag.yaml ids chat=llm, minilm=embed, reranker=rerank"),
+        typer.Option(
+            "--model",
+            help="kind:id=ensemble (kind chat|embeddings|rerank), repeatable; default: the "
+            "examples/rag.yaml ids chat=llm, minilm=embed, reranker=rerank",
+        ),
     ] = None,
     insecure_no_auth: Annotated[
         bool, typer.Option("--insecure-no-auth", help="allow serving without API keys on a non-loopback address")

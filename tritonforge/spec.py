@@ -392,6 +392,9 @@ class Spec(Checked):
 
     name: Annotated[str, Field(min_length=1)]
     target: Literal["cpu", "gpu"] = "cpu"
+    image: str | None = Field(
+        None, description="the Triton container that serves the gpu target (engines are checked against it)"
+    )
     models: dict[str, ModelSpec]
     source_dir: Path | None = Field(None, exclude=True, description="folder relative checkpoints resolve from")
 

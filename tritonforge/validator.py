@@ -83,8 +83,13 @@ def check_config(config: ModelConfig, *, model_dir: Path | None = None, gpus: in
     return _check_model(copy, model_dir, repo, gpus).messages()
 
 
-def check_repository(repo: str | Path, *, gpus: int | None = 8) -> list[Problem]:
-    """Every problem of the repository, sorted (stably) by the path of the offending config.pbtxt."""
+def check_repository(repo: str | Path, *, gpus: int | None = 8, image: str | None = None) -> list[Problem]:
+    """Every problem of the repository, sorted (stably) by the path of the offending config.pbtxt.
+
+    ``image`` is the Triton container that will serve it (e.g. ``nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3``;
+    default: the ``image`` recorded by tritonforge's build in ``tritonforge.json``): every TensorRT-LLM engine
+    manifest in the repository is checked against that container's TensorRT-LLM version.
+    """
     repo = Path(repo)
     if not repo.is_dir():
         return [Problem(str(repo), f"failed to stat file {repo}: model repository is not a directory")]
@@ -98,12 +103,38 @@ def check_repository(repo: str | Path, *, gpus: int | None = 8) -> list[Problem]
     _check_rate_limiter(models)
     for model in models.values():
         problems.extend(Problem(model.where, m) for m in _dedupe([*model.findings.messages(), *model.cross]))
+    problems.extend(_engine_manifest_problems(repo, image))
     return sorted(problems, key=lambda p: p.where)
 
 
-def validate(repo: str | Path, *, gpus: int | None = 8) -> None:
+def _engine_manifest_problems(repo: Path, image: str | None) -> list[Problem]:
+    """A TensorRT-LLM engine only loads in a container whose TensorRT-LLM version built it (the most common
+    load failure users report): compare each engine manifest with the target image."""
+    import json
+
+    if image is None:
+        try:
+            image = json.loads((repo / "tritonforge.json").read_text()).get("image")
+        except (OSError, ValueError, AttributeError):
+            image = None
+    if not image:
+        return []
+    from tritonforge.builders.trtllm_engine import MANIFEST_NAME, check_engine_manifest
+
+    problems = []
+    for manifest_path in sorted(repo.glob(f"*/*/engine/{MANIFEST_NAME}")):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as err:
+            problems.append(Problem(str(manifest_path), f"unreadable engine manifest: {err}"))
+            continue
+        problems.extend(Problem(str(manifest_path), m) for m in check_engine_manifest(manifest, image))
+    return problems
+
+
+def validate(repo: str | Path, *, gpus: int | None = 8, image: str | None = None) -> None:
     """Raise ValidationError listing every problem if the repository would not load cleanly in Triton."""
-    problems = check_repository(repo, gpus=gpus)
+    problems = check_repository(repo, gpus=gpus, image=image)
     if problems:
         raise ValidationError(problems)
 

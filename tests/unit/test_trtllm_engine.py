@@ -505,3 +505,21 @@ def test_real_engine_build(tmp_path):
     tags = containers_shipping(manifest["tensorrt_llm_version"])
     if tags:
         assert not any("TensorRT-LLM" in p for p in check_engine_manifest(manifest, tags[-1]))
+
+
+def test_validate_checks_engine_manifests_against_the_serving_image(tmp_path):
+    """`tritonforge validate --image` (or the image a build recorded) catches an engine built for another release."""
+    import json
+
+    from tritonforge.validator import check_repository
+
+    engine = tmp_path / "tensorrt_llm" / "1" / "engine"
+    engine.mkdir(parents=True)
+    (engine / "engine_manifest.json").write_text(json.dumps({"tensorrt_llm_version": "0.15.0"}))
+    problems = check_repository(tmp_path, image="nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3")
+    engine_problems = [p for p in problems if p.where.endswith("engine_manifest.json")]
+    assert len(engine_problems) == 1
+    assert engine_problems[0].message.startswith("engine built with TensorRT-LLM 0.15.0 but tritonserver:24.12")
+    assert not [p for p in check_repository(tmp_path, image="24.11-trtllm-python-py3") if "engine built" in p.message]
+    (tmp_path / "tritonforge.json").write_text(json.dumps({"image": "24.12-trtllm-python-py3"}))
+    assert [p for p in check_repository(tmp_path) if "engine built" in p.message]
