@@ -90,9 +90,9 @@ def test_client_reports_queue_full_as_overloaded_without_retrying(misbehaving_se
     busy = [grpcclient.InferenceServerClient(misbehaving_server.endpoints.grpc) for _ in range(3)]
     done = []
     try:
-        for c in busy:  # one running + two queued: the queue is full for 0.9 s
-            c.async_infer("slow", robust.slow_request(0.3), callback=lambda result, error: done.append(error), client_timeout=10)
-        time.sleep(0.1)
+        for c in busy:  # one running + two queued: the queue is full for ~3 s (long enough on a loaded CI machine)
+            c.async_infer("slow", robust.slow_request(1.0), callback=lambda result, error: done.append(error), client_timeout=10)
+        time.sleep(0.5)
         began = time.perf_counter()
         with Client(misbehaving_server.endpoints.grpc, timeout=10, retries=3) as client, pytest.raises(
             OverloadedError, match=QUEUE_FULL
