@@ -102,6 +102,14 @@ def _grpc_inputs(mod: Any, inputs: Mapping[str, np.ndarray]) -> list[Any]:
     return built
 
 
+def _read(result: Any, on_result: Any) -> tuple[str, bool]:
+    """One streamed response: hand it to ``on_result`` (sources of a rag answer, ...), then its text and whether
+    it is the last one."""
+    if on_result is not None:
+        on_result(result)
+    return text_of({"text_output": result.as_numpy("text_output")}), _final(result)
+
+
 def _final(result: Any) -> bool:
     params = result.get_response().parameters
     return "triton_final_response" in params and params["triton_final_response"].bool_param
@@ -137,13 +145,10 @@ def grpc_stream(
             if error is not None:
                 finished = True  # the server ended the request
                 raise classify(error)
-            if on_result is not None:
-                on_result(result)
-            piece = text_of({"text_output": result.as_numpy("text_output")})
+            piece, finished = _read(result, on_result)
             if piece:
                 yield piece
-            if _final(result):
-                finished = True
+            if finished:
                 return
     finally:
         try:
@@ -203,12 +208,10 @@ async def grpc_stream_async(
         async for result, error in stream:
             if error is not None:
                 raise classify(error)
-            if on_result is not None:
-                on_result(result)
-            piece = text_of({"text_output": result.as_numpy("text_output")})
+            piece, final = _read(result, on_result)
             if piece:
                 yield piece
-            if _final(result):
+            if final:
                 return
     finally:
         stream.cancel()

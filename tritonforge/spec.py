@@ -425,66 +425,30 @@ class Spec(Checked):
         return self if target is None or target == self.target else self.model_copy(update={"target": target})
 
 
+REFERENCES = {  # kind → the fields naming other models of the spec, with the kind each must have
+    "retriever": (("embedder", "embedding"), ("reranker", "reranker")),
+    "rag": (("retriever", "retriever"), ("llm", "llm")),
+}
+
+
 def _references(key: str, model: dict[str, Any], models: dict[str, Any]) -> Found:
-    """A retriever names its embedder (and optional reranker) among the spec's models, of the right kind."""
+    """Fields that name other models of the spec (a retriever's embedder, a rag's llm, ...) must name a model of
+    the right kind; a rag's retriever must also rerank."""
     found: Found = []
-    if model.get("kind") == "rag":
-        return _rag_references(key, model, models)
-    if model.get("kind") != "retriever":
-        return found
-    for field_name, kind in (("embedder", "embedding"), ("reranker", "reranker")):
-        ref = model.get(field_name)
-        if ref is None or not isinstance(ref, str):
-            continue
-        target = models.get(ref)
-        if not isinstance(target, dict):
-            known = ", ".join(k for k, v in models.items() if raw_dict(v).get("kind") == kind) or "none"
-            found.append(
-                (
-                    ("models", key, str(model.get("kind")), field_name),
-                    f"'{ref}' is not a model of this spec; {kind} models: {known}",
-                )
-            )
-        elif target.get("kind") != kind:
-            found.append(
-                (
-                    ("models", key, str(model.get("kind")), field_name),
-                    f"'{ref}' is a {target.get('kind')} model, not {kind}",
-                )
-            )
-    return found
-
-
-def _rag_references(key: str, model: dict[str, Any], models: dict[str, Any]) -> Found:
-    """A rag model names a retriever (with a reranker: the ensemble reranks) and an llm of this spec."""
-    found: Found = []
-    for field_name, kind in (("retriever", "retriever"), ("llm", "llm")):
+    own_kind = str(model.get("kind"))
+    for field_name, kind in REFERENCES.get(own_kind, ()):
         ref = model.get(field_name)
         if not isinstance(ref, str):
             continue
+        where = ("models", key, own_kind, field_name)
         target = models.get(ref)
         if not isinstance(target, dict):
             known = ", ".join(k for k, v in models.items() if raw_dict(v).get("kind") == kind) or "none"
-            found.append(
-                (
-                    ("models", key, str(model.get("kind")), field_name),
-                    f"'{ref}' is not a model of this spec; {kind} models: {known}",
-                )
-            )
+            found.append((where, f"'{ref}' is not a model of this spec; {kind} models: {known}"))
         elif target.get("kind") != kind:
-            found.append(
-                (
-                    ("models", key, str(model.get("kind")), field_name),
-                    f"'{ref}' is a {target.get('kind')} model, not {kind}",
-                )
-            )
-        elif kind == "retriever" and not target.get("reranker"):
-            found.append(
-                (
-                    ("models", key, "rag", field_name),
-                    f"retriever '{ref}' has no reranker: the rag ensemble reranks; set one",
-                )
-            )
+            found.append((where, f"'{ref}' is a {target.get('kind')} model, not {kind}"))
+        elif own_kind == "rag" and kind == "retriever" and not target.get("reranker"):
+            found.append((where, f"retriever '{ref}' has no reranker: the rag ensemble reranks; set one"))
     return found
 
 
