@@ -106,12 +106,32 @@ def serve(
     metrics_port: Annotated[int | None, typer.Option(help="default: a free port")] = None,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     tritonserver: Annotated[Path | None, typer.Option(help="an external tritonserver binary")] = None,
+    admin_key: Annotated[
+        str | None,
+        typer.Option(help="key for Triton's model-repository and shared-memory APIs (default: generated, printed)"),
+    ] = None,
+    open_admin: Annotated[
+        bool, typer.Option("--no-admin-key", help="leave model loading/unloading open to anyone who can connect")
+    ] = False,
 ) -> None:
-    """Serve a repository on a real Triton (explicit model control, all models loaded) until SIGINT/SIGTERM."""
-    from tritonforge.server import TritonServer
+    """Serve a repository on a real Triton (explicit model control, all models loaded) until SIGINT/SIGTERM.
 
+    Triton's model-repository (load/unload) and shared-memory APIs answer only requests with the header
+    `tritonforge-admin-key: <key>`; the key is generated and printed when none is given.
+    """
+    import secrets
+
+    from tritonforge.server import ADMIN_HEADER, TritonServer
+
+    key = None if open_admin else (admin_key or secrets.token_urlsafe(24))
     server = TritonServer(
-        repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, host=host, tritonserver=tritonserver
+        repo,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        host=host,
+        tritonserver=tritonserver,
+        admin_key=key,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -120,6 +140,8 @@ def serve(
         with err_console.status("starting tritonserver…"):
             ep = server.start()
         console.print(f"[green]ready[/]  gRPC {ep.grpc}   HTTP http://{ep.http}   metrics http://{ep.metrics}/metrics")
+        if key and not admin_key:
+            console.print(f"model control needs the header {ADMIN_HEADER}: {key}")
         console.print("Ctrl-C to stop")
         while not stop.wait(1.0):
             if not server.is_running():

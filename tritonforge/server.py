@@ -92,6 +92,10 @@ def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 # ------------------------------------------------------------------------------------------------ the wheel layout
 
 
+
+ADMIN_HEADER = "tritonforge-admin-key"
+RESTRICTED_APIS = "model-repository,shared-memory"  # what an admin key guards (inference stays open)
+
 @dataclass(frozen=True)
 class _Wheel:
     """Where nvidia-pytriton put the server, its libraries, backends and stubs."""
@@ -449,6 +453,7 @@ class TritonServer:
         env: Mapping[str, str] | None = None,
         log_verbose: int = 0,
         exit_timeout: float = 5.0,
+        admin_key: str | None = None,
     ) -> None:
         if isinstance(models, str):
             raise ServerError(f"models must be a list of model names, not the string {models!r}")
@@ -467,6 +472,9 @@ class TritonServer:
         self.allow_partial = allow_partial
         self.log_verbose = log_verbose
         self.exit_timeout = exit_timeout
+        # With a key, Triton refuses model loading/unloading and shared-memory registration over HTTP and gRPC
+        # unless the request carries the `tritonforge-admin-key` header (Triton's restricted-API feature).
+        self.admin_key = admin_key
         self._ports = (http_port, grpc_port, metrics_port)
         self._binary = Path(tritonserver).expanduser() if tritonserver else None
         self._backend_directory = Path(backend_directory).expanduser() if backend_directory else None
@@ -585,7 +593,7 @@ class TritonServer:
             self.unload(model, wait=True, timeout=timeout)
         client = self._client(timeout)
         try:
-            client.load_model(model)
+            client.load_model(model, headers=self._admin_headers())
         except Exception as err:
             reason = _server_message(err)
             raise ServerError(f"tritonserver could not load model '{model}': {_short_reason(reason)}") from None
@@ -598,7 +606,7 @@ class TritonServer:
         """Unload a model; with ``wait`` return once it no longer serves."""
         client = self._client(timeout)
         try:
-            client.unload_model(model)
+            client.unload_model(model, headers=self._admin_headers())
         except Exception as err:
             raise ServerError(f"tritonserver could not unload model '{model}': {_server_message(err)}") from None
         finally:
@@ -674,6 +682,9 @@ class TritonServer:
             args.append(f"--cache-config=local,size={int(self.cache_size_bytes)}")
         for key, value in self.backend_config.items():
             args.append(f"--backend-config={key}={value}")
+        if self.admin_key:
+            restricted = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}"
+            args += [f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}"]
         args.extend(self.extra_args)  # last: they override the defaults above
         return args
 
@@ -744,9 +755,13 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return 0
 
-    @staticmethod
-    def _index(http: str) -> list[dict[str, Any]]:
-        req = urllib.request.Request(f"http://{http}/v2/repository/index", data=b"{}", method="POST")
+    def _admin_headers(self) -> dict[str, str]:
+        return {ADMIN_HEADER: self.admin_key} if self.admin_key else {}
+
+    def _index(self, http: str) -> list[dict[str, Any]]:
+        req = urllib.request.Request(
+            f"http://{http}/v2/repository/index", data=b"{}", method="POST", headers=self._admin_headers()
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return list(json.loads(r.read() or b"[]"))
