@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from tritonforge.ensembles.dag import Ensemble, ModelIO
-from tritonforge.ensembles.search import _encode_query, _score_pairs
+from tritonforge.ensembles.search import retrieve_and_rerank
 
 # generation controls of the `llm` ensemble that the rag ensemble exposes too (same names, types and shapes)
 GENERATION_INPUTS = (
@@ -65,18 +65,8 @@ def rag_ensemble(
         dag.input(n, spec.data_type, spec.dims, optional=True)
 
     # retrieve and rerank, as the search_rerank ensemble does
-    _encode_query(dag, tokenizer, encoder)
-    dag.step(
-        retriever,
-        inputs={"QUERY_EMBEDDING": "QUERY_EMBEDDING", "TOP_K": "TOP_K"},
-        outputs={"DOC_IDS": "CANDIDATE_IDS", "DOCUMENTS": "CANDIDATE_DOCUMENTS"},
-    )
-    _score_pairs(dag, pair_tokenizer, cross_encoder, "CANDIDATE_DOCUMENTS", "RERANK_SCORES")
-    dag.step(
-        select,
-        inputs={k: k for k in ("CANDIDATE_IDS", "CANDIDATE_DOCUMENTS", "RERANK_SCORES", "TOP_N")},
-        outputs={"DOC_IDS": "RANKED_IDS", "SCORES": "RANKED_SCORES", "DOCUMENTS": "RANKED_DOCUMENTS"},
-    )
+    ranked = {"DOC_IDS": "RANKED_IDS", "SCORES": "RANKED_SCORES", "DOCUMENTS": "RANKED_DOCUMENTS"}
+    retrieve_and_rerank(dag, tokenizer, encoder, retriever, pair_tokenizer, cross_encoder, select, ranked)
     # the prompt, trimmed to the LLM's limits, and the passages it holds
     passed = (*SOURCES, "REQUEST_OUTPUT_LEN")
     dag.step(

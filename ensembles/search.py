@@ -50,6 +50,32 @@ def rerank_ensemble(name: str, pair_tokenizer: ModelIO, cross_encoder: ModelIO) 
     return dag.output("SCORES").config()
 
 
+def retrieve_and_rerank(
+    dag: Ensemble,
+    tokenizer: ModelIO,
+    encoder: ModelIO,
+    retriever: ModelIO,
+    pair_tokenizer: ModelIO,
+    cross_encoder: ModelIO,
+    select: ModelIO,
+    results: dict[str, str],
+) -> None:
+    """QUERY (+ TOP_K, TOP_N) → encode → retrieve candidates → cross-encoder → best TOP_N, mapped to `results`
+    ({select output: ensemble tensor}); shared by the search_rerank and rag pipelines."""
+    _encode_query(dag, tokenizer, encoder)
+    dag.step(
+        retriever,
+        inputs={"QUERY_EMBEDDING": "QUERY_EMBEDDING", "TOP_K": "TOP_K"},
+        outputs={"DOC_IDS": "CANDIDATE_IDS", "DOCUMENTS": "CANDIDATE_DOCUMENTS"},
+    )
+    _score_pairs(dag, pair_tokenizer, cross_encoder, "CANDIDATE_DOCUMENTS", "RERANK_SCORES")
+    dag.step(
+        select,
+        inputs={k: k for k in ("CANDIDATE_IDS", "CANDIDATE_DOCUMENTS", "RERANK_SCORES", "TOP_N")},
+        outputs=results,
+    )
+
+
 def search_rerank_ensemble(
     name: str,
     tokenizer: ModelIO,
@@ -63,17 +89,8 @@ def search_rerank_ensemble(
     dag.input("QUERY", "TYPE_STRING", [1])
     dag.input("TOP_K", "TYPE_INT32", [1], optional=True)  # candidates retrieved
     dag.input("TOP_N", "TYPE_INT32", [1], optional=True)  # results kept after reranking
-    _encode_query(dag, tokenizer, encoder)
-    dag.step(
-        retriever,
-        inputs={"QUERY_EMBEDDING": "QUERY_EMBEDDING", "TOP_K": "TOP_K"},
-        outputs={"DOC_IDS": "CANDIDATE_IDS", "DOCUMENTS": "CANDIDATE_DOCUMENTS"},
-    )
-    _score_pairs(dag, pair_tokenizer, cross_encoder, "CANDIDATE_DOCUMENTS", "RERANK_SCORES")
-    dag.step(
-        select,
-        inputs={k: k for k in ("CANDIDATE_IDS", "CANDIDATE_DOCUMENTS", "RERANK_SCORES", "TOP_N")},
-        outputs={o: o for o in RESULTS},
+    retrieve_and_rerank(
+        dag, tokenizer, encoder, retriever, pair_tokenizer, cross_encoder, select, {o: o for o in RESULTS}
     )
     for out in RESULTS:
         dag.output(out)
