@@ -122,7 +122,8 @@ def plan_repository(
         retriever, llm = spec.models[model.retriever], spec.models[model.llm]
         assert isinstance(retriever, RetrieverModel) and isinstance(llm, LLMModel)  # checked by the spec
         sets[key] = rag_model_set(key, model, spec.target, retriever=retriever, llm=llm, sets=sets)
-    for model_set in sets.values():
+    for key, model_set in sets.items():
+        _add_lineage(model_set, spec, key, artifacts)
         plan.merge(model_set)
 
     manifest = {"spec": spec.name, "target": spec.target, "artifacts": [asdict(a) for a in artifacts]}
@@ -131,6 +132,53 @@ def plan_repository(
     # Files at the repository root are not models; Triton ignores them.
     plan.files["tritonforge.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     return plan.files, artifacts, plan.notes
+
+
+def _lineage_inputs(spec: Spec, key: str, artifacts: list[ArtifactInfo]) -> dict[str, str]:
+    """Content hashes of what one spec entry was built from (checkpoint, adapters, corpus)."""
+    from tritonforge.builders.checkpoints import checkpoint_hash, resolve_checkpoint
+    from tritonforge.builders.lora import resolve_adapter_dir
+    from tritonforge.lineage import file_or_folder_hash
+
+    model = spec.models[key]
+    inputs: dict[str, str] = {}
+    if isinstance(model, LLMModel):
+        own = next((a for a in artifacts if a.model == key), None)
+        inputs["base_checkpoint"] = (
+            own.content_hash
+            if own is not None and spec.target == "cpu"  # the cpu artifact hash is the checkpoint hash
+            else checkpoint_hash(resolve_checkpoint(model.checkpoint, spec.source_dir))
+        )
+        for name, adapter in sorted(model.adapters.items()):
+            inputs[f"adapter:{name}"] = file_or_folder_hash(resolve_adapter_dir(adapter.path, spec.source_dir))
+    elif isinstance(model, EmbeddingModel | RerankerModel):
+        inputs["checkpoint"] = checkpoint_hash(resolve_checkpoint(model.checkpoint, spec.source_dir))
+    elif isinstance(model, RetrieverModel):
+        corpus = Path(model.corpus)
+        if not corpus.is_absolute() and spec.source_dir is not None:
+            corpus = spec.source_dir / corpus
+        inputs["corpus"] = file_or_folder_hash(corpus)
+    return inputs
+
+
+def _add_lineage(model_set: Any, spec: Spec, key: str, artifacts: list[ArtifactInfo]) -> None:
+    """Every version folder of the entry's Triton models gets lineage.json (what it was built from, and how)."""
+    from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, lineage_record
+
+    model = spec.models[key]
+    record = lineage_bytes(
+        lineage_record(
+            spec_name=spec.name,
+            target=spec.target,
+            spec_model=key,
+            kind=model.kind,
+            settings=model.model_dump(mode="json"),
+            artifacts=[asdict(a) for a in artifacts if a.model == key],
+            inputs=_lineage_inputs(spec, key, artifacts),
+        )
+    )
+    for name in model_set.configs:
+        model_set.files[f"{name}/1/{LINEAGE_FILE}"] = record
 
 
 def _llm_set(

@@ -5,8 +5,10 @@ TritonForgeError
 ├── BuildError             an artifact could not be produced (missing weights, export failure, ...)
 │   └── ParityError        an exported model disagrees with its PyTorch reference beyond tolerance
 ├── RepositoryError        a model repository is invalid or could not be written
-│   └── ValidationError    Triton's load-time rules are broken (every problem, as "path: message")
+│   ├── ValidationError    Triton's load-time rules are broken (every problem, as "path: message")
+│   └── ReleaseError       a version could not be added, promoted, rolled back or pinned (previous one still serves)
 ├── ServerError            tritonserver could not be found, started, or did not become ready
+├── DeployError            cluster manifests or an object-store push cannot be made from these inputs
 └── ClientError            a request failed (bad input, unknown model, deadline, transport)
     ├── TransientError     a transport failure worth retrying (unavailable, reset, timeout while connecting)
     ├── OverloadedError    the model's queue is full and Triton shed the request (not retried: back off instead)
@@ -69,8 +71,21 @@ class ValidationError(_ProblemsError, RepositoryError):
     headline = "model repository is invalid"
 
 
+class ReleaseError(RepositoryError):
+    pass
+
+
 class ServerError(TritonForgeError):
     pass
+
+
+class DeployError(_ProblemsError):
+    """Cluster deployment (manifests, Helm, KServe, push) refused its inputs; nothing was written or sent."""
+
+    headline = "cannot deploy"
+
+    def __init__(self, problems: Iterable[Problem] | str, headline: str | None = None) -> None:
+        super().__init__([Problem("", problems)] if isinstance(problems, str) else problems, headline)
 
 
 class ClientError(TritonForgeError):

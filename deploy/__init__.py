@@ -1,0 +1,1 @@
+"""Cluster deployment: Kubernetes manifests, Helm chart, KServe, object-store repositories."""

@@ -1,0 +1,186 @@
+"""Releases without a server: versions on disk, the config rewrite, history, refusals, the CLI."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tritonforge.cli import app
+from tritonforge.config_io import read_config
+from tritonforge.errors import ReleaseError
+from tritonforge.releases import (
+    LOCK_FILE,
+    RELEASES_FILE,
+    add_versions,
+    list_releases,
+    model_releases,
+    pin,
+    promote,
+    rollback,
+    serving_versions,
+    unpin,
+)
+
+CONFIG = """name: "{name}"
+backend: "python"
+max_batch_size: {mbs}
+input {{ name: "X" data_type: TYPE_FP32 dims: 4 }}
+output {{ name: "Y" data_type: TYPE_FP32 dims: 4 }}
+"""
+
+
+def _repo(root: Path, weights: bytes, *, mbs: int = 8, versions: int = 1) -> Path:
+    for v in range(1, versions + 1):
+        (root / "scorer" / str(v)).mkdir(parents=True)
+        (root / "scorer" / str(v) / "weights.bin").write_bytes(weights + bytes([v]))
+        (root / "scorer" / str(v) / "model.py").write_text("# model\n")
+    (root / "scorer" / "config.pbtxt").write_text(CONFIG.format(name="scorer", mbs=mbs))
+    (root / "pipeline" / "1").mkdir(parents=True)
+    (root / "pipeline" / "config.pbtxt").write_text('name: "pipeline"\nplatform: "ensemble"\n')
+    return root
+
+
+@pytest.fixture()
+def repos(tmp_path: Path) -> tuple[Path, Path]:
+    return _repo(tmp_path / "serving", b"old"), _repo(tmp_path / "new", b"new")
+
+
+class Recorder:
+    """A stand-in for the running Triton: records loads, and fails those of a chosen version."""
+
+    def __init__(self, repo: Path, fail_version: int | None = None) -> None:
+        self.repo, self.fail_version, self.loads = repo, fail_version, []
+
+    def load(self, model: str) -> None:
+        versions = list(read_config(self.repo / model / "config.pbtxt").version_policy.specific.versions)
+        self.loads.append((model, versions))
+        if self.fail_version in versions:
+            raise ReleaseError(f"failed to load '{model}' version {self.fail_version}: bad weights")
+
+
+def test_latest_is_the_default_policy_and_specific_is_read(repos: tuple[Path, Path]) -> None:
+    serving, _ = repos
+    config = read_config(serving / "scorer" / "config.pbtxt")
+    assert serving_versions(config, [1, 2, 3]) == [3]
+    config.version_policy.specific.versions.extend([1, 2])
+    assert serving_versions(config, [1, 2, 3]) == [1, 2]
+    config.version_policy.Clear()
+    config.version_policy.all.SetInParent()
+    assert serving_versions(config, [1, 2]) == [1, 2]
+
+
+def test_add_versions_adds_the_next_number_without_changing_what_serves(repos: tuple[Path, Path]) -> None:
+    serving, new = repos
+    assert add_versions(serving, new, evaluation={"ndcg@10": 0.71}, dataset_sha256="d" * 64) == {"scorer": 2}
+    state = model_releases(serving, "scorer")
+    assert [v.version for v in state.versions] == [1, 2]
+    assert state.active == (1,), "a new version serves only once promoted"
+    assert list(read_config(serving / "scorer" / "config.pbtxt").version_policy.specific.versions) == [1]
+    assert (serving / "scorer" / "2" / "weights.bin").read_bytes() == b"new\x01"
+    lineage = json.loads((serving / "scorer" / "2" / "lineage.json").read_text())
+    assert lineage["release"]["version"] == 2
+    assert lineage["release"]["evaluation"] == {"ndcg@10": 0.71}
+    assert lineage["release"]["dataset_sha256"] == "d" * 64
+    assert not [p for p in (serving / "scorer").iterdir() if p.name.startswith(".staging")]
+    # the same files again: nothing to add (content-hash aware), the ensemble is never added
+    promote(serving, "scorer", 2)
+    assert add_versions(serving, new) == {}
+
+
+def test_add_refuses_a_changed_config_and_unknown_models(tmp_path: Path) -> None:
+    serving = _repo(tmp_path / "serving", b"old")
+    changed = _repo(tmp_path / "changed", b"new", mbs=16)
+    with pytest.raises(ReleaseError, match=r"scorer: the new build's config.pbtxt differs .*max_batch_size: 16"):
+        add_versions(serving, changed)
+    with pytest.raises(ReleaseError, match="nope: not a model of the source repository"):
+        add_versions(serving, changed, ["nope"])
+    assert [v.version for v in model_releases(serving, "scorer").versions] == [1]
+
+
+def test_promote_rollback_history(repos: tuple[Path, Path]) -> None:
+    serving, new = repos
+    add_versions(serving, new)
+    control = Recorder(serving)
+    change = promote(serving, "scorer", 2, control=control)
+    assert (change.version, change.previous, change.applied) == (2, (1,), True)
+    assert control.loads == [("scorer", [2])]
+    assert model_releases(serving, "scorer").previous == 1
+    assert rollback(serving, "scorer", control=control).version == 1
+    assert model_releases(serving, "scorer").active == (1,)
+    with pytest.raises(ReleaseError, match="no earlier promoted version"):
+        rollback(serving, "scorer")
+    history = json.loads((serving / RELEASES_FILE).read_text())["models"]["scorer"]["history"]
+    assert [e["action"] for e in history] == ["initial", "add", "promote", "rollback"]
+
+
+def test_a_failed_load_restores_the_config_and_names_what_still_serves(repos: tuple[Path, Path]) -> None:
+    serving, new = repos
+    add_versions(serving, new)
+    before = (serving / "scorer" / "config.pbtxt").read_bytes()
+    control = Recorder(serving, fail_version=2)
+    with pytest.raises(ReleaseError, match=r"version 2 of scorer failed to load.*version 1 still serves.*bad weights"):
+        promote(serving, "scorer", 2, control=control)
+    assert (serving / "scorer" / "config.pbtxt").read_bytes() == before
+    assert control.loads == [("scorer", [2]), ("scorer", [1])]  # told to reload the restored config
+    assert model_releases(serving, "scorer").active == (1,)
+    with pytest.raises(ReleaseError, match=r"scorer has no version 7 \(versions: 1, 2\)"):
+        promote(serving, "scorer", 7)
+    with pytest.raises(ReleaseError, match=r"'missing' is not a model of .* \(models: pipeline, scorer\)"):
+        promote(serving, "missing", 1)
+
+
+def test_pin_and_unpin(repos: tuple[Path, Path]) -> None:
+    serving, new = repos
+    add_versions(serving, new)
+    assert pin(serving, "scorer", 2).version == 2
+    assert model_releases(serving, "scorer").active == (2,)
+    assert model_releases(serving, "scorer").pinned == 2
+    with pytest.raises(ReleaseError, match="pinned to version 2"):
+        promote(serving, "scorer", 1)
+    with pytest.raises(ReleaseError, match="pinned to version 2"):
+        rollback(serving, "scorer")
+    unpin(serving, "scorer")
+    with pytest.raises(ReleaseError, match="not pinned"):
+        unpin(serving, "scorer")
+    assert rollback(serving, "scorer").version == 1
+
+
+def test_a_concurrent_release_command_is_refused(repos: tuple[Path, Path]) -> None:
+    serving, new = repos
+    add_versions(serving, new)
+    with open(serving / LOCK_FILE, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ReleaseError, match="another release command is changing"):
+            promote(serving, "scorer", 2)
+    assert model_releases(serving, "scorer").active == (1,)
+
+
+def test_a_corrupt_history_file_is_named(repos: tuple[Path, Path]) -> None:
+    serving, _ = repos
+    (serving / RELEASES_FILE).write_text("{not json")
+    with pytest.raises(ReleaseError, match=r"releases.json is not valid JSON"):
+        list_releases(serving)
+
+
+def test_cli_add_list_promote_rollback(repos: tuple[Path, Path], tmp_path: Path) -> None:
+    serving, new = repos
+    scores = tmp_path / "eval.json"
+    scores.write_text('{"accuracy": 0.93}')
+    runner = CliRunner()
+    result = runner.invoke(app, ["release", "add", "--repo", str(serving), "--from", str(new), "--eval", str(scores)])
+    assert result.exit_code == 0, result.output
+    assert "added scorer version 2" in result.output
+    result = runner.invoke(app, ["release", "promote", "scorer", "2", "--repo", str(serving)])
+    assert result.exit_code == 0, result.output
+    assert "promote scorer: version 2 (was 1)" in result.output and "files only" in result.output
+    result = runner.invoke(app, ["release", "list", "--repo", str(serving)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output
+    result = runner.invoke(app, ["release", "rollback", "scorer", "--repo", str(serving)])
+    assert result.exit_code == 0 and "rollback scorer: version 1 (was 2)" in result.output
+    result = runner.invoke(app, ["release", "promote", "scorer", "5", "--repo", str(serving)])
+    assert result.exit_code == 1 and "scorer has no version 5" in result.output

@@ -1,0 +1,83 @@
+"""Lineage manifests: what each model version folder was built from.
+
+Every version folder a build writes carries ``lineage.json``: the spec entry and its build settings, the content
+hashes of the artifacts (checkpoint or engine, adapters, corpus), parity numbers, and — when a release adds the
+version — the dataset hash and evaluation numbers the user gives. Releases (``tritonforge.releases``) read it to
+say what is serving and to tell an unchanged version from a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+LINEAGE_FILE = "lineage.json"
+
+
+def file_or_folder_hash(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's sorted relative names and contents (hidden files skipped)."""
+    from tritonforge.builders.checkpoints import checkpoint_hash
+
+    path = Path(path)
+    if path.is_dir():
+        return checkpoint_hash(path)
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def version_content_hash(folder: Path) -> str:
+    """sha256 over what a version folder serves (names and bytes of every file except its lineage manifest)."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in Path(folder).rglob("*") if q.is_file() and q.name != LINEAGE_FILE):
+        rel = p.relative_to(folder).as_posix().encode()
+        h.update(len(rel).to_bytes(8, "big") + rel + p.stat().st_size.to_bytes(8, "big"))
+        with p.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def lineage_record(
+    *,
+    spec_name: str,
+    target: str,
+    spec_model: str,
+    kind: str,
+    settings: Mapping[str, Any],
+    artifacts: Iterable[Mapping[str, Any]],
+    inputs: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The manifest of one freshly built version (``inputs``: name → content hash of what it was built from)."""
+    from tritonforge import __version__
+
+    return {
+        "built_by": f"tritonforge {__version__}",
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "spec": spec_name,
+        "target": target,
+        "spec_model": spec_model,
+        "kind": kind,
+        "settings": dict(settings),
+        "artifacts": [dict(a) for a in artifacts],
+        "inputs": dict(inputs or {}),
+    }
+
+
+def lineage_bytes(record: Mapping[str, Any]) -> bytes:
+    return (json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def read_lineage(version_dir: Path) -> dict[str, Any] | None:
+    path = Path(version_dir) / LINEAGE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
