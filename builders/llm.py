@@ -128,20 +128,63 @@ def _add_adapters(out: ModelSet, names: LLMNames, adapters: list[lora.Adapter], 
     out.add(ens, {})
 
 
-def _gpu_lora_params(model: LLMModel, names: LLMNames, adapters: list[lora.Adapter]) -> tuple[Any, list[str]]:
-    """gpu: tensorrt_llm preloads the converted adapters from lora_prefetch_dir; converting needs TensorRT-LLM."""
+LORA_SEND_INPUT = "lora_send_weights"  # tritonforge addition: resend an evicted adapter's weights
+LORA_WEIGHTS_TENSOR, LORA_CONFIG_TENSOR = "_LORA_WEIGHTS", "_LORA_CONFIG"
+
+
+def _add_gpu_lora_weights(out: ModelSet, names: LLMNames, files: dict[str, Path]) -> None:
+    """gpu: the ensemble's lora_weights/lora_config now go through preprocessing (tensorrt_llm's inputs can have
+    one source only), which passes them on, or attaches the adapter's converted weights when TensorRT-LLM does
+    not have them yet: the first request per adapter, and any request with `lora_send_weights` (after
+    "LoRA task N not found in cache")."""
+    pb = model_config_pb2()
+    pre, trt, ens = (out.configs[n] for n in (names.preprocessing, names.tensorrt_llm, names.ensemble))
+    trt_inputs = {i.name: i for i in trt.input}
+    weights_type, config_type = trt_inputs["lora_weights"].data_type, trt_inputs["lora_config"].data_type
+    pre.input.add(name="LORA_WEIGHTS", data_type=weights_type, dims=[-1, -1], optional=True, allow_ragged_batch=True)
+    pre.input.add(name="LORA_CONFIG", data_type=config_type, dims=[-1, 3], optional=True, allow_ragged_batch=True)
+    for config in (pre, ens):
+        config.input.add(name=LORA_SEND_INPUT, data_type=pb.TYPE_BOOL, dims=[1], optional=True)
+    pre.output.add(name="OUT_LORA_WEIGHTS", data_type=weights_type, dims=[-1, -1])
+    pre.output.add(name="OUT_LORA_CONFIG", data_type=config_type, dims=[-1, 3])
+    pre.parameters["lora_weights_dir"].string_value = lora.GPU_LORA_FOLDER
+    for step in ens.ensemble_scheduling.step:
+        if step.model_name == names.preprocessing:
+            step.input_map["LORA_WEIGHTS"] = "lora_weights"
+            step.input_map["LORA_CONFIG"] = "lora_config"
+            step.input_map[LORA_SEND_INPUT] = LORA_SEND_INPUT
+            step.output_map["OUT_LORA_WEIGHTS"] = LORA_WEIGHTS_TENSOR
+            step.output_map["OUT_LORA_CONFIG"] = LORA_CONFIG_TENSOR
+        elif step.model_name == names.tensorrt_llm:
+            step.input_map["lora_weights"] = LORA_WEIGHTS_TENSOR
+            step.input_map["lora_config"] = LORA_CONFIG_TENSOR
+    out.add(pre, files)
+    out.add(trt, files)
+    out.add(ens, {})
+
+
+def _gpu_lora_params(
+    model: LLMModel, names: LLMNames, adapters: list[lora.Adapter]
+) -> tuple[Any, dict[str, Path], list[str]]:
+    """gpu: each adapter converted to TensorRT-LLM's LoRA tensors (cached by content hash), shipped as
+    ``lora/<task_id>/`` in tensorrt_llm (preloaded from lora_prefetch_dir) and in preprocessing (sent with a
+    request the first time, and again after an eviction)."""
     problems = lora.engine_problems(adapters, model.engine)
     if problems:
         raise BuildError("cannot serve the LoRA adapters on the gpu target:\n  " + "\n  ".join(problems))
     prefetch = model.tensorrt_llm.lora_prefetch_dir or f"/models/{names.tensorrt_llm}/1/{lora.GPU_LORA_FOLDER}"
     params = model.tensorrt_llm.model_copy(update={"lora_prefetch_dir": prefetch})
-    commands = lora.conversion_commands(adapters, f"<repository>/{names.tensorrt_llm}/1/{lora.GPU_LORA_FOLDER}")
+    files: dict[str, Path] = {}
+    for adapter in adapters:
+        converted = lora.converted_for_trtllm(adapter)
+        for name, path in converted.items():
+            files[f"{lora.GPU_LORA_FOLDER}/{adapter.lora_task_id}/{name}"] = path
     notes = [
-        f"{names.tensorrt_llm}: {len(adapters)} LoRA adapter(s) planned, NOT converted: TensorRT-LLM's format "
-        f"(model.lora_weights.npy + model.lora_config.npy per task id under {prefetch}) needs TensorRT-LLM. Run, "
-        "from the TensorRT-LLM release matching the container:\n    " + "\n    ".join(commands)
+        f"{names.tensorrt_llm}: {len(adapters)} LoRA adapter(s) converted to TensorRT-LLM's format (fp16) under "
+        f"{lora.GPU_LORA_FOLDER}/<task id>/ of {names.tensorrt_llm} (lora_prefetch_dir {prefetch}) and "
+        f"{names.preprocessing} (sent with a request on first use and after an eviction)"
     ]
-    return params, notes
+    return params, files, notes
 
 
 def llm_model_set(
@@ -167,9 +210,9 @@ def llm_model_set(
     tokenizer_files = _files(checkpoint, TOKENIZER_FILES)
     engine_dir = model.engine_dir_in_container or f"/models/{names.tensorrt_llm}/1/engine"
     sources = {role: python_backends.source(f"llm_{role}") for role in ("preprocessing", "postprocessing")}
-    trt_params, lora_notes = model.tensorrt_llm, []
+    trt_params, lora_files, lora_notes = model.tensorrt_llm, {}, []
     if adapters and target == "gpu":
-        trt_params, lora_notes = _gpu_lora_params(model, names, adapters)
+        trt_params, lora_files, lora_notes = _gpu_lora_params(model, names, adapters)
     out = gpu_llm_model_set(
         names,
         model.serving,
@@ -188,6 +231,7 @@ def llm_model_set(
             out.add_files(names.tensorrt_llm, {f"engine/{rel}": p for rel, p in _files(Path(engine)).items()})
         if adapters:
             _add_adapters(out, names, adapters, target)
+            _add_gpu_lora_weights(out, names, lora_files)
             out.notes += lora_notes
         return out
     # cpu: swap the tensorrtllm-backend step for the CPU engine; everything around it stays as rendered

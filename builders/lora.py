@@ -12,9 +12,10 @@ folder (task id -> adapter folder).
 * cpu: the adapter folders ship as ``tensorrt_llm/1/adapters/<name>/``; the CPU engine loads them all with peft on
   one shared base model.
 * gpu: Triton's tensorrtllm backend reads adapters in TensorRT-LLM's own format (``model.lora_weights.npy`` +
-  ``model.lora_config.npy`` per task id, preloaded from ``lora_prefetch_dir``). Converting needs TensorRT-LLM
-  (``examples/hf_lora_convert.py`` of the release matching the container), so it is planned here
-  (``conversion_commands``), never faked.
+  ``model.lora_config.npy`` per task id, preloaded from ``lora_prefetch_dir``), converted at build time in numpy
+  (``lora_trtllm.py``, the arithmetic of upstream's ``examples/hf_lora_convert.py``; ``conversion_commands``
+  gives upstream's own command for users who prefer it). The preprocessing step also ships them and sends an
+  adapter's weights with its first request, and again when asked after an eviction.
 """
 
 from __future__ import annotations
@@ -157,6 +158,24 @@ def cpu_files(adapters: list[Adapter]) -> dict[str, Path]:
         out[f"{a.repo_path}/{ADAPTER_CONFIG}"] = a.folder / ADAPTER_CONFIG
         out[f"{a.repo_path}/{a.weights.name}"] = a.weights
     return out
+
+
+def converted_for_trtllm(adapter: Adapter, *, dtype: str = "float16", cache_dir: Path | None = None) -> dict[str, Path]:
+    """gpu: the adapter in TensorRT-LLM's format ({file name: path}), converted once per content hash."""
+    import hashlib
+
+    from tritonforge.builders.artifact_cache import cached_build
+    from tritonforge.builders.checkpoints import checkpoint_hash, default_cache_dir
+    from tritonforge.builders.lora_trtllm import CONFIG_FILE, WEIGHTS_FILE, convert_adapter
+
+    key = hashlib.sha256(f"lora-trtllm-v1:{dtype}:{checkpoint_hash(adapter.folder)}".encode()).hexdigest()
+    final_dir = (cache_dir or default_cache_dir()) / "lora-trtllm" / key
+
+    def load(folder: Path) -> dict[str, Path] | None:
+        files = {name: folder / name for name in (WEIGHTS_FILE, CONFIG_FILE)}
+        return files if all(p.is_file() for p in files.values()) else None
+
+    return cached_build(final_dir, load=load, build=lambda tmp: convert_adapter(adapter.folder, dtype=dtype).save(tmp))
 
 
 def conversion_commands(adapters: list[Adapter], out_dir: str, *, storage_type: str = "float16") -> list[str]:

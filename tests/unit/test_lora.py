@@ -133,7 +133,7 @@ def test_missing_adapter_files_are_refused(folders: Path, tmp_path: Path) -> Non
     assert "adapters.broken" in text and "adapter_model.safetensors" in text
 
 
-def test_gpu_renders_the_table_and_lora_cache_and_plans_the_conversion(folders: Path) -> None:
+def test_gpu_renders_the_table_and_lora_cache_and_converts_the_adapters(folders: Path) -> None:
     with pytest.raises(BuildError, match=r"engine\.lora\.enabled"):
         render(folders, {"alpha": {"path": "adapters/alpha"}}, target="gpu")
     out = render(folders, {"alpha": {"path": "adapters/alpha"}, "beta": {"path": "adapters/beta"}}, target="gpu",
@@ -144,9 +144,72 @@ def test_gpu_renders_the_table_and_lora_cache_and_plans_the_conversion(folders: 
     assert "lora_cache_max_adapter_size" in trt.parameters
     assert "adapters_table" not in trt.parameters
     assert json.loads(out.files["preprocessing/1/adapters.json"])["adapters"]["beta"]["lora_task_id"] == 2
-    assert not any(p.startswith("tensorrt_llm/1/lora/") for p in out.files)  # not faked
-    note = next(n for n in out.notes if "LoRA adapter(s) planned, NOT converted" in n)
-    assert "hf_lora_convert.py" in note and "/tensorrt_llm/1/lora/2 " in note
+    for model in ("tensorrt_llm", "preprocessing"):  # converted: preloaded by the engine, sent by preprocessing
+        for task_id in (1, 2):
+            assert {f"{model}/1/lora/{task_id}/model.lora_{k}.npy" for k in ("weights", "config")} <= set(out.files)
+    assert any("2 LoRA adapter(s) converted to TensorRT-LLM's format" in n for n in out.notes)
+    pre, ens = out.configs["preprocessing"], out.configs["llm"]
+    assert pre.parameters["lora_weights_dir"].string_value == "lora"
+    assert {"LORA_WEIGHTS", "LORA_CONFIG", "lora_send_weights"} <= {i.name for i in pre.input}
+    assert {"OUT_LORA_WEIGHTS", "OUT_LORA_CONFIG"} <= {o.name for o in pre.output}
+    steps = {s.model_name: s for s in ens.ensemble_scheduling.step}
+    assert steps["preprocessing"].input_map["LORA_WEIGHTS"] == "lora_weights"
+    assert steps["tensorrt_llm"].input_map["lora_weights"] == steps["preprocessing"].output_map["OUT_LORA_WEIGHTS"]
+    assert steps["tensorrt_llm"].input_map["lora_config"] == steps["preprocessing"].output_map["OUT_LORA_CONFIG"]
+
+
+def test_the_gpu_set_validates_as_triton_would(folders: Path, tmp_path: Path) -> None:
+    from tritonforge.repository import materialize
+    from tritonforge.validator import check_repository
+
+    out = render(folders, {"alpha": {"path": "adapters/alpha"}}, target="gpu",
+                 engine={"lora": {"enabled": True, "max_rank": 8}})
+    materialize(out.files, tmp_path)
+    check_repository(tmp_path)
+
+
+def test_the_trtllm_conversion_reproduces_the_adapters_own_weight_deltas(folders: Path) -> None:
+    """ΔW = B·A·scale read back from TensorRT-LLM's layout equals what peft merges into the base weights."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tritonforge.builders.lora_trtllm import MODULE_IDS, convert_adapter, deltas
+
+    converted = convert_adapter(folders / "adapters" / "alpha", dtype="float32")
+    base = AutoModelForCausalLM.from_pretrained(str(folders / "decoder"), dtype=torch.float32)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    merged = PeftModel.from_pretrained(base, str(folders / "adapters" / "alpha")).merge_and_unload().state_dict()
+    modules = {"q_proj": ("self_attn", "attn_q"), "v_proj": ("self_attn", "attn_v"), "down_proj": ("mlp", "mlp_4h_to_h")}
+    expected, shapes = {}, {}
+    for layer in range(2):
+        for hf, (block, trt) in modules.items():
+            key = f"model.layers.{layer}.{block}.{hf}.weight"
+            expected[(layer, MODULE_IDS[trt])] = (merged[key] - before[key]).numpy()
+            shapes[(layer, MODULE_IDS[trt])] = tuple(before[key].shape)
+    assert converted.config.shape == (1, 6, 3) and converted.config.dtype == np.int32
+    assert set(map(tuple, converted.config[0, :, :2].tolist())) == {(m, layer) for layer, m in expected}
+    assert (converted.config[0, :, 2] == 4).all()  # the adapters' rank
+    got = deltas(converted, shapes)
+    for key, delta in expected.items():
+        assert np.abs(got[key] - delta).max() < 1e-5, key
+    fp16 = convert_adapter(folders / "adapters" / "alpha")
+    assert fp16.weights.dtype == np.float16 and fp16.weights.shape == converted.weights.shape
+
+
+def test_conversion_refuses_modules_tensorrt_llm_cannot_take(folders: Path, tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    from tritonforge.builders.lora_trtllm import convert_adapter
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4}))
+    save_file({"base_model.model.model.layers.0.self_attn.rotary.lora_A.weight": np.zeros((2, 8), np.float32),
+               "base_model.model.model.layers.0.self_attn.rotary.lora_B.weight": np.zeros((8, 2), np.float32)},
+              str(bad / "adapter_model.safetensors"))
+    with pytest.raises(BuildError, match="module 'rotary' has no TensorRT-LLM equivalent"):
+        convert_adapter(bad)
 
 
 # --------------------------------------------------------------------------------------- preprocessing
@@ -228,3 +291,62 @@ def test_an_unknown_name_gets_an_error_listing_the_known_ones(pre: Any) -> None:
 def test_mixing_adapter_and_base_rows_in_one_request_is_refused(pre: Any) -> None:
     response = preprocess(pre, ["hi", "ho"], lora_name=fpb.strings([["alpha"], [""]]))
     assert response.has_error() and "separate requests" in response.error().message()
+
+
+# ------------------------------------------------------------------- gpu: weights go with the first request
+
+
+@pytest.fixture()
+def gpu_pre(folders: Path, tmp_path: Path) -> Any:
+    """Preprocessing as the gpu target ships it: the adapters converted to TensorRT-LLM's format in lora/<id>/."""
+    from tritonforge.builders.lora_trtllm import convert_adapter
+
+    model_dir = tmp_path / "preprocessing"
+    (model_dir / "1").mkdir(parents=True)
+    shutil.copytree(folders / "decoder", model_dir / "1" / "tokenizer")
+    table = {"adapters": {"alpha": {"lora_task_id": 1, "path": "adapters/alpha", "system_prompt": None},
+                          "beta": {"lora_task_id": 2, "path": "adapters/beta", "system_prompt": None}}}
+    (model_dir / "1" / "adapters.json").write_text(json.dumps(table))
+    for name, task_id in (("alpha", 1), ("beta", 2)):
+        convert_adapter(folders / "adapters" / name).save(model_dir / "1" / "lora" / str(task_id))
+    config = {"name": "preprocessing", "max_batch_size": 8, "parameters": {
+        "adapters_table": {"string_value": "adapters.json"}, "lora_weights_dir": {"string_value": "lora"}}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, fpb.MODULE_NAME, fpb.make_module())
+        spec = importlib.util.spec_from_file_location("lora_gpu_pre_under_test", BACKENDS / "llm_preprocessing/model.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        instance = module.TritonPythonModel()
+        instance.initialize(fpb.initialize_args(config, model_dir))
+        yield instance, model_dir
+
+
+def test_gpu_weights_go_with_the_first_request_of_each_adapter_and_again_when_asked(gpu_pre: Any) -> None:
+    pre, model_dir = gpu_pre
+    alpha = np.load(model_dir / "1" / "lora" / "1" / "model.lora_weights.npy")
+    alpha_config = np.load(model_dir / "1" / "lora" / "1" / "model.lora_config.npy")
+    first = preprocess(pre, ["hi"], lora_name=fpb.strings([["alpha"]]))
+    assert np.array_equal(output(first, "OUT_LORA_WEIGHTS"), alpha)  # [1, rows, width], as TensorRT-LLM takes it
+    assert np.array_equal(output(first, "OUT_LORA_CONFIG"), alpha_config)
+    assert output(first, "OUT_LORA_TASK_ID").tolist() == [[1]]
+    again = preprocess(pre, ["hi"], lora_name=fpb.strings([["alpha"]]))
+    assert output(again, "OUT_LORA_WEIGHTS") is None  # the engine has them in its LoRA cache now
+    assert output(again, "OUT_LORA_TASK_ID").tolist() == [[1]]
+    # after "LoRA task 1 not found in cache" (evicted) the client asks again
+    resent = preprocess(pre, ["hi"], lora_name=fpb.strings([["alpha"]]), lora_send_weights=np.array([[True]]))
+    assert np.array_equal(output(resent, "OUT_LORA_WEIGHTS"), alpha)
+    beta = preprocess(pre, ["a", "b"], lora_name=fpb.strings([["beta"], ["beta"]]))
+    assert output(beta, "OUT_LORA_WEIGHTS").shape[0] == 2  # one copy per batch item
+    assert output(preprocess(pre, ["base"]), "OUT_LORA_WEIGHTS") is None
+
+
+def test_gpu_weights_sent_by_the_client_pass_through(gpu_pre: Any) -> None:
+    pre, _ = gpu_pre
+    weights, config = np.ones((1, 2, 6), np.float16), np.array([[[1, 0, 2], [3, 0, 2]]], np.int32)
+    response = preprocess(pre, ["hi"], LORA_TASK_ID=np.array([[9]], np.uint64), LORA_WEIGHTS=weights,
+                          LORA_CONFIG=config)
+    assert np.array_equal(output(response, "OUT_LORA_WEIGHTS"), weights)
+    assert np.array_equal(output(response, "OUT_LORA_CONFIG"), config)
+    bad = preprocess(pre, ["hi"], LORA_TASK_ID=np.array([[9]], np.uint64), LORA_WEIGHTS=weights)
+    assert bad.has_error() and "without lora_config" in bad.error().message()

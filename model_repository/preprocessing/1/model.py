@@ -16,6 +16,11 @@ Inputs (a leading batch dimension when max_batch_size > 0)
   lora_name              TYPE_STRING [1]   optional, a tritonforge addition (with LoRA adapters): the adapter to
                                            use, looked up in the adapters table; absent or empty: the base model
   LORA_TASK_ID           TYPE_UINT64 [1]   optional (the ensemble's upstream `lora_task_id`): passed on unchanged
+  LORA_WEIGHTS, LORA_CONFIG  TYPE_FP16 [-1, -1], TYPE_INT32 [-1, 3]  optional (gpu: the ensemble's upstream
+                                           `lora_weights`/`lora_config`): passed on unchanged
+  lora_send_weights      TYPE_BOOL   [1]   optional, a tritonforge addition (gpu): attach the selected adapter's
+                                           weights even if this instance sent them before — what a client does
+                                           after TensorRT-LLM answered "LoRA task N not found in cache" (evicted)
   DECODER_QUERY, IMAGE_BYTES, IMAGE_URL, IMAGES, IMAGE_SIZES, VIDEO_BYTES (encoder-decoder and multimodal inputs
   of the template's versions) are accepted; a request that sets them gets an UNSUPPORTED error (the cpu engine
   serves decoder-only text models). Vision outputs (PIXEL_VALUES, ...) are never produced.
@@ -27,7 +32,9 @@ Outputs
   EMBEDDING_BIAS FP32 [-1] (vocabulary-sized, or empty), OUT_END_ID INT32 [1], OUT_PAD_ID INT32 [1], and
   OUT_PROMPT_TABLE_EXTRA_IDS UINT64 [-1] only when PROMPT_TABLE_EXTRA_ID is sent (as upstream), and
   OUT_LORA_TASK_ID UINT64 [1] only when an adapter is selected (lora_name or LORA_TASK_ID): absent, tensorrt_llm
-  runs the base model.
+  runs the base model. OUT_LORA_WEIGHTS FP16 [-1, -1] and OUT_LORA_CONFIG INT32 [-1, 3] (gpu, with
+  `lora_weights_dir`) only when weights go with the request: the first request of each adapter on this instance,
+  and every request that sets lora_send_weights (TensorRT-LLM keeps them in its LoRA cache by task id after that).
 
 Parameters (config.pbtxt; `${...}` placeholders count as unset)
   tokenizer_dir        Hugging Face tokenizer folder, relative to the version folder (or absolute, or starting
@@ -38,6 +45,8 @@ Parameters (config.pbtxt; `${...}` placeholders count as unset)
                        {"adapters": {name: {"lora_task_id": int, "system_prompt": str | null, ...}}}. An unknown
                        lora_name gets an error listing the known names. An adapter with a system prompt always
                        renders the chat template, with the system prompt as the first (system) message.
+  lora_weights_dir     gpu: the adapters in TensorRT-LLM's format, <dir>/<lora_task_id>/model.lora_weights.npy and
+                       model.lora_config.npy (relative like tokenizer_dir; default: none, no weights are sent).
 
 Chat formatting renders the tokenizer's jinja2 `chat_template` (tokenizer_config.json or chat_template.jinja) with
 jinja2 directly, as transformers' `apply_chat_template` does: a sandboxed environment with trim_blocks,
@@ -160,6 +169,46 @@ class TritonPythonModel:
             table = _resolve(table, model_dir, version_dir)
             with open(table, encoding="utf-8") as f:
                 self.adapters = dict(json.load(f).get("adapters", {}))
+        lora_dir = param("lora_weights_dir", "")
+        self.lora_dir = _resolve(lora_dir, model_dir, version_dir) if lora_dir else None
+        self.lora_loaded = {}  # task id -> (weights [1, rows, width], config [1, rows, 3])
+        self.lora_sent = set()  # task ids whose weights this instance has sent to TensorRT-LLM
+
+    def lora_tensors(self, task_id):
+        """The TensorRT-LLM LoRA tensors of an adapter (read once, then kept)."""
+        if task_id not in self.lora_loaded:
+            folder = os.path.join(self.lora_dir, str(task_id))
+            try:
+                weights = np.load(os.path.join(folder, "model.lora_weights.npy"))
+                config = np.load(os.path.join(folder, "model.lora_config.npy"))
+            except OSError:
+                raise RequestError(f"no TensorRT-LLM LoRA weights for lora_task_id {task_id} in {self.lora_dir}; "
+                                   "send lora_weights and lora_config with the request") from None
+            self.lora_loaded[task_id] = (weights.astype(np.float16), config.astype(np.int32))
+        return self.lora_loaded[task_id]
+
+    def lora_outputs(self, arrays, task_ids, per_item):
+        """OUT_LORA_WEIGHTS/OUT_LORA_CONFIG for this request, or [] when TensorRT-LLM has the weights cached."""
+        if "LORA_WEIGHTS" in arrays and arrays["LORA_WEIGHTS"].size:
+            if "LORA_CONFIG" not in arrays or not arrays["LORA_CONFIG"].size:
+                raise RequestError("lora_weights was sent without lora_config: send both")
+            return [pb_utils.Tensor("OUT_LORA_WEIGHTS", arrays["LORA_WEIGHTS"].astype(np.float16)),
+                    pb_utils.Tensor("OUT_LORA_CONFIG", arrays["LORA_CONFIG"].astype(np.int32))]
+        chosen = {t for t in task_ids if t is not None}
+        if self.lora_dir is None or not chosen:
+            return []
+        resend = any(bool(x) for x in per_item("lora_send_weights", False))
+        if not resend and chosen <= self.lora_sent:
+            return []
+        if len(chosen) > 1:
+            raise RequestError("the prompts of one request use different adapters whose weights must be sent: send "
+                               "one adapter per request")
+        (task_id,) = chosen
+        weights, config = self.lora_tensors(task_id)
+        batch = len(task_ids)
+        self.lora_sent.add(task_id)
+        return [pb_utils.Tensor("OUT_LORA_WEIGHTS", np.repeat(weights, batch, axis=0)),
+                pb_utils.Tensor("OUT_LORA_CONFIG", np.repeat(config, batch, axis=0))]
 
     def execute(self, requests):
         responses = []
@@ -334,6 +383,7 @@ class TritonPythonModel:
             tensors.append(pb_utils.Tensor("OUT_PROMPT_TABLE_EXTRA_IDS", table.astype(np.uint64)))
         if any(t is not None for t in task_ids):
             tensors.append(pb_utils.Tensor("OUT_LORA_TASK_ID", np.array([[t] for t in task_ids], dtype=np.uint64)))
+        tensors += self.lora_outputs(arrays, task_ids, per_item)
         if not self.batched:
             tensors = [pb_utils.Tensor(t.name(), t.as_numpy()[0]) for t in tensors]
         return pb_utils.InferenceResponse(output_tensors=tensors)
