@@ -115,6 +115,21 @@ def _final(result: Any) -> bool:
     return "triton_final_response" in params and params["triton_final_response"].bool_param
 
 
+LORA_EVICTED = "not found in cache"  # TensorRT-LLM: "LoRA task N not found in cache. Please send LoRA weights ..."
+LORA_SEND_INPUT = "lora_send_weights"
+
+
+def resend_lora_weights(inputs: Mapping[str, Any], err: BaseException) -> dict[str, Any] | None:
+    """The same request asking preprocessing to attach the adapter's weights, when TensorRT-LLM answered that it
+    evicted the adapter from its LoRA cache (the known gap of upstream's flow); None when that does not apply.
+
+    Works on tensors (gRPC) and on generate-extension JSON bodies alike."""
+    if "lora_name" not in inputs or LORA_SEND_INPUT in inputs or LORA_EVICTED not in str(err):
+        return None
+    flag: Any = _one(True, bool) if isinstance(inputs["lora_name"], np.ndarray) else True
+    return {**inputs, LORA_SEND_INPUT: flag}
+
+
 def grpc_stream(
     client_kwargs: dict[str, Any],
     model: str,
@@ -125,7 +140,33 @@ def grpc_stream(
     classify: Any,
     on_result: Any = None,
 ) -> Iterator[str]:
-    """Yield text_output pieces of one request over a dedicated gRPC stream until the final response."""
+    """Yield text_output pieces of one request over a dedicated gRPC stream until the final response.
+
+    An adapter evicted from TensorRT-LLM's LoRA cache fails before any token: the request is sent once more with
+    its weights (see :func:`resend_lora_weights`)."""
+    yielded = False
+    kwargs = {"timeout": timeout, "engine_model": engine_model, "classify": classify, "on_result": on_result}
+    try:
+        for piece in _grpc_stream_once(client_kwargs, model, inputs, **kwargs):
+            yielded = True
+            yield piece
+    except ClientError as err:
+        retry = None if yielded else resend_lora_weights(inputs, err)
+        if retry is None:
+            raise
+        yield from _grpc_stream_once(client_kwargs, model, retry, **kwargs)
+
+
+def _grpc_stream_once(
+    client_kwargs: dict[str, Any],
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    timeout: float | None,
+    engine_model: str | None,
+    classify: Any,
+    on_result: Any = None,
+) -> Iterator[str]:
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(**client_kwargs)
@@ -190,7 +231,34 @@ async def grpc_stream_async(
     classify: Any,
     on_result: Any = None,
 ) -> Any:
-    """Async generator of text_output pieces over ``tritonclient.grpc.aio``'s bidirectional stream."""
+    """Async generator of text_output pieces over ``tritonclient.grpc.aio``'s bidirectional stream (an evicted
+    LoRA adapter is sent once more with its weights, as in :func:`grpc_stream`)."""
+    yielded = False
+    try:
+        async for piece in _grpc_stream_async_once(
+            transport, model, inputs, timeout=timeout, classify=classify, on_result=on_result
+        ):
+            yielded = True
+            yield piece
+    except ClientError as err:
+        retry = None if yielded else resend_lora_weights(inputs, err)
+        if retry is None:
+            raise
+        async for piece in _grpc_stream_async_once(
+            transport, model, retry, timeout=timeout, classify=classify, on_result=on_result
+        ):
+            yield piece
+
+
+async def _grpc_stream_async_once(
+    transport: Any,
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    timeout: float | None,
+    classify: Any,
+    on_result: Any = None,
+) -> Any:
     import tritonclient.grpc.aio as aio
 
     request = {
@@ -227,7 +295,20 @@ def generate_payload(inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 
 def http_generate(base_url: str, model: str, body: Mapping[str, Any], *, timeout: float | None, context: Any) -> str:
-    """POST to /v2/models/<model>/generate; a ClientError carries Triton's error message and status."""
+    """POST to /v2/models/<model>/generate; a ClientError carries Triton's error message and status (an evicted
+    LoRA adapter is sent once more with its weights, as in :func:`grpc_stream`)."""
+    try:
+        return _http_generate_once(base_url, model, body, timeout=timeout, context=context)
+    except ClientError as err:
+        retry = resend_lora_weights(body, err)
+        if retry is None:
+            raise
+        return _http_generate_once(base_url, model, retry, timeout=timeout, context=context)
+
+
+def _http_generate_once(
+    base_url: str, model: str, body: Mapping[str, Any], *, timeout: float | None, context: Any
+) -> str:
     import json
     import urllib.error
     import urllib.request
