@@ -129,6 +129,17 @@ def plan_repository(
     manifest = {"spec": spec.name, "target": spec.target, "artifacts": [asdict(a) for a in artifacts]}
     if spec.image:
         manifest["image"] = spec.image  # `tritonforge validate` checks TensorRT-LLM engines against it
+    # `tritonforge deploy k8s` sizes pods from these: the engine may live outside the repository
+    manifest["deploy"] = spec.deploy.model_dump(mode="json")
+    if spec.target == "gpu":
+        manifest["parallel"] = {
+            ("" if m.model_names == "upstream" else f"{k}_") + "tensorrt_llm": {
+                "tp_size": m.engine.tp_size,
+                "pp_size": m.engine.pp_size,
+                "gpu_device_ids": m.tensorrt_llm.gpu_device_ids,
+            }
+            for k, m in spec.of_kind(LLMModel).items()
+        }
     # Files at the repository root are not models; Triton ignores them.
     plan.files["tritonforge.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     return plan.files, artifacts, plan.notes

@@ -55,6 +55,7 @@ __all__ = [
     "TritonServer",
     "find_tritonserver",
     "free_port",
+    "is_object_store_url",
     "prepare_backend_directory",
     "serve",
 ]
@@ -413,6 +414,14 @@ def _pdeathsig() -> Any:
     return preexec
 
 
+_OBJECT_STORE = re.compile(r"^(s3|gs|as3)://", re.IGNORECASE)
+
+
+def is_object_store_url(repo: str | Path) -> bool:
+    """A repository Triton reads from an object store (``s3://[host:port/]bucket/prefix``, ``gs://``, ``as3://``)."""
+    return isinstance(repo, str) and bool(_OBJECT_STORE.match(repo))
+
+
 class _PortInUse(ServerError):
     pass
 
@@ -431,6 +440,9 @@ class TritonServer:
     ``backend_directory``/``env`` to set them). ``backend_config`` maps ``"<backend>,<setting>"`` (or a global
     ``"<setting>"``) to a value, as ``--backend-config``. ``cache_size_bytes`` enables the local response cache
     (models opt in with ``response_cache { enable: true }``).
+
+    ``repo`` may also be an object-store URL (``s3://[host:port/]bucket/prefix``, ``gs://...``): it is passed to
+    ``--model-repository`` as is, and Triton reads the credentials from the environment (``AWS_ACCESS_KEY_ID``, ...).
     """
 
     def __init__(
@@ -462,7 +474,8 @@ class TritonServer:
                 raise ServerError(f"{name}={port} is not a TCP port (1..65535)")
         if startup_timeout <= 0:
             raise ServerError(f"startup_timeout={startup_timeout} must be > 0 seconds")
-        self.repo = Path(repo).expanduser().resolve()
+        # an object-store URL (s3://, gs://, as3://) goes to --model-repository as is; Triton reads it itself
+        self.repo: Path | str = str(repo) if is_object_store_url(repo) else Path(repo).expanduser().resolve()
         self.host = host
         self.models = None if models is None else tuple(models)
         self.extra_args = tuple(str(a) for a in extra_args)
@@ -497,7 +510,7 @@ class TritonServer:
         with self._lock:
             if self.is_running():
                 raise ServerError(f"this server is already running (pid {self.pid})")
-            if not self.repo.is_dir():
+            if isinstance(self.repo, Path) and not self.repo.is_dir():
                 raise ServerError(f"model repository {self.repo} is not a directory")
             binary, env, wheel_args = self._resolve()
             auto_ports = any(p is None for p in self._ports)
@@ -721,7 +734,7 @@ class TritonServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=str(self.repo),
+                cwd=str(self.repo) if isinstance(self.repo, Path) else None,
                 start_new_session=True,  # own process group: stop() can reach the python stubs too
                 preexec_fn=_pdeathsig(),
             )

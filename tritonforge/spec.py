@@ -387,6 +387,46 @@ ModelSpec = Annotated[
 ]
 
 
+# ---------------------------------------------------------------- cluster deployment (tritonforge deploy k8s)
+
+K8S_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+
+
+class Autoscaling(Checked):
+    """A HorizontalPodAutoscaler on Triton's average queue time per request, per model."""
+
+    enabled: bool = True
+    min_replicas: Pos = 1
+    max_replicas: Pos = 4
+    target_queue_time_us: Pos = Field(50_000, description="average queue time per request that triggers a scale-up")
+    models: list[Annotated[str, Field(pattern=MODEL_NAME.pattern)]] = Field(
+        default_factory=list, description="Triton models watched (default: every model that is not an ensemble)"
+    )
+
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        low, high = raw_int(data.get("min_replicas", 1)), raw_int(data.get("max_replicas", 4))
+        if low is not None and high is not None and low > high:
+            return [(("min_replicas",), f"{low} is larger than max_replicas {high}")]
+        return []
+
+
+class DeploySettings(Frozen):
+    """What the cluster manifests take from the spec (the CLI's options override)."""
+
+    replicas: Pos = 1
+    gpus_per_replica: Pos | None = Field(
+        None, description="default: what the instance groups and TensorRT-LLM tp_size × pp_size need"
+    )
+    gpu_resource: Annotated[str, Field(min_length=1)] = "nvidia.com/gpu"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    cpu: Annotated[str, Field(pattern=K8S_QUANTITY)] = "2"
+    memory: Annotated[str, Field(pattern=K8S_QUANTITY)] = "8Gi"
+    shm_size: Annotated[str, Field(pattern=K8S_QUANTITY)] = Field("2Gi", description="/dev/shm (python backend)")
+    startup_seconds: Pos = Field(1800, description="time allowed to load every model (large engines load slowly)")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+
+
 class Spec(Checked):
     """A whole deployment: a set of named models for one target."""
 
@@ -396,6 +436,7 @@ class Spec(Checked):
         None, description="the Triton container that serves the gpu target (engines are checked against it)"
     )
     models: dict[str, ModelSpec]
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
     source_dir: Path | None = Field(None, exclude=True, description="folder relative checkpoints resolve from")
 
     @classmethod

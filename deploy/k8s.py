@@ -1,0 +1,529 @@
+"""`tritonforge deploy k8s`: a built repository + options -> checked values -> Kubernetes manifests, Helm, KServe.
+
+One values dict (the Helm chart's values.yaml) drives all three formats. Everything is checked before anything is
+written (every problem at once, as a DeployError): the repository (Triton's load rules with the replica's GPU count,
+and its TensorRT-LLM engine manifests against the image), the GPUs per replica against the instance groups and
+tensor/pipeline parallel sizes, the repository URL and its credentials secret, the gateway's settings. The output
+folder is written to a temporary sibling and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tritonforge.errors import DeployError, Problem
+
+Format = Literal["manifests", "helm", "kserve"]
+TEMPLATES = Path(__file__).parent / "templates"
+DATA = Path(__file__).parent / "data"
+PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+GATEWAY_PORT = 9000
+QUEUE_METRIC = "triton_queue_time_per_request_us"
+MANIFEST_FILES = (
+    "deployment.yaml",
+    "services.yaml",
+    "servicemonitor.yaml",
+    "hpa.yaml",
+    "prometheus-adapter.yaml",
+    "pdb.yaml",
+    "gateway.yaml",
+)
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """What the command line adds to the built repository (None: from the spec's `deploy:` section or a default)."""
+
+    image: str
+    repository_url: str  # s3://[host:port/]bucket/prefix, gs://bucket/prefix or pvc://claim[/sub/path]
+    name: str | None = None  # default: the spec's name
+    namespace: str = "default"
+    credentials_secret: str | None = None
+    region: str = "us-east-1"
+    replicas: int | None = None
+    gpus_per_replica: int | None = None
+    gateway: bool = False
+    gateway_image: str | None = None
+    gateway_api_keys_secret: str | None = None
+
+
+@dataclass(frozen=True)
+class GPUNeed:
+    """GPUs one replica needs (`needed`) and can use at most (`usable`; None: any number, e.g. KIND_GPU groups
+    without a gpus list run an instance on every visible GPU)."""
+
+    needed: int
+    usable: int | None
+    why: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class DeployReport:
+    out: Path
+    format: Format
+    files: tuple[str, ...]
+    values: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------ the built repository
+
+
+def read_build_info(repo: Path) -> dict[str, Any]:
+    """tritonforge.json, written by `tritonforge build` at the repository's root."""
+    path = repo / "tritonforge.json"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DeployError(
+            [Problem(str(path), "missing: deploy a repository written by `tritonforge build` (it records the spec)")]
+        ) from None
+    except (OSError, ValueError) as err:
+        raise DeployError([Problem(str(path), f"unreadable: {err}")]) from None
+    if not isinstance(info, dict) or info.get("target") not in ("cpu", "gpu"):
+        raise DeployError([Problem(str(path), "no target (cpu or gpu) recorded; rebuild the repository")])
+    return info
+
+
+def _configs(repo: Path) -> dict[str, Any]:
+    from tritonforge.config_io import read_config
+
+    return {p.parent.name: read_config(p) for p in sorted(repo.glob("*/config.pbtxt"))}
+
+
+def _id_groups(text: str) -> list[list[int]]:
+    """TensorRT-LLM's gpu_device_ids parameter: '0,1;2,3' -> [[0, 1], [2, 3]]."""
+    return [[int(i) for i in group.split(",") if i.strip()] for group in text.split(";") if group.strip()]
+
+
+def gpu_need(repo: Path, info: dict[str, Any], configs: dict[str, Any] | None = None) -> GPUNeed:
+    """GPUs per replica from the repository's instance groups and its TensorRT-LLM models' tp_size × pp_size."""
+    from tritonforge.builders.trtllm_engine import MANIFEST_NAME
+
+    if info.get("target") != "gpu":
+        return GPUNeed(0, 0, ("the cpu target uses no GPU",))
+    configs = _configs(repo) if configs is None else configs
+    parallel: dict[str, Any] = info.get("parallel") or {}
+    ids: set[int] = set()
+    any_gpu = False
+    why: list[str] = []
+    for name, config in configs.items():
+        for group in config.instance_group:
+            if group.kind in (0, 1):  # KIND_AUTO, KIND_GPU (the gpu target renders GPU instances)
+                if group.gpus:
+                    ids.update(group.gpus)
+                    why.append(f"{name} instance group on GPUs {','.join(map(str, group.gpus))}")
+                else:
+                    any_gpu = True
+        if config.backend != "tensorrtllm":
+            continue
+        sizes = parallel.get(name)
+        if sizes is None:  # not recorded (older build): the engine manifest shipped in the repository
+            manifests = sorted(repo.glob(f"{name}/*/engine/{MANIFEST_NAME}"))
+            settings = json.loads(manifests[0].read_text()).get("settings", {}) if manifests else {}
+            sizes = {"tp_size": settings.get("tp_size", 1), "pp_size": settings.get("pp_size", 1)}
+        world = int(sizes.get("tp_size", 1)) * int(sizes.get("pp_size", 1))
+        param = config.parameters.get("gpu_device_ids")
+        groups = _id_groups(param.string_value) if param is not None and param.string_value else [list(range(world))]
+        for group in groups:
+            ids.update(group)
+        why.append(
+            f"{name}: tp_size {sizes.get('tp_size', 1)} × pp_size {sizes.get('pp_size', 1)} = {world} GPU(s) per "
+            f"engine, {len(groups)} engine instance(s) on GPUs {';'.join(','.join(map(str, g)) for g in groups)}"
+        )
+    needed = max(ids) + 1 if ids else (1 if any_gpu else 0)
+    if any_gpu:
+        why.append("KIND_GPU instance groups without a gpus list use every GPU of the pod")
+    return GPUNeed(needed, None if any_gpu else needed, tuple(why))
+
+
+# ------------------------------------------------------------------------------------------------------ checks
+
+
+def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[str, Any], list[Problem]]:
+    """--model-repository, env, volumes and mounts for where the pods read the repository."""
+    from tritonforge.deploy.object_store import parse_object_store_url
+
+    problems: list[Problem] = []
+    if url.startswith("pvc://"):
+        claim, _, sub = url.removeprefix("pvc://").partition("/")
+        if not _DNS_LABEL.match(claim):
+            problems.append(Problem("--repository-url", f"{url!r}: claim {claim!r} is not a valid PVC name"))
+        mount = "/models"
+        return {
+            "kind": "pvc",
+            "tritonUrl": f"{mount}/{sub}".rstrip("/"),
+            "storageUri": url,
+            "env": [],
+            "volumes": [{"name": "model-repository", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],
+            "volumeMounts": [{"name": "model-repository", "mountPath": mount, "readOnly": True}],
+        }, problems
+    try:
+        store = parse_object_store_url(url)
+    except DeployError as err:
+        allowed = "s3://[host:port/]bucket/prefix, gs://bucket/prefix or pvc://claim[/path]"
+        detail = err.problems[0].message if err.problems else str(err)
+        return {}, [Problem("--repository-url", f"{detail} (pods read the repository from {allowed})")]
+    if not secret:
+        problems.append(
+            Problem(
+                "--credentials-secret",
+                f"missing: {url} needs the name of a Secret with the object-store credentials "
+                + (
+                    "(keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+                    if store.scheme == "s3"
+                    else "(key key.json: a service-account key)"
+                ),
+            )
+        )
+    elif not _SECRET_NAME.match(secret):
+        problems.append(Problem("--credentials-secret", f"{secret!r} is not a valid Secret name"))
+    source: dict[str, Any] = {
+        "kind": store.scheme,
+        "tritonUrl": store.triton_url,
+        "storageUri": store.plain_url,
+        "endpoint": store.endpoint,
+    }
+    if store.scheme == "s3":
+        source["env"] = [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret or "", "key": key}}}
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        ] + [{"name": "AWS_DEFAULT_REGION", "value": region}]
+        source["volumes"], source["volumeMounts"] = [], []
+    else:
+        source["env"] = [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/secrets/google/key.json"}]
+        source["volumes"] = [{"name": "gcs-credentials", "secret": {"secretName": secret or ""}}]
+        source["volumeMounts"] = [{"name": "gcs-credentials", "mountPath": "/var/secrets/google", "readOnly": True}]
+    return source, problems
+
+
+def _gpus_problems(requested: int, need: GPUNeed, where: str, target: str) -> list[Problem]:
+    because = "; ".join(need.why)
+    if target == "cpu":
+        return [Problem(where, f"{requested}: the cpu target uses no GPU; deploy a gpu build to request GPUs")]
+    if requested < need.needed:
+        return [Problem(where, f"{requested} GPU(s) per replica, but the repository needs {need.needed}: {because}")]
+    if need.usable is not None and requested > need.usable:
+        return [
+            Problem(
+                where,
+                f"{requested} GPU(s) per replica, more than the parallel sizes allow ({need.usable}: {because}); "
+                f"the other GPUs would sit idle: ask for {need.usable}, or raise tp_size/pp_size or the instances",
+            )
+        ]
+    return []
+
+
+def _name(value: str) -> str:
+    """A DNS-1123 label from a spec name: lowercase, '-' for anything else."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", value.lower())).strip("-")
+
+
+def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
+    """Check the repository and options (every problem at once) and return the chart's values."""
+    from tritonforge.spec import DeploySettings
+    from tritonforge.validator import check_repository
+
+    repo = Path(repo)
+    info = read_build_info(repo)
+    settings = DeploySettings.model_validate(info.get("deploy") or {})
+    target: str = info["target"]
+    configs = _configs(repo)
+    problems: list[Problem] = []
+
+    name = _name(options.name or str(info.get("spec") or "tritonforge"))
+    if not name or len(name) > 40 or not _DNS_LABEL.match(name):
+        problems.append(Problem("--name", f"{name!r}: use 1-40 lowercase letters, digits and '-' (suffixes follow)"))
+    if not _DNS_LABEL.match(options.namespace) or len(options.namespace) > 63:
+        problems.append(Problem("--namespace", f"{options.namespace!r} is not a valid namespace name"))
+    if not options.image or ":" not in options.image.rsplit("/", 1)[-1]:
+        problems.append(Problem("--image", f"{options.image!r}: give a tagged image, e.g. {_example_image()}"))
+
+    need = gpu_need(repo, info, configs)
+    if options.gpus_per_replica is not None:
+        gpus = options.gpus_per_replica
+        problems += _gpus_problems(gpus, need, "--gpus", target)
+    elif settings.gpus_per_replica is not None and target == "gpu":
+        gpus = settings.gpus_per_replica
+        problems += _gpus_problems(gpus, need, "deploy.gpus_per_replica", target)
+    else:
+        gpus = need.needed
+
+    # Triton's load rules with this replica's GPUs, and every engine manifest against the image (shared checks)
+    for p in check_repository(repo, gpus=gpus if target == "gpu" else None, image=options.image):
+        problems.append(Problem(p.where, p.message))
+
+    source, found = _repository_source(options.repository_url, options.credentials_secret, options.region)
+    problems += found
+
+    models = sorted(configs)
+    ensembles = {n for n, c in configs.items() if c.platform == "ensemble"}
+    watched = list(settings.autoscaling.models) or [m for m in models if m not in ensembles]
+    for m in settings.autoscaling.models:
+        if m not in configs:
+            problems.append(
+                Problem("deploy.autoscaling.models", f"{m!r} is not a model of the repository ({', '.join(models)})")
+            )
+    if options.gateway:
+        if not options.gateway_image:
+            problems.append(Problem("--gateway-image", "missing: the gateway needs an image with tritonforge[gateway]"))
+        if not options.gateway_api_keys_secret:
+            problems.append(
+                Problem("--gateway-api-keys-secret", "missing: a cluster gateway serves only with API keys (a Secret)")
+            )
+    if problems:
+        raise DeployError(problems, "cannot deploy (nothing was written)")
+
+    replicas = options.replicas or settings.replicas
+    labels = {
+        "app.kubernetes.io/name": "tritonforge",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "triton",
+        "app.kubernetes.io/managed-by": "tritonforge",
+    }
+    selector = {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "triton"}
+    resources: dict[str, Any] = {
+        "requests": {"cpu": settings.cpu, "memory": settings.memory},
+        "limits": {"memory": settings.memory},
+    }
+    node_selector = dict(settings.node_selector)
+    tolerations: list[dict[str, Any]] = []
+    if target == "gpu" and gpus:
+        resources["requests"][settings.gpu_resource] = gpus
+        resources["limits"][settings.gpu_resource] = gpus
+        node_selector.setdefault("nvidia.com/gpu.present", "true")  # GPU feature discovery's label
+        tolerations.append({"key": settings.gpu_resource, "operator": "Exists", "effect": "NoSchedule"})
+    args = [
+        f"--model-repository={source['tritonUrl']}",
+        # every model loads at start-up; load/unload over the network stays off in a cluster
+        "--model-control-mode=none",
+        "--disable-auto-complete-config",
+        "--strict-readiness=true",
+        f"--http-port={PORTS['http']}",
+        f"--grpc-port={PORTS['grpc']}",
+        f"--metrics-port={PORTS['metrics']}",
+        "--allow-metrics=true",
+        f"--allow-gpu-metrics={'true' if target == 'gpu' else 'false'}",
+        "--exit-timeout-secs=30",
+    ]
+    probe = {"periodSeconds": 10, "timeoutSeconds": 5}
+    target_us = str(settings.autoscaling.target_queue_time_us)  # a Quantity, in the metric's unit (µs)
+    values: dict[str, Any] = {
+        "name": name,
+        "namespace": options.namespace,
+        "target": target,
+        "image": options.image,
+        "imagePullPolicy": "IfNotPresent",
+        "replicas": replicas,
+        "gpus": gpus,
+        "labels": labels,
+        "selectorLabels": selector,
+        "ports": dict(PORTS),
+        "modelRepository": {
+            "url": options.repository_url,
+            "kind": source["kind"],
+            "credentialsSecret": options.credentials_secret or "",
+        },
+        "triton": {
+            "args": args,
+            "env": source["env"],
+            "resources": resources,
+            "nodeSelector": node_selector,
+            "tolerations": tolerations,
+            "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}}]
+            + source["volumes"],
+            "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *source["volumeMounts"]],
+        },
+        "probes": {
+            # Triton opens its ports only once every model is loaded: the start-up probe covers engine loading
+            "startup": {
+                "httpGet": {"path": "/v2/health/ready", "port": "http"},
+                **probe,
+                "failureThreshold": max(3, math.ceil(settings.startup_seconds / probe["periodSeconds"])),
+            },
+            "readiness": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, **probe, "failureThreshold": 3},
+            "liveness": {"httpGet": {"path": "/v2/health/live", "port": "http"}, **probe, "failureThreshold": 3},
+        },
+        "serviceMonitor": {"enabled": True, "interval": "15s"},
+        "autoscaling": {
+            "enabled": settings.autoscaling.enabled,
+            "minReplicas": settings.autoscaling.min_replicas,
+            "maxReplicas": settings.autoscaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": QUEUE_METRIC, "selector": {"matchLabels": {"model": m}}},
+                        "target": {"type": "AverageValue", "averageValue": target_us},
+                    },
+                }
+                for m in watched
+            ],
+        },
+        "prometheusAdapter": {"enabled": settings.autoscaling.enabled, "rules": prometheus_adapter_rules()},
+        "pdb": {"enabled": True, "maxUnavailable": 1},
+        "gateway": _gateway_values(name, options),
+        "kserve": {
+            "storageUri": source["storageUri"],
+            "endpoint": source.get("endpoint") or "",
+            "serviceAccountName": f"{name}-storage" if options.credentials_secret else "",
+        },
+    }
+    return values
+
+
+def prometheus_adapter_rules() -> dict[str, Any]:
+    """prometheus-adapter's rule: average queue time per request over the last minute, per pod and model.
+
+    The HPA's metric selector (model=<name>) lands in <<.LabelMatchers>>, so each model is scaled on its own queue
+    and a busy model is not averaged away by idle ones loaded beside it.
+    """
+    series = "nv_inference_queue_duration_us"
+    query = (
+        f"sum(rate({series}{{<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>) / "
+        "clamp_min(sum(rate(nv_inference_request_success{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>), 1e-9)"
+    )
+    return {
+        "rules": [
+            {
+                "seriesQuery": f'{series}{{namespace!="",pod!="",model!=""}}',
+                "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+                "name": {"matches": f"^{series}$", "as": QUEUE_METRIC},
+                "metricsQuery": query,
+            }
+        ]
+    }
+
+
+def _gateway_values(name: str, options: DeployOptions) -> dict[str, Any]:
+    triton = f"{name}-grpc.{options.namespace}.svc.cluster.local:{PORTS['grpc']}"
+    return {
+        "enabled": options.gateway,
+        "name": f"{name}-gateway",
+        "image": options.gateway_image or "",
+        "replicas": 2,
+        "port": GATEWAY_PORT,
+        "apiKeysSecret": options.gateway_api_keys_secret or "",
+        "labels": {
+            "app.kubernetes.io/name": "tritonforge",
+            "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/component": "gateway",
+            "app.kubernetes.io/managed-by": "tritonforge",
+        },
+        "selectorLabels": {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "gateway"},
+        "command": ["tritonforge", "gateway"],
+        "args": [
+            f"--triton={triton}",
+            "--host=0.0.0.0",
+            f"--port={GATEWAY_PORT}",
+            "--api-keys-file=/etc/tritonforge/api-keys/keys",
+        ],
+    }
+
+
+def _example_image() -> str:
+    from tritonforge.builders.trtllm_engine import container_table
+
+    return f"nvcr.io/nvidia/tritonserver:{max(container_table())}-trtllm-python-py3"
+
+
+# ---------------------------------------------------------------------------------------------------- rendering
+
+
+def _environment() -> Any:
+    import jinja2
+    import yaml
+
+    def toyaml(value: Any, indent: int) -> str:
+        """Helm's `toYaml | nindent N`: a newline, then the block indented by N."""
+        text = yaml.safe_dump(value, default_flow_style=False, sort_keys=True, width=1 << 16).rstrip("\n")
+        return "\n" + "\n".join(" " * indent + line if line else line for line in text.splitlines())
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # YAML, not HTML
+    )
+    env.filters["toyaml"] = toyaml
+    env.filters["tojson"] = lambda v: json.dumps(v)
+    return env
+
+
+def render_manifests(values: dict[str, Any]) -> dict[str, str]:
+    """File name -> YAML (documents separated by ---); disabled parts render to nothing and are left out."""
+    env = _environment()
+    out = {}
+    for filename in MANIFEST_FILES:
+        text = env.get_template(f"manifests/{filename}.j2").render(v=values)
+        if text.strip():
+            out[filename] = text
+    return out
+
+
+def render_kserve(values: dict[str, Any]) -> dict[str, str]:
+    text = _environment().get_template("kserve/inferenceservice.yaml.j2").render(v=values)
+    return {"inferenceservice.yaml": text}
+
+
+def helm_chart(values: dict[str, Any]) -> dict[str, bytes]:
+    """The chart: Chart.yaml, values.yaml (these values) and the Go templates shipped in deploy/templates/helm."""
+    import yaml
+
+    from tritonforge import __version__
+
+    chart = {
+        "apiVersion": "v2",
+        "name": "tritonforge",
+        "description": f"Triton Inference Server serving {values['name']} (rendered by tritonforge deploy k8s)",
+        "type": "application",
+        "version": __version__,
+        "appVersion": values["image"].rsplit(":", 1)[-1],
+    }
+    files: dict[str, bytes] = {
+        "Chart.yaml": yaml.safe_dump(chart, sort_keys=False).encode(),
+        "values.yaml": (
+            "# Generated by tritonforge deploy k8s --format helm: edit, or override with --set / -f.\n"
+            + yaml.safe_dump(values, sort_keys=False, width=1 << 16)
+        ).encode(),
+    }
+    for path in sorted((TEMPLATES / "helm").rglob("*")):
+        if path.is_file():
+            files[path.relative_to(TEMPLATES / "helm").as_posix()] = path.read_bytes()
+    return files
+
+
+def render(values: dict[str, Any], fmt: Format) -> dict[str, bytes]:
+    if fmt == "manifests":
+        return {k: v.encode() for k, v in render_manifests(values).items()}
+    if fmt == "kserve":
+        return {k: v.encode() for k, v in render_kserve(values).items()}
+    if fmt == "helm":
+        return helm_chart(values)
+    raise DeployError([Problem("--format", f"{fmt!r} is not a format; choose manifests, helm or kserve")])
+
+
+def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: Format = "manifests") -> DeployReport:
+    """Check everything, render `fmt`, and write it as the folder `out` (temp folder, then renamed into place)."""
+    from tritonforge.repository import write_repository
+
+    if fmt not in ("manifests", "helm", "kserve"):
+        raise DeployError([Problem("--format", f"{fmt!r} is not a format; choose manifests, helm or kserve")])
+    values = build_values(repo, options)
+    files = render(values, fmt)
+    written = write_repository(files, out)
+    return DeployReport(written, fmt, tuple(sorted(files)), values)
+
+
+def load_documents(texts: Iterable[str]) -> list[dict[str, Any]]:
+    """Every YAML document of the rendered files (empty documents skipped)."""
+    import yaml
+
+    return [doc for text in texts for doc in yaml.safe_load_all(text) if doc]

@@ -1,0 +1,110 @@
+"""`tritonforge push` to a real S3-compatible server (moto, on loopback) and `tritonforge serve s3://...`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tritonforge.clients import Client
+from tritonforge.deploy.object_store import MANIFEST_KEY, push
+from tritonforge.server import TritonServer, free_port
+
+pytestmark = pytest.mark.integration
+
+SENTENCES = ["Triton reads this model from S3.", "A second sentence."]
+BUCKET = "models"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 in server mode on a free loopback port, with throwaway credentials in the environment."""
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
+    boto3 = pytest.importorskip("boto3")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    try:
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket=BUCKET)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _objects(endpoint: str, prefix: str) -> dict[str, dict]:  # type: ignore[type-arg]
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=f"http://{endpoint}")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return {o["Key"]: o for page in pages for o in page.get("Contents", [])}
+
+
+def test_push_is_content_hash_aware(s3_endpoint: str, embed_repo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(embed_repo, repo)
+    (repo / "embed" / "2").mkdir()  # an empty version folder: kept as a 'folder/' marker object
+    url = f"s3://{s3_endpoint}/{BUCKET}/hash-aware"
+    first = push(repo, url)
+    assert first.url == url and not first.unchanged and first.bytes_sent > 0
+    keys = set(_objects(s3_endpoint, "hash-aware/"))
+    assert "hash-aware/embed/config.pbtxt" in keys and "hash-aware/embed/2/" in keys
+    assert f"hash-aware/{MANIFEST_KEY}" in keys
+
+    again = push(repo, url)
+    assert again.uploaded == () and again.bytes_sent == 0 and again.deleted == ()
+    assert set(again.unchanged) == set(first.uploaded)
+
+    config = repo / "embed" / "config.pbtxt"
+    config.write_text(config.read_text() + "\n")
+    (repo / "minilm_tokenizer" / "1" / "stale.txt").write_text("x")
+    changed = push(repo, url)
+    assert set(changed.uploaded) == {"embed/config.pbtxt", "minilm_tokenizer/1/stale.txt"}
+    (repo / "minilm_tokenizer" / "1" / "stale.txt").unlink()
+    removed = push(repo, url)
+    assert removed.uploaded == () and removed.deleted == ("minilm_tokenizer/1/stale.txt",)
+    assert "hash-aware/minilm_tokenizer/1/stale.txt" not in _objects(s3_endpoint, "hash-aware/")
+
+
+def test_serve_from_s3_equals_the_local_repository(s3_endpoint: str, embed_repo: Path, embed_server) -> None:  # type: ignore[no-untyped-def]
+    url = f"s3://{s3_endpoint}/{BUCKET}/embed"
+    push(embed_repo, url)
+    with Client(embed_server.endpoints.grpc, protocol="grpc") as client:
+        want = client.embed(SENTENCES)
+    server = TritonServer(url, startup_timeout=90)
+    try:
+        server.start()
+        assert {m["name"] for m in server.model_states()} >= {"embed", "minilm_encoder", "minilm_tokenizer"}
+        with Client(server.endpoints.grpc, protocol="grpc") as client:
+            got = client.embed(SENTENCES)
+    finally:
+        server.stop()
+    assert got.shape == want.shape == (len(SENTENCES), 384)
+    assert float(np.abs(got - want).max()) <= 1e-6
+
+
+def test_cli_push(s3_endpoint: str, embed_repo: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tritonforge.cli import app
+
+    url = f"s3://{s3_endpoint}/{BUCKET}/cli"
+    result = CliRunner().invoke(app, ["push", str(embed_repo), url])
+    assert result.exit_code == 0, result.output
+    assert f"tritonforge serve {url}" in result.output
+    result = CliRunner().invoke(app, ["push", str(embed_repo), f"s3://{s3_endpoint}/no-such-bucket/x"])
+    assert result.exit_code == 1
+    assert "no-such-bucket" in result.output

@@ -1,0 +1,456 @@
+"""tritonforge deploy k8s: rendering, schema validation (Kubernetes OpenAPI + vendored CRDs), Helm parity, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tritonforge.deploy.k8s import (
+    DATA,
+    DeployOptions,
+    build_values,
+    deploy_k8s,
+    helm_chart,
+    load_documents,
+    render_kserve,
+    render_manifests,
+)
+from tritonforge.errors import DeployError, TritonForgeError
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+jsonschema = pytest.importorskip("jsonschema")
+
+K8S_VERSION = "1.37.0"  # the newest schemas kubernetes-validate ships (strict: unknown fields are errors)
+TRTLLM_IMAGE = "nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3"  # ships TensorRT-LLM 0.16.0
+CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.monitoring.coreos.com_v1.json",
+    ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice.serving.kserve.io_v1beta1.json",
+}
+
+
+# ------------------------------------------------------------------------------------------------ repositories
+
+
+@pytest.fixture(scope="module")
+def cpu_repo(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tritonforge.build import build
+    from tritonforge.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "name": "Tiny Embed",
+            "models": {"tiny": {"kind": "embedding", "checkpoint": str(tiny_bert), "max_batch_size": 8}},
+            "deploy": {"autoscaling": {"max_replicas": 6, "target_queue_time_us": 20000}},
+        }
+    )
+    repo = tmp_path_factory.mktemp("deploy-cpu") / "repo"
+    build(spec, repo, target="cpu")
+    return repo
+
+
+def _gpu_repo(root: Path, tiny_bert: Path, decoder: Path, *, tp: int = 2, deploy: dict[str, Any] | None = None) -> Path:
+    """A gpu-target repository (embedder on GPU 0 + a TensorRT-LLM model with tp_size `tp`), with the engine's
+    manifest as a TensorRT-LLM 0.16.0 build would write it (no engine can be built on this machine)."""
+    from tritonforge.build import plan_repository
+    from tritonforge.repository import write_repository
+    from tritonforge.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "name": "rag-gpu",
+            "target": "gpu",
+            "models": {
+                "tiny": {
+                    "kind": "embedding",
+                    "checkpoint": str(tiny_bert),
+                    "max_batch_size": 8,
+                    "gpu_precision": "fp32",
+                    "instance_groups": [{"count": 1, "kind": "gpu", "gpus": [0]}],
+                },
+                "chat": {"kind": "llm", "checkpoint": str(decoder), "engine": {"tp_size": tp}},
+            },
+            "deploy": deploy or {},
+        }
+    )
+    files, _, _ = plan_repository(spec, engine_plans=[])
+    manifest = {"tensorrt_llm_version": "0.16.0", "settings": {"tp_size": tp, "pp_size": 1}, "gpus_required": tp}
+    plan = {**files, "tensorrt_llm/1/engine/engine_manifest.json": json.dumps(manifest).encode()}
+    return write_repository(plan, root)
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tritonforge.builders.tiny_models import make_tiny_decoder
+
+    return make_tiny_decoder(tmp_path_factory.mktemp("decoder") / "decoder")
+
+
+@pytest.fixture(scope="module")
+def gpu_repo(tiny_bert: Path, decoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _gpu_repo(tmp_path_factory.mktemp("deploy-gpu") / "repo", tiny_bert, decoder)
+
+
+def _options(**kw: Any) -> DeployOptions:
+    base: dict[str, Any] = {
+        "image": TRTLLM_IMAGE,
+        "repository_url": "s3://models/rag",
+        "credentials_secret": "s3-credentials",
+    }
+    return DeployOptions(**{**base, **kw})
+
+
+# ------------------------------------------------------------------------------------------------- validation
+
+
+def _validate(doc: dict[str, Any]) -> None:
+    """A rendered object against the Kubernetes OpenAPI schemas, or a vendored CRD schema."""
+    crd = CRD_SCHEMAS.get((doc["apiVersion"], doc["kind"]))
+    if crd is None:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        return
+    schema = json.loads((DATA / crd).read_text())
+    jsonschema.validate(doc, schema)
+    if doc["kind"] == "InferenceService":
+        # the predictor's embedded Kubernetes types, against the Kubernetes schemas: as the Pod KServe makes
+        predictor = doc["spec"]["predictor"]
+        container = {
+            k: v
+            for k, v in predictor["model"].items()
+            if k not in ("modelFormat", "runtime", "protocolVersion", "storageUri")
+        }
+        pod_spec = {
+            k: v for k, v in predictor.items() if k in ("serviceAccountName", "nodeSelector", "tolerations", "volumes")
+        }
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "predictor"},
+            "spec": {**pod_spec, "containers": [{"name": "kserve-container", **container}]},
+        }
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+
+
+def _kinds(docs: list[dict[str, Any]]) -> list[str]:
+    return sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
+
+
+def test_cpu_target_renders_valid_manifests_without_gpu_requests(cpu_repo: Path) -> None:
+    values = build_values(
+        cpu_repo,
+        _options(
+            image="nvcr.io/nvidia/tritonserver:24.12-py3",
+            gateway=True,
+            gateway_image="ghcr.io/acme/tritonforge:0.1.0",
+            gateway_api_keys_secret="gw-keys",
+        ),
+    )
+    docs = load_documents(render_manifests(values).values())
+    assert _kinds(docs) == [
+        "ConfigMap/tiny-embed-prometheus-adapter-rules",
+        "Deployment/tiny-embed",
+        "Deployment/tiny-embed-gateway",
+        "HorizontalPodAutoscaler/tiny-embed",
+        "PodDisruptionBudget/tiny-embed",
+        "Service/tiny-embed-gateway",
+        "Service/tiny-embed-grpc",
+        "Service/tiny-embed-http",
+        "Service/tiny-embed-metrics",
+        "ServiceMonitor/tiny-embed",
+    ]
+    for doc in docs:
+        _validate(doc)
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "tiny-embed")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+    assert "--model-repository=s3://models/rag" in container["args"]
+    assert "--allow-gpu-metrics=false" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
+        "name": "s3-credentials",
+        "key": "AWS_ACCESS_KEY_ID",
+    }
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 1800
+
+
+def test_hpa_scales_per_model_on_queue_time_from_prometheus_adapter(cpu_repo: Path) -> None:
+    docs = load_documents(render_manifests(build_values(cpu_repo, _options())).values())
+    hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["maxReplicas"] == 6
+    # one metric per non-ensemble model: a busy model is not averaged away by idle neighbours
+    models = [m["pods"]["metric"]["selector"]["matchLabels"]["model"] for m in hpa["spec"]["metrics"]]
+    assert models == ["tiny_encoder", "tiny_tokenizer"]
+    assert {m["pods"]["target"]["averageValue"] for m in hpa["spec"]["metrics"]} == {"20000"}
+    adapter = next(d for d in docs if d["kind"] == "ConfigMap")
+    (rule,) = yaml.safe_load(adapter["data"]["config.yaml"])["rules"]
+    assert rule["name"]["as"] == hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    query = rule["metricsQuery"]
+    assert "rate(nv_inference_queue_duration_us{<<.LabelMatchers>>}[1m])" in query
+    assert "rate(nv_inference_request_success{<<.LabelMatchers>>}[1m])" in query
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    metrics_svc = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-metrics"))
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= metrics_svc["metadata"]["labels"].items()
+
+
+def test_gpu_target_requests_the_gpus_of_its_parallel_sizes(gpu_repo: Path) -> None:
+    values = build_values(gpu_repo, _options(repository_url="gs://models/rag", credentials_secret="gcs-key"))
+    assert values["gpus"] == 2  # tensorrt_llm tp_size 2 (GPUs 0,1), the encoder on GPU 0
+    docs = load_documents(render_manifests(values).values())
+    for doc in docs:
+        _validate(doc)
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == 2
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/secrets/google/key.json"} in container["env"]
+    assert any(v.get("secret", {}).get("secretName") == "gcs-key" for v in pod["volumes"])
+
+
+def test_pvc_repository_mounts_the_claim(cpu_repo: Path) -> None:
+    values = build_values(cpu_repo, _options(repository_url="pvc://model-store/repos/embed", credentials_secret=None))
+    docs = load_documents(render_manifests(values).values())
+    for doc in docs:
+        _validate(doc)
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--model-repository=/models/repos/embed" in container["args"]
+
+
+def test_kserve_inference_service_validates(gpu_repo: Path) -> None:
+    values = build_values(gpu_repo, _options(repository_url="s3://minio.storage:9000/models/rag"))
+    docs = load_documents(render_kserve(values).values())
+    assert _kinds(docs) == ["InferenceService/rag-gpu", "ServiceAccount/rag-gpu-storage"]
+    for doc in docs:
+        _validate(doc)
+    isvc = next(d for d in docs if d["kind"] == "InferenceService")
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "triton"} and model["runtime"] == "kserve-tritonserver"
+    assert model["storageUri"] == "s3://models/rag"  # KServe takes the endpoint from the Secret's annotations
+    assert model["resources"]["limits"]["nvidia.com/gpu"] == 2
+
+
+def test_vendored_crd_schemas_refuse_what_the_operators_refuse() -> None:
+    schema = json.loads((DATA / CRD_SCHEMAS[("monitoring.coreos.com/v1", "ServiceMonitor")]).read_text())
+    bad = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "x"},
+        "spec": {"selector": {}, "endpoints": [{"port": "metrics", "interval": "15 seconds"}]},
+    }
+    with pytest.raises(jsonschema.ValidationError, match="15 seconds"):
+        jsonschema.validate(bad, schema)
+    schema = json.loads((DATA / CRD_SCHEMAS[("serving.kserve.io/v1beta1", "InferenceService")]).read_text())
+    bad = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "x"},
+        "spec": {"predictor": {"model": {"runtime": "kserve-tritonserver"}}},
+    }
+    with pytest.raises(jsonschema.ValidationError, match="modelFormat"):
+        jsonschema.validate(bad, schema)
+
+
+# ------------------------------------------------------------------------------------------------------- helm
+
+
+def _helm_render(values: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk (Helm's Go engine) is in the test extra")
+    chart_dir = tmp_path / "chart"
+    for rel, content in helm_chart(values).items():
+        (chart_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (chart_dir / rel).write_bytes(content)
+    with helm.Chart.load(str(chart_dir)) as chart:
+        rendered = chart.render(name="release", namespace=values["namespace"])  # the chart's own values.yaml
+    return load_documents(rendered.values())
+
+
+def _normalized(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sorted, with ConfigMap data that is YAML compared as data (Helm's toYaml and PyYAML quote differently)."""
+    out = []
+    for doc in docs:
+        if doc["kind"] == "ConfigMap":
+            doc = {**doc, "data": {k: yaml.safe_load(v) for k, v in doc["data"].items()}}
+        out.append(doc)
+    return sorted(out, key=lambda d: (d["kind"], d["metadata"]["name"]))
+
+
+@pytest.mark.parametrize("variant", ["gpu", "cpu-gateway", "pvc-no-autoscaling"])
+def test_helm_chart_renders_the_same_resources_as_the_manifests(
+    variant: str, cpu_repo: Path, gpu_repo: Path, tmp_path: Path
+) -> None:
+    """The chart's Go templates, rendered by Helm's own engine (helm-python-sdk embeds Helm v4's Go SDK), give
+    exactly the objects of the jinja2 manifests for the same values."""
+    if variant == "gpu":
+        values = build_values(gpu_repo, _options())
+    elif variant == "cpu-gateway":
+        values = build_values(
+            cpu_repo,
+            _options(
+                gateway=True,
+                gateway_image="ghcr.io/acme/tritonforge:0.1.0",
+                gateway_api_keys_secret="gw-keys",
+                namespace="serving",
+            ),
+        )
+    else:
+        values = build_values(cpu_repo, _options(repository_url="pvc://store", credentials_secret=None))
+        values["autoscaling"]["enabled"] = values["prometheusAdapter"]["enabled"] = False
+        values["serviceMonitor"]["enabled"] = False
+    plain = load_documents(render_manifests(values).values())
+    helm_docs = _helm_render(values, tmp_path)
+    assert _normalized(helm_docs) == _normalized(plain)
+    for doc in helm_docs:
+        _validate(doc)
+
+
+def test_deploy_writes_each_format(cpu_repo: Path, tmp_path: Path) -> None:
+    report = deploy_k8s(cpu_repo, tmp_path / "k8s", _options())
+    assert report.files == (
+        "deployment.yaml",
+        "hpa.yaml",
+        "pdb.yaml",
+        "prometheus-adapter.yaml",
+        "servicemonitor.yaml",
+        "services.yaml",
+    )
+    report = deploy_k8s(cpu_repo, tmp_path / "chart", _options(), "helm")
+    assert {"Chart.yaml", "values.yaml", "templates/deployment.yaml"} <= set(report.files)
+    values = yaml.safe_load((tmp_path / "chart" / "values.yaml").read_text())
+    assert values == report.values
+    report = deploy_k8s(cpu_repo, tmp_path / "kserve", _options(), "kserve")
+    assert (tmp_path / "kserve" / "inferenceservice.yaml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chart", "k8s", "kserve"]  # no temp folders left
+
+
+def test_cli_deploy_k8s(cpu_repo: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tritonforge.cli import app
+
+    args = [
+        "deploy",
+        "k8s",
+        str(cpu_repo),
+        "--image",
+        "nvcr.io/nvidia/tritonserver:24.12-py3",
+        "--repository-url",
+        "s3://models/embed",
+        "--credentials-secret",
+        "creds",
+        "-o",
+        str(tmp_path / "out"),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "deployment.yaml").is_file()
+    result = CliRunner().invoke(app, [*args[:-2], "-o", str(tmp_path / "bad"), "--gpus", "1"])
+    assert result.exit_code == 1
+    assert "--gpus: 1: the cpu target uses no GPU" in result.output
+    assert not (tmp_path / "bad").exists()
+
+
+# -------------------------------------------------------------------------------------------------- bad input
+
+
+def _refused(repo: Path, out: Path, options: DeployOptions, fmt: str = "manifests") -> DeployError:
+    with pytest.raises(DeployError) as caught:
+        deploy_k8s(repo, out, options, fmt)  # type: ignore[arg-type]
+    assert not out.exists(), "nothing may be written on error"
+    if out.parent.exists():
+        assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
+    assert isinstance(caught.value, TritonForgeError)
+    return caught.value
+
+
+def test_more_gpus_than_the_parallel_sizes_allow_is_refused(tiny_bert: Path, decoder: Path, tmp_path: Path) -> None:
+    repo = _gpu_repo(tmp_path / "repo", tiny_bert, decoder, tp=2, deploy={"gpus_per_replica": 4})
+    err = _refused(repo, tmp_path / "out" / "k8s", _options())
+    (problem,) = err.problems
+    assert problem.where == "deploy.gpus_per_replica"
+    assert problem.message.startswith(
+        "4 GPU(s) per replica, more than the parallel sizes allow (2: tensorrt_llm: tp_size 2 × pp_size 1"
+    )
+    assert "the other GPUs would sit idle" in problem.message
+
+
+def test_too_few_gpus_for_the_engine_is_refused(gpu_repo: Path, tmp_path: Path) -> None:
+    err = _refused(gpu_repo, tmp_path / "out", _options(gpus_per_replica=1))
+    messages = [str(p) for p in err.problems]
+    assert messages[0] == (
+        "--gpus: 1 GPU(s) per replica, but the repository needs 2: tensorrt_llm: tp_size 2 × pp_size 1 = 2 GPU(s) "
+        "per engine, 1 engine instance(s) on GPUs 0,1; tiny_encoder instance group on GPUs 0"
+    )
+
+
+def test_image_older_than_the_engine_is_refused(gpu_repo: Path, tmp_path: Path) -> None:
+    err = _refused(gpu_repo, tmp_path / "out", _options(image="nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3"))
+    (problem,) = err.problems
+    assert problem.where.endswith("tensorrt_llm/1/engine/engine_manifest.json")
+    assert problem.message.startswith(
+        "engine built with TensorRT-LLM 0.16.0 but tritonserver:24.11-trtllm-python-py3 ships 0.15.0"
+    )
+
+
+@pytest.mark.parametrize("url", ["s3://models/rag", "gs://models/rag"])
+def test_missing_credentials_secret_is_refused(cpu_repo: Path, tmp_path: Path, url: str) -> None:
+    err = _refused(cpu_repo, tmp_path / "out", _options(repository_url=url, credentials_secret=None), "helm")
+    (problem,) = err.problems
+    assert problem.where == "--credentials-secret"
+    assert problem.message.startswith(f"missing: {url} needs the name of a Secret")
+
+
+def test_every_problem_is_reported_at_once(cpu_repo: Path, tmp_path: Path) -> None:
+    err = _refused(
+        cpu_repo,
+        tmp_path / "out",
+        _options(
+            image="tritonserver", repository_url="/local/path", namespace="Bad_NS", gateway=True, gpus_per_replica=2
+        ),
+    )
+    assert [p.where for p in err.problems] == [
+        "--namespace",
+        "--image",
+        "--gpus",
+        "--repository-url",
+        "--gateway-image",
+        "--gateway-api-keys-secret",
+    ]
+
+
+def test_repository_not_built_by_tritonforge_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "repo" / "m").mkdir(parents=True)
+    err = _refused(tmp_path / "repo", tmp_path / "out", _options())
+    assert "tritonforge.json" in err.problems[0].where
+
+
+def test_spec_deploy_section_errors_name_the_field() -> None:
+    from tritonforge.errors import SpecError
+    from tritonforge.spec import parse_spec
+
+    with pytest.raises(SpecError) as caught:
+        parse_spec(
+            {
+                "name": "x",
+                "models": {"a": {"kind": "embedding", "checkpoint": "c"}},
+                "deploy": {
+                    "gpus_per_replica": 0,
+                    "shm_size": "2 GB",
+                    "autoscaling": {"min_replicas": 5, "max_replicas": 2},
+                },
+            }
+        )
+    assert [p.where for p in caught.value.problems] == [
+        "deploy.gpus_per_replica",
+        "deploy.shm_size",
+        "deploy.autoscaling.min_replicas",
+    ]
