@@ -822,11 +822,19 @@ class Client(_Base):
         return search_results(out, len(inputs["QUERY"]), name)
 
     def rerank(
-        self, query: str, passages: Sequence[str], *, model: str = "rerank", timeout: float | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        model: str = "rerank",
+        timeout: float | None = None,
+        version: str = "",
     ) -> np.ndarray:
-        """Cross-encoder scores of (query, passage) pairs, in the order of ``passages`` (higher = more relevant)."""
+        """Cross-encoder scores of (query, passage) pairs, in the order of ``passages`` (higher = more relevant).
+        ``version``: a Triton model version ("" = the model's version policy decides)."""
         inputs, outputs = rerank_request(query, passages)
-        return rerank_scores(self.infer(model, inputs, outputs, timeout=timeout), len(passages), model)
+        out = self.infer(model, inputs, outputs, timeout=timeout, version=version)
+        return rerank_scores(out, len(passages), model)
 
     def generate(self, prompt: str, *, model: str = "llm", timeout: float | None = None, **sampling: Any) -> str:
         """The whole completion of ``prompt`` (``max_tokens``, ``temperature``, ``top_k``, ``top_p``, ``seed``,
@@ -1073,11 +1081,18 @@ class AsyncClient(_Base):
         return search_results(out, len(inputs["QUERY"]), name)
 
     async def rerank(
-        self, query: str, passages: Sequence[str], *, model: str = "rerank", timeout: float | None = None
+        self,
+        query: str,
+        passages: Sequence[str],
+        *,
+        model: str = "rerank",
+        timeout: float | None = None,
+        version: str = "",
     ) -> np.ndarray:
         """Cross-encoder scores (see :meth:`Client.rerank`)."""
         inputs, outputs = rerank_request(query, passages)
-        return rerank_scores(await self.infer(model, inputs, outputs, timeout=timeout), len(passages), model)
+        out = await self.infer(model, inputs, outputs, timeout=timeout, version=version)
+        return rerank_scores(out, len(passages), model)
 
     async def generate(self, prompt: str, *, model: str = "llm", timeout: float | None = None, **sampling: Any) -> str:
         """The whole completion of ``prompt`` (see :meth:`Client.generate`)."""

@@ -20,9 +20,20 @@ Routes (OpenAI's request and response shapes; errors are ``{"error": {"message",
                               (0 when the ensemble has none).
   POST /v1/rerank             Cohere/Jina-style ``{model, query, documents, top_n, return_documents}`` -> the
                               ``rerank`` ensemble; results sorted by relevance_score, each with its ``index``.
-  GET  /v1/models[/{id}]      the configured model ids.
+  GET  /v1/models[/{id}]      the configured model ids, and the split names (``"kind"``, ``"split": true``).
   GET  /health                200 when Triton is ready, else 503 (no key needed).
-  GET  /metrics               Prometheus text: requests and latency per route, model and status.
+  GET  /metrics               Prometheus text: requests and latency per route, model and status; per split arm
+                              requests, errors and latency; each split's tripped state and current shares.
+  GET  /admin/splits          the splits, their arms' counters and guard state (admin key).
+  PUT  /admin/splits          replace the split configuration (``{"splits": {...}}``, admin key); refused with
+                              400 and every problem when it is invalid (the previous one keeps serving).
+  POST /admin/splits/{name}/reset   clear a split's tripped guard (admin key).
+
+A/B and canary splits (:mod:`tritonforge.clients.traffic_split`): a split name is a model id; each request to it
+goes to one arm (a configured model id, optionally a Triton version and a LoRA adapter) and the response carries
+``x-tritonforge-split`` and ``x-tritonforge-arm``; the body's ``model`` stays the name the client sent. Sticky
+splits hash the request's OpenAI ``user`` field, else the caller's API key. Admin endpoints need a key from
+``admin_keys``; with no admin keys they are open only when the gateway itself has no API keys (else 403).
 
 Generation: ``max_tokens`` (or ``max_completion_tokens``) defaults to 64 for chat and 16 for completions (OpenAI's
 completions default); ``temperature``, ``top_p``, ``seed``, ``stop`` and the extension ``top_k`` are passed on;
@@ -48,8 +59,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -63,9 +75,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tritonforge.clients.client import AsyncClient, classify_error
 from tritonforge.clients.gateway_auth import KeyChecker
 from tritonforge.clients.generation import Sampling, generation_inputs, text_of
+from tritonforge.clients.traffic_split import Choice, SplitConfigError, SplitRouter, SplitsConfig, parse_splits
 from tritonforge.errors import ClientError, OverloadedError, TransientError
 
-__all__ = ["APIError", "GatewayModels", "create_app"]
+__all__ = ["APIError", "GatewayModels", "create_app", "split_problems"]
 
 LOG = logging.getLogger(__name__)
 
@@ -106,6 +119,9 @@ class GatewayModels:
     def engine_model(self, model_id: str) -> str | None:
         return self.engine_models.get(model_id, "tensorrt_llm")
 
+    def kind_of(self, model_id: str) -> str | None:
+        return next((kind for i, kind, _ in self.ids() if i == model_id), None)
+
     @classmethod
     def parse(cls, entries: Collection[str]) -> GatewayModels:
         """From ``kind:id=ensemble`` strings (kind: chat, embeddings, rerank), e.g. ``chat:chat=llm``."""
@@ -117,6 +133,33 @@ class GatewayModels:
                 raise ValueError(f"{entry!r} is not kind:id=ensemble with kind chat, embeddings or rerank")
             maps[kind][model_id] = ensemble
         return cls(**maps)
+
+
+def split_problems(models: GatewayModels, config: SplitsConfig) -> list[str]:
+    """What makes ``config`` unusable with these models: unknown arm models, arms of different kinds, adapters on
+    non-chat arms, split names that shadow model ids (``splits.<name>...: message`` lines)."""
+    problems = []
+    kinds = {"chat": "chat", "embeddings": "embeddings", "rerank": "rerank"}
+    known = ", ".join(sorted(i for i, _, _ in models.ids()))
+    for name, spec in config.splits.items():
+        if models.kind_of(name) is not None:
+            problems.append(f"splits.{name}: the split name is already a model id ({models.kind_of(name)}); choose "
+                            "another name")
+        seen: set[str] = set()
+        arms = [("control", spec.control)] + [(f"treatments[{i}]", a) for i, a in enumerate(spec.treatments)]
+        for where, arm in arms:
+            kind = models.kind_of(arm.model)
+            if kind is None:
+                problems.append(f"splits.{name}.{where}.model: {arm.model!r} is not a model id of this gateway "
+                                f"(known: {known})")
+                continue
+            seen.add(kinds[kind])
+            if arm.adapter is not None and kind != "chat":
+                problems.append(f"splits.{name}.{where}.adapter: {arm.adapter!r}: adapters apply to chat models "
+                                f"only, {arm.model!r} is a {kind} model")
+        if len(seen) > 1:
+            problems.append(f"splits.{name}: every arm must be the same kind of model, got {', '.join(sorted(seen))}")
+    return problems
 
 
 # ------------------------------------------------------------------------------------------------------- errors
@@ -328,9 +371,10 @@ class _Generation:
         timeout: float | None,
         engine_model: str | None,
         background: set[asyncio.Task[Any]],
+        version: str = "",
     ) -> None:
         self.client, self.model, self.inputs, self.timeout = client, model, inputs, timeout
-        self.engine_model, self.background = engine_model, background
+        self.engine_model, self.background, self.version = engine_model, background, version
         self.steps = 0
         self.request_id = uuid.uuid4().hex
 
@@ -351,6 +395,7 @@ class _Generation:
 
         request = {
             "model_name": self.model,
+            "model_version": self.version,
             "inputs": _grpc_inputs(aio, self.inputs),
             "request_id": self.request_id,
             "enable_empty_final_response": True,
@@ -448,6 +493,25 @@ class _Metrics:
             ["route", "model"], registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
+        self.arm_requests = Counter(
+            "tritonforge_gateway_split_requests", "Requests per split arm", ["split", "arm"], registry=self.registry
+        )
+        self.arm_errors = Counter(
+            "tritonforge_gateway_split_errors", "Failed requests per split arm (5xx, or Triton failed the call)",
+            ["split", "arm"], registry=self.registry,
+        )
+        self.arm_latency = Histogram(
+            "tritonforge_gateway_split_request_seconds", "Latency (to the last byte) per split arm",
+            ["split", "arm"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.trips = Counter(
+            "tritonforge_gateway_split_trips", "Times a split's guard tripped", ["split"], registry=self.registry
+        )
+
+    def watch(self, router: SplitRouter) -> None:
+        """Export the router's live state (tripped, shares, window error rates) at every scrape."""
+        self.registry.register(_SplitCollector(router))
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -455,12 +519,58 @@ class _Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-class _MetricsMiddleware:
-    """Raw ASGI middleware: counts and times every request until its last byte (streams included)."""
+class _SplitCollector:
+    """Gauges computed from the router's state when Prometheus scrapes."""
 
-    def __init__(self, app: Any, metrics: _Metrics, models: GatewayModels) -> None:
-        self.app, self.metrics = app, metrics
-        self.known = {i for i, _, _ in models.ids()}
+    def __init__(self, router: SplitRouter) -> None:
+        self.router = router
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        tripped = GaugeMetricFamily(
+            "tritonforge_gateway_split_tripped", "1 when the split's guard tripped (all traffic to control)",
+            labels=["split"],
+        )
+        tripped_at = GaugeMetricFamily(
+            "tritonforge_gateway_split_tripped_timestamp_seconds", "When the split's guard tripped (unix time)",
+            labels=["split", "reason"],
+        )
+        share = GaugeMetricFamily(
+            "tritonforge_gateway_split_share", "Share of new traffic each arm receives now", labels=["split", "arm"]
+        )
+        rate = GaugeMetricFamily(
+            "tritonforge_gateway_split_window_error_rate", "Error rate over the guard window (treatment arms)",
+            labels=["split", "arm"],
+        )
+        ok = GaugeMetricFamily(
+            "tritonforge_gateway_splits_config_ok", "0 when the last split configuration offered was refused"
+        )
+        for state in self.router.states():
+            status = state.status()
+            tripped.add_metric([state.name], float(status["tripped"]))
+            if status["tripped"]:
+                tripped_at.add_metric([state.name, status["tripped_reason"] or ""], status["tripped_at"] or 0.0)
+            for arm, info in status["arms"].items():
+                share.add_metric([state.name, arm], info["share"])
+                if info["window_error_rate"] is not None:
+                    rate.add_metric([state.name, arm], info["window_error_rate"])
+        ok.add_metric([], float(self.router.last_error is None))
+        yield from (tripped, tripped_at, share, rate, ok)
+
+
+class _MetricsMiddleware:
+    """Raw ASGI middleware: counts and times every request until its last byte (streams included).
+
+    For a request routed through a split (``state.gw_choice``), it adds the ``x-tritonforge-split``/``-arm``
+    response headers and records the arm's outcome (an error: status >= 500, or ``state.gw_upstream_error``).
+    """
+
+    def __init__(self, app: Any, metrics: _Metrics, known: Callable[[str], bool], router: SplitRouter) -> None:
+        self.app, self.metrics, self.known, self.router = app, metrics, known, router
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -472,6 +582,13 @@ class _MetricsMiddleware:
         async def send_wrapper(message: Any) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                choice: Choice | None = scope.get("state", {}).get("gw_choice")
+                if choice is not None:
+                    message = {**message, "headers": [
+                        *message.get("headers", []),
+                        (b"x-tritonforge-split", choice.split.name.encode()),
+                        (b"x-tritonforge-arm", choice.arm.name.encode()),
+                    ]}
             await send(message)
 
         try:
@@ -479,13 +596,35 @@ class _MetricsMiddleware:
         finally:
             path = scope.get("path", "")
             route = path if path in _ROUTES else ("/v1/models/{id}" if path.startswith("/v1/models/") else "other")
-            requested = scope.get("state", {}).get("gw_model_requested", "")
-            model = requested if requested in self.known else ("" if not requested else "unknown")
+            state = scope.get("state", {})
+            requested = state.get("gw_model_requested", "")
+            model = requested if requested and self.known(requested) else ("" if not requested else "unknown")
+            seconds = time.perf_counter() - start
             self.metrics.requests.labels(route, model, str(status[0])).inc()
-            self.metrics.latency.labels(route, model).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(route, model).observe(seconds)
+            picked: Choice | None = state.get("gw_choice")
+            if picked is not None:
+                failed = status[0] >= 500 or bool(state.get("gw_upstream_error"))
+                labels = (picked.split.name, picked.arm.name)
+                self.metrics.arm_requests.labels(*labels).inc()
+                self.metrics.arm_latency.labels(*labels).observe(seconds)
+                if failed:
+                    self.metrics.arm_errors.labels(*labels).inc()
+                if picked.split.record(picked.arm.name, failed):
+                    self.metrics.trips.labels(picked.split.name).inc()
 
 
 # ---------------------------------------------------------------------------------------------------------- app
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where one request goes: a gateway model id, its Triton model, and the version/adapter of a split arm."""
+
+    model_id: str
+    triton_model: str
+    version: str = ""
+    adapter: str | None = None
 
 
 def _sse(payload: Any) -> str:
@@ -499,15 +638,34 @@ def create_app(
     models: GatewayModels | None = None,
     timeout: float | None = 300.0,
     retries: int = 2,
+    splits: SplitRouter | SplitsConfig | str | Path | None = None,
+    admin_keys: Collection[str] | None = None,
 ) -> FastAPI:
     """The gateway as a FastAPI app: one pooled gRPC :class:`AsyncClient` to ``triton_url`` for its lifetime.
 
     ``api_keys``: the accepted bearer keys (None or empty: no access control). ``timeout``: per Triton call,
-    seconds (a whole generation counts as one call).
+    seconds (a whole generation counts as one call). ``splits``: A/B and canary splits: a file (YAML/JSON, re-read
+    when it changes), a configuration, or a ready :class:`SplitRouter`; checked against ``models`` (a
+    :class:`~tritonforge.clients.traffic_split.SplitConfigError` lists every problem). ``admin_keys``: the keys of
+    the ``/admin`` endpoints (none: open only when ``api_keys`` is empty too).
     """
     models = models or GatewayModels()
     checker = KeyChecker(api_keys)
+    admin_checker = KeyChecker(admin_keys)
     metrics = _Metrics()
+
+    def check_splits(config: SplitsConfig) -> list[str]:
+        return split_problems(models, config)
+
+    if isinstance(splits, SplitRouter):
+        router = splits
+        router.validate = check_splits
+        router.replace(router.config, source=router.source)  # checked against these models
+    elif isinstance(splits, (str, Path)):
+        router = SplitRouter(path=splits, validate=check_splits)
+    else:
+        router = SplitRouter(splits, validate=check_splits)
+    metrics.watch(router)
     background: set[asyncio.Task[Any]] = set()
     state: dict[str, AsyncClient] = {}
 
@@ -526,7 +684,12 @@ def create_app(
     app = FastAPI(title="tritonforge gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.models = models
     app.state.metrics = metrics
-    app.add_middleware(_MetricsMiddleware, metrics=metrics, models=models)
+    app.state.splits = router
+    model_ids = {i for i, _, _ in models.ids()}
+    app.add_middleware(
+        _MetricsMiddleware, metrics=metrics, router=router,
+        known=lambda m: m in model_ids or router.get(m) is not None,
+    )
 
     def client() -> AsyncClient:
         if "client" not in state:
@@ -543,7 +706,8 @@ def create_app(
         return error_response(err)
 
     @app.exception_handler(ClientError)
-    async def _client_error(_: Request, err: ClientError) -> JSONResponse:
+    async def _client_error(request: Request, err: ClientError) -> JSONResponse:
+        request.state.gw_upstream_error = True  # a Triton call failed: counts against a split arm
         return error_response(_from_client_error(err))
 
     @app.exception_handler(RequestValidationError)
@@ -570,10 +734,31 @@ def create_app(
                 code="invalid_api_key",
             )
 
+    def authorize_admin(request: Request) -> None:
+        header = request.headers.get("authorization")
+        if admin_checker.enabled:
+            if admin_checker.check_header(header):
+                return
+        elif not checker.enabled:
+            return  # an open gateway (no keys at all): the admin endpoints are open too
+        else:
+            raise APIError(
+                403, "The admin endpoints are disabled: this gateway has API keys but no admin keys "
+                "(give admin_keys / --admin-keys-file).", type="permission_error", code="admin_disabled",
+            )
+        raise APIError(401, "Incorrect admin key provided. Send 'Authorization: Bearer <admin key>'.",
+                       code="invalid_api_key")
+
+    def split_kind(state: Any) -> str:
+        return models.kind_of(state.spec.control.model) or "chat"
+
     def resolve(model_id: str, kind: str) -> str:
         table: Mapping[str, str] = getattr(models, kind)
         if model_id not in table:
             other = next((k for i, k, _ in models.ids() if i == model_id), None)
+            split = router.get(model_id) if other is None else None
+            if split is not None:
+                other = split_kind(split)
             if other is not None:
                 raise APIError(
                     400, f"The model `{model_id}` is a {other} model and cannot serve this endpoint",
@@ -585,8 +770,32 @@ def create_app(
             )
         return table[model_id]
 
+    def resolve_or_split(model_id: str, kind: str) -> None:
+        """Raise the model error (unknown, wrong endpoint) before the body is checked further."""
+        state = router.get(model_id) if model_id not in model_ids else None
+        if state is None or split_kind(state) != kind:
+            resolve(model_id, kind)
+
+    def route(request: Request, body: BaseModel, kind: str) -> _Target:
+        """Where this request goes: the model itself, or one arm of the split it names (recorded on the request
+        for the headers and the arm's counters)."""
+        model_id: str = body.model  # type: ignore[attr-defined]
+        state = router.get(model_id) if model_id not in model_ids else None
+        if state is None:
+            return _Target(model_id, resolve(model_id, kind))
+        if split_kind(state) != kind:
+            resolve(model_id, kind)  # raises the wrong-endpoint error
+        user = (body.model_extra or {}).get("user")
+        identity = user if isinstance(user, str) and user else KeyChecker.bearer(request.headers.get("authorization"))
+        choice = state.choose(identity, router.rng)
+        arm = choice.arm
+        request.state.gw_choice = choice
+        return _Target(arm.model, resolve(arm.model, kind), arm.triton_version, arm.adapter)
+
     # generation --------------------------------------------------------------------------------------------------
-    def sampling(body: _Sampled, max_tokens: int | None, default_tokens: int, *, chat: bool) -> Sampling:
+    def sampling(
+        body: _Sampled, max_tokens: int | None, default_tokens: int, *, chat: bool, adapter: str | None = None
+    ) -> Sampling:
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         return Sampling(
             max_tokens=max_tokens or default_tokens,
@@ -596,19 +805,20 @@ def create_app(
             seed=body.seed,
             stop_words=stop,
             chat=chat,
+            adapter=adapter,
         )
 
     async def generate(
-        request: Request, body: _Sampled, prompt: str, params: Sampling, *, kind: Literal["chat", "text"]
+        request: Request, body: _Sampled, prompt: str, params: Sampling, *, kind: Literal["chat", "text"],
+        target: _Target,
     ) -> Any:
-        ensemble = resolve(body.model, "chat")
         try:
             inputs = generation_inputs(prompt, params, stream=True)
         except ClientError as err:
             raise APIError(400, str(err), code="invalid_value") from None
         gen = _Generation(
-            client(), ensemble, inputs, timeout=timeout, engine_model=models.engine_model(body.model),
-            background=background,
+            client(), target.triton_model, inputs, timeout=timeout, engine_model=models.engine_model(target.model_id),
+            background=background, version=target.version,
         )
         pieces = gen.pieces()
         created, rid = int(time.time()), ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
@@ -678,6 +888,7 @@ def create_app(
                         async for piece in pieces:
                             yield _sse(chunk(piece))
                     except ClientError as err:
+                        request.state.gw_upstream_error = True
                         yield _sse(_from_client_error(err).body())
                         yield "data: [DONE]\n\n"
                         return
@@ -704,10 +915,13 @@ def create_app(
         if body.response_format and body.response_format.get("type") not in (None, "text"):
             raise APIError(400, "'response_format' other than text is not supported", param="response_format",
                            code="unsupported_parameter")
-        resolve(body.model, "chat")
+        resolve_or_split(body.model, "chat")
+        resolve_chat = route(request, body, "chat")
         prompt = flatten_messages(body.messages)
-        params = sampling(body, body.max_completion_tokens or body.max_tokens, 64, chat=True)
-        return await generate(request, body, prompt, params, kind="chat")
+        params = sampling(
+            body, body.max_completion_tokens or body.max_tokens, 64, chat=True, adapter=resolve_chat.adapter
+        )
+        return await generate(request, body, prompt, params, kind="chat", target=resolve_chat)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
@@ -718,33 +932,37 @@ def create_app(
             raise APIError(400, "'echo' is not supported by this server", param="echo", code="unsupported_parameter")
         if body.best_of not in (None, 1):
             raise APIError(400, "best_of > 1 is not supported", param="best_of", code="unsupported_parameter")
-        resolve(body.model, "chat")
+        resolve_or_split(body.model, "chat")
         prompt = body.prompt
         if isinstance(prompt, list):
             if len(prompt) != 1:
                 raise APIError(400, "exactly one prompt per request is supported", param="prompt",
                                code="unsupported_parameter")
             prompt = prompt[0]
-        return await generate(request, body, prompt, sampling(body, body.max_tokens, 16, chat=False), kind="text")
+        target = route(request, body, "chat")
+        params = sampling(body, body.max_tokens, 16, chat=False, adapter=target.adapter)
+        return await generate(request, body, prompt, params, kind="text", target=target)
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Any:
         authorize(request)
         body: _EmbeddingBody = await _parse(request, _EmbeddingBody)
         _check_extras(body)
-        ensemble = resolve(body.model, "embeddings")
+        resolve_or_split(body.model, "embeddings")
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         if not texts:
             raise APIError(400, "'input' must not be empty", param="input", code="invalid_value")
         for i, text in enumerate(texts):
             if not text:
                 raise APIError(400, f"'input[{i}]' must not be an empty string", param="input", code="invalid_value")
+        target = route(request, body, "embeddings")
+        ensemble = target.triton_model
         vectors, tokens = [], 0
         step = models.embed_batch_size
         for start in range(0, len(texts), step):
             chunk = texts[start : start + step]
             tensor = np.array([[t.encode("utf-8")] for t in chunk], dtype=object).reshape(len(chunk), 1)
-            out = await client().infer(ensemble, {"TEXT": tensor}, timeout=timeout)
+            out = await client().infer(ensemble, {"TEXT": tensor}, timeout=timeout, version=target.version)
             emb = out.get("EMBEDDING")
             if emb is None:
                 raise APIError(502, f"ensemble '{ensemble}' returned no EMBEDDING", type="server_error")
@@ -772,10 +990,13 @@ def create_app(
         authorize(request)
         body: _RerankBody = await _parse(request, _RerankBody)
         _check_extras(body)
-        ensemble = resolve(body.model, "rerank")
+        resolve_or_split(body.model, "rerank")
         docs = [d if isinstance(d, str) else d.text for d in body.documents]
+        target = route(request, body, "rerank")
         try:
-            scores = await client().rerank(body.query, docs, model=ensemble, timeout=timeout)
+            scores = await client().rerank(
+                body.query, docs, model=target.triton_model, timeout=timeout, version=target.version
+            )
         except ClientError as err:
             if getattr(err, "status", None) is None and "must" in str(err):  # checked before sending
                 raise APIError(400, str(err), code="invalid_value") from None
@@ -796,10 +1017,17 @@ def create_app(
         return {"id": model_id, "object": "model", "created": 0, "owned_by": "tritonforge",
                 "kind": kind, "triton_model": ensemble}
 
+    def split_card(state: Any) -> dict[str, Any]:
+        return {"id": state.name, "object": "model", "created": 0, "owned_by": "tritonforge",
+                "kind": split_kind(state), "triton_model": None, "split": True,
+                "arms": [a.name for a in state.spec.arms]}
+
     @app.get("/v1/models")
     async def list_models(request: Request) -> Any:
         authorize(request)
-        return {"object": "list", "data": [model_card(*m) for m in models.ids()]}
+        cards = [model_card(*m) for m in models.ids()]
+        cards += [split_card(s) for s in router.states()]
+        return {"object": "list", "data": cards}
 
     @app.get("/v1/models/{model_id}")
     async def get_model(request: Request, model_id: str) -> Any:
@@ -807,6 +1035,9 @@ def create_app(
         for m in models.ids():
             if m[0] == model_id:
                 return model_card(*m)
+        state = router.get(model_id)
+        if state is not None:
+            return split_card(state)
         raise APIError(404, f"The model `{model_id}` does not exist or you do not have access to it.",
                        param="model", code="model_not_found")
 
@@ -821,7 +1052,37 @@ def create_app(
     @app.get("/metrics")
     async def prometheus(request: Request) -> Any:
         authorize(request)
+        router.maybe_reload()
         payload, content_type = metrics.render()
         return Response(payload, media_type=content_type)
+
+    # admin -------------------------------------------------------------------------------------------------------
+    @app.get("/admin/splits")
+    async def get_splits(request: Request) -> Any:
+        authorize_admin(request)
+        return router.status()
+
+    @app.put("/admin/splits")
+    async def put_splits(request: Request) -> Any:
+        authorize_admin(request)
+        raw = await request.body()
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise APIError(400, "the body must be a JSON split configuration: {\"splits\": {name: {...}}}",
+                           code="invalid_json") from None
+        try:
+            started = router.replace(parse_splits(data, "PUT /admin/splits"), source="PUT /admin/splits")
+        except SplitConfigError as err:
+            raise APIError(400, str(err), param="splits", code="invalid_splits") from None
+        return {**router.status(), "started": started}
+
+    @app.post("/admin/splits/{name}/reset")
+    async def reset_split(request: Request, name: str) -> Any:
+        authorize_admin(request)
+        if not router.reset(name):
+            raise APIError(404, f"there is no split `{name}` (splits: {', '.join(router.names()) or 'none'})",
+                           param="name", code="split_not_found")
+        return router.status()["splits"][name]
 
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -101,7 +102,9 @@ def validate(
 
 @app.command()
 def serve(
-    repo: Annotated[Path, typer.Argument(help="model repository folder")],
+    repo: Annotated[
+        str, typer.Argument(help="model repository folder, or s3://[host:port/]bucket/prefix (AWS_* credentials)")
+    ],
     http_port: Annotated[int | None, typer.Option(help="default: a free port")] = None,
     grpc_port: Annotated[int | None, typer.Option(help="default: a free port")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="default: a free port")] = None,
@@ -114,12 +117,31 @@ def serve(
     open_admin: Annotated[
         bool, typer.Option("--no-admin-key", help="leave model loading/unloading open to anyone who can connect")
     ] = False,
+    with_gateway: Annotated[
+        bool, typer.Option("--gateway", help="also serve the OpenAI-compatible gateway (see `tritonforge gateway`)")
+    ] = False,
+    gateway_port: Annotated[int, typer.Option(help="HTTP port of the gateway (with --gateway)")] = 9000,
+    api_keys_file: ApiKeysFileOpt = None,
+    admin_keys_file: AdminKeysFileOpt = None,
+    splits: SplitsOpt = None,
+    gateway_model: Annotated[
+        list[str] | None, typer.Option("--gateway-model", help="the gateway's kind:id=ensemble (see gateway --model)")
+    ] = None,
+    insecure_no_auth: InsecureOpt = False,
 ) -> None:
     """Serve a repository on a real Triton (explicit model control, all models loaded) until SIGINT/SIGTERM.
 
     Triton's model-repository (load/unload) and shared-memory APIs answer only requests with the header
-    `tritonforge-admin-key: <key>`; the key is generated and printed when none is given.
+    `tritonforge-admin-key: <key>`; the key is generated and printed when none is given. With --gateway the
+    OpenAI-compatible gateway runs in this process too, pointed at Triton's gRPC port, and stops with it.
     """
+    gateway_setup = None
+    if with_gateway:
+        gateway_setup = _gateway_setup(host, api_keys_file, admin_keys_file, gateway_model, splits, insecure_no_auth)
+    elif any(v is not None for v in (api_keys_file, admin_keys_file, splits, gateway_model)):
+        raise typer.BadParameter(
+            "--api-keys-file, --admin-keys-file, --splits and --gateway-model need --gateway", param_hint="--gateway"
+        )
     import secrets
 
     from tritonforge.server import ADMIN_HEADER, TritonServer
@@ -137,10 +159,17 @@ def serve(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    web: _GatewayThread | None = None
     try:
         with err_console.status("starting tritonserver…"):
             ep = server.start()
+        if gateway_setup is not None:
+            with err_console.status("starting the gateway…"):
+                web = _GatewayThread(gateway_setup.app(ep.grpc), host, gateway_port)
+                web.start()
         console.print(f"[green]ready[/]  gRPC {ep.grpc}   HTTP http://{ep.http}   metrics http://{ep.metrics}/metrics")
+        if gateway_setup is not None:
+            console.print(gateway_setup.banner(host, gateway_port, ep.grpc))
         if key and not admin_key:
             console.print(f"model control needs the header {ADMIN_HEADER}: {key}")
         console.print("Ctrl-C to stop")
@@ -148,11 +177,50 @@ def serve(
             if not server.is_running():
                 err_console.print("[bold red]tritonserver exited[/]\n" + server.log_text()[-3000:])
                 raise typer.Exit(1)
+            if web is not None and not web.is_alive():
+                err_console.print("[bold red]the gateway exited[/]")
+                raise typer.Exit(1)
     except TritonForgeError as err:
         _fail(err)
     finally:
+        if web is not None:
+            web.stop()
         server.stop()
     console.print("stopped")
+
+
+class _GatewayThread:
+    """uvicorn serving the gateway in a thread of this process (signals stay with the main thread)."""
+
+    def __init__(self, app_: object, host: str, port: int) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app_, host=host, port=port, log_level="warning", lifespan="on")  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="tritonforge-gateway", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise typer.Exit(1)  # uvicorn logged why (port in use, ...)
+            if time.monotonic() > deadline:
+                err_console.print(f"[bold red]error:[/] the gateway did not start within {timeout:.0f}s")
+                raise typer.Exit(1)
+            time.sleep(0.05)
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(5)
 
 
 @app.command()
@@ -222,39 +290,79 @@ def bench(
         _fail(err)
 
 
-@app.command()
-def gateway(
-    triton: Annotated[str, typer.Option("--triton", help="Triton gRPC endpoint host:port")] = "127.0.0.1:8001",
-    port: Annotated[int, typer.Option(help="HTTP port of the gateway")] = 9000,
-    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
-    api_keys_file: Annotated[
-        Path | None,
-        typer.Option("--api-keys-file", help="accepted API keys, one per line (also: $TRITONFORGE_API_KEYS)"),
-    ] = None,
-    model: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model",
-            help="kind:id=ensemble (kind chat|embeddings|rerank), repeatable; default: the "
-            "examples/rag.yaml ids chat=llm, minilm=embed, reranker=rerank",
-        ),
-    ] = None,
-    insecure_no_auth: Annotated[
-        bool, typer.Option("--insecure-no-auth", help="allow serving without API keys on a non-loopback address")
-    ] = False,
-) -> None:
-    """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
-    try:
-        import uvicorn
+ApiKeysFileOpt = Annotated[
+    Path | None,
+    typer.Option("--api-keys-file", help="gateway API keys, one per line (also: $TRITONFORGE_API_KEYS)"),
+]
+AdminKeysFileOpt = Annotated[
+    Path | None,
+    typer.Option("--admin-keys-file", help="keys of the gateway's /admin endpoints (PUT /admin/splits), one per line"),
+]
+SplitsOpt = Annotated[
+    Path | None,
+    typer.Option("--splits", help="A/B and canary splits (YAML/JSON), re-read when the file changes"),
+]
+GatewayModelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        help="kind:id=ensemble (kind chat|embeddings|rerank), repeatable; default: the "
+        "examples/rag.yaml ids chat=llm, minilm=embed, reranker=rerank",
+    ),
+]
+InsecureOpt = Annotated[
+    bool, typer.Option("--insecure-no-auth", help="allow serving without API keys on a non-loopback address")
+]
 
-        from tritonforge.clients.gateway import GatewayModels, create_app
-        from tritonforge.clients.gateway_auth import is_loopback, load_api_keys
+
+@dataclass(frozen=True)
+class _GatewaySetup:
+    keys: list[str]
+    admin_keys: list[str]
+    models: object  # GatewayModels
+    splits: object | None  # SplitRouter
+
+    def app(self, triton: str) -> object:
+        from tritonforge.clients.gateway import create_app
+
+        models, splits = self.models, self.splits
+        return create_app(triton, api_keys=self.keys, models=models, splits=splits, admin_keys=self.admin_keys)  # type: ignore[arg-type]
+
+    def banner(self, host: str, port: int, triton: str) -> str:
+        keys = self.keys
+        auth = f"{len(keys)} API key{'s' * (len(keys) != 1)}" if keys else "NO API keys (open)"
+        splits = f", splits {', '.join(self.splits.names())}" if self.splits is not None else ""  # type: ignore[attr-defined]
+        return f"gateway on http://{host}:{port}/v1 -> Triton gRPC {triton}, {auth}{splits}"
+
+
+def _gateway_setup(
+    host: str,
+    api_keys_file: Path | None,
+    admin_keys_file: Path | None,
+    model: list[str] | None,
+    splits: Path | None,
+    insecure_no_auth: bool,
+) -> _GatewaySetup:
+    """Everything the gateway needs that can be wrong, checked before anything starts (exit 1, or 2 when open)."""
+    try:
+        import uvicorn  # noqa: F401
+
+        from tritonforge.clients.gateway import GatewayModels, split_problems
+        from tritonforge.clients.gateway_auth import is_loopback, load_api_keys, parse_key_file
+        from tritonforge.clients.traffic_split import SplitConfigError, SplitRouter
     except ImportError as err:
         err_console.print(f"[bold red]error:[/] the gateway needs the `gateway` extra ({err.name} is missing)")
         raise typer.Exit(1) from None
     try:
         keys = load_api_keys(api_keys_file)
+        admin_keys = parse_key_file(admin_keys_file) if admin_keys_file is not None else []
         models = GatewayModels.parse(model) if model else GatewayModels()
+        router = None
+        if splits is not None:
+            router = SplitRouter(path=splits, validate=lambda config: split_problems(models, config))
+    except SplitConfigError as err:
+        err_console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(1) from None
     except (OSError, ValueError) as err:
         err_console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(1) from None
@@ -264,10 +372,27 @@ def gateway(
             "or TRITONFORGE_API_KEYS, or --insecure-no-auth"
         )
         raise typer.Exit(2)
-    app_ = create_app(triton, api_keys=keys, models=models)
-    auth = f"{len(keys)} API key{'s' * (len(keys) != 1)}" if keys else "NO API keys (open)"
-    console.print(f"gateway on http://{host}:{port}/v1 -> Triton gRPC {triton}, {auth}")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    return _GatewaySetup(keys, admin_keys, models, router)
+
+
+@app.command()
+def gateway(
+    triton: Annotated[str, typer.Option("--triton", help="Triton gRPC endpoint host:port")] = "127.0.0.1:8001",
+    port: Annotated[int, typer.Option(help="HTTP port of the gateway")] = 9000,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    api_keys_file: ApiKeysFileOpt = None,
+    model: GatewayModelOpt = None,
+    insecure_no_auth: InsecureOpt = False,
+    splits: SplitsOpt = None,
+    admin_keys_file: AdminKeysFileOpt = None,
+) -> None:
+    """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
+    import uvicorn
+
+    setup = _gateway_setup(host, api_keys_file, admin_keys_file, model, splits, insecure_no_auth)
+    app_ = setup.app(triton)
+    console.print(setup.banner(host, port, triton))
+    uvicorn.run(app_, host=host, port=port, log_level="warning")  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------------ releases
@@ -440,6 +565,82 @@ def release_unpin(
         _changed(unpin(repo, model), None)
     except TritonForgeError as err:
         _fail(err)
+
+
+deploy_app = typer.Typer(no_args_is_help=True, help="Render cluster deployments of a built repository.")
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("k8s")
+def deploy_k8s(
+    repo: Annotated[Path, typer.Argument(help="model repository built by `tritonforge build`")],
+    image: Annotated[str, typer.Option(help="serving image: nvcr.io/nvidia/tritonserver:<yy.mm>-trtllm-python-py3")],
+    repository_url: Annotated[
+        str,
+        typer.Option(
+            help="where pods read the repository: s3://[host:port/]bucket/prefix, gs://bucket/prefix, pvc://claim[/path]"
+        ),
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="folder to write (replaced only when all is valid)")],
+    fmt: Annotated[str, typer.Option("--format", help="manifests, helm or kserve")] = "manifests",
+    name: Annotated[str | None, typer.Option(help="resource name (default: the spec's name)")] = None,
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace")] = "default",
+    credentials_secret: Annotated[
+        str | None, typer.Option(help="Secret with the object-store credentials (required for s3:// and gs://)")
+    ] = None,
+    region: Annotated[str, typer.Option(help="AWS_DEFAULT_REGION for s3://")] = "us-east-1",
+    replicas: Annotated[int | None, typer.Option(help="default: the spec's deploy.replicas")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs per replica (default: what the repository needs)")] = None,
+    gateway: Annotated[bool, typer.Option("--gateway/--no-gateway", help="also deploy the OpenAI gateway")] = False,
+    gateway_image: Annotated[str | None, typer.Option(help="image with tritonforge[gateway]")] = None,
+    gateway_api_keys_secret: Annotated[str | None, typer.Option(help="Secret holding the gateway's API keys")] = None,
+) -> None:
+    """Render a Deployment, Services, ServiceMonitor, HPA, PDB (+ gateway) as manifests, a Helm chart or KServe."""
+    from tritonforge.deploy.k8s import DeployOptions
+    from tritonforge.deploy.k8s import deploy_k8s as render_deploy
+
+    options = DeployOptions(
+        image=image,
+        repository_url=repository_url,
+        name=name,
+        namespace=namespace,
+        credentials_secret=credentials_secret,
+        region=region,
+        replicas=replicas,
+        gpus_per_replica=gpus,
+        gateway=gateway,
+        gateway_image=gateway_image,
+        gateway_api_keys_secret=gateway_api_keys_secret,
+    )
+    try:
+        report = render_deploy(repo, out, options, fmt)  # type: ignore[arg-type]
+    except TritonForgeError as err:
+        _fail(err)
+    console.print(f"[green]wrote[/] {report.out} ({report.format}): " + ", ".join(report.files))
+
+
+@app.command()
+def push(
+    repo: Annotated[Path, typer.Argument(help="model repository folder")],
+    url: Annotated[str, typer.Argument(help="s3://bucket/prefix or s3://host:port/bucket/prefix")],
+    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint (default: from the URL, or AWS)")] = None,
+    delete: Annotated[
+        bool, typer.Option("--delete/--no-delete", help="remove objects a previous push sent that are gone locally")
+    ] = True,
+) -> None:
+    """Upload a built repository to an object store; files whose content hash did not change are not sent."""
+    from tritonforge.deploy.object_store import push as push_repo
+
+    try:
+        with err_console.status("pushing…") as status:
+            report = push_repo(repo, url, endpoint_url=endpoint_url, delete=delete, progress=status.update)
+    except TritonForgeError as err:
+        _fail(err)
+    console.print(
+        f"[green]pushed[/] {report.url}: {len(report.uploaded)} sent ({report.bytes_sent} bytes), "
+        f"{len(report.unchanged)} unchanged, {len(report.deleted)} deleted"
+    )
+    console.print(f"serve it with: tritonforge serve {report.url}")
 
 
 def main() -> None:

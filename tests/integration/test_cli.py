@@ -86,3 +86,64 @@ def test_demo_runs_the_main_job() -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "gRPC and HTTP agree" in result.stdout
     assert "stopped" in result.stdout
+
+
+def test_serve_with_the_gateway_serves_splits_and_stops_on_sigterm(embed_repo: Path, tmp_path: Path) -> None:
+    import httpx
+
+    from tritonforge.server import free_port
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("sk-cli-user\n")
+    splits = tmp_path / "splits.yaml"
+    splits.write_text(
+        "splits:\n  minilm-ab:\n    control: {model: minilm, weight: 50}\n"
+        "    treatment: {model: minilm, version: 1, weight: 50}\n"
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [*CLI, "serve", str(embed_repo), "--gateway", "--gateway-port", str(port), "--api-keys-file", str(keys),
+         "--splits", str(splits)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "250"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            lines.append(line)
+            if "gateway on" in line or not line:
+                break
+        assert any(f"gateway on http://127.0.0.1:{port}/v1" in line for line in lines), lines
+        assert "splits minilm-ab" in lines[-1]
+        headers = {"Authorization": "Bearer sk-cli-user"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as http:
+            arms = set()
+            for _ in range(30):
+                reply = http.post("/v1/embeddings", json={"model": "minilm-ab", "input": "via serve --gateway"})
+                assert reply.status_code == 200, reply.text
+                arms.add(reply.headers["x-tritonforge-arm"])
+            assert arms == {"control", "treatment"}
+            assert http.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "the CLI started no tritonserver process"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert alive == [], f"tritonserver {alive} still running after SIGTERM"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+def test_serve_gateway_options_need_gateway_and_a_bad_split_file_fails_fast(embed_repo: Path, tmp_path: Path) -> None:
+    splits = tmp_path / "splits.yaml"
+    splits.write_text("splits:\n  x: {control: {model: ghost, weight: 1}, treatment: {model: minilm, weight: -1}}\n")
+    result = run("serve", str(embed_repo), "--splits", str(splits), timeout=60)
+    assert result.returncode == 2 and "need --gateway" in result.stdout + result.stderr
+    result = run("serve", str(embed_repo), "--gateway", "--splits", str(splits), timeout=60)
+    assert result.returncode == 1
+    assert "splits.x.treatments.0.weight" in result.stderr and "-1" in result.stderr

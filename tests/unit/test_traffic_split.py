@@ -1,0 +1,361 @@
+"""A/B and canary splits (clients/traffic_split.py): weights, stickiness, the guard, reloading, bad configurations."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tritonforge.clients.traffic_split import (
+    BUCKETS,
+    SplitConfigError,
+    SplitRouter,
+    SplitsConfig,
+    bucket_of,
+    load_splits,
+    parse_splits,
+)
+
+
+def config(**split: object) -> SplitsConfig:
+    base: dict[str, object] = {
+        "control": {"model": "chat", "adapter": "support", "weight": 90},
+        "treatment": {"model": "chat", "adapter": "legal", "weight": 10},
+    }
+    return parse_splits({"splits": {"canary": {**base, **split}}})
+
+
+def test_shorthands_and_defaults() -> None:
+    spec = config().splits["canary"]
+    assert spec.control.name == "control" and [t.name for t in spec.treatments] == ["treatment"]
+    assert spec.sticky is False and spec.guard is not None and spec.guard.max_error_rate == 0.2
+    many = parse_splits(
+        {
+            "splits": {
+                "s": {
+                    "control": {"model": "a", "weight": 1},
+                    "treatments": [{"model": "b", "weight": 1}, {"model": "c", "version": 2, "weight": 1}],
+                }
+            }
+        }
+    ).splits["s"]
+    assert [a.name for a in many.arms] == ["control", "treatment1", "treatment2"]
+    assert many.treatments[1].triton_version == "2" and many.control.triton_version == ""
+
+
+def test_weighted_choice_follows_the_weights() -> None:
+    router = SplitRouter(config(), rng=random.Random(7))
+    counts = Counter(router.choose("canary").arm.name for _ in range(20_000))  # type: ignore[union-attr]
+    assert abs(counts["treatment"] / 20_000 - 0.10) < 0.01
+    assert router.choose("nope") is None
+
+
+def test_weights_are_relative_and_zero_takes_an_arm_out() -> None:
+    a = config(control={"model": "chat", "weight": 0.9}, treatment={"model": "chat", "adapter": "x", "weight": 0.1})
+    state = SplitRouter(a).get("canary")
+    assert state is not None and state.effective_weights() == pytest.approx({"control": 0.9, "treatment": 0.1})
+    off = SplitRouter(config(treatment={"model": "chat", "weight": 0})).get("canary")
+    assert off is not None
+    assert {off.choose(None, random.Random(i)).arm.name for i in range(500)} == {"control"}
+
+
+def test_sticky_is_deterministic_per_identity_and_still_splits_users() -> None:
+    router = SplitRouter(config(sticky=True))
+    for user in ("alice", "bob", "sk-key-1"):
+        arms = {router.choose("canary", user).arm.name for _ in range(50)}  # type: ignore[union-attr]
+        assert len(arms) == 1
+        expected = "control" if bucket_of("canary", user) < 0.9 * BUCKETS else "treatment"
+        assert arms == {expected}
+    users = Counter(router.choose("canary", f"user-{i}").arm.name for i in range(10_000))  # type: ignore[union-attr]
+    assert abs(users["treatment"] / 10_000 - 0.10) < 0.015
+    # no identity: drawn at random
+    assert router.choose("canary", None).reason == "weighted"  # type: ignore[union-attr]
+    # another split name hashes the same user differently (independent experiments)
+    assert bucket_of("canary", "alice") != bucket_of("other", "alice")
+
+
+def test_the_guard_trips_after_min_requests_and_sends_everything_to_control() -> None:
+    router = SplitRouter(config(guard={"max_error_rate": 0.2, "window": 10, "min_requests": 5}))
+    state = router.get("canary")
+    assert state is not None
+    for _ in range(4):
+        assert state.record("treatment", True) is False  # fewer than min_requests: not judged yet
+    assert state.record("treatment", True) is True
+    assert state.tripped and "treatment" in (state.tripped_reason or "") and state.tripped_at
+    assert {state.choose(None, random.Random(i)).arm.name for i in range(300)} == {"control"}
+    assert state.choose("alice", random.Random(0)).reason == "tripped"
+    status = router.status()["splits"]["canary"]
+    assert status["tripped"] and status["arms"]["treatment"]["share"] == 0.0
+    assert status["arms"]["treatment"]["errors"] == 5 and status["arms"]["control"]["share"] == 1.0
+    router.reset("canary")
+    assert not state.tripped
+
+
+def test_the_guard_judges_the_window_not_the_history() -> None:
+    state = SplitRouter(config(guard={"max_error_rate": 0.5, "window": 4, "min_requests": 4})).get("canary")
+    assert state is not None
+    for error in (True, True, False, False, False, False, True, False):  # never more than 2 of the last 4
+        assert state.record("treatment", error) is False
+    assert not state.tripped
+    state.record("treatment", True)  # last 4: F, T, F, T -> 50 %, not above
+    assert not state.tripped
+    state.record("treatment", True)  # T, F, T, T -> 75 %
+    assert state.tripped
+    # control errors never trip the guard
+    calm = SplitRouter(config(guard={"max_error_rate": 0.1, "window": 2, "min_requests": 1})).get("canary")
+    assert calm is not None
+    for _ in range(20):
+        calm.record("control", True)
+    assert not calm.tripped
+
+
+def test_no_guard_never_trips() -> None:
+    state = SplitRouter(config(guard=None)).get("canary")
+    assert state is not None
+    for _ in range(100):
+        state.record("treatment", True)
+    assert not state.tripped
+
+
+@pytest.mark.parametrize(
+    ("split", "expected"),
+    [
+        ({"control": {"model": "chat", "weight": -1}}, "splits.canary.control.weight: Input should be greater than"),
+        ({"control": {"model": "chat", "weight": "ten"}}, "splits.canary.control.weight: must be a number >= 0"),
+        ({"control": {"model": "chat", "weight": 1, "version": 0}}, "splits.canary.control.version"),
+        ({"control": {"model": "chat", "weight": 1, "version": True}}, "must be an integer Triton model version"),
+        ({"control": {"model": "chat", "weight": 1, "colour": "red"}}, "splits.canary.control.colour: Extra inputs"),
+        ({"control": {"model": "chat", "weight": 0}, "treatment": {"model": "chat", "weight": 0}}, "add up to 0"),
+        ({"treatment": {"name": "control", "model": "chat", "weight": 1}}, "arm names must be unique"),
+        ({"guard": {"window": 5, "min_requests": 10}}, "min_requests (10) must be <= window (5)"),
+        ({"guard": {"max_error_rate": 1.5}}, "splits.canary.guard.max_error_rate"),
+        ({"sticky": "yes"}, "splits.canary.sticky: Input should be a valid boolean"),
+        ({"treatments": []}, "give either 'treatment'"),
+    ],
+)
+def test_bad_configurations_name_the_field_and_the_value(split: dict[str, object], expected: str) -> None:
+    with pytest.raises(SplitConfigError) as info:
+        config(**split)
+    assert expected in str(info.value)
+
+
+def test_bad_top_level_and_names() -> None:
+    with pytest.raises(SplitConfigError, match="must be a mapping"):
+        parse_splits([1, 2])
+    with pytest.raises(SplitConfigError, match="split name 'a b'"):
+        parse_splits(
+            {"splits": {"a b": {"control": {"model": "x", "weight": 1}, "treatment": {"model": "y", "weight": 1}}}}
+        )
+    with pytest.raises(SplitConfigError, match="splitz: Extra inputs"):
+        parse_splits({"splitz": {}})
+    assert parse_splits(None).splits == {}
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    with pytest.raises(SplitConfigError) as info:
+        parse_splits({"splits": {"s": {"control": {"model": "", "weight": -1}, "treatment": {"weight": 1}}}})
+    text = str(info.value)
+    assert "splits.s.control.model" in text and "splits.s.control.weight" in text
+    assert "splits.s.treatments.0.model: Field required" in text
+    assert len(info.value.problems) == 3
+
+
+def _write(path: Path, data: dict[str, object], bump: float = 0.0) -> None:
+    path.write_text(json.dumps(data) if path.suffix == ".json" else _yaml(data))
+    if bump:
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + int(bump * 1e9)))
+
+
+def _yaml(data: dict[str, object]) -> str:
+    import yaml
+
+    return yaml.safe_dump(data)
+
+
+def _file_config(control: float, treatment: float, **extra: object) -> dict[str, object]:
+    return {
+        "splits": {
+            "canary": {
+                "control": {"model": "chat", "weight": control},
+                "treatment": {"model": "chat", "adapter": "legal", "weight": treatment},
+                **extra,
+            }
+        }
+    }
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_file_changes_are_picked_up_without_a_restart(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"splits{suffix}"
+    _write(path, _file_config(90, 10, guard={"window": 2, "min_requests": 1}))
+    now = [0.0]
+    router = SplitRouter(path=path, check_interval=1.0, clock=lambda: now[0])
+    state = router.get("canary")
+    assert state is not None and state.spec.control.weight == 90
+    state.record("treatment", True)
+    assert state.tripped
+
+    _write(path, _file_config(50, 50, guard={"window": 2, "min_requests": 1}), bump=1)
+    assert router.get("canary") is state  # checked at most once per check_interval
+    now[0] = 1.5
+    fresh = router.get("canary")
+    assert fresh is not None and fresh is not state and fresh.spec.control.weight == 50
+    assert not fresh.tripped  # a changed split starts fresh: this is how a tripped guard is reset
+
+    # a bad file is refused, the previous configuration keeps serving, and the error is visible
+    path.write_text('{"splits": {"canary": {"control": {"model": "chat", "weight": -5}}}}')
+    _bump(path, 2)
+    now[0] = 3.0
+    assert router.get("canary") is fresh
+    status = router.status()
+    assert status["last_error"] and "weight" in status["last_error"] and status["rejected"] == 1
+
+    # rewriting the same content as before: the split keeps its state
+    fresh.record("treatment", True)
+    _write(path, _file_config(50, 50, guard={"window": 2, "min_requests": 1}), bump=3)
+    now[0] = 5.0
+    assert router.get("canary") is fresh and fresh.tripped and router.status()["last_error"] is None
+
+    # the file removed: the last good configuration keeps serving
+    path.unlink()
+    now[0] = 7.0
+    assert router.get("canary") is fresh
+
+
+def _bump(path: Path, seconds: float) -> None:
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + int(seconds * 1e9)))
+
+
+def test_a_bad_file_at_start_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "splits.yaml"
+    path.write_text("splits: [")
+    with pytest.raises(SplitConfigError, match="not valid YAML"):
+        SplitRouter(path=path)
+    with pytest.raises(SplitConfigError, match="cannot read the file"):
+        load_splits(tmp_path / "missing.yaml")
+
+
+def test_replace_with_a_validator_refuses_and_keeps_the_old(tmp_path: Path) -> None:
+    def validate(cfg: SplitsConfig) -> list[str]:
+        return [
+            f"splits.{n}.treatments[0].model: 'ghost' is unknown"
+            for n, s in cfg.splits.items()
+            if s.treatments[0].model == "ghost"
+        ]
+
+    router = SplitRouter(config(), validate=validate)
+    bad = config(treatment={"model": "ghost", "weight": 1})
+    with pytest.raises(SplitConfigError, match="'ghost' is unknown"):
+        router.replace(bad)
+    assert router.get("canary") is not None and router.config == config()
+    assert router.replace(SplitsConfig()) == [] and router.names() == []
+
+
+def test_choosing_is_cheap() -> None:
+    router = SplitRouter(config(sticky=True))
+    t0 = time.perf_counter()
+    for i in range(20_000):
+        router.choose("canary", f"user-{i}")
+    assert time.perf_counter() - t0 < 2.0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The gateway's side (no Triton: every arm answers 503, which is what the guard needs to see)
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _gateway(**kwargs: object) -> object:
+    pytest.importorskip("fastapi", reason="the gateway needs the `gateway` extra")
+    from tritonforge.clients.gateway import create_app
+    from tritonforge.server import free_port
+
+    return create_app(f"127.0.0.1:{free_port()}", retries=0, timeout=5, **kwargs)  # type: ignore[arg-type]
+
+
+def _emb_split(**extra: object) -> SplitsConfig:
+    return parse_splits(
+        {
+            "splits": {
+                "emb-ab": {
+                    "control": {"model": "minilm", "weight": 1},
+                    "treatment": {"model": "minilm", "version": 3, "weight": 1},
+                    **extra,
+                }
+            }
+        }
+    )
+
+
+def test_the_gateway_refuses_splits_that_do_not_fit_its_models() -> None:
+    bad = parse_splits(
+        {
+            "splits": {
+                "chat": {"control": {"model": "chat", "weight": 1}, "treatment": {"model": "chat", "weight": 1}},
+                "mixed": {"control": {"model": "minilm", "weight": 1}, "treatment": {"model": "chat", "weight": 1}},
+                "ghost": {
+                    "control": {"model": "ghost", "weight": 1},
+                    "treatment": {"model": "minilm", "adapter": "a", "weight": 1},
+                },
+            }
+        }
+    )
+    with pytest.raises(SplitConfigError) as info:
+        _gateway(api_keys=None, splits=bad)
+    text = str(info.value)
+    assert "splits.chat: the split name is already a model id (chat)" in text
+    assert "splits.mixed: every arm must be the same kind of model, got chat, embeddings" in text
+    assert (
+        "splits.ghost.control.model: 'ghost' is not a model id of this gateway (known: chat, minilm, reranker)" in text
+    )
+    assert "splits.ghost.treatments[0].adapter: 'a': adapters apply to chat models only" in text
+
+
+def test_gateway_routes_records_and_trips_without_triton() -> None:
+    from fastapi.testclient import TestClient
+
+    app = _gateway(api_keys=["k"], admin_keys=["adm"], splits=_emb_split(guard={"window": 4, "min_requests": 4}))
+    user, admin = {"Authorization": "Bearer k"}, {"Authorization": "Bearer adm"}
+    with TestClient(app) as client:  # type: ignore[arg-type]
+        arms = []
+        for _ in range(40):
+            reply = client.post("/v1/embeddings", json={"model": "emb-ab", "input": "x"}, headers=user)
+            assert reply.status_code == 503 and reply.json()["error"]["message"]
+            arms.append(reply.headers["x-tritonforge-arm"])
+        assert arms.count("treatment") == 4 and arms[-10:] == ["control"] * 10  # tripped after 4 failures
+        status = client.get("/admin/splits", headers=admin).json()["splits"]["emb-ab"]
+        assert status["tripped"] and status["arms"]["treatment"]["errors"] == 4
+        assert client.get("/admin/splits", headers=user).status_code == 401
+        # bad input never reaches an arm
+        reply = client.post("/v1/embeddings", content=b"{", headers={**user, "Content-Type": "application/json"})
+        assert reply.status_code == 400 and "x-tritonforge-arm" not in reply.headers
+        assert client.post("/v1/embeddings", json={"model": "emb-ab", "input": 3}, headers=user).status_code == 400
+        assert client.post("/admin/splits/emb-ab/reset", headers=admin).json()["tripped"] is False
+        text = client.get("/metrics", headers=user).text
+        assert 'tritonforge_gateway_split_requests_total{arm="treatment",split="emb-ab"} 4.0' in text
+        assert 'tritonforge_gateway_split_trips_total{split="emb-ab"} 1.0' in text
+        assert 'tritonforge_gateway_split_tripped{split="emb-ab"} 0.0' in text
+        assert 'tritonforge_gateway_requests_total{model="emb-ab",route="/v1/embeddings",status="503"}' in text
+
+
+def test_admin_endpoints_are_closed_without_admin_keys_on_a_keyed_gateway() -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(_gateway(api_keys=["k"], splits=_emb_split())) as client:  # type: ignore[arg-type]
+        reply = client.get("/admin/splits", headers={"Authorization": "Bearer k"})
+        assert reply.status_code == 403 and reply.json()["error"]["code"] == "admin_disabled"
+    with TestClient(_gateway(api_keys=None, splits=_emb_split())) as client:  # type: ignore[arg-type]
+        assert client.get("/admin/splits").json()["splits"]["emb-ab"]["tripped"] is False
+        reply = client.put("/admin/splits", json={"splits": {"emb-ab": {"control": {"model": "minilm"}}}})
+        assert (
+            reply.status_code == 400
+            and "splits.emb-ab.control.weight: Field required" in reply.json()["error"]["message"]
+        )
+        assert client.put("/admin/splits", json={"splits": {}}).json()["splits"] == {}
+        assert client.post("/v1/embeddings", json={"model": "emb-ab", "input": "x"}).status_code == 404
