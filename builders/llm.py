@@ -115,6 +115,8 @@ def _add_adapters(out: ModelSet, names: LLMNames, adapters: list[lora.Adapter], 
     pre.output.add(name=LORA_TASK_ID_OUTPUT, data_type=pb.TYPE_UINT64, dims=[1])
     for config in (pre, trt) if target == "cpu" else (pre,):  # the tensorrtllm backend has no such parameter
         config.parameters["adapters_table"].string_value = lora.TABLE_FILE
+    # discoverable through Triton's model-config API (the gateway lists each adapter as a model, as vLLM does)
+    ens.parameters[ADAPTER_NAMES_PARAMETER].string_value = ",".join(sorted(a.name for a in adapters))
     for step in ens.ensemble_scheduling.step:
         if step.model_name == names.preprocessing:
             step.input_map[LORA_NAME_INPUT] = LORA_NAME_INPUT
@@ -128,6 +130,7 @@ def _add_adapters(out: ModelSet, names: LLMNames, adapters: list[lora.Adapter], 
     out.add(ens, {})
 
 
+ADAPTER_NAMES_PARAMETER = "lora_adapters"  # on the ensemble: the adapter names, comma separated
 LORA_SEND_INPUT = "lora_send_weights"  # tritonforge addition: resend an evicted adapter's weights
 LORA_WEIGHTS_TENSOR, LORA_CONFIG_TENSOR = "_LORA_WEIGHTS", "_LORA_CONFIG"
 

@@ -20,7 +20,10 @@ Routes (OpenAI's request and response shapes; errors are ``{"error": {"message",
                               (0 when the ensemble has none).
   POST /v1/rerank             Cohere/Jina-style ``{model, query, documents, top_n, return_documents}`` -> the
                               ``rerank`` ensemble; results sorted by relevance_score, each with its ``index``.
-  GET  /v1/models[/{id}]      the configured model ids, and the split names (``"kind"``, ``"split": true``).
+  GET  /v1/models[/{id}]      the configured model ids, every LoRA adapter of a chat model as a model of its own
+                              (``"parent"``: the chat id; as vLLM lists them — call it by that id to use the adapter;
+                              read from the ensemble's ``lora_adapters`` config parameter), and the split names
+                              (``"kind"``, ``"split": true``).
   GET  /health                200 when Triton is ready, else 503 (no key needed).
   GET  /metrics               Prometheus text: requests and latency per route, model and status; per split arm
                               requests, errors and latency; each split's tripped state and current shares.
@@ -389,6 +392,24 @@ class _Generation:
         return classify_error(err, model=self.model, url=self.client.url, timeout=self.timeout)
 
     async def pieces(self) -> AsyncIterator[str]:
+        """Text pieces; an adapter TensorRT-LLM evicted from its LoRA cache ("LoRA task N not found in cache",
+        before any token) is sent once more with its weights."""
+        from tritonforge.clients.generation import resend_lora_weights
+
+        yielded = False
+        try:
+            async for piece in self._pieces(self.inputs):
+                yielded = True
+                yield piece
+        except ClientError as err:
+            retry = None if yielded else resend_lora_weights(self.inputs, err)
+            if retry is None:
+                raise
+            self.request_id = uuid.uuid4().hex
+            async for piece in self._pieces(retry):
+                yield piece
+
+    async def _pieces(self, inputs: Mapping[str, np.ndarray]) -> AsyncIterator[str]:
         import tritonclient.grpc.aio as aio
 
         from tritonforge.clients.generation import _final, _grpc_inputs
@@ -396,7 +417,7 @@ class _Generation:
         request = {
             "model_name": self.model,
             "model_version": self.version,
-            "inputs": _grpc_inputs(aio, self.inputs),
+            "inputs": _grpc_inputs(aio, inputs),
             "request_id": self.request_id,
             "enable_empty_final_response": True,
         }
@@ -617,6 +638,11 @@ class _MetricsMiddleware:
 # ---------------------------------------------------------------------------------------------------------- app
 
 
+ADAPTER_NAMES_PARAMETER = "lora_adapters"  # the chat ensemble's parameter naming its adapters (builders/llm.py)
+ADAPTER_REFRESH_SECONDS = 30.0  # /v1/models re-reads the adapters at most this often
+UNKNOWN_MODEL_REFRESH_SECONDS = 5.0  # a request for an unknown id re-reads them at most this often
+
+
 @dataclass(frozen=True)
 class _Target:
     """Where one request goes: a gateway model id, its Triton model, and the version/adapter of a split arm."""
@@ -669,10 +695,37 @@ def create_app(
     background: set[asyncio.Task[Any]] = set()
     state: dict[str, AsyncClient] = {}
 
+    # LoRA adapters as models of their own (as vLLM lists them): adapter id -> (chat model id, adapter name),
+    # discovered from each chat ensemble's `lora_adapters` config parameter through Triton's model-config API
+    adapters: dict[str, tuple[str, str]] = {}
+    adapters_seen = [float("-inf")]
+
+    async def discover_adapters(max_age: float = ADAPTER_REFRESH_SECONDS) -> None:
+        if time.monotonic() - adapters_seen[0] < max_age or "client" not in state:
+            return
+        adapters_seen[0] = time.monotonic()
+        found: dict[str, tuple[str, str]] = {}
+        transport = state["client"]._get()
+        for chat_id, ensemble in models.chat.items():
+            try:
+                config = (await transport.get_model_config(ensemble, as_json=True)).get("config", {})
+            except Exception as err:  # Triton not up yet, or the model is not loaded: try again later
+                LOG.debug("adapters of %s: %s", ensemble, err)
+                continue
+            names = config.get("parameters", {}).get(ADAPTER_NAMES_PARAMETER, {}).get("string_value", "")
+            for name in filter(None, names.split(",")):
+                if name in model_ids or router.get(name) is not None or name in found:
+                    LOG.warning("adapter %r of %s is not listed: the id is taken by another model", name, chat_id)
+                    continue
+                found[name] = (chat_id, name)
+        adapters.clear()
+        adapters.update(found)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         client = AsyncClient(triton_url, "grpc", timeout=timeout, retries=retries)
         state["client"] = client
+        await discover_adapters()
         try:
             yield
         finally:
@@ -688,7 +741,7 @@ def create_app(
     model_ids = {i for i, _, _ in models.ids()}
     app.add_middleware(
         _MetricsMiddleware, metrics=metrics, router=router,
-        known=lambda m: m in model_ids or router.get(m) is not None,
+        known=lambda m: m in model_ids or m in adapters or router.get(m) is not None,
     )
 
     def client() -> AsyncClient:
@@ -754,6 +807,13 @@ def create_app(
 
     def resolve(model_id: str, kind: str) -> str:
         table: Mapping[str, str] = getattr(models, kind)
+        if model_id not in model_ids and model_id in adapters:
+            if kind == "chat":
+                return models.chat[adapters[model_id][0]]
+            raise APIError(
+                400, f"The model `{model_id}` is a chat model and cannot serve this endpoint",
+                param="model", code="model_not_supported",
+            )
         if model_id not in table:
             other = next((k for i, k, _ in models.ids() if i == model_id), None)
             split = router.get(model_id) if other is None else None
@@ -780,6 +840,9 @@ def create_app(
         """Where this request goes: the model itself, or one arm of the split it names (recorded on the request
         for the headers and the arm's counters)."""
         model_id: str = body.model  # type: ignore[attr-defined]
+        if model_id not in model_ids and model_id in adapters:
+            chat_id, adapter = adapters[model_id]
+            return _Target(chat_id, resolve(model_id, kind), "", adapter)
         state = router.get(model_id) if model_id not in model_ids else None
         if state is None:
             return _Target(model_id, resolve(model_id, kind))
@@ -915,6 +978,8 @@ def create_app(
         if body.response_format and body.response_format.get("type") not in (None, "text"):
             raise APIError(400, "'response_format' other than text is not supported", param="response_format",
                            code="unsupported_parameter")
+        if body.model not in model_ids and body.model not in adapters:
+            await discover_adapters(max_age=UNKNOWN_MODEL_REFRESH_SECONDS)
         resolve_or_split(body.model, "chat")
         resolve_chat = route(request, body, "chat")
         prompt = flatten_messages(body.messages)
@@ -932,6 +997,8 @@ def create_app(
             raise APIError(400, "'echo' is not supported by this server", param="echo", code="unsupported_parameter")
         if body.best_of not in (None, 1):
             raise APIError(400, "best_of > 1 is not supported", param="best_of", code="unsupported_parameter")
+        if body.model not in model_ids and body.model not in adapters:
+            await discover_adapters(max_age=UNKNOWN_MODEL_REFRESH_SECONDS)
         resolve_or_split(body.model, "chat")
         prompt = body.prompt
         if isinstance(prompt, list):
@@ -1017,6 +1084,11 @@ def create_app(
         return {"id": model_id, "object": "model", "created": 0, "owned_by": "tritonforge",
                 "kind": kind, "triton_model": ensemble}
 
+    def adapter_card(adapter_id: str) -> dict[str, Any]:
+        chat_id, name = adapters[adapter_id]
+        return {**model_card(adapter_id, "chat", models.chat[chat_id]), "parent": chat_id, "root": chat_id,
+                "adapter": name}
+
     def split_card(state: Any) -> dict[str, Any]:
         return {"id": state.name, "object": "model", "created": 0, "owned_by": "tritonforge",
                 "kind": split_kind(state), "triton_model": None, "split": True,
@@ -1025,7 +1097,9 @@ def create_app(
     @app.get("/v1/models")
     async def list_models(request: Request) -> Any:
         authorize(request)
+        await discover_adapters()
         cards = [model_card(*m) for m in models.ids()]
+        cards += [adapter_card(a) for a in sorted(adapters)]
         cards += [split_card(s) for s in router.states()]
         return {"object": "list", "data": cards}
 
@@ -1035,6 +1109,9 @@ def create_app(
         for m in models.ids():
             if m[0] == model_id:
                 return model_card(*m)
+        await discover_adapters(max_age=UNKNOWN_MODEL_REFRESH_SECONDS)
+        if model_id in adapters:
+            return adapter_card(model_id)
         state = router.get(model_id)
         if state is not None:
             return split_card(state)

@@ -103,8 +103,23 @@ MESSAGES = [{"role": "user", "content": PROMPT}]
 
 def test_models_are_listed(sdk) -> None:
     ids = {m.id for m in sdk.models.list()}
-    assert ids == {"chat", "minilm", "reranker"}
+    assert ids == {"chat", "minilm", "reranker", "legal", "support"}  # each LoRA adapter is a model, as in vLLM
     assert sdk.models.retrieve("chat").id == "chat"
+    support = sdk.models.retrieve("support")
+    assert support.parent == "chat" and support.adapter == "support"  # type: ignore[attr-defined]
+
+
+def test_an_adapter_is_called_by_its_model_id(sdk, gateway_triton) -> None:
+    from tritonforge.clients import Client
+
+    with Client(gateway_triton.endpoints.grpc) as client:
+        want = {a: client.generate(PROMPT, adapter=a, chat=True, max_tokens=8, temperature=0) for a in ("support", "legal")}
+    assert want["support"] != want["legal"]
+    for adapter, text in want.items():
+        reply = sdk.chat.completions.create(model=adapter, messages=MESSAGES, max_tokens=8, temperature=0)
+        assert reply.choices[0].message.content == text and reply.model == adapter
+    with pytest.raises(openai.BadRequestError, match="is a chat model"):
+        sdk.embeddings.create(model="support", input=["x"])
 
 
 def test_chat_streamed_chunks_concatenate_to_the_whole_answer(sdk) -> None:
