@@ -41,9 +41,9 @@ splits hash the request's OpenAI ``user`` field, else the caller's API key. Admi
 Generation: ``max_tokens`` (or ``max_completion_tokens``) defaults to 64 for chat and 16 for completions (OpenAI's
 completions default); ``temperature``, ``top_p``, ``seed``, ``stop`` and the extension ``top_k`` are passed on;
 without ``temperature``/``top_p``/``top_k`` the engine decodes greedily (TensorRT-LLM's default). ``n`` > 1,
-``logprobs``, ``echo``, tools and penalties are refused with 400. Token counts: ``completion_tokens`` counts the
-engine's streamed responses (one per generation step: exact for the CPU engine, approximate otherwise) and
-``prompt_tokens`` is 0 (the ensemble does not report it).
+``logprobs``, ``echo``, tools and penalties are refused with 400. Token counts: ``usage`` carries the engine's own
+``num_input_tokens`` / ``num_output_tokens`` (the ensemble's ``return_num_*_tokens`` inputs, when its config has them);
+with an older ensemble, ``completion_tokens`` counts the streamed engine responses and ``prompt_tokens`` is 0.
 
 Stopping: when an HTTP client goes away during a stream, the gRPC stream to Triton is cancelled and, because Triton
 2.51 does not pass an ensemble's cancellation on to its steps, upstream's ``stop`` signal (same request id) is sent
@@ -379,7 +379,21 @@ class _Generation:
         self.client, self.model, self.inputs, self.timeout = client, model, inputs, timeout
         self.engine_model, self.background, self.version = engine_model, background, version
         self.steps = 0
+        self.prompt_tokens = 0  # from the engine's num_input_tokens, when the request asked for it
+        self.output_tokens: int | None = None  # the sum of num_output_tokens over the responses, likewise
         self.request_id = uuid.uuid4().hex
+
+    @property
+    def completion_tokens(self) -> int:
+        """Exact when the engine reports num_output_tokens; otherwise the number of streamed engine responses."""
+        return self.steps if self.output_tokens is None else self.output_tokens
+
+    def _count(self, result: Any) -> None:
+        prompt, output = result.as_numpy("num_input_tokens"), result.as_numpy("num_output_tokens")
+        if prompt is not None and prompt.size:
+            self.prompt_tokens = int(prompt.reshape(-1)[0])
+        if output is not None and output.size:
+            self.output_tokens = (self.output_tokens or 0) + int(output.reshape(-1)[0])
 
     def _classify(self, err: BaseException) -> ClientError:
         code = getattr(err, "code", None)
@@ -438,6 +452,7 @@ class _Generation:
                     raise self._classify(error)
                 piece = text_of({"text_output": result.as_numpy("text_output")})
                 final = _final(result)
+                self._count(result)
                 if piece or not final:
                     self.steps += 1
                 if piece:
@@ -639,6 +654,7 @@ class _MetricsMiddleware:
 
 
 ADAPTER_NAMES_PARAMETER = "lora_adapters"  # the chat ensemble's parameter naming its adapters (builders/llm.py)
+TOKEN_COUNT_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
 ADAPTER_REFRESH_SECONDS = 30.0  # /v1/models re-reads the adapters at most this often
 UNKNOWN_MODEL_REFRESH_SECONDS = 5.0  # a request for an unknown id re-reads them at most this often
 
@@ -712,6 +728,7 @@ def create_app(
             except Exception as err:  # Triton not up yet, or the model is not loaded: try again later
                 LOG.debug("adapters of %s: %s", ensemble, err)
                 continue
+            counts_tokens[ensemble] = set(TOKEN_COUNT_INPUTS) <= {i.get("name") for i in config.get("input", [])}
             names = config.get("parameters", {}).get(ADAPTER_NAMES_PARAMETER, {}).get("string_value", "")
             for name in filter(None, names.split(",")):
                 if name in model_ids or router.get(name) is not None or name in found:
@@ -720,6 +737,9 @@ def create_app(
                 found[name] = (chat_id, name)
         adapters.clear()
         adapters.update(found)
+
+    # chat ensembles that take return_num_input_tokens/return_num_output_tokens (upstream's newer templates)
+    counts_tokens: dict[str, bool] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -879,6 +899,9 @@ def create_app(
             inputs = generation_inputs(prompt, params, stream=True)
         except ClientError as err:
             raise APIError(400, str(err), code="invalid_value") from None
+        await discover_adapters()  # also learns which ensembles report token counts (at most every 30 s)
+        if counts_tokens.get(target.triton_model):  # the engine reports exact token counts for `usage`
+            inputs = {**inputs, **{name: np.array([[True]]) for name in TOKEN_COUNT_INPUTS}}
         gen = _Generation(
             client(), target.triton_model, inputs, timeout=timeout, engine_model=models.engine_model(target.model_id),
             background=background, version=target.version,
@@ -896,10 +919,11 @@ def create_app(
             raise
 
         def finish_reason() -> str:
-            return "length" if gen.steps >= params.max_tokens else "stop"
+            return "length" if gen.completion_tokens >= params.max_tokens else "stop"
 
         def usage() -> dict[str, int]:
-            return {"prompt_tokens": 0, "completion_tokens": gen.steps, "total_tokens": gen.steps}
+            done, prompt_tokens = gen.completion_tokens, gen.prompt_tokens
+            return {"prompt_tokens": prompt_tokens, "completion_tokens": done, "total_tokens": prompt_tokens + done}
 
         if not body.stream:
             parts = [] if first is None else [first]

@@ -122,13 +122,24 @@ def test_an_adapter_is_called_by_its_model_id(sdk, gateway_triton) -> None:
         sdk.embeddings.create(model="support", input=["x"])
 
 
-def test_chat_streamed_chunks_concatenate_to_the_whole_answer(sdk) -> None:
+def test_chat_streamed_chunks_concatenate_to_the_whole_answer(sdk, gateway_triton) -> None:
+    from transformers import AutoTokenizer
+
     whole = sdk.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=12, temperature=0)
     text = whole.choices[0].message.content
     assert text and whole.choices[0].message.role == "assistant"
     assert whole.object == "chat.completion" and whole.model == "chat"
     assert whole.choices[0].finish_reason in ("stop", "length")
     assert whole.usage is not None and 0 < whole.usage.completion_tokens <= 12
+    # the engine's own counts: the prompt is the chat template around the message
+    tokenizer = AutoTokenizer.from_pretrained(str(gateway_triton.repo / "preprocessing" / "1" / "tokenizer"))
+    rendered = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer.encode(rendered, add_special_tokens=False)  # the template holds the special tokens
+    assert whole.usage.prompt_tokens == len(prompt_ids)
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+    assert whole.usage.completion_tokens == len(tokenizer.encode(text, add_special_tokens=False)) or (
+        whole.choices[0].finish_reason == "length" and whole.usage.completion_tokens == 12
+    )
 
     stream = sdk.chat.completions.create(
         model="chat", messages=MESSAGES, max_tokens=12, temperature=0, stream=True,
