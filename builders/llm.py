@@ -93,13 +93,19 @@ def _add_chat_template_input(out: ModelSet, names: LLMNames) -> None:
     Upstream clients never send it, so they work unchanged."""
     pb = model_config_pb2()
     pre, ens = out.configs[names.preprocessing], out.configs[names.ensemble]
-    for config in (pre, ens):
+    for config in (pre, ens, *_bls(out, names)):
         config.input.add(name=CHAT_INPUT, data_type=pb.TYPE_BOOL, dims=[1], optional=True)
     for step in ens.ensemble_scheduling.step:
         if step.model_name == names.preprocessing:
             step.input_map[CHAT_INPUT] = CHAT_INPUT
-    out.add(pre, {})
-    out.add(ens, {})
+    for config in (pre, ens, *_bls(out, names)):
+        out.add(config, {})
+
+
+def _bls(out: ModelSet, names: LLMNames) -> list[Any]:
+    """tensorrt_llm_bls's config when the set has one: it declares tritonforge's additions to the ensemble's inputs
+    too, and routes them to the steps as the ensemble does (python_backends/llm_bls reads them off its config)."""
+    return [out.configs[names.bls]] if names.bls in out.configs else []
 
 
 def _add_adapters(out: ModelSet, names: LLMNames, adapters: list[lora.Adapter], target: Target) -> None:
@@ -109,7 +115,7 @@ def _add_adapters(out: ModelSet, names: LLMNames, adapters: list[lora.Adapter], 
     preprocessing (passed on unchanged), as tensorrt_llm's input can have one source only."""
     pb = model_config_pb2()
     pre, trt, ens = (out.configs[n] for n in (names.preprocessing, names.tensorrt_llm, names.ensemble))
-    for config in (pre, ens):
+    for config in (pre, ens, *_bls(out, names)):
         config.input.add(name=LORA_NAME_INPUT, data_type=pb.TYPE_STRING, dims=[1], optional=True)
     pre.input.add(name=LORA_TASK_ID_INPUT, data_type=pb.TYPE_UINT64, dims=[1], optional=True)
     pre.output.add(name=LORA_TASK_ID_OUTPUT, data_type=pb.TYPE_UINT64, dims=[1])
@@ -127,7 +133,8 @@ def _add_adapters(out: ModelSet, names: LLMNames, adapters: list[lora.Adapter], 
     table = lora.table_bytes(adapters)
     out.add(pre, {lora.TABLE_FILE: table})
     out.add(trt, {lora.TABLE_FILE: table})
-    out.add(ens, {})
+    for config in (ens, *_bls(out, names)):
+        out.add(config, {})
 
 
 ADAPTER_NAMES_PARAMETER = "lora_adapters"  # on the ensemble: the adapter names, comma separated
@@ -146,7 +153,7 @@ def _add_gpu_lora_weights(out: ModelSet, names: LLMNames, files: dict[str, Path]
     weights_type, config_type = trt_inputs["lora_weights"].data_type, trt_inputs["lora_config"].data_type
     pre.input.add(name="LORA_WEIGHTS", data_type=weights_type, dims=[-1, -1], optional=True, allow_ragged_batch=True)
     pre.input.add(name="LORA_CONFIG", data_type=config_type, dims=[-1, 3], optional=True, allow_ragged_batch=True)
-    for config in (pre, ens):
+    for config in (pre, ens, *_bls(out, names)):
         config.input.add(name=LORA_SEND_INPUT, data_type=pb.TYPE_BOOL, dims=[1], optional=True)
     pre.output.add(name="OUT_LORA_WEIGHTS", data_type=weights_type, dims=[-1, -1])
     pre.output.add(name="OUT_LORA_CONFIG", data_type=config_type, dims=[-1, 3])
@@ -163,7 +170,8 @@ def _add_gpu_lora_weights(out: ModelSet, names: LLMNames, files: dict[str, Path]
             step.input_map["lora_config"] = LORA_CONFIG_TENSOR
     out.add(pre, files)
     out.add(trt, files)
-    out.add(ens, {})
+    for config in (ens, *_bls(out, names)):
+        out.add(config, {})
 
 
 def _gpu_lora_params(

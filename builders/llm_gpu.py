@@ -239,6 +239,16 @@ def _python_source(role: str, given: Mapping[str, FileContent] | None, notes: li
         return {}
 
 
+def bls_step_names(tensorrt_llm_model_name: str) -> dict[str, str]:
+    """The step models tensorrt_llm_bls calls when its config does not name them: the engine model's name with
+    `tensorrt_llm` replaced (python_backends/llm_bls/model.py applies the same rule)."""
+    base = tensorrt_llm_model_name if "tensorrt_llm" in tensorrt_llm_model_name else "tensorrt_llm"
+    return {
+        "preprocessing_model_name": base.replace("tensorrt_llm", "preprocessing"),
+        "postprocessing_model_name": base.replace("tensorrt_llm", "postprocessing"),
+    }
+
+
 def check_against_engine(params: TensorRTLLMParams, engine: Any) -> list[Problem]:
     """Runtime parameters that the engine (``trtllm_engine.EngineSettings``) cannot honour."""
     problems: list[Problem] = []
@@ -396,6 +406,13 @@ def gpu_llm_model_set(
             parameters=parameter_strings("tensorrt_llm_bls", bls_values, omit_unset=False),
             decoupled=trt.decoupled_mode,
         )
+        # the BLS finds its steps by the engine's name (chat_tensorrt_llm -> chat_preprocessing, ...); names that
+        # do not follow that pattern are written out (keys beyond upstream's, read by tritonforge's model.py)
+        derived = bls_step_names(bls_values["tensorrt_llm_model_name"])
+        for key, name in (("preprocessing_model_name", names.preprocessing),
+                          ("postprocessing_model_name", names.postprocessing)):
+            if derived[key] != name:
+                bls_cfg.parameters[key].string_value = name
         notes += n4
         out.add(bls_cfg, _python_source("bls", python_sources, notes, names.bls))
     out.notes += notes

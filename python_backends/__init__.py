@@ -19,6 +19,7 @@ MODELS = (
     "cpu_llm",
     "llm_preprocessing",
     "llm_postprocessing",
+    "llm_bls",
     "rag_prompt",
     "rag_generate",
 )

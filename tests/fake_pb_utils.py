@@ -5,7 +5,9 @@ It keeps to the real module's API (tritonserver 2.x python backend) for what tri
 `Tensor(name, array)` with `name()` and `as_numpy()`; `InferenceResponse(output_tensors=..., error=...)` with
 `output_tensors()`, `has_error()` and `error()`; `TritonError(message, code)` with `message()`, `code()` and the code
 constants; and the pure-Python helpers `get_input_tensor_by_name`, `get_output_tensor_by_name` (same bodies as
-upstream) and `triton_string_to_numpy`. TYPE_STRING tensors hold numpy object arrays of `bytes`, as in Triton.
+upstream) and `triton_string_to_numpy`; for decoupled and BLS models also a response sender
+(`DecoupledRequest.get_response_sender()`), `TRITONSERVER_RESPONSE_COMPLETE_FINAL` and `InferenceRequest(...).exec()`
+over handlers that stand in for the called models. TYPE_STRING tensors hold numpy object arrays of `bytes`, as in Triton.
 Real-Triton tests live in tests/integration.
 
 Usage::
@@ -20,10 +22,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -83,6 +86,99 @@ class Request:
         return self._inputs
 
 
+TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
+
+
+class ResponseSender:
+    """pb_utils.InferenceResponseSender of a decoupled model: records responses and flags (nothing may follow
+    FINAL); ``cancelled`` is what ``is_cancelled()`` answers."""
+
+    def __init__(self) -> None:
+        self.responses: list[Any] = []
+        self.flags: list[int] = []
+        self.final = threading.Event()
+        self.errors: list[str] = []
+        self.cancelled = False
+
+    def send(self, response: Any = None, flags: int = 0) -> None:
+        if self.final.is_set():
+            self.errors.append("send after FINAL")
+        self.responses.append(response)
+        self.flags.append(flags)
+        if flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL:
+            self.final.set()
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
+
+
+class DecoupledRequest(Request):
+    """A request to a decoupled model: inputs, a request id and a ResponseSender."""
+
+    def __init__(self, request_id: str = "", **inputs: np.ndarray) -> None:
+        super().__init__(**inputs)
+        self._id = request_id
+        self.sender = ResponseSender()
+
+    def get_response_sender(self) -> ResponseSender:
+        return self.sender
+
+    def request_id(self) -> str:
+        return self._id
+
+    def correlation_id(self) -> int:
+        return 0
+
+    def is_cancelled(self) -> bool:
+        return self.sender.cancelled
+
+
+class InferenceRequest:
+    """pb_utils.InferenceRequest for BLS calls. ``exec()`` hands the request to the handler served for its model
+    name (``module.served[name] = handler``, see make_module); a handler returns one response, a list of them, or
+    an iterator (consumed lazily, as a decoupled model's responses arrive). ``exec()`` answers the first response,
+    ``exec(decoupled=True)`` an iterator over all; an unknown model gets an error response, as in Triton."""
+
+    served: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        model_name: str,
+        inputs: list[Tensor],
+        requested_output_names: list[str] | None = None,
+        request_id: str = "",
+        correlation_id: int = 0,
+        **_: Any,
+    ) -> None:
+        self.model_name = model_name
+        self._inputs = list(inputs)
+        self.requested_output_names = list(requested_output_names or [])
+        self._id, self._correlation_id = request_id, correlation_id
+
+    def inputs(self) -> list[Tensor]:
+        return self._inputs
+
+    def request_id(self) -> str:
+        return self._id
+
+    def correlation_id(self) -> int:
+        return self._correlation_id
+
+    def _responses(self) -> Iterator[InferenceResponse]:
+        handler = self.served.get(self.model_name)
+        if handler is None:
+            message = f"Failed for execute the inference request. Model '{self.model_name}' is not ready."
+            return iter([InferenceResponse(error=TritonError(message, TritonError.NOT_FOUND))])
+        answer = handler(self)
+        if isinstance(answer, InferenceResponse):
+            return iter([answer])
+        return iter(answer)
+
+    def exec(self, decoupled: bool = False) -> Any:
+        responses = self._responses()
+        return responses if decoupled else next(responses)
+
+
 def get_input_tensor_by_name(inference_request: Any, name: str) -> Tensor | None:
     for input_tensor in inference_request.inputs():
         if input_tensor.name() == name:
@@ -119,8 +215,15 @@ def triton_string_to_numpy(triton_type_string: str) -> Any:
 
 
 def make_module() -> types.ModuleType:
-    """A fresh `triton_python_backend_utils` module object backed by the classes above."""
+    """A fresh `triton_python_backend_utils` module object backed by the classes above.
+
+    BLS: ``module.served`` (empty) maps model names to the handlers that ``module.InferenceRequest(...).exec()``
+    calls (each module has its own)."""
     module = types.ModuleType(MODULE_NAME)
+    served: ClassVar[dict[str, Any]] = {}
+    module.served = served  # type: ignore[attr-defined]
+    module.InferenceRequest = type("InferenceRequest", (InferenceRequest,), {"served": served})  # type: ignore[attr-defined]
+    module.TRITONSERVER_RESPONSE_COMPLETE_FINAL = TRITONSERVER_RESPONSE_COMPLETE_FINAL  # type: ignore[attr-defined]
     module.Tensor = Tensor  # type: ignore[attr-defined]
     module.TritonError = TritonError  # type: ignore[attr-defined]
     module.InferenceResponse = InferenceResponse  # type: ignore[attr-defined]

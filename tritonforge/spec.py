@@ -506,9 +506,12 @@ def triton_model_names(key: str, model: dict[str, Any]) -> list[str]:
     if kind == "rag":
         return [f"{key}_prompt", f"{key}_generate", str(model.get("ensemble", "rag"))]
     if kind == "llm":
-        roles = ["preprocessing", "tensorrt_llm", "postprocessing"] + (["tensorrt_llm_bls"] if model.get("bls") else [])
-        prefix = f"{key}_" if model.get("model_names") == "prefixed" else ""
-        return [prefix + r for r in roles] + [str(model.get("ensemble", "llm"))]
+        prefixed = model.get("model_names") == "prefixed"
+        prefix = f"{key}_" if prefixed else ""
+        names = [prefix + r for r in ("preprocessing", "tensorrt_llm", "postprocessing")]
+        if model.get("bls"):  # as builders.llm_gpu.LLMNames renders it
+            names.append(f"{key}_bls" if prefixed else "tensorrt_llm_bls")
+        return [*names, str(model.get("ensemble", "llm"))]
     return [f"{key}_tokenizer", f"{key}_encoder", str(model.get("ensemble", "embed"))]
 
 

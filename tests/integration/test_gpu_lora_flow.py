@@ -77,13 +77,28 @@ for _name, _value in (("__BASE__", BASE), ("__ADAPTER__", ADAPTER), ("__WITH_WEI
     DOUBLE = DOUBLE.replace(_name, str(_value))
 
 
+def with_double(out: Any, model: str = "tensorrt_llm", slots: int = 2) -> dict[str, Any]:
+    """The files of a rendered gpu set with ``model`` (the tensorrtllm backend) replaced by the DOUBLE, a
+    non-decoupled python model with a ``slots``-adapter LoRA cache (also used by tests/integration/test_llm_bls.py)."""
+    from tritonforge.config_io import render_config
+
+    trt = out.configs[model]
+    trt.backend = "python"
+    trt.ClearField("parameters")
+    trt.ClearField("model_transaction_policy")  # the double answers from execute()
+    trt.parameters["lora_cache_slots"].string_value = str(slots)
+    files = dict(out.files)
+    files[f"{model}/config.pbtxt"] = render_config(trt).encode()
+    files[f"{model}/1/model.py"] = DOUBLE.encode()
+    return files
+
+
 @pytest.fixture(scope="module")
 def gpu_lora_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     from transformers import AutoTokenizer
 
     from tritonforge.builders.llm import llm_model_set
     from tritonforge.builders.tiny_models import make_tiny_decoder, make_tiny_lora
-    from tritonforge.config_io import render_config
     from tritonforge.repository import materialize
     from tritonforge.server import TritonServer
     from tritonforge.spec import parse_spec
@@ -102,13 +117,7 @@ def gpu_lora_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         source_dir=root,
     )
     out = llm_model_set("chat", spec.models["chat"], "gpu", root / "decoder")
-    trt = out.configs["tensorrt_llm"]
-    trt.backend = "python"
-    trt.ClearField("parameters")
-    trt.parameters["lora_cache_slots"].string_value = "2"
-    files = dict(out.files)
-    files["tensorrt_llm/config.pbtxt"] = render_config(trt).encode()
-    files["tensorrt_llm/1/model.py"] = DOUBLE.encode()
+    files = with_double(out)
     repo = root / "repo"
     repo.mkdir()
     materialize(files, repo)
