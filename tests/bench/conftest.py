@@ -1,0 +1,178 @@
+"""The benchmark suite's one results table: after `pytest tests/bench -s`, every recorded figure against its target.
+
+Each benchmark writes its own JSON (and PNG) under docs/bench/; at the end of the session this reads whichever of
+them exist and writes docs/bench/RESULTS.md (and prints it), so one command gives one table. A benchmark that did
+not run in this session keeps its last recorded JSON, and the table says which figures this run wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+OUT = Path(__file__).resolve().parents[2] / "docs" / "bench"
+
+Row = tuple[str, str, str, str]  # measure, figure, target, met
+
+
+def _met(ok: bool | None) -> str:
+    return "—" if ok is None else ("yes" if ok else "**no**")
+
+
+def _ratio(value: Any) -> str:
+    return "not measured" if value is None else f"{value:.2f}×"
+
+
+def _embed_rows(d: dict[str, Any]) -> list[Row]:
+    r, met = d["ratios"], d.get("met", {})
+    hop = d.get("per_hop_overhead_server_side")
+    hop_how = "server side, per step" if hop else "client-side p50 difference (older method)"
+    rows: list[Row] = [
+        (
+            "embed ensemble vs in-process ONNX Runtime",
+            _ratio(r["embed_vs_in_process_onnxruntime"]),
+            "≥ 0.9×",
+            _met(met.get("embed_vs_in_process_onnxruntime")),
+        ),
+        (
+            f"ensemble per-hop overhead ({hop_how})",
+            f"{d['per_hop_overhead_p50_ms']:.3f} ms",
+            "≤ 1 ms",
+            _met(met.get("per_hop_overhead_p50_ms")),
+        ),
+        (
+            "dynamic batching on vs off, c=16",
+            _ratio(r["dynamic_batching_on_vs_off"]),
+            "≥ 3×",
+            _met(met.get("dynamic_batching_on_vs_off")),
+        ),
+        ("2 vs 1 encoder instances, c=16", _ratio(r["two_vs_one_instance"]), "—", "—"),
+        ("embed vs sentence-transformers (in-process)", _ratio(r["embed_vs_sentence_transformers"]), "—", "—"),
+    ]
+    for key, label in (("embed_vs_infinity_fp32", "in-process engine"), ("embed_vs_infinity_http_fp32", "HTTP server")):
+        if key in r:
+            value = r[key]
+            rows.append(
+                (
+                    f"embed fp32 vs infinity-emb fp32 ({label})",
+                    _ratio(value),
+                    "≥ 1.3×",
+                    _met(None if value is None else value >= 1.3),
+                )
+            )
+    return rows
+
+
+def _int8_rows(d: dict[str, Any]) -> list[Row]:
+    r, met = d["ratios"], d.get("met", {})
+    return [
+        (
+            "embed fp32 vs infinity-emb fp32 (HTTP server)",
+            _ratio(r.get("embed_fp32_vs_infinity_http_fp32")),
+            "≥ 1.3×",
+            _met(met.get("embed_fp32_vs_infinity_http_fp32")),
+        ),
+        (
+            "embed int8 vs infinity-emb fp32 (HTTP server)",
+            _ratio(r.get("embed_int8_vs_infinity_http_fp32")),
+            "≥ 2×",
+            _met(met.get("embed_int8_vs_infinity_http_fp32")),
+        ),
+        ("embed int8 vs infinity-emb int8 (HTTP server)", _ratio(r.get("embed_int8_vs_infinity_http_int8")), "—", "—"),
+        (
+            "int8 encoder: min cosine to fp32 (builder's check)",
+            f"{d['int8_build_min_cosine_to_fp32']:.3f}",
+            "≥ 0.99",
+            _met(d["int8_build_min_cosine_to_fp32"] >= 0.99),
+        ),
+    ]
+
+
+def _llm_rows(d: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for name, v in d.items():
+        rows.append(
+            (
+                f"{name}: 8 concurrent vs sequential",
+                f"{v['speedup']:.2f}×",
+                f"≥ {v['target_speedup']:g}×",
+                _met(v["speedup"] >= v["target_speedup"]),
+            )
+        )
+        rows.append(
+            (
+                f"{name}: tokens/s c=1 / c=8 / generate() in-process",
+                f"{v['tokens_per_s_concurrency_1']:.0f} / {v['tokens_per_s_concurrency_8']:.0f} / "
+                f"{v['generate_in_process_tokens_per_s']:.0f}",
+                "—",
+                "—",
+            )
+        )
+    return rows
+
+
+def _rag_rows(d: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for path, v in d["ratios_vs_ensemble"].items():
+        res = d["results"][path]
+        rows.append(
+            (
+                f"RAG via {path}: c=1 p50 / c=4 answers/s",
+                f"{res['c1']['p50_ms']:.0f} ms / {res['c4']['answers_per_s']:.2f} "
+                f"({v['c1_p50']:.2f}× / {v['c4_answers_per_s']:.2f}× the ensemble)",
+                "—",
+                "—",
+            )
+        )
+    return rows
+
+
+SOURCES: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]]]] = {
+    "embed_throughput.json": ("tests/bench/test_embed_throughput.py", _embed_rows),
+    "embed_int8.json": ("tests/bench/test_embed_int8.py", _int8_rows),
+    "llm_concurrency.json": ("tests/bench/test_llm_concurrency.py", _llm_rows),
+    "rag_paths.json": ("tests/bench/test_rag_paths.py", _rag_rows),
+}
+
+
+def results_table(out: Path = OUT, since: float | None = None) -> str:
+    """The table; ``since`` (a time.time()) marks files written after it as "this run", the rest as "earlier".
+
+    File times are not kept by git, so no date is shown for figures this run did not write.
+    """
+    lines = [
+        "# Benchmark results (written by `pytest tests/bench -s`; details in docs/performance.md)",
+        "",
+        "| benchmark | measure | figure | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    for file, (test, rows_of) in SOURCES.items():
+        path = out / file
+        if not path.exists():
+            lines.append(f"| `{test}` | not run yet | | | |")
+            continue
+        written = "this run" if since is not None and path.stat().st_mtime >= since else "earlier run"
+        try:
+            rows = rows_of(json.loads(path.read_text()))
+        except (KeyError, TypeError, ValueError) as err:  # an older file layout: say so rather than fail the run
+            rows = [("unreadable", f"{type(err).__name__}: {err}", "", "")]
+        for measure, figure, target, met in rows:
+            lines.append(f"| `{file}` ({written}) | {measure} | {figure} | {target} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+_STARTED = time.time()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not any(item.get_closest_marker("bench") for item in session.items):
+        return
+    table = results_table(since=_STARTED)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "RESULTS.md").write_text(table)
+    print("\n" + table, flush=True)
