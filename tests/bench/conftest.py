@@ -51,6 +51,12 @@ def _embed_rows(d: dict[str, Any]) -> list[Row]:
             "≥ 3×",
             _met(met.get("dynamic_batching_on_vs_off")),
         ),
+        (
+            "dynamic batching on vs off, c=16, 1 sentence/request",
+            _ratio(r.get("dynamic_batching_on_vs_off_one_sentence_per_request")),
+            "(recorded beside the 4-sentence load)",
+            "—",
+        ),
         ("2 vs 1 encoder instances, c=16", _ratio(r["two_vs_one_instance"]), "—", "—"),
         ("embed vs sentence-transformers (in-process)", _ratio(r["embed_vs_sentence_transformers"]), "—", "—"),
     ]
