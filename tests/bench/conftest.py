@@ -30,8 +30,8 @@ def _ratio(value: Any) -> str:
 
 def _embed_rows(d: dict[str, Any]) -> list[Row]:
     r, met = d["ratios"], d.get("met", {})
-    hop = d.get("per_hop_overhead_server_side")
-    hop_how = "server side, per step" if hop else "client-side p50 difference (older method)"
+    hop = d.get("per_hop_overhead_traced")
+    hop_how = "Triton traces, p50 per request" if hop else "client-side p50 difference (older method)"
     rows: list[Row] = [
         (
             "embed ensemble vs in-process ONNX Runtime",
