@@ -24,6 +24,7 @@ PROMPT_INPUTS = (
     TensorSpec("DOCUMENTS", "TYPE_STRING", (-1,)),
     TensorSpec("SCORES", "TYPE_FP32", (-1,)),
     TensorSpec("max_tokens", "TYPE_INT32", (1,), optional=True),
+    TensorSpec("MIN_SCORE", "TYPE_FP32", (1,), optional=True),
 )
 PROMPT_OUTPUTS = (
     TensorSpec("PROMPT", "TYPE_STRING", (1,)),
@@ -60,6 +61,8 @@ def rag_model_set(
         "max_seq_len": str(llm.max_seq_len),
         "default_max_tokens": str(model.max_tokens),
     }
+    if model.min_score is not None:
+        params["min_score"] = repr(float(model.min_score))
     prompt_cfg, notes = render_model(
         f"{key}_prompt",
         model.prompt,

@@ -884,16 +884,19 @@ class Client(_Base):
         max_tokens: int | None = None,
         model: str = "rag",
         timeout: float | None = None,
+        min_score: float | None = None,
         **sampling: Any,
     ) -> RagAnswer:
         """Retrieve, rerank and answer ``query`` in one call of the ``rag`` ensemble (gRPC): the answer, the
-        passages it was given (ids and reranker scores, best first), the prompt, and how many were dropped to fit.
-        ``top_k``/``top_n``/``max_tokens`` None: the server's defaults; ``sampling``: see :class:`Sampling`."""
+        passages it was given (ids and reranker scores, best first), the prompt, and how many were left out
+        (scored below ``min_score``, or dropped to fit). ``top_k``/``top_n``/``max_tokens``/``min_score`` None:
+        the server's defaults; ``sampling``: see :class:`Sampling`."""
         return self.rag_stream(
             query,
             top_k=top_k,
             top_n=top_n,
             max_tokens=max_tokens,
+            min_score=min_score,
             model=model,
             timeout=timeout,
             _stream=False,
@@ -910,6 +913,7 @@ class Client(_Base):
         model: str = "rag",
         timeout: float | None = None,
         engine_model: str | None = "tensorrt_llm",
+        min_score: float | None = None,
         _stream: bool = True,
         **sampling: Any,
     ) -> RagStream:
@@ -917,7 +921,8 @@ class Client(_Base):
         as soon as the first response arrives, before generation. Leaving early stops generation as ``stream``."""
         if self.protocol != "grpc":
             raise ClientError("rag needs gRPC (the rag ensemble answers several responses): use protocol='grpc'")
-        inputs = rag_inputs(query, top_k=top_k, top_n=top_n, max_tokens=max_tokens, sampling=sampling, stream=_stream)
+        limits = {"top_k": top_k, "top_n": top_n, "max_tokens": max_tokens, "min_score": min_score}
+        inputs = rag_inputs(query, **limits, sampling=sampling, stream=_stream)
         deadline = self._timeout(timeout)
         kwargs = grpc_client_kwargs(self.url, self.options)
         classify = self._classifier(model, deadline)
@@ -1125,10 +1130,11 @@ class AsyncClient(_Base):
         max_tokens: int | None = None,
         model: str = "rag",
         timeout: float | None = None,
+        min_score: float | None = None,
         **sampling: Any,
     ) -> RagAnswer:
         """The answer and its sources (see :meth:`Client.rag`)."""
-        stream = self._rag(query, top_k, top_n, max_tokens, model, timeout, sampling, stream=False)
+        stream = self._rag(query, top_k, top_n, max_tokens, model, timeout, sampling, stream=False, min_score=min_score)
         return await stream.answer()
 
     def rag_stream(
@@ -1140,10 +1146,11 @@ class AsyncClient(_Base):
         max_tokens: int | None = None,
         model: str = "rag",
         timeout: float | None = None,
+        min_score: float | None = None,
         **sampling: Any,
     ) -> AsyncRagStream:
         """``async for piece in stream``; ``await stream.wait_sources()`` (see :meth:`Client.rag_stream`)."""
-        return self._rag(query, top_k, top_n, max_tokens, model, timeout, sampling, stream=True)
+        return self._rag(query, top_k, top_n, max_tokens, model, timeout, sampling, stream=True, min_score=min_score)
 
     def _rag(
         self,
@@ -1156,10 +1163,12 @@ class AsyncClient(_Base):
         sampling: Mapping[str, Any],
         *,
         stream: bool,
+        min_score: float | None = None,
     ) -> AsyncRagStream:
         if self.protocol != "grpc":
             raise ClientError("rag needs gRPC (the rag ensemble answers several responses): use protocol='grpc'")
-        inputs = rag_inputs(query, top_k=top_k, top_n=top_n, max_tokens=max_tokens, sampling=sampling, stream=stream)
+        limits = {"top_k": top_k, "top_n": top_n, "max_tokens": max_tokens, "min_score": min_score}
+        inputs = rag_inputs(query, **limits, sampling=sampling, stream=stream)
         deadline = self._timeout(timeout)
         transport, classify = self._get(), self._classifier(model, deadline)
         return AsyncRagStream(

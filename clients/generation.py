@@ -12,6 +12,7 @@ model so it stops generating for that request.
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -358,8 +359,10 @@ def rag_inputs(
     max_tokens: int | None,
     sampling: Mapping[str, Any],
     stream: bool,
+    min_score: float | None = None,
 ) -> dict[str, np.ndarray]:
-    """Inputs of the `rag` ensemble: QUERY, optional TOP_K/TOP_N, and the llm ensemble's generation controls."""
+    """Inputs of the `rag` ensemble: QUERY, optional TOP_K/TOP_N/MIN_SCORE, and the llm ensemble's generation
+    controls."""
     if not isinstance(query, str) or not query.strip():
         raise ClientError(f"query must be a non-empty string, got {query!r}")
     for name in ("chat", "adapter"):
@@ -375,6 +378,10 @@ def rag_inputs(
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ClientError(f"{name.lower()} must be an integer >= 1, got {value!r}")
             inputs[name] = _one(value, np.int32)
+    if min_score is not None:
+        if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not math.isfinite(min_score):
+            raise ClientError(f"min_score must be a finite number, got {min_score!r}")
+        inputs["MIN_SCORE"] = _one(float(min_score), np.float32)
     return inputs
 
 

@@ -5,7 +5,8 @@
           ─► text_output (streamed), SOURCE_IDS, SOURCE_SCORES, PROMPT, PASSAGES_DROPPED
 
 Naming contract (clients rely on it): QUERY (TYPE_STRING [1]); optional TOP_K / TOP_N (TYPE_INT32 [1], retrieval:
-candidates retrieved, passages kept after reranking) and the `llm` ensemble's generation controls under their
+candidates retrieved, passages kept after reranking), MIN_SCORE (TYPE_FP32 [1], the reranker score below which a
+passage is left out; default: the spec's min_score, else none) and the `llm` ensemble's generation controls under their
 upstream names (max_tokens, temperature, top_k, top_p, seed, stream, ...) → text_output, SOURCE_IDS (TYPE_STRING
 [-1], best first), SOURCE_SCORES (TYPE_FP32 [-1]), PROMPT (TYPE_STRING [1]), PASSAGES_DROPPED (TYPE_INT32 [1]).
 
@@ -59,6 +60,7 @@ def rag_ensemble(
     dag.input("TOP_K", "TYPE_INT32", [1], optional=True)
     dag.input("TOP_N", "TYPE_INT32", [1], optional=True)
     dag.input("max_tokens", "TYPE_INT32", [1], optional=True)
+    dag.input("MIN_SCORE", "TYPE_FP32", [1], optional=True)
     controls = [n for n in GENERATION_INPUTS if n in generate.inputs]
     for n in controls:
         spec = generate.inputs[n]
@@ -77,6 +79,7 @@ def rag_ensemble(
             "DOCUMENTS": "RANKED_DOCUMENTS",
             "SCORES": "RANKED_SCORES",
             "max_tokens": "max_tokens",
+            "MIN_SCORE": "MIN_SCORE",
         },
         outputs={k: f"_{k}" for k in passed},
     )

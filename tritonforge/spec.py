@@ -363,6 +363,11 @@ class RagModel(Checked):
         str, Field(min_length=1, description="jinja2 over `query` and `passages` (id, text, score)")
     ] = DEFAULT_RAG_TEMPLATE
     max_tokens: Pos = Field(128, description="tokens generated when a request sends no max_tokens")
+    # A relevance floor: without one every query gets its top_n passages, however unrelated. Passages scored below
+    # it by the reranker are not given to the LLM; a query left with none gets the template's no-passage prompt.
+    min_score: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
+        None, description="reranker score below which a passage is left out (per request: MIN_SCORE)"
+    )
     ensemble: Annotated[str, Field(pattern=MODEL_NAME.pattern)] = "rag"
     prompt: Serving = Field(default_factory=_tokenizer_defaults)
 

@@ -11,6 +11,7 @@ Input  QUERY       TYPE_STRING [1]  the question (one per request)
        TOP_K       TYPE_INT32  [1]  optional, candidates retrieved (the retriever's default otherwise)
        TOP_N       TYPE_INT32  [1]  optional, passages kept after reranking (the select step's default otherwise)
        max_tokens  TYPE_INT32  [1]  optional (the prompt step's default otherwise)
+       MIN_SCORE   TYPE_FP32   [1]  optional, reranker score floor (the prompt step's default otherwise)
        temperature, top_k, top_p, seed, stream, ... (optional)       forwarded to the LLM unchanged
 Output text_output TYPE_STRING [-1]  the LLM's pieces (streamed) or whole answer
        SOURCE_IDS, SOURCE_SCORES, PROMPT, PASSAGES_DROPPED          in the FIRST response only, sent before
@@ -30,7 +31,7 @@ import threading
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-OWN_INPUTS = ("QUERY", "TOP_K", "TOP_N", "max_tokens")
+OWN_INPUTS = ("QUERY", "TOP_K", "TOP_N", "max_tokens", "MIN_SCORE")
 SOURCES = ("SOURCE_IDS", "SOURCE_SCORES", "PROMPT", "PASSAGES_DROPPED")
 DEFAULT_MODELS = {
     "search_model": "search",
@@ -106,6 +107,8 @@ class TritonPythonModel:
             ]
             if max_tokens is not None:
                 prompt_in.append(pb_utils.Tensor("max_tokens", max_tokens))
+            if get("MIN_SCORE") is not None:
+                prompt_in.append(pb_utils.Tensor("MIN_SCORE", get("MIN_SCORE")))
             prompt = self.call("prompt_model", prompt_in, (*SOURCES, "REQUEST_OUTPUT_LEN"))
 
             first = [pb_utils.Tensor(name, prompt[name]) for name in SOURCES]

@@ -5,10 +5,12 @@ Input  QUERY              TYPE_STRING [1]   the user's question
        DOCUMENTS          TYPE_STRING [-1]  their texts
        SCORES             TYPE_FP32   [-1]  their reranker scores
        max_tokens         TYPE_INT32  [1]   optional, tokens to generate (default: parameter default_max_tokens)
+       MIN_SCORE          TYPE_FP32   [1]   optional, passages scored below it are left out (default: min_score)
 Output PROMPT             TYPE_STRING [1]   the rendered prompt sent to the LLM
        SOURCE_IDS         TYPE_STRING [-1]  ids of the passages in the prompt, in rank order ("" pads)
        SOURCE_SCORES      TYPE_FP32   [-1]  their scores (NaN pads)
-       PASSAGES_DROPPED   TYPE_INT32  [1]   how many reranked passages were left out so the prompt fits
+       PASSAGES_DROPPED   TYPE_INT32  [1]   how many reranked passages were left out (below MIN_SCORE, or so
+                                            the prompt fits)
        REQUEST_OUTPUT_LEN TYPE_INT32  [1]   max_tokens, or its default (feeds the LLM's preprocessing)
 
 Parameters:
@@ -17,11 +19,13 @@ Parameters:
   add_special_tokens   as the LLM's preprocessing encodes the prompt (default true)
   max_input_len        prompt tokens the LLM accepts; max_seq_len: prompt + generated tokens
   default_max_tokens   when a request sends no max_tokens
+  min_score            when a request sends no MIN_SCORE (empty: no floor)
 
-The prompt is counted with the LLM's own tokenizer, exactly as its preprocessing will encode it; while it is longer
-than min(max_input_len, max_seq_len - max_tokens) the lowest-ranked passage is dropped. A query with no passage
-gets the template rendered with an empty list (the template says what to do then). A prompt that does not fit even
-without passages is an error to that request only.
+Passages scored below the floor go first (a query can so retrieve nothing). The prompt is counted with the LLM's
+own tokenizer, exactly as its preprocessing will encode it; while it is longer than min(max_input_len, max_seq_len
+- max_tokens) the lowest-ranked passage is dropped. A query with no passage gets the template rendered with an
+empty list (the template says what to do then). A prompt that does not fit even without passages is an error to
+that request only.
 """
 
 import json
@@ -68,6 +72,7 @@ class TritonPythonModel:
         self.max_seq_len = int(params.get("max_seq_len") or 1024)
         self.max_input_len = int(params.get("max_input_len") or self.max_seq_len - 1)
         self.default_max_tokens = int(params.get("default_max_tokens") or 128)
+        self.min_score = float(params["min_score"]) if params.get("min_score") else None
 
     def count(self, prompt):
         return len(self.tokenizer.encode(prompt, add_special_tokens=self.add_special_tokens))
@@ -109,20 +114,29 @@ class TritonPythonModel:
         )
         if (max_tokens <= 0).any():
             raise RequestError(f"max_tokens must be >= 1, got {int(max_tokens.min())}")
+        floor = get("MIN_SCORE")
+        floors = (
+            np.full(batch, -np.inf if self.min_score is None else self.min_score)
+            if floor is None
+            else np.broadcast_to(floor.reshape(-1).astype(np.float64), (batch,))
+        )
+        if not np.isfinite(floors).all() and floor is not None:
+            raise RequestError(f"MIN_SCORE must be a finite number, got {floor.reshape(-1).tolist()}")
         prompts, kept, dropped = [], [], []
         for i in range(batch):
             query = _text(queries.reshape(batch, -1)[i, 0]).strip()
             if not query:
                 raise RequestError("QUERY is empty: send a question")
-            passages = [
+            ranked = [
                 {"id": _text(ids[i, j]), "text": _text(docs[i, j]), "score": float(scores[i, j])}
                 for j in range(ids.shape[1])
                 if _text(ids[i, j])
             ]
+            passages = [p for p in ranked if p["score"] >= floors[i]]  # NaN scores never pass a floor
             prompt, used = self.fit(query, passages, int(max_tokens[i]))
             prompts.append(prompt)
             kept.append(used)
-            dropped.append(len(passages) - len(used))
+            dropped.append(len(ranked) - len(used))
         width = max((len(k) for k in kept), default=0)
         out_ids = np.full((batch, width), b"", dtype=object)
         out_scores = np.full((batch, width), np.nan, dtype=np.float32)

@@ -75,6 +75,28 @@ def test_passages_that_do_not_fit_are_dropped_lowest_ranked_first(rag_server, co
     assert answer.text  # and the trimmed prompt is served
 
 
+def test_a_score_floor_keeps_only_passages_above_it_and_can_leave_none(rag_server) -> None:
+    """MIN_SCORE (Client.rag(min_score=...)): passages the reranker scores below it never reach the LLM; a query
+    whose passages all fall below it gets the template's no-passage prompt, is still answered, and the server
+    stays healthy."""
+    with Client(rag_server.endpoints.grpc, retries=0) as client:
+        ranked = client.search([QUERIES[1]], top_k=10, rerank=True, top_n=3)[0]
+        floor = (ranked[1].score + ranked[2].score) / 2  # between the 2nd and 3rd best
+        answer = client.rag(QUERIES[1], top_k=10, top_n=3, max_tokens=8, min_score=floor)
+        assert 1 <= len(answer.sources) <= 2  # the best two pass the floor (fewer if the prompt cannot hold both)
+        assert [s.id for s in answer.sources] == [h.id for h in ranked[: len(answer.sources)]]
+        assert all(s.score >= floor for s in answer.sources) and answer.dropped == 3 - len(answer.sources)
+        assert f"[{ranked[2].id}]" not in answer.prompt
+
+        nothing = client.rag_stream(QUERIES[1], top_k=10, top_n=3, max_tokens=8, min_score=ranked[0].score + 1.0)
+        assert nothing.sources == [] and nothing.dropped == 3
+        assert "No passage was found" in nothing.prompt and QUERIES[1] in nothing.prompt
+        assert "".join(nothing)  # generated from the no-passage prompt
+        with pytest.raises(ClientError, match="min_score must be a finite number"):
+            client.rag("hi", min_score=float("nan"))
+        assert client.rag(QUERIES[0], top_n=1, max_tokens=4).sources  # healthy, and no floor by default
+
+
 def test_defaults_and_bad_requests(rag_server) -> None:
     with Client(rag_server.endpoints.grpc, retries=0) as client:
         answer = client.rag(QUERIES[1])  # the retriever's default top_k/top_n, the rag model's max_tokens

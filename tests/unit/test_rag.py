@@ -146,3 +146,30 @@ def test_spec_kind_and_references() -> None:
     assert "models.a.retriever: retriever 'q' has no reranker" in text
     assert "models.a.llm: 'm' is a embedding model, not llm" in text
     assert "models.a.prompt_template: not a valid jinja2 template" in text
+
+
+def test_passages_below_the_score_floor_are_left_out(monkeypatch, checkpoint, tmp_path) -> None:
+    model = make_model(monkeypatch, checkpoint, tmp_path, min_score="1.5")  # the spec's min_score
+    (response,) = model.execute([request("why?", PASSAGES)])
+    out = outputs(response)
+    assert out["SOURCE_IDS"].tolist() == [[b"a", b"b"]] and out["PASSAGES_DROPPED"].tolist() == [[1]]
+    # a request's MIN_SCORE overrides it: above every score, the query retrieves nothing
+    floor = np.array([[5.0]], np.float32)
+    (response,) = model.execute([request("why?", PASSAGES, MIN_SCORE=floor)])
+    out = outputs(response)
+    assert out["SOURCE_IDS"].shape == (1, 0) and out["PASSAGES_DROPPED"].tolist() == [[3]]
+    assert "No passage was found" in out["PROMPT"][0, 0].decode()
+    (response,) = model.execute([request("why?", PASSAGES, MIN_SCORE=np.array([[-9.0]], np.float32))])
+    assert outputs(response)["SOURCE_IDS"].shape == (1, 3)
+    (bad, good) = model.execute(
+        [request("why?", PASSAGES, MIN_SCORE=np.array([[np.nan]], np.float32)), request("why?", PASSAGES)]
+    )
+    assert bad.error().code() == TritonError.INVALID_ARG and "MIN_SCORE must be a finite number" in bad.error().message()
+    assert outputs(good)["SOURCE_IDS"].shape == (1, 2)
+
+
+def test_min_score_in_the_spec() -> None:
+    assert parse_spec(_spec()).models["a"].min_score is None
+    assert parse_spec(_spec(min_score=0.25)).models["a"].min_score == 0.25
+    with pytest.raises(SpecError, match=r"models\.a\.min_score"):
+        parse_spec(_spec(min_score="inf"))
