@@ -387,6 +387,18 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
             region.unlink()
 
 
+def _exit_text(code: int | None) -> str:
+    """A return code as a person reads it: "code 1", "signal SIGKILL (killed from outside, or out of memory)"."""
+    if code is None or code >= 0:
+        return f"code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = str(-code)
+    hint = {"SIGKILL": " (killed from outside, or out of memory)", "SIGSEGV": " (a crash)", "SIGABRT": " (a crash)"}
+    return f"signal {name}{hint.get(name, '')}"
+
+
 def _abandoned(proc: subprocess.Popen[bytes], tmpdir: Path | None) -> None:
     """A server object collected (or the interpreter exiting) while its process still runs."""
     _terminate(proc, 10.0)
@@ -566,6 +578,10 @@ class TritonServer:
 
     @property
     def endpoints(self) -> Endpoints:
+        if self._proc is not None and self._proc.poll() is not None:
+            # started and not stopped, yet gone: say how it ended and what it printed, not "call start()"
+            how = _exit_text(self._proc.returncode)
+            raise self._fail(f"tritonserver (pid {self._proc.pid}) exited unexpectedly: {how}")
         if self._endpoints is None or not self.is_running():
             raise ServerError("the server is not running: call start() (or use it as a context manager) first")
         return self._endpoints

@@ -139,6 +139,21 @@ def test_stop_leaves_no_process_behind(add_one_repo: Path, tmp_path: Path) -> No
         _ = server.endpoints
 
 
+def test_a_server_that_dies_says_how_instead_of_not_running(add_one_repo: Path) -> None:
+    import os
+    import signal
+
+    with serve(add_one_repo) as server:
+        os.kill(server.pid, signal.SIGKILL)  # as the OOM killer would
+        deadline = time.monotonic() + 10
+        while server.is_running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(ServerError, match=r"exited unexpectedly: signal SIGKILL .*\n--- tritonserver log ---"):
+            _ = server.endpoints
+    with pytest.raises(ServerError, match="not running"):  # stopped on purpose: the plain message again
+        _ = server.endpoints
+
+
 def test_broken_model_fails_start_with_its_reason(tmp_path: Path, toy_models: SimpleNamespace) -> None:
     toy_models.add_one(tmp_path)
     toy_models.broken(tmp_path)
