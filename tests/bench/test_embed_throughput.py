@@ -210,12 +210,12 @@ def _traced_hop_overhead(repo: Path) -> dict[str, Any]:
     Triton's statistics API cannot show it: an ensemble's statistics are aggregated from its composing models
     (measured here: the ensemble's success time equalled the sum of its steps' to the microsecond). And client-side
     differences (p50 embed - p50 tokenizer - p50 encoder) subtract a client round trip too many and come out
-    negative. A trace has every request's timestamps: the ensemble's [REQUEST_START, INFER_RESPONSE_COMPLETE] and
-    each step's [REQUEST_START, COMPUTE_END]. The time inside the ensemble's span covered by no step is what the
+    negative. A trace has every request's timestamps: the ensemble's span [REQUEST_START, INFER_RESPONSE_COMPLETE]
+    and each step's from its REQUEST_START. The time inside the ensemble's span covered by no step is what the
     ensemble adds (scheduling, handing tensors from step to step, collecting the response); per hop = that time
     divided by the number of steps, p50 over HOP_TRACED_REQUESTS requests at concurrency 1, judged on the upper
-    bound (see below). Tracing itself adds a
-    few timestamps per request (its cost is inside the figure, so it can only overstate the overhead).
+    bound (a step ends at COMPUTE_OUTPUT_START; the lower bound ends it at COMPUTE_END). Tracing itself adds a few
+    timestamps per request: its cost is inside the figure, so it can only overstate the overhead.
     """
     import tritonclient.grpc as grpcclient
 
