@@ -742,12 +742,13 @@ class _Stats:
             return None
         return out
 
-    def settled(self, base: Mapping[str, Mapping[str, int]], top: str, done: int, wait: float = 1.0) -> Any:
+    def settled(self, base: Mapping[str, Mapping[str, int]], top: str, done: int, wait: float = 3.0) -> Any:
         """A snapshot taken once the counters account for the ``done`` requests sent since ``base``.
 
         Triton updates its statistics around the time it sends a response, so a client can see its answer a moment
         before the counters move: poll until the model has counted ``done`` more requests and two reads agree (every
-        composing model caught up too), for at most ``wait`` seconds.
+        composing model caught up too), for at most ``wait`` seconds (it returns as soon as they agree; the bound
+        is for a loaded server, whose counters can lag its responses by more than a second).
         """
         deadline = time.monotonic() + wait
         previous = None
