@@ -35,6 +35,18 @@ PROMPT_OUTPUTS = (
 )
 
 
+def generation_controls(llm: LLMModel) -> tuple[TensorSpec, ...]:
+    """The `llm` ensemble's generation controls a rag model forwards unchanged (optional, upstream names)."""
+    llm_inputs = {
+        t.name: t
+        for t in ensemble_signature(
+            logits_datatype=llm.tensorrt_llm.logits_datatype,
+            prompt_embedding_table_data_type=llm.tensorrt_llm.prompt_embedding_table_data_type,
+        ).inputs
+    }
+    return tuple(replace(llm_inputs[n], optional=True) for n in GENERATION_INPUTS if n in llm_inputs)
+
+
 def rag_model_set(
     key: str,
     model: RagModel,
@@ -76,14 +88,7 @@ def rag_model_set(
     out.add(prompt_cfg, {"model.py": python_backends.source("rag_prompt"), **tokenizer_files})
 
     # the generate step: the sources in, every output out; the LLM's generation controls forwarded as they are
-    llm_inputs = {
-        t.name: t
-        for t in ensemble_signature(
-            logits_datatype=llm.tensorrt_llm.logits_datatype,
-            prompt_embedding_table_data_type=llm.tensorrt_llm.prompt_embedding_table_data_type,
-        ).inputs
-    }
-    controls = tuple(replace(llm_inputs[n], optional=True) for n in GENERATION_INPUTS if n in llm_inputs)
+    controls = generation_controls(llm)
     sources = PROMPT_OUTPUTS  # the last, REQUEST_OUTPUT_LEN, is an input only
     generate_cfg, generate_notes = render_model(
         f"{key}_generate",

@@ -20,17 +20,14 @@ Everything goes to docs/bench/embed_int8.json before the targets are asserted (o
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+from bench_support import embed_bench
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,18 +36,6 @@ OUT = ROOT / "docs" / "bench"
 TARGET_VS_INFINITY_FP32 = 1.3
 TARGET_INT8_VS_INFINITY = 2.0
 LOAD_WAIT_S = 20.0
-
-
-@functools.cache
-def _base() -> ModuleType:
-    """test_embed_throughput.py, for its helpers (pytest's importlib mode gives tests/bench no package)."""
-    path = Path(__file__).with_name("test_embed_throughput.py")
-    spec = importlib.util.spec_from_file_location("_tritonforge_bench_embed", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # registered before it runs, as an import would
-    spec.loader.exec_module(module)
-    return module
 
 
 def _int8(m: dict[str, Any]) -> None:
@@ -81,7 +66,7 @@ def test_embed_int8_vs_infinity(tmp_path: Path) -> None:
     pytest.importorskip("all_minilm_l6_v2", reason="the MiniLM checkpoint ships in the `cpu` extra")
     from tritonforge.builders.checkpoints import resolve_checkpoint
 
-    base = _base()
+    base = embed_bench()
     # 10 measurements: a full 60 s wait before each would add 10 min when others keep the cores busy; the load
     # each one started at is recorded either way
     base.LOAD_WAIT_S = LOAD_WAIT_S

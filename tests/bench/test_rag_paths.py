@@ -22,21 +22,18 @@ Results: docs/bench/rag_paths.json and docs/bench/rag_paths.png. No target is as
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+from bench_support import embed_bench
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1500)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,20 +61,8 @@ LOAD_WAIT_S = 30.0  # once per level (the embed bench waits 60 s); the paths are
 PATHS = ("ensemble", "bls", "client")
 
 
-@functools.cache
-def _embed_bench() -> ModuleType:
-    """The embedding bench module, for its helpers (pytest's importlib mode gives tests/bench no package)."""
-    path = Path(__file__).with_name("test_embed_throughput.py")
-    spec = importlib.util.spec_from_file_location("_tritonforge_bench_embed", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # registered before it runs, as an import would
-    spec.loader.exec_module(module)
-    return module
-
-
 def _wait_idle(label: str, loads: dict[str, float]) -> None:
-    bench = _embed_bench()
+    bench = embed_bench()
     bench.LOAD_WAIT_S = LOAD_WAIT_S
     bench._wait_idle(label, loads)
 
@@ -101,13 +86,9 @@ def _build(tmp_path: Path) -> tuple[Path, Any]:
 
 def _add_bls(repo: Path, spec: Any) -> None:
     """Render rag_bls with the project's renderers (inputs/outputs as the `rag` ensemble's) and write it in."""
-    from dataclasses import replace
-
     from tritonforge.builders.llm import llm_names
-    from tritonforge.builders.llm_gpu import ensemble_signature
     from tritonforge.builders.model_configs import ModelSet, Signature, TensorSpec, render_model
-    from tritonforge.builders.rag import PROMPT_OUTPUTS
-    from tritonforge.ensembles.rag import GENERATION_INPUTS
+    from tritonforge.builders.rag import PROMPT_OUTPUTS, generation_controls
     from tritonforge.repository import materialize
     from tritonforge.spec import LLMModel, RagModel, RetrieverModel, Serving
     from tritonforge.validator import check_repository
@@ -116,19 +97,13 @@ def _add_bls(repo: Path, spec: Any) -> None:
     retriever = spec.models[rag.retriever]
     llm = spec.models[rag.llm]
     assert isinstance(retriever, RetrieverModel) and isinstance(llm, LLMModel)
-    llm_inputs = {
-        t.name: t
-        for t in ensemble_signature(
-            logits_datatype=llm.tensorrt_llm.logits_datatype,
-            prompt_embedding_table_data_type=llm.tensorrt_llm.prompt_embedding_table_data_type,
-        ).inputs
-    }
-    controls = tuple(replace(llm_inputs[n], optional=True) for n in GENERATION_INPUTS if n in llm_inputs)
+    controls = generation_controls(llm)
     inputs = (
         TensorSpec("QUERY", "TYPE_STRING", (1,)),
         TensorSpec("TOP_K", "TYPE_INT32", (1,), optional=True),
         TensorSpec("TOP_N", "TYPE_INT32", (1,), optional=True),
         TensorSpec("max_tokens", "TYPE_INT32", (1,), optional=True),
+        TensorSpec("MIN_SCORE", "TYPE_FP32", (1,), optional=True),  # rag_bls passes it to the prompt step
         *controls,
     )
     outputs = (TensorSpec("text_output", "TYPE_STRING", (-1,)), *PROMPT_OUTPUTS[:4])
