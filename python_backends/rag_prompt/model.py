@@ -115,13 +115,13 @@ class TritonPythonModel:
         if (max_tokens <= 0).any():
             raise RequestError(f"max_tokens must be >= 1, got {int(max_tokens.min())}")
         floor = get("MIN_SCORE")
+        if floor is not None and not np.isfinite(floor).all():
+            raise RequestError(f"MIN_SCORE must be a finite number, got {floor.reshape(-1).tolist()}")
         floors = (
             np.full(batch, -np.inf if self.min_score is None else self.min_score)
             if floor is None
             else np.broadcast_to(floor.reshape(-1).astype(np.float64), (batch,))
         )
-        if not np.isfinite(floors).all() and floor is not None:
-            raise RequestError(f"MIN_SCORE must be a finite number, got {floor.reshape(-1).tolist()}")
         prompts, kept, dropped = [], [], []
         for i in range(batch):
             query = _text(queries.reshape(batch, -1)[i, 0]).strip()
