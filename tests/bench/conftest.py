@@ -176,8 +176,8 @@ _STARTED = time.time()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not any(item.get_closest_marker("bench") for item in session.items):
-        return
+    if session.config.option.collectonly or not any(item.get_closest_marker("bench") for item in session.items):
+        return  # nothing was measured: leave the recorded table alone
     table = results_table(since=_STARTED)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "RESULTS.md").write_text(table)
