@@ -7,6 +7,7 @@ engine with the identical contract (`cpu`).
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,14 @@ TOKENIZER_FILES = (
     "merges.txt",
     "generation_config.json",
     "chat_template.jinja",
+    "added_tokens.json",
+    "vocab.txt",
 )
+# top-level checkpoint files a tokenizer may also need: its code (tokenizer_config.json's auto_map names e.g.
+# tokenization_qwen.py, loaded with trust_remote_code like upstream's model.py) and the vocabularies such code or
+# a slow tokenizer reads (qwen.tiktoken, tokenizer*.model, *.vocab). All *.py ship, as auto_map may name helpers
+# only through imports
+TOKENIZER_PATTERNS = ("*.py", "*.tiktoken", "tokenizer*.model", "*.vocab")
 SKIPPED_IN_CHECKPOINT = {".git", ".cache"}
 CHAT_INPUT = "apply_chat_template"
 LORA_NAME_INPUT = "lora_name"  # tritonforge addition: the adapter's name, looked up by preprocessing
@@ -43,14 +51,18 @@ def llm_names(key: str, model: LLMModel) -> LLMNames:
     return LLMNames(ensemble=model.ensemble)
 
 
-def _files(folder: Path, names: tuple[str, ...] | None = None) -> dict[str, FileContent]:
-    """Files of a checkpoint folder to ship (all of them, or the named ones that exist), by relative path."""
+def _files(
+    folder: Path, names: tuple[str, ...] | None = None, patterns: tuple[str, ...] = ()
+) -> dict[str, FileContent]:
+    """Files of a checkpoint folder to ship (all of them, or the named ones that exist and the top-level files
+    matching ``patterns``), by relative path."""
     out: dict[str, FileContent] = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
         if not path.is_file() or SKIPPED_IN_CHECKPOINT.intersection(rel.parts):
             continue
-        if names is None or rel.as_posix() in names:
+        top_level_match = len(rel.parts) == 1 and any(fnmatch.fnmatchcase(rel.name, p) for p in patterns)
+        if names is None or rel.as_posix() in names or top_level_match:
             out[rel.as_posix()] = path
     return out
 
@@ -142,7 +154,7 @@ LORA_SEND_INPUT = "lora_send_weights"  # tritonforge addition: resend an evicted
 LORA_WEIGHTS_TENSOR, LORA_CONFIG_TENSOR = "_LORA_WEIGHTS", "_LORA_CONFIG"
 
 
-def _add_gpu_lora_weights(out: ModelSet, names: LLMNames, files: dict[str, Path]) -> None:
+def _add_gpu_lora_weights(out: ModelSet, names: LLMNames, files: dict[str, Path], weights_type_name: str) -> None:
     """gpu: the ensemble's lora_weights/lora_config now go through preprocessing (tensorrt_llm's inputs can have
     one source only), which passes them on, or attaches the adapter's converted weights when TensorRT-LLM does
     not have them yet: the first request per adapter, and any request with `lora_send_weights` (after
@@ -150,7 +162,12 @@ def _add_gpu_lora_weights(out: ModelSet, names: LLMNames, files: dict[str, Path]
     pb = model_config_pb2()
     pre, trt, ens = (out.configs[n] for n in (names.preprocessing, names.tensorrt_llm, names.ensemble))
     trt_inputs = {i.name: i for i in trt.input}
-    weights_type, config_type = trt_inputs["lora_weights"].data_type, trt_inputs["lora_config"].data_type
+    # `lora_weights` carries the engine's dtype (upstream hard-codes TYPE_FP16): everywhere the tensor travels
+    weights_type, config_type = pb.DataType.Value(weights_type_name), trt_inputs["lora_config"].data_type
+    for config in (trt, ens, *_bls(out, names)):
+        for tensor in config.input:
+            if tensor.name == "lora_weights":
+                tensor.data_type = weights_type
     pre.input.add(name="LORA_WEIGHTS", data_type=weights_type, dims=[-1, -1], optional=True, allow_ragged_batch=True)
     pre.input.add(name="LORA_CONFIG", data_type=config_type, dims=[-1, 3], optional=True, allow_ragged_batch=True)
     for config in (pre, ens, *_bls(out, names)):
@@ -183,18 +200,28 @@ def _gpu_lora_params(
     problems = lora.engine_problems(adapters, model.engine)
     if problems:
         raise BuildError("cannot serve the LoRA adapters on the gpu target:\n  " + "\n  ".join(problems))
-    prefetch = model.tensorrt_llm.lora_prefetch_dir or f"/models/{names.tensorrt_llm}/1/{lora.GPU_LORA_FOLDER}"
+    dtype = model.engine.dtype  # TensorRT-LLM refuses LoRA weights whose dtype is not the engine's
+    prefetch = model.tensorrt_llm.lora_prefetch_dir
+    if prefetch is None and dtype != "bfloat16":
+        prefetch = f"/models/{names.tensorrt_llm}/1/{lora.GPU_LORA_FOLDER}"
     params = model.tensorrt_llm.model_copy(update={"lora_prefetch_dir": prefetch})
     files: dict[str, Path] = {}
     for adapter in adapters:
-        converted = lora.converted_for_trtllm(adapter)
+        converted = lora.converted_for_trtllm(adapter, dtype=dtype)
         for name, path in converted.items():
             files[f"{lora.GPU_LORA_FOLDER}/{adapter.lora_task_id}/{name}"] = path
     notes = [
-        f"{names.tensorrt_llm}: {len(adapters)} LoRA adapter(s) converted to TensorRT-LLM's format (fp16) under "
-        f"{lora.GPU_LORA_FOLDER}/<task id>/ of {names.tensorrt_llm} (lora_prefetch_dir {prefetch}) and "
-        f"{names.preprocessing} (sent with a request on first use and after an eviction)"
+        f"{names.tensorrt_llm}: {len(adapters)} LoRA adapter(s) converted to TensorRT-LLM's format ({dtype}, the "
+        f"engine's dtype) under {lora.GPU_LORA_FOLDER}/<task id>/ of {names.tensorrt_llm} (lora_prefetch_dir "
+        f"{prefetch or 'unset'}) and {names.preprocessing} (sent with a request on first use and after an eviction)"
     ]
+    if dtype == "bfloat16" and model.tensorrt_llm.lora_prefetch_dir is None:
+        # the C++ .npy reader (runtime/utils/numpyUtils.cpp) maps no numpy type to bf16, so a bf16 prefetch folder
+        # would fail the model load: preprocessing sends the weights with the first request instead
+        notes.append(
+            f"{names.tensorrt_llm}: lora_prefetch_dir left unset for the bfloat16 engine (TensorRT-LLM's .npy "
+            "reader has no bfloat16); the adapters are sent by preprocessing on first use"
+        )
     return params, files, notes
 
 
@@ -218,7 +245,7 @@ def llm_model_set(
         if source_dir is None:
             source_dir = lora.infer_source_dir(model.checkpoint, checkpoint)
         adapters = lora.check_adapters(model.adapters, checkpoint, source_dir=source_dir)
-    tokenizer_files = _files(checkpoint, TOKENIZER_FILES)
+    tokenizer_files = _files(checkpoint, TOKENIZER_FILES, TOKENIZER_PATTERNS)
     engine_dir = model.engine_dir_in_container or f"/models/{names.tensorrt_llm}/1/engine"
     sources = {role: python_backends.source(f"llm_{role}") for role in ("preprocessing", "postprocessing")}
     trt_params, lora_files, lora_notes = model.tensorrt_llm, {}, []
@@ -242,7 +269,7 @@ def llm_model_set(
             out.add_files(names.tensorrt_llm, {f"engine/{rel}": p for rel, p in _files(Path(engine)).items()})
         if adapters:
             _add_adapters(out, names, adapters, target)
-            _add_gpu_lora_weights(out, names, lora_files)
+            _add_gpu_lora_weights(out, names, lora_files, lora.TRITON_TYPES[model.engine.dtype])
             out.notes += lora_notes
         return out
     # cpu: swap the tensorrtllm-backend step for the CPU engine; everything around it stays as rendered
@@ -254,4 +281,202 @@ def llm_model_set(
     out.notes += notes
     if adapters:
         _add_adapters(out, names, adapters, target)
+    return out
+
+
+# ================================================================ the LLM API path (runtime: llmapi)
+
+# the `llm` ensemble's public inputs on the LLM API path -> the llmapi model's input (None: to preprocessing);
+# data types and dims are taken from the engine path's ensemble, so both paths have one contract
+LLMAPI_ENSEMBLE_INPUTS: dict[str, str | None] = {
+    "text_input": None,
+    "max_tokens": "sampling_param_max_tokens",
+    "stream": "streaming",
+    "temperature": "sampling_param_temperature",
+    "top_k": "sampling_param_top_k",
+    "top_p": "sampling_param_top_p",
+    "seed": "sampling_param_seed",
+    "presence_penalty": "sampling_param_presence_penalty",
+    "frequency_penalty": "sampling_param_frequency_penalty",
+    "stop_words": "sampling_param_stop",
+    "exclude_input_in_output": None,
+}
+LLMAPI_PREPROCESSING_OUTPUTS = {"PROMPT": "text_input", "EXCLUDE_INPUT": "sampling_param_exclude_input_from_output"}
+LLMAPI_LORA_OUTPUTS = {"LORA_ID": "lora_id", "LORA_NAME": "lora_name", "LORA_PATH": "lora_path"}
+
+
+def llmapi_signature() -> Signature:
+    """The llmapi ``tensorrt_llm`` model's tensors (upstream's names, types and dims)."""
+    from tritonforge.builders.model_configs import TensorSpec
+    from tritonforge.builders.trtllm_llmapi import llmapi_data
+
+    model = llmapi_data()["model"]
+
+    def specs(entries: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
+        return tuple(
+            TensorSpec(e["name"], e["data_type"], tuple(e["dims"]), optional=bool(e.get("optional"))) for e in entries
+        )
+
+    # tritonforge's additions (as the engine path's tensorrt_llm has them): exact token counts, which the gateway
+    # reports as `usage`; upstream's llmapi model has no such tensors, and its clients never send these inputs
+    counts_in = tuple(TensorSpec(n, "TYPE_BOOL", (1,), optional=True) for n in TOKEN_COUNT_INPUTS)
+    counts_out = tuple(TensorSpec(n, "TYPE_INT32", (1,)) for n in TOKEN_COUNT_OUTPUTS)
+    return Signature(specs(model["inputs"]) + counts_in, specs(model["outputs"]) + counts_out)
+
+
+TOKEN_COUNT_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
+TOKEN_COUNT_OUTPUTS = ("num_input_tokens", "num_output_tokens")
+
+
+def _llmapi_preprocessing(names: LLMNames, model: LLMModel, adapters: list[lora.Adapter], target: Target) -> Any:
+    from tritonforge.builders.llm_gpu import _queue, _serving
+    from tritonforge.builders.model_configs import TensorSpec
+
+    inputs = (
+        TensorSpec("QUERY", "TYPE_STRING", (1,)),
+        TensorSpec(CHAT_INPUT, "TYPE_BOOL", (1,), optional=True),
+        TensorSpec("exclude_input_in_output", "TYPE_BOOL", (1,), optional=True),
+        *((TensorSpec(LORA_NAME_INPUT, "TYPE_STRING", (1,), optional=True),) if adapters else ()),
+    )
+    outputs = (
+        TensorSpec("PROMPT", "TYPE_STRING", (1,)),
+        TensorSpec("EXCLUDE_INPUT", "TYPE_BOOL", (1,)),
+        *(
+            (
+                TensorSpec("LORA_ID", "TYPE_UINT64", (1,)),
+                TensorSpec("LORA_NAME", "TYPE_STRING", (1,)),
+                TensorSpec("LORA_PATH", "TYPE_STRING", (1,)),
+            )
+            if adapters
+            else ()
+        ),
+    )
+    params = {
+        "tokenizer_dir": model.preprocessing.tokenizer_dir or "tokenizer",
+        "exclude_input_in_output": "true" if model.tensorrt_llm.exclude_input_in_output else "false",
+    }
+    if adapters:
+        params["adapters_table"] = lora.TABLE_FILE
+    serving = _serving(model.serving, _queue(model.serving), model.serving.preprocessing_instance_count)
+    config, notes = render_model(
+        names.preprocessing, serving, Signature(inputs, outputs), target=target, backend="python", parameters=params
+    )
+    return config, notes
+
+
+def _llmapi_engine(
+    names: LLMNames, model: LLMModel, adapters: list[lora.Adapter], target: Target, checkpoint: Path
+) -> tuple[Any, dict[str, FileContent], list[str]]:
+    """The llmapi ``tensorrt_llm`` model: config, model.py (the LLM API driver on gpu, the CPU engine on cpu),
+    model.yaml and the checkpoint (unless the container already has it)."""
+    from tritonforge.builders.llm_gpu import _queue
+    from tritonforge.builders.trtllm_llmapi import MODEL_YAML, model_yaml
+
+    settings = model.llmapi
+    batch = model.serving.triton_max_batch_size
+    serving = Serving(
+        max_batch_size=batch,
+        dynamic_batching=_queue(model.serving),
+        instance_groups=[InstanceGroup(count=1, kind="cpu")],  # as upstream: the LLM places itself on the GPUs
+    )
+    params: dict[str, str] = {}
+    if target == "cpu":  # the CPU engine's own settings (the LLM API has no counterpart)
+        params = {"max_input_len": str(model.max_input_len), "max_seq_len": str(model.max_seq_len)}
+        if model.cpu.torch_threads:
+            params["torch_threads"] = str(model.cpu.torch_threads)
+        if adapters:
+            params["adapters_table"] = lora.TABLE_FILE
+    config, notes = render_model(
+        names.tensorrt_llm,
+        serving,
+        llmapi_signature(),
+        target=target,
+        backend="python",
+        parameters=params,
+        decoupled=settings.decoupled,
+    )
+    source = "cpu_llm" if target == "cpu" else "trtllm_llmapi"
+    files: dict[str, FileContent] = {"model.py": python_backends.source(source)}
+    model_path = settings.model_in_container or "checkpoint"
+    if settings.model_in_container is None:
+        files.update({f"checkpoint/{rel}": path for rel, path in _files(checkpoint).items()})
+    # the CPU engine decodes cpu.max_active sequences together: written where the LLM API reads max_batch_size
+    text = model_yaml(
+        settings,
+        model_path=model_path,
+        max_batch_size=batch,
+        adapters=len(adapters),
+        llm_max_batch_size=model.cpu.max_active if target == "cpu" else None,
+    )
+    files[MODEL_YAML] = text
+    if adapters:
+        files.update(lora.cpu_files(adapters))  # PEFT folders: what the LLM API's LoRARequest(lora_path) reads
+        files[lora.TABLE_FILE] = lora.table_bytes(adapters)
+    return config, files, notes
+
+
+def llmapi_model_set(
+    key: str, model: LLMModel, target: Target, checkpoint: Path, *, source_dir: Path | None = None
+) -> ModelSet:
+    """preprocessing (chat template, adapter by name) → tensorrt_llm (LLM API) as the `llm` ensemble, whose inputs
+    and outputs are the engine path's (a subset: the sampling controls the LLM API takes)."""
+    from tritonforge.builders.llm_gpu import EnsembleStep, EnsembleWiring, ensemble_signature, llm_ensemble_config
+
+    names = llm_names(key, model)
+    adapters: list[lora.Adapter] = []
+    if model.adapters:
+        if source_dir is None:
+            source_dir = lora.infer_source_dir(model.checkpoint, checkpoint)
+        adapters = lora.check_adapters(model.adapters, checkpoint, source_dir=source_dir)
+    out = ModelSet()
+    pre_cfg, notes = _llmapi_preprocessing(names, model, adapters, target)
+    pre_files: dict[str, FileContent] = {"model.py": python_backends.source("llm_preprocessing")}
+    if model.preprocessing.tokenizer_dir is None:
+        pre_files.update({f"tokenizer/{rel}": p for rel, p in _files(checkpoint, TOKENIZER_FILES).items()})
+    if adapters:
+        pre_files[lora.TABLE_FILE] = lora.table_bytes(adapters)
+    out.add(pre_cfg, pre_files)
+    trt_cfg, trt_files, trt_notes = _llmapi_engine(names, model, adapters, target, checkpoint)
+    out.add(trt_cfg, trt_files)
+
+    public = {t.name: t for t in ensemble_signature().inputs}
+    inputs = [public[name] for name in LLMAPI_ENSEMBLE_INPUTS]
+    from tritonforge.builders.model_configs import TensorSpec
+
+    inputs.append(TensorSpec(CHAT_INPUT, "TYPE_BOOL", (1,), optional=True))
+    if adapters:
+        inputs.append(TensorSpec(LORA_NAME_INPUT, "TYPE_STRING", (1,), optional=True))
+    inputs += [public[name] for name in TOKEN_COUNT_INPUTS]
+    outputs = tuple(t for t in ensemble_signature().outputs if t.name in ("text_output", *TOKEN_COUNT_OUTPUTS))
+    pre_in = {"QUERY": "text_input", CHAT_INPUT: CHAT_INPUT, "exclude_input_in_output": "exclude_input_in_output"}
+    pre_out = {name: f"_{name}" for name in LLMAPI_PREPROCESSING_OUTPUTS}
+    trt_in = {model_input: name for name, model_input in LLMAPI_ENSEMBLE_INPUTS.items() if model_input}
+    trt_in.update({model_input: f"_{name}" for name, model_input in LLMAPI_PREPROCESSING_OUTPUTS.items()})
+    if adapters:
+        pre_in[LORA_NAME_INPUT] = LORA_NAME_INPUT
+        pre_out.update({name: f"_{name}" for name in LLMAPI_LORA_OUTPUTS})
+        trt_in.update({model_input: f"_{name}" for name, model_input in LLMAPI_LORA_OUTPUTS.items()})
+    wiring = EnsembleWiring(
+        names.ensemble,
+        (
+            EnsembleStep(names.preprocessing, "preprocessing", pre_in, pre_out),
+            EnsembleStep(
+                names.tensorrt_llm,
+                "tensorrt_llm",
+                {**trt_in, **{n: n for n in TOKEN_COUNT_INPUTS}},
+                {n: n for n in ("text_output", *TOKEN_COUNT_OUTPUTS)},
+            ),
+        ),
+        Signature(tuple(inputs), outputs),
+    )
+    ens = llm_ensemble_config(wiring, max_batch_size=model.serving.triton_max_batch_size)
+    if adapters:
+        ens.parameters[ADAPTER_NAMES_PARAMETER].string_value = ",".join(sorted(a.name for a in adapters))
+    out.add(ens, {})
+    out.notes += notes + trt_notes
+    if target == "gpu":
+        out.notes.append(
+            f"{names.tensorrt_llm}: TensorRT-LLM's LLM API model (backend pytorch), driven by tritonforge's model.py; "
+            "model.yaml holds the LLM() arguments; the model loads the checkpoint when Triton starts (no engine build)"
+        )
     return out

@@ -160,8 +160,14 @@ def cpu_files(adapters: list[Adapter]) -> dict[str, Path]:
     return out
 
 
+# the engine's dtype -> the Triton type of tensorrt_llm's `lora_weights` input: the backend passes the tensor on
+# unconverted and TensorRT-LLM refuses weights whose dtype is not the engine's
+TRITON_TYPES = {"float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float32": "TYPE_FP32"}
+
+
 def converted_for_trtllm(adapter: Adapter, *, dtype: str = "float16", cache_dir: Path | None = None) -> dict[str, Path]:
-    """gpu: the adapter in TensorRT-LLM's format ({file name: path}), converted once per content hash."""
+    """gpu: the adapter in TensorRT-LLM's format ({file name: path}) stored as ``dtype`` (the engine's dtype),
+    converted once per (dtype, content hash)."""
     import hashlib
 
     from tritonforge.builders.artifact_cache import cached_build

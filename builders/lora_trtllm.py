@@ -10,6 +10,14 @@ which needs a TensorRT-LLM install; this is the same arithmetic written against 
 
 Written as ``model.lora_weights.npy`` / ``model.lora_config.npy`` under ``<task_id>/``: the layout of the
 tensorrtllm backend's ``lora_prefetch_dir``, and what the preprocessing step sends with a request.
+
+``lora_weights`` must have the engine's dtype: TensorRT-LLM refuses anything else ("Expected lora weights to be the
+same data type as base model", ``loraValidateRequestTensors`` in NVIDIA/TensorRT-LLM
+cpp/tensorrt_llm/runtime/loraUtils.cpp @ 77d24b5fa178f11ed7fafdd9833b7245e075f721), and the backend hands the
+Triton tensor over without converting it (``executor::detail::ofITensor`` in
+triton_backend/inflight_batcher_llm/src/utils.cc @ c8c6df08bd0ead54cd47f7973e1e425c28a174cd). numpy has no
+bfloat16: bf16 weights are stored as their raw bit pattern in a uint16 array (the bytes TensorRT-LLM's
+``torch_to_numpy`` writes for bf16, which labels them with an opaque ``V2`` dtype instead).
 """
 
 from __future__ import annotations
@@ -45,7 +53,25 @@ HF_TO_TRTLLM = {
     "c_proj": "mlp_4h_to_h",
 }
 _KEY = re.compile(r".*\.layers\.(\d+)\.(?:self_attn|mlp|attn)\.([A-Za-z_]+)\.lora_([AB])(?:\.[^.]+)?\.weight$")
-DTYPES = {"float16": np.float16, "float32": np.float32}
+# engine dtype -> numpy storage; bfloat16 is stored as its bit pattern (numpy has no bfloat16)
+DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
+
+
+def to_bf16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), rounded to nearest even as torch's ``.to(torch.bfloat16)``."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
+    return ((bits + rounding) >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) -> float32 (exact)."""
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def as_float32(weights: np.ndarray) -> np.ndarray:
+    """Stored ``lora_weights`` (float16, float32 or bf16 bits) as float32."""
+    return from_bf16_bits(weights) if weights.dtype == np.uint16 else weights.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -81,7 +107,7 @@ def _load_tensors(folder: Path) -> dict[str, np.ndarray]:
 
 
 def convert_adapter(folder: Path, *, dtype: str = "float16") -> TrtllmLora:
-    """Convert one PEFT LoRA folder; a BuildError names modules TensorRT-LLM cannot take."""
+    """Convert one PEFT LoRA folder to ``dtype`` (the engine's); a BuildError names modules TensorRT-LLM cannot take."""
     if dtype not in DTYPES:
         raise BuildError(f"LoRA storage type {dtype!r} is not supported here; choose one of {', '.join(DTYPES)}")
     folder = Path(folder)
@@ -119,10 +145,12 @@ def convert_adapter(folder: Path, *, dtype: str = "float16") -> TrtllmLora:
         rows.append(np.concatenate([a.reshape(-1), (b * scale).reshape(-1)]))
         meta.append([MODULE_IDS[HF_TO_TRTLLM[module]], layer, rank])
     width = max(r.size for r in rows)
-    weights = np.zeros((1, len(rows), width), dtype=DTYPES[dtype])
+    weights = np.zeros((1, len(rows), width), dtype=np.float32)
     for i, row in enumerate(rows):
         weights[0, i, : row.size] = row
-    return TrtllmLora(weights, np.asarray([meta], dtype=np.int32))
+    # rounded once, from float32 (as hf_lora_convert.py's `.to(dtype)`); bf16 zero padding stays 0x0000
+    stored = to_bf16_bits(weights) if dtype == "bfloat16" else weights.astype(DTYPES[dtype])
+    return TrtllmLora(stored, np.asarray([meta], dtype=np.int32))
 
 
 def deltas(lora: TrtllmLora, shapes: dict[tuple[int, int], tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
@@ -130,9 +158,9 @@ def deltas(lora: TrtllmLora, shapes: dict[tuple[int, int], tuple[int, int]]) -> 
 
     The inverse view of the layout, used to check a conversion against the adapter's own merged weights."""
     out = {}
-    for row, (module_id, layer, rank) in zip(lora.weights[0], lora.config[0], strict=True):
+    for row, (module_id, layer, rank) in zip(as_float32(lora.weights[0]), lora.config[0], strict=True):
         out_dim, in_dim = shapes[(int(layer), int(module_id))]
-        a = row[: rank * in_dim].astype(np.float32).reshape(rank, in_dim)
-        b = row[rank * in_dim : rank * in_dim + out_dim * rank].astype(np.float32).reshape(out_dim, rank)
+        a = row[: rank * in_dim].reshape(rank, in_dim)
+        b = row[rank * in_dim : rank * in_dim + out_dim * rank].reshape(out_dim, rank)
         out[(int(layer), int(module_id))] = b @ a
     return out

@@ -10,7 +10,10 @@ Rendering (``parameter_strings``) is mechanical: one string per key, in the temp
 An unset value is
 
 * omitted for the ``tensorrt_llm`` model: its C++ backend treats a missing key as "use the default", while an
-  empty string is a value (``gpu_device_ids: ""`` would be an empty device list);
+  empty string is a value (``gpu_device_ids: ""`` would be an empty device list). The exception are the keys the
+  backend reads without a default (``required_parameter_keys``: a missing one fails instance creation with
+  "Cannot find parameter with name"): they are always rendered, as ``""`` when unset, which the backend reads as
+  "not given";
 * rendered as ``""`` for the python models (preprocessing, postprocessing, BLS): upstream's model.py files read
   some keys unconditionally and treat ``""`` as unset, so the key must exist.
 
@@ -53,6 +56,11 @@ def model_template(model: str) -> dict[str, Any]:
 def parameter_keys(model: str) -> list[str]:
     """The parameter keys upstream's config.pbtxt of ``model`` carries, in its order."""
     return [p["key"] for p in model_template(model).get("parameters", [])]
+
+
+def required_parameter_keys(model: str) -> list[str]:
+    """The keys ``model``'s backend reads without a default (upstream source recorded in the template data)."""
+    return list(model_template(model).get("required_parameters", []))
 
 
 def _first(data: Mapping[str, Any], *names: str) -> Any:
@@ -308,15 +316,21 @@ def parameter_string(key: str, value: Any) -> str:
 
 def parameter_strings(model: str, values: Mapping[str, Any], *, omit_unset: bool) -> dict[str, str]:
     """Render ``values`` for ``model`` in the template's key order; template keys missing from ``values`` are an
-    error (every key is typed), extra keys (documented but not templated) follow when set."""
+    error (every key is typed), extra keys (documented but not templated) follow when set. ``omit_unset`` never
+    omits a key the backend requires: that one is rendered as the template's "unset" value."""
     keys = parameter_keys(model)
     missing = [k for k in keys if k not in values]
     if missing:
         raise KeyError(f"{model}: no value given for parameter keys {', '.join(missing)}")
+    required = set(required_parameter_keys(model))
+    unset_value = model_template(model).get("required_parameters_unset_value", "")
     out: dict[str, str] = {}
     for key in [*keys, *(k for k in values if k not in keys)]:
         value = values[key]
         if value is None:
+            if key in required:
+                out[key] = unset_value
+                continue
             if omit_unset or key not in keys:
                 continue
             out[key] = ""

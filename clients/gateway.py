@@ -477,34 +477,37 @@ class _Generation:
                 task.add_done_callback(self.background.discard)
 
     async def _send_stop(self, transport: Any) -> None:
-        """Upstream's stop signal to the engine: a request with the running request's id and ``stop`` true."""
+        """Upstream's stop signal to the engine: a request with the running request's id and ``stop`` true, in the
+        tensors of the engine path, else (the model declares other inputs) of the LLM API model."""
         import tritonclient.grpc.aio as aio
 
-        from tritonforge.clients.generation import _grpc_inputs
+        from tritonforge.clients.generation import STOP_SIGNALS, _grpc_inputs, stop_signal_arrays, wrong_contract
 
-        arrays = {
-            "input_ids": np.zeros((1, 1), np.int32),
-            "input_lengths": np.ones((1, 1), np.int32),
-            "request_output_len": np.ones((1, 1), np.int32),
-            "stop": np.ones((1, 1), bool),
-            "streaming": np.zeros((1, 1), bool),
-        }
-        request = {"model_name": self.engine_model, "inputs": _grpc_inputs(aio, arrays), "request_id": self.request_id}
+        for contract in range(len(STOP_SIGNALS)):
+            arrays = stop_signal_arrays(contract)
+            request = {
+                "model_name": self.engine_model,
+                "inputs": _grpc_inputs(aio, arrays),
+                "request_id": self.request_id,
+            }
 
-        async def requests() -> AsyncIterator[dict[str, Any]]:
-            yield request
+            async def requests(request: dict[str, Any] = request) -> AsyncIterator[dict[str, Any]]:
+                yield request
 
-        stream = None
-        try:
-            stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=5)
-            await asyncio.wait_for(stream.__anext__(), 5)
-            LOG.debug("sent stop for request %s to %s", self.request_id, self.engine_model)
-        except Exception as err:  # best effort: the stream was cancelled anyway
-            LOG.debug("stop for request %s: %s", self.request_id, err)
-        finally:
-            if stream is not None:
-                with contextlib.suppress(Exception):
-                    stream.cancel()
+            stream = None
+            try:
+                stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=5)
+                await asyncio.wait_for(stream.__anext__(), 5)
+                LOG.debug("sent stop for request %s to %s", self.request_id, self.engine_model)
+                return
+            except Exception as err:  # best effort: the stream was cancelled anyway
+                LOG.debug("stop for request %s: %s", self.request_id, err)
+                if not wrong_contract(err):
+                    return
+            finally:
+                if stream is not None:
+                    with contextlib.suppress(Exception):
+                        stream.cancel()
 
 
 # ------------------------------------------------------------------------------------------------------ metrics

@@ -201,26 +201,59 @@ def _grpc_stream_once(
             client.close()
 
 
+STOP_SIGNALS = (  # upstream's stop request, in the engine path's tensors, then in the LLM API model's
+    {
+        "input_ids": ((1, 1), np.int32),
+        "input_lengths": ((1, 1), np.int32),
+        "request_output_len": ((1, 1), np.int32),
+        "stop": ((1, 1), bool),
+        "streaming": ((1, 1), bool),
+    },
+    {"text_input": ((1, 1), object), "stop": ((1, 1), bool), "streaming": ((1, 1), bool)},
+)
+
+
+def stop_signal_arrays(contract: int) -> dict[str, np.ndarray]:
+    """The stop request's tensors for the engine path (0) or the LLM API model (1): `stop` true, one token or an
+    empty prompt, not streamed."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, (shape, dtype) in STOP_SIGNALS[contract].items():
+        if dtype is object:
+            arrays[name] = np.full(shape, b"", dtype=object)
+        elif name == "stop":
+            arrays[name] = np.ones(shape, dtype)
+        elif dtype is bool:
+            arrays[name] = np.zeros(shape, dtype)
+        else:
+            arrays[name] = np.ones(shape, dtype) if name != "input_ids" else np.zeros(shape, dtype)
+    return arrays
+
+
+def wrong_contract(error: Any) -> bool:
+    """Triton's answer to tensors the model does not declare (the other runtime's stop request)."""
+    text = str(error)
+    return "unexpected inference input" in text or "expected number of inputs" in text or "is missing" in text
+
+
 def _send_stop(client: Any, engine_model: str, request_id: str) -> None:
-    """Upstream's stop signal: a request to the engine with the running request's id and `stop` true."""
+    """Upstream's stop signal: a request to the engine with the running request's id and `stop` true, in the
+    tensors of whichever runtime (engine or LLM API) the engine model is."""
     import tritonclient.grpc as grpcclient
 
-    arrays = {
-        "input_ids": np.zeros((1, 1), np.int32),
-        "input_lengths": np.ones((1, 1), np.int32),
-        "request_output_len": np.ones((1, 1), np.int32),
-        "stop": np.ones((1, 1), bool),
-        "streaming": np.zeros((1, 1), bool),
-    }
-    done: queue.Queue[Any] = queue.Queue()
-    try:
-        client.start_stream(callback=lambda result, error: done.put(error))
-        client.async_stream_infer(engine_model, _grpc_inputs(grpcclient, arrays), request_id=request_id)
-        done.get(timeout=5)
-    except Exception:  # best effort: the stream was closed anyway
-        pass
-    finally:
-        client.stop_stream()
+    for contract in range(len(STOP_SIGNALS)):
+        done: queue.Queue[Any] = queue.Queue()
+        try:
+            client.start_stream(callback=lambda result, error, done=done: done.put(error))
+            client.async_stream_infer(
+                engine_model, _grpc_inputs(grpcclient, stop_signal_arrays(contract)), request_id=request_id
+            )
+            error = done.get(timeout=5)
+        except Exception:  # best effort: the stream was closed anyway
+            return
+        finally:
+            client.stop_stream()
+        if error is None or not wrong_contract(error):
+            return
 
 
 async def grpc_stream_async(

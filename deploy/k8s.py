@@ -2,9 +2,11 @@
 
 One values dict (the Helm chart's values.yaml) drives all three formats. Everything is checked before anything is
 written (every problem at once, as a DeployError): the repository (Triton's load rules with the replica's GPU count,
-and its TensorRT-LLM engine manifests against the image), the GPUs per replica against the instance groups and
-tensor/pipeline parallel sizes, the repository URL and its credentials secret, the gateway's settings. The output
-folder is written to a temporary sibling and renamed into place.
+and its TensorRT-LLM engine manifests against the image), the image against the one the build recorded, the GPUs
+per replica against the instance groups and tensor/pipeline parallel sizes, the TensorRT-LLM launch (an engine of
+tp_size × pp_size > 1 runs as upstream's mpirun launch, one tritonserver rank per GPU), the repository URL and its
+credentials secret, the gateway's settings. The output folder is written to a temporary sibling and renamed into
+place.
 """
 
 from __future__ import annotations
@@ -103,10 +105,20 @@ def _id_groups(text: str) -> list[list[int]]:
     return [[int(i) for i in group.split(",") if i.strip()] for group in text.split(";") if group.strip()]
 
 
-def gpu_need(repo: Path, info: dict[str, Any], configs: dict[str, Any] | None = None) -> GPUNeed:
-    """GPUs per replica from the repository's instance groups and its TensorRT-LLM models' tp_size × pp_size."""
+def _parallel_sizes(repo: Path, parallel: dict[str, Any], name: str) -> dict[str, Any]:
+    """A TensorRT-LLM model's record in tritonforge.json's `parallel` (tp_size, pp_size, runtime)."""
     from tritonforge.builders.trtllm_engine import MANIFEST_NAME
 
+    sizes = parallel.get(name)
+    if sizes is None:  # not recorded (older build): the engine manifest shipped in the repository
+        manifests = sorted(repo.glob(f"{name}/*/engine/{MANIFEST_NAME}"))
+        settings = json.loads(manifests[0].read_text()).get("settings", {}) if manifests else {}
+        sizes = {"tp_size": settings.get("tp_size", 1), "pp_size": settings.get("pp_size", 1)}
+    return sizes
+
+
+def gpu_need(repo: Path, info: dict[str, Any], configs: dict[str, Any] | None = None) -> GPUNeed:
+    """GPUs per replica from the repository's instance groups and its TensorRT-LLM models' tp_size × pp_size."""
     if info.get("target") != "gpu":
         return GPUNeed(0, 0, ("the cpu target uses no GPU",))
     configs = _configs(repo) if configs is None else configs
@@ -122,13 +134,10 @@ def gpu_need(repo: Path, info: dict[str, Any], configs: dict[str, Any] | None = 
                     why.append(f"{name} instance group on GPUs {','.join(map(str, group.gpus))}")
                 else:
                     any_gpu = True
-        if config.backend != "tensorrtllm":
+        # an LLM API model is a python-backend model: only the build's record says it runs tp_size × pp_size GPUs
+        if config.backend != "tensorrtllm" and name not in parallel:
             continue
-        sizes = parallel.get(name)
-        if sizes is None:  # not recorded (older build): the engine manifest shipped in the repository
-            manifests = sorted(repo.glob(f"{name}/*/engine/{MANIFEST_NAME}"))
-            settings = json.loads(manifests[0].read_text()).get("settings", {}) if manifests else {}
-            sizes = {"tp_size": settings.get("tp_size", 1), "pp_size": settings.get("pp_size", 1)}
+        sizes = _parallel_sizes(repo, parallel, name)
         world = int(sizes.get("tp_size", 1)) * int(sizes.get("pp_size", 1))
         param = config.parameters.get("gpu_device_ids")
         groups = _id_groups(param.string_value) if param is not None and param.string_value else [list(range(world))]
@@ -142,6 +151,109 @@ def gpu_need(repo: Path, info: dict[str, Any], configs: dict[str, Any] | None = 
     if any_gpu:
         why.append("KIND_GPU instance groups without a gpus list use every GPU of the pod")
     return GPUNeed(needed, None if any_gpu else needed, tuple(why))
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the pod starts Triton: `ranks` tritonserver processes (under mpirun when `mpi`); ranks > 0 load only
+    `engines`, the TensorRT-LLM engine models whose executor spans every rank."""
+
+    ranks: int = 1
+    mpi: bool = False
+    engines: tuple[str, ...] = ()
+
+
+def triton_launch(repo: Path, info: dict[str, Any], configs: dict[str, Any]) -> tuple[Launch, list[Problem]]:
+    """The launch the repository's TensorRT-LLM models need (tritonforge.json `parallel.<model>.runtime`).
+
+    'engine' (the C++ tensorrtllm backend; the default for older builds that record no runtime): the executor runs
+    in leader mode over MPI_COMM_WORLD, so an engine of tp_size × pp_size = world > 1 needs `world` ranks.
+    'llmapi' (upstream's python model triton_backend/all_models/llmapi): one rank; the LLM API spawns its own
+    tp_size × pp_size workers.
+    """
+    where = str(repo / "tritonforge.json")
+    parallel: dict[str, Any] = info.get("parallel") or {}
+    if info.get("target") != "gpu":
+        return Launch(), []
+    problems: list[Problem] = []
+    engines: dict[str, int] = {}
+    llmapi: list[str] = []
+    for name, config in configs.items():
+        if config.backend != "tensorrtllm" and name not in parallel:
+            continue
+        sizes = _parallel_sizes(repo, parallel, name)
+        runtime = sizes.get("runtime", "engine")  # repositories built before `runtime` was recorded: engines
+        if runtime == "llmapi":
+            llmapi.append(name)
+        elif runtime == "engine":
+            engines[name] = int(sizes.get("tp_size", 1)) * int(sizes.get("pp_size", 1))
+        else:
+            problems.append(Problem(where, f"parallel.{name}.runtime {runtime!r}: expected 'engine' or 'llmapi'"))
+    world = max(engines.values(), default=1)
+    if world > 1 and len(set(engines.values())) > 1:
+        sizes_text = ", ".join(f"{n}: {w}" for n, w in sorted(engines.items()))
+        problems.append(
+            Problem(
+                where,
+                f"TensorRT-LLM engines of different world sizes (tp_size × pp_size: {sizes_text}) cannot share a "
+                "pod: every rank of the MPI launch runs each engine's executor over the same MPI world; build them "
+                "with one tp_size × pp_size or deploy them as separate repositories",
+            )
+        )
+    if world > 1 and llmapi:
+        problems.append(
+            Problem(
+                where,
+                f"{', '.join(llmapi)} (runtime llmapi) cannot share a pod with the {world}-rank MPI launch of "
+                f"{', '.join(sorted(engines))} (runtime engine): upstream's llmapi model takes a multi-rank "
+                "MPI_COMM_WORLD as its own workers; deploy them as separate repositories",
+            )
+        )
+    if world > 1:
+        return Launch(world, True, tuple(sorted(engines))), problems
+    # upstream launches the llmapi model with scripts/launch_triton_server.py's default world size 1: mpirun -n 1
+    return Launch(1, bool(llmapi)), problems
+
+
+def triton_command(launch: Launch, args: list[str], repository: str) -> tuple[list[str], list[str]]:
+    """The container's command and args: `tritonserver <args>`, or upstream's MPI launch of `launch.ranks` ranks.
+
+    Reproduces get_cmd() of NVIDIA/TensorRT-LLM triton_backend/scripts/launch_triton_server.py
+    @ 0b06796b2c7895930fecff48a1e205ab14a19c51 (earlier: triton-inference-server/tensorrtllm_backend
+    scripts/launch_triton_server.py @ eb71a0307386d297673307e579616471d9edcf56):
+
+        mpirun --allow-run-as-root -n 1 tritonserver --model-repository=R ... --disable-auto-complete-config
+            --backend-config=python,shm-region-prefix-name=prefix0_ :
+            -n 1 tritonserver --model-repository=R ... --model-control-mode=explicit --load-model=tensorrt_llm
+            --disable-auto-complete-config --backend-config=python,shm-region-prefix-name=prefix1_ : ...
+
+    Each rank's python-backend stubs get their own shared-memory prefix, and ranks > 0 load only the engine models
+    (their pre/post-processing and other models live on rank 0). Two differences from upstream: no trailing ':'
+    (mpirun's MPMD separator, needless after the last rank), and ranks > 0 get --allow-http/grpc/metrics=false where
+    upstream passes every rank rank 0's ports. A worker never reaches Triton's endpoint start-up (the tensorrtllm
+    backend blocks in model initialisation until the leader shuts down, then exits), so this changes nothing
+    upstream relies on; it makes the pod's ports provably rank 0's.
+    """
+    if not launch.mpi:
+        return ["tritonserver"], list(args)
+    out = ["--allow-run-as-root"]  # containers run as root; Open MPI refuses root without it
+    for rank in range(launch.ranks):
+        if rank:
+            out.append(":")
+            flags = [
+                f"--model-repository={repository}",
+                "--model-control-mode=explicit",
+                *(f"--load-model={name}" for name in launch.engines),
+                "--disable-auto-complete-config",
+                "--allow-http=false",
+                "--allow-grpc=false",
+                "--allow-metrics=false",
+                "--exit-timeout-secs=30",
+            ]
+        else:
+            flags = list(args)
+        out += ["-n", "1", "tritonserver", *flags, f"--backend-config=python,shm-region-prefix-name=prefix{rank}_"]
+    return ["mpirun"], out
 
 
 # ------------------------------------------------------------------------------------------------------ checks
@@ -221,6 +333,29 @@ def _gpus_problems(requested: int, need: GPUNeed, where: str, target: str) -> li
     return []
 
 
+_IMAGE_TAG = re.compile(r"(?:^|:)(\d{2}\.\d{2})(-[A-Za-z0-9.-]+)?$")
+
+
+def _image_problems(built_for: Any, image: str) -> list[Problem]:
+    """The build chose the model set for its image (an engine-path repository needs an image that still ships the
+    tensorrtllm backend; the LLM API's model.yaml follows that image's TensorRT-LLM): deploy that image's release and
+    flavour. A recorded image without a flavour (e.g. '24.12') pins the release only."""
+    if not isinstance(built_for, str) or not built_for:
+        return []
+    built, deploying = _IMAGE_TAG.search(built_for.strip()), _IMAGE_TAG.search(image.strip())
+    if built is None or deploying is None:  # an untagged --image is reported on its own
+        return []
+    same_flavour = not built.group(2) or built.group(2) == (deploying.group(2) or "")
+    if built.group(1) == deploying.group(1) and same_flavour:
+        return []
+    return [
+        Problem(
+            "--image",
+            f"repository built for {built_for}, deploying {image}: rebuild with --image {image} or deploy {built_for}",
+        )
+    ]
+
+
 def _name(value: str) -> str:
     """A DNS-1123 label from a spec name: lowercase, '-' for anything else."""
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", value.lower())).strip("-")
@@ -246,7 +381,10 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
     if not options.image or ":" not in options.image.rsplit("/", 1)[-1]:
         problems.append(Problem("--image", f"{options.image!r}: give a tagged image, e.g. {_example_image()}"))
 
+    problems += _image_problems(info.get("image"), options.image)
     need = gpu_need(repo, info, configs)
+    launch, found = triton_launch(repo, info, configs)
+    problems += found
     if options.gpus_per_replica is not None:
         gpus = options.gpus_per_replica
         problems += _gpus_problems(gpus, need, "--gpus", target)
@@ -313,6 +451,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         f"--allow-gpu-metrics={'true' if target == 'gpu' else 'false'}",
         "--exit-timeout-secs=30",
     ]
+    command, args = triton_command(launch, args, source["tritonUrl"])
     probe = {"periodSeconds": 10, "timeoutSeconds": 5}
     target_us = str(settings.autoscaling.target_queue_time_us)  # a Quantity, in the metric's unit (µs)
     values: dict[str, Any] = {
@@ -332,6 +471,8 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             "credentialsSecret": options.credentials_secret or "",
         },
         "triton": {
+            "ranks": launch.ranks,  # tritonserver processes (MPI ranks) per pod
+            "command": command,
             "args": args,
             "env": source["env"],
             "resources": resources,
@@ -469,6 +610,20 @@ def render_manifests(values: dict[str, Any]) -> dict[str, str]:
 
 
 def render_kserve(values: dict[str, Any]) -> dict[str, str]:
+    # the kserve-tritonserver runtime owns the container's command (one tritonserver; the InferenceService only adds
+    # args to it), so an MPI launch of several ranks cannot be expressed there
+    ranks = values["triton"]["ranks"]
+    if ranks > 1:
+        raise DeployError(
+            [
+                Problem(
+                    "--format",
+                    f"kserve: the repository's TensorRT-LLM engines need an MPI launch of {ranks} tritonserver ranks, "
+                    "which KServe's kserve-tritonserver runtime cannot start: use --format manifests or helm",
+                )
+            ],
+            "cannot deploy (nothing was written)",
+        )
     text = _environment().get_template("kserve/inferenceservice.yaml.j2").render(v=values)
     return {"inferenceservice.yaml": text}
 

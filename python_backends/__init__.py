@@ -17,6 +17,7 @@ MODELS = (
     "pair_tokenizer",
     "rerank_select",
     "cpu_llm",
+    "trtllm_llmapi",
     "llm_preprocessing",
     "llm_postprocessing",
     "llm_bls",

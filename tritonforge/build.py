@@ -127,16 +127,17 @@ def plan_repository(
         plan.merge(model_set)
 
     manifest = {"spec": spec.name, "target": spec.target, "artifacts": [asdict(a) for a in artifacts]}
-    if spec.image:
-        manifest["image"] = spec.image  # `tritonforge validate` checks TensorRT-LLM engines against it
+    if spec.target == "gpu" or spec.image:
+        manifest["image"] = spec.serving_image  # validate / deploy check engines and runtimes against it
     # `tritonforge deploy k8s` sizes pods from these: the engine may live outside the repository
     manifest["deploy"] = spec.deploy.model_dump(mode="json")
     if spec.target == "gpu":
         manifest["parallel"] = {
             ("" if m.model_names == "upstream" else f"{k}_") + "tensorrt_llm": {
-                "tp_size": m.engine.tp_size,
-                "pp_size": m.engine.pp_size,
-                "gpu_device_ids": m.tensorrt_llm.gpu_device_ids,
+                "runtime": m.runtime,
+                "tp_size": m.engine.tp_size if m.runtime == "engine" else m.llmapi.tensor_parallel_size,
+                "pp_size": m.engine.pp_size if m.runtime == "engine" else m.llmapi.pipeline_parallel_size,
+                "gpu_device_ids": m.tensorrt_llm.gpu_device_ids if m.runtime == "engine" else None,
             }
             for k, m in spec.of_kind(LLMModel).items()
         }
@@ -201,20 +202,31 @@ def _llm_set(
     from tritonforge.builders.llm import llm_model_set
 
     checkpoint = resolve_checkpoint(model.checkpoint, spec.source_dir)
+    if model.runtime == "llmapi":
+        from tritonforge.builders.llm import llmapi_model_set
+
+        kind = "hf-checkpoint (llm api)" if spec.target == "gpu" else "hf-checkpoint (cpu engine, llm api tensors)"
+        info = ArtifactInfo(
+            key, kind, "fp32" if spec.target == "cpu" else model.llmapi.dtype, checkpoint_hash(checkpoint), None, None
+        )
+        return llmapi_model_set(key, model, spec.target, checkpoint, source_dir=spec.source_dir), info
     if spec.target == "cpu":
         info = ArtifactInfo(key, "hf-checkpoint (cpu engine)", "fp32", checkpoint_hash(checkpoint), None, None)
         return llm_model_set(key, model, "cpu", checkpoint, source_dir=spec.source_dir), info
     from tritonforge.builders.trtllm_engine import build_engine, plan_engine_build, read_architecture
+    from tritonforge.builders.trtllm_images import image_info
 
+    info_ = image_info(spec.serving_image)
     engine_plan = plan_engine_build(
         checkpoint,
         model.engine,
         default_cache_dir() / "trtllm-engine" / key,
         architecture=read_architecture(checkpoint),
+        examples_dir=Path(info_.examples_dir) if info_ is not None else None,
     )
     engine = None
     if engine_plans is not None:
-        engine_plans.append(engine_plan)
+        engine_plans.append((key, model, engine_plan))
     else:
         build_engine(engine_plan, progress)
         engine = engine_plan.engine_dir
@@ -248,12 +260,17 @@ def build(
     progress: Progress | None = None,
     check: bool = True,
     plan_only: bool = False,
+    image: str | None = None,
 ) -> BuildReport:
     """Build a deployment spec into the model repository `out`.
 
     Artifacts are built (or taken from the cache), configs rendered, the repository written to a temporary
     folder and validated against Triton's load rules there; only then does it replace `out`. On any error
     the previous repository is left untouched.
+
+    ``image`` overrides the spec's serving image (gpu). ``plan_only`` selects the engine path for every LLM (only
+    engines are planned) on the gpu target: the repository is written with every config rendered and, instead of
+    building engines here, a script (``build_engines.sh``) with the exact commands to run on a GPU machine.
     """
     from tritonforge.validator import check_repository
 
@@ -261,21 +278,22 @@ def build(
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     spec = spec.with_target(target)
+    plan_engines = plan_only and spec.target == "gpu" and bool(spec.of_kind(LLMModel))
+    spec = spec.with_overrides(image=image, runtime="engine" if plan_engines else None)
     engine_plans: list[Any] | None = [] if plan_only else None
     plan, artifacts, notes = plan_repository(spec, progress, engine_plans)
-    if plan_only:
-        # nothing is written: the report lists the models, and the engine builds that a real build would run
+    commands: tuple[str, ...] = ()
+    if plan_only and not engine_plans:  # nothing to plan but the models: the report lists them, nothing is written
         models = tuple(sorted({p.split("/", 1)[0] for p in plan if "/" in p}))
-        commands = [" ".join(argv) for ep in engine_plans or [] for argv in ep.commands]
-        return BuildReport(
-            Path(out),
-            spec.target,
-            models,
-            tuple(artifacts),
-            tuple(notes),
-            time.perf_counter() - started,
-            tuple(commands),
-        )
+        seconds = time.perf_counter() - started
+        return BuildReport(Path(out), spec.target, models, tuple(artifacts), tuple(notes), seconds)
+    if engine_plans:
+        from tritonforge.builders.trtllm_plan_script import SCRIPT_NAME, engine_build_script
+
+        script = engine_build_script(engine_plans, spec.serving_image)
+        plan[SCRIPT_NAME] = script.text.encode()
+        commands = script.commands
+        notes = [*notes, f"engines are not built here: run {SCRIPT_NAME} (in the repository) on a GPU machine"]
 
     def _validate(tmp: Path) -> None:
         if progress:
@@ -288,8 +306,12 @@ def build(
             raise ValidationError(problems, "the built repository breaks Triton's load rules (nothing was written)")
 
     repo = write_repository(plan, out, check=_validate if check else None)
+    if engine_plans:
+        (repo / SCRIPT_NAME).chmod(0o755)
     models = tuple(sorted({p.split("/", 1)[0] for p in plan if "/" in p}))
-    return BuildReport(repo, spec.target, models, tuple(artifacts), tuple(notes), time.perf_counter() - started)
+    return BuildReport(
+        repo, spec.target, models, tuple(artifacts), tuple(notes), time.perf_counter() - started, commands
+    )
 
 
 def report_dict(report: BuildReport) -> dict[str, Any]:

@@ -47,19 +47,33 @@ def build(
     out: Annotated[Path, typer.Option("-o", "--out", help="model repository folder to write")],
     target: TargetOpt = None,
     plan: Annotated[
-        bool, typer.Option("--plan", help="print what would be built (engine commands too); write nothing")
+        bool,
+        typer.Option(
+            "--plan",
+            help="gpu: select the TensorRT engine path and write the repository with a build_engines.sh to run on "
+            "a GPU machine instead of building engines here (cpu: list the models, write nothing)",
+        ),
     ] = False,
+    image: Annotated[
+        str | None,
+        typer.Option(help="gpu: the serving image, nvcr.io/nvidia/tritonserver:<yy.mm>-trtllm-python-py3 (overrides "
+                     "the spec's; it decides which LLM runtimes can be served)"),
+    ] = None,
 ) -> None:
     """Build artifacts, render every config, write the repository and validate it."""
     from tritonforge.build import build as build_repo
 
     try:
         with err_console.status("building…") as status:
-            report = build_repo(spec, out, target=_target(target), progress=lambda m: status.update(m), plan_only=plan)
+            report = build_repo(
+                spec, out, target=_target(target), progress=lambda m: status.update(m), plan_only=plan, image=image
+            )
     except TritonForgeError as err:
         _fail(err)
     if plan:
         console.print(f"[bold]plan[/] ({report.target} target): Triton models " + ", ".join(report.models))
+        for note in report.notes:
+            console.print(f"  note: {note}")
         for command in report.planned_commands:
             print(command)  # plain: copy-pasteable
         return

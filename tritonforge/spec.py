@@ -18,6 +18,8 @@ from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
 
 from tritonforge.builders.trtllm_engine import EngineSettings
+from tritonforge.builders.trtllm_images import default_image, image_info, runtime_problems
+from tritonforge.builders.trtllm_llmapi import LLMAPISettings, llm_args_problems
 from tritonforge.builders.trtllm_params import (
     BLSParams,
     LLMServing,
@@ -297,8 +299,15 @@ class LLMModel(Checked):
     wired as the `llm` ensemble with the tensor names of TensorRT-LLM's `ensemble` model (text_input, max_tokens,
     stream, ... → text_output), so clients written for the upstream model set work unchanged.
 
-    Target `gpu`: `tensorrt_llm` is Triton's tensorrtllm backend over an engine built with `engine` settings.
-    Target `cpu`: `tensorrt_llm` is a python-backend CPU engine with the same inputs and outputs.
+    `runtime` picks the `tensorrt_llm` model the `llm` ensemble wraps; the ensemble's inputs and outputs are the
+    same either way, so clients, the gateway, `rag` and adapters do not change with it:
+
+    * `llmapi` (default): TensorRT-LLM's LLM API model (`triton_backend/all_models/llmapi`, PyTorch backend; its
+      `1/model.yaml` is rendered from `llmapi`), no engine build. On the `cpu` target the CPU engine serves the same
+      tensors (text in, text out) and reads the same model.yaml.
+    * `engine`: Triton's tensorrtllm C++ backend over a TensorRT engine built with `engine` settings, behind
+      upstream's preprocessing/postprocessing. TensorRT-LLM removed it in July 2026: only images up to 26.07 serve
+      it. On the `cpu` target the CPU engine serves the engine's tensors (token ids in and out).
     """
 
     kind: Literal["llm"]
@@ -307,7 +316,11 @@ class LLMModel(Checked):
     model_names: Literal["upstream", "prefixed"] = Field(
         "upstream", description="upstream: preprocessing, tensorrt_llm, ...; prefixed: <key>_preprocessing, ..."
     )
-    bls: bool = Field(False, description="also render tensorrt_llm_bls")
+    runtime: Literal["llmapi", "engine"] = Field(
+        "llmapi", description="llmapi: TensorRT-LLM's LLM API model (default); engine: a TensorRT engine (<= 26.07)"
+    )
+    llmapi: LLMAPISettings = Field(default_factory=LLMAPISettings)
+    bls: bool = Field(False, description="also render tensorrt_llm_bls (runtime engine)")
     max_input_len: Pos = 512
     max_seq_len: Pos = 1024
     engine_dir_in_container: str | None = Field(
@@ -331,6 +344,8 @@ class LLMModel(Checked):
         max_in, max_seq = raw_int(data.get("max_input_len", 512)), raw_int(data.get("max_seq_len", 1024))
         if max_in is not None and max_seq is not None and max_in >= max_seq:
             found.append((("max_input_len",), f"{max_in} leaves no room to generate: max_seq_len is {max_seq}"))
+        if data.get("bls") is True and data.get("runtime", "llmapi") != "engine":
+            found.append((("bls",), "tensorrt_llm_bls wraps the engine path's steps: set runtime: engine"))
         for name in raw_dict(data.get("adapters")):
             if not MODEL_NAME.match(str(name)):
                 found.append((("adapters", name), "adapter names may use letters, digits, '_', '.', '-'"))
@@ -438,7 +453,9 @@ class Spec(Checked):
     name: Annotated[str, Field(min_length=1)]
     target: Literal["cpu", "gpu"] = "cpu"
     image: str | None = Field(
-        None, description="the Triton container that serves the gpu target (engines are checked against it)"
+        None,
+        description="the Triton container that serves the gpu target; it decides which LLM runtimes can be served "
+        "(default: the newest NGC tritonserver trtllm-python-py3 image tritonforge knows)",
     )
     models: dict[str, ModelSpec]
     deploy: DeploySettings = Field(default_factory=DeploySettings)
@@ -457,6 +474,7 @@ class Spec(Checked):
             if not MODEL_NAME.match(str(key)):
                 found.append((("models", key), "model names may use letters, digits, '_', '.', '-'"))
             found += _references(str(key), raw_dict(model), models)
+            found += _image_problems(str(key), raw_dict(model), data)
             for triton_name in triton_model_names(str(key), raw_dict(model)):
                 if triton_name in seen:
                     other = seen[triton_name]
@@ -469,6 +487,31 @@ class Spec(Checked):
 
     def with_target(self, target: Literal["cpu", "gpu"] | None) -> Spec:
         return self if target is None or target == self.target else self.model_copy(update={"target": target})
+
+    @property
+    def serving_image(self) -> str:
+        """The image the gpu target is built for: the spec's, or the default."""
+        return self.image or default_image()
+
+    def with_overrides(self, *, image: str | None = None, runtime: Literal["llmapi", "engine"] | None = None) -> Spec:
+        """The spec with another image and/or every LLM's runtime changed (`build --image`, `build --plan`),
+        checked again as a loaded spec is (SpecError with every problem)."""
+        if image is None and runtime is None:
+            return self
+        models = dict(self.models)
+        if runtime is not None:
+            for key, model in self.of_kind(LLMModel).items():
+                models[key] = model.model_copy(update={"runtime": runtime})
+        spec = self.model_copy(update={"image": image or self.image, "models": models})
+        raw = {"image": spec.image, "target": spec.target}
+        problems = [
+            Problem(_path(where), message)
+            for key, model in spec.of_kind(LLMModel).items()
+            for where, message in _image_problems(key, model.model_dump(), raw)
+        ]
+        if problems:
+            raise SpecError(problems)
+        return spec
 
 
 REFERENCES = {  # kind → the fields naming other models of the spec, with the kind each must have
@@ -498,6 +541,24 @@ def _references(key: str, model: dict[str, Any], models: dict[str, Any]) -> Foun
     return found
 
 
+def _image_problems(key: str, model: dict[str, Any], spec: dict[str, Any]) -> Found:
+    """An LLM's runtime and LLM() arguments against the serving image (gpu target only: the cpu target runs
+    tritonforge's CPU engine whatever the image)."""
+    if model.get("kind") != "llm" or spec.get("target", "cpu") != "gpu":
+        return []
+    image = spec.get("image") if isinstance(spec.get("image"), str) else default_image()
+    runtime = model.get("runtime", "llmapi")
+    if runtime not in ("llmapi", "engine"):
+        return []  # the field's own error covers it
+    found: Found = [(("models", key, "runtime"), m) for m in runtime_problems(image, runtime)]
+    info = image_info(image)
+    if runtime == "llmapi" and info is not None and info.tensorrt_llm is not None:
+        found += [
+            (("models", key, "llmapi"), m) for m in llm_args_problems(model.get("llmapi"), info.tensorrt_llm, image)
+        ]
+    return found
+
+
 def triton_model_names(key: str, model: dict[str, Any]) -> list[str]:
     """The Triton models one (raw) spec entry becomes: the naming contract shared with the builders."""
     kind = model.get("kind")
@@ -513,7 +574,10 @@ def triton_model_names(key: str, model: dict[str, Any]) -> list[str]:
     if kind == "llm":
         prefixed = model.get("model_names") == "prefixed"
         prefix = f"{key}_" if prefixed else ""
-        names = [prefix + r for r in ("preprocessing", "tensorrt_llm", "postprocessing")]
+        roles = ("preprocessing", "tensorrt_llm")
+        if model.get("runtime", "llmapi") == "engine":
+            roles += ("postprocessing",)
+        names = [prefix + r for r in roles]
         if model.get("bls"):  # as builders.llm_gpu.LLMNames renders it
             names.append(f"{key}_bls" if prefixed else "tensorrt_llm_bls")
         return [*names, str(model.get("ensemble", "llm"))]

@@ -53,8 +53,8 @@ def cpu_repo(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _gpu_repo(root: Path, tiny_bert: Path, decoder: Path, *, tp: int = 2, deploy: dict[str, Any] | None = None) -> Path:
-    """A gpu-target repository (embedder on GPU 0 + a TensorRT-LLM model with tp_size `tp`), with the engine's
-    manifest as a TensorRT-LLM 0.16.0 build would write it (no engine can be built on this machine)."""
+    """A gpu-target repository for TRTLLM_IMAGE (embedder on GPU 0 + a TensorRT-LLM engine model with tp_size `tp`),
+    with the engine's manifest as a TensorRT-LLM 0.16.0 build would write it (no engine can be built here)."""
     from tritonforge.build import plan_repository
     from tritonforge.repository import write_repository
     from tritonforge.spec import parse_spec
@@ -63,6 +63,7 @@ def _gpu_repo(root: Path, tiny_bert: Path, decoder: Path, *, tp: int = 2, deploy
         {
             "name": "rag-gpu",
             "target": "gpu",
+            "image": TRTLLM_IMAGE,
             "models": {
                 "tiny": {
                     "kind": "embedding",
@@ -71,7 +72,7 @@ def _gpu_repo(root: Path, tiny_bert: Path, decoder: Path, *, tp: int = 2, deploy
                     "gpu_precision": "fp32",
                     "instance_groups": [{"count": 1, "kind": "gpu", "gpus": [0]}],
                 },
-                "chat": {"kind": "llm", "checkpoint": str(decoder), "engine": {"tp_size": tp}},
+                "chat": {"kind": "llm", "checkpoint": str(decoder), "runtime": "engine", "engine": {"tp_size": tp}},
             },
             "deploy": deploy or {},
         }
@@ -92,6 +93,40 @@ def decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def gpu_repo(tiny_bert: Path, decoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _gpu_repo(tmp_path_factory.mktemp("deploy-gpu") / "repo", tiny_bert, decoder)
+
+
+def _record(repo: Path, *, image: str | None = None, **runtimes: str) -> Path:
+    """Edit the build's tritonforge.json as a newer build would write it: `image`, and parallel.<model>.runtime."""
+    path = repo / "tritonforge.json"
+    info = json.loads(path.read_text())
+    if image is not None:
+        info["image"] = image
+    for model, runtime in runtimes.items():
+        info["parallel"][model]["runtime"] = runtime
+    path.write_text(json.dumps(info))
+    return repo
+
+
+@pytest.fixture(scope="module")
+def llmapi_repo(tiny_bert: Path, decoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tp_size 2 repository with its LLM recorded as runtime llmapi (upstream's LLM API python model)."""
+    repo = _gpu_repo(tmp_path_factory.mktemp("deploy-llmapi") / "repo", tiny_bert, decoder)
+    return _record(repo, tensorrt_llm="llmapi")
+
+
+def _ranks(container: dict[str, Any]) -> list[list[str]]:
+    """An mpirun container's MPMD ranks: each `-n 1 tritonserver <flags>` (the ':'-separated parts)."""
+    assert container["command"] == ["mpirun"]
+    assert container["args"][0] == "--allow-run-as-root"
+    ranks: list[list[str]] = [[]]
+    for arg in container["args"][1:]:
+        if arg == ":":
+            ranks.append([])
+        else:
+            ranks[-1].append(arg)
+    for rank in ranks:
+        assert rank[:3] == ["-n", "1", "tritonserver"]
+    return [rank[3:] for rank in ranks]
 
 
 def _options(**kw: Any) -> DeployOptions:
@@ -226,8 +261,8 @@ def test_pvc_repository_mounts_the_claim(cpu_repo: Path) -> None:
     assert "--model-repository=/models/repos/embed" in container["args"]
 
 
-def test_kserve_inference_service_validates(gpu_repo: Path) -> None:
-    values = build_values(gpu_repo, _options(repository_url="s3://minio.storage:9000/models/rag"))
+def test_kserve_inference_service_validates(llmapi_repo: Path) -> None:
+    values = build_values(llmapi_repo, _options(repository_url="s3://minio.storage:9000/models/rag"))
     docs = load_documents(render_kserve(values).values())
     assert _kinds(docs) == ["InferenceService/rag-gpu", "ServiceAccount/rag-gpu-storage"]
     for doc in docs:
@@ -284,14 +319,17 @@ def _normalized(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda d: (d["kind"], d["metadata"]["name"]))
 
 
-@pytest.mark.parametrize("variant", ["gpu", "cpu-gateway", "pvc-no-autoscaling"])
+@pytest.mark.parametrize("variant", ["gpu", "gpu-llmapi", "cpu-gateway", "pvc-no-autoscaling"])
 def test_helm_chart_renders_the_same_resources_as_the_manifests(
-    variant: str, cpu_repo: Path, gpu_repo: Path, tmp_path: Path
+    variant: str, cpu_repo: Path, gpu_repo: Path, llmapi_repo: Path, tmp_path: Path
 ) -> None:
     """The chart's Go templates, rendered by Helm's own engine (helm-python-sdk embeds Helm v4's Go SDK), give
     exactly the objects of the jinja2 manifests for the same values."""
     if variant == "gpu":
         values = build_values(gpu_repo, _options())
+        assert values["triton"]["command"] == ["mpirun"]  # the tp_size 2 engine: the MPI launch
+    elif variant == "gpu-llmapi":
+        values = build_values(llmapi_repo, _options())
     elif variant == "cpu-gateway":
         values = build_values(
             cpu_repo,
@@ -359,6 +397,136 @@ def test_cli_deploy_k8s(cpu_repo: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "bad").exists()
 
 
+# ------------------------------------------------------------------------------------------- TensorRT-LLM launch
+
+
+@pytest.mark.parametrize("runtime", [None, "engine"])
+def test_engine_of_world_2_runs_one_mpi_rank_per_gpu(
+    runtime: str | None, tiny_bert: Path, decoder: Path, tmp_path: Path
+) -> None:
+    """tp_size 2 over the C++ tensorrtllm backend: upstream's launch_triton_server.py MPI launch, 2 ranks. A
+    repository built before `runtime` was recorded (None) is an engine repository."""
+    repo = _gpu_repo(tmp_path / "repo", tiny_bert, decoder, tp=2)
+    info = json.loads((repo / "tritonforge.json").read_text())
+    if runtime is None:
+        del info["parallel"]["tensorrt_llm"]["runtime"]
+    else:
+        info["parallel"]["tensorrt_llm"]["runtime"] = runtime
+    (repo / "tritonforge.json").write_text(json.dumps(info))
+    assert json.loads((repo / "tritonforge.json").read_text())["parallel"]["tensorrt_llm"].get("runtime") == runtime
+    values = build_values(repo, _options())
+    assert values["triton"]["ranks"] == 2
+    docs = load_documents(render_manifests(values).values())
+    for doc in docs:
+        _validate(doc)
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    leader, worker = _ranks(container)
+    # rank 0: the single-rank flags (it serves the pod's ports and loads every model) + its shm prefix
+    single = build_values(_gpu_repo(tmp_path / "tp1", tiny_bert, decoder, tp=1), _options())["triton"]["args"]
+    assert leader == [*single, "--backend-config=python,shm-region-prefix-name=prefix0_"]
+    assert {"--http-port=8000", "--grpc-port=8001", "--metrics-port=8002", "--model-control-mode=none"} <= set(leader)
+    # rank 1: only the engine's share of the executor, no endpoint
+    assert worker == [
+        "--model-repository=s3://models/rag",
+        "--model-control-mode=explicit",
+        "--load-model=tensorrt_llm",
+        "--disable-auto-complete-config",
+        "--allow-http=false",
+        "--allow-grpc=false",
+        "--allow-metrics=false",
+        "--exit-timeout-secs=30",
+        "--backend-config=python,shm-region-prefix-name=prefix1_",
+    ]
+    assert not [a for a in worker if a.split("=")[0] in ("--http-port", "--grpc-port", "--metrics-port")]
+    assert [p["containerPort"] for p in container["ports"]] == [8000, 8001, 8002]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+
+
+def test_engine_of_world_1_keeps_the_plain_tritonserver(tiny_bert: Path, decoder: Path, tmp_path: Path) -> None:
+    repo = _gpu_repo(tmp_path / "repo", tiny_bert, decoder, tp=1)
+    values = build_values(repo, _options())
+    container = next(d for d in load_documents(render_manifests(values).values()) if d["kind"] == "Deployment")["spec"][
+        "template"
+    ]["spec"]["containers"][0]
+    assert container["command"] == ["tritonserver"]
+    assert container["args"] == values["triton"]["args"]
+    assert "--model-control-mode=none" in container["args"]
+    assert not [a for a in container["args"] if a.startswith("--backend-config=python,shm-region-prefix-name")]
+
+
+def test_llmapi_model_of_world_2_runs_one_rank(llmapi_repo: Path) -> None:
+    """The LLM API spawns its own tp_size × pp_size workers: one tritonserver, launched as upstream's llmapi docs
+    do (launch_triton_server.py with its default world size 1: mpirun -n 1), with every GPU of the model."""
+    values = build_values(llmapi_repo, _options())
+    assert values["gpus"] == 2 and values["triton"]["ranks"] == 1
+    docs = load_documents(render_manifests(values).values())
+    for doc in docs:
+        _validate(doc)
+    container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    (only,) = _ranks(container)
+    assert only[-1] == "--backend-config=python,shm-region-prefix-name=prefix0_"
+    assert {"--http-port=8000", "--model-control-mode=none"} <= set(only)
+    assert not [a for a in only if a.startswith("--load-model")]
+
+
+def test_kserve_refuses_a_multi_rank_launch(gpu_repo: Path, tmp_path: Path) -> None:
+    err = _refused(gpu_repo, tmp_path / "out", _options(), "kserve")
+    (problem,) = err.problems
+    assert problem.where == "--format"
+    assert "MPI launch of 2 tritonserver ranks" in problem.message and "--format manifests or helm" in problem.message
+
+
+def test_engines_of_different_world_sizes_are_refused(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from tritonforge.deploy.k8s import triton_launch
+
+    engine = SimpleNamespace(backend="tensorrtllm", instance_group=[])
+    info = {
+        "target": "gpu",
+        "parallel": {
+            "a_tensorrt_llm": {"tp_size": 2, "pp_size": 1},
+            "b_tensorrt_llm": {"tp_size": 2, "pp_size": 2, "runtime": "engine"},
+        },
+    }
+    launch, problems = triton_launch(tmp_path, info, {"a_tensorrt_llm": engine, "b_tensorrt_llm": engine})
+    (problem,) = problems
+    assert problem.where == str(tmp_path / "tritonforge.json")
+    assert problem.message.startswith(
+        "TensorRT-LLM engines of different world sizes (tp_size × pp_size: a_tensorrt_llm: 2, b_tensorrt_llm: 4)"
+    )
+    info["parallel"]["b_tensorrt_llm"]["pp_size"] = 1  # the same world: one 2-rank launch, rank 1 loads both
+    launch, problems = triton_launch(tmp_path, info, {"a_tensorrt_llm": engine, "b_tensorrt_llm": engine})
+    assert problems == [] and launch.ranks == 2 and launch.engines == ("a_tensorrt_llm", "b_tensorrt_llm")
+    info["parallel"]["b_tensorrt_llm"]["runtime"] = "pytorch"
+    _, problems = triton_launch(tmp_path, info, {"a_tensorrt_llm": engine, "b_tensorrt_llm": engine})
+    assert [p.message for p in problems] == ["parallel.b_tensorrt_llm.runtime 'pytorch': expected 'engine' or 'llmapi'"]
+
+
+@pytest.mark.parametrize(
+    ("built_for", "deploying"),
+    [
+        ("nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3", TRTLLM_IMAGE),  # another release
+        ("nvcr.io/nvidia/tritonserver:24.12-py3", TRTLLM_IMAGE),  # another flavour
+    ],
+)
+def test_image_other_than_the_build_s_is_refused(
+    built_for: str, deploying: str, tiny_bert: Path, decoder: Path, tmp_path: Path
+) -> None:
+    repo = _record(_gpu_repo(tmp_path / "repo", tiny_bert, decoder), image=built_for)
+    err = _refused(repo, tmp_path / "out", _options(image=deploying))
+    problem = next(p for p in err.problems if p.where == "--image")
+    assert problem.message == (
+        f"repository built for {built_for}, deploying {deploying}: rebuild with --image {deploying} or deploy "
+        f"{built_for}"
+    )
+
+
+def test_image_of_the_build_s_release_and_flavour_is_accepted(tiny_bert: Path, decoder: Path, tmp_path: Path) -> None:
+    repo = _record(_gpu_repo(tmp_path / "repo", tiny_bert, decoder), image="24.12-trtllm-python-py3")
+    assert build_values(repo, _options(image="registry.local:5000/triton/tritonserver:24.12-trtllm-python-py3"))
+
+
 # -------------------------------------------------------------------------------------------------- bad input
 
 
@@ -394,7 +562,8 @@ def test_too_few_gpus_for_the_engine_is_refused(gpu_repo: Path, tmp_path: Path) 
 
 def test_image_older_than_the_engine_is_refused(gpu_repo: Path, tmp_path: Path) -> None:
     err = _refused(gpu_repo, tmp_path / "out", _options(image="nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3"))
-    (problem,) = err.problems
+    built_for, problem = err.problems  # the image the repository was built for (24.12), and the engine manifest
+    assert built_for.where == "--image" and built_for.message.startswith(f"repository built for {TRTLLM_IMAGE}")
     assert problem.where.endswith("tensorrt_llm/1/engine/engine_manifest.json")
     assert problem.message.startswith(
         "engine built with TensorRT-LLM 0.16.0 but tritonserver:24.11-trtllm-python-py3 ships 0.15.0"

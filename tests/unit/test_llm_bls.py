@@ -50,7 +50,7 @@ def render(folders: Path, which: str, decoupled: bool = True) -> Any:
     target, extra = SETS[which]
     spec = parse_spec(
         {"name": "t", "target": target, "models": {"chat": {
-            "kind": "llm", "checkpoint": "decoder", "max_input_len": 64, "max_seq_len": 128, "bls": True,
+            "kind": "llm", "checkpoint": "decoder", "max_input_len": 64, "max_seq_len": 128, "bls": True, "runtime": "engine",
             "tensorrt_llm": {"decoupled_mode": decoupled}, **extra}}},
         source_dir=folders,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from collections.abc import Iterator
@@ -303,3 +304,64 @@ def test_state_per_stream_stays_small(checkpoint: Path, tokenizer: Any, tmp_path
     assert len(stream.ids) <= 12
     more = tokenizer.encode(" 東京", add_special_tokens=False)
     assert "".join(postprocess(post, [i], request_id="long") for i in more) == " 東京"
+
+
+# ------------------------------------------------------------------------------------------------ tokenizer loading
+
+
+@pytest.mark.parametrize("name", ["llm_preprocessing", "llm_postprocessing"])
+def test_the_tokenizer_is_loaded_with_upstreams_arguments(
+    name: str, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """upstream's pre/postprocessing model.py: legacy=False, padding_side='left', trust_remote_code=True."""
+    from transformers import AutoTokenizer
+
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    real = AutoTokenizer.from_pretrained
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", recording)
+    model_dir = tmp_path / name
+    (model_dir / "1").mkdir(parents=True)
+    config = {"name": name, "max_batch_size": 8, "parameters": {"tokenizer_dir": {"string_value": str(checkpoint)}}}
+    load(name, monkeypatch).TritonPythonModel().initialize(fpb.initialize_args(config, model_dir))
+    assert calls == [((str(checkpoint),), {"legacy": False, "padding_side": "left", "trust_remote_code": True})]
+
+
+def test_tokenizer_code_and_vocabularies_ship_with_the_tokenizer(tmp_path: Path) -> None:
+    """A Qwen-style checkpoint: the tokenizer is code (auto_map) reading a .tiktoken vocabulary."""
+    from tritonforge.builders.llm import TOKENIZER_FILES, TOKENIZER_PATTERNS, _files
+
+    ckpt = tmp_path / "qwen"
+    (ckpt / "sub").mkdir(parents=True)
+    auto_map = {"AutoTokenizer": ["tokenization_qwen.QWenTokenizer", None]}
+    (ckpt / "tokenizer_config.json").write_text(json.dumps({"auto_map": auto_map}))
+    for name in (
+        "qwen.tiktoken",
+        "tokenization_qwen.py",
+        "modeling_qwen.py",
+        "tokenizer.model",
+        "spm.vocab",
+        "vocab.txt",
+        "added_tokens.json",
+        "config.json",
+        "model.safetensors",
+        "sub/helper.py",
+    ):
+        (ckpt / name).write_text("x")
+    shipped = set(_files(ckpt, TOKENIZER_FILES, TOKENIZER_PATTERNS))
+    assert {
+        "tokenizer_config.json",
+        "qwen.tiktoken",
+        "tokenization_qwen.py",
+        "modeling_qwen.py",
+        "tokenizer.model",
+        "spm.vocab",
+        "vocab.txt",
+        "added_tokens.json",
+    } <= shipped
+    # weights and model config stay out; patterns only match top-level files
+    assert not shipped & {"config.json", "model.safetensors", "sub/helper.py"}

@@ -350,3 +350,114 @@ def test_gpu_weights_sent_by_the_client_pass_through(gpu_pre: Any) -> None:
     assert np.array_equal(output(response, "OUT_LORA_CONFIG"), config)
     bad = preprocess(pre, ["hi"], LORA_TASK_ID=np.array([[9]], np.uint64), LORA_WEIGHTS=weights)
     assert bad.has_error() and "without lora_config" in bad.error().message()
+
+
+# ------------------------------------------------------------------------------------------------ engine dtype
+
+
+@pytest.fixture(scope="module")
+def peft_deltas(folders: Path) -> tuple[dict[Any, np.ndarray], dict[Any, tuple[int, int]]]:
+    """peft's merged ΔW per (layer, module id) of adapter alpha, and each weight's (out_dim, in_dim)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tritonforge.builders.lora_trtllm import MODULE_IDS
+
+    base = AutoModelForCausalLM.from_pretrained(str(folders / "decoder"), dtype=torch.float32)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    merged = PeftModel.from_pretrained(base, str(folders / "adapters" / "alpha")).merge_and_unload().state_dict()
+    modules = {
+        "q_proj": ("self_attn", "attn_q"),
+        "v_proj": ("self_attn", "attn_v"),
+        "down_proj": ("mlp", "mlp_4h_to_h"),
+    }
+    expected, shapes = {}, {}
+    for layer in range(2):
+        for hf, (block, trt) in modules.items():
+            key = f"model.layers.{layer}.{block}.{hf}.weight"
+            expected[(layer, MODULE_IDS[trt])] = (merged[key] - before[key]).numpy()
+            shapes[(layer, MODULE_IDS[trt])] = tuple(before[key].shape)
+    return expected, shapes
+
+
+# stored numpy dtype (bf16: its bit pattern) and the relative error one rounding of A and B·scale allows
+DTYPE_CASES = [("float16", np.float16, 2e-3), ("bfloat16", np.uint16, 2e-2), ("float32", np.float32, 1e-5)]
+
+
+@pytest.mark.parametrize(("dtype", "stored", "tolerance"), DTYPE_CASES)
+def test_the_conversion_stores_the_engines_dtype_and_keeps_peft_deltas(
+    folders: Path, tmp_path: Path, peft_deltas: Any, dtype: str, stored: Any, tolerance: float
+) -> None:
+    from tritonforge.builders.lora_trtllm import WEIGHTS_FILE, TrtllmLora, convert_adapter, deltas
+
+    converted = convert_adapter(folders / "adapters" / "alpha", dtype=dtype)
+    assert converted.weights.dtype == stored
+    # what lora_prefetch_dir and preprocessing read back is the same array
+    saved = converted.save(tmp_path / "1")
+    reloaded = np.load(saved[WEIGHTS_FILE])
+    assert reloaded.dtype == stored and np.array_equal(reloaded, converted.weights)
+    expected, shapes = peft_deltas
+    got = deltas(TrtllmLora(reloaded, converted.config), shapes)
+    for key, delta in expected.items():
+        scale = np.abs(delta).max()
+        assert scale > 0, key
+        assert np.abs(got[key] - delta).max() <= tolerance * scale, (dtype, key)
+
+
+def test_bf16_bits_round_to_nearest_even_as_torch_does() -> None:
+    import torch
+
+    from tritonforge.builders.lora_trtllm import from_bf16_bits, to_bf16_bits
+
+    values = np.random.default_rng(0).standard_normal(4096).astype(np.float32) * 3
+    values[:4] = [0.0, -0.0, 1.0 + 2**-8, 1.0 + 3 * 2**-8]  # exact ties: round to even
+    torch_bits = torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    assert np.array_equal(to_bf16_bits(values), torch_bits)
+    assert np.array_equal(from_bf16_bits(torch_bits), torch.from_numpy(values).to(torch.bfloat16).float().numpy())
+
+
+def test_the_conversion_cache_is_keyed_by_dtype(folders: Path, tmp_path: Path) -> None:
+    from tritonforge.builders.lora import check_adapters, converted_for_trtllm
+
+    spec = llm(folders, {"alpha": {"path": "adapters/alpha"}})
+    (adapter,) = check_adapters(spec.adapters, folders / "decoder", source_dir=folders)
+    paths = {d: converted_for_trtllm(adapter, dtype=d, cache_dir=tmp_path) for d in ("float16", "bfloat16", "float32")}
+    folders_used = {d: p["model.lora_weights.npy"].parent for d, p in paths.items()}
+    assert len(set(folders_used.values())) == 3
+    for d, stored, _ in DTYPE_CASES:
+        assert np.load(paths[d]["model.lora_weights.npy"]).dtype == stored
+
+
+@pytest.mark.parametrize(
+    ("dtype", "triton_type"), [("float16", "TYPE_FP16"), ("bfloat16", "TYPE_BF16"), ("float32", "TYPE_FP32")]
+)
+def test_gpu_lora_weights_travel_in_the_engines_dtype(folders: Path, dtype: str, triton_type: str) -> None:
+    from tritonforge.config_io import model_config_pb2
+
+    out = render(
+        folders,
+        {"alpha": {"path": "adapters/alpha"}},
+        target="gpu",
+        bls=True,
+        runtime="engine",
+        engine={"dtype": dtype, "lora": {"enabled": True, "max_rank": 8}},
+    )
+    name = model_config_pb2().DataType.Name
+    trt, pre, ens = out.configs["tensorrt_llm"], out.configs["preprocessing"], out.configs["llm"]
+    bls = next(c for n, c in out.configs.items() if n not in ("tensorrt_llm", "preprocessing", "postprocessing", "llm"))
+    for config, side, tensor in (
+        (trt, "input", "lora_weights"),
+        (ens, "input", "lora_weights"),
+        (bls, "input", "lora_weights"),
+        (pre, "input", "LORA_WEIGHTS"),
+        (pre, "output", "OUT_LORA_WEIGHTS"),
+    ):
+        types = {t.name: name(t.data_type) for t in getattr(config, side)}
+        assert types[tensor] == triton_type, (config.name, tensor)
+    shipped = np.load(out.files["preprocessing/1/lora/1/model.lora_weights.npy"])
+    assert shipped.dtype == dict((d, s) for d, s, _ in DTYPE_CASES)[dtype]
+    assert any(f"({dtype}, the engine's dtype)" in n for n in out.notes)
+    prefetch = trt.parameters["lora_prefetch_dir"].string_value if "lora_prefetch_dir" in trt.parameters else None
+    # TensorRT-LLM's .npy reader has no bfloat16: a bf16 prefetch folder would fail the load
+    assert prefetch == (None if dtype == "bfloat16" else "/models/tensorrt_llm/1/lora")

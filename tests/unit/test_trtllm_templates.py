@@ -33,6 +33,7 @@ from tritonforge.builders.trtllm_params import (
     parameter_keys,
     parameter_string,
     parse_params,
+    required_parameter_keys,
     templates,
     upstream_defaults,
 )
@@ -236,14 +237,61 @@ def test_tensorrt_llm_carries_upstreams_parameter_keys_when_every_value_is_set()
     assert keys == set(parameter_keys("tensorrt_llm"))
 
 
-def test_tensorrt_llm_omits_exactly_the_keys_left_unset():
-    keys = set(render().configs["tensorrt_llm"].parameters)
+def test_tensorrt_llm_omits_exactly_the_unset_keys_the_backend_has_a_default_for():
+    parameters = render().configs["tensorrt_llm"].parameters
     defaults = TensorRTLLMParams()
     unset = {k for k in parameter_keys("tensorrt_llm") if getattr(defaults, k.lower()) is None} - {"gpt_model_path"}
-    assert keys == set(parameter_keys("tensorrt_llm")) - unset
+    required = set(required_parameter_keys("tensorrt_llm"))
+    assert set(parameters) == set(parameter_keys("tensorrt_llm")) - (unset - required)
+    # the unset keys read without a default are there, empty: the backend reads "" as "not given"
+    for key in unset & required:
+        assert parameters[key].string_value == "", key
     # what is left unset has no upstream default, except cross_kv_cache_fraction (encoder-decoder only)
     upstream = upstream_defaults("tensorrt_llm")
     assert {k for k in unset if upstream[k] is not None} == {"cross_kv_cache_fraction"}
+
+
+def test_required_tensorrt_llm_keys_are_recorded_with_their_upstream_source():
+    required = required_parameter_keys("tensorrt_llm")
+    # guided decoding's three keys are read unconditionally (getGuidedDecodingConfigFromParams), gpt_model_type by
+    # getBatchingTypeFromParams; each is also a template key, so a typed field renders it
+    assert {"tokenizer_dir", "guided_decoding_backend", "xgrammar_tokenizer_info_path", "gpt_model_type"} <= set(
+        required
+    )
+    assert set(required) <= set(parameter_keys("tensorrt_llm"))
+    source = templates()["upstream"]["required_parameters_source"]
+    paths = {f["path"].rsplit("/", 1)[-1] for f in source["files"]}
+    assert paths == {"model_instance_state.cc", "model_state.cc"}
+    assert all(re.fullmatch(r"[0-9a-f]{40}", f["commit"]) for f in source["files"])
+
+
+def _guided(**kwargs):
+    return TensorRTLLMParams(guided_decoding_backend="xgrammar", xgrammar_tokenizer_info_path="/x.json", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("params", "names", "bls"),
+    [
+        (TensorRTLLMParams(), LLMNames(), BLSParams()),
+        (TensorRTLLMParams(), LLMNames(), None),
+        (TensorRTLLMParams(lora_prefetch_dir="/loras", lora_cache_max_adapter_size=16), LLMNames(), None),
+        (TensorRTLLMParams(lora_prefetch_dir="/loras"), LLMNames.prefixed("chat", ensemble="chat_llm"), BLSParams()),
+        (TensorRTLLMParams(batching_strategy="V1", decoupled_mode=True), LLMNames.prefixed("qa"), None),
+        (TensorRTLLMParams(triton_backend="python"), LLMNames(), BLSParams()),
+        (TensorRTLLMParams(tokenizer_dir="/tok"), LLMNames.prefixed("tok"), None),
+        (_guided(), LLMNames(), BLSParams()),
+    ],
+)
+def test_every_tensorrt_llm_config_carries_every_key_the_backend_requires(params, names, bls):
+    configs = render(params=params, names=names, bls=bls).configs
+    parameters = configs[names.tensorrt_llm].parameters
+    missing = [k for k in required_parameter_keys("tensorrt_llm") if k not in parameters]
+    assert missing == []
+    # set values are rendered as given; unset ones as "" (guided decoding off, tokenizer_dir not logged)
+    for key in required_parameter_keys("tensorrt_llm"):
+        value = params.values()[key]
+        assert parameters[key].string_value == ("" if value is None else parameter_string(key, value)), key
+    assert not any("${" in p.string_value for p in parameters.values())
 
 
 def test_documented_extra_parameter_is_rendered_only_when_set():

@@ -16,7 +16,7 @@ Inputs (a leading batch dimension when max_batch_size > 0)
   lora_name              TYPE_STRING [1]   optional, a tritonforge addition (with LoRA adapters): the adapter to
                                            use, looked up in the adapters table; absent or empty: the base model
   LORA_TASK_ID           TYPE_UINT64 [1]   optional (the ensemble's upstream `lora_task_id`): passed on unchanged
-  LORA_WEIGHTS, LORA_CONFIG  TYPE_FP16 [-1, -1], TYPE_INT32 [-1, 3]  optional (gpu: the ensemble's upstream
+  LORA_WEIGHTS, LORA_CONFIG  engine dtype [-1, -1], TYPE_INT32 [-1, 3]  optional (gpu: the ensemble's upstream
                                            `lora_weights`/`lora_config`): passed on unchanged
   lora_send_weights      TYPE_BOOL   [1]   optional, a tritonforge addition (gpu): attach the selected adapter's
                                            weights even if this instance sent them before — what a client does
@@ -32,9 +32,18 @@ Outputs
   EMBEDDING_BIAS FP32 [-1] (vocabulary-sized, or empty), OUT_END_ID INT32 [1], OUT_PAD_ID INT32 [1], and
   OUT_PROMPT_TABLE_EXTRA_IDS UINT64 [-1] only when PROMPT_TABLE_EXTRA_ID is sent (as upstream), and
   OUT_LORA_TASK_ID UINT64 [1] only when an adapter is selected (lora_name or LORA_TASK_ID): absent, tensorrt_llm
-  runs the base model. OUT_LORA_WEIGHTS FP16 [-1, -1] and OUT_LORA_CONFIG INT32 [-1, 3] (gpu, with
-  `lora_weights_dir`) only when weights go with the request: the first request of each adapter on this instance,
-  and every request that sets lora_send_weights (TensorRT-LLM keeps them in its LoRA cache by task id after that).
+  runs the base model. OUT_LORA_WEIGHTS [-1, -1] in the engine's dtype (FP16, BF16 or FP32) and OUT_LORA_CONFIG
+  INT32 [-1, 3] (gpu, with `lora_weights_dir`) only when weights go with the request: the first request of each
+  adapter on this instance, and every request that sets lora_send_weights (TensorRT-LLM keeps them in its LoRA
+  cache by task id after that).
+
+Text mode (the LLM API path: the config declares the output PROMPT instead of INPUT_ID): the same inputs
+(REQUEST_OUTPUT_LEN not needed), plus optional exclude_input_in_output BOOL [1]; outputs PROMPT STRING [1] (the
+query, or its chat-template rendering), EXCLUDE_INPUT BOOL [1] (the request's exclude_input_in_output, else the
+parameter `exclude_input_in_output`, default true) and, only when an adapter is selected, LORA_ID UINT64 [1],
+LORA_NAME STRING [1] and LORA_PATH STRING [1] (the adapter's `path` in the table, relative to the tensorrt_llm
+model's version folder) for the llmapi model's lora_id/lora_name/lora_path. TensorRT-LLM's LLM API tokenizes the
+prompt itself.
 
 Parameters (config.pbtxt; `${...}` placeholders count as unset)
   tokenizer_dir        Hugging Face tokenizer folder, relative to the version folder (or absolute, or starting
@@ -82,6 +91,17 @@ def _resolve(path, model_dir, version_dir):
     if path.startswith("$$TRITON_MODEL_DIRECTORY"):
         path = model_dir + path[len("$$TRITON_MODEL_DIRECTORY"):]
     return path if os.path.isabs(path) else os.path.join(version_dir, path)
+
+
+def _lora_weights_tensor(name, weights):
+    """OUT_LORA_WEIGHTS in the engine's dtype (tensorrt_llm's input is rendered with it). bf16 is stored as its
+    uint16 bit pattern (numpy has no bfloat16) and goes out as a BF16 tensor through DLPack."""
+    if weights.dtype != np.uint16:
+        return pb_utils.Tensor(name, weights)
+    import torch
+
+    bf16 = torch.from_numpy(np.ascontiguousarray(weights).view(np.int16)).view(torch.bfloat16)
+    return pb_utils.Tensor.from_dlpack(name, torch.utils.dlpack.to_dlpack(bf16))
 
 
 def _text(item, name):
@@ -152,7 +172,13 @@ class TritonPythonModel:
         self.tokenizer_dir = _resolve(param("tokenizer_dir", "tokenizer"), model_dir, version_dir)
         self.add_special_tokens = _truthy(param("add_special_tokens", "true"))
         self.chat_default = _truthy(param("apply_chat_template", "false"))
-        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+        # upstream's exact call (NVIDIA/TensorRT-LLM triton_backend/all_models/inflight_batcher_llm/
+        # preprocessing/1/model.py @ beb339f52cd272074176448006a3184f7d18f20b): trust_remote_code loads
+        # tokenizers shipped as code (Qwen's tokenization_qwen.py + qwen.tiktoken), legacy=False the fixed
+        # sentencepiece handling of special tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            self.tokenizer_dir, legacy=False, padding_side="left", trust_remote_code=True
+        )
         tok = self.tokenizer
         if tok.eos_token_id is None:
             raise RuntimeError(f"the tokenizer in {self.tokenizer_dir} has no eos token: set one, or send END_ID")
@@ -163,6 +189,11 @@ class TritonPythonModel:
         source = find_chat_template(self.tokenizer_dir, tok)
         self.chat_template = compile_chat_template(source) if source else None
         self.batched = int(config.get("max_batch_size", 0)) > 0
+        # the LLM API path (tritonforge's llm ensemble over TensorRT-LLM's llmapi model) wants text, not token ids
+        self.text_mode = any(o.get("name") == "PROMPT" for o in config.get("output", []))
+        self.exclude_default = _truthy(param("exclude_input_in_output", "true"))
+        probe = tok.encode("a") if self.text_mode else []
+        self.adds_bos = bool(probe) and tok.bos_token_id is not None and probe[0] == tok.bos_token_id
         self.adapters = {}  # name -> {"lora_task_id": int, "system_prompt": str | None}
         table = param("adapters_table", "")
         if table:
@@ -184,7 +215,8 @@ class TritonPythonModel:
             except OSError:
                 raise RequestError(f"no TensorRT-LLM LoRA weights for lora_task_id {task_id} in {self.lora_dir}; "
                                    "send lora_weights and lora_config with the request") from None
-            self.lora_loaded[task_id] = (weights.astype(np.float16), config.astype(np.int32))
+            # kept in the stored dtype: the build converted them to the engine's dtype (TensorRT-LLM refuses others)
+            self.lora_loaded[task_id] = (weights, config.astype(np.int32))
         return self.lora_loaded[task_id]
 
     def lora_outputs(self, arrays, task_ids, per_item):
@@ -192,7 +224,8 @@ class TritonPythonModel:
         if "LORA_WEIGHTS" in arrays and arrays["LORA_WEIGHTS"].size:
             if "LORA_CONFIG" not in arrays or not arrays["LORA_CONFIG"].size:
                 raise RequestError("lora_weights was sent without lora_config: send both")
-            return [pb_utils.Tensor("OUT_LORA_WEIGHTS", arrays["LORA_WEIGHTS"].astype(np.float16)),
+            # Triton already checked the declared type (the engine's): passed on as sent
+            return [pb_utils.Tensor("OUT_LORA_WEIGHTS", arrays["LORA_WEIGHTS"]),
                     pb_utils.Tensor("OUT_LORA_CONFIG", arrays["LORA_CONFIG"].astype(np.int32))]
         chosen = {t for t in task_ids if t is not None}
         if self.lora_dir is None or not chosen:
@@ -207,7 +240,7 @@ class TritonPythonModel:
         weights, config = self.lora_tensors(task_id)
         batch = len(task_ids)
         self.lora_sent.add(task_id)
-        return [pb_utils.Tensor("OUT_LORA_WEIGHTS", np.repeat(weights, batch, axis=0)),
+        return [_lora_weights_tensor("OUT_LORA_WEIGHTS", np.repeat(weights, batch, axis=0)),
                 pb_utils.Tensor("OUT_LORA_CONFIG", np.repeat(config, batch, axis=0))]
 
     def execute(self, requests):
@@ -324,6 +357,39 @@ class TritonPythonModel:
                                "them in separate requests")
         return task_ids, prompts
 
+    def text_response(self, arrays, queries, chat, task_ids, system_prompts, per_item):
+        """The LLM API path: the prompt as text (chat template applied), the exclude flag and the adapter."""
+        batch = queries.shape[0]
+        prompts = []
+        for i in range(batch):
+            query = _text(queries[i, 0], "QUERY")
+            if chat[i] or system_prompts[i]:
+                text = self.render_chat(query, system_prompts[i])
+                # the LLM API tokenizes the prompt with the tokenizer's special tokens: a template that writes the
+                # BOS token itself would get two
+                bos = self.special_tokens.get("bos_token")
+                if self.adds_bos and isinstance(bos, str) and bos and text.startswith(bos):
+                    text = text[len(bos):]
+                prompts.append(text)
+            else:
+                prompts.append(query)
+        exclude = per_item("exclude_input_in_output", self.exclude_default)
+        tensors = [
+            pb_utils.Tensor("PROMPT", np.array([[p.encode("utf-8")] for p in prompts], dtype=np.object_)),
+            pb_utils.Tensor("EXCLUDE_INPUT", np.array([[bool(x)] for x in exclude], dtype=bool)),
+        ]
+        if any(t is not None for t in task_ids):  # absent: tensorrt_llm serves the base model (all three or none)
+            by_id = {int(e["lora_task_id"]): (n, e) for n, e in self.adapters.items()}
+            tensors += [
+                pb_utils.Tensor("LORA_ID", np.array([[t] for t in task_ids], dtype=np.uint64)),
+                pb_utils.Tensor("LORA_NAME", np.array([[by_id[t][0].encode()] for t in task_ids], dtype=np.object_)),
+                pb_utils.Tensor("LORA_PATH", np.array([[str(by_id[t][1].get("path", "")).encode()]
+                                                       for t in task_ids], dtype=np.object_)),
+            ]
+        if not self.batched:
+            tensors = [pb_utils.Tensor(t.name(), t.as_numpy()[0]) for t in tensors]
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
     def _response(self, request):
         arrays = {t.name(): t.as_numpy() for t in request.inputs()}
         if not self.batched:
@@ -338,7 +404,7 @@ class TritonPythonModel:
                                    getattr(pb_utils.TritonError, "UNSUPPORTED", pb_utils.TritonError.INVALID_ARG))
         if "QUERY" not in arrays or arrays["QUERY"].size == 0:
             raise RequestError("input 'QUERY' (TYPE_STRING [1]) is required")
-        if "REQUEST_OUTPUT_LEN" not in arrays:
+        if "REQUEST_OUTPUT_LEN" not in arrays and not self.text_mode:
             raise RequestError("input 'REQUEST_OUTPUT_LEN' (TYPE_INT32 [1]) is required")
         queries = arrays["QUERY"].reshape(arrays["QUERY"].shape[0], -1)
         batch = queries.shape[0]
@@ -351,6 +417,8 @@ class TritonPythonModel:
 
         chat = [bool(c) for c in per_item("apply_chat_template", self.chat_default)]
         task_ids, system_prompts = self.adapter_rows(arrays, batch, per_item)
+        if self.text_mode:
+            return self.text_response(arrays, queries, chat, task_ids, system_prompts, per_item)
         encoded = []
         for i in range(batch):
             query = _text(queries[i, 0], "QUERY")

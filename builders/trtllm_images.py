@@ -1,0 +1,92 @@
+"""Which NGC Triton image serves a gpu repository, and what it can run.
+
+The image decides the LLM path: TensorRT-LLM removed its TensorRT engine backend (``trtllm-build``, the C++
+``tensorrtllm`` Triton backend, ``inflight_batcher_llm``) in July 2026, so only images up to 26.07 (TensorRT-LLM
+1.2.x) can serve the engine path; every image serves the LLM API path. The table is data
+(``builders/data/trtllm_templates.json`` ``containers``: TensorRT-LLM and TensorRT per tag, whether the image ships the
+``tensorrtllm`` backend, where its TensorRT-LLM examples live, and how each row was verified).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tritonforge.builders.trtllm_params import templates
+
+REPOSITORY = "nvcr.io/nvidia/tritonserver"
+FLAVOUR = "-trtllm-python-py3"
+_TAG = re.compile(r"(?:^|:)(\d{2}\.\d{2})(-[A-Za-z0-9.-]+)?$")
+
+
+def container_rows() -> dict[str, dict[str, Any]]:
+    """yy.mm -> {tensorrt_llm, tensorrt, engine_backend, examples_dir, verified, ...}."""
+    return templates()["containers"]["tags"]
+
+
+def image_of(release: str) -> str:
+    return f"{REPOSITORY}:{release}{FLAVOUR}"
+
+
+def default_image() -> str:
+    """The newest image the table knows (the LLM API path runs on every one)."""
+    return image_of(max(container_rows()))
+
+
+def newest_engine_image() -> str:
+    """The newest image that still ships TensorRT-LLM's engine backend."""
+    return image_of(max(tag for tag, row in container_rows().items() if row.get("engine_backend", True)))
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    image: str
+    release: str  # yy.mm
+    flavour: str  # '-trtllm-python-py3', or '' when the reference has none
+    row: dict[str, Any] | None  # None: a release the table does not know
+
+    @property
+    def tensorrt_llm(self) -> str | None:
+        return None if self.row is None else str(self.row["tensorrt_llm"])
+
+    @property
+    def engine_backend(self) -> bool | None:
+        """True when the image ships the tensorrtllm (C++ engine) backend; None when unknown."""
+        return None if self.row is None else bool(self.row.get("engine_backend", True))
+
+    @property
+    def examples_dir(self) -> str:
+        """Where the image keeps TensorRT-LLM's examples (conversion scripts)."""
+        return str((self.row or {}).get("examples_dir", "/app/examples"))
+
+
+def image_info(image: str) -> ImageInfo | None:
+    """Parse '26.07', '26.07-trtllm-python-py3' or a full reference; None when no yy.mm release can be read."""
+    match = _TAG.search(image.strip())
+    if match is None:
+        return None
+    release, flavour = match.group(1), match.group(2) or ""
+    return ImageInfo(image, release, flavour, container_rows().get(release))
+
+
+def runtime_problems(image: str, runtime: str) -> list[str]:
+    """Why ``image`` cannot serve an LLM of ``runtime`` ('llmapi' | 'engine'); empty when it can (or is unknown
+    in a way the user must check: those cases are notes, see ``image_notes``)."""
+    info = image_info(image)
+    if info is None:
+        return [f"cannot read a release from image {image!r}: expected {REPOSITORY}:<yy.mm>{FLAVOUR}"]
+    if info.flavour and info.flavour != FLAVOUR:
+        return [f"{image} has no TensorRT-LLM: serve LLMs with {image_of(info.release)} (the {FLAVOUR[1:]} flavour)"]
+    if runtime == "engine" and info.engine_backend is False:
+        return [
+            f"runtime 'engine' needs an image that still ships TensorRT-LLM's tensorrtllm backend (TensorRT engines); "
+            f"{image} ships TensorRT-LLM {info.tensorrt_llm}, which removed it: use runtime 'llmapi' (the default), "
+            f"or image {newest_engine_image()} for the engine path"
+        ]
+    if runtime == "engine" and info.row is None:
+        return [
+            f"runtime 'engine': {image} is not in tritonforge's image table (known: {min(container_rows())} to "
+            f"{max(container_rows())}); images after 26.07 no longer ship the engine backend"
+        ]
+    return []

@@ -1,0 +1,173 @@
+"""TensorRT-LLM's LLM API model for Triton: typed `model.yaml`, the model's tensors, and the `LLM()` argument names.
+
+Upstream's default LLM path since TensorRT-LLM removed its TensorRT engine backend (July 2026) is the python-backend
+model ``triton_backend/all_models/llmapi/tensorrt_llm``: its ``1/model.yaml`` holds ``tensorrt_llm.LLM(...)``
+keyword arguments (``model``, ``backend: pytorch``, parallel sizes, KV cache, LoRA, ...) plus a ``triton_config``
+section; no engine is built. Its tensors are ``text_input``, ``streaming``, ``sampling_param_*`` (mapped by name onto
+``SamplingParams``), ``return_*``, ``stop`` and ``lora_id``/``lora_name``/``lora_path`` → ``text_output``,
+``finish_reason``, ... (``builders/data/trtllm_llmapi.json``, with the upstream commit they were read at).
+
+Three deliberate differences from upstream's files, all so that one `llm` ensemble contract serves every path:
+
+* ``max_batch_size`` is the ensemble's (> 0, every tensor with a leading batch dimension) where upstream's model.yaml
+  says 0 ("the current implementation does not support batching"): Triton refuses an ensemble whose batch size is
+  larger than a member's. tritonforge ships its own model.py (``python_backends/trtllm_llmapi``), which takes
+  batched requests; upstream's model.py only takes 1-D ``text_input``.
+* ``model`` (the checkpoint) and adapter ``lora_path`` values may be relative: they are resolved against the
+  ``tensorrt_llm`` model's version folder, so a repository copied anywhere (or fetched from S3 into a temp folder by
+  Triton) still finds them.
+* An empty ``lora_name`` means the base model: the ensemble always feeds the three LoRA inputs from its
+  preprocessing step, and upstream's rule ("all three or none") cannot be met by an ensemble otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field
+
+from tritonforge.spec_base import Checked, Found, Frozen, Pos, raw_dict
+
+DATA_FILE = Path(__file__).resolve().parent / "data" / "trtllm_llmapi.json"
+MODEL_YAML = "model.yaml"
+
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+@cache
+def llmapi_data() -> dict[str, Any]:
+    """The upstream-derived data (parsed once)."""
+    return json.loads(DATA_FILE.read_text(encoding="utf-8"))
+
+
+def llm_arg_names(tensorrt_llm_version: str) -> tuple[str, frozenset[str]] | None:
+    """(the release line the names were read from, the keyword arguments `LLM()` accepts) for a TensorRT-LLM
+    version ('1.2.1' -> the '1.2' line), or None when no list is recorded for that line."""
+    parts = str(tensorrt_llm_version).split(".")
+    line = ".".join(parts[:2])
+    args = llmapi_data()["llm_args"]
+    if line not in args["releases"]:
+        return None
+    return line, frozenset(args["lists"][args["releases"][line]["list"]]["names"])
+
+
+class KvCacheSettings(Frozen):
+    """``kv_cache_config`` of ``LLM()`` (``KvCacheConfig``): the fields tritonforge types; more go in extra_llm_args."""
+
+    free_gpu_memory_fraction: Fraction = Field(0.9, description="share of free GPU memory for the KV cache")
+    enable_block_reuse: bool = Field(True, description="reuse KV blocks of shared prompt prefixes")
+
+
+class LLMAPISettings(Checked):
+    """The `tensorrt_llm` model of the LLM API path, rendered as its ``1/model.yaml``.
+
+    Every field is an ``LLM()`` argument of the same name except ``decoupled`` and ``cancellation_check_period_ms``
+    (``triton_config``) and the LoRA cache sizes (``lora_config``, written only when the model has adapters).
+    """
+
+    backend: Literal["pytorch"] = Field("pytorch", description="the LLM API backend (upstream's default)")
+    tensor_parallel_size: Pos = 1
+    pipeline_parallel_size: Pos = 1
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    max_batch_size: Pos | None = Field(None, description="requests the LLM batches (default: serving's batch size)")
+    max_num_tokens: Pos | None = Field(None, description="tokens per scheduled iteration (default: TensorRT-LLM's)")
+    kv_cache_config: KvCacheSettings = Field(default_factory=KvCacheSettings)
+    trust_remote_code: bool = False
+    decoupled: bool = Field(True, description="triton_config.decoupled: true is needed to stream")
+    cancellation_check_period_ms: Pos = Field(100, description="triton_config: how often cancellation is polled")
+    max_lora_rank: Pos = Field(64, description="lora_config.max_lora_rank (with adapters)")
+    max_loras: Pos | None = Field(None, description="lora_config.max_loras: adapters on the GPU (default: all)")
+    max_cpu_loras: Pos | None = Field(None, description="lora_config.max_cpu_loras (default: all)")
+    model_in_container: str | None = Field(
+        None,
+        description="the checkpoint folder as the server sees it; default: the copy shipped in the version folder "
+        "(written relative to it)",
+    )
+    extra_llm_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="further LLM() arguments, written to model.yaml as given; names are checked against the "
+        "TensorRT-LLM release of the target image",
+    )
+
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        found: Found = []
+        typed = set(cls.model_fields) - {"extra_llm_args", "model_in_container", "decoupled"}
+        typed |= {"model", "lora_config", "enable_lora"}
+        for key in raw_dict(data.get("extra_llm_args")):
+            if key in typed or key in ("triton_config", "cancellation_check_period_ms"):
+                found.append((("extra_llm_args", key), f"'{key}' is set by tritonforge; use the typed field instead"))
+        return found
+
+
+def llm_args_problems(settings_data: Any, tensorrt_llm_version: str, image: str) -> list[str]:
+    """Messages for ``extra_llm_args`` keys the image's `LLM()` does not take (raw data; tolerant of bad types)."""
+    extra = raw_dict(raw_dict(settings_data).get("extra_llm_args"))
+    if not extra:
+        return []
+    known = llm_arg_names(tensorrt_llm_version)
+    if known is None:
+        return [
+            f"no LLM() argument list is recorded for TensorRT-LLM {tensorrt_llm_version} ({image}); cannot check "
+            f"extra_llm_args {sorted(extra)}: choose an image of a recorded release "
+            f"({', '.join(sorted(llmapi_data()['llm_args']['releases']))})"
+        ]
+    line, names = known
+    return [
+        f"extra_llm_args.{key}: not an argument of tensorrt_llm.LLM() in TensorRT-LLM {line} ({image})"
+        for key in extra
+        if key not in names
+    ]
+
+
+def model_yaml(
+    settings: LLMAPISettings,
+    *,
+    model_path: str,
+    max_batch_size: int,
+    adapters: int = 0,
+    llm_max_batch_size: int | None = None,
+) -> bytes:
+    """The ``1/model.yaml`` text: ``LLM()`` arguments, then ``triton_config`` (as upstream's template lays it out).
+
+    ``max_batch_size`` is Triton's (triton_config); the LLM's own is ``settings.max_batch_size``, else
+    ``llm_max_batch_size``, else Triton's."""
+    args: dict[str, Any] = {
+        "model": model_path,
+        "backend": settings.backend,
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "pipeline_parallel_size": settings.pipeline_parallel_size,
+        "max_batch_size": settings.max_batch_size or llm_max_batch_size or max_batch_size,
+        "kv_cache_config": settings.kv_cache_config.model_dump(),
+    }
+    if settings.dtype != "auto":
+        args["dtype"] = settings.dtype
+    if settings.max_num_tokens:
+        args["max_num_tokens"] = settings.max_num_tokens
+    if settings.trust_remote_code:
+        args["trust_remote_code"] = True
+    if adapters:
+        lora: dict[str, Any] = {"max_lora_rank": settings.max_lora_rank}
+        lora["max_loras"] = settings.max_loras or adapters
+        lora["max_cpu_loras"] = settings.max_cpu_loras or adapters
+        args["lora_config"] = lora  # the pytorch backend enables LoRA from lora_config (enable_lora is ignored)
+    args.update(settings.extra_llm_args)
+    args["triton_config"] = {
+        "max_batch_size": max_batch_size,
+        "decoupled": settings.decoupled,
+        "cancellation_check_period_ms": settings.cancellation_check_period_ms,
+    }
+    header = (
+        "# tritonforge: tensorrt_llm.LLM() arguments of TensorRT-LLM's LLM API Triton model "
+        "(triton_backend/all_models/llmapi); relative paths are relative to this folder.\n"
+    )
+    return (header + yaml.safe_dump(args, sort_keys=False)).encode()
+
+
+def read_model_yaml(text: str | bytes) -> dict[str, Any]:
+    data = yaml.safe_load(text)
+    return data if isinstance(data, dict) else {}

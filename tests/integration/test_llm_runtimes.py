@@ -1,0 +1,116 @@
+"""One `llm` contract over both runtimes, on a real Triton: the LLM API model set (runtime llmapi, the default)
+and the engine model set (runtime engine) answer the same requests with the same text.
+
+The cpu target serves both with tritonforge's CPU engine: in the LLM API's tensors (text in, text out, model.yaml)
+and in the TensorRT engine backend's (token ids, behind upstream's preprocessing/postprocessing). The decoder is a
+tiny random one (no decoder can be downloaded here): its text is gibberish, and the point is that both paths give
+the same gibberish token for token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from tritonforge.build import build
+    from tritonforge.builders.tiny_models import make_tiny_decoder
+    from tritonforge.server import TritonServer
+    from tritonforge.spec import parse_spec
+
+    root = tmp_path_factory.mktemp("runtimes")
+    decoder = make_tiny_decoder(root / "decoder")
+    common = {"kind": "llm", "checkpoint": str(decoder), "max_input_len": 64, "max_seq_len": 128,
+              "serving": {"triton_max_batch_size": 4}, "tensorrt_llm": {"decoupled_mode": True,
+                                                                       "exclude_input_in_output": True}}
+    spec = parse_spec({"name": "t", "target": "cpu", "models": {
+        "chat": {**common},
+        "chat_e": {**common, "runtime": "engine", "model_names": "prefixed", "ensemble": "llm_engine"},
+    }})
+    repo = build(spec, root / "repo").repo
+    server = TritonServer(repo)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_both_runtimes_give_the_same_text(both: object) -> None:
+    from tritonforge.clients import Client
+
+    with Client(both.endpoints.grpc) as client:  # type: ignore[attr-defined]
+        for kwargs in ({}, {"chat": True}, {"temperature": 0.8, "top_k": 5, "seed": 7}):
+            a = client.generate("hello world", max_tokens=12, model="llm", **kwargs)
+            b = client.generate("hello world", max_tokens=12, model="llm_engine", **kwargs)
+            assert a == b and a, kwargs
+        streamed = "".join(client.stream("hello world", max_tokens=12, model="llm"))
+        assert streamed == client.generate("hello world", max_tokens=12, model="llm_engine")
+    with Client(both.endpoints.http, protocol="http") as client:  # type: ignore[attr-defined]
+        assert client.generate("hello world", max_tokens=8, model="llm") == client.generate(
+            "hello world", max_tokens=8, model="llm_engine")
+
+
+def test_llm_api_tensors_straight_to_the_engine_model(both: object) -> None:
+    """A client of upstream's llmapi model: text_input + sampling_param_* -> text_output and the reasons."""
+    import tritonclient.grpc as grpcclient
+
+    from tritonforge.clients import Client
+
+    with Client(both.endpoints.grpc) as client:  # type: ignore[attr-defined]
+        expected = client.generate("hello world", max_tokens=6, model="llm")
+    c = grpcclient.InferenceServerClient(both.endpoints.grpc)  # type: ignore[attr-defined]
+    arrays = {
+        "text_input": np.array([[b"hello world"]], dtype=object),
+        "sampling_param_max_tokens": np.array([[6]], np.int32),
+        "return_finish_reason": np.array([[True]]),
+        "return_stop_reason": np.array([[True]]),
+    }
+    results: list[object] = []
+    c.start_stream(callback=lambda result, error: results.append(error or result))
+    inputs = []
+    for name, array in arrays.items():
+        dtype = "BYTES" if array.dtype == object else ("BOOL" if array.dtype == bool else "INT32")
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    c.async_stream_infer("tensorrt_llm", inputs, request_id="x1")
+    c.stop_stream()
+    c.close()
+    (result,) = results
+    assert not isinstance(result, Exception), result
+    text = result.as_numpy("text_output").reshape(-1)[0].decode()  # type: ignore[attr-defined]
+    assert text == expected
+    assert result.as_numpy("finish_reason").reshape(-1)[0] == b"length"  # type: ignore[attr-defined]
+    assert result.as_numpy("stop_reason").reshape(-1)[0] == b"None"  # type: ignore[attr-defined]
+
+
+def test_stop_strings_end_the_text_before_them(both: object) -> None:
+    from tritonforge.clients import Client
+
+    with Client(both.endpoints.grpc) as client:  # type: ignore[attr-defined]
+        full = client.generate("hello world", max_tokens=12, model="llm")
+        word = full.strip()[2:5]
+        assert word
+        cut = client.generate("hello world", max_tokens=12, model="llm", stop_words=[word])
+        assert cut == full[: full.index(word)]
+        streamed = "".join(client.stream("hello world", max_tokens=12, model="llm", stop_words=[word]))
+        assert streamed == cut
+
+
+def test_the_stop_signal_reaches_the_llm_api_model(both: object) -> None:
+    """Leaving a stream early sends upstream's stop in the engine model's own tensors; the server keeps serving."""
+    from tritonforge.clients import Client
+
+    with Client(both.endpoints.grpc) as client:  # type: ignore[attr-defined]
+        stream = client.stream("hello world", max_tokens=60, model="llm")
+        first = next(iter(stream))
+        assert first
+        del stream
+        assert client.generate("hello world", max_tokens=4, model="llm")

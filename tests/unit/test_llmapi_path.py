@@ -1,0 +1,147 @@
+"""The LLM API path (runtime: llmapi, the default) and the image that decides between it and the engine path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tritonforge.build import build
+from tritonforge.builders.trtllm_images import default_image, image_info, newest_engine_image
+from tritonforge.builders.trtllm_llmapi import llm_arg_names, llmapi_data
+from tritonforge.builders.trtllm_params import required_parameter_keys
+from tritonforge.config_io import read_config
+from tritonforge.errors import SpecError
+from tritonforge.spec import parse_spec
+
+IMAGE_2607 = "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3"
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tritonforge.builders.tiny_models import make_tiny_decoder
+
+    return make_tiny_decoder(tmp_path_factory.mktemp("decoder") / "decoder")
+
+
+def spec(decoder: Path, target: str = "gpu", image: str | None = None, **llm: object) -> object:
+    data: dict[str, object] = {
+        "name": "t",
+        "target": target,
+        "models": {"chat": {"kind": "llm", "checkpoint": str(decoder), "max_input_len": 64, "max_seq_len": 128, **llm}},
+    }
+    if image:
+        data["image"] = image
+    return parse_spec(data)
+
+
+def test_the_default_gpu_build_is_an_llm_api_repository_that_validates(decoder: Path, tmp_path: Path) -> None:
+    report = build(spec(decoder), tmp_path / "r")  # validated against Triton's rules before it is written
+    repo = report.repo
+    assert sorted(report.models) == ["llm", "preprocessing", "tensorrt_llm"]
+    trt = read_config(repo / "tensorrt_llm" / "config.pbtxt")
+    assert trt.backend == "python" and trt.model_transaction_policy.decoupled
+    upstream = llmapi_data()["model"]
+    additions_in, additions_out = ["return_num_input_tokens", "return_num_output_tokens"], ["num_input_tokens",
+                                                                                             "num_output_tokens"]
+    assert [(i.name, list(i.dims)) for i in trt.input] == [(i["name"], i["dims"]) for i in upstream["inputs"]] + [
+        (n, [1]) for n in additions_in]
+    assert [o.name for o in trt.output] == [o["name"] for o in upstream["outputs"]] + additions_out
+    args = yaml.safe_load((repo / "tensorrt_llm" / "1" / "model.yaml").read_text())
+    assert args["model"] == "checkpoint" and (repo / "tensorrt_llm" / "1" / "checkpoint" / "config.json").is_file()
+    assert args["backend"] == "pytorch"
+    assert args["triton_config"] == {"max_batch_size": trt.max_batch_size, "decoupled": True,
+                                     "cancellation_check_period_ms": 100}
+    names = llm_arg_names(image_info(default_image()).tensorrt_llm)  # type: ignore[union-attr]
+    assert names is not None and set(args) - {"triton_config"} <= names[1]
+    manifest = json.loads((repo / "tritonforge.json").read_text())
+    assert manifest["image"] == default_image()
+    assert manifest["parallel"]["tensorrt_llm"]["runtime"] == "llmapi"
+
+
+def test_the_ensemble_keeps_the_public_contract_of_the_engine_path(decoder: Path, tmp_path: Path) -> None:
+    llmapi = build(spec(decoder), tmp_path / "a").repo
+    engine = build(spec(decoder, target="cpu", runtime="engine"), tmp_path / "b").repo
+    a, b = (read_config(r / "llm" / "config.pbtxt") for r in (llmapi, engine))
+    engine_inputs = {i.name: (i.data_type, list(i.dims)) for i in b.input}
+    for tensor in a.input:  # every input of the LLM API ensemble is the engine ensemble's, with its type
+        assert engine_inputs[tensor.name] == (tensor.data_type, list(tensor.dims)), tensor.name
+    assert {"text_input", "max_tokens", "stream", "temperature", "top_k", "top_p", "seed", "stop_words",
+            "apply_chat_template"} <= {i.name for i in a.input}
+    assert [o.name for o in a.output] == ["text_output", "num_input_tokens", "num_output_tokens"]
+
+
+def test_adapters_map_to_lora_id_name_and_path(decoder: Path, tmp_path: Path) -> None:
+    from tritonforge.builders.tiny_models import make_tiny_lora
+
+    adapter = make_tiny_lora(decoder, tmp_path / "support", seed=1)
+    repo = build(spec(decoder, adapters={"support": {"path": str(adapter)}}), tmp_path / "r").repo
+    ens = read_config(repo / "llm" / "config.pbtxt")
+    trt_step = next(s for s in ens.ensemble_scheduling.step if s.model_name == "tensorrt_llm")
+    assert {"lora_id", "lora_name", "lora_path"} <= set(trt_step.input_map)
+    assert ens.parameters["lora_adapters"].string_value == "support"
+    table = json.loads((repo / "preprocessing" / "1" / "adapters.json").read_text())
+    path = table["adapters"]["support"]["path"]
+    assert (repo / "tensorrt_llm" / "1" / path / "adapter_config.json").is_file()  # lora_path, relative
+    args = yaml.safe_load((repo / "tensorrt_llm" / "1" / "model.yaml").read_text())
+    assert args["lora_config"] == {"max_lora_rank": 64, "max_loras": 1, "max_cpu_loras": 1}
+
+
+def test_unknown_llm_arguments_are_refused_with_the_field_and_the_release(decoder: Path) -> None:
+    with pytest.raises(SpecError) as err:
+        spec(decoder, llmapi={"extra_llm_args": {"enable_chunked_prefill": True, "max_tokenz": 3}})
+    text = str(err.value)
+    assert "models.chat.llmapi: extra_llm_args.max_tokenz: not an argument of tensorrt_llm.LLM()" in text
+    assert "TensorRT-LLM 1.2" in text and "enable_chunked_prefill" not in text
+    with pytest.raises(SpecError, match="set by tritonforge; use the typed field"):
+        spec(decoder, llmapi={"extra_llm_args": {"tensor_parallel_size": 2}})
+
+
+def test_known_llm_arguments_are_written_to_model_yaml(decoder: Path, tmp_path: Path) -> None:
+    s = spec(decoder, llmapi={"tensor_parallel_size": 2, "extra_llm_args": {"enable_chunked_prefill": True}})
+    repo = build(s, tmp_path / "r").repo
+    args = yaml.safe_load((repo / "tensorrt_llm" / "1" / "model.yaml").read_text())
+    assert args["enable_chunked_prefill"] is True and args["tensor_parallel_size"] == 2
+    assert json.loads((repo / "tritonforge.json").read_text())["parallel"]["tensorrt_llm"]["tp_size"] == 2
+
+
+def test_the_engine_path_is_refused_on_an_image_without_the_engine_backend(decoder: Path) -> None:
+    with pytest.raises(SpecError, match=r"images after 26\.07 no longer ship the engine backend"):
+        spec(decoder, image="nvcr.io/nvidia/tritonserver:26.10-trtllm-python-py3", runtime="engine")
+    with pytest.raises(SpecError, match="has no TensorRT-LLM"):
+        spec(decoder, image="nvcr.io/nvidia/tritonserver:26.07-py3")
+    spec(decoder, image="nvcr.io/nvidia/tritonserver:26.10-trtllm-python-py3")  # the LLM API path runs anywhere
+    assert image_info(newest_engine_image()).engine_backend  # type: ignore[union-attr]
+
+
+def test_bls_needs_the_engine_path(decoder: Path) -> None:
+    with pytest.raises(SpecError, match="bls: tensorrt_llm_bls wraps the engine path's steps: set runtime: engine"):
+        spec(decoder, bls=True)
+
+
+def test_plan_writes_the_engine_repository_and_its_build_script(decoder: Path, tmp_path: Path) -> None:
+    report = build(spec(decoder), tmp_path / "r", plan_only=True, image=IMAGE_2607)
+    repo = report.repo
+    assert "postprocessing" in report.models and "tensorrt_llm" in report.models
+    trt = read_config(repo / "tensorrt_llm" / "config.pbtxt")
+    assert trt.backend == "tensorrtllm"
+    for key in required_parameter_keys("tensorrt_llm"):  # what the C++ backend reads without a default
+        assert key in trt.parameters, key
+    script = (repo / "build_engines.sh").read_text()
+    assert (repo / "build_engines.sh").stat().st_mode & 0o111
+    assert 'case "$found" in 1.2.1*)' in script and "/app/examples /app/tensorrt_llm/examples" in script
+    assert '"$EXAMPLES/models/core/llama/convert_checkpoint.py"' in script
+    assert 'trtllm-build --checkpoint_dir "$WORK/chat/checkpoint" --output_dir "$REPO/tensorrt_llm/1/engine"' in script
+    assert report.planned_commands and all(c in script for c in report.planned_commands)
+    subprocess.run(["bash", "-n", str(repo / "build_engines.sh")], check=True)
+    assert json.loads((repo / "tritonforge.json").read_text())["image"] == IMAGE_2607
+
+
+def test_plan_is_refused_for_an_image_without_engines(decoder: Path, tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="runtime 'engine'"):
+        build(spec(decoder), tmp_path / "r", plan_only=True,
+              image="nvcr.io/nvidia/tritonserver:26.10-trtllm-python-py3")
+    assert not (tmp_path / "r").exists()

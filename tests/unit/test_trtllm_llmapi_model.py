@@ -1,0 +1,176 @@
+"""python_backends/trtllm_llmapi: the gpu LLM API driver, run against a stand-in of `tensorrt_llm` (no GPU here).
+
+The stand-in (``FakeLLM``) keeps the LLM API's surface that the model uses — ``LLM(**model.yaml args)``,
+``generate_async(prompt, sampling_params=, lora_request=, streaming=)`` returning a result that is async-iterable
+(streaming), has ``aresult()`` and ``abort()``, ``SamplingParams(**kwargs)``, ``LoRARequest(name, id, path, ...)`` —
+and "generates" the prompt's words back, so what is checked is the model's own mapping of tensors and responses.
+It is labelled a stand-in: TensorRT-LLM itself needs a GPU and is tested only with the `gpu` marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from tests.fake_pb_utils import DecoupledRequest, initialize_args, load_model, strings
+
+MODEL_PY = Path(__file__).resolve().parents[2] / "python_backends" / "trtllm_llmapi" / "model.py"
+
+
+@dataclass
+class Output:
+    text: str
+    text_diff: str
+    finish_reason: str | None = None
+    stop_reason: str | None = None
+    cumulative_logprob: float | None = None
+
+
+@dataclass
+class Result:
+    outputs: list[Output]
+    finished: bool
+
+
+class Generation:
+    def __init__(self, words: list[str], streaming: bool) -> None:
+        self.words, self.streaming, self.aborted = words, streaming, False
+
+    def __aiter__(self) -> Any:
+        async def gen() -> Any:
+            text = ""
+            for i, w in enumerate(self.words):
+                if self.aborted:
+                    return
+                text += w
+                done = i == len(self.words) - 1
+                yield Result([Output(text, w, "length" if done else None)], done)
+                await asyncio.sleep(0)
+
+        return gen()
+
+    async def aresult(self) -> Result:
+        return Result([Output("".join(self.words), "", "length", None, -1.5)], True)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class FakeLLM:
+    instances: ClassVar[list[FakeLLM]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs, self.calls = kwargs, []
+        FakeLLM.instances.append(self)
+
+    def generate_async(self, prompt: str, sampling_params: Any, lora_request: Any, streaming: bool) -> Generation:
+        self.calls.append((prompt, sampling_params, lora_request, streaming))
+        return Generation([f" {w}" for w in prompt.split()][: sampling_params.kwargs.get("max_tokens", 32)], streaming)
+
+    def shutdown(self) -> None:
+        pass
+
+
+class SamplingParams:
+    def __init__(self, **kwargs: Any) -> None:
+        if "temperature" in kwargs and kwargs["temperature"] < 0:
+            raise ValueError("temperature must be >= 0")
+        self.kwargs = kwargs
+
+
+class LoRARequest:
+    def __init__(self, name: str, lora_id: int, path: str, lora_ckpt_source: str = "hf") -> None:
+        self.args = (name, lora_id, path, lora_ckpt_source)
+
+
+@pytest.fixture
+def model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    trt = types.ModuleType("tensorrt_llm")
+    trt.LLM, trt.SamplingParams = FakeLLM, SamplingParams  # type: ignore[attr-defined]
+    executor, request = types.ModuleType("tensorrt_llm.executor"), types.ModuleType("tensorrt_llm.executor.request")
+    request.LoRARequest = LoRARequest  # type: ignore[attr-defined]
+    for name, module in (("tensorrt_llm", trt), ("tensorrt_llm.executor", executor),
+                         ("tensorrt_llm.executor.request", request)):
+        monkeypatch.setitem(sys.modules, name, module)
+    version = tmp_path / "1"
+    (version / "checkpoint").mkdir(parents=True)
+    (version / "adapters" / "support").mkdir(parents=True)
+    (version / "model.yaml").write_text(
+        "model: checkpoint\nbackend: pytorch\ntensor_parallel_size: 1\n"
+        "triton_config: {max_batch_size: 8, decoupled: true, cancellation_check_period_ms: 10}\n"
+    )
+    module = load_model(MODEL_PY, monkeypatch)
+    m = module.TritonPythonModel()
+    m.initialize(initialize_args({"name": "tensorrt_llm", "max_batch_size": 8,
+                                  "model_transaction_policy": {"decoupled": True}}, tmp_path))
+    yield m
+    m.finalize()
+
+
+def run(m: Any, **inputs: np.ndarray) -> list[Any]:
+    request = DecoupledRequest("r1", **inputs)
+    m.execute([request])
+    assert request.sender.final.wait(5)
+    return request.sender.responses
+
+
+def texts(responses: list[Any]) -> list[str]:
+    out = []
+    for r in responses:
+        if r is None:
+            continue
+        assert not r.has_error(), r.error().message()
+        t = {x.name(): x.as_numpy() for x in r.output_tensors()}
+        out.append(t["text_output"].reshape(-1)[0].decode())
+    return out
+
+
+def test_model_yaml_becomes_the_llm_arguments_with_the_checkpoint_resolved(model: Any, tmp_path: Path) -> None:
+    args = FakeLLM.instances[-1].kwargs
+    assert args["model"] == str(tmp_path / "1" / "checkpoint") and "triton_config" not in args
+    assert args["backend"] == "pytorch"
+
+
+def test_sampling_inputs_map_by_name_and_the_completion_is_returned(model: Any) -> None:
+    responses = run(model, text_input=strings([["a b c"]]), sampling_param_max_tokens=np.array([[2]], np.int32),
+                    sampling_param_temperature=np.array([[0.5]], np.float32),
+                    sampling_param_stop=strings([["x", "y"]]), return_finish_reason=np.array([[True]]))
+    assert texts(responses) == [" a b"]
+    _, params, lora, streaming = FakeLLM.instances[-1].calls[-1]
+    assert params.kwargs == {"max_tokens": 2, "temperature": 0.5, "exclude_input_from_output": True,
+                             "stop": ["x", "y"]}
+    assert lora is None and streaming is False
+    reason = {x.name(): x.as_numpy() for x in responses[-1].output_tensors()}["finish_reason"]
+    assert reason.reshape(-1)[0] == b"length"
+
+
+def test_streaming_sends_the_new_text_of_each_step(model: Any) -> None:
+    responses = run(model, text_input=strings([["one two three"]]), streaming=np.array([[True]]))
+    assert texts(responses) == [" one", " two", " three"]
+
+
+def test_lora_needs_all_three_and_an_empty_name_is_the_base_model(model: Any) -> None:
+    base = run(model, text_input=strings([["a"]]), lora_name=strings([[""]]))
+    assert texts(base) == [" a"] and FakeLLM.instances[-1].calls[-1][2] is None
+    run(model, text_input=strings([["a"]]), lora_name=strings([["support"]]),
+        lora_id=np.array([[3]], np.uint64), lora_path=strings([["adapters/support"]]))
+    lora = FakeLLM.instances[-1].calls[-1][2]
+    assert lora.args[:2] == ("support", 3) and lora.args[2].endswith("1/adapters/support")
+    bad = run(model, text_input=strings([["a"]]), lora_name=strings([["support"]]))
+    assert "must all be provided together" in bad[-1].error().message()
+    missing = run(model, text_input=strings([["a"]]), lora_name=strings([["x"]]), lora_id=np.array([[1]], np.uint64),
+                  lora_path=strings([["nowhere"]]))
+    assert "does not exist on the server" in missing[-1].error().message()
+
+
+def test_bad_sampling_parameters_are_the_requests_error_and_the_model_keeps_serving(model: Any) -> None:
+    bad = run(model, text_input=strings([["a"]]), sampling_param_temperature=np.array([[-1.0]], np.float32))
+    assert "bad sampling parameters" in bad[-1].error().message()
+    assert texts(run(model, text_input=strings([["fine"]]))) == [" fine"]
