@@ -81,6 +81,7 @@ models:
   chat:
     kind: llm
     checkpoint: decoder
+    runtime: engine                 # tensorrt_llm_bls wraps the engine path's steps
     bls: true
     max_input_len: 128
     max_seq_len: 512
@@ -193,7 +194,7 @@ def gpu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, 
     spec = parse_spec(
         {"name": "gpu-bls", "target": "gpu", "models": {"chat": {
             "kind": "llm", "checkpoint": "decoder", "max_input_len": 64, "max_seq_len": 128, "adapters": adapters,
-            "bls": True, "tensorrt_llm": {"decoupled_mode": True},
+            "bls": True, "runtime": "engine", "tensorrt_llm": {"decoupled_mode": True},
             "engine": {"lora": {"enabled": True, "max_rank": 8}}}}},
         source_dir=root,
     )
