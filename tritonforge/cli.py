@@ -145,8 +145,9 @@ def serve(
 ) -> None:
     """Serve a repository on a real Triton (explicit model control, all models loaded) until SIGINT/SIGTERM.
 
-    Triton's model-repository (load/unload) and shared-memory APIs answer only requests with the header
-    `tritonforge-admin-key: <key>`; the key is generated and printed when none is given. With --gateway the
+    Triton's model-repository (load/unload), shared-memory, logging and trace APIs answer only requests with the
+    header `tritonforge-admin-key: <key>` (gRPC: `triton-grpc-protocol-tritonforge-admin-key`); the key is generated
+    and printed when none is given. With --gateway the
     OpenAI-compatible gateway runs in this process too, pointed at Triton's gRPC port, and stops with it.
     """
     gateway_setup = None
@@ -158,7 +159,7 @@ def serve(
         )
     import secrets
 
-    from tritonforge.server import ADMIN_HEADER, TritonServer
+    from tritonforge.server import ADMIN_HEADER, GRPC_ADMIN_HEADER, TritonServer
 
     key = None if open_admin else (admin_key or secrets.token_urlsafe(24))
     server = TritonServer(
@@ -185,7 +186,10 @@ def serve(
         if gateway_setup is not None:
             console.print(gateway_setup.banner(host, gateway_port, ep.grpc))
         if key and not admin_key:
-            console.print(f"model control needs the header {ADMIN_HEADER}: {key}")
+            console.print(
+                f"admin APIs (model control, shared memory, logging, trace) need the header {ADMIN_HEADER}: {key} "
+                f"(gRPC: {GRPC_ADMIN_HEADER})"
+            )
         console.print("Ctrl-C to stop")
         while not stop.wait(1.0):
             if not server.is_running():

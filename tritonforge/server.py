@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonforge.errors import ServerError
+from tritonforge.stub_watchdog import StubWatchdog
 
 __all__ = [
     "Endpoints",
@@ -94,8 +95,14 @@ def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 
-ADMIN_HEADER = "tritonforge-admin-key"
-RESTRICTED_APIS = "model-repository,shared-memory"  # what an admin key guards (inference stays open)
+ADMIN_HEADER = "tritonforge-admin-key"  # the HTTP header an admin key travels in
+# Triton prefixes the header of a restricted gRPC protocol: gRPC callers send `triton-grpc-protocol-<header>`
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+# what an admin key guards: every API that changes the server's state (inference, health, metadata and
+# statistics stay open). Triton takes the key only on its command line, so `ps` on the host shows it: keep the
+# admin key to a host whose process list is private, and Triton's ports off untrusted networks (the gateway is
+# the public face).
+RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
 
 @dataclass(frozen=True)
 class _Wheel:
@@ -478,6 +485,7 @@ class TritonServer:
         log_verbose: int = 0,
         exit_timeout: float = 5.0,
         admin_key: str | None = None,
+        heal_stubs: bool = True,
     ) -> None:
         if isinstance(models, str):
             raise ServerError(f"models must be a list of model names, not the string {models!r}")
@@ -514,6 +522,14 @@ class TritonServer:
         self._lock = threading.RLock()
         self.failed_models: dict[str, str] = {}
         self.startup_seconds: float | None = None
+        # a python-backend stub that dies is not restarted by Triton 2.51: the launcher reloads its model
+        self.watchdog: StubWatchdog | None = None
+        if heal_stubs:
+            self.watchdog = StubWatchdog(
+                pid=lambda: self.pid if self.is_running() else None,
+                ready=self._listed_ready,
+                reload=lambda model: self.load(model, restart=True),
+            )
 
     # ---------------------------------------------------------------------------------------------- lifecycle
 
@@ -539,6 +555,8 @@ class TritonServer:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL (the whole process group, stubs included) after ``timeout`` s. Idempotent."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
         with self._lock:
             proc, self._proc = self._proc, None
             if proc is not None:
@@ -655,6 +673,13 @@ class TritonServer:
             self.endpoints.http, connection_timeout=timeout, network_timeout=timeout
         )
 
+    def _listed_ready(self, model: str) -> bool:
+        """Whether Triton's repository index lists ``model`` as READY (also while its stub is dead)."""
+        try:
+            return any(m.get("name") == model and m.get("state") == "READY" for m in self._index(self.endpoints.http))
+        except ServerError:
+            return False
+
     def _model_ready(self, model: str) -> bool:
         try:
             with urllib.request.urlopen(f"http://{self.endpoints.http}/v2/models/{model}/ready", timeout=5) as r:
@@ -767,6 +792,8 @@ class TritonServer:
             raise
         self.startup_seconds = time.monotonic() - began
         LOG.info("tritonserver ready in %.1fs at %s (pid %d)", self.startup_seconds, endpoints, self.pid)
+        if self.watchdog is not None:
+            self.watchdog.start()
         return endpoints
 
     def _fail(self, headline: str) -> ServerError:

@@ -606,11 +606,11 @@ class TritonPythonModel:
         temperature = float(scalar("temperature", b, 1.0))
         top_k = int(scalar("runtime_top_k", b, 0))
         top_p = float(scalar("runtime_top_p", b, 0.0))
-        if temperature < 0:
-            raise RequestError(f"{where}temperature={temperature} must be >= 0")
+        if not temperature >= 0:  # NaN too: it compares false with everything
+            raise RequestError(f"{where}temperature={temperature} must be a number >= 0")
         if top_k < 0:
             raise RequestError(f"{where}runtime_top_k={top_k} must be >= 0")
-        if top_p > 1.0:
+        if not top_p <= 1.0:
             raise RequestError(f"{where}runtime_top_p={top_p} must be in (0, 1]")
         seq.temperature, seq.top_k, seq.top_p = temperature, top_k, (top_p if top_p > 0 else None)
         seq.greedy = temperature == 0 or top_k == 1 or (top_k == 0 and seq.top_p is None)
@@ -624,8 +624,11 @@ class TritonPythonModel:
         seq.repetition = float(scalar("repetition_penalty", b, 1.0))
         seq.presence = float(scalar("presence_penalty", b, 0.0))
         seq.frequency = float(scalar("frequency_penalty", b, 0.0))
-        if seq.repetition <= 0:
-            raise RequestError(f"{where}repetition_penalty={seq.repetition} must be > 0")
+        if not seq.repetition > 0:
+            raise RequestError(f"{where}repetition_penalty={seq.repetition} must be a number > 0")
+        for name, value in (("presence_penalty", seq.presence), ("frequency_penalty", seq.frequency)):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise RequestError(f"{where}{name}={value} must be a finite number")
         if seq.repetition != 1.0 or seq.presence != 0.0 or seq.frequency != 0.0:
             seq.counts = torch.bincount(torch.tensor(prompt, dtype=torch.long), minlength=self.vocab_size).float()
 

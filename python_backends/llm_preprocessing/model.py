@@ -362,7 +362,7 @@ class TritonPythonModel:
         batch = queries.shape[0]
         prompts = []
         for i in range(batch):
-            query = _text(queries[i, 0], "QUERY")
+            query = _text(queries[i, 0], "text_input (QUERY)")
             if chat[i] or system_prompts[i]:
                 text = self.render_chat(query, system_prompts[i])
                 # the LLM API tokenizes the prompt with the tokenizer's special tokens: a template that writes the
@@ -421,7 +421,7 @@ class TritonPythonModel:
             return self.text_response(arrays, queries, chat, task_ids, system_prompts, per_item)
         encoded = []
         for i in range(batch):
-            query = _text(queries[i, 0], "QUERY")
+            query = _text(queries[i, 0], "text_input (QUERY)")
             encoded.append(self.encode_query(query, chat[i], system_prompts[i]))
         end_ids = per_item("END_ID", self.end_id)
         pad_ids = per_item("PAD_ID", self.pad_id)

@@ -44,3 +44,39 @@ def test_load_and_unload_need_the_key(toy_repo: Path) -> None:
         assert _unload(http, {ADMIN_HEADER: KEY}) == 200
         server.load("add_one")  # the launcher itself carries the key
         assert server._model_ready("add_one")
+
+
+def _post(http: str, path: str, body: dict[str, object], headers: dict[str, str]) -> int:
+    import json
+
+    req = urllib.request.Request(
+        f"http://{http}{path}", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", **headers},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_logging_and_trace_settings_need_the_key_over_both_protocols(toy_repo: Path) -> None:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from tritonforge.server import GRPC_ADMIN_HEADER
+
+    with TritonServer(toy_repo, admin_key=KEY) as server:
+        http, grpc = server.endpoints.http, server.endpoints.grpc
+        assert _post(http, "/v2/logging", {"log_verbose_level": 1}, {}) in (401, 403)
+        assert _post(http, "/v2/trace/setting", {"trace_level": ["TIMESTAMPS"]}, {}) in (401, 403)
+        assert _post(http, "/v2/logging", {"log_verbose_level": 0}, {ADMIN_HEADER: KEY}) == 200
+        with grpcclient.InferenceServerClient(grpc) as client:
+            with pytest.raises(InferenceServerException):
+                client.update_log_settings({"log_verbose_level": 1})
+            with pytest.raises(InferenceServerException):  # the HTTP header name is not gRPC's
+                client.update_log_settings({"log_verbose_level": 1}, headers={ADMIN_HEADER: KEY})
+            client.update_log_settings({"log_verbose_level": 0}, headers={GRPC_ADMIN_HEADER: KEY})
+            client.unload_model("add_one", headers={GRPC_ADMIN_HEADER: KEY})
+            assert not client.is_model_ready("add_one")
+            assert client.is_server_live()  # health stays open

@@ -44,7 +44,7 @@ def _reduced_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("gateway-spec")
     (folder / "spec.yaml").write_text(yaml.safe_dump(data))
     repo = tmp_path_factory.mktemp("gateway") / "model_repository"
-    build(demo_spec(folder / "spec.yaml")[0], repo, target="cpu")
+    build(demo_spec(folder / "spec.yaml", stand_in_decoder=True)[0], repo, target="cpu")
     return repo
 
 
@@ -308,3 +308,57 @@ def test_health_and_metrics(http) -> None:
     text = http.get("/metrics").text
     assert 'tritonforge_gateway_requests_total{model="minilm",route="/v1/embeddings",status="200"}' in text
     assert "tritonforge_gateway_request_seconds_bucket" in text
+
+
+HOSTILE = [  # (path, raw JSON body, expected status, words the message must hold)
+    ("/v1/chat/completions", '{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": '
+     + str(2**63) + "}", 400, "max_tokens"),
+    ("/v1/chat/completions", '{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": '
+     "4294967299}", 400, "max_tokens"),
+    ("/v1/chat/completions", '{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "top_k": '
+     "4294967301}", 400, "top_k"),
+    ("/v1/chat/completions", '{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "seed": '
+     + str(2**70) + "}", 400, "seed"),
+    ("/v1/chat/completions", '{"model": "chat", "messages": [{"role": "user", "content": "hi"}], "temperature": '
+     "NaN}", 400, "temperature"),
+    ("/v1/chat/completions", '{"model": "chat", "messages": [{"role": "user", "content": "a\\ud800"}]}', 400,
+     "not valid Unicode"),
+    ("/v1/embeddings", '{"model": "minilm", "input": "\\ud800x"}', 400, "not valid Unicode"),
+    ("/v1/embeddings", '{"model": "\\ud800", "input": "x"}', 400, "not valid Unicode"),
+    ("/v1/embeddings", '{"model": "minilm", "input": ' + "[" * 100_000 + "]" * 100_000 + "}", 400, "nests deeper"),
+    ("/v1/embeddings", '{"model": "minilm", "input": "' + "x" * (5 << 20) + '"}', 413, "limit"),
+    ("/v1/embeddings", json.dumps({"model": "minilm", "input": ["x"] * 10_000}), 400, "limit of 512"),
+    ("/v1/embeddings", json.dumps({"model": "minilm", "input": "x" * 100_000}), 400, "characters in input[0]"),
+    ("/v1/rerank", json.dumps({"model": "reranker", "query": "q" * 100_000, "documents": ["d"]}), 400,
+     "characters in the query"),
+    ("/v1/chat/completions", json.dumps({"model": "chat", "messages": [{"role": "user", "content": "hi"}],
+                                         "stop": ["s"] * 100_000}), 400, "stop strings"),
+    ("/v1/chat/completions", json.dumps({"model": "chat", "messages": [{"role": "user", "content": "p" * 200_000}]}),
+     400, "characters in the messages"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(HOSTILE)))
+def test_hostile_requests_get_a_4xx_and_the_connection_keeps_serving(http, case: int) -> None:
+    path, body, status, words = HOSTILE[case]
+    response = http.post(path, content=body.encode("utf-8", "surrogatepass"),
+                         headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text[:300]
+    assert words in response.json()["error"]["message"], response.text[:300]
+    good = http.post("/v1/embeddings", json={"model": "minilm", "input": "fine"})  # same keep-alive connection
+    assert good.status_code == 200, good.text[:300]
+
+
+def test_health_names_a_member_model_that_is_down(http, gateway_triton) -> None:
+    """Triton keeps the `embed` ensemble READY while its encoder is unloaded; the gateway's /health does not."""
+    assert http.get("/health").status_code == 200
+    gateway_triton.unload("minilm_encoder")
+    try:
+        reply = http.get("/health")
+        assert reply.status_code == 503
+        assert reply.json()["models_down"] == {"minilm": ["minilm_encoder"]}
+        failed = http.post("/v1/embeddings", json={"model": "minilm", "input": "x"})
+        assert failed.status_code == 503, failed.text  # retryable, not the caller's fault
+    finally:
+        gateway_triton.load("minilm_encoder")
+    assert http.get("/health").status_code == 200

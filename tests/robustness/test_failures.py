@@ -90,6 +90,36 @@ def test_killed_stub_fails_its_request_and_recovers_on_reload(misbehaving_server
     assert _grpc_infer(server, "fragile", 0.0, robust)[0] == "ok"
 
 
+def test_a_killed_stub_heals_without_an_operator_and_the_others_keep_serving(misbehaving_repo, robust,
+                                                                             caplog) -> None:
+    """tritonforge's launcher (heal_stubs, the default) notices the dead stub and reloads its model."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="tritonforge.server")
+    server = TritonServer(misbehaving_repo, allow_partial=True, startup_timeout=60, exit_timeout=1)
+    with server:
+        (stub,) = robust.stub_pids(server, "fragile")
+        os.kill(stub, signal.SIGKILL)
+        killed = time.perf_counter()
+        steady = []
+        while time.perf_counter() - killed < 30:
+            steady.append(_grpc_infer(server, "steady", 0.0, robust)[0])  # never stops serving
+            status = _grpc_infer(server, "fragile", 0.0, robust)
+            if status[0] == "ok":
+                break
+            time.sleep(0.2)
+        healed_after = time.perf_counter() - killed
+        assert status[0] == "ok" and status[1] != str(stub), status
+        assert healed_after < 15, healed_after
+        assert set(steady) == {"ok"}
+        assert server.watchdog is not None and server.watchdog.healed == {"fragile": 1}
+        assert "died; reloading 'fragile'" in caplog.text and "'fragile' serves again" in caplog.text
+        # unloading on purpose is not a death: the watchdog leaves an unloaded model alone
+        server.unload("fragile")
+        time.sleep(3)
+        assert not server._model_ready("fragile") and server.watchdog.healed == {"fragile": 1}
+
+
 def test_model_failing_to_load_is_reported_and_the_others_serve(misbehaving_server, robust) -> None:
     server = misbehaving_server
     assert set(server.failed_models) == {"broken"}

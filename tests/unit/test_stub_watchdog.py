@@ -1,0 +1,96 @@
+"""The stub watchdog's decisions, on a /proc written for the test (the real kill-and-heal runs in
+tests/robustness/test_failures.py against tritonserver)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tritonforge import stub_watchdog
+from tritonforge.stub_watchdog import StubWatchdog, python_stubs
+
+SERVER = 4242
+
+
+def add_process(proc: Path, pid: int, ppid: int, argv: list[str]) -> None:
+    folder = proc / str(pid)
+    folder.mkdir(parents=True)
+    (folder / "stat").write_text(f"{pid} (some (odd) name) S {ppid} 1 1 0 -1\n")
+    (folder / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+
+
+def stub(model: str, instance: str) -> list[str]:
+    return ["/x/python/triton_python_backend_stub", f"/repo/{model}/1/model.py", "shm", "1048576", "1048576",
+            str(SERVER), "/x/python", "336", instance, "DEFAULT"]
+
+
+def test_python_stubs_are_read_from_the_servers_children(tmp_path: Path) -> None:
+    add_process(tmp_path, 10, SERVER, stub("embed", "embed_0_0"))
+    add_process(tmp_path, 11, SERVER, stub("minilm_encoder", "minilm_encoder_0_1"))
+    add_process(tmp_path, 12, 1, stub("other", "other_0_0"))  # another server's
+    add_process(tmp_path, 13, SERVER, ["/bin/sh", "-c", "true"])  # not a stub
+    (tmp_path / "self").mkdir()
+    assert python_stubs(SERVER, tmp_path) == {"embed_0_0": "embed", "minilm_encoder_0_1": "minilm_encoder"}
+
+
+class Fake:
+    def __init__(self) -> None:
+        self.stubs = {"a_0_0": "a", "b_0_0": "b"}
+        self.ready = {"a": True, "b": True}
+        self.reloads: list[str] = []
+        self.fail = 0
+
+    def reload(self, model: str) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("load failed")
+        self.reloads.append(model)
+        self.stubs[f"{model}_0_0"] = model
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Fake:
+    f = Fake()
+    monkeypatch.setattr(stub_watchdog, "python_stubs", lambda pid: dict(f.stubs))
+    return f
+
+
+def dog(fake: Fake) -> StubWatchdog:
+    return StubWatchdog(pid=lambda: SERVER, ready=lambda m: fake.ready[m], reload=fake.reload)
+
+
+def test_a_stub_missing_on_two_scans_of_a_ready_model_gets_its_model_reloaded(fake: Fake) -> None:
+    w = dog(fake)
+    assert w.scan() == []
+    del fake.stubs["a_0_0"]
+    assert w.scan() == []  # one scan missing: a reload in progress looks the same
+    assert w.scan() == ["a"] and fake.reloads == ["a"] and w.healed == {"a": 1}
+    assert w.scan() == []  # the new stub is known; nothing more to do
+
+
+def test_an_unloaded_model_is_left_alone(fake: Fake) -> None:
+    w = dog(fake)
+    w.scan()
+    del fake.stubs["b_0_0"]
+    fake.ready["b"] = False
+    w.scan()
+    assert w.scan() == [] and w.scan() == [] and fake.reloads == []
+
+
+def test_failed_reloads_back_off(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(stub_watchdog.time, "monotonic", lambda: clock[0])
+    w = dog(fake)
+    w.scan()
+    del fake.stubs["a_0_0"]
+    fake.fail = 2
+    w.scan()
+    assert w.scan() == []  # first try failed: next in 1 s
+    assert w.scan() == []  # too early
+    clock[0] += 1.0
+    assert w.scan() == []  # second try failed: next in 2 s
+    clock[0] += 1.5
+    assert w.scan() == []
+    clock[0] += 0.5
+    assert w.scan() == ["a"] and fake.reloads == ["a"]

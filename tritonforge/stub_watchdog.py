@@ -1,0 +1,143 @@
+"""Heal python-backend models whose stub process died.
+
+Triton 2.51 does not restart a python-backend stub that died (killed, out of memory, a crash in native code): the
+model stays READY in Triton's index and every request to it fails with "Stub process '<instance>' is not healthy",
+until someone reloads the model. The launcher knows better than Triton here: each model instance is a child
+process of tritonserver (``triton_python_backend_stub <model folder>/<version>/model.py ... <instance name>``), so
+an instance whose stub vanished while Triton still lists the model as READY is dead, not unloaded.
+
+``StubWatchdog`` scans the server's children once per ``interval``; an instance missing on two scans in a row
+(a reload replaces stubs by name, so a brief gap is not a death) of a model Triton still calls READY gets the model
+reloaded through the repository API (unload, then load: what brings a dead stub back), with a log line and a
+per-model back-off that doubles after each failed reload (up to ``max_backoff``). Linux only (``/proc``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOG = logging.getLogger("tritonforge.server")
+STUB_BINARY = "triton_python_backend_stub"
+
+
+def python_stubs(parent_pid: int, proc: Path = Path("/proc")) -> dict[str, str]:
+    """{instance name: model name} of the python-backend stubs whose parent is ``parent_pid``."""
+    stubs: dict[str, str] = {}
+    try:
+        entries = list(proc.iterdir())
+    except OSError:
+        return stubs
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])  # fields after "(comm)": state, ppid, ...
+            if ppid != parent_pid:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        args = [a.decode("utf-8", "replace") for a in argv if a]
+        if len(args) < 9 or not args[0].endswith(STUB_BINARY):
+            continue
+        model = Path(args[1]).parent.parent.name  # <repository>/<model>/<version>/model.py
+        stubs[args[8]] = model  # the instance name, e.g. "minilm_encoder_0_0"
+    return stubs
+
+
+@dataclass
+class _Backoff:
+    delay: float = 1.0
+    next_try: float = 0.0
+    failures: int = 0
+
+
+@dataclass
+class StubWatchdog:
+    """Reloads a model whose stub died (see the module docstring). ``ready(model)`` says whether Triton lists the
+    model as READY; ``reload(model)`` unloads and loads it (raising on failure)."""
+
+    pid: Callable[[], int | None]
+    ready: Callable[[str], bool]
+    reload: Callable[[str], None]
+    interval: float = 1.0
+    max_backoff: float = 60.0
+    healed: dict[str, int] = field(default_factory=dict)  # model -> reloads done
+    _known: dict[str, str] = field(default_factory=dict)
+    _missing: dict[str, int] = field(default_factory=dict)  # instance -> consecutive scans missing
+    _backoff: dict[str, _Backoff] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Note the stubs running now (the server just became ready), then scan every ``interval``."""
+        pid = self.pid()
+        if pid is not None:
+            self._known.update(python_stubs(pid))
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="tritonforge-stub-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(10)
+        self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.scan()
+            except Exception:  # the watchdog must outlive any one bad scan
+                LOG.exception("stub watchdog: scan failed")
+
+    def scan(self) -> list[str]:
+        """One look at the stubs; returns the models reloaded."""
+        pid = self.pid()
+        if pid is None or os.name != "posix":
+            return []
+        now = python_stubs(pid)
+        dead: dict[str, list[str]] = {}
+        for instance, model in list(self._known.items()):
+            if instance in now:
+                self._missing.pop(instance, None)
+                continue
+            self._missing[instance] = self._missing.get(instance, 0) + 1
+            if self._missing[instance] >= 2:
+                dead.setdefault(model, []).append(instance)
+        self._known.update(now)
+        healed = []
+        for model, instances in dead.items():
+            if not self.ready(model):  # unloaded on purpose (or already reloading): nothing to heal
+                for instance in instances:
+                    self._known.pop(instance, None)
+                    self._missing.pop(instance, None)
+                continue
+            backoff = self._backoff.setdefault(model, _Backoff())
+            if time.monotonic() < backoff.next_try:
+                continue
+            LOG.warning("stub watchdog: the python stub of %s (model '%s') died; reloading '%s'",
+                        ", ".join(sorted(instances)), model, model)
+            try:
+                self.reload(model)
+            except Exception as err:
+                backoff.failures += 1
+                backoff.next_try = time.monotonic() + backoff.delay
+                LOG.error("stub watchdog: reloading '%s' failed (%s); next try in %.0f s", model, err, backoff.delay)
+                backoff.delay = min(backoff.delay * 2, self.max_backoff)
+                continue
+            self._backoff.pop(model, None)
+            for instance in instances:
+                self._known.pop(instance, None)
+                self._missing.pop(instance, None)
+            self.healed[model] = self.healed.get(model, 0) + 1
+            LOG.warning("stub watchdog: '%s' serves again", model)
+            healed.append(model)
+        return healed
