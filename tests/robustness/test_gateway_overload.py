@@ -1,0 +1,66 @@
+"""Load shedding through the gateway: when a model's queue is full (the spec's `max_queue_size`), Triton rejects the
+request at once and the gateway answers 429 with `Retry-After`, instead of queueing without bound; every other
+request succeeds, and the server serves normally right after."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def gateway(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import uvicorn
+
+    from tritonforge.build import build
+    from tritonforge.clients.gateway import GatewayModels, create_app
+    from tritonforge.server import TritonServer, free_port
+    from tritonforge.spec import parse_spec
+
+    queue = {"max_batch_size": 1, "instance_groups": [{"count": 1, "kind": "cpu"}],
+             "dynamic_batching": {"default_queue_policy": {"max_queue_size": 1}}}
+    spec = parse_spec({"name": "shed", "target": "cpu", "models": {"tiny": {
+        "kind": "embedding", "checkpoint": str(tiny_bert), "ensemble": "embed", **queue, "tokenizer": queue}}})
+    repo = build(spec, tmp_path_factory.mktemp("shed") / "repo").repo
+    with TritonServer(repo) as triton:
+        app = create_app(triton.endpoints.grpc, api_keys=None, retries=0,
+                         models=GatewayModels(chat={}, rerank={}, embeddings={"tiny": "embed"}))
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(30)
+
+
+def test_a_full_queue_is_shed_with_429_and_retry_after(gateway: str) -> None:
+    text = " ".join(["overload"] * 200)
+
+    def call(_: int) -> httpx.Response:
+        with httpx.Client(base_url=gateway, timeout=60) as client:
+            return client.post("/v1/embeddings", json={"model": "tiny", "input": text})
+
+    with ThreadPoolExecutor(32) as pool:
+        replies = list(pool.map(call, range(96)))
+    statuses = [r.status_code for r in replies]
+    shed = [r for r in replies if r.status_code == 429]
+    assert set(statuses) <= {200, 429}, statuses
+    assert shed and statuses.count(200) > 0, statuses
+    assert all(r.headers.get("retry-after") == "1" for r in shed)
+    assert all(r.json()["error"]["code"] == "overloaded" for r in shed)
+    with httpx.Client(base_url=gateway, timeout=60) as client:  # and it serves normally right after
+        assert client.post("/v1/embeddings", json={"model": "tiny", "input": "fine"}).status_code == 200
