@@ -316,7 +316,7 @@ def test_read_sentence_transformers_config(tiny_bert: Path, tiny_cls: Path, tiny
 
 def test_relative_folder_and_unknown_distribution(tiny_bert: Path) -> None:
     assert resolve_checkpoint(tiny_bert.name, tiny_bert.parent) == tiny_bert.resolve()
-    with pytest.raises(BuildError, match="No matching distribution found for surely-not-installed-dist.*pip install"):
+    with pytest.raises(BuildError, match=r"No matching distribution found for surely-not-installed-dist.*pip install"):
         resolve_checkpoint("pypi:surely-not-installed-dist", None)
 
 
