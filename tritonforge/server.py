@@ -528,7 +528,7 @@ class TritonServer:
             self.watchdog = StubWatchdog(
                 pid=lambda: self.pid if self.is_running() else None,
                 ready=self._listed_ready,
-                reload=lambda model: self.load(model, restart=True),
+                reload=self.heal,
             )
 
     # ---------------------------------------------------------------------------------------------- lifecycle
@@ -648,6 +648,48 @@ class TritonServer:
             client.close()
         if not self._model_ready(model):
             raise ServerError(f"model '{model}' was loaded but is not ready")
+
+    def heal(self, model: str, *, timeout: float = 120.0) -> list[str]:
+        """Bring back a model whose python stub died, with readiness telling the truth meanwhile: Triton keeps an
+        ensemble READY while a member cannot serve, so the ensembles that use ``model`` (directly or through other
+        ensembles) are unloaded first, the model is reloaded, and they are loaded again, innermost first. Returns
+        those ensembles."""
+        dependents = self._ensembles_using(model)
+        for name in reversed(dependents):  # outermost first: an ensemble cannot stay loaded without its members
+            self.unload(name, wait=True, timeout=timeout)
+        try:
+            self.load(model, timeout=timeout, restart=True)
+        finally:
+            for name in dependents:
+                self.load(name, timeout=timeout)
+        return dependents
+
+    def _ensembles_using(self, model: str) -> list[str]:
+        """The loaded ensembles that run ``model``, transitively, innermost first."""
+        steps: dict[str, set[str]] = {}
+        for entry in self.model_states():
+            name = str(entry.get("name"))
+            if entry.get("state") != "READY" or name in steps:
+                continue
+            try:
+                url = f"http://{self.endpoints.http}/v2/models/{name}/config"
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    config = json.loads(r.read())
+            except (urllib.error.URLError, OSError, ValueError):
+                continue
+            members = config.get("ensemble_scheduling", {}).get("step", [])
+            steps[name] = {str(s.get("model_name")) for s in members}
+        ordered: list[str] = []
+        reached = {model}
+        changed = True
+        while changed:  # breadth by depth: an ensemble joins once one of its steps is reached
+            changed = False
+            for name, members in steps.items():
+                if name not in reached and members & reached:
+                    reached.add(name)
+                    ordered.append(name)
+                    changed = True
+        return ordered
 
     def unload(self, model: str, *, wait: bool = True, timeout: float = 60.0) -> None:
         """Unload a model; with ``wait`` return once it no longer serves."""

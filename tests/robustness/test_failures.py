@@ -192,3 +192,33 @@ def test_client_retries_through_a_server_restart(tmp_path: Path, robust) -> None
         for client in clients.values():
             client.close()
         server.stop()
+
+
+def test_while_a_member_heals_its_ensemble_is_not_ready(embed_repo, robust) -> None:
+    """Triton keeps an ensemble READY while a member cannot serve; healing unloads the ensemble first, so its
+    readiness tells the truth until the member serves again, and then it serves too."""
+    import urllib.request
+
+    with TritonServer(embed_repo) as server:
+        (stub,) = robust.stub_pids(server, "minilm_encoder")
+
+        def embed_ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://{server.endpoints.http}/v2/models/embed/ready", timeout=5) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        assert embed_ready()
+        os.kill(stub, signal.SIGKILL)
+        seen_not_ready, began = False, time.perf_counter()
+        while time.perf_counter() - began < 30:
+            ready = embed_ready()
+            seen_not_ready = seen_not_ready or not ready
+            if seen_not_ready and ready:
+                break
+            time.sleep(0.05)
+        assert seen_not_ready and ready
+        assert server.watchdog is not None and server.watchdog.healed == {"minilm_encoder": 1}
+        with Client(server.endpoints.grpc) as client:
+            assert client.embed(["back again"]).shape == (1, 384)
