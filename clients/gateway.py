@@ -79,7 +79,7 @@ from tritonforge.clients.client import AsyncClient, classify_error
 from tritonforge.clients.gateway_auth import KeyChecker
 from tritonforge.clients.generation import Sampling, generation_inputs, text_of
 from tritonforge.clients.traffic_split import Choice, SplitConfigError, SplitRouter, SplitsConfig, parse_splits
-from tritonforge.errors import ClientError, OverloadedError, TransientError
+from tritonforge.errors import ClientError, OverloadedError, TransientError, TritonForgeError
 
 __all__ = ["APIError", "GatewayModels", "create_app", "split_problems"]
 
@@ -168,8 +168,8 @@ def split_problems(models: GatewayModels, config: SplitsConfig) -> list[str]:
 # ------------------------------------------------------------------------------------------------------- errors
 
 
-class APIError(Exception):
-    """An OpenAI-style error response."""
+class APIError(TritonForgeError):
+    """An OpenAI-style error response (the gateway's branch of the one error tree)."""
 
     def __init__(
         self,

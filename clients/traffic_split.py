@@ -63,21 +63,11 @@ __all__ = [
     "parse_splits",
 ]
 
+from tritonforge.errors import SplitConfigError
+
 LOG = logging.getLogger(__name__)
 BUCKETS = 10_000  # sticky assignment resolution: 0.01 % of traffic
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
-
-
-class SplitConfigError(ValueError):
-    """A split configuration that cannot be used; ``problems`` lists every ``path: message``."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source, self.problems = source, list(problems)
-        lines = "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(
-            f"{source}: invalid split configuration ({len(self.problems)} problem"
-            f"{'s' * (len(self.problems) != 1)}):\n{lines}"
-        )
 
 
 # ------------------------------------------------------------------------------------------------ configuration

@@ -60,7 +60,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tritonforge.errors import ClientError
+from tritonforge.errors import BenchError
 
 __all__ = [
     "BenchError",
@@ -128,10 +128,6 @@ _NUMPY = {
     "BF16": np.float32,  # tritonclient converts float32 arrays for BF16 inputs
     "BYTES": np.object_,
 }
-
-
-class BenchError(ClientError):
-    """A benchmark that cannot run: refused address, unreachable server, unknown model, bad data or options."""
 
 
 # ------------------------------------------------------------------------------------------------------- results

@@ -9,6 +9,9 @@ TritonForgeError
 │   └── ReleaseError       a version could not be added, promoted, rolled back or pinned (previous one still serves)
 ├── ServerError            tritonserver could not be found, started, or did not become ready
 ├── DeployError            cluster manifests or an object-store push cannot be made from these inputs
+├── SplitConfigError       an A/B or canary split configuration cannot be used (every problem; also a ValueError)
+├── APIError               the gateway's answer to a request it refuses or cannot serve (an OpenAI-style error
+│                          body with its HTTP status; defined in tritonforge.clients.gateway)
 └── ClientError            a request failed (bad input, unknown model, deadline, transport)
     ├── TransientError     a transport failure worth retrying (unavailable, reset, timeout while connecting)
     ├── OverloadedError    the model's queue is full and Triton shed the request (not retried: back off instead)
@@ -98,3 +101,19 @@ class TransientError(ClientError):
 
 class OverloadedError(ClientError):
     pass
+
+
+class BenchError(ClientError):
+    """A benchmark that cannot run: refused address, unreachable server, unknown model, bad data or options."""
+
+
+class SplitConfigError(TritonForgeError, ValueError):
+    """A split configuration that cannot be used; ``problems`` lists every ``path: message``."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source, self.problems = source, list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(
+            f"{source}: invalid split configuration ({len(self.problems)} problem"
+            f"{'s' * (len(self.problems) != 1)}):\n{lines}"
+        )
