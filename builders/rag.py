@@ -35,6 +35,29 @@ PROMPT_OUTPUTS = (
 )
 
 
+def chat_template_overhead(tokenizer_files: dict[str, FileContent]) -> int:
+    """Tokens the LLM's chat template adds around one user turn (0 without a template): the prompt step keeps room
+    for them when it fits passages into max_input_len."""
+    import tempfile
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for rel, content in tokenizer_files.items():
+            target = Path(tmp) / rel.split("/", 1)[1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content if isinstance(content, bytes) else Path(content).read_bytes())
+        tok = AutoTokenizer.from_pretrained(tmp)
+        if not getattr(tok, "chat_template", None):
+            return 0
+        marker = "x"
+        rendered = tok.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
+                                           add_generation_prompt=True)
+        # as the LLM API path tokenizes it (with the tokenizer's special tokens), minus the message itself
+        return max(0, len(tok.encode(rendered)) - len(tok.encode(marker, add_special_tokens=False)))
+
+
 def generation_controls(llm: LLMModel) -> tuple[TensorSpec, ...]:
     """The `llm` ensemble's generation controls a rag model forwards unchanged (optional, upstream names)."""
     llm_inputs = {
@@ -65,11 +88,13 @@ def rag_model_set(
         for path, content in llm_set.files.items()
         if path.startswith(tokenizer_prefix)
     }
+    overhead = chat_template_overhead(tokenizer_files) if model.chat_template else 0
     params = {
         "prompt_template": model.prompt_template,
         "tokenizer_dir": llm.preprocessing.tokenizer_dir or TOKENIZER_FOLDER,
         "add_special_tokens": "true" if llm.preprocessing.add_special_tokens else "false",
-        "max_input_len": str(llm.max_input_len),
+        # the chat template wraps the prompt in its own tokens: keep room for them when fitting passages
+        "max_input_len": str(llm.max_input_len - overhead),
         "max_seq_len": str(llm.max_seq_len),
         "default_max_tokens": str(model.max_tokens),
     }
@@ -88,7 +113,8 @@ def rag_model_set(
     out.add(prompt_cfg, {"model.py": python_backends.source("rag_prompt"), **tokenizer_files})
 
     # the generate step: the sources in, every output out; the LLM's generation controls forwarded as they are
-    controls = generation_controls(llm)
+    accepted = {i.name for i in llm_set.configs[names.ensemble].input}  # the LLM runtime's ensemble takes these
+    controls = tuple(c for c in generation_controls(llm) if c.name in accepted)
     sources = PROMPT_OUTPUTS  # the last, REQUEST_OUTPUT_LEN, is an input only
     generate_cfg, generate_notes = render_model(
         f"{key}_generate",
@@ -96,7 +122,7 @@ def rag_model_set(
         Signature(sources + controls, (TensorSpec("text_output", "TYPE_STRING", (-1,)), *sources[:4])),
         target=target,
         backend="python",
-        parameters={"llm_model": names.ensemble},
+        parameters={"llm_model": names.ensemble, "apply_chat_template": "true" if model.chat_template else "false"},
         cpu_only=True,
         decoupled=True,
     )

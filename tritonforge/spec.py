@@ -383,6 +383,11 @@ class RagModel(Checked):
     min_score: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
         None, description="reranker score below which a passage is left out (per request: MIN_SCORE)"
     )
+    chat_template: bool = Field(
+        True,
+        description="send the rendered prompt through the LLM checkpoint's chat template (an instruct model answers "
+        "a user turn; a base model may do better without)",
+    )
     ensemble: Annotated[str, Field(pattern=MODEL_NAME.pattern)] = "rag"
     prompt: Serving = Field(default_factory=_tokenizer_defaults)
 

@@ -31,6 +31,8 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: (v or {}).get("string_value", "") for k, v in config.get("parameters", {}).items()}
         self.llm_model = params.get("llm_model") or "llm"
+        # the prompt as one user turn of the LLM checkpoint's chat template (the llm ensemble's apply_chat_template)
+        self.chat = params.get("apply_chat_template", "false").strip().lower() == "true"
         self.forwarded = [i["name"] for i in config["input"] if i["name"] not in OWN_INPUTS]
         self.threads = []
 
@@ -64,6 +66,8 @@ class TritonPythonModel:
                 value = get(name)
                 if value is not None:
                     inputs.append(pb_utils.Tensor(name, value))
+            if self.chat:
+                inputs.append(pb_utils.Tensor("apply_chat_template", np.array([[True]], dtype=bool)))
             llm_request = pb_utils.InferenceRequest(
                 model_name=self.llm_model,
                 inputs=inputs,

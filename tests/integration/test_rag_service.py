@@ -55,7 +55,7 @@ def test_greedy_answer_equals_generating_from_the_same_prompt(rag_server) -> Non
     with Client(rag_server.endpoints.grpc) as client:
         answer = client.rag(QUERIES[0], top_n=1, max_tokens=20)
         assert answer.text and answer.prompt
-        assert answer.text == client.generate(answer.prompt, max_tokens=20)
+        assert answer.text == client.generate(answer.prompt, max_tokens=20, chat=True)  # rag: chat_template
         streamed = client.rag_stream(QUERIES[0], top_n=1, max_tokens=20)
         assert "".join(streamed) == answer.text and streamed.sources == answer.sources
 
