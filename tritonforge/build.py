@@ -127,6 +127,10 @@ def plan_repository(
         plan.merge(model_set)
 
     manifest = {"spec": spec.name, "target": spec.target, "artifacts": [asdict(a) for a in artifacts]}
+    stand_ins = random_stand_ins(spec)
+    if stand_ins:  # said at build time (notes) and at serve time (tritonforge serve reads it back)
+        manifest["random_stand_ins"] = stand_ins
+        plan.notes += [f"RANDOM stand-in: {s}" for s in stand_ins]
     if spec.target == "gpu" or spec.image:
         manifest["image"] = spec.serving_image  # validate / deploy check engines and runtimes against it
     # `tritonforge deploy k8s` sizes pods from these: the engine may live outside the repository
@@ -144,6 +148,21 @@ def plan_repository(
     # Files at the repository root are not models; Triton ignores them.
     plan.files["tritonforge.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     return plan.files, artifacts, plan.notes
+
+
+def random_stand_ins(spec: Spec) -> list[str]:
+    """What the spec serves from random weights (`random:` checkpoints and adapters): their output means nothing."""
+    from tritonforge.builders.checkpoints import is_random
+
+    found = []
+    for key, model in spec.models.items():
+        checkpoint = getattr(model, "checkpoint", None)
+        if isinstance(checkpoint, str) and is_random(checkpoint):
+            found.append(f"{key}: {checkpoint} (a tiny model with random weights: its output means nothing)")
+        for name, adapter in sorted(getattr(model, "adapters", {}).items()):
+            if is_random(adapter.path):
+                found.append(f"{key}: adapter '{name}' is {adapter.path} (a random LoRA: its effect means nothing)")
+    return found
 
 
 def _lineage_inputs(spec: Spec, key: str, artifacts: list[ArtifactInfo]) -> dict[str, str]:
@@ -170,7 +189,8 @@ def _lineage_inputs(spec: Spec, key: str, artifacts: list[ArtifactInfo]) -> dict
                 f"{origin.get('gguf_sha256')}), dequantized to float32"
             )
         for name, adapter in sorted(model.adapters.items()):
-            inputs[f"adapter:{name}"] = file_or_folder_hash(resolve_adapter_dir(adapter.path, spec.source_dir))
+            base = resolve_checkpoint(model.checkpoint, spec.source_dir)
+            inputs[f"adapter:{name}"] = file_or_folder_hash(resolve_adapter_dir(adapter.path, spec.source_dir, base))
     elif isinstance(model, EmbeddingModel | RerankerModel):
         inputs["checkpoint"] = checkpoint_hash(resolve_checkpoint(model.checkpoint, spec.source_dir))
     elif isinstance(model, RetrieverModel):

