@@ -207,12 +207,12 @@ def checkpoint_hash(path: Path) -> str:
             continue
         files.append((rel.as_posix(), p))
     h = hashlib.sha256()
-    for rel, p in sorted(files):
-        name = rel.encode("utf-8")
+    for rel_name, file in sorted(files):
+        name = rel_name.encode("utf-8")
         h.update(len(name).to_bytes(8, "big") + name)
-        h.update(p.stat().st_size.to_bytes(8, "big"))
-        with p.open("rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+        h.update(file.stat().st_size.to_bytes(8, "big"))
+        with file.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
                 h.update(chunk)
     return h.hexdigest()
 

@@ -248,7 +248,9 @@ def llm_model_set(
     tokenizer_files = _files(checkpoint, TOKENIZER_FILES, TOKENIZER_PATTERNS)
     engine_dir = model.engine_dir_in_container or f"/models/{names.tensorrt_llm}/1/engine"
     sources = {role: python_backends.source(f"llm_{role}") for role in ("preprocessing", "postprocessing")}
-    trt_params, lora_files, lora_notes = model.tensorrt_llm, {}, []
+    trt_params = model.tensorrt_llm
+    lora_files: dict[str, Path] = {}
+    lora_notes: list[str] = []
     if adapters and target == "gpu":
         trt_params, lora_files, lora_notes = _gpu_lora_params(model, names, adapters)
     out = gpu_llm_model_set(

@@ -252,6 +252,8 @@ def export_onnx(
                 optimize=True,
                 verbose=False,
             )
+            if program is None:
+                raise BuildError("torch.onnx.export (dynamo) returned no program to save")
             program.save(str(path), external_data=False)
         return "dynamo"
     except Exception as exc:

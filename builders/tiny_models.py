@@ -173,7 +173,7 @@ def make_tiny_cross_encoder(
 
 def _write_tokenizer_and_config(path: Path, vocab_size: int, max_position: int, hidden: int, layers: int, heads: int):
     """Save the deterministic fast tokenizer into ``path``; return the matching ``BertConfig`` (not yet saved)."""
-    from transformers import BertConfig, BertTokenizerFast
+    from transformers import BertConfig, BertTokenizerFast  # type: ignore[attr-defined]  # a lazy export
 
     tok = _train_tokenizer(vocab_size)
     fast = BertTokenizerFast(
@@ -364,7 +364,7 @@ def make_tiny_decoder(
     (path / "chat_template.jinja").unlink(missing_ok=True)
 
     ids = {t: tok.token_to_id(t) for t in DECODER_SPECIAL_TOKENS}
-    config = LlamaConfig(
+    config = LlamaConfig(  # type: ignore[call-arg]  # rope_theta: accepted, not typed
         vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=hidden * 2,

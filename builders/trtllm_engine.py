@@ -487,7 +487,7 @@ def build_engine(plan: EnginePlan, progress: Callable[[str], None] | None = None
     say = progress or (lambda _msg: None)
     existing = read_manifest(plan.engine_dir)
     have_trtllm = importlib.util.find_spec("tensorrt_llm") is not None
-    if manifest_matches(existing, plan) and not have_trtllm:
+    if existing is not None and manifest_matches(existing, plan) and not have_trtllm:
         say(f"engine up to date: {plan.engine_dir} (built with TensorRT-LLM {existing['tensorrt_llm_version']})")
         return existing  # type: ignore[return-value]
     runtime = _runtime_versions()
@@ -602,7 +602,8 @@ def check_engine_manifest(
             "TensorRT engines are specific to the GPU architecture; rebuild on the serving GPU type"
         )
     minimum = (7, 5) if release >= "25.01" else (6, 0)  # release notes: 25.01+ support 7.5 and later, 24.xx 6.0
-    if cc and _cc(cc) is not None and _cc(cc) < minimum:
+    capability = _cc(cc) if cc else None
+    if capability is not None and capability < minimum:
         problems.append(
             f"{image} supports compute capability {minimum[0]}.{minimum[1]} and later; the engine's is {cc}"
         )

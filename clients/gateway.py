@@ -135,7 +135,7 @@ class GatewayModels:
             if kind not in maps or not model_id or not ensemble:
                 raise ValueError(f"{entry!r} is not kind:id=ensemble with kind chat, embeddings or rerank")
             maps[kind][model_id] = ensemble
-        return cls(**maps)
+        return cls(chat=maps["chat"], embeddings=maps["embeddings"], rerank=maps["rerank"])
 
 
 def split_problems(models: GatewayModels, config: SplitsConfig) -> list[str]:
@@ -1002,7 +1002,7 @@ def create_app(
         except StopAsyncIteration:
             first = None
         except BaseException:
-            await pieces.aclose()
+            await pieces.aclose()  # type: ignore[attr-defined]
             raise
 
         def finish_reason() -> str:
@@ -1017,7 +1017,7 @@ def create_app(
             try:
                 parts.extend([p async for p in pieces])
             finally:
-                await pieces.aclose()
+                await pieces.aclose()  # type: ignore[attr-defined]
             text = "".join(parts)
             if kind == "chat":
                 choice = {
@@ -1074,7 +1074,7 @@ def create_app(
                     })
                 yield "data: [DONE]\n\n"
             finally:
-                await pieces.aclose()
+                await pieces.aclose()  # type: ignore[attr-defined]
 
         return StreamingResponse(
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

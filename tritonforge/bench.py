@@ -213,7 +213,7 @@ class LevelResult:
 
     @property
     def x(self) -> float:
-        return float(self.concurrency if self.mode == "concurrency" else self.rate or 0.0)
+        return float((self.concurrency if self.mode == "concurrency" else self.rate) or 0.0)
 
 
 @dataclass
@@ -291,7 +291,7 @@ def _is_loopback(host: str) -> bool:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return False
-    addresses = {info[4][0].split("%", 1)[0] for info in infos}
+    addresses = {str(info[4][0]).split("%", 1)[0] for info in infos}
     return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
@@ -895,7 +895,8 @@ def _closed_loop(pool: _Pool, workers: int, seconds: float, max_requests: int | 
 
 
 def _arrivals(rate: float, seconds: float, max_requests: int | None, rng: random.Random) -> list[float]:
-    times, t = [], 0.0
+    times: list[float] = []
+    t = 0.0
     cap = min(max_requests if max_requests is not None else MAX_OPEN_LOOP_REQUESTS, MAX_OPEN_LOOP_REQUESTS)
     while len(times) < cap:
         t += rng.expovariate(rate)
@@ -1231,8 +1232,8 @@ def report_tables(report: BenchReport) -> list[Any]:
         if report.streaming:
             s = lv.stream
             row += [
-                _ms(s and s.ttft_ms, "p50"),
-                _ms(s and s.inter_token_ms, "p50"),
+                _ms(s.ttft_ms if s is not None else None, "p50"),
+                _ms(s.inter_token_ms if s is not None else None, "p50"),
                 "-" if s is None else f"{s.tokens_per_s:.1f}",
             ]
         client.add_row(*row)

@@ -87,46 +87,47 @@ def plan_repository(
                 artifact.quantized_min_cosine,
             )
         )
-    for key, model in spec.of_kind(RerankerModel).items():
+    for key, reranker in spec.of_kind(RerankerModel).items():
         from tritonforge.builders.cross_encoder import export_cross_encoder
         from tritonforge.builders.reranking import reranker_model_set
 
         artifact = export_cross_encoder(
-            resolve_checkpoint(model.checkpoint, spec.source_dir),
-            max_seq_length=model.max_seq_length,
-            activation=model.activation,
-            precision=_precision(model, spec.target),
-            parity_tolerance=model.parity_tolerance,
-            force=model.force_quantization,
+            resolve_checkpoint(reranker.checkpoint, spec.source_dir),
+            max_seq_length=reranker.max_seq_length,
+            activation=reranker.activation,
+            precision=_precision(reranker, spec.target),
+            parity_tolerance=reranker.parity_tolerance,
+            force=reranker.force_quantization,
             progress=say_for(key),
         )
-        sets[key] = reranker_model_set(key, model, spec.target, artifact)
+        sets[key] = reranker_model_set(key, reranker, spec.target, artifact)
         artifacts.append(
             ArtifactInfo(
                 key, "onnx-cross-encoder", artifact.precision, artifact.content_hash, artifact.parity_max_abs_diff, None
             )
         )
-    for key, model in spec.of_kind(RetrieverModel).items():
+    for key, retriever_model in spec.of_kind(RetrieverModel).items():
         from tritonforge.builders.retrieval import retriever_model_set
 
-        index = _build_index(key, model, spec, encoders[model.embedder], say_for(key))
-        reranker = (model.reranker, sets[model.reranker]) if model.reranker else None
-        sets[key] = retriever_model_set(key, model, spec.target, index, sets[model.embedder], model.embedder, reranker)
+        index = _build_index(key, retriever_model, spec, encoders[retriever_model.embedder], say_for(key))
+        rerank_set = (retriever_model.reranker, sets[retriever_model.reranker]) if retriever_model.reranker else None
+        embedder = retriever_model.embedder
+        sets[key] = retriever_model_set(key, retriever_model, spec.target, index, sets[embedder], embedder, rerank_set)
         artifacts.append(ArtifactInfo(key, f"faiss-{index.index_type}", "fp32", index.content_hash, None, None))
-    for key, model in spec.of_kind(LLMModel).items():
-        sets[key], info = _llm_set(key, model, spec, say_for(key), engine_plans)
+    for key, llm_model in spec.of_kind(LLMModel).items():
+        sets[key], info = _llm_set(key, llm_model, spec, say_for(key), engine_plans)
         artifacts.append(info)
-    for key, model in spec.of_kind(RagModel).items():
+    for key, rag_model in spec.of_kind(RagModel).items():
         from tritonforge.builders.rag import rag_model_set
 
-        retriever, llm = spec.models[model.retriever], spec.models[model.llm]
-        assert isinstance(retriever, RetrieverModel) and isinstance(llm, LLMModel)  # checked by the spec
-        sets[key] = rag_model_set(key, model, spec.target, retriever=retriever, llm=llm, sets=sets)
+        rag_retriever, rag_llm = spec.models[rag_model.retriever], spec.models[rag_model.llm]
+        assert isinstance(rag_retriever, RetrieverModel) and isinstance(rag_llm, LLMModel)  # checked by the spec
+        sets[key] = rag_model_set(key, rag_model, spec.target, retriever=rag_retriever, llm=rag_llm, sets=sets)
     for key, model_set in sets.items():
         _add_lineage(model_set, spec, key, artifacts)
         plan.merge(model_set)
 
-    manifest = {"spec": spec.name, "target": spec.target, "artifacts": [asdict(a) for a in artifacts]}
+    manifest: dict[str, Any] = {"spec": spec.name, "target": spec.target, "artifacts": [asdict(a) for a in artifacts]}
     stand_ins = random_stand_ins(spec)
     if stand_ins:  # said at build time (notes) and at serve time (tritonforge serve reads it back)
         manifest["random_stand_ins"] = stand_ins

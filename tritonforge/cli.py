@@ -26,7 +26,8 @@ TargetOpt = Annotated[str | None, typer.Option("--target", help="cpu or gpu (def
 def _fail(err: TritonForgeError) -> None:
     problems = getattr(err, "problems", None)
     if problems:
-        err_console.print(f"[bold red]{err.headline}[/] ({len(problems)} problem{'s' * (len(problems) != 1)})")
+        headline = getattr(err, "headline", err)
+        err_console.print(f"[bold red]{headline}[/] ({len(problems)} problem{'s' * (len(problems) != 1)})")
         for p in problems:
             # plain print: users grep these lines, and Rich must not wrap or re-style them
             print(str(p), flush=True)

@@ -47,7 +47,7 @@ def demo_spec(path: Path | None = None, *, stand_in_decoder: bool = False) -> tu
     data: Any = yaml.safe_load(path.read_text())
     spec = parse_spec(data, source_dir=path.resolve().parent)
     notes = []
-    stand_ins = {
+    stand_ins: dict[type[Any], tuple[str, Any, str, str]] = {
         RerankerModel: ("tiny-cross-encoder", make_tiny_cross_encoder, "cross-encoder", "reranked order"),
         LLMModel: ("tiny-decoder", make_tiny_decoder, "decoder LLM", "generated text"),
     }

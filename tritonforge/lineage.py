@@ -39,7 +39,7 @@ def version_content_hash(folder: Path) -> str:
         rel = p.relative_to(folder).as_posix().encode()
         h.update(len(rel).to_bytes(8, "big") + rel + p.stat().st_size.to_bytes(8, "big"))
         with p.open("rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+            while chunk := fh.read(1 << 20):
                 h.update(chunk)
     return h.hexdigest()
 

@@ -80,7 +80,7 @@ class DynamicBatching(Checked):
                 found.append(
                     (("preserve_ordering",), "only one priority level is allowed when preserve_ordering is true")
                 )
-            named = [(("default_queue_policy",), data.get("default_queue_policy"))]
+            named: list[tuple[tuple[str, ...], Any]] = [(("default_queue_policy",), data.get("default_queue_policy"))]
             named += [(("priority_queue_policy", k), v) for k, v in policies.items()]
             for loc, pol in named:
                 pol = raw_dict(pol)
@@ -579,7 +579,7 @@ def triton_model_names(key: str, model: dict[str, Any]) -> list[str]:
     if kind == "llm":
         prefixed = model.get("model_names") == "prefixed"
         prefix = f"{key}_" if prefixed else ""
-        roles = ("preprocessing", "tensorrt_llm")
+        roles: tuple[str, ...] = ("preprocessing", "tensorrt_llm")
         if model.get("runtime", "llmapi") == "engine":
             roles += ("postprocessing",)
         names = [prefix + r for r in roles]

@@ -66,7 +66,7 @@ class StubWatchdog:
 
     pid: Callable[[], int | None]
     ready: Callable[[str], bool]
-    reload: Callable[[str], None]
+    reload: Callable[[str], object]
     interval: float = 1.0
     max_backoff: float = 60.0
     healed: dict[str, int] = field(default_factory=dict)  # model -> reloads done

@@ -869,7 +869,7 @@ def _model_file_rules(config: ModelConfig, model_dir: Path, versions: Iterable[i
     elif backend == "tensorflow":
         default = "model.savedmodel" if config.platform == "tensorflow_savedmodel" else "model.graphdef"
     else:
-        default = _DEFAULT_FILE.get(backend)
+        default = _DEFAULT_FILE.get(backend)  # type: ignore[assignment]
     if default is None or config.runtime:  # custom or python-based backends: layout unknown offline
         return {}
     names = {config.default_model_filename or default, *config.cc_model_filenames.values()}
