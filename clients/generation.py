@@ -49,6 +49,25 @@ class Sampling:
             raise ClientError(f"top_k must be >= 0, got {self.top_k}")
         if self.top_p is not None and not 0 <= self.top_p <= 1:
             raise ClientError(f"top_p must be in [0, 1], got {self.top_p}")
+        # the tensors these become: a larger value would wrap silently (or fail deep in numpy)
+        if self.max_tokens > INT32_MAX:
+            raise ClientError(f"max_tokens must be <= {INT32_MAX}, got {self.max_tokens}")
+        if self.top_k is not None and self.top_k > INT32_MAX:
+            raise ClientError(f"top_k must be <= {INT32_MAX}, got {self.top_k}")
+        if self.seed is not None and not 0 <= self.seed <= UINT64_MAX:
+            raise ClientError(f"seed must be in [0, {UINT64_MAX}], got {self.seed}")
+        if self.temperature is not None and self.temperature != self.temperature:
+            raise ClientError("temperature must be a number, got NaN")
+
+
+INT32_MAX, UINT64_MAX = 2**31 - 1, 2**64 - 1
+
+
+def _utf8(text: str, field: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ClientError(f"{field} is not valid Unicode ({err.reason} at {err.start}): send UTF-8 text") from None
 
 
 def _one(value: Any, dtype: Any) -> np.ndarray:
@@ -60,7 +79,7 @@ def generation_inputs(prompt: str, sampling: Sampling, *, stream: bool) -> dict[
         raise ClientError(f"prompt must be a non-empty string, got {prompt!r}")
     sampling.check()
     inputs: dict[str, np.ndarray] = {
-        "text_input": _one(prompt.encode("utf-8"), object),
+        "text_input": _one(_utf8(prompt, "prompt"), object),
         "max_tokens": _one(sampling.max_tokens, np.int32),
         "stream": _one(stream, bool),
     }
@@ -77,11 +96,11 @@ def generation_inputs(prompt: str, sampling: Sampling, *, stream: bool) -> dict[
             inputs[name] = _one(value, dtype)
     for name, words in (("stop_words", sampling.stop_words), ("bad_words", sampling.bad_words)):
         if words:
-            inputs[name] = np.array([[w.encode("utf-8") for w in words]], dtype=object)
+            inputs[name] = np.array([[_utf8(w, name) for w in words]], dtype=object)
     if sampling.chat:
         inputs["apply_chat_template"] = _one(True, bool)
     if sampling.adapter is not None:
-        inputs["lora_name"] = _one(sampling.adapter.encode("utf-8"), object)
+        inputs["lora_name"] = _one(_utf8(sampling.adapter, "adapter"), object)
     return inputs
 
 

@@ -440,3 +440,21 @@ def test_http_keeps_a_few_transports_for_per_call_deadlines() -> None:
         assert len(client._http) == 4
         assert client._http[30.0][0] is default  # the default deadline's connection is kept
         assert 6.0 in client._http and 1.0 not in client._http
+
+
+@pytest.mark.parametrize(
+    ("prompt", "sampling", "message"),
+    [
+        ("hi", {"max_tokens": 2**40}, "max_tokens must be <= 2147483647"),
+        ("hi", {"top_k": 2**33}, "top_k must be <= 2147483647"),
+        ("hi", {"seed": 2**70}, "seed must be in \\[0, 18446744073709551615\\]"),
+        ("hi", {"temperature": float("nan")}, "temperature must be a number"),
+        ("a\ud800", {}, "prompt is not valid Unicode"),
+        ("hi", {"stop_words": ["\udfff"]}, "stop_words is not valid Unicode"),
+    ],
+)
+def test_generation_inputs_refuse_what_would_wrap_or_not_encode(prompt: str, sampling: dict, message: str) -> None:
+    from tritonforge.clients.generation import Sampling, generation_inputs
+
+    with pytest.raises(ClientError, match=message):
+        generation_inputs(prompt, Sampling(**sampling), stream=False)
