@@ -25,6 +25,7 @@ PROMPT_INPUTS = (
     TensorSpec("SCORES", "TYPE_FP32", (-1,)),
     TensorSpec("max_tokens", "TYPE_INT32", (1,), optional=True),
     TensorSpec("MIN_SCORE", "TYPE_FP32", (1,), optional=True),
+    TensorSpec("TOP_N", "TYPE_INT32", (1,), optional=True),
 )
 PROMPT_OUTPUTS = (
     TensorSpec("PROMPT", "TYPE_STRING", (1,)),
@@ -129,7 +130,8 @@ def rag_model_set(
     out.notes += generate_notes
     out.add(generate_cfg, {"model.py": python_backends.source("rag_generate")})
 
-    embedder, reranker = sets[retriever.embedder], sets[str(retriever.reranker)]
+    embedder = sets[retriever.embedder]
+    reranker = sets[str(retriever.reranker)] if model.rerank else None
     ret = sets[model.retriever]
 
     def io(model_set: ModelSet, name: str) -> ModelIO:
@@ -140,9 +142,9 @@ def rag_model_set(
         tokenizer=io(embedder, f"{retriever.embedder}_tokenizer"),
         encoder=io(embedder, f"{retriever.embedder}_encoder"),
         retriever=io(ret, f"{model.retriever}_retriever"),
-        pair_tokenizer=io(reranker, f"{retriever.reranker}_pair_tokenizer"),
-        cross_encoder=io(reranker, f"{retriever.reranker}_cross_encoder"),
-        select=io(ret, f"{model.retriever}_select"),
+        pair_tokenizer=io(reranker, f"{retriever.reranker}_pair_tokenizer") if reranker else None,
+        cross_encoder=io(reranker, f"{retriever.reranker}_cross_encoder") if reranker else None,
+        select=io(ret, f"{model.retriever}_select") if reranker else None,
         prompt=ModelIO.from_config(prompt_cfg),
         generate=ModelIO.from_config(generate_cfg),
     )

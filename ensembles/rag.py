@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from tritonforge.ensembles.dag import Ensemble, ModelIO
-from tritonforge.ensembles.search import retrieve_and_rerank
+from tritonforge.ensembles.search import encode_query, retrieve_and_rerank
 
 # generation controls of the `llm` ensemble that the rag ensemble exposes too (same names, types and shapes)
 GENERATION_INPUTS = (
@@ -48,13 +48,16 @@ def rag_ensemble(
     tokenizer: ModelIO,
     encoder: ModelIO,
     retriever: ModelIO,
-    pair_tokenizer: ModelIO,
-    cross_encoder: ModelIO,
-    select: ModelIO,
+    pair_tokenizer: ModelIO | None,
+    cross_encoder: ModelIO | None,
+    select: ModelIO | None,
     prompt: ModelIO,
     generate: ModelIO,
 ) -> Any:
-    members = [tokenizer, encoder, retriever, pair_tokenizer, cross_encoder, select, prompt, generate]
+    """Without ``pair_tokenizer``/``cross_encoder``/``select`` (no reranker), the retriever's own ranking goes to the
+    prompt step, which keeps the best TOP_N."""
+    rerankers = [m for m in (pair_tokenizer, cross_encoder, select) if m is not None]
+    members = [tokenizer, encoder, retriever, *rerankers, prompt, generate]
     dag = Ensemble(name, max_batch_size=min(m.max_batch_size for m in members))
     dag.input("QUERY", "TYPE_STRING", [1])
     dag.input("TOP_K", "TYPE_INT32", [1], optional=True)
@@ -66,9 +69,14 @@ def rag_ensemble(
         spec = generate.inputs[n]
         dag.input(n, spec.data_type, spec.dims, optional=True)
 
-    # retrieve and rerank, as the search_rerank ensemble does
     ranked = {"DOC_IDS": "RANKED_IDS", "SCORES": "RANKED_SCORES", "DOCUMENTS": "RANKED_DOCUMENTS"}
-    retrieve_and_rerank(dag, tokenizer, encoder, retriever, pair_tokenizer, cross_encoder, select, ranked)
+    if pair_tokenizer is not None and cross_encoder is not None and select is not None:
+        # retrieve and rerank, as the search_rerank ensemble does
+        retrieve_and_rerank(dag, tokenizer, encoder, retriever, pair_tokenizer, cross_encoder, select, ranked)
+    else:
+        # retrieve only, as the search ensemble does; the prompt step keeps the best TOP_N
+        encode_query(dag, tokenizer, encoder)
+        dag.step(retriever, inputs={"QUERY_EMBEDDING": "QUERY_EMBEDDING", "TOP_K": "TOP_K"}, outputs=ranked)
     # the prompt, trimmed to the LLM's limits, and the passages it holds
     passed = (*SOURCES, "REQUEST_OUTPUT_LEN")
     dag.step(
@@ -80,6 +88,7 @@ def rag_ensemble(
             "SCORES": "RANKED_SCORES",
             "max_tokens": "max_tokens",
             "MIN_SCORE": "MIN_SCORE",
+            "TOP_N": "TOP_N",
         },
         outputs={k: f"_{k}" for k in passed},
     )

@@ -19,7 +19,7 @@ def _batch(*models: ModelIO) -> int:
     return min(m.max_batch_size for m in models)
 
 
-def _encode_query(dag: Ensemble, tokenizer: ModelIO, encoder: ModelIO) -> None:
+def encode_query(dag: Ensemble, tokenizer: ModelIO, encoder: ModelIO) -> None:
     ids = {key: key for key in encoder.inputs}
     dag.step(tokenizer, inputs={"TEXT": "QUERY"}, outputs=ids)  # NUM_TOKENS/TRUNCATED stay unmapped (allowed)
     dag.step(encoder, inputs=ids, outputs={"EMBEDDING": "QUERY_EMBEDDING"})
@@ -28,7 +28,7 @@ def _encode_query(dag: Ensemble, tokenizer: ModelIO, encoder: ModelIO) -> None:
 def search_ensemble(name: str, tokenizer: ModelIO, encoder: ModelIO, retriever: ModelIO) -> Any:
     dag = Ensemble(name, max_batch_size=_batch(tokenizer, encoder, retriever))
     dag.input("QUERY", "TYPE_STRING", [1]).input("TOP_K", "TYPE_INT32", [1], optional=True)
-    _encode_query(dag, tokenizer, encoder)
+    encode_query(dag, tokenizer, encoder)
     dag.step(
         retriever, inputs={"QUERY_EMBEDDING": "QUERY_EMBEDDING", "TOP_K": "TOP_K"}, outputs={o: o for o in RESULTS}
     )
@@ -62,7 +62,7 @@ def retrieve_and_rerank(
 ) -> None:
     """QUERY (+ TOP_K, TOP_N) → encode → retrieve candidates → cross-encoder → best TOP_N, mapped to `results`
     ({select output: ensemble tensor}); shared by the search_rerank and rag pipelines."""
-    _encode_query(dag, tokenizer, encoder)
+    encode_query(dag, tokenizer, encoder)
     dag.step(
         retriever,
         inputs={"QUERY_EMBEDDING": "QUERY_EMBEDDING", "TOP_K": "TOP_K"},

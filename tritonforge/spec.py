@@ -383,6 +383,11 @@ class RagModel(Checked):
     min_score: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
         None, description="reranker score below which a passage is left out (per request: MIN_SCORE)"
     )
+    rerank: bool = Field(
+        True,
+        description="rerank the retrieved passages with the retriever's reranker (false: the retriever's ranking, "
+        "e.g. while the reranker is a random stand-in)",
+    )
     chat_template: bool = Field(
         True,
         description="send the rendered prompt through the LLM checkpoint's chat template (an instruct model answers "
@@ -541,8 +546,8 @@ def _references(key: str, model: dict[str, Any], models: dict[str, Any]) -> Foun
             found.append((where, f"'{ref}' is not a model of this spec; {kind} models: {known}"))
         elif target.get("kind") != kind:
             found.append((where, f"'{ref}' is a {target.get('kind')} model, not {kind}"))
-        elif own_kind == "rag" and kind == "retriever" and not target.get("reranker"):
-            found.append((where, f"retriever '{ref}' has no reranker: the rag ensemble reranks; set one"))
+        elif own_kind == "rag" and kind == "retriever" and not target.get("reranker") and model.get("rerank", True):
+            found.append((where, f"retriever '{ref}' has no reranker: set one, or rerank: false"))
     return found
 
 

@@ -1,8 +1,9 @@
-"""The `rag` ensemble on a real Triton: encode → retrieve → rerank → prompt → generate in one streamed call.
+"""The `rag` ensemble on a real Triton: encode → retrieve → prompt → generate in one streamed call.
 
-The demo build (examples/rag.yaml) serves it with a tiny random cross-encoder and decoder (none can be downloaded
-here): the answer is gibberish, but its sources, its prompt and its tokens are checked against the search_rerank
-and llm ensembles of the same server.
+The demo build (examples/rag.yaml, `rerank: false`: its cross-encoder is a random stand-in) serves it here with a
+tiny random decoder: the answer is gibberish, but its sources, its prompt and its tokens are checked against the
+search and llm ensembles of the same server. (tests/unit/test_rag.py renders the reranking variant, and
+test_rag_reranked below serves it.)
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ def count_tokens(demo_repo: Path) -> object:
 
 
 @pytest.mark.parametrize("query", QUERIES)
-def test_rag_streams_an_answer_with_the_reranked_sources(rag_server, query: str) -> None:
+def test_rag_streams_an_answer_with_the_retrievers_best_sources(rag_server, query: str) -> None:
     with Client(rag_server.endpoints.grpc) as client:
         stream = client.rag_stream(query, top_k=10, top_n=1, max_tokens=16)
         sources = stream.sources  # available before any text
         pieces = list(stream)
-        best = client.search([query], top_k=10, rerank=True, top_n=1)[0]
+        best = client.search([query], top_k=1)[0]
     assert stream.dropped == 0
     assert [(s.id, pytest.approx(s.score, abs=1e-5)) for s in sources] == [(h.id, h.score) for h in best]
     assert len(pieces) >= 4
@@ -61,10 +62,10 @@ def test_greedy_answer_equals_generating_from_the_same_prompt(rag_server) -> Non
 
 
 def test_passages_that_do_not_fit_are_dropped_lowest_ranked_first(rag_server, count_tokens) -> None:
-    """max_input_len is 256 tokens: five reranked passages do not fit; the prompt keeps the best ones that do."""
+    """max_input_len is 256 tokens: five passages do not fit; the prompt keeps the best ones that do."""
     with Client(rag_server.endpoints.grpc) as client:
         answer = client.rag(QUERIES[0], top_k=10, top_n=5, max_tokens=8)
-        ranked = client.search([QUERIES[0]], top_k=10, rerank=True, top_n=5)[0]
+        ranked = client.search([QUERIES[0]], top_k=5)[0]
     kept = len(answer.sources)
     assert answer.dropped == 5 - kept > 0
     assert [s.id for s in answer.sources] == [h.id for h in ranked[:kept]]  # a prefix: lowest-ranked dropped first
@@ -76,11 +77,11 @@ def test_passages_that_do_not_fit_are_dropped_lowest_ranked_first(rag_server, co
 
 
 def test_a_score_floor_keeps_only_passages_above_it_and_can_leave_none(rag_server) -> None:
-    """MIN_SCORE (Client.rag(min_score=...)): passages the reranker scores below it never reach the LLM; a query
+    """MIN_SCORE (Client.rag(min_score=...)): passages scored below it never reach the LLM; a query
     whose passages all fall below it gets the template's no-passage prompt, is still answered, and the server
     stays healthy."""
     with Client(rag_server.endpoints.grpc, retries=0) as client:
-        ranked = client.search([QUERIES[1]], top_k=10, rerank=True, top_n=3)[0]
+        ranked = client.search([QUERIES[1]], top_k=3)[0]
         floor = (ranked[1].score + ranked[2].score) / 2  # between the 2nd and 3rd best
         answer = client.rag(QUERIES[1], top_k=10, top_n=3, max_tokens=8, min_score=floor)
         assert 1 <= len(answer.sources) <= 2  # the best two pass the floor (fewer if the prompt cannot hold both)
@@ -125,3 +126,26 @@ def test_async_rag(rag_server) -> None:
 
     answer, pieces, sources = asyncio.run(run())
     assert "".join(pieces) == answer.text and sources == answer.sources
+
+
+def test_rag_reranked(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`rerank: true`: the passages the LLM gets are the cross-encoder's best, as search_rerank ranks them."""
+    import yaml
+
+    from tritonforge.build import build
+    from tritonforge.demo import demo_spec
+    from tritonforge.server import TritonServer
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    data = yaml.safe_load((examples / "rag.yaml").read_text())
+    data["models"]["answer"]["rerank"] = True
+    data["models"]["passages"]["corpus"] = str(examples / data["models"]["passages"]["corpus"])
+    folder = tmp_path_factory.mktemp("reranked")
+    (folder / "rag.yaml").write_text(yaml.safe_dump(data))
+    repo = build(demo_spec(folder / "rag.yaml", stand_in_decoder=True)[0], folder / "repo", target="cpu").repo
+    with TritonServer(repo) as server, Client(server.endpoints.grpc) as client:
+        answer = client.rag(QUERIES[1], top_k=10, top_n=2, max_tokens=4)
+        best = client.search([QUERIES[1]], top_k=10, rerank=True, top_n=2)[0]
+        plain = client.search([QUERIES[1]], top_k=2)[0]
+    assert [s.id for s in answer.sources] == [h.id for h in best][: len(answer.sources)] and answer.sources
+    assert [h.id for h in best] != [h.id for h in plain]  # the random cross-encoder reorders: reranking happened

@@ -6,6 +6,7 @@ Input  QUERY              TYPE_STRING [1]   the user's question
        SCORES             TYPE_FP32   [-1]  their reranker scores
        max_tokens         TYPE_INT32  [1]   optional, tokens to generate (default: parameter default_max_tokens)
        MIN_SCORE          TYPE_FP32   [1]   optional, passages scored below it are left out (default: min_score)
+       TOP_N              TYPE_INT32  [1]   optional, only the best TOP_N passages are considered
 Output PROMPT             TYPE_STRING [1]   the rendered prompt sent to the LLM
        SOURCE_IDS         TYPE_STRING [-1]  ids of the passages in the prompt, in rank order ("" pads)
        SOURCE_SCORES      TYPE_FP32   [-1]  their scores (NaN pads)
@@ -122,6 +123,10 @@ class TritonPythonModel:
             if floor is None
             else np.broadcast_to(floor.reshape(-1).astype(np.float64), (batch,))
         )
+        limit = get("TOP_N")  # keep the best N (without a reranker: the retriever's best; with one, select did it)
+        if limit is not None and (limit <= 0).any():
+            raise RequestError(f"TOP_N must be >= 1, got {int(limit.min())}")
+        limits = None if limit is None else np.broadcast_to(limit.reshape(-1), (batch,))
         prompts, kept, dropped = [], [], []
         for i in range(batch):
             query = _text(queries.reshape(batch, -1)[i, 0]).strip()
@@ -132,6 +137,8 @@ class TritonPythonModel:
                 for j in range(ids.shape[1])
                 if _text(ids[i, j])
             ]
+            if limits is not None:
+                ranked = ranked[: int(limits[i])]
             passages = [p for p in ranked if p["score"] >= floors[i]]  # NaN scores never pass a floor
             prompt, used = self.fit(query, passages, int(max_tokens[i]))
             prompts.append(prompt)
