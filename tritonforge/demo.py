@@ -172,10 +172,10 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
                         text = client.generate(prompt, max_tokens=16, adapter=adapter)
                         console.print(f"LoRA adapter {adapter!r} on the same base: {text!r}")
             if "rag" in report.models:
-                console.rule("6. RAG: encode → retrieve → rerank → prompt → generate, one streamed call (`rag`)")
+                console.rule("6. RAG: encode → retrieve (→ rerank) → prompt → generate, one streamed call (`rag`)")
                 with Client(ep.grpc) as client:
                     t0 = time.perf_counter()
-                    stream = client.rag_stream(QUERIES[0], top_k=10, top_n=3, max_tokens=24)
+                    stream = client.rag_stream(QUERIES[0], top_k=10, top_n=3, max_tokens=48)
                     sources = stream.sources  # the first response, before any token
                     first_ms = 1000 * (time.perf_counter() - t0)
                     text = "".join(stream)
