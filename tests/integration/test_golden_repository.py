@@ -1,4 +1,7 @@
-"""model_repository/ is the committed golden output of the demo build: configs and model.py files, no weights.
+"""model_repository/ is the committed golden output of the demo build: its configs, no weights and no code.
+
+A fresh build must reproduce every config.pbtxt byte for byte, and ship as each python model's model.py exactly one
+of the sources in python_backends/ (so a backend edit is one file, not a source and its golden copy).
 
 Regenerate after an intended change with:  TRITONFORGE_UPDATE_GOLDEN=1 pytest tests/integration/test_golden_repository.py
 """
@@ -9,16 +12,13 @@ import os
 import shutil
 from pathlib import Path
 
+from tritonforge import python_backends
+
 GOLDEN = Path(__file__).resolve().parents[2] / "model_repository"
-KEPT = ("config.pbtxt", "model.py")
 
 
 def golden_files(repo: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(repo).as_posix(): p.read_bytes()
-        for p in sorted(repo.rglob("*"))
-        if p.is_file() and p.name in KEPT
-    }
+    return {p.relative_to(repo).as_posix(): p.read_bytes() for p in sorted(repo.rglob("config.pbtxt"))}
 
 
 def test_fresh_build_reproduces_the_golden_repository_byte_for_byte(demo_repo: Path) -> None:
@@ -28,12 +28,19 @@ def test_fresh_build_reproduces_the_golden_repository_byte_for_byte(demo_repo: P
         for rel, data in built.items():
             (GOLDEN / rel).parent.mkdir(parents=True, exist_ok=True)
             (GOLDEN / rel).write_bytes(data)
-    assert set(built) == set(golden_files(GOLDEN)), "the set of models/files changed"
+    assert set(built) == set(golden_files(GOLDEN)), "the set of models changed"
     for rel, data in built.items():
         assert data == (GOLDEN / rel).read_bytes(), f"{rel} differs from the golden copy"
 
 
+def test_every_shipped_model_py_is_a_python_backends_source(demo_repo: Path) -> None:
+    sources = {python_backends.source(name): name for name in python_backends.MODELS}
+    shipped = sorted(demo_repo.rglob("model.py"))
+    assert shipped
+    for path in shipped:
+        assert path.read_bytes() in sources, f"{path.relative_to(demo_repo)} is not one of python_backends/*/model.py"
+
+
 def test_golden_configs_hold_no_placeholders() -> None:
     for rel, data in golden_files(GOLDEN).items():
-        if rel.endswith(".pbtxt"):
-            assert b"${" not in data, rel
+        assert b"${" not in data, rel
