@@ -1109,16 +1109,30 @@ class AsyncClient(_Base):
             )
         return "".join([p async for p in self._stream(model, inputs, timeout)])
 
-    def stream(self, prompt: str, *, model: str = "llm", timeout: float | None = None, **sampling: Any) -> Any:
-        """Text pieces as they are generated (gRPC): ``async for piece in client.stream(...)``."""
+    def stream(
+        self,
+        prompt: str,
+        *,
+        model: str = "llm",
+        timeout: float | None = None,
+        engine_model: str | None = "tensorrt_llm",
+        **sampling: Any,
+    ) -> Any:
+        """Text pieces as they are generated (gRPC): ``async for piece in client.stream(...)``. Leaving the loop
+        early (``aclose()``, or the task is cancelled) stops generation: upstream's ``stop`` goes to ``engine_model``
+        as in :meth:`Client.stream`."""
         if self.protocol != "grpc":
             raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
-        return self._stream(model, generation_inputs(prompt, Sampling(**sampling), stream=True), timeout)
+        inputs = generation_inputs(prompt, Sampling(**sampling), stream=True)
+        return self._stream(model, inputs, timeout, engine_model=engine_model)
 
-    def _stream(self, model: str, inputs: Mapping[str, np.ndarray], timeout: float | None) -> Any:
+    def _stream(
+        self, model: str, inputs: Mapping[str, np.ndarray], timeout: float | None, engine_model: str | None = None
+    ) -> Any:
         deadline = self._timeout(timeout)
         return grpc_stream_async(
-            self._get(), model, inputs, timeout=deadline, classify=self._classifier(model, deadline)
+            self._get(), model, inputs, timeout=deadline, classify=self._classifier(model, deadline),
+            engine_model=engine_model,
         )
 
     async def rag(

@@ -541,37 +541,12 @@ class _Generation:
                 task.add_done_callback(self.background.discard)
 
     async def _send_stop(self, transport: Any) -> None:
-        """Upstream's stop signal to the engine: a request with the running request's id and ``stop`` true, in the
-        tensors of the engine path, else (the model declares other inputs) of the LLM API model."""
-        import tritonclient.grpc.aio as aio
+        """Upstream's stop signal to the engine (see :func:`~tritonforge.clients.generation.send_stop_async`)."""
+        from tritonforge.clients.generation import send_stop_async
 
-        from tritonforge.clients.generation import STOP_SIGNALS, _grpc_inputs, stop_signal_arrays, wrong_contract
-
-        for contract in range(len(STOP_SIGNALS)):
-            arrays = stop_signal_arrays(contract)
-            request = {
-                "model_name": self.engine_model,
-                "inputs": _grpc_inputs(aio, arrays),
-                "request_id": self.request_id,
-            }
-
-            async def requests(request: dict[str, Any] = request) -> AsyncIterator[dict[str, Any]]:
-                yield request
-
-            stream = None
-            try:
-                stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=5)
-                await asyncio.wait_for(stream.__anext__(), 5)
-                LOG.debug("sent stop for request %s to %s", self.request_id, self.engine_model)
-                return
-            except Exception as err:  # best effort: the stream was cancelled anyway
-                LOG.debug("stop for request %s: %s", self.request_id, err)
-                if not wrong_contract(err):
-                    return
-            finally:
-                if stream is not None:
-                    with contextlib.suppress(Exception):
-                        stream.cancel()
+        if self.engine_model:
+            await send_stop_async(transport, self.engine_model, self.request_id)
+            LOG.debug("sent stop for request %s to %s", self.request_id, self.engine_model)
 
 
 # ------------------------------------------------------------------------------------------------------ metrics

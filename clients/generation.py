@@ -11,6 +11,7 @@ model so it stops generating for that request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import queue
@@ -275,6 +276,37 @@ def _send_stop(client: Any, engine_model: str, request_id: str) -> None:
             return
 
 
+async def send_stop_async(transport: Any, engine_model: str, request_id: str) -> None:
+    """Upstream's stop signal over ``tritonclient.grpc.aio``: a request to the engine with the running request's id
+    and ``stop`` true, in the engine path's tensors, else (the model declares other inputs) the LLM API model's.
+    Best effort: the stream was cancelled anyway."""
+    import tritonclient.grpc.aio as aio
+
+    for contract in range(len(STOP_SIGNALS)):
+        request = {
+            "model_name": engine_model,
+            "inputs": _grpc_inputs(aio, stop_signal_arrays(contract)),
+            "request_id": request_id,
+        }
+
+        async def requests(request: dict[str, Any] = request) -> Any:
+            yield request
+
+        stream = None
+        try:
+            stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=5)
+            _result, error = await asyncio.wait_for(stream.__anext__(), 5)  # aio streams yield errors, not raise
+            if error is None or not wrong_contract(error):
+                return
+        except Exception as err:
+            if not wrong_contract(err):
+                return
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.cancel()
+
+
 async def grpc_stream_async(
     transport: Any,
     model: str,
@@ -283,24 +315,28 @@ async def grpc_stream_async(
     timeout: float | None,
     classify: Any,
     on_result: Any = None,
+    engine_model: str | None = None,
 ) -> Any:
     """Async generator of text_output pieces over ``tritonclient.grpc.aio``'s bidirectional stream (an evicted
-    LoRA adapter is sent once more with its weights, as in :func:`grpc_stream`)."""
+    LoRA adapter is sent once more with its weights, as in :func:`grpc_stream`). Leaving early cancels the stream
+    and, with ``engine_model``, sends upstream's stop to it: Triton 2.51 does not pass an ensemble's cancellation
+    on to its steps, so the engine would otherwise generate to max_tokens."""
     yielded = False
+    kwargs = {"timeout": timeout, "classify": classify, "on_result": on_result, "engine_model": engine_model}
+    # aclosing: a consumer leaving early must close the inner generator now (its finally sends the stop), not
+    # whenever the event loop finalizes it, by which time the transport may be closed
     try:
-        async for piece in _grpc_stream_async_once(
-            transport, model, inputs, timeout=timeout, classify=classify, on_result=on_result
-        ):
-            yielded = True
-            yield piece
+        async with contextlib.aclosing(_grpc_stream_async_once(transport, model, inputs, **kwargs)) as pieces:
+            async for piece in pieces:
+                yielded = True
+                yield piece
     except ClientError as err:
         retry = None if yielded else resend_lora_weights(inputs, err)
         if retry is None:
             raise
-        async for piece in _grpc_stream_async_once(
-            transport, model, retry, timeout=timeout, classify=classify, on_result=on_result
-        ):
-            yield piece
+        async with contextlib.aclosing(_grpc_stream_async_once(transport, model, retry, **kwargs)) as pieces:
+            async for piece in pieces:
+                yield piece
 
 
 async def _grpc_stream_async_once(
@@ -311,13 +347,15 @@ async def _grpc_stream_async_once(
     timeout: float | None,
     classify: Any,
     on_result: Any = None,
+    engine_model: str | None = None,
 ) -> Any:
     import tritonclient.grpc.aio as aio
 
+    request_id = uuid.uuid4().hex
     request = {
         "model_name": model,
         "inputs": _grpc_inputs(aio, inputs),
-        "request_id": uuid.uuid4().hex,
+        "request_id": request_id,
         "enable_empty_final_response": True,
     }
 
@@ -325,17 +363,23 @@ async def _grpc_stream_async_once(
         yield request
 
     stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=timeout)
+    finished = False
     try:
         async for result, error in stream:
             if error is not None:
+                finished = True  # the server ended the request
                 raise classify(error)
-            piece, final = _read(result, on_result)
+            piece, finished = _read(result, on_result)
             if piece:
                 yield piece
-            if final:
+            if finished:
                 return
     finally:
         stream.cancel()
+        if not finished and engine_model:
+            # shielded: this runs while the consumer's task may be cancelled (it left the loop or went away)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(send_stop_async(transport, engine_model, request_id))
 
 
 def generate_payload(inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:

@@ -1002,6 +1002,8 @@ class _Engine:
             job.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(
                 "the request was cancelled", _error_code("CANCELLED"))), final=True)
             return
+        generated = sum(len(seq.output) for seq in job.sequences)
+        _log("info", f"request '{job.request_id}' was stopped (stop=true) after {generated} generated tokens")
         for seq in job.sequences:
             self._finish(seq)
 

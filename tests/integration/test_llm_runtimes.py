@@ -114,3 +114,29 @@ def test_the_stop_signal_reaches_the_llm_api_model(both: object) -> None:
         assert first
         del stream
         assert client.generate("hello world", max_tokens=4, model="llm")
+
+
+def test_leaving_an_async_stream_early_stops_the_engine(both: object) -> None:
+    """AsyncClient.stream, left after two pieces, sends upstream's stop (in the LLM API model's tensors) as the
+    sync Client does: the engine ends the request instead of generating to max_tokens."""
+    import asyncio
+    import time
+
+    from tritonforge.clients import AsyncClient
+
+    async def leave_early() -> None:
+        async with AsyncClient(both.endpoints.grpc) as client:  # type: ignore[attr-defined]
+            stream = client.stream("hello world", max_tokens=100, model="llm")
+            pieces = [await stream.__anext__(), await stream.__anext__()]
+            assert all(pieces)
+            await stream.aclose()
+
+    marker = "was stopped (stop=true) after "
+    before = both.log_text().count(marker)  # type: ignore[attr-defined]
+    asyncio.run(leave_early())
+    deadline = time.monotonic() + 20
+    while both.log_text().count(marker) <= before:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the engine was not told to stop"
+        time.sleep(0.2)
+    stopped = both.log_text().split(marker)[-1].split()[0]  # type: ignore[attr-defined]
+    assert int(stopped) < 100
