@@ -55,7 +55,6 @@ unavailable or overloaded 503, deadline 504; a request Triton rejects (prompt to
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -75,11 +74,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tritonforge.clients.client import AsyncClient, classify_error
+from tritonforge.clients.client import AsyncClient
 from tritonforge.clients.gateway_auth import KeyChecker
-from tritonforge.clients.generation import Sampling, generation_inputs, text_of
+from tritonforge.clients.generation import Sampling, generation_inputs
 from tritonforge.clients.traffic_split import Choice, SplitConfigError, SplitRouter, SplitsConfig, parse_splits
 from tritonforge.errors import ClientError, OverloadedError, TransientError, TritonForgeError
+from tritonforge.triton.streams import drain_stops
+from tritonforge.triton.tensors import is_final, text_of
 
 __all__ = ["APIError", "GatewayModels", "create_app", "split_problems"]
 
@@ -437,15 +438,13 @@ class _Generation:
         *,
         timeout: float | None,
         engine_model: str | None,
-        background: set[asyncio.Task[Any]],
         version: str = "",
     ) -> None:
         self.client, self.model, self.inputs, self.timeout = client, model, inputs, timeout
-        self.engine_model, self.background, self.version = engine_model, background, version
+        self.engine_model, self.version = engine_model, version
         self.steps = 0
         self.prompt_tokens = 0  # from the engine's num_input_tokens, when the request asked for it
         self.output_tokens: int | None = None  # the sum of num_output_tokens over the responses, likewise
-        self.request_id = uuid.uuid4().hex
 
     @property
     def completion_tokens(self) -> int:
@@ -459,94 +458,26 @@ class _Generation:
         if output is not None and output.size:
             self.output_tokens = (self.output_tokens or 0) + int(output.reshape(-1)[0])
 
-    def _classify(self, err: BaseException) -> ClientError:
-        code = getattr(err, "code", None)
-        name = getattr(code(), "name", "") if callable(code) and type(err).__name__ == "AioRpcError" else ""
-        if name == "UNAVAILABLE":  # raised by grpc.aio itself (not wrapped by tritonclient): Triton is unreachable
-            details = err.details() if hasattr(err, "details") else err  # type: ignore[union-attr]
-            return TransientError(f"model '{self.model}': grpc server {self.client.url} is unavailable: {details}")
-        if name == "DEADLINE_EXCEEDED":
-            return ClientError(f"model '{self.model}': deadline of {self.timeout}s exceeded")
-        return classify_error(err, model=self.model, url=self.client.url, timeout=self.timeout)
+    def _on_result(self, result: Any) -> None:
+        piece = text_of({"text_output": result.as_numpy("text_output")})
+        if piece or not is_final(result):
+            self.steps += 1
+        self._count(result)
 
     async def pieces(self) -> AsyncIterator[str]:
-        """Text pieces; an adapter TensorRT-LLM evicted from its LoRA cache ("LoRA task N not found in cache",
-        before any token) is sent once more with its weights."""
-        from tritonforge.clients.generation import resend_lora_weights
-
-        yielded = False
-        try:
-            async for piece in self._pieces(self.inputs):
-                yielded = True
+        """Text pieces over the access layer's stream: leaving early cancels it and sends upstream's stop to the
+        engine; an adapter TensorRT-LLM evicted from its LoRA cache is sent once more with its weights."""
+        stream = self.client.stream_text(
+            self.model,
+            self.inputs,
+            timeout=self.timeout,
+            engine_model=self.engine_model,
+            on_result=self._on_result,
+            version=self.version,
+        )
+        async with contextlib.aclosing(stream) as pieces:
+            async for piece in pieces:
                 yield piece
-        except ClientError as err:
-            retry = None if yielded else resend_lora_weights(self.inputs, err)
-            if retry is None:
-                raise
-            self.request_id = uuid.uuid4().hex
-            async for piece in self._pieces(retry):
-                yield piece
-
-    async def _pieces(self, inputs: Mapping[str, np.ndarray]) -> AsyncIterator[str]:
-        import tritonclient.grpc.aio as aio
-
-        from tritonforge.clients.generation import _final, _grpc_inputs
-
-        request = {
-            "model_name": self.model,
-            "model_version": self.version,
-            "inputs": _grpc_inputs(aio, inputs),
-            "request_id": self.request_id,
-            "enable_empty_final_response": True,
-        }
-
-        async def requests() -> AsyncIterator[dict[str, Any]]:
-            yield request
-
-        transport = self.client._get()
-        finished = False
-        try:
-            stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=self.timeout)
-        except Exception as err:
-            raise self._classify(err) from err
-        try:
-            async for result, error in stream:
-                if error is not None:
-                    finished = True
-                    raise self._classify(error)
-                piece = text_of({"text_output": result.as_numpy("text_output")})
-                final = _final(result)
-                self._count(result)
-                if piece or not final:
-                    self.steps += 1
-                if piece:
-                    yield piece
-                if final:
-                    finished = True
-                    return
-        except ClientError:
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            raise
-        except Exception as err:
-            finished = True
-            raise self._classify(err) from err
-        finally:
-            # no await here: this runs while the task may be cancelled (client gone)
-            with contextlib.suppress(Exception):
-                stream.cancel()
-            if not finished and self.engine_model:
-                task = asyncio.get_running_loop().create_task(self._send_stop(transport))
-                self.background.add(task)
-                task.add_done_callback(self.background.discard)
-
-    async def _send_stop(self, transport: Any) -> None:
-        """Upstream's stop signal to the engine (see :func:`~tritonforge.clients.generation.send_stop_async`)."""
-        from tritonforge.clients.generation import send_stop_async
-
-        if self.engine_model:
-            await send_stop_async(transport, self.engine_model, self.request_id)
-            LOG.debug("sent stop for request %s to %s", self.request_id, self.engine_model)
 
 
 # ------------------------------------------------------------------------------------------------------ metrics
@@ -752,7 +683,6 @@ def create_app(
     else:
         router = SplitRouter(splits, validate=check_splits)
     metrics.watch(router)
-    background: set[asyncio.Task[Any]] = set()
     state: dict[str, AsyncClient] = {}
 
     # LoRA adapters as models of their own (as vLLM lists them): adapter id -> (chat model id, adapter name),
@@ -793,9 +723,7 @@ def create_app(
         try:
             yield
         finally:
-            for task in list(background):
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(task), 5)
+            await drain_stops()
             await client.close()
 
     app = FastAPI(title="tritonforge gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -966,7 +894,7 @@ def create_app(
             inputs = {**inputs, **{name: np.array([[True]]) for name in TOKEN_COUNT_INPUTS}}
         gen = _Generation(
             client(), target.triton_model, inputs, timeout=timeout, engine_model=models.engine_model(target.model_id),
-            background=background, version=target.version,
+            version=target.version,
         )
         pieces = gen.pieces()
         created, rid = int(time.time()), ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex

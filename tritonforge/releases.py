@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tritonforge.config_io import parse_config_text, render_config
-from tritonforge.errors import ReleaseError, TritonForgeError
+from tritonforge.errors import ClientError, ReleaseError, TritonForgeError
 from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, read_lineage, version_content_hash
+from tritonforge.triton.connection import Connection
 
 RELEASES_FILE = "releases.json"
 LOCK_FILE = ".releases.lock"
@@ -46,29 +47,20 @@ class TritonControl:
     """Triton's repository API over HTTP (``host:port``), with the admin key header when the server wants one."""
 
     def __init__(self, url: str, *, admin_key: str | None = None, timeout: float = 300.0) -> None:
-        from tritonforge.server import ADMIN_HEADER
-
         self.url = url.removeprefix("http://")
-        self.headers = {ADMIN_HEADER: admin_key} if admin_key else None
+        self.admin_key = admin_key
         self.timeout = timeout
 
     def load(self, model: str) -> None:
-        import tritonclient.http as httpclient
-
-        client = httpclient.InferenceServerClient(
-            self.url, connection_timeout=self.timeout, network_timeout=self.timeout
-        )
-        try:
-            client.load_model(model, headers=self.headers)
-            if not client.is_model_ready(model):
-                raise ReleaseError(f"Triton at {self.url} loaded '{model}' but it is not ready")
-        except ReleaseError:
-            raise
-        except Exception as err:  # tritonclient raises InferenceServerException (and socket errors)
-            message = err.message() if hasattr(err, "message") else str(err)
-            raise ReleaseError(f"Triton at {self.url} could not load '{model}': {message}") from None
-        finally:
-            client.close()
+        with Connection(self.url, "http", timeout=self.timeout, retries=0, admin_key=self.admin_key) as triton:
+            try:
+                triton.load_model(model)
+                ready = triton.is_model_ready(model)
+            except ClientError as err:
+                reason = getattr(err, "reason", "") or str(err)
+                raise ReleaseError(f"Triton at {self.url} could not load '{model}': {reason}") from None
+        if not ready:
+            raise ReleaseError(f"Triton at {self.url} loaded '{model}' but it is not ready")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import re
@@ -40,18 +39,20 @@ import sysconfig
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tritonforge.errors import ServerError
+from tritonforge.errors import ClientError, ServerError
 from tritonforge.stub_watchdog import StubWatchdog
+from tritonforge.triton.connection import Connection
+from tritonforge.triton.options import ADMIN_HEADER, GRPC_ADMIN_HEADER
 
 __all__ = [
+    "ADMIN_HEADER",
+    "GRPC_ADMIN_HEADER",
     "Endpoints",
     "TritonServer",
     "find_tritonserver",
@@ -95,9 +96,6 @@ def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 
-ADMIN_HEADER = "tritonforge-admin-key"  # the HTTP header an admin key travels in
-# Triton prefixes the header of a restricted gRPC protocol: gRPC callers send `triton-grpc-protocol-<header>`
-GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 # what an admin key guards: every API that changes the server's state (inference, health, metadata and
 # statistics stay open). Triton takes the key only on its command line, so `ps` on the host shows it: keep the
 # admin key to a host whose process list is private, and Triton's ports off untrusted networks (the gateway is
@@ -638,14 +636,12 @@ class TritonServer:
         """
         if restart:
             self.unload(model, wait=True, timeout=timeout)
-        client = self._client(timeout)
-        try:
-            client.load_model(model, headers=self._admin_headers())
-        except Exception as err:
-            reason = _server_message(err)
-            raise ServerError(f"tritonserver could not load model '{model}': {_short_reason(reason)}") from None
-        finally:
-            client.close()
+        with self._connection(timeout) as triton:
+            try:
+                triton.load_model(model)
+            except ClientError as err:
+                reason = _short_reason(_reason(err))
+                raise ServerError(f"tritonserver could not load model '{model}': {reason}") from None
         if not self._model_ready(model):
             raise ServerError(f"model '{model}' was loaded but is not ready")
 
@@ -667,18 +663,17 @@ class TritonServer:
     def _ensembles_using(self, model: str) -> list[str]:
         """The loaded ensembles that run ``model``, transitively, innermost first."""
         steps: dict[str, set[str]] = {}
-        for entry in self.model_states():
-            name = str(entry.get("name"))
-            if entry.get("state") != "READY" or name in steps:
-                continue
-            try:
-                url = f"http://{self.endpoints.http}/v2/models/{name}/config"
-                with urllib.request.urlopen(url, timeout=10) as r:
-                    config = json.loads(r.read())
-            except (urllib.error.URLError, OSError, ValueError):
-                continue
-            members = config.get("ensemble_scheduling", {}).get("step", [])
-            steps[name] = {str(s.get("model_name")) for s in members}
+        with self._connection(10.0) as triton:
+            for entry in self.model_states():
+                name = str(entry.get("name"))
+                if entry.get("state") != "READY" or name in steps:
+                    continue
+                try:
+                    config = triton.model_config(name)
+                except ClientError:
+                    continue
+                members = config.get("ensemble_scheduling", {}).get("step", [])
+                steps[name] = {str(s.get("model_name")) for s in members}
         ordered: list[str] = []
         reached = {model}
         changed = True
@@ -693,13 +688,11 @@ class TritonServer:
 
     def unload(self, model: str, *, wait: bool = True, timeout: float = 60.0) -> None:
         """Unload a model; with ``wait`` return once it no longer serves."""
-        client = self._client(timeout)
-        try:
-            client.unload_model(model, headers=self._admin_headers())
-        except Exception as err:
-            raise ServerError(f"tritonserver could not unload model '{model}': {_server_message(err)}") from None
-        finally:
-            client.close()
+        with self._connection(timeout) as triton:
+            try:
+                triton.unload_model(model)
+            except ClientError as err:
+                raise ServerError(f"tritonserver could not unload model '{model}': {_reason(err)}") from None
         deadline = time.monotonic() + timeout
         while wait and self._model_ready(model):
             if time.monotonic() > deadline:
@@ -708,12 +701,10 @@ class TritonServer:
 
     # ---------------------------------------------------------------------------------------------- internals
 
-    def _client(self, timeout: float) -> Any:
-        import tritonclient.http as httpclient
-
-        return httpclient.InferenceServerClient(
-            self.endpoints.http, connection_timeout=timeout, network_timeout=timeout
-        )
+    def _connection(self, timeout: float, http: str | None = None) -> Connection:
+        """A connection to this server's HTTP endpoint, for the calling thread only (tritonclient's HTTP client
+        runs on gevent, whose hub belongs to the thread that made it), with the admin key; not retried."""
+        return Connection(http or self.endpoints.http, "http", timeout=timeout, retries=0, admin_key=self.admin_key)
 
     def _listed_ready(self, model: str) -> bool:
         """Whether Triton's repository index lists ``model`` as READY (also while its stub is dead)."""
@@ -723,11 +714,11 @@ class TritonServer:
             return False
 
     def _model_ready(self, model: str) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.endpoints.http}/v2/models/{model}/ready", timeout=5) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        with self._connection(5.0) as triton:
+            try:
+                return triton.is_model_ready(model)
+            except ClientError:
+                return False
 
     def _resolve(self) -> tuple[Path, dict[str, str], list[str]]:
         env = dict(os.environ)
@@ -843,28 +834,20 @@ class TritonServer:
         where = f" ({self._log_file})" if self._log_file else ""
         return ServerError(f"{headline}\n--- tritonserver log{where} ---\n{_log_excerpt(text)}")
 
-    @staticmethod
-    def _get(url: str) -> int:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                return r.status
-        except urllib.error.HTTPError as err:
-            return err.code
-        except (urllib.error.URLError, OSError):
-            return 0
-
-    def _admin_headers(self) -> dict[str, str]:
-        return {ADMIN_HEADER: self.admin_key} if self.admin_key else {}
-
     def _index(self, http: str) -> list[dict[str, Any]]:
-        req = urllib.request.Request(
-            f"http://{http}/v2/repository/index", data=b"{}", method="POST", headers=self._admin_headers()
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return list(json.loads(r.read() or b"[]"))
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            raise ServerError(f"cannot read the repository index from {http}: {err}") from None
+        with self._connection(10.0, http) as triton:
+            try:
+                return triton.repository_index()
+            except ClientError as err:
+                raise ServerError(f"cannot read the repository index from {http}: {_reason(err)}") from None
+
+    def _health(self, http: str, what: str) -> bool:
+        """Live or ready; False while the endpoint does not answer."""
+        with self._connection(2.0, http) as triton:
+            try:
+                return triton.is_live() if what == "live" else triton.is_ready()
+            except ClientError:
+                return False
 
     def _wait_ready(self, endpoints: Endpoints, began: float) -> None:
         assert self._proc is not None
@@ -881,7 +864,7 @@ class TritonServer:
             delay = min(delay * 1.5, 0.5)
 
         # 1. live: Triton loads the startup models before it opens its endpoints
-        while self._get(f"http://{endpoints.http}/v2/health/live") != 200:
+        while not self._health(endpoints.http, "live"):
             code = self._proc.poll()
             if code is not None:
                 text = self._read_log()
@@ -926,16 +909,15 @@ class TritonServer:
             LOG.warning("serving without %d model(s) that failed to load:\n%s", len(failed), lines)
 
         # 3. the server's own readiness
-        while self._get(f"http://{endpoints.http}/v2/health/ready") != 200:
+        while not self._health(endpoints.http, "ready"):
             if self._proc.poll() is not None:
                 raise self._fail(f"tritonserver exited with code {self._proc.returncode} while getting ready")
             pause()
 
 
-def _server_message(err: BaseException) -> str:
-    message = getattr(err, "message", None)
-    text = message() if callable(message) else str(err)
-    return str(text or err)
+def _reason(err: ClientError) -> str:
+    """Triton's own words in a mapped error (see :func:`tritonforge.triton.errors.classify_error`)."""
+    return str(getattr(err, "reason", "") or err)
 
 
 def serve(repo: str | Path, **kwargs: Any) -> TritonServer:

@@ -13,19 +13,13 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from tritonforge.clients import AsyncClient, Client, ClientOptions, KeepAliveOptions, RetryPolicy, TLSOptions
-from tritonforge.clients.client import (
-    _as_tensor,
-    _check_texts,
-    _split_url,
-    acall_with_retry,
-    call_with_retry,
-    classify_error,
-    grpc_client_kwargs,
-    http_aio_client_kwargs,
-    http_client_kwargs,
-    triton_dtype,
-)
+from tritonforge.clients.client import _check_texts
 from tritonforge.errors import ClientError, TransientError
+from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error
+from tritonforge.triton.options import grpc_client_kwargs, http_aio_client_kwargs, http_client_kwargs
+from tritonforge.triton.options import split_url as _split_url
+from tritonforge.triton.tensors import as_tensor as _as_tensor
+from tritonforge.triton.tensors import triton_dtype
 
 # ------------------------------------------------------------------------------------------------------- tensors
 

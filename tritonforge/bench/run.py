@@ -1,0 +1,223 @@
+"""One benchmark run: check the target, describe the model, run each level, collect the report."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from tritonforge.bench.inputs import _datatype, _describe, _model_inputs, generate_inputs, load_data
+from tritonforge.bench.loadgen import _closed_loop, _open_loop, _Pool
+from tritonforge.bench.results import BenchReport, LevelResult, Percentiles, StreamStats
+from tritonforge.bench.stats import _split, _Stats
+from tritonforge.bench.target import MAX_CONCURRENCY, check_target, default_url, parse_concurrency
+from tritonforge.errors import BenchError, ClientError
+from tritonforge.triton.connection import Connection
+from tritonforge.triton.load import LoadSession, Sample
+from tritonforge.triton.options import Protocol
+
+
+def _composing(fetch: Callable[[str], dict[str, Any]], config: Mapping[str, Any], seen: set[str]) -> list[str]:
+    out = []
+    for step in config.get("ensemble_scheduling", {}).get("step", []):
+        name = step.get("model_name", "")
+        if name and name not in seen:
+            seen.add(name)
+            out.append(name)
+            with contextlib.suppress(Exception):
+                out += _composing(fetch, fetch(name), seen)
+    return out
+
+
+def _level_result(
+    mode: Literal["concurrency", "rate"],
+    concurrency: int | None,
+    rate: float | None,
+    samples: list[Sample],
+    wall: float,
+    batch_size: int,
+    streaming: bool,
+) -> LevelResult:
+    ok = [s for s in samples if s.ok]
+    errors = Counter(s.error for s in samples if not s.ok)
+    stream = None
+    if streaming:
+        tokens = sum(len(s.token_times) for s in ok)
+        ttft = [s.token_times[0] - s.start for s in ok if s.token_times]
+        gaps = [b - a for s in ok for a, b in zip(s.token_times, s.token_times[1:], strict=False)]
+        stream = StreamStats(
+            responses=tokens,
+            responses_per_request=tokens / len(ok) if ok else 0.0,
+            tokens_per_s=tokens / wall,
+            ttft_ms=Percentiles.of_seconds(ttft),
+            inter_token_ms=Percentiles.of_seconds(gaps),
+        )
+    return LevelResult(
+        mode=mode,
+        concurrency=concurrency,
+        rate=rate,
+        duration_s=wall,
+        requests=len(ok),
+        errors=sum(errors.values()),
+        error_messages=dict(errors.most_common(10)),
+        throughput_rps=len(ok) / wall,
+        throughput_items_s=len(ok) * batch_size / wall,
+        latency_ms=Percentiles.of_seconds([s.end - s.start for s in ok]),
+        stream=stream,
+    )
+
+
+def run_bench(
+    url: str | None,
+    model: str,
+    *,
+    protocol: Protocol = "grpc",
+    concurrency: str | int | Iterable[int] | None = (1, 4, 16),
+    rate: float | None = None,
+    duration_s: float = 5.0,
+    warmup_s: float = 1.0,
+    inputs: str | Path = "auto",
+    batch_size: int = 1,
+    max_requests: int | None = None,
+    streaming: bool | None = None,
+    timeout: float = 30.0,
+    allow_remote: bool = False,
+    max_inflight: int = 32,
+    seq_length: int = 16,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Benchmark ``model`` at ``url`` (see the module docstring); one :class:`LevelResult` per level.
+
+    ``rate`` (requests/s, open loop) takes precedence over ``concurrency`` (closed loop). ``max_requests`` bounds
+    the measured requests of each level, ``timeout`` each request (s). ``streaming=None`` follows the model's
+    ``model_transaction_policy.decoupled``.
+    """
+    if protocol not in ("grpc", "http"):
+        raise BenchError(f"protocol={protocol!r} is not one of 'grpc', 'http'")
+    address = check_target(url or default_url(protocol), protocol=protocol, allow_remote=allow_remote)
+    if not duration_s > 0 or warmup_s < 0:
+        raise BenchError(f"duration_s={duration_s} must be > 0 and warmup_s={warmup_s} >= 0")
+    if not timeout > 0:
+        raise BenchError(f"timeout={timeout} must be > 0 seconds")
+    if max_requests is not None and max_requests < 1:
+        raise BenchError(f"max_requests={max_requests} must be >= 1")
+    if rate is not None:
+        if not (rate > 0 and math.isfinite(rate)):
+            raise BenchError(f"rate={rate} must be > 0 requests/s")
+        if not 1 <= max_inflight <= MAX_CONCURRENCY:
+            raise BenchError(f"max_inflight={max_inflight} must be within 1..{MAX_CONCURRENCY}")
+        levels: list[int] = []
+    else:
+        levels = parse_concurrency(concurrency if concurrency is not None else (1, 4, 16))
+    say = progress or (lambda _m: None)
+
+    fetch, metadata = _describe_model(address, protocol, model, timeout)
+    config = fetch(model)
+    decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
+    streaming = decoupled if streaming is None else streaming
+    if streaming and protocol != "grpc":
+        raise BenchError(f"model '{model}' streams (decoupled): benchmark it over gRPC (--protocol grpc)")
+    if decoupled and not streaming:
+        raise BenchError(f"model '{model}' is decoupled: its responses only come over a gRPC stream (streaming)")
+    if str(inputs) == "auto":
+        payloads = generate_inputs(config, batch_size=batch_size, seq_length=seq_length, seed=seed)
+    else:
+        payloads = load_data(inputs, config, batch_size=batch_size)
+    datatypes = {i["name"]: _datatype(i.get("data_type", "")) for i in _model_inputs(config)}
+    outputs = [o["name"] for o in metadata.get("outputs", [])]
+    composing = _composing(fetch, config, {model})
+    items = batch_size if int(config.get("max_batch_size", 0) or 0) > 0 else 1
+
+    report = BenchReport(
+        url=address,
+        model=model,
+        protocol=protocol,
+        batch_size=items,
+        streaming=streaming,
+        inputs=_describe(payloads[0], datatypes),
+        data=str(inputs),
+        warmup_s=warmup_s,
+        composing_models=composing,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    workers = max(levels) if levels else max_inflight
+    stats = _Stats(address, protocol, [model, *composing], timeout)
+    rng = random.Random(seed)
+    pool: _Pool | None = None
+    try:
+        pool = _Pool(
+            workers, lambda: LoadSession(address, protocol, model, payloads, datatypes, outputs, timeout, streaming)
+        )
+        plan: list[tuple[int | None, float | None]] = [(n, None) for n in levels] or [(None, rate)]
+        for n, r in plan:
+            label = f"concurrency {n}" if n is not None else f"rate {r:g}/s"
+            start = stats.snapshot()
+            warm: list[Sample] = []
+            if warmup_s > 0:
+                say(f"{model}: warming up ({label}, {warmup_s:g}s)")
+                if n is not None:
+                    warm, _ = _closed_loop(pool, n, warmup_s, None)
+                else:
+                    assert r is not None
+                    warm, *_ = _open_loop(pool, workers, r, warmup_s, None, rng)
+            before = stats.settled(start, model, len(warm)) if start is not None else None
+            say(f"{model}: measuring {label} for {duration_s:g}s")
+            if n is not None:
+                samples, wall = _closed_loop(pool, n, duration_s, max_requests)
+                level = _level_result("concurrency", n, None, samples, wall, items, streaming)
+            else:
+                assert r is not None
+                samples, wall, late, dropped = _open_loop(pool, workers, r, duration_s, max_requests, rng)
+                level = _level_result("rate", None, r, samples, wall, items, streaming)
+                level.late, level.dropped = late, dropped
+            after = stats.settled(before, model, len(samples)) if before is not None else None
+            if before is not None and after is not None:
+                level.server = _split(before, after, model)
+            else:
+                level.server_note = stats.error
+            report.levels.append(level)
+    finally:
+        if pool is not None:
+            pool.close()
+        stats.close()
+    return report
+
+
+def _describe_model(
+    address: str, protocol: Protocol, model: str, timeout: float
+) -> tuple[Callable[[str], dict[str, Any]], dict[str, Any]]:
+    """A config fetcher and the model's metadata; a BenchError when the server or the model is not there."""
+    cache: dict[str, dict[str, Any]] = {}
+    with Connection(address, protocol, timeout=timeout, retries=0) as triton:
+
+        def fetch(name: str) -> dict[str, Any]:
+            if name not in cache:
+                cache[name] = triton.model_config(name)
+            return cache[name]
+
+        try:
+            up = triton.is_live()
+        except ClientError as err:
+            raise BenchError(f"cannot reach the {protocol} endpoint {address}: {err}") from None
+        if not up:
+            raise BenchError(f"cannot reach the {protocol} endpoint {address} (or the server is not live)")
+        try:
+            is_ready = triton.is_model_ready(model)
+        except ClientError as err:
+            raise BenchError(f"model '{model}' at {address}: {err}") from None
+        if not is_ready:
+            raise BenchError(f"model '{model}' is not ready at {address} (unknown, not loaded, or failed to load)")
+        try:
+            fetch(model)
+            for name in _composing(fetch, fetch(model), {model}):
+                fetch(name)
+            metadata = triton.model_metadata(model)
+        except ClientError as err:
+            raise BenchError(f"cannot read the config of model '{model}' at {address}: {err}") from None
+    return (lambda name: cache.get(name, {})), metadata

@@ -1,0 +1,572 @@
+"""Connections to one Triton server, sync and asyncio, over gRPC or HTTP: health, metadata, config, statistics,
+the repository API (load/unload with the admin key), inference, and generation streams.
+
+This is the core of the one Triton access layer: :class:`~tritonforge.clients.Client`, the gateway, the bench, the
+server launcher and releases all reach Triton through a :class:`Connection` or :class:`AsyncConnection`, so every
+failure goes through one mapping (:func:`~tritonforge.triton.errors.classify_error`). tritonclient (and grpc,
+gevent, aiohttp under it) is imported when the first transport is created, not on import.
+
+Errors: every failure is a :class:`~tritonforge.errors.ClientError` naming the model and carrying the server's
+message. Only transport failures that cannot have reached the server (gRPC ``UNAVAILABLE``; for HTTP a refused or
+reset connection) are retried, ``retries`` times with capped exponential backoff and jitter; when they run out a
+:class:`~tritonforge.errors.TransientError` is raised. A deadline (``timeout``, seconds, per call) that expires is a
+ClientError saying the deadline, and is not retried: the request may be running on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from tritonforge.errors import ClientError, TransientError
+from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error
+from tritonforge.triton.options import (
+    ClientOptions,
+    Compression,
+    KeepAliveOptions,
+    Protocol,
+    RetryPolicy,
+    TLSOptions,
+    admin_headers,
+    grpc_client_kwargs,
+    http_aio_client_kwargs,
+    http_client_kwargs,
+    split_url,
+    ssl_context,
+)
+from tritonforge.triton.streams import generate_payload, grpc_stream, grpc_stream_async, http_generate
+from tritonforge.triton.tensors import build_inputs, output_arrays, requested_outputs
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+C = TypeVar("C", bound="Connection")
+A = TypeVar("A", bound="AsyncConnection")
+_MAX_HTTP_TRANSPORTS = 4
+
+
+class _Base:
+    """What both connections share: the URL, the options, how tensors and calls are prepared."""
+
+    def __init__(
+        self,
+        url: str,
+        protocol: Protocol = "grpc",
+        *,
+        timeout: float | None = 30.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 2.0,
+        tls: TLSOptions | None = None,
+        keepalive: KeepAliveOptions | None = None,
+        compression: Compression | None = None,
+        headers: Mapping[str, str] | None = None,
+        verbose: bool = False,
+        admin_key: str | None = None,
+    ) -> None:
+        if protocol not in ("grpc", "http"):
+            raise ClientError(f"protocol={protocol!r} is not one of 'grpc', 'http'")
+        self.protocol: Protocol = protocol
+        self.url, secure = split_url(url, protocol)
+        if secure and tls is None:
+            tls = TLSOptions()
+        if tls is not None:
+            tls.check_files()
+        self.options = ClientOptions(
+            timeout=timeout,
+            retry=RetryPolicy(retries=retries, backoff=backoff, max_backoff=max_backoff),
+            tls=tls,
+            keepalive=keepalive,
+            compression=compression,
+            headers=dict(headers or {}),
+            verbose=verbose,
+        )
+        self.admin_key = admin_key
+        self._closed = False
+        self._http_outputs: dict[str, list[str]] = {}
+
+    @classmethod
+    def from_options(cls, url: str, protocol: Protocol = "grpc", options: ClientOptions | None = None) -> Any:
+        o = options or ClientOptions()
+        return cls(
+            url,
+            protocol,
+            timeout=o.timeout,
+            retries=o.retry.retries,
+            backoff=o.retry.backoff,
+            max_backoff=o.retry.max_backoff,
+            tls=o.tls,
+            keepalive=o.keepalive,
+            compression=o.compression,
+            headers=o.headers,
+            verbose=o.verbose,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r}, protocol={self.protocol!r})"
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        if timeout is None:
+            return self.options.timeout
+        if not timeout > 0:
+            raise ClientError(f"timeout={timeout} must be > 0 seconds")
+        return float(timeout)
+
+    def _classifier(self, model: str | None, timeout: float | None) -> Callable[[BaseException], ClientError]:
+        return lambda err: classify_error(err, model=model, url=self.url, timeout=timeout, protocol=self.protocol)
+
+    def _http_base(self) -> str:
+        scheme = "https" if self.options.tls is not None else "http"
+        return self.url if "://" in self.url else f"{scheme}://{self.url}"
+
+    def _ssl_context(self) -> Any:
+        return ssl_context(self.options.tls)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientError(f"{self!r} is closed")
+
+    def _headers(self) -> dict[str, str] | None:
+        return dict(self.options.headers) or None
+
+    def _admin_headers(self) -> dict[str, str] | None:
+        return {**self.options.headers, **admin_headers(self.admin_key, self.protocol)} or None
+
+    def _request(
+        self, mod: Any, inputs: Mapping[str, Any], outputs: Sequence[str] | None
+    ) -> tuple[list[Any], list[Any] | None]:
+        binary = self.protocol == "http"
+        return build_inputs(mod, inputs, binary=binary), requested_outputs(mod, outputs, binary=binary)
+
+    def _infer_kwargs(
+        self, timeout: float | None, parameters: Mapping[str, Any] | None, version: str
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model_version": version, "headers": self._headers()}
+        if parameters:
+            kwargs["parameters"] = dict(parameters)
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = timeout
+            if self.options.compression:
+                kwargs["compression_algorithm"] = self.options.compression
+        elif self.options.compression:
+            kwargs["request_compression_algorithm"] = self.options.compression
+            kwargs["response_compression_algorithm"] = self.options.compression
+        return kwargs
+
+    def _results(self, result: Any, outputs: Sequence[str] | None, model: str) -> dict[str, np.ndarray]:
+        return output_arrays(result, outputs, model, grpc=self.protocol == "grpc")
+
+    def _control_kwargs(self, timeout: float | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"headers": self._admin_headers()}
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = timeout
+        return kwargs
+
+    def _json_kwargs(self, timeout: float | None, admin: bool = False) -> dict[str, Any]:
+        """Keyword arguments of tritonclient's metadata/config/statistics/repository calls: JSON answers over gRPC
+        too (as the HTTP client gives them), the deadline, the headers."""
+        kwargs: dict[str, Any] = {"headers": self._admin_headers() if admin else self._headers()}
+        if self.protocol == "grpc":
+            kwargs.update(as_json=True, client_timeout=timeout)
+        return kwargs
+
+
+
+class Connection(_Base):
+    """A synchronous Triton client over ``tritonclient.grpc`` or ``tritonclient.http``.
+
+    ``url`` is ``host:port`` (a ``grpc://``/``http://`` scheme is accepted, ``https://``/``grpcs://`` turn TLS on).
+    ``timeout`` is the default per-call deadline in seconds (None: no deadline). Thread-safe: gRPC calls run
+    concurrently; HTTP calls on one client are serialized (tritonclient's HTTP client is not thread-safe).
+    Health checks (``is_live``...) are not retried and answer False when the server cannot be reached.
+    """
+
+    def __init__(self, url: str, protocol: Protocol = "grpc", **kwargs: Any) -> None:
+        super().__init__(url, protocol, **kwargs)
+        self._lock = threading.Lock()
+        self._grpc: Any = None
+        self._http: dict[float | None, tuple[Any, threading.Lock]] = {}
+
+    # transports ------------------------------------------------------------------------------------------------
+    def _module(self) -> Any:
+        if self.protocol == "grpc":
+            import tritonclient.grpc as mod
+        else:
+            import tritonclient.http as mod
+        return mod
+
+    def _run(self, timeout: float | None, call: Callable[[Any], T]) -> T:
+        """Call ``call(transport)`` on the transport for this deadline."""
+        self._check_open()
+        mod = self._module()
+        if self.protocol == "grpc":
+            with self._lock:
+                if self._grpc is None:
+                    self._grpc = mod.InferenceServerClient(**grpc_client_kwargs(self.url, self.options))
+                transport = self._grpc
+            return call(transport)
+        with self._lock:  # geventhttpclient fixes the deadline per client: one client per deadline
+            if timeout not in self._http:
+                if len(self._http) >= _MAX_HTTP_TRANSPORTS:  # many distinct per-call deadlines: drop the oldest
+                    oldest = next(k for k in self._http if k != self.options.timeout)
+                    old, old_lock = self._http.pop(oldest)
+                    with old_lock, contextlib.suppress(Exception):
+                        old.close()
+                self._http[timeout] = (
+                    mod.InferenceServerClient(**http_client_kwargs(self.url, self.options, timeout)),
+                    threading.Lock(),
+                )
+            transport, lock = self._http[timeout]
+        with lock:
+            return call(transport)
+
+    def close(self) -> None:
+        """Close the connections; idempotent."""
+        with self._lock:
+            self._closed = True
+            transports = [self._grpc] if self._grpc is not None else []
+            transports += [t for t, _ in self._http.values()]
+            self._grpc, self._http = None, {}
+        for transport in transports:
+            try:
+                transport.close()
+            except Exception as err:  # closing must not mask the caller's own error
+                LOG.debug("closing %r: %s", transport, err)
+
+    def __enter__(self: C) -> C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            with contextlib.suppress(Exception):
+                self.close()
+
+    # health -------------------------------------------------------------------------------------------------------
+    def _health(self, what: str, call: Callable[[Any, float | None], bool], model: str | None = None) -> bool:
+        timeout = self.options.timeout
+        try:
+            return bool(self._run(timeout, lambda t: call(t, timeout)))
+        except ClientError:
+            raise
+        except Exception as raw:
+            err = classify_error(raw, model=model, url=self.url, timeout=timeout, protocol=self.protocol)
+            if isinstance(err, TransientError):
+                return False
+            raise err from raw
+
+    def _health_kwargs(self, timeout: float | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"headers": self._headers()}
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = timeout
+        return kwargs
+
+    def is_live(self) -> bool:
+        return self._health("live", lambda t, to: t.is_server_live(**self._health_kwargs(to)))
+
+    def is_ready(self) -> bool:
+        return self._health("ready", lambda t, to: t.is_server_ready(**self._health_kwargs(to)))
+
+    def is_model_ready(self, name: str, version: str = "") -> bool:
+        return self._health(
+            "model", lambda t, to: t.is_model_ready(name, version, **self._health_kwargs(to)), model=name
+        )
+
+    # inference -------------------------------------------------------------------------------------------------
+    def _http_output_names(self, model: str, version: str, timeout: float | None) -> list[str]:
+        # over HTTP, unnamed outputs come back as JSON: ask for all of them by name, in binary
+        key = f"{model}:{version}"
+        if key not in self._http_outputs:
+            meta = self._call(model, timeout, lambda t: t.get_model_metadata(model, version, headers=self._headers()))
+            self._http_outputs[key] = [o["name"] for o in meta.get("outputs", [])]
+        return self._http_outputs[key]
+
+    def _call(self, model: str | None, timeout: float | None, call: Callable[[Any], T]) -> T:
+        return call_with_retry(
+            lambda: self._run(timeout, call),
+            policy=self.options.retry,
+            classify=self._classifier(model, timeout),
+        )
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        version: str = "",
+    ) -> dict[str, np.ndarray]:
+        """Run ``model`` on numpy ``inputs``; returns ``{output name: array}`` (all outputs unless named)."""
+        if not isinstance(model, str) or not model:
+            raise ClientError(f"model must be a non-empty string, got {model!r}")
+        deadline = self._timeout(timeout)
+        mod = self._module()
+        if outputs is None and self.protocol == "http":
+            outputs = self._http_output_names(model, version, deadline)
+        built, requested = self._request(mod, inputs, outputs)
+        kwargs = self._infer_kwargs(deadline, parameters, version)
+        result = self._call(model, deadline, lambda t: t.infer(model, built, outputs=requested, **kwargs))
+        return self._results(result, outputs, model)
+
+    # metadata, config, statistics -------------------------------------------------------------------------------
+    def model_metadata(self, model: str, version: str = "", *, timeout: float | None = None) -> dict[str, Any]:
+        """The model's metadata as Triton's JSON (``name``, ``inputs``, ``outputs``...)."""
+        deadline = self._timeout(timeout)
+        kwargs = self._json_kwargs(deadline)
+        return dict(self._call(model, deadline, lambda t: t.get_model_metadata(model, version, **kwargs)))
+
+    def model_config(self, model: str, version: str = "", *, timeout: float | None = None) -> dict[str, Any]:
+        """The model's config as the server holds it (after auto-complete), Triton's JSON form."""
+        deadline = self._timeout(timeout)
+        kwargs = self._json_kwargs(deadline)
+        raw = self._call(model, deadline, lambda t: t.get_model_config(model, version, **kwargs))
+        return unwrap_config(raw)
+
+    def statistics(self, model: str = "", version: str = "", *, timeout: float | None = None) -> dict[str, Any]:
+        """Triton's inference statistics (``{"model_stats": [...]}``) of ``model`` ("" = every model)."""
+        deadline = self._timeout(timeout)
+        kwargs = self._json_kwargs(deadline)
+        return dict(self._call(model or None, deadline, lambda t: t.get_inference_statistics(model, version, **kwargs)))
+
+    # the repository API (behind the admin key when the server restricts it) ---------------------------------------
+    def repository_index(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """``[{"name", "version", "state", "reason"}...]`` as Triton gives them."""
+        deadline = self._timeout(timeout)
+        kwargs = self._json_kwargs(deadline, admin=True)
+        return index_entries(self._call(None, deadline, lambda t: t.get_model_repository_index(**kwargs)))
+
+    def load_model(self, model: str, *, config: str | None = None, timeout: float | None = None) -> None:
+        """Load (or reload, when its files changed) ``model``; ``config``: a JSON config overriding the file's."""
+        deadline = self._timeout(timeout)
+        kwargs = self._control_kwargs(deadline)
+        self._call(model, deadline, lambda t: t.load_model(model, config=config, **kwargs))
+
+    def unload_model(self, model: str, *, unload_dependents: bool = False, timeout: float | None = None) -> None:
+        deadline = self._timeout(timeout)
+        kwargs = self._control_kwargs(deadline)
+        self._call(
+            model, deadline, lambda t: t.unload_model(model, unload_dependents=unload_dependents, **kwargs)
+        )
+
+    # generation ---------------------------------------------------------------------------------------------------
+    def stream_text(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        timeout: float | None = None,
+        engine_model: str | None = None,
+        on_result: Callable[[Any], None] | None = None,
+    ) -> Iterator[str]:
+        """Text pieces of one request over its own gRPC stream until the final response; leaving early cancels it
+        and sends upstream's stop to ``engine_model`` (see :mod:`tritonforge.triton.streams`)."""
+        if self.protocol != "grpc":
+            raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
+        deadline = self._timeout(timeout)
+        self._check_open()
+        return grpc_stream(
+            grpc_client_kwargs(self.url, self.options),
+            model,
+            inputs,
+            timeout=deadline,
+            engine_model=engine_model,
+            classify=self._classifier(model, deadline),
+            on_result=on_result,
+        )
+
+    def generate_http(self, model: str, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> str:
+        """The whole text of one request through Triton's HTTP generate extension."""
+        body, deadline = generate_payload(inputs), self._timeout(timeout)
+        return call_with_retry(
+            lambda: http_generate(self._http_base(), model, body, timeout=deadline, context=self._ssl_context()),
+            policy=self.options.retry,
+            classify=self._classifier(model, deadline),
+        )
+
+
+class AsyncConnection(_Base):
+    """The asynchronous :class:`Client`, over ``tritonclient.grpc.aio`` or ``tritonclient.http.aio``.
+
+    Create and use it inside one running event loop; ``async with AsyncClient(...) as client``.
+    """
+
+    def __init__(self, url: str, protocol: Protocol = "grpc", **kwargs: Any) -> None:
+        super().__init__(url, protocol, **kwargs)
+        if self.protocol == "http" and self.options.tls is not None and self.options.tls.server_name:
+            raise ClientError("TLSOptions.server_name is not supported by the async HTTP client: use gRPC or Client")
+        self._transport: Any = None
+
+    def _module(self) -> Any:
+        if self.protocol == "grpc":
+            import tritonclient.grpc.aio as mod
+        else:
+            import tritonclient.http.aio as mod
+        return mod
+
+    def _get(self) -> Any:
+        self._check_open()
+        if self._transport is None:
+            mod = self._module()
+            if self.protocol == "grpc":
+                self._transport = mod.InferenceServerClient(**grpc_client_kwargs(self.url, self.options))
+            else:
+                self._transport = mod.InferenceServerClient(**http_aio_client_kwargs(self.url, self.options))
+        return self._transport
+
+    async def _deadline(self, awaitable: Awaitable[T], timeout: float | None) -> T:
+        if self.protocol == "http" and timeout is not None:
+            return await asyncio.wait_for(awaitable, timeout)  # aiohttp's session timeout is not per call
+        return await awaitable
+
+    async def close(self) -> None:
+        """Close the connections; idempotent."""
+        self._closed = True
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            try:
+                await transport.close()
+            except Exception as err:
+                LOG.debug("closing %r: %s", transport, err)
+
+    async def __aenter__(self: A) -> A:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, model: str | None, timeout: float | None, call: Callable[[Any], Awaitable[T]]) -> T:
+        return await acall_with_retry(
+            lambda: self._deadline(call(self._get()), timeout),
+            policy=self.options.retry,
+            classify=self._classifier(model, timeout),
+        )
+
+    async def _health(self, call: Callable[[Any, float | None], Awaitable[bool]], model: str | None = None) -> bool:
+        timeout = self.options.timeout
+        try:
+            return bool(await self._deadline(call(self._get(), timeout), timeout))
+        except ClientError:
+            raise
+        except Exception as raw:
+            err = classify_error(raw, model=model, url=self.url, timeout=timeout, protocol=self.protocol)
+            if isinstance(err, TransientError):
+                return False
+            raise err from raw
+
+    def _health_kwargs(self, timeout: float | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"headers": self._headers()}
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = timeout
+        return kwargs
+
+    async def is_live(self) -> bool:
+        return await self._health(lambda t, to: t.is_server_live(**self._health_kwargs(to)))
+
+    async def is_ready(self) -> bool:
+        return await self._health(lambda t, to: t.is_server_ready(**self._health_kwargs(to)))
+
+    async def is_model_ready(self, name: str, version: str = "") -> bool:
+        return await self._health(lambda t, to: t.is_model_ready(name, version, **self._health_kwargs(to)), name)
+
+    async def _http_output_names(self, model: str, version: str, timeout: float | None) -> list[str]:
+        key = f"{model}:{version}"
+        if key not in self._http_outputs:
+            meta = await self._call(
+                model, timeout, lambda t: t.get_model_metadata(model, version, headers=self._headers())
+            )
+            self._http_outputs[key] = [o["name"] for o in meta.get("outputs", [])]
+        return self._http_outputs[key]
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        version: str = "",
+    ) -> dict[str, np.ndarray]:
+        """Run ``model`` on numpy ``inputs``; returns ``{output name: array}`` (all outputs unless named)."""
+        if not isinstance(model, str) or not model:
+            raise ClientError(f"model must be a non-empty string, got {model!r}")
+        deadline = self._timeout(timeout)
+        mod = self._module()
+        if outputs is None and self.protocol == "http":
+            outputs = await self._http_output_names(model, version, deadline)
+        built, requested = self._request(mod, inputs, outputs)
+        kwargs = self._infer_kwargs(deadline, parameters, version)
+        result = await self._call(model, deadline, lambda t: t.infer(model, built, outputs=requested, **kwargs))
+        return self._results(result, outputs, model)
+
+    async def model_metadata(self, model: str, version: str = "", *, timeout: float | None = None) -> dict[str, Any]:
+        deadline = self._timeout(timeout)
+        kwargs = self._json_kwargs(deadline)
+        return dict(await self._call(model, deadline, lambda t: t.get_model_metadata(model, version, **kwargs)))
+
+    async def model_config(self, model: str, version: str = "", *, timeout: float | None = None) -> dict[str, Any]:
+        deadline = self._timeout(timeout)
+        kwargs = self._json_kwargs(deadline)
+        return unwrap_config(await self._call(model, deadline, lambda t: t.get_model_config(model, version, **kwargs)))
+
+    async def repository_index(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        deadline = self._timeout(timeout)
+        kwargs = self._json_kwargs(deadline, admin=True)
+        return index_entries(await self._call(None, deadline, lambda t: t.get_model_repository_index(**kwargs)))
+
+    def stream_text(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        timeout: float | None = None,
+        engine_model: str | None = None,
+        on_result: Callable[[Any], None] | None = None,
+        version: str = "",
+    ) -> Any:
+        """``async for piece in connection.stream_text(...)``: as :meth:`Connection.stream_text`, on this
+        connection's pooled gRPC channel; leaving early (``aclose()``, or the task is cancelled) stops generation
+        the same way."""
+        if self.protocol != "grpc":
+            raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
+        deadline = self._timeout(timeout)
+        return grpc_stream_async(
+            self._get(),
+            model,
+            inputs,
+            timeout=deadline,
+            classify=self._classifier(model, deadline),
+            on_result=on_result,
+            engine_model=engine_model,
+            version=version,
+        )
+
+    async def generate_http(
+        self, model: str, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None
+    ) -> str:
+        body, deadline = generate_payload(inputs), self._timeout(timeout)
+        return await asyncio.to_thread(
+            http_generate, self._http_base(), model, body, timeout=deadline, context=self._ssl_context()
+        )
+
+
+def unwrap_config(raw: Any) -> dict[str, Any]:
+    """A model config as JSON: gRPC's ``as_json`` answer wraps it in ``{"config": ...}``, HTTP's does not."""
+    raw = dict(raw or {})
+    return dict(raw["config"]) if isinstance(raw.get("config"), Mapping) else raw
+
+
+def index_entries(raw: Any) -> list[dict[str, Any]]:
+    """The repository index as a list: gRPC's ``as_json`` answer is ``{"models": [...]}``, HTTP's a list."""
+    if isinstance(raw, Mapping):
+        raw = raw.get("models", [])
+    return [dict(entry) for entry in raw or []]

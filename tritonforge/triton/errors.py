@@ -1,0 +1,192 @@
+"""The one error mapping: every failure of a call to Triton becomes a :class:`~tritonforge.errors.ClientError`
+(or a subclass) naming the model and carrying the server's message and status; retries only for what cannot have
+reached the server.
+
+Modelled on httpx's ``map_exceptions``: transport code runs inside :func:`map_errors` (or hands its exception to
+:func:`classify_error`), so tritonclient's, grpc's, gevent's and aiohttp's exception types never leave this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+from tritonforge.errors import ClientError, OverloadedError, TransientError
+from tritonforge.triton.options import RetryPolicy
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_TRANSIENT_AIOHTTP = {"ClientConnectorError", "ServerDisconnectedError", "ClientOSError"}
+
+
+_TRANSIENT_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
+_TRANSIENT_AIOHTTP = {"ClientConnectorError", "ServerDisconnectedError", "ClientOSError"}
+
+
+def _status(err: BaseException) -> str:
+    status = getattr(err, "status", None)
+    value = status() if callable(status) else status
+    return "" if value is None else str(value)
+
+
+def server_message(err: BaseException) -> str:
+    message = getattr(err, "message", None)
+    value = message() if callable(message) else None
+    return str(value or err).strip()
+
+
+
+
+def short_message(err: BaseException, limit: int = 200) -> str:
+    """One line for a report: ``CODE: message`` (gRPC status when there is one), without Triton's unknown id."""
+    code = _status(err).removeprefix("StatusCode.")
+    if not code:
+        code = _aio_code(err)
+    text = " ".join(server_message(err).split()) or type(err).__name__
+    text = text.replace("[request id: <id_unknown>] ", "")
+    prefix = f"{code}: " if code and not code.isdigit() else ""
+    return (prefix + text)[:limit]
+
+
+def _aio_code(err: BaseException) -> str:
+    """The status name of an error raised by grpc.aio itself (not wrapped by tritonclient), else ""."""
+    code = getattr(err, "code", None)
+    if type(err).__name__ != "AioRpcError" or not callable(code):
+        return ""
+    return str(getattr(code(), "name", ""))
+
+
+def classify_error(
+    err: BaseException, *, model: str | None, url: str, timeout: float | None, protocol: str = "grpc"
+) -> ClientError:
+    """The ClientError for a failed call; a :class:`TransientError` when retrying may succeed.
+
+    The result carries ``model``, ``status`` (gRPC code or HTTP status as tritonclient gives it) and ``url``.
+    """
+    where = f"model '{model}'" if model else f"{protocol} server {url}"
+    status = _status(err)
+    code = status.removeprefix("StatusCode.")
+    text = server_message(err)
+    result: ClientError
+    if type(err).__name__ == "InferenceServerException":
+        if "maximum queue size" in text:  # Triton sheds load (UNAVAILABLE / 503): retrying at once adds to it
+            result = OverloadedError(f"{where}: server overloaded, request rejected: {text}")
+        elif code == "UNAVAILABLE":
+            result = TransientError(f"{where}: {protocol} server {url} is unavailable: {text}")
+        elif code == "DEADLINE_EXCEEDED":
+            result = ClientError(f"{where}: deadline of {_seconds(timeout)} exceeded ({protocol} {url})")
+        elif "unknown model" in text.lower() or code == "NOT_FOUND" or status == "404":
+            result = ClientError(f"unknown model '{model}' at {protocol} server {url}: {text}")
+        else:
+            result = ClientError(f"{where}: {text}")
+    elif _aio_code(err) == "UNAVAILABLE":  # grpc.aio raises these itself (a stream, not wrapped by tritonclient)
+        details = err.details() if hasattr(err, "details") else err  # type: ignore[union-attr]
+        result = TransientError(f"{where}: {protocol} server {url} is unavailable: {details}")
+    elif _aio_code(err) == "DEADLINE_EXCEEDED" or _timed_out(err):
+        result = ClientError(f"{where}: deadline of {_seconds(timeout)} exceeded ({protocol} {url})")
+    elif _unreachable(err):
+        result = TransientError(f"{where}: {protocol} server {url} is unreachable: {err}")
+    else:
+        result = ClientError(f"{where}: {type(err).__name__}: {text}")
+    result.reason = text  # type: ignore[attr-defined]  # the server's own words, for callers that add their own
+    result.model = model  # type: ignore[attr-defined]
+    result.status = status  # type: ignore[attr-defined]
+    result.url = url  # type: ignore[attr-defined]
+    return result
+
+
+def _timed_out(err: BaseException) -> bool:
+    return isinstance(err, (asyncio.TimeoutError, TimeoutError)) or type(err).__name__ == "Timeout"
+
+
+def _unreachable(err: BaseException) -> bool:
+    """A connection that was refused, reset or dropped: the request did not run (or may be re-sent)."""
+    if isinstance(err, (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return True
+    if isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNOS:
+        return True
+    return type(err).__module__.startswith("aiohttp") and type(err).__name__ in _TRANSIENT_AIOHTTP
+
+
+def _seconds(timeout: float | None) -> str:
+    return "none" if timeout is None else f"{timeout:g}s"
+
+
+def _exhausted(last: TransientError, policy: RetryPolicy) -> TransientError:
+    tries = f"{policy.attempts} attempt{'s' * (policy.attempts != 1)}"
+    err = TransientError(f"{last} (gave up after {tries})")
+    err.__dict__.update(last.__dict__)
+    return err
+
+
+
+@contextlib.contextmanager
+def map_errors(
+    *, model: str | None, url: str, timeout: float | None = None, protocol: str = "grpc"
+) -> Iterator[None]:
+    """Run a block of transport calls; any exception other than a ClientError leaves as :func:`classify_error`'s."""
+    try:
+        yield
+    except ClientError:
+        raise
+    except Exception as raw:
+        raise classify_error(raw, model=model, url=url, timeout=timeout, protocol=protocol) from raw
+
+
+def call_with_retry(
+    fn: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    classify: Callable[[BaseException], ClientError],
+    sleep: Callable[[float], None] = time.sleep,
+    rng: Callable[[], float] = random.random,
+) -> T:
+    """Run ``fn``; retry only what ``classify`` calls transient, then raise TransientError."""
+    for retry in range(policy.attempts):
+        try:
+            return fn()
+        except ClientError:
+            raise
+        except Exception as raw:
+            err = classify(raw)
+            if not isinstance(err, TransientError):
+                raise err from raw
+            if retry == policy.retries:
+                raise _exhausted(err, policy) from raw
+            wait = policy.delay(retry, rng)
+            LOG.debug("retry %d/%d in %.3fs: %s", retry + 1, policy.retries, wait, err)
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
+async def acall_with_retry(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    classify: Callable[[BaseException], ClientError],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: Callable[[], float] = random.random,
+) -> T:
+    """The awaitable :func:`call_with_retry`."""
+    for retry in range(policy.attempts):
+        try:
+            return await fn()
+        except ClientError:
+            raise
+        except Exception as raw:
+            err = classify(raw)
+            if not isinstance(err, TransientError):
+                raise err from raw
+            if retry == policy.retries:
+                raise _exhausted(err, policy) from raw
+            wait = policy.delay(retry, rng)
+            LOG.debug("retry %d/%d in %.3fs: %s", retry + 1, policy.retries, wait, err)
+            await sleep(wait)
+    raise AssertionError("unreachable")

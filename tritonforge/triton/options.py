@@ -1,0 +1,284 @@
+"""How to reach a Triton server: URLs, TLS, keepalive, retries, and the keyword arguments of tritonclient's clients.
+
+Part of the one Triton access layer (:mod:`tritonforge.triton`): nothing outside this package builds a tritonclient
+client or parses a Triton URL.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tritonforge.errors import ClientError
+
+Protocol = Literal["grpc", "http"]
+Compression = Literal["gzip", "deflate"]
+
+INT32_MAX = 2**31 - 1
+DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+ADMIN_HEADER = "tritonforge-admin-key"  # the HTTP header an admin key travels in
+# over gRPC Triton reads a restricted API's key from this metadata key (its gRPC frontend prefixes the header name)
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+
+
+# ------------------------------------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    """TLS for either protocol. Paths are PEM files.
+
+    ``root_certificates``: CA bundle that signed the server (None: the system's). ``certificate_chain`` and
+    ``private_key``: the client's certificate for mutual TLS (both or neither). ``server_name``: the name to verify
+    the server's certificate against when it differs from the URL's host. ``insecure``: skip verification (HTTP).
+    """
+
+    root_certificates: str | Path | None = None
+    certificate_chain: str | Path | None = None
+    private_key: str | Path | None = None
+    server_name: str | None = None
+    insecure: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.certificate_chain is None) != (self.private_key is None):
+            raise ClientError("TLSOptions: mutual TLS needs both certificate_chain and private_key (or neither)")
+
+    def check_files(self) -> None:
+        for name in ("root_certificates", "certificate_chain", "private_key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ClientError(f"TLSOptions.{name}: {path} is not a file")
+
+
+@dataclass(frozen=True)
+class KeepAliveOptions:
+    """gRPC keepalive (milliseconds), as tritonclient's KeepAliveOptions; the defaults are gRPC's."""
+
+    time_ms: int = INT32_MAX
+    timeout_ms: int = 20_000
+    permit_without_calls: bool = False
+    max_pings_without_data: int = 2
+
+    def __post_init__(self) -> None:
+        if self.time_ms <= 0 or self.timeout_ms <= 0 or self.max_pings_without_data < 0:
+            raise ClientError(f"KeepAliveOptions: times must be > 0 ms and pings >= 0, got {self}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``retries`` more attempts after the first; the n-th wait is ``min(max_backoff, backoff * 2**n)`` scaled by a
+    random factor in ``[1 - jitter, 1]``."""
+
+    retries: int = 3
+    backoff: float = 0.1
+    max_backoff: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ClientError(f"retries={self.retries} must be >= 0")
+        if self.backoff < 0 or self.max_backoff < 0:
+            raise ClientError(f"backoff={self.backoff} and max_backoff={self.max_backoff} must be >= 0 seconds")
+        if not 0 <= self.jitter <= 1:
+            raise ClientError(f"jitter={self.jitter} must be within [0, 1]")
+
+    @property
+    def attempts(self) -> int:
+        return self.retries + 1
+
+    def delay(self, retry: int, rng: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number ``retry`` (0 for the first retry)."""
+        base = min(self.max_backoff, self.backoff * (2.0**retry))
+        return base * (1.0 - self.jitter * rng())
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Everything a client is configured with besides its URL and protocol."""
+
+    timeout: float | None = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    tls: TLSOptions | None = None
+    keepalive: KeepAliveOptions | None = None
+    compression: Compression | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and not self.timeout > 0:
+            raise ClientError(f"timeout={self.timeout} must be > 0 seconds (or None for no deadline)")
+        if self.compression not in (None, "gzip", "deflate"):
+            raise ClientError(f"compression={self.compression!r} is not one of 'gzip', 'deflate', None")
+
+
+def admin_headers(admin_key: str | None, protocol: str = "http") -> dict[str, str]:
+    """The header that carries the admin key to Triton's restricted APIs: over gRPC Triton reads it under its
+    prefixed name (:data:`GRPC_ADMIN_HEADER`)."""
+    if not admin_key:
+        return {}
+    return {GRPC_ADMIN_HEADER if protocol == "grpc" else ADMIN_HEADER: admin_key}
+
+
+# ----------------------------------------------------------------------------------------------------------- URLs
+
+
+def split_url(url: str, protocol: str) -> tuple[str, bool]:
+    """``host:port`` for tritonclient, and whether the scheme asked for TLS (https://, grpcs://)."""
+    if not isinstance(url, str) or not url.strip():
+        raise ClientError(f"url must be 'host:port' (or scheme://host:port), got {url!r}")
+    rest, secure = url.strip(), False
+    if "://" in rest:
+        scheme, rest = rest.split("://", 1)
+        scheme = scheme.lower()
+        if scheme not in ("http", "https", "grpc", "grpcs"):
+            raise ClientError(f"url {url!r}: scheme {scheme!r} is not one of http, https, grpc, grpcs")
+        secure = scheme in ("https", "grpcs")
+    rest = rest.rstrip("/")
+    if not rest or "/" in rest:
+        raise ClientError(f"url {url!r} must be host:port without a path")
+    # [ipv6]:port, host:port, or a bare name, IPv4 or IPv6 address (the protocol's default port)
+    if rest.startswith("["):
+        host, _, port = rest[1:].partition("]")
+        port = port.removeprefix(":")
+    elif rest.count(":") == 1:
+        host, port = rest.split(":")
+    else:
+        host, port = rest, ""
+    port = port or str(DEFAULT_PORTS.get(protocol, 8001))
+    if not host:
+        raise ClientError(f"url {url!r} has no host")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClientError(f"url {url!r}: port {port!r} is not a TCP port")
+    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), secure
+
+
+def host_of(address: str) -> str:
+    """The host of ``host:port`` (IPv6 without brackets)."""
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    return address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` resolves to is a loopback address."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {str(info[4][0]).split("%", 1)[0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+# ------------------------------------------------------------------------------------- tritonclient construction
+
+
+def grpc_client_kwargs(url: str, options: ClientOptions) -> dict[str, Any]:
+    """Keyword arguments for ``tritonclient.grpc(.aio).InferenceServerClient``.
+
+    Channel arguments are always given whole (tritonclient then ignores ``keepalive_options``): message size limits
+    as tritonclient's defaults, keepalive, a reconnect backoff that follows the retry policy (gRPC's own starts at
+    1 s and would make fast retries fail without trying), and the TLS server-name override.
+    """
+    kwargs: dict[str, Any] = {"url": url, "verbose": options.verbose}
+    tls = options.tls
+    if tls is not None:
+        if tls.insecure:
+            raise ClientError("TLSOptions.insecure is not supported over gRPC: give root_certificates instead")
+        kwargs.update(
+            ssl=True,
+            root_certificates=None if tls.root_certificates is None else str(tls.root_certificates),
+            private_key=None if tls.private_key is None else str(tls.private_key),
+            certificate_chain=None if tls.certificate_chain is None else str(tls.certificate_chain),
+        )
+    ka = options.keepalive or KeepAliveOptions()
+    retry = options.retry
+    initial_ms = max(50, int(retry.backoff * 1000))
+    max_ms = max(initial_ms, int(retry.max_backoff * 1000))
+    channel_args: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", INT32_MAX),
+        ("grpc.max_receive_message_length", INT32_MAX),
+        ("grpc.keepalive_time_ms", ka.time_ms),
+        ("grpc.keepalive_timeout_ms", ka.timeout_ms),
+        ("grpc.keepalive_permit_without_calls", int(ka.permit_without_calls)),
+        ("grpc.http2.max_pings_without_data", ka.max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", initial_ms),
+        ("grpc.min_reconnect_backoff_ms", initial_ms),
+        ("grpc.max_reconnect_backoff_ms", max_ms),
+    ]
+    if tls is not None and tls.server_name:
+        channel_args.append(("grpc.ssl_target_name_override", tls.server_name))
+    kwargs["channel_args"] = channel_args
+    return kwargs
+
+
+def http_client_kwargs(url: str, options: ClientOptions, timeout: float | None) -> dict[str, Any]:
+    """Keyword arguments for ``tritonclient.http.InferenceServerClient`` (geventhttpclient underneath)."""
+    kwargs: dict[str, Any] = {
+        "url": url,
+        "verbose": options.verbose,
+        "connection_timeout": timeout,
+        "network_timeout": timeout,
+    }
+    tls = options.tls
+    if tls is not None:
+        ssl_options: dict[str, Any] = {}
+        if tls.root_certificates is not None:
+            ssl_options["ca_certs"] = str(tls.root_certificates)
+        if tls.certificate_chain is not None:
+            ssl_options["certfile"] = str(tls.certificate_chain)
+            ssl_options["keyfile"] = str(tls.private_key)
+        if tls.server_name:
+            ssl_options["server_hostname"] = tls.server_name
+        kwargs.update(ssl=True, ssl_options=ssl_options or None, insecure=tls.insecure)
+    return kwargs
+
+
+def http_aio_client_kwargs(url: str, options: ClientOptions) -> dict[str, Any]:
+    """Keyword arguments for ``tritonclient.http.aio.InferenceServerClient`` (aiohttp underneath).
+
+    The session has no timeout of its own: deadlines are per call (``asyncio.wait_for``).
+    """
+    kwargs: dict[str, Any] = {"url": url, "verbose": options.verbose, "conn_timeout": None}
+    tls = options.tls
+    if tls is not None:
+        if tls.server_name:
+            raise ClientError("TLSOptions.server_name is not supported by the async HTTP client: use gRPC or Client")
+        import ssl
+
+        context = ssl.create_default_context(
+            cafile=None if tls.root_certificates is None else str(tls.root_certificates)
+        )
+        if tls.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if tls.certificate_chain is not None:
+            context.load_cert_chain(str(tls.certificate_chain), str(tls.private_key))
+        kwargs.update(ssl=True, ssl_context=context)
+    return kwargs
+
+
+# ---------------------------------------------------------------------------------------------------- tensors
+
+
+def ssl_context(tls: TLSOptions | None) -> Any:
+    """An ``ssl.SSLContext`` for plain HTTP calls (Triton's generate extension), None without TLS."""
+    if tls is None:
+        return None
+    import ssl
+
+    context = ssl.create_default_context(cafile=None if tls.root_certificates is None else str(tls.root_certificates))
+    if tls.certificate_chain is not None:
+        context.load_cert_chain(str(tls.certificate_chain), None if tls.private_key is None else str(tls.private_key))
+    if tls.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

@@ -1,0 +1,365 @@
+"""Generation over Triton's streams: one request's text pieces until its final response, sync and async, with the
+three things a caller leaving early or an evicted adapter needs.
+
+- Cancel: leaving the loop cancels the gRPC stream.
+- Stop: Triton 2.51 does not pass an ensemble's cancellation on to its steps, so the engine model would generate to
+  ``max_tokens``; upstream's ``stop`` signal (same request id) goes to ``engine_model``, in the tensors of whichever
+  runtime it is (the engine path's or the LLM API model's).
+- LoRA resend: TensorRT-LLM answers "LoRA task N not found in cache" before any token when it evicted an adapter;
+  the request is sent once more asking preprocessing to attach the adapter's weights.
+
+Over HTTP, non-streamed generation uses Triton's generate extension (``POST /v2/models/<model>/generate``: Triton's
+HTTP infer endpoint refuses decoupled models).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from tritonforge.errors import ClientError, TransientError
+from tritonforge.triton.tensors import build_inputs, is_final, text_of
+
+Classify = Callable[[BaseException], ClientError]
+
+
+def _one(value: Any, dtype: Any) -> np.ndarray:
+    return np.array([[value]], dtype=dtype)
+
+
+def _read(result: Any, on_result: Any) -> tuple[str, bool]:
+    """One streamed response: hand it to ``on_result`` (sources of a rag answer, ...), then its text and whether
+    it is the last one."""
+    if on_result is not None:
+        on_result(result)
+    return text_of({"text_output": result.as_numpy("text_output")}), is_final(result)
+
+
+LORA_EVICTED = "not found in cache"  # TensorRT-LLM: "LoRA task N not found in cache. Please send LoRA weights ..."
+LORA_SEND_INPUT = "lora_send_weights"
+
+
+def resend_lora_weights(inputs: Mapping[str, Any], err: BaseException) -> dict[str, Any] | None:
+    """The same request asking preprocessing to attach the adapter's weights, when TensorRT-LLM answered that it
+    evicted the adapter from its LoRA cache (the known gap of upstream's flow); None when that does not apply.
+
+    Works on tensors (gRPC) and on generate-extension JSON bodies alike."""
+    if "lora_name" not in inputs or LORA_SEND_INPUT in inputs or LORA_EVICTED not in str(err):
+        return None
+    flag: Any = _one(True, bool) if isinstance(inputs["lora_name"], np.ndarray) else True
+    return {**inputs, LORA_SEND_INPUT: flag}
+
+
+def grpc_stream(
+    client_kwargs: dict[str, Any],
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    timeout: float | None,
+    engine_model: str | None,
+    classify: Any,
+    on_result: Any = None,
+) -> Iterator[str]:
+    """Yield text_output pieces of one request over a dedicated gRPC stream until the final response.
+
+    An adapter evicted from TensorRT-LLM's LoRA cache fails before any token: the request is sent once more with
+    its weights (see :func:`resend_lora_weights`)."""
+    yielded = False
+    kwargs = {"timeout": timeout, "engine_model": engine_model, "classify": classify, "on_result": on_result}
+    try:
+        for piece in _grpc_stream_once(client_kwargs, model, inputs, **kwargs):
+            yielded = True
+            yield piece
+    except ClientError as err:
+        retry = None if yielded else resend_lora_weights(inputs, err)
+        if retry is None:
+            raise
+        yield from _grpc_stream_once(client_kwargs, model, retry, **kwargs)
+
+
+def _grpc_stream_once(
+    client_kwargs: dict[str, Any],
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    timeout: float | None,
+    engine_model: str | None,
+    classify: Any,
+    on_result: Any = None,
+) -> Iterator[str]:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(**client_kwargs)
+    responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    request_id = uuid.uuid4().hex
+    finished = False
+    try:
+        client.start_stream(callback=lambda result, error: responses.put((result, error)))
+        client.async_stream_infer(
+            model, build_inputs(grpcclient, inputs), request_id=request_id, enable_empty_final_response=True
+        )
+        while True:
+            try:
+                result, error = responses.get(timeout=timeout)
+            except queue.Empty:
+                raise ClientError(f"model '{model}': no response within {timeout} s") from None
+            if error is not None:
+                finished = True  # the server ended the request
+                raise classify(error)
+            piece, finished = _read(result, on_result)
+            if piece:
+                yield piece
+            if finished:
+                return
+    finally:
+        try:
+            client.stop_stream(cancel_requests=not finished)
+            if not finished and engine_model:
+                _send_stop(client, engine_model, request_id)
+        finally:
+            client.close()
+
+
+STOP_SIGNALS = (  # upstream's stop request, in the engine path's tensors, then in the LLM API model's
+    {
+        "input_ids": ((1, 1), np.int32),
+        "input_lengths": ((1, 1), np.int32),
+        "request_output_len": ((1, 1), np.int32),
+        "stop": ((1, 1), bool),
+        "streaming": ((1, 1), bool),
+    },
+    {"text_input": ((1, 1), object), "stop": ((1, 1), bool), "streaming": ((1, 1), bool)},
+)
+
+
+def stop_signal_arrays(contract: int) -> dict[str, np.ndarray]:
+    """The stop request's tensors for the engine path (0) or the LLM API model (1): `stop` true, one token or an
+    empty prompt, not streamed."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, (shape, dtype) in STOP_SIGNALS[contract].items():
+        if dtype is object:
+            arrays[name] = np.full(shape, b"", dtype=object)
+        elif name == "stop":
+            arrays[name] = np.ones(shape, dtype)
+        elif dtype is bool:
+            arrays[name] = np.zeros(shape, dtype)
+        else:
+            arrays[name] = np.ones(shape, dtype) if name != "input_ids" else np.zeros(shape, dtype)
+    return arrays
+
+
+def wrong_contract(error: Any) -> bool:
+    """Triton's answer to tensors the model does not declare (the other runtime's stop request)."""
+    text = str(error)
+    return "unexpected inference input" in text or "expected number of inputs" in text or "is missing" in text
+
+
+def _send_stop(client: Any, engine_model: str, request_id: str) -> None:
+    """Upstream's stop signal: a request to the engine with the running request's id and `stop` true, in the
+    tensors of whichever runtime (engine or LLM API) the engine model is."""
+    import tritonclient.grpc as grpcclient
+
+    for contract in range(len(STOP_SIGNALS)):
+        done: queue.Queue[Any] = queue.Queue()
+        try:
+            client.start_stream(callback=lambda result, error, done=done: done.put(error))
+            client.async_stream_infer(
+                engine_model, build_inputs(grpcclient, stop_signal_arrays(contract)), request_id=request_id
+            )
+            error = done.get(timeout=5)
+        except Exception:  # best effort: the stream was closed anyway
+            return
+        finally:
+            client.stop_stream()
+        if error is None or not wrong_contract(error):
+            return
+
+
+async def send_stop_async(transport: Any, engine_model: str, request_id: str) -> None:
+    """Upstream's stop signal over ``tritonclient.grpc.aio``: a request to the engine with the running request's id
+    and ``stop`` true, in the engine path's tensors, else (the model declares other inputs) the LLM API model's.
+    Best effort: the stream was cancelled anyway."""
+    import tritonclient.grpc.aio as aio
+
+    for contract in range(len(STOP_SIGNALS)):
+        request = {
+            "model_name": engine_model,
+            "inputs": build_inputs(aio, stop_signal_arrays(contract)),
+            "request_id": request_id,
+        }
+
+        async def requests(request: dict[str, Any] = request) -> Any:
+            yield request
+
+        stream = None
+        try:
+            stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=5)
+            _result, error = await asyncio.wait_for(stream.__anext__(), 5)  # aio streams yield errors, not raise
+            if error is None or not wrong_contract(error):
+                return
+        except Exception as err:
+            if not wrong_contract(err):
+                return
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.cancel()
+
+
+_PENDING_STOPS: set[asyncio.Future[None]] = set()
+
+
+async def drain_stops(timeout: float = 5.0) -> None:
+    """Wait (at most ``timeout`` seconds) for the stop signals still being sent, before closing their channel."""
+    pending = [task for task in _PENDING_STOPS if not task.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
+
+
+async def grpc_stream_async(
+    transport: Any,
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    timeout: float | None,
+    classify: Any,
+    on_result: Any = None,
+    engine_model: str | None = None,
+    version: str = "",
+) -> Any:
+    """Async generator of text_output pieces over ``tritonclient.grpc.aio``'s bidirectional stream (an evicted
+    LoRA adapter is sent once more with its weights, as in :func:`grpc_stream`). Leaving early cancels the stream
+    and, with ``engine_model``, sends upstream's stop to it: Triton 2.51 does not pass an ensemble's cancellation
+    on to its steps, so the engine would otherwise generate to max_tokens."""
+    yielded = False
+    kwargs = {
+        "timeout": timeout, "classify": classify, "on_result": on_result, "engine_model": engine_model,
+        "version": version,
+    }
+    # aclosing: a consumer leaving early must close the inner generator now (its finally sends the stop), not
+    # whenever the event loop finalizes it, by which time the transport may be closed
+    try:
+        async with contextlib.aclosing(_grpc_stream_async_once(transport, model, inputs, **kwargs)) as pieces:
+            async for piece in pieces:
+                yielded = True
+                yield piece
+    except ClientError as err:
+        retry = None if yielded else resend_lora_weights(inputs, err)
+        if retry is None:
+            raise
+        async with contextlib.aclosing(_grpc_stream_async_once(transport, model, retry, **kwargs)) as pieces:
+            async for piece in pieces:
+                yield piece
+
+
+async def _grpc_stream_async_once(
+    transport: Any,
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    timeout: float | None,
+    classify: Any,
+    on_result: Any = None,
+    engine_model: str | None = None,
+    version: str = "",
+) -> Any:
+    import tritonclient.grpc.aio as aio
+
+    request_id = uuid.uuid4().hex
+    request = {
+        "model_name": model,
+        "model_version": version,
+        "inputs": build_inputs(aio, inputs),
+        "request_id": request_id,
+        "enable_empty_final_response": True,
+    }
+
+    async def requests() -> Any:
+        yield request
+
+    try:
+        stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=timeout)
+    except Exception as err:
+        raise classify(err) from err
+    finished = False
+    try:
+        async for result, error in stream:
+            if error is not None:
+                finished = True  # the server ended the request
+                raise classify(error)
+            piece, finished = _read(result, on_result)
+            if piece:
+                yield piece
+            if finished:
+                return
+    except (ClientError, asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as err:  # grpc.aio raises its own errors (UNAVAILABLE, DEADLINE_EXCEEDED) from the stream
+        finished = True
+        raise classify(err) from err
+    finally:
+        with contextlib.suppress(Exception):
+            stream.cancel()
+        if not finished and engine_model:
+            # shielded: this runs while the consumer's task may be cancelled (it left the loop or went away)
+            task = asyncio.ensure_future(send_stop_async(transport, engine_model, request_id))
+            _PENDING_STOPS.add(task)  # a strong reference until it is done, and what drain_stops() waits for
+            task.add_done_callback(_PENDING_STOPS.discard)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(task)
+
+
+def generate_payload(inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The JSON body of Triton's generate extension: one value per input (lists for the word lists)."""
+    body: dict[str, Any] = {}
+    for name, array in inputs.items():
+        values = [v.decode("utf-8") if isinstance(v, bytes) else v.item() for v in array.reshape(-1)]
+        body[name] = values if name in ("stop_words", "bad_words") else values[0]
+    return body
+
+
+def http_generate(base_url: str, model: str, body: Mapping[str, Any], *, timeout: float | None, context: Any) -> str:
+    """POST to /v2/models/<model>/generate; a ClientError carries Triton's error message and status (an evicted
+    LoRA adapter is sent once more with its weights, as in :func:`grpc_stream`)."""
+    try:
+        return _http_generate_once(base_url, model, body, timeout=timeout, context=context)
+    except ClientError as err:
+        retry = resend_lora_weights(body, err)
+        if retry is None:
+            raise
+        return _http_generate_once(base_url, model, retry, timeout=timeout, context=context)
+
+
+def _http_generate_once(
+    base_url: str, model: str, body: Mapping[str, Any], *, timeout: float | None, context: Any
+) -> str:
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"{base_url.rstrip('/')}/v2/models/{model}/generate"
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode("utf-8"), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            reply = json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode("utf-8", "replace")
+        with contextlib.suppress(ValueError):
+            detail = json.loads(detail).get("error", detail)
+        err_cls = TransientError if err.code == 503 and "queue size" not in detail else ClientError
+        raise err_cls(f"model '{model}': {detail} (HTTP {err.code})") from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+        raise TransientError(f"model '{model}': HTTP server {base_url} is unreachable: {err}") from None
+    return str(reply.get("text_output", ""))
+
+
+# ---------------------------------------------------------------------------------------------- the rag ensemble
+
