@@ -356,7 +356,7 @@ class _GatewaySetup:
     splits: object | None  # SplitRouter
 
     def app(self, triton: str) -> object:
-        from tritonforge.clients.gateway import create_app
+        from tritonforge.gateway import create_app
 
         models, splits = self.models, self.splits
         return create_app(triton, api_keys=self.keys, models=models, splits=splits, admin_keys=self.admin_keys)  # type: ignore[arg-type]
@@ -380,9 +380,9 @@ def _gateway_setup(
     try:
         import uvicorn  # noqa: F401
 
-        from tritonforge.clients.gateway import GatewayModels, split_problems
-        from tritonforge.clients.gateway_auth import is_loopback, load_api_keys, parse_key_file
-        from tritonforge.clients.traffic_split import SplitConfigError, SplitRouter
+        from tritonforge.gateway import GatewayModels, split_problems
+        from tritonforge.gateway.auth import is_loopback, load_api_keys, parse_key_file
+        from tritonforge.gateway.splits import SplitConfigError, SplitRouter
     except ImportError as err:
         err_console.print(f"[bold red]error:[/] the gateway needs the `gateway` extra ({err.name} is missing)")
         raise typer.Exit(1) from None

@@ -11,7 +11,7 @@ TritonForgeError
 ├── DeployError            cluster manifests or an object-store push cannot be made from these inputs
 ├── SplitConfigError       an A/B or canary split configuration cannot be used (every problem; also a ValueError)
 ├── APIError               the gateway's answer to a request it refuses or cannot serve (an OpenAI-style error
-│                          body with its HTTP status; defined in tritonforge.clients.gateway)
+│                          body with its HTTP status; defined in tritonforge.gateway)
 └── ClientError            a request failed (bad input, unknown model, deadline, transport)
     ├── TransientError     a transport failure worth retrying (unavailable, reset, timeout while connecting)
     ├── OverloadedError    the model's queue is full and Triton shed the request (not retried: back off instead)

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible gateway (clients/gateway.py) on a real Triton, called with the official `openai` SDK.
+"""The OpenAI-compatible gateway (the gateway package, gateway/) on a real Triton, called with the official `openai` SDK.
 
 Triton serves the demo repository (embed, rerank, llm: a tiny random decoder, so the text is gibberish but greedy
 decoding is deterministic); the gateway runs in uvicorn on a free loopback port in a thread.
@@ -65,7 +65,7 @@ def gateway(gateway_triton) -> Iterator[str]:
     """The gateway (API keys KEYS) on a free loopback port; yields its base URL."""
     import uvicorn
 
-    from tritonforge.clients.gateway import GatewayModels, create_app
+    from tritonforge.gateway import GatewayModels, create_app
     from tritonforge.server import free_port
 
     app = create_app(gateway_triton.endpoints.grpc, api_keys=KEYS, models=GatewayModels())

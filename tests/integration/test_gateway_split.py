@@ -1,4 +1,4 @@
-"""A/B and canary splits in the gateway (clients/traffic_split.py) on a real Triton serving the demo repository.
+"""A/B and canary splits in the gateway (gateway/splits.py) on a real Triton serving the demo repository.
 
 Triton also serves ``embed_canary`` (a second ensemble over the same MiniLM steps, from a second model repository)
 so a treatment arm can be unloaded while traffic flows. The gateway runs in uvicorn in a thread, with its splits in
@@ -69,7 +69,7 @@ def splits_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def gateway(split_triton: Any, splits_file: Path) -> Iterator[str]:
     import uvicorn
 
-    from tritonforge.clients.gateway import GatewayModels, create_app
+    from tritonforge.gateway import GatewayModels, create_app
     from tritonforge.server import free_port
 
     models = GatewayModels(embeddings={"minilm": "embed", "minilm-v2": "embed_canary"})

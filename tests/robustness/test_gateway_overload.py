@@ -21,7 +21,7 @@ def gateway(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     import uvicorn
 
     from tritonforge.build import build
-    from tritonforge.clients.gateway import GatewayModels, create_app
+    from tritonforge.gateway import GatewayModels, create_app
     from tritonforge.server import TritonServer, free_port
     from tritonforge.spec import parse_spec
 

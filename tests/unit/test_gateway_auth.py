@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tritonforge.clients import gateway_auth
-from tritonforge.clients.gateway_auth import (
+from tritonforge.gateway import auth as gateway_auth
+from tritonforge.gateway.auth import (
     ENV_VAR,
     KeyChecker,
     is_loopback,

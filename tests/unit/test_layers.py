@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("tritonforge", "builders", "ensembles", "clients", "deploy")
+SOURCES = ("tritonforge", "builders", "ensembles", "clients", "deploy", "gateway")
 ACCESS_LAYER = ROOT / "tritonforge" / "triton"
 # tritonclient also ships Triton's protobuf messages: reading a ModelConfig is not reaching a server
 NOT_TRANSPORT = ("tritonclient.grpc.model_config_pb2",)

@@ -1,4 +1,4 @@
-"""A/B and canary splits (clients/traffic_split.py): weights, stickiness, the guard, reloading, bad configurations."""
+"""A/B and canary splits (gateway/splits.py): weights, stickiness, the guard, reloading, bad configurations."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tritonforge.clients.traffic_split import (
+from tritonforge.gateway.splits import (
     BUCKETS,
     SplitConfigError,
     SplitRouter,
@@ -273,7 +273,7 @@ def test_choosing_is_cheap() -> None:
 
 def _gateway(**kwargs: object) -> object:
     pytest.importorskip("fastapi", reason="the gateway needs the `gateway` extra")
-    from tritonforge.clients.gateway import create_app
+    from tritonforge.gateway import create_app
     from tritonforge.server import free_port
 
     return create_app(f"127.0.0.1:{free_port()}", retries=0, timeout=5, **kwargs)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("tritonforge", "builders", "clients", "deploy", "ensembles")
+PACKAGES = ("tritonforge", "builders", "clients", "deploy", "ensembles", "gateway")
 
 
 def test_mypy_passes() -> None:

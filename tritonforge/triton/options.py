@@ -165,7 +165,9 @@ def host_of(address: str) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether every address ``host`` resolves to is a loopback address."""
+    """Whether every address ``host`` resolves to is a loopback address (127.0.0.0/8, ::1, localhost): a
+    benchmark's target, or a bind address that only listens on this machine."""
+    host = host.strip().strip("[]")
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -1,4 +1,4 @@
-"""API keys for the OpenAI-compatible gateway (:mod:`tritonforge.clients.gateway`).
+"""API keys for the OpenAI-compatible gateway (:mod:`tritonforge.gateway`).
 
 Keys come from a file (one per line; blank lines and lines starting with ``#`` are skipped) and/or the
 ``TRITONFORGE_API_KEYS`` environment variable (comma separated). A request carries ``Authorization: Bearer <key>``.
@@ -13,8 +13,9 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
+from tritonforge.triton.options import is_loopback  # re-exported: the CLI checks the gateway's bind address
+
 ENV_VAR = "TRITONFORGE_API_KEYS"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 __all__ = ["ENV_VAR", "KeyChecker", "is_loopback", "load_api_keys", "parse_env_keys", "parse_key_file"]
 
@@ -92,15 +93,3 @@ class KeyChecker:
             return True
         return self.check_key(self.bearer(header))
 
-
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
-    import ipaddress
-
-    name = host.strip()
-    if name in LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(name.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -1,0 +1,112 @@
+"""create_app: the gateway as a FastAPI app — its state, lifespan, error handling, metrics and routes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Collection
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tritonforge.errors import ClientError
+from tritonforge.gateway.errors import APIError, error_response, from_client_error
+from tritonforge.gateway.metrics import MetricsMiddleware
+from tritonforge.gateway.models import GatewayModels
+from tritonforge.gateway.routes import router
+from tritonforge.gateway.schemas import GatewayLimits
+from tritonforge.gateway.splits import SplitRouter, SplitsConfig
+from tritonforge.gateway.state import Gateway
+from tritonforge.triton.streams import drain_stops
+
+LOG = logging.getLogger(__name__)
+
+
+def create_app(
+    triton_url: str,
+    *,
+    api_keys: Collection[str] | None,
+    models: GatewayModels | None = None,
+    timeout: float | None = 300.0,
+    retries: int = 2,
+    splits: SplitRouter | SplitsConfig | str | Path | None = None,
+    admin_keys: Collection[str] | None = None,
+    limits: GatewayLimits | None = None,
+) -> FastAPI:
+    """The gateway as a FastAPI app: one pooled gRPC :class:`~tritonforge.clients.AsyncClient` to ``triton_url``
+    for its lifetime.
+
+    ``api_keys``: the accepted bearer keys (None or empty: no access control). ``timeout``: per Triton call,
+    seconds (a whole generation counts as one call). ``splits``: A/B and canary splits: a file (YAML/JSON, re-read
+    when it changes), a configuration, or a ready :class:`SplitRouter`; checked against ``models`` (a
+    :class:`~tritonforge.gateway.splits.SplitConfigError` lists every problem). ``admin_keys``: the keys of
+    the ``/admin`` endpoints (none: open only when ``api_keys`` is empty too).
+    """
+    gw = Gateway(
+        triton_url, api_keys=api_keys, models=models, timeout=timeout, retries=retries, splits=splits,
+        admin_keys=admin_keys, limits=limits,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        await gw.open()
+        try:
+            yield
+        finally:
+            await drain_stops()  # stop signals of streams cut short still on their way
+            await gw.close()
+
+    app = FastAPI(title="tritonforge gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.gateway = gw
+    app.state.models = gw.models
+    app.state.metrics = gw.metrics
+    app.state.splits = gw.router
+    app.add_middleware(MetricsMiddleware, metrics=gw.metrics, router=gw.router, known=gw.knows)
+    _handle_errors(app)
+    app.include_router(router)
+    return app
+
+
+def _handle_errors(app: FastAPI) -> None:
+    """Every failure answers OpenAI's error body; nothing reaches uvicorn (which would drop the connection)."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, err: APIError) -> JSONResponse:
+        return error_response(err)
+
+    @app.exception_handler(ClientError)
+    async def _client_error(request: Request, err: ClientError) -> JSONResponse:
+        request.state.gw_upstream_error = True  # a Triton call failed: counts against a split arm
+        return error_response(from_client_error(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
+        return error_response(APIError(400, f"Invalid request: {err.errors()[:1]}", code="invalid_value"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
+        return error_response(APIError(err.status_code, str(err.detail), type=kind, code=None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+        LOG.exception("gateway: unexpected error")
+        return error_response(APIError(500, f"internal error: {type(err).__name__}", type="server_error"))
+
+    @app.middleware("http")
+    async def _contain(request: Request, call_next: Any) -> Any:
+        """A bug must cost one clean 500, not the connection: Starlette re-raises what reaches its outermost
+        handler, and uvicorn then drops the keep-alive connection the client would reuse for its next request."""
+        try:
+            return await call_next(request)
+        except Exception as err:
+            request_id = uuid.uuid4().hex[:12]
+            LOG.exception("gateway: unexpected error (request %s)", request_id)
+            return error_response(
+                APIError(500, f"internal error: {type(err).__name__} (request {request_id})", type="server_error")
+            )

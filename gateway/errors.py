@@ -1,0 +1,61 @@
+"""The gateway's errors: OpenAI's error body with an HTTP status, mapped from the one error tree."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from tritonforge.errors import ClientError, OverloadedError, TransientError, TritonForgeError
+
+LOG = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------------- errors
+
+
+class APIError(TritonForgeError):
+    """An OpenAI-style error response (the gateway's branch of the one error tree)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # OpenAI's field name
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.retry_after = retry_after  # seconds, sent as Retry-After: the failure is the server's, and passes
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def from_client_error(err: ClientError) -> APIError:
+    text = str(err)
+    if isinstance(err, OverloadedError):  # the model's queue is full: shed now, rather than queue without bound
+        return APIError(429, f"the model is overloaded, retry later: {text}", type="server_error",
+                        code="overloaded", retry_after=1)
+    if isinstance(err, TransientError):
+        return APIError(503, text, type="server_error", code="service_unavailable", retry_after=1)
+    if "deadline of" in text:
+        return APIError(504, text, type="server_error", code="timeout")
+    if "unknown model" in text:
+        return APIError(503, f"the model is not loaded on Triton: {text}", type="server_error", code="model_not_ready",
+                        retry_after=5)
+    if "is not healthy" in text or "is not ready" in text:  # a dead python stub (being healed), a model reloading
+        return APIError(503, f"the model cannot serve right now, retry: {text}", type="server_error",
+                        code="model_unavailable", retry_after=5)
+    return APIError(400, text, type="invalid_request_error", code="invalid_request")
+
+
+def error_response(err: APIError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else {}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(err.retry_after)
+    return JSONResponse(err.body(), status_code=err.status, headers=headers or None)

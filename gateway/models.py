@@ -1,0 +1,90 @@
+"""Which Triton ensembles the gateway serves under which OpenAI model ids."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+from tritonforge.gateway.splits import SplitsConfig
+
+LOG = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class GatewayModels:
+    """OpenAI model ids -> Triton ensembles, per kind. The defaults are the ``examples/rag.yaml`` spec keys.
+
+    ``engine_models`` names the engine step of each chat ensemble (where the ``stop`` signal goes); a chat id not
+    listed uses ``tensorrt_llm`` (upstream's name, and tritonforge's for an LLM served as ``llm``).
+    """
+
+    chat: Mapping[str, str] = field(default_factory=lambda: {"chat": "llm"})
+    embeddings: Mapping[str, str] = field(default_factory=lambda: {"minilm": "embed"})
+    rerank: Mapping[str, str] = field(default_factory=lambda: {"reranker": "rerank"})
+    engine_models: Mapping[str, str | None] = field(default_factory=dict)
+    embed_batch_size: int = 32  # texts per Triton request (keep <= the embed ensemble's max_batch_size)
+
+    def __post_init__(self) -> None:
+        seen: dict[str, str] = {}
+        for kind in ("chat", "embeddings", "rerank"):
+            for model_id, ensemble in getattr(self, kind).items():
+                if not model_id or not ensemble:
+                    raise ValueError(f"GatewayModels.{kind}: ids and ensembles must be non-empty ({model_id!r})")
+                if model_id in seen:
+                    raise ValueError(f"model id {model_id!r} is both {seen[model_id]} and {kind}")
+                seen[model_id] = kind
+        if self.embed_batch_size < 1:
+            raise ValueError(f"embed_batch_size={self.embed_batch_size} must be >= 1")
+
+    def ids(self) -> list[tuple[str, str, str]]:
+        """(id, kind, ensemble) of every configured model."""
+        return [(i, kind, e) for kind in ("chat", "embeddings", "rerank") for i, e in getattr(self, kind).items()]
+
+    def engine_model(self, model_id: str) -> str | None:
+        return self.engine_models.get(model_id, "tensorrt_llm")
+
+    def kind_of(self, model_id: str) -> str | None:
+        return next((kind for i, kind, _ in self.ids() if i == model_id), None)
+
+    @classmethod
+    def parse(cls, entries: Collection[str]) -> GatewayModels:
+        """From ``kind:id=ensemble`` strings (kind: chat, embeddings, rerank), e.g. ``chat:chat=llm``."""
+        maps: dict[str, dict[str, str]] = {"chat": {}, "embeddings": {}, "rerank": {}}
+        for entry in entries:
+            kind, _, rest = entry.partition(":")
+            model_id, _, ensemble = rest.partition("=")
+            if kind not in maps or not model_id or not ensemble:
+                raise ValueError(f"{entry!r} is not kind:id=ensemble with kind chat, embeddings or rerank")
+            maps[kind][model_id] = ensemble
+        return cls(chat=maps["chat"], embeddings=maps["embeddings"], rerank=maps["rerank"])
+
+
+def split_problems(models: GatewayModels, config: SplitsConfig) -> list[str]:
+    """What makes ``config`` unusable with these models: unknown arm models, arms of different kinds, adapters on
+    non-chat arms, split names that shadow model ids (``splits.<name>...: message`` lines)."""
+    problems = []
+    kinds = {"chat": "chat", "embeddings": "embeddings", "rerank": "rerank"}
+    known = ", ".join(sorted(i for i, _, _ in models.ids()))
+    for name, spec in config.splits.items():
+        if models.kind_of(name) is not None:
+            problems.append(f"splits.{name}: the split name is already a model id ({models.kind_of(name)}); choose "
+                            "another name")
+        seen: set[str] = set()
+        arms = [("control", spec.control)] + [(f"treatments[{i}]", a) for i, a in enumerate(spec.treatments)]
+        for where, arm in arms:
+            kind = models.kind_of(arm.model)
+            if kind is None:
+                problems.append(f"splits.{name}.{where}.model: {arm.model!r} is not a model id of this gateway "
+                                f"(known: {known})")
+                continue
+            seen.add(kinds[kind])
+            if arm.adapter is not None and kind != "chat":
+                problems.append(f"splits.{name}.{where}.adapter: {arm.adapter!r}: adapters apply to chat models "
+                                f"only, {arm.model!r} is a {kind} model")
+        if len(seen) > 1:
+            problems.append(f"splits.{name}: every arm must be the same kind of model, got {', '.join(sorted(seen))}")
+    return problems

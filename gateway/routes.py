@@ -1,0 +1,259 @@
+"""The gateway's endpoints; each reads the gateway's state from ``request.app.state.gateway``."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import uuid
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from tritonforge.errors import ClientError
+from tritonforge.gateway.errors import APIError
+from tritonforge.gateway.generation import flatten_messages, generate, sampling
+from tritonforge.gateway.schemas import (
+    ChatBody,
+    CompletionBody,
+    EmbeddingBody,
+    RerankBody,
+    check_extras,
+    check_sampled,
+    parse_body,
+)
+from tritonforge.gateway.splits import SplitConfigError, parse_splits
+from tritonforge.gateway.state import UNKNOWN_MODEL_REFRESH_SECONDS, Gateway
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Any:
+    gw: Gateway = request.app.state.gateway
+    gw.authorize(request)
+    body: ChatBody = await parse_body(request, ChatBody, gw.limits.body_bytes)
+    check_sampled(body)
+    if body.response_format and body.response_format.get("type") not in (None, "text"):
+        raise APIError(400, "'response_format' other than text is not supported", param="response_format",
+                       code="unsupported_parameter")
+    if body.model not in gw.model_ids and body.model not in gw.adapters:
+        await gw.discover_adapters(max_age=UNKNOWN_MODEL_REFRESH_SECONDS)
+    gw.resolve_or_split(body.model, "chat")
+    resolve_chat = gw.route(request, body, "chat")
+    prompt = flatten_messages(body.messages)
+    gw.limits.check(len(prompt), gw.limits.prompt_chars, "characters in the messages", "messages")
+    params = sampling(
+        gw.limits, body, body.max_completion_tokens or body.max_tokens, 64, chat=True, adapter=resolve_chat.adapter
+    )
+    return await generate(gw, request, body, prompt, params, kind="chat", target=resolve_chat)
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Any:
+    gw: Gateway = request.app.state.gateway
+    gw.authorize(request)
+    body: CompletionBody = await parse_body(request, CompletionBody, gw.limits.body_bytes)
+    check_sampled(body)
+    if body.echo:
+        raise APIError(400, "'echo' is not supported by this server", param="echo", code="unsupported_parameter")
+    if body.best_of not in (None, 1):
+        raise APIError(400, "best_of > 1 is not supported", param="best_of", code="unsupported_parameter")
+    if body.model not in gw.model_ids and body.model not in gw.adapters:
+        await gw.discover_adapters(max_age=UNKNOWN_MODEL_REFRESH_SECONDS)
+    gw.resolve_or_split(body.model, "chat")
+    prompt = body.prompt
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise APIError(400, "exactly one prompt per request is supported", param="prompt",
+                           code="unsupported_parameter")
+        prompt = prompt[0]
+    gw.limits.check(len(prompt), gw.limits.prompt_chars, "characters in the prompt", "prompt")
+    target = gw.route(request, body, "chat")
+    params = sampling(gw.limits, body, body.max_tokens, 16, chat=False, adapter=target.adapter)
+    return await generate(gw, request, body, prompt, params, kind="text", target=target)
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request) -> Any:
+    gw: Gateway = request.app.state.gateway
+    gw.authorize(request)
+    body: EmbeddingBody = await parse_body(request, EmbeddingBody, gw.limits.body_bytes)
+    check_extras(body)
+    gw.resolve_or_split(body.model, "embeddings")
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    if not texts:
+        raise APIError(400, "'input' must not be empty", param="input", code="invalid_value")
+    gw.limits.check(len(texts), gw.limits.embedding_inputs, "inputs", "input")
+    for i, text in enumerate(texts):
+        gw.limits.check(len(text), gw.limits.text_chars, f"characters in input[{i}]", "input")
+        if not text:
+            raise APIError(400, f"'input[{i}]' must not be an empty string", param="input", code="invalid_value")
+    target = gw.route(request, body, "embeddings")
+    ensemble = target.triton_model
+    vectors, tokens = [], 0
+    step = gw.models.embed_batch_size
+    for start in range(0, len(texts), step):
+        chunk = texts[start : start + step]
+        tensor = np.array([[t.encode("utf-8")] for t in chunk], dtype=object).reshape(len(chunk), 1)
+        out = await gw.client.infer(ensemble, {"TEXT": tensor}, timeout=gw.timeout, version=target.version)
+        emb = out.get("EMBEDDING")
+        if emb is None:
+            raise APIError(502, f"ensemble '{ensemble}' returned no EMBEDDING", type="server_error")
+        vectors.append(np.asarray(emb, np.float32).reshape(len(chunk), -1))
+        if out.get("NUM_TOKENS") is not None:
+            tokens += int(np.asarray(out["NUM_TOKENS"]).sum())
+    matrix = np.concatenate(vectors) if len(vectors) > 1 else vectors[0]
+    if body.dimensions is not None and body.dimensions != matrix.shape[1]:
+        raise APIError(400, f"'dimensions' must be {matrix.shape[1]} for `{body.model}` (no truncation)",
+                       param="dimensions", code="unsupported_parameter")
+    as_base64 = body.encoding_format == "base64"
+    data = []
+    for i, row in enumerate(matrix):
+        value: Any = (
+            base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") if as_base64 else row.tolist()
+        )
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return {
+        "object": "list", "data": data, "model": body.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+@router.post("/v1/rerank")
+async def rerank(request: Request) -> Any:
+    gw: Gateway = request.app.state.gateway
+    gw.authorize(request)
+    body: RerankBody = await parse_body(request, RerankBody, gw.limits.body_bytes)
+    check_extras(body)
+    gw.resolve_or_split(body.model, "rerank")
+    docs = [d if isinstance(d, str) else d.text for d in body.documents]
+    gw.limits.check(len(docs), gw.limits.rerank_documents, "documents", "documents")
+    gw.limits.check(len(body.query), gw.limits.text_chars, "characters in the query", "query")
+    for i, doc in enumerate(docs):
+        gw.limits.check(len(doc), gw.limits.text_chars, f"characters in documents[{i}]", "documents")
+    target = gw.route(request, body, "rerank")
+    try:
+        scores = await gw.client.rerank(
+            body.query, docs, model=target.triton_model, timeout=gw.timeout, version=target.version
+        )
+    except ClientError as err:
+        if getattr(err, "status", None) is None and "must" in str(err):  # checked before sending
+            raise APIError(400, str(err), code="invalid_value") from None
+        raise
+    order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))[: body.top_n or len(docs)]
+    results = []
+    for i in order:
+        item: dict[str, Any] = {"index": i, "relevance_score": float(scores[i])}
+        if body.return_documents:
+            item["document"] = {"text": docs[i]}
+        results.append(item)
+    return {
+        "id": uuid.uuid4().hex, "object": "list", "model": body.model, "results": results,
+        "usage": {"total_tokens": 0},
+    }
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Any:
+    gw: Gateway = request.app.state.gateway
+    gw.authorize(request)
+    await gw.discover_adapters()
+    cards = [gw.model_card(*m) for m in gw.models.ids()]
+    cards += [gw.adapter_card(a) for a in sorted(gw.adapters)]
+    cards += [gw.split_card(s) for s in gw.router.states()]
+    return {"object": "list", "data": cards}
+
+
+@router.get("/v1/models/{model_id}")
+async def get_model(request: Request, model_id: str) -> Any:
+    gw: Gateway = request.app.state.gateway
+    gw.authorize(request)
+    for m in gw.models.ids():
+        if m[0] == model_id:
+            return gw.model_card(*m)
+    await gw.discover_adapters(max_age=UNKNOWN_MODEL_REFRESH_SECONDS)
+    if model_id in gw.adapters:
+        return gw.adapter_card(model_id)
+    state = gw.router.get(model_id)
+    if state is not None:
+        return gw.split_card(state)
+    raise APIError(404, f"The model `{model_id}` does not exist or you do not have access to it.",
+                   param="model", code="model_not_found")
+
+
+@router.get("/health")
+async def health(request: Request) -> Any:
+    """Ready only when Triton is and every model the gateway serves can answer: Triton keeps an ensemble READY
+    while a member is down (reloading after its python stub died, or failed), so the members are asked too.
+    A configured model Triton has never served here (its config never readable) is not counted."""
+    gw: Gateway = request.app.state.gateway
+    ready = False
+    with contextlib.suppress(ClientError):
+        ready = await gw.client.is_ready()
+    down: dict[str, list[str]] = {}
+    # also when Triton is not ready (strict readiness: some model is down): say which
+    for model_id, _kind, ensemble in gw.models.ids():
+        seen = gw.members_known(ensemble)
+        try:
+            names = await gw.members(ensemble)
+            states = [await gw.client.is_model_ready(n) for n in names]
+        except Exception:  # gone since it served (down), or never served here (not this gateway's concern)
+            if not seen:
+                continue
+            names, states = [ensemble], [False]
+        missing = [n for n, ok in zip(names, states, strict=True) if not ok]
+        if missing:
+            down[model_id] = missing
+    ok = ready and not down
+    body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "triton_ready": ready}
+    if down:
+        body["models_down"] = down
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/metrics")
+async def prometheus(request: Request) -> Any:
+    gw: Gateway = request.app.state.gateway
+    gw.authorize(request)
+    gw.router.maybe_reload()
+    payload, content_type = gw.metrics.render()
+    return Response(payload, media_type=content_type)
+
+# admin -------------------------------------------------------------------------------------------------------
+
+
+@router.get("/admin/splits")
+async def get_splits(request: Request) -> Any:
+    gw: Gateway = request.app.state.gateway
+    gw.authorize_admin(request)
+    return gw.router.status()
+
+
+@router.put("/admin/splits")
+async def put_splits(request: Request) -> Any:
+    gw: Gateway = request.app.state.gateway
+    gw.authorize_admin(request)
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise APIError(400, "the body must be a JSON split configuration: {\"splits\": {name: {...}}}",
+                       code="invalid_json") from None
+    try:
+        started = gw.router.replace(parse_splits(data, "PUT /admin/splits"), source="PUT /admin/splits")
+    except SplitConfigError as err:
+        raise APIError(400, str(err), param="splits", code="invalid_splits") from None
+    return {**gw.router.status(), "started": started}
+
+
+@router.post("/admin/splits/{name}/reset")
+async def reset_split(request: Request, name: str) -> Any:
+    gw: Gateway = request.app.state.gateway
+    gw.authorize_admin(request)
+    if not gw.router.reset(name):
+        raise APIError(404, f"there is no split `{name}` (splits: {', '.join(gw.router.names()) or 'none'})",
+                       param="name", code="split_not_found")
+    return gw.router.status()["splits"][name]

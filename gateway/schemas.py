@@ -1,0 +1,222 @@
+"""Request bodies (OpenAI's shapes), their checks, and the limits on what one request may cost."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from tritonforge.gateway.errors import APIError
+
+LOG = logging.getLogger(__name__)
+
+
+# -------------------------------------------------------------------------------------------------- request bodies
+
+_IGNORED = frozenset({"user", "store", "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key"})
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    model: str
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: str
+    text: str | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self, index: int) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for j, part in enumerate(self.content):
+            if part.type != "text" or part.text is None:
+                raise APIError(
+                    400, f"content part type '{part.type}' is not supported (text only)",
+                    param=f"messages[{index}].content[{j}]", code="unsupported_content",
+                )
+            parts.append(part.text)
+        return "".join(parts)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    include_usage: bool | None = None
+
+
+# integers become Triton tensors of these types: a larger value would wrap silently, so it is refused instead
+INT32_MAX, UINT64_MAX = 2**31 - 1, 2**64 - 1
+
+
+class Sampled(Body):
+    max_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    top_k: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    n: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = Field(default=None, ge=0, le=UINT64_MAX)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
+    logit_bias: dict[str, float] | None = None
+    logprobs: Any = None
+    top_logprobs: int | None = None
+
+
+class ChatBody(Sampled):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    response_format: dict[str, Any] | None = None
+
+
+class CompletionBody(Sampled):
+    prompt: str | list[str]
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+
+class EmbeddingBody(Body):
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = None
+
+
+class Document(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    text: str
+
+
+class RerankBody(Body):
+    query: str
+    documents: list[str | Document] = Field(min_length=1)
+    top_n: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    return_documents: bool | None = None
+
+
+_UNSUPPORTED_IF_SET = {
+    "tools", "tool_choice", "functions", "function_call", "audio", "modalities", "prediction",
+    "reasoning_effort", "web_search_options", "logit_bias", "top_logprobs", "suffix",
+}
+
+
+def check_extras(body: BaseModel) -> None:
+    for name, value in (body.model_extra or {}).items():
+        if name in _IGNORED or value is None:
+            continue
+        if name in _UNSUPPORTED_IF_SET:
+            raise APIError(400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
+        raise APIError(400, f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter")
+
+
+def check_sampled(body: Sampled) -> None:
+    check_extras(body)
+    if body.n is not None and body.n > 1:
+        raise APIError(400, "n > 1 is not supported", param="n", code="unsupported_parameter")
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(body, name)
+        if value not in (None, 0, 0.0):
+            raise APIError(400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
+    if body.logprobs not in (None, False, 0):
+        raise APIError(
+            400, "'logprobs' is not supported by this server", param="logprobs", code="unsupported_parameter"
+        )
+    for name in ("logit_bias", "top_logprobs"):
+        if getattr(body, name):
+            raise APIError(400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
+
+
+def validation_error(err: PydanticValidationError) -> APIError:
+    first = err.errors()[0]
+    loc = [str(p) for p in first.get("loc", ()) if not str(p).startswith(("function-", "list[", "str", "int"))]
+    param = ".".join(loc) or None
+    what = f"'{param}'" if param else "the request body"
+    return APIError(400, f"Invalid value for {what}: {first.get('msg', 'invalid')}", param=param, code="invalid_value")
+
+
+@dataclass(frozen=True)
+class GatewayLimits:
+    """What one request may cost, checked before any work is done (413 for the body, 400 naming the limit
+    otherwise). The defaults keep a request to seconds of CPU on a small server; raise them with the hardware."""
+
+    body_bytes: int = 4 << 20
+    embedding_inputs: int = 512  # texts in one /v1/embeddings request
+    rerank_documents: int = 512
+    text_chars: int = 32_768  # one embedding input, rerank query or document
+    prompt_chars: int = 131_072  # a completion prompt, or a chat's messages together (checked before tokenizing)
+    stop_strings: int = 16
+    stop_chars: int = 256  # one stop string
+
+    def check(self, count: int, limit: int, what: str, param: str) -> None:
+        if count > limit:
+            raise APIError(400, f"{what}: {count} is more than this server's limit of {limit}", param=param,
+                           code="limit_exceeded")
+
+
+MAX_BODY_BYTES = GatewayLimits().body_bytes
+MAX_JSON_DEPTH = 32  # OpenAI bodies nest a few levels; deeper is refused rather than recursed into
+
+
+def check_json(data: Any) -> None:
+    """Refuse what would fail later as an unhandled error: nesting too deep, and text that is not valid Unicode
+    (a lone surrogate such as "\\ud800" is valid JSON but cannot be encoded as UTF-8 for Triton)."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise APIError(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise APIError(400, f"Invalid value for '{path or 'body'}': the text is not valid Unicode (a lone "
+                               "surrogate); send UTF-8 text", param=path or None, code="invalid_value") from None
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((key, path, depth + 1))
+                stack.append((item, f"{path}.{key}" if path else str(key), depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+
+
+async def parse_body(request: Any, cls: type[BaseModel], max_bytes: int = MAX_BODY_BYTES) -> Any:
+    raw = await request.body()
+    if len(raw) > max_bytes:
+        raise APIError(413, f"the request body is {len(raw)} bytes, more than the limit of {max_bytes}",
+                       code="request_too_large")
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise APIError(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels", code="invalid_json") from None
+    except (ValueError, UnicodeDecodeError):
+        raise APIError(
+            400,
+            "We could not parse the JSON body of your request. The body must be valid JSON (Content-Type: "
+            "application/json).",
+            code="invalid_json",
+        ) from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+    check_json(data)
+    if isinstance(data.get("model"), str):
+        request.state.gw_model_requested = data["model"]
+    try:
+        return cls.model_validate(data)
+    except PydanticValidationError as err:
+        raise validation_error(err) from None
