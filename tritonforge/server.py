@@ -24,18 +24,12 @@ model that did not load and why.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib.util
 import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -46,6 +40,24 @@ from pathlib import Path
 from typing import Any
 
 from tritonforge.errors import ClientError, ServerError
+from tritonforge.server_process import (
+    PORT_IN_USE,
+    abandon,
+    exit_text,
+    log_excerpt,
+    pdeathsig,
+    reason_from_log,
+    short_reason,
+    still_loading,
+    terminate_group,
+)
+from tritonforge.server_wheel import (
+    find_tritonserver,
+    has_gpu,
+    prepare_backend_directory,
+    wheel_environment,
+    wheel_layout,
+)
 from tritonforge.stub_watchdog import StubWatchdog
 from tritonforge.triton.connection import Connection
 from tritonforge.triton.options import ADMIN_HEADER, GRPC_ADMIN_HEADER
@@ -64,10 +76,6 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-LOG_TAIL_LINES = 40
-_STUB = "triton_python_backend_stub"
-_PORT_IN_USE = re.compile(r"already in use|address already in use", re.IGNORECASE)
-_ERROR_LINE = re.compile(r"^(E\d{4} |error:|\[libprotobuf ERROR|.*\bfailed to load\b)", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------------------- ports
@@ -92,153 +100,11 @@ def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-# ------------------------------------------------------------------------------------------------ the wheel layout
-
-
-
 # what an admin key guards: every API that changes the server's state (inference, health, metadata and
 # statistics stay open). Triton takes the key only on its command line, so `ps` on the host shows it: keep the
 # admin key to a host whose process list is private, and Triton's ports off untrusted networks (the gateway is
 # the public face).
 RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
-
-@dataclass(frozen=True)
-class _Wheel:
-    """Where nvidia-pytriton put the server, its libraries, backends and stubs."""
-
-    root: Path  # <site-packages>/pytriton/tritonserver
-
-    @property
-    def binary(self) -> Path:
-        return self.root / "bin" / "tritonserver"
-
-    @property
-    def libs(self) -> Path:
-        # a wheel install keeps auditwheel's libraries next to the package; an editable one under external_libs
-        beside = self.root.parent.parent / "nvidia_pytriton.libs"
-        return beside if beside.is_dir() else self.root / "external_libs"
-
-    @property
-    def python_backend(self) -> Path:
-        return self.root / "backends" / "python"
-
-    @property
-    def stubs(self) -> Path:
-        return self.root / "python_backend_stubs"
-
-    @property
-    def caches(self) -> Path:
-        return self.root / "caches"
-
-
-def _wheel() -> _Wheel:
-    missing = ServerError(
-        "tritonserver not found: the nvidia-pytriton package that ships it is not installed in "
-        f"{sys.prefix}. Install it with: pip install \"tritonforge[cpu]\" (or pass tritonserver=<path to a binary>)"
-    )
-    try:
-        spec = importlib.util.find_spec("pytriton")  # does not import pytriton (its import is slow)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise missing
-    wheel = _Wheel(Path(next(iter(spec.submodule_search_locations))) / "tritonserver")
-    if not wheel.binary.is_file():
-        raise ServerError(f"{missing} [looked for {wheel.binary}]")
-    return wheel
-
-
-def find_tritonserver() -> Path:
-    """The ``tritonserver`` binary shipped by the nvidia-pytriton wheel, or a ServerError saying how to get it."""
-    binary = _wheel().binary
-    if not os.access(binary, os.X_OK):
-        raise ServerError(f"{binary} is not executable (chmod +x it, or reinstall nvidia-pytriton)")
-    return binary
-
-
-def _cache_root() -> Path:
-    root = os.environ.get("TRITONFORGE_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "tritonforge"
-
-
-def _python_version() -> str:
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-def prepare_backend_directory(cache: Path | None = None) -> Path:
-    """A ``--backend-directory`` whose python backend uses the stub built for the running Python version.
-
-    Triton runs ``<backend-directory>/python/triton_python_backend_stub``; the wheel keeps one stub per Python
-    version elsewhere. The directory holds symlinks only, is keyed by version and source paths, and is created
-    atomically (concurrent launchers share it).
-    """
-    wheel = _wheel()
-    version = _python_version()
-    stub = wheel.stubs / version / _STUB
-    if not stub.is_file():
-        have = sorted(p.name for p in wheel.stubs.iterdir()) if wheel.stubs.is_dir() else []
-        raise ServerError(
-            f"nvidia-pytriton has no python backend stub for Python {version} (has: {', '.join(have) or 'none'}); "
-            "run tritonforge with one of those Python versions"
-        )
-    lib = wheel.python_backend / "libtriton_python.so"
-    utils = wheel.python_backend / "triton_python_backend_utils.py"
-    for need in (lib, utils):
-        if not need.is_file():
-            raise ServerError(f"the nvidia-pytriton install is incomplete: {need} is missing (reinstall it)")
-
-    links: dict[str, Path] = {f"python/{p.name}": p.resolve() for p in (lib, utils, stub)}
-    backends = wheel.root / "backends"
-    for other in sorted(backends.iterdir()) if backends.is_dir() else []:
-        if other.is_dir() and other.name != "python":  # any further backend the wheel may ship, as is
-            links[other.name] = other.resolve()
-    fingerprint = "\n".join(f"{k}={v}:{v.stat().st_mtime_ns}" for k, v in sorted(links.items()))
-    key = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
-
-    base = (cache or _cache_root()) / "backends"
-    target = base / f"{version}-{key}"
-    if all((target / name).exists() for name in links):
-        return target
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-{key}.", dir=base))
-    except OSError as err:
-        raise ServerError(f"cannot create the backend directory under {base}: {err} (set TRITONFORGE_CACHE)") from None
-    try:
-        (tmp / "python").mkdir()
-        for name, source in links.items():
-            (tmp / name).symlink_to(source)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # someone else won the race (or a stale, broken copy is there): replace it
-            if not all((target / name).exists() for name in links):
-                shutil.rmtree(target, ignore_errors=True)
-                os.rename(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _wheel_environment(wheel: _Wheel, env: dict[str, str]) -> dict[str, str]:
-    """LD_LIBRARY_PATH and PATH so that the server and the python stub run in this interpreter's environment."""
-
-    def prepend(var: str, *dirs: str | Path | None) -> None:
-        parts = [str(d) for d in dirs if d] + env.get(var, "").split(os.pathsep)
-        env[var] = os.pathsep.join(dict.fromkeys(p for p in parts if p))  # first occurrence wins
-
-    if not (Path(sys.executable).parent / "python3").exists():
-        LOG.warning(
-            "%s has no python3: python models may not run in this environment", Path(sys.executable).parent
-        )
-    libdir = sysconfig.get_config_var("LIBDIR")
-    prepend("LD_LIBRARY_PATH", libdir if libdir and Path(libdir).is_dir() else None, wheel.libs)
-    # the stub's isolated interpreter locates its prefix from the `python3` on PATH: make that this interpreter
-    prepend("PATH", Path(sys.executable).parent, Path(sys.prefix) / "bin")
-    return env
-
-
-def _has_gpu() -> bool:
-    return Path("/dev/nvidia0").exists() or Path("/dev/nvidiactl").exists()
 
 
 # ------------------------------------------------------------------------------------------------------ endpoints
@@ -272,163 +138,6 @@ def _connect_host(host: str) -> str:
         return "[::1]"
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
-
-# ------------------------------------------------------------------------------------------------------- the log
-
-
-def _log_excerpt(text: str, tail: int = LOG_TAIL_LINES) -> str:
-    """Error lines from anywhere in the log, then its last ``tail`` lines (Triton's wide tables left out)."""
-    lines = [
-        ln[:600]
-        for ln in text.splitlines()
-        if ln.strip() and not ln.startswith(("+-", "+=", "|")) and "<frozen importlib" not in ln
-    ]
-    last = lines[-tail:]
-    head = len(lines) - len(last)
-    errors = [ln for ln in lines[:head] if _ERROR_LINE.match(ln)][-20:]
-    parts = [*errors, "..."] if errors else []
-    return "\n".join(parts + last)
-
-
-def _short_reason(reason: str) -> str:
-    """A load failure's reason without the interpreter's import machinery frames."""
-    keep = [ln.rstrip() for ln in reason.strip().splitlines() if ln.strip() and "<frozen importlib" not in ln]
-    return "\n    ".join(keep)
-
-
-def _still_loading(log: str) -> list[str]:
-    """Models whose load began but neither succeeded nor failed (per the log)."""
-    started = re.findall(r'"loading: ([^:"]+):\d+"', log)
-    done = set(re.findall(r"(?:successfully loaded|failed to load) '([^']+)'", log))
-    return sorted({m for m in started if m not in done})
-
-
-def _reason_from_log(model: str, log: str) -> str:
-    quoted = (f"'{model}'", f'"{model}"', f"{model}:")
-    lines = log.splitlines()
-    found = [i for i, ln in enumerate(lines) if _ERROR_LINE.match(ln) and any(q in ln for q in quoted)]
-    if not found:
-        return "not loaded (see the server log)"
-    # glog prefix: E1123 16:07:51.864068 5349 file.cc:123] "message"
-    reason = re.sub(r"^E\d{4} [\d:.]+ +\d+ [^\]]+\] ", "", lines[found[-1]]).strip().strip('"')
-    # a config that does not parse: protobuf printed the position and the problem just before
-    for ln in reversed(lines[max(0, found[-1] - 3) : found[-1]]):
-        if ln.startswith("[libprotobuf ERROR"):
-            reason += ": " + ln.split("] ", 1)[-1].strip()
-            break
-    return reason
-
-
-# ---------------------------------------------------------------------------------------------------- the process
-
-
-def _group_alive(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: ask the kernel whether the group has members at all
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    alive = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ... ; comm may hold spaces and parentheses
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(entry.name))
-    return alive
-
-
-def _kill_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _shm_regions(pids: list[int]) -> list[Path]:
-    """The python backend's shared-memory regions, named on its stubs' command lines."""
-    regions = []
-    for pid in pids:
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        regions += [Path("/dev/shm") / a.decode() for a in args if a.startswith(b"triton_python_backend_shm_region")]
-    return regions
-
-
-def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM the server (it shuts its stubs down), SIGKILL its whole group after ``timeout``, reap leftovers.
-
-    A server that has to be killed leaves its stubs' shared-memory regions in /dev/shm: they are removed too.
-    """
-    pgid = proc.pid  # the server leads its own process group (start_new_session)
-    regions = _shm_regions(_group_alive(pgid))
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            LOG.warning("tritonserver (pid %d) did not exit %.0fs after SIGTERM: killing it", proc.pid, timeout)
-            _kill_group(pgid, signal.SIGKILL)
-            proc.wait()
-    # stubs whose server died without shutting them down
-    if _group_alive(pgid):
-        _kill_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + 3.0
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _group_alive(pgid):
-            _kill_group(pgid, signal.SIGKILL)
-    for region in regions:  # gone already after a graceful exit
-        with contextlib.suppress(OSError):
-            region.unlink()
-
-
-def _exit_text(code: int | None) -> str:
-    """A return code as a person reads it: "code 1", "signal SIGKILL (killed from outside, or out of memory)"."""
-    if code is None or code >= 0:
-        return f"code {code}"
-    try:
-        name = signal.Signals(-code).name
-    except ValueError:
-        name = str(-code)
-    hint = {"SIGKILL": " (killed from outside, or out of memory)", "SIGSEGV": " (a crash)", "SIGABRT": " (a crash)"}
-    return f"signal {name}{hint.get(name, '')}"
-
-
-def _abandoned(proc: subprocess.Popen[bytes], tmpdir: Path | None) -> None:
-    """A server object collected (or the interpreter exiting) while its process still runs."""
-    _terminate(proc, 10.0)
-    if tmpdir is not None:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-
-
-def _pdeathsig() -> Any:
-    """A preexec_fn that has the kernel SIGTERM the server when its parent dies (Linux), or None.
-
-    Only from the main thread: PR_SET_PDEATHSIG fires when the *thread* that forked exits.
-    """
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl  # resolved here: nothing to import after fork
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-    return preexec
 
 
 _OBJECT_STORE = re.compile(r"^(s3|gs|as3)://", re.IGNORECASE)
@@ -561,7 +270,7 @@ class TritonServer:
                 if self._finalizer is not None:
                     self._finalizer.detach()
                     self._finalizer = None
-                _terminate(proc, timeout)
+                terminate_group(proc, timeout)
                 LOG.debug("tritonserver pid %d stopped with code %s", proc.pid, proc.returncode)
             self._endpoints = None
             if self._log_path is not None:
@@ -596,7 +305,7 @@ class TritonServer:
     def endpoints(self) -> Endpoints:
         if self._proc is not None and self._proc.poll() is not None:
             # started and not stopped, yet gone: say how it ended and what it printed, not "call start()"
-            how = _exit_text(self._proc.returncode)
+            how = exit_text(self._proc.returncode)
             raise self._fail(f"tritonserver (pid {self._proc.pid}) exited unexpectedly: {how}")
         if self._endpoints is None or not self.is_running():
             raise ServerError("the server is not running: call start() (or use it as a context manager) first")
@@ -640,7 +349,7 @@ class TritonServer:
             try:
                 triton.load_model(model)
             except ClientError as err:
-                reason = _short_reason(_reason(err))
+                reason = short_reason(_reason(err))
                 raise ServerError(f"tritonserver could not load model '{model}': {reason}") from None
         if not self._model_ready(model):
             raise ServerError(f"model '{model}' was loaded but is not ready")
@@ -724,9 +433,9 @@ class TritonServer:
         env = dict(os.environ)
         args: list[str] = []
         if self._binary is None:
-            wheel = _wheel()
+            wheel = wheel_layout()
             binary = find_tritonserver()
-            _wheel_environment(wheel, env)
+            wheel_environment(wheel, env)
             backend_dir = self._backend_directory or prepare_backend_directory()
             args.append(f"--backend-directory={backend_dir}")
             if wheel.caches.is_dir():
@@ -763,7 +472,7 @@ class TritonServer:
             f"--metrics-port={metrics}",
             *wheel_args,
         ]
-        if not _has_gpu():
+        if not has_gpu():
             args.append("--allow-gpu-metrics=false")  # no NVML/DCGM noise on CPU-only hosts
         if self.cache_size_bytes is not None:
             args.append(f"--cache-config=local,size={int(self.cache_size_bytes)}")
@@ -810,13 +519,13 @@ class TritonServer:
                 env=env,
                 cwd=str(self.repo) if isinstance(self.repo, Path) else None,
                 start_new_session=True,  # own process group: stop() can reach the python stubs too
-                preexec_fn=_pdeathsig(),
+                preexec_fn=pdeathsig(),
             )
         except OSError as err:
             raise ServerError(f"cannot run {binary}: {err}") from None
         finally:
             log.close()
-        self._finalizer = weakref.finalize(self, _abandoned, self._proc, self._tmpdir)
+        self._finalizer = weakref.finalize(self, abandon, self._proc, self._tmpdir)
         self._endpoints = endpoints
         try:
             self._wait_ready(endpoints, began)
@@ -832,7 +541,7 @@ class TritonServer:
     def _fail(self, headline: str) -> ServerError:
         text = self._read_log()
         where = f" ({self._log_file})" if self._log_file else ""
-        return ServerError(f"{headline}\n--- tritonserver log{where} ---\n{_log_excerpt(text)}")
+        return ServerError(f"{headline}\n--- tritonserver log{where} ---\n{log_excerpt(text)}")
 
     def _index(self, http: str) -> list[dict[str, Any]]:
         with self._connection(10.0, http) as triton:
@@ -857,7 +566,7 @@ class TritonServer:
         def pause() -> None:
             nonlocal delay
             if self._proc is not None and self._proc.poll() is None and time.monotonic() > deadline:
-                loading = _still_loading(self._read_log())
+                loading = still_loading(self._read_log())
                 still = f" (still loading: {', '.join(loading)})" if loading else ""
                 raise self._fail(f"tritonserver was not ready after {self.startup_timeout:.0f}s{still}")
             time.sleep(delay)
@@ -869,7 +578,7 @@ class TritonServer:
             if code is not None:
                 text = self._read_log()
                 failure = self._fail(f"tritonserver exited with code {code} before it was ready ({self.repo})")
-                if _PORT_IN_USE.search(text) and any(p is None for p in self._ports):
+                if PORT_IN_USE.search(text) and any(p is None for p in self._ports):
                     raise _PortInUse(str(failure))
                 raise failure
             pause()
@@ -895,9 +604,9 @@ class TritonServer:
                 elif state in ("LOADING", "UNLOADING"):
                     pending.append(name)
                 elif entry.get("reason"):
-                    failed[name] = _short_reason(entry["reason"])
+                    failed[name] = short_reason(entry["reason"])
                 else:
-                    failed[name] = _reason_from_log(name, self._read_log())
+                    failed[name] = reason_from_log(name, self._read_log())
             if not pending:
                 break
             pause()

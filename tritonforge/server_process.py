@@ -1,0 +1,182 @@
+"""The server's process group and its log: terminating the group (python stubs included) and reading why a model
+did not load from what tritonserver printed."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+LOG = logging.getLogger("tritonforge.server")
+
+
+LOG_TAIL_LINES = 40
+PORT_IN_USE = re.compile(r"already in use|address already in use", re.IGNORECASE)
+_ERROR_LINE = re.compile(r"^(E\d{4} |error:|\[libprotobuf ERROR|.*\bfailed to load\b)", re.IGNORECASE)
+
+
+# ------------------------------------------------------------------------------------------------------- the log
+
+
+def log_excerpt(text: str, tail: int = LOG_TAIL_LINES) -> str:
+    """Error lines from anywhere in the log, then its last ``tail`` lines (Triton's wide tables left out)."""
+    lines = [
+        ln[:600]
+        for ln in text.splitlines()
+        if ln.strip() and not ln.startswith(("+-", "+=", "|")) and "<frozen importlib" not in ln
+    ]
+    last = lines[-tail:]
+    head = len(lines) - len(last)
+    errors = [ln for ln in lines[:head] if _ERROR_LINE.match(ln)][-20:]
+    parts = [*errors, "..."] if errors else []
+    return "\n".join(parts + last)
+
+
+def short_reason(reason: str) -> str:
+    """A load failure's reason without the interpreter's import machinery frames."""
+    keep = [ln.rstrip() for ln in reason.strip().splitlines() if ln.strip() and "<frozen importlib" not in ln]
+    return "\n    ".join(keep)
+
+
+def still_loading(log: str) -> list[str]:
+    """Models whose load began but neither succeeded nor failed (per the log)."""
+    started = re.findall(r'"loading: ([^:"]+):\d+"', log)
+    done = set(re.findall(r"(?:successfully loaded|failed to load) '([^']+)'", log))
+    return sorted({m for m in started if m not in done})
+
+
+def reason_from_log(model: str, log: str) -> str:
+    quoted = (f"'{model}'", f'"{model}"', f"{model}:")
+    lines = log.splitlines()
+    found = [i for i, ln in enumerate(lines) if _ERROR_LINE.match(ln) and any(q in ln for q in quoted)]
+    if not found:
+        return "not loaded (see the server log)"
+    # glog prefix: E1123 16:07:51.864068 5349 file.cc:123] "message"
+    reason = re.sub(r"^E\d{4} [\d:.]+ +\d+ [^\]]+\] ", "", lines[found[-1]]).strip().strip('"')
+    # a config that does not parse: protobuf printed the position and the problem just before
+    for ln in reversed(lines[max(0, found[-1] - 3) : found[-1]]):
+        if ln.startswith("[libprotobuf ERROR"):
+            reason += ": " + ln.split("] ", 1)[-1].strip()
+            break
+    return reason
+
+
+# ---------------------------------------------------------------------------------------------------- the process
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: ask the kernel whether the group has members at all
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    alive = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ... ; comm may hold spaces and parentheses
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(entry.name))
+    return alive
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _shm_regions(pids: list[int]) -> list[Path]:
+    """The python backend's shared-memory regions, named on its stubs' command lines."""
+    regions = []
+    for pid in pids:
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        regions += [Path("/dev/shm") / a.decode() for a in args if a.startswith(b"triton_python_backend_shm_region")]
+    return regions
+
+
+def terminate_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM the server (it shuts its stubs down), SIGKILL its whole group after ``timeout``, reap leftovers.
+
+    A server that has to be killed leaves its stubs' shared-memory regions in /dev/shm: they are removed too.
+    """
+    pgid = proc.pid  # the server leads its own process group (start_new_session)
+    regions = _shm_regions(_group_alive(pgid))
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            LOG.warning("tritonserver (pid %d) did not exit %.0fs after SIGTERM: killing it", proc.pid, timeout)
+            _kill_group(pgid, signal.SIGKILL)
+            proc.wait()
+    # stubs whose server died without shutting them down
+    if _group_alive(pgid):
+        _kill_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + 3.0
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(pgid):
+            _kill_group(pgid, signal.SIGKILL)
+    for region in regions:  # gone already after a graceful exit
+        with contextlib.suppress(OSError):
+            region.unlink()
+
+
+def exit_text(code: int | None) -> str:
+    """A return code as a person reads it: "code 1", "signal SIGKILL (killed from outside, or out of memory)"."""
+    if code is None or code >= 0:
+        return f"code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = str(-code)
+    hint = {"SIGKILL": " (killed from outside, or out of memory)", "SIGSEGV": " (a crash)", "SIGABRT": " (a crash)"}
+    return f"signal {name}{hint.get(name, '')}"
+
+
+def abandon(proc: subprocess.Popen[bytes], tmpdir: Path | None) -> None:
+    """A server object collected (or the interpreter exiting) while its process still runs."""
+    terminate_group(proc, 10.0)
+    if tmpdir is not None:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def pdeathsig() -> Any:
+    """A preexec_fn that has the kernel SIGTERM the server when its parent dies (Linux), or None.
+
+    Only from the main thread: PR_SET_PDEATHSIG fires when the *thread* that forked exits.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl  # resolved here: nothing to import after fork
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return preexec
