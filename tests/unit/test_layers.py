@@ -81,3 +81,31 @@ def test_every_exception_class_derives_from_tritonforge_error() -> None:
                 module = "tritonforge." + module
         cls = getattr(importlib.import_module(module.removesuffix(".__init__")), name)
         assert issubclass(cls, TritonForgeError), f"{module}.{name} is not a TritonForgeError"
+
+
+PUBLIC = {  # the public surface; changing it is a decision, not a side effect of moving code
+    "tritonforge": [
+        "BuildError", "ClientError", "ParityError", "Problem", "RepositoryError", "ServerError", "SpecError",
+        "TransientError", "TritonForgeError", "ValidationError", "build", "load_spec", "serve", "validate",
+    ],
+    "tritonforge.clients": [
+        "AsyncClient", "Client", "ClientOptions", "Hit", "KeepAliveOptions", "RetryPolicy", "TLSOptions",
+    ],
+    "tritonforge.triton": [
+        "ADMIN_HEADER", "GRPC_ADMIN_HEADER", "AsyncConnection", "ClientOptions", "Connection", "KeepAliveOptions",
+        "Protocol", "RetryPolicy", "TLSOptions", "classify_error", "map_errors", "short_message", "triton_dtype",
+    ],
+    "tritonforge.gateway": [
+        "APIError", "GatewayLimits", "GatewayModels", "create_app", "flatten_messages", "split_problems",
+    ],
+}
+
+
+@pytest.mark.parametrize("package", sorted(PUBLIC))
+def test_the_public_names_are_pinned(package: str) -> None:
+    import importlib
+
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(PUBLIC[package])
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{package}.{name} does not resolve"
