@@ -94,7 +94,7 @@ def _cpu_engine(name: str, model: LLMModel, checkpoint: Path) -> tuple[Any, dict
         parameters=params,
         decoupled=model.tensorrt_llm.decoupled_mode,
     )
-    files: dict[str, FileContent] = {"model.py": python_backends.source("cpu_llm")}
+    files: dict[str, FileContent] = dict(python_backends.sources("cpu_llm"))
     files.update({f"checkpoint/{rel}": path for rel, path in _files(checkpoint).items()})
     return config, files, notes
 
@@ -398,7 +398,7 @@ def _llmapi_engine(
         decoupled=settings.decoupled,
     )
     source = "cpu_llm" if target == "cpu" else "trtllm_llmapi"
-    files: dict[str, FileContent] = {"model.py": python_backends.source(source)}
+    files: dict[str, FileContent] = dict(python_backends.sources(source))
     model_path = settings.model_in_container or "checkpoint"
     if settings.model_in_container is None:
         files.update({f"checkpoint/{rel}": path for rel, path in _files(checkpoint).items()})

@@ -207,7 +207,8 @@ def write_repository(repo: Path, checkpoint: Path) -> None:
     for name, (config, source) in models.items():
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(f'name: "{name}"\n' + config, encoding="utf-8")
-        shutil.copy(BACKENDS / source / "model.py", repo / name / "1" / "model.py")
+        for module in (BACKENDS / source).glob("*.py"):  # model.py and the modules it loads from next to itself
+            shutil.copy(module, repo / name / "1" / module.name)
     shutil.copytree(checkpoint, repo / "tensorrt_llm" / "1" / "checkpoint")
     for name in ("preprocessing", "postprocessing"):
         (repo / name / "1" / "tokenizer").mkdir()
