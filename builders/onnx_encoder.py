@@ -15,6 +15,7 @@ Heavy libraries (torch, transformers, onnx, onnxruntime) are imported inside the
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 from tritonforge.errors import BuildError, ParityError
 
 from . import onnx_common as common
+from . import quantization_gate
 from .checkpoints import (
     checkpoint_hash,
     default_cache_dir,
@@ -33,7 +35,8 @@ from .checkpoints import (
 from .onnx_common import INPUT_ORDER, OPSET, PRECISIONS, STALE_TMP_SECONDS, TOKENIZER_FILES  # noqa: F401 (API)
 
 BUILDER = "onnx-encoder"
-BUILDER_VERSION = "1"  # part of every content hash: bump it when the export, parity or quantisation recipe changes
+# part of every content hash: bump it when the export, parity or quantisation recipe changes
+BUILDER_VERSION = "2"  # 2: reduced precision gated on an evaluation corpus (quantization_gate)
 OUTPUT_NAME = "EMBEDDING"
 POOLINGS = ("auto", "mean", "cls")
 
@@ -72,6 +75,8 @@ class EncoderArtifact:
     quantized_min_cosine: float | None
     tokenizer_files: dict[str, Path]
     notes: tuple[str, ...] = field(default=())
+    # the quantization gate's figures (int8/fp16; see quantization_gate.py), None for fp32
+    quantization_gate: dict[str, Any] | None = None
 
     @property
     def directory(self) -> Path:
@@ -89,7 +94,8 @@ def export_encoder(
     max_seq_length: int | None = None,
     precision: str = "fp32",
     parity_tolerance: float = 1e-4,
-    min_cosine: float = 0.99,
+    min_mean_cosine: float = 0.99,
+    min_search_overlap: float = 0.9,
     force: bool = False,
     cache_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
@@ -97,8 +103,9 @@ def export_encoder(
     """Export (or fetch from the cache) the ONNX embedding model for ``checkpoint``.
 
     Raises BuildError for a bad checkpoint or setting, ParityError when ONNX Runtime disagrees with PyTorch
-    beyond ``parity_tolerance``, and BuildError when an int8/fp16 model's minimum cosine similarity to the fp32
-    embeddings is below ``min_cosine`` (unless ``force``).
+    beyond ``parity_tolerance``, and BuildError when an int8/fp16 model fails the quantization gate (its mean cosine
+    to fp32 over the evaluation corpus below ``min_mean_cosine``, or its top-10 search overlap with fp32 below
+    ``min_search_overlap``; see :mod:`.quantization_gate`) unless ``force``.
     """
     say = progress or (lambda _msg: None)
     if pooling not in POOLINGS:
@@ -140,12 +147,14 @@ def export_encoder(
             max_len_from="argument" if max_seq_length else ("sentence-transformers" if st_max_len else None),
             precision=precision,
             parity_tolerance=parity_tolerance,
-            min_cosine=min_cosine,
+            gate=(min_mean_cosine, min_search_overlap),
             force=force,
             content_hash=content_hash,
             say=say,
         ),
-        check=lambda artifact: _check_thresholds(artifact, parity_tolerance, min_cosine, force),
+        check=lambda artifact: _check_thresholds(
+            artifact, parity_tolerance, (min_mean_cosine, min_search_overlap), force
+        ),
         say=say,
     )
 
@@ -171,7 +180,7 @@ def _build(
     max_len_from: str | None,
     precision: str,
     parity_tolerance: float,
-    min_cosine: float,
+    gate: tuple[float, float],
     force: bool,
     content_hash: str,
     say: Callable[[str], None],
@@ -228,23 +237,29 @@ def _build(
     del wrapper, export_model, ref_model
 
     quant_cos: float | None = None
+    figures: quantization_gate.GateFigures | None = None
     if precision != "fp32":
         say("quantizing")
         t0 = time.perf_counter()
+        reference_copy = out_dir / "model.fp32-reference.onnx"  # reduce_precision removes fp32_path
+        shutil.copyfile(fp32_path, reference_copy)
         quant_out, note = common.reduce_precision(
             precision, fp32_path, out_dir / "model.onnx", feeds, OUTPUT_NAME, metric="cosine"
         )
         if note:
             notes.append(note)
         if quant_out is not None:
-            quant_cos = _min_cosine(quant_out, onnx_out)
-            if not quant_cos >= min_cosine:
-                if not force:
-                    raise BuildError(
-                        f"{checkpoint}: {precision} model's minimum cosine similarity to fp32 is {quant_cos:.6f} "
-                        f"< min_cosine {min_cosine}; pass force=True to accept it"
-                    )
-                notes.append(f"{precision} minimum cosine {quant_cos:.6f} is below {min_cosine}, accepted (force)")
+            say("quantization gate")
+            figures = quantization_gate.measure(
+                reference_copy, out_dir / "model.onnx", out_dir / "tokenizer" / "tokenizer.json", input_names,
+                OUTPUT_NAME, max_len,
+            )
+            quant_cos = figures.min_cosine
+            problems = quantization_gate.gate_problems(figures, precision, *gate)
+            if problems and not force:
+                raise BuildError(f"{checkpoint}: " + "; ".join(problems) + "; pass force=True to accept it")
+            notes.extend(f"{p}: accepted (force)" for p in problems)
+        reference_copy.unlink()
         timings["quantize_s"] = time.perf_counter() - t0
 
     return {
@@ -259,6 +274,7 @@ def _build(
         "content_hash": content_hash,
         "parity_max_abs_diff": max_diff,
         "quantized_min_cosine": quant_cos,
+        "quantization_gate": None if figures is None else figures.as_dict(),
         "tokenizer_files": {name: f"tokenizer/{name}" for name in tokenizer_files},
         "notes": notes,
         "build": {
@@ -384,17 +400,20 @@ def _from_record(meta: dict[str, Any], onnx_path: Path, tokenizer_files: dict[st
         content_hash=str(meta["content_hash"]),
         parity_max_abs_diff=meta["parity_max_abs_diff"],
         quantized_min_cosine=meta["quantized_min_cosine"],
+        quantization_gate=meta.get("quantization_gate"),
         tokenizer_files=tokenizer_files,
         notes=tuple(meta.get("notes", ())),
     )
 
 
-def _check_thresholds(artifact: EncoderArtifact, parity_tolerance: float, min_cosine: float, force: bool) -> None:
+def _check_thresholds(
+    artifact: EncoderArtifact, parity_tolerance: float, gate: tuple[float, float], force: bool
+) -> None:
     """A cached artifact must satisfy this call's thresholds too (it may have been built with looser ones)."""
     common.recheck_parity(artifact.directory, artifact.parity_max_abs_diff, parity_tolerance)
-    cos = artifact.quantized_min_cosine
-    if cos is not None and not cos >= min_cosine and not force:
-        raise BuildError(
-            f"{artifact.directory}: {artifact.precision} model's minimum cosine similarity to fp32 is {cos:.6f} "
-            f"< min_cosine {min_cosine}; pass force=True to accept it"
-        )
+    if artifact.quantization_gate is None or force:
+        return
+    figures = quantization_gate.GateFigures(**artifact.quantization_gate)
+    problems = quantization_gate.gate_problems(figures, artifact.precision, *gate)
+    if problems:
+        raise BuildError(f"{artifact.directory}: " + "; ".join(problems) + "; pass force=True to accept it")

@@ -24,6 +24,7 @@ class ArtifactInfo:
     content_hash: str
     parity_max_abs_diff: float | None
     quantized_min_cosine: float | None
+    quantization_gate: dict[str, Any] | None = None  # int8/fp16 encoders: mean/min cosine, search overlap
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def plan_repository(
             max_seq_length=model.max_seq_length,
             precision=_precision(model, spec.target),
             parity_tolerance=model.parity_tolerance,
-            min_cosine=model.min_cosine,
+            min_mean_cosine=model.min_mean_cosine,
+            min_search_overlap=model.min_search_overlap,
             force=model.force_quantization,
             progress=say_for(key),
         )
@@ -85,6 +87,7 @@ def plan_repository(
                 artifact.content_hash,
                 artifact.parity_max_abs_diff,
                 artifact.quantized_min_cosine,
+                artifact.quantization_gate,
             )
         )
     for key, reranker in spec.of_kind(RerankerModel).items():

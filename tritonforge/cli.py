@@ -93,15 +93,20 @@ def build(
     from rich.table import Table
 
     table = Table(title=f"{report.repo} ({report.target} target, {report.seconds:.1f} s)")
-    for col in ("model", "artifact", "precision", "parity max |Δ|", "min cosine vs fp32"):
+    for col in ("model", "artifact", "precision", "parity max |Δ|", "vs fp32 (cosine mean/min, top-10 overlap)"):
         table.add_column(col)
     for a in report.artifacts:
+        gate = a.quantization_gate
+        if gate:
+            versus = f"{gate['mean_cosine']:.4f} / {gate['min_cosine']:.4f}, {gate['search_overlap']:.3f}"
+        else:
+            versus = "-" if a.quantized_min_cosine is None else f"min cosine {a.quantized_min_cosine:.5f}"
         table.add_row(
             a.model,
             a.kind,
             a.precision,
             "-" if a.parity_max_abs_diff is None else f"{a.parity_max_abs_diff:.2e}",
-            "-" if a.quantized_min_cosine is None else f"{a.quantized_min_cosine:.5f}",
+            versus,
         )
     console.print(table)
     console.print("Triton models: " + ", ".join(report.models))

@@ -219,8 +219,13 @@ class EmbeddingModel(Serving):
     )
     cpu_quantization: Literal["none", "int8"] = "none"
     gpu_precision: Literal["fp32", "fp16"] = "fp32"
-    force_quantization: bool = Field(False, description="keep an int8/fp16 model below min_cosine")
-    min_cosine: Annotated[float, Field(gt=0, le=1)] = 0.99
+    force_quantization: bool = Field(False, description="ship an int8/fp16 model that fails the quantization gate")
+    min_mean_cosine: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.99, description="quantization gate: mean cosine to fp32 over the evaluation corpus"
+    )
+    min_search_overlap: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.9, description="quantization gate: top-10 search overlap with fp32 over the evaluation queries"
+    )
     parity_tolerance: Annotated[float, Field(gt=0)] = 1e-4
     ensemble: Annotated[str, Field(pattern=MODEL_NAME.pattern)] = "embed"
     tokenizer: Serving = Field(default_factory=_tokenizer_defaults)

@@ -177,17 +177,24 @@ def test_shipped_tokenizer_truncates_at_max_seq_length(tiny_cls: Path) -> None:
 # ----------------------------------------------------------------------------------------------------- precision
 
 
-def test_int8_reports_cosine_and_refuses_below_min_unless_forced(tiny_bert: Path, tmp_path: Path) -> None:
+def test_int8_reports_the_gate_and_refuses_below_it_unless_forced(tiny_bert: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    a = export_encoder(tiny_bert, precision="int8", min_cosine=0.5, cache_dir=cache)
+    a = export_encoder(tiny_bert, precision="int8", min_mean_cosine=0.5, min_search_overlap=0.0, cache_dir=cache)
     assert a.precision == "int8"
-    assert a.quantized_min_cosine is not None and 0.5 <= a.quantized_min_cosine <= 1.0 + 1e-9
+    gate = a.quantization_gate
+    assert gate is not None and gate["passages"] == 300 and gate["queries"] == 100
+    assert 0.5 <= gate["min_cosine"] <= gate["mean_cosine"] <= 1.0 + 1e-9
+    assert 0.0 <= gate["search_overlap"] <= 1.0
+    assert a.quantized_min_cosine == gate["min_cosine"]
     assert a.parity_max_abs_diff <= 1e-4  # parity is checked on the fp32 export before quantising
 
-    with pytest.raises(BuildError, match=r"minimum cosine .* < min_cosine 0\.99999999; pass force=True"):
-        export_encoder(tiny_bert, precision="int8", min_cosine=0.99999999, cache_dir=cache)
-    forced = export_encoder(tiny_bert, precision="int8", min_cosine=0.99999999, force=True, cache_dir=cache)
-    assert forced.quantized_min_cosine == a.quantized_min_cosine
+    # a cached artifact is held to this call's gate
+    with pytest.raises(BuildError, match=r"mean cosine to fp32 .* < min_mean_cosine 0\.99999999 .*pass force=True"):
+        export_encoder(tiny_bert, precision="int8", min_mean_cosine=0.99999999, cache_dir=cache)
+    with pytest.raises(BuildError, match=r"top-10 search overlap with fp32 .* < min_search_overlap 1\.01"):
+        export_encoder(tiny_bert, precision="int8", min_mean_cosine=0.5, min_search_overlap=1.01, cache_dir=cache)
+    forced = export_encoder(tiny_bert, precision="int8", min_mean_cosine=0.99999999, force=True, cache_dir=cache)
+    assert forced.quantization_gate == gate
 
     import onnx
 
@@ -197,15 +204,15 @@ def test_int8_reports_cosine_and_refuses_below_min_unless_forced(tiny_bert: Path
 
 
 def test_int8_refusal_caches_nothing(tiny_plain: Path, tmp_path: Path) -> None:
-    with pytest.raises(BuildError, match="min_cosine"):
-        export_encoder(tiny_plain, precision="int8", min_cosine=0.99999999, cache_dir=tmp_path)
+    with pytest.raises(BuildError, match="min_mean_cosine"):
+        export_encoder(tiny_plain, precision="int8", min_mean_cosine=0.99999999, cache_dir=tmp_path)
     assert list((tmp_path / "onnx-encoder").iterdir()) == []
 
 
 def test_fp16_keeps_fp32_io(tiny_bert: Path, tmp_path: Path) -> None:
     import onnx
 
-    a = export_encoder(tiny_bert, precision="fp16", min_cosine=0.9, cache_dir=tmp_path)
+    a = export_encoder(tiny_bert, precision="fp16", min_mean_cosine=0.9, min_search_overlap=0.0, cache_dir=tmp_path)
     graph = onnx.load(str(a.onnx_path)).graph
     assert all(i.type.tensor_type.elem_type == onnx.TensorProto.INT64 for i in graph.input)
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
