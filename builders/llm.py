@@ -84,6 +84,8 @@ def _cpu_engine(name: str, model: LLMModel, checkpoint: Path) -> tuple[Any, dict
     }
     if model.cpu.torch_threads:
         params["torch_threads"] = str(model.cpu.torch_threads)
+    if model.cpu.weights != "fp32":  # left out by default: the golden configs stay as they were
+        params["weights"] = model.cpu.weights
     sig = tensorrt_llm_signature(logits_datatype=model.tensorrt_llm.logits_datatype)
     config, notes = render_model(
         name,
@@ -386,6 +388,8 @@ def _llmapi_engine(
         params = {"max_input_len": str(model.max_input_len), "max_seq_len": str(model.max_seq_len)}
         if model.cpu.torch_threads:
             params["torch_threads"] = str(model.cpu.torch_threads)
+        if model.cpu.weights != "fp32":
+            params["weights"] = model.cpu.weights
         if adapters:
             params["adapters_table"] = lora.TABLE_FILE
     config, notes = render_model(

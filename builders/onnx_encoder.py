@@ -36,7 +36,7 @@ from .onnx_common import INPUT_ORDER, OPSET, PRECISIONS, STALE_TMP_SECONDS, TOKE
 
 BUILDER = "onnx-encoder"
 # part of every content hash: bump it when the export, parity or quantisation recipe changes
-BUILDER_VERSION = "2"  # 2: reduced precision gated on an evaluation corpus (quantization_gate)
+BUILDER_VERSION = "1"
 OUTPUT_NAME = "EMBEDDING"
 POOLINGS = ("auto", "mean", "cls")
 
@@ -130,6 +130,8 @@ def export_encoder(
             "normalize": bool(normalize),
             "max_seq_length": max_seq_length,  # None = resolved from the (hashed) checkpoint files
             "precision": precision,
+            # reduced precision records the quantization gate's figures (fp32 artifacts and their hashes unchanged)
+            **({} if precision == "fp32" else {"quantization_gate": quantization_gate.GATE_VERSION}),
             "opset": OPSET,
             "output_name": OUTPUT_NAME,
         },

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import onnx_common as common
 
+GATE_VERSION = "1"  # part of a reduced-precision artifact's content hash
 CORPUS = Path(__file__).resolve().parent / "data" / "evaluation_corpus.jsonl"
 QUERY_WORDS = 8
 TOP_K = 10

@@ -594,3 +594,28 @@ def test_a_model_without_batching_takes_tensors_without_the_batch_dimension(modu
         assert output(response, "sequence_length").tolist() == [5]
     finally:
         instance.finalize()
+
+
+def test_int8_weights_quantize_every_linear_layer_and_still_generate(module: ModuleType, repo: Path,
+                                                                     reference: Any) -> None:
+    import torch
+
+    instance = module.TritonPythonModel()
+    instance.initialize(fpb.initialize_args(config(decoupled=False, weights="int8"), repo))
+    try:
+        layers = [m for m in instance.model.modules() if isinstance(m, torch.nn.Linear)]
+        quantized = [m for m in instance.model.modules() if type(m).__name__ == "Linear" and "quantized" in type(m).__module__]
+        assert not layers and quantized  # torch's dynamic int8 Linear replaced every fp32 one
+        ids = reference.ids("Hello world")
+        (response,) = instance.execute([request(ids, 5, exclude_input_in_output=True)])
+        assert output(response, "output_ids").shape == (1, 1, 5)
+    finally:
+        instance.finalize()
+
+
+def test_int8_weights_are_refused_with_adapters_and_unknown_weights_too(module: ModuleType, repo: Path) -> None:
+    with pytest.raises(RuntimeError, match="weights=int8 does not combine with LoRA adapters"):
+        module.TritonPythonModel().initialize(
+            fpb.initialize_args(config(weights="int8", adapters_table="adapters.json"), repo))
+    with pytest.raises(RuntimeError, match="weights='int4' is not one of fp32, int8"):
+        module.TritonPythonModel().initialize(fpb.initialize_args(config(weights="int4"), repo))
