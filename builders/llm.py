@@ -312,7 +312,7 @@ LLMAPI_LORA_OUTPUTS = {"LORA_ID": "lora_id", "LORA_NAME": "lora_name", "LORA_PAT
 def llmapi_signature() -> Signature:
     """The llmapi ``tensorrt_llm`` model's tensors (upstream's names, types and dims)."""
     from tritonforge.builders.model_configs import TensorSpec
-    from tritonforge.builders.trtllm_llmapi import llmapi_data
+    from tritonforge.trtllm.llmapi import llmapi_data
 
     model = llmapi_data()["model"]
 
@@ -374,7 +374,7 @@ def _llmapi_engine(
     """The llmapi ``tensorrt_llm`` model: config, model.py (the LLM API driver on gpu, the CPU engine on cpu),
     model.yaml and the checkpoint (unless the container already has it)."""
     from tritonforge.builders.llm_gpu import _queue
-    from tritonforge.builders.trtllm_llmapi import MODEL_YAML, model_yaml
+    from tritonforge.trtllm.llmapi import MODEL_YAML, model_yaml
 
     settings = model.llmapi
     batch = model.serving.triton_max_batch_size

@@ -21,7 +21,11 @@ from typing import Any
 
 from tritonforge import python_backends
 from tritonforge.builders.model_configs import ModelSet, Signature, TensorSpec, add_io, render_model
-from tritonforge.builders.trtllm_params import (
+from tritonforge.config_io import model_config_pb2
+from tritonforge.errors import Problem, SpecError
+from tritonforge.repository import FileContent
+from tritonforge.spec import DynamicBatching, InstanceGroup, QueuePolicy, Serving
+from tritonforge.trtllm.params import (
     BLSParams,
     LLMServing,
     PostprocessingParams,
@@ -30,10 +34,6 @@ from tritonforge.builders.trtllm_params import (
     model_template,
     parameter_strings,
 )
-from tritonforge.config_io import model_config_pb2
-from tritonforge.errors import Problem, SpecError
-from tritonforge.repository import FileContent
-from tritonforge.spec import DynamicBatching, InstanceGroup, QueuePolicy, Serving
 
 TOKENIZER_FOLDER = "tokenizer"  # inside a model's version folder
 # python-backend sources for the python models, by role (python_backends.source names)

@@ -30,181 +30,39 @@ import hashlib
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import Field
+from typing import Any
 
 from tritonforge.builders.checkpoints import checkpoint_hash
-from tritonforge.builders.trtllm_params import templates
 from tritonforge.errors import BuildError
-from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
+from tritonforge.trtllm.compatibility import (  # noqa: F401  (re-exported: the builder's API)
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    check_engine_manifest,
+    container_table,
+    containers_shipping,
+    gpus_needed,
+)
+from tritonforge.trtllm.engine_settings import (  # noqa: F401  (re-exported: the builder's settings)
+    ARCHITECTURES,
+    FAMILY_ALIASES,
+    LORA_MODULES,
+    EngineSettings,
+    LoraSettings,
+    Quantization,
+    SpeculativeSettings,
+    engine_settings,
+)
 
-MANIFEST_NAME = "engine_manifest.json"
-MANIFEST_FORMAT = 1
 # a source checkout's usual place (unverified): set TRTLLM_EXAMPLES_DIR or pass examples_dir
 DEFAULT_EXAMPLES_DIR = "/app/tensorrt_llm/examples"
 INSTALL_HINT = 'pip install "tritonforge[gpu]" on a machine with an NVIDIA GPU'
-
-# Hugging Face architectures -> the TensorRT-LLM example family whose convert_checkpoint.py handles them
-ARCHITECTURES: dict[str, str] = {
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "llama",  # TensorRT-LLM converts Mistral with the llama script
-    "Qwen2ForCausalLM": "qwen",
-    "QWenLMHeadModel": "qwen",
-    "GPT2LMHeadModel": "gpt",
-}
-FAMILY_ALIASES = {"llama": "llama", "mistral": "llama", "qwen": "qwen", "qwen2": "qwen", "gpt": "gpt", "gpt2": "gpt"}
-LORA_MODULES = (
-    "attn_qkv",
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_dense",
-    "mlp_h_to_4h",
-    "mlp_4h_to_h",
-    "mlp_gate",
-)
-Quantization = Literal["none", "fp8", "int4_awq", "w4a8_awq", "int8_sq", "int8_wo", "int4_wo"]
-
-
-# ================================================================ settings
-
-
-class LoraSettings(Frozen):
-    enabled: bool = False
-    max_rank: Pos = 64
-    target_modules: list[Literal[LORA_MODULES]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["attn_q", "attn_k", "attn_v"]
-    )
-    lora_dirs: list[str] = Field(default_factory=list, description="adapters to build in (optional)")
-
-
-class SpeculativeSettings(Frozen):
-    mode: Literal["none", "draft_tokens_external", "medusa", "eagle"] = "none"
-    max_draft_len: NonNeg = 0
-    medusa_model_dir: str | None = None
-    num_medusa_heads: Pos = 4
-    eagle_model_dir: str | None = None
-    num_eagle_layers: Pos = 4
-
-
-class EngineSettings(Checked):
-    """What a TensorRT-LLM engine is built with; every combination TensorRT-LLM refuses is refused here first."""
-
-    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
-    quantization: Quantization = "none"
-    kv_cache_quantization: Literal["none", "int8", "fp8"] = "none"
-    tp_size: Pos = 1
-    pp_size: Pos = 1
-    max_batch_size: Pos = 64
-    max_input_len: Pos = 1024
-    max_seq_len: Pos = 2048
-    max_num_tokens: Pos = 8192
-    max_beam_width: Pos = 1
-    paged_kv_cache: bool = True
-    use_paged_context_fmha: bool = True
-    gemm_plugin: Literal["auto", "disable", "float16", "bfloat16", "float32", "fp8"] = "auto"
-    gather_logits: Literal["none", "context", "generation", "all"] = "none"
-    logits_dtype: Literal["float16", "float32"] | None = None
-    chunked_context: bool = Field(False, description="intent: serve with enable_chunked_context")
-    kv_cache_reuse: bool = Field(True, description="intent: serve with enable_kv_cache_reuse")
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-    speculative: SpeculativeSettings = Field(default_factory=SpeculativeSettings)
-    calib_dataset: str | None = Field(None, description="quantize.py --calib_dataset (a local folder offline)")
-    calib_size: Pos = 512
-    workers: Pos = 1
-
-    @property
-    def world_size(self) -> int:
-        """GPUs one engine needs: tp_size × pp_size."""
-        return self.tp_size * self.pp_size
-
-    @classmethod
-    def _cross(cls, data: dict[str, Any]) -> Found:
-        found: Found = []
-        inp, seq, tokens = (
-            raw_int(data.get(k, d))
-            for k, d in (("max_input_len", 1024), ("max_seq_len", 2048), ("max_num_tokens", 8192))
-        )
-        if inp is not None and seq is not None and inp >= seq:
-            found.append(
-                (
-                    ("max_input_len",),
-                    f"{inp} must be smaller than max_seq_len {seq}: max_seq_len counts the prompt and the "
-                    "generated tokens",
-                )
-            )
-        chunked = data.get("chunked_context") is True
-        if inp is not None and tokens is not None and tokens < inp and not chunked:
-            found.append(
-                (
-                    ("max_num_tokens",),
-                    f"{tokens} is smaller than max_input_len {inp}: a prompt longer than max_num_tokens only runs "
-                    "with chunked_context",
-                )
-            )
-        paged = data.get("paged_kv_cache", True) is not False
-        paged_fmha = data.get("use_paged_context_fmha", True) is not False
-        if paged_fmha and not paged:
-            found.append((("use_paged_context_fmha",), "needs paged_kv_cache"))
-        for feature, default in (("kv_cache_reuse", True), ("chunked_context", False)):
-            if data.get(feature, default) is True:
-                if not paged:
-                    found.append(((feature,), "needs paged_kv_cache"))
-                if not paged_fmha:
-                    found.append(((feature,), "needs use_paged_context_fmha (paged context FMHA)"))
-        spec = raw_dict(data.get("speculative"))
-        mode = spec.get("mode", "none")
-        if mode != "none":
-            draft = raw_int(spec.get("max_draft_len", 0))
-            if mode == "draft_tokens_external" and not draft:
-                found.append((("speculative", "max_draft_len"), "must be at least 1 for draft_tokens_external"))
-            if mode == "medusa" and not spec.get("medusa_model_dir"):
-                found.append((("speculative", "medusa_model_dir"), "must name the Medusa heads' checkpoint"))
-            if mode == "eagle" and not spec.get("eagle_model_dir"):
-                found.append((("speculative", "eagle_model_dir"), "must name the EAGLE checkpoint"))
-            if data.get("gather_logits") in ("context", "all"):
-                found.append(
-                    (
-                        ("gather_logits",),
-                        f"'{data.get('gather_logits')}' (context logits) is not supported with speculative decoding",
-                    )
-                )
-            beam = raw_int(data.get("max_beam_width", 1))
-            if beam is not None and beam > 1:
-                found.append((("max_beam_width",), f"{beam}: speculative decoding runs with beam width 1"))
-            if mode in ("medusa", "eagle") and data.get("quantization", "none") != "none":
-                found.append(
-                    (
-                        ("quantization",),
-                        f"tritonforge plans {mode} builds unquantized only (its convert script "
-                        "is not ModelOpt's quantize.py)",
-                    )
-                )
-        lora = raw_dict(data.get("lora"))
-        if lora.get("enabled") is True and "target_modules" in lora and not raw_list(lora.get("target_modules")):
-            found.append((("lora", "target_modules"), f"name at least one of {', '.join(LORA_MODULES)}"))
-        if lora.get("lora_dirs") and lora.get("enabled") is not True:
-            found.append((("lora", "lora_dirs"), "is only used with lora.enabled: true"))
-        if data.get("kv_cache_quantization") == "fp8" and data.get("dtype") == "float32":
-            found.append((("kv_cache_quantization",), "fp8 KV cache needs dtype float16 or bfloat16"))
-        return found
-
-
-def engine_settings(data: dict[str, Any] | None) -> EngineSettings:
-    """Raw settings (YAML) -> EngineSettings, or SpecError listing every problem with its field path."""
-    from tritonforge.builders.trtllm_params import parse_params
-
-    return parse_params(data, EngineSettings)
-
 
 # ================================================================ plan
 
@@ -522,106 +380,3 @@ def build_engine(plan: EnginePlan, progress: Callable[[str], None] | None = None
     _write_json_atomic(plan.manifest_path, manifest)
     say(f"engine built: {plan.engine_dir}")
     return manifest
-
-
-# ================================================================ container compatibility
-
-
-_TAG = re.compile(r"(?:^|:)(\d{2}\.\d{2})(-[A-Za-z0-9.-]+)?$")
-_RELEASE = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
-
-
-def container_table() -> dict[str, dict[str, str]]:
-    """NGC tritonserver:<yy.mm>-trtllm-python-py3 -> its TensorRT-LLM and TensorRT versions (from the data file)."""
-    return templates()["containers"]["tags"]
-
-
-def _release(version: str) -> tuple[int, ...] | None:
-    """'0.17.0.post1' -> (0, 17, 0): post, rc and build suffixes are ignored (the engine format is the release's)."""
-    match = _RELEASE.match(str(version).strip().lstrip("v"))
-    return tuple(int(g) for g in match.groups()) if match else None
-
-
-def _parse_tag(container: str) -> tuple[str, str] | None:
-    match = _TAG.search(container.strip())
-    return (match.group(1), match.group(2) or "") if match else None
-
-
-def containers_shipping(tensorrt_llm_version: str) -> list[str]:
-    """The known container tags whose TensorRT-LLM has the same release as ``tensorrt_llm_version``."""
-    wanted = _release(tensorrt_llm_version)
-    return [tag for tag, row in container_table().items() if wanted and _release(row["tensorrt_llm"]) == wanted]
-
-
-def check_engine_manifest(
-    manifest: dict[str, Any], container_tag: str, *, compute_capability: str | None = None
-) -> list[str]:
-    """Problems serving this engine with ``tritonserver:<container_tag>`` (empty when none are known).
-
-    ``container_tag`` may be '24.12', '24.12-trtllm-python-py3' or a full image reference. ``compute_capability``
-    (e.g. '8.0') is the serving GPU's, when known: TensorRT engines only run on the GPU architecture they were
-    built for.
-    """
-    parsed = _parse_tag(container_tag)
-    if parsed is None:
-        return [f"cannot read a release from container tag {container_tag!r}: expected <yy.mm>-trtllm-python-py3"]
-    release, flavour = parsed
-    image = f"tritonserver:{release}-trtllm-python-py3"
-    if flavour and flavour != "-trtllm-python-py3":
-        return [f"tritonserver:{release}{flavour} has no TensorRT-LLM backend: serve TensorRT-LLM engines with {image}"]
-    problems: list[str] = []
-    table = container_table()
-    row = table.get(release)
-    built = str(manifest.get("tensorrt_llm_version") or "")
-    if not built:
-        problems.append("the engine manifest records no tensorrt_llm_version (was the engine built by tritonforge?)")
-    if row is None:
-        known = sorted(table)
-        problems.append(
-            f"no TensorRT-LLM version is known for {image} (known: {known[0]} to {known[-1]}): check that "
-            "release's notes before serving this engine with it"
-        )
-        return problems
-    if built and _release(built) != _release(row["tensorrt_llm"]):
-        same = containers_shipping(built)
-        hint = f" (images with TensorRT-LLM {built}: {', '.join(same)})" if same else ""
-        problems.append(
-            f"engine built with TensorRT-LLM {built} but {image} ships {row['tensorrt_llm']}: rebuild the engine or "
-            f"change the image{hint}"
-        )
-    trt = str(manifest.get("tensorrt_version") or "")
-    if trt and trt != "unknown" and _release(trt) and _release(trt) != _release(row["tensorrt"]):
-        problems.append(
-            f"engine built with TensorRT {trt} but {image} ships TensorRT {row['tensorrt']}: TensorRT refuses "
-            "engines serialized by another version; rebuild the engine or change the image"
-        )
-    cc = str(manifest.get("gpu_compute_capability") or "")
-    if cc and compute_capability and cc != compute_capability:
-        problems.append(
-            f"engine built on a GPU of compute capability {cc} but the serving GPU has {compute_capability}: "
-            "TensorRT engines are specific to the GPU architecture; rebuild on the serving GPU type"
-        )
-    minimum = (7, 5) if release >= "25.01" else (6, 0)  # release notes: 25.01+ support 7.5 and later, 24.xx 6.0
-    capability = _cc(cc) if cc else None
-    if capability is not None and capability < minimum:
-        problems.append(
-            f"{image} supports compute capability {minimum[0]}.{minimum[1]} and later; the engine's is {cc}"
-        )
-    return problems
-
-
-def _cc(value: str) -> tuple[int, int] | None:
-    match = re.match(r"^(\d+)\.(\d+)$", value.strip())
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def gpus_needed(settings: EngineSettings, gpu_device_ids: Sequence[Sequence[int]] | None) -> list[str]:
-    """tp × pp against the GPU ids each model instance is given (when given)."""
-    problems = []
-    for i, ids in enumerate(gpu_device_ids or []):
-        if len(ids) != settings.world_size:
-            problems.append(
-                f"gpu_device_ids instance {i} lists {len(ids)} GPU(s) but the engine needs tp_size {settings.tp_size} "
-                f"× pp_size {settings.pp_size} = {settings.world_size}"
-            )
-    return problems

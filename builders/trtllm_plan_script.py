@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritonforge.builders.trtllm_engine import MANIFEST_NAME
-from tritonforge.builders.trtllm_images import image_info
+from tritonforge.trtllm.images import image_info
 
 SCRIPT_NAME = "build_engines.sh"
 EXAMPLES_CANDIDATES = ("/app/examples", "/app/tensorrt_llm/examples")  # the NGC image's, then a source image's

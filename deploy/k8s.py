@@ -107,7 +107,7 @@ def _id_groups(text: str) -> list[list[int]]:
 
 def _parallel_sizes(repo: Path, parallel: dict[str, Any], name: str) -> dict[str, Any]:
     """A TensorRT-LLM model's record in tritonforge.json's `parallel` (tp_size, pp_size, runtime)."""
-    from tritonforge.builders.trtllm_engine import MANIFEST_NAME
+    from tritonforge.trtllm.compatibility import MANIFEST_NAME
 
     sizes = parallel.get(name)
     if sizes is None:  # not recorded (older build): the engine manifest shipped in the repository
@@ -570,7 +570,7 @@ def _gateway_values(name: str, options: DeployOptions) -> dict[str, Any]:
 
 
 def _example_image() -> str:
-    from tritonforge.builders.trtllm_engine import container_table
+    from tritonforge.trtllm.compatibility import container_table
 
     return f"nvcr.io/nvidia/tritonserver:{max(container_table())}-trtllm-python-py3"
 

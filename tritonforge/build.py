@@ -246,7 +246,7 @@ def _llm_set(
         info = ArtifactInfo(key, "hf-checkpoint (cpu engine)", "fp32", checkpoint_hash(checkpoint), None, None)
         return llm_model_set(key, model, "cpu", checkpoint, source_dir=spec.source_dir), info
     from tritonforge.builders.trtllm_engine import build_engine, plan_engine_build, read_architecture
-    from tritonforge.builders.trtllm_images import image_info
+    from tritonforge.trtllm.images import image_info
 
     info_ = image_info(spec.serving_image)
     engine_plan = plan_engine_build(

@@ -17,18 +17,18 @@ import yaml
 from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
 
-from tritonforge.builders.trtllm_engine import EngineSettings
-from tritonforge.builders.trtllm_images import default_image, image_info, runtime_problems
-from tritonforge.builders.trtllm_llmapi import LLMAPISettings, llm_args_problems
-from tritonforge.builders.trtllm_params import (
+from tritonforge.errors import Problem, SpecError
+from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
+from tritonforge.trtllm.engine_settings import EngineSettings
+from tritonforge.trtllm.images import default_image, image_info, runtime_problems
+from tritonforge.trtllm.llmapi import LLMAPISettings, llm_args_problems
+from tritonforge.trtllm.params import (
     BLSParams,
     LLMServing,
     PostprocessingParams,
     PreprocessingParams,
     TensorRTLLMParams,
 )
-from tritonforge.errors import Problem, SpecError
-from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 M = TypeVar("M")
@@ -570,7 +570,8 @@ def _image_problems(key: str, model: dict[str, Any], spec: dict[str, Any]) -> Fo
     tritonforge's CPU engine whatever the image)."""
     if model.get("kind") != "llm" or spec.get("target", "cpu") != "gpu":
         return []
-    image = spec.get("image") if isinstance(spec.get("image"), str) else default_image()
+    given = spec.get("image")
+    image: str = given if isinstance(given, str) else default_image()
     runtime = model.get("runtime", "llmapi")
     if runtime not in ("llmapi", "engine"):
         return []  # the field's own error covers it

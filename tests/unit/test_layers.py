@@ -109,3 +109,28 @@ def test_the_public_names_are_pinned(package: str) -> None:
     assert sorted(module.__all__) == sorted(PUBLIC[package])
     for name in module.__all__:
         assert getattr(module, name) is not None, f"{package}.{name} does not resolve"
+
+
+SPEC_LEVEL = ["tritonforge/spec.py", "tritonforge/spec_base.py", "tritonforge/errors.py", "tritonforge/config_io.py",
+              *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tritonforge" / "trtllm").glob("*.py"))]
+
+
+@pytest.mark.parametrize("module", SPEC_LEVEL)
+def test_the_spec_level_imports_no_builder_and_nothing_above_it(module: str) -> None:
+    above = ("tritonforge.builders", "tritonforge.ensembles", "tritonforge.build", "tritonforge.server",
+             "tritonforge.clients", "tritonforge.gateway", "tritonforge.bench", "tritonforge.deploy", "tritonforge.cli")
+    offenders = [name for name in _imports(ROOT / module) if name.startswith(above)]
+    assert not offenders, f"{module} imports {offenders}"
+
+
+MAX_LINES = 800
+
+
+def test_no_module_is_longer_than_one_sitting() -> None:
+    long = {
+        str(p.relative_to(ROOT)): n
+        for folder in (*SOURCES, "python_backends")
+        for p in (ROOT / folder).rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"modules over {MAX_LINES} lines: {long}"

@@ -370,7 +370,7 @@ def test_not_decoupled_answers_from_execute_and_refuses_streaming(folders: Path,
 
 def test_step_names_off_the_pattern_are_written_into_the_config() -> None:
     from tritonforge.builders.llm_gpu import LLMNames, gpu_llm_model_set
-    from tritonforge.builders.trtllm_params import BLSParams
+    from tritonforge.trtllm.params import BLSParams
 
     names = LLMNames(preprocessing="tok", tensorrt_llm="engine", postprocessing="detok", bls="bls")
     out = gpu_llm_model_set(names, engine_dir_in_container="/e", tokenizer_files={"tokenizer.json": b"{}"},

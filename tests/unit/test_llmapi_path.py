@@ -10,12 +10,12 @@ import pytest
 import yaml
 
 from tritonforge.build import build
-from tritonforge.builders.trtllm_images import default_image, image_info, newest_engine_image
-from tritonforge.builders.trtllm_llmapi import llm_arg_names, llmapi_data
-from tritonforge.builders.trtllm_params import required_parameter_keys
 from tritonforge.config_io import read_config
 from tritonforge.errors import SpecError
 from tritonforge.spec import parse_spec
+from tritonforge.trtllm.images import default_image, image_info, newest_engine_image
+from tritonforge.trtllm.llmapi import llm_arg_names, llmapi_data
+from tritonforge.trtllm.params import required_parameter_keys
 
 IMAGE_2607 = "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3"
 

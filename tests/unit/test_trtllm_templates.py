@@ -1,4 +1,4 @@
-"""The gpu LLM model set against TensorRT-LLM's own templates (kept as data in builders/data/trtllm_templates.json).
+"""The gpu LLM model set against TensorRT-LLM's own templates (kept as data in tritonforge/trtllm/data/trtllm_templates.json).
 
 Acceptance: the rendered set has upstream's model names, tensor names, data types, dims and parameter keys;
 nothing is rendered as ``${...}``; typed defaults are upstream's; bad combinations are refused with clear messages.
@@ -21,8 +21,11 @@ from tritonforge.builders.llm_gpu import (
     preprocessing_signature,
     tensorrt_llm_signature,
 )
-from tritonforge.builders.trtllm_engine import EngineSettings
-from tritonforge.builders.trtllm_params import (
+from tritonforge.config_io import model_config_pb2
+from tritonforge.errors import SpecError
+from tritonforge.repository import materialize
+from tritonforge.trtllm.engine_settings import EngineSettings
+from tritonforge.trtllm.params import (
     DATA_FILE,
     BLSParams,
     LLMServing,
@@ -37,9 +40,6 @@ from tritonforge.builders.trtllm_params import (
     templates,
     upstream_defaults,
 )
-from tritonforge.config_io import model_config_pb2
-from tritonforge.errors import SpecError
-from tritonforge.repository import materialize
 from tritonforge.validator import check_repository
 
 UPSTREAM_NAMES = ("preprocessing", "tensorrt_llm", "postprocessing", "ensemble", "tensorrt_llm_bls")

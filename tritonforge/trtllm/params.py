@@ -1,6 +1,6 @@
 """Typed settings for TensorRT-LLM's Triton model set (preprocessing, tensorrt_llm, postprocessing, BLS).
 
-Every parameter key of the upstream templates (``builders/data/trtllm_templates.json``, derived from
+Every parameter key of the upstream templates (``tritonforge/trtllm/data/trtllm_templates.json``, derived from
 NVIDIA/TensorRT-LLM ``triton_backend/all_models/inflight_batcher_llm``) is a typed field here, named after the key
 (the fill_template.py variable is accepted as an alias where it differs: ``engine_dir`` for ``gpt_model_path``,
 ``batching_strategy`` for ``gpt_model_type``). Defaults are upstream's documented defaults; a field whose upstream

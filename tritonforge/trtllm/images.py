@@ -3,8 +3,8 @@
 The image decides the LLM path: TensorRT-LLM removed its TensorRT engine backend (``trtllm-build``, the C++
 ``tensorrtllm`` Triton backend, ``inflight_batcher_llm``) in July 2026, so only images up to 26.07 (TensorRT-LLM
 1.2.x) can serve the engine path; every image serves the LLM API path. The table is data
-(``builders/data/trtllm_templates.json`` ``containers``: TensorRT-LLM and TensorRT per tag, whether the image ships the
-``tensorrtllm`` backend, where its TensorRT-LLM examples live, and how each row was verified).
+(``tritonforge/trtllm/data/trtllm_templates.json`` ``containers``: TensorRT-LLM and TensorRT per tag, whether the
+image ships the ``tensorrtllm`` backend, where its TensorRT-LLM examples live, and how each row was verified).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tritonforge.builders.trtllm_params import templates
+from tritonforge.trtllm.params import templates
 
 REPOSITORY = "nvcr.io/nvidia/tritonserver"
 FLAVOUR = "-trtllm-python-py3"

@@ -5,7 +5,7 @@ model ``triton_backend/all_models/llmapi/tensorrt_llm``: its ``1/model.yaml`` ho
 keyword arguments (``model``, ``backend: pytorch``, parallel sizes, KV cache, LoRA, ...) plus a ``triton_config``
 section; no engine is built. Its tensors are ``text_input``, ``streaming``, ``sampling_param_*`` (mapped by name onto
 ``SamplingParams``), ``return_*``, ``stop`` and ``lora_id``/``lora_name``/``lora_path`` → ``text_output``,
-``finish_reason``, ... (``builders/data/trtllm_llmapi.json``, with the upstream commit they were read at).
+``finish_reason``, ... (``tritonforge/trtllm/data/trtllm_llmapi.json``, with the upstream commit they were read at).
 
 Three deliberate differences from upstream's files, all so that one `llm` ensemble contract serves every path:
 
