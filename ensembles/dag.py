@@ -20,6 +20,7 @@ from typing import Any
 from tritonforge.builders.model_configs import TensorSpec, add_io
 from tritonforge.config_io import model_config_pb2
 from tritonforge.errors import Problem, ValidationError
+from tritonforge.validation import ensemble_rules as rules
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,6 @@ class ModelIO:
         )
 
 
-def _shape(dims: Sequence[int]) -> str:
-    return "[" + ",".join(str(d) for d in dims) + "]"
-
-
-def _dims_match(a: Sequence[int], b: Sequence[int]) -> bool:
-    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b, strict=True))
-
-
 @dataclass
 class _Tensor:
     data_type: str
@@ -92,32 +85,25 @@ class Ensemble:
         self._steps: list[_Step] = []
 
     # -- errors -------------------------------------------------------------
-    def _fail(self, message: str) -> None:
-        raise ValidationError([Problem(f"ensemble {self.name}", message)])
+    def _fail(self, message: str | None) -> None:
+        """Raise a rule's message (the rules are the validator's: one copy, Triton's words); None: it held."""
+        if message is not None:
+            raise ValidationError([Problem(f"ensemble {self.name}", message)])
 
     def _agree(self, tensor: str, data_type: str, dims: Sequence[int], batching: bool, source: str) -> None:
         """R60/R61: a tensor's dtype and shape must agree wherever it appears (-1 is a wildcard)."""
         known = self._tensors[tensor]
-        if known.data_type != data_type:
-            self._fail(
-                f"in ensemble {self.name}, ensemble tensor {tensor}: inconsistent data type: {known.data_type} "
-                f"is inferred from model {known.source} while {data_type} is inferred from model {source}"
-            )
+        prefix = rules.tensor_prefix(self.name, tensor)
+        self._fail(rules.inconsistent_type(prefix, known.data_type, known.source, data_type, source))
         full_known = ((-1,) if known.batching else ()) + known.dims
         full_new = ((-1,) if batching else ()) + tuple(dims)
-        if not (_dims_match(known.dims, dims) or _dims_match(full_known, full_new)):
-            self._fail(
-                f"in ensemble {self.name}, ensemble tensor {tensor}: inconsistent shape: {_shape(full_known)} "
-                f"is inferred from model {known.source} while {_shape(full_new)} is inferred from model {source}"
-            )
+        self._fail(rules.inconsistent_shape(prefix, (known.dims, full_known, known.source), (dims, full_new, source)))
 
-    def _single_origin(self, origins: set[int | None], who: str) -> int | None:
+    def _single_origin(self, origins: set[int | None], model: str) -> int | None:
         """R62: a step (and the ensemble's outputs, which Triton treats as one more step) may not join tensors that
         come from different decoupled producers, or from a decoupled and a non-decoupled branch."""
         if len(origins) > 1:
-            self._fail(
-                f"in ensemble {self.name}, step of {who} receives inputs originated from different decoupled models"
-            )
+            self._fail(rules.mixed_decoupled(self.name, model))
         return next(iter(origins), None)
 
     # -- building -----------------------------------------------------------
@@ -131,18 +117,11 @@ class Ensemble:
     def step(self, model: ModelIO, *, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> Ensemble:
         """Add a member model; `inputs`/`outputs` map the model's tensor names to ensemble tensor names."""
         index = len(self._steps)
-        if model.max_batch_size != 0 and model.max_batch_size < self.max_batch_size:
-            self._fail(
-                f"ensemble {self.name} allows maximum batch size {self.max_batch_size}, but it contains model "
-                f"{model.name} which only allows maximum batch size to be {model.max_batch_size}"
-            )
+        self._fail(rules.batch_size_too_small(self.name, self.max_batch_size, model.name, model.max_batch_size))
         batching = model.max_batch_size > 0
         for key, tensor in inputs.items():
             if key not in model.inputs:
-                self._fail(
-                    f"in ensemble {self.name}, ensemble tensor {tensor} is mapping to non-existing input "
-                    f"{key} in model {model.name}"
-                )
+                self._fail(rules.non_existing_input(self.name, tensor, key, model.name))
             if tensor not in self._tensors:
                 known = ", ".join(sorted(self._tensors)) or "none yet"
                 self._fail(
@@ -159,21 +138,13 @@ class Ensemble:
             )
         for key, spec in model.inputs.items():
             if key not in inputs and not spec.optional:
-                self._fail(
-                    f"in ensemble {self.name}, input {key} in model {model.name} is not mapped to any ensemble tensors"
-                )
+                self._fail(rules.unmapped_input(self.name, key, model.name))
         for key, tensor in outputs.items():
             if key not in model.outputs:
-                self._fail(
-                    f"in ensemble {self.name}, ensemble tensor {tensor} is mapped from non-existing output "
-                    f"{key} in model {model.name}"
-                )
+                self._fail(rules.non_existing_output(self.name, tensor, key, model.name))
             if tensor in self._tensors:
-                self._fail(
-                    f"ensemble tensor '{tensor}' can appear in an output map only once for ensemble "
-                    f"'{self.name}' step {index}"
-                )
-        origin = self._single_origin({self._tensors[t].origin for t in inputs.values()}, f"model '{model.name}'")
+                self._fail(rules.output_mapped_twice(self.name, tensor, index))
+        origin = self._single_origin({self._tensors[t].origin for t in inputs.values()}, model.name)
         # all checks passed: record the step
         for tensor in inputs.values():
             self._tensors[tensor].consumers.append(index)
@@ -187,24 +158,24 @@ class Ensemble:
     def output(self, name: str) -> Ensemble:
         """Expose an ensemble tensor as an output; its type and shape come from the step that produces it."""
         if name not in self._tensors or self._tensors[name].producer is None:
-            self._fail(f"ensemble output '{name}' for ensemble {self.name}' is not used")
+            self._fail(rules.unused_output(self.name, name))
         t = self._tensors[name]
         self._outputs.append(TensorSpec(name, t.data_type, t.dims))
         return self
 
     # -- rendering ----------------------------------------------------------
     def _check_complete(self) -> None:
-        self._single_origin({self._tensors[o.name].origin for o in self._outputs}, f"model '{self.name}'")
+        self._single_origin({self._tensors[o.name].origin for o in self._outputs}, self.name)
         problems = []
         for spec in self._inputs:
             if not self._tensors[spec.name].consumers:
-                problems.append(f"ensemble input '{spec.name}' for ensemble {self.name}' is not used")
+                problems.append(rules.unused_input(self.name, spec.name))
         exposed = {o.name for o in self._outputs}
         for name, t in self._tensors.items():
             if t.producer is not None and not t.consumers and name not in exposed:
-                problems.append(f"ensemble tensor '{name}' is unused in ensemble '{self.name}'")
+                problems.append(rules.unused_tensor(self.name, name))
         if not self._steps:
-            problems.append(f"must specify 'step' for ensemble '{self.name}'")
+            problems.append(rules.no_steps(self.name))
         if problems:
             raise ValidationError([Problem(f"ensemble {self.name}", p) for p in problems])
 

@@ -1,7 +1,8 @@
 """The deployment spec: YAML in, typed immutable objects out.
 
 Every problem is reported at once with its field path, e.g.
-``models.embedder.dynamic_batching.preferred_batch_sizes[1]: 72 is larger than max_batch_size 64``.
+``models.embedder.dynamic_batching.preferred_batch_sizes[1]: dynamic batching preferred size must be <= max batch size
+(72 > max_batch_size 64)``.
 Pydantic checks types and ranges per field. The cross-field rules (the ones Triton enforces at load time) read
 the raw data in wrap validators, so they are reported together with the field errors of the same object
 instead of being skipped when a neighbouring field is wrong.
@@ -29,6 +30,7 @@ from tritonforge.trtllm.params import (
     PreprocessingParams,
     TensorRTLLMParams,
 )
+from tritonforge.validation.batching_rules import dynamic_batching_problems
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 M = TypeVar("M")
@@ -60,32 +62,31 @@ class DynamicBatching(Checked):
 
     @classmethod
     def _cross(cls, data: dict[str, Any]) -> Found:
-        found: Found = []
+        """Triton's rules (the validator's own copy, in Triton's words), then one of tritonforge's: priority
+        settings without priority_levels would be ignored silently."""
         levels = raw_int(data.get("priority_levels")) or 0
         default_level = raw_int(data.get("default_priority_level")) or 0
         policies = raw_dict(data.get("priority_queue_policy"))
-        if levels:
-            if not 1 <= default_level <= levels:
-                found.append((("default_priority_level",), f"{default_level} is outside [1, {levels}]"))
-            for key in policies:
-                level = raw_int(key)
-                if level is not None and level > levels:
-                    found.append((("priority_queue_policy", key), f"priority level {level} is outside [1, {levels}]"))
-        elif default_level or policies:
+        named = [data.get("default_queue_policy"), *policies.values()]
+        delays = any(
+            raw_dict(p).get("timeout_action") == "delay" and raw_int(raw_dict(p).get("default_timeout_microseconds"))
+            for p in named
+        )
+        problems = dynamic_batching_problems(
+            None,
+            max_batch_size=None,  # Serving checks preferred sizes against its max_batch_size
+            preferred_batch_sizes=[],  # the field's own type (positive ints) covers R28's first half
+            priority_levels=levels,
+            default_priority_level=default_level,
+            policy_levels=[level for level in (raw_int(k) for k in policies) if level is not None],
+            preserve_ordering=data.get("preserve_ordering") is True,
+            delays_on_timeout=delays,
+        )
+        found: Found = [((field,), message) for field, message in problems]
+        if not levels and (default_level or policies):
             found.append(
                 (("priority_levels",), "must be set (> 0) to use default_priority_level or priority_queue_policy")
             )
-        if data.get("preserve_ordering") is True:
-            if levels > 1:
-                found.append(
-                    (("preserve_ordering",), "only one priority level is allowed when preserve_ordering is true")
-                )
-            named: list[tuple[tuple[str, ...], Any]] = [(("default_queue_policy",), data.get("default_queue_policy"))]
-            named += [(("priority_queue_policy", k), v) for k, v in policies.items()]
-            for loc, pol in named:
-                pol = raw_dict(pol)
-                if pol.get("timeout_action") == "delay" and raw_int(pol.get("default_timeout_microseconds")):
-                    found.append(((*loc, "timeout_action"), "'delay' is not allowed when preserve_ordering is true"))
         return found
 
 
@@ -185,11 +186,14 @@ class Serving(Checked):
         mbs = raw_int(data.get("max_batch_size", 64))
         if mbs is not None and mbs >= 0:
             sizes = raw_list(raw_dict(data.get("dynamic_batching")).get("preferred_batch_sizes"))
-            for i, size in enumerate(sizes):
-                if (n := raw_int(size)) is not None and n > mbs:
-                    found.append(
-                        (("dynamic_batching", "preferred_batch_sizes", i), f"{n} is larger than max_batch_size {mbs}")
-                    )
+            for i, size in enumerate(sizes):  # R28, the validator's copy: Triton's words, then the values
+                if (n := raw_int(size)) is not None and n > 0:
+                    for _field, message in dynamic_batching_problems(
+                        None, max_batch_size=mbs, preferred_batch_sizes=[n], priority_levels=0,
+                        default_priority_level=0, policy_levels=[], preserve_ordering=False, delays_on_timeout=False,
+                    ):
+                        where = ("dynamic_batching", "preferred_batch_sizes", i)
+                        found.append((where, f"{message} ({n} > max_batch_size {mbs})"))
             for i, w in enumerate(raw_list(data.get("warmup"))):
                 if (n := raw_int(raw_dict(w).get("batch_size"))) is not None and n > max(mbs, 1):
                     found.append((("warmup", i, "batch_size"), f"{n} is larger than max_batch_size {mbs}"))

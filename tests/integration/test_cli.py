@@ -47,7 +47,7 @@ def test_build_with_a_bad_spec_lists_every_problem(tmp_path: Path) -> None:
     )
     result = run("build", str(spec), "-o", str(tmp_path / "repo"))
     assert result.returncode == 1
-    assert "m.dynamic_batching.preferred_batch_sizes[1]: 16 is larger than max_batch_size 8" in result.stdout
+    assert "m.dynamic_batching.preferred_batch_sizes[1]: dynamic batching preferred size must be <= max batch size (16 > max_batch_size 8)" in result.stdout
     assert "models.m.instance_groups[0].count: 0" in result.stdout
     assert not (tmp_path / "repo").exists()
 

@@ -39,7 +39,7 @@ def test_preferred_batch_size_over_max_names_the_field() -> None:
     data = _base()
     data["models"]["minilm"]["dynamic_batching"]["preferred_batch_sizes"] = [16, 72]
     assert _problems(data) == [
-        "models.minilm.dynamic_batching.preferred_batch_sizes[1]: 72 is larger than max_batch_size 64"
+        "models.minilm.dynamic_batching.preferred_batch_sizes[1]: dynamic batching preferred size must be <= max batch size (72 > max_batch_size 64)"
     ]
 
 
@@ -64,8 +64,8 @@ def test_every_problem_is_reported_at_once() -> None:
     )
     assert any(p.startswith("models.minilm.tokenizer.max_batch_size: -1") for p in problems)
     assert "models.minilm.bogus: unknown field" in problems
-    assert "models.second.dynamic_batching.preferred_batch_sizes[0]: 16 is larger than max_batch_size 8" in problems
-    assert "models.minilm.dynamic_batching.preferred_batch_sizes[1]: 72 is larger than max_batch_size 64" in problems
+    assert "models.second.dynamic_batching.preferred_batch_sizes[0]: dynamic batching preferred size must be <= max batch size (16 > max_batch_size 8)" in problems
+    assert "models.minilm.dynamic_batching.preferred_batch_sizes[1]: dynamic batching preferred size must be <= max batch size (72 > max_batch_size 64)" in problems
     assert len(problems) == 5
 
 
@@ -74,18 +74,18 @@ def test_every_problem_is_reported_at_once() -> None:
     [
         (
             {"priority_levels": 2, "default_priority_level": 3},
-            "models.minilm.dynamic_batching.default_priority_level: 3 is outside [1, 2]",
+            "models.minilm.dynamic_batching.default_priority_level: default priority level must be in range [1, 2]",
         ),
         (
             {"priority_levels": 2, "default_priority_level": 1, "preserve_ordering": True},
-            "models.minilm.dynamic_batching.preserve_ordering: only one priority level is allowed when preserve_ordering is true",
+            "models.minilm.dynamic_batching.preserve_ordering: Only one priority level is allowed when 'preserve_ordering' is true",
         ),
         (
             {
                 "preserve_ordering": True,
                 "default_queue_policy": {"timeout_action": "delay", "default_timeout_microseconds": 10},
             },
-            "models.minilm.dynamic_batching.default_queue_policy.timeout_action: 'delay' is not allowed when preserve_ordering is true",
+            "models.minilm.dynamic_batching.preserve_ordering: Queue policy can not have DELAY as timeout action when 'preserve_ordering' is true",
         ),
         (
             {"default_priority_level": 1},

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tritonforge.config_io import model_config_pb2
+from tritonforge.validation import ensemble_rules as rules
+from tritonforge.validation.batching_rules import dynamic_batching_problems
 from tritonforge.validation.common import _BACKEND_TYPE, _CORRID_TYPES, _PLATFORM_TYPE, ENSEMBLE, WILDCARD
 
 if TYPE_CHECKING:
@@ -65,29 +67,20 @@ def _platform_rules(config: ModelConfig) -> list[str]:
 def _dynamic_batching_rules(config: ModelConfig) -> list[str]:
     if not config.HasField("dynamic_batching"):
         return []
-    name, batching = config.name, config.dynamic_batching
-    found: list[str] = []
-    for size in batching.preferred_batch_size:  # R28
-        if size <= 0:
-            found.append(f"dynamic batching preferred size must be positive for {name}")
-        elif size > config.max_batch_size:
-            found.append(f"dynamic batching preferred size must be <= max batch size for {name}")
-    levels = batching.priority_levels
-    if levels != 0:  # R29
-        if not 1 <= batching.default_priority_level <= levels:
-            found.append(f"default priority level must be in range [1, {levels}] for {name}")
-        if any(not 1 <= level <= levels for level in batching.priority_queue_policy):
-            found.append(f"priority queue policy must have priority level in range [1, {levels}] for {name}")
-    if batching.preserve_ordering:  # R30
-        if levels > 1:
-            found.append(f"Only one priority level is allowed when 'preserve_ordering' is true for {name}")
-        delay = model_config_pb2().ModelQueuePolicy.DELAY
-        policies = [batching.default_queue_policy, *batching.priority_queue_policy.values()]
-        if any(p.default_timeout_microseconds != 0 and p.timeout_action == delay for p in policies):
-            found.append(
-                f"Queue policy can not have DELAY as timeout action when 'preserve_ordering' is true for {name}"
-            )
-    return found
+    batching = config.dynamic_batching
+    delay = model_config_pb2().ModelQueuePolicy.DELAY
+    policies = [batching.default_queue_policy, *batching.priority_queue_policy.values()]
+    problems = dynamic_batching_problems(
+        config.name,
+        max_batch_size=config.max_batch_size,
+        preferred_batch_sizes=batching.preferred_batch_size,
+        priority_levels=batching.priority_levels,
+        default_priority_level=batching.default_priority_level,
+        policy_levels=batching.priority_queue_policy,
+        preserve_ordering=batching.preserve_ordering,
+        delays_on_timeout=any(p.default_timeout_microseconds != 0 and p.timeout_action == delay for p in policies),
+    )
+    return [message for _field, message in problems]
 
 
 def _sequence_batching_rules(config: ModelConfig) -> list[str]:
@@ -213,7 +206,7 @@ def _ensemble_scheduling_rules(config: ModelConfig) -> list[str]:
     if config.model_warmup:
         found.append(f"model_warmup can not be specified for ensemble '{name}'")
     if not config.ensemble_scheduling.step:  # R48
-        return [*found, f"must specify 'step' for ensemble '{name}'"]
+        return [*found, rules.no_steps(name)]
     tensors, graph_errors = _build_ensemble_graph(config)
     if graph_errors:
         return found + graph_errors
@@ -246,10 +239,7 @@ def _build_ensemble_graph(config: ModelConfig) -> tuple[dict[str, _FlowTensor], 
             if node is None:
                 node = tensors[tensor] = _FlowTensor(tensor, is_output=True)
             elif node.is_output:  # R49
-                found.append(
-                    f"ensemble tensor '{tensor}' can appear in an output map only once for ensemble '{name}' "
-                    f"step {index}"
-                )
+                found.append(rules.output_mapped_twice(name, tensor, index))
             else:
                 node.is_output = True
             produced.append(node)
@@ -269,7 +259,7 @@ def _ensemble_data_flow_rules(config: ModelConfig, tensors: dict[str, _FlowTenso
     for tensor in config.input:
         node = tensors.get(tensor.name)
         if node is None:
-            found.append(f"ensemble input '{tensor.name}' for ensemble {name}' is not used")
+            found.append(rules.unused_input(name, tensor.name))
             continue
         node.ready = True
         queue.append(node)
@@ -282,7 +272,7 @@ def _ensemble_data_flow_rules(config: ModelConfig, tensors: dict[str, _FlowTenso
     for tensor in config.output:
         node = tensors.get(tensor.name)
         if node is None:
-            found.append(f"ensemble output '{tensor.name}' for ensemble {name}' is not used")
+            found.append(rules.unused_output(name, tensor.name))
         elif not node.ready:
             found.append(_not_written_message(name, node))
     flow_broken = bool(found)
@@ -290,7 +280,7 @@ def _ensemble_data_flow_rules(config: ModelConfig, tensors: dict[str, _FlowTenso
         if tensor_name in outputs:
             continue
         if (node.ready and not node.next) or (not node.ready and not flow_broken):
-            found.append(f"ensemble tensor '{tensor_name}' is unused in ensemble '{name}'")
+            found.append(rules.unused_tensor(name, tensor_name))
     return found
 
 

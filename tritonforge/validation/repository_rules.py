@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tritonforge.config_io import model_config_pb2
+from tritonforge.validation import ensemble_rules as rules
 from tritonforge.validation.common import WILDCARD, _Model
 from tritonforge.validation.config_rules import _decoupled_cache_message
 
@@ -142,28 +143,12 @@ class _TensorNode:
         return cls(model, dtype, dims, ((WILDCARD,) if batching else ()) + dims)
 
 
-def _dims_match(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    return len(a) == len(b) and all(x == y or WILDCARD in (x, y) for x, y in zip(a, b, strict=True))
-
-
-def _dims_str(dims: Iterable[int]) -> str:
-    return "[" + ",".join(str(d) for d in dims) + "]"
-
-
 def _consistency(lhs: _TensorNode, rhs: _TensorNode, prefix: str) -> str | None:
     """R60/R61: dtype equal; shapes equal with -1 wildcards, or equal once the batch dim is added."""
-    if lhs.dtype != rhs.dtype:
-        name = model_config_pb2().DataType.Name
-        return (
-            f"{prefix}inconsistent data type: {name(lhs.dtype)} is inferred from model {lhs.model} while "
-            f"{name(rhs.dtype)} is inferred from model {rhs.model}"
-        )
-    if not _dims_match(lhs.dims, rhs.dims) and not _dims_match(lhs.full_dims, rhs.full_dims):
-        return (
-            f"{prefix}inconsistent shape: {_dims_str(lhs.full_dims)} is inferred from model {lhs.model} while "
-            f"{_dims_str(rhs.full_dims)} is inferred from model {rhs.model}"
-        )
-    return None
+    name = model_config_pb2().DataType.Name
+    return rules.inconsistent_type(prefix, name(lhs.dtype), lhs.model, name(rhs.dtype), rhs.model) or (
+        rules.inconsistent_shape(prefix, (lhs.dims, lhs.full_dims, lhs.model), (rhs.dims, rhs.full_dims, rhs.model))
+    )
 
 
 def _ensemble_cross_rules(
@@ -184,11 +169,9 @@ def _ensemble_cross_rules(
     errors: list[str] = []
     for step in config.ensemble_scheduling.step:
         model = composing[step.model_name]
-        if model.max_batch_size != 0 and model.max_batch_size < config.max_batch_size:  # R57
-            errors.append(
-                f"ensemble {ensemble} allows maximum batch size {config.max_batch_size}, but it contains model "
-                f"{step.model_name} which only allows maximum batch size to be {model.max_batch_size}"
-            )
+        too_small = rules.batch_size_too_small(ensemble, config.max_batch_size, step.model_name, model.max_batch_size)
+        if too_small:
+            errors.append(too_small)
         errors += _tensor_mapping_rules(ensemble, step, model, decoupled.get(step.model_name, False), tensors)
     if errors:
         return errors, False
@@ -204,7 +187,7 @@ def _tensor_mapping_rules(
     inputs = {t.name: t for t in model.input}
     outputs = {t.name: t for t in model.output}
     errors = [
-        f"{prefix}{tensor} is mapping to non-existing input {key} in model {name}"
+        rules.non_existing_input(ensemble, tensor, key, name)
         for key, tensor in sorted(step.input_map.items())
         if key not in inputs
     ]
@@ -212,15 +195,12 @@ def _tensor_mapping_rules(
         tensor = step.input_map.get(model_input.name)
         if tensor is None:
             if not model_input.optional:
-                errors.append(
-                    f"in ensemble {ensemble}, input {model_input.name} in model {name} is not mapped to any ensemble "
-                    "tensors"
-                )
+                errors.append(rules.unmapped_input(ensemble, model_input.name, name))
             continue
         node = _TensorNode.inferred(name, batching, model_input.data_type, model_input.dims)
         errors += _register(tensors, tensor, node, f"{prefix}{tensor}: ")
     errors += [
-        f"{prefix}{tensor} is mapped from non-existing output {key} in model {name}"
+        rules.non_existing_output(ensemble, tensor, key, name)
         for key, tensor in sorted(step.output_map.items())
         if key not in outputs
     ]
@@ -267,10 +247,7 @@ def _decoupled_flow_rules(config: ModelConfig, tensors: dict[str, _TensorNode]) 
                 continue
             label = nxt.prev[0].label
             if any(p.label != label for p in nxt.prev):
-                return [
-                    f"in ensemble {config.name}, step of model '{nxt.model}' receives inputs originated from "
-                    "different decoupled models"
-                ], False
+                return [rules.mixed_decoupled(config.name, nxt.model)], False
             if nxt.sibling is not None and nxt.sibling.visited:
                 nxt.label = nxt.sibling.label
             else:
