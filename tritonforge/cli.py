@@ -414,6 +414,30 @@ def _gateway_setup(
 
 
 @app.command()
+def quality(
+    url: Annotated[str, typer.Option(help="Triton gRPC host:port serving the rag repository")] = "127.0.0.1:8001",
+    questions: Annotated[Path, typer.Option(help="labelled questions (JSONL: id, question, passage, key_fact)")] = Path(
+        "examples/data/questions.jsonl"
+    ),
+    max_tokens: Annotated[int, typer.Option(help="answer length for the rag ensemble")] = 48,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures and every answer here")] = None,
+) -> None:
+    """Measure a served RAG repository: search recall@k (with and without reranking), rag answers that contain the
+    key fact and cite the right passage."""
+    from tritonforge.quality import evaluate, load_questions, report_table
+
+    try:
+        with err_console.status("asking the question set…"):
+            report = evaluate(url, load_questions(questions), max_tokens=max_tokens)
+    except TritonForgeError as err:
+        err_console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(1) from None
+    console.print(report_table(report))
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+
+
+@app.command()
 def gateway(
     triton: Annotated[str, typer.Option("--triton", help="Triton gRPC endpoint host:port")] = "127.0.0.1:8001",
     port: Annotated[int, typer.Option(help="HTTP port of the gateway")] = 9000,
