@@ -152,11 +152,14 @@ def report_table(report: QualityReport) -> Any:
             target = f">= {TARGETS[key]}" if name == "search" and key in TARGETS else "-"
             ok = met[key] if name == "search" and key in met else None
             table.add_row(f"{name} {key}", f"{value:.3f}", target, "-" if ok is None else ("yes" if ok else "no"))
-    for label, value, key in (("rag answers with the key fact", report.key_fact, "key_fact"),
-                              ("rag answers citing the right passage", report.cites_passage, None),
-                              ("rag prompts that held the right passage", report.passage_given, None)):
-        if value is not None:
-            ok = met.get(key) if key else None
-            table.add_row(label, f"{value:.3f}", f">= {TARGETS[key]}" if key else "-",
-                          "-" if ok is None else ("yes" if ok else "no"))
+    rows: list[tuple[str, float | None, str | None]] = [
+        ("rag answers with the key fact", report.key_fact, "key_fact"),
+        ("rag answers citing the right passage", report.cites_passage, None),
+        ("rag prompts that held the right passage", report.passage_given, None),
+    ]
+    for label, share, target_key in rows:
+        if share is not None:
+            passed = met.get(target_key) if target_key else None
+            table.add_row(label, f"{share:.3f}", f">= {TARGETS[target_key]}" if target_key else "-",
+                          "-" if passed is None else ("yes" if passed else "no"))
     return table
