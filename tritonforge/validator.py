@@ -34,6 +34,7 @@ from tritonforge.validation.model_dir_rules import (
     _label_file_rules,
     _model_file_rules,
     _python_env_rules,
+    _runtime_rules,
     _sequence_state_rules,
     _versions_to_load,
     _warmup_rules,
@@ -168,6 +169,7 @@ def _check_model(config: ModelConfig, model_dir: Path | None, repo: Path | None,
             f"at least one version must be available under the version policy of model '{config.name}'{hint}"
         )
     found.load += _instance_group_rules(config, gpus)
+    found.load += _runtime_rules(config)
     found.load += _label_file_rules(config, model_dir)
     found.load += _sequence_state_rules(config, model_dir)
     found.load += _python_env_rules(config, model_dir)

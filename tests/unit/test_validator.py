@@ -770,3 +770,23 @@ def test_derived_decoupled_flag_propagates_to_an_outer_ensemble(repo: Path) -> N
     _write(repo, "outer", _ensemble("outer", *STREAM_IO, [("ens", {"TEXT": "TEXT"}, {"OUT": "OUT"})], extra=CACHE))
     assert _messages(repo, "ens") == []
     assert _messages(repo, "outer") == [_cache_message("outer")]
+
+
+@pytest.mark.parametrize(
+    ("runtime", "escapes"),
+    [("libtriton_identity.so", False), ("sub/libx.so", False), ("../x/libtriton_identity.so", True),
+     ("../../../../tmp/evil.so", True), ("/usr/lib/libevil.so", True), ("./libtriton_identity.so", False)],
+)
+def test_a_runtime_may_not_leave_its_backend_directory(tmp_path: Path, runtime: str, escapes: bool) -> None:
+    from tritonforge.validator import check_repository
+
+    model = tmp_path / "repo" / "m"
+    (model / "1").mkdir(parents=True)
+    (model / "config.pbtxt").write_text(
+        f'name: "m"\nbackend: "identity"\nruntime: "{runtime}"\nmax_batch_size: 0\n'
+        'input { name: "IN" data_type: TYPE_FP32 dims: 1 }\noutput { name: "OUT" data_type: TYPE_FP32 dims: 1 }\n'
+    )
+    messages = [p.message for p in check_repository(tmp_path / "repo")]
+    expected = (f"backend library name '{runtime}' escapes backend directory '/opt/tritonserver/backends/identity', "
+                "for model 'm', check model config runtime field")
+    assert (expected in messages) == escapes, messages
