@@ -15,6 +15,7 @@ from tritonforge import python_backends
 from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
 from tritonforge.ensembles.dag import ModelIO
 from tritonforge.ensembles.embed import embed_ensemble
+from tritonforge.naming import embedding_names
 from tritonforge.repository import FileContent
 from tritonforge.spec import EmbeddingModel
 
@@ -39,7 +40,8 @@ def pad_id(tokenizer_files: dict[str, Path]) -> int:
 
 def embedding_model_set(key: str, model: EmbeddingModel, target: Target, artifact: Any) -> ModelSet:
     """Render the three models of one embedding service."""
-    tok_name, enc_name = f"{key}_tokenizer", f"{key}_encoder"
+    names = embedding_names(key, ensemble=model.ensemble)
+    tok_name, enc_name = names.tokenizer, names.encoder
     ids = tuple(TensorSpec(n, "TYPE_INT64", (-1,)) for n in artifact.input_names)
     extras = (TensorSpec("NUM_TOKENS", "TYPE_INT32", (1,)), TensorSpec("TRUNCATED", "TYPE_BOOL", (1,)))
     tokenizer_files = {n: p for n, p in artifact.tokenizer_files.items() if n in TOKENIZER_FILES}
@@ -70,7 +72,7 @@ def embedding_model_set(key: str, model: EmbeddingModel, target: Target, artifac
         target=target,
         backend="onnxruntime" if target == "gpu" else "python",
     )
-    ens_cfg = embed_ensemble(model.ensemble, ModelIO.from_config(tok_cfg), ModelIO.from_config(enc_cfg))
+    ens_cfg = embed_ensemble(names.ensemble, ModelIO.from_config(tok_cfg), ModelIO.from_config(enc_cfg))
 
     return tokenizer_encoder_set(
         target, (tok_cfg, "tokenizer"), tokenizer_files, enc_cfg, artifact, ens_cfg, notes + enc_notes

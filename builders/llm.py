@@ -11,12 +11,13 @@ import fnmatch
 from pathlib import Path
 from typing import Any
 
-from tritonforge import python_backends
+from tritonforge import naming, python_backends
 from tritonforge.builders import lora
-from tritonforge.builders.llm_gpu import LLMNames, gpu_llm_model_set, tensorrt_llm_signature
+from tritonforge.builders.llm_gpu import gpu_llm_model_set, tensorrt_llm_signature
 from tritonforge.builders.model_configs import ModelSet, Signature, Target, render_model
 from tritonforge.config_io import model_config_pb2
 from tritonforge.errors import BuildError
+from tritonforge.naming import LLMNames
 from tritonforge.repository import FileContent
 from tritonforge.spec import DynamicBatching, InstanceGroup, LLMModel, Serving
 
@@ -46,9 +47,7 @@ LORA_TASK_ID_TENSOR = "_LORA_TASK_ID"  # the ensemble's internal tensor between 
 
 
 def llm_names(key: str, model: LLMModel) -> LLMNames:
-    if model.model_names == "prefixed":
-        return LLMNames.prefixed(key, ensemble=model.ensemble)
-    return LLMNames(ensemble=model.ensemble)
+    return naming.llm_names(key, prefixed=model.model_names == "prefixed", ensemble=model.ensemble)
 
 
 def _files(

@@ -23,6 +23,7 @@ from tritonforge import python_backends
 from tritonforge.builders.model_configs import ModelSet, Signature, TensorSpec, add_io, render_model
 from tritonforge.config_io import model_config_pb2
 from tritonforge.errors import Problem, SpecError
+from tritonforge.naming import LLMNames
 from tritonforge.repository import FileContent
 from tritonforge.spec import DynamicBatching, InstanceGroup, QueuePolicy, Serving
 from tritonforge.trtllm.params import (
@@ -38,34 +39,6 @@ from tritonforge.trtllm.params import (
 TOKENIZER_FOLDER = "tokenizer"  # inside a model's version folder
 # python-backend sources for the python models, by role (python_backends.source names)
 PYTHON_SOURCES = {"preprocessing": "llm_preprocessing", "postprocessing": "llm_postprocessing", "bls": "llm_bls"}
-
-
-@dataclass(frozen=True)
-class LLMNames:
-    """The Triton model names of one LLM; the defaults are upstream's, except the ensemble (``llm``)."""
-
-    preprocessing: str = "preprocessing"
-    tensorrt_llm: str = "tensorrt_llm"
-    postprocessing: str = "postprocessing"
-    ensemble: str = "llm"
-    bls: str = "tensorrt_llm_bls"
-
-    @classmethod
-    def prefixed(cls, key: str, *, ensemble: str = "llm", bls: str | None = None) -> LLMNames:
-        """`<key>_preprocessing`, `<key>_tensorrt_llm`, ... for a spec entry named ``key``."""
-        return cls(
-            f"{key}_preprocessing", f"{key}_tensorrt_llm", f"{key}_postprocessing", ensemble, bls or f"{key}_bls"
-        )
-
-    def of(self, upstream_model: str) -> str:
-        """The name used here for an upstream model name ('preprocessing', 'tensorrt_llm', 'ensemble', ...)."""
-        return {
-            "preprocessing": self.preprocessing,
-            "tensorrt_llm": self.tensorrt_llm,
-            "postprocessing": self.postprocessing,
-            "ensemble": self.ensemble,
-            "tensorrt_llm_bls": self.bls,
-        }[upstream_model]
 
 
 # ================================================================ the tensor contract (backend-independent)

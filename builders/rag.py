@@ -15,6 +15,7 @@ from tritonforge.builders.llm_gpu import TOKENIZER_FOLDER, ensemble_signature
 from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
 from tritonforge.ensembles.dag import ModelIO
 from tritonforge.ensembles.rag import GENERATION_INPUTS, rag_ensemble
+from tritonforge.naming import embedding_names, rag_names, reranker_names, retriever_names
 from tritonforge.repository import FileContent
 from tritonforge.spec import LLMModel, RagModel, RetrieverModel
 
@@ -82,6 +83,7 @@ def rag_model_set(
 ) -> ModelSet:
     """`sets` holds the already rendered sets of the spec's models, by key (embedder, reranker, retriever, llm)."""
     names = llm_names(model.llm, llm)
+    rag = rag_names(key, ensemble=model.ensemble)
     llm_set = sets[model.llm]
     tokenizer_prefix = f"{names.preprocessing}/1/{TOKENIZER_FOLDER}/"
     tokenizer_files: dict[str, FileContent] = {
@@ -102,7 +104,7 @@ def rag_model_set(
     if model.min_score is not None:
         params["min_score"] = repr(float(model.min_score))
     prompt_cfg, notes = render_model(
-        f"{key}_prompt",
+        rag.prompt,
         model.prompt,
         Signature(PROMPT_INPUTS, PROMPT_OUTPUTS),
         target=target,
@@ -118,7 +120,7 @@ def rag_model_set(
     controls = tuple(c for c in generation_controls(llm) if c.name in accepted)
     sources = PROMPT_OUTPUTS  # the last, REQUEST_OUTPUT_LEN, is an input only
     generate_cfg, generate_notes = render_model(
-        f"{key}_generate",
+        rag.generate,
         model.prompt,
         Signature(sources + controls, (TensorSpec("text_output", "TYPE_STRING", (-1,)), *sources[:4])),
         target=target,
@@ -134,17 +136,21 @@ def rag_model_set(
     reranker = sets[str(retriever.reranker)] if model.rerank else None
     ret = sets[model.retriever]
 
+    embedder_names = embedding_names(retriever.embedder)
+    reranker_set_names = reranker_names(str(retriever.reranker))
+    retriever_set_names = retriever_names(model.retriever, reranked=retriever.reranker is not None)
+
     def io(model_set: ModelSet, name: str) -> ModelIO:
         return ModelIO.from_config(model_set.configs[name])
 
     config = rag_ensemble(
-        model.ensemble,
-        tokenizer=io(embedder, f"{retriever.embedder}_tokenizer"),
-        encoder=io(embedder, f"{retriever.embedder}_encoder"),
-        retriever=io(ret, f"{model.retriever}_retriever"),
-        pair_tokenizer=io(reranker, f"{retriever.reranker}_pair_tokenizer") if reranker else None,
-        cross_encoder=io(reranker, f"{retriever.reranker}_cross_encoder") if reranker else None,
-        select=io(ret, f"{model.retriever}_select") if reranker else None,
+        rag.ensemble,
+        tokenizer=io(embedder, embedder_names.tokenizer),
+        encoder=io(embedder, embedder_names.encoder),
+        retriever=io(ret, retriever_set_names.retriever),
+        pair_tokenizer=io(reranker, reranker_set_names.pair_tokenizer) if reranker else None,
+        cross_encoder=io(reranker, reranker_set_names.cross_encoder) if reranker else None,
+        select=io(ret, str(retriever_set_names.select)) if reranker else None,
         prompt=ModelIO.from_config(prompt_cfg),
         generate=ModelIO.from_config(generate_cfg),
     )

@@ -12,11 +12,13 @@ from tritonforge.builders.embedding import TOKENIZER_FILES, pad_id, tokenizer_en
 from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
 from tritonforge.ensembles.dag import ModelIO
 from tritonforge.ensembles.search import rerank_ensemble
+from tritonforge.naming import reranker_names
 from tritonforge.spec import RerankerModel
 
 
 def reranker_model_set(key: str, model: RerankerModel, target: Target, artifact: Any) -> ModelSet:
-    tok_name, enc_name = f"{key}_pair_tokenizer", f"{key}_cross_encoder"
+    names = reranker_names(key, ensemble=model.ensemble)
+    tok_name, enc_name = names.pair_tokenizer, names.cross_encoder
     pair_ids = tuple(TensorSpec(n, "TYPE_INT64", (-1, -1)) for n in artifact.input_names)
     tokenizer_files = {n: p for n, p in artifact.tokenizer_files.items() if n in TOKENIZER_FILES}
     params = {
@@ -47,7 +49,7 @@ def reranker_model_set(key: str, model: RerankerModel, target: Target, artifact:
         # the python runner pads candidates across requests; cut each request's SCORES back to its own count
         parameters={"unpad_output_axes": "1"} if target == "cpu" else None,
     )
-    ens_cfg = rerank_ensemble(model.ensemble, ModelIO.from_config(tok_cfg), ModelIO.from_config(enc_cfg))
+    ens_cfg = rerank_ensemble(names.ensemble, ModelIO.from_config(tok_cfg), ModelIO.from_config(enc_cfg))
 
     return tokenizer_encoder_set(
         target, (tok_cfg, "pair_tokenizer"), tokenizer_files, enc_cfg, artifact, ens_cfg, notes + enc_notes

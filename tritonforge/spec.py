@@ -19,6 +19,7 @@ from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
 
 from tritonforge.errors import Problem, SpecError
+from tritonforge.naming import triton_model_names
 from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
 from tritonforge.trtllm.engine_settings import EngineSettings
 from tritonforge.trtllm.images import default_image, image_info, runtime_problems
@@ -586,31 +587,6 @@ def _image_problems(key: str, model: dict[str, Any], spec: dict[str, Any]) -> Fo
             (("models", key, "llmapi"), m) for m in llm_args_problems(model.get("llmapi"), info.tensorrt_llm, image)
         ]
     return found
-
-
-def triton_model_names(key: str, model: dict[str, Any]) -> list[str]:
-    """The Triton models one (raw) spec entry becomes: the naming contract shared with the builders."""
-    kind = model.get("kind")
-    if kind == "retriever":
-        names = [f"{key}_retriever", str(model.get("ensemble", "search"))]
-        if model.get("reranker"):
-            names += [f"{key}_select", str(model.get("rerank_ensemble", "search_rerank"))]
-        return names
-    if kind == "reranker":
-        return [f"{key}_pair_tokenizer", f"{key}_cross_encoder", str(model.get("ensemble", "rerank"))]
-    if kind == "rag":
-        return [f"{key}_prompt", f"{key}_generate", str(model.get("ensemble", "rag"))]
-    if kind == "llm":
-        prefixed = model.get("model_names") == "prefixed"
-        prefix = f"{key}_" if prefixed else ""
-        roles: tuple[str, ...] = ("preprocessing", "tensorrt_llm")
-        if model.get("runtime", "llmapi") == "engine":
-            roles += ("postprocessing",)
-        names = [prefix + r for r in roles]
-        if model.get("bls"):  # as builders.llm_gpu.LLMNames renders it
-            names.append(f"{key}_bls" if prefixed else "tensorrt_llm_bls")
-        return [*names, str(model.get("ensemble", "llm"))]
-    return [f"{key}_tokenizer", f"{key}_encoder", str(model.get("ensemble", "embed"))]
 
 
 # ---------------------------------------------------------------- loading

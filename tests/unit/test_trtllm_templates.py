@@ -13,7 +13,6 @@ import pytest
 from pydantic import ValidationError as PydanticValidationError
 
 from tritonforge.builders.llm_gpu import (
-    LLMNames,
     check_against_engine,
     gpu_llm_model_set,
     llm_ensemble_wiring,
@@ -23,6 +22,7 @@ from tritonforge.builders.llm_gpu import (
 )
 from tritonforge.config_io import model_config_pb2
 from tritonforge.errors import SpecError
+from tritonforge.naming import LLMNames
 from tritonforge.repository import materialize
 from tritonforge.trtllm.engine_settings import EngineSettings
 from tritonforge.trtllm.params import (

@@ -1,0 +1,59 @@
+"""kind: embedding — a checkpoint exported to ONNX (parity- and quality-gated), served as tokenizer → encoder."""
+
+from __future__ import annotations
+
+from tritonforge.builders.kinds import ArtifactInfo, BuildContext, Built
+from tritonforge.naming import embedding_names
+from tritonforge.spec import EmbeddingModel, RerankerModel
+
+
+def precision(model: EmbeddingModel | RerankerModel, target: str) -> str:
+    if target == "gpu":
+        return model.gpu_precision
+    return "int8" if model.cpu_quantization == "int8" else "fp32"
+
+
+class EmbeddingKind:
+    spec_class = EmbeddingModel
+
+    def triton_names(self, key: str, model: EmbeddingModel) -> tuple[str, ...]:
+        return embedding_names(key, ensemble=model.ensemble).all()
+
+    def dependencies(self, model: EmbeddingModel) -> tuple[str, ...]:
+        return ()
+
+    def build(self, ctx: BuildContext, key: str, model: EmbeddingModel) -> Built:
+        from tritonforge.builders.checkpoints import resolve_checkpoint
+        from tritonforge.builders.embedding import embedding_model_set
+        from tritonforge.builders.onnx_encoder import export_encoder
+
+        artifact = export_encoder(
+            resolve_checkpoint(model.checkpoint, ctx.spec.source_dir),
+            pooling=model.pooling,
+            normalize=model.normalize,
+            max_seq_length=model.max_seq_length,
+            precision=precision(model, ctx.spec.target),
+            parity_tolerance=model.parity_tolerance,
+            min_mean_cosine=model.min_mean_cosine,
+            min_search_overlap=model.min_search_overlap,
+            force=model.force_quantization,
+            progress=ctx.say_for(key),
+        )
+        info = ArtifactInfo(
+            key,
+            "onnx-encoder",
+            artifact.precision,
+            artifact.content_hash,
+            artifact.parity_max_abs_diff,
+            artifact.quantized_min_cosine,
+            artifact.quantization_gate,
+        )
+        return Built(embedding_model_set(key, model, ctx.spec.target, artifact), [info], artifact)
+
+    def lineage_inputs(self, ctx: BuildContext, key: str, model: EmbeddingModel) -> dict[str, str]:
+        from tritonforge.builders.checkpoints import checkpoint_hash, resolve_checkpoint
+
+        return {"checkpoint": checkpoint_hash(resolve_checkpoint(model.checkpoint, ctx.spec.source_dir))}
+
+
+KIND = EmbeddingKind()
