@@ -13,9 +13,8 @@ from typing import Any
 
 from tritonforge import naming, python_backends
 from tritonforge.builders import lora
-from tritonforge.builders.llm_gpu import gpu_llm_model_set, tensorrt_llm_signature
-from tritonforge.builders.model_configs import ModelSet, Signature, Target, render_model
-from tritonforge.config_io import model_config_pb2
+from tritonforge.builders.llm_gpu import ContractAdditions, gpu_llm_model_set, tensorrt_llm_signature
+from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
 from tritonforge.errors import BuildError
 from tritonforge.naming import LLMNames
 from tritonforge.repository import FileContent
@@ -66,7 +65,9 @@ def _files(
     return out
 
 
-def _cpu_engine(name: str, model: LLMModel, checkpoint: Path) -> tuple[Any, dict[str, FileContent], list[str]]:
+def _cpu_engine(
+    name: str, model: LLMModel, checkpoint: Path, adapters: list[lora.Adapter]
+) -> tuple[Any, dict[str, FileContent], list[str]]:
     """The `tensorrt_llm` step of the cpu target: the CPU engine, decoupled, with the checkpoint beside it."""
     batch = model.serving.triton_max_batch_size
     serving = Serving(
@@ -85,6 +86,8 @@ def _cpu_engine(name: str, model: LLMModel, checkpoint: Path) -> tuple[Any, dict
         params["torch_threads"] = str(model.cpu.torch_threads)
     if model.cpu.weights != "fp32":  # left out by default: the golden configs stay as they were
         params["weights"] = model.cpu.weights
+    if adapters:  # the CPU engine reads the adapter table too (the tensorrtllm backend has no such parameter)
+        params["adapters_table"] = lora.TABLE_FILE
     sig = tensorrt_llm_signature(logits_datatype=model.tensorrt_llm.logits_datatype)
     config, notes = render_model(
         name,
@@ -100,96 +103,77 @@ def _cpu_engine(name: str, model: LLMModel, checkpoint: Path) -> tuple[Any, dict
     return config, files, notes
 
 
-def _add_chat_template_input(out: ModelSet, names: LLMNames) -> None:
-    """tritonforge's one addition to upstream's contract: an optional `apply_chat_template` BOOL [1] on the
-    ensemble, fed to preprocessing, which then renders the checkpoint's jinja2 chat template over the prompt.
-    Upstream clients never send it, so they work unchanged."""
-    pb = model_config_pb2()
-    pre, ens = out.configs[names.preprocessing], out.configs[names.ensemble]
-    for config in (pre, ens, *_bls(out, names)):
-        config.input.add(name=CHAT_INPUT, data_type=pb.TYPE_BOOL, dims=[1], optional=True)
-    for step in ens.ensemble_scheduling.step:
-        if step.model_name == names.preprocessing:
-            step.input_map[CHAT_INPUT] = CHAT_INPUT
-    for config in (pre, ens, *_bls(out, names)):
-        out.add(config, {})
-
-
-def _bls(out: ModelSet, names: LLMNames) -> list[Any]:
-    """tensorrt_llm_bls's config when the set has one: it declares tritonforge's additions to the ensemble's inputs
-    too, and routes them to the steps as the ensemble does (python_backends/llm_bls reads them off its config)."""
-    return [out.configs[names.bls]] if names.bls in out.configs else []
-
-
-def _add_adapters(out: ModelSet, names: LLMNames, adapters: list[lora.Adapter], target: Target) -> None:
-    """Adapter selection by name: an optional `lora_name` TYPE_STRING [1] on the ensemble (a tritonforge addition,
-    like apply_chat_template), fed to preprocessing, which looks it up in adapters.json and sends the adapter's
-    `lora_task_id` on to tensorrt_llm. The ensemble's upstream `lora_task_id` input now also goes through
-    preprocessing (passed on unchanged), as tensorrt_llm's input can have one source only."""
-    pb = model_config_pb2()
-    pre, trt, ens = (out.configs[n] for n in (names.preprocessing, names.tensorrt_llm, names.ensemble))
-    for config in (pre, ens, *_bls(out, names)):
-        config.input.add(name=LORA_NAME_INPUT, data_type=pb.TYPE_STRING, dims=[1], optional=True)
-    pre.input.add(name=LORA_TASK_ID_INPUT, data_type=pb.TYPE_UINT64, dims=[1], optional=True)
-    pre.output.add(name=LORA_TASK_ID_OUTPUT, data_type=pb.TYPE_UINT64, dims=[1])
-    for config in (pre, trt) if target == "cpu" else (pre,):  # the tensorrtllm backend has no such parameter
-        config.parameters["adapters_table"].string_value = lora.TABLE_FILE
-    # discoverable through Triton's model-config API (the gateway lists each adapter as a model, as vLLM does)
-    ens.parameters[ADAPTER_NAMES_PARAMETER].string_value = ",".join(sorted(a.name for a in adapters))
-    for step in ens.ensemble_scheduling.step:
-        if step.model_name == names.preprocessing:
-            step.input_map[LORA_NAME_INPUT] = LORA_NAME_INPUT
-            step.input_map[LORA_TASK_ID_INPUT] = "lora_task_id"
-            step.output_map[LORA_TASK_ID_OUTPUT] = LORA_TASK_ID_TENSOR
-        elif step.model_name == names.tensorrt_llm:
-            step.input_map["lora_task_id"] = LORA_TASK_ID_TENSOR
-    table = lora.table_bytes(adapters)
-    out.add(pre, {lora.TABLE_FILE: table})
-    out.add(trt, {lora.TABLE_FILE: table})
-    for config in (ens, *_bls(out, names)):
-        out.add(config, {})
-
-
 ADAPTER_NAMES_PARAMETER = "lora_adapters"  # on the ensemble: the adapter names, comma separated
 LORA_SEND_INPUT = "lora_send_weights"  # tritonforge addition: resend an evicted adapter's weights
 LORA_WEIGHTS_TENSOR, LORA_CONFIG_TENSOR = "_LORA_WEIGHTS", "_LORA_CONFIG"
 
 
-def _add_gpu_lora_weights(out: ModelSet, names: LLMNames, files: dict[str, Path], weights_type_name: str) -> None:
-    """gpu: the ensemble's lora_weights/lora_config now go through preprocessing (tensorrt_llm's inputs can have
-    one source only), which passes them on, or attaches the adapter's converted weights when TensorRT-LLM does
-    not have them yet: the first request per adapter, and any request with `lora_send_weights` (after
-    "LoRA task N not found in cache")."""
-    pb = model_config_pb2()
-    pre, trt, ens = (out.configs[n] for n in (names.preprocessing, names.tensorrt_llm, names.ensemble))
-    trt_inputs = {i.name: i for i in trt.input}
-    # `lora_weights` carries the engine's dtype (upstream hard-codes TYPE_FP16): everywhere the tensor travels
-    weights_type, config_type = pb.DataType.Value(weights_type_name), trt_inputs["lora_config"].data_type
-    for config in (trt, ens, *_bls(out, names)):
-        for tensor in config.input:
-            if tensor.name == "lora_weights":
-                tensor.data_type = weights_type
-    pre.input.add(name="LORA_WEIGHTS", data_type=weights_type, dims=[-1, -1], optional=True, allow_ragged_batch=True)
-    pre.input.add(name="LORA_CONFIG", data_type=config_type, dims=[-1, 3], optional=True, allow_ragged_batch=True)
-    for config in (pre, ens, *_bls(out, names)):
-        config.input.add(name=LORA_SEND_INPUT, data_type=pb.TYPE_BOOL, dims=[1], optional=True)
-    pre.output.add(name="OUT_LORA_WEIGHTS", data_type=weights_type, dims=[-1, -1])
-    pre.output.add(name="OUT_LORA_CONFIG", data_type=config_type, dims=[-1, 3])
-    pre.parameters["lora_weights_dir"].string_value = lora.GPU_LORA_FOLDER
-    for step in ens.ensemble_scheduling.step:
-        if step.model_name == names.preprocessing:
-            step.input_map["LORA_WEIGHTS"] = "lora_weights"
-            step.input_map["LORA_CONFIG"] = "lora_config"
-            step.input_map[LORA_SEND_INPUT] = LORA_SEND_INPUT
-            step.output_map["OUT_LORA_WEIGHTS"] = LORA_WEIGHTS_TENSOR
-            step.output_map["OUT_LORA_CONFIG"] = LORA_CONFIG_TENSOR
-        elif step.model_name == names.tensorrt_llm:
-            step.input_map["lora_weights"] = LORA_WEIGHTS_TENSOR
-            step.input_map["lora_config"] = LORA_CONFIG_TENSOR
-    out.add(pre, files)
-    out.add(trt, files)
-    for config in (ens, *_bls(out, names)):
-        out.add(config, {})
+def _optional(name: str, data_type: str, dims: tuple[int, ...], ragged: bool = False) -> TensorSpec:
+    return TensorSpec(name, data_type, dims, optional=True, allow_ragged_batch=ragged)
+
+
+def contract_additions(
+    adapters: list[lora.Adapter], target: Target, lora_weights_type: str | None = None
+) -> ContractAdditions:
+    """tritonforge's additions to upstream's engine-path contract, all optional inputs upstream clients never send:
+
+    - ``apply_chat_template`` BOOL [1] on the ensemble (and the BLS), fed to preprocessing, which then renders the
+      checkpoint's jinja2 chat template over the prompt;
+    - with adapters, ``lora_name`` STRING [1]: preprocessing looks it up in adapters.json and sends the adapter's
+      ``lora_task_id`` on to tensorrt_llm; the ensemble's upstream ``lora_task_id`` now also goes through
+      preprocessing (passed on unchanged), as tensorrt_llm's input can have one source only; the ensemble lists the
+      adapter names in a parameter (the gateway lists each adapter as a model, as vLLM does);
+    - on gpu with adapters (``lora_weights_type``: the engine's dtype as a Triton type), ``lora_weights`` /
+      ``lora_config`` go through preprocessing too, which attaches an adapter's converted weights when TensorRT-LLM
+      does not have them yet: its first request, and any with ``lora_send_weights`` (after "LoRA task N not found
+      in cache"); ``lora_weights`` carries the engine's dtype everywhere (upstream hard-codes TYPE_FP16).
+    """
+    chat = _optional(CHAT_INPUT, "TYPE_BOOL", (1,))
+    if not adapters:
+        return ContractAdditions(
+            ensemble_inputs=(chat,), preprocessing_inputs=(chat,), preprocessing_input_map={CHAT_INPUT: CHAT_INPUT}
+        )
+    name = _optional(LORA_NAME_INPUT, "TYPE_STRING", (1,))
+    ensemble_inputs = [chat, name]
+    pre_inputs = [chat, name, _optional(LORA_TASK_ID_INPUT, "TYPE_UINT64", (1,))]
+    pre_outputs = [TensorSpec(LORA_TASK_ID_OUTPUT, "TYPE_UINT64", (1,))]
+    pre_in = {CHAT_INPUT: CHAT_INPUT, LORA_NAME_INPUT: LORA_NAME_INPUT, LORA_TASK_ID_INPUT: "lora_task_id"}
+    pre_out = {LORA_TASK_ID_OUTPUT: LORA_TASK_ID_TENSOR}
+    trt_in = {"lora_task_id": LORA_TASK_ID_TENSOR}
+    table = {"adapters_table": lora.TABLE_FILE}
+    parameters: dict[str, dict[str, str]] = {
+        "preprocessing": dict(table),
+        "ensemble": {ADAPTER_NAMES_PARAMETER: ",".join(sorted(a.name for a in adapters))},
+    }
+    data_types: dict[str, str] = {}
+    if target == "gpu" and lora_weights_type is not None:
+        config_type = next(t.data_type for t in tensorrt_llm_signature().inputs if t.name == "lora_config")
+        data_types["lora_weights"] = lora_weights_type
+        pre_inputs += [
+            _optional("LORA_WEIGHTS", lora_weights_type, (-1, -1), ragged=True),
+            _optional("LORA_CONFIG", config_type, (-1, 3), ragged=True),
+        ]
+        send = _optional(LORA_SEND_INPUT, "TYPE_BOOL", (1,))
+        pre_inputs.append(send)
+        ensemble_inputs.append(send)
+        pre_outputs += [
+            TensorSpec("OUT_LORA_WEIGHTS", lora_weights_type, (-1, -1)),
+            TensorSpec("OUT_LORA_CONFIG", config_type, (-1, 3)),
+        ]
+        pre_in.update({"LORA_WEIGHTS": "lora_weights", "LORA_CONFIG": "lora_config", LORA_SEND_INPUT: LORA_SEND_INPUT})
+        pre_out.update({"OUT_LORA_WEIGHTS": LORA_WEIGHTS_TENSOR, "OUT_LORA_CONFIG": LORA_CONFIG_TENSOR})
+        trt_in.update({"lora_weights": LORA_WEIGHTS_TENSOR, "lora_config": LORA_CONFIG_TENSOR})
+        parameters["preprocessing"]["lora_weights_dir"] = lora.GPU_LORA_FOLDER
+    return ContractAdditions(
+        ensemble_inputs=tuple(ensemble_inputs),
+        preprocessing_inputs=tuple(pre_inputs),
+        preprocessing_outputs=tuple(pre_outputs),
+        preprocessing_input_map=pre_in,
+        preprocessing_output_map=pre_out,
+        tensorrt_llm_input_map=trt_in,
+        data_types=data_types,
+        parameters=parameters,
+    )
 
 
 def _gpu_lora_params(
@@ -254,6 +238,11 @@ def llm_model_set(
     lora_notes: list[str] = []
     if adapters and target == "gpu":
         trt_params, lora_files, lora_notes = _gpu_lora_params(model, names, adapters)
+    cpu_engine = None
+    if target == "cpu":  # the CPU engine serves the tensorrt_llm step's contract; everything around it is the same
+        config, files, notes = _cpu_engine(names.tensorrt_llm, model, checkpoint, adapters)
+        files.update(lora.cpu_files(adapters))
+        cpu_engine = (config, files, notes)
     out = gpu_llm_model_set(
         names,
         model.serving,
@@ -265,25 +254,16 @@ def llm_model_set(
         tokenizer_files=tokenizer_files,
         python_sources=sources,
         engine=model.engine if target == "gpu" else None,
+        additions=contract_additions(adapters, target, lora.TRITON_TYPES[model.engine.dtype]),
+        tensorrt_llm_model=cpu_engine,
     )
-    _add_chat_template_input(out, names)
-    if target == "gpu":
-        if engine is not None:
-            out.add_files(names.tensorrt_llm, {f"engine/{rel}": p for rel, p in _files(Path(engine)).items()})
-        if adapters:
-            _add_adapters(out, names, adapters, target)
-            _add_gpu_lora_weights(out, names, lora_files, lora.TRITON_TYPES[model.engine.dtype])
-            out.notes += lora_notes
-        return out
-    # cpu: swap the tensorrtllm-backend step for the CPU engine; everything around it stays as rendered
-    for path in [p for p in out.files if p.startswith(f"{names.tensorrt_llm}/")]:
-        del out.files[path]
-    config, files, notes = _cpu_engine(names.tensorrt_llm, model, checkpoint)
-    files.update(lora.cpu_files(adapters))
-    out.add(config, files)
-    out.notes += notes
+    if engine is not None and target == "gpu":
+        out.add_files(names.tensorrt_llm, {f"engine/{rel}": p for rel, p in _files(Path(engine)).items()})
     if adapters:
-        _add_adapters(out, names, adapters, target)
+        table = lora.table_bytes(adapters)
+        for name in (names.preprocessing, names.tensorrt_llm):
+            out.add_files(name, {lora.TABLE_FILE: table, **lora_files})
+        out.notes += lora_notes
     return out
 
 
@@ -310,7 +290,6 @@ LLMAPI_LORA_OUTPUTS = {"LORA_ID": "lora_id", "LORA_NAME": "lora_name", "LORA_PAT
 
 def llmapi_signature() -> Signature:
     """The llmapi ``tensorrt_llm`` model's tensors (upstream's names, types and dims)."""
-    from tritonforge.builders.model_configs import TensorSpec
     from tritonforge.trtllm.llmapi import llmapi_data
 
     model = llmapi_data()["model"]
@@ -333,7 +312,6 @@ TOKEN_COUNT_OUTPUTS = ("num_input_tokens", "num_output_tokens")
 
 def _llmapi_preprocessing(names: LLMNames, model: LLMModel, adapters: list[lora.Adapter], target: Target) -> Any:
     from tritonforge.builders.llm_gpu import _queue, _serving
-    from tritonforge.builders.model_configs import TensorSpec
 
     inputs = (
         TensorSpec("QUERY", "TYPE_STRING", (1,)),
@@ -446,7 +424,6 @@ def llmapi_model_set(
 
     public = {t.name: t for t in ensemble_signature().inputs}
     inputs = [public[name] for name in LLMAPI_ENSEMBLE_INPUTS]
-    from tritonforge.builders.model_configs import TensorSpec
 
     inputs.append(TensorSpec(CHAT_INPUT, "TYPE_BOOL", (1,), optional=True))
     if adapters:
@@ -474,9 +451,10 @@ def llmapi_model_set(
         ),
         Signature(tuple(inputs), outputs),
     )
-    ens = llm_ensemble_config(wiring, max_batch_size=model.serving.triton_max_batch_size)
-    if adapters:
-        ens.parameters[ADAPTER_NAMES_PARAMETER].string_value = ",".join(sorted(a.name for a in adapters))
+    parameters = {ADAPTER_NAMES_PARAMETER: ",".join(sorted(a.name for a in adapters))} if adapters else None
+    ens = llm_ensemble_config(
+        wiring, max_batch_size=model.serving.triton_max_batch_size, members=out.configs, parameters=parameters
+    )
     out.add(ens, {})
     out.notes += notes + trt_notes
     if target == "gpu":

@@ -16,12 +16,12 @@ same contract with python-backend models.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tritonforge import python_backends
-from tritonforge.builders.model_configs import ModelSet, Signature, TensorSpec, add_io, render_model
-from tritonforge.config_io import model_config_pb2
+from tritonforge.builders.model_configs import ModelSet, Signature, TensorSpec, render_model
+from tritonforge.ensembles.dag import Ensemble, ModelIO
 from tritonforge.errors import Problem, SpecError
 from tritonforge.naming import LLMNames
 from tritonforge.repository import FileContent
@@ -126,6 +126,28 @@ def ensemble_signature(
 
 
 @dataclass(frozen=True)
+class ContractAdditions:
+    """What tritonforge adds to upstream's tensor contract (the chat template switch, adapters by name, LoRA weights
+    resent by preprocessing), declared before anything is rendered: every config is written once, and the ensemble
+    is built with the DAG API (``ensembles.dag``) from the rendered members, as every other ensemble is.
+
+    Upstream clients never send the added inputs (all optional), so they work unchanged."""
+
+    ensemble_inputs: tuple[TensorSpec, ...] = ()  # after upstream's, on the ensemble and on tensorrt_llm_bls
+    preprocessing_inputs: tuple[TensorSpec, ...] = ()
+    preprocessing_outputs: tuple[TensorSpec, ...] = ()
+    preprocessing_input_map: Mapping[str, str] = field(default_factory=dict)  # preprocessing input -> tensor
+    preprocessing_output_map: Mapping[str, str] = field(default_factory=dict)
+    tensorrt_llm_input_map: Mapping[str, str] = field(default_factory=dict)  # replaces upstream's sources
+    data_types: Mapping[str, str] = field(default_factory=dict)  # input name -> type (tensorrt_llm, ensemble, BLS)
+    parameters: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # role -> extra string parameters
+
+
+def _retyped(specs: tuple[TensorSpec, ...], data_types: Mapping[str, str]) -> tuple[TensorSpec, ...]:
+    return tuple(replace(t, data_type=data_types[t.name]) if t.name in data_types else t for t in specs)
+
+
+@dataclass(frozen=True)
 class EnsembleStep:
     model: str  # the Triton model name
     role: str  # upstream's model name: preprocessing, tensorrt_llm or postprocessing
@@ -145,39 +167,48 @@ def llm_ensemble_wiring(
     *,
     logits_datatype: str = "TYPE_FP32",
     prompt_embedding_table_data_type: str = "TYPE_FP16",
+    additions: ContractAdditions = ContractAdditions(),
 ) -> EnsembleWiring:
-    """Upstream's ensemble steps (input_map/output_map per step), with this set's model names."""
+    """Upstream's ensemble steps (input_map/output_map per step), with this set's model names and tritonforge's
+    additions."""
+    extra_in = {"preprocessing": additions.preprocessing_input_map, "tensorrt_llm": additions.tensorrt_llm_input_map}
+    extra_out = {"preprocessing": additions.preprocessing_output_map}
     steps = tuple(
-        EnsembleStep(names.of(s["model"]), s["model"], dict(s["input_map"]), dict(s["output_map"]))
+        EnsembleStep(
+            names.of(s["model"]),
+            s["model"],
+            {**s["input_map"], **extra_in.get(s["model"], {})},
+            {**s["output_map"], **extra_out.get(s["model"], {})},
+        )
         for s in model_template("ensemble")["steps"]
     )
     signature = ensemble_signature(
         logits_datatype=logits_datatype, prompt_embedding_table_data_type=prompt_embedding_table_data_type
     )
-    return EnsembleWiring(names.ensemble, steps, signature)
+    inputs = _retyped(signature.inputs + additions.ensemble_inputs, additions.data_types)
+    return EnsembleWiring(names.ensemble, steps, Signature(inputs, signature.outputs))
 
 
-def llm_ensemble_config(wiring: EnsembleWiring, *, max_batch_size: int) -> Any:
-    """The ensemble ModelConfig of a wiring (``model_version: -1`` in every step).
+def llm_ensemble_config(
+    wiring: EnsembleWiring,
+    *,
+    max_batch_size: int,
+    members: Mapping[str, Any],
+    parameters: Mapping[str, str] | None = None,
+) -> Any:
+    """The ensemble ModelConfig of a wiring, built with the DAG API from the members' rendered configs
+    (``members``: ModelConfig by Triton name), so Triton's wiring rules are checked here, while it is written.
 
-    Built directly rather than with ``ensembles.dag.Ensemble``: Triton checks a member's input against its
-    ``dims`` (not its ``reshape``), and upstream's wiring relies on that (``_REQUEST_INPUT_LEN`` [1] feeds
-    ``input_lengths`` dims [1] reshape []). ``tritonforge.validator`` checks the result as Triton does.
-    """
-    config = model_config_pb2().ModelConfig()
-    config.name = wiring.name
-    config.platform = "ensemble"
-    config.max_batch_size = max_batch_size
-    add_io(config, wiring.signature.inputs, wiring.signature.outputs)
+    Members are compared by ``dims`` as Triton does (not ``reshape``): upstream's wiring relies on that
+    (``_REQUEST_INPUT_LEN`` [1] feeds ``input_lengths`` dims [1] reshape []). The outputs keep upstream's declared
+    types and shapes, checked against their producers."""
+    dag = Ensemble(wiring.name, max_batch_size=max_batch_size)
+    dag.inputs(wiring.signature.inputs)
     for s in wiring.steps:
-        step = config.ensemble_scheduling.step.add()
-        step.model_name = s.model
-        step.model_version = -1
-        for key in s.input_map:  # upstream's order
-            step.input_map[key] = s.input_map[key]
-        for key in s.output_map:
-            step.output_map[key] = s.output_map[key]
-    return config
+        dag.step(ModelIO.from_config(members[s.model]), inputs=s.input_map, outputs=s.output_map)
+    for t in wiring.signature.outputs:
+        dag.output(t.name, data_type=t.data_type, dims=t.dims)
+    return dag.config(parameters=parameters)
 
 
 # ================================================================ the gpu model set
@@ -263,6 +294,8 @@ def gpu_llm_model_set(
     tokenizer_files: Mapping[str, FileContent] | None = None,
     python_sources: Mapping[str, FileContent] | None = None,
     engine: Any = None,
+    additions: ContractAdditions = ContractAdditions(),
+    tensorrt_llm_model: tuple[Any, Mapping[str, FileContent], list[str]] | None = None,
 ) -> ModelSet:
     """Render preprocessing, tensorrt_llm, postprocessing, the ensemble and (with ``bls``) tensorrt_llm_bls.
 
@@ -271,6 +304,9 @@ def gpu_llm_model_set(
     ``tokenizer/``; their ``tokenizer_dir`` is then ``tokenizer`` (relative to the version folder) unless set.
     ``python_sources`` ({'preprocessing'|'postprocessing'|'bls': model.py}) override the shipped model.py files.
     ``engine`` (``EngineSettings``) cross-checks the runtime parameters against how the engine was built.
+    ``additions`` are tritonforge's tensors and parameters beyond upstream's contract. ``tensorrt_llm_model``
+    (config, files, notes) serves the ``tensorrt_llm`` step instead of the tensorrtllm backend (the cpu target's
+    CPU engine, rendered with the same contract).
     Raises SpecError listing every conflict.
     """
     problems: list[Problem] = []
@@ -299,6 +335,7 @@ def gpu_llm_model_set(
     notes: list[str] = []
     trt = params.model_copy(update={"gpt_model_path": engine_dir_in_container})
     types = _types(trt.logits_datatype, trt.encoder_input_features_data_type, trt.prompt_embedding_table_data_type)
+    extra = additions.parameters
     out = ModelSet()
 
     # preprocessing
@@ -306,24 +343,35 @@ def gpu_llm_model_set(
     pre_values["tokenizer_dir"] = preprocessing.tokenizer_dir or TOKENIZER_FOLDER
     if preprocessing.multimodal_model_path and preprocessing.gpt_model_path is None:
         pre_values["gpt_model_path"] = engine_dir_in_container
+    pre_sig = _signature("preprocessing", types)
     pre_cfg, n1 = render_model(
         names.preprocessing,
         _serving(serving, _queue(serving), serving.preprocessing_instance_count),
-        _signature("preprocessing", types),
+        Signature(pre_sig.inputs + additions.preprocessing_inputs, pre_sig.outputs + additions.preprocessing_outputs),
         target="gpu",
         backend="python",
-        parameters=parameter_strings("preprocessing", pre_values, omit_unset=False),
+        parameters={
+            **parameter_strings("preprocessing", pre_values, omit_unset=False),
+            **extra.get("preprocessing", {}),
+        },
     )
-    # tensorrt_llm: KIND_CPU as upstream, the backend places the engine on GPUs itself
-    trt_cfg, n2 = render_model(
-        names.tensorrt_llm,
-        _serving(serving, _queue(serving), 1),
-        _signature("tensorrt_llm", types),
-        target="gpu",
-        backend=trt.triton_backend,
-        parameters=parameter_strings("tensorrt_llm", trt.values(), omit_unset=True),
-        decoupled=trt.decoupled_mode,
-    )
+    if tensorrt_llm_model is not None:
+        trt_cfg, trt_files, n2 = tensorrt_llm_model
+    else:  # KIND_CPU as upstream: the backend places the engine on GPUs itself
+        trt_sig = _signature("tensorrt_llm", types)
+        trt_cfg, n2 = render_model(
+            names.tensorrt_llm,
+            _serving(serving, _queue(serving), 1),
+            Signature(_retyped(trt_sig.inputs, additions.data_types), trt_sig.outputs),
+            target="gpu",
+            backend=trt.triton_backend,
+            parameters={
+                **parameter_strings("tensorrt_llm", trt.values(), omit_unset=True),
+                **extra.get("tensorrt_llm", {}),
+            },
+            decoupled=trt.decoupled_mode,
+        )
+        trt_files = {}
     # postprocessing: `dynamic_batching {}` as upstream
     post_values = postprocessing.values()
     post_values["tokenizer_dir"] = postprocessing.tokenizer_dir or TOKENIZER_FOLDER
@@ -338,7 +386,7 @@ def gpu_llm_model_set(
     notes += n1 + n2 + n3
 
     out.add(pre_cfg, _python_source("preprocessing", python_sources, notes, names.preprocessing))
-    out.add(trt_cfg, {})
+    out.add(trt_cfg, trt_files)
     out.add(post_cfg, _python_source("postprocessing", python_sources, notes, names.postprocessing))
     if tokenizer_files:
         shipped = {f"{TOKENIZER_FOLDER}/{name}": content for name, content in tokenizer_files.items()}
@@ -351,7 +399,7 @@ def gpu_llm_model_set(
             "model's version folder (tritonforge's python models resolve it; upstream's model.py needs an absolute "
             "path)"
         )
-    if trt.triton_backend == "python":
+    if trt.triton_backend == "python" and tensorrt_llm_model is None:
         notes.append(
             f"{names.tensorrt_llm}: triton_backend 'python' runs TensorRT-LLM's own tensorrt_llm/1/model.py, which "
             "tritonforge does not ship; copy it from the TensorRT-LLM release matching the container"
@@ -361,19 +409,23 @@ def gpu_llm_model_set(
         names,
         logits_datatype=trt.logits_datatype,
         prompt_embedding_table_data_type=trt.prompt_embedding_table_data_type,
+        additions=additions,
     )
-    out.add(llm_ensemble_config(wiring, max_batch_size=serving.triton_max_batch_size), {})
+    ensemble = llm_ensemble_config(
+        wiring, max_batch_size=serving.triton_max_batch_size, members=out.configs, parameters=extra.get("ensemble")
+    )
+    out.add(ensemble, {})
 
     if bls is not None:
         bls_values = bls.values()
         bls_values["tensorrt_llm_model_name"] = bls.tensorrt_llm_model_name or names.tensorrt_llm
+        bls_sig = bls_signature(
+            logits_datatype=trt.logits_datatype, prompt_embedding_table_data_type=trt.prompt_embedding_table_data_type
+        )
         bls_cfg, n4 = render_model(
             names.bls,
             _serving(serving, None, serving.bls_instance_count),
-            bls_signature(
-                logits_datatype=trt.logits_datatype,
-                prompt_embedding_table_data_type=trt.prompt_embedding_table_data_type,
-            ),
+            Signature(_retyped(bls_sig.inputs + additions.ensemble_inputs, additions.data_types), bls_sig.outputs),
             target="gpu",
             backend="python",
             parameters=parameter_strings("tensorrt_llm_bls", bls_values, omit_unset=False),

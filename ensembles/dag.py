@@ -107,11 +107,44 @@ class Ensemble:
         return next(iter(origins), None)
 
     # -- building -----------------------------------------------------------
-    def input(self, name: str, data_type: str, dims: Sequence[int], *, optional: bool = False) -> Ensemble:
+    def input(
+        self,
+        name: str,
+        data_type: str,
+        dims: Sequence[int],
+        *,
+        optional: bool = False,
+        allow_ragged_batch: bool = False,
+        reshape: Sequence[int] | None = None,
+    ) -> Ensemble:
+        """Declare an ensemble input. Steps are checked against its ``dims``; a ``reshape`` is what Triton hands
+        the ensemble's scheduler instead (as for any model input), so it is rendered but not compared."""
         if name in self._tensors:
             self._fail(f"ensemble tensor '{name}' is declared twice in ensemble '{self.name}'")
-        self._inputs.append(TensorSpec(name, data_type, tuple(dims), optional=optional))
+        self._inputs.append(
+            TensorSpec(
+                name,
+                data_type,
+                tuple(dims),
+                optional=optional,
+                allow_ragged_batch=allow_ragged_batch,
+                reshape=tuple(reshape) if reshape is not None else None,
+            )
+        )
         self._tensors[name] = _Tensor(data_type, tuple(dims), self.max_batch_size > 0, self.name)
+        return self
+
+    def inputs(self, specs: Sequence[TensorSpec]) -> Ensemble:
+        """Declare several inputs at once, as a model signature lists them."""
+        for t in specs:
+            self.input(
+                t.name,
+                t.data_type,
+                t.dims,
+                optional=t.optional,
+                allow_ragged_batch=t.allow_ragged_batch,
+                reshape=t.reshape,
+            )
         return self
 
     def step(self, model: ModelIO, *, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> Ensemble:
@@ -155,12 +188,26 @@ class Ensemble:
         self._steps.append(_Step(model, dict(inputs), dict(outputs)))
         return self
 
-    def output(self, name: str) -> Ensemble:
-        """Expose an ensemble tensor as an output; its type and shape come from the step that produces it."""
+    def output(
+        self,
+        name: str,
+        *,
+        data_type: str | None = None,
+        dims: Sequence[int] | None = None,
+        reshape: Sequence[int] | None = None,
+    ) -> Ensemble:
+        """Expose an ensemble tensor as an output. Its type and shape come from the step that produces it unless
+        declared here (to keep a published contract's exact wording); a declaration must agree with the producer
+        (R60/R61, -1 a wildcard). A ``reshape`` is the shape Triton gives the output in responses."""
         if name not in self._tensors or self._tensors[name].producer is None:
             self._fail(rules.unused_output(self.name, name))
         t = self._tensors[name]
-        self._outputs.append(TensorSpec(name, t.data_type, t.dims))
+        declared_type = data_type or t.data_type
+        declared_dims = tuple(dims) if dims is not None else t.dims
+        self._agree(name, declared_type, declared_dims, self.max_batch_size > 0, self.name)
+        self._outputs.append(
+            TensorSpec(name, declared_type, declared_dims, reshape=tuple(reshape) if reshape is not None else None)
+        )
         return self
 
     # -- rendering ----------------------------------------------------------
@@ -184,7 +231,9 @@ class Ensemble:
         """R62: an ensemble is decoupled when any of its steps is."""
         return any(s.model.decoupled for s in self._steps)
 
-    def config(self) -> Any:
+    def config(self, *, parameters: Mapping[str, str] | None = None) -> Any:
+        """The ensemble's ModelConfig; ``parameters`` are rendered as its string parameters (clients read them
+        through Triton's model-config API)."""
         self._check_complete()
         pb = model_config_pb2()
         config = pb.ModelConfig()
@@ -192,6 +241,8 @@ class Ensemble:
         config.platform = "ensemble"
         config.max_batch_size = self.max_batch_size
         add_io(config, self._inputs, self._outputs)
+        for key, value in (parameters or {}).items():
+            config.parameters[key].string_value = value
         for s in self._steps:
             step = config.ensemble_scheduling.step.add()
             step.model_name = s.model.name

@@ -145,3 +145,29 @@ def test_joining_a_decoupled_branch_with_another_is_refused() -> None:
     fan = _start().step(stream, inputs={"X": "mid"}, outputs={"Y": "s"})
     fan.step(join, inputs={"P": "s", "Q": "s"}, outputs={"R": "R"}).output("R")
     assert fan.config().platform == "ensemble"
+
+
+def test_a_member_input_with_reshape_is_fed_by_its_dims_as_triton_checks_it() -> None:
+    # upstream's LLM wiring: a [1] tensor feeds `input_lengths` dims [1] reshape [] (Triton compares dims)
+    lengths = ModelIO("trt", 8, {"input_lengths": TensorSpec("input_lengths", "TYPE_INT32", (1,), reshape=())},
+                      {"out": TensorSpec("out", "TYPE_INT32", (1,))})
+    cfg = (
+        Ensemble("pipe", max_batch_size=8)
+        .input("LEN", "TYPE_INT32", [1], reshape=[], allow_ragged_batch=True)
+        .step(lengths, inputs={"input_lengths": "LEN"}, outputs={"out": "OUT"})
+        .output("OUT")
+        .config(parameters={"note": "x"})
+    )
+    assert cfg.input[0].HasField("reshape") and list(cfg.input[0].reshape.shape) == []
+    assert cfg.input[0].allow_ragged_batch
+    assert cfg.parameters["note"].string_value == "x"
+
+
+def test_a_declared_output_shape_must_agree_with_its_producer() -> None:
+    pipeline = _start().step(B, inputs={"X": "mid"}, outputs={"Y": "RESULT"})
+    assert list(pipeline.output("RESULT", dims=[-1]).config().output[0].dims) == [-1]  # a wildcard agrees
+    msg = _message(lambda: _start().step(B, inputs={"X": "mid"}, outputs={"Y": "R"}).output("R", dims=[3]))
+    assert msg == "in ensemble pipe, ensemble tensor R: inconsistent shape: [-1,2] is inferred from model b while " \
+        "[-1,3] is inferred from model pipe"
+    msg = _message(lambda: _start().step(B, inputs={"X": "mid"}, outputs={"Y": "R"}).output("R", data_type="TYPE_FP16"))
+    assert "inconsistent data type: TYPE_FP32 is inferred from model b while TYPE_FP16" in msg

@@ -553,3 +553,12 @@ def test_wiring_exposes_the_clients_contract():
     assert {"stop_words", "bad_words", "lora_task_id"} <= names
     assert wiring.signature.outputs[0].name == "text_output"
     assert [s.role for s in wiring.steps] == ["preprocessing", "tensorrt_llm", "postprocessing"]
+
+
+def test_the_llm_ensemble_is_built_with_the_dag_so_bad_additions_fail_in_tritons_words() -> None:
+    from tritonforge.builders.llm_gpu import ContractAdditions
+    from tritonforge.errors import ValidationError
+
+    wrong = ContractAdditions(preprocessing_input_map={"NO_SUCH_INPUT": "text_input"})
+    with pytest.raises(ValidationError, match="mapping to non-existing input NO_SUCH_INPUT in model preprocessing"):
+        gpu_llm_model_set(engine_dir_in_container="/e", tokenizer_files=TOKENIZER, python_sources={}, additions=wrong)
