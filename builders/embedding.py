@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tritonforge import python_backends
 from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
@@ -18,6 +18,9 @@ from tritonforge.ensembles.embed import embed_ensemble
 from tritonforge.naming import embedding_names
 from tritonforge.repository import FileContent
 from tritonforge.spec import EmbeddingModel
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -81,11 +84,11 @@ def embedding_model_set(key: str, model: EmbeddingModel, target: Target, artifac
 
 def tokenizer_encoder_set(
     target: Target,
-    tokenizer: tuple[Any, str],
+    tokenizer: tuple[ModelConfig, str],
     tokenizer_files: dict[str, Path],
-    encoder_cfg: Any,
+    encoder_cfg: ModelConfig,
     artifact: Any,
-    ensemble_cfg: Any,
+    ensemble_cfg: ModelConfig,
     notes: list[str],
 ) -> ModelSet:
     """The files of a tokenizer step (python model + tokenizer files), an ONNX model (served by the onnxruntime

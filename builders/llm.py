@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tritonforge import naming, python_backends
 from tritonforge.builders import lora
@@ -19,6 +19,9 @@ from tritonforge.errors import BuildError
 from tritonforge.naming import LLMNames
 from tritonforge.repository import FileContent
 from tritonforge.spec import DynamicBatching, InstanceGroup, LLMModel, Serving
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -67,7 +70,7 @@ def _files(
 
 def _cpu_engine(
     name: str, model: LLMModel, checkpoint: Path, adapters: list[lora.Adapter]
-) -> tuple[Any, dict[str, FileContent], list[str]]:
+) -> tuple[ModelConfig, dict[str, FileContent], list[str]]:
     """The `tensorrt_llm` step of the cpu target: the CPU engine, decoupled, with the checkpoint beside it."""
     batch = model.serving.triton_max_batch_size
     serving = Serving(
@@ -310,7 +313,9 @@ TOKEN_COUNT_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
 TOKEN_COUNT_OUTPUTS = ("num_input_tokens", "num_output_tokens")
 
 
-def _llmapi_preprocessing(names: LLMNames, model: LLMModel, adapters: list[lora.Adapter], target: Target) -> Any:
+def _llmapi_preprocessing(
+    names: LLMNames, model: LLMModel, adapters: list[lora.Adapter], target: Target
+) -> tuple[ModelConfig, list[str]]:
     from tritonforge.builders.llm_gpu import _queue, _serving
 
     inputs = (
@@ -347,7 +352,7 @@ def _llmapi_preprocessing(names: LLMNames, model: LLMModel, adapters: list[lora.
 
 def _llmapi_engine(
     names: LLMNames, model: LLMModel, adapters: list[lora.Adapter], target: Target, checkpoint: Path
-) -> tuple[Any, dict[str, FileContent], list[str]]:
+) -> tuple[ModelConfig, dict[str, FileContent], list[str]]:
     """The llmapi ``tensorrt_llm`` model: config, model.py (the LLM API driver on gpu, the CPU engine on cpu),
     model.yaml and the checkpoint (unless the container already has it)."""
     from tritonforge.builders.llm_gpu import _queue

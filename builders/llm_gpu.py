@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tritonforge import python_backends
 from tritonforge.builders.model_configs import ModelSet, Signature, TensorSpec, render_model
@@ -35,6 +35,9 @@ from tritonforge.trtllm.params import (
     model_template,
     parameter_strings,
 )
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 TOKENIZER_FOLDER = "tokenizer"  # inside a model's version folder
 # python-backend sources for the python models, by role (python_backends.source names)
@@ -193,9 +196,9 @@ def llm_ensemble_config(
     wiring: EnsembleWiring,
     *,
     max_batch_size: int,
-    members: Mapping[str, Any],
+    members: Mapping[str, ModelConfig],
     parameters: Mapping[str, str] | None = None,
-) -> Any:
+) -> ModelConfig:
     """The ensemble ModelConfig of a wiring, built with the DAG API from the members' rendered configs
     (``members``: ModelConfig by Triton name), so Triton's wiring rules are checked here, while it is written.
 
@@ -295,7 +298,7 @@ def gpu_llm_model_set(
     python_sources: Mapping[str, FileContent] | None = None,
     engine: Any = None,
     additions: ContractAdditions = ContractAdditions(),
-    tensorrt_llm_model: tuple[Any, Mapping[str, FileContent], list[str]] | None = None,
+    tensorrt_llm_model: tuple[ModelConfig, Mapping[str, FileContent], list[str]] | None = None,
 ) -> ModelSet:
     """Render preprocessing, tensorrt_llm, postprocessing, the ensemble and (with ``bls``) tensorrt_llm_bls.
 
@@ -422,22 +425,23 @@ def gpu_llm_model_set(
         bls_sig = bls_signature(
             logits_datatype=trt.logits_datatype, prompt_embedding_table_data_type=trt.prompt_embedding_table_data_type
         )
+        # the BLS finds its steps by the engine's name (chat_tensorrt_llm -> chat_preprocessing, ...); names that
+        # do not follow that pattern are written out (keys beyond upstream's, read by tritonforge's model.py)
+        bls_parameters = parameter_strings("tensorrt_llm_bls", bls_values, omit_unset=False)
+        derived = bls_step_names(bls_values["tensorrt_llm_model_name"])
+        for key, name in (("preprocessing_model_name", names.preprocessing),
+                          ("postprocessing_model_name", names.postprocessing)):
+            if derived[key] != name:
+                bls_parameters[key] = name
         bls_cfg, n4 = render_model(
             names.bls,
             _serving(serving, None, serving.bls_instance_count),
             Signature(_retyped(bls_sig.inputs + additions.ensemble_inputs, additions.data_types), bls_sig.outputs),
             target="gpu",
             backend="python",
-            parameters=parameter_strings("tensorrt_llm_bls", bls_values, omit_unset=False),
+            parameters=bls_parameters,
             decoupled=trt.decoupled_mode,
         )
-        # the BLS finds its steps by the engine's name (chat_tensorrt_llm -> chat_preprocessing, ...); names that
-        # do not follow that pattern are written out (keys beyond upstream's, read by tritonforge's model.py)
-        derived = bls_step_names(bls_values["tensorrt_llm_model_name"])
-        for key, name in (("preprocessing_model_name", names.preprocessing),
-                          ("postprocessing_model_name", names.postprocessing)):
-            if derived[key] != name:
-                bls_cfg.parameters[key].string_value = name
         notes += n4
         out.add(bls_cfg, _python_source("bls", python_sources, notes, names.bls))
     out.notes += notes

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tritonforge.config_io import model_config_pb2, render_config
 from tritonforge.repository import FileContent
 from tritonforge.spec import InstanceGroup, Optimization, Serving
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInput, ModelOutput
 
 Target = Literal["cpu", "gpu"]
 
@@ -37,10 +40,10 @@ class ModelSet:
     """The Triton models one spec entry renders: configs by model name, and the file plan that ships them."""
 
     files: dict[str, FileContent] = field(default_factory=dict)
-    configs: dict[str, Any] = field(default_factory=dict)
+    configs: dict[str, ModelConfig] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def add(self, config: Any, version_files: Mapping[str, FileContent], version: int = 1) -> None:
+    def add(self, config: ModelConfig, version_files: Mapping[str, FileContent], version: int = 1) -> None:
         """A model: its config.pbtxt plus files in its version folder (an ensemble gets an empty one, R5)."""
         self.configs[config.name] = config
         self.files[f"{config.name}/config.pbtxt"] = render_config(config).encode()
@@ -57,26 +60,26 @@ class ModelSet:
         self.notes += other.notes
 
 
-def _io(message: Any, spec: TensorSpec, is_input: bool) -> None:
+def _io(message: ModelInput | ModelOutput, spec: TensorSpec) -> None:
     pb = model_config_pb2()
     message.name = spec.name
     message.data_type = pb.DataType.Value(spec.data_type)
     message.dims.extend(spec.dims)
     if spec.reshape is not None:
         message.reshape.shape.extend(spec.reshape)
-    if is_input:
-        message.allow_ragged_batch = spec.allow_ragged_batch
-        message.optional = spec.optional
 
 
-def add_io(config: Any, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+def add_io(config: ModelConfig, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
     for spec in inputs:
-        _io(config.input.add(), spec, True)
+        tensor = config.input.add()
+        _io(tensor, spec)
+        tensor.allow_ragged_batch = spec.allow_ragged_batch
+        tensor.optional = spec.optional
     for spec in outputs:
-        _io(config.output.add(), spec, False)
+        _io(config.output.add(), spec)
 
 
-def _instance_groups(config: Any, groups: Sequence[InstanceGroup], target: Target, cpu_only: bool) -> list[str]:
+def _instance_groups(config: ModelConfig, groups: Sequence[InstanceGroup], target: Target, cpu_only: bool) -> list[str]:
     """Render instance groups; returns notes on what the target changed (kept in the build report)."""
     pb = model_config_pb2()
     notes = []
@@ -102,7 +105,7 @@ def _instance_groups(config: Any, groups: Sequence[InstanceGroup], target: Targe
     return notes
 
 
-def _dynamic_batching(config: Any, serving: Serving) -> None:
+def _dynamic_batching(config: ModelConfig, serving: Serving) -> None:
     db = serving.dynamic_batching
     if db is None or serving.max_batch_size == 0:
         return
@@ -127,7 +130,7 @@ def _dynamic_batching(config: Any, serving: Serving) -> None:
         policy(msg.priority_queue_policy[level], p)
 
 
-def _optimization(config: Any, opt: Optimization | None, target: Target, backend: str) -> None:
+def _optimization(config: ModelConfig, opt: Optimization | None, target: Target, backend: str) -> None:
     # Accelerators and graph levels are onnxruntime-backend settings: rendered only where that backend serves.
     if opt is None or backend != "onnxruntime":
         return
@@ -144,7 +147,7 @@ def _optimization(config: Any, opt: Optimization | None, target: Target, backend
         config.optimization.cuda.graphs = True
 
 
-def _warmup(config: Any, serving: Serving) -> None:
+def _warmup(config: ModelConfig, serving: Serving) -> None:
     pb = model_config_pb2()
     for w in serving.warmup:
         msg = config.model_warmup.add()
@@ -170,7 +173,7 @@ def render_model(
     parameters: Mapping[str, str] | None = None,
     cpu_only: bool = False,
     decoupled: bool = False,
-) -> tuple[Any, list[str]]:
+) -> tuple[ModelConfig, list[str]]:
     """One non-ensemble model. Returns the ModelConfig and notes on target-specific changes."""
     pb = model_config_pb2()
     config = pb.ModelConfig()

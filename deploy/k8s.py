@@ -17,9 +17,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tritonforge.errors import DeployError, Problem
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 Format = Literal["manifests", "helm", "kserve"]
 TEMPLATES = Path(__file__).parent / "templates"
@@ -94,7 +97,7 @@ def read_build_info(repo: Path) -> dict[str, Any]:
     return info
 
 
-def _configs(repo: Path) -> dict[str, Any]:
+def _configs(repo: Path) -> dict[str, ModelConfig]:
     from tritonforge.config_io import read_config
 
     return {p.parent.name: read_config(p) for p in sorted(repo.glob("*/config.pbtxt"))}
@@ -117,7 +120,7 @@ def _parallel_sizes(repo: Path, parallel: dict[str, Any], name: str) -> dict[str
     return sizes
 
 
-def gpu_need(repo: Path, info: dict[str, Any], configs: dict[str, Any] | None = None) -> GPUNeed:
+def gpu_need(repo: Path, info: dict[str, Any], configs: dict[str, ModelConfig] | None = None) -> GPUNeed:
     """GPUs per replica from the repository's instance groups and its TensorRT-LLM models' tp_size × pp_size."""
     if info.get("target") != "gpu":
         return GPUNeed(0, 0, ("the cpu target uses no GPU",))
@@ -141,8 +144,8 @@ def gpu_need(repo: Path, info: dict[str, Any], configs: dict[str, Any] | None = 
         world = int(sizes.get("tp_size", 1)) * int(sizes.get("pp_size", 1))
         param = config.parameters.get("gpu_device_ids")
         groups = _id_groups(param.string_value) if param is not None and param.string_value else [list(range(world))]
-        for group in groups:
-            ids.update(group)
+        for device_ids in groups:
+            ids.update(device_ids)
         why.append(
             f"{name}: tp_size {sizes.get('tp_size', 1)} × pp_size {sizes.get('pp_size', 1)} = {world} GPU(s) per "
             f"engine, {len(groups)} engine instance(s) on GPUs {';'.join(','.join(map(str, g)) for g in groups)}"
@@ -163,7 +166,9 @@ class Launch:
     engines: tuple[str, ...] = ()
 
 
-def triton_launch(repo: Path, info: dict[str, Any], configs: dict[str, Any]) -> tuple[Launch, list[Problem]]:
+def triton_launch(
+    repo: Path, info: dict[str, Any], configs: dict[str, ModelConfig]
+) -> tuple[Launch, list[Problem]]:
     """The launch the repository's TensorRT-LLM models need (tritonforge.json `parallel.<model>.runtime`).
 
     'engine' (the C++ tensorrtllm backend; the default for older builds that record no runtime): the executor runs

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tritonforge.builders.model_configs import TensorSpec, add_io
 from tritonforge.config_io import model_config_pb2
 from tritonforge.errors import Problem, ValidationError
 from tritonforge.validation import ensemble_rules as rules
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInput, ModelOutput
 
 
 @dataclass(frozen=True)
@@ -34,22 +37,22 @@ class ModelIO:
     decoupled: bool = False
 
     @classmethod
-    def from_config(cls, config: Any) -> ModelIO:
+    def from_config(cls, config: ModelConfig) -> ModelIO:
         pb = model_config_pb2()
 
-        def spec(t: Any, is_input: bool) -> TensorSpec:
+        def spec(t: ModelInput | ModelOutput, optional: bool) -> TensorSpec:
             return TensorSpec(
                 t.name,
                 pb.DataType.Name(t.data_type),
                 tuple(t.dims),
-                optional=bool(is_input and t.optional),
+                optional=optional,
                 reshape=tuple(t.reshape.shape) if t.HasField("reshape") else None,
             )
 
         return cls(
             name=config.name,
             max_batch_size=config.max_batch_size,
-            inputs={t.name: spec(t, True) for t in config.input},
+            inputs={t.name: spec(t, t.optional) for t in config.input},
             outputs={t.name: spec(t, False) for t in config.output},
             decoupled=config.model_transaction_policy.decoupled,
         )
@@ -231,7 +234,7 @@ class Ensemble:
         """R62: an ensemble is decoupled when any of its steps is."""
         return any(s.model.decoupled for s in self._steps)
 
-    def config(self, *, parameters: Mapping[str, str] | None = None) -> Any:
+    def config(self, *, parameters: Mapping[str, str] | None = None) -> ModelConfig:
         """The ensemble's ModelConfig; ``parameters`` are rendered as its string parameters (clients read them
         through Triton's model-config API)."""
         self._check_complete()

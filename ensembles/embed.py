@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tritonforge.ensembles.dag import Ensemble, ModelIO
 
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-def embed_ensemble(name: str, tokenizer: ModelIO, encoder: ModelIO) -> Any:
+
+def embed_ensemble(name: str, tokenizer: ModelIO, encoder: ModelIO) -> ModelConfig:
     """Wire the embedding service; the encoder's inputs are exactly the tokenizer's id outputs."""
     dag = Ensemble(name, max_batch_size=min(tokenizer.max_batch_size, encoder.max_batch_size))
     dag.input("TEXT", "TYPE_STRING", [1])

@@ -19,10 +19,13 @@ produces every output: `<key>_generate` sends the sources in its first response,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tritonforge.ensembles.dag import Ensemble, ModelIO
 from tritonforge.ensembles.search import encode_query, retrieve_and_rerank
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 # generation controls of the `llm` ensemble that the rag ensemble exposes too (same names, types and shapes)
 GENERATION_INPUTS = (
@@ -53,7 +56,7 @@ def rag_ensemble(
     select: ModelIO | None,
     prompt: ModelIO,
     generate: ModelIO,
-) -> Any:
+) -> ModelConfig:
     """Without ``pair_tokenizer``/``cross_encoder``/``select`` (no reranker), the retriever's own ranking goes to the
     prompt step, which keeps the best TOP_N."""
     rerankers = [m for m in (pair_tokenizer, cross_encoder, select) if m is not None]

@@ -8,9 +8,12 @@ DOC_IDS (TYPE_STRING [-1]), SCORES (TYPE_FP32 [-1]), DOCUMENTS (TYPE_STRING [-1]
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tritonforge.ensembles.dag import Ensemble, ModelIO
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 RESULTS = ("DOC_IDS", "SCORES", "DOCUMENTS")
 
@@ -25,7 +28,7 @@ def encode_query(dag: Ensemble, tokenizer: ModelIO, encoder: ModelIO) -> None:
     dag.step(encoder, inputs=ids, outputs={"EMBEDDING": "QUERY_EMBEDDING"})
 
 
-def search_ensemble(name: str, tokenizer: ModelIO, encoder: ModelIO, retriever: ModelIO) -> Any:
+def search_ensemble(name: str, tokenizer: ModelIO, encoder: ModelIO, retriever: ModelIO) -> ModelConfig:
     dag = Ensemble(name, max_batch_size=_batch(tokenizer, encoder, retriever))
     dag.input("QUERY", "TYPE_STRING", [1]).input("TOP_K", "TYPE_INT32", [1], optional=True)
     encode_query(dag, tokenizer, encoder)
@@ -43,7 +46,7 @@ def _score_pairs(dag: Ensemble, pair_tokenizer: ModelIO, cross_encoder: ModelIO,
     dag.step(cross_encoder, inputs={key: pair_ids[key] for key in pair_ids}, outputs={"SCORES": scores})
 
 
-def rerank_ensemble(name: str, pair_tokenizer: ModelIO, cross_encoder: ModelIO) -> Any:
+def rerank_ensemble(name: str, pair_tokenizer: ModelIO, cross_encoder: ModelIO) -> ModelConfig:
     dag = Ensemble(name, max_batch_size=_batch(pair_tokenizer, cross_encoder))
     dag.input("QUERY", "TYPE_STRING", [1]).input("PASSAGES", "TYPE_STRING", [-1])
     _score_pairs(dag, pair_tokenizer, cross_encoder, "PASSAGES", "SCORES")
@@ -84,7 +87,7 @@ def search_rerank_ensemble(
     pair_tokenizer: ModelIO,
     cross_encoder: ModelIO,
     select: ModelIO,
-) -> Any:
+) -> ModelConfig:
     dag = Ensemble(name, max_batch_size=_batch(tokenizer, encoder, retriever, pair_tokenizer, cross_encoder, select))
     dag.input("QUERY", "TYPE_STRING", [1])
     dag.input("TOP_K", "TYPE_INT32", [1], optional=True)  # candidates retrieved

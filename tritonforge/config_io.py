@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
+from google.protobuf.message import Message
 
 from tritonforge.errors import Problem, ValidationError
+
+if TYPE_CHECKING:  # typed by typings/tritonclient (mypy only): tritonclient ships no stubs
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 
 def model_config_pb2():  # type: ignore[no-untyped-def]
@@ -16,12 +21,12 @@ def model_config_pb2():  # type: ignore[no-untyped-def]
     return pb
 
 
-def render_config(config: object) -> str:
+def render_config(config: Message) -> str:
     """Serialize a ModelConfig deterministically (field-number order), as Triton's own examples are written."""
-    return text_format.MessageToString(config, as_utf8=True)  # type: ignore[arg-type]
+    return text_format.MessageToString(config, as_utf8=True)
 
 
-def parse_config_text(text: str, where: str = "config.pbtxt"):  # type: ignore[no-untyped-def]
+def parse_config_text(text: str, where: str = "config.pbtxt") -> ModelConfig:
     """Parse config.pbtxt text; a syntax error reads as Triton's 'failed to read text proto from <path>'."""
     pb = model_config_pb2()
     config = pb.ModelConfig()
@@ -32,6 +37,6 @@ def parse_config_text(text: str, where: str = "config.pbtxt"):  # type: ignore[n
     return config
 
 
-def read_config(path: str | Path):  # type: ignore[no-untyped-def]
+def read_config(path: str | Path) -> ModelConfig:
     path = Path(path)
     return parse_config_text(path.read_text(encoding="utf-8"), str(path))

@@ -24,12 +24,15 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tritonforge.config_io import parse_config_text, render_config
 from tritonforge.errors import ClientError, ReleaseError, TritonForgeError
 from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, read_lineage, version_content_hash
 from tritonforge.triton.connection import Connection
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 RELEASES_FILE = "releases.json"
 LOCK_FILE = ".releases.lock"
@@ -114,7 +117,7 @@ def versions_on_disk(model_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
 
 
-def serving_versions(config: Any, on_disk: Sequence[int]) -> list[int]:
+def serving_versions(config: ModelConfig, on_disk: Sequence[int]) -> list[int]:
     """The versions Triton serves for a config's version_policy (default: latest 1)."""
     policy = config.version_policy
     which = policy.WhichOneof("policy_choice")

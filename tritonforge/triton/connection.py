@@ -197,7 +197,7 @@ class Connection(_Base):
         if self.protocol == "grpc":
             import tritonclient.grpc as mod
         else:
-            import tritonclient.http as mod
+            import tritonclient.http as mod  # type: ignore[no-redef]  # grpc is typed (typings/), http is not
         return mod
 
     def _run(self, timeout: float | None, call: Callable[[Any], T]) -> T:

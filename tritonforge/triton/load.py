@@ -53,7 +53,7 @@ class LoadSession:
 
             self.client = mod.InferenceServerClient(**grpc_client_kwargs(address, options))
         else:
-            import tritonclient.http as mod
+            import tritonclient.http as mod  # type: ignore[no-redef]  # grpc is typed (typings/), http is not
 
             self.client = mod.InferenceServerClient(**http_client_kwargs(address, options, timeout), concurrency=1)
         self.requests = []

@@ -269,10 +269,10 @@ def _ensemble_data_flow_rules(config: ModelConfig, tensors: dict[str, _FlowTenso
                 nxt.ready = True
                 queue.append(nxt)
     outputs = {tensor.name for tensor in config.output}
-    for tensor in config.output:
-        node = tensors.get(tensor.name)
+    for output in config.output:
+        node = tensors.get(output.name)
         if node is None:
-            found.append(rules.unused_output(name, tensor.name))
+            found.append(rules.unused_output(name, output.name))
         elif not node.ready:
             found.append(_not_written_message(name, node))
     flow_broken = bool(found)

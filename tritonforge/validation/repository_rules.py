@@ -161,9 +161,9 @@ def _ensemble_cross_rules(
         dims = tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims
         tensors.setdefault(tensor.name, _TensorNode.inferred(ensemble, batching, tensor.data_type, dims))
     sink = _TensorNode(ensemble)
-    for tensor in config.output:
-        dims = tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims
-        node = tensors.setdefault(tensor.name, _TensorNode.inferred(ensemble, batching, tensor.data_type, dims))
+    for output in config.output:
+        dims = output.reshape.shape if output.HasField("reshape") else output.dims
+        node = tensors.setdefault(output.name, _TensorNode.inferred(ensemble, batching, output.data_type, dims))
         sink.prev.append(node)
         node.next.append(sink)
     errors: list[str] = []
@@ -276,11 +276,11 @@ def _check_rate_limiter(models: dict[str, _Model]) -> None:
                 scopes.setdefault(resource.name, set()).add(getattr(resource, "global"))
                 if model not in users.setdefault(resource.name, []):
                     users[resource.name].append(model)
-    for resource, kinds in sorted(scopes.items()):
+    for resource_name, kinds in sorted(scopes.items()):
         if len(kinds) > 1:
-            for model in users[resource]:
+            for model in users[resource_name]:
                 model.cross.append(
-                    f'Resource "{resource}" is present as both global and device-specific resource in the model '
+                    f'Resource "{resource_name}" is present as both global and device-specific resource in the model '
                     "configuration."
                 )
 
