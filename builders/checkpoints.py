@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tritonforge.errors import BuildError
 
@@ -272,7 +273,7 @@ def read_sentence_transformers_config(path: Path, *, strict: bool = True) -> tup
     return pooling, max_seq_length
 
 
-def _read_json(path: Path):
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

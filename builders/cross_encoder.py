@@ -347,7 +347,7 @@ class _ScoringWrapperFactory:
     """Builds the export wrapper lazily so torch is imported only when exporting."""
 
     @staticmethod
-    def make(model, input_names: tuple[str, ...], activation: str):
+    def make(model: Any, input_names: tuple[str, ...], activation: str) -> Any:
         import torch
 
         with_types = "token_type_ids" in input_names
@@ -360,7 +360,7 @@ class _ScoringWrapperFactory:
                 super().__init__()
                 self.classifier = model
 
-            def forward(self, input_ids, attention_mask, token_type_ids=None):
+            def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
                 batch, candidates, seq = input_ids.shape[0], input_ids.shape[1], input_ids.shape[2]
                 kwargs = {"input_ids": input_ids.reshape(-1, seq), "attention_mask": attention_mask.reshape(-1, seq)}
                 if with_types:
@@ -374,7 +374,7 @@ class _ScoringWrapperFactory:
         return ScoringModel().eval()
 
 
-def _dummy_inputs(tokenizer, input_names: tuple[str, ...], max_len: int) -> dict[str, Any]:
+def _dummy_inputs(tokenizer: Any, input_names: tuple[str, ...], max_len: int) -> dict[str, Any]:
     """A padded [2, 3, sequence] batch (batch != candidates, so no axis can be confused with another)."""
     queries = ("Export the reranker.", "Which passage answers the question best?")
     passages = ("A short one.", "A second, longer passage makes the batch padded and shapes dynamic.", "Third.")
@@ -389,7 +389,7 @@ def _dummy_inputs(tokenizer, input_names: tuple[str, ...], max_len: int) -> dict
     return {n: enc[n].reshape(len(queries), len(passages), -1) for n in input_names}
 
 
-def _parity_feeds(tokenizer, tokenizer_json: Path, input_names: tuple[str, ...], max_len: int) -> dict[str, Any]:
+def _parity_feeds(tokenizer: Any, tokenizer_json: Path, input_names: tuple[str, ...], max_len: int) -> dict[str, Any]:
     """ONE padded [groups, candidates, sequence] batch of the parity pairs, encoded by the shipped tokenizer.json.
 
     The shipped tokenizer must encode every pair exactly as transformers' ``tokenizer(query, passage,
@@ -417,7 +417,7 @@ def _parity_feeds(tokenizer, tokenizer_json: Path, input_names: tuple[str, ...],
     return {name: a.reshape(groups, -1, a.shape[1]) for name, a in arrays.items()}
 
 
-def _reference_scores(model, tokenizer, input_names, activation: str, max_len: int):
+def _reference_scores(model: Any, tokenizer: Any, input_names: Any, activation: str, max_len: int) -> Any:
     """PyTorch scores straight from the classifier's logits, one (query, passage) pair at a time, no padding."""
     import numpy as np
     import torch

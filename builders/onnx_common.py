@@ -57,7 +57,9 @@ def quiet() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------- checkpoint
 
 
-def load_checkpoint(checkpoint: Path, model_class: Any = "AutoModel", *, require_all_weights: bool = False):
+def load_checkpoint(
+    checkpoint: Path, model_class: Any = "AutoModel", *, require_all_weights: bool = False
+) -> Any:
     """``(tokenizer, reference model, export model)``, both models FP32 and in eval mode.
 
     ``model_class`` is a transformers auto class (or its name): ``AutoModel`` for encoders,
@@ -113,7 +115,7 @@ def load_checkpoint(checkpoint: Path, model_class: Any = "AutoModel", *, require
     return tokenizer, ref_model, export_model
 
 
-def input_names(model, tokenizer, checkpoint: Path) -> tuple[str, ...]:
+def input_names(model: Any, tokenizer: Any, checkpoint: Path) -> tuple[str, ...]:
     """``input_ids``, ``attention_mask`` and, when both the model and the tokenizer use it, ``token_type_ids``."""
     import inspect
 
@@ -130,7 +132,9 @@ def input_names(model, tokenizer, checkpoint: Path) -> tuple[str, ...]:
     return tuple(n for n in INPUT_ORDER if n in names)
 
 
-def resolve_max_len(checkpoint: Path, tokenizer, config, requested: int | None, source: str | None) -> int:
+def resolve_max_len(
+    checkpoint: Path, tokenizer: Any, config: Any, requested: int | None, source: str | None
+) -> int:
     """The requested length (checked against max_position_embeddings), else min(tokenizer, model) limits."""
     max_pos = getattr(config, "max_position_embeddings", None)
     max_pos = int(max_pos) if isinstance(max_pos, int) and max_pos > 0 else None
@@ -150,7 +154,7 @@ def resolve_max_len(checkpoint: Path, tokenizer, config, requested: int | None, 
     return min(candidates)
 
 
-def write_tokenizer_files(checkpoint: Path, tokenizer, out: Path, max_len: int) -> list[str]:
+def write_tokenizer_files(checkpoint: Path, tokenizer: Any, out: Path, max_len: int) -> list[str]:
     """Copy the tokenizer files to ship, with truncation at ``max_len`` and batch-longest padding built in.
 
     Checkpoints often carry stale settings in tokenizer.json (all-MiniLM-L6-v2: pad to a fixed 128, truncate at
@@ -192,8 +196,8 @@ def write_tokenizer_files(checkpoint: Path, tokenizer, out: Path, max_len: int) 
 
 
 def export_onnx(
-    wrapper,
-    args: tuple,
+    wrapper: Any,
+    args: tuple[Any, ...],
     names: tuple[str, ...],
     output_name: str,
     path: Path,
@@ -306,12 +310,12 @@ def check_graph(
         raise BuildError(f"{path}: exported graph is wrong: " + "; ".join(problems))
 
 
-def dims_of(dims) -> list:
+def dims_of(dims: Any) -> list[Any]:
     """ONNX shape dims as a readable list: numbers for fixed axes, names (or ``?``) for dynamic ones."""
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
 
 
-def encoding_arrays(encodings, names: tuple[str, ...]) -> dict[str, Any]:
+def encoding_arrays(encodings: Any, names: tuple[str, ...]) -> dict[str, Any]:
     """INT64 arrays ``[len(encodings), tokens]`` of padded ``tokenizers`` encodings, one per input name."""
     import numpy as np
 
@@ -321,7 +325,7 @@ def encoding_arrays(encodings, names: tuple[str, ...]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- onnxruntime
 
 
-def session(path: Path):
+def session(path: Path) -> Any:
     """A CPU ONNX Runtime session that logs errors only."""
     import onnxruntime as ort
 
@@ -330,7 +334,7 @@ def session(path: Path):
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(path: Path, feeds: dict[str, Any], output_name: str):
+def run_onnx(path: Path, feeds: dict[str, Any], output_name: str) -> Any:
     """Run ``path`` once on CPU and return ``output_name`` as FP32."""
     import numpy as np
 

@@ -296,7 +296,7 @@ class _EmbeddingWrapperFactory:
     """Builds the export wrapper lazily so torch is imported only when exporting."""
 
     @staticmethod
-    def make(model, input_names: tuple[str, ...], pooling: str, normalize: bool):
+    def make(model: Any, input_names: tuple[str, ...], pooling: str, normalize: bool) -> Any:
         import torch
 
         with_types = "token_type_ids" in input_names
@@ -306,7 +306,7 @@ class _EmbeddingWrapperFactory:
                 super().__init__()
                 self.encoder = model
 
-            def forward(self, input_ids, attention_mask, token_type_ids=None):
+            def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
                 kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
                 if with_types:
                     kwargs["token_type_ids"] = token_type_ids
@@ -336,7 +336,7 @@ def _set_output_dim(path: Path, dim: int) -> None:
     onnx.save(model, str(path))
 
 
-def _parity_feeds(tokenizer, tokenizer_json: Path, input_names: tuple[str, ...], max_len: int) -> dict[str, Any]:
+def _parity_feeds(tokenizer: Any, tokenizer_json: Path, input_names: tuple[str, ...], max_len: int) -> dict[str, Any]:
     """ONE padded batch of the parity sentences, encoded by the shipped tokenizer.json (as a server would)."""
     from tokenizers import Tokenizer
 
@@ -353,7 +353,9 @@ def _parity_feeds(tokenizer, tokenizer_json: Path, input_names: tuple[str, ...],
     return common.encoding_arrays(encodings, input_names)
 
 
-def _reference_embeddings(model, tokenizer, input_names, pooling: str, normalize: bool, max_len: int):
+def _reference_embeddings(
+    model: Any, tokenizer: Any, input_names: Any, pooling: str, normalize: bool, max_len: int
+) -> Any:
     """PyTorch embeddings computed straight from AutoModel outputs, one sentence at a time, no padding."""
     import numpy as np
     import torch
@@ -369,7 +371,7 @@ def _reference_embeddings(model, tokenizer, input_names, pooling: str, normalize
     return np.stack(rows)
 
 
-def _min_cosine(a, b) -> float:
+def _min_cosine(a: Any, b: Any) -> float:
     import numpy as np
 
     a = a.astype(np.float64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -38,7 +39,7 @@ CORPUS = (
 )
 
 
-def _train_tokenizer(vocab_size: int):
+def _train_tokenizer(vocab_size: int) -> Any:
     """A WordPiece tokenizer whose vocabulary is learnt from CORPUS, deterministically.
 
     ``tokenizers``' WordPieceTrainer breaks frequency ties in hash-map order, so its vocabulary (and the ids)
@@ -171,7 +172,9 @@ def make_tiny_cross_encoder(
     return path
 
 
-def _write_tokenizer_and_config(path: Path, vocab_size: int, max_position: int, hidden: int, layers: int, heads: int):
+def _write_tokenizer_and_config(
+    path: Path, vocab_size: int, max_position: int, hidden: int, layers: int, heads: int
+) -> Any:
     """Save the deterministic fast tokenizer into ``path``; return the matching ``BertConfig`` (not yet saved)."""
     from transformers import BertConfig, BertTokenizerFast  # type: ignore[attr-defined]  # a lazy export
 
@@ -200,7 +203,7 @@ def _write_tokenizer_and_config(path: Path, vocab_size: int, max_position: int, 
     )
 
 
-def _save_model(model, path: Path) -> None:
+def _save_model(model: Any, path: Path) -> None:
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
@@ -254,7 +257,7 @@ def _byte_level_alphabet() -> dict[int, str]:
     return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
 
 
-def _train_byte_level_bpe(vocab_size: int):
+def _train_byte_level_bpe(vocab_size: int) -> Any:
     """A byte-level BPE tokenizer learnt from DECODER_CORPUS, deterministically (ties broken by the pair's text).
 
     Vocabulary: the special tokens, the 256 byte symbols (in byte order), then merges by frequency. Characters that
