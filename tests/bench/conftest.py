@@ -138,7 +138,55 @@ def _rag_rows(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+TARGET_LABELS = {  # issue #17's targets, as embed_targets.json records them
+    "embed_grpc_vs_limit": "embed over gRPC vs the in-process limit (tokenizer + ONNX Runtime, best batch)",
+    "gateway_vs_grpc": "gateway /v1/embeddings vs embed over gRPC",
+    "grpc_vs_infinity_torch": "embed over gRPC vs infinity-emb HTTP server (torch engine)",
+    "gateway_vs_infinity_torch": "gateway /v1/embeddings vs infinity-emb HTTP server (torch engine)",
+    "int8_vs_fp32_grpc": "int8 vs fp32 embed over gRPC (int8 built without force)",
+    "int8_mean_cosine": "int8 encoder: mean cosine to fp32 (builder's gate, evaluation corpus)",
+    "int8_top10_overlap": "int8 encoder: top-10 search overlap with fp32 (builder's gate)",
+    "batching_gain_vs_ceiling": "dynamic-batching gain vs the in-process batch-size ceiling",
+}
+
+
+def _targets_rows(d: dict[str, Any]) -> list[Row]:
+    f, met, targets = d["figures"], d["met"], d["targets"]
+    m = d.get("machine", {})
+    rows: list[Row] = [
+        ("machine", f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, SIMD {' '.join(m.get('simd_flags', []))}",
+         "—", "—"),
+    ]
+    for key, label in TARGET_LABELS.items():
+        value = f.get(key)
+        shown = "not measured" if value is None else (f"{value:.3f}" if key.startswith("int8_") and "vs" not in key
+                                                      else f"{value:.2f}×")
+        rows.append((label, shown, f"≥ {targets[key]}", _met(met.get(key))))
+    rows.append(("embed over gRPC vs infinity-emb HTTP server (optimum engine)",
+                 _ratio(f.get("grpc_vs_infinity_optimum")), "recorded", "—"))
+    rows.append(("dynamic-batching gain / in-process ceiling (its parts)",
+                 f"{_ratio(f.get('batching_gain'))} / {_ratio(f.get('batching_ceiling_in_process'))}", "—", "—"))
+    return rows
+
+
+def _aiperf_rows(d: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for run in d["runs"]:
+        rows.append((
+            f"aiperf, gateway chat streaming, concurrency {run['concurrency']}: TTFT p50 / ITL p50 / output tokens/s",
+            f"{run['ttft_ms']['p50']:.0f} ms / {run['itl_ms']['p50']:.1f} ms / "
+            f"{run['output_tokens_per_s']['avg']:.1f}",
+            "recorded", "—"))
+    cost = d.get("gateway_cost")
+    if cost:
+        rows.append(("chat streaming through the gateway vs direct gRPC stream (tokens/s)",
+                     _ratio(cost["gateway_vs_direct"]), "≥ 0.95", _met(cost["gateway_vs_direct"] >= 0.95)))
+    return rows
+
+
 SOURCES: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]]]] = {
+    "embed_targets.json": ("tests/bench/test_embed_targets.py", _targets_rows),
+    "aiperf_gateway.json": ("tests/bench/test_aiperf_gateway.py", _aiperf_rows),
     "embed_throughput.json": ("tests/bench/test_embed_throughput.py", _embed_rows),
     "embed_int8.json": ("tests/bench/test_embed_int8.py", _int8_rows),
     "llm_concurrency.json": ("tests/bench/test_llm_concurrency.py", _llm_rows),

@@ -427,8 +427,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _http_closed_loop(port: int, model: str, *, concurrency: int, measure_s: float) -> dict[str, Any]:
-    """The embed load over HTTP: ``concurrency`` workers, one keep-alive connection each, POST /embeddings."""
+def _http_closed_loop(
+    port: int, model: str, *, concurrency: int, measure_s: float, path: str = "/embeddings"
+) -> dict[str, Any]:
+    """The embed load over HTTP: ``concurrency`` workers, one keep-alive connection each, POST ``path``
+    (OpenAI's embeddings body: infinity-emb serves it at /embeddings, tritonforge's gateway at /v1/embeddings)."""
     import http.client
 
     start = time.perf_counter() + WARMUP_S
@@ -445,7 +448,7 @@ def _http_closed_loop(port: int, model: str, *, concurrency: int, measure_s: flo
             while time.perf_counter() < end:
                 t0 = time.perf_counter()
                 try:
-                    conn.request("POST", "/embeddings", bodies[i % len(bodies)], {"Content-Type": "application/json"})
+                    conn.request("POST", path, bodies[i % len(bodies)], {"Content-Type": "application/json"})
                     response = conn.getresponse()
                     data = response.read()
                     if response.status != 200:
@@ -483,7 +486,11 @@ def _http_closed_loop(port: int, model: str, *, concurrency: int, measure_s: flo
 
 
 def _infinity_http(
-    checkpoint: Path, loads: dict[str, float], dtype: str = "float32", probe: list[str] | None = None
+    checkpoint: Path,
+    loads: dict[str, float],
+    dtype: str = "float32",
+    probe: list[str] | None = None,
+    engine: str = "torch",
 ) -> dict[str, Any]:
     """infinity-emb as users run it: `infinity_emb v2` (torch engine, CPU, its own venv) as a subprocess on a free
     loopback port, the same 16 x 4-sentence load over HTTP. Bounded: if /health does not answer within
@@ -496,17 +503,17 @@ def _infinity_http(
     import urllib.request
 
     python = os.environ.get("TRITONFORGE_INFINITY_PYTHON")
-    label = f"infinity-emb HTTP {dtype}"
+    label = f"infinity-emb HTTP {engine} {dtype}"
     if not python:
         return {"measured": False, "reason": "TRITONFORGE_INFINITY_PYTHON (infinity-emb venv python) not set"}
     port = _free_port()
     command = [
         *(python, "-m", "infinity_emb.cli", "v2", "--model-id", str(checkpoint)),
-        *("--engine", "torch", "--device", "cpu", "--dtype", dtype, "--batch-size", "64"),
+        *("--engine", engine, "--device", "cpu", "--dtype", dtype, "--batch-size", "64"),
         *("--host", "127.0.0.1", "--port", str(port), "--no-vector-disk-cache"),  # a cache would answer repeats
     ]
     row: dict[str, Any] = {
-        "engine": f"`infinity_emb v2` HTTP server, torch {dtype}, batch 64, vector disk cache off",
+        "engine": f"`infinity_emb v2` HTTP server, {engine} {dtype}, batch 64, vector disk cache off",
         "command": " ".join(command[1:]),
     }
     with tempfile.TemporaryFile() as log:

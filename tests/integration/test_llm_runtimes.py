@@ -25,8 +25,9 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from tritonforge.spec import parse_spec
 
     root = tmp_path_factory.mktemp("runtimes")
-    decoder = make_tiny_decoder(root / "decoder")
-    common = {"kind": "llm", "checkpoint": str(decoder), "max_input_len": 64, "max_seq_len": 128,
+    # room for long generations: a stop sent after two pieces must reach the engine while it is still generating
+    decoder = make_tiny_decoder(root / "decoder", max_position=2048)
+    common = {"kind": "llm", "checkpoint": str(decoder), "max_input_len": 64, "max_seq_len": 2048,
               "serving": {"triton_max_batch_size": 4}, "tensorrt_llm": {"decoupled_mode": True,
                                                                        "exclude_input_in_output": True}}
     spec = parse_spec({"name": "t", "target": "cpu", "models": {
@@ -118,7 +119,8 @@ def test_the_stop_signal_reaches_the_llm_api_model(both: object) -> None:
 
 def test_leaving_an_async_stream_early_stops_the_engine(both: object) -> None:
     """AsyncClient.stream, left after two pieces, sends upstream's stop (in the LLM API model's tensors) as the
-    sync Client does: the engine ends the request instead of generating to max_tokens."""
+    sync Client does: the engine ends the request instead of generating to max_tokens (1900 tokens take the tiny
+    decoder seconds, so the stop cannot lose a race against the end of generation as it could at 100)."""
     import asyncio
     import time
 
@@ -126,7 +128,7 @@ def test_leaving_an_async_stream_early_stops_the_engine(both: object) -> None:
 
     async def leave_early() -> None:
         async with AsyncClient(both.endpoints.grpc) as client:  # type: ignore[attr-defined]
-            stream = client.stream("hello world", max_tokens=100, model="llm")
+            stream = client.stream("hello world", max_tokens=1900, model="llm")
             pieces = [await stream.__anext__(), await stream.__anext__()]
             assert all(pieces)
             await stream.aclose()
@@ -139,4 +141,4 @@ def test_leaving_an_async_stream_early_stops_the_engine(both: object) -> None:
         assert time.monotonic() < deadline, "the engine was not told to stop"
         time.sleep(0.2)
     stopped = both.log_text().split(marker)[-1].split()[0]  # type: ignore[attr-defined]
-    assert int(stopped) < 100
+    assert int(stopped) < 1900
