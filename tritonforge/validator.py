@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 from tritonforge.config_io import model_config_pb2, read_config
 from tritonforge.errors import Problem, ValidationError
+from tritonforge.validation.autocomplete import auto_complete as auto_complete_config
+from tritonforge.validation.autocomplete import model_file_rules as model_file_io_rules
 from tritonforge.validation.backends import backend_library_rules
 from tritonforge.validation.common import CONFIG_FILE, _dedupe, _Findings, _Model
 from tritonforge.validation.config_rules import _model_config_rules, _model_io_rules, _normalize
@@ -190,7 +192,9 @@ def _check_model(
         return found
     _normalize(config)
     found.poll += _model_config_rules(config)
-    found.poll += _model_io_rules(config)
+    completing = auto_complete and model_dir is not None
+    if not completing:
+        found.poll += _model_io_rules(config)
     if model_dir is not None and config.name and config.name != dir_name:  # R1
         found.poll.append(
             f"unexpected directory name '{dir_name}' for model '{config.name}', directory name must equal model name"
@@ -206,13 +210,26 @@ def _check_model(
         )
     found.load += _instance_group_rules(config, gpus)
     found.load += backend_library_rules(config, model_dir, found.versions, image)
+    if completing:  # the backend completes the config (TRITONBACKEND_ModelInitialize), then core validates its IO
+        errors = [] if found.poll or found.load else auto_complete_config(config, model_dir, _latest(found.versions))
+        if errors:
+            found.load += errors
+            return found
+        _normalize(config)
+        found.poll += _model_io_rules(config)
     found.load += _label_file_rules(config, model_dir)
     found.load += _sequence_state_rules(config, model_dir)
     found.load += _python_env_rules(config, model_dir)
     found.load += _batch_strategy_rules(config, model_dir, repo)
     found.load += _warmup_rules(config, model_dir)
     found.version_errors = _model_file_rules(config, model_dir, found.versions)
+    checked = [v for v in found.versions if v not in found.version_errors]
+    found.version_errors.update(model_file_io_rules(config, model_dir, checked))
     return found
+
+
+def _latest(versions: list[int]) -> int | None:
+    return max(versions) if versions else None
 
 
 # ================================================================ normalization (§2 step 2, §3.11, R10)

@@ -283,4 +283,3 @@ def _check_rate_limiter(models: dict[str, _Model]) -> None:
                     f'Resource "{resource}" is present as both global and device-specific resource in the model '
                     "configuration."
                 )
-
