@@ -167,6 +167,11 @@ def test_torchscript_forward_arity(tmp_path: Path) -> None:
     expected = "unable to load model 'm', configuration expects 1 inputs, model provides 2"
     assert expected in _messages(tmp_path, auto_complete=False)
     assert expected in _messages(tmp_path, auto_complete=True)
+    (model / "config.pbtxt").write_text(
+        'name: "m"\nplatform: "pytorch_libtorch"\nmax_batch_size: 0\n'
+        'input { name: "A" data_type: TYPE_FP32 dims: 4 }\ninput { name: "B" data_type: TYPE_FP32 dims: 4 }\n'
+    )
+    assert _messages(tmp_path) == ["model configuration must contain at least one output, none were specified."]
 
 
 # ---------------------------------------------------------------- python auto_complete_config
@@ -268,3 +273,88 @@ def test_python_auto_complete_runs_with_a_timeout(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(python_autocomplete, "TIMEOUT_S", 1.0)
     _python(tmp_path, 'name: "m"\nbackend: "python"\n', AC + "    import time\n    time.sleep(30)\n    return c\n")
     assert _messages(tmp_path) == ["auto_complete_config of model 'm' did not return within 1 s"]
+
+
+# ---------------------------------------------------------------- OpenVINO IR
+
+
+def _ir(path: Path, params: dict[str, tuple[str, list[int], str]], results: dict[str, list[int]]) -> None:
+    """An IR whose Results copy the first Parameter (names on the ports, optional layout in rt_info)."""
+    layers, edges = [], []
+    for i, (name, (etype, dims, layout)) in enumerate(params.items()):
+        rt = f'<rt_info><attribute name="layout" version="0" layout="{layout}"/></rt_info>' if layout else ""
+        dim_xml = "".join(f"<dim>{d}</dim>" for d in dims)
+        layers.append(
+            f'<layer id="{i}" name="p{i}" type="Parameter" version="opset1"><data shape="" element_type="{etype}"/>'
+            f'{rt}<output><port id="0" precision="{etype.upper()}" names="{name},{name}:0">{dim_xml}</port></output>'
+            "</layer>"
+        )
+    for j, (name, dims) in enumerate(results.items(), start=100):
+        dim_xml = "".join(f"<dim>{d}</dim>" for d in dims)
+        layers.append(
+            f'<layer id="{j}" name="c{j}" type="Convert" version="opset1"><input><port id="0">{dim_xml}</port></input>'
+            f'<output><port id="1" precision="FP32" names="{name}">{dim_xml}</port></output></layer>'
+            f'<layer id="{j + 100}" name="r{j}" type="Result" version="opset1"><input><port id="0">{dim_xml}</port>'
+            "</input></layer>"
+        )
+        edges += [
+            f'<edge from-layer="0" from-port="0" to-layer="{j}" to-port="0"/>',
+            f'<edge from-layer="{j}" from-port="1" to-layer="{j + 100}" to-port="0"/>',
+        ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f'<?xml version="1.0"?><net name="n" version="11"><layers>{"".join(layers)}</layers>'
+        f"<edges>{''.join(edges)}</edges></net>"
+    )
+
+
+def test_an_empty_openvino_config_is_completed(tmp_path: Path) -> None:
+    from tritonforge.validator import _check_model
+
+    model = _repo(tmp_path, "ov", None)
+    _ir(model / "1" / "model.xml", {"x": ("f32", [1, 3], "")}, {"y": [1, 3]})
+    config = model_config_pb2().ModelConfig()
+    config.name = "ov"
+    assert _check_model(config, model, tmp_path, 8, None, True).messages() == []
+    assert config.backend == "openvino" and config.max_batch_size == 0
+    assert [(t.name, list(t.dims)) for t in [*config.input, *config.output]] == [("x", [1, 3]), ("y", [1, 3])]
+
+
+def test_an_openvino_layout_with_a_batch_dimension_enables_batching(tmp_path: Path) -> None:
+    from tritonforge.validator import _check_model
+
+    model = _repo(tmp_path, "ov", None)
+    _ir(model / "1" / "model.xml", {"x": ("f32", [-1, 3], "[N,C]")}, {})
+    config = model_config_pb2().ModelConfig()
+    config.name = "ov"
+    _check_model(config, model, tmp_path, 8, None, True)
+    assert config.max_batch_size == 4 and config.HasField("dynamic_batching")
+    assert [list(t.dims) for t in config.input] == [[-1]]  # a dynamic shape is -1 throughout
+
+
+@pytest.mark.parametrize(
+    ("io", "expected"),
+    [
+        (
+            'input { name: "x" data_type: TYPE_FP32 dims: [1, 5] }',
+            "model 'ov', tensor 'x': the model expects 2 dimensions (shape [1,3]) but the model configuration specifies "
+            "2 dimensions (shape [1,5])",
+        ),
+        (
+            'input { name: "z" data_type: TYPE_FP32 dims: [1, 3] }',
+            "unexpected inference input 'z', allowed inputs are: x",
+        ),
+        (
+            'input { name: "x" data_type: TYPE_FP32 dims: [1, 3] }\ninput { name: "w" data_type: TYPE_FP32 dims: 1 }',
+            "unable to load model 'ov', configuration expects 2 inputs, model provides 1",
+        ),
+        (
+            'input { name: "x" data_type: TYPE_FP32 dims: [1, 3] }\noutput { name: "q" data_type: TYPE_FP32 dims: 1 }',
+            "unexpected inference output 'q', allowed outputs are: y",
+        ),
+    ],
+)
+def test_an_openvino_config_must_match_its_ir(tmp_path: Path, io: str, expected: str) -> None:
+    model = _repo(tmp_path, "ov", f'name: "ov"\nbackend: "openvino"\n{io}\n')
+    _ir(model / "1" / "model.xml", {"x": ("f32", [1, 3], "")}, {"y": [1, 3]})
+    assert expected in _messages(tmp_path, auto_complete=False)

@@ -6,11 +6,16 @@ against it (every mode, when an instance loads). Messages are the backends' own.
   initializers (an initializer listed as a graph input is an overridable input), outputs, element types, symbolic or
   unknown dimensions as -1. Batching is possible when every input and output has a first dimension of -1; an empty
   config then gets max_batch_size 4 (Triton's ``default-max-batch-size``) and a dynamic batcher.
+* openvino (openvino_backend ``src/openvino.cc``: ``AutoCompleteBatching``, ``AutoCompleteInputOrOutput``,
+  ``ValidateInputs``, ``ValidateOutputs``), read from the IR's ``model.xml`` (Parameter and Result layers, their
+  ports' tensor names, element types, dims and layouts): batching when every input and output layout has a batch
+  dimension ``N``; an absent input or output list is filled; configs are checked for counts, names and dims (the
+  backend converts data types itself, so those are not compared).
 * pytorch (pytorch_backend ``ValidateInputs``): the TorchScript ``forward()`` input count. The pytorch backend does
   not auto-complete.
 * python: ``python_autocomplete.py``.
 
-TensorRT plans, OpenVINO IR, TensorFlow and TorchAOTI files are not read: nothing is completed or checked for them.
+TensorRT plans, TensorFlow and TorchAOTI files are not read: nothing is completed or checked for them.
 When the reader (``onnx``, ``torch``) is not installed the file is not checked either.
 """
 
@@ -77,7 +82,9 @@ def _type_name(config_type: str) -> str:
 
 
 def model_file(config: ModelConfig, model_dir: Path, version: int) -> Path:
-    default = {"onnxruntime": "model.onnx", "pytorch": "model.pt", "python": "model.py"}.get(config.backend, "")
+    default = {"onnxruntime": "model.onnx", "pytorch": "model.pt", "python": "model.py", "openvino": "model.xml"}.get(
+        config.backend, ""
+    )
     path = model_dir / str(version) / (config.default_model_filename or default)
     if config.backend == "onnxruntime" and path.is_dir():
         return path / "model.onnx"
@@ -95,6 +102,8 @@ def auto_complete(config: ModelConfig, model_dir: Path, version: int | None) -> 
         return python_auto_complete(config, model_file(config, model_dir, version))
     if config.backend == "onnxruntime" and available("onnx"):
         return _onnx_auto_complete(config, model_file(config, model_dir, version))
+    if config.backend == "openvino":
+        return _openvino_auto_complete(config, model_file(config, model_dir, version))
     return []
 
 
@@ -176,6 +185,8 @@ def model_file_rules(config: ModelConfig, model_dir: Path, versions: list[int]) 
         check = _onnx_rules
     elif config.backend == "pytorch" and config.platform != "torch_aoti" and available("torch"):
         check = _torchscript_rules
+    elif config.backend == "openvino":
+        check = _openvino_rules
     else:
         return {}
     found: dict[int, str] = {}
@@ -291,7 +302,8 @@ def compare_dims(name: str, tensor: str, model: list[int], dims: list[int], mbs:
 
 
 def _torchscript_rules(config: ModelConfig, path: Path) -> str | None:
-    """pytorch_backend's ValidateInputs: ``forward()`` takes one Dict(str, Tensor) or one Tensor per config input."""
+    """pytorch_backend's ValidateInputs (``forward()`` takes one Dict(str, Tensor) or one Tensor per config input)
+    and the start of ValidateOutputs (at least one output)."""
     import warnings
 
     import torch
@@ -320,4 +332,146 @@ def _torchscript_rules(config: ModelConfig, path: Path) -> str | None:
             )
     if not config.input:
         return "model configuration must contain at least one input, none were specified."
+    if not config.output:  # ValidateOutputs
+        return "model configuration must contain at least one output, none were specified."
     return None
+
+
+# ================================================================ OpenVINO IR (model.xml)
+
+# IR element types (Parameter ``element_type``, port ``precision``) -> Triton config type
+_OV_TYPES = {
+    "boolean": "TYPE_BOOL", "u8": "TYPE_UINT8", "u16": "TYPE_UINT16", "u32": "TYPE_UINT32", "u64": "TYPE_UINT64",
+    "i8": "TYPE_INT8", "i16": "TYPE_INT16", "i32": "TYPE_INT32", "i64": "TYPE_INT64", "f16": "TYPE_FP16",
+    "f32": "TYPE_FP32", "bool": "TYPE_BOOL", "fp16": "TYPE_FP16", "fp32": "TYPE_FP32",
+}  # fmt: skip
+
+
+@dataclass
+class _IrTensor(_Tensor):
+    batched: bool = False  # its layout has a batch dimension (ov::layout::has_batch)
+
+
+@dataclass
+class _IrModel:
+    inputs: dict[str, _IrTensor] = field(default_factory=dict)
+    outputs: dict[str, _IrTensor] = field(default_factory=dict)
+
+
+def _read_ir(path: Path) -> _IrModel | None:
+    """Parameters and Results of an IR (names as ``get_any_name()``: the smallest of a port's tensor names)."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (ElementTree.ParseError, OSError):
+        return None
+    layers = {layer.get("id"): layer for layer in root.iter("layer")}
+    found = _IrModel()
+
+    def port_tensor(layer: Any, port: Any, fallback: str) -> tuple[str, _IrTensor]:
+        names = [n for n in (port.get("names") or "").split(",") if n]
+        dims = [int(d.text) if (d.text or "").lstrip("-").isdigit() else -1 for d in port.findall("dim")]
+        dtype = _OV_TYPES.get((port.get("precision") or "").lower(), "TYPE_INVALID")
+        data = layer.find("data")
+        if data is not None and data.get("element_type"):
+            dtype = _OV_TYPES.get(data.get("element_type", "").lower(), dtype)
+        layout = next(
+            (a.get("layout") or a.get("value") or "" for a in layer.iter("attribute") if a.get("name") == "layout"), ""
+        )
+        return (min(names) if names else fallback), _IrTensor(dtype, dims, "N" in layout.upper())
+
+    for layer in layers.values():
+        if layer.get("type") == "Parameter":
+            port = layer.find("output/port")
+            if port is not None:
+                name, tensor = port_tensor(layer, port, layer.get("name", ""))
+                found.inputs[name] = tensor
+    for edge in root.iter("edge"):
+        result = layers.get(edge.get("to-layer"))
+        source = layers.get(edge.get("from-layer"))
+        if result is None or source is None or result.get("type") != "Result":
+            continue
+        port = next((p for p in source.findall("output/port") if p.get("id") == edge.get("from-port")), None)
+        if port is not None:
+            name, tensor = port_tensor(result, port, result.get("name", ""))
+            found.outputs[name] = tensor
+    return found
+
+
+def _openvino_auto_complete(config: ModelConfig, path: Path) -> list[str]:
+    model = _read_ir(path)
+    if model is None:
+        return []
+    tensors = [*model.inputs.values(), *model.outputs.values()]
+    if tensors and all(t.batched for t in tensors):
+        if config.max_batch_size == 0:
+            config.max_batch_size = DEFAULT_MAX_BATCH_SIZE
+        if config.max_batch_size > 1 and config.WhichOneof("scheduling_choice") is None:
+            config.dynamic_batching.SetInParent()
+    for target, found in ((config.input, model.inputs), (config.output, model.outputs)):
+        if len(target) == 0:
+            _fill_ir(target, found, config.max_batch_size)
+    return []
+
+
+def _fill_ir(target: Any, tensors: dict[str, _IrTensor], max_batch_size: int) -> None:
+    from tritonforge.config_io import model_config_pb2
+
+    types = model_config_pb2().DataType
+    for name, tensor in tensors.items():  # the model's own order
+        static = all(d >= 0 for d in tensor.dims)
+        dims = tensor.dims[1:] if max_batch_size > 0 else tensor.dims
+        entry = target.add(name=name, data_type=types.Value(tensor.dtype or "TYPE_INVALID"))
+        entry.dims.extend(d if static else -1 for d in dims)
+
+
+def _openvino_rules(config: ModelConfig, path: Path) -> str | None:
+    model = _read_ir(path)
+    if model is None:
+        return None
+    name, mbs = config.name, config.max_batch_size
+    if len(model.inputs) != len(config.input):
+        return (
+            f"unable to load model '{name}', configuration expects {len(config.input)} inputs, model provides "
+            f"{len(model.inputs)}"
+        )
+    for kind, tensors, known, exact in (
+        ("input", config.input, model.inputs, False),
+        ("output", config.output, model.outputs, True),
+    ):
+        for tensor in tensors:
+            found = known.get(tensor.name)
+            if found is None:
+                return f"unexpected inference {kind} '{tensor.name}', allowed {kind}s are: {', '.join(sorted(known))}"
+            dims = list(tensor.reshape.shape) if tensor.HasField("reshape") else list(tensor.dims)
+            message = _openvino_dims(name, tensor.name, found.dims, dims, mbs, exact and kind == "output")
+            if message:
+                return message
+    return None
+
+
+def _openvino_dims(name: str, tensor: str, model: list[int], dims: list[int], mbs: int, exact: bool) -> str | None:
+    """openvino_backend's own CompareDimsSupported (a dynamic model dimension matches anything)."""
+    head = f"model '{name}', tensor '{tensor}': "
+    if mbs > 0:
+        if not model:
+            return f"{head}for the model to support batching the shape should have at least 1 dimension"
+        model = [mbs, *model[1:]] if exact else model  # the backend reshapes the batch before checking outputs
+        full = [mbs, *dims]
+        same = len(model) == len(full) and all(
+            m == -1 or m == d for i, (m, d) in enumerate(zip(model, full, strict=True)) if exact or (i and d != -1)
+        )
+        if same:
+            return None
+        return (
+            f"{head}the model expects {len(model)} dimensions (shape {_shape(model)}) but the model configuration "
+            f"specifies {len(full)} dimensions (an initial batch dimension because max_batch_size > 0 followed by "
+            f"the explicit tensor shape, making complete shape {_shape(full)})"
+        )
+    if len(model) == len(dims) and all(m == -1 or m == d for m, d in zip(model, dims, strict=True)):
+        return None
+    return (
+        f"{head}the model expects {len(model)} dimensions (shape {_shape(model)}) but the model configuration "
+        f"specifies {len(dims)} dimensions (shape {_shape(dims)})"
+    )

@@ -26,35 +26,29 @@ def dynamic_batching_problems(
         if size <= 0:
             found.append(("preferred_batch_sizes", f"dynamic batching preferred size must be positive{whose}"))
         elif max_batch_size is not None and size > max_batch_size:
-            found.append(("preferred_batch_sizes", f"dynamic batching preferred size must be <= max batch size{whose}"))
+            found.append(
+                ("preferred_batch_sizes", f"dynamic batching preferred size must be <= max batch size{whose}")
+            )
     if priority_levels != 0:  # R29
         if not 1 <= default_priority_level <= priority_levels:
-            found.append(
-                (
-                    "default_priority_level",
-                    f"default priority level must be in range [1, {priority_levels}]{whose}",
-                )
-            )
+            found.append((
+                "default_priority_level",
+                f"default priority level must be in range [1, {priority_levels}]{whose}",
+            ))
         if any(not 1 <= level <= priority_levels for level in policy_levels):
-            found.append(
-                (
-                    "priority_queue_policy",
-                    f"priority queue policy must have priority level in range [1, {priority_levels}]{whose}",
-                )
-            )
+            found.append((
+                "priority_queue_policy",
+                f"priority queue policy must have priority level in range [1, {priority_levels}]{whose}",
+            ))
     if preserve_ordering:  # R30
         if priority_levels > 1:
-            found.append(
-                (
-                    "preserve_ordering",
-                    f"Only one priority level is allowed when 'preserve_ordering' is true{whose}",
-                )
-            )
+            found.append((
+                "preserve_ordering",
+                f"Only one priority level is allowed when 'preserve_ordering' is true{whose}",
+            ))
         if delays_on_timeout:
-            found.append(
-                (
-                    "preserve_ordering",
-                    f"Queue policy can not have DELAY as timeout action when 'preserve_ordering' is true{whose}",
-                )
-            )
+            found.append((
+                "preserve_ordering",
+                f"Queue policy can not have DELAY as timeout action when 'preserve_ordering' is true{whose}",
+            ))
     return found

@@ -29,10 +29,8 @@ def inconsistent_type(prefix: str, known: str, known_model: str, new: str, new_m
     """R60: a tensor has one data type wherever it appears (``known``/``new``: Triton's type names)."""
     if known == new:
         return None
-    return (
-        f"{prefix}inconsistent data type: {known} is inferred from model {known_model} while {new} is inferred "
+    return f"{prefix}inconsistent data type: {known} is inferred from model {known_model} while {new} is inferred " \
         f"from model {new_model}"
-    )
 
 
 def inconsistent_shape(
@@ -45,20 +43,16 @@ def inconsistent_shape(
     (dims_a, full_a, model_a), (dims_b, full_b, model_b) = known, new
     if dims_match(dims_a, dims_b) or dims_match(full_a, full_b):
         return None
-    return (
-        f"{prefix}inconsistent shape: {shape_text(full_a)} is inferred from model {model_a} while "
+    return f"{prefix}inconsistent shape: {shape_text(full_a)} is inferred from model {model_a} while " \
         f"{shape_text(full_b)} is inferred from model {model_b}"
-    )
 
 
 def batch_size_too_small(ensemble: str, ensemble_max: int, model: str, model_max: int) -> str | None:
     """R57: a batching member must allow at least the ensemble's max_batch_size."""
     if model_max == 0 or model_max >= ensemble_max:
         return None
-    return (
-        f"ensemble {ensemble} allows maximum batch size {ensemble_max}, but it contains model {model} which "
+    return f"ensemble {ensemble} allows maximum batch size {ensemble_max}, but it contains model {model} which " \
         f"only allows maximum batch size to be {model_max}"
-    )
 
 
 def non_existing_input(ensemble: str, tensor: str, key: str, model: str) -> str:

@@ -283,3 +283,4 @@ def _check_rate_limiter(models: dict[str, _Model]) -> None:
                     f'Resource "{resource}" is present as both global and device-specific resource in the model '
                     "configuration."
                 )
+
