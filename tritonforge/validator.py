@@ -84,8 +84,8 @@ def check_repository(
     (what ``tritonforge validate`` does) every model's backend is also checked against the backends that image
     ships; without it (tritonforge's build and deploy, whose gpu layout serves encoders with onnxruntime from a
     ``-trtllm-python-py3`` image that lacks it: a known open problem) only backends no NGC image ships are.
-    ``auto_complete`` validates as Triton's default mode (NGC containers run
-    with auto-complete) instead of ``--disable-auto-complete-config``, the mode tritonforge serves with.
+    ``auto_complete`` validates as Triton's default mode (NGC containers run with auto-complete: backends complete
+    configs from model files) instead of ``--disable-auto-complete-config``, the mode tritonforge serves with.
     """
     repo = Path(repo)
     if not repo.is_dir():
