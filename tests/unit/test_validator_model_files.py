@@ -108,3 +108,29 @@ def test_the_cli_switches_mode(tmp_path: Path) -> None:
     run = [sys.executable, "-m", "tritonforge.cli", "validate", str(tmp_path)]
     assert subprocess.run(run, capture_output=True, env=env, timeout=120).returncode == 1
     assert subprocess.run([*run, "--auto-complete"], capture_output=True, env=env, timeout=120).returncode == 0
+
+
+def test_which_backends_an_image_ships() -> None:
+    from tritonforge.validation.backends import image_backends
+
+    assert image_backends(None) is None and image_backends("registry.local/triton:custom") is None
+    assert image_backends("nvcr.io/nvidia/tritonserver:25.06-trtllm-python-py3") == {"python", "tensorrtllm"}
+    assert "onnxruntime" in (image_backends("nvcr.io/nvidia/tritonserver:25.06-py3") or set())
+    assert "onnxruntime" not in (image_backends("nvcr.io/nvidia/tritonserver:24.02-py3") or {"onnxruntime"})
+    assert image_backends("nvcr.io/nvidia/tritonserver:26.07-vllm-python-py3") == {"python", "vllm"}
+
+
+def test_the_python_stand_in_refuses_inference_apis() -> None:
+    import importlib.util
+
+    from tritonforge.validation.python_autocomplete import STAND_IN
+
+    spec = importlib.util.spec_from_file_location("pb_stand_in", STAND_IN / "triton_python_backend_utils.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.ModelConfig('{"name": "m", "max_batch_size": 0, "input": [], "output": []}')
+    config.add_input({"name": "A", "data_type": "TYPE_FP32", "dims": [2]})
+    assert config.as_dict()["input"] == [{"name": "A", "data_type": "TYPE_FP32", "dims": [2]}]
+    with pytest.raises(NotImplementedError):
+        module.InferenceResponse([])
