@@ -119,14 +119,23 @@ def validate(
     repo: Annotated[Path, typer.Argument(help="model repository folder")],
     gpus: Annotated[int, typer.Option(help="GPUs on the target machine (ids 0..N-1) for KIND_GPU checks")] = 8,
     image: Annotated[
-        str | None, typer.Option(help="the serving container (…/tritonserver:<yy.mm>-trtllm-python-py3): engine check")
+        str | None,
+        typer.Option(help="the serving container (…/tritonserver:<yy.mm>-<flavour>): engine and backend checks"),
     ] = None,
+    auto_complete: Annotated[
+        bool,
+        typer.Option(
+            "--auto-complete/--no-auto-complete",
+            help="validate as Triton's default mode (NGC containers: backends complete configs from model files) "
+            "instead of --disable-auto-complete-config, the mode tritonforge serve/deploy run Triton with (default)",
+        ),
+    ] = False,
 ) -> None:
     """Check a whole repository against Triton's load-time rules. Exit 0 if valid, 1 with 'path: message' lines."""
     from tritonforge.validator import validate as validate_repo
 
     try:
-        validate_repo(repo, gpus=gpus, image=image)
+        validate_repo(repo, gpus=gpus, image=image, auto_complete=auto_complete)
     except TritonForgeError as err:
         _fail(err)
     console.print(f"[green]valid[/]: {repo}")

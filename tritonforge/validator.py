@@ -5,7 +5,9 @@ The checks follow the order in which Triton itself validates a repository (trito
 rule labels R1..R68 in the comments are those of the team's Triton config-rules reference:
 
 1. poll: read ``config.pbtxt``, autofill backend fields, ``ValidateModelConfig``, ``ValidateModelIOConfig``
-   (we always validate as ``--disable-auto-complete-config``: no backend ever fills a config in), directory name;
+   (by default as ``--disable-auto-complete-config``, the way tritonforge's ``serve`` and ``deploy k8s`` run Triton;
+   with ``auto_complete=True`` as Triton's default, where backends complete the config from the model file and a
+   missing ``config.pbtxt`` is allowed: :mod:`tritonforge.validation.autocomplete`), directory name;
 2. dependency graph: ensemble steps resolved, missing composing models, circular dependencies;
 3. load: version policy, instance groups, label files, sequence state, model files, warmup;
 4. ensembles, once their composing models "loaded": required versions, then the cross-model
@@ -15,7 +17,8 @@ Messages use Triton's own wording so they can be recognised in a server log. Unl
 first error of a model, every independent problem is reported. A model that fails to poll never enters the
 dependency graph (ensembles that use it see it as "not available"), exactly as in Triton.
 
-Python-backend models are never executed: ``auto_complete_config`` is not run, the config is taken as written.
+Python-backend models are only executed in the auto-complete mode, and then only their ``auto_complete_config``
+(in a subprocess, with a timeout).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from typing import TYPE_CHECKING
 
 from tritonforge.config_io import model_config_pb2, read_config
 from tritonforge.errors import Problem, ValidationError
+from tritonforge.validation.autocomplete import auto_complete as auto_complete_config
+from tritonforge.validation.autocomplete import model_file_rules as model_file_io_rules
+from tritonforge.validation.backends import backend_library_rules
 from tritonforge.validation.common import CONFIG_FILE, _dedupe, _Findings, _Model
 from tritonforge.validation.config_rules import _model_config_rules, _model_io_rules, _normalize
 from tritonforge.validation.model_dir_rules import (
@@ -34,7 +40,6 @@ from tritonforge.validation.model_dir_rules import (
     _label_file_rules,
     _model_file_rules,
     _python_env_rules,
-    _runtime_rules,
     _sequence_state_rules,
     _versions_to_load,
     _warmup_rules,
@@ -47,7 +52,9 @@ if TYPE_CHECKING:
 __all__ = ["check_config", "check_repository", "validate"]
 
 
-def check_config(config: ModelConfig, *, model_dir: Path | None = None, gpus: int | None = 8) -> list[str]:
+def check_config(
+    config: ModelConfig, *, model_dir: Path | None = None, gpus: int | None = 8, auto_complete: bool = False
+) -> list[str]:
     """Every single-config problem of one model, as Triton's messages (the config itself is not modified).
 
     With ``model_dir`` the layout rules run too (directory name, version folders, model files, label, warmup and
@@ -58,15 +65,27 @@ def check_config(config: ModelConfig, *, model_dir: Path | None = None, gpus: in
     copy.CopyFrom(config)
     model_dir = Path(model_dir) if model_dir is not None else None
     repo = model_dir.parent if model_dir is not None else None
-    return _check_model(copy, model_dir, repo, gpus).messages()
+    return _check_model(copy, model_dir, repo, gpus, None, auto_complete).messages()
 
 
-def check_repository(repo: str | Path, *, gpus: int | None = 8, image: str | None = None) -> list[Problem]:
+def check_repository(
+    repo: str | Path,
+    *,
+    gpus: int | None = 8,
+    image: str | None = None,
+    auto_complete: bool = False,
+    image_backends: bool = False,
+) -> list[Problem]:
     """Every problem of the repository, sorted (stably) by the path of the offending config.pbtxt.
 
     ``image`` is the Triton container that will serve it (e.g. ``nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3``;
     default: the ``image`` recorded by tritonforge's build in ``tritonforge.json``): every TensorRT-LLM engine
-    manifest in the repository is checked against that container's TensorRT-LLM version.
+    manifest in the repository is checked against that container's TensorRT-LLM version. With ``image_backends``
+    (what ``tritonforge validate`` does) every model's backend is also checked against the backends that image
+    ships; without it (tritonforge's build and deploy, whose gpu layout serves encoders with onnxruntime from a
+    ``-trtllm-python-py3`` image that lacks it: a known open problem) only backends no NGC image ships are.
+    ``auto_complete`` validates as Triton's default mode (NGC containers run with auto-complete: backends complete
+    configs from model files) instead of ``--disable-auto-complete-config``, the mode tritonforge serves with.
     """
     repo = Path(repo)
     if not repo.is_dir():
@@ -74,15 +93,26 @@ def check_repository(repo: str | Path, *, gpus: int | None = 8, image: str | Non
     problems: list[Problem] = []
     models: dict[str, _Model] = {}
     for model_dir in sorted((p for p in repo.iterdir() if p.is_dir()), key=lambda p: p.name):
-        model = _load_model(model_dir, repo, gpus, problems)
+        model = _load_model(model_dir, repo, gpus, problems, image if image_backends else None, auto_complete)
         if model is not None:
             models[model.name] = model
     _check_dependencies(models)
     _check_rate_limiter(models)
     for model in models.values():
         problems.extend(Problem(model.where, m) for m in _dedupe([*model.findings.messages(), *model.cross]))
-    problems.extend(_engine_manifest_problems(repo, image))
+    problems.extend(_engine_manifest_problems(repo, image or _recorded_image(repo)))
     return sorted(problems, key=lambda p: p.where)
+
+
+def _recorded_image(repo: Path) -> str | None:
+    """The serving image tritonforge's build recorded in ``tritonforge.json`` (None when there is none)."""
+    import json
+
+    try:
+        image = json.loads((repo / "tritonforge.json").read_text()).get("image")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return image if isinstance(image, str) and image else None
 
 
 def _engine_manifest_problems(repo: Path, image: str | None) -> list[Problem]:
@@ -90,11 +120,6 @@ def _engine_manifest_problems(repo: Path, image: str | None) -> list[Problem]:
     load failure users report): compare each engine manifest with the target image."""
     import json
 
-    if image is None:
-        try:
-            image = json.loads((repo / "tritonforge.json").read_text()).get("image")
-        except (OSError, ValueError, AttributeError):
-            image = None
     if not image:
         return []
     from tritonforge.trtllm.compatibility import MANIFEST_NAME, check_engine_manifest
@@ -110,9 +135,10 @@ def _engine_manifest_problems(repo: Path, image: str | None) -> list[Problem]:
     return problems
 
 
-def validate(repo: str | Path, *, gpus: int | None = 8, image: str | None = None) -> None:
-    """Raise ValidationError listing every problem if the repository would not load cleanly in Triton."""
-    problems = check_repository(repo, gpus=gpus, image=image)
+def validate(repo: str | Path, *, gpus: int | None = 8, image: str | None = None, auto_complete: bool = False) -> None:
+    """Raise ValidationError listing every problem if the repository would not load cleanly in Triton
+    (``auto_complete``: see :func:`check_repository`)."""
+    problems = check_repository(repo, gpus=gpus, image=image, auto_complete=auto_complete, image_backends=True)
     if problems:
         raise ValidationError(problems)
 
@@ -120,15 +146,20 @@ def validate(repo: str | Path, *, gpus: int | None = 8, image: str | None = None
 # ================================================================ per-model bookkeeping
 
 
-def _load_model(model_dir: Path, repo: Path, gpus: int | None, problems: list[Problem]) -> _Model | None:
+def _load_model(
+    model_dir: Path, repo: Path, gpus: int | None, problems: list[Problem], image: str | None, auto_complete: bool
+) -> _Model | None:
     path = model_dir / CONFIG_FILE
+    if not path.is_file() and auto_complete:  # Triton starts from an empty config and completes it
+        config = model_config_pb2().ModelConfig()
+        return _Model(model_dir.name, str(path), config, _check_model(config, model_dir, repo, gpus, image, True))
     if not path.is_file():
         problems.append(
             Problem(
                 str(model_dir),
                 f"failed to open text file for read {path}: No such file or directory "
-                "(tritonforge validates as tritonserver --disable-auto-complete-config and never relies on "
-                "auto-complete: every model needs its config.pbtxt)",
+                "(validated as tritonserver --disable-auto-complete-config, the way tritonforge serves: every model "
+                "needs its config.pbtxt; --auto-complete validates as Triton's default mode)",
             )
         )
         return None
@@ -140,11 +171,18 @@ def _load_model(model_dir: Path, repo: Path, gpus: int | None, problems: list[Pr
     except (OSError, UnicodeDecodeError) as err:
         problems.append(Problem(str(path), f"failed to read text proto from {path}: {err}"))
         return None
-    findings = _check_model(config, model_dir, repo, gpus)
+    findings = _check_model(config, model_dir, repo, gpus, image, auto_complete)
     return _Model(model_dir.name, str(path), config, findings)
 
 
-def _check_model(config: ModelConfig, model_dir: Path | None, repo: Path | None, gpus: int | None) -> _Findings:
+def _check_model(
+    config: ModelConfig,
+    model_dir: Path | None,
+    repo: Path | None,
+    gpus: int | None,
+    image: str | None = None,
+    auto_complete: bool = False,
+) -> _Findings:
     """Steps 1-5 and 8 of Triton's load sequence for one model; normalizes ``config`` in place."""
     found = _Findings()
     dir_name = model_dir.name if model_dir is not None else ""
@@ -154,7 +192,9 @@ def _check_model(config: ModelConfig, model_dir: Path | None, repo: Path | None,
         return found
     _normalize(config)
     found.poll += _model_config_rules(config)
-    found.poll += _model_io_rules(config)
+    completing = auto_complete and model_dir is not None
+    if not completing:
+        found.poll += _model_io_rules(config)
     if model_dir is not None and config.name and config.name != dir_name:  # R1
         found.poll.append(
             f"unexpected directory name '{dir_name}' for model '{config.name}', directory name must equal model name"
@@ -169,14 +209,27 @@ def _check_model(config: ModelConfig, model_dir: Path | None, repo: Path | None,
             f"at least one version must be available under the version policy of model '{config.name}'{hint}"
         )
     found.load += _instance_group_rules(config, gpus)
-    found.load += _runtime_rules(config)
+    found.load += backend_library_rules(config, model_dir, found.versions, image)
+    if completing:  # the backend completes the config (TRITONBACKEND_ModelInitialize), then core validates its IO
+        errors = [] if found.poll or found.load else auto_complete_config(config, model_dir, _latest(found.versions))
+        if errors:
+            found.load += errors
+            return found
+        _normalize(config)
+        found.poll += _model_io_rules(config)
     found.load += _label_file_rules(config, model_dir)
     found.load += _sequence_state_rules(config, model_dir)
     found.load += _python_env_rules(config, model_dir)
     found.load += _batch_strategy_rules(config, model_dir, repo)
     found.load += _warmup_rules(config, model_dir)
     found.version_errors = _model_file_rules(config, model_dir, found.versions)
+    checked = [v for v in found.versions if v not in found.version_errors]
+    found.version_errors.update(model_file_io_rules(config, model_dir, checked))
     return found
+
+
+def _latest(versions: list[int]) -> int | None:
+    return max(versions) if versions else None
 
 
 # ================================================================ normalization (§2 step 2, §3.11, R10)

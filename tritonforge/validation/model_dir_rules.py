@@ -412,24 +412,3 @@ def _autofill_backend_fields(config: ModelConfig, model_name: str, model_dir: Pa
         config.backend = model_name.split(".", 1)[1]
         config.default_model_filename = f"model.{config.backend}"
     return None
-
-
-BACKEND_DIR = "/opt/tritonserver/backends"  # Triton's default --backend-directory (the NGC images use it)
-
-
-def _runtime_rules(config: ModelConfig) -> list[str]:
-    """R11 (part): a ``runtime`` may not name a library outside its backend's folder — a config must not make the
-    server load a shared library from anywhere else. Triton resolves it under ``<backend dir>/<backend>/``."""
-    import posixpath
-
-    runtime = config.runtime
-    if not runtime or not config.backend or config.platform == "ensemble":
-        return []
-    base = posixpath.join(BACKEND_DIR, config.backend)
-    resolved = posixpath.normpath(posixpath.join(base, runtime))
-    if resolved == base or resolved.startswith(base + "/"):
-        return []
-    return [
-        f"backend library name '{runtime}' escapes backend directory '{base}', for model '{config.name}', check "
-        "model config runtime field"
-    ]

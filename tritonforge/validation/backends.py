@@ -1,0 +1,138 @@
+"""Which backend library Triton loads for a model, and whether the target image has it.
+
+Triton core (``backend_model.cc``: ``GetBackendLibraryProperties``, ``GetBackendRuntimeLibraryName``) searches, in
+order, the model's version folder, the model folder and ``<backend dir>/<backend>/`` for ``libtriton_<backend>.so``;
+failing that it looks for a python-based backend, ``<backend dir>/<backend>/model.py``. A ``runtime`` field names
+the library instead: ``model.py`` makes the model use a python-based backend (then ``libtriton_python.so`` and
+``<backend dir>/<backend>/model.py`` must exist), any other name is looked up in the same three folders and may not
+leave the folder it is found in.
+
+What an image ships in ``/opt/tritonserver/backends`` is data (``IMAGE_BACKENDS``), by NGC flavour. Sources: the
+NGC release notes and Triton maintainers' answers (triton-inference-server/server issues #7346, #6708, #8342: the
+``-trtllm-python-py3`` images have only the TensorRT-LLM and python backends; #7445: ``-pyt-python-py3`` has pytorch
+and python; #6991: ``24.02-py3`` shipped without onnxruntime). They were not listed inside a container here.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+BACKEND_DIR = "/opt/tritonserver/backends"  # Triton's default --backend-directory (the NGC images use it)
+PYTHON_FILENAME = "model.py"  # a python-based backend's entry point (core's kPythonFilename)
+
+# the full image (-py3): every backend NVIDIA builds into it
+_FULL = frozenset(
+    {
+        "dali",
+        "fil",
+        "identity",
+        "onnxruntime",
+        "openvino",
+        "python",
+        "pytorch",
+        "repeat",
+        "square",
+        "tensorflow",
+        "tensorrt",
+    }
+)
+IMAGE_BACKENDS: dict[str, frozenset[str]] = {
+    "-py3": _FULL,
+    "-trtllm-python-py3": frozenset({"python", "tensorrtllm"}),
+    "-vllm-python-py3": frozenset({"python", "vllm"}),
+    "-pyt-python-py3": frozenset({"python", "pytorch"}),
+}
+# python-based backends (a model.py in <backend dir>/<name>/, run by the python backend)
+PYTHON_BASED = frozenset({"vllm"})
+# releases whose full image lacks a backend (issue #6991)
+_MISSING = {("24.02", "onnxruntime")}
+# every backend some NGC image ships: without a target image, a backend outside it cannot be found either
+KNOWN_BACKENDS = frozenset().union(*IMAGE_BACKENDS.values())
+
+
+def image_backends(image: str | None) -> frozenset[str] | None:
+    """The backends ``image`` ships; None when the image (or its flavour) is not known."""
+    if not image:
+        return None
+    from tritonforge.trtllm.images import image_info
+
+    info = image_info(image)
+    if info is None or info.flavour not in IMAGE_BACKENDS:
+        return None
+    backends = set(IMAGE_BACKENDS[info.flavour])
+    if info.flavour == "-trtllm-python-py3" and info.engine_backend is False:
+        backends.discard("tensorrtllm")  # TensorRT-LLM removed its engine backend (see trtllm/images.py)
+    backends -= {name for release, name in _MISSING if release == info.release}
+    return frozenset(backends)
+
+
+def _shipped(backend: str, image: str | None) -> bool | None:
+    """Whether the image's backend folder has ``backend``; None when that cannot be known."""
+    known = image_backends(image)
+    if known is not None:
+        return backend in known
+    if image:  # an image whose flavour is not in the table: anything may be installed
+        return None
+    return backend in KNOWN_BACKENDS
+
+
+def _in_model_dir(model_dir: Path, versions: list[int], libname: str) -> bool:
+    folders = [model_dir / str(v) for v in versions[:1]] + [model_dir]
+    return any((folder / libname).is_file() for folder in folders)
+
+
+def backend_library_rules(config: ModelConfig, model_dir: Path, versions: list[int], image: str | None) -> list[str]:
+    """Core's backend library resolution: the escape rule, unknown backends, libraries that cannot exist."""
+    backend = config.backend
+    if not backend or config.platform == "ensemble":
+        return []
+    runtime = config.runtime
+    if runtime:
+        return _runtime_rules(config, model_dir, versions, image)
+    libname = f"libtriton_{backend}.so"
+    if _in_model_dir(model_dir, versions, libname):
+        return []
+    if _shipped(backend, image) is False:
+        hint = (
+            f" (image {image} ships: {', '.join(sorted(image_backends(image) or []))})"
+            if image
+            else (" (no NGC tritonserver image ships it; pass --image for a custom image)")
+        )
+        return [
+            f"unable to find backend library for backend '{backend}', try specifying runtime on the model "
+            f"configuration.{hint}"
+        ]
+    return []
+
+
+def _runtime_rules(config: ModelConfig, model_dir: Path, versions: list[int], image: str | None) -> list[str]:
+    backend, runtime, name = config.backend, config.runtime, config.name
+    base = posixpath.join(BACKEND_DIR, backend)
+    if runtime == PYTHON_FILENAME:  # a python-based backend: model.py under <backend dir>/<backend>/
+        if backend in PYTHON_BASED:
+            return []
+        if _shipped(backend, image) is None:
+            return []
+        path = posixpath.join(base, PYTHON_FILENAME)
+        return [
+            f"unable to find Python backend based backend library '{runtime}' for model '{name}', searched: '{path}'"
+        ]
+    resolved = posixpath.normpath(posixpath.join(base, runtime))
+    if resolved != base and not resolved.startswith(base + "/"):
+        return [
+            f"backend library name '{runtime}' escapes backend directory '{base}', for model '{name}', check "
+            "model config runtime field"
+        ]
+    if _in_model_dir(model_dir, versions, runtime):
+        return []
+    # the image's backend folder holds libtriton_<backend>.so; other names cannot be known offline
+    if runtime == f"libtriton_{backend}.so" and _shipped(backend, image) is False:
+        version = str(versions[0]) if versions else "1"
+        searched = "".join(f"'{p}' " for p in (model_dir / version, model_dir, base))
+        return [f"unable to find backend library '{runtime}' for model '{name}', searched: {searched}"]
+    return []
