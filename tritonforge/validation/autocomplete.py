@@ -229,10 +229,10 @@ def _onnx_rules(config: ModelConfig, path: Path) -> str | None:
         if message:
             return message
     batch_outputs = {target for batch_output in config.batch_output for target in batch_output.target_name}
-    for tensor in config.output:
-        skip_dims = tensor.name in batch_outputs
+    for output in config.output:
+        skip_dims = output.name in batch_outputs
         message = _onnx_tensor_rule(
-            name, "output", tensor, model.outputs, types.Name(tensor.data_type), mbs, True, skip_dims=skip_dims
+            name, "output", output, model.outputs, types.Name(output.data_type), mbs, True, skip_dims=skip_dims
         )
         if message:
             return message
