@@ -35,13 +35,6 @@ class TritonPythonModel:
         options.intra_op_num_threads = intra if intra > 0 else max(1, (os.cpu_count() or 1) // instances)
         options.inter_op_num_threads = int(params.get("inter_op_thread_count") or 1)
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # `allow_spinning` "false": idle intra-op threads sleep instead of spinning between calls. On a small CPU
-        # shared with the tokenizer, Triton and clients, spinning threads take the cores the rest of the request
-        # needs (ONNX Runtime's session.intra_op.allow_spinning; unset keeps ONNX Runtime's default, spinning)
-        spinning = params.get("allow_spinning", "").strip().lower()
-        if spinning:
-            allowed = "1" if spinning in ("1", "true", "yes") else "0"
-            options.add_session_config_entry("session.intra_op.allow_spinning", allowed)
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
