@@ -165,6 +165,13 @@ def build(
         ]
         if problems:
             raise ValidationError(problems, "the built repository breaks Triton's load rules (nothing was written)")
+        if spec.target == "gpu":  # said, not refused (yet): see docs/gpu.md, "Encoders on the gpu target"
+            missing = check_repository(tmp, gpus=None, image=spec.serving_image, image_backends=True)
+            notes.extend(
+                f"WARNING: {spec.serving_image} cannot serve this: {p.message}"
+                for p in missing
+                if p.message not in {q.message for q in problems}
+            )
 
     repo = write_repository(plan, out, check=_validate if check else None)
     if engine_plans:

