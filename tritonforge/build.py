@@ -166,12 +166,7 @@ def build(
         if problems:
             raise ValidationError(problems, "the built repository breaks Triton's load rules (nothing was written)")
         if spec.target == "gpu":  # said, not refused (yet): see docs/gpu.md, "Encoders on the gpu target"
-            missing = check_repository(tmp, gpus=None, image=spec.serving_image, image_backends=True)
-            notes.extend(
-                f"WARNING: {spec.serving_image} cannot serve this: {p.message}"
-                for p in missing
-                if p.message not in {q.message for q in problems}
-            )
+            notes.extend(_image_backend_notes(tmp, spec.serving_image))
 
     repo = write_repository(plan, out, check=_validate if check else None)
     if engine_plans:
@@ -180,6 +175,24 @@ def build(
     return BuildReport(
         repo, spec.target, models, tuple(artifacts), tuple(notes), time.perf_counter() - started, commands
     )
+
+
+def _image_backend_notes(repo: Path, image: str) -> list[str]:
+    """What the serving image lacks for this repository: core's backend-library rules against ``image`` (the only
+    rules the check above ran without it), so the repository is not validated a second time."""
+    from tritonforge.config_io import read_config
+    from tritonforge.validation.backends import backend_library_rules
+    from tritonforge.validation.model_dir_rules import _versions_to_load
+
+    notes = []
+    for path in sorted(repo.glob("*/config.pbtxt")):
+        config = read_config(path)
+        versions = _versions_to_load(config, path.parent)[0]
+        notes += [
+            f"WARNING: {image} cannot serve this: {message}"
+            for message in backend_library_rules(config, path.parent, versions, image)
+        ]
+    return notes
 
 
 def report_dict(report: BuildReport) -> dict[str, Any]:

@@ -24,7 +24,6 @@ import platform
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -69,19 +68,11 @@ def _int8(m: dict[str, Any]) -> None:
 
 
 def _in_process_batch_one(repo: Path, loads: dict[str, float], threads: int) -> dict[str, Any]:
-    from types import SimpleNamespace
-
     from tritonforge.builders.retrieval import onnx_encode_fn
 
     b = embed_bench()
-    artifact = SimpleNamespace(
-        tokenizer_files={"tokenizer.json": repo / "minilm_tokenizer" / "1" / "tokenizer" / "tokenizer.json"},
-        onnx_path=repo / "minilm_encoder" / "1" / "model.onnx",
-        input_names=["input_ids", "attention_mask", "token_type_ids"],
-        output_name="EMBEDDING",
-    )
     with b._intra_op_threads(threads):
-        encode = onnx_encode_fn(artifact)
+        encode = onnx_encode_fn(b._repo_artifact(repo))
     b._wait_idle(f"onnxruntime intra={threads} batch=1", loads)
     row = b._throughput(encode, 1, b.INPROC_MEASURE_S * 2)
     row["intra_op_threads"] = threads
@@ -99,17 +90,8 @@ def _gateway(grpc_url: str, loads: dict[str, float]) -> dict[str, Any]:
                "--model", "embeddings:minilm=embed", "--insecure-no-auth"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the gateway did not start: {proc.stderr.read()[-800:] if proc.stderr else ''!r}")
-            time.sleep(0.5)
+        if b._wait_healthy(port, proc, 60, poll_s=0.5) is not None:
+            raise RuntimeError(f"the gateway did not start: {proc.stderr.read()[-800:] if proc.stderr else ''!r}")
         b._wait_idle("gateway /v1/embeddings", loads)
         row = b._http_closed_loop(port, "minilm", concurrency=b.CONCURRENCY, measure_s=b.MEASURE_S,
                                   path="/v1/embeddings")

@@ -323,15 +323,20 @@ def _throughput(encode: Callable[[list[str]], Any], batch: int, measure_s: float
     return {"batch": batch, "sentences": n, "seconds": round(elapsed, 2), "sentences_per_s": round(n / elapsed, 1)}
 
 
-def _in_process_onnxruntime(repo: Path, loads: dict[str, float]) -> dict[str, Any]:
-    from tritonforge.builders.retrieval import onnx_encode_fn
-
-    artifact = SimpleNamespace(
+def _repo_artifact(repo: Path) -> SimpleNamespace:
+    """The built repository's own tokenizer.json and model.onnx, as onnx_encode_fn takes an artifact."""
+    return SimpleNamespace(
         tokenizer_files={"tokenizer.json": repo / "minilm_tokenizer" / "1" / "tokenizer" / "tokenizer.json"},
         onnx_path=repo / "minilm_encoder" / "1" / "model.onnx",
         input_names=["input_ids", "attention_mask", "token_type_ids"],
         output_name="EMBEDDING",
     )
+
+
+def _in_process_onnxruntime(repo: Path, loads: dict[str, float]) -> dict[str, Any]:
+    from tritonforge.builders.retrieval import onnx_encode_fn
+
+    artifact = _repo_artifact(repo)
     rows = []
     for threads in (1, 2):
         with _intra_op_threads(threads):
@@ -425,6 +430,26 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _wait_healthy(port: int, proc: Any, timeout_s: float, poll_s: float) -> str | None:
+    """Poll ``http://127.0.0.1:<port>/health`` until it answers 200; None then, else why not ("exited",
+    "timed out"). ``proc`` is the server's process."""
+    import urllib.request
+
+    t0 = time.monotonic()
+    while True:
+        if proc.poll() is not None:
+            return "exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return None
+        except OSError:
+            pass
+        if time.monotonic() - t0 > timeout_s:
+            return "timed out"
+        time.sleep(poll_s)
 
 
 def _http_closed_loop(
@@ -521,21 +546,16 @@ def _infinity_http(
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             t0 = time.monotonic()
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    return {**row, "measured": False, "reason": f"exited {proc.returncode}: {log.read()[-600:]!r}"}
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() - t0 > INFINITY_STARTUP_S:
-                    log.seek(0)
-                    reason = f"not ready after {INFINITY_STARTUP_S:.0f} s: {log.read()[-600:]!r}"
-                    return {**row, "measured": False, "reason": reason}
-                time.sleep(1.0)
+            down = _wait_healthy(port, proc, INFINITY_STARTUP_S, poll_s=1.0)
+            if down is not None:
+                log.seek(0)
+                tail = log.read()[-600:]
+                reason = (
+                    f"exited {proc.returncode}: {tail!r}"
+                    if down == "exited"
+                    else f"not ready after {INFINITY_STARTUP_S:.0f} s: {tail!r}"
+                )
+                return {**row, "measured": False, "reason": reason}
             row["startup_s"] = round(time.monotonic() - t0, 1)
             if probe:
                 body = json.dumps({"model": str(checkpoint), "input": probe}).encode()
