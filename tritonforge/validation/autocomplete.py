@@ -1,18 +1,19 @@
 """What backends do with a model file: complete the config from it (auto-complete mode only) and check the config
 against it (every mode, when an instance loads). Messages are the backends' own.
 
-* onnxruntime (onnxruntime_backend ``src/onnxruntime.cc``: ``AutoCompleteConfig``, ``AutoCompleteMaxBatch``,
-  ``AutoCompleteIO``, ``ValidateInputs``, ``ValidateOutputs``), read with the ``onnx`` package: graph inputs minus
-  initializers (an initializer listed as a graph input is an overridable input), outputs, element types, symbolic or
-  unknown dimensions as -1. Batching is possible when every input and output has a first dimension of -1; an empty
-  config then gets max_batch_size 4 (Triton's ``default-max-batch-size``) and a dynamic batcher.
-* openvino (openvino_backend ``src/openvino.cc``: ``AutoCompleteBatching``, ``AutoCompleteInputOrOutput``,
+* onnxruntime (onnxruntime_backend ``src/onnxruntime.cc`` at 9fc82939: ``AutoCompleteConfig``,
+  ``AutoCompleteMaxBatch``, ``AutoCompleteIO``, ``ValidateInputs``, ``ValidateOutputs``), read with the ``onnx``
+  package: graph inputs minus initializers (an initializer listed as a graph input is an overridable input),
+  outputs, element types, symbolic or unknown dimensions as -1. Batching is possible when every input and output has
+  a first dimension of -1; an empty config then gets max_batch_size 4 (Triton's ``default-max-batch-size``) and a
+  dynamic batcher.
+* openvino (openvino_backend ``src/openvino.cc`` at bdf9687e: ``AutoCompleteBatching``, ``AutoCompleteInputOrOutput``,
   ``ValidateInputs``, ``ValidateOutputs``), read from the IR's ``model.xml`` (Parameter and Result layers, their
   ports' tensor names, element types, dims and layouts): batching when every input and output layout has a batch
   dimension ``N``; an absent input or output list is filled; configs are checked for counts, names and dims (the
   backend converts data types itself, so those are not compared).
-* pytorch (pytorch_backend ``ValidateInputs``): the TorchScript ``forward()`` input count. The pytorch backend does
-  not auto-complete.
+* pytorch (pytorch_backend ``src/libtorch.cc`` at 636a7818, ``ValidateInputs``): the TorchScript ``forward()``
+  input count. The pytorch backend does not auto-complete.
 * python: ``python_autocomplete.py``.
 
 TensorRT plans, TensorFlow and TorchAOTI files are not read: nothing is completed or checked for them.

@@ -1,11 +1,11 @@
 """Which backend library Triton loads for a model, and whether the target image has it.
 
-Triton core (``backend_model.cc``: ``GetBackendLibraryProperties``, ``GetBackendRuntimeLibraryName``) searches, in
-order, the model's version folder, the model folder and ``<backend dir>/<backend>/`` for ``libtriton_<backend>.so``;
-failing that it looks for a python-based backend, ``<backend dir>/<backend>/model.py``. A ``runtime`` field names
-the library instead: ``model.py`` makes the model use a python-based backend (then ``libtriton_python.so`` and
-``<backend dir>/<backend>/model.py`` must exist), any other name is looked up in the same three folders and may not
-leave the folder it is found in.
+Triton core (``src/backend_model.cc`` at a3599d1e: ``GetBackendLibraryProperties``, ``GetBackendRuntimeLibraryName``)
+searches, in order, the model's version folder, the model folder and ``<backend dir>/<backend>/`` for
+``libtriton_<backend>.so``; failing that it looks for a python-based backend, ``<backend dir>/<backend>/model.py``. A
+``runtime`` field names the library instead: ``model.py`` makes the model use a python-based backend (then
+``libtriton_python.so`` and ``<backend dir>/<backend>/model.py`` must exist), any other name is looked up in the same
+three folders and may not leave the folder it is found in.
 
 What an image ships in ``/opt/tritonserver/backends`` is data (``IMAGE_BACKENDS``), by NGC flavour. Sources: the
 NGC release notes and Triton maintainers' answers (triton-inference-server/server issues #7346, #6708, #8342: the

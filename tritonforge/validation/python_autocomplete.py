@@ -1,8 +1,8 @@
-"""Auto-complete of a python-backend model: run its ``TritonPythonModel.auto_complete_config`` against a stand-in of
-the python backend's config object (``stand_in/triton_python_backend_utils.py``), as the python backend's stub does
-when Triton runs without ``--disable-auto-complete-config``, then merge the result back as Triton core does
-(``TritonModel::UpdateModelConfig``: max_batch_size, inputs, outputs, a scheduler when none is set, the decoupled
-policy).
+"""Auto-complete of a python-backend model: run its ``TritonPythonModel.auto_complete_config`` against a stand-in of the
+python backend's config object (``stand_in/triton_python_backend_utils.py``), as the python backend's stub does when
+Triton runs without ``--disable-auto-complete-config``, then merge the result back as Triton core does (core
+``src/backend_model.cc`` at a3599d1e, ``TritonModel::UpdateModelConfig``: max_batch_size, inputs, outputs, a scheduler
+when none is set, the decoupled policy).
 
 ``model.py`` is user code: it runs in a subprocess with a timeout, never in the validator's process. A module the
 model imports that is not installed here (torch, transformers, ...) says nothing about the serving image, so such a

@@ -2,7 +2,8 @@
 ``TritonPythonModel.auto_complete_config`` offline (``tritonforge validate --auto-complete``).
 
 Only what ``auto_complete_config`` can reach is implemented: the ``ModelConfig`` object it receives (its rules and
-error messages follow the python backend's, so a failure reads as in Triton's log) and the plain helpers a model
+error messages follow the python backend's ``src/resources/triton_python_backend_utils.py`` at 28aaeb7b, so a
+failure reads as in Triton's log) and the plain helpers a model
 module commonly touches at import time. Anything a model calls at inference time raises ``NotImplementedError``.
 """
 
