@@ -510,27 +510,20 @@ def _http_closed_loop(
     }
 
 
-def _infinity_http(
-    checkpoint: Path,
-    loads: dict[str, float],
-    dtype: str = "float32",
-    probe: list[str] | None = None,
-    engine: str = "torch",
-) -> dict[str, Any]:
-    """infinity-emb as users run it: `infinity_emb v2` (torch engine, CPU, its own venv) as a subprocess on a free
-    loopback port, the same 16 x 4-sentence load over HTTP. Bounded: if /health does not answer within
-    INFINITY_STARTUP_S the row is skipped with the reason. The server is always terminated.
+@contextlib.contextmanager
+def _infinity_server(checkpoint: Path, dtype: str = "float32", engine: str = "torch") -> Iterator[dict[str, Any]]:
+    """infinity-emb as users run it: `infinity_emb v2` (CPU, its own venv) as a subprocess on a free loopback port.
 
-    ``probe``: texts whose embeddings are returned under "probe_embeddings" (to compare quality across servers).
+    Yields its row: ``measured`` False with the ``reason`` when TRITONFORGE_INFINITY_PYTHON is unset or /health did
+    not answer within INFINITY_STARTUP_S; else ``port`` and ``startup_s``. The server is always terminated.
     """
     import subprocess
     import tempfile
-    import urllib.request
 
     python = os.environ.get("TRITONFORGE_INFINITY_PYTHON")
-    label = f"infinity-emb HTTP {engine} {dtype}"
     if not python:
-        return {"measured": False, "reason": "TRITONFORGE_INFINITY_PYTHON (infinity-emb venv python) not set"}
+        yield {"measured": False, "reason": "TRITONFORGE_INFINITY_PYTHON (infinity-emb venv python) not set"}
+        return
     port = _free_port()
     command = [
         *(python, "-m", "infinity_emb.cli", "v2", "--model-id", str(checkpoint)),
@@ -555,8 +548,35 @@ def _infinity_http(
                     if down == "exited"
                     else f"not ready after {INFINITY_STARTUP_S:.0f} s: {tail!r}"
                 )
-                return {**row, "measured": False, "reason": reason}
-            row["startup_s"] = round(time.monotonic() - t0, 1)
+                yield {**row, "measured": False, "reason": reason}
+                return
+            yield {**row, "measured": True, "port": port, "startup_s": round(time.monotonic() - t0, 1)}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _infinity_http(
+    checkpoint: Path,
+    loads: dict[str, float],
+    dtype: str = "float32",
+    probe: list[str] | None = None,
+    engine: str = "torch",
+) -> dict[str, Any]:
+    """The same 16 x 4-sentence load over HTTP against `_infinity_server`; a row that says why when it did not run.
+
+    ``probe``: texts whose embeddings are returned under "probe_embeddings" (to compare quality across servers).
+    """
+    import urllib.request
+
+    label = f"infinity-emb HTTP {engine} {dtype}"
+    with _infinity_server(checkpoint, dtype, engine) as row:
+        if row["measured"]:
+            port = row.pop("port")
             if probe:
                 body = json.dumps({"model": str(checkpoint), "input": probe}).encode()
                 request = urllib.request.Request(
@@ -569,13 +589,6 @@ def _infinity_http(
             row.update(_http_closed_loop(port, str(checkpoint), concurrency=CONCURRENCY, measure_s=MEASURE_S))
             row["measured"] = row["requests"] > 0
             row["load_1min_at_start"] = loads[label]
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
     print(f"[{label}] {json.dumps(row)}", flush=True)
     return row
 
@@ -605,13 +618,22 @@ def _two_instances(m: dict[str, Any]) -> None:
     m["instance_groups"] = [{"count": 2, "kind": "auto"}]
 
 
+def _one_instance(m: dict[str, Any]) -> None:
+    m["instance_groups"] = [{"count": 1, "kind": "auto"}]
+
+
+def _one_instance_no_batching(m: dict[str, Any]) -> None:
+    _one_instance(m)
+    _no_batching(m)
+
+
 def test_embed_throughput_side_by_side(tmp_path: Path) -> None:
     pytest.importorskip("all_minilm_l6_v2", reason="the MiniLM checkpoint ships in the `cpu` extra")
     from tritonforge.builders.checkpoints import resolve_checkpoint
 
     loads: dict[str, float] = {}
-    repo = _build(tmp_path, "batched")
-    repo_off = _build(tmp_path, "unbatched", _no_batching)
+    repo = _build(tmp_path, "batched", _one_instance)  # this benchmark's 1-vs-2 instance rows set the count
+    repo_off = _build(tmp_path, "unbatched", _one_instance_no_batching)
     repo_two = _build(tmp_path, "two_instances", _two_instances)
 
     onnxruntime = _in_process_onnxruntime(repo, loads)
