@@ -76,6 +76,19 @@ def test_dynamic_batching_happens_under_16_concurrent_requests(embed_server) -> 
     stats_client.close()
 
 
+def test_requests_batched_together_get_the_embeddings_they_get_alone(embed_server) -> None:
+    """The cpu runner regroups a dynamic batch's rows by length (python_backends/onnx_runner): each request's
+    embeddings must not depend on its neighbours, their lengths or the order of rows."""
+    sentence = "the quick brown fox jumps over a lazy dog near the quiet river bank at dawn"
+    texts = [[sentence[: 8 + (13 * i) % 70], sentence[(3 * i) % 40 :]] for i in range(16)]
+    with Client(embed_server.endpoints.grpc) as client:
+        alone = [client.embed(pair) for pair in texts]
+        with cf.ThreadPoolExecutor(16) as pool:
+            together = list(pool.map(client.embed, texts))
+    for got, want in zip(together, alone, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def _infer_raw(url: str, inputs) -> dict:  # type: ignore[no-untyped-def]
     import tritonclient.grpc as grpcclient
 

@@ -200,7 +200,7 @@ def test_while_a_member_heals_its_ensemble_is_not_ready(embed_repo, robust) -> N
     import urllib.request
 
     with TritonServer(embed_repo) as server:
-        (stub,) = robust.stub_pids(server, "minilm_encoder")
+        stub = robust.stub_pids(server, "minilm_encoder")[0]  # one of the example's two encoder instances
 
         def embed_ready() -> bool:
             try:

@@ -1,0 +1,126 @@
+"""python_backends/onnx_runner/model.py run OUTSIDE Triton, over the fake `triton_python_backend_utils` in
+tests/fake_pb_utils.py, on a small ONNX graph built here. Real-Triton tests of the runner are the embed ones in
+tests/integration."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fake_pb_utils import Request, load_model
+
+MODEL_PY = Path(__file__).resolve().parents[2] / "python_backends" / "onnx_runner" / "model.py"
+
+
+def masked_mean_onnx(path: Path) -> None:
+    """EMBEDDING [rows, 2] = (mean of input_ids over the mask, the row's unmasked length): padding-invariant, as an
+    encoder's pooled output is, and its second column shows which rows ran together."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["input_ids"], ["ids_f"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["ids_f", "mask_f"], ["masked"]),
+            helper.make_node("ReduceSum", ["masked", "axis1"], ["total"], keepdims=1),
+            helper.make_node("ReduceSum", ["mask_f", "axis1"], ["count"], keepdims=1),
+            helper.make_node("Div", ["total", "count"], ["mean"]),
+            helper.make_node("Shape", ["input_ids"], ["shape"]),
+            helper.make_node("Gather", ["shape", "one"], ["width_i"]),
+            helper.make_node("Cast", ["width_i"], ["width"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["count", "zero"], ["zeros"]),
+            helper.make_node("Add", ["zeros", "width"], ["width_col"]),
+            helper.make_node("Concat", ["mean", "width_col"], ["EMBEDDING"], axis=1),
+        ],
+        "masked_mean",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["rows", "seq"]) for n in ("input_ids", "attention_mask")],
+        [helper.make_tensor_value_info("EMBEDDING", TensorProto.FLOAT, ["rows", 2])],
+        [
+            helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.fixture()
+def module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    return load_model(MODEL_PY, monkeypatch, "onnx_runner_model_under_test")
+
+
+def load(module: types.ModuleType, tmp_path: Path, **params: str) -> Any:
+    version = tmp_path / "encoder" / "1"
+    version.mkdir(parents=True)
+    masked_mean_onnx(version / "model.onnx")
+    config = {
+        "name": "encoder",
+        "backend": "python",
+        "max_batch_size": 64,
+        "input": [{"name": n, "data_type": "TYPE_INT64", "dims": [-1], "allow_ragged_batch": True}
+                  for n in ("input_ids", "attention_mask")],
+        "output": [{"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": [2]}],
+        "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
+        "parameters": {k: {"string_value": v} for k, v in {"intra_op_thread_count": "1", **params}.items()},
+    }
+    model = module.TritonPythonModel()
+    model.initialize({"model_config": json.dumps(config), "model_repository": str(version.parent),
+                      "model_version": "1", "model_name": "encoder", "model_instance_kind": "CPU"})
+    return model
+
+
+def request(rows: list[list[int]], width: int | None = None, left: bool = False) -> Request:
+    """One request: rows of token ids padded (right, or left) with 0 to ``width`` (default: its longest row)."""
+    width = width or max(len(r) for r in rows)
+    ids = np.zeros((len(rows), width), np.int64)
+    mask = np.zeros((len(rows), width), np.int64)
+    for i, r in enumerate(rows):
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, span], mask[i, span] = r, 1
+    return Request(input_ids=ids, attention_mask=mask)
+
+
+def outputs(responses: list[Any]) -> list[np.ndarray]:
+    assert not any(r.has_error() for r in responses), [r.error().message() for r in responses if r.has_error()]
+    return [r.output_tensors()[0].as_numpy() for r in responses]
+
+
+def test_rows_run_sorted_by_length_in_calls_of_max_rows_and_come_back_in_order(module: Any, tmp_path: Path) -> None:
+    model = load(module, tmp_path, max_rows_per_call="2")
+    requests = [request([[5] * 7, [1, 2]], width=9), request([[3, 3, 3]]), request([[9] * 6, [4]])]
+    got = outputs(model.execute(requests))
+    means = [[5.0, 1.5], [3.0], [9.0, 4.0]]
+    for out, want in zip(got, means, strict=True):
+        np.testing.assert_allclose(out[:, 0], want)
+    # lengths 7, 2, 3, 6, 1 sorted: (1, 2) (3, 6) (7): each call padded to its own longest row only
+    widths = {mean: width for out in got for mean, width in out}
+    assert widths == {4.0: 2.0, 1.5: 2.0, 3.0: 6.0, 9.0: 6.0, 5.0: 7.0}
+
+
+def test_the_default_is_four_rows_per_intra_op_thread(module: Any, tmp_path: Path) -> None:
+    model = load(module, tmp_path)
+    assert model.max_rows == 4
+    got = outputs(model.execute([request([[1] * n for n in range(1, 10)])]))[0]
+    assert sorted(set(got[:, 1].tolist())) == [4.0, 8.0, 9.0]  # rows 1-4, 5-8, 9
+
+
+def test_left_padded_rows_run_as_one_padded_call(module: Any, tmp_path: Path) -> None:
+    """Cutting a row to its length would cut a left-padded row's tokens: such a batch keeps the padded path."""
+    model = load(module, tmp_path, max_rows_per_call="1")
+    got = outputs(model.execute([request([[2] * 5, [8]], left=True), request([[4, 4]])]))
+    np.testing.assert_allclose(got[0], [[2.0, 5.0], [8.0, 5.0]])
+    np.testing.assert_allclose(got[1], [[4.0, 5.0]])
+
+
+def test_a_bad_request_fails_alone(module: Any, tmp_path: Path) -> None:
+    model = load(module, tmp_path)
+    bad = Request(input_ids=np.zeros((2, 3), np.int64))  # no attention_mask
+    responses = model.execute([request([[1, 2]]), bad, request([[7]])])
+    assert responses[1].has_error() and "missing input 'attention_mask'" in responses[1].error().message()
+    np.testing.assert_allclose(responses[0].output_tensors()[0].as_numpy()[:, 0], [1.5])
+    np.testing.assert_allclose(responses[2].output_tensors()[0].as_numpy()[:, 0], [7.0])
