@@ -52,7 +52,7 @@ INPROC_MEASURE_S = 1.5
 BATCHES = (1, 4, 16, 32, 64)
 ONE_SESSION = "1 session x 2 threads"
 TWO_SESSIONS = "2 sessions x 1 thread"
-SORTED = ", length-sorted calls of 4 rows per thread"  # what the cpu runner does with a batch (onnx_runner/model.py)
+SORTED = ", length-sorted calls of 4 rows per thread"  # the cpu runner's way with a batch (onnx_runner/model.py)
 LAYOUTS = {  # (sessions, intra-op threads each, length-sorted calls)
     ONE_SESSION: (1, 2, False),
     TWO_SESSIONS: (2, 1, False),
@@ -274,10 +274,11 @@ def _spread(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[float] | N
 
 
 def served_layout(spec: dict[str, Any]) -> str:
-    """The in-process layout the served encoder matches: its instances each get cores // instances threads, and the
-    cpu runner runs a batch's rows sorted by length in calls of 4 rows per thread."""
+    """The in-process layout the served encoder matches: the cpu runner gives each instance cores // instances
+    one-thread sessions and runs a batch's rows sorted by length in calls of 4 rows (python_backends/onnx_runner)."""
     count = sum(int(g.get("count", 1)) for g in spec.get("instance_groups") or [{"count": 1}])
-    return (TWO_SESSIONS if count == 2 else ONE_SESSION) + SORTED
+    sessions = count * max(1, (os.cpu_count() or 1) // count)
+    return (TWO_SESSIONS if sessions == 2 else ONE_SESSION) + SORTED
 
 
 def test_issue17_embedding_targets(tmp_path: Path) -> None:

@@ -97,16 +97,25 @@ def test_rows_run_sorted_by_length_in_calls_of_max_rows_and_come_back_in_order(m
     means = [[5.0, 1.5], [3.0], [9.0, 4.0]]
     for out, want in zip(got, means, strict=True):
         np.testing.assert_allclose(out[:, 0], want)
-    # lengths 7, 2, 3, 6, 1 sorted: (1, 2) (3, 6) (7): each call padded to its own longest row only
+    # lengths 7, 2, 3, 6, 1, longest first: (7, 6) (3, 2) (1): each call padded to its own longest row only
     widths = {mean: width for out in got for mean, width in out}
-    assert widths == {4.0: 2.0, 1.5: 2.0, 3.0: 6.0, 9.0: 6.0, 5.0: 7.0}
+    assert widths == {5.0: 7.0, 9.0: 7.0, 3.0: 3.0, 1.5: 3.0, 4.0: 1.0}
 
 
-def test_the_default_is_four_rows_per_intra_op_thread(module: Any, tmp_path: Path) -> None:
-    model = load(module, tmp_path)
-    assert model.max_rows == 4
-    got = outputs(model.execute([request([[1] * n for n in range(1, 10)])]))[0]
-    assert sorted(set(got[:, 1].tolist())) == [4.0, 8.0, 9.0]  # rows 1-4, 5-8, 9
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_calls_of_four_rows_over_one_single_thread_session_per_thread(
+    module: Any, tmp_path: Path, threads: str
+) -> None:
+    model = load(module, tmp_path, intra_op_thread_count=threads)
+    assert model.max_rows == 4 and len(model.sessions) == int(threads)
+    assert all(s.get_session_options().intra_op_num_threads == 1 for s in model.sessions)
+    requests = [request([[n] * n for n in range(1 + i, 10 + i)]) for i in range(3)]
+    got = outputs(model.execute(requests))
+    for i, out in enumerate(got):
+        np.testing.assert_allclose(out[:, 0], list(range(1 + i, 10 + i)))
+    # 27 rows of lengths 1..11, longest first in calls of 4: (11 10 10 9) (9 9 8 8) (8 7 7 7) (6 6 6 5) (5 5 4 4)
+    # (4 3 3 3) (2 2 1), each call as wide as its longest row
+    assert sorted({float(w) for out in got for w in out[:, 1]}) == [2.0, 4.0, 5.0, 6.0, 8.0, 9.0, 11.0]
 
 
 def test_left_padded_rows_run_as_one_padded_call(module: Any, tmp_path: Path) -> None:
