@@ -302,7 +302,10 @@ def bench(
     plot: Annotated[Path | None, typer.Option(help="write throughput/latency/server-split charts (PNG)")] = None,
     allow_remote: Annotated[bool, typer.Option(help="allow a non-loopback server (sends it real load)")] = False,
 ) -> None:
-    """Benchmark a model on a running Triton: latency percentiles, throughput, Triton's server-side split."""
+    """Benchmark a model on a running Triton: latency percentiles, throughput, Triton's server-side split.
+
+    For OpenAI endpoints (the gateway) and LLM metrics (TTFT, inter-token latency, tokens/s) use NVIDIA's aiperf.
+    """
     from tritonforge.bench import error_lines, parse_concurrency, report_tables, run_bench
 
     if protocol not in ("grpc", "http"):

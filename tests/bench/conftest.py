@@ -184,6 +184,17 @@ def _aiperf_rows(d: dict[str, Any]) -> list[Row]:
             f"{run['ttft_ms']['p50']:.0f} ms / {run['itl_ms']['p50']:.1f} ms / "
             f"{run['output_tokens_per_s']['avg']:.1f}",
             "recorded", "—"))
+    for run in (d.get("triton_generate_stream") or {}).get("runs", []):
+        rows.append((
+            f"aiperf, Triton HTTP generate_stream, concurrency {run['concurrency']}: TTFT p50 / ITL p50 / "
+            "output tokens/s",
+            f"{run['ttft_ms']['p50']:.0f} ms / {run['itl_ms']['p50']:.1f} ms / "
+            f"{run['output_tokens_per_s']['avg']:.1f}",
+            "recorded", "—"))
+    ratios = d.get("gateway_vs_triton_generate_stream") or {}
+    if ratios:
+        rows.append(("aiperf output tokens/s, gateway chat vs Triton generate_stream, by concurrency",
+                     " / ".join(f"c={c}: {r:.2f}×" for c, r in ratios.items()), "recorded", "—"))
     cost = d.get("gateway_cost")
     if cost:
         rows.append(("chat streaming through the gateway vs direct gRPC stream (tokens/s)",

@@ -1,5 +1,7 @@
 """Benchmark (not in the default run): LLM serving measured with NVIDIA's own client, aiperf, against the gateway's
-OpenAI-compatible `/v1/chat/completions` (streaming) on the real decoder (SmolLM2-135M-Instruct, CPU engine).
+OpenAI-compatible `/v1/chat/completions` (streaming) on the real decoder (SmolLM2-135M-Instruct, CPU engine), and
+against Triton's own HTTP `generate_stream` endpoint on the same server (aiperf's `template` endpoint type), so the
+two front doors are measured by the same tool at the same load.
 
     python -m venv /work/venvs/aiperf && /work/venvs/aiperf/bin/pip install aiperf==0.13.0
     pytest tests/bench/test_aiperf_gateway.py -s
@@ -10,6 +12,10 @@ reachable), sends synthetic prompts of ~PROMPT_TOKENS tokens asking for OUTPUT_T
 first token, inter-token latency and output tokens/s; token counts are the server's (`usage`, from the engine's
 num_input_tokens / num_output_tokens). The gateway runs as its own process (`tritonforge gateway`), as deployed.
 Results go to docs/bench/aiperf_gateway.json; the command line of each run is recorded with its figures.
+
+Triton's generate endpoint carries no token counts, so aiperf counts that path's output tokens with the tokenizer
+(the gateway's come from `usage`); its input is the same chat-templated prompt (`apply_chat_template`), which aiperf
+counts before the template (128 tokens against the gateway's 158).
 """
 
 from __future__ import annotations
@@ -43,6 +49,14 @@ METRICS = {
     "output_sequence_length": ("output_tokens", ("avg",)),
     "input_sequence_length": ("input_tokens", ("avg",)),
 }
+
+
+# Triton's generate_stream body for the `llm` ensemble (text_input, max_tokens, stream; apply_chat_template is
+# tritonforge's input for the checkpoint's chat template, as the gateway's /v1/chat/completions uses it)
+TRITON_TEMPLATE = (
+    '{"text_input": {{ text|tojson }}, "max_tokens": {{ max_tokens|tojson }}, "stream": true, '
+    '"apply_chat_template": true}'
+)
 
 
 def _read(export: Path) -> dict[str, Any]:
@@ -133,7 +147,8 @@ def test_aiperf_against_the_gateway(tmp_path: Path) -> None:
         "serving": {"triton_max_batch_size": 8}, "cpu": {"max_active": 8, "torch_threads": 2},
         "tensorrt_llm": {"decoupled_mode": True, "exclude_input_in_output": True}}}})
     repo = build(spec, tmp_path / "repo").repo
-    runs = []
+    runs: list[dict[str, Any]] = []
+    triton_runs: list[dict[str, Any]] = []
     with TritonServer(repo) as triton:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -144,28 +159,41 @@ def test_aiperf_against_the_gateway(tmp_path: Path) -> None:
         )
         try:
             _wait(url)
+            template = tmp_path / "triton_generate_stream.json"
+            template.write_text(TRITON_TEMPLATE + "\n")
+            front_doors = {
+                "gateway": [url, "--model", "chat", "--url", url, "--endpoint-type", "chat",
+                            "--use-server-token-count"],
+                "triton_generate_stream": [
+                    f"http://{triton.endpoints.http}", "--model", "llm",
+                    "--url", f"http://{triton.endpoints.http}/v2/models/llm/generate_stream",
+                    "--endpoint-type", "template", "--extra-inputs", f"payload_template:{template}",
+                    "--extra-inputs", "response_field:text_output"],
+            }
             for level in LEVELS:
-                out = tmp_path / f"c{level}"
-                command = [
-                    AIPERF, "profile", "--model", "chat", "--url", url, "--endpoint-type", "chat", "--streaming",
-                    "--tokenizer", str(checkpoint), "--concurrency", str(level),
-                    "--request-count", str(max(REQUESTS_PER_LEVEL, 2 * level)),
-                    "--warmup-request-count", str(level),
-                    "--prompt-input-tokens-mean", str(PROMPT_TOKENS), "--prompt-input-tokens-stddev", "0",
-                    "--prompt-output-tokens-mean", str(OUTPUT_TOKENS), "--prompt-output-tokens-stddev", "0",
-                    "--use-server-token-count", "--random-seed", "7", "--output-artifact-dir", str(out),
-                    "--no-auto-plot",
-                ]
-                # aiperf 0.13.0 in offline mode looks a local tokenizer folder up as a hub snapshot and fails
-                # ("Repo id must be in the form ..."); online it loads the folder directly (no hub call for a path)
-                env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-                done = subprocess.run(command, capture_output=True, text=True, timeout=3600, env=env)
-                exports = sorted(out.rglob("phases/profiling/profile_export_aiperf.json"))
-                assert done.returncode == 0 and exports, done.stdout[-3000:] + done.stderr[-3000:]
-                shown = [("<aiperf>" if c == AIPERF else c) for c in command]
-                shown = [("<checkpoint>" if c == str(checkpoint) else c) for c in shown]
-                runs.append({"concurrency": level, "command": " ".join(shown).replace(url, "http://127.0.0.1:PORT")
-                             .replace(str(out), "OUT"), **_read(exports[0])})
+                for door, (base, *target) in front_doors.items():
+                    out = tmp_path / f"{door}-c{level}"
+                    command = [
+                        AIPERF, "profile", *target, "--streaming",
+                        "--tokenizer", str(checkpoint), "--concurrency", str(level),
+                        "--request-count", str(max(REQUESTS_PER_LEVEL, 2 * level)),
+                        "--warmup-request-count", str(level),
+                        "--prompt-input-tokens-mean", str(PROMPT_TOKENS), "--prompt-input-tokens-stddev", "0",
+                        "--prompt-output-tokens-mean", str(OUTPUT_TOKENS), "--prompt-output-tokens-stddev", "0",
+                        "--random-seed", "7", "--output-artifact-dir", str(out), "--no-auto-plot",
+                    ]
+                    # aiperf 0.13.0 in offline mode looks a local tokenizer folder up as a hub snapshot and fails
+                    # ("Repo id must be in the form ..."); online it loads the folder directly (no hub call for a path)
+                    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+                    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, env=env)
+                    exports = sorted(out.rglob("phases/profiling/profile_export_aiperf.json"))
+                    assert done.returncode == 0 and exports, done.stdout[-3000:] + done.stderr[-3000:]
+                    shown = [("<aiperf>" if c == AIPERF else c) for c in command]
+                    shown = [("<checkpoint>" if c == str(checkpoint) else c) for c in shown]
+                    shown = [c.replace(str(template), "<template>") for c in shown]
+                    record = {"concurrency": level, "command": " ".join(shown).replace(base, "http://127.0.0.1:PORT")
+                              .replace(str(out), "OUT"), **_read(exports[0])}
+                    (runs if door == "gateway" else triton_runs).append(record)
             cost = _gateway_cost(triton.endpoints.grpc, url)
         finally:
             gateway.terminate()
@@ -177,8 +205,13 @@ def test_aiperf_against_the_gateway(tmp_path: Path) -> None:
         "prompt_tokens": PROMPT_TOKENS,
         "output_tokens_requested": OUTPUT_TOKENS,
         "runs": runs,
+        "triton_generate_stream": {"template": TRITON_TEMPLATE, "runs": triton_runs},
+        "gateway_vs_triton_generate_stream": {
+            str(g["concurrency"]): g["output_tokens_per_s"]["avg"] / r["output_tokens_per_s"]["avg"]
+            for g, r in zip(runs, triton_runs, strict=True)
+        },
         "gateway_cost": cost,
     }
     (ROOT / "docs" / "bench" / "aiperf_gateway.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2), file=sys.stderr)
-    assert all(r.get("output_tokens_per_s") for r in runs)
+    assert all(r.get("output_tokens_per_s") for r in runs + triton_runs)

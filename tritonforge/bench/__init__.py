@@ -35,6 +35,12 @@ left out. Or a JSON data file (perf_analyzer's layout)::
 one entry per batch item, shapes without the batch dimension; ``batch_size`` consecutive entries make a request.
 A STRING value may also be ``{"b64": "..."}`` (raw bytes).
 
+Which tool measures what: this one measures Triton models as Triton sees them (any model or ensemble, gRPC or HTTP,
+with the server-side split per composing model). OpenAI-protocol endpoints (tritonforge's gateway, or any other) and
+LLM serving metrics by concurrency (time to first token, inter-token latency, output tokens/s, with the checkpoint's
+tokenizer) are NVIDIA's ``aiperf``'s job; it also reaches Triton's ``generate_stream`` through its ``template``
+endpoint type. ``tests/bench/test_aiperf_gateway.py`` runs it against both front doors; it is not re-implemented here.
+
 A benchmark sends real load. It refuses any address that is not loopback (127.0.0.0/8, ::1, a name that resolves
 only to those) unless ``allow_remote=True`` (``tritonforge bench --allow-remote``): point it only at a server you
 are allowed to load, and bound it (``duration_s``, ``max_requests``, ``timeout``).
