@@ -154,11 +154,17 @@ TARGET_LABELS = {  # issue #17's targets, as embed_targets.json records them
 }
 
 
+def _generation(m: dict[str, Any]) -> str:
+    """" (family 23, model 49)": a bare "AMD EPYC" names no generation, and int8 kernels differ by generation."""
+    return f" (family {m['cpu_family']}, model {m['cpu_model']})" if "cpu_family" in m and "cpu_model" in m else ""
+
+
 def _targets_rows(d: dict[str, Any]) -> list[Row]:
     f, met, targets = d["figures"], d["met"], d["targets"]
     m = d.get("machine", {})
     rows: list[Row] = [
-        ("machine", f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, SIMD {' '.join(m.get('simd_flags', []))}",
+        ("machine", f"{m.get('cpu', '?')}{_generation(m)}, {m.get('cores', '?')} cores, "
+                    f"SIMD {' '.join(m.get('simd_flags', []))}",
          "—", "—"),
     ]
     for key, label in TARGET_LABELS.items():
@@ -166,8 +172,11 @@ def _targets_rows(d: dict[str, Any]) -> list[Row]:
         shown = "not measured" if value is None else (f"{value:.3f}" if key.startswith("int8_") and "vs" not in key
                                                       else f"{value:.2f}×")
         rows.append((label, shown, f"≥ {targets[key]}", _met(met.get(key))))
-    rows.append(("embed over gRPC vs infinity-emb HTTP server (optimum engine)",
-                 _ratio(f.get("grpc_vs_infinity_optimum")), "recorded", "—"))
+    optimum = _ratio(f.get("grpc_vs_infinity_optimum"))
+    if f.get("gateway_vs_infinity_optimum") is not None:
+        optimum += f" (gateway {_ratio(f['gateway_vs_infinity_optimum'])})"
+    rows.append(("embed over gRPC vs infinity-emb HTTP server (optimum engine, ONNX Runtime)", optimum, "recorded",
+                 "—"))
     rows.append(("dynamic-batching gain / in-process ceiling (its parts)",
                  f"{_ratio(f.get('batching_gain'))} / {_ratio(f.get('batching_ceiling_in_process'))}", "—", "—"))
     if f.get("batching_ceiling_from_batch_1") is not None:

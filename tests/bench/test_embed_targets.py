@@ -16,7 +16,8 @@ Measured each round:
   (rows sorted by length, calls of 4 rows per thread, each padded to its own longest row);
 - `embed` over gRPC (dynamic batching), the same without dynamic batching, and the int8 build over gRPC;
 - the gateway's `/v1/embeddings` (its own process, as deployed) in front of the fp32 Triton;
-- infinity-emb 0.0.78 as an HTTP server, torch engine, fp32 (its optimum engine is tried once, after the rounds).
+- infinity-emb 0.0.78 as an HTTP server, fp32, with its torch engine and with its optimum (ONNX Runtime) engine
+  on an ONNX export made by optimum itself; a probe checks both return the embeddings `embed` returns.
 
 Each measurement records the machine's CPU split over its window (busy, idle, steal from /proc/stat), and the run
 records the CPU model and SIMD flags. Results: docs/bench/embed_targets.json; rows in docs/bench/RESULTS.md
@@ -82,6 +83,10 @@ def machine() -> dict[str, Any]:
     for line in text.splitlines():
         if line.startswith("model name") and "cpu" not in info:
             info["cpu"] = line.split(":", 1)[1].strip()
+        # a bare "AMD EPYC" hides the generation; int8 vs fp32 differed 1.0x vs 1.6x between two of them
+        for key, name in (("cpu family", "cpu_family"), ("model", "cpu_model"), ("stepping", "cpu_stepping")):
+            if line.split(":", 1)[0].strip() == key and name not in info:
+                info[name] = line.split(":", 1)[1].strip()
         if line.startswith("flags") and "simd_flags" not in info:
             flags = set(line.split(":", 1)[1].split())
             wanted = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
@@ -237,21 +242,60 @@ def _http(port: int, model: str, path: str) -> dict[str, Any]:
 
 def _with_onnx(checkpoint: Path, tmp_path: Path) -> Path:
     """infinity-emb's optimum engine loads an ONNX file it finds in the model folder (it does not export one): a copy
-    of the checkpoint with `model.onnx` exported by optimum itself (in infinity-emb's venv), as its docs do."""
+    of the checkpoint with a `model.onnx` exported by optimum itself (in infinity-emb's venv), as its docs do.
+
+    The export reads a copy holding only the transformers files: from the sentence-transformers folder optimum
+    exports the pooled sentence-transformers graph (and rewrites config.json), whose outputs infinity-emb's optimum
+    engine cannot read (it wants `last_hidden_state` and pools itself, from 1_Pooling, kept in the served copy)."""
     import shutil
 
     python = os.environ.get("TRITONFORGE_INFINITY_PYTHON")
     folder = tmp_path / "minilm-with-onnx"
     if python and not folder.exists():
+        plain, exported = tmp_path / "minilm-transformers-only", tmp_path / "minilm-optimum-export"
+        plain.mkdir()
+        for f in checkpoint.iterdir():
+            if f.is_file() and f.name not in ("modules.json", "sentence_bert_config.json",
+                                              "config_sentence_transformers.json"):
+                shutil.copy2(f, plain / f.name)
+        command = [python, "-m", "optimum.exporters.onnx", "--model", str(plain), "--task", "feature-extraction",
+                   str(exported)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
         shutil.copytree(checkpoint, folder)
-        # exported next to the checkpoint's files: optimum's ORTModel looks for model.onnx in the model folder
-        command = [python, "-m", "optimum.exporters.onnx", "--model", str(folder), "--task", "feature-extraction",
-                   str(folder)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ,
-                                                                                         "HF_HUB_OFFLINE": "1"})
         if done.returncode != 0:
             print(f"[optimum export] failed: {done.stderr[-800:]}", flush=True)
+        else:
+            shutil.copy2(exported / "model.onnx", folder / "model.onnx")
     return folder
+
+
+def _probe_cosines(grpc_url: str, servers: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Mean cosine between each infinity-emb server's embeddings and `embed`'s for 8 probe sentences: the
+    comparison is of the same model and pooling, not of different outputs."""
+    import urllib.request
+
+    import numpy as np
+
+    from tritonforge.clients import Client
+
+    probe = embed_bench()._sentences()[:8]
+    with Client(grpc_url, timeout=60) as client:
+        ours = np.asarray(client.embed(probe), dtype=np.float64)
+    out: dict[str, float | None] = {}
+    for name, row in servers.items():
+        if not row.get("measured"):
+            out[name] = None
+            continue
+        body = json.dumps({"model": row["model"], "input": probe}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{row['port']}/embeddings", body,
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as r:
+            data = sorted(json.loads(r.read())["data"], key=lambda d: d["index"])
+        theirs = np.asarray([d["embedding"] for d in data], dtype=np.float64)
+        cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+        out[name] = round(float(cos.mean()), 5)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- figures
@@ -315,6 +359,11 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
         int8_url = stack.enter_context(_triton(repo_int8)) if repo_int8 is not None else None
         gateway_port = stack.enter_context(_gateway(grpc_url))
         infinity = stack.enter_context(b._infinity_server(checkpoint, "float32", "torch"))
+        optimum = stack.enter_context(
+            b._infinity_server(_with_onnx(checkpoint, tmp_path), "float32", "optimum", served_name="minilm",
+                               pooling="mean")  # the checkpoint's 1_Pooling: mean tokens
+        )
+        probe = _probe_cosines(grpc_url, {"infinity-emb torch": infinity, "infinity-emb optimum": optimum})
         measures: dict[str, Callable[[], dict[str, Any]]] = {
             "embed gRPC fp32": lambda: _grpc(grpc_url),
             "gateway /v1/embeddings": lambda: _http(gateway_port, "minilm", "/v1/embeddings"),
@@ -323,7 +372,9 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
         if int8_url is not None:
             measures["embed gRPC int8"] = lambda: _grpc(int8_url)
         if infinity["measured"]:
-            measures["infinity-emb torch"] = lambda: _http(infinity["port"], str(checkpoint), "/embeddings")
+            measures["infinity-emb torch"] = lambda: _http(infinity["port"], infinity["model"], "/embeddings")
+        if optimum["measured"]:
+            measures["infinity-emb optimum"] = lambda: _http(optimum["port"], optimum["model"], "/embeddings")
         served = {label: [] for label in measures}
         labels = list(measures)
         for r in range(ROUNDS):
@@ -339,7 +390,6 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
                     row.update(measures[label]())
                 served[label].append(row)
                 print(f"[round {r}] {label}: {json.dumps(row)}", flush=True)
-    optimum = b._infinity_http(_with_onnx(checkpoint, tmp_path), {}, engine="optimum")
 
     med = {label: _median(rows) for label, rows in {**in_process, **served}.items()}
     limit_key = max((k for k in in_process if k.startswith(ONE_SESSION + ", batch")), key=lambda k: med[k] or 0)
@@ -357,7 +407,8 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
         "gateway_vs_grpc": _ratio(gateway, grpc),
         "grpc_vs_infinity_torch": _ratio(grpc, infinity_torch),
         "gateway_vs_infinity_torch": _ratio(gateway, infinity_torch),
-        "grpc_vs_infinity_optimum": _ratio(grpc, optimum.get("sentences_per_s") if optimum.get("measured") else None),
+        "grpc_vs_infinity_optimum": _ratio(grpc, med.get("infinity-emb optimum")),
+        "gateway_vs_infinity_optimum": _ratio(gateway, med.get("infinity-emb optimum")),
         "int8_vs_fp32_grpc": _ratio(int8, grpc),
         "int8_mean_cosine": gate.get("mean_cosine"),
         "int8_top10_overlap": gate.get("search_overlap"),
@@ -375,6 +426,8 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
     if "infinity-emb torch" in served:
         spreads["grpc_vs_infinity_torch"] = _spread(served["embed gRPC fp32"], served["infinity-emb torch"])
         spreads["gateway_vs_infinity_torch"] = _spread(served["gateway /v1/embeddings"], served["infinity-emb torch"])
+    if "infinity-emb optimum" in served:
+        spreads["grpc_vs_infinity_optimum"] = _spread(served["embed gRPC fp32"], served["infinity-emb optimum"])
     met = {k: (None if figures.get(k) is None else figures[k] >= t) for k, t in TARGETS.items()}
     result = {
         "command": "TRITONFORGE_INFINITY_PYTHON=<infinity venv python> pytest tests/bench/test_embed_targets.py -s",
@@ -390,7 +443,8 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
         "in_process_rounds": in_process,
         "served_rounds": served,
         "infinity_emb": {k: v for k, v in infinity.items() if k != "port"},
-        "infinity_emb_optimum": optimum,
+        "infinity_emb_optimum": {k: v for k, v in optimum.items() if k != "port"},
+        "infinity_emb_probe_cosine_to_embed": probe,
         "int8": int8_report,
         "figures": figures,
         "spreads_per_round": spreads,

@@ -511,11 +511,26 @@ def _http_closed_loop(
 
 
 @contextlib.contextmanager
-def _infinity_server(checkpoint: Path, dtype: str = "float32", engine: str = "torch") -> Iterator[dict[str, Any]]:
+def _infinity_server(
+    checkpoint: Path,
+    dtype: str = "float32",
+    engine: str = "torch",
+    served_name: str | None = None,
+    pooling: str | None = None,
+) -> Iterator[dict[str, Any]]:
     """infinity-emb as users run it: `infinity_emb v2` (CPU, its own venv) as a subprocess on a free loopback port.
 
     Yields its row: ``measured`` False with the ``reason`` when TRITONFORGE_INFINITY_PYTHON is unset or /health did
-    not answer within INFINITY_STARTUP_S; else ``port`` and ``startup_s``. The server is always terminated.
+    not answer within INFINITY_STARTUP_S; else ``port``, ``model`` (the name requests must carry) and
+    ``startup_s``. The server is always terminated.
+
+    ``served_name``: run from inside ``checkpoint`` with ``--model-id .`` and serve it under this name. infinity-emb
+    0.0.78 hands optimum the ONNX path it globbed under the model id; for an absolute id optimum 2.1 refuses it
+    ("Could not find any ONNX files with target file name /abs/model.onnx, only found: model.onnx"), for "." the
+    path is the relative "model.onnx" it expects. The optimum engine needs this; the torch engine does not.
+
+    ``pooling``: infinity-emb's ``--pooling-method``. Its optimum engine does not read the checkpoint's 1_Pooling and
+    falls back to the CLS token (embeddings at cosine ~0.5 to the model's own); its torch engine reads it.
     """
     import subprocess
     import tempfile
@@ -525,8 +540,11 @@ def _infinity_server(checkpoint: Path, dtype: str = "float32", engine: str = "to
         yield {"measured": False, "reason": "TRITONFORGE_INFINITY_PYTHON (infinity-emb venv python) not set"}
         return
     port = _free_port()
+    model_id = "." if served_name else str(checkpoint)
     command = [
-        *(python, "-m", "infinity_emb.cli", "v2", "--model-id", str(checkpoint)),
+        *(python, "-m", "infinity_emb.cli", "v2", "--model-id", model_id),
+        *(("--served-model-name", served_name) if served_name else ()),
+        *(("--pooling-method", pooling) if pooling else ()),
         *("--engine", engine, "--device", "cpu", "--dtype", dtype, "--batch-size", "64"),
         *("--host", "127.0.0.1", "--port", str(port), "--no-vector-disk-cache"),  # a cache would answer repeats
     ]
@@ -536,7 +554,8 @@ def _infinity_server(checkpoint: Path, dtype: str = "float32", engine: str = "to
     }
     with tempfile.TemporaryFile() as log:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        cwd = checkpoint if served_name else None
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         try:
             t0 = time.monotonic()
             down = _wait_healthy(port, proc, INFINITY_STARTUP_S, poll_s=1.0)
@@ -550,7 +569,8 @@ def _infinity_server(checkpoint: Path, dtype: str = "float32", engine: str = "to
                 )
                 yield {**row, "measured": False, "reason": reason}
                 return
-            yield {**row, "measured": True, "port": port, "startup_s": round(time.monotonic() - t0, 1)}
+            yield {**row, "measured": True, "port": port, "model": served_name or str(checkpoint),
+                   "startup_s": round(time.monotonic() - t0, 1)}
         finally:
             proc.terminate()
             try:
