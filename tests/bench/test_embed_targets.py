@@ -273,8 +273,6 @@ def _with_onnx(checkpoint: Path, tmp_path: Path) -> Path:
 def _probe_cosines(grpc_url: str, servers: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     """Mean cosine between each infinity-emb server's embeddings and `embed`'s for 8 probe sentences: the
     comparison is of the same model and pooling, not of different outputs."""
-    import urllib.request
-
     import numpy as np
 
     from tritonforge.clients import Client
@@ -287,12 +285,7 @@ def _probe_cosines(grpc_url: str, servers: dict[str, dict[str, Any]]) -> dict[st
         if not row.get("measured"):
             out[name] = None
             continue
-        body = json.dumps({"model": row["model"], "input": probe}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{row['port']}/embeddings", body,
-                                         {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as r:
-            data = sorted(json.loads(r.read())["data"], key=lambda d: d["index"])
-        theirs = np.asarray([d["embedding"] for d in data], dtype=np.float64)
+        theirs = np.asarray(embed_bench()._infinity_embeddings(row["port"], row["model"], probe), dtype=np.float64)
         cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
         out[name] = round(float(cos.mean()), 5)
     return out

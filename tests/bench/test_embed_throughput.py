@@ -580,6 +580,17 @@ def _infinity_server(
                 proc.wait(timeout=10)
 
 
+def _infinity_embeddings(port: int, model: str, texts: list[str]) -> list[list[float]]:
+    """One POST /embeddings to an `_infinity_server`: the embeddings of ``texts``, in their order."""
+    import urllib.request
+
+    body = json.dumps({"model": model, "input": texts}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/embeddings", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as r:
+        data = sorted(json.loads(r.read())["data"], key=lambda d: d["index"])
+    return [d["embedding"] for d in data]
+
+
 def _infinity_http(
     checkpoint: Path,
     loads: dict[str, float],
@@ -591,20 +602,13 @@ def _infinity_http(
 
     ``probe``: texts whose embeddings are returned under "probe_embeddings" (to compare quality across servers).
     """
-    import urllib.request
 
     label = f"infinity-emb HTTP {engine} {dtype}"
     with _infinity_server(checkpoint, dtype, engine) as row:
         if row["measured"]:
             port = row.pop("port")
             if probe:
-                body = json.dumps({"model": str(checkpoint), "input": probe}).encode()
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/embeddings", body, {"Content-Type": "application/json"}
-                )
-                with urllib.request.urlopen(request, timeout=120) as r:
-                    data = sorted(json.loads(r.read())["data"], key=lambda d: d["index"])
-                row["probe_embeddings"] = [d["embedding"] for d in data]
+                row["probe_embeddings"] = _infinity_embeddings(port, row["model"], probe)
             _wait_idle(label, loads)
             row.update(_http_closed_loop(port, str(checkpoint), concurrency=CONCURRENCY, measure_s=MEASURE_S))
             row["measured"] = row["requests"] > 0
