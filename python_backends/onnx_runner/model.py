@@ -7,8 +7,9 @@ does not change between targets.
 Inputs are declared `allow_ragged_batch`, so the dynamic batcher may group requests whose shapes differ after
 the batch axis (sequence length; for a cross-encoder also the number of candidates); they are zero-padded here to
 one shape and run as ONE session call (padding is masked by attention_mask, so results do not depend on the batch
-they were served in). Parameter `unpad_output_axes` (e.g. "1") names output axes that follow the input axes of the
-same index and are cut back to each request's own size (a cross-encoder's SCORES [batch, candidates]).
+they were served in); a model with several 1-thread sessions splits that call's rows between them. Parameter
+`unpad_output_axes` (e.g. "1") names output axes that follow the input axes of the same index and are cut back to
+each request's own size (a cross-encoder's SCORES [batch, candidates]).
 
 Rows of [rows, sequence] inputs with an `attention_mask` (an embedding encoder's) are not run as one padded call:
 the rows of every request in the batch are sorted by their length (the mask's sum), and run in calls of at most
@@ -18,6 +19,7 @@ ONNX Runtime session per thread of the instance. Measured on a 2-core AVX2 CPU: 
 1-thread sessions outran one 2-thread session at every batch size. Results do not change: padding is masked.
 """
 
+import itertools
 import json
 import os
 import queue
@@ -161,7 +163,7 @@ class TritonPythonModel:
                 for a in batch
             ]
             feed[name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        values = self.session.run(self.outputs, feed)
+        values = self._run_rows_split(feed)
         out, start = [], 0
         for f in first:
             n = f.shape[0]
@@ -174,6 +176,25 @@ class TritonPythonModel:
             out.append(result)
             start += n
         return out
+
+    def _run_rows_split(self, feed):
+        """One padded feed; with several 1-thread sessions (a regrouped model given a batch it cannot cut, e.g.
+        left-padded rows) its rows are split evenly between them, so no session idles while one runs the batch."""
+        rows = next(iter(feed.values())).shape[0]
+        parts = min(len(self.sessions), rows)
+        if self._pool is None or parts < 2:
+            return self.session.run(self.outputs, feed)
+        bounds = np.linspace(0, rows, parts + 1).astype(int)
+
+        def call(span):
+            session = self._idle.get()
+            try:
+                return session.run(self.outputs, {name: value[span[0] : span[1]] for name, value in feed.items()})
+            finally:
+                self._idle.put(session)
+
+        done = list(self._pool.map(call, itertools.pairwise(bounds)))
+        return [np.concatenate([values[o] for values in done]) for o in range(len(self.outputs))]
 
 
 def _right_padded(mask):

@@ -126,6 +126,27 @@ def test_left_padded_rows_run_as_one_padded_call(module: Any, tmp_path: Path) ->
     np.testing.assert_allclose(got[1], [[4.0, 5.0]])
 
 
+
+def test_left_padded_batch_is_split_between_the_single_thread_sessions(module: Any, tmp_path: Path) -> None:
+    """A batch that cannot be cut by length still uses every 1-thread session: its rows are split between them."""
+    import threading
+
+    model = load(module, tmp_path, intra_op_thread_count="2")
+    assert len(model.sessions) == 2
+    seen: dict[int, int] = {}
+    lock = threading.Lock()
+    for session in model.sessions:
+        def counting_run(names: Any, feed: Any, _run: Any = session.run, _id: int = id(session)) -> Any:
+            with lock:
+                seen[_id] = seen.get(_id, 0) + next(iter(feed.values())).shape[0]
+            return _run(names, feed)
+
+        session.run = counting_run
+    got = outputs(model.execute([request([[2] * 5, [8], [6, 6]], left=True), request([[4, 4]])]))
+    np.testing.assert_allclose(got[0], [[2.0, 5.0], [8.0, 5.0], [6.0, 5.0]])
+    np.testing.assert_allclose(got[1], [[4.0, 5.0]])
+    assert sorted(seen.values()) == [2, 2]
+
 def test_a_bad_request_fails_alone(module: Any, tmp_path: Path) -> None:
     model = load(module, tmp_path)
     bad = Request(input_ids=np.zeros((2, 3), np.int64))  # no attention_mask
