@@ -421,7 +421,7 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
         spreads["gateway_vs_infinity_torch"] = _spread(served["gateway /v1/embeddings"], served["infinity-emb torch"])
     if "infinity-emb optimum" in served:
         spreads["grpc_vs_infinity_optimum"] = _spread(served["embed gRPC fp32"], served["infinity-emb optimum"])
-    met = {k: (None if figures.get(k) is None else figures[k] >= t) for k, t in TARGETS.items()}
+    met = {k: (None if (f := figures.get(k)) is None else f >= t) for k, t in TARGETS.items()}
     result = {
         "command": "TRITONFORGE_INFINITY_PYTHON=<infinity venv python> pytest tests/bench/test_embed_targets.py -s",
         "machine": machine(),

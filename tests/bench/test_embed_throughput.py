@@ -30,7 +30,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -84,7 +84,7 @@ def _wait_idle(label: str, loads: dict[str, float]) -> None:
 def _closed_loop(
     url: str,
     model: str,
-    requests: list[Mapping[str, np.ndarray]],
+    requests: Sequence[Mapping[str, np.ndarray]],
     outputs: list[str],
     *,
     concurrency: int,
