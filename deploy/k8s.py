@@ -400,7 +400,8 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         gpus = need.needed
 
     # Triton's load rules with this replica's GPUs, and every engine manifest against the image (shared checks)
-    for p in check_repository(repo, gpus=gpus if target == "gpu" else None, image=options.image):
+    gpu = target == "gpu"
+    for p in check_repository(repo, gpus=gpus if gpu else None, image=options.image, image_backends=gpu):
         problems.append(Problem(p.where, p.message))
 
     source, found = _repository_source(options.repository_url, options.credentials_secret, options.region)

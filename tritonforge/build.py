@@ -159,14 +159,13 @@ def build(
     def _validate(tmp: Path) -> None:
         if progress:
             progress("validating repository")
-        # GPU ids cannot be checked here: the build machine is not the serving machine
-        problems = [
-            Problem(p.where.replace(str(tmp), str(Path(out))), p.message) for p in check_repository(tmp, gpus=None)
-        ]
+        # GPU ids cannot be checked here: the build machine is not the serving machine; the gpu target's backends
+        # and engines are checked against the image that will serve them
+        gpu = spec.target == "gpu"
+        found = check_repository(tmp, gpus=None, image=spec.serving_image if gpu else None, image_backends=gpu)
+        problems = [Problem(p.where.replace(str(tmp), str(Path(out))), p.message) for p in found]
         if problems:
             raise ValidationError(problems, "the built repository breaks Triton's load rules (nothing was written)")
-        if spec.target == "gpu":  # said, not refused (yet): see docs/gpu.md, "Encoders on the gpu target"
-            notes.extend(_image_backend_notes(tmp, spec.serving_image))
 
     repo = write_repository(plan, out, check=_validate if check else None)
     if engine_plans:
@@ -175,24 +174,6 @@ def build(
     return BuildReport(
         repo, spec.target, models, tuple(artifacts), tuple(notes), time.perf_counter() - started, commands
     )
-
-
-def _image_backend_notes(repo: Path, image: str) -> list[str]:
-    """What the serving image lacks for this repository: core's backend-library rules against ``image`` (the only
-    rules the check above ran without it), so the repository is not validated a second time."""
-    from tritonforge.config_io import read_config
-    from tritonforge.validation.backends import backend_library_rules
-    from tritonforge.validation.model_dir_rules import _versions_to_load
-
-    notes = []
-    for path in sorted(repo.glob("*/config.pbtxt")):
-        config = read_config(path)
-        versions = _versions_to_load(config, path.parent)[0]
-        notes += [
-            f"WARNING: {image} cannot serve this: {message}"
-            for message in backend_library_rules(config, path.parent, versions, image)
-        ]
-    return notes
 
 
 def report_dict(report: BuildReport) -> dict[str, Any]:

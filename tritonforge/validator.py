@@ -81,9 +81,8 @@ def check_repository(
     ``image`` is the Triton container that will serve it (e.g. ``nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3``;
     default: the ``image`` recorded by tritonforge's build in ``tritonforge.json``): every TensorRT-LLM engine
     manifest in the repository is checked against that container's TensorRT-LLM version. With ``image_backends``
-    (what ``tritonforge validate`` does) every model's backend is also checked against the backends that image
-    ships; without it (tritonforge's build and deploy, whose gpu layout serves encoders with onnxruntime from a
-    ``-trtllm-python-py3`` image that lacks it: a known open problem) only backends no NGC image ships are.
+    (what ``tritonforge validate`` does, and build and deploy on the gpu target) every model's backend is also
+    checked against the backends that image ships; without it only backends no NGC image ships are.
     ``auto_complete`` validates as Triton's default mode (NGC containers run with auto-complete: backends complete
     configs from model files) instead of ``--disable-auto-complete-config``, the mode tritonforge serves with.
     """

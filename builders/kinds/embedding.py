@@ -24,11 +24,12 @@ class EmbeddingKind:
 
     def build(self, ctx: BuildContext, key: str, model: EmbeddingModel) -> Built:
         from tritonforge.builders.checkpoints import resolve_checkpoint
-        from tritonforge.builders.embedding import embedding_model_set
+        from tritonforge.builders.embedding import embedding_model_set, encoder_runtime
         from tritonforge.builders.onnx_encoder import export_encoder
 
+        checkpoint = resolve_checkpoint(model.checkpoint, ctx.spec.source_dir)
         artifact = export_encoder(
-            resolve_checkpoint(model.checkpoint, ctx.spec.source_dir),
+            checkpoint,
             pooling=model.pooling,
             normalize=model.normalize,
             max_seq_length=model.max_seq_length,
@@ -48,7 +49,11 @@ class EmbeddingKind:
             artifact.quantized_min_cosine,
             artifact.quantization_gate,
         )
-        return Built(embedding_model_set(key, model, ctx.spec.target, artifact), [info], artifact)
+        torch = encoder_runtime(ctx.spec.target, ctx.spec.serving_image) == "torch"
+        model_set = embedding_model_set(
+            key, model, ctx.spec.target, artifact, torch_checkpoint=checkpoint if torch else None
+        )
+        return Built(model_set, [info], artifact)
 
     def lineage_inputs(self, ctx: BuildContext, key: str, model: EmbeddingModel) -> dict[str, str]:
         from tritonforge.builders.checkpoints import checkpoint_hash, resolve_checkpoint

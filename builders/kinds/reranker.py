@@ -20,10 +20,12 @@ class RerankerKind:
     def build(self, ctx: BuildContext, key: str, model: RerankerModel) -> Built:
         from tritonforge.builders.checkpoints import resolve_checkpoint
         from tritonforge.builders.cross_encoder import export_cross_encoder
+        from tritonforge.builders.embedding import encoder_runtime
         from tritonforge.builders.reranking import reranker_model_set
 
+        checkpoint = resolve_checkpoint(model.checkpoint, ctx.spec.source_dir)
         artifact = export_cross_encoder(
-            resolve_checkpoint(model.checkpoint, ctx.spec.source_dir),
+            checkpoint,
             max_seq_length=model.max_seq_length,
             activation=model.activation,
             precision=precision(model, ctx.spec.target),
@@ -34,7 +36,11 @@ class RerankerKind:
         info = ArtifactInfo(
             key, "onnx-cross-encoder", artifact.precision, artifact.content_hash, artifact.parity_max_abs_diff, None
         )
-        return Built(reranker_model_set(key, model, ctx.spec.target, artifact), [info], artifact)
+        torch = encoder_runtime(ctx.spec.target, ctx.spec.serving_image) == "torch"
+        model_set = reranker_model_set(
+            key, model, ctx.spec.target, artifact, torch_checkpoint=checkpoint if torch else None
+        )
+        return Built(model_set, [info], artifact)
 
     def lineage_inputs(self, ctx: BuildContext, key: str, model: RerankerModel) -> dict[str, str]:
         from tritonforge.builders.checkpoints import checkpoint_hash, resolve_checkpoint

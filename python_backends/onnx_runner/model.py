@@ -2,7 +2,9 @@
 
 The `gpu` target serves the same `model.onnx` with Triton's onnxruntime backend; this runner keeps the same
 tensor names, dtypes and parameters (`intra_op_thread_count`, `inter_op_thread_count`) so the ensemble above it
-does not change between targets.
+does not change between targets. On a gpu image without the onnxruntime backend (the -trtllm-python-py3 images) the
+runner serves the checkpoint instead, with parameter `engine: torch` (torch_engine.py): same tensors, one padded call
+per batch on the instance's GPU.
 
 Inputs are declared `allow_ragged_batch`, so the dynamic batcher may group requests whose shapes differ after
 the batch axis (sequence length; for a cross-encoder also the number of candidates); they are zero-padded here to
@@ -49,7 +51,13 @@ class TritonPythonModel:
         self.regroup = "attention_mask" in names and not self.unpad_axes and not variable_outputs
         rows = int(params.get("max_rows_per_call") or 0)
         self.max_rows = rows if rows > 0 else 4
-        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        path = os.path.join(version_dir, "model.onnx")
+        if params.get("engine", "onnxruntime") == "torch":
+            self._init_torch(args, params, version_dir)
+            return
+        if params.get("engine", "onnxruntime") != "onnxruntime":
+            raise ValueError(f"parameter engine must be 'onnxruntime' or 'torch', got {params['engine']!r}")
 
         def session(intra_threads):
             options = ort.SessionOptions()
@@ -66,6 +74,21 @@ class TritonPythonModel:
         for s in self.sessions:
             self._idle.put(s)
         self._pool = ThreadPoolExecutor(len(self.sessions)) if len(self.sessions) > 1 else None
+
+    def _init_torch(self, args, params, version_dir):
+        """PyTorch from `<version>/checkpoint/` (torch_engine.py): one module per instance, on the instance's GPU
+        (KIND_GPU) or the CPU; a batch runs as one padded call, the shape a GPU wants."""
+        if len(self.outputs) != 1:
+            raise ValueError(f"engine torch serves a model with one output, got {self.outputs}")
+        kind = args.get("model_instance_kind", "CPU")
+        device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cpu"
+        engine = _load_sibling("torch_engine").TorchEncoder(os.path.join(version_dir, "checkpoint"), params, device)
+        self.regroup = False
+        self.sessions = [engine]
+        self.session = engine
+        self._idle = queue.SimpleQueue()
+        self._idle.put(engine)
+        self._pool = None
 
     def finalize(self):
         if self._pool is not None:
@@ -195,6 +218,18 @@ class TritonPythonModel:
 
         done = list(self._pool.map(call, itertools.pairwise(bounds)))
         return [np.concatenate([values[o] for values in done]) for o in range(len(self.outputs))]
+
+
+def _load_sibling(name):
+    """A module shipped next to this model.py, loaded by path so that no other model's module of that name is used."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"{__name__}_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _right_padded(mask):

@@ -154,3 +154,8 @@ def test_a_bad_request_fails_alone(module: Any, tmp_path: Path) -> None:
     assert responses[1].has_error() and "missing input 'attention_mask'" in responses[1].error().message()
     np.testing.assert_allclose(responses[0].output_tensors()[0].as_numpy()[:, 0], [1.5])
     np.testing.assert_allclose(responses[2].output_tensors()[0].as_numpy()[:, 0], [7.0])
+
+
+def test_an_unknown_engine_is_refused_by_name(module: Any, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="parameter engine must be 'onnxruntime' or 'torch', got 'tensorrt'"):
+        load(module, tmp_path, engine="tensorrt")

@@ -70,6 +70,46 @@ def image_info(image: str) -> ImageInfo | None:
     return ImageInfo(image, release, flavour, container_rows().get(release))
 
 
+# What each NGC flavour ships in /opt/tritonserver/backends. Sources: the NGC release notes and Triton maintainers'
+# answers (triton-inference-server/server issues #7346, #6708, #8342: the -trtllm-python-py3 images have only the
+# TensorRT-LLM and python backends; #7445: -pyt-python-py3 has pytorch and python; #6991: 24.02-py3 shipped without
+# onnxruntime). They were not listed inside a container here.
+_FULL = frozenset(  # the full image (-py3): every backend NVIDIA builds into it
+    {
+        "dali",
+        "fil",
+        "identity",
+        "onnxruntime",
+        "openvino",
+        "python",
+        "pytorch",
+        "repeat",
+        "square",
+        "tensorflow",
+        "tensorrt",
+    }
+)
+IMAGE_BACKENDS: dict[str, frozenset[str]] = {
+    "-py3": _FULL,
+    FLAVOUR: frozenset({"python", "tensorrtllm"}),
+    "-vllm-python-py3": frozenset({"python", "vllm"}),
+    "-pyt-python-py3": frozenset({"python", "pytorch"}),
+}
+_MISSING = {("24.02", "onnxruntime")}  # releases whose full image lacks a backend (issue #6991)
+
+
+def image_backends(image: str | None) -> frozenset[str] | None:
+    """The backends ``image`` ships; None when the image (or its flavour) is not known."""
+    info = image_info(image) if image else None
+    if info is None or info.flavour not in IMAGE_BACKENDS:
+        return None
+    backends = set(IMAGE_BACKENDS[info.flavour])
+    if info.flavour == FLAVOUR and info.engine_backend is False:
+        backends.discard("tensorrtllm")  # TensorRT-LLM removed its engine backend (module docstring)
+    backends -= {name for release, name in _MISSING if release == info.release}
+    return frozenset(backends)
+
+
 def runtime_problems(image: str, runtime: str) -> list[str]:
     """Why ``image`` cannot serve an LLM of ``runtime`` ('llmapi' | 'engine'); empty when it can (or is unknown
     in a way the user must check: those cases are notes, see ``image_notes``)."""

@@ -7,10 +7,8 @@ searches, in order, the model's version folder, the model folder and ``<backend 
 ``libtriton_python.so`` and ``<backend dir>/<backend>/model.py`` must exist), any other name is looked up in the same
 three folders and may not leave the folder it is found in.
 
-What an image ships in ``/opt/tritonserver/backends`` is data (``IMAGE_BACKENDS``), by NGC flavour. Sources: the
-NGC release notes and Triton maintainers' answers (triton-inference-server/server issues #7346, #6708, #8342: the
-``-trtllm-python-py3`` images have only the TensorRT-LLM and python backends; #7445: ``-pyt-python-py3`` has pytorch
-and python; #6991: ``24.02-py3`` shipped without onnxruntime). They were not listed inside a container here.
+What an image ships in ``/opt/tritonserver/backends`` is data kept with the images (``tritonforge.trtllm.images``:
+``IMAGE_BACKENDS``, ``image_backends``), where the builders read it too.
 """
 
 from __future__ import annotations
@@ -19,56 +17,20 @@ import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tritonforge.trtllm.images import IMAGE_BACKENDS, image_backends
+
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+__all__ = ["KNOWN_BACKENDS", "backend_library_rules", "image_backends"]
 
 BACKEND_DIR = "/opt/tritonserver/backends"  # Triton's default --backend-directory (the NGC images use it)
 PYTHON_FILENAME = "model.py"  # a python-based backend's entry point (core's kPythonFilename)
 
-# the full image (-py3): every backend NVIDIA builds into it
-_FULL = frozenset(
-    {
-        "dali",
-        "fil",
-        "identity",
-        "onnxruntime",
-        "openvino",
-        "python",
-        "pytorch",
-        "repeat",
-        "square",
-        "tensorflow",
-        "tensorrt",
-    }
-)
-IMAGE_BACKENDS: dict[str, frozenset[str]] = {
-    "-py3": _FULL,
-    "-trtllm-python-py3": frozenset({"python", "tensorrtllm"}),
-    "-vllm-python-py3": frozenset({"python", "vllm"}),
-    "-pyt-python-py3": frozenset({"python", "pytorch"}),
-}
 # python-based backends (a model.py in <backend dir>/<name>/, run by the python backend)
 PYTHON_BASED = frozenset({"vllm"})
-# releases whose full image lacks a backend (issue #6991)
-_MISSING = {("24.02", "onnxruntime")}
 # every backend some NGC image ships: without a target image, a backend outside it cannot be found either
 KNOWN_BACKENDS = frozenset().union(*IMAGE_BACKENDS.values())
-
-
-def image_backends(image: str | None) -> frozenset[str] | None:
-    """The backends ``image`` ships; None when the image (or its flavour) is not known."""
-    if not image:
-        return None
-    from tritonforge.trtllm.images import image_info
-
-    info = image_info(image)
-    if info is None or info.flavour not in IMAGE_BACKENDS:
-        return None
-    backends = set(IMAGE_BACKENDS[info.flavour])
-    if info.flavour == "-trtllm-python-py3" and info.engine_backend is False:
-        backends.discard("tensorrtllm")  # TensorRT-LLM removed its engine backend (see trtllm/images.py)
-    backends -= {name for release, name in _MISSING if release == info.release}
-    return frozenset(backends)
 
 
 def _shipped(backend: str, image: str | None) -> bool | None:

@@ -1,0 +1,67 @@
+"""The runner's PyTorch engine: the encoder run from its Hugging Face checkpoint instead of `model.onnx`.
+
+Why: the `tritonserver:<yy.mm>-trtllm-python-py3` images that serve the LLM ship only the python and TensorRT-LLM
+backends (no onnxruntime backend, no `onnxruntime` package), but they do ship torch (CUDA) and transformers, which
+TensorRT-LLM depends on. With parameter `engine: torch` the runner serves the checkpoint in `<version>/checkpoint/`
+with them, so one image serves the whole gpu repository.
+
+The forward pass is the one tritonforge exports to ONNX (builders/onnx_encoder.py, builders/cross_encoder.py):
+- `task: embedding`: last hidden state, pooled (`pooling`: mean over the attention mask, or cls), L2-normalised when
+  `normalize` is "true"; output [rows, dim].
+- `task: scoring`: a sequence-classification head's first logit for each (query, passage) row of
+  [rows, candidates, sequence] inputs, sigmoid when `activation` is "sigmoid"; output [rows, candidates].
+`precision: fp16` runs the weights in half precision on a GPU (float32 on CPU, where half is slow); outputs are
+float32 numpy arrays either way.
+"""
+
+import os
+
+import numpy as np
+
+
+class TorchEncoder:
+    """Duck-types the part of ``onnxruntime.InferenceSession`` the runner uses: ``run(output_names, feed)``, for a
+    model with one output."""
+
+    def __init__(self, checkpoint, params, device):
+        import torch
+        import transformers
+
+        self.torch = torch
+        self.task = params.get("task", "embedding")
+        if self.task not in ("embedding", "scoring"):
+            raise ValueError(f"parameter task must be 'embedding' or 'scoring', got {self.task!r}")
+        self.pooling = params.get("pooling", "mean")
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"parameter pooling must be 'mean' or 'cls', got {self.pooling!r}")
+        self.normalize = params.get("normalize", "true") == "true"
+        self.sigmoid = params.get("activation", "none") == "sigmoid"
+        self.device = torch.device(device)
+        half = params.get("precision") == "fp16" and self.device.type == "cuda"
+        auto = transformers.AutoModel if self.task == "embedding" else transformers.AutoModelForSequenceClassification
+        if not os.path.isfile(os.path.join(checkpoint, "config.json")):
+            raise FileNotFoundError(f"no Hugging Face checkpoint (config.json) in {checkpoint}")
+        model = auto.from_pretrained(checkpoint, torch_dtype=torch.float16 if half else torch.float32)
+        self.model = model.to(self.device).eval()
+
+    def run(self, output_names, feed):
+        torch = self.torch
+        with torch.inference_mode():
+            tensors = {
+                name: torch.from_numpy(np.ascontiguousarray(value)).to(self.device) for name, value in feed.items()
+            }
+            if self.task == "scoring":
+                rows, candidates = tensors["input_ids"].shape[:2]
+                flat = {name: t.reshape(rows * candidates, -1) for name, t in tensors.items()}
+                logits = self.model(**flat, return_dict=False)[0][:, 0].float().reshape(rows, candidates)
+                out = torch.sigmoid(logits) if self.sigmoid else logits
+            else:
+                hidden = self.model(**tensors, return_dict=False)[0].float()
+                if self.pooling == "cls":
+                    out = hidden[:, 0]
+                else:
+                    mask = tensors["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    out = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                if self.normalize:
+                    out = torch.nn.functional.normalize(out, p=2.0, dim=1)
+            return [out.cpu().numpy().astype(np.float32, copy=False)]
