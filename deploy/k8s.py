@@ -76,6 +76,7 @@ class DeployReport:
     format: Format
     files: tuple[str, ...]
     values: dict[str, Any]
+    notes: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------------------ the built repository
@@ -677,10 +678,17 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
 
     if fmt not in ("manifests", "helm", "kserve"):
         raise DeployError([Problem("--format", f"{fmt!r} is not a format; choose manifests, helm or kserve")])
+    from tritonforge.deploy.image import DOCKERFILE, image_recipe
+
     values = build_values(repo, options)
     files = render(values, fmt)
+    notes: list[str] = []
+    recipe = image_recipe(Path(repo), options.image)
+    if recipe is not None:  # pods on this image would fail to load some python models: say which image would not
+        files[DOCKERFILE] = recipe[0].encode()
+        notes.append(recipe[1])
     written = write_repository(files, out)
-    return DeployReport(written, fmt, tuple(sorted(files)), values)
+    return DeployReport(written, fmt, tuple(sorted(files)), values, tuple(notes))
 
 
 def load_documents(texts: Iterable[str]) -> list[dict[str, Any]]:

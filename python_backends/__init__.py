@@ -26,6 +26,40 @@ MODELS = (
     "rag_generate",
 )
 
+# The PyPI distributions each model imports beyond numpy and triton_python_backend_utils (which every Triton python
+# backend has): what its serving image must have installed. onnx_runner's depend on its `engine` parameter.
+PACKAGES: dict[str, tuple[str, ...]] = {
+    "tokenizer": ("tokenizers",),
+    "onnx_runner": ("onnxruntime",),
+    "retriever": ("faiss-cpu",),
+    "pair_tokenizer": ("tokenizers",),
+    "rerank_select": (),
+    "cpu_llm": ("torch", "transformers", "pyyaml", "peft"),
+    "trtllm_llmapi": ("tensorrt-llm", "pyyaml"),
+    "llm_preprocessing": ("transformers", "jinja2"),  # + torch for bf16 LoRA weights, which only gpu images send
+    "llm_postprocessing": ("transformers",),
+    "llm_bls": (),
+    "rag_prompt": ("transformers", "jinja2"),
+    "rag_generate": (),
+}
+ENGINE_PACKAGES = {"onnxruntime": ("onnxruntime",), "torch": ("torch", "transformers")}  # onnx_runner's engines
+
+
+def shipped_model(version_dir: Path) -> str | None:
+    """Which shipped model a repository's version folder holds (its model.py compared byte for byte); None: not one."""
+    path = version_dir / "model.py"
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    return next((name for name in MODELS if (HERE / name / "model.py").read_bytes() == data), None)
+
+
+def packages(name: str, parameters: dict[str, str]) -> tuple[str, ...]:
+    """The distributions shipped model ``name`` imports when configured with ``parameters``."""
+    if name == "onnx_runner":
+        return ENGINE_PACKAGES.get(parameters.get("engine", "onnxruntime"), ())
+    return PACKAGES[name]
+
 
 def sources(name: str) -> dict[str, bytes]:
     """Every file a shipped model needs in its version folder: ``{"model.py": ..., "<module>.py": ...}``."""

@@ -691,6 +691,8 @@ def deploy_k8s(
     except TritonForgeError as err:
         _fail(err)
     console.print(f"[green]wrote[/] {report.out} ({report.format}): " + ", ".join(report.files))
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
 
 
 @app.command()

@@ -354,6 +354,7 @@ def test_helm_chart_renders_the_same_resources_as_the_manifests(
 def test_deploy_writes_each_format(cpu_repo: Path, tmp_path: Path) -> None:
     report = deploy_k8s(cpu_repo, tmp_path / "k8s", _options())
     assert report.files == (
+        "Dockerfile",  # the trtllm image has no onnxruntime for the cpu runner (test_image_recipe_...)
         "deployment.yaml",
         "hpa.yaml",
         "pdb.yaml",
@@ -623,3 +624,33 @@ def test_spec_deploy_section_errors_name_the_field() -> None:
         "deploy.shm_size",
         "deploy.autoscaling.min_replicas",
     ]
+
+
+# ------------------------------------------------------------------------------------------- the serving image
+
+
+def test_image_recipe_adds_the_packages_a_known_image_lacks(cpu_repo: Path, tmp_path: Path) -> None:
+    """The cpu runner imports onnxruntime and the tokenizer tokenizers: the trtllm image has tokenizers (through
+    transformers) but not onnxruntime; the full -py3 image has neither. Pinned to the versions installed here."""
+    from importlib import metadata
+
+    ort = f"onnxruntime=={metadata.version('onnxruntime')}"
+    report = deploy_k8s(cpu_repo, tmp_path / "trtllm", _options())
+    dockerfile = (tmp_path / "trtllm" / "Dockerfile").read_text()
+    assert f"FROM {TRTLLM_IMAGE}\n" in dockerfile and "#   onnxruntime: tiny_encoder\n" in dockerfile
+    assert dockerfile.endswith(f"RUN python3 -m pip install --no-cache-dir {ort}\n")
+    assert report.notes == (f"{TRTLLM_IMAGE} lacks onnxruntime: build Dockerfile and deploy that image instead",)
+
+    full = "nvcr.io/nvidia/tritonserver:24.12-py3"
+    deploy_k8s(cpu_repo, tmp_path / "full", _options(image=full))
+    tokenizers = f"tokenizers=={metadata.version('tokenizers')}"
+    assert (tmp_path / "full" / "Dockerfile").read_text().endswith(f"pip install --no-cache-dir {ort} {tokenizers}\n")
+
+
+def test_no_recipe_when_the_image_has_everything_or_is_not_known(gpu_repo: Path, cpu_repo: Path, tmp_path: Path) -> None:
+    """The gpu layout on its trtllm image needs nothing more (the encoder runs on the image's torch); an image
+    tritonforge does not know is the user's to vouch for."""
+    report = deploy_k8s(gpu_repo, tmp_path / "gpu", _options())
+    assert "Dockerfile" not in report.files and report.notes == ()
+    report = deploy_k8s(cpu_repo, tmp_path / "custom", _options(image="registry.local/triton-embed:1"))
+    assert "Dockerfile" not in report.files and report.notes == ()

@@ -98,6 +98,25 @@ IMAGE_BACKENDS: dict[str, frozenset[str]] = {
 _MISSING = {("24.02", "onnxruntime")}  # releases whose full image lacks a backend (issue #6991)
 
 
+# Python distributions an image's python backend can import beyond numpy. The trtllm images install TensorRT-LLM with
+# its requirements (NVIDIA/TensorRT-LLM requirements.txt @ 000867d9b1ad62f3de1e54e111c094da492a5626: torch,
+# transformers (-> tokenizers, pyyaml), peft; jinja2 comes with torch); the full -py3 image has numpy only.
+IMAGE_PACKAGES: dict[str, frozenset[str]] = {
+    "-py3": frozenset(),
+    FLAVOUR: frozenset({"tensorrt-llm", "torch", "transformers", "tokenizers", "pyyaml", "peft", "jinja2"}),
+    "-vllm-python-py3": frozenset({"vllm", "torch", "transformers", "tokenizers", "pyyaml", "jinja2"}),
+    "-pyt-python-py3": frozenset({"torch", "jinja2"}),
+}
+
+
+def image_packages(image: str | None) -> frozenset[str] | None:
+    """The Python distributions (normalised names) ``image`` ships; None when the image is not known."""
+    info = image_info(image) if image else None
+    if info is None or info.flavour not in IMAGE_PACKAGES:
+        return None
+    return IMAGE_PACKAGES[info.flavour]
+
+
 def image_backends(image: str | None) -> frozenset[str] | None:
     """The backends ``image`` ships; None when the image (or its flavour) is not known."""
     info = image_info(image) if image else None

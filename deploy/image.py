@@ -1,0 +1,68 @@
+"""A serving image with the Python packages the repository's python models import (a Dockerfile), when the image
+given to `deploy k8s` is known to lack some.
+
+NGC images carry only what their flavour needs (tritonforge/trtllm/images.py ``IMAGE_PACKAGES``): the
+-trtllm-python-py3 images have torch and transformers but not faiss (the retriever) or onnxruntime; the full -py3
+image has numpy only. A pod on such an image would fail to load those models, so `deploy k8s` writes the recipe of one
+that has them, pinned to the versions installed where tritonforge built the repository (the versions its tests ran).
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+from tritonforge import python_backends
+from tritonforge.config_io import read_config
+from tritonforge.trtllm.images import image_packages
+
+DOCKERFILE = "Dockerfile"
+
+
+def _normalise(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def missing_packages(repo: Path, image: str) -> dict[str, list[str]]:
+    """{distribution: [models that import it]} for what ``image`` lacks; empty when it has all, or is not known."""
+    shipped = image_packages(image)
+    if shipped is None:
+        return {}
+    missing: dict[str, list[str]] = {}
+    for config_path in sorted(repo.glob("*/config.pbtxt")):
+        config = read_config(config_path)
+        if config.backend != "python":
+            continue
+        for version_dir in sorted(p for p in config_path.parent.iterdir() if p.is_dir() and p.name.isdigit()):
+            name = python_backends.shipped_model(version_dir)
+            if name is None:
+                continue
+            params = {k: v.string_value for k, v in config.parameters.items()}
+            for dist in python_backends.packages(name, params):
+                if _normalise(dist) not in shipped and config.name not in missing.setdefault(dist, []):
+                    missing[dist].append(config.name)
+    return missing
+
+
+def _pinned(dist: str) -> str:
+    try:
+        return f"{dist}=={metadata.version(dist)}"
+    except metadata.PackageNotFoundError:
+        return dist
+
+
+def image_recipe(repo: Path, image: str) -> tuple[str, str] | None:
+    """(Dockerfile text, a one-line note) when ``image`` lacks packages the repository imports; None otherwise."""
+    missing = missing_packages(repo, image)
+    if not missing:
+        return None
+    pins = " ".join(_pinned(dist) for dist in sorted(missing))
+    why = "".join(f"#   {dist}: {', '.join(models)}\n" for dist, models in sorted(missing.items()))
+    text = (
+        f"# {image} lacks Python packages this repository's python models import:\n{why}"
+        "# Build and push this image, then deploy with it: tritonforge deploy k8s ... --image <its tag>\n"
+        f"FROM {image}\n"
+        f"RUN python3 -m pip install --no-cache-dir {pins}\n"
+    )
+    note = f"{image} lacks {', '.join(sorted(missing))}: build {DOCKERFILE} and deploy that image instead"
+    return text, note

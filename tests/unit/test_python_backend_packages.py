@@ -1,0 +1,37 @@
+"""python_backends.PACKAGES (what each shipped model needs its serving image to have) matches what its files
+import, and `deploy k8s` writes the recipe of an image that has it when the given image is known to lack some."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from tritonforge import python_backends
+
+# import name -> PyPI distribution, where they differ
+DISTRIBUTION = {"faiss": "faiss-cpu", "yaml": "pyyaml", "tensorrt_llm": "tensorrt-llm"}
+# imports a model makes only on a path its target image always satisfies (llm_preprocessing: bf16 LoRA weights on gpu)
+OPTIONAL = {"llm_preprocessing": {"torch"}}
+
+
+def _imports(folder: Path) -> set[str]:
+    found: set[str] = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {
+        DISTRIBUTION.get(m, m) for m in found - set(sys.stdlib_module_names) - {"numpy", "triton_python_backend_utils"}
+    }
+
+
+def test_every_shipped_model_declares_exactly_what_it_imports() -> None:
+    assert set(python_backends.PACKAGES) == set(python_backends.MODELS)
+    for name in python_backends.MODELS:
+        declared = set(python_backends.PACKAGES[name]) | OPTIONAL.get(name, set())
+        if name == "onnx_runner":
+            declared = {d for engine in python_backends.ENGINE_PACKAGES.values() for d in engine}
+        assert _imports(python_backends.HERE / name) == declared, name
