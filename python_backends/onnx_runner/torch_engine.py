@@ -41,8 +41,9 @@ class TorchEncoder:
         auto = transformers.AutoModel if self.task == "embedding" else transformers.AutoModelForSequenceClassification
         if not os.path.isfile(os.path.join(checkpoint, "config.json")):
             raise FileNotFoundError(f"no Hugging Face checkpoint (config.json) in {checkpoint}")
-        model = auto.from_pretrained(checkpoint, torch_dtype=torch.float16 if half else torch.float32)
-        self.model = model.to(self.device).eval()
+        # loaded in float32, then cast: `torch_dtype`/`dtype` differ between the transformers versions images ship
+        model = auto.from_pretrained(checkpoint)
+        self.model = model.to(self.device, dtype=torch.float16 if half else torch.float32).eval()
 
     def run(self, output_names, feed):
         torch = self.torch
