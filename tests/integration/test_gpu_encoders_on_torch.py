@@ -69,12 +69,8 @@ def torch_encoder_server(tmp_path_factory: pytest.TempPathFactory, minilm_checkp
             group.kind = group.KIND_CPU
             del group.gpus[:]
         path.write_text(render_config(config))
-    server = TritonServer(repo)
-    server.start()
-    try:
+    with TritonServer(repo) as server:  # started, and always stopped
         yield server
-    finally:
-        server.stop()
 
 
 def test_embeddings_equal_the_onnx_path(torch_encoder_server, embed_server) -> None:  # type: ignore[no-untyped-def]
