@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tritonforge import python_backends
 from tritonforge.config_io import read_config
-from tritonforge.trtllm.images import image_packages
+from tritonforge.trtllm.images import REPOSITORY, image_packages
 
 DOCKERFILE = "Dockerfile"
 
@@ -24,8 +24,10 @@ def _normalise(name: str) -> str:
 
 
 def missing_packages(repo: Path, image: str) -> dict[str, list[str]]:
-    """{distribution: [models that import it]} for what ``image`` lacks; empty when it has all, or is not known."""
-    shipped = image_packages(image)
+    """{distribution: [models that import it]} for what ``image`` lacks; empty when it has all, or is not known.
+    Only NVIDIA's own images are known: an image built FROM one (in another repository) may have added anything."""
+    ngc = "/" not in image or image.startswith(f"{REPOSITORY}:")
+    shipped = image_packages(image) if ngc else None
     if shipped is None:
         return {}
     missing: dict[str, list[str]] = {}

@@ -652,5 +652,6 @@ def test_no_recipe_when_the_image_has_everything_or_is_not_known(gpu_repo: Path,
     tritonforge does not know is the user's to vouch for."""
     report = deploy_k8s(gpu_repo, tmp_path / "gpu", _options())
     assert "Dockerfile" not in report.files and report.notes == ()
-    report = deploy_k8s(cpu_repo, tmp_path / "custom", _options(image="registry.local/triton-embed:1"))
-    assert "Dockerfile" not in report.files and report.notes == ()
+    for image in ("registry.local/triton-embed:1", "registry.local/tritonserver:24.12-trtllm-python-py3"):
+        report = deploy_k8s(cpu_repo, tmp_path / image.split(":")[-1], _options(image=image))
+        assert "Dockerfile" not in report.files and report.notes == (), image
