@@ -33,8 +33,6 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def initialize(self, args):
-        import onnxruntime as ort
-
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.inputs = [(i["name"], pb_utils.triton_string_to_numpy(i["data_type"])) for i in config["input"]]
@@ -58,6 +56,7 @@ class TritonPythonModel:
             return
         if params.get("engine", "onnxruntime") != "onnxruntime":
             raise ValueError(f"parameter engine must be 'onnxruntime' or 'torch', got {params['engine']!r}")
+        import onnxruntime as ort  # only here: the images the torch engine is for have no onnxruntime
 
         def session(intra_threads):
             options = ort.SessionOptions()

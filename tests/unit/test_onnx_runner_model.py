@@ -5,6 +5,7 @@ tests/integration."""
 from __future__ import annotations
 
 import json
+import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,47 @@ def test_a_bad_request_fails_alone(module: Any, tmp_path: Path) -> None:
 def test_an_unknown_engine_is_refused_by_name(module: Any, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="parameter engine must be 'onnxruntime' or 'torch', got 'tensorrt'"):
         load(module, tmp_path, engine="tensorrt")
+
+
+def test_the_torch_engine_loads_without_onnxruntime_and_embeds_like_the_onnx_export(
+    module: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The -trtllm-python-py3 images have torch and transformers but no onnxruntime: with engine torch the runner
+    must not import it. Same embeddings as the tiny checkpoint's ONNX export (mean pooling, L2 norm)."""
+    import shutil
+
+    import onnxruntime
+
+    from tritonforge.builders.checkpoints import model_files, resolve_checkpoint
+    from tritonforge.builders.onnx_encoder import export_encoder
+
+    checkpoint = resolve_checkpoint("random:bert")
+    artifact = export_encoder(checkpoint, pooling="mean", normalize=True)
+    version = tmp_path / "encoder" / "1"
+    for rel, path in model_files(checkpoint).items():
+        (version / "checkpoint").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, version / "checkpoint" / rel)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    config = {
+        "name": "encoder", "backend": "python", "max_batch_size": 8,
+        "input": [{"name": n, "data_type": "TYPE_INT64", "dims": [-1], "allow_ragged_batch": True}
+                  for n in artifact.input_names],
+        "output": [{"name": artifact.output_name, "data_type": "TYPE_FP32", "dims": [artifact.dim]}],
+        "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
+        "parameters": {k: {"string_value": v} for k, v in
+                       {"engine": "torch", "task": "embedding", "pooling": "mean", "normalize": "true",
+                        "precision": "fp16"}.items()},
+    }
+    model = module.TritonPythonModel()
+    model.initialize({"model_config": json.dumps(config), "model_repository": str(version.parent),
+                      "model_version": "1", "model_name": "encoder", "model_instance_kind": "CPU"})
+    feeds = []
+    for row in ([2, 7, 9, 3], [2, 5, 3], [2, 11, 12, 13, 14, 3]):  # one request each, batched together: padded
+        ids = np.array([row], np.int64)
+        arrays = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        feeds.append({n: arrays[n] for n in artifact.input_names})
+    got = outputs(model.execute([Request(**f) for f in feeds]))
+    monkeypatch.delitem(sys.modules, "onnxruntime")
+    session = onnxruntime.InferenceSession(str(artifact.onnx_path), providers=["CPUExecutionProvider"])
+    for feed, out in zip(feeds, got, strict=True):
+        np.testing.assert_allclose(out, session.run(None, feed)[0], atol=1e-4)
