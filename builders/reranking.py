@@ -44,13 +44,11 @@ def reranker_model_set(
     )
     runner = target == "cpu" or torch_checkpoint is not None
     enc_inputs = tuple(TensorSpec(t.name, t.data_type, t.dims, allow_ragged_batch=runner) for t in pair_ids)
-    # the python runner pads candidates across requests; cut each request's SCORES back to its own count
-    runner_params = {"unpad_output_axes": "1"} if runner else None
-    if torch_checkpoint is not None:
-        runner_params = {
-            **torch_parameters("scoring", model.gpu_precision, activation=artifact.activation),
-            "unpad_output_axes": "1",
-        }
+    runner_params = None
+    if runner:  # the python runner pads candidates across requests; cut each request's SCORES back to its own count
+        runner_params = {"unpad_output_axes": "1"}
+        if torch_checkpoint is not None:
+            runner_params.update(torch_parameters("scoring", model.gpu_precision, activation=artifact.activation))
     enc_cfg, enc_notes = render_model(
         enc_name,
         model,

@@ -35,11 +35,11 @@ def missing_packages(repo: Path, image: str) -> dict[str, list[str]]:
         config = read_config(config_path)
         if config.backend != "python":
             continue
+        params = {k: v.string_value for k, v in config.parameters.items()}
         for version_dir in sorted(p for p in config_path.parent.iterdir() if p.is_dir() and p.name.isdigit()):
             name = python_backends.shipped_model(version_dir)
             if name is None:
                 continue
-            params = {k: v.string_value for k, v in config.parameters.items()}
             for dist in python_backends.packages(name, params):
                 if _normalise(dist) not in shipped and config.name not in missing.setdefault(dist, []):
                     missing[dist].append(config.name)

@@ -50,13 +50,15 @@ class TritonPythonModel:
         rows = int(params.get("max_rows_per_call") or 0)
         self.max_rows = rows if rows > 0 else 4
         version_dir = os.path.join(args["model_repository"], args["model_version"])
-        path = os.path.join(version_dir, "model.onnx")
-        if params.get("engine", "onnxruntime") == "torch":
+        engine = params.get("engine", "onnxruntime")
+        if engine == "torch":
             self._init_torch(args, params, version_dir)
             return
-        if params.get("engine", "onnxruntime") != "onnxruntime":
-            raise ValueError(f"parameter engine must be 'onnxruntime' or 'torch', got {params['engine']!r}")
+        if engine != "onnxruntime":
+            raise ValueError(f"parameter engine must be 'onnxruntime' or 'torch', got {engine!r}")
         import onnxruntime as ort  # only here: the images the torch engine is for have no onnxruntime
+
+        path = os.path.join(version_dir, "model.onnx")
 
         def session(intra_threads):
             options = ort.SessionOptions()
@@ -220,7 +222,8 @@ class TritonPythonModel:
 
 
 def _load_sibling(name):
-    """A module shipped next to this model.py, loaded by path so that no other model's module of that name is used."""
+    """A module shipped next to this model.py, loaded by path so that no other model's module of that name is used.
+    (cpu_llm/model.py has the same helper: each shipped folder is copied alone, so they cannot share one.)"""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
