@@ -87,21 +87,27 @@ def test_client_reports_queue_full_as_overloaded_without_retrying(misbehaving_se
     not retry it (retries=3 here): re-sending at once would only add to the overload."""
     import tritonclient.grpc as grpcclient
 
-    # One request runs, one may already be staged for the instance by the scheduler, two wait in the queue: five
-    # slow requests fill everything for seconds whatever the timing on a loaded machine (the fifth may be shed).
-    busy = [grpcclient.InferenceServerClient(misbehaving_server.endpoints.grpc) for _ in range(5)]
+    # One request runs, one may already be staged for the instance by the scheduler, two wait in the queue: six
+    # requests of 2 s each overfill that (at least one is shed) and keep it full for seconds on a loaded machine.
+    # The wait ends on a shed request or on the pending gauge at its limit, never on a served one: a completion
+    # frees a place, and the probe below could then be admitted (seen in CI when the five busy requests of an
+    # earlier version arrived more slowly than the first one ran).
+    busy = [grpcclient.InferenceServerClient(misbehaving_server.endpoints.grpc) for _ in range(6)]
     done: list[object] = []
     try:
         for c in busy:
-            c.async_infer("slow", robust.slow_request(1.0), callback=lambda result, error: done.append(error), client_timeout=15)
-        assert robust.wait_for(lambda: len(done) >= 1 or _queue_full(misbehaving_server), timeout=5)
+            c.async_infer("slow", robust.slow_request(2.0), callback=lambda result, error: done.append(error), client_timeout=30)
+        assert robust.wait_for(
+            lambda: any(e is not None for e in done) or _queue_full(misbehaving_server), timeout=10
+        ), f"the slow model's queue never filled: {done}"
+        assert all(e is not None for e in done), f"a busy request finished before the probe could be sent: {done}"
         began = time.perf_counter()
         with Client(misbehaving_server.endpoints.grpc, timeout=10, retries=3) as client, pytest.raises(
             OverloadedError, match=QUEUE_FULL
         ):
             client.infer("slow", {"SECONDS": np.zeros((1, 1), np.float32)})
         assert time.perf_counter() - began < 0.3  # rejected at once, not retried
-        assert robust.wait_for(lambda: len(done) == 5, timeout=15)
+        assert robust.wait_for(lambda: len(done) == len(busy), timeout=30)
         served = [e for e in done if e is None]
         assert len(served) >= 3, done  # the admitted requests were served
         assert all(QUEUE_FULL in str(e) for e in done if e is not None), done
