@@ -52,7 +52,9 @@ class _Job:
         self.arrival_ns = time.time_ns()
 
     def is_cancelled(self):
-        if not self.cancelled:
+        # Never probe a closed request: once FINAL is sent Triton deletes the response factory, and probing it then
+        # crashes the server (Triton 2.51: SIGSEGV in TRITONBACKEND_ResponseFactoryIsCancelled).
+        if not self.cancelled and not self.closed:
             for probe in (getattr(self.sender, "is_cancelled", None), getattr(self.request, "is_cancelled", None)):
                 if probe is not None:
                     try:

@@ -193,9 +193,15 @@ class _Job:
         self.cancelled = False
         self.stop_sent = False
         self.closed = False
+        # The cancellation watcher probes from its own thread. Once FINAL is sent Triton deletes the response
+        # factory, and probing it then crashes the server (Triton 2.51: SIGSEGV in
+        # TRITONBACKEND_ResponseFactoryIsCancelled): probe and FINAL are serialized, and a closed job is not probed.
+        self.lock = threading.Lock()
 
     def is_cancelled(self):
-        if not self.cancelled:
+        with self.lock:
+            if self.cancelled or self.closed:
+                return self.cancelled
             for probe in (getattr(self.sender, "is_cancelled", None), getattr(self.request, "is_cancelled", None)):
                 if probe is None:
                     continue
@@ -204,20 +210,21 @@ class _Job:
                 except Exception:  # an older python backend without cancellation support
                     continue
                 break
-        return self.cancelled
+            return self.cancelled
 
     def send(self, response=None, final=False):
-        if self.closed:
-            return
-        if final:
-            self.closed = True
-        try:
-            if final and response is None:
-                self.sender.send(flags=FINAL)
-            else:
-                self.sender.send(response, flags=FINAL if final else 0)
-        except Exception as err:  # the client is gone: nothing more to deliver
-            _log("verbose", f"could not send a response: {err}")
+        with self.lock:
+            if self.closed:
+                return
+            if final:
+                self.closed = True
+            try:
+                if final and response is None:
+                    self.sender.send(flags=FINAL)
+                else:
+                    self.sender.send(response, flags=FINAL if final else 0)
+            except Exception as err:  # the client is gone: nothing more to deliver
+                _log("verbose", f"could not send a response: {err}")
 
 
 class _Collector:

@@ -41,6 +41,7 @@ class Sender:
         self.flags: list[int] = []
         self.final = threading.Event()
         self.errors: list[str] = []
+        self.late_probes = 0  # is_cancelled() calls after FINAL
 
     def send(self, response: Any = None, flags: int = 0) -> None:
         if self.final.is_set():
@@ -70,6 +71,8 @@ class Request(fpb.Request):
         return 0
 
     def is_cancelled(self) -> bool:
+        if self.sender.final.is_set():  # real Triton has deleted the response factory: probing it can crash it
+            self.sender.late_probes += 1
         return self.cancelled
 
     # ---- reading the outcome
@@ -248,6 +251,18 @@ def test_greedy_batch_equals_generate(model: Any, reference: Any, forward_shapes
     for ids, tokens in zip(prompts, got, strict=True):
         assert tokens == reference.generate(ids, n)
         assert len(tokens) == n
+
+
+def test_a_finished_request_is_never_probed_for_cancellation(model: Any, reference: Any) -> None:
+    """Once FINAL is sent, Triton deletes the request's response factory, and probing `is_cancelled()` then can
+    crash Triton 2.51 (SIGSEGV in TRITONBACKEND_ResponseFactoryIsCancelled, seen in CI through the BLS model's
+    watcher). The engine probes every running request each iteration: a finished one must never be probed again."""
+    first = request(reference.ids(PROMPTS[0]), 2)
+    long = request(reference.ids(PROMPTS[1]), 12)
+    model.execute([first, long])  # `first` finishes while `long` keeps the engine iterating
+    first.wait()
+    long.wait()
+    assert first.sender.late_probes == 0 and long.sender.late_probes == 0
 
 
 def test_output_includes_the_prompt_unless_excluded(model: Any, reference: Any) -> None:

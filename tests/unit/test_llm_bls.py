@@ -380,3 +380,27 @@ def test_step_names_off_the_pattern_are_written_into_the_config() -> None:
     assert params["preprocessing_model_name"].string_value == "tok"
     assert params["postprocessing_model_name"].string_value == "detok"
     assert "bls/1/model.py" in out.files and not any("no model.py shipped" in n for n in out.notes)
+
+
+def test_a_closed_request_is_never_probed_for_cancellation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cancellation watcher probes `is_cancelled()` from its own thread while the request's thread sends FINAL.
+    After FINAL, Triton has deleted the response factory and a probe crashed Triton 2.51 in CI (SIGSEGV in
+    TRITONBACKEND_ResponseFactoryIsCancelled): probes and FINAL are serialized, and a closed job is not probed."""
+    module = fpb.load_model(MODEL_PY, monkeypatch)
+    for _ in range(200):
+        request = fpb.DecoupledRequest("r")
+        job = module._Job(request, request.sender, "r")
+        stop = threading.Event()
+
+        def watch(job: Any = job, stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                job.is_cancelled()
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        job.send(final=True)
+        time.sleep(0.001)  # the watcher keeps probing after FINAL
+        stop.set()
+        watcher.join()
+        assert request.sender.late_probes == 0
+        assert job.is_cancelled() is False and request.sender.late_probes == 0
