@@ -8,6 +8,10 @@ candidate passages, because Triton batches whole requests (queries) on the leadi
 ``[batch, candidates]``: the raw logit, or its sigmoid with ``activation="sigmoid"``. Every axis is dynamic, so
 the same ``model.onnx`` serves on Triton's onnxruntime backend (``gpu``) and the python ONNX runner (``cpu``).
 
+With ``engine="torch"`` (images without the onnxruntime backend) nothing is exported: the artifact holds the
+tokenizer files and settings, and the check runs the python runner's PyTorch engine
+(python_backends/onnx_runner/torch_engine.py), which serves the checkpoint itself, against the same reference.
+
 Every export is checked against PyTorch logits computed pair by pair without padding, and the result is cached
 under ``<cache>/cross-encoder/<content hash>/`` (built in a temporary folder, renamed into place). The machinery
 shared with the bi-encoder exporter lives in ``onnx_common``.
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tritonforge.errors import BuildError, ParityError
+from tritonforge.errors import BuildError
 
 from . import onnx_common as common
 from .checkpoints import checkpoint_hash, default_cache_dir, validate_checkpoint
@@ -70,7 +74,8 @@ PARITY_PAIRS = tuple((query, passage) for query, passages in PARITY_GROUPS for p
 
 @dataclass(frozen=True)
 class CrossEncoderArtifact:
-    onnx_path: Path
+    directory: Path  # the cached artifact's folder
+    onnx_path: Path | None  # None: served by the PyTorch runner from the checkpoint (engine "torch")
     max_seq_length: int
     input_names: tuple[str, ...]
     output_name: str
@@ -81,10 +86,7 @@ class CrossEncoderArtifact:
     tokenizer_files: dict[str, Path]
     activation: str
     notes: tuple[str, ...] = field(default=())
-
-    @property
-    def directory(self) -> Path:
-        return self.onnx_path.parent
+    engine: str = "onnx"
 
 
 # --------------------------------------------------------------------------------------------------------- API
@@ -101,8 +103,11 @@ def export_cross_encoder(
     cache_dir: Path | None = None,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    engine: str = "onnx",
 ) -> CrossEncoderArtifact:
-    """Export (or fetch from the cache) the ONNX scoring model for the reranker ``checkpoint``.
+    """Export (or fetch from the cache) the ONNX scoring model for the reranker ``checkpoint``; with
+    ``engine="torch"`` no ONNX: the tokenizer files and settings for the python runner's PyTorch engine, checked
+    against the reference.
 
     Raises BuildError for a bad checkpoint or setting (a classifier with other than one label, a slow tokenizer,
     missing weights), ParityError when ONNX Runtime disagrees with PyTorch beyond ``parity_tolerance``, and
@@ -114,10 +119,14 @@ def export_cross_encoder(
         raise BuildError(f"activation {activation!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
     if precision not in PRECISIONS:
         raise BuildError(f"precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
+    if engine not in common.ENGINES:
+        raise BuildError(f"engine {engine!r} is not supported; use one of {', '.join(common.ENGINES)}")
     if max_seq_length is not None and (
         not isinstance(max_seq_length, int) or isinstance(max_seq_length, bool) or max_seq_length < 2
     ):
         raise BuildError(f"max_seq_length must be an integer >= 2, got {max_seq_length!r}")
+    if engine == "torch":
+        common.torch_precision_note(precision)  # int8 refused before any work
     if (
         isinstance(max_quantized_diff, bool)
         or not isinstance(max_quantized_diff, int | float)
@@ -137,6 +146,7 @@ def export_cross_encoder(
             "precision": precision,
             "opset": OPSET,
             "output_name": OUTPUT_NAME,
+            **({} if engine == "onnx" else {"engine": engine}),  # ONNX artifacts keep their hashes
         },
     )
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -154,6 +164,7 @@ def export_cross_encoder(
             force=force,
             content_hash=content_hash,
             say=say,
+            engine=engine,
         ),
         check=lambda artifact: _check_thresholds(artifact, parity_tolerance, max_quantized_diff, force),
         say=say,
@@ -185,6 +196,7 @@ def _build(
     force: bool,
     content_hash: str,
     say: Callable[[str], None],
+    engine: str = "onnx",
 ) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -217,54 +229,63 @@ def _build(
         )
     timings["load_s"] = time.perf_counter() - t0
 
-    say("exporting")
-    t0 = time.perf_counter()
-    wrapper = _ScoringWrapperFactory.make(export_model, input_names, activation)
-    dummy = _dummy_inputs(tokenizer, input_names, max_len)
-    fp32_path = out_dir / ("model.onnx" if precision == "fp32" else "model.fp32.onnx")
-    exporter = common.export_onnx(
-        wrapper,
-        tuple(dummy[n] for n in input_names),
-        input_names,
-        OUTPUT_NAME,
-        fp32_path,
-        input_axes=INPUT_AXES,
-        output_axes=dict(enumerate(OUTPUT_AXES)),
-    )
-    if exporter != "torchscript":
-        notes.append(f"exported with the {exporter} exporter (the TorchScript exporter failed)")
-    common.check_graph(
-        fp32_path,
-        input_names,
-        OUTPUT_NAME,
-        input_axes=INPUT_AXES,
-        output_axes=OUTPUT_AXES,
-        dynamic_output_axes=(0, 1),
-    )
-    timings["export_s"] = time.perf_counter() - t0
+    fp32_path: Path | None = None  # stays None for engine "torch": nothing is exported
+    exporter: str | None = None
+    if engine == "onnx":
+        say("exporting")
+        t0 = time.perf_counter()
+        wrapper = _ScoringWrapperFactory.make(export_model, input_names, activation)
+        dummy = _dummy_inputs(tokenizer, input_names, max_len)
+        fp32_path = out_dir / ("model.onnx" if precision == "fp32" else "model.fp32.onnx")
+        exporter = common.export_onnx(
+            wrapper,
+            tuple(dummy[n] for n in input_names),
+            input_names,
+            OUTPUT_NAME,
+            fp32_path,
+            input_axes=INPUT_AXES,
+            output_axes=dict(enumerate(OUTPUT_AXES)),
+        )
+        if exporter != "torchscript":
+            notes.append(f"exported with the {exporter} exporter (the TorchScript exporter failed)")
+        common.check_graph(
+            fp32_path,
+            input_names,
+            OUTPUT_NAME,
+            input_axes=INPUT_AXES,
+            output_axes=OUTPUT_AXES,
+            dynamic_output_axes=(0, 1),
+        )
+        del wrapper
+        timings["export_s"] = time.perf_counter() - t0
 
-    say("parity check")
+    say("parity check" if fp32_path is not None else "parity check (PyTorch runner)")
     t0 = time.perf_counter()
     feeds = _parity_feeds(tokenizer, out_dir / "tokenizer" / "tokenizer.json", input_names, max_len)
     with torch.inference_mode():
         reference = _reference_scores(ref_model, tokenizer, input_names, activation, max_len)
-    onnx_out = common.run_onnx(fp32_path, feeds, OUTPUT_NAME)
-    if onnx_out.shape != reference.shape:
-        raise ParityError(
-            f"ONNX output shape {tuple(onnx_out.shape)} differs from the PyTorch reference {tuple(reference.shape)}"
-        )
-    max_diff = float(np.abs(onnx_out - reference).max())
-    if not max_diff <= parity_tolerance:  # also catches NaN
-        raise ParityError(
-            f"{checkpoint}: ONNX export disagrees with PyTorch: max abs score diff {max_diff:.3g} > tolerance "
-            f"{parity_tolerance:.3g} over {len(PARITY_PAIRS)} (query, passage) pairs (one padded "
-            f"{list(onnx_out.shape)} batch vs unpadded pair by pair)"
-        )
+    if fp32_path is None:  # engine "torch": the python runner's own PyTorch engine, on the checkpoint
+        parameters = common.torch_parameters("scoring", precision, activation=activation)
+        (served,) = common.torch_runner(checkpoint, parameters).run([OUTPUT_NAME], feeds)
+        what = "the PyTorch runner"
+    else:
+        served = common.run_onnx(fp32_path, feeds, OUTPUT_NAME)
+        what = "ONNX export"
+    over = (
+        f"{len(PARITY_PAIRS)} (query, passage) pairs (one padded {list(served.shape)} batch vs unpadded pair by pair)"
+    )
+    max_diff = common.check_parity(
+        checkpoint, what, served, reference, parity_tolerance, quantity="score diff", over=over
+    )
     timings["parity_s"] = time.perf_counter() - t0
-    del wrapper, export_model, ref_model
+    del export_model, ref_model
 
     quant_diff: float | None = None
-    if precision != "fp32":
+    if fp32_path is None:
+        note = common.torch_precision_note(precision)
+        if note:
+            notes.append(note)
+    elif precision != "fp32":
         say("quantizing")
         t0 = time.perf_counter()
         quant_out, note = common.reduce_precision(
@@ -273,7 +294,7 @@ def _build(
         if note:
             notes.append(note)
         if quant_out is not None:
-            quant_diff = float(np.abs(quant_out - onnx_out).max())
+            quant_diff = float(np.abs(quant_out - served).max())
             if not quant_diff <= max_quantized_diff:
                 if not force:
                     raise BuildError(
@@ -286,7 +307,8 @@ def _build(
         timings["quantize_s"] = time.perf_counter() - t0
 
     return {
-        "onnx_path": "model.onnx",
+        "engine": engine,
+        "onnx_path": None if fp32_path is None else "model.onnx",
         "max_seq_length": max_len,
         "input_names": list(input_names),
         "output_name": OUTPUT_NAME,
@@ -300,11 +322,11 @@ def _build(
         "build": {
             "builder_version": BUILDER_VERSION,
             "exporter": exporter,
-            "opset": OPSET,
+            **({} if fp32_path is None else {"opset": OPSET}),
             "checkpoint": str(checkpoint),
             "parity_tolerance": parity_tolerance,
             "parity_pairs": len(PARITY_PAIRS),
-            "parity_batch": list(onnx_out.shape),
+            "parity_batch": list(served.shape),
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "versions": common.library_versions(),
         },
@@ -440,9 +462,13 @@ def _load_cached(directory: Path) -> CrossEncoderArtifact | None:
     return common.load_cached(directory, _from_record)
 
 
-def _from_record(meta: dict[str, Any], onnx_path: Path, tokenizer_files: dict[str, Path]) -> CrossEncoderArtifact:
+def _from_record(
+    meta: dict[str, Any], directory: Path, onnx_path: Path | None, tokenizer_files: dict[str, Path]
+) -> CrossEncoderArtifact:
     return CrossEncoderArtifact(
+        directory=directory,
         onnx_path=onnx_path,
+        engine=str(meta.get("engine", "onnx")),
         max_seq_length=int(meta["max_seq_length"]),
         input_names=tuple(meta["input_names"]),
         output_name=str(meta["output_name"]),

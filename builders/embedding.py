@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tritonforge import python_backends
 from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
+from tritonforge.builders.onnx_common import torch_parameters
 from tritonforge.ensembles.dag import ModelIO
 from tritonforge.ensembles.embed import embed_ensemble
+from tritonforge.errors import BuildError
 from tritonforge.naming import embedding_names
 from tritonforge.repository import FileContent
 from tritonforge.spec import EmbeddingModel
@@ -112,13 +114,6 @@ def embedding_model_set(
     )
 
 
-def torch_parameters(task: str, precision: str, **settings: str | bool) -> dict[str, str]:
-    """The python runner's parameters for its PyTorch engine (python_backends/onnx_runner/torch_engine.py)."""
-    params = {"engine": "torch", "task": task, "precision": precision}
-    params.update({k: str(v).lower() if isinstance(v, bool) else v for k, v in settings.items()})
-    return params
-
-
 def tokenizer_encoder_set(
     target: Target,
     tokenizer: tuple[ModelConfig, str],
@@ -148,6 +143,8 @@ def tokenizer_encoder_set(
         encoder_files = dict(python_backends.sources("onnx_runner"))
         encoder_files.update({f"checkpoint/{name}": path for name, path in model_files(torch_checkpoint).items()})
     else:
+        if artifact.onnx_path is None:  # a kind passes torch_checkpoint whenever it built for the PyTorch runner
+            raise BuildError(f"{encoder_cfg.name}: its artifact has no model.onnx (built for the PyTorch runner)")
         encoder_files = {"model.onnx": artifact.onnx_path}
         if target == "cpu":  # the runner's whole folder, as every shipped python model (its torch engine unused)
             encoder_files.update(python_backends.sources("onnx_runner"))

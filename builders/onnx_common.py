@@ -29,6 +29,9 @@ from tritonforge.errors import BuildError, ParityError
 
 OPSET = 17
 PRECISIONS = ("fp32", "fp16", "int8")
+# onnx: export model.onnx (served by ONNX Runtime); torch: no export, the python runner's PyTorch engine serves the
+# checkpoint (images without the onnxruntime backend; builders/embedding.py encoder_runtime)
+ENGINES = ("onnx", "torch")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 ARTIFACT_FILE = "artifact.json"
@@ -57,9 +60,7 @@ def quiet() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------- checkpoint
 
 
-def load_checkpoint(
-    checkpoint: Path, model_class: Any = "AutoModel", *, require_all_weights: bool = False
-) -> Any:
+def load_checkpoint(checkpoint: Path, model_class: Any = "AutoModel", *, require_all_weights: bool = False) -> Any:
     """``(tokenizer, reference model, export model)``, both models FP32 and in eval mode.
 
     ``model_class`` is a transformers auto class (or its name): ``AutoModel`` for encoders,
@@ -132,9 +133,7 @@ def input_names(model: Any, tokenizer: Any, checkpoint: Path) -> tuple[str, ...]
     return tuple(n for n in INPUT_ORDER if n in names)
 
 
-def resolve_max_len(
-    checkpoint: Path, tokenizer: Any, config: Any, requested: int | None, source: str | None
-) -> int:
+def resolve_max_len(checkpoint: Path, tokenizer: Any, config: Any, requested: int | None, source: str | None) -> int:
     """The requested length (checked against max_position_embeddings), else min(tokenizer, model) limits."""
     max_pos = getattr(config, "max_position_embeddings", None)
     max_pos = int(max_pos) if isinstance(max_pos, int) and max_pos > 0 else None
@@ -342,6 +341,35 @@ def run_onnx(path: Path, feeds: dict[str, Any], output_name: str) -> Any:
     return np.asarray(out, dtype=np.float32)
 
 
+def torch_runner(checkpoint: Path, parameters: dict[str, str]) -> Any:
+    """The python runner's PyTorch engine (python_backends/onnx_runner/torch_engine.py) on CPU in float32: the very
+    code the server runs, loaded here so a build checks it against the transformers reference."""
+    from tritonforge import python_backends
+
+    engine = python_backends.load_module("onnx_runner", "torch_engine")
+    return engine.TorchEncoder(str(checkpoint), parameters, "cpu")
+
+
+def torch_parameters(task: str, precision: str, **settings: str | bool) -> dict[str, str]:
+    """The python runner's parameters for its PyTorch engine: rendered into config.pbtxt, and what builds run the
+    engine with."""
+    params = {"engine": "torch", "task": task, "precision": precision}
+    params.update({k: str(v).lower() if isinstance(v, bool) else v for k, v in settings.items()})
+    return params
+
+
+def torch_precision_note(precision: str) -> str | None:
+    """What a reduced ``precision`` means for the PyTorch engine, which this build cannot measure on CPU."""
+    if precision == "fp32":
+        return None
+    if precision == "int8":
+        raise BuildError("the PyTorch runner serves fp32 or fp16 (half on the GPU), not int8; use fp16 or fp32")
+    return (
+        "fp16: the PyTorch runner casts the weights to half on the GPU; parity was checked in float32 on CPU "
+        "(half-precision numerics are not measured by this build)"
+    )
+
+
 def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8: QInt8 weights, per output channel; only MatMuls with a constant (weight) operand.
 
@@ -450,20 +478,44 @@ def cached_build(
     return artifact_cache.cached_build(final_dir, load=load, build=build_and_record, check=check, say=say)
 
 
-def load_cached(directory: Path, make: Callable[[dict[str, Any], Path, dict[str, Path]], T]) -> T | None:
-    """Read ``artifact.json``: ``make(meta, onnx_path, tokenizer_files)``, or None when incomplete or unreadable."""
+def load_cached(directory: Path, make: Callable[[dict[str, Any], Path, Path | None, dict[str, Path]], T]) -> T | None:
+    """Read ``artifact.json``: ``make(meta, directory, onnx_path, tokenizer_files)`` (``onnx_path`` None for an
+    artifact served by the PyTorch runner, which has no ONNX file), or None when incomplete or unreadable."""
     meta_file = directory / ARTIFACT_FILE
     if not meta_file.is_file():
         return None
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        onnx_path = directory / meta["onnx_path"]
+        onnx_path = None if meta["onnx_path"] is None else directory / meta["onnx_path"]
         tokenizer_files = {name: directory / rel for name, rel in meta["tokenizer_files"].items()}
-        if not onnx_path.is_file() or not all(p.is_file() for p in tokenizer_files.values()):
+        if (onnx_path is not None and not onnx_path.is_file()) or not all(
+            p.is_file() for p in tokenizer_files.values()
+        ):
             return None
-        return make(meta, onnx_path, tokenizer_files)
+        return make(meta, directory, onnx_path, tokenizer_files)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def check_parity(
+    checkpoint: Path, what: str, served: Any, reference: Any, tolerance: float, *, quantity: str, over: str
+) -> float:
+    """The max abs difference between what will be served (``what``: an ONNX export or the PyTorch runner) and the
+    transformers reference; ParityError on a shape mismatch or beyond ``tolerance`` (NaN included). ``quantity``
+    and ``over`` say what was compared, for the message."""
+    import numpy as np
+
+    if served.shape != reference.shape:
+        raise ParityError(
+            f"{what}: output shape {tuple(served.shape)} differs from the PyTorch reference {tuple(reference.shape)}"
+        )
+    max_diff = float(np.abs(served - reference).max())
+    if not max_diff <= tolerance:  # also catches NaN
+        raise ParityError(
+            f"{checkpoint}: {what} disagrees with the transformers reference: max abs {quantity} {max_diff:.3g} > "
+            f"tolerance {tolerance:.3g} over {over}"
+        )
+    return max_diff
 
 
 def recheck_parity(directory: Path, diff: float | None, tolerance: float) -> None:

@@ -4,6 +4,10 @@ The exported graph is ``encoder -> pooling (mean over the attention mask, or CLS
 with inputs ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the model uses them), all INT64
 ``[batch, sequence]``, and one FP32 output ``EMBEDDING`` ``[batch, dim]``.
 
+With ``engine="torch"`` (images without the onnxruntime backend) nothing is exported: the artifact holds the
+tokenizer files and the encoder's settings, and the check runs the python runner's PyTorch engine
+(python_backends/onnx_runner/torch_engine.py), which serves the checkpoint itself, against the same reference.
+
 Every export is checked against a PyTorch reference computed sentence by sentence without padding, and the
 result is cached under ``<cache>/onnx-encoder/<content hash>/``; the folder is built in a temporary folder and
 renamed into place, so an interrupted build never leaves a half-written artifact behind. What this exporter shares
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonforge.errors import BuildError, ParityError
+from tritonforge.errors import BuildError
 
 from . import onnx_common as common
 from . import quantization_gate
@@ -32,7 +36,7 @@ from .checkpoints import (
     read_sentence_transformers_config,
     validate_checkpoint,
 )
-from .onnx_common import INPUT_ORDER, OPSET, PRECISIONS, STALE_TMP_SECONDS, TOKENIZER_FILES  # noqa: F401 (API)
+from .onnx_common import ENGINES, INPUT_ORDER, OPSET, PRECISIONS, STALE_TMP_SECONDS, TOKENIZER_FILES  # noqa: F401 (API)
 
 BUILDER = "onnx-encoder"
 # part of every content hash: bump it when the export, parity or quantisation recipe changes
@@ -62,7 +66,8 @@ PARITY_SENTENCES = (
 
 @dataclass(frozen=True)
 class EncoderArtifact:
-    onnx_path: Path
+    directory: Path  # the cached artifact's folder
+    onnx_path: Path | None  # None: served by the PyTorch runner from the checkpoint (engine "torch")
     dim: int
     max_seq_length: int
     pooling: str
@@ -77,10 +82,7 @@ class EncoderArtifact:
     notes: tuple[str, ...] = field(default=())
     # the quantization gate's figures (int8/fp16; see quantization_gate.py), None for fp32
     quantization_gate: dict[str, Any] | None = None
-
-    @property
-    def directory(self) -> Path:
-        return self.onnx_path.parent
+    engine: str = "onnx"
 
 
 # --------------------------------------------------------------------------------------------------------- API
@@ -99,8 +101,10 @@ def export_encoder(
     force: bool = False,
     cache_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    engine: str = "onnx",
 ) -> EncoderArtifact:
-    """Export (or fetch from the cache) the ONNX embedding model for ``checkpoint``.
+    """Export (or fetch from the cache) the ONNX embedding model for ``checkpoint``; with ``engine="torch"`` no
+    ONNX: the tokenizer files and settings for the python runner's PyTorch engine, checked against the reference.
 
     Raises BuildError for a bad checkpoint or setting, ParityError when ONNX Runtime disagrees with PyTorch
     beyond ``parity_tolerance``, and BuildError when an int8/fp16 model fails the quantization gate (its mean cosine
@@ -112,10 +116,14 @@ def export_encoder(
         raise BuildError(f"pooling {pooling!r} is not supported; use one of {', '.join(POOLINGS)}")
     if precision not in PRECISIONS:
         raise BuildError(f"precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
+    if engine not in ENGINES:
+        raise BuildError(f"engine {engine!r} is not supported; use one of {', '.join(ENGINES)}")
     if max_seq_length is not None and (
         not isinstance(max_seq_length, int) or isinstance(max_seq_length, bool) or max_seq_length < 2
     ):
         raise BuildError(f"max_seq_length must be an integer >= 2, got {max_seq_length!r}")
+    if engine == "torch":
+        common.torch_precision_note(precision)  # int8 refused before any work
     checkpoint = Path(checkpoint).expanduser().resolve()
     validate_checkpoint(checkpoint)
 
@@ -134,6 +142,7 @@ def export_encoder(
             **({} if precision == "fp32" else {"quantization_gate": quantization_gate.GATE_VERSION}),
             "opset": OPSET,
             "output_name": OUTPUT_NAME,
+            **({} if engine == "onnx" else {"engine": engine}),  # ONNX artifacts keep their hashes
         },
     )
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -153,6 +162,7 @@ def export_encoder(
             force=force,
             content_hash=content_hash,
             say=say,
+            engine=engine,
         ),
         check=lambda artifact: _check_thresholds(
             artifact, parity_tolerance, (min_mean_cosine, min_search_overlap), force
@@ -186,6 +196,7 @@ def _build(
     force: bool,
     content_hash: str,
     say: Callable[[str], None],
+    engine: str = "onnx",
 ) -> dict[str, Any]:
     import torch
 
@@ -200,47 +211,56 @@ def _build(
     tokenizer_files = common.write_tokenizer_files(checkpoint, tokenizer, out_dir / "tokenizer", max_len)
     timings["load_s"] = time.perf_counter() - t0
 
-    say("exporting")
-    t0 = time.perf_counter()
-    wrapper = _EmbeddingWrapperFactory.make(export_model, input_names, pooling, normalize)
-    dummy = tokenizer(
-        ["Export the encoder.", "A second, longer sentence makes the batch padded and shapes dynamic."],
-        padding=True,
-        truncation=True,
-        max_length=max_len,
-        return_tensors="pt",
-    )
-    fp32_path = out_dir / ("model.onnx" if precision == "fp32" else "model.fp32.onnx")
-    exporter = common.export_onnx(wrapper, tuple(dummy[n] for n in input_names), input_names, OUTPUT_NAME, fp32_path)
-    if exporter != "torchscript":
-        notes.append(f"exported with the {exporter} exporter (the TorchScript exporter failed)")
-    common.check_graph(fp32_path, input_names, OUTPUT_NAME)
-    timings["export_s"] = time.perf_counter() - t0
+    fp32_path: Path | None = None  # stays None for engine "torch": nothing is exported
+    exporter: str | None = None
+    if engine == "onnx":
+        say("exporting")
+        t0 = time.perf_counter()
+        wrapper = _EmbeddingWrapperFactory.make(export_model, input_names, pooling, normalize)
+        dummy = tokenizer(
+            ["Export the encoder.", "A second, longer sentence makes the batch padded and shapes dynamic."],
+            padding=True,
+            truncation=True,
+            max_length=max_len,
+            return_tensors="pt",
+        )
+        fp32_path = out_dir / ("model.onnx" if precision == "fp32" else "model.fp32.onnx")
+        exporter = common.export_onnx(
+            wrapper, tuple(dummy[n] for n in input_names), input_names, OUTPUT_NAME, fp32_path
+        )
+        if exporter != "torchscript":
+            notes.append(f"exported with the {exporter} exporter (the TorchScript exporter failed)")
+        common.check_graph(fp32_path, input_names, OUTPUT_NAME)
+        del wrapper
+        timings["export_s"] = time.perf_counter() - t0
 
-    say("parity check")
+    say("parity check" if fp32_path is not None else "parity check (PyTorch runner)")
     t0 = time.perf_counter()
     feeds = _parity_feeds(tokenizer, out_dir / "tokenizer" / "tokenizer.json", input_names, max_len)
     with torch.inference_mode():
         reference = _reference_embeddings(ref_model, tokenizer, input_names, pooling, normalize, max_len)
-    onnx_out = common.run_onnx(fp32_path, feeds, OUTPUT_NAME)
-    if onnx_out.shape != reference.shape:
-        raise ParityError(
-            f"ONNX output shape {tuple(onnx_out.shape)} differs from the PyTorch reference {tuple(reference.shape)}"
-        )
-    max_diff = float(abs(onnx_out - reference).max())
-    if not max_diff <= parity_tolerance:  # also catches NaN
-        raise ParityError(
-            f"{checkpoint}: ONNX export disagrees with PyTorch: max abs diff {max_diff:.3g} > tolerance "
-            f"{parity_tolerance:.3g} over {len(PARITY_SENTENCES)} sentences (one padded batch vs unpadded one by one)"
-        )
-    dim = int(onnx_out.shape[1])
-    _set_output_dim(fp32_path, dim)
+    if fp32_path is None:  # engine "torch": the python runner's own PyTorch engine, on the checkpoint
+        parameters = common.torch_parameters("embedding", precision, pooling=pooling, normalize=normalize)
+        (served,) = common.torch_runner(checkpoint, parameters).run([OUTPUT_NAME], feeds)
+        what = "the PyTorch runner"
+    else:
+        served = common.run_onnx(fp32_path, feeds, OUTPUT_NAME)
+        what = "ONNX export"
+    over = f"{len(PARITY_SENTENCES)} sentences (one padded batch vs unpadded one by one)"
+    max_diff = common.check_parity(checkpoint, what, served, reference, parity_tolerance, quantity="diff", over=over)
+    dim = int(served.shape[1])
+    if fp32_path is not None:
+        _set_output_dim(fp32_path, dim)
     timings["parity_s"] = time.perf_counter() - t0
-    del wrapper, export_model, ref_model
+    del export_model, ref_model
 
     quant_cos: float | None = None
     figures: quantization_gate.GateFigures | None = None
-    if precision != "fp32":
+    if fp32_path is None:
+        note = common.torch_precision_note(precision)
+        if note:
+            notes.append(note)
+    elif precision != "fp32":
         say("quantizing")
         t0 = time.perf_counter()
         reference_copy = out_dir / "model.fp32-reference.onnx"  # reduce_precision removes fp32_path
@@ -253,8 +273,12 @@ def _build(
         if quant_out is not None:
             say("quantization gate")
             figures = quantization_gate.measure(
-                reference_copy, out_dir / "model.onnx", out_dir / "tokenizer" / "tokenizer.json", input_names,
-                OUTPUT_NAME, max_len,
+                reference_copy,
+                out_dir / "model.onnx",
+                out_dir / "tokenizer" / "tokenizer.json",
+                input_names,
+                OUTPUT_NAME,
+                max_len,
             )
             quant_cos = figures.min_cosine
             problems = quantization_gate.gate_problems(figures, precision, *gate)
@@ -265,7 +289,8 @@ def _build(
         timings["quantize_s"] = time.perf_counter() - t0
 
     return {
-        "onnx_path": "model.onnx",
+        "engine": engine,
+        "onnx_path": None if fp32_path is None else "model.onnx",
         "dim": dim,
         "max_seq_length": max_len,
         "pooling": pooling,
@@ -282,7 +307,7 @@ def _build(
         "build": {
             "builder_version": BUILDER_VERSION,
             "exporter": exporter,
-            "opset": OPSET,
+            **({} if fp32_path is None else {"opset": OPSET}),
             "checkpoint": str(checkpoint),
             "parity_tolerance": parity_tolerance,
             "parity_sentences": len(PARITY_SENTENCES),
@@ -391,9 +416,13 @@ def _load_cached(directory: Path) -> EncoderArtifact | None:
     return common.load_cached(directory, _from_record)
 
 
-def _from_record(meta: dict[str, Any], onnx_path: Path, tokenizer_files: dict[str, Path]) -> EncoderArtifact:
+def _from_record(
+    meta: dict[str, Any], directory: Path, onnx_path: Path | None, tokenizer_files: dict[str, Path]
+) -> EncoderArtifact:
     return EncoderArtifact(
+        directory=directory,
         onnx_path=onnx_path,
+        engine=str(meta.get("engine", "onnx")),
         dim=int(meta["dim"]),
         max_seq_length=int(meta["max_seq_length"]),
         pooling=str(meta["pooling"]),

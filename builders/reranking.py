@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tritonforge.builders.embedding import TOKENIZER_FILES, pad_id, tokenizer_encoder_set, torch_parameters
+from tritonforge.builders.embedding import TOKENIZER_FILES, pad_id, tokenizer_encoder_set
 from tritonforge.builders.model_configs import ModelSet, Signature, Target, TensorSpec, render_model
+from tritonforge.builders.onnx_common import torch_parameters
 from tritonforge.ensembles.dag import ModelIO
 from tritonforge.ensembles.search import rerank_ensemble
 from tritonforge.naming import reranker_names

@@ -9,6 +9,7 @@ retriever refuses to load an index built by another embedder.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,10 +32,28 @@ _ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "tok
 def onnx_encode_fn(artifact: Any) -> Callable[[list[str]], np.ndarray]:
     """Embed texts in-process with an encoder artifact exactly as the served pipeline does."""
     import onnxruntime as ort
+
+    session = ort.InferenceSession(str(artifact.onnx_path), providers=["CPUExecutionProvider"])
+    return _tokenized(artifact, session)
+
+
+def encode_fn(artifact: Any, checkpoint: Path) -> Callable[[list[str]], np.ndarray]:
+    """The in-process twin of whichever engine serves ``artifact``: its model.onnx on ONNX Runtime, or (an artifact
+    for the PyTorch runner, which has no ONNX) the runner's own PyTorch engine on ``checkpoint``, in float32."""
+    if artifact.onnx_path is not None:
+        return onnx_encode_fn(artifact)
+    from tritonforge.builders.onnx_common import torch_parameters, torch_runner
+
+    parameters = torch_parameters("embedding", "fp32", pooling=artifact.pooling, normalize=artifact.normalize)
+    return _tokenized(artifact, torch_runner(checkpoint, parameters))
+
+
+def _tokenized(artifact: Any, session: Any) -> Callable[[list[str]], np.ndarray]:
+    """``session.run`` over texts tokenized by the artifact's shipped tokenizer.json (truncation and padding built
+    in), as the tokenizer step feeds the encoder."""
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(artifact.tokenizer_files["tokenizer.json"]))  # truncation+padding built in
-    session = ort.InferenceSession(str(artifact.onnx_path), providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(artifact.tokenizer_files["tokenizer.json"]))
 
     def encode(texts: list[str]) -> np.ndarray:
         encodings = tokenizer.encode_batch(texts)

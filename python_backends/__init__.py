@@ -8,7 +8,9 @@ tritonforge itself, so a repository built here also runs in an NGC container.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
 MODELS = (
@@ -72,3 +74,16 @@ def source(name: str) -> bytes:
     if name not in MODELS:
         raise ValueError(f"unknown python backend model '{name}'; known: {', '.join(MODELS)}")
     return (HERE / name / "model.py").read_bytes()
+
+
+def load_module(name: str, module: str) -> ModuleType:
+    """Import one of shipped model ``name``'s sibling modules (e.g. ``onnx_runner``'s ``torch_engine``) in this
+    process, from its file, as the server will: builders run it to check what they ship."""
+    path = HERE / name / f"{module}.py"
+    if name not in MODELS or not path.is_file():
+        raise ValueError(f"python backend model '{name}' has no module '{module}'")
+    spec = importlib.util.spec_from_file_location(f"_tritonforge_shipped_{name}_{module}", path)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded

@@ -28,6 +28,8 @@ class EmbeddingKind:
         from tritonforge.builders.onnx_encoder import export_encoder
 
         checkpoint = resolve_checkpoint(model.checkpoint, ctx.spec.source_dir)
+        # no ONNX export for an image that serves the encoder on PyTorch: the build checks that engine instead
+        torch = encoder_runtime(ctx.spec.target, ctx.spec.serving_image) == "torch"
         artifact = export_encoder(
             checkpoint,
             pooling=model.pooling,
@@ -39,20 +41,21 @@ class EmbeddingKind:
             min_search_overlap=model.min_search_overlap,
             force=model.force_quantization,
             progress=ctx.say_for(key),
+            engine="torch" if torch else "onnx",
         )
         info = ArtifactInfo(
             key,
-            "onnx-encoder",
+            "torch-encoder" if torch else "onnx-encoder",
             artifact.precision,
             artifact.content_hash,
             artifact.parity_max_abs_diff,
             artifact.quantized_min_cosine,
             artifact.quantization_gate,
         )
-        torch = encoder_runtime(ctx.spec.target, ctx.spec.serving_image) == "torch"
         model_set = embedding_model_set(
             key, model, ctx.spec.target, artifact, torch_checkpoint=checkpoint if torch else None
         )
+        model_set.notes += [f"{key}: {note}" for note in artifact.notes]  # export fallbacks, forced gates, fp16
         return Built(model_set, [info], artifact)
 
     def lineage_inputs(self, ctx: BuildContext, key: str, model: EmbeddingModel) -> dict[str, str]:

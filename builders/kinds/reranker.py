@@ -24,6 +24,8 @@ class RerankerKind:
         from tritonforge.builders.reranking import reranker_model_set
 
         checkpoint = resolve_checkpoint(model.checkpoint, ctx.spec.source_dir)
+        # no ONNX export for an image that serves the encoder on PyTorch: the build checks that engine instead
+        torch = encoder_runtime(ctx.spec.target, ctx.spec.serving_image) == "torch"
         artifact = export_cross_encoder(
             checkpoint,
             max_seq_length=model.max_seq_length,
@@ -32,14 +34,20 @@ class RerankerKind:
             parity_tolerance=model.parity_tolerance,
             force=model.force_quantization,
             progress=ctx.say_for(key),
+            engine="torch" if torch else "onnx",
         )
         info = ArtifactInfo(
-            key, "onnx-cross-encoder", artifact.precision, artifact.content_hash, artifact.parity_max_abs_diff, None
+            key,
+            "torch-cross-encoder" if torch else "onnx-cross-encoder",
+            artifact.precision,
+            artifact.content_hash,
+            artifact.parity_max_abs_diff,
+            None,
         )
-        torch = encoder_runtime(ctx.spec.target, ctx.spec.serving_image) == "torch"
         model_set = reranker_model_set(
             key, model, ctx.spec.target, artifact, torch_checkpoint=checkpoint if torch else None
         )
+        model_set.notes += [f"{key}: {note}" for note in artifact.notes]  # export fallbacks, forced gates, fp16
         return Built(model_set, [info], artifact)
 
     def lineage_inputs(self, ctx: BuildContext, key: str, model: RerankerModel) -> dict[str, str]:

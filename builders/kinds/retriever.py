@@ -40,10 +40,12 @@ class RetrieverKind:
 
 
 def _build_index(ctx: BuildContext, key: str, model: RetrieverModel, encoder: Any) -> Any:
-    """Corpus → passages embedded by the embedder's own artifact → FAISS index (cached by content hash)."""
+    """Corpus → passages embedded by the embedder's own engine (its model.onnx, or its PyTorch runner) → FAISS
+    index (cached by content hash)."""
+    from tritonforge.builders.checkpoints import resolve_checkpoint
     from tritonforge.builders.corpus import load_corpus
     from tritonforge.builders.index import IndexSettings, build_index, embed_passages
-    from tritonforge.builders.retrieval import onnx_encode_fn
+    from tritonforge.builders.retrieval import encode_fn
 
     progress = ctx.say_for(key)
     passages = load_corpus(ctx.source_path(model.corpus))
@@ -51,7 +53,8 @@ def _build_index(ctx: BuildContext, key: str, model: RetrieverModel, encoder: An
     if progress:
         progress(f"embedding {len(passages)} passages")
     report = (lambda done, total: progress(f"embedding passages {done}/{total}")) if progress else None
-    embeddings = embed_passages([p.text for p in passages], onnx_encode_fn(encoder), progress=report)
+    checkpoint = resolve_checkpoint(ctx.spec.models[model.embedder].checkpoint, ctx.spec.source_dir)
+    embeddings = embed_passages([p.text for p in passages], encode_fn(encoder, checkpoint), progress=report)
     return build_index(passages, embeddings, settings, embedder_hash=encoder.content_hash)
 
 

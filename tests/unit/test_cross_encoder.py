@@ -256,3 +256,24 @@ def test_declared_sentence_transformers_activation_is_noted(tiny_cross_encoder: 
     raw = export_cross_encoder(ckpt, cache_dir=tmp_path / "cache")
     assert any("declares a 'sigmoid' activation" in note for note in raw.notes)
     assert export_cross_encoder(ckpt, activation="sigmoid", cache_dir=tmp_path / "cache").notes == ()
+
+
+def test_torch_engine_exports_nothing_and_checks_the_runner(
+    tiny_cross_encoder: Path, fp32: CrossEncoderArtifact, tmp_path: Path, monkeypatch
+) -> None:
+    """For images without the onnxruntime backend: no model.onnx; the parity check runs the python runner's
+    PyTorch engine on the same padded [groups, candidates, sequence] batch."""
+    a = export_cross_encoder(tiny_cross_encoder, engine="torch", activation="sigmoid", cache_dir=tmp_path)
+    assert a.engine == "torch" and a.onnx_path is None and a.activation == "sigmoid"
+    assert a.parity_max_abs_diff is not None and a.parity_max_abs_diff <= 1e-4
+    assert (a.input_names, a.max_seq_length) == (fp32.input_names, fp32.max_seq_length)
+    assert not list(a.directory.rglob("*.onnx"))
+    build = json.loads((a.directory / "artifact.json").read_text())["build"]
+    assert build["exporter"] is None and build["parity_batch"] == [2, 5]
+    assert load_artifact(a.directory) == a
+    with pytest.raises(BuildError, match="not int8"):
+        export_cross_encoder(tiny_cross_encoder, engine="torch", precision="int8", cache_dir=tmp_path)
+    real = cross_encoder._reference_scores
+    monkeypatch.setattr(cross_encoder, "_reference_scores", lambda *a, **k: real(*a, **k) + 1e-3)
+    with pytest.raises(ParityError, match=r"the PyTorch runner disagrees with the transformers reference: max abs score diff 0\.001"):
+        export_cross_encoder(tiny_cross_encoder, engine="torch", cache_dir=tmp_path / "other")

@@ -347,3 +347,38 @@ def test_real_minilm_export_and_parity() -> None:
     tok = Tokenizer.from_file(str(a.tokenizer_files["tokenizer.json"]))
     assert len(tok.encode("hello").ids) == 3
     assert len(tok.encode("word " * 400).ids) == 256
+
+
+# -------------------------------------------------------------------------------- engine torch (no ONNX export)
+
+
+def test_torch_engine_exports_nothing_and_checks_the_runner(
+    tiny_bert: Path, tiny_fp32: EncoderArtifact, tmp_path: Path
+) -> None:
+    """For images without the onnxruntime backend: no model.onnx; the python runner's PyTorch engine is what the
+    parity check runs, and the retriever's in-process encoder runs that engine too."""
+    from tritonforge.builders.retrieval import encode_fn
+
+    a = export_encoder(tiny_bert, engine="torch", precision="fp16", cache_dir=tmp_path)
+    assert a.engine == "torch" and a.onnx_path is None and a.precision == "fp16"
+    assert a.parity_max_abs_diff is not None and a.parity_max_abs_diff <= 1e-4
+    assert (a.dim, a.max_seq_length, a.input_names) == (tiny_fp32.dim, tiny_fp32.max_seq_length, tiny_fp32.input_names)
+    assert a.content_hash != tiny_fp32.content_hash and a.quantization_gate is None
+    assert any("half-precision numerics are not measured" in n for n in a.notes)
+    assert not list(a.directory.rglob("*.onnx"))
+    assert json.loads((a.directory / "artifact.json").read_text())["build"]["exporter"] is None
+    assert onnx_encoder.load_artifact(a.directory) == a
+    texts = ["A short one.", "A second, longer sentence that pads the first one in the batch."]
+    np.testing.assert_allclose(encode_fn(a, tiny_bert)(texts), encode_fn(tiny_fp32, tiny_bert)(texts), atol=1e-4)
+
+
+def test_torch_engine_parity_failure_and_refusals(tiny_bert: Path, tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(BuildError, match="not int8"):
+        export_encoder(tiny_bert, engine="torch", precision="int8", cache_dir=tmp_path)
+    with pytest.raises(BuildError, match="engine 'tensorrt' is not supported; use one of onnx, torch"):
+        export_encoder(tiny_bert, engine="tensorrt", cache_dir=tmp_path)
+    real = onnx_encoder._reference_embeddings
+    monkeypatch.setattr(onnx_encoder, "_reference_embeddings", lambda *a, **k: real(*a, **k) + 1e-3)
+    with pytest.raises(ParityError, match=r"the PyTorch runner disagrees with the transformers reference: max abs diff 0\.001"):
+        export_encoder(tiny_bert, engine="torch", cache_dir=tmp_path)
+    assert list((tmp_path / "onnx-encoder").iterdir()) == []
