@@ -4,7 +4,7 @@ outside Triton in unit tests.
 It keeps to the real module's API (tritonserver 2.x python backend) for what tritonforge's models use:
 `Tensor(name, array)` with `name()` and `as_numpy()`; `InferenceResponse(output_tensors=..., error=...)` with
 `output_tensors()`, `has_error()` and `error()`; `TritonError(message, code)` with `message()`, `code()` and the code
-constants; and the pure-Python helpers `get_input_tensor_by_name`, `get_output_tensor_by_name` (same bodies as
+constants; `Logger.log_info/log_warn/log_error` (kept in `Logger.lines`); and the pure-Python helpers `get_input_tensor_by_name`, `get_output_tensor_by_name` (same bodies as
 upstream) and `triton_string_to_numpy`; for decoupled and BLS models also a response sender
 (`DecoupledRequest.get_response_sender()`), `TRITONSERVER_RESPONSE_COMPLETE_FINAL` and `InferenceRequest(...).exec()`
 over handlers that stand in for the called models. TYPE_STRING tensors hold numpy object arrays of `bytes`, as in Triton.
@@ -99,6 +99,7 @@ class ResponseSender:
         self.final = threading.Event()
         self.errors: list[str] = []
         self.cancelled = False
+        self.late_probes = 0  # is_cancelled() after FINAL: real Triton has deleted the factory (2.51 can crash)
 
     def send(self, response: Any = None, flags: int = 0) -> None:
         if self.final.is_set():
@@ -109,6 +110,8 @@ class ResponseSender:
             self.final.set()
 
     def is_cancelled(self) -> bool:
+        if self.final.is_set():
+            self.late_probes += 1
         return self.cancelled
 
 
@@ -214,6 +217,24 @@ def triton_string_to_numpy(triton_type_string: str) -> Any:
     return TRITON_STRING_TO_NUMPY[triton_type_string]
 
 
+class Logger:
+    """``pb_utils.Logger``: the real one writes to Triton's log; this one keeps (level, message) in ``lines``."""
+
+    lines: ClassVar[list[tuple[str, str]]] = []
+
+    @classmethod
+    def log_info(cls, message: str) -> None:
+        cls.lines.append(("info", message))
+
+    @classmethod
+    def log_warn(cls, message: str) -> None:
+        cls.lines.append(("warn", message))
+
+    @classmethod
+    def log_error(cls, message: str) -> None:
+        cls.lines.append(("error", message))
+
+
 def make_module() -> types.ModuleType:
     """A fresh `triton_python_backend_utils` module object backed by the classes above.
 
@@ -225,6 +246,7 @@ def make_module() -> types.ModuleType:
     module.InferenceRequest = type("InferenceRequest", (InferenceRequest,), {"served": served})  # type: ignore[attr-defined]
     module.TRITONSERVER_RESPONSE_COMPLETE_FINAL = TRITONSERVER_RESPONSE_COMPLETE_FINAL  # type: ignore[attr-defined]
     module.Tensor = Tensor  # type: ignore[attr-defined]
+    module.Logger = type("Logger", (Logger,), {"lines": []})  # type: ignore[attr-defined]
     module.TritonError = TritonError  # type: ignore[attr-defined]
     module.InferenceResponse = InferenceResponse  # type: ignore[attr-defined]
     module.get_input_tensor_by_name = get_input_tensor_by_name  # type: ignore[attr-defined]

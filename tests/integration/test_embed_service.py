@@ -87,6 +87,9 @@ def test_requests_batched_together_get_the_embeddings_they_get_alone(embed_serve
             together = list(pool.map(client.embed, texts))
     for got, want in zip(together, alone, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
+    # where the runner cut those batches comes from a per-call cost each instance fitted on its own session at load
+    fitted = [line for line in embed_server.log_text().splitlines() if "call cost fitted at load" in line]
+    assert len(fitted) == 2, fitted  # examples/embed.yaml: two encoder instances
 
 
 def _infer_raw(url: str, inputs) -> dict:  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tritonforge.build import build
+from tritonforge.builders.checkpoints import default_cache_dir
 from tritonforge.errors import BuildError, ParityError
 from tritonforge.spec import parse_spec
 from tritonforge.validator import check_repository
@@ -47,15 +48,23 @@ def test_gpu_target_serves_encoders_on_pytorch_where_the_image_has_no_onnxruntim
         assert f'key: "{key}"\n  value {{\n    string_value: "{value}"' in text, (key, text)
     version = repo / "tiny_encoder" / "1"
     assert sorted(p.relative_to(version).as_posix() for p in version.rglob("*") if p.is_file()) == [
-        "checkpoint/config.json", "checkpoint/model.safetensors", "lineage.json", "model.py", "torch_engine.py"
-    ]
+        "call_plan.py", "checkpoint/config.json", "checkpoint/model.safetensors", "lineage.json", "model.py",
+        "torch_engine.py",
+    ]  # no model.onnx; the runner ships whole (call_plan.py only serves the onnxruntime engine)
     assert check_repository(repo, image=default_image(), image_backends=True) == []
+    # nothing exported to ONNX for it: the build checked the PyTorch runner itself against the reference
+    (artifact,) = report.artifacts
+    assert artifact.kind == "torch-encoder" and artifact.precision == "fp16"
+    assert artifact.parity_max_abs_diff is not None and artifact.parity_max_abs_diff <= 1e-4
+    assert any("half-precision numerics are not measured" in n for n in report.notes), report.notes
+    assert not list(default_cache_dir().glob(f"*/{artifact.content_hash}/*.onnx"))
 
 
 def test_gpu_target_renders_the_onnxruntime_backend_for_the_full_image(tiny_bert: Path, tmp_path: Path) -> None:
     image = "nvcr.io/nvidia/tritonserver:26.07-py3"
     report = build(_spec(tiny_bert, gpu_precision="fp32"), tmp_path / "repo", target="gpu", image=image)
     assert not any(n.startswith("WARNING:") for n in report.notes), report.notes
+    assert report.artifacts[0].kind == "onnx-encoder"
     text = (tmp_path / "repo" / "tiny_encoder" / "config.pbtxt").read_text()
     assert 'backend: "onnxruntime"' in text and "KIND_GPU" in text
     assert sorted(p.name for p in (tmp_path / "repo" / "tiny_encoder" / "1").iterdir()) == ["lineage.json", "model.onnx"]
@@ -79,3 +88,29 @@ def test_parity_failure_stops_the_build(tiny_bert: Path, tmp_path: Path) -> None
     with pytest.raises(ParityError, match="tolerance"):
         build(_spec(tiny_bert, parity_tolerance=1e-15), tmp_path / "repo", target="cpu")
     assert not (tmp_path / "repo").exists()
+
+
+def test_gpu_retriever_index_is_embedded_by_the_pytorch_runner(tiny_bert: Path, tmp_path: Path) -> None:
+    """On the default image the encoder serves from PyTorch (no model.onnx): the retriever's corpus is embedded
+    in-process by that same engine, and its vectors are the ones the cpu target's ONNX encoder gives."""
+    import json
+
+    import faiss
+    import numpy as np
+
+    corpus = tmp_path / "corpus.jsonl"
+    texts = ["Triton serves models.", "Rivers flood after heavy rain.", "Cats sleep in the sun all afternoon."]
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    spec = {"name": "tiny", "models": {
+        "tiny": {"kind": "embedding", "checkpoint": str(tiny_bert), "max_batch_size": 8},
+        "docs": {"kind": "retriever", "embedder": "tiny", "corpus": str(corpus), "max_batch_size": 8},
+    }}
+    vectors = {}
+    for target in ("gpu", "cpu"):
+        repo = tmp_path / target
+        report = build(parse_spec(spec), repo, target=target)
+        assert report.artifacts[0].kind == ("torch-encoder" if target == "gpu" else "onnx-encoder")
+        index = faiss.read_index(str(repo / "docs_retriever" / "1" / "index.faiss"))
+        vectors[target] = index.reconstruct_n(0, index.ntotal)
+    assert not list((tmp_path / "gpu").rglob("*.onnx"))
+    np.testing.assert_allclose(vectors["gpu"], vectors["cpu"], atol=1e-4)

@@ -91,32 +91,78 @@ def outputs(responses: list[Any]) -> list[np.ndarray]:
     return [r.output_tensors()[0].as_numpy() for r in responses]
 
 
-def test_rows_run_sorted_by_length_in_calls_of_max_rows_and_come_back_in_order(module: Any, tmp_path: Path) -> None:
-    model = load(module, tmp_path, max_rows_per_call="2")
-    requests = [request([[5] * 7, [1, 2]], width=9), request([[3, 3, 3]]), request([[9] * 6, [4]])]
+def test_rows_run_sorted_by_length_in_the_planned_calls_and_come_back_in_order(module: Any, tmp_path: Path) -> None:
+    # a call costs 1 ms plus 0.01 ms per padded token: fewest calls first, then least padding
+    model = load(module, tmp_path, max_rows_per_call="2", call_cost="1,0.01,0")
+    requests = [request([[5] * 7, [1, 2]], width=9), request([[3, 3, 3]]), request([[9] * 7, [4] * 6])]
     got = outputs(model.execute(requests))
     means = [[5.0, 1.5], [3.0], [9.0, 4.0]]
     for out, want in zip(got, means, strict=True):
         np.testing.assert_allclose(out[:, 0], want)
-    # lengths 7, 2, 3, 6, 1, longest first: (7, 6) (3, 2) (1): each call padded to its own longest row only
+    # lengths 7, 2, 3, 7, 6 sorted longest first, at most 2 per call: three calls, and of those cuts (7 7) (6) (3 2)
+    # pads least (26 tokens against 27 and 28); each call is padded to its own longest row only
     widths = {mean: width for out in got for mean, width in out}
-    assert widths == {5.0: 7.0, 9.0: 7.0, 3.0: 3.0, 1.5: 3.0, 4.0: 1.0}
+    assert widths == {5.0: 7.0, 9.0: 7.0, 4.0: 6.0, 3.0: 3.0, 1.5: 3.0}
+
+
+def test_a_cost_without_a_fixed_part_runs_each_length_alone(module: Any, tmp_path: Path) -> None:
+    model = load(module, tmp_path, call_cost="0,1,0")
+    got = outputs(model.execute([request([[1] * 5, [2] * 3, [3] * 5, [4] * 4])]))
+    np.testing.assert_allclose(got[0], [[1, 5], [2, 3], [3, 5], [4, 4]])  # no row padded at all
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
-def test_calls_of_four_rows_over_one_single_thread_session_per_thread(
-    module: Any, tmp_path: Path, threads: str
-) -> None:
-    model = load(module, tmp_path, intra_op_thread_count=threads)
-    assert model.max_rows == 4 and len(model.sessions) == int(threads)
+def test_one_single_thread_session_per_thread_and_a_call_for_each(module: Any, tmp_path: Path, threads: str) -> None:
+    model = load(module, tmp_path, intra_op_thread_count=threads, call_cost="1,0.001,0")
+    assert model.max_rows == 16 and len(model.sessions) == int(threads)
     assert all(s.get_session_options().intra_op_num_threads == 1 for s in model.sessions)
     requests = [request([[n] * n for n in range(1 + i, 10 + i)]) for i in range(3)]
     got = outputs(model.execute(requests))
     for i, out in enumerate(got):
         np.testing.assert_allclose(out[:, 0], list(range(1 + i, 10 + i)))
-    # 27 rows of lengths 1..11, longest first in calls of 4: (11 10 10 9) (9 9 8 8) (8 7 7 7) (6 6 6 5) (5 5 4 4)
-    # (4 3 3 3) (2 2 1), each call as wide as its longest row
-    assert sorted({float(w) for out in got for w in out[:, 1]}) == [2.0, 4.0, 5.0, 6.0, 8.0, 9.0, 11.0]
+    # 27 rows of lengths 1..11: two calls, the first as wide as the longest row; on one session because no call may
+    # take more than 16 rows, on two because no call may take more than its share (14), so that both sessions work
+    widths = {float(w) for out in got for w in out[:, 1]}
+    assert len(widths) == 2 and max(widths) == 11.0
+    rows_per_width = [sum(int((out[:, 1] == w).sum()) for out in got) for w in sorted(widths)]
+    assert max(rows_per_width) <= (16 if threads == "1" else 14)
+
+
+def test_the_call_cost_is_fitted_at_load_and_logged(module: Any, tmp_path: Path) -> None:
+    model = load(module, tmp_path)
+    cost = model.call_cost
+    assert min(cost.fixed, cost.per_token, cost.per_token_width) >= 0 and cost(4, 32) > 0
+    assert any(level == "info" and "call cost fitted at load" in text for level, text in module.pb_utils.Logger.lines)
+    got = outputs(model.execute([request([[7] * 3, [8] * 9])]))
+    np.testing.assert_allclose(got[0][:, 0], [7, 8])
+
+
+def test_a_model_whose_calls_cannot_be_timed_keeps_the_default_cost_and_says_why(
+    module: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_sibling = module._load_sibling
+
+    def sibling(name: str) -> Any:
+        loaded = load_sibling(name)
+        if name == "call_plan":
+            def refuse(run: Any, repeats: int = 2) -> Any:
+                raise RuntimeError("token_type_ids out of range")
+            loaded.measure = refuse
+        return loaded
+
+    monkeypatch.setattr(module, "_load_sibling", sibling)
+    model = load(module, tmp_path)
+    assert model.call_cost == model._plan.DEFAULT
+    assert any(level == "warn" and "could not time calls (token_type_ids out of range)" in text
+               for level, text in module.pb_utils.Logger.lines)
+    got = outputs(model.execute([request([[7] * 3, [8] * 9])]))
+    np.testing.assert_allclose(got[0][:, 0], [7, 8])
+
+
+@pytest.mark.parametrize("text", ["4,0.2", "a,b,c", "1,-1,0", "1,2,3,4", "nan,0,0"])
+def test_a_bad_call_cost_is_refused_by_name(module: Any, tmp_path: Path, text: str) -> None:
+    with pytest.raises(ValueError, match="parameter call_cost must be three numbers >= 0"):
+        load(module, tmp_path, call_cost=text)
 
 
 def test_left_padded_rows_run_as_one_padded_call(module: Any, tmp_path: Path) -> None:
