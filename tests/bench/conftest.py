@@ -144,8 +144,11 @@ TARGET_LABELS = {  # issue #17's targets, as embed_targets.json records them
     "embed_grpc_vs_best_in_process": "embed over gRPC vs the best in-process configuration measured (any layout, "
                                      "any batch)",
     "gateway_vs_grpc": "gateway /v1/embeddings vs embed over gRPC",
+    "gateway_base64_vs_grpc": "gateway /v1/embeddings with encoding_format base64 (the openai SDK's default) vs "
+                              "embed over gRPC",
     "grpc_vs_infinity_torch": "embed over gRPC vs infinity-emb HTTP server (torch engine)",
     "gateway_vs_infinity_torch": "gateway /v1/embeddings vs infinity-emb HTTP server (torch engine)",
+    "gateway_base64_vs_infinity_torch_base64": "the same, both with encoding_format base64",
     "int8_vs_fp32_grpc": "int8 vs fp32 embed over gRPC (int8 built without force)",
     "int8_mean_cosine": "int8 encoder: mean cosine to fp32 (builder's gate, evaluation corpus)",
     "int8_top10_overlap": "int8 encoder: top-10 search overlap with fp32 (builder's gate)",
@@ -168,6 +171,8 @@ def _targets_rows(d: dict[str, Any]) -> list[Row]:
          "—", "—"),
     ]
     for key, label in TARGET_LABELS.items():
+        if key not in targets:  # a target added after that run
+            continue
         value = f.get(key)
         shown = "not measured" if value is None else (f"{value:.3f}" if key.startswith("int8_") and "vs" not in key
                                                       else f"{value:.2f}×")

@@ -13,9 +13,10 @@ Measured each round:
 - in process (the limits): the repository's own tokenizer + model.onnx with ONNX Runtime, batch 1/4/16/32/64, in
   two layouts: one session with 2 intra-op threads (the issue's limit) and two sessions of 1 thread each on two
   Python threads (what the served encoder's two instances do); each layout also as the cpu runner runs a batch
-  (rows sorted by length, calls of 4 rows per thread, each padded to its own longest row);
+  (rows sorted by length and cut into calls by the runner's call_plan, each padded to its own longest row);
 - `embed` over gRPC (dynamic batching), the same without dynamic batching, and the int8 build over gRPC;
-- the gateway's `/v1/embeddings` (its own process, as deployed) in front of the fp32 Triton;
+- the gateway's `/v1/embeddings` (its own process, as deployed) in front of the fp32 Triton, with float JSON and
+  with `encoding_format: base64` (what the openai SDK sends unless told otherwise; infinity-emb measured both ways);
 - infinity-emb 0.0.78 as an HTTP server, fp32, with its torch engine and with its optimum (ONNX Runtime) engine
   on an ONNX export made by optimum itself; a probe checks both return the embeddings `embed` returns.
 
@@ -53,7 +54,7 @@ INPROC_MEASURE_S = 1.5
 BATCHES = (1, 4, 16, 32, 64)
 ONE_SESSION = "1 session x 2 threads"
 TWO_SESSIONS = "2 sessions x 1 thread"
-SORTED = ", length-sorted calls of 4 rows per thread"  # the cpu runner's way with a batch (onnx_runner/model.py)
+SORTED = ", length-sorted planned calls"  # the cpu runner's way with a batch (onnx_runner/model.py, call_plan.py)
 LAYOUTS = {  # (sessions, intra-op threads each, length-sorted calls)
     ONE_SESSION: (1, 2, False),
     TWO_SESSIONS: (2, 1, False),
@@ -64,8 +65,10 @@ TARGETS = {
     "embed_grpc_vs_limit": 0.95,
     "embed_grpc_vs_best_in_process": 0.95,
     "gateway_vs_grpc": 0.95,
+    "gateway_base64_vs_grpc": 0.95,
     "grpc_vs_infinity_torch": 1.3,
     "gateway_vs_infinity_torch": 1.2,
+    "gateway_base64_vs_infinity_torch_base64": 1.2,
     "int8_vs_fp32_grpc": 1.6,
     "int8_mean_cosine": 0.99,
     "int8_top10_overlap": 0.9,
@@ -120,24 +123,19 @@ def cpu_window(row: dict[str, Any]) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------- in process
 
 
-def _in_process(encoders: list[Callable[[list[str]], Any]], batch: int, measure_s: float) -> float:
-    """Sentences/s of ``encoders`` run side by side, each on its own Python thread (ONNX Runtime and the
-    tokenizers library release the GIL), each encoding ``batch`` sentences per call."""
-    sentences = embed_bench()._sentences()
-    counts = [0] * len(encoders)
-    for i, encode in enumerate(encoders):  # warm-up
-        encode([sentences[(i + k) % len(sentences)] for k in range(batch)])
+def side_by_side(steps: list[Callable[[int], int]], measure_s: float) -> float:
+    """Items/s of ``steps`` run side by side for ``measure_s``, each on its own Python thread (ONNX Runtime and the
+    tokenizers library release the GIL); a step is called with 0, 1, 2... and returns how many items it did."""
+    counts = [0] * len(steps)
     end = time.perf_counter() + measure_s
 
     def work(i: int) -> None:
-        batches = [[sentences[(batch * j + k + 5 * i) % len(sentences)] for k in range(batch)] for j in range(8)]
         j = 0
         while time.perf_counter() < end:
-            encoders[i](batches[j % len(batches)])
-            counts[i] += batch
+            counts[i] += steps[i](j)
             j += 1
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(encoders))]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(steps))]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -146,26 +144,52 @@ def _in_process(encoders: list[Callable[[list[str]], Any]], batch: int, measure_
     return sum(counts) / (time.perf_counter() - started)
 
 
-def _sorted_encode_fn(repo: Path, rows_per_call: int) -> Callable[[list[str]], Any]:
-    """The repository's tokenizer + model.onnx, the batch's rows sorted by length and run in calls of at most
-    ``rows_per_call`` rows, each padded to its own longest row: the cpu runner's way, in process."""
+def _in_process(encoders: list[Callable[[list[str]], Any]], batch: int, measure_s: float) -> float:
+    """Sentences/s of ``encoders`` run side by side, each encoding ``batch`` sentences per call."""
+    sentences = embed_bench()._sentences()
+    for i, encode in enumerate(encoders):  # warm-up
+        encode([sentences[(i + k) % len(sentences)] for k in range(batch)])
+
+    def step(i: int) -> Callable[[int], int]:
+        batches = [[sentences[(batch * j + k + 5 * i) % len(sentences)] for k in range(batch)] for j in range(8)]
+
+        def encode_one(j: int) -> int:
+            encoders[i](batches[j % len(batches)])
+            return batch
+
+        return encode_one
+
+    return side_by_side([step(i) for i in range(len(encoders))], measure_s)
+
+
+def _sorted_encode_fn(repo: Path) -> Callable[[list[str]], Any]:
+    """The repository's tokenizer + model.onnx, the batch's rows sorted by length and cut into calls the way the cpu
+    runner cuts them (its call_plan: the cost fitted on this session at creation, at most 16 rows a call), each
+    padded to its own longest row: the cpu runner's way, in process."""
     import numpy as np
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
+    from tritonforge.python_backends import load_module
+
+    call_plan: Any = load_module("onnx_runner", "call_plan")
     artifact = embed_bench()._repo_artifact(repo)
     tokenizer = Tokenizer.from_file(str(artifact.tokenizer_files["tokenizer.json"]))
     session = ort.InferenceSession(str(artifact.onnx_path), providers=["CPUExecutionProvider"])
     fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+    inputs = [(name, np.int64) for name in artifact.input_names]
+    cost = call_plan.measure(
+        lambda rows, width: session.run([artifact.output_name], call_plan.timing_feed(inputs, rows, width))
+    )
 
     def encode(texts: list[str]) -> Any:
         encodings = tokenizer.encode_batch(texts)
         arrays = {n: np.asarray([getattr(e, fields[n]) for e in encodings], np.int64) for n in artifact.input_names}
         lengths = arrays["attention_mask"].sum(axis=1)
-        order = np.argsort(lengths, kind="stable")
+        order = np.argsort(-lengths, kind="stable")
         out = np.empty((len(texts), 0), np.float32)
-        for start in range(0, len(order), rows_per_call):
-            chunk = order[start : start + rows_per_call]
+        for start, stop in call_plan.plan(lengths[order].tolist(), cost, 16):
+            chunk = order[start:stop]
             width = int(lengths[chunk].max())
             (values,) = session.run([artifact.output_name], {n: a[chunk, :width] for n, a in arrays.items()})
             if out.shape[1] == 0:
@@ -184,7 +208,7 @@ def _layouts(repo: Path) -> dict[str, list[Callable[[list[str]], Any]]]:
     for name, (sessions, threads, by_length) in LAYOUTS.items():
         with b._intra_op_threads(threads):
             encoders[name] = [
-                _sorted_encode_fn(repo, 4 * threads) if by_length else onnx_encode_fn(b._repo_artifact(repo))
+                _sorted_encode_fn(repo) if by_length else onnx_encode_fn(b._repo_artifact(repo))
                 for _ in range(sessions)
             ]
     return encoders
@@ -235,9 +259,10 @@ def _grpc(url: str) -> dict[str, Any]:
     return row
 
 
-def _http(port: int, model: str, path: str) -> dict[str, Any]:
+def _http(port: int, model: str, path: str, encoding_format: str | None = None) -> dict[str, Any]:
     b = embed_bench()
-    return b._http_closed_loop(port, model, concurrency=b.CONCURRENCY, measure_s=SERVED_MEASURE_S, path=path)
+    return b._http_closed_loop(port, model, concurrency=b.CONCURRENCY, measure_s=SERVED_MEASURE_S, path=path,
+                               encoding_format=encoding_format)
 
 
 def _with_onnx(checkpoint: Path, tmp_path: Path) -> Path:
@@ -312,7 +337,7 @@ def _spread(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[float] | N
 
 def served_layout(spec: dict[str, Any]) -> str:
     """The in-process layout the served encoder matches: the cpu runner gives each instance cores // instances
-    one-thread sessions and runs a batch's rows sorted by length in calls of 4 rows (python_backends/onnx_runner)."""
+    one-thread sessions and runs a batch's rows sorted by length in planned calls (python_backends/onnx_runner)."""
     count = sum(int(g.get("count", 1)) for g in spec.get("instance_groups") or [{"count": 1}])
     sessions = count * max(1, (os.cpu_count() or 1) // count)
     return (TWO_SESSIONS if sessions == 2 else ONE_SESSION) + SORTED
@@ -360,12 +385,17 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
         measures: dict[str, Callable[[], dict[str, Any]]] = {
             "embed gRPC fp32": lambda: _grpc(grpc_url),
             "gateway /v1/embeddings": lambda: _http(gateway_port, "minilm", "/v1/embeddings"),
+            # what the openai SDK sends when the caller names no encoding_format
+            "gateway /v1/embeddings base64": lambda: _http(gateway_port, "minilm", "/v1/embeddings", "base64"),
             "embed gRPC fp32, no dynamic batching": lambda: _grpc(unbatched_url),
         }
         if int8_url is not None:
             measures["embed gRPC int8"] = lambda: _grpc(int8_url)
         if infinity["measured"]:
             measures["infinity-emb torch"] = lambda: _http(infinity["port"], infinity["model"], "/embeddings")
+            measures["infinity-emb torch base64"] = lambda: _http(
+                infinity["port"], infinity["model"], "/embeddings", "base64"
+            )
         if optimum["measured"]:
             measures["infinity-emb optimum"] = lambda: _http(optimum["port"], optimum["model"], "/embeddings")
         served = {label: [] for label in measures}
@@ -391,6 +421,7 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
     grpc, gateway = med["embed gRPC fp32"], med["gateway /v1/embeddings"]
     unbatched, int8 = med["embed gRPC fp32, no dynamic batching"], med.get("embed gRPC int8")
     infinity_torch = med.get("infinity-emb torch")
+    gateway_b64, infinity_b64 = med["gateway /v1/embeddings base64"], med.get("infinity-emb torch base64")
     gain = _ratio(grpc, unbatched)
     ceiling = _ratio(med[layout_best], med[f"{layout}, batch {b.SENTENCES_PER_REQUEST}"])
     gate = int8_report.get("gate") or {}
@@ -398,8 +429,10 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
         "embed_grpc_vs_limit": _ratio(grpc, med[limit_key]),
         "embed_grpc_vs_best_in_process": _ratio(grpc, med[best_key]),
         "gateway_vs_grpc": _ratio(gateway, grpc),
+        "gateway_base64_vs_grpc": _ratio(gateway_b64, grpc),
         "grpc_vs_infinity_torch": _ratio(grpc, infinity_torch),
         "gateway_vs_infinity_torch": _ratio(gateway, infinity_torch),
+        "gateway_base64_vs_infinity_torch_base64": _ratio(gateway_b64, infinity_b64),
         "grpc_vs_infinity_optimum": _ratio(grpc, med.get("infinity-emb optimum")),
         "gateway_vs_infinity_optimum": _ratio(gateway, med.get("infinity-emb optimum")),
         "int8_vs_fp32_grpc": _ratio(int8, grpc),
@@ -412,6 +445,7 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
     }
     spreads = {
         "gateway_vs_grpc": _spread(served["gateway /v1/embeddings"], served["embed gRPC fp32"]),
+        "gateway_base64_vs_grpc": _spread(served["gateway /v1/embeddings base64"], served["embed gRPC fp32"]),
         "batching_gain": _spread(served["embed gRPC fp32"], served["embed gRPC fp32, no dynamic batching"]),
     }
     if "embed gRPC int8" in served:
@@ -419,6 +453,9 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
     if "infinity-emb torch" in served:
         spreads["grpc_vs_infinity_torch"] = _spread(served["embed gRPC fp32"], served["infinity-emb torch"])
         spreads["gateway_vs_infinity_torch"] = _spread(served["gateway /v1/embeddings"], served["infinity-emb torch"])
+        spreads["gateway_base64_vs_infinity_torch_base64"] = _spread(
+            served["gateway /v1/embeddings base64"], served["infinity-emb torch base64"]
+        )
     if "infinity-emb optimum" in served:
         spreads["grpc_vs_infinity_optimum"] = _spread(served["embed gRPC fp32"], served["infinity-emb optimum"])
     met = {k: (None if (f := figures.get(k)) is None else f >= t) for k, t in TARGETS.items()}

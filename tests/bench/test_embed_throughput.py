@@ -453,10 +453,21 @@ def _wait_healthy(port: int, proc: Any, timeout_s: float, poll_s: float) -> str 
 
 
 def _http_closed_loop(
-    port: int, model: str, *, concurrency: int, measure_s: float, path: str = "/embeddings"
+    port: int,
+    model: str,
+    *,
+    concurrency: int,
+    measure_s: float,
+    path: str = "/embeddings",
+    encoding_format: str | None = None,
 ) -> dict[str, Any]:
     """The embed load over HTTP: ``concurrency`` workers, one keep-alive connection each, POST ``path``
-    (OpenAI's embeddings body: infinity-emb serves it at /embeddings, tritonforge's gateway at /v1/embeddings)."""
+    (OpenAI's embeddings body: infinity-emb serves it at /embeddings, tritonforge's gateway at /v1/embeddings).
+
+    ``encoding_format="base64"`` asks for base64 float32 and decodes it as the openai SDK does when the caller
+    names no format (its default: ``np.frombuffer(b64decode(...), "float32").tolist()``); None sends no field and
+    parses the floats from the JSON."""
+    import base64
     import http.client
 
     start = time.perf_counter() + WARMUP_S
@@ -464,7 +475,8 @@ def _http_closed_loop(
     lock = threading.Lock()
     latencies: list[float] = []
     errors: list[str] = []
-    bodies = [json.dumps({"model": model, "input": p}).encode() for p in _payloads()]
+    extra = {} if encoding_format is None else {"encoding_format": encoding_format}
+    bodies = [json.dumps({"model": model, "input": p, **extra}).encode() for p in _payloads()]
 
     def worker(idx: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -478,8 +490,11 @@ def _http_closed_loop(
                     data = response.read()
                     if response.status != 200:
                         raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
-                    if len(json.loads(data)["data"]) != SENTENCES_PER_REQUEST:
-                        raise RuntimeError("wrong number of embeddings")
+                    rows = [item["embedding"] for item in json.loads(data)["data"]]
+                    if encoding_format == "base64":
+                        rows = [np.frombuffer(base64.b64decode(r), dtype="float32").tolist() for r in rows]
+                    if len(rows) != SENTENCES_PER_REQUEST or len(rows[0]) < 2:
+                        raise RuntimeError("wrong number or width of embeddings")
                 except Exception as err:  # counted and reported; a fresh connection for the next request
                     with lock:
                         errors.append(str(err)[:200])
