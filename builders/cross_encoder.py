@@ -208,11 +208,11 @@ def _build(
     t0 = time.perf_counter()
     _check_num_labels(checkpoint)
     tokenizer, ref_model, export_model = common.load_checkpoint(
-        checkpoint, "AutoModelForSequenceClassification", require_all_weights=True
+        checkpoint, "AutoModelForSequenceClassification", require_all_weights=True, export_copy=engine == "onnx"
     )
-    input_names = common.input_names(export_model, tokenizer, checkpoint)
+    input_names = common.input_names(ref_model, tokenizer, checkpoint)
     max_len = common.resolve_max_len(
-        checkpoint, tokenizer, export_model.config, max_seq_length, "argument" if max_seq_length else None
+        checkpoint, tokenizer, ref_model.config, max_seq_length, "argument" if max_seq_length else None
     )
     specials = int(tokenizer.num_special_tokens_to_add(pair=True))
     if max_len < specials + 2:

@@ -60,8 +60,12 @@ def quiet() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------- checkpoint
 
 
-def load_checkpoint(checkpoint: Path, model_class: Any = "AutoModel", *, require_all_weights: bool = False) -> Any:
-    """``(tokenizer, reference model, export model)``, both models FP32 and in eval mode.
+def load_checkpoint(
+    checkpoint: Path, model_class: Any = "AutoModel", *, require_all_weights: bool = False, export_copy: bool = True
+) -> Any:
+    """``(tokenizer, reference model, export model)``, both models FP32 and in eval mode; the export model is None
+    without ``export_copy`` (a build for the PyTorch runner exports nothing, and its runner loads the checkpoint
+    itself: a second copy would only cost time and memory).
 
     ``model_class`` is a transformers auto class (or its name): ``AutoModel`` for encoders,
     ``AutoModelForSequenceClassification`` for cross encoders. The reference runs the checkpoint as shipped; the
@@ -104,15 +108,18 @@ def load_checkpoint(checkpoint: Path, model_class: Any = "AutoModel", *, require
                     f"{checkpoint}: the checkpoint has no weights for {', '.join(missing)} "
                     f"({cls.__name__} would initialise them at random); it is not a {cls.__name__} checkpoint"
                 )
-            export_model = cls.from_pretrained(
-                str(checkpoint), local_files_only=True, attn_implementation="eager", **fp32
+            export_model = (
+                cls.from_pretrained(str(checkpoint), local_files_only=True, attn_implementation="eager", **fp32)
+                if export_copy
+                else None
             )
     except BuildError:
         raise
     except Exception as exc:
         raise BuildError(f"{checkpoint}: cannot load the model: {type(exc).__name__}: {exc}") from exc
     ref_model.eval()
-    export_model.eval()
+    if export_model is not None:
+        export_model.eval()
     return tokenizer, ref_model, export_model
 
 

@@ -205,9 +205,9 @@ def _build(
 
     say("loading checkpoint")
     t0 = time.perf_counter()
-    tokenizer, ref_model, export_model = common.load_checkpoint(checkpoint, "AutoModel")
-    input_names = common.input_names(export_model, tokenizer, checkpoint)
-    max_len = common.resolve_max_len(checkpoint, tokenizer, export_model.config, max_seq_length, max_len_from)
+    tokenizer, ref_model, export_model = common.load_checkpoint(checkpoint, "AutoModel", export_copy=engine == "onnx")
+    input_names = common.input_names(ref_model, tokenizer, checkpoint)
+    max_len = common.resolve_max_len(checkpoint, tokenizer, ref_model.config, max_seq_length, max_len_from)
     tokenizer_files = common.write_tokenizer_files(checkpoint, tokenizer, out_dir / "tokenizer", max_len)
     timings["load_s"] = time.perf_counter() - t0
 

@@ -372,6 +372,28 @@ def test_torch_engine_exports_nothing_and_checks_the_runner(
     np.testing.assert_allclose(encode_fn(a, tiny_bert)(texts), encode_fn(tiny_fp32, tiny_bert)(texts), atol=1e-4)
 
 
+def test_torch_engine_build_loads_the_checkpoint_once_per_use(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference and the runner under test each load the checkpoint; the eager-attention copy that only an ONNX
+    export uses is not loaded for the PyTorch runner (it was: three loads of the checkpoint per build)."""
+    from transformers import PreTrainedModel
+
+    loads: list[str] = []
+    original = PreTrainedModel.from_pretrained.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type, *args: object, **kwargs: object) -> object:
+        loads.append(cls.__name__)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(counted))
+    export_encoder(tiny_bert, engine="torch", cache_dir=tmp_path / "torch")
+    assert len(loads) == 2, loads
+    loads.clear()
+    export_encoder(tiny_bert, cache_dir=tmp_path / "onnx")
+    assert len(loads) == 2, loads  # reference + the export copy
+
+
 def test_torch_engine_parity_failure_and_refusals(tiny_bert: Path, tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(BuildError, match="not int8"):
         export_encoder(tiny_bert, engine="torch", precision="int8", cache_dir=tmp_path)
