@@ -68,10 +68,12 @@ def main() -> None:
     server = TritonServer(b._build(work, "fp32"))
     try:
         server.start()
-        stubs = _descendants(server.pid)
+        triton_pid = server.pid
+        assert triton_pid is not None
+        stubs = _descendants(triton_pid)
         with targets._gateway(server.endpoints.grpc) as port:
             (gateway,) = [p for p in _descendants(os.getpid()) if f"{port}" in Path(f"/proc/{p}/cmdline").read_text()]
-            procs = {"load generator": os.getpid(), "gateway": gateway, "triton": server.pid}
+            procs = {"load generator": os.getpid(), "gateway": gateway, "triton": triton_pid}
             rows = {}
             ways = {"grpc": lambda: targets._grpc(server.endpoints.grpc),
                     "gateway": lambda: targets._http(port, "minilm", "/v1/embeddings")}

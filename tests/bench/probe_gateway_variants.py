@@ -1,0 +1,132 @@
+"""Probe (not a test, not in any run): two ways the gateway's `/v1/embeddings` might cost less, served side by side.
+
+`probe_gateway_cpu.py` puts the gateway's extra CPU per request mostly in gRPC's aio client and in uvicorn's socket
+writes (headers and body go out in two `send`s). This serves one Triton (examples/embed.yaml, cpu target) with three
+gateways in front of it, each its own process, and alternates the issue #17 load over them and over plain gRPC:
+
+- shipped: `tritonforge gateway` as it is (gRPC client to Triton, uvicorn's httptools protocol);
+- corked writes (an experiment, not shipped): every write of one event-loop step joined into one `send`;
+- HTTP client (an experiment, not shipped): the gateway's Triton client speaks HTTP/REST (tritonclient's aiohttp
+  client, binary tensors) instead of gRPC.
+
+    python tests/bench/probe_gateway_variants.py        # ~6 min; writes docs/bench/gateway_variants.json
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+ROUNDS = 6
+VARIANTS = ("shipped", "corked writes", "HTTP client")
+
+
+class _CorkedTransport:
+    """Writes made in one event-loop step leave in one send (flushed by call_soon, before any I/O wait)."""
+
+    def __init__(self, transport: Any, loop: Any) -> None:
+        self._transport, self._loop = transport, loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def _serve(variant: str, grpc_url: str, http_url: str, port: int) -> None:
+    """One gateway, as `tritonforge gateway --model embeddings:minilm=embed --insecure-no-auth` starts it."""
+    import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    import tritonforge.gateway.state as state
+    from tritonforge.cli import _gateway_setup
+
+    protocol: Any = "httptools"
+    if variant == "corked writes":
+
+        class Corked(HttpToolsProtocol):  # type: ignore[misc]
+            def connection_made(self, transport: Any) -> None:
+                super().connection_made(_CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
+
+        protocol = Corked
+    elif variant == "HTTP client":
+        real = state.AsyncClient
+        state.AsyncClient = lambda url, proto, **kw: real(http_url, "http", **kw)  # type: ignore[assignment,misc]
+    setup = _gateway_setup("127.0.0.1", None, None, ["embeddings:minilm=embed"], None, True)
+    uvicorn.run(setup.app(grpc_url),  # type: ignore[arg-type]
+                host="127.0.0.1", port=port, log_level="warning", http=protocol)
+
+
+def main() -> None:
+    sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
+    from bench_support import embed_bench
+    from probe_call_plan import _targets_bench
+
+    from tritonforge.server import TritonServer, free_port
+
+    b, targets = embed_bench(), _targets_bench()
+    server = TritonServer(b._build(Path(tempfile.mkdtemp(prefix="probe_gateway_variants_")), "fp32"))
+    gateways: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        server.start()
+        ports = {}
+        for variant in VARIANTS:
+            ports[variant] = free_port()
+            gateways[variant] = subprocess.Popen(
+                [sys.executable, __file__, "--serve", variant, server.endpoints.grpc, server.endpoints.http,
+                 str(ports[variant])], stdout=subprocess.DEVNULL)
+            if b._wait_healthy(ports[variant], gateways[variant], 60, poll_s=0.5) is not None:
+                raise RuntimeError(f"gateway {variant!r} did not start")
+        rounds: dict[str, list[float]] = {name: [] for name in (*VARIANTS, "gRPC")}
+        for r in range(ROUNDS):
+            order = list(rounds)[r % len(rounds):] + list(rounds)[: r % len(rounds)]  # rotated each round
+            for name in order:
+                row = (targets._grpc(server.endpoints.grpc) if name == "gRPC"
+                       else targets._http(ports[name], "minilm", "/v1/embeddings"))
+                assert not row["errors"], row
+                rounds[name].append(row["sentences_per_s"])
+                print(f"[round {r}] {name}: {row['sentences_per_s']} sentences/s", flush=True)
+    finally:
+        for proc in gateways.values():
+            proc.terminate()
+        server.stop()
+    medians = {name: statistics.median(v) for name, v in rounds.items()}
+    result = {
+        "command": "python tests/bench/probe_gateway_variants.py",
+        "machine": targets.machine(),
+        "rounds": ROUNDS,
+        "medians_sentences_per_s": medians,
+        "vs_grpc": {name: round(medians[name] / medians["gRPC"], 3) for name in VARIANTS},
+        "vs_shipped": {name: round(medians[name] / medians["shipped"], 3) for name in VARIANTS},
+        "per_round": rounds,
+    }
+    (ROOT / "docs" / "bench" / "gateway_variants.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("medians_sentences_per_s", "vs_grpc", "vs_shipped")}, indent=2))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        _serve(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    else:
+        main()
