@@ -98,6 +98,16 @@ def _with_parameters(repo: Path, parameters: dict[str, str]) -> None:
     config.write_text(config.read_text() + extra)
 
 
+def _served_row(b: Any, url: str, measure_s: float) -> dict[str, Any]:
+    """`embed` over gRPC at the benchmark's load for ``measure_s``, with the sentences per encoder execution."""
+    before = b._encoder_stats(url)
+    row: dict[str, Any] = b._closed_loop(url, "embed", b._text_requests(), ["EMBEDDING"],
+                                         concurrency=b.CONCURRENCY, measure_s=measure_s)
+    after = b._encoder_stats(url)
+    row["encoder_avg_batch_sentences"] = round((after[0] - before[0]) / max(1, after[1] - before[1]), 2)
+    return row
+
+
 def _metrics(server: Any) -> dict[tuple[str, str], float]:
     import re
     import urllib.request
@@ -189,12 +199,7 @@ def main() -> None:
                 server.start()
             for r in range(ROUNDS):
                 for name in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
-                    url = servers[name].endpoints.grpc
-                    before = b._encoder_stats(url)
-                    row = b._closed_loop(url, "embed", b._text_requests(), ["EMBEDDING"],
-                                         concurrency=b.CONCURRENCY, measure_s=SERVED_S)
-                    after = b._encoder_stats(url)
-                    row["encoder_avg_batch_sentences"] = round((after[0] - before[0]) / max(1, after[1] - before[1]), 2)
+                    row = _served_row(b, servers[name].endpoints.grpc, SERVED_S)
                     served[name].append(row)
                     print(f"[served, round {r}] {name}: {row['sentences_per_s']} sentences/s, "
                           f"{row['encoder_avg_batch_sentences']} per execution", flush=True)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
 from bench_support import embed_bench  # noqa: E402
-from probe_call_plan import _targets_bench, _with_parameters  # noqa: E402
+from probe_call_plan import _served_row, _targets_bench, _with_parameters  # noqa: E402
 
 ROUNDS = 5
 SERVED_S = 8.0
@@ -56,12 +56,7 @@ def main() -> None:
             names = list(servers)
             for r in range(ROUNDS):
                 for name in names[r % len(names):] + names[: r % len(names)]:  # the order rotated each round
-                    url = servers[name].endpoints.grpc
-                    before = b._encoder_stats(url)
-                    row = b._closed_loop(url, "embed", b._text_requests(), ["EMBEDDING"],
-                                         concurrency=b.CONCURRENCY, measure_s=SERVED_S)
-                    after = b._encoder_stats(url)
-                    row["encoder_avg_batch_sentences"] = round((after[0] - before[0]) / max(1, after[1] - before[1]), 2)
+                    row = _served_row(b, servers[name].endpoints.grpc, SERVED_S)
                     served[name].append(row)
                     print(f"[round {r}] {name}: {row['sentences_per_s']} sentences/s, "
                           f"{row['encoder_avg_batch_sentences']} per execution", flush=True)
