@@ -46,11 +46,6 @@ class Metrics:
             ["split", "arm"], registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
-        self.joined = Histogram(
-            "tritonforge_gateway_embedding_requests_per_call",
-            "/v1/embeddings requests joined into one Triton request, per Triton request", ["ensemble"],
-            registry=self.registry, buckets=(1, 2, 4, 8, 16, 32),
-        )
         self.trips = Counter(
             "tritonforge_gateway_split_trips", "Times a split's guard tripped", ["split"], registry=self.registry
         )

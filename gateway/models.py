@@ -27,9 +27,6 @@ class GatewayModels:
     rerank: Mapping[str, str] = field(default_factory=lambda: {"reranker": "rerank"})
     engine_models: Mapping[str, str | None] = field(default_factory=dict)
     embed_batch_size: int = 32  # texts per Triton request (keep <= the embed ensemble's max_batch_size)
-    # Triton requests in flight per embeddings ensemble before concurrent requests are joined (gateway/batching.py);
-    # 0: never join, every request is its own Triton request
-    embed_calls_in_flight: int = 4
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
@@ -42,8 +39,6 @@ class GatewayModels:
                 seen[model_id] = kind
         if self.embed_batch_size < 1:
             raise ValueError(f"embed_batch_size={self.embed_batch_size} must be >= 1")
-        if self.embed_calls_in_flight < 0:
-            raise ValueError(f"embed_calls_in_flight={self.embed_calls_in_flight} must be >= 0 (0: no joining)")
 
     def ids(self) -> list[tuple[str, str, str]]:
         """(id, kind, ensemble) of every configured model."""

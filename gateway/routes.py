@@ -93,13 +93,19 @@ async def embeddings(request: Request) -> Any:
         if not text:
             raise APIError(400, f"'input[{i}]' must not be an empty string", param="input", code="invalid_value")
     target = gw.route(request, body, "embeddings")
+    ensemble = target.triton_model
+    vectors, tokens = [], 0
     step = gw.models.embed_batch_size
-    parts = [  # one chunk after another: a long input holds at most one place in the queue
-        await gw.embedder.embed(target.triton_model, texts[start : start + step], target.version)
-        for start in range(0, len(texts), step)
-    ]
-    vectors = [p.vectors for p in parts]
-    tokens = sum(int(p.tokens.sum()) for p in parts if p.tokens is not None)
+    for start in range(0, len(texts), step):
+        chunk = texts[start : start + step]
+        tensor = np.array([[t.encode("utf-8")] for t in chunk], dtype=object).reshape(len(chunk), 1)
+        out = await gw.client.infer(ensemble, {"TEXT": tensor}, timeout=gw.timeout, version=target.version)
+        emb = out.get("EMBEDDING")
+        if emb is None:
+            raise APIError(502, f"ensemble '{ensemble}' returned no EMBEDDING", type="server_error")
+        vectors.append(np.asarray(emb, np.float32).reshape(len(chunk), -1))
+        if out.get("NUM_TOKENS") is not None:
+            tokens += int(np.asarray(out["NUM_TOKENS"]).sum())
     matrix = np.concatenate(vectors) if len(vectors) > 1 else vectors[0]
     if body.dimensions is not None and body.dimensions != matrix.shape[1]:
         raise APIError(400, f"'dimensions' must be {matrix.shape[1]} for `{body.model}` (no truncation)",

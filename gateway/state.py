@@ -16,7 +16,6 @@ from pydantic import BaseModel
 from tritonforge.clients.client import AsyncClient
 from tritonforge.errors import ClientError
 from tritonforge.gateway.auth import KeyChecker
-from tritonforge.gateway.batching import EmbeddingBatcher
 from tritonforge.gateway.errors import APIError
 from tritonforge.gateway.generation import TOKEN_COUNT_INPUTS
 from tritonforge.gateway.metrics import Metrics
@@ -66,10 +65,6 @@ class Gateway:
         self.router = self._router(splits)
         self.metrics.watch(self.router)
         self._client: AsyncClient | None = None
-        self.embedder = EmbeddingBatcher(
-            self._embed_call, max_rows=self.models.embed_batch_size, max_calls=self.models.embed_calls_in_flight,
-            observe=lambda ensemble, joined: self.metrics.joined.labels(ensemble).observe(joined),
-        )
         # LoRA adapters as models of their own (as vLLM lists them): adapter id -> (chat model id, adapter name),
         # discovered from each chat ensemble's `lora_adapters` config parameter through Triton's model-config API
         self.adapters: dict[str, tuple[str, str]] = {}
@@ -105,9 +100,6 @@ class Gateway:
         if self._client is None:
             raise APIError(503, "the gateway is starting", type="server_error", code="service_unavailable")
         return self._client
-
-    async def _embed_call(self, ensemble: str, inputs: dict[str, Any], version: str) -> dict[str, Any]:
-        return await self.client.infer(ensemble, inputs, timeout=self.timeout, version=version)
 
     def knows(self, model_id: str) -> bool:
         return model_id in self.model_ids or model_id in self.adapters or self.router.get(model_id) is not None
