@@ -13,7 +13,9 @@ they were served in); a model with several 1-thread sessions splits that call's 
 `unpad_output_axes` (e.g. "1") names output axes that follow the input axes of the same index and are cut back to
 each request's own size (a cross-encoder's SCORES [batch, candidates]).
 
-Rows of [rows, sequence] inputs with an `attention_mask` (an embedding encoder's) are not run as one padded call:
+Rows of [rows, sequence] inputs with an `attention_mask` (an embedding encoder's) are not run as one padded call,
+nor are the (query, passage) pairs of [rows, candidates, sequence] inputs (a cross-encoder's, one score per pair,
+`unpad_output_axes: "1"`), each pair a row of its own, run as [1, pairs, sequence]:
 the rows of every request in the batch are sorted by their length (the mask's sum) and cut into calls of at most
 `max_rows_per_call` rows (default 16), each padded only to its own longest row, spread over one single-thread ONNX
 Runtime session per thread of the instance. Where to cut is call_plan.py's: the cut with the least predicted cost
@@ -21,7 +23,9 @@ under a per-call cost fitted at load from a few timed calls (parameter `call_cos
 2-core AVX2 CPU: sorted calls of 4 rows ran a batch of 16 rows 21% faster than one padded call (shorter padding,
 activations that stay in the core's cache), the fitted cut another 4-6% at batch 20 and 9-14% at batch 64 (fewer calls,
 each of which streams all the weights); two 1-thread sessions outran one 2-thread session at every batch size.
-Results do not change: padding is masked.
+Results do not change: padding is masked. A cross-encoder gains most, its pairs being long and of every length:
+20 passages of 4-16 sentences per query, MiniLM-sized, in process on a 2-core Zen 4, 1.73x one padded call of one
+request and 2.10x of four (tests/bench/probe_rerank_rows.py).
 """
 
 import itertools
@@ -49,7 +53,15 @@ class TritonPythonModel:
         names = [name for name, _ in self.inputs]
         variable_outputs = any(-1 in [int(d) for d in o.get("dims", [])] for o in config["output"])
         # rows can be regrouped when they are [rows, sequence] with a mask and each output is one vector per row
-        self.regroup = "attention_mask" in names and not self.unpad_axes and not variable_outputs
+        # (an encoder's), or [rows, candidates, sequence] with one score per (row, candidate) cut back to each
+        # request's candidates (a cross-encoder's: its graph runs [1, pairs, sequence] as `pairs` rows)
+        masked = "attention_mask" in names
+        self.pairs = (
+            masked and self.unpad_axes == [1] and len(config["output"]) == 1
+            and all(len(i.get("dims", [])) == 2 for i in config["input"])
+            and len(config["output"][0].get("dims", [])) == 1
+        )
+        self.regroup = masked and (self.pairs or (not self.unpad_axes and not variable_outputs))
         rows = int(params.get("max_rows_per_call") or 0)
         self.max_rows = rows if rows > 0 else 16
         version_dir = os.path.join(args["model_repository"], args["model_version"])
@@ -91,7 +103,8 @@ class TritonPythonModel:
         session = self.sessions[0]
 
         def run(rows, width):
-            session.run(self.outputs, self._plan.timing_feed(self.inputs, rows, width))
+            feed = self._plan.timing_feed(self.inputs, rows, width)
+            session.run(self.outputs, {name: a[None] for name, a in feed.items()} if self.pairs else feed)
 
         try:
             cost = self._plan.measure(run)
@@ -162,7 +175,8 @@ class TritonPythonModel:
             return f"ONNX Runtime failed on this request: {err}"
 
     def _run(self, batch):
-        if self.regroup and all(_right_padded(a["attention_mask"]) for a in batch):
+        masks = [_rows(a["attention_mask"]) for a in batch]
+        if self.regroup and all(len(m) and _right_padded(m) for m in masks):
             return self._run_by_length(batch)
         return self._run_padded(batch)
 
@@ -170,6 +184,8 @@ class TritonPythonModel:
         """Every row of the batch, sorted by length, cut into calls by call_plan and spread over the sessions (longest
         calls first, so the last to finish is short); results in request order. With several sessions no call takes
         more than its share of the rows, so that every session gets one."""
+        shapes = [a["attention_mask"].shape[:-1] for a in batch]  # (rows,) or (rows, candidates): how results go back
+        batch = [{name: _rows(a) for name, a in arrays.items()} for arrays in batch]  # pairs: one row each
         lengths = np.concatenate([a["attention_mask"].sum(axis=1) for a in batch]).astype(np.int64)
         rows = [(i, r) for i, a in enumerate(batch) for r in range(a["attention_mask"].shape[0])]
         order = np.argsort(-lengths, kind="stable")
@@ -187,11 +203,14 @@ class TritonPythonModel:
                     row = batch[i][name][r, :width]
                     block[j, : row.shape[0]] = row
                 feed[name] = block
+            if self.pairs:  # the graph takes [rows, candidates, sequence]: these pairs as one row's candidates
+                feed = {name: block[None] for name, block in feed.items()}
             session = self._idle.get()
             try:
-                return session.run(self.outputs, feed)
+                values = session.run(self.outputs, feed)
             finally:
                 self._idle.put(session)
+            return [v[0] for v in values] if self.pairs else values
 
         done = self._pool.map(call, chunks) if self._pool is not None and len(chunks) > 1 else map(call, chunks)
         results = [None] * len(rows)
@@ -199,10 +218,11 @@ class TritonPythonModel:
             for j, k in enumerate(chunk):
                 results[k] = [v[j] for v in values]
         out, k = [], 0
-        for a in batch:
+        for a, shape in zip(batch, shapes, strict=True):
             n = a["attention_mask"].shape[0]
             part = results[k : k + n]
-            out.append({name: np.stack([r[o] for r in part]) for o, name in enumerate(self.outputs)})
+            out.append({name: np.stack([r[o] for r in part]).reshape(shape + np.shape(part[0][o]))
+                        for o, name in enumerate(self.outputs)})
             k += n
         return out
 
@@ -261,6 +281,11 @@ def _load_sibling(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _rows(array):
+    """[rows, sequence], or [rows, candidates, sequence] as [rows * candidates, sequence] (one row per pair)."""
+    return array.reshape(-1, array.shape[-1]) if array.ndim > 2 else array
 
 
 def _right_padded(mask):

@@ -107,6 +107,31 @@ def test_reranker_scores_equal_pytorch(rag_server) -> None:
     assert float(np.abs(got - np.array(want)).max()) <= 1e-4
 
 
+def test_concurrent_reranks_batched_together_score_as_each_alone(rag_server) -> None:
+    """The runner scores the pairs of every request in a batch sorted by length, in calls of their own width: each
+    request must still get its own candidates' scores, in its order, as when it is served alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    words = ["GPUs", "run", "many", "kernels", "in", "parallel", "while", "bread", "needs", "flour", "water", "salt",
+             "and", "yeast"]
+    rng = np.random.default_rng(7)
+    asks = [(QUERIES[i % 4], [" ".join(rng.choice(words, size=n)) for n in rng.integers(1, 40, size=c)])
+            for i, c in enumerate((1, 3, 7, 12, 2, 9, 5, 16))]
+    with Client(rag_server.endpoints.grpc) as client:
+        alone = [client.rerank(q, ps) for q, ps in asks]
+
+    def ask(item: tuple[str, list[str]]) -> np.ndarray:
+        with Client(rag_server.endpoints.grpc) as own:
+            return own.rerank(*item)
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        for _ in range(3):
+            together = list(pool.map(ask, asks))
+            for got, want in zip(together, alone, strict=True):
+                assert got.shape == want.shape
+                assert float(np.abs(got - want).max()) <= 1e-4
+
+
 def test_search_with_reranking_keeps_the_best_top_n(rag_server) -> None:
     with Client(rag_server.endpoints.grpc) as client:
         candidates = client.search(QUERIES[:2], top_k=8)

@@ -194,6 +194,111 @@ def test_left_padded_batch_is_split_between_the_single_thread_sessions(module: A
     np.testing.assert_allclose(got[1], [[4.0, 5.0]])
     assert sorted(seen.values()) == [2, 2]
 
+def pair_scores_onnx(path: Path) -> None:
+    """SCORES [rows, candidates] = mean of input_ids over the mask + 1000 x the call's sequence width: a per-pair
+    score that padding does not change, and whose thousands show how wide the call that scored it was."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["input_ids"], ["ids_f"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["ids_f", "mask_f"], ["masked"]),
+            helper.make_node("ReduceSum", ["masked", "axis2"], ["total"], keepdims=0),
+            helper.make_node("ReduceSum", ["mask_f", "axis2"], ["count"], keepdims=0),
+            helper.make_node("Div", ["total", "count"], ["mean"]),
+            helper.make_node("Shape", ["input_ids"], ["shape"]),
+            helper.make_node("Gather", ["shape", "two"], ["width_i"]),
+            helper.make_node("Cast", ["width_i"], ["width"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["width", "thousand"], ["marker"]),
+            helper.make_node("Add", ["mean", "marker"], ["SCORES"]),
+        ],
+        "pair_scores",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["rows", "candidates", "seq"])
+         for n in ("input_ids", "attention_mask", "token_type_ids")],
+        [helper.make_tensor_value_info("SCORES", TensorProto.FLOAT, ["rows", "candidates"])],
+        [
+            helper.make_tensor("axis2", TensorProto.INT64, [1], [2]),
+            helper.make_tensor("two", TensorProto.INT64, [], [2]),
+            helper.make_tensor("thousand", TensorProto.FLOAT, [], [1000.0]),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def load_cross_encoder(module: types.ModuleType, tmp_path: Path, **params: str) -> Any:
+    """The runner as the reranker's config declares it (builders/cross_encoder.py): [candidates, sequence] inputs,
+    SCORES [candidates] cut back to each request's candidates."""
+    version = tmp_path / "reranker" / "1"
+    version.mkdir(parents=True)
+    pair_scores_onnx(version / "model.onnx")
+    config = {
+        "name": "reranker",
+        "backend": "python",
+        "max_batch_size": 16,
+        "input": [{"name": n, "data_type": "TYPE_INT64", "dims": [-1, -1], "allow_ragged_batch": True}
+                  for n in ("input_ids", "attention_mask", "token_type_ids")],
+        "output": [{"name": "SCORES", "data_type": "TYPE_FP32", "dims": [-1]}],
+        "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
+        "parameters": {k: {"string_value": v} for k, v in {"unpad_output_axes": "1", **params}.items()},
+    }
+    model = module.TritonPythonModel()
+    model.initialize({"model_config": json.dumps(config), "model_repository": str(version.parent),
+                      "model_version": "1", "model_name": "reranker", "model_instance_kind": "CPU"})
+    return model
+
+
+def pairs_request(candidates: list[list[int]], width: int | None = None, left: bool = False) -> Request:
+    """One query's candidates as the pair tokenizer sends them: [1, candidates, sequence], padded to ``width``."""
+    width = width or max(len(r) for r in candidates)
+    ids = np.zeros((1, len(candidates), width), np.int64)
+    mask = np.zeros_like(ids)
+    for i, r in enumerate(candidates):
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[0, i, span], mask[0, i, span] = r, 1
+    return Request(input_ids=ids, attention_mask=mask, token_type_ids=np.zeros_like(ids))
+
+
+def test_cross_encoder_pairs_run_sorted_by_length_across_requests_each_as_narrow_as_its_call(
+    module: Any, tmp_path: Path
+) -> None:
+    model = load_cross_encoder(module, tmp_path, max_rows_per_call="2", call_cost="1,0.01,0",
+                               intra_op_thread_count="2")
+    assert model.pairs and model.regroup and len(model.sessions) == 2
+    requests = [pairs_request([[5] * 7, [1, 2], [3] * 6], width=12), pairs_request([[9] * 7, [4]])]
+    got = outputs(model.execute(requests))
+    assert [g.shape for g in got] == [(1, 3), (1, 2)]  # each request its own candidates, no padded ones
+    np.testing.assert_allclose(got[0] % 1000, [[5.0, 1.5, 3.0]])
+    np.testing.assert_allclose(got[1] % 1000, [[9.0, 4.0]])
+    # pairs of lengths 7, 7, 6, 2, 1 (both requests together), at most 2 per call: (7 7) (6) (2 1) pads least;
+    # every call as wide as its own longest pair, never the 12 of the first request's padding
+    np.testing.assert_allclose(got[0] // 1000, [[7, 2, 6]])
+    np.testing.assert_allclose(got[1] // 1000, [[7, 2]])
+
+
+def test_cross_encoder_pairs_scores_equal_the_padded_call(module: Any, tmp_path: Path) -> None:
+    """The planned calls give every pair the score of the one padded call (the width marker aside)."""
+    model = load_cross_encoder(module, tmp_path)
+    rng = np.random.default_rng(0)
+    requests = [pairs_request([list(rng.integers(1, 50, size=n)) for n in rng.integers(1, 30, size=c)])
+                for c in (1, 5, 20)]
+    planned = outputs(model.execute(requests))
+    model.regroup = False  # the runner's padded path: one call for the whole batch
+    padded = outputs(model.execute(requests))
+    for p, q in zip(planned, padded, strict=True):
+        np.testing.assert_allclose(p % 1000, q % 1000, rtol=1e-6)
+    widest = max(r.inputs()[0].as_numpy().shape[2] for r in requests)
+    assert {int(v) for v in padded[0].ravel() // 1000} == {widest}  # the padded call: as wide as the widest
+
+
+def test_left_padded_cross_encoder_pairs_keep_the_padded_call(module: Any, tmp_path: Path) -> None:
+    model = load_cross_encoder(module, tmp_path, max_rows_per_call="1")
+    got = outputs(model.execute([pairs_request([[2] * 5, [8]], left=True), pairs_request([[4, 4]])]))
+    np.testing.assert_allclose(got[0], [[5002.0, 5008.0]])
+    np.testing.assert_allclose(got[1], [[5004.0]])
+
+
 def test_a_bad_request_fails_alone(module: Any, tmp_path: Path) -> None:
     model = load(module, tmp_path)
     bad = Request(input_ids=np.zeros((2, 3), np.int64))  # no attention_mask
