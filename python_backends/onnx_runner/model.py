@@ -24,8 +24,8 @@ under a per-call cost fitted at load from a few timed calls (parameter `call_cos
 activations that stay in the core's cache), the fitted cut another 4-6% at batch 20 and 9-14% at batch 64 (fewer calls,
 each of which streams all the weights); two 1-thread sessions outran one 2-thread session at every batch size.
 Results do not change: padding is masked. A cross-encoder gains most, its pairs being long and of every length:
-20 passages of 4-16 sentences per query, MiniLM-sized, in process on a 2-core Zen 4, 1.73x one padded call of one
-request and 2.10x of four (tests/bench/probe_rerank_rows.py).
+MiniLM-sized, 20 passages of 4-16 sentences per query, served on a 2-core Zen 4, 1.86x the pairs/s of one padded
+call per batch with 1 query in flight and 2.17x with 4 (tests/bench/probe_rerank_rows.py).
 """
 
 import itertools
