@@ -9,7 +9,11 @@ gateways in front of it, each its own process, and alternates the issue #17 load
 - HTTP client (an experiment, not shipped): the gateway's Triton client speaks HTTP/REST (tritonclient's aiohttp
   client, binary tensors) instead of gRPC.
 
-    python tests/bench/probe_gateway_variants.py        # ~6 min; writes docs/bench/gateway_variants.json
+- sync gRPC in threads (an experiment, not shipped; `--threads`, against the shipped gateway only): each infer on
+  tritonclient's blocking gRPC client in a thread pool instead of the aio client and its polling thread.
+
+    python tests/bench/probe_gateway_variants.py            # ~6 min; writes docs/bench/gateway_variants.json
+    python tests/bench/probe_gateway_variants.py --threads  # ~5 min; writes docs/bench/gateway_threads.json
 """
 
 from __future__ import annotations
@@ -73,12 +77,30 @@ def _serve(variant: str, grpc_url: str, http_url: str, port: int) -> None:
     elif variant == "HTTP client":
         real = state.AsyncClient
         state.AsyncClient = lambda url, proto, **kw: real(http_url, "http", **kw)  # type: ignore[assignment,misc]
+    elif variant == "sync gRPC in threads":
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tritonforge.clients.client import Client
+
+        class Threaded(state.AsyncClient):  # type: ignore[misc,name-defined]
+            """The aio client for everything but infer, which a blocking gRPC client runs in a thread per call."""
+
+            def __init__(self, url: str, proto: Any, **kw: Any) -> None:
+                super().__init__(url, proto, **kw)
+                self._sync = Client(url, "grpc", **kw)
+                asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32))
+
+            async def infer(self, model: str, inputs: Any, outputs: Any = None, **kw: Any) -> Any:
+                return await asyncio.to_thread(self._sync.infer, model, inputs, outputs, **kw)
+
+        state.AsyncClient = Threaded  # type: ignore[misc]
     setup = _gateway_setup("127.0.0.1", None, None, ["embeddings:minilm=embed"], None, True)
     uvicorn.run(setup.app(grpc_url),  # type: ignore[arg-type]
                 host="127.0.0.1", port=port, log_level="warning", http=protocol)
 
 
-def main() -> None:
+def main(variants: tuple[str, ...] = VARIANTS, out: str = "gateway_variants.json") -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
     from bench_support import embed_bench
     from probe_call_plan import _targets_bench
@@ -91,14 +113,14 @@ def main() -> None:
     try:
         server.start()
         ports = {}
-        for variant in VARIANTS:
+        for variant in variants:
             ports[variant] = free_port()
             gateways[variant] = subprocess.Popen(
                 [sys.executable, __file__, "--serve", variant, server.endpoints.grpc, server.endpoints.http,
                  str(ports[variant])], stdout=subprocess.DEVNULL)
             if b._wait_healthy(ports[variant], gateways[variant], 60, poll_s=0.5) is not None:
                 raise RuntimeError(f"gateway {variant!r} did not start")
-        rounds: dict[str, list[float]] = {name: [] for name in (*VARIANTS, "gRPC")}
+        rounds: dict[str, list[float]] = {name: [] for name in (*variants, "gRPC")}
         for r in range(ROUNDS):
             order = list(rounds)[r % len(rounds):] + list(rounds)[: r % len(rounds)]  # rotated each round
             for name in order:
@@ -113,20 +135,22 @@ def main() -> None:
         server.stop()
     medians = {name: statistics.median(v) for name, v in rounds.items()}
     result = {
-        "command": "python tests/bench/probe_gateway_variants.py",
+        "command": "python tests/bench/probe_gateway_variants.py" + ("" if variants == VARIANTS else " --threads"),
         "machine": targets.machine(),
         "rounds": ROUNDS,
         "medians_sentences_per_s": medians,
-        "vs_grpc": {name: round(medians[name] / medians["gRPC"], 3) for name in VARIANTS},
-        "vs_shipped": {name: round(medians[name] / medians["shipped"], 3) for name in VARIANTS},
+        "vs_grpc": {name: round(medians[name] / medians["gRPC"], 3) for name in variants},
+        "vs_shipped": {name: round(medians[name] / medians["shipped"], 3) for name in variants},
         "per_round": rounds,
     }
-    (ROOT / "docs" / "bench" / "gateway_variants.json").write_text(json.dumps(result, indent=2) + "\n")
+    (ROOT / "docs" / "bench" / out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("medians_sentences_per_s", "vs_grpc", "vs_shipped")}, indent=2))
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
         _serve(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif sys.argv[1:2] == ["--threads"]:
+        main(("shipped", "sync gRPC in threads"), "gateway_threads.json")
     else:
         main()
