@@ -132,6 +132,19 @@ def test_concurrent_reranks_batched_together_score_as_each_alone(rag_server) -> 
                 assert float(np.abs(got - want).max()) <= 1e-4
 
 
+def test_a_rerank_of_512_passages_scores_each_pair_as_in_small_requests(rag_server) -> None:
+    """The gateway's largest rerank (512 documents) runs in calls of at most 16 pairs (max_rows_per_call), not one
+    [1, 512, width] call; every pair's score is the one it gets in a request of 64."""
+    rng = np.random.default_rng(11)
+    words = ["thunder", "follows", "lightning", "because", "heated", "air", "expands", "suddenly", "bread", "rises"]
+    passages = [" ".join(rng.choice(words, size=n)) for n in rng.integers(1, 120, size=512)]
+    with Client(rag_server.endpoints.grpc) as client:
+        whole = client.rerank("what makes thunder", passages)
+        parts = np.concatenate([client.rerank("what makes thunder", passages[i : i + 64]) for i in range(0, 512, 64)])
+    assert whole.shape == (512,)
+    assert float(np.abs(whole - parts).max()) <= 1e-4
+
+
 def test_search_with_reranking_keeps_the_best_top_n(rag_server) -> None:
     with Client(rag_server.endpoints.grpc) as client:
         candidates = client.search(QUERIES[:2], top_k=8)
