@@ -12,11 +12,18 @@ The forward pass is the one tritonforge exports to ONNX (builders/onnx_encoder.p
   [rows, candidates, sequence] inputs, sigmoid when `activation` is "sigmoid"; output [rows, candidates].
 `precision: fp16` runs the weights in half precision on a GPU (float32 on CPU, where half is slow); outputs are
 float32 numpy arrays either way.
+
+A batch is one padded call, the shape a GPU wants, except that the pairs of a scoring batch go through the model at
+most `max_rows_per_call` (default 64) at a time: a batch of 16 queries with 512 passages each is 8192 pairs, whose
+attention in one forward would want [8192, heads, width, width] activations per layer (tens of GB at width 512);
+64 pairs of 512 tokens are 32k tokens, enough to fill a GPU.
 """
 
 import os
 
 import numpy as np
+
+DEFAULT_PAIRS_PER_CALL = 64
 
 
 class TorchEncoder:
@@ -36,6 +43,9 @@ class TorchEncoder:
             raise ValueError(f"parameter pooling must be 'mean' or 'cls', got {self.pooling!r}")
         self.normalize = params.get("normalize", "true") == "true"
         self.sigmoid = params.get("activation", "none") == "sigmoid"
+        self.pairs_per_call = int(params.get("max_rows_per_call") or 0) or DEFAULT_PAIRS_PER_CALL
+        if self.pairs_per_call < 1:
+            raise ValueError(f"parameter max_rows_per_call must be >= 1, got {self.pairs_per_call}")
         self.device = torch.device(device)
         half = params.get("precision") == "fp16" and self.device.type == "cuda"
         auto = transformers.AutoModel if self.task == "embedding" else transformers.AutoModelForSequenceClassification
@@ -54,7 +64,12 @@ class TorchEncoder:
             if self.task == "scoring":
                 rows, candidates = tensors["input_ids"].shape[:2]
                 flat = {name: t.reshape(rows * candidates, -1) for name, t in tensors.items()}
-                logits = self.model(**flat, return_dict=False)[0][:, 0].float().reshape(rows, candidates)
+                step = self.pairs_per_call
+                parts = [
+                    self.model(**{name: t[i : i + step] for name, t in flat.items()}, return_dict=False)[0][:, 0]
+                    for i in range(0, rows * candidates, step)
+                ]
+                logits = torch.cat(parts).float().reshape(rows, candidates)
                 out = torch.sigmoid(logits) if self.sigmoid else logits
             else:
                 hidden = self.model(**tensors, return_dict=False)[0].float()

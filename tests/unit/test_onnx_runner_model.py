@@ -355,3 +355,31 @@ def test_the_torch_engine_loads_without_onnxruntime_and_embeds_like_the_onnx_exp
     session = onnxruntime.InferenceSession(str(artifact.onnx_path), providers=["CPUExecutionProvider"])
     for feed, out in zip(feeds, got, strict=True):
         np.testing.assert_allclose(out, session.run(None, feed)[0], atol=1e-4)
+
+
+def test_the_torch_scoring_engine_runs_at_most_max_rows_per_call_pairs_per_forward() -> None:
+    """A large rerank batch on the torch engine (gpu images) goes through the model in slices of pairs, bounding its
+    activations; the scores equal one forward over every pair."""
+    import importlib.util
+
+    from tritonforge.builders.checkpoints import resolve_checkpoint
+
+    spec = importlib.util.spec_from_file_location("torch_engine_under_test", MODEL_PY.parent / "torch_engine.py")
+    assert spec is not None and spec.loader is not None
+    engine_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(engine_module)
+    checkpoint = str(resolve_checkpoint("random:cross-encoder"))
+    sliced = engine_module.TorchEncoder(checkpoint, {"task": "scoring", "max_rows_per_call": "3"}, "cpu")
+    whole = engine_module.TorchEncoder(checkpoint, {"task": "scoring", "max_rows_per_call": "1000"}, "cpu")
+    assert engine_module.TorchEncoder(checkpoint, {"task": "scoring"}, "cpu").pairs_per_call == 64
+    seen: list[int] = []
+    forward = sliced.model.forward
+    sliced.model.forward = lambda **kw: (seen.append(int(kw["input_ids"].shape[0])), forward(**kw))[1]
+    rng = np.random.default_rng(3)
+    ids = rng.integers(5, 90, size=(2, 4, 9)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[:, :, 6:] = 0
+    feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    got = sliced.run(["SCORES"], feed)[0]
+    assert got.shape == (2, 4) and seen == [3, 3, 2]
+    np.testing.assert_allclose(got, whole.run(["SCORES"], feed)[0], atol=1e-5)
