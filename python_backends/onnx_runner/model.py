@@ -175,7 +175,7 @@ class TritonPythonModel:
             return f"ONNX Runtime failed on this request: {err}"
 
     def _run(self, batch):
-        masks = [_rows(a["attention_mask"]) for a in batch]
+        masks = (_rows(a["attention_mask"]) for a in batch)  # read only when the model regroups
         if self.regroup and all(len(m) and _right_padded(m) for m in masks):
             return self._run_by_length(batch)
         return self._run_padded(batch)

@@ -54,7 +54,6 @@ def _build(checkpoint: Path, repo: Path) -> None:
 
 
 def _requests(n: int = 32) -> list[dict[str, Any]]:
-    sys.path[:0] = [str(ROOT / "tests")]
     from tritonforge.bench import SENTENCES
     from tritonforge.clients.pipelines import rerank_request
 

@@ -75,14 +75,21 @@ def load(module: types.ModuleType, tmp_path: Path, **params: str) -> Any:
     return model
 
 
-def request(rows: list[list[int]], width: int | None = None, left: bool = False) -> Request:
-    """One request: rows of token ids padded (right, or left) with 0 to ``width`` (default: its longest row)."""
+def padded(rows: list[list[int]], width: int | None = None, left: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask): rows of token ids padded (right, or left) with 0 to ``width`` (default: the
+    longest row)."""
     width = width or max(len(r) for r in rows)
     ids = np.zeros((len(rows), width), np.int64)
     mask = np.zeros((len(rows), width), np.int64)
     for i, r in enumerate(rows):
         span = slice(width - len(r), width) if left else slice(0, len(r))
         ids[i, span], mask[i, span] = r, 1
+    return ids, mask
+
+
+def request(rows: list[list[int]], width: int | None = None, left: bool = False) -> Request:
+    """One request: rows of token ids padded (right, or left) with 0 to ``width`` (default: its longest row)."""
+    ids, mask = padded(rows, width, left)
     return Request(input_ids=ids, attention_mask=mask)
 
 
@@ -194,6 +201,7 @@ def test_left_padded_batch_is_split_between_the_single_thread_sessions(module: A
     np.testing.assert_allclose(got[1], [[4.0, 5.0]])
     assert sorted(seen.values()) == [2, 2]
 
+
 def pair_scores_onnx(path: Path) -> None:
     """SCORES [rows, candidates] = mean of input_ids over the mask + 1000 x the call's sequence width: a per-pair
     score that padding does not change, and whose thousands show how wide the call that scored it was."""
@@ -251,13 +259,8 @@ def load_cross_encoder(module: types.ModuleType, tmp_path: Path, **params: str) 
 
 def pairs_request(candidates: list[list[int]], width: int | None = None, left: bool = False) -> Request:
     """One query's candidates as the pair tokenizer sends them: [1, candidates, sequence], padded to ``width``."""
-    width = width or max(len(r) for r in candidates)
-    ids = np.zeros((1, len(candidates), width), np.int64)
-    mask = np.zeros_like(ids)
-    for i, r in enumerate(candidates):
-        span = slice(width - len(r), width) if left else slice(0, len(r))
-        ids[0, i, span], mask[0, i, span] = r, 1
-    return Request(input_ids=ids, attention_mask=mask, token_type_ids=np.zeros_like(ids))
+    ids, mask = padded(candidates, width, left)
+    return Request(input_ids=ids[None], attention_mask=mask[None], token_type_ids=np.zeros_like(ids)[None])
 
 
 def test_cross_encoder_pairs_run_sorted_by_length_across_requests_each_as_narrow_as_its_call(
