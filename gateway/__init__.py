@@ -54,6 +54,7 @@ unavailable or overloaded 503, deadline 504; a request Triton rejects (prompt to
 The package: :mod:`.app` (create_app: the FastAPI app, its lifespan and error handling), :mod:`.state` (the
 gateway's state: the Triton connection, models, adapters, routing to models and split arms), :mod:`.routes` (the
 endpoints), :mod:`.schemas` (request bodies and limits), :mod:`.generation` (chat/completions, streamed as SSE),
+:mod:`.embeddings` (an embeddings request's Triton requests, a bounded number in flight),
 :mod:`.errors` (APIError, the OpenAI error body), :mod:`.models`, :mod:`.auth`, :mod:`.splits`, :mod:`.metrics`.
 """
 

@@ -27,6 +27,7 @@ class GatewayModels:
     rerank: Mapping[str, str] = field(default_factory=lambda: {"reranker": "rerank"})
     engine_models: Mapping[str, str | None] = field(default_factory=dict)
     embed_batch_size: int = 32  # texts per Triton request (keep <= the embed ensemble's max_batch_size)
+    embed_requests_in_flight: int = 2  # of one /v1/embeddings request's Triton requests (gateway/embeddings.py)
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
@@ -39,6 +40,8 @@ class GatewayModels:
                 seen[model_id] = kind
         if self.embed_batch_size < 1:
             raise ValueError(f"embed_batch_size={self.embed_batch_size} must be >= 1")
+        if self.embed_requests_in_flight < 1:
+            raise ValueError(f"embed_requests_in_flight={self.embed_requests_in_flight} must be >= 1")
 
     def ids(self) -> list[tuple[str, str, str]]:
         """(id, kind, ensemble) of every configured model."""

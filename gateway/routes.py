@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from tritonforge.errors import ClientError
+from tritonforge.gateway.embeddings import embed_texts
 from tritonforge.gateway.errors import APIError
 from tritonforge.gateway.generation import flatten_messages, generate, sampling
 from tritonforge.gateway.schemas import (
@@ -93,20 +94,7 @@ async def embeddings(request: Request) -> Any:
         if not text:
             raise APIError(400, f"'input[{i}]' must not be an empty string", param="input", code="invalid_value")
     target = gw.route(request, body, "embeddings")
-    ensemble = target.triton_model
-    vectors, tokens = [], 0
-    step = gw.models.embed_batch_size
-    for start in range(0, len(texts), step):
-        chunk = texts[start : start + step]
-        tensor = np.array([[t.encode("utf-8")] for t in chunk], dtype=object).reshape(len(chunk), 1)
-        out = await gw.client.infer(ensemble, {"TEXT": tensor}, timeout=gw.timeout, version=target.version)
-        emb = out.get("EMBEDDING")
-        if emb is None:
-            raise APIError(502, f"ensemble '{ensemble}' returned no EMBEDDING", type="server_error")
-        vectors.append(np.asarray(emb, np.float32).reshape(len(chunk), -1))
-        if out.get("NUM_TOKENS") is not None:
-            tokens += int(np.asarray(out["NUM_TOKENS"]).sum())
-    matrix = np.concatenate(vectors) if len(vectors) > 1 else vectors[0]
+    matrix, tokens = await embed_texts(gw, target.triton_model, texts, target.version)
     if body.dimensions is not None and body.dimensions != matrix.shape[1]:
         raise APIError(400, f"'dimensions' must be {matrix.shape[1]} for `{body.model}` (no truncation)",
                        param="dimensions", code="unsupported_parameter")

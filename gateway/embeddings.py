@@ -1,0 +1,58 @@
+"""The Triton side of ``/v1/embeddings``: a request's texts as chunks of ``embed_batch_size`` Triton requests, at
+most ``embed_requests_in_flight`` of them at a time.
+
+One chunk at a time left every encoder instance but one idle while a large request (an indexing job sends hundreds
+of texts at once) waited for its chunks in turn; chunks in flight together run on every instance, and the dynamic
+batcher may join them into fuller executions. The bound keeps one large request from filling the encoder's queue
+ahead of everyone else's. Measured (tests/bench/probe_embed_chunks.py, cpu target, two encoder instances, 512 texts):
+one chunk at a time 1.91 s, two 1.13 s, four 1.06 s; beside 16 small requests in flight, those kept 325.5, 257.5 and
+168.5 sentences/s. Two is the default: most of the gain, a bounded share of the encoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tritonforge.gateway.errors import APIError
+
+if TYPE_CHECKING:
+    from tritonforge.gateway.state import Gateway
+
+
+async def embed_texts(gw: Gateway, ensemble: str, texts: list[str], version: str) -> tuple[np.ndarray, int]:
+    """The float32 rows of ``texts`` in order, and the tokens the ensemble counted (NUM_TOKENS; 0 if it has none).
+
+    A chunk that fails cancels the chunks not yet answered, and its error is the request's."""
+    step = max(1, gw.models.embed_batch_size)
+    chunks = [texts[start : start + step] for start in range(0, len(texts), step)]
+    if len(chunks) == 1:
+        return await _embed_chunk(gw, ensemble, chunks[0], version)
+    gate = asyncio.Semaphore(gw.models.embed_requests_in_flight)
+
+    async def bounded(chunk: list[str]) -> tuple[np.ndarray, int]:
+        async with gate:
+            return await _embed_chunk(gw, ensemble, chunk, version)
+
+    tasks = [asyncio.ensure_future(bounded(chunk)) for chunk in chunks]
+    try:
+        results = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # retrieved: no "exception never retrieved" warnings
+        raise
+    return np.concatenate([rows for rows, _ in results]), sum(tokens for _, tokens in results)
+
+
+async def _embed_chunk(gw: Gateway, ensemble: str, chunk: list[str], version: str) -> tuple[np.ndarray, int]:
+    tensor = np.array([[t.encode("utf-8")] for t in chunk], dtype=object).reshape(len(chunk), 1)
+    out = await gw.client.infer(ensemble, {"TEXT": tensor}, timeout=gw.timeout, version=version)
+    emb = out.get("EMBEDDING")
+    if emb is None:
+        raise APIError(502, f"ensemble '{ensemble}' returned no EMBEDDING", type="server_error")
+    rows = np.asarray(emb, np.float32).reshape(len(chunk), -1)
+    tokens = int(np.asarray(out["NUM_TOKENS"]).sum()) if out.get("NUM_TOKENS") is not None else 0
+    return rows, tokens

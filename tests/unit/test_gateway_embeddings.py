@@ -1,0 +1,92 @@
+"""gateway/embeddings.py: a request's chunks in flight together, bounded, answered in order, failing as one."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tritonforge.errors import ClientError
+from tritonforge.gateway import GatewayModels
+from tritonforge.gateway.embeddings import embed_texts
+
+
+@dataclass
+class FakeTriton:
+    """An embed ensemble: row = [index of the text, its length]; NUM_TOKENS = length. Answers in reverse order of
+    arrival (the later chunk first) so that order is the gateway's to keep."""
+
+    fail_on: str | None = None
+    in_flight: int = 0
+    most_in_flight: int = 0
+    started: list[str] = field(default_factory=list)
+    cancelled: int = 0
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray], **_: Any) -> dict[str, np.ndarray]:
+        texts = [t.decode() for t in inputs["TEXT"].reshape(-1)]
+        self.started.append(texts[0])
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.05 / len(self.started))
+            if self.fail_on in texts:
+                raise ClientError(f"bad text {self.fail_on!r}")
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.in_flight -= 1
+        rows = np.array([[float(t.split()[1]), float(len(t))] for t in texts], np.float32)
+        return {"EMBEDDING": rows, "NUM_TOKENS": np.array([[len(t)] for t in texts], np.int32)}
+
+
+@dataclass
+class FakeGateway:
+    client: FakeTriton
+    models: GatewayModels
+    timeout: float | None = None
+
+
+def _gateway(triton: FakeTriton, batch: int, in_flight: int) -> FakeGateway:
+    return FakeGateway(triton, GatewayModels(embed_batch_size=batch, embed_requests_in_flight=in_flight))
+
+
+TEXTS = [f"text {i}" for i in range(100)]
+
+
+@pytest.mark.parametrize("in_flight", [1, 3, 8])
+def test_chunks_come_back_in_order_with_at_most_the_bound_in_flight(in_flight: int) -> None:
+    triton = FakeTriton()
+    rows, tokens = asyncio.run(embed_texts(_gateway(triton, 8, in_flight), "embed", TEXTS, ""))  # type: ignore[arg-type]
+    assert rows.shape == (100, 2)
+    np.testing.assert_array_equal(rows[:, 0], np.arange(100))
+    assert tokens == sum(len(t) for t in TEXTS)
+    assert len(triton.started) == 13  # 100 texts in chunks of 8
+    assert triton.most_in_flight == in_flight
+
+
+def test_one_chunk_is_one_call() -> None:
+    triton = FakeTriton()
+    rows, _ = asyncio.run(embed_texts(_gateway(triton, 32, 4), "embed", TEXTS[:32], ""))  # type: ignore[arg-type]
+    assert rows.shape == (32, 2) and triton.started == ["text 0"]
+
+
+def test_a_failing_chunk_fails_the_request_and_cancels_the_chunks_in_flight() -> None:
+    triton = FakeTriton(fail_on="text 40")
+
+    async def run() -> None:
+        await embed_texts(_gateway(triton, 10, 4), "embed", TEXTS, "")  # type: ignore[arg-type]
+
+    with pytest.raises(ClientError, match="bad text 'text 40'"):
+        asyncio.run(run())
+    assert triton.in_flight == 0  # nothing left running
+    assert triton.cancelled >= 1  # the chunks beside the failing one were stopped, not waited for
+    assert "text 90" not in triton.started  # chunks behind the bound were never sent
+
+
+def test_the_bound_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="embed_requests_in_flight=0 must be >= 1"):
+        GatewayModels(embed_requests_in_flight=0)
