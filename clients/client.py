@@ -15,7 +15,8 @@ access layer's :class:`~tritonforge.triton.Connection`; this module adds the pip
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from tritonforge.clients.generation import (
 )
 from tritonforge.clients.pipelines import Hit, rerank_request, rerank_scores, search_request, search_results
 from tritonforge.errors import ClientError
+from tritonforge.triton.bounded import gather_bounded
 from tritonforge.triton.connection import AsyncConnection, Connection
 from tritonforge.triton.errors import classify_error
 from tritonforge.triton.options import (
@@ -83,6 +85,17 @@ def _text_tensor(texts: list[str]) -> np.ndarray:
     return np.array(encoded, dtype=object).reshape(len(texts), 1)
 
 
+def _step(batch_size: int | None, n: int, max_batch_size: Callable[[], int]) -> int:
+    """Texts per request: ``batch_size``, else the model's ``max_batch_size`` (0: no batching, all in one)."""
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ClientError(f"batch_size={batch_size} must be >= 1")
+        return batch_size
+    if n <= 1:
+        return 1
+    return max_batch_size() or n
+
+
 def _check_embedding(out: np.ndarray | None, n: int, model: str) -> np.ndarray:
     if out is None:
         raise ClientError(f"model '{model}' returned no EMBEDDING output")
@@ -105,24 +118,29 @@ class Client(Connection):
 
     def __init__(self, url: str, protocol: Protocol = "grpc", **kwargs: Any) -> None:
         super().__init__(url, protocol, **kwargs)
+        self._max_batch_sizes: dict[str, int] = {}  # per model, read once (embed without batch_size)
 
     def embed(
         self, texts: Sequence[str], *, model: str = "embed", timeout: float | None = None, batch_size: int | None = None
     ) -> np.ndarray:
         """Embed ``texts`` with ``model`` (``TEXT`` BYTES [n, 1] -> ``EMBEDDING`` FP32 [n, dim]); float32 [n, dim].
 
-        ``batch_size`` splits a long list into several requests (e.g. the model's max_batch_size).
+        A list longer than ``batch_size`` goes as several requests, one after another; ``batch_size`` None: the
+        model's ``max_batch_size`` (read from its config once per model and client, only for more than one text).
         """
         items = _check_texts(texts)
-        if batch_size is not None and batch_size < 1:
-            raise ClientError(f"batch_size={batch_size} must be >= 1")
-        step = batch_size or len(items)
+        step = _step(batch_size, len(items), lambda: self._max_batch_size(model, timeout))
         parts = []
         for start in range(0, len(items), step):
             chunk = items[start : start + step]
             out = self.infer(model, {"TEXT": _text_tensor(chunk)}, ["EMBEDDING"], timeout=timeout)
             parts.append(_check_embedding(out.get("EMBEDDING"), len(chunk), model))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _max_batch_size(self, model: str, timeout: float | None) -> int:
+        if model not in self._max_batch_sizes:
+            self._max_batch_sizes[model] = int(self.model_config(model, timeout=timeout).get("max_batch_size", 0))
+        return self._max_batch_sizes[model]
 
     def search(
         self,
@@ -247,20 +265,34 @@ class AsyncClient(AsyncConnection):
 
     def __init__(self, url: str, protocol: Protocol = "grpc", **kwargs: Any) -> None:
         super().__init__(url, protocol, **kwargs)
+        self._max_batch_sizes: dict[str, int] = {}  # per model, read once (embed without batch_size)
 
     async def embed(
-        self, texts: Sequence[str], *, model: str = "embed", timeout: float | None = None, batch_size: int | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str = "embed",
+        timeout: float | None = None,
+        batch_size: int | None = None,
+        requests_in_flight: int = 2,
     ) -> np.ndarray:
-        """Embed ``texts`` (see :meth:`Client.embed`)."""
+        """Embed ``texts`` (see :meth:`Client.embed`); a long list's requests go at most ``requests_in_flight`` at a
+        time (2: enough to keep two model instances busy without filling the server's queue; see
+        ``docs/serving.md``), the rows in the order of ``texts``."""
         items = _check_texts(texts)
-        if batch_size is not None and batch_size < 1:
-            raise ClientError(f"batch_size={batch_size} must be >= 1")
-        step = batch_size or len(items)
-        parts = []
-        for start in range(0, len(items), step):
-            chunk = items[start : start + step]
+        if requests_in_flight < 1:
+            raise ClientError(f"requests_in_flight={requests_in_flight} must be >= 1")
+        if batch_size is None and len(items) > 1 and model not in self._max_batch_sizes:
+            config = await self.model_config(model, timeout=timeout)
+            self._max_batch_sizes[model] = int(config.get("max_batch_size", 0))
+        step = _step(batch_size, len(items), lambda: self._max_batch_sizes[model])
+
+        async def one(chunk: list[str]) -> np.ndarray:
             out = await self.infer(model, {"TEXT": _text_tensor(chunk)}, ["EMBEDDING"], timeout=timeout)
-            parts.append(_check_embedding(out.get("EMBEDDING"), len(chunk), model))
+            return _check_embedding(out.get("EMBEDDING"), len(chunk), model)
+
+        chunks = [items[start : start + step] for start in range(0, len(items), step)]
+        parts = await gather_bounded([functools.partial(one, chunk) for chunk in chunks], requests_in_flight)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     async def search(

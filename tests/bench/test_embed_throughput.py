@@ -460,13 +460,14 @@ def _http_closed_loop(
     measure_s: float,
     path: str = "/embeddings",
     encoding_format: str | None = None,
+    parse: Callable[[bytes], Any] = json.loads,
 ) -> dict[str, Any]:
     """The embed load over HTTP: ``concurrency`` workers, one keep-alive connection each, POST ``path``
     (OpenAI's embeddings body: infinity-emb serves it at /embeddings, tritonforge's gateway at /v1/embeddings).
 
     ``encoding_format="base64"`` asks for base64 float32 and decodes it as the openai SDK does when the caller
     names no format (its default: ``np.frombuffer(b64decode(...), "float32").tolist()``); None sends no field and
-    parses the floats from the JSON."""
+    parses the floats from the JSON. ``parse`` reads the body (the standard library's json, as most clients do)."""
     import base64
     import http.client
 
@@ -490,7 +491,7 @@ def _http_closed_loop(
                     data = response.read()
                     if response.status != 200:
                         raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
-                    rows = [item["embedding"] for item in json.loads(data)["data"]]
+                    rows = [item["embedding"] for item in parse(data)["data"]]
                     if encoding_format == "base64":
                         rows = [np.frombuffer(base64.b64decode(r), dtype="float32").tolist() for r in rows]
                     if len(rows) != SENTENCES_PER_REQUEST or len(rows[0]) < 2:

@@ -42,6 +42,9 @@ def test_embed_is_exact(toy_server, toy_models, protocol: str) -> None:
         # split into requests no larger than the model's max_batch_size
         many = [f"text number {i}" for i in range(40)]
         np.testing.assert_array_equal(client.embed(many, batch_size=16), expected(toy_models, many))
+        # no batch_size: the model's max_batch_size (read from its config), not one request Triton would refuse
+        assert 1 <= client.model_config("embed")["max_batch_size"] < len(many)
+        np.testing.assert_array_equal(client.embed(many), expected(toy_models, many))
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -49,7 +52,13 @@ def test_async_embed_is_exact(toy_server, toy_models, protocol: str) -> None:
     async def run() -> list[np.ndarray]:
         async with AsyncClient(url(toy_server, protocol), protocol) as client:
             assert await client.is_live() and await client.is_model_ready("embed")
-            return await asyncio.gather(*(client.embed([t]) for t in TEXTS))
+            singles = await asyncio.gather(*(client.embed([t]) for t in TEXTS))
+            # a long list: requests of the model's max_batch_size, or of batch_size, several in flight, in order
+            many = [f"text number {i}" for i in range(40)]
+            np.testing.assert_array_equal(await client.embed(many), expected(toy_models, many))
+            chunked = await client.embed(many, batch_size=3, requests_in_flight=4)
+            np.testing.assert_array_equal(chunked, expected(toy_models, many))
+            return singles
 
     got = np.concatenate(asyncio.run(run()))
     np.testing.assert_array_equal(got, expected(toy_models, TEXTS))

@@ -1,8 +1,10 @@
-"""gateway/embeddings.py: a request's chunks in flight together, bounded, answered in order, failing as one."""
+"""gateway/embeddings.py and tritonforge/triton/bounded.py: a request's chunks in flight together, bounded, answered in
+order, failing as one."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from tritonforge.errors import ClientError
 from tritonforge.gateway import GatewayModels
 from tritonforge.gateway.embeddings import embed_texts
+from tritonforge.triton.bounded import gather_bounded
 
 
 @dataclass
@@ -90,3 +93,31 @@ def test_a_failing_chunk_fails_the_request_and_cancels_the_chunks_in_flight() ->
 def test_the_bound_must_be_positive() -> None:
     with pytest.raises(ValueError, match="embed_requests_in_flight=0 must be >= 1"):
         GatewayModels(embed_requests_in_flight=0)
+
+
+def test_gather_bounded_refuses_a_limit_below_one() -> None:
+    with pytest.raises(ValueError, match="limit=0 must be >= 1"):
+        asyncio.run(gather_bounded([], 0))
+
+
+def test_a_cancelled_caller_cancels_every_call() -> None:
+    started, cancelled = [], []
+
+    async def call(i: int) -> int:
+        started.append(i)
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(i)
+            raise
+        return i
+
+    async def run() -> None:
+        outer = asyncio.ensure_future(gather_bounded([functools.partial(call, i) for i in range(6)], 2))
+        await asyncio.sleep(0.05)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+
+    asyncio.run(run())
+    assert started == [0, 1] and sorted(cancelled) == [0, 1]  # the other four never started

@@ -7,6 +7,7 @@
 - :mod:`~tritonforge.triton.connection`: :class:`Connection` / :class:`AsyncConnection` (health, metadata, config,
   statistics, repository API, infer, streams).
 - :mod:`~tritonforge.triton.load`: prepared requests for load generation (the bench).
+- :mod:`~tritonforge.triton.bounded`: several requests for one, a bounded number in flight, in order.
 
 Only modules of this package import tritonclient's transports (``tests/unit/test_layers.py`` checks it).
 """
