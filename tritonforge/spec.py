@@ -205,7 +205,9 @@ class Serving(Checked):
 
 
 def _tokenizer_defaults() -> Serving:
-    return Serving(max_batch_size=64, dynamic_batching=DynamicBatching(max_queue_delay_microseconds=500))
+    # batched without a queue delay: under load a step's requests queue behind its execution and batch anyway; a lone
+    # request is not held for a batch that cannot come (docs/performance.md, "Queue delays")
+    return Serving(max_batch_size=64, dynamic_batching=DynamicBatching())
 
 
 class EmbeddingModel(Serving):
