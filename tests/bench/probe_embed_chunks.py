@@ -115,7 +115,7 @@ def _mixed(port: int, targets: Any) -> dict[str, Any]:
 
 def main() -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
-    from bench_support import embed_bench
+    from bench_support import embed_bench, rotated, write_result
     from probe_call_plan import _targets_bench
 
     from tritonforge.server import TritonServer, free_port
@@ -133,7 +133,7 @@ def main() -> None:
             if b._wait_healthy(port, proc, 60, poll_s=0.5) is not None:
                 raise RuntimeError(f"the gateway with {n} in flight did not start")
         for r in range(ROUNDS):
-            for n in SETTINGS[r % len(SETTINGS):] + SETTINGS[: r % len(SETTINGS)]:  # rotated: no fixed order
+            for n in rotated(SETTINGS, r):
                 port = gateways[n][1]
                 row = {"idle_512_s": round(_idle(port), 3), "jobs_sentences_per_s": round(_jobs(port), 1)}
                 row.update(_mixed(port, targets))
@@ -152,8 +152,7 @@ def main() -> None:
         "medians_by_requests_in_flight": medians,
         "per_round": rows,
     }
-    (ROOT / "docs" / "bench" / "embed_chunks.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(medians, indent=2))
+    write_result("embed_chunks.json", result, ["medians_by_requests_in_flight"])
 
 
 if __name__ == "__main__":

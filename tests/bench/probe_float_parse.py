@@ -26,7 +26,7 @@ ROUNDS = 4
 def main() -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
     import orjson
-    from bench_support import embed_bench
+    from bench_support import embed_bench, rotated, write_result
     from probe_call_plan import _targets_bench
 
     from tritonforge.server import TritonServer, free_port
@@ -57,7 +57,7 @@ def main() -> None:
         }
         names = list(measures)
         for r in range(ROUNDS):
-            for name in names[r % len(names):] + names[: r % len(names)]:  # rotated: no fixed order
+            for name in rotated(names, r):
                 row = measures[name]()
                 assert not row["errors"], row
                 rounds.setdefault(name, []).append(row["sentences_per_s"])
@@ -75,8 +75,7 @@ def main() -> None:
         "vs_grpc": {name: round(v / medians["gRPC"], 3) for name, v in medians.items()},
         "per_round": rounds,
     }
-    (ROOT / "docs" / "bench" / "float_parse.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("medians_sentences_per_s", "vs_grpc")}, indent=2))
+    write_result("float_parse.json", result, ["medians_sentences_per_s", "vs_grpc"])
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ both delays 0 (a free instance takes whatever is queued), and alternates them ro
 
 from __future__ import annotations
 
-import json
-import statistics
 import sys
 import tempfile
 from collections.abc import Callable
@@ -34,7 +32,7 @@ def _delays(encoder_us: int, tokenizer_us: int) -> Callable[[dict[str, Any]], No
 
 def main() -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
-    from bench_support import embed_bench
+    from bench_support import embed_bench, medians, rotated, write_result
     from probe_call_plan import _targets_bench
 
     from tritonforge.server import TritonServer
@@ -56,7 +54,7 @@ def main() -> None:
             server.start()
         names = list(servers)
         for r in range(ROUNDS):
-            for name in names[r % 2:] + names[: r % 2]:
+            for name in rotated(names, r):
                 url = servers[name].endpoints.grpc
                 for load, (per_request, in_flight) in loads.items():
                     row = b._closed_loop(url, "embed", b._text_requests(per_request), ["EMBEDDING"],
@@ -68,18 +66,15 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
-    medians = {name: {load: {k: statistics.median(x[k] for x in v) for k in v[0]} for load, v in by_load.items()}
-               for name, by_load in rows.items()}
     result = {
         "command": "python tests/bench/probe_queue_delay.py",
         "machine": targets.machine(),
         "rounds": ROUNDS,
         "measure_s": MEASURE_S,
-        "medians": medians,
+        "medians": medians(rows),
         "per_round": rows,
     }
-    (ROOT / "docs" / "bench" / "queue_delay.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(medians, indent=2))
+    write_result("queue_delay.json", result, ["medians"])
 
 
 if __name__ == "__main__":

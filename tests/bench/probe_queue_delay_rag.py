@@ -12,8 +12,6 @@ them round by round at: 1 query in flight on `search`, 1 and 8 on `search_rerank
 
 from __future__ import annotations
 
-import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -51,7 +49,7 @@ def _spec(zero: set[tuple[str, str]]) -> dict[str, Any]:
 
 def main() -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
-    from bench_support import embed_bench
+    from bench_support import embed_bench, medians, rotated, write_result
     from probe_call_plan import _targets_bench
 
     from tritonforge.build import build
@@ -80,7 +78,7 @@ def main() -> None:
             server.start()
         names = list(servers)
         for r in range(ROUNDS):
-            for name in names[r % len(names):] + names[: r % len(names)]:  # rotated: no fixed order
+            for name in rotated(names, r):
                 url = servers[name].endpoints.grpc
                 for load, (model, in_flight) in loads.items():
                     row = b._closed_loop(url, model, requests, ["DOC_IDS", "SCORES"], concurrency=in_flight,
@@ -92,18 +90,15 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
-    medians = {name: {load: {k: statistics.median(x[k] for x in v) for k in v[0]} for load, v in by_load.items()}
-               for name, by_load in rows.items()}
     result = {
         "command": "python tests/bench/probe_queue_delay_rag.py",
         "machine": targets.machine(),
         "rounds": ROUNDS,
         "measure_s": MEASURE_S,
-        "medians": medians,
+        "medians": medians(rows),
         "per_round": rows,
     }
-    (ROOT / "docs" / "bench" / "queue_delay_rag.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(medians, indent=2))
+    write_result("queue_delay_rag.json", result, ["medians"])
 
 
 if __name__ == "__main__":
