@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -121,20 +122,39 @@ class Client(Connection):
         self._max_batch_sizes: dict[str, int] = {}  # per model, read once (embed without batch_size)
 
     def embed(
-        self, texts: Sequence[str], *, model: str = "embed", timeout: float | None = None, batch_size: int | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        model: str = "embed",
+        timeout: float | None = None,
+        batch_size: int | None = None,
+        requests_in_flight: int = 2,
     ) -> np.ndarray:
         """Embed ``texts`` with ``model`` (``TEXT`` BYTES [n, 1] -> ``EMBEDDING`` FP32 [n, dim]); float32 [n, dim].
 
-        A list longer than ``batch_size`` goes as several requests, one after another; ``batch_size`` None: the
-        model's ``max_batch_size`` (read from its config once per model and client, only for more than one text).
+        A list longer than ``batch_size`` goes as several requests, at most ``requests_in_flight`` at a time (threads;
+        over HTTP one after another), the rows in the order of ``texts``; the first failure is raised
+        and the requests not yet sent are not. ``batch_size`` None: the model's ``max_batch_size`` (read from its
+        config once per model and client, only for more than one text).
         """
         items = _check_texts(texts)
+        if requests_in_flight < 1:
+            raise ClientError(f"requests_in_flight={requests_in_flight} must be >= 1")
         step = _step(batch_size, len(items), lambda: self._max_batch_size(model, timeout))
-        parts = []
-        for start in range(0, len(items), step):
-            chunk = items[start : start + step]
+
+        def one(chunk: list[str]) -> np.ndarray:
             out = self.infer(model, {"TEXT": _text_tensor(chunk)}, ["EMBEDDING"], timeout=timeout)
-            parts.append(_check_embedding(out.get("EMBEDDING"), len(chunk), model))
+            return _check_embedding(out.get("EMBEDDING"), len(chunk), model)
+
+        chunks = [items[start : start + step] for start in range(0, len(items), step)]
+        if len(chunks) == 1 or requests_in_flight == 1 or self.protocol == "http":
+            parts = [one(chunk) for chunk in chunks]  # tritonclient's HTTP client is gevent's: one thread only
+        else:
+            pool = ThreadPoolExecutor(min(requests_in_flight, len(chunks)), thread_name_prefix="tritonforge-embed")
+            try:
+                parts = list(pool.map(one, chunks))
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # after a failure: the chunks not started never are
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _max_batch_size(self, model: str, timeout: float | None) -> int:
@@ -276,9 +296,8 @@ class AsyncClient(AsyncConnection):
         batch_size: int | None = None,
         requests_in_flight: int = 2,
     ) -> np.ndarray:
-        """Embed ``texts`` (see :meth:`Client.embed`); a long list's requests go at most ``requests_in_flight`` at a
-        time (2: enough to keep two model instances busy without filling the server's queue; see
-        ``docs/serving.md``), the rows in the order of ``texts``."""
+        """Embed ``texts`` (see :meth:`Client.embed`): a long list's requests at most ``requests_in_flight`` at a time
+        (2: enough to keep two model instances busy without filling the server's queue; ``docs/serving.md``)."""
         items = _check_texts(texts)
         if requests_in_flight < 1:
             raise ClientError(f"requests_in_flight={requests_in_flight} must be >= 1")

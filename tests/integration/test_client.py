@@ -45,6 +45,9 @@ def test_embed_is_exact(toy_server, toy_models, protocol: str) -> None:
         # no batch_size: the model's max_batch_size (read from its config), not one request Triton would refuse
         assert 1 <= client.model_config("embed")["max_batch_size"] < len(many)
         np.testing.assert_array_equal(client.embed(many), expected(toy_models, many))
+        # requests of 3, four in flight (threads), rows in order
+        chunked = client.embed(many, batch_size=3, requests_in_flight=4)
+        np.testing.assert_array_equal(chunked, expected(toy_models, many))
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -84,6 +87,11 @@ def test_server_error_then_next_request_succeeds(toy_server, toy_models, protoco
             client.embed(["fine", ""])
         assert not isinstance(info.value, TransientError)
         np.testing.assert_array_equal(client.embed(["again"]), expected(toy_models, ["again"]))
+        # one bad chunk among several in flight fails the call with its error; the client keeps working
+        bad = [f"fine {i}" for i in range(10)] + [""] + [f"fine {i}" for i in range(10, 20)]
+        with pytest.raises(ClientError, match="TEXT must not be empty"):
+            client.embed(bad, batch_size=2, requests_in_flight=3)
+        np.testing.assert_array_equal(client.embed(bad[:10], batch_size=2), expected(toy_models, bad[:10]))
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
