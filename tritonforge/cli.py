@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import threading
@@ -392,6 +393,8 @@ def _gateway_setup(
     model: list[str] | None,
     splits: Path | None,
     insecure_no_auth: bool,
+    embed_batch_size: int | None = None,
+    embed_requests_in_flight: int | None = None,
 ) -> _GatewaySetup:
     """Everything the gateway needs that can be wrong, checked before anything starts (exit 1, or 2 when open)."""
     try:
@@ -407,6 +410,8 @@ def _gateway_setup(
         keys = load_api_keys(api_keys_file)
         admin_keys = parse_key_file(admin_keys_file) if admin_keys_file is not None else []
         models = GatewayModels.parse(model) if model else GatewayModels()
+        tuning = {"embed_batch_size": embed_batch_size, "embed_requests_in_flight": embed_requests_in_flight}
+        models = dataclasses.replace(models, **{k: v for k, v in tuning.items() if v is not None})
         router = None
         if splits is not None:
             router = SplitRouter(path=splits, validate=lambda config: split_problems(models, config))
@@ -459,11 +464,20 @@ def gateway(
     insecure_no_auth: InsecureOpt = False,
     splits: SplitsOpt = None,
     admin_keys_file: AdminKeysFileOpt = None,
+    embed_batch_size: Annotated[
+        int | None,
+        typer.Option(help="texts per Triton request of /v1/embeddings (default 32; <= the ensemble's max_batch_size)"),
+    ] = None,
+    embed_requests_in_flight: Annotated[
+        int | None,
+        typer.Option(help="of one /v1/embeddings request's Triton requests at a time (default 2; docs/serving.md)"),
+    ] = None,
 ) -> None:
     """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
     import uvicorn
 
-    setup = _gateway_setup(host, api_keys_file, admin_keys_file, model, splits, insecure_no_auth)
+    setup = _gateway_setup(host, api_keys_file, admin_keys_file, model, splits, insecure_no_auth,
+                           embed_batch_size, embed_requests_in_flight)
     app_ = setup.app(triton)
     console.print(setup.banner(host, port, triton))
     uvicorn.run(app_, host=host, port=port, log_level="warning")  # type: ignore[arg-type]

@@ -121,3 +121,17 @@ def test_a_cancelled_caller_cancels_every_call() -> None:
 
     asyncio.run(run())
     assert started == [0, 1] and sorted(cancelled) == [0, 1]  # the other four never started
+
+
+def test_the_gateway_command_sets_both_and_refuses_a_bad_value(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from tritonforge.cli import _gateway_setup
+
+    setup = _gateway_setup("127.0.0.1", None, None, ["embeddings:minilm=embed"], None, False, 16, 3)
+    assert (setup.models.embed_batch_size, setup.models.embed_requests_in_flight) == (16, 3)
+    assert _gateway_setup("127.0.0.1", None, None, None, None, False).models.embed_requests_in_flight == 2
+    with pytest.raises(typer.Exit) as info:
+        _gateway_setup("127.0.0.1", None, None, None, None, False, None, 0)
+    assert info.value.exit_code == 1
+    assert "embed_requests_in_flight=0 must be >= 1" in capsys.readouterr().err.replace("\n", "")
