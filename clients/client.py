@@ -16,7 +16,7 @@ access layer's :class:`~tritonforge.triton.Connection`; this module adds the pip
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,7 +32,7 @@ from tritonforge.clients.generation import (
 )
 from tritonforge.clients.pipelines import Hit, rerank_request, rerank_scores, search_request, search_results
 from tritonforge.errors import ClientError
-from tritonforge.triton.bounded import gather_bounded
+from tritonforge.triton.bounded import chunked, gather_bounded
 from tritonforge.triton.connection import AsyncConnection, Connection
 from tritonforge.triton.errors import classify_error
 from tritonforge.triton.options import (
@@ -86,15 +86,15 @@ def _text_tensor(texts: list[str]) -> np.ndarray:
     return np.array(encoded, dtype=object).reshape(len(texts), 1)
 
 
-def _step(batch_size: int | None, n: int, max_batch_size: Callable[[], int]) -> int:
-    """Texts per request: ``batch_size``, else the model's ``max_batch_size`` (0: no batching, all in one)."""
-    if batch_size is not None:
-        if batch_size < 1:
-            raise ClientError(f"batch_size={batch_size} must be >= 1")
-        return batch_size
-    if n <= 1:
-        return 1
-    return max_batch_size() or n
+def _check_chunking(batch_size: int | None, requests_in_flight: int) -> None:
+    if requests_in_flight < 1:
+        raise ClientError(f"requests_in_flight={requests_in_flight} must be >= 1")
+    if batch_size is not None and batch_size < 1:
+        raise ClientError(f"batch_size={batch_size} must be >= 1")
+
+
+def _needs_max_batch_size(batch_size: int | None, items: list[str]) -> bool:
+    return batch_size is None and len(items) > 1  # one text fits any max_batch_size: no config read for it
 
 
 def _check_embedding(out: np.ndarray | None, n: int, model: str) -> np.ndarray:
@@ -138,15 +138,14 @@ class Client(Connection):
         config once per model and client, only for more than one text).
         """
         items = _check_texts(texts)
-        if requests_in_flight < 1:
-            raise ClientError(f"requests_in_flight={requests_in_flight} must be >= 1")
-        step = _step(batch_size, len(items), lambda: self._max_batch_size(model, timeout))
+        _check_chunking(batch_size, requests_in_flight)
+        max_batch = self._max_batch_size(model, timeout) if _needs_max_batch_size(batch_size, items) else 0
+        chunks = chunked(items, batch_size or max_batch or len(items))  # max_batch_size 0: no batching, all in one
 
         def one(chunk: list[str]) -> np.ndarray:
             out = self.infer(model, {"TEXT": _text_tensor(chunk)}, ["EMBEDDING"], timeout=timeout)
             return _check_embedding(out.get("EMBEDDING"), len(chunk), model)
 
-        chunks = [items[start : start + step] for start in range(0, len(items), step)]
         if len(chunks) == 1 or requests_in_flight == 1 or self.protocol == "http":
             parts = [one(chunk) for chunk in chunks]  # tritonclient's HTTP client is gevent's: one thread only
         else:
@@ -299,20 +298,22 @@ class AsyncClient(AsyncConnection):
         """Embed ``texts`` (see :meth:`Client.embed`): a long list's requests at most ``requests_in_flight`` at a time
         (2: enough to keep two model instances busy without filling the server's queue; ``docs/serving.md``)."""
         items = _check_texts(texts)
-        if requests_in_flight < 1:
-            raise ClientError(f"requests_in_flight={requests_in_flight} must be >= 1")
-        if batch_size is None and len(items) > 1 and model not in self._max_batch_sizes:
-            config = await self.model_config(model, timeout=timeout)
-            self._max_batch_sizes[model] = int(config.get("max_batch_size", 0))
-        step = _step(batch_size, len(items), lambda: self._max_batch_sizes[model])
+        _check_chunking(batch_size, requests_in_flight)
+        max_batch = await self._max_batch_size(model, timeout) if _needs_max_batch_size(batch_size, items) else 0
+        chunks = chunked(items, batch_size or max_batch or len(items))
 
         async def one(chunk: list[str]) -> np.ndarray:
             out = await self.infer(model, {"TEXT": _text_tensor(chunk)}, ["EMBEDDING"], timeout=timeout)
             return _check_embedding(out.get("EMBEDDING"), len(chunk), model)
 
-        chunks = [items[start : start + step] for start in range(0, len(items), step)]
         parts = await gather_bounded([functools.partial(one, chunk) for chunk in chunks], requests_in_flight)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    async def _max_batch_size(self, model: str, timeout: float | None) -> int:
+        if model not in self._max_batch_sizes:
+            config = await self.model_config(model, timeout=timeout)
+            self._max_batch_sizes[model] = int(config.get("max_batch_size", 0))
+        return self._max_batch_sizes[model]
 
     async def search(
         self,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tritonforge.gateway.errors import APIError
-from tritonforge.triton.bounded import gather_bounded
+from tritonforge.triton.bounded import chunked, gather_bounded
 
 if TYPE_CHECKING:
     from tritonforge.gateway.state import Gateway
@@ -27,10 +27,9 @@ async def embed_texts(gw: Gateway, ensemble: str, texts: list[str], version: str
     """The float32 rows of ``texts`` in order, and the tokens the ensemble counted (NUM_TOKENS; 0 if it has none).
 
     A chunk that fails cancels the chunks not yet answered, and its error is the request's."""
-    step = gw.models.embed_batch_size
-    chunks = [texts[start : start + step] for start in range(0, len(texts), step)]
     results = await gather_bounded(
-        [functools.partial(_embed_chunk, gw, ensemble, chunk, version) for chunk in chunks],
+        [functools.partial(_embed_chunk, gw, ensemble, chunk, version)
+         for chunk in chunked(texts, gw.models.embed_batch_size)],
         gw.models.embed_requests_in_flight,
     )
     rows = results[0][0] if len(results) == 1 else np.concatenate([rows for rows, _ in results])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,10 +25,10 @@ ROUNDS = 4
 def main() -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
     import orjson
-    from bench_support import embed_bench, rotated, write_result
+    from bench_support import embed_bench, rotated, shipped_gateway, write_result
     from probe_call_plan import _targets_bench
 
-    from tritonforge.server import TritonServer, free_port
+    from tritonforge.server import TritonServer
 
     b, targets = embed_bench(), _targets_bench()
     server = TritonServer(b._build(Path(tempfile.mkdtemp(prefix="probe_float_parse_")), "fp32"))
@@ -39,32 +38,24 @@ def main() -> None:
                                    path="/v1/embeddings", encoding_format=encoding, parse=parse)
 
     rounds: dict[str, list[float]] = {}
-    gateway = None
     try:
         server.start()
-        port = free_port()
-        gateway = subprocess.Popen(  # the shipped gateway, as probe_gateway_variants.py serves it
-            [sys.executable, str(ROOT / "tests" / "bench" / "probe_gateway_variants.py"), "--serve", "shipped",
-             server.endpoints.grpc, server.endpoints.http, str(port)], stdout=subprocess.DEVNULL)
-        if b._wait_healthy(port, gateway, 60, poll_s=0.5) is not None:
-            raise RuntimeError("the gateway did not start")
-        measures = {
-            "gRPC": lambda: b._closed_loop(server.endpoints.grpc, "embed", b._text_requests(), ["EMBEDDING"],
-                                           concurrency=b.CONCURRENCY, measure_s=targets.SERVED_MEASURE_S),
-            "gateway float, json": lambda: http(port, None, json.loads),
-            "gateway float, orjson": lambda: http(port, None, orjson.loads),
-            "gateway base64": lambda: http(port, "base64", json.loads),
-        }
-        names = list(measures)
-        for r in range(ROUNDS):
-            for name in rotated(names, r):
-                row = measures[name]()
-                assert not row["errors"], row
-                rounds.setdefault(name, []).append(row["sentences_per_s"])
-                print(f"[round {r}] {name}: {row['sentences_per_s']} sentences/s", flush=True)
+        with shipped_gateway(server) as port:
+            measures = {
+                "gRPC": lambda: b._closed_loop(server.endpoints.grpc, "embed", b._text_requests(), ["EMBEDDING"],
+                                               concurrency=b.CONCURRENCY, measure_s=targets.SERVED_MEASURE_S),
+                "gateway float, json": lambda: http(port, None, json.loads),
+                "gateway float, orjson": lambda: http(port, None, orjson.loads),
+                "gateway base64": lambda: http(port, "base64", json.loads),
+            }
+            names = list(measures)
+            for r in range(ROUNDS):
+                for name in rotated(names, r):
+                    row = measures[name]()
+                    assert not row["errors"], row
+                    rounds.setdefault(name, []).append(row["sentences_per_s"])
+                    print(f"[round {r}] {name}: {row['sentences_per_s']} sentences/s", flush=True)
     finally:
-        if gateway is not None:
-            gateway.terminate()
         server.stop()
     medians = {name: statistics.median(v) for name, v in rounds.items()}
     result = {

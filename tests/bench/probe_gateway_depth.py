@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,39 +23,32 @@ GRPC_DEPTHS = (16, 15, 14, 13, 12)
 
 def main() -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
-    from bench_support import embed_bench
+    from bench_support import embed_bench, shipped_gateway
     from probe_call_plan import _targets_bench
 
-    from tritonforge.server import TritonServer, free_port
+    from tritonforge.server import TritonServer
 
     b, targets = embed_bench(), _targets_bench()
     server = TritonServer(b._build(Path(tempfile.mkdtemp(prefix="probe_gateway_depth_")), "fp32"))
     rounds: dict[str, list[float]] = {}
     p50: dict[str, list[float]] = {}
-    gateway = None
     try:
         server.start()
-        port = free_port()
-        gateway = subprocess.Popen(  # the shipped gateway, as probe_gateway_variants.py serves it
-            [sys.executable, str(ROOT / "tests" / "bench" / "probe_gateway_variants.py"), "--serve", "shipped",
-             server.endpoints.grpc, server.endpoints.http, str(port)], stdout=subprocess.DEVNULL)
-        if b._wait_healthy(port, gateway, 60, poll_s=0.5) is not None:
-            raise RuntimeError("the gateway did not start")
-        for r in range(ROUNDS):
-            for depth in (None, *GRPC_DEPTHS):
-                if depth is None:
-                    name, row = "gateway, 16 in flight", targets._http(port, "minilm", "/v1/embeddings")
-                else:
-                    name = f"gRPC, {depth} in flight"
-                    row = b._closed_loop(server.endpoints.grpc, "embed", b._text_requests(), ["EMBEDDING"],
-                                         concurrency=depth, measure_s=targets.SERVED_MEASURE_S)
-                assert not row["errors"], row
-                rounds.setdefault(name, []).append(row["sentences_per_s"])
-                p50.setdefault(name, []).append(row["p50_ms"])
-                print(f"[round {r}] {name}: {row['sentences_per_s']} sentences/s, p50 {row['p50_ms']} ms", flush=True)
+        with shipped_gateway(server) as port:
+            for r in range(ROUNDS):
+                for depth in (None, *GRPC_DEPTHS):
+                    if depth is None:
+                        name, row = "gateway, 16 in flight", targets._http(port, "minilm", "/v1/embeddings")
+                    else:
+                        name = f"gRPC, {depth} in flight"
+                        row = b._closed_loop(server.endpoints.grpc, "embed", b._text_requests(), ["EMBEDDING"],
+                                             concurrency=depth, measure_s=targets.SERVED_MEASURE_S)
+                    assert not row["errors"], row
+                    rounds.setdefault(name, []).append(row["sentences_per_s"])
+                    p50.setdefault(name, []).append(row["p50_ms"])
+                    print(f"[round {r}] {name}: {row['sentences_per_s']} sentences/s, p50 {row['p50_ms']} ms",
+                          flush=True)
     finally:
-        if gateway is not None:
-            gateway.terminate()
         server.stop()
     medians = {name: statistics.median(v) for name, v in rounds.items()}
     result = {

@@ -11,6 +11,7 @@ both delays 0 (a free instance takes whatever is queued), and alternates them ro
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 from collections.abc import Callable
@@ -30,9 +31,14 @@ def _delays(encoder_us: int, tokenizer_us: int) -> Callable[[dict[str, Any]], No
     return change
 
 
+def _embed_load(b: Any, per_request: int, in_flight: int, url: str) -> dict[str, Any]:
+    return b._closed_loop(url, "embed", b._text_requests(per_request), ["EMBEDDING"], concurrency=in_flight,
+                          measure_s=MEASURE_S)
+
+
 def main() -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
-    from bench_support import embed_bench, medians, rotated, write_result
+    from bench_support import embed_bench, medians, rounds_across_servers, write_result
     from probe_call_plan import _targets_bench
 
     from tritonforge.server import TritonServer
@@ -48,24 +54,10 @@ def main() -> None:
         "1 x 4 sentences": (4, 1),
         "16 x 4 sentences": (4, 16),
     }
-    rows: dict[str, dict[str, list[dict[str, float]]]] = {s: {load: [] for load in loads} for s in servers}
-    try:
-        for server in servers.values():
-            server.start()
-        names = list(servers)
-        for r in range(ROUNDS):
-            for name in rotated(names, r):
-                url = servers[name].endpoints.grpc
-                for load, (per_request, in_flight) in loads.items():
-                    row = b._closed_loop(url, "embed", b._text_requests(per_request), ["EMBEDDING"],
-                                         concurrency=in_flight, measure_s=MEASURE_S)
-                    assert not row["errors"], row
-                    rows[name][load].append({"sentences_per_s": row["sentences_per_s"], "p50_ms": row["p50_ms"],
-                                             "p99_ms": row["p99_ms"]})
-                    print(f"[round {r}] {name}, {load}: {rows[name][load][-1]}", flush=True)
-    finally:
-        for server in servers.values():
-            server.stop()
+    runs = {load: functools.partial(_embed_load, b, per_request, in_flight)
+            for load, (per_request, in_flight) in loads.items()}
+    rows = rounds_across_servers(servers, runs, ROUNDS,
+                                 {"sentences_per_s": "sentences_per_s", "p50_ms": "p50_ms", "p99_ms": "p99_ms"})
     result = {
         "command": "python tests/bench/probe_queue_delay.py",
         "machine": targets.machine(),

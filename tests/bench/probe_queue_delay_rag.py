@@ -12,6 +12,7 @@ them round by round at: 1 query in flight on `search`, 1 and 8 on `search_rerank
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 from pathlib import Path
@@ -49,7 +50,7 @@ def _spec(zero: set[tuple[str, str]]) -> dict[str, Any]:
 
 def main() -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
-    from bench_support import embed_bench, medians, rotated, write_result
+    from bench_support import embed_bench, medians, rounds_across_servers, write_result
     from probe_call_plan import _targets_bench
 
     from tritonforge.build import build
@@ -72,24 +73,11 @@ def main() -> None:
     requests = [{"QUERY": np.array([[q.encode()]], dtype=object)} for q in QUERIES]
     loads = {"search, 1 in flight": ("search", 1), "search_rerank, 1 in flight": ("search_rerank", 1),
              "search_rerank, 8 in flight": ("search_rerank", 8)}
-    rows: dict[str, dict[str, list[dict[str, float]]]] = {s: {load: [] for load in loads} for s in servers}
-    try:
-        for server in servers.values():
-            server.start()
-        names = list(servers)
-        for r in range(ROUNDS):
-            for name in rotated(names, r):
-                url = servers[name].endpoints.grpc
-                for load, (model, in_flight) in loads.items():
-                    row = b._closed_loop(url, model, requests, ["DOC_IDS", "SCORES"], concurrency=in_flight,
-                                         measure_s=MEASURE_S)
-                    assert not row["errors"], row
-                    rows[name][load].append({"queries_per_s": row["sentences_per_s"], "p50_ms": row["p50_ms"],
-                                             "p99_ms": row["p99_ms"]})
-                    print(f"[round {r}] {name}, {load}: {rows[name][load][-1]}", flush=True)
-    finally:
-        for server in servers.values():
-            server.stop()
+    runs = {load: functools.partial(b._closed_loop, model=model, requests=requests, outputs=["DOC_IDS", "SCORES"],
+                                    concurrency=in_flight, measure_s=MEASURE_S)
+            for load, (model, in_flight) in loads.items()}
+    rows = rounds_across_servers(servers, runs, ROUNDS,
+                                 {"queries_per_s": "sentences_per_s", "p50_ms": "p50_ms", "p99_ms": "p99_ms"})
     result = {
         "command": "python tests/bench/probe_queue_delay_rag.py",
         "machine": targets.machine(),

@@ -1,5 +1,5 @@
-"""Several Triton requests for one caller's request, a bounded number in flight (the gateway's and AsyncClient's
-large embeddings requests)."""
+"""Several Triton requests for one caller's request: cut into pieces, a bounded number in flight (the gateway's and
+the clients' large embeddings requests)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+
+
+def chunked(items: list[Item], size: int) -> list[list[Item]]:
+    """``items`` cut into consecutive pieces of ``size`` (the last shorter): one request each."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 async def gather_bounded(calls: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
