@@ -31,7 +31,7 @@ from tritonforge.clients.generation import (
     rag_inputs,
 )
 from tritonforge.clients.pipelines import Hit, rerank_request, rerank_scores, search_request, search_results
-from tritonforge.errors import ClientError
+from tritonforge.errors import BatchTooLargeError, ClientError
 from tritonforge.triton.bounded import chunked, gather_bounded
 from tritonforge.triton.connection import AsyncConnection, Connection
 from tritonforge.triton.errors import classify_error
@@ -97,6 +97,10 @@ def _needs_max_batch_size(batch_size: int | None, items: list[str]) -> bool:
     return batch_size is None and len(items) > 1  # one text fits any max_batch_size: no config read for it
 
 
+def _limit_key(model: str, version: str) -> str:
+    return f"{model}\0{version}"  # the clients' cache of max_batch_size, per model and version
+
+
 def _check_embedding(out: np.ndarray | None, n: int, model: str) -> np.ndarray:
     if out is None:
         raise ClientError(f"model '{model}' returned no EMBEDDING output")
@@ -135,12 +139,38 @@ class Client(Connection):
         A list longer than ``batch_size`` goes as several requests, at most ``requests_in_flight`` at a time (threads;
         over HTTP one after another), the rows in the order of ``texts``; the first failure is raised
         and the requests not yet sent are not. ``batch_size`` None: the model's ``max_batch_size`` (read from its
-        config once per model and client, only for more than one text).
+        config once per model and client, only for more than one text; read again, and the call made once more, when
+        Triton refuses a request as larger than it: the model was reloaded with a smaller one).
         """
         items = _check_texts(texts)
         _check_chunking(batch_size, requests_in_flight)
-        max_batch = self._max_batch_size(model, timeout) if _needs_max_batch_size(batch_size, items) else 0
-        chunks = chunked(items, batch_size or max_batch or len(items))  # max_batch_size 0: no batching, all in one
+        if not _needs_max_batch_size(batch_size, items):
+            return self._embed(items, model, timeout, batch_size or len(items), requests_in_flight)
+        cached = _limit_key(model, "") in self._max_batch_sizes
+        try:
+            return self._embed(items, model, timeout, self.max_batch_size(model, timeout=timeout), requests_in_flight)
+        except BatchTooLargeError:
+            if not cached:
+                raise
+            # the model was reloaded with a smaller max_batch_size since this client read it: read it again
+            limit = self.max_batch_size(model, timeout=timeout, refresh=True)
+            return self._embed(items, model, timeout, limit, requests_in_flight)
+
+    def max_batch_size(
+        self, model: str, *, version: str = "", timeout: float | None = None, refresh: bool = False
+    ) -> int:
+        """``model``'s ``max_batch_size`` (0: it does not batch), read from its config (``version``'s; "" the
+        server's choice) once per model, version and client; ``refresh``: read it again (after a reload)."""
+        key = _limit_key(model, version)
+        if refresh or key not in self._max_batch_sizes:
+            config = self.model_config(model, version, timeout=timeout)
+            self._max_batch_sizes[key] = int(config.get("max_batch_size", 0))
+        return self._max_batch_sizes[key]
+
+    def _embed(
+        self, items: list[str], model: str, timeout: float | None, size: int, requests_in_flight: int
+    ) -> np.ndarray:
+        chunks = chunked(items, size or len(items))  # max_batch_size 0: no batching, all in one
 
         def one(chunk: list[str]) -> np.ndarray:
             out = self.infer(model, {"TEXT": _text_tensor(chunk)}, ["EMBEDDING"], timeout=timeout)
@@ -155,11 +185,6 @@ class Client(Connection):
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)  # after a failure: the chunks not started never are
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def _max_batch_size(self, model: str, timeout: float | None) -> int:
-        if model not in self._max_batch_sizes:
-            self._max_batch_sizes[model] = int(self.model_config(model, timeout=timeout).get("max_batch_size", 0))
-        return self._max_batch_sizes[model]
 
     def search(
         self,
@@ -299,8 +324,32 @@ class AsyncClient(AsyncConnection):
         (2: enough to keep two model instances busy without filling the server's queue; ``docs/serving.md``)."""
         items = _check_texts(texts)
         _check_chunking(batch_size, requests_in_flight)
-        max_batch = await self._max_batch_size(model, timeout) if _needs_max_batch_size(batch_size, items) else 0
-        chunks = chunked(items, batch_size or max_batch or len(items))
+        if not _needs_max_batch_size(batch_size, items):
+            return await self._embed(items, model, timeout, batch_size or len(items), requests_in_flight)
+        cached = _limit_key(model, "") in self._max_batch_sizes
+        try:
+            limit = await self.max_batch_size(model, timeout=timeout)
+            return await self._embed(items, model, timeout, limit, requests_in_flight)
+        except BatchTooLargeError:
+            if not cached:
+                raise
+            limit = await self.max_batch_size(model, timeout=timeout, refresh=True)  # reloaded with a smaller one
+            return await self._embed(items, model, timeout, limit, requests_in_flight)
+
+    async def max_batch_size(
+        self, model: str, *, version: str = "", timeout: float | None = None, refresh: bool = False
+    ) -> int:
+        """See :meth:`Client.max_batch_size`."""
+        key = _limit_key(model, version)
+        if refresh or key not in self._max_batch_sizes:
+            config = await self.model_config(model, version, timeout=timeout)
+            self._max_batch_sizes[key] = int(config.get("max_batch_size", 0))
+        return self._max_batch_sizes[key]
+
+    async def _embed(
+        self, items: list[str], model: str, timeout: float | None, size: int, requests_in_flight: int
+    ) -> np.ndarray:
+        chunks = chunked(items, size or len(items))
 
         async def one(chunk: list[str]) -> np.ndarray:
             out = await self.infer(model, {"TEXT": _text_tensor(chunk)}, ["EMBEDDING"], timeout=timeout)
@@ -308,12 +357,6 @@ class AsyncClient(AsyncConnection):
 
         parts = await gather_bounded([functools.partial(one, chunk) for chunk in chunks], requests_in_flight)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    async def _max_batch_size(self, model: str, timeout: float | None) -> int:
-        if model not in self._max_batch_sizes:
-            config = await self.model_config(model, timeout=timeout)
-            self._max_batch_sizes[model] = int(config.get("max_batch_size", 0))
-        return self._max_batch_sizes[model]
 
     async def search(
         self,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tritonforge.errors import BatchTooLargeError
 from tritonforge.gateway.errors import APIError
 from tritonforge.triton.bounded import chunked, gather_bounded
 
@@ -26,10 +27,26 @@ if TYPE_CHECKING:
 async def embed_texts(gw: Gateway, ensemble: str, texts: list[str], version: str) -> tuple[np.ndarray, int]:
     """The float32 rows of ``texts`` in order, and the tokens the ensemble counted (NUM_TOKENS; 0 if it has none).
 
-    A chunk that fails cancels the chunks not yet answered, and its error is the request's."""
+    Chunks are no larger than the ensemble's max_batch_size either (read once, and again when Triton refuses a chunk
+    as larger: the model was reloaded with a smaller one), so an ``embed_batch_size`` above a model's limit costs
+    nothing but smaller chunks. A chunk that fails cancels the chunks not yet answered, and its error is the
+    request's."""
+    if len(texts) == 1:  # fits any max_batch_size: no limit to read
+        return await _embed_chunks(gw, ensemble, texts, version, 1)
+    try:
+        limit = await gw.client.max_batch_size(ensemble, version=version, timeout=gw.timeout)
+        return await _embed_chunks(gw, ensemble, texts, version, limit)
+    except BatchTooLargeError:
+        limit = await gw.client.max_batch_size(ensemble, version=version, timeout=gw.timeout, refresh=True)
+        return await _embed_chunks(gw, ensemble, texts, version, limit)
+
+
+async def _embed_chunks(
+    gw: Gateway, ensemble: str, texts: list[str], version: str, limit: int
+) -> tuple[np.ndarray, int]:
+    size = min(gw.models.embed_batch_size, limit) if limit > 0 else gw.models.embed_batch_size
     results = await gather_bounded(
-        [functools.partial(_embed_chunk, gw, ensemble, chunk, version)
-         for chunk in chunked(texts, gw.models.embed_batch_size)],
+        [functools.partial(_embed_chunk, gw, ensemble, chunk, version) for chunk in chunked(texts, size)],
         gw.models.embed_requests_in_flight,
     )
     rows = results[0][0] if len(results) == 1 else np.concatenate([rows for rows, _ in results])

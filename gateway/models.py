@@ -26,7 +26,7 @@ class GatewayModels:
     embeddings: Mapping[str, str] = field(default_factory=lambda: {"minilm": "embed"})
     rerank: Mapping[str, str] = field(default_factory=lambda: {"reranker": "rerank"})
     engine_models: Mapping[str, str | None] = field(default_factory=dict)
-    embed_batch_size: int = 32  # texts per Triton request (keep <= the embed ensemble's max_batch_size)
+    embed_batch_size: int = 32  # texts per Triton request at most (and never above the ensemble's max_batch_size)
     embed_requests_in_flight: int = 2  # of one /v1/embeddings request's Triton requests (gateway/embeddings.py)
 
     def __post_init__(self) -> None:

@@ -15,6 +15,7 @@ TritonForgeError
 └── ClientError            a request failed (bad input, unknown model, deadline, transport)
     ├── TransientError     a transport failure worth retrying (unavailable, reset, timeout while connecting)
     ├── OverloadedError    the model's queue is full and Triton shed the request (not retried: back off instead)
+    ├── BatchTooLargeError a request of more rows than the model's max_batch_size (not retried as it was sent)
     └── BenchError         a benchmark could not run (tritonforge.bench)
 
 Messages name the file or field, the bad value and what is allowed.
@@ -101,6 +102,11 @@ class TransientError(ClientError):
 
 class OverloadedError(ClientError):
     pass
+
+
+class BatchTooLargeError(ClientError):
+    """Triton refused a request of more rows than the model's max_batch_size: split it (the message names the
+    limit), or read the limit again if the model was reloaded with a smaller one."""
 
 
 class BenchError(ClientError):

@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from tritonforge.clients import AsyncClient, Client, ClientOptions, KeepAliveOptions, RetryPolicy, TLSOptions
 from tritonforge.clients.client import _check_texts
-from tritonforge.errors import ClientError, TransientError
+from tritonforge.errors import BatchTooLargeError, ClientError, TransientError
 from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error
 from tritonforge.triton.options import grpc_client_kwargs, http_aio_client_kwargs, http_client_kwargs
 from tritonforge.triton.options import split_url as _split_url
@@ -212,6 +212,16 @@ def test_unavailable_is_retried_until_it_succeeds() -> None:
     policy = RetryPolicy(retries=3, backoff=0.1, jitter=0.0)
     assert call_with_retry(fn, policy=policy, classify=_classify(), sleep=sleeps.append) == "ok"
     assert len(calls) == 3 and sleeps == pytest.approx([0.1, 0.2])
+
+
+def test_a_request_over_max_batch_size_is_its_own_error_and_not_retried() -> None:
+    refused = InferenceServerException(
+        "[request id: <id_unknown>] inference request batch-size must be <= 16 for 'm'", status="StatusCode.INVALID_ARGUMENT"
+    )
+    fn, calls = _flaky([refused])
+    with pytest.raises(BatchTooLargeError, match=r"model 'm'.*batch-size must be <= 16") as info:
+        call_with_retry(fn, policy=RetryPolicy(retries=3, backoff=0.1, jitter=0.0), classify=_classify(), sleep=print)
+    assert len(calls) == 1 and isinstance(info.value, ClientError) and not isinstance(info.value, TransientError)
 
 
 def test_retries_run_out_into_a_transient_error() -> None:

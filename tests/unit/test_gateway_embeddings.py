@@ -27,10 +27,16 @@ class FakeTriton:
     most_in_flight: int = 0
     started: list[str] = field(default_factory=list)
     cancelled: int = 0
+    max_batch: int = 0  # the ensemble's max_batch_size (0: it does not batch)
+    chunk_sizes: list[int] = field(default_factory=list)
+
+    async def max_batch_size(self, model: str, *, version: str = "", timeout: Any = None, refresh: bool = False) -> int:
+        return self.max_batch
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray], **_: Any) -> dict[str, np.ndarray]:
         texts = [t.decode() for t in inputs["TEXT"].reshape(-1)]
         self.started.append(texts[0])
+        self.chunk_sizes.append(len(texts))
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
@@ -135,3 +141,11 @@ def test_the_gateway_command_sets_both_and_refuses_a_bad_value(capsys: pytest.Ca
         _gateway_setup("127.0.0.1", None, None, None, None, False, None, 0)
     assert info.value.exit_code == 1
     assert "embed_requests_in_flight=0 must be >= 1" in capsys.readouterr().err.replace("\n", "")
+
+
+@pytest.mark.parametrize(("max_batch", "size"), [(0, 32), (64, 32), (8, 8)])
+def test_chunks_are_never_larger_than_the_ensemble_max_batch_size(max_batch: int, size: int) -> None:
+    triton = FakeTriton(max_batch=max_batch)
+    rows, _ = asyncio.run(embed_texts(_gateway(triton, 32, 2), "embed", TEXTS, ""))  # type: ignore[arg-type]
+    assert rows[:, 0].tolist() == list(range(100))
+    assert max(triton.chunk_sizes) == size and sum(triton.chunk_sizes) == 100

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from tritonforge.errors import ClientError, OverloadedError, TransientError
+from tritonforge.errors import BatchTooLargeError, ClientError, OverloadedError, TransientError
 from tritonforge.triton.options import RetryPolicy
 
 LOG = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ def classify_error(
     if type(err).__name__ == "InferenceServerException":
         if "maximum queue size" in text:  # Triton sheds load (UNAVAILABLE / 503): retrying at once adds to it
             result = OverloadedError(f"{where}: server overloaded, request rejected: {text}")
+        elif "batch-size must be <=" in text:  # Triton's words for more rows than the model's max_batch_size
+            result = BatchTooLargeError(f"{where}: {text}")
         elif code == "UNAVAILABLE":
             result = TransientError(f"{where}: {protocol} server {url} is unavailable: {text}")
         elif code == "DEADLINE_EXCEEDED":
