@@ -31,7 +31,7 @@ from tritonforge.clients.generation import (
     rag_inputs,
 )
 from tritonforge.clients.pipelines import Hit, rerank_request, rerank_scores, search_request, search_results
-from tritonforge.errors import BatchTooLargeError, ClientError
+from tritonforge.errors import BatchTooLargeError, ClientError, InvalidInputError
 from tritonforge.triton.bounded import chunked, gather_bounded
 from tritonforge.triton.connection import AsyncConnection, Connection
 from tritonforge.triton.errors import classify_error
@@ -64,15 +64,15 @@ __all__ = [
 
 def _check_texts(texts: Any) -> list[str]:
     if isinstance(texts, (str, bytes)):
-        raise ClientError(f"texts must be a list of strings, not a single {type(texts).__name__}: embed([text])")
+        raise InvalidInputError(f"texts must be a list of strings, not a single {type(texts).__name__}: embed([text])")
     if not isinstance(texts, Iterable):
-        raise ClientError(f"texts must be a list of strings, got {type(texts).__name__}")
+        raise InvalidInputError(f"texts must be a list of strings, got {type(texts).__name__}")
     items = list(texts)
     if not items:
-        raise ClientError("texts is empty: give at least one string")
+        raise InvalidInputError("texts is empty: give at least one string")
     for i, item in enumerate(items):
         if not isinstance(item, str):
-            raise ClientError(f"texts[{i}] is {type(item).__name__}, not str")
+            raise InvalidInputError(f"texts[{i}] is {type(item).__name__}, not str")
     return items
 
 
@@ -82,15 +82,15 @@ def _text_tensor(texts: list[str]) -> np.ndarray:
         try:
             encoded.append([text.encode("utf-8")])
         except UnicodeEncodeError as err:
-            raise ClientError(f"texts[{i}] cannot be encoded as UTF-8: {err.reason}") from None
+            raise InvalidInputError(f"texts[{i}] cannot be encoded as UTF-8: {err.reason}") from None
     return np.array(encoded, dtype=object).reshape(len(texts), 1)
 
 
 def _check_chunking(batch_size: int | None, requests_in_flight: int) -> None:
     if requests_in_flight < 1:
-        raise ClientError(f"requests_in_flight={requests_in_flight} must be >= 1")
+        raise InvalidInputError(f"requests_in_flight={requests_in_flight} must be >= 1")
     if batch_size is not None and batch_size < 1:
-        raise ClientError(f"batch_size={batch_size} must be >= 1")
+        raise InvalidInputError(f"batch_size={batch_size} must be >= 1")
 
 
 def _needs_max_batch_size(batch_size: int | None, items: list[str]) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tritonforge.errors import ClientError
+from tritonforge.errors import InvalidInputError
 from tritonforge.triton.tensors import text_of
 
 
@@ -37,22 +37,22 @@ class Sampling:
 
     def check(self) -> None:
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ClientError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+            raise InvalidInputError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
         if self.temperature is not None and self.temperature < 0:
-            raise ClientError(f"temperature must be >= 0, got {self.temperature}")
+            raise InvalidInputError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k is not None and self.top_k < 0:
-            raise ClientError(f"top_k must be >= 0, got {self.top_k}")
+            raise InvalidInputError(f"top_k must be >= 0, got {self.top_k}")
         if self.top_p is not None and not 0 <= self.top_p <= 1:
-            raise ClientError(f"top_p must be in [0, 1], got {self.top_p}")
+            raise InvalidInputError(f"top_p must be in [0, 1], got {self.top_p}")
         # the tensors these become: a larger value would wrap silently (or fail deep in numpy)
         if self.max_tokens > INT32_MAX:
-            raise ClientError(f"max_tokens must be <= {INT32_MAX}, got {self.max_tokens}")
+            raise InvalidInputError(f"max_tokens must be <= {INT32_MAX}, got {self.max_tokens}")
         if self.top_k is not None and self.top_k > INT32_MAX:
-            raise ClientError(f"top_k must be <= {INT32_MAX}, got {self.top_k}")
+            raise InvalidInputError(f"top_k must be <= {INT32_MAX}, got {self.top_k}")
         if self.seed is not None and not 0 <= self.seed <= UINT64_MAX:
-            raise ClientError(f"seed must be in [0, {UINT64_MAX}], got {self.seed}")
+            raise InvalidInputError(f"seed must be in [0, {UINT64_MAX}], got {self.seed}")
         if self.temperature is not None and self.temperature != self.temperature:
-            raise ClientError("temperature must be a number, got NaN")
+            raise InvalidInputError("temperature must be a number, got NaN")
 
 
 INT32_MAX, UINT64_MAX = 2**31 - 1, 2**64 - 1
@@ -62,7 +62,9 @@ def _utf8(text: str, field: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise ClientError(f"{field} is not valid Unicode ({err.reason} at {err.start}): send UTF-8 text") from None
+        raise InvalidInputError(
+            f"{field} is not valid Unicode ({err.reason} at {err.start}): send UTF-8 text"
+        ) from None
 
 
 def _one(value: Any, dtype: Any) -> np.ndarray:
@@ -71,7 +73,7 @@ def _one(value: Any, dtype: Any) -> np.ndarray:
 
 def generation_inputs(prompt: str, sampling: Sampling, *, stream: bool) -> dict[str, np.ndarray]:
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ClientError(f"prompt must be a non-empty string, got {prompt!r}")
+        raise InvalidInputError(f"prompt must be a non-empty string, got {prompt!r}")
     sampling.check()
     inputs: dict[str, np.ndarray] = {
         "text_input": _one(_utf8(prompt, "prompt"), object),
@@ -131,10 +133,10 @@ def rag_inputs(
     """Inputs of the `rag` ensemble: QUERY, optional TOP_K/TOP_N/MIN_SCORE, and the llm ensemble's generation
     controls."""
     if not isinstance(query, str) or not query.strip():
-        raise ClientError(f"query must be a non-empty string, got {query!r}")
+        raise InvalidInputError(f"query must be a non-empty string, got {query!r}")
     for name in ("chat", "adapter"):
         if sampling.get(name):
-            raise ClientError(f"{name} is not supported by the rag ensemble")
+            raise InvalidInputError(f"{name} is not supported by the rag ensemble")
     inputs = generation_inputs(query, Sampling(max_tokens=max_tokens or 1, **sampling), stream=stream)
     del inputs["text_input"]
     if max_tokens is None:
@@ -143,11 +145,11 @@ def rag_inputs(
     for name, value in (("TOP_K", top_k), ("TOP_N", top_n)):
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ClientError(f"{name.lower()} must be an integer >= 1, got {value!r}")
+                raise InvalidInputError(f"{name.lower()} must be an integer >= 1, got {value!r}")
             inputs[name] = _one(value, np.int32)
     if min_score is not None:
         if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not math.isfinite(min_score):
-            raise ClientError(f"min_score must be a finite number, got {min_score!r}")
+            raise InvalidInputError(f"min_score must be a finite number, got {min_score!r}")
         inputs["MIN_SCORE"] = _one(float(min_score), np.float32)
     return inputs
 

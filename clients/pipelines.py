@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tritonforge.errors import ClientError
+from tritonforge.errors import ClientError, InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -26,16 +26,16 @@ class Hit:
 
 def _strings(values: Any, what: str) -> list[str]:
     if isinstance(values, (str, bytes)):
-        raise ClientError(f"{what} must be a list of strings, not a single {type(values).__name__}")
+        raise InvalidInputError(f"{what} must be a list of strings, not a single {type(values).__name__}")
     try:
         items = list(values)
     except TypeError:
-        raise ClientError(f"{what} must be a list of strings, got {type(values).__name__}") from None
+        raise InvalidInputError(f"{what} must be a list of strings, got {type(values).__name__}") from None
     if not items:
-        raise ClientError(f"{what} is empty: give at least one string")
+        raise InvalidInputError(f"{what} is empty: give at least one string")
     for i, item in enumerate(items):
         if not isinstance(item, str):
-            raise ClientError(f"{what}[{i}] is {type(item).__name__}, not str")
+            raise InvalidInputError(f"{what}[{i}] is {type(item).__name__}, not str")
     return items
 
 
@@ -47,7 +47,7 @@ def _count(value: int | None, name: str, n: int) -> np.ndarray | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ClientError(f"{name} must be an integer >= 1, got {value!r}")
+        raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
     return np.full((n, 1), value, dtype=np.int32)
 
 
@@ -94,7 +94,7 @@ def search_results(out: Mapping[str, np.ndarray], n: int, model: str) -> list[li
 
 def rerank_request(query: str, passages: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str]]:
     if not isinstance(query, str) or not query.strip():
-        raise ClientError(f"query must be a non-empty string, got {query!r}")
+        raise InvalidInputError(f"query must be a non-empty string, got {query!r}")
     items = _strings(passages, "passages")
     return {
         "QUERY": np.array([[query.encode("utf-8")]], dtype=object),

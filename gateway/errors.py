@@ -7,7 +7,16 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from tritonforge.errors import ClientError, OverloadedError, TransientError, TritonForgeError
+from tritonforge.errors import (
+    ClientError,
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    OverloadedError,
+    TransientError,
+    TritonForgeError,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -37,20 +46,24 @@ class APIError(TritonForgeError):
 
 
 def from_client_error(err: ClientError) -> APIError:
+    """The HTTP answer for a failed call to Triton, chosen by the error's class (decided once, in
+    tritonforge.triton.errors, never re-read from its message here)."""
     text = str(err)
     if isinstance(err, OverloadedError):  # the model's queue is full: shed now, rather than queue without bound
         return APIError(429, f"the model is overloaded, retry later: {text}", type="server_error",
                         code="overloaded", retry_after=1)
     if isinstance(err, TransientError):
         return APIError(503, text, type="server_error", code="service_unavailable", retry_after=1)
-    if "deadline of" in text:
+    if isinstance(err, DeadlineExceededError):
         return APIError(504, text, type="server_error", code="timeout")
-    if "unknown model" in text:
+    if isinstance(err, ModelNotFoundError):
         return APIError(503, f"the model is not loaded on Triton: {text}", type="server_error", code="model_not_ready",
                         retry_after=5)
-    if "is not healthy" in text or "is not ready" in text:  # a dead python stub (being healed), a model reloading
+    if isinstance(err, ModelNotReadyError):  # a dead python stub (being healed), a model reloading
         return APIError(503, f"the model cannot serve right now, retry: {text}", type="server_error",
                         code="model_unavailable", retry_after=5)
+    if isinstance(err, InvalidInputError):  # refused by the client's own checks, before anything was sent
+        return APIError(400, text, type="invalid_request_error", code="invalid_value")
     return APIError(400, text, type="invalid_request_error", code="invalid_request")
 
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from tritonforge.clients.client import AsyncClient
 from tritonforge.clients.generation import Sampling, generation_inputs
-from tritonforge.errors import ClientError
+from tritonforge.errors import ClientError, InvalidInputError
 from tritonforge.gateway.errors import APIError, from_client_error
 from tritonforge.gateway.schemas import GatewayLimits, Message, Sampled
 from tritonforge.triton.tensors import is_final, text_of
@@ -125,7 +125,7 @@ async def generate(
     """The completion as one JSON response, or (``stream: true``) as server-sent events ending with [DONE]."""
     try:
         inputs = generation_inputs(prompt, params, stream=True)
-    except ClientError as err:
+    except InvalidInputError as err:
         raise APIError(400, str(err), code="invalid_value") from None
     await gw.discover_adapters()  # also learns which ensembles report token counts (at most every 30 s)
     if gw.counts_tokens.get(target.triton_model):  # the engine reports exact token counts for `usage`

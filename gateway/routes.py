@@ -131,14 +131,9 @@ async def rerank(request: Request) -> Any:
     for i, doc in enumerate(docs):
         gw.limits.check(len(doc), gw.limits.text_chars, f"characters in documents[{i}]", "documents")
     target = gw.route(request, body, "rerank")
-    try:
-        scores = await gw.client.rerank(
-            body.query, docs, model=target.triton_model, timeout=gw.timeout, version=target.version
-        )
-    except ClientError as err:
-        if getattr(err, "status", None) is None and "must" in str(err):  # checked before sending
-            raise APIError(400, str(err), code="invalid_value") from None
-        raise
+    scores = await gw.client.rerank(
+        body.query, docs, model=target.triton_model, timeout=gw.timeout, version=target.version
+    )
     order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))[: body.top_n or len(docs)]
     results = []
     for i in order:

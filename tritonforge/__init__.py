@@ -15,9 +15,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tritonforge.errors import (
+    BatchTooLargeError,
     BuildError,
     ClientError,
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    OverloadedError,
     ParityError,
+    PermissionDeniedError,
     Problem,
     RepositoryError,
     ServerError,
@@ -30,9 +37,16 @@ from tritonforge.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchTooLargeError",
     "BuildError",
     "ClientError",
+    "DeadlineExceededError",
+    "InvalidInputError",
+    "ModelNotFoundError",
+    "ModelNotReadyError",
+    "OverloadedError",
     "ParityError",
+    "PermissionDeniedError",
     "Problem",
     "RepositoryError",
     "ServerError",

@@ -13,10 +13,19 @@ TritonForgeError
 ├── APIError               the gateway's answer to a request it refuses or cannot serve (an OpenAI-style error
 │                          body with its HTTP status; defined in tritonforge.gateway)
 └── ClientError            a request failed (bad input, unknown model, deadline, transport)
+    ├── InvalidInputError  an argument refused before anything was sent (also a ValueError)
     ├── TransientError     a transport failure worth retrying (unavailable, reset, timeout while connecting)
     ├── OverloadedError    the model's queue is full and Triton shed the request (not retried: back off instead)
+    ├── DeadlineExceededError  the call's deadline passed (not retried: the request may have run on the server)
+    ├── ModelNotFoundError the server has no such model or version loaded
+    ├── ModelNotReadyError the model is loaded but cannot serve now (a python stub being restarted, a reload)
+    ├── PermissionDeniedError  a restricted Triton API (model control, shared memory...) without the admin key
     ├── BatchTooLargeError a request of more rows than the model's max_batch_size (not retried as it was sent)
     └── BenchError         a benchmark could not run (tritonforge.bench)
+
+Each ClientError subclass is decided once, where the failure is seen (tritonforge.triton.errors for Triton's
+answers, the clients' argument checks for InvalidInputError); callers such as the gateway choose by class, never by
+reading the message.
 
 Messages name the file or field, the bad value and what is allowed.
 """
@@ -96,12 +105,34 @@ class ClientError(TritonForgeError):
     pass
 
 
+class InvalidInputError(ClientError, ValueError):
+    """An argument the client refused before sending anything; the message names it and what is allowed."""
+
+
 class TransientError(ClientError):
     pass
 
 
 class OverloadedError(ClientError):
     pass
+
+
+class DeadlineExceededError(ClientError):
+    """The call's deadline passed. Not retried: the request may be running, or have run, on the server."""
+
+
+class ModelNotFoundError(ClientError):
+    """Triton has no such model (or version) loaded: not in the repository, unloaded, or failed to load."""
+
+
+class PermissionDeniedError(ClientError):
+    """Triton refused a call to an API it restricts (model load/unload, shared memory, logging, trace): the admin
+    key is missing or wrong. Not retried: sending it again without the key changes nothing."""
+
+
+class ModelNotReadyError(ClientError):
+    """Triton has the model but it cannot serve right now: a python backend stub died and is being restarted, or
+    the model is reloading. Worth retrying after a few seconds."""
 
 
 class BatchTooLargeError(ClientError):

@@ -80,3 +80,38 @@ def test_logging_and_trace_settings_need_the_key_over_both_protocols(toy_repo: P
             client.unload_model("add_one", headers={GRPC_ADMIN_HEADER: KEY})
             assert not client.is_model_ready("add_one")
             assert client.is_server_live()  # health stays open
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_the_async_client_loads_unloads_and_reads_statistics_with_the_key(toy_repo: Path, protocol: str) -> None:
+    import asyncio
+
+    from tritonforge.clients import AsyncClient
+    from tritonforge.errors import PermissionDeniedError
+
+    async def scenario(server: TritonServer) -> None:
+        url = server.endpoints.grpc if protocol == "grpc" else server.endpoints.http
+        async with AsyncClient(url, protocol=protocol, retries=0) as anonymous:
+            with pytest.raises(PermissionDeniedError, match="admin key"):  # a refusal, not a failure to retry
+                await anonymous.unload_model("add_one")
+            assert await anonymous.is_model_ready("add_one")
+        async with AsyncClient(url, protocol=protocol, admin_key=KEY) as admin:
+            await admin.unload_model("add_one")
+            for _ in range(100):  # unloading completes after the call returns
+                if not await admin.is_model_ready("add_one"):
+                    break
+                await asyncio.sleep(0.1)
+            assert not await admin.is_model_ready("add_one")
+            await admin.load_model("add_one")
+            assert await admin.is_model_ready("add_one")
+            out = await admin.infer("add_one", {"INPUT": np.zeros((1, 4), np.float32)})
+            assert out["OUTPUT"].tolist() == [[1, 1, 1, 1]]
+            for _ in range(50):  # Triton records a request's statistics just after it hands the response on
+                stats = (await admin.statistics("add_one"))["model_stats"][0]
+                if int(stats.get("inference_count", 0)) >= 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert stats["name"] == "add_one" and int(stats["inference_count"]) == 1
+
+    with TritonServer(toy_repo, admin_key=KEY) as server:
+        asyncio.run(scenario(server))

@@ -14,8 +14,18 @@ from tritonclient.utils import InferenceServerException
 
 from tritonforge.clients import AsyncClient, Client, ClientOptions, KeepAliveOptions, RetryPolicy, TLSOptions
 from tritonforge.clients.client import _check_texts
-from tritonforge.errors import BatchTooLargeError, ClientError, TransientError
-from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error
+from tritonforge.errors import (
+    BatchTooLargeError,
+    ClientError,
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    OverloadedError,
+    PermissionDeniedError,
+    TransientError,
+)
+from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error, classify_reply
 from tritonforge.triton.options import grpc_client_kwargs, http_aio_client_kwargs, http_client_kwargs
 from tritonforge.triton.options import split_url as _split_url
 from tritonforge.triton.tensors import as_tensor as _as_tensor
@@ -235,28 +245,85 @@ def test_retries_run_out_into_a_transient_error() -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "message"),
+    ("error", "message", "kind"),
     [
-        (InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED"), "deadline of 2.5s"),
-        (InferenceServerException("expected 1 inputs", status="StatusCode.INVALID_ARGUMENT"), "model 'm': expected"),
+        (
+            InferenceServerException("Deadline Exceeded", status="StatusCode.DEADLINE_EXCEEDED"),
+            "deadline of 2.5s", DeadlineExceededError,
+        ),
+        (
+            InferenceServerException("expected 1 inputs", status="StatusCode.INVALID_ARGUMENT"),
+            "model 'm': expected", ClientError,
+        ),
         (
             InferenceServerException("Request for unknown model: 'm' is not found", status="StatusCode.NOT_FOUND"),
-            "unknown model 'm'",
+            "unknown model 'm'", ModelNotFoundError,
         ),
-        (InferenceServerException("TEXT must not be empty", status="StatusCode.INTERNAL"), "TEXT must not be empty"),
-        (InferenceServerException("TEXT must not be empty", status="500"), "model 'm': TEXT must not be empty"),
-        (InferenceServerException("Request for unknown model: 'm'", status="404"), "unknown model 'm'"),
-        (TimeoutError("timed out"), "deadline of 2.5s exceeded"),
-        (asyncio.TimeoutError(), "deadline of 2.5s exceeded"),
-        (ValueError("odd"), "model 'm': ValueError: odd"),
+        (
+            InferenceServerException("TEXT must not be empty", status="StatusCode.INTERNAL"),
+            "TEXT must not be empty", ClientError,
+        ),
+        (
+            InferenceServerException("TEXT must not be empty", status="500"),
+            "model 'm': TEXT must not be empty", ClientError,
+        ),
+        (InferenceServerException("Request for unknown model: 'm'", status="404"), "unknown model 'm'", ModelNotFoundError),
+        (  # what Triton answers while tritonforge's watchdog restarts a dead python stub
+            InferenceServerException("Stub process 'm_0_0' is not healthy.", status="StatusCode.INTERNAL"),
+            "cannot serve right now: Stub process", ModelNotReadyError,
+        ),
+        (
+            InferenceServerException("Failed for execute the inference request. Model 'm' is not ready.", status="500"),
+            "cannot serve right now", ModelNotReadyError,
+        ),
+        (TimeoutError("timed out"), "deadline of 2.5s exceeded", DeadlineExceededError),
+        (asyncio.TimeoutError(), "deadline of 2.5s exceeded", DeadlineExceededError),
+        (ValueError("odd"), "model 'm': ValueError: odd", ClientError),
     ],
 )
-def test_other_errors_are_not_retried(error: BaseException, message: str) -> None:
+def test_other_errors_are_not_retried(error: BaseException, message: str, kind: type[ClientError]) -> None:
     fn, calls = _flaky([error])
     with pytest.raises(ClientError, match=message) as info:
         call_with_retry(fn, policy=RetryPolicy(retries=5), classify=_classify(), sleep=lambda s: None)
-    assert not isinstance(info.value, TransientError)
+    assert type(info.value) is kind
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "kind"),
+    [
+        ("503", "Exceeds maximum queue size", OverloadedError),  # HTTP's words for a shed request: not transient
+        ("StatusCode.UNAVAILABLE", "Exceeds maximum queue size", OverloadedError),
+        ("503", "Server is not ready", TransientError),
+        ("UNAVAILABLE", "connection reset", TransientError),
+        ("400", "inference request batch-size must be <= 4 for 'm'", BatchTooLargeError),
+        ("400", "Request for unknown model: 'm' is not found", ModelNotFoundError),
+        ("504", "timeout", DeadlineExceededError),
+        ("400", "max_tokens must be >= 1", ClientError),
+        (  # Triton 2.51 answers a restricted API without the key with gRPC UNAVAILABLE: it must not be retried
+            "StatusCode.UNAVAILABLE",
+            "This protocol is restricted, expecting header 'triton-grpc-protocol-tritonforge-admin-key'",
+            PermissionDeniedError,
+        ),
+        ("403", "This API is restricted, expecting header 'tritonforge-admin-key'", PermissionDeniedError),
+    ],
+)
+def test_triton_replies_are_classified_once_for_every_transport(status: str, text: str, kind: type) -> None:
+    err = classify_reply(status, text, model="m", url="127.0.0.1:1", timeout=2.0, protocol="http")
+    assert type(err) is kind
+    assert err.status == status and err.reason == text and err.model == "m"  # type: ignore[attr-defined]
+
+
+def test_argument_checks_are_invalid_input_and_value_errors() -> None:
+    client = Client(f"127.0.0.1:{_closed_port()}", retries=0)
+    try:
+        for call in (lambda: client.embed([]), lambda: client.rerank("", ["a"]),
+                     lambda: client.generate("hi", max_tokens=0), lambda: client.embed(["a"], timeout=0)):
+            with pytest.raises(InvalidInputError) as info:
+                call()
+            assert isinstance(info.value, ValueError) and isinstance(info.value, ClientError)
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize(

@@ -78,3 +78,27 @@ def test_the_gateway_runs_on_uvloop_and_httptools() -> None:
     assert config.http_protocol_class is HttpToolsProtocol
     loop_factory = config.get_loop_factory()
     assert loop_factory is not None and loop_factory.__module__ == "uvloop"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        ("OverloadedError", 429, "overloaded"),
+        ("TransientError", 503, "service_unavailable"),
+        ("DeadlineExceededError", 504, "timeout"),
+        ("ModelNotFoundError", 503, "model_not_ready"),
+        ("ModelNotReadyError", 503, "model_unavailable"),
+        ("InvalidInputError", 400, "invalid_value"),
+        ("BatchTooLargeError", 400, "invalid_request"),
+        ("ClientError", 400, "invalid_request"),
+    ],
+)
+def test_client_errors_map_to_http_by_class_not_by_their_words(error: str, status: int, code: str) -> None:
+    import tritonforge.errors
+    from tritonforge.gateway.errors import from_client_error
+
+    # the same words for every class: a message that reads like a deadline or an unknown model changes nothing
+    words = "deadline of 1s exceeded; unknown model 'x'; Stub process 'x' is not healthy; must be >= 1"
+    answer = from_client_error(getattr(tritonforge.errors, error)(words))
+    assert (answer.status, answer.code) == (status, code)
+    assert words in answer.message

@@ -7,10 +7,11 @@ failure goes through one mapping (:func:`~tritonforge.triton.errors.classify_err
 gevent, aiohttp under it) is imported when the first transport is created, not on import.
 
 Errors: every failure is a :class:`~tritonforge.errors.ClientError` naming the model and carrying the server's
-message. Only transport failures that cannot have reached the server (gRPC ``UNAVAILABLE``; for HTTP a refused or
-reset connection) are retried, ``retries`` times with capped exponential backoff and jitter; when they run out a
-:class:`~tritonforge.errors.TransientError` is raised. A deadline (``timeout``, seconds, per call) that expires is a
-ClientError saying the deadline, and is not retried: the request may be running on the server.
+message, of the subclass that says what happened (docs/serving.md, "Errors"). Only transport failures that cannot
+have reached the server (gRPC ``UNAVAILABLE``; for HTTP a refused or reset connection) are retried, ``retries``
+times with capped exponential backoff and jitter; when they run out a :class:`~tritonforge.errors.TransientError`
+is raised. A deadline (``timeout``, seconds, per call) that expires is a
+:class:`~tritonforge.errors.DeadlineExceededError`, and is not retried: the request may be running on the server.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tritonforge.errors import ClientError, TransientError
+from tritonforge.errors import ClientError, InvalidInputError, TransientError
 from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error
 from tritonforge.triton.options import (
     ClientOptions,
@@ -114,7 +115,7 @@ class _Base:
         if timeout is None:
             return self.options.timeout
         if not timeout > 0:
-            raise ClientError(f"timeout={timeout} must be > 0 seconds")
+            raise InvalidInputError(f"timeout={timeout} must be > 0 seconds")
         return float(timeout)
 
     def _classifier(self, model: str | None, timeout: float | None) -> Callable[[BaseException], ClientError]:
@@ -307,7 +308,7 @@ class Connection(_Base):
     ) -> dict[str, np.ndarray]:
         """Run ``model`` on numpy ``inputs``; returns ``{output name: array}`` (all outputs unless named)."""
         if not isinstance(model, str) or not model:
-            raise ClientError(f"model must be a non-empty string, got {model!r}")
+            raise InvalidInputError(f"model must be a non-empty string, got {model!r}")
         deadline = self._timeout(timeout)
         mod = self._module()
         if outputs is None and self.protocol == "http":
@@ -498,7 +499,7 @@ class AsyncConnection(_Base):
     ) -> dict[str, np.ndarray]:
         """Run ``model`` on numpy ``inputs``; returns ``{output name: array}`` (all outputs unless named)."""
         if not isinstance(model, str) or not model:
-            raise ClientError(f"model must be a non-empty string, got {model!r}")
+            raise InvalidInputError(f"model must be a non-empty string, got {model!r}")
         deadline = self._timeout(timeout)
         mod = self._module()
         if outputs is None and self.protocol == "http":
@@ -518,10 +519,33 @@ class AsyncConnection(_Base):
         kwargs = self._json_kwargs(deadline)
         return unwrap_config(await self._call(model, deadline, lambda t: t.get_model_config(model, version, **kwargs)))
 
+    async def statistics(self, model: str = "", version: str = "", *, timeout: float | None = None) -> dict[str, Any]:
+        """Triton's inference statistics (see :meth:`Connection.statistics`)."""
+        deadline = self._timeout(timeout)
+        kwargs = self._json_kwargs(deadline)
+        return dict(
+            await self._call(model or None, deadline, lambda t: t.get_inference_statistics(model, version, **kwargs))
+        )
+
     async def repository_index(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
         deadline = self._timeout(timeout)
         kwargs = self._json_kwargs(deadline, admin=True)
         return index_entries(await self._call(None, deadline, lambda t: t.get_model_repository_index(**kwargs)))
+
+    async def load_model(self, model: str, *, config: str | None = None, timeout: float | None = None) -> None:
+        """Load (or reload) ``model`` (see :meth:`Connection.load_model`); behind the admin key."""
+        deadline = self._timeout(timeout)
+        kwargs = self._control_kwargs(deadline)
+        await self._call(model, deadline, lambda t: t.load_model(model, config=config, **kwargs))
+
+    async def unload_model(
+        self, model: str, *, unload_dependents: bool = False, timeout: float | None = None
+    ) -> None:
+        deadline = self._timeout(timeout)
+        kwargs = self._control_kwargs(deadline)
+        await self._call(
+            model, deadline, lambda t: t.unload_model(model, unload_dependents=unload_dependents, **kwargs)
+        )
 
     def stream_text(
         self,

@@ -17,14 +17,20 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from tritonforge.errors import BatchTooLargeError, ClientError, OverloadedError, TransientError
+from tritonforge.errors import (
+    BatchTooLargeError,
+    ClientError,
+    DeadlineExceededError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    OverloadedError,
+    PermissionDeniedError,
+    TransientError,
+)
 from tritonforge.triton.options import RetryPolicy
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
-
-_TRANSIENT_AIOHTTP = {"ClientConnectorError", "ServerDisconnectedError", "ClientOSError"}
-
 
 _TRANSIENT_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
 _TRANSIENT_AIOHTTP = {"ClientConnectorError", "ServerDisconnectedError", "ClientOSError"}
@@ -40,8 +46,6 @@ def server_message(err: BaseException) -> str:
     message = getattr(err, "message", None)
     value = message() if callable(message) else None
     return str(value or err).strip()
-
-
 
 
 def short_message(err: BaseException, limit: int = 200) -> str:
@@ -72,31 +76,52 @@ def classify_error(
     """
     where = f"model '{model}'" if model else f"{protocol} server {url}"
     status = _status(err)
-    code = status.removeprefix("StatusCode.")
     text = server_message(err)
     result: ClientError
     if type(err).__name__ == "InferenceServerException":
-        if "maximum queue size" in text:  # Triton sheds load (UNAVAILABLE / 503): retrying at once adds to it
-            result = OverloadedError(f"{where}: server overloaded, request rejected: {text}")
-        elif "batch-size must be <=" in text:  # Triton's words for more rows than the model's max_batch_size
-            result = BatchTooLargeError(f"{where}: {text}")
-        elif code == "UNAVAILABLE":
-            result = TransientError(f"{where}: {protocol} server {url} is unavailable: {text}")
-        elif code == "DEADLINE_EXCEEDED":
-            result = ClientError(f"{where}: deadline of {_seconds(timeout)} exceeded ({protocol} {url})")
-        elif "unknown model" in text.lower() or code == "NOT_FOUND" or status == "404":
-            result = ClientError(f"unknown model '{model}' at {protocol} server {url}: {text}")
-        else:
-            result = ClientError(f"{where}: {text}")
+        result = classify_reply(status, text, model=model, url=url, timeout=timeout, protocol=protocol)
     elif _aio_code(err) == "UNAVAILABLE":  # grpc.aio raises these itself (a stream, not wrapped by tritonclient)
         details = err.details() if hasattr(err, "details") else err  # type: ignore[union-attr]
         result = TransientError(f"{where}: {protocol} server {url} is unavailable: {details}")
     elif _aio_code(err) == "DEADLINE_EXCEEDED" or _timed_out(err):
-        result = ClientError(f"{where}: deadline of {_seconds(timeout)} exceeded ({protocol} {url})")
+        result = DeadlineExceededError(f"{where}: deadline of {_seconds(timeout)} exceeded ({protocol} {url})")
     elif _unreachable(err):
         result = TransientError(f"{where}: {protocol} server {url} is unreachable: {err}")
     else:
         result = ClientError(f"{where}: {type(err).__name__}: {text}")
+    return _annotated(result, text=text, model=model, status=status, url=url)
+
+
+def classify_reply(
+    status: str, text: str, *, model: str | None, url: str, timeout: float | None, protocol: str = "grpc"
+) -> ClientError:
+    """The ClientError for an error Triton answered: ``status`` its gRPC code (``StatusCode.X`` or ``X``) or HTTP
+    status, ``text`` its message. Every rule that reads Triton's words lives here, once."""
+    where = f"model '{model}'" if model else f"{protocol} server {url}"
+    code = status.removeprefix("StatusCode.")
+    result: ClientError
+    if "maximum queue size" in text:  # Triton sheds load (UNAVAILABLE / 503): retrying at once adds to it
+        result = OverloadedError(f"{where}: server overloaded, request rejected: {text}")
+    elif "batch-size must be <=" in text:  # Triton's words for more rows than the model's max_batch_size
+        result = BatchTooLargeError(f"{where}: {text}")
+    elif "is restricted, expecting header" in text:  # over gRPC with status UNAVAILABLE: not a transport failure
+        result = PermissionDeniedError(f"{where}: the API is restricted: send the admin key ({text})")
+    elif code in ("UNAVAILABLE", "503"):
+        result = TransientError(f"{where}: {protocol} server {url} is unavailable: {text}")
+    elif code in ("DEADLINE_EXCEEDED", "504"):
+        result = DeadlineExceededError(f"{where}: deadline of {_seconds(timeout)} exceeded ({protocol} {url})")
+    elif "unknown model" in text.lower() or code in ("NOT_FOUND", "404"):
+        result = ModelNotFoundError(f"unknown model '{model}' at {protocol} server {url}: {text}")
+    elif "is not healthy" in text or "is not ready" in text:
+        # "Stub process '<instance>' is not healthy.": a python stub died (tritonforge's watchdog restarts it);
+        # "Model '<name>' is not ready": a BLS call to a model being reloaded
+        result = ModelNotReadyError(f"{where}: the model cannot serve right now: {text}")
+    else:
+        result = ClientError(f"{where}: {text}")
+    return _annotated(result, text=text, model=model, status=status, url=url)
+
+
+def _annotated(result: ClientError, *, text: str, model: str | None, status: str, url: str) -> ClientError:
     result.reason = text  # type: ignore[attr-defined]  # the server's own words, for callers that add their own
     result.model = model  # type: ignore[attr-defined]
     result.status = status  # type: ignore[attr-defined]

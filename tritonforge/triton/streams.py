@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from tritonforge.errors import ClientError, TransientError
+from tritonforge.errors import ClientError, DeadlineExceededError, TransientError
+from tritonforge.triton.errors import classify_reply
 from tritonforge.triton.tensors import build_inputs, is_final, text_of
 
 Classify = Callable[[BaseException], ClientError]
@@ -108,7 +109,7 @@ def _grpc_stream_once(
             try:
                 result, error = responses.get(timeout=timeout)
             except queue.Empty:
-                raise ClientError(f"model '{model}': no response within {timeout} s") from None
+                raise DeadlineExceededError(f"model '{model}': no response within {timeout} s") from None
             if error is not None:
                 finished = True  # the server ended the request
                 raise classify(error)
@@ -354,9 +355,17 @@ def _http_generate_once(
         detail = err.read().decode("utf-8", "replace")
         with contextlib.suppress(ValueError):
             detail = json.loads(detail).get("error", detail)
-        err_cls = TransientError if err.code == 503 and "queue size" not in detail else ClientError
-        raise err_cls(f"model '{model}': {detail} (HTTP {err.code})") from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+        raise classify_reply(
+            str(err.code), str(detail), model=model, url=base_url, timeout=timeout, protocol="http"
+        ) from None
+    except TimeoutError:  # the request was sent: it may be running
+        raise DeadlineExceededError(
+            f"model '{model}': deadline of {timeout:g}s exceeded (http {base_url})" if timeout else
+            f"model '{model}': timed out (http {base_url})"
+        ) from None
+    except (urllib.error.URLError, ConnectionError) as err:
+        if isinstance(getattr(err, "reason", None), TimeoutError):  # no connection within the deadline: not sent
+            raise TransientError(f"model '{model}': HTTP server {base_url} did not answer within {timeout} s") from None
         raise TransientError(f"model '{model}': HTTP server {base_url} is unreachable: {err}") from None
     return str(reply.get("text_output", ""))
 
