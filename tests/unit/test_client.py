@@ -529,3 +529,54 @@ def test_generation_inputs_refuse_what_would_wrap_or_not_encode(prompt: str, sam
 
     with pytest.raises(ClientError, match=message):
         generation_inputs(prompt, Sampling(**sampling), stream=False)
+
+
+def test_the_http_generate_endpoint_is_classified_like_every_other_call() -> None:
+    """POST /v2/models/<m>/generate goes through urllib, not tritonclient: its errors take the same classes."""
+    import contextlib
+    import http.server
+    import json
+    import threading
+    import time
+
+    from tritonforge.triton.streams import http_generate
+
+    replies = {
+        "shed": (503, {"error": "Exceeds maximum queue size"}),
+        "gone": (400, {"error": "Request for unknown model: 'gone' is not found"}),
+        "down": (503, {"error": "Server is not ready"}),
+    }
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            model = self.path.split("/")[3]
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if model == "slow":
+                time.sleep(1.0)
+            status, body = replies.get(model, (200, {"text_output": "ok"}))
+            data = json.dumps(body).encode()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # "slow": the client has left
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        expected = {"shed": OverloadedError, "gone": ModelNotFoundError, "down": TransientError}
+        for model, kind in expected.items():
+            with pytest.raises(ClientError) as info:
+                http_generate(base, model, {"text_input": "hi"}, timeout=5, context=None)
+            assert type(info.value) is kind, (model, info.value)
+            assert info.value.model == model and info.value.status == str(replies[model][0])  # type: ignore[attr-defined]
+        with pytest.raises(DeadlineExceededError, match=r"deadline of 0\.3s exceeded"):
+            http_generate(base, "slow", {"text_input": "hi"}, timeout=0.3, context=None)
+        assert http_generate(base, "fine", {"text_input": "hi"}, timeout=5, context=None) == "ok"
+    finally:
+        server.shutdown()
+        server.server_close()
