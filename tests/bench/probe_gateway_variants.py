@@ -14,6 +14,10 @@ gateways in front of it, each its own process, and alternates the issue #17 load
 
     python tests/bench/probe_gateway_variants.py            # ~6 min; writes docs/bench/gateway_variants.json
     python tests/bench/probe_gateway_variants.py --threads  # ~5 min; writes docs/bench/gateway_threads.json
+    python tests/bench/probe_gateway_variants.py --granian  # ~4 min; docs/bench/gateway_granian.json; needs
+                                                            # `pip install granian==2.8.7` (not a dependency)
+
+- granian (an experiment, not shipped; `--granian`): the same app on granian's Rust HTTP server instead of uvicorn.
 """
 
 from __future__ import annotations
@@ -96,6 +100,14 @@ def _serve(variant: str, grpc_url: str, http_url: str, port: int) -> None:
 
         state.AsyncClient = Threaded  # type: ignore[misc]
     setup = _gateway_setup("127.0.0.1", None, None, ["embeddings:minilm=embed"], None, True)
+    if variant == "granian":  # the same app on granian's Rust HTTP server (embedded in this uvloop loop)
+        import uvloop
+        from granian.constants import Interfaces
+        from granian.server.embed import Server
+
+        uvloop.run(Server(setup.app(grpc_url), address="127.0.0.1", port=port, interface=Interfaces.ASGI,
+                          log_enabled=False).serve())
+        return
     uvicorn.run(setup.app(grpc_url),  # type: ignore[arg-type]
                 host="127.0.0.1", port=port, log_level="warning", http=protocol)
 
@@ -135,7 +147,8 @@ def main(variants: tuple[str, ...] = VARIANTS, out: str = "gateway_variants.json
         server.stop()
     medians = {name: statistics.median(v) for name, v in rounds.items()}
     result = {
-        "command": "python tests/bench/probe_gateway_variants.py" + ("" if variants == VARIANTS else " --threads"),
+        "command": "python tests/bench/probe_gateway_variants.py" + {
+            VARIANTS: "", ("shipped", "granian"): " --granian"}.get(variants, " --threads"),
         "machine": targets.machine(),
         "rounds": ROUNDS,
         "medians_sentences_per_s": medians,
@@ -152,5 +165,7 @@ if __name__ == "__main__":
         _serve(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     elif sys.argv[1:2] == ["--threads"]:
         main(("shipped", "sync gRPC in threads"), "gateway_threads.json")
+    elif sys.argv[1:2] == ["--granian"]:
+        main(("shipped", "granian"), "gateway_granian.json")
     else:
         main()
