@@ -545,6 +545,7 @@ def test_the_http_generate_endpoint_is_classified_like_every_other_call() -> Non
         "shed": (503, {"error": "Exceeds maximum queue size"}),
         "gone": (400, {"error": "Request for unknown model: 'gone' is not found"}),
         "down": (503, {"error": "Server is not ready"}),
+        "proxy": (502, ["not", "triton's", "body"]),  # a proxy between: no {"error"} object, still a ClientError
     }
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -568,7 +569,7 @@ def test_the_http_generate_endpoint_is_classified_like_every_other_call() -> Non
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        expected = {"shed": OverloadedError, "gone": ModelNotFoundError, "down": TransientError}
+        expected = {"shed": OverloadedError, "gone": ModelNotFoundError, "down": TransientError, "proxy": ClientError}
         for model, kind in expected.items():
             with pytest.raises(ClientError) as info:
                 http_generate(base, model, {"text_input": "hi"}, timeout=5, context=None)

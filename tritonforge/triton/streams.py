@@ -354,7 +354,9 @@ def _http_generate_once(
     except urllib.error.HTTPError as err:
         detail = err.read().decode("utf-8", "replace")
         with contextlib.suppress(ValueError):
-            detail = json.loads(detail).get("error", detail)
+            body = json.loads(detail)
+            if isinstance(body, dict):  # Triton's {"error": "..."}; anything else (a proxy's page) stays as text
+                detail = body.get("error", detail)
         raise classify_reply(
             str(err.code), str(detail), model=model, url=base_url, timeout=timeout, protocol="http"
         ) from None
