@@ -267,7 +267,10 @@ def test_retries_run_out_into_a_transient_error() -> None:
             InferenceServerException("TEXT must not be empty", status="500"),
             "model 'm': TEXT must not be empty", ClientError,
         ),
-        (InferenceServerException("Request for unknown model: 'm'", status="404"), "unknown model 'm'", ModelNotFoundError),
+        (
+            InferenceServerException("Request for unknown model: 'm'", status="404"),
+            "unknown model 'm'", ModelNotFoundError,
+        ),
         (  # what Triton answers while tritonforge's watchdog restarts a dead python stub
             InferenceServerException("Stub process 'm_0_0' is not healthy.", status="StatusCode.INTERNAL"),
             "cannot serve right now: Stub process", ModelNotReadyError,
@@ -574,7 +577,8 @@ def test_the_http_generate_endpoint_is_classified_like_every_other_call() -> Non
             with pytest.raises(ClientError) as info:
                 http_generate(base, model, {"text_input": "hi"}, timeout=5, context=None)
             assert type(info.value) is kind, (model, info.value)
-            assert info.value.model == model and info.value.status == str(replies[model][0])  # type: ignore[attr-defined]
+            assert info.value.model == model  # type: ignore[attr-defined]
+            assert info.value.status == str(replies[model][0])  # type: ignore[attr-defined]
         with pytest.raises(DeadlineExceededError, match=r"deadline of 0\.3s exceeded"):
             http_generate(base, "slow", {"text_input": "hi"}, timeout=0.3, context=None)
         assert http_generate(base, "fine", {"text_input": "hi"}, timeout=5, context=None) == "ok"

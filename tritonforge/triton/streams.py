@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tritonforge.errors import ClientError, DeadlineExceededError, TransientError
-from tritonforge.triton.errors import classify_reply
+from tritonforge.triton.errors import classify_error, classify_reply
 from tritonforge.triton.tensors import build_inputs, is_final, text_of
 
 Classify = Callable[[BaseException], ClientError]
@@ -360,11 +360,8 @@ def _http_generate_once(
         raise classify_reply(
             str(err.code), str(detail), model=model, url=base_url, timeout=timeout, protocol="http"
         ) from None
-    except TimeoutError:  # the request was sent: it may be running
-        raise DeadlineExceededError(
-            f"model '{model}': deadline of {timeout:g}s exceeded (http {base_url})" if timeout else
-            f"model '{model}': timed out (http {base_url})"
-        ) from None
+    except TimeoutError as err:  # the request was sent: it may be running (the one mapping's deadline error)
+        raise classify_error(err, model=model, url=base_url, timeout=timeout, protocol="http") from None
     except (urllib.error.URLError, ConnectionError) as err:
         if isinstance(getattr(err, "reason", None), TimeoutError):  # no connection within the deadline: not sent
             raise TransientError(f"model '{model}': HTTP server {base_url} did not answer within {timeout} s") from None
