@@ -21,7 +21,8 @@ TritonForgeError
     ├── ModelNotReadyError the model is loaded but cannot serve now (a python stub being restarted, a reload)
     ├── PermissionDeniedError  a restricted Triton API (model control, shared memory...) without the admin key
     ├── BatchTooLargeError a request of more rows than the model's max_batch_size (not retried as it was sent)
-    └── BenchError         a benchmark could not run (tritonforge.bench)
+    └── BenchError         a benchmark could not run: server or model not there (tritonforge.bench)
+        └── BenchOptionsError  an option or data file refused before any request (also an InvalidInputError)
 
 Each ClientError subclass is decided once, where the failure is seen (tritonforge.triton.errors for Triton's
 answers, the clients' argument checks for InvalidInputError); callers such as the gateway choose by class, never by
@@ -141,7 +142,14 @@ class BatchTooLargeError(ClientError):
 
 
 class BenchError(ClientError):
-    """A benchmark that cannot run: refused address, unreachable server, unknown model, bad data or options."""
+    """A benchmark that cannot run: the server cannot be reached, or the model is unknown or not ready (the
+    client's own classified error, when there is one, is the ``__cause__``). Bad options and data are the subclass
+    BenchOptionsError."""
+
+
+class BenchOptionsError(BenchError, InvalidInputError):
+    """A benchmark refused before any request: an option or a data file that cannot be used (the message names it and
+    what is allowed). Also an InvalidInputError and a ValueError, like every argument the clients refuse."""
 
 
 class SplitConfigError(TritonForgeError, ValueError):

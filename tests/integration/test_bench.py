@@ -17,6 +17,7 @@ import pytest
 from tritonforge.bench import (
     SENTENCES,
     BenchError,
+    BenchOptionsError,
     check_target,
     generate_inputs,
     load_data,
@@ -202,9 +203,10 @@ def test_bench_embed_open_loop_http_batched(embed_server) -> None:
 
 
 def test_bench_refuses_unknown_models_and_bad_data(embed_server, tmp_path: Path) -> None:
-    with pytest.raises(BenchError, match="model 'nope'"):
+    with pytest.raises(BenchError, match="model 'nope'") as unknown:
         run_bench(embed_server.endpoints.grpc, "nope", duration_s=1)
-    with pytest.raises(BenchError, match=r"larger than the model's max_batch_size 64"):
+    assert not isinstance(unknown.value, BenchOptionsError)  # the server's answer, not a bad option
+    with pytest.raises(BenchOptionsError, match=r"larger than the model's max_batch_size 64"):
         run_bench(embed_server.endpoints.grpc, "embed", batch_size=100, duration_s=1)
     with pytest.raises(BenchError, match="cannot reach"):
         run_bench("127.0.0.1:9", "embed", duration_s=1, timeout=2)

@@ -55,11 +55,12 @@ from tritonforge.bench.report import error_lines, plot_report, report_tables
 from tritonforge.bench.results import BenchReport, LevelResult, ModelSplit, Percentiles, StreamStats
 from tritonforge.bench.run import run_bench
 from tritonforge.bench.target import check_target, default_url, parse_concurrency
-from tritonforge.errors import BenchError
+from tritonforge.errors import BenchError, BenchOptionsError
 
 __all__ = [
     "SENTENCES",
     "BenchError",
+    "BenchOptionsError",
     "BenchReport",
     "LevelResult",
     "ModelSplit",

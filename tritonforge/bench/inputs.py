@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tritonforge.errors import BenchError
+from tritonforge.errors import BenchOptionsError
 
 PAYLOAD_POOL = 16
 
@@ -110,7 +110,9 @@ def _fill(name: str, datatype: str, shape: list[int], rng: random.Random) -> np.
         return np.array(items, dtype=np.object_).reshape(shape)
     dtype = _NUMPY.get(datatype)
     if dtype is None:
-        raise BenchError(f"input '{name}' has datatype {datatype}, which auto inputs cannot generate: use --data")
+        raise BenchOptionsError(
+            f"input '{name}' has datatype {datatype}, which auto inputs cannot generate: use --data"
+        )
     if datatype == "BOOL":
         return (np.array([rng.random() for _ in range(size)]) < 0.5).reshape(shape)
     if np.issubdtype(dtype, np.integer):
@@ -147,10 +149,12 @@ def generate_inputs(
     rng = random.Random(seed)
     specs = [i for i in _model_inputs(config) if not i.get("optional")]
     if not specs:
-        raise BenchError(f"model '{config.get('name', '?')}' has no required inputs to generate")
+        raise BenchOptionsError(f"model '{config.get('name', '?')}' has no required inputs to generate")
     for spec in specs:
         if spec.get("is_shape_tensor"):
-            raise BenchError(f"input '{spec['name']}' is a shape tensor: auto inputs cannot guess it; use --data")
+            raise BenchOptionsError(
+                f"input '{spec['name']}' is a shape tensor: auto inputs cannot guess it; use --data"
+            )
     payloads = []
     for _ in range(count):
         payload = {}
@@ -166,11 +170,13 @@ def generate_inputs(
 def _check_batch(config: Mapping[str, Any], batch_size: int) -> None:
     max_batch = int(config.get("max_batch_size", 0) or 0)
     if batch_size < 1:
-        raise BenchError(f"batch_size={batch_size} must be >= 1")
+        raise BenchOptionsError(f"batch_size={batch_size} must be >= 1")
     if max_batch == 0 and batch_size != 1:
-        raise BenchError(f"model '{config.get('name', '?')}' does not batch (max_batch_size 0): use batch_size 1")
+        raise BenchOptionsError(
+            f"model '{config.get('name', '?')}' does not batch (max_batch_size 0): use batch_size 1"
+        )
     if max_batch > 0 and batch_size > max_batch:
-        raise BenchError(f"batch_size={batch_size} is larger than the model's max_batch_size {max_batch}")
+        raise BenchOptionsError(f"batch_size={batch_size} is larger than the model's max_batch_size {max_batch}")
 
 
 def _entry_array(where: str, value: Any, datatype: str, dims: list[int]) -> np.ndarray:
@@ -178,10 +184,10 @@ def _entry_array(where: str, value: Any, datatype: str, dims: list[int]) -> np.n
     if isinstance(value, Mapping):
         if "b64" in value:
             if datatype != "BYTES":
-                raise BenchError(f"{where}: b64 content is only for STRING inputs (this one is {datatype})")
+                raise BenchOptionsError(f"{where}: b64 content is only for STRING inputs (this one is {datatype})")
             value = {"content": [base64.b64decode(value["b64"])], "shape": value.get("shape", [1] * len(dims))}
         if "content" not in value:
-            raise BenchError(f"{where}: an object value needs 'content' (and optionally 'shape') or 'b64'")
+            raise BenchOptionsError(f"{where}: an object value needs 'content' (and optionally 'shape') or 'b64'")
         shape = value.get("shape")
         value = value["content"]
     if datatype == "BYTES":
@@ -193,14 +199,14 @@ def _entry_array(where: str, value: Any, datatype: str, dims: list[int]) -> np.n
             elif isinstance(item, Mapping) and "b64" in item:
                 item = base64.b64decode(item["b64"])
             if not isinstance(item, bytes):
-                raise BenchError(f"{where}: STRING values must be strings, got {type(item).__name__}")
+                raise BenchOptionsError(f"{where}: STRING values must be strings, got {type(item).__name__}")
             items.append(item)
         array = np.array(items, dtype=np.object_)
     else:
         try:
             array = np.array(value, dtype=_NUMPY[datatype])
         except (KeyError, TypeError, ValueError) as err:
-            raise BenchError(f"{where}: cannot read the value as {datatype}: {err}") from None
+            raise BenchOptionsError(f"{where}: cannot read the value as {datatype}: {err}") from None
     try:
         if shape is not None:
             return array.reshape([int(s) for s in shape])
@@ -209,8 +215,8 @@ def _entry_array(where: str, value: Any, datatype: str, dims: list[int]) -> np.n
         if array.ndim == len(dims):
             return array
     except ValueError as err:
-        raise BenchError(f"{where}: {array.size} values do not fit the input's dims {dims}: {err}") from None
-    raise BenchError(f"{where}: dims {dims} have several -1: give the entry's 'shape'")
+        raise BenchOptionsError(f"{where}: {array.size} values do not fit the input's dims {dims}: {err}") from None
+    raise BenchOptionsError(f"{where}: dims {dims} have several -1: give the entry's 'shape'")
 
 
 def load_data(path: str | Path, config: Mapping[str, Any], *, batch_size: int = 1) -> list[dict[str, np.ndarray]]:
@@ -219,12 +225,14 @@ def load_data(path: str | Path, config: Mapping[str, Any], *, batch_size: int = 
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
-        raise BenchError(f"cannot read the data file {path}: {err.strerror or err}") from None
+        raise BenchOptionsError(f"cannot read the data file {path}: {err.strerror or err}") from None
     except json.JSONDecodeError as err:
-        raise BenchError(f"{path}: not JSON: {err}") from None
+        raise BenchOptionsError(f"{path}: not JSON: {err}") from None
     entries = raw.get("data") if isinstance(raw, Mapping) else raw
     if not isinstance(entries, list) or not entries or not all(isinstance(e, Mapping) for e in entries):
-        raise BenchError(f'{path}: expected {{"data": [{{input name: value, ...}}, ...]}} with at least one entry')
+        raise BenchOptionsError(
+            f'{path}: expected {{"data": [{{input name: value, ...}}, ...]}} with at least one entry'
+        )
     _check_batch(config, batch_size)
     max_batch = int(config.get("max_batch_size", 0) or 0)
     specs = {i["name"]: i for i in _model_inputs(config)}
@@ -237,7 +245,7 @@ def load_data(path: str | Path, config: Mapping[str, Any], *, batch_size: int = 
             problems = ([f"unknown inputs {unknown} (the model has {sorted(specs)})"] if unknown else []) + (
                 [f"missing required inputs {missing}"] if missing else []
             )
-            raise BenchError(f"{path}: data[{k}]: " + "; ".join(problems))
+            raise BenchOptionsError(f"{path}: data[{k}]: " + "; ".join(problems))
         items.append(
             {
                 name: _entry_array(
@@ -257,7 +265,7 @@ def load_data(path: str | Path, config: Mapping[str, Any], *, batch_size: int = 
         try:
             payloads.append({name: np.stack([g[name] for g in group]) for name in group[0]})
         except ValueError as err:
-            raise BenchError(
+            raise BenchOptionsError(
                 f"{path}: entries {start}..{start + batch_size - 1} cannot share a batch (different shapes: {err}); "
                 "use batch_size 1 or give them the same shapes"
             ) from None

@@ -16,7 +16,7 @@ from tritonforge.bench.loadgen import _closed_loop, _open_loop, _Pool
 from tritonforge.bench.results import BenchReport, LevelResult, Percentiles, StreamStats
 from tritonforge.bench.stats import _split, _Stats
 from tritonforge.bench.target import MAX_CONCURRENCY, check_target, default_url, parse_concurrency
-from tritonforge.errors import BenchError, ClientError
+from tritonforge.errors import BenchError, BenchOptionsError, ClientError
 from tritonforge.triton.connection import Connection
 from tritonforge.triton.load import LoadSession, Sample
 from tritonforge.triton.options import Protocol
@@ -99,19 +99,19 @@ def run_bench(
     ``model_transaction_policy.decoupled``.
     """
     if protocol not in ("grpc", "http"):
-        raise BenchError(f"protocol={protocol!r} is not one of 'grpc', 'http'")
+        raise BenchOptionsError(f"protocol={protocol!r} is not one of 'grpc', 'http'")
     address = check_target(url or default_url(protocol), protocol=protocol, allow_remote=allow_remote)
     if not duration_s > 0 or warmup_s < 0:
-        raise BenchError(f"duration_s={duration_s} must be > 0 and warmup_s={warmup_s} >= 0")
+        raise BenchOptionsError(f"duration_s={duration_s} must be > 0 and warmup_s={warmup_s} >= 0")
     if not timeout > 0:
-        raise BenchError(f"timeout={timeout} must be > 0 seconds")
+        raise BenchOptionsError(f"timeout={timeout} must be > 0 seconds")
     if max_requests is not None and max_requests < 1:
-        raise BenchError(f"max_requests={max_requests} must be >= 1")
+        raise BenchOptionsError(f"max_requests={max_requests} must be >= 1")
     if rate is not None:
         if not (rate > 0 and math.isfinite(rate)):
-            raise BenchError(f"rate={rate} must be > 0 requests/s")
+            raise BenchOptionsError(f"rate={rate} must be > 0 requests/s")
         if not 1 <= max_inflight <= MAX_CONCURRENCY:
-            raise BenchError(f"max_inflight={max_inflight} must be within 1..{MAX_CONCURRENCY}")
+            raise BenchOptionsError(f"max_inflight={max_inflight} must be within 1..{MAX_CONCURRENCY}")
         levels: list[int] = []
     else:
         levels = parse_concurrency(concurrency if concurrency is not None else (1, 4, 16))
@@ -122,9 +122,9 @@ def run_bench(
     decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
     streaming = decoupled if streaming is None else streaming
     if streaming and protocol != "grpc":
-        raise BenchError(f"model '{model}' streams (decoupled): benchmark it over gRPC (--protocol grpc)")
+        raise BenchOptionsError(f"model '{model}' streams (decoupled): benchmark it over gRPC (--protocol grpc)")
     if decoupled and not streaming:
-        raise BenchError(f"model '{model}' is decoupled: its responses only come over a gRPC stream (streaming)")
+        raise BenchOptionsError(f"model '{model}' is decoupled: its responses only come over a gRPC stream (streaming)")
     if str(inputs) == "auto":
         payloads = generate_inputs(config, batch_size=batch_size, seq_length=seq_length, seed=seed)
     else:
@@ -204,13 +204,13 @@ def _describe_model(
         try:
             up = triton.is_live()
         except ClientError as err:
-            raise BenchError(f"cannot reach the {protocol} endpoint {address}: {err}") from None
+            raise BenchError(f"cannot reach the {protocol} endpoint {address}: {err}") from err
         if not up:
             raise BenchError(f"cannot reach the {protocol} endpoint {address} (or the server is not live)")
         try:
             is_ready = triton.is_model_ready(model)
         except ClientError as err:
-            raise BenchError(f"model '{model}' at {address}: {err}") from None
+            raise BenchError(f"model '{model}' at {address}: {err}") from err
         if not is_ready:
             raise BenchError(f"model '{model}' is not ready at {address} (unknown, not loaded, or failed to load)")
         try:
@@ -219,5 +219,5 @@ def _describe_model(
                 fetch(name)
             metadata = triton.model_metadata(model)
         except ClientError as err:
-            raise BenchError(f"cannot read the config of model '{model}' at {address}: {err}") from None
+            raise BenchError(f"cannot read the config of model '{model}' at {address}: {err}") from err
     return (lambda name: cache.get(name, {})), metadata

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tritonforge.errors import BenchError, ClientError
+from tritonforge.errors import BenchOptionsError, ClientError
 from tritonforge.triton.options import DEFAULT_PORTS, Protocol, host_of, is_loopback, split_url
 
 MAX_CONCURRENCY = 1024
@@ -16,15 +16,15 @@ def default_url(protocol: Protocol = "grpc") -> str:
 
 
 def check_target(url: str, *, protocol: Protocol = "grpc", allow_remote: bool = False) -> str:
-    """``host:port`` of ``url``; a BenchError for a non-loopback address unless ``allow_remote``."""
+    """``host:port`` of ``url``; a BenchOptionsError for a non-loopback address unless ``allow_remote``."""
     try:
         address, secure = split_url(url, protocol)
     except ClientError as err:
-        raise BenchError(str(err)) from None
+        raise BenchOptionsError(str(err)) from None
     if secure:
-        raise BenchError(f"url {url!r}: TLS is not supported by the benchmark (use grpc:// or http://)")
+        raise BenchOptionsError(f"url {url!r}: TLS is not supported by the benchmark (use grpc:// or http://)")
     if not allow_remote and not is_loopback(host_of(address)):
-        raise BenchError(
+        raise BenchOptionsError(
             f"refusing to benchmark {address}: it is not a loopback address and a benchmark sends real load. "
             "Pass --allow-remote (allow_remote=True) to load a server you are allowed to load."
         )
@@ -44,12 +44,12 @@ def parse_concurrency(value: str | int | Iterable[int]) -> list[int]:
         try:
             n = int(item)
         except (TypeError, ValueError):
-            raise BenchError(f"concurrency {item!r} is not an integer (give e.g. 1,4,16)") from None
+            raise BenchOptionsError(f"concurrency {item!r} is not an integer (give e.g. 1,4,16)") from None
         if not 1 <= n <= MAX_CONCURRENCY:
-            raise BenchError(f"concurrency {n} must be within 1..{MAX_CONCURRENCY}")
+            raise BenchOptionsError(f"concurrency {n} must be within 1..{MAX_CONCURRENCY}")
         out.append(n)
     if not out:
-        raise BenchError("concurrency is empty: give at least one level, e.g. 1,4,16")
+        raise BenchOptionsError("concurrency is empty: give at least one level, e.g. 1,4,16")
     return out
 
 
