@@ -137,6 +137,20 @@ def _kv_pairs(cache):
     return list(zip(cache.key_cache, cache.value_cache, strict=True))
 
 
+def _cache_keyword(model):
+    """The forward argument that takes the KV cache: ``cache`` in recent transformers 5.x (5.25 warns that
+    ``past_key_values`` is removed in 5.40), ``past_key_values`` in earlier releases."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _output_cache(out):
+    """The cache a forward pass returned, under either name (see _cache_keyword)."""
+    cache = getattr(out, "cache", None)
+    return out.past_key_values if cache is None else cache
+
+
 def _set_kv_pairs(cache, pairs):
     if hasattr(cache, "layers"):
         for layer, (k, v) in zip(cache.layers, pairs, strict=True):
@@ -169,6 +183,7 @@ class _Engine:
         self.torch = torch
         self.F = torch.nn.functional
         self.DynamicCache = DynamicCache
+        self.cache_keyword = _cache_keyword(self.model)
         self.threads = threads
         self.cond = threading.Condition()
         self.waiting = deque()  # jobs not admitted yet
@@ -316,14 +331,14 @@ class _Engine:
         for s in seqs:
             s.first_scheduled_ns = started
         cache = self.DynamicCache()
-        out = self._forward(seqs, input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                            use_cache=True, logits_to_keep=0 if want_context else 1)
+        out = self._forward(seqs, input_ids=ids, attention_mask=mask, position_ids=positions,
+                            **{self.cache_keyword: cache}, use_cache=True, logits_to_keep=0 if want_context else 1)
         logits = out.logits
         for i, s in enumerate(seqs):
             if s.return_context_logits:
                 s.context_logits = logits[i, width - lengths[i]:, :].float().numpy().copy()
         last = logits[:, -1, :].float()
-        self._merge(seqs, out.past_key_values, mask)
+        self._merge(seqs, _output_cache(out), mask)
         self._sample_and_accept(seqs, last)
         self._retire()
 
@@ -334,8 +349,8 @@ class _Engine:
         positions = torch.tensor([[s.next_pos] for s in seqs], dtype=torch.long)
         self.mask = torch.cat([self.mask, torch.ones((len(seqs), 1), dtype=torch.long)], dim=1)
         out = self._forward(seqs, input_ids=ids, attention_mask=self.mask, position_ids=positions,
-                            past_key_values=self.cache, use_cache=True, logits_to_keep=1)
-        self.cache = out.past_key_values
+                            **{self.cache_keyword: self.cache}, use_cache=True, logits_to_keep=1)
+        self.cache = _output_cache(out)
         for s in seqs:
             s.next_pos += 1
         self._sample_and_accept(seqs, out.logits[:, -1, :].float())

@@ -253,6 +253,50 @@ def test_greedy_batch_equals_generate(model: Any, reference: Any, forward_shapes
         assert len(tokens) == n
 
 
+def test_the_cache_goes_by_the_installed_transformers_name(module: ModuleType, model: Any, reference: Any) -> None:
+    """transformers 5.25 renamed forward's ``past_key_values`` to ``cache`` (the old name warns, and goes in 5.40):
+    the engine passes the cache under whichever name the model's forward takes, and reads it back either way."""
+    import inspect
+
+    engine = model.engine
+    engine_module = module._engine  # model.py loads its sibling cpu_llm_engine.py under a private name
+    real = engine.model
+    expected = "cache" if "cache" in inspect.signature(real.forward).parameters else "past_key_values"
+    passed: list[set[str]] = []
+
+    def spy(**kwargs: Any) -> Any:
+        passed.append(set(kwargs) & {"cache", "past_key_values"})
+        return real(**kwargs)
+
+    engine.model = spy
+    try:
+        ids = reference.ids(PROMPTS[0])
+        r = request(ids, 4, exclude_input_in_output=True)
+        model.execute([r])
+        assert r.tokens() == reference.generate(ids, 4)
+    finally:
+        engine.model = real
+    assert passed and all(names == {expected} for names in passed)
+
+    class Old:
+        def forward(self, input_ids: Any = None, past_key_values: Any = None, use_cache: bool = False) -> None: ...
+
+    class New:
+        def forward(self, input_ids: Any = None, cache: Any = None, use_cache: bool = False) -> None: ...
+
+    assert engine_module._cache_keyword(Old()) == "past_key_values"
+    assert engine_module._cache_keyword(New()) == "cache"
+
+    class OldOut:
+        past_key_values = "kv"
+
+    class NewOut:
+        cache = "kv"
+        past_key_values = None  # a removed alias reads as nothing
+
+    assert engine_module._output_cache(OldOut()) == engine_module._output_cache(NewOut()) == "kv"
+
+
 def test_a_finished_request_is_never_probed_for_cancellation(model: Any, reference: Any) -> None:
     """Once FINAL is sent, Triton deletes the request's response factory, and probing `is_cancelled()` then can
     crash Triton 2.51 (SIGSEGV in TRITONBACKEND_ResponseFactoryIsCancelled, seen in CI through the BLS model's
