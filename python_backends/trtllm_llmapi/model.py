@@ -108,6 +108,9 @@ class TritonPythonModel:
         loop = getattr(self, "loop", None)
         if loop is not None:
             loop.call_soon_threadsafe(loop.stop)
+            self.thread.join(timeout=10)
+            if not loop.is_running():  # closed only once stopped: a loop stuck in a callback is left to exit
+                loop.close()
 
     # ------------------------------------------------------------------------------------------------ requests
 
