@@ -790,3 +790,20 @@ def test_a_runtime_may_not_leave_its_backend_directory(tmp_path: Path, runtime: 
     expected = (f"backend library name '{runtime}' escapes backend directory '/opt/tritonserver/backends/identity', "
                 "for model 'm', check model config runtime field")
     assert (expected in messages) == escapes, messages
+
+
+def test_a_custom_batching_library_is_refused_with_the_sequence_batcher_and_outside_the_repository(
+    repo: Path,
+) -> None:
+    """R31, both halves (core's TritonModel::Create): the sequence batcher takes no custom batching library, and the
+    library's path may not leave the model repository."""
+    io = [("IN", "TYPE_FP32", (4,))], [("OUT", "TYPE_FP32", (4,))]
+    strategy = 'parameters { key: "TRITON_BATCH_STRATEGY_PATH" value: { string_value: "%s" } }\n'
+    _py(repo, "seq", *io, extra="sequence_batching { }\n" + strategy % "libbatch.so")
+    _py(repo, "escape", *io, extra="dynamic_batching { }\n" + strategy % "../../elsewhere/libbatch.so")
+    _py(repo, "inside", *io, extra="dynamic_batching { }\n" + strategy % "libbatch.so")
+    assert _messages(repo, "seq") == [
+        "TRITON_BATCH_STRATEGY_PATH cannot be specified with sequence batcher, using default batching strategy"
+    ]
+    assert _messages(repo, "escape") == ["Batching library path escapes model repository."]
+    assert _messages(repo, "inside") == []

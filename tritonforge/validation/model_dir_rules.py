@@ -304,8 +304,12 @@ def _python_env_rules(config: ModelConfig, model_dir: Path) -> list[str]:
 
 
 def _batch_strategy_rules(config: ModelConfig, model_dir: Path, repo: Path | None) -> list[str]:
-    """R31: a custom batching library must stay inside the model repository."""
-    if repo is None or "TRITON_BATCH_STRATEGY_PATH" not in config.parameters:
+    """R31: no custom batching library with the sequence batcher, and one must stay inside the model repository."""
+    if "TRITON_BATCH_STRATEGY_PATH" not in config.parameters:
+        return []
+    if config.HasField("sequence_batching"):  # core refuses the model, its "using default" wording aside
+        return ["TRITON_BATCH_STRATEGY_PATH cannot be specified with sequence batcher, using default batching strategy"]
+    if repo is None:
         return []
     path = Path(config.parameters["TRITON_BATCH_STRATEGY_PATH"].string_value)
     if not path.is_absolute():
