@@ -807,3 +807,17 @@ def test_a_custom_batching_library_is_refused_with_the_sequence_batcher_and_outs
     ]
     assert _messages(repo, "escape") == ["Batching library path escapes model repository."]
     assert _messages(repo, "inside") == []
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("KIND_CPU", ["'use_growable_memory' can only work with KIND_GPU model instances right now. Please either change "
+                  "the instance type to KIND_GPU or set 'use_growable_memory' to false for state input 'S_IN'."]),
+    ("KIND_GPU", []),
+])
+def test_growable_state_memory_needs_gpu_instances(repo: Path, kind: str, expected: list[str]) -> None:
+    """R37 (core's SequenceStates::Initialize): a growable state buffer works on KIND_GPU instances only."""
+    state = ('sequence_batching { state { input_name: "S_IN" output_name: "S_OUT" data_type: TYPE_FP32 dims: [ 4 ] '
+             "use_same_buffer_for_input_output: true use_growable_memory: true } }\n")
+    group = f"instance_group {{ kind: {kind} count: 1 }}\n"
+    _py(repo, "m", [("IN", "TYPE_FP32", (4,))], [("OUT", "TYPE_FP32", (4,))], extra=state + group)
+    assert _messages(repo, "m") == expected

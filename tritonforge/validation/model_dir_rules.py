@@ -190,19 +190,26 @@ def _sequence_state_rules(config: ModelConfig, model_dir: Path) -> list[str]:
         return []
     found: list[str] = []
     seen: set[str] = set()
+    gpu = model_config_pb2().ModelInstanceGroup.KIND_GPU
+    all_gpu = all(group.kind == gpu for group in config.instance_group)  # kinds are resolved by now (R18)
     for state in config.sequence_batching.state:
-        message = _state_rules(state, seen, config.max_batch_size, model_dir)
+        message = _state_rules(state, seen, config.max_batch_size, model_dir, all_gpu)
         if message:
             found.append(message)
     return found
 
 
-def _state_rules(state: Any, seen: set[str], max_batch_size: int, model_dir: Path) -> str | None:
+def _state_rules(state: Any, seen: set[str], max_batch_size: int, model_dir: Path, all_gpu: bool) -> str | None:
     name = state.input_name
     if state.use_growable_memory and not state.use_same_buffer_for_input_output:
         return (
             f"In order to 'use_growable_memory', you must also enable 'use_single_buffer' for state input name "
             f"'{name}'."
+        )
+    if state.use_growable_memory and not all_gpu:
+        return (
+            "'use_growable_memory' can only work with KIND_GPU model instances right now. Please either change the "
+            f"instance type to KIND_GPU or set 'use_growable_memory' to false for state input '{name}'."
         )
     if len(state.initial_state) > 1:
         return (
