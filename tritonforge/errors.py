@@ -22,7 +22,7 @@ TritonForgeError
     ├── PermissionDeniedError  a restricted Triton API (model control, shared memory...) without the admin key
     ├── BatchTooLargeError a request of more rows than the model's max_batch_size (not retried as it was sent)
     └── BenchError         a benchmark could not run: server or model not there (tritonforge.bench)
-        └── BenchOptionsError  an option or data file refused before any request (also an InvalidInputError)
+        └── BenchOptionsError  an option or data file refused before any inference (also an InvalidInputError)
 
 Each ClientError subclass is decided once, where the failure is seen (tritonforge.triton.errors for Triton's
 answers, the clients' argument checks for InvalidInputError); callers such as the gateway choose by class, never by
@@ -148,8 +148,9 @@ class BenchError(ClientError):
 
 
 class BenchOptionsError(BenchError, InvalidInputError):
-    """A benchmark refused before any request: an option or a data file that cannot be used (the message names it and
-    what is allowed). Also an InvalidInputError and a ValueError, like every argument the clients refuse."""
+    """A benchmark refused before any inference request: an option or a data file that cannot be used, or one the
+    model's config rules out (the message names it and what is allowed). Also an InvalidInputError and a ValueError,
+    like every argument the clients refuse."""
 
 
 class SplitConfigError(TritonForgeError, ValueError):

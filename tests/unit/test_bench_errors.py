@@ -22,7 +22,10 @@ from tritonforge.errors import ClientError, InvalidInputError
         (lambda: parse_concurrency("0"), "must be within 1..1024"),
         (lambda: parse_concurrency(""), "concurrency is empty"),
         # refused before connecting: port 9 on loopback answers nothing, so a connection would fail differently
-        (lambda: run_bench("127.0.0.1:9", "embed", protocol="udp"), "not one of 'grpc', 'http'"),  # type: ignore[arg-type]
+        (
+            lambda: run_bench("127.0.0.1:9", "embed", protocol="udp"),  # type: ignore[arg-type]
+            "not one of 'grpc', 'http'",
+        ),
         (lambda: run_bench("127.0.0.1:9", "embed", duration_s=0), "duration_s=0 must be > 0"),
         (lambda: run_bench("127.0.0.1:9", "embed", timeout=0), "timeout=0 must be > 0"),
     ],

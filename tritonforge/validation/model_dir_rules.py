@@ -191,7 +191,7 @@ def _sequence_state_rules(config: ModelConfig, model_dir: Path) -> list[str]:
     found: list[str] = []
     seen: set[str] = set()
     gpu = model_config_pb2().ModelInstanceGroup.KIND_GPU
-    all_gpu = all(group.kind == gpu for group in config.instance_group)  # kinds are resolved by now (R18)
+    all_gpu = all(group.kind == gpu for group in config.instance_group)  # KIND_AUTO is resolved by now (R40)
     for state in config.sequence_batching.state:
         message = _state_rules(state, seen, config.max_batch_size, model_dir, all_gpu)
         if message:
