@@ -131,12 +131,25 @@ def validate(
             "instead of --disable-auto-complete-config, the mode tritonforge serve/deploy run Triton with (default)",
         ),
     ] = False,
+    rate_limit: Annotated[
+        str,
+        typer.Option(
+            help="the server's --rate-limit: off (Triton's default, how tritonforge serves) or execution_count, "
+            "which adds the rate limiter's resource checks"
+        ),
+    ] = "off",
+    rate_limit_resource: Annotated[
+        list[str] | None,
+        typer.Option(help="the server's --rate-limit-resource=<name>:<count>[:<device>] (repeatable)"),
+    ] = None,
 ) -> None:
     """Check a whole repository against Triton's load-time rules. Exit 0 if valid, 1 with 'path: message' lines."""
+    from tritonforge.validator import RateLimit
     from tritonforge.validator import validate as validate_repo
 
     try:
-        validate_repo(repo, gpus=gpus, image=image, auto_complete=auto_complete)
+        limits = RateLimit.from_options(rate_limit, rate_limit_resource or ())
+        validate_repo(repo, gpus=gpus, image=image, auto_complete=auto_complete, rate_limit=limits)
     except TritonForgeError as err:
         _fail(err)
     console.print(f"[green]valid[/]: {repo}")

@@ -153,6 +153,11 @@ class BenchOptionsError(BenchError, InvalidInputError):
     like every argument the clients refuse."""
 
 
+class OptionError(TritonForgeError, ValueError):
+    """An option or argument that cannot be used, refused before any work; the message names it and what is
+    allowed."""
+
+
 class SplitConfigError(TritonForgeError, ValueError):
     """A split configuration that cannot be used; ``problems`` lists every ``path: message``."""
 

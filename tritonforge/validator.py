@@ -44,12 +44,13 @@ from tritonforge.validation.model_dir_rules import (
     _versions_to_load,
     _warmup_rules,
 )
-from tritonforge.validation.repository_rules import _check_dependencies, _check_rate_limiter
+from tritonforge.validation.rate_limit import RateLimit, RateLimitResource, check_rate_limiter
+from tritonforge.validation.repository_rules import _check_dependencies
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-__all__ = ["check_config", "check_repository", "validate"]
+__all__ = ["RateLimit", "RateLimitResource", "check_config", "check_repository", "validate"]
 
 
 def check_config(
@@ -75,6 +76,7 @@ def check_repository(
     image: str | None = None,
     auto_complete: bool = False,
     image_backends: bool = False,
+    rate_limit: RateLimit | None = None,
 ) -> list[Problem]:
     """Every problem of the repository, sorted (stably) by the path of the offending config.pbtxt.
 
@@ -85,6 +87,8 @@ def check_repository(
     checked against the backends that image ships; without it only backends no NGC image ships are.
     ``auto_complete`` validates as Triton's default mode (NGC containers run with auto-complete: backends complete
     configs from model files) instead of ``--disable-auto-complete-config``, the mode tritonforge serves with.
+    ``rate_limit`` is the server's ``--rate-limit`` and ``--rate-limit-resource`` flags (default: off, Triton's
+    default and how tritonforge serves); the rate limiter's resource rules (R44) apply only with execution_count.
     """
     repo = Path(repo)
     if not repo.is_dir():
@@ -96,7 +100,7 @@ def check_repository(
         if model is not None:
             models[model.name] = model
     _check_dependencies(models)
-    _check_rate_limiter(models)
+    check_rate_limiter(models, rate_limit or RateLimit())
     for model in models.values():
         problems.extend(Problem(model.where, m) for m in _dedupe([*model.findings.messages(), *model.cross]))
     problems.extend(_engine_manifest_problems(repo, image or _recorded_image(repo)))
@@ -134,10 +138,19 @@ def _engine_manifest_problems(repo: Path, image: str | None) -> list[Problem]:
     return problems
 
 
-def validate(repo: str | Path, *, gpus: int | None = 8, image: str | None = None, auto_complete: bool = False) -> None:
+def validate(
+    repo: str | Path,
+    *,
+    gpus: int | None = 8,
+    image: str | None = None,
+    auto_complete: bool = False,
+    rate_limit: RateLimit | None = None,
+) -> None:
     """Raise ValidationError listing every problem if the repository would not load cleanly in Triton
-    (``auto_complete``: see :func:`check_repository`)."""
-    problems = check_repository(repo, gpus=gpus, image=image, auto_complete=auto_complete, image_backends=True)
+    (``auto_complete``, ``rate_limit``: see :func:`check_repository`)."""
+    problems = check_repository(
+        repo, gpus=gpus, image=image, auto_complete=auto_complete, image_backends=True, rate_limit=rate_limit
+    )
     if problems:
         raise ValidationError(problems)
 

@@ -14,8 +14,8 @@ import pytest
 from google.protobuf import text_format
 
 from tritonforge.config_io import model_config_pb2
-from tritonforge.errors import ValidationError
-from tritonforge.validator import check_config, check_repository, validate
+from tritonforge.errors import OptionError, ValidationError
+from tritonforge.validator import RateLimit, RateLimitResource, check_config, check_repository, validate
 
 QA_ROOT = Path("/work/shared/triton-qa")
 QA_CASES = QA_ROOT / "noautofill_platform"
@@ -355,6 +355,41 @@ def test_backend_is_inferred_from_the_first_version_folder(repo: Path) -> None:
             "Response Cache does not currently support model m with 'decoupled' transaction policy. Please disable the "
             "response cache.",
         ),
+        (  # R33: a control tensor needs a name
+            "sequence_batching { control_input { control { kind: CONTROL_SEQUENCE_START int32_false_true: [0, 1] } } }",
+            "sequence batching control tensor must have a name for m",
+        ),
+        (  # R33: one tensor named by two control_input entries
+            'sequence_batching { control_input { name: "S" control { kind: CONTROL_SEQUENCE_START '
+            'int32_false_true: [0, 1] } } control_input { name: "S" control { kind: CONTROL_SEQUENCE_END '
+            "int32_false_true: [0, 1] } } }",
+            "sequence batching control tensor 'S' is specified for multiple control kinds for m",
+        ),
+        (  # R33: one kind on two tensors
+            'sequence_batching { control_input { name: "S" control { kind: CONTROL_SEQUENCE_READY '
+            'int32_false_true: [0, 1] } } control_input { name: "T" control { kind: CONTROL_SEQUENCE_READY '
+            "int32_false_true: [0, 1] } } }",
+            "sequence batching specifies multiple CONTROL_SEQUENCE_READY tensors for m",
+        ),
+        (  # R34: a boolean control without its false/true values
+            'sequence_batching { control_input { name: "R" control { kind: CONTROL_SEQUENCE_READY } } }',
+            "sequence batching must specify either 'int32_false_true', 'fp32_false_true' or 'bool_false_true' for "
+            "CONTROL_SEQUENCE_READY for m",
+        ),
+        (  # R34: two of the lists
+            'sequence_batching { control_input { name: "E" control { kind: CONTROL_SEQUENCE_END '
+            "int32_false_true: [0, 1] fp32_false_true: [0, 1] } } }",
+            "sequence batching specifies more than one from 'int32_false_true', 'fp32_false_true' and "
+            "'bool_false_true' for CONTROL_SEQUENCE_END for m",
+        ),
+        (  # R67
+            'model_metrics { metric_control { metric_identifier { family: "" } histogram_options { buckets: [1] } } }',
+            "metric identifier must specify non-empty 'family'",
+        ),
+        (
+            'model_metrics { metric_control { metric_identifier { family: "f" } histogram_options { } } }',
+            "histogram options must specify non-empty 'buckets'",
+        ),
         (
             'model_metrics { metric_control { metric_identifier { family: "f" } } }',
             "metric control must specify 'histogram_options'",
@@ -419,15 +454,93 @@ def test_kind_gpu_on_a_machine_without_gpus(repo: Path) -> None:
     assert _messages(repo, "m", gpus=0) == ["instance group g of model m has kind KIND_GPU but no GPUs are available"]
 
 
+def _limited(repo: Path, model: str, mode: str = "execution_count", *resources: str) -> list[str]:
+    where = str(repo / model / "config.pbtxt")
+    found = check_repository(repo, rate_limit=RateLimit.from_options(mode, resources))
+    return [p.message for p in found if p.where == where]
+
+
+def _resources(*resources: tuple[str, bool, int], kind: str = "KIND_CPU", gpus: str = "") -> str:
+    listed = "".join(f'resources {{ name: "{n}" global: {str(g).lower()} count: {c} }} ' for n, g, c in resources)
+    return f"instance_group {{ kind: {kind} {gpus} rate_limiter {{ {listed}}} }}\n"
+
+
 def test_rate_limiter_resource_global_and_per_device_across_models(repo: Path) -> None:
-    group = 'instance_group {{ kind: KIND_CPU rate_limiter {{ resources {{ name: "R" global: {} count: 1 }} }} }}\n'
-    _write(repo, "a", _python("a", [], [], extra=group.format("true")), files=["model.py"])
-    _write(repo, "b", _python("b", [], [], extra=group.format("false")), files=["model.py"])
-    _write(repo, "c", _python("c", [], [], extra=group.format("false").replace('"R"', '"S"')), files=["model.py"])
+    _py(repo, "a", [], [], extra=_resources(("R", True, 1)))
+    _py(repo, "b", [], [], extra=_resources(("R", False, 1)))
+    _py(repo, "c", [], [], extra=_resources(("S", False, 1)))
     message = 'Resource "R" is present as both global and device-specific resource in the model configuration.'
-    assert _messages(repo, "a") == [message]
-    assert _messages(repo, "b") == [message]
-    assert _messages(repo, "c") == []
+    assert _limited(repo, "a") == [message]
+    assert _limited(repo, "b") == [message]
+    assert _limited(repo, "c") == []
+    # Triton's default --rate-limit=off registers no resources (how tritonforge serves): the repository loads
+    assert _lines(repo) == []
+    assert _limited(repo, "a", "off") == []
+
+
+def test_rate_limiter_explicit_resource_counts(repo: Path) -> None:
+    _py(repo, "cpu", [], [], extra=_resources(("R", False, 4), ("G", True, 2)))
+    _py(repo, "gpu", [], [], extra=_resources(("R", False, 3), kind="KIND_GPU", gpus="gpus: [1]"))
+    _py(repo, "small", [], [], extra=_resources(("R", False, 1)))
+
+    def limited(count: int, need: int, name: str = "R") -> str:
+        return (
+            f'Resource count for "{name}" is limited to {count} which will prevent scheduling of one or more model '
+            f"instances, the minimum required count is {need}"
+        )
+
+    # per-device (no device given) counts for every device; a model is judged on its own instances
+    assert _limited(repo, "cpu", "execution_count", "R:2", "G:2") == [limited(2, 4)]
+    assert _limited(repo, "gpu", "execution_count", "R:2", "G:2") == [limited(2, 3)]
+    assert _limited(repo, "small", "execution_count", "R:2", "G:2") == []
+    # an unlisted resource has no copies
+    assert _limited(repo, "cpu", "execution_count", "R:4") == [limited(0, 2, "G")]
+    # device-specific counts: KIND_CPU instances are device 0, a KIND_GPU instance its GPU; a global resource takes
+    # the largest count given for its name on any device
+    assert _limited(repo, "cpu", "execution_count", "R:4:0", "R:1:1", "G:5:3") == []
+    assert _limited(repo, "gpu", "execution_count", "R:4:0", "R:1:1", "G:5:3") == [limited(1, 3)]
+    assert _limited(repo, "gpu", "execution_count", "R:1", "R:3:1") == []
+
+
+def test_validate_command_takes_the_servers_rate_limit_flags(repo: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tritonforge.cli import app
+
+    _py(repo, "m", [], [], extra=_resources(("R", False, 4)))
+    runner = CliRunner()
+    assert runner.invoke(app, ["validate", str(repo)]).exit_code == 0
+    limited = runner.invoke(
+        app, ["validate", str(repo), "--rate-limit", "execution_count", "--rate-limit-resource", "R:1"]
+    )
+    assert limited.exit_code == 1
+    assert f'{repo / "m" / "config.pbtxt"}: Resource count for "R" is limited to 1' in limited.output
+    ok = ["validate", str(repo), "--rate-limit", "execution_count", "--rate-limit-resource", "R:4:0"]
+    assert runner.invoke(app, ok).exit_code == 0
+    bad_flag = ["validate", str(repo), "--rate-limit", "execution_count", "--rate-limit-resource", "R"]
+    bad = runner.invoke(app, bad_flag, env={"COLUMNS": "200"})
+    assert bad.exit_code == 1
+    assert "expected '<name>:<count>' or '<name>:<count>:<device>'" in bad.output
+
+
+def test_rate_limit_options_are_checked() -> None:
+    assert RateLimitResource.parse("R:4") == RateLimitResource("R", 4, None)
+    assert RateLimitResource.parse("R:4:1") == RateLimitResource("R", 4, 1)
+    for bad, says in [
+        ("R", "expected '<name>:<count>' or '<name>:<count>:<device>'"),
+        ("R:4:1:2", "expected '<name>:<count>'"),
+        (":4", "expected '<name>:<count>'"),
+        ("R:four", "count and device must be integers"),
+        ("R:-1", "count -1 must be 0 or more"),
+        ("R:1:-3", "device -3 must be a device id"),
+    ]:
+        with pytest.raises(OptionError, match=re.escape(says)):
+            RateLimitResource.parse(bad)
+    with pytest.raises(OptionError, match="allowed are off, execution_count"):
+        RateLimit.from_options("on")
+    with pytest.raises(OptionError, match="--rate-limit-resource needs --rate-limit=execution_count"):
+        RateLimit.from_options("off", ["R:1"])
+    assert issubclass(OptionError, ValueError)
 
 
 # ---------------------------------------------------------------- files read at load (R23, R37, R68)
@@ -484,6 +597,29 @@ def test_sequence_batching_implicit_state(repo: Path) -> None:
         "'initial_state' field for state input name 'b' contains variable dimensions.",
         "Number of dimensions in 'initial_state' doesn't match the size of 'state' dimensions for state input 'c'. "
         "1 != 2",
+    ]
+
+
+def test_sequence_batching_initial_state_entries(repo: Path) -> None:
+    def state(name: str, dims: str, *initial: str) -> str:
+        inits = "".join(f"initial_state {{ {i} data_type: TYPE_FP32 dims: {dims} zero_data: true }} " for i in initial)
+        return f'  state {{ input_name: "{name}" output_name: "{name}_out" data_type: TYPE_FP32 dims: [2] {inits}}}\n'
+
+    extra = (
+        "sequence_batching {\n"
+        + state("many", "[2]", 'name: "i"', 'name: "j"')
+        + state("unnamed", "[2]", "")
+        + state("dup", "[2]", 'name: "i"')
+        + state("dup", "[2]", 'name: "i"')
+        + state("wrong", "[3]", 'name: "i"')
+        + "}\n"
+    )
+    _write(repo, "m", _python("m", [], [], extra=extra), files=["model.py"])
+    assert _messages(repo, "m") == [
+        "initial_state field for state input 'many' must contain exactly one or zero element. Found '2' elements.",
+        "Field 'name' must be set when using initial_state for state input 'unnamed'.",
+        "State input name 'dup' specified more than once.",
+        "'initial_state' dim for input name 'wrong' doesn't match 'state' dim description. 3 != 2",
     ]
 
 
@@ -544,6 +680,21 @@ def test_ensemble_must_not_set_instance_groups_or_lack_steps(repo: Path) -> None
     assert _messages(repo, "ens") == [
         "instance group should not be specified for ensemble 'ens'",
         "must specify 'step' for ensemble 'ens'",
+    ]
+
+
+def test_ensemble_platform_without_scheduling(repo: Path) -> None:
+    _write(repo, "ens", 'name: "ens"\nplatform: "ensemble"\n')
+    assert _messages(repo, "ens") == ["ensemble scheduling must be set for ensemble ens whose platform is ensemble"]
+
+
+def test_ensemble_must_not_set_optimization_or_warmup(pipeline: Path) -> None:
+    warmup = 'model_warmup { name: "w" batch_size: 1 inputs { key: "TEXT" value: { data_type: TYPE_STRING dims: [1] '
+    extra = f"optimization {{ priority: PRIORITY_MAX }}\n{warmup}zero_data: true }} }} }}\n"
+    _write(pipeline, "ens", _pipeline_ensemble(extra=extra))
+    assert _messages(pipeline, "ens") == [
+        "optimization should not be specified for ensemble 'ens'",
+        "model_warmup can not be specified for ensemble 'ens'",
     ]
 
 

@@ -1,5 +1,5 @@
 """Rules across models: dependencies and cycles, ensembles against their composing models (dtypes, shapes,
-decoupled joins), rate limiter resources."""
+decoupled joins). The rate limiter's resources: :mod:`tritonforge.validation.rate_limit`."""
 
 from __future__ import annotations
 
@@ -259,28 +259,4 @@ def _decoupled_flow_rules(config: ModelConfig, tensors: dict[str, _TensorNode]) 
             nxt.visited = True
             queue.append(nxt)
     return [], labels != 0
-
-
-# ================================================================ repository-wide rules
-
-
-def _check_rate_limiter(models: dict[str, _Model]) -> None:
-    """R44: a rate-limiter resource is either global or per-device across the whole repository."""
-    scopes: dict[str, set[bool]] = {}
-    users: dict[str, list[_Model]] = {}
-    for model in models.values():
-        if model.findings.poll or model.is_ensemble:
-            continue
-        for group in model.config.instance_group:
-            for resource in group.rate_limiter.resources:
-                scopes.setdefault(resource.name, set()).add(getattr(resource, "global"))
-                if model not in users.setdefault(resource.name, []):
-                    users[resource.name].append(model)
-    for resource_name, kinds in sorted(scopes.items()):
-        if len(kinds) > 1:
-            for model in users[resource_name]:
-                model.cross.append(
-                    f'Resource "{resource_name}" is present as both global and device-specific resource in the model '
-                    "configuration."
-                )
 
