@@ -674,12 +674,13 @@ def render(values: dict[str, Any], fmt: Format) -> dict[str, bytes]:
 
 def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: Format = "manifests") -> DeployReport:
     """Check everything, render `fmt`, and write it as the folder `out` (temp folder, then renamed into place)."""
-    from tritonforge.repository import write_repository
+    from tritonforge.repository import check_output, write_repository
 
     if fmt not in ("manifests", "helm", "kserve"):
         raise DeployError([Problem("--format", f"{fmt!r} is not a format; choose manifests, helm or kserve")])
     from tritonforge.deploy.image import DOCKERFILE, image_recipe
 
+    check_output(out, [repo])  # before rendering: a folder that is not an earlier output is never replaced
     values = build_values(repo, options)
     files = render(values, fmt)
     notes: list[str] = []
@@ -687,7 +688,7 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
     if recipe is not None:  # pods on this image would fail to load some python models: say which image would not
         files[DOCKERFILE] = recipe[0].encode()
         notes.append(recipe[1])
-    written = write_repository(files, out)
+    written = write_repository(files, out, protect=[repo])
     return DeployReport(written, fmt, tuple(sorted(files)), values, tuple(notes))
 
 

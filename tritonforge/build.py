@@ -12,7 +12,7 @@ from typing import Any, Literal
 from tritonforge.builders.kinds import ArtifactInfo, BuildContext, build_order, kind_of
 from tritonforge.errors import Problem, ValidationError
 from tritonforge.naming import llm_names
-from tritonforge.repository import FileContent, write_repository
+from tritonforge.repository import FileContent, check_output, write_repository
 from tritonforge.spec import LLMModel, Spec, load_spec
 
 Progress = Callable[[str], None]
@@ -135,6 +135,9 @@ def build(
     spec = spec.with_target(target)
     plan_engines = plan_only and spec.target == "gpu" and bool(spec.of_kind(LLMModel))
     spec = spec.with_overrides(image=image, runtime="engine" if plan_engines else None)
+    inputs = [spec.source_dir] if spec.source_dir is not None else []
+    if not (plan_only and not plan_engines):  # refuse an output folder now, not after minutes of building
+        check_output(out, inputs, replaces_builds=True)
     engine_plans: list[Any] | None = [] if plan_only else None
     from tritonforge.builders.checkpoints import _PROGRESS, reporting
 
@@ -167,7 +170,7 @@ def build(
         if problems:
             raise ValidationError(problems, "the built repository breaks Triton's load rules (nothing was written)")
 
-    repo = write_repository(plan, out, check=_validate if check else None)
+    repo = write_repository(plan, out, check=_validate if check else None, protect=inputs)
     if engine_plans:
         (repo / SCRIPT_NAME).chmod(0o755)
     models = tuple(sorted({p.split("/", 1)[0] for p in plan if "/" in p}))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
 from tritonforge.errors import RepositoryError
@@ -45,18 +45,38 @@ def materialize(plan: FilePlan, root: Path) -> None:
             target.write_bytes(content)
 
 
-def write_repository(plan: FilePlan, out: str | Path, check: Callable[[Path], None] | None = None) -> Path:
-    """Write `plan` as the repository `out`, replacing what was there only if `check` (if given) passes.
+# written into every folder write_repository creates: a folder holding it is a tritonforge output, safe to replace
+OUTPUT_MARKER = ".tritonforge-output"
+_MARKER_TEXT = b"Written by tritonforge. The next build or deploy into this folder replaces it as a whole.\n"
+# a build's manifest: repositories built before OUTPUT_MARKER existed are recognised by it
+_BUILD_MANIFEST = "tritonforge.json"
 
-    `check` receives the temporary folder and raises to abort; the temporary folder is then removed.
+
+def write_repository(
+    plan: FilePlan,
+    out: str | Path,
+    check: Callable[[Path], None] | None = None,
+    *,
+    protect: Iterable[str | Path] = (),
+) -> Path:
+    """Write `plan` as the folder `out`, replacing what was there only if `check` (if given) passes.
+
+    `check` receives the temporary folder and raises to abort; the temporary folder is then removed. An existing
+    `out` is replaced only when it is empty or an earlier tritonforge output (it holds OUTPUT_MARKER, or a build's
+    tritonforge.json); never when it is, or contains, the current folder or a path in `protect` (the command's
+    inputs). Anything else raises RepositoryError before a file is written.
     """
     out = Path(out).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not out.is_dir():
-        raise RepositoryError(f"{out} exists and is not a folder")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    check_output(out, protect, replaces_builds=_BUILD_MANIFEST in plan)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as err:
+        raise RepositoryError(f"cannot create {out}: {err.strerror or err}") from err
     try:
         materialize(plan, tmp)
+        (tmp / OUTPUT_MARKER).write_bytes(_MARKER_TEXT)
+        _make_readable(tmp)
         if check is not None:
             check(tmp)
         if out.exists():
@@ -71,7 +91,48 @@ def write_repository(plan: FilePlan, out: str | Path, check: Callable[[Path], No
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
+    except OSError as err:  # a full disk, a permission: nothing half-written stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RepositoryError(f"cannot write {out}: {err.strerror or err}") from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def check_output(out: str | Path, protect: Iterable[str | Path] = (), *, replaces_builds: bool = False) -> None:
+    """Raise RepositoryError unless write_repository may write `out` (see there); commands call it before long work
+    too. ``replaces_builds``: a folder with a build's tritonforge.json counts as an earlier output."""
+    out = Path(out).absolute()
+    resolved = out.resolve()
+    if out.name in ("", ".", "..") or resolved == Path(resolved.anchor):
+        raise RepositoryError(f"{out} cannot be an output folder: name a folder of its own (e.g. {out / 'out'})")
+    for path in (Path.cwd(), *(Path(p) for p in protect)):
+        inside = path.absolute().resolve()
+        if inside == resolved or resolved in inside.parents:
+            what = "the current folder" if path == Path.cwd() else f"{path}, an input of this command"
+            raise RepositoryError(
+                f"refusing to write {out}: it would replace {what}; choose another output folder"
+            )
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise RepositoryError(f"{out} exists and is not a folder")
+    try:
+        entries = sorted(p.name for p in out.iterdir())
+    except OSError as err:
+        raise RepositoryError(f"{out} cannot be read: {err.strerror or err}") from None
+    if not entries or OUTPUT_MARKER in entries or (replaces_builds and _BUILD_MANIFEST in entries):
+        return
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    raise RepositoryError(
+        f"refusing to replace {out}: it is not empty ({shown}) and not an earlier tritonforge output; "
+        "choose a new or empty folder, or remove it first"
+    )
+
+
+def _make_readable(root: Path) -> None:
+    """mkdtemp makes the folder 0700; give it the mode a plain mkdir would (a Triton under another user reads it)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    root.chmod(0o777 & ~umask)

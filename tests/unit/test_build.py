@@ -114,3 +114,28 @@ def test_gpu_retriever_index_is_embedded_by_the_pytorch_runner(tiny_bert: Path, 
         vectors[target] = index.reconstruct_n(0, index.ntotal)
     assert not list((tmp_path / "gpu").rglob("*.onnx"))
     np.testing.assert_allclose(vectors["gpu"], vectors["cpu"], atol=1e-4)
+
+
+def test_an_output_folder_that_is_not_a_build_is_refused_before_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from tritonforge.errors import RepositoryError
+
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    # the checkpoint does not exist: a build that got past the output check would fail on it instead
+    spec = {"name": "t", "models": {"t": {"kind": "embedding", "checkpoint": str(tmp_path / "missing")}}}
+    (spec_dir / "t.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(RepositoryError, match="not an earlier tritonforge output"):
+        build(spec_dir / "t.yaml", tmp_path / "mine", target="cpu")
+    with pytest.raises(RepositoryError, match="an input of this command"):
+        build(spec_dir / "t.yaml", spec_dir, target="cpu")
+    monkeypatch.chdir(spec_dir)
+    with pytest.raises(RepositoryError, match="the current folder"):
+        build(spec_dir / "t.yaml", tmp_path, target="cpu")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    assert (spec_dir / "t.yaml").is_file()

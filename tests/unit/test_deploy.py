@@ -655,3 +655,20 @@ def test_no_recipe_when_the_image_has_everything_or_is_not_known(gpu_repo: Path,
     for image in ("registry.local/triton-embed:1", "registry.local/tritonserver:24.12-trtllm-python-py3"):
         report = deploy_k8s(cpu_repo, tmp_path / image.split(":")[-1], _options(image=image))
         assert "Dockerfile" not in report.files and report.notes == (), image
+
+
+def test_deploy_never_replaces_its_repository_or_a_foreign_folder(cpu_repo: Path, tmp_path: Path) -> None:
+    from tritonforge.errors import RepositoryError
+
+    with pytest.raises(RepositoryError, match="an input of this command"):
+        deploy_k8s(cpu_repo, cpu_repo, _options())
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "mydata.txt").write_text("keep me")
+    with pytest.raises(RepositoryError, match=r"not empty \(mydata.txt\) and not an earlier tritonforge output"):
+        deploy_k8s(cpu_repo, mine, _options())
+    assert (mine / "mydata.txt").read_text() == "keep me"
+    assert (cpu_repo / "tritonforge.json").is_file()
+    first = deploy_k8s(cpu_repo, tmp_path / "k8s", _options())
+    again = deploy_k8s(cpu_repo, tmp_path / "k8s", _options(), "kserve")  # an earlier output is replaced
+    assert first.out == again.out and (again.out / "inferenceservice.yaml").is_file()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tritonforge.errors import RepositoryError
-from tritonforge.repository import write_repository
+from tritonforge.repository import OUTPUT_MARKER, write_repository
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -33,7 +33,7 @@ def test_failed_check_leaves_previous_repository_untouched(tmp_path: Path) -> No
 
     with pytest.raises(RepositoryError, match="refused"):
         write_repository({"new/config.pbtxt": b"new"}, out, check=refuse)
-    assert sorted(p.name for p in out.iterdir()) == ["old"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "old"]
     assert _leftovers(tmp_path) == []
 
 
@@ -41,7 +41,7 @@ def test_replacing_swaps_the_whole_tree(tmp_path: Path) -> None:
     out = tmp_path / "repo"
     write_repository({"old/config.pbtxt": b"old"}, out)
     write_repository({"new/config.pbtxt": b"new"}, out)
-    assert sorted(p.name for p in out.iterdir()) == ["new"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "new"]
     assert _leftovers(tmp_path) == []
 
 
@@ -50,3 +50,63 @@ def test_paths_must_stay_inside(tmp_path: Path, bad: str) -> None:
     with pytest.raises(RepositoryError, match="relative path inside the repository"):
         write_repository({bad: b"x"}, tmp_path / "repo")
     assert not (tmp_path / "repo").exists()
+
+
+def test_a_folder_that_is_not_an_earlier_output_is_never_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(RepositoryError, match=r"refusing to replace .*mine: it is not empty \(notes.txt\)"):
+        write_repository({"m/config.pbtxt": b"x"}, out)
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert _leftovers(tmp_path) == []
+    # an empty folder, an earlier output and a repository an earlier build wrote (its tritonforge.json) are replaced
+    (out / "notes.txt").unlink()
+    write_repository({"m/config.pbtxt": b"x"}, out)
+    write_repository({"n/config.pbtxt": b"y"}, out)
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "n"]
+    legacy = tmp_path / "legacy"
+    (legacy / "old").mkdir(parents=True)
+    (legacy / "tritonforge.json").write_text("{}")
+    with pytest.raises(RepositoryError, match="not an earlier tritonforge output"):
+        write_repository({"deployment.yaml": b"x"}, legacy)  # only a build's own plan replaces a build
+    write_repository({"m/config.pbtxt": b"x", "tritonforge.json": b"{}"}, legacy)
+    assert not (legacy / "old").exists()
+
+
+def test_the_current_folder_its_parents_and_inputs_are_never_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    write_repository({"m/config.pbtxt": b"x"}, work)  # an earlier output: replaceable, but not while inside it
+    monkeypatch.chdir(work)
+    for out in (".", "", str(work), str(tmp_path)):
+        with pytest.raises(RepositoryError, match=r"the current folder|cannot be an output folder"):
+            write_repository({"m/config.pbtxt": b"y"}, out)
+    monkeypatch.chdir(tmp_path)
+    spec_dir = work / "specs"
+    spec_dir.mkdir()
+    with pytest.raises(RepositoryError, match=r"it would replace .*specs, an input of this command"):
+        write_repository({"m/config.pbtxt": b"y"}, work, protect=[spec_dir])
+    with pytest.raises(RepositoryError, match="cannot be an output folder"):
+        write_repository({"m/config.pbtxt": b"y"}, work / "specs" / "..")
+    assert (work / "m" / "config.pbtxt").read_bytes() == b"x"
+
+
+def test_impossible_output_paths_are_refused_cleanly(tmp_path: Path) -> None:
+    (tmp_path / "afile.txt").write_text("x")
+    with pytest.raises(RepositoryError, match="exists and is not a folder"):
+        write_repository({"m/config.pbtxt": b"x"}, tmp_path / "afile.txt")
+    with pytest.raises(RepositoryError, match=r"cannot create .*afile.txt/sub"):
+        write_repository({"m/config.pbtxt": b"x"}, tmp_path / "afile.txt" / "sub")
+
+
+def test_the_written_folder_is_readable_by_others(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        out = write_repository({"m/config.pbtxt": b"x"}, tmp_path / "repo")
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o755
