@@ -386,6 +386,8 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         problems.append(Problem("--namespace", f"{options.namespace!r} is not a valid namespace name"))
     if not options.image or ":" not in options.image.rsplit("/", 1)[-1]:
         problems.append(Problem("--image", f"{options.image!r}: give a tagged image, e.g. {_example_image()}"))
+    if options.replicas is not None and options.replicas < 1:
+        problems.append(Problem("--replicas", f"{options.replicas}: give 1 or more"))
 
     problems += _image_problems(info.get("image"), options.image)
     need = gpu_need(repo, info, configs)
@@ -426,7 +428,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
     if problems:
         raise DeployError(problems, "cannot deploy (nothing was written)")
 
-    replicas = options.replicas or settings.replicas
+    replicas = options.replicas if options.replicas is not None else settings.replicas
     labels = {
         "app.kubernetes.io/name": "tritonforge",
         "app.kubernetes.io/instance": name,

@@ -8,7 +8,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,7 +24,7 @@ console = Console()
 TargetOpt = Annotated[str | None, typer.Option("--target", help="cpu or gpu (default: the spec's)")]
 
 
-def _fail(err: TritonForgeError) -> None:
+def _fail(err: TritonForgeError) -> NoReturn:
     problems = getattr(err, "problems", None)
     if problems:
         headline = getattr(err, "headline", err)
@@ -160,9 +160,9 @@ def serve(
     repo: Annotated[
         str, typer.Argument(help="model repository folder, or s3://[host:port/]bucket/prefix (AWS_* credentials)")
     ],
-    http_port: Annotated[int | None, typer.Option(help="default: a free port")] = None,
-    grpc_port: Annotated[int | None, typer.Option(help="default: a free port")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="default: a free port")] = None,
+    http_port: Annotated[int | None, typer.Option(min=1, max=65535, help="default: a free port")] = None,
+    grpc_port: Annotated[int | None, typer.Option(min=1, max=65535, help="default: a free port")] = None,
+    metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="default: a free port")] = None,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     tritonserver: Annotated[Path | None, typer.Option(help="an external tritonserver binary")] = None,
     admin_key: Annotated[
@@ -175,7 +175,9 @@ def serve(
     with_gateway: Annotated[
         bool, typer.Option("--gateway", help="also serve the OpenAI-compatible gateway (see `tritonforge gateway`)")
     ] = False,
-    gateway_port: Annotated[int, typer.Option(help="HTTP port of the gateway (with --gateway)")] = 9000,
+    gateway_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="HTTP port of the gateway (with --gateway)")
+    ] = 9000,
     api_keys_file: ApiKeysFileOpt = None,
     admin_keys_file: AdminKeysFileOpt = None,
     splits: SplitsOpt = None,
@@ -203,22 +205,33 @@ def serve(
     from tritonforge.server import ADMIN_HEADER, GRPC_ADMIN_HEADER, TritonServer
 
     key = None if open_admin else (admin_key or secrets.token_urlsafe(24))
-    server = TritonServer(
-        repo,
-        http_port=http_port,
-        grpc_port=grpc_port,
-        metrics_port=metrics_port,
-        host=host,
-        tritonserver=tritonserver,
-        admin_key=key,
-    )
+    try:
+        server = TritonServer(
+            repo,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            host=host,
+            tritonserver=tritonserver,
+            admin_key=key,
+        )
+    except TritonForgeError as err:
+        _fail(err)
     stop = threading.Event()
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # while starting (which can wait minutes on a repository) SIGINT and SIGTERM interrupt the start and stop what
+    # was started; once serving they end the loop below
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, interrupt)
     web: _GatewayThread | None = None
     try:
         with err_console.status("starting tritonserver…"):
             ep = server.start()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         if gateway_setup is not None:
             with err_console.status("starting the gateway…"):
                 web = _GatewayThread(gateway_setup.app(ep.grpc), host, gateway_port)
@@ -243,6 +256,9 @@ def serve(
                 raise typer.Exit(1)
     except TritonForgeError as err:
         _fail(err)
+    except KeyboardInterrupt:
+        err_console.print("interrupted while starting: stopping")
+        raise typer.Exit(130) from None
     finally:
         if web is not None:
             web.stop()
@@ -470,7 +486,7 @@ def quality(
 @app.command()
 def gateway(
     triton: Annotated[str, typer.Option("--triton", help="Triton gRPC endpoint host:port")] = "127.0.0.1:8001",
-    port: Annotated[int, typer.Option(help="HTTP port of the gateway")] = 9000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of the gateway")] = 9000,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     api_keys_file: ApiKeysFileOpt = None,
     model: GatewayModelOpt = None,
@@ -690,7 +706,7 @@ def deploy_k8s(
         str | None, typer.Option(help="Secret with the object-store credentials (required for s3:// and gs://)")
     ] = None,
     region: Annotated[str, typer.Option(help="AWS_DEFAULT_REGION for s3://")] = "us-east-1",
-    replicas: Annotated[int | None, typer.Option(help="default: the spec's deploy.replicas")] = None,
+    replicas: Annotated[int | None, typer.Option(min=1, help="default: the spec's deploy.replicas")] = None,
     gpus: Annotated[int | None, typer.Option(help="GPUs per replica (default: what the repository needs)")] = None,
     gateway: Annotated[bool, typer.Option("--gateway/--no-gateway", help="also deploy the OpenAI gateway")] = False,
     gateway_image: Annotated[str | None, typer.Option(help="image with tritonforge[gateway]")] = None,

@@ -95,6 +95,8 @@ def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             socks.append(s)
             s.bind((host, 0))
         return [s.getsockname()[1] for s in socks]
+    except OSError as err:  # an address that is not this host's, or not an address at all
+        raise ServerError(f"cannot bind {host!r}: {err.strerror or err}; give an address of this host") from None
     finally:
         for s in socks:
             s.close()

@@ -81,6 +81,46 @@ def test_serve_prints_endpoints_and_stops_on_sigterm(embed_repo: Path) -> None:
     assert alive == [], f"tritonserver {alive} still running after SIGTERM"
 
 
+def test_serve_refuses_bad_addresses_and_ports_without_a_traceback(embed_repo: Path) -> None:
+    for args, says, code in [
+        (["--host", "256.1.1.1"], "cannot bind '256.1.1.1'", 1),
+        (["--host", "10.255.255.1"], "cannot bind '10.255.255.1'", 1),
+        (["--http-port", "0"], "Invalid value for '--http-port'", 2),
+        (["--gateway", "--gateway-port", "70000"], "Invalid value for '--gateway-port'", 2),
+    ]:
+        result = subprocess.run([*CLI, "serve", str(embed_repo), *args], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "COLUMNS": "200"})
+        assert result.returncode == code, (args, result.stderr)
+        assert says in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_stops_on_a_signal_while_still_starting(sig: signal.Signals) -> None:
+    # an object store that never answers: tritonserver keeps trying for about a minute before it gives up
+    proc = subprocess.Popen([*CLI, "serve", "s3://127.0.0.1:1/bucket/models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    try:
+        children: list[str] = []
+        deadline = time.monotonic() + 60
+        while not children and time.monotonic() < deadline:  # wait until tritonserver runs: the start is under way
+            time.sleep(0.5)
+            children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "the CLI started no tritonserver process"
+        time.sleep(2)
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 130
+        assert time.monotonic() - sent < 30
+        assert "interrupted while starting" in proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert alive == [], f"tritonserver {alive} still running after the signal"
+
+
 def test_demo_runs_the_main_job() -> None:
     result = run("demo", timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -672,3 +672,17 @@ def test_deploy_never_replaces_its_repository_or_a_foreign_folder(cpu_repo: Path
     first = deploy_k8s(cpu_repo, tmp_path / "k8s", _options())
     again = deploy_k8s(cpu_repo, tmp_path / "k8s", _options(), "kserve")  # an earlier output is replaced
     assert first.out == again.out and (again.out / "inferenceservice.yaml").is_file()
+
+
+def test_replicas_are_one_or_more_and_zero_is_not_the_default(cpu_repo: Path, tmp_path: Path) -> None:
+    for bad in (0, -1):
+        refused = _refused(cpu_repo, tmp_path / "out", _options(replicas=bad))
+        assert any(p.where == "--replicas" and f"{bad}: give 1 or more" in p.message for p in refused.problems)
+    assert build_values(cpu_repo, _options(replicas=3))["replicas"] == 3
+    from typer.testing import CliRunner
+
+    from tritonforge.cli import app
+
+    args = ["deploy", "k8s", str(cpu_repo), "--image", TRTLLM_IMAGE, "--repository-url", "s3://m/r"]
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "cli"), "--replicas", "-1"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "--replicas" in result.output
