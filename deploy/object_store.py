@@ -128,7 +128,11 @@ def s3_client(url: ObjectStoreURL, endpoint_url: str | None = None) -> Any:
         raise DeployError(f"pushing to an object store needs the `deploy` extra ({err.name} is missing)") from None
     # path-style addressing: S3-compatible servers (MinIO, moto, Ceph) rarely serve virtual-hosted buckets
     config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"})
-    return boto3.client("s3", endpoint_url=endpoint_url or url.endpoint, config=config)
+    endpoint = endpoint_url or url.endpoint
+    try:
+        return boto3.client("s3", endpoint_url=endpoint, config=config)
+    except ValueError as err:  # botocore refuses a malformed endpoint URL with a bare ValueError
+        raise DeployError(f"--endpoint-url {endpoint!r}: {err}; expected e.g. http://host:9000") from None
 
 
 def _listing(client: Any, url: ObjectStoreURL) -> Iterator[dict[str, Any]]:

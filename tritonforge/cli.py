@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -35,6 +36,21 @@ def _fail(err: TritonForgeError) -> NoReturn:
     else:
         err_console.print(f"[bold red]error:[/] {err}")
     raise typer.Exit(1)
+
+
+def _output_file(path: Path | None, option: str, suffix: str | None = None) -> None:
+    """Refuse an output file that cannot be written before the work that produces it (a benchmark, a question set)
+    runs: its results would be lost."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder; give a file path", param_hint=option)
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise typer.BadParameter(f"{path}: give a {suffix} file name", param_hint=option)
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    folder = existing if existing != path.absolute() else existing.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise typer.BadParameter(f"{path} cannot be written ({folder} is not a writable folder)", param_hint=option)
 
 
 def _target(value: str | None) -> Literal["cpu", "gpu"] | None:
@@ -340,6 +356,8 @@ def bench(
 
     if protocol not in ("grpc", "http"):
         raise typer.BadParameter(f"'{protocol}' is not a protocol; choose grpc or http", param_hint="--protocol")
+    _output_file(json_out, "--json")
+    _output_file(plot, "--plot", ".png")
     try:
         with err_console.status("benchmarking…") as status:
             report = run_bench(
@@ -462,19 +480,23 @@ def _gateway_setup(
 @app.command()
 def quality(
     url: Annotated[str, typer.Option(help="Triton gRPC host:port serving the rag repository")] = "127.0.0.1:8001",
-    questions: Annotated[Path, typer.Option(help="labelled questions (JSONL: id, question, passage, key_fact)")] = Path(
-        "examples/data/questions.jsonl"
-    ),
+    questions: Annotated[
+        Path | None,
+        typer.Option(help="labelled questions (JSONL: id, question, passage, key_fact); default: the example set"),
+    ] = None,
     max_tokens: Annotated[int, typer.Option(help="answer length for the rag ensemble")] = 48,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures and every answer here")] = None,
 ) -> None:
     """Measure a served RAG repository: search recall@k (with and without reranking), rag answers that contain the
     key fact and cite the right passage."""
+    from tritonforge.demo import example_spec
     from tritonforge.quality import evaluate, load_questions, report_table
 
+    _output_file(json_out, "--json")
     try:
+        asked = load_questions(questions or example_spec("data/questions.jsonl", "--questions"))
         with err_console.status("asking the question set…"):
-            report = evaluate(url, load_questions(questions), max_tokens=max_tokens)
+            report = evaluate(url, asked, max_tokens=max_tokens)
     except TritonForgeError as err:
         err_console.print(f"[bold red]error:[/] {err}")
         raise typer.Exit(1) from None

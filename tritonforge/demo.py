@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tritonforge.errors import BuildError
-from tritonforge.spec import LLMModel, RerankerModel, Spec, parse_spec
+from tritonforge.spec import LLMModel, RerankerModel, Spec, load_spec, parse_spec
 
 SENTENCES = [
     "Triton serves many models on one GPU.",
@@ -23,13 +23,13 @@ SENTENCES = [
 QUERIES = ["how do I speed up inference on a GPU", "what makes thunder"]
 
 
-def example_spec(name: str = "rag.yaml") -> Path:
-    """The bundled example specs live in the source tree's examples/ folder."""
+def example_spec(name: str = "rag.yaml", option: str = "--spec") -> Path:
+    """The bundled examples (specs, the question set) live in the source tree's examples/ folder."""
     candidates = [Path(__file__).resolve().parent.parent / "examples" / name, Path.cwd() / "examples" / name]
     for path in candidates:
         if path.is_file():
             return path
-    raise BuildError(f"example spec '{name}' not found (looked in {', '.join(map(str, candidates))}); pass --spec")
+    raise BuildError(f"example file '{name}' not found (looked in {', '.join(map(str, candidates))}); pass {option}")
 
 
 def demo_spec(path: Path | None = None, *, stand_in_decoder: bool = False) -> tuple[Spec, list[str]]:
@@ -44,8 +44,8 @@ def demo_spec(path: Path | None = None, *, stand_in_decoder: bool = False) -> tu
     from tritonforge.builders.tiny_models import make_tiny_cross_encoder, make_tiny_decoder, make_tiny_lora
 
     path = path or example_spec()
-    data: Any = yaml.safe_load(path.read_text())
-    spec = parse_spec(data, source_dir=path.resolve().parent)
+    spec = load_spec(path)  # a file that cannot be read or parsed is a SpecError naming it
+    data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     notes = []
     stand_ins: dict[type[Any], tuple[str, Any, str, str]] = {
         RerankerModel: ("tiny-cross-encoder", make_tiny_cross_encoder, "cross-encoder", "reranked order"),

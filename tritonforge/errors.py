@@ -168,3 +168,14 @@ class SplitConfigError(TritonForgeError, ValueError):
             f"{source}: invalid split configuration ({len(self.problems)} problem"
             f"{'s' * (len(self.problems) != 1)}):\n{lines}"
         )
+
+
+def unreadable(err: OSError | UnicodeDecodeError) -> str:
+    """Why a file the user named cannot be read, in words, for the caller's own error class ("<path>: <reason>")."""
+    if isinstance(err, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(err, IsADirectoryError):
+        return "a folder, not a file"
+    if isinstance(err, FileNotFoundError):
+        return "no such file"
+    return f"cannot be read: {err.strerror or err}"

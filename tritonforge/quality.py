@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonforge.errors import ClientError, TritonForgeError
+from tritonforge.errors import ClientError, TritonForgeError, unreadable
 
 KS = (1, 3, 5)
 SEARCH_BATCH = 8
@@ -65,7 +65,11 @@ class QualityReport:
 def load_questions(path: str | Path) -> list[Question]:
     """The question set; a QualityError names the line and the field that is wrong."""
     questions = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise QualityError(f"questions file {path}: {unreadable(err)}") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

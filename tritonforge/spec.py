@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
 
-from tritonforge.errors import Problem, SpecError
+from tritonforge.errors import Problem, SpecError, unreadable
 from tritonforge.naming import triton_model_names
 from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
 from tritonforge.trtllm.engine_settings import EngineSettings
@@ -640,9 +640,9 @@ def load_spec(path: str | Path) -> Spec:
     """Read a YAML deployment spec; relative checkpoint paths resolve against the spec's folder."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError([Problem(str(path), "no such file")], "cannot read deployment spec") from None
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError([Problem(str(path), unreadable(err))], "cannot read deployment spec") from None
     except yaml.YAMLError as err:
         raise SpecError([Problem(str(path), f"not valid YAML: {err}")], "cannot read deployment spec") from None
     try:

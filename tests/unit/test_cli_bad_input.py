@@ -1,0 +1,84 @@
+"""Files and options a user names wrongly: a one-line error naming what is wrong, no traceback, no work wasted
+(found by a bad-input audit of every command)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tritonforge.cli import app
+from tritonforge.errors import DeployError, SpecError, TritonForgeError
+
+ENV = {"COLUMNS": "200"}
+
+
+def _unreadable_files(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9: 1\n".encode("latin-1"))
+    return {"a folder, not a file": tmp_path / "folder", "not UTF-8 text": tmp_path / "latin1.txt",
+            "no such file": tmp_path / "missing.yaml"}
+
+
+def test_a_spec_that_cannot_be_read_is_a_spec_error(tmp_path: Path) -> None:
+    from tritonforge.demo import demo_spec
+    from tritonforge.spec import load_spec
+
+    for reason, path in _unreadable_files(tmp_path).items():
+        for read in (load_spec, demo_spec):
+            with pytest.raises(SpecError) as caught:
+                read(path)
+            assert [(p.where, p.message) for p in caught.value.problems] == [(str(path), reason)]
+        result = CliRunner().invoke(app, ["build", str(path), "-o", str(tmp_path / "out")], env=ENV)
+        assert result.exit_code == 1 and reason in result.output and result.exception is not None
+        assert not isinstance(result.exception, (OSError, UnicodeDecodeError))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_questions_file_that_cannot_be_read(tmp_path: Path) -> None:
+    from tritonforge.quality import QualityError, load_questions
+
+    for reason, path in _unreadable_files(tmp_path).items():
+        with pytest.raises(QualityError, match=f"questions file {path}: {reason}"):
+            load_questions(path)
+        result = CliRunner().invoke(app, ["quality", "--questions", str(path), "--url", "127.0.0.1:1"], env=ENV)
+        assert result.exit_code == 1 and reason in result.output
+
+
+def test_the_default_questions_are_found_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tritonforge.demo import example_spec
+    from tritonforge.quality import load_questions
+
+    monkeypatch.chdir(tmp_path)
+    assert len(load_questions(example_spec("data/questions.jsonl", "--questions"))) > 0
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--json", "{folder}", "is a folder; give a file path"),
+        ("--plot", "{folder}", "is a folder; give a file path"),
+        ("--plot", "{tmp}/chart.xyz", "give a .png file name"),
+        ("--json", "{tmp}/afile.txt/out.json", "cannot be written"),
+    ],
+)
+def test_bench_refuses_an_output_it_could_not_write_before_benchmarking(
+    tmp_path: Path, option: str, value: str, says: str
+) -> None:
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile.txt").write_text("x")
+    path = value.format(folder=tmp_path / "folder", tmp=tmp_path)
+    # the server address is unreachable: reaching it would be a different error, after the option check
+    result = CliRunner().invoke(app, ["bench", "--model", "m", "--url", "127.0.0.1:1", option, path], env=ENV)
+    assert result.exit_code == 2
+    assert says in result.output
+
+
+def test_a_malformed_endpoint_url_is_a_deploy_error() -> None:
+    pytest.importorskip("boto3", reason="the deploy extra")
+    from tritonforge.deploy.object_store import parse_object_store_url, s3_client
+
+    with pytest.raises(DeployError, match="--endpoint-url 'bogus'"):
+        s3_client(parse_object_store_url("s3://bucket/prefix"), "bogus")
+    assert issubclass(DeployError, TritonForgeError)
