@@ -27,15 +27,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tritonforge.config_io import parse_config_text, render_config
-from tritonforge.errors import ClientError, ReleaseError, TritonForgeError
+from tritonforge.errors import (
+    ClientError,
+    DeadlineExceededError,
+    PermissionDeniedError,
+    ReleaseError,
+    TransientError,
+    TritonForgeError,
+    ValidationError,
+)
 from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, read_lineage, version_content_hash
 from tritonforge.triton.connection import Connection
+from tritonforge.triton.options import split_url
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 RELEASES_FILE = "releases.json"
 LOCK_FILE = ".releases.lock"
+ACTIONS = ("initial", "add", "promote", "rollback", "pin", "unpin")  # the events releases.json records
 
 
 class ModelControl(Protocol):
@@ -51,19 +61,37 @@ class TritonControl:
 
     def __init__(self, url: str, *, admin_key: str | None = None, timeout: float = 300.0) -> None:
         self.url = url.removeprefix("http://")
+        try:  # a bad address is refused here, before a promote rewrites any config.pbtxt
+            split_url(self.url, "http")
+        except ClientError as err:
+            raise ReleaseError(f"Triton address {url!r} cannot be used: {err}") from None
         self.admin_key = admin_key
         self.timeout = timeout
 
     def load(self, model: str) -> None:
+        """Raises ReleaseError; its ``__cause__`` is the client's classified error (unreachable, key refused...),
+        which is how :func:`_apply` tells a server problem from a version that failed to load."""
         with Connection(self.url, "http", timeout=self.timeout, retries=0, admin_key=self.admin_key) as triton:
             try:
                 triton.load_model(model)
                 ready = triton.is_model_ready(model)
+            except TransientError as err:
+                raise ReleaseError(
+                    f"Triton at {self.url} is unreachable, so '{model}' could not be loaded: {_reason(err)}"
+                ) from err
+            except PermissionDeniedError as err:
+                raise ReleaseError(
+                    f"Triton at {self.url} could not load '{model}': the admin key is missing or wrong (pass the "
+                    f"key `tritonforge serve` printed: --admin-key or TRITONFORGE_ADMIN_KEY): {_reason(err)}"
+                ) from err
             except ClientError as err:
-                reason = getattr(err, "reason", "") or str(err)
-                raise ReleaseError(f"Triton at {self.url} could not load '{model}': {reason}") from None
+                raise ReleaseError(f"Triton at {self.url} could not load '{model}': {_reason(err)}") from err
         if not ready:
             raise ReleaseError(f"Triton at {self.url} loaded '{model}' but it is not ready")
+
+
+def _reason(err: ClientError) -> str:
+    return getattr(err, "reason", "") or str(err)
 
 
 @dataclass(frozen=True)
@@ -104,17 +132,62 @@ class Change:
 # ------------------------------------------------------------------------------------------------- reading
 
 
+def _check_repository(repo: Path, what: str = "model repository", option: str = "--repo or TRITONFORGE_REPO") -> None:
+    """Refuse a path that is not a folder before anything (the lock file included) is created in it."""
+    if repo.is_dir():
+        return
+    where = str(repo) if repo.is_absolute() else f"{repo} ({repo.absolute()})"
+    problem = "is not a folder" if repo.exists() else "does not exist"
+    raise ReleaseError(
+        f"{what} {where} {problem}: expected a model repository folder (one folder per model, each with a "
+        f"config.pbtxt); name it with {option}"
+    )
+
+
+def _model_names(repo: Path) -> list[str]:
+    return sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
+
+
 def _model_dir(repo: Path, model: str) -> Path:
+    _check_repository(repo)
     folder = repo / model
-    if not (folder / "config.pbtxt").is_file():
-        known = ", ".join(sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())) or "none"
-        raise ReleaseError(f"'{model}' is not a model of {repo} (models: {known})")
+    # a plain folder name only: "", ".", ".." or a path would point outside the model folders
+    if model in ("", ".", "..") or Path(model).name != model or not (folder / "config.pbtxt").is_file():
+        known = _model_names(repo)
+        if not known:
+            raise ReleaseError(
+                f"'{model}' is not a model of {repo}: {repo} holds no models, so it is not a model repository "
+                "(expected one folder per model, each with a config.pbtxt)"
+            )
+        raise ReleaseError(f"'{model}' is not a model of {repo} (models: {', '.join(known)})")
     return folder
+
+
+def _config_bytes(path: Path) -> tuple[bytes, str]:
+    """A config.pbtxt's bytes and text; one that cannot be read or is not UTF-8 is a ReleaseError naming it."""
+    try:
+        data = path.read_bytes()
+        return data, data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ReleaseError(
+            f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); config.pbtxt must be UTF-8 protobuf text"
+        ) from None
+    except OSError as err:
+        raise ReleaseError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def _read_config(path: Path) -> ModelConfig:
+    return parse_config_text(_config_bytes(path)[1], str(path))
 
 
 def versions_on_disk(model_dir: Path) -> list[int]:
     """Numbered version folders, as Triton sees them (other names are not versions)."""
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+    # isascii: "²" is a str.isdigit() that int() refuses, and not a version to Triton either
+    return sorted(
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit() and int(p.name) > 0
+    )
 
 
 def serving_versions(config: ModelConfig, on_disk: Sequence[int]) -> list[int]:
@@ -129,16 +202,67 @@ def serving_versions(config: ModelConfig, on_disk: Sequence[int]) -> list[int]:
     return sorted(on_disk)[-max(n, 1) :] if on_disk else []
 
 
+def _is_version(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _state_problems(data: object) -> list[str]:
+    """Everything wrong with the shape of releases.json, checked once on reading so no caller meets a bad value."""
+    if not isinstance(data, dict) or not isinstance(data.get("models", {}), dict):
+        return ["it must be an object with a 'models' object of {model name: {'pinned': ..., 'history': [...]}}"]
+    problems: list[str] = []
+    for name, entry in data.get("models", {}).items():
+        where = f"models.{name}"
+        if not isinstance(entry, dict):
+            problems.append(f"{where} must be an object with 'pinned' and 'history', got {_shown(entry)}")
+            continue
+        if entry.get("pinned") is not None and not _is_version(entry["pinned"]):
+            problems.append(
+                f"{where}.pinned must be a version number (1 or more) or null, got {_shown(entry['pinned'])}"
+            )
+        history = entry.get("history", [])
+        if not isinstance(history, list):
+            problems.append(f"{where}.history must be a list of events, got {_shown(history)}")
+            continue
+        for i, event in enumerate(history):
+            at = f"{where}.history[{i}]"
+            if not isinstance(event, dict):
+                problems.append(f"{at} must be an object with 'action' and 'version', got {_shown(event)}")
+                continue
+            if event.get("action") not in ACTIONS:
+                problems.append(f"{at}.action must be one of {', '.join(ACTIONS)}, got {_shown(event.get('action'))}")
+            if not _is_version(event.get("version")):
+                problems.append(
+                    f"{at}.version must be a version number (1 or more), got {_shown(event.get('version'))}"
+                )
+    return problems
+
+
 def _read_state(repo: Path) -> dict[str, Any]:
+    path = repo / RELEASES_FILE
     try:
-        data = json.loads((repo / RELEASES_FILE).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {"models": {}}
     except ValueError as err:
-        raise ReleaseError(f"{repo / RELEASES_FILE} is not valid JSON ({err}); fix or remove it") from None
-    if not isinstance(data, dict) or not isinstance(data.get("models", {}), dict):
-        raise ReleaseError(f"{repo / RELEASES_FILE} must be an object with a 'models' object")
+        raise ReleaseError(f"{path} is not valid JSON ({err}); fix or remove it") from None
+    except OSError as err:
+        raise ReleaseError(f"cannot read {path}: {err.strerror or err}") from None
+    if problems := _state_problems(data):
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise ReleaseError(
+            f"{path} is not a valid release history ({len(problems)} problem{'s' * (len(problems) != 1)}): {shown}. "
+            "Fix or remove it (it holds only history and pins; each config.pbtxt says what serves)"
+        )
     data.setdefault("models", {})
+    for entry in data["models"].values():  # both keys present from here on: callers index them
+        entry.setdefault("pinned", None)
+        entry.setdefault("history", [])
     return data
 
 
@@ -170,7 +294,7 @@ def _stack(history: Sequence[Mapping[str, Any]]) -> list[int]:
 def model_releases(repo: str | Path, model: str) -> ModelReleases:
     repo = Path(repo)
     folder = _model_dir(repo, model)
-    config = parse_config_text((folder / "config.pbtxt").read_text(encoding="utf-8"), str(folder / "config.pbtxt"))
+    config = _read_config(folder / "config.pbtxt")
     on_disk = versions_on_disk(folder)
     active = serving_versions(config, on_disk)
     entry = _read_state(repo)["models"].get(model, {})
@@ -180,10 +304,8 @@ def model_releases(repo: str | Path, model: str) -> ModelReleases:
 
 def list_releases(repo: str | Path) -> list[ModelReleases]:
     repo = Path(repo)
-    if not repo.is_dir():
-        raise ReleaseError(f"model repository {repo} is not a folder")
-    names = sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
-    return [model_releases(repo, n) for n in names]
+    _check_repository(repo)
+    return [model_releases(repo, n) for n in _model_names(repo)]
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -191,8 +313,15 @@ def list_releases(repo: str | Path) -> list[ModelReleases]:
 
 @contextlib.contextmanager
 def _locked(repo: Path) -> Iterator[dict[str, Any]]:
-    """Hold the repository's release lock; yields the state, written back (atomically) on success."""
-    with open(repo / LOCK_FILE, "a+") as lock:
+    """Hold the repository's release lock; yields the state, written back (atomically) on success.
+
+    Callers check the model with :func:`_model_dir` first, so the lock file is only ever made in a repository."""
+    _check_repository(repo)
+    try:
+        lock = open(repo / LOCK_FILE, "a+")  # noqa: SIM115 - closed by the with below; open's OSError is ours
+    except OSError as err:
+        raise ReleaseError(f"cannot create the release lock {repo / LOCK_FILE}: {err.strerror or err}") from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -221,8 +350,8 @@ def _entry(state: dict[str, Any], model: str, active: Sequence[int]) -> dict[str
 
 def _config_with_versions(folder: Path, versions: Sequence[int]) -> tuple[bytes, bytes]:
     """(old config bytes, new config bytes with version_policy specific {versions}) — protobuf-rendered."""
-    old = (folder / "config.pbtxt").read_bytes()
-    config = parse_config_text(old.decode("utf-8"), str(folder / "config.pbtxt"))
+    old, text = _config_bytes(folder / "config.pbtxt")
+    config = parse_config_text(text, str(folder / "config.pbtxt"))
     config.version_policy.Clear()
     config.version_policy.specific.versions.extend(sorted(versions))
     return old, render_config(config).encode()
@@ -241,7 +370,7 @@ def _apply(repo: Path, model: str, version: int, control: ModelControl | None) -
             "add it with `tritonforge release add` first"
         )
     old, new = _config_with_versions(folder, [version])
-    before = tuple(serving_versions(parse_config_text(old.decode()), on_disk))
+    before = tuple(serving_versions(parse_config_text(old.decode(), str(folder / "config.pbtxt")), on_disk))
     if new != old:
         _write_atomic(folder / "config.pbtxt", new)
     if control is None:
@@ -252,17 +381,40 @@ def _apply(repo: Path, model: str, version: int, control: ModelControl | None) -
         _write_atomic(folder / "config.pbtxt", old)
         with contextlib.suppress(TritonForgeError):
             control.load(model)
-        served = ", ".join(map(str, before)) or "none"
-        raise ReleaseError(
-            f"version {version} of {model} failed to load, so it was not promoted (version {served} still "
-            f"serves; config.pbtxt restored): {err}"
-        ) from None
+        raise ReleaseError(_load_failure(model, version, before, err)) from None
     return before, True
+
+
+def _load_failure(model: str, version: int, before: Sequence[int], err: TritonForgeError) -> str:
+    """What a failed load means, by the client's error class (TritonControl chains it as the cause): a server that
+    cannot be reached or refuses the key says nothing about the version, so the message must not blame it."""
+    cause = err.__cause__ if isinstance(err.__cause__, ClientError) else err
+    served = ", ".join(map(str, before)) or "none"
+    if isinstance(cause, TransientError):
+        return (
+            f"version {version} of {model} was not promoted: the Triton server could not be reached, so nothing was "
+            f"loaded (config.pbtxt restored: it names version {served} again): {err}"
+        )
+    if isinstance(cause, PermissionDeniedError):
+        return (
+            f"version {version} of {model} was not promoted: Triton refused the model-control call, so nothing "
+            f"was loaded (version {served} still serves; config.pbtxt restored): {err}"
+        )
+    if isinstance(cause, DeadlineExceededError):
+        return (
+            f"version {version} of {model} was not promoted: Triton did not answer the load in time (config.pbtxt "
+            f"restored to version {served}; check the server, which may still be loading): {err}"
+        )
+    return (
+        f"version {version} of {model} failed to load, so it was not promoted (version {served} still "
+        f"serves; config.pbtxt restored): {err}"
+    )
 
 
 def promote(repo: str | Path, model: str, version: int, *, control: ModelControl | None = None) -> Change:
     """Serve `version` of `model` (refused while the model is pinned to another version)."""
     repo = Path(repo)
+    _model_dir(repo, model)  # before the lock: a wrong --repo must not get a lock file
     with _locked(repo) as state:
         current = model_releases(repo, model)
         if current.pinned is not None and current.pinned != version:
@@ -278,6 +430,7 @@ def promote(repo: str | Path, model: str, version: int, *, control: ModelControl
 def rollback(repo: str | Path, model: str, *, control: ModelControl | None = None) -> Change:
     """Serve the version promoted before the current one."""
     repo = Path(repo)
+    _model_dir(repo, model)  # before the lock: a wrong --repo must not get a lock file
     with _locked(repo) as state:
         current = model_releases(repo, model)
         if current.pinned is not None:
@@ -297,6 +450,7 @@ def rollback(repo: str | Path, model: str, *, control: ModelControl | None = Non
 def pin(repo: str | Path, model: str, version: int | None = None, *, control: ModelControl | None = None) -> Change:
     """Freeze `model` on `version` (default: what serves now): promote and rollback are refused until unpin."""
     repo = Path(repo)
+    _model_dir(repo, model)  # before the lock: a wrong --repo must not get a lock file
     with _locked(repo) as state:
         current = model_releases(repo, model)
         if version is None:
@@ -318,6 +472,7 @@ def pin(repo: str | Path, model: str, version: int | None = None, *, control: Mo
 
 def unpin(repo: str | Path, model: str) -> Change:
     repo = Path(repo)
+    _model_dir(repo, model)  # before the lock: a wrong --repo must not get a lock file
     with _locked(repo) as state:
         current = model_releases(repo, model)
         if current.pinned is None:
@@ -339,8 +494,8 @@ def _comparable(text: str, where: str) -> str:
 
 
 def _config_problem(model: str, ours: Path, theirs: Path) -> str | None:
-    a = _comparable(ours.read_text(encoding="utf-8"), str(ours))
-    b = _comparable(theirs.read_text(encoding="utf-8"), str(theirs))
+    a = _comparable(_config_bytes(ours)[1], str(ours))
+    b = _comparable(_config_bytes(theirs)[1], str(theirs))
     if a == b:
         return None
     diff = [
@@ -353,6 +508,31 @@ def _config_problem(model: str, ours: Path, theirs: Path) -> str | None:
         f"({'; '.join(diff[:6])}{' …' if len(diff) > 6 else ''}). Triton has one config for all versions of a model, "
         "so a version can change files, not the config: build it as a new model name instead"
     )
+
+
+def _add_problem(repo: Path, source: Path, model: str, every: bool, plan: list[tuple[str, Path]]) -> str | None:
+    """Check one model of an add (`every`: found by scanning the source, not named); appends it to `plan` when it
+    is to be added, returns what is wrong otherwise (None when it is fine or skipped)."""
+    src_dir = source / model
+    if model in ("", ".", "..") or Path(model).name != model or not (src_dir / "config.pbtxt").is_file():
+        return f"{model}: not a model of the source repository {source}"
+    if not (repo / model / "config.pbtxt").is_file():
+        return f"{model}: not in {repo}; releases add versions to existing models (build it in first)"
+    src_versions = versions_on_disk(src_dir)
+    if not src_versions:
+        return f"{model}: the source has no version folder"
+    src_version_dir = src_dir / str(src_versions[-1])
+    src_config = _read_config(src_dir / "config.pbtxt")
+    if src_config.platform == "ensemble" and every:
+        return None  # an ensemble's version folder is empty: nothing to release
+    if (problem := _config_problem(model, repo / model / "config.pbtxt", src_dir / "config.pbtxt")) is not None:
+        return problem
+    current = model_releases(repo, model)
+    serving_hashes = {version_content_hash(repo / model / str(v)) for v in current.active}
+    if every and version_content_hash(src_version_dir) in serving_hashes:
+        return None  # unchanged
+    plan.append((model, src_version_dir))
+    return None
 
 
 def add_versions(
@@ -371,38 +551,30 @@ def add_versions(
     first, so a new folder only serves once promoted. Returns {model: new version}.
     """
     repo, source = Path(repo), Path(source)
-    for folder, what in ((repo, "model repository"), (source, "source repository")):
-        if not folder.is_dir():
-            raise ReleaseError(f"{what} {folder} is not a folder")
-    candidates = models or sorted(p.name for p in source.iterdir() if (p / "config.pbtxt").is_file())
+    _check_repository(repo)
+    _check_repository(source, "source repository", "--from")
+    _read_state(repo)  # a bad releases.json is named once, not once per model below
+    # --model X --model X means X once: one new version, not two identical ones
+    candidates = list(dict.fromkeys(models)) if models else _model_names(source)
+    if not candidates:
+        raise ReleaseError(
+            f"source repository {source} holds no models (expected one folder per model, each with a config.pbtxt "
+            "and a numbered version folder): pass the repository `tritonforge build` wrote"
+        )
     problems: list[str] = []
     plan: list[tuple[str, Path]] = []
     for model in candidates:
-        src_dir = source / model
-        if not (src_dir / "config.pbtxt").is_file():
-            problems.append(f"{model}: not a model of the source repository {source}")
-            continue
-        if not (repo / model / "config.pbtxt").is_file():
-            problems.append(f"{model}: not in {repo}; releases add versions to existing models (build it in first)")
-            continue
-        src_versions = versions_on_disk(src_dir)
-        if not src_versions:
-            problems.append(f"{model}: the source has no version folder")
-            continue
-        src_version_dir = src_dir / str(src_versions[-1])
-        src_config = parse_config_text((src_dir / "config.pbtxt").read_text(encoding="utf-8"))
-        if src_config.platform == "ensemble" and models is None:
-            continue  # an ensemble's version folder is empty: nothing to release
-        if (problem := _config_problem(model, repo / model / "config.pbtxt", src_dir / "config.pbtxt")) is not None:
-            problems.append(problem)
-            continue
-        current = model_releases(repo, model)
-        serving_hashes = {version_content_hash(repo / model / str(v)) for v in current.active}
-        if models is None and version_content_hash(src_version_dir) in serving_hashes:
-            continue  # unchanged
-        plan.append((model, src_version_dir))
+        try:
+            if (problem := _add_problem(repo, source, model, models is None, plan)) is not None:
+                problems.append(problem)
+        except ValidationError as err:  # a config.pbtxt that does not parse: its path is in each problem
+            problems.extend(f"{model}: {p.message}" for p in err.problems)
+        except ReleaseError as err:
+            problems.append(f"{model}: {err}")
     if problems:
         raise ReleaseError("; ".join(problems))
+    if not plan:
+        return {}  # nothing changes: no lock, no history write
     added: dict[str, int] = {}
     with _locked(repo) as state:
         for model, src_version_dir in plan:
