@@ -13,6 +13,7 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
+from tritonforge.errors import unreadable
 from tritonforge.triton.options import is_loopback  # re-exported: the CLI checks the gateway's bind address
 
 ENV_VAR = "TRITONFORGE_API_KEYS"
@@ -30,12 +31,20 @@ def _clean(keys: Iterable[str]) -> list[str]:
 
 
 def parse_key_file(path: str | Path) -> list[str]:
-    """The keys of a key file: one per line, surrounding whitespace, blank lines and ``#`` comments ignored."""
-    text = Path(path).read_text(encoding="utf-8")
+    """The keys of a key file: one per line, surrounding whitespace, blank lines and ``#`` comments ignored.
+
+    A file that cannot be read, or holds no key, is a ValueError naming it: a key file given but empty would
+    otherwise leave what it should guard open to anyone."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"key file {path}: {unreadable(err)}") from None
     keys = _clean(text.splitlines())
     for key in keys:
         if any(c.isspace() for c in key):
             raise ValueError(f"{path}: an API key must not contain whitespace")
+    if not keys:
+        raise ValueError(f"key file {path} holds no key (one per line; '#' starts a comment)")
     return keys
 
 

@@ -63,7 +63,7 @@ __all__ = [
     "parse_splits",
 ]
 
-from tritonforge.errors import SplitConfigError
+from tritonforge.errors import SplitConfigError, unreadable
 
 LOG = logging.getLogger(__name__)
 BUCKETS = 10_000  # sticky assignment resolution: 0.01 % of traffic
@@ -219,8 +219,8 @@ def load_splits(path: str | Path) -> SplitsConfig:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SplitConfigError(str(p), [f"cannot read the file: {err.strerror or err}"]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SplitConfigError(str(p), [unreadable(err)]) from None
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as err:

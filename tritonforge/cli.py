@@ -134,7 +134,7 @@ def build(
 @app.command()
 def validate(
     repo: Annotated[Path, typer.Argument(help="model repository folder")],
-    gpus: Annotated[int, typer.Option(help="GPUs on the target machine (ids 0..N-1) for KIND_GPU checks")] = 8,
+    gpus: Annotated[int, typer.Option(min=0, help="GPUs on the target machine (ids 0..N-1) for KIND_GPU checks")] = 8,
     image: Annotated[
         str | None,
         typer.Option(help="the serving container (…/tritonserver:<yy.mm>-<flavour>): engine and backend checks"),
@@ -168,6 +168,8 @@ def validate(
         validate_repo(repo, gpus=gpus, image=image, auto_complete=auto_complete, rate_limit=limits)
     except TritonForgeError as err:
         _fail(err)
+    if not any(p.is_dir() for p in repo.iterdir()):  # valid for Triton, but never what a user meant to check
+        err_console.print(f"[yellow]warning:[/] {repo} holds no model folder")
     console.print(f"[green]valid[/]: {repo}")
 
 

@@ -26,8 +26,8 @@ from tritonforge.errors import ClientError, InvalidInputError
             lambda: run_bench("127.0.0.1:9", "embed", protocol="udp"),  # type: ignore[arg-type]
             "not one of 'grpc', 'http'",
         ),
-        (lambda: run_bench("127.0.0.1:9", "embed", duration_s=0), "duration_s=0 must be > 0"),
-        (lambda: run_bench("127.0.0.1:9", "embed", timeout=0), "timeout=0 must be > 0"),
+        (lambda: run_bench("127.0.0.1:9", "embed", duration_s=0), r"duration_s=0 \(--duration\) must be > 0"),
+        (lambda: run_bench("127.0.0.1:9", "embed", timeout=0), r"timeout=0 \(--timeout\) must be > 0"),
     ],
 )
 def test_bad_options_are_options_errors(call, message: str) -> None:

@@ -49,9 +49,16 @@ def test_load_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_api_keys() == ["k1", "k2"]
 
 
-def test_missing_key_file_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(OSError):
+def test_a_key_file_that_is_missing_unreadable_or_empty_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=f"key file {tmp_path / 'absent'}: no such file"):
         load_api_keys(tmp_path / "absent", {})
+    (tmp_path / "latin1").write_bytes(b"sk-caf\xe9\n")
+    with pytest.raises(ValueError, match="latin1: not UTF-8 text"):
+        parse_key_file(tmp_path / "latin1")
+    (tmp_path / "empty").write_text("# only a comment\n\n")
+    # a key file given but empty must not leave the gateway open (the environment's keys do not change that)
+    with pytest.raises(ValueError, match="empty holds no key"):
+        load_api_keys(tmp_path / "empty", {ENV_VAR: "sk-env"})
 
 
 def test_bearer_header_parsing() -> None:

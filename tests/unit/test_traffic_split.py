@@ -238,8 +238,11 @@ def test_a_bad_file_at_start_is_an_error(tmp_path: Path) -> None:
     path.write_text("splits: [")
     with pytest.raises(SplitConfigError, match="not valid YAML"):
         SplitRouter(path=path)
-    with pytest.raises(SplitConfigError, match="cannot read the file"):
+    with pytest.raises(SplitConfigError, match=r"missing.yaml: invalid split configuration (?s:.*)no such file"):
         load_splits(tmp_path / "missing.yaml")
+    (tmp_path / "latin1.yaml").write_bytes(b"splits: caf\xe9\n")
+    with pytest.raises(SplitConfigError, match="not UTF-8 text"):
+        load_splits(tmp_path / "latin1.yaml")
 
 
 def test_replace_with_a_validator_refuses_and_keeps_the_old(tmp_path: Path) -> None:

@@ -170,13 +170,15 @@ def generate_inputs(
 def _check_batch(config: Mapping[str, Any], batch_size: int) -> None:
     max_batch = int(config.get("max_batch_size", 0) or 0)
     if batch_size < 1:
-        raise BenchOptionsError(f"batch_size={batch_size} must be >= 1")
+        raise BenchOptionsError(f"batch_size={batch_size} (--batch-size) must be >= 1")
     if max_batch == 0 and batch_size != 1:
         raise BenchOptionsError(
             f"model '{config.get('name', '?')}' does not batch (max_batch_size 0): use batch_size 1"
         )
     if max_batch > 0 and batch_size > max_batch:
-        raise BenchOptionsError(f"batch_size={batch_size} is larger than the model's max_batch_size {max_batch}")
+        raise BenchOptionsError(
+            f"batch_size={batch_size} (--batch-size) is larger than the model's max_batch_size {max_batch}"
+        )
 
 
 def _entry_array(where: str, value: Any, datatype: str, dims: list[int]) -> np.ndarray:

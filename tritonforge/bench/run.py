@@ -102,14 +102,16 @@ def run_bench(
         raise BenchOptionsError(f"protocol={protocol!r} is not one of 'grpc', 'http'")
     address = check_target(url or default_url(protocol), protocol=protocol, allow_remote=allow_remote)
     if not duration_s > 0 or warmup_s < 0:
-        raise BenchOptionsError(f"duration_s={duration_s} must be > 0 and warmup_s={warmup_s} >= 0")
+        raise BenchOptionsError(
+            f"duration_s={duration_s} (--duration) must be > 0 and warmup_s={warmup_s} (--warmup) >= 0"
+        )
     if not timeout > 0:
-        raise BenchOptionsError(f"timeout={timeout} must be > 0 seconds")
+        raise BenchOptionsError(f"timeout={timeout} (--timeout) must be > 0 seconds")
     if max_requests is not None and max_requests < 1:
-        raise BenchOptionsError(f"max_requests={max_requests} must be >= 1")
+        raise BenchOptionsError(f"max_requests={max_requests} (--max-requests) must be >= 1")
     if rate is not None:
         if not (rate > 0 and math.isfinite(rate)):
-            raise BenchOptionsError(f"rate={rate} must be > 0 requests/s")
+            raise BenchOptionsError(f"rate={rate} (--rate) must be > 0 requests/s")
         if not 1 <= max_inflight <= MAX_CONCURRENCY:
             raise BenchOptionsError(f"max_inflight={max_inflight} must be within 1..{MAX_CONCURRENCY}")
         levels: list[int] = []
