@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tritonforge.errors import DeployError, Problem
+from tritonforge.trtllm.images import image_name_problem, image_release
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -339,20 +340,17 @@ def _gpus_problems(requested: int, need: GPUNeed, where: str, target: str) -> li
     return []
 
 
-_IMAGE_TAG = re.compile(r"(?:^|:)(\d{2}\.\d{2})(-[A-Za-z0-9.-]+)?$")
-
-
 def _image_problems(built_for: Any, image: str) -> list[Problem]:
     """The build chose the model set for its image (an engine-path repository needs an image that still ships the
     tensorrtllm backend; the LLM API's model.yaml follows that image's TensorRT-LLM): deploy that image's release and
     flavour. A recorded image without a flavour (e.g. '24.12') pins the release only."""
     if not isinstance(built_for, str) or not built_for:
         return []
-    built, deploying = _IMAGE_TAG.search(built_for.strip()), _IMAGE_TAG.search(image.strip())
+    built, deploying = image_release(built_for), image_release(image)
     if built is None or deploying is None:  # an untagged --image is reported on its own
         return []
-    same_flavour = not built.group(2) or built.group(2) == (deploying.group(2) or "")
-    if built.group(1) == deploying.group(1) and same_flavour:
+    same_flavour = not built[1] or built[1] == deploying[1]
+    if built[0] == deploying[0] and same_flavour:
         return []
     return [
         Problem(
@@ -384,8 +382,8 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         problems.append(Problem("--name", f"{name!r}: use 1-40 lowercase letters, digits and '-' (suffixes follow)"))
     if not _DNS_LABEL.match(options.namespace) or len(options.namespace) > 63:
         problems.append(Problem("--namespace", f"{options.namespace!r} is not a valid namespace name"))
-    if not options.image or ":" not in options.image.rsplit("/", 1)[-1]:
-        problems.append(Problem("--image", f"{options.image!r}: give a tagged image, e.g. {_example_image()}"))
+    if image_problem := image_name_problem(options.image, pullable=True):
+        problems.append(Problem("--image", image_problem))
     if options.replicas is not None and options.replicas < 1:
         problems.append(Problem("--replicas", f"{options.replicas}: give 1 or more"))
 
@@ -576,12 +574,6 @@ def _gateway_values(name: str, options: DeployOptions) -> dict[str, Any]:
             "--api-keys-file=/etc/tritonforge/api-keys/keys",
         ],
     }
-
-
-def _example_image() -> str:
-    from tritonforge.trtllm.compatibility import container_table
-
-    return f"nvcr.io/nvidia/tritonserver:{max(container_table())}-trtllm-python-py3"
 
 
 # ---------------------------------------------------------------------------------------------------- rendering

@@ -22,7 +22,7 @@ from tritonforge.errors import Problem, SpecError, unreadable
 from tritonforge.naming import triton_model_names
 from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
 from tritonforge.trtllm.engine_settings import EngineSettings
-from tritonforge.trtllm.images import default_image, image_info, runtime_problems
+from tritonforge.trtllm.images import default_image, image_info, image_name_problem, runtime_problems
 from tritonforge.trtllm.llmapi import LLMAPISettings, llm_args_problems
 from tritonforge.trtllm.params import (
     BLSParams,
@@ -500,6 +500,8 @@ class Spec(Checked):
         if not models:
             return [(("models",), "name at least one model")]
         found: Found = []
+        if isinstance(data.get("image"), str) and (problem := image_name_problem(data["image"])):
+            found.append((("image",), problem))
         seen: dict[str, str] = {}
         for key, model in models.items():
             if not MODEL_NAME.match(str(key)):
@@ -529,6 +531,8 @@ class Spec(Checked):
         checked again as a loaded spec is (SpecError with every problem)."""
         if image is None and runtime is None:
             return self
+        if image is not None and (problem := image_name_problem(image)):
+            raise SpecError([Problem("--image", problem)])
         models = dict(self.models)
         if runtime is not None:
             for key, model in self.of_kind(LLMModel).items():

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tritonforge.config_io import model_config_pb2, read_config
-from tritonforge.errors import Problem, ValidationError
+from tritonforge.errors import OptionError, Problem, ValidationError
+from tritonforge.trtllm.images import image_name_problem
 from tritonforge.validation.autocomplete import auto_complete as auto_complete_config
 from tritonforge.validation.autocomplete import model_file_rules as model_file_io_rules
 from tritonforge.validation.backends import backend_library_rules
@@ -147,7 +148,10 @@ def validate(
     rate_limit: RateLimit | None = None,
 ) -> None:
     """Raise ValidationError listing every problem if the repository would not load cleanly in Triton
-    (``auto_complete``, ``rate_limit``: see :func:`check_repository`)."""
+    (``auto_complete``, ``rate_limit``: see :func:`check_repository`); OptionError for an image that names no
+    release (check_repository takes such an image as a custom build and skips the checks that need one)."""
+    if image is not None and (problem := image_name_problem(image)):
+        raise OptionError(f"--image {problem}")
     problems = check_repository(
         repo, gpus=gpus, image=image, auto_complete=auto_complete, image_backends=True, rate_limit=rate_limit
     )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,30 @@ def test_a_malformed_endpoint_url_is_a_deploy_error() -> None:
     with pytest.raises(DeployError, match="--endpoint-url 'bogus'"):
         s3_client(parse_object_store_url("s3://bucket/prefix"), "bogus")
     assert issubclass(DeployError, TritonForgeError)
+
+
+@pytest.mark.parametrize("image", ["bogus", "nvcr.io/nvidia/tritonserver", "tritonserver:", "a b:1"])
+def test_an_untagged_serving_image_is_refused_everywhere_it_is_taken(image: str, tmp_path: Path) -> None:
+    from tritonforge.errors import OptionError
+    from tritonforge.spec import parse_spec
+    from tritonforge.validator import validate
+
+    says = f"{image!r}: give a tagged image"
+    with pytest.raises(SpecError, match="image: " + re.escape(says)):
+        parse_spec({"name": "x", "image": image, "models": {"e": {"kind": "embedding", "checkpoint": "c"}}})
+    spec = parse_spec({"name": "x", "models": {"e": {"kind": "embedding", "checkpoint": "c"}}})
+    with pytest.raises(SpecError, match="--image: " + re.escape(says)):
+        spec.with_overrides(image=image)
+    with pytest.raises(OptionError, match="--image " + re.escape(says)):
+        validate(tmp_path, image=image)
+    assert parse_spec({"name": "x", "image": "registry.local/triton:custom-1", "models": spec.model_dump()["models"]})
+
+
+def test_checks_take_an_ngc_tag_alone_but_a_deployment_needs_a_whole_name(tmp_path: Path) -> None:
+    from tritonforge.trtllm.images import image_name_problem
+    from tritonforge.validator import validate
+
+    validate(tmp_path, image="24.12-trtllm-python-py3")  # the release is known: no OptionError
+    assert image_name_problem("24.12-trtllm-python-py3") is None
+    assert image_name_problem("24.12-trtllm-python-py3", pullable=True) is not None
+    assert image_name_problem("nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3", pullable=True) is None

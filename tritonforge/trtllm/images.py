@@ -20,6 +20,24 @@ FLAVOUR = "-trtllm-python-py3"
 _TAG = re.compile(r"(?:^|:)(\d{2}\.\d{2})(-[A-Za-z0-9.-]+)?$")
 
 
+def image_name_problem(image: str, *, pullable: bool = False) -> str | None:
+    """A serving image must name its tag (``…/tritonserver:<yy.mm>-<flavour>``, or a custom build's own tag):
+    without one the release, and so every check made against it, is a guess. Checks accept an NGC tag alone
+    (``24.12-trtllm-python-py3``); what a pod pulls (``pullable``) must be a whole name."""
+    name = image.rsplit("/", 1)[-1]
+    if not pullable and image_release(image) is not None:
+        return None
+    if not image or any(c.isspace() for c in image) or ":" not in name or name.endswith(":"):
+        return f"{image!r}: give a tagged image, e.g. {default_image()}"
+    return None
+
+
+def image_release(image: str) -> tuple[str, str] | None:
+    """(yy.mm, flavour) of an NGC-style tag (flavour '' when absent), or None for another tag."""
+    found = _TAG.search(image.strip())
+    return (found.group(1), found.group(2) or "") if found else None
+
+
 def container_rows() -> dict[str, dict[str, Any]]:
     """yy.mm -> {tensorrt_llm, tensorrt, engine_backend, examples_dir, verified, ...}."""
     return templates()["containers"]["tags"]
