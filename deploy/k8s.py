@@ -378,7 +378,9 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
     problems: list[Problem] = []
 
     name = _name(options.name or str(info.get("spec") or "tritonforge"))
-    if not name or len(name) > 40 or not _DNS_LABEL.match(name):
+    if options.name is not None and name != options.name:  # the spec's name is made a label; a given one is kept
+        problems.append(Problem("--name", f"{options.name!r}: use lowercase letters, digits and '-' (e.g. {name!r})"))
+    elif not name or len(name) > 40 or not _DNS_LABEL.match(name):
         problems.append(Problem("--name", f"{name!r}: use 1-40 lowercase letters, digits and '-' (suffixes follow)"))
     if not _DNS_LABEL.match(options.namespace) or len(options.namespace) > 63:
         problems.append(Problem("--namespace", f"{options.namespace!r} is not a valid namespace name"))

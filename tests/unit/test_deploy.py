@@ -686,3 +686,11 @@ def test_replicas_are_one_or_more_and_zero_is_not_the_default(cpu_repo: Path, tm
     args = ["deploy", "k8s", str(cpu_repo), "--image", TRTLLM_IMAGE, "--repository-url", "s3://m/r"]
     result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "cli"), "--replicas", "-1"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "--replicas" in result.output
+
+
+def test_a_given_name_is_used_as_given_or_refused(cpu_repo: Path, tmp_path: Path) -> None:
+    refused = _refused(cpu_repo, tmp_path / "out", _options(name="Bad_Name!"))
+    assert [p.message for p in refused.problems if p.where == "--name"] == [
+        "'Bad_Name!': use lowercase letters, digits and '-' (e.g. 'bad-name')"
+    ]
+    assert build_values(cpu_repo, _options(name="good-name"))["name"] == "good-name"
