@@ -244,15 +244,19 @@ def serve(
     # was started; once serving they end the loop below
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt)
-    web: _GatewayThread | None = None
+    web = listener = None
     try:
+        if gateway_setup is not None:  # its port is bound before Triton starts: one in use is refused first
+            from tritonforge.gateway import listen as gateway_listen
+
+            listener = gateway_listen.bind(host, gateway_port)
         with err_console.status("starting tritonserver…"):
             ep = server.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        if gateway_setup is not None:
+        if gateway_setup is not None and listener is not None:
             with err_console.status("starting the gateway…"):
-                web = _GatewayThread(gateway_setup.app(ep.grpc), host, gateway_port)
+                web = gateway_listen.GatewayServer(gateway_setup.app(ep.grpc), listener)
                 web.start()
         console.print(f"[green]ready[/]  gRPC {ep.grpc}   HTTP http://{ep.http}   metrics http://{ep.metrics}/metrics")
         for stand_in in _random_stand_ins(repo):
@@ -280,42 +284,11 @@ def serve(
     finally:
         if web is not None:
             web.stop()
+        elif listener is not None:
+            listener.close()
         server.stop()
     console.print("stopped")
 
-
-class _GatewayThread:
-    """uvicorn serving the gateway in a thread of this process (signals stay with the main thread)."""
-
-    def __init__(self, app_: object, host: str, port: int) -> None:
-        import uvicorn
-
-        config = uvicorn.Config(app_, host=host, port=port, log_level="warning", lifespan="on")  # type: ignore[arg-type]
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="tritonforge-gateway", daemon=True)
-
-    def start(self, timeout: float = 30.0) -> None:
-        import time
-
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise typer.Exit(1)  # uvicorn logged why (port in use, ...)
-            if time.monotonic() > deadline:
-                err_console.print(f"[bold red]error:[/] the gateway did not start within {timeout:.0f}s")
-                raise typer.Exit(1)
-            time.sleep(0.05)
-
-    def is_alive(self) -> bool:
-        return self.thread.is_alive()
-
-    def stop(self, timeout: float = 15.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            self.server.force_exit = True
-            self.thread.join(5)
 
 
 @app.command()
@@ -527,13 +500,17 @@ def gateway(
     ] = None,
 ) -> None:
     """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
-    import uvicorn
-
     setup = _gateway_setup(host, api_keys_file, admin_keys_file, model, splits, insecure_no_auth,
                            embed_batch_size, embed_requests_in_flight)
+    from tritonforge.gateway import listen as gateway_listen
+
     app_ = setup.app(triton)
+    try:
+        listener = gateway_listen.bind(host, port)
+    except TritonForgeError as err:
+        _fail(err)
     console.print(setup.banner(host, port, triton))
-    uvicorn.run(app_, host=host, port=port, log_level="warning")  # type: ignore[arg-type]
+    gateway_listen.GatewayServer(app_, listener).run()
 
 
 # ------------------------------------------------------------------------------------------------------ releases

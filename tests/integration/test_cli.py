@@ -95,6 +95,22 @@ def test_serve_refuses_bad_addresses_and_ports_without_a_traceback(embed_repo: P
         assert "Traceback" not in result.stderr
 
 
+def test_serve_with_a_gateway_port_in_use_fails_before_triton_starts(embed_repo: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        began = time.monotonic()
+        result = subprocess.run([*CLI, "serve", str(embed_repo), "--gateway", "--gateway-port", str(port)],
+                                capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 1, result.stderr
+    assert f"the gateway cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "ready" not in result.stdout and "Traceback" not in result.stderr
+    assert time.monotonic() - began < 30  # no repository load before the refusal
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_stops_on_a_signal_while_still_starting(sig: signal.Signals) -> None:
     # an object store that never answers: tritonserver keeps trying for about a minute before it gives up

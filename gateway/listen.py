@@ -1,0 +1,71 @@
+"""The gateway's listening socket, bound before anything starts, and uvicorn serving on it.
+
+uvicorn binds its own socket only once it runs: an address in use or not of this host then shows as uvicorn's log
+line and exit code 3, after `tritonforge gateway` has printed its banner (and, for `serve --gateway`, after Triton
+has started). Binding first makes both a one-line ServerError before anything is printed or started.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+from tritonforge.errors import ServerError
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (as uvicorn binds: SO_REUSEADDR, IPv6 for an address with a colon)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except (OSError, OverflowError) as err:
+        sock.close()
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ServerError(f"the gateway cannot listen on {host}:{port}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class GatewayServer:
+    """uvicorn serving ``app`` on a socket from :func:`bind`: in this thread (:meth:`run`) or in a background one
+    (:meth:`start` / :meth:`stop`, signals staying with the main thread)."""
+
+    def __init__(self, app: Any, sock: socket.socket) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.sock = sock
+        self.thread = threading.Thread(target=self.run, name="tritonforge-gateway", daemon=True)
+
+    def run(self) -> None:
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:
+            self.sock.close()
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise ServerError("the gateway exited while starting (its log above says why)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(f"the gateway did not start within {timeout:.0f}s")
+            time.sleep(0.05)
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(5)
