@@ -17,6 +17,7 @@ import contextlib
 import difflib
 import fcntl
 import json
+import numbers
 import os
 import shutil
 import tempfile
@@ -60,6 +61,12 @@ class TritonControl:
     """Triton's repository API over HTTP (``host:port``), with the admin key header when the server wants one."""
 
     def __init__(self, url: str, *, admin_key: str | None = None, timeout: float = 300.0) -> None:
+        if not isinstance(url, str):
+            raise ReleaseError(f"Triton address must be 'host:port' (a str), got {type(url).__name__}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ReleaseError(f"Triton timeout must be a number of seconds > 0, got {timeout!r}")
+        if admin_key is not None and not isinstance(admin_key, str):
+            raise ReleaseError(f"admin_key must be a str (or None), got {type(admin_key).__name__}")
         self.url = url.removeprefix("http://")
         try:  # a bad address is refused here, before a promote rewrites any config.pbtxt
             split_url(self.url, "http")
@@ -148,8 +155,31 @@ def _model_names(repo: Path) -> list[str]:
     return sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
 
 
+def _as_repo(repo: str | Path, what: str = "model repository") -> Path:
+    """The repository argument as a Path; anything else is a ReleaseError (not pathlib's TypeError)."""
+    if isinstance(repo, str | os.PathLike):
+        return Path(repo)
+    raise ReleaseError(f"{what} must be a folder path (str or Path), got {type(repo).__name__}")
+
+
+def _check_version(version: object) -> int:
+    """A version number as releases take it: a whole number >= 1 (True is not version 1, nor "2" version 2)."""
+    if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 1:
+        raise ReleaseError(f"version must be a whole number >= 1 (a version folder's name), got {_shown(version)}")
+    return int(version)
+
+
+def _check_control(control: ModelControl | None) -> None:
+    if control is not None and not callable(getattr(control, "load", None)):
+        raise ReleaseError(
+            f"control must have a load(model) method (e.g. TritonControl(url)), got {type(control).__name__}"
+        )
+
+
 def _model_dir(repo: Path, model: str) -> Path:
     _check_repository(repo)
+    if not isinstance(model, str):
+        raise ReleaseError(f"model must be a model name (str), got {_shown(model)}")
     folder = repo / model
     # a plain folder name only: "", ".", ".." or a path would point outside the model folders
     if model in ("", ".", "..") or Path(model).name != model or not (folder / "config.pbtxt").is_file():
@@ -292,7 +322,7 @@ def _stack(history: Sequence[Mapping[str, Any]]) -> list[int]:
 
 
 def model_releases(repo: str | Path, model: str) -> ModelReleases:
-    repo = Path(repo)
+    repo = _as_repo(repo)
     folder = _model_dir(repo, model)
     config = _read_config(folder / "config.pbtxt")
     on_disk = versions_on_disk(folder)
@@ -303,7 +333,7 @@ def model_releases(repo: str | Path, model: str) -> ModelReleases:
 
 
 def list_releases(repo: str | Path) -> list[ModelReleases]:
-    repo = Path(repo)
+    repo = _as_repo(repo)
     _check_repository(repo)
     return [model_releases(repo, n) for n in _model_names(repo)]
 
@@ -413,7 +443,9 @@ def _load_failure(model: str, version: int, before: Sequence[int], err: TritonFo
 
 def promote(repo: str | Path, model: str, version: int, *, control: ModelControl | None = None) -> Change:
     """Serve `version` of `model` (refused while the model is pinned to another version)."""
-    repo = Path(repo)
+    repo = _as_repo(repo)
+    version = _check_version(version)
+    _check_control(control)
     _model_dir(repo, model)  # before the lock: a wrong --repo must not get a lock file
     with _locked(repo) as state:
         current = model_releases(repo, model)
@@ -429,7 +461,8 @@ def promote(repo: str | Path, model: str, version: int, *, control: ModelControl
 
 def rollback(repo: str | Path, model: str, *, control: ModelControl | None = None) -> Change:
     """Serve the version promoted before the current one."""
-    repo = Path(repo)
+    repo = _as_repo(repo)
+    _check_control(control)
     _model_dir(repo, model)  # before the lock: a wrong --repo must not get a lock file
     with _locked(repo) as state:
         current = model_releases(repo, model)
@@ -449,7 +482,9 @@ def rollback(repo: str | Path, model: str, *, control: ModelControl | None = Non
 
 def pin(repo: str | Path, model: str, version: int | None = None, *, control: ModelControl | None = None) -> Change:
     """Freeze `model` on `version` (default: what serves now): promote and rollback are refused until unpin."""
-    repo = Path(repo)
+    repo = _as_repo(repo)
+    version = None if version is None else _check_version(version)
+    _check_control(control)
     _model_dir(repo, model)  # before the lock: a wrong --repo must not get a lock file
     with _locked(repo) as state:
         current = model_releases(repo, model)
@@ -471,7 +506,7 @@ def pin(repo: str | Path, model: str, version: int | None = None, *, control: Mo
 
 
 def unpin(repo: str | Path, model: str) -> Change:
-    repo = Path(repo)
+    repo = _as_repo(repo)
     _model_dir(repo, model)  # before the lock: a wrong --repo must not get a lock file
     with _locked(repo) as state:
         current = model_releases(repo, model)
@@ -535,6 +570,28 @@ def _add_problem(repo: Path, source: Path, model: str, every: bool, plan: list[t
     return None
 
 
+def _check_add_arguments(models: object, evaluation: object, dataset_sha256: object, note: object) -> None:
+    """add_versions' arguments, refused before anything is read or written."""
+    if models is not None and (
+        isinstance(models, str | bytes)
+        or not isinstance(models, Sequence)
+        or not all(isinstance(m, str) for m in models)
+    ):
+        raise ReleaseError(f"models must be a list of model names (str) or None for every model, got {_shown(models)}")
+    if evaluation is not None:
+        try:
+            if not isinstance(evaluation, Mapping):
+                raise TypeError
+            json.dumps(dict(evaluation))
+        except (TypeError, ValueError):
+            raise ReleaseError(
+                f"evaluation must be a mapping of JSON values (recorded in lineage.json), got {_shown(evaluation)}"
+            ) from None
+    for name, value in (("dataset_sha256", dataset_sha256), ("note", note)):
+        if value is not None and not isinstance(value, str):
+            raise ReleaseError(f"{name} must be a str (or None), got {_shown(value)}")
+
+
 def add_versions(
     repo: str | Path,
     source: str | Path,
@@ -550,7 +607,8 @@ def add_versions(
     skipped). Nothing serves differently afterwards: the serving versions are written explicitly into the configs
     first, so a new folder only serves once promoted. Returns {model: new version}.
     """
-    repo, source = Path(repo), Path(source)
+    repo, source = _as_repo(repo), _as_repo(source, "source repository")
+    _check_add_arguments(models, evaluation, dataset_sha256, note)
     _check_repository(repo)
     _check_repository(source, "source repository", "--from")
     _read_state(repo)  # a bad releases.json is named once, not once per model below

@@ -1,0 +1,127 @@
+"""The Python API given bad input (the CLI's own audit is test_cli_bad_input.py / test_releases_bad_input.py): each
+mistake a build script or a service could make is a TritonForgeError naming what was wrong and what is allowed,
+raised before anything is written, never a raw TypeError/AttributeError/... from deep inside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tritonforge.errors import ReleaseError
+from tritonforge.releases import (
+    RELEASES_FILE,
+    TritonControl,
+    add_versions,
+    list_releases,
+    model_releases,
+    pin,
+    promote,
+)
+
+CONFIG = """name: "scorer"
+backend: "python"
+max_batch_size: 8
+input { name: "X" data_type: TYPE_FP32 dims: 4 }
+output { name: "Y" data_type: TYPE_FP32 dims: 4 }
+"""
+
+
+def _repo(root: Path) -> Path:
+    for version in (1, 2):
+        (root / "scorer" / str(version)).mkdir(parents=True)
+        (root / "scorer" / str(version) / "weights.bin").write_bytes(b"%d" % version)
+    (root / "scorer" / "config.pbtxt").write_text(CONFIG)
+    return root
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------------------ releases
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1", 0, -2, None])
+def test_promote_refuses_a_version_that_is_not_a_whole_number(tmp_path: Path, version: Any) -> None:
+    # True == 1 was accepted and recorded as "version": true, after which every release call failed
+    repo = _repo(tmp_path)
+    before = _snapshot(repo)
+    with pytest.raises(ReleaseError, match=r"version must be a whole number >= 1 .*got"):
+        promote(repo, "scorer", version)
+    assert _snapshot(repo) == before and not (repo / RELEASES_FILE).exists()
+    list_releases(repo)  # still readable
+
+
+@pytest.mark.parametrize("version", [True, 2.0, "2"])
+def test_pin_refuses_a_version_that_is_not_a_whole_number(tmp_path: Path, version: Any) -> None:
+    repo = _repo(tmp_path)
+    before = _snapshot(repo)
+    with pytest.raises(ReleaseError, match=r"version must be a whole number >= 1"):
+        pin(repo, "scorer", version)
+    assert _snapshot(repo) == before
+
+
+def test_a_numpy_integer_version_still_promotes(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    change = promote(_repo(tmp_path), "scorer", np.int64(1))
+    assert change.version == 1 and type(change.version) is int
+
+
+def test_a_control_with_a_bad_timeout_or_no_load_is_refused_before_the_config_changes(tmp_path: Path) -> None:
+    # the config.pbtxt was rewritten, then a raw TypeError/AttributeError left it on the new version
+    repo = _repo(tmp_path)
+    before = _snapshot(repo)
+    with pytest.raises(ReleaseError, match=r"timeout must be a number of seconds > 0, got 'x'"):
+        promote(repo, "scorer", 1, control=TritonControl("127.0.0.1:1", timeout="x"))  # type: ignore[arg-type]
+    with pytest.raises(ReleaseError, match=r"control must have a load\(model\) method .*got str"):
+        promote(repo, "scorer", 1, control="x")  # type: ignore[arg-type]
+    assert _snapshot(repo) == before
+
+
+@pytest.mark.parametrize("url", [None, 8000])
+def test_triton_control_refuses_an_address_that_is_not_a_string(url: Any) -> None:
+    with pytest.raises(ReleaseError, match=r"Triton address must be 'host:port' \(a str\)"):
+        TritonControl(url)
+
+
+@pytest.mark.parametrize("model", [None, 5])
+def test_a_model_that_is_not_a_name_is_refused(tmp_path: Path, model: Any) -> None:
+    repo = _repo(tmp_path)
+    with pytest.raises(ReleaseError, match=r"model must be a model name \(str\)"):
+        model_releases(repo, model)
+    with pytest.raises(ReleaseError, match=r"model must be a model name \(str\)"):
+        promote(repo, model, 1)
+
+
+def test_a_repository_that_is_not_a_path_is_refused() -> None:
+    with pytest.raises(ReleaseError, match=r"model repository must be a folder path \(str or Path\), got NoneType"):
+        promote(None, "scorer", 1)  # type: ignore[arg-type]
+    with pytest.raises(ReleaseError, match=r"model repository must be a folder path"):
+        list_releases(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"models": "scorer"}, r"models must be a list of model names \(str\) or None .*got 'scorer'"),
+        ({"models": [None]}, r"models must be a list of model names"),
+        ({"models": ["scorer"], "evaluation": "x"}, r"evaluation must be a mapping of JSON values"),
+        ({"models": ["scorer"], "evaluation": {"recall": object()}}, r"evaluation must be a mapping of JSON values"),
+        ({"models": ["scorer"], "note": 5}, r"note must be a str \(or None\), got 5"),
+    ],
+)
+def test_add_versions_refuses_bad_arguments_before_any_change(
+    tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    # models="scorer" was iterated as 's', 'c', ...; a bad evaluation raised after the config was rewritten
+    repo = _repo(tmp_path / "serving")
+    source = _repo(tmp_path / "new")
+    (source / "scorer" / "2" / "weights.bin").write_bytes(b"changed")
+    before = _snapshot(repo)
+    with pytest.raises(ReleaseError, match=message):
+        add_versions(repo, source, **kwargs)
+    assert _snapshot(repo) == before
+    with pytest.raises(ReleaseError, match=r"source repository must be a folder path"):
+        add_versions(repo, None)  # type: ignore[arg-type]
