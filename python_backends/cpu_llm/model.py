@@ -227,9 +227,27 @@ def _truthy(text):
 
 
 def _int8_linear_layers(torch, model):
-    """torch's dynamic int8 quantization of the Linear layers (see the `weights` parameter)."""
+    """torch's dynamic int8 quantization of the Linear layers (see the `weights` parameter).
+
+    torch deprecates torch.ao.quantization for torchao (its DeprecationWarning says "will be removed in 2.10"; 2.13
+    still ships it unchanged) and warns that the quantized dtypes under it will go. torchao's quantize_ is another
+    dependency with other kernels and outputs, so this keeps torch's API while torch has it: its two warnings (one
+    per model load in the server log, nothing the operator can act on) are silenced for this call only, and a torch
+    without it is named in the load error. tests/unit/test_cpu_llm_model.py checks both.
+    """
+    import warnings
+
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as exc:
+        raise RuntimeError(
+            f"weights=int8 needs torch.ao.quantization.quantize_dynamic, which torch {torch.__version__} does not "
+            f"have ({exc}); serve with weights=fp32") from exc
     linear = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
-    return torch.ao.quantization.quantize_dynamic(model, linear, dtype=torch.qint8)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"torch\.ao\.quantization is deprecated", DeprecationWarning)
+        warnings.filterwarnings("ignore", r"torch\.quantize_per_tensor, .* are deprecated", UserWarning)
+        return quantize_dynamic(model, linear, dtype=torch.qint8)
 
 
 class TritonPythonModel:

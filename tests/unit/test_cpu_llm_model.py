@@ -678,3 +678,31 @@ def test_int8_weights_are_refused_with_adapters_and_unknown_weights_too(module: 
             fpb.initialize_args(config(weights="int8", adapters_table="adapters.json"), repo))
     with pytest.raises(RuntimeError, match="weights='int4' is not one of fp32, int8"):
         module.TritonPythonModel().initialize(fpb.initialize_args(config(weights="int4"), repo))
+
+
+def test_int8_quantization_adds_no_deprecation_warning_of_its_own(module: ModuleType) -> None:
+    """torch deprecates torch.ao.quantization (for torchao) and its quantized dtypes: _int8_linear_layers silences
+    exactly those two for its call; any other deprecation on this path (a new torch) fails here, not in a log."""
+    import warnings
+
+    import torch
+
+    layers = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    with warnings.catch_warnings():
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.simplefilter("error", category)
+        warnings.filterwarnings("error", r"torch\.quantize_per_tensor", UserWarning)
+        quantized = module._int8_linear_layers(torch, layers)
+    assert [type(m).__module__ for m in quantized if "Linear" in type(m).__name__] == [
+        "torch.ao.nn.quantized.dynamic.modules.linear"] * 2
+    assert quantized(torch.ones(1, 8)).shape == (1, 4)
+
+
+def test_int8_weights_on_a_torch_without_dynamic_quantization_say_so(module: ModuleType,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.delattr(torch.ao.quantization, "quantize_dynamic")
+    with pytest.raises(RuntimeError, match=r"weights=int8 needs torch\.ao\.quantization\.quantize_dynamic, which "
+                                           r"torch .* does not have .*; serve with weights=fp32"):
+        module._int8_linear_layers(torch, torch.nn.Linear(2, 2))
