@@ -4,6 +4,7 @@ written here; Triton's own autofill QA cases are replayed separately, see docs/v
 from __future__ import annotations
 
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -163,7 +164,9 @@ def test_torchscript_forward_arity(tmp_path: Path) -> None:
         'input { name: "INPUT__0" data_type: TYPE_FP32 dims: 4 }\n'
         'output { name: "OUTPUT__0" data_type: TYPE_FP32 dims: 4 }\n',
     )
-    torch.jit.script(Add()).save(str(model / "1" / "model.pt"))
+    with warnings.catch_warnings():  # torch deprecates TorchScript; Triton's pytorch_libtorch backend loads only that
+        warnings.filterwarnings("ignore", r"`torch\.jit\.script` is deprecated", DeprecationWarning)
+        torch.jit.script(Add()).save(str(model / "1" / "model.pt"))
     expected = "unable to load model 'm', configuration expects 1 inputs, model provides 2"
     assert expected in _messages(tmp_path, auto_complete=False)
     assert expected in _messages(tmp_path, auto_complete=True)
