@@ -73,6 +73,18 @@ class TritonPythonModel:
             raise ValueError(f"parameter engine must be 'onnxruntime' or 'torch', got {engine!r}")
         import onnxruntime as ort  # only here: the images the torch engine is for have no onnxruntime
 
+        affinity = params.get("cpu_affinity", "none").strip() or "none"
+        if affinity not in ("none", "instance"):
+            raise ValueError(f"parameter cpu_affinity must be 'none' or 'instance', got {affinity!r}")
+        self.cores = None
+        if affinity == "instance" and args.get("model_instance_kind", "CPU") == "CPU":
+            pinning = _load_sibling("affinity")
+            index = pinning.instance_index(args["model_instance_name"], config.get("instance_group", []))
+            self.cores = pinning.cores_for(index, threads, os.sched_getaffinity(0))
+            pinned = pinning.pin_process(set(self.cores))
+            pb_utils.Logger.log_info(f"onnx_runner: {args['model_instance_name']} pinned to cores {self.cores} "
+                                     f"({pinned} threads)")
+
         self._plan = _load_sibling("call_plan")
 
         path = os.path.join(version_dir, "model.onnx")

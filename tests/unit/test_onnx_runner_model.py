@@ -4,7 +4,9 @@ tests/integration."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -71,7 +73,8 @@ def load(module: types.ModuleType, tmp_path: Path, **params: str) -> Any:
     }
     model = module.TritonPythonModel()
     model.initialize({"model_config": json.dumps(config), "model_repository": str(version.parent),
-                      "model_version": "1", "model_name": "encoder", "model_instance_kind": "CPU"})
+                      "model_version": "1", "model_name": "encoder", "model_instance_kind": "CPU",
+                      "model_instance_name": "encoder_0_0"})
     return model
 
 
@@ -386,3 +389,35 @@ def test_the_torch_scoring_engine_runs_at_most_max_rows_per_call_pairs_per_forwa
     got = sliced.run(["SCORES"], feed)[0]
     assert got.shape == (2, 4) and seen == [3, 3, 2]
     np.testing.assert_allclose(got, whole.run(["SCORES"], feed)[0], atol=1e-5)
+
+
+def test_cpu_affinity_places_each_instance_on_cores_of_its_own() -> None:
+    from tritonforge.python_backends import load_module
+
+    affinity: Any = load_module("onnx_runner", "affinity")
+    assert affinity.instance_index("minilm_encoder_0_1", [{"count": 2}]) == 1
+    assert affinity.instance_index("my_model_1_0", [{"count": 2}, {"count": 3}]) == 2  # after group 0's two
+    assert affinity.instance_index("m_0_0", []) == 0
+    assert [affinity.cores_for(k, 1, {0, 1}) for k in range(3)] == [[0], [1], [0]]  # wraps round
+    assert affinity.cores_for(1, 2, {0, 1, 2, 3}) == [2, 3]
+    assert affinity.cores_for(1, 1, {4, 6}) == [6]  # a container's cpuset, not 0..n-1
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux scheduler affinity")
+def test_cpu_affinity_instance_pins_the_stub_and_a_bad_value_is_refused(
+    module: types.ModuleType, tmp_path: Path
+) -> None:
+    before = os.sched_getaffinity(0)
+    try:
+        model = load(module, tmp_path / "pinned", cpu_affinity="instance")
+        assert model.cores == [min(before)]
+        assert os.sched_getaffinity(0) == {min(before)}
+        ids, mask = padded([[5, 6, 7], [8]])
+        assert outputs(model.execute([Request(input_ids=ids, attention_mask=mask)]))[0].shape == (2, 2)
+    finally:
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task), before)
+    assert load(module, tmp_path / "default").cores is None
+    with pytest.raises(ValueError, match="cpu_affinity must be 'none' or 'instance', got 'core'"):
+        load(module, tmp_path / "bad", cpu_affinity="core")
