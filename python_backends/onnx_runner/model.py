@@ -26,6 +26,8 @@ each of which streams all the weights); two 1-thread sessions outran one 2-threa
 Results do not change: padding is masked. A cross-encoder gains most, its pairs being long and of every length:
 MiniLM-sized, 20 passages of 4-16 sentences per query, served on a 2-core Zen 4, 1.86x the pairs/s of one padded
 call per batch with 1 query in flight and 2.17x with 4 (tests/bench/probe_rerank_rows.py).
+
+Parameter `cpu_affinity: instance` pins each CPU instance's stub to cores of its own (affinity.py); default none.
 """
 
 import itertools
