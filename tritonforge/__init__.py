@@ -12,6 +12,8 @@ The library is the product; the CLI maps arguments onto these calls:
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from tritonforge.errors import (
@@ -81,3 +83,21 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)
+
+
+class _Package(types.ModuleType):
+    """``tritonforge.build`` stays the build function once the submodule of the same name is imported: the import
+    system then sets the package's attribute to the module, so a second ``tritonforge.build(...)`` (or any after
+    ``from tritonforge.build import ...``) raised TypeError: 'module' object is not callable. The module itself
+    is still ``sys.modules["tritonforge.build"]``, which ``from tritonforge.build import ...`` reads."""
+
+    @property
+    def build(self) -> Any:
+        return __getattr__("build")
+
+    @build.setter
+    def build(self, _module: Any) -> None:
+        pass  # the import system recording the submodule: the function stays
+
+
+sys.modules[__name__].__class__ = _Package

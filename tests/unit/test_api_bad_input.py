@@ -4,6 +4,8 @@ raised before anything is written, never a raw TypeError/AttributeError/... from
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +127,20 @@ def test_add_versions_refuses_bad_arguments_before_any_change(
     assert _snapshot(repo) == before
     with pytest.raises(ReleaseError, match=r"source repository must be a folder path"):
         add_versions(repo, None)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------- the package
+
+
+def test_tritonforge_build_stays_the_function_after_the_submodule_is_imported() -> None:
+    # the import system set the package's `build` to the submodule: the second tritonforge.build(...) was
+    # "TypeError: 'module' object is not callable"
+    code = (
+        "import tritonforge, sys\n"
+        "first = tritonforge.build\n"
+        "from tritonforge.build import BuildReport\n"
+        "assert tritonforge.build is first and callable(first), tritonforge.build\n"
+        "assert sys.modules['tritonforge.build'].build is first\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
