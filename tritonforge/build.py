@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tritonforge.builders.kinds import ArtifactInfo, BuildContext, build_order, kind_of
-from tritonforge.errors import Problem, ValidationError
+from tritonforge.errors import OptionError, Problem, ValidationError
 from tritonforge.naming import llm_names
 from tritonforge.repository import FileContent, check_output, write_repository
 from tritonforge.spec import LLMModel, Spec, load_spec
@@ -107,6 +108,17 @@ def _add_lineage(ctx: BuildContext, key: str) -> None:
         built.models.files[f"{name}/1/{LINEAGE_FILE}"] = record
 
 
+def _check_arguments(out: object, target: object, progress: object) -> None:
+    """build's own arguments, refused before any work (a target outside the spec's choices was written into
+    tritonforge.json as given: Spec.with_target does not re-validate)."""
+    if not isinstance(out, str | os.PathLike):
+        raise OptionError(f"out must be the output folder's path (str or Path), got {type(out).__name__}")
+    if target not in (None, "cpu", "gpu"):
+        raise OptionError(f"target={target!r} is not one of 'cpu', 'gpu' (or None: the spec's own target)")
+    if progress is not None and not callable(progress):
+        raise OptionError(f"progress must be a callable taking one str (or None), got {type(progress).__name__}")
+
+
 def build(
     spec: Spec | str | Path,
     out: str | Path,
@@ -129,6 +141,7 @@ def build(
     """
     from tritonforge.validator import check_repository
 
+    _check_arguments(out, target, progress)
     started = time.perf_counter()
     if not isinstance(spec, Spec):
         spec = load_spec(spec)

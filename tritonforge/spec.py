@@ -10,7 +10,9 @@ instead of being skipped when a neighbouring field is wrong.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -640,11 +642,39 @@ def parse_spec(data: Any, source_dir: Path | None = None) -> Spec:
         raise SpecError(format_errors(err)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps the last one
+    silently, so a second entry with a model's key would replace the first without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *anchor' merges; explicit keys override merged ones, as YAML says
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                duplicate = key in seen
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_spec(path: str | Path) -> Spec:
     """Read a YAML deployment spec; relative checkpoint paths resolve against the spec's folder."""
+    if not isinstance(path, str | os.PathLike):
+        hint = " (for data already loaded, use tritonforge.spec.parse_spec(data))" if isinstance(path, Mapping) else ""
+        raise SpecError(
+            [Problem("", f"load_spec reads a YAML file: give its path (str or Path), got {type(path).__name__}{hint}")],
+            "cannot read deployment spec",
+        )
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError([Problem(str(path), unreadable(err))], "cannot read deployment spec") from None
     except yaml.YAMLError as err:

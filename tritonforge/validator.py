@@ -23,6 +23,7 @@ Python-backend models are only executed in the auto-complete mode, and then only
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -150,6 +151,15 @@ def validate(
     """Raise ValidationError listing every problem if the repository would not load cleanly in Triton
     (``auto_complete``, ``rate_limit``: see :func:`check_repository`); OptionError for an image that names no
     release (check_repository takes such an image as a custom build and skips the checks that need one)."""
+    if not isinstance(repo, str | os.PathLike):
+        raise OptionError(f"repo must be the model repository's path (str or Path), got {type(repo).__name__}")
+    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
+        raise OptionError(f"gpus={gpus!r} must be a whole number of GPUs, 0 or more (None: GPU ids are not checked)")
+    if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+        raise OptionError(
+            f"rate_limit must be a RateLimit (tritonforge.validator.RateLimit(mode, resources)), got "
+            f"{type(rate_limit).__name__}"
+        )
     if image is not None and (problem := image_name_problem(image)):
         raise OptionError(f"--image {problem}")
     problems = check_repository(

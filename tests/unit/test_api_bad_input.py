@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tritonforge.errors import ReleaseError
+import tritonforge
+from tritonforge.errors import OptionError, ReleaseError, SpecError
 from tritonforge.releases import (
     RELEASES_FILE,
     TritonControl,
@@ -21,6 +22,7 @@ from tritonforge.releases import (
     pin,
     promote,
 )
+from tritonforge.spec import load_spec, parse_spec
 
 CONFIG = """name: "scorer"
 backend: "python"
@@ -144,3 +146,78 @@ def test_tritonforge_build_stays_the_function_after_the_submodule_is_imported() 
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------------------------------ spec, build, validate
+
+SPEC = {"name": "x", "models": {"m": {"kind": "embedding", "checkpoint": "random:bert"}}}
+
+
+@pytest.mark.parametrize("path", [None, 5, SPEC])
+def test_load_spec_of_something_that_is_not_a_path_says_so(path: Any) -> None:
+    with pytest.raises(SpecError, match=r"load_spec reads a YAML file: give its path \(str or Path\), got"):
+        load_spec(path)
+    if isinstance(path, dict):
+        with pytest.raises(SpecError, match=r"use tritonforge.spec.parse_spec\(data\)"):
+            tritonforge.build(path, "unused")  # type: ignore[arg-type]
+
+
+def test_a_key_given_twice_in_a_spec_file_is_refused(tmp_path: Path) -> None:
+    # PyYAML kept the last one silently: a second entry under the same model key replaced the first
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: x\nmodels:\n  m: {kind: embedding, checkpoint: 'random:bert'}\n"
+        "  m: {kind: reranker, checkpoint: 'random:cross-encoder'}\n"
+    )
+    with pytest.raises(SpecError, match=r"(?s)spec.yaml: not valid YAML: .*key 'm' is given twice"):
+        load_spec(spec)
+
+
+def test_yaml_merge_keys_still_load(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: x\nmodels:\n  a: &base {kind: embedding, checkpoint: 'random:bert', max_batch_size: 8}\n"
+        "  b: {<<: *base, max_batch_size: 4, ensemble: embed_b}\n"
+    )
+    loaded = load_spec(spec)
+    assert loaded.models["b"].max_batch_size == 4 and loaded.models["a"].max_batch_size == 8
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"target": "GPU"}, r"target='GPU' is not one of 'cpu', 'gpu'"),
+        ({"target": 5}, r"target=5 is not one of 'cpu', 'gpu'"),
+        ({"progress": 5}, r"progress must be a callable taking one str \(or None\), got int"),
+        ({"out": None}, r"out must be the output folder's path \(str or Path\), got NoneType"),
+    ],
+)
+def test_build_refuses_bad_arguments_before_any_work(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
+    # target="GPU" built a repository whose tritonforge.json said "target": "GPU"
+    out = kwargs.pop("out", tmp_path / "repo")
+    with pytest.raises(OptionError, match=message):
+        tritonforge.build(parse_spec(SPEC), out, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_names_an_image_that_is_not_a_string(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"--image: 5 is not an image name \(a str\)"):
+        tritonforge.build(parse_spec(SPEC), tmp_path / "repo", image=5)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"repo": None}, r"repo must be the model repository's path \(str or Path\), got NoneType"),
+        ({"gpus": "8"}, r"gpus='8' must be a whole number of GPUs, 0 or more"),
+        ({"gpus": 1.5}, r"gpus=1.5 must be a whole number of GPUs"),
+        ({"gpus": -1}, r"gpus=-1 must be a whole number of GPUs, 0 or more"),
+        ({"image": 5}, r"--image 5 is not an image name \(a str\)"),
+        ({"rate_limit": "execution_count"}, r"rate_limit must be a RateLimit .*got str"),
+    ],
+)
+def test_validate_refuses_bad_arguments(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
+    repo = kwargs.pop("repo", _repo(tmp_path))
+    with pytest.raises(OptionError, match=message):
+        tritonforge.validate(repo, **kwargs)

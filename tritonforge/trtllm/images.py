@@ -24,6 +24,8 @@ def image_name_problem(image: str, *, pullable: bool = False) -> str | None:
     """A serving image must name its tag (``…/tritonserver:<yy.mm>-<flavour>``, or a custom build's own tag):
     without one the release, and so every check made against it, is a guess. Checks accept an NGC tag alone
     (``24.12-trtllm-python-py3``); what a pod pulls (``pullable``) must be a whole name."""
+    if not isinstance(image, str):
+        return f"{image!r} is not an image name (a str): give a tagged image, e.g. {default_image()}"
     name = image.rsplit("/", 1)[-1]
     if not pullable and image_release(image) is not None:
         return None
