@@ -16,6 +16,7 @@ access layer's :class:`~tritonforge.triton.Connection`; this module adds the pip
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -87,10 +88,13 @@ def _text_tensor(texts: list[str]) -> np.ndarray:
 
 
 def _check_chunking(batch_size: int | None, requests_in_flight: int) -> None:
-    if requests_in_flight < 1:
-        raise InvalidInputError(f"requests_in_flight={requests_in_flight} must be >= 1")
-    if batch_size is not None and batch_size < 1:
-        raise InvalidInputError(f"batch_size={batch_size} must be >= 1")
+    def whole(value: object) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1
+
+    if not whole(requests_in_flight):
+        raise InvalidInputError(f"requests_in_flight={requests_in_flight!r} must be an integer >= 1")
+    if batch_size is not None and not whole(batch_size):
+        raise InvalidInputError(f"batch_size={batch_size!r} must be an integer >= 1 (or None: the model's max)")
 
 
 def _needs_max_batch_size(batch_size: int | None, items: list[str]) -> bool:
@@ -221,7 +225,7 @@ class Client(Connection):
     def generate(self, prompt: str, *, model: str = "llm", timeout: float | None = None, **sampling: Any) -> str:
         """The whole completion of ``prompt`` (``max_tokens``, ``temperature``, ``top_k``, ``top_p``, ``seed``,
         ``stop_words``, ``bad_words``, ``end_id``, ``pad_id``, ``chat``, ``adapter``: see :class:`Sampling`)."""
-        inputs = generation_inputs(prompt, Sampling(**sampling), stream=False)
+        inputs = generation_inputs(prompt, Sampling.of(sampling), stream=False)
         if self.protocol == "http":
             return self.generate_http(model, inputs, timeout=timeout)
         return "".join(self.stream(prompt, model=model, timeout=timeout, _stream=False, **sampling))
@@ -240,7 +244,7 @@ class Client(Connection):
         the stream is cancelled and upstream's ``stop`` signal goes to ``engine_model``."""
         if self.protocol != "grpc":
             raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
-        inputs = generation_inputs(prompt, Sampling(**sampling), stream=_stream)
+        inputs = generation_inputs(prompt, Sampling.of(sampling), stream=_stream)
         return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model if _stream else None)
 
     def rag(
@@ -390,7 +394,7 @@ class AsyncClient(AsyncConnection):
 
     async def generate(self, prompt: str, *, model: str = "llm", timeout: float | None = None, **sampling: Any) -> str:
         """The whole completion of ``prompt`` (see :meth:`Client.generate`)."""
-        inputs = generation_inputs(prompt, Sampling(**sampling), stream=False)
+        inputs = generation_inputs(prompt, Sampling.of(sampling), stream=False)
         if self.protocol == "http":
             return await self.generate_http(model, inputs, timeout=timeout)
         return "".join([p async for p in self.stream_text(model, inputs, timeout=timeout)])
@@ -409,7 +413,7 @@ class AsyncClient(AsyncConnection):
         as in :meth:`Client.stream`."""
         if self.protocol != "grpc":
             raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
-        inputs = generation_inputs(prompt, Sampling(**sampling), stream=True)
+        inputs = generation_inputs(prompt, Sampling.of(sampling), stream=True)
         return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model)
 
     async def rag(

@@ -9,8 +9,9 @@ one response is wanted; the streams themselves (cancel, upstream stop, LoRA rese
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -36,23 +37,58 @@ class Sampling:
     adapter: str | None = None  # LoRA adapter name (served models that register adapters)
 
     def check(self) -> None:
-        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+        if not _is_int(self.max_tokens) or self.max_tokens < 1:
             raise InvalidInputError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
-        if self.temperature is not None and self.temperature < 0:
-            raise InvalidInputError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 0:
-            raise InvalidInputError(f"top_k must be >= 0, got {self.top_k}")
-        if self.top_p is not None and not 0 <= self.top_p <= 1:
+        if self.temperature is not None and (not _is_number(self.temperature) or self.temperature < 0):
+            raise InvalidInputError(f"temperature must be a number >= 0, got {self.temperature!r}")
+        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
+            raise InvalidInputError(f"top_k must be an integer >= 0, got {self.top_k!r}")
+        if self.top_p is not None and (not _is_number(self.top_p) or not 0 <= self.top_p <= 1):
             raise InvalidInputError(f"top_p must be in [0, 1], got {self.top_p}")
         # the tensors these become: a larger value would wrap silently (or fail deep in numpy)
         if self.max_tokens > INT32_MAX:
             raise InvalidInputError(f"max_tokens must be <= {INT32_MAX}, got {self.max_tokens}")
         if self.top_k is not None and self.top_k > INT32_MAX:
             raise InvalidInputError(f"top_k must be <= {INT32_MAX}, got {self.top_k}")
-        if self.seed is not None and not 0 <= self.seed <= UINT64_MAX:
-            raise InvalidInputError(f"seed must be in [0, {UINT64_MAX}], got {self.seed}")
-        if self.temperature is not None and self.temperature != self.temperature:
-            raise InvalidInputError("temperature must be a number, got NaN")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= UINT64_MAX):
+            raise InvalidInputError(f"seed must be in [0, {UINT64_MAX}] (an integer), got {self.seed!r}")
+        for name in ("end_id", "pad_id"):  # token ids: INT32 tensors
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or not 0 <= value <= INT32_MAX):
+                raise InvalidInputError(f"{name} must be a token id, an integer in [0, {INT32_MAX}], got {value!r}")
+        for name in ("stop_words", "bad_words"):
+            words = getattr(self, name)
+            if isinstance(words, str | bytes) or not isinstance(words, Sequence):
+                raise InvalidInputError(f"{name} must be a list of strings, got {words!r}")
+            for i, word in enumerate(words):
+                if not isinstance(word, str):
+                    raise InvalidInputError(f"{name}[{i}] is {type(word).__name__}, not str")
+        if not isinstance(self.chat, bool):
+            raise InvalidInputError(f"chat must be True or False, got {self.chat!r}")
+        if self.adapter is not None and (not isinstance(self.adapter, str) or not self.adapter):
+            raise InvalidInputError(f"adapter must be an adapter's name (non-empty str) or None, got {self.adapter!r}")
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any], **fixed: Any) -> Sampling:
+        """Sampling from keyword arguments a caller passed through (``generate(prompt, **sampling)``): an unknown
+        name is an InvalidInputError listing the allowed ones, not ``__init__``'s TypeError."""
+        allowed = sorted(f.name for f in fields(cls))
+        unknown = sorted(str(k) for k in options if k not in allowed)
+        if unknown:
+            raise InvalidInputError(
+                f"unknown generation parameter{'s' * (len(unknown) > 1)} {', '.join(unknown)}; allowed: "
+                f"{', '.join(allowed)}"
+            )
+        return cls(**{**options, **fixed})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A real number that is not NaN (bool is not a number here)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
 
 
 INT32_MAX, UINT64_MAX = 2**31 - 1, 2**64 - 1
@@ -137,15 +173,15 @@ def rag_inputs(
     for name in ("chat", "adapter"):
         if sampling.get(name):
             raise InvalidInputError(f"{name} is not supported by the rag ensemble")
-    inputs = generation_inputs(query, Sampling(max_tokens=max_tokens or 1, **sampling), stream=stream)
+    inputs = generation_inputs(query, Sampling.of(sampling, max_tokens=max_tokens or 1), stream=stream)
     del inputs["text_input"]
     if max_tokens is None:
         del inputs["max_tokens"]  # the rag model's default
     inputs["QUERY"] = _one(query.encode("utf-8"), object)
     for name, value in (("TOP_K", top_k), ("TOP_N", top_n)):
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{name.lower()} must be an integer >= 1, got {value!r}")
+            if not _is_int(value) or not 1 <= value <= INT32_MAX:
+                raise InvalidInputError(f"{name.lower()} must be an integer in [1, {INT32_MAX}], got {value!r}")
             inputs[name] = _one(value, np.int32)
     if min_score is not None:
         if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not math.isfinite(min_score):

@@ -6,6 +6,7 @@ and how padding in the responses ("" ids, NaN scores) is dropped.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,16 +40,27 @@ def _strings(values: Any, what: str) -> list[str]:
     return items
 
 
-def _bytes_column(texts: list[str]) -> np.ndarray:
-    return np.array([[t.encode("utf-8")] for t in texts], dtype=object).reshape(len(texts), 1)
+INT32_MAX = 2**31 - 1
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidInputError(f"{what} cannot be encoded as UTF-8 ({err.reason} at {err.start}): send text") from None
+
+
+def _bytes_column(texts: list[str], what: str = "texts") -> np.ndarray:
+    encoded = [[_utf8(t, f"{what}[{i}]")] for i, t in enumerate(texts)]
+    return np.array(encoded, dtype=object).reshape(len(texts), 1)
 
 
 def _count(value: int | None, name: str, n: int) -> np.ndarray | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
-    return np.full((n, 1), value, dtype=np.int32)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= INT32_MAX:
+        raise InvalidInputError(f"{name} must be an integer in [1, {INT32_MAX}], got {value!r}")
+    return np.full((n, 1), int(value), dtype=np.int32)
 
 
 def _text(value: Any) -> str:
@@ -62,7 +74,7 @@ def search_request(
     queries: Sequence[str], top_k: int | None, top_n: int | None = None
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     items = _strings(queries, "queries")
-    inputs = {"QUERY": _bytes_column(items)}
+    inputs = {"QUERY": _bytes_column(items, "queries")}
     for name, value in (("TOP_K", top_k), ("TOP_N", top_n)):
         tensor = _count(value, name.lower(), len(items))
         if tensor is not None:
@@ -97,8 +109,8 @@ def rerank_request(query: str, passages: Sequence[str]) -> tuple[dict[str, np.nd
         raise InvalidInputError(f"query must be a non-empty string, got {query!r}")
     items = _strings(passages, "passages")
     return {
-        "QUERY": np.array([[query.encode("utf-8")]], dtype=object),
-        "PASSAGES": np.array([[p.encode("utf-8") for p in items]], dtype=object),
+        "QUERY": np.array([[_utf8(query, "query")]], dtype=object),
+        "PASSAGES": np.array([[_utf8(p, f"passages[{i}]") for i, p in enumerate(items)]], dtype=object),
     }, ["SCORES"]
 
 

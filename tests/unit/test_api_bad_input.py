@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import tritonforge
-from tritonforge.errors import OptionError, ReleaseError, SpecError
+from tritonforge.clients import Client, ClientOptions, KeepAliveOptions, RetryPolicy
+from tritonforge.clients.generation import Sampling, generation_inputs
+from tritonforge.errors import ClientError, InvalidInputError, OptionError, ReleaseError, SpecError
 from tritonforge.releases import (
     RELEASES_FILE,
     TritonControl,
@@ -221,3 +224,106 @@ def test_validate_refuses_bad_arguments(tmp_path: Path, kwargs: dict[str, Any], 
     repo = kwargs.pop("repo", _repo(tmp_path))
     with pytest.raises(OptionError, match=message):
         tritonforge.validate(repo, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------- clients
+
+UNREACHABLE = "127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    ("sampling", "message"),
+    [
+        ({"temperature": "hot"}, r"temperature must be a number >= 0, got 'hot'"),
+        ({"top_k": "3"}, r"top_k must be an integer >= 0, got '3'"),
+        ({"top_k": 1.5}, r"top_k must be an integer >= 0, got 1.5"),
+        ({"top_p": "x"}, r"top_p must be in \[0, 1\], got x"),
+        ({"seed": 1.5}, r"seed must be in \[0, .*\(an integer\), got 1.5"),
+        ({"end_id": 2**40}, r"end_id must be a token id, an integer in \[0, 2147483647\]"),
+        ({"pad_id": "2"}, r"pad_id must be a token id"),
+        ({"stop_words": "stop"}, r"stop_words must be a list of strings, got 'stop'"),
+        ({"stop_words": [1]}, r"stop_words\[0\] is int, not str"),
+        ({"bad_words": None}, r"bad_words must be a list of strings, got None"),
+        ({"adapter": 5}, r"adapter must be an adapter's name"),
+        ({"chat": "yes"}, r"chat must be True or False, got 'yes'"),
+        ({"max_token": 5}, r"unknown generation parameter max_token; allowed: adapter, bad_words, chat"),
+    ],
+)
+def test_generation_parameters_are_checked_before_sending(sampling: dict[str, Any], message: str) -> None:
+    # raw TypeError/AttributeError, or silently wrong: stop_words="stop" was sent as 's', 't', 'o', 'p'
+    with Client(UNREACHABLE, retries=0) as client:
+        with pytest.raises(InvalidInputError, match=message):
+            client.generate("hi", **sampling)
+        with pytest.raises(InvalidInputError, match=message):
+            client.stream("hi", **sampling)
+        if not sampling.keys() & {"chat", "adapter", "top_k"}:  # rag refuses these itself / top_k is its TOP_K
+            with pytest.raises(InvalidInputError, match=message):
+                client.rag("q", **sampling)
+
+
+def test_good_generation_parameters_still_make_the_same_tensors() -> None:
+    sampling = Sampling.of({"temperature": 0, "top_k": np.int64(3), "top_p": 1, "seed": 7, "stop_words": ["\n"]})
+    inputs = generation_inputs("hi", sampling, stream=False)
+    assert inputs["top_k"].dtype == np.int32 and int(inputs["top_k"][0, 0]) == 3
+    assert inputs["stop_words"].tolist() == [[b"\n"]] and float(inputs["temperature"][0, 0]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.search(["\ud800"]), r"queries\[0\] cannot be encoded as UTF-8"),
+        (lambda c: c.rerank("\ud800", ["a"]), r"query cannot be encoded as UTF-8"),
+        (lambda c: c.rerank("q", ["a", "\ud800"]), r"passages\[1\] cannot be encoded as UTF-8"),
+        (lambda c: c.search(["q"], top_k=2**40), r"top_k must be an integer in \[1, 2147483647\]"),
+        (lambda c: c.search(["q"], rerank=True, top_n=2**31), r"top_n must be an integer in \[1, 2147483647\]"),
+        (lambda c: c.rag("q", top_k=2**40), r"top_k must be an integer in \[1, 2147483647\]"),
+        (lambda c: c.embed(["a", "b"], batch_size="2"), r"batch_size='2' must be an integer >= 1"),
+        (lambda c: c.embed(["a", "b"], batch_size=1.5), r"batch_size=1.5 must be an integer >= 1"),
+        (lambda c: c.embed(["a"], requests_in_flight=None), r"requests_in_flight=None must be an integer >= 1"),
+        (lambda c: c.embed(["a"], timeout="1"), r"timeout='1' must be > 0 seconds"),
+        (lambda c: c.infer("m", {"X": np.ones(2, np.float32)}, parameters="p"), r"parameters must be a mapping"),
+    ],
+)
+def test_client_arguments_are_invalid_input_not_a_traceback(call: Any, message: str) -> None:
+    # UnicodeEncodeError, numpy's silent int32 wrap (2**40 was sent as 0), TypeError from a comparison
+    with Client(UNREACHABLE, retries=0) as client, pytest.raises(InvalidInputError, match=message):
+        call(client)
+
+
+def test_infer_names_a_bad_output_name_or_an_unencodable_string_tensor() -> None:
+    with Client(UNREACHABLE, retries=0) as client:
+        with pytest.raises(ClientError, match=r"outputs\[0\] must be an output name \(a non-empty str\), got 1"):
+            client.infer("m", {"X": np.ones(2, np.float32)}, outputs=[1])  # type: ignore[list-item]
+        with pytest.raises(ClientError, match=r"input 'X' element \[1\] cannot be encoded as UTF-8"):
+            client.infer("m", {"X": np.array(["a", "\ud800"])})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout": "30"}, r"timeout='30' must be > 0 seconds"),
+        ({"retries": "3"}, r"retries='3' must be >= 0"),
+        ({"backoff": float("nan")}, r"backoff=nan and max_backoff=2.0 must be >= 0 seconds"),
+        ({"headers": "x"}, r"headers must be a mapping of header name -> value, got str"),
+        ({"headers": {"x-key": 1}}, r"headers must be a mapping of header name -> value \(str -> str\)"),
+        ({"tls": "yes"}, r"tls must be a TLSOptions \(or None\), got str"),
+        ({"keepalive": {"time_ms": 1}}, r"keepalive must be a KeepAliveOptions, got dict"),
+        ({"admin_key": 5}, r"admin_key must be a str \(or None\), got int"),
+    ],
+)
+def test_client_options_of_the_wrong_type_are_named(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ClientError, match=message):
+        Client(UNREACHABLE, **kwargs)
+
+
+def test_option_objects_check_their_types() -> None:
+    with pytest.raises(ClientError, match=r"retries=None must be >= 0"):
+        RetryPolicy(retries=None)  # type: ignore[arg-type]
+    with pytest.raises(ClientError, match=r"jitter='a' must be within \[0, 1\]"):
+        RetryPolicy(jitter="a")  # type: ignore[arg-type]
+    with pytest.raises(ClientError, match=r"KeepAliveOptions: times must be > 0 ms"):
+        KeepAliveOptions(time_ms="1")  # type: ignore[arg-type]
+    with pytest.raises(ClientError, match=r"timeout='1' must be > 0 seconds"):
+        ClientOptions(timeout="1")  # type: ignore[arg-type]
+    with pytest.raises(ClientError, match=r"options must be a ClientOptions \(or None\), got str"):
+        Client.from_options(UNREACHABLE, options="x")  # type: ignore[arg-type]

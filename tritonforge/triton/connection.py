@@ -76,6 +76,12 @@ class _Base:
         self.url, secure = split_url(url, protocol)
         if secure and tls is None:
             tls = TLSOptions()
+        if tls is not None and not isinstance(tls, TLSOptions):
+            raise ClientError(f"tls must be a TLSOptions (or None), got {type(tls).__name__}")
+        if headers is not None and not isinstance(headers, Mapping):
+            raise ClientError(f"headers must be a mapping of header name -> value, got {type(headers).__name__}")
+        if admin_key is not None and not isinstance(admin_key, str):
+            raise ClientError(f"admin_key must be a str (or None), got {type(admin_key).__name__}")
         if tls is not None:
             tls.check_files()
         self.options = ClientOptions(
@@ -93,6 +99,8 @@ class _Base:
 
     @classmethod
     def from_options(cls, url: str, protocol: Protocol = "grpc", options: ClientOptions | None = None) -> Any:
+        if options is not None and not isinstance(options, ClientOptions):
+            raise ClientError(f"options must be a ClientOptions (or None), got {type(options).__name__}")
         o = options or ClientOptions()
         return cls(
             url,
@@ -114,8 +122,8 @@ class _Base:
     def _timeout(self, timeout: float | None) -> float | None:
         if timeout is None:
             return self.options.timeout
-        if not timeout > 0:
-            raise InvalidInputError(f"timeout={timeout} must be > 0 seconds")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise InvalidInputError(f"timeout={timeout!r} must be > 0 seconds (a number; None: the client's default)")
         return float(timeout)
 
     def _classifier(self, model: str | None, timeout: float | None) -> Callable[[BaseException], ClientError]:
@@ -148,6 +156,8 @@ class _Base:
         self, timeout: float | None, parameters: Mapping[str, Any] | None, version: str
     ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model_version": version, "headers": self._headers()}
+        if parameters is not None and not isinstance(parameters, Mapping):
+            raise InvalidInputError(f"parameters must be a mapping of name -> value, got {type(parameters).__name__}")
         if parameters:
             kwargs["parameters"] = dict(parameters)
         if self.protocol == "grpc":

@@ -7,6 +7,8 @@ client or parses a Triton URL.
 from __future__ import annotations
 
 import ipaddress
+import math
+import numbers
 import random
 import socket
 from collections.abc import Callable, Mapping
@@ -27,6 +29,15 @@ GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 
 
 # ------------------------------------------------------------------------------------------------------- options
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _seconds(value: Any) -> bool:
+    """A real number that is not NaN (bool is not a number of seconds)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,8 @@ class KeepAliveOptions:
     max_pings_without_data: int = 2
 
     def __post_init__(self) -> None:
-        if self.time_ms <= 0 or self.timeout_ms <= 0 or self.max_pings_without_data < 0:
+        values = (self.time_ms, self.timeout_ms, self.max_pings_without_data)
+        if not all(_whole(v) for v in values) or self.time_ms <= 0 or self.timeout_ms <= 0 or values[2] < 0:
             raise ClientError(f"KeepAliveOptions: times must be > 0 ms and pings >= 0, got {self}")
 
 
@@ -80,12 +92,12 @@ class RetryPolicy:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.retries < 0:
-            raise ClientError(f"retries={self.retries} must be >= 0")
-        if self.backoff < 0 or self.max_backoff < 0:
-            raise ClientError(f"backoff={self.backoff} and max_backoff={self.max_backoff} must be >= 0 seconds")
-        if not 0 <= self.jitter <= 1:
-            raise ClientError(f"jitter={self.jitter} must be within [0, 1]")
+        if not _whole(self.retries) or self.retries < 0:
+            raise ClientError(f"retries={self.retries!r} must be >= 0 (a whole number)")
+        if not _seconds(self.backoff) or not _seconds(self.max_backoff) or self.backoff < 0 or self.max_backoff < 0:
+            raise ClientError(f"backoff={self.backoff!r} and max_backoff={self.max_backoff!r} must be >= 0 seconds")
+        if not _seconds(self.jitter) or not 0 <= self.jitter <= 1:
+            raise ClientError(f"jitter={self.jitter!r} must be within [0, 1]")
 
     @property
     def attempts(self) -> int:
@@ -110,8 +122,16 @@ class ClientOptions:
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        if self.timeout is not None and not self.timeout > 0:
-            raise ClientError(f"timeout={self.timeout} must be > 0 seconds (or None for no deadline)")
+        if self.timeout is not None and (not _seconds(self.timeout) or not self.timeout > 0):
+            raise ClientError(f"timeout={self.timeout!r} must be > 0 seconds (or None for no deadline)")
+        for name, kind in (("retry", RetryPolicy), ("tls", TLSOptions), ("keepalive", KeepAliveOptions)):
+            value = getattr(self, name)
+            if not isinstance(value, kind) and (value is not None or name == "retry"):
+                raise ClientError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+        if not isinstance(self.headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
+        ):
+            raise ClientError(f"headers must be a mapping of header name -> value (str -> str), got {self.headers!r}")
         if self.compression not in (None, "gzip", "deflate"):
             raise ClientError(f"compression={self.compression!r} is not one of 'gzip', 'deflate', None")
 

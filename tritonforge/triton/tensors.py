@@ -52,7 +52,12 @@ def as_tensor(name: str, value: Any) -> tuple[np.ndarray, str]:
         if array.dtype.kind == "U":
             encoded = np.empty(array.shape, dtype=object)
             for index, item in np.ndenumerate(array):
-                encoded[index] = str(item).encode("utf-8")
+                try:
+                    encoded[index] = str(item).encode("utf-8")
+                except UnicodeEncodeError as err:
+                    raise ClientError(
+                        f"input '{name}' element {list(index)} cannot be encoded as UTF-8 ({err.reason}): send text"
+                    ) from None
             array = encoded
         elif array.dtype.kind == "S":
             array = array.astype(object)
@@ -89,6 +94,9 @@ def requested_outputs(mod: Any, outputs: Sequence[str] | None, *, binary: bool =
         return None
     if isinstance(outputs, str):
         raise ClientError(f"outputs must be a list of output names, not the string {outputs!r}")
+    for i, name in enumerate(outputs):
+        if not isinstance(name, str) or not name:
+            raise ClientError(f"outputs[{i}] must be an output name (a non-empty str), got {name!r}")
     if binary:
         return [mod.InferRequestedOutput(o, binary_data=True) for o in outputs]
     return [mod.InferRequestedOutput(o) for o in outputs]
