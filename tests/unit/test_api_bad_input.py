@@ -15,7 +15,7 @@ import pytest
 import tritonforge
 from tritonforge.clients import Client, ClientOptions, KeepAliveOptions, RetryPolicy
 from tritonforge.clients.generation import Sampling, generation_inputs
-from tritonforge.errors import ClientError, InvalidInputError, OptionError, ReleaseError, SpecError
+from tritonforge.errors import ClientError, InvalidInputError, OptionError, ReleaseError, SpecError, TransientError
 from tritonforge.releases import (
     RELEASES_FILE,
     TritonControl,
@@ -327,3 +327,12 @@ def test_option_objects_check_their_types() -> None:
         ClientOptions(timeout="1")  # type: ignore[arg-type]
     with pytest.raises(ClientError, match=r"options must be a ClientOptions \(or None\), got str"):
         Client.from_options(UNREACHABLE, options="x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("call", [lambda c: c.generate("hi"), lambda c: c.rag("q"), lambda c: list(c.stream("hi"))])
+def test_generation_against_an_unreachable_server_is_a_transient_error(call: Any) -> None:
+    # generate and rag raised tritonclient's own "The stream is no longer in valid state" (the real reason,
+    # UNAVAILABLE, went to the stream's callback)
+    for _ in range(3):
+        with Client(UNREACHABLE, retries=0, timeout=5) as client, pytest.raises(TransientError, match="unavailable"):
+            call(client)

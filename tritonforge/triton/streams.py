@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -101,10 +102,16 @@ def _grpc_stream_once(
     request_id = uuid.uuid4().hex
     finished = False
     try:
-        client.start_stream(callback=lambda result, error: responses.put((result, error)))
-        client.async_stream_infer(
-            model, build_inputs(grpcclient, inputs), request_id=request_id, enable_empty_final_response=True
-        )
+        try:
+            client.start_stream(callback=lambda result, error: responses.put((result, error)))
+            client.async_stream_infer(
+                model, build_inputs(grpcclient, inputs), request_id=request_id, enable_empty_final_response=True
+            )
+        except ClientError:
+            raise
+        except Exception as err:  # the stream failed at once (server unreachable): the reason is in the callback's
+            finished = True
+            raise classify(_reported_error(responses, err)) from None
         while True:
             try:
                 result, error = responses.get(timeout=timeout)
@@ -125,6 +132,20 @@ def _grpc_stream_once(
                 _send_stop(client, engine_model, request_id)
         finally:
             client.close()
+
+
+def _reported_error(responses: queue.Queue[tuple[Any, Any]], raised: BaseException, wait: float = 2.0) -> Any:
+    """The error a failed stream reported to its callback. tritonclient marks the stream inactive before it calls
+    the callback with the reason (e.g. UNAVAILABLE), so a request sent in between raises only "The stream is no
+    longer in valid state"; that reason is what the caller needs (a TransientError, not tritonclient's exception)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            _result, error = responses.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return raised
+        if error is not None:
+            return error
 
 
 STOP_SIGNALS = (  # upstream's stop request, in the engine path's tensors, then in the LLM API model's
