@@ -196,13 +196,12 @@ class TritonServer:
         admin_key: str | None = None,
         heal_stubs: bool = True,
     ) -> None:
-        if isinstance(models, str):
-            raise ServerError(f"models must be a list of model names, not the string {models!r}")
-        for name, port in (("http_port", http_port), ("grpc_port", grpc_port), ("metrics_port", metrics_port)):
-            if port is not None and not 0 < port < 65536:
-                raise ServerError(f"{name}={port} is not a TCP port (1..65535)")
-        if startup_timeout <= 0:
-            raise ServerError(f"startup_timeout={startup_timeout} must be > 0 seconds")
+        _check_arguments(
+            repo, models=models, extra_args=extra_args, env=env, backend_config=backend_config, host=host,
+            ports={"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port},
+            numbers={"startup_timeout": (startup_timeout, 0, False), "exit_timeout": (exit_timeout, 0, True),
+                     "log_verbose": (log_verbose, 0, True), "cache_size_bytes": (cache_size_bytes, 0, True)},
+        )
         # an object-store URL (s3://, gs://, as3://) goes to --model-repository as is; Triton reads it itself
         self.repo: Path | str = str(repo) if is_object_store_url(repo) else Path(repo).expanduser().resolve()
         self.host = host
@@ -624,6 +623,55 @@ class TritonServer:
             if self._proc.poll() is not None:
                 raise self._fail(f"tritonserver exited with code {self._proc.returncode} while getting ready")
             pause()
+
+
+def _check_arguments(
+    repo: object,
+    *,
+    models: object,
+    extra_args: object,
+    env: object,
+    backend_config: object,
+    host: object,
+    ports: dict[str, object],
+    numbers: dict[str, tuple[object, float, bool]],
+) -> None:
+    """The constructor's arguments, refused by name before anything runs (a string of extra_args was split into
+    characters, port True was port 1, two endpoints on one port failed only when tritonserver bound them)."""
+    if not isinstance(repo, (str, os.PathLike)) or not str(repo):
+        raise ServerError(f"repo must be a model repository folder or an object-store URL, not {repo!r}")
+    for name, names in (("models", models), ("extra_args", extra_args)):
+        if names is None and name == "models":
+            continue
+        if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
+            raise ServerError(f"{name} must be a list of strings, not {names!r}")
+        if not all(isinstance(item, str) for item in names):
+            raise ServerError(f"{name} must be a list of strings, got {list(names)!r}")
+    for name, mapping in (("env", env), ("backend_config", backend_config)):
+        if mapping is not None and not (
+            isinstance(mapping, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())
+        ):
+            raise ServerError(f"{name} must be a mapping of strings to strings, not {mapping!r}")
+    if not isinstance(host, str) or not host:
+        raise ServerError(f"host must be an address of this host such as '127.0.0.1', not {host!r}")
+    given: dict[object, str] = {}
+    for name, port in ports.items():
+        if port is None:
+            continue
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ServerError(f"{name}={port!r} is not a TCP port (1..65535)")
+        if port in given:
+            raise ServerError(f"{name} and {given[port]} are both {port}: each endpoint needs a port of its own")
+        given[port] = name
+    for name, (value, least, inclusive) in numbers.items():
+        if value is None and name == "cache_size_bytes":
+            continue
+        whole = name in ("log_verbose", "cache_size_bytes")
+        kinds = (int,) if whole else (int, float)
+        ok = isinstance(value, kinds) and not isinstance(value, bool)
+        if not ok or (value < least if inclusive else value <= least):  # type: ignore[operator]
+            bound = f">= {least:g}" if inclusive else f"> {least:g}"
+            raise ServerError(f"{name}={value!r} must be a {'whole ' if whole else ''}number {bound}")
 
 
 def _reason(err: ClientError) -> str:

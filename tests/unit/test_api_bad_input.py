@@ -15,7 +15,15 @@ import pytest
 import tritonforge
 from tritonforge.clients import Client, ClientOptions, KeepAliveOptions, RetryPolicy
 from tritonforge.clients.generation import Sampling, generation_inputs
-from tritonforge.errors import ClientError, InvalidInputError, OptionError, ReleaseError, SpecError, TransientError
+from tritonforge.errors import (
+    ClientError,
+    InvalidInputError,
+    OptionError,
+    ReleaseError,
+    ServerError,
+    SpecError,
+    TransientError,
+)
 from tritonforge.releases import (
     RELEASES_FILE,
     TritonControl,
@@ -336,3 +344,49 @@ def test_generation_against_an_unreachable_server_is_a_transient_error(call: Any
     for _ in range(3):
         with Client(UNREACHABLE, retries=0, timeout=5) as client, pytest.raises(TransientError, match="unavailable"):
             call(client)
+
+
+# ------------------------------------------------------------------------------------ TritonServer's arguments
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"repo": None}, r"repo must be a model repository folder or an object-store URL, not None"),
+        ({"repo": ""}, r"repo must be a model repository folder"),
+        ({"extra_args": "--log-verbose=1"}, r"extra_args must be a list of strings, not '--log-verbose=1'"),
+        ({"extra_args": 5}, r"extra_args must be a list of strings, not 5"),
+        ({"extra_args": ["--a", 1]}, r"extra_args must be a list of strings, got \['--a', 1\]"),
+        ({"models": "embed"}, r"models must be a list of strings, not 'embed'"),
+        ({"models": [1]}, r"models must be a list of strings, got \[1\]"),
+        ({"env": "x"}, r"env must be a mapping of strings to strings, not 'x'"),
+        ({"backend_config": ["a"]}, r"backend_config must be a mapping of strings to strings"),
+        ({"backend_config": {"python,shm": 1}}, r"backend_config must be a mapping of strings to strings"),
+        ({"host": ""}, r"host must be an address of this host"),
+        ({"http_port": True}, r"http_port=True is not a TCP port \(1\.\.65535\)"),
+        ({"grpc_port": "8001"}, r"grpc_port='8001' is not a TCP port"),
+        ({"metrics_port": 70000}, r"metrics_port=70000 is not a TCP port"),
+        ({"http_port": 8000, "grpc_port": 8000}, r"grpc_port and http_port are both 8000"),
+        ({"startup_timeout": 0}, r"startup_timeout=0 must be a number > 0"),
+        ({"startup_timeout": "x"}, r"startup_timeout='x' must be a number > 0"),
+        ({"exit_timeout": -1}, r"exit_timeout=-1 must be a number >= 0"),
+        ({"log_verbose": "x"}, r"log_verbose='x' must be a whole number >= 0"),
+        ({"cache_size_bytes": -1}, r"cache_size_bytes=-1 must be a whole number >= 0"),
+    ],
+)
+def test_triton_server_arguments_are_refused_by_name(tmp_path: Path, kwargs: dict[str, Any], says: str) -> None:
+    from tritonforge.server import TritonServer
+
+    arguments: dict[str, Any] = {"repo": tmp_path, **kwargs}
+    with pytest.raises(ServerError, match=says):
+        TritonServer(**arguments)
+
+
+def test_triton_server_takes_good_arguments(tmp_path: Path) -> None:
+    from tritonforge.server import TritonServer
+
+    server = TritonServer(str(tmp_path), models=("embed",), extra_args=["--log-info=true"], env={"A": "1"},
+                          backend_config={"python,shm-default-byte-size": "1048576"}, http_port=8000,
+                          grpc_port=8001, startup_timeout=1.5, exit_timeout=0, cache_size_bytes=None)
+    assert server.models == ("embed",) and server.extra_args == ("--log-info=true",)
+    assert TritonServer("s3://bucket/models").repo == "s3://bucket/models"
