@@ -55,11 +55,13 @@ BATCHES = (1, 4, 16, 32, 64)
 ONE_SESSION = "1 session x 2 threads"
 TWO_SESSIONS = "2 sessions x 1 thread"
 SORTED = ", length-sorted planned calls"  # the cpu runner's way with a batch (onnx_runner/model.py, call_plan.py)
-LAYOUTS = {  # (sessions, intra-op threads each, length-sorted calls)
-    ONE_SESSION: (1, 2, False),
-    TWO_SESSIONS: (2, 1, False),
-    ONE_SESSION + SORTED: (1, 2, True),
-    TWO_SESSIONS + SORTED: (2, 1, True),
+PINNED = ", session k's thread on core k"  # the runner's cpu_affinity: instance (onnx_runner/affinity.py)
+LAYOUTS = {  # (sessions, intra-op threads each, length-sorted calls, session k's thread pinned to core k)
+    ONE_SESSION: (1, 2, False, False),
+    TWO_SESSIONS: (2, 1, False, False),
+    ONE_SESSION + SORTED: (1, 2, True, False),
+    TWO_SESSIONS + SORTED: (2, 1, True, False),
+    TWO_SESSIONS + SORTED + PINNED: (2, 1, True, True),
 }
 TARGETS = {
     "embed_grpc_vs_limit": 0.95,
@@ -205,13 +207,29 @@ def _layouts(repo: Path) -> dict[str, list[Callable[[list[str]], Any]]]:
 
     b = embed_bench()
     encoders = {}
-    for name, (sessions, threads, by_length) in LAYOUTS.items():
+    for name, (sessions, threads, by_length, pinned) in LAYOUTS.items():
         with b._intra_op_threads(threads):
             encoders[name] = [
                 _sorted_encode_fn(repo) if by_length else onnx_encode_fn(b._repo_artifact(repo))
                 for _ in range(sessions)
             ]
+        if pinned:
+            encoders[name] = [_pinned(encode, core) for core, encode in enumerate(encoders[name])]
     return encoders
+
+
+def _pinned(encode: Callable[[list[str]], Any], core: int) -> Callable[[list[str]], Any]:
+    """``encode`` on a thread pinned to ``core`` (side_by_side runs each session on a thread of its own; the warm-up
+    call on the main thread leaves it unpinned)."""
+
+    target = sorted(os.sched_getaffinity(0))[core]
+
+    def run(texts: list[str]) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            os.sched_setaffinity(0, {target})
+        return encode(texts)
+
+    return run
 
 
 # ----------------------------------------------------------------------------------------------------- served
@@ -340,7 +358,8 @@ def served_layout(spec: dict[str, Any]) -> str:
     one-thread sessions and runs a batch's rows sorted by length in planned calls (python_backends/onnx_runner)."""
     count = sum(int(g.get("count", 1)) for g in spec.get("instance_groups") or [{"count": 1}])
     sessions = count * max(1, (os.cpu_count() or 1) // count)
-    return (TWO_SESSIONS if sessions == 2 else ONE_SESSION) + SORTED
+    pinned = (spec.get("parameters") or {}).get("cpu_affinity") == "instance"
+    return (TWO_SESSIONS if sessions == 2 else ONE_SESSION) + SORTED + (PINNED if pinned and sessions == 2 else "")
 
 
 def test_issue17_embedding_targets(tmp_path: Path) -> None:
