@@ -8,19 +8,22 @@
     config = dag.config()          # a ModelConfig with platform "ensemble"
 
 Every mistake raises `ValidationError` at the line that makes it, worded as Triton words it at load time
-(so the message a user sees here is the one they would otherwise find in the server log).
+(so the message a user sees here is the one they would otherwise find in the server log). An argument of the wrong
+type is a `ValidationError` too, naming the argument, what was given and what is allowed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from tritonforge.builders.model_configs import TensorSpec, add_io
 from tritonforge.config_io import model_config_pb2
 from tritonforge.errors import Problem, ValidationError
 from tritonforge.validation import ensemble_rules as rules
+from tritonforge.validation.config_rules import max_batch_size_problem, name_problem
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInput, ModelOutput
@@ -39,6 +42,11 @@ class ModelIO:
     @classmethod
     def from_config(cls, config: ModelConfig) -> ModelIO:
         pb = model_config_pb2()
+        if not isinstance(config, pb.ModelConfig):
+            raise ValidationError(
+                [Problem("ModelIO.from_config(config=...)", f"{_given(config)} is not a ModelConfig message; read "
+                         "one with tritonforge.config_io.read_config or parse_config_text")]
+            )
 
         def spec(t: ModelInput | ModelOutput, optional: bool) -> TensorSpec:
             return TensorSpec(
@@ -76,11 +84,39 @@ class _Step:
     outputs: Mapping[str, str]
 
 
+_NAMES = "a mapping {model tensor name: ensemble tensor name}, both non-empty str"
+
+
+def _given(value: object) -> str:
+    """A value as an argument error shows it: its repr and its type."""
+    text = repr(value)
+    return f"{text[:80]}... ({type(value).__name__})" if len(text) > 80 else f"{text} ({type(value).__name__})"
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
 class Ensemble:
     """An ensemble under construction; see the module docstring."""
 
     def __init__(self, name: str, *, max_batch_size: int) -> None:
+        if not isinstance(name, str):
+            raise ValidationError(
+                [Problem("Ensemble(name=...)", f"{_given(name)} is not a model name; give a non-empty str")]
+            )
+        if problem := name_problem(name):
+            raise ValidationError([Problem("Ensemble(name=...)", problem)])
         self.name = name
+        if not _whole(max_batch_size):
+            self._argument(
+                "Ensemble", "max_batch_size", max_batch_size, "give a whole number: 0 (no batching) or the batch limit"
+            )
+        self._fail(max_batch_size_problem(name, max_batch_size))
         self.max_batch_size = max_batch_size
         self._tensors: dict[str, _Tensor] = {}
         self._inputs: list[TensorSpec] = []
@@ -92,6 +128,33 @@ class Ensemble:
         """Raise a rule's message (the rules are the validator's: one copy, Triton's words); None: it held."""
         if message is not None:
             raise ValidationError([Problem(f"ensemble {self.name}", message)])
+
+    def _argument(self, call: str, argument: str, value: object, allowed: str) -> NoReturn:
+        """An argument of the wrong type or form: name it, show what was given and what is allowed."""
+        message = f"{call}({argument}=...): got {_given(value)}; {allowed}"
+        raise ValidationError([Problem(f"ensemble {self.name}", message)])
+
+    def _dims(self, call: str, argument: str, value: object) -> tuple[int, ...]:
+        """A shape: a sequence of whole numbers (-1 for a variable dimension)."""
+        if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+            self._argument(call, argument, value, "give a sequence of whole numbers, e.g. [1] or [-1, 4]")
+        dims = tuple(value)
+        if not all(_whole(d) for d in dims):
+            self._argument(call, argument, value, "every dimension is a whole number (-1 for a variable one)")
+        return dims
+
+    def _names(self, call: str, argument: str, value: object) -> Mapping[str, str]:
+        """A step's input or output map."""
+        if not isinstance(value, Mapping):
+            self._argument(call, argument, value, f"give {_NAMES}")
+        for key, tensor in value.items():
+            if not (_is_name(key) and _is_name(tensor)):
+                self._argument(call, argument, value, f"{key!r}: {tensor!r} is not a pair of names; give {_NAMES}")
+        return value
+
+    def _declared_twice(self, kind: str, name: str) -> None:
+        """Triton keeps one of two tensors of the same name silently (a map): refuse the second declaration."""
+        self._fail(f"{kind} '{name}' is declared twice in ensemble '{self.name}'")
 
     def _agree(self, tensor: str, data_type: str, dims: Sequence[int], batching: bool, source: str) -> None:
         """R60/R61: a tensor's dtype and shape must agree wherever it appears (-1 is a wildcard)."""
@@ -122,19 +185,25 @@ class Ensemble:
     ) -> Ensemble:
         """Declare an ensemble input. Steps are checked against its ``dims``; a ``reshape`` is what Triton hands
         the ensemble's scheduler instead (as for any model input), so it is rendered but not compared."""
+        if not _is_name(name):
+            self._argument("input", "name", name, "give the input's name, a non-empty str")
+        if not _is_name(data_type):
+            self._argument("input", "data_type", data_type, "give a Triton type name such as 'TYPE_FP32'")
+        shape = self._dims("input", "dims", dims)
+        reshaped = self._dims("input", "reshape", reshape) if reshape is not None else None
         if name in self._tensors:
-            self._fail(f"ensemble tensor '{name}' is declared twice in ensemble '{self.name}'")
+            self._declared_twice("ensemble tensor", name)
         self._inputs.append(
             TensorSpec(
                 name,
                 data_type,
-                tuple(dims),
+                shape,
                 optional=optional,
                 allow_ragged_batch=allow_ragged_batch,
-                reshape=tuple(reshape) if reshape is not None else None,
+                reshape=reshaped,
             )
         )
-        self._tensors[name] = _Tensor(data_type, tuple(dims), self.max_batch_size > 0, self.name)
+        self._tensors[name] = _Tensor(data_type, shape, self.max_batch_size > 0, self.name)
         return self
 
     def inputs(self, specs: Sequence[TensorSpec]) -> Ensemble:
@@ -153,6 +222,12 @@ class Ensemble:
     def step(self, model: ModelIO, *, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> Ensemble:
         """Add a member model; `inputs`/`outputs` map the model's tensor names to ensemble tensor names."""
         index = len(self._steps)
+        if not isinstance(model, ModelIO):
+            self._argument("step", "model", model, "give a ModelIO (e.g. ModelIO.from_config(member_config))")
+        inputs = self._names("step", "inputs", inputs)
+        outputs = self._names("step", "outputs", outputs)
+        if not model.name:
+            self._fail(rules.step_missing(self.name, "model_name", index))
         self._fail(rules.batch_size_too_small(self.name, self.max_batch_size, model.name, model.max_batch_size))
         batching = model.max_batch_size > 0
         for key, tensor in inputs.items():
@@ -175,6 +250,9 @@ class Ensemble:
         for key, spec in model.inputs.items():
             if key not in inputs and not spec.optional:
                 self._fail(rules.unmapped_input(self.name, key, model.name))
+        for missing, mapping in (("input_map", inputs), ("output_map", outputs)):
+            if not mapping:  # Triton refuses the step at load even when the model has nothing to map
+                self._fail(rules.step_missing(self.name, missing, index))
         for key, tensor in outputs.items():
             if key not in model.outputs:
                 self._fail(rules.non_existing_output(self.name, tensor, key, model.name))
@@ -202,6 +280,16 @@ class Ensemble:
         """Expose an ensemble tensor as an output. Its type and shape come from the step that produces it unless
         declared here (to keep a published contract's exact wording); a declaration must agree with the producer
         (R60/R61, -1 a wildcard). A ``reshape`` is the shape Triton gives the output in responses."""
+        if not _is_name(name):
+            self._argument("output", "name", name, "give the name of a tensor a step writes, a non-empty str")
+        if data_type is not None and not _is_name(data_type):
+            self._argument("output", "data_type", data_type, "give a Triton type name such as 'TYPE_FP32', or None")
+        if dims is not None:
+            dims = self._dims("output", "dims", dims)
+        if reshape is not None:
+            reshape = self._dims("output", "reshape", reshape)
+        if any(o.name == name for o in self._outputs):
+            self._declared_twice("ensemble output", name)
         if name not in self._tensors or self._tensors[name].producer is None:
             self._fail(rules.unused_output(self.name, name))
         t = self._tensors[name]
@@ -237,6 +325,14 @@ class Ensemble:
     def config(self, *, parameters: Mapping[str, str] | None = None) -> ModelConfig:
         """The ensemble's ModelConfig; ``parameters`` are rendered as its string parameters (clients read them
         through Triton's model-config API)."""
+        if parameters is not None:
+            if not isinstance(parameters, Mapping):
+                self._argument("config", "parameters", parameters, "give a mapping {name: value} of str, or None")
+            for key, value in parameters.items():
+                if not (_is_name(key) and isinstance(value, str)):
+                    self._argument(
+                        "config", "parameters", parameters, f"{key!r}: {value!r}: names and values are str"
+                    )
         self._check_complete()
         pb = model_config_pb2()
         config = pb.ModelConfig()

@@ -38,11 +38,11 @@ def _normalize(config: ModelConfig) -> None:
 
 def _model_config_rules(config: ModelConfig) -> list[str]:
     found: list[str] = []
-    if not config.name:  # R2
-        found.append("model configuration must specify 'name'")
+    if problem := name_problem(config.name):
+        found.append(problem)
     found += _platform_rules(config)
-    if config.max_batch_size < 0:  # R12
-        found.append(f"'max_batch_size' must be non-negative value for {config.name}")
+    if problem := max_batch_size_problem(config.name, config.max_batch_size):
+        found.append(problem)
     found += _dynamic_batching_rules(config)
     found += _sequence_batching_rules(config)
     found += _ensemble_scheduling_rules(config)
@@ -50,6 +50,16 @@ def _model_config_rules(config: ModelConfig) -> list[str]:
         found.append(_decoupled_cache_message(config.name))
     found += _model_metrics_rules(config)
     return found
+
+
+def name_problem(name: str) -> str | None:
+    """R2: a model has a name (the DAG API asks the same of an ensemble it writes)."""
+    return None if name else "model configuration must specify 'name'"
+
+
+def max_batch_size_problem(name: str, max_batch_size: int) -> str | None:
+    """R12: 0 (no batching) or a positive batch limit."""
+    return None if max_batch_size >= 0 else f"'max_batch_size' must be non-negative value for {name}"
 
 
 def _platform_rules(config: ModelConfig) -> list[str]:
@@ -229,9 +239,9 @@ def _build_ensemble_graph(config: ModelConfig) -> tuple[dict[str, _FlowTensor], 
     tensors: dict[str, _FlowTensor] = {}
     found: list[str] = []
     for index, step in enumerate(config.ensemble_scheduling.step):
-        missing = next((f for f in ("model_name", "input_map", "output_map") if not getattr(step, f)), None)
+        missing = next((f for f in rules.STEP_FIELDS if not getattr(step, f)), None)
         if missing:  # R48
-            found.append(f"must specify '{missing}' in step {index} of ensemble '{name}'")
+            found.append(rules.step_missing(name, missing, index))
             continue
         produced: list[_FlowTensor] = []
         for _key, tensor in sorted(step.output_map.items()):

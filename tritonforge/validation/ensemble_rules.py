@@ -95,6 +95,15 @@ def no_steps(ensemble: str) -> str:
     return f"must specify 'step' for ensemble '{ensemble}'"
 
 
+STEP_FIELDS = ("model_name", "input_map", "output_map")
+
+
+def step_missing(ensemble: str, field: str, step: int) -> str:
+    """R48: every step names its model and maps at least one input and one output (``field``: one of
+    STEP_FIELDS, checked in that order; ``step``: the 0-based index)."""
+    return f"must specify '{field}' in step {step} of ensemble '{ensemble}'"
+
+
 def mixed_decoupled(ensemble: str, model: str) -> str:
     """R62: a step joins tensors from one decoupled origin at most."""
     return f"in ensemble {ensemble}, step of model '{model}' receives inputs originated from different decoupled models"
