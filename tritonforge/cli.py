@@ -13,14 +13,22 @@ from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from tritonforge.errors import TritonForgeError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Build, validate, serve and call Triton model repositories."
 )
-err_console = Console(stderr=True)
-console = Console()
+# markup=False: what is printed (errors, Triton's log, paths, model output) is never read as Rich markup, which
+# dropped "[libprotobuf ERROR ...]" from messages and raised MarkupError on a "[/x]"; soft_wrap: no inserted newlines
+err_console = Console(stderr=True, markup=False, soft_wrap=True)
+console = Console(markup=False, soft_wrap=True)
+
+
+def styled(style: str, label: str, rest: object = "") -> Text:
+    """``label`` in ``style``, then ``rest`` as plain text."""
+    return Text.assemble((label, style), str(rest))
 
 TargetOpt = Annotated[str | None, typer.Option("--target", help="cpu or gpu (default: the spec's)")]
 
@@ -29,12 +37,12 @@ def _fail(err: TritonForgeError) -> NoReturn:
     problems = getattr(err, "problems", None)
     if problems:
         headline = getattr(err, "headline", err)
-        err_console.print(f"[bold red]{headline}[/] ({len(problems)} problem{'s' * (len(problems) != 1)})")
+        err_console.print(styled("bold red", f"{headline}", f" ({len(problems)} problem{'s' * (len(problems) != 1)})"))
         for p in problems:
             # plain print: users grep these lines, and Rich must not wrap or re-style them
             print(str(p), flush=True)
     else:
-        err_console.print(f"[bold red]error:[/] {err}")
+        err_console.print(styled("bold red", "error:", f" {err}"))
     raise typer.Exit(1)
 
 
@@ -101,7 +109,7 @@ def build(
     except TritonForgeError as err:
         _fail(err)
     if plan:
-        console.print(f"[bold]plan[/] ({report.target} target): Triton models " + ", ".join(report.models))
+        console.print(styled("bold", "plan", f" ({report.target} target): Triton models " + ", ".join(report.models)))
         for note in report.notes:
             console.print(f"  note: {note}")
         for command in report.planned_commands:
@@ -128,7 +136,7 @@ def build(
     console.print(table)
     console.print("Triton models: " + ", ".join(report.models))
     for note in report.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(styled("yellow", "note:", f" {note}"))
 
 
 @app.command()
@@ -169,8 +177,8 @@ def validate(
     except TritonForgeError as err:
         _fail(err)
     if not any(p.is_dir() for p in repo.iterdir()):  # valid for Triton, but never what a user meant to check
-        err_console.print(f"[yellow]warning:[/] {repo} holds no model folder")
-    console.print(f"[green]valid[/]: {repo}")
+        err_console.print(styled("yellow", "warning:", f" {repo} holds no model folder"))
+    console.print(styled("green", "valid", f": {repo}"))
 
 
 @app.command()
@@ -258,9 +266,9 @@ def serve(
             with err_console.status("starting the gateway…"):
                 web = gateway_listen.GatewayServer(gateway_setup.app(ep.grpc), listener)
                 web.start()
-        console.print(f"[green]ready[/]  gRPC {ep.grpc}   HTTP http://{ep.http}   metrics http://{ep.metrics}/metrics")
+        console.print(styled("green", "ready", f"  gRPC {ep.grpc}   HTTP http://{ep.http}   metrics http://{ep.metrics}/metrics"))
         for stand_in in _random_stand_ins(repo):
-            console.print(f"[yellow]warning:[/] RANDOM stand-in served: {stand_in}")
+            console.print(styled("yellow", "warning:", f" RANDOM stand-in served: {stand_in}"))
         if gateway_setup is not None:
             console.print(gateway_setup.banner(host, gateway_port, ep.grpc))
         if key and not admin_key:
@@ -271,10 +279,10 @@ def serve(
         console.print("Ctrl-C to stop")
         while not stop.wait(1.0):
             if not server.is_running():
-                err_console.print("[bold red]tritonserver exited[/]\n" + server.log_text()[-3000:])
+                err_console.print(styled("bold red", "tritonserver exited", "\n" + server.log_text()[-3000:]))
                 raise typer.Exit(1)
             if web is not None and not web.is_alive():
-                err_console.print("[bold red]the gateway exited[/]")
+                err_console.print(styled("bold red", "the gateway exited", ""))
                 raise typer.Exit(1)
     except TritonForgeError as err:
         _fail(err)
@@ -354,7 +362,7 @@ def bench(
         for table in report_tables(report):
             console.print(table)
         for line in error_lines(report):
-            err_console.print(f"[yellow]errors[/] {line}")
+            err_console.print(styled("yellow", "errors", f" {line}"))
         if json_out is not None:
             console.print(f"wrote {report.write_json(json_out)}")
         if plot is not None:
@@ -426,7 +434,7 @@ def _gateway_setup(
         from tritonforge.gateway.auth import is_loopback, load_api_keys, parse_key_file
         from tritonforge.gateway.splits import SplitConfigError, SplitRouter
     except ImportError as err:
-        err_console.print(f"[bold red]error:[/] the gateway needs the `gateway` extra ({err.name} is missing)")
+        err_console.print(styled("bold red", "error:", f" the gateway needs the `gateway` extra ({err.name} missing)"))
         raise typer.Exit(1) from None
     try:
         keys = load_api_keys(api_keys_file)
@@ -438,16 +446,16 @@ def _gateway_setup(
         if splits is not None:
             router = SplitRouter(path=splits, validate=lambda config: split_problems(models, config))
     except SplitConfigError as err:
-        err_console.print(f"[bold red]error:[/] {err}")
+        err_console.print(styled("bold red", "error:", f" {err}"))
         raise typer.Exit(1) from None
     except (OSError, ValueError) as err:
-        err_console.print(f"[bold red]error:[/] {err}")
+        err_console.print(styled("bold red", "error:", f" {err}"))
         raise typer.Exit(1) from None
     if not keys and not is_loopback(host) and not insecure_no_auth:
-        err_console.print(
-            f"[bold red]error:[/] refusing to serve without API keys on {host} (not loopback): give --api-keys-file "
+        err_console.print(styled(
+            "bold red", "error:", f" refusing to serve without API keys on {host} (not loopback): give --api-keys-file "
             "or TRITONFORGE_API_KEYS, or --insecure-no-auth"
-        )
+        ))
         raise typer.Exit(2)
     return _GatewaySetup(keys, admin_keys, models, router)
 
@@ -473,7 +481,7 @@ def quality(
         with err_console.status("asking the question set…"):
             report = evaluate(url, asked, max_tokens=max_tokens)
     except TritonForgeError as err:
-        err_console.print(f"[bold red]error:[/] {err}")
+        err_console.print(styled("bold red", "error:", f" {err}"))
         raise typer.Exit(1) from None
     console.print(report_table(report))
     if json_out is not None:
@@ -540,9 +548,11 @@ def _changed(change: object, triton: str | None) -> None:
 
     assert isinstance(change, Change)
     was = ", ".join(map(str, change.previous)) or "none"
-    console.print(f"[green]{change.action}[/] {change.model}: version {change.version} (was {was})")
+    console.print(styled("green", f"{change.action}", f" {change.model}: version {change.version} (was {was})"))
     if change.action in ("promote", "rollback", "pin") and not change.applied and triton is None:
-        console.print("[yellow]note:[/] files only; a running Triton serves it after `--triton HOST:PORT` or a load")
+        console.print(
+            styled("yellow", "note:", " files only; a running Triton serves it after `--triton HOST:PORT` or a load")
+        )
 
 
 @release_app.command("list")
@@ -569,7 +579,7 @@ def release_list(repo: RepoOpt = Path("model_repository")) -> None:
             table.add_row(
                 m.model,
                 str(v.version),
-                "[green]yes[/]" if v.serving else "",
+                Text("yes", style="green") if v.serving else "",
                 "yes" if m.pinned == v.version else "",
                 str(m.previous) if v.serving and m.previous is not None else "",
                 str(release.get("added_at") or lineage.get("built_at", "")),
@@ -618,7 +628,9 @@ def release_add(
     if not added:
         console.print("nothing to add: every model's files equal what serves")
     for name, version in added.items():
-        console.print(f"[green]added[/] {name} version {version} (serve it: `release promote {name} {version}`)")
+        console.print(
+            styled("green", "added", f" {name} version {version} (serve it: `release promote {name} {version}`)")
+        )
 
 
 @release_app.command("promote")
@@ -734,9 +746,9 @@ def deploy_k8s(
         report = render_deploy(repo, out, options, fmt)  # type: ignore[arg-type]
     except TritonForgeError as err:
         _fail(err)
-    console.print(f"[green]wrote[/] {report.out} ({report.format}): " + ", ".join(report.files))
+    console.print(styled("green", "wrote", f" {report.out} ({report.format}): " + ", ".join(report.files)))
     for note in report.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(styled("yellow", "note:", f" {note}"))
 
 
 @app.command()
@@ -756,10 +768,10 @@ def push(
             report = push_repo(repo, url, endpoint_url=endpoint_url, delete=delete, progress=status.update)
     except TritonForgeError as err:
         _fail(err)
-    console.print(
-        f"[green]pushed[/] {report.url}: {len(report.uploaded)} sent ({report.bytes_sent} bytes), "
+    console.print(styled(
+        "green", "pushed", f" {report.url}: {len(report.uploaded)} sent ({report.bytes_sent} bytes), "
         f"{len(report.unchanged)} unchanged, {len(report.deleted)} deleted"
-    )
+    ))
     console.print(f"serve it with: tritonforge serve {report.url}")
 
 

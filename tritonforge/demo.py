@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tritonforge.errors import BuildError
 from tritonforge.spec import LLMModel, RerankerModel, Spec, load_spec, parse_spec
@@ -117,7 +118,7 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
         repo = out or Path(tmp) / "model_repository"
         console.rule(f"1. build {loaded.name} offline (cpu target)")
         for note in notes:
-            console.print(f"[yellow]note:[/] {note}")
+            console.print(Text.assemble(("note:", "yellow"), f" {note}"))
         with console.status("building…") as status:
             report = build(loaded, repo, target="cpu", progress=lambda m: status.update(m))
         for a in report.artifacts:
@@ -197,5 +198,5 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
                         )
                     console.print(f"answer in {total_ms:.0f} ms: {text!r}")
                     if notes:
-                        console.print("[yellow]note:[/] " + "; ".join(notes))
+                        console.print(Text.assemble(("note:", "yellow"), " " + "; ".join(notes)))
         console.rule("stopped")

@@ -110,3 +110,21 @@ def test_checks_take_an_ngc_tag_alone_but_a_deployment_needs_a_whole_name(tmp_pa
     assert image_name_problem("24.12-trtllm-python-py3") is None
     assert image_name_problem("24.12-trtllm-python-py3", pullable=True) is not None
     assert image_name_problem("nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3", pullable=True) is None
+
+
+def test_printed_text_is_never_read_as_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    """Errors carry Triton's log and users' names, the demo prints model output: Rich markup parsing dropped
+    "[libprotobuf ERROR ...]" from messages and raised MarkupError on "[/code]"."""
+    from tritonforge import cli
+    from tritonforge.errors import ServerError
+
+    message = "m/config.pbtxt: [libprotobuf ERROR a.cc:12] Expected '}' near [/code] and [bold]x[/bold]"
+    with pytest.raises(Exception) as caught:
+        cli._fail(ServerError(message))
+    assert type(caught.value).__name__ == "Exit"
+    cli.console.print(f"generate: {'see [/code] here'!r}")
+    out, err = capsys.readouterr()
+    assert err == f"error: {message}\n" and out == "generate: 'see [/code] here'\n"
+    long = "x" * 300
+    cli.err_console.print(cli.styled("bold red", "error:", f" {long}"))
+    assert capsys.readouterr().err == f"error: {long}\n"  # not wrapped at the console's width
