@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,6 +25,8 @@ from tritonforge.trtllm.images import image_name_problem, image_release
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+    from tritonforge.spec import DeploySettings
 
 Format = Literal["manifests", "helm", "kserve"]
 TEMPLATES = Path(__file__).parent / "templates"
@@ -78,6 +81,51 @@ class DeployReport:
     files: tuple[str, ...]
     values: dict[str, Any]
     notes: tuple[str, ...] = ()
+
+
+# ------------------------------------------------------------------------------------------- argument types
+
+# DeployOptions field -> (its command-line flag, the types it takes, what is allowed); `image` is image_name_problem's
+_OPTION_TYPES: dict[str, tuple[str, tuple[type, ...], str]] = {
+    "repository_url": ("--repository-url", (str,), "a URL (str): s3://, gs:// or pvc://"),
+    "name": ("--name", (str, type(None)), "a name (str), or None for the spec's name"),
+    "namespace": ("--namespace", (str,), "a namespace name (str)"),
+    "credentials_secret": ("--credentials-secret", (str, type(None)), "a Secret name (str), or None"),
+    "region": ("--region", (str,), "an AWS region name (str)"),
+    "replicas": ("--replicas", (int, type(None)), "a whole number, 1 or more, or None for the spec's"),
+    "gpus_per_replica": ("--gpus", (int, type(None)), "a whole number of GPUs, or None for what the repository needs"),
+    "gateway": ("--gateway", (bool,), "True or False"),
+    "gateway_image": ("--gateway-image", (str, type(None)), "an image name (str), or None"),
+    "gateway_api_keys_secret": ("--gateway-api-keys-secret", (str, type(None)), "a Secret name (str), or None"),
+}
+
+
+def _given(value: object) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def option_type_problems(options: object) -> list[Problem]:
+    """Every DeployOptions field of the wrong type (the command line cannot give one; the Python API can), named by
+    its flag and its field; a DeployError when ``options`` is not a DeployOptions at all."""
+    if not isinstance(options, DeployOptions):
+        allowed = ", ".join(f.name for f in fields(DeployOptions))
+        message = f"got {_given(options)}; give DeployOptions(image=..., repository_url=...) (fields: {allowed})"
+        raise DeployError([Problem("options", message)], "cannot deploy (nothing was written)")
+    problems: list[Problem] = []
+    if not isinstance(options.image, str):
+        problems.append(Problem("--image", image_name_problem(options.image, pullable=True) or "not a str"))
+    for name, (flag, types, allowed) in _OPTION_TYPES.items():
+        value = getattr(options, name)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            problems.append(Problem(flag, f"DeployOptions.{name} is {_given(value)}: give {allowed}"))
+    return problems
+
+
+def path_problem(what: str, value: object) -> Problem | None:
+    """A folder argument that is not a path (str or os.PathLike)."""
+    if isinstance(value, str | os.PathLike):
+        return None
+    return Problem(what, f"got {_given(value)}; give a folder path (str or pathlib.Path)")
 
 
 # ------------------------------------------------------------------------------------------ the built repository
@@ -365,14 +413,34 @@ def _name(value: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", value.lower())).strip("-")
 
 
+def _deploy_settings(repo: Path, info: dict[str, Any]) -> DeploySettings:
+    """tritonforge.json's `deploy:` section (the spec's, recorded by the build) as DeploySettings, or a DeployError
+    naming the file and every field."""
+    from pydantic import ValidationError as PydanticValidationError
+
+    from tritonforge.spec import DeploySettings, format_errors
+
+    try:
+        return DeploySettings.model_validate(info.get("deploy") or {})
+    except PydanticValidationError as err:
+        where = str(repo / "tritonforge.json")
+        raise DeployError(
+            [Problem(where, f"deploy{f'.{p.where}' if p.where else ''}: {p.message}") for p in format_errors(err)]
+        ) from None
+
+
 def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
     """Check the repository and options (every problem at once) and return the chart's values."""
-    from tritonforge.spec import DeploySettings
     from tritonforge.validator import check_repository
 
+    found = option_type_problems(options)
+    if problem := path_problem("repo", repo):
+        found.insert(0, problem)
+    if found:  # checked before anything is read: the checks below need the right types
+        raise DeployError(found, "cannot deploy (nothing was written)")
     repo = Path(repo)
     info = read_build_info(repo)
-    settings = DeploySettings.model_validate(info.get("deploy") or {})
+    settings = _deploy_settings(repo, info)
     target: str = info["target"]
     configs = _configs(repo)
     problems: list[Problem] = []
@@ -674,6 +742,9 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
 
     if fmt not in ("manifests", "helm", "kserve"):
         raise DeployError([Problem("--format", f"{fmt!r} is not a format; choose manifests, helm or kserve")])
+    paths = [p for p in (path_problem("repo", repo), path_problem("out", out)) if p is not None]
+    if found := paths + option_type_problems(options):
+        raise DeployError(found, "cannot deploy (nothing was written)")
     from tritonforge.deploy.image import DOCKERFILE, image_recipe
 
     check_output(out, [repo])  # before rendering: a folder that is not an earlier output is never replaced

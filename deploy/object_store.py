@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class ObjectStoreURL:
 def parse_object_store_url(url: str, what: str = "repository URL") -> ObjectStoreURL:
     """``s3://[http(s)://host:port/ | host:port/]bucket[/prefix]`` or ``gs://bucket[/prefix]``, or a DeployError."""
     allowed = "s3://bucket/prefix, s3://host:port/bucket/prefix or gs://bucket/prefix"
+    if not isinstance(url, str):
+        raise DeployError(f"{what} {url!r} ({type(url).__name__}): not an object-store URL (a str); expected {allowed}")
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in ("s3", "gs"):
@@ -165,6 +168,8 @@ def push(
     """Upload a built repository to ``url`` (``s3://[host:port/]bucket/prefix``), sending only changed files."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    if not isinstance(repo, str | os.PathLike):
+        raise DeployError(f"repository {repo!r} ({type(repo).__name__}): not a folder path (str or pathlib.Path)")
     repo = Path(repo)
     if not repo.is_dir():
         raise DeployError(f"repository {repo}: not a folder (build one with `tritonforge build`)")

@@ -1,0 +1,140 @@
+"""deploy's Python API refuses arguments of the wrong type with a DeployError naming the field or file (never a raw
+AttributeError/TypeError, nor pydantic's ValidationError), before anything is written or sent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tritonforge.deploy.k8s import DeployOptions, build_values, deploy_k8s
+from tritonforge.deploy.object_store import parse_object_store_url, push
+from tritonforge.errors import DeployError
+
+IMAGE = "nvcr.io/nvidia/tritonserver:24.12-py3"
+URL = "s3://bucket/prefix"
+SECRET = "s3-credentials"
+CONFIG = (
+    'name: "m"\nbackend: "python"\nmax_batch_size: 8\n'
+    'input { name: "X" data_type: TYPE_FP32 dims: 4 }\noutput { name: "Y" data_type: TYPE_FP32 dims: 4 }\n'
+)
+
+
+def _repo(root: Path, deploy: Any = None) -> Path:
+    """A one-model cpu repository with the tritonforge.json a build writes (``deploy``: its `deploy:` section)."""
+    repo = root / "repo"
+    (repo / "m" / "1").mkdir(parents=True)
+    (repo / "m" / "config.pbtxt").write_text(CONFIG)
+    (repo / "m" / "1" / "model.py").write_text("class TritonPythonModel:\n    pass\n")
+    info: dict[str, Any] = {"spec": "demo", "target": "cpu"}
+    if deploy is not None:
+        info["deploy"] = deploy
+    (repo / "tritonforge.json").write_text(json.dumps(info))
+    return repo
+
+
+def _options(**kw: Any) -> DeployOptions:
+    return DeployOptions(**{"image": IMAGE, "repository_url": URL, "credentials_secret": SECRET, **kw})
+
+
+def _refused(repo: Any, out: Any, options: Any) -> DeployError:
+    with pytest.raises(DeployError) as caught:
+        deploy_k8s(repo, out, options)
+    if isinstance(out, Path):
+        assert not out.exists(), "nothing is written when the input is refused"
+    return caught.value
+
+
+def test_good_options_deploy_as_before(tmp_path: Path) -> None:
+    repo = _repo(tmp_path, deploy={"replicas": 2})
+    report = deploy_k8s(repo, tmp_path / "out", _options(name="demo", gateway=False))
+    assert "deployment.yaml" in report.files and report.values["replicas"] == 2
+    assert deploy_k8s(str(repo), str(tmp_path / "out2"), _options(replicas=3)).values["replicas"] == 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [
+        ("repository_url", None, "--repository-url"),
+        ("repository_url", 5, "--repository-url"),
+        ("namespace", None, "--namespace"),
+        ("replicas", "2", "--replicas"),
+        ("replicas", 1.5, "--replicas"),
+        ("replicas", True, "--replicas"),
+        ("gpus_per_replica", "1", "--gpus"),
+        ("name", 5, "--name"),
+        ("credentials_secret", 5, "--credentials-secret"),
+        ("region", None, "--region"),
+        ("gateway", "yes", "--gateway"),
+        ("gateway_image", 5, "--gateway-image"),
+        ("gateway_api_keys_secret", ["k"], "--gateway-api-keys-secret"),
+    ],
+)
+def test_an_option_of_the_wrong_type_is_named(tmp_path: Path, field: str, value: Any, flag: str) -> None:
+    err = _refused(_repo(tmp_path), tmp_path / "out", _options(**{field: value}))
+    (problem,) = err.problems
+    assert problem.where == flag
+    assert problem.message.startswith(f"DeployOptions.{field} is {value!r} ({type(value).__name__}): give ")
+
+
+@pytest.mark.parametrize("image", [None, 5])
+def test_an_image_that_is_not_a_str_is_named(tmp_path: Path, image: Any) -> None:
+    err = _refused(_repo(tmp_path), tmp_path / "out", _options(image=image))
+    assert [p.where for p in err.problems] == ["--image"]
+    assert f"{image!r} is not an image name" in err.problems[0].message
+
+
+def test_every_option_of_the_wrong_type_is_reported_at_once(tmp_path: Path) -> None:
+    err = _refused(_repo(tmp_path), tmp_path / "out", _options(image=None, namespace=None, replicas="2", name=5))
+    assert [p.where for p in err.problems] == ["--image", "--name", "--namespace", "--replicas"]
+
+
+def test_options_that_are_not_deploy_options_are_named(tmp_path: Path) -> None:
+    err = _refused(_repo(tmp_path), tmp_path / "out", {"image": IMAGE, "repository_url": URL})
+    (problem,) = err.problems
+    assert problem.where == "options" and "(dict); give DeployOptions(" in problem.message
+    with pytest.raises(DeployError, match="options: got None"):
+        build_values(_repo(tmp_path / "b"), None)  # type: ignore[arg-type]
+
+
+def test_repo_and_out_that_are_not_paths_are_named(tmp_path: Path) -> None:
+    assert [p.where for p in _refused(None, tmp_path / "out", _options()).problems] == ["repo"]
+    assert [p.where for p in _refused(_repo(tmp_path), None, _options()).problems] == ["out"]
+    with pytest.raises(DeployError, match="repo: got 5 \\(int\\); give a folder path"):
+        build_values(5, _options())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("deploy", "expected"),
+    [
+        ({"replicas": "x"}, "deploy.replicas: 'x': input should be a valid integer"),
+        ({"replicas": 0}, "deploy.replicas: 0: input should be greater than or equal to 1"),
+        ({"cpu": "two"}, "deploy.cpu: 'two': "),
+        ({"replica": 2}, "deploy.replica: unknown field"),
+        ("x", "deploy: 'x': input should be a valid dictionary"),
+    ],
+)
+def test_a_bad_deploy_section_in_tritonforge_json_names_the_file_and_field(
+    tmp_path: Path, deploy: Any, expected: str
+) -> None:
+    repo = _repo(tmp_path, deploy=deploy)
+    err = _refused(repo, tmp_path / "out", _options())
+    assert err.problems[0].where == str(repo / "tritonforge.json")
+    assert err.problems[0].message.startswith(expected)
+
+
+@pytest.mark.parametrize("url", [None, 5])
+def test_an_object_store_url_that_is_not_a_str_is_a_deploy_error(url: Any) -> None:
+    with pytest.raises(DeployError, match=f"repository URL {url!r} \\({type(url).__name__}\\): not an object-store URL"):
+        parse_object_store_url(url)
+
+
+def test_push_names_a_url_or_repository_that_is_not_a_str(tmp_path: Path) -> None:
+    pytest.importorskip("botocore")
+    repo = _repo(tmp_path)
+    with pytest.raises(DeployError, match="repository URL None \\(NoneType\\)"):
+        push(repo, None)  # type: ignore[arg-type]
+    with pytest.raises(DeployError, match="repository None \\(NoneType\\): not a folder path"):
+        push(None, URL)  # type: ignore[arg-type]
