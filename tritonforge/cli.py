@@ -155,17 +155,8 @@ def validate(
             "instead of --disable-auto-complete-config, the mode tritonforge serve/deploy run Triton with (default)",
         ),
     ] = False,
-    rate_limit: Annotated[
-        str,
-        typer.Option(
-            help="the server's --rate-limit: off (Triton's default, how tritonforge serves) or execution_count, "
-            "which adds the rate limiter's resource checks"
-        ),
-    ] = "off",
-    rate_limit_resource: Annotated[
-        list[str] | None,
-        typer.Option(help="the server's --rate-limit-resource=<name>:<count>[:<device>] (repeatable)"),
-    ] = None,
+    rate_limit: RateLimitOpt = "off",
+    rate_limit_resource: RateLimitResourceOpt = None,
 ) -> None:
     """Check a whole repository against Triton's load-time rules. Exit 0 if valid, 1 with 'path: message' lines."""
     from tritonforge.validator import RateLimit
@@ -211,6 +202,8 @@ def serve(
         list[str] | None, typer.Option("--gateway-model", help="the gateway's kind:id=ensemble (see gateway --model)")
     ] = None,
     insecure_no_auth: InsecureOpt = False,
+    rate_limit: RateLimitOpt = "off",
+    rate_limit_resource: RateLimitResourceOpt = None,
 ) -> None:
     """Serve a repository on a real Triton (explicit model control, all models loaded) until SIGINT/SIGTERM.
 
@@ -229,11 +222,14 @@ def serve(
     import secrets
 
     from tritonforge.server import ADMIN_HEADER, GRPC_ADMIN_HEADER, TritonServer
+    from tritonforge.validator import RateLimit
 
     key = None if open_admin else (admin_key or secrets.token_urlsafe(24))
     try:
+        limits = RateLimit.from_options(rate_limit, rate_limit_resource or ())
         server = TritonServer(
             repo,
+            extra_args=limits.server_args(),
             http_port=http_port,
             grpc_port=grpc_port,
             metrics_port=metrics_port,
@@ -371,6 +367,14 @@ def bench(
         _fail(err)
 
 
+RateLimitOpt = Annotated[
+    str,
+    typer.Option(help="tritonserver's --rate-limit: off (Triton's default) or execution_count (instances wait for the "
+                 "resources their instance group names)"),
+]
+RateLimitResourceOpt = Annotated[
+    list[str] | None, typer.Option(help="tritonserver's --rate-limit-resource=<name>:<count>[:<device>] (repeatable)")
+]
 ApiKeysFileOpt = Annotated[
     Path | None,
     typer.Option("--api-keys-file", help="gateway API keys, one per line (also: $TRITONFORGE_API_KEYS)"),

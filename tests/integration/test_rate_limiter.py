@@ -62,7 +62,24 @@ def test_explicit_resource_counts(tmp_path: Path, toy_models: SimpleNamespace) -
         "the minimum required count is 4"
     )
     assert _flagged(tmp_path, limited) == {"big": [expected]}
-    extra = ["--rate-limit=execution_count", *(f"--rate-limit-resource={f}" for f in flags)]
+    extra = limited.server_args()
+    assert extra == ["--rate-limit=execution_count", *(f"--rate-limit-resource={f}" for f in flags)]
     with serve(tmp_path, allow_partial=True, startup_timeout=90, extra_args=extra) as server:
         assert set(server.failed_models) == {"big"}
         assert expected in server.failed_models["big"]
+
+
+def test_serve_command_runs_triton_with_the_rate_limiter(tmp_path: Path, toy_models: SimpleNamespace) -> None:
+    import os
+    import subprocess
+    import sys
+
+    _model(tmp_path, toy_models, "big", 'resources { name: "R" count: 4 }')
+    cli = [sys.executable, "-m", "tritonforge.cli", "serve", str(tmp_path)]
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run([*cli, "--rate-limit", "execution_count", "--rate-limit-resource", "R:2"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1, result.stderr
+    assert "big: " in result.stderr and 'Resource count for "R" is limited to 2' in result.stderr
+    result = subprocess.run([*cli, "--rate-limit-resource", "R:2"], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1 and "--rate-limit-resource needs --rate-limit=execution_count" in result.stderr

@@ -972,3 +972,13 @@ def test_growable_state_memory_needs_gpu_instances(repo: Path, kind: str, expect
     group = f"instance_group {{ kind: {kind} count: 1 }}\n"
     _py(repo, "m", [("IN", "TYPE_FP32", (4,))], [("OUT", "TYPE_FP32", (4,))], extra=state + group)
     assert _messages(repo, "m") == expected
+
+
+def test_rate_limit_as_tritonserver_flags() -> None:
+    from tritonforge.validator import RateLimit
+
+    assert RateLimit().server_args() == []
+    limits = RateLimit.from_options("execution_count", ["R:2", "G:3:1"])
+    assert limits.server_args() == [
+        "--rate-limit=execution_count", "--rate-limit-resource=R:2", "--rate-limit-resource=G:3:1"
+    ]

@@ -78,6 +78,13 @@ class RateLimit:
     def from_options(cls, mode: str, resources: Iterable[str] = ()) -> RateLimit:
         return cls(mode, tuple(RateLimitResource.parse(r) for r in resources))  # type: ignore[arg-type]
 
+    def server_args(self) -> list[str]:
+        """tritonserver's flags for this rate limiting (none when off, Triton's default)."""
+        if self.mode == "off":
+            return []
+        resources = [f"{r.name}:{r.count}" + ("" if r.device is None else f":{r.device}") for r in self.resources]
+        return [f"--rate-limit={self.mode}", *(f"--rate-limit-resource={r}" for r in resources)]
+
     def available(self, name: str, key: int | str | None) -> int:
         """Core's explicit count for a resource an instance needs: a global one takes the largest count given for
         the name on any device; a device-specific one the largest given for its device or for every device. An
