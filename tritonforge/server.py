@@ -542,7 +542,7 @@ class TritonServer:
     def _fail(self, headline: str) -> ServerError:
         text = self._read_log()
         where = f" ({self._log_file})" if self._log_file else ""
-        return ServerError(f"{headline}\n--- tritonserver log{where} ---\n{log_excerpt(text)}")
+        return ServerError(f"{headline}\n--- tritonserver log{where} ---\n{log_excerpt(text, gpu_host=has_gpu())}")
 
     def _index(self, http: str) -> list[dict[str, Any]]:
         with self._connection(10.0, http) as triton:

@@ -27,12 +27,22 @@ _ERROR_LINE = re.compile(r"^(E\d{4} |error:|\[libprotobuf ERROR|.*\bfailed to lo
 # ------------------------------------------------------------------------------------------------------- the log
 
 
-def log_excerpt(text: str, tail: int = LOG_TAIL_LINES) -> str:
-    """Error lines from anywhere in the log, then its last ``tail`` lines (Triton's wide tables left out)."""
+# What tritonserver prints on every start of a host with no GPU: not a cause, so left out of a failure's excerpt there
+CPU_HOST_NOISE = re.compile(
+    r"Unable to allocate pinned system memory|CUDA memory pool disabled|CudaDriverHelper has not been initialized"
+    r"|Collecting CPU metrics"
+)
+_EMPTY_GLOG = re.compile(r"^[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] *$")  # a table's first line, the table left out
+
+
+def log_excerpt(text: str, tail: int = LOG_TAIL_LINES, *, gpu_host: bool = True) -> str:
+    """Error lines from anywhere in the log, then its last ``tail`` lines (Triton's wide tables left out, and on a
+    host without a GPU the lines every start prints there)."""
     lines = [
         ln[:600]
         for ln in text.splitlines()
         if ln.strip() and not ln.startswith(("+-", "+=", "|")) and "<frozen importlib" not in ln
+        and not _EMPTY_GLOG.match(ln) and (gpu_host or not CPU_HOST_NOISE.search(ln))
     ]
     last = lines[-tail:]
     head = len(lines) - len(last)
@@ -60,8 +70,8 @@ def reason_from_log(model: str, log: str) -> str:
     found = [i for i, ln in enumerate(lines) if _ERROR_LINE.match(ln) and any(q in ln for q in quoted)]
     if not found:
         return "not loaded (see the server log)"
-    # glog prefix: E1123 16:07:51.864068 5349 file.cc:123] "message"
-    reason = re.sub(r"^E\d{4} [\d:.]+ +\d+ [^\]]+\] ", "", lines[found[-1]]).strip().strip('"')
+    # glog prefix: E1123 16:07:51.864068 5349 file.cc:123] "message" (I/W too: "failed to load 'm'" is an I line)
+    reason = re.sub(r"^[IWE]\d{4} [\d:.]+ +\d+ [^\]]+\] ", "", lines[found[-1]]).strip().strip('"')
     # a config that does not parse: protobuf printed the position and the problem just before
     for ln in reversed(lines[max(0, found[-1] - 3) : found[-1]]):
         if ln.startswith("[libprotobuf ERROR"):
