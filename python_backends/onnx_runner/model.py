@@ -79,7 +79,9 @@ class TritonPythonModel:
         if affinity not in ("none", "instance"):
             raise ValueError(f"parameter cpu_affinity must be 'none' or 'instance', got {affinity!r}")
         self.cores = None
-        if affinity == "instance" and args.get("model_instance_kind", "CPU") == "CPU":
+        if affinity == "instance" and not hasattr(os, "sched_setaffinity"):
+            pb_utils.Logger.log_warn("onnx_runner: cpu_affinity needs Linux's sched_setaffinity; not pinned")
+        elif affinity == "instance" and args.get("model_instance_kind", "CPU") == "CPU":
             pinning = _load_sibling("affinity")
             index = pinning.instance_index(args["model_instance_name"], config.get("instance_group", []))
             self.cores = pinning.cores_for(index, threads, os.sched_getaffinity(0))
