@@ -75,7 +75,7 @@ def test_top_k_default_clamp_and_errors(rag_server) -> None:
     with Client(rag_server.endpoints.grpc) as client:
         assert [len(r) for r in client.search(["bread"])] == [10]  # default_top_k from the spec
         assert [len(r) for r in client.search(["bread"], top_k=1000)] == [100]  # max_top_k
-        with pytest.raises(ClientError, match=r"top_k must be an integer >= 1"):
+        with pytest.raises(ClientError, match=r"top_k must be an integer in \[1, 2147483647\], got 0"):
             client.search(["bread"], top_k=0)
         import tritonclient.grpc as grpcclient
 
