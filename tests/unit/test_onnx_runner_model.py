@@ -421,3 +421,20 @@ def test_cpu_affinity_instance_pins_the_stub_and_a_bad_value_is_refused(
     assert load(module, tmp_path / "default").cores is None
     with pytest.raises(ValueError, match="cpu_affinity must be 'none' or 'instance', got 'core'"):
         load(module, tmp_path / "bad", cpu_affinity="core")
+
+
+def test_available_cores_follow_the_affinity_set_and_a_cgroup_quota(tmp_path: Path) -> None:
+    from tritonforge.python_backends import load_module
+
+    affinity: Any = load_module("onnx_runner", "affinity")
+    allowed = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    assert affinity.available_cores(str(tmp_path / "none")) == allowed  # no cgroup v2 file
+    cpu_max.write_text("max 100000\n")  # no quota
+    assert affinity.available_cores(str(cpu_max)) == allowed
+    cpu_max.write_text("50000 100000\n")  # half a core: one
+    assert affinity.available_cores(str(cpu_max)) == 1
+    cpu_max.write_text(f"{150000 * allowed} 100000\n")  # a quota above the cpuset: the cpuset
+    assert affinity.available_cores(str(cpu_max)) == allowed
+    cpu_max.write_text("garbage\n")
+    assert affinity.available_cores(str(cpu_max)) == allowed
