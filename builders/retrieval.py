@@ -93,7 +93,7 @@ def retriever_model_set(
     )
     out = ModelSet(notes=notes)
     files = {f: index.folder / f for f in ("index.faiss", "docstore.jsonl", "manifest.json")}
-    out.add(cfg, {"model.py": python_backends.source("retriever"), **files})
+    out.add(cfg, {**python_backends.sources("retriever"), **files})  # model.py and the cores.py it loads
 
     embedder_names = embedding_names(embedder_key)
     tokenizer = ModelIO.from_config(embedder.configs[embedder_names.tokenizer])

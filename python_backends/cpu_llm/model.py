@@ -282,7 +282,8 @@ class TritonPythonModel:
                 "is relative to the version folder, or starts with $$TRITON_MODEL_DIRECTORY, or is absolute)"
             )
 
-        threads = int(param("torch_threads", 0)) or max(1, (os.cpu_count() or 2) - 1)
+        # one core left for the stub's I/O, of those this process may use (cores.py: affinity set, cgroup quota)
+        threads = int(param("torch_threads", 0)) or max(1, _load_sibling("cores").available_cores() - 1)
         torch.set_num_threads(threads)
         self.decoupled = bool(self.config.get("model_transaction_policy", {}).get("decoupled", False))
         self.batched = int(self.config.get("max_batch_size", 0)) > 0

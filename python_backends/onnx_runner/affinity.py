@@ -1,4 +1,4 @@
-"""The cores a cpu runner may use, and pinning an instance to cores of its own (`cpu_affinity: instance`).
+"""Pinning a cpu encoder instance to cores of its own (model parameter `cpu_affinity: instance`).
 
 Each instance of the cpu runner is a python-backend stub process with one one-thread ONNX Runtime session per core
 it was given (model.py: `cores // instances`). Unpinned, Linux moves those threads between cores as the tokenizer
@@ -6,25 +6,7 @@ stub, tritonserver and clients wake up; pinned, instance k keeps cores of its ow
 parameter asks for it: on a machine shared with other work, a pinned instance cannot move to an idle core.
 """
 
-import math
 import os
-
-CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
-
-
-def available_cores(cpu_max_path=CGROUP_CPU_MAX):
-    """How many cores this process may use: its affinity set (a container's cpuset; os.cpu_count() counts the
-    host's), capped by a cgroup v2 CPU quota rounded up (`docker --cpus=2`, a Kubernetes CPU limit). Sizing the
-    sessions by the host's count gave a container limited to 2 of 64 cores 32 sessions per instance."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        with open(cpu_max_path) as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota to read: the affinity set alone
-    return max(1, cores)
 
 
 def instance_index(instance_name, instance_groups):

@@ -52,7 +52,7 @@ class TritonPythonModel:
         # Split the cores this process may use (affinity, cgroup quota) between this model's instances instead of
         # letting each take all of them.
         intra = int(params.get("intra_op_thread_count") or 0)
-        threads = intra if intra > 0 else max(1, _load_sibling("affinity").available_cores() // instances)
+        threads = intra if intra > 0 else max(1, _load_sibling("cores").available_cores() // instances)
         names = [name for name, _ in self.inputs]
         variable_outputs = any(-1 in [int(d) for d in o.get("dims", [])] for o in config["output"])
         # rows can be regrouped when they are [rows, sequence] with a mask and each output is one vector per row

@@ -426,7 +426,7 @@ def test_cpu_affinity_instance_pins_the_stub_and_a_bad_value_is_refused(
 def test_available_cores_follow_the_affinity_set_and_a_cgroup_quota(tmp_path: Path) -> None:
     from tritonforge.python_backends import load_module
 
-    affinity: Any = load_module("onnx_runner", "affinity")
+    affinity: Any = load_module("onnx_runner", "cores")
     allowed = len(os.sched_getaffinity(0))
     cpu_max = tmp_path / "cpu.max"
     assert affinity.available_cores(str(tmp_path / "none")) == allowed  # no cgroup v2 file

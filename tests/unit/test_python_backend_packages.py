@@ -35,3 +35,13 @@ def test_every_shipped_model_declares_exactly_what_it_imports() -> None:
         if name == "onnx_runner":
             declared = {d for engine in python_backends.ENGINE_PACKAGES.values() for d in engine}
         assert _imports(python_backends.HERE / name) == declared, name
+
+
+def test_the_cores_module_is_one_file_shipped_in_each_folder_that_sizes_threads() -> None:
+    """Each model folder is copied alone into a repository, so the thread-sizing helper is a file in each."""
+    copies = {name: (python_backends.HERE / name / "cores.py").read_bytes() for name in ("onnx_runner", "cpu_llm",
+                                                                                         "retriever")}
+    assert len(set(copies.values())) == 1, "python_backends/*/cores.py differ"
+    for name in python_backends.MODELS:
+        text = (python_backends.HERE / name / "model.py").read_text()
+        assert "os.cpu_count()" not in text, f"{name}/model.py sizes threads by the host's cores, not cores.py's"
