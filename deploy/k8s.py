@@ -755,6 +755,10 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
     if recipe is not None:  # pods on this image would fail to load some python models: say which image would not
         files[DOCKERFILE] = recipe[0].encode()
         notes.append(recipe[1])
+    if limited := sorted(name for name, c in _configs(Path(repo)).items()
+                         if any(g.rate_limiter.resources for g in c.instance_group)):
+        notes.append(f"{', '.join(limited)}: instance groups name rate-limiter resources, which tritonserver ignores "
+                     "with its default --rate-limit=off, as these pods run it (docs/validation.md)")
     written = write_repository(files, out, protect=[repo])
     return DeployReport(written, fmt, tuple(sorted(files)), values, tuple(notes))
 

@@ -694,3 +694,20 @@ def test_a_given_name_is_used_as_given_or_refused(cpu_repo: Path, tmp_path: Path
         "'Bad_Name!': use lowercase letters, digits and '-' (e.g. 'bad-name')"
     ]
     assert build_values(cpu_repo, _options(name="good-name"))["name"] == "good-name"
+
+
+def test_deploy_notes_rate_limiter_resources_the_pods_ignore(cpu_repo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(cpu_repo, repo)
+    assert not [n for n in deploy_k8s(repo, tmp_path / "plain", _options()).notes if "rate-limiter" in n]
+    config = next(repo.glob("*_encoder/config.pbtxt"))
+    text = config.read_text()
+    assert "instance_group {" in text
+    config.write_text(text.replace("instance_group {", 'instance_group {\n  rate_limiter { resources { name: "R" count: 1 } }', 1))
+    notes = deploy_k8s(repo, tmp_path / "limited", _options()).notes
+    assert [n for n in notes if "rate-limiter" in n] == [
+        f"{config.parent.name}: instance groups name rate-limiter resources, which tritonserver ignores with its "
+        "default --rate-limit=off, as these pods run it (docs/validation.md)"
+    ]
