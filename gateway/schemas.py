@@ -195,11 +195,30 @@ def check_json(data: Any) -> None:
             stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
 
 
-async def parse_body(request: Any, cls: type[BaseModel], max_bytes: int = MAX_BODY_BYTES) -> Any:
-    raw = await request.body()
-    if len(raw) > max_bytes:
-        raise APIError(413, f"the request body is {len(raw)} bytes, more than the limit of {max_bytes}",
-                       code="request_too_large")
+def _too_large(size: int | str, max_bytes: int) -> APIError:
+    return APIError(413, f"the request body is {size} bytes, more than the limit of {max_bytes}",
+                    code="request_too_large")
+
+
+async def read_body(request: Any, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refused with 413 as soon as it is known to be over ``max_bytes``: by its Content-Length before
+    any of it is read, else while it streams in (chunked), so a huge body is never held in memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+        raise _too_large(int(declared), max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(f"over {size - len(chunk)}", max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Any, max_bytes: int = MAX_BODY_BYTES) -> Any:
+    """The body as parsed, checked JSON (size, syntax, nesting, Unicode): an APIError (413/400) otherwise."""
+    raw = await read_body(request, max_bytes)
     try:
         data = json.loads(raw)
     except RecursionError:
@@ -211,9 +230,14 @@ async def parse_body(request: Any, cls: type[BaseModel], max_bytes: int = MAX_BO
             "application/json).",
             code="invalid_json",
         ) from None
+    check_json(data)
+    return data
+
+
+async def parse_body(request: Any, cls: type[BaseModel], max_bytes: int = MAX_BODY_BYTES) -> Any:
+    data = await read_json(request, max_bytes)
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
-    check_json(data)
     if isinstance(data.get("model"), str):
         request.state.gw_model_requested = data["model"]
     try:

@@ -1,0 +1,76 @@
+"""Hostile request bodies the gateway must refuse cheaply with a 4xx in OpenAI's error shape (no Triton needed:
+these are refused before any call)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the gateway needs the `gateway` extra")
+
+from fastapi.testclient import TestClient
+
+from tritonforge.gateway import GatewayLimits, create_app
+from tritonforge.server import free_port
+
+ADMIN = {"Authorization": "Bearer sk-admin"}
+KEY = {"Authorization": "Bearer sk-user"}
+
+
+def _app(**kwargs: Any) -> Any:
+    return create_app(f"127.0.0.1:{free_port()}", api_keys=["sk-user"], admin_keys=["sk-admin"], retries=0,
+                      timeout=5, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(_app(limits=GatewayLimits(body_bytes=1000)), raise_server_exceptions=True) as c:
+        yield c
+
+
+def _error(reply: Any, status: int) -> dict[str, Any]:
+    assert reply.status_code == status, reply.text
+    body = reply.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    return dict(body["error"])
+
+
+def test_a_chunked_body_over_the_limit_is_a_413(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "minilm", "input": "'
+        for _ in range(10):
+            yield b"x" * 500
+        yield b'"}'
+
+    reply = client.post("/v1/embeddings", headers=KEY, content=chunks())
+    assert _error(reply, 413)["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_body_over_the_limit_is_refused_before_it_is_all_read(declared: bool) -> None:
+    """A 2 GB body must not be held in memory to be measured: refused by its Content-Length at once, or (chunked)
+    as soon as what arrived passes the limit."""
+    app = _app(limits=GatewayLimits(body_bytes=1000))
+    pulled = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b"x" * 400, "more_body": pulled < 10_000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(b"authorization", b"Bearer sk-user"), (b"content-type", b"application/json")]
+    if declared:
+        headers.append((b"content-length", str(400 * 10_000).encode()))
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/embeddings", "raw_path": b"/v1/embeddings", "query_string": b"", "root_path": "",
+             "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert pulled <= (0 if declared else 3), pulled
