@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import uuid
 from typing import Any
 
@@ -25,6 +24,7 @@ from tritonforge.gateway.schemas import (
     check_extras,
     check_sampled,
     parse_body,
+    read_json,
 )
 from tritonforge.gateway.splits import SplitConfigError, parse_splits
 from tritonforge.gateway.state import UNKNOWN_MODEL_REFRESH_SECONDS, Gateway
@@ -227,12 +227,11 @@ async def get_splits(request: Request) -> Any:
 async def put_splits(request: Request) -> Any:
     gw: Gateway = request.app.state.gateway
     gw.authorize_admin(request)
-    raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise APIError(400, "the body must be a JSON split configuration: {\"splits\": {name: {...}}}",
-                       code="invalid_json") from None
+    data = await read_json(request, gw.limits.body_bytes)
+    if not isinstance(data, dict):  # null would read as "no splits" and drop every split
+        got = "null" if data is None else type(data).__name__
+        raise APIError(400, "the body must be a JSON split configuration: {\"splits\": {name: {...}}} (got "
+                       f"{got}; send {{\"splits\": {{}}}} to remove every split)", code="invalid_json")
     try:
         started = gw.router.replace(parse_splits(data, "PUT /admin/splits"), source="PUT /admin/splits")
     except SplitConfigError as err:

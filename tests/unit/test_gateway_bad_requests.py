@@ -4,6 +4,7 @@ these are refused before any call)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +37,36 @@ def _error(reply: Any, status: int) -> dict[str, Any]:
     body = reply.json()
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
     return dict(body["error"])
+
+
+def test_put_splits_refuses_json_nested_too_deep_with_400_not_500() -> None:
+    with TestClient(_app(), raise_server_exceptions=True) as c:  # was a RecursionError: 500
+        reply = c.put("/admin/splits", headers=ADMIN, content=b"[" * 5000 + b"]" * 5000)
+        assert "nests deeper" in _error(reply, 400)["message"]
+        assert c.get("/admin/splits", headers=ADMIN).status_code == 200
+
+
+def test_put_splits_refuses_a_lone_surrogate_and_a_body_over_the_limit(client: TestClient) -> None:
+    reply = client.put("/admin/splits", headers=ADMIN, content=b'{"splits": {}, "x": "\\ud800"}')
+    assert "not valid Unicode" in _error(reply, 400)["message"]
+    reply = client.put("/admin/splits", headers=ADMIN, content=json.dumps({"splits": {}, "pad": "x" * 5000}))
+    assert _error(reply, 413)["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("raw", [b"null", b"[]", b"3", b'"splits"'])
+def test_put_splits_with_a_body_that_is_not_an_object_is_refused_and_the_splits_stay(raw: bytes) -> None:
+    """``null`` used to read as "no splits" (like an empty YAML file) and dropped every split with a 200."""
+    splits = {"splits": {"canary": {"control": {"model": "chat", "weight": 9}, "treatment": {"model": "chat", "weight": 1}}}}
+    with TestClient(_app(), raise_server_exceptions=True) as c:
+        assert c.put("/admin/splits", headers=ADMIN, json=splits).status_code == 200
+        error = _error(c.put("/admin/splits", headers=ADMIN, content=raw), 400)
+        assert error["code"] == "invalid_json" and '{"splits": {}}' in error["message"]
+        assert list(c.get("/admin/splits", headers=ADMIN).json()["splits"]) == ["canary"]
+
+
+def test_put_splits_needs_the_admin_key(client: TestClient) -> None:
+    for headers in ({}, KEY, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic c2stYWRtaW4="}):
+        assert client.put("/admin/splits", headers=headers, content=b"[" * 5000).status_code == 401
 
 
 def test_a_chunked_body_over_the_limit_is_a_413(client: TestClient) -> None:
