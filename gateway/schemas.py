@@ -142,9 +142,22 @@ def check_sampled(body: Sampled) -> None:
             raise APIError(400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
 
 
+# the steps pydantic adds to an error's location for a union's members (``str | list[str]``) and nested models:
+# not part of the request's field path
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "none", "ContentPart", "Document", "StreamOptions", "Message"})
+
+
+def _is_tag(step: Any) -> bool:
+    text = str(step)
+    return text in _UNION_TAGS or text.startswith(("function-", "list[", "dict["))
+
+
 def validation_error(err: PydanticValidationError) -> APIError:
-    first = err.errors()[0]
-    loc = [str(p) for p in first.get("loc", ()) if not str(p).startswith(("function-", "list[", "str", "int"))]
+    """400 naming the field's path. Of a union's failed members, the deepest error is the one the value's shape
+    chose (``stop: ["a", 5]`` -> ``stop.1``, not "stop: Input should be a valid string")."""
+    errors = err.errors()
+    first = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {}
+    loc = [str(p) for p in first.get("loc", ()) if not _is_tag(p)]
     param = ".".join(loc) or None
     what = f"'{param}'" if param else "the request body"
     return APIError(400, f"Invalid value for {what}: {first.get('msg', 'invalid')}", param=param, code="invalid_value")

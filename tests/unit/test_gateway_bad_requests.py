@@ -105,3 +105,24 @@ def test_a_body_over_the_limit_is_refused_before_it_is_all_read(declared: bool) 
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert pulled <= (0 if declared else 3), pulled
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "user", "content": "x"}], "stream": "yes"},
+     "stream"),
+    ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "user", "content": "x"}], "stream": True,
+                              "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+    ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "user", "content": "x"}], "stop": ["a", 5]},
+     "stop.1"),
+    ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "user", "content": [{"type": "text",
+                                                                                        "text": 5}]}]},
+     "messages.0.content.0.text"),
+    ("/v1/completions", {"model": "chat", "prompt": ["a", None]}, "prompt.1"),
+    ("/v1/embeddings", {"model": "minilm", "input": [[1, 2]]}, "input.0"),
+    ("/v1/rerank", {"model": "reranker", "query": "q", "documents": ["a", {"text": 3}]}, "documents.1.text"),
+])
+def test_a_wrong_type_names_the_field_it_is_in(client: TestClient, path: str, body: dict[str, Any], param: str) -> None:
+    """The field path once dropped every step starting with "str"/"int" (``stream``, ``stream_options``) and named
+    the first member of a union, not the one the value's shape chose."""
+    error = _error(client.post(path, headers=KEY, json=body), 400)
+    assert error["param"] == param and f"'{param}'" in error["message"], error
