@@ -156,11 +156,12 @@ def validation_error(err: PydanticValidationError) -> APIError:
     """400 naming the field's path. Of a union's failed members, the deepest error is the one the value's shape
     chose (``stop: ["a", 5]`` -> ``stop.1``, not "stop: Input should be a valid string")."""
     errors = err.errors()
-    first = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if not _is_tag(p)]
+    first = max(errors, key=lambda e: len(e["loc"])) if errors else None
+    loc = [str(p) for p in (first["loc"] if first else ()) if not _is_tag(p)]
     param = ".".join(loc) or None
     what = f"'{param}'" if param else "the request body"
-    return APIError(400, f"Invalid value for {what}: {first.get('msg', 'invalid')}", param=param, code="invalid_value")
+    msg = first["msg"] if first else "invalid"
+    return APIError(400, f"Invalid value for {what}: {msg}", param=param, code="invalid_value")
 
 
 @dataclass(frozen=True)
