@@ -47,6 +47,9 @@ async def chat_completions(request: Request) -> Any:
     resolve_chat = gw.route(request, body, "chat")
     prompt = flatten_messages(body.messages)
     gw.limits.check(len(prompt), gw.limits.prompt_chars, "characters in the messages", "messages")
+    if not prompt.strip():
+        raise APIError(400, "the messages hold no text: send a message with content", param="messages",
+                       code="invalid_value")
     params = sampling(
         gw.limits, body, body.max_completion_tokens or body.max_tokens, 64, chat=True, adapter=resolve_chat.adapter
     )
@@ -73,6 +76,8 @@ async def completions(request: Request) -> Any:
                            code="unsupported_parameter")
         prompt = prompt[0]
     gw.limits.check(len(prompt), gw.limits.prompt_chars, "characters in the prompt", "prompt")
+    if not prompt.strip():
+        raise APIError(400, "'prompt' must not be empty (or only whitespace)", param="prompt", code="invalid_value")
     target = gw.route(request, body, "chat")
     params = sampling(gw.limits, body, body.max_tokens, 16, chat=False, adapter=target.adapter)
     return await generate(gw, request, body, prompt, params, kind="text", target=target)
@@ -91,8 +96,9 @@ async def embeddings(request: Request) -> Any:
     gw.limits.check(len(texts), gw.limits.embedding_inputs, "inputs", "input")
     for i, text in enumerate(texts):
         gw.limits.check(len(text), gw.limits.text_chars, f"characters in input[{i}]", "input")
-        if not text:
-            raise APIError(400, f"'input[{i}]' must not be an empty string", param="input", code="invalid_value")
+        if not text.strip():  # the tokenizer refuses blank text too, after the chunks before it ran
+            raise APIError(400, f"'input[{i}]' must not be an empty string (or only whitespace)", param="input",
+                           code="invalid_value")
     target = gw.route(request, body, "embeddings")
     matrix, tokens = await embed_texts(gw, target.triton_model, texts, target.version)
     if body.dimensions is not None and body.dimensions != matrix.shape[1]:
@@ -128,6 +134,8 @@ async def rerank(request: Request) -> Any:
     docs = [d if isinstance(d, str) else d.text for d in body.documents]
     gw.limits.check(len(docs), gw.limits.rerank_documents, "documents", "documents")
     gw.limits.check(len(body.query), gw.limits.text_chars, "characters in the query", "query")
+    if not body.query.strip():
+        raise APIError(400, "'query' must not be empty (or only whitespace)", param="query", code="invalid_value")
     for i, doc in enumerate(docs):
         gw.limits.check(len(doc), gw.limits.text_chars, f"characters in documents[{i}]", "documents")
     target = gw.route(request, body, "rerank")

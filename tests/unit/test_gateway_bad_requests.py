@@ -126,3 +126,20 @@ def test_a_wrong_type_names_the_field_it_is_in(client: TestClient, path: str, bo
     the first member of a union, not the one the value's shape chose."""
     error = _error(client.post(path, headers=KEY, json=body), 400)
     assert error["param"] == param and f"'{param}'" in error["message"], error
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/embeddings", {"model": "minilm", "input": ["fine", " \n\t"]}, "input"),
+    ("/v1/rerank", {"model": "reranker", "query": "  ", "documents": ["a"]}, "query"),
+    ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "user", "content": []}]}, "messages"),
+    ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "user", "content": ""}], "stream": True},
+     "messages"),
+    ("/v1/completions", {"model": "chat", "prompt": [" "]}, "prompt"),
+])
+def test_blank_text_is_refused_before_triton_naming_the_field(
+    client: TestClient, path: str, body: dict[str, Any], param: str
+) -> None:
+    """Blank text went on to Triton (unreachable here: a 503; on a real one a 400 naming an internal tensor and
+    ensemble, ``model 'embed': in ensemble 'embed', TEXT[0] is an empty string``, after earlier chunks ran)."""
+    error = _error(client.post(path, headers=KEY, json=body), 400)
+    assert error["param"] == param and error["code"] == "invalid_value", error
