@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -48,7 +49,7 @@ class APIError(TritonForgeError):
 def from_client_error(err: ClientError) -> APIError:
     """The HTTP answer for a failed call to Triton, chosen by the error's class (decided once, in
     tritonforge.triton.errors, never re-read from its message here)."""
-    text = str(err)
+    text = _without_address(err)
     if isinstance(err, OverloadedError):  # the model's queue is full: shed now, rather than queue without bound
         return APIError(429, f"the model is overloaded, retry later: {text}", type="server_error",
                         code="overloaded", retry_after=1)
@@ -65,6 +66,24 @@ def from_client_error(err: ClientError) -> APIError:
     if isinstance(err, InvalidInputError):  # refused by the client's own checks, before anything was sent
         return APIError(400, text, type="invalid_request_error", code="invalid_value")
     return APIError(400, text, type="invalid_request_error", code="invalid_request")
+
+
+# gRPC's own words name the peer it tried: "ipv4:10.0.0.5:8001", "ipv6:[::1]:8001", "unix:/run/triton.sock"
+_PEER = re.compile(r"\b(?:ipv4:[0-9.]+|ipv6:\[[0-9a-fA-F:.%]*\]|unix:[^\s;,)]+)(?::\d+)?")
+
+
+def _without_address(err: ClientError) -> str:
+    """The error's words without where Triton listens: its address is the gateway's business, not its clients'
+    (the whole text is logged at debug level)."""
+    original = str(err)
+    text = original
+    url = str(getattr(err, "url", "") or "")
+    for host in sorted({url, url.split("://", 1)[-1]} - {""}, key=len, reverse=True):
+        text = text.replace(host, "<triton>")
+    text = _PEER.sub("<triton>", text)
+    if text != original:
+        LOG.debug("gateway: Triton call failed: %s", original)
+    return text
 
 
 def error_response(err: APIError) -> JSONResponse:

@@ -143,3 +143,27 @@ def test_blank_text_is_refused_before_triton_naming_the_field(
     ensemble, ``model 'embed': in ensemble 'embed', TEXT[0] is an empty string``, after earlier chunks ran)."""
     error = _error(client.post(path, headers=KEY, json=body), 400)
     assert error["param"] == param and error["code"] == "invalid_value", error
+
+
+def test_a_503_does_not_tell_the_client_where_triton_listens() -> None:
+    """The unreachable-Triton 503 carried "grpc server 127.0.0.1:<port> is unavailable: ... ipv4:127.0.0.1:<port>"."""
+    port = free_port()
+    app = create_app(f"127.0.0.1:{port}", api_keys=None, retries=0, timeout=5)
+    with TestClient(app, raise_server_exceptions=True) as c:
+        reply = c.post("/v1/embeddings", json={"model": "minilm", "input": "x"})
+        error = _error(reply, 503)
+        assert str(port) not in reply.text and "127.0.0.1" not in reply.text, reply.text
+        assert error["code"] == "service_unavailable" and "<triton>" in error["message"]
+
+
+def test_triton_addresses_are_taken_out_of_every_mapped_error() -> None:
+    from tritonforge.gateway.errors import from_client_error
+    from tritonforge.triton.errors import classify_reply
+
+    reason = "failed to connect; last error: ipv4:10.0.0.5:8001: refused; ipv6:[fd00::1]:8001; unix:/run/t.sock"
+    for status in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND", "INVALID_ARGUMENT"):
+        err = classify_reply(status, reason, model="embed", url="triton.internal:8001", timeout=3)
+        message = from_client_error(err).message
+        for secret in ("10.0.0.5", "fd00", "triton.internal", "/run/t.sock", "8001"):
+            assert secret not in message, (status, message)
+        assert "embed" in message
