@@ -86,6 +86,12 @@ def _without_address(err: ClientError) -> str:
     return text
 
 
+def clip(text: str, limit: int = 100) -> str:
+    """A client's string as an error message quotes it: at most ``limit`` characters (a 4 MB model id is not sent
+    back whole)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def error_response(err: APIError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else {}
     if err.retry_after is not None:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 
 from tritonforge.errors import ClientError
 from tritonforge.gateway.embeddings import embed_texts
-from tritonforge.gateway.errors import APIError
+from tritonforge.gateway.errors import APIError, clip
 from tritonforge.gateway.generation import flatten_messages, generate, sampling
 from tritonforge.gateway.schemas import (
     ChatBody,
@@ -179,7 +179,7 @@ async def get_model(request: Request, model_id: str) -> Any:
     state = gw.router.get(model_id)
     if state is not None:
         return gw.split_card(state)
-    raise APIError(404, f"The model `{model_id}` does not exist or you do not have access to it.",
+    raise APIError(404, f"The model `{clip(model_id)}` does not exist or you do not have access to it.",
                    param="model", code="model_not_found")
 
 
@@ -252,6 +252,6 @@ async def reset_split(request: Request, name: str) -> Any:
     gw: Gateway = request.app.state.gateway
     gw.authorize_admin(request)
     if not gw.router.reset(name):
-        raise APIError(404, f"there is no split `{name}` (splits: {', '.join(gw.router.names()) or 'none'})",
+        raise APIError(404, f"there is no split `{clip(name)}` (splits: {', '.join(gw.router.names()) or 'none'})",
                        param="name", code="split_not_found")
     return gw.router.status()["splits"][name]

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from tritonforge.gateway.errors import APIError
+from tritonforge.gateway.errors import APIError, clip
 
 LOG = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Message(BaseModel):
         for j, part in enumerate(self.content):
             if part.type != "text" or part.text is None:
                 raise APIError(
-                    400, f"content part type '{part.type}' is not supported (text only)",
+                    400, f"content part type '{clip(part.type)}' is not supported (text only)",
                     param=f"messages[{index}].content[{j}]", code="unsupported_content",
                 )
             parts.append(part.text)
@@ -122,7 +122,8 @@ def check_extras(body: BaseModel) -> None:
             continue
         if name in _UNSUPPORTED_IF_SET:
             raise APIError(400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
-        raise APIError(400, f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter")
+        raise APIError(400, f"Unrecognized request argument supplied: {clip(name)}", param=clip(name),
+                       code="unknown_parameter")
 
 
 def check_sampled(body: Sampled) -> None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from tritonforge.clients.client import AsyncClient
 from tritonforge.errors import ClientError
 from tritonforge.gateway.auth import KeyChecker
-from tritonforge.gateway.errors import APIError
+from tritonforge.gateway.errors import APIError, clip
 from tritonforge.gateway.generation import TOKEN_COUNT_INPUTS
 from tritonforge.gateway.metrics import Metrics
 from tritonforge.gateway.models import GatewayModels, split_problems
@@ -187,7 +187,7 @@ class Gateway:
                     param="model", code="model_not_supported",
                 )
             raise APIError(
-                404, f"The model `{model_id}` does not exist or you do not have access to it.",
+                404, f"The model `{clip(model_id)}` does not exist or you do not have access to it.",
                 param="model", code="model_not_found",
             )
         return table[model_id]

@@ -167,3 +167,15 @@ def test_triton_addresses_are_taken_out_of_every_mapped_error() -> None:
         for secret in ("10.0.0.5", "fd00", "triton.internal", "/run/t.sock", "8001"):
             assert secret not in message, (status, message)
         assert "embed" in message
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/embeddings", {"model": "m" * 100_000, "input": "x"}),
+    ("/v1/embeddings", {"model": "minilm", "input": "x", "k" * 100_000: 1}),
+    ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "user", "content": [{"type": "t" * 100_000}]}]}),
+])
+def test_an_error_does_not_echo_a_huge_string_back(path: str, body: dict[str, Any]) -> None:
+    with TestClient(_app(), raise_server_exceptions=True) as c:
+        reply = c.post(path, headers=KEY, json=body)
+        assert 400 <= reply.status_code < 500 and len(reply.content) < 1000, (reply.status_code, len(reply.content))
+        assert "(100000 characters)" in reply.json()["error"]["message"]
