@@ -99,6 +99,9 @@ async def embeddings(request: Request) -> Any:
         if not text.strip():  # the tokenizer refuses blank text too, after the chunks before it ran
             raise APIError(400, f"'input[{i}]' must not be an empty string (or only whitespace)", param="input",
                            code="invalid_value")
+    if body.dimensions is not None and body.dimensions < 1:  # refused before the texts are embedded
+        raise APIError(400, f"'dimensions' must be a positive integer (the model's width), got {body.dimensions}",
+                       param="dimensions", code="invalid_value")
     target = gw.route(request, body, "embeddings")
     matrix, tokens = await embed_texts(gw, target.triton_model, texts, target.version)
     if body.dimensions is not None and body.dimensions != matrix.shape[1]:

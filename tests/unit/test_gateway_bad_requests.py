@@ -179,3 +179,10 @@ def test_an_error_does_not_echo_a_huge_string_back(path: str, body: dict[str, An
         reply = c.post(path, headers=KEY, json=body)
         assert 400 <= reply.status_code < 500 and len(reply.content) < 1000, (reply.status_code, len(reply.content))
         assert "(100000 characters)" in reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("dimensions", [0, -5])
+def test_dimensions_below_one_is_refused_before_the_texts_are_embedded(client: TestClient, dimensions: int) -> None:
+    """Was refused only after every text had been embedded (here: a 503, Triton being unreachable)."""
+    reply = client.post("/v1/embeddings", headers=KEY, json={"model": "minilm", "input": "x", "dimensions": dimensions})
+    assert _error(reply, 400)["param"] == "dimensions"
