@@ -87,7 +87,7 @@ def split_problems(models: GatewayModels, config: SplitsConfig) -> list[str]:
             seen.add(kinds[kind])
             if arm.adapter is not None and kind != "chat":
                 problems.append(f"splits.{name}.{where}.adapter: {arm.adapter!r}: adapters apply to chat models "
-                                f"only, {arm.model!r} is a {kind} model")
+                                f"only, {arm.model!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind} model")
         if len(seen) > 1:
             problems.append(f"splits.{name}: every arm must be the same kind of model, got {', '.join(sorted(seen))}")
     return problems

@@ -186,7 +186,7 @@ async def get_model(request: Request, model_id: str) -> Any:
                    param="model", code="model_not_found")
 
 
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])  # HEAD: load balancers that probe without a body
 async def health(request: Request) -> Any:
     """Ready only when Triton is and every model the gateway serves can answer: Triton keeps an ensemble READY
     while a member is down (reloading after its python stub died, or failed), so the members are asked too.

@@ -182,8 +182,9 @@ class Gateway:
             if split is not None:
                 other = self.split_kind(split)
             if other is not None:
+                article = "an" if other[0] in "aeiou" else "a"
                 raise APIError(
-                    400, f"The model `{model_id}` is a {other} model and cannot serve this endpoint",
+                    400, f"The model `{model_id}` is {article} {other} model and cannot serve this endpoint",
                     param="model", code="model_not_supported",
                 )
             raise APIError(

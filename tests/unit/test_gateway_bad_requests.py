@@ -186,3 +186,18 @@ def test_dimensions_below_one_is_refused_before_the_texts_are_embedded(client: T
     """Was refused only after every text had been embedded (here: a 503, Triton being unreachable)."""
     reply = client.post("/v1/embeddings", headers=KEY, json={"model": "minilm", "input": "x", "dimensions": dimensions})
     assert _error(reply, 400)["param"] == "dimensions"
+
+
+def test_health_answers_head_as_get(client: TestClient) -> None:
+    """Triton is not there: 503 for both (HEAD was a 405, which a load balancer reads as a broken backend)."""
+    get, head = client.get("/health"), client.head("/health")
+    assert get.status_code == head.status_code == 503
+    assert head.content == b""
+
+
+def test_a_model_of_another_kind_is_named_with_its_article(client: TestClient) -> None:
+    reply = client.post("/v1/chat/completions", headers=KEY,
+                        json={"model": "minilm", "messages": [{"role": "user", "content": "hi"}]})
+    assert "The model `minilm` is an embeddings model" in _error(reply, 400)["message"]
+    reply = client.post("/v1/embeddings", headers=KEY, json={"model": "chat", "input": "hi"})
+    assert "The model `chat` is a chat model" in _error(reply, 400)["message"]
