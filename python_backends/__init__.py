@@ -44,6 +44,11 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "rag_prompt": ("transformers", "jinja2"),
     "rag_generate": (),
 }
+# Modules several shipped models load from next to their model.py. The source keeps one copy in shared/; sources()
+# writes it into the version folder of each model listed here (a folder is copied alone into a repository, and a
+# Triton container has no tritonforge to import it from).
+SHARED_DIR = HERE / "shared"
+SHARED: dict[str, tuple[str, ...]] = {"onnx_runner": ("cores",), "cpu_llm": ("cores",), "retriever": ("cores",)}
 ENGINE_PACKAGES = {"onnxruntime": ("onnxruntime",), "torch": ("torch", "transformers")}  # onnx_runner's engines
 
 
@@ -66,7 +71,9 @@ def packages(name: str, parameters: dict[str, str]) -> tuple[str, ...]:
 def sources(name: str) -> dict[str, bytes]:
     """Every file a shipped model needs in its version folder: ``{"model.py": ..., "<module>.py": ...}``."""
     source(name)  # the unknown-name error
-    return {path.name: path.read_bytes() for path in sorted((HERE / name).glob("*.py"))}
+    files = {path.name: path.read_bytes() for path in (HERE / name).glob("*.py")}
+    files.update({f"{module}.py": (SHARED_DIR / f"{module}.py").read_bytes() for module in SHARED.get(name, ())})
+    return dict(sorted(files.items()))
 
 
 def source(name: str) -> bytes:
@@ -80,6 +87,8 @@ def load_module(name: str, module: str) -> ModuleType:
     """Import one of shipped model ``name``'s sibling modules (e.g. ``onnx_runner``'s ``torch_engine``) in this
     process, from its file, as the server will: builders run it to check what they ship."""
     path = HERE / name / f"{module}.py"
+    if module in SHARED.get(name, ()):
+        path = SHARED_DIR / f"{module}.py"
     if name not in MODELS or not path.is_file():
         raise ValueError(f"python backend model '{name}' has no module '{module}'")
     spec = importlib.util.spec_from_file_location(f"_tritonforge_shipped_{name}_{module}", path)

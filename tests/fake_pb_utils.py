@@ -255,11 +255,37 @@ def make_module() -> types.ModuleType:
     return module
 
 
+_SHIPPED: dict[str, Path] = {}
+
+
+def shipped_folder(model_py: Path) -> Path:
+    """The folder ``model_py`` runs from. A shipped model's model.py (python_backends/<name>/model.py) runs from a
+    copy of exactly the files a repository's version folder gets (python_backends.sources: its folder's modules
+    plus the shared ones such as cores.py), as in Triton; any other model.py from where it is."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from tritonforge import python_backends
+
+    folder = Path(model_py).resolve().parent
+    if folder.parent != python_backends.HERE or folder.name not in python_backends.MODELS:
+        return folder
+    if folder.name not in _SHIPPED:
+        copy = Path(tempfile.mkdtemp(prefix=f"tritonforge-shipped-{folder.name}-"))
+        atexit.register(shutil.rmtree, copy, True)
+        for file, data in python_backends.sources(folder.name).items():
+            (copy / file).write_bytes(data)
+        _SHIPPED[folder.name] = copy
+    return _SHIPPED[folder.name]
+
+
 def load_model(model_py: Path, monkeypatch: pytest.MonkeyPatch, name: str | None = None) -> types.ModuleType:
     """Import ``model_py`` as a fresh module with the fake installed in ``sys.modules`` (undone by monkeypatch)."""
     import sys
 
     monkeypatch.setitem(sys.modules, MODULE_NAME, make_module())
+    model_py = shipped_folder(model_py) / "model.py"
     spec = importlib.util.spec_from_file_location(name or f"model_under_test_{Path(model_py).parent.name}", model_py)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -289,7 +289,8 @@ class TritonPythonModel:
 
 def _load_sibling(name):
     """A module shipped next to this model.py, loaded by path so that no other model's module of that name is used.
-    (cpu_llm/model.py has the same helper: each shipped folder is copied alone, so they cannot share one.)"""
+    (cpu_llm's and retriever's model.py have the same helper: each shipped folder is copied alone, so the loader of
+    shared modules cannot itself be shared.)"""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(

@@ -97,7 +97,7 @@ class TritonPythonModel:
                     )
 
         instances = sum(max(1, int(g.get("count", 1))) for g in config.get("instance_group", [])) or 1
-        default_threads = max(1, min(4, _available_cores() // (2 * instances)))
+        default_threads = max(1, min(4, _load_sibling("cores").available_cores() // (2 * instances)))
         faiss.omp_set_num_threads(_int_param(params, "faiss_threads", default_threads))
 
         self.index = faiss.read_index(os.path.join(here, INDEX_FILE))
@@ -205,12 +205,14 @@ class TritonPythonModel:
         self.index = None
 
 
-def _available_cores():
-    """cores.py's count (affinity set, cgroup quota), loaded by path: this folder is copied alone into a repository."""
+def _load_sibling(name):
+    """A module shipped next to this model.py (cores.py), loaded by path: this folder is copied alone into a
+    repository, and no other model's module of that name may be picked up from sys.path."""
     import importlib.util
 
-    path = os.path.join(os.path.dirname(__file__), "cores.py")
-    spec = importlib.util.spec_from_file_location(f"{__name__}_cores", path)
+    spec = importlib.util.spec_from_file_location(
+        f"{__name__}_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.available_cores()
+    return module

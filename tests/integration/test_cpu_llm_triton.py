@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tritonforge import python_backends
+
 pytestmark = pytest.mark.integration
 
-BACKENDS = Path(__file__).resolve().parents[2] / "python_backends"
 MAX_BATCH = 8
 TIMEOUT = 120.0
 
@@ -207,8 +208,8 @@ def write_repository(repo: Path, checkpoint: Path) -> None:
     for name, (config, source) in models.items():
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "config.pbtxt").write_text(f'name: "{name}"\n' + config, encoding="utf-8")
-        for module in (BACKENDS / source).glob("*.py"):  # model.py and the modules it loads from next to itself
-            shutil.copy(module, repo / name / "1" / module.name)
+        for file, data in python_backends.sources(source).items():  # model.py and the modules it loads
+            (repo / name / "1" / file).write_bytes(data)
     shutil.copytree(checkpoint, repo / "tensorrt_llm" / "1" / "checkpoint")
     for name in ("preprocessing", "postprocessing"):
         (repo / name / "1" / "tokenizer").mkdir()

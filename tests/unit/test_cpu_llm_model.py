@@ -106,7 +106,8 @@ def load_module(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     module = fpb.make_module()
     module.TRITONSERVER_RESPONSE_COMPLETE_FINAL = FINAL  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, fpb.MODULE_NAME, module)
-    spec = importlib.util.spec_from_file_location("cpu_llm_model_under_test", MODEL_PY)
+    # from the files a repository gets (model.py, its engine module and the shared cores.py)
+    spec = importlib.util.spec_from_file_location("cpu_llm_model_under_test", fpb.shipped_folder(MODEL_PY) / "model.py")
     assert spec and spec.loader
     loaded = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loaded)

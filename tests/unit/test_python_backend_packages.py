@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import sys
-from pathlib import Path
 
 from tritonforge import python_backends
 
@@ -15,10 +14,11 @@ DISTRIBUTION = {"faiss": "faiss-cpu", "yaml": "pyyaml", "tensorrt_llm": "tensorr
 OPTIONAL = {"llm_preprocessing": {"torch"}}
 
 
-def _imports(folder: Path) -> set[str]:
+def _imports(name: str) -> set[str]:
+    """What the files shipped for model ``name`` (its folder's and the shared modules it gets) import."""
     found: set[str] = set()
-    for path in folder.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+    for data in python_backends.sources(name).values():
+        for node in ast.walk(ast.parse(data)):
             if isinstance(node, ast.Import):
                 found |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -34,14 +34,17 @@ def test_every_shipped_model_declares_exactly_what_it_imports() -> None:
         declared = set(python_backends.PACKAGES[name]) | OPTIONAL.get(name, set())
         if name == "onnx_runner":
             declared = {d for engine in python_backends.ENGINE_PACKAGES.values() for d in engine}
-        assert _imports(python_backends.HERE / name) == declared, name
+        assert _imports(name) == declared, name
 
 
-def test_the_cores_module_is_one_file_shipped_in_each_folder_that_sizes_threads() -> None:
-    """Each model folder is copied alone into a repository, so the thread-sizing helper is a file in each."""
-    copies = {name: (python_backends.HERE / name / "cores.py").read_bytes() for name in ("onnx_runner", "cpu_llm",
-                                                                                         "retriever")}
-    assert len(set(copies.values())) == 1, "python_backends/*/cores.py differ"
+def test_the_cores_module_has_one_source_shipped_to_each_model_that_sizes_threads() -> None:
+    """Each model folder is copied alone into a repository: sources() writes the one shared cores.py into each."""
+    shared = (python_backends.SHARED_DIR / "cores.py").read_bytes()
+    for name in ("onnx_runner", "cpu_llm", "retriever"):
+        assert python_backends.sources(name)["cores.py"] == shared, name
+        assert not (python_backends.HERE / name / "cores.py").exists(), f"{name} keeps a copy of shared/cores.py"
+        assert python_backends.load_module(name, "cores").available_cores() >= 1
+    assert "cores.py" not in python_backends.sources("tokenizer")
     for name in python_backends.MODELS:
         text = (python_backends.HERE / name / "model.py").read_text()
         assert "os.cpu_count()" not in text, f"{name}/model.py sizes threads by the host's cores, not cores.py's"

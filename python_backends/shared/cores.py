@@ -1,6 +1,6 @@
-"""How many cores a python-backend model may use. The same file ships in every model folder that sizes threads by
-it (onnx_runner, cpu_llm, retriever: each folder is copied alone into a repository, so they cannot share one
-module; tests/unit/test_python_backend_packages.py checks the copies are identical)."""
+"""How many cores a python-backend model may use. One source, shipped into the version folder of every model that
+sizes threads by it (python_backends.SHARED: onnx_runner, cpu_llm, retriever), since each model folder is copied
+alone into a repository and loads it from next to its model.py."""
 
 import math
 import os
