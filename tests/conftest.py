@@ -46,6 +46,22 @@ def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder") / "tiny-cross-encoder")
 
 
+@pytest.fixture()
+def no_torchscript_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.onnx.export as on a torch without the deprecated TorchScript exporter: ``dynamo=False`` raises (dynamo is
+    the default since torch 2.9), everything else exports as before. For the builders' dynamo fallback."""
+    import torch
+
+    real = torch.onnx.export
+
+    def export(*args: object, **kwargs: object) -> object:
+        if kwargs.get("dynamo") is False:
+            raise RuntimeError("simulated: this torch has no TorchScript-based ONNX exporter")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # The embedding service built from the bundled example (real MiniLM), and a real tritonserver serving it.
 # Shared by the integration and robustness suites; built and started once per session.

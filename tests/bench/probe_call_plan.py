@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
-from bench_support import embed_bench  # noqa: E402
+from bench_support import embed_bench, rotated  # noqa: E402
 
 ROUNDS = 4
 IN_PROCESS_S = 3.0
@@ -106,6 +106,49 @@ def _served_row(b: Any, url: str, measure_s: float) -> dict[str, Any]:
     after = b._encoder_stats(url)
     row["encoder_avg_batch_sentences"] = round((after[0] - before[0]) / max(1, after[1] - before[1]), 2)
     return row
+
+
+def served_layouts(
+    prefix: str,
+    layouts: Callable[[Any, Path], dict[str, Path]],
+    rounds: int,
+    measure_s: float,
+    *,
+    started: Callable[[dict[str, Path]], None] | None = None,
+    each_round: Callable[[int], None] | None = None,
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, float]]:
+    """The layout probes' runner: ``layouts(embed bench, work folder)`` builds the repositories to compare ({name:
+    repository}, in a temporary folder removed after); each is served by its own Triton, all started, then (after
+    ``started(repositories)``) for ``rounds`` rounds ``each_round(round)`` runs and every server takes a `_served_row`
+    of ``measure_s``, the servers' order rotated round by round. Returns ({name: the rows}, {name: median
+    sentences/s})."""
+    from tritonforge.server import TritonServer
+
+    b = embed_bench()
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        repos = layouts(b, work)
+        servers = {name: TritonServer(repo) for name, repo in repos.items()}
+        served: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        try:
+            for server in servers.values():
+                server.start()
+            if started is not None:
+                started(repos)
+            for r in range(rounds):
+                if each_round is not None:
+                    each_round(r)
+                for name in rotated(list(servers), r):
+                    row = _served_row(b, servers[name].endpoints.grpc, measure_s)
+                    served[name].append(row)
+                    print(f"[round {r}] {name}: {row['sentences_per_s']} sentences/s, "
+                          f"{row['encoder_avg_batch_sentences']} per execution", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return served, {k: statistics.median(row["sentences_per_s"] for row in v) for k, v in served.items()}
 
 
 def _metrics(server: Any) -> dict[tuple[str, str], float]:

@@ -20,53 +20,31 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
-from bench_support import embed_bench  # noqa: E402
-from probe_call_plan import _served_row, _targets_bench, _with_parameters  # noqa: E402
+from probe_call_plan import _targets_bench, _with_parameters, served_layouts  # noqa: E402
 
 ROUNDS = 5
 SERVED_S = 8.0
 
 
+def _layouts(b: Any, work: Path) -> dict[str, Path]:
+    shipped = b._build(work, "shipped")
+    layouts: dict[str, Path] = {"2 instances x 1 session (shipped)": shipped}
+    two_by_two = work / "two_by_two"
+    shutil.copytree(shipped, two_by_two)
+    _with_parameters(two_by_two, {"intra_op_thread_count": "2"})
+    layouts["2 instances x 2 sessions"] = two_by_two
+    layouts["1 instance x 2 sessions"] = b._build(work, "one_by_two", b._one_instance)
+    return layouts
+
+
 def main() -> None:
-    from tritonforge.server import TritonServer
-
-    b = embed_bench()
-    work = Path(tempfile.mkdtemp(prefix="probe_encoder_layout_"))
-    try:
-        shipped = b._build(work, "shipped")
-        layouts: dict[str, Path] = {"2 instances x 1 session (shipped)": shipped}
-        two_by_two = work / "two_by_two"
-        shutil.copytree(shipped, two_by_two)
-        _with_parameters(two_by_two, {"intra_op_thread_count": "2"})
-        layouts["2 instances x 2 sessions"] = two_by_two
-        layouts["1 instance x 2 sessions"] = b._build(work, "one_by_two", b._one_instance)
-
-        servers = {name: TritonServer(repo) for name, repo in layouts.items()}
-        served: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
-        try:
-            for server in servers.values():
-                server.start()
-            names = list(servers)
-            for r in range(ROUNDS):
-                for name in names[r % len(names):] + names[: r % len(names)]:  # the order rotated each round
-                    row = _served_row(b, servers[name].endpoints.grpc, SERVED_S)
-                    served[name].append(row)
-                    print(f"[round {r}] {name}: {row['sentences_per_s']} sentences/s, "
-                          f"{row['encoder_avg_batch_sentences']} per execution", flush=True)
-        finally:
-            for server in servers.values():
-                server.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-    medians = {k: statistics.median(row["sentences_per_s"] for row in v) for k, v in served.items()}
+    served, medians = served_layouts("probe_encoder_layout_", _layouts, ROUNDS, SERVED_S)
     shipped_median = medians["2 instances x 1 session (shipped)"]
     result = {
         "command": "python tests/bench/probe_encoder_layout.py",

@@ -19,15 +19,13 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "bench"))
-from bench_support import embed_bench  # noqa: E402
-from probe_call_plan import _served_row, _targets_bench, _with_parameters  # noqa: E402
+from probe_call_plan import _targets_bench, _with_parameters, served_layouts  # noqa: E402
 
 ROUNDS = 6
 SERVED_S = 8.0
@@ -80,46 +78,34 @@ def _in_process_rows(repo: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    from tritonforge.server import TritonServer
+    in_process: dict[str, Any] = {}
+    local: dict[str, list[float]] = {}
+    pins: dict[str, str] = {}
 
-    b = embed_bench()
-    work = Path(tempfile.mkdtemp(prefix="probe_stub_affinity_"))
-    try:
+    def layouts(b: Any, work: Path) -> dict[str, Path]:
         shipped = b._build(work, "shipped")
         pinned_repo = work / "pinned"
         shutil.copytree(shipped, pinned_repo)
         _with_parameters(pinned_repo, {"cpu_affinity": "instance"})
-        layouts = {"unpinned (shipped)": shipped, "encoder instance k on core k": pinned_repo}
-        servers = {name: TritonServer(repo) for name, repo in layouts.items()}
-        served: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
-        in_process = _in_process_rows(shipped)
-        local: dict[str, list[float]] = {name: [] for name in in_process}
-        pins: dict[str, str] = {}
-        try:
-            for server in servers.values():
-                server.start()
-            stubs = _stubs(pinned_repo.resolve())
-            encoders = sorted(name for name in stubs if name.startswith("minilm_encoder"))
-            assert len(encoders) == 2, stubs
-            pins = {name: _allowed(stubs[name]) for name in encoders}
-            print(f"encoder stubs' cores: {pins}", flush=True)
-            names = list(servers)
-            for r in range(ROUNDS):
-                for name, measure in in_process.items():
-                    local[name].append(round(measure(), 1))
-                    print(f"[round {r}] {name}: {local[name][-1]} sentences/s", flush=True)
-                for name in names[r % len(names):] + names[: r % len(names)]:
-                    row = _served_row(b, servers[name].endpoints.grpc, SERVED_S)
-                    served[name].append(row)
-                    print(f"[round {r}] {name}: {row['sentences_per_s']} sentences/s, "
-                          f"{row['encoder_avg_batch_sentences']} per execution", flush=True)
-        finally:
-            for server in servers.values():
-                server.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        in_process.update(_in_process_rows(shipped))
+        local.update({name: [] for name in in_process})
+        return {"unpinned (shipped)": shipped, "encoder instance k on core k": pinned_repo}
 
-    medians = {k: statistics.median(row["sentences_per_s"] for row in v) for k, v in served.items()}
+    def started(repos: dict[str, Path]) -> None:
+        stubs = _stubs(repos["encoder instance k on core k"].resolve())
+        encoders = sorted(name for name in stubs if name.startswith("minilm_encoder"))
+        assert len(encoders) == 2, stubs
+        pins.update({name: _allowed(stubs[name]) for name in encoders})
+        print(f"encoder stubs' cores: {pins}", flush=True)
+
+    def in_process_round(r: int) -> None:
+        for name, measure in in_process.items():
+            local[name].append(round(measure(), 1))
+            print(f"[round {r}] {name}: {local[name][-1]} sentences/s", flush=True)
+
+    served, medians = served_layouts(
+        "probe_stub_affinity_", layouts, ROUNDS, SERVED_S, started=started, each_round=in_process_round
+    )
     base = medians["unpinned (shipped)"]
     local_medians = {k: statistics.median(v) for k, v in local.items()}
     result = {

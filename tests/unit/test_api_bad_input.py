@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from release_support import scorer_repo
 
 import tritonforge
 from tritonforge.clients import Client, ClientOptions, KeepAliveOptions, RetryPolicy
@@ -35,20 +36,9 @@ from tritonforge.releases import (
 )
 from tritonforge.spec import load_spec, parse_spec
 
-CONFIG = """name: "scorer"
-backend: "python"
-max_batch_size: 8
-input { name: "X" data_type: TYPE_FP32 dims: 4 }
-output { name: "Y" data_type: TYPE_FP32 dims: 4 }
-"""
-
 
 def _repo(root: Path) -> Path:
-    for version in (1, 2):
-        (root / "scorer" / str(version)).mkdir(parents=True)
-        (root / "scorer" / str(version) / "weights.bin").write_bytes(b"%d" % version)
-    (root / "scorer" / "config.pbtxt").write_text(CONFIG)
-    return root
+    return scorer_repo(root, {1: b"1", 2: b"2"})
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:

@@ -279,21 +279,10 @@ def test_torch_engine_exports_nothing_and_checks_the_runner(
         export_cross_encoder(tiny_cross_encoder, engine="torch", cache_dir=tmp_path / "other")
 
 
-def test_a_torch_without_the_torchscript_exporter_builds_with_dynamo(
-    tiny_cross_encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("no_torchscript_exporter")
+def test_a_torch_without_the_torchscript_exporter_builds_with_dynamo(tiny_cross_encoder: Path, tmp_path: Path) -> None:
     """torch deprecates the TorchScript ONNX exporter (dynamo=False; dynamo is the default since 2.9): on a torch
     that no longer has it, export_onnx's fallback builds the scoring model with the dynamo exporter, parity checked."""
-    import torch
-
-    real = torch.onnx.export
-
-    def export(*args: object, **kwargs: object) -> object:
-        if kwargs.get("dynamo") is False:
-            raise RuntimeError("simulated: this torch has no TorchScript-based ONNX exporter")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch.onnx, "export", export)
     artifact = export_cross_encoder(tiny_cross_encoder, cache_dir=tmp_path)
     meta = json.loads((artifact.directory / "artifact.json").read_text())
     assert meta["build"]["exporter"] == "dynamo"

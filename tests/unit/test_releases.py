@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from release_support import scorer_repo
 from typer.testing import CliRunner
 
 from tritonforge.cli import app
@@ -25,23 +26,10 @@ from tritonforge.releases import (
     unpin,
 )
 
-CONFIG = """name: "{name}"
-backend: "python"
-max_batch_size: {mbs}
-input {{ name: "X" data_type: TYPE_FP32 dims: 4 }}
-output {{ name: "Y" data_type: TYPE_FP32 dims: 4 }}
-"""
 
-
-def _repo(root: Path, weights: bytes, *, mbs: int = 8, versions: int = 1) -> Path:
-    for v in range(1, versions + 1):
-        (root / "scorer" / str(v)).mkdir(parents=True)
-        (root / "scorer" / str(v) / "weights.bin").write_bytes(weights + bytes([v]))
-        (root / "scorer" / str(v) / "model.py").write_text("# model\n")
-    (root / "scorer" / "config.pbtxt").write_text(CONFIG.format(name="scorer", mbs=mbs))
-    (root / "pipeline" / "1").mkdir(parents=True)
-    (root / "pipeline" / "config.pbtxt").write_text('name: "pipeline"\nplatform: "ensemble"\n')
-    return root
+def _repo(root: Path, weights: bytes, *, mbs: int = 8) -> Path:
+    """`scorer` version 1 (a model.py beside its weights) and an ensemble `pipeline` that must never be added."""
+    return scorer_repo(root, {1: weights + b"\x01"}, max_batch_size=mbs, model_py=True, pipeline=True)
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from release_support import scorer_repo
 from typer.testing import CliRunner
 
 from tritonforge.cli import app
@@ -29,24 +30,10 @@ from tritonforge.releases import (
     versions_on_disk,
 )
 
-CONFIG = """name: "scorer"
-backend: "python"
-max_batch_size: 8
-input { name: "X" data_type: TYPE_FP32 dims: 4 }
-output { name: "Y" data_type: TYPE_FP32 dims: 4 }
-"""
-
-
-def _repo(root: Path, weights: bytes) -> Path:
-    (root / "scorer" / "1").mkdir(parents=True)
-    (root / "scorer" / "1" / "weights.bin").write_bytes(weights)
-    (root / "scorer" / "config.pbtxt").write_text(CONFIG)
-    return root
-
 
 @pytest.fixture()
 def repos(tmp_path: Path) -> tuple[Path, Path]:
-    return _repo(tmp_path / "serving", b"old"), _repo(tmp_path / "new", b"new")
+    return scorer_repo(tmp_path / "serving", {1: b"old"}), scorer_repo(tmp_path / "new", {1: b"new"})
 
 
 COMMANDS: dict[str, Callable[[Path], object]] = {
