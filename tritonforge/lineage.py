@@ -33,9 +33,15 @@ def file_or_folder_hash(path: Path) -> str:
 
 
 def version_content_hash(folder: Path) -> str:
-    """sha256 over what a version folder serves (names and bytes of every file except its lineage manifest)."""
+    """sha256 over what a version folder serves (names and bytes of every file except its lineage manifest and the
+    ``__pycache__`` bytecode Triton's python backend writes into a served version folder when it imports model.py)."""
     h = hashlib.sha256()
-    for p in sorted(q for q in Path(folder).rglob("*") if q.is_file() and q.name != LINEAGE_FILE):
+    folder = Path(folder)
+    for p in sorted(
+        q
+        for q in folder.rglob("*")
+        if q.is_file() and q.name != LINEAGE_FILE and "__pycache__" not in q.relative_to(folder).parts
+    ):
         rel = p.relative_to(folder).as_posix().encode()
         h.update(len(rel).to_bytes(8, "big") + rel + p.stat().st_size.to_bytes(8, "big"))
         with p.open("rb") as fh:

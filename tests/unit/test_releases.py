@@ -79,6 +79,14 @@ def test_add_versions_adds_the_next_number_without_changing_what_serves(repos: t
     assert add_versions(serving, new) == {}
 
 
+def test_add_skips_a_served_version_whose_only_difference_is_python_bytecode(tmp_path: Path) -> None:
+    """Triton's python backend writes __pycache__ into a served version folder: not a change of what serves."""
+    serving, new = _repo(tmp_path / "serving", b"same"), _repo(tmp_path / "new", b"same")
+    (serving / "scorer" / "1" / "__pycache__").mkdir()
+    (serving / "scorer" / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"bytecode")
+    assert add_versions(serving, new) == {}
+
+
 def test_add_refuses_a_changed_config_and_unknown_models(tmp_path: Path) -> None:
     serving = _repo(tmp_path / "serving", b"old")
     changed = _repo(tmp_path / "changed", b"new", mbs=16)
