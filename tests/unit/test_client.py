@@ -148,11 +148,28 @@ def test_urls(url: str, protocol: str, expected: tuple[str, bool]) -> None:
 
 @pytest.mark.parametrize(
     ("url", "message"),
-    [("", "url must be"), ("ftp://h:1", "scheme 'ftp'"), ("http://h:1/v2", "without a path")],
+    [
+        ("", r"url '' is not a server address: give 'host:port', .*grpc, grpcs, http or https"),
+        (None, r"url None is not a server address: give 'host:port'"),
+        ("ftp://h:1", r"url 'ftp://h:1': scheme 'ftp' is not one of grpc, grpcs, http, https"),
+        ("http://h:1/v2", r"url 'http://h:1/v2' must be host:port without a path: give 'host:port'"),
+        (":8001", r"url ':8001' has no host: give 'host:port'"),
+        ("h:http", r"url 'h:http': port 'http' is not a TCP port \(1\.\.65535\)"),
+        ("h:0", r"port '0' is not a TCP port"),
+    ],
 )
 def test_bad_urls(url: str, message: str) -> None:
-    with pytest.raises(ClientError, match=message):
-        Client(url)
+    # an argument refused before anything is sent: InvalidInputError, still caught by `except ClientError`
+    for make in (Client, AsyncClient):
+        with pytest.raises(InvalidInputError, match=message) as info:
+            make(url)  # type: ignore[arg-type]
+        assert isinstance(info.value, ClientError) and isinstance(info.value, ValueError)
+
+
+def test_an_unknown_protocol_names_the_allowed_ones() -> None:
+    for make in (Client, AsyncClient):
+        with pytest.raises(InvalidInputError, match=r"protocol='websocket' is not one of 'grpc', 'http'"):
+            make("127.0.0.1:8001", "websocket")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -70,18 +70,24 @@ class _Base:
         verbose: bool = False,
         admin_key: str | None = None,
     ) -> None:
+        # arguments that cannot be used are InvalidInputError (a ClientError and a ValueError): nothing was sent
         if protocol not in ("grpc", "http"):
-            raise ClientError(f"protocol={protocol!r} is not one of 'grpc', 'http'")
+            raise InvalidInputError(
+                f"protocol={protocol!r} is not one of 'grpc', 'http' (the endpoint's transport; Triton's defaults: "
+                "gRPC on port 8001, HTTP on 8000)"
+            )
         self.protocol: Protocol = protocol
         self.url, secure = split_url(url, protocol)
         if secure and tls is None:
             tls = TLSOptions()
         if tls is not None and not isinstance(tls, TLSOptions):
-            raise ClientError(f"tls must be a TLSOptions (or None), got {type(tls).__name__}")
+            raise InvalidInputError(f"tls must be a TLSOptions (or None), got {type(tls).__name__}")
         if headers is not None and not isinstance(headers, Mapping):
-            raise ClientError(f"headers must be a mapping of header name -> value, got {type(headers).__name__}")
+            raise InvalidInputError(
+                f"headers must be a mapping of header name -> value, got {type(headers).__name__}"
+            )
         if admin_key is not None and not isinstance(admin_key, str):
-            raise ClientError(f"admin_key must be a str (or None), got {type(admin_key).__name__}")
+            raise InvalidInputError(f"admin_key must be a str (or None), got {type(admin_key).__name__}")
         if tls is not None:
             tls.check_files()
         self.options = ClientOptions(
@@ -100,7 +106,7 @@ class _Base:
     @classmethod
     def from_options(cls, url: str, protocol: Protocol = "grpc", options: ClientOptions | None = None) -> Any:
         if options is not None and not isinstance(options, ClientOptions):
-            raise ClientError(f"options must be a ClientOptions (or None), got {type(options).__name__}")
+            raise InvalidInputError(f"options must be a ClientOptions (or None), got {type(options).__name__}")
         o = options or ClientOptions()
         return cls(
             url,
@@ -413,7 +419,9 @@ class AsyncConnection(_Base):
     def __init__(self, url: str, protocol: Protocol = "grpc", **kwargs: Any) -> None:
         super().__init__(url, protocol, **kwargs)
         if self.protocol == "http" and self.options.tls is not None and self.options.tls.server_name:
-            raise ClientError("TLSOptions.server_name is not supported by the async HTTP client: use gRPC or Client")
+            raise InvalidInputError(
+                "TLSOptions.server_name is not supported by the async HTTP client: use gRPC or Client"
+            )
         self._transport: Any = None
 
     def _module(self) -> Any:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tritonforge.errors import ClientError
+from tritonforge.errors import InvalidInputError
 
 Protocol = Literal["grpc", "http"]
 Compression = Literal["gzip", "deflate"]
@@ -57,13 +57,13 @@ class TLSOptions:
 
     def __post_init__(self) -> None:
         if (self.certificate_chain is None) != (self.private_key is None):
-            raise ClientError("TLSOptions: mutual TLS needs both certificate_chain and private_key (or neither)")
+            raise InvalidInputError("TLSOptions: mutual TLS needs both certificate_chain and private_key (or neither)")
 
     def check_files(self) -> None:
         for name in ("root_certificates", "certificate_chain", "private_key"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
-                raise ClientError(f"TLSOptions.{name}: {path} is not a file")
+                raise InvalidInputError(f"TLSOptions.{name}: {path} is not a file")
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class KeepAliveOptions:
     def __post_init__(self) -> None:
         values = (self.time_ms, self.timeout_ms, self.max_pings_without_data)
         if not all(_whole(v) for v in values) or self.time_ms <= 0 or self.timeout_ms <= 0 or values[2] < 0:
-            raise ClientError(f"KeepAliveOptions: times must be > 0 ms and pings >= 0, got {self}")
+            raise InvalidInputError(f"KeepAliveOptions: times must be > 0 ms and pings >= 0, got {self}")
 
 
 @dataclass(frozen=True)
@@ -93,11 +93,13 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if not _whole(self.retries) or self.retries < 0:
-            raise ClientError(f"retries={self.retries!r} must be >= 0 (a whole number)")
+            raise InvalidInputError(f"retries={self.retries!r} must be >= 0 (a whole number)")
         if not _seconds(self.backoff) or not _seconds(self.max_backoff) or self.backoff < 0 or self.max_backoff < 0:
-            raise ClientError(f"backoff={self.backoff!r} and max_backoff={self.max_backoff!r} must be >= 0 seconds")
+            raise InvalidInputError(
+                f"backoff={self.backoff!r} and max_backoff={self.max_backoff!r} must be >= 0 seconds"
+            )
         if not _seconds(self.jitter) or not 0 <= self.jitter <= 1:
-            raise ClientError(f"jitter={self.jitter!r} must be within [0, 1]")
+            raise InvalidInputError(f"jitter={self.jitter!r} must be within [0, 1]")
 
     @property
     def attempts(self) -> int:
@@ -123,17 +125,19 @@ class ClientOptions:
 
     def __post_init__(self) -> None:
         if self.timeout is not None and (not _seconds(self.timeout) or not self.timeout > 0):
-            raise ClientError(f"timeout={self.timeout!r} must be > 0 seconds (or None for no deadline)")
+            raise InvalidInputError(f"timeout={self.timeout!r} must be > 0 seconds (or None for no deadline)")
         for name, kind in (("retry", RetryPolicy), ("tls", TLSOptions), ("keepalive", KeepAliveOptions)):
             value = getattr(self, name)
             if not isinstance(value, kind) and (value is not None or name == "retry"):
-                raise ClientError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+                raise InvalidInputError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
         if not isinstance(self.headers, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
         ):
-            raise ClientError(f"headers must be a mapping of header name -> value (str -> str), got {self.headers!r}")
+            raise InvalidInputError(
+                f"headers must be a mapping of header name -> value (str -> str), got {self.headers!r}"
+            )
         if self.compression not in (None, "gzip", "deflate"):
-            raise ClientError(f"compression={self.compression!r} is not one of 'gzip', 'deflate', None")
+            raise InvalidInputError(f"compression={self.compression!r} is not one of 'gzip', 'deflate', None")
 
 
 def admin_headers(admin_key: str | None, protocol: str = "http") -> dict[str, str]:
@@ -148,19 +152,24 @@ def admin_headers(admin_key: str | None, protocol: str = "http") -> dict[str, st
 
 
 def split_url(url: str, protocol: str) -> tuple[str, bool]:
-    """``host:port`` for tritonclient, and whether the scheme asked for TLS (https://, grpcs://)."""
+    """``host:port`` for tritonclient, and whether the scheme asked for TLS (https://, grpcs://).
+
+    A URL that cannot be used is an InvalidInputError (a ClientError and a ValueError) naming it and the forms
+    allowed: it is refused before anything is sent."""
+    forms = "'host:port', '[ipv6]:port' or scheme://host:port with scheme grpc, grpcs, http or https"
     if not isinstance(url, str) or not url.strip():
-        raise ClientError(f"url must be 'host:port' (or scheme://host:port), got {url!r}")
+        raise InvalidInputError(f"url {url!r} is not a server address: give {forms}")
     rest, secure = url.strip(), False
     if "://" in rest:
         scheme, rest = rest.split("://", 1)
         scheme = scheme.lower()
         if scheme not in ("http", "https", "grpc", "grpcs"):
-            raise ClientError(f"url {url!r}: scheme {scheme!r} is not one of http, https, grpc, grpcs")
+            raise InvalidInputError(f"url {url!r}: scheme {scheme!r} is not one of grpc, grpcs, http, https")
         secure = scheme in ("https", "grpcs")
     rest = rest.rstrip("/")
     if not rest or "/" in rest:
-        raise ClientError(f"url {url!r} must be host:port without a path")
+        # Triton's paths (/v2/...) are the client's to add; a path here would be dropped or sent to the wrong place
+        raise InvalidInputError(f"url {url!r} must be host:port without a path: give {forms}")
     # [ipv6]:port, host:port, or a bare name, IPv4 or IPv6 address (the protocol's default port)
     if rest.startswith("["):
         host, _, port = rest[1:].partition("]")
@@ -171,9 +180,9 @@ def split_url(url: str, protocol: str) -> tuple[str, bool]:
         host, port = rest, ""
     port = port or str(DEFAULT_PORTS.get(protocol, 8001))
     if not host:
-        raise ClientError(f"url {url!r} has no host")
+        raise InvalidInputError(f"url {url!r} has no host: give {forms}")
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ClientError(f"url {url!r}: port {port!r} is not a TCP port")
+        raise InvalidInputError(f"url {url!r}: port {port!r} is not a TCP port (1..65535)")
     return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), secure
 
 
@@ -214,7 +223,7 @@ def grpc_client_kwargs(url: str, options: ClientOptions) -> dict[str, Any]:
     tls = options.tls
     if tls is not None:
         if tls.insecure:
-            raise ClientError("TLSOptions.insecure is not supported over gRPC: give root_certificates instead")
+            raise InvalidInputError("TLSOptions.insecure is not supported over gRPC: give root_certificates instead")
         kwargs.update(
             ssl=True,
             root_certificates=None if tls.root_certificates is None else str(tls.root_certificates),
@@ -273,7 +282,9 @@ def http_aio_client_kwargs(url: str, options: ClientOptions) -> dict[str, Any]:
     tls = options.tls
     if tls is not None:
         if tls.server_name:
-            raise ClientError("TLSOptions.server_name is not supported by the async HTTP client: use gRPC or Client")
+            raise InvalidInputError(
+                "TLSOptions.server_name is not supported by the async HTTP client: use gRPC or Client"
+            )
         import ssl
 
         context = ssl.create_default_context(
