@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
+from tritonforge.cli_output import CliConsole
 from tritonforge.errors import TritonForgeError
 
 app = typer.Typer(
@@ -22,8 +22,9 @@ app = typer.Typer(
 )
 # markup=False: what is printed (errors, Triton's log, paths, model output) is never read as Rich markup, which
 # dropped "[libprotobuf ERROR ...]" from messages and raised MarkupError on a "[/x]"; soft_wrap: no inserted newlines
-err_console = Console(stderr=True, markup=False, soft_wrap=True)
-console = Console(markup=False, soft_wrap=True)
+# CliConsole: piped into a file or grep, tables are as wide as their cells (Rich's fallback of 80 columns cut them)
+err_console = CliConsole(stderr=True, markup=False, soft_wrap=True)
+console = CliConsole(markup=False, soft_wrap=True)
 
 
 def styled(style: str, label: str, rest: object = "") -> Text:
@@ -560,37 +561,22 @@ def _changed(change: object, triton: str | None) -> None:
 
 
 @release_app.command("list")
-def release_list(repo: RepoOpt = Path("model_repository")) -> None:
+def release_list(
+    repo: RepoOpt = Path("model_repository"),
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list, one object per version")] = False,
+) -> None:
     """Every model's versions: which serves, pins, the rollback target and lineage."""
-    from rich.table import Table
-
+    from tritonforge.cli_output import release_json, release_table
     from tritonforge.releases import list_releases
 
     try:
         models = list_releases(repo)
     except TritonForgeError as err:
         _fail(err)
-    table = Table(title=str(repo))
-    for col in ("model", "version", "serving", "pinned", "rollback to", "built", "content", "evaluation"):
-        table.add_column(col)
-    for m in models:
-        for v in m.versions:
-            lineage = v.lineage or {}
-            release = lineage.get("release", {})
-            hashes = [a.get("content_hash", "") for a in lineage.get("artifacts", [])] or [
-                release.get("content_sha256", "")
-            ]
-            table.add_row(
-                m.model,
-                str(v.version),
-                Text("yes", style="green") if v.serving else "",
-                "yes" if m.pinned == v.version else "",
-                str(m.previous) if v.serving and m.previous is not None else "",
-                str(release.get("added_at") or lineage.get("built_at", "")),
-                " ".join(h[:12] for h in hashes if h),
-                json.dumps(release.get("evaluation")) if release.get("evaluation") else "",
-            )
-    console.print(table)
+    if as_json:
+        print(release_json(models))  # plain: Rich would re-flow it and colour it
+    else:
+        console.print(release_table(str(repo), models))
 
 
 @release_app.command("add")

@@ -1,0 +1,115 @@
+"""The CLI's console piped (not a terminal): tables keep every cell whole, rules keep a terminal's width; `release
+list` as a table and as JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.table import Table
+from typer.testing import CliRunner
+
+from tritonforge.cli import app
+from tritonforge.cli_output import RULE_WIDTH, CliConsole
+
+
+def _printed(monkeypatch: pytest.MonkeyPatch, columns: str | None = None) -> list[str]:
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    out = io.StringIO()  # not a terminal
+    console = CliConsole(file=out, markup=False, soft_wrap=True)
+    table = Table(title="/srv/" + "deep/" * 40 + "model_repository")
+    table.add_column("path")
+    table.add_row("/models/" + "x" * 300 + "/1/model.onnx")
+    console.print(table)
+    console.rule("next step")
+    return out.getvalue().splitlines()
+
+
+def test_a_piped_table_is_as_wide_as_its_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _printed(monkeypatch)
+    text = "\n".join(lines)
+    assert "…" not in text
+    assert "/srv/" + "deep/" * 40 + "model_repository" in text and "x" * 300 + "/1/model.onnx" in text
+    assert len(lines[-1]) == RULE_WIDTH and "next step" in lines[-1]  # not a 100 000-character line
+
+
+def test_columns_still_decides_the_width_when_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _printed(monkeypatch, "60")
+    assert max(len(ln) for ln in lines if ln.startswith(("┏", "└", "─"))) <= 60  # the user's choice: Rich's folding
+
+
+# ------------------------------------------------------------------------------------- `tritonforge release list`
+
+SCORER = """name: "scorer"
+backend: "python"
+max_batch_size: 8
+input { name: "X" data_type: TYPE_FP32 dims: 4 }
+output { name: "Y" data_type: TYPE_FP32 dims: 4 }
+"""
+
+
+def _scorer(root: Path, weights: bytes) -> Path:
+    (root / "scorer" / "1").mkdir(parents=True)
+    (root / "scorer" / "1" / "weights.bin").write_bytes(weights)
+    (root / "scorer" / "1" / "model.py").write_text("# model\n")
+    (root / "scorer" / "config.pbtxt").write_text(SCORER)
+    return root
+
+
+def _long_repo(tmp_path: Path) -> Path:
+    """A repository at a path far wider than 80 columns: version 2 serving (1 the rollback target), evaluated."""
+    deep = tmp_path / ("a-rather-long-folder-name-of-a-team-share" * 3) / "model_repository_for_the_release_tests"
+    serving, new = _scorer(deep, b"old"), _scorer(tmp_path / "new", b"new")
+    scores = tmp_path / "eval.json"
+    scores.write_text('{"accuracy": 0.93, "recall_at_10": 0.8125, "notes": "measured on the held-out set of 2024"}')
+    runner = CliRunner()
+    added = runner.invoke(app, ["release", "add", "--repo", str(serving), "--from", str(new), "--eval", str(scores)])
+    assert added.exit_code == 0, added.output
+    assert runner.invoke(app, ["release", "promote", "scorer", "2", "--repo", str(serving)]).exit_code == 0
+    return serving
+
+
+def test_release_list_piped_keeps_every_cell_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rich printed a non-terminal at 80 columns: the path in the title and the cells ended in "…"
+    serving = _long_repo(tmp_path)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    result = CliRunner().invoke(app, ["release", "list", "--repo", str(serving)])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert str(serving) in result.output
+    assert '"notes": "measured on the held-out set of 2024", "recall_at_10": 0.8125}' in result.output
+    row = next(ln for ln in result.output.splitlines() if "scorer" in ln and " 2 " in ln)
+    assert "yes" in row and " 1 " in row  # serving, rollback to 1: one line per version, not wrapped
+
+
+def test_release_list_json_has_one_object_per_version(tmp_path: Path) -> None:
+    serving = _long_repo(tmp_path)
+    result = CliRunner().invoke(app, ["release", "list", "--repo", str(serving), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["model"], r["version"], r["serving"], r["pinned"], r["rollback_to"]) for r in rows] == [
+        ("scorer", 1, False, False, None),
+        ("scorer", 2, True, False, 1),
+    ]
+    assert set(rows[0]) == {"model", "version", "serving", "pinned", "rollback_to", "built", "content", "evaluation"}
+    new = rows[1]
+    assert new["evaluation"] == {"accuracy": 0.93, "notes": "measured on the held-out set of 2024", "recall_at_10": 0.8125}
+    assert new["built"] and new["content"] and all(len(h) == 64 for h in new["content"])  # whole hashes
+
+
+def test_release_list_through_a_real_pipe(tmp_path: Path) -> None:
+    serving = _long_repo(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE")}
+    command = [sys.executable, "-m", "tritonforge.cli", "release", "list", "--repo", str(serving)]
+    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+    assert str(serving) in out and "…" not in out and "recall_at_10" in out
+    listed = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env, check=True).stdout
+    assert [r["version"] for r in json.loads(listed)] == [1, 2]

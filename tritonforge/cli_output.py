@@ -1,0 +1,98 @@
+"""What the command line prints, kept out of cli.py: a console whose tables keep every cell whole when piped, and
+the release listing (a table, or JSON for scripts)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.align import AlignMethod
+from rich.console import Console, ConsoleDimensions
+from rich.rule import Rule
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text, TextType
+
+if TYPE_CHECKING:  # cli.py imports this module at start: the releases module loads only for `release` commands
+    from tritonforge.releases import ModelReleases
+
+# Not a terminal: nobody reads the lines at a width, and Rich's fallback (80 columns, or the width of a terminal on
+# stdin) cut paths, versions and hashes to "…" in `tritonforge release list | grep`. Tables do not expand, so each
+# one is printed at its natural width, which stays far below this.
+PIPE_WIDTH = 100_000
+RULE_WIDTH = 80  # a rule fills the width it is given: piped, it gets a terminal's, not PIPE_WIDTH
+
+
+class CliConsole(Console):
+    """A Console that, when its output is not a terminal and no width was asked for (``width=``, ``$COLUMNS``),
+    is as wide as what it prints: table cells are never cut or wrapped."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal and not self._environ.get("COLUMNS", "").isdigit():
+            return ConsoleDimensions(PIPE_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+    def rule(
+        self,
+        title: TextType = "",
+        *,
+        characters: str = "─",
+        style: str | Style = "rule.line",
+        align: AlignMethod = "center",
+    ) -> None:
+        if self.width < PIPE_WIDTH:
+            super().rule(title, characters=characters, style=style, align=align)
+        else:
+            self.print(Rule(title=title, characters=characters, style=style, align=align), width=RULE_WIDTH)
+
+
+def release_rows(models: Sequence[ModelReleases]) -> list[dict[str, Any]]:
+    """One object per version, with what the table shows: the machine-readable form of `release list`."""
+    rows = []
+    for m in models:
+        for v in m.versions:
+            lineage = v.lineage or {}
+            release = lineage.get("release", {})
+            hashes = [a.get("content_hash", "") for a in lineage.get("artifacts", [])] or [
+                release.get("content_sha256", "")
+            ]
+            rows.append({
+                "model": m.model,
+                "version": v.version,
+                "serving": v.serving,
+                "pinned": m.pinned == v.version,
+                "rollback_to": m.previous if v.serving else None,
+                "built": release.get("added_at") or lineage.get("built_at") or None,
+                "content": [h for h in hashes if h],
+                "evaluation": release.get("evaluation") or None,
+            })
+    return rows
+
+
+def release_json(models: Sequence[ModelReleases]) -> str:
+    return json.dumps(release_rows(models), indent=2)
+
+
+def release_table(title: str, models: Sequence[ModelReleases]) -> Table:
+    table = Table(title=title)
+    for col in ("model", "version", "serving", "pinned", "rollback to", "built", "content", "evaluation"):
+        table.add_column(col)
+    for row in release_rows(models):
+        table.add_row(
+            row["model"],
+            str(row["version"]),
+            Text("yes", style="green") if row["serving"] else "",
+            "yes" if row["pinned"] else "",
+            "" if row["rollback_to"] is None else str(row["rollback_to"]),
+            str(row["built"] or ""),
+            " ".join(h[:12] for h in row["content"]),  # a prefix names a version; --json has the whole hash
+            json.dumps(row["evaluation"]) if row["evaluation"] else "",
+        )
+    return table
