@@ -142,7 +142,8 @@ def build(
 
 @app.command()
 def validate(
-    repo: Annotated[Path, typer.Argument(help="model repository folder")],
+    # a str, not a Path: Path("") is ".", and an empty argument must be refused, not taken for the current folder
+    repo: Annotated[str, typer.Argument(help="model repository folder")],
     gpus: Annotated[int, typer.Option(min=0, help="GPUs on the target machine (ids 0..N-1) for KIND_GPU checks")] = 8,
     image: Annotated[
         str | None,
@@ -168,7 +169,7 @@ def validate(
         validate_repo(repo, gpus=gpus, image=image, auto_complete=auto_complete, rate_limit=limits)
     except TritonForgeError as err:
         _fail(err)
-    if not any(p.is_dir() for p in repo.iterdir()):  # valid for Triton, but never what a user meant to check
+    if not any(p.is_dir() for p in Path(repo).iterdir()):  # valid for Triton, but never what a user meant to check
         err_console.print(styled("yellow", "warning:", f" {repo} holds no model folder"))
     console.print(styled("green", "valid", f": {repo}"))
 

@@ -92,6 +92,10 @@ def check_repository(
     ``rate_limit`` is the server's ``--rate-limit`` and ``--rate-limit-resource`` flags (default: off, Triton's
     default and how tritonforge serves); the rate limiter's resource rules (R44) apply only with execution_count.
     """
+    if isinstance(repo, str) and not repo.strip():
+        # Path("") is the current folder: validating it instead would report on whatever the caller stands in
+        why = f"{repo!r} is not a path: give the model repository's folder ('.' for the current one)"
+        return [Problem("repo", why)]
     repo = Path(repo)
     if not repo.is_dir():
         return [Problem(str(repo), f"failed to stat file {repo}: model repository is not a directory")]

@@ -128,3 +128,11 @@ def test_printed_text_is_never_read_as_markup(capsys: pytest.CaptureFixture[str]
     long = "x" * 300
     cli.err_console.print(cli.styled("bold red", "error:", f" {long}"))
     assert capsys.readouterr().err == f"error: {long}\n"  # not wrapped at the console's width
+
+
+def test_validate_refuses_an_empty_repository_argument(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # an empty (valid) folder: "" taken for it exited 0
+    result = CliRunner().invoke(app, ["validate", ""], env=ENV)
+    assert result.exit_code == 1, result.output
+    assert "repo: '' is not a path: give the model repository's folder ('.' for the current one)" in result.output
+    assert "valid:" not in result.output

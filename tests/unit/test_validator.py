@@ -982,3 +982,15 @@ def test_rate_limit_as_tritonserver_flags() -> None:
     assert limits.server_args() == [
         "--rate-limit=execution_count", "--rate-limit-resource=R:2", "--rate-limit-resource=G:3:1"
     ]
+
+
+@pytest.mark.parametrize("repo", ["", "  "])
+def test_an_empty_repository_path_is_refused_not_taken_for_the_current_folder(
+    repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Path("") is ".": validate("") checked whatever folder the caller stood in (here a valid, empty one)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValidationError, match=r"repo: '\s*' is not a path: give the model repository's folder") as info:
+        validate(repo)
+    assert [p.where for p in info.value.problems] == ["repo"]
+    validate(".")  # the current folder, asked for by name, is still checked
