@@ -48,6 +48,7 @@ from tritonforge.server_process import (
     pdeathsig,
     reason_from_log,
     short_reason,
+    startup_causes,
     still_loading,
     terminate_group,
 )
@@ -539,10 +540,12 @@ class TritonServer:
             self.watchdog.start()
         return endpoints
 
-    def _fail(self, headline: str) -> ServerError:
+    def _fail(self, headline: str, causes: Sequence[str] = ()) -> ServerError:
+        """``causes`` (what the log says went wrong) lead, then ``headline``, then the log's excerpt."""
         text = self._read_log()
         where = f" ({self._log_file})" if self._log_file else ""
-        return ServerError(f"{headline}\n--- tritonserver log{where} ---\n{log_excerpt(text, gpu_host=has_gpu())}")
+        excerpt = log_excerpt(text, gpu_host=has_gpu())
+        return ServerError("\n".join([*causes, headline]) + f"\n--- tritonserver log{where} ---\n{excerpt}")
 
     def _index(self, http: str) -> list[dict[str, Any]]:
         with self._connection(10.0, http) as triton:
@@ -564,12 +567,18 @@ class TritonServer:
         deadline = began + self.startup_timeout
         delay = 0.05
 
-        def pause() -> None:
+        def pause(failed: dict[str, str] | None = None) -> None:
+            """``failed``: the models the index reported as failed so far (the rest are still loading)."""
             nonlocal delay
             if self._proc is not None and self._proc.poll() is None and time.monotonic() > deadline:
-                loading = still_loading(self._read_log())
+                log = self._read_log()
+                loading = still_loading(log)
                 still = f" (still loading: {', '.join(loading)})" if loading else ""
-                raise self._fail(f"tritonserver was not ready after {self.startup_timeout:.0f}s{still}")
+                # the cause, when the log names one (a model that failed while another kept the start waiting),
+                # comes first: the timeout is only how it showed
+                raise self._fail(
+                    f"tritonserver was not ready after {self.startup_timeout:.0f}s{still}", startup_causes(log, failed)
+                )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
@@ -610,7 +619,7 @@ class TritonServer:
                     failed[name] = reason_from_log(name, self._read_log())
             if not pending:
                 break
-            pause()
+            pause(failed)
         self.failed_models = failed
         if failed:
             lines = "\n".join(f"  {name}: {why}" for name, why in sorted(failed.items()))

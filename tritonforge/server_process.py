@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,15 @@ def still_loading(log: str) -> list[str]:
     return sorted({m for m in started if m not in done})
 
 
+NO_REASON = "not loaded (see the server log)"
+
+
 def reason_from_log(model: str, log: str) -> str:
     quoted = (f"'{model}'", f'"{model}"', f"{model}:")
     lines = log.splitlines()
     found = [i for i, ln in enumerate(lines) if _ERROR_LINE.match(ln) and any(q in ln for q in quoted)]
     if not found:
-        return "not loaded (see the server log)"
+        return NO_REASON
     # glog prefix: E1123 16:07:51.864068 5349 file.cc:123] "message" (I/W too: "failed to load 'm'" is an I line)
     reason = re.sub(r"^[IWE]\d{4} [\d:.]+ +\d+ [^\]]+\] ", "", lines[found[-1]]).strip().strip('"')
     # a config that does not parse: protobuf printed the position and the problem just before
@@ -77,7 +81,47 @@ def reason_from_log(model: str, log: str) -> str:
         if ln.startswith("[libprotobuf ERROR"):
             reason += ": " + ln.split("] ", 1)[-1].strip()
             break
+    if reason == f"failed to load '{model}'" and (stub := _stub_failure(model, lines)):
+        reason += f": {stub}"
     return reason
+
+
+_STUB_FAILED = re.compile(r"Failed to initialize Python stub: (.+)$")
+
+
+def _stub_failure(model: str, lines: list[str]) -> str:
+    """Why ``model``'s python stub did not start ("ModuleNotFoundError: No module named 'x'"): Triton says only
+    "failed to load 'm'", and prints the stub's error on a line of its own without the model's name; the traceback
+    below it ("At:" and indented frames) names the model's folder, which ties the two when several models load."""
+    failures = []
+    for i, ln in enumerate(lines):
+        found = _STUB_FAILED.search(ln)
+        if not found:
+            continue
+        frames = []
+        for frame in lines[i + 1 : i + 40]:
+            if frame.strip() != "At:" and not frame.startswith((" ", "\t")):
+                break
+            frames.append(frame)
+        failures.append((found.group(1).strip(), any(f"/{model}/" in f for f in frames)))
+    mine = [why for why, ours in failures if ours]
+    if mine:
+        return mine[-1]
+    return failures[0][0] if len(failures) == 1 else ""  # one stub failed, and it printed no frame: it is this one
+
+
+def startup_causes(log: str, failed: Mapping[str, str] | None = None) -> list[str]:
+    """Why a start that timed out could not finish, one "model 'm' did not load: reason" per model, for the first
+    lines of the error (the excerpt below them is long, and its last lines are rarely the cause): the models the
+    repository index reported as failed (``failed``), then those the log says failed to load, then those still
+    loading whose log names a reason."""
+    causes = dict(failed or {})
+    for model in re.findall(r"failed to load '([^']+)'", log):
+        causes.setdefault(model, reason_from_log(model, log))
+    for model in still_loading(log):
+        if model not in causes and (reason := reason_from_log(model, log)) != NO_REASON:
+            causes[model] = reason
+    return [f"model '{model}' did not load: {reason}" for model, reason in causes.items()]
 
 
 # ---------------------------------------------------------------------------------------------------- the process

@@ -218,6 +218,26 @@ def test_startup_timeout_names_the_model_still_loading(tmp_path: Path, toy_model
     assert not server.is_running()
 
 
+def test_a_timed_out_start_leads_with_the_model_that_failed(tmp_path: Path, toy_models: SimpleNamespace) -> None:
+    slow = toy_models.add_one(tmp_path, name="slow")
+    (slow / "1" / "model.py").write_text(
+        "import time\n\n\nclass TritonPythonModel:\n"
+        "    def initialize(self, args):\n        time.sleep(60)\n\n"
+        "    def execute(self, requests):\n        return []\n"
+    )
+    broken = toy_models.add_one(tmp_path, name="broken")
+    (broken / "1" / "model.py").write_text("import no_such_module_here  # noqa\n")
+    server = TritonServer(tmp_path, startup_timeout=8)
+    with pytest.raises(ServerError) as info:
+        server.start()
+    message = str(info.value)
+    first, *rest = message.splitlines()
+    assert first.startswith("model 'broken' did not load: ") and "no_such_module_here" in first, message
+    assert any(ln.startswith("tritonserver was not ready after 8s (still loading: slow)") for ln in rest[:3]), message
+    assert message.index("not ready after") < message.index("--- tritonserver log")
+    assert not server.is_running()
+
+
 def test_stop_kills_a_server_stuck_on_a_request(
     tmp_path: Path, toy_models: SimpleNamespace, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tritonforge.server_process import log_excerpt, reason_from_log
+from pathlib import Path
+
+from tritonforge.server import TritonServer
+from tritonforge.server_process import NO_REASON, log_excerpt, reason_from_log, startup_causes
 
 LOG = """\
 W1205 20:35:12.719029 24974 pinned_memory_manager.cc:273] "Unable to allocate pinned system memory, pinned memory pool will not be available: CUDA driver version is insufficient for CUDA runtime version"
@@ -31,4 +34,52 @@ def test_a_cpu_host_excerpt_leaves_out_what_every_start_prints_there() -> None:
     on_gpu_host = log_excerpt(LOG, gpu_host=True)  # there the CUDA lines may be the cause: kept
     assert "CUDA driver version is insufficient" in on_gpu_host and "CudaDriverHelper" in on_gpu_host
     assert "server.cc:604]" not in on_gpu_host and "| Backend" not in on_gpu_host
-    assert reason_from_log("m", LOG) == "failed to load 'm'"
+    # Triton's line says only "failed to load 'm'": the stub's own error, printed just before, is the reason
+    assert reason_from_log("m", LOG) == "failed to load 'm': ModuleNotFoundError: No module named 'x'"
+
+
+# two python models fail while a third keeps the start waiting; each stub's traceback names its model's folder
+TIMED_OUT = """\
+I1205 23:30:03.748533 11181 model_lifecycle.cc:472] "loading: a:1"
+I1205 23:30:03.748578 11181 model_lifecycle.cc:472] "loading: slow:1"
+I1205 23:30:03.748580 11181 model_lifecycle.cc:472] "loading: b:1"
+I1205 23:30:03.946425 11196 pb_stub.cc:366]  Failed to initialize Python stub: ModuleNotFoundError: No module named 'x'
+At:
+  /srv/repo/a/1/model.py(1): <module>
+I1205 23:30:03.956425 11197 pb_stub.cc:366]  Failed to initialize Python stub: ValueError: bad weights file
+At:
+  /srv/repo/b/1/model.py(9): initialize
+I1205 23:30:04.256127 11181 model_lifecycle.cc:777] "failed to load 'a'"
+I1205 23:30:04.256128 11181 model_lifecycle.cc:777] "failed to load 'b'"
+"""
+
+
+def test_each_stub_failure_is_the_reason_of_the_model_its_traceback_names() -> None:
+    assert reason_from_log("a", TIMED_OUT) == "failed to load 'a': ModuleNotFoundError: No module named 'x'"
+    assert reason_from_log("b", TIMED_OUT) == "failed to load 'b': ValueError: bad weights file"
+    assert reason_from_log("slow", TIMED_OUT) == NO_REASON
+
+
+def test_startup_causes_list_the_failed_models_not_the_one_still_loading() -> None:
+    assert startup_causes(TIMED_OUT) == [
+        "model 'a' did not load: failed to load 'a': ModuleNotFoundError: No module named 'x'",
+        "model 'b' did not load: failed to load 'b': ValueError: bad weights file",
+    ]
+    # what the repository index said comes first and wins over the log's words
+    assert startup_causes(TIMED_OUT, {"b": "index reason"})[0] == "model 'b' did not load: index reason"
+    assert startup_causes('I1205 23:30:03.748533 11181 model_lifecycle.cc:472] "loading: slow:1"\n') == []
+
+
+def test_a_timeout_error_leads_with_the_cause_then_the_timeout_then_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "tritonserver.log"
+    log.write_text(TIMED_OUT)
+    server = TritonServer(tmp_path, log_file=log)
+    server._log_path = log
+    error = server._fail("tritonserver was not ready after 5s (still loading: slow)", startup_causes(TIMED_OUT))
+    lines = str(error).splitlines()
+    assert lines[0] == "model 'a' did not load: failed to load 'a': ModuleNotFoundError: No module named 'x'"
+    assert lines[1].startswith("model 'b' did not load: ")
+    assert lines[2] == "tritonserver was not ready after 5s (still loading: slow)"
+    assert lines[3] == f"--- tritonserver log ({log}) ---"
+    # without a cause the timeout is the headline, as before
+    assert str(server._fail("tritonserver was not ready after 5s")).startswith("tritonserver was not ready after 5s\n")
