@@ -535,7 +535,10 @@ app.add_typer(release_app, name="release")
 RepoOpt = Annotated[Path, typer.Option("--repo", envvar="TRITONFORGE_REPO", help="the served model repository folder")]
 TritonOpt = Annotated[
     str | None,
-    typer.Option("--triton", help="Triton HTTP host:port to apply the change to (default: change the files only)"),
+    typer.Option(
+        "--triton",
+        help="the Triton to apply the change to: its HTTP host:port, or grpc://host:port (default: the files only)",
+    ),
 ]
 AdminKeyOpt = Annotated[
     str | None,

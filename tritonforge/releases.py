@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tritonforge.config_io import parse_config_text, render_config
 from tritonforge.errors import (
@@ -52,13 +52,16 @@ ACTIONS = ("initial", "add", "promote", "rollback", "pin", "unpin")  # the event
 class ModelControl(Protocol):
     """What a release needs from a running Triton: (re)load one model, raising with Triton's reason on failure.
 
-    :class:`tritonforge.server.TritonServer` is one; :class:`TritonControl` reaches any Triton over HTTP."""
+    :class:`tritonforge.server.TritonServer` is one; :class:`TritonControl` reaches any Triton over HTTP or gRPC."""
 
     def load(self, model: str) -> None: ...
 
 
 class TritonControl:
-    """Triton's repository API over HTTP (``host:port``), with the admin key header when the server wants one."""
+    """Triton's repository API, with the admin key header when the server wants one.
+
+    ``url`` is Triton's HTTP endpoint, ``host:port`` or ``http(s)://host:port``, or its gRPC endpoint as
+    ``grpc(s)://host:port`` (both answer the same load call; a bare ``host:port`` is HTTP, as it always was)."""
 
     def __init__(self, url: str, *, admin_key: str | None = None, timeout: float = 300.0) -> None:
         if not isinstance(url, str):
@@ -67,18 +70,25 @@ class TritonControl:
             raise ReleaseError(f"Triton timeout must be a number of seconds > 0, got {timeout!r}")
         if admin_key is not None and not isinstance(admin_key, str):
             raise ReleaseError(f"admin_key must be a str (or None), got {type(admin_key).__name__}")
-        self.url = url.removeprefix("http://")
+        self.url = url.strip().removeprefix("http://")
+        # the scheme decides the transport: grpc:// used to be sent HTTP requests, which a gRPC port never answers
+        self.protocol: Literal["grpc", "http"] = (
+            "grpc" if self.url.lower().startswith(("grpc://", "grpcs://")) else "http"
+        )
         try:  # a bad address is refused here, before a promote rewrites any config.pbtxt
-            split_url(self.url, "http")
+            split_url(self.url, self.protocol)
         except ClientError as err:
-            raise ReleaseError(f"Triton address {url!r} cannot be used: {err}") from None
+            raise ReleaseError(
+                f"Triton address {url!r} cannot be used: {err} (HTTP: host:port or http(s)://host:port; "
+                "gRPC: grpc(s)://host:port)"
+            ) from None
         self.admin_key = admin_key
         self.timeout = timeout
 
     def load(self, model: str) -> None:
         """Raises ReleaseError; its ``__cause__`` is the client's classified error (unreachable, key refused...),
         which is how :func:`_apply` tells a server problem from a version that failed to load."""
-        with Connection(self.url, "http", timeout=self.timeout, retries=0, admin_key=self.admin_key) as triton:
+        with Connection(self.url, self.protocol, timeout=self.timeout, retries=0, admin_key=self.admin_key) as triton:
             try:
                 triton.load_model(model)
                 ready = triton.is_model_ready(model)

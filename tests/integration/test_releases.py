@@ -185,3 +185,18 @@ def test_triton_control_needs_the_admin_key(release_repo, release_server) -> Non
     with pytest.raises(ReleaseError, match="could not load"):
         TritonControl(release_server.endpoints.http).load(ENCODER)
     assert model_releases(release_repo[0], ENCODER).active == active
+
+
+def test_triton_control_speaks_grpc_to_a_grpc_url(release_repo, release_server) -> None:
+    # grpc://host:port was sent HTTP requests, which Triton's gRPC port never answers
+    from tritonforge.releases import TritonControl, model_releases
+
+    active = model_releases(release_repo[0], ENCODER).active
+    grpc = f"grpc://{release_server.endpoints.grpc}"
+    control = TritonControl(grpc, admin_key="release-test-key", timeout=60)
+    assert control.protocol == "grpc"
+    control.load(ENCODER)
+    with pytest.raises(ReleaseError, match=rf"Triton at {grpc} could not load '{ENCODER}': the admin key is missing"):
+        TritonControl(grpc, timeout=60).load(ENCODER)
+    assert model_releases(release_repo[0], ENCODER).active == active
+    assert _embed(release_server).shape[0] > 0  # still serving
