@@ -1,25 +1,25 @@
 """`tritonforge deploy k8s`: a built repository + options -> checked values -> Kubernetes manifests, Helm, KServe.
 
 One values dict (the Helm chart's values.yaml) drives all three formats. Everything is checked before anything is
-written (every problem at once, as a DeployError): the repository (Triton's load rules with the replica's GPU count,
-and its TensorRT-LLM engine manifests against the image), the image against the one the build recorded, the GPUs
-per replica against the instance groups and tensor/pipeline parallel sizes, the TensorRT-LLM launch (an engine of
-tp_size × pp_size > 1 runs as upstream's mpirun launch, one tritonserver rank per GPU), the repository URL and its
-credentials secret, the gateway's settings. The output folder is written to a temporary sibling and renamed into
-place.
+written (every problem at once, as a DeployError): the repository (Triton's load rules with the replica's GPU count
+and the pods' rate limiting, and its TensorRT-LLM engine manifests against the image), the image against the one
+the build recorded, the GPUs per replica against the instance groups and tensor/pipeline parallel sizes, the
+TensorRT-LLM launch (an engine of tp_size × pp_size > 1 runs as upstream's mpirun launch, one tritonserver rank per
+GPU), the repository URL and its credentials secret, the gateway's settings. The output folder is written to a
+temporary sibling and renamed into place.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tritonforge.deploy.options import DeployOptions, option_type_problems, path_problem, rate_limit
 from tritonforge.errors import DeployError, Problem
 from tritonforge.trtllm.images import image_name_problem, image_release
 
@@ -48,23 +48,6 @@ _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
-class DeployOptions:
-    """What the command line adds to the built repository (None: from the spec's `deploy:` section or a default)."""
-
-    image: str
-    repository_url: str  # s3://[host:port/]bucket/prefix, gs://bucket/prefix or pvc://claim[/sub/path]
-    name: str | None = None  # default: the spec's name
-    namespace: str = "default"
-    credentials_secret: str | None = None
-    region: str = "us-east-1"
-    replicas: int | None = None
-    gpus_per_replica: int | None = None
-    gateway: bool = False
-    gateway_image: str | None = None
-    gateway_api_keys_secret: str | None = None
-
-
-@dataclass(frozen=True)
 class GPUNeed:
     """GPUs one replica needs (`needed`) and can use at most (`usable`; None: any number, e.g. KIND_GPU groups
     without a gpus list run an instance on every visible GPU)."""
@@ -81,51 +64,6 @@ class DeployReport:
     files: tuple[str, ...]
     values: dict[str, Any]
     notes: tuple[str, ...] = ()
-
-
-# ------------------------------------------------------------------------------------------- argument types
-
-# DeployOptions field -> (its command-line flag, the types it takes, what is allowed); `image` is image_name_problem's
-_OPTION_TYPES: dict[str, tuple[str, tuple[type, ...], str]] = {
-    "repository_url": ("--repository-url", (str,), "a URL (str): s3://, gs:// or pvc://"),
-    "name": ("--name", (str, type(None)), "a name (str), or None for the spec's name"),
-    "namespace": ("--namespace", (str,), "a namespace name (str)"),
-    "credentials_secret": ("--credentials-secret", (str, type(None)), "a Secret name (str), or None"),
-    "region": ("--region", (str,), "an AWS region name (str)"),
-    "replicas": ("--replicas", (int, type(None)), "a whole number, 1 or more, or None for the spec's"),
-    "gpus_per_replica": ("--gpus", (int, type(None)), "a whole number of GPUs, or None for what the repository needs"),
-    "gateway": ("--gateway", (bool,), "True or False"),
-    "gateway_image": ("--gateway-image", (str, type(None)), "an image name (str), or None"),
-    "gateway_api_keys_secret": ("--gateway-api-keys-secret", (str, type(None)), "a Secret name (str), or None"),
-}
-
-
-def _given(value: object) -> str:
-    return f"{value!r} ({type(value).__name__})"
-
-
-def option_type_problems(options: object) -> list[Problem]:
-    """Every DeployOptions field of the wrong type (the command line cannot give one; the Python API can), named by
-    its flag and its field; a DeployError when ``options`` is not a DeployOptions at all."""
-    if not isinstance(options, DeployOptions):
-        allowed = ", ".join(f.name for f in fields(DeployOptions))
-        message = f"got {_given(options)}; give DeployOptions(image=..., repository_url=...) (fields: {allowed})"
-        raise DeployError([Problem("options", message)], "cannot deploy (nothing was written)")
-    problems: list[Problem] = []
-    if not isinstance(options.image, str):
-        problems.append(Problem("--image", image_name_problem(options.image, pullable=True) or "not a str"))
-    for name, (flag, types, allowed) in _OPTION_TYPES.items():
-        value = getattr(options, name)
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            problems.append(Problem(flag, f"DeployOptions.{name} is {_given(value)}: give {allowed}"))
-    return problems
-
-
-def path_problem(what: str, value: object) -> Problem | None:
-    """A folder argument that is not a path (str or os.PathLike)."""
-    if isinstance(value, str | os.PathLike):
-        return None
-    return Problem(what, f"got {_given(value)}; give a folder path (str or pathlib.Path)")
 
 
 # ------------------------------------------------------------------------------------------ the built repository
@@ -470,9 +408,11 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
     else:
         gpus = need.needed
 
-    # Triton's load rules with this replica's GPUs, and every engine manifest against the image (shared checks)
+    # Triton's load rules with this replica's GPUs and rate limiting, and every engine manifest against the image
     gpu = target == "gpu"
-    for p in check_repository(repo, gpus=gpus if gpu else None, image=options.image, image_backends=gpu):
+    limits = rate_limit(options, settings)
+    for p in check_repository(repo, gpus=gpus if gpu else None, image=options.image, image_backends=gpu,
+                              rate_limit=limits):
         problems.append(Problem(p.where, p.message))
 
     source, found = _repository_source(options.repository_url, options.credentials_secret, options.region)
@@ -527,6 +467,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         "--allow-metrics=true",
         f"--allow-gpu-metrics={'true' if target == 'gpu' else 'false'}",
         "--exit-timeout-secs=30",
+        *limits.server_args(),  # rank 0's only: MPI worker ranks never schedule a request (see triton_command)
     ]
     command, args = triton_command(launch, args, source["tritonUrl"])
     probe = {"periodSeconds": 10, "timeoutSeconds": 5}
@@ -755,10 +696,12 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
     if recipe is not None:  # pods on this image would fail to load some python models: say which image would not
         files[DOCKERFILE] = recipe[0].encode()
         notes.append(recipe[1])
-    if limited := sorted(name for name, c in _configs(Path(repo)).items()
-                         if any(g.rate_limiter.resources for g in c.instance_group)):
+    limits = rate_limit(options, _deploy_settings(Path(repo), read_build_info(Path(repo))))
+    if limits.mode == "off" and (limited := sorted(name for name, c in _configs(Path(repo)).items()
+                                                   if any(g.rate_limiter.resources for g in c.instance_group))):
         notes.append(f"{', '.join(limited)}: instance groups name rate-limiter resources, which tritonserver ignores "
-                     "with its default --rate-limit=off, as these pods run it (docs/validation.md)")
+                     "with its default --rate-limit=off, as these pods run it; deploy with --rate-limit "
+                     "execution_count (or the spec's deploy.rate_limit) to apply them (docs/deploy.md)")
     written = write_repository(files, out, protect=[repo])
     return DeployReport(written, fmt, tuple(sorted(files)), values, tuple(notes))
 

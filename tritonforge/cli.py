@@ -369,10 +369,12 @@ def bench(
         _fail(err)
 
 
-RateLimitOpt = Annotated[
-    str,
-    typer.Option(help="tritonserver's --rate-limit: off (Triton's default) or execution_count (instances wait for the "
-                 "resources their instance group names)"),
+_RATE_LIMIT_HELP = ("tritonserver's --rate-limit: off (Triton's default) or execution_count (instances wait for the "
+                    "resources their instance group names)")
+RateLimitOpt = Annotated[str, typer.Option(help=_RATE_LIMIT_HELP)]
+# deploy's default is None, not off: a flag not given leaves the spec's deploy.rate_limit in force
+DeployRateLimitOpt = Annotated[
+    str | None, typer.Option(help=_RATE_LIMIT_HELP + " (default: the spec's deploy.rate_limit)")
 ]
 RateLimitResourceOpt = Annotated[
     list[str] | None, typer.Option(help="tritonserver's --rate-limit-resource=<name>:<count>[:<device>] (repeatable)")
@@ -702,7 +704,9 @@ def deploy_k8s(
     repository_url: Annotated[
         str,
         typer.Option(
-            help="where pods read the repository: s3://[host:port/]bucket/prefix, gs://bucket/prefix, pvc://claim[/path]"
+            # no [optional] parts: Rich reads "[/path]" in help text as a closing tag and --help crashed
+            help="where pods read the repository: s3://bucket/prefix, s3://host:port/bucket/prefix, "
+            "gs://bucket/prefix, pvc://claim or pvc://claim/path"
         ),
     ],
     out: Annotated[Path, typer.Option("-o", "--out", help="folder to write (replaced only when all is valid)")],
@@ -718,11 +722,19 @@ def deploy_k8s(
     gateway: Annotated[bool, typer.Option("--gateway/--no-gateway", help="also deploy the OpenAI gateway")] = False,
     gateway_image: Annotated[str | None, typer.Option(help="image with tritonforge[gateway]")] = None,
     gateway_api_keys_secret: Annotated[str | None, typer.Option(help="Secret holding the gateway's API keys")] = None,
+    rate_limit: DeployRateLimitOpt = None,
+    rate_limit_resource: RateLimitResourceOpt = None,
 ) -> None:
     """Render a Deployment, Services, ServiceMonitor, HPA, PDB (+ gateway) as manifests, a Helm chart or KServe."""
     from tritonforge.deploy.k8s import DeployOptions
     from tritonforge.deploy.k8s import deploy_k8s as render_deploy
+    from tritonforge.validator import RateLimit
 
+    try:  # serve's parsing and errors; the flags, when given, replace the spec's mode and resources together
+        given = rate_limit is not None or rate_limit_resource
+        limits = RateLimit.from_options(rate_limit or "off", rate_limit_resource or ()) if given else None
+    except TritonForgeError as err:
+        _fail(err)
     options = DeployOptions(
         image=image,
         repository_url=repository_url,
@@ -735,6 +747,7 @@ def deploy_k8s(
         gateway=gateway,
         gateway_image=gateway_image,
         gateway_api_keys_secret=gateway_api_keys_secret,
+        rate_limit=limits,
     )
     try:
         report = render_deploy(repo, out, options, fmt)  # type: ignore[arg-type]

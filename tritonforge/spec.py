@@ -20,8 +20,9 @@ import yaml
 from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
 
-from tritonforge.errors import Problem, SpecError, unreadable
+from tritonforge.errors import OptionError, Problem, SpecError, unreadable
 from tritonforge.naming import triton_model_names
+from tritonforge.rate_limit import RATE_LIMIT_MODES, RateLimit, RateLimitMode, RateLimitResource
 from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
 from tritonforge.trtllm.engine_settings import EngineSettings
 from tritonforge.trtllm.images import default_image, image_info, image_name_problem, runtime_problems
@@ -464,7 +465,7 @@ class Autoscaling(Checked):
         return []
 
 
-class DeploySettings(Frozen):
+class DeploySettings(Checked):
     """What the cluster manifests take from the spec (the CLI's options override)."""
 
     replicas: Pos = 1
@@ -478,6 +479,38 @@ class DeploySettings(Frozen):
     shm_size: Annotated[str, Field(pattern=K8S_QUANTITY)] = Field("2Gi", description="/dev/shm (python backend)")
     startup_seconds: Pos = Field(1800, description="time allowed to load every model (large engines load slowly)")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    # tritonserver's flag values as `deploy k8s` takes them; its --rate-limit/--rate-limit-resource replace both
+    rate_limit: RateLimitMode = Field(
+        "off", description="tritonserver's --rate-limit: off (Triton's default) or execution_count"
+    )
+    rate_limit_resources: list[str] = Field(
+        default_factory=list,
+        description="tritonserver's --rate-limit-resource values, '<name>:<count>' or '<name>:<count>:<device>' "
+        "(needs rate_limit: execution_count)",
+    )
+
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        # RateLimit's own checks (those of serve/validate/deploy's flags), each reported at its field
+        resources = raw_list(data.get("rate_limit_resources"))
+        found: Found = []
+        for i, text in enumerate(resources):
+            if isinstance(text, str):
+                try:
+                    RateLimitResource.parse(text)
+                except OptionError as err:
+                    found.append((("rate_limit_resources", i), str(err)))
+        mode = data.get("rate_limit", "off")
+        if not found and resources and mode in RATE_LIMIT_MODES:
+            try:
+                RateLimit.from_options(mode, [r for r in resources if isinstance(r, str)])
+            except OptionError as err:
+                found.append((("rate_limit_resources",), str(err)))
+        return found
+
+    def rate_limiting(self) -> RateLimit:
+        """How the pods' tritonserver rate-limits (the fields were checked on load)."""
+        return RateLimit.from_options(self.rate_limit, self.rate_limit_resources)
 
 
 class Spec(Checked):

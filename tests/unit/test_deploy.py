@@ -20,6 +20,7 @@ from tritonforge.deploy.k8s import (
     render_manifests,
 )
 from tritonforge.errors import DeployError, TritonForgeError
+from tritonforge.validator import RateLimit
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 jsonschema = pytest.importorskip("jsonschema")
@@ -709,5 +710,172 @@ def test_deploy_notes_rate_limiter_resources_the_pods_ignore(cpu_repo: Path, tmp
     notes = deploy_k8s(repo, tmp_path / "limited", _options()).notes
     assert [n for n in notes if "rate-limiter" in n] == [
         f"{config.parent.name}: instance groups name rate-limiter resources, which tritonserver ignores with its "
-        "default --rate-limit=off, as these pods run it (docs/validation.md)"
+        "default --rate-limit=off, as these pods run it; deploy with --rate-limit execution_count (or the spec's "
+        "deploy.rate_limit) to apply them (docs/deploy.md)"
     ]
+
+
+# ------------------------------------------------------------------------------------------- the rate limiter
+
+LIMITS = RateLimit.from_options("execution_count", ["R:2", "G:1:0"])
+LIMIT_FLAGS = ["--rate-limit=execution_count", "--rate-limit-resource=R:2", "--rate-limit-resource=G:1:0"]
+
+
+def _limited_repo(cpu_repo: Path, root: Path, **deploy: Any) -> tuple[Path, Path]:
+    """cpu_repo with its encoder's instance group needing 2 of rate-limiter resource R, and ``deploy`` merged into
+    the `deploy:` section its tritonforge.json records; returns the repository and the encoder's config."""
+    import shutil
+
+    repo = root / "repo"
+    shutil.copytree(cpu_repo, repo)
+    config = next(repo.glob("*_encoder/config.pbtxt"))
+    needs = 'instance_group {\n  rate_limiter { resources { name: "R" count: 2 } }'
+    config.write_text(config.read_text().replace("instance_group {", needs, 1))
+    info = json.loads((repo / "tritonforge.json").read_text())
+    info["deploy"] = {**info["deploy"], **deploy}
+    (repo / "tritonforge.json").write_text(json.dumps(info))
+    return repo, config
+
+
+def _triton_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["labels"].get(
+        "app.kubernetes.io/component") == "triton")
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_rate_limit_flags_reach_the_pods_in_every_format(cpu_repo: Path, tmp_path: Path) -> None:
+    """serve's RateLimit, as tritonserver's own flags (RateLimit.server_args), in manifests, Helm values and KServe;
+    the note about ignored resources goes, since the pods now apply them."""
+    repo, _ = _limited_repo(cpu_repo, tmp_path)
+    assert LIMITS.server_args() == LIMIT_FLAGS
+    report = deploy_k8s(repo, tmp_path / "k8s", _options(rate_limit=LIMITS))
+    assert not [n for n in report.notes if "rate-limiter" in n]
+    docs = load_documents((tmp_path / "k8s" / name).read_text() for name in report.files if name.endswith(".yaml"))
+    for doc in docs:
+        _validate(doc)
+    container = _triton_container(docs)
+    assert container["command"] == ["tritonserver"]
+    assert container["args"][-3:] == LIMIT_FLAGS and container["args"] == report.values["triton"]["args"]
+    assert [a for a in container["args"] if "rate-limit" in a] == LIMIT_FLAGS
+
+    deploy_k8s(repo, tmp_path / "chart", _options(rate_limit=LIMITS), "helm")
+    helm_values = yaml.safe_load((tmp_path / "chart" / "values.yaml").read_text())
+    assert helm_values["triton"]["args"][-3:] == LIMIT_FLAGS  # the chart's deployment.yaml renders triton.args
+
+    deploy_k8s(repo, tmp_path / "kserve", _options(rate_limit=LIMITS), "kserve")
+    docs = load_documents([(tmp_path / "kserve" / "inferenceservice.yaml").read_text()])
+    for doc in docs:
+        _validate(doc)
+    model = next(d for d in docs if d["kind"] == "InferenceService")["spec"]["predictor"]["model"]
+    assert model["args"] == [
+        "--disable-auto-complete-config", "--strict-readiness=true", "--allow-gpu-metrics=false", *LIMIT_FLAGS
+    ]
+
+
+def test_rate_limit_off_adds_no_flag_anywhere(cpu_repo: Path) -> None:
+    values = build_values(cpu_repo, _options(rate_limit=RateLimit()))
+    assert values == build_values(cpu_repo, _options())
+    assert not [a for a in values["triton"]["args"] if "rate-limit" in a]
+    isvc = next(d for d in load_documents(render_kserve(values).values()) if d["kind"] == "InferenceService")
+    assert not [a for a in isvc["spec"]["predictor"]["model"]["args"] if "rate-limit" in a]
+
+
+def test_deploy_checks_the_resources_against_the_declared_counts(cpu_repo: Path, tmp_path: Path) -> None:
+    """R44 with the pods' rate limiting: Triton would fail the encoder's load with too few copies of R."""
+    repo, config = _limited_repo(cpu_repo, tmp_path)
+    err = _refused(repo, tmp_path / "out", _options(rate_limit=RateLimit.from_options("execution_count", ["R:1"])))
+    assert [(p.where, p.message) for p in err.problems] == [
+        (
+            str(config),
+            'Resource count for "R" is limited to 1 which will prevent scheduling of one or more model instances, '
+            "the minimum required count is 2",
+        )
+    ]
+    # without explicit counts core sizes each resource to the largest need: nothing to refuse
+    assert "--rate-limit=execution_count" in build_values(repo, _options(rate_limit=RateLimit("execution_count")))[
+        "triton"]["args"]
+
+
+def test_the_spec_s_deploy_rate_limit_is_used_unless_the_options_give_one(cpu_repo: Path, tmp_path: Path) -> None:
+    from tritonforge.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "name": "x",
+            "models": {"a": {"kind": "embedding", "checkpoint": "c"}},
+            "deploy": {"rate_limit": "execution_count", "rate_limit_resources": ["R:3", "G:1:0"]},
+        }
+    )
+    assert spec.deploy.rate_limiting() == RateLimit.from_options("execution_count", ["R:3", "G:1:0"])
+    recorded = spec.deploy.model_dump(mode="json")  # what the build writes to tritonforge.json
+    assert (recorded["rate_limit"], recorded["rate_limit_resources"]) == ("execution_count", ["R:3", "G:1:0"])
+
+    repo, _ = _limited_repo(cpu_repo, tmp_path, rate_limit="execution_count", rate_limit_resources=["R:3"])
+    report = deploy_k8s(repo, tmp_path / "spec", _options())
+    assert [a for a in report.values["triton"]["args"] if "rate-limit" in a] == [
+        "--rate-limit=execution_count", "--rate-limit-resource=R:3"
+    ]
+    assert not [n for n in report.notes if "rate-limiter" in n]
+    # the options replace the spec's mode and resources together: here, off
+    report = deploy_k8s(repo, tmp_path / "off", _options(rate_limit=RateLimit()))
+    assert not [a for a in report.values["triton"]["args"] if "rate-limit" in a]
+    assert [n for n in report.notes if "rate-limiter" in n]
+    report = deploy_k8s(repo, tmp_path / "given", _options(rate_limit=LIMITS))
+    assert report.values["triton"]["args"][-3:] == LIMIT_FLAGS
+
+
+def test_spec_rate_limit_errors_name_the_field() -> None:
+    from tritonforge.errors import SpecError
+    from tritonforge.spec import parse_spec
+
+    def problems(deploy: dict[str, Any]) -> list[str]:
+        with pytest.raises(SpecError) as caught:
+            parse_spec({"name": "x", "models": {"a": {"kind": "embedding", "checkpoint": "c"}}, "deploy": deploy})
+        return [str(p) for p in caught.value.problems]
+
+    assert problems({"rate_limit": "on"}) == [
+        "deploy.rate_limit: 'on' is not allowed; expected 'off' or 'execution_count'"
+    ]
+    assert problems({"rate_limit": "execution_count", "rate_limit_resources": ["R:1", "R", "G:1:-1"]}) == [
+        "deploy.rate_limit_resources[1]: --rate-limit-resource 'R': expected '<name>:<count>' or "
+        "'<name>:<count>:<device>' (as tritonserver takes it)",
+        "deploy.rate_limit_resources[2]: rate-limit resource 'G': device -1 must be a device id (0 or more)",
+    ]
+    assert problems({"rate_limit_resources": ["R:1"]}) == [
+        "deploy.rate_limit_resources: --rate-limit-resource needs --rate-limit=execution_count: with rate limiting "
+        "off tritonserver ignores every resource count; pass both, or neither"
+    ]
+
+
+def test_only_the_leader_rank_of_an_mpi_launch_gets_the_rate_limit_flags(gpu_repo: Path) -> None:
+    """MPI worker ranks load only the engine and never schedule a request (they block in the tensorrtllm backend
+    until the leader shuts down): rate limiting is the leader's, which serves the pod's ports."""
+    values = build_values(gpu_repo, _options(rate_limit=LIMITS))
+    container = _triton_container(load_documents(render_manifests(values).values()))
+    leader, worker = _ranks(container)
+    assert leader[-4:] == [*LIMIT_FLAGS, "--backend-config=python,shm-region-prefix-name=prefix0_"]
+    assert not [a for a in worker if "rate-limit" in a]
+
+
+def test_cli_deploy_k8s_takes_serve_s_rate_limit_flags(cpu_repo: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tritonforge.cli import app
+
+    repo, _ = _limited_repo(cpu_repo, tmp_path)
+    args = ["deploy", "k8s", str(repo), "--image", "nvcr.io/nvidia/tritonserver:24.12-py3", "--repository-url",
+            "s3://models/embed", "--credentials-secret", "creds"]
+    limited = [*args, "-o", str(tmp_path / "on"), "--rate-limit", "execution_count",
+               "--rate-limit-resource", "R:2", "--rate-limit-resource", "G:1:0"]
+    result = CliRunner().invoke(app, limited, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "rate-limiter" not in result.output
+    container = _triton_container(load_documents([(tmp_path / "on" / "deployment.yaml").read_text()]))
+    assert container["args"][-3:] == LIMIT_FLAGS
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "off")], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "instance groups name rate-limiter resources" in result.output
+    helped = CliRunner().invoke(app, ["deploy", "k8s", "--help"], env={"COLUMNS": "300"})
+    assert helped.exit_code == 0, helped.output  # Rich read the URL help's "[/path]" as markup and crashed
+    assert "--rate-limit-resource" in helped.output and "default: the spec's deploy.rate_limit" in helped.output

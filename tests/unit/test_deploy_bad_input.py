@@ -70,6 +70,7 @@ def test_good_options_deploy_as_before(tmp_path: Path) -> None:
         ("gateway", "yes", "--gateway"),
         ("gateway_image", 5, "--gateway-image"),
         ("gateway_api_keys_secret", ["k"], "--gateway-api-keys-secret"),
+        ("rate_limit", "execution_count", "--rate-limit"),
     ],
 )
 def test_an_option_of_the_wrong_type_is_named(tmp_path: Path, field: str, value: Any, flag: str) -> None:
@@ -114,6 +115,12 @@ def test_repo_and_out_that_are_not_paths_are_named(tmp_path: Path) -> None:
         ({"cpu": "two"}, "deploy.cpu: 'two': "),
         ({"replica": 2}, "deploy.replica: unknown field"),
         ("x", "deploy: 'x': input should be a valid dictionary"),
+        ({"rate_limit": "on"}, "deploy.rate_limit: 'on' is not allowed; expected 'off' or 'execution_count'"),
+        ({"rate_limit_resources": ["R:1"]}, "deploy.rate_limit_resources: --rate-limit-resource needs --rate-limit="),
+        (
+            {"rate_limit": "execution_count", "rate_limit_resources": ["R:-1"]},
+            "deploy.rate_limit_resources[0]: rate-limit resource 'R': count -1 must be 0 or more",
+        ),
     ],
 )
 def test_a_bad_deploy_section_in_tritonforge_json_names_the_file_and_field(
@@ -138,3 +145,45 @@ def test_push_names_a_url_or_repository_that_is_not_a_str(tmp_path: Path) -> Non
         push(repo, None)  # type: ignore[arg-type]
     with pytest.raises(DeployError, match="repository None \\(NoneType\\): not a folder path"):
         push(None, URL)  # type: ignore[arg-type]
+
+
+
+# ------------------------------------------------------------------------------------ the rate limiter's flags
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--rate-limit", "on"], "error: --rate-limit 'on': allowed are off, execution_count"),
+        (
+            ["--rate-limit", "execution_count", "--rate-limit-resource", "R"],
+            "error: --rate-limit-resource 'R': expected '<name>:<count>' or '<name>:<count>:<device>' (as tritonserver "
+            "takes it)",
+        ),
+        (
+            ["--rate-limit", "execution_count", "--rate-limit-resource", "R:-1"],
+            "error: rate-limit resource 'R': count -1 must be 0 or more",
+        ),
+        (
+            ["--rate-limit-resource", "R:1"],
+            "error: --rate-limit-resource needs --rate-limit=execution_count: with rate limiting off tritonserver "
+            "ignores every resource count; pass both, or neither",
+        ),
+    ],
+)
+def test_bad_rate_limit_flags_get_serve_s_one_line_error_and_write_nothing(
+    tmp_path: Path, flags: list[str], says: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from tritonforge.cli import app
+
+    repo, out = _repo(tmp_path), tmp_path / "out"
+    env = {"COLUMNS": "300"}
+    deploy = ["deploy", "k8s", str(repo), "--image", IMAGE, "--repository-url", URL, "--credentials-secret", SECRET]
+    result = CliRunner().invoke(app, [*deploy, "-o", str(out), *flags], env=env)
+    assert (result.exit_code, result.output) == (1, says + "\n")
+    assert not out.exists()
+    # the same flags on serve fail the same way, before any server starts (one RateLimit parses both)
+    served = CliRunner().invoke(app, ["serve", str(repo), "--no-admin-key", *flags], env=env)
+    assert (served.exit_code, served.output) == (1, says + "\n")
