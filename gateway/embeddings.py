@@ -12,16 +12,25 @@ one chunk at a time 1.91 s, two 1.13 s, four 1.06 s; beside 16 small requests in
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tritonforge.errors import BatchTooLargeError
+from tritonforge.errors import BatchTooLargeError, ClientError, DeadlineExceededError, TransientError
 from tritonforge.gateway.errors import APIError
 from tritonforge.triton.bounded import chunked, gather_bounded
 
 if TYPE_CHECKING:
     from tritonforge.gateway.state import Gateway
+
+LOG = logging.getLogger(__name__)
+
+# a `dimensions` that disagrees with a width known for longer than this re-reads the model's config first (the model
+# may have been reloaded with another width): bad requests cost at most one config read per model this often
+WIDTH_REFRESH_SECONDS = 5.0
 
 
 async def embed_texts(gw: Gateway, ensemble: str, texts: list[str], version: str) -> tuple[np.ndarray, int]:
@@ -62,3 +71,52 @@ async def _embed_chunk(gw: Gateway, ensemble: str, chunk: list[str], version: st
     rows = np.asarray(emb, np.float32).reshape(len(chunk), -1)
     tokens = int(np.asarray(out["NUM_TOKENS"]).sum()) if out.get("NUM_TOKENS") is not None else 0
     return rows, tokens
+
+
+def dimensions_error(width: int, model: str) -> APIError:
+    return APIError(400, f"'dimensions' must be {width} for `{model}` (no truncation)", param="dimensions",
+                    code="unsupported_parameter")
+
+
+async def embedding_width(gw: Gateway, ensemble: str, version: str, wanted: int) -> int | None:
+    """The width of ``ensemble``'s embeddings if known before it runs, to refuse a wrong ``dimensions`` up front
+    (None: not known, the request runs and its rows tell).
+
+    Cached per (ensemble, version) like the other model facts the gateway keeps: read from the model's config (the
+    EMBEDDING output's dims) the first time a request asks for ``dimensions``, and confirmed by every embedding the
+    gateway returns (``remember_width``), so a request with the right value costs nothing after the first. Only a
+    request that disagrees with an entry older than WIDTH_REFRESH_SECONDS re-reads the config."""
+    key = (ensemble, version)
+    entry = gw.embedding_widths.get(key)
+    if entry is not None and (entry[0] == wanted or time.monotonic() - entry[1] < WIDTH_REFRESH_SECONDS):
+        return entry[0]
+    try:
+        config = await gw.client.model_config(ensemble, version, timeout=gw.timeout)
+    except (TransientError, DeadlineExceededError):
+        raise  # Triton is down or slow: the embedding would fail the same way, after a second wait
+    except ClientError as err:  # e.g. the model-config API restricted: the embedding's rows will tell
+        LOG.debug("embedding width of %s: %s", ensemble, err)
+        config = {}
+    width = config_width(config)
+    gw.embedding_widths[key] = (width, time.monotonic())
+    return width
+
+
+def remember_width(gw: Gateway, ensemble: str, version: str, width: int) -> None:
+    gw.embedding_widths[(ensemble, version)] = (width, time.monotonic())
+
+
+def config_width(config: dict[str, Any]) -> int | None:
+    """The row width of the EMBEDDING output a Triton config declares; None when a dim is variable (-1) or there is
+    no such output. Without batching (max_batch_size 0) the first dim is the batch's."""
+    for output in config.get("output", []):
+        if output.get("name") != "EMBEDDING":
+            continue
+        try:
+            dims = [int(d) for d in output.get("dims", [])]  # int64s: strings in Triton's JSON
+        except (TypeError, ValueError):
+            return None
+        if not int(config.get("max_batch_size", 0) or 0):
+            dims = dims[1:]
+        return math.prod(dims) if dims and all(d > 0 for d in dims) else None
+    return None

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from tritonforge.errors import ClientError
-from tritonforge.gateway.embeddings import embed_texts
+from tritonforge.gateway.embeddings import dimensions_error, embed_texts, embedding_width, remember_width
 from tritonforge.gateway.errors import APIError, clip
 from tritonforge.gateway.generation import flatten_messages, generate, sampling
 from tritonforge.gateway.schemas import (
@@ -103,10 +103,14 @@ async def embeddings(request: Request) -> Any:
         raise APIError(400, f"'dimensions' must be a positive integer (the model's width), got {body.dimensions}",
                        param="dimensions", code="invalid_value")
     target = gw.route(request, body, "embeddings")
+    if body.dimensions is not None:
+        width = await embedding_width(gw, target.triton_model, target.version, body.dimensions)
+        if width is not None and body.dimensions != width:
+            raise dimensions_error(width, body.model)
     matrix, tokens = await embed_texts(gw, target.triton_model, texts, target.version)
-    if body.dimensions is not None and body.dimensions != matrix.shape[1]:
-        raise APIError(400, f"'dimensions' must be {matrix.shape[1]} for `{body.model}` (no truncation)",
-                       param="dimensions", code="unsupported_parameter")
+    remember_width(gw, target.triton_model, target.version, matrix.shape[1])
+    if body.dimensions is not None and body.dimensions != matrix.shape[1]:  # the width was not known before
+        raise dimensions_error(matrix.shape[1], body.model)
     return embeddings_response(matrix, body.model, tokens, as_base64=body.encoding_format == "base64")
 
 

@@ -72,6 +72,9 @@ class Gateway:
         # chat ensembles that take return_num_input_tokens/return_num_output_tokens (upstream's newer templates)
         self.counts_tokens: dict[str, bool] = {}
         self._members: dict[str, list[str]] = {}
+        # (ensemble, version) -> (embedding width or None if unknown, when last read or seen): a wrong `dimensions`
+        # is refused before the texts are embedded (gateway/embeddings.py)
+        self.embedding_widths: dict[tuple[str, str], tuple[int | None, float]] = {}
 
     def _router(self, splits: SplitRouter | SplitsConfig | str | Path | None) -> SplitRouter:
         def check(config: SplitsConfig) -> list[str]:

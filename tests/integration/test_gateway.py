@@ -347,6 +347,9 @@ HOSTILE = [  # (path, raw JSON body, expected status, words the message must hol
                                          "stop": ["s"] * 100_000}), 400, "stop strings"),
     ("/v1/chat/completions", json.dumps({"model": "chat", "messages": [{"role": "user", "content": "p" * 200_000}]}),
      400, "characters in the messages"),
+    ("/v1/embeddings", '{"model": "minilm", "input": "x", "model": "chat"}', 400, "duplicate key 'model'"),
+    ("/v1/embeddings", json.dumps({"model": "minilm", "input": "x", "dimensions": 3}), 400,
+     "'dimensions' must be 384 for `minilm`"),
 ]
 
 
@@ -374,3 +377,33 @@ def test_health_names_a_member_model_that_is_down(http, gateway_triton) -> None:
     finally:
         gateway_triton.load("minilm_encoder")
     assert http.get("/health").status_code == 200
+
+
+def test_curl_and_the_sdk_send_json_and_a_body_of_another_content_type_is_a_415(sdk, gateway: str) -> None:
+    """curl's -d without a Content-Type sends application/x-www-form-urlencoded (as a browser's cross-site form post
+    does): refused, naming the type. With -H 'Content-Type: application/json', and from the openai SDK, served."""
+    import shutil
+    import subprocess
+
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+
+    def post(body: str, *headers: str) -> tuple[int, dict]:
+        args = [curl, "-sS", "-w", "\n%{http_code}", f"{gateway}/v1/embeddings", "-H", f"Authorization: Bearer {KEYS[0]}"]
+        for header in headers:
+            args += ["-H", header]
+        out = subprocess.run([*args, "-d", body], capture_output=True, text=True, timeout=120, check=True).stdout
+        text, _, status = out.rpartition("\n")
+        return int(status), json.loads(text)
+
+    body = json.dumps({"model": "minilm", "input": "hello", "dimensions": 384, "encoding_format": "float"})
+    status, reply = post(body, "Content-Type: application/json")
+    assert status == 200 and len(reply["data"][0]["embedding"]) == 384, reply
+    status, reply = post(body)
+    assert status == 415 and "application/x-www-form-urlencoded" in reply["error"]["message"], reply
+    status, reply = post(body, "Content-Type: text/plain")
+    assert status == 415 and "'text/plain'" in reply["error"]["message"], reply
+    assert len(sdk.embeddings.create(model="minilm", input="hello", dimensions=384).data[0].embedding) == 384
+    with pytest.raises(openai.BadRequestError, match="'dimensions' must be 384"):
+        sdk.embeddings.create(model="minilm", input="hello", dimensions=256)

@@ -201,3 +201,79 @@ def test_a_model_of_another_kind_is_named_with_its_article(client: TestClient) -
     assert "The model `minilm` is an embeddings model" in _error(reply, 400)["message"]
     reply = client.post("/v1/embeddings", headers=KEY, json={"model": "chat", "input": "hi"})
     assert "The model `chat` is a chat model" in _error(reply, 400)["message"]
+
+
+_BODIES = {
+    "/v1/chat/completions": {"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/completions": {"model": "chat", "prompt": "hi"},
+    "/v1/embeddings": {"model": "minilm", "input": "hi"},
+    "/v1/rerank": {"model": "reranker", "query": "q", "documents": ["a"]},
+    "/admin/splits": {"splits": {}},
+}
+
+
+def _send(client: TestClient, path: str, raw: bytes, headers: dict[str, str]) -> Any:
+    if path == "/admin/splits":
+        return client.put(path, headers={**ADMIN, **headers}, content=raw)
+    return client.post(path, headers={**KEY, **headers}, content=raw)
+
+
+@pytest.mark.parametrize("path", list(_BODIES))
+@pytest.mark.parametrize("content_type", [
+    "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+    "application/jsonl", "text/json", "application/xml",
+])
+def test_a_body_sent_as_another_content_type_is_a_415(client: TestClient, path: str, content_type: str) -> None:
+    """A browser's cross-site form post (text/plain, form types: no CORS preflight) was read as JSON and served."""
+    error = _error(_send(client, path, json.dumps(_BODIES[path]).encode(), {"Content-Type": content_type}), 415)
+    assert error["code"] == "unsupported_media_type" and error["type"] == "invalid_request_error", error
+    assert f"Content-Type '{content_type}'" in error["message"] and "application/json" in error["message"], error
+    assert _send(client, path, json.dumps(_BODIES[path]).encode(), {}).status_code != 415  # the next one is served
+
+
+def test_a_form_post_is_a_415_before_the_body_is_read(client: TestClient) -> None:
+    reply = client.post("/v1/embeddings", headers=KEY, data={"model": "minilm", "input": "x" * 5000})
+    assert "application/x-www-form-urlencoded" in _error(reply, 415)["message"]  # not the 413 of its size
+
+
+@pytest.mark.parametrize("content_type", [
+    None, "", "application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8",
+    "application/vnd.api+json", "application/merge-patch+json",
+])
+def test_json_content_types_and_none_are_read_as_json(client: TestClient, content_type: str | None) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    raw = json.dumps({"model": "minilm", "input": "x", "dimensions": 0}).encode()
+    error = _error(_send(client, "/v1/embeddings", raw, headers), 400)  # parsed, then refused for its dimensions
+    assert error["param"] == "dimensions", error
+    assert _send(client, "/admin/splits", b'{"splits": {}}', headers).status_code == 200
+
+
+def test_an_oversized_content_type_is_clipped_in_the_error(client: TestClient) -> None:
+    error = _error(_send(client, "/v1/embeddings", b"{}", {"Content-Type": "text/" + "x" * 500}), 415)
+    assert len(error["message"]) < 300 and "(505 characters)" in error["message"], error
+
+
+@pytest.mark.parametrize(("path", "raw", "key"), [
+    ("/v1/embeddings", b'{"model": "minilm", "input": "a", "model": "chat"}', "model"),
+    ("/v1/embeddings", b'{"model": "minilm", "input": "a", "input": "b"}', "input"),
+    ("/v1/chat/completions", b'{"model": "chat", "messages": [{"role": "user", "content": "a", "role": "system"}]}',
+     "role"),
+    ("/v1/rerank", b'{"model": "reranker", "query": "q", "documents": [{"text": "a", "text": "b"}]}', "text"),
+    ("/v1/completions", b'{"model": "chat", "prompt": "a", "stream_options": {"x": {"k": 1, "k": 2}}}', "k"),
+    ("/admin/splits", b'{"splits": {"a": {}, "a": {}}}', "a"),
+])
+def test_a_repeated_key_is_a_400_naming_it(client: TestClient, path: str, raw: bytes, key: str) -> None:
+    """json.loads kept the last value silently: {"model": "minilm", ..., "model": "chat"} was served by chat."""
+    error = _error(_send(client, path, raw, {"Content-Type": "application/json"}), 400)
+    assert error["message"].startswith(f"duplicate key '{key}' in the request body"), error
+    assert error["code"] == "invalid_json"
+
+
+def test_the_same_key_in_different_objects_is_fine_and_a_huge_repeated_key_is_clipped(client: TestClient) -> None:
+    raw = b'{"model": "minilm", "input": "x", "dimensions": 0, "metadata": {"model": 1, "x": {"model": 2}}}'
+    assert _error(_send(client, "/v1/embeddings", raw, {}), 400)["param"] == "dimensions"
+    key = "k" * 100_000
+    raw = json.dumps({"model": "minilm", "input": "x"})[:-1].encode() + f', "{key}": 1, "{key}": 2}}'.encode()
+    with TestClient(_app(), raise_server_exceptions=True) as c:
+        reply = _send(c, "/v1/embeddings", raw, {})
+        assert "(100000 characters)" in _error(reply, 400)["message"] and len(reply.content) < 1000

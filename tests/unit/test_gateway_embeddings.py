@@ -149,3 +149,114 @@ def test_chunks_are_never_larger_than_the_ensemble_max_batch_size(max_batch: int
     rows, _ = asyncio.run(embed_texts(_gateway(triton, 32, 2), "embed", TEXTS, ""))  # type: ignore[arg-type]
     assert rows[:, 0].tolist() == list(range(100))
     assert max(triton.chunk_sizes) == size and sum(triton.chunk_sizes) == 100
+
+
+@dataclass
+class ConfiguredTriton(FakeTriton):
+    """FakeTriton behind the gateway: its config declares the EMBEDDING output's dims (rows are 2 wide)."""
+
+    dims: list[str] = field(default_factory=lambda: ["2"])  # Triton's JSON writes int64 dims as strings
+    config_error: ClientError | None = None
+    config_reads: int = 0
+
+    async def model_config(self, model: str, version: str = "", *, timeout: Any = None) -> dict[str, Any]:
+        if model == "embed":
+            self.config_reads += 1
+            if self.config_error is not None:
+                raise self.config_error
+        return {"max_batch_size": 8, "output": [{"name": "NUM_TOKENS", "dims": ["1"]},
+                                                {"name": "EMBEDDING", "dims": list(self.dims)}]}
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """(TestClient, ConfiguredTriton): the gateway app over the fake."""
+    from fastapi.testclient import TestClient
+
+    from tritonforge.gateway import create_app, state
+
+    triton = ConfiguredTriton()
+    monkeypatch.setattr(state, "AsyncClient", lambda *_, **__: triton)
+    with TestClient(create_app("127.0.0.1:1", api_keys=None), raise_server_exceptions=True) as client:
+        yield client, triton
+
+
+def _embed(client: Any, dimensions: int | None, n: int = 1) -> Any:
+    body: dict[str, Any] = {"model": "minilm", "input": [f"text {i}" for i in range(n)]}
+    if dimensions is not None:
+        body["dimensions"] = dimensions
+    return client.post("/v1/embeddings", json=body)
+
+
+def _refused(reply: Any, width: int) -> None:
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["message"] == f"'dimensions' must be {width} for `minilm` (no truncation)", error
+    assert (error["param"], error["code"]) == ("dimensions", "unsupported_parameter")
+
+
+def test_a_wrong_dimensions_is_refused_before_the_texts_are_embedded(served: Any) -> None:
+    """Was refused only after every text had been embedded; now the config's width refuses it up front, read once."""
+    client, triton = served
+    _refused(_embed(client, 3, n=20), 2)
+    _refused(_embed(client, 384), 2)
+    assert triton.started == [] and triton.config_reads == 1  # nothing embedded; the width read once, then cached
+    reply = _embed(client, 2, n=3)
+    assert reply.status_code == 200 and len(reply.json()["data"][0]["embedding"]) == 2
+    assert _embed(client, None).status_code == 200
+    assert triton.config_reads == 1
+
+
+@pytest.mark.parametrize("problem", ["variable dims", "config unreadable"])
+def test_a_width_the_config_does_not_tell_is_learned_from_the_first_embedding(served: Any, problem: str) -> None:
+    client, triton = served
+    if problem == "variable dims":
+        triton.dims = ["-1"]
+    else:  # e.g. the model-config API restricted on this Triton
+        triton.config_error = ClientError("model-config is restricted")
+    _refused(_embed(client, 3), 2)  # checked after the embedding, as before
+    assert len(triton.started) == 1
+    _refused(_embed(client, 3), 2)  # now known: refused up front
+    assert len(triton.started) == 1 and triton.config_reads == 1
+    assert _embed(client, 2).status_code == 200
+
+
+def test_a_triton_that_is_down_fails_the_width_read_as_it_fails_an_embedding(served: Any) -> None:
+    from tritonforge.errors import TransientError
+
+    client, triton = served
+    triton.config_error = TransientError("unavailable")
+    reply = _embed(client, 3)
+    assert reply.status_code == 503 and reply.json()["error"]["code"] == "service_unavailable", reply.text
+    assert triton.started == []  # not waited for a second time
+
+
+def test_a_model_reloaded_with_another_width_is_noticed(served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A known width is only trusted against a disagreeing `dimensions` for WIDTH_REFRESH_SECONDS; then the config
+    is read again, so a model reloaded with another width is not refused by a stale entry for long."""
+    from tritonforge.gateway import embeddings
+
+    client, triton = served
+    _refused(_embed(client, 5), 2)
+    triton.dims = ["5"]  # the config now says 5 (the fake's rows stay 2 wide: the rows have the last word)
+    _refused(_embed(client, 5), 2)  # trusted for now
+    assert triton.config_reads == 1
+    monkeypatch.setattr(embeddings, "WIDTH_REFRESH_SECONDS", 0.0)
+    reply = _embed(client, 5)
+    assert triton.config_reads == 2 and len(triton.started) == 1  # re-read, the config allowed it, the rows refused
+    _refused(reply, 2)
+
+
+def test_config_width() -> None:
+    from tritonforge.gateway.embeddings import config_width
+
+    assert config_width({"max_batch_size": 8, "output": [{"name": "EMBEDDING", "dims": ["384"]}]}) == 384
+    assert config_width({"max_batch_size": 8, "output": [{"name": "EMBEDDING", "dims": [2, 3]}]}) == 6
+    assert config_width({"max_batch_size": 0, "output": [{"name": "EMBEDDING", "dims": ["-1", "384"]}]}) == 384
+    assert config_width({"max_batch_size": 0, "output": [{"name": "EMBEDDING", "dims": ["384"]}]}) is None
+    assert config_width({"max_batch_size": 8, "output": [{"name": "EMBEDDING", "dims": ["-1"]}]}) is None
+    assert config_width({"max_batch_size": 8, "output": [{"name": "OTHER", "dims": ["4"]}]}) is None
+    assert config_width({}) is None
