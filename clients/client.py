@@ -119,7 +119,8 @@ def _check_embedding(out: np.ndarray | None, n: int, model: str) -> np.ndarray:
 class Client(Connection):
     """A synchronous Triton client over ``tritonclient.grpc`` or ``tritonclient.http``.
 
-    ``url`` is ``host:port`` (a ``grpc://``/``http://`` scheme is accepted, ``https://``/``grpcs://`` turn TLS on).
+    ``url`` is ``host:port`` (a ``grpc://``/``http://`` scheme is accepted, ``https://``/``grpcs://`` turn TLS on;
+    a scheme of the other transport than ``protocol`` is refused).
     ``timeout`` is the default per-call deadline in seconds (None: no deadline). Thread-safe: gRPC calls run
     concurrently; HTTP calls on one client are serialized (tritonclient's HTTP client is not thread-safe).
     Health checks (``is_live``...) are not retried and answer False when the server cannot be reached.

@@ -152,7 +152,9 @@ def test_urls(url: str, protocol: str, expected: tuple[str, bool]) -> None:
         ("", r"url '' is not a server address: give 'host:port', .*grpc, grpcs, http or https"),
         (None, r"url None is not a server address: give 'host:port'"),
         ("ftp://h:1", r"url 'ftp://h:1': scheme 'ftp' is not one of grpc, grpcs, http, https"),
-        ("http://h:1/v2", r"url 'http://h:1/v2' must be host:port without a path: give 'host:port'"),
+        ("grpc://h:1/v2", r"url 'grpc://h:1/v2' must be host:port without a path: give 'host:port'"),
+        ("http://h:8000", r"url 'http://h:8000' is an HTTP address but protocol is 'grpc': pass protocol='http', "
+                          r"or a grpc:// address"),
         (":8001", r"url ':8001' has no host: give 'host:port'"),
         ("h:http", r"url 'h:http': port 'http' is not a TCP port \(1\.\.65535\)"),
         ("h:0", r"port '0' is not a TCP port"),
@@ -164,6 +166,14 @@ def test_bad_urls(url: str, message: str) -> None:
         with pytest.raises(InvalidInputError, match=message) as info:
             make(url)  # type: ignore[arg-type]
         assert isinstance(info.value, ClientError) and isinstance(info.value, ValueError)
+
+
+def test_a_scheme_of_the_other_transport_is_refused_not_spoken_to() -> None:
+    # gRPC frames sent to an HTTP port fail later as an opaque "unavailable": the contradiction is named up front
+    for make in (Client, AsyncClient):
+        with pytest.raises(InvalidInputError, match=r"'grpcs://h:1' is a gRPC address but protocol is 'http': "
+                                                    r"pass protocol='grpc', or a http:// address"):
+            make("grpcs://h:1", protocol="http")
 
 
 def test_an_unknown_protocol_names_the_allowed_ones() -> None:

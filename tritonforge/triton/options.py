@@ -166,6 +166,14 @@ def split_url(url: str, protocol: str) -> tuple[str, bool]:
         if scheme not in ("http", "https", "grpc", "grpcs"):
             raise InvalidInputError(f"url {url!r}: scheme {scheme!r} is not one of grpc, grpcs, http, https")
         secure = scheme in ("https", "grpcs")
+        # a scheme naming the other transport would be spoken to in the wrong one (gRPC frames to an HTTP port
+        # fail as an opaque "unavailable"): refuse it rather than guess which of the two the caller meant
+        named = "http" if scheme in ("http", "https") else "grpc"
+        if protocol in ("grpc", "http") and named != protocol:
+            raise InvalidInputError(
+                f"url {url!r} is a{'n HTTP' if named == 'http' else ' gRPC'} address but protocol is {protocol!r}: "
+                f"pass protocol={named!r}, or a {'grpc' if named == 'http' else 'http'}:// address"
+            )
     rest = rest.rstrip("/")
     if not rest or "/" in rest:
         # Triton's paths (/v2/...) are the client's to add; a path here would be dropped or sent to the wrong place
