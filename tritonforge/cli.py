@@ -534,7 +534,8 @@ def gateway(
 release_app = typer.Typer(no_args_is_help=True, help="Immutable numbered versions: add, list, promote, roll back, pin.")
 app.add_typer(release_app, name="release")
 
-RepoOpt = Annotated[Path, typer.Option("--repo", envvar="TRITONFORGE_REPO", help="the served model repository folder")]
+# a str: typer makes Path("") of an empty value, the current folder; releases refuse "" by name
+RepoOpt = Annotated[str, typer.Option("--repo", envvar="TRITONFORGE_REPO", help="the served model repository folder")]
 TritonOpt = Annotated[
     str | None,
     typer.Option(
@@ -568,7 +569,7 @@ def _changed(change: object, triton: str | None) -> None:
 
 @release_app.command("list")
 def release_list(
-    repo: RepoOpt = Path("model_repository"),
+    repo: RepoOpt = "model_repository",
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list, one object per version")] = False,
 ) -> None:
     """Every model's versions: which serves, pins, the rollback target and lineage."""
@@ -581,6 +582,8 @@ def release_list(
         _fail(err)
     if as_json:
         print(release_json(models))  # plain: Rich would re-flow it and colour it
+    elif not models:  # an empty table would not say that the folder is probably the wrong one
+        console.print(styled("yellow", "note:", f" {repo} holds no models (no sub-folder with a config.pbtxt)"))
     else:
         console.print(release_table(str(repo), models))
 
@@ -588,7 +591,7 @@ def release_list(
 @release_app.command("add")
 def release_add(
     source: Annotated[Path, typer.Option("--from", help="a freshly built repository holding the new versions")],
-    repo: RepoOpt = Path("model_repository"),
+    repo: RepoOpt = "model_repository",
     model: Annotated[list[str] | None, typer.Option("--model", help="only these models (repeatable)")] = None,
     evaluation: Annotated[
         Path | None, typer.Option("--eval", help="JSON file of evaluation numbers, recorded in the lineage")
@@ -633,7 +636,7 @@ def release_add(
 def release_promote(
     model: Annotated[str, typer.Argument(help="model name")],
     version: Annotated[int, typer.Argument(help="version number to serve")],
-    repo: RepoOpt = Path("model_repository"),
+    repo: RepoOpt = "model_repository",
     triton: TritonOpt = None,
     admin_key: AdminKeyOpt = None,
 ) -> None:
@@ -649,7 +652,7 @@ def release_promote(
 @release_app.command("rollback")
 def release_rollback(
     model: Annotated[str, typer.Argument(help="model name")],
-    repo: RepoOpt = Path("model_repository"),
+    repo: RepoOpt = "model_repository",
     triton: TritonOpt = None,
     admin_key: AdminKeyOpt = None,
 ) -> None:
@@ -666,7 +669,7 @@ def release_rollback(
 def release_pin(
     model: Annotated[str, typer.Argument(help="model name")],
     version: Annotated[int | None, typer.Argument(help="default: the version serving now")] = None,
-    repo: RepoOpt = Path("model_repository"),
+    repo: RepoOpt = "model_repository",
     triton: TritonOpt = None,
     admin_key: AdminKeyOpt = None,
 ) -> None:
@@ -682,7 +685,7 @@ def release_pin(
 @release_app.command("unpin")
 def release_unpin(
     model: Annotated[str, typer.Argument(help="model name")],
-    repo: RepoOpt = Path("model_repository"),
+    repo: RepoOpt = "model_repository",
 ) -> None:
     """Allow promote and rollback of MODEL again."""
     from tritonforge.releases import unpin

@@ -167,6 +167,9 @@ def _model_names(repo: Path) -> list[str]:
 
 def _as_repo(repo: str | Path, what: str = "model repository") -> Path:
     """The repository argument as a Path; anything else is a ReleaseError (not pathlib's TypeError)."""
+    if isinstance(repo, str) and not repo.strip():
+        # Path("") is the current folder: an unset shell variable ("--repo $REPO") must not pick it silently
+        raise ReleaseError(f"{what} '{repo}' is not a path: give its folder ('.' for the current one)")
     if isinstance(repo, str | os.PathLike):
         return Path(repo)
     raise ReleaseError(f"{what} must be a folder path (str or Path), got {type(repo).__name__}")

@@ -75,7 +75,7 @@ def test_options_are_checked() -> None:
     for bad in ("", "0", "1,x", "5000"):
         with pytest.raises(BenchError):
             parse_concurrency(bad)
-    with pytest.raises(BenchError, match="TLS is not supported.*http://"):
+    with pytest.raises(BenchError, match=r"TLS is not supported.*http://"):
         check_target("https://localhost:8000", protocol="http")  # TLS: not supported
 
 

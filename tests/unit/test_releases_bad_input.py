@@ -76,6 +76,27 @@ def test_cli_default_repo_missing_in_another_folder(tmp_path: Path, monkeypatch:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_empty_repo_path_is_refused_not_taken_for_the_current_folder(
+    repos: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what an unset shell variable gives (`--repo "$REPO"`): Path("") would be the current folder, here a repository
+    monkeypatch.chdir(repos[0])
+    for call in (*COMMANDS.values(), list_releases):
+        with pytest.raises(ReleaseError, match=r"model repository '' is not a path: give its folder \('\.' for"):
+            call("")  # type: ignore[operator]
+    for args in (["list"], ["promote", "scorer", "1"], ["rollback", "scorer"]):
+        result = CliRunner().invoke(app, ["release", *args, "--repo", ""], env={"COLUMNS": "300"})
+        assert result.exit_code == 1 and "model repository '' is not a path" in result.output, result.output
+    assert not (repos[0] / LOCK_FILE).exists() and not (repos[0] / RELEASES_FILE).exists()
+
+
+def test_listing_a_folder_without_models_says_so(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["release", "list", "--repo", str(tmp_path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0 and "holds no models (no sub-folder with a config.pbtxt)" in result.output
+    result = CliRunner().invoke(app, ["release", "list", "--repo", str(tmp_path), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output) == []
+
+
 def test_a_model_name_that_is_a_path_is_not_a_model(repos: tuple[Path, Path]) -> None:
     serving, new = repos
     before = (new / "scorer" / "config.pbtxt").read_bytes()
