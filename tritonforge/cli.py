@@ -9,42 +9,19 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Literal
 
 import typer
-from rich.text import Text
 
-from tritonforge.cli_output import CliConsole
+from tritonforge.cli_output import console, err_console, styled
+from tritonforge.cli_output import fail as _fail
+from tritonforge.cli_release import release_app
 from tritonforge.errors import TritonForgeError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Build, validate, serve and call Triton model repositories."
 )
-# markup=False: what is printed (errors, Triton's log, paths, model output) is never read as Rich markup, which
-# dropped "[libprotobuf ERROR ...]" from messages and raised MarkupError on a "[/x]"; soft_wrap: no inserted newlines
-# CliConsole: piped into a file or grep, tables are as wide as their cells (Rich's fallback of 80 columns cut them)
-err_console = CliConsole(stderr=True, markup=False, soft_wrap=True)
-console = CliConsole(markup=False, soft_wrap=True)
-
-
-def styled(style: str, label: str, rest: object = "") -> Text:
-    """``label`` in ``style``, then ``rest`` as plain text."""
-    return Text.assemble((label, style), str(rest))
-
 TargetOpt = Annotated[str | None, typer.Option("--target", help="cpu or gpu (default: the spec's)")]
-
-
-def _fail(err: TritonForgeError) -> NoReturn:
-    problems = getattr(err, "problems", None)
-    if problems:
-        headline = getattr(err, "headline", err)
-        err_console.print(styled("bold red", f"{headline}", f" ({len(problems)} problem{'s' * (len(problems) != 1)})"))
-        for p in problems:
-            # plain print: users grep these lines, and Rich must not wrap or re-style them
-            print(str(p), flush=True)
-    else:
-        err_console.print(styled("bold red", "error:", f" {err}"))
-    raise typer.Exit(1)
 
 
 def _output_file(path: Path | None, option: str, suffix: str | None = None) -> None:
@@ -531,169 +508,7 @@ def gateway(
 
 # ------------------------------------------------------------------------------------------------------ releases
 
-release_app = typer.Typer(no_args_is_help=True, help="Immutable numbered versions: add, list, promote, roll back, pin.")
-app.add_typer(release_app, name="release")
-
-# a str: typer makes Path("") of an empty value, the current folder; releases refuse "" by name
-RepoOpt = Annotated[str, typer.Option("--repo", envvar="TRITONFORGE_REPO", help="the served model repository folder")]
-TritonOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--triton",
-        help="the Triton to apply the change to: its HTTP host:port, or grpc://host:port (default: the files only)",
-    ),
-]
-AdminKeyOpt = Annotated[
-    str | None,
-    typer.Option("--admin-key", envvar="TRITONFORGE_ADMIN_KEY", help="the key `tritonforge serve` printed"),
-]
-
-
-def _control(triton: str | None, admin_key: str | None) -> object | None:
-    from tritonforge.releases import TritonControl
-
-    return TritonControl(triton, admin_key=admin_key) if triton else None
-
-
-def _changed(change: object, triton: str | None) -> None:
-    from tritonforge.releases import Change
-
-    assert isinstance(change, Change)
-    was = ", ".join(map(str, change.previous)) or "none"
-    console.print(styled("green", f"{change.action}", f" {change.model}: version {change.version} (was {was})"))
-    if change.action in ("promote", "rollback", "pin") and not change.applied and triton is None:
-        console.print(
-            styled("yellow", "note:", " files only; a running Triton serves it after `--triton HOST:PORT` or a load")
-        )
-
-
-@release_app.command("list")
-def release_list(
-    repo: RepoOpt = "model_repository",
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list, one object per version")] = False,
-) -> None:
-    """Every model's versions: which serves, pins, the rollback target and lineage."""
-    from tritonforge.cli_output import release_json, release_table
-    from tritonforge.releases import list_releases
-
-    try:
-        models = list_releases(repo)
-    except TritonForgeError as err:
-        _fail(err)
-    if as_json:
-        print(release_json(models))  # plain: Rich would re-flow it and colour it
-    elif not models:  # an empty table would not say that the folder is probably the wrong one
-        console.print(styled("yellow", "note:", f" {repo} holds no models (no sub-folder with a config.pbtxt)"))
-    else:
-        console.print(release_table(str(repo), models))
-
-
-@release_app.command("add")
-def release_add(
-    source: Annotated[Path, typer.Option("--from", help="a freshly built repository holding the new versions")],
-    repo: RepoOpt = "model_repository",
-    model: Annotated[list[str] | None, typer.Option("--model", help="only these models (repeatable)")] = None,
-    evaluation: Annotated[
-        Path | None, typer.Option("--eval", help="JSON file of evaluation numbers, recorded in the lineage")
-    ] = None,
-    dataset: Annotated[Path | None, typer.Option(help="training data (file or folder): its hash is recorded")] = None,
-    note: Annotated[str | None, typer.Option(help="free text recorded in the lineage")] = None,
-) -> None:
-    """Add the source's new versions as the next version numbers (not serving until promoted)."""
-    from tritonforge.lineage import file_or_folder_hash
-    from tritonforge.releases import add_versions
-
-    try:
-        scores = None
-        if evaluation is not None:
-            try:
-                scores = json.loads(evaluation.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as err:
-                raise typer.BadParameter(f"{evaluation}: {err}", param_hint="--eval") from None
-            if not isinstance(scores, dict):
-                raise typer.BadParameter(f"{evaluation} must hold a JSON object", param_hint="--eval")
-        if dataset is not None and not dataset.exists():
-            raise typer.BadParameter(f"{dataset} does not exist", param_hint="--dataset")
-        added = add_versions(
-            repo,
-            source,
-            model or None,
-            evaluation=scores,
-            dataset_sha256=file_or_folder_hash(dataset) if dataset is not None else None,
-            note=note,
-        )
-    except TritonForgeError as err:
-        _fail(err)
-    if not added:
-        console.print("nothing to add: every model's files equal what serves")
-    for name, version in added.items():
-        console.print(
-            styled("green", "added", f" {name} version {version} (serve it: `release promote {name} {version}`)")
-        )
-
-
-@release_app.command("promote")
-def release_promote(
-    model: Annotated[str, typer.Argument(help="model name")],
-    version: Annotated[int, typer.Argument(help="version number to serve")],
-    repo: RepoOpt = "model_repository",
-    triton: TritonOpt = None,
-    admin_key: AdminKeyOpt = None,
-) -> None:
-    """Serve VERSION of MODEL; the old version serves until the new one is ready, and stays if it fails to load."""
-    from tritonforge.releases import promote
-
-    try:
-        _changed(promote(repo, model, version, control=_control(triton, admin_key)), triton)  # type: ignore[arg-type]
-    except TritonForgeError as err:
-        _fail(err)
-
-
-@release_app.command("rollback")
-def release_rollback(
-    model: Annotated[str, typer.Argument(help="model name")],
-    repo: RepoOpt = "model_repository",
-    triton: TritonOpt = None,
-    admin_key: AdminKeyOpt = None,
-) -> None:
-    """Serve the version promoted before the current one."""
-    from tritonforge.releases import rollback
-
-    try:
-        _changed(rollback(repo, model, control=_control(triton, admin_key)), triton)  # type: ignore[arg-type]
-    except TritonForgeError as err:
-        _fail(err)
-
-
-@release_app.command("pin")
-def release_pin(
-    model: Annotated[str, typer.Argument(help="model name")],
-    version: Annotated[int | None, typer.Argument(help="default: the version serving now")] = None,
-    repo: RepoOpt = "model_repository",
-    triton: TritonOpt = None,
-    admin_key: AdminKeyOpt = None,
-) -> None:
-    """Freeze MODEL on VERSION: promote and rollback are refused until `release unpin`."""
-    from tritonforge.releases import pin
-
-    try:
-        _changed(pin(repo, model, version, control=_control(triton, admin_key)), triton)  # type: ignore[arg-type]
-    except TritonForgeError as err:
-        _fail(err)
-
-
-@release_app.command("unpin")
-def release_unpin(
-    model: Annotated[str, typer.Argument(help="model name")],
-    repo: RepoOpt = "model_repository",
-) -> None:
-    """Allow promote and rollback of MODEL again."""
-    from tritonforge.releases import unpin
-
-    try:
-        _changed(unpin(repo, model), None)
-    except TritonForgeError as err:
-        _fail(err)
+app.add_typer(release_app, name="release")  # tritonforge/cli_release.py
 
 
 deploy_app = typer.Typer(no_args_is_help=True, help="Render cluster deployments of a built repository.")

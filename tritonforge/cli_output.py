@@ -1,18 +1,21 @@
-"""What the command line prints, kept out of cli.py: a console whose tables keep every cell whole when piped, and
-the release listing (a table, or JSON for scripts)."""
+"""What the command line prints, kept out of cli.py: the consoles (tables keep every cell whole when piped, nothing is
+read as Rich markup), how an error is printed, and the release listing (a table, or JSON for scripts)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+import typer
 from rich.align import AlignMethod
 from rich.console import Console, ConsoleDimensions
 from rich.rule import Rule
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text, TextType
+
+from tritonforge.errors import TritonForgeError
 
 if TYPE_CHECKING:  # cli.py imports this module at start: the releases module loads only for `release` commands
     from tritonforge.releases import ModelReleases
@@ -96,3 +99,29 @@ def release_table(title: str, models: Sequence[ModelReleases]) -> Table:
             json.dumps(row["evaluation"]) if row["evaluation"] else "",
         )
     return table
+
+
+# markup=False: what is printed (errors, Triton's log, paths, model output) is never read as Rich markup, which
+# dropped "[libprotobuf ERROR ...]" from messages and raised MarkupError on a "[/x]"; soft_wrap: no inserted newlines
+# CliConsole: piped into a file or grep, tables are as wide as their cells (Rich's fallback of 80 columns cut them)
+err_console = CliConsole(stderr=True, markup=False, soft_wrap=True)
+console = CliConsole(markup=False, soft_wrap=True)
+
+
+def styled(style: str, label: str, rest: object = "") -> Text:
+    """``label`` in ``style``, then ``rest`` as plain text."""
+    return Text.assemble((label, style), str(rest))
+
+
+def fail(err: TritonForgeError) -> NoReturn:
+    """Print ``err`` (every problem on a line of its own) to stderr and exit 1."""
+    problems = getattr(err, "problems", None)
+    if problems:
+        headline = getattr(err, "headline", err)
+        err_console.print(styled("bold red", f"{headline}", f" ({len(problems)} problem{'s' * (len(problems) != 1)})"))
+        for p in problems:
+            # plain print: users grep these lines, and Rich must not wrap or re-style them
+            print(str(p), flush=True)
+    else:
+        err_console.print(styled("bold red", "error:", f" {err}"))
+    raise typer.Exit(1)
