@@ -6,7 +6,8 @@ Input  QUERY              TYPE_STRING [1]   the user's question
        SCORES             TYPE_FP32   [-1]  their reranker scores
        max_tokens         TYPE_INT32  [1]   optional, tokens to generate (default: parameter default_max_tokens)
        MIN_SCORE          TYPE_FP32   [1]   optional, passages scored below it are left out (default: min_score)
-       TOP_N              TYPE_INT32  [1]   optional, only the best TOP_N passages are considered
+       TOP_N              TYPE_INT32  [1]   optional, only the best TOP_N passages are considered (default:
+                                            parameter default_top_n)
 Output PROMPT             TYPE_STRING [1]   the rendered prompt sent to the LLM
        SOURCE_IDS         TYPE_STRING [-1]  ids of the passages in the prompt, in rank order ("" pads)
        SOURCE_SCORES      TYPE_FP32   [-1]  their scores (NaN pads)
@@ -21,6 +22,9 @@ Parameters:
   max_input_len        prompt tokens the LLM accepts; max_seq_len: prompt + generated tokens
   default_max_tokens   when a request sends no max_tokens
   min_score            when a request sends no MIN_SCORE (empty: no floor)
+  default_top_n        passages considered when a request sends no TOP_N (empty: all it is given). Without a
+                       reranker the retriever's default_top_k candidates arrive here, and this is what keeps the
+                       retriever's default_top_n of them, as the select step does after reranking.
 
 Passages scored below the floor go first (a query can so retrieve nothing). The prompt is counted with the LLM's
 own tokenizer, exactly as its preprocessing will encode it; while it is longer than min(max_input_len, max_seq_len
@@ -74,6 +78,7 @@ class TritonPythonModel:
         self.max_input_len = int(params.get("max_input_len") or self.max_seq_len - 1)
         self.default_max_tokens = int(params.get("default_max_tokens") or 128)
         self.min_score = float(params["min_score"]) if params.get("min_score") else None
+        self.default_top_n = int(params.get("default_top_n") or 0) or None
 
     def count(self, prompt):
         return len(self.tokenizer.encode(prompt, add_special_tokens=self.add_special_tokens))
@@ -126,7 +131,10 @@ class TritonPythonModel:
         limit = get("TOP_N")  # keep the best N (without a reranker: the retriever's best; with one, select did it)
         if limit is not None and (limit <= 0).any():
             raise RequestError(f"TOP_N must be >= 1, got {int(limit.min())}")
-        limits = None if limit is None else np.broadcast_to(limit.reshape(-1), (batch,))
+        if limit is not None:
+            limits = np.broadcast_to(limit.reshape(-1), (batch,))
+        else:
+            limits = None if self.default_top_n is None else np.full(batch, self.default_top_n)
         prompts, kept, dropped = [], [], []
         for i in range(batch):
             query = _text(queries.reshape(batch, -1)[i, 0]).strip()

@@ -102,6 +102,11 @@ def test_defaults_and_bad_requests(rag_server) -> None:
     with Client(rag_server.endpoints.grpc, retries=0) as client:
         answer = client.rag(QUERIES[1])  # the retriever's default top_k/top_n, the rag model's max_tokens
         assert answer.sources and answer.text
+        # examples/rag.yaml: default_top_n 3, and without a reranker only the prompt step can apply it (it kept all
+        # 10 candidates the prompt could hold before); the prompt may hold fewer, never more
+        assert 1 <= len(answer.sources) + answer.dropped <= 3, (answer.sources, answer.dropped)
+        (best,) = client.search([QUERIES[1]], top_k=3)
+        assert [s.id for s in answer.sources] == [h.id for h in best[: len(answer.sources)]]
         with pytest.raises(ClientError, match="query must be a non-empty string"):
             client.rag("  ")
         with pytest.raises(ClientError, match=r"top_n must be an integer in \[1, 2147483647\], got 0"):

@@ -168,6 +168,29 @@ def test_passages_below_the_score_floor_are_left_out(monkeypatch, checkpoint, tm
     assert outputs(good)["SOURCE_IDS"].shape == (1, 2)
 
 
+def test_a_request_without_top_n_keeps_the_default_top_n(monkeypatch, checkpoint, tmp_path) -> None:
+    # without a reranker all default_top_k candidates reach this step: it alone applies the retriever's default_top_n
+    model = make_model(monkeypatch, checkpoint, tmp_path, max_input_len="500", max_seq_len="1000", default_top_n="2")
+    (response,) = model.execute([request("why?", PASSAGES)])
+    out = outputs(response)
+    assert out["SOURCE_IDS"].tolist() == [[b"a", b"b"]] and out["PASSAGES_DROPPED"].tolist() == [[0]]
+    (response,) = model.execute([request("why?", PASSAGES, TOP_N=np.array([[3]], np.int32))])  # a request's wins
+    assert outputs(response)["SOURCE_IDS"].tolist() == [[b"a", b"b", b"c"]]
+    (response,) = model.execute([request("why?", PASSAGES, TOP_N=np.array([[1]], np.int32))])
+    assert outputs(response)["SOURCE_IDS"].tolist() == [[b"a"]]
+
+
+def test_the_rendered_prompt_step_carries_the_retrievers_default_top_n() -> None:
+    # the golden repository is examples/rag.yaml rendered (tests/integration/test_golden_repository.py keeps it so)
+    from tritonforge.config_io import read_config
+    from tritonforge.spec import load_spec
+
+    root = Path(__file__).resolve().parents[2]
+    retriever = load_spec(root / "examples" / "rag.yaml").models["passages"]
+    config = read_config(root / "model_repository" / "answer_prompt" / "config.pbtxt")
+    assert config.parameters["default_top_n"].string_value == str(retriever.default_top_n) == "3"
+
+
 def test_min_score_in_the_spec() -> None:
     assert parse_spec(_spec()).models["a"].min_score is None
     assert parse_spec(_spec(min_score=0.25)).models["a"].min_score == 0.25
