@@ -100,9 +100,10 @@ def rag_model_set(
         "max_input_len": str(llm.max_input_len - overhead),
         "max_seq_len": str(llm.max_seq_len),
         "default_max_tokens": str(model.max_tokens),
-        # a request without TOP_N keeps the retriever's default_top_n passages: after reranking the select step
-        # has already cut to it; without a reranker only this step can (it was given all default_top_k)
-        "default_top_n": str(retriever.default_top_n),
+        # a request without TOP_N keeps the rag's top_n (or the retriever's default_top_n) passages: after
+        # reranking the select step has cut to default_top_n; without a reranker only this step can (it was given
+        # all default_top_k candidates)
+        "default_top_n": str(model.top_n or retriever.default_top_n),
     }
     if model.min_score is not None:
         params["min_score"] = repr(float(model.min_score))

@@ -183,7 +183,7 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
                 console.rule("6. RAG: encode → retrieve (→ rerank) → prompt → generate, one streamed call (`rag`)")
                 with Client(ep.grpc) as client:
                     t0 = time.perf_counter()
-                    stream = client.rag_stream(QUERIES[0], top_k=10, top_n=3, max_tokens=48)
+                    stream = client.rag_stream(QUERIES[0], max_tokens=48)  # the spec's top_k and top_n
                     sources = stream.sources  # the first response, before any token
                     first_ms = 1000 * (time.perf_counter() - t0)
                     text = "".join(stream)

@@ -391,8 +391,9 @@ class RagModel(Checked):
     retrieve → rerank → select, renders `prompt_template` over the query and the reranked passages in the
     `<key>_prompt` step (dropping the lowest-ranked passages until the prompt fits the LLM's max_input_len), then
     the LLM's preprocessing → tensorrt_llm → postprocessing. Outputs text_output (streamed), SOURCE_IDS,
-    SOURCE_SCORES, PROMPT and PASSAGES_DROPPED. A request without TOP_K / TOP_N gets the retriever's
-    default_top_k / default_top_n (its retriever and select steps are shared with the search ensembles).
+    SOURCE_SCORES, PROMPT and PASSAGES_DROPPED. A request without TOP_K gets the retriever's default_top_k; one
+    without TOP_N gets `top_n` passages, or the retriever's default_top_n (its retriever and select steps are
+    shared with the search ensembles).
     """
 
     kind: Literal["rag"]
@@ -406,6 +407,11 @@ class RagModel(Checked):
     # it by the reranker are not given to the LLM; a query left with none gets the template's no-passage prompt.
     min_score: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
         None, description="reranker score below which a passage is left out (per request: MIN_SCORE)"
+    )
+    top_n: Pos | None = Field(
+        None,
+        description="passages given to the LLM when a request sends no TOP_N (default: the retriever's "
+        "default_top_n; with rerank, at most that: the select step keeps no more)",
     )
     rerank: bool = Field(
         True,
@@ -608,6 +614,14 @@ def _references(key: str, model: dict[str, Any], models: dict[str, Any]) -> Foun
             found.append((where, f"'{ref}' is a {target.get('kind')} model, not {kind}"))
         elif own_kind == "rag" and kind == "retriever" and not target.get("reranker") and model.get("rerank", True):
             found.append((where, f"retriever '{ref}' has no reranker: set one, or rerank: false"))
+        elif own_kind == "rag" and kind == "retriever" and model.get("rerank", True):
+            # after reranking the shared select step has kept the retriever's default_top_n: no more reach the prompt
+            top_n = model.get("top_n")
+            kept = target.get("default_top_n", RetrieverModel.model_fields["default_top_n"].default)
+            if isinstance(top_n, int) and isinstance(kept, int) and top_n > kept:
+                found.append((("models", key, own_kind, "top_n"),
+                              f"{top_n} is more than retriever '{ref}' keeps after reranking (default_top_n {kept}): "
+                              f"give at most {kept}, raise its default_top_n, or rerank: false"))
     return found
 
 

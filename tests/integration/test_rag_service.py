@@ -16,10 +16,12 @@ import pytest
 
 from tritonforge.clients import AsyncClient, Client
 from tritonforge.errors import ClientError
+from tritonforge.spec import load_spec
 
 pytestmark = pytest.mark.integration
 QUERIES = ["how do I speed up inference on a GPU", "what makes thunder"]
 MAX_INPUT_LEN = 256  # examples/rag.yaml, models.chat.max_input_len
+CHAT_TEMPLATE = load_spec(Path(__file__).resolve().parents[2] / "examples" / "rag.yaml").models["answer"].chat_template
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,8 @@ def test_greedy_answer_equals_generating_from_the_same_prompt(rag_server) -> Non
     with Client(rag_server.endpoints.grpc) as client:
         answer = client.rag(QUERIES[0], top_n=1, max_tokens=20)
         assert answer.text and answer.prompt
-        assert answer.text == client.generate(answer.prompt, max_tokens=20, chat=True)  # rag: chat_template
+        # the rag's chat_template decides how its prompt reaches the LLM (examples/rag.yaml: false, plain text)
+        assert answer.text == client.generate(answer.prompt, max_tokens=20, chat=CHAT_TEMPLATE)
         streamed = client.rag_stream(QUERIES[0], top_n=1, max_tokens=20)
         assert "".join(streamed) == answer.text and streamed.sources == answer.sources
 
@@ -102,10 +105,10 @@ def test_defaults_and_bad_requests(rag_server) -> None:
     with Client(rag_server.endpoints.grpc, retries=0) as client:
         answer = client.rag(QUERIES[1])  # the retriever's default top_k/top_n, the rag model's max_tokens
         assert answer.sources and answer.text
-        # examples/rag.yaml: default_top_n 3, and without a reranker only the prompt step can apply it (it kept all
-        # 10 candidates the prompt could hold before); the prompt may hold fewer, never more
-        assert 1 <= len(answer.sources) + answer.dropped <= 3, (answer.sources, answer.dropped)
-        (best,) = client.search([QUERIES[1]], top_k=3)
+        # examples/rag.yaml: answer.top_n 1; without a reranker only the prompt step can apply it (it kept all 10
+        # candidates the prompt could hold before)
+        assert (len(answer.sources), answer.dropped) == (1, 0), (answer.sources, answer.dropped)
+        (best,) = client.search([QUERIES[1]], top_k=1)
         assert [s.id for s in answer.sources] == [h.id for h in best[: len(answer.sources)]]
         with pytest.raises(ClientError, match="query must be a non-empty string"):
             client.rag("  ")
@@ -144,6 +147,7 @@ def test_rag_reranked(tmp_path_factory: pytest.TempPathFactory) -> None:
     examples = Path(__file__).resolve().parents[2] / "examples"
     data = yaml.safe_load((examples / "rag.yaml").read_text())
     data["models"]["answer"]["rerank"] = True
+    data["models"]["answer"]["chat_template"] = True  # and the prompt as a chat turn (the demo's rag sends plain text)
     data["models"]["passages"]["corpus"] = str(examples / data["models"]["passages"]["corpus"])
     folder = tmp_path_factory.mktemp("reranked")
     (folder / "rag.yaml").write_text(yaml.safe_dump(data))
@@ -152,5 +156,6 @@ def test_rag_reranked(tmp_path_factory: pytest.TempPathFactory) -> None:
         answer = client.rag(QUERIES[1], top_k=10, top_n=2, max_tokens=4)
         best = client.search([QUERIES[1]], top_k=10, rerank=True, top_n=2)[0]
         plain = client.search([QUERIES[1]], top_k=2)[0]
+        assert answer.text == client.generate(answer.prompt, max_tokens=4, chat=True)
     assert [s.id for s in answer.sources] == [h.id for h in best][: len(answer.sources)] and answer.sources
     assert [h.id for h in best] != [h.id for h in plain]  # the random cross-encoder reorders: reranking happened

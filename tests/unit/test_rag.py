@@ -180,15 +180,28 @@ def test_a_request_without_top_n_keeps_the_default_top_n(monkeypatch, checkpoint
     assert outputs(response)["SOURCE_IDS"].tolist() == [[b"a"]]
 
 
-def test_the_rendered_prompt_step_carries_the_retrievers_default_top_n() -> None:
+def test_the_rendered_prompt_step_carries_the_rags_top_n() -> None:
     # the golden repository is examples/rag.yaml rendered (tests/integration/test_golden_repository.py keeps it so)
     from tritonforge.config_io import read_config
     from tritonforge.spec import load_spec
 
     root = Path(__file__).resolve().parents[2]
-    retriever = load_spec(root / "examples" / "rag.yaml").models["passages"]
+    spec = load_spec(root / "examples" / "rag.yaml")
+    assert (spec.models["answer"].top_n, spec.models["passages"].default_top_n) == (1, 3)
     config = read_config(root / "model_repository" / "answer_prompt" / "config.pbtxt")
-    assert config.parameters["default_top_n"].string_value == str(retriever.default_top_n) == "3"
+    assert config.parameters["default_top_n"].string_value == "1"
+
+
+def test_top_n_in_the_spec() -> None:
+    assert parse_spec(_spec()).models["a"].top_n is None  # the retriever's default_top_n then
+    assert parse_spec(_spec(top_n=2)).models["a"].top_n == 2
+    with pytest.raises(SpecError, match=r"models\.a\.top_n: 0: input should be greater than or equal to 1"):
+        parse_spec(_spec(top_n=0))
+    # reranked, the select step keeps the retriever's default_top_n (3): a larger top_n could never be met
+    with pytest.raises(SpecError, match=r"models\.a\.top_n: 4 is more than retriever 'p' keeps after reranking "
+                                        r"\(default_top_n 3\): give at most 3, raise its default_top_n, or rerank"):
+        parse_spec(_spec(top_n=4))
+    assert parse_spec(_spec(top_n=4, rerank=False)).models["a"].top_n == 4
 
 
 def test_min_score_in_the_spec() -> None:
