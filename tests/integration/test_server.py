@@ -205,13 +205,19 @@ def test_port_taken_by_someone_else_is_reported(add_one_repo: Path) -> None:
     assert not server.is_running()
 
 
-def test_startup_timeout_names_the_model_still_loading(tmp_path: Path, toy_models: SimpleNamespace) -> None:
+def _slow_model(tmp_path: Path, toy_models: SimpleNamespace) -> Path:
+    """A python model named `slow` whose initialize takes a minute: it keeps a start waiting."""
     model = toy_models.add_one(tmp_path, name="slow")
     (model / "1" / "model.py").write_text(
         "import time\n\n\nclass TritonPythonModel:\n"
         "    def initialize(self, args):\n        time.sleep(60)\n\n"
         "    def execute(self, requests):\n        return []\n"
     )
+    return model
+
+
+def test_startup_timeout_names_the_model_still_loading(tmp_path: Path, toy_models: SimpleNamespace) -> None:
+    _slow_model(tmp_path, toy_models)
     server = TritonServer(tmp_path, startup_timeout=2)
     with pytest.raises(ServerError, match=r"not ready after 2s \(still loading: slow\)"):
         server.start()
@@ -219,12 +225,7 @@ def test_startup_timeout_names_the_model_still_loading(tmp_path: Path, toy_model
 
 
 def test_a_timed_out_start_leads_with_the_model_that_failed(tmp_path: Path, toy_models: SimpleNamespace) -> None:
-    slow = toy_models.add_one(tmp_path, name="slow")
-    (slow / "1" / "model.py").write_text(
-        "import time\n\n\nclass TritonPythonModel:\n"
-        "    def initialize(self, args):\n        time.sleep(60)\n\n"
-        "    def execute(self, requests):\n        return []\n"
-    )
+    _slow_model(tmp_path, toy_models)
     broken = toy_models.add_one(tmp_path, name="broken")
     (broken / "1" / "model.py").write_text("import no_such_module_here  # noqa\n")
     server = TritonServer(tmp_path, startup_timeout=8)
