@@ -20,6 +20,9 @@ gateways in front of it, each its own process, and alternates the issue #17 load
 - granian (an experiment, not shipped; `--granian`): the same app on granian's Rust HTTP server instead of uvicorn.
 - gc tuned (an experiment, not shipped; `--gc`, ~4 min, docs/bench/gateway_gc.json): the shipped gateway with its
   start-up objects frozen out of the garbage collector's walks and young collections 14x rarer.
+- without request checks (`--checks`, ~4 min, docs/bench/gateway_checks.json): the shipped gateway with the three
+  checks the fifteenth session added taken out again (the JSON Content-Type, repeated JSON keys, the embedding width
+  remembered per model): what they cost, measured interleaved rather than in two runs minutes apart.
 """
 
 from __future__ import annotations
@@ -101,6 +104,15 @@ def _serve(variant: str, grpc_url: str, http_url: str, port: int) -> None:
                 return await asyncio.to_thread(self._sync.infer, model, inputs, outputs, **kw)
 
         state.AsyncClient = Threaded  # type: ignore[misc]
+    elif variant == "without request checks":
+        import json as _json
+
+        import tritonforge.gateway.routes as routes
+        import tritonforge.gateway.schemas as schemas
+
+        schemas.check_content_type = lambda request: None  # type: ignore[assignment]
+        schemas._loads = _json.loads  # type: ignore[assignment]  # no object_pairs_hook: repeated keys pass
+        routes.remember_width = lambda *args: None  # type: ignore[assignment]
     setup = _gateway_setup("127.0.0.1", None, None, ["embeddings:minilm=embed"], None, True)
     if variant == "gc tuned":  # the app's objects out of the collector's walks, young collections 14x rarer
         import gc
@@ -159,6 +171,7 @@ def main(variants: tuple[str, ...] = VARIANTS, out: str = "gateway_variants.json
     result = {
         "command": "python tests/bench/probe_gateway_variants.py" + {
             VARIANTS: "", ("shipped", "granian"): " --granian", ("shipped", "gc tuned"): " --gc",
+            ("shipped", "without request checks"): " --checks",
         }.get(variants, " --threads"),
         "machine": targets.machine(),
         "rounds": ROUNDS,
@@ -180,5 +193,7 @@ if __name__ == "__main__":
         main(("shipped", "granian"), "gateway_granian.json")
     elif sys.argv[1:2] == ["--gc"]:
         main(("shipped", "gc tuned"), "gateway_gc.json")
+    elif sys.argv[1:2] == ["--checks"]:
+        main(("shipped", "without request checks"), "gateway_checks.json")
     else:
         main()
