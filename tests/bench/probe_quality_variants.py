@@ -17,8 +17,7 @@ Builds examples/rag.yaml as shipped and three variants with one field changed ea
 from __future__ import annotations
 
 import json
-import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,15 +50,10 @@ def _spec(model: str, field: str, value: Any) -> dict[str, Any]:
     return data
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
 def main() -> None:
+    sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
+    from probe_call_plan import _targets_bench
+
     from tritonforge.build import build
     from tritonforge.quality import evaluate, load_questions
     from tritonforge.server import TritonServer
@@ -80,7 +74,7 @@ def main() -> None:
                   f"passage given {report.as_dict()['passage_given']:.3f}, sources per answer "
                   f"{min(sources)}-{max(sources)} ({time.monotonic() - began:.0f} s)", flush=True)
     summary = {
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": _targets_bench().machine(),  # the CPU record every #17 benchmark writes
         "changed": {name: {"model": m, "field": f, "value": v} for name, (m, f, v) in VARIANTS.items() if m},
         "variants": {
             name: {k: v for k, v in r.items() if k != "answers"}
