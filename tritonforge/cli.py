@@ -15,6 +15,7 @@ import typer
 
 from tritonforge.cli_output import console, err_console, styled
 from tritonforge.cli_output import fail as _fail
+from tritonforge.cli_paths import path_arg
 from tritonforge.cli_release import release_app
 from tritonforge.errors import TritonForgeError
 
@@ -59,8 +60,8 @@ def _random_stand_ins(repo: object) -> list[str]:
 
 @app.command()
 def build(
-    spec: Annotated[Path, typer.Argument(help="deployment spec (YAML)")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="model repository folder to write")],
+    spec: Annotated[Path, typer.Argument(help="deployment spec (YAML)", parser=path_arg)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="model repository folder to write", parser=path_arg)],
     target: TargetOpt = None,
     plan: Annotated[
         bool,
@@ -160,7 +161,7 @@ def serve(
     grpc_port: Annotated[int | None, typer.Option(min=1, max=65535, help="default: a free port")] = None,
     metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="default: a free port")] = None,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
-    tritonserver: Annotated[Path | None, typer.Option(help="an external tritonserver binary")] = None,
+    tritonserver: Annotated[Path | None, typer.Option(help="an external tritonserver binary", parser=path_arg)] = None,
     admin_key: Annotated[
         str | None,
         typer.Option(help="key for Triton's model-repository and shared-memory APIs (default: generated, printed)"),
@@ -276,8 +277,10 @@ def serve(
 
 @app.command()
 def demo(
-    spec: Annotated[Path | None, typer.Option(help="default: examples/rag.yaml")] = None,
-    out: Annotated[Path | None, typer.Option(help="keep the built repository here (default: a temp folder)")] = None,
+    spec: Annotated[Path | None, typer.Option(help="default: examples/rag.yaml", parser=path_arg)] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="keep the built repository here (default: a temp folder)", parser=path_arg)
+    ] = None,
 ) -> None:
     """The main job: build the example offline, serve it on a real Triton, query it over gRPC and HTTP, stop."""
     from tritonforge.demo import run_demo
@@ -297,13 +300,19 @@ def bench(
     rate: Annotated[float | None, typer.Option(help="open loop: Poisson arrivals at R requests/s")] = None,
     duration: Annotated[float, typer.Option(help="measured seconds per level")] = 5.0,
     warmup: Annotated[float, typer.Option(help="unmeasured seconds before each level")] = 1.0,
-    data: Annotated[Path | None, typer.Option(help="JSON data file (default: generated from the config)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="JSON data file (default: generated from the config)", parser=path_arg)
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="items per request")] = 1,
     max_requests: Annotated[int | None, typer.Option(help="at most this many measured requests per level")] = None,
     timeout: Annotated[float, typer.Option(help="per-request deadline, seconds")] = 30.0,
     streaming: Annotated[bool | None, typer.Option(help="gRPC streams (default: the model's decoupled flag)")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write every number to this JSON file")] = None,
-    plot: Annotated[Path | None, typer.Option(help="write throughput/latency/server-split charts (PNG)")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write every number to this JSON file", parser=path_arg)
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="write throughput/latency/server-split charts (PNG)", parser=path_arg)
+    ] = None,
     allow_remote: Annotated[bool, typer.Option(help="allow a non-loopback server (sends it real load)")] = False,
 ) -> None:
     """Benchmark a model on a running Triton: latency percentiles, throughput, Triton's server-side split.
@@ -358,15 +367,18 @@ RateLimitResourceOpt = Annotated[
 ]
 ApiKeysFileOpt = Annotated[
     Path | None,
-    typer.Option("--api-keys-file", help="gateway API keys, one per line (also: $TRITONFORGE_API_KEYS)"),
+    typer.Option(
+        "--api-keys-file", help="gateway API keys, one per line (also: $TRITONFORGE_API_KEYS)", parser=path_arg
+    ),
 ]
 AdminKeysFileOpt = Annotated[
     Path | None,
-    typer.Option("--admin-keys-file", help="keys of the gateway's /admin endpoints (PUT /admin/splits), one per line"),
+    typer.Option("--admin-keys-file",
+                 help="keys of the gateway's /admin endpoints (PUT /admin/splits), one per line", parser=path_arg),
 ]
 SplitsOpt = Annotated[
     Path | None,
-    typer.Option("--splits", help="A/B and canary splits (YAML/JSON), re-read when the file changes"),
+    typer.Option("--splits", help="A/B and canary splits (YAML/JSON), re-read when the file changes", parser=path_arg),
 ]
 GatewayModelOpt = Annotated[
     list[str] | None,
@@ -450,10 +462,15 @@ def quality(
     url: Annotated[str, typer.Option(help="Triton gRPC host:port serving the rag repository")] = "127.0.0.1:8001",
     questions: Annotated[
         Path | None,
-        typer.Option(help="labelled questions (JSONL: id, question, passage, key_fact); default: the example set"),
+        typer.Option(
+            help="labelled questions (JSONL: id, question, passage, key_fact); default: the example set",
+            parser=path_arg,
+        ),
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="answer length for the rag ensemble")] = 48,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures and every answer here")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the figures and every answer here", parser=path_arg)
+    ] = None,
 ) -> None:
     """Measure a served RAG repository: search recall@k (with and without reranking), rag answers that contain the
     key fact and cite the right passage."""
@@ -517,7 +534,7 @@ app.add_typer(deploy_app, name="deploy")
 
 @deploy_app.command("k8s")
 def deploy_k8s(
-    repo: Annotated[Path, typer.Argument(help="model repository built by `tritonforge build`")],
+    repo: Annotated[Path, typer.Argument(help="model repository built by `tritonforge build`", parser=path_arg)],
     image: Annotated[str, typer.Option(help="serving image: nvcr.io/nvidia/tritonserver:<yy.mm>-trtllm-python-py3")],
     repository_url: Annotated[
         str,
@@ -527,7 +544,9 @@ def deploy_k8s(
             "gs://bucket/prefix, pvc://claim or pvc://claim/path"
         ),
     ],
-    out: Annotated[Path, typer.Option("-o", "--out", help="folder to write (replaced only when all is valid)")],
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="folder to write (replaced only when all is valid)", parser=path_arg)
+    ],
     fmt: Annotated[str, typer.Option("--format", help="manifests, helm or kserve")] = "manifests",
     name: Annotated[str | None, typer.Option(help="resource name (default: the spec's name)")] = None,
     namespace: Annotated[str, typer.Option(help="Kubernetes namespace")] = "default",
@@ -578,7 +597,7 @@ def deploy_k8s(
 
 @app.command()
 def push(
-    repo: Annotated[Path, typer.Argument(help="model repository folder")],
+    repo: Annotated[Path, typer.Argument(help="model repository folder", parser=path_arg)],
     url: Annotated[str, typer.Argument(help="s3://bucket/prefix or s3://host:port/bucket/prefix")],
     endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint (default: from the URL, or AWS)")] = None,
     delete: Annotated[

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from tritonforge.cli_output import console, fail, styled
+from tritonforge.cli_paths import path_arg
 from tritonforge.errors import TritonForgeError
 
 release_app = typer.Typer(no_args_is_help=True, help="Immutable numbered versions: add, list, promote, roll back, pin.")
@@ -70,13 +71,18 @@ def release_list(
 
 @release_app.command("add")
 def release_add(
-    source: Annotated[Path, typer.Option("--from", help="a freshly built repository holding the new versions")],
+    source: Annotated[
+        Path, typer.Option("--from", help="a freshly built repository holding the new versions", parser=path_arg)
+    ],
     repo: RepoOpt = "model_repository",
     model: Annotated[list[str] | None, typer.Option("--model", help="only these models (repeatable)")] = None,
     evaluation: Annotated[
-        Path | None, typer.Option("--eval", help="JSON file of evaluation numbers, recorded in the lineage")
+        Path | None,
+        typer.Option("--eval", help="JSON file of evaluation numbers, recorded in the lineage", parser=path_arg),
     ] = None,
-    dataset: Annotated[Path | None, typer.Option(help="training data (file or folder): its hash is recorded")] = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="training data (file or folder): its hash is recorded", parser=path_arg)
+    ] = None,
     note: Annotated[str | None, typer.Option(help="free text recorded in the lineage")] = None,
 ) -> None:
     """Add the source's new versions as the next version numbers (not serving until promoted)."""

@@ -136,3 +136,80 @@ def test_validate_refuses_an_empty_repository_argument(tmp_path: Path, monkeypat
     assert result.exit_code == 1, result.output
     assert "repo: '' is not a path: give the model repository's folder ('.' for the current one)" in result.output
     assert "valid:" not in result.output
+
+
+def _path_parameters() -> list[tuple[str, str, object]]:
+    """(command, parameter, its typer ParameterInfo) for every Path argument and option of every command."""
+    import typing
+
+    import typer
+
+    def commands(typer_app: typer.Typer, prefix: str) -> list[tuple[str, object]]:
+        found = [(f"{prefix}{c.name or c.callback.__name__}", c.callback) for c in typer_app.registered_commands]
+        for group in typer_app.registered_groups:
+            found += commands(group.typer_instance, f"{prefix}{group.name} ")
+        return found
+
+    params = []
+    for name, callback in commands(app, ""):
+        for param, hint in typing.get_type_hints(callback, include_extras=True).items():
+            if typing.get_origin(hint) is typing.Annotated and hint.__origin__ in (Path, Path | None):
+                info = next(m for m in hint.__metadata__ if isinstance(m, typer.models.ParameterInfo))
+                params.append((name, param, info))
+    return params
+
+
+def test_every_path_argument_and_option_goes_through_the_one_parser() -> None:
+    from tritonforge.cli_paths import path_arg
+
+    params = _path_parameters()
+    # the ones an empty value made the current folder without a word: deploy k8s REPO, push REPO, release add --from
+    assert {("deploy k8s", "repo"), ("push", "repo"), ("release add", "source")} <= {(c, p) for c, p, _ in params}
+    assert len(params) >= 19, params
+    assert not [(c, p) for c, p, info in params if info.parser is not path_arg]  # type: ignore[attr-defined]
+
+
+EMPTY_PATH = "'' is not a path: name a file or folder ('.' for the current folder)"
+IMAGE = "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3"
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (["deploy", "k8s", "", "--image", IMAGE, "--repository-url", "s3://b/p", "-o", "{tmp}/out"], "'repo'"),
+    (["deploy", "k8s", "{tmp}", "--image", IMAGE, "--repository-url", "s3://b/p", "-o", ""], "'--out'"),
+    (["push", "", "s3://bucket/prefix"], "'repo'"),
+    (["release", "add", "--from", "", "--repo", "{tmp}"], "'--from'"),
+    (["release", "add", "--from", "{tmp}", "--repo", "{tmp}", "--eval", ""], "'--eval'"),
+    (["release", "add", "--from", "{tmp}", "--repo", "{tmp}", "--dataset", ""], "'--dataset'"),
+    (["build", "", "-o", "{tmp}/out"], "'spec'"),
+    (["build", "{tmp}/spec.yaml", "-o", ""], "'--out'"),
+    (["demo", "--out", ""], "'--out'"),
+    (["demo", "--spec", ""], "'--spec'"),
+    (["serve", "{tmp}", "--tritonserver", ""], "'--tritonserver'"),
+    (["serve", "{tmp}", "--gateway", "--splits", ""], "'--splits'"),
+    (["gateway", "--api-keys-file", ""], "'--api-keys-file'"),
+    (["gateway", "--admin-keys-file", ""], "'--admin-keys-file'"),
+    (["bench", "--model", "m", "--url", "127.0.0.1:1", "--data", ""], "'--data'"),
+    (["bench", "--model", "m", "--url", "127.0.0.1:1", "--json", ""], "'--json'"),
+    (["bench", "--model", "m", "--url", "127.0.0.1:1", "--plot", ""], "'--plot'"),
+    (["quality", "--url", "127.0.0.1:1", "--questions", ""], "'--questions'"),
+    (["quality", "--url", "127.0.0.1:1", "--json", ""], "'--json'"),
+])
+def test_an_empty_path_is_refused_by_name_not_taken_for_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], names: str
+) -> None:
+    """An unset shell variable (`deploy k8s "$REPO"`) rendered, pushed or released the folder the command ran in."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # an empty folder: what "" would have been taken for
+    result = CliRunner().invoke(app, [a.format(tmp=tmp_path) for a in args], env=ENV)
+    assert result.exit_code == 2, result.output
+    assert EMPTY_PATH in result.output and names in result.output, result.output
+    assert list(cwd.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cwd"]
+
+
+def test_a_blank_path_is_refused_too_and_a_real_one_passes(tmp_path: Path) -> None:
+    from tritonforge.cli_paths import path_arg
+
+    result = CliRunner().invoke(app, ["push", "  ", "s3://bucket/prefix"], env=ENV)
+    assert result.exit_code == 2 and "'  ' is not a path" in result.output, result.output
+    assert path_arg(".") == Path(".") and path_arg(str(tmp_path)) == tmp_path and path_arg(tmp_path) == tmp_path
