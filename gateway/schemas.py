@@ -256,9 +256,26 @@ def _loads(raw: bytes) -> Any:
     return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
 
 
+# JSON is UTF-8 (RFC 8259 section 8.1); "utf8" is no registered name, but only a mistyping of this one
+_UTF8 = ("utf-8", "utf8")
+
+
+def _charsets(parameters: str) -> list[str]:
+    """Every charset a Content-Type's parameters (what follows its first ';') declare, unquoted."""
+    found = []
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            value = value.strip()
+            found.append(value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value)
+    return found
+
+
 def check_content_type(request: Any) -> None:
     """415 unless a Content-Type the request declares is JSON (application/json or application/*+json, parameters
-    such as charset allowed); none at all is read as JSON, as FastAPI (and so vLLM's server) reads it.
+    allowed) in UTF-8: a declared charset other than utf-8 (any case; utf8 too) is refused by name, as the body would
+    be read as other characters than the client meant. None at all is read as JSON, as FastAPI (and so vLLM's server)
+    reads it.
 
     FastAPI refuses a JSON body sent under another type (since 0.65.2) as a CSRF defence: a browser sends a cross-site
     form POST as text/plain or a form type without a CORS preflight, and the gateway reads its bodies itself, so the
@@ -266,11 +283,16 @@ def check_content_type(request: Any) -> None:
     declared = request.headers.get("content-type")
     if not declared:
         return
-    main, _, sub = declared.partition(";")[0].strip().lower().partition("/")
-    if main == "application" and (sub == "json" or sub.endswith("+json")):
-        return
-    raise APIError(415, f"Content-Type '{clip(declared)}' is not supported: the request body must be JSON, sent "
-                   "with 'Content-Type: application/json'", code="unsupported_media_type")
+    media, _, parameters = declared.partition(";")
+    main, _, sub = media.strip().lower().partition("/")
+    if not (main == "application" and (sub == "json" or sub.endswith("+json"))):
+        raise APIError(415, f"Content-Type '{clip(declared)}' is not supported: the request body must be JSON, sent "
+                       "with 'Content-Type: application/json'", code="unsupported_media_type")
+    for charset in _charsets(parameters) if parameters else ():
+        if charset.lower() not in _UTF8:
+            raise APIError(415, f"Content-Type '{clip(declared)}' declares charset '{clip(charset)}': only UTF-8 "
+                           "JSON is accepted (RFC 8259); send the body in UTF-8 with 'Content-Type: application/json' "
+                           "(or charset=utf-8)", code="unsupported_media_type")
 
 
 async def read_json(request: Any, max_bytes: int = MAX_BODY_BYTES) -> Any:

@@ -407,3 +407,22 @@ def test_curl_and_the_sdk_send_json_and_a_body_of_another_content_type_is_a_415(
     assert len(sdk.embeddings.create(model="minilm", input="hello", dimensions=384).data[0].embedding) == 384
     with pytest.raises(openai.BadRequestError, match="'dimensions' must be 384"):
         sdk.embeddings.create(model="minilm", input="hello", dimensions=256)
+
+
+def test_json_declared_in_another_charset_is_a_415_and_utf8_json_is_served(http, sdk) -> None:
+    """JSON is UTF-8 (RFC 8259): "café" sent in Latin-1 under its charset was read as UTF-8 (a 400 for its bytes, or
+    other text than sent); now refused by its charset, while UTF-8 under any spelling of it is embedded."""
+    body = {"model": "minilm", "input": "café au lait", "encoding_format": "float"}
+    latin1 = json.dumps(body, ensure_ascii=False).encode("latin-1")
+    reply = http.post("/v1/embeddings", content=latin1, headers={"Content-Type": "application/json; charset=ISO-8859-1"})
+    error = _assert_error(reply, 415)
+    assert error["code"] == "unsupported_media_type", error
+    assert error["message"].startswith("Content-Type 'application/json; charset=ISO-8859-1' declares charset "
+                                       "'ISO-8859-1': only UTF-8 JSON is accepted (RFC 8259)"), error
+    want = sdk.embeddings.create(model="minilm", input="café au lait").data[0].embedding
+    utf8 = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    for content_type in ("application/json; charset=utf-8", "application/json; charset=UTF8", "application/json"):
+        reply = http.post("/v1/embeddings", content=utf8, headers={"Content-Type": content_type})
+        assert reply.status_code == 200, (content_type, reply.text)
+        assert np.allclose(reply.json()["data"][0]["embedding"], want, atol=1e-6), content_type
+    _still_serving(http)

@@ -248,6 +248,44 @@ def test_json_content_types_and_none_are_read_as_json(client: TestClient, conten
     assert _send(client, "/admin/splits", b'{"splits": {}}', headers).status_code == 200
 
 
+@pytest.mark.parametrize("path", list(_BODIES))
+@pytest.mark.parametrize(("content_type", "charset"), [
+    ("application/json; charset=iso-8859-1", "iso-8859-1"), ("application/json;charset=latin1", "latin1"),
+    ("application/json; charset=UTF-16", "UTF-16"), ("application/json; charset=us-ascii", "us-ascii"),
+    ('application/json; charset="windows-1252"', "windows-1252"), ("application/json; charset=", ""),
+    ("application/json; charset=utf-8x", "utf-8x"), ("application/vnd.api+json; q=1; Charset=cp1252", "cp1252"),
+    ("application/json; charset=utf-8; charset=latin1", "latin1"),
+])
+def test_json_declared_in_another_charset_is_a_415_naming_it(
+    client: TestClient, path: str, content_type: str, charset: str
+) -> None:
+    """JSON is UTF-8 (RFC 8259): a body declared as Latin-1 was read as UTF-8 anyway, other characters than sent."""
+    raw = json.dumps(_BODIES[path]).encode()
+    error = _error(_send(client, path, raw, {"Content-Type": content_type}), 415)
+    assert error["code"] == "unsupported_media_type" and error["type"] == "invalid_request_error", error
+    assert error["message"] == (
+        f"Content-Type '{content_type}' declares charset '{charset}': only UTF-8 JSON is accepted (RFC 8259); send the "
+        "body in UTF-8 with 'Content-Type: application/json' (or charset=utf-8)"
+    ), error
+    assert _send(client, path, raw, {"Content-Type": "application/json"}).status_code != 415  # the next one is served
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json; charset=utf8", "application/json; charset=UTF8", 'application/json; charset="utf-8"',
+    "application/json; charset = utf-8", "application/json; charset=utf-8; profile=x", "application/json; profile=x",
+    "application/json;", "application/merge-patch+json; charset=UTF-8",
+])
+def test_json_in_utf8_is_read_whatever_the_spelling_of_its_charset(client: TestClient, content_type: str) -> None:
+    raw = json.dumps({"model": "minilm", "input": "x", "dimensions": 0}).encode()
+    error = _error(_send(client, "/v1/embeddings", raw, {"Content-Type": content_type}), 400)
+    assert error["param"] == "dimensions", error
+
+
+def test_an_oversized_charset_is_clipped_in_the_error(client: TestClient) -> None:
+    error = _error(_send(client, "/v1/embeddings", b"{}", {"Content-Type": "application/json; charset=" + "x" * 500}), 415)
+    assert len(error["message"]) < 400 and "declares charset 'xxx" in error["message"], error
+
+
 def test_an_oversized_content_type_is_clipped_in_the_error(client: TestClient) -> None:
     error = _error(_send(client, "/v1/embeddings", b"{}", {"Content-Type": "text/" + "x" * 500}), 415)
     assert len(error["message"]) < 300 and "(505 characters)" in error["message"], error
