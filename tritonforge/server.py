@@ -587,7 +587,10 @@ class TritonServer:
             code = self._proc.poll()
             if code is not None:
                 text = self._read_log()
-                failure = self._fail(f"tritonserver exited with code {code} before it was ready ({self.repo})")
+                # what the log names (a model that failed to load, with --exit-on-error) leads, as on a timeout
+                failure = self._fail(
+                    f"tritonserver exited with code {code} before it was ready ({self.repo})", startup_causes(text)
+                )
                 if PORT_IN_USE.search(text) and any(p is None for p in self._ports):
                     raise _PortInUse(str(failure))
                 raise failure

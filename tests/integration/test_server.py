@@ -168,6 +168,22 @@ def test_broken_model_fails_start_with_its_reason(tmp_path: Path, toy_models: Si
     assert server.pid is None
 
 
+def test_an_exit_before_ready_leads_with_the_model_that_failed(tmp_path: Path, toy_models: SimpleNamespace) -> None:
+    """With --exit-on-error=true tritonserver exits at start when a model fails: the error's first line said only
+    "exited with code 1", the model and its reason were somewhere in the log excerpt."""
+    toy_models.add_one(tmp_path)
+    toy_models.broken(tmp_path)
+    server = TritonServer(tmp_path, startup_timeout=60, extra_args=["--exit-on-error=true"])
+    with pytest.raises(ServerError) as info:
+        server.start()
+    message = str(info.value)
+    first, second, *_ = message.splitlines()
+    assert first.startswith("model 'broken' did not load: ") and "this_module_does_not_exist_anywhere" in first, message
+    assert second.startswith("tritonserver exited with code 1 before it was ready ("), message
+    assert message.index("before it was ready") < message.index("--- tritonserver log")
+    assert not server.is_running() and server.pid is None
+
+
 def test_allow_partial_serves_the_models_that_loaded(tmp_path: Path, toy_models: SimpleNamespace) -> None:
     toy_models.add_one(tmp_path)
     toy_models.broken(tmp_path)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from tritonforge.errors import ServerError
 from tritonforge.server import TritonServer
 from tritonforge.server_process import NO_REASON, log_excerpt, reason_from_log, startup_causes
 
@@ -83,3 +86,43 @@ def test_a_timeout_error_leads_with_the_cause_then_the_timeout_then_the_log(tmp_
     assert lines[3] == f"--- tritonserver log ({log}) ---"
     # without a cause the timeout is the headline, as before
     assert str(server._fail("tritonserver was not ready after 5s")).startswith("tritonserver was not ready after 5s\n")
+
+
+def _fake_tritonserver(folder: Path, log: str) -> Path:
+    """An executable that prints ``log`` as tritonserver would and exits 1 before it is live (appends a line to
+    ``starts`` beside it at each start)."""
+    script = folder / "tritonserver"
+    script.write_text(f"#!/bin/sh\necho start >> '{folder}/starts'\ncat <<'END_OF_LOG'\n{log}END_OF_LOG\nexit 1\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_an_early_exit_leads_with_the_cause_the_log_names(tmp_path: Path) -> None:
+    """tritonserver that exits before it is live (here: a model failed with --exit-on-error) said only "exited with
+    code 1" first; the model and its reason were somewhere in the excerpt below, as on a timeout before."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    server = TritonServer(repo, tritonserver=_fake_tritonserver(tmp_path, LOG), heal_stubs=False)
+    with pytest.raises(ServerError) as info:
+        server.start()
+    lines = str(info.value).splitlines()
+    assert lines[0] == "model 'm' did not load: failed to load 'm': ModuleNotFoundError: No module named 'x'"
+    assert lines[1] == f"tritonserver exited with code 1 before it was ready ({repo})"
+    assert lines[2] == "--- tritonserver log ---"
+    assert not server.is_running()
+
+
+def test_an_early_exit_on_a_port_taken_is_still_retried_with_new_ports(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    taken = 'E1205 20:35:12.719169 24974 grpc_server.cc:2466] "Failed to listen on 127.0.0.1:8001: address already in use"\n'
+    server = TritonServer(repo, tritonserver=_fake_tritonserver(tmp_path, taken), heal_stubs=False)
+    with pytest.raises(ServerError, match=r"^tritonserver exited with code 1 before it was ready \(") as info:
+        server.start()
+    assert "already in use" in str(info.value)
+    assert (tmp_path / "starts").read_text().count("start") == 3  # picked ports were taken: picked again, twice
+    ports = {"http_port": 18000, "grpc_port": 18001, "metrics_port": 18002}  # not bound: the fake binds nothing
+    given = TritonServer(repo, tritonserver=tmp_path / "tritonserver", heal_stubs=False, **ports)
+    with pytest.raises(ServerError, match="already in use"):
+        given.start()
+    assert (tmp_path / "starts").read_text().count("start") == 4  # ports the caller gave: not picked again
