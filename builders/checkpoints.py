@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonforge.errors import BuildError
+from tritonforge.values import is_whole
 
 PYPI_PREFIX = "pypi:"
 # where a long checkpoint preparation (download, GGUF conversion) reports progress: set by the build around it
@@ -292,9 +293,9 @@ def read_sentence_transformers_config(path: Path, *, strict: bool = True) -> tup
         st_cfg = _read_json(st_file)
         value = st_cfg.get("max_seq_length") if isinstance(st_cfg, dict) else None
         if value is not None:
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not is_whole(value) or value <= 0:
                 raise BuildError(f"{st_file}: max_seq_length must be a positive integer, got {value!r}")
-            max_seq_length = value
+            max_seq_length = int(value)
     return pooling, max_seq_length
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from tritonforge.builders.artifact_cache import cached_build
 from tritonforge.errors import BuildError
+from tritonforge.values import is_whole
 
 from .checkpoints import default_cache_dir
 from .corpus import Passage, id_problem
@@ -62,6 +63,12 @@ class IndexSettings:
     hnsw_m: int = 32  # hnsw: neighbours per node
     ef_search: int = 64  # hnsw: candidate list size while searching (served default)
     ef_construction: int = 80  # hnsw: candidate list size while building
+
+    def __post_init__(self) -> None:
+        for name in ("nlist", "nprobe", "hnsw_m", "ef_search", "ef_construction"):
+            value = getattr(self, name)
+            if is_whole(value) and type(value) is not int:  # a numpy integer: the settings are hashed as JSON
+                object.__setattr__(self, name, int(value))
 
 
 @dataclass(frozen=True)
@@ -100,8 +107,9 @@ def embed_passages(
     result is checked (2-D, one row per text, the same dim every batch, finite); an exception raised by
     ``encode`` becomes a BuildError naming the batch.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_whole(batch_size) or batch_size < 1:
         raise BuildError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = int(batch_size)
     texts = list(texts)
     total = len(texts)
     if progress:
@@ -295,7 +303,7 @@ def _check_settings(settings: IndexSettings) -> None:
         values["nlist"] = settings.nlist
     for name, low in limits.items():
         value = values[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not is_whole(value) or value < low:
             problems.append(f"{name} must be an integer >= {low}, got {value!r}")
     if problems:
         raise BuildError("invalid index settings: " + "; ".join(problems))

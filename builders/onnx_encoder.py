@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonforge.errors import BuildError
+from tritonforge.values import is_whole
 
 from . import onnx_common as common
 from . import quantization_gate
@@ -118,10 +119,9 @@ def export_encoder(
         raise BuildError(f"precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
     if engine not in ENGINES:
         raise BuildError(f"engine {engine!r} is not supported; use one of {', '.join(ENGINES)}")
-    if max_seq_length is not None and (
-        not isinstance(max_seq_length, int) or isinstance(max_seq_length, bool) or max_seq_length < 2
-    ):
+    if max_seq_length is not None and (not is_whole(max_seq_length) or max_seq_length < 2):
         raise BuildError(f"max_seq_length must be an integer >= 2, got {max_seq_length!r}")
+    max_seq_length = None if max_seq_length is None else int(max_seq_length)  # numpy's too: hashed as JSON
     if engine == "torch":
         common.torch_precision_note(precision)  # int8 refused before any work
     checkpoint = Path(checkpoint).expanduser().resolve()

@@ -16,7 +16,6 @@ access layer's :class:`~tritonforge.triton.Connection`; this module adds the pip
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -47,6 +46,7 @@ from tritonforge.triton.options import (
     http_client_kwargs,
 )
 from tritonforge.triton.tensors import triton_dtype
+from tritonforge.values import is_whole
 
 __all__ = [
     "AsyncClient",
@@ -89,7 +89,7 @@ def _text_tensor(texts: list[str]) -> np.ndarray:
 
 def _check_chunking(batch_size: int | None, requests_in_flight: int) -> None:
     def whole(value: object) -> bool:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1
+        return is_whole(value) and int(value) >= 1
 
     if not whole(requests_in_flight):
         raise InvalidInputError(f"requests_in_flight={requests_in_flight!r} must be an integer >= 1")

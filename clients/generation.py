@@ -18,6 +18,7 @@ import numpy as np
 
 from tritonforge.errors import InvalidInputError
 from tritonforge.triton.tensors import text_of
+from tritonforge.values import is_whole
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,11 @@ class Sampling:
     adapter: str | None = None  # LoRA adapter name (served models that register adapters)
 
     def check(self) -> None:
-        if not _is_int(self.max_tokens) or self.max_tokens < 1:
+        if not is_whole(self.max_tokens) or self.max_tokens < 1:
             raise InvalidInputError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
         if self.temperature is not None and (not _is_number(self.temperature) or self.temperature < 0):
             raise InvalidInputError(f"temperature must be a number >= 0, got {self.temperature!r}")
-        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
+        if self.top_k is not None and (not is_whole(self.top_k) or self.top_k < 0):
             raise InvalidInputError(f"top_k must be an integer >= 0, got {self.top_k!r}")
         if self.top_p is not None and (not _is_number(self.top_p) or not 0 <= self.top_p <= 1):
             raise InvalidInputError(f"top_p must be in [0, 1], got {self.top_p}")
@@ -50,11 +51,11 @@ class Sampling:
             raise InvalidInputError(f"max_tokens must be <= {INT32_MAX}, got {self.max_tokens}")
         if self.top_k is not None and self.top_k > INT32_MAX:
             raise InvalidInputError(f"top_k must be <= {INT32_MAX}, got {self.top_k}")
-        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= UINT64_MAX):
+        if self.seed is not None and (not is_whole(self.seed) or not 0 <= self.seed <= UINT64_MAX):
             raise InvalidInputError(f"seed must be in [0, {UINT64_MAX}] (an integer), got {self.seed!r}")
         for name in ("end_id", "pad_id"):  # token ids: INT32 tensors
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or not 0 <= value <= INT32_MAX):
+            if value is not None and (not is_whole(value) or not 0 <= value <= INT32_MAX):
                 raise InvalidInputError(f"{name} must be a token id, an integer in [0, {INT32_MAX}], got {value!r}")
         for name in ("stop_words", "bad_words"):
             words = getattr(self, name)
@@ -80,10 +81,6 @@ class Sampling:
                 f"{', '.join(allowed)}"
             )
         return cls(**{**options, **fixed})
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
@@ -180,7 +177,7 @@ def rag_inputs(
     inputs["QUERY"] = _one(query.encode("utf-8"), object)
     for name, value in (("TOP_K", top_k), ("TOP_N", top_n)):
         if value is not None:
-            if not _is_int(value) or not 1 <= value <= INT32_MAX:
+            if not is_whole(value) or not 1 <= value <= INT32_MAX:
                 raise InvalidInputError(f"{name.lower()} must be an integer in [1, {INT32_MAX}], got {value!r}")
             inputs[name] = _one(value, np.int32)
     if min_score is not None:

@@ -6,7 +6,6 @@ and how padding in the responses ("" ids, NaN scores) is dropped.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from tritonforge.errors import ClientError, InvalidInputError
+from tritonforge.values import is_whole
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _bytes_column(texts: list[str], what: str = "texts") -> np.ndarray:
 def _count(value: int | None, name: str, n: int) -> np.ndarray | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= INT32_MAX:
+    if not is_whole(value) or not 1 <= value <= INT32_MAX:
         raise InvalidInputError(f"{name} must be an integer in [1, {INT32_MAX}], got {value!r}")
     return np.full((n, 1), int(value), dtype=np.int32)
 

@@ -4,12 +4,14 @@ cannot give a wrong type, the Python API can."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from tritonforge.errors import DeployError, Problem
 from tritonforge.rate_limit import RateLimit
 from tritonforge.trtllm.images import image_name_problem
+from tritonforge.values import is_whole
 
 if TYPE_CHECKING:
     from tritonforge.spec import DeploySettings
@@ -32,18 +34,31 @@ class DeployOptions:
     gateway_api_keys_secret: str | None = None
     rate_limit: RateLimit | None = None  # tritonserver's --rate-limit flags; None: the spec's deploy.rate_limit
 
+    def __post_init__(self) -> None:
+        # a numpy integer (a count read from an array or a DataFrame) is taken as the int it is: stored as one, the
+        # rendered YAML and JSON stay plain (`replicas: 2`, not a numpy object tag or a TypeError)
+        for name in ("replicas", "gpus_per_replica"):
+            value = getattr(self, name)
+            if is_whole(value) and type(value) is not int:
+                object.__setattr__(self, name, int(value))
+
 
 # ------------------------------------------------------------------------------------------- argument types
 
-# DeployOptions field -> (its command-line flag, the types it takes, what is allowed); `image` is image_name_problem's
-_OPTION_TYPES: dict[str, tuple[str, tuple[type, ...], str]] = {
+def _whole_or_none(value: object) -> bool:
+    return value is None or is_whole(value)
+
+
+# DeployOptions field -> (its command-line flag, the types it takes or the check it passes, what is allowed); `image`
+# is image_name_problem's
+_OPTION_TYPES: dict[str, tuple[str, tuple[type, ...] | Callable[[object], bool], str]] = {
     "repository_url": ("--repository-url", (str,), "a URL (str): s3://, gs:// or pvc://"),
     "name": ("--name", (str, type(None)), "a name (str), or None for the spec's name"),
     "namespace": ("--namespace", (str,), "a namespace name (str)"),
     "credentials_secret": ("--credentials-secret", (str, type(None)), "a Secret name (str), or None"),
     "region": ("--region", (str,), "an AWS region name (str)"),
-    "replicas": ("--replicas", (int, type(None)), "a whole number, 1 or more, or None for the spec's"),
-    "gpus_per_replica": ("--gpus", (int, type(None)), "a whole number of GPUs, or None for what the repository needs"),
+    "replicas": ("--replicas", _whole_or_none, "a whole number, 1 or more, or None for the spec's"),
+    "gpus_per_replica": ("--gpus", _whole_or_none, "a whole number of GPUs, or None for what the repository needs"),
     "gateway": ("--gateway", (bool,), "True or False"),
     "gateway_image": ("--gateway-image", (str, type(None)), "an image name (str), or None"),
     "gateway_api_keys_secret": ("--gateway-api-keys-secret", (str, type(None)), "a Secret name (str), or None"),
@@ -70,9 +85,9 @@ def option_type_problems(options: object) -> list[Problem]:
     problems: list[Problem] = []
     if not isinstance(options.image, str):
         problems.append(Problem("--image", image_name_problem(options.image, pullable=True) or "not a str"))
-    for name, (flag, types, allowed) in _OPTION_TYPES.items():
+    for name, (flag, accepts, allowed) in _OPTION_TYPES.items():
         value = getattr(options, name)
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        if not (isinstance(value, accepts) if isinstance(accepts, tuple) else accepts(value)):
             problems.append(Problem(flag, f"DeployOptions.{name} is {_given(value)}: give {allowed}"))
     return problems
 

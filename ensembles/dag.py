@@ -14,7 +14,6 @@ type is a `ValidationError` too, naming the argument, what was given and what is
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn
@@ -24,6 +23,7 @@ from tritonforge.config_io import model_config_pb2
 from tritonforge.errors import Problem, ValidationError
 from tritonforge.validation import ensemble_rules as rules
 from tritonforge.validation.config_rules import max_batch_size_problem, name_problem
+from tritonforge.values import is_whole
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInput, ModelOutput
@@ -93,10 +93,6 @@ def _given(value: object) -> str:
     return f"{text[:80]}... ({type(value).__name__})" if len(text) > 80 else f"{text} ({type(value).__name__})"
 
 
-def _whole(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _is_name(value: object) -> bool:
     return isinstance(value, str) and bool(value)
 
@@ -112,12 +108,12 @@ class Ensemble:
         if problem := name_problem(name):
             raise ValidationError([Problem("Ensemble(name=...)", problem)])
         self.name = name
-        if not _whole(max_batch_size):
+        if not is_whole(max_batch_size):
             self._argument(
                 "Ensemble", "max_batch_size", max_batch_size, "give a whole number: 0 (no batching) or the batch limit"
             )
         self._fail(max_batch_size_problem(name, max_batch_size))
-        self.max_batch_size = max_batch_size
+        self.max_batch_size: int = int(max_batch_size)  # numpy's too: it becomes a protobuf field
         self._tensors: dict[str, _Tensor] = {}
         self._inputs: list[TensorSpec] = []
         self._outputs: list[TensorSpec] = []
@@ -139,7 +135,7 @@ class Ensemble:
         if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
             self._argument(call, argument, value, "give a sequence of whole numbers, e.g. [1] or [-1, 4]")
         dims = tuple(value)
-        if not all(_whole(d) for d in dims):
+        if not all(is_whole(d) for d in dims):
             self._argument(call, argument, value, "every dimension is a whole number (-1 for a variable one)")
         return dims
 

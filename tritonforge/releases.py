@@ -17,7 +17,6 @@ import contextlib
 import difflib
 import fcntl
 import json
-import numbers
 import os
 import shutil
 import tempfile
@@ -40,6 +39,7 @@ from tritonforge.errors import (
 from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, read_lineage, version_content_hash
 from tritonforge.triton.connection import Connection
 from tritonforge.triton.options import split_url
+from tritonforge.values import is_whole
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -177,7 +177,7 @@ def _as_repo(repo: str | Path, what: str = "model repository") -> Path:
 
 def _check_version(version: object) -> int:
     """A version number as releases take it: a whole number >= 1 (True is not version 1, nor "2" version 2)."""
-    if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 1:
+    if not is_whole(version) or version < 1:
         raise ReleaseError(f"version must be a whole number >= 1 (a version folder's name), got {_shown(version)}")
     return int(version)
 
@@ -246,7 +246,7 @@ def serving_versions(config: ModelConfig, on_disk: Sequence[int]) -> list[int]:
 
 
 def _is_version(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return is_whole(value) and int(value) > 0
 
 
 def _shown(value: object) -> str:

@@ -62,6 +62,7 @@ from tritonforge.server_wheel import (
 from tritonforge.stub_watchdog import StubWatchdog
 from tritonforge.triton.connection import Connection
 from tritonforge.triton.options import ADMIN_HEADER, GRPC_ADMIN_HEADER
+from tritonforge.values import is_whole
 
 __all__ = [
     "ADMIN_HEADER",
@@ -210,14 +211,14 @@ class TritonServer:
         self.extra_args = tuple(str(a) for a in extra_args)
         self.startup_timeout = float(startup_timeout)
         self.backend_config = dict(backend_config or {})
-        self.cache_size_bytes = cache_size_bytes
+        self.cache_size_bytes = None if cache_size_bytes is None else int(cache_size_bytes)
         self.allow_partial = allow_partial
-        self.log_verbose = log_verbose
+        self.log_verbose = int(log_verbose)
         self.exit_timeout = exit_timeout
         # With a key, Triton refuses model loading/unloading and shared-memory registration over HTTP and gRPC
         # unless the request carries the `tritonforge-admin-key` header (Triton's restricted-API feature).
         self.admin_key = admin_key
-        self._ports = (http_port, grpc_port, metrics_port)
+        self._ports = tuple(None if p is None else int(p) for p in (http_port, grpc_port, metrics_port))
         self._binary = Path(tritonserver).expanduser() if tritonserver else None
         self._backend_directory = Path(backend_directory).expanduser() if backend_directory else None
         self._env = dict(env or {})
@@ -670,7 +671,7 @@ def _check_arguments(
     for name, port in ports.items():
         if port is None:
             continue
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        if not is_whole(port) or not 0 < int(port) < 65536:
             raise ServerError(f"{name}={port!r} is not a TCP port (1..65535)")
         if port in given:
             raise ServerError(f"{name} and {given[port]} are both {port}: each endpoint needs a port of its own")
@@ -679,8 +680,7 @@ def _check_arguments(
         if value is None and name == "cache_size_bytes":
             continue
         whole = name in ("log_verbose", "cache_size_bytes")
-        kinds = (int,) if whole else (int, float)
-        ok = isinstance(value, kinds) and not isinstance(value, bool)
+        ok = is_whole(value) if whole else isinstance(value, int | float) and not isinstance(value, bool)
         if not ok or (value < least if inclusive else value <= least):  # type: ignore[operator]
             bound = f">= {least:g}" if inclusive else f"> {least:g}"
             raise ServerError(f"{name}={value!r} must be a {'whole ' if whole else ''}number {bound}")

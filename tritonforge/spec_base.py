@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from tritonforge.values import is_whole
+
 NonNeg = Annotated[int, Field(ge=0)]
 Pos = Annotated[int, Field(ge=1)]
 Found = list[tuple[tuple[str | int, ...], str]]  # (location relative to the object, message)
@@ -24,10 +26,8 @@ class Frozen(BaseModel):
 
 def raw_int(value: Any) -> int | None:
     """An int-like raw value, or None when pydantic will reject it anyway (its own error covers that)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
+    if is_whole(value):
+        return int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     return None

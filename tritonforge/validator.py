@@ -48,6 +48,7 @@ from tritonforge.validation.model_dir_rules import (
 )
 from tritonforge.validation.rate_limit import RateLimit, RateLimitResource, check_rate_limiter
 from tritonforge.validation.repository_rules import _check_dependencies
+from tritonforge.values import is_whole
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -157,8 +158,9 @@ def validate(
     release (check_repository takes such an image as a custom build and skips the checks that need one)."""
     if not isinstance(repo, str | os.PathLike):
         raise OptionError(f"repo must be the model repository's path (str or Path), got {type(repo).__name__}")
-    if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0):
+    if gpus is not None and (not is_whole(gpus) or gpus < 0):
         raise OptionError(f"gpus={gpus!r} must be a whole number of GPUs, 0 or more (None: GPU ids are not checked)")
+    gpus = None if gpus is None else int(gpus)
     if rate_limit is not None and not isinstance(rate_limit, RateLimit):
         raise OptionError(
             f"rate_limit must be a RateLimit (tritonforge.validator.RateLimit(mode, resources)), got "

@@ -80,6 +80,28 @@ def test_an_option_of_the_wrong_type_is_named(tmp_path: Path, field: str, value:
     assert problem.message.startswith(f"DeployOptions.{field} is {value!r} ({type(value).__name__}): give ")
 
 
+def test_numpy_integers_are_whole_numbers_and_render_as_plain_ints(tmp_path: Path) -> None:
+    """A count from numpy (an array, a DataFrame) was refused as 'not an int'; it is taken and stored as an int."""
+    import numpy as np
+    import yaml
+
+    from tritonforge.deploy.options import option_type_problems
+
+    options = _options(replicas=np.int64(3), gpus_per_replica=np.int32(2))
+    assert (options.replicas, options.gpus_per_replica) == (3, 2)
+    assert type(options.replicas) is int and type(options.gpus_per_replica) is int
+    assert option_type_problems(options) == []
+    report = deploy_k8s(_repo(tmp_path), tmp_path / "out", _options(replicas=np.int64(3)))
+    assert report.values["replicas"] == 3 and type(report.values["replicas"]) is int
+    text = (tmp_path / "out" / "deployment.yaml").read_text()
+    assert "numpy" not in text
+    deployment = next(d for d in yaml.safe_load_all(text) if d and d.get("kind") == "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    for i, bad in enumerate((np.bool_(True), np.float64(3.0), True)):
+        (problem,) = _refused(_repo(tmp_path / str(i)), tmp_path / "out2", _options(replicas=bad)).problems
+        assert problem.where == "--replicas" and "give a whole number, 1 or more" in problem.message
+
+
 @pytest.mark.parametrize("image", [None, 5])
 def test_an_image_that_is_not_a_str_is_named(tmp_path: Path, image: Any) -> None:
     err = _refused(_repo(tmp_path), tmp_path / "out", _options(image=image))

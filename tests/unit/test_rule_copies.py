@@ -60,3 +60,68 @@ def test_the_dag_and_the_spec_raise_the_rules_own_messages() -> None:
         policy_levels=[], preserve_ordering=False, delays_on_timeout=False,
     )
     assert message in str(spec_error.value)
+
+
+def _whole_number_checks_written_out() -> list[str]:
+    """Conditions that test "an int (or numbers.Integral) and not a bool" themselves instead of asking
+    tritonforge.values.is_whole: each a second copy of the rule, free to drift (one took numpy ints, the next not)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found = set()
+    for folder in ("tritonforge", "builders", "ensembles", "clients", "deploy", "gateway"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path == root / "tritonforge" / "values.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if not isinstance(node, ast.BoolOp):
+                    continue
+                kinds = {
+                    ast.unparse(call.args[1])
+                    for call in ast.walk(node)
+                    if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "isinstance"
+                    and len(call.args) == 2
+                }
+                if "bool" in kinds and kinds & {"int", "numbers.Integral", "Integral", "(int,)"}:
+                    found.add(f"{path.relative_to(root)}:{node.lineno}")
+    return sorted(found)
+
+
+def test_a_whole_number_that_is_not_a_bool_is_one_rule() -> None:
+    assert _whole_number_checks_written_out() == []
+
+
+def test_whole_numbers_are_ints_and_numpy_integers_but_no_bool() -> None:
+    import numpy as np
+
+    from tritonforge.values import is_whole
+
+    assert all(is_whole(v) for v in (0, -3, 2**70, np.int64(4), np.int32(-1), np.uint8(7)))
+    assert not any(is_whole(v) for v in (True, False, np.bool_(True), 2.0, np.float64(2), "2", None, [1], 1 + 0j))
+
+
+def test_numpy_integers_are_taken_where_a_whole_number_is_and_kept_as_int(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import numpy as np
+
+    from tritonforge.builders.index import IndexSettings, index_content_hash
+    from tritonforge.validator import validate
+
+    validate(tmp_path, gpus=np.int64(2))  # an empty repository is valid; the count was an OptionError
+    settings = IndexSettings(type="ivf", nlist=np.int64(4), nprobe=np.int32(2))
+    assert type(settings.nlist) is int and type(settings.nprobe) is int
+    assert json.dumps(settings.__dict__)  # what the content hash is made of stays plain JSON
+    assert index_content_hash([], settings, embedder_hash="e") == index_content_hash(
+        [], IndexSettings(type="ivf", nlist=4, nprobe=2), embedder_hash="e"
+    )
+    from tritonforge.errors import ServerError
+    from tritonforge.server import TritonServer
+
+    server = TritonServer(tmp_path, http_port=np.int64(18000), log_verbose=np.int64(1), cache_size_bytes=np.int32(64))
+    assert (server.log_verbose, server.cache_size_bytes) == (1, 64) and type(server.log_verbose) is int
+    assert [type(p) for p in server._ports] == [int, type(None), type(None)]
+    for port in (True, np.bool_(True), 8000.0):
+        with pytest.raises(ServerError, match=r"http_port=.* is not a TCP port \(1\.\.65535\)"):
+            TritonServer(tmp_path, http_port=port)  # type: ignore[arg-type]

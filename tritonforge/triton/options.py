@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tritonforge.errors import InvalidInputError
+from tritonforge.values import is_whole
 
 Protocol = Literal["grpc", "http"]
 Compression = Literal["gzip", "deflate"]
@@ -29,10 +30,6 @@ GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 
 
 # ------------------------------------------------------------------------------------------------------- options
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _seconds(value: Any) -> bool:
@@ -77,7 +74,7 @@ class KeepAliveOptions:
 
     def __post_init__(self) -> None:
         values = (self.time_ms, self.timeout_ms, self.max_pings_without_data)
-        if not all(_whole(v) for v in values) or self.time_ms <= 0 or self.timeout_ms <= 0 or values[2] < 0:
+        if not all(is_whole(v) for v in values) or self.time_ms <= 0 or self.timeout_ms <= 0 or values[2] < 0:
             raise InvalidInputError(f"KeepAliveOptions: times must be > 0 ms and pings >= 0, got {self}")
 
 
@@ -92,7 +89,7 @@ class RetryPolicy:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
-        if not _whole(self.retries) or self.retries < 0:
+        if not is_whole(self.retries) or self.retries < 0:
             raise InvalidInputError(f"retries={self.retries!r} must be >= 0 (a whole number)")
         if not _seconds(self.backoff) or not _seconds(self.max_backoff) or self.backoff < 0 or self.max_backoff < 0:
             raise InvalidInputError(

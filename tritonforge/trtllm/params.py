@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, ConfigDict, Field, field_validator
 
 from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
+from tritonforge.values import is_whole
 
 DATA_FILE = Path(__file__).resolve().parent / "data" / "trtllm_templates.json"
 
@@ -72,7 +73,7 @@ def _first(data: Mapping[str, Any], *names: str) -> Any:
 
 def _groups(value: Any) -> Any:
     """[0, 1] means one model instance on GPUs 0 and 1: [[0, 1]]."""
-    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if isinstance(value, list) and value and all(is_whole(v) for v in value):
         return [value]
     return value
 
