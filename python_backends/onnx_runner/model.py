@@ -4,7 +4,9 @@ The `gpu` target serves the same `model.onnx` with Triton's onnxruntime backend;
 tensor names, dtypes and parameters (`intra_op_thread_count`, `inter_op_thread_count`) so the ensemble above it
 does not change between targets. On a gpu image without the onnxruntime backend (the -trtllm-python-py3 images) the
 runner serves the checkpoint instead, with parameter `engine: torch` (torch_engine.py): same tensors, one padded call
-per batch on the instance's GPU.
+per batch on the instance's GPU. The cpu target uses that engine too for `cpu_quantization: bf16` (`precision: bf16`,
+bfloat16 weights for CPUs with AMX): on a CPU instance it runs the instance's threads and the length-sorted calls
+below, as the ONNX Runtime sessions do.
 
 Inputs are declared `allow_ragged_batch`, so the dynamic batcher may group requests whose shapes differ after
 the batch axis (sequence length; for a cross-encoder also the number of candidates); they are zero-padded here to
@@ -27,7 +29,8 @@ Results do not change: padding is masked. A cross-encoder gains most, its pairs 
 MiniLM-sized, 20 passages of 4-16 sentences per query, served on a 2-core Zen 4, 1.86x the pairs/s of one padded
 call per batch with 1 query in flight and 2.17x with 4 (tests/bench/probe_rerank_rows.py).
 
-Parameter `cpu_affinity: instance` pins each CPU instance's stub to cores of its own (affinity.py); default none.
+Parameter `cpu_affinity: instance` pins each CPU instance's stub to cores of its own (affinity.py), whichever
+engine it runs; default none.
 """
 
 import itertools
@@ -69,26 +72,13 @@ class TritonPythonModel:
         self.max_rows = rows if rows > 0 else 16
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         engine = params.get("engine", "onnxruntime")
-        if engine == "torch":
-            self._init_torch(args, params, version_dir)
-            return
-        if engine != "onnxruntime":
+        if engine not in ("onnxruntime", "torch"):
             raise ValueError(f"parameter engine must be 'onnxruntime' or 'torch', got {engine!r}")
+        self.cores = self._pin(args, params, config, threads)
+        if engine == "torch":
+            self._init_torch(args, params, version_dir, threads)
+            return
         import onnxruntime as ort  # only here: the images the torch engine is for have no onnxruntime
-
-        affinity = params.get("cpu_affinity", "none").strip() or "none"
-        if affinity not in ("none", "instance"):
-            raise ValueError(f"parameter cpu_affinity must be 'none' or 'instance', got {affinity!r}")
-        self.cores = None
-        if affinity == "instance" and not hasattr(os, "sched_setaffinity"):
-            pb_utils.Logger.log_warn("onnx_runner: cpu_affinity needs Linux's sched_setaffinity; not pinned")
-        elif affinity == "instance" and args.get("model_instance_kind", "CPU") == "CPU":
-            pinning = _load_sibling("affinity")
-            index = pinning.instance_index(args["model_instance_name"], config.get("instance_group", []))
-            self.cores = pinning.cores_for(index, threads, os.sched_getaffinity(0))
-            pinned = pinning.pin_process(set(self.cores))
-            pb_utils.Logger.log_info(f"onnx_runner: {args['model_instance_name']} pinned to cores {self.cores} "
-                                     f"({pinned} threads)")
 
         self._plan = _load_sibling("call_plan")
 
@@ -132,20 +122,53 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"onnx_runner: call cost fitted at load: {cost.describe()}")
         return cost
 
-    def _init_torch(self, args, params, version_dir):
-        """PyTorch from `<version>/checkpoint/` (torch_engine.py): one module per instance, on the instance's GPU
-        (KIND_GPU) or the CPU; a batch runs as one padded call, the shape a GPU wants."""
+    def _pin(self, args, params, config, threads):
+        """Parameter `cpu_affinity`: with "instance", a CPU instance's stub is pinned to cores of its own (affinity.py),
+        whichever engine it runs; the cores, or None when not pinned."""
+        affinity = params.get("cpu_affinity", "none").strip() or "none"
+        if affinity not in ("none", "instance"):
+            raise ValueError(f"parameter cpu_affinity must be 'none' or 'instance', got {affinity!r}")
+        if affinity != "instance" or args.get("model_instance_kind", "CPU") != "CPU":
+            return None
+        if not hasattr(os, "sched_setaffinity"):
+            pb_utils.Logger.log_warn("onnx_runner: cpu_affinity needs Linux's sched_setaffinity; not pinned")
+            return None
+        pinning = _load_sibling("affinity")
+        index = pinning.instance_index(args["model_instance_name"], config.get("instance_group", []))
+        cores = pinning.cores_for(index, threads, os.sched_getaffinity(0))
+        pinned = pinning.pin_process(set(cores))
+        pb_utils.Logger.log_info(f"onnx_runner: {args['model_instance_name']} pinned to cores {cores} "
+                                 f"({pinned} threads)")
+        return cores
+
+    def _init_torch(self, args, params, version_dir, threads):
+        """PyTorch from `<version>/checkpoint/` (torch_engine.py): one module per instance. On the instance's GPU
+        (KIND_GPU) a batch runs as one padded call, the shape a GPU wants; on the CPU the module runs `threads`
+        intra-op threads and takes the length-sorted calls the ONNX Runtime sessions take (it duck-types
+        `session.run`), e.g. bf16 weights on a CPU with AMX (`precision: bf16`, the cpu target's
+        `cpu_quantization: bf16`)."""
         if len(self.outputs) != 1:
             raise ValueError(f"engine torch serves a model with one output, got {self.outputs}")
         kind = args.get("model_instance_kind", "CPU")
         device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cpu"
         engine = _load_sibling("torch_engine").TorchEncoder(os.path.join(version_dir, "checkpoint"), params, device)
-        self.regroup = False
+        if device == "cpu":
+            engine.torch.set_num_threads(threads)
+        else:
+            self.regroup = False
         self.sessions = [engine]
         self.session = engine
         self._idle = queue.SimpleQueue()
         self._idle.put(engine)
         self._pool = None
+        pb_utils.Logger.log_info(
+            f"onnx_runner: {args.get('model_instance_name', args.get('model_name', 'encoder'))} loaded engine torch "
+            f"on {device}, precision {engine.precision} (weights {engine.dtype}), "
+            + (f"{threads} intra-op threads, rows sorted by length" if device == "cpu" else "one padded call per batch")
+        )
+        if self.regroup:
+            self._plan = _load_sibling("call_plan")
+            self.call_cost = self._call_cost(params.get("call_cost", "auto"))
 
     def finalize(self):
         if self._pool is not None:

@@ -438,3 +438,146 @@ def test_available_cores_follow_the_affinity_set_and_a_cgroup_quota(tmp_path: Pa
     assert affinity.available_cores(str(cpu_max)) == allowed
     cpu_max.write_text("garbage\n")
     assert affinity.available_cores(str(cpu_max)) == allowed
+
+
+def _torch_engine_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("torch_engine_under_test", MODEL_PY.parent / "torch_engine.py")
+    assert spec is not None and spec.loader is not None
+    engine_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(engine_module)
+    return engine_module
+
+
+def test_the_torch_engine_in_bf16_embeds_like_fp32_and_refuses_an_unknown_precision(minilm_checkpoint: Path) -> None:
+    """`precision: bf16` (the cpu target's cpu_quantization bf16): bfloat16 weights on CPU, float32 outputs within
+    cosine 0.999 of fp32's on real sentences (all-MiniLM-L6-v2)."""
+    import torch
+    from tokenizers import Tokenizer
+
+    engine_module = _torch_engine_module()
+    checkpoint = str(minilm_checkpoint)
+    params = {"task": "embedding", "pooling": "mean", "normalize": "true"}
+    fp32 = engine_module.TorchEncoder(checkpoint, params, "cpu")
+    bf16 = engine_module.TorchEncoder(checkpoint, {**params, "precision": "bf16"}, "cpu")
+    assert (fp32.precision, fp32.dtype) == ("fp32", torch.float32)
+    assert bf16.dtype == torch.bfloat16 and next(bf16.model.parameters()).dtype == torch.bfloat16
+    # fp16 stays float32 on CPU (half is slow there); bf16 is the CPU's reduced precision
+    assert engine_module.TorchEncoder(checkpoint, {**params, "precision": "fp16"}, "cpu").dtype == torch.float32
+    tokenizer = Tokenizer.from_file(str(minilm_checkpoint / "tokenizer.json"))
+    tokenizer.enable_padding()
+    sentences = ["Hi.", "Where is the nearest train station?",
+                 "The committee postponed its decision until the auditors had reviewed every invoice from last year.",
+                 "Quantum computers use qubits, which can represent both zero and one at the same time."]
+    encodings = tokenizer.encode_batch(sentences)
+    feed = {"input_ids": np.array([e.ids for e in encodings], np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], np.int64)}
+    (want,) = fp32.run(["EMBEDDING"], feed)
+    (got,) = bf16.run(["EMBEDDING"], feed)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    cosines = (got * want).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert cosines.min() >= 0.999, cosines
+    with pytest.raises(ValueError, match="parameter precision must be one of fp32, fp16, bf16, got 'int8'"):
+        engine_module.TorchEncoder(checkpoint, {**params, "precision": "int8"}, "cpu")
+
+
+def _torch_encoder_dir(tmp_path: Path) -> tuple[Path, Any]:
+    """A version folder with the tiny random BERT's checkpoint (what a torch-engine build ships), and its export."""
+    import shutil
+
+    from tritonforge.builders.checkpoints import model_files, resolve_checkpoint
+    from tritonforge.builders.onnx_encoder import export_encoder
+
+    checkpoint = resolve_checkpoint("random:bert")
+    artifact = export_encoder(checkpoint, pooling="mean", normalize=True)
+    version = tmp_path / "encoder" / "1"
+    (version / "checkpoint").mkdir(parents=True)
+    for rel, path in model_files(checkpoint).items():
+        shutil.copy(path, version / "checkpoint" / rel)
+    return version, artifact
+
+
+def _torch_config(artifact: Any, **params: str) -> dict[str, Any]:
+    return {
+        "name": "encoder", "backend": "python", "max_batch_size": 64,
+        "input": [{"name": n, "data_type": "TYPE_INT64", "dims": [-1], "allow_ragged_batch": True}
+                  for n in artifact.input_names],
+        "output": [{"name": artifact.output_name, "data_type": "TYPE_FP32", "dims": [artifact.dim]}],
+        "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
+        "parameters": {k: {"string_value": v} for k, v in
+                       {"engine": "torch", "task": "embedding", "pooling": "mean", "normalize": "true",
+                        "intra_op_thread_count": "1", **params}.items()},
+    }
+
+
+def test_the_torch_engine_on_a_cpu_instance_runs_rows_sorted_by_length_with_the_instance_threads(
+    module: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU instance the torch engine (cpu target, bf16) takes the ONNX Runtime path's regrouped calls: the
+    batch's rows sorted by length, each call as wide as its longest row; torch runs the instance's threads and the
+    log names engine, precision and threads. Results equal the ONNX export's."""
+    import onnxruntime
+    import torch
+
+    version, artifact = _torch_encoder_dir(tmp_path)
+    threads_before = torch.get_num_threads()
+    pinning = {"cpu_affinity": "instance"} if hasattr(os, "sched_setaffinity") else {}
+    affinity_before = os.sched_getaffinity(0) if pinning else set()
+    model = module.TritonPythonModel()
+    try:
+        model.initialize({"model_config": json.dumps(_torch_config(artifact, call_cost="0,1,0", **pinning)),
+                          "model_repository": str(version.parent), "model_version": "1", "model_name": "encoder",
+                          "model_instance_kind": "CPU", "model_instance_name": "encoder_0_0"})
+        assert model.regroup and torch.get_num_threads() == 1
+        assert model.cores == ([min(affinity_before)] if pinning else None)  # pinned as the ONNX Runtime path pins
+        assert any("loaded engine torch on cpu, precision fp32" in text and "1 intra-op threads" in text
+                   for _level, text in module.pb_utils.Logger.lines)
+        widths: list[int] = []
+        run = model.session.run
+        monkeypatch.setattr(model.session, "run",
+                            lambda names, feed: (widths.append(feed["input_ids"].shape[1]), run(names, feed))[1])
+        rows = ([2, 7, 9, 3], [2, 5, 3], [2, 11, 12, 13, 14, 15, 16, 17, 18, 3], [2, 6, 3])
+        feeds = []
+        for row in rows:  # one request each, batched together
+            ids = np.array([row], np.int64)
+            arrays = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+            feeds.append({n: arrays[n] for n in artifact.input_names})
+        got = outputs(model.execute([Request(**f) for f in feeds]))
+    finally:
+        torch.set_num_threads(threads_before)
+        for task in os.listdir("/proc/self/task") if pinning else ():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task), affinity_before)
+    assert widths == [10, 4, 3]  # not one padded call: sorted by length, each call as wide as its rows
+    session = onnxruntime.InferenceSession(str(artifact.onnx_path), providers=["CPUExecutionProvider"])
+    for feed, out in zip(feeds, got, strict=True):
+        np.testing.assert_allclose(out, session.run(None, feed)[0], atol=1e-4)
+
+
+def test_the_torch_engine_on_a_gpu_instance_keeps_one_padded_call(module: Any, tmp_path: Path) -> None:
+    """KIND_GPU keeps one padded call per batch (the shape a GPU wants); CUDA is faked by running on the CPU."""
+    version, artifact = _torch_encoder_dir(tmp_path)
+    engine_module = _load_engine_for_fake_gpu(module)
+    model = module.TritonPythonModel()
+    model.initialize({"model_config": json.dumps(_torch_config(artifact)), "model_repository": str(version.parent),
+                      "model_version": "1", "model_name": "encoder", "model_instance_kind": "GPU",
+                      "model_instance_device_id": "0", "model_instance_name": "encoder_0_0"})
+    assert not model.regroup and engine_module.devices == ["cuda:0"]
+
+
+def _load_engine_for_fake_gpu(module: Any) -> Any:
+    """Make the runner's `torch_engine.TorchEncoder` record the device asked for and run on the CPU."""
+    engine_module = _torch_engine_module()
+    real = engine_module.TorchEncoder
+    engine_module.devices = []
+
+    def encoder(checkpoint: str, params: dict[str, str], device: str) -> Any:
+        engine_module.devices.append(device)
+        return real(checkpoint, params, "cpu")
+
+    engine_module.TorchEncoder = encoder
+    loader = module._load_sibling
+    module._load_sibling = lambda name: engine_module if name == "torch_engine" else loader(name)
+    return engine_module
