@@ -118,8 +118,9 @@ def export_cross_encoder(
     say = progress or (lambda _msg: None)
     if activation not in ACTIVATIONS:
         raise BuildError(f"activation {activation!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
-    if precision not in PRECISIONS:
-        raise BuildError(f"precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
+    if precision not in PRECISIONS or precision == "bf16":  # bf16: embedding models only (cpu_quantization)
+        allowed = ", ".join(p for p in PRECISIONS if p != "bf16")
+        raise BuildError(f"precision {precision!r} is not supported for a cross-encoder; use one of {allowed}")
     if engine not in common.ENGINES:
         raise BuildError(f"engine {engine!r} is not supported; use one of {', '.join(common.ENGINES)}")
     if max_seq_length is not None and (not is_whole(max_seq_length) or max_seq_length < 2):

@@ -4,7 +4,8 @@ Target `gpu`: the encoder is served by Triton's onnxruntime backend (KIND_GPU by
 image has no onnxruntime backend (the `-trtllm-python-py3` images that serve the LLM), by the python runner on
 PyTorch from the checkpoint (`encoder_runtime`).
 Target `cpu`: the same `model.onnx` is served by the python-backend ONNX Runtime runner with identical tensor
-names, so the ensemble and every client are the same on both targets.
+names, so the ensemble and every client are the same on both targets; with `cpu_quantization: bf16` that runner
+serves the checkpoint on PyTorch in bfloat16 instead (`engine: torch`, `precision: bf16`).
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 EncoderRuntime = Literal["onnxruntime", "onnx_runner", "torch"]
 
 
-def encoder_runtime(target: Target, image: str | None) -> EncoderRuntime:
+def encoder_runtime(target: Target, image: str | None, precision: str = "fp32") -> EncoderRuntime:
     """How an encoder is served. A gpu image known to lack the onnxruntime backend (every -trtllm-python-py3 image)
     still ships torch and transformers (TensorRT-LLM needs them), so the encoder runs there on PyTorch; an image
-    tritonforge does not know is assumed to have the backend, as the full -py3 image does."""
+    tritonforge does not know is assumed to have the backend, as the full -py3 image does. On the cpu target bf16
+    (`cpu_quantization: bf16`) runs on the python runner's PyTorch engine too: bfloat16 weights, which CPUs with AMX
+    compute natively."""
     if target == "cpu":
-        return "onnx_runner"
+        return "torch" if precision == "bf16" else "onnx_runner"
     shipped = image_backends(image)
     return "torch" if shipped is not None and "onnxruntime" not in shipped else "onnxruntime"
 
@@ -98,7 +101,7 @@ def embedding_model_set(
         backend="python" if runner else "onnxruntime",
         parameters=None
         if torch_checkpoint is None
-        else torch_parameters("embedding", model.gpu_precision, pooling=artifact.pooling, normalize=artifact.normalize),
+        else torch_parameters("embedding", artifact.precision, pooling=artifact.pooling, normalize=artifact.normalize),
     )
     ens_cfg = embed_ensemble(names.ensemble, ModelIO.from_config(tok_cfg), ModelIO.from_config(enc_cfg))
 
@@ -136,8 +139,9 @@ def tokenizer_encoder_set(
     out.add_files(tok_cfg.name, {f"tokenizer/{name}": path for name, path in tokenizer_files.items()})
     encoder_files: dict[str, FileContent]
     if torch_checkpoint is not None:
+        why = "bf16" if target == "cpu" else "the serving image has no onnxruntime backend"
         out.notes.append(
-            f"{encoder_cfg.name}: the serving image has no onnxruntime backend: served by the python runner on PyTorch "
+            f"{encoder_cfg.name}: {why}: served by the python runner on PyTorch "
             "from the checkpoint's weights (checkpoint/), not model.onnx"
         )
         encoder_files = dict(python_backends.sources("onnx_runner"))

@@ -28,7 +28,7 @@ from tritonforge.builders.artifact_cache import STALE_TMP_SECONDS, remove_stale_
 from tritonforge.errors import BuildError, ParityError
 
 OPSET = 17
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")  # bf16: the PyTorch runner only (engine "torch"; cpu target's bf16)
 # onnx: export model.onnx (served by ONNX Runtime); torch: no export, the python runner's PyTorch engine serves the
 # checkpoint (images without the onnxruntime backend; builders/embedding.py encoder_runtime)
 ENGINES = ("onnx", "torch")
@@ -366,15 +366,29 @@ def torch_parameters(task: str, precision: str, **settings: str | bool) -> dict[
 
 
 def torch_precision_note(precision: str) -> str | None:
-    """What a reduced ``precision`` means for the PyTorch engine, which this build cannot measure on CPU."""
-    if precision == "fp32":
+    """What a reduced ``precision`` means for the PyTorch engine; bf16 is measured by the quantization gate instead."""
+    if precision in ("fp32", "bf16"):
         return None
     if precision == "int8":
-        raise BuildError("the PyTorch runner serves fp32 or fp16 (half on the GPU), not int8; use fp16 or fp32")
+        raise BuildError("the PyTorch runner serves fp32, fp16 (half on the GPU) or bf16, not int8; use one of those")
     return (
         "fp16: the PyTorch runner casts the weights to half on the GPU; parity was checked in float32 on CPU "
         "(half-precision numerics are not measured by this build)"
     )
+
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether this machine's CPU computes bf16 natively (AMX or AVX512-BF16 in /proc/cpuinfo's flags); without them
+    PyTorch emulates bf16, slower than fp32. None when the flags cannot be read (not Linux)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    return any(flag in flags for flag in BF16_FLAGS) if flags else None
 
 
 def quantize_int8(src: Path, dst: Path) -> None:

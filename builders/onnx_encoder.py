@@ -81,7 +81,7 @@ class EncoderArtifact:
     quantized_min_cosine: float | None
     tokenizer_files: dict[str, Path]
     notes: tuple[str, ...] = field(default=())
-    # the quantization gate's figures (int8/fp16; see quantization_gate.py), None for fp32
+    # the quantization gate's figures (int8/fp16/bf16; see quantization_gate.py), None for fp32
     quantization_gate: dict[str, Any] | None = None
     engine: str = "onnx"
 
@@ -108,8 +108,8 @@ def export_encoder(
     ONNX: the tokenizer files and settings for the python runner's PyTorch engine, checked against the reference.
 
     Raises BuildError for a bad checkpoint or setting, ParityError when ONNX Runtime disagrees with PyTorch
-    beyond ``parity_tolerance``, and BuildError when an int8/fp16 model fails the quantization gate (its mean cosine
-    to fp32 over the evaluation corpus below ``min_mean_cosine``, or its top-10 search overlap with fp32 below
+    beyond ``parity_tolerance``, and BuildError when an int8/fp16/bf16 model fails the quantization gate (its mean
+    cosine to fp32 over the evaluation corpus below ``min_mean_cosine``, or its top-10 search overlap with fp32 below
     ``min_search_overlap``; see :mod:`.quantization_gate`) unless ``force``.
     """
     say = progress or (lambda _msg: None)
@@ -124,6 +124,8 @@ def export_encoder(
     max_seq_length = None if max_seq_length is None else int(max_seq_length)  # numpy's too: hashed as JSON
     if engine == "torch":
         common.torch_precision_note(precision)  # int8 refused before any work
+    elif precision == "bf16":
+        raise BuildError('precision "bf16" is served by the PyTorch runner: use engine="torch" (no ONNX export)')
     checkpoint = Path(checkpoint).expanduser().resolve()
     validate_checkpoint(checkpoint)
 
@@ -239,9 +241,11 @@ def _build(
     feeds = _parity_feeds(tokenizer, out_dir / "tokenizer" / "tokenizer.json", input_names, max_len)
     with torch.inference_mode():
         reference = _reference_embeddings(ref_model, tokenizer, input_names, pooling, normalize, max_len)
-    if fp32_path is None:  # engine "torch": the python runner's own PyTorch engine, on the checkpoint
-        parameters = common.torch_parameters("embedding", precision, pooling=pooling, normalize=normalize)
-        (served,) = common.torch_runner(checkpoint, parameters).run([OUTPUT_NAME], feeds)
+    torch_fp32: Any = None
+    if fp32_path is None:  # engine "torch": the python runner's own PyTorch engine, on the checkpoint, in float32
+        parameters = common.torch_parameters("embedding", "fp32", pooling=pooling, normalize=normalize)
+        torch_fp32 = common.torch_runner(checkpoint, parameters)
+        (served,) = torch_fp32.run([OUTPUT_NAME], feeds)
         what = "the PyTorch runner"
     else:
         served = common.run_onnx(fp32_path, feeds, OUTPUT_NAME)
@@ -256,7 +260,23 @@ def _build(
 
     quant_cos: float | None = None
     figures: quantization_gate.GateFigures | None = None
-    if fp32_path is None:
+    if fp32_path is None and precision == "bf16":
+        # the engine in bfloat16 (what the runner serves with `precision: bf16`) against itself in float32
+        say("quantization gate (bf16)")
+        t0 = time.perf_counter()
+        parameters = common.torch_parameters("embedding", precision, pooling=pooling, normalize=normalize)
+        figures = quantization_gate.measure(
+            torch_fp32,
+            common.torch_runner(checkpoint, parameters),
+            out_dir / "tokenizer" / "tokenizer.json",
+            input_names,
+            OUTPUT_NAME,
+            max_len,
+        )
+        quant_cos = figures.min_cosine
+        _gate(checkpoint, figures, precision, gate, force, notes)
+        timings["quantize_s"] = time.perf_counter() - t0
+    elif fp32_path is None:
         note = common.torch_precision_note(precision)
         if note:
             notes.append(note)
@@ -281,10 +301,7 @@ def _build(
                 max_len,
             )
             quant_cos = figures.min_cosine
-            problems = quantization_gate.gate_problems(figures, precision, *gate)
-            if problems and not force:
-                raise BuildError(f"{checkpoint}: " + "; ".join(problems) + "; pass force=True to accept it")
-            notes.extend(f"{p}: accepted (force)" for p in problems)
+            _gate(checkpoint, figures, precision, gate, force, notes)
         reference_copy.unlink()
         timings["quantize_s"] = time.perf_counter() - t0
 
@@ -315,6 +332,21 @@ def _build(
             "versions": common.library_versions(),
         },
     }
+
+
+def _gate(
+    checkpoint: Path,
+    figures: quantization_gate.GateFigures,
+    precision: str,
+    gate: tuple[float, float],
+    force: bool,
+    notes: list[str],
+) -> None:
+    """BuildError when the reduced model fails the quantization gate, unless ``force`` (then noted)."""
+    problems = quantization_gate.gate_problems(figures, precision, *gate)
+    if problems and not force:
+        raise BuildError(f"{checkpoint}: " + "; ".join(problems) + "; pass force=True to accept it")
+    notes.extend(f"{p}: accepted (force)" for p in problems)
 
 
 class _EmbeddingWrapperFactory:

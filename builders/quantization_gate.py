@@ -1,4 +1,4 @@
-"""The gate a reduced-precision (int8, fp16) embedding model passes before it is shipped: what it changes for search.
+"""The gate a reduced-precision (int8, fp16, bf16) embedding model passes before it ships: what it changes for search.
 
 Measured on an evaluation corpus (``data/evaluation_corpus.jsonl``: 300 passages written for the project, the same
 as examples/data/corpus.jsonl) embedded by the fp32 and the reduced model through the shipped tokenizer:
@@ -46,7 +46,7 @@ def evaluation_texts(corpus: Path = CORPUS) -> tuple[list[str], list[str]]:
     return passages, queries
 
 
-def _embed(model: Path, tokenizer_json: Path, input_names: tuple[str, ...], output: str, max_len: int,
+def _embed(model: Path | Any, tokenizer_json: Path, input_names: tuple[str, ...], output: str, max_len: int,
            texts: list[str]) -> Any:
     import numpy as np
     from tokenizers import Tokenizer
@@ -54,7 +54,7 @@ def _embed(model: Path, tokenizer_json: Path, input_names: tuple[str, ...], outp
     tokenizer = Tokenizer.from_file(str(tokenizer_json))
     tokenizer.enable_truncation(max_len)
     tokenizer.enable_padding()
-    run = common.session(model)
+    run = common.session(model) if isinstance(model, Path) else model  # an ONNX file, or a runner's engine
     rows = []
     for start in range(0, len(texts), BATCH):
         feeds = common.encoding_arrays(tokenizer.encode_batch(texts[start : start + BATCH]), input_names)
@@ -64,8 +64,10 @@ def _embed(model: Path, tokenizer_json: Path, input_names: tuple[str, ...], outp
     return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-30, None)
 
 
-def measure(fp32: Path, reduced: Path, tokenizer_json: Path, input_names: tuple[str, ...], output: str,
+def measure(fp32: Path | Any, reduced: Path | Any, tokenizer_json: Path, input_names: tuple[str, ...], output: str,
             max_len: int, corpus: Path = CORPUS) -> GateFigures:
+    """``fp32`` and ``reduced``: ONNX files, or engines with ``run(output_names, feed)`` (the python runner's PyTorch
+    engine in float32 and bfloat16, for bf16)."""
     import numpy as np
 
     passages, queries = evaluation_texts(corpus)

@@ -44,7 +44,10 @@ def encode_fn(artifact: Any, checkpoint: Path) -> Callable[[list[str]], np.ndarr
         return onnx_encode_fn(artifact)
     from tritonforge.builders.onnx_common import torch_parameters, torch_runner
 
-    parameters = torch_parameters("embedding", "fp32", pooling=artifact.pooling, normalize=artifact.normalize)
+    # the artifact's precision: bf16 as served (cpu target); fp16 runs in float32 on this CPU, as the build checked
+    parameters = torch_parameters(
+        "embedding", artifact.precision, pooling=artifact.pooling, normalize=artifact.normalize
+    )
     return _tokenized(artifact, torch_runner(checkpoint, parameters))
 
 

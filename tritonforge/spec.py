@@ -227,9 +227,15 @@ class EmbeddingModel(Serving):
     pad_to_multiple_of: Pos | None = Field(
         None, description="pad token ids to a multiple of this, so more requests share a shape"
     )
-    cpu_quantization: Literal["none", "int8"] = "none"
+    cpu_quantization: Literal["none", "int8", "bf16"] = Field(
+        "none",
+        description="int8: dynamic int8 ONNX; bf16: bfloat16 weights on the runner's PyTorch engine (fast on CPUs "
+        "with AMX); both shipped only when they pass the quantization gate",
+    )
     gpu_precision: Literal["fp32", "fp16"] = "fp32"
-    force_quantization: bool = Field(False, description="ship an int8/fp16 model that fails the quantization gate")
+    force_quantization: bool = Field(
+        False, description="ship an int8/fp16/bf16 model that fails the quantization gate"
+    )
     min_mean_cosine: Annotated[float, Field(gt=0, le=1)] = Field(
         0.99, description="quantization gate: mean cosine to fp32 over the evaluation corpus"
     )

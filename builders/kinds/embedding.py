@@ -10,7 +10,7 @@ from tritonforge.spec import EmbeddingModel, RerankerModel
 def precision(model: EmbeddingModel | RerankerModel, target: str) -> str:
     if target == "gpu":
         return model.gpu_precision
-    return "int8" if model.cpu_quantization == "int8" else "fp32"
+    return {"int8": "int8", "bf16": "bf16"}.get(model.cpu_quantization, "fp32")
 
 
 class EmbeddingKind:
@@ -28,14 +28,18 @@ class EmbeddingKind:
         from tritonforge.builders.onnx_encoder import export_encoder
 
         checkpoint = resolve_checkpoint(model.checkpoint, ctx.spec.source_dir)
-        # no ONNX export for an image that serves the encoder on PyTorch: the build checks that engine instead
-        torch = encoder_runtime(ctx.spec.target, ctx.spec.serving_image) == "torch"
+        from tritonforge.builders.onnx_common import native_bf16
+
+        # no ONNX export when the encoder is served on PyTorch (an image without onnxruntime, or bf16 on the cpu
+        # target): the build checks that engine instead
+        reduced = precision(model, ctx.spec.target)
+        torch = encoder_runtime(ctx.spec.target, ctx.spec.serving_image, reduced) == "torch"
         artifact = export_encoder(
             checkpoint,
             pooling=model.pooling,
             normalize=model.normalize,
             max_seq_length=model.max_seq_length,
-            precision=precision(model, ctx.spec.target),
+            precision=reduced,
             parity_tolerance=model.parity_tolerance,
             min_mean_cosine=model.min_mean_cosine,
             min_search_overlap=model.min_search_overlap,
@@ -56,6 +60,11 @@ class EmbeddingKind:
             key, model, ctx.spec.target, artifact, torch_checkpoint=checkpoint if torch else None
         )
         model_set.notes += [f"{key}: {note}" for note in artifact.notes]  # export fallbacks, forced gates, fp16
+        if reduced == "bf16" and native_bf16() is False:  # this machine's, not the artifact's: not cached
+            model_set.notes.append(
+                f"{key}: bf16: this build machine's CPU has neither amx_bf16 nor avx512_bf16, so PyTorch emulates "
+                "bf16 here, slower than fp32; it pays off where the serving CPU has AMX (Sapphire Rapids and later)"
+            )
         return Built(model_set, [info], artifact)
 
     def lineage_inputs(self, ctx: BuildContext, key: str, model: EmbeddingModel) -> dict[str, str]:

@@ -50,7 +50,7 @@ def test_gpu_target_serves_encoders_on_pytorch_where_the_image_has_no_onnxruntim
     assert sorted(p.relative_to(version).as_posix() for p in version.rglob("*") if p.is_file()) == [
         "affinity.py", "call_plan.py", "checkpoint/config.json", "checkpoint/model.safetensors", "cores.py",
         "lineage.json", "model.py", "torch_engine.py",
-    ]  # no model.onnx; the runner ships whole (call_plan.py, affinity.py only serve the onnxruntime engine)
+    ]  # no model.onnx; the runner ships whole (call_plan.py, affinity.py serve CPU instances)
     assert check_repository(repo, image=default_image(), image_backends=True) == []
     # nothing exported to ONNX for it: the build checked the PyTorch runner itself against the reference
     (artifact,) = report.artifacts
@@ -58,6 +58,43 @@ def test_gpu_target_serves_encoders_on_pytorch_where_the_image_has_no_onnxruntim
     assert artifact.parity_max_abs_diff is not None and artifact.parity_max_abs_diff <= 1e-4
     assert any("half-precision numerics are not measured" in n for n in report.notes), report.notes
     assert not list(default_cache_dir().glob(f"*/{artifact.content_hash}/*.onnx"))
+
+
+def test_cpu_bf16_serves_the_checkpoint_on_the_pytorch_runner_once_it_passes_the_quantization_gate(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cpu_quantization bf16: no ONNX export; the python runner's torch engine in bfloat16 (engine torch, precision
+    bf16, KIND_CPU), gated like int8 on its outputs against its own float32 ones; a build machine without native bf16
+    is told, not refused."""
+    from tritonforge.builders import onnx_common
+
+    monkeypatch.setattr(onnx_common, "native_bf16", lambda: False)
+    repo = tmp_path / "repo"
+    report = build(_spec(tiny_bert, cpu_quantization="bf16", min_mean_cosine=0.5, min_search_overlap=0.0), repo,
+                   target="cpu")
+    text = (repo / "tiny_encoder" / "config.pbtxt").read_text()
+    assert 'backend: "python"' in text and "KIND_CPU" in text and "allow_ragged_batch: true" in text
+    for key, value in {"engine": "torch", "task": "embedding", "precision": "bf16", "pooling": "mean"}.items():
+        assert f'key: "{key}"\n  value {{\n    string_value: "{value}"' in text, (key, text)
+    version = repo / "tiny_encoder" / "1"
+    assert not list(version.glob("*.onnx")) and (version / "checkpoint" / "config.json").is_file()
+    assert (version / "torch_engine.py").is_file() and (version / "call_plan.py").is_file()
+    assert check_repository(repo) == []
+    (artifact,) = report.artifacts
+    assert (artifact.kind, artifact.precision) == ("torch-encoder", "bf16")
+    gate = artifact.quantization_gate
+    assert gate is not None and gate["passages"] == 300 and 0.5 <= gate["mean_cosine"] <= 1.0
+    assert artifact.quantized_min_cosine == gate["min_cosine"]
+    assert any("bf16: served by the python runner on PyTorch" in n for n in report.notes), report.notes
+    assert any("neither amx_bf16 nor avx512_bf16" in n and "emulates" in n for n in report.notes), report.notes
+    # the gate refuses what falls short (here: anything but identical results), as it does int8
+    with pytest.raises(BuildError, match=r"bf16 model: mean cosine to fp32 .* < min_mean_cosine 1\.0"):
+        build(_spec(tiny_bert, cpu_quantization="bf16", min_mean_cosine=1.0, min_search_overlap=1.0),
+              tmp_path / "strict", target="cpu")
+    monkeypatch.setattr(onnx_common, "native_bf16", lambda: True)
+    report = build(_spec(tiny_bert, cpu_quantization="bf16", min_mean_cosine=0.5, min_search_overlap=0.0),
+                   tmp_path / "amx", target="cpu")
+    assert not any("emulates" in n for n in report.notes), report.notes
 
 
 def test_gpu_target_renders_the_onnxruntime_backend_for_the_full_image(tiny_bert: Path, tmp_path: Path) -> None:

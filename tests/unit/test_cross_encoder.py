@@ -273,6 +273,8 @@ def test_torch_engine_exports_nothing_and_checks_the_runner(
     assert load_artifact(a.directory) == a
     with pytest.raises(BuildError, match="not int8"):
         export_cross_encoder(tiny_cross_encoder, engine="torch", precision="int8", cache_dir=tmp_path)
+    with pytest.raises(BuildError, match="precision 'bf16' is not supported for a cross-encoder; use one of fp32, fp16, int8"):
+        export_cross_encoder(tiny_cross_encoder, engine="torch", precision="bf16", cache_dir=tmp_path)
     real = cross_encoder._reference_scores
     monkeypatch.setattr(cross_encoder, "_reference_scores", lambda *a, **k: real(*a, **k) + 1e-3)
     with pytest.raises(ParityError, match=r"the PyTorch runner disagrees with the transformers reference: max abs score diff 0\.001"):

@@ -409,8 +409,23 @@ def test_torch_engine_parity_failure_and_refusals(tiny_bert: Path, tmp_path: Pat
         export_encoder(tiny_bert, engine="torch", precision="int8", cache_dir=tmp_path)
     with pytest.raises(BuildError, match="engine 'tensorrt' is not supported; use one of onnx, torch"):
         export_encoder(tiny_bert, engine="tensorrt", cache_dir=tmp_path)
+    with pytest.raises(BuildError, match='precision "bf16" is served by the PyTorch runner: use engine="torch"'):
+        export_encoder(tiny_bert, precision="bf16", cache_dir=tmp_path)
     real = onnx_encoder._reference_embeddings
     monkeypatch.setattr(onnx_encoder, "_reference_embeddings", lambda *a, **k: real(*a, **k) + 1e-3)
     with pytest.raises(ParityError, match=r"the PyTorch runner disagrees with the transformers reference: max abs diff 0\.001"):
         export_encoder(tiny_bert, engine="torch", cache_dir=tmp_path)
     assert list((tmp_path / "onnx-encoder").iterdir()) == []
+
+
+def test_native_bf16_reads_the_cpu_flags(tmp_path: Path) -> None:
+    from tritonforge.builders.onnx_common import native_bf16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
+    assert native_bf16(cpuinfo) is True
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma amx_bf16_not\n")
+    assert native_bf16(cpuinfo) is False
+    cpuinfo.write_text("processor\t: 0\n")
+    assert native_bf16(cpuinfo) is None  # no flags line: unknown
+    assert native_bf16(tmp_path / "missing") is None

@@ -139,3 +139,16 @@ def test_with_target_returns_a_new_spec() -> None:
     gpu = spec.with_target("gpu")
     assert gpu.target == "gpu" and spec.target == "cpu"
     assert spec.with_target(None) is spec
+
+
+def test_cpu_quantization_bf16_is_an_embedding_setting_only() -> None:
+    data = _base()
+    data["models"]["minilm"]["cpu_quantization"] = "bf16"
+    assert parse_spec(data).models["minilm"].cpu_quantization == "bf16"
+    data["models"]["minilm"]["cpu_quantization"] = "fp8"
+    (problem,) = _problems(data)
+    assert problem.startswith("models.minilm.cpu_quantization:") and "'none', 'int8' or 'bf16'" in problem, problem
+    data["models"]["minilm"]["cpu_quantization"] = "none"
+    data["models"]["rr"] = {"kind": "reranker", "checkpoint": "pypi:x", "cpu_quantization": "bf16"}
+    (problem,) = _problems(data)
+    assert problem.startswith("models.rr.cpu_quantization:") and "'none' or 'int8'" in problem, problem
