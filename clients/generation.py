@@ -8,8 +8,6 @@ one response is wanted; the streams themselves (cancel, upstream stop, LoRA rese
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -18,7 +16,7 @@ import numpy as np
 
 from tritonforge.errors import InvalidInputError
 from tritonforge.triton.tensors import text_of
-from tritonforge.values import is_whole
+from tritonforge.values import is_real, is_whole
 
 
 @dataclass(frozen=True)
@@ -40,11 +38,11 @@ class Sampling:
     def check(self) -> None:
         if not is_whole(self.max_tokens) or self.max_tokens < 1:
             raise InvalidInputError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
-        if self.temperature is not None and (not _is_number(self.temperature) or self.temperature < 0):
+        if self.temperature is not None and (not is_real(self.temperature) or self.temperature < 0):
             raise InvalidInputError(f"temperature must be a number >= 0, got {self.temperature!r}")
         if self.top_k is not None and (not is_whole(self.top_k) or self.top_k < 0):
             raise InvalidInputError(f"top_k must be an integer >= 0, got {self.top_k!r}")
-        if self.top_p is not None and (not _is_number(self.top_p) or not 0 <= self.top_p <= 1):
+        if self.top_p is not None and (not is_real(self.top_p) or not 0 <= self.top_p <= 1):
             raise InvalidInputError(f"top_p must be in [0, 1], got {self.top_p}")
         # the tensors these become: a larger value would wrap silently (or fail deep in numpy)
         if self.max_tokens > INT32_MAX:
@@ -81,11 +79,6 @@ class Sampling:
                 f"{', '.join(allowed)}"
             )
         return cls(**{**options, **fixed})
-
-
-def _is_number(value: Any) -> bool:
-    """A real number that is not NaN (bool is not a number here)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
 
 
 INT32_MAX, UINT64_MAX = 2**31 - 1, 2**64 - 1
@@ -181,7 +174,7 @@ def rag_inputs(
                 raise InvalidInputError(f"{name.lower()} must be an integer in [1, {INT32_MAX}], got {value!r}")
             inputs[name] = _one(value, np.int32)
     if min_score is not None:
-        if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not math.isfinite(min_score):
+        if not is_real(min_score):
             raise InvalidInputError(f"min_score must be a finite number, got {min_score!r}")
         inputs["MIN_SCORE"] = _one(float(min_score), np.float32)
     return inputs

@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 from tritonforge.errors import SplitConfigError, unreadable
+from tritonforge.values import is_real
 
 LOG = logging.getLogger(__name__)
 BUCKETS = 10_000  # sticky assignment resolution: 0.01 % of traffic
@@ -94,7 +95,7 @@ class ArmSpec(BaseModel):
     @field_validator("weight", mode="before")
     @classmethod
     def _no_bool_weight(cls, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_real(value, finite=False):  # NaN and inf go on to the field's allow_inf_nan=False, in its words
             raise ValueError(f"must be a number >= 0, got {value!r}")
         return value
 

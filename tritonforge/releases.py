@@ -39,7 +39,7 @@ from tritonforge.errors import (
 from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, read_lineage, version_content_hash
 from tritonforge.triton.connection import Connection
 from tritonforge.triton.options import split_url
-from tritonforge.values import is_whole
+from tritonforge.values import is_real, is_whole
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -66,7 +66,7 @@ class TritonControl:
     def __init__(self, url: str, *, admin_key: str | None = None, timeout: float = 300.0) -> None:
         if not isinstance(url, str):
             raise ReleaseError(f"Triton address must be 'host:port' (a str), got {type(url).__name__}")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        if not is_real(timeout) or not timeout > 0:
             raise ReleaseError(f"Triton timeout must be a number of seconds > 0, got {timeout!r}")
         if admin_key is not None and not isinstance(admin_key, str):
             raise ReleaseError(f"admin_key must be a str (or None), got {type(admin_key).__name__}")
@@ -83,7 +83,7 @@ class TritonControl:
                 "gRPC: grpc(s)://host:port)"
             ) from None
         self.admin_key = admin_key
-        self.timeout = timeout
+        self.timeout = float(timeout)  # numpy's too: a plain float reaches the client
 
     def load(self, model: str) -> None:
         """Raises ReleaseError; its ``__cause__`` is the client's classified error (unreachable, key refused...),

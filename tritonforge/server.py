@@ -62,7 +62,7 @@ from tritonforge.server_wheel import (
 from tritonforge.stub_watchdog import StubWatchdog
 from tritonforge.triton.connection import Connection
 from tritonforge.triton.options import ADMIN_HEADER, GRPC_ADMIN_HEADER
-from tritonforge.values import is_whole
+from tritonforge.values import is_real, is_whole
 
 __all__ = [
     "ADMIN_HEADER",
@@ -214,7 +214,7 @@ class TritonServer:
         self.cache_size_bytes = None if cache_size_bytes is None else int(cache_size_bytes)
         self.allow_partial = allow_partial
         self.log_verbose = int(log_verbose)
-        self.exit_timeout = exit_timeout
+        self.exit_timeout = float(exit_timeout)
         # With a key, Triton refuses model loading/unloading and shared-memory registration over HTTP and gRPC
         # unless the request carries the `tritonforge-admin-key` header (Triton's restricted-API feature).
         self.admin_key = admin_key
@@ -680,7 +680,7 @@ def _check_arguments(
         if value is None and name == "cache_size_bytes":
             continue
         whole = name in ("log_verbose", "cache_size_bytes")
-        ok = is_whole(value) if whole else isinstance(value, int | float) and not isinstance(value, bool)
+        ok = is_whole(value) if whole else is_real(value)
         if not ok or (value < least if inclusive else value <= least):  # type: ignore[operator]
             bound = f">= {least:g}" if inclusive else f"> {least:g}"
             raise ServerError(f"{name}={value!r} must be a {'whole ' if whole else ''}number {bound}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ from tritonforge.errors import BenchError, BenchOptionsError, ClientError
 from tritonforge.triton.connection import Connection
 from tritonforge.triton.load import LoadSession, Sample
 from tritonforge.triton.options import Protocol
+from tritonforge.values import is_real
 
 
 def _composing(fetch: Callable[[str], dict[str, Any]], config: Mapping[str, Any], seen: set[str]) -> list[str]:
@@ -110,8 +110,9 @@ def run_bench(
     if max_requests is not None and max_requests < 1:
         raise BenchOptionsError(f"max_requests={max_requests} (--max-requests) must be >= 1")
     if rate is not None:
-        if not (rate > 0 and math.isfinite(rate)):
+        if not (is_real(rate) and rate > 0):
             raise BenchOptionsError(f"rate={rate} (--rate) must be > 0 requests/s")
+        rate = float(rate)  # numpy's too: the report is JSON
         if not 1 <= max_inflight <= MAX_CONCURRENCY:
             raise BenchOptionsError(f"max_inflight={max_inflight} must be within 1..{MAX_CONCURRENCY}")
         levels: list[int] = []

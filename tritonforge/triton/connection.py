@@ -43,6 +43,7 @@ from tritonforge.triton.options import (
 )
 from tritonforge.triton.streams import generate_payload, grpc_stream, grpc_stream_async, http_generate
 from tritonforge.triton.tensors import build_inputs, output_arrays, requested_outputs
+from tritonforge.values import is_real
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,7 +129,7 @@ class _Base:
     def _timeout(self, timeout: float | None) -> float | None:
         if timeout is None:
             return self.options.timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        if not is_real(timeout) or not timeout > 0:
             raise InvalidInputError(f"timeout={timeout!r} must be > 0 seconds (a number; None: the client's default)")
         return float(timeout)
 

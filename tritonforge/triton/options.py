@@ -7,8 +7,6 @@ client or parses a Triton URL.
 from __future__ import annotations
 
 import ipaddress
-import math
-import numbers
 import random
 import socket
 from collections.abc import Callable, Mapping
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tritonforge.errors import InvalidInputError
-from tritonforge.values import is_whole
+from tritonforge.values import is_real, is_whole
 
 Protocol = Literal["grpc", "http"]
 Compression = Literal["gzip", "deflate"]
@@ -30,11 +28,6 @@ GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 
 
 # ------------------------------------------------------------------------------------------------------- options
-
-
-def _seconds(value: Any) -> bool:
-    """A real number that is not NaN (bool is not a number of seconds)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
 
 
 @dataclass(frozen=True)
@@ -91,12 +84,14 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if not is_whole(self.retries) or self.retries < 0:
             raise InvalidInputError(f"retries={self.retries!r} must be >= 0 (a whole number)")
-        if not _seconds(self.backoff) or not _seconds(self.max_backoff) or self.backoff < 0 or self.max_backoff < 0:
+        if not is_real(self.backoff) or not is_real(self.max_backoff) or self.backoff < 0 or self.max_backoff < 0:
             raise InvalidInputError(
                 f"backoff={self.backoff!r} and max_backoff={self.max_backoff!r} must be >= 0 seconds"
             )
-        if not _seconds(self.jitter) or not 0 <= self.jitter <= 1:
+        if not is_real(self.jitter) or not 0 <= self.jitter <= 1:
             raise InvalidInputError(f"jitter={self.jitter!r} must be within [0, 1]")
+        for name in ("backoff", "max_backoff", "jitter"):  # numpy's too: kept as float
+            object.__setattr__(self, name, float(getattr(self, name)))
 
     @property
     def attempts(self) -> int:
@@ -121,8 +116,10 @@ class ClientOptions:
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        if self.timeout is not None and (not _seconds(self.timeout) or not self.timeout > 0):
+        if self.timeout is not None and (not is_real(self.timeout) or not self.timeout > 0):
             raise InvalidInputError(f"timeout={self.timeout!r} must be > 0 seconds (or None for no deadline)")
+        if self.timeout is not None:  # numpy's too: tritonclient is handed a float
+            object.__setattr__(self, "timeout", float(self.timeout))
         for name, kind in (("retry", RetryPolicy), ("tls", TLSOptions), ("keepalive", KeepAliveOptions)):
             value = getattr(self, name)
             if not isinstance(value, kind) and (value is not None or name == "retry"):
