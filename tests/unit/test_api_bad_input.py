@@ -323,6 +323,22 @@ def test_option_objects_check_their_types() -> None:
         KeepAliveOptions(time_ms="1")  # type: ignore[arg-type]
     with pytest.raises(ClientError, match=r"timeout='1' must be > 0 seconds"):
         ClientOptions(timeout="1")  # type: ignore[arg-type]
+    with pytest.raises(ClientError, match=r"KeepAliveOptions: values must be <= 2147483647"):
+        KeepAliveOptions(timeout_ms=2**31)
+    with pytest.raises(ClientError, match=r"permit_without_calls must be True or False"):
+        KeepAliveOptions(permit_without_calls=1)  # type: ignore[arg-type]
+
+
+def test_option_objects_keep_numpy_whole_numbers_as_int() -> None:
+    # gRPC channel arguments and the retry loop take plain ints; a value read from an array must not reach them as
+    # numpy.int64
+    import numpy as np
+
+    keepalive = KeepAliveOptions(time_ms=np.int64(5000), timeout_ms=np.int32(2000), max_pings_without_data=np.int8(1))
+    assert [type(v) for v in (keepalive.time_ms, keepalive.timeout_ms, keepalive.max_pings_without_data)] == [int] * 3
+    assert keepalive.time_ms == 5000
+    policy = RetryPolicy(retries=np.int64(2))
+    assert type(policy.retries) is int and policy.attempts == 3
     with pytest.raises(ClientError, match=r"options must be a ClientOptions \(or None\), got str"):
         Client.from_options(UNREACHABLE, options="x")  # type: ignore[arg-type]
 

@@ -69,6 +69,12 @@ class KeepAliveOptions:
         values = (self.time_ms, self.timeout_ms, self.max_pings_without_data)
         if not all(is_whole(v) for v in values) or self.time_ms <= 0 or self.timeout_ms <= 0 or values[2] < 0:
             raise InvalidInputError(f"KeepAliveOptions: times must be > 0 ms and pings >= 0, got {self}")
+        if any(v > INT32_MAX for v in values):  # gRPC channel arguments are C ints
+            raise InvalidInputError(f"KeepAliveOptions: values must be <= {INT32_MAX}, got {self}")
+        if not isinstance(self.permit_without_calls, bool):
+            raise InvalidInputError(f"KeepAliveOptions: permit_without_calls must be True or False, got {self}")
+        for name in ("time_ms", "timeout_ms", "max_pings_without_data"):  # numpy's too: kept as int for gRPC
+            object.__setattr__(self, name, int(getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if not is_whole(self.retries) or self.retries < 0:
             raise InvalidInputError(f"retries={self.retries!r} must be >= 0 (a whole number)")
+        object.__setattr__(self, "retries", int(self.retries))
         if not is_real(self.backoff) or not is_real(self.max_backoff) or self.backoff < 0 or self.max_backoff < 0:
             raise InvalidInputError(
                 f"backoff={self.backoff!r} and max_backoff={self.max_backoff!r} must be >= 0 seconds"
