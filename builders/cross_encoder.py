@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tritonforge.errors import BuildError
-from tritonforge.values import is_whole
+from tritonforge.values import is_real, is_whole
 
 from . import onnx_common as common
 from .checkpoints import checkpoint_hash, default_cache_dir, validate_checkpoint
@@ -128,12 +128,10 @@ def export_cross_encoder(
     max_seq_length = None if max_seq_length is None else int(max_seq_length)  # numpy's too: hashed as JSON
     if engine == "torch":
         common.torch_precision_note(precision)  # int8 refused before any work
-    if (
-        isinstance(max_quantized_diff, bool)
-        or not isinstance(max_quantized_diff, int | float)
-        or not max_quantized_diff >= 0
-    ):
+    # finite=False: inf is a bound that lets any difference through; NaN fails ">= 0"
+    if not is_real(max_quantized_diff, finite=False) or not max_quantized_diff >= 0:
         raise BuildError(f"max_quantized_diff must be a number >= 0, got {max_quantized_diff!r}")
+    max_quantized_diff = float(max_quantized_diff)  # numpy's too: kept as a plain float
     checkpoint = Path(checkpoint).expanduser().resolve()
     validate_checkpoint(checkpoint)
 

@@ -206,6 +206,9 @@ def test_bad_settings(tiny_cross_encoder: Path) -> None:
         export_cross_encoder(tiny_cross_encoder, precision="int4")
     with pytest.raises(BuildError, match="max_quantized_diff must be a number >= 0"):
         export_cross_encoder(tiny_cross_encoder, max_quantized_diff=-1)
+    for bad in (float("nan"), True, "0.1", None):
+        with pytest.raises(BuildError, match="max_quantized_diff must be a number >= 0"):
+            export_cross_encoder(tiny_cross_encoder, max_quantized_diff=bad)  # type: ignore[arg-type]
     with pytest.raises(BuildError, match="exceeds the model's max_position_embeddings 128"):
         export_cross_encoder(tiny_cross_encoder, max_seq_length=512)
     with pytest.raises(BuildError, match="no room for a query and a passage"):
