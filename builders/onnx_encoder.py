@@ -260,21 +260,22 @@ def _build(
 
     quant_cos: float | None = None
     figures: quantization_gate.GateFigures | None = None
+
+    def gated(reference: Any, reduced: Any) -> quantization_gate.GateFigures:
+        """The gate's figures for ``reduced`` against ``reference`` (a model file or a runner); refuses by _gate."""
+        found = quantization_gate.measure(
+            reference, reduced, out_dir / "tokenizer" / "tokenizer.json", input_names, OUTPUT_NAME, max_len
+        )
+        _gate(checkpoint, found, precision, gate, force, notes)
+        return found
+
     if fp32_path is None and precision == "bf16":
         # the engine in bfloat16 (what the runner serves with `precision: bf16`) against itself in float32
         say("quantization gate (bf16)")
         t0 = time.perf_counter()
         parameters = common.torch_parameters("embedding", precision, pooling=pooling, normalize=normalize)
-        figures = quantization_gate.measure(
-            torch_fp32,
-            common.torch_runner(checkpoint, parameters),
-            out_dir / "tokenizer" / "tokenizer.json",
-            input_names,
-            OUTPUT_NAME,
-            max_len,
-        )
+        figures = gated(torch_fp32, common.torch_runner(checkpoint, parameters))
         quant_cos = figures.min_cosine
-        _gate(checkpoint, figures, precision, gate, force, notes)
         timings["quantize_s"] = time.perf_counter() - t0
     elif fp32_path is None:
         note = common.torch_precision_note(precision)
@@ -292,16 +293,8 @@ def _build(
             notes.append(note)
         if quant_out is not None:
             say("quantization gate")
-            figures = quantization_gate.measure(
-                reference_copy,
-                out_dir / "model.onnx",
-                out_dir / "tokenizer" / "tokenizer.json",
-                input_names,
-                OUTPUT_NAME,
-                max_len,
-            )
+            figures = gated(reference_copy, out_dir / "model.onnx")
             quant_cos = figures.min_cosine
-            _gate(checkpoint, figures, precision, gate, force, notes)
         reference_copy.unlink()
         timings["quantize_s"] = time.perf_counter() - t0
 
