@@ -338,21 +338,12 @@ def test_the_torch_engine_loads_without_onnxruntime_and_embeds_like_the_onnx_exp
         (version / "checkpoint").mkdir(parents=True, exist_ok=True)
         shutil.copy(path, version / "checkpoint" / rel)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
-    config = {
-        "name": "encoder", "backend": "python", "max_batch_size": 8,
-        "input": [{"name": n, "data_type": "TYPE_INT64", "dims": [-1], "allow_ragged_batch": True}
-                  for n in artifact.input_names],
-        "output": [{"name": artifact.output_name, "data_type": "TYPE_FP32", "dims": [artifact.dim]}],
-        "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
-        "parameters": {k: {"string_value": v} for k, v in
-                       {"engine": "torch", "task": "embedding", "pooling": "mean", "normalize": "true",
-                        "precision": "fp16"}.items()},
-    }
+    config = _torch_config(artifact, precision="fp16")  # fp16 is float32 on a CPU instance
     model = module.TritonPythonModel()
     model.initialize({"model_config": json.dumps(config), "model_repository": str(version.parent),
                       "model_version": "1", "model_name": "encoder", "model_instance_kind": "CPU"})
     feeds = []
-    for row in ([2, 7, 9, 3], [2, 5, 3], [2, 11, 12, 13, 14, 3]):  # one request each, batched together: padded
+    for row in ([2, 7, 9, 3], [2, 5, 3], [2, 11, 12, 13, 14, 3]):  # one request each, batched together
         ids = np.array([row], np.int64)
         arrays = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         feeds.append({n: arrays[n] for n in artifact.input_names})
