@@ -157,7 +157,7 @@ def main() -> None:
         + ("" if args.rounds == ROUNDS and args.measure_s == SERVED_S else
            f" --rounds {args.rounds} --measure-s {args.measure_s}"),
         "machine": bench.machine(),
-        "bf16_flags": {flag: flag in _cpu_flags() for flag in BF16_FLAGS},
+        "bf16_flags": {flag: flag in bench.machine().get("simd_flags", []) for flag in BF16_FLAGS},
         "native_bf16": native_bf16(),
         "rounds": args.rounds,
         "measure_s": args.measure_s,
@@ -176,14 +176,6 @@ def main() -> None:
     print(json.dumps({k: result[k] for k in ("medians_sentences_per_s", "bf16_vs_fp32_served",
                                              "bf16_vs_fp32_by_round", "per_execution_sentences")}, indent=2))
     print(f"written: {args.out}")
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
 
 
 if __name__ == "__main__":

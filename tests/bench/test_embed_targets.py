@@ -94,7 +94,7 @@ def machine() -> dict[str, Any]:
                 info[name] = line.split(":", 1)[1].strip()
         if line.startswith("flags") and "simd_flags" not in info:
             flags = set(line.split(":", 1)[1].split())
-            wanted = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
+            wanted = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16")
             info["simd_flags"] = [f for f in wanted if f in flags]
     return info
 
