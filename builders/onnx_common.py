@@ -378,17 +378,30 @@ def torch_precision_note(precision: str) -> str | None:
 
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+CPUINFO = Path("/proc/cpuinfo")  # the one place this machine's CPU flags are read from (tests point it elsewhere)
 
 
-def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
-    """Whether this machine's CPU computes bf16 natively (AMX or AVX512-BF16 in /proc/cpuinfo's flags); without them
-    PyTorch emulates bf16, slower than fp32. None when the flags cannot be read (not Linux)."""
+def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str] | None:
+    """The flags of ``cpuinfo`` (default: this machine's /proc/cpuinfo); None when they cannot be read (not Linux)."""
     try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+        text = (cpuinfo or CPUINFO).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
     flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
-    return any(flag in flags for flag in BF16_FLAGS) if flags else None
+    return frozenset(flags) if flags else None
+
+
+def native_bf16(cpuinfo: Path | None = None) -> bool | None:
+    """Whether this machine's CPU computes bf16 natively (AMX or AVX512-BF16 in /proc/cpuinfo's flags); without them
+    PyTorch emulates bf16, slower than fp32. None when the flags cannot be read (not Linux)."""
+    flags = cpu_flags(cpuinfo)
+    return None if flags is None else any(flag in flags for flag in BF16_FLAGS)
+
+
+def amx_bf16(cpuinfo: Path | None = None) -> bool:
+    """Whether this machine's CPU has AMX for bf16 (``amx_bf16``: Sapphire Rapids and later), where bf16 pays most;
+    False when the flags cannot be read."""
+    return "amx_bf16" in (cpu_flags(cpuinfo) or ())
 
 
 def quantize_int8(src: Path, dst: Path) -> None:

@@ -14,7 +14,7 @@ from tritonforge.builders.kinds import ArtifactInfo, BuildContext, build_order, 
 from tritonforge.errors import OptionError, Problem, ValidationError
 from tritonforge.naming import llm_names
 from tritonforge.repository import FileContent, check_output, write_repository
-from tritonforge.spec import LLMModel, Spec, load_spec
+from tritonforge.spec import EmbeddingModel, LLMModel, Spec, load_spec
 
 Progress = Callable[[str], None]
 
@@ -54,6 +54,7 @@ def plan_repository(
     if stand_ins:  # said at build time (notes) and at serve time (tritonforge serve reads it back)
         manifest["random_stand_ins"] = stand_ins
         plan.notes += [f"RANDOM stand-in: {s}" for s in stand_ins]
+    plan.notes += bf16_notes(spec)
     if spec.target == "gpu" or spec.image:
         manifest["image"] = spec.serving_image  # validate / deploy check engines and runtimes against it
     # `tritonforge deploy k8s` sizes pods from these: the engine may live outside the repository
@@ -71,6 +72,23 @@ def plan_repository(
     # Files at the repository root are not models; Triton ignores them.
     plan.files["tritonforge.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     return plan.files, artifacts, plan.notes
+
+
+def bf16_notes(spec: Spec) -> list[str]:
+    """One note when this build machine's CPU has AMX (amx_bf16) and the cpu target serves encoders in fp32 that
+    `cpu_quantization: bf16` would serve about twice as fast here (none otherwise)."""
+    from tritonforge.builders.onnx_common import amx_bf16
+
+    if spec.target != "cpu":
+        return []
+    fp32 = [key for key, model in spec.of_kind(EmbeddingModel).items() if model.cpu_quantization == "none"]
+    if not fp32 or not amx_bf16():
+        return []
+    return [
+        f"this CPU has AMX (amx_bf16): cpu_quantization: bf16 serves {', '.join(fp32)} ~2x faster here "
+        "(all-MiniLM-L6-v2: 1.98x fp32 served on a Xeon with AMX), shipped only when it passes the quantization gate "
+        "against fp32 (docs/spec.md)"
+    ]
 
 
 def random_stand_ins(spec: Spec) -> list[str]:

@@ -31,6 +31,39 @@ def test_build_writes_a_valid_repository(tiny_bert: Path, tmp_path: Path) -> Non
     assert report.artifacts[0].parity_max_abs_diff is not None and report.artifacts[0].parity_max_abs_diff <= 1e-4
 
 
+AMX_CPU = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+ZEN4_CPU = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"  # bf16 in AVX-512, no AMX
+
+
+def test_a_cpu_build_on_an_amx_machine_names_its_fp32_encoders_bf16_would_speed_up(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One note per build, naming the fp32 (cpu_quantization none) models, only where /proc/cpuinfo has amx_bf16."""
+    from tritonforge.build import bf16_notes
+    from tritonforge.builders import onnx_common
+
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(onnx_common, "CPUINFO", cpuinfo)
+    cpuinfo.write_text(AMX_CPU)
+    (note,) = [n for n in build(_spec(tiny_bert), tmp_path / "repo", target="cpu").notes if "AMX" in n]
+    assert note.startswith("this CPU has AMX (amx_bf16): cpu_quantization: bf16 serves tiny ~2x faster here"), note
+    assert "gate" in note and "docs/spec.md" in note
+    two = parse_spec({"name": "two", "models": {
+        "a": {"kind": "embedding", "checkpoint": "pypi:x"},
+        "b": {"kind": "embedding", "checkpoint": "pypi:x", "ensemble": "embed_b"},
+        "c": {"kind": "embedding", "checkpoint": "pypi:x", "ensemble": "embed_c", "cpu_quantization": "int8"},
+    }})
+    (note,) = bf16_notes(two)
+    assert "bf16 serves a, b ~2x" in note, note  # int8's c is not fp32
+    assert bf16_notes(two.with_target("gpu")) == []
+    for other in (ZEN4_CPU, "processor\t: 0\n"):  # native bf16 without AMX; flags unreadable
+        cpuinfo.write_text(other)
+        assert bf16_notes(two) == []
+    cpuinfo.unlink()
+    assert bf16_notes(two) == []
+    assert not any("AMX" in n for n in build(_spec(tiny_bert), tmp_path / "plain", target="cpu").notes)
+
+
 def test_gpu_target_serves_encoders_on_pytorch_where_the_image_has_no_onnxruntime_backend(
     tiny_bert: Path, tmp_path: Path
 ) -> None:

@@ -429,3 +429,16 @@ def test_native_bf16_reads_the_cpu_flags(tmp_path: Path) -> None:
     cpuinfo.write_text("processor\t: 0\n")
     assert native_bf16(cpuinfo) is None  # no flags line: unknown
     assert native_bf16(tmp_path / "missing") is None
+
+
+def test_amx_bf16_reads_the_same_flags(tmp_path: Path) -> None:
+    from tritonforge.builders.onnx_common import amx_bf16, cpu_flags
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512_bf16 amx_bf16 amx_tile\nprocessor\t: 1\n")
+    assert amx_bf16(cpuinfo) is True and cpu_flags(cpuinfo) == {"fpu", "avx512_bf16", "amx_bf16", "amx_tile"}
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512_bf16 amx_tile\n")  # native bf16, no AMX
+    assert amx_bf16(cpuinfo) is False
+    cpuinfo.write_text("processor\t: 0\n")
+    assert amx_bf16(cpuinfo) is False and cpu_flags(cpuinfo) is None
+    assert amx_bf16(tmp_path / "missing") is False
