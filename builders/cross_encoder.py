@@ -8,9 +8,11 @@ candidate passages, because Triton batches whole requests (queries) on the leadi
 ``[batch, candidates]``: the raw logit, or its sigmoid with ``activation="sigmoid"``. Every axis is dynamic, so
 the same ``model.onnx`` serves on Triton's onnxruntime backend (``gpu``) and the python ONNX runner (``cpu``).
 
-With ``engine="torch"`` (images without the onnxruntime backend) nothing is exported: the artifact holds the
-tokenizer files and settings, and the check runs the python runner's PyTorch engine
-(python_backends/onnx_runner/torch_engine.py), which serves the checkpoint itself, against the same reference.
+With ``engine="torch"`` (images without the onnxruntime backend; the cpu target's bf16) nothing is exported: the
+artifact holds the tokenizer files and settings, and the check runs the python runner's PyTorch engine
+(python_backends/onnx_runner/torch_engine.py), which serves the checkpoint itself, against the same reference. With
+``precision="bf16"`` (engine torch only) that engine in bfloat16 is gated against itself in float32, as int8 is
+against the fp32 export: the largest score difference over the parity pairs must stay within ``max_quantized_diff``.
 
 Every export is checked against PyTorch logits computed pair by pair without padding, and the result is cached
 under ``<cache>/cross-encoder/<content hash>/`` (built in a temporary folder, renamed into place). The machinery
@@ -83,7 +85,7 @@ class CrossEncoderArtifact:
     precision: str
     content_hash: str
     parity_max_abs_diff: float | None
-    quantized_max_abs_diff: float | None  # int8/fp16: max |score - fp32 score| over the parity pairs
+    quantized_max_abs_diff: float | None  # int8/fp16/bf16: max |score - fp32 score| over the parity pairs
     tokenizer_files: dict[str, Path]
     activation: str
     notes: tuple[str, ...] = field(default=())
@@ -112,17 +114,19 @@ def export_cross_encoder(
 
     Raises BuildError for a bad checkpoint or setting (a classifier with other than one label, a slow tokenizer,
     missing weights), ParityError when ONNX Runtime disagrees with PyTorch beyond ``parity_tolerance``, and
-    BuildError when an int8/fp16 model's scores differ from fp32 by more than ``max_quantized_diff`` (unless
-    ``force``). Scores are compared after the activation.
+    BuildError when an int8/fp16/bf16 model's scores differ from fp32 by more than ``max_quantized_diff`` (unless
+    ``force``). Scores are compared after the activation. bf16 is served by the PyTorch runner only
+    (``engine="torch"``).
     """
     say = progress or (lambda _msg: None)
     if activation not in ACTIVATIONS:
         raise BuildError(f"activation {activation!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
-    if precision not in PRECISIONS or precision == "bf16":  # bf16: embedding models only (cpu_quantization)
-        allowed = ", ".join(p for p in PRECISIONS if p != "bf16")
-        raise BuildError(f"precision {precision!r} is not supported for a cross-encoder; use one of {allowed}")
+    if precision not in PRECISIONS:
+        raise BuildError(f"precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
     if engine not in common.ENGINES:
         raise BuildError(f"engine {engine!r} is not supported; use one of {', '.join(common.ENGINES)}")
+    if precision == "bf16" and engine != "torch":
+        raise BuildError('precision "bf16" is served by the PyTorch runner: use engine="torch" (no ONNX export)')
     if max_seq_length is not None and (not is_whole(max_seq_length) or max_seq_length < 2):
         raise BuildError(f"max_seq_length must be an integer >= 2, got {max_seq_length!r}")
     max_seq_length = None if max_seq_length is None else int(max_seq_length)  # numpy's too: hashed as JSON
@@ -197,7 +201,6 @@ def _build(
     say: Callable[[str], None],
     engine: str = "onnx",
 ) -> dict[str, Any]:
-    import numpy as np
     import torch
 
     notes: list[str] = []
@@ -264,7 +267,8 @@ def _build(
     with torch.inference_mode():
         reference = _reference_scores(ref_model, tokenizer, input_names, activation, max_len)
     if fp32_path is None:  # engine "torch": the python runner's own PyTorch engine, on the checkpoint
-        parameters = common.torch_parameters("scoring", precision, activation=activation)
+        checked = "fp32" if precision == "bf16" else precision  # bf16: float32 here, gated against it below
+        parameters = common.torch_parameters("scoring", checked, activation=activation)
         (served,) = common.torch_runner(checkpoint, parameters).run([OUTPUT_NAME], feeds)
         what = "the PyTorch runner"
     else:
@@ -280,7 +284,15 @@ def _build(
     del export_model, ref_model
 
     quant_diff: float | None = None
-    if fp32_path is None:
+    if fp32_path is None and precision == "bf16":
+        # the engine in bfloat16 (what the runner serves with `precision: bf16`) against itself in float32
+        say("quantization gate (bf16)")
+        t0 = time.perf_counter()
+        parameters = common.torch_parameters("scoring", precision, activation=activation)
+        (reduced,) = common.torch_runner(checkpoint, parameters).run([OUTPUT_NAME], feeds)
+        quant_diff = _gate(checkpoint, precision, reduced, served, max_quantized_diff, force, notes)
+        timings["quantize_s"] = time.perf_counter() - t0
+    elif fp32_path is None:
         note = common.torch_precision_note(precision)
         if note:
             notes.append(note)
@@ -293,16 +305,7 @@ def _build(
         if note:
             notes.append(note)
         if quant_out is not None:
-            quant_diff = float(np.abs(quant_out - served).max())
-            if not quant_diff <= max_quantized_diff:
-                if not force:
-                    raise BuildError(
-                        f"{checkpoint}: {precision} model's scores differ from fp32 by up to {quant_diff:.6f} "
-                        f"> max_quantized_diff {max_quantized_diff}; pass force=True to accept it"
-                    )
-                notes.append(
-                    f"{precision} max abs score diff {quant_diff:.6f} is above {max_quantized_diff}, accepted (force)"
-                )
+            quant_diff = _gate(checkpoint, precision, quant_out, served, max_quantized_diff, force, notes)
         timings["quantize_s"] = time.perf_counter() - t0
 
     return {
@@ -330,6 +333,24 @@ def _build(
             "versions": common.library_versions(),
         },
     }
+
+
+def _gate(
+    checkpoint: Path, precision: str, reduced: Any, fp32: Any, max_quantized_diff: float, force: bool, notes: list[str]
+) -> float:
+    """The reduced model's largest score difference from fp32; BuildError above ``max_quantized_diff`` (NaN
+    included) unless ``force`` (then noted)."""
+    import numpy as np
+
+    diff = float(np.abs(reduced - fp32).max())
+    if not diff <= max_quantized_diff:
+        if not force:
+            raise BuildError(
+                f"{checkpoint}: {precision} model's scores differ from fp32 by up to {diff:.6f} "
+                f"> max_quantized_diff {max_quantized_diff}; pass force=True to accept it"
+            )
+        notes.append(f"{precision} max abs score diff {diff:.6f} is above {max_quantized_diff}, accepted (force)")
+    return diff
 
 
 def _check_num_labels(checkpoint: Path) -> None:

@@ -2,7 +2,8 @@
 
 The cross-encoder's `model.onnx` takes [batch, candidates, sequence] and returns SCORES [batch, candidates]:
 one batch item is one query with its passages, so Triton batches whole queries on both targets. On a gpu image
-without the onnxruntime backend the python runner scores with PyTorch from the checkpoint (``encoder_runtime``).
+without the onnxruntime backend, and on the cpu target with `cpu_quantization: bf16` (bfloat16 weights), the python
+runner scores with PyTorch from the checkpoint (``encoder_runtime``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def reranker_model_set(
     if runner:  # the python runner pads candidates across requests; cut each request's SCORES back to its own count
         runner_params = {"unpad_output_axes": "1"}
         if torch_checkpoint is not None:
-            runner_params.update(torch_parameters("scoring", model.gpu_precision, activation=artifact.activation))
+            runner_params.update(torch_parameters("scoring", artifact.precision, activation=artifact.activation))
     enc_cfg, enc_notes = render_model(
         enc_name,
         model,

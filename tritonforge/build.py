@@ -14,7 +14,7 @@ from tritonforge.builders.kinds import ArtifactInfo, BuildContext, build_order, 
 from tritonforge.errors import OptionError, Problem, ValidationError
 from tritonforge.naming import llm_names
 from tritonforge.repository import FileContent, check_output, write_repository
-from tritonforge.spec import EmbeddingModel, LLMModel, Spec, load_spec
+from tritonforge.spec import EmbeddingModel, LLMModel, RerankerModel, Spec, load_spec
 
 Progress = Callable[[str], None]
 
@@ -76,12 +76,16 @@ def plan_repository(
 
 def bf16_notes(spec: Spec) -> list[str]:
     """One note when this build machine's CPU has AMX (amx_bf16) and the cpu target serves encoders in fp32 that
-    `cpu_quantization: bf16` would serve about twice as fast here (none otherwise)."""
+    `cpu_quantization: bf16` would serve about twice as fast here (embedding and reranker models; none otherwise)."""
     from tritonforge.builders.onnx_common import amx_bf16
 
     if spec.target != "cpu":
         return []
-    fp32 = [key for key, model in spec.of_kind(EmbeddingModel).items() if model.cpu_quantization == "none"]
+    fp32 = [
+        key
+        for key, model in spec.models.items()
+        if isinstance(model, EmbeddingModel | RerankerModel) and model.cpu_quantization == "none"
+    ]
     if not fp32 or not amx_bf16():
         return []
     return [

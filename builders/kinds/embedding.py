@@ -13,6 +13,19 @@ def precision(model: EmbeddingModel | RerankerModel, target: str) -> str:
     return {"int8": "int8", "bf16": "bf16"}.get(model.cpu_quantization, "fp32")
 
 
+def emulated_bf16_notes(key: str, reduced: str) -> list[str]:
+    """A note when a model is built in bf16 on a machine whose CPU has neither amx_bf16 nor avx512_bf16 (this
+    machine's, not the artifact's: not cached)."""
+    from tritonforge.builders.onnx_common import native_bf16
+
+    if reduced != "bf16" or native_bf16() is not False:
+        return []
+    return [
+        f"{key}: bf16: this build machine's CPU has neither amx_bf16 nor avx512_bf16, so PyTorch emulates bf16 here, "
+        "slower than fp32; it pays off where the serving CPU has AMX (Sapphire Rapids and later)"
+    ]
+
+
 class EmbeddingKind:
     spec_class = EmbeddingModel
 
@@ -28,8 +41,6 @@ class EmbeddingKind:
         from tritonforge.builders.onnx_encoder import export_encoder
 
         checkpoint = resolve_checkpoint(model.checkpoint, ctx.spec.source_dir)
-        from tritonforge.builders.onnx_common import native_bf16
-
         # no ONNX export when the encoder is served on PyTorch (an image without onnxruntime, or bf16 on the cpu
         # target): the build checks that engine instead
         reduced = precision(model, ctx.spec.target)
@@ -60,11 +71,7 @@ class EmbeddingKind:
             key, model, ctx.spec.target, artifact, torch_checkpoint=checkpoint if torch else None
         )
         model_set.notes += [f"{key}: {note}" for note in artifact.notes]  # export fallbacks, forced gates, fp16
-        if reduced == "bf16" and native_bf16() is False:  # this machine's, not the artifact's: not cached
-            model_set.notes.append(
-                f"{key}: bf16: this build machine's CPU has neither amx_bf16 nor avx512_bf16, so PyTorch emulates "
-                "bf16 here, slower than fp32; it pays off where the serving CPU has AMX (Sapphire Rapids and later)"
-            )
+        model_set.notes += emulated_bf16_notes(key, reduced)
         return Built(model_set, [info], artifact)
 
     def lineage_inputs(self, ctx: BuildContext, key: str, model: EmbeddingModel) -> dict[str, str]:

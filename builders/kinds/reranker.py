@@ -1,9 +1,12 @@
-"""kind: reranker — a cross-encoder exported to ONNX, served as pair tokenizer → cross-encoder."""
+"""kind: reranker — a cross-encoder exported to ONNX (or served from its checkpoint on PyTorch: bf16 on the cpu
+target, gpu images without onnxruntime), served as pair tokenizer → cross-encoder."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tritonforge.builders.kinds import ArtifactInfo, BuildContext, Built
-from tritonforge.builders.kinds.embedding import precision
+from tritonforge.builders.kinds.embedding import emulated_bf16_notes, precision
 from tritonforge.naming import reranker_names
 from tritonforge.spec import RerankerModel
 
@@ -24,13 +27,15 @@ class RerankerKind:
         from tritonforge.builders.reranking import reranker_model_set
 
         checkpoint = resolve_checkpoint(model.checkpoint, ctx.spec.source_dir)
-        # no ONNX export for an image that serves the encoder on PyTorch: the build checks that engine instead
-        torch = encoder_runtime(ctx.spec.target, ctx.spec.serving_image) == "torch"
+        # no ONNX export when the cross-encoder is served on PyTorch (an image without onnxruntime, or bf16 on the
+        # cpu target): the build checks that engine instead
+        reduced = precision(model, ctx.spec.target)
+        torch = encoder_runtime(ctx.spec.target, ctx.spec.serving_image, reduced) == "torch"
         artifact = export_cross_encoder(
             checkpoint,
             max_seq_length=model.max_seq_length,
             activation=model.activation,
-            precision=precision(model, ctx.spec.target),
+            precision=reduced,
             parity_tolerance=model.parity_tolerance,
             force=model.force_quantization,
             progress=ctx.say_for(key),
@@ -43,17 +48,27 @@ class RerankerKind:
             artifact.content_hash,
             artifact.parity_max_abs_diff,
             None,
+            _gate_figures(artifact),
         )
         model_set = reranker_model_set(
             key, model, ctx.spec.target, artifact, torch_checkpoint=checkpoint if torch else None
         )
         model_set.notes += [f"{key}: {note}" for note in artifact.notes]  # export fallbacks, forced gates, fp16
+        model_set.notes += emulated_bf16_notes(key, reduced)
         return Built(model_set, [info], artifact)
 
     def lineage_inputs(self, ctx: BuildContext, key: str, model: RerankerModel) -> dict[str, str]:
         from tritonforge.builders.checkpoints import checkpoint_hash, resolve_checkpoint
 
         return {"checkpoint": checkpoint_hash(resolve_checkpoint(model.checkpoint, ctx.spec.source_dir))}
+
+
+def _gate_figures(artifact: Any) -> dict[str, Any] | None:
+    """The report's figure for a reduced cross-encoder: its largest score difference from fp32 (None for fp32)."""
+    from tritonforge.builders.cross_encoder import PARITY_PAIRS
+
+    diff = artifact.quantized_max_abs_diff
+    return None if diff is None else {"max_abs_score_diff": diff, "pairs": len(PARITY_PAIRS)}
 
 
 KIND = RerankerKind()

@@ -50,11 +50,13 @@ def test_a_cpu_build_on_an_amx_machine_names_its_fp32_encoders_bf16_would_speed_
     assert "gate" in note and "docs/spec.md" in note
     two = parse_spec({"name": "two", "models": {
         "a": {"kind": "embedding", "checkpoint": "pypi:x"},
-        "b": {"kind": "embedding", "checkpoint": "pypi:x", "ensemble": "embed_b"},
+        "b": {"kind": "embedding", "checkpoint": "pypi:x", "ensemble": "embed_b", "cpu_quantization": "bf16"},
         "c": {"kind": "embedding", "checkpoint": "pypi:x", "ensemble": "embed_c", "cpu_quantization": "int8"},
+        "rr": {"kind": "reranker", "checkpoint": "pypi:x"},
+        "rr2": {"kind": "reranker", "checkpoint": "pypi:x", "ensemble": "rerank2", "cpu_quantization": "bf16"},
     }})
     (note,) = bf16_notes(two)
-    assert "bf16 serves a, b ~2x" in note, note  # int8's c is not fp32
+    assert "bf16 serves a, rr ~2x" in note, note  # b, rr2 are bf16 already, int8's c is not fp32
     assert bf16_notes(two.with_target("gpu")) == []
     for other in (ZEN4_CPU, "processor\t: 0\n"):  # native bf16 without AMX; flags unreadable
         cpuinfo.write_text(other)
@@ -128,6 +130,42 @@ def test_cpu_bf16_serves_the_checkpoint_on_the_pytorch_runner_once_it_passes_the
     report = build(_spec(tiny_bert, cpu_quantization="bf16", min_mean_cosine=0.5, min_search_overlap=0.0),
                    tmp_path / "amx", target="cpu")
     assert not any("emulates" in n for n in report.notes), report.notes
+
+
+def test_cpu_bf16_reranker_scores_on_the_pytorch_runner_once_its_scores_stay_near_fp32(
+    tiny_cross_encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reranker's cpu_quantization bf16: no ONNX export; the python runner's torch engine scores in bfloat16 (engine
+    torch, task scoring, precision bf16), gated on its score difference from its float32 scores (the report's figure),
+    refused beyond the gate as int8 is."""
+    from tritonforge.builders import cross_encoder, onnx_common
+
+    monkeypatch.setattr(onnx_common, "native_bf16", lambda: False)
+    entry = {"kind": "reranker", "checkpoint": str(tiny_cross_encoder), "max_batch_size": 4,
+             "cpu_quantization": "bf16"}
+    repo = tmp_path / "repo"
+    report = build(parse_spec({"name": "rr", "models": {"rr": entry}}), repo, target="cpu")
+    text = (repo / "rr_cross_encoder" / "config.pbtxt").read_text()
+    assert 'backend: "python"' in text and "KIND_CPU" in text and "allow_ragged_batch: true" in text
+    for key, value in {"engine": "torch", "task": "scoring", "precision": "bf16", "activation": "none",
+                       "unpad_output_axes": "1"}.items():
+        assert f'key: "{key}"\n  value {{\n    string_value: "{value}"' in text, (key, text)
+    version = repo / "rr_cross_encoder" / "1"
+    assert not list(version.glob("*.onnx")) and (version / "checkpoint" / "config.json").is_file()
+    assert (version / "torch_engine.py").is_file() and (version / "call_plan.py").is_file()
+    assert check_repository(repo) == []
+    (artifact,) = report.artifacts
+    assert (artifact.kind, artifact.precision) == ("torch-cross-encoder", "bf16")
+    gate = artifact.quantization_gate
+    assert gate is not None and gate["pairs"] == 10 and 0 < gate["max_abs_score_diff"] <= 0.05, gate
+    assert any("rr_cross_encoder: bf16: served by the python runner on PyTorch" in n for n in report.notes)
+    assert any(n.startswith("rr: bf16: this build machine's CPU has neither") for n in report.notes), report.notes
+    # the gate refuses what falls short (here: any difference at all), as it does int8; the spec has no
+    # max_quantized_diff, so the builder's default (0.05) is lowered for this build
+    monkeypatch.setattr(cross_encoder.export_cross_encoder, "__kwdefaults__",
+                        {**cross_encoder.export_cross_encoder.__kwdefaults__, "max_quantized_diff": 1e-9})
+    with pytest.raises(BuildError, match=r"bf16 model's scores differ from fp32 by up to .* > max_quantized_diff 1e-09"):
+        build(parse_spec({"name": "rr", "models": {"rr": entry}}), tmp_path / "strict", target="cpu")
 
 
 def test_gpu_target_renders_the_onnxruntime_backend_for_the_full_image(tiny_bert: Path, tmp_path: Path) -> None:

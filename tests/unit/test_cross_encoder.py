@@ -1,4 +1,5 @@
-"""Cross-encoder (reranker) builder: export, parity, [batch, candidates, sequence] axes, activation, int8 gate, cache.
+"""Cross-encoder (reranker) builder: export, parity, [batch, candidates, sequence] axes, activation, int8 and bf16
+gates, cache.
 
 The bi-encoder exporter shares its machinery (builders/onnx_common.py); tests/unit/test_onnx_encoder.py covers it.
 """
@@ -169,6 +170,54 @@ def test_int8_reports_score_diff_and_refuses_above_max_unless_forced(tiny_cross_
     assert list((tmp_path / "new" / "cross-encoder").iterdir()) == []
 
 
+def test_bf16_runs_the_torch_engine_in_bfloat16_gated_against_its_float32_scores(
+    tiny_cross_encoder: Path, tmp_path: Path
+) -> None:
+    """cpu_quantization bf16: no ONNX; parity checked on the engine in float32, then the engine in bfloat16 (what the
+    runner serves) gated on its largest score difference, refused above max_quantized_diff unless forced, as int8."""
+    cache = tmp_path / "cache"
+    a = export_cross_encoder(tiny_cross_encoder, engine="torch", precision="bf16", activation="sigmoid",
+                             cache_dir=cache)
+    assert (a.engine, a.precision, a.onnx_path) == ("torch", "bf16", None) and not list(a.directory.rglob("*.onnx"))
+    assert a.parity_max_abs_diff is not None and a.parity_max_abs_diff <= 1e-4  # float32 engine vs the reference
+    assert a.quantized_max_abs_diff is not None and 0 < a.quantized_max_abs_diff <= 0.05  # bf16 differs, a little
+    assert load_artifact(a.directory) == a
+    with pytest.raises(BuildError, match=r"bf16 model's scores differ from fp32 by up to .* > max_quantized_diff 1e-09"):
+        export_cross_encoder(tiny_cross_encoder, engine="torch", precision="bf16", activation="sigmoid",
+                             max_quantized_diff=1e-9, cache_dir=cache)  # the cached artifact, re-checked
+    with pytest.raises(BuildError, match=r"bf16 model's scores differ from fp32 by up to .* pass force=True"):
+        export_cross_encoder(tiny_cross_encoder, engine="torch", precision="bf16", max_quantized_diff=1e-9,
+                             cache_dir=tmp_path / "new")  # a fresh build
+    assert list((tmp_path / "new" / "cross-encoder").iterdir()) == []
+    forced = export_cross_encoder(tiny_cross_encoder, engine="torch", precision="bf16", max_quantized_diff=1e-9,
+                                  force=True, cache_dir=tmp_path / "new")
+    assert any("bf16 max abs score diff" in n and "accepted (force)" in n for n in forced.notes), forced.notes
+
+
+def test_the_torch_engine_scores_in_bf16_close_to_fp32(tiny_cross_encoder: Path) -> None:
+    """The runner's engine with precision bf16: bfloat16 weights, float32 [rows, candidates] scores near fp32's,
+    for the [groups, candidates, sequence] batch a build checks and the [1, pairs, sequence] calls the runner makes."""
+    import torch
+
+    from tritonforge.builders import onnx_common as common
+
+    fp32_engine = common.torch_runner(tiny_cross_encoder, common.torch_parameters("scoring", "fp32"))
+    bf16_engine = common.torch_runner(tiny_cross_encoder, common.torch_parameters("scoring", "bf16"))
+    assert bf16_engine.dtype == torch.bfloat16 and next(bf16_engine.model.parameters()).dtype == torch.bfloat16
+    from tokenizers import Tokenizer
+
+    fp32_art = export_cross_encoder(tiny_cross_encoder)
+    tok = Tokenizer.from_file(str(fp32_art.tokenizer_files["tokenizer.json"]))
+    pairs = [(q, p) for q, ps in PAIRS_A + PAIRS_B for p in ps][:10]
+    arrays = common.encoding_arrays(tok.encode_batch(pairs), fp32_art.input_names)
+    for shape in ((1, len(pairs)), (len(pairs) // 2, 2)):
+        feed = {n: a.reshape(*shape, -1) for n, a in arrays.items()}
+        (want,) = fp32_engine.run(["SCORES"], feed)
+        (got,) = bf16_engine.run(["SCORES"], feed)
+        assert got.dtype == np.float32 and got.shape == want.shape == shape
+        assert 0 < float(np.abs(got - want).max()) <= 0.05
+
+
 # ----------------------------------------------------------------------------------------------- errors + cache
 
 
@@ -276,8 +325,8 @@ def test_torch_engine_exports_nothing_and_checks_the_runner(
     assert load_artifact(a.directory) == a
     with pytest.raises(BuildError, match="not int8"):
         export_cross_encoder(tiny_cross_encoder, engine="torch", precision="int8", cache_dir=tmp_path)
-    with pytest.raises(BuildError, match="precision 'bf16' is not supported for a cross-encoder; use one of fp32, fp16, int8"):
-        export_cross_encoder(tiny_cross_encoder, engine="torch", precision="bf16", cache_dir=tmp_path)
+    with pytest.raises(BuildError, match='precision "bf16" is served by the PyTorch runner: use engine="torch"'):
+        export_cross_encoder(tiny_cross_encoder, precision="bf16", cache_dir=tmp_path)
     real = cross_encoder._reference_scores
     monkeypatch.setattr(cross_encoder, "_reference_scores", lambda *a, **k: real(*a, **k) + 1e-3)
     with pytest.raises(ParityError, match=r"the PyTorch runner disagrees with the transformers reference: max abs score diff 0\.001"):

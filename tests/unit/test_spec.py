@@ -141,7 +141,7 @@ def test_with_target_returns_a_new_spec() -> None:
     assert spec.with_target(None) is spec
 
 
-def test_cpu_quantization_bf16_is_an_embedding_setting_only() -> None:
+def test_cpu_quantization_bf16_for_embedding_and_reranker_models() -> None:
     data = _base()
     data["models"]["minilm"]["cpu_quantization"] = "bf16"
     assert parse_spec(data).models["minilm"].cpu_quantization == "bf16"
@@ -150,5 +150,7 @@ def test_cpu_quantization_bf16_is_an_embedding_setting_only() -> None:
     assert problem.startswith("models.minilm.cpu_quantization:") and "'none', 'int8' or 'bf16'" in problem, problem
     data["models"]["minilm"]["cpu_quantization"] = "none"
     data["models"]["rr"] = {"kind": "reranker", "checkpoint": "pypi:x", "cpu_quantization": "bf16"}
+    assert parse_spec(data).models["rr"].cpu_quantization == "bf16"
+    data["models"]["rr"]["cpu_quantization"] = "fp16"
     (problem,) = _problems(data)
-    assert problem.startswith("models.rr.cpu_quantization:") and "'none' or 'int8'" in problem, problem
+    assert problem.startswith("models.rr.cpu_quantization:") and "'none', 'int8' or 'bf16'" in problem, problem
