@@ -1,9 +1,9 @@
 """Overload: a model with a tiny queue (``max_queue_size: 2``) rejects the excess at once, and keeps serving.
 
 The ``slow`` toy model takes 0.2 s per request, one at a time (``max_batch_size: 1``, one instance); its default
-queue policy holds two more. Thirty simultaneous requests: about three are served, the rest must come back with
-Triton's "Exceeds maximum queue size" (gRPC UNAVAILABLE, HTTP 503) in milliseconds, long before a queued request
-would have been answered.
+queue policy holds two more. Thirty simultaneous requests: two or three are served (a few more if they arrive
+late), the rest must come back with Triton's "Exceeds maximum queue size" (gRPC UNAVAILABLE, HTTP 503) in
+milliseconds, long before a queued request would have been answered.
 """
 
 from __future__ import annotations
@@ -65,8 +65,10 @@ def test_excess_requests_are_rejected_fast(misbehaving_server, robust, protocol:
     rejected = [r for r in results if r[0] != "ok"]
     expected_status = "StatusCode.UNAVAILABLE" if protocol == "grpc" else "503"
     assert all(status == expected_status and QUEUE_FULL in message for status, message, _ in rejected), rejected
-    # one runs and two wait; a request that arrives after the first one finished may take a freed place
-    assert 3 <= len(served) <= 6, results
+    # one runs and two wait; a request that arrives after the first one finished may take a freed place. When the
+    # whole burst lands before the instance has taken the first request out of the queue, that one still counts
+    # toward max_queue_size and only two are served (seen once under load: 0.23 s and 0.43 s, the rest refused)
+    assert 2 <= len(served) <= 6, results
     assert len(rejected) >= N - 6
     rejection_s = [t for *_, t in rejected]
     assert statistics.median(rejection_s) < 0.1, rejection_s  # refused on arrival, not after waiting
