@@ -289,11 +289,17 @@ class RerankerModel(Serving):
     cpu_quantization: Literal["none", "int8", "bf16"] = Field(
         "none",
         description="int8: dynamic int8 ONNX; bf16: bfloat16 weights on the runner's PyTorch engine (fast on CPUs "
-        "with AMX); both shipped only when their scores stay within 0.05 of fp32's on the parity pairs",
+        "with AMX); both shipped only when their scores stay within max_quantized_diff of fp32's on the parity pairs",
     )
     gpu_precision: Literal["fp32", "fp16"] = "fp32"
     force_quantization: bool = Field(
-        False, description="ship an int8/fp16/bf16 model whose scores differ from fp32's by more than 0.05"
+        False,
+        description="ship an int8/fp16/bf16 model whose scores differ from fp32's by more than max_quantized_diff",
+    )
+    # absolute, in the model's score units: a cross-encoder whose logits span tens needs a wider bound than one in
+    # [0, 1] (sigmoid), so it is the spec's to set
+    max_quantized_diff: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        0.05, description="quantization gate: largest score difference from fp32 over the parity pairs"
     )
     parity_tolerance: Annotated[float, Field(gt=0)] = 1e-4
     ensemble: Annotated[str, Field(pattern=MODEL_NAME.pattern)] = "rerank"

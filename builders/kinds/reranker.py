@@ -38,6 +38,7 @@ class RerankerKind:
             precision=reduced,
             parity_tolerance=model.parity_tolerance,
             force=model.force_quantization,
+            max_quantized_diff=model.max_quantized_diff,
             progress=ctx.say_for(key),
             engine="torch" if torch else "onnx",
         )

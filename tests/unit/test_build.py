@@ -138,7 +138,7 @@ def test_cpu_bf16_reranker_scores_on_the_pytorch_runner_once_its_scores_stay_nea
     """A reranker's cpu_quantization bf16: no ONNX export; the python runner's torch engine scores in bfloat16 (engine
     torch, task scoring, precision bf16), gated on its score difference from its float32 scores (the report's figure),
     refused beyond the gate as int8 is."""
-    from tritonforge.builders import cross_encoder, onnx_common
+    from tritonforge.builders import onnx_common
 
     monkeypatch.setattr(onnx_common, "native_bf16", lambda: False)
     entry = {"kind": "reranker", "checkpoint": str(tiny_cross_encoder), "max_batch_size": 4,
@@ -160,12 +160,14 @@ def test_cpu_bf16_reranker_scores_on_the_pytorch_runner_once_its_scores_stay_nea
     assert gate is not None and gate["pairs"] == 10 and 0 < gate["max_abs_score_diff"] <= 0.05, gate
     assert any("rr_cross_encoder: bf16: served by the python runner on PyTorch" in n for n in report.notes)
     assert any(n.startswith("rr: bf16: this build machine's CPU has neither") for n in report.notes), report.notes
-    # the gate refuses what falls short (here: any difference at all), as it does int8; the spec has no
-    # max_quantized_diff, so the builder's default (0.05) is lowered for this build
-    monkeypatch.setattr(cross_encoder.export_cross_encoder, "__kwdefaults__",
-                        {**cross_encoder.export_cross_encoder.__kwdefaults__, "max_quantized_diff": 1e-9})
+    # the gate refuses what falls short (here: any difference at all), as it does int8; the bound is the spec's
+    strict = {**entry, "max_quantized_diff": 1e-9}
     with pytest.raises(BuildError, match=r"bf16 model's scores differ from fp32 by up to .* > max_quantized_diff 1e-09"):
-        build(parse_spec({"name": "rr", "models": {"rr": entry}}), tmp_path / "strict", target="cpu")
+        build(parse_spec({"name": "rr", "models": {"rr": strict}}), tmp_path / "strict", target="cpu")
+    # and a wider bound, for a cross-encoder whose logits span tens, passes what 0.05 would not
+    loose = build(parse_spec({"name": "rr", "models": {"rr": {**entry, "max_quantized_diff": 10.0}}}),
+                  tmp_path / "loose", target="cpu")
+    assert loose.artifacts[0].precision == "bf16"
 
 
 def test_gpu_target_renders_the_onnxruntime_backend_for_the_full_image(tiny_bert: Path, tmp_path: Path) -> None:
