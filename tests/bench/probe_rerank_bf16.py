@@ -23,7 +23,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 3
-CONCURRENCY = (1, 4)
 MEASURE_S = 10.0
 PRECISIONS = ("fp32", "bf16")
 
@@ -45,7 +44,7 @@ def main() -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
     from bench_support import embed_bench
     from probe_call_plan import _targets_bench
-    from probe_rerank_rows import PASSAGES_PER_QUERY, _checkpoint, _requests
+    from probe_rerank_rows import CONCURRENCY, PASSAGES_PER_QUERY, _checkpoint, alternate
 
     from tritonforge.server import TritonServer
 
@@ -57,20 +56,10 @@ def main() -> None:
         checkpoint = _checkpoint(work / "checkpoint")
         builds = {p: _build(checkpoint, work / p, p) for p in PRECISIONS}
         print(json.dumps(builds), flush=True)
-        requests = _requests()
         for name in PRECISIONS:
             servers[name] = TritonServer(work / name)
             servers[name].start()
-        for r in range(ROUNDS):
-            for concurrency in CONCURRENCY:
-                for name in PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]:
-                    row = b._closed_loop(servers[name].endpoints.grpc, "rerank", requests, ["SCORES"],
-                                         concurrency=concurrency, measure_s=MEASURE_S)
-                    assert not row["errors"], row
-                    pairs = round(row["requests"] * PASSAGES_PER_QUERY / MEASURE_S, 1)
-                    rounds.setdefault(f"{name}, {concurrency} in flight", []).append(pairs)
-                    print(f"[round {r}] {name}, {concurrency} in flight: {pairs} pairs/s, p50 {row['p50_ms']} ms",
-                          flush=True)
+        rounds = alternate(b, {name: s.endpoints.grpc for name, s in servers.items()}, ROUNDS, MEASURE_S)
     finally:
         for server in servers.values():
             server.stop()

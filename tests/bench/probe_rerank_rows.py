@@ -67,6 +67,25 @@ def _requests(n: int = 32) -> list[dict[str, Any]]:
     return out
 
 
+def alternate(b: Any, endpoints: dict[str, str], rounds: int, measure_s: float) -> dict[str, list[float]]:
+    """pairs/s of each served rerank model (name: gRPC endpoint) at each of CONCURRENCY, ``rounds`` rounds, the order
+    of the models reversed every other round; keyed "<name>, <concurrency> in flight"."""
+    requests = _requests()
+    names = list(endpoints)
+    found: dict[str, list[float]] = {}
+    for r in range(rounds):
+        for concurrency in CONCURRENCY:
+            for name in names if r % 2 == 0 else names[::-1]:
+                row = b._closed_loop(endpoints[name], "rerank", requests, ["SCORES"], concurrency=concurrency,
+                                     measure_s=measure_s)
+                assert not row["errors"], row
+                pairs = round(row["requests"] * PASSAGES_PER_QUERY / measure_s, 1)
+                found.setdefault(f"{name}, {concurrency} in flight", []).append(pairs)
+                print(f"[round {r}] {name}, {concurrency} in flight: {pairs} pairs/s, p50 {row['p50_ms']} ms",
+                      flush=True)
+    return found
+
+
 def main() -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "bench")]
     from bench_support import embed_bench
@@ -85,20 +104,10 @@ def main() -> None:
         old = subprocess.run(["git", "show", f"{BEFORE}:python_backends/onnx_runner/model.py"], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout
         runner.write_text(old)
-        requests = _requests()
         for name in ("shipped", "before"):
             servers[name] = TritonServer(work / name)
             servers[name].start()
-        for r in range(ROUNDS):
-            for concurrency in CONCURRENCY:
-                for name in (("shipped", "before") if r % 2 == 0 else ("before", "shipped")):
-                    row = b._closed_loop(servers[name].endpoints.grpc, "rerank", requests, ["SCORES"],
-                                         concurrency=concurrency, measure_s=MEASURE_S)
-                    assert not row["errors"], row
-                    pairs = round(row["requests"] * PASSAGES_PER_QUERY / MEASURE_S, 1)
-                    rounds.setdefault(f"{name}, {concurrency} in flight", []).append(pairs)
-                    print(f"[round {r}] {name}, {concurrency} in flight: {pairs} pairs/s, p50 {row['p50_ms']} ms",
-                          flush=True)
+        rounds = alternate(b, {name: s.endpoints.grpc for name, s in servers.items()}, ROUNDS, MEASURE_S)
     finally:
         for server in servers.values():
             server.stop()
