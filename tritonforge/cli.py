@@ -9,7 +9,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -97,25 +97,31 @@ def build(
     from rich.table import Table
 
     table = Table(title=f"{report.repo} ({report.target} target, {report.seconds:.1f} s)")
-    for col in ("model", "artifact", "precision", "parity max |Δ|", "vs fp32 (cosine mean/min, top-10 overlap)"):
+    for col in ("model", "artifact", "precision", "parity max |Δ|", "vs fp32 (quantization gate)"):
         table.add_column(col)
     for a in report.artifacts:
-        gate = a.quantization_gate
-        if gate:
-            versus = f"{gate['mean_cosine']:.4f} / {gate['min_cosine']:.4f}, {gate['search_overlap']:.3f}"
-        else:
-            versus = "-" if a.quantized_min_cosine is None else f"min cosine {a.quantized_min_cosine:.5f}"
         table.add_row(
             a.model,
             a.kind,
             a.precision,
             "-" if a.parity_max_abs_diff is None else f"{a.parity_max_abs_diff:.2e}",
-            versus,
+            _versus_fp32(a),
         )
     console.print(table)
     console.print("Triton models: " + ", ".join(report.models))
     for note in report.notes:
         console.print(styled("yellow", "note:", f" {note}"))
+
+
+def _versus_fp32(artifact: Any) -> str:
+    """The quantization gate's figures for a reduced model, as each kind reports them: an embedding model's cosines
+    and search overlap, a cross-encoder's largest score difference."""
+    gate = artifact.quantization_gate or {}
+    if "mean_cosine" in gate:
+        return f"cosine {gate['mean_cosine']:.4f} / {gate['min_cosine']:.4f}, top-10 {gate['search_overlap']:.3f}"
+    if "max_abs_score_diff" in gate:
+        return f"max |Δ score| {gate['max_abs_score_diff']:.2e} over {gate['pairs']} pairs"
+    return "-" if artifact.quantized_min_cosine is None else f"min cosine {artifact.quantized_min_cosine:.5f}"
 
 
 @app.command()

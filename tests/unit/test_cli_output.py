@@ -1,11 +1,12 @@
 """The CLI's console piped (not a terminal): tables keep every cell whole, rules keep a terminal's width; `release
-list` as a table and as JSON."""
+list` as a table and as JSON; the build table's quantization-gate column for every model kind."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,17 @@ def test_release_list_through_a_real_pipe(tmp_path: Path) -> None:
     assert str(serving) in out and "…" not in out and "recall_at_10" in out
     listed = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env, check=True).stdout
     assert [r["version"] for r in json.loads(listed)] == [1, 2]
+
+
+@pytest.mark.parametrize("quantization", ["int8", "bf16"])
+def test_build_prints_a_reduced_rerankers_gate(tiny_cross_encoder: Path, tmp_path: Path, quantization: str) -> None:
+    """The build table's "vs fp32" column took every gate for an embedding model's (mean_cosine, ...): a reduced
+    reranker's (max_abs_score_diff) made `tritonforge build` end in a KeyError after the build had succeeded."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"name: rr\nmodels:\n  rr:\n    kind: reranker\n    checkpoint: {tiny_cross_encoder}\n"
+        f"    max_batch_size: 4\n    cpu_quantization: {quantization}\n    max_quantized_diff: 10\n"
+    )
+    result = CliRunner().invoke(app, ["build", str(spec), "-o", str(tmp_path / "out"), "--target", "cpu"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert re.search(r"max \|Δ score\| \d\.\d\de[-+]\d\d over 10 pairs", result.output), result.output
