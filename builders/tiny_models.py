@@ -10,6 +10,7 @@ reranker) with the same tokenizer.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -424,7 +425,11 @@ def make_tiny_lora(base_dir: Path, out_dir: Path, seed: int, r: int = 4) -> Path
     base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0,
                         bias="none", task_type="CAUSAL_LM")
-    model = get_peft_model(base, config)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing` while wrapping the model: its
+        # FutureWarning is peft's to fix, and printed on every build of a random adapter it only says that
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        model = get_peft_model(base, config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -124,6 +124,7 @@ runs in an NGC Triton container too.
 
 import json
 import os
+import warnings
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -364,7 +365,12 @@ class TritonPythonModel:
         for name, entry in ordered:
             folder = resolve(entry["path"])
             if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.model, folder, adapter_name=name, is_trainable=False)
+                with warnings.catch_warnings():
+                    # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing` while wrapping the
+                    # model: peft's to fix, and in Triton's log at every load it would only say that
+                    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                            category=FutureWarning)
+                    self.peft = PeftModel.from_pretrained(self.model, folder, adapter_name=name, is_trainable=False)
             else:
                 self.peft.load_adapter(folder, adapter_name=name, is_trainable=False)
             self.adapter_names[int(entry["lora_task_id"])] = name

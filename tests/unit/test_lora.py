@@ -17,6 +17,11 @@ from tritonforge.errors import BuildError, SpecError
 
 BACKENDS = Path(__file__).resolve().parents[2] / "python_backends"
 
+# these tests call peft themselves (PeftModel.from_pretrained as the reference): peft 0.21 reads transformers 5's
+# deprecated `is_gradient_checkpointing`, a FutureWarning that is peft's to fix (the product's own peft calls filter
+# exactly this one: builders/tiny_models.py, python_backends/cpu_llm/model.py)
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
