@@ -39,7 +39,8 @@ def onnx_encode_fn(artifact: Any) -> Callable[[list[str]], np.ndarray]:
 
 def encode_fn(artifact: Any, checkpoint: Path) -> Callable[[list[str]], np.ndarray]:
     """The in-process twin of whichever engine serves ``artifact``: its model.onnx on ONNX Runtime, or (an artifact
-    for the PyTorch runner, which has no ONNX) the runner's own PyTorch engine on ``checkpoint``, in float32."""
+    for the PyTorch runner, which has no ONNX) the runner's own PyTorch engine on ``checkpoint`` at the artifact's
+    precision (bf16 as the cpu target serves it; fp16, a GPU's, in float32 here)."""
     if artifact.onnx_path is not None:
         return onnx_encode_fn(artifact)
     from tritonforge.builders.onnx_common import torch_parameters, torch_runner

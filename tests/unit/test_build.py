@@ -226,6 +226,35 @@ def test_gpu_retriever_index_is_embedded_by_the_pytorch_runner(tiny_bert: Path, 
     np.testing.assert_allclose(vectors["gpu"], vectors["cpu"], atol=1e-4)
 
 
+def test_a_bf16_embedders_retriever_index_is_embedded_in_bf16(tiny_bert: Path, tmp_path: Path) -> None:
+    """cpu_quantization: bf16 serves queries from the PyTorch engine in bfloat16: the corpus is embedded by that same
+    engine at that precision (builders/retrieval.py encode_fn), so documents and queries share one embedding space;
+    its vectors sit within bf16's rounding of the fp32 build's, and are not the fp32 ones."""
+    import json
+
+    import faiss
+    import numpy as np
+
+    corpus = tmp_path / "corpus.jsonl"
+    texts = ["Triton serves models.", "Rivers flood after heavy rain.", "Cats sleep in the sun all afternoon."]
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    vectors = {}
+    for quantization in ("none", "bf16"):
+        spec = {"name": "tiny", "models": {
+            "tiny": {"kind": "embedding", "checkpoint": str(tiny_bert), "max_batch_size": 8,
+                     "cpu_quantization": quantization, "force_quantization": True},  # a random tiny model
+            "docs": {"kind": "retriever", "embedder": "tiny", "corpus": str(corpus), "max_batch_size": 8},
+        }}
+        repo = tmp_path / quantization
+        report = build(parse_spec(spec), repo, target="cpu")
+        assert report.artifacts[0].precision == ("fp32" if quantization == "none" else "bf16")
+        index = faiss.read_index(str(repo / "docs_retriever" / "1" / "index.faiss"))
+        vectors[quantization] = index.reconstruct_n(0, index.ntotal)
+    cosines = (vectors["bf16"] * vectors["none"]).sum(axis=1)
+    assert cosines.min() > 0.99, cosines
+    assert not np.allclose(vectors["bf16"], vectors["none"], atol=1e-6)
+
+
 def test_an_output_folder_that_is_not_a_build_is_refused_before_building(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
