@@ -314,10 +314,11 @@ class CPUEngine(Frozen):
     torch_threads: Pos | None = Field(
         None, description="default: the machine's cores minus one (the server and its clients need a core)"
     )
-    weights: Literal["fp32", "int8"] = Field(
+    weights: Literal["fp32", "bf16", "int8"] = Field(
         "fp32",
-        description="fp32: greedy output equals transformers' generate(); int8: torch's dynamic int8 Linear layers, "
-        "about 2x faster here, outputs differ slightly (not with LoRA adapters)",
+        description="fp32: greedy output equals transformers' generate(); bf16: bfloat16 weights, fast on CPUs with "
+        "AMX / AVX512-BF16 (emulated and slow elsewhere), near-fp32 output, combines with LoRA adapters; int8: "
+        "torch's dynamic int8 Linear layers, about 2x faster here, outputs differ slightly (not with LoRA adapters)",
     )
 
 
@@ -392,7 +393,9 @@ class LLMModel(Checked):
             elif str(name) == "__base__":
                 found.append((("adapters", name), "'__base__' is reserved for the base model"))
         if raw_dict(data.get("cpu")).get("weights") == "int8" and raw_dict(data.get("adapters")):
-            found.append((("cpu", "weights"), "int8 weights do not combine with LoRA adapters: use fp32 with adapters"))
+            found.append(
+                (("cpu", "weights"), "int8 weights do not combine with LoRA adapters: use fp32 or bf16 with adapters")
+            )
         return found
 
 

@@ -25,19 +25,25 @@ class LLMKind:
         gpu, engine path: a TensorRT-LLM engine is planned, and built unless only the plan is wanted
         (``ctx.engine_plans`` collects it); building needs TensorRT-LLM and an NVIDIA GPU."""
         from tritonforge.builders.checkpoints import checkpoint_hash, default_cache_dir, resolve_checkpoint
+        from tritonforge.builders.kinds.embedding import emulated_bf16_notes
         from tritonforge.builders.llm import llm_model_set, llmapi_model_set
 
         spec = ctx.spec
         checkpoint = resolve_checkpoint(model.checkpoint, spec.source_dir)
         if model.runtime == "llmapi":
             kind = "hf-checkpoint (llm api)" if spec.target == "gpu" else "hf-checkpoint (cpu engine, llm api tensors)"
-            dtype = "fp32" if spec.target == "cpu" else model.llmapi.dtype
+            dtype = model.cpu.weights if spec.target == "cpu" else model.llmapi.dtype
             info = ArtifactInfo(key, kind, dtype, checkpoint_hash(checkpoint), None, None)
             models = llmapi_model_set(key, model, spec.target, checkpoint, source_dir=spec.source_dir)
+            if spec.target == "cpu":
+                models.notes += emulated_bf16_notes(key, model.cpu.weights)
             return Built(models, [info])
         if spec.target == "cpu":
-            info = ArtifactInfo(key, "hf-checkpoint (cpu engine)", "fp32", checkpoint_hash(checkpoint), None, None)
-            return Built(llm_model_set(key, model, "cpu", checkpoint, source_dir=spec.source_dir), [info])
+            info = ArtifactInfo(key, "hf-checkpoint (cpu engine)", model.cpu.weights, checkpoint_hash(checkpoint), None,
+                                None)
+            models = llm_model_set(key, model, "cpu", checkpoint, source_dir=spec.source_dir)
+            models.notes += emulated_bf16_notes(key, model.cpu.weights)
+            return Built(models, [info])
         from tritonforge.builders.trtllm_engine import build_engine, plan_engine_build, read_architecture
         from tritonforge.trtllm.images import image_info
 

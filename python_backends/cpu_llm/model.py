@@ -4,7 +4,7 @@ The `cpu` target serves the generator with this file in place of `backend: "tens
 input/output tensor names, dtypes and shapes as the `tensorrt_llm` template of NVIDIA TensorRT-LLM's
 `triton_backend/all_models/inflight_batcher_llm`, so the upstream `preprocessing` -> `tensorrt_llm` ->
 `postprocessing` ensemble and its clients work unchanged. The network is a Hugging Face causal LM run by
-`transformers` on the CPU in fp32.
+`transformers` on the CPU in fp32 (or bf16 / int8 weights: parameter `weights`).
 
 Inputs (max_batch_size > 0: every tensor has a leading batch dimension; a request may carry B > 1 prompts)
   input_ids INT32 [-1] (right-padded when B > 1), input_lengths INT32 [1], request_output_len INT32 [1]
@@ -68,7 +68,11 @@ Parameters (config.pbtxt `parameters`, all optional; `${...}` template placehold
                    one torch thread measured 2x the tokens/s of two, at concurrency 1 and 1.3x at 8)
   exclude_input_in_output  default for requests that do not send the input (default false, as upstream)
   attn_implementation      "sdpa" (default) or "eager"
-  weights          "fp32" (default: greedy output equals transformers' generate() token for token) or "int8":
+  weights          "fp32" (default: greedy output equals transformers' generate() token for token), "bf16" or "int8".
+                   bf16: the checkpoint loaded in torch.bfloat16 (logits are sampled in float32); fast on CPUs with
+                   AMX or AVX512-BF16 (measured on a 2-core Xeon with AMX, SmolLM2-135M: 1.08x fp32's tokens/s at batch
+                   1, 1.91x at batch 8, greedy tokens 0.89-1.00 equal to fp32's; docs/llm.md), emulated and slower
+                   than fp32 elsewhere; combines with LoRA adapters (peft on the bf16 base). int8:
                    torch's dynamic int8 quantization of every Linear layer (weights int8 per tensor, activations
                    quantized per call; fbgemm kernels). A 135M model reads 4x fewer weight bytes per token: measured
                    here 1.9x faster at batch 1 and 2.6x at batch 8 (docs/performance.md); outputs differ slightly
@@ -96,9 +100,9 @@ that arrive while others are generating join at the next iteration.
 Limits: one beam; full-attention KV caches (`DynamicCache` layers: Llama, Mistral without sliding window, Qwen2,
 Phi, ...); the whole running batch shares one padded cache, so a long sequence makes the padded width of all;
 a prefill runs before (not fused with) the decode step of its iteration, and a long prompt delays the running
-sequences by one prefill; fp32 only; LoRA only from the adapters table (no lora_weights in requests); no prompt
-tuning, speculative decoding or guided decoding; a request with more prompts than max_batch_size runs alone (over
-the limit) rather than being split.
+sequences by one prefill; fp32, bf16 or int8 weights only (no fp16); LoRA only from the adapters table (no
+lora_weights in requests); no prompt tuning, speculative decoding or guided decoding; a request with more prompts
+than max_batch_size runs alone (over the limit) rather than being split.
 
 LLM API tensors (the `llmapi` runtime: the config declares `text_input`): the same engine serves the tensors of
 TensorRT-LLM's LLM API model (`triton_backend/all_models/llmapi/tensorrt_llm`), so one `llm` ensemble works over
@@ -191,6 +195,7 @@ LLMAPI_INPUTS = {
 LLMAPI_UNSUPPORTED = {"sampling_param_best_of": ("ne", 1), "sampling_param_return_perf_metrics": "true",
                       "sampling_param_logits_post_processor_name": "text"}
 LLMAPI_MAX_TOKENS = 32  # SamplingParams.max_tokens' default
+WEIGHTS = ("fp32", "bf16", "int8")  # the `weights` parameter
 
 PERF_OUTPUTS_INT32 = ("kv_cache_alloc_new_blocks", "kv_cache_reused_blocks", "kv_cache_alloc_total_blocks",
                       "total_accepted_draft_tokens", "total_draft_tokens")
@@ -295,22 +300,22 @@ class TritonPythonModel:
 
         hf_logging.disable_progress_bar()
         attn = param("attn_implementation", "sdpa")
-        try:
-            model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation=attn)
-        except TypeError:  # transformers < 4.56 names it torch_dtype
-            model = AutoModelForCausalLM.from_pretrained(
-                checkpoint, torch_dtype=torch.float32, attn_implementation=attn
-            )
-        model.eval()
         self.weights = param("weights", "fp32")
-        if self.weights not in ("fp32", "int8"):
-            raise RuntimeError(
-                f"model '{self.model_name}': parameter weights={self.weights!r} is not one of fp32, int8")
+        if self.weights not in WEIGHTS:
+            raise RuntimeError(f"model '{self.model_name}': parameter weights={self.weights!r} is not one of "
+                               + ", ".join(WEIGHTS))
+        # bf16: the checkpoint loaded in bfloat16 (the engine samples from the logits in float32)
+        dtype = torch.bfloat16 if self.weights == "bf16" else torch.float32
+        try:
+            model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype, attn_implementation=attn)
+        except TypeError:  # transformers < 4.56 names it torch_dtype
+            model = AutoModelForCausalLM.from_pretrained(checkpoint, torch_dtype=dtype, attn_implementation=attn)
+        model.eval()
         if self.weights == "int8":
             if param("adapters_table", None):
                 raise RuntimeError(
                     f"model '{self.model_name}': weights=int8 does not combine with LoRA adapters (peft wraps the "
-                    "fp32 Linear layers the quantization replaces); serve adapters with weights=fp32")
+                    "fp32 Linear layers the quantization replaces); serve adapters with weights=fp32 or bf16")
             model = _int8_linear_layers(torch, model)
         self.model = model
         self.vocab_size = int(model.get_input_embeddings().num_embeddings)

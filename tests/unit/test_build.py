@@ -278,3 +278,25 @@ def test_an_output_folder_that_is_not_a_build_is_refused_before_building(
         build(spec_dir / "t.yaml", tmp_path, target="cpu")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert (spec_dir / "t.yaml").is_file()
+
+
+@pytest.mark.parametrize("runtime", ["engine", "llmapi"])
+def test_a_cpu_llm_with_bf16_weights_ships_the_parameter_and_says_when_the_build_cpu_emulates_bf16(
+    runtime: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tritonforge.builders import onnx_common
+    from tritonforge.builders.tiny_models import make_tiny_decoder
+
+    make_tiny_decoder(tmp_path / "decoder")
+    spec = parse_spec({"name": "t", "target": "cpu", "models": {"chat": {
+        "kind": "llm", "checkpoint": "decoder", "runtime": runtime, "max_input_len": 64, "max_seq_len": 128,
+        "cpu": {"weights": "bf16"}}}}, source_dir=tmp_path)
+    monkeypatch.setattr(onnx_common, "native_bf16", lambda: False)
+    report = build(spec, tmp_path / "repo", target="cpu")
+    text = (tmp_path / "repo" / "tensorrt_llm" / "config.pbtxt").read_text()
+    assert 'key: "weights"\n  value {\n    string_value: "bf16"' in text, text
+    assert [a.precision for a in report.artifacts] == ["bf16"]
+    assert any(n.startswith("chat: bf16:") and "neither amx_bf16 nor avx512_bf16" in n for n in report.notes), report.notes
+    monkeypatch.setattr(onnx_common, "native_bf16", lambda: True)
+    report = build(spec, tmp_path / "amx", target="cpu")
+    assert not any("emulates" in n for n in report.notes), report.notes

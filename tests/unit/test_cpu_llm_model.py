@@ -677,7 +677,7 @@ def test_int8_weights_are_refused_with_adapters_and_unknown_weights_too(module: 
     with pytest.raises(RuntimeError, match="weights=int8 does not combine with LoRA adapters"):
         module.TritonPythonModel().initialize(
             fpb.initialize_args(config(weights="int8", adapters_table="adapters.json"), repo))
-    with pytest.raises(RuntimeError, match="weights='int4' is not one of fp32, int8"):
+    with pytest.raises(RuntimeError, match="weights='int4' is not one of fp32, bf16, int8"):
         module.TritonPythonModel().initialize(fpb.initialize_args(config(weights="int4"), repo))
 
 
@@ -707,3 +707,94 @@ def test_int8_weights_on_a_torch_without_dynamic_quantization_say_so(module: Mod
     with pytest.raises(RuntimeError, match=r"weights=int8 needs torch\.ao\.quantization\.quantize_dynamic, which "
                                            r"torch .* does not have .*; serve with weights=fp32"):
         module._int8_linear_layers(torch, torch.nn.Linear(2, 2))
+
+
+# ----------------------------------------------------------------------------------------------- bf16 weights
+
+
+def test_bf16_weights_load_the_model_in_bfloat16_and_generate_as_transformers_does_in_bf16(
+        module: ModuleType, repo: Path, reference: Any, model: Any) -> None:
+    """weights=bf16: every parameter bfloat16; greedy output equals transformers' generate() on the checkpoint loaded
+    in bfloat16, token for token. Against fp32 (this tiny random model's logits are nearly flat, top-2 gaps down to
+    ~0.02, so bf16 rounding can flip a near-tie): the logits stay within 0.1 of fp32's (and are not fp32's), and at
+    most one prompt in five may differ (none does here, over 8 tokens)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    bf16_hf = AutoModelForCausalLM.from_pretrained(repo / "1" / "checkpoint", dtype=torch.bfloat16).eval()
+    instance = module.TritonPythonModel()
+    instance.initialize(fpb.initialize_args(config(decoupled=False, weights="bf16"), repo))
+    try:
+        assert {p.dtype for p in instance.model.parameters()} == {torch.bfloat16}
+        equal_to_fp32 = 0
+        for prompt in PROMPTS:
+            ids = reference.ids(prompt)
+            (response,) = instance.execute([request(ids, 8, exclude_input_in_output=True,
+                                                    return_context_logits=True)])
+            got = output(response, "output_ids")[0, 0].tolist()
+            with torch.no_grad():
+                want = bf16_hf.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)[0, len(ids):].tolist()
+            assert got == want, prompt
+            equal_to_fp32 += got == reference.generate(ids, 8)
+            logits = output(response, "context_logits")[0]
+            assert logits.dtype == np.float32
+            with torch.no_grad():
+                fp32_logits = reference.hf(input_ids=torch.tensor([ids])).logits[0].numpy()
+            difference = float(np.abs(logits - fp32_logits).max())
+            assert 0 < difference < 0.1, (prompt, difference)  # bf16, not fp32, and close to it
+        assert equal_to_fp32 >= len(PROMPTS) - 1, equal_to_fp32
+        # sampling math runs in float32: a seeded top-p sample is reproducible and the log probs are finite
+        ids = reference.ids(PROMPTS[0])
+        sampled = [instance.execute([request(ids, 6, temperature=0.8, runtime_top_p=0.9, seed=3,
+                                             return_log_probs=True)])[0] for _ in range(2)]
+        assert output(sampled[0], "output_ids").tolist() == output(sampled[1], "output_ids").tolist()
+        assert np.isfinite(output(sampled[0], "output_log_probs")).all()
+    finally:
+        instance.finalize()
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_bf16_weights_serve_lora_adapters_as_peft_does_on_the_bf16_base(module: ModuleType, repo: Path,
+                                                                       reference: Any, tmp_path: Path) -> None:
+    """LoRA on a bf16 base: peft keeps the adapter weights in float32 (its autocast_adapter_dtype) and casts the
+    layer input; an adapter's greedy output equals peft's generate() on the same bf16 base, the base rows the bf16
+    base model's, also when both share one forward pass."""
+    import json
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tritonforge.builders.tiny_models import make_tiny_lora
+
+    model_dir = tmp_path / "tensorrt_llm"
+    shutil.copytree(repo / "1" / "checkpoint", model_dir / "1" / "checkpoint")
+    make_tiny_lora(model_dir / "1" / "checkpoint", model_dir / "1" / "adapters" / "alpha", 1)
+    (model_dir / "1" / "adapters.json").write_text(
+        json.dumps({"adapters": {"alpha": {"lora_task_id": 1, "path": "adapters/alpha"}}}), encoding="utf-8")
+    base = AutoModelForCausalLM.from_pretrained(model_dir / "1" / "checkpoint", dtype=torch.bfloat16).eval()
+    peft = PeftModel.from_pretrained(base, str(model_dir / "1" / "adapters" / "alpha")).eval()
+
+    def greedy(hf: Any, ids: list[int], n: int) -> list[int]:
+        with torch.no_grad():
+            return hf.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False)[0, len(ids):].tolist()
+
+    instance = module.TritonPythonModel()
+    instance.initialize(fpb.initialize_args(config(weights="bf16", adapters_table="adapters.json"), model_dir))
+    try:
+        assert instance.adapter_names == {1: "alpha"}
+        lora = {p.dtype for n, p in instance.peft.named_parameters() if "lora_" in n}
+        rest = {p.dtype for n, p in instance.peft.named_parameters() if "lora_" not in n}
+        assert lora == {torch.float32} and rest == {torch.bfloat16}
+        ids = reference.ids(PROMPTS[0])
+        with_adapter = greedy(peft, ids, 8)
+        with peft.disable_adapter():
+            without = greedy(peft, ids, 8)
+        assert with_adapter != without  # the adapter changes the output
+        requests = [request(ids, 8, exclude_input_in_output=True, lora_task_id=1),
+                    request(ids, 8, exclude_input_in_output=True)]
+        instance.execute(requests)  # together: one forward pass with an adapter row and a base row
+        assert [r.tokens() for r in requests] == [with_adapter, without]
+    finally:
+        instance.finalize()

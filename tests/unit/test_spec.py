@@ -154,3 +154,18 @@ def test_cpu_quantization_bf16_for_embedding_and_reranker_models() -> None:
     data["models"]["rr"]["cpu_quantization"] = "fp16"
     (problem,) = _problems(data)
     assert problem.startswith("models.rr.cpu_quantization:") and "'none', 'int8' or 'bf16'" in problem, problem
+
+
+def test_cpu_llm_weights_bf16_is_accepted_also_with_adapters_and_int8_with_adapters_is_not() -> None:
+    def llm(weights: str, adapters: bool = False) -> dict:
+        model = {"kind": "llm", "checkpoint": "random:decoder", "cpu": {"weights": weights}}
+        if adapters:
+            model["adapters"] = {"support": {"path": "random:support"}}
+        return {"name": "t", "target": "cpu", "models": {"chat": model}}
+
+    assert parse_spec(llm("bf16")).models["chat"].cpu.weights == "bf16"
+    assert parse_spec(llm("bf16", adapters=True)).models["chat"].cpu.weights == "bf16"
+    (problem,) = _problems(llm("int8", adapters=True))
+    assert problem.startswith("models.chat.cpu.weights:") and "use fp32 or bf16 with adapters" in problem, problem
+    (problem,) = _problems(llm("fp16"))
+    assert problem.startswith("models.chat.cpu.weights:") and "'fp32', 'bf16' or 'int8'" in problem, problem
