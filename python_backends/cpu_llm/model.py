@@ -70,9 +70,9 @@ Parameters (config.pbtxt `parameters`, all optional; `${...}` template placehold
   attn_implementation      "sdpa" (default) or "eager"
   weights          "fp32" (default: greedy output equals transformers' generate() token for token), "bf16" or "int8".
                    bf16: the checkpoint loaded in torch.bfloat16 (logits are sampled in float32); fast on CPUs with
-                   AMX or AVX512-BF16 (measured on a 2-core Xeon with AMX, SmolLM2-135M: 1.08x fp32's tokens/s at batch
-                   1, 1.91x at batch 8, greedy tokens 0.89-1.00 equal to fp32's; docs/llm.md), emulated and slower
-                   than fp32 elsewhere; combines with LoRA adapters (peft on the bf16 base). int8:
+                   AMX or AVX512-BF16 (measured on a 2-core Xeon with AMX, SmolLM2-135M: 0.98-1.08x fp32's tokens/s
+                   at batch 1, 1.8-1.9x at batch 8, greedy tokens 0.89-1.00 equal to fp32's; docs/llm.md), slower
+                   than fp32 where emulated; combines with LoRA adapters (peft on the bf16 base). int8:
                    torch's dynamic int8 quantization of every Linear layer (weights int8 per tensor, activations
                    quantized per call; fbgemm kernels). A 135M model reads 4x fewer weight bytes per token: measured
                    here 1.9x faster at batch 1 and 2.6x at batch 8 (docs/performance.md); outputs differ slightly

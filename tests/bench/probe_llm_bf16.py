@@ -8,7 +8,7 @@ tokens, greedy, after a 4-token warm-up, and the share of greedy tokens equal to
 sequence diverges its later tokens rarely agree, so this also says how early it diverges). Not through Triton: the
 served figures are the engine's (tests/bench/test_cpu_engine_real.py); this isolates the weights.
 
-    python tests/bench/probe_llm_bf16.py        # ~1-2 min; writes docs/bench/llm_bf16.json
+    python tests/bench/probe_llm_bf16.py        # ~30 s on an idle 2-core machine; writes docs/bench/llm_bf16.json
 """
 
 from __future__ import annotations
