@@ -10,7 +10,7 @@ from tritonforge.spec import EmbeddingModel, RerankerModel
 def precision(model: EmbeddingModel | RerankerModel, target: str) -> str:
     if target == "gpu":
         return model.gpu_precision
-    return {"int8": "int8", "bf16": "bf16"}.get(model.cpu_quantization, "fp32")
+    return "fp32" if model.cpu_quantization == "none" else model.cpu_quantization  # the spec allows none|int8|bf16
 
 
 def emulated_bf16_notes(key: str, reduced: str) -> list[str]:
