@@ -485,7 +485,7 @@ class _Engine:
         if s.return_generation_logits:
             s.gen_logits.append(raw_logits.numpy().copy())
         job = s.job
-        hit_text_stop = bool(getattr(s, "stop_strings", None)) and self.owner.check_stop_strings(s)
+        hit_text_stop = bool(getattr(s, "stop_strings", None)) and self.owner.text.stop_string_hit(s)
         if job.streaming:
             response = self.owner.response_for(
                 s, [token], s.log_probs[-1:], s.gen_logits[-1:], include_context=len(s.output) == 1)

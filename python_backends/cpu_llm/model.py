@@ -106,21 +106,7 @@ than max_batch_size runs alone (over the limit) rather than being split.
 
 LLM API tensors (the `llmapi` runtime: the config declares `text_input`): the same engine serves the tensors of
 TensorRT-LLM's LLM API model (`triton_backend/all_models/llmapi/tensorrt_llm`), so one `llm` ensemble works over
-either runtime. The version folder's `model.yaml` is read where it applies: `model` (the checkpoint; relative to
-the version folder), `max_batch_size` (sequences decoded together), `max_seq_len`, `max_input_len`; `triton_config`
-is Triton's; the other LLM() arguments (parallel sizes, KV cache, ...) have no CPU counterpart and are ignored.
-  Inputs: text_input STRING (the prompt, tokenized here with the checkpoint's tokenizer and its special tokens, as
-  the LLM API does), streaming, sampling_param_{max_tokens (default 32, as SamplingParams), temperature, top_k,
-  top_p, seed, frequency_penalty, presence_penalty, exclude_input_from_output (default true: the completion only),
-  stop (strings, matched on the text; the text stops before them)}, return_finish_reason, return_stop_reason,
-  return_cumulative_logprob, stop, lora_id/lora_name/lora_path (the adapter with that lora_id in the adapters
-  table; an empty lora_name is the base model). sampling_param_best_of > 1, sampling_param_return_perf_metrics and
-  sampling_param_logits_post_processor_name are answered UNSUPPORTED.
-  Outputs: text_output STRING (streaming: the new text of each token, held back while it ends inside a UTF-8
-  character or could be the start of a stop string), and finish_reason ("stop", "length", "cancelled"),
-  stop_reason (the stop string, or "None"), cumulative_logprob as strings when asked for (as upstream's model.py).
-  tritonforge's additions: return_num_input_tokens / return_num_output_tokens BOOL -> num_input_tokens and
-  num_output_tokens INT32 (the prompt's tokens; the tokens a response covers), as the engine's own tensors have.
+either runtime; cpu_llm_llmapi.py, next to this file, translates them (its docstring has the contract).
 
 Only numpy, torch, transformers and triton_python_backend_utils are imported (never tritonforge), so the file
 runs in an NGC Triton container too.
@@ -149,6 +135,7 @@ def _load_sibling(name):
 _engine = _load_sibling("cpu_llm_engine")
 RequestError, _error_code, _log = _engine.RequestError, _engine._error_code, _engine._log
 _Engine, _Job, _Sequence, _Collector = _engine._Engine, _engine._Job, _engine._Sequence, _engine._Collector
+_llmapi = _load_sibling("cpu_llm_llmapi")
 
 FINAL = getattr(pb_utils, "TRITONSERVER_RESPONSE_COMPLETE_FINAL", 1)
 
@@ -177,52 +164,11 @@ UNSUPPORTED = {
     "lookahead_verification_set_size": "any",
 }
 
-# the LLM API tensors (runtime llmapi) -> the engine's own names
-LLMAPI_INPUTS = {
-    "sampling_param_max_tokens": "request_output_len",
-    "sampling_param_temperature": "temperature",
-    "sampling_param_top_k": "runtime_top_k",
-    "sampling_param_top_p": "runtime_top_p",
-    "sampling_param_seed": "seed",
-    "sampling_param_frequency_penalty": "frequency_penalty",
-    "sampling_param_presence_penalty": "presence_penalty",
-    "sampling_param_exclude_input_from_output": "exclude_input_in_output",
-    "streaming": "streaming",
-    "stop": "stop",
-    "return_num_input_tokens": "return_num_input_tokens",  # tritonforge additions to the LLM API tensors
-    "return_num_output_tokens": "return_num_output_tokens",
-}
-LLMAPI_UNSUPPORTED = {"sampling_param_best_of": ("ne", 1), "sampling_param_return_perf_metrics": "true",
-                      "sampling_param_logits_post_processor_name": "text"}
-LLMAPI_MAX_TOKENS = 32  # SamplingParams.max_tokens' default
 WEIGHTS = ("fp32", "bf16", "int8")  # the `weights` parameter
 
 PERF_OUTPUTS_INT32 = ("kv_cache_alloc_new_blocks", "kv_cache_reused_blocks", "kv_cache_alloc_total_blocks",
                       "total_accepted_draft_tokens", "total_draft_tokens")
 
-
-
-def _decode(value, strict=False):
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="strict" if strict else "replace")
-    return str(value)
-
-
-def _read_model_yaml(version_dir):
-    """The LLM API model's model.yaml (LLM() arguments) with a relative `model` resolved; {} without one."""
-    path = os.path.join(version_dir, os.environ.get("LLM_CONFIG_PATH", "model.yaml"))
-    if not os.path.isfile(path):
-        return {}
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise RuntimeError(f"{path}: expected a mapping of LLM() arguments")
-    model = data.get("model")
-    if isinstance(model, str) and not os.path.isabs(model):
-        data["model"] = os.path.join(version_dir, model)
-    return data
 
 
 def _truthy(text):
@@ -273,7 +219,7 @@ class TritonPythonModel:
         model_dir = args["model_repository"]
         version_dir = os.path.join(model_dir, str(args["model_version"]))
         self.llmapi = any(i.get("name") == "text_input" for i in self.config.get("input", []))
-        llm_args = _read_model_yaml(version_dir) if self.llmapi else {}
+        llm_args = _llmapi.read_model_yaml(version_dir) if self.llmapi else {}
         for key in ("max_batch_size", "max_seq_len", "max_input_len"):  # LLM() arguments with a CPU meaning
             if llm_args.get(key):
                 params[key] = str(llm_args[key])
@@ -343,11 +289,12 @@ class TritonPythonModel:
         table = param("adapters_table", None)
         if table:
             self._load_adapters(table, model_dir, version_dir)
-        self.tokenizer = None
+        self.tokenizer = self.text = None
         if self.llmapi:
             from transformers import AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+            self.text = _llmapi.LLMAPITensors(_engine, self.tokenizer, self.model_name, self.batched)
         self.engine = _Engine(self, threads)
         _log("info", f"model '{self.model_name}': {type(model).__name__} from {checkpoint} on CPU, {self.weights}; "
                      f"max_batch_size={self.max_batch} max_seq_len={self.max_seq_len} "
@@ -440,7 +387,7 @@ class TritonPythonModel:
         request_id = self._request_id(request)
         llmapi_extra = None
         if self.llmapi:
-            arrays, llmapi_extra = self._from_llmapi(arrays)
+            arrays, llmapi_extra = self.text.engine_inputs(arrays)
 
         def present(name):
             return name in arrays and arrays[name].size > 0
@@ -629,129 +576,12 @@ class TritonPythonModel:
             start = previous = end
         return words
 
-    # ------------------------------------------------------------------------------------ LLM API tensors
-
-    def _from_llmapi(self, arrays):
-        """LLM API inputs -> the engine's own (tokenized prompts, renamed sampling inputs), plus per-item stop
-        strings and the requested output fields."""
-        for name, rule in LLMAPI_UNSUPPORTED.items():
-            value = arrays.get(name)
-            if value is None or value.size == 0:
-                continue
-            flat = value.reshape(-1)
-            is_set = (bool(flat.any()) if rule == "true" else any(_decode(x) for x in flat) if rule == "text"
-                      else bool(np.any(flat != rule[1])))
-            if is_set:
-                raise RequestError(f"input '{name}' is not supported by the cpu engine of model '{self.model_name}'",
-                                   _error_code("UNSUPPORTED"))
-        out = {engine: arrays[name] for name, engine in LLMAPI_INPUTS.items() if name in arrays}
-        stop_only = "stop" in out and out["stop"].size and bool(out["stop"].reshape(-1)[0])
-        texts = arrays.get("text_input")
-        if texts is None or texts.size == 0:
-            if stop_only:
-                return out, None
-            raise RequestError("input 'text_input' (TYPE_STRING) is required")
-        texts = texts.reshape(texts.shape[0], -1)
-        batch = texts.shape[0]
-        encoded = []
-        for b in range(batch):
-            try:
-                prompt = _decode(texts[b, 0], strict=True)
-            except UnicodeDecodeError:
-                raise RequestError(f"text_input[{b}] is not valid UTF-8") from None
-            encoded.append(self.tokenizer.encode(prompt))
-        width = max(1, *(len(e) for e in encoded))
-        ids = np.zeros((batch, width), dtype=np.int32)
-        for b, e in enumerate(encoded):
-            ids[b, : len(e)] = e
-        out["input_ids"] = ids
-        out["input_lengths"] = np.array([[len(e)] for e in encoded], dtype=np.int32)
-        if "request_output_len" not in out or out["request_output_len"].size == 0:
-            out["request_output_len"] = np.full((batch, 1), LLMAPI_MAX_TOKENS, dtype=np.int32)
-        if "exclude_input_in_output" not in out:
-            out["exclude_input_in_output"] = np.ones((batch, 1), dtype=bool)
-        names = arrays.get("lora_name")
-        if names is not None and names.size:
-            flat = names.reshape(names.shape[0], -1)
-            chosen = [bool(_decode(flat[b if flat.shape[0] > b else 0][0]).strip()) for b in range(batch)]
-            if any(chosen):
-                if "lora_id" not in arrays or arrays["lora_id"].size == 0:
-                    raise RequestError("lora_id, lora_name and lora_path must all be provided together")
-                if not all(chosen):
-                    raise RequestError("the prompts of one request must all use an adapter or all the base model")
-                out["lora_task_id"] = arrays["lora_id"]
-        stops = arrays.get("sampling_param_stop")
-        per_item = []
-        for b in range(batch):
-            row = [] if stops is None or stops.size == 0 else stops[b if stops.shape[0] > b else 0].reshape(-1)
-            per_item.append([t for t in (_decode(x) for x in row) if t])
-        flags = {name: bool(arrays[name].reshape(-1)[0]) for name in
-                 ("return_finish_reason", "return_stop_reason", "return_cumulative_logprob")
-                 if name in arrays and arrays[name].size}
-        if flags.get("return_cumulative_logprob"):
-            out["return_log_probs"] = np.ones((batch, 1), dtype=bool)
-        return out, {"stop": per_item, "flags": flags}
-
-    def check_stop_strings(self, seq):
-        """After a new token: whether the text now holds a stop string (the text is cut before it)."""
-        text = self.tokenizer.decode(seq.output, skip_special_tokens=True)
-        hits = [(text.find(s), s) for s in seq.stop_strings if s in text]
-        if not hits:
-            return False
-        index, string = min(hits)
-        seq.text_cut, seq.stop_reason = index, string
-        return True
-
-    def _text_response(self, seq):
-        """LLM API outputs for ``seq``: the whole text (final, not streaming) or the new text since the last
-        response (streaming; None when nothing can be sent yet)."""
-        job = seq.job
-        tokens = seq.output if seq.exclude_input or job.streaming else seq.prompt + seq.output
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        cut = getattr(seq, "text_cut", None)
-        if cut is not None:
-            text = text[: len(text) - len(self.tokenizer.decode(seq.output, skip_special_tokens=True)) + cut]
-        if job.streaming:
-            done = seq.done or cut is not None
-            safe = text
-            if not done:
-                if safe.endswith("\ufffd"):
-                    return None  # inside a UTF-8 character: wait for the next token
-                hold = max((len(s) - 1 for s in seq.stop_strings), default=0)
-                safe = safe[: len(safe) - hold] if hold else safe
-            sent = getattr(seq, "text_sent", 0)
-            if len(safe) <= sent and not done:
-                return None
-            piece, seq.text_sent = safe[sent:], max(sent, len(safe))
-            counted = getattr(seq, "tokens_sent", 0)
-            new_tokens, seq.tokens_sent = len(seq.output) - counted, len(seq.output)
-        else:
-            piece, new_tokens = text, len(seq.output)
-        tensors = [pb_utils.Tensor("text_output", np.array([[piece.encode("utf-8")]], dtype=np.object_))]
-        flags = getattr(seq, "flags", {})
-        if flags.get("return_finish_reason"):
-            reason = getattr(seq, "finish_reason", None)
-            tensors.append(pb_utils.Tensor("finish_reason", np.array([[str(reason).encode()]], dtype=np.object_)))
-        if flags.get("return_stop_reason"):
-            reason = getattr(seq, "stop_reason", None)
-            tensors.append(pb_utils.Tensor("stop_reason", np.array([[str(reason).encode()]], dtype=np.object_)))
-        if flags.get("return_cumulative_logprob"):
-            total = str(float(sum(seq.log_probs))).encode()
-            tensors.append(pb_utils.Tensor("cumulative_logprob", np.array([[total]], dtype=np.object_)))
-        if seq.return_num_input_tokens:
-            tensors.append(pb_utils.Tensor("num_input_tokens", np.array([[len(seq.prompt)]], dtype=np.int32)))
-        if seq.return_num_output_tokens:
-            tensors.append(pb_utils.Tensor("num_output_tokens", np.array([[new_tokens]], dtype=np.int32)))
-        if not self.batched:
-            tensors = [pb_utils.Tensor(t.name(), t.as_numpy()[0]) for t in tensors]
-        return pb_utils.InferenceResponse(output_tensors=tensors)
-
     # ------------------------------------------------------------------------------------------- responses
 
     def response_for(self, seq, tokens, log_probs, gen_logits, include_context):
         """The output tensors of one response for ``seq`` carrying ``tokens``."""
         if self.llmapi:
-            return self._text_response(seq)
+            return self.text.response(seq)
         job = seq.job
         n = len(tokens)
         tensors = [
