@@ -93,9 +93,14 @@ def _in_process(
 
 
 def _with_parameters(repo: Path, parameters: dict[str, str]) -> None:
-    config = repo / "minilm_encoder" / "config.pbtxt"
-    extra = "".join(f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}\n' for k, v in parameters.items())
-    config.write_text(config.read_text() + extra)
+    """Set (add or replace) string parameters of the encoder's config, as a ModelConfig message."""
+    from tritonforge.config_io import read_config, render_config
+
+    path = repo / "minilm_encoder" / "config.pbtxt"
+    config = read_config(path)
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    path.write_text(render_config(config))
 
 
 def _served_row(b: Any, url: str, measure_s: float) -> dict[str, Any]:
