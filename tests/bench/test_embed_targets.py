@@ -79,10 +79,13 @@ TARGETS = {
 
 
 def machine() -> dict[str, Any]:
-    """The CPU this run measured (model, cores, the SIMD flags ONNX Runtime's kernels depend on)."""
+    """The CPU this run measured (model, cores, the SIMD flags ONNX Runtime's kernels depend on); the flags as the
+    builders read them (onnx_common.cpu_flags)."""
+    from tritonforge.builders.onnx_common import CPUINFO, cpu_flags
+
     info: dict[str, Any] = {"cores": os.cpu_count(), "python": platform.python_version()}
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = CPUINFO.read_text()
     except OSError:
         return info
     for line in text.splitlines():
@@ -92,11 +95,12 @@ def machine() -> dict[str, Any]:
         for key, name in (("cpu family", "cpu_family"), ("model", "cpu_model"), ("stepping", "cpu_stepping")):
             if line.split(":", 1)[0].strip() == key and name not in info:
                 info[name] = line.split(":", 1)[1].strip()
-        if line.startswith("flags") and "simd_flags" not in info:
-            flags = set(line.split(":", 1)[1].split())
-            wanted = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16")
-            info["simd_flags"] = [f for f in wanted if f in flags]
+    flags = cpu_flags() or frozenset()
+    info["simd_flags"] = [f for f in SIMD_FLAGS if f in flags]
     return info
+
+
+SIMD_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16")
 
 
 def _cpu_times() -> list[int]:
