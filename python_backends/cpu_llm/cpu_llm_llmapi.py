@@ -19,6 +19,9 @@ is Triton's; the other LLM() arguments (parallel sizes, KV cache, ...) have no C
   tritonforge's additions: return_num_input_tokens / return_num_output_tokens BOOL -> num_input_tokens and
   num_output_tokens INT32 (the prompt's tokens; the tokens a response covers), as the engine's own tensors have.
 
+Greedy or sampled: as the LLM API decides (`implies_greedy`), not as the engine contract does: a
+sampling_param_temperature alone samples here, where the tensorrt_llm tensors' temperature alone decodes greedily.
+
 model.py hands requests of a model whose config declares `text_input` to :class:`LLMAPITensors`, which turns them
 into the engine's own tensors and, for each response, the engine's sequence back into text outputs.
 """
@@ -48,6 +51,16 @@ UNSUPPORTED = {"sampling_param_best_of": ("ne", 1), "sampling_param_return_perf_
                "sampling_param_logits_post_processor_name": "text"}
 MAX_TOKENS = 32  # SamplingParams.max_tokens' default
 OUTPUT_FLAGS = ("return_finish_reason", "return_stop_reason", "return_cumulative_logprob")
+
+
+def implies_greedy(*, temperature, top_p, top_k):
+    """Whether the LLM API decodes greedily given these sampling parameters (None: not sent). Upstream's rule
+    (NVIDIA/TensorRT-LLM tensorrt_llm/sampling_params.py, SamplingParams.params_imply_greedy_decoding @
+    a98a9061d72f6fd39f5d055ebdd2c6878a100e2c): greedy when none of the three is given, or top_k is 1, or top_p is 0,
+    or temperature is 0. Otherwise it samples: a temperature alone samples from every token (top_k 0, top_p 1), a
+    top_k or top_p alone at temperature 1. The engine contract differs (tensorrt_llm: greedy unless top_k > 1 or
+    top_p is set), so model.py applies this one only to the LLM API tensors."""
+    return (temperature is None and top_p is None and top_k is None) or top_k == 1 or top_p == 0 or temperature == 0
 
 
 def decode(value, strict=False):

@@ -19,8 +19,9 @@ Inputs (max_batch_size > 0: every tensor has a leading batch dimension; a reques
     return_context_logits, return_generation_logits, return_perf_metrics, return_num_input_tokens,
     return_num_output_tokens BOOL, stop BOOL (true: stop the running request that has this request's id).
   Greedy decoding when temperature is 0, or top_k is 1, or neither top_k nor top_p is set (TensorRT-LLM's
-  default); otherwise temperature, then top-k, then top-p sampling with a per-request `torch.Generator` seeded
-  from `seed` (0 when absent, as upstream), so sampled outputs are reproducible.
+  default for these tensors; the LLM API tensors follow the LLM API's rule instead, in which a temperature alone
+  samples: cpu_llm_llmapi.py); otherwise temperature, then top-k, then top-p sampling with a per-request
+  `torch.Generator` seeded from `seed` (0 when absent, as upstream), so sampled outputs are reproducible.
   Penalties count the prompt and the generated tokens. Stop words are matched at token level against the end of
   the sequence and kept in the output; end_id stops generation and is not part of the output (as upstream).
   min_tokens defaults to 1 as in TensorRT-LLM, so end_id is never the first token (transformers' generate() has
@@ -514,7 +515,12 @@ class TritonPythonModel:
         if not top_p <= 1.0:
             raise RequestError(f"{where}runtime_top_p={top_p} must be in (0, 1]")
         seq.temperature, seq.top_k, seq.top_p = temperature, top_k, (top_p if top_p > 0 else None)
-        seq.greedy = temperature == 0 or top_k == 1 or (top_k == 0 and seq.top_p is None)
+        if self.llmapi:  # the LLM API's rule: temperature alone samples (from every token)
+            seq.greedy = _llmapi.implies_greedy(temperature=temperature if present("temperature") else None,
+                                                top_p=top_p if present("runtime_top_p") else None,
+                                                top_k=top_k if present("runtime_top_k") else None)
+        else:  # the tensorrt_llm (engine) contract's: without top_k > 1 or top_p, greedy whatever the temperature
+            seq.greedy = temperature == 0 or top_k == 1 or (top_k == 0 and seq.top_p is None)
         if not seq.greedy:
             seed = scalar("seed", b, None)
             if seed is None:

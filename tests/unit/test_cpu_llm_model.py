@@ -411,6 +411,56 @@ def test_greedy_cases(model: Any, reference: Any) -> None:
         assert case.tokens() == expected
 
 
+@pytest.mark.parametrize(
+    ("given", "greedy"),
+    [
+        ({}, True),
+        ({"temperature": 0.8}, False),  # the engine contract decodes this one greedily (test_greedy_cases)
+        ({"top_p": 0.9}, False),
+        ({"top_k": 0}, False),  # 0: every token
+        ({"top_k": 1, "temperature": 1.5}, True),
+        ({"top_p": 0.0, "temperature": 0.8}, True),
+        ({"temperature": 0.0, "top_p": 0.9}, True),
+    ],
+)
+def test_the_llm_api_rule_for_greedy_decoding(module: ModuleType, given: dict[str, float], greedy: bool) -> None:
+    """The LLM API tensors follow SamplingParams.params_imply_greedy_decoding (upstream commit cited in the module)."""
+    args = {"temperature": None, "top_p": None, "top_k": None} | given
+    assert module._llmapi.implies_greedy(**args) is greedy
+
+
+def test_a_temperature_alone_samples_on_the_llm_api_tensors(module: ModuleType, repo: Path, reference: Any) -> None:
+    """Served with the LLM API tensors (text_input), sampling_param_temperature alone samples, as the LLM API does;
+    sampling_param_top_p 0 is greedy there. The same temperature on the engine's tensors stays greedy."""
+    cfg = config(max_seq_len="256", max_input_len="128")
+    cfg["input"] = [{"name": "text_input", "data_type": "TYPE_STRING", "dims": [-1]}]
+    instance = module.TritonPythonModel()
+    instance.initialize(fpb.initialize_args(cfg, repo))
+    prompt = "Machine learning models"
+
+    def ask(**sampling: Any) -> str:
+        tensors = {"text_input": np.array([[prompt.encode()]], dtype=object),
+                   "sampling_param_max_tokens": np.array([[24]], dtype=np.int32)}
+        types = {"sampling_param_seed": np.uint64, "sampling_param_top_k": np.int32}
+        for name, value in sampling.items():
+            tensors[f"sampling_param_{name}"] = np.array([[value]], dtype=types.get(f"sampling_param_{name}", np.float32))
+        req = Request(**tensors)
+        instance.execute([req])
+        (response,) = req.wait()
+        assert not response.has_error(), response.error().message()
+        return output(response, "text_output").reshape(-1)[0].decode()
+
+    try:
+        greedy = reference.tokenizer.decode(reference.generate(reference.ids(prompt), 24), skip_special_tokens=True)
+        assert ask() == greedy
+        assert ask(top_p=0.0, temperature=0.8) == greedy
+        sampled = {ask(temperature=1.5, seed=seed) for seed in (1, 2, 3)}
+        assert sampled - {greedy}, "a temperature alone decoded greedily on the LLM API tensors"
+        assert ask(temperature=1.5, seed=2) == ask(temperature=1.5, seed=2)
+    finally:
+        instance.finalize()
+
+
 def test_repetition_penalty_matches_transformers(model: Any, reference: Any) -> None:
     ids = reference.ids("A")
     req = request(ids, 20, exclude_input_in_output=True, repetition_penalty=1.5)
