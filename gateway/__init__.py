@@ -40,8 +40,12 @@ splits hash the request's OpenAI ``user`` field, else the caller's API key. Admi
 
 Generation: ``max_tokens`` (or ``max_completion_tokens``) defaults to 64 for chat and 16 for completions (OpenAI's
 completions default); ``temperature``, ``top_p``, ``seed``, ``stop`` and the extension ``top_k`` are passed on;
-without ``temperature``/``top_p``/``top_k`` the engine decodes greedily (TensorRT-LLM's default). ``n`` > 1,
-``logprobs``, ``echo``, tools and penalties are refused with 400. Token counts: ``usage`` carries the engine's own
+without ``temperature``/``top_p``/``top_k`` the engine decodes greedily (TensorRT-LLM's default). Greedy or sampled
+is decided by the LLM API's rule on every runtime: a sampled request goes out with a top_p (1.0 if none was sent:
+the engine contract would decode a temperature alone greedily) and a seed (a fresh random one if none was sent:
+TensorRT-LLM seeds an unseeded request with 0, so every "sample" of a prompt would be the same). ``n`` > 1 runs n
+generations at once (at most ``GatewayLimits.choices``, 8), choice i seeded with seed + i. ``logprobs``, ``echo``,
+tools and penalties are refused with 400. Token counts: ``usage`` carries the engine's own
 ``num_input_tokens`` / ``num_output_tokens`` (the ensemble's ``return_num_*_tokens`` inputs, when its config has them);
 with an older ensemble, ``completion_tokens`` counts the streamed engine responses and ``prompt_tokens`` is 0.
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -15,7 +17,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tritonforge.clients.client import AsyncClient
-from tritonforge.clients.generation import Sampling, generation_inputs
+from tritonforge.clients.generation import UINT64_MAX, Sampling, generation_inputs
 from tritonforge.errors import ClientError, InvalidInputError
 from tritonforge.gateway.errors import APIError, from_client_error
 from tritonforge.gateway.schemas import GatewayLimits, Message, Sampled
@@ -98,31 +100,123 @@ def _sse(payload: Any) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
+def samples(body: Sampled) -> bool:
+    """Whether the request asks for sampling, by the LLM API's rule (TensorRT-LLM's SamplingParams, cited in
+    python_backends/cpu_llm/cpu_llm_llmapi.py): greedy when none of temperature, top_p and top_k is given, or top_k
+    is 1, top_p 0 or temperature 0."""
+    t, p, k = body.temperature, body.top_p, body.top_k
+    return not ((t is None and p is None and k is None) or k == 1 or p == 0 or t == 0)
+
+
 def sampling(
     limits: GatewayLimits, body: Sampled, max_tokens: int | None, default_tokens: int, *, chat: bool,
     adapter: str | None = None,
 ) -> Sampling:
+    """The request's generation controls, the same decoding on every runtime behind the ``llm`` ensemble.
+
+    A sampled request is sent with a top_p (1.0 when the client sent none): TensorRT-LLM's engine contract (the
+    ``tensorrt_llm`` tensors, and the cpu engine serving them) decodes greedily unless top_k > 1 or top_p is set,
+    so a ``temperature`` alone, which the LLM API and OpenAI sample with, would come back greedy there. And it is
+    sent with a seed (a fresh random one when the client sent none): every TensorRT-LLM runtime seeds an unseeded
+    request with 0, so the same prompt would draw the same "sample" every time, where OpenAI's API varies it."""
+    limits.check(body.n or 1, limits.choices, "choices (n)", "n")
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     limits.check(len(stop), limits.stop_strings, "stop strings", "stop")
     for i, word in enumerate(stop):
         limits.check(len(word), limits.stop_chars, f"characters in stop[{i}]", "stop")
+    sampled = samples(body)
     return Sampling(
         max_tokens=max_tokens or default_tokens,
         temperature=body.temperature,
         top_k=body.top_k,
-        top_p=body.top_p,
-        seed=body.seed,
+        top_p=1.0 if sampled and body.top_p is None else body.top_p,
+        seed=secrets.randbits(64) if sampled and body.seed is None else body.seed,
         stop_words=stop,
         chat=chat,
         adapter=adapter,
     )
 
 
+def _choice_seeds(params: Sampling, n: int) -> list[int | None]:
+    """Choice i of a sampled request draws with seed + i (mod 2**64): n different samples, reproducible when the
+    client sent the seed. Greedy choices carry no seed (they are the same answer n times, as OpenAI's are)."""
+    if params.seed is None:
+        return [None] * n
+    return [(params.seed + i) % (UINT64_MAX + 1) for i in range(n)]
+
+
+class _Choice:
+    """One of the request's ``n`` answers: its generation, its stream of pieces, and the first piece (awaited before
+    the response starts, so that a request Triton rejects gets a proper status, not a broken stream)."""
+
+    def __init__(self, index: int, gen: _Generation) -> None:
+        self.index, self.gen = index, gen
+        self.pieces = gen.pieces()
+        self.first: str | None = None
+        self.ended = False
+
+    async def start(self) -> None:
+        try:
+            self.first = await self.pieces.__anext__()
+        except StopAsyncIteration:
+            self.ended = True
+
+    async def text(self) -> str:
+        parts = [] if self.first is None else [self.first]
+        if not self.ended:
+            parts.extend([p async for p in self.pieces])
+        return "".join(parts)
+
+    async def close(self) -> None:
+        await self.pieces.aclose()  # type: ignore[attr-defined]
+
+
+async def _merged(choices: list[_Choice]) -> AsyncIterator[tuple[int, str | None]]:
+    """(choice index, piece) as the choices produce them, then (index, None) when that choice has ended; the first
+    failure is raised. One choice is read directly: the common case pays for no task or queue."""
+    for c in choices:
+        if c.first is not None:
+            yield c.index, c.first
+    if len(choices) == 1:
+        (c,) = choices
+        if not c.ended:
+            async for piece in c.pieces:
+                yield c.index, piece
+        yield c.index, None
+        return
+    queue: asyncio.Queue[tuple[int, str | None, BaseException | None]] = asyncio.Queue()
+
+    async def pump(c: _Choice) -> None:
+        try:
+            if not c.ended:
+                async for piece in c.pieces:
+                    queue.put_nowait((c.index, piece, None))
+            queue.put_nowait((c.index, None, None))
+        except Exception as err:
+            queue.put_nowait((c.index, None, err))
+
+    tasks = [asyncio.create_task(pump(c)) for c in choices]
+    try:
+        running = len(choices)
+        while running:
+            index, next_piece, err = await queue.get()
+            if err is not None:
+                raise err
+            running -= next_piece is None
+            yield index, next_piece
+    finally:
+        for task in tasks:  # a choice still running is cancelled: its stream's close stops its generation
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def generate(
     gw: Gateway, request: Request, body: Sampled, prompt: str, params: Sampling, *, kind: Literal["chat", "text"],
     target: Target,
 ) -> Any:
-    """The completion as one JSON response, or (``stream: true``) as server-sent events ending with [DONE]."""
+    """The completion as one JSON response, or (``stream: true``) as server-sent events ending with [DONE]; with
+    ``n`` > 1, n generations run at once, one choice each."""
+    n = body.n or 1
     try:
         inputs = generation_inputs(prompt, params, stream=True)
     except InvalidInputError as err:
@@ -130,61 +224,64 @@ async def generate(
     await gw.discover_adapters()  # also learns which ensembles report token counts (at most every 30 s)
     if gw.counts_tokens.get(target.triton_model):  # the engine reports exact token counts for `usage`
         inputs = {**inputs, **{name: np.array([[True]]) for name in TOKEN_COUNT_INPUTS}}
-    gen = _Generation(
-        gw.client, target.triton_model, inputs, timeout=gw.timeout,
-        engine_model=gw.models.engine_model(target.model_id), version=target.version,
-    )
-    pieces = gen.pieces()
+    engine_model = gw.models.engine_model(target.model_id)
+    choices = []
+    for index, seed in enumerate(_choice_seeds(params, n)):
+        choice_inputs = inputs if seed is None else {**inputs, "seed": np.array([[seed]], dtype=np.uint64)}
+        gen = _Generation(gw.client, target.triton_model, choice_inputs, timeout=gw.timeout,
+                          engine_model=engine_model, version=target.version)
+        choices.append(_Choice(index, gen))
     created, rid = int(time.time()), ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
-    # the first piece before the first byte: a request Triton rejects gets a proper status, not a broken stream
-    first: str | None
+
+    async def close_all() -> None:
+        for c in choices:
+            await c.close()
+
     try:
-        first = await pieces.__anext__()
-    except StopAsyncIteration:
-        first = None
+        await asyncio.gather(*(c.start() for c in choices))
     except BaseException:
-        await pieces.aclose()  # type: ignore[attr-defined]
+        await close_all()
         raise
 
-    def finish_reason() -> str:
-        return "length" if gen.completion_tokens >= params.max_tokens else "stop"
+    def finish_reason(c: _Choice) -> str:
+        return "length" if c.gen.completion_tokens >= params.max_tokens else "stop"
 
     def usage() -> dict[str, int]:
-        done, prompt_tokens = gen.completion_tokens, gen.prompt_tokens
+        done = sum(c.gen.completion_tokens for c in choices)
+        prompt_tokens = max(c.gen.prompt_tokens for c in choices)  # the same prompt n times: counted once
         return {"prompt_tokens": prompt_tokens, "completion_tokens": done, "total_tokens": prompt_tokens + done}
 
     if not body.stream:
-        parts = [] if first is None else [first]
         try:
-            parts.extend([p async for p in pieces])
+            texts = await asyncio.gather(*(c.text() for c in choices))
         finally:
-            await pieces.aclose()  # type: ignore[attr-defined]
-        text = "".join(parts)
+            await close_all()
         if kind == "chat":
-            choice = {
-                "index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None, "finish_reason": finish_reason(),
-            }
+            answers = [{
+                "index": c.index, "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None, "finish_reason": finish_reason(c),
+            } for c, text in zip(choices, texts, strict=True)]
             obj = "chat.completion"
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason()}
+            answers = [{"index": c.index, "text": text, "logprobs": None, "finish_reason": finish_reason(c)}
+                       for c, text in zip(choices, texts, strict=True)]
             obj = "text_completion"
         return JSONResponse({
             "id": rid, "object": obj, "created": created, "model": body.model, "system_fingerprint": None,
-            "choices": [choice], "usage": usage(),
+            "choices": answers, "usage": usage(),
         })
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
-    def chunk(piece: str | None, *, role: bool = False, reason: str | None = None) -> dict[str, Any]:
+    def chunk(index: int, piece: str | None, *, role: bool = False, reason: str | None = None) -> dict[str, Any]:
         if kind == "chat":
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
             if piece is not None:
                 delta["content"] = piece
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
         else:
-            choice = {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": reason}
+            choice = {"index": index, "text": piece or "", "logprobs": None, "finish_reason": reason}
         payload = {
             "id": rid, "object": obj, "created": created, "model": body.model, "system_fingerprint": None,
             "choices": [choice],
@@ -194,20 +291,22 @@ async def generate(
         return payload
 
     async def events() -> AsyncIterator[str]:
+        merged = _merged(choices)
         try:
             if kind == "chat":
-                yield _sse(chunk(None, role=True))
-            if first is not None:
-                yield _sse(chunk(first))
-                try:
-                    async for piece in pieces:
-                        yield _sse(chunk(piece))
-                except ClientError as err:
-                    request.state.gw_upstream_error = True
-                    yield _sse(from_client_error(err).body())
-                    yield "data: [DONE]\n\n"
-                    return
-            yield _sse(chunk(None, reason=finish_reason()))
+                for c in choices:
+                    yield _sse(chunk(c.index, None, role=True))
+            try:
+                async for index, piece in merged:
+                    if piece is None:
+                        yield _sse(chunk(index, None, reason=finish_reason(choices[index])))
+                    else:
+                        yield _sse(chunk(index, piece))
+            except ClientError as err:
+                request.state.gw_upstream_error = True
+                yield _sse(from_client_error(err).body())
+                yield "data: [DONE]\n\n"
+                return
             if include_usage:
                 yield _sse({
                     "id": rid, "object": obj, "created": created, "model": body.model,
@@ -215,7 +314,8 @@ async def generate(
                 })
             yield "data: [DONE]\n\n"
         finally:
-            await pieces.aclose()  # type: ignore[attr-defined]
+            await merged.aclose()  # type: ignore[attr-defined]
+            await close_all()
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -128,8 +128,6 @@ def check_extras(body: BaseModel) -> None:
 
 def check_sampled(body: Sampled) -> None:
     check_extras(body)
-    if body.n is not None and body.n > 1:
-        raise APIError(400, "n > 1 is not supported", param="n", code="unsupported_parameter")
     for name in ("presence_penalty", "frequency_penalty"):
         value = getattr(body, name)
         if value not in (None, 0, 0.0):
@@ -176,6 +174,7 @@ class GatewayLimits:
     text_chars: int = 32_768  # one embedding input, rerank query or document
     prompt_chars: int = 131_072  # a completion prompt, or a chat's messages together (checked before tokenizing)
     stop_strings: int = 16
+    choices: int = 8  # `n`: generations one chat or completions request runs at once
     stop_chars: int = 256  # one stop string
 
     def check(self, count: int, limit: int, what: str, param: str) -> None:

@@ -174,6 +174,48 @@ def test_completions_equal_the_triton_client(sdk, gateway_triton) -> None:
     assert "".join(c.choices[0].text for c in streamed) == want
 
 
+def test_n_choices_are_each_the_answer_of_their_own_seed(sdk) -> None:
+    """n > 1 runs n generations at once; choice i draws with seed + i, so each equals a request of its own with
+    that seed; usage counts the prompt once and every choice's tokens. Streamed, each index's pieces join into its
+    choice and each ends with its own finish chunk."""
+    sampled = {"model": "chat", "messages": MESSAGES, "max_tokens": 8, "temperature": 1.5}
+    whole = sdk.chat.completions.create(**sampled, n=3, seed=7)
+    assert [c.index for c in whole.choices] == [0, 1, 2]
+    singles = [sdk.chat.completions.create(**sampled, seed=7 + i) for i in range(3)]
+    assert [c.message.content for c in whole.choices] == [s.choices[0].message.content for s in singles]
+    assert len({c.message.content for c in whole.choices}) > 1, "three seeds drew the same answer"
+    assert whole.usage.prompt_tokens == singles[0].usage.prompt_tokens
+    assert whole.usage.completion_tokens == sum(s.usage.completion_tokens for s in singles)
+
+    stream = sdk.chat.completions.create(**sampled, n=3, seed=7, stream=True, stream_options={"include_usage": True})
+    texts, finals = ["", "", ""], [[], [], []]
+    chunks = list(stream)
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finals[choice.index].append(choice.finish_reason)
+    assert texts == [c.message.content for c in whole.choices]
+    assert finals == [[c.finish_reason] for c in whole.choices]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+    text = sdk.completions.create(model="chat", prompt=PROMPT, max_tokens=6, temperature=0, n=2)
+    assert len(text.choices) == 2 and text.choices[0].text == text.choices[1].text  # greedy: the same answer twice
+
+
+def test_sampling_without_a_seed_varies_and_a_temperature_alone_samples(sdk) -> None:
+    """TensorRT-LLM seeds an unseeded request with 0 and its engine contract decodes a temperature alone greedily;
+    through the gateway a temperature alone samples, with a fresh seed unless the client sends one."""
+    body = {"model": "chat", "prompt": PROMPT, "max_tokens": 12}
+    greedy = sdk.completions.create(**body, temperature=0).choices[0].text
+    unseeded = {sdk.completions.create(**body, temperature=1.5).choices[0].text for _ in range(4)}
+    assert len(unseeded) > 1, "four unseeded samples were the same text"
+    seeded = [sdk.completions.create(**body, temperature=1.5, seed=11).choices[0].text for _ in range(2)]
+    assert seeded[0] == seeded[1]
+    assert unseeded | set(seeded) != {greedy}
+    assert sdk.completions.create(**body).choices[0].text == greedy  # no sampling parameter: greedy, as upstream
+
+
 def test_async_sdk_chat_completions_and_embeddings(gateway: str) -> None:
     async def main() -> tuple[str, str, list[float], str]:
         client = openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key=KEYS[0], max_retries=0, timeout=120)
@@ -255,8 +297,8 @@ def test_errors_are_openai_style_and_the_gateway_keeps_serving(http, gateway: st
     error = _assert_error(http.post("/v1/chat/completions", json={**chat, "model": "gpt-4o"}), 404)
     assert error["code"] == "model_not_found" and error["param"] == "model"
     _still_serving(http)
-    error = _assert_error(http.post("/v1/chat/completions", json={**chat, "n": 2}), 400)
-    assert error["message"] == "n > 1 is not supported"
+    error = _assert_error(http.post("/v1/chat/completions", json={**chat, "n": 9}), 400)
+    assert error["message"] == "choices (n): 9 is more than this server's limit of 8" and error["param"] == "n"
     _still_serving(http)
     reply = http.post("/v1/chat/completions", content=b'{"model": "chat", "messages": [', headers={"Content-Type": "application/json"})
     assert _assert_error(reply, 400)["code"] == "invalid_json"
@@ -287,8 +329,8 @@ def test_errors_are_openai_style_and_the_gateway_keeps_serving(http, gateway: st
 def test_the_sdk_raises_its_own_error_types(sdk, gateway: str) -> None:
     with pytest.raises(openai.NotFoundError):
         sdk.chat.completions.create(model="nope", messages=MESSAGES)
-    with pytest.raises(openai.BadRequestError, match="n > 1 is not supported"):
-        sdk.chat.completions.create(model="chat", messages=MESSAGES, n=2)
+    with pytest.raises(openai.BadRequestError, match="limit of 8"):
+        sdk.chat.completions.create(model="chat", messages=MESSAGES, n=9)
     bad = openai.OpenAI(base_url=f"{gateway}/v1", api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()

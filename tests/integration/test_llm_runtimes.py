@@ -58,6 +58,46 @@ def test_both_runtimes_give_the_same_text(both: object) -> None:
             "hello world", max_tokens=8, model="llm_engine")
 
 
+def test_a_temperature_alone_samples_by_each_runtimes_rule_and_through_the_gateway(both: object) -> None:
+    """The two contracts differ on a temperature alone: the LLM API samples (every token), the engine contract
+    decodes greedily (upstream's defaults, kept by the clients, which send what they are given). The gateway sends
+    a sampled request with top_p 1 and a seed, so through it both runtimes sample, reproducibly per seed."""
+    import openai
+
+    from tritonforge.clients import Client
+    from tritonforge.gateway import GatewayModels, create_app
+    from tritonforge.gateway.listen import GatewayServer, bind
+    from tritonforge.server import free_port
+
+    with Client(both.endpoints.grpc) as client:  # type: ignore[attr-defined]
+        greedy = client.generate("hello world", max_tokens=12, model="llm")
+        assert greedy == client.generate("hello world", max_tokens=12, model="llm_engine")
+        llmapi = {client.generate("hello world", max_tokens=12, model="llm", temperature=1.5, seed=s) for s in (1, 2)}
+        engine = {client.generate("hello world", max_tokens=12, model="llm_engine", temperature=1.5, seed=s)
+                  for s in (1, 2)}
+    assert llmapi - {greedy} and engine == {greedy}
+
+    models = GatewayModels(chat={"chat": "llm", "chat_e": "llm_engine"}, embeddings={}, rerank={},
+                           engine_models={"chat_e": "chat_e_tensorrt_llm"})
+    port = free_port()
+    web = GatewayServer(create_app(both.endpoints.grpc, api_keys=None, models=models),  # type: ignore[attr-defined]
+                        bind("127.0.0.1", port))
+    web.start()
+    try:
+        sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+        for model in ("chat", "chat_e"):
+            def ask(model: str = model, **sampling: object) -> str:
+                reply = sdk.completions.create(model=model, prompt="hello world", max_tokens=12, **sampling)
+                return reply.choices[0].text
+
+            assert ask() == greedy, model
+            sampled = {ask(temperature=1.5) for _ in range(3)}
+            assert len(sampled) > 1 and sampled != {greedy}, model
+            assert ask(temperature=1.5, seed=3) == ask(temperature=1.5, seed=3), model
+    finally:
+        web.stop()
+
+
 def test_llm_api_tensors_straight_to_the_engine_model(both: object) -> None:
     """A client of upstream's llmapi model: text_input + sampling_param_* -> text_output and the reasons."""
     import tritonclient.grpc as grpcclient
