@@ -315,6 +315,9 @@ def test_errors_are_openai_style_and_the_gateway_keeps_serving(http, gateway: st
     _assert_error(
         http.post("/v1/completions", json={"model": "chat", "prompt": "hi", "max_tokens": 5000, "stream": True}), 400
     )
+    for stream in (False, True):  # every choice refused: one 400, the others' streams closed
+        too_long = {"model": "chat", "prompt": "hi", "max_tokens": 5000, "stream": stream, "n": 3, "temperature": 1}
+        _assert_error(http.post("/v1/completions", json=too_long), 400)
     _still_serving(http)
     with httpx.Client(base_url=gateway, timeout=30) as anonymous:
         error = _assert_error(anonymous.get("/v1/models"), 401)
