@@ -28,6 +28,10 @@ class Sampling:
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None
+    # added to a token's logit once it occurs (presence) and per occurrence (frequency), as TensorRT-LLM applies
+    # them: counting the prompt's tokens as well as the output's
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     stop_words: Sequence[str] = ()
     bad_words: Sequence[str] = ()
     end_id: int | None = None
@@ -44,6 +48,10 @@ class Sampling:
             raise InvalidInputError(f"top_k must be an integer >= 0, got {self.top_k!r}")
         if self.top_p is not None and (not is_real(self.top_p) or not 0 <= self.top_p <= 1):
             raise InvalidInputError(f"top_p must be in [0, 1], got {self.top_p}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if value is not None and not is_real(value):  # finite: NaN would poison every logit
+                raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
         # the tensors these become: a larger value would wrap silently (or fail deep in numpy)
         if self.max_tokens > INT32_MAX:
             raise InvalidInputError(f"max_tokens must be <= {INT32_MAX}, got {self.max_tokens}")
@@ -111,6 +119,8 @@ def generation_inputs(prompt: str, sampling: Sampling, *, stream: bool) -> dict[
         "top_k": (sampling.top_k, np.int32),
         "top_p": (sampling.top_p, np.float32),
         "seed": (sampling.seed, np.uint64),
+        "presence_penalty": (sampling.presence_penalty, np.float32),
+        "frequency_penalty": (sampling.frequency_penalty, np.float32),
         "end_id": (sampling.end_id, np.int32),
         "pad_id": (sampling.pad_id, np.int32),
     }
@@ -160,7 +170,7 @@ def rag_inputs(
     controls."""
     if not isinstance(query, str) or not query.strip():
         raise InvalidInputError(f"query must be a non-empty string, got {query!r}")
-    for name in ("chat", "adapter"):
+    for name in ("chat", "adapter", "presence_penalty", "frequency_penalty"):  # not among its inputs
         if sampling.get(name):
             raise InvalidInputError(f"{name} is not supported by the rag ensemble")
     inputs = generation_inputs(query, Sampling.of(sampling, max_tokens=max_tokens or 1), stream=stream)

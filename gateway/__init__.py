@@ -44,8 +44,9 @@ without ``temperature``/``top_p``/``top_k`` the engine decodes greedily (TensorR
 is decided by the LLM API's rule on every runtime: a sampled request goes out with a top_p (1.0 if none was sent:
 the engine contract would decode a temperature alone greedily) and a seed (a fresh random one if none was sent:
 TensorRT-LLM seeds an unseeded request with 0, so every "sample" of a prompt would be the same). ``n`` > 1 runs n
-generations at once (at most ``GatewayLimits.choices``, 8), choice i seeded with seed + i. ``logprobs``, ``echo``,
-tools and penalties are refused with 400. Token counts: ``usage`` carries the engine's own
+generations at once (at most ``GatewayLimits.choices``, 8), choice i seeded with seed + i. ``presence_penalty`` and
+``frequency_penalty`` are passed on (TensorRT-LLM counts the prompt's tokens too, where OpenAI and vLLM count the
+output's). ``logprobs``, ``echo`` and tools are refused with 400. Token counts: ``usage`` carries the engine's own
 ``num_input_tokens`` / ``num_output_tokens`` (the ensemble's ``return_num_*_tokens`` inputs, when its config has them);
 with an older ensemble, ``completion_tokens`` counts the streamed engine responses and ``prompt_tokens`` is 0.
 

@@ -132,6 +132,8 @@ def sampling(
         top_k=body.top_k,
         top_p=1.0 if sampled and body.top_p is None else body.top_p,
         seed=secrets.randbits(64) if sampled and body.seed is None else body.seed,
+        presence_penalty=body.presence_penalty or None,  # 0 (what many SDKs send) is no penalty: nothing to send
+        frequency_penalty=body.frequency_penalty or None,
         stop_words=stop,
         chat=chat,
         adapter=adapter,

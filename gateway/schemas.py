@@ -128,10 +128,6 @@ def check_extras(body: BaseModel) -> None:
 
 def check_sampled(body: Sampled) -> None:
     check_extras(body)
-    for name in ("presence_penalty", "frequency_penalty"):
-        value = getattr(body, name)
-        if value not in (None, 0, 0.0):
-            raise APIError(400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
     if body.logprobs not in (None, False, 0):
         raise APIError(
             400, "'logprobs' is not supported by this server", param="logprobs", code="unsupported_parameter"

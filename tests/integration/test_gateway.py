@@ -216,6 +216,19 @@ def test_sampling_without_a_seed_varies_and_a_temperature_alone_samples(sdk) -> 
     assert sdk.completions.create(**body).choices[0].text == greedy  # no sampling parameter: greedy, as upstream
 
 
+def test_presence_and_frequency_penalties_reach_the_engine(sdk, gateway_triton) -> None:
+    """OpenAI's penalties go to the llm ensemble's presence_penalty / frequency_penalty: the gateway's answer equals
+    the Triton client's with the same penalty, and differs from the answer without it."""
+    body = {"model": "chat", "prompt": PROMPT, "max_tokens": 16, "temperature": 0}
+    plain = sdk.completions.create(**body).choices[0].text
+    with Client(gateway_triton.endpoints.grpc) as client:
+        for name in ("presence_penalty", "frequency_penalty"):
+            want = client.generate(PROMPT, max_tokens=16, temperature=0.0, **{name: 2.0})
+            got = sdk.completions.create(**body, **{name: 2.0}).choices[0].text
+            assert got == want and got != plain, name
+    assert sdk.completions.create(**body, presence_penalty=0).choices[0].text == plain
+
+
 def test_async_sdk_chat_completions_and_embeddings(gateway: str) -> None:
     async def main() -> tuple[str, str, list[float], str]:
         client = openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key=KEYS[0], max_retries=0, timeout=120)

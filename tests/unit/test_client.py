@@ -550,6 +550,8 @@ def test_http_keeps_a_few_transports_for_per_call_deadlines() -> None:
         ("hi", {"top_k": 2**33}, "top_k must be <= 2147483647"),
         ("hi", {"seed": 2**70}, "seed must be in \\[0, 18446744073709551615\\]"),
         ("hi", {"temperature": float("nan")}, "temperature must be a number"),
+        ("hi", {"presence_penalty": float("nan")}, "presence_penalty must be a finite number"),
+        ("hi", {"frequency_penalty": "1"}, "frequency_penalty must be a finite number"),
         ("a\ud800", {}, "prompt is not valid Unicode"),
         ("hi", {"stop_words": ["\udfff"]}, "stop_words is not valid Unicode"),
     ],
@@ -559,6 +561,19 @@ def test_generation_inputs_refuse_what_would_wrap_or_not_encode(prompt: str, sam
 
     with pytest.raises(ClientError, match=message):
         generation_inputs(prompt, Sampling(**sampling), stream=False)
+
+
+def test_penalties_become_float32_inputs_and_the_rag_ensemble_refuses_them() -> None:
+    import numpy as np
+
+    from tritonforge.clients.generation import Sampling, generation_inputs, rag_inputs
+
+    inputs = generation_inputs("hi", Sampling(presence_penalty=np.float64(0.5), frequency_penalty=-1), stream=False)
+    assert inputs["presence_penalty"].dtype == np.float32 and inputs["presence_penalty"].tolist() == [[0.5]]
+    assert inputs["frequency_penalty"].tolist() == [[-1.0]]
+    assert "presence_penalty" not in generation_inputs("hi", Sampling(), stream=False)
+    with pytest.raises(ClientError, match="presence_penalty is not supported by the rag ensemble"):
+        rag_inputs("q", top_k=None, top_n=None, max_tokens=None, sampling={"presence_penalty": 1.0}, stream=False)
 
 
 def test_the_http_generate_endpoint_is_classified_like_every_other_call() -> None:
