@@ -14,7 +14,8 @@ Routes (OpenAI's request and response shapes; errors are ``{"error": {"message",
                               message, each turn on its own paragraph as ``"<Role>: <text>"`` (System, User,
                               Assistant, Tool), ending with the last message, and that is rendered the same way:
                               the preprocessing model renders a single user turn only.
-  POST /v1/completions        a raw prompt (no chat template) -> the ``llm`` ensemble; ``stream`` as above.
+  POST /v1/completions        a raw prompt, or a list of them (no chat template) -> the ``llm`` ensemble; ``stream``
+                              as above.
   POST /v1/embeddings         input (string or list of strings) -> the ``embed`` ensemble; ``encoding_format``
                               float or base64; usage.prompt_tokens is the sum of the ensemble's NUM_TOKENS output
                               (0 when the ensemble has none).
@@ -44,7 +45,8 @@ without ``temperature``/``top_p``/``top_k`` the engine decodes greedily (TensorR
 is decided by the LLM API's rule on every runtime: a sampled request goes out with a top_p (1.0 if none was sent:
 the engine contract would decode a temperature alone greedily) and a seed (a fresh random one if none was sent:
 TensorRT-LLM seeds an unseeded request with 0, so every "sample" of a prompt would be the same). ``n`` > 1 runs n
-generations at once (at most ``GatewayLimits.choices``, 8), choice i seeded with seed + i. ``presence_penalty`` and
+generations at once, choice i seeded with seed + i; a completions ``prompt`` may be a list, each prompt getting
+its n choices (prompts x n at most ``GatewayLimits.generations``, 16). ``presence_penalty`` and
 ``frequency_penalty`` are passed on (TensorRT-LLM counts the prompt's tokens too, where OpenAI and vLLM count the
 output's). ``logprobs``, ``echo`` and tools are refused with 400. Token counts: ``usage`` carries the engine's own
 ``num_input_tokens`` / ``num_output_tokens`` (the ensemble's ``return_num_*_tokens`` inputs, when its config has them);

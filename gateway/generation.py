@@ -120,7 +120,7 @@ def sampling(
     so a ``temperature`` alone, which the LLM API and OpenAI sample with, would come back greedy there. And it is
     sent with a seed (a fresh random one when the client sent none): every TensorRT-LLM runtime seeds an unseeded
     request with 0, so the same prompt would draw the same "sample" every time, where OpenAI's API varies it."""
-    limits.check(body.n or 1, limits.choices, "choices (n)", "n")
+    limits.check(body.n or 1, limits.generations, "choices (n)", "n")
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     limits.check(len(stop), limits.stop_strings, "stop strings", "stop")
     for i, word in enumerate(stop):
@@ -229,26 +229,28 @@ async def _merged(choices: list[_Choice]) -> AsyncIterator[tuple[int, str | None
 
 
 async def generate(
-    gw: Gateway, request: Request, body: Sampled, prompt: str, params: Sampling, *, kind: Literal["chat", "text"],
-    target: Target,
+    gw: Gateway, request: Request, body: Sampled, prompts: list[str], params: Sampling, *,
+    kind: Literal["chat", "text"], target: Target,
 ) -> Any:
-    """The completion as one JSON response, or (``stream: true``) as server-sent events ending with [DONE]; with
-    ``n`` > 1, n generations run at once, one choice each."""
+    """The completion as one JSON response, or (``stream: true``) as server-sent events ending with [DONE]. Every
+    prompt gets ``n`` choices, all generated at once: choice ``p * n + i`` is prompt p's i-th (OpenAI's order)."""
     n = body.n or 1
-    try:
-        inputs = generation_inputs(prompt, params, stream=True)
-    except InvalidInputError as err:
-        raise APIError(400, str(err), code="invalid_value") from None
-    await gw.discover_adapters()  # also learns which ensembles report token counts (at most every 30 s)
-    if gw.counts_tokens.get(target.triton_model):  # the engine reports exact token counts for `usage`
-        inputs = {**inputs, **{name: np.array([[True]]) for name in TOKEN_COUNT_INPUTS}}
     engine_model = gw.models.engine_model(target.model_id)
-    choices = []
-    for index, seed in enumerate(_choice_seeds(params, n)):
-        choice_inputs = inputs if seed is None else {**inputs, "seed": np.array([[seed]], dtype=np.uint64)}
-        gen = _Generation(gw.client, target.triton_model, choice_inputs, timeout=gw.timeout,
-                          engine_model=engine_model, version=target.version)
-        choices.append(_Choice(index, gen))
+    await gw.discover_adapters()  # also learns which ensembles report token counts (at most every 30 s)
+    counts = gw.counts_tokens.get(target.triton_model)  # the engine reports exact token counts for `usage`
+    choices: list[_Choice] = []
+    for prompt in prompts:
+        try:
+            inputs = generation_inputs(prompt, params, stream=True)
+        except InvalidInputError as err:
+            raise APIError(400, str(err), code="invalid_value") from None
+        if counts:
+            inputs = {**inputs, **{name: np.array([[True]]) for name in TOKEN_COUNT_INPUTS}}
+        for seed in _choice_seeds(params, n):
+            choice_inputs = inputs if seed is None else {**inputs, "seed": np.array([[seed]], dtype=np.uint64)}
+            gen = _Generation(gw.client, target.triton_model, choice_inputs, timeout=gw.timeout,
+                              engine_model=engine_model, version=target.version)
+            choices.append(_Choice(len(choices), gen))
     created, rid = int(time.time()), ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
 
     async def close_all() -> None:
@@ -266,7 +268,8 @@ async def generate(
 
     def usage() -> dict[str, int]:
         done = sum(c.gen.completion_tokens for c in choices)
-        prompt_tokens = max(c.gen.prompt_tokens for c in choices)  # the same prompt n times: counted once
+        # each prompt once, not once per choice
+        prompt_tokens = sum(max(c.gen.prompt_tokens for c in choices[p:p + n]) for p in range(0, len(choices), n))
         return {"prompt_tokens": prompt_tokens, "completion_tokens": done, "total_tokens": prompt_tokens + done}
 
     if not body.stream:

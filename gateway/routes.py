@@ -53,7 +53,7 @@ async def chat_completions(request: Request) -> Any:
     params = sampling(
         gw.limits, body, body.max_completion_tokens or body.max_tokens, 64, chat=True, adapter=resolve_chat.adapter
     )
-    return await generate(gw, request, body, prompt, params, kind="chat", target=resolve_chat)
+    return await generate(gw, request, body, [prompt], params, kind="chat", target=resolve_chat)
 
 
 @router.post("/v1/completions")
@@ -69,18 +69,19 @@ async def completions(request: Request) -> Any:
     if body.model not in gw.model_ids and body.model not in gw.adapters:
         await gw.discover_adapters(max_age=UNKNOWN_MODEL_REFRESH_SECONDS)
     gw.resolve_or_split(body.model, "chat")
-    prompt = body.prompt
-    if isinstance(prompt, list):
-        if len(prompt) != 1:
-            raise APIError(400, "exactly one prompt per request is supported", param="prompt",
-                           code="unsupported_parameter")
-        prompt = prompt[0]
-    gw.limits.check(len(prompt), gw.limits.prompt_chars, "characters in the prompt", "prompt")
-    if not prompt.strip():
-        raise APIError(400, "'prompt' must not be empty (or only whitespace)", param="prompt", code="invalid_value")
+    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    if not prompts:
+        raise APIError(400, "'prompt' must not be an empty list", param="prompt", code="invalid_value")
+    gw.limits.check(len(prompts) * (body.n or 1), gw.limits.generations, "generations (prompts x n)", "prompt")
+    for i, prompt in enumerate(prompts):
+        where = "prompt" if isinstance(body.prompt, str) else f"prompt[{i}]"
+        gw.limits.check(len(prompt), gw.limits.prompt_chars, f"characters in {where}", "prompt")
+        if not prompt.strip():
+            raise APIError(400, f"'{where}' must not be empty (or only whitespace)", param="prompt",
+                           code="invalid_value")
     target = gw.route(request, body, "chat")
     params = sampling(gw.limits, body, body.max_tokens, 16, chat=False, adapter=target.adapter)
-    return await generate(gw, request, body, prompt, params, kind="text", target=target)
+    return await generate(gw, request, body, prompts, params, kind="text", target=target)
 
 
 @router.post("/v1/embeddings")

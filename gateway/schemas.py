@@ -170,7 +170,7 @@ class GatewayLimits:
     text_chars: int = 32_768  # one embedding input, rerank query or document
     prompt_chars: int = 131_072  # a completion prompt, or a chat's messages together (checked before tokenizing)
     stop_strings: int = 16
-    choices: int = 8  # `n`: generations one chat or completions request runs at once
+    generations: int = 16  # one request runs at once: `n` of a chat, prompts x `n` of a completions request
     stop_chars: int = 256  # one stop string
 
     def check(self, count: int, limit: int, what: str, param: str) -> None:

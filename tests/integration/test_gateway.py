@@ -203,6 +203,23 @@ def test_n_choices_are_each_the_answer_of_their_own_seed(sdk) -> None:
     assert len(text.choices) == 2 and text.choices[0].text == text.choices[1].text  # greedy: the same answer twice
 
 
+def test_a_list_of_prompts_gets_each_prompts_choices_in_order(sdk, gateway_triton) -> None:
+    prompts = [PROMPT, "Write one word.", "Name a colour."]
+    with Client(gateway_triton.endpoints.grpc) as client:
+        want = [client.generate(p, max_tokens=6, temperature=0.0) for p in prompts]
+    reply = sdk.completions.create(model="chat", prompt=prompts, max_tokens=6, temperature=0, n=2)
+    assert [c.index for c in reply.choices] == list(range(6))
+    assert [c.text for c in reply.choices] == [w for w in want for _ in range(2)]
+    singles = [sdk.completions.create(model="chat", prompt=p, max_tokens=6, temperature=0) for p in prompts]
+    assert reply.usage.prompt_tokens == sum(s.usage.prompt_tokens for s in singles)
+    assert reply.usage.completion_tokens == 2 * sum(s.usage.completion_tokens for s in singles)
+    streamed = ["" for _ in range(6)]
+    for chunk in sdk.completions.create(model="chat", prompt=prompts, max_tokens=6, temperature=0, n=2, stream=True):
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.text
+    assert streamed == [c.text for c in reply.choices]
+
+
 def test_sampling_without_a_seed_varies_and_a_temperature_alone_samples(sdk) -> None:
     """TensorRT-LLM seeds an unseeded request with 0 and its engine contract decodes a temperature alone greedily;
     through the gateway a temperature alone samples, with a fresh seed unless the client sends one."""
@@ -310,8 +327,13 @@ def test_errors_are_openai_style_and_the_gateway_keeps_serving(http, gateway: st
     error = _assert_error(http.post("/v1/chat/completions", json={**chat, "model": "gpt-4o"}), 404)
     assert error["code"] == "model_not_found" and error["param"] == "model"
     _still_serving(http)
-    error = _assert_error(http.post("/v1/chat/completions", json={**chat, "n": 9}), 400)
-    assert error["message"] == "choices (n): 9 is more than this server's limit of 8" and error["param"] == "n"
+    error = _assert_error(http.post("/v1/chat/completions", json={**chat, "n": 17}), 400)
+    assert error["message"] == "choices (n): 17 is more than this server's limit of 16" and error["param"] == "n"
+    error = _assert_error(http.post("/v1/completions", json={"model": "chat", "prompt": ["a"] * 4, "n": 5}), 400)
+    assert error["message"] == "generations (prompts x n): 20 is more than this server's limit of 16"
+    error = _assert_error(http.post("/v1/completions", json={"model": "chat", "prompt": ["a", " "]}), 400)
+    assert error["message"] == "'prompt[1]' must not be empty (or only whitespace)"
+    _assert_error(http.post("/v1/completions", json={"model": "chat", "prompt": []}), 400)
     _still_serving(http)
     reply = http.post("/v1/chat/completions", content=b'{"model": "chat", "messages": [', headers={"Content-Type": "application/json"})
     assert _assert_error(reply, 400)["code"] == "invalid_json"
@@ -345,8 +367,8 @@ def test_errors_are_openai_style_and_the_gateway_keeps_serving(http, gateway: st
 def test_the_sdk_raises_its_own_error_types(sdk, gateway: str) -> None:
     with pytest.raises(openai.NotFoundError):
         sdk.chat.completions.create(model="nope", messages=MESSAGES)
-    with pytest.raises(openai.BadRequestError, match="limit of 8"):
-        sdk.chat.completions.create(model="chat", messages=MESSAGES, n=9)
+    with pytest.raises(openai.BadRequestError, match="limit of 16"):
+        sdk.chat.completions.create(model="chat", messages=MESSAGES, n=17)
     bad = openai.OpenAI(base_url=f"{gateway}/v1", api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
