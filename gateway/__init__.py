@@ -46,9 +46,11 @@ is decided by the LLM API's rule on every runtime: a sampled request goes out wi
 the engine contract would decode a temperature alone greedily) and a seed (a fresh random one if none was sent:
 TensorRT-LLM seeds an unseeded request with 0, so every "sample" of a prompt would be the same). ``n`` > 1 runs n
 generations at once, choice i seeded with seed + i; a completions ``prompt`` may be a list, each prompt getting
-its n choices (prompts x n at most ``GatewayLimits.generations``, 16). ``presence_penalty`` and
-``frequency_penalty`` are passed on (TensorRT-LLM counts the prompt's tokens too, where OpenAI and vLLM count the
-output's). ``logprobs``, ``echo`` and tools are refused with 400. Token counts: ``usage`` carries the engine's own
+its n choices (prompts x n at most ``GatewayLimits.generations``, 16). ``stop`` ends the text before the first stop
+string on every runtime (the engine contract keeps the stop word it matched: the gateway cuts there,
+:class:`~tritonforge.gateway.generation.StopScanner`). ``presence_penalty`` and ``frequency_penalty`` are passed on
+(TensorRT-LLM counts the prompt's tokens too, where OpenAI and vLLM count the output's). ``logprobs``, ``echo``
+and tools are refused with 400. Token counts: ``usage`` carries the engine's own
 ``num_input_tokens`` / ``num_output_tokens`` (the ensemble's ``return_num_*_tokens`` inputs, when its config has them);
 with an older ensemble, ``completion_tokens`` counts the streamed engine responses and ``prompt_tokens`` is 0.
 

@@ -9,7 +9,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
@@ -44,6 +44,35 @@ def flatten_messages(messages: list[Message]) -> str:
     return "\n\n".join(f"{labels[role]}: {text}" for role, text in texts)
 
 
+class StopScanner:
+    """OpenAI's stop sequences over streamed text: the text ends before the first one, which is not sent.
+
+    The runtimes differ here: the LLM API ends its text before a stop string (nothing is left to cut), while
+    TensorRT-LLM's engine contract matches stop words by token ids and keeps the one it matched at the end of the
+    output (and misses a stop string spelled by other tokens). Text that could be the start of a stop string is
+    held back until the next piece tells (at most the longest stop string's length less one character)."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [stop for stop in stops if stop]
+        self.hold = max((len(stop) for stop in self.stops), default=1) - 1
+        self.text, self.sent, self.hit = "", 0, False
+
+    def feed(self, piece: str) -> str:
+        """The text that can be sent now that ``piece`` has come; ``hit`` once a stop string was found."""
+        self.text += piece
+        # a stop string cannot start in text already sent: that text was followed by `hold` more characters
+        found = [i for i in (self.text.find(stop, self.sent) for stop in self.stops) if i >= 0]
+        end = min(found) if found else max(self.sent, len(self.text) - self.hold)
+        self.hit = bool(found)
+        out, self.sent = self.text[self.sent:end], end
+        return out
+
+    def rest(self) -> str:
+        """What was held back, once the text has ended without a stop string."""
+        out, self.sent = self.text[self.sent:], len(self.text)
+        return out
+
+
 class _Generation:
     """One generation over Triton's gRPC stream; iterate for text pieces, ``steps`` counts engine responses."""
 
@@ -56,9 +85,11 @@ class _Generation:
         timeout: float | None,
         engine_model: str | None,
         version: str = "",
+        stops: Sequence[str] = (),
     ) -> None:
         self.client, self.model, self.inputs, self.timeout = client, model, inputs, timeout
-        self.engine_model, self.version = engine_model, version
+        self.engine_model, self.version, self.stops = engine_model, version, stops
+        self.stopped = False  # the text reached a stop string (and was cut before it)
         self.steps = 0
         self.prompt_tokens = 0  # from the engine's num_input_tokens, when the request asked for it
         self.output_tokens: int | None = None  # the sum of num_output_tokens over the responses, likewise
@@ -93,8 +124,21 @@ class _Generation:
             version=self.version,
         )
         async with contextlib.aclosing(stream) as pieces:
+            if not self.stops:
+                async for piece in pieces:
+                    yield piece
+                return
+            scanner = StopScanner(self.stops)
             async for piece in pieces:
-                yield piece
+                text = scanner.feed(piece)
+                if text:
+                    yield text
+                if scanner.hit:  # leaving closes the stream: the engine is stopped if it has not stopped itself
+                    self.stopped = True
+                    return
+            text = scanner.rest()
+            if text:
+                yield text
 
 
 def _sse(payload: Any) -> str:
@@ -249,7 +293,7 @@ async def generate(
         for seed in _choice_seeds(params, n):
             choice_inputs = inputs if seed is None else {**inputs, "seed": np.array([[seed]], dtype=np.uint64)}
             gen = _Generation(gw.client, target.triton_model, choice_inputs, timeout=gw.timeout,
-                              engine_model=engine_model, version=target.version)
+                              engine_model=engine_model, version=target.version, stops=params.stop_words)
             choices.append(_Choice(len(choices), gen))
     created, rid = int(time.time()), ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
 
@@ -264,7 +308,7 @@ async def generate(
         raise
 
     def finish_reason(c: _Choice) -> str:
-        return "length" if c.gen.completion_tokens >= params.max_tokens else "stop"
+        return "length" if c.gen.completion_tokens >= params.max_tokens and not c.gen.stopped else "stop"
 
     def usage() -> dict[str, int]:
         done = sum(c.gen.completion_tokens for c in choices)

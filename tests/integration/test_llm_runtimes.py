@@ -10,6 +10,7 @@ the same gibberish token for token.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,16 +59,34 @@ def test_both_runtimes_give_the_same_text(both: object) -> None:
             "hello world", max_tokens=8, model="llm_engine")
 
 
-def test_a_temperature_alone_samples_by_each_runtimes_rule_and_through_the_gateway(both: object) -> None:
-    """The two contracts differ on a temperature alone: the LLM API samples (every token), the engine contract
-    decodes greedily (upstream's defaults, kept by the clients, which send what they are given). The gateway sends
-    a sampled request with top_p 1 and a seed, so through it both runtimes sample, reproducibly per seed."""
+@pytest.fixture(scope="module")
+def gateway_sdk(both: object) -> Iterator[object]:
+    """The gateway in front of both runtimes (model ids `chat`: llmapi, `chat_e`: engine) and an openai client."""
     import openai
 
-    from tritonforge.clients import Client
     from tritonforge.gateway import GatewayModels, create_app
     from tritonforge.gateway.listen import GatewayServer, bind
     from tritonforge.server import free_port
+
+    models = GatewayModels(chat={"chat": "llm", "chat_e": "llm_engine"}, embeddings={}, rerank={},
+                           engine_models={"chat_e": "chat_e_tensorrt_llm"})
+    port = free_port()
+    web = GatewayServer(create_app(both.endpoints.grpc, api_keys=None, models=models),  # type: ignore[attr-defined]
+                        bind("127.0.0.1", port))
+    web.start()
+    try:
+        yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+    finally:
+        web.stop()
+
+
+def test_a_temperature_alone_samples_by_each_runtimes_rule_and_through_the_gateway(
+    both: object, gateway_sdk: object
+) -> None:
+    """The two contracts differ on a temperature alone: the LLM API samples (every token), the engine contract
+    decodes greedily (upstream's defaults, kept by the clients, which send what they are given). The gateway sends
+    a sampled request with top_p 1 and a seed, so through it both runtimes sample, reproducibly per seed."""
+    from tritonforge.clients import Client
 
     with Client(both.endpoints.grpc) as client:  # type: ignore[attr-defined]
         greedy = client.generate("hello world", max_tokens=12, model="llm")
@@ -77,25 +96,33 @@ def test_a_temperature_alone_samples_by_each_runtimes_rule_and_through_the_gatew
                   for s in (1, 2)}
     assert llmapi - {greedy} and engine == {greedy}
 
-    models = GatewayModels(chat={"chat": "llm", "chat_e": "llm_engine"}, embeddings={}, rerank={},
-                           engine_models={"chat_e": "chat_e_tensorrt_llm"})
-    port = free_port()
-    web = GatewayServer(create_app(both.endpoints.grpc, api_keys=None, models=models),  # type: ignore[attr-defined]
-                        bind("127.0.0.1", port))
-    web.start()
-    try:
-        sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
-        for model in ("chat", "chat_e"):
-            def ask(model: str = model, **sampling: object) -> str:
-                reply = sdk.completions.create(model=model, prompt="hello world", max_tokens=12, **sampling)
-                return reply.choices[0].text
+    for model in ("chat", "chat_e"):
+        def ask(model: str = model, **sampling: object) -> str:
+            reply = gateway_sdk.completions.create(  # type: ignore[attr-defined]
+                model=model, prompt="hello world", max_tokens=12, **sampling)
+            return str(reply.choices[0].text)
 
-            assert ask() == greedy, model
-            sampled = {ask(temperature=1.5) for _ in range(3)}
-            assert len(sampled) > 1 and sampled != {greedy}, model
-            assert ask(temperature=1.5, seed=3) == ask(temperature=1.5, seed=3), model
-    finally:
-        web.stop()
+        assert ask() == greedy, model
+        sampled = {ask(temperature=1.5) for _ in range(3)}
+        assert len(sampled) > 1 and sampled != {greedy}, model
+        assert ask(temperature=1.5, seed=3) == ask(temperature=1.5, seed=3), model
+
+
+def test_stop_strings_end_the_text_before_them_through_the_gateway_on_both_runtimes(gateway_sdk: object) -> None:
+    """OpenAI's stop: the text ends before the stop string, on either runtime (the engine contract keeps the stop
+    word it matched at the end of its output; the gateway cuts it), streamed or not, with finish_reason stop."""
+    sdk: Any = gateway_sdk
+    for model in ("chat", "chat_e"):
+        full = sdk.completions.create(model=model, prompt="hello world", max_tokens=16).choices[0].text
+        word = full.strip()[3:6]
+        assert word and word in full, full
+        reply = sdk.completions.create(model=model, prompt="hello world", max_tokens=16, stop=[word])
+        assert reply.choices[0].text == full[: full.index(word)], model
+        assert reply.choices[0].finish_reason == "stop"
+        chunks = list(sdk.completions.create(model=model, prompt="hello world", max_tokens=16, stop=[word],
+                                             stream=True))
+        assert "".join(c.choices[0].text for c in chunks if c.choices) == reply.choices[0].text, model
+        assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
 
 
 def test_llm_api_tensors_straight_to_the_engine_model(both: object) -> None:
