@@ -42,6 +42,7 @@ TOKENIZER_FILES = (
 TOKENIZER_PATTERNS = ("*.py", "*.tiktoken", "tokenizer*.model", "*.vocab")
 SKIPPED_IN_CHECKPOINT = {".git", ".cache"}
 CHAT_INPUT = "apply_chat_template"
+MESSAGES_INPUT = "chat_messages"  # tritonforge addition: a whole conversation (JSON), rendered by the chat template
 LORA_NAME_INPUT = "lora_name"  # tritonforge addition: the adapter's name, looked up by preprocessing
 LORA_TASK_ID_INPUT = "LORA_TASK_ID"  # preprocessing: the ensemble's upstream `lora_task_id`, passed through
 LORA_TASK_ID_OUTPUT = "OUT_LORA_TASK_ID"  # preprocessing -> tensorrt_llm's lora_task_id
@@ -122,6 +123,8 @@ def contract_additions(
 
     - ``apply_chat_template`` BOOL [1] on the ensemble (and the BLS), fed to preprocessing, which then renders the
       checkpoint's jinja2 chat template over the prompt;
+    - ``chat_messages`` STRING [1] likewise: a whole conversation as JSON, which preprocessing renders with the
+      chat template in place of the prompt (the gateway sends a chat's messages so);
     - with adapters, ``lora_name`` STRING [1]: preprocessing looks it up in adapters.json and sends the adapter's
       ``lora_task_id`` on to tensorrt_llm; the ensemble's upstream ``lora_task_id`` now also goes through
       preprocessing (passed on unchanged), as tensorrt_llm's input can have one source only; the ensemble lists the
@@ -132,15 +135,17 @@ def contract_additions(
       in cache"); ``lora_weights`` carries the engine's dtype everywhere (upstream hard-codes TYPE_FP16).
     """
     chat = _optional(CHAT_INPUT, "TYPE_BOOL", (1,))
+    messages = _optional(MESSAGES_INPUT, "TYPE_STRING", (1,))
+    chat_map = {CHAT_INPUT: CHAT_INPUT, MESSAGES_INPUT: MESSAGES_INPUT}
     if not adapters:
         return ContractAdditions(
-            ensemble_inputs=(chat,), preprocessing_inputs=(chat,), preprocessing_input_map={CHAT_INPUT: CHAT_INPUT}
+            ensemble_inputs=(chat, messages), preprocessing_inputs=(chat, messages), preprocessing_input_map=chat_map
         )
     name = _optional(LORA_NAME_INPUT, "TYPE_STRING", (1,))
-    ensemble_inputs = [chat, name]
-    pre_inputs = [chat, name, _optional(LORA_TASK_ID_INPUT, "TYPE_UINT64", (1,))]
+    ensemble_inputs = [chat, messages, name]
+    pre_inputs = [chat, messages, name, _optional(LORA_TASK_ID_INPUT, "TYPE_UINT64", (1,))]
     pre_outputs = [TensorSpec(LORA_TASK_ID_OUTPUT, "TYPE_UINT64", (1,))]
-    pre_in = {CHAT_INPUT: CHAT_INPUT, LORA_NAME_INPUT: LORA_NAME_INPUT, LORA_TASK_ID_INPUT: "lora_task_id"}
+    pre_in = {**chat_map, LORA_NAME_INPUT: LORA_NAME_INPUT, LORA_TASK_ID_INPUT: "lora_task_id"}
     pre_out = {LORA_TASK_ID_OUTPUT: LORA_TASK_ID_TENSOR}
     trt_in = {"lora_task_id": LORA_TASK_ID_TENSOR}
     table = {"adapters_table": lora.TABLE_FILE}
@@ -321,6 +326,7 @@ def _llmapi_preprocessing(
     inputs = (
         TensorSpec("QUERY", "TYPE_STRING", (1,)),
         TensorSpec(CHAT_INPUT, "TYPE_BOOL", (1,), optional=True),
+        TensorSpec(MESSAGES_INPUT, "TYPE_STRING", (1,), optional=True),
         TensorSpec("exclude_input_in_output", "TYPE_BOOL", (1,), optional=True),
         *((TensorSpec(LORA_NAME_INPUT, "TYPE_STRING", (1,), optional=True),) if adapters else ()),
     )
@@ -431,11 +437,13 @@ def llmapi_model_set(
     inputs = [public[name] for name in LLMAPI_ENSEMBLE_INPUTS]
 
     inputs.append(TensorSpec(CHAT_INPUT, "TYPE_BOOL", (1,), optional=True))
+    inputs.append(TensorSpec(MESSAGES_INPUT, "TYPE_STRING", (1,), optional=True))
     if adapters:
         inputs.append(TensorSpec(LORA_NAME_INPUT, "TYPE_STRING", (1,), optional=True))
     inputs += [public[name] for name in TOKEN_COUNT_INPUTS]
     outputs = tuple(t for t in ensemble_signature().outputs if t.name in ("text_output", *TOKEN_COUNT_OUTPUTS))
-    pre_in = {"QUERY": "text_input", CHAT_INPUT: CHAT_INPUT, "exclude_input_in_output": "exclude_input_in_output"}
+    pre_in = {"QUERY": "text_input", CHAT_INPUT: CHAT_INPUT, MESSAGES_INPUT: MESSAGES_INPUT,
+              "exclude_input_in_output": "exclude_input_in_output"}
     pre_out = {name: f"_{name}" for name in LLMAPI_PREPROCESSING_OUTPUTS}
     trt_in = {model_input: name for name, model_input in LLMAPI_ENSEMBLE_INPUTS.items() if model_input}
     trt_in.update({model_input: f"_{name}" for name, model_input in LLMAPI_PREPROCESSING_OUTPUTS.items()})

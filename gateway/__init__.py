@@ -8,12 +8,12 @@
 Routes (OpenAI's request and response shapes; errors are ``{"error": {"message", "type", "param", "code"}}``):
 
   POST /v1/chat/completions   messages -> the ``llm`` ensemble; ``stream: true`` -> server-sent events ending with
-                              ``data: [DONE]``. A conversation that is one user message is sent as that text with
-                              ``apply_chat_template`` (the checkpoint's chat template renders it as one user turn).
-                              Any other conversation (system prompt, earlier turns) is flattened into ONE user
-                              message, each turn on its own paragraph as ``"<Role>: <text>"`` (System, User,
-                              Assistant, Tool), ending with the last message, and that is rendered the same way:
-                              the preprocessing model renders a single user turn only.
+                              ``data: [DONE]``. The conversation goes whole to the ensemble's ``chat_messages`` input
+                              (JSON; ``developer`` sent as ``system``), which the checkpoint's chat template renders
+                              turn by turn, as transformers' ``apply_chat_template`` does. An ensemble without that
+                              input (built before tritonforge added it) gets the conversation flattened into ONE user
+                              message, each turn on its own paragraph as ``"<Role>: <text>"``, with
+                              ``apply_chat_template``.
   POST /v1/completions        a raw prompt, or a list of them (no chat template) -> the ``llm`` ensemble; ``stream``
                               as above.
   POST /v1/embeddings         input (string or list of strings) -> the ``embed`` ensemble; ``encoding_format``

@@ -24,6 +24,7 @@ from tritonforge.gateway.schemas import GatewayLimits, Message, Sampled
 from tritonforge.triton.tensors import is_final, text_of
 
 TOKEN_COUNT_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
+MESSAGES_INPUT = "chat_messages"  # the llm ensemble's whole conversation for the chat template (JSON; tritonforge's)
 T = TypeVar("T")
 
 if TYPE_CHECKING:  # the state module imports this one's neighbours; only the annotations need it
@@ -35,8 +36,17 @@ LOG = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------------- generation
 
 
+def conversation(messages: list[Message]) -> str:
+    """The messages as the llm ensemble's chat_messages (JSON [{"role", "content"}]), rendered whole by the
+    checkpoint's chat template; OpenAI's ``developer`` role is the ``system`` role templates know."""
+    turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.text(i)}
+             for i, m in enumerate(messages)]
+    return json.dumps(turns, ensure_ascii=False)
+
+
 def flatten_messages(messages: list[Message]) -> str:
-    """The text sent as one user turn (see the module docstring)."""
+    """The text sent as one user turn (see the module docstring): what an ensemble without chat_messages renders,
+    and the prompt the limits count."""
     texts = [(m.role, m.text(i)) for i, m in enumerate(messages)]
     if len(texts) == 1 and texts[0][0] == "user":
         return texts[0][1]
@@ -274,7 +284,7 @@ async def _merged(choices: list[_Choice]) -> AsyncIterator[tuple[int, str | None
 
 async def generate(
     gw: Gateway, request: Request, body: Sampled, prompts: list[str], params: Sampling, *,
-    kind: Literal["chat", "text"], target: Target,
+    kind: Literal["chat", "text"], target: Target, messages: str | None = None,
 ) -> Any:
     """The completion as one JSON response, or (``stream: true``) as server-sent events ending with [DONE]. Every
     prompt gets ``n`` choices, all generated at once: choice ``p * n + i`` is prompt p's i-th (OpenAI's order)."""
@@ -290,6 +300,8 @@ async def generate(
             raise APIError(400, str(err), code="invalid_value") from None
         if counts:
             inputs = {**inputs, **{name: np.array([[True]]) for name in TOKEN_COUNT_INPUTS}}
+        if messages is not None and gw.takes_messages.get(target.triton_model):
+            inputs = {**inputs, MESSAGES_INPUT: np.array([[messages.encode("utf-8")]], dtype=object)}
         for seed in _choice_seeds(params, n):
             choice_inputs = inputs if seed is None else {**inputs, "seed": np.array([[seed]], dtype=np.uint64)}
             gen = _Generation(gw.client, target.triton_model, choice_inputs, timeout=gw.timeout,

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from tritonforge.errors import ClientError
 from tritonforge.gateway.embeddings import dimensions_error, embed_texts, embedding_width, remember_width
 from tritonforge.gateway.errors import APIError, clip
-from tritonforge.gateway.generation import flatten_messages, generate, sampling
+from tritonforge.gateway.generation import conversation, flatten_messages, generate, sampling
 from tritonforge.gateway.schemas import (
     ChatBody,
     CompletionBody,
@@ -53,7 +53,8 @@ async def chat_completions(request: Request) -> Any:
     params = sampling(
         gw.limits, body, body.max_completion_tokens or body.max_tokens, 64, chat=True, adapter=resolve_chat.adapter
     )
-    return await generate(gw, request, body, [prompt], params, kind="chat", target=resolve_chat)
+    return await generate(gw, request, body, [prompt], params, kind="chat", target=resolve_chat,
+                          messages=conversation(body.messages))
 
 
 @router.post("/v1/completions")

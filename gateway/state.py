@@ -17,7 +17,7 @@ from tritonforge.clients.client import AsyncClient
 from tritonforge.errors import ClientError
 from tritonforge.gateway.auth import KeyChecker
 from tritonforge.gateway.errors import APIError, clip
-from tritonforge.gateway.generation import TOKEN_COUNT_INPUTS
+from tritonforge.gateway.generation import MESSAGES_INPUT, TOKEN_COUNT_INPUTS
 from tritonforge.gateway.metrics import Metrics
 from tritonforge.gateway.models import GatewayModels, split_problems
 from tritonforge.gateway.schemas import GatewayLimits
@@ -71,6 +71,8 @@ class Gateway:
         self._adapters_seen = float("-inf")
         # chat ensembles that take return_num_input_tokens/return_num_output_tokens (upstream's newer templates)
         self.counts_tokens: dict[str, bool] = {}
+        # chat ensembles that take chat_messages (a whole conversation for the chat template; tritonforge's addition)
+        self.takes_messages: dict[str, bool] = {}
         self._members: dict[str, list[str]] = {}
         # (ensemble, version) -> (embedding width or None if unknown, when last read or seen): a wrong `dimensions`
         # is refused before the texts are embedded (gateway/embeddings.py)
@@ -120,6 +122,7 @@ class Gateway:
                 continue
             inputs = {i.get("name") for i in config.get("input", [])}
             self.counts_tokens[ensemble] = set(TOKEN_COUNT_INPUTS) <= inputs
+            self.takes_messages[ensemble] = MESSAGES_INPUT in inputs
             names = config.get("parameters", {}).get(ADAPTER_NAMES_PARAMETER, {}).get("string_value", "")
             for name in filter(None, names.split(",")):
                 if name in self.model_ids or self.router.get(name) is not None or name in found:

@@ -71,7 +71,8 @@ PRE_INPUTS = {
     "IMAGE_SIZES": "image_sizes_input",
     "VIDEO_BYTES": "video_bytes_input",
 }
-CHAT_INPUTS = {"apply_chat_template": "apply_chat_template"}  # when this model declares apply_chat_template
+# when this model declares them (the pre_inputs filter below keeps only what is declared)
+CHAT_INPUTS = {"apply_chat_template": "apply_chat_template", "chat_messages": "chat_messages"}
 ADAPTER_INPUTS = {"lora_name": "lora_name", "LORA_TASK_ID": "lora_task_id"}  # when it declares lora_name
 WEIGHTS_INPUTS = {  # when it declares lora_send_weights (gpu adapters)
     "LORA_WEIGHTS": "lora_weights",

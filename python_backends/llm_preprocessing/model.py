@@ -13,6 +13,11 @@ Inputs (a leading batch dimension when max_batch_size > 0)
   PROMPT_TABLE_EXTRA_ID  TYPE_UINT64 [1]   optional (p-tuning KV-cache reuse id)
   apply_chat_template    TYPE_BOOL   [1]   optional, a tritonforge addition (upstream clients never send it):
                                            render QUERY as one user message with the checkpoint's chat template
+  chat_messages          TYPE_STRING [1]   optional, a tritonforge addition: a whole conversation, JSON
+                                           [{"role": ..., "content": "..."}, ...] (roles as the template knows
+                                           them: system, user, assistant, ...), rendered by the chat template in
+                                           place of QUERY (which is still required: the text a client without
+                                           templates would send)
   lora_name              TYPE_STRING [1]   optional, a tritonforge addition (with LoRA adapters): the adapter to
                                            use, looked up in the adapters table; absent or empty: the base model
   LORA_TASK_ID           TYPE_UINT64 [1]   optional (the ensemble's upstream `lora_task_id`): passed on unchanged
@@ -60,9 +65,10 @@ Parameters (config.pbtxt; `${...}` placeholders count as unset)
 Chat formatting renders the tokenizer's jinja2 `chat_template` (tokenizer_config.json or chat_template.jinja) with
 jinja2 directly, as transformers' `apply_chat_template` does: a sandboxed environment with trim_blocks,
 lstrip_blocks and loopcontrols, `raise_exception`, `strftime_now` and a `tojson` that keeps non-ASCII text,
-`messages=[{"role": "user", "content": QUERY}]`, `add_generation_prompt=True` and the special tokens
+`messages=[{"role": "user", "content": QUERY}]` (or the chat_messages), `add_generation_prompt=True` and the special
+tokens
 (`bos_token`, `eos_token`, ...). The rendered text already holds the template's special tokens, so it is encoded
-without adding more.
+without adding more. An adapter's system prompt comes first unless the conversation has a system message of its own.
 
 Bad input gets an error response for that request only.
 """
@@ -111,6 +117,28 @@ def _text(item, name):
         except UnicodeDecodeError as err:
             raise RequestError(f"{name} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
     return str(item)
+
+
+def _conversation(value):
+    """chat_messages: None when absent or empty, else the JSON list of {"role", "content"} messages it holds, checked
+    (a bad one is this request's error, naming what is wrong)."""
+    if value is None:
+        return None
+    text = _text(value, "chat_messages").strip()
+    if not text:
+        return None
+    try:
+        messages = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RequestError(f"chat_messages is not JSON: {err}") from None
+    if not isinstance(messages, list) or not messages:
+        raise RequestError('chat_messages must be a non-empty JSON list of {"role": ..., "content": ...} objects')
+    for i, message in enumerate(messages):
+        if (not isinstance(message, dict) or not isinstance(message.get("role"), str)
+                or not isinstance(message.get("content"), str)):
+            raise RequestError(f'chat_messages[{i}] must be an object {{"role": str, "content": str}}, got '
+                               f"{json.dumps(message)[:80]}")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def compile_chat_template(source):
@@ -257,16 +285,17 @@ class TritonPythonModel:
 
     # ----------------------------------------------------------------------------------------------- encoding
 
-    def render_chat(self, query, system_prompt=None):
-        """The chat-template rendering of one user message, after the system prompt if any (special tokens
-        included)."""
+    def render_chat(self, query, system_prompt=None, messages=None):
+        """The chat-template rendering of one user message (or of ``messages``, a conversation), after the system
+        prompt if any and the conversation has none (special tokens included)."""
         if self.chat_template is None:
-            what = "the adapter has a system_prompt" if system_prompt else "apply_chat_template is set"
+            what = ("the adapter has a system_prompt" if system_prompt else
+                    "chat_messages were sent" if messages else "apply_chat_template is set")
             raise RequestError(f"{what} but the tokenizer in {self.tokenizer_dir} has no chat_template")
         import jinja2
 
-        messages = [{"role": "user", "content": query}]
-        if system_prompt:
+        messages = list(messages) if messages else [{"role": "user", "content": query}]
+        if system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system_prompt})
         try:
             return self.chat_template.render(
@@ -276,9 +305,9 @@ class TritonPythonModel:
         except jinja2.exceptions.TemplateError as err:
             raise RequestError(f"the chat template failed: {err}") from None
 
-    def encode_query(self, query, chat, system_prompt=None):
-        if chat or system_prompt:
-            return self.tokenizer.encode(self.render_chat(query, system_prompt), add_special_tokens=False)
+    def encode_query(self, query, chat, system_prompt=None, messages=None):
+        if chat or system_prompt or messages:
+            return self.tokenizer.encode(self.render_chat(query, system_prompt, messages), add_special_tokens=False)
         return self.tokenizer.encode(query, add_special_tokens=self.add_special_tokens)
 
     def word_list(self, rows, batch):
@@ -357,14 +386,14 @@ class TritonPythonModel:
                                "them in separate requests")
         return task_ids, prompts
 
-    def text_response(self, arrays, queries, chat, task_ids, system_prompts, per_item):
+    def text_response(self, arrays, queries, chat, task_ids, system_prompts, conversations, per_item):
         """The LLM API path: the prompt as text (chat template applied), the exclude flag and the adapter."""
         batch = queries.shape[0]
         prompts = []
         for i in range(batch):
             query = _text(queries[i, 0], "text_input (QUERY)")
-            if chat[i] or system_prompts[i]:
-                text = self.render_chat(query, system_prompts[i])
+            if chat[i] or system_prompts[i] or conversations[i]:
+                text = self.render_chat(query, system_prompts[i], conversations[i])
                 # the LLM API tokenizes the prompt with the tokenizer's special tokens: a template that writes the
                 # BOS token itself would get two
                 bos = self.special_tokens.get("bos_token")
@@ -416,13 +445,17 @@ class TritonPythonModel:
             return [flat[i if flat.shape[0] > i else 0][0].item() for i in range(batch)]
 
         chat = [bool(c) for c in per_item("apply_chat_template", self.chat_default)]
+        conversations = [None] * batch
+        if "chat_messages" in arrays and arrays["chat_messages"].size:
+            flat = arrays["chat_messages"].reshape(arrays["chat_messages"].shape[0], -1)
+            conversations = [_conversation(flat[i if flat.shape[0] > i else 0][0]) for i in range(batch)]
         task_ids, system_prompts = self.adapter_rows(arrays, batch, per_item)
         if self.text_mode:
-            return self.text_response(arrays, queries, chat, task_ids, system_prompts, per_item)
+            return self.text_response(arrays, queries, chat, task_ids, system_prompts, conversations, per_item)
         encoded = []
         for i in range(batch):
             query = _text(queries[i, 0], "text_input (QUERY)")
-            encoded.append(self.encode_query(query, chat[i], system_prompts[i]))
+            encoded.append(self.encode_query(query, chat[i], system_prompts[i], conversations[i]))
         end_ids = per_item("END_ID", self.end_id)
         pad_ids = per_item("PAD_ID", self.pad_id)
         width = max(1, *(len(ids) for ids in encoded))

@@ -154,15 +154,24 @@ def test_chat_streamed_chunks_concatenate_to_the_whole_answer(sdk, gateway_trito
     assert finals == [whole.choices[0].finish_reason]
 
 
-def test_a_multi_turn_conversation_is_answered(sdk) -> None:
+def test_a_multi_turn_conversation_is_rendered_whole_by_the_chat_template(sdk, gateway_triton) -> None:
+    """The conversation goes to the llm ensemble as chat_messages: the checkpoint's chat template renders every turn
+    in its role (the prompt is exactly transformers' apply_chat_template of the messages), not one flattened turn."""
+    from transformers import AutoTokenizer
+
     messages = [
-        {"role": "system", "content": "You are terse."},
+        {"role": "developer", "content": "You are terse."},
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello."},
         {"role": "user", "content": [{"type": "text", "text": "What is Triton?"}]},
     ]
     reply = sdk.chat.completions.create(model="chat", messages=messages, max_tokens=6, temperature=0)
     assert reply.choices[0].message.content
+    tokenizer = AutoTokenizer.from_pretrained(str(gateway_triton.repo / "preprocessing" / "1" / "tokenizer"))
+    as_template = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"},
+                   {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "What is Triton?"}]
+    rendered = tokenizer.apply_chat_template(as_template, add_generation_prompt=True, tokenize=False)
+    assert reply.usage.prompt_tokens == len(tokenizer.encode(rendered, add_special_tokens=False))
 
 
 def test_completions_equal_the_triton_client(sdk, gateway_triton) -> None:

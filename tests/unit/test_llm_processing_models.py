@@ -157,6 +157,20 @@ def test_chat_template_per_item(pre: Any, tokenizer: Any) -> None:
     assert lengths[0] > lengths[1]
 
 
+def test_a_conversation_is_rendered_whole_by_the_chat_template(pre: Any, tokenizer: Any) -> None:
+    """chat_messages: the whole conversation (system prompt, earlier turns) through the template, as transformers'
+    apply_chat_template renders it; QUERY is then not what is encoded."""
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": MULTILINGUAL}]
+    expected = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    expected = list(expected["input_ids"] if hasattr(expected, "keys") else expected)
+    response = preprocess(pre, ["ignored"], chat_messages=fpb.strings([[json.dumps(messages)]]))
+    assert out(response, "INPUT_ID")[0].tolist() == expected
+    for bad, message in (("[]", "non-empty JSON list"), ("{", "not JSON"), ('[{"role": "user"}]', "chat_messages[0]")):
+        reply = preprocess(pre, ["q"], chat_messages=fpb.strings([[bad]]))
+        assert reply.has_error() and message in reply.error().message(), bad
+
+
 def test_stop_and_bad_words_use_the_upstream_format(pre: Any, tokenizer: Any) -> None:
     stop = fpb.strings([["hello world", "fox", ""], ["\n", "", ""]])
     response = preprocess(pre, ["a", "b"], STOP_WORDS_DICT=stop, BAD_WORDS_DICT=fpb.strings([["cat"], ["dog"]]))
