@@ -27,6 +27,7 @@ from tritonforge.clients.generation import (
     RagAnswer,
     RagStream,
     Sampling,
+    chat_inputs,
     generation_inputs,
     rag_inputs,
 )
@@ -248,6 +249,29 @@ class Client(Connection):
         inputs = generation_inputs(prompt, Sampling.of(sampling), stream=_stream)
         return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model if _stream else None)
 
+    def chat(
+        self, messages: Sequence[Mapping[str, Any]], *, model: str = "llm", timeout: float | None = None,
+        **sampling: Any,
+    ) -> str:
+        """The answer to a conversation (``[{"role": "system" | "user" | "assistant" | ..., "content": str}]``),
+        rendered turn by turn by the checkpoint's chat template (the llm ensemble's ``chat_messages``, which
+        ensembles built by tritonforge declare); ``sampling`` as :meth:`generate`."""
+        inputs = chat_inputs(messages, Sampling.of(sampling), stream=False)
+        if self.protocol == "http":
+            return self.generate_http(model, inputs, timeout=timeout)
+        return "".join(self.stream_text(model, inputs, timeout=timeout))
+
+    def chat_stream(
+        self, messages: Sequence[Mapping[str, Any]], *, model: str = "llm", timeout: float | None = None,
+        engine_model: str | None = "tensorrt_llm", **sampling: Any,
+    ) -> Iterator[str]:
+        """:meth:`chat` as text pieces while they are generated (gRPC; leaving early stops generation, as
+        :meth:`stream`)."""
+        if self.protocol != "grpc":
+            raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
+        inputs = chat_inputs(messages, Sampling.of(sampling), stream=True)
+        return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model)
+
     def rag(
         self,
         query: str,
@@ -415,6 +439,26 @@ class AsyncClient(AsyncConnection):
         if self.protocol != "grpc":
             raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
         inputs = generation_inputs(prompt, Sampling.of(sampling), stream=True)
+        return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model)
+
+    async def chat(
+        self, messages: Sequence[Mapping[str, Any]], *, model: str = "llm", timeout: float | None = None,
+        **sampling: Any,
+    ) -> str:
+        """The answer to a conversation (see :meth:`Client.chat`)."""
+        inputs = chat_inputs(messages, Sampling.of(sampling), stream=False)
+        if self.protocol == "http":
+            return await self.generate_http(model, inputs, timeout=timeout)
+        return "".join([p async for p in self.stream_text(model, inputs, timeout=timeout)])
+
+    def chat_stream(
+        self, messages: Sequence[Mapping[str, Any]], *, model: str = "llm", timeout: float | None = None,
+        engine_model: str | None = "tensorrt_llm", **sampling: Any,
+    ) -> Any:
+        """:meth:`chat` as text pieces (``async for``), as :meth:`stream`."""
+        if self.protocol != "grpc":
+            raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
+        inputs = chat_inputs(messages, Sampling.of(sampling), stream=True)
         return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model)
 
     async def rag(

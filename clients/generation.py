@@ -8,8 +8,9 @@ one response is wanted; the streams themselves (cancel, upstream stop, LoRA rese
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,42 @@ class Sampling:
 
 
 INT32_MAX, UINT64_MAX = 2**31 - 1, 2**64 - 1
+MESSAGES_INPUT = "chat_messages"  # the llm ensemble's whole conversation for the chat template (tritonforge's)
+ROLE_LABELS = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
+
+
+def chat_turns(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """A conversation checked and as templates take it: [{"role", "content"}], OpenAI's ``developer`` role as the
+    ``system`` role chat templates know."""
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence) or not messages:
+        raise InvalidInputError(
+            f'messages must be a non-empty list of {{"role": ..., "content": ...}}, got {messages!r}')
+    turns = []
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, Mapping) else None
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if role not in ROLE_LABELS or not isinstance(content, str):
+            raise InvalidInputError(f"messages[{i}] must have a role ({', '.join(ROLE_LABELS)}) and a str content, "
+                                    f"got {message!r}")
+        turns.append({"role": "system" if role == "developer" else role, "content": content})
+    return turns
+
+
+def flattened(turns: Sequence[Mapping[str, str]]) -> str:
+    """A conversation as one text: the last user message alone when it is the only turn, else each turn on its own
+    paragraph as "<Role>: <text>". The prompt for an ensemble without chat_messages, and what limits count."""
+    if len(turns) == 1 and turns[0]["role"] == "user":
+        return turns[0]["content"]
+    return "\n\n".join(f"{ROLE_LABELS[t['role']]}: {t['content']}" for t in turns)
+
+
+def chat_inputs(messages: Sequence[Mapping[str, Any]], sampling: Sampling, *, stream: bool) -> dict[str, np.ndarray]:
+    """Inputs of the `llm` ensemble for a conversation: chat_messages (rendered turn by turn by the checkpoint's chat
+    template), with its flattened text as text_input (required by the contract)."""
+    turns = chat_turns(messages)
+    inputs = generation_inputs(flattened(turns), replace(sampling, chat=True), stream=stream)
+    inputs[MESSAGES_INPUT] = _one(_utf8(json.dumps(turns, ensure_ascii=False), "messages"), object)
+    return inputs
 
 
 def _utf8(text: str, field: str) -> bytes:

@@ -17,14 +17,20 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tritonforge.clients.client import AsyncClient
-from tritonforge.clients.generation import UINT64_MAX, Sampling, generation_inputs
+from tritonforge.clients.generation import (
+    MESSAGES_INPUT,
+    UINT64_MAX,
+    Sampling,
+    chat_turns,
+    flattened,
+    generation_inputs,
+)
 from tritonforge.errors import ClientError, InvalidInputError
 from tritonforge.gateway.errors import APIError, from_client_error
 from tritonforge.gateway.schemas import GatewayLimits, Message, Sampled
 from tritonforge.triton.tensors import is_final, text_of
 
 TOKEN_COUNT_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
-MESSAGES_INPUT = "chat_messages"  # the llm ensemble's whole conversation for the chat template (JSON; tritonforge's)
 T = TypeVar("T")
 
 if TYPE_CHECKING:  # the state module imports this one's neighbours; only the annotations need it
@@ -36,22 +42,16 @@ LOG = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------------- generation
 
 
-def conversation(messages: list[Message]) -> str:
-    """The messages as the llm ensemble's chat_messages (JSON [{"role", "content"}]), rendered whole by the
-    checkpoint's chat template; OpenAI's ``developer`` role is the ``system`` role templates know."""
-    turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.text(i)}
-             for i, m in enumerate(messages)]
-    return json.dumps(turns, ensure_ascii=False)
+def turns_of(messages: list[Message]) -> list[dict[str, str]]:
+    """The request's messages as the llm ensemble's chat_messages turns (the clients' chat_turns: ``developer`` as
+    ``system``); a content part that is not text is a 400 naming it (Message.text)."""
+    return chat_turns([{"role": m.role, "content": m.text(i)} for i, m in enumerate(messages)])
 
 
 def flatten_messages(messages: list[Message]) -> str:
-    """The text sent as one user turn (see the module docstring): what an ensemble without chat_messages renders,
+    """The conversation as one text (see the module docstring): what an ensemble without chat_messages renders,
     and the prompt the limits count."""
-    texts = [(m.role, m.text(i)) for i, m in enumerate(messages)]
-    if len(texts) == 1 and texts[0][0] == "user":
-        return texts[0][1]
-    labels = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
-    return "\n\n".join(f"{labels[role]}: {text}" for role, text in texts)
+    return flattened(turns_of(messages))
 
 
 class StopScanner:
@@ -284,7 +284,7 @@ async def _merged(choices: list[_Choice]) -> AsyncIterator[tuple[int, str | None
 
 async def generate(
     gw: Gateway, request: Request, body: Sampled, prompts: list[str], params: Sampling, *,
-    kind: Literal["chat", "text"], target: Target, messages: str | None = None,
+    kind: Literal["chat", "text"], target: Target, messages: list[dict[str, str]] | None = None,
 ) -> Any:
     """The completion as one JSON response, or (``stream: true``) as server-sent events ending with [DONE]. Every
     prompt gets ``n`` choices, all generated at once: choice ``p * n + i`` is prompt p's i-th (OpenAI's order)."""
@@ -301,7 +301,8 @@ async def generate(
         if counts:
             inputs = {**inputs, **{name: np.array([[True]]) for name in TOKEN_COUNT_INPUTS}}
         if messages is not None and gw.takes_messages.get(target.triton_model):
-            inputs = {**inputs, MESSAGES_INPUT: np.array([[messages.encode("utf-8")]], dtype=object)}
+            text = json.dumps(messages, ensure_ascii=False).encode("utf-8")
+            inputs = {**inputs, MESSAGES_INPUT: np.array([[text]], dtype=object)}
         for seed in _choice_seeds(params, n):
             choice_inputs = inputs if seed is None else {**inputs, "seed": np.array([[seed]], dtype=np.uint64)}
             gen = _Generation(gw.client, target.triton_model, choice_inputs, timeout=gw.timeout,

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from tritonforge.errors import ClientError
 from tritonforge.gateway.embeddings import dimensions_error, embed_texts, embedding_width, remember_width
 from tritonforge.gateway.errors import APIError, clip
-from tritonforge.gateway.generation import conversation, flatten_messages, generate, sampling
+from tritonforge.gateway.generation import flattened, generate, sampling, turns_of
 from tritonforge.gateway.schemas import (
     ChatBody,
     CompletionBody,
@@ -45,7 +45,8 @@ async def chat_completions(request: Request) -> Any:
         await gw.discover_adapters(max_age=UNKNOWN_MODEL_REFRESH_SECONDS)
     gw.resolve_or_split(body.model, "chat")
     resolve_chat = gw.route(request, body, "chat")
-    prompt = flatten_messages(body.messages)
+    turns = turns_of(body.messages)
+    prompt = flattened(turns)
     gw.limits.check(len(prompt), gw.limits.prompt_chars, "characters in the messages", "messages")
     if not prompt.strip():
         raise APIError(400, "the messages hold no text: send a message with content", param="messages",
@@ -54,7 +55,7 @@ async def chat_completions(request: Request) -> Any:
         gw.limits, body, body.max_completion_tokens or body.max_tokens, 64, chat=True, adapter=resolve_chat.adapter
     )
     return await generate(gw, request, body, [prompt], params, kind="chat", target=resolve_chat,
-                          messages=conversation(body.messages))
+                          messages=turns)
 
 
 @router.post("/v1/completions")

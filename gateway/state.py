@@ -14,10 +14,11 @@ from fastapi import Request
 from pydantic import BaseModel
 
 from tritonforge.clients.client import AsyncClient
+from tritonforge.clients.generation import MESSAGES_INPUT
 from tritonforge.errors import ClientError
 from tritonforge.gateway.auth import KeyChecker
 from tritonforge.gateway.errors import APIError, clip
-from tritonforge.gateway.generation import MESSAGES_INPUT, TOKEN_COUNT_INPUTS
+from tritonforge.gateway.generation import TOKEN_COUNT_INPUTS
 from tritonforge.gateway.metrics import Metrics
 from tritonforge.gateway.models import GatewayModels, split_problems
 from tritonforge.gateway.schemas import GatewayLimits

@@ -174,6 +174,31 @@ def test_a_multi_turn_conversation_is_rendered_whole_by_the_chat_template(sdk, g
     assert reply.usage.prompt_tokens == len(tokenizer.encode(rendered, add_special_tokens=False))
 
 
+def test_the_clients_chat_a_conversation_as_the_gateway_does(sdk, gateway_triton) -> None:
+    """Client.chat / chat_stream (gRPC and HTTP) and AsyncClient.chat send the conversation as chat_messages:
+    the same answer as the gateway's for the same messages."""
+    import asyncio
+
+    from tritonforge.clients import AsyncClient
+
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "What is Triton?"}]
+    reply = sdk.chat.completions.create(model="chat", messages=messages, max_tokens=8, temperature=0)
+    want = reply.choices[0].message.content
+    with Client(gateway_triton.endpoints.grpc) as client:
+        assert client.chat(messages, max_tokens=8, temperature=0.0) == want
+        assert "".join(client.chat_stream(messages, max_tokens=8, temperature=0.0)) == want
+        assert client.chat(messages[1:2], max_tokens=8) == client.generate("Hi", max_tokens=8, chat=True)
+    with Client(gateway_triton.endpoints.http, protocol="http") as client:
+        assert client.chat(messages, max_tokens=8, temperature=0.0) == want
+
+    async def main() -> str:
+        async with AsyncClient(gateway_triton.endpoints.grpc) as client:
+            return await client.chat(messages, max_tokens=8, temperature=0.0)
+
+    assert asyncio.run(main()) == want
+
+
 def test_completions_equal_the_triton_client(sdk, gateway_triton) -> None:
     with Client(gateway_triton.endpoints.grpc) as client:
         want = client.generate(PROMPT, max_tokens=10, temperature=0.0)

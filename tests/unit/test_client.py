@@ -576,6 +576,26 @@ def test_penalties_become_float32_inputs_and_the_rag_ensemble_refuses_them() -> 
         rag_inputs("q", top_k=None, top_n=None, max_tokens=None, sampling={"presence_penalty": 1.0}, stream=False)
 
 
+def test_a_conversation_becomes_chat_messages_and_its_flattened_text() -> None:
+    import json
+
+    from tritonforge.clients.generation import Sampling, chat_inputs
+
+    messages = [{"role": "developer", "content": "Be terse."}, {"role": "user", "content": "Hi ☃"}]
+    inputs = chat_inputs(messages, Sampling(max_tokens=4), stream=True)
+    assert json.loads(inputs["chat_messages"][0, 0].decode()) == [
+        {"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi ☃"}]
+    assert inputs["text_input"][0, 0].decode() == "System: Be terse.\n\nUser: Hi ☃"
+    assert inputs["apply_chat_template"].tolist() == [[True]]
+    one = chat_inputs([{"role": "user", "content": "Hi"}], Sampling(), stream=False)
+    assert one["text_input"][0, 0] == b"Hi"
+    for bad, message in (([], "non-empty list"), ("hi", "non-empty list"),
+                         ([{"role": "robot", "content": "x"}], "messages\\[0\\] must have a role"),
+                         ([{"role": "user", "content": 5}], "messages\\[0\\]")):
+        with pytest.raises(ClientError, match=message):
+            chat_inputs(bad, Sampling(), stream=False)
+
+
 def test_the_http_generate_endpoint_is_classified_like_every_other_call() -> None:
     """POST /v2/models/<m>/generate goes through urllib, not tritonclient: its errors take the same classes."""
     import contextlib
