@@ -9,8 +9,8 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from fastapi import Request
@@ -28,10 +28,10 @@ from tritonforge.clients.generation import (
 from tritonforge.errors import ClientError, InvalidInputError
 from tritonforge.gateway.errors import APIError, from_client_error
 from tritonforge.gateway.schemas import GatewayLimits, Message, Sampled
+from tritonforge.triton.bounded import gather_bounded
 from tritonforge.triton.tensors import is_final, text_of
 
 TOKEN_COUNT_INPUTS = ("return_num_input_tokens", "return_num_output_tokens")
-T = TypeVar("T")
 
 if TYPE_CHECKING:  # the state module imports this one's neighbours; only the annotations need it
     from tritonforge.gateway.state import Gateway, Target
@@ -228,21 +228,6 @@ class _Choice:
         await self.pieces.aclose()  # type: ignore[attr-defined]
 
 
-async def _together(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
-    """Every call's result, run at once; the first failure cancels the others (and waits for them, so that no
-    choice's stream is still being read when it is closed) before it is raised. One call runs without a task."""
-    if len(calls) == 1:
-        return [await calls[0]]
-    tasks = [asyncio.create_task(call) for call in calls]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
 async def _merged(choices: list[_Choice]) -> AsyncIterator[tuple[int, str | None]]:
     """(choice index, piece) as the choices produce them, then (index, None) when that choice has ended; the first
     failure is raised. One choice is read directly: the common case pays for no task or queue."""
@@ -315,7 +300,9 @@ async def generate(
             await c.close()
 
     try:
-        await _together([c.start() for c in choices])
+        # all at once; the first failure cancels the others and waits for them, so that no stream is still being
+        # read when close_all closes it
+        await gather_bounded([c.start for c in choices], len(choices))
     except BaseException:
         await close_all()
         raise
@@ -331,7 +318,7 @@ async def generate(
 
     if not body.stream:
         try:
-            texts = await _together([c.text() for c in choices])
+            texts = await gather_bounded([c.text for c in choices], len(choices))
         finally:
             await close_all()
         if kind == "chat":
