@@ -409,8 +409,9 @@ def test_the_sdk_raises_its_own_error_types(sdk, gateway: str) -> None:
     assert sdk.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=3).choices[0].message.content
 
 
-def test_leaving_a_stream_early_stops_generation(http) -> None:
-    body = {"model": "chat", "prompt": PROMPT, "max_tokens": 400, "stream": True}
+@pytest.mark.parametrize("n", [1, 3])
+def test_leaving_a_stream_early_stops_generation(http, n: int) -> None:
+    body = {"model": "chat", "prompt": PROMPT, "max_tokens": 400, "stream": True, "n": n, "temperature": 1.0}
     with http.stream("POST", "/v1/completions", json=body) as reply:
         assert reply.status_code == 200
         lines = reply.iter_lines()
