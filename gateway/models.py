@@ -28,6 +28,9 @@ class GatewayModels:
     engine_models: Mapping[str, str | None] = field(default_factory=dict)
     embed_batch_size: int = 32  # texts per Triton request at most (and never above the ensemble's max_batch_size)
     embed_requests_in_flight: int = 2  # of one /v1/embeddings request's Triton requests (gateway/embeddings.py)
+    # max_tokens of a request that sends none: chat 64 (a short answer), completions 16 (OpenAI's completions default)
+    chat_max_tokens: int = 64
+    completion_max_tokens: int = 16
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
@@ -42,6 +45,9 @@ class GatewayModels:
             raise ValueError(f"embed_batch_size={self.embed_batch_size} must be >= 1")
         if self.embed_requests_in_flight < 1:
             raise ValueError(f"embed_requests_in_flight={self.embed_requests_in_flight} must be >= 1")
+        for name in ("chat_max_tokens", "completion_max_tokens"):
+            if not 1 <= getattr(self, name) <= 2**31 - 1:  # an INT32 tensor
+                raise ValueError(f"{name}={getattr(self, name)} must be in [1, 2147483647]")
 
     def ids(self) -> list[tuple[str, str, str]]:
         """(id, kind, ensemble) of every configured model."""

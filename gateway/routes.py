@@ -52,7 +52,8 @@ async def chat_completions(request: Request) -> Any:
         raise APIError(400, "the messages hold no text: send a message with content", param="messages",
                        code="invalid_value")
     params = sampling(
-        gw.limits, body, body.max_completion_tokens or body.max_tokens, 64, chat=True, adapter=resolve_chat.adapter
+        gw.limits, body, body.max_completion_tokens or body.max_tokens, gw.models.chat_max_tokens, chat=True,
+        adapter=resolve_chat.adapter,
     )
     return await generate(gw, request, body, [prompt], params, kind="chat", target=resolve_chat,
                           messages=turns)
@@ -82,7 +83,8 @@ async def completions(request: Request) -> Any:
             raise APIError(400, f"'{where}' must not be empty (or only whitespace)", param="prompt",
                            code="invalid_value")
     target = gw.route(request, body, "chat")
-    params = sampling(gw.limits, body, body.max_tokens, 16, chat=False, adapter=target.adapter)
+    params = sampling(gw.limits, body, body.max_tokens, gw.models.completion_max_tokens, chat=False,
+                      adapter=target.adapter)
     return await generate(gw, request, body, prompts, params, kind="text", target=target)
 
 

@@ -428,6 +428,7 @@ def _gateway_setup(
     insecure_no_auth: bool,
     embed_batch_size: int | None = None,
     embed_requests_in_flight: int | None = None,
+    chat_max_tokens: int | None = None,
 ) -> _GatewaySetup:
     """Everything the gateway needs that can be wrong, checked before anything starts (exit 1, or 2 when open)."""
     try:
@@ -443,7 +444,8 @@ def _gateway_setup(
         keys = load_api_keys(api_keys_file)
         admin_keys = parse_key_file(admin_keys_file) if admin_keys_file is not None else []
         models = GatewayModels.parse(model) if model else GatewayModels()
-        tuning = {"embed_batch_size": embed_batch_size, "embed_requests_in_flight": embed_requests_in_flight}
+        tuning = {"embed_batch_size": embed_batch_size, "embed_requests_in_flight": embed_requests_in_flight,
+                  "chat_max_tokens": chat_max_tokens}
         models = dataclasses.replace(models, **{k: v for k, v in tuning.items() if v is not None})
         router = None
         if splits is not None:
@@ -514,10 +516,13 @@ def gateway(
         int | None,
         typer.Option(help="of one /v1/embeddings request's Triton requests at a time (default 2; docs/serving.md)"),
     ] = None,
+    chat_max_tokens: Annotated[
+        int | None, typer.Option(help="max_tokens of a chat request that sends none (default 64)"),
+    ] = None,
 ) -> None:
     """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
     setup = _gateway_setup(host, api_keys_file, admin_keys_file, model, splits, insecure_no_auth,
-                           embed_batch_size, embed_requests_in_flight)
+                           embed_batch_size, embed_requests_in_flight, chat_max_tokens)
     from tritonforge.gateway import listen as gateway_listen
 
     app_ = setup.app(triton)

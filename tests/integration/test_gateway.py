@@ -254,6 +254,25 @@ def test_a_list_of_prompts_gets_each_prompts_choices_in_order(sdk, gateway_trito
     assert streamed == [c.text for c in reply.choices]
 
 
+def test_the_default_max_tokens_is_the_gateways_setting(gateway_triton) -> None:
+    from tritonforge.gateway import GatewayModels, create_app
+    from tritonforge.gateway.listen import GatewayServer, bind
+    from tritonforge.server import free_port
+
+    port = free_port()
+    app = create_app(gateway_triton.endpoints.grpc, api_keys=None, models=GatewayModels(chat_max_tokens=3))
+    web = GatewayServer(app, bind("127.0.0.1", port))
+    web.start()
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+        reply = client.chat.completions.create(model="chat", messages=MESSAGES, temperature=0)
+        assert reply.usage.completion_tokens <= 3 and reply.choices[0].finish_reason == "length"
+        longer = client.chat.completions.create(model="chat", messages=MESSAGES, temperature=0, max_tokens=6)
+        assert longer.usage.completion_tokens > 3
+    finally:
+        web.stop()
+
+
 def test_sampling_without_a_seed_varies_and_a_temperature_alone_samples(sdk) -> None:
     """TensorRT-LLM seeds an unseeded request with 0 and its engine contract decodes a temperature alone greedily;
     through the gateway a temperature alone samples, with a fresh seed unless the client sends one."""

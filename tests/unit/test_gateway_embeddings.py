@@ -260,3 +260,17 @@ def test_config_width() -> None:
     assert config_width({"max_batch_size": 8, "output": [{"name": "EMBEDDING", "dims": ["-1"]}]}) is None
     assert config_width({"max_batch_size": 8, "output": [{"name": "OTHER", "dims": ["4"]}]}) is None
     assert config_width({}) is None
+
+
+def test_the_default_max_tokens_of_chat_is_set_by_the_gateway_command(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from tritonforge.cli import _gateway_setup
+
+    assert _gateway_setup("127.0.0.1", None, None, None, None, False).models.chat_max_tokens == 64
+    assert _gateway_setup("127.0.0.1", None, None, None, None, False, None, None, 512).models.chat_max_tokens == 512
+    with pytest.raises(typer.Exit):
+        _gateway_setup("127.0.0.1", None, None, None, None, False, None, None, 0)
+    assert "chat_max_tokens=0 must be in [1, 2147483647]" in capsys.readouterr().err.replace("\n", "")
+    with pytest.raises(ValueError, match="completion_max_tokens=2147483648"):
+        GatewayModels(completion_max_tokens=2**31)
