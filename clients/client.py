@@ -15,14 +15,16 @@ access layer's :class:`~tritonforge.triton.Connection`; this module adds the pip
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from tritonforge.clients.generation import (
+    MESSAGES_INPUT,
     AsyncRagStream,
     RagAnswer,
     RagStream,
@@ -130,6 +132,7 @@ class Client(Connection):
     def __init__(self, url: str, protocol: Protocol = "grpc", **kwargs: Any) -> None:
         super().__init__(url, protocol, **kwargs)
         self._max_batch_sizes: dict[str, int] = {}  # per model, read once (embed without batch_size)
+        self._takes_messages: dict[str, bool] = {}  # per model, read once (chat)
 
     def embed(
         self,
@@ -255,8 +258,9 @@ class Client(Connection):
     ) -> str:
         """The answer to a conversation (``[{"role": "system" | "user" | "assistant" | ..., "content": str}]``),
         rendered turn by turn by the checkpoint's chat template (the llm ensemble's ``chat_messages``, which
-        ensembles built by tritonforge declare); ``sampling`` as :meth:`generate`."""
-        inputs = chat_inputs(messages, Sampling.of(sampling), stream=False)
+        ensembles built by tritonforge declare; an older ensemble gets the conversation flattened into one user turn,
+        as the gateway sends it); ``sampling`` as :meth:`generate`."""
+        inputs = self._chat_inputs(messages, sampling, model, timeout, stream=False)
         if self.protocol == "http":
             return self.generate_http(model, inputs, timeout=timeout)
         return "".join(self.stream_text(model, inputs, timeout=timeout))
@@ -269,8 +273,20 @@ class Client(Connection):
         :meth:`stream`)."""
         if self.protocol != "grpc":
             raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
-        inputs = chat_inputs(messages, Sampling.of(sampling), stream=True)
+        inputs = self._chat_inputs(messages, sampling, model, timeout, stream=True)
         return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model)
+
+    def _chat_inputs(
+        self, messages: Sequence[Mapping[str, Any]], sampling: Mapping[str, Any], model: str,
+        timeout: float | None, *, stream: bool,
+    ) -> dict[str, np.ndarray]:
+        inputs = chat_inputs(messages, Sampling.of(sampling), stream=stream)
+        if model not in self._takes_messages:  # its config, read once per model and client
+            config = self.model_config(model, timeout=timeout)
+            self._takes_messages[model] = any(i.get("name") == MESSAGES_INPUT for i in config.get("input", []))
+        if not self._takes_messages[model]:
+            del inputs[MESSAGES_INPUT]
+        return inputs
 
     def rag(
         self,
@@ -339,6 +355,7 @@ class AsyncClient(AsyncConnection):
     def __init__(self, url: str, protocol: Protocol = "grpc", **kwargs: Any) -> None:
         super().__init__(url, protocol, **kwargs)
         self._max_batch_sizes: dict[str, int] = {}  # per model, read once (embed without batch_size)
+        self._takes_messages: dict[str, bool] = {}  # per model, read once (chat)
 
     async def embed(
         self,
@@ -446,7 +463,7 @@ class AsyncClient(AsyncConnection):
         **sampling: Any,
     ) -> str:
         """The answer to a conversation (see :meth:`Client.chat`)."""
-        inputs = chat_inputs(messages, Sampling.of(sampling), stream=False)
+        inputs = await self._chat_inputs(messages, sampling, model, timeout, stream=False)
         if self.protocol == "http":
             return await self.generate_http(model, inputs, timeout=timeout)
         return "".join([p async for p in self.stream_text(model, inputs, timeout=timeout)])
@@ -458,8 +475,29 @@ class AsyncClient(AsyncConnection):
         """:meth:`chat` as text pieces (``async for``), as :meth:`stream`."""
         if self.protocol != "grpc":
             raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
-        inputs = chat_inputs(messages, Sampling.of(sampling), stream=True)
-        return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model)
+        return self._chat_stream(messages, sampling, model, timeout, engine_model)
+
+    async def _chat_stream(
+        self, messages: Sequence[Mapping[str, Any]], sampling: Mapping[str, Any], model: str,
+        timeout: float | None, engine_model: str | None,
+    ) -> AsyncIterator[str]:
+        inputs = await self._chat_inputs(messages, sampling, model, timeout, stream=True)
+        stream = self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model)
+        async with contextlib.aclosing(stream) as pieces:
+            async for piece in pieces:
+                yield piece
+
+    async def _chat_inputs(
+        self, messages: Sequence[Mapping[str, Any]], sampling: Mapping[str, Any], model: str,
+        timeout: float | None, *, stream: bool,
+    ) -> dict[str, np.ndarray]:
+        inputs = chat_inputs(messages, Sampling.of(sampling), stream=stream)
+        if model not in self._takes_messages:  # its config, read once per model and client (see Client.chat)
+            config = await self.model_config(model, timeout=timeout)
+            self._takes_messages[model] = any(i.get("name") == MESSAGES_INPUT for i in config.get("input", []))
+        if not self._takes_messages[model]:
+            del inputs[MESSAGES_INPUT]
+        return inputs
 
     async def rag(
         self,

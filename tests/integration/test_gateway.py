@@ -192,11 +192,13 @@ def test_the_clients_chat_a_conversation_as_the_gateway_does(sdk, gateway_triton
     with Client(gateway_triton.endpoints.http, protocol="http") as client:
         assert client.chat(messages, max_tokens=8, temperature=0.0) == want
 
-    async def main() -> str:
+    async def main() -> tuple[str, str]:
         async with AsyncClient(gateway_triton.endpoints.grpc) as client:
-            return await client.chat(messages, max_tokens=8, temperature=0.0)
+            whole = await client.chat(messages, max_tokens=8, temperature=0.0)
+            pieces = [p async for p in client.chat_stream(messages, max_tokens=8, temperature=0.0)]
+            return whole, "".join(pieces)
 
-    assert asyncio.run(main()) == want
+    assert asyncio.run(main()) == (want, want)
 
 
 def test_completions_equal_the_triton_client(sdk, gateway_triton) -> None:

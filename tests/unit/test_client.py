@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -594,6 +595,36 @@ def test_a_conversation_becomes_chat_messages_and_its_flattened_text() -> None:
                          ([{"role": "user", "content": 5}], "messages\\[0\\]")):
         with pytest.raises(ClientError, match=message):
             chat_inputs(bad, Sampling(), stream=False)
+
+
+def test_chat_reads_whether_the_model_takes_chat_messages_once_and_flattens_for_one_that_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An llm ensemble built before chat_messages existed gets the conversation as one flattened user turn (what
+    the gateway sends it), not Triton's unknown-input error; the model's config is read once per client."""
+    reads: list[str] = []
+    sent: list[dict] = []
+    declared = {"old": [{"name": "text_input"}], "new": [{"name": "text_input"}, {"name": "chat_messages"}]}
+
+    def model_config(self: object, model: str, version: str = "", *, timeout: object = None) -> dict:
+        reads.append(model)
+        return {"input": declared[model]}
+
+    def stream_text(self: object, model: str, inputs: dict, **kwargs: object) -> Iterator[str]:
+        sent.append(inputs)
+        return iter(["ok"])
+
+    monkeypatch.setattr(Client, "model_config", model_config)
+    monkeypatch.setattr(Client, "stream_text", stream_text)
+    messages = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}]
+    with Client("127.0.0.1:1") as client:
+        assert client.chat(messages, model="old") == "ok"
+        assert "".join(client.chat_stream(messages, model="old")) == "ok"
+        assert client.chat(messages, model="new") == "ok"
+    assert reads == ["old", "new"]
+    assert "chat_messages" not in sent[0] and "chat_messages" not in sent[1] and "chat_messages" in sent[2]
+    assert sent[0]["text_input"][0, 0] == b"System: Be terse.\n\nUser: Hi"
+    assert sent[0]["apply_chat_template"].tolist() == [[True]]
 
 
 def test_the_http_generate_endpoint_is_classified_like_every_other_call() -> None:
