@@ -40,8 +40,9 @@ splits hash the request's OpenAI ``user`` field, else the caller's API key. Admi
 ``admin_keys``; with no admin keys they are open only when the gateway itself has no API keys (else 403).
 
 Generation: ``max_tokens`` (or ``max_completion_tokens``) defaults to 64 for chat and 16 for completions (OpenAI's
-completions default; ``GatewayModels.chat_max_tokens`` / ``completion_max_tokens``, ``--chat-max-tokens``); ``temperature``, ``top_p``, ``seed``, ``stop`` and the extension ``top_k`` are passed on;
-without ``temperature``/``top_p``/``top_k`` the engine decodes greedily (TensorRT-LLM's default). Greedy or sampled
+completions default; ``GatewayModels.chat_max_tokens`` / ``completion_max_tokens``, ``--chat-max-tokens``);
+``temperature``, ``top_p``, ``seed``, ``stop`` and the extension ``top_k`` are passed on; without
+``temperature``/``top_p``/``top_k`` the engine decodes greedily (TensorRT-LLM's default). Greedy or sampled
 is decided by the LLM API's rule on every runtime: a sampled request goes out with a top_p (1.0 if none was sent:
 the engine contract would decode a temperature alone greedily) and a seed (a fresh random one if none was sent:
 TensorRT-LLM seeds an unseeded request with 0, so every "sample" of a prompt would be the same). ``n`` > 1 runs n
