@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from tritonforge.clients.generation import (
-    MESSAGES_INPUT,
     AsyncRagStream,
     RagAnswer,
     RagStream,
     Sampling,
     chat_inputs,
+    declares_messages,
     generation_inputs,
     rag_inputs,
 )
@@ -280,13 +280,9 @@ class Client(Connection):
         self, messages: Sequence[Mapping[str, Any]], sampling: Mapping[str, Any], model: str,
         timeout: float | None, *, stream: bool,
     ) -> dict[str, np.ndarray]:
-        inputs = chat_inputs(messages, Sampling.of(sampling), stream=stream)
         if model not in self._takes_messages:  # its config, read once per model and client
-            config = self.model_config(model, timeout=timeout)
-            self._takes_messages[model] = any(i.get("name") == MESSAGES_INPUT for i in config.get("input", []))
-        if not self._takes_messages[model]:
-            del inputs[MESSAGES_INPUT]
-        return inputs
+            self._takes_messages[model] = declares_messages(self.model_config(model, timeout=timeout))
+        return chat_inputs(messages, Sampling.of(sampling), stream=stream, with_messages=self._takes_messages[model])
 
     def rag(
         self,
@@ -491,13 +487,9 @@ class AsyncClient(AsyncConnection):
         self, messages: Sequence[Mapping[str, Any]], sampling: Mapping[str, Any], model: str,
         timeout: float | None, *, stream: bool,
     ) -> dict[str, np.ndarray]:
-        inputs = chat_inputs(messages, Sampling.of(sampling), stream=stream)
         if model not in self._takes_messages:  # its config, read once per model and client (see Client.chat)
-            config = await self.model_config(model, timeout=timeout)
-            self._takes_messages[model] = any(i.get("name") == MESSAGES_INPUT for i in config.get("input", []))
-        if not self._takes_messages[model]:
-            del inputs[MESSAGES_INPUT]
-        return inputs
+            self._takes_messages[model] = declares_messages(await self.model_config(model, timeout=timeout))
+        return chat_inputs(messages, Sampling.of(sampling), stream=stream, with_messages=self._takes_messages[model])
 
     async def rag(
         self,

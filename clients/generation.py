@@ -120,12 +120,22 @@ def flattened(turns: Sequence[Mapping[str, str]]) -> str:
     return "\n\n".join(f"{ROLE_LABELS[t['role']]}: {t['content']}" for t in turns)
 
 
-def chat_inputs(messages: Sequence[Mapping[str, Any]], sampling: Sampling, *, stream: bool) -> dict[str, np.ndarray]:
+def declares_messages(config: Mapping[str, Any]) -> bool:
+    """Whether a model's config (Triton's JSON form) declares chat_messages: llm ensembles built before tritonforge
+    added it do not, and get a conversation flattened into one user turn."""
+    return any(i.get("name") == MESSAGES_INPUT for i in config.get("input", []))
+
+
+def chat_inputs(
+    messages: Sequence[Mapping[str, Any]], sampling: Sampling, *, stream: bool, with_messages: bool = True
+) -> dict[str, np.ndarray]:
     """Inputs of the `llm` ensemble for a conversation: chat_messages (rendered turn by turn by the checkpoint's chat
-    template), with its flattened text as text_input (required by the contract)."""
+    template), with its flattened text as text_input (required by the contract); without ``with_messages`` (a model
+    that does not declare them) the flattened text alone, as one user turn."""
     turns = chat_turns(messages)
     inputs = generation_inputs(flattened(turns), replace(sampling, chat=True), stream=stream)
-    inputs[MESSAGES_INPUT] = _one(_utf8(json.dumps(turns, ensure_ascii=False), "messages"), object)
+    if with_messages:
+        inputs[MESSAGES_INPUT] = _one(_utf8(json.dumps(turns, ensure_ascii=False), "messages"), object)
     return inputs
 
 

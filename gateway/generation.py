@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from tritonforge.clients.client import AsyncClient
 from tritonforge.clients.generation import (
-    MESSAGES_INPUT,
     UINT64_MAX,
     Sampling,
+    chat_inputs,
     chat_turns,
     flattened,
     generation_inputs,
@@ -272,7 +272,9 @@ async def generate(
     kind: Literal["chat", "text"], target: Target, messages: list[dict[str, str]] | None = None,
 ) -> Any:
     """The completion as one JSON response, or (``stream: true``) as server-sent events ending with [DONE]. Every
-    prompt gets ``n`` choices, all generated at once: choice ``p * n + i`` is prompt p's i-th (OpenAI's order)."""
+    prompt gets ``n`` choices, all generated at once: choice ``p * n + i`` is prompt p's i-th (OpenAI's order).
+    ``messages``: a chat's turns, sent as the clients send them (chat_inputs: as chat_messages where the ensemble
+    declares them, with their flattened text, the one prompt, as text_input)."""
     n = body.n or 1
     engine_model = gw.models.engine_model(target.model_id)
     await gw.discover_adapters()  # also learns which ensembles report token counts (at most every 30 s)
@@ -280,14 +282,15 @@ async def generate(
     choices: list[_Choice] = []
     for prompt in prompts:
         try:
-            inputs = generation_inputs(prompt, params, stream=True)
+            if messages is None:
+                inputs = generation_inputs(prompt, params, stream=True)
+            else:
+                takes = bool(gw.takes_messages.get(target.triton_model))
+                inputs = chat_inputs(messages, params, stream=True, with_messages=takes)
         except InvalidInputError as err:
             raise APIError(400, str(err), code="invalid_value") from None
         if counts:
             inputs = {**inputs, **{name: np.array([[True]]) for name in TOKEN_COUNT_INPUTS}}
-        if messages is not None and gw.takes_messages.get(target.triton_model):
-            text = json.dumps(messages, ensure_ascii=False).encode("utf-8")
-            inputs = {**inputs, MESSAGES_INPUT: np.array([[text]], dtype=object)}
         for seed in _choice_seeds(params, n):
             choice_inputs = inputs if seed is None else {**inputs, "seed": np.array([[seed]], dtype=np.uint64)}
             gen = _Generation(gw.client, target.triton_model, choice_inputs, timeout=gw.timeout,

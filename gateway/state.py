@@ -14,7 +14,7 @@ from fastapi import Request
 from pydantic import BaseModel
 
 from tritonforge.clients.client import AsyncClient
-from tritonforge.clients.generation import MESSAGES_INPUT
+from tritonforge.clients.generation import declares_messages
 from tritonforge.errors import ClientError
 from tritonforge.gateway.auth import KeyChecker
 from tritonforge.gateway.errors import APIError, clip
@@ -123,7 +123,7 @@ class Gateway:
                 continue
             inputs = {i.get("name") for i in config.get("input", [])}
             self.counts_tokens[ensemble] = set(TOKEN_COUNT_INPUTS) <= inputs
-            self.takes_messages[ensemble] = MESSAGES_INPUT in inputs
+            self.takes_messages[ensemble] = declares_messages(config)
             names = config.get("parameters", {}).get(ADAPTER_NAMES_PARAMETER, {}).get("string_value", "")
             for name in filter(None, names.split(",")):
                 if name in self.model_ids or self.router.get(name) is not None or name in found:
