@@ -362,10 +362,7 @@ class TritonPythonModel:
 
     def adapter_rows(self, arrays, batch, per_item):
         """Per batch item: the lora_task_id to send on (None: the base model) and the adapter's system prompt."""
-        names = [None] * batch
-        if "lora_name" in arrays and arrays["lora_name"].size:
-            flat = arrays["lora_name"].reshape(arrays["lora_name"].shape[0], -1)
-            names = [_text(flat[i if flat.shape[0] > i else 0][0], "lora_name").strip() or None for i in range(batch)]
+        names = [None if n is None else _text(n, "lora_name").strip() or None for n in per_item("lora_name", None)]
         ids = [None] * batch
         if "LORA_TASK_ID" in arrays and arrays["LORA_TASK_ID"].size:
             ids = [int(t) for t in per_item("LORA_TASK_ID", 0)]
@@ -439,16 +436,16 @@ class TritonPythonModel:
         batch = queries.shape[0]
 
         def per_item(name, default):
+            """Each batch item's value of input ``name`` (one row broadcast to all): a Python scalar, or the bytes
+            of a string tensor; ``default`` when the input is absent or empty."""
             if name not in arrays or arrays[name].size == 0:
                 return [default] * batch
             flat = arrays[name].reshape(arrays[name].shape[0], -1)
-            return [flat[i if flat.shape[0] > i else 0][0].item() for i in range(batch)]
+            values = [flat[i if flat.shape[0] > i else 0][0] for i in range(batch)]
+            return [v.item() if isinstance(v, np.generic) else v for v in values]
 
         chat = [bool(c) for c in per_item("apply_chat_template", self.chat_default)]
-        conversations = [None] * batch
-        if "chat_messages" in arrays and arrays["chat_messages"].size:
-            flat = arrays["chat_messages"].reshape(arrays["chat_messages"].shape[0], -1)
-            conversations = [_conversation(flat[i if flat.shape[0] > i else 0][0]) for i in range(batch)]
+        conversations = [_conversation(m) for m in per_item("chat_messages", None)]
         task_ids, system_prompts = self.adapter_rows(arrays, batch, per_item)
         if self.text_mode:
             return self.text_response(arrays, queries, chat, task_ids, system_prompts, conversations, per_item)
