@@ -22,6 +22,19 @@ Progress = Callable[[str], None]
 M = TypeVar("M", bound=BaseModel, contravariant=True)
 
 
+def emulated_bf16_notes(key: str, reduced: str) -> list[str]:
+    """A note when a model is built in bf16 on a machine whose CPU has neither amx_bf16 nor avx512_bf16 (this
+    machine's, not the artifact's: not cached); every kind with a bf16 build (embedding, reranker, llm) adds it."""
+    from tritonforge.builders.onnx_common import native_bf16
+
+    if reduced != "bf16" or native_bf16() is not False:
+        return []
+    return [
+        f"{key}: bf16: this build machine's CPU has neither amx_bf16 nor avx512_bf16, so PyTorch emulates bf16 here, "
+        "slower than fp32; it pays off where the serving CPU has AMX (Sapphire Rapids and later)"
+    ]
+
+
 @dataclass(frozen=True)
 class ArtifactInfo:
     model: str

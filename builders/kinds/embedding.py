@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tritonforge.builders.kinds import ArtifactInfo, BuildContext, Built
+from tritonforge.builders.kinds import ArtifactInfo, BuildContext, Built, emulated_bf16_notes
 from tritonforge.naming import embedding_names
 from tritonforge.spec import EmbeddingModel, RerankerModel
 
@@ -11,19 +11,6 @@ def precision(model: EmbeddingModel | RerankerModel, target: str) -> str:
     if target == "gpu":
         return model.gpu_precision
     return "fp32" if model.cpu_quantization == "none" else model.cpu_quantization  # the spec allows none|int8|bf16
-
-
-def emulated_bf16_notes(key: str, reduced: str) -> list[str]:
-    """A note when a model is built in bf16 on a machine whose CPU has neither amx_bf16 nor avx512_bf16 (this
-    machine's, not the artifact's: not cached)."""
-    from tritonforge.builders.onnx_common import native_bf16
-
-    if reduced != "bf16" or native_bf16() is not False:
-        return []
-    return [
-        f"{key}: bf16: this build machine's CPU has neither amx_bf16 nor avx512_bf16, so PyTorch emulates bf16 here, "
-        "slower than fp32; it pays off where the serving CPU has AMX (Sapphire Rapids and later)"
-    ]
 
 
 class EmbeddingKind:

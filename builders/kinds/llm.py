@@ -25,7 +25,7 @@ class LLMKind:
         gpu, engine path: a TensorRT-LLM engine is planned, and built unless only the plan is wanted
         (``ctx.engine_plans`` collects it); building needs TensorRT-LLM and an NVIDIA GPU."""
         from tritonforge.builders.checkpoints import checkpoint_hash, default_cache_dir, resolve_checkpoint
-        from tritonforge.builders.kinds.embedding import emulated_bf16_notes
+        from tritonforge.builders.kinds import emulated_bf16_notes
         from tritonforge.builders.llm import llm_model_set, llmapi_model_set
 
         spec = ctx.spec

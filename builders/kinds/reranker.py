@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tritonforge.builders.kinds import ArtifactInfo, BuildContext, Built
-from tritonforge.builders.kinds.embedding import emulated_bf16_notes, precision
+from tritonforge.builders.kinds import ArtifactInfo, BuildContext, Built, emulated_bf16_notes
+from tritonforge.builders.kinds.embedding import precision
 from tritonforge.naming import reranker_names
 from tritonforge.spec import RerankerModel
 
