@@ -80,8 +80,6 @@ class TritonPythonModel:
             return
         import onnxruntime as ort  # only here: the images the torch engine is for have no onnxruntime
 
-        self._plan = _load_sibling("call_plan")
-
         path = os.path.join(version_dir, "model.onnx")
 
         def session(intra_threads):
@@ -93,13 +91,19 @@ class TritonPythonModel:
 
         # Regrouped rows run as independent calls: `threads` one-thread sessions side by side beat one session of
         # `threads` threads (2 cores, AVX2: 17-20% more sentences/s); other models keep one multi-threaded session.
-        self.sessions = [session(1) for _ in range(threads)] if self.regroup else [session(threads)]
-        self.session = self.sessions[0]
+        self._serve_with([session(1) for _ in range(threads)] if self.regroup else [session(threads)], params)
+
+    def _serve_with(self, sessions, params):
+        """The sessions (ONNX Runtime's, or the torch engine duck-typing `run`) that calls are spread over, and
+        the call_plan cost when rows are regrouped; the same for either engine."""
+        self.sessions = sessions
+        self.session = sessions[0]
         self._idle = queue.SimpleQueue()
-        for s in self.sessions:
+        for s in sessions:
             self._idle.put(s)
-        self._pool = ThreadPoolExecutor(len(self.sessions)) if len(self.sessions) > 1 else None
+        self._pool = ThreadPoolExecutor(len(sessions)) if len(sessions) > 1 else None
         if self.regroup:
+            self._plan = _load_sibling("call_plan")
             self.call_cost = self._call_cost(params.get("call_cost", "auto"))
 
     def _call_cost(self, text):
@@ -156,19 +160,12 @@ class TritonPythonModel:
             engine.torch.set_num_threads(threads)
         else:
             self.regroup = False
-        self.sessions = [engine]
-        self.session = engine
-        self._idle = queue.SimpleQueue()
-        self._idle.put(engine)
-        self._pool = None
         pb_utils.Logger.log_info(
             f"onnx_runner: {args.get('model_instance_name', args.get('model_name', 'encoder'))} loaded engine torch "
             f"on {device}, precision {engine.precision} (weights {engine.dtype}), "
             + (f"{threads} intra-op threads, rows sorted by length" if device == "cpu" else "one padded call per batch")
         )
-        if self.regroup:
-            self._plan = _load_sibling("call_plan")
-            self.call_cost = self._call_cost(params.get("call_cost", "auto"))
+        self._serve_with([engine], params)
 
     def finalize(self):
         if self._pool is not None:
