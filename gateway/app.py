@@ -92,7 +92,9 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
-        return error_response(APIError(err.status_code, str(err.detail), type=kind, code=None))
+        response = error_response(APIError(err.status_code, str(err.detail), type=kind, code=None))
+        response.headers.update(err.headers or {})  # a 405's Allow: the methods the path takes
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from tritonforge.errors import (
     ClientError,
+    ContextLengthError,
     DeadlineExceededError,
     InvalidInputError,
     ModelNotFoundError,
@@ -63,6 +64,9 @@ def from_client_error(err: ClientError) -> APIError:
     if isinstance(err, ModelNotReadyError):  # a dead python stub (being healed), a model reloading
         return APIError(503, f"the model cannot serve right now, retry: {text}", type="server_error",
                         code="model_unavailable", retry_after=5)
+    if isinstance(err, ContextLengthError):  # OpenAI's code for it, which client libraries look for to trim history
+        return APIError(400, f"This model's maximum context length is exceeded: {text}", type="invalid_request_error",
+                        code="context_length_exceeded")
     if isinstance(err, InvalidInputError):  # refused by the client's own checks, before anything was sent
         return APIError(400, text, type="invalid_request_error", code="invalid_value")
     return APIError(400, text, type="invalid_request_error", code="invalid_request")

@@ -72,16 +72,25 @@ class GatewayModels:
         return cls(chat=maps["chat"], embeddings=maps["embeddings"], rerank=maps["rerank"])
 
 
-def split_problems(models: GatewayModels, config: SplitsConfig) -> list[str]:
+def split_problems(
+    models: GatewayModels, config: SplitsConfig, adapters: Mapping[str, Collection[str]] | None = None
+) -> list[str]:
     """What makes ``config`` unusable with these models: unknown arm models, arms of different kinds, adapters on
-    non-chat arms, split names that shadow model ids (``splits.<name>...: message`` lines)."""
+    non-chat arms, split names that shadow model ids (``splits.<name>...: message`` lines). ``adapters``: the LoRA
+    adapter names of each chat model whose ensemble has been read (a gateway lists them as model ids too), so a
+    split may not take an adapter's id and an arm may not name an adapter its model does not have."""
     problems = []
+    adapters = adapters or {}
     kinds = {"chat": "chat", "embeddings": "embeddings", "rerank": "rerank"}
     known = ", ".join(sorted(i for i, _, _ in models.ids()))
     for name, spec in config.splits.items():
         if models.kind_of(name) is not None:
             problems.append(f"splits.{name}: the split name is already a model id ({models.kind_of(name)}); choose "
                             "another name")
+        owner = next((chat for chat, names in adapters.items() if name in names), None)
+        if owner is not None:
+            problems.append(f"splits.{name}: the split name is already a model id (a LoRA adapter of {owner!r}); "
+                            "choose another name")
         seen: set[str] = set()
         arms = [("control", spec.control)] + [(f"treatments[{i}]", a) for i, a in enumerate(spec.treatments)]
         for where, arm in arms:
@@ -94,6 +103,10 @@ def split_problems(models: GatewayModels, config: SplitsConfig) -> list[str]:
             if arm.adapter is not None and kind != "chat":
                 problems.append(f"splits.{name}.{where}.adapter: {arm.adapter!r}: adapters apply to chat models "
                                 f"only, {arm.model!r} is {'an' if kind[0] in 'aeiou' else 'a'} {kind} model")
+            elif arm.adapter is not None and arm.model in adapters and arm.adapter not in adapters[arm.model]:
+                have = ", ".join(sorted(adapters[arm.model])) or "none"
+                problems.append(f"splits.{name}.{where}.adapter: {arm.adapter!r} is not an adapter of "
+                                f"{arm.model!r} (its adapters: {have})")
         if len(seen) > 1:
             problems.append(f"splits.{name}: every arm must be the same kind of model, got {', '.join(sorted(seen))}")
     return problems

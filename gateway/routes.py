@@ -178,7 +178,7 @@ async def list_models(request: Request) -> Any:
     return {"object": "list", "data": cards}
 
 
-@router.get("/v1/models/{model_id}")
+@router.get("/v1/models/{model_id:path}")  # path: ids such as HuggingFaceTB/SmolLM2 have slashes
 async def get_model(request: Request, model_id: str) -> Any:
     gw: Gateway = request.app.state.gateway
     gw.authorize(request)
@@ -248,6 +248,7 @@ async def put_splits(request: Request) -> Any:
     gw: Gateway = request.app.state.gateway
     gw.authorize_admin(request)
     data = await read_json(request, gw.limits.body_bytes)
+    await gw.discover_adapters()  # a split may not take an adapter's id nor name one its model lacks
     if not isinstance(data, dict):  # null would read as "no splits" and drop every split
         got = "null" if data is None else type(data).__name__
         raise APIError(400, "the body must be a JSON split configuration: {\"splits\": {name: {...}}} (got "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -23,6 +23,8 @@ _IGNORED = frozenset({"user", "store", "metadata", "service_tier", "parallel_too
 class Body(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     model: str
+    # fields OpenAI also takes as token ids ([1, 2] or [[1, 2], [3]]), which this server refuses by name
+    text_only: ClassVar[tuple[str, ...]] = ()
 
 
 class ContentPart(BaseModel):
@@ -44,10 +46,15 @@ class Message(BaseModel):
             return self.content
         parts = []
         for j, part in enumerate(self.content):
-            if part.type != "text" or part.text is None:
+            if part.type != "text":
                 raise APIError(
                     400, f"content part type '{clip(part.type)}' is not supported (text only)",
                     param=f"messages[{index}].content[{j}]", code="unsupported_content",
+                )
+            if part.text is None:
+                raise APIError(
+                    400, "a content part of type 'text' needs a 'text' string",
+                    param=f"messages[{index}].content[{j}].text", code="invalid_value",
                 )
             parts.append(part.text)
         return "".join(parts)
@@ -86,13 +93,14 @@ class ChatBody(Sampled):
 
 
 class CompletionBody(Sampled):
+    text_only: ClassVar[tuple[str, ...]] = ("prompt",)
     prompt: str | list[str]
     echo: bool | None = None
-    suffix: str | None = None
     best_of: int | None = None
 
 
 class EmbeddingBody(Body):
+    text_only: ClassVar[tuple[str, ...]] = ("input",)
     input: str | list[str]
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: int | None = None
@@ -135,6 +143,9 @@ def check_sampled(body: Sampled) -> None:
     for name in ("logit_bias", "top_logprobs"):
         if getattr(body, name):
             raise APIError(400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
+    if body.stream_options is not None and not body.stream:  # as OpenAI and vLLM answer it
+        raise APIError(400, "'stream_options' is only allowed when 'stream' is true", param="stream_options",
+                       code="invalid_value")
 
 
 # the steps pydantic adds to an error's location for a union's members (``str | list[str]``) and nested models:
@@ -145,6 +156,16 @@ _UNION_TAGS = frozenset({"str", "int", "float", "bool", "none", "ContentPart", "
 def _is_tag(step: Any) -> bool:
     text = str(step)
     return text in _UNION_TAGS or text.startswith(("function-", "list[", "dict["))
+
+
+def _token_ids(value: Any) -> bool:
+    """OpenAI's token-id forms: a list of integers, or a list of such lists."""
+    def ints(items: Any) -> bool:
+        return isinstance(items, list) and bool(items) and all(
+            isinstance(i, int) and not isinstance(i, bool) for i in items
+        )
+
+    return ints(value) or (isinstance(value, list) and bool(value) and all(ints(v) for v in value))
 
 
 def validation_error(err: PydanticValidationError) -> APIError:
@@ -221,7 +242,7 @@ async def read_body(request: Any, max_bytes: int = MAX_BODY_BYTES) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise _too_large(f"over {size - len(chunk)}", max_bytes)
+            raise _too_large(f"at least {size}", max_bytes)  # read so far: the rest is never read
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -316,6 +337,10 @@ async def parse_body(request: Any, cls: type[BaseModel], max_bytes: int = MAX_BO
         raise APIError(400, "the request body must be a JSON object", code="invalid_json")
     if isinstance(data.get("model"), str):
         request.state.gw_model_requested = data["model"]
+    for name in getattr(cls, "text_only", ()):
+        if _token_ids(data.get(name)):
+            raise APIError(400, f"'{name}' as token ids is not supported by this server: send text (a string or a "
+                           "list of strings)", param=name, code="unsupported_parameter")
     try:
         return cls.model_validate(data)
     except PydanticValidationError as err:

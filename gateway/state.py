@@ -63,6 +63,8 @@ class Gateway:
         self.admin_checker = KeyChecker(admin_keys)
         self.metrics = Metrics()
         self.model_ids = {i for i, _, _ in self.models.ids()}
+        # chat model id -> every adapter name its ensemble declares (listed or not): what splits are checked against
+        self.adapter_names: dict[str, frozenset[str]] = {}
         self.router = self._router(splits)
         self.metrics.watch(self.router)
         self._client: AsyncClient | None = None
@@ -81,7 +83,7 @@ class Gateway:
 
     def _router(self, splits: SplitRouter | SplitsConfig | str | Path | None) -> SplitRouter:
         def check(config: SplitsConfig) -> list[str]:
-            return split_problems(self.models, config)
+            return split_problems(self.models, config, self.adapter_names)
 
         if isinstance(splits, SplitRouter):
             splits.validate = check
@@ -125,6 +127,7 @@ class Gateway:
             self.counts_tokens[ensemble] = set(TOKEN_COUNT_INPUTS) <= inputs
             self.takes_messages[ensemble] = declares_messages(config)
             names = config.get("parameters", {}).get(ADAPTER_NAMES_PARAMETER, {}).get("string_value", "")
+            self.adapter_names[chat_id] = frozenset(filter(None, names.split(",")))
             for name in filter(None, names.split(",")):
                 if name in self.model_ids or self.router.get(name) is not None or name in found:
                     LOG.warning("adapter %r of %s is not listed: the id is taken by another model", name, chat_id)

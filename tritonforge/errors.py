@@ -21,6 +21,7 @@ TritonForgeError
     ├── ModelNotReadyError the model is loaded but cannot serve now (a python stub being restarted, a reload)
     ├── PermissionDeniedError  a restricted Triton API (model control, shared memory...) without the admin key
     ├── BatchTooLargeError a request of more rows than the model's max_batch_size (not retried as it was sent)
+    ├── ContextLengthError a prompt (with the tokens asked for) longer than the LLM's max_input_len / max_seq_len
     └── BenchError         a benchmark could not run: server or model not there (tritonforge.bench)
         └── BenchOptionsError  an option or data file refused before any inference (also an InvalidInputError)
 
@@ -139,6 +140,11 @@ class ModelNotReadyError(ClientError):
 class BatchTooLargeError(ClientError):
     """Triton refused a request of more rows than the model's max_batch_size: split it (the message names the
     limit), or read the limit again if the model was reloaded with a smaller one."""
+
+
+class ContextLengthError(ClientError):
+    """The LLM refused a prompt that, with the tokens asked for, does not fit its context (max_input_len,
+    max_seq_len; the message has the counts): shorten the prompt or ask for fewer tokens. Not retried."""
 
 
 class BenchError(ClientError):

@@ -400,14 +400,14 @@ def test_errors_are_openai_style_and_the_gateway_keeps_serving(http, gateway: st
     _assert_error(http.post("/v1/chat/completions", json={**chat, "no_such_field": 1}), 400)
     _assert_error(http.post("/v1/chat/completions", json=[1, 2]), 400)
     _still_serving(http)
-    # a request Triton itself rejects (max_seq_len 512) is a 400, streamed or not
-    _assert_error(http.post("/v1/completions", json={"model": "chat", "prompt": "hi", "max_tokens": 5000}), 400)
-    _assert_error(
-        http.post("/v1/completions", json={"model": "chat", "prompt": "hi", "max_tokens": 5000, "stream": True}), 400
-    )
+    # a request Triton itself rejects (max_seq_len 512) is a 400 with OpenAI's code for it, streamed or not
+    for stream in (False, True):
+        over = {"model": "chat", "prompt": "hi", "max_tokens": 5000, "stream": stream}
+        error = _assert_error(http.post("/v1/completions", json=over), 400)
+        assert error["code"] == "context_length_exceeded" and "max_seq_len=512" in error["message"], error
     for stream in (False, True):  # every choice refused: one 400, the others' streams closed
         too_long = {"model": "chat", "prompt": "hi", "max_tokens": 5000, "stream": stream, "n": 3, "temperature": 1}
-        _assert_error(http.post("/v1/completions", json=too_long), 400)
+        assert _assert_error(http.post("/v1/completions", json=too_long), 400)["code"] == "context_length_exceeded"
     _still_serving(http)
     with httpx.Client(base_url=gateway, timeout=30) as anonymous:
         error = _assert_error(anonymous.get("/v1/models"), 401)

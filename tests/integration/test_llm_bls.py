@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tritonforge.clients import Client
-from tritonforge.errors import ClientError
+from tritonforge.errors import ClientError, ContextLengthError
 
 pytestmark = pytest.mark.integration
 BLS = "tensorrt_llm_bls"
@@ -142,11 +142,11 @@ def test_an_adapter_chosen_by_name_gives_the_ensembles_text(cpu_server: Any) -> 
 
 def test_bad_requests_get_clear_errors_and_the_model_keeps_serving(cpu_server: Any) -> None:
     with Client(cpu_server.endpoints.grpc, retries=0) as client:
-        with pytest.raises(ClientError, match=r"request_output_len \(5000\) = \d+ exceeds max_seq_len=512"):
+        with pytest.raises(ContextLengthError, match=r"request_output_len \(5000\) = \d+ exceeds max_seq_len=512"):
             client.generate("hi", max_tokens=5000, model=BLS)
         with pytest.raises(ClientError, match="unknown adapter 'gamma'"):
             client.generate("hi", max_tokens=4, adapter="gamma", model=BLS)
-        with pytest.raises(ClientError, match=r"the prompt has \d+ tokens, more than max_input_len=128"):
+        with pytest.raises(ContextLengthError, match=r"the prompt has \d+ tokens, more than max_input_len=128"):
             client.generate("word " * 400, max_tokens=4, model=BLS)
         assert client.generate("still serving", max_tokens=4, model=BLS)
     _, error = raw_stream(cpu_server.endpoints.grpc, BLS, {"max_tokens": np.int32(4)})

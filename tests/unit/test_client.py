@@ -18,6 +18,7 @@ from tritonforge.clients.client import _check_texts
 from tritonforge.errors import (
     BatchTooLargeError,
     ClientError,
+    ContextLengthError,
     DeadlineExceededError,
     InvalidInputError,
     ModelNotFoundError,
@@ -337,6 +338,12 @@ def test_other_errors_are_not_retried(error: BaseException, message: str, kind: 
             PermissionDeniedError,
         ),
         ("403", "This API is restricted, expecting header 'tritonforge-admin-key'", PermissionDeniedError),
+        (  # the cpu engine's words (python_backends/cpu_llm) for a prompt over its context, as a BLS relays them
+            "StatusCode.INTERNAL",
+            "in ensemble 'llm', prompt (31 tokens) + request_output_len (600) = 631 exceeds max_seq_len=512",
+            ContextLengthError,
+        ),
+        ("400", "the prompt has 5031 tokens, more than max_input_len=256", ContextLengthError),
     ],
 )
 def test_triton_replies_are_classified_once_for_every_transport(status: str, text: str, kind: type) -> None:

@@ -118,7 +118,7 @@ def test_a_body_over_the_limit_is_refused_before_it_is_all_read(declared: bool) 
                                                                                         "text": 5}]}]},
      "messages.0.content.0.text"),
     ("/v1/completions", {"model": "chat", "prompt": ["a", None]}, "prompt.1"),
-    ("/v1/embeddings", {"model": "minilm", "input": [[1, 2]]}, "input.0"),
+    ("/v1/embeddings", {"model": "minilm", "input": [["a", "b"]]}, "input.0"),
     ("/v1/rerank", {"model": "reranker", "query": "q", "documents": ["a", {"text": 3}]}, "documents.1.text"),
 ])
 def test_a_wrong_type_names_the_field_it_is_in(client: TestClient, path: str, body: dict[str, Any], param: str) -> None:

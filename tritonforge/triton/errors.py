@@ -20,6 +20,7 @@ from typing import TypeVar
 from tritonforge.errors import (
     BatchTooLargeError,
     ClientError,
+    ContextLengthError,
     DeadlineExceededError,
     ModelNotFoundError,
     ModelNotReadyError,
@@ -104,6 +105,9 @@ def classify_reply(
         result = OverloadedError(f"{where}: server overloaded, request rejected: {text}")
     elif "batch-size must be <=" in text:  # Triton's words for more rows than the model's max_batch_size
         result = BatchTooLargeError(f"{where}: {text}")
+    elif "max_input_len" in text or "max_seq_len" in text:
+        # the LLM's context: the cpu engine and rag_prompt name the limit they hit by its TensorRT-LLM name
+        result = ContextLengthError(f"{where}: the prompt does not fit the model's context: {text}")
     elif "is restricted, expecting header" in text:  # over gRPC with status UNAVAILABLE: not a transport failure
         result = PermissionDeniedError(f"{where}: the API is restricted: send the admin key ({text})")
     elif code in ("UNAVAILABLE", "503"):

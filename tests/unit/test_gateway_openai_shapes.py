@@ -1,0 +1,115 @@
+"""What an OpenAI SDK user sends that the gateway must answer as OpenAI and vLLM do (no Triton needed: each is
+answered before any call). Found by an audit with the openai SDK against a served repository."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the gateway needs the `gateway` extra")
+
+from fastapi.testclient import TestClient
+
+from tritonforge.errors import ContextLengthError
+from tritonforge.gateway import GatewayLimits, GatewayModels, create_app, split_problems
+from tritonforge.gateway.errors import from_client_error
+from tritonforge.gateway.splits import parse_splits
+from tritonforge.server import free_port
+
+KEY = {"Authorization": "Bearer sk-user"}
+HF_CHAT = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    models = GatewayModels(chat={HF_CHAT: "llm"}, embeddings={"sentence-transformers/all-MiniLM-L6-v2": "embed"})
+    app = create_app(f"127.0.0.1:{free_port()}", api_keys=["sk-user"], retries=0, timeout=5, models=models,
+                     limits=GatewayLimits(body_bytes=4096))
+    with TestClient(app, raise_server_exceptions=True) as c:
+        yield c
+
+
+def _error(reply: Any, status: int) -> dict[str, Any]:
+    assert reply.status_code == status, reply.text
+    return dict(reply.json()["error"])
+
+
+def test_a_model_id_with_slashes_is_retrieved_as_it_is_listed(client: TestClient) -> None:
+    """openai's ``models.retrieve("HuggingFaceTB/SmolLM2-...")`` sends the slashes unescaped: it was a bare 404."""
+    listed = {m["id"] for m in client.get("/v1/models", headers=KEY).json()["data"]}
+    assert HF_CHAT in listed
+    card = client.get(f"/v1/models/{HF_CHAT}", headers=KEY)
+    assert card.status_code == 200 and card.json()["id"] == HF_CHAT, card.text
+    assert _error(client.get("/v1/models/no/such/model", headers=KEY), 404)["code"] == "model_not_found"
+
+
+def test_suffix_is_refused_by_name_not_ignored(client: TestClient) -> None:
+    body = {"model": HF_CHAT, "prompt": "def f(x):", "suffix": "    return y", "max_tokens": 5}
+    error = _error(client.post("/v1/completions", headers=KEY, json=body), 400)
+    assert (error["param"], error["code"]) == ("suffix", "unsupported_parameter"), error
+
+
+def test_stream_options_without_streaming_is_refused(client: TestClient) -> None:
+    body = {"model": HF_CHAT, "messages": [{"role": "user", "content": "hi"}],
+            "stream_options": {"include_usage": True}}
+    error = _error(client.post("/v1/chat/completions", headers=KEY, json=body), 400)
+    assert error["param"] == "stream_options" and "only allowed when 'stream' is true" in error["message"]
+
+
+@pytest.mark.parametrize("part", [{"type": "text"}, {"type": "text", "text": None}])
+def test_a_text_part_without_text_says_the_text_is_missing(client: TestClient, part: dict[str, Any]) -> None:
+    body = {"model": HF_CHAT, "messages": [{"role": "user", "content": [part]}]}
+    error = _error(client.post("/v1/chat/completions", headers=KEY, json=body), 400)
+    assert error["param"] == "messages[0].content[0].text" and "needs a 'text' string" in error["message"], error
+
+
+@pytest.mark.parametrize(("path", "field", "value"), [
+    ("/v1/embeddings", "input", [101, 2023, 102]),
+    ("/v1/embeddings", "input", [[101, 2023], [101]]),
+    ("/v1/completions", "prompt", [1, 2, 3]),
+])
+def test_token_ids_are_refused_by_name(client: TestClient, path: str, field: str, value: Any) -> None:
+    model = HF_CHAT if path == "/v1/completions" else "sentence-transformers/all-MiniLM-L6-v2"
+    error = _error(client.post(path, headers=KEY, json={"model": model, field: value}), 400)
+    assert error["param"] == field and error["code"] == "unsupported_parameter", error
+    assert "token ids is not supported" in error["message"] and "send text" in error["message"]
+
+
+def test_a_chunked_body_over_the_limit_reports_what_was_read(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(6):
+            yield b" " * 1000
+
+    error = _error(client.post("/v1/embeddings", headers={**KEY, "content-type": "application/json"},
+                               content=chunks()), 413)
+    read = re.search(r"is at least (\d+) bytes, more than the limit of 4096$", error["message"])
+    assert read and 4096 < int(read[1]) <= 6000, error  # was "over 4036465 bytes, more than the limit of 4194304"
+
+
+def test_a_405_says_which_methods_the_path_takes(client: TestClient) -> None:
+    reply = client.post("/v1/models", headers=KEY)
+    assert reply.status_code == 405 and reply.headers.get("allow") == "GET", (reply.status_code, reply.headers)
+
+
+def test_a_prompt_over_the_context_is_openais_context_length_exceeded() -> None:
+    error = from_client_error(ContextLengthError("model 'llm': the prompt has 5031 tokens, more than max_input_len=256"))
+    assert (error.status, error.code) == (400, "context_length_exceeded")
+    assert "maximum context length" in error.message and "5031 tokens" in error.message
+
+
+def test_a_split_may_not_take_an_adapters_id_nor_name_an_adapter_its_model_lacks() -> None:
+    models = GatewayModels(chat={"chat": "llm"})
+    adapters = {"chat": frozenset({"support", "legal"})}
+    taken = parse_splits({"splits": {"support": {"control": {"model": "chat", "weight": 1},
+                                                 "treatment": {"model": "chat", "adapter": "legal", "weight": 1}}}},
+                         "test")
+    (problem,) = split_problems(models, taken, adapters)
+    assert problem.startswith("splits.support: the split name is already a model id (a LoRA adapter of 'chat')")
+    unknown = parse_splits({"splits": {"ab": {"control": {"model": "chat", "weight": 1},
+                                              "treatment": {"model": "chat", "adapter": "zzz", "weight": 1}}}}, "test")
+    (problem,) = split_problems(models, unknown, adapters)
+    assert problem == "splits.ab.treatments[0].adapter: 'zzz' is not an adapter of 'chat' (its adapters: legal, support)"
+    assert split_problems(models, unknown) == []  # adapters not read yet (Triton not up): not judged
