@@ -208,7 +208,7 @@ class Client(Connection):
         """Nearest passages per query, best first (``search``); with ``rerank=True`` the ``search_rerank``
         pipeline retrieves ``top_k`` candidates, scores them with the cross-encoder and keeps ``top_n``."""
         name = model or ("search_rerank" if rerank else "search")
-        inputs, outputs = search_request(queries, top_k, top_n if rerank else None)
+        inputs, outputs = search_request(queries, top_k, top_n, rerank=rerank)
         out = self.infer(name, inputs, outputs, timeout=timeout)
         return search_results(out, len(inputs["QUERY"]), name)
 
@@ -248,7 +248,7 @@ class Client(Connection):
         """Text pieces as they are generated (gRPC). Leaving the loop early stops generation on the server:
         the stream is cancelled and upstream's ``stop`` signal goes to ``engine_model``."""
         if self.protocol != "grpc":
-            raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
+            raise InvalidInputError("streaming needs gRPC: create the client with protocol='grpc'")
         inputs = generation_inputs(prompt, Sampling.of(sampling), stream=_stream)
         return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model if _stream else None)
 
@@ -272,7 +272,7 @@ class Client(Connection):
         """:meth:`chat` as text pieces while they are generated (gRPC; leaving early stops generation, as
         :meth:`stream`)."""
         if self.protocol != "grpc":
-            raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
+            raise InvalidInputError("streaming needs gRPC: create the client with protocol='grpc'")
         inputs = self._chat_inputs(messages, sampling, model, timeout, stream=True)
         return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model)
 
@@ -329,7 +329,7 @@ class Client(Connection):
         """The answer's text pieces as generated (iterate); ``.sources`` (and ``.prompt``, ``.dropped``) are there
         as soon as the first response arrives, before generation. Leaving early stops generation as ``stream``."""
         if self.protocol != "grpc":
-            raise ClientError("rag needs gRPC (the rag ensemble answers several responses): use protocol='grpc'")
+            raise InvalidInputError("rag needs gRPC (the rag ensemble answers several responses): use protocol='grpc'")
         limits = {"top_k": top_k, "top_n": top_n, "max_tokens": max_tokens, "min_score": min_score}
         inputs = rag_inputs(query, **limits, sampling=sampling, stream=_stream)
         deadline = self._timeout(timeout)
@@ -412,7 +412,7 @@ class AsyncClient(AsyncConnection):
     ) -> list[list[Hit]]:
         """Nearest passages per query (see :meth:`Client.search`)."""
         name = model or ("search_rerank" if rerank else "search")
-        inputs, outputs = search_request(queries, top_k, top_n if rerank else None)
+        inputs, outputs = search_request(queries, top_k, top_n, rerank=rerank)
         out = await self.infer(name, inputs, outputs, timeout=timeout)
         return search_results(out, len(inputs["QUERY"]), name)
 
@@ -450,7 +450,7 @@ class AsyncClient(AsyncConnection):
         early (``aclose()``, or the task is cancelled) stops generation: upstream's ``stop`` goes to ``engine_model``
         as in :meth:`Client.stream`."""
         if self.protocol != "grpc":
-            raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
+            raise InvalidInputError("streaming needs gRPC: create the client with protocol='grpc'")
         inputs = generation_inputs(prompt, Sampling.of(sampling), stream=True)
         return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model)
 
@@ -470,7 +470,7 @@ class AsyncClient(AsyncConnection):
     ) -> Any:
         """:meth:`chat` as text pieces (``async for``), as :meth:`stream`."""
         if self.protocol != "grpc":
-            raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
+            raise InvalidInputError("streaming needs gRPC: create the client with protocol='grpc'")
         return self._chat_stream(messages, sampling, model, timeout, engine_model)
 
     async def _chat_stream(
@@ -516,11 +516,15 @@ class AsyncClient(AsyncConnection):
         max_tokens: int | None = None,
         model: str = "rag",
         timeout: float | None = None,
+        engine_model: str | None = "tensorrt_llm",
         min_score: float | None = None,
         **sampling: Any,
     ) -> AsyncRagStream:
-        """``async for piece in stream``; ``await stream.wait_sources()`` (see :meth:`Client.rag_stream`)."""
-        return self._rag(query, top_k, top_n, max_tokens, model, timeout, sampling, stream=True, min_score=min_score)
+        """``async for piece in stream``; ``await stream.wait_sources()`` (see :meth:`Client.rag_stream`). Leaving
+        early (``aclose()``, or the task is cancelled) stops generation: upstream's ``stop`` goes to
+        ``engine_model``."""
+        return self._rag(query, top_k, top_n, max_tokens, model, timeout, sampling, stream=True, min_score=min_score,
+                         engine_model=engine_model)
 
     def _rag(
         self,
@@ -534,12 +538,15 @@ class AsyncClient(AsyncConnection):
         *,
         stream: bool,
         min_score: float | None = None,
+        engine_model: str | None = None,
     ) -> AsyncRagStream:
         if self.protocol != "grpc":
-            raise ClientError("rag needs gRPC (the rag ensemble answers several responses): use protocol='grpc'")
+            raise InvalidInputError("rag needs gRPC (the rag ensemble answers several responses): use protocol='grpc'")
         limits = {"top_k": top_k, "top_n": top_n, "max_tokens": max_tokens, "min_score": min_score}
         inputs = rag_inputs(query, **limits, sampling=sampling, stream=stream)
         deadline = self._timeout(timeout)
         return AsyncRagStream(
-            lambda on_result: self.stream_text(model, inputs, timeout=deadline, on_result=on_result)
+            lambda on_result: self.stream_text(
+                model, inputs, timeout=deadline, engine_model=engine_model, on_result=on_result
+            )
         )

@@ -220,7 +220,9 @@ def rag_inputs(
     for name in ("chat", "adapter", "presence_penalty", "frequency_penalty"):  # not among its inputs
         if sampling.get(name):
             raise InvalidInputError(f"{name} is not supported by the rag ensemble")
-    inputs = generation_inputs(query, Sampling.of(sampling, max_tokens=max_tokens or 1), stream=stream)
+    # None: the rag model's default (a placeholder of 1 is checked, then dropped); 0 is refused like generate's
+    inputs = generation_inputs(query, Sampling.of(sampling, max_tokens=1 if max_tokens is None else max_tokens),
+                               stream=stream)
     del inputs["text_input"]
     if max_tokens is None:
         del inputs["max_tokens"]  # the rag model's default

@@ -71,8 +71,13 @@ def _text(value: Any) -> str:
 
 
 def search_request(
-    queries: Sequence[str], top_k: int | None, top_n: int | None = None
+    queries: Sequence[str], top_k: int | None, top_n: int | None = None, *, rerank: bool = True
 ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The search (``rerank`` False) or search_rerank request; ``top_n`` is the reranker's, refused without it
+    rather than ignored."""
+    if top_n is not None and not rerank:
+        raise InvalidInputError(f"top_n={top_n!r} applies with rerank=True (the cross-encoder keeps top_n of the "
+                                "top_k candidates); without it the search returns top_k hits")
     items = _strings(queries, "queries")
     inputs = {"QUERY": _bytes_column(items, "queries")}
     for name, value in (("TOP_K", top_k), ("TOP_N", top_n)):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from tritonforge.gateway.errors import APIError, clip
+from tritonforge.values import is_whole
 
 LOG = logging.getLogger(__name__)
 
@@ -161,9 +162,7 @@ def _is_tag(step: Any) -> bool:
 def _token_ids(value: Any) -> bool:
     """OpenAI's token-id forms: a list of integers, or a list of such lists."""
     def ints(items: Any) -> bool:
-        return isinstance(items, list) and bool(items) and all(
-            isinstance(i, int) and not isinstance(i, bool) for i in items
-        )
+        return isinstance(items, list) and bool(items) and all(is_whole(i) for i in items)
 
     return ints(value) or (isinstance(value, list) and bool(value) and all(ints(v) for v in value))
 

@@ -159,3 +159,28 @@ def test_rag_reranked(tmp_path_factory: pytest.TempPathFactory) -> None:
         assert answer.text == client.generate(answer.prompt, max_tokens=4, chat=True)
     assert [s.id for s in answer.sources] == [h.id for h in best][: len(answer.sources)] and answer.sources
     assert [h.id for h in best] != [h.id for h in plain]  # the random cross-encoder reorders: reranking happened
+
+
+def test_leaving_an_async_rag_stream_early_stops_generation(rag_server) -> None:
+    """AsyncClient.rag_stream sent no stop to the engine, so a 28 s answer ran on after its reader left (the sync
+    client's did stop it)."""
+    import time
+
+    def stops() -> int:
+        log = rag_server.log_text()  # the engine's words for either way of ending a request early
+        return log.count("was cancelled after") + log.count("was stopped (stop=true) after")
+
+    before = stops()
+
+    async def run() -> str:
+        async with AsyncClient(rag_server.endpoints.grpc) as client:
+            stream = client.rag_stream(QUERIES[0], top_n=1, max_tokens=200)
+            first = await stream.__anext__()
+            await stream.aclose()
+            return first
+
+    assert asyncio.run(run())
+    deadline = time.monotonic() + 10
+    while stops() == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stops() > before, "the engine was not told to stop"

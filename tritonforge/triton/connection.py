@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -106,10 +107,12 @@ class _Base:
 
     @classmethod
     def from_options(cls, url: str, protocol: Protocol = "grpc", options: ClientOptions | None = None) -> Any:
+        """A client configured by one :class:`ClientOptions` (timeout, retry policy, TLS, keep-alive, compression,
+        headers) instead of keyword arguments; ``client.options`` gives it back as it was given."""
         if options is not None and not isinstance(options, ClientOptions):
             raise InvalidInputError(f"options must be a ClientOptions (or None), got {type(options).__name__}")
         o = options or ClientOptions()
-        return cls(
+        client = cls(
             url,
             protocol,
             timeout=o.timeout,
@@ -122,6 +125,8 @@ class _Base:
             headers=o.headers,
             verbose=o.verbose,
         )
+        client.options = dataclasses.replace(client.options, retry=o.retry)  # its jitter too (no keyword for it)
+        return client
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r}, protocol={self.protocol!r})"
@@ -175,6 +180,10 @@ class _Base:
             kwargs["request_compression_algorithm"] = self.options.compression
             kwargs["response_compression_algorithm"] = self.options.compression
         return kwargs
+
+    def _stream_kwargs(self) -> dict[str, Any]:
+        """What a generation stream is sent with besides its tensors: the headers, the compression, the retries."""
+        return {"headers": self.options.headers, "compression": self.options.compression, "retry": self.options.retry}
 
     def _results(self, result: Any, outputs: Sequence[str] | None, model: str) -> dict[str, np.ndarray]:
         return output_arrays(result, outputs, model, grpc=self.protocol == "grpc")
@@ -287,12 +296,15 @@ class Connection(_Base):
         return kwargs
 
     def is_live(self) -> bool:
+        """Whether the server answers (False, not an error, when it cannot be reached)."""
         return self._health("live", lambda t, to: t.is_server_live(**self._health_kwargs(to)))
 
     def is_ready(self) -> bool:
+        """Whether the server is ready: Triton says so only when every model it should serve is loaded."""
         return self._health("ready", lambda t, to: t.is_server_ready(**self._health_kwargs(to)))
 
     def is_model_ready(self, name: str, version: str = "") -> bool:
+        """Whether ``name`` (``version``; "" = its version policy's) is loaded and can serve."""
         return self._health(
             "model", lambda t, to: t.is_model_ready(name, version, **self._health_kwargs(to)), model=name
         )
@@ -369,6 +381,7 @@ class Connection(_Base):
         self._call(model, deadline, lambda t: t.load_model(model, config=config, **kwargs))
 
     def unload_model(self, model: str, *, unload_dependents: bool = False, timeout: float | None = None) -> None:
+        """Unload ``model`` (with ``unload_dependents``, the models only it uses too); the admin key's API."""
         deadline = self._timeout(timeout)
         kwargs = self._control_kwargs(deadline)
         self._call(
@@ -388,7 +401,7 @@ class Connection(_Base):
         """Text pieces of one request over its own gRPC stream until the final response; leaving early cancels it
         and sends upstream's stop to ``engine_model`` (see :mod:`tritonforge.triton.streams`)."""
         if self.protocol != "grpc":
-            raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
+            raise InvalidInputError("streaming needs gRPC: create the client with protocol='grpc'")
         deadline = self._timeout(timeout)
         self._check_open()
         return grpc_stream(
@@ -399,13 +412,15 @@ class Connection(_Base):
             engine_model=engine_model,
             classify=self._classifier(model, deadline),
             on_result=on_result,
+            **self._stream_kwargs(),
         )
 
     def generate_http(self, model: str, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> str:
         """The whole text of one request through Triton's HTTP generate extension."""
         body, deadline = generate_payload(inputs), self._timeout(timeout)
         return call_with_retry(
-            lambda: http_generate(self._http_base(), model, body, timeout=deadline, context=self._ssl_context()),
+            lambda: http_generate(self._http_base(), model, body, timeout=deadline, context=self._ssl_context(),
+                                  headers=self.options.headers),
             policy=self.options.retry,
             classify=self._classifier(model, deadline),
         )
@@ -489,12 +504,15 @@ class AsyncConnection(_Base):
         return kwargs
 
     async def is_live(self) -> bool:
+        """See :meth:`Connection.is_live`."""
         return await self._health(lambda t, to: t.is_server_live(**self._health_kwargs(to)))
 
     async def is_ready(self) -> bool:
+        """See :meth:`Connection.is_ready`."""
         return await self._health(lambda t, to: t.is_server_ready(**self._health_kwargs(to)))
 
     async def is_model_ready(self, name: str, version: str = "") -> bool:
+        """See :meth:`Connection.is_model_ready`."""
         return await self._health(lambda t, to: t.is_model_ready(name, version, **self._health_kwargs(to)), name)
 
     async def _http_output_names(self, model: str, version: str, timeout: float | None) -> list[str]:
@@ -529,11 +547,13 @@ class AsyncConnection(_Base):
         return self._results(result, outputs, model)
 
     async def model_metadata(self, model: str, version: str = "", *, timeout: float | None = None) -> dict[str, Any]:
+        """See :meth:`Connection.model_metadata`."""
         deadline = self._timeout(timeout)
         kwargs = self._json_kwargs(deadline)
         return dict(await self._call(model, deadline, lambda t: t.get_model_metadata(model, version, **kwargs)))
 
     async def model_config(self, model: str, version: str = "", *, timeout: float | None = None) -> dict[str, Any]:
+        """See :meth:`Connection.model_config`."""
         deadline = self._timeout(timeout)
         kwargs = self._json_kwargs(deadline)
         return unwrap_config(await self._call(model, deadline, lambda t: t.get_model_config(model, version, **kwargs)))
@@ -547,6 +567,7 @@ class AsyncConnection(_Base):
         )
 
     async def repository_index(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """See :meth:`Connection.repository_index`."""
         deadline = self._timeout(timeout)
         kwargs = self._json_kwargs(deadline, admin=True)
         return index_entries(await self._call(None, deadline, lambda t: t.get_model_repository_index(**kwargs)))
@@ -560,6 +581,7 @@ class AsyncConnection(_Base):
     async def unload_model(
         self, model: str, *, unload_dependents: bool = False, timeout: float | None = None
     ) -> None:
+        """See :meth:`Connection.unload_model`."""
         deadline = self._timeout(timeout)
         kwargs = self._control_kwargs(deadline)
         await self._call(
@@ -580,7 +602,7 @@ class AsyncConnection(_Base):
         connection's pooled gRPC channel; leaving early (``aclose()``, or the task is cancelled) stops generation
         the same way."""
         if self.protocol != "grpc":
-            raise ClientError("streaming needs gRPC: create the client with protocol='grpc'")
+            raise InvalidInputError("streaming needs gRPC: create the client with protocol='grpc'")
         deadline = self._timeout(timeout)
         return grpc_stream_async(
             self._get(),
@@ -591,14 +613,21 @@ class AsyncConnection(_Base):
             on_result=on_result,
             engine_model=engine_model,
             version=version,
+            **self._stream_kwargs(),
         )
 
     async def generate_http(
         self, model: str, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None
     ) -> str:
+        """The whole text of one request through Triton's HTTP generate extension (in a worker thread)."""
         body, deadline = generate_payload(inputs), self._timeout(timeout)
-        return await asyncio.to_thread(
-            http_generate, self._http_base(), model, body, timeout=deadline, context=self._ssl_context()
+        return await acall_with_retry(
+            lambda: asyncio.to_thread(
+                http_generate, self._http_base(), model, body, timeout=deadline, context=self._ssl_context(),
+                headers=self.options.headers,
+            ),
+            policy=self.options.retry,
+            classify=self._classifier(model, deadline),
         )
 
 

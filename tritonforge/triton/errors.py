@@ -150,7 +150,8 @@ def _seconds(timeout: float | None) -> str:
     return "none" if timeout is None else f"{timeout:g}s"
 
 
-def _exhausted(last: TransientError, policy: RetryPolicy) -> TransientError:
+def exhausted(last: TransientError, policy: RetryPolicy) -> TransientError:
+    """``last`` saying that every attempt of ``policy`` was made."""
     tries = f"{policy.attempts} attempt{'s' * (policy.attempts != 1)}"
     err = TransientError(f"{last} (gave up after {tries})")
     err.__dict__.update(last.__dict__)
@@ -183,14 +184,15 @@ def call_with_retry(
     for retry in range(policy.attempts):
         try:
             return fn()
-        except ClientError:
-            raise
         except Exception as raw:
-            err = classify(raw)
+            # a ClientError is classified already (e.g. the generate endpoint's own): retried when transient too
+            err = raw if isinstance(raw, ClientError) else classify(raw)
             if not isinstance(err, TransientError):
+                if err is raw:
+                    raise
                 raise err from raw
             if retry == policy.retries:
-                raise _exhausted(err, policy) from raw
+                raise exhausted(err, policy) from raw
             wait = policy.delay(retry, rng)
             LOG.debug("retry %d/%d in %.3fs: %s", retry + 1, policy.retries, wait, err)
             sleep(wait)
@@ -209,14 +211,15 @@ async def acall_with_retry(
     for retry in range(policy.attempts):
         try:
             return await fn()
-        except ClientError:
-            raise
         except Exception as raw:
-            err = classify(raw)
+            # a ClientError is classified already (e.g. the generate endpoint's own): retried when transient too
+            err = raw if isinstance(raw, ClientError) else classify(raw)
             if not isinstance(err, TransientError):
+                if err is raw:
+                    raise
                 raise err from raw
             if retry == policy.retries:
-                raise _exhausted(err, policy) from raw
+                raise exhausted(err, policy) from raw
             wait = policy.delay(retry, rng)
             LOG.debug("retry %d/%d in %.3fs: %s", retry + 1, policy.retries, wait, err)
             await sleep(wait)

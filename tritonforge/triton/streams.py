@@ -19,13 +19,14 @@ import contextlib
 import queue
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-from tritonforge.errors import ClientError, DeadlineExceededError, TransientError
-from tritonforge.triton.errors import classify_error, classify_reply
+from tritonforge.errors import ClientError, TransientError
+from tritonforge.triton.errors import classify_error, classify_reply, exhausted
+from tritonforge.triton.options import RetryPolicy
 from tritonforge.triton.tensors import build_inputs, is_final, text_of
 
 Classify = Callable[[BaseException], ClientError]
@@ -67,22 +68,55 @@ def grpc_stream(
     engine_model: str | None,
     classify: Any,
     on_result: Any = None,
+    headers: Mapping[str, str] | None = None,
+    compression: str | None = None,
+    retry: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[str]:
-    """Yield text_output pieces of one request over a dedicated gRPC stream until the final response.
+    """Yield text_output pieces of one request over a dedicated gRPC stream until the final response; ``timeout``
+    is the whole stream's deadline, as on :func:`grpc_stream_async`.
 
-    An adapter evicted from TensorRT-LLM's LoRA cache fails before any token: the request is sent once more with
-    its weights (see :func:`resend_lora_weights`)."""
-    yielded = False
-    kwargs = {"timeout": timeout, "engine_model": engine_model, "classify": classify, "on_result": on_result}
-    try:
-        for piece in _grpc_stream_once(client_kwargs, model, inputs, **kwargs):
-            yielded = True
-            yield piece
-    except ClientError as err:
-        retry = None if yielded else resend_lora_weights(inputs, err)
-        if retry is None:
-            raise
-        yield from _grpc_stream_once(client_kwargs, model, retry, **kwargs)
+    Before any piece arrived, the request is sent again when it can only have failed to start: the server was
+    unreachable or unavailable (a TransientError, ``retry``'s attempts with its back-off), or TensorRT-LLM had
+    evicted its LoRA adapter (once, with the adapter's weights: see :func:`resend_lora_weights`)."""
+    once = {"timeout": timeout, "engine_model": engine_model, "classify": classify, "on_result": on_result,
+            "headers": headers, "compression": compression}
+    attempts = _Attempts(inputs, retry)
+    while True:
+        yielded = False
+        try:
+            for piece in _grpc_stream_once(client_kwargs, model, attempts.inputs, **once):
+                yielded = True
+                yield piece
+            return
+        except ClientError as err:
+            wait = None if yielded else attempts.again(err)
+            if wait is None:
+                raise
+            sleep(wait)
+
+
+class _Attempts:
+    """What to send after a stream failed before its first piece, or None: the same request when the server could
+    not take it (by ``retry``'s policy), the request with its LoRA weights when the adapter was evicted (once)."""
+
+    def __init__(self, inputs: Mapping[str, Any], retry: RetryPolicy | None) -> None:
+        self.inputs, self.policy, self.retries, self.resent = inputs, retry or RetryPolicy(retries=0), 0, False
+
+    def again(self, err: ClientError) -> float | None:
+        """Seconds to wait before sending ``self.inputs`` again; raises the error that ends the attempts."""
+        resend = None if self.resent else resend_lora_weights(self.inputs, err)
+        if resend is not None:
+            self.inputs, self.resent = resend, True
+            return 0.0
+        if not isinstance(err, TransientError):
+            return None
+        if self.retries == self.policy.retries:
+            if self.policy.retries:
+                raise exhausted(err, self.policy) from err
+            return None
+        self.retries += 1
+        return self.policy.delay(self.retries - 1)
 
 
 def _grpc_stream_once(
@@ -94,6 +128,8 @@ def _grpc_stream_once(
     engine_model: str | None,
     classify: Any,
     on_result: Any = None,
+    headers: Mapping[str, str] | None = None,
+    compression: str | None = None,
 ) -> Iterator[str]:
     import tritonclient.grpc as grpcclient
 
@@ -101,9 +137,13 @@ def _grpc_stream_once(
     responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
     request_id = uuid.uuid4().hex
     finished = False
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         try:
-            client.start_stream(callback=lambda result, error: responses.put((result, error)))
+            client.start_stream(
+                callback=lambda result, error: responses.put((result, error)), stream_timeout=timeout,
+                headers=dict(headers) if headers else None, compression_algorithm=compression,
+            )
             client.async_stream_infer(
                 model, build_inputs(grpcclient, inputs), request_id=request_id, enable_empty_final_response=True
             )
@@ -114,9 +154,10 @@ def _grpc_stream_once(
             raise classify(_reported_error(responses, err)) from None
         while True:
             try:
-                result, error = responses.get(timeout=timeout)
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                result, error = responses.get(timeout=wait)
             except queue.Empty:
-                raise DeadlineExceededError(f"model '{model}': no response within {timeout} s") from None
+                raise classify(TimeoutError(f"no final response within {timeout} s")) from None
             if error is not None:
                 finished = True  # the server ended the request
                 raise classify(error)
@@ -129,7 +170,7 @@ def _grpc_stream_once(
         try:
             client.stop_stream(cancel_requests=not finished)
             if not finished and engine_model:
-                _send_stop(client, engine_model, request_id)
+                _send_stop(client, engine_model, request_id, headers)
         finally:
             client.close()
 
@@ -182,7 +223,7 @@ def wrong_contract(error: Any) -> bool:
     return "unexpected inference input" in text or "expected number of inputs" in text or "is missing" in text
 
 
-def _send_stop(client: Any, engine_model: str, request_id: str) -> None:
+def _send_stop(client: Any, engine_model: str, request_id: str, headers: Mapping[str, str] | None = None) -> None:
     """Upstream's stop signal: a request to the engine with the running request's id and `stop` true, in the
     tensors of whichever runtime (engine or LLM API) the engine model is."""
     import tritonclient.grpc as grpcclient
@@ -190,7 +231,8 @@ def _send_stop(client: Any, engine_model: str, request_id: str) -> None:
     for contract in range(len(STOP_SIGNALS)):
         done: queue.Queue[Any] = queue.Queue()
         try:
-            client.start_stream(callback=lambda result, error, done=done: done.put(error))
+            client.start_stream(callback=lambda result, error, done=done: done.put(error),
+                                headers=dict(headers) if headers else None)
             client.async_stream_infer(
                 engine_model, build_inputs(grpcclient, stop_signal_arrays(contract)), request_id=request_id
             )
@@ -203,7 +245,9 @@ def _send_stop(client: Any, engine_model: str, request_id: str) -> None:
             return
 
 
-async def send_stop_async(transport: Any, engine_model: str, request_id: str) -> None:
+async def send_stop_async(
+    transport: Any, engine_model: str, request_id: str, headers: Mapping[str, str] | None = None
+) -> None:
     """Upstream's stop signal over ``tritonclient.grpc.aio``: a request to the engine with the running request's id
     and ``stop`` true, in the engine path's tensors, else (the model declares other inputs) the LLM API model's.
     Best effort: the stream was cancelled anyway."""
@@ -221,7 +265,8 @@ async def send_stop_async(transport: Any, engine_model: str, request_id: str) ->
 
         stream = None
         try:
-            stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=5)
+            stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=5,
+                                            headers=dict(headers) if headers else None)
             _result, error = await asyncio.wait_for(stream.__anext__(), 5)  # aio streams yield errors, not raise
             if error is None or not wrong_contract(error):
                 return
@@ -254,30 +299,35 @@ async def grpc_stream_async(
     on_result: Any = None,
     engine_model: str | None = None,
     version: str = "",
+    headers: Mapping[str, str] | None = None,
+    compression: str | None = None,
+    retry: RetryPolicy | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> Any:
-    """Async generator of text_output pieces over ``tritonclient.grpc.aio``'s bidirectional stream (an evicted
-    LoRA adapter is sent once more with its weights, as in :func:`grpc_stream`). Leaving early cancels the stream
-    and, with ``engine_model``, sends upstream's stop to it: Triton 2.51 does not pass an ensemble's cancellation
-    on to its steps, so the engine would otherwise generate to max_tokens."""
-    yielded = False
-    kwargs = {
+    """Async generator of text_output pieces over ``tritonclient.grpc.aio``'s bidirectional stream, sent again
+    before its first piece as :func:`grpc_stream` does (server unavailable, evicted LoRA adapter). Leaving early
+    cancels the stream and, with ``engine_model``, sends upstream's stop to it: Triton 2.51 does not pass an
+    ensemble's cancellation on to its steps, so the engine would otherwise generate to max_tokens."""
+    once = {
         "timeout": timeout, "classify": classify, "on_result": on_result, "engine_model": engine_model,
-        "version": version,
+        "version": version, "headers": headers, "compression": compression,
     }
-    # aclosing: a consumer leaving early must close the inner generator now (its finally sends the stop), not
-    # whenever the event loop finalizes it, by which time the transport may be closed
-    try:
-        async with contextlib.aclosing(_grpc_stream_async_once(transport, model, inputs, **kwargs)) as pieces:
-            async for piece in pieces:
-                yielded = True
-                yield piece
-    except ClientError as err:
-        retry = None if yielded else resend_lora_weights(inputs, err)
-        if retry is None:
-            raise
-        async with contextlib.aclosing(_grpc_stream_async_once(transport, model, retry, **kwargs)) as pieces:
-            async for piece in pieces:
-                yield piece
+    attempts = _Attempts(inputs, retry)
+    while True:
+        yielded = False
+        # aclosing: a consumer leaving early must close the inner generator now (its finally sends the stop), not
+        # whenever the event loop finalizes it, by which time the transport may be closed
+        try:
+            async with contextlib.aclosing(_grpc_stream_async_once(transport, model, attempts.inputs, **once)) as it:
+                async for piece in it:
+                    yielded = True
+                    yield piece
+            return
+        except ClientError as err:
+            wait = None if yielded else attempts.again(err)
+            if wait is None:
+                raise
+            await sleep(wait)
 
 
 async def _grpc_stream_async_once(
@@ -290,6 +340,8 @@ async def _grpc_stream_async_once(
     on_result: Any = None,
     engine_model: str | None = None,
     version: str = "",
+    headers: Mapping[str, str] | None = None,
+    compression: str | None = None,
 ) -> Any:
     import tritonclient.grpc.aio as aio
 
@@ -306,7 +358,10 @@ async def _grpc_stream_async_once(
         yield request
 
     try:
-        stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=timeout)
+        stream = transport.stream_infer(
+            inputs_iterator=requests(), stream_timeout=timeout, headers=dict(headers) if headers else None,
+            compression_algorithm=compression,
+        )
     except Exception as err:
         raise classify(err) from err
     finished = False
@@ -330,7 +385,7 @@ async def _grpc_stream_async_once(
             stream.cancel()
         if not finished and engine_model:
             # shielded: this runs while the consumer's task may be cancelled (it left the loop or went away)
-            task = asyncio.ensure_future(send_stop_async(transport, engine_model, request_id))
+            task = asyncio.ensure_future(send_stop_async(transport, engine_model, request_id, headers))
             _PENDING_STOPS.add(task)  # a strong reference until it is done, and what drain_stops() waits for
             task.add_done_callback(_PENDING_STOPS.discard)
             with contextlib.suppress(BaseException):
@@ -346,20 +401,24 @@ def generate_payload(inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return body
 
 
-def http_generate(base_url: str, model: str, body: Mapping[str, Any], *, timeout: float | None, context: Any) -> str:
-    """POST to /v2/models/<model>/generate; a ClientError carries Triton's error message and status (an evicted
-    LoRA adapter is sent once more with its weights, as in :func:`grpc_stream`)."""
+def http_generate(
+    base_url: str, model: str, body: Mapping[str, Any], *, timeout: float | None, context: Any,
+    headers: Mapping[str, str] | None = None,
+) -> str:
+    """POST to /v2/models/<model>/generate with the client's ``headers``; a ClientError carries Triton's error
+    message and status (an evicted LoRA adapter is sent once more with its weights, as in :func:`grpc_stream`)."""
     try:
-        return _http_generate_once(base_url, model, body, timeout=timeout, context=context)
+        return _http_generate_once(base_url, model, body, timeout=timeout, context=context, headers=headers)
     except ClientError as err:
         retry = resend_lora_weights(body, err)
         if retry is None:
             raise
-        return _http_generate_once(base_url, model, retry, timeout=timeout, context=context)
+        return _http_generate_once(base_url, model, retry, timeout=timeout, context=context, headers=headers)
 
 
 def _http_generate_once(
-    base_url: str, model: str, body: Mapping[str, Any], *, timeout: float | None, context: Any
+    base_url: str, model: str, body: Mapping[str, Any], *, timeout: float | None, context: Any,
+    headers: Mapping[str, str] | None,
 ) -> str:
     import json
     import urllib.error
@@ -367,7 +426,8 @@ def _http_generate_once(
 
     url = f"{base_url.rstrip('/')}/v2/models/{model}/generate"
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode("utf-8"), headers={"Content-Type": "application/json"}, method="POST"
+        url, data=json.dumps(body).encode("utf-8"), headers={**(headers or {}), "Content-Type": "application/json"},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
