@@ -9,8 +9,10 @@ that has them, pinned to the versions installed where tritonforge built the repo
 
 from __future__ import annotations
 
+import json
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from tritonforge import python_backends
 from tritonforge.config_io import read_config
@@ -31,19 +33,40 @@ def missing_packages(repo: Path, image: str) -> dict[str, list[str]]:
     if shipped is None:
         return {}
     missing: dict[str, list[str]] = {}
+    for config, name in _python_models(repo):
+        if name is None:
+            continue
+        params = {k: v.string_value for k, v in config.parameters.items()}
+        for dist in python_backends.packages(name, params):
+            if _normalise(dist) not in shipped and config.name not in missing.setdefault(dist, []):
+                missing[dist].append(config.name)
+    return missing
+
+
+def unknown_python_models(repo: Path) -> list[str]:
+    """Python models whose packages cannot be told: not recorded by the build and not this tritonforge's model.py
+    (hand-written, or built by a tritonforge too old to record them)."""
+    return sorted({config.name for config, name in _python_models(repo) if name is None})
+
+
+def _python_models(repo: Path) -> list[tuple[Any, str | None]]:
+    """(config, shipped model name or None) of every python-backend version folder: the name the build recorded
+    in tritonforge.json (``python_models``), else the model.py matched byte for byte with this tritonforge's."""
+    try:
+        recorded = json.loads((repo / "tritonforge.json").read_text(encoding="utf-8")).get("python_models") or {}
+    except (OSError, ValueError, AttributeError):
+        recorded = {}
+    found = []
     for config_path in sorted(repo.glob("*/config.pbtxt")):
         config = read_config(config_path)
         if config.backend != "python":
             continue
-        params = {k: v.string_value for k, v in config.parameters.items()}
         for version_dir in sorted(p for p in config_path.parent.iterdir() if p.is_dir() and p.name.isdigit()):
-            name = python_backends.shipped_model(version_dir)
-            if name is None:
-                continue
-            for dist in python_backends.packages(name, params):
-                if _normalise(dist) not in shipped and config.name not in missing.setdefault(dist, []):
-                    missing[dist].append(config.name)
-    return missing
+            name = recorded.get(config.name) if isinstance(recorded, dict) else None
+            if name not in python_backends.MODELS:
+                name = python_backends.shipped_model(version_dir)
+            found.append((config, name))
+    return found
 
 
 def _pinned(dist: str) -> str:

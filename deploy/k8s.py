@@ -686,7 +686,7 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
     paths = [p for p in (path_problem("repo", repo), path_problem("out", out)) if p is not None]
     if found := paths + option_type_problems(options):
         raise DeployError(found, "cannot deploy (nothing was written)")
-    from tritonforge.deploy.image import DOCKERFILE, image_recipe
+    from tritonforge.deploy.image import DOCKERFILE, image_recipe, unknown_python_models
 
     check_output(out, [repo])  # before rendering: a folder that is not an earlier output is never replaced
     values = build_values(repo, options)
@@ -696,6 +696,11 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
     if recipe is not None:  # pods on this image would fail to load some python models: say which image would not
         files[DOCKERFILE] = recipe[0].encode()
         notes.append(recipe[1])
+    unknown = unknown_python_models(Path(repo))
+    if unknown:
+        notes.append(f"{', '.join(unknown)}: python models whose packages could not be told (model.py not this "
+                     "tritonforge's, and no record of it in tritonforge.json): check the image has what they import, "
+                     "or rebuild the repository")
     limits = rate_limit(options, _deploy_settings(Path(repo), read_build_info(Path(repo))))
     if limits.mode == "off" and (limited := sorted(name for name, c in _configs(Path(repo)).items()
                                                    if any(g.rate_limiter.resources for g in c.instance_group))):

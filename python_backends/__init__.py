@@ -53,12 +53,16 @@ ENGINE_PACKAGES = {"onnxruntime": ("onnxruntime",), "torch": ("torch", "transfor
 
 
 def shipped_model(version_dir: Path) -> str | None:
-    """Which shipped model a repository's version folder holds (its model.py compared byte for byte); None: not one."""
+    """Which shipped model a repository's version folder holds (its model.py compared byte for byte with this
+    tritonforge's); None: not one, or one another tritonforge version shipped (the build records the name:
+    ``python_models`` in tritonforge.json)."""
     path = version_dir / "model.py"
-    if not path.is_file():
-        return None
-    data = path.read_bytes()
-    return next((name for name in MODELS if (HERE / name / "model.py").read_bytes() == data), None)
+    return shipped_name(path.read_bytes()) if path.is_file() else None
+
+
+def shipped_name(model_py: bytes) -> str | None:
+    """The shipped model whose model.py these bytes are; None: not one of this tritonforge's."""
+    return next((name for name in MODELS if (HERE / name / "model.py").read_bytes() == model_py), None)
 
 
 def packages(name: str, parameters: dict[str, str]) -> tuple[str, ...]:

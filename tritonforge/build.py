@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -69,9 +69,25 @@ def plan_repository(
             }
             for k, m in spec.of_kind(LLMModel).items()
         }
+    manifest["python_models"] = python_models(plan.files)
     # Files at the repository root are not models; Triton ignores them.
     plan.files["tritonforge.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     return plan.files, artifacts, plan.notes
+
+
+def python_models(files: Mapping[str, FileContent]) -> dict[str, str]:
+    """{Triton model: the shipped python-backend model it runs}: what `deploy k8s` reads to know the packages a
+    model imports, even after a later tritonforge changed that model.py (it compares bytes only as a fallback)."""
+    from tritonforge import python_backends
+
+    found = {}
+    for path, data in files.items():
+        parts = path.split("/")
+        if len(parts) == 3 and parts[2] == "model.py" and isinstance(data, bytes):
+            name = python_backends.shipped_name(data)
+            if name is not None:
+                found[parts[0]] = name
+    return dict(sorted(found.items()))
 
 
 def bf16_notes(spec: Spec) -> list[str]:

@@ -648,6 +648,36 @@ def test_image_recipe_adds_the_packages_a_known_image_lacks(cpu_repo: Path, tmp_
     assert (tmp_path / "full" / "Dockerfile").read_text().endswith(f"pip install --no-cache-dir {ort} {tokenizers}\n")
 
 
+def test_an_older_builds_model_py_still_gets_its_packages_from_the_builds_record(
+    cpu_repo: Path, tmp_path: Path
+) -> None:
+    """model.py was matched byte for byte with this tritonforge's only: a repository built before a change to the
+    runner got a Dockerfile without onnxruntime. The build records each python model's name; without that record
+    (a repository from before it, a hand-written model) the report says which models it could not judge."""
+    import json
+    import shutil
+
+    older = tmp_path / "older"
+    shutil.copytree(cpu_repo, older)
+    assert json.loads((older / "tritonforge.json").read_text())["python_models"] == {
+        "tiny_encoder": "onnx_runner", "tiny_tokenizer": "tokenizer",
+    }
+    runner = older / "tiny_encoder" / "1" / "model.py"
+    runner.write_text(runner.read_text() + "\n# as an earlier tritonforge shipped it\n")
+    report = deploy_k8s(older, tmp_path / "recorded", _options())
+    assert "#   onnxruntime: tiny_encoder\n" in (tmp_path / "recorded" / "Dockerfile").read_text()
+    assert report.notes == (f"{TRTLLM_IMAGE} lacks onnxruntime: build Dockerfile and deploy that image instead",)
+
+    manifest = json.loads((older / "tritonforge.json").read_text())
+    del manifest["python_models"]
+    (older / "tritonforge.json").write_text(json.dumps(manifest))
+    report = deploy_k8s(older, tmp_path / "unrecorded", _options())
+    assert "Dockerfile" not in report.files
+    assert report.notes == ("tiny_encoder: python models whose packages could not be told (model.py not this "
+                            "tritonforge's, and no record of it in tritonforge.json): check the image has what they "
+                            "import, or rebuild the repository",)
+
+
 def test_no_recipe_when_the_image_has_everything_or_is_not_known(gpu_repo: Path, cpu_repo: Path, tmp_path: Path) -> None:
     """The gpu layout on its trtllm image needs nothing more (the encoder runs on the image's torch); an image
     tritonforge does not know is the user's to vouch for."""
