@@ -38,7 +38,7 @@ def reranker_model_set(
     tok_cfg, notes = render_model(
         tok_name,
         model.tokenizer,
-        Signature(text_inputs, pair_ids),
+        Signature(text_inputs, (*pair_ids, TensorSpec("NUM_TOKENS", "TYPE_INT32", (-1,)))),
         target=target,
         backend="python",
         parameters=params,

@@ -8,6 +8,7 @@ DOC_IDS (TYPE_STRING [-1]), SCORES (TYPE_FP32 [-1]), DOCUMENTS (TYPE_STRING [-1]
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from tritonforge.ensembles.dag import Ensemble, ModelIO
@@ -40,17 +41,26 @@ def search_ensemble(name: str, tokenizer: ModelIO, encoder: ModelIO, retriever: 
     return dag.config()
 
 
-def _score_pairs(dag: Ensemble, pair_tokenizer: ModelIO, cross_encoder: ModelIO, passages: str, scores: str) -> None:
+def _score_pairs(
+    dag: Ensemble, pair_tokenizer: ModelIO, cross_encoder: ModelIO, passages: str, scores: str,
+    extras: Mapping[str, str] | None = None,
+) -> None:
+    """``extras``: pair-tokenizer outputs to map too (NUM_TOKENS); the others stay unmapped (allowed)."""
     pair_ids = {key: f"pair_{key}" for key in cross_encoder.inputs}
-    dag.step(pair_tokenizer, inputs={"QUERY": "QUERY", "DOCUMENTS": passages}, outputs=pair_ids)
+    dag.step(pair_tokenizer, inputs={"QUERY": "QUERY", "DOCUMENTS": passages}, outputs={**pair_ids, **(extras or {})})
     dag.step(cross_encoder, inputs={key: pair_ids[key] for key in pair_ids}, outputs={"SCORES": scores})
 
 
 def rerank_ensemble(name: str, pair_tokenizer: ModelIO, cross_encoder: ModelIO) -> ModelConfig:
+    """QUERY + PASSAGES -> SCORES, and NUM_TOKENS (each pair's tokens) when the pair tokenizer counts them."""
     dag = Ensemble(name, max_batch_size=_batch(pair_tokenizer, cross_encoder))
     dag.input("QUERY", "TYPE_STRING", [1]).input("PASSAGES", "TYPE_STRING", [-1])
-    _score_pairs(dag, pair_tokenizer, cross_encoder, "PASSAGES", "SCORES")
-    return dag.output("SCORES").config()
+    counts = {"NUM_TOKENS": "NUM_TOKENS"} if "NUM_TOKENS" in pair_tokenizer.outputs else {}
+    _score_pairs(dag, pair_tokenizer, cross_encoder, "PASSAGES", "SCORES", counts)
+    dag.output("SCORES")
+    for out in counts:
+        dag.output(out)
+    return dag.config()
 
 
 def retrieve_and_rerank(

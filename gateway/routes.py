@@ -12,6 +12,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from tritonforge.clients.pipelines import rerank_request, rerank_scores
 from tritonforge.errors import ClientError
 from tritonforge.gateway.embeddings import dimensions_error, embed_texts, embedding_width, remember_width
 from tritonforge.gateway.errors import APIError, clip
@@ -151,9 +152,11 @@ async def rerank(request: Request) -> Any:
     for i, doc in enumerate(docs):
         gw.limits.check(len(doc), gw.limits.text_chars, f"characters in documents[{i}]", "documents")
     target = gw.route(request, body, "rerank")
-    scores = await gw.client.rerank(
-        body.query, docs, model=target.triton_model, timeout=gw.timeout, version=target.version
-    )
+    # every output (SCORES, and NUM_TOKENS where the ensemble counts each pair's tokens: usage)
+    inputs, _ = rerank_request(body.query, docs)
+    out = await gw.client.infer(target.triton_model, inputs, timeout=gw.timeout, version=target.version)
+    scores = rerank_scores(out, len(docs), target.triton_model)
+    tokens = int(np.asarray(out["NUM_TOKENS"]).sum()) if out.get("NUM_TOKENS") is not None else 0
     order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))[: body.top_n or len(docs)]
     results = []
     for i in order:
@@ -163,7 +166,7 @@ async def rerank(request: Request) -> Any:
         results.append(item)
     return {
         "id": uuid.uuid4().hex, "object": "list", "model": body.model, "results": results,
-        "usage": {"total_tokens": 0},
+        "usage": {"total_tokens": tokens},  # 0: an ensemble built before the pair tokenizer counted them
     }
 
 

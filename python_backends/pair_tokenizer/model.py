@@ -5,6 +5,8 @@ Input  QUERY           TYPE_STRING [1]       one UTF-8 query per batch item
 Output input_ids       TYPE_INT64  [-1, -1]  [n, k, L]: one row per (query, passage) pair
        attention_mask  TYPE_INT64  [-1, -1]
        token_type_ids  TYPE_INT64  [-1, -1]  only when the cross-encoder takes it
+       NUM_TOKENS      TYPE_INT32  [-1]      [n, k]: tokens of each pair after truncation (when the config
+                                             declares it: the rerank ensemble returns it for usage counts)
 
 Each pair is encoded as the checkpoint's tokenizer does ``tokenizer(query, passage, truncation=True,
 max_length=max_seq_length)``: special tokens around both parts, token type 1 on the passage, and the
@@ -48,6 +50,7 @@ class TritonPythonModel:
         self.multiple = max(1, int(params.get("pad_to_multiple_of") or 1))
         self.pad_id = int(params.get("pad_id") or 0)
         self.names = [n.strip() for n in params["model_input_names"].split(",") if n.strip()]
+        self.counts = any(o.get("name") == "NUM_TOKENS" for o in config.get("output", []))
         unknown = [n for n in self.names if n not in FIELDS]
         if unknown:
             raise ValueError(f"model_input_names has {unknown}; allowed: {', '.join(FIELDS)}")
@@ -140,4 +143,7 @@ class TritonPythonModel:
             for name, values in arrays.items():
                 values[row, :length] = getattr(e, FIELDS[name])
         outputs = [pb_utils.Tensor(name, arrays[name].reshape(n, k, width)) for name in self.names]
+        if self.counts:
+            lengths = np.array([len(e.ids) for e in encs], dtype=np.int32).reshape(n, k)
+            outputs.append(pb_utils.Tensor("NUM_TOKENS", lengths))
         return pb_utils.InferenceResponse(output_tensors=outputs)

@@ -363,6 +363,13 @@ def test_rerank_orders_documents_by_the_cross_encoder(http, gateway_triton) -> N
     for r in results:
         assert abs(r["relevance_score"] - float(scores[r["index"]])) < 1e-6
         assert r["document"]["text"] == docs[r["index"]]
+    # usage counts every (query, document) pair's tokens as the checkpoint's tokenizer makes them (it was always 0)
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(gateway_triton.repo / "reranker_pair_tokenizer" / "1" / "tokenizer" /
+                                        "tokenizer.json"))
+    want = sum(len(tokenizer.encode("what is triton", d).ids) for d in docs)
+    assert reply.json()["usage"] == {"total_tokens": want}, reply.json()["usage"]
 
 
 def _assert_error(reply: object, status: int) -> dict:

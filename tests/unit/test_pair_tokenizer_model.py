@@ -77,10 +77,13 @@ def repo(tmp_path: Path, artifact) -> Path:
     return make_repo(tmp_path, artifact.tokenizer_files)
 
 
-def load(monkeypatch: pytest.MonkeyPatch, repo: Path, **params: str):
+def load(monkeypatch: pytest.MonkeyPatch, repo: Path, *, counts: bool = False, **params: str):
     module = load_model(MODEL_PY, monkeypatch, "pair_tokenizer_model_under_test")
     model = module.TritonPythonModel()
-    model.initialize(initialize_args(model_config(**params), repo))
+    config = model_config(**params)
+    if counts:  # as the builder declares it since the rerank ensemble reports usage
+        config["output"].append({"name": "NUM_TOKENS", "data_type": "TYPE_INT32", "dims": [-1]})
+    model.initialize(initialize_args(config, repo))
     return model
 
 
@@ -135,6 +138,15 @@ def test_pairs_match_transformers_with_longest_first_truncation(monkeypatch, rep
     assert long_query_tokens > MAX_LEN // 2
     kept_query = int(((out["token_type_ids"][1, 2] == 0) & (out["attention_mask"][1, 2] == 1)).sum()) - 2
     assert kept_query < long_query_tokens
+
+
+def test_num_tokens_counts_each_pair_after_truncation_when_declared(monkeypatch, repo: Path, hf_tokenizer) -> None:
+    docs = [list(PASSAGES), list(reversed(PASSAGES))]
+    (response,) = load(monkeypatch, repo, counts=True).execute([request(list(QUERIES), docs)])
+    out = outputs(response)
+    want = [[len(widest(hf_tokenizer, q, d)) for d in row] for q, row in zip(QUERIES, docs, strict=True)]
+    assert out["NUM_TOKENS"].dtype == np.int32 and out["NUM_TOKENS"].tolist() == want
+    assert (out["NUM_TOKENS"] == out["attention_mask"].sum(axis=2)).all()
 
 
 def test_real_minilm_tokenizer_pairs(monkeypatch, tmp_path: Path) -> None:
