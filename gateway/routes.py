@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import uuid
@@ -175,7 +176,9 @@ async def list_models(request: Request) -> Any:
     gw: Gateway = request.app.state.gateway
     gw.authorize(request)
     await gw.discover_adapters()
-    cards = [gw.model_card(*m) for m in gw.models.ids()]
+    configured = gw.models.ids()
+    listed = await asyncio.gather(*(gw.lists(ensemble) for _, _, ensemble in configured))
+    cards = [gw.model_card(*m) for m, shown in zip(configured, listed, strict=True) if shown]
     cards += [gw.adapter_card(a) for a in sorted(gw.adapters)]
     cards += [gw.split_card(s) for s in gw.router.states()]
     return {"object": "list", "data": cards}
@@ -186,7 +189,7 @@ async def get_model(request: Request, model_id: str) -> Any:
     gw: Gateway = request.app.state.gateway
     gw.authorize(request)
     for m in gw.models.ids():
-        if m[0] == model_id:
+        if m[0] == model_id and await gw.lists(m[2]):
             return gw.model_card(*m)
     await gw.discover_adapters(max_age=UNKNOWN_MODEL_REFRESH_SECONDS)
     if model_id in gw.adapters:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from tritonforge.clients.client import AsyncClient
 from tritonforge.clients.generation import declares_messages
-from tritonforge.errors import ClientError
+from tritonforge.errors import ClientError, ModelNotFoundError
 from tritonforge.gateway.auth import KeyChecker
 from tritonforge.gateway.errors import APIError, clip
 from tritonforge.gateway.generation import TOKEN_COUNT_INPUTS
@@ -146,6 +146,17 @@ class Gateway:
 
     def members_known(self, ensemble: str) -> bool:
         return ensemble in self._members
+
+    async def lists(self, ensemble: str) -> bool:
+        """Whether /v1/models lists a configured model: not when Triton says it has no such model (a repository
+        without it: `serve --gateway` on an embeddings-only build has no `llm`); when Triton cannot be asked, yes."""
+        try:
+            await self.members(ensemble)
+        except ModelNotFoundError:
+            return False
+        except ClientError:
+            return True
+        return True
 
     # access ------------------------------------------------------------------------------------------------------
     def authorize(self, request: Request) -> None:

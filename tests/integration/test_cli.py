@@ -181,6 +181,10 @@ def test_serve_with_the_gateway_serves_splits_and_stops_on_sigterm(embed_repo: P
                 arms.add(reply.headers["x-tritonforge-arm"])
             assert arms == {"control", "treatment"}
             assert http.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            # an embeddings-only repository: the default chat and rerank ids are not listed (they were, and 503'd)
+            listed = {m["id"] for m in http.get("/v1/models").json()["data"]}
+            assert listed == {"minilm", "minilm-ab"}, listed
+            assert http.get("/v1/models/chat").status_code == 404
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert children, "the CLI started no tritonserver process"
         proc.send_signal(signal.SIGTERM)
