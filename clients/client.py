@@ -124,9 +124,16 @@ class Client(Connection):
 
     ``url`` is ``host:port`` (a ``grpc://``/``http://`` scheme is accepted, ``https://``/``grpcs://`` turn TLS on;
     a scheme of the other transport than ``protocol`` is refused).
-    ``timeout`` is the default per-call deadline in seconds (None: no deadline). Thread-safe: gRPC calls run
-    concurrently; HTTP calls on one client are serialized (tritonclient's HTTP client is not thread-safe).
-    Health checks (``is_live``...) are not retried and answer False when the server cannot be reached.
+    ``timeout`` is the default per-call deadline in seconds (None: no deadline; a stream's covers the whole
+    stream). Thread-safe: gRPC calls run concurrently; HTTP calls on one client are serialized (tritonclient's HTTP
+    client is not thread-safe). Health checks (``is_live``...) are not retried and answer False when the server
+    cannot be reached.
+
+    Keyword arguments: ``timeout`` (30 s), ``retries`` (3: attempts after the first while the server cannot take a
+    request, with ``backoff`` 0.1 s doubling up to ``max_backoff`` 2 s), ``tls`` (:class:`TLSOptions`),
+    ``keepalive`` (:class:`KeepAliveOptions`, gRPC), ``compression`` ("gzip", "deflate"), ``headers`` (sent with
+    every call, generation streams included), ``admin_key`` (the model-control API's), ``verbose``; or all of them
+    as one :class:`ClientOptions` with :meth:`from_options`.
     """
 
     def __init__(self, url: str, protocol: Protocol = "grpc", **kwargs: Any) -> None:
@@ -297,9 +304,10 @@ class Client(Connection):
         **sampling: Any,
     ) -> RagAnswer:
         """Retrieve, rerank and answer ``query`` in one call of the ``rag`` ensemble (gRPC): the answer, the
-        passages it was given (ids and reranker scores, best first), the prompt, and how many were left out
-        (scored below ``min_score``, or dropped to fit). ``top_k``/``top_n``/``max_tokens``/``min_score`` None:
-        the server's defaults; ``sampling``: see :class:`Sampling`."""
+        passages it was given (ids and scores, best first: the reranker's, or the retriever's without one), the
+        prompt, and how many were left out (scored below ``min_score``, or dropped to fit).
+        ``top_k``/``top_n``/``max_tokens``/``min_score`` None: the server's defaults; ``sampling``: see
+        :class:`Sampling`."""
         return self.rag_stream(
             query,
             top_k=top_k,

@@ -200,7 +200,7 @@ class RagAnswer:
     text: str
     sources: list[Source]
     prompt: str
-    dropped: int  # reranked passages left out so the prompt fits the LLM's max_input_len (lowest-ranked first)
+    dropped: int  # passages left out: scored below min_score, or lowest-ranked first so the prompt fits max_input_len
 
 
 def rag_inputs(
