@@ -54,6 +54,9 @@ def flatten_messages(messages: list[Message]) -> str:
     return flattened(turns_of(messages))
 
 
+REPLACEMENT = "\ufffd"  # what a decoder makes of a character whose bytes are not all there
+
+
 class StopScanner:
     """OpenAI's stop sequences over streamed text: the text ends before the first one, which is not sent.
 
@@ -133,22 +136,24 @@ class _Generation:
             on_result=self._on_result,
             version=self.version,
         )
+        # U+FFFD at the end of what has come so far is held back until more text follows: at the end of the
+        # generation it is a character max_tokens cut in the middle of its bytes, which vLLM does not send either
+        # (the runtimes hold such characters back within a stream, but send the last one as decoded)
+        held = ""
         async with contextlib.aclosing(stream) as pieces:
-            if not self.stops:
-                async for piece in pieces:
-                    yield piece
-                return
-            scanner = StopScanner(self.stops)
+            scanner = StopScanner(self.stops) if self.stops else None
             async for piece in pieces:
-                text = scanner.feed(piece)
-                if text:
-                    yield text
-                if scanner.hit:  # leaving closes the stream: the engine is stopped if it has not stopped itself
+                text = held + (scanner.feed(piece) if scanner is not None else piece)
+                sent = text.rstrip(REPLACEMENT)
+                held = text[len(sent):]
+                if sent:
+                    yield sent
+                if scanner is not None and scanner.hit:  # leaving closes the stream: the engine is stopped
                     self.stopped = True
                     return
-            text = scanner.rest()
-            if text:
-                yield text
+            text = held + (scanner.rest() if scanner is not None else "")
+            if text.rstrip(REPLACEMENT):
+                yield text.rstrip(REPLACEMENT)
 
 
 def _sse(payload: Any) -> str:

@@ -49,3 +49,30 @@ def test_the_runtime_that_already_cut_leaves_nothing_to_cut() -> None:
     """The LLM API ends its text before the stop string: the scanner passes it on whole."""
     sent, hit = _scan(["The answer", " is 4"], ["\n"])
     assert "".join(sent) == "The answer is 4" and not hit
+
+
+@pytest.mark.parametrize(("pieces", "stops", "sent"), [
+    # a character cut by max_tokens in the middle of its bytes decodes to U+FFFD at the end: not sent, as vLLM
+    (["ab", "c\ufffd", "\ufffdd", "e\ufffd"], [], ["ab", "c", "\ufffd\ufffdd", "e"]),
+    (["👋🏽🔥\ufffd"], [], ["👋🏽🔥"]),
+    (["x\ufffd", "y. rest"], ["."], ["x", "\ufffdy"]),  # held back, then sent once text follows it
+])
+def test_a_trailing_replacement_character_is_never_sent(pieces: list[str], stops: list[str], sent: list[str]) -> None:
+    import asyncio
+    from typing import Any
+
+    from tritonforge.gateway.generation import _Generation
+
+    class Client:
+        def stream_text(self, *args: Any, **kwargs: Any) -> Any:
+            async def stream() -> Any:
+                for piece in pieces:
+                    yield piece
+
+            return stream()
+
+    async def run() -> list[str]:
+        generation = _Generation(Client(), "llm", {}, timeout=None, engine_model=None, stops=stops)  # type: ignore[arg-type]
+        return [piece async for piece in generation.pieces()]
+
+    assert asyncio.run(run()) == sent
