@@ -184,3 +184,35 @@ def test_leaving_an_async_rag_stream_early_stops_generation(rag_server) -> None:
     while stops() == before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert stops() > before, "the engine was not told to stop"
+
+
+def test_a_stream_past_its_deadline_is_stopped_on_the_engine_sync_and_async(rag_server) -> None:
+    """gRPC cancels a call past its deadline, and Triton 2.51 does not pass that on to the ensemble's steps: the
+    client must still send the engine its stop, or the engine generates to max_tokens for nobody (the async
+    client treated the deadline's error as the server ending the request and sent none)."""
+    import time
+
+    from tritonforge.errors import DeadlineExceededError
+
+    def ended_early() -> int:
+        log = rag_server.log_text()
+        return log.count("was cancelled after") + log.count("was stopped (stop=true) after")
+
+    prompt = "Tell me a long story about the sea"  # 450 tokens take ~1.2 s here; the deadline is 0.4 s
+
+    async def run_async() -> None:
+        async with AsyncClient(rag_server.endpoints.grpc) as client:
+            with pytest.raises(DeadlineExceededError):
+                [p async for p in client.stream(prompt, max_tokens=450, timeout=0.4)]
+
+    def sync() -> None:
+        with Client(rag_server.endpoints.grpc) as client, pytest.raises(DeadlineExceededError):
+            list(client.stream(prompt, max_tokens=450, timeout=0.4))
+
+    for run in (sync, lambda: asyncio.run(run_async())):
+        before = ended_early()
+        run()
+        deadline = time.monotonic() + 10
+        while ended_early() == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ended_early() == before + 1, "the engine was not told to stop"

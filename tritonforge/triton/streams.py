@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tritonforge.errors import ClientError, TransientError
+from tritonforge.errors import ClientError, DeadlineExceededError, TransientError
 from tritonforge.triton.errors import classify_error, classify_reply, exhausted
 from tritonforge.triton.options import RetryPolicy
 from tritonforge.triton.tensors import build_inputs, is_final, text_of
@@ -159,8 +159,9 @@ def _grpc_stream_once(
             except queue.Empty:
                 raise classify(TimeoutError(f"no final response within {timeout} s")) from None
             if error is not None:
-                finished = True  # the server ended the request
-                raise classify(error)
+                failure = classify(error)
+                finished = _server_ended(failure)
+                raise failure
             piece, finished = _read(result, on_result)
             if piece:
                 yield piece
@@ -173,6 +174,13 @@ def _grpc_stream_once(
                 _send_stop(client, engine_model, request_id, headers)
         finally:
             client.close()
+
+
+def _server_ended(error: ClientError) -> bool:
+    """Whether the server ended the request with ``error``: not when it is the caller's deadline passing (gRPC
+    cancels the call then, and Triton 2.51 does not pass an ensemble's cancellation on to its steps: the stop must
+    still be sent)."""
+    return not isinstance(error, DeadlineExceededError)
 
 
 def _reported_error(responses: queue.Queue[tuple[Any, Any]], raised: BaseException, wait: float = 2.0) -> Any:
@@ -368,8 +376,9 @@ async def _grpc_stream_async_once(
     try:
         async for result, error in stream:
             if error is not None:
-                finished = True  # the server ended the request
-                raise classify(error)
+                failure = classify(error)
+                finished = _server_ended(failure)
+                raise failure
             piece, finished = _read(result, on_result)
             if piece:
                 yield piece
@@ -378,8 +387,9 @@ async def _grpc_stream_async_once(
     except (ClientError, asyncio.CancelledError, GeneratorExit):
         raise
     except Exception as err:  # grpc.aio raises its own errors (UNAVAILABLE, DEADLINE_EXCEEDED) from the stream
-        finished = True
-        raise classify(err) from err
+        failure = classify(err)
+        finished = _server_ended(failure)
+        raise failure from err
     finally:
         with contextlib.suppress(Exception):
             stream.cancel()
