@@ -62,6 +62,7 @@ def load_corpus(path: Path) -> list[Passage]:
             + "\n".join(f"  {p}" for p in problems)
         )
         error.problems = tuple(problems)  # type: ignore[attr-defined]
+        error.headline = f"corpus {path} is invalid"  # type: ignore[attr-defined]  # the CLI lists the problems
         raise error
     return passages
 

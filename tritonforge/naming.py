@@ -137,4 +137,6 @@ def triton_model_names(key: str, model: Mapping[str, Any]) -> tuple[str, ...]:
             key, prefixed=model.get("model_names") == "prefixed", ensemble=str(model.get("ensemble", "llm"))
         )
         return llm_model_names(names, runtime=str(model.get("runtime", "llmapi")), bls=bool(model.get("bls")))
-    return embedding_names(key, ensemble=str(model.get("ensemble", "embed"))).all()
+    if kind == "embedding":
+        return embedding_names(key, ensemble=str(model.get("ensemble", "embed"))).all()
+    return ()  # an unknown or missing kind: its own error says so, and it names no model to collide with

@@ -7,6 +7,7 @@ A failed build therefore leaves any previous repository untouched, and nothing h
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -122,13 +123,32 @@ def check_output(out: str | Path, protect: Iterable[str | Path] = (), *, replace
         entries = sorted(p.name for p in out.iterdir())
     except OSError as err:
         raise RepositoryError(f"{out} cannot be read: {err.strerror or err}") from None
-    if not entries or OUTPUT_MARKER in entries or (replaces_builds and _BUILD_MANIFEST in entries):
+    if not entries or OUTPUT_MARKER in entries or (replaces_builds and _earlier_build(out, entries)):
         return
     shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
     raise RepositoryError(
         f"refusing to replace {out}: it is not empty ({shown}) and not an earlier tritonforge output; "
         "choose a new or empty folder, or remove it first"
     )
+
+
+def _earlier_build(out: Path, entries: list[str]) -> bool:
+    """A build written before the output marker existed: its tritonforge.json is a build report, and everything
+    beside it is a model folder (a config.pbtxt in it) or the engine plan's script. A bare or foreign
+    tritonforge.json next to other files is not enough: replacing the folder would delete them."""
+    try:
+        report = json.loads((out / _BUILD_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(report, dict) or report.get("target") not in ("cpu", "gpu") or "artifacts" not in report:
+        return False
+    for name in entries:
+        path = out / name
+        if name in (_BUILD_MANIFEST, "build_engines.sh"):
+            continue
+        if not (path.is_dir() and not path.is_symlink() and (path / "config.pbtxt").is_file()):
+            return False
+    return True
 
 
 def _make_readable(root: Path) -> None:

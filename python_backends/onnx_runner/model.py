@@ -47,6 +47,9 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        bad = _load_sibling("runner_parameters").problems(params, _load_sibling("call_plan").parse)
+        if bad:
+            raise ValueError("; ".join(message for _, message in bad))
         self.inputs = [(i["name"], pb_utils.triton_string_to_numpy(i["data_type"])) for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self.unpad_axes = [int(a) for a in params.get("unpad_output_axes", "").split(",") if a.strip()]
@@ -71,9 +74,7 @@ class TritonPythonModel:
         rows = int(params.get("max_rows_per_call") or 0)
         self.max_rows = rows if rows > 0 else 16
         version_dir = os.path.join(args["model_repository"], args["model_version"])
-        engine = params.get("engine", "onnxruntime")
-        if engine not in ("onnxruntime", "torch"):
-            raise ValueError(f"parameter engine must be 'onnxruntime' or 'torch', got {engine!r}")
+        engine = params.get("engine", "onnxruntime").strip() or "onnxruntime"
         self.cores = self._pin(args, params, config, threads)
         if engine == "torch":
             self._init_torch(args, params, version_dir, threads)
@@ -129,9 +130,7 @@ class TritonPythonModel:
     def _pin(self, args, params, config, threads):
         """Parameter `cpu_affinity`: with "instance", a CPU instance's stub is pinned to cores of its own (affinity.py),
         whichever engine it runs; the cores, or None when not pinned."""
-        affinity = params.get("cpu_affinity", "none").strip() or "none"
-        if affinity not in ("none", "instance"):
-            raise ValueError(f"parameter cpu_affinity must be 'none' or 'instance', got {affinity!r}")
+        affinity = params.get("cpu_affinity", "none").strip() or "none"  # checked by runner_parameters
         if affinity != "instance" or args.get("model_instance_kind", "CPU") != "CPU":
             return None
         if not hasattr(os, "sched_setaffinity"):

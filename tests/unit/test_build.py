@@ -84,7 +84,7 @@ def test_gpu_target_serves_encoders_on_pytorch_where_the_image_has_no_onnxruntim
     version = repo / "tiny_encoder" / "1"
     assert sorted(p.relative_to(version).as_posix() for p in version.rglob("*") if p.is_file()) == [
         "affinity.py", "call_plan.py", "checkpoint/config.json", "checkpoint/model.safetensors", "cores.py",
-        "lineage.json", "model.py", "torch_engine.py",
+        "lineage.json", "model.py", "runner_parameters.py", "torch_engine.py",
     ]  # no model.onnx; the runner ships whole (call_plan.py, affinity.py serve CPU instances)
     assert check_repository(repo, image=default_image(), image_backends=True) == []
     # nothing exported to ONNX for it: the build checked the PyTorch runner itself against the reference

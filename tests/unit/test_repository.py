@@ -67,11 +67,34 @@ def test_a_folder_that_is_not_an_earlier_output_is_never_replaced(tmp_path: Path
     assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "n"]
     legacy = tmp_path / "legacy"
     (legacy / "old").mkdir(parents=True)
-    (legacy / "tritonforge.json").write_text("{}")
+    (legacy / "old" / "config.pbtxt").write_text("name: 'old'")
+    (legacy / "tritonforge.json").write_text('{"spec": "s", "target": "cpu", "artifacts": []}')
     with pytest.raises(RepositoryError, match="not an earlier tritonforge output"):
         write_repository({"deployment.yaml": b"x"}, legacy)  # only a build's own plan replaces a build
     write_repository({"m/config.pbtxt": b"x", "tritonforge.json": b"{}"}, legacy)
     assert not (legacy / "old").exists()
+
+
+@pytest.mark.parametrize(("manifest", "beside"), [
+    ("{}", {}),  # not a build's report
+    ('{"spec": "s", "target": "cpu", "artifacts": []}', {"notes.txt": "important"}),  # a file no build writes
+    ('{"spec": "s", "target": "cpu", "artifacts": []}', {"src/main.py": "code"}),  # a folder that is no model
+])
+def test_a_tritonforge_json_alone_does_not_make_a_folder_an_earlier_build(
+    tmp_path: Path, manifest: str, beside: dict[str, str]
+) -> None:
+    """Any folder with a tritonforge.json was replaced, deleting whatever else it held."""
+    out = tmp_path / "oldish"
+    (out / "m").mkdir(parents=True)
+    (out / "m" / "config.pbtxt").write_text("name: 'm'")
+    (out / "tritonforge.json").write_text(manifest)
+    for name, text in beside.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    with pytest.raises(RepositoryError, match="not an earlier tritonforge output"):
+        write_repository({"m/config.pbtxt": b"x", "tritonforge.json": b"{}"}, out)  # a build's own plan
+    for name, text in beside.items():
+        assert (out / name).read_text() == text
 
 
 def test_the_current_folder_its_parents_and_inputs_are_never_replaced(

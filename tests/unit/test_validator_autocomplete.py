@@ -202,6 +202,19 @@ def test_python_auto_complete_fills_an_empty_config(tmp_path: Path) -> None:
     assert _messages(tmp_path) == []
 
 
+def test_python_auto_complete_with_a_relative_repository_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tritonforge validate repo --auto-complete` from the repository's parent failed every python model: the
+    runner, started in model.py's folder, was handed model.py's relative path."""
+    _python(
+        tmp_path / "repo",
+        None,
+        AC + f"    c.set_max_batch_size(8)\n    c.set_dynamic_batching()\n"
+        f"    c.add_input({IN4})\n    c.add_output({OUT4})\n    return c\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    assert _messages(Path("repo")) == []
+
+
 @pytest.mark.parametrize(
     ("config", "body", "expected"),
     [

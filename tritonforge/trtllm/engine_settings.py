@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
+from tritonforge.spec_base import Checked, Flag, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
 
 # Hugging Face architectures -> the TensorRT-LLM example family whose convert_checkpoint.py handles them
 ARCHITECTURES: dict[str, str] = {
@@ -39,7 +39,7 @@ Quantization = Literal["none", "fp8", "int4_awq", "w4a8_awq", "int8_sq", "int8_w
 
 
 class LoraSettings(Frozen):
-    enabled: bool = False
+    enabled: Flag = False
     max_rank: Pos = 64
     target_modules: list[Literal[LORA_MODULES]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["attn_q", "attn_k", "attn_v"]
@@ -69,13 +69,13 @@ class EngineSettings(Checked):
     max_seq_len: Pos = 2048
     max_num_tokens: Pos = 8192
     max_beam_width: Pos = 1
-    paged_kv_cache: bool = True
-    use_paged_context_fmha: bool = True
+    paged_kv_cache: Flag = True
+    use_paged_context_fmha: Flag = True
     gemm_plugin: Literal["auto", "disable", "float16", "bfloat16", "float32", "fp8"] = "auto"
     gather_logits: Literal["none", "context", "generation", "all"] = "none"
     logits_dtype: Literal["float16", "float32"] | None = None
-    chunked_context: bool = Field(False, description="intent: serve with enable_chunked_context")
-    kv_cache_reuse: bool = Field(True, description="intent: serve with enable_kv_cache_reuse")
+    chunked_context: Flag = Field(False, description="intent: serve with enable_chunked_context")
+    kv_cache_reuse: Flag = Field(True, description="intent: serve with enable_kv_cache_reuse")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     speculative: SpeculativeSettings = Field(default_factory=SpeculativeSettings)
     calib_dataset: str | None = Field(None, description="quantize.py --calib_dataset (a local folder offline)")

@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field
 
-from tritonforge.spec_base import Checked, Found, Frozen, Pos, raw_dict
+from tritonforge.spec_base import Checked, Flag, Found, Frozen, Pos, raw_dict
 
 DATA_FILE = Path(__file__).resolve().parent / "data" / "trtllm_llmapi.json"
 MODEL_YAML = "model.yaml"
@@ -59,7 +59,7 @@ class KvCacheSettings(Frozen):
     """``kv_cache_config`` of ``LLM()`` (``KvCacheConfig``): the fields tritonforge types; more go in extra_llm_args."""
 
     free_gpu_memory_fraction: Fraction = Field(0.9, description="share of free GPU memory for the KV cache")
-    enable_block_reuse: bool = Field(True, description="reuse KV blocks of shared prompt prefixes")
+    enable_block_reuse: Flag = Field(True, description="reuse KV blocks of shared prompt prefixes")
 
 
 class LLMAPISettings(Checked):
@@ -76,8 +76,8 @@ class LLMAPISettings(Checked):
     max_batch_size: Pos | None = Field(None, description="requests the LLM batches (default: serving's batch size)")
     max_num_tokens: Pos | None = Field(None, description="tokens per scheduled iteration (default: TensorRT-LLM's)")
     kv_cache_config: KvCacheSettings = Field(default_factory=KvCacheSettings)
-    trust_remote_code: bool = False
-    decoupled: bool = Field(True, description="triton_config.decoupled: true is needed to stream")
+    trust_remote_code: Flag = False
+    decoupled: Flag = Field(True, description="triton_config.decoupled: true is needed to stream")
     cancellation_check_period_ms: Pos = Field(100, description="triton_config: how often cancellation is polled")
     max_lora_rank: Pos = Field(64, description="lora_config.max_lora_rank (with adapters)")
     max_loras: Pos | None = Field(None, description="lora_config.max_loras: adapters on the GPU (default: all)")

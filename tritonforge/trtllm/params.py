@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, ConfigDict, Field, field_validator
 
-from tritonforge.spec_base import Checked, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
+from tritonforge.spec_base import Big, Checked, Flag, Found, Frozen, NonNeg, Pos, raw_dict, raw_int, raw_list
 from tritonforge.values import is_whole
 
 DATA_FILE = Path(__file__).resolve().parent / "data" / "trtllm_templates.json"
@@ -95,7 +95,7 @@ class TensorRTLLMParams(Checked):
     triton_backend: Literal["tensorrtllm", "python"] = Field(
         "tensorrtllm", description="tensorrtllm = the C++ backend; python = TensorRT-LLM's python runtime model.py"
     )
-    decoupled_mode: bool = Field(False, description="true is required for requests that set stream=true")
+    decoupled_mode: Flag = Field(False, description="true is required for requests that set stream=true")
     logits_datatype: TritonFloatType = "TYPE_FP32"
     encoder_input_features_data_type: TritonFloatType = "TYPE_FP16"
     prompt_embedding_table_data_type: TritonFloatType = "TYPE_FP16"
@@ -124,23 +124,23 @@ class TensorRTLLMParams(Checked):
     cross_kv_cache_fraction: Annotated[float, Field(gt=0, lt=1)] | None = Field(
         None, description="encoder-decoder models only (upstream default 0.5 there); refused for decoder-only models"
     )
-    kv_cache_host_memory_bytes: NonNeg = 0
-    kv_cache_onboard_blocks: bool = True
-    exclude_input_in_output: bool = False
+    kv_cache_host_memory_bytes: Big = 0
+    kv_cache_onboard_blocks: Flag = True
+    exclude_input_in_output: Flag = False
     cancellation_check_period_ms: Pos = 100
     stats_check_period_ms: Pos = 100
     iter_stats_max_iterations: NonNeg = 1000
     request_stats_max_iterations: NonNeg = 0
-    enable_kv_cache_reuse: bool = True
-    normalize_log_probs: bool = True
-    enable_chunked_context: bool = False
+    enable_kv_cache_reuse: Flag = True
+    normalize_log_probs: Flag = True
+    enable_chunked_context: Flag = False
     gpu_device_ids: IdGroups | None = Field(None, description="one list of GPU ids per model instance")
     participant_ids: IdGroups | None = Field(None, description="one list of MPI ranks per model instance")
     num_nodes: Pos = 1
     lora_cache_optimal_adapter_size: Pos = 8
     lora_cache_max_adapter_size: Pos = 64
     lora_cache_gpu_memory_fraction: Fraction = 0.05
-    lora_cache_host_memory_bytes: NonNeg = 1 << 30
+    lora_cache_host_memory_bytes: Big = 1 << 30
     lora_prefetch_dir: str | None = None
     decoding_mode: (
         Literal["top_k", "top_p", "top_k_top_p", "beam_search", "medusa", "redrafter", "lookahead", "eagle"] | None
@@ -153,10 +153,10 @@ class TensorRTLLMParams(Checked):
     eagle_choices: list[list[NonNeg]] | None = None
     gpu_weights_percent: Annotated[float, Field(ge=0, le=1)] = 1.0
     enable_context_fmha_fp32_acc: bool = False
-    multi_block_mode: bool = True
-    cuda_graph_mode: bool = False
+    multi_block_mode: Flag = True
+    cuda_graph_mode: Flag = False
     cuda_graph_cache_size: NonNeg = 0
-    speculative_decoding_fast_logits: bool = False
+    speculative_decoding_fast_logits: Flag = False
     tokenizer_dir: str | None = None
     guided_decoding_backend: Literal["xgrammar"] | None = None
     xgrammar_tokenizer_info_path: str | None = None
@@ -242,7 +242,7 @@ class PreprocessingParams(Frozen):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     tokenizer_dir: str | None = Field(None, description="None: the tokenizer files the model set ships")
-    add_special_tokens: bool = True
+    add_special_tokens: Flag = True
     multimodal_model_path: str | None = None
     gpt_model_path: str | None = Field(
         None,
@@ -259,7 +259,7 @@ class PostprocessingParams(Frozen):
     """The ``postprocessing`` model's parameters (detokenization)."""
 
     tokenizer_dir: str | None = Field(None, description="None: the tokenizer files the model set ships")
-    skip_special_tokens: bool = True
+    skip_special_tokens: Flag = True
 
     def values(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in parameter_keys("postprocessing")}
@@ -268,7 +268,7 @@ class PostprocessingParams(Frozen):
 class BLSParams(Frozen):
     """The ``tensorrt_llm_bls`` model's parameters."""
 
-    accumulate_tokens: bool = Field(False, description="streaming: detokenize all tokens so far, not only the new one")
+    accumulate_tokens: Flag = Field(False, description="streaming: detokenize all tokens so far, not only the new one")
     tensorrt_llm_model_name: str | None = Field(None, description="None: the set's tensorrt_llm model")
     tensorrt_llm_draft_model_name: str | None = Field(None, description="a draft model for speculative decoding")
     multimodal_encoders_name: str | None = None
@@ -284,7 +284,7 @@ class LLMServing(Frozen):
     """The fill_template.py variables that shape the Triton side of the set (not TensorRT-LLM's runtime)."""
 
     triton_max_batch_size: Pos = 64
-    max_queue_delay_microseconds: NonNeg = 0
+    max_queue_delay_microseconds: Big = 0
     max_queue_size: NonNeg = Field(0, description="0 = unbounded")
     preprocessing_instance_count: Pos = 1
     postprocessing_instance_count: Pos = 1

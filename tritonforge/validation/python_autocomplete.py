@@ -84,6 +84,7 @@ def run_auto_complete(model_py: Path, config: ModelConfig, *, timeout: float | N
     """What ``auto_complete_config`` did: {"config": dict}, {"error": str}, {"skipped": True} or
     {"unavailable": str}."""
     timeout = TIMEOUT_S if timeout is None else timeout
+    model_py = model_py.resolve()  # the runner runs in model.py's folder: a relative path would not be found there
     args = [sys.executable, "-c", _RUNNER, str(STAND_IN), str(model_py), config.name]
     try:
         run = subprocess.run(
