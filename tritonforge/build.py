@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tritonforge.builders.kinds import ArtifactInfo, BuildContext, build_order, kind_of
-from tritonforge.errors import OptionError, Problem, ValidationError
+from tritonforge.errors import OptionError, Problem, SpecError, ValidationError
 from tritonforge.naming import llm_names
 from tritonforge.repository import FileContent, check_output, write_repository
 from tritonforge.spec import EmbeddingModel, LLMModel, RerankerModel, Spec, load_spec
@@ -190,6 +190,9 @@ def build(
     inputs = [spec.source_dir] if spec.source_dir is not None else []
     if not (plan_only and not plan_engines):  # refuse an output folder now, not after minutes of building
         check_output(out, inputs, replaces_builds=True)
+    missing = missing_paths(spec)
+    if missing:  # every one at once, before any work (the builders would stop at the first)
+        raise SpecError(missing, "the spec names files that are not there (nothing was built)")
     engine_plans: list[Any] | None = [] if plan_only else None
     from tritonforge.builders.checkpoints import _PROGRESS, reporting
 
@@ -229,6 +232,31 @@ def build(
     return BuildReport(
         repo, spec.target, models, tuple(artifacts), tuple(notes), time.perf_counter() - started, commands
     )
+
+
+def missing_paths(spec: Spec) -> list[Problem]:
+    """The spec's local paths that do not exist, by field: checkpoint folders, corpora, adapter folders
+    (``pypi:`` and ``random:`` references are resolved by the builders; relative paths are the spec folder's)."""
+    from tritonforge.builders.checkpoints import PYPI_PREFIX, RANDOM_PREFIX
+
+    def local(ref: str) -> Path | None:
+        ref = ref.strip()
+        if not ref or ref.startswith((PYPI_PREFIX, RANDOM_PREFIX)):
+            return None
+        path = Path(ref).expanduser()
+        return path if path.is_absolute() or spec.source_dir is None else spec.source_dir / path
+
+    found = []
+    for key, model in spec.models.items():
+        refs = [("checkpoint", getattr(model, "checkpoint", None), "folder"),
+                ("corpus", getattr(model, "corpus", None), "file or folder")]
+        refs += [(f"adapters.{name}.path", a.path, "folder") for name, a in getattr(model, "adapters", {}).items()]
+        for field_name, ref, what in refs:
+            path = local(ref) if isinstance(ref, str) else None
+            if path is None or path.exists():
+                continue
+            found.append(Problem(f"models.{key}.{field_name}", f"{path} does not exist (a {what} is expected here)"))
+    return found
 
 
 def report_dict(report: BuildReport) -> dict[str, Any]:

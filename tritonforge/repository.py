@@ -64,8 +64,8 @@ def write_repository(
 
     `check` receives the temporary folder and raises to abort; the temporary folder is then removed. An existing
     `out` is replaced only when it is empty or an earlier tritonforge output (it holds OUTPUT_MARKER, or a build's
-    tritonforge.json); never when it is, or contains, the current folder or a path in `protect` (the command's
-    inputs). Anything else raises RepositoryError before a file is written.
+    tritonforge.json report with only model folders beside it); never when it is, or contains, the current folder or
+    a path in `protect` (the command's inputs). Anything else raises RepositoryError before a file is written.
     """
     out = Path(out).absolute()
     check_output(out, protect, replaces_builds=_BUILD_MANIFEST in plan)
@@ -103,7 +103,7 @@ def write_repository(
 
 def check_output(out: str | Path, protect: Iterable[str | Path] = (), *, replaces_builds: bool = False) -> None:
     """Raise RepositoryError unless write_repository may write `out` (see there); commands call it before long work
-    too. ``replaces_builds``: a folder with a build's tritonforge.json counts as an earlier output."""
+    too. ``replaces_builds``: a build written before OUTPUT_MARKER existed counts as an earlier output."""
     out = Path(out).absolute()
     resolved = out.resolve()
     if out.name in ("", ".", "..") or resolved == Path(resolved.anchor):

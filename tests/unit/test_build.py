@@ -300,3 +300,22 @@ def test_a_cpu_llm_with_bf16_weights_ships_the_parameter_and_says_when_the_build
     monkeypatch.setattr(onnx_common, "native_bf16", lambda: True)
     report = build(spec, tmp_path / "amx", target="cpu")
     assert not any("emulates" in n for n in report.notes), report.notes
+
+
+def test_every_missing_path_of_the_spec_is_reported_at_once_before_building(tmp_path: Path) -> None:
+    """A missing checkpoint, corpus and adapter took three builds to find: the builders stop at the first."""
+    from tritonforge.errors import SpecError
+
+    spec = parse_spec({"name": "t", "models": {
+        "e": {"kind": "embedding", "checkpoint": "nope"},
+        "p": {"kind": "retriever", "embedder": "e", "corpus": "missing.jsonl"},
+        "c": {"kind": "llm", "checkpoint": "random:decoder", "adapters": {"a": {"path": "adapters/gone"}}},
+    }}, source_dir=tmp_path)
+    with pytest.raises(SpecError) as info:
+        build(spec, tmp_path / "out", target="cpu")
+    assert [str(p) for p in info.value.problems] == [
+        f"models.e.checkpoint: {tmp_path / 'nope'} does not exist (a folder is expected here)",
+        f"models.p.corpus: {tmp_path / 'missing.jsonl'} does not exist (a file or folder is expected here)",
+        f"models.c.adapters.a.path: {tmp_path / 'adapters/gone'} does not exist (a folder is expected here)",
+    ]
+    assert not (tmp_path / "out").exists()
