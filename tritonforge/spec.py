@@ -257,7 +257,7 @@ class EmbeddingModel(Encoder):
     min_search_overlap: Annotated[float, Field(ge=0, le=1)] = Field(
         0.9, description="quantization gate: top-10 search overlap with fp32 over the evaluation queries"
     )
-    parity_tolerance: Annotated[float, Field(gt=0)] = 1e-4
+    parity_tolerance: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-4
     ensemble: Annotated[str, Field(pattern=MODEL_NAME.pattern)] = "embed"
     tokenizer: Serving = Field(default_factory=_tokenizer_defaults)
 
@@ -325,7 +325,7 @@ class RerankerModel(Encoder):
     max_quantized_diff: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
         0.05, description="quantization gate: largest score difference from fp32 over the parity pairs"
     )
-    parity_tolerance: Annotated[float, Field(gt=0)] = 1e-4
+    parity_tolerance: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1e-4
     ensemble: Annotated[str, Field(pattern=MODEL_NAME.pattern)] = "rerank"
     tokenizer: Serving = Field(default_factory=_tokenizer_defaults)
 
