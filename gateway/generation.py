@@ -9,8 +9,8 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import Request
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the state module imports this one's neighbours; only the an
     from tritonforge.gateway.state import Gateway, Target
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------------- generation
@@ -272,6 +273,31 @@ async def _merged(choices: list[_Choice]) -> AsyncIterator[tuple[int, str | None
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, unless the client goes away first: then ``work`` is cancelled (its streams close, which
+    sends the engine its stop) and the request ends with 499. Starlette cancels a streamed response's generator when
+    the client leaves, but not a handler still awaiting a whole answer: the engine went on to max_tokens for nobody."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    if not task.done() or task.cancelled():
+        raise APIError(499, "the client closed the request before the answer was ready", code="client_closed")
+    return task.result()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client has gone: the body is read, so the next ASGI message is http.disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def generate(
     gw: Gateway, request: Request, body: Sampled, prompts: list[str], params: Sampling, *,
     kind: Literal["chat", "text"], target: Target, messages: list[dict[str, str]] | None = None,
@@ -310,7 +336,7 @@ async def generate(
     try:
         # all at once; the first failure cancels the others and waits for them, so that no stream is still being
         # read when close_all closes it
-        await gather_bounded([c.start for c in choices], len(choices))
+        await unless_disconnected(request, gather_bounded([c.start for c in choices], len(choices)))
     except BaseException:
         await close_all()
         raise
@@ -326,7 +352,7 @@ async def generate(
 
     if not body.stream:
         try:
-            texts = await gather_bounded([c.text for c in choices], len(choices))
+            texts = await unless_disconnected(request, gather_bounded([c.text for c in choices], len(choices)))
         finally:
             await close_all()
         if kind == "chat":

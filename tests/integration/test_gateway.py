@@ -457,6 +457,24 @@ def test_leaving_a_stream_early_stops_generation(http, n: int) -> None:
     assert time.perf_counter() - t0 < 5
 
 
+def test_a_client_that_leaves_a_whole_answer_early_stops_its_generation(gateway: str, gateway_triton) -> None:
+    """Not streamed: the handler awaited the whole answer and the engine generated to max_tokens for nobody (six
+    such requests slowed every other chat for ~80 s)."""
+    def ended_early() -> int:
+        log = gateway_triton.log_text()
+        return log.count("was cancelled after") + log.count("was stopped (stop=true) after")
+
+    before = ended_early()
+    body = {"model": "chat", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 450}
+    with (httpx.Client(base_url=gateway, headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=0.5) as gone,
+          pytest.raises(httpx.ReadTimeout)):
+        gone.post("/v1/chat/completions", json=body)
+    deadline = time.monotonic() + 10
+    while ended_early() == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ended_early() == before + 1, "the engine was not told to stop"
+
+
 def test_health_and_metrics(http) -> None:
     assert http.get("/health").json()["triton_ready"] is True
     http.post("/v1/embeddings", json={"model": "minilm", "input": "count me", "encoding_format": "float"})
