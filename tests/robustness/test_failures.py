@@ -237,3 +237,51 @@ def test_while_a_member_heals_its_ensemble_is_not_ready(embed_repo, robust) -> N
         assert _healed(server) == {"minilm_encoder": 1}
         with Client(server.endpoints.grpc) as client:
             assert client.embed(["back again"]).shape == (1, 384)
+
+
+def test_a_stream_whose_engine_stub_dies_ends_with_model_not_ready_not_a_hang(demo_repo, robust) -> None:
+    """Triton 2.51 never answers the requests a dead python stub held: a stream waited out its whole deadline (300 s
+    through the gateway) though the watchdog had the engine serving again in ~7 s. The access layer now sees the
+    engine's reload while it waits and ends the stream with ModelNotReadyError (the gateway's 503)."""
+    import asyncio
+
+    from tritonforge.clients import AsyncClient
+    from tritonforge.errors import ModelNotReadyError
+
+    prompt = "Tell me a long story about the sea"
+    with TritonServer(demo_repo, startup_timeout=120) as server:
+
+        def kill_engine() -> None:
+            (stub,) = robust.stub_pids(server, "tensorrt_llm")
+            os.kill(stub, signal.SIGKILL)
+
+        with Client(server.endpoints.grpc, timeout=120) as client:
+            began = time.perf_counter()
+            with pytest.raises(ModelNotReadyError, match="was reloaded while this request waited"):
+                for i, _piece in enumerate(client.stream(prompt, max_tokens=450)):
+                    if i == 0:
+                        kill_engine()
+            assert time.perf_counter() - began < 30
+            deadline = time.perf_counter() + 30
+            while not server.watchdog.healed.get("tensorrt_llm") and time.perf_counter() < deadline:
+                time.sleep(0.1)
+            assert client.generate("again", max_tokens=4)  # serving again
+        # the heal reloads the ensembles too, and Triton reloads their members whose folders the stubs wrote
+        # __pycache__ into (tensorrt_llm among them): kill the next stub once that has settled
+        deadline = time.perf_counter() + 60
+        while len(robust.stub_pids(server, "tensorrt_llm")) != 1 and time.perf_counter() < deadline:
+            time.sleep(0.2)
+        time.sleep(5)
+
+        async def run() -> float:
+            async with AsyncClient(server.endpoints.grpc, timeout=120) as client:
+                began = time.perf_counter()
+                with pytest.raises(ModelNotReadyError, match="was reloaded while this request waited"):
+                    first = True
+                    async for _piece in client.stream(prompt, max_tokens=450):
+                        if first:
+                            kill_engine()
+                            first = False
+                return time.perf_counter() - began
+
+        assert asyncio.run(run()) < 30

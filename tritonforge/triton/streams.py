@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tritonforge.errors import ClientError, DeadlineExceededError, TransientError
+from tritonforge.errors import ClientError, DeadlineExceededError, ModelNotReadyError, TransientError
 from tritonforge.triton.errors import classify_error, classify_reply, exhausted
 from tritonforge.triton.options import RetryPolicy
 from tritonforge.triton.tensors import build_inputs, is_final, text_of
@@ -152,12 +152,20 @@ def _grpc_stream_once(
         except Exception as err:  # the stream failed at once (server unreachable): the reason is in the callback's
             finished = True
             raise classify(_reported_error(responses, err)) from None
+        watch = _EngineWatch(model, engine_model) if engine_model else None
         while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                wait = left if watch is None else (WATCH_S if left is None else min(left, WATCH_S))
                 result, error = responses.get(timeout=wait)
             except queue.Empty:
-                raise classify(TimeoutError(f"no final response within {timeout} s")) from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise classify(TimeoutError(f"no final response within {timeout} s")) from None
+                if watch is not None and watch.reloaded(_asked(lambda: client.is_model_ready(
+                    engine_model, headers=dict(headers) if headers else None
+                ))):
+                    raise watch.error() from None
+                continue
             if error is not None:
                 failure = classify(error)
                 finished = _server_ended(failure)
@@ -174,6 +182,46 @@ def _grpc_stream_once(
                 _send_stop(client, engine_model, request_id, headers)
         finally:
             client.close()
+
+
+WATCH_S = 1.0  # while a stream waits this long for its next response, its engine's readiness is asked
+
+
+class _EngineWatch:
+    """Whether a stream's engine model was reloaded while the stream waited on it. Triton 2.51 never answers the
+    requests a dead python stub held, and `tritonforge serve`'s watchdog heals the model by reloading it: a
+    change in the engine's readiness seen while waiting (ready, then not, or the other way) means that reload, and
+    nothing more will come. An engine never seen ready (not in this repository under that name) is not judged."""
+
+    def __init__(self, model: str, engine_model: str) -> None:
+        self.model, self.engine = model, engine_model
+        self.seen: bool | None = None
+
+    def reloaded(self, ready: bool | None) -> bool:
+        if ready is None:  # could not ask: the stream's own errors tell
+            return False
+        before, self.seen = self.seen, ready
+        return before is not None and before != ready
+
+    def error(self) -> ModelNotReadyError:
+        return ModelNotReadyError(
+            f"model '{self.model}': its engine '{self.engine}' was reloaded while this request waited for it (a "
+            "python stub died?): no more responses will come; send the request again"
+        )
+
+
+def _asked(ask: Callable[[], bool]) -> bool | None:
+    try:
+        return bool(ask())
+    except Exception:
+        return None
+
+
+async def _asked_async(transport: Any, engine_model: str, headers: Mapping[str, str] | None) -> bool | None:
+    try:
+        return bool(await transport.is_model_ready(engine_model, headers=dict(headers) if headers else None))
+    except Exception:
+        return None
 
 
 def _server_ended(error: ClientError) -> bool:
@@ -373,8 +421,21 @@ async def _grpc_stream_async_once(
     except Exception as err:
         raise classify(err) from err
     finished = False
+    responses, pending = stream.__aiter__(), None
+    watch = _EngineWatch(model, engine_model) if engine_model else None
     try:
-        async for result, error in stream:
+        while True:
+            pending = pending or asyncio.ensure_future(responses.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=None if watch is None else WATCH_S)
+            if not done:  # nothing for a while: was the engine reloaded meanwhile (its stub died)?
+                if watch is not None and watch.reloaded(await _asked_async(transport, watch.engine, headers)):
+                    raise watch.error()
+                continue
+            answered, pending = pending, None
+            try:
+                result, error = answered.result()
+            except StopAsyncIteration:
+                return
             if error is not None:
                 failure = classify(error)
                 finished = _server_ended(failure)
@@ -391,6 +452,8 @@ async def _grpc_stream_async_once(
         finished = _server_ended(failure)
         raise failure from err
     finally:
+        if pending is not None:
+            pending.cancel()
         with contextlib.suppress(Exception):
             stream.cancel()
         if not finished and engine_model:
