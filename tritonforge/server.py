@@ -275,6 +275,8 @@ class TritonServer:
                     self._finalizer = None
                 terminate_group(proc, timeout)
                 LOG.debug("tritonserver pid %d stopped with code %s", proc.pid, proc.returncode)
+                if self.watchdog is not None:  # stubs that died before the stop (a graceful exit removed the rest)
+                    self.watchdog.remove_regions()
             self._endpoints = None
             if self._log_path is not None:
                 self._log_cache = self._read_log()

@@ -14,6 +14,7 @@ per-model back-off that doubles after each failed reload (up to ``max_backoff``)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -28,11 +29,26 @@ STUB_BINARY = "triton_python_backend_stub"
 
 def python_stubs(parent_pid: int, proc: Path = Path("/proc")) -> dict[str, str]:
     """{instance name: model name} of the python-backend stubs whose parent is ``parent_pid``."""
-    stubs: dict[str, str] = {}
+    # <repository>/<model>/<version>/model.py; the instance name, e.g. "minilm_encoder_0_0"
+    return {args[8]: Path(args[1]).parent.parent.name for args in _stub_args(parent_pid, proc)}
+
+
+def stub_regions(parent_pid: int, proc: Path = Path("/proc")) -> dict[str, str]:
+    """{instance name: its shared-memory region's name in /dev/shm} of the same stubs."""
+    return {args[8]: args[2] for args in _stub_args(parent_pid, proc) if args[2].startswith(SHM_PREFIX)}
+
+
+SHM_PREFIX = "triton_python_backend_shm_region"
+
+
+def _stub_args(parent_pid: int, proc: Path) -> list[list[str]]:
+    """The command lines of the python-backend stubs whose parent is ``parent_pid`` (model.py, shm region, ...,
+    instance name at index 8)."""
+    found: list[list[str]] = []
     try:
         entries = list(proc.iterdir())
     except OSError:
-        return stubs
+        return found
     for entry in entries:
         if not entry.name.isdigit():
             continue
@@ -45,11 +61,9 @@ def python_stubs(parent_pid: int, proc: Path = Path("/proc")) -> dict[str, str]:
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
         args = [a.decode("utf-8", "replace") for a in argv if a]
-        if len(args) < 9 or not args[0].endswith(STUB_BINARY):
-            continue
-        model = Path(args[1]).parent.parent.name  # <repository>/<model>/<version>/model.py
-        stubs[args[8]] = model  # the instance name, e.g. "minilm_encoder_0_0"
-    return stubs
+        if len(args) >= 9 and args[0].endswith(STUB_BINARY):
+            found.append(args)
+    return found
 
 
 @dataclass
@@ -73,6 +87,10 @@ class StubWatchdog:
     _known: dict[str, str] = field(default_factory=dict)
     _missing: dict[str, int] = field(default_factory=dict)  # instance -> consecutive scans missing
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
+    # instance -> its shared-memory region: Triton does not remove a SIGKILLed stub's region (1 MiB of /dev/shm
+    # each, which a container's memory limit counts), so the heal does
+    _regions: dict[str, str] = field(default_factory=dict)
+    shm: Path = Path("/dev/shm")
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -81,6 +99,7 @@ class StubWatchdog:
         pid = self.pid()
         if pid is not None:
             self._known.update(python_stubs(pid))
+            self._regions.update(stub_regions(pid))
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="tritonforge-stub-watchdog", daemon=True)
         self._thread.start()
@@ -90,6 +109,14 @@ class StubWatchdog:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(10)
         self._thread = None
+
+    def remove_regions(self) -> None:
+        """Remove the shared-memory regions of every stub seen, once the server has stopped (a stub that died and
+        was never healed, e.g. its model unloaded, left its region behind)."""
+        for region in self._regions.values():
+            with contextlib.suppress(OSError):
+                (self.shm / region).unlink()
+        self._regions.clear()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -104,6 +131,7 @@ class StubWatchdog:
         if pid is None or os.name != "posix":
             return []
         now = python_stubs(pid)
+        self._regions.update(stub_regions(pid))
         dead: dict[str, list[str]] = {}
         for instance, model in list(self._known.items()):
             if instance in now:
@@ -137,6 +165,10 @@ class StubWatchdog:
             for instance in instances:
                 self._known.pop(instance, None)
                 self._missing.pop(instance, None)
+                region = self._regions.pop(instance, None)
+                if region is not None and region not in stub_regions(pid).values():  # not the new stub's
+                    with contextlib.suppress(OSError):
+                        (self.shm / region).unlink()
             self.healed[model] = self.healed.get(model, 0) + 1
             LOG.warning("stub watchdog: '%s' serves again", model)
             healed.append(model)

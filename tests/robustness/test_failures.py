@@ -251,8 +251,12 @@ def test_a_stream_whose_engine_stub_dies_ends_with_model_not_ready_not_a_hang(de
     prompt = "Tell me a long story about the sea"
     with TritonServer(demo_repo, startup_timeout=120) as server:
 
+        killed_regions: list[Path] = []
+
         def kill_engine() -> None:
             (stub,) = robust.stub_pids(server, "tensorrt_llm")
+            argv = Path(f"/proc/{stub}/cmdline").read_bytes().split(b"\0")
+            killed_regions.extend(Path("/dev/shm") / a.decode() for a in argv if a.startswith(b"triton_python_backend"))
             os.kill(stub, signal.SIGKILL)
 
         with Client(server.endpoints.grpc, timeout=120) as client:
@@ -266,6 +270,8 @@ def test_a_stream_whose_engine_stub_dies_ends_with_model_not_ready_not_a_hang(de
             while not server.watchdog.healed.get("tensorrt_llm") and time.perf_counter() < deadline:
                 time.sleep(0.1)
             assert client.generate("again", max_tokens=4)  # serving again
+            # Triton leaves a SIGKILLed stub's shared-memory region behind; the watchdog's heal removes it
+            assert killed_regions and not any(r.exists() for r in killed_regions), killed_regions
         # the heal reloads the ensembles too, and Triton reloads their members whose folders the stubs wrote
         # __pycache__ into (tensorrt_llm among them): kill the next stub once that has settled
         deadline = time.perf_counter() + 60

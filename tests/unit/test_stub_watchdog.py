@@ -94,3 +94,23 @@ def test_failed_reloads_back_off(fake: Fake, monkeypatch: pytest.MonkeyPatch) ->
     assert w.scan() == []
     clock[0] += 0.5
     assert w.scan() == ["a"] and fake.reloads == ["a"]
+
+
+def test_a_dead_stubs_shared_memory_region_is_removed_once_its_model_is_healed(
+    fake: Fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Triton leaves a SIGKILLed stub's region in /dev/shm (1 MiB each, counted by a container's memory limit)."""
+    regions = {"a_0_0": "triton_python_backend_shm_region_old", "b_0_0": "triton_python_backend_shm_region_b"}
+    monkeypatch.setattr(stub_watchdog, "stub_regions", lambda pid: {k: v for k, v in regions.items()
+                                                                     if k in fake.stubs})
+    for name in (*regions.values(), "triton_python_backend_shm_region_new"):
+        (tmp_path / name).write_bytes(b"\0")
+    w = StubWatchdog(pid=lambda: SERVER, ready=lambda m: fake.ready[m], reload=fake.reload, shm=tmp_path)
+    w.scan()
+    del fake.stubs["a_0_0"]
+    w.scan()
+    regions["a_0_0"] = "triton_python_backend_shm_region_new"  # the reloaded stub's, under the same instance name
+    assert w.scan() == ["a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "triton_python_backend_shm_region_b", "triton_python_backend_shm_region_new",
+    ]
