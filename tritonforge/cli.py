@@ -190,6 +190,10 @@ def serve(
     insecure_no_auth: InsecureOpt = False,
     rate_limit: RateLimitOpt = "off",
     rate_limit_resource: RateLimitResourceOpt = None,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(help="tritonserver's log (default: a temporary file, removed at exit)", parser=path_arg),
+    ] = None,
 ) -> None:
     """Serve a repository on a real Triton (explicit model control, all models loaded) until SIGINT/SIGTERM.
 
@@ -222,6 +226,7 @@ def serve(
             host=host,
             tritonserver=tritonserver,
             admin_key=key,
+            log_file=log_file,
         )
     except TritonForgeError as err:
         _fail(err)
@@ -249,6 +254,7 @@ def serve(
                 web = gateway_listen.GatewayServer(gateway_setup.app(ep.grpc), listener)
                 web.start()
         console.print(styled("green", "ready", f"  gRPC {ep.grpc}   HTTP http://{ep.http}   metrics http://{ep.metrics}/metrics"))
+        console.print(f"tritonserver log: {server.log_path}")
         for stand_in in _random_stand_ins(repo):
             console.print(styled("yellow", "warning:", f" RANDOM stand-in served: {stand_in}"))
         if gateway_setup is not None:

@@ -52,9 +52,10 @@ def test_build_with_a_bad_spec_lists_every_problem(tmp_path: Path) -> None:
     assert not (tmp_path / "repo").exists()
 
 
-def test_serve_prints_endpoints_and_stops_on_sigterm(embed_repo: Path) -> None:
-    proc = subprocess.Popen([*CLI, "serve", str(embed_repo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+def test_serve_prints_endpoints_and_stops_on_sigterm(embed_repo: Path, tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "triton.log"
+    proc = subprocess.Popen([*CLI, "serve", str(embed_repo), "--log-file", str(log)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
     try:
         deadline = time.monotonic() + 120
         line = ""
@@ -64,6 +65,9 @@ def test_serve_prints_endpoints_and_stops_on_sigterm(embed_repo: Path) -> None:
                 break
         match = re.search(r"gRPC (\S+)", line)
         assert match, f"no endpoints printed: {line!r}"
+        # where Triton's log is: said, and where --log-file put it (it was a temporary file no one was told of)
+        assert proc.stdout.readline().strip() == f"tritonserver log: {log}"  # type: ignore[union-attr]
+        assert "Started GRPCInferenceService" in log.read_text()
         from tritonforge.clients import Client
 
         with Client(match.group(1)) as client:
