@@ -58,6 +58,7 @@ def create_app(
         try:
             yield
         finally:
+            await gw.close_streams()  # streams uvicorn cut at its graceful-shutdown timeout: their engines' stop
             await drain_stops()  # stop signals of streams cut short still on their way
             await gw.close()
 

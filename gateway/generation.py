@@ -391,6 +391,7 @@ async def generate(
 
     async def events() -> AsyncIterator[str]:
         merged = _merged(choices)
+        gw.open_streams.add(stream)
         try:
             if kind == "chat":
                 for c in choices:
@@ -413,9 +414,13 @@ async def generate(
                 })
             yield "data: [DONE]\n\n"
         finally:
-            await merged.aclose()  # type: ignore[attr-defined]
-            await close_all()
+            try:
+                await merged.aclose()  # type: ignore[attr-defined]
+                await close_all()
+            finally:
+                gw.open_streams.discard(stream)  # last: the gateway's shutdown waits for this
 
+    stream = events()
     return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

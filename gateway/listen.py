@@ -34,11 +34,16 @@ class GatewayServer:
     """uvicorn serving ``app`` on a socket from :func:`bind`: in this thread (:meth:`run`) or in a background one
     (:meth:`start` / :meth:`stop`, signals staying with the main thread)."""
 
-    def __init__(self, app: Any, sock: socket.socket) -> None:
+    def __init__(self, app: Any, sock: socket.socket, grace: float = 15.0) -> None:
         import uvicorn
 
-        config = uvicorn.Config(app, log_level="warning", lifespan="on")
+        # stopping: new connections are refused, requests in flight get ``grace`` seconds to finish, then uvicorn
+        # cancels them (a stream's close sends its engine the stop) and still runs the app's shutdown (which waits
+        # for those stop signals); force_exit, the fallback below, skipped both
+        config = uvicorn.Config(app, log_level="warning", lifespan="on",
+                                timeout_graceful_shutdown=grace)  # type: ignore[arg-type]  # asyncio.wait's: any float
         self.server = uvicorn.Server(config)
+        self.grace = grace
         self.sock = sock
         self.thread = threading.Thread(target=self.run, name="tritonforge-gateway", daemon=True)
 
@@ -62,10 +67,12 @@ class GatewayServer:
     def is_alive(self) -> bool:
         return self.thread.is_alive()
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop as described in ``__init__``: at most ``grace`` seconds for the requests in flight, then ``timeout``
+        (default 10 s) for the cancelled ones and the app's shutdown, then force."""
         self.server.should_exit = True
         if self.thread.is_alive():
-            self.thread.join(timeout)
+            self.thread.join(self.grace + (10.0 if timeout is None else timeout))
         if self.thread.is_alive():
             self.server.force_exit = True
             self.thread.join(5)

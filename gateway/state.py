@@ -3,9 +3,11 @@ discovered, the splits, the keys and limits, and where each request goes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,7 @@ class Gateway:
         # chat ensembles that take chat_messages (a whole conversation for the chat template; tritonforge's addition)
         self.takes_messages: dict[str, bool] = {}
         self._members: dict[str, list[str]] = {}
+        self.open_streams: set[AsyncIterator[str]] = set()  # SSE streams being sent (closed at shutdown)
         # (ensemble, version) -> (embedding width or None if unknown, when last read or seen): a wrong `dimensions`
         # is refused before the texts are embedded (gateway/embeddings.py)
         self.embedding_widths: dict[tuple[str, str], tuple[int | None, float]] = {}
@@ -97,6 +100,18 @@ class Gateway:
     async def open(self) -> None:
         self._client = AsyncClient(self.triton_url, "grpc", timeout=self.timeout, retries=self.retries)
         await self.discover_adapters()
+
+    async def close_streams(self, timeout: float = 5.0) -> None:
+        """Close the SSE streams still open when the server stops, before the Triton client closes: closing a
+        stream closes its generations, which sends each engine its stop. uvicorn cancels their tasks at its
+        graceful-shutdown timeout and goes on to this shutdown while they unwind; one suspended at a chunk is
+        closed here, one still unwinding is waited for (each leaves ``open_streams`` when it is done)."""
+        for stream in list(self.open_streams):
+            with contextlib.suppress(Exception):  # running (its task unwinding): waited for below
+                await stream.aclose()  # type: ignore[attr-defined]
+        deadline = time.monotonic() + timeout
+        while self.open_streams and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -273,6 +274,43 @@ def test_the_default_max_tokens_is_the_gateways_setting(gateway_triton) -> None:
         assert longer.usage.completion_tokens > 3
     finally:
         web.stop()
+
+
+def test_stopping_the_gateway_with_streams_open_stops_their_generation_within_its_grace(gateway_triton) -> None:
+    """uvicorn waited for open streams, then the gateway forced its exit: streams cut with no stop sent to the
+    engine (it generated on for nobody) and the app's shutdown skipped. Now the grace ends with the streams
+    cancelled (their close sends the stop) and the shutdown run."""
+    from tritonforge.gateway import GatewayModels, create_app
+    from tritonforge.gateway.listen import GatewayServer, bind
+    from tritonforge.server import free_port
+
+    def ended_early() -> int:
+        log = gateway_triton.log_text()
+        return log.count("was cancelled after") + log.count("was stopped (stop=true) after")
+
+    port = free_port()
+    web = GatewayServer(create_app(gateway_triton.endpoints.grpc, api_keys=None, models=GatewayModels()),
+                        bind("127.0.0.1", port), grace=0.3)
+    web.start()
+    before = ended_early()
+    body = {"model": "chat", "prompt": PROMPT, "max_tokens": 450, "stream": True}
+    with (httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+          client.stream("POST", "/v1/completions", json=body) as reply):
+        lines = reply.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))
+        began = time.perf_counter()
+        stopper = threading.Thread(target=web.stop)
+        stopper.start()
+        with contextlib.suppress(httpx.HTTPError):
+            for _ in lines:
+                pass
+        stopper.join(30)
+    assert not stopper.is_alive() and not web.is_alive()
+    assert time.perf_counter() - began < 10
+    deadline = time.monotonic() + 10
+    while ended_early() == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ended_early() == before + 1, "the engine was not told to stop"
 
 
 def test_sampling_without_a_seed_varies_and_a_temperature_alone_samples(sdk) -> None:
