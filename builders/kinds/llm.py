@@ -30,6 +30,7 @@ class LLMKind:
 
         spec = ctx.spec
         checkpoint = resolve_checkpoint(model.checkpoint, spec.source_dir)
+        context_notes = _context_notes(key, model, checkpoint)
         if model.runtime == "llmapi":
             kind = "hf-checkpoint (llm api)" if spec.target == "gpu" else "hf-checkpoint (cpu engine, llm api tensors)"
             dtype = model.cpu.weights if spec.target == "cpu" else model.llmapi.dtype
@@ -37,12 +38,13 @@ class LLMKind:
             models = llmapi_model_set(key, model, spec.target, checkpoint, source_dir=spec.source_dir)
             if spec.target == "cpu":
                 models.notes += emulated_bf16_notes(key, model.cpu.weights)
+            models.notes += context_notes
             return Built(models, [info])
         if spec.target == "cpu":
             info = ArtifactInfo(key, "hf-checkpoint (cpu engine)", model.cpu.weights, checkpoint_hash(checkpoint), None,
                                 None)
             models = llm_model_set(key, model, "cpu", checkpoint, source_dir=spec.source_dir)
-            models.notes += emulated_bf16_notes(key, model.cpu.weights)
+            models.notes += emulated_bf16_notes(key, model.cpu.weights) + context_notes
             return Built(models, [info])
         from tritonforge.builders.trtllm_engine import build_engine, plan_engine_build, read_architecture
         from tritonforge.trtllm.images import image_info
@@ -63,6 +65,7 @@ class LLMKind:
             engine = engine_plan.engine_dir
         info = ArtifactInfo(key, "tensorrt-llm-engine", model.engine.dtype, engine_plan.fingerprint, None, None)
         models = llm_model_set(key, model, "gpu", checkpoint, engine=engine, source_dir=spec.source_dir)
+        models.notes += context_notes
         return Built(models, [info])
 
     def lineage_inputs(self, ctx: BuildContext, key: str, model: LLMModel) -> dict[str, str]:
@@ -93,3 +96,20 @@ class LLMKind:
 
 
 KIND = LLMKind()
+
+
+def _context_notes(key: str, model: LLMModel, checkpoint: Path) -> list[str]:
+    """A note when max_seq_len goes past the positions the checkpoint was trained for: rotary models degrade there
+    and models with learned positions fail. A note, not an error: a checkpoint made for scaled rope may mean it."""
+    import json
+
+    try:
+        config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    if not isinstance(positions, int) or model.max_seq_len <= positions:
+        return []
+    return [f"{key}: max_seq_len {model.max_seq_len} is more than the checkpoint's max_position_embeddings "
+            f"{positions}: longer sequences degrade (rotary positions) or fail (learned positions); lower max_seq_len "
+            "unless the checkpoint scales its positions"]

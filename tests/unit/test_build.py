@@ -319,3 +319,15 @@ def test_every_missing_path_of_the_spec_is_reported_at_once_before_building(tmp_
         f"models.c.adapters.a.path: {tmp_path / 'adapters/gone'} does not exist (a folder is expected here)",
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_an_llm_whose_max_seq_len_passes_the_checkpoints_positions_gets_a_note(tmp_path: Path) -> None:
+    """max_seq_len 2048 on a checkpoint trained for 512 positions built without a word."""
+    spec = parse_spec({"name": "t", "models": {"c": {"kind": "llm", "checkpoint": "random:decoder",
+                                                     "max_input_len": 64, "max_seq_len": 2048}}})
+    report = build(spec, tmp_path / "long", target="cpu")
+    (note,) = [n for n in report.notes if "max_position_embeddings" in n]
+    assert note.startswith("c: max_seq_len 2048 is more than the checkpoint's max_position_embeddings 512"), note
+    fits = parse_spec({"name": "t", "models": {"c": {"kind": "llm", "checkpoint": "random:decoder",
+                                                     "max_input_len": 64, "max_seq_len": 512}}})
+    assert not [n for n in build(fits, tmp_path / "fits", target="cpu").notes if "max_position_embeddings" in n]
