@@ -119,6 +119,12 @@ def rerank_request(query: str, passages: Sequence[str]) -> tuple[dict[str, np.nd
     }, ["SCORES"]
 
 
+def counted_tokens(out: Mapping[str, np.ndarray]) -> int:
+    """The tokens an embed or rerank ensemble counted (its NUM_TOKENS output, summed); 0 from one built without it."""
+    counts = out.get("NUM_TOKENS")
+    return int(np.asarray(counts).sum()) if counts is not None else 0
+
+
 def rerank_scores(out: Mapping[str, np.ndarray], n: int, model: str) -> np.ndarray:
     scores = out.get("SCORES")
     if scores is None or scores.reshape(-1).shape[0] != n:

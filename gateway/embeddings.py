@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tritonforge.clients.pipelines import counted_tokens
 from tritonforge.errors import BatchTooLargeError, ClientError, DeadlineExceededError, TransientError
 from tritonforge.gateway.errors import APIError
 from tritonforge.triton.bounded import chunked, gather_bounded
@@ -69,8 +70,7 @@ async def _embed_chunk(gw: Gateway, ensemble: str, chunk: list[str], version: st
     if emb is None:
         raise APIError(502, f"ensemble '{ensemble}' returned no EMBEDDING", type="server_error")
     rows = np.asarray(emb, np.float32).reshape(len(chunk), -1)
-    tokens = int(np.asarray(out["NUM_TOKENS"]).sum()) if out.get("NUM_TOKENS") is not None else 0
-    return rows, tokens
+    return rows, counted_tokens(out)
 
 
 def dimensions_error(width: int, model: str) -> APIError:

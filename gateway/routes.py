@@ -13,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from tritonforge.clients.pipelines import rerank_request, rerank_scores
+from tritonforge.clients.pipelines import counted_tokens, rerank_request, rerank_scores
 from tritonforge.errors import ClientError
 from tritonforge.gateway.embeddings import dimensions_error, embed_texts, embedding_width, remember_width
 from tritonforge.gateway.errors import APIError, clip
@@ -157,7 +157,6 @@ async def rerank(request: Request) -> Any:
     inputs, _ = rerank_request(body.query, docs)
     out = await gw.client.infer(target.triton_model, inputs, timeout=gw.timeout, version=target.version)
     scores = rerank_scores(out, len(docs), target.triton_model)
-    tokens = int(np.asarray(out["NUM_TOKENS"]).sum()) if out.get("NUM_TOKENS") is not None else 0
     order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))[: body.top_n or len(docs)]
     results = []
     for i in order:
@@ -167,7 +166,7 @@ async def rerank(request: Request) -> Any:
         results.append(item)
     return {
         "id": uuid.uuid4().hex, "object": "list", "model": body.model, "results": results,
-        "usage": {"total_tokens": tokens},  # 0: an ensemble built before the pair tokenizer counted them
+        "usage": {"total_tokens": counted_tokens(out)},  # 0: from an ensemble built before it counted them
     }
 
 
