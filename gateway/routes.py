@@ -253,11 +253,11 @@ async def put_splits(request: Request) -> Any:
     gw: Gateway = request.app.state.gateway
     gw.authorize_admin(request)
     data = await read_json(request, gw.limits.body_bytes)
-    await gw.discover_adapters()  # a split may not take an adapter's id nor name one its model lacks
     if not isinstance(data, dict):  # null would read as "no splits" and drop every split
         got = "null" if data is None else type(data).__name__
         raise APIError(400, "the body must be a JSON split configuration: {\"splits\": {name: {...}}} (got "
                        f"{got}; send {{\"splits\": {{}}}} to remove every split)", code="invalid_json")
+    await gw.discover_adapters()  # a split may not take an adapter's id nor name one its model lacks
     try:
         started = gw.router.replace(parse_splits(data, "PUT /admin/splits"), source="PUT /admin/splits")
     except SplitConfigError as err:

@@ -141,9 +141,10 @@ class Gateway:
             inputs = {i.get("name") for i in config.get("input", [])}
             self.counts_tokens[ensemble] = set(TOKEN_COUNT_INPUTS) <= inputs
             self.takes_messages[ensemble] = declares_messages(config)
-            names = config.get("parameters", {}).get(ADAPTER_NAMES_PARAMETER, {}).get("string_value", "")
-            self.adapter_names[chat_id] = frozenset(filter(None, names.split(",")))
-            for name in filter(None, names.split(",")):
+            text = config.get("parameters", {}).get(ADAPTER_NAMES_PARAMETER, {}).get("string_value", "")
+            names = [name for name in text.split(",") if name]
+            self.adapter_names[chat_id] = frozenset(names)
+            for name in names:
                 if name in self.model_ids or self.router.get(name) is not None or name in found:
                     LOG.warning("adapter %r of %s is not listed: the id is taken by another model", name, chat_id)
                     continue
@@ -170,7 +171,7 @@ class Gateway:
         except ModelNotFoundError:
             return False
         except ClientError:
-            return True
+            pass
         return True
 
     # access ------------------------------------------------------------------------------------------------------
