@@ -80,7 +80,7 @@ def grpc_stream(
     unreachable or unavailable (a TransientError, ``retry``'s attempts with its back-off), or TensorRT-LLM had
     evicted its LoRA adapter (once, with the adapter's weights: see :func:`resend_lora_weights`)."""
     once = {"timeout": timeout, "engine_model": engine_model, "classify": classify, "on_result": on_result,
-            "headers": headers, "compression": compression}
+            "headers": _header_dict(headers), "compression": compression}
     attempts = _Attempts(inputs, retry)
     while True:
         yielded = False
@@ -128,7 +128,7 @@ def _grpc_stream_once(
     engine_model: str | None,
     classify: Any,
     on_result: Any = None,
-    headers: Mapping[str, str] | None = None,
+    headers: dict[str, str] | None = None,
     compression: str | None = None,
 ) -> Iterator[str]:
     import tritonclient.grpc as grpcclient
@@ -142,7 +142,7 @@ def _grpc_stream_once(
         try:
             client.start_stream(
                 callback=lambda result, error: responses.put((result, error)), stream_timeout=timeout,
-                headers=dict(headers) if headers else None, compression_algorithm=compression,
+                headers=headers, compression_algorithm=compression,
             )
             client.async_stream_infer(
                 model, build_inputs(grpcclient, inputs), request_id=request_id, enable_empty_final_response=True
@@ -161,9 +161,8 @@ def _grpc_stream_once(
             except queue.Empty:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise classify(TimeoutError(f"no final response within {timeout} s")) from None
-                if watch is not None and watch.reloaded(_asked(lambda: client.is_model_ready(
-                    engine_model, headers=dict(headers) if headers else None
-                ))):
+                ready = None if watch is None else _asked(lambda: client.is_model_ready(watch.engine, headers=headers))
+                if watch is not None and watch.reloaded(ready):
                     raise watch.error() from None
                 continue
             if error is not None:
@@ -217,11 +216,16 @@ def _asked(ask: Callable[[], bool]) -> bool | None:
         return None
 
 
-async def _asked_async(transport: Any, engine_model: str, headers: Mapping[str, str] | None) -> bool | None:
+async def _asked_async(transport: Any, engine_model: str, headers: dict[str, str] | None) -> bool | None:
     try:
-        return bool(await transport.is_model_ready(engine_model, headers=dict(headers) if headers else None))
+        return bool(await transport.is_model_ready(engine_model, headers=headers))
     except Exception:
         return None
+
+
+def _header_dict(headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The client's headers as tritonclient's gRPC calls take them (a dict, or None for none)."""
+    return dict(headers) if headers else None
 
 
 def _server_ended(error: ClientError) -> bool:
@@ -279,7 +283,7 @@ def wrong_contract(error: Any) -> bool:
     return "unexpected inference input" in text or "expected number of inputs" in text or "is missing" in text
 
 
-def _send_stop(client: Any, engine_model: str, request_id: str, headers: Mapping[str, str] | None = None) -> None:
+def _send_stop(client: Any, engine_model: str, request_id: str, headers: dict[str, str] | None = None) -> None:
     """Upstream's stop signal: a request to the engine with the running request's id and `stop` true, in the
     tensors of whichever runtime (engine or LLM API) the engine model is."""
     import tritonclient.grpc as grpcclient
@@ -288,7 +292,7 @@ def _send_stop(client: Any, engine_model: str, request_id: str, headers: Mapping
         done: queue.Queue[Any] = queue.Queue()
         try:
             client.start_stream(callback=lambda result, error, done=done: done.put(error),
-                                headers=dict(headers) if headers else None)
+                                headers=headers)
             client.async_stream_infer(
                 engine_model, build_inputs(grpcclient, stop_signal_arrays(contract)), request_id=request_id
             )
@@ -302,7 +306,7 @@ def _send_stop(client: Any, engine_model: str, request_id: str, headers: Mapping
 
 
 async def send_stop_async(
-    transport: Any, engine_model: str, request_id: str, headers: Mapping[str, str] | None = None
+    transport: Any, engine_model: str, request_id: str, headers: dict[str, str] | None = None
 ) -> None:
     """Upstream's stop signal over ``tritonclient.grpc.aio``: a request to the engine with the running request's id
     and ``stop`` true, in the engine path's tensors, else (the model declares other inputs) the LLM API model's.
@@ -322,7 +326,7 @@ async def send_stop_async(
         stream = None
         try:
             stream = transport.stream_infer(inputs_iterator=requests(), stream_timeout=5,
-                                            headers=dict(headers) if headers else None)
+                                            headers=headers)
             _result, error = await asyncio.wait_for(stream.__anext__(), 5)  # aio streams yield errors, not raise
             if error is None or not wrong_contract(error):
                 return
@@ -366,7 +370,7 @@ async def grpc_stream_async(
     ensemble's cancellation on to its steps, so the engine would otherwise generate to max_tokens."""
     once = {
         "timeout": timeout, "classify": classify, "on_result": on_result, "engine_model": engine_model,
-        "version": version, "headers": headers, "compression": compression,
+        "version": version, "headers": _header_dict(headers), "compression": compression,
     }
     attempts = _Attempts(inputs, retry)
     while True:
@@ -396,7 +400,7 @@ async def _grpc_stream_async_once(
     on_result: Any = None,
     engine_model: str | None = None,
     version: str = "",
-    headers: Mapping[str, str] | None = None,
+    headers: dict[str, str] | None = None,
     compression: str | None = None,
 ) -> Any:
     import tritonclient.grpc.aio as aio
@@ -415,7 +419,7 @@ async def _grpc_stream_async_once(
 
     try:
         stream = transport.stream_infer(
-            inputs_iterator=requests(), stream_timeout=timeout, headers=dict(headers) if headers else None,
+            inputs_iterator=requests(), stream_timeout=timeout, headers=headers,
             compression_algorithm=compression,
         )
     except Exception as err:
