@@ -29,13 +29,17 @@ STUB_BINARY = "triton_python_backend_stub"
 
 def python_stubs(parent_pid: int, proc: Path = Path("/proc")) -> dict[str, str]:
     """{instance name: model name} of the python-backend stubs whose parent is ``parent_pid``."""
-    # <repository>/<model>/<version>/model.py; the instance name, e.g. "minilm_encoder_0_0"
-    return {args[8]: Path(args[1]).parent.parent.name for args in _stub_args(parent_pid, proc)}
+    return {instance: model for instance, (model, _region) in stub_processes(parent_pid, proc).items()}
 
 
-def stub_regions(parent_pid: int, proc: Path = Path("/proc")) -> dict[str, str]:
-    """{instance name: its shared-memory region's name in /dev/shm} of the same stubs."""
-    return {args[8]: args[2] for args in _stub_args(parent_pid, proc) if args[2].startswith(SHM_PREFIX)}
+def stub_processes(parent_pid: int, proc: Path = Path("/proc")) -> dict[str, tuple[str, str | None]]:
+    """{instance name, e.g. "minilm_encoder_0_0": (model name, its shared-memory region's name in /dev/shm)} of
+    the python-backend stubs whose parent is ``parent_pid``: one read of /proc gives the watchdog both."""
+    return {
+        args[8]: (Path(args[1]).parent.parent.name,  # <repository>/<model>/<version>/model.py
+                  args[2] if args[2].startswith(SHM_PREFIX) else None)
+        for args in _stub_args(parent_pid, proc)
+    }
 
 
 SHM_PREFIX = "triton_python_backend_shm_region"
@@ -98,8 +102,7 @@ class StubWatchdog:
         """Note the stubs running now (the server just became ready), then scan every ``interval``."""
         pid = self.pid()
         if pid is not None:
-            self._known.update(python_stubs(pid))
-            self._regions.update(stub_regions(pid))
+            self._note(stub_processes(pid))
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="tritonforge-stub-watchdog", daemon=True)
         self._thread.start()
@@ -109,6 +112,10 @@ class StubWatchdog:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(10)
         self._thread = None
+
+    def _note(self, table: dict[str, tuple[str, str | None]]) -> None:
+        self._known.update({instance: model for instance, (model, _region) in table.items()})
+        self._regions.update({instance: region for instance, (_model, region) in table.items() if region})
 
     def remove_regions(self) -> None:
         """Remove the shared-memory regions of every stub seen, once the server has stopped (a stub that died and
@@ -130,17 +137,16 @@ class StubWatchdog:
         pid = self.pid()
         if pid is None or os.name != "posix":
             return []
-        now = python_stubs(pid)
-        self._regions.update(stub_regions(pid))
+        table = stub_processes(pid)
         dead: dict[str, list[str]] = {}
         for instance, model in list(self._known.items()):
-            if instance in now:
+            if instance in table:
                 self._missing.pop(instance, None)
                 continue
             self._missing[instance] = self._missing.get(instance, 0) + 1
             if self._missing[instance] >= 2:
                 dead.setdefault(model, []).append(instance)
-        self._known.update(now)
+        self._note(table)
         healed = []
         for model, instances in dead.items():
             if not self.ready(model):  # unloaded on purpose (or already reloading): nothing to heal
@@ -162,11 +168,12 @@ class StubWatchdog:
                 backoff.delay = min(backoff.delay * 2, self.max_backoff)
                 continue
             self._backoff.pop(model, None)
+            live = {region for _model, region in stub_processes(pid).values()}  # never remove a running stub's
             for instance in instances:
                 self._known.pop(instance, None)
                 self._missing.pop(instance, None)
                 region = self._regions.pop(instance, None)
-                if region is not None and region not in stub_regions(pid).values():  # not the new stub's
+                if region is not None and region not in live:
                     with contextlib.suppress(OSError):
                         (self.shm / region).unlink()
             self.healed[model] = self.healed.get(model, 0) + 1

@@ -52,7 +52,7 @@ class Fake:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Fake:
     f = Fake()
-    monkeypatch.setattr(stub_watchdog, "python_stubs", lambda pid: dict(f.stubs))
+    monkeypatch.setattr(stub_watchdog, "stub_processes", lambda pid: {i: (m, None) for i, m in f.stubs.items()})
     return f
 
 
@@ -101,8 +101,8 @@ def test_a_dead_stubs_shared_memory_region_is_removed_once_its_model_is_healed(
 ) -> None:
     """Triton leaves a SIGKILLed stub's region in /dev/shm (1 MiB each, counted by a container's memory limit)."""
     regions = {"a_0_0": "triton_python_backend_shm_region_old", "b_0_0": "triton_python_backend_shm_region_b"}
-    monkeypatch.setattr(stub_watchdog, "stub_regions", lambda pid: {k: v for k, v in regions.items()
-                                                                     if k in fake.stubs})
+    monkeypatch.setattr(stub_watchdog, "stub_processes", lambda pid: {i: (m, regions.get(i))
+                                                                       for i, m in fake.stubs.items()})
     for name in (*regions.values(), "triton_python_backend_shm_region_new"):
         (tmp_path / name).write_bytes(b"\0")
     w = StubWatchdog(pid=lambda: SERVER, ready=lambda m: fake.ready[m], reload=fake.reload, shm=tmp_path)
