@@ -47,7 +47,8 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        bad = _load_sibling("runner_parameters").problems(params, _load_sibling("call_plan").parse)
+        self._plan = _load_sibling("call_plan")  # call_cost's format, and the cuts of regrouped rows
+        bad = _load_sibling("runner_parameters").problems(params, self._plan.parse)
         if bad:
             raise ValueError("; ".join(message for _, message in bad))
         self.inputs = [(i["name"], pb_utils.triton_string_to_numpy(i["data_type"])) for i in config["input"]]
@@ -104,7 +105,6 @@ class TritonPythonModel:
             self._idle.put(s)
         self._pool = ThreadPoolExecutor(len(sessions)) if len(sessions) > 1 else None
         if self.regroup:
-            self._plan = _load_sibling("call_plan")
             self.call_cost = self._call_cost(params.get("call_cost", "auto"))
 
     def _call_cost(self, text):
