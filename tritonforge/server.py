@@ -59,7 +59,7 @@ from tritonforge.server_wheel import (
     wheel_environment,
     wheel_layout,
 )
-from tritonforge.stub_watchdog import StubWatchdog
+from tritonforge.stub_watchdog import StubWatchdog, compile_python_models
 from tritonforge.triton.connection import Connection
 from tritonforge.triton.options import ADMIN_HEADER, GRPC_ADMIN_HEADER
 from tritonforge.values import is_real, is_whole
@@ -251,6 +251,8 @@ class TritonServer:
             if isinstance(self.repo, Path) and not self.repo.is_dir():
                 raise ServerError(f"model repository {self.repo} is not a directory")
             binary, env, wheel_args = self._resolve()
+            if self._binary is None and isinstance(self.repo, Path):
+                compile_python_models(self.repo)  # the bundled server's stubs run this interpreter
             auto_ports = any(p is None for p in self._ports)
             attempts = 3 if auto_ports else 1
             for attempt in range(1, attempts + 1):

@@ -14,6 +14,7 @@ per-model back-off that doubles after each failed reload (up to ``max_backoff``)
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import logging
 import os
@@ -68,6 +69,21 @@ def _stub_args(parent_pid: int, proc: Path) -> list[list[str]]:
         if len(args) >= 9 and args[0].endswith(STUB_BINARY):
             found.append(args)
     return found
+
+
+def compile_python_models(repo: Path) -> None:
+    """Write the bytecode of the repository's python models (``<model>/<version>/**.py``) before Triton loads them.
+
+    A stub that imports model.py writes ``__pycache__`` into the version folder, and Triton counts that as a change
+    of the model's files: the next load of any model in an ensemble (as a heal does) then reloaded every healthy
+    member whose stub had written one, not only the dead one. With the bytecode already there and current, the stubs
+    write nothing. Only for a stub running this interpreter (the bundled server), whose bytecode tag matches; a
+    repository that cannot be written is left as it is, and Triton behaves as before.
+    """
+    for version in repo.glob("*/[0-9]*/"):
+        if version.name.isdigit():
+            with contextlib.suppress(OSError):
+                compileall.compile_dir(version, quiet=2, workers=1)
 
 
 @dataclass

@@ -3,12 +3,13 @@ tests/robustness/test_failures.py against tritonserver)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from tritonforge import stub_watchdog
-from tritonforge.stub_watchdog import StubWatchdog, python_stubs
+from tritonforge.stub_watchdog import StubWatchdog, compile_python_models, python_stubs
 
 SERVER = 4242
 
@@ -114,3 +115,32 @@ def test_a_dead_stubs_shared_memory_region_is_removed_once_its_model_is_healed(
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "triton_python_backend_shm_region_b", "triton_python_backend_shm_region_new",
     ]
+
+
+def test_the_python_models_bytecode_is_written_before_triton_loads_them(tmp_path: Path) -> None:
+    """The stubs then find current bytecode and write nothing into the version folders (which Triton would count
+    as a change); a file that does not compile is left for Triton to report, and config files are not touched."""
+    version = tmp_path / "scorer" / "1"
+    (version / "helpers").mkdir(parents=True)
+    (version / "model.py").write_text("import helpers.util\n")
+    (version / "helpers" / "util.py").write_text("X = 1\n")
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "1" / "model.py").write_text("def (:\n")
+    (tmp_path / "scorer" / "config.pbtxt").write_text('backend: "python"\n')
+    compile_python_models(tmp_path)
+    tag = sys.implementation.cache_tag
+    assert (version / "__pycache__" / f"model.{tag}.pyc").is_file()
+    assert (version / "helpers" / "__pycache__" / f"util.{tag}.pyc").is_file()
+    assert not (tmp_path / "broken" / "1" / "__pycache__").exists()
+    assert not (tmp_path / "scorer" / "__pycache__").exists()
+
+
+def test_a_version_folder_whose_bytecode_cannot_be_written_is_left_as_it_is(tmp_path: Path) -> None:
+    """(As for a read-only repository: here a file stands where __pycache__ would go, which root cannot write
+    through either.) No error: Triton's stubs then behave as before."""
+    version = tmp_path / "scorer" / "1"
+    version.mkdir(parents=True)
+    (version / "model.py").write_text("X = 1\n")
+    (version / "__pycache__").write_text("not a folder")
+    compile_python_models(tmp_path)
+    assert (version / "__pycache__").read_text() == "not a folder"
