@@ -65,6 +65,7 @@ __all__ = [
 
 from tritonforge.errors import SplitConfigError, unreadable
 from tritonforge.values import is_real
+from tritonforge.yaml_text import load_yaml
 
 LOG = logging.getLogger(__name__)
 BUCKETS = 10_000  # sticky assignment resolution: 0.01 % of traffic
@@ -223,7 +224,7 @@ def load_splits(path: str | Path) -> SplitsConfig:
     except (OSError, UnicodeDecodeError) as err:
         raise SplitConfigError(str(p), [unreadable(err)]) from None
     try:
-        data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if p.suffix.lower() == ".json" else load_yaml(text, str(p))
     except (ValueError, yaml.YAMLError) as err:
         what = "JSON" if p.suffix.lower() == ".json" else "YAML"
         raise SplitConfigError(str(p), [f"not valid {what}: {err}"]) from None

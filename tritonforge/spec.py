@@ -35,6 +35,7 @@ from tritonforge.trtllm.params import (
     TensorRTLLMParams,
 )
 from tritonforge.validation.batching_rules import dynamic_batching_problems
+from tritonforge.yaml_text import load_yaml
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 M = TypeVar("M")
@@ -734,28 +735,6 @@ def parse_spec(data: Any, source_dir: Path | None = None) -> Spec:
         raise SpecError(format_errors(err)) from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps the last one
-    silently, so a second entry with a model's key would replace the first without a word."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _value in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # '<<: *anchor' merges; explicit keys override merged ones, as YAML says
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            try:
-                duplicate = key in seen
-            except TypeError:
-                continue  # an unhashable key: the base class reports it
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark, f"key {key!r} is given twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
 def load_spec(path: str | Path) -> Spec:
     """Read a YAML deployment spec; relative checkpoint paths resolve against the spec's folder."""
     if not isinstance(path, str | os.PathLike):
@@ -766,7 +745,7 @@ def load_spec(path: str | Path) -> Spec:
         )
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError([Problem(str(path), unreadable(err))], "cannot read deployment spec") from None
     except yaml.YAMLError as err:

@@ -126,8 +126,11 @@ def test_unreadable_files_and_non_mappings(tmp_path: Path) -> None:
         load_spec(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: [unclosed")
-    with pytest.raises(SpecError, match="not valid YAML"):
+    with pytest.raises(SpecError, match="not valid YAML") as caught:
         load_spec(bad)
+    # YAML's marks name the file, with the line shown, not PyYAML's "<unicode string>"
+    assert f'in "{bad}", line 1, column 9:\n    models: [unclosed' in str(caught.value)
+    assert "<unicode string>" not in str(caught.value)
     with pytest.raises(SpecError, match="a spec is a mapping"):
         parse_spec(["not", "a", "mapping"])
     empty = {"name": "x", "models": {}}

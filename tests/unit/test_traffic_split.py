@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -238,6 +239,10 @@ def test_a_bad_file_at_start_is_an_error(tmp_path: Path) -> None:
     path.write_text("splits: [")
     with pytest.raises(SplitConfigError, match="not valid YAML"):
         SplitRouter(path=path)
+    # a key given twice was kept silently (the last one): now an error naming the file and both lines
+    path.write_text("splits:\n  chat:\n    arms: []\n  chat:\n    arms: []\n")
+    with pytest.raises(SplitConfigError, match=rf"(?s)key 'chat' is given twice.*in \"{re.escape(str(path))}\", line 4"):
+        load_splits(path)
     with pytest.raises(SplitConfigError, match=r"missing.yaml: invalid split configuration (?s:.*)no such file"):
         load_splits(tmp_path / "missing.yaml")
     (tmp_path / "latin1.yaml").write_bytes(b"splits: caf\xe9\n")
