@@ -149,7 +149,7 @@ def _add_lineage(ctx: BuildContext, key: str) -> None:
 
 def _check_arguments(out: object, target: object, progress: object) -> None:
     """build's own arguments, refused before any work (a target outside the spec's choices was written into
-    tritonforge.json as given: Spec.with_target does not re-validate)."""
+    tritonforge.json as given)."""
     if not isinstance(out, str | os.PathLike):
         raise OptionError(f"out must be the output folder's path (str or Path), got {type(out).__name__}")
     if target not in (None, "cpu", "gpu"):

@@ -606,17 +606,22 @@ class Spec(Checked):
         return {k: m for k, m in self.models.items() if isinstance(m, kind)}
 
     def with_target(self, target: Literal["cpu", "gpu"] | None) -> Spec:
-        return self if target is None or target == self.target else self.model_copy(update={"target": target})
+        """The spec for another target (`build --target`), checked again for it (SpecError): an LLM's LLM()
+        arguments and runtime are checked against the serving image on the gpu target only."""
+        return self.with_overrides(target=target)
 
     @property
     def serving_image(self) -> str:
         """The image the gpu target is built for: the spec's, or the default."""
         return self.image or default_image()
 
-    def with_overrides(self, *, image: str | None = None, runtime: Literal["llmapi", "engine"] | None = None) -> Spec:
-        """The spec with another image and/or every LLM's runtime changed (`build --image`, `build --plan`),
+    def with_overrides(
+        self, *, target: Literal["cpu", "gpu"] | None = None, image: str | None = None,
+        runtime: Literal["llmapi", "engine"] | None = None,
+    ) -> Spec:
+        """The spec with another target, image and/or every LLM's runtime (`build --target/--image/--plan`),
         checked again as a loaded spec is (SpecError with every problem)."""
-        if image is None and runtime is None:
+        if (target is None or target == self.target) and image is None and runtime is None:
             return self
         if image is not None and (problem := image_name_problem(image)):
             raise SpecError([Problem("--image", problem)])
@@ -624,7 +629,7 @@ class Spec(Checked):
         if runtime is not None:
             for key, model in self.of_kind(LLMModel).items():
                 models[key] = model.model_copy(update={"runtime": runtime})
-        spec = self.model_copy(update={"image": image or self.image, "models": models})
+        spec = self.model_copy(update={"target": target or self.target, "image": image or self.image, "models": models})
         raw = {"image": spec.image, "target": spec.target}
         problems = [
             Problem(_path(where), message)

@@ -90,7 +90,7 @@ def test_adapters_map_to_lora_id_name_and_path(decoder: Path, tmp_path: Path) ->
     assert args["lora_config"] == {"max_lora_rank": 64, "max_loras": 1, "max_cpu_loras": 1}
 
 
-def test_unknown_llm_arguments_are_refused_with_the_field_and_the_release(decoder: Path) -> None:
+def test_unknown_llm_arguments_are_refused_with_the_field_and_the_release(decoder: Path, tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         spec(decoder, llmapi={"extra_llm_args": {"enable_chunked_prefill": True, "max_tokenz": 3}})
     text = str(err.value)
@@ -98,6 +98,14 @@ def test_unknown_llm_arguments_are_refused_with_the_field_and_the_release(decode
     assert "TensorRT-LLM 1.2" in text and "enable_chunked_prefill" not in text
     with pytest.raises(SpecError, match="set by tritonforge; use the typed field"):
         spec(decoder, llmapi={"extra_llm_args": {"tensor_parallel_size": 2}})
+    # a cpu spec built with --target gpu is checked for the gpu target too (it built and validated, and wrote
+    # the unknown argument into model.yaml, for LLM() to refuse at the server's load)
+    cpu = spec(decoder, target="cpu", llmapi={"extra_llm_args": {"max_tokenz": 3}})
+    with pytest.raises(SpecError, match=r"models.chat.llmapi: extra_llm_args.max_tokenz: not an argument"):
+        cpu.with_target("gpu")
+    with pytest.raises(SpecError, match=r"models.chat.llmapi: extra_llm_args.max_tokenz: not an argument"):
+        build(cpu, tmp_path / "r", target="gpu")
+    assert not (tmp_path / "r").exists()
 
 
 def test_known_llm_arguments_are_written_to_model_yaml(decoder: Path, tmp_path: Path) -> None:
