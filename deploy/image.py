@@ -69,11 +69,25 @@ def _python_models(repo: Path) -> list[tuple[Any, str | None]]:
     return found
 
 
-def _pinned(dist: str) -> str:
+# PyTorch publishes its CPU and per-CUDA builds (versions with a local label: 2.13.0+cpu) on its own index only
+PYTORCH_INDEX = "https://download.pytorch.org/whl/{label}"
+PYTORCH_DISTS = {"torch", "torchvision", "torchaudio"}
+
+
+def _pinned(dist: str) -> tuple[str, str | None]:
+    """The pin of ``dist`` at the version installed here, and the package index it needs besides PyPI (None:
+    PyPI has it). PyPI hosts no local versions ("+cpu"): PyTorch's builds come from PyTorch's index, and any
+    other local build is pinned to its public version."""
     try:
-        return f"{dist}=={metadata.version(dist)}"
+        version = metadata.version(dist)
     except metadata.PackageNotFoundError:
-        return dist
+        return dist, None
+    public, _, label = version.partition("+")
+    if not label:
+        return f"{dist}=={version}", None
+    if _normalise(dist) in PYTORCH_DISTS:
+        return f"{dist}=={version}", PYTORCH_INDEX.format(label=label)
+    return f"{dist}=={public}", None
 
 
 def image_recipe(repo: Path, image: str) -> tuple[str, str] | None:
@@ -81,7 +95,9 @@ def image_recipe(repo: Path, image: str) -> tuple[str, str] | None:
     missing = missing_packages(repo, image)
     if not missing:
         return None
-    pins = " ".join(_pinned(dist) for dist in sorted(missing))
+    pinned = [_pinned(dist) for dist in sorted(missing)]
+    indexes = sorted({index for _pin, index in pinned if index})
+    pins = " ".join([*(f"--extra-index-url {index}" for index in indexes), *(pin for pin, _index in pinned)])
     why = "".join(f"#   {dist}: {', '.join(models)}\n" for dist, models in sorted(missing.items()))
     text = (
         f"# {image} lacks Python packages this repository's python models import:\n{why}"

@@ -909,3 +909,19 @@ def test_cli_deploy_k8s_takes_serve_s_rate_limit_flags(cpu_repo: Path, tmp_path:
     helped = CliRunner().invoke(app, ["deploy", "k8s", "--help"], env={"COLUMNS": "300"})
     assert helped.exit_code == 0, helped.output  # Rich read the URL help's "[/path]" as markup and crashed
     assert "--rate-limit-resource" in helped.output and "default: the spec's deploy.rate_limit" in helped.output
+
+
+def test_local_versions_are_pinned_to_an_index_that_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyPI hosts no local versions: the recipe pinned torch==2.13.0+cpu, which `pip install` cannot find there.
+    PyTorch's builds come from PyTorch's index; another local build is pinned to its public version."""
+    from importlib import metadata
+
+    from deploy import image
+
+    versions = {"torch": "2.13.0+cpu", "faiss-cpu": "1.9.0", "mylib": "1.2+local.3"}
+    monkeypatch.setattr(image.metadata, "version", lambda dist: versions[dist] if dist in versions else
+                        (_ for _ in ()).throw(metadata.PackageNotFoundError(dist)))
+    assert image._pinned("torch") == ("torch==2.13.0+cpu", "https://download.pytorch.org/whl/cpu")
+    assert image._pinned("faiss-cpu") == ("faiss-cpu==1.9.0", None)
+    assert image._pinned("mylib") == ("mylib==1.2", None)
+    assert image._pinned("absent") == ("absent", None)
