@@ -37,6 +37,7 @@ from tritonforge.errors import (
     ValidationError,
 )
 from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, read_lineage, version_content_hash
+from tritonforge.repository import RELEASES_FILE, RELEASES_LOCK
 from tritonforge.triton.connection import Connection
 from tritonforge.triton.options import split_url
 from tritonforge.values import is_real, is_whole
@@ -44,8 +45,7 @@ from tritonforge.values import is_real, is_whole
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-RELEASES_FILE = "releases.json"
-LOCK_FILE = ".releases.lock"
+LOCK_FILE = RELEASES_LOCK
 ACTIONS = ("initial", "add", "promote", "rollback", "pin", "unpin")  # the events releases.json records
 
 
@@ -310,16 +310,29 @@ def _read_state(repo: Path) -> dict[str, Any]:
 
 
 def _write_atomic(path: Path, content: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Replace ``path`` with ``content`` at once, keeping its permissions (a new file is readable by all: mkstemp
+    makes it 0600, which a Triton running as another user, or on a root-squashed volume, cannot read); a failed
+    write (a full disk) leaves the old file and is a ReleaseError."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        mode = 0o644
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise ReleaseError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise ReleaseError(f"cannot write {path} (it is unchanged): {err.strerror or err}") from None
         raise
 
 
@@ -374,9 +387,19 @@ def _locked(repo: Path) -> Iterator[dict[str, Any]]:
             before = json.dumps(state, sort_keys=True)
             yield state
             if json.dumps(state, sort_keys=True) != before:
-                _write_atomic(repo / RELEASES_FILE, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
+                _save_state(repo, state)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _save_state(repo: Path, state: dict[str, Any]) -> None:
+    """Write releases.json (atomically), unless it already holds exactly this."""
+    content = (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
+    path = repo / RELEASES_FILE
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == content:
+            return
+    _write_atomic(path, content)
 
 
 def _now() -> str:
@@ -400,11 +423,16 @@ def _config_with_versions(folder: Path, versions: Sequence[int]) -> tuple[bytes,
     return old, render_config(config).encode()
 
 
-def _apply(repo: Path, model: str, version: int, control: ModelControl | None) -> tuple[tuple[int, ...], bool]:
-    """Make `version` the one serving `model`: config on disk first, then the running Triton (if any).
+def _apply(
+    repo: Path, state: dict[str, Any], model: str, version: int, action: str, control: ModelControl | None
+) -> tuple[tuple[int, ...], bool]:
+    """Make `version` the one serving `model`: config on disk and the event in releases.json first, then the
+    running Triton (if any).
 
-    A failed load puts the previous config back (and asks Triton to reload it, which keeps serving it anyway),
-    so disk and server agree on the old version."""
+    Disk and history agree at every step, so a command interrupted while Triton loads (SIGTERM, Ctrl-C) leaves a
+    promotion that `rollback` can undo, not a config that no history explains. A failed load puts the previous
+    config back, removes the event (and asks Triton to reload, which keeps serving the old version anyway), so disk,
+    history and server agree on the old version."""
     folder = _model_dir(repo, model)
     on_disk = versions_on_disk(folder)
     if version not in on_disk:
@@ -416,12 +444,24 @@ def _apply(repo: Path, model: str, version: int, control: ModelControl | None) -
     before = tuple(serving_versions(parse_config_text(old.decode(), str(folder / "config.pbtxt")), on_disk))
     if new != old:
         _write_atomic(folder / "config.pbtxt", new)
+    history = state["models"][model]["history"]
+    if before != (version,):  # promoting what already serves changes nothing: recorded, a rollback would undo nothing
+        history.append({"action": action, "version": version, "from": list(before), "at": _now()})
+    try:
+        _save_state(repo, state)
+    except ReleaseError:
+        if new != old:
+            _write_atomic(folder / "config.pbtxt", old)
+        raise
     if control is None:
         return before, False
     try:
         control.load(model)
     except TritonForgeError as err:
         _write_atomic(folder / "config.pbtxt", old)
+        if before != (version,):
+            history.pop()
+        _save_state(repo, state)
         with contextlib.suppress(TritonForgeError):
             control.load(model)
         raise ReleaseError(_load_failure(model, version, before, err)) from None
@@ -466,9 +506,8 @@ def promote(repo: str | Path, model: str, version: int, *, control: ModelControl
             raise ReleaseError(
                 f"{model} is pinned to version {current.pinned}; `tritonforge release unpin {model}` first"
             )
-        entry = _entry(state, model, current.active)
-        previous, applied = _apply(repo, model, version, control)
-        entry["history"].append({"action": "promote", "version": version, "from": list(previous), "at": _now()})
+        _entry(state, model, current.active)
+        previous, applied = _apply(repo, state, model, version, "promote", control)
     return Change(model, "promote", version, previous, applied)
 
 
@@ -488,8 +527,7 @@ def rollback(repo: str | Path, model: str, *, control: ModelControl | None = Non
         if len(stack) < 2:
             raise ReleaseError(f"{model} has no earlier promoted version to roll back to (promoted: {stack or 'none'})")
         target = stack[-2]
-        previous, applied = _apply(repo, model, target, control)
-        entry["history"].append({"action": "rollback", "version": target, "from": list(previous), "at": _now()})
+        previous, applied = _apply(repo, state, model, target, "rollback", control)
     return Change(model, "rollback", target, previous, applied)
 
 
@@ -508,8 +546,7 @@ def pin(repo: str | Path, model: str, version: int | None = None, *, control: Mo
         entry = _entry(state, model, current.active)
         previous, applied = current.active, False
         if tuple(current.active) != (version,):
-            previous, applied = _apply(repo, model, version, control)
-            entry["history"].append({"action": "promote", "version": version, "from": list(previous), "at": _now()})
+            previous, applied = _apply(repo, state, model, version, "promote", control)
         else:
             _old, new = _config_with_versions(repo / model, [version])  # make the pin explicit on disk too
             _write_atomic(repo / model / "config.pbtxt", new)
@@ -656,7 +693,12 @@ def add_versions(
             _old, new = _config_with_versions(folder, current.active)
             _write_atomic(folder / "config.pbtxt", new)
             version = (max(versions_on_disk(folder)) if versions_on_disk(folder) else 0) + 1
-            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+            for left in folder.glob(".staging-*"):  # an add killed mid-copy (this one holds the lock: not ours)
+                shutil.rmtree(left, ignore_errors=True)
+            try:
+                staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+            except OSError as err:
+                raise ReleaseError(f"cannot add to {folder}: {err.strerror or err}") from None
             try:
                 shutil.copytree(src_version_dir, staging, dirs_exist_ok=True)
                 lineage = read_lineage(src_version_dir) or {}
@@ -671,8 +713,14 @@ def add_versions(
                 }
                 (staging / LINEAGE_FILE).write_bytes(lineage_bytes(lineage))
                 staging.rename(folder / str(version))
-            except BaseException:
+            except BaseException as err:
                 shutil.rmtree(staging, ignore_errors=True)
+                if isinstance(err, OSError | shutil.Error):  # a full disk, say: shutil.Error lists every file
+                    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)[:300]
+                    raise ReleaseError(
+                        f"version {version} of {model} was not added (nothing of it is left): copying "
+                        f"{src_version_dir} failed: {reason}"
+                    ) from None
                 raise
             state["models"][model]["history"].append({"action": "add", "version": version, "at": _now()})
             added[model] = version

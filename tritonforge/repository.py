@@ -51,6 +51,10 @@ OUTPUT_MARKER = ".tritonforge-output"
 _MARKER_TEXT = b"Written by tritonforge. The next build or deploy into this folder replaces it as a whole.\n"
 # a build's manifest: repositories built before OUTPUT_MARKER existed are recognised by it
 _BUILD_MANIFEST = "tritonforge.json"
+# what `tritonforge release` keeps in a repository (tritonforge/releases.py): a folder holding either has versions
+# and history that no build reproduces
+RELEASES_FILE = "releases.json"
+RELEASES_LOCK = ".releases.lock"
 
 
 def write_repository(
@@ -123,6 +127,13 @@ def check_output(out: str | Path, protect: Iterable[str | Path] = (), *, replace
         entries = sorted(p.name for p in out.iterdir())
     except OSError as err:
         raise RepositoryError(f"{out} cannot be read: {err.strerror or err}") from None
+    released = [name for name in (RELEASES_FILE, RELEASES_LOCK) if name in entries]
+    if released:
+        raise RepositoryError(
+            f"refusing to replace {out}: it holds releases ({released[0]}), and replacing it would delete every "
+            "version added with `tritonforge release add` and their history; write into another folder and add "
+            f"what changed with `tritonforge release add --repo {out} --from <that folder>`"
+        )
     if not entries or OUTPUT_MARKER in entries or (replaces_builds and _earlier_build(out, entries)):
         return
     shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")

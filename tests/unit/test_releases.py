@@ -180,3 +180,103 @@ def test_cli_add_list_promote_rollback(repos: tuple[Path, Path], tmp_path: Path)
     assert result.exit_code == 0 and "rollback scorer: version 1 (was 2)" in result.output
     result = runner.invoke(app, ["release", "promote", "scorer", "5", "--repo", str(serving)])
     assert result.exit_code == 1 and "scorer has no version 5" in result.output
+
+
+# ------------------------------------------------------------------------------- integrity (a release audit)
+
+
+def test_what_release_writes_keeps_the_files_readable_by_another_user(repos: tuple[Path, Path]) -> None:
+    """mkstemp made config.pbtxt and releases.json 0600: a Triton running as another user could not read them."""
+    serving, new = repos
+    config = serving / "scorer" / "config.pbtxt"
+    config.chmod(0o644)
+    add_versions(serving, new)
+    promote(serving, "scorer", 2)
+    assert config.stat().st_mode & 0o777 == 0o644
+    assert (serving / RELEASES_FILE).stat().st_mode & 0o777 == 0o644
+
+
+def test_promoting_what_already_serves_leaves_nothing_for_rollback_to_undo(repos: tuple[Path, Path]) -> None:
+    """A retried promote recorded a second event, and the next rollback "rolled back" to the same version."""
+    serving, new = repos
+    add_versions(serving, new)
+    promote(serving, "scorer", 2)
+    again = promote(serving, "scorer", 2)
+    assert again.previous == (2,)
+    assert [e["action"] for e in model_releases(serving, "scorer").history] == ["initial", "add", "promote"]
+    assert rollback(serving, "scorer").version == 1
+    assert model_releases(serving, "scorer").active == (1,)
+
+
+def test_a_promote_interrupted_while_triton_loads_can_be_rolled_back(repos: tuple[Path, Path]) -> None:
+    """The history is written before Triton is asked: a promote stopped during the load (Ctrl-C, SIGTERM) left
+    config.pbtxt on the new version with no event, and rollback then refused."""
+    serving, new = repos
+    add_versions(serving, new)
+
+    class Interrupted(Recorder):
+        def load(self, model: str) -> None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        promote(serving, "scorer", 2, control=Interrupted(serving))
+    state = model_releases(serving, "scorer")
+    assert state.active == (2,) and state.history[-1]["action"] == "promote"
+    assert rollback(serving, "scorer").version == 1
+
+
+def test_a_failed_load_leaves_config_and_history_as_they_were(repos: tuple[Path, Path]) -> None:
+    serving, new = repos
+    add_versions(serving, new)
+    before = model_releases(serving, "scorer").history
+    with pytest.raises(ReleaseError, match="failed to load"):
+        promote(serving, "scorer", 2, control=Recorder(serving, fail_version=2))
+    state = model_releases(serving, "scorer")
+    assert state.active == (1,) and state.history == before
+
+
+def test_a_history_that_cannot_be_written_leaves_the_config_as_it_was(
+    repos: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk: a raw OSError traceback, with config.pbtxt already on the new version and no history."""
+    import errno
+    import os
+
+    from tritonforge import releases
+
+    serving, new = repos
+    add_versions(serving, new)
+    config = (serving / "scorer" / "config.pbtxt").read_bytes()
+    real_replace = os.replace
+
+    def replace(src: str, dst: str | Path) -> None:
+        if Path(dst).name == RELEASES_FILE:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(releases.os, "replace", replace)
+    with pytest.raises(ReleaseError, match=r"cannot write .*releases.json \(it is unchanged\): No space left"):
+        promote(serving, "scorer", 2, control=Recorder(serving))
+    assert (serving / "scorer" / "config.pbtxt").read_bytes() == config
+    assert not [p for p in serving.iterdir() if p.name.startswith(f".{RELEASES_FILE}.")]
+
+
+def test_an_add_killed_mid_copy_leaves_nothing_the_next_add_keeps(repos: tuple[Path, Path]) -> None:
+    serving, new = repos
+    left = serving / "scorer" / ".staging-killed"
+    (left / "sub").mkdir(parents=True)
+    assert add_versions(serving, new) == {"scorer": 2}
+    assert not left.exists()
+
+
+def test_a_build_does_not_replace_a_repository_holding_releases(repos: tuple[Path, Path]) -> None:
+    """A rebuild into the served repository deleted every added version and releases.json, exit 0."""
+    from tritonforge.errors import RepositoryError
+    from tritonforge.repository import OUTPUT_MARKER, check_output
+
+    serving, new = repos
+    (serving / OUTPUT_MARKER).write_text("")
+    check_output(serving)  # an output folder
+    add_versions(serving, new)
+    with pytest.raises(RepositoryError, match=r"it holds releases \(releases.json\).*tritonforge release add --repo"):
+        check_output(serving, replaces_builds=True)
