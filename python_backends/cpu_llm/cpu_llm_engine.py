@@ -415,28 +415,46 @@ class _Engine:
             if s.done:
                 continue
             raw = logits[i]
-            row = self._process(s, raw)
-            if s.greedy:
-                token = int(row.argmax())
-                chosen = row
-            else:
-                chosen = row / s.temperature
-                filtered = chosen
-                if 0 < s.top_k < filtered.shape[-1]:
-                    kth = torch.topk(filtered, s.top_k).values[-1]
-                    filtered = filtered.masked_fill(filtered < kth, float("-inf"))
-                if s.top_p is not None and s.top_p < 1.0:
-                    ordered, order = torch.sort(filtered, descending=True)
-                    probs = torch.softmax(ordered, dim=-1)
-                    before = torch.cumsum(probs, dim=-1) - probs
-                    drop = before >= s.top_p
-                    drop[0] = False
-                    filtered = filtered.clone()
-                    filtered[order[drop]] = float("-inf")
-                probs = torch.softmax(filtered, dim=-1)
-                token = int(torch.multinomial(probs, 1, generator=s.generator))
+            try:
+                token, chosen = self._sample(s, raw)
+            except Exception as err:
+                # one request's settings (a penalty of -3e38, say) gave no distribution to draw from: that request
+                # fails, and the others in the batch go on (the loop's handler would have failed them all)
+                _log("warn", f"request '{s.job.request_id}': sampling failed: {type(err).__name__}: {err}")
+                s.job.fail(f"sampling failed for this request's settings: {err}", pb_utils.TritonError.INVALID_ARG)
+                continue
             log_prob = float(torch.log_softmax(chosen, dim=-1)[token]) if s.return_log_probs else None
             self._accept(s, token, now, raw, log_prob)
+
+    def _sample(self, s, raw):
+        """(the token, the logits it was drawn from) for one sequence's row of logits."""
+        torch = self.torch
+        row = self._process(s, raw)
+        if s.greedy:
+            token = int(row.argmax())
+            chosen = row
+        else:
+            chosen = row / s.temperature
+            filtered = chosen
+            if 0 < s.top_k < filtered.shape[-1]:
+                kth = torch.topk(filtered, s.top_k).values[-1]
+                filtered = filtered.masked_fill(filtered < kth, float("-inf"))
+            if s.top_p is not None and s.top_p < 1.0:
+                ordered, order = torch.sort(filtered, descending=True)
+                probs = torch.softmax(ordered, dim=-1)
+                before = torch.cumsum(probs, dim=-1) - probs
+                drop = before >= s.top_p
+                drop[0] = False
+                filtered = filtered.clone()
+                filtered[order[drop]] = float("-inf")
+            probs = torch.softmax(filtered, dim=-1)
+            if not bool(torch.isfinite(probs).all()):
+                raise ValueError(
+                    f"the logits after temperature={s.temperature}, presence_penalty={s.presence}, "
+                    f"frequency_penalty={s.frequency}, repetition_penalty={s.repetition} are not finite"
+                )
+            token = int(torch.multinomial(probs, 1, generator=s.generator))
+        return token, chosen
 
     def _process(self, s, row):
         """Bias, penalties, min_tokens and bad words applied to one row of logits (a new tensor if changed)."""

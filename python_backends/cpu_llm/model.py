@@ -11,7 +11,7 @@ Inputs (max_batch_size > 0: every tensor has a leading batch dimension; a reques
   Implemented optional inputs, upstream defaults:
     streaming BOOL (false), exclude_input_in_output BOOL (parameter `exclude_input_in_output`, default false),
     end_id INT32 (the checkpoint's generation_config eos ids when absent; -1 = none), pad_id INT32,
-    temperature FP32 (1.0), runtime_top_k INT32 (0 = off), runtime_top_p FP32 (unset; <= 0 means unset),
+    temperature FP32 (1.0; below 1e-5 greedy), runtime_top_k INT32 (0 = off), runtime_top_p FP32 (0 = unset),
     seed UINT64 (0; `random_seed` is accepted as an alias), min_tokens INT32 (1), repetition_penalty FP32 (1.0),
     presence_penalty FP32 (0.0), frequency_penalty FP32 (0.0), stop_words_list / bad_words_list INT32 [2, -1]
     (upstream format: row 0 the flattened token ids, row 1 the cumulative end offsets padded with -1),
@@ -139,6 +139,7 @@ _Engine, _Job, _Sequence, _Collector = _engine._Engine, _engine._Job, _engine._S
 _llmapi = _load_sibling("cpu_llm_llmapi")
 
 FINAL = getattr(pb_utils, "TRITONSERVER_RESPONSE_COMPLETE_FINAL", 1)
+SAMPLING_EPS = 1e-5  # temperatures below it decode greedily
 
 # inputs accepted but not implemented: a request that sets them gets an UNSUPPORTED error
 #   name -> "any": present with any element; "nonempty": more than zero elements; ("ne", default): value != default;
@@ -508,12 +509,12 @@ class TritonPythonModel:
         temperature = float(scalar("temperature", b, 1.0))
         top_k = int(scalar("runtime_top_k", b, 0))
         top_p = float(scalar("runtime_top_p", b, 0.0))
-        if not temperature >= 0:  # NaN too: it compares false with everything
-            raise RequestError(f"{where}temperature={temperature} must be a number >= 0")
+        if not 0 <= temperature < float("inf"):  # NaN too: it compares false with everything
+            raise RequestError(f"{where}temperature={temperature} must be a finite number >= 0")
         if top_k < 0:
             raise RequestError(f"{where}runtime_top_k={top_k} must be >= 0")
-        if not top_p <= 1.0:
-            raise RequestError(f"{where}runtime_top_p={top_p} must be in (0, 1]")
+        if not 0 <= top_p <= 1.0:
+            raise RequestError(f"{where}runtime_top_p={top_p} must be in (0, 1] (or 0: not set)")
         seq.temperature, seq.top_k, seq.top_p = temperature, top_k, (top_p if top_p > 0 else None)
         if self.llmapi:  # the LLM API's rule: temperature alone samples (from every token)
             seq.greedy = _llmapi.implies_greedy(temperature=temperature if present("temperature") else None,
@@ -521,6 +522,9 @@ class TritonPythonModel:
                                                 top_k=top_k if present("runtime_top_k") else None)
         else:  # the tensorrt_llm (engine) contract's: without top_k > 1 or top_p, greedy whatever the temperature
             seq.greedy = temperature == 0 or top_k == 1 or (top_k == 0 and seq.top_p is None)
+        # a temperature this small is greedy in effect, and dividing logits by it overflows float32 into a
+        # distribution of NaNs (vLLM's _SAMPLING_EPS rule)
+        seq.greedy = seq.greedy or temperature < SAMPLING_EPS
         if not seq.greedy:
             seed = scalar("seed", b, None)
             if seed is None:

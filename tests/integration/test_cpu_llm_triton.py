@@ -516,3 +516,25 @@ def test_eight_concurrent_requests(llm: LLMClient, reference: Any, capsys: pytes
     with capsys.disabled():
         print(f"\n[cpu_llm] 8 requests x {n} tokens: sequential {sequential_s:.2f}s, concurrent {concurrent_s:.2f}s, "
               f"concurrent streamed {streamed_s:.2f}s")
+
+
+def test_one_requests_extreme_sampling_settings_fail_only_that_request(llm: LLMClient, reference: Any) -> None:
+    """A penalty of -3e38 (finite, so accepted) makes one request's logits infinite: its sampling failed, and the
+    engine loop's handler failed every request generating with it. A temperature of 1e-40 overflowed the same way;
+    it decodes greedily now (vLLM's rule below 1e-5)."""
+    prompt = "Tokenizers split words into smaller pieces"
+    good = llm.send(prompt, 48, stream=True)
+    while not good.texts:  # generating when the bad one arrives
+        time.sleep(0.01)
+    f32 = np.float32
+    bad = llm.send("Hello world", 8, temperature=np.array([[0.5]], f32), top_k=np.array([[5]], np.int32),
+                   frequency_penalty=np.array([[-3e38]], f32))
+    tiny = llm.send("Hello world", 8, temperature=np.array([[1e-40]], f32), top_k=np.array([[5]], np.int32))
+    with pytest.raises(AssertionError, match="sampling failed for this request's settings: the logits after"):
+        llm.wait(bad, timeout=10)  # (an error on a stream carries no request id: it ends as an orphan)
+    llm.wait(good, tiny)
+    assert good.text == reference(prompt, 48)
+    assert tiny.text == reference("Hello world", 8)
+    negative = llm.send("Hello world", 8, top_p=np.array([[-0.5]], f32))
+    with pytest.raises(AssertionError, match=r"runtime_top_p=-0.5 must be in \(0, 1\] \(or 0: not set\)"):
+        llm.wait(negative, timeout=10)

@@ -602,8 +602,10 @@ def test_bad_requests_get_an_error_and_the_rest_are_served(model: Any, reference
         "outside the vocabulary": request([5, 100000], 6),
         "input 'lora_task_id' is not supported": request(ids, 6, lora_task_id=3),
         "input 'beam_width' is not supported": request(ids, 6, beam_width=2),
-        "temperature=-1.0 must be a number >= 0": request(ids, 6, temperature=-1.0),
-        "temperature=nan must be a number >= 0": request(ids, 6, temperature=float("nan")),
+        "temperature=-1.0 must be a finite number >= 0": request(ids, 6, temperature=-1.0),
+        "temperature=nan must be a finite number >= 0": request(ids, 6, temperature=float("nan")),
+        "temperature=inf must be a finite number >= 0": request(ids, 6, temperature=float("inf")),
+        "runtime_top_p=-0.5 must be in (0, 1] (or 0: not set)": request(ids, 6, runtime_top_p=-0.5),
         "presence_penalty=inf must be a finite number": request(ids, 6, presence_penalty=float("inf")),
         "stop_words_list: offsets must increase": request(
             ids, 6, stop_words_list=np.array([[[5, 6, 7], [2, 1, -1]]], dtype=np.int32)),
