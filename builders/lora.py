@@ -151,6 +151,9 @@ def check_adapters(
                     f"{base_checkpoint} has sha256 {base_hash}"
                 )
                 continue
+        if (mismatch := _shape_problem(weights, base_checkpoint)) is not None:
+            problems.append(f"{where}: adapter for another base model: {mismatch}")
+            continue
         modules = config.get("target_modules") or []
         modules = (modules,) if isinstance(modules, str) else tuple(str(m) for m in modules)
         checked.append(Adapter(name, folder, ids[name], int(config.get("r", 0) or 0), modules, spec.system_prompt,
@@ -158,6 +161,41 @@ def check_adapters(
     if problems:
         raise BuildError("cannot serve the LoRA adapters:\n  " + "\n  ".join(problems))
     return checked
+
+
+PEFT_PREFIX = "base_model.model."
+LORA_SUFFIXES = {".lora_A.weight": 1, ".lora_B.weight": 0}  # the axis each shares with the base's [out, in]
+
+
+def _shape_problem(weights: Path, base: Path) -> str | None:
+    """Whether the adapter's LoRA matrices fit the base checkpoint's weights: A is [r, in] and B [out, r] of the
+    module's [out, in]. An adapter trained on another base built, validated, and then failed the whole LLM's load
+    ("size mismatch for ...lora_A...") with every other adapter. Only safetensors on both sides are read (headers
+    only); a .bin adapter or base is left to the load."""
+    from safetensors import safe_open
+
+    base_files = sorted(base.glob("*.safetensors"))
+    if weights.suffix != ".safetensors" or not base_files:
+        return None
+    base_shapes: dict[str, list[int]] = {}
+    for path in base_files:
+        with safe_open(str(path), "pt") as f:
+            base_shapes.update({k: list(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
+    with safe_open(str(weights), "pt") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            suffix = next((s for s in LORA_SUFFIXES if key.endswith(s)), None)
+            if suffix is None:
+                continue
+            module = key.removeprefix(PEFT_PREFIX)[: -len(suffix)]
+            target = base_shapes.get(f"{module}.weight")
+            if target is None:
+                return f"{key} adapts {module}, which the base checkpoint does not have"
+            shape = list(f.get_slice(key).get_shape())
+            axis = LORA_SUFFIXES[suffix]
+            if len(shape) != 2 or len(target) != 2 or shape[axis] != target[axis]:
+                return (f"{key} has shape {shape}, which does not fit {module}.weight {target} of the base checkpoint "
+                        f"{base}")
+    return None
 
 
 def adapter_table(adapters: list[Adapter]) -> dict[str, Any]:

@@ -413,8 +413,9 @@ class LLMModel(Checked):
         if data.get("bls") is True and data.get("runtime", "llmapi") != "engine":
             found.append((("bls",), "tensorrt_llm_bls wraps the engine path's steps: set runtime: engine"))
         for name in raw_dict(data.get("adapters")):
-            if not MODEL_NAME.match(str(name)):
-                found.append((("adapters", name), "adapter names may use letters, digits, '_', '.', '-'"))
+            if not MODEL_NAME.match(str(name)) or "." in str(name):
+                found.append((("adapters", name), "adapter names may use letters, digits, '_', '-' (not '.': "
+                                                  "the engines key an adapter's modules by its name)"))
             elif str(name) == "__base__":
                 found.append((("adapters", name), "'__base__' is reserved for the base model"))
         if raw_dict(data.get("cpu")).get("weights") == "int8" and raw_dict(data.get("adapters")):

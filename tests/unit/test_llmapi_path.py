@@ -153,3 +153,27 @@ def test_plan_is_refused_for_an_image_without_engines(decoder: Path, tmp_path: P
         build(spec(decoder), tmp_path / "r", plan_only=True,
               image="nvcr.io/nvidia/tritonserver:26.10-trtllm-python-py3")
     assert not (tmp_path / "r").exists()
+
+
+def test_adapter_names_with_a_dot_are_refused(decoder: Path) -> None:
+    """peft keys an adapter's modules by its name and refuses '.': "v1.2" built and validated, then took the
+    whole LLM down at load (KeyError: module name can't contain ".")."""
+    with pytest.raises(SpecError, match=r"models.chat.adapters.v1.2: adapter names may use letters, digits, '_', '-'"):
+        spec(decoder, target="cpu", adapters={"v1.2": {"path": "anywhere"}})
+
+
+def test_an_adapter_trained_on_another_base_is_refused_at_build(decoder: Path, tmp_path: Path) -> None:
+    """It built and validated, then failed the whole LLM's load ("size mismatch for ...lora_A...") with every
+    other adapter. The adapter's LoRA shapes are read against the base checkpoint's weights."""
+    from tritonforge.builders.tiny_models import make_tiny_decoder, make_tiny_lora
+    from tritonforge.errors import BuildError
+
+    other = make_tiny_decoder(tmp_path / "other", hidden=32)
+    good = make_tiny_lora(decoder, tmp_path / "good", seed=1)
+    wrong = make_tiny_lora(other, tmp_path / "wrong", seed=1)
+    adapters = {"good": {"path": str(good)}, "wrong": {"path": str(wrong)}}
+    with pytest.raises(BuildError, match=r"adapters.wrong \(.*\): adapter for another base model: .*lora_A.weight has "
+                                         r"shape \[4, \d+\], which does not fit .*\.weight \[\d+, \d+\] of the base") as err:
+        build(spec(decoder, target="cpu", adapters=adapters), tmp_path / "r")
+    assert "adapters.good" not in str(err.value)
+    assert not (tmp_path / "r").exists()
