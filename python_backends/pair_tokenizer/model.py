@@ -18,7 +18,9 @@ Empty DOCUMENTS entries (b"", which the retriever uses to pad its results) are e
 ``[CLS] query [SEP] [SEP]`` for BERT-like tokenizers. (transformers' ``tokenizer(query, "")`` drops an empty
 passage altogether; the difference does not matter because the caller drops the scores of empty documents.)
 
-Parameters (config.pbtxt): max_seq_length, pad_to_multiple_of, pad_id, model_input_names (comma separated).
+Parameters (config.pbtxt): max_seq_length, pad_to_multiple_of, pad_id, model_input_names (comma separated),
+max_text_bytes (default 1 MiB: a longer query or passage is refused, as the embedding tokenizer does; a 10 MB
+passage had held the model for everyone for ~10 s and left the stub at 1.5 GB).
 The tokenizer files live beside this file in `tokenizer/`. Only `tokenizers` and numpy are needed at serve
 time, so the same file runs in an NGC Triton container.
 
@@ -51,6 +53,7 @@ class TritonPythonModel:
         self.pad_id = int(params.get("pad_id") or 0)
         self.names = [n.strip() for n in params["model_input_names"].split(",") if n.strip()]
         self.counts = any(o.get("name") == "NUM_TOKENS" for o in config.get("output", []))
+        self.max_bytes = int(params.get("max_text_bytes") or 1 << 20)
         unknown = [n for n in self.names if n not in FIELDS]
         if unknown:
             raise ValueError(f"model_input_names has {unknown}; allowed: {', '.join(FIELDS)}")
@@ -62,8 +65,7 @@ class TritonPythonModel:
             max_length=self.max_len, strategy="longest_first", direction=shipped.get("direction", "right")
         )
 
-    @staticmethod
-    def _strings(tensor, name):
+    def _strings(self, tensor, name):
         """Decode a TYPE_STRING array into str, keeping its shape; _BadRequest names the first bad element."""
         raw = tensor.as_numpy()
         out = np.empty(raw.shape, dtype=object)
@@ -78,6 +80,10 @@ class TritonPythonModel:
             if not isinstance(item, str):
                 where = ", ".join(str(i) for i in index)
                 raise _BadRequest(f"{name}[{where}] must be a string, got {type(item).__name__}")
+            if len(item) * 4 > self.max_bytes and len(item.encode("utf-8")) > self.max_bytes:  # (<= 4 bytes a char)
+                where = ", ".join(str(i) for i in index)
+                raise _BadRequest(f"{name}[{where}] is {len(item.encode('utf-8'))} bytes; at most {self.max_bytes} "
+                                  "are accepted")
             out[index] = item
         return out
 

@@ -78,7 +78,8 @@ class TritonPythonModel:
                 return None, f"TEXT[{i}] must be a string, got {type(item).__name__}"
             if not item.strip():
                 return None, f"TEXT[{i}] is an empty string: send text to embed"
-            if len(item) > self.max_bytes and len(item.encode("utf-8")) > self.max_bytes:
+            # (a character is at most 4 bytes: only a text that could be over the limit is encoded to measure it)
+            if len(item) * 4 > self.max_bytes and len(item.encode("utf-8")) > self.max_bytes:
                 return None, f"TEXT[{i}] is {len(item.encode('utf-8'))} bytes; at most {self.max_bytes} are accepted"
             texts.append(self._bounded(item))
         return texts, None

@@ -235,6 +235,9 @@ def test_errors_go_to_their_request_only(monkeypatch, repo: Path, hf_tokenizer) 
         (Request(QUERY=strings([["only a query"]])), "missing input 'DOCUMENTS'"),
         (Request(DOCUMENTS=strings([["only documents"]])), "missing input 'QUERY'"),
         (Request(QUERY=strings([["q"]]), DOCUMENTS=np.empty((1, 0), dtype=object)), "DOCUMENTS is empty"),
+        # a 10 MB passage held the model ~10 s for everyone: over max_text_bytes (1 MiB) it is refused
+        (request(["q"], [["ok", "word " * 220_000]]), r"DOCUMENTS\[0, 1\] is 1100000 bytes; at most 1048576"),
+        (request(["é" * 600_000], [["x"]]), r"QUERY\[0, 0\] is 1200000 bytes; at most 1048576"),
     ]
     responses = model.execute([good, *(r for r, _ in bad), good])
     assert len(responses) == len(bad) + 2

@@ -72,3 +72,6 @@ def test_texts_over_the_byte_limit_are_refused_alone(model: Any) -> None:
     good, bad = model.execute([Request(TEXT=strings([["fine"]])), Request(TEXT=strings([[huge]]))])
     assert not good.has_error()
     assert bad.has_error() and "at most 1048576" in bad.error().message()
+    # fewer characters than the limit, more bytes: it was let through (only the character count was compared)
+    (wide,) = model.execute([Request(TEXT=strings([["é" * 600_000]]))])
+    assert wide.has_error() and "TEXT[0] is 1200000 bytes; at most 1048576" in wide.error().message()
