@@ -73,7 +73,7 @@ class Sampling:
                     raise InvalidInputError(f"{name}[{i}] is {type(word).__name__}, not str")
         if not isinstance(self.chat, bool):
             raise InvalidInputError(f"chat must be True or False, got {self.chat!r}")
-        if self.adapter is not None and (not isinstance(self.adapter, str) or not self.adapter):
+        if self.adapter is not None and (not isinstance(self.adapter, str) or not self.adapter.strip()):
             raise InvalidInputError(f"adapter must be an adapter's name (non-empty str) or None, got {self.adapter!r}")
 
     @classmethod

@@ -362,7 +362,10 @@ class TritonPythonModel:
 
     def adapter_rows(self, arrays, batch, per_item):
         """Per batch item: the lora_task_id to send on (None: the base model) and the adapter's system prompt."""
-        names = [None if n is None else _text(n, "lora_name").strip() or None for n in per_item("lora_name", None)]
+        names = [None if n is None else _text(n, "lora_name") for n in per_item("lora_name", None)]
+        if any(n and not n.strip() for n in names):  # "" is the tensor left empty; blanks are a mistake, not the base
+            raise RequestError("lora_name is blank: send an adapter's name, or an empty one for the base model")
+        names = [n.strip() or None if n is not None else None for n in names]
         ids = [None] * batch
         if "LORA_TASK_ID" in arrays and arrays["LORA_TASK_ID"].size:
             ids = [int(t) for t in per_item("LORA_TASK_ID", 0)]

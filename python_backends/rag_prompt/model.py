@@ -44,8 +44,14 @@ class RequestError(ValueError):
     pass
 
 
-def _text(item):
-    return item.decode("utf-8") if isinstance(item, bytes) else str(item)
+def _text(item, where):
+    """A TYPE_STRING element as str; RequestError naming the input and element when it is not UTF-8."""
+    if not isinstance(item, bytes):
+        return str(item)
+    try:
+        return item.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RequestError(f"{where} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
 
 
 def _truthy(text):
@@ -137,13 +143,13 @@ class TritonPythonModel:
             limits = None if self.default_top_n is None else np.full(batch, self.default_top_n)
         prompts, kept, dropped = [], [], []
         for i in range(batch):
-            query = _text(queries.reshape(batch, -1)[i, 0]).strip()
+            query = _text(queries.reshape(batch, -1)[i, 0], f"QUERY[{i}]").strip()
             if not query:
                 raise RequestError("QUERY is empty: send a question")
             ranked = [
-                {"id": _text(ids[i, j]), "text": _text(docs[i, j]), "score": float(scores[i, j])}
+                {"id": doc_id, "text": _text(docs[i, j], f"DOCUMENTS[{i}, {j}]"), "score": float(scores[i, j])}
                 for j in range(ids.shape[1])
-                if _text(ids[i, j])
+                if (doc_id := _text(ids[i, j], f"DOC_IDS[{i}, {j}]"))
             ]
             if limits is not None:
                 ranked = ranked[: int(limits[i])]

@@ -243,6 +243,7 @@ UNREACHABLE = "127.0.0.1:1"
         ({"stop_words": [1]}, r"stop_words\[0\] is int, not str"),
         ({"bad_words": None}, r"bad_words must be a list of strings, got None"),
         ({"adapter": 5}, r"adapter must be an adapter's name"),
+        ({"adapter": "   "}, r"adapter must be an adapter's name"),  # it served the base model, silently
         ({"chat": "yes"}, r"chat must be True or False, got 'yes'"),
         ({"max_token": 5}, r"unknown generation parameter max_token; allowed: adapter, bad_words, chat"),
     ],

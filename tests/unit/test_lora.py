@@ -291,6 +291,9 @@ def test_an_unknown_name_gets_an_error_listing_the_known_ones(pre: Any) -> None:
     message = response.error().message()
     assert "unknown adapter 'gamma' (lora_name): known adapters are alpha, beta" in message
     assert "base model" in message
+    # a blank name served the base model silently
+    blank = preprocess(pre, ["hi"], lora_name=fpb.strings([["   "]]))
+    assert blank.has_error() and "lora_name is blank" in blank.error().message()
 
 
 def test_mixing_adapter_and_base_rows_in_one_request_is_refused(pre: Any) -> None:

@@ -114,6 +114,18 @@ def test_bad_requests_get_errors_to_that_request_only(monkeypatch, checkpoint, t
     bad = model.execute([request("  ", PASSAGES), request("why?", PASSAGES)])
     assert "QUERY is empty" in bad[0].error().message()
     assert "rendering the prompt failed" in bad[1].error().message()
+    # non-UTF-8 text names its input and element (it was the codec's bare message)
+    model = make_model(monkeypatch, checkpoint, tmp_path)
+    scores = np.array([[0.9, 0.8]], dtype=np.float32)
+    good_ids, good_docs = np.array([[b"a", b"b"]], dtype=object), np.array([[b"one", b"two"]], dtype=object)
+    cases = {
+        "QUERY[0]": (np.array([[b"caf\xe9"]], dtype=object), good_ids, good_docs),
+        "DOC_IDS[0, 1]": (np.array([[b"why?"]], dtype=object), np.array([[b"a", b"\xff"]], dtype=object), good_docs),
+        "DOCUMENTS[0, 0]": (np.array([[b"why?"]], dtype=object), good_ids, np.array([[b"\xfe", b"x"]], dtype=object)),
+    }
+    for where, (query, ids, docs) in cases.items():
+        (response,) = model.execute([Request(QUERY=query, DOC_IDS=ids, DOCUMENTS=docs, SCORES=scores)])
+        assert f"{where} is not valid UTF-8" in response.error().message(), response.error().message()
 
 
 def _spec(**rag: Any) -> dict[str, Any]:
