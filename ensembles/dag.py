@@ -22,7 +22,7 @@ from tritonforge.builders.model_configs import TensorSpec, add_io
 from tritonforge.config_io import model_config_pb2
 from tritonforge.errors import Problem, ValidationError
 from tritonforge.validation import ensemble_rules as rules
-from tritonforge.validation.config_rules import max_batch_size_problem, name_problem
+from tritonforge.validation.config_rules import io_shape_problem, max_batch_size_problem, name_problem
 from tritonforge.values import is_whole
 
 if TYPE_CHECKING:
@@ -107,6 +107,9 @@ class Ensemble:
             )
         if problem := name_problem(name):
             raise ValidationError([Problem("Ensemble(name=...)", problem)])
+        if name in (".", "..") or any(c in name for c in "/\\\0"):  # Triton names a model after its folder
+            raise ValidationError([Problem("Ensemble(name=...)", f"'{name}' cannot be a model name: it is also the "
+                                           "model's folder (no '/', '\\', '.' or '..')")])
         self.name = name
         if not is_whole(max_batch_size):
             self._argument(
@@ -147,6 +150,17 @@ class Ensemble:
             if not (_is_name(key) and _is_name(tensor)):
                 self._argument(call, argument, value, f"{key!r}: {tensor!r} is not a pair of names; give {_NAMES}")
         return value
+
+    def _shape(self, kind: str, spec: TensorSpec) -> None:
+        """R13-R19 on a tensor the ensemble declares, as Triton checks it at load (a reshape whose element count
+        differs from the dims', say)."""
+        config = model_config_pb2().ModelConfig()
+        try:
+            add_io(config, [spec] if kind == "input" else [], [spec] if kind == "output" else [])
+        except ValueError:
+            self._argument(kind, "data_type", spec.data_type, "give a Triton type name such as 'TYPE_FP32'")
+        tensor = (config.input if kind == "input" else config.output)[0]
+        self._fail(io_shape_problem(tensor, self.max_batch_size, kind))
 
     def _declared_twice(self, kind: str, name: str) -> None:
         """Triton keeps one of two tensors of the same name silently (a map): refuse the second declaration."""
@@ -189,16 +203,11 @@ class Ensemble:
         reshaped = self._dims("input", "reshape", reshape) if reshape is not None else None
         if name in self._tensors:
             self._declared_twice("ensemble tensor", name)
-        self._inputs.append(
-            TensorSpec(
-                name,
-                data_type,
-                shape,
-                optional=optional,
-                allow_ragged_batch=allow_ragged_batch,
-                reshape=reshaped,
-            )
+        spec = TensorSpec(
+            name, data_type, shape, optional=optional, allow_ragged_batch=allow_ragged_batch, reshape=reshaped
         )
+        self._shape("input", spec)
+        self._inputs.append(spec)
         self._tensors[name] = _Tensor(data_type, shape, self.max_batch_size > 0, self.name)
         return self
 
@@ -224,6 +233,8 @@ class Ensemble:
         outputs = self._names("step", "outputs", outputs)
         if not model.name:
             self._fail(rules.step_missing(self.name, "model_name", index))
+        if model.name == self.name:  # R54, the shortest cycle
+            self._fail(rules.circular_dependency(self.name, self.name))
         self._fail(rules.batch_size_too_small(self.name, self.max_batch_size, model.name, model.max_batch_size))
         batching = model.max_batch_size > 0
         for key, tensor in inputs.items():
@@ -249,11 +260,13 @@ class Ensemble:
         for missing, mapping in (("input_map", inputs), ("output_map", outputs)):
             if not mapping:  # Triton refuses the step at load even when the model has nothing to map
                 self._fail(rules.step_missing(self.name, missing, index))
+        written: set[str] = set()
         for key, tensor in outputs.items():
             if key not in model.outputs:
                 self._fail(rules.non_existing_output(self.name, tensor, key, model.name))
-            if tensor in self._tensors:
+            if tensor in self._tensors or tensor in written:  # by an earlier step, or by this one already
                 self._fail(rules.output_mapped_twice(self.name, tensor, index))
+            written.add(tensor)
         origin = self._single_origin({self._tensors[t].origin for t in inputs.values()}, model.name)
         # all checks passed: record the step
         for tensor in inputs.values():
@@ -292,9 +305,9 @@ class Ensemble:
         declared_type = data_type or t.data_type
         declared_dims = tuple(dims) if dims is not None else t.dims
         self._agree(name, declared_type, declared_dims, self.max_batch_size > 0, self.name)
-        self._outputs.append(
-            TensorSpec(name, declared_type, declared_dims, reshape=tuple(reshape) if reshape is not None else None)
-        )
+        spec = TensorSpec(name, declared_type, declared_dims, reshape=tuple(reshape) if reshape is not None else None)
+        self._shape("output", spec)
+        self._outputs.append(spec)
         return self
 
     # -- rendering ----------------------------------------------------------

@@ -171,3 +171,26 @@ def test_a_declared_output_shape_must_agree_with_its_producer() -> None:
         "[-1,3] is inferred from model pipe"
     msg = _message(lambda: _start().step(B, inputs={"X": "mid"}, outputs={"Y": "R"}).output("R", data_type="TYPE_FP16"))
     assert "inconsistent data type: TYPE_FP32 is inferred from model b while TYPE_FP16" in msg
+
+
+def test_mistakes_triton_refuses_at_load_raise_where_they_are_made() -> None:
+    """Each was accepted by the DAG API and refused by Triton 2.51 at load (found by an audit)."""
+    two = _model("two", {"IN": ("TYPE_FP32", (4,))}, {"P": ("TYPE_FP32", (4,)), "Q": ("TYPE_FP32", (4,))})
+    start = Ensemble("pipe", max_batch_size=8).input("DATA", "TYPE_FP32", [4])
+    assert _message(lambda: start.step(two, inputs={"IN": "DATA"}, outputs={"P": "X", "Q": "X"})) == (
+        "ensemble tensor 'X' can appear in an output map only once for ensemble 'pipe' step 0"
+    )
+    assert _message(lambda: Ensemble("e", max_batch_size=8).input("T", "TYPE_FP32", [1], reshape=[2, 3])) == (
+        "model input 'T' has different size for dims and reshape"
+    )
+    assert _message(lambda: _start().output("mid", reshape=[5, 7])) == (
+        "model output 'mid' has different size for dims and reshape"
+    )
+    itself = _model("pipe", {"IN": ("TYPE_FP32", (4,))}, {"OUT": ("TYPE_FP32", (4,))})
+    assert _message(lambda: _start().step(itself, inputs={"IN": "mid"}, outputs={"OUT": "R"})) == (
+        "circular dependency between ensembles: pipe -> ... -> pipe -> pipe"
+    )
+    for name in ("bad/name", ".", ".."):
+        assert "cannot be a model name: it is also the model's folder" in _message(
+            lambda name=name: Ensemble(name, max_batch_size=8)
+        )

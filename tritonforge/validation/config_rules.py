@@ -347,6 +347,11 @@ def _element_count(dims: Iterable[int]) -> int:
     return math.prod(dims)
 
 
+def io_shape_problem(tensor: Any, max_batch_size: int, kind: str) -> str | None:
+    """R13-R19 for one model ``kind`` ("input" or "output") tensor (the DAG API checks what it declares)."""
+    return _io_shape_rules(tensor, max_batch_size, f"model {kind} ")
+
+
 def _io_shape_rules(tensor: Any, max_batch_size: int, prefix: str) -> str | None:
     """Core's ValidateIOShape (R13-R19)."""
     if not tensor.name:

@@ -107,3 +107,8 @@ def step_missing(ensemble: str, field: str, step: int) -> str:
 def mixed_decoupled(ensemble: str, model: str) -> str:
     """R62: a step joins tensors from one decoupled origin at most."""
     return f"in ensemble {ensemble}, step of model '{model}' receives inputs originated from different decoupled models"
+
+
+def circular_dependency(ensemble: str, last: str) -> str:
+    """R54: an ensemble that runs itself, through ``last`` (itself, in the shortest cycle)."""
+    return f"circular dependency between ensembles: {ensemble} -> ... -> {last} -> {ensemble}"

@@ -34,7 +34,7 @@ def _check_dependencies(models: dict[str, _Model]) -> None:
         if name not in status:
             last = _cycle_back_to(name, upstreams)
             if last is not None:  # R54
-                status[name] = f"circular dependency between ensembles: {name} -> ... -> {last} -> {name}"
+                status[name] = rules.circular_dependency(name, last)
     for name, message in status.items():
         nodes[name].cross.append(message)
     resolver = _EnsembleResolver(nodes, upstreams, status)
