@@ -14,6 +14,7 @@ Objects that a previous push sent and the repository no longer has are deleted, 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -165,7 +166,25 @@ def push(
     delete: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> PushReport:
-    """Upload a built repository to ``url`` (``s3://[host:port/]bucket/prefix``), sending only changed files."""
+    """Upload a built repository to ``url`` (``s3://[host:port/]bucket/prefix``), sending only changed files.
+
+    Files sent by an earlier push that are gone locally are deleted (``delete``), including those of a push that
+    was interrupted: the files about to be sent are recorded before the first is."""
+    try:
+        return _push(repo, url, endpoint_url=endpoint_url, client=client, delete=delete, progress=progress)
+    except DeployError as err:
+        raise DeployError(err.problems, "cannot push") from None
+
+
+def _push(
+    repo: str | Path,
+    url: str,
+    *,
+    endpoint_url: str | None,
+    client: Any,
+    delete: bool,
+    progress: Callable[[str], None] | None,
+) -> PushReport:
     from botocore.exceptions import BotoCoreError, ClientError
 
     if not isinstance(repo, str | os.PathLike):
@@ -182,6 +201,8 @@ def push(
             "`gcloud storage rsync`"
         )
     client = client or s3_client(target, endpoint_url)
+    if endpoint_url and target.endpoint is None:  # the URL to serve it from must name the server it went to
+        target = dataclasses.replace(target, endpoint=endpoint_url.rstrip("/"))
     say = progress or (lambda _m: None)
     try:
         client.head_bucket(Bucket=target.bucket)
@@ -192,10 +213,10 @@ def push(
         unchanged: list[str] = []
         sent = 0
         manifest: dict[str, dict[str, Any]] = {}
-        for i, (rel, path) in enumerate(local.items(), 1):
-            key = target.key(rel)
+        to_send: list[tuple[str, Path | None, str]] = []
+        for rel, path in local.items():
             sha = _sha256(path) if path is not None else hashlib.sha256(b"").hexdigest()
-            was, obj = recorded.get(rel, {}), remote.get(key)
+            was, obj = recorded.get(rel, {}), remote.get(target.key(rel))
             if (
                 obj is not None
                 and was.get("sha256") == sha
@@ -204,8 +225,16 @@ def push(
             ):
                 unchanged.append(rel)
                 manifest[rel] = was
-                continue
-            say(f"uploading {rel} ({i}/{len(local)})")
+            else:
+                to_send.append((rel, path, sha))
+        if to_send:  # recorded first (as not yet sent): a push stopped midway leaves no object the next one forgets
+            pending = {**recorded, **{rel: {"sha256": None} for rel, _path, _sha in to_send}}
+            body = json.dumps({"format": 1, "files": pending}, indent=1, sort_keys=True).encode()
+            client.put_object(Bucket=target.bucket, Key=target.key(MANIFEST_KEY), Body=body)
+            recorded = pending
+        for i, (rel, path, sha) in enumerate(to_send, 1):
+            key = target.key(rel)
+            say(f"uploading {rel} ({i}/{len(to_send)})")
             if path is None:
                 client.put_object(Bucket=target.bucket, Key=key, Body=b"", Metadata={"sha256": sha})
             else:

@@ -108,3 +108,49 @@ def test_cli_push(s3_endpoint: str, embed_repo: Path) -> None:
     result = CliRunner().invoke(app, ["push", str(embed_repo), f"s3://{s3_endpoint}/no-such-bucket/x"])
     assert result.exit_code == 1
     assert "no-such-bucket" in result.output
+
+
+def test_a_push_stopped_midway_leaves_nothing_the_next_push_forgets(s3_endpoint: str, embed_repo: Path,
+                                                                    tmp_path: Path) -> None:
+    """The manifest was written only at the end: objects of an interrupted push that are then gone locally (a
+    half-sent version folder, say) were never deleted, and Triton would have found that folder."""
+    import shutil
+
+    import boto3
+
+    repo = tmp_path / "repo"
+    shutil.copytree(embed_repo, repo)
+    url = f"s3://{s3_endpoint}/{BUCKET}/stopped"
+    push(repo, url)
+    extra = repo / "minilm_tokenizer" / "2"
+    shutil.copytree(repo / "minilm_tokenizer" / "1", extra)
+    client = boto3.client("s3", endpoint_url=f"http://{s3_endpoint}")
+    real_upload, sent = client.upload_file, []
+
+    def upload_then_stop(path: str, bucket: str, key: str, **kwargs: object) -> None:
+        if sent:
+            raise KeyboardInterrupt  # the push is stopped after its first file
+        real_upload(path, bucket, key, **kwargs)
+        sent.append(key)
+
+    client.upload_file = upload_then_stop  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        push(repo, url, client=client)
+    assert sent and sent[0].startswith("stopped/minilm_tokenizer/2/")
+    shutil.rmtree(extra)
+    report = push(repo, url)
+    assert report.deleted == (sent[0].removeprefix("stopped/"),)
+    assert not [k for k in _objects(s3_endpoint, "stopped/") if k.startswith("stopped/minilm_tokenizer/2/")]
+
+
+def test_push_with_an_endpoint_option_names_it_in_the_url_to_serve(s3_endpoint: str, embed_repo: Path) -> None:
+    """It printed `tritonforge serve s3://bucket/prefix`, which reads from AWS."""
+    report = push(embed_repo, f"s3://{BUCKET}/endpoint-option", endpoint_url=f"http://{s3_endpoint}")
+    assert report.url == f"s3://{s3_endpoint}/{BUCKET}/endpoint-option"
+
+
+def test_push_errors_say_push() -> None:
+    from tritonforge.errors import DeployError
+
+    with pytest.raises(DeployError, match=r"^cannot push \(1\)"):
+        push(Path("/nonexistent-repository"), "s3://bucket/x")
