@@ -352,6 +352,38 @@ def test_helm_chart_renders_the_same_resources_as_the_manifests(
         _validate(doc)
 
 
+def test_helm_refuses_overriding_what_the_rendered_flags_hold_and_follows_the_release_namespace(
+    cpu_repo: Path, tmp_path: Path
+) -> None:
+    """ports.http=9000 moved the pod's port and Service but not Triton's --http-port (the probes failed), and
+    modelRepository / gpus overrides changed nothing; the objects went to values.namespace whatever `helm -n`
+    said. values.schema.json now refuses those overrides, and the objects take the release's namespace."""
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk (Helm's Go engine) is in the test extra")
+    values = build_values(cpu_repo, _options(namespace="serving", gateway=True, gateway_image="ghcr.io/a/g:1",
+                                             gateway_api_keys_secret="gw-keys"))
+    chart_dir = tmp_path / "chart"
+    for rel, content in helm_chart(values).items():
+        (chart_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (chart_dir / rel).write_bytes(content)
+    with helm.Chart.load(str(chart_dir)) as chart:
+        docs = load_documents(chart.render(name="r", namespace="prod").values())
+        assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "ConfigMap"} == {"prod"}
+        gateway = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway"))
+        container = gateway["spec"]["template"]["spec"]["containers"][0]
+        assert f"--triton={values['name']}-grpc:8001" in container["args"]
+        # Pod Security "restricted"'s container fields, on both workloads; the gateway has resources and liveness
+        triton = next(d for d in docs if d["kind"] == "Deployment" and d is not gateway)
+        for c in (container, triton["spec"]["template"]["spec"]["containers"][0]):
+            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                            "seccompProfile": {"type": "RuntimeDefault"}}
+        assert container["livenessProbe"]["tcpSocket"] == {"port": "http"} and container["resources"]["requests"]
+        for override in ({"ports": {**values["ports"], "http": 9000}}, {"gpus": 2},
+                         {"modelRepository": {**values["modelRepository"], "url": "s3://other/x"}}):
+            with pytest.raises(Exception, match=next(iter(override))):
+                chart.render(override, name="r", namespace="prod")
+        assert chart.render({"replicas": 3}, name="r", namespace="prod")  # what the templates read may change
+
+
 def test_deploy_writes_each_format(cpu_repo: Path, tmp_path: Path) -> None:
     report = deploy_k8s(cpu_repo, tmp_path / "k8s", _options())
     assert report.files == (
@@ -366,7 +398,7 @@ def test_deploy_writes_each_format(cpu_repo: Path, tmp_path: Path) -> None:
     report = deploy_k8s(cpu_repo, tmp_path / "chart", _options(), "helm")
     assert {"Chart.yaml", "values.yaml", "templates/deployment.yaml"} <= set(report.files)
     values = yaml.safe_load((tmp_path / "chart" / "values.yaml").read_text())
-    assert values == report.values
+    assert values == {k: v for k, v in report.values.items() if k != "namespace"}  # helm's -n decides it
     report = deploy_k8s(cpu_repo, tmp_path / "kserve", _options(), "kserve")
     assert (tmp_path / "kserve" / "inferenceservice.yaml").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chart", "k8s", "kserve"]  # no temp folders left
