@@ -362,6 +362,7 @@ def _llmapi_engine(
     """The llmapi ``tensorrt_llm`` model: config, model.py (the LLM API driver on gpu, the CPU engine on cpu),
     model.yaml and the checkpoint (unless the container already has it)."""
     from tritonforge.builders.llm_gpu import _queue
+    from tritonforge.builders.lora_trtllm import target_modules
     from tritonforge.trtllm.llmapi import MODEL_YAML, model_yaml
 
     settings = model.llmapi
@@ -395,12 +396,15 @@ def _llmapi_engine(
     if settings.model_in_container is None:
         files.update({f"checkpoint/{rel}": path for rel, path in _files(checkpoint).items()})
     # the CPU engine decodes cpu.max_active sequences together: written where the LLM API reads max_batch_size
+    gpu = target != "cpu"
     text = model_yaml(
         settings,
         model_path=model_path,
         max_batch_size=batch,
         adapters=len(adapters),
-        llm_max_batch_size=model.cpu.max_active if target == "cpu" else None,
+        lora_target_modules=target_modules([a.folder for a in adapters]) if gpu and adapters else (),
+        llm_max_batch_size=None if gpu else model.cpu.max_active,
+        context=(model.max_input_len, model.max_seq_len) if gpu else None,  # the cpu engine's are parameters
     )
     files[MODEL_YAML] = text
     if adapters:

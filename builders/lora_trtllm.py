@@ -86,6 +86,22 @@ class TrtllmLora:
         return {WEIGHTS_FILE: folder / WEIGHTS_FILE, CONFIG_FILE: folder / CONFIG_FILE}
 
 
+def target_modules(folders: list[Path]) -> list[str]:
+    """The TensorRT-LLM names of the modules these PEFT adapters adapt, read from their weights (adapter_config's
+    ``target_modules`` may be a pattern such as "all-linear"); BuildError for a module TensorRT-LLM has no name for."""
+    found: set[str] = set()
+    for folder in folders:
+        for key in _load_tensors(folder):
+            m = _KEY.match(key)
+            if m is None:
+                continue
+            if m.group(2) not in HF_TO_TRTLLM:
+                raise BuildError(f"{folder}: LoRA on module '{m.group(2)}' has no TensorRT-LLM equivalent "
+                                 f"(known: {', '.join(HF_TO_TRTLLM)})")
+            found.add(HF_TO_TRTLLM[m.group(2)])
+    return sorted(found)
+
+
 def _load_tensors(folder: Path) -> dict[str, np.ndarray]:
     safetensors_file = folder / "adapter_model.safetensors"
     if safetensors_file.is_file():

@@ -87,7 +87,12 @@ def test_adapters_map_to_lora_id_name_and_path(decoder: Path, tmp_path: Path) ->
     path = table["adapters"]["support"]["path"]
     assert (repo / "tensorrt_llm" / "1" / path / "adapter_config.json").is_file()  # lora_path, relative
     args = yaml.safe_load((repo / "tensorrt_llm" / "1" / "model.yaml").read_text())
-    assert args["lora_config"] == {"max_lora_rank": 64, "max_loras": 1, "max_cpu_loras": 1}
+    # the TensorRT-LLM names of the adapted modules: without them the PyTorch backend asserts "Expecting at least one
+    # lora target module" and the LLM does not load
+    assert args["lora_config"] == {"max_lora_rank": 64, "max_loras": 1, "max_cpu_loras": 1,
+                                   "lora_target_modules": ["attn_q", "attn_v", "mlp_4h_to_h"]}
+    # the spec's context limits are LLM()'s on the gpu target (they were dropped)
+    assert (args["max_input_len"], args["max_seq_len"]) == (64, 128)
 
 
 def test_unknown_llm_arguments_are_refused_with_the_field_and_the_release(decoder: Path, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ Three deliberate differences from upstream's files, all so that one `llm` ensemb
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -97,7 +98,7 @@ class LLMAPISettings(Checked):
     def _cross(cls, data: dict[str, Any]) -> Found:
         found: Found = []
         typed = set(cls.model_fields) - {"extra_llm_args", "model_in_container", "decoupled"}
-        typed |= {"model", "lora_config", "enable_lora"}
+        typed |= {"model", "lora_config", "enable_lora", "max_input_len", "max_seq_len"}  # the llm model's own
         for key in raw_dict(data.get("extra_llm_args")):
             if key in typed or key in ("triton_config", "cancellation_check_period_ms"):
                 found.append((("extra_llm_args", key), f"'{key}' is set by tritonforge; use the typed field instead"))
@@ -130,12 +131,19 @@ def model_yaml(
     model_path: str,
     max_batch_size: int,
     adapters: int = 0,
+    lora_target_modules: Sequence[str] = (),
     llm_max_batch_size: int | None = None,
+    context: tuple[int, int] | None = None,
 ) -> bytes:
     """The ``1/model.yaml`` text: ``LLM()`` arguments, then ``triton_config`` (as upstream's template lays it out).
 
     ``max_batch_size`` is Triton's (triton_config); the LLM's own is ``settings.max_batch_size``, else
-    ``llm_max_batch_size``, else Triton's."""
+    ``llm_max_batch_size``, else Triton's. ``context`` is the llm model's (max_input_len, max_seq_len), written as
+    LLM()'s limits (the gpu target; the cpu engine gets them as parameters). ``lora_target_modules`` are the
+    TensorRT-LLM names of the modules the adapters adapt: the PyTorch backend asserts "Expecting at least one lora
+    target module" without them when no single lora_dir is given (NVIDIA/TensorRT-LLM
+    tensorrt_llm/_torch/pyexecutor/_util.py @ d8ae02caed59708512e5aa578a09bb09f365bfed), and maps them back to the
+    PEFT names with its default table (tensorrt_llm/lora_helper.py @ 585c756579dc4d01f21fc13c2f604cdb461ac4f0)."""
     args: dict[str, Any] = {
         "model": model_path,
         "backend": settings.backend,
@@ -148,12 +156,16 @@ def model_yaml(
         args["dtype"] = settings.dtype
     if settings.max_num_tokens:
         args["max_num_tokens"] = settings.max_num_tokens
+    if context is not None:
+        args["max_input_len"], args["max_seq_len"] = context
     if settings.trust_remote_code:
         args["trust_remote_code"] = True
     if adapters:
         lora: dict[str, Any] = {"max_lora_rank": settings.max_lora_rank}
         lora["max_loras"] = settings.max_loras or adapters
         lora["max_cpu_loras"] = settings.max_cpu_loras or adapters
+        if lora_target_modules:
+            lora["lora_target_modules"] = sorted(set(lora_target_modules))
         args["lora_config"] = lora  # the pytorch backend enables LoRA from lora_config (enable_lora is ignored)
     args.update(settings.extra_llm_args)
     args["triton_config"] = {
