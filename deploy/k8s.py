@@ -252,6 +252,22 @@ def triton_command(launch: Launch, args: list[str], repository: str) -> tuple[li
 # ------------------------------------------------------------------------------------------------------ checks
 
 
+REPOSITORY_MOUNT = "/models"
+
+
+def mounted_paths(configs: dict[str, ModelConfig]) -> list[str]:
+    """"model: parameter = value" for each config parameter naming a path under /models (what the engine path's
+    builder writes, e.g. gpt_model_path /models/tensorrt_llm/1/engine): they hold only where the repository itself
+    is mounted at /models. Triton copies an object-store repository to a temporary folder first, and KServe mounts
+    one at /mnt/models, so there TensorRT-LLM finds no engine ("Decoder (GPT) model path ... does not exist")."""
+    return [
+        f"{name}: {key} = {param.string_value}"
+        for name, config in sorted(configs.items())
+        for key, param in sorted(config.parameters.items())
+        if param.string_value.startswith(f"{REPOSITORY_MOUNT}/")
+    ]
+
+
 def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[str, Any], list[Problem]]:
     """--model-repository, env, volumes and mounts for where the pods read the repository."""
     from tritonforge.deploy.object_store import parse_object_store_url
@@ -261,14 +277,18 @@ def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[
         claim, _, sub = url.removeprefix("pvc://").partition("/")
         if not _DNS_LABEL.match(claim):
             problems.append(Problem("--repository-url", f"{url!r}: claim {claim!r} is not a valid PVC name"))
-        mount = "/models"
+        # the repository itself is mounted at /models (the claim's sub-folder through subPath): the engine path's
+        # configs hold absolute /models/<model>/1/... paths (gpt_model_path, lora_prefetch_dir)
+        mount = {"name": "model-repository", "mountPath": REPOSITORY_MOUNT, "readOnly": True}
+        if sub.strip("/"):
+            mount["subPath"] = sub.strip("/")
         return {
             "kind": "pvc",
-            "tritonUrl": f"{mount}/{sub}".rstrip("/"),
+            "tritonUrl": REPOSITORY_MOUNT,
             "storageUri": url,
             "env": [],
             "volumes": [{"name": "model-repository", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],
-            "volumeMounts": [{"name": "model-repository", "mountPath": mount, "readOnly": True}],
+            "volumeMounts": [mount],
         }, problems
     try:
         store = parse_object_store_url(url)
@@ -417,6 +437,12 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
 
     source, found = _repository_source(options.repository_url, options.credentials_secret, options.region)
     problems += found
+    if source.get("kind") in ("s3", "gs") and (paths := mounted_paths(configs)):
+        problems.append(Problem("--repository-url", (
+            f"{options.repository_url}: Triton copies an object-store repository to a temporary folder, where "
+            f"these paths do not exist: {'; '.join(paths)}. Serve it from a volume (pvc://claim[/path], mounted "
+            "at /models), or build with engine_dir_in_container naming where the pods have the engine"
+        )))
 
     models = sorted(configs)
     ensembles = {n for n, c in configs.items() if c.platform == "ensemble"}
@@ -720,6 +746,11 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
 
     check_output(out, [repo])  # before rendering: a folder that is not an earlier output is never replaced
     values = build_values(repo, options)
+    if fmt == "kserve" and (mounted := mounted_paths(_configs(Path(repo)))):
+        raise DeployError([Problem("--format", (
+            f"KServe mounts the repository at /mnt/models, where these paths do not exist: {'; '.join(mounted)}; "
+            "deploy it as manifests or helm, or build with engine_dir_in_container naming where the pods have it"
+        ))], "cannot deploy (nothing was written)")
     files = render(values, fmt)
     notes: list[str] = []
     recipe = image_recipe(Path(repo), options.image)

@@ -53,7 +53,10 @@ def cpu_repo(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
-def _gpu_repo(root: Path, tiny_bert: Path, decoder: Path, *, tp: int = 2, deploy: dict[str, Any] | None = None) -> Path:
+def _gpu_repo(
+    root: Path, tiny_bert: Path, decoder: Path, *, tp: int = 2, deploy: dict[str, Any] | None = None,
+    default_engine_dir: bool = False,
+) -> Path:
     """A gpu-target repository for TRTLLM_IMAGE (embedder on GPU 0 + a TensorRT-LLM engine model with tp_size `tp`),
     with the engine's manifest as a TensorRT-LLM 0.16.0 build would write it (no engine can be built here)."""
     from tritonforge.build import plan_repository
@@ -73,7 +76,10 @@ def _gpu_repo(root: Path, tiny_bert: Path, decoder: Path, *, tp: int = 2, deploy
                     "gpu_precision": "fp32",
                     "instance_groups": [{"count": 1, "kind": "gpu", "gpus": [0]}],
                 },
-                "chat": {"kind": "llm", "checkpoint": str(decoder), "runtime": "engine", "engine": {"tp_size": tp}},
+                # where the pods have the engine: the default, /models/..., holds only with the repository on a
+                # volume at /models, and most tests here deploy from s3:// (test_engine_paths_...)
+                "chat": {"kind": "llm", "checkpoint": str(decoder), "runtime": "engine", "engine": {"tp_size": tp},
+                         **({} if default_engine_dir else {"engine_dir_in_container": "/engines/chat"})},
             },
             "deploy": deploy or {},
         }
@@ -259,7 +265,27 @@ def test_pvc_repository_mounts_the_claim(cpu_repo: Path) -> None:
     for doc in docs:
         _validate(doc)
     container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert "--model-repository=/models/repos/embed" in container["args"]
+    # the claim's folder is mounted as /models itself (subPath): the engine path's absolute /models/... paths hold
+    assert "--model-repository=/models" in container["args"]
+    assert {"name": "model-repository", "mountPath": "/models", "readOnly": True,
+            "subPath": "repos/embed"} in container["volumeMounts"]
+
+
+def test_engine_paths_under_models_need_the_repository_mounted_there(
+    tiny_bert: Path, decoder: Path, tmp_path: Path
+) -> None:
+    """gpt_model_path is /models/tensorrt_llm/1/engine: from s3:// or gs:// (Triton copies the repository to a
+    temporary folder), from KServe (/mnt/models) or from a pvc sub-folder mounted below /models, TensorRT-LLM found
+    no engine at load. A pvc is now mounted at /models itself; the others are refused, naming the paths."""
+    repo = _gpu_repo(tmp_path / "repo", tiny_bert, decoder, default_engine_dir=True)
+    with pytest.raises(DeployError, match=r"temporary folder, where these paths do not exist: tensorrt_llm: "
+                                          r"gpt_model_path = /models/tensorrt_llm/1/engine"):
+        build_values(repo, _options())
+    with pytest.raises(DeployError, match=r"KServe mounts the repository at /mnt/models"):
+        deploy_k8s(repo, tmp_path / "kserve", _options(repository_url="pvc://store/rag", credentials_secret=None),
+                   "kserve")
+    values = build_values(repo, _options(repository_url="pvc://store/rag", credentials_secret=None))
+    assert values["triton"]["volumeMounts"][-1]["subPath"] == "rag"
 
 
 def test_kserve_inference_service_validates(llmapi_repo: Path) -> None:
