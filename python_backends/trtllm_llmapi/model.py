@@ -19,7 +19,9 @@ NVIDIA TensorRT-LLM's `triton_backend/all_models/llmapi/tensorrt_llm` (config.pb
 Differences from upstream's model.py, on purpose: batched requests (max_batch_size > 0, one prompt per batch item,
 so the `llm` ensemble keeps its batched contract; upstream takes only 1-D text_input), streamed deltas instead of the
 cumulative text, `exclude_input_from_output` defaults to true (the completion only; upstream's helper sends false),
-the perf-metric outputs are not produced.
+the perf-metric outputs are not produced, and logits post-processors are not loaded (model.yaml's
+`logits_post_processors` is dropped), so a request naming one in `sampling_param_logits_post_processor_name` is
+refused rather than decoded without it.
 
 Needs an NVIDIA GPU and the `tensorrt_llm` package (an NGC tritonserver trtllm-python-py3 image). Only numpy,
 PyYAML, tensorrt_llm and triton_python_backend_utils are imported, never tritonforge.
@@ -129,6 +131,10 @@ class TritonPythonModel:
             raise RequestError("streaming is only supported when the model is decoupled (triton_config.decoupled)")
         if streaming and batch > 1:
             raise RequestError("a streamed request carries one prompt")
+        named = [_text(n) for n in _rows(arrays, "sampling_param_logits_post_processor_name", batch) if n is not None]
+        if any(named):
+            raise RequestError(f"sampling_param_logits_post_processor_name {named[0]!r}: this model loads no logits "
+                               "post-processors; leave it empty")
         values = {name: _rows(arrays, f"sampling_param_{name}", batch) for name in SAMPLING}
         stops = arrays.get("sampling_param_stop")
         params = []

@@ -174,3 +174,13 @@ def test_bad_sampling_parameters_are_the_requests_error_and_the_model_keeps_serv
     bad = run(model, text_input=strings([["a"]]), sampling_param_temperature=np.array([[-1.0]], np.float32))
     assert "bad sampling parameters" in bad[-1].error().message()
     assert texts(run(model, text_input=strings([["fine"]]))) == [" fine"]
+
+
+def test_a_named_logits_post_processor_is_refused_not_ignored(model: Any) -> None:
+    """Declared by upstream's contract, and upstream loads the processors model.yaml names; this model loads none,
+    so a request naming one was decoded without it, silently."""
+    named = run(model, text_input=strings([["a"]]), sampling_param_logits_post_processor_name=strings([["mine"]]))
+    assert "sampling_param_logits_post_processor_name 'mine': this model loads no logits post-processors" in (
+        named[-1].error().message())
+    empty = run(model, text_input=strings([["fine"]]), sampling_param_logits_post_processor_name=strings([[""]]))
+    assert texts(empty) == [" fine"]
