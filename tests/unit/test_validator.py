@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
+from validator_cases import WARMUP_REQUEST_CASES, warmup_request_repo
 
 from tritonforge.config_io import model_config_pb2
 from tritonforge.errors import OptionError, ValidationError
@@ -994,3 +995,11 @@ def test_an_empty_repository_path_is_refused_not_taken_for_the_current_folder(
         validate(repo)
     assert [p.where for p in info.value.problems] == ["repo"]
     validate(".")  # the current folder, asked for by name, is still checked
+
+
+def test_warmup_samples_are_checked_as_the_requests_triton_runs(repo: Path) -> None:
+    """A sample's batch size, inputs, types and shapes were not compared with the model's: each passed the
+    validator and failed the load (tests/integration/test_validator_vs_triton.py loads them)."""
+    warmup_request_repo(repo)
+    for name, (*_rest, message) in WARMUP_REQUEST_CASES.items():
+        assert _messages(repo, name) == [message], name

@@ -273,6 +273,7 @@ def _warmup_rules(config: ModelConfig, model_dir: Path) -> list[str]:
     for sample in config.model_warmup:
         if sample.batch_size == 0:
             continue
+        before = len(found)
         for input_name, data in sorted(sample.inputs.items()):
             if _element_count(data.dims) == WILDCARD:
                 found.append(
@@ -288,7 +289,59 @@ def _warmup_rules(config: ModelConfig, model_dir: Path) -> list[str]:
                 message = _data_file_rule(path, data.input_data_file, data.data_type, expected, "warmup", "")
                 if message:
                     found.append(message)
+        if len(found) == before and (request := _warmup_request_problem(config, sample)):
+            found.append(request)
     return found
+
+
+def _warmup_request_problem(config: ModelConfig, sample: Any) -> str | None:
+    """A warmup sample is run as an inference request when an instance loads, and Triton checks it as one: its
+    batch size, then that every required input is given, then each input's type and shape against the config
+    (Triton 2.51's texts; seen refusing loads the validator had passed)."""
+    mbs, name = config.max_batch_size, config.name
+    if sample.batch_size > max(mbs, 1) or (mbs == 0 and sample.batch_size > 1):
+        # the first instance's name: its group's (Triton names an unnamed group after the model) and index 0
+        group = config.instance_group[0].name if config.instance_group and config.instance_group[0].name else name
+        return (f"failed to run warmup sample '{sample.name}': batch size {sample.batch_size} for "
+                f"'{group}_0', max allowed is {mbs}")
+    inputs = {t.name: t for t in config.input}
+    required = [n for n, t in inputs.items() if not t.optional]
+    given = list(sample.inputs)
+    missing = [n for n in required if n not in sample.inputs]
+    if missing:
+        shown = ", ".join(f"'{n}'" for n in sorted(given))
+        return (f"[request id: <id_unknown>] expected {len(required)} inputs but got {len(given)} inputs for model "
+                f"'{name}'. Got input(s) [{shown}], but missing required input(s) "
+                f"[{', '.join(repr(n) for n in missing)}]. Please provide all required input(s).")
+    types = model_config_pb2().DataType
+    for input_name, data in sorted(sample.inputs.items()):
+        model_input = inputs.get(input_name)
+        if model_input is None:
+            continue  # (Triton's text for an unknown input was not observed: left to the load)
+        if data.data_type != model_input.data_type:
+            got = types.Name(data.data_type).removeprefix("TYPE_") if data.data_type else "<invalid>"
+            return (f"[request id: <id_unknown>] inference input '{input_name}' data-type is '{got}', but model "
+                    f"'{name}' expects '{types.Name(model_input.data_type).removeprefix('TYPE_')}'")
+        want, got_dims = list(model_input.dims), list(data.dims)
+        if len(want) != len(got_dims) or any(w not in (WILDCARD, g) for w, g in zip(want, got_dims, strict=False)):
+            if mbs == 0:
+                return (f"[request id: <id_unknown>] unexpected shape for input '{input_name}' for model '{name}'. "
+                        f"Expected {_dims_text(want)}, got {_dims_text(got_dims)}.")
+            return (f"[request id: <id_unknown>] unexpected shape for input '{input_name}' for model '{name}'. "
+                    f"Expected {_dims_text([WILDCARD, *want])}, got {_dims_text([sample.batch_size, *got_dims])}. "
+                    f"{BATCH_DIM_NOTE}")
+    return None
+
+
+BATCH_DIM_NOTE = (
+    "NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to be prepended to each "
+    "input shape. If you want to specify the full shape including the batch dim in your input dims config, try "
+    "setting max_batch_size to zero. See the model configuration docs for more info on max_batch_size."
+)
+
+
+def _dims_text(dims: list[int]) -> str:
+    return "[" + ",".join(str(d) for d in dims) + "]"
 
 
 def _python_env_rules(config: ModelConfig, model_dir: Path) -> list[str]:
