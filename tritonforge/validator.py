@@ -45,6 +45,7 @@ from tritonforge.validation.model_dir_rules import (
     _sequence_state_rules,
     _versions_to_load,
     _warmup_rules,
+    version_folder_problems,
 )
 from tritonforge.validation.rate_limit import RateLimit, RateLimitResource, check_rate_limiter
 from tritonforge.validation.repository_rules import _check_dependencies
@@ -102,8 +103,17 @@ def check_repository(
         return [Problem(str(repo), f"failed to stat file {repo}: model repository is not a directory")]
     problems: list[Problem] = []
     models: dict[str, _Model] = {}
-    for model_dir in sorted((p for p in repo.iterdir() if p.is_dir()), key=lambda p: p.name):
-        model = _load_model(model_dir, repo, gpus, problems, image if image_backends else None, auto_complete)
+    try:
+        model_dirs = sorted((p for p in repo.iterdir() if p.is_dir()), key=lambda p: p.name)
+    except OSError as err:
+        return [Problem(str(repo), f"failed to read the model repository {repo}: {err.strerror or err}")]
+    for model_dir in model_dirs:
+        try:
+            model = _load_model(model_dir, repo, gpus, problems, image if image_backends else None, auto_complete)
+        except OSError as err:  # a folder the server could not read either (permissions, I/O): named, not raised
+            where = Path(err.filename) if err.filename else model_dir
+            problems.append(Problem(str(model_dir), f"failed to read {where}: {err.strerror or err}"))
+            continue
         if model is not None:
             models[model.name] = model
     _check_dependencies(models)
@@ -235,6 +245,7 @@ def _check_model(
         found.load += _instance_group_rules(config, gpus)
         return found
     found.versions, ignored = _versions_to_load(config, model_dir)
+    found.load += version_folder_problems(model_dir)
     if not found.versions:  # R5 (ensembles included)
         hint = "".join(f"; {note}" for note in ignored)
         found.load.append(
@@ -248,6 +259,9 @@ def _check_model(
             found.load += errors
             return found
         _normalize(config)
+        # core validates the completed config as a whole (a decoupled policy beside the response cache, a negative
+        # max_batch_size set by the model), not only its inputs and outputs
+        found.poll += [m for m in _model_config_rules(config) if m not in found.poll]
         found.poll += _model_io_rules(config)
     found.load += _label_file_rules(config, model_dir)
     found.load += _sequence_state_rules(config, model_dir)

@@ -1003,3 +1003,50 @@ def test_warmup_samples_are_checked_as_the_requests_triton_runs(repo: Path) -> N
     warmup_request_repo(repo)
     for name, (*_rest, message) in WARMUP_REQUEST_CASES.items():
         assert _messages(repo, name) == [message], name
+
+
+def test_what_crashed_or_hung_triton_is_refused(repo: Path) -> None:
+    """Each passed the validator; Triton 2.51 died (SIGSEGV, std::out_of_range) or never finished the load."""
+    _write(repo, "agents", _python("agents", [], [], extra="model_repository_agents { }\n"), files=["model.py"])
+    assert _messages(repo, "agents") == [
+        "model_repository_agents lists no agent (Triton 2.51 crashes polling such a model): name an agent or remove "
+        "the block"
+    ]
+    _write(repo, "unnamed", _python("unnamed", [], [], extra="model_repository_agents { agents { } }\n"),
+           files=["model.py"])
+    assert _messages(repo, "unnamed") == ["model_repository_agents: agent 0 has no name"]
+    _write(repo, "negative", _python("negative", [], []), versions=["1", "-1"], files=["model.py"])
+    assert _messages(repo, "negative") == [
+        "version directory '-1' is a negative version: Triton 2.51 never finishes loading it; rename it to a version "
+        "number >= 1"
+    ]
+    _write(repo, "huge", _python("huge", [], []), versions=["1", "99999999999999999999"], files=["model.py"])
+    assert _messages(repo, "huge") == [
+        "version directory '99999999999999999999' is past the largest version, 9223372036854775807: Triton 2.51 "
+        "aborts reading it (std::out_of_range); rename it"
+    ]
+
+
+def test_the_python_backends_cpu_only_flag(repo: Path) -> None:
+    extra = 'parameters { key: "FORCE_CPU_ONLY_INPUT_TENSORS" value { string_value: "maybe" } }\n'
+    _write(repo, "m", _python("m", [], [], extra=extra), files=["model.py"])
+    assert _messages(repo, "m") == ["Incorrect value for FORCE_CPU_ONLY_INPUT_TENSORS: maybe'"]
+    (repo / "m" / "config.pbtxt").write_text(_python("m", [], [], extra=extra.replace("maybe", "No")))
+    assert _messages(repo, "m") == []
+
+
+def test_a_folder_that_cannot_be_read_is_named_not_raised(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(root reads everything: the permission error is raised where the validator reads the version folders)"""
+    from tritonforge.validation import model_dir_rules
+
+    model = _write(repo, "m", _python("m", [], []), files=["model.py"])
+    real = model_dir_rules._subdirs
+
+    def unreadable(folder: Path) -> list[str]:
+        if folder == model:
+            raise PermissionError(13, "Permission denied", str(folder))
+        return real(folder)
+
+    monkeypatch.setattr(model_dir_rules, "_subdirs", unreadable)
+    problems = check_repository(repo)
+    assert [(p.where, p.message) for p in problems] == [(str(model), f"failed to read {model}: Permission denied")]

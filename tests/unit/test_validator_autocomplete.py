@@ -374,3 +374,18 @@ def test_an_openvino_config_must_match_its_ir(tmp_path: Path, io: str, expected:
     model = _repo(tmp_path, "ov", f'name: "ov"\nbackend: "openvino"\n{io}\n')
     _ir(model / "1" / "model.xml", {"x": ("f32", [1, 3], "")}, {"y": [1, 3]})
     assert expected in _messages(tmp_path, auto_complete=False)
+
+
+def test_the_completed_config_goes_through_the_config_rules_again(tmp_path: Path) -> None:
+    """Only its inputs and outputs were checked again: a decoupled policy set by the model beside the response cache
+    passed, and Triton refused the load."""
+    _python(
+        tmp_path,
+        'name: "m"\nbackend: "python"\nresponse_cache { enable: true }\n',
+        AC + f"    c.set_model_transaction_policy({{'decoupled': True}})\n"
+        f"    c.add_input({IN4})\n    c.add_output({OUT4})\n    return c\n",
+    )
+    assert _messages(tmp_path) == [
+        "Response Cache does not currently support model m with 'decoupled' transaction policy. Please disable the "
+        "response cache."
+    ]

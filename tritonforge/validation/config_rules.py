@@ -49,12 +49,24 @@ def _model_config_rules(config: ModelConfig) -> list[str]:
     if config.model_transaction_policy.decoupled and config.response_cache.enable:  # R66
         found.append(_decoupled_cache_message(config.name))
     found += _model_metrics_rules(config)
+    found += _repository_agent_rules(config)
     return found
 
 
 def name_problem(name: str) -> str | None:
     """R2: a model has a name (the DAG API asks the same of an ensemble it writes)."""
     return None if name else "model configuration must specify 'name'"
+
+
+def _repository_agent_rules(config: ModelConfig) -> list[str]:
+    """tritonforge's own words: Triton 2.51 has no message for these, it dies (SIGSEGV) polling the model."""
+    if not config.HasField("model_repository_agents"):
+        return []
+    agents = config.model_repository_agents.agents
+    if not agents:
+        return ["model_repository_agents lists no agent (Triton 2.51 crashes polling such a model): name an agent "
+                "or remove the block"]
+    return [f"model_repository_agents: agent {i} has no name" for i, agent in enumerate(agents) if not agent.name]
 
 
 def max_batch_size_problem(name: str, max_batch_size: int) -> str | None:

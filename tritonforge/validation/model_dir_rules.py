@@ -23,6 +23,28 @@ if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 
+INT64_MAX = 2**63 - 1
+
+
+def version_folder_problems(model_dir: Path) -> list[str]:
+    """tritonforge's own words: Triton 2.51 takes "-1" as version -1 (its stub then looks for version
+    18446744073709551615 and the load never returns) and aborts the whole server on a number past int64
+    (std::out_of_range from stoll)."""
+    found = []
+    for sub in _subdirs(model_dir):
+        match = _LEADING_INT.match(sub)
+        if sub in RESERVED_DIRS or match is None or (len(sub) > 1 and sub.startswith("0")):
+            continue
+        number = int(match.group())
+        if number < 0:
+            found.append(f"version directory '{sub}' is a negative version: Triton 2.51 never finishes loading "
+                         "it; rename it to a version number >= 1")
+        elif number > INT64_MAX:
+            found.append(f"version directory '{sub}' is past the largest version, {INT64_MAX}: Triton 2.51 "
+                         "aborts reading it (std::out_of_range); rename it")
+    return found
+
+
 def _versions_to_load(config: ModelConfig, model_dir: Path) -> tuple[list[int], list[str]]:
     """Core's VersionsToLoad: the versions the policy selects, and Triton's warnings for ignored folders."""
     existing: set[int] = set()
@@ -37,6 +59,8 @@ def _versions_to_load(config: ModelConfig, model_dir: Path) -> tuple[list[int], 
         if match is None:
             ignored.append(f"ignore version directory '{sub}' which fails to convert to integral number")
             continue
+        if not 0 <= int(match.group()) <= INT64_MAX:
+            continue  # version_folder_problems: Triton 2.51 hangs or aborts on these
         existing.add(int(match.group()))
     policy = config.version_policy
     choice = policy.WhichOneof("policy_choice")
@@ -345,8 +369,15 @@ def _dims_text(dims: list[int]) -> str:
 
 
 def _python_env_rules(config: ModelConfig, model_dir: Path) -> list[str]:
-    """EXECUTION_ENV_PATH of a python model, when it points into the model directory (§4)."""
-    if config.backend != "python" or "EXECUTION_ENV_PATH" not in config.parameters:
+    """The python backend's own parameters: FORCE_CPU_ONLY_INPUT_TENSORS (yes/true/no/false, any case), and
+    EXECUTION_ENV_PATH when it points into the model directory (§4)."""
+    if config.backend != "python":
+        return []
+    if "FORCE_CPU_ONLY_INPUT_TENSORS" in config.parameters:
+        value = config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value
+        if value.lower() not in ("yes", "true", "no", "false"):
+            return [f"Incorrect value for FORCE_CPU_ONLY_INPUT_TENSORS: {value}'"]  # the backend's text, quote and all
+    if "EXECUTION_ENV_PATH" not in config.parameters:
         return []
     value = config.parameters["EXECUTION_ENV_PATH"].string_value
     marker = "$$TRITON_MODEL_DIRECTORY"
