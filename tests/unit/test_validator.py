@@ -1050,3 +1050,13 @@ def test_a_folder_that_cannot_be_read_is_named_not_raised(repo: Path, monkeypatc
     monkeypatch.setattr(model_dir_rules, "_subdirs", unreadable)
     problems = check_repository(repo)
     assert [(p.where, p.message) for p in problems] == [(str(model), f"failed to read {model}: Permission denied")]
+
+
+def test_a_python_model_needs_its_own_file_whatever_cc_model_filenames_say(repo: Path) -> None:
+    """The python backend loads model.py (or default_model_filename) only: with x.py named per GPU capability and no
+    model.py, the validator passed and Triton's stub never finished loading."""
+    extra = 'cc_model_filenames { key: "8.0" value: "x.py" }\n'
+    model = _write(repo, "m", _python("m", [], [], extra=extra), files=["x.py"])
+    assert _messages(repo, "m") == [
+        f"model.py does not exist in the model repository path: {model / '1' / 'model.py'}"
+    ]

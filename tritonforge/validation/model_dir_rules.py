@@ -170,7 +170,9 @@ def _model_file_rules(config: ModelConfig, model_dir: Path, versions: Iterable[i
         default = _DEFAULT_FILE.get(backend)  # type: ignore[assignment]
     if default is None or config.runtime:  # custom or python-based backends: layout unknown offline
         return {}
-    names = {config.default_model_filename or default, *config.cc_model_filenames.values()}
+    names = {config.default_model_filename or default}
+    if backend != "python":  # the python backend reads one file; cc_model_filenames (per GPU capability) are ignored
+        names.update(config.cc_model_filenames.values())
     instance = f"{config.instance_group[0].name}_0" if config.instance_group else f"{config.name}_0"
     found: dict[int, str] = {}
     for version in versions:
