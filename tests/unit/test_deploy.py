@@ -974,7 +974,7 @@ def test_local_versions_are_pinned_to_an_index_that_has_them(monkeypatch: pytest
     PyTorch's builds come from PyTorch's index; another local build is pinned to its public version."""
     from importlib import metadata
 
-    from deploy import image
+    from tritonforge.deploy import image
 
     versions = {"torch": "2.13.0+cpu", "faiss-cpu": "1.9.0", "mylib": "1.2+local.3"}
     monkeypatch.setattr(image.metadata, "version", lambda dist: versions[dist] if dist in versions else
