@@ -38,5 +38,12 @@ def parse_config_text(text: str, where: str = "config.pbtxt") -> ModelConfig:
 
 
 def read_config(path: str | Path) -> ModelConfig:
+    """A config.pbtxt as Triton reads it: bytes that are not UTF-8 (a Latin-1 comment, say) do not stop Triton, so
+    they do not stop this either (read as Latin-1 then: every byte is a character)."""
     path = Path(path)
-    return parse_config_text(path.read_text(encoding="utf-8"), str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    return parse_config_text(text, str(path))

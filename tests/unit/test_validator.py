@@ -1060,3 +1060,11 @@ def test_a_python_model_needs_its_own_file_whatever_cc_model_filenames_say(repo:
     assert _messages(repo, "m") == [
         f"model.py does not exist in the model repository path: {model / '1' / 'model.py'}"
     ]
+
+
+def test_a_config_with_bytes_that_are_not_utf8_is_read_as_triton_reads_it(repo: Path) -> None:
+    """Triton 2.51 loads it (a Latin-1 comment or string); the validator refused it with the codec's error."""
+    config = _python("m", [], []).encode() + b'# caf\xe9\nparameters { key: "k" value { string_value: "caf\xe9" } }\n'
+    model = _write(repo, "m", "", files=["model.py"])
+    (model / "config.pbtxt").write_bytes(config)
+    assert _messages(repo, "m") == []
