@@ -69,9 +69,10 @@ NO_REASON = "not loaded (see the server log)"
 
 
 def reason_from_log(model: str, log: str) -> str:
-    quoted = (f"'{model}'", f'"{model}"', f"{model}:")
+    # 'm', "m" or m: as a whole name (a model called "e" is not in "instance:")
+    named = re.compile(rf"""'{re.escape(model)}'|"{re.escape(model)}"|(?<![\w.-]){re.escape(model)}:""")
     lines = log.splitlines()
-    found = [i for i, ln in enumerate(lines) if _ERROR_LINE.match(ln) and any(q in ln for q in quoted)]
+    found = [i for i, ln in enumerate(lines) if _ERROR_LINE.match(ln) and named.search(ln)]
     if not found:
         return NO_REASON
     # glog prefix: E1123 16:07:51.864068 5349 file.cc:123] "message" (I/W too: "failed to load 'm'" is an I line)

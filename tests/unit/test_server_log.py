@@ -126,3 +126,15 @@ def test_an_early_exit_on_a_port_taken_is_still_retried_with_new_ports(tmp_path:
     with pytest.raises(ServerError, match="already in use"):
         given.start()
     assert (tmp_path / "starts").read_text().count("start") == 4  # ports the caller gave: not picked again
+
+
+def test_a_short_model_name_is_matched_as_a_name_not_inside_other_words() -> None:
+    """The reason given for an ensemble called "e" was another model's warmup error: "instance:" contains "e:"."""
+    log = (
+        "[libprotobuf ERROR /tmp/x.cc:1] Error parsing text-format inference.ModelConfig: 3:1: Expected identifier.\n"
+        "E1206 11:00:00.000001 1 model_repository_manager.cc:1] \"Poll failed for model directory 'e': failed to read "
+        "text proto\"\n"
+        "E1206 11:00:00.000002 1 model_lifecycle.cc:641] \"failed to load 'wu2' version 1: Invalid argument: ERROR: "
+        "Failed to create instance: inference input 'IN' data-type is 'INT32', but model 'wu2' expects 'FP32'\"\n"
+    )
+    assert reason_from_log("e", log).startswith("Poll failed for model directory 'e': failed to read text proto")
