@@ -344,6 +344,12 @@ def test_other_errors_are_not_retried(error: BaseException, message: str, kind: 
             ContextLengthError,
         ),
         ("400", "the prompt has 5031 tokens, more than max_input_len=256", ContextLengthError),
+        (  # the LLM API's PyTorch backend on the gpu target (its words, from upstream source: no GPU here)
+            "StatusCode.INTERNAL",
+            "in ensemble 'llm', The sum of prompt length (5031.0), query length (0) should not exceed max_num_tokens "
+            "(4096)",
+            ContextLengthError,
+        ),
     ],
 )
 def test_triton_replies_are_classified_once_for_every_transport(status: str, text: str, kind: type) -> None:

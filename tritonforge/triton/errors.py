@@ -105,8 +105,11 @@ def classify_reply(
         result = OverloadedError(f"{where}: server overloaded, request rejected: {text}")
     elif "batch-size must be <=" in text:  # Triton's words for more rows than the model's max_batch_size
         result = BatchTooLargeError(f"{where}: {text}")
-    elif "max_input_len" in text or "max_seq_len" in text:
-        # the LLM's context: the cpu engine and rag_prompt name the limit they hit by its TensorRT-LLM name
+    elif "max_input_len" in text or "max_seq_len" in text or ("prompt length" in text and "max_num_tokens" in text):
+        # the LLM's context: the cpu engine and rag_prompt name the limit they hit by its TensorRT-LLM name; the LLM
+        # API's PyTorch backend says "The sum of prompt length (N), query length (0) should not exceed
+        # max_num_tokens (M)" (NVIDIA/TensorRT-LLM tensorrt_llm/llmapi/llm.py _check_arguments
+        # @ 4c05a74891e4df8066f08ed4ce14b0972abe4e25; its TensorRT backend's words name max_seq_len)
         result = ContextLengthError(f"{where}: the prompt does not fit the model's context: {text}")
     elif "is restricted, expecting header" in text:  # over gRPC with status UNAVAILABLE: not a transport failure
         result = PermissionDeniedError(f"{where}: the API is restricted: send the admin key ({text})")
