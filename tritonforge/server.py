@@ -43,6 +43,7 @@ from tritonforge.errors import ClientError, ServerError
 from tritonforge.server_process import (
     PORT_IN_USE,
     abandon,
+    deferred_signals,
     exit_text,
     log_excerpt,
     pdeathsig,
@@ -518,23 +519,27 @@ class TritonServer:
         began = time.monotonic()
         log = self._open_log()
         try:
-            self._proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(self.repo) if isinstance(self.repo, Path) else None,
-                start_new_session=True,  # own process group: stop() can reach the python stubs too
-                preexec_fn=pdeathsig(),
-            )
-        except OSError as err:
-            raise ServerError(f"cannot run {binary}: {err}") from None
-        finally:
-            log.close()
-        self._finalizer = weakref.finalize(self, abandon, self._proc, self._tmpdir)
-        self._endpoints = endpoints
-        try:
+            # a SIGINT/SIGTERM handler that raises (the CLI's) must not fire inside Popen: raised in a fork hook it
+            # was swallowed ("Exception ignored") and the server started anyway, or it left the child unknown to
+            # stop(). It is held until the child is ours, then raised here, where stop() reaches it.
+            with deferred_signals():
+                try:
+                    self._proc = subprocess.Popen(
+                        args,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        cwd=str(self.repo) if isinstance(self.repo, Path) else None,
+                        start_new_session=True,  # own process group: stop() can reach the python stubs too
+                        preexec_fn=pdeathsig(),
+                    )
+                except OSError as err:
+                    raise ServerError(f"cannot run {binary}: {err}") from None
+                finally:
+                    log.close()
+                self._finalizer = weakref.finalize(self, abandon, self._proc, self._tmpdir)
+                self._endpoints = endpoints
             self._wait_ready(endpoints, began)
         except BaseException:
             self.stop(timeout=10.0)

@@ -138,3 +138,20 @@ def test_a_short_model_name_is_matched_as_a_name_not_inside_other_words() -> Non
         "Failed to create instance: inference input 'IN' data-type is 'INT32', but model 'wu2' expects 'FP32'\"\n"
     )
     assert reason_from_log("e", log).startswith("Poll failed for model directory 'e': failed to read text proto")
+
+
+def test_signals_during_the_launch_are_held_then_delivered_to_their_handler() -> None:
+    """A SIGINT landing inside Popen (the CLI's handler raises KeyboardInterrupt) was swallowed in a fork hook, and
+    the server started anyway: it is held until the child is known, then delivered."""
+    import os
+    import signal
+
+    from tritonforge.server_process import deferred_signals
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the block ran to its end")
+    assert done == ["the block ran to its end"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
