@@ -128,7 +128,9 @@ def _versus_fp32(artifact: Any) -> str:
 def validate(
     # a str, not a Path: Path("") is ".", and an empty argument must be refused, not taken for the current folder
     repo: Annotated[str, typer.Argument(help="model repository folder")],
-    gpus: Annotated[int, typer.Option(min=0, help="GPUs on the target machine (ids 0..N-1) for KIND_GPU checks")] = 8,
+    gpus: Annotated[
+        int, typer.Option(min=0, max=1024, help="GPUs on the target machine (ids 0..N-1) for KIND_GPU checks")
+    ] = 8,
     image: Annotated[
         str | None,
         typer.Option(help="the serving container (…/tritonserver:<yy.mm>-<flavour>): engine and backend checks"),
@@ -202,6 +204,10 @@ def serve(
     and printed when none is given. With --gateway the
     OpenAI-compatible gateway runs in this process too, pointed at Triton's gRPC port, and stops with it.
     """
+    if admin_key is not None and open_admin:  # the key was silently dropped and the admin APIs left open
+        raise typer.BadParameter("give --admin-key or --no-admin-key, not both", param_hint="--no-admin-key")
+    if with_gateway and gateway_port in (http_port, grpc_port, metrics_port):  # Triton took it; the gateway "ran"
+        raise typer.BadParameter(f"{gateway_port} is also one of Triton's ports", param_hint="--gateway-port")
     gateway_setup = None
     if with_gateway:
         gateway_setup = _gateway_setup(host, api_keys_file, admin_keys_file, gateway_model, splits, insecure_no_auth)
@@ -574,7 +580,7 @@ def deploy_k8s(
     replicas: Annotated[int | None, typer.Option(min=1, help="default: the spec's deploy.replicas")] = None,
     gpus: Annotated[int | None, typer.Option(help="GPUs per replica (default: what the repository needs)")] = None,
     gateway: Annotated[bool, typer.Option("--gateway/--no-gateway", help="also deploy the OpenAI gateway")] = False,
-    gateway_image: Annotated[str | None, typer.Option(help="image with tritonforge[gateway]")] = None,
+    gateway_image: Annotated[str | None, typer.Option(help="image with tritonforge\\[gateway]")] = None,
     gateway_api_keys_secret: Annotated[str | None, typer.Option(help="Secret holding the gateway's API keys")] = None,
     rate_limit: DeployRateLimitOpt = None,
     rate_limit_resource: RateLimitResourceOpt = None,

@@ -4,6 +4,7 @@ read as Rich markup), how an error is printed, and the release listing (a table,
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -120,8 +121,9 @@ def fail(err: TritonForgeError) -> NoReturn:
         headline = getattr(err, "headline", err)
         err_console.print(styled("bold red", f"{headline}", f" ({len(problems)} problem{'s' * (len(problems) != 1)})"))
         for p in problems:
-            # plain print: users grep these lines, and Rich must not wrap or re-style them
-            print(str(p), flush=True)
+            # plain print: users grep these lines, and Rich must not wrap or re-style them (stderr, beside their
+            # headline: a script that reads stdout gets data only)
+            print(str(p), file=sys.stderr, flush=True)
     else:
         err_console.print(styled("bold red", "error:", f" {err}"))
     raise typer.Exit(1)

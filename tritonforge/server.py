@@ -494,12 +494,16 @@ class TritonServer:
 
     def _open_log(self) -> Any:
         if self._log_file is not None:
-            self._log_file.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._log_file.parent.mkdir(parents=True, exist_ok=True)
+                handle = open(self._log_file, "wb")  # noqa: SIM115 - handed to the child, closed right after Popen
+            except OSError as err:
+                raise ServerError(f"log_file={self._log_file}: cannot be written: {err.strerror or err}") from None
             self._log_path = self._log_file
-        else:
-            if self._tmpdir is None:
-                self._tmpdir = Path(tempfile.mkdtemp(prefix="tritonforge-server-"))
-            self._log_path = self._tmpdir / "tritonserver.log"
+            return handle
+        if self._tmpdir is None:
+            self._tmpdir = Path(tempfile.mkdtemp(prefix="tritonforge-server-"))
+        self._log_path = self._tmpdir / "tritonserver.log"
         return open(self._log_path, "wb")  # handed to the child, closed right after Popen
 
     def _read_log(self) -> str:

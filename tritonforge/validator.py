@@ -155,6 +155,9 @@ def _engine_manifest_problems(repo: Path, image: str | None) -> list[Problem]:
     return problems
 
 
+MAX_GPUS = 1024  # GPUs on one machine: the ids 0..N-1 are listed (Triton gives a KIND_GPU group without ids all)
+
+
 def validate(
     repo: str | Path,
     *,
@@ -168,8 +171,9 @@ def validate(
     release (check_repository takes such an image as a custom build and skips the checks that need one)."""
     if not isinstance(repo, str | os.PathLike):
         raise OptionError(f"repo must be the model repository's path (str or Path), got {type(repo).__name__}")
-    if gpus is not None and (not is_whole(gpus) or gpus < 0):
-        raise OptionError(f"gpus={gpus!r} must be a whole number of GPUs, 0 or more (None: GPU ids are not checked)")
+    if gpus is not None and (not is_whole(gpus) or not 0 <= gpus <= MAX_GPUS):  # (a billion ran out of memory)
+        raise OptionError(f"gpus={gpus!r} must be a whole number of GPUs, 0 to {MAX_GPUS} (None: GPU ids are not "
+                          "checked)")
     gpus = None if gpus is None else int(gpus)
     if rate_limit is not None and not isinstance(rate_limit, RateLimit):
         raise OptionError(

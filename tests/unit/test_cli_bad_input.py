@@ -213,3 +213,39 @@ def test_a_blank_path_is_refused_too_and_a_real_one_passes(tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["push", "  ", "s3://bucket/prefix"], env=ENV)
     assert result.exit_code == 2 and "'  ' is not a path" in result.output, result.output
     assert path_arg(".") == Path(".") and path_arg(str(tmp_path)) == tmp_path and path_arg(tmp_path) == tmp_path
+
+
+def test_serve_refuses_flags_that_contradict_each_other_before_starting(tmp_path: Path) -> None:
+    """--admin-key with --no-admin-key dropped the key and left the admin APIs open; a --gateway-port equal to a
+    Triton port let Triton take it while serve said the gateway was up (found by a CLI audit)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    both = CliRunner().invoke(app, ["serve", str(repo), "--admin-key", "k", "--no-admin-key"], env=ENV)
+    assert both.exit_code == 2 and "--admin-key or --no-admin-key, not both" in both.output
+    clash = CliRunner().invoke(
+        app, ["serve", str(repo), "--http-port", "27999", "--gateway", "--gateway-port", "27999",
+              "--insecure-no-auth"], env=ENV)
+    assert clash.exit_code == 2 and "27999 is also one of Triton's ports" in clash.output
+    huge = CliRunner().invoke(app, ["validate", str(repo), "--gpus", "1000000000"], env=ENV)  # it ran out of memory
+    assert huge.exit_code == 2 and "1024" in huge.output
+
+
+def test_a_log_file_that_cannot_be_written_is_a_server_error(tmp_path: Path) -> None:
+    from tritonforge.errors import ServerError
+    from tritonforge.server import TritonServer
+
+    (tmp_path / "repo").mkdir()
+    with pytest.raises(ServerError, match=r"log_file=.*: cannot be written: Is a directory"):
+        TritonServer(tmp_path / "repo", log_file=tmp_path).start()
+
+
+def test_problem_lines_go_to_stderr_with_their_headline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from tritonforge.cli_output import fail
+    from tritonforge.errors import Problem, SpecError
+
+    with pytest.raises(typer.Exit):
+        fail(SpecError([Problem("spec.yaml", "no such file")]))
+    captured = capsys.readouterr()
+    assert captured.out == "" and "spec.yaml: no such file" in captured.err

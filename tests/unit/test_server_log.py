@@ -149,9 +149,8 @@ def test_signals_during_the_launch_are_held_then_delivered_to_their_handler() ->
     from tritonforge.server_process import deferred_signals
 
     done = []
-    with pytest.raises(KeyboardInterrupt):
-        with deferred_signals():
-            os.kill(os.getpid(), signal.SIGINT)
-            done.append("the block ran to its end")
+    with pytest.raises(KeyboardInterrupt), deferred_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("the block ran to its end")
     assert done == ["the block ran to its end"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
