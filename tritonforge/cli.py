@@ -371,6 +371,10 @@ def bench(
             console.print(f"wrote {report.plot(plot)}")
     except TritonForgeError as err:
         _fail(err)
+    failed = [level for level in report.levels if level.requests == 0]
+    if failed:  # a level where every request failed measured nothing: a script must not read it as a result
+        err_console.print(styled("bold red", "error:", f" {len(failed)} level(s) had no successful request"))
+        raise typer.Exit(1)
 
 
 _RATE_LIMIT_HELP = ("tritonserver's --rate-limit: off (Triton's default) or execution_count (instances wait for the "

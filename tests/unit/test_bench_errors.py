@@ -26,7 +26,10 @@ from tritonforge.errors import ClientError, InvalidInputError
             lambda: run_bench("127.0.0.1:9", "embed", protocol="udp"),  # type: ignore[arg-type]
             "not one of 'grpc', 'http'",
         ),
-        (lambda: run_bench("127.0.0.1:9", "embed", duration_s=0), r"duration_s=0 \(--duration\) must be > 0"),
+        (lambda: run_bench("127.0.0.1:9", "embed", duration_s=0),
+         r"duration_s=0 \(--duration\) must be a finite number > 0"),
+        (lambda: run_bench("127.0.0.1:9", "embed", duration_s=float("inf")),  # it never ended, Ctrl-C or not
+         r"duration_s=inf \(--duration\) must be a finite number > 0"),
         (lambda: run_bench("127.0.0.1:9", "embed", timeout=0), r"timeout=0 \(--timeout\) must be > 0"),
     ],
 )
@@ -54,3 +57,18 @@ def test_an_unreachable_server_is_a_bench_error_not_an_options_error() -> None:
         run_bench("127.0.0.1:9", "embed", duration_s=1, timeout=2)
     assert not isinstance(caught.value, BenchOptionsError)
     assert not isinstance(caught.value, ValueError)
+
+
+def test_the_cli_fails_when_a_level_measured_no_successful_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the server gone mid-run, a level of 0 requests and 31338 errors exited 0 (found by a CLI audit)."""
+    from typer.testing import CliRunner
+
+    import tritonforge.bench as bench
+    from tritonforge.bench.results import BenchReport, LevelResult
+    from tritonforge.cli import app
+
+    level = LevelResult("concurrency", 4, None, 4.0, 0, 31338, 0.0, 0.0, None, {"connection refused": 31338})
+    report = BenchReport("127.0.0.1:9", "embed", "grpc", 1, False, {}, "auto", 0.0, [], [level])
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: report)
+    result = CliRunner().invoke(app, ["bench", "--model", "embed", "--url", "127.0.0.1:9"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "1 level(s) had no successful request" in result.output

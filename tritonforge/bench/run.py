@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 from collections import Counter
@@ -101,9 +102,10 @@ def run_bench(
     if protocol not in ("grpc", "http"):
         raise BenchOptionsError(f"protocol={protocol!r} is not one of 'grpc', 'http'")
     address = check_target(url or default_url(protocol), protocol=protocol, allow_remote=allow_remote)
-    if not duration_s > 0 or warmup_s < 0:
+    if not 0 < duration_s < math.inf or not 0 <= warmup_s < math.inf:  # inf never ended
         raise BenchOptionsError(
-            f"duration_s={duration_s} (--duration) must be > 0 and warmup_s={warmup_s} (--warmup) >= 0"
+            f"duration_s={duration_s} (--duration) must be a finite number > 0 and warmup_s={warmup_s} (--warmup) "
+            "a finite number >= 0"
         )
     if not timeout > 0:
         raise BenchOptionsError(f"timeout={timeout} (--timeout) must be > 0 seconds")
