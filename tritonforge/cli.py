@@ -646,7 +646,18 @@ def push(
     console.print(f"serve it with: tritonforge serve {report.url}")
 
 
+def terminate_like_interrupt() -> None:
+    """SIGTERM ends a command as Ctrl-C does, through its cleanup (a build's half-written cache entry, say: it was
+    left behind), with the exit code of a SIGTERM (143). serve and gateway set their own handlers."""
+
+    def terminated(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
+
+
 def main() -> None:
+    terminate_like_interrupt()
     app()
 
 

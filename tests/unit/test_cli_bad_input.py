@@ -249,3 +249,24 @@ def test_problem_lines_go_to_stderr_with_their_headline(tmp_path: Path, capsys: 
         fail(SpecError([Problem("spec.yaml", "no such file")]))
     captured = capsys.readouterr()
     assert captured.out == "" and "spec.yaml: no such file" in captured.err
+
+
+def test_sigterm_runs_a_commands_cleanup(tmp_path: Path) -> None:
+    """A SIGTERMed build left its cache entry's temporary folder behind (swept only after 24 h): SIGTERM now ends a
+    command through its cleanup, as Ctrl-C does, with the exit code of a SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "cleaned"
+    code = (
+        "import time\nfrom tritonforge.cli import terminate_like_interrupt\nterminate_like_interrupt()\n"
+        f"try:\n    print('ready', flush=True)\n    time.sleep(60)\nfinally:\n    open({str(marker)!r}, 'w').close()\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    time.sleep(0.1)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=30) == 143
+    assert marker.exists()
