@@ -105,6 +105,22 @@ def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+def _taken_ports(host: str, ports: dict[str, int]) -> list[str]:
+    """"name port: why" for each given port this host cannot bind now (in use, or privileged): checked before
+    Triton starts, because Triton reports a port it cannot bind only after loading every model (minutes for an LLM),
+    and a metrics port only after serve had printed "ready"."""
+    bind_host = "0.0.0.0" if host in ("", "0.0.0.0") else ("::" if host == "::" else host)
+    taken = []
+    for name, port in ports.items():
+        with socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton binds: TIME_WAIT does not count
+            try:
+                s.bind((bind_host, port))
+            except OSError as err:
+                taken.append(f"{name} {port}: {err.strerror or err}")
+    return taken
+
+
 # what an admin key guards: every API that changes the server's state (inference, health, metadata and
 # statistics stay open). Triton takes the key only on its command line, so `ps` on the host shows it: keep the
 # admin key to a host whose process list is private, and Triton's ports off untrusted networks (the gateway is
@@ -251,6 +267,10 @@ class TritonServer:
                 raise ServerError(f"this server is already running (pid {self.pid})")
             if isinstance(self.repo, Path) and not self.repo.is_dir():
                 raise ServerError(f"model repository {self.repo} is not a directory")
+            given = {n: p for n, p in zip(("http_port", "grpc_port", "metrics_port"), self._ports, strict=True)
+                     if p is not None}
+            if taken := _taken_ports(self.host, given):
+                raise ServerError(f"cannot serve on {self.host}: " + "; ".join(taken))
             binary, env, wheel_args = self._resolve()
             if self._binary is None and isinstance(self.repo, Path):
                 compile_python_models(self.repo)  # the bundled server's stubs run this interpreter

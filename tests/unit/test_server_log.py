@@ -154,3 +154,19 @@ def test_signals_during_the_launch_are_held_then_delivered_to_their_handler() ->
         done.append("the block ran to its end")
     assert done == ["the block ran to its end"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+
+
+def test_a_given_port_that_is_taken_is_refused_before_triton_starts(tmp_path: Path) -> None:
+    """Triton said so only after loading every model, and a taken metrics port only after serve printed "ready"."""
+    import socket
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        server = TritonServer(repo, metrics_port=port, heal_stubs=False)
+        with pytest.raises(ServerError, match=rf"^cannot serve on 127\.0\.0\.1: metrics_port {port}: .*in use"):
+            server.start()
+    assert not server.is_running()
