@@ -4,7 +4,6 @@ read as Rich markup), how an error is printed, and the release listing (a table,
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -115,15 +114,16 @@ def styled(style: str, label: str, rest: object = "") -> Text:
 
 
 def fail(err: TritonForgeError) -> NoReturn:
-    """Print ``err`` (every problem on a line of its own) to stderr and exit 1."""
+    """Print ``err`` and exit 1: its headline to stderr, then every problem on a line of its own to stdout (the
+    command's findings, for pipes and grep); an error without problems goes to stderr whole."""
     problems = getattr(err, "problems", None)
     if problems:
         headline = getattr(err, "headline", err)
         err_console.print(styled("bold red", f"{headline}", f" ({len(problems)} problem{'s' * (len(problems) != 1)})"))
         for p in problems:
-            # plain print: users grep these lines, and Rich must not wrap or re-style them (stderr, beside their
-            # headline: a script that reads stdout gets data only)
-            print(str(p), file=sys.stderr, flush=True)
+            # plain print, on stdout as linters print their findings: users pipe and grep these lines (`validate
+            # repo | grep config.pbtxt`), and Rich must not wrap or re-style them
+            print(str(p), flush=True)
     else:
         err_console.print(styled("bold red", "error:", f" {err}"))
     raise typer.Exit(1)

@@ -211,9 +211,10 @@ def test_build_names_an_image_that_is_not_a_string(tmp_path: Path) -> None:
     ("kwargs", "message"),
     [
         ({"repo": None}, r"repo must be the model repository's path \(str or Path\), got NoneType"),
-        ({"gpus": "8"}, r"gpus='8' must be a whole number of GPUs, 0 or more"),
+        ({"gpus": "8"}, r"gpus='8' must be a whole number of GPUs, 0 to 1024"),
         ({"gpus": 1.5}, r"gpus=1.5 must be a whole number of GPUs"),
-        ({"gpus": -1}, r"gpus=-1 must be a whole number of GPUs, 0 or more"),
+        ({"gpus": -1}, r"gpus=-1 must be a whole number of GPUs, 0 to 1024"),
+        ({"gpus": 10**9}, r"gpus=1000000000 must be a whole number of GPUs, 0 to 1024"),  # it ran out of memory
         ({"image": 5}, r"--image 5 is not an image name \(a str\)"),
         ({"rate_limit": "execution_count"}, r"rate_limit must be a RateLimit .*got str"),
     ],

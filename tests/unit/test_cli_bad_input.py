@@ -239,7 +239,9 @@ def test_a_log_file_that_cannot_be_written_is_a_server_error(tmp_path: Path) -> 
         TritonServer(tmp_path / "repo", log_file=tmp_path).start()
 
 
-def test_problem_lines_go_to_stderr_with_their_headline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_problem_lines_go_to_stdout_and_the_headline_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    """As fail()'s docstring now says (it said everything went to stderr): the problems are the command's findings,
+    which users pipe and grep (`validate repo | grep ...`, as linters print theirs)."""
     import typer
 
     from tritonforge.cli_output import fail
@@ -248,7 +250,7 @@ def test_problem_lines_go_to_stderr_with_their_headline(tmp_path: Path, capsys: 
     with pytest.raises(typer.Exit):
         fail(SpecError([Problem("spec.yaml", "no such file")]))
     captured = capsys.readouterr()
-    assert captured.out == "" and "spec.yaml: no such file" in captured.err
+    assert captured.out == "spec.yaml: no such file\n" and "invalid deployment spec (1 problem)" in captured.err
 
 
 def test_sigterm_runs_a_commands_cleanup(tmp_path: Path) -> None:
