@@ -116,6 +116,7 @@ def check_adapters(
     ids = task_ids(adapters)
     problems: list[str] = []
     checked: list[Adapter] = []
+    base_shapes: dict[str, list[int]] | None = None
     for name in sorted(adapters):
         spec = adapters[name]
         folder = resolve_adapter_dir(spec.path, source_dir, base_checkpoint)
@@ -151,7 +152,9 @@ def check_adapters(
                     f"{base_checkpoint} has sha256 {base_hash}"
                 )
                 continue
-        if (mismatch := _shape_problem(weights, base_checkpoint)) is not None:
+        if base_shapes is None:  # read once, for every adapter
+            base_shapes = _checkpoint_shapes(base_checkpoint)
+        if (mismatch := _shape_problem(weights, base_checkpoint, base_shapes)) is not None:
             problems.append(f"{where}: adapter for another base model: {mismatch}")
             continue
         modules = config.get("target_modules") or []
@@ -167,20 +170,26 @@ PEFT_PREFIX = "base_model.model."
 LORA_SUFFIXES = {".lora_A.weight": 1, ".lora_B.weight": 0}  # the axis each shares with the base's [out, in]
 
 
-def _shape_problem(weights: Path, base: Path) -> str | None:
-    """Whether the adapter's LoRA matrices fit the base checkpoint's weights: A is [r, in] and B [out, r] of the
-    module's [out, in]. An adapter trained on another base built, validated, and then failed the whole LLM's load
-    ("size mismatch for ...lora_A...") with every other adapter. Only safetensors on both sides are read (headers
-    only); a .bin adapter or base is left to the load."""
+def _checkpoint_shapes(base: Path) -> dict[str, list[int]]:
+    """{weight name: shape} of the checkpoint's safetensors files (headers only); {} when it has none."""
     from safetensors import safe_open
 
-    base_files = sorted(base.glob("*.safetensors"))
-    if weights.suffix != ".safetensors" or not base_files:
-        return None
-    base_shapes: dict[str, list[int]] = {}
-    for path in base_files:
+    shapes: dict[str, list[int]] = {}
+    for path in sorted(base.glob("*.safetensors")):
         with safe_open(str(path), "pt") as f:
-            base_shapes.update({k: list(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
+            shapes.update({k: list(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
+    return shapes
+
+
+def _shape_problem(weights: Path, base: Path, base_shapes: dict[str, list[int]]) -> str | None:
+    """Whether the adapter's LoRA matrices fit the base checkpoint's weights (``base_shapes``): A is [r, in] and B
+    [out, r] of the module's [out, in]. An adapter trained on another base built, validated, and then failed the
+    whole LLM's load ("size mismatch for ...lora_A...") with every other adapter. Only safetensors on both sides
+    are read (headers only); a .bin adapter or base is left to the load."""
+    from safetensors import safe_open
+
+    if weights.suffix != ".safetensors" or not base_shapes:
+        return None
     with safe_open(str(weights), "pt") as f:
         for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
             suffix = next((s for s in LORA_SUFFIXES if key.endswith(s)), None)

@@ -91,15 +91,30 @@ def target_modules(folders: list[Path]) -> list[str]:
     ``target_modules`` may be a pattern such as "all-linear"); BuildError for a module TensorRT-LLM has no name for."""
     found: set[str] = set()
     for folder in folders:
-        for key in _load_tensors(folder):
-            m = _KEY.match(key)
-            if m is None:
-                continue
-            if m.group(2) not in HF_TO_TRTLLM:
-                raise BuildError(f"{folder}: LoRA on module '{m.group(2)}' has no TensorRT-LLM equivalent "
-                                 f"(known: {', '.join(HF_TO_TRTLLM)})")
-            found.add(HF_TO_TRTLLM[m.group(2)])
+        for key in _tensor_names(folder):
+            if (m := _KEY.match(key)) is not None:
+                found.add(_trtllm_module(folder, m.group(2)))
     return sorted(found)
+
+
+def _trtllm_module(folder: Path, module: str) -> str:
+    """TensorRT-LLM's name for a PEFT module; BuildError for one it has none for."""
+    if module not in HF_TO_TRTLLM:
+        raise BuildError(
+            f"{folder}: LoRA on module '{module}' has no TensorRT-LLM equivalent (known: {', '.join(HF_TO_TRTLLM)})"
+        )
+    return HF_TO_TRTLLM[module]
+
+
+def _tensor_names(folder: Path) -> list[str]:
+    """The adapter's tensor names: a safetensors header only, else the whole .bin (torch has no index of it)."""
+    safetensors_file = folder / "adapter_model.safetensors"
+    if safetensors_file.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(safetensors_file), "np") as f:
+            return list(f.keys())
+    return list(_load_tensors(folder))
 
 
 def _load_tensors(folder: Path) -> dict[str, np.ndarray]:
@@ -141,10 +156,7 @@ def convert_adapter(folder: Path, *, dtype: str = "float16") -> TrtllmLora:
         if m is None:
             continue  # e.g. modules_to_save heads: not LoRA tensors
         layer, module, which = int(m.group(1)), m.group(2), m.group(3)
-        if module not in HF_TO_TRTLLM:
-            raise BuildError(
-                f"{folder}: LoRA on module '{module}' has no TensorRT-LLM equivalent (known: {', '.join(HF_TO_TRTLLM)})"
-            )
+        _trtllm_module(folder, module)
         pairs.setdefault((layer, module), {})[which] = np.asarray(value, dtype=np.float32)
     if not pairs:
         raise BuildError(
