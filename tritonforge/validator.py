@@ -45,7 +45,6 @@ from tritonforge.validation.model_dir_rules import (
     _sequence_state_rules,
     _versions_to_load,
     _warmup_rules,
-    version_folder_problems,
 )
 from tritonforge.validation.rate_limit import RateLimit, RateLimitResource, check_rate_limiter
 from tritonforge.validation.repository_rules import _check_dependencies
@@ -248,8 +247,8 @@ def _check_model(
     if model_dir is None:
         found.load += _instance_group_rules(config, gpus)
         return found
-    found.versions, ignored = _versions_to_load(config, model_dir)
-    found.load += version_folder_problems(model_dir)
+    found.versions, ignored, broken = _versions_to_load(config, model_dir)
+    found.load += broken
     if not found.versions:  # R5 (ensembles included)
         hint = "".join(f"; {note}" for note in ignored)
         found.load.append(

@@ -26,29 +26,25 @@ if TYPE_CHECKING:
 INT64_MAX = 2**63 - 1
 
 
-def version_folder_problems(model_dir: Path) -> list[str]:
+def _out_of_range(sub: str, number: int) -> str | None:
     """tritonforge's own words: Triton 2.51 takes "-1" as version -1 (its stub then looks for version
     18446744073709551615 and the load never returns) and aborts the whole server on a number past int64
     (std::out_of_range from stoll)."""
-    found = []
-    for sub in _subdirs(model_dir):
-        match = _LEADING_INT.match(sub)
-        if sub in RESERVED_DIRS or match is None or (len(sub) > 1 and sub.startswith("0")):
-            continue
-        number = int(match.group())
-        if number < 0:
-            found.append(f"version directory '{sub}' is a negative version: Triton 2.51 never finishes loading "
-                         "it; rename it to a version number >= 1")
-        elif number > INT64_MAX:
-            found.append(f"version directory '{sub}' is past the largest version, {INT64_MAX}: Triton 2.51 "
-                         "aborts reading it (std::out_of_range); rename it")
-    return found
+    if number < 0:
+        return (f"version directory '{sub}' is a negative version: Triton 2.51 never finishes loading it; rename it "
+                "to a version number >= 1")
+    if number > INT64_MAX:
+        return (f"version directory '{sub}' is past the largest version, {INT64_MAX}: Triton 2.51 aborts reading it "
+                "(std::out_of_range); rename it")
+    return None
 
 
-def _versions_to_load(config: ModelConfig, model_dir: Path) -> tuple[list[int], list[str]]:
-    """Core's VersionsToLoad: the versions the policy selects, and Triton's warnings for ignored folders."""
+def _versions_to_load(config: ModelConfig, model_dir: Path) -> tuple[list[int], list[str], list[str]]:
+    """Core's VersionsToLoad: the versions the policy selects, Triton's warnings for ignored folders, and the
+    folders Triton 2.51 hangs or aborts on (problems)."""
     existing: set[int] = set()
     ignored: list[str] = []
+    broken: list[str] = []
     for sub in _subdirs(model_dir):
         if sub in RESERVED_DIRS:
             continue
@@ -59,8 +55,9 @@ def _versions_to_load(config: ModelConfig, model_dir: Path) -> tuple[list[int], 
         if match is None:
             ignored.append(f"ignore version directory '{sub}' which fails to convert to integral number")
             continue
-        if not 0 <= int(match.group()) <= INT64_MAX:
-            continue  # version_folder_problems: Triton 2.51 hangs or aborts on these
+        if problem := _out_of_range(sub, int(match.group())):
+            broken.append(problem)
+            continue
         existing.add(int(match.group()))
     policy = config.version_policy
     choice = policy.WhichOneof("policy_choice")
@@ -71,10 +68,10 @@ def _versions_to_load(config: ModelConfig, model_dir: Path) -> tuple[list[int], 
                     f"version {version} is specified for model '{config.name}', but the version directory is not "
                     "present"
                 )
-        return sorted({v for v in policy.specific.versions if v in existing}), ignored
+        return sorted({v for v in policy.specific.versions if v in existing}), ignored, broken
     if choice == "latest":
-        return sorted(existing, reverse=True)[: policy.latest.num_versions][::-1], ignored
-    return sorted(existing), ignored
+        return sorted(existing, reverse=True)[: policy.latest.num_versions][::-1], ignored, broken
+    return sorted(existing), ignored, broken
 
 
 # ================================================================ instance groups (R40-R43)
@@ -173,7 +170,7 @@ def _model_file_rules(config: ModelConfig, model_dir: Path, versions: Iterable[i
     names = {config.default_model_filename or default}
     if backend != "python":  # the python backend reads one file; cc_model_filenames (per GPU capability) are ignored
         names.update(config.cc_model_filenames.values())
-    instance = f"{config.instance_group[0].name}_0" if config.instance_group else f"{config.name}_0"
+    instance = _first_instance(config)
     found: dict[int, str] = {}
     for version in versions:
         folder = model_dir / str(version)
@@ -185,6 +182,13 @@ def _model_file_rules(config: ModelConfig, model_dir: Path, versions: Iterable[i
         else:
             found[version] = f"unable to find '{path}' for model instance '{instance}'"
     return found
+
+
+def _first_instance(config: ModelConfig) -> str:
+    """The name Triton gives a model's first instance in its messages: its group's (normalized: an unnamed one is
+    named after the model) and index 0."""
+    group = config.instance_group[0].name if config.instance_group and config.instance_group[0].name else config.name
+    return f"{group}_0"
 
 
 def _artifact_exists(path: Path, backend: str) -> bool:
@@ -326,10 +330,8 @@ def _warmup_request_problem(config: ModelConfig, sample: Any) -> str | None:
     (Triton 2.51's texts; seen refusing loads the validator had passed)."""
     mbs, name = config.max_batch_size, config.name
     if sample.batch_size > max(mbs, 1) or (mbs == 0 and sample.batch_size > 1):
-        # the first instance's name: its group's (Triton names an unnamed group after the model) and index 0
-        group = config.instance_group[0].name if config.instance_group and config.instance_group[0].name else name
         return (f"failed to run warmup sample '{sample.name}': batch size {sample.batch_size} for "
-                f"'{group}_0', max allowed is {mbs}")
+                f"'{_first_instance(config)}', max allowed is {mbs}")
     inputs = {t.name: t for t in config.input}
     required = [n for n, t in inputs.items() if not t.optional]
     given = list(sample.inputs)
