@@ -157,6 +157,11 @@ def _read_manifest(client: Any, url: ObjectStoreURL) -> dict[str, dict[str, Any]
         return {}  # unreadable: send everything again
 
 
+def _write_manifest(client: Any, target: ObjectStoreURL, files: dict[str, dict[str, Any]]) -> None:
+    body = json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True).encode()
+    client.put_object(Bucket=target.bucket, Key=target.key(MANIFEST_KEY), Body=body)
+
+
 def push(
     repo: str | Path,
     url: str,
@@ -229,8 +234,7 @@ def _push(
                 to_send.append((rel, path, sha))
         if to_send:  # recorded first (as not yet sent): a push stopped midway leaves no object the next one forgets
             pending = {**recorded, **{rel: {"sha256": None} for rel, _path, _sha in to_send}}
-            body = json.dumps({"format": 1, "files": pending}, indent=1, sort_keys=True).encode()
-            client.put_object(Bucket=target.bucket, Key=target.key(MANIFEST_KEY), Body=body)
+            _write_manifest(client, target, pending)
             recorded = pending
         for i, (rel, path, sha) in enumerate(to_send, 1):
             key = target.key(rel)
@@ -259,8 +263,7 @@ def _push(
                 if obj is not None:
                     manifest[rel].update(size=obj["Size"], etag=obj["ETag"])
         if uploaded or deleted or set(recorded) != set(manifest):
-            body = json.dumps({"format": 1, "files": manifest}, indent=1, sort_keys=True).encode()
-            client.put_object(Bucket=target.bucket, Key=target.key(MANIFEST_KEY), Body=body)
+            _write_manifest(client, target, manifest)
     except (BotoCoreError, ClientError) as err:
         raise DeployError(f"push to {url} failed: {err}") from None
     return PushReport(target.triton_url, tuple(uploaded), tuple(unchanged), tuple(deleted), sent)
