@@ -33,6 +33,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 DATA = Path(__file__).parent / "data"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 GATEWAY_PORT = 9000
+MAX_REPLICAS = 2**31 - 1  # a Deployment's replicas is an int32
 QUEUE_METRIC = "triton_queue_time_per_request_us"
 MANIFEST_FILES = (
     "deployment.yaml",
@@ -412,8 +413,21 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         problems.append(Problem("--namespace", f"{options.namespace!r} is not a valid namespace name"))
     if image_problem := image_name_problem(options.image, pullable=True):
         problems.append(Problem("--image", image_problem))
-    if options.replicas is not None and options.replicas < 1:
-        problems.append(Problem("--replicas", f"{options.replicas}: give 1 or more"))
+    if options.replicas is not None and not 1 <= options.replicas <= MAX_REPLICAS:
+        problems.append(Problem("--replicas", f"{options.replicas}: give 1 to {MAX_REPLICAS} (Kubernetes' int32)"))
+    elif options.replicas is not None and settings.autoscaling.enabled and not (
+        settings.autoscaling.min_replicas <= options.replicas <= settings.autoscaling.max_replicas
+    ):  # the autoscaler would move it into its range at once: the flag would not do what it says
+        problems.append(Problem("--replicas", (
+            f"{options.replicas} is outside deploy.autoscaling's {settings.autoscaling.min_replicas}-"
+            f"{settings.autoscaling.max_replicas} replicas, which the HorizontalPodAutoscaler keeps: change "
+            "min_replicas/max_replicas in the spec, or set autoscaling.enabled: false"
+        )))
+    if not options.gateway:  # accepted and ignored, they read as if a gateway were deployed
+        for flag, given in (("--gateway-image", options.gateway_image),
+                            ("--gateway-api-keys-secret", options.gateway_api_keys_secret)):
+            if given is not None:
+                problems.append(Problem(flag, "needs --gateway (no gateway is deployed without it)"))
 
     problems += _image_problems(info.get("image"), options.image)
     need = gpu_need(repo, info, configs)

@@ -205,6 +205,8 @@ def _push(
             f"push supports s3:// URLs (AWS or S3-compatible servers); got {url!r}: copy a gs:// repository with "
             "`gcloud storage rsync`"
         )
+    if endpoint_url is not None and not endpoint_url.strip():  # '' fell back to AWS: "$ENDPOINT" unset
+        raise DeployError("--endpoint-url is empty: give the S3 server (e.g. http://host:9000), or omit it for AWS")
     client = client or s3_client(target, endpoint_url)
     if endpoint_url and target.endpoint is None:  # the URL to serve it from must name the server it went to
         target = dataclasses.replace(target, endpoint=endpoint_url.rstrip("/"))

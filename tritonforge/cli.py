@@ -19,6 +19,8 @@ from tritonforge.cli_paths import path_arg
 from tritonforge.cli_release import release_app
 from tritonforge.errors import TritonForgeError
 
+DEFAULT_GATEWAY_PORT = 9000  # `gateway --port` and `serve --gateway-port`
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Build, validate, serve and call Triton model repositories."
 )
@@ -181,8 +183,8 @@ def serve(
         bool, typer.Option("--gateway", help="also serve the OpenAI-compatible gateway (see `tritonforge gateway`)")
     ] = False,
     gateway_port: Annotated[
-        int, typer.Option(min=1, max=65535, help="HTTP port of the gateway (with --gateway)")
-    ] = 9000,
+        int | None, typer.Option(min=1, max=65535, help="HTTP port of the gateway (with --gateway; default 9000)")
+    ] = None,
     api_keys_file: ApiKeysFileOpt = None,
     admin_keys_file: AdminKeysFileOpt = None,
     splits: SplitsOpt = None,
@@ -206,6 +208,10 @@ def serve(
     """
     if admin_key is not None and open_admin:  # the key was silently dropped and the admin APIs left open
         raise typer.BadParameter("give --admin-key or --no-admin-key, not both", param_hint="--no-admin-key")
+    if gateway_port is None:
+        gateway_port = DEFAULT_GATEWAY_PORT
+    elif not with_gateway:  # accepted and ignored, a user would look for a gateway on it
+        raise typer.BadParameter("needs --gateway", param_hint="--gateway-port")
     if with_gateway and gateway_port in (http_port, grpc_port, metrics_port):  # Triton took it; the gateway "ran"
         raise typer.BadParameter(f"{gateway_port} is also one of Triton's ports", param_hint="--gateway-port")
     gateway_setup = None
@@ -517,7 +523,7 @@ def quality(
 @app.command()
 def gateway(
     triton: Annotated[str, typer.Option("--triton", help="Triton gRPC endpoint host:port")] = "127.0.0.1:8001",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of the gateway")] = 9000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of the gateway")] = DEFAULT_GATEWAY_PORT,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     api_keys_file: ApiKeysFileOpt = None,
     model: GatewayModelOpt = None,

@@ -518,6 +518,23 @@ class Autoscaling(Checked):
         return []
 
 
+def _replicas_outside_autoscaling(data: dict[str, Any]) -> Found:
+    """replicas outside an enabled autoscaler's range: the HorizontalPodAutoscaler moves it there at once."""
+    scaling = data.get("autoscaling")
+    scaling = scaling if isinstance(scaling, dict) else {}
+    replicas = raw_int(data.get("replicas", 1))
+    low, high = raw_int(scaling.get("min_replicas", 1)), raw_int(scaling.get("max_replicas", 4))
+    if scaling.get("enabled", True) is False or None in (replicas, low, high):
+        return []
+    assert replicas is not None and low is not None and high is not None
+    if low > high or low <= replicas <= high:  # a range the wrong way round is autoscaling's own error
+        return []
+    return [(("replicas",), (
+        f"{replicas} is outside autoscaling's {low}-{high} replicas, which the HorizontalPodAutoscaler keeps: "
+        "change autoscaling.min_replicas/max_replicas, or set autoscaling.enabled: false"
+    ))]
+
+
 class DeploySettings(Checked):
     """What the cluster manifests take from the spec (the CLI's options override)."""
 
@@ -544,6 +561,11 @@ class DeploySettings(Checked):
 
     @classmethod
     def _cross(cls, data: dict[str, Any]) -> Found:
+        found = _replicas_outside_autoscaling(data)
+        return found + cls._rate_limit_cross(data)
+
+    @classmethod
+    def _rate_limit_cross(cls, data: dict[str, Any]) -> Found:
         # RateLimit's own checks (those of serve/validate/deploy's flags), each reported at its field
         resources = raw_list(data.get("rate_limit_resources"))
         found: Found = []

@@ -226,6 +226,8 @@ def test_serve_refuses_flags_that_contradict_each_other_before_starting(tmp_path
         app, ["serve", str(repo), "--http-port", "27999", "--gateway", "--gateway-port", "27999",
               "--insecure-no-auth"], env=ENV)
     assert clash.exit_code == 2 and "27999 is also one of Triton's ports" in clash.output
+    alone = CliRunner().invoke(app, ["serve", str(repo), "--gateway-port", "9100"], env=ENV)  # ignored: no gateway
+    assert alone.exit_code == 2 and "needs --gateway" in alone.output, alone.output
     huge = CliRunner().invoke(app, ["validate", str(repo), "--gpus", "1000000000"], env=ENV)  # it ran out of memory
     assert huge.exit_code == 2 and "1024" in huge.output
 

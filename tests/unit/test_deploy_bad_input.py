@@ -209,3 +209,27 @@ def test_bad_rate_limit_flags_get_serve_s_one_line_error_and_write_nothing(
     # the same flags on serve fail the same way, before any server starts (one RateLimit parses both)
     served = CliRunner().invoke(app, ["serve", str(repo), "--no-admin-key", *flags], env=env)
     assert (served.exit_code, served.output) == (1, says + "\n")
+
+
+def test_replicas_the_autoscaler_would_undo_and_gateway_flags_without_a_gateway(tmp_path: Path) -> None:
+    """Found by a CLI audit: --replicas 10 under an autoscaler keeping 1-4 was rendered and then scaled down at once;
+    --replicas past int32 was rendered for the API server to refuse; --gateway-image / --gateway-api-keys-secret
+    without --gateway were accepted and ignored."""
+    repo = _repo(tmp_path)
+    many = _refused(repo, tmp_path / "out", _options(replicas=10))
+    assert [p.where for p in many.problems] == ["--replicas"]
+    assert "outside deploy.autoscaling's 1-4 replicas" in many.problems[0].message
+    huge = _refused(repo, tmp_path / "out", _options(replicas=2**31))
+    assert "give 1 to 2147483647" in huge.problems[0].message
+    stray = _refused(repo, tmp_path / "out", _options(gateway=False, gateway_image="gw:1", gateway_api_keys_secret="k"))
+    assert sorted(p.where for p in stray.problems) == ["--gateway-api-keys-secret", "--gateway-image"]
+    assert all("needs --gateway" in p.message for p in stray.problems)
+    unscaled = _repo(tmp_path / "unscaled", deploy={"autoscaling": {"enabled": False}})
+    assert deploy_k8s(unscaled, tmp_path / "ok", _options(replicas=10)).values["replicas"] == 10
+
+
+def test_an_empty_endpoint_url_is_refused_not_taken_for_aws(tmp_path: Path) -> None:
+    """`push --endpoint-url "$ENDPOINT"` with the variable unset sent the repository to AWS instead of the S3
+    server the user meant (found by a CLI audit)."""
+    with pytest.raises(DeployError, match="--endpoint-url is empty"):
+        push(_repo(tmp_path), URL, endpoint_url=" ", client=object())

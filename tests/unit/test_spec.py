@@ -172,3 +172,17 @@ def test_cpu_llm_weights_bf16_is_accepted_also_with_adapters_and_int8_with_adapt
     assert problem.startswith("models.chat.cpu.weights:") and "use fp32 or bf16 with adapters" in problem, problem
     (problem,) = _problems(llm("fp16"))
     assert problem.startswith("models.chat.cpu.weights:") and "'fp32', 'bf16' or 'int8'" in problem, problem
+
+
+def test_deploy_replicas_outside_the_autoscalers_range_are_refused() -> None:
+    """The HorizontalPodAutoscaler moves replicas into min_replicas-max_replicas at once: 8 would run as 4."""
+    data = _base()
+    data["deploy"] = {"replicas": 8}
+    assert _problems(data) == [
+        "deploy.replicas: 8 is outside autoscaling's 1-4 replicas, which the HorizontalPodAutoscaler keeps: change "
+        "autoscaling.min_replicas/max_replicas, or set autoscaling.enabled: false"
+    ]
+    data["deploy"] = {"replicas": 8, "autoscaling": {"enabled": False}}
+    assert parse_spec(data).deploy.replicas == 8
+    data["deploy"] = {"replicas": 3, "autoscaling": {"max_replicas": 6}}
+    assert parse_spec(data).deploy.replicas == 3
