@@ -13,15 +13,23 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tritonforge.deploy.options import DeployOptions, option_type_problems, path_problem, rate_limit
+from tritonforge.deploy.gateway_workload import gateway_values
+from tritonforge.deploy.options import (
+    DNS_LABEL,
+    SECRET_NAME,
+    DeployOptions,
+    option_type_problems,
+    option_value_problems,
+    path_problem,
+    rate_limit,
+)
 from tritonforge.errors import DeployError, Problem
-from tritonforge.trtllm.images import image_name_problem, image_release
+from tritonforge.trtllm.images import REPOSITORY, image_release
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -32,8 +40,7 @@ Format = Literal["manifests", "helm", "kserve"]
 TEMPLATES = Path(__file__).parent / "templates"
 DATA = Path(__file__).parent / "data"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
-GATEWAY_PORT = 9000
-MAX_REPLICAS = 2**31 - 1  # a Deployment's replicas is an int32
+EXIT_TIMEOUT_SECONDS = 30  # Triton's drain of in-flight requests at SIGTERM (the pods' grace period is 60 s)
 QUEUE_METRIC = "triton_queue_time_per_request_us"
 MANIFEST_FILES = (
     "deployment.yaml",
@@ -44,8 +51,6 @@ MANIFEST_FILES = (
     "pdb.yaml",
     "gateway.yaml",
 )
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -242,7 +247,7 @@ def triton_command(launch: Launch, args: list[str], repository: str) -> tuple[li
                 "--allow-http=false",
                 "--allow-grpc=false",
                 "--allow-metrics=false",
-                "--exit-timeout-secs=30",
+                f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
             ]
         else:
             flags = list(args)
@@ -276,8 +281,10 @@ def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[
     problems: list[Problem] = []
     if url.startswith("pvc://"):
         claim, _, sub = url.removeprefix("pvc://").partition("/")
-        if not _DNS_LABEL.match(claim):
+        if not DNS_LABEL.match(claim):
             problems.append(Problem("--repository-url", f"{url!r}: claim {claim!r} is not a valid PVC name"))
+        if any(part in (".", "..") for part in sub.split("/")):  # the API server refuses a subPath that climbs
+            problems.append(Problem("--repository-url", f"{url!r}: give the path in the claim without '.' or '..'"))
         # the repository itself is mounted at /models (the claim's sub-folder through subPath): the engine path's
         # configs hold absolute /models/<model>/1/... paths (gpt_model_path, lora_prefetch_dir)
         mount = {"name": "model-repository", "mountPath": REPOSITORY_MOUNT, "readOnly": True}
@@ -309,7 +316,7 @@ def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[
                 ),
             )
         )
-    elif not _SECRET_NAME.match(secret):
+    elif not SECRET_NAME.match(secret):
         problems.append(Problem("--credentials-secret", f"{secret!r} is not a valid Secret name"))
     source: dict[str, Any] = {
         "kind": store.scheme,
@@ -356,7 +363,10 @@ def _image_problems(built_for: Any, image: str) -> list[Problem]:
     built, deploying = image_release(built_for), image_release(image)
     if built is None or deploying is None:  # an untagged --image is reported on its own
         return []
-    same_flavour = not built[1] or built[1] == deploying[1]
+    # an image built FROM the recorded one (deploy's Dockerfile) in another repository names its own flavour
+    # ('26.07-trtllm-python-py3-faiss', '26.07-1'): its release is held to the build's, its flavour is its own
+    custom = image.rsplit(":", 1)[0] != REPOSITORY
+    same_flavour = not built[1] or built[1] == deploying[1] or (custom and not deploying[1])
     if built[0] == deploying[0] and same_flavour:
         return []
     return [
@@ -365,11 +375,6 @@ def _image_problems(built_for: Any, image: str) -> list[Problem]:
             f"repository built for {built_for}, deploying {image}: rebuild with --image {image} or deploy {built_for}",
         )
     ]
-
-
-def _name(value: str) -> str:
-    """A DNS-1123 label from a spec name: lowercase, '-' for anything else."""
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", value.lower())).strip("-")
 
 
 def _deploy_settings(repo: Path, info: dict[str, Any]) -> DeploySettings:
@@ -402,33 +407,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
     settings = _deploy_settings(repo, info)
     target: str = info["target"]
     configs = _configs(repo)
-    problems: list[Problem] = []
-
-    name = _name(options.name or str(info.get("spec") or "tritonforge"))
-    if options.name is not None and name != options.name:  # the spec's name is made a label; a given one is kept
-        problems.append(Problem("--name", f"{options.name!r}: use lowercase letters, digits and '-' (e.g. {name!r})"))
-    elif not name or len(name) > 40 or not _DNS_LABEL.match(name):
-        problems.append(Problem("--name", f"{name!r}: use 1-40 lowercase letters, digits and '-' (suffixes follow)"))
-    if not _DNS_LABEL.match(options.namespace) or len(options.namespace) > 63:
-        problems.append(Problem("--namespace", f"{options.namespace!r} is not a valid namespace name"))
-    if image_problem := image_name_problem(options.image, pullable=True):
-        problems.append(Problem("--image", image_problem))
-    if options.replicas is not None and not 1 <= options.replicas <= MAX_REPLICAS:
-        problems.append(Problem("--replicas", f"{options.replicas}: give 1 to {MAX_REPLICAS} (Kubernetes' int32)"))
-    elif options.replicas is not None and settings.autoscaling.enabled and not (
-        settings.autoscaling.min_replicas <= options.replicas <= settings.autoscaling.max_replicas
-    ):  # the autoscaler would move it into its range at once: the flag would not do what it says
-        problems.append(Problem("--replicas", (
-            f"{options.replicas} is outside deploy.autoscaling's {settings.autoscaling.min_replicas}-"
-            f"{settings.autoscaling.max_replicas} replicas, which the HorizontalPodAutoscaler keeps: change "
-            "min_replicas/max_replicas in the spec, or set autoscaling.enabled: false"
-        )))
-    if not options.gateway:  # accepted and ignored, they read as if a gateway were deployed
-        for flag, given in (("--gateway-image", options.gateway_image),
-                            ("--gateway-api-keys-secret", options.gateway_api_keys_secret)):
-            if given is not None:
-                problems.append(Problem(flag, "needs --gateway (no gateway is deployed without it)"))
-
+    name, problems = option_value_problems(options, settings, str(info.get("spec") or "tritonforge"))
     problems += _image_problems(info.get("image"), options.image)
     need = gpu_need(repo, info, configs)
     launch, found = triton_launch(repo, info, configs)
@@ -506,10 +485,16 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         f"--metrics-port={PORTS['metrics']}",
         "--allow-metrics=true",
         f"--allow-gpu-metrics={'true' if target == 'gpu' else 'false'}",
-        "--exit-timeout-secs=30",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
         *limits.server_args(),  # rank 0's only: MPI worker ranks never schedule a request (see triton_command)
     ]
     command, args = triton_command(launch, args, source["tritonUrl"])
+    env = list(source["env"])
+    if command[:1] == ["mpirun"]:
+        # Open MPI forwards the pod's SIGTERM to the ranks and SIGKILLs them 1 s later (odls_base_sigkill_timeout):
+        # Triton's --exit-timeout-secs drain of in-flight requests would be cut short (Open MPI 4: OMPI_MCA_, 5: PRTE)
+        env += [{"name": f"{prefix}_MCA_odls_base_sigkill_timeout", "value": str(EXIT_TIMEOUT_SECONDS)}
+                for prefix in ("OMPI", "PRTE")]
     probe = {"periodSeconds": 10, "timeoutSeconds": 5}
     target_us = str(settings.autoscaling.target_queue_time_us)  # a Quantity, in the metric's unit (µs)
     values: dict[str, Any] = {
@@ -532,7 +517,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             "ranks": launch.ranks,  # tritonserver processes (MPI ranks) per pod
             "command": command,
             "args": args,
-            "env": source["env"],
+            "env": env,
             "resources": resources,
             "nodeSelector": node_selector,
             "tolerations": tolerations,
@@ -550,6 +535,9 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             "readiness": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, **probe, "failureThreshold": 3},
             "liveness": {"httpGet": {"path": "/v2/health/live", "port": "http"}, **probe, "failureThreshold": 3},
         },
+        # a rollout counts as stalled after this long without a new pod ready: past the start-up probe's allowance,
+        # or a slow engine load reads as a failed rollout (Kubernetes' default is 600 s)
+        "progressDeadlineSeconds": settings.startup_seconds + 300,
         "serviceMonitor": {"enabled": True, "interval": "15s"},
         "autoscaling": {
             "enabled": settings.autoscaling.enabled,
@@ -575,8 +563,11 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "gateway": _gateway_values(name, options),
+        "gateway": gateway_values(name, options, info, PORTS["grpc"]),
         "kserve": {
+            # KServe's kserve-tritonserver runtime sets limits.cpu "1"; merged with a larger request the predictor's
+            # pod is invalid (a request above its limit) and never created
+            "resources": {**resources, "limits": {**resources["limits"], "cpu": settings.cpu}},
             "storageUri": source["storageUri"],
             "endpoint": source.get("endpoint") or "",
             "serviceAccountName": f"{name}-storage" if options.credentials_secret else "",
@@ -605,33 +596,6 @@ def prometheus_adapter_rules() -> dict[str, Any]:
                 "metricsQuery": query,
             }
         ]
-    }
-
-
-def _gateway_values(name: str, options: DeployOptions) -> dict[str, Any]:
-    triton = f"{name}-grpc:{PORTS['grpc']}"  # the Service in the gateway's own namespace, whichever it is
-    return {
-        "enabled": options.gateway,
-        "name": f"{name}-gateway",
-        "image": options.gateway_image or "",
-        "replicas": 2,
-        "port": GATEWAY_PORT,
-        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-        "apiKeysSecret": options.gateway_api_keys_secret or "",
-        "labels": {
-            "app.kubernetes.io/name": "tritonforge",
-            "app.kubernetes.io/instance": name,
-            "app.kubernetes.io/component": "gateway",
-            "app.kubernetes.io/managed-by": "tritonforge",
-        },
-        "selectorLabels": {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "gateway"},
-        "command": ["tritonforge", "gateway"],
-        "args": [
-            f"--triton={triton}",
-            "--host=0.0.0.0",
-            f"--port={GATEWAY_PORT}",
-            "--api-keys-file=/etc/tritonforge/api-keys/keys",
-        ],
     }
 
 
@@ -765,8 +729,21 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
             f"KServe mounts the repository at /mnt/models, where these paths do not exist: {'; '.join(mounted)}; "
             "deploy it as manifests or helm, or build with engine_dir_in_container naming where the pods have it"
         ))], "cannot deploy (nothing was written)")
+    if fmt == "kserve" and len(host := f"{values['name']}-predictor-{values['namespace']}") > 63:
+        # KServe names the predictor's host <name>-predictor-<namespace>, one DNS label: it cannot reconcile a longer
+        raise DeployError([Problem("--name", (
+            f"KServe's predictor host {host!r} is {len(host)} characters, over a DNS label's 63: shorten --name "
+            "or --namespace"
+        ))], "cannot deploy (nothing was written)")
     files = render(values, fmt)
     notes: list[str] = []
+    if fmt == "kserve" and values["modelRepository"]["kind"] == "gs":
+        notes.append(f"KServe's storage initializer takes a GCS key only from the Secret's key "
+                     f"gcloud-application-credentials.json (KServe's default), not key.json: put the service-account "
+                     f"key under that name in {options.credentials_secret}")
+    if options.gateway and "gateway_models" not in read_build_info(Path(repo)):
+        notes.append("the build recorded no gateway models (built by an earlier tritonforge): the gateway serves "
+                     "examples/rag.yaml's ids (chat, minilm, reranker); rebuild the repository to serve its own")
     recipe = image_recipe(Path(repo), options.image)
     if recipe is not None:  # pods on this image would fail to load some python models: say which image would not
         files[DOCKERFILE] = recipe[0].encode()

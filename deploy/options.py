@@ -4,6 +4,7 @@ cannot give a wrong type, the Python API can."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
@@ -15,6 +16,12 @@ from tritonforge.values import is_whole
 
 if TYPE_CHECKING:
     from tritonforge.spec import DeploySettings
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # RFC 1123: namespaces, claims
+SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # RFC 1035: Services (and KServe's names) start a-z
+SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+MAX_REPLICAS = 2**31 - 1  # a Deployment's replicas is an int32
+MAX_NAME = 40  # the longest object name is <name>-prometheus-adapter... within 63: the suffixes follow the name
 
 
 @dataclass(frozen=True)
@@ -102,3 +109,60 @@ def path_problem(what: str, value: object) -> Problem | None:
 def rate_limit(options: DeployOptions, settings: DeploySettings) -> RateLimit:
     """The command line's (or the Python API's) rate limiting, else the spec's `deploy:` section's (default off)."""
     return options.rate_limit if options.rate_limit is not None else settings.rate_limiting()
+
+
+# ------------------------------------------------------------------------------------------- argument values
+
+def name_from_spec(value: str) -> str:
+    """A DNS-1123 label from a spec name: lowercase, '-' for anything else."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", value.lower())).strip("-")
+
+
+def option_value_problems(
+    options: DeployOptions, settings: DeploySettings, spec_name: str
+) -> tuple[str, list[Problem]]:
+    """The objects' name (--name, else the spec's made a label) and every option value Kubernetes would refuse or
+    that would not do what it says."""
+    problems: list[Problem] = []
+    name = name_from_spec(options.name or spec_name)
+    if options.name is not None and name != options.name:  # the spec's name is made a label; a given one is kept
+        problems.append(Problem("--name", f"{options.name!r}: use lowercase letters, digits and '-' (e.g. {name!r})"))
+    elif not name or len(name) > MAX_NAME or not SERVICE_NAME.match(name):
+        # the Services are named after it: Kubernetes refuses a Service name that starts with a digit
+        problems.append(Problem("--name", (
+            f"{name!r}: use 1-{MAX_NAME} lowercase letters, digits and '-', starting with a letter (suffixes follow)"
+        )))
+    if not DNS_LABEL.match(options.namespace) or len(options.namespace) > 63:
+        problems.append(Problem("--namespace", f"{options.namespace!r} is not a valid namespace name"))
+    if image_problem := image_name_problem(options.image, pullable=True):
+        problems.append(Problem("--image", image_problem))
+    problems += _replicas_problems(options.replicas, settings)
+    if not options.gateway:  # accepted and ignored, they read as if a gateway were deployed
+        for flag, given in (("--gateway-image", options.gateway_image),
+                            ("--gateway-api-keys-secret", options.gateway_api_keys_secret)):
+            if given is not None:
+                problems.append(Problem(flag, "needs --gateway (no gateway is deployed without it)"))
+    else:
+        if options.gateway_image and (found := image_name_problem(options.gateway_image, pullable=True)):
+            problems.append(Problem("--gateway-image", found))
+        if options.gateway_api_keys_secret and not SECRET_NAME.match(options.gateway_api_keys_secret):
+            problems.append(Problem(
+                "--gateway-api-keys-secret", f"{options.gateway_api_keys_secret!r} is not a valid Secret name"
+            ))
+    return name, problems
+
+
+def _replicas_problems(replicas: int | None, settings: DeploySettings) -> list[Problem]:
+    if replicas is None:
+        return []
+    if not 1 <= replicas <= MAX_REPLICAS:
+        return [Problem("--replicas", f"{replicas}: give 1 to {MAX_REPLICAS} (Kubernetes' int32)")]
+    scaling = settings.autoscaling
+    if scaling.enabled and not scaling.min_replicas <= replicas <= scaling.max_replicas:
+        # the autoscaler would move it into its range at once: the flag would not do what it says
+        return [Problem("--replicas", (
+            f"{replicas} is outside deploy.autoscaling's {scaling.min_replicas}-{scaling.max_replicas} replicas, which "
+            "the HorizontalPodAutoscaler keeps: change min_replicas/max_replicas in the spec, or set "
+            "autoscaling.enabled: false"
+        ))]
+    return []

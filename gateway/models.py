@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tritonforge.gateway.splits import SplitsConfig
 
@@ -61,15 +62,45 @@ class GatewayModels:
 
     @classmethod
     def parse(cls, entries: Collection[str]) -> GatewayModels:
-        """From ``kind:id=ensemble`` strings (kind: chat, embeddings, rerank), e.g. ``chat:chat=llm``."""
+        """From ``kind:id=ensemble`` strings (kind: chat, embeddings, rerank), e.g. ``chat:chat=llm``; a chat entry
+        may name its ensemble's engine step, ``chat:chat=llm@chat_tensorrt_llm`` (default ``tensorrt_llm``)."""
         maps: dict[str, dict[str, str]] = {"chat": {}, "embeddings": {}, "rerank": {}}
+        engines: dict[str, str | None] = {}
         for entry in entries:
             kind, _, rest = entry.partition(":")
             model_id, _, ensemble = rest.partition("=")
-            if kind not in maps or not model_id or not ensemble:
-                raise ValueError(f"{entry!r} is not kind:id=ensemble with kind chat, embeddings or rerank")
+            ensemble, at, engine = ensemble.partition("@")
+            if kind not in maps or not model_id or not ensemble or (at and (kind != "chat" or not engine)):
+                raise ValueError(
+                    f"{entry!r} is not kind:id=ensemble with kind chat, embeddings or rerank (chat: "
+                    "kind:id=ensemble[@engine_model])"
+                )
             maps[kind][model_id] = ensemble
-        return cls(chat=maps["chat"], embeddings=maps["embeddings"], rerank=maps["rerank"])
+            if engine:
+                engines[model_id] = engine
+        return cls(chat=maps["chat"], embeddings=maps["embeddings"], rerank=maps["rerank"], engine_models=engines)
+
+    @classmethod
+    def from_build_info(cls, info: Mapping[str, Any]) -> GatewayModels | None:
+        """The models a build recorded in its tritonforge.json (``gateway_models``); None from a build that
+        recorded none (before tritonforge recorded them) or that has none the gateway serves."""
+        recorded = info.get("gateway_models")
+        if not isinstance(recorded, Mapping):
+            return None
+        chat, embeddings, rerank = (dict(recorded.get(kind) or {}) for kind in ("chat", "embeddings", "rerank"))
+        if not (chat or embeddings or rerank):
+            return None
+        return cls(chat=chat, embeddings=embeddings, rerank=rerank,
+                   engine_models=dict(recorded.get("engine_models") or {}))
+
+    def entries(self) -> list[str]:
+        """The ``--model`` values that give these models back through ``parse``."""
+        found = []
+        for model_id, kind, ensemble in self.ids():
+            engine = self.engine_models.get(model_id) if kind == "chat" else None
+            at = f"@{engine}" if engine and engine != "tensorrt_llm" else ""
+            found.append(f"{kind}:{model_id}={ensemble}{at}")
+        return found
 
 
 def split_problems(

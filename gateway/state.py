@@ -31,6 +31,9 @@ LOG = logging.getLogger(__name__)
 ADAPTER_NAMES_PARAMETER = "lora_adapters"  # the chat ensemble's parameter naming its adapters (builders/llm.py)
 ADAPTER_REFRESH_SECONDS = 30.0  # /v1/models re-reads the adapters at most this often
 UNKNOWN_MODEL_REFRESH_SECONDS = 5.0  # a request for an unknown id re-reads them at most this often
+# a dns:/// Triton address (every pod of a headless Service) is resolved again this often: gRPC resolves a name only
+# when its channel starts or loses a connection, so pods an autoscaler added would get no gateway traffic
+RESOLVE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class Gateway:
         self.router = self._router(splits)
         self.metrics.watch(self.router)
         self._client: AsyncClient | None = None
+        self._opened = 0.0  # when _client was made
+        self._retired: set[AsyncClient] = set()  # replaced clients, closed once their calls can have ended
+        self._closing: set[asyncio.Task[None]] = set()  # their closing tasks (held: a loop keeps weak references)
         # LoRA adapters as models of their own (as vLLM lists them): adapter id -> (chat model id, adapter name),
         # discovered from each chat ensemble's `lora_adapters` config parameter through Triton's model-config API
         self.adapters: dict[str, tuple[str, str]] = {}
@@ -98,8 +104,30 @@ class Gateway:
 
     # the Triton connection ---------------------------------------------------------------------------------------
     async def open(self) -> None:
-        self._client = AsyncClient(self.triton_url, "grpc", timeout=self.timeout, retries=self.retries)
+        self._client = self._new_client()
         await self.discover_adapters()
+
+    def _new_client(self) -> AsyncClient:
+        self._opened = time.monotonic()
+        return AsyncClient(self.triton_url, "grpc", timeout=self.timeout, retries=self.retries)
+
+    def _resolve_again(self) -> None:
+        """A new channel (a new resolution of the dns:/// name) for the calls to come; the old one closes once every
+        call on it has had its whole timeout to end (a generation is one call)."""
+        old, self._client = self._client, self._new_client()
+        if old is None:
+            return
+        self._retired.add(old)
+
+        async def close_old() -> None:
+            await asyncio.sleep((self.timeout or 300.0) + 5.0)
+            if old in self._retired:
+                self._retired.discard(old)
+                await old.close()
+
+        task = asyncio.get_running_loop().create_task(close_old())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close_streams(self, timeout: float = 5.0) -> None:
         """Close the SSE streams still open when the server stops, before the Triton client closes: closing a
@@ -115,13 +143,19 @@ class Gateway:
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        retired, self._retired = self._retired, set()
+        for task in list(self._closing):
+            task.cancel()
+        for each in [*retired, *([client] if client is not None else [])]:
+            await each.close()
 
     @property
     def client(self) -> AsyncClient:
         if self._client is None:
             raise APIError(503, "the gateway is starting", type="server_error", code="service_unavailable")
+        if self.triton_url.startswith("dns:") and time.monotonic() - self._opened > RESOLVE_SECONDS:
+            self._resolve_again()
+        assert self._client is not None
         return self._client
 
     def knows(self, model_id: str) -> bool:

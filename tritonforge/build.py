@@ -70,9 +70,27 @@ def plan_repository(
             for k, m in spec.of_kind(LLMModel).items()
         }
     manifest["python_models"] = python_models(plan.files)
+    manifest["gateway_models"] = gateway_models(spec)
     # Files at the repository root are not models; Triton ignores them.
     plan.files["tritonforge.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     return plan.files, artifacts, plan.notes
+
+
+def gateway_models(spec: Spec) -> dict[str, dict[str, str]]:
+    """What the OpenAI gateway serves of this repository: {kind: {model id (the spec key): ensemble}}, and each
+    chat model's engine step (where a stop string's cancel goes). `serve --gateway` and `deploy k8s --gateway`
+    read it back; without it a gateway serves examples/rag.yaml's ids, and a repository named otherwise was
+    unreachable through it (404 model_not_found) while /health said ready."""
+    llms = spec.of_kind(LLMModel)
+    return {
+        "chat": {k: m.ensemble for k, m in llms.items()},
+        "embeddings": {k: m.ensemble for k, m in spec.of_kind(EmbeddingModel).items()},
+        "rerank": {k: m.ensemble for k, m in spec.of_kind(RerankerModel).items()},
+        "engine_models": {
+            k: llm_names(k, prefixed=m.model_names == "prefixed", ensemble=m.ensemble).tensorrt_llm
+            for k, m in llms.items()
+        },
+    }
 
 
 def python_models(files: Mapping[str, FileContent]) -> dict[str, str]:

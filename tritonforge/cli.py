@@ -216,7 +216,8 @@ def serve(
         raise typer.BadParameter(f"{gateway_port} is also one of Triton's ports", param_hint="--gateway-port")
     gateway_setup = None
     if with_gateway:
-        gateway_setup = _gateway_setup(host, api_keys_file, admin_keys_file, gateway_model, splits, insecure_no_auth)
+        gateway_setup = _gateway_setup(host, api_keys_file, admin_keys_file, gateway_model, splits, insecure_no_auth,
+                                       repo=repo)
     elif any(v is not None for v in (api_keys_file, admin_keys_file, splits, gateway_model)):
         raise typer.BadParameter(
             "--api-keys-file, --admin-keys-file, --splits and --gateway-model need --gateway", param_hint="--gateway"
@@ -412,7 +413,8 @@ GatewayModelOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--model",
-        help="kind:id=ensemble (kind chat|embeddings|rerank), repeatable; default: the "
+        help="kind:id=ensemble[@engine] (kind chat|embeddings|rerank; @: a chat ensemble's engine step), "
+        "repeatable; default: serve --gateway's repository's own (recorded by its build), else the "
         "examples/rag.yaml ids chat=llm, minilm=embed, reranker=rerank",
     ),
 ]
@@ -451,8 +453,10 @@ def _gateway_setup(
     embed_batch_size: int | None = None,
     embed_requests_in_flight: int | None = None,
     chat_max_tokens: int | None = None,
+    repo: str | None = None,
 ) -> _GatewaySetup:
-    """Everything the gateway needs that can be wrong, checked before anything starts (exit 1, or 2 when open)."""
+    """Everything the gateway needs that can be wrong, checked before anything starts (exit 1, or 2 when open).
+    Without --model the gateway serves the models ``repo``'s build recorded, else examples/rag.yaml's ids."""
     try:
         import uvicorn  # noqa: F401
 
@@ -465,7 +469,7 @@ def _gateway_setup(
     try:
         keys = load_api_keys(api_keys_file)
         admin_keys = parse_key_file(admin_keys_file) if admin_keys_file is not None else []
-        models = GatewayModels.parse(model) if model else GatewayModels()
+        models = GatewayModels.parse(model) if model else (_recorded_gateway_models(repo) or GatewayModels())
         tuning = {"embed_batch_size": embed_batch_size, "embed_requests_in_flight": embed_requests_in_flight,
                   "chat_max_tokens": chat_max_tokens}
         models = dataclasses.replace(models, **{k: v for k, v in tuning.items() if v is not None})
@@ -485,6 +489,18 @@ def _gateway_setup(
         ))
         raise typer.Exit(2)
     return _GatewaySetup(keys, admin_keys, models, router)
+
+
+def _recorded_gateway_models(repo: str | None) -> Any:
+    """The gateway models a local repository's build recorded in its tritonforge.json, or None."""
+    from tritonforge.gateway import GatewayModels
+
+    path = Path(repo) / "tritonforge.json" if repo and "://" not in repo else None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
+    except (OSError, ValueError):
+        return None  # serve reports an unreadable repository itself; the gateway keeps its defaults
+    return GatewayModels.from_build_info(info) if isinstance(info, dict) else None
 
 
 @app.command()
@@ -522,7 +538,9 @@ def quality(
 
 @app.command()
 def gateway(
-    triton: Annotated[str, typer.Option("--triton", help="Triton gRPC endpoint host:port")] = "127.0.0.1:8001",
+    triton: Annotated[str, typer.Option(
+        "--triton", help="Triton gRPC endpoint host:port, or dns:///name:port (every address of the name in turn)"
+    )] = "127.0.0.1:8001",
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of the gateway")] = DEFAULT_GATEWAY_PORT,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     api_keys_file: ApiKeysFileOpt = None,

@@ -203,6 +203,44 @@ def test_serve_with_the_gateway_serves_splits_and_stops_on_sigterm(embed_repo: P
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
 
 
+def test_serve_with_the_gateway_serves_the_models_the_build_recorded(embed_repo: Path, tmp_path: Path) -> None:
+    """The gateway served examples/rag.yaml's ids whatever the repository: a spec keying its embedder otherwise was
+    unreachable through `serve --gateway` (404). The build now records its models and serve hands them over."""
+    import json
+    import shutil
+
+    import httpx
+
+    from tritonforge.server import free_port
+
+    repo = tmp_path / "repo"
+    shutil.copytree(embed_repo, repo)
+    info = json.loads((repo / "tritonforge.json").read_text())
+    assert info["gateway_models"]["embeddings"] == {"minilm": "embed"}  # what examples/embed.yaml's build records
+    info["gateway_models"]["embeddings"] = {"corp-embedder": "embed"}  # as a spec keyed corp-embedder records it
+    (repo / "tritonforge.json").write_text(json.dumps(info))
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "serve", str(repo), "--gateway", "--gateway-port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "250"})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if "gateway on" in line or not line:
+                break
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            assert {m["id"] for m in http.get("/v1/models").json()["data"]} == {"corp-embedder"}
+            reply = http.post("/v1/embeddings", json={"model": "corp-embedder", "input": "recorded ids"})
+            assert reply.status_code == 200 and len(reply.json()["data"][0]["embedding"]) == 384, reply.text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_serve_gateway_options_need_gateway_and_a_bad_split_file_fails_fast(embed_repo: Path, tmp_path: Path) -> None:
     splits = tmp_path / "splits.yaml"
     splits.write_text("splits:\n  x: {control: {model: ghost, weight: 1}, treatment: {model: minilm, weight: -1}}\n")

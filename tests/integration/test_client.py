@@ -193,3 +193,17 @@ def test_grpc_mutual_tls(toy_repo: Path, toy_models, tmp_path: Path) -> None:
             ClientError, match="unavailable"
         ):
             client.embed(["refused"])
+
+
+def test_a_dns_url_reaches_triton_through_grpcs_resolver(toy_server, toy_models) -> None:
+    """dns:///name:port (what a cluster gateway uses for a headless Service's pods) serves requests, sync and
+    async, with every address of the name in turn."""
+    port = toy_server.endpoints.grpc.rsplit(":", 1)[1]
+    with Client(f"dns:///127.0.0.1:{port}") as client:
+        np.testing.assert_array_equal(client.embed(TEXTS), expected(toy_models, TEXTS))
+
+    async def run() -> np.ndarray:
+        async with AsyncClient(f"dns:///127.0.0.1:{port}") as client:
+            return await client.embed(TEXTS)
+
+    np.testing.assert_array_equal(asyncio.run(run()), expected(toy_models, TEXTS))

@@ -142,10 +142,24 @@ def test_embed_accepts_tuples_and_generators() -> None:
         ("grpcs://h", "grpc", ("h:8001", True)),
         ("[::1]:8001", "grpc", ("[::1]:8001", False)),
         ("[::1]", "http", ("[::1]:8000", False)),
+        ("dns:///triton-grpc-pods:8001", "grpc", ("dns:///triton-grpc-pods:8001", False)),  # every pod in turn
+        ("dns:///h", "grpc", ("dns:///h:8001", False)),
     ],
 )
 def test_urls(url: str, protocol: str, expected: tuple[str, bool]) -> None:
     assert _split_url(url, protocol) == expected
+
+
+def test_dns_urls_are_grpc_only_and_balanced_over_every_address() -> None:
+    """dns:///name:port is gRPC's resolver: every address of the name (a headless Service's pods), a request each
+    in turn (round_robin); HTTP has no such resolver."""
+    from tritonforge.triton.options import ClientOptions, grpc_client_kwargs
+
+    with pytest.raises(InvalidInputError, match=r"scheme 'dns' is not one of grpc, grpcs, http, https$"):
+        _split_url("dns:///h:1", "http")
+    balanced = dict(grpc_client_kwargs("dns:///h:8001", ClientOptions())["channel_args"])
+    assert balanced["grpc.lb_policy_name"] == "round_robin"
+    assert "grpc.lb_policy_name" not in dict(grpc_client_kwargs("h:8001", ClientOptions())["channel_args"])
 
 
 @pytest.mark.parametrize(

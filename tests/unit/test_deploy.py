@@ -199,6 +199,7 @@ def test_cpu_target_renders_valid_manifests_without_gpu_requests(cpu_repo: Path)
         "PodDisruptionBudget/tiny-embed",
         "Service/tiny-embed-gateway",
         "Service/tiny-embed-grpc",
+        "Service/tiny-embed-grpc-pods",
         "Service/tiny-embed-http",
         "Service/tiny-embed-metrics",
         "ServiceMonitor/tiny-embed",
@@ -396,7 +397,9 @@ def test_helm_refuses_overriding_what_the_rendered_flags_hold_and_follows_the_re
         assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "ConfigMap"} == {"prod"}
         gateway = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway"))
         container = gateway["spec"]["template"]["spec"]["containers"][0]
-        assert f"--triton={values['name']}-grpc:8001" in container["args"]
+        assert f"--triton=dns:///{values['name']}-grpc-pods:8001" in container["args"]
+        headless = next(d for d in docs if d["metadata"]["name"] == f"{values['name']}-grpc-pods")
+        assert headless["spec"]["clusterIP"] == "None" and headless["metadata"]["namespace"] == "prod"
         # Pod Security "restricted"'s container fields, on both workloads; the gateway has resources and liveness
         triton = next(d for d in docs if d["kind"] == "Deployment" and d is not gateway)
         for c in (container, triton["spec"]["template"]["spec"]["containers"][0]):
@@ -585,6 +588,12 @@ def test_image_other_than_the_build_s_is_refused(
 def test_image_of_the_build_s_release_and_flavour_is_accepted(tiny_bert: Path, decoder: Path, tmp_path: Path) -> None:
     repo = _record(_gpu_repo(tmp_path / "repo", tiny_bert, decoder), image="24.12-trtllm-python-py3")
     assert build_values(repo, _options(image="registry.local:5000/triton/tritonserver:24.12-trtllm-python-py3"))
+    # deploy's Dockerfile built FROM it and tagged in the user's registry: its own flavour, the build's release
+    # (it was refused with "rebuild with --image", and the rebuild then with "has no TensorRT-LLM": a dead end)
+    for custom in ("registry.corp/ml/tritonserver:24.12-trtllm-python-py3-faiss", "registry.corp/ml/triton:24.12-1"):
+        assert build_values(repo, _options(image=custom))
+    err = _refused(repo, tmp_path / "out", _options(image="registry.corp/ml/tritonserver:24.11-trtllm-python-py3"))
+    assert "--image" in [p.where for p in err.problems]  # another release: refused (its TensorRT-LLM differs too)
 
 
 # -------------------------------------------------------------------------------------------------- bad input
@@ -983,3 +992,94 @@ def test_local_versions_are_pinned_to_an_index_that_has_them(monkeypatch: pytest
     assert image._pinned("faiss-cpu") == ("faiss-cpu==1.9.0", None)
     assert image._pinned("mylib") == ("mylib==1.2", None)
     assert image._pinned("absent") == ("absent", None)
+
+
+# ------------------------------------------------------------------------ install semantics (k8s audit, 20th session)
+
+
+def _container(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_the_gateway_serves_the_repositorys_own_models_over_every_triton_pod(cpu_repo: Path) -> None:
+    """The gateway ran without --model and served examples/rag.yaml's ids, so a repository named otherwise was
+    unreachable through it; and it kept one gRPC connection through the ClusterIP Service, so every request of a
+    gateway replica went to one Triton pod whatever the autoscaler added."""
+    values = build_values(cpu_repo, _options(gateway=True, gateway_image="ghcr.io/a/g:1", gateway_api_keys_secret="k"))
+    docs = load_documents(render_manifests(values).values())
+    args = _container(docs, "tiny-embed-gateway")["args"]
+    assert "--model=embeddings:tiny=embed" in args and "--triton=dns:///tiny-embed-grpc-pods:8001" in args
+    headless = next(d for d in docs if d["metadata"]["name"] == "tiny-embed-grpc-pods")
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["selector"] == values["selectorLabels"]
+    from tritonforge.gateway import GatewayModels
+
+    recorded = GatewayModels.from_build_info(json.loads((cpu_repo / "tritonforge.json").read_text()))
+    assert recorded is not None and GatewayModels.parse(recorded.entries()) == recorded
+
+
+def test_rollouts_leave_the_count_to_the_autoscaler_and_wait_for_slow_loads(cpu_repo: Path, tmp_path: Path) -> None:
+    """An applied replicas reset what the HPA had scaled to at every apply; the default progress deadline (600 s)
+    called a rollout failed while the start-up probe still allowed 1800 s of engine loading."""
+    docs = load_documents(render_manifests(build_values(cpu_repo, _options())).values())
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert "replicas" not in deployment["spec"] and deployment["spec"]["progressDeadlineSeconds"] == 1800 + 300
+    fixed = _repo_with_deploy(cpu_repo, tmp_path, {"replicas": 2, "autoscaling": {"enabled": False}})
+    docs = load_documents(render_manifests(build_values(fixed, _options())).values())
+    assert next(d for d in docs if d["kind"] == "Deployment")["spec"]["replicas"] == 2
+
+
+def _repo_with_deploy(repo: Path, tmp_path: Path, deploy: dict[str, Any]) -> Path:
+    import shutil
+
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy)
+    info = json.loads((copy / "tritonforge.json").read_text())
+    info["deploy"] = deploy
+    (copy / "tritonforge.json").write_text(json.dumps(info))
+    return copy
+
+
+def test_kserve_pods_request_no_more_cpu_than_the_runtimes_limit(cpu_repo: Path) -> None:
+    """kserve-tritonserver sets limits.cpu "1"; merged with the InferenceService's request of 2 the predictor's
+    pod was invalid (a request above its limit) and never created. The limit is now given with the request."""
+    (service,) = [d for d in load_documents(render_kserve(build_values(cpu_repo, _options())).values())
+                  if d["kind"] == "InferenceService"]
+    resources = service["spec"]["predictor"]["model"]["resources"]
+    assert resources["limits"]["cpu"] == resources["requests"]["cpu"] == "2"
+
+
+def test_mpi_launches_keep_tritons_drain(llmapi_repo: Path) -> None:
+    """Open MPI SIGKILLs the ranks 1 s after forwarding SIGTERM: Triton's 30 s drain of in-flight generations was
+    cut short. The MCA timeout now matches --exit-timeout-secs."""
+    container = build_values(llmapi_repo, _options(image=TRTLLM_IMAGE))["triton"]
+    assert container["command"] == ["mpirun"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OMPI_MCA_odls_base_sigkill_timeout"] == env["PRTE_MCA_odls_base_sigkill_timeout"] == "30"
+    assert "--exit-timeout-secs=30" in " ".join(container["args"])
+
+
+@pytest.mark.parametrize(
+    ("options", "fmt", "where", "says"),
+    [
+        ({"name": "7b-chat"}, "manifests", "--name", "starting with a letter"),
+        ({"name": "a" * 40, "namespace": "n" * 21}, "kserve", "--name", "over a DNS label's 63"),
+        ({"repository_url": "pvc://models/../../etc"}, "manifests", "--repository-url", "without '.' or '..'"),
+        ({"gateway": True, "gateway_image": "bad image", "gateway_api_keys_secret": "k"}, "manifests",
+         "--gateway-image", ""),
+        ({"gateway": True, "gateway_image": "ghcr.io/a/g:1", "gateway_api_keys_secret": "Bad_Secret"}, "manifests",
+         "--gateway-api-keys-secret", "not a valid Secret name"),
+    ],
+)
+def test_names_kubernetes_or_kserve_would_refuse_are_refused_first(
+    cpu_repo: Path, tmp_path: Path, options: dict[str, Any], fmt: str, where: str, says: str
+) -> None:
+    with pytest.raises(DeployError) as caught:
+        deploy_k8s(cpu_repo, tmp_path / "out", _options(**options), fmt)  # type: ignore[arg-type]
+    assert [p.where for p in caught.value.problems] == [where] and says in caught.value.problems[0].message
+    assert not (tmp_path / "out").exists()
+
+
+def test_kserve_from_gcs_says_which_secret_key_kserve_reads(cpu_repo: Path, tmp_path: Path) -> None:
+    report = deploy_k8s(cpu_repo, tmp_path / "out", _options(repository_url="gs://models/p"), "kserve")
+    assert any("gcloud-application-credentials.json" in n for n in report.notes)

@@ -91,7 +91,8 @@ def test_numpy_integers_are_whole_numbers_and_render_as_plain_ints(tmp_path: Pat
     assert (options.replicas, options.gpus_per_replica) == (3, 2)
     assert type(options.replicas) is int and type(options.gpus_per_replica) is int
     assert option_type_problems(options) == []
-    report = deploy_k8s(_repo(tmp_path), tmp_path / "out", _options(replicas=np.int64(3)))
+    unscaled = _repo(tmp_path, deploy={"autoscaling": {"enabled": False}})  # with an autoscaler no count is written
+    report = deploy_k8s(unscaled, tmp_path / "out", _options(replicas=np.int64(3)))
     assert report.values["replicas"] == 3 and type(report.values["replicas"]) is int
     text = (tmp_path / "out" / "deployment.yaml").read_text()
     assert "numpy" not in text

@@ -102,3 +102,21 @@ def test_client_errors_map_to_http_by_class_not_by_their_words(error: str, statu
     answer = from_client_error(getattr(tritonforge.errors, error)(words))
     assert (answer.status, answer.code) == (status, code)
     assert words in answer.message
+
+
+def test_gateway_model_entries_name_a_chat_models_engine_step_and_round_trip() -> None:
+    """A prefixed LLM's engine step is <key>_tensorrt_llm: `--model chat:ID=ENSEMBLE@ENGINE` says so, where the stop
+    signal of a stop string went to `tensorrt_llm`; a build's record of its models gives the same entries back."""
+    from tritonforge.gateway import GatewayModels
+
+    models = GatewayModels.parse(["chat:bot=bot_llm@bot_tensorrt_llm", "chat:chat=llm", "embeddings:e=embed"])
+    assert models.engine_model("bot") == "bot_tensorrt_llm" and models.engine_model("chat") == "tensorrt_llm"
+    assert GatewayModels.parse(models.entries()) == models
+    for bad in ("embeddings:e=embed@x", "chat:bot=llm@", "chat:=llm"):
+        with pytest.raises(ValueError, match="kind:id=ensemble"):
+            GatewayModels.parse([bad])
+    recorded = {"gateway_models": {"chat": {"bot": "bot_llm"}, "embeddings": {}, "rerank": {},
+                                   "engine_models": {"bot": "bot_tensorrt_llm"}}}
+    assert GatewayModels.from_build_info(recorded) == GatewayModels(
+        chat={"bot": "bot_llm"}, embeddings={}, rerank={}, engine_models={"bot": "bot_tensorrt_llm"})
+    assert GatewayModels.from_build_info({"target": "cpu"}) is None  # built before tritonforge recorded them

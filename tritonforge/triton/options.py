@@ -160,12 +160,18 @@ def split_url(url: str, protocol: str) -> tuple[str, bool]:
     forms = "'host:port', '[ipv6]:port' or scheme://host:port with scheme grpc, grpcs, http or https"
     if not isinstance(url, str) or not url.strip():
         raise InvalidInputError(f"url {url!r} is not a server address: give {forms}")
-    rest, secure = url.strip(), False
+    rest, secure, dns = url.strip(), False, False
     if "://" in rest:
         scheme, rest = rest.split("://", 1)
         scheme = scheme.lower()
+        if scheme == "dns" and protocol != "http":
+            # gRPC's own resolver: every address of the name, a request each in turn (round_robin), e.g. a
+            # Kubernetes headless Service's pods; a plain host:port keeps one connection to one of them
+            dns, rest = True, rest.removeprefix("/")
+            scheme = "grpc"
         if scheme not in ("http", "https", "grpc", "grpcs"):
-            raise InvalidInputError(f"url {url!r}: scheme {scheme!r} is not one of grpc, grpcs, http, https")
+            also = "" if protocol == "http" else ", or dns:///host:port (gRPC: every address of the name in turn)"
+            raise InvalidInputError(f"url {url!r}: scheme {scheme!r} is not one of grpc, grpcs, http, https{also}")
         secure = scheme in ("https", "grpcs")
         # a scheme naming the other transport would be spoken to in the wrong one (gRPC frames to an HTTP port
         # fail as an opaque "unavailable"): refuse it rather than guess which of the two the caller meant
@@ -192,11 +198,13 @@ def split_url(url: str, protocol: str) -> tuple[str, bool]:
         raise InvalidInputError(f"url {url!r} has no host: give {forms}")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidInputError(f"url {url!r}: port {port!r} is not a TCP port (1..65535)")
-    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}"), secure
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return (f"dns:///{address}" if dns else address), secure
 
 
 def host_of(address: str) -> str:
-    """The host of ``host:port`` (IPv6 without brackets)."""
+    """The host of ``host:port`` or ``dns:///host:port`` (IPv6 without brackets)."""
+    address = address.removeprefix("dns:///")
     if address.startswith("["):
         return address[1:].partition("]")[0]
     return address.rsplit(":", 1)[0] if address.count(":") == 1 else address
@@ -256,6 +264,8 @@ def grpc_client_kwargs(url: str, options: ClientOptions) -> dict[str, Any]:
     ]
     if tls is not None and tls.server_name:
         channel_args.append(("grpc.ssl_target_name_override", tls.server_name))
+    if url.startswith("dns:"):  # spread requests over every address (pick_first, the default, uses one)
+        channel_args.append(("grpc.lb_policy_name", "round_robin"))
     kwargs["channel_args"] = channel_args
     return kwargs
 

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from tritonforge.trtllm.engine_settings import EngineSettings
+from tritonforge.trtllm.images import image_release
 from tritonforge.trtllm.params import templates
 
 MANIFEST_NAME = "engine_manifest.json"
 MANIFEST_FORMAT = 1
 
-_TAG = re.compile(r"(?:^|:)(\d{2}\.\d{2})(-[A-Za-z0-9.-]+)?$")
 _RELEASE = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
@@ -32,9 +32,6 @@ def _release(version: str) -> tuple[int, ...] | None:
     return tuple(int(g) for g in match.groups()) if match else None
 
 
-def _parse_tag(container: str) -> tuple[str, str] | None:
-    match = _TAG.search(container.strip())
-    return (match.group(1), match.group(2) or "") if match else None
 
 
 def containers_shipping(tensorrt_llm_version: str) -> list[str]:
@@ -52,7 +49,7 @@ def check_engine_manifest(
     (e.g. '8.0') is the serving GPU's, when known: TensorRT engines only run on the GPU architecture they were
     built for.
     """
-    parsed = _parse_tag(container_tag)
+    parsed = image_release(container_tag)
     if parsed is None:
         return [f"cannot read a release from container tag {container_tag!r}: expected <yy.mm>-trtllm-python-py3"]
     release, flavour = parsed

@@ -17,6 +17,7 @@ from tritonforge.trtllm.params import templates
 
 REPOSITORY = "nvcr.io/nvidia/tritonserver"
 FLAVOUR = "-trtllm-python-py3"
+KNOWN_FLAVOURS = ("-py3", FLAVOUR, "-vllm-python-py3", "-pyt-python-py3")  # NVIDIA's (IMAGE_BACKENDS below)
 _TAG = re.compile(r"(?:^|:)(\d{2}\.\d{2})(-[A-Za-z0-9.-]+)?$")
 
 
@@ -35,9 +36,20 @@ def image_name_problem(image: str, *, pullable: bool = False) -> str | None:
 
 
 def image_release(image: str) -> tuple[str, str] | None:
-    """(yy.mm, flavour) of an NGC-style tag (flavour '' when absent), or None for another tag."""
+    """(yy.mm, flavour) of an NGC-style tag (flavour '' when absent or not known), or None for another tag.
+
+    An image in another repository is taken as built FROM an NGC one (deploy's Dockerfile, pushed to the user's
+    registry): '26.07-trtllm-python-py3-faiss' is the -trtllm-python-py3 flavour plus what was added, and a flavour
+    that extends none ('26.07-1') is not known (''), as a bare release is."""
     found = _TAG.search(image.strip())
-    return (found.group(1), found.group(2) or "") if found else None
+    if not found:
+        return None
+    release, flavour = found.group(1), found.group(2) or ""
+    name = image.strip().rsplit("/", 1)[-1]
+    repository = image.strip().rsplit(":", 1)[0] if ":" in name else ""
+    if repository and repository != REPOSITORY and flavour not in KNOWN_FLAVOURS:
+        flavour = max((f for f in KNOWN_FLAVOURS if flavour.startswith(f"{f}-")), key=len, default="")
+    return release, flavour
 
 
 def container_rows() -> dict[str, dict[str, Any]]:
@@ -83,10 +95,10 @@ class ImageInfo:
 
 def image_info(image: str) -> ImageInfo | None:
     """Parse '26.07', '26.07-trtllm-python-py3' or a full reference; None when no yy.mm release can be read."""
-    match = _TAG.search(image.strip())
-    if match is None:
+    parsed = image_release(image)
+    if parsed is None:
         return None
-    release, flavour = match.group(1), match.group(2) or ""
+    release, flavour = parsed
     return ImageInfo(image, release, flavour, container_rows().get(release))
 
 

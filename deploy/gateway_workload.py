@@ -1,0 +1,50 @@
+"""The OpenAI gateway's Deployment in a cluster: its values in the chart (`gateway:`), from the build's record of
+the models it serves and the command line's image and API-key Secret."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tritonforge.deploy.options import DeployOptions
+
+GATEWAY_PORT = 9000
+
+
+def gateway_models_args(info: dict[str, Any]) -> list[str]:
+    """`--model` flags for the models the build recorded (tritonforge.json's `gateway_models`); none from a build
+    that recorded none, and the gateway then serves examples/rag.yaml's ids (deploy notes it)."""
+    from tritonforge.gateway.models import GatewayModels
+
+    models = GatewayModels.from_build_info(info)
+    return [] if models is None else [f"--model={entry}" for entry in models.entries()]
+
+
+def gateway_values(name: str, options: DeployOptions, info: dict[str, Any], triton_grpc_port: int) -> dict[str, Any]:
+    # Every Triton pod's address through the headless Service, a request each in turn: through the ClusterIP
+    # Service each gateway replica kept one connection to one pod (kube-proxy balances connections, not gRPC's
+    # requests), and Triton pods the autoscaler added got no gateway traffic.
+    triton = f"dns:///{name}-grpc-pods:{triton_grpc_port}"
+    return {
+        "enabled": options.gateway,
+        "name": f"{name}-gateway",
+        "image": options.gateway_image or "",
+        "replicas": 2,
+        "port": GATEWAY_PORT,
+        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "apiKeysSecret": options.gateway_api_keys_secret or "",
+        "labels": {
+            "app.kubernetes.io/name": "tritonforge",
+            "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/component": "gateway",
+            "app.kubernetes.io/managed-by": "tritonforge",
+        },
+        "selectorLabels": {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "gateway"},
+        "command": ["tritonforge", "gateway"],
+        "args": [
+            f"--triton={triton}",
+            "--host=0.0.0.0",
+            f"--port={GATEWAY_PORT}",
+            "--api-keys-file=/etc/tritonforge/api-keys/keys",
+            *gateway_models_args(info),
+        ],
+    }
