@@ -35,6 +35,19 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+CUT_SLACK = 64  # tokens kept past max_seq_length when a long text is cut before pairing (_cut_long)
+WORD_SLACK = 64  # a word running this many tokens past the cut is cut inside (a text without spaces)
+
+
+def _cut(text, encoding, at_least):
+    """``(text cut after the word holding its token at_least - 1, its tokens)``; the text whole when shorter."""
+    if len(encoding.ids) <= at_least:
+        return text, len(encoding.ids)
+    last, words = at_least - 1, encoding.word_ids
+    word = words[last]
+    while last + 1 < len(words) and word is not None and words[last + 1] == word and last - at_least < WORD_SLACK:
+        last += 1
+    return text[: encoding.offsets[last][1]], last + 1
 
 
 class _BadRequest(Exception):
@@ -58,6 +71,10 @@ class TritonPythonModel:
         if unknown:
             raise ValueError(f"model_input_names has {unknown}; allowed: {', '.join(FIELDS)}")
         self.tokenizer = Tokenizer.from_file(os.path.join(here, "tokenizer", "tokenizer.json"))
+        # the same vocabulary without truncation or padding: where a long text's first tokens end (_cut_long)
+        self.single = Tokenizer.from_file(os.path.join(here, "tokenizer", "tokenizer.json"))
+        self.single.no_truncation()
+        self.single.no_padding()
         shipped = self.tokenizer.truncation or {}
         self.tokenizer.no_padding()
         # transformers' tokenizer(query, passage, truncation=True) truncates pairs with the longest_first strategy
@@ -120,10 +137,40 @@ class TritonPythonModel:
         except _BadRequest as bad:
             return None, 0, 0, str(bad)
 
+    def _cut_long(self, pairs):
+        """Each pair with a part over max_seq_length + CUT_SLACK tokens, that part cut at a word's end past there.
+
+        Uncut, the tokenizers library kept every overflowing piece of both parts and combined them pairwise: memory
+        grew with the square of the texts' lengths (one 16k-character pair took 1.8 GB; a rerank of 512 passages of
+        8k characters 20 GB and the OOM killer). longest_first keeps at most max_seq_length tokens of either part,
+        so nothing kept is lost; which part keeps the odd token depends only on which is longer (the query when
+        strictly longer, else the passage), and the cuts keep that order. Cutting at a word's end keeps the kept
+        tokens as they were (a word cut in two could tokenize otherwise)."""
+        keep = self.max_len + CUT_SLACK
+        # a text of c characters has at most 4c tokens (byte-level vocabularies: a byte each); shorter ones stay
+        long = sorted({t for pair in pairs for t in pair if len(t) * 4 > keep})
+        if not long:
+            return pairs
+        encodings = dict(zip(long, self.single.encode_batch(long, add_special_tokens=False), strict=True))
+        out = []
+        for q, d in pairs:
+            eq, ed = encodings.get(q), encodings.get(d)
+            lq = len(eq.ids) if eq is not None else 0  # 0: not measured, at most keep tokens
+            ld = len(ed.ids) if ed is not None else 0
+            if lq <= keep and ld <= keep:
+                out.append((q, d))
+            elif lq > keep and lq > ld:  # the query is the longer part, and stays it
+                d, cd = _cut(d, ed, keep) if ld > keep else (d, keep)
+                out.append((_cut(q, eq, max(keep, cd + 1))[0], d))
+            else:  # the passage is at least as long, and stays it
+                q, cq = _cut(q, eq, keep) if lq > keep else (q, keep)
+                out.append((q, _cut(d, ed, max(keep, cq))[0]))
+        return out
+
     def execute(self, requests):
         checked = [self._check(r) for r in requests]
         # one tokenizer call for the whole dynamic batch; the Rust tokenizer parallelises it
-        flat = [pair for pairs, _, _, _ in checked if pairs for pair in pairs]
+        flat = self._cut_long([pair for pairs, _, _, _ in checked if pairs for pair in pairs])
         encodings = iter(self.tokenizer.encode_batch(flat) if flat else [])
         responses = []
         for pairs, n, k, error in checked:

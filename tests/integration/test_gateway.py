@@ -410,6 +410,33 @@ def test_rerank_orders_documents_by_the_cross_encoder(http, gateway_triton) -> N
     assert reply.json()["usage"] == {"total_tokens": want}, reply.json()["usage"]
 
 
+def test_a_rerank_of_long_documents_within_the_limits_stays_small(http, gateway_triton) -> None:
+    """Found by a gateway audit: a query and documents of the documented 32,768 characters made the pair tokenizer
+    keep every overflowing piece of both texts, combined pairwise (~7 GB for one pair; 512 of 8k characters got
+    the stub OOM-killed). Long parts are now cut past what longest_first keeps: the stub stays small and the scores
+    are those of the texts as sent."""
+    words = "inference servers batch requests on accelerators while queues hold the rest of the work "
+    query, docs = (words * 400)[:32_768], [(words[::-1] * 400)[:32_768], (words * 400)[:20_000], "Bananas."]
+    started = time.monotonic()
+    reply = http.post("/v1/rerank", json={"model": "reranker", "query": query, "documents": docs})
+    assert reply.status_code == 200, reply.text
+    assert time.monotonic() - started < 30
+    with Client(gateway_triton.endpoints.grpc) as client:
+        want = client.rerank(query, docs)
+    got = {r["index"]: r["relevance_score"] for r in reply.json()["results"]}
+    assert all(abs(got[i] - float(want[i])) < 1e-5 for i in range(len(docs)))
+    script = str(gateway_triton.repo / "reranker_pair_tokenizer" / "1" / "model.py")
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[1].decode(errors="replace") == script:
+            peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+            assert peak_kb < 1_000_000, f"the pair tokenizer's stub peaked at {peak_kb // 1024} MB"
+
+
 def _assert_error(reply: object, status: int) -> dict:
     assert reply.status_code == status, reply.text
     error = reply.json()["error"]
