@@ -11,8 +11,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from tritonforge.errors import ClientError
 from tritonforge.gateway.errors import APIError, error_response, from_client_error
@@ -25,6 +26,7 @@ from tritonforge.gateway.state import Gateway
 from tritonforge.triton.streams import drain_stops
 
 LOG = logging.getLogger(__name__)
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before its answer
 
 
 def create_app(
@@ -96,6 +98,12 @@ def _handle_errors(app: FastAPI) -> None:
         response = error_response(APIError(err.status_code, str(err.detail), type=kind, code=None))
         response.headers.update(err.headers or {})  # a 405's Allow: the methods the path takes
         return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, __: ClientDisconnect) -> Response:
+        # the client hung up while sending its body: nobody reads an answer, and it is not the server's failure
+        # (it was logged as an unexpected error and counted as a 500, which 5xx alerting fired on)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:

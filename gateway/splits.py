@@ -68,6 +68,7 @@ from tritonforge.values import is_real
 from tritonforge.yaml_text import load_yaml
 
 LOG = logging.getLogger(__name__)
+SETTLE_SECONDS = 0.3  # a split file changed this recently may still be being written: it is read at a later check
 BUCKETS = 10_000  # sticky assignment resolution: 0.01 % of traffic
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
@@ -82,7 +83,7 @@ class ArmSpec(BaseModel):
 
     name: str = Field(pattern=_NAME, max_length=64)
     model: str = Field(min_length=1)
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**63 - 1)  # Triton's versions are int64
     adapter: str | None = Field(default=None, min_length=1)
     weight: float = Field(ge=0, allow_inf_nan=False)
 
@@ -223,6 +224,8 @@ def load_splits(path: str | Path) -> SplitsConfig:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise SplitConfigError(str(p), [unreadable(err)]) from None
+    if not text.strip():  # what a reader sees while `cat > file` or open("w") rewrites it: not "no splits"
+        raise SplitConfigError(str(p), ["the file is empty (to remove every split, write `splits: {}`)"])
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else load_yaml(text, str(p))
     except (ValueError, yaml.YAMLError) as err:
@@ -478,8 +481,11 @@ class SplitRouter:
             if now < self._next_check:
                 return
             self._next_check = now + self.check_interval
-            if self._stat() == self._mtime:
+            stat = self._stat()
+            if stat == self._mtime:
                 return
+            if stat is not None and 0 <= time.time() - stat[0] / 1e9 < SETTLE_SECONDS:
+                return  # still being written (a rewrite in place is read half-done): read it at a later check
             try:
                 self.reload()
             except SplitConfigError as err:

@@ -171,6 +171,9 @@ class Gateway:
                 config = await self._client.model_config(ensemble)
             except ClientError as err:  # Triton not up yet, or the model is not loaded: try again later
                 LOG.debug("adapters of %s: %s", ensemble, err)
+                # the adapters last seen stay: a model being restarted (a heal's reload) answers 503 with
+                # Retry-After through its adapters too, where their ids were unknown (404) until the next read
+                found.update({a: owner for a, owner in self.adapters.items() if owner[0] == chat_id})
                 continue
             inputs = {i.get("name") for i in config.get("input", [])}
             self.counts_tokens[ensemble] = set(TOKEN_COUNT_INPUTS) <= inputs

@@ -652,3 +652,31 @@ def test_json_declared_in_another_charset_is_a_415_and_utf8_json_is_served(http,
         assert reply.status_code == 200, (content_type, reply.text)
         assert np.allclose(reply.json()["data"][0]["embedding"], want, atol=1e-6), content_type
     _still_serving(http)
+
+
+def test_adapter_ids_stay_known_while_their_chat_model_restarts(gateway_triton) -> None:
+    """Found by a gateway audit: while `llm` was reloaded (a heal does this), reading its config failed and the
+    gateway forgot its adapters: `model="support"` got a permanent-looking 404 until 5 s after the model was back,
+    where `model="chat"` got a retryable 503. The adapters last seen now stay."""
+    from tritonforge.gateway import GatewayModels
+    from tritonforge.gateway.state import Gateway
+
+    async def run() -> None:
+        gw = Gateway(gateway_triton.endpoints.grpc, api_keys=None, models=GatewayModels(), timeout=60, retries=0,
+                     splits=None, admin_keys=None, limits=None)
+        await gw.open()
+        try:
+            assert {"legal", "support"} <= set(gw.adapters)
+            with Client(gateway_triton.endpoints.grpc) as admin:
+                admin.unload_model("llm")
+                try:
+                    await gw.discover_adapters(max_age=0)
+                    assert gw.adapters.get("support") == ("chat", "support") and gw.knows("support")
+                finally:
+                    admin.load_model("llm")
+            await gw.discover_adapters(max_age=0)
+            assert {"legal", "support"} <= set(gw.adapters)
+        finally:
+            await gw.close()
+
+    asyncio.run(run())

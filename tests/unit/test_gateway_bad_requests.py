@@ -315,3 +315,98 @@ def test_the_same_key_in_different_objects_is_fine_and_a_huge_repeated_key_is_cl
     with TestClient(_app(), raise_server_exceptions=True) as c:
         reply = _send(c, "/v1/embeddings", raw, {})
         assert "(100000 characters)" in _error(reply, 400)["message"] and len(reply.content) < 1000
+
+
+def test_large_bodies_are_checked_off_the_event_loop() -> None:
+    """Found by a gateway audit: eight 4 MiB bodies of numbers (each refused with a 400) held /health for 11.9 s,
+    because parsing, checking and validating them ran on the event loop that serves every connection."""
+    import time
+
+    import httpx
+
+    app = _app()
+    body = json.dumps({"model": "minilm", "input": [0] * 1_300_000}).encode()
+    assert 3 << 20 < len(body) < 4 << 20  # under the default body limit
+
+    async def run() -> tuple[float, list[int]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=KEY, timeout=60) as http:
+            gaps: list[float] = []
+            done = asyncio.Event()
+
+            async def ticker() -> None:
+                last = time.perf_counter()
+                while not done.is_set():
+                    await asyncio.sleep(0.005)
+                    now = time.perf_counter()
+                    gaps.append(now - last)
+                    last = now
+
+            tick = asyncio.create_task(ticker())
+            replies = await asyncio.gather(*(http.post("/v1/embeddings", content=body,
+                                                       headers={"Content-Type": "application/json"})
+                                             for _ in range(4)))
+            done.set()
+            await tick
+            return max(gaps), [r.status_code for r in replies]
+
+    worst, statuses = asyncio.run(run())
+    assert statuses == [400] * 4, statuses  # token ids are not served: refused after the checks
+    assert worst < 0.5, f"the event loop stalled {worst:.2f} s"
+
+
+def test_a_client_hanging_up_during_its_upload_is_a_499_not_a_logged_500(caplog: pytest.LogCaptureFixture) -> None:
+    """Found by a gateway audit: starlette's ClientDisconnect, raised while the body was read, was logged with a
+    traceback as an unexpected error and counted as a 500 in tritonforge_gateway_requests_total."""
+    app = _app()
+    sent: list[dict[str, Any]] = []
+
+    async def run() -> None:
+        messages = iter([{"type": "http.request", "body": b'{"model": "minilm", "in', "more_body": True},
+                         {"type": "http.disconnect"}])
+
+        async def receive() -> dict[str, Any]:
+            return next(messages)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/v1/embeddings", "raw_path": b"/v1/embeddings", "query_string": b"", "root_path": "",
+                 "headers": [(b"authorization", b"Bearer sk-user"), (b"content-type", b"application/json")],
+                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 9000), "app": app}
+        await app(scope, receive, send)
+
+    with caplog.at_level("ERROR"):
+        asyncio.run(run())
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499, sent
+    assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    metrics = app.state.metrics.render()[0].decode()
+    assert 'status="499"' in metrics and 'status="500"' not in metrics
+
+
+def test_a_body_that_trickles_in_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a gateway audit: a body declared and sent a byte every 20 s held its connection for minutes."""
+    from tritonforge.gateway import schemas
+
+    monkeypatch.setattr(schemas, "BODY_SECONDS", 0.3)
+    app = _app()
+    sent: list[dict[str, Any]] = []
+
+    async def run() -> None:
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(0.2)  # one byte at a time, slowly
+            return {"type": "http.request", "body": b" ", "more_body": True}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/v1/embeddings", "raw_path": b"/v1/embeddings", "query_string": b"", "root_path": "",
+                 "headers": [(b"authorization", b"Bearer sk-user"), (b"content-type", b"application/json")],
+                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 9000), "app": app}
+        await asyncio.wait_for(app(scope, receive, send), 5)
+
+    asyncio.run(run())
+    assert sent[0]["status"] == 408, sent
+    assert b"took more than 0.3 s" in b"".join(m.get("body", b"") for m in sent[1:])

@@ -229,6 +229,33 @@ def test_file_changes_are_picked_up_without_a_restart(tmp_path: Path, suffix: st
     assert router.get("canary") is fresh
 
 
+def test_a_file_rewritten_in_place_keeps_its_splits_and_their_guards(tmp_path: Path) -> None:
+    """Found by a gateway audit: `cat > splits.yaml` (or open("w")) truncates before it writes, and a check between
+    the two read the empty file as "no splits": 2,867 of 6,535 requests got a permanent 404, and a tripped guard
+    came back reset. An empty file is refused, and a file changed within SETTLE_SECONDS is read at a later check."""
+    import time
+
+    from tritonforge.gateway import splits as splits_module
+
+    path = tmp_path / "splits.yaml"
+    _write(path, _file_config(50, 50, guard={"window": 2, "min_requests": 1}))
+    router = SplitRouter(path=path, check_interval=0.0)
+    state = router.get("canary")
+    assert state is not None
+    state.record("treatment", True)
+    assert state.tripped
+    path.write_text("")  # truncated: the writer has not written yet
+    _bump(path, -1.0)  # long enough ago to be read: refused as empty, not taken as no splits
+    assert router.get("canary") is state and "the file is empty" in (router.status()["last_error"] or "")
+    path.write_text(_yaml(_file_config(50, 50, guard={"window": 2, "min_requests": 1}))[:40])  # half-written
+    assert router.get("canary") is state  # just written: not read yet
+    time.sleep(splits_module.SETTLE_SECONDS + 0.05)
+    _write(path, _file_config(50, 50, guard={"window": 2, "min_requests": 1}))  # the same content, whole
+    assert router.get("canary") is state  # still settling
+    time.sleep(splits_module.SETTLE_SECONDS + 0.05)
+    assert router.get("canary") is state and state.tripped and router.status()["last_error"] is None
+
+
 def _bump(path: Path, seconds: float) -> None:
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + int(seconds * 1e9)))
@@ -367,3 +394,13 @@ def test_admin_endpoints_are_closed_without_admin_keys_on_a_keyed_gateway() -> N
         )
         assert client.put("/admin/splits", json={"splits": {}}).json()["splits"] == {}
         assert client.post("/v1/embeddings", json={"model": "emb-ab", "input": "x"}).status_code == 404
+
+
+def test_an_arm_cannot_pin_a_version_triton_cannot_name() -> None:
+    """Found by a gateway audit: version 99999999999999999999999 was accepted, and its requests got 400s that
+    blamed the client ("failed to get model version ... stol"). Triton's versions are int64."""
+    with pytest.raises(SplitConfigError, match="less than or equal to 9223372036854775807"):
+        parse_splits({"splits": {"x": {"control": {"model": "chat", "weight": 1, "version": 10**23},
+                                       "treatment": {"model": "chat", "weight": 1}}}})
+    assert parse_splits({"splits": {"x": {"control": {"model": "chat", "weight": 1, "version": 2**63 - 1},
+                                          "treatment": {"model": "chat", "weight": 1}}}})
