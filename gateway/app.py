@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from tritonforge.errors import ClientError
+from tritonforge.gateway.auth import KeyChecker
 from tritonforge.gateway.errors import APIError, error_response, from_client_error
 from tritonforge.gateway.metrics import MetricsMiddleware
 from tritonforge.gateway.models import GatewayModels
@@ -32,12 +33,12 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before i
 def create_app(
     triton_url: str,
     *,
-    api_keys: Collection[str] | None,
+    api_keys: Collection[str] | KeyChecker | None,
     models: GatewayModels | None = None,
     timeout: float | None = 300.0,
     retries: int = 2,
     splits: SplitRouter | SplitsConfig | str | Path | None = None,
-    admin_keys: Collection[str] | None = None,
+    admin_keys: Collection[str] | KeyChecker | None = None,
     limits: GatewayLimits | None = None,
 ) -> FastAPI:
     """The gateway as a FastAPI app: one pooled gRPC :class:`~tritonforge.clients.AsyncClient` to ``triton_url``

@@ -53,19 +53,20 @@ class Gateway:
         self,
         triton_url: str,
         *,
-        api_keys: Collection[str] | None,
+        api_keys: Collection[str] | KeyChecker | None,
         models: GatewayModels | None,
         timeout: float | None,
         retries: int,
         splits: SplitRouter | SplitsConfig | str | Path | None,
-        admin_keys: Collection[str] | None,
+        admin_keys: Collection[str] | KeyChecker | None,
         limits: GatewayLimits | None,
     ) -> None:
         self.triton_url, self.timeout, self.retries = triton_url, timeout, retries
         self.models = models or GatewayModels()
         self.limits = limits or GatewayLimits()
-        self.checker = KeyChecker(api_keys)
-        self.admin_checker = KeyChecker(admin_keys)
+        # a KeyChecker given (one watching a key file) is used as is
+        self.checker = api_keys if isinstance(api_keys, KeyChecker) else KeyChecker(api_keys)
+        self.admin_checker = admin_keys if isinstance(admin_keys, KeyChecker) else KeyChecker(admin_keys)
         self.metrics = Metrics()
         self.model_ids = {i for i, _, _ in self.models.ids()}
         # chat model id -> every adapter name its ensemble declares (listed or not): what splits are checked against

@@ -112,3 +112,39 @@ def test_loopback_hosts() -> None:
         assert is_loopback(host), host
     for host in ("0.0.0.0", "::", "10.0.0.1", "example.com", ""):
         assert not is_loopback(host), host
+
+
+def test_a_watched_key_file_is_read_again_when_it_changes_and_never_opens_the_gateway(tmp_path: Path) -> None:
+    """Found by a k8s audit: the keys file was read once at start, so a key revoked or rotated in its Secret kept
+    working until the pods restarted. The file is read again when it changes; a file that becomes empty or
+    unreadable keeps the keys it had (an empty key set would mean an open gateway)."""
+    import os
+    import time
+
+    path = tmp_path / "keys"
+    path.write_text("sk-old\nsk-shared\n")
+    now = [0.0]
+    checker = KeyChecker(["sk-env"], path=path, clock=lambda: now[0])
+    assert checker.check_header("Bearer sk-old") and checker.check_header("Bearer sk-env")
+
+    def rewrite(text: str) -> None:
+        path.write_text(text)
+        st = path.stat()  # written long enough ago to be read whole
+        os.utime(path, ns=(st.st_atime_ns, time.time_ns() - 10**9))
+        now[0] += 2.0
+
+    rewrite("sk-new\nsk-shared\n")
+    assert not checker.check_header("Bearer sk-old")  # revoked
+    assert checker.check_header("Bearer sk-new") and checker.check_header("Bearer sk-env")
+    for broken in ("", "# only a comment\n"):
+        rewrite(broken)
+        assert checker.check_header("Bearer sk-new") and not checker.check_header("Bearer nobody")
+    path.unlink()
+    now[0] += 2.0
+    assert checker.check_header("Bearer sk-new") and checker.enabled
+    path.write_text("sk-fresh\n")  # written just now: read at a later check, once it has settled
+    now[0] += 2.0
+    assert checker.check_header("Bearer sk-new")
+    time.sleep(gateway_auth.SETTLE_SECONDS + 0.05)
+    now[0] += 2.0
+    assert checker.check_header("Bearer sk-fresh") and not checker.check_header("Bearer sk-new")
