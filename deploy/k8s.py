@@ -503,6 +503,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         "target": target,
         "image": options.image,
         "imagePullPolicy": "IfNotPresent",
+        "imagePullSecrets": [{"name": n} for n in options.image_pull_secrets],
         "replicas": replicas,
         "gpus": gpus,
         "labels": labels,

@@ -40,6 +40,7 @@ class DeployOptions:
     gateway_image: str | None = None
     gateway_api_keys_secret: str | None = None
     rate_limit: RateLimit | None = None  # tritonserver's --rate-limit flags; None: the spec's deploy.rate_limit
+    image_pull_secrets: tuple[str, ...] = ()  # Secrets the pods pull their images with (a private registry)
 
     def __post_init__(self) -> None:
         # a numpy integer (a count read from an array or a DataFrame) is taken as the int it is: stored as one, the
@@ -69,6 +70,11 @@ _OPTION_TYPES: dict[str, tuple[str, tuple[type, ...] | Callable[[object], bool],
     "gateway": ("--gateway", (bool,), "True or False"),
     "gateway_image": ("--gateway-image", (str, type(None)), "an image name (str), or None"),
     "gateway_api_keys_secret": ("--gateway-api-keys-secret", (str, type(None)), "a Secret name (str), or None"),
+    "image_pull_secrets": (
+        "--image-pull-secret",
+        lambda v: isinstance(v, (tuple, list)) and all(isinstance(i, str) for i in v),
+        "a tuple of Secret names (str)",
+    ),
     "rate_limit": (
         "--rate-limit",
         (RateLimit, type(None)),
@@ -137,6 +143,9 @@ def option_value_problems(
     if image_problem := image_name_problem(options.image, pullable=True):
         problems.append(Problem("--image", image_problem))
     problems += _replicas_problems(options.replicas, settings)
+    for secret in options.image_pull_secrets:
+        if not SECRET_NAME.match(secret):
+            problems.append(Problem("--image-pull-secret", f"{secret!r} is not a valid Secret name"))
     if not options.gateway:  # accepted and ignored, they read as if a gateway were deployed
         for flag, given in (("--gateway-image", options.gateway_image),
                             ("--gateway-api-keys-secret", options.gateway_api_keys_secret)):

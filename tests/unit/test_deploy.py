@@ -366,6 +366,7 @@ def test_helm_chart_renders_the_same_resources_as_the_manifests(
                 gateway_image="ghcr.io/acme/tritonforge:0.1.0",
                 gateway_api_keys_secret="gw-keys",
                 namespace="serving",
+                image_pull_secrets=("corp-registry",),
             ),
         )
     else:
@@ -1083,3 +1084,22 @@ def test_names_kubernetes_or_kserve_would_refuse_are_refused_first(
 def test_kserve_from_gcs_says_which_secret_key_kserve_reads(cpu_repo: Path, tmp_path: Path) -> None:
     report = deploy_k8s(cpu_repo, tmp_path / "out", _options(repository_url="gs://models/p"), "kserve")
     assert any("gcloud-application-credentials.json" in n for n in report.notes)
+
+
+def test_image_pull_secrets_reach_every_pod_in_every_format(cpu_repo: Path, tmp_path: Path) -> None:
+    """Found by a k8s audit: no option named the Secret to pull a private registry's images with, and deploy's own
+    Dockerfile recipe is meant to be pushed to one."""
+    options = _options(gateway=True, gateway_image="registry.corp/ml/gw:1", gateway_api_keys_secret="k",
+                       image_pull_secrets=("corp-registry",))
+    values = build_values(cpu_repo, options)
+    docs = load_documents(render_manifests(values).values())
+    pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]
+    assert len(pods) == 2 and all(p["imagePullSecrets"] == [{"name": "corp-registry"}] for p in pods)
+    for doc in docs:
+        _validate(doc)
+    (service,) = [d for d in load_documents(render_kserve(build_values(cpu_repo, _options(
+        image_pull_secrets=("corp-registry",)))).values()) if d["kind"] == "InferenceService"]
+    assert service["spec"]["predictor"]["imagePullSecrets"] == [{"name": "corp-registry"}]
+    _validate(service)
+    with pytest.raises(DeployError, match="'Bad_Name' is not a valid Secret name"):
+        deploy_k8s(cpu_repo, tmp_path / "out", _options(image_pull_secrets=("Bad_Name",)))
