@@ -408,6 +408,7 @@ def test_helm_refuses_overriding_what_the_rendered_flags_hold_and_follows_the_re
                                             "seccompProfile": {"type": "RuntimeDefault"}}
         assert container["livenessProbe"]["tcpSocket"] == {"port": "http"} and container["resources"]["requests"]
         for override in ({"ports": {**values["ports"], "http": 9000}}, {"gpus": 2},
+                         {"image": "nvcr.io/nvidia/tritonserver:24.05-trtllm-python-py3"},
                          {"modelRepository": {**values["modelRepository"], "url": "s3://other/x"}}):
             with pytest.raises(Exception, match=next(iter(override))):
                 chart.render(override, name="r", namespace="prod")
