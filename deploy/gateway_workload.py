@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tritonforge.build_manifest import gateway_model_entries
 from tritonforge.deploy.options import DeployOptions
 
 GATEWAY_PORT = 9000
@@ -13,10 +14,7 @@ GATEWAY_PORT = 9000
 def gateway_models_args(info: dict[str, Any]) -> list[str]:
     """`--model` flags for the models the build recorded (tritonforge.json's `gateway_models`); none from a build
     that recorded none, and the gateway then serves examples/rag.yaml's ids (deploy notes it)."""
-    from tritonforge.gateway.models import GatewayModels
-
-    models = GatewayModels.from_build_info(info)
-    return [] if models is None else [f"--model={entry}" for entry in models.entries()]
+    return [f"--model={entry}" for entry in gateway_model_entries(info)]
 
 
 def gateway_values(name: str, options: DeployOptions, info: dict[str, Any], triton_grpc_port: int) -> dict[str, Any]:
@@ -45,6 +43,6 @@ def gateway_values(name: str, options: DeployOptions, info: dict[str, Any], trit
             "--host=0.0.0.0",
             f"--port={GATEWAY_PORT}",
             "--api-keys-file=/etc/tritonforge/api-keys/keys",
-            *gateway_models_args(info),
+            *(gateway_models_args(info) if options.gateway else []),
         ],
     }

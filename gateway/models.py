@@ -7,6 +7,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tritonforge.build_manifest import DEFAULT_ENGINE_MODEL, gateway_model_entries
 from tritonforge.gateway.splits import SplitsConfig
 
 LOG = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class GatewayModels:
         return [(i, kind, e) for kind in ("chat", "embeddings", "rerank") for i, e in getattr(self, kind).items()]
 
     def engine_model(self, model_id: str) -> str | None:
-        return self.engine_models.get(model_id, "tensorrt_llm")
+        return self.engine_models.get(model_id, DEFAULT_ENGINE_MODEL)
 
     def kind_of(self, model_id: str) -> str | None:
         return next((kind for i, kind, _ in self.ids() if i == model_id), None)
@@ -84,21 +85,15 @@ class GatewayModels:
     def from_build_info(cls, info: Mapping[str, Any]) -> GatewayModels | None:
         """The models a build recorded in its tritonforge.json (``gateway_models``); None from a build that
         recorded none (before tritonforge recorded them) or that has none the gateway serves."""
-        recorded = info.get("gateway_models")
-        if not isinstance(recorded, Mapping):
-            return None
-        chat, embeddings, rerank = (dict(recorded.get(kind) or {}) for kind in ("chat", "embeddings", "rerank"))
-        if not (chat or embeddings or rerank):
-            return None
-        return cls(chat=chat, embeddings=embeddings, rerank=rerank,
-                   engine_models=dict(recorded.get("engine_models") or {}))
+        entries = gateway_model_entries(info)
+        return cls.parse(entries) if entries else None
 
     def entries(self) -> list[str]:
         """The ``--model`` values that give these models back through ``parse``."""
         found = []
         for model_id, kind, ensemble in self.ids():
             engine = self.engine_models.get(model_id) if kind == "chat" else None
-            at = f"@{engine}" if engine and engine != "tensorrt_llm" else ""
+            at = f"@{engine}" if engine and engine != DEFAULT_ENGINE_MODEL else ""
             found.append(f"{kind}:{model_id}={ensemble}{at}")
         return found
 

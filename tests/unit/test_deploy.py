@@ -1104,3 +1104,21 @@ def test_image_pull_secrets_reach_every_pod_in_every_format(cpu_repo: Path, tmp_
     _validate(service)
     with pytest.raises(DeployError, match="'Bad_Name' is not a valid Secret name"):
         deploy_k8s(cpu_repo, tmp_path / "out", _options(image_pull_secrets=("Bad_Name",)))
+
+
+def test_deploy_needs_only_the_deploy_extra(cpu_repo: Path) -> None:
+    """Found by a code-health review: rendering the gateway's --model flags imported tritonforge.gateway, whose
+    package imports fastapi, which the `deploy` extra does not install: `deploy k8s` failed on every call there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
+        "from tritonforge.deploy.k8s import build_values\n"
+        "from tritonforge.deploy.options import DeployOptions\n"
+        f"v = build_values({str(cpu_repo)!r}, DeployOptions(image={TRTLLM_IMAGE!r}, repository_url='s3://models/r', "
+        "credentials_secret='s', gateway=True, gateway_image='ghcr.io/a/g:1', gateway_api_keys_secret='k'))\n"
+        "assert '--model=embeddings:tiny=embed' in v['gateway']['args'], v['gateway']['args']\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
