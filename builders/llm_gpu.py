@@ -26,6 +26,7 @@ from tritonforge.errors import Problem, SpecError
 from tritonforge.naming import LLMNames
 from tritonforge.repository import FileContent
 from tritonforge.spec import DynamicBatching, InstanceGroup, QueuePolicy, Serving
+from tritonforge.trtllm.compatibility import gpus_needed
 from tritonforge.trtllm.params import (
     BLSParams,
     LLMServing,
@@ -275,13 +276,8 @@ def check_against_engine(params: TensorRTLLMParams, engine: Any) -> list[Problem
             bad("decoding_mode", f"'{mode}' needs an engine built with speculative mode '{mode}'")
     if params.decoding_mode == "beam_search" and engine.max_beam_width == 1:
         bad("decoding_mode", "'beam_search' needs an engine built with max_beam_width > 1")
-    for i, ids in enumerate(params.gpu_device_ids or []):
-        if len(ids) != engine.world_size:
-            bad(
-                "gpu_device_ids",
-                f"instance {i} lists {len(ids)} GPU(s) but the engine needs tp_size {engine.tp_size} × pp_size "
-                f"{engine.pp_size} = {engine.world_size}",
-            )
+    for message in gpus_needed(engine, params.gpu_device_ids):  # the one copy of the rule
+        bad("gpu_device_ids", message.removeprefix("gpu_device_ids "))
     return problems
 
 

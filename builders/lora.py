@@ -13,9 +13,8 @@ folder (task id -> adapter folder).
   one shared base model.
 * gpu: Triton's tensorrtllm backend reads adapters in TensorRT-LLM's own format (``model.lora_weights.npy`` +
   ``model.lora_config.npy`` per task id, preloaded from ``lora_prefetch_dir``), converted at build time in numpy
-  (``lora_trtllm.py``, the arithmetic of upstream's ``examples/hf_lora_convert.py``; ``conversion_commands``
-  gives upstream's own command for users who prefer it). The preprocessing step also ships them and sends an
-  adapter's weights with its first request, and again when asked after an eviction.
+  (``lora_trtllm.py``, the arithmetic of upstream's ``examples/hf_lora_convert.py``). The preprocessing step also
+  ships them and sends an adapter's weights with its first request, and again when asked after an eviction.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 TABLE_FILE = "adapters.json"
 ADAPTERS_FOLDER = "adapters"  # inside the cpu engine's version folder
 GPU_LORA_FOLDER = "lora"  # inside the tensorrt_llm version folder: <task_id>/model.lora_{weights,config}.npy
-BASE_NAME = "__base__"  # peft's name for "no adapter" in mixed batches; reserved in the spec
 
 
 @dataclass(frozen=True)
@@ -251,15 +249,6 @@ def converted_for_trtllm(adapter: Adapter, *, dtype: str = "float16", cache_dir:
         return files if all(p.is_file() for p in files.values()) else None
 
     return cached_build(final_dir, load=load, build=lambda tmp: convert_adapter(adapter.folder, dtype=dtype).save(tmp))
-
-
-def conversion_commands(adapters: list[Adapter], out_dir: str, *, storage_type: str = "float16") -> list[str]:
-    """gpu: the TensorRT-LLM commands that convert each adapter into ``<out_dir>/<task_id>/`` (run where
-    TensorRT-LLM is installed; ``hf_lora_convert.py`` is in the examples of the release matching the container)."""
-    return [
-        f"python3 examples/hf_lora_convert.py -i {a.folder} -o {out_dir}/{a.lora_task_id} --storage-type {storage_type}"
-        for a in adapters
-    ]
 
 
 def engine_problems(adapters: list[Adapter], engine: Any) -> list[str]:

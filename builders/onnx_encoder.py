@@ -421,15 +421,6 @@ def _reference_embeddings(
     return np.stack(rows)
 
 
-def _min_cosine(a: Any, b: Any) -> float:
-    import numpy as np
-
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    cos = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(min=1e-30)
-    return float(cos.min())
-
-
 # ------------------------------------------------------------------------------------------------------ cache
 
 

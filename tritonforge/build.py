@@ -280,6 +280,3 @@ def missing_paths(spec: Spec) -> list[Problem]:
             found.append(Problem(f"models.{key}.{field_name}", f"{path} does not exist (a {what} is expected here)"))
     return found
 
-
-def report_dict(report: BuildReport) -> dict[str, Any]:
-    return {**asdict(report), "repo": str(report.repo)}

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed batches: reserved, never an adapter's name
+
 
 @dataclass(frozen=True)
 class EmbeddingNames:

@@ -21,7 +21,7 @@ from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
 
 from tritonforge.errors import OptionError, Problem, SpecError, unreadable
-from tritonforge.naming import triton_model_names
+from tritonforge.naming import BASE_ADAPTER, triton_model_names
 from tritonforge.rate_limit import RATE_LIMIT_MODES, RateLimit, RateLimitMode, RateLimitResource
 from tritonforge.spec_base import Big, Checked, Flag, Found, Frozen, NonNeg, Pos, Whole, raw_dict, raw_int, raw_list
 from tritonforge.trtllm.engine_settings import EngineSettings
@@ -416,8 +416,8 @@ class LLMModel(Checked):
             if not MODEL_NAME.match(str(name)) or "." in str(name):
                 found.append((("adapters", name), "adapter names may use letters, digits, '_', '-' (not '.': "
                                                   "the engines key an adapter's modules by its name)"))
-            elif str(name) == "__base__":
-                found.append((("adapters", name), "'__base__' is reserved for the base model"))
+            elif str(name) == BASE_ADAPTER:
+                found.append((("adapters", name), f"'{BASE_ADAPTER}' is reserved for the base model"))
         if raw_dict(data.get("cpu")).get("weights") == "int8" and raw_dict(data.get("adapters")):
             found.append(
                 (("cpu", "weights"), "int8 weights do not combine with LoRA adapters: use fp32 or bf16 with adapters")

@@ -29,8 +29,6 @@ from tritonforge.triton.errors import classify_error, classify_reply, exhausted
 from tritonforge.triton.options import RetryPolicy
 from tritonforge.triton.tensors import build_inputs, is_final, text_of
 
-Classify = Callable[[BaseException], ClientError]
-
 
 def _one(value: Any, dtype: Any) -> np.ndarray:
     return np.array([[value]], dtype=dtype)
