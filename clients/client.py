@@ -37,18 +37,13 @@ from tritonforge.clients.pipelines import Hit, rerank_request, rerank_scores, se
 from tritonforge.errors import BatchTooLargeError, ClientError, InvalidInputError
 from tritonforge.triton.bounded import chunked, gather_bounded
 from tritonforge.triton.connection import AsyncConnection, Connection
-from tritonforge.triton.errors import classify_error
 from tritonforge.triton.options import (
     ClientOptions,
     KeepAliveOptions,
     Protocol,
     RetryPolicy,
     TLSOptions,
-    grpc_client_kwargs,
-    http_aio_client_kwargs,
-    http_client_kwargs,
 )
-from tritonforge.triton.tensors import triton_dtype
 from tritonforge.values import is_whole
 
 __all__ = [
@@ -58,11 +53,6 @@ __all__ = [
     "KeepAliveOptions",
     "RetryPolicy",
     "TLSOptions",
-    "classify_error",
-    "grpc_client_kwargs",
-    "http_aio_client_kwargs",
-    "http_client_kwargs",
-    "triton_dtype",
 ]
 
 

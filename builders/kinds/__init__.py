@@ -3,7 +3,7 @@
 Each kind is one module here declaring its spec class, the Triton model names it renders (from
 ``tritonforge.naming``, the one place names are decided), the spec entries it builds on, how its artifact is built
 and its configs rendered, and what its lineage records. ``tritonforge.build`` only walks the spec in dependency
-order and asks each entry's kind; a new kind is one module plus its line in ``KINDS``.
+order and asks each entry's kind; a new kind is one module plus its line in ``_registry()``.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def kind_of(model: BaseModel) -> Kind[Any]:
     for kind in _registry():
         if isinstance(model, kind.spec_class):
             return kind
-    raise TypeError(f"no kind is registered for {type(model).__name__}")  # a programming error: see KINDS
+    raise TypeError(f"no kind is registered for {type(model).__name__}")  # a programming error: see _registry()
 
 
 def build_order(spec: Spec) -> list[str]:
