@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 
-from tritonforge.errors import unreadable
+from tritonforge.errors import OptionError, unreadable
 from tritonforge.triton.options import is_loopback  # re-exported: the CLI checks the gateway's bind address
 
 ENV_VAR = "TRITONFORGE_API_KEYS"
@@ -45,13 +45,13 @@ def parse_key_file(path: str | Path) -> list[str]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"key file {path}: {unreadable(err)}") from None
+        raise OptionError(f"key file {path}: {unreadable(err)}") from None
     keys = _clean(text.splitlines())
     for key in keys:
         if any(c.isspace() for c in key):
-            raise ValueError(f"{path}: an API key must not contain whitespace")
+            raise OptionError(f"{path}: an API key must not contain whitespace")
     if not keys:
-        raise ValueError(f"key file {path} holds no key (one per line; '#' starts a comment)")
+        raise OptionError(f"key file {path} holds no key (one per line; '#' starts a comment)")
     return keys
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tritonforge.build_manifest import DEFAULT_ENGINE_MODEL, gateway_model_entries
+from tritonforge.errors import OptionError
 from tritonforge.gateway.splits import SplitsConfig
 
 LOG = logging.getLogger(__name__)
@@ -39,17 +40,17 @@ class GatewayModels:
         for kind in ("chat", "embeddings", "rerank"):
             for model_id, ensemble in getattr(self, kind).items():
                 if not model_id or not ensemble:
-                    raise ValueError(f"GatewayModels.{kind}: ids and ensembles must be non-empty ({model_id!r})")
+                    raise OptionError(f"GatewayModels.{kind}: ids and ensembles must be non-empty ({model_id!r})")
                 if model_id in seen:
-                    raise ValueError(f"model id {model_id!r} is both {seen[model_id]} and {kind}")
+                    raise OptionError(f"model id {model_id!r} is both {seen[model_id]} and {kind}")
                 seen[model_id] = kind
         if self.embed_batch_size < 1:
-            raise ValueError(f"embed_batch_size={self.embed_batch_size} must be >= 1")
+            raise OptionError(f"embed_batch_size={self.embed_batch_size} must be >= 1")
         if self.embed_requests_in_flight < 1:
-            raise ValueError(f"embed_requests_in_flight={self.embed_requests_in_flight} must be >= 1")
+            raise OptionError(f"embed_requests_in_flight={self.embed_requests_in_flight} must be >= 1")
         for name in ("chat_max_tokens", "completion_max_tokens"):
             if not 1 <= getattr(self, name) <= 2**31 - 1:  # an INT32 tensor
-                raise ValueError(f"{name}={getattr(self, name)} must be in [1, 2147483647]")
+                raise OptionError(f"{name}={getattr(self, name)} must be in [1, 2147483647]")
 
     def ids(self) -> list[tuple[str, str, str]]:
         """(id, kind, ensemble) of every configured model."""
@@ -72,7 +73,7 @@ class GatewayModels:
             model_id, _, ensemble = rest.partition("=")
             ensemble, at, engine = ensemble.partition("@")
             if kind not in maps or not model_id or not ensemble or (at and (kind != "chat" or not engine)):
-                raise ValueError(
+                raise OptionError(
                     f"{entry!r} is not kind:id=ensemble with kind chat, embeddings or rerank (chat: "
                     "kind:id=ensemble[@engine_model])"
                 )
