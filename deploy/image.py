@@ -9,12 +9,12 @@ that has them, pinned to the versions installed where tritonforge built the repo
 
 from __future__ import annotations
 
-import json
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from tritonforge import python_backends
+from tritonforge.build_manifest import read_build_manifest
 from tritonforge.config_io import read_config
 from tritonforge.trtllm.images import REPOSITORY, image_packages
 
@@ -52,10 +52,7 @@ def unknown_python_models(repo: Path) -> list[str]:
 def _python_models(repo: Path) -> list[tuple[Any, str | None]]:
     """(config, shipped model name or None) of every python-backend version folder: the name the build recorded
     in tritonforge.json (``python_models``), else the model.py matched byte for byte with this tritonforge's."""
-    try:
-        recorded = json.loads((repo / "tritonforge.json").read_text(encoding="utf-8")).get("python_models") or {}
-    except (OSError, ValueError, AttributeError):
-        recorded = {}
+    recorded = (read_build_manifest(repo) or {}).get("python_models") or {}
     found = []
     for config_path in sorted(repo.glob("*/config.pbtxt")):
         config = read_config(config_path)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tritonforge.build_manifest import MANIFEST_NAME
 from tritonforge.deploy.gateway_workload import gateway_values
 from tritonforge.deploy.options import (
     DNS_LABEL,
@@ -76,8 +77,8 @@ class DeployReport:
 
 
 def read_build_info(repo: Path) -> dict[str, Any]:
-    """tritonforge.json, written by `tritonforge build` at the repository's root."""
-    path = repo / "tritonforge.json"
+    """tritonforge.json, written by `tritonforge build` at the repository's root (a DeployError saying why not)."""
+    path = repo / MANIFEST_NAME
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
+from tritonforge.build_manifest import MANIFEST_NAME
 from tritonforge.errors import RepositoryError
 
 # bytes are written as they are; a Path is copied (hard-linked when possible: artifacts can be large)
@@ -49,8 +50,7 @@ def materialize(plan: FilePlan, root: Path) -> None:
 # written into every folder write_repository creates: a folder holding it is a tritonforge output, safe to replace
 OUTPUT_MARKER = ".tritonforge-output"
 _MARKER_TEXT = b"Written by tritonforge. The next build or deploy into this folder replaces it as a whole.\n"
-# a build's manifest: repositories built before OUTPUT_MARKER existed are recognised by it
-_BUILD_MANIFEST = "tritonforge.json"
+# a build's manifest (MANIFEST_NAME): repositories built before OUTPUT_MARKER existed are recognised by it
 # what `tritonforge release` keeps in a repository (tritonforge/releases.py): a folder holding either has versions
 # and history that no build reproduces
 RELEASES_FILE = "releases.json"
@@ -72,7 +72,7 @@ def write_repository(
     a path in `protect` (the command's inputs). Anything else raises RepositoryError before a file is written.
     """
     out = Path(out).absolute()
-    check_output(out, protect, replaces_builds=_BUILD_MANIFEST in plan)
+    check_output(out, protect, replaces_builds=MANIFEST_NAME in plan)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -148,14 +148,14 @@ def _earlier_build(out: Path, entries: list[str]) -> bool:
     beside it is a model folder (a config.pbtxt in it) or the engine plan's script. A bare or foreign
     tritonforge.json next to other files is not enough: replacing the folder would delete them."""
     try:
-        report = json.loads((out / _BUILD_MANIFEST).read_text(encoding="utf-8"))
+        report = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     if not isinstance(report, dict) or report.get("target") not in ("cpu", "gpu") or "artifacts" not in report:
         return False
     for name in entries:
         path = out / name
-        if name in (_BUILD_MANIFEST, "build_engines.sh"):
+        if name in (MANIFEST_NAME, "build_engines.sh"):
             continue
         if not (path.is_dir() and not path.is_symlink() and (path / "config.pbtxt").is_file()):
             return False

@@ -125,12 +125,9 @@ def check_repository(
 
 def _recorded_image(repo: Path) -> str | None:
     """The serving image tritonforge's build recorded in ``tritonforge.json`` (None when there is none)."""
-    import json
+    from tritonforge.build_manifest import read_build_manifest
 
-    try:
-        image = json.loads((repo / "tritonforge.json").read_text()).get("image")
-    except (OSError, ValueError, AttributeError):
-        return None
+    image = (read_build_manifest(repo) or {}).get("image")
     return image if isinstance(image, str) and image else None
 
 
