@@ -7,10 +7,12 @@ renamed model is one edit. This module sits beside the spec, at the bottom: it i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")  # what the spec accepts as a Triton model's name
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in mixed batches: reserved, never an adapter's name
 
 

@@ -1,0 +1,103 @@
+"""The spec's `deploy:` section: what `tritonforge deploy k8s` takes from the spec (the CLI's options override)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from tritonforge.errors import OptionError
+from tritonforge.naming import MODEL_NAME
+from tritonforge.rate_limit import RATE_LIMIT_MODES, RateLimit, RateLimitMode, RateLimitResource
+from tritonforge.spec_base import Checked, Flag, Found, Pos, raw_int, raw_list
+
+K8S_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+
+
+class Autoscaling(Checked):
+    """A HorizontalPodAutoscaler on Triton's average queue time per request, per model."""
+
+    enabled: Flag = True
+    min_replicas: Pos = 1
+    max_replicas: Pos = 4
+    target_queue_time_us: Pos = Field(50_000, description="average queue time per request that triggers a scale-up")
+    models: list[Annotated[str, Field(pattern=MODEL_NAME.pattern)]] = Field(
+        default_factory=list, description="Triton models watched (default: every model that is not an ensemble)"
+    )
+
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        low, high = raw_int(data.get("min_replicas", 1)), raw_int(data.get("max_replicas", 4))
+        if low is not None and high is not None and low > high:
+            return [(("min_replicas",), f"{low} is larger than max_replicas {high}")]
+        return []
+
+
+def _replicas_outside_autoscaling(data: dict[str, Any]) -> Found:
+    """replicas outside an enabled autoscaler's range: the HorizontalPodAutoscaler moves it there at once."""
+    scaling = data.get("autoscaling")
+    scaling = scaling if isinstance(scaling, dict) else {}
+    replicas = raw_int(data.get("replicas", 1))
+    low, high = raw_int(scaling.get("min_replicas", 1)), raw_int(scaling.get("max_replicas", 4))
+    if scaling.get("enabled", True) is False or None in (replicas, low, high):
+        return []
+    assert replicas is not None and low is not None and high is not None
+    if low > high or low <= replicas <= high:  # a range the wrong way round is autoscaling's own error
+        return []
+    return [(("replicas",), (
+        f"{replicas} is outside autoscaling's {low}-{high} replicas, which the HorizontalPodAutoscaler keeps: "
+        "change autoscaling.min_replicas/max_replicas, or set autoscaling.enabled: false"
+    ))]
+
+
+class DeploySettings(Checked):
+    """What the cluster manifests take from the spec (the CLI's options override)."""
+
+    replicas: Pos = 1
+    gpus_per_replica: Pos | None = Field(
+        None, description="default: what the instance groups and TensorRT-LLM tp_size × pp_size need"
+    )
+    gpu_resource: Annotated[str, Field(min_length=1)] = "nvidia.com/gpu"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    cpu: Annotated[str, Field(pattern=K8S_QUANTITY)] = "2"
+    memory: Annotated[str, Field(pattern=K8S_QUANTITY)] = "8Gi"
+    shm_size: Annotated[str, Field(pattern=K8S_QUANTITY)] = Field("2Gi", description="/dev/shm (python backend)")
+    startup_seconds: Pos = Field(1800, description="time allowed to load every model (large engines load slowly)")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    # tritonserver's flag values as `deploy k8s` takes them; its --rate-limit/--rate-limit-resource replace both
+    rate_limit: RateLimitMode = Field(
+        "off", description="tritonserver's --rate-limit: off (Triton's default) or execution_count"
+    )
+    rate_limit_resources: list[str] = Field(
+        default_factory=list,
+        description="tritonserver's --rate-limit-resource values, '<name>:<count>' or '<name>:<count>:<device>' "
+        "(needs rate_limit: execution_count)",
+    )
+
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        found = _replicas_outside_autoscaling(data)
+        return found + cls._rate_limit_cross(data)
+
+    @classmethod
+    def _rate_limit_cross(cls, data: dict[str, Any]) -> Found:
+        # RateLimit's own checks (those of serve/validate/deploy's flags), each reported at its field
+        resources = raw_list(data.get("rate_limit_resources"))
+        found: Found = []
+        for i, text in enumerate(resources):
+            if isinstance(text, str):
+                try:
+                    RateLimitResource.parse(text)
+                except OptionError as err:
+                    found.append((("rate_limit_resources", i), str(err)))
+        mode = data.get("rate_limit", "off")
+        if not found and resources and mode in RATE_LIMIT_MODES:
+            try:
+                RateLimit.from_options(mode, [r for r in resources if isinstance(r, str)])
+            except OptionError as err:
+                found.append((("rate_limit_resources",), str(err)))
+        return found
+
+    def rate_limiting(self) -> RateLimit:
+        """How the pods' tritonserver rate-limits (the fields were checked on load)."""
+        return RateLimit.from_options(self.rate_limit, self.rate_limit_resources)
