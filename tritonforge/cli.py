@@ -316,6 +316,11 @@ def demo(
         _fail(err)
 
 
+# Failed requests are left out of the latency percentiles: past 1% they outnumber the p99 tail they would have
+# been part of, so a level's figures no longer describe the load it was sent.
+DEFAULT_MAX_ERROR_RATE = 0.01
+
+
 @app.command()
 def bench(
     model: Annotated[str, typer.Option("--model", help="model to benchmark")],
@@ -339,48 +344,72 @@ def bench(
         Path | None, typer.Option(help="write throughput/latency/server-split charts (PNG)", parser=path_arg)
     ] = None,
     allow_remote: Annotated[bool, typer.Option(help="allow a non-loopback server (sends it real load)")] = False,
+    max_error_rate: Annotated[
+        float,
+        typer.Option(
+            help="fail (exit 1) when a level's failed requests exceed this share of those sent, 0..1 (1: never)"
+        ),
+    ] = DEFAULT_MAX_ERROR_RATE,
 ) -> None:
     """Benchmark a model on a running Triton: latency percentiles, throughput, Triton's server-side split.
 
     For OpenAI endpoints (the gateway) and LLM metrics (TTFT, inter-token latency, tokens/s) use NVIDIA's aiperf.
+    Ctrl-C (or SIGTERM) stops it after the requests in flight: the levels completed are shown and written.
     """
     from tritonforge.bench import error_lines, parse_concurrency, report_tables, run_bench
+    from tritonforge.bench.interrupt import StopOnSignals
+    from tritonforge.bench.report import error_rate_problems, mismatch_lines
 
     if protocol not in ("grpc", "http"):
         raise typer.BadParameter(f"'{protocol}' is not a protocol; choose grpc or http", param_hint="--protocol")
+    if not 0 <= max_error_rate <= 1:  # NaN too
+        raise typer.BadParameter(
+            f"{max_error_rate} is not a share of requests; give a number from 0 to 1", param_hint="--max-error-rate"
+        )
     _output_file(json_out, "--json")
     _output_file(plot, "--plot", ".png")
-    try:
-        with err_console.status("benchmarking…") as status:
-            report = run_bench(
-                url,
-                model,
-                protocol=protocol,  # type: ignore[arg-type]
-                concurrency=None if rate is not None else parse_concurrency(concurrency),
-                rate=rate,
-                duration_s=duration,
-                warmup_s=warmup,
-                inputs=data if data is not None else "auto",
-                batch_size=batch_size,
-                max_requests=max_requests,
-                streaming=streaming,
-                timeout=timeout,
-                allow_remote=allow_remote,
-                progress=lambda m: status.update(m),
-            )
-        for table in report_tables(report):
-            console.print(table)
-        for line in error_lines(report):
-            err_console.print(styled("yellow", "errors", f" {line}"))
-        if json_out is not None:
-            console.print(f"wrote {report.write_json(json_out)}")
-        if plot is not None:
-            console.print(f"wrote {report.plot(plot)}")
-    except TritonForgeError as err:
-        _fail(err)
-    failed = [level for level in report.levels if level.requests == 0]
-    if failed:  # a level where every request failed measured nothing: a script must not read it as a result
-        err_console.print(styled("bold red", "error:", f" {len(failed)} level(s) had no successful request"))
+    with StopOnSignals() as signals:
+        try:
+            with err_console.status("benchmarking…") as status:
+                report = run_bench(
+                    url,
+                    model,
+                    protocol=protocol,  # type: ignore[arg-type]
+                    concurrency=None if rate is not None else parse_concurrency(concurrency),
+                    rate=rate,
+                    duration_s=duration,
+                    warmup_s=warmup,
+                    inputs=data if data is not None else "auto",
+                    batch_size=batch_size,
+                    max_requests=max_requests,
+                    streaming=streaming,
+                    timeout=timeout,
+                    allow_remote=allow_remote,
+                    progress=lambda m: status.update(m),
+                    stop=signals.stop,
+                )
+            for table in report_tables(report):
+                console.print(table)
+            for line in error_lines(report):
+                err_console.print(styled("yellow", "errors", f" {line}"))
+            for line in mismatch_lines(report):
+                err_console.print(styled("yellow", "server split", f" {line}"))
+            if json_out is not None:
+                console.print(f"wrote {report.write_json(json_out)}")
+            if plot is not None and report.levels:
+                console.print(f"wrote {report.plot(plot)}")
+        except TritonForgeError as err:
+            _fail(err)
+    problems = error_rate_problems(report, max_error_rate)
+    for line in problems:  # failed requests are left out of the latency figures: a script must not read them
+        err_console.print(styled("bold red", "error:", f" {line}"))
+    if signals.caught:  # after the output: the levels measured before the signal are kept
+        done = f"{len(report.levels)} level(s) completed" + (
+            f", {report.interrupted_during} cut short and not reported" if report.interrupted_during else ""
+        )
+        err_console.print(styled("bold red", "interrupted:", f" {done}"))
+        raise typer.Exit(128 + signals.caught[0])  # 130 for Ctrl-C, 143 for SIGTERM, as if the signal had ended it
+    if problems:
         raise typer.Exit(1)
 
 
@@ -429,12 +458,15 @@ class _GatewaySetup:
     admin_keys: list[str]
     models: object  # GatewayModels
     splits: object | None  # SplitRouter
+    checkers: tuple[object, object] = (None, None)  # KeyCheckers watching --api-keys-file / --admin-keys-file
 
     def app(self, triton: str) -> object:
         from tritonforge.gateway import create_app
 
         models, splits = self.models, self.splits
-        return create_app(triton, api_keys=self.keys, models=models, splits=splits, admin_keys=self.admin_keys)  # type: ignore[arg-type]
+        pairs = zip(self.checkers, (self.keys, self.admin_keys), strict=True)
+        api_keys, admin_keys = (checker if checker is not None else keys for checker, keys in pairs)
+        return create_app(triton, api_keys=api_keys, models=models, splits=splits, admin_keys=admin_keys)  # type: ignore[arg-type]
 
     def banner(self, host: str, port: int, triton: str) -> str:
         keys = self.keys
@@ -461,7 +493,14 @@ def _gateway_setup(
         import uvicorn  # noqa: F401
 
         from tritonforge.gateway import GatewayModels, split_problems
-        from tritonforge.gateway.auth import is_loopback, load_api_keys, parse_key_file
+        from tritonforge.gateway.auth import (
+            ENV_VAR,
+            KeyChecker,
+            is_loopback,
+            load_api_keys,
+            parse_env_keys,
+            parse_key_file,
+        )
         from tritonforge.gateway.splits import SplitConfigError, SplitRouter
     except ImportError as err:
         err_console.print(styled("bold red", "error:", f" the gateway needs the `gateway` extra ({err.name} missing)"))
@@ -469,6 +508,11 @@ def _gateway_setup(
     try:
         keys = load_api_keys(api_keys_file)
         admin_keys = parse_key_file(admin_keys_file) if admin_keys_file is not None else []
+        # the key files are read again when they change: a revoked or rotated key took a restart
+        checkers = (
+            KeyChecker(parse_env_keys(os.environ.get(ENV_VAR)), path=api_keys_file) if api_keys_file else None,
+            KeyChecker((), path=admin_keys_file) if admin_keys_file else None,
+        )
         models = GatewayModels.parse(model) if model else (_recorded_gateway_models(repo) or GatewayModels())
         tuning = {"embed_batch_size": embed_batch_size, "embed_requests_in_flight": embed_requests_in_flight,
                   "chat_max_tokens": chat_max_tokens}
@@ -488,7 +532,7 @@ def _gateway_setup(
             "or TRITONFORGE_API_KEYS, or --insecure-no-auth"
         ))
         raise typer.Exit(2)
-    return _GatewaySetup(keys, admin_keys, models, router)
+    return _GatewaySetup(keys, admin_keys, models, router, checkers)
 
 
 def _recorded_gateway_models(repo: str | None) -> Any:
@@ -532,8 +576,22 @@ def quality(
         err_console.print(styled("bold red", "error:", f" {err}"))
         raise typer.Exit(1) from None
     console.print(report_table(report))
+    for failure in report.failures:
+        err_console.print(styled("yellow", "failed", f" {failure['id']}: {failure['error']}"))
     if json_out is not None:
-        json_out.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        from tritonforge.atomic_file import write_text_atomic
+
+        text = json.dumps(report.as_dict(), indent=2) + "\n"
+        try:  # folders created, the file replaced whole: a full disk leaves no truncated JSON
+            console.print(f"wrote {write_text_atomic(json_out, text)}")
+        except TritonForgeError as err:
+            err_console.print(styled("bold red", "error:", f" {err}"))
+            raise typer.Exit(1) from None
+    if report.failures:  # the figures are over the questions answered: a script must not take them for the set's
+        err_console.print(styled(
+            "bold red", "error:", f" {len(report.failures)} of {report.questions} question(s) failed (listed above)"
+        ))
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -610,6 +668,10 @@ def deploy_k8s(
     gateway: Annotated[bool, typer.Option("--gateway/--no-gateway", help="also deploy the OpenAI gateway")] = False,
     gateway_image: Annotated[str | None, typer.Option(help="image with tritonforge\\[gateway]")] = None,
     gateway_api_keys_secret: Annotated[str | None, typer.Option(help="Secret holding the gateway's API keys")] = None,
+    image_pull_secret: Annotated[
+        list[str] | None,
+        typer.Option("--image-pull-secret", help="Secret to pull the images with (a private registry), repeatable"),
+    ] = None,
     rate_limit: DeployRateLimitOpt = None,
     rate_limit_resource: RateLimitResourceOpt = None,
 ) -> None:
@@ -636,6 +698,7 @@ def deploy_k8s(
         gateway_image=gateway_image,
         gateway_api_keys_secret=gateway_api_keys_secret,
         rate_limit=limits,
+        image_pull_secrets=tuple(image_pull_secret or ()),
     )
     try:
         report = render_deploy(repo, out, options, fmt)  # type: ignore[arg-type]

@@ -10,6 +10,9 @@ TritonForgeError
 ├── ServerError            tritonserver could not be found, started, or did not become ready
 ├── DeployError            cluster manifests or an object-store push cannot be made from these inputs
 ├── SplitConfigError       an A/B or canary split configuration cannot be used (every problem; also a ValueError)
+├── OptionError            an option or argument refused before any work (also a ValueError)
+├── OutputFileError        a result file (a benchmark's JSON or plot, the quality report) could not be written
+├── QualityError           a quality run's question set or options cannot be used (tritonforge.quality)
 ├── APIError               the gateway's answer to a request it refuses or cannot serve (an OpenAI-style error
 │                          body with its HTTP status; defined in tritonforge.gateway)
 └── ClientError            a request failed (bad input, unknown model, deadline, transport)
@@ -76,6 +79,10 @@ class BuildError(TritonForgeError):
 
 class ParityError(BuildError):
     pass
+
+
+class OutputFileError(TritonForgeError):
+    """A result file could not be written (a full disk, a read-only folder): the figures were printed, not saved."""
 
 
 class RepositoryError(TritonForgeError):

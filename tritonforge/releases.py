@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from tritonforge.atomic_file import write_atomic
 from tritonforge.config_io import parse_config_text, render_config
 from tritonforge.errors import (
     ClientError,
@@ -310,30 +311,9 @@ def _read_state(repo: Path) -> dict[str, Any]:
 
 
 def _write_atomic(path: Path, content: bytes) -> None:
-    """Replace ``path`` with ``content`` at once, keeping its permissions (a new file is readable by all: mkstemp
-    makes it 0600, which a Triton running as another user, or on a root-squashed volume, cannot read); a failed
-    write (a full disk) leaves the old file and is a ReleaseError."""
-    try:
-        mode = path.stat().st_mode & 0o777
-    except OSError:
-        mode = 0o644
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as err:
-        raise ReleaseError(f"cannot write {path}: {err.strerror or err}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-            os.fchmod(fh.fileno(), mode)
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise ReleaseError(f"cannot write {path} (it is unchanged): {err.strerror or err}") from None
-        raise
+    """Replace ``path`` with ``content`` at once, keeping its permissions; a failed write (a full disk) leaves the
+    old file and is a ReleaseError."""
+    write_atomic(path, content, error=ReleaseError)
 
 
 def _stack(history: Sequence[Mapping[str, Any]]) -> list[int]:

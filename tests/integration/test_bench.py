@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,6 +147,7 @@ def _check_split(level, model: str, composing: list[str]) -> None:  # type: igno
         assert row.compute_infer_us > 0 and row.total_us > 0
         assert row.queue_us >= 0 and row.compute_input_us >= 0 and row.compute_output_us >= 0
         assert row.total_us >= row.compute_infer_us
+    assert level.server_requests == level.requests and level.server_mismatch == ""  # nobody else sent requests
     encoder = rows["minilm_encoder"]
     assert encoder.executions <= encoder.inferences  # the dynamic batcher may only merge requests
 
@@ -167,6 +170,7 @@ def test_bench_embed_concurrency_sweep_grpc(embed_server, tmp_path: Path) -> Non
 
     tables = report_tables(report)
     assert [t.row_count for t in tables] == [2, 6]
+    assert "failures" in [c.header for c in tables[1].columns]  # computed per model, and now shown
 
     out = report.write_json(tmp_path / "bench.json")
     data = json.loads(out.read_text())
@@ -313,3 +317,128 @@ def test_bench_streaming_model(stream_server) -> None:
 
     with pytest.raises(BenchError, match="gRPC"):
         run_bench(stream_server.endpoints.http, "streamer", protocol="http", duration_s=1)
+
+
+# ------------------------------------------------------------------------------- found by the quality/bench audit
+
+
+def _bench_cmd(url: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "tritonforge.cli", "bench", "--model", "embed", "--url", url, *args]
+
+
+def _served(server, model: str = "embed") -> int:  # type: ignore[no-untyped-def]
+    """Successful requests of ``model`` so far, by the server's statistics."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
+    try:
+        stats = client.get_inference_statistics(model, as_json=True)["model_stats"]
+    finally:
+        client.close()
+    return sum(int(m.get("inference_stats", {}).get("success", {}).get("count", 0)) for m in stats)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_bench_cli_stops_sending_at_once(embed_server, tmp_path: Path, signum: int, code: int) -> None:
+    """Ctrl-C went on loading the server until the level's --duration ended, and wrote nothing."""
+    out = tmp_path / "new" / "bench.json"
+    cmd = _bench_cmd(embed_server.endpoints.grpc, "--concurrency", "2", "--duration", "30", "--warmup", "0",
+                     "--json", str(out))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    start = _served(embed_server)
+    deadline = time.monotonic() + 60
+    while _served(embed_server) < start + 20 and time.monotonic() < deadline:  # measuring, not starting up
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    sent = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    after = _served(embed_server)
+    time.sleep(1.0)
+    assert _served(embed_server) == after  # nothing more sent once it exited
+    assert proc.returncode == code, stdout + stderr
+    assert took < 5, f"it ran {took:.1f}s after the signal"
+    assert "Traceback" not in stderr
+    assert "interrupted: 0 level(s) completed, c=2 cut short and not reported" in " ".join(stderr.split())
+    data = json.loads(out.read_text())
+    assert data["interrupted"] is True and data["interrupted_during"] == "c=2" and data["levels"] == []
+
+
+def test_a_stopped_bench_keeps_the_levels_it_completed(embed_server) -> None:
+    stop = threading.Event()
+
+    def progress(message: str) -> None:  # 0.5 s into the second level's measurement
+        if "measuring concurrency 2" in message:
+            threading.Timer(0.5, stop.set).start()
+
+    began = time.monotonic()
+    report = run_bench(embed_server.endpoints.grpc, "embed", concurrency=[1, 2, 4], duration_s=2, warmup_s=0,
+                       progress=progress, stop=stop)
+    assert time.monotonic() - began < 5  # 2 s of c=1, 0.5 s of c=2, then the requests in flight
+    assert report.interrupted and report.interrupted_during == "c=2"
+    assert [lv.label for lv in report.levels] == ["c=1"] and report.levels[0].requests > 0
+    tables = report_tables(report)
+    assert "interrupted during c=2" in str(tables[0].caption)
+
+
+def test_a_server_that_dies_mid_bench_is_not_hammered_and_fails_the_run(toy_repo: Path, tmp_path: Path) -> None:
+    """A killed server got ~49,000 'connection refused' requests per level; and the run exited 0 with 6,636 of
+    7,080 requests failed when the bound was only 'no success at all'."""
+    from tritonforge.server import TritonServer
+
+    server = TritonServer(toy_repo, startup_timeout=60, exit_timeout=2)
+    server.start()
+    try:
+        out = tmp_path / "dies.json"
+        cmd = _bench_cmd(server.endpoints.grpc, "--concurrency", "1,2", "--duration", "3", "--warmup", "0",
+                         "--json", str(out))
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "COLUMNS": "200"})
+        deadline = time.monotonic() + 60
+        while _served(server) < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        server.stop()
+    assert proc.returncode == 1, stdout + stderr
+    data = json.loads(out.read_text())
+    second = data["levels"][1]
+    assert second["requests"] == 0 and 0 < second["errors"] <= 2 * 3 * 20  # backed off: not thousands
+    assert all("UNAVAILABLE" in message for message in second["error_messages"])
+    text = " ".join(stderr.split())
+    assert "c=2: no successful request" in text and "Traceback" not in text
+    first = data["levels"][0]
+    if first["errors"]:  # killed during c=1 (its usual case): named with its error rate
+        assert f"c=1: {first['errors']} of {first['requests'] + first['errors']} requests failed" in text
+
+
+def test_other_clients_traffic_in_the_split_is_flagged(embed_server) -> None:
+    """Triton's statistics are per model: another client's requests were averaged into the split silently."""
+    from tritonforge.clients import Client
+
+    done = threading.Event()
+
+    def other_client() -> None:
+        with Client(embed_server.endpoints.grpc) as client:
+            while not done.is_set():
+                client.embed(["some other client's traffic"])
+
+    thread = threading.Thread(target=other_client)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        report = run_bench(embed_server.endpoints.grpc, "embed", concurrency=[1], duration_s=1.5, warmup_s=0.2)
+    finally:
+        done.set()
+        thread.join()
+    (level,) = report.levels
+    assert level.server_requests is not None and level.server_requests > level.requests
+    assert level.server_mismatch.startswith(f"Triton counted {level.server_requests} successful requests of 'embed'")
+    assert f"{level.server_requests - level.requests} requests of other clients" in level.server_mismatch
+    models = [str(cell) for cell in report_tables(report)[1].columns[1].cells]
+    assert f"! Triton counted {level.server_requests}, this run {level.requests}" in models
+    data = report.to_dict()["levels"][0]
+    assert data["server_requests"] == level.server_requests and data["server_mismatch"] == level.server_mismatch

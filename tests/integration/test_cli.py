@@ -189,6 +189,11 @@ def test_serve_with_the_gateway_serves_splits_and_stops_on_sigterm(embed_repo: P
             listed = {m["id"] for m in http.get("/v1/models").json()["data"]}
             assert listed == {"minilm", "minilm-ab"}, listed
             assert http.get("/v1/models/chat").status_code == 404
+            # a key revoked in the file stops working without a restart (it took one)
+            keys.write_text("sk-rotated\n")
+            time.sleep(2.0)
+            assert http.get("/v1/models").status_code == 401
+            assert http.get("/v1/models", headers={"Authorization": "Bearer sk-rotated"}).status_code == 200
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert children, "the CLI started no tritonserver process"
         proc.send_signal(signal.SIGTERM)

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 
-from tritonforge.quality import QualityError, QualityReport, cites, contains_fact, load_questions, normalise, recall_at
+from tritonforge.errors import ContextLengthError
+from tritonforge.quality import (
+    RERANK_CANDIDATES,
+    QualityError,
+    QualityReport,
+    Question,
+    cites,
+    contains_fact,
+    evaluate,
+    load_questions,
+    normalise,
+    recall_at,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,3 +63,141 @@ def test_a_bad_question_file_names_the_line(tmp_path: Path) -> None:
 def test_targets_are_judged_not_weakened() -> None:
     report = QualityReport(questions=2, recall={"search": {"recall@3": 0.85}}, key_fact=0.61)
     assert report.met() == {"recall@3": False, "key_fact": True}
+
+
+# ------------------------------------------------------------------------- found by the quality/bench audit
+
+
+@pytest.mark.parametrize(
+    "answer, fact, expected",
+    [
+        ("Die Hauptstadt ist 北京.", "北京", True),
+        ("首都是北京。", "北京", True),  # no spaces between words: each Han character is a word of its own
+        ("首都是南京。", "北京", False),
+        ("Столица — Москва.", "Москва", True),
+        ("Столица — Санкт-Петербург.", "Москва", False),  # every Cyrillic fact normalised to "" and matched
+        ("", "Αθήνα", False),
+        ("Η πρωτεύουσα είναι η ΑΘΗΝΑ", "Αθήνα", True),  # accents and case of Greek
+        ("They met in Zurich.", "Zürich", True),
+        ("They met in ZÜRICH.", "zurich", True),
+        ("Straße", "STRASSE", True),  # casefold, not lower
+        ("It holds 1000000 rows", "1,000,000", True),
+        ("Die Zeit ist ２４ Stunden", "24 stunden", True),  # full-width digits are digits (NFKD)
+        ("वह हिन्दी बोलती है", "हिन्दी", True),  # Devanagari vowel signs stay in their word
+        ("वह हिन्द बोलती है", "हिन्दी", False),
+    ],
+)
+def test_key_facts_match_in_every_script(answer: str, fact: str, expected: bool) -> None:
+    assert contains_fact(answer, fact) is expected
+
+
+def test_a_fact_with_nothing_to_match_never_matches() -> None:
+    assert normalise("—!?") == ""
+    assert not contains_fact("any answer at all", "—!?")
+    assert not contains_fact("", "")
+
+
+@pytest.mark.parametrize(
+    "answer, passage, expected",
+    [
+        ("See [p12].", "p1", False),  # a substring of a longer id
+        ("See [p1].", "p1", True),
+        ("See [P1].", "p1", True),
+        ("Both [p3, p1] say so.", "p1", True),
+        ("Both [p3; p1] and [p12] say so.", "p1", True),
+        ("unlike doc7, this is", "doc7", False),  # mentioned, not cited
+        ("[astronomy-011-b]", "astronomy-011", False),
+        ("anything [at all]", "", False),  # an empty id was cited by every answer
+        ("[]", "", False),
+        ("[ ]", " ", False),
+    ],
+)
+def test_a_citation_is_the_whole_id_in_brackets(answer: str, passage: str, expected: bool) -> None:
+    assert cites(answer, passage) is expected
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"id": "a", "question": ["what", "is"], "passage": "p", "key_fact": "f"}', "question is an array"),
+        ('{"id": "a", "question": "?", "passage": {"x": 1}, "key_fact": "f"}', "passage is an object"),
+        ('{"id": "a", "question": "?", "passage": null, "key_fact": "f"}', "passage is null"),
+        ('{"id": "a", "question": "?", "passage": "p", "key_fact": 3}', "key_fact is a number"),
+        ('{"id": 7, "question": "?", "passage": "p", "key_fact": "f"}', "id is a number"),
+        ('{"id": "a", "question": "  ", "passage": "p", "key_fact": "f"}', "question is empty"),
+        ('{"id": "a", "question": "?", "passage": "", "key_fact": "f"}', "passage is empty"),
+        ('{"id": "a", "question": "?", "passage": "p", "key_fact": "..."}', "key_fact '...' has no letter or digit"),
+        ("[1, 2, 3]", "an array, not an object"),
+        ('"str"', "a string, not an object"),
+        ("{not json", "not JSON"),
+    ],
+)
+def test_a_question_of_the_wrong_type_is_refused_with_its_line_and_field(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    bad = tmp_path / "q.jsonl"
+    bad.write_text('{"id": "ok", "question": "?", "passage": "p", "key_fact": "f"}\n\n' + line + "\n")
+    with pytest.raises(QualityError, match=rf"q\.jsonl:3: {re.escape(message)}"):
+        load_questions(bad)
+
+
+def test_a_duplicate_id_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    bad = tmp_path / "q.jsonl"
+    row = '{"id": "a", "question": "?", "passage": "p", "key_fact": "f"}\n'
+    bad.write_text(row + row.replace('"a"', '"b"') + row)
+    with pytest.raises(QualityError, match=r"q\.jsonl:3: id 'a' is already the id of line 1"):
+        load_questions(bad)
+
+
+def test_max_tokens_is_refused_before_any_request() -> None:
+    question = [Question("a", "?", "p", "f")]
+    for bad in (0, -1, 1.5, True):
+        # port 9 answers nothing: a check made after connecting would fail differently
+        with pytest.raises(QualityError, match=r"max_tokens=.* \(--max-tokens\) must be an integer >= 1"):
+            evaluate("127.0.0.1:9", question, max_tokens=bad)  # type: ignore[arg-type]
+
+
+class _FakeClient:
+    """A client of a repository with search, search_rerank and rag: records the searches, fails some questions."""
+
+    searches: ClassVar[list[tuple[bool, int | None, int | None]]] = []
+
+    def __init__(self, url: str, timeout: float) -> None:
+        pass
+
+    def __enter__(self) -> _FakeClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+    def is_model_ready(self, name: str) -> bool:
+        return True
+
+    def search(self, batch: list[str], top_k: int | None, rerank: bool, top_n: int | None) -> list[list[object]]:
+        self.searches.append((rerank, top_k, top_n))
+        return [[SimpleNamespace(id=f"p{i}") for i in range(top_n or top_k or 0)] for _ in batch]
+
+    def rag(self, question: str, max_tokens: int, model: str) -> object:
+        if question == "too long":
+            raise ContextLengthError("model 'rag': the prompt does not fit the model's context")
+        return SimpleNamespace(text="It is 42 [p0].", sources=[SimpleNamespace(id="p0")])
+
+
+def test_a_failed_rag_question_is_recorded_and_the_others_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tritonforge.clients
+
+    monkeypatch.setattr(tritonforge.clients, "Client", _FakeClient)
+    _FakeClient.searches = []
+    questions = [
+        Question("a", "q a", "p0", "42"), Question("b", "too long", "p0", "42"), Question("c", "q c", "p0", "7")
+    ]
+    report = evaluate("127.0.0.1:9", questions)
+    assert [a["id"] for a in report.answers] == ["a", "c"]
+    assert report.failures == [{"id": "b", "error": "model 'rag': the prompt does not fit the model's context"}]
+    assert report.key_fact == 0.5 and report.cites_passage == 1.0 and report.passage_given == 1.0
+    data = report.as_dict()
+    assert data["failed"] == 1 and data["failures"][0]["id"] == "b"
+    # the reranker chooses 5 of RERANK_CANDIDATES: asked for 5 candidates, it could only reorder search's 5
+    assert (False, 5, None) in _FakeClient.searches
+    assert (True, RERANK_CANDIDATES, 5) in _FakeClient.searches and RERANK_CANDIDATES > 5

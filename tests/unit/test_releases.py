@@ -255,7 +255,7 @@ def test_a_history_that_cannot_be_written_leaves_the_config_as_it_was(
         real_replace(src, dst)
 
     monkeypatch.setattr(releases.os, "replace", replace)
-    with pytest.raises(ReleaseError, match=r"cannot write .*releases.json \(it is unchanged\): No space left"):
+    with pytest.raises(ReleaseError, match=r"cannot write .*releases.json \(the previous file is unchanged\): No space left"):
         promote(serving, "scorer", 2, control=Recorder(serving))
     assert (serving / "scorer" / "config.pbtxt").read_bytes() == config
     assert not [p for p in serving.iterdir() if p.name.startswith(f".{RELEASES_FILE}.")]

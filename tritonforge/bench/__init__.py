@@ -22,8 +22,16 @@ Load generation: ``concurrency=[N, ...]`` runs N workers, each with its own clie
 its next request as soon as the previous one returns (closed loop). ``rate=R`` sends requests at Poisson arrival
 times averaging R per second (open loop) through a bounded pool of ``max_inflight`` workers; an open-loop latency
 is measured from the request's *scheduled* arrival, so a client that falls behind shows it (``late``) instead of
-hiding it, and arrivals still unsent when the level's time is up are counted as ``dropped``. Each level first runs
-``warmup_s`` seconds unmeasured, then ``duration_s`` measured (or until ``max_requests``).
+hiding it, and arrivals still unsent when the level's time is up are counted as ``dropped``; a rate and duration
+of more than ``MAX_OPEN_LOOP_REQUESTS`` arrivals are refused (unless ``max_requests`` bounds the level). Each level
+first runs ``warmup_s`` seconds unmeasured, then ``duration_s`` measured (or until ``max_requests``). A closed-loop
+worker whose request failed to connect (the server gone) waits before its next one, 50 ms doubling to 1 s.
+
+Failures and interruptions: each level reports its ``error_rate`` (the command line fails above
+``--max-error-rate``); when Triton counted more (or fewer) successful requests of the model than the client did, the
+level's ``server_mismatch`` says so (another client's traffic is in the split). Setting ``stop`` (the command line
+does on Ctrl-C and SIGTERM) ends the run after the requests in flight, with the levels completed and
+``interrupted`` set.
 
 Inputs: ``"auto"`` generates them from the model's config (shapes with -1 become ``seq_length``; STRING inputs get
 real short English sentences; integers and floats are random within a safe range, with name-based choices for the

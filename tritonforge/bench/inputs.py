@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import random
 from collections.abc import Iterable, Mapping
@@ -181,13 +182,23 @@ def _check_batch(config: Mapping[str, Any], batch_size: int) -> None:
         )
 
 
+def _b64(where: str, value: Any) -> bytes:
+    """The bytes of a ``{"b64": ...}`` value; a BenchOptionsError naming the entry when it is not base64 text."""
+    if not isinstance(value, str):
+        raise BenchOptionsError(f"{where}: 'b64' must be a base64 string, got {type(value).__name__}")
+    try:
+        return base64.b64decode(value, validate=True)  # validate: stray characters are refused, not skipped
+    except (binascii.Error, ValueError) as err:
+        raise BenchOptionsError(f"{where}: 'b64' is not valid base64 ({err})") from None
+
+
 def _entry_array(where: str, value: Any, datatype: str, dims: list[int]) -> np.ndarray:
     shape = None
     if isinstance(value, Mapping):
         if "b64" in value:
             if datatype != "BYTES":
                 raise BenchOptionsError(f"{where}: b64 content is only for STRING inputs (this one is {datatype})")
-            value = {"content": [base64.b64decode(value["b64"])], "shape": value.get("shape", [1] * len(dims))}
+            value = {"content": [_b64(where, value["b64"])], "shape": value.get("shape", [1] * len(dims))}
         if "content" not in value:
             raise BenchOptionsError(f"{where}: an object value needs 'content' (and optionally 'shape') or 'b64'")
         shape = value.get("shape")
@@ -199,7 +210,7 @@ def _entry_array(where: str, value: Any, datatype: str, dims: list[int]) -> np.n
             if isinstance(item, str):
                 item = item.encode("utf-8")
             elif isinstance(item, Mapping) and "b64" in item:
-                item = base64.b64decode(item["b64"])
+                item = _b64(where, item["b64"])
             if not isinstance(item, bytes):
                 raise BenchOptionsError(f"{where}: STRING values must be strings, got {type(item).__name__}")
             items.append(item)
@@ -228,6 +239,10 @@ def load_data(path: str | Path, config: Mapping[str, Any], *, batch_size: int = 
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise BenchOptionsError(f"cannot read the data file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:  # JSON is UTF-8; raw bytes go in {"b64": ...} values
+        raise BenchOptionsError(
+            f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8, or give raw bytes as {{\"b64\": ...}}"
+        ) from None
     except json.JSONDecodeError as err:
         raise BenchOptionsError(f"{path}: not JSON: {err}") from None
     entries = raw.get("data") if isinstance(raw, Mapping) else raw

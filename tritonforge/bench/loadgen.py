@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -11,6 +12,21 @@ from collections.abc import Callable, Sequence
 from tritonforge.triton.load import LoadSession, Sample
 
 MAX_OPEN_LOOP_REQUESTS = 1_000_000
+# After a failure that never reached the model (the server is gone, the port refuses), a closed-loop worker waits
+# before its next request, doubling up to the maximum: without it a dead server got tens of thousands of requests
+# (and as many "connection refused" lines) per level. Reset by the next success.
+BACKOFF_S = 0.05
+MAX_BACKOFF_S = 1.0
+_CONNECTION_FAILURE = re.compile(
+    r"^UNAVAILABLE\b|connection refused|connection reset|failed to connect|broken pipe|server ?disconnected"
+    r"|stream removed|socket closed|name or service not known",
+    re.IGNORECASE,
+)
+
+
+def connection_failure(error: str) -> bool:
+    """True for a failed request whose message says the connection failed (not the model's answer)."""
+    return bool(_CONNECTION_FAILURE.search(error))
 
 # ----------------------------------------------------------------------------------------------- load patterns
 
@@ -87,27 +103,50 @@ class _Pool:
             t.join(timeout=60)
 
 
-def _closed_loop(pool: _Pool, workers: int, seconds: float, max_requests: int | None) -> tuple[list[Sample], float]:
+def _closed_loop(
+    pool: _Pool, workers: int, seconds: float, max_requests: int | None, stop: threading.Event | None = None
+) -> tuple[list[Sample], float]:
+    """``stop`` (set on Ctrl-C or SIGTERM) ends every worker after its request in flight: the caller discards the
+    level's partial samples."""
     samples: list[Sample] = []
     lock = threading.Lock()
     take = _budget(max_requests)
+    halt = stop or threading.Event()
     begin = time.perf_counter()
     stop_at = begin + seconds
 
     def worker(k: int) -> Callable[[LoadSession], None]:
         def run(session: LoadSession) -> None:
             i = k
-            while time.perf_counter() < stop_at and take():
+            backoff = 0.0
+            while not halt.is_set() and time.perf_counter() < stop_at and take():
                 sample = session.send(i)
                 i += 1
                 with lock:
                     samples.append(sample)
+                if sample.ok or not connection_failure(sample.error):
+                    backoff = 0.0
+                    continue
+                backoff = min(max(backoff * 2, BACKOFF_S), MAX_BACKOFF_S)
+                halt.wait(max(0.0, min(backoff, stop_at - time.perf_counter())))  # an interrupt still ends it
 
         return run
 
     pool.run([worker(k) for k in range(workers)])
     end = max(s.end for s in samples) if samples else time.perf_counter()
     return samples, max(end - begin, 1e-9)
+
+
+def open_loop_cap(rate: float, seconds: float, max_requests: int | None) -> str:
+    """Why ``rate`` for ``seconds`` cannot be offered (the schedule would pass MAX_OPEN_LOOP_REQUESTS), or ""."""
+    if max_requests is not None and max_requests <= MAX_OPEN_LOOP_REQUESTS:
+        return ""  # the schedule stops at max_requests, and the level's window with it
+    if rate * seconds <= MAX_OPEN_LOOP_REQUESTS:
+        return ""
+    return (
+        f"{rate:g} requests/s for {seconds:g}s is {rate * seconds:,.0f} arrivals, above the open loop's "
+        f"{MAX_OPEN_LOOP_REQUESTS:,} per level"
+    )
 
 
 def _arrivals(rate: float, seconds: float, max_requests: int | None, rng: random.Random) -> list[float]:
@@ -129,8 +168,10 @@ def _open_loop(
     seconds: float,
     max_requests: int | None,
     rng: random.Random,
+    stop: threading.Event | None = None,
 ) -> tuple[list[Sample], float, int, int]:
     schedule = _arrivals(rate, seconds, max_requests, rng)
+    halt = stop or threading.Event()
     samples: list[Sample] = []
     lock = threading.Lock()
     nxt = [0]
@@ -140,7 +181,7 @@ def _open_loop(
     stop_at = begin + seconds
 
     def run(session: LoadSession) -> None:
-        while True:
+        while not halt.is_set():
             with lock:
                 if nxt[0] >= len(schedule):
                     return
@@ -149,7 +190,8 @@ def _open_loop(
             due = begin + schedule[k]
             now = time.perf_counter()
             if now < due:
-                time.sleep(due - now)
+                if halt.wait(due - now):  # interrupted while waiting for this arrival: it is not sent
+                    return
             elif now >= stop_at:  # the level's time is up and this arrival was never sent
                 with lock:
                     dropped[0] += 1
@@ -163,6 +205,9 @@ def _open_loop(
 
     pool.run([run] * workers)
     end = max([s.end for s in samples] + [time.perf_counter() if not samples else begin])
-    if max_requests is None or len(schedule) < max_requests:  # not cut short: the window is the whole level
+    # not cut short (by max_requests, or the cap on arrivals that run_bench refuses to reach): the window is the
+    # whole level; cut short, it ends with the last response, so the throughput is over the load actually offered
+    cap = min(max_requests if max_requests is not None else MAX_OPEN_LOOP_REQUESTS, MAX_OPEN_LOOP_REQUESTS)
+    if len(schedule) < cap:
         end = max(end, begin + seconds)
     return samples, max(end - begin, 1e-9), late[0], dropped[0]

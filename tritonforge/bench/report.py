@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from tritonforge.atomic_file import write_atomic
 from tritonforge.bench.results import BenchReport, Percentiles
 
 # ------------------------------------------------------------------------------------------------- rendering
@@ -20,7 +21,9 @@ def report_tables(report: BenchReport) -> list[Any]:
     """Rich tables: the client's view per level, then Triton's server-side split per level and model."""
     from rich.table import Table
 
-    mode = "closed loop" if report.levels and report.levels[0].mode == "concurrency" else "open loop, Poisson"
+    mode = "no level completed"  # an interrupted run: the mode is not known from its levels
+    if report.levels:
+        mode = "closed loop" if report.levels[0].mode == "concurrency" else "open loop, Poisson"
     title = (
         f"{report.model} over {report.protocol} at {report.url} ({mode}, batch {report.batch_size}"
         f"{', streaming' if report.streaming else ''})"
@@ -35,7 +38,9 @@ def report_tables(report: BenchReport) -> list[Any]:
         row = [
             lv.label,
             str(lv.requests),
-            str(lv.errors) + (f" (+{lv.dropped} dropped)" if lv.dropped else ""),
+            str(lv.errors)
+            + (f" ({lv.error_rate:.0%})" if lv.errors else "")
+            + (f" (+{lv.dropped} dropped)" if lv.dropped else ""),
             f"{lv.throughput_rps:.1f}",
             f"{lv.throughput_items_s:.1f}",
             *(_ms(lv.latency_ms, a) for a in ("p50", "p90", "p95", "p99")),
@@ -48,12 +53,16 @@ def report_tables(report: BenchReport) -> list[Any]:
                 "-" if s is None else f"{s.tokens_per_s:.1f}",
             ]
         client.add_row(*row)
+    if report.interrupted:
+        cut = f" during {report.interrupted_during} (not reported)" if report.interrupted_during else ""
+        client.caption = f"interrupted{cut}: only the levels completed before it are shown"
 
     server = Table(title="server-side split (Triton statistics, average µs per request)")
     for col in (
         "level",
         "model",
         "requests",
+        "failures",
         "avg batch",
         "queue",
         "compute in",
@@ -64,12 +73,13 @@ def report_tables(report: BenchReport) -> list[Any]:
         server.add_column(col, justify="left" if col in ("level", "model") else "right")
     for lv in report.levels:
         if not lv.server:
-            server.add_row(lv.label, lv.server_note or "no statistics", *([""] * 7))
+            server.add_row(lv.label, lv.server_note or "no statistics", *([""] * 8))
         for sp in lv.server:
             server.add_row(
                 lv.label,
                 ("  └ " if sp.composing else "") + sp.model,
                 str(sp.requests),
+                str(sp.failures),
                 f"{sp.avg_batch:.1f}",
                 f"{sp.queue_us:.0f}",
                 f"{sp.compute_input_us:.0f}",
@@ -77,12 +87,34 @@ def report_tables(report: BenchReport) -> list[Any]:
                 f"{sp.compute_output_us:.0f}",
                 f"{sp.total_us:.0f}",
             )
+        if lv.server_mismatch:  # a row of its own (the why is printed below the tables): not this run's alone
+            note = f"! Triton counted {lv.server_requests}, this run {lv.requests}"
+            server.add_row(lv.label, note, *([""] * 8))
     return [client, server]
 
 
 def error_lines(report: BenchReport) -> list[str]:
     """``level: count x message`` for every failed request kind."""
     return [f"{lv.label}: {n} x {msg}" for lv in report.levels for msg, n in lv.error_messages.items()]
+
+
+def mismatch_lines(report: BenchReport) -> list[str]:
+    """``level: why`` for every level whose server-side split is not this benchmark's requests alone."""
+    return [f"{lv.label}: {lv.server_mismatch}" for lv in report.levels if lv.server_mismatch]
+
+
+def error_rate_problems(report: BenchReport, max_error_rate: float) -> list[str]:
+    """``level: rate`` for every level with no successful request, or whose failed share is above the bound."""
+    problems = []
+    for lv in report.levels:
+        if lv.requests == 0:  # measured nothing, whatever the bound
+            problems.append(f"{lv.label}: no successful request ({lv.errors} failed)")
+        elif lv.error_rate > max_error_rate:
+            problems.append(
+                f"{lv.label}: {lv.errors} of {lv.requests + lv.errors} requests failed ({lv.error_rate:.1%}, "
+                f"above --max-error-rate {max_error_rate:g})"
+            )
+    return problems
 
 
 def plot_report(report: BenchReport, path: str | Path) -> Path:
@@ -92,8 +124,6 @@ def plot_report(report: BenchReport, path: str | Path) -> Path:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     levels = report.levels
     xs = [lv.x for lv in levels]
     closed = bool(levels) and levels[0].mode == "concurrency"
@@ -171,6 +201,7 @@ def plot_report(report: BenchReport, path: str | Path) -> Path:
         ax_split.text(0.5, 0.5, "no server statistics", ha="center", va="center", transform=ax_split.transAxes)
         ax_split.set_axis_off()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:  # through a temporary file: a full disk left a truncated PNG behind
+        return write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    finally:
+        plt.close(fig)

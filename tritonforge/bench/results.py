@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tritonforge.atomic_file import write_text_atomic
 from tritonforge.triton.options import Protocol
 
 # ------------------------------------------------------------------------------------------------------- results
@@ -88,6 +89,16 @@ class LevelResult:
     late: int = 0  # open loop: sent more than 5 ms after the scheduled arrival
     dropped: int = 0  # open loop: not sent before the level's time was up
     server_note: str = ""
+    # the benchmarked model's successful requests by Triton's count (None: no statistics), and why it differs from
+    # the client's: other clients' traffic on the model is in the split, or requests the client gave up on
+    server_requests: int | None = None
+    server_mismatch: str = ""
+
+    @property
+    def error_rate(self) -> float:
+        """Failed requests over the requests sent (0.0 when none was sent)."""
+        sent = self.requests + self.errors
+        return self.errors / sent if sent else 0.0
 
     @property
     def label(self) -> str:
@@ -111,20 +122,22 @@ class BenchReport:
     composing_models: list[str]
     levels: list[LevelResult] = field(default_factory=list)
     started: str = ""
+    # stopped by Ctrl-C or SIGTERM: ``levels`` are the ones completed, the level cut short is named, not reported
+    interrupted: bool = False
+    interrupted_during: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for level, raw in zip(self.levels, out["levels"], strict=True):
             raw["label"] = level.label
+            raw["error_rate"] = level.error_rate
             for split, raw_split in zip(level.server, raw["server"], strict=True):
                 raw_split["avg_batch"] = split.avg_batch
         return out
 
     def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
+        """Write the report (folders created, the file replaced whole); an OutputFileError when it cannot be."""
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def plot(self, path: str | Path) -> Path:
         from tritonforge.bench.report import plot_report  # the report renders results: it imports this module

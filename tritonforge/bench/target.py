@@ -20,7 +20,11 @@ def check_target(url: str, *, protocol: Protocol = "grpc", allow_remote: bool = 
     try:
         address, secure = split_url(url, protocol)
     except ClientError as err:
-        raise BenchOptionsError(str(err)) from None
+        # the library's message says protocol='http'; on the command line the same choice is --protocol http
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        other = "http" if scheme in ("http", "https") else "grpc" if scheme in ("grpc", "grpcs") else ""
+        hint = f" (on the command line: --protocol {other})" if other and other != protocol else ""
+        raise BenchOptionsError(f"{err}{hint}") from None
     if secure:
         raise BenchOptionsError(f"url {url!r}: TLS is not supported by the benchmark (use grpc:// or http://)")
     if not allow_remote and not is_loopback(host_of(address)):
