@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
+from tritonforge.cli_gateway import (
+    AdminKeysFileOpt,
+    ApiKeysFileOpt,
+    GatewayModelOpt,
+    InsecureOpt,
+    SplitsOpt,
+    prepare_gateway,
+)
 from tritonforge.cli_output import console, err_console, styled
 from tritonforge.cli_output import fail as _fail
 from tritonforge.cli_paths import path_arg
@@ -216,8 +222,8 @@ def serve(
         raise typer.BadParameter(f"{gateway_port} is also one of Triton's ports", param_hint="--gateway-port")
     gateway_setup = None
     if with_gateway:
-        gateway_setup = _gateway_setup(host, api_keys_file, admin_keys_file, gateway_model, splits, insecure_no_auth,
-                                       repo=repo)
+        gateway_setup = prepare_gateway(host, api_keys_file, admin_keys_file, gateway_model, splits, insecure_no_auth,
+                                        repo=repo)
     elif any(v is not None for v in (api_keys_file, admin_keys_file, splits, gateway_model)):
         raise typer.BadParameter(
             "--api-keys-file, --admin-keys-file, --splits and --gateway-model need --gateway", param_hint="--gateway"
@@ -423,130 +429,6 @@ DeployRateLimitOpt = Annotated[
 RateLimitResourceOpt = Annotated[
     list[str] | None, typer.Option(help="tritonserver's --rate-limit-resource=<name>:<count>[:<device>] (repeatable)")
 ]
-ApiKeysFileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--api-keys-file", help="gateway API keys, one per line (also: $TRITONFORGE_API_KEYS)", parser=path_arg
-    ),
-]
-AdminKeysFileOpt = Annotated[
-    Path | None,
-    typer.Option("--admin-keys-file",
-                 help="keys of the gateway's /admin endpoints (PUT /admin/splits), one per line", parser=path_arg),
-]
-SplitsOpt = Annotated[
-    Path | None,
-    typer.Option("--splits", help="A/B and canary splits (YAML/JSON), re-read when the file changes", parser=path_arg),
-]
-GatewayModelOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--model",
-        help="kind:id=ensemble[@engine] (kind chat|embeddings|rerank; @: a chat ensemble's engine step), "
-        "repeatable; default: serve --gateway's repository's own (recorded by its build), else the "
-        "examples/rag.yaml ids chat=llm, minilm=embed, reranker=rerank",
-    ),
-]
-InsecureOpt = Annotated[
-    bool, typer.Option("--insecure-no-auth", help="allow serving without API keys on a non-loopback address")
-]
-
-
-@dataclass(frozen=True)
-class _GatewaySetup:
-    keys: list[str]
-    admin_keys: list[str]
-    models: object  # GatewayModels
-    splits: object | None  # SplitRouter
-    checkers: tuple[object, object] = (None, None)  # KeyCheckers watching --api-keys-file / --admin-keys-file
-
-    def app(self, triton: str) -> object:
-        from tritonforge.gateway import create_app
-
-        models, splits = self.models, self.splits
-        pairs = zip(self.checkers, (self.keys, self.admin_keys), strict=True)
-        api_keys, admin_keys = (checker if checker is not None else keys for checker, keys in pairs)
-        return create_app(triton, api_keys=api_keys, models=models, splits=splits, admin_keys=admin_keys)  # type: ignore[arg-type]
-
-    def banner(self, host: str, port: int, triton: str) -> str:
-        keys = self.keys
-        auth = f"{len(keys)} API key{'s' * (len(keys) != 1)}" if keys else "NO API keys (open)"
-        splits = f", splits {', '.join(self.splits.names())}" if self.splits is not None else ""  # type: ignore[attr-defined]
-        return f"gateway on http://{host}:{port}/v1 -> Triton gRPC {triton}, {auth}{splits}"
-
-
-def _gateway_setup(
-    host: str,
-    api_keys_file: Path | None,
-    admin_keys_file: Path | None,
-    model: list[str] | None,
-    splits: Path | None,
-    insecure_no_auth: bool,
-    embed_batch_size: int | None = None,
-    embed_requests_in_flight: int | None = None,
-    chat_max_tokens: int | None = None,
-    repo: str | None = None,
-) -> _GatewaySetup:
-    """Everything the gateway needs that can be wrong, checked before anything starts (exit 1, or 2 when open).
-    Without --model the gateway serves the models ``repo``'s build recorded, else examples/rag.yaml's ids."""
-    try:
-        import uvicorn  # noqa: F401
-
-        from tritonforge.gateway import GatewayModels, split_problems
-        from tritonforge.gateway.auth import (
-            ENV_VAR,
-            KeyChecker,
-            is_loopback,
-            load_api_keys,
-            parse_env_keys,
-            parse_key_file,
-        )
-        from tritonforge.gateway.splits import SplitConfigError, SplitRouter
-    except ImportError as err:
-        err_console.print(styled("bold red", "error:", f" the gateway needs the `gateway` extra ({err.name} missing)"))
-        raise typer.Exit(1) from None
-    try:
-        keys = load_api_keys(api_keys_file)
-        admin_keys = parse_key_file(admin_keys_file) if admin_keys_file is not None else []
-        # the key files are read again when they change: a revoked or rotated key took a restart
-        checkers = (
-            KeyChecker(parse_env_keys(os.environ.get(ENV_VAR)), path=api_keys_file) if api_keys_file else None,
-            KeyChecker((), path=admin_keys_file) if admin_keys_file else None,
-        )
-        models = GatewayModels.parse(model) if model else (_recorded_gateway_models(repo) or GatewayModels())
-        tuning = {"embed_batch_size": embed_batch_size, "embed_requests_in_flight": embed_requests_in_flight,
-                  "chat_max_tokens": chat_max_tokens}
-        models = dataclasses.replace(models, **{k: v for k, v in tuning.items() if v is not None})
-        router = None
-        if splits is not None:
-            router = SplitRouter(path=splits, validate=lambda config: split_problems(models, config))
-    except SplitConfigError as err:
-        err_console.print(styled("bold red", "error:", f" {err}"))
-        raise typer.Exit(1) from None
-    except (OSError, ValueError) as err:
-        err_console.print(styled("bold red", "error:", f" {err}"))
-        raise typer.Exit(1) from None
-    if not keys and not is_loopback(host) and not insecure_no_auth:
-        err_console.print(styled(
-            "bold red", "error:", f" refusing to serve without API keys on {host} (not loopback): give --api-keys-file "
-            "or TRITONFORGE_API_KEYS, or --insecure-no-auth"
-        ))
-        raise typer.Exit(2)
-    return _GatewaySetup(keys, admin_keys, models, router, checkers)
-
-
-def _recorded_gateway_models(repo: str | None) -> Any:
-    """The gateway models a local repository's build recorded in its tritonforge.json, or None."""
-    from tritonforge.gateway import GatewayModels
-
-    path = Path(repo) / "tritonforge.json" if repo and "://" not in repo else None
-    try:
-        info = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
-    except (OSError, ValueError):
-        return None  # serve reports an unreadable repository itself; the gateway keeps its defaults
-    return GatewayModels.from_build_info(info) if isinstance(info, dict) else None
-
-
 @app.command()
 def quality(
     url: Annotated[str, typer.Option(help="Triton gRPC host:port serving the rag repository")] = "127.0.0.1:8001",
@@ -619,8 +501,8 @@ def gateway(
     ] = None,
 ) -> None:
     """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
-    setup = _gateway_setup(host, api_keys_file, admin_keys_file, model, splits, insecure_no_auth,
-                           embed_batch_size, embed_requests_in_flight, chat_max_tokens)
+    setup = prepare_gateway(host, api_keys_file, admin_keys_file, model, splits, insecure_no_auth,
+                            embed_batch_size, embed_requests_in_flight, chat_max_tokens)
     from tritonforge.gateway import listen as gateway_listen
 
     app_ = setup.app(triton)

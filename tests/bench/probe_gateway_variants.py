@@ -73,7 +73,7 @@ def _serve(variant: str, grpc_url: str, http_url: str, port: int) -> None:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     import tritonforge.gateway.state as state
-    from tritonforge.cli import _gateway_setup
+    from tritonforge.cli_gateway import prepare_gateway as _gateway_setup
 
     protocol: Any = "httptools"
     if variant == "corked writes":

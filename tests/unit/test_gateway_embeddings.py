@@ -132,7 +132,7 @@ def test_a_cancelled_caller_cancels_every_call() -> None:
 def test_the_gateway_command_sets_both_and_refuses_a_bad_value(capsys: pytest.CaptureFixture[str]) -> None:
     import typer
 
-    from tritonforge.cli import _gateway_setup
+    from tritonforge.cli_gateway import prepare_gateway as _gateway_setup
 
     setup = _gateway_setup("127.0.0.1", None, None, ["embeddings:minilm=embed"], None, False, 16, 3)
     assert (setup.models.embed_batch_size, setup.models.embed_requests_in_flight) == (16, 3)
@@ -265,7 +265,7 @@ def test_config_width() -> None:
 def test_the_default_max_tokens_of_chat_is_set_by_the_gateway_command(capsys: pytest.CaptureFixture[str]) -> None:
     import typer
 
-    from tritonforge.cli import _gateway_setup
+    from tritonforge.cli_gateway import prepare_gateway as _gateway_setup
 
     assert _gateway_setup("127.0.0.1", None, None, None, None, False).models.chat_max_tokens == 64
     assert _gateway_setup("127.0.0.1", None, None, None, None, False, None, None, 512).models.chat_max_tokens == 512
