@@ -99,6 +99,7 @@ def rag_model_set(
         # the chat template wraps the prompt in its own tokens: keep room for them when fitting passages
         "max_input_len": str(llm.max_input_len - overhead),
         "max_seq_len": str(llm.max_seq_len),
+        "template_overhead": str(overhead),  # and beside max_tokens within max_seq_len
         "default_max_tokens": str(model.max_tokens),
         # a request without TOP_N keeps the rag's top_n (or the retriever's default_top_n) passages: after
         # reranking the select step has cut to default_top_n; without a reranker only this step can (it was given

@@ -91,6 +91,39 @@ def test_lowest_ranked_passages_are_dropped_until_the_prompt_fits(monkeypatch, c
     assert out["PROMPT"][0, 0].decode() == one and out["REQUEST_OUTPUT_LEN"].tolist() == [[8]]
 
 
+def test_a_passage_too_long_to_fit_is_skipped_not_the_end_of_the_list(monkeypatch, checkpoint, tmp_path) -> None:
+    """Found by a RAG audit: fitting kept only a prefix of the ranked passages, so one long passage removed every
+    passage ranked below it (at rank 1, all of them); and the whole prompt was re-rendered and re-tokenized once per
+    passage dropped (100 passages of 2,000 tokens: 68 s). Each passage is now measured once."""
+    model = make_model(monkeypatch, checkpoint, tmp_path, max_input_len="170", max_seq_len="1000")
+    long = ("huge", "delta " * 400, 4.0)
+    counted: list[int] = []
+    real = model.count
+    model.count = lambda prompt: counted.append(1) or real(prompt)
+    (response,) = model.execute([request("why?", [long, *PASSAGES], max_tokens=np.array([[8]], np.int32))])
+    out = outputs(response)
+    assert out["SOURCE_IDS"].tolist()[0][0] == b"a" and b"huge" not in out["SOURCE_IDS"].tolist()[0]
+    assert out["PASSAGES_DROPPED"].tolist()[0][0] == 4 - len(out["SOURCE_IDS"][0])
+    assert len(model.tokenizer.encode(out["PROMPT"][0, 0].decode())) <= 170
+    assert len(counted) <= 4 + 3  # the bare prompt, each passage once, the result (and a drop or two at most)
+
+
+def test_the_chat_templates_tokens_are_kept_beside_max_tokens_too(monkeypatch, checkpoint, tmp_path) -> None:
+    """Found by a RAG audit: with chat_template the build took the template's own tokens off max_input_len only, so
+    a large max_tokens let the prompt fill max_seq_len - max_tokens and the LLM refused the request
+    (prompt + output > max_seq_len) instead of passages being dropped."""
+    plain = make_model(monkeypatch, checkpoint, tmp_path, max_input_len="500", max_seq_len="320")
+    wrapped = make_model(monkeypatch, checkpoint, tmp_path, max_input_len="500", max_seq_len="320",
+                         template_overhead="30")
+    many = [(f"p{i}", f"word{i} " * 12, 10.0 - i) for i in range(8)]
+    wanted = np.array([[100]], np.int32)
+    (loose,) = plain.execute([request("why?", many, max_tokens=wanted)])
+    (tight,) = wrapped.execute([request("why?", many, max_tokens=wanted)])
+    lengths = [len(plain.tokenizer.encode(outputs(r)["PROMPT"][0, 0].decode())) for r in (loose, tight)]
+    assert lengths[0] <= 320 - 100 and lengths[1] <= 320 - 100 - 30, lengths
+    assert outputs(tight)["PASSAGES_DROPPED"][0, 0] > outputs(loose)["PASSAGES_DROPPED"][0, 0]
+
+
 def test_max_tokens_also_limits_the_prompt(monkeypatch, checkpoint, tmp_path) -> None:
     model = make_model(monkeypatch, checkpoint, tmp_path, max_input_len="500", max_seq_len="1000")
     (response,) = model.execute([request("why?", PASSAGES, max_tokens=np.array([[990]], np.int32))])
