@@ -52,6 +52,20 @@ def encode_fn(artifact: Any, checkpoint: Path) -> Callable[[list[str]], np.ndarr
     return _tokenized(artifact, torch_runner(checkpoint, parameters))
 
 
+def truncated_passages(artifact: Any, texts: list[str]) -> tuple[int, int]:
+    """(how many of ``texts`` are longer than the embedder takes, that length in tokens): those are indexed from
+    their beginning only, and a build says so (it said nothing, and a document's later text was never found)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(artifact.tokenizer_files["tokenizer.json"]))
+    limit = int((tokenizer.truncation or {}).get("max_length") or 0)
+    if not limit:
+        return 0, 0
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return sum(len(e.ids) > limit for e in tokenizer.encode_batch(texts)), limit
+
+
 def _tokenized(artifact: Any, session: Any) -> Callable[[list[str]], np.ndarray]:
     """``session.run`` over texts tokenized by the artifact's shipped tokenizer.json (truncation and padding built
     in), as the tokenizer step feeds the encoder."""

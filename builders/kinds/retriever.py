@@ -25,11 +25,16 @@ class RetrieverKind:
         from tritonforge.builders.retrieval import retriever_model_set
 
         embedder = ctx.built[model.embedder]
-        index = _build_index(ctx, key, model, embedder.artifact)
+        index, (truncated, limit) = _build_index(ctx, key, model, embedder.artifact)
         rerank_set = (model.reranker, ctx.built[model.reranker].models) if model.reranker else None
         models = retriever_model_set(
             key, model, ctx.spec.target, index, embedder.models, model.embedder, rerank_set
         )
+        if truncated:
+            models.notes.append(
+                f"{key}: {truncated} of {index.count} passages are longer than the {limit} tokens "
+                f"{model.embedder} embeds: they are indexed from their beginning only (chunk them to search the rest)"
+            )
         info = ArtifactInfo(key, f"faiss-{index.index_type}", "fp32", index.content_hash, None, None)
         return Built(models, [info], index)
 
@@ -39,23 +44,28 @@ class RetrieverKind:
         return {"corpus": file_or_folder_hash(ctx.source_path(model.corpus))}
 
 
-def _build_index(ctx: BuildContext, key: str, model: RetrieverModel, encoder: Any) -> Any:
+def _build_index(ctx: BuildContext, key: str, model: RetrieverModel, encoder: Any) -> tuple[Any, tuple[int, int]]:
     """Corpus → passages embedded by the embedder's own engine (its model.onnx, or its PyTorch runner) → FAISS
-    index (cached by content hash)."""
+    index (cached by content hash: a cached one is not embedded again, which took as long as the first build);
+    with the passages the embedder truncates (how many, its token limit)."""
     from tritonforge.builders.checkpoints import resolve_checkpoint
     from tritonforge.builders.corpus import load_corpus
-    from tritonforge.builders.index import IndexSettings, build_index, embed_passages
-    from tritonforge.builders.retrieval import encode_fn
+    from tritonforge.builders.index import IndexSettings, build_index, embed_passages, find_cached_index
+    from tritonforge.builders.retrieval import encode_fn, truncated_passages
 
     progress = ctx.say_for(key)
     passages = load_corpus(ctx.source_path(model.corpus))
     settings = IndexSettings(**model.index.model_dump())
+    truncated = truncated_passages(encoder, [p.text for p in passages])
+    cached = find_cached_index(passages, settings, embedder_hash=encoder.content_hash)
+    if cached is not None:
+        return cached, truncated
     if progress:
         progress(f"embedding {len(passages)} passages")
     report = (lambda done, total: progress(f"embedding passages {done}/{total}")) if progress else None
     checkpoint = resolve_checkpoint(ctx.spec.models[model.embedder].checkpoint, ctx.spec.source_dir)
     embeddings = embed_passages([p.text for p in passages], encode_fn(encoder, checkpoint), progress=report)
-    return build_index(passages, embeddings, settings, embedder_hash=encoder.content_hash)
+    return build_index(passages, embeddings, settings, embedder_hash=encoder.content_hash), truncated
 
 
 KIND = RetrieverKind()

