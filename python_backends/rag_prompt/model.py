@@ -35,6 +35,7 @@ that request only.
 
 import json
 import os
+import re
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -76,6 +77,12 @@ class TritonPythonModel:
         if not os.path.isabs(tokenizer_dir):
             tokenizer_dir = os.path.join(version_dir, tokenizer_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        # the tokenizer's control tokens as text: in a passage or the query they would be read as the tokens
+        # themselves, and a document in the corpus could close the user's turn and write a system turn
+        specials = set(self.tokenizer.all_special_tokens)
+        specials |= {t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special}
+        longest_first = sorted((t for t in specials if len(t) > 1), key=len, reverse=True)
+        self.control = re.compile("|".join(map(re.escape, longest_first))) if longest_first else None
         self.add_special_tokens = _truthy(params.get("add_special_tokens") or "true")
         if not params.get("prompt_template"):
             raise RuntimeError("parameter prompt_template is missing")
@@ -88,6 +95,13 @@ class TritonPythonModel:
         self.default_max_tokens = int(params.get("default_max_tokens") or 128)
         self.min_score = float(params["min_score"]) if params.get("min_score") else None
         self.default_top_n = int(params.get("default_top_n") or 0) or None
+
+    def defuse(self, text):
+        """``text`` with each control token broken by a zero-width space after its first character: read as the
+        characters it shows, not as the token (the preprocessing parses special tokens in the whole prompt)."""
+        if self.control is None:
+            return text
+        return self.control.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], text)
 
     def count(self, prompt):
         return len(self.tokenizer.encode(prompt, add_special_tokens=self.add_special_tokens))
@@ -174,11 +188,12 @@ class TritonPythonModel:
             limits = None if self.default_top_n is None else np.full(batch, self.default_top_n)
         prompts, kept, dropped = [], [], []
         for i in range(batch):
-            query = _text(queries.reshape(batch, -1)[i, 0], f"QUERY[{i}]").strip()
+            query = self.defuse(_text(queries.reshape(batch, -1)[i, 0], f"QUERY[{i}]").strip())
             if not query:
                 raise RequestError("QUERY is empty: send a question")
             ranked = [
-                {"id": doc_id, "text": _text(docs[i, j], f"DOCUMENTS[{i}, {j}]"), "score": float(scores[i, j])}
+                {"id": doc_id, "text": self.defuse(_text(docs[i, j], f"DOCUMENTS[{i}, {j}]")),
+                 "score": float(scores[i, j])}
                 for j in range(ids.shape[1])
                 if (doc_id := _text(ids[i, j], f"DOC_IDS[{i}, {j}]"))
             ]
