@@ -203,11 +203,18 @@ class Client(Connection):
         timeout: float | None = None,
     ) -> list[list[Hit]]:
         """Nearest passages per query, best first (``search``); with ``rerank=True`` the ``search_rerank``
-        pipeline retrieves ``top_k`` candidates, scores them with the cross-encoder and keeps ``top_n``."""
+        pipeline retrieves ``top_k`` candidates, scores them with the cross-encoder and keeps ``top_n``. More queries
+        than the pipeline's ``max_batch_size`` go as several requests, in order (65 were refused as one)."""
         name = model or ("search_rerank" if rerank else "search")
         inputs, outputs = search_request(queries, top_k, top_n, rerank=rerank)
-        out = self.infer(name, inputs, outputs, timeout=timeout)
-        return search_results(out, len(inputs["QUERY"]), name)
+        rows = len(inputs["QUERY"])
+        limit = self.max_batch_size(name, timeout=timeout) if rows > 1 else 0
+        hits: list[list[Hit]] = []
+        for start in range(0, rows, limit if 0 < limit < rows else rows):
+            part = {k: v[start : start + (limit or rows)] for k, v in inputs.items()}
+            out = self.infer(name, part, outputs, timeout=timeout)
+            hits += search_results(out, len(part["QUERY"]), name)
+        return hits
 
     def rerank(
         self,
@@ -411,8 +418,14 @@ class AsyncClient(AsyncConnection):
         """Nearest passages per query (see :meth:`Client.search`)."""
         name = model or ("search_rerank" if rerank else "search")
         inputs, outputs = search_request(queries, top_k, top_n, rerank=rerank)
-        out = await self.infer(name, inputs, outputs, timeout=timeout)
-        return search_results(out, len(inputs["QUERY"]), name)
+        rows = len(inputs["QUERY"])
+        limit = await self.max_batch_size(name, timeout=timeout) if rows > 1 else 0
+        hits: list[list[Hit]] = []
+        for start in range(0, rows, limit if 0 < limit < rows else rows):
+            part = {k: v[start : start + (limit or rows)] for k, v in inputs.items()}
+            out = await self.infer(name, part, outputs, timeout=timeout)
+            hits += search_results(out, len(part["QUERY"]), name)
+        return hits
 
     async def rerank(
         self,

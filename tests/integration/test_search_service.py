@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tritonforge.clients import Client
+from tritonforge.clients import AsyncClient, Client
 from tritonforge.errors import ClientError
 
 pytestmark = pytest.mark.integration
@@ -167,3 +168,22 @@ def test_async_client_search(rag_server) -> None:
             return await client.search(QUERIES[:1], top_k=3)
 
     assert len(asyncio.run(go())[0]) == 3
+
+
+def test_more_queries_than_the_pipeline_batches_go_as_several_requests(rag_server) -> None:
+    """Found by a RAG audit: Client.search sent every query as one request, and 65 were refused (max_batch_size 64)
+    where Client.embed splits."""
+    queries = [f"question number {i} about rivers and GPUs" for i in range(70)]
+    with Client(rag_server.endpoints.grpc) as client:
+        limit = client.max_batch_size("search")
+        assert 0 < limit < len(queries)
+        many = client.search(queries, top_k=3)
+        assert len(many) == len(queries)
+        assert [[h.id for h in hits] for hits in many[-3:]] == [[h.id for h in hits] for hits in
+                                                              client.search(queries[-3:], top_k=3)]
+
+    async def run() -> list[list[object]]:
+        async with AsyncClient(rag_server.endpoints.grpc) as client:
+            return await client.search(queries, top_k=3)
+
+    assert [[h.id for h in hits] for hits in asyncio.run(run())] == [[h.id for h in hits] for hits in many]
