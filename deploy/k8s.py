@@ -734,6 +734,10 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
             f"KServe mounts the repository at /mnt/models, where these paths do not exist: {'; '.join(mounted)}; "
             "deploy it as manifests or helm, or build with engine_dir_in_container naming where the pods have it"
         ))], "cannot deploy (nothing was written)")
+    if fmt == "kserve" and options.gateway:  # accepted and ignored: no gateway object was rendered
+        raise DeployError([Problem("--gateway", (
+            "--format kserve renders the InferenceService only: deploy the gateway with --format manifests or helm"
+        ))], "cannot deploy (nothing was written)")
     if fmt == "kserve" and len(host := f"{values['name']}-predictor-{values['namespace']}") > 63:
         # KServe names the predictor's host <name>-predictor-<namespace>, one DNS label: it cannot reconcile a longer
         raise DeployError([Problem("--name", (

@@ -167,11 +167,11 @@ def _replicas_problems(replicas: int | None, settings: DeploySettings) -> list[P
     if not 1 <= replicas <= MAX_REPLICAS:
         return [Problem("--replicas", f"{replicas}: give 1 to {MAX_REPLICAS} (Kubernetes' int32)")]
     scaling = settings.autoscaling
-    if scaling.enabled and not scaling.min_replicas <= replicas <= scaling.max_replicas:
-        # the autoscaler would move it into its range at once: the flag would not do what it says
+    if scaling.enabled:
+        # the HorizontalPodAutoscaler owns the count (no replicas is rendered): the flag would do nothing
         return [Problem("--replicas", (
-            f"{replicas} is outside deploy.autoscaling's {scaling.min_replicas}-{scaling.max_replicas} replicas, which "
-            "the HorizontalPodAutoscaler keeps: change min_replicas/max_replicas in the spec, or set "
-            "autoscaling.enabled: false"
+            f"{replicas}: the spec's deploy.autoscaling is enabled, and its HorizontalPodAutoscaler keeps "
+            f"{scaling.min_replicas}-{scaling.max_replicas} replicas: change min_replicas/max_replicas in the spec, "
+            "or set autoscaling.enabled: false to fix the count"
         ))]
     return []

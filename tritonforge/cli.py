@@ -180,7 +180,8 @@ def serve(
     tritonserver: Annotated[Path | None, typer.Option(help="an external tritonserver binary", parser=path_arg)] = None,
     admin_key: Annotated[
         str | None,
-        typer.Option(help="key for Triton's model-repository and shared-memory APIs (default: generated, printed)"),
+        typer.Option(help="key for Triton's model-repository, shared-memory, logging and trace APIs (default: "
+                          "generated, printed)"),
     ] = None,
     open_admin: Annotated[
         bool, typer.Option("--no-admin-key", help="leave model loading/unloading open to anyone who can connect")
@@ -353,7 +354,8 @@ def bench(
     max_error_rate: Annotated[
         float,
         typer.Option(
-            help="fail (exit 1) when a level's failed requests exceed this share of those sent, 0..1 (1: never)"
+            help="fail (exit 1) when a level's failed requests exceed this share of those sent, 0..1 (1: only a "
+            "level with no successful request fails)"
         ),
     ] = DEFAULT_MAX_ERROR_RATE,
 ) -> None:

@@ -778,7 +778,8 @@ def test_replicas_are_one_or_more_and_zero_is_not_the_default(cpu_repo: Path, tm
     for bad in (0, -1):
         refused = _refused(cpu_repo, tmp_path / "out", _options(replicas=bad))
         assert any(p.where == "--replicas" and f"{bad}: give 1 to 2147483647" in p.message for p in refused.problems)
-    assert build_values(cpu_repo, _options(replicas=3))["replicas"] == 3
+    fixed = _repo_with_deploy(cpu_repo, tmp_path, {"autoscaling": {"enabled": False}})
+    assert build_values(fixed, _options(replicas=3))["replicas"] == 3
     from typer.testing import CliRunner
 
     from tritonforge.cli import app
@@ -1122,3 +1123,11 @@ def test_deploy_needs_only_the_deploy_extra(cpu_repo: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_kserve_with_a_gateway_is_refused_not_dropped(cpu_repo: Path, tmp_path: Path) -> None:
+    """Found by a docs audit: --format kserve --gateway wrote the InferenceService only and said nothing."""
+    with pytest.raises(DeployError, match="--format kserve renders the InferenceService only"):
+        deploy_k8s(cpu_repo, tmp_path / "out", _options(gateway=True, gateway_image="ghcr.io/a/g:1",
+                                                        gateway_api_keys_secret="k"), "kserve")
+    assert not (tmp_path / "out").exists()

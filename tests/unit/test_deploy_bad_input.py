@@ -48,7 +48,7 @@ def _refused(repo: Any, out: Any, options: Any) -> DeployError:
 
 
 def test_good_options_deploy_as_before(tmp_path: Path) -> None:
-    repo = _repo(tmp_path, deploy={"replicas": 2})
+    repo = _repo(tmp_path, deploy={"replicas": 2, "autoscaling": {"enabled": False}})
     report = deploy_k8s(repo, tmp_path / "out", _options(name="demo", gateway=False))
     assert "deployment.yaml" in report.files and report.values["replicas"] == 2
     assert deploy_k8s(str(repo), str(tmp_path / "out2"), _options(replicas=3)).values["replicas"] == 3
@@ -219,7 +219,9 @@ def test_replicas_the_autoscaler_would_undo_and_gateway_flags_without_a_gateway(
     repo = _repo(tmp_path)
     many = _refused(repo, tmp_path / "out", _options(replicas=10))
     assert [p.where for p in many.problems] == ["--replicas"]
-    assert "outside deploy.autoscaling's 1-4 replicas" in many.problems[0].message
+    assert "the spec's deploy.autoscaling is enabled" in many.problems[0].message
+    within = _refused(repo, tmp_path / "out", _options(replicas=3))  # in range, but the HPA owns the count
+    assert [p.where for p in within.problems] == ["--replicas"]
     huge = _refused(repo, tmp_path / "out", _options(replicas=2**31))
     assert "give 1 to 2147483647" in huge.problems[0].message
     stray = _refused(repo, tmp_path / "out", _options(gateway=False, gateway_image="gw:1", gateway_api_keys_secret="k"))
