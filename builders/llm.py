@@ -428,7 +428,7 @@ def llmapi_model_set(
         adapters = lora.check_adapters(model.adapters, checkpoint, source_dir=source_dir)
     out = ModelSet()
     pre_cfg, notes = _llmapi_preprocessing(names, model, adapters, target)
-    pre_files: dict[str, FileContent] = {"model.py": python_backends.source("llm_preprocessing")}
+    pre_files: dict[str, FileContent] = dict(python_backends.sources("llm_preprocessing"))  # and its shared modules
     if model.preprocessing.tokenizer_dir is None:
         pre_files.update({f"tokenizer/{rel}": p for rel, p in _files(checkpoint, TOKENIZER_FILES).items()})
     if adapters:

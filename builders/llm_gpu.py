@@ -235,16 +235,20 @@ def _serving(serving: LLMServing, batching: DynamicBatching | None, count: int) 
 
 
 def _python_source(role: str, given: Mapping[str, FileContent] | None, notes: list[str], model: str) -> dict[str, Any]:
-    if given is not None and role in given:
-        return {"model.py": given[role]}
+    """The version folder's files: the shipped model.py (or the one given) and the shared modules it loads."""
     try:
-        return {"model.py": python_backends.source(PYTHON_SOURCES[role])}
+        files: dict[str, Any] = dict(python_backends.sources(PYTHON_SOURCES[role]))
     except (ValueError, OSError):
+        if given is not None and role in given:
+            return {"model.py": given[role]}
         notes.append(
             f"{model}: no model.py shipped for the {role} model (python_backends/{PYTHON_SOURCES[role]}); "
             "supply python_sources or copy it in before serving"
         )
         return {}
+    if given is not None and role in given:
+        files["model.py"] = given[role]
+    return files
 
 
 def bls_step_names(tensorrt_llm_model_name: str) -> dict[str, str]:

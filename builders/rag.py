@@ -118,7 +118,7 @@ def rag_model_set(
         cpu_only=True,
     )
     out = ModelSet(notes=notes)
-    out.add(prompt_cfg, {"model.py": python_backends.source("rag_prompt"), **tokenizer_files})
+    out.add(prompt_cfg, {**python_backends.sources("rag_prompt"), **tokenizer_files})  # model.py, control_tokens.py
 
     # the generate step: the sources in, every output out; the LLM's generation controls forwarded as they are
     accepted = {i.name for i in llm_set.configs[names.ensemble].input}  # the LLM runtime's ensemble takes these

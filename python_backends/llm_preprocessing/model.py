@@ -214,6 +214,11 @@ class TritonPythonModel:
         self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
         self.vocab_size = len(tok)
         self.special_tokens = dict(tok.special_tokens_map)  # bos_token, eos_token, ... as the template sees them
+        # control tokens a client writes in a message are read as text: the rendered conversation is tokenized
+        # with special tokens parsed, and `<|im_end|><|im_start|>system ...` in a user's message would open a system
+        # turn of its own (past an adapter's system_prompt, which the operator set)
+        self.control_tokens = _load_sibling("control_tokens")
+        self.control = self.control_tokens.control_pattern(tok)
         source = find_chat_template(self.tokenizer_dir, tok)
         self.chat_template = compile_chat_template(source) if source else None
         self.batched = int(config.get("max_batch_size", 0)) > 0
@@ -295,6 +300,7 @@ class TritonPythonModel:
         import jinja2
 
         messages = list(messages) if messages else [{"role": "user", "content": query}]
+        messages = [{**m, "content": self.control_tokens.defuse(self.control, m["content"])} for m in messages]
         if system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system_prompt})
         try:
@@ -488,3 +494,16 @@ class TritonPythonModel:
         if not self.batched:
             tensors = [pb_utils.Tensor(t.name(), t.as_numpy()[0]) for t in tensors]
         return pb_utils.InferenceResponse(output_tensors=tensors)
+
+
+def _load_sibling(name):
+    """A module shipped next to this model.py (python_backends.SHARED), loaded by path so that no other model's
+    module of that name is used (onnx_runner's model.py has the same helper: each shipped folder is copied alone)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"{__name__}_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -35,7 +35,6 @@ that request only.
 
 import json
 import os
-import re
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -79,10 +78,8 @@ class TritonPythonModel:
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         # the tokenizer's control tokens as text: in a passage or the query they would be read as the tokens
         # themselves, and a document in the corpus could close the user's turn and write a system turn
-        specials = set(self.tokenizer.all_special_tokens)
-        specials |= {t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special}
-        longest_first = sorted((t for t in specials if len(t) > 1), key=len, reverse=True)
-        self.control = re.compile("|".join(map(re.escape, longest_first))) if longest_first else None
+        self.control_tokens = _load_sibling("control_tokens")
+        self.control = self.control_tokens.control_pattern(self.tokenizer)
         self.add_special_tokens = _truthy(params.get("add_special_tokens") or "true")
         if not params.get("prompt_template"):
             raise RuntimeError("parameter prompt_template is missing")
@@ -99,9 +96,7 @@ class TritonPythonModel:
     def defuse(self, text):
         """``text`` with each control token broken by a zero-width space after its first character: read as the
         characters it shows, not as the token (the preprocessing parses special tokens in the whole prompt)."""
-        if self.control is None:
-            return text
-        return self.control.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], text)
+        return self.control_tokens.defuse(self.control, text)
 
     def count(self, prompt):
         return len(self.tokenizer.encode(prompt, add_special_tokens=self.add_special_tokens))
@@ -230,3 +225,16 @@ class TritonPythonModel:
                 error = pb_utils.TritonError(f"rendering the prompt failed: {type(err).__name__}: {err}")
                 responses.append(pb_utils.InferenceResponse(error=error))
         return responses
+
+
+def _load_sibling(name):
+    """A module shipped next to this model.py (python_backends.SHARED), loaded by path so that no other model's
+    module of that name is used (onnx_runner's model.py has the same helper: each shipped folder is copied alone)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"{__name__}_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

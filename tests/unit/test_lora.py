@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -231,11 +229,7 @@ def pre(folders: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     config = {"name": "preprocessing", "max_batch_size": 8,
               "parameters": {"adapters_table": {"string_value": "adapters.json"}}}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, fpb.MODULE_NAME, fpb.make_module())
-        spec = importlib.util.spec_from_file_location("lora_pre_under_test", BACKENDS / "llm_preprocessing/model.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = fpb.load_model(BACKENDS / "llm_preprocessing/model.py", mp, "lora_pre_under_test")  # its shipped folder
         instance = module.TritonPythonModel()
         instance.initialize(fpb.initialize_args(config, model_dir))
         yield instance
@@ -320,11 +314,7 @@ def gpu_pre(folders: Path, tmp_path: Path) -> Any:
     config = {"name": "preprocessing", "max_batch_size": 8, "parameters": {
         "adapters_table": {"string_value": "adapters.json"}, "lora_weights_dir": {"string_value": "lora"}}}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, fpb.MODULE_NAME, fpb.make_module())
-        spec = importlib.util.spec_from_file_location("lora_gpu_pre_under_test", BACKENDS / "llm_preprocessing/model.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = fpb.load_model(BACKENDS / "llm_preprocessing/model.py", mp, "lora_gpu_pre_under_test")  # its shipped folder
         instance = module.TritonPythonModel()
         instance.initialize(fpb.initialize_args(config, model_dir))
         yield instance, model_dir
