@@ -90,13 +90,10 @@ class GatewayModels:
         return cls.parse(entries) if entries else None
 
     def entries(self) -> list[str]:
-        """The ``--model`` values that give these models back through ``parse``."""
-        found = []
-        for model_id, kind, ensemble in self.ids():
-            engine = self.engine_models.get(model_id) if kind == "chat" else None
-            at = f"@{engine}" if engine and engine != DEFAULT_ENGINE_MODEL else ""
-            found.append(f"{kind}:{model_id}={ensemble}{at}")
-        return found
+        """The ``--model`` values that give these models back through ``parse`` (the build record's format)."""
+        recorded = {"chat": self.chat, "embeddings": self.embeddings, "rerank": self.rerank,
+                    "engine_models": self.engine_models}
+        return gateway_model_entries({"gateway_models": recorded})
 
 
 def split_problems(

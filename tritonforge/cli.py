@@ -56,13 +56,9 @@ def _target(value: str | None) -> Literal["cpu", "gpu"] | None:
 
 def _random_stand_ins(repo: object) -> list[str]:
     """What a built repository serves from random weights (its tritonforge.json), to say so when serving it."""
-    import json
+    from tritonforge.build_manifest import read_build_manifest
 
-    try:
-        manifest = json.loads((Path(str(repo)) / "tritonforge.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    found = manifest.get("random_stand_ins") if isinstance(manifest, dict) else None
+    found = (read_build_manifest(str(repo)) or {}).get("random_stand_ins")
     return [str(s) for s in found] if isinstance(found, list) else []
 
 

@@ -4,7 +4,6 @@ that can be wrong, checked before anything starts."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,11 +128,9 @@ def prepare_gateway(
 
 def _recorded_gateway_models(repo: str | None) -> Any:
     """The gateway models a local repository's build recorded in its tritonforge.json, or None."""
+    from tritonforge.build_manifest import read_build_manifest
     from tritonforge.gateway import GatewayModels
 
-    path = Path(repo) / "tritonforge.json" if repo and "://" not in repo else None
-    try:
-        info = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else None
-    except (OSError, ValueError):
-        return None  # serve reports an unreadable repository itself; the gateway keeps its defaults
-    return GatewayModels.from_build_info(info) if isinstance(info, dict) else None
+    # an object-store repository has no local record; an unreadable one is serve's to report (defaults kept)
+    info = read_build_manifest(repo) if repo and "://" not in repo else None
+    return GatewayModels.from_build_info(info) if info is not None else None

@@ -355,6 +355,14 @@ def test_large_bodies_are_checked_off_the_event_loop() -> None:
     assert worst < 0.5, f"the event loop stalled {worst:.2f} s"
 
 
+def _embeddings_post(app: Any) -> dict[str, Any]:
+    """The ASGI scope of an authorised JSON POST to /v1/embeddings (its body comes from the test's receive)."""
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/v1/embeddings", "raw_path": b"/v1/embeddings", "query_string": b"", "root_path": "",
+            "headers": [(b"authorization", b"Bearer sk-user"), (b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 9000), "app": app}
+
+
 def test_a_client_hanging_up_during_its_upload_is_a_499_not_a_logged_500(caplog: pytest.LogCaptureFixture) -> None:
     """Found by a gateway audit: starlette's ClientDisconnect, raised while the body was read, was logged with a
     traceback as an unexpected error and counted as a 500 in tritonforge_gateway_requests_total."""
@@ -371,10 +379,7 @@ def test_a_client_hanging_up_during_its_upload_is_a_499_not_a_logged_500(caplog:
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-                 "path": "/v1/embeddings", "raw_path": b"/v1/embeddings", "query_string": b"", "root_path": "",
-                 "headers": [(b"authorization", b"Bearer sk-user"), (b"content-type", b"application/json")],
-                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 9000), "app": app}
+        scope = _embeddings_post(app)
         await app(scope, receive, send)
 
     with caplog.at_level("ERROR"):
@@ -401,10 +406,7 @@ def test_a_body_that_trickles_in_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> 
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-                 "path": "/v1/embeddings", "raw_path": b"/v1/embeddings", "query_string": b"", "root_path": "",
-                 "headers": [(b"authorization", b"Bearer sk-user"), (b"content-type", b"application/json")],
-                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 9000), "app": app}
+        scope = _embeddings_post(app)
         await asyncio.wait_for(app(scope, receive, send), 5)
 
     asyncio.run(run())
