@@ -61,7 +61,10 @@ def rag_ensemble(
     prompt step, which keeps the best TOP_N."""
     rerankers = [m for m in (pair_tokenizer, cross_encoder, select) if m is not None]
     members = [tokenizer, encoder, retriever, *rerankers, prompt, generate]
-    dag = Ensemble(name, max_batch_size=min(m.max_batch_size for m in members))
+    # One query per request: the generate step streams one answer (its sources first) for one prompt. Declaring
+    # more made Triton accept a batch of queries, run retrieval for all of them, then refuse them at that step.
+    # With 1, Triton refuses a larger batch up front ("batch-size must be <= 1").
+    dag = Ensemble(name, max_batch_size=min(1, *(m.max_batch_size for m in members)))
     dag.input("QUERY", "TYPE_STRING", [1])
     dag.input("TOP_K", "TYPE_INT32", [1], optional=True)
     dag.input("TOP_N", "TYPE_INT32", [1], optional=True)

@@ -123,6 +123,28 @@ def test_defaults_and_bad_requests(rag_server) -> None:
         client.rag("hi")
 
 
+def test_a_batch_of_queries_is_refused_before_retrieval_runs(rag_server) -> None:
+    """The generate step answers one query per request, so the ensemble declares max_batch_size 1: Triton refuses
+    two queries in one request up front, and the retriever never sees them."""
+    import numpy as np
+
+    from tritonforge.triton.connection import Connection
+
+    def retriever_requests(conn: Connection) -> int:
+        (stats,) = conn.statistics("passages_retriever")["model_stats"]
+        return int(stats["inference_stats"]["success"]["count"])
+
+    with Connection(rag_server.endpoints.grpc) as conn:
+        assert conn.model_config("rag")["max_batch_size"] == 1
+        before = retriever_requests(conn)
+        queries = np.array([[b"what makes thunder"], [b"why is the sky blue"]], dtype=object)
+        with pytest.raises(ClientError, match=r"batch-size must be <= 1"):
+            list(conn.stream_text("rag", {"QUERY": queries}))
+        assert retriever_requests(conn) == before
+    with Client(rag_server.endpoints.grpc) as client:
+        assert client.rag(QUERIES[1], max_tokens=4).sources  # the next good request is served
+
+
 def test_async_rag(rag_server) -> None:
     async def run() -> tuple[object, list[str], object]:
         async with AsyncClient(rag_server.endpoints.grpc) as client:
