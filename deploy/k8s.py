@@ -688,8 +688,10 @@ def helm_chart(values: dict[str, Any]) -> dict[str, bytes]:
 
 
 # image too: the repository was checked against it (its release's TensorRT-LLM and backends), and an override
-# such as --set image=...:24.05-... bypassed that check
-FIXED_VALUES = ("ports", "modelRepository", "gpus", "image")
+# such as --set image=...:24.05-... bypassed that check. name too: it is in the labels, selectors, the gateway's
+# --triton address and the adapter's rules, so --set name=b renamed the objects but left those pointing at the
+# first name; a second release in one namespace is rendered again with --name.
+FIXED_VALUES = ("ports", "modelRepository", "gpus", "image", "name")
 
 
 def _values_schema(values: dict[str, Any]) -> dict[str, Any]:

@@ -409,7 +409,8 @@ def test_helm_refuses_overriding_what_the_rendered_flags_hold_and_follows_the_re
         assert container["livenessProbe"]["tcpSocket"] == {"port": "http"} and container["resources"]["requests"]
         for override in ({"ports": {**values["ports"], "http": 9000}}, {"gpus": 2},
                          {"image": "nvcr.io/nvidia/tritonserver:24.05-trtllm-python-py3"},
-                         {"modelRepository": {**values["modelRepository"], "url": "s3://other/x"}}):
+                         {"modelRepository": {**values["modelRepository"], "url": "s3://other/x"}},
+                         {"name": "second"}):  # in labels, selectors and the gateway's address: render with --name
             with pytest.raises(Exception, match=next(iter(override))):
                 chart.render(override, name="r", namespace="prod")
         assert chart.render({"replicas": 3}, name="r", namespace="prod")  # what the templates read may change
