@@ -59,7 +59,9 @@ class QualityReport:
     cites_passage: float | None = None
     passage_given: float | None = None
     answers: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[dict[str, str]] = field(default_factory=list)  # {"id", "error"} of each rag call that failed
+    # {"id", "error", "pipeline"} of each call that failed: a search pipeline's (the question counts as a miss in
+    # its recall) or the rag model's (the question is left out of the answer shares)
+    failures: list[dict[str, str]] = field(default_factory=list)
     rerank_candidates: int = RERANK_CANDIDATES
 
     def met(self) -> dict[str, bool | None]:
@@ -177,8 +179,10 @@ def evaluate(
 ) -> QualityReport:
     """Run the question set against a served repository (gRPC ``url``).
 
-    A rag call that fails is recorded in ``failures`` (id, error) and the run goes on: one unloaded model or one
-    question too long for the context no longer discarded every other answer. The caller decides what a failure
+    A call that fails is recorded in ``failures`` (id, error, pipeline) and the run goes on: one unloaded model or
+    one question too long for the context no longer discarded every other answer. A search batch that fails is
+    asked again one question at a time; a question that still fails is a miss in that pipeline's recall. Only a
+    pipeline that failed for every question ends the run (QualityError). The caller decides what a failure
     means (the command line exits 1 when any question failed).
     """
     from tritonforge.clients import Client
@@ -194,15 +198,31 @@ def evaluate(
         if client.is_model_ready("search_rerank"):
             pipelines.append(("search_rerank", True))
         for name, rerank in pipelines:
-            hits = []
             top_k = max(RERANK_CANDIDATES, max(KS)) if rerank else max(KS)
-            try:
-                for start in range(0, len(questions), SEARCH_BATCH):  # within every ensemble's max_batch_size
-                    batch = [q.question for q in questions[start : start + SEARCH_BATCH]]
-                    hits += client.search(batch, top_k=top_k, rerank=rerank, top_n=max(KS) if rerank else None)
-            except ClientError as err:
-                raise QualityError(f"the {name} ensemble failed: {err}") from None
-            ranked = [[h.id for h in row] for row in hits]
+
+            def search(batch: list[Question], rerank: bool = rerank, top_k: int = top_k) -> list[list[str]]:
+                texts = [q.question for q in batch]
+                rows = client.search(texts, top_k=top_k, rerank=rerank, top_n=max(KS) if rerank else None)
+                return [[h.id for h in row] for row in rows]
+
+            ranked: list[list[str]] = []
+            failed: list[dict[str, str]] = []
+            for start in range(0, len(questions), SEARCH_BATCH):  # within every ensemble's max_batch_size
+                batch = questions[start : start + SEARCH_BATCH]
+                try:
+                    ranked += search(batch)
+                except ClientError:
+                    # one question alone, so a failing one costs only itself: it retrieved nothing (a miss in
+                    # every recall, which stays over the whole set) and is listed with its error
+                    for q in batch:
+                        try:
+                            ranked += search([q])
+                        except ClientError as err:
+                            ranked.append([])
+                            failed.append({"id": q.id, "error": str(err), "pipeline": name})
+            if len(failed) == len(questions):  # nothing was measured: the pipeline, not a question, is broken
+                raise QualityError(f"the {name} ensemble failed: {failed[0]['error']}")
+            report.failures += failed
             report.recall[name] = {f"recall@{k}": recall_at(ranked, truth, k) for k in KS}
         if not client.is_model_ready(rag_model):
             return report
@@ -211,7 +231,7 @@ def evaluate(
             try:
                 answer = client.rag(q.question, max_tokens=max_tokens, model=rag_model)
             except ClientError as err:
-                return {"id": q.id, "error": str(err)}
+                return {"id": q.id, "error": str(err), "pipeline": rag_model}
             sources = [s.id for s in answer.sources]
             return {"id": q.id, "answer": answer.text, "sources": sources,
                     "key_fact": contains_fact(answer.text, q.key_fact), "cites": cites(answer.text, q.passage),
@@ -220,7 +240,7 @@ def evaluate(
         with cf.ThreadPoolExecutor(concurrency) as pool:
             results = list(pool.map(ask, questions))
     report.answers = [r for r in results if "error" not in r]
-    report.failures = [r for r in results if "error" in r]
+    report.failures += [r for r in results if "error" in r]
     n = len(report.answers)
     if n:  # every question failed: no share to give (None), the failures say why
         report.key_fact = sum(a["key_fact"] for a in report.answers) / n
@@ -232,7 +252,7 @@ def evaluate(
 def report_table(report: QualityReport) -> Any:
     from rich.table import Table
 
-    failed = f", {len(report.failures)} rag call(s) failed" if report.failures else ""
+    failed = f", {len(report.failures)} call(s) failed" if report.failures else ""
     table = Table(title=f"quality over {report.questions} questions{failed}")
     for column in ("measure", "figure", "target", "met"):
         table.add_column(column)
@@ -252,6 +272,9 @@ def report_table(report: QualityReport) -> Any:
             passed = met.get(target_key) if target_key else None
             table.add_row(label, f"{share:.3f}", f">= {TARGETS[target_key]}" if target_key else "-",
                           "-" if passed is None else ("yes" if passed else "no"))
-    if report.failures:  # the shares above are over the questions answered
-        table.add_row("rag questions that failed (not in the shares)", str(len(report.failures)), "0", "no")
+    for pipeline in dict.fromkeys(f["pipeline"] for f in report.failures):
+        count = sum(f["pipeline"] == pipeline for f in report.failures)
+        # rag's shares are over the questions answered; a search's recall counts its failed questions as misses
+        left = "not in the shares" if pipeline not in report.recall else "misses in its recall"
+        table.add_row(f"{pipeline} questions that failed ({left})", str(count), "0", "no")
     return table

@@ -103,7 +103,7 @@ def test_the_quality_cli_exits_1_when_a_question_failed_and_writes_the_json(
     questions = tmp_path / "q.jsonl"
     questions.write_text('{"id": "a", "question": "?", "passage": "p", "key_fact": "f"}\n')
     report = quality.QualityReport(questions=2, key_fact=1.0, cites_passage=0.0, passage_given=1.0,
-                                   answers=[{"id": "a"}], failures=[{"id": "b", "error": "model 'rag' is gone"}])
+                                   answers=[{"id": "a"}], failures=[{"id": "b", "error": "model 'rag' is gone", "pipeline": "rag"}])
     monkeypatch.setattr(quality, "evaluate", lambda *a, **k: report)
     out = tmp_path / "q.json"
     result = CliRunner().invoke(
@@ -113,4 +113,4 @@ def test_the_quality_cli_exits_1_when_a_question_failed_and_writes_the_json(
     assert result.exit_code == 1
     assert "b: model 'rag' is gone" in result.output and "1 of 2 question(s) failed" in result.output
     data = json.loads(out.read_text())
-    assert data["failed"] == 1 and data["failures"] == [{"id": "b", "error": "model 'rag' is gone"}]
+    assert data["failed"] == 1 and data["failures"] == [{"id": "b", "error": "model 'rag' is gone", "pipeline": "rag"}]

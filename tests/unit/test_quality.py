@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pytest
 
-from tritonforge.errors import ContextLengthError
+from tritonforge.errors import ContextLengthError, InvalidInputError
 from tritonforge.quality import (
     RERANK_CANDIDATES,
     QualityError,
@@ -22,6 +22,7 @@ from tritonforge.quality import (
     load_questions,
     normalise,
     recall_at,
+    report_table,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,6 +177,8 @@ class _FakeClient:
 
     def search(self, batch: list[str], top_k: int | None, rerank: bool, top_n: int | None) -> list[list[object]]:
         self.searches.append((rerank, top_k, top_n))
+        if "unsearchable" in batch:
+            raise InvalidInputError("model 'search': the question cannot be searched")
         return [[SimpleNamespace(id=f"p{i}") for i in range(top_n or top_k or 0)] for _ in batch]
 
     def rag(self, question: str, max_tokens: int, model: str) -> object:
@@ -194,10 +197,36 @@ def test_a_failed_rag_question_is_recorded_and_the_others_are_kept(monkeypatch: 
     ]
     report = evaluate("127.0.0.1:9", questions)
     assert [a["id"] for a in report.answers] == ["a", "c"]
-    assert report.failures == [{"id": "b", "error": "model 'rag': the prompt does not fit the model's context"}]
+    assert report.failures == [
+        {"id": "b", "error": "model 'rag': the prompt does not fit the model's context", "pipeline": "rag"}
+    ]
     assert report.key_fact == 0.5 and report.cites_passage == 1.0 and report.passage_given == 1.0
     data = report.as_dict()
     assert data["failed"] == 1 and data["failures"][0]["id"] == "b"
     # the reranker chooses 5 of RERANK_CANDIDATES: asked for 5 candidates, it could only reorder search's 5
     assert (False, 5, None) in _FakeClient.searches
     assert (True, RERANK_CANDIDATES, 5) in _FakeClient.searches and RERANK_CANDIDATES > 5
+
+
+def test_a_failed_search_question_is_a_recorded_miss_and_the_run_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing search batch ended the whole run; now the batch is asked again one question at a time, and the
+    question that still fails counts as a miss in that pipeline's recall (which stays over the whole set)."""
+    import tritonforge.clients
+
+    monkeypatch.setattr(tritonforge.clients, "Client", _FakeClient)
+    _FakeClient.searches = []
+    questions = [Question(str(i), f"q {i}", "p0", "42") for i in range(10)]
+    questions[3] = Question("3", "unsearchable", "p0", "42")
+    report = evaluate("127.0.0.1:9", questions)
+    assert report.recall["search"]["recall@1"] == 0.9 and report.recall["search_rerank"]["recall@1"] == 0.9
+    assert report.failures == [
+        {"id": "3", "error": "model 'search': the question cannot be searched", "pipeline": name}
+        for name in ("search", "search_rerank")
+    ]
+    assert len(report.answers) == 10  # rag answered every question, the unsearchable one too
+    rows = [row.plain if hasattr(row, "plain") else str(row) for row in report_table(report).columns[0].cells]
+    assert "search questions that failed (misses in its recall)" in rows
+
+    _FakeClient.searches = []
+    with pytest.raises(QualityError, match="the search ensemble failed: model 'search': the question"):
+        evaluate("127.0.0.1:9", [Question("x", "unsearchable", "p0", "42")])
