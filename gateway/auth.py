@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
 import os
-import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 
 from tritonforge.errors import OptionError, unreadable
+from tritonforge.gateway.file_watch import FileState, FileWatch
 from tritonforge.triton.options import is_loopback  # re-exported: the CLI checks the gateway's bind address
 
 ENV_VAR = "TRITONFORGE_API_KEYS"
 CHECK_SECONDS = 1.0  # a key file is looked at (stat) at most this often
-SETTLE_SECONDS = 0.3  # and read once it has not changed for this long (a rewrite in place is read half-done)
 LOG = logging.getLogger(__name__)
 
 __all__ = ["ENV_VAR", "KeyChecker", "is_loopback", "load_api_keys", "parse_env_keys", "parse_key_file"]
@@ -55,14 +53,6 @@ def parse_key_file(path: str | Path) -> list[str]:
     return keys
 
 
-def _stat_of(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)  # follows links: a Kubernetes Secret's file is a link swapped on update
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
 def parse_env_keys(value: str | None) -> list[str]:
     """The keys of ``TRITONFORGE_API_KEYS``: comma separated, whitespace around each trimmed, empties dropped."""
     return _clean((value or "").split(","))
@@ -80,7 +70,7 @@ class KeyChecker:
     """Checks ``Authorization`` header values against a set of keys in constant time (per configured key).
 
     With ``path``, the keys are the file's (and ``keys``, e.g. the environment's) and the file is read again when
-    it changes (checked at most once a second, read once it has not changed for SETTLE_SECONDS): a key revoked
+    it changes (checked at most once a second, read once it has settled, see file_watch): a key revoked
     or rotated in the file (a Kubernetes Secret updates its mounted file in place) took a restart. A file that
     becomes unreadable or empty keeps the keys it had: it never opens the gateway."""
 
@@ -88,13 +78,10 @@ class KeyChecker:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._fixed = _clean(keys or ())
         self.path = Path(path) if path is not None else None
-        self._clock = clock
-        self._next_check = -math.inf
-        self._stat: tuple[int, int, int] | None = None
-        self._lock = threading.Lock()
         self._keys: tuple[bytes, ...] = ()
+        self._watch: FileWatch | None = None
         if self.path is not None:
-            self._stat = _stat_of(self.path)
+            self._watch = FileWatch(self.path, self._file_changed, interval=CHECK_SECONDS, clock=clock)
             self._set([*parse_key_file(self.path), *self._fixed])
         else:
             self._set(self._fixed)
@@ -104,26 +91,21 @@ class KeyChecker:
 
     def refresh(self) -> None:
         """Read the key file again if it changed (a bad file is logged; the keys stay)."""
-        if self.path is None or self._clock() < self._next_check:
-            return
-        with self._lock:
-            if self._clock() < self._next_check:
-                return
-            self._next_check = self._clock() + CHECK_SECONDS
-            stat = _stat_of(self.path)
-            if stat == self._stat or stat is None:  # unchanged, or gone for now (a Secret's update swaps a link)
-                return
-            if 0 <= time.time() - stat[0] / 1e9 < SETTLE_SECONDS:
-                return  # still being written
-            try:
-                keys = parse_key_file(self.path)
-            except ValueError as err:
-                LOG.error("keeping the previous API keys: %s", err)
-                self._stat = stat
-                return
-            self._stat = stat
-            self._set([*keys, *self._fixed])
-            LOG.info("API keys re-read from %s: %d key(s)", self.path, len(self._keys))
+        if self._watch is not None:
+            self._watch.poll()
+
+    def _file_changed(self, state: FileState | None) -> bool:
+        assert self.path is not None
+        if state is None:
+            return False  # gone for now (a Secret's update swaps a link): the keys stay, and it is looked at again
+        try:
+            keys = parse_key_file(self.path)
+        except ValueError as err:
+            LOG.error("keeping the previous API keys: %s", err)
+            return True
+        self._set([*keys, *self._fixed])
+        LOG.info("API keys re-read from %s: %d key(s)", self.path, len(self._keys))
+        return True
 
     @property
     def enabled(self) -> bool:

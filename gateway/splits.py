@@ -35,8 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import os
 import random
 import threading
 import time
@@ -64,11 +62,11 @@ __all__ = [
 ]
 
 from tritonforge.errors import SplitConfigError, unreadable
+from tritonforge.gateway.file_watch import FileState, FileWatch
 from tritonforge.values import is_real
 from tritonforge.yaml_text import load_yaml
 
 LOG = logging.getLogger(__name__)
-SETTLE_SECONDS = 0.3  # a split file changed this recently may still be being written: it is read at a later check
 BUCKETS = 10_000  # sticky assignment resolution: 0.01 % of traffic
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
@@ -403,8 +401,10 @@ class SplitRouter:
         self.clock = clock
         self._lock = threading.RLock()
         self._splits: dict[str, SplitState] = {}
-        self._mtime: tuple[int, int] | None = None
-        self._next_check = -math.inf
+        self._watch = (
+            None if self.path is None
+            else FileWatch(self.path, self._file_changed, interval=check_interval, clock=clock)
+        )
         self.source = "(none)"
         self.last_error: str | None = None
         self.reloads = 0
@@ -448,20 +448,13 @@ class SplitRouter:
             LOG.info("splits from %s: %s (new or changed: %s)", source, ", ".join(fresh) or "none", ", ".join(started))
         return started
 
-    def _stat(self) -> tuple[int, int] | None:
-        assert self.path is not None
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
-
     def reload(self) -> list[str]:
         """Re-read the file now (SplitConfigError if it is bad: the current configuration keeps serving)."""
         if self.path is None:
             raise ValueError("this router has no file to reload")
         with self._lock:
-            self._mtime = self._stat()
+            assert self._watch is not None
+            self._watch.take()
             try:
                 config = load_splits(self.path)
             except SplitConfigError as err:
@@ -472,24 +465,15 @@ class SplitRouter:
 
     def maybe_reload(self) -> None:
         """Re-read the file if it changed (at most one ``stat`` per ``check_interval``); a bad file is logged."""
-        if self.path is None:
-            return
-        now = self.clock()
-        if now < self._next_check:
-            return
-        with self._lock:
-            if now < self._next_check:
-                return
-            self._next_check = now + self.check_interval
-            stat = self._stat()
-            if stat == self._mtime:
-                return
-            if stat is not None and 0 <= time.time() - stat[0] / 1e9 < SETTLE_SECONDS:
-                return  # still being written (a rewrite in place is read half-done): read it at a later check
-            try:
-                self.reload()
-            except SplitConfigError as err:
-                LOG.error("keeping the previous splits: %s", err)
+        if self._watch is not None:
+            self._watch.poll()
+
+    def _file_changed(self, _state: FileState | None) -> bool:
+        try:
+            self.reload()  # a file that is gone is an error too: logged, and the splits it held keep serving
+        except SplitConfigError as err:
+            LOG.error("keeping the previous splits: %s", err)
+        return True  # taken either way: a bad file is not read again until it changes
 
     # ------------------------------------------------------------------------------------------------ routing
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tritonforge.gateway import auth as gateway_auth
+from tritonforge.gateway import file_watch
 from tritonforge.gateway.auth import (
     ENV_VAR,
     KeyChecker,
@@ -145,6 +146,6 @@ def test_a_watched_key_file_is_read_again_when_it_changes_and_never_opens_the_ga
     path.write_text("sk-fresh\n")  # written just now: read at a later check, once it has settled
     now[0] += 2.0
     assert checker.check_header("Bearer sk-new")
-    time.sleep(gateway_auth.SETTLE_SECONDS + 0.05)
+    time.sleep(file_watch.SETTLE_SECONDS + 0.05)
     now[0] += 2.0
     assert checker.check_header("Bearer sk-fresh") and not checker.check_header("Bearer sk-new")

@@ -235,7 +235,7 @@ def test_a_file_rewritten_in_place_keeps_its_splits_and_their_guards(tmp_path: P
     came back reset. An empty file is refused, and a file changed within SETTLE_SECONDS is read at a later check."""
     import time
 
-    from tritonforge.gateway import splits as splits_module
+    from tritonforge.gateway import file_watch
 
     path = tmp_path / "splits.yaml"
     _write(path, _file_config(50, 50, guard={"window": 2, "min_requests": 1}))
@@ -249,10 +249,10 @@ def test_a_file_rewritten_in_place_keeps_its_splits_and_their_guards(tmp_path: P
     assert router.get("canary") is state and "the file is empty" in (router.status()["last_error"] or "")
     path.write_text(_yaml(_file_config(50, 50, guard={"window": 2, "min_requests": 1}))[:40])  # half-written
     assert router.get("canary") is state  # just written: not read yet
-    time.sleep(splits_module.SETTLE_SECONDS + 0.05)
+    time.sleep(file_watch.SETTLE_SECONDS + 0.05)
     _write(path, _file_config(50, 50, guard={"window": 2, "min_requests": 1}))  # the same content, whole
     assert router.get("canary") is state  # still settling
-    time.sleep(splits_module.SETTLE_SECONDS + 0.05)
+    time.sleep(file_watch.SETTLE_SECONDS + 0.05)
     assert router.get("canary") is state and state.tripped and router.status()["last_error"] is None
 
 
