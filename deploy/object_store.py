@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tritonforge.errors import DeployError
+from tritonforge.file_hash import file_sha256
 
 MANIFEST_KEY = ".tritonforge-push.json"
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-]+:\d{1,5}$")
@@ -99,14 +100,6 @@ class PushReport:
     deleted: tuple[str, ...]
     bytes_sent: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def repository_files(repo: Path) -> dict[str, Path | None]:
@@ -222,7 +215,7 @@ def _push(
         manifest: dict[str, dict[str, Any]] = {}
         to_send: list[tuple[str, Path | None, str]] = []
         for rel, path in local.items():
-            sha = _sha256(path) if path is not None else hashlib.sha256(b"").hexdigest()
+            sha = file_sha256(path) if path is not None else hashlib.sha256(b"").hexdigest()
             was, obj = recorded.get(rel, {}), remote.get(target.key(rel))
             if (
                 obj is not None

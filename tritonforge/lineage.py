@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tritonforge.file_hash import file_sha256
+
 LINEAGE_FILE = "lineage.json"
 
 
@@ -25,11 +27,7 @@ def file_or_folder_hash(path: Path) -> str:
     path = Path(path)
     if path.is_dir():
         return checkpoint_hash(path)
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def version_content_hash(folder: Path) -> str:

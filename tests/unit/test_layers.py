@@ -118,6 +118,7 @@ SPEC_LEVEL = ["tritonforge/spec.py", "tritonforge/spec_base.py", "tritonforge/sp
                "tritonforge/errors.py", "tritonforge/config_io.py",
               "tritonforge/rate_limit.py",  # the spec's deploy section and the validator share its RateLimit
               "tritonforge/values.py",  # is_whole: every layer's whole-number arguments
+              "tritonforge/file_hash.py",  # file_sha256: builders, deploy and releases fingerprint files
               "tritonforge/yaml_text.py",  # the spec's and the split files' YAML reading
               *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tritonforge" / "trtllm").glob("*.py"))]
 
