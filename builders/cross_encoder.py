@@ -23,6 +23,7 @@ Heavy libraries (torch, transformers, onnx, onnxruntime) are imported inside the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -30,12 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tritonforge.errors import BuildError
+from tritonforge.errors import BuildError, QuantizationGateError
 from tritonforge.values import is_real, is_whole
 
 from . import onnx_common as common
 from .checkpoints import checkpoint_hash, default_cache_dir, validate_checkpoint
 from .onnx_common import OPSET, PRECISIONS
+from .quantization_gate import FORCED
 
 BUILDER = "cross-encoder"
 BUILDER_VERSION = "1"  # part of every content hash: bump it when the export, parity or quantisation recipe changes
@@ -153,7 +155,7 @@ def export_cross_encoder(
         },
     )
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return common.cached_build(
+    artifact = common.cached_build(
         root / BUILDER / content_hash,
         load=_load_cached,
         build=lambda tmp_dir: _build(
@@ -172,6 +174,7 @@ def export_cross_encoder(
         check=lambda artifact: _check_thresholds(artifact, parity_tolerance, max_quantized_diff, force),
         say=say,
     )
+    return _with_gate_notes(artifact, max_quantized_diff, force)
 
 
 def load_artifact(directory: Path) -> CrossEncoderArtifact:
@@ -290,7 +293,7 @@ def _build(
         t0 = time.perf_counter()
         parameters = common.torch_parameters("scoring", precision, activation=activation)
         (reduced,) = common.torch_runner(checkpoint, parameters).run([OUTPUT_NAME], feeds)
-        quant_diff = _gate(checkpoint, precision, reduced, served, max_quantized_diff, force, notes)
+        quant_diff = _gate(precision, reduced, served, max_quantized_diff, force)
         timings["quantize_s"] = time.perf_counter() - t0
     elif fp32_path is None:
         note = common.torch_precision_note(precision)
@@ -305,7 +308,7 @@ def _build(
         if note:
             notes.append(note)
         if quant_out is not None:
-            quant_diff = _gate(checkpoint, precision, quant_out, served, max_quantized_diff, force, notes)
+            quant_diff = _gate(precision, quant_out, served, max_quantized_diff, force)
         timings["quantize_s"] = time.perf_counter() - t0
 
     return {
@@ -335,22 +338,31 @@ def _build(
     }
 
 
-def _gate(
-    checkpoint: Path, precision: str, reduced: Any, fp32: Any, max_quantized_diff: float, force: bool, notes: list[str]
-) -> float:
-    """The reduced model's largest score difference from fp32; BuildError above ``max_quantized_diff`` (NaN
-    included) unless ``force`` (then noted)."""
+def _gate(precision: str, reduced: Any, fp32: Any, max_quantized_diff: float, force: bool) -> float:
+    """The reduced model's largest score difference from fp32; QuantizationGateError above ``max_quantized_diff``
+    (NaN included) unless ``force``. A forced pass is noted by export_cross_encoder on each call: the artifact is
+    cached, and a later call's threshold may differ."""
     import numpy as np
 
     diff = float(np.abs(reduced - fp32).max())
-    if not diff <= max_quantized_diff:
-        if not force:
-            raise BuildError(
-                f"{checkpoint}: {precision} model's scores differ from fp32 by up to {diff:.6f} "
-                f"> max_quantized_diff {max_quantized_diff}; pass force=True to accept it"
-            )
-        notes.append(f"{precision} max abs score diff {diff:.6f} is above {max_quantized_diff}, accepted (force)")
+    if (problems := _gate_problems(precision, diff, max_quantized_diff)) and not force:
+        raise QuantizationGateError(problems)
     return diff
+
+
+def _gate_problems(precision: str, diff: float | None, max_quantized_diff: float) -> list[str]:
+    if diff is None or diff <= max_quantized_diff:
+        return []
+    return [f"{precision} model's scores differ from fp32 by up to {diff:.6f} > max_quantized_diff "
+            f"{max_quantized_diff}"]
+
+
+def _with_gate_notes(artifact: CrossEncoderArtifact, max_quantized_diff: float, force: bool) -> CrossEncoderArtifact:
+    """The artifact's notes with this call's forced gate failure (a cached artifact's notes may hold the threshold
+    of the build that made it: artifacts from before this rule recorded it)."""
+    kept = tuple(n for n in artifact.notes if not n.endswith(FORCED) and not n.endswith(", accepted (force)"))
+    problems = _gate_problems(artifact.precision, artifact.quantized_max_abs_diff, max_quantized_diff)
+    return dataclasses.replace(artifact, notes=kept + (tuple(f"{p}{FORCED}" for p in problems) if force else ()))
 
 
 def _check_num_labels(checkpoint: Path) -> None:
@@ -507,9 +519,6 @@ def _check_thresholds(
 ) -> None:
     """A cached artifact must satisfy this call's thresholds too (it may have been built with looser ones)."""
     common.recheck_parity(artifact.directory, artifact.parity_max_abs_diff, parity_tolerance)
-    diff = artifact.quantized_max_abs_diff
-    if diff is not None and not diff <= max_quantized_diff and not force:
-        raise BuildError(
-            f"{artifact.directory}: {artifact.precision} model's scores differ from fp32 by up to {diff:.6f} "
-            f"> max_quantized_diff {max_quantized_diff}; pass force=True to accept it"
-        )
+    problems = _gate_problems(artifact.precision, artifact.quantized_max_abs_diff, max_quantized_diff)
+    if problems and not force:
+        raise QuantizationGateError(problems)

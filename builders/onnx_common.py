@@ -15,6 +15,7 @@ Heavy libraries (torch, transformers, onnx, onnxruntime) are imported inside the
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import shutil
@@ -377,25 +378,28 @@ def torch_precision_note(precision: str) -> str | None:
     )
 
 
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+@functools.cache
+def _cores() -> Any:
+    from tritonforge import python_backends
+
+    return python_backends.load_module("onnx_runner", "cores")  # the shipped runners' copy of the flag rule
+
+
+BF16_FLAGS: tuple[str, ...] = _cores().BF16_FLAGS
 CPUINFO = Path("/proc/cpuinfo")  # the one place this machine's CPU flags are read from (tests point it elsewhere)
 
 
 def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str] | None:
     """The flags of ``cpuinfo`` (default: this machine's /proc/cpuinfo); None when they cannot be read (not Linux)."""
-    try:
-        text = (cpuinfo or CPUINFO).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
-    return frozenset(flags) if flags else None
+    flags: frozenset[str] | None = _cores().cpu_flags(str(cpuinfo or CPUINFO))
+    return flags
 
 
 def native_bf16(cpuinfo: Path | None = None) -> bool | None:
     """Whether this machine's CPU computes bf16 natively (AMX or AVX512-BF16 in /proc/cpuinfo's flags); without them
     PyTorch emulates bf16, slower than fp32. None when the flags cannot be read (not Linux)."""
-    flags = cpu_flags(cpuinfo)
-    return None if flags is None else any(flag in flags for flag in BF16_FLAGS)
+    native: bool | None = _cores().native_bf16(str(cpuinfo or CPUINFO))
+    return native
 
 
 def amx_bf16(cpuinfo: Path | None = None) -> bool:

@@ -19,6 +19,7 @@ Heavy libraries (torch, transformers, onnx, onnxruntime) are imported inside the
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonforge.errors import BuildError
+from tritonforge.errors import BuildError, QuantizationGateError
 from tritonforge.values import is_whole
 
 from . import onnx_common as common
@@ -38,6 +39,7 @@ from .checkpoints import (
     validate_checkpoint,
 )
 from .onnx_common import ENGINES, INPUT_ORDER, OPSET, PRECISIONS, STALE_TMP_SECONDS, TOKENIZER_FILES  # noqa: F401 (API)
+from .quantization_gate import FORCED
 
 BUILDER = "onnx-encoder"
 # part of every content hash: bump it when the export, parity or quantisation recipe changes
@@ -148,7 +150,7 @@ def export_encoder(
         },
     )
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return common.cached_build(
+    artifact = common.cached_build(
         root / BUILDER / content_hash,
         load=_load_cached,
         build=lambda tmp_dir: _build(
@@ -171,6 +173,7 @@ def export_encoder(
         ),
         say=say,
     )
+    return _with_gate_notes(artifact, (min_mean_cosine, min_search_overlap), force)
 
 
 def load_artifact(directory: Path) -> EncoderArtifact:
@@ -266,7 +269,7 @@ def _build(
         found = quantization_gate.measure(
             reference, reduced, out_dir / "tokenizer" / "tokenizer.json", input_names, OUTPUT_NAME, max_len
         )
-        _gate(checkpoint, found, precision, gate, force, notes)
+        _gate(found, precision, gate, force)
         return found
 
     if fp32_path is None and precision == "bf16":
@@ -327,19 +330,12 @@ def _build(
     }
 
 
-def _gate(
-    checkpoint: Path,
-    figures: quantization_gate.GateFigures,
-    precision: str,
-    gate: tuple[float, float],
-    force: bool,
-    notes: list[str],
-) -> None:
-    """BuildError when the reduced model fails the quantization gate, unless ``force`` (then noted)."""
+def _gate(figures: quantization_gate.GateFigures, precision: str, gate: tuple[float, float], force: bool) -> None:
+    """QuantizationGateError when the reduced model fails the quantization gate, unless ``force``. A forced pass
+    is noted by export_encoder on each call: the artifact is cached, and a later call's thresholds may differ."""
     problems = quantization_gate.gate_problems(figures, precision, *gate)
     if problems and not force:
-        raise BuildError(f"{checkpoint}: " + "; ".join(problems) + "; pass force=True to accept it")
-    notes.extend(f"{p}: accepted (force)" for p in problems)
+        raise QuantizationGateError(problems)
 
 
 class _EmbeddingWrapperFactory:
@@ -460,9 +456,20 @@ def _check_thresholds(
 ) -> None:
     """A cached artifact must satisfy this call's thresholds too (it may have been built with looser ones)."""
     common.recheck_parity(artifact.directory, artifact.parity_max_abs_diff, parity_tolerance)
-    if artifact.quantization_gate is None or force:
-        return
+    if not force and (problems := _gate_problems(artifact, gate)):
+        raise QuantizationGateError(problems)
+
+
+def _gate_problems(artifact: EncoderArtifact, gate: tuple[float, float]) -> list[str]:
+    if artifact.quantization_gate is None:
+        return []
     figures = quantization_gate.GateFigures(**artifact.quantization_gate)
-    problems = quantization_gate.gate_problems(figures, artifact.precision, *gate)
-    if problems:
-        raise BuildError(f"{artifact.directory}: " + "; ".join(problems) + "; pass force=True to accept it")
+    return quantization_gate.gate_problems(figures, artifact.precision, *gate)
+
+
+def _with_gate_notes(artifact: EncoderArtifact, gate: tuple[float, float], force: bool) -> EncoderArtifact:
+    """The artifact's notes with this call's forced gate failures: the cached artifact's own notes may hold the
+    thresholds of the build that made it (artifacts from before this rule recorded them), not this one's."""
+    kept = tuple(n for n in artifact.notes if not n.endswith(FORCED))
+    forced = tuple(f"{p}{FORCED}" for p in _gate_problems(artifact, gate)) if force else ()
+    return dataclasses.replace(artifact, notes=kept + forced)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tritonforge.builders.kinds import ArtifactInfo, BuildContext, build_order, kind_of
-from tritonforge.errors import BuildError, OptionError, Problem, SpecError, ValidationError
+from tritonforge.errors import BuildError, OptionError, Problem, QuantizationGateError, SpecError, ValidationError
 from tritonforge.naming import llm_names
 from tritonforge.repository import FileContent, check_output, write_repository
 from tritonforge.spec import EmbeddingModel, LLMModel, RerankerModel, Spec, load_spec
@@ -42,7 +42,13 @@ def plan_repository(
 
     ctx = BuildContext(spec, progress, engine_plans)
     for key in build_order(spec):
-        ctx.built[key] = kind_of(spec.models[key]).build(ctx, key, spec.models[key])
+        try:
+            ctx.built[key] = kind_of(spec.models[key]).build(ctx, key, spec.models[key])
+        except QuantizationGateError as err:  # said in the spec's words, the same for a fresh or a cached model
+            raise BuildError(
+                f"models.{key}: {'; '.join(err.problems)}; set force_quantization: true on it to ship it anyway, "
+                "or choose another precision"
+            ) from None
     artifacts = [a for built in ctx.built.values() for a in built.artifacts]
     plan = ModelSet()
     for key, built in ctx.built.items():

@@ -81,6 +81,15 @@ class ParityError(BuildError):
     pass
 
 
+class QuantizationGateError(BuildError):
+    """A reduced-precision model failed its quality gate; ``problems`` are the figures against their thresholds
+    (the same words whether the model was just measured or its recorded figures were read from the cache)."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        super().__init__("; ".join(self.problems) + "; pass force=True to accept it")
+
+
 class OutputFileError(TritonForgeError):
     """A result file could not be written (a full disk, a read-only folder): the figures were printed, not saved."""
 

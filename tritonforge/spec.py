@@ -244,7 +244,7 @@ class EmbeddingModel(Encoder):
     cpu_quantization: Literal["none", "int8", "bf16"] = Field(
         "none",
         description="int8: dynamic int8 ONNX; bf16: bfloat16 weights on the runner's PyTorch engine (fast on CPUs "
-        "with AMX); both shipped only when they pass the quantization gate",
+        "with AMX); both shipped only when they pass the quantization gate; the cpu target's (gpu: gpu_precision)",
     )
     gpu_precision: Literal["fp32", "fp16"] = "fp32"
     force_quantization: Flag = Field(
@@ -312,7 +312,8 @@ class RerankerModel(Encoder):
     cpu_quantization: Literal["none", "int8", "bf16"] = Field(
         "none",
         description="int8: dynamic int8 ONNX; bf16: bfloat16 weights on the runner's PyTorch engine (fast on CPUs "
-        "with AMX); both shipped only when their scores stay within max_quantized_diff of fp32's on the parity pairs",
+        "with AMX); both shipped only when their scores stay within max_quantized_diff of fp32's on the parity pairs; "
+        "the cpu target's (gpu: gpu_precision)",
     )
     gpu_precision: Literal["fp32", "fp16"] = "fp32"
     force_quantization: Flag = Field(
@@ -341,7 +342,8 @@ class CPUEngine(Frozen):
         "fp32",
         description="fp32: greedy output equals transformers' generate(); bf16: bfloat16 weights, fast on CPUs with "
         "AMX / AVX512-BF16 (emulated and slow elsewhere), near-fp32 output, combines with LoRA adapters; int8: "
-        "torch's dynamic int8 Linear layers, about 2x faster here, outputs differ slightly (not with LoRA adapters)",
+        "torch's dynamic int8 Linear layers, about 2x faster here, no quality gate: greedy output leaves fp32's "
+        "within a few tokens (not with LoRA adapters)",
     )
 
 

@@ -35,6 +35,27 @@ def emulated_bf16_notes(key: str, reduced: str) -> list[str]:
     ]
 
 
+def unused_cpu_quantization_notes(key: str, cpu_quantization: str, target: str, gpu_precision: str) -> list[str]:
+    """A note when the spec asks for cpu_quantization on the gpu target, which serves gpu_precision instead (the
+    field is the cpu target's: the same spec builds both)."""
+    if target != "gpu" or cpu_quantization == "none":
+        return []
+    return [f"{key}: cpu_quantization {cpu_quantization} is the cpu target's; the gpu target serves gpu_precision "
+            f"{gpu_precision}"]
+
+
+def int8_llm_notes(key: str, weights: str) -> list[str]:
+    """int8 decoder weights have no quality gate (a decoder's output has no one figure to hold to fp32's): say what
+    they cost in agreement, measured, where the build shows it and not only in docs/llm.md."""
+    if weights != "int8":
+        return []
+    return [
+        f"{key}: int8 weights (no quality gate): greedy output leaves fp32's within a few tokens "
+        "(SmolLM2-135M-Instruct: 0.19 / 0.12 of greedy tokens the same as fp32's, docs/llm.md); bf16 keeps near-fp32 "
+        "output on CPUs with AMX"
+    ]
+
+
 @dataclass(frozen=True)
 class ArtifactInfo:
     model: str

@@ -25,7 +25,7 @@ class LLMKind:
         gpu, engine path: a TensorRT-LLM engine is planned, and built unless only the plan is wanted
         (``ctx.engine_plans`` collects it); building needs TensorRT-LLM and an NVIDIA GPU."""
         from tritonforge.builders.checkpoints import checkpoint_hash, default_cache_dir, resolve_checkpoint
-        from tritonforge.builders.kinds import emulated_bf16_notes
+        from tritonforge.builders.kinds import emulated_bf16_notes, int8_llm_notes
         from tritonforge.builders.llm import llm_model_set, llmapi_model_set
 
         spec = ctx.spec
@@ -37,14 +37,15 @@ class LLMKind:
             info = ArtifactInfo(key, kind, dtype, checkpoint_hash(checkpoint), None, None)
             models = llmapi_model_set(key, model, spec.target, checkpoint, source_dir=spec.source_dir)
             if spec.target == "cpu":
-                models.notes += emulated_bf16_notes(key, model.cpu.weights)
+                models.notes += emulated_bf16_notes(key, model.cpu.weights) + int8_llm_notes(key, model.cpu.weights)
             models.notes += context_notes
             return Built(models, [info])
         if spec.target == "cpu":
             info = ArtifactInfo(key, "hf-checkpoint (cpu engine)", model.cpu.weights, checkpoint_hash(checkpoint), None,
                                 None)
             models = llm_model_set(key, model, "cpu", checkpoint, source_dir=spec.source_dir)
-            models.notes += emulated_bf16_notes(key, model.cpu.weights) + context_notes
+            models.notes += emulated_bf16_notes(key, model.cpu.weights) + int8_llm_notes(key, model.cpu.weights)
+            models.notes += context_notes
             return Built(models, [info])
         from tritonforge.builders.trtllm_engine import build_engine, plan_engine_build, read_architecture
         from tritonforge.trtllm.images import image_info

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tritonforge.builders.kinds import ArtifactInfo, BuildContext, Built, emulated_bf16_notes
+from tritonforge.builders.kinds import (
+    ArtifactInfo,
+    BuildContext,
+    Built,
+    emulated_bf16_notes,
+    unused_cpu_quantization_notes,
+)
 from tritonforge.builders.kinds.embedding import precision
 from tritonforge.naming import reranker_names
 from tritonforge.spec import RerankerModel
@@ -56,6 +62,7 @@ class RerankerKind:
         )
         model_set.notes += [f"{key}: {note}" for note in artifact.notes]  # export fallbacks, forced gates, fp16
         model_set.notes += emulated_bf16_notes(key, reduced)
+        model_set.notes += unused_cpu_quantization_notes(key, model.cpu_quantization, ctx.spec.target, reduced)
         return Built(model_set, [info], artifact)
 
     def lineage_inputs(self, ctx: BuildContext, key: str, model: RerankerModel) -> dict[str, str]:

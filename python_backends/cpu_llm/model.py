@@ -254,6 +254,10 @@ class TritonPythonModel:
                                + ", ".join(WEIGHTS))
         # bf16: the checkpoint loaded in bfloat16 (the engine samples from the logits in float32)
         dtype = torch.bfloat16 if self.weights == "bf16" else torch.float32
+        # the build machine's CPU was checked; this is the one that serves
+        cores = _load_sibling("cores")
+        if self.weights == "bf16" and (warning := cores.emulated_bf16_warning(f"model '{self.model_name}'")):
+            pb_utils.Logger.log_warn(warning)
         try:
             model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype, attn_implementation=attn)
         except TypeError:  # transformers < 4.56 names it torch_dtype

@@ -164,6 +164,10 @@ class TritonPythonModel:
             f"on {device}, precision {engine.precision} (weights {engine.dtype}), "
             + (f"{threads} intra-op threads, rows sorted by length" if device == "cpu" else "one padded call per batch")
         )
+        if device == "cpu" and engine.precision == "bf16":  # built on one machine, served on another
+            name = args.get("model_instance_name", args.get("model_name", "encoder"))
+            if warning := _load_sibling("cores").emulated_bf16_warning(f"onnx_runner: {name}"):
+                pb_utils.Logger.log_warn(warning)
         self._serve_with([engine], params)
 
     def finalize(self):

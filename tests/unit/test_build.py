@@ -74,8 +74,10 @@ def test_gpu_target_serves_encoders_on_pytorch_where_the_image_has_no_onnxruntim
     from tritonforge.trtllm.images import default_image
 
     repo = tmp_path / "repo"
-    report = build(_spec(tiny_bert, gpu_precision="fp16"), repo, target="gpu")
+    report = build(_spec(tiny_bert, gpu_precision="fp16", cpu_quantization="int8"), repo, target="gpu")
     assert not any(n.startswith("WARNING:") for n in report.notes), report.notes
+    # the cpu target's field on a gpu build: said, where it was ignored silently
+    assert "tiny: cpu_quantization int8 is the cpu target's; the gpu target serves gpu_precision fp16" in report.notes
     assert any("served by the python runner on PyTorch" in n for n in report.notes), report.notes
     text = (repo / "tiny_encoder" / "config.pbtxt").read_text()
     assert 'backend: "python"' in text and "KIND_GPU" in text and "allow_ragged_batch: true" in text
@@ -123,9 +125,14 @@ def test_cpu_bf16_serves_the_checkpoint_on_the_pytorch_runner_once_it_passes_the
     assert any("bf16: served by the python runner on PyTorch" in n for n in report.notes), report.notes
     assert any("neither amx_bf16 nor avx512_bf16" in n and "emulates" in n for n in report.notes), report.notes
     # the gate refuses what falls short (here: anything but identical results), as it does int8
-    with pytest.raises(BuildError, match=r"bf16 model: mean cosine to fp32 .* < min_mean_cosine 1\.0"):
+    # in the spec's words, the same for the cached model as for a fresh one (it named a cache folder and force=True)
+    with pytest.raises(BuildError, match=(
+        r"^models\.tiny: bf16 model: mean cosine to fp32 .* < min_mean_cosine 1\.0 .*; set force_quantization: true"
+    )) as refused:
         build(_spec(tiny_bert, cpu_quantization="bf16", min_mean_cosine=1.0, min_search_overlap=1.0),
               tmp_path / "strict", target="cpu")
+    assert "cache" not in str(refused.value) and "force=True" not in str(refused.value)
+    assert not (tmp_path / "strict").exists()
     monkeypatch.setattr(onnx_common, "native_bf16", lambda: True)
     report = build(_spec(tiny_bert, cpu_quantization="bf16", min_mean_cosine=0.5, min_search_overlap=0.0),
                    tmp_path / "amx", target="cpu")
@@ -300,6 +307,12 @@ def test_a_cpu_llm_with_bf16_weights_ships_the_parameter_and_says_when_the_build
     monkeypatch.setattr(onnx_common, "native_bf16", lambda: True)
     report = build(spec, tmp_path / "amx", target="cpu")
     assert not any("emulates" in n for n in report.notes), report.notes
+    assert not any("int8 weights" in n for n in report.notes), report.notes
+    # int8 weights have no quality gate: the build says what they cost (it said nothing)
+    int8 = spec.model_copy(update={"models": {"chat": spec.models["chat"].model_copy(
+        update={"cpu": spec.models["chat"].cpu.model_copy(update={"weights": "int8"})})}})
+    report = build(int8, tmp_path / "int8", target="cpu")
+    assert any(n.startswith("chat: int8 weights (no quality gate): greedy output leaves fp32's") for n in report.notes)
 
 
 def test_every_missing_path_of_the_spec_is_reported_at_once_before_building(tmp_path: Path) -> None:

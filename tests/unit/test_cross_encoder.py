@@ -162,7 +162,9 @@ def test_int8_reports_score_diff_and_refuses_above_max_unless_forced(tiny_cross_
     forced = export_cross_encoder(
         tiny_cross_encoder, precision="int8", max_quantized_diff=1e-9, force=True, cache_dir=cache
     )
-    assert forced == a
+    assert forced.directory == a.directory and forced.notes == (*a.notes, (
+        f"int8 model's scores differ from fp32 by up to {a.quantized_max_abs_diff:.6f} > max_quantized_diff 1e-09"
+        ": accepted (force)"))
 
     # a fresh build refuses too, and leaves nothing behind
     with pytest.raises(BuildError, match="max_quantized_diff"):
@@ -191,7 +193,16 @@ def test_bf16_runs_the_torch_engine_in_bfloat16_gated_against_its_float32_scores
     assert list((tmp_path / "new" / "cross-encoder").iterdir()) == []
     forced = export_cross_encoder(tiny_cross_encoder, engine="torch", precision="bf16", max_quantized_diff=1e-9,
                                   force=True, cache_dir=tmp_path / "new")
-    assert any("bf16 max abs score diff" in n and "accepted (force)" in n for n in forced.notes), forced.notes
+    assert [n for n in forced.notes if n.endswith("accepted (force)")] == [
+        f"bf16 model's scores differ from fp32 by up to {forced.quantized_max_abs_diff:.6f} > max_quantized_diff "
+        "1e-09: accepted (force)"
+    ], forced.notes
+    # the note is this call's: the same cached artifact under a threshold it passes says nothing forced (it said
+    # the forcing build's note), and forced under the default threshold it passes neither
+    for again in (export_cross_encoder(tiny_cross_encoder, engine="torch", precision="bf16", cache_dir=tmp_path / "new"),
+                  export_cross_encoder(tiny_cross_encoder, engine="torch", precision="bf16", force=True,
+                                       cache_dir=tmp_path / "new")):
+        assert again.directory == forced.directory and not any("force" in n for n in again.notes), again.notes
 
 
 def test_the_torch_engine_scores_in_bf16_close_to_fp32(tiny_cross_encoder: Path) -> None:

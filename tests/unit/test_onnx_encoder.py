@@ -195,6 +195,13 @@ def test_int8_reports_the_gate_and_refuses_below_it_unless_forced(tiny_bert: Pat
         export_encoder(tiny_bert, precision="int8", min_mean_cosine=0.5, min_search_overlap=1.01, cache_dir=cache)
     forced = export_encoder(tiny_bert, precision="int8", min_mean_cosine=0.99999999, force=True, cache_dir=cache)
     assert forced.quantization_gate == gate
+    assert [n for n in forced.notes if "force" in n] == [
+        f"int8 model: mean cosine to fp32 {gate['mean_cosine']:.4f} < min_mean_cosine 0.99999999 (300 passages)"
+        ": accepted (force)"
+    ]
+    # the note is each call's own, not the cached artifact's: a call that passes says nothing forced
+    assert not any("force" in n for n in export_encoder(tiny_bert, precision="int8", min_mean_cosine=0.5,
+                                                        min_search_overlap=0.0, cache_dir=cache).notes)
 
     import onnx
 
@@ -442,3 +449,40 @@ def test_amx_bf16_reads_the_same_flags(tmp_path: Path) -> None:
     cpuinfo.write_text("processor\t: 0\n")
     assert amx_bf16(cpuinfo) is False and cpu_flags(cpuinfo) is None
     assert amx_bf16(tmp_path / "missing") is False
+
+
+def test_a_runner_serving_bf16_warns_on_a_cpu_that_emulates_it(tmp_path: Path) -> None:
+    """The build checks the build machine's CPU; the shipped runners (onnx_runner, cpu_llm) check the serving one at
+    load with the same rule (python_backends/shared/cores.py, which the builders load too)."""
+    from tritonforge import python_backends
+    from tritonforge.builders.onnx_common import BF16_FLAGS, native_bf16
+
+    cores = python_backends.load_module("cpu_llm", "cores")
+    assert cores.BF16_FLAGS == BF16_FLAGS
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("flags\t\t: fpu avx2 fma\n")
+    amx = tmp_path / "amx"
+    amx.write_text("flags\t\t: fpu avx2 avx512_bf16 amx_bf16\n")
+    warning = cores.emulated_bf16_warning("model 'chat'", str(avx2))
+    assert warning.startswith("model 'chat': bf16 on a CPU with neither amx_bf16 nor avx512_bf16: PyTorch emulates")
+    assert cores.emulated_bf16_warning("model 'chat'", str(amx)) is None
+    assert cores.emulated_bf16_warning("x", str(tmp_path / "missing")) is None  # unknown: no claim
+    assert native_bf16(avx2) is False and native_bf16(amx) is True
+
+
+def test_the_gate_measures_a_small_corpus_by_what_it_holds_and_refuses_an_empty_one(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    """Found by the quantization audit: six passages scored a model against itself 0.6 (overlap over ten), and an
+    empty corpus was a bare numpy ValueError."""
+    from tritonforge.builders import quantization_gate
+
+    art = export_encoder(tiny_bert, cache_dir=tmp_path / "cache")
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(f'{{"text": "passage number {i} about {w}"}}\n' for i, w in enumerate("abcdef")))
+    args = (art.tokenizer_files["tokenizer.json"], art.input_names, art.output_name, art.max_seq_length)
+    same = quantization_gate.measure(art.onnx_path, art.onnx_path, *args, corpus=corpus)
+    assert same.search_overlap == 1.0 and same.passages == 6 and same.queries == 2
+    corpus.write_text("")
+    with pytest.raises(BuildError, match="holds no passages"):
+        quantization_gate.measure(art.onnx_path, art.onnx_path, *args, corpus=corpus)
