@@ -24,6 +24,7 @@ from tritonforge.deploy.options import (
     DNS_LABEL,
     SECRET_NAME,
     DeployOptions,
+    monitor_labels,
     option_type_problems,
     option_value_problems,
     path_problem,
@@ -338,6 +339,13 @@ def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[
     return source, problems
 
 
+def ephemeral_storage(repo: Path) -> str:
+    """The local disk a pod needs for a copy of ``repo`` (its files' bytes, and a quarter more for Triton's and the
+    python stubs' own files), in MiB as a Kubernetes quantity."""
+    size = sum(p.stat().st_size for p in Path(repo).rglob("*") if p.is_file())
+    return f"{math.ceil(size * 1.25 / 2**20) + 512}Mi"
+
+
 def _gpus_problems(requested: int, need: GPUNeed, where: str, target: str) -> list[Problem]:
     because = "; ".join(need.why)
     if target == "cpu":
@@ -468,6 +476,11 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         "requests": {"cpu": settings.cpu, "memory": settings.memory},
         "limits": {"memory": settings.memory},
     }
+    if source["kind"] in ("s3", "gs"):
+        # Triton copies an object-store repository into the container's writable layer (KServe's storage
+        # initializer into an emptyDir): without a request the scheduler may place the pod on a node whose disk
+        # cannot hold it, and the kubelet evicts it mid-load
+        resources["requests"]["ephemeral-storage"] = ephemeral_storage(repo)
     node_selector = dict(settings.node_selector)
     tolerations: list[dict[str, Any]] = []
     if target == "gpu" and gpus:
@@ -540,7 +553,11 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         # a rollout counts as stalled after this long without a new pod ready: past the start-up probe's allowance,
         # or a slow engine load reads as a failed rollout (Kubernetes' default is 600 s)
         "progressDeadlineSeconds": settings.startup_seconds + 300,
-        "serviceMonitor": {"enabled": True, "interval": "15s"},
+        "serviceMonitor": {
+            "enabled": True,
+            "interval": "15s",
+            "labels": {**labels, **monitor_labels(options.monitor_labels)},
+        },
         "autoscaling": {
             "enabled": settings.autoscaling.enabled,
             "minReplicas": settings.autoscaling.min_replicas,
@@ -739,6 +756,10 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
     if fmt == "kserve" and options.gateway:  # accepted and ignored: no gateway object was rendered
         raise DeployError([Problem("--gateway", (
             "--format kserve renders the InferenceService only: deploy the gateway with --format manifests or helm"
+        ))], "cannot deploy (nothing was written)")
+    if fmt == "kserve" and options.monitor_labels:  # the same: KServe's InferenceService has no ServiceMonitor
+        raise DeployError([Problem("--monitor-label", (
+            "--format kserve renders no ServiceMonitor to label: scrape KServe's predictor as your cluster does"
         ))], "cannot deploy (nothing was written)")
     if fmt == "kserve" and len(host := f"{values['name']}-predictor-{values['namespace']}") > 63:
         # KServe names the predictor's host <name>-predictor-<namespace>, one DNS label: it cannot reconcile a longer

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from tritonforge.spec import DeploySettings
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # RFC 1123: namespaces, claims
+# a label's key: an optional DNS-subdomain prefix and '/', then a name; its value: a name or empty (both <= 63)
+LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # RFC 1035: Services (and KServe's names) start a-z
 SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 MAX_REPLICAS = 2**31 - 1  # a Deployment's replicas is an int32
@@ -41,6 +44,9 @@ class DeployOptions:
     gateway_api_keys_secret: str | None = None
     rate_limit: RateLimit | None = None  # tritonserver's --rate-limit flags; None: the spec's deploy.rate_limit
     image_pull_secrets: tuple[str, ...] = ()  # Secrets the pods pull their images with (a private registry)
+    # "key=value" labels added to the ServiceMonitor: a Prometheus picks ServiceMonitors by label (kube-prometheus-
+    # stack's by default by `release: <its release name>`), so without it Triton's metrics were never scraped
+    monitor_labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # a numpy integer (a count read from an array or a DataFrame) is taken as the int it is: stored as one, the
@@ -74,6 +80,11 @@ _OPTION_TYPES: dict[str, tuple[str, tuple[type, ...] | Callable[[object], bool],
         "--image-pull-secret",
         lambda v: isinstance(v, (tuple, list)) and all(isinstance(i, str) for i in v),
         "a tuple of Secret names (str)",
+    ),
+    "monitor_labels": (
+        "--monitor-label",
+        lambda v: isinstance(v, (tuple, list)) and all(isinstance(i, str) for i in v),
+        "a tuple of 'key=value' labels (str)",
     ),
     "rate_limit": (
         "--rate-limit",
@@ -146,6 +157,7 @@ def option_value_problems(
     for secret in options.image_pull_secrets:
         if not SECRET_NAME.match(secret):
             problems.append(Problem("--image-pull-secret", f"{secret!r} is not a valid Secret name"))
+    problems += [Problem("--monitor-label", p) for p in monitor_label_problems(options.monitor_labels)]
     if not options.gateway:  # accepted and ignored, they read as if a gateway were deployed
         for flag, given in (("--gateway-image", options.gateway_image),
                             ("--gateway-api-keys-secret", options.gateway_api_keys_secret)):
@@ -159,6 +171,29 @@ def option_value_problems(
                 "--gateway-api-keys-secret", f"{options.gateway_api_keys_secret!r} is not a valid Secret name"
             ))
     return name, problems
+
+
+def monitor_labels(given: tuple[str, ...]) -> dict[str, str]:
+    """The ServiceMonitor's added labels from "key=value" strings (checked by monitor_label_problems)."""
+    return dict(label.partition("=")[::2] for label in given)
+
+
+def monitor_label_problems(given: tuple[str, ...]) -> list[str]:
+    problems = []
+    for label in given:
+        key, eq, value = label.partition("=")
+        prefix, slash, short = key.rpartition("/")
+        if not eq:
+            problems.append(f"{label!r}: give key=value (e.g. release=kube-prometheus-stack)")
+        elif not LABEL_NAME.match(short) or (slash and not LABEL_PREFIX.match(prefix)):
+            problems.append(f"{label!r}: {key!r} is not a label key ([prefix/]name, name 1-63 of A-Z a-z 0-9 -_.)")
+        elif value and not LABEL_NAME.match(value):
+            problems.append(f"{label!r}: {value!r} is not a label value (0-63 of A-Z a-z 0-9 -_., alphanumeric ends)")
+        elif key.startswith("app.kubernetes.io/"):
+            problems.append(f"{label!r}: tritonforge sets the app.kubernetes.io/ labels (they select the pods)")
+    keys = [label.partition("=")[0] for label in given]
+    problems += [f"{key!r} is given more than once" for key in sorted({k for k in keys if keys.count(k) > 1})]
+    return problems
 
 
 def _replicas_problems(replicas: int | None, settings: DeploySettings) -> list[Problem]:

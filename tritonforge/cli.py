@@ -553,6 +553,11 @@ def deploy_k8s(
         list[str] | None,
         typer.Option("--image-pull-secret", help="Secret to pull the images with (a private registry), repeatable"),
     ] = None,
+    monitor_label: Annotated[
+        list[str] | None,
+        typer.Option("--monitor-label", help="key=value label for the ServiceMonitor, repeatable (kube-prometheus-"
+                     "stack's Prometheus picks release=<its release>)"),
+    ] = None,
     rate_limit: DeployRateLimitOpt = None,
     rate_limit_resource: RateLimitResourceOpt = None,
 ) -> None:
@@ -580,6 +585,7 @@ def deploy_k8s(
         gateway_api_keys_secret=gateway_api_keys_secret,
         rate_limit=limits,
         image_pull_secrets=tuple(image_pull_secret or ()),
+        monitor_labels=tuple(monitor_label or ()),
     )
     try:
         report = render_deploy(repo, out, options, fmt)  # type: ignore[arg-type]

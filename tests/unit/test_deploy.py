@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,15 @@ def test_cpu_target_renders_valid_manifests_without_gpu_requests(cpu_repo: Path)
         "key": "AWS_ACCESS_KEY_ID",
     }
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    # Triton copies an s3:// repository to the container's disk: the pod asks for room for it
+    size = sum(p.stat().st_size for p in cpu_repo.rglob("*") if p.is_file())
+    requested = container["resources"]["requests"]["ephemeral-storage"]
+    assert requested.endswith("Mi") and int(requested[:-2]) * 2**20 >= size * 1.25 and "ephemeral-storage" not in (
+        container["resources"]["limits"])
+    kserve = build_values(cpu_repo, _options())["kserve"]["resources"]
+    assert kserve["requests"]["ephemeral-storage"] == requested  # KServe's storage initializer copies it too
+    on_pvc = build_values(cpu_repo, _options(repository_url="pvc://store/rag", credentials_secret=None))
+    assert "ephemeral-storage" not in on_pvc["triton"]["resources"]["requests"]  # read in place from the volume
     assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 1800
@@ -367,6 +377,7 @@ def test_helm_chart_renders_the_same_resources_as_the_manifests(
                 gateway_api_keys_secret="gw-keys",
                 namespace="serving",
                 image_pull_secrets=("corp-registry",),
+                monitor_labels=("release=kube-prometheus-stack",),
             ),
         )
     else:
@@ -1132,3 +1143,26 @@ def test_kserve_with_a_gateway_is_refused_not_dropped(cpu_repo: Path, tmp_path: 
         deploy_k8s(cpu_repo, tmp_path / "out", _options(gateway=True, gateway_image="ghcr.io/a/g:1",
                                                         gateway_api_keys_secret="k"), "kserve")
     assert not (tmp_path / "out").exists()
+
+
+def test_monitor_labels_reach_the_servicemonitor_and_bad_ones_are_refused(cpu_repo: Path, tmp_path: Path) -> None:
+    """kube-prometheus-stack's Prometheus picks ServiceMonitors by `release: <its release>`: without a way to add
+    that label, Triton's metrics (and the autoscaler's queue-time metric) were never scraped there."""
+    options = _options(monitor_labels=("release=kube-prometheus-stack", "team=ml"))
+    docs = load_documents(render_manifests(build_values(cpu_repo, options)).values())
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    _validate(monitor)
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["metadata"]["labels"]["team"] == "ml"
+    assert monitor["metadata"]["labels"]["app.kubernetes.io/instance"] == "tiny-embed"
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert "release" not in deployment["metadata"]["labels"]  # the ServiceMonitor's only
+    for bad, says in (("release", "give key=value"), ("-x=1", "is not a label key"), ("a=b c", "not a label value"),
+                      ("app.kubernetes.io/name=x", "tritonforge sets"), ("Bad_Prefix/x=1", "is not a label key")):
+        with pytest.raises(DeployError, match=re.escape(says)):
+            build_values(cpu_repo, _options(monitor_labels=(bad,)))
+    with pytest.raises(DeployError, match="given more than once"):
+        build_values(cpu_repo, _options(monitor_labels=("a=1", "a=2")))
+    with pytest.raises(DeployError, match="renders no ServiceMonitor"):
+        deploy_k8s(cpu_repo, tmp_path / "kserve", options, "kserve")
+    assert not (tmp_path / "kserve").exists()
