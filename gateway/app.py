@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -137,6 +138,11 @@ class ContainErrors:
 
         try:
             await self.app(scope, receive, send_tracking)
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running at its graceful-shutdown timeout (a long stream): one line, not
+            # the ~50-line "Exception in ASGI application" traceback it logs for a cancellation that escapes
+            LOG.warning("gateway: %s %s cut off by the stop (it outlasted the grace period)", scope.get("method"),
+                        scope.get("path"))
         except Exception as err:
             if started:  # half a response is on the wire: only closing the connection tells the client
                 raise

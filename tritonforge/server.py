@@ -292,21 +292,23 @@ class TritonServer:
             self.watchdog.stop()
         with self._lock:
             proc, self._proc = self._proc, None
-            if proc is not None:
-                if self._finalizer is not None:
-                    self._finalizer.detach()
-                    self._finalizer = None
-                terminate_group(proc, timeout)
-                LOG.debug("tritonserver pid %d stopped with code %s", proc.pid, proc.returncode)
-                if self.watchdog is not None:  # stubs that died before the stop (a graceful exit removed the rest)
-                    self.watchdog.remove_regions()
-            self._endpoints = None
-            if self._log_path is not None:
-                self._log_cache = self._read_log()
-            if self._tmpdir is not None:
-                shutil.rmtree(self._tmpdir, ignore_errors=True)
-                self._tmpdir = None
-                self._log_path = None
+            try:  # an interrupt while it drains (Ctrl-C again) kills it at once (terminate_group) and lands here
+                if proc is not None:
+                    if self._finalizer is not None:
+                        self._finalizer.detach()
+                        self._finalizer = None
+                    terminate_group(proc, timeout)
+                    LOG.debug("tritonserver pid %d stopped with code %s", proc.pid, proc.returncode)
+            finally:
+                if proc is not None and self.watchdog is not None:
+                    self.watchdog.remove_regions()  # stubs that died before the stop (a graceful exit removed the rest)
+                self._endpoints = None
+                if self._log_path is not None:
+                    self._log_cache = self._read_log()
+                if self._tmpdir is not None:  # the log's folder: it was left behind by a Ctrl-C during the stop
+                    shutil.rmtree(self._tmpdir, ignore_errors=True)
+                    self._tmpdir = None
+                    self._log_path = None
 
     def __enter__(self) -> TritonServer:
         if not self.is_running():

@@ -182,9 +182,16 @@ def terminate_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            LOG.warning("tritonserver (pid %d) did not exit %.0fs after SIGTERM: killing it", proc.pid, timeout)
+            if timeout > 0:  # 0: asked to stop at once
+                LOG.warning("tritonserver (pid %d) did not exit %.0fs after SIGTERM: killing it", proc.pid, timeout)
             _kill_group(pgid, signal.SIGKILL)
             proc.wait()
+        except BaseException:
+            # interrupted while it drains (a second Ctrl-C: "stop now"): nothing is left running or in /dev/shm
+            _kill_group(pgid, signal.SIGKILL)
+            proc.wait()
+            _remove(regions)
+            raise
     # stubs whose server died without shutting them down
     if _group_alive(pgid):
         _kill_group(pgid, signal.SIGTERM)
@@ -193,7 +200,11 @@ def terminate_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
             time.sleep(0.05)
         if _group_alive(pgid):
             _kill_group(pgid, signal.SIGKILL)
-    for region in regions:  # gone already after a graceful exit
+    _remove(regions)  # gone already after a graceful exit
+
+
+def _remove(regions: list[Path]) -> None:
+    for region in regions:
         with contextlib.suppress(OSError):
             region.unlink()
 

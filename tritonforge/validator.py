@@ -98,6 +98,10 @@ def check_repository(
         why = f"{repo!r} is not a path: give the model repository's folder ('.' for the current one)"
         return [Problem("repo", why)]
     repo = Path(repo)
+    if repo.is_file():  # Triton's "failed to stat file" read as if it were missing
+        spec = repo.suffix in (".yaml", ".yml")
+        hint = f": a deployment spec? build it first (tritonforge build {repo} -o <folder>)" if spec else ""
+        return [Problem(str(repo), f"is a file, not a model repository folder{hint}")]
     if not repo.is_dir():
         return [Problem(str(repo), f"failed to stat file {repo}: model repository is not a directory")]
     problems: list[Problem] = []

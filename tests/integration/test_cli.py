@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def test_serve_prints_endpoints_and_stops_on_sigterm(embed_repo: Path, tmp_path:
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert children, "the CLI started no tritonserver process"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=60) == 143  # as if SIGTERM had ended it, as every command (it exited 0)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -130,7 +131,7 @@ def test_serve_stops_on_a_signal_while_still_starting(sig: signal.Signals) -> No
         time.sleep(2)
         sent = time.monotonic()
         proc.send_signal(sig)
-        assert proc.wait(timeout=30) == 130
+        assert proc.wait(timeout=30) == 128 + sig  # 130 for Ctrl-C, 143 for SIGTERM
         assert time.monotonic() - sent < 30
         assert "interrupted while starting" in proc.stderr.read()  # type: ignore[union-attr]
     finally:
@@ -197,7 +198,7 @@ def test_serve_with_the_gateway_serves_splits_and_stops_on_sigterm(embed_repo: P
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert children, "the CLI started no tritonserver process"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=60) == 143  # as if SIGTERM had ended it, as every command (it exited 0)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -239,7 +240,7 @@ def test_serve_with_the_gateway_serves_the_models_the_build_recorded(embed_repo:
             reply = http.post("/v1/embeddings", json={"model": "corp-embedder", "input": "recorded ids"})
             assert reply.status_code == 200 and len(reply.json()["data"][0]["embedding"]) == 384, reply.text
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=60) == 143  # as if SIGTERM had ended it, as every command (it exited 0)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -254,3 +255,65 @@ def test_serve_gateway_options_need_gateway_and_a_bad_split_file_fails_fast(embe
     result = run("serve", str(embed_repo), "--gateway", "--splits", str(splits), timeout=60)
     assert result.returncode == 1
     assert "splits.x.treatments.0.weight" in result.stderr and "-1" in result.stderr
+
+
+def test_serve_drains_on_the_first_ctrl_c_and_stops_at_once_on_the_second(demo_repo: Path) -> None:
+    """Found by the first-run audit: Ctrl-C with a generation in flight gave ~30 s of silence, a second Ctrl-C was
+    ignored, and a Ctrl-C while stopping left the log's temporary folder. Now the first says what it waits for, the
+    second stops everything at once, and nothing is left (processes, /dev/shm regions, the log folder)."""
+    import glob
+    import tempfile
+
+    from tritonforge.clients import Client
+
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*")))
+    proc = subprocess.Popen([*CLI, "serve", str(demo_repo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "COLUMNS": "250"})
+    stream_error: list[BaseException] = []
+    try:
+        deadline = time.monotonic() + 180
+        line = ""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if "ready" in line or not line:
+                break
+        match = re.search(r"gRPC (\S+)", line)
+        assert match, f"no endpoints printed: {line!r}"
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "the CLI started no tritonserver process"
+        started = threading.Event()
+
+        def generate() -> None:
+            try:  # one long generation after another until the stop cuts one off
+                with Client(match.group(1), timeout=300, retries=0) as client:
+                    while True:
+                        for _ in client.stream("a very long story", max_tokens=400):
+                            started.set()
+            except BaseException as err:  # cut off by the stop: expected
+                stream_error.append(err)
+            finally:
+                started.set()
+
+        thread = threading.Thread(target=generate, daemon=True)
+        thread.start()
+        assert started.wait(60)
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10
+        said = ""
+        while "stopping:" not in said and time.monotonic() < deadline:
+            said += proc.stderr.readline()  # type: ignore[union-attr]
+        assert "requests in flight get up to 5 s to finish, Triton 15 s to exit (Ctrl-C again to stop now)" in said
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert time.monotonic() - sent < 10
+        assert "stopping now" in proc.stderr.read()  # type: ignore[union-attr]
+        thread.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert alive == [], f"tritonserver {alive} still running"
+    left = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*"))) - before
+    assert not left, f"left behind: {left}"

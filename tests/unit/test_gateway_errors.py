@@ -67,6 +67,26 @@ def test_a_failure_after_the_response_started_closes_the_connection() -> None:
     assert [m["type"] for m in sent] == ["http.response.start"]
 
 
+def test_a_stream_cut_off_by_the_stop_is_one_log_line_not_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """uvicorn cancels the requests still running at its graceful-shutdown timeout; the cancellation escaped the app
+    and uvicorn logged ~50 lines of "Exception in ASGI application" for a stop the user asked for (first-run audit)."""
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        raise asyncio.CancelledError
+
+    async def send(message: dict[str, object]) -> None:
+        pass
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b""}
+
+    with caplog.at_level("WARNING", logger="tritonforge.gateway.app"):
+        asyncio.run(ContainErrors(app)({"type": "http", "method": "POST", "path": "/v1/chat/completions"}, receive,
+                                        send))
+    assert "gateway: POST /v1/chat/completions cut off by the stop" in caplog.text
+
+
 def test_the_gateway_runs_on_uvloop_and_httptools() -> None:
     """The extras install the event loop and HTTP parser uvicorn picks by default; docs/performance.md's gateway
     figures were measured with them (asyncio's loop and h11 cost ~15% more CPU per request)."""

@@ -66,3 +66,20 @@ def test_gateway_command_with_a_port_in_use_fails_before_its_banner(tmp_path: Pa
     assert result.exit_code == 1, result.output
     assert f"the gateway cannot listen on 127.0.0.1:{port}: Address already in use" in result.output
     assert "gateway on http" not in result.output
+
+
+def test_gateway_command_warns_when_triton_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tritonforge serve` picks free ports and `gateway` defaults to 127.0.0.1:8001: started that way it answered
+    every request 503 without a word at start (first-run audit). It says so now, and still starts (Triton may come
+    up after it)."""
+    from tritonforge.gateway import listen as gateway_listen
+
+    ran: list[bool] = []
+    monkeypatch.setattr(gateway_listen.GatewayServer, "run", lambda self: ran.append(True))
+    holder, port = _busy_port()
+    holder.close()
+    result = CliRunner().invoke(app, ["gateway", "--triton", "127.0.0.1:9", "--port", str(port), "--insecure-no-auth"],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "warning: Triton does not answer at 127.0.0.1:9 (yet): requests fail with 503" in result.output
+    assert ran == [True]

@@ -45,6 +45,28 @@ def test_replacing_swaps_the_whole_tree(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
+def test_an_earlier_output_with_something_added_since_is_not_replaced(tmp_path: Path) -> None:
+    """A note and a hand-written model put beside a build's models were deleted by the next build, with exit 0
+    (first-run audit): the marker lists what the output wrote, and anything else stops the replacement."""
+    out = tmp_path / "repo"
+    write_repository({"m/config.pbtxt": b"x", "tritonforge.json": b"{}"}, out)
+    assert (out / OUTPUT_MARKER).read_text().splitlines()[-2:] == ["m", "tritonforge.json"]
+    (out / "my_notes.txt").write_text("keep me")
+    (out / "my_model").mkdir()
+    with pytest.raises(RepositoryError, match=r"it holds what the earlier output did not write \(my_model, "
+                                              r"my_notes.txt\), which replacing it would delete"):
+        write_repository({"m/config.pbtxt": b"y"}, out)
+    assert (out / "my_notes.txt").read_text() == "keep me" and (out / "m" / "config.pbtxt").read_bytes() == b"x"
+    (out / "my_notes.txt").unlink()
+    (out / "my_model").rmdir()
+    write_repository({"m/config.pbtxt": b"y"}, out)  # what it wrote itself is replaced, as before
+    assert (out / "m" / "config.pbtxt").read_bytes() == b"y"
+    (out / OUTPUT_MARKER).write_text("Written by tritonforge.\n")  # a marker from before the list: replaced
+    (out / "extra").write_text("")
+    write_repository({"m/config.pbtxt": b"z"}, out)
+    assert _leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize("bad", ["../escape", "/abs/path", ""])
 def test_paths_must_stay_inside(tmp_path: Path, bad: str) -> None:
     with pytest.raises(RepositoryError, match="relative path inside the repository"):

@@ -1068,3 +1068,14 @@ def test_a_config_with_bytes_that_are_not_utf8_is_read_as_triton_reads_it(repo: 
     model = _write(repo, "m", "", files=["model.py"])
     (model / "config.pbtxt").write_bytes(config)
     assert _messages(repo, "m") == []
+
+
+def test_a_file_given_as_the_repository_is_named_as_a_file(tmp_path: Path) -> None:
+    """`tritonforge validate examples/embed.yaml` said "failed to stat file ...", as if the file did not exist."""
+    spec = tmp_path / "embed.yaml"
+    spec.write_text("name: x\n")
+    with pytest.raises(ValidationError, match=r"is a file, not a model repository folder: a deployment spec\? build "
+                                              r"it first \(tritonforge build .*embed.yaml -o <folder>\)"):
+        validate(spec)
+    with pytest.raises(ValidationError, match=r"failed to stat file .*: model repository is not a directory"):
+        validate(tmp_path / "missing")  # Triton's words for a path that is not there
