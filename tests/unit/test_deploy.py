@@ -556,7 +556,7 @@ def test_kserve_refuses_a_multi_rank_launch(gpu_repo: Path, tmp_path: Path) -> N
 def test_engines_of_different_world_sizes_are_refused(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from tritonforge.deploy.k8s import triton_launch
+    from tritonforge.deploy.launch import triton_launch
 
     engine = SimpleNamespace(backend="tensorrtllm", instance_group=[])
     info = {
