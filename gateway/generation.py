@@ -403,8 +403,10 @@ async def generate(
                     else:
                         yield _sse(chunk(index, piece))
             except ClientError as err:
+                failure = from_client_error(err)
                 request.state.gw_upstream_error = True
-                yield _sse(from_client_error(err).body())
+                request.state.gw_upstream_status = failure.status  # the stream's 200 is on the wire already
+                yield _sse(failure.body())
                 yield "data: [DONE]\n\n"
                 return
             if include_usage:

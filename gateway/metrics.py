@@ -146,10 +146,11 @@ class MetricsMiddleware:
             picked: Choice | None = state.get("gw_choice")
             if picked is not None:
                 failed = status[0] >= 500 or bool(state.get("gw_upstream_error"))
+                unavailable = (state.get("gw_upstream_status") or status[0]) == 503
                 labels = (picked.split.name, picked.arm.name)
                 self.metrics.arm_requests.labels(*labels).inc()
                 self.metrics.arm_latency.labels(*labels).observe(seconds)
                 if failed:
                     self.metrics.arm_errors.labels(*labels).inc()
-                if picked.split.record(picked.arm.name, failed):
+                if picked.split.record(picked.arm.name, failed, unavailable=unavailable):
                     self.metrics.trips.labels(picked.split.name).inc()

@@ -21,7 +21,8 @@ Guard: each treatment arm keeps the outcomes of its last ``window`` requests; on
 and the share of errors is above ``max_error_rate``, the split *trips*: every request goes to the control arm until
 the split's configuration changes (or ``reset`` is called). ``guard: null`` switches the guard off. An error is a
 request the arm failed: a 5xx, or a call Triton failed or rejected; requests the gateway refuses before routing
-(bad JSON, wrong types, ...) are not counted against any arm.
+(bad JSON, wrong types, ...) are not counted against any arm, nor is an outage both arms share (a treatment's 503
+when the control arm runs on the same Triton model, or had a 503 of its own within OUTAGE_SECONDS).
 
 Reloading: :class:`SplitRouter` re-reads its file when the file's modification time changes (checked at most once
 per ``check_interval`` seconds, on the request path: one ``stat``), or takes a new configuration through
@@ -35,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -68,6 +70,7 @@ from tritonforge.yaml_text import load_yaml
 
 LOG = logging.getLogger(__name__)
 BUCKETS = 10_000  # sticky assignment resolution: 0.01 % of traffic
+OUTAGE_SECONDS = 10.0  # a treatment's 503 this soon after the control's is an outage they share
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
 
@@ -275,6 +278,7 @@ class SplitState:
     tripped_at: float | None = None
     arms: dict[str, ArmState] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _control_unavailable_at: float = field(default=-math.inf, repr=False)  # monotonic time of its last 503
 
     def __post_init__(self) -> None:
         size = self.spec.guard.window if self.spec.guard else 1
@@ -303,8 +307,15 @@ class SplitState:
             arm, reason = self._pick(rng.random()), "weighted"
         return Choice(self, arm, arm is self.spec.control, reason)
 
-    def record(self, arm_name: str, error: bool) -> bool:
-        """Count one finished request; True when this outcome tripped the guard."""
+    def record(self, arm_name: str, error: bool, *, unavailable: bool = False) -> bool:
+        """Count one finished request; True when this outcome tripped the guard.
+
+        ``unavailable``: it failed because a model could not serve (503: a stub being healed, a model reloading,
+        Triton unreachable). Such a failure of a treatment is not held against it when the control arm is served by
+        the same Triton model and version (an adapter split: one engine), or the control arm was unavailable too
+        within OUTAGE_SECONDS: an outage both arms share says nothing about the treatment, and it tripped the guard
+        and ended the A/B test (found by the LLM soak audit: a killed engine stub, 20 of 20 treatment failures).
+        """
         guard = self.spec.guard
         with self._lock:
             arm = self.arms.get(arm_name)
@@ -312,7 +323,18 @@ class SplitState:
                 return False
             arm.requests += 1
             arm.errors += int(error)
-            if arm.control or guard is None:
+            now = time.monotonic()
+            if arm.control:
+                if unavailable:
+                    self._control_unavailable_at = now
+                return False
+            if guard is None:
+                return False
+            control = self.spec.control
+            if error and unavailable and (
+                (arm.spec.model, arm.spec.version) == (control.model, control.version)
+                or now - self._control_unavailable_at < OUTAGE_SECONDS
+            ):
                 return False
             arm.window.append(error)
             if self.tripped or len(arm.window) < guard.min_requests:

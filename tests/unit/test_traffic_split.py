@@ -115,6 +115,33 @@ def test_the_guard_judges_the_window_not_the_history() -> None:
     assert not calm.tripped
 
 
+def test_an_outage_both_arms_share_does_not_trip_the_guard() -> None:
+    """Found by the LLM soak audit: a killed engine stub failed both adapters of one engine alike (control 23 of 40,
+    treatment 20 of 20), the guard tripped on the treatment's 503s and the A/B test ended for good."""
+    guard = {"max_error_rate": 0.2, "window": 10, "min_requests": 5}
+    shared = SplitRouter(config(guard=guard)).get("canary")  # two adapters on model chat: one engine
+    assert shared is not None
+    for _ in range(20):
+        assert shared.record("treatment", True, unavailable=True) is False
+    assert not shared.tripped and shared.arms["treatment"].errors == 20  # counted, not held against it
+    for _ in range(4):
+        shared.record("treatment", True)  # an error of its own (a 500, a 400 from Triton): counted in the window
+    assert shared.record("treatment", True) is True
+
+    own = {"control": {"model": "chat", "weight": 90}, "treatment": {"model": "chat-v2", "weight": 10}}
+    apart = SplitRouter(config(guard=guard, **own)).get("canary")  # another model: its 503s are its own ...
+    assert apart is not None
+    for _ in range(4):
+        apart.record("treatment", True, unavailable=True)
+    assert apart.record("treatment", True, unavailable=True) is True
+    together = SplitRouter(config(guard=guard, **own)).get("canary")  # ... unless the control had 503s too
+    assert together is not None
+    together.record("control", True, unavailable=True)
+    for _ in range(20):
+        assert together.record("treatment", True, unavailable=True) is False
+    assert not together.tripped
+
+
 def test_no_guard_never_trips() -> None:
     state = SplitRouter(config(guard=None)).get("canary")
     assert state is not None
@@ -355,7 +382,10 @@ def test_the_gateway_refuses_splits_that_do_not_fit_its_models() -> None:
 def test_gateway_routes_records_and_trips_without_triton() -> None:
     from fastapi.testclient import TestClient
 
-    app = _gateway(api_keys=["k"], admin_keys=["adm"], splits=_emb_split(guard={"window": 4, "min_requests": 4}))
+    # no Triton: every call is a 503. The control arm takes no traffic until the split trips (weight 0), so the
+    # treatment's 503s are its own (its own version): a 503 the control had too would be an outage they share
+    split = _emb_split(guard={"window": 4, "min_requests": 4}, control={"model": "minilm", "weight": 0})
+    app = _gateway(api_keys=["k"], admin_keys=["adm"], splits=split)
     user, admin = {"Authorization": "Bearer k"}, {"Authorization": "Bearer adm"}
     with TestClient(app) as client:  # type: ignore[arg-type]
         arms = []
@@ -377,6 +407,14 @@ def test_gateway_routes_records_and_trips_without_triton() -> None:
         assert 'tritonforge_gateway_split_trips_total{split="emb-ab"} 1.0' in text
         assert 'tritonforge_gateway_split_tripped{split="emb-ab"} 0.0' in text
         assert 'tritonforge_gateway_requests_total{model="emb-ab",route="/v1/embeddings",status="503"}' in text
+    # both arms on the same model (as two adapters of one engine are) and both 503: an outage they share, which
+    # does not trip the split
+    same = _emb_split(guard={"window": 4, "min_requests": 4}, treatment={"model": "minilm", "weight": 1})
+    with TestClient(_gateway(api_keys=None, splits=same)) as client:
+        served = [client.post("/v1/embeddings", json={"model": "emb-ab", "input": "x"}) for _ in range(40)]
+        assert {r.status_code for r in served} == {503}
+        assert {r.headers["x-tritonforge-arm"] for r in served} == {"control", "treatment"}
+        assert client.get("/admin/splits").json()["splits"]["emb-ab"]["tripped"] is False
 
 
 def test_admin_endpoints_are_closed_without_admin_keys_on_a_keyed_gateway() -> None:
