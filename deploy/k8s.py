@@ -32,6 +32,7 @@ from tritonforge.deploy.options import (
     rate_limit,
 )
 from tritonforge.errors import DeployError, Problem
+from tritonforge.triton.options import restricted_api_args
 from tritonforge.trtllm.images import REPOSITORY, image_release
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 DATA = Path(__file__).parent / "data"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 QUEUE_METRIC = "triton_queue_time_per_request_us"
+ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
+ADMIN_KEY_SECRET_KEY = "admin-key"  # the key of --admin-key-secret's Secret that holds it
 MANIFEST_FILES = (
     "deployment.yaml",
     "services.yaml",
@@ -115,7 +118,7 @@ def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[
     problems: list[Problem] = []
     if url.startswith("pvc://"):
         claim, _, sub = url.removeprefix("pvc://").partition("/")
-        if not DNS_LABEL.match(claim):
+        if not DNS_LABEL.fullmatch(claim):
             problems.append(Problem("--repository-url", f"{url!r}: claim {claim!r} is not a valid PVC name"))
         if any(part in (".", "..") for part in sub.split("/")):  # the API server refuses a subPath that climbs
             problems.append(Problem("--repository-url", f"{url!r}: give the path in the claim without '.' or '..'"))
@@ -150,7 +153,7 @@ def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[
                 ),
             )
         )
-    elif not SECRET_NAME.match(secret):
+    elif not SECRET_NAME.fullmatch(secret):
         problems.append(Problem("--credentials-secret", f"{secret!r} is not a valid Secret name"))
     source: dict[str, Any] = {
         "kind": store.scheme,
@@ -333,9 +336,14 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         f"--allow-gpu-metrics={'true' if target == 'gpu' else 'false'}",
         f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
         *limits.server_args(),  # rank 0's only: MPI worker ranks never schedule a request (see triton_command)
+        # Kubernetes expands $(TRITON_ADMIN_KEY) from the container's env: the key stays in the Secret
+        *(restricted_api_args(f"$({ADMIN_KEY_ENV})") if options.admin_key_secret else []),
     ]
     command, args = triton_command(launch, args, source["tritonUrl"])
     env = list(source["env"])
+    if options.admin_key_secret:
+        env.append({"name": ADMIN_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": options.admin_key_secret,
+                                                                        "key": ADMIN_KEY_SECRET_KEY}}})
     if command[:1] == ["mpirun"]:
         # Open MPI forwards the pod's SIGTERM to the ranks and SIGKILLs them 1 s later (odls_base_sigkill_timeout):
         # Triton's --exit-timeout-secs drain of in-flight requests would be cut short (Open MPI 4: OMPI_MCA_, 5: PRTE)
@@ -601,6 +609,9 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
         ))], "cannot deploy (nothing was written)")
     files = render(values, fmt)
     notes: list[str] = []
+    if not options.admin_key_secret:
+        notes.append("Triton's shared-memory, logging and trace APIs answer any pod that reaches its Services (model "
+                     "control is off in a cluster): --admin-key-secret guards them with a key, as `serve` does")
     if fmt == "kserve" and values["modelRepository"]["kind"] == "gs":
         notes.append(f"KServe's storage initializer takes a GCS key only from the Secret's key "
                      f"gcloud-application-credentials.json (KServe's default), not key.json: put the service-account "

@@ -77,11 +77,11 @@ def parse_object_store_url(url: str, what: str = "repository URL") -> ObjectStor
                 break
         else:
             first = rest.split("/", 1)[0]
-            if _HOST_PORT.match(first):
+            if _HOST_PORT.fullmatch(first):
                 endpoint = f"http://{first}"  # Triton's default for a custom endpoint is plain HTTP
                 rest = rest.split("/", 1)[1] if "/" in rest else ""
     bucket, _, prefix = rest.partition("/")
-    if not _BUCKET.match(bucket):
+    if not _BUCKET.fullmatch(bucket):
         raise DeployError(
             f"{what} {url!r}: bucket {bucket!r} is not a valid bucket name (3-63 lowercase letters, digits, "
             f"'.', '-'); expected {allowed}"

@@ -47,6 +47,9 @@ class DeployOptions:
     # "key=value" labels added to the ServiceMonitor: a Prometheus picks ServiceMonitors by label (kube-prometheus-
     # stack's by default by `release: <its release name>`), so without it Triton's metrics were never scraped
     monitor_labels: tuple[str, ...] = ()
+    # a Secret whose key `admin-key` guards Triton's admin APIs (shared memory, logging, trace, model control) as
+    # `tritonforge serve`'s admin key does; without it they answer any pod that reaches Triton's Services
+    admin_key_secret: str | None = None
 
     def __post_init__(self) -> None:
         # a numpy integer (a count read from an array or a DataFrame) is taken as the int it is: stored as one, the
@@ -81,6 +84,7 @@ _OPTION_TYPES: dict[str, tuple[str, tuple[type, ...] | Callable[[object], bool],
         lambda v: isinstance(v, (tuple, list)) and all(isinstance(i, str) for i in v),
         "a tuple of Secret names (str)",
     ),
+    "admin_key_secret": ("--admin-key-secret", (str, type(None)), "a Secret name (str), or None"),
     "monitor_labels": (
         "--monitor-label",
         lambda v: isinstance(v, (tuple, list)) and all(isinstance(i, str) for i in v),
@@ -144,20 +148,22 @@ def option_value_problems(
     name = name_from_spec(options.name or spec_name)
     if options.name is not None and name != options.name:  # the spec's name is made a label; a given one is kept
         problems.append(Problem("--name", f"{options.name!r}: use lowercase letters, digits and '-' (e.g. {name!r})"))
-    elif not name or len(name) > MAX_NAME or not SERVICE_NAME.match(name):
+    elif not name or len(name) > MAX_NAME or not SERVICE_NAME.fullmatch(name):
         # the Services are named after it: Kubernetes refuses a Service name that starts with a digit
         problems.append(Problem("--name", (
             f"{name!r}: use 1-{MAX_NAME} lowercase letters, digits and '-', starting with a letter (suffixes follow)"
         )))
-    if not DNS_LABEL.match(options.namespace) or len(options.namespace) > 63:
+    if not DNS_LABEL.fullmatch(options.namespace) or len(options.namespace) > 63:
         problems.append(Problem("--namespace", f"{options.namespace!r} is not a valid namespace name"))
     if image_problem := image_name_problem(options.image, pullable=True):
         problems.append(Problem("--image", image_problem))
     problems += _replicas_problems(options.replicas, settings)
     for secret in options.image_pull_secrets:
-        if not SECRET_NAME.match(secret):
+        if not SECRET_NAME.fullmatch(secret):
             problems.append(Problem("--image-pull-secret", f"{secret!r} is not a valid Secret name"))
     problems += [Problem("--monitor-label", p) for p in monitor_label_problems(options.monitor_labels)]
+    if options.admin_key_secret is not None and not SECRET_NAME.fullmatch(options.admin_key_secret):
+        problems.append(Problem("--admin-key-secret", f"{options.admin_key_secret!r} is not a valid Secret name"))
     if not options.gateway:  # accepted and ignored, they read as if a gateway were deployed
         for flag, given in (("--gateway-image", options.gateway_image),
                             ("--gateway-api-keys-secret", options.gateway_api_keys_secret)):
@@ -166,7 +172,7 @@ def option_value_problems(
     else:
         if options.gateway_image and (found := image_name_problem(options.gateway_image, pullable=True)):
             problems.append(Problem("--gateway-image", found))
-        if options.gateway_api_keys_secret and not SECRET_NAME.match(options.gateway_api_keys_secret):
+        if options.gateway_api_keys_secret and not SECRET_NAME.fullmatch(options.gateway_api_keys_secret):
             problems.append(Problem(
                 "--gateway-api-keys-secret", f"{options.gateway_api_keys_secret!r} is not a valid Secret name"
             ))
@@ -185,9 +191,9 @@ def monitor_label_problems(given: tuple[str, ...]) -> list[str]:
         prefix, slash, short = key.rpartition("/")
         if not eq:
             problems.append(f"{label!r}: give key=value (e.g. release=kube-prometheus-stack)")
-        elif not LABEL_NAME.match(short) or (slash and not LABEL_PREFIX.match(prefix)):
+        elif not LABEL_NAME.fullmatch(short) or (slash and not LABEL_PREFIX.fullmatch(prefix)):
             problems.append(f"{label!r}: {key!r} is not a label key ([prefix/]name, name 1-63 of A-Z a-z 0-9 -_.)")
-        elif value and not LABEL_NAME.match(value):
+        elif value and not LABEL_NAME.fullmatch(value):
             problems.append(f"{label!r}: {value!r} is not a label value (0-63 of A-Z a-z 0-9 -_., alphanumeric ends)")
         elif key.startswith("app.kubernetes.io/"):
             problems.append(f"{label!r}: tritonforge sets the app.kubernetes.io/ labels (they select the pods)")

@@ -183,7 +183,7 @@ class SplitsConfig(BaseModel):
         import re
 
         for name in value:
-            if not re.match(_NAME, name) or len(name) > 128:
+            if not re.fullmatch(_NAME, name) or len(name) > 128:
                 raise ValueError(f"split name {name!r} must match {_NAME} (at most 128 characters)")
         return value
 

@@ -172,7 +172,10 @@ def serve(
     http_port: Annotated[int | None, typer.Option(min=1, max=65535, help="default: a free port")] = None,
     grpc_port: Annotated[int | None, typer.Option(min=1, max=65535, help="default: a free port")] = None,
     metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="default: a free port")] = None,
-    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="address to bind (with --gateway: the gateway's)")] = "127.0.0.1",
+    triton_host: Annotated[str | None, typer.Option(
+        help="address Triton binds (default: --host; with --gateway 127.0.0.1, so the gateway's keys cannot be "
+        "gone around)")] = None,
     tritonserver: Annotated[Path | None, typer.Option(help="an external tritonserver binary", parser=path_arg)] = None,
     admin_key: Annotated[
         str | None,
@@ -228,9 +231,13 @@ def serve(
     import secrets
 
     from tritonforge.server import ADMIN_HEADER, GRPC_ADMIN_HEADER, TritonServer
+    from tritonforge.triton.options import is_loopback
     from tritonforge.validator import RateLimit
 
     key = None if open_admin else (admin_key or secrets.token_urlsafe(24))
+    # Triton's inference APIs take no key: on the gateway's address they went around its API keys, limits and
+    # split guards (security review). With the gateway, Triton stays on loopback unless told otherwise.
+    triton_host = triton_host or ("127.0.0.1" if with_gateway else host)
     try:
         limits = RateLimit.from_options(rate_limit, rate_limit_resource or ())
         server = TritonServer(
@@ -239,7 +246,7 @@ def serve(
             http_port=http_port,
             grpc_port=grpc_port,
             metrics_port=metrics_port,
-            host=host,
+            host=triton_host,
             tritonserver=tritonserver,
             admin_key=key,
             log_file=log_file,
@@ -280,6 +287,11 @@ def serve(
                 web.start()
         console.print(styled("green", "ready", f"  gRPC {ep.grpc}   HTTP http://{ep.http}   metrics http://{ep.metrics}/metrics"))
         console.print(f"tritonserver log: {server.log_path}")
+        if not is_loopback(triton_host):
+            console.print(styled("yellow", "warning:", (
+                f" Triton listens on {triton_host}: its inference APIs take no key, so whoever reaches that address "
+                "can run every model (the admin key guards only model control, shared memory, logging and trace)"
+            )))
         for stand_in in _random_stand_ins(repo):
             console.print(styled("yellow", "warning:", f" RANDOM stand-in served: {stand_in}"))
         if gateway_setup is not None:
@@ -614,6 +626,8 @@ def deploy_k8s(
         list[str] | None,
         typer.Option("--image-pull-secret", help="Secret to pull the images with (a private registry), repeatable"),
     ] = None,
+    admin_key_secret: Annotated[str | None, typer.Option(
+        help="Secret whose key admin-key guards Triton's admin APIs (shared memory, logging, trace)")] = None,
     monitor_label: Annotated[
         list[str] | None,
         typer.Option("--monitor-label", help="key=value label for the ServiceMonitor, repeatable (kube-prometheus-"
@@ -647,6 +661,7 @@ def deploy_k8s(
         rate_limit=limits,
         image_pull_secrets=tuple(image_pull_secret or ()),
         monitor_labels=tuple(monitor_label or ()),
+        admin_key_secret=admin_key_secret,
     )
     try:
         report = render_deploy(repo, out, options, fmt)  # type: ignore[arg-type]

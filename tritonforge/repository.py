@@ -51,26 +51,40 @@ def materialize(plan: FilePlan, root: Path) -> None:
 OUTPUT_MARKER = ".tritonforge-output"
 _MARKER_TEXT = (
     "Written by tritonforge. The next build or deploy into this folder replaces it as a whole, unless something\n"
-    "was added to it since: the entries it wrote follow, one per line.\n"
+    "was added to it since: the files it wrote follow, one per line.\n"
 )
-_ENTRIES_LINE = "the entries it wrote follow, one per line."
+_FILES_LINE = "the files it wrote follow, one per line."
+# what Triton's python backend writes into a served version folder when it imports model.py: not an addition
+_RUNTIME_PARTS = ("__pycache__",)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
 
 
 def _marker(folder: Path) -> bytes:
-    return (_MARKER_TEXT + "".join(f"{p.name}\n" for p in sorted(folder.iterdir()))).encode()
+    return (_MARKER_TEXT + "".join(f"{name}\n" for name in _files(folder))).encode()
 
 
-def _added_since(out: Path, entries: list[str]) -> list[str]:
-    """What is in an earlier output that it did not write (a file put beside the models by hand); none for a
-    marker from before the entries were listed."""
+def _added_since(out: Path) -> list[str]:
+    """What is in an earlier output that it did not write (a note beside the models, a version folder copied in by
+    hand); none for a marker from before the files were listed."""
     try:
         lines = (out / OUTPUT_MARKER).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return []
-    if not any(line.endswith(_ENTRIES_LINE) for line in lines):
+    start = next((i for i, line in enumerate(lines) if line.endswith(_FILES_LINE)), None)
+    if start is None:
         return []
-    written = set(lines[next(i for i, line in enumerate(lines) if line.endswith(_ENTRIES_LINE)) + 1 :])
-    return [name for name in entries if name not in written and name != OUTPUT_MARKER]
+    written = set(lines[start + 1 :])
+    try:
+        present = _files(out)
+    except OSError:
+        return []
+    return [
+        name for name in present
+        if name not in written and name != OUTPUT_MARKER and not set(_RUNTIME_PARTS) & set(name.split("/"))
+    ]
 # a build's manifest (MANIFEST_NAME): repositories built before OUTPUT_MARKER existed are recognised by it
 # what `tritonforge release` keeps in a repository (tritonforge/releases.py): a folder holding either has versions
 # and history that no build reproduces
@@ -155,7 +169,7 @@ def check_output(out: str | Path, protect: Iterable[str | Path] = (), *, replace
             "version added with `tritonforge release add` and their history; write into another folder and add "
             f"what changed with `tritonforge release add --repo {out} --from <that folder>`"
         )
-    if OUTPUT_MARKER in entries and (added := _added_since(out, entries)):
+    if OUTPUT_MARKER in entries and (added := _added_since(out)):
         shown = ", ".join(added[:5]) + (", ..." if len(added) > 5 else "")
         raise RepositoryError(
             f"refusing to replace {out}: it holds what the earlier output did not write ({shown}), which replacing "

@@ -62,7 +62,7 @@ from tritonforge.server_wheel import (
 )
 from tritonforge.stub_watchdog import StubWatchdog, compile_python_models
 from tritonforge.triton.connection import Connection
-from tritonforge.triton.options import ADMIN_HEADER, GRPC_ADMIN_HEADER
+from tritonforge.triton.options import ADMIN_HEADER, GRPC_ADMIN_HEADER, restricted_api_args
 from tritonforge.values import is_real, is_whole
 
 __all__ = [
@@ -125,7 +125,6 @@ def _taken_ports(host: str, ports: dict[str, int]) -> list[str]:
 # statistics stay open). Triton takes the key only on its command line, so `ps` on the host shows it: keep the
 # admin key to a host whose process list is private, and Triton's ports off untrusted networks (the gateway is
 # the public face).
-RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
 
 
 # ------------------------------------------------------------------------------------------------------ endpoints
@@ -509,8 +508,7 @@ class TritonServer:
         for key, value in self.backend_config.items():
             args.append(f"--backend-config={key}={value}")
         if self.admin_key:
-            restricted = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}"
-            args += [f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}"]
+            args += restricted_api_args(self.admin_key)
         args.extend(self.extra_args)  # last: they override the defaults above
         return args
 

@@ -413,7 +413,7 @@ class LLMModel(Checked):
         if data.get("bls") is True and data.get("runtime", "llmapi") != "engine":
             found.append((("bls",), "tensorrt_llm_bls wraps the engine path's steps: set runtime: engine"))
         for name in raw_dict(data.get("adapters")):
-            if not MODEL_NAME.match(str(name)) or "." in str(name):
+            if not MODEL_NAME.fullmatch(str(name)) or "." in str(name):
                 found.append((("adapters", name), "adapter names may use letters, digits, '_', '-' (not '.': "
                                                   "the engines key an adapter's modules by its name)"))
             elif str(name) == BASE_ADAPTER:
@@ -523,7 +523,7 @@ class Spec(Checked):
             found.append((("image",), problem))
         seen: dict[str, str] = {}
         for key, model in models.items():
-            if not MODEL_NAME.match(str(key)):
+            if not MODEL_NAME.fullmatch(str(key)):
                 found.append((("models", key), "model names may use letters, digits, '_', '.', '-'"))
             found += _references(str(key), raw_dict(model), models)
             found += _image_problems(str(key), raw_dict(model), data)

@@ -317,3 +317,46 @@ def test_serve_drains_on_the_first_ctrl_c_and_stops_at_once_on_the_second(demo_r
     assert alive == [], f"tritonserver {alive} still running"
     left = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*"))) - before
     assert not left, f"left behind: {left}"
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses a TCP port is listening on (IPv4, from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:  # LISTEN
+            found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+def test_serve_with_the_gateway_on_a_public_address_keeps_triton_on_loopback(embed_repo: Path, tmp_path: Path) -> None:
+    """Security review: `serve --host 0.0.0.0 --gateway` bound Triton there too, and its inference APIs (no key)
+    answered what the gateway refused without a key (401 at the gateway, 200 from Triton's HTTP port)."""
+    from tritonforge.server import free_port
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("sk-user\n")
+    gateway_port, http_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [*CLI, "serve", str(embed_repo), "--host", "0.0.0.0", "--http-port", str(http_port), "--gateway",
+         "--gateway-port", str(gateway_port), "--api-keys-file", str(keys)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "250"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            lines.append(proc.stdout.readline())  # type: ignore[union-attr]
+            if "gateway on" in lines[-1] or not lines[-1]:
+                break
+        assert any("gateway on" in line for line in lines), lines
+        assert _listening_addresses(gateway_port) == {"0.0.0.0"}
+        assert _listening_addresses(http_port) == {"127.0.0.1"}  # Triton: only this machine
+        assert not any("Triton listens on" in line for line in lines)  # no warning: it is on loopback
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

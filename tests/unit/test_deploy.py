@@ -137,6 +137,11 @@ def _ranks(container: dict[str, Any]) -> list[list[str]]:
     return [rank[3:] for rank in ranks]
 
 
+def _notes(report: Any) -> tuple[str, ...]:
+    """A report's notes but the one every deploy without --admin-key-secret gets (its own test checks it)."""
+    return tuple(n for n in report.notes if "--admin-key-secret" not in n)
+
+
 def _options(**kw: Any) -> DeployOptions:
     base: dict[str, Any] = {
         "image": TRTLLM_IMAGE,
@@ -378,6 +383,7 @@ def test_helm_chart_renders_the_same_resources_as_the_manifests(
                 namespace="serving",
                 image_pull_secrets=("corp-registry",),
                 monitor_labels=("release=kube-prometheus-stack",),
+                admin_key_secret="triton-admin",
             ),
         )
     else:
@@ -721,7 +727,7 @@ def test_image_recipe_adds_the_packages_a_known_image_lacks(cpu_repo: Path, tmp_
     dockerfile = (tmp_path / "trtllm" / "Dockerfile").read_text()
     assert f"FROM {TRTLLM_IMAGE}\n" in dockerfile and "#   onnxruntime: tiny_encoder\n" in dockerfile
     assert dockerfile.endswith(f"RUN python3 -m pip install --no-cache-dir {ort}\n")
-    assert report.notes == (f"{TRTLLM_IMAGE} lacks onnxruntime: build Dockerfile and deploy that image instead",)
+    assert _notes(report) == (f"{TRTLLM_IMAGE} lacks onnxruntime: build Dockerfile and deploy that image instead",)
 
     full = "nvcr.io/nvidia/tritonserver:24.12-py3"
     deploy_k8s(cpu_repo, tmp_path / "full", _options(image=full))
@@ -747,14 +753,14 @@ def test_an_older_builds_model_py_still_gets_its_packages_from_the_builds_record
     runner.write_text(runner.read_text() + "\n# as an earlier tritonforge shipped it\n")
     report = deploy_k8s(older, tmp_path / "recorded", _options())
     assert "#   onnxruntime: tiny_encoder\n" in (tmp_path / "recorded" / "Dockerfile").read_text()
-    assert report.notes == (f"{TRTLLM_IMAGE} lacks onnxruntime: build Dockerfile and deploy that image instead",)
+    assert _notes(report) == (f"{TRTLLM_IMAGE} lacks onnxruntime: build Dockerfile and deploy that image instead",)
 
     manifest = json.loads((older / "tritonforge.json").read_text())
     del manifest["python_models"]
     (older / "tritonforge.json").write_text(json.dumps(manifest))
     report = deploy_k8s(older, tmp_path / "unrecorded", _options())
     assert "Dockerfile" not in report.files
-    assert report.notes == ("tiny_encoder: python models whose packages could not be told (model.py not this "
+    assert _notes(report) == ("tiny_encoder: python models whose packages could not be told (model.py not this "
                             "tritonforge's, and no record of it in tritonforge.json): check the image has what they "
                             "import, or rebuild the repository",)
 
@@ -763,10 +769,10 @@ def test_no_recipe_when_the_image_has_everything_or_is_not_known(gpu_repo: Path,
     """The gpu layout on its trtllm image needs nothing more (the encoder runs on the image's torch); an image
     tritonforge does not know is the user's to vouch for."""
     report = deploy_k8s(gpu_repo, tmp_path / "gpu", _options())
-    assert "Dockerfile" not in report.files and report.notes == ()
+    assert "Dockerfile" not in report.files and _notes(report) == ()
     for image in ("registry.local/triton-embed:1", "registry.local/tritonserver:24.12-trtllm-python-py3"):
         report = deploy_k8s(cpu_repo, tmp_path / image.split(":")[-1], _options(image=image))
-        assert "Dockerfile" not in report.files and report.notes == (), image
+        assert "Dockerfile" not in report.files and _notes(report) == (), image
 
 
 def test_deploy_never_replaces_its_repository_or_a_foreign_folder(cpu_repo: Path, tmp_path: Path) -> None:
@@ -1166,3 +1172,30 @@ def test_monitor_labels_reach_the_servicemonitor_and_bad_ones_are_refused(cpu_re
     with pytest.raises(DeployError, match="renders no ServiceMonitor"):
         deploy_k8s(cpu_repo, tmp_path / "kserve", options, "kserve")
     assert not (tmp_path / "kserve").exists()
+
+
+def test_an_admin_key_secret_guards_tritons_admin_apis_in_the_cluster(cpu_repo: Path, tmp_path: Path) -> None:
+    """Security review: the cluster's Triton ran without restricted APIs, so any pod reaching its Services could use
+    shared memory, logging and trace. --admin-key-secret guards them as `tritonforge serve`'s admin key does, the
+    key read from the Secret by Kubernetes' $(VAR) expansion (it never appears in the manifests)."""
+    options = _options(admin_key_secret="triton-admin")
+    values = build_values(cpu_repo, options)
+    docs = load_documents(render_manifests(values).values())
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    _validate(deployment)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    restricted = "model-repository,shared-memory,logging,trace:tritonforge-admin-key=$(TRITON_ADMIN_KEY)"
+    assert f"--http-restricted-api={restricted}" in container["args"]
+    assert f"--grpc-restricted-protocol={restricted}" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TRITON_ADMIN_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "triton-admin", "key": "admin-key"}
+    service = next(d for d in load_documents(render_kserve(values).values()) if d["kind"] == "InferenceService")
+    _validate(service)
+    model = service["spec"]["predictor"]["model"]
+    assert f"--http-restricted-api={restricted}" in model["args"] and model["env"][0]["name"] == "TRITON_ADMIN_KEY"
+    report = deploy_k8s(cpu_repo, tmp_path / "open", _options())
+    assert any("--admin-key-secret guards them" in n for n in report.notes), report.notes
+    guarded = deploy_k8s(cpu_repo, tmp_path / "guarded", options)
+    assert not any("--admin-key-secret" in n for n in guarded.notes)
+    with pytest.raises(DeployError, match="'Bad_Secret' is not a valid Secret name"):
+        build_values(cpu_repo, _options(admin_key_secret="Bad_Secret"))

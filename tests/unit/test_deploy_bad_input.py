@@ -236,3 +236,15 @@ def test_an_empty_endpoint_url_is_refused_not_taken_for_aws(tmp_path: Path) -> N
     server the user meant (found by a CLI audit)."""
     with pytest.raises(DeployError, match="--endpoint-url is empty"):
         push(_repo(tmp_path), URL, endpoint_url=" ", client=object())
+
+
+def test_names_with_a_trailing_newline_are_refused(tmp_path: Path) -> None:
+    """`re.match` with `$` accepts a trailing newline: every name check is a full match now."""
+    from tritonforge.deploy.options import monitor_label_problems
+
+    assert monitor_label_problems(("release=x\n",)) and monitor_label_problems(("team\n=x",))
+    from tritonforge.deploy.object_store import parse_object_store_url
+    from tritonforge.errors import DeployError
+
+    with pytest.raises(DeployError):
+        parse_object_store_url("s3://bucket\n/prefix")

@@ -50,16 +50,22 @@ def test_an_earlier_output_with_something_added_since_is_not_replaced(tmp_path: 
     (first-run audit): the marker lists what the output wrote, and anything else stops the replacement."""
     out = tmp_path / "repo"
     write_repository({"m/config.pbtxt": b"x", "tritonforge.json": b"{}"}, out)
-    assert (out / OUTPUT_MARKER).read_text().splitlines()[-2:] == ["m", "tritonforge.json"]
+    assert (out / OUTPUT_MARKER).read_text().splitlines()[-2:] == ["m/config.pbtxt", "tritonforge.json"]
     (out / "my_notes.txt").write_text("keep me")
     (out / "my_model").mkdir()
-    with pytest.raises(RepositoryError, match=r"it holds what the earlier output did not write \(my_model, "
-                                              r"my_notes.txt\), which replacing it would delete"):
+    (out / "my_model" / "config.pbtxt").write_text("name: 'mine'")
+    (out / "m" / "2").mkdir()
+    (out / "m" / "2" / "model.onnx").write_bytes(b"a version copied in by hand")  # inside a model folder too
+    with pytest.raises(RepositoryError, match=r"it holds what the earlier output did not write \(m/2/model.onnx, "
+                                              r"my_model/config.pbtxt, my_notes.txt\), which replacing it would"):
         write_repository({"m/config.pbtxt": b"y"}, out)
     assert (out / "my_notes.txt").read_text() == "keep me" and (out / "m" / "config.pbtxt").read_bytes() == b"x"
-    (out / "my_notes.txt").unlink()
-    (out / "my_model").rmdir()
-    write_repository({"m/config.pbtxt": b"y"}, out)  # what it wrote itself is replaced, as before
+    for added in ("my_notes.txt", "my_model/config.pbtxt", "m/2/model.onnx"):
+        (out / added).unlink()
+    (out / "m" / "__pycache__").mkdir()  # what Triton's python backend writes when it serves: not an addition
+    (out / "m" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"")
+    write_repository({"m/config.pbtxt": b"y"}, out)  # what it wrote itself is replaced, as before (empty folders
+    # left behind count for nothing)
     assert (out / "m" / "config.pbtxt").read_bytes() == b"y"
     (out / OUTPUT_MARKER).write_text("Written by tritonforge.\n")  # a marker from before the list: replaced
     (out / "extra").write_text("")

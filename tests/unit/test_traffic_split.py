@@ -442,3 +442,11 @@ def test_an_arm_cannot_pin_a_version_triton_cannot_name() -> None:
                                        "treatment": {"model": "chat", "weight": 1}}}})
     assert parse_splits({"splits": {"x": {"control": {"model": "chat", "weight": 1, "version": 2**63 - 1},
                                           "treatment": {"model": "chat", "weight": 1}}}})
+
+
+def test_a_name_with_a_trailing_newline_is_refused() -> None:
+    """Security review: `re.match` with `$` took "canary\\n", and every request to it dropped its connection
+    ("Invalid HTTP header value" for x-tritonforge-split) without counting an error."""
+    with pytest.raises(SplitConfigError, match="split name 'canary\\\\n' must match"):
+        parse_splits({"splits": {"canary\n": {"control": {"model": "chat", "weight": 1},
+                                               "treatment": {"model": "chat", "weight": 1}}}})

@@ -25,6 +25,16 @@ DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 ADMIN_HEADER = "tritonforge-admin-key"  # the HTTP header an admin key travels in
 # over gRPC Triton reads a restricted API's key from this metadata key (its gRPC frontend prefixes the header name)
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+# the Triton APIs an admin key guards (model control, shared memory, logging, trace): inference, health, metadata
+# and statistics stay open to clients
+RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
+
+
+def restricted_api_args(admin_key: str) -> list[str]:
+    """tritonserver's flags that answer the admin APIs only with ``admin_key`` in the ADMIN_HEADER header, over HTTP
+    and gRPC (``tritonforge serve``, and `deploy k8s --admin-key-secret` with ``$(TRITON_ADMIN_KEY)``)."""
+    restricted = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={admin_key}"
+    return [f"--http-restricted-api={restricted}", f"--grpc-restricted-protocol={restricted}"]
 
 
 # ------------------------------------------------------------------------------------------------------- options
