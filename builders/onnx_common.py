@@ -385,7 +385,12 @@ def _cores() -> Any:
     return python_backends.load_module("onnx_runner", "cores")  # the shipped runners' copy of the flag rule
 
 
-BF16_FLAGS: tuple[str, ...] = _cores().BF16_FLAGS
+def bf16_flags() -> tuple[str, ...]:
+    """The CPU flags that mean native bf16 (the shipped runners' rule, read when asked)."""
+    flags: tuple[str, ...] = _cores().BF16_FLAGS
+    return flags
+
+
 CPUINFO = Path("/proc/cpuinfo")  # the one place this machine's CPU flags are read from (tests point it elsewhere)
 
 

@@ -100,7 +100,7 @@ def gate_problems(figures: GateFigures, precision: str, min_mean_cosine: float, 
         )
     if not figures.search_overlap >= min_search_overlap:
         problems.append(
-            f"top-{TOP_K} search overlap with fp32 {figures.search_overlap:.3f} < min_search_overlap "
-            f"{min_search_overlap} ({figures.queries} queries)"
+            f"top-{min(TOP_K, figures.passages)} search overlap with fp32 {figures.search_overlap:.3f} < "
+            f"min_search_overlap {min_search_overlap} ({figures.queries} queries)"
         )
     return [f"{precision} model: {p}" for p in problems]

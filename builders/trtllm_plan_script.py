@@ -46,10 +46,16 @@ def _argv(argv: tuple[str, ...], subst: dict[str, str]) -> str:
     return " ".join(words)
 
 
-def engine_build_script(plans: list[tuple[str, Any, Any]], image: str) -> EngineScript:
-    """The script for ``plans`` — (spec key, LLMModel, EnginePlan) each — served by ``image``."""
+def engine_folder(key: str, model: Any) -> str:
+    """Where the script writes an LLM's engine in the repository: ``<tensorrt_llm model>/1/engine``, where its
+    rendered config expects it."""
     from tritonforge.builders.llm import llm_names
 
+    return f"{llm_names(key, model).tensorrt_llm}/1/engine"
+
+
+def engine_build_script(plans: list[tuple[str, Any, Any]], image: str) -> EngineScript:
+    """The script for ``plans`` — (spec key, LLMModel, EnginePlan) each — served by ``image``."""
     info = image_info(image)
     version = info.tensorrt_llm if info is not None else None
     lines = [
@@ -86,9 +92,8 @@ def engine_build_script(plans: list[tuple[str, Any, Any]], image: str) -> Engine
         ]
     commands: list[str] = []
     for key, model, plan in plans:
-        names = llm_names(key, model)
         var = _var(key)
-        engine_rel = f"{names.tensorrt_llm}/1/engine"
+        engine_rel = engine_folder(key, model)
         subst = {
             str(plan.engine_dir): f"$REPO/{engine_rel}",
             str(plan.converted_dir): f"$WORK/{key}/checkpoint",

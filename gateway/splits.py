@@ -279,6 +279,8 @@ class SplitState:
     arms: dict[str, ArmState] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _control_unavailable_at: float = field(default=-math.inf, repr=False)  # monotonic time of its last 503
+    _tripped_by_outage_at: float = field(default=-math.inf, repr=False)  # when 503s tripped it (-inf: they did not)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def __post_init__(self) -> None:
         size = self.spec.guard.window if self.spec.guard else 1
@@ -311,24 +313,26 @@ class SplitState:
         """Count one finished request; True when this outcome tripped the guard.
 
         ``unavailable``: it failed because a model could not serve (503: a stub being healed, a model reloading,
-        Triton unreachable). Such a failure of a treatment is not held against it when the control arm is served by
-        the same Triton model and version (an adapter split: one engine), or the control arm was unavailable too
-        within OUTAGE_SECONDS: an outage both arms share says nothing about the treatment, and it tripped the guard
-        and ended the A/B test (found by the LLM soak audit: a killed engine stub, 20 of 20 treatment failures).
+        Triton unreachable). An outage both arms share says nothing about the treatment, and it tripped the guard
+        and ended the A/B test (found by the LLM soak audit: a killed engine stub, 20 of 20 treatment failures). So
+        a treatment's 503 does not count when the control arm is served by the same Triton model and version (an
+        adapter split: one engine) or had a 503 of its own in the last OUTAGE_SECONDS; and when the control has a
+        503 within OUTAGE_SECONDS of a trip that 503s made, the trip is undone and the guard starts over. A canary
+        failing alone still trips at once: the control keeps serving, and its trip stands.
         """
-        guard = self.spec.guard
         with self._lock:
             arm = self.arms.get(arm_name)
             if arm is None:
                 return False
             arm.requests += 1
             arm.errors += int(error)
-            now = time.monotonic()
+            now = self.clock()
             if arm.control:
                 if unavailable:
                     self._control_unavailable_at = now
+                    self._shared_outage(now)
                 return False
-            if guard is None:
+            if self.spec.guard is None:
                 return False
             control = self.spec.control
             if error and unavailable and (
@@ -336,19 +340,41 @@ class SplitState:
                 or now - self._control_unavailable_at < OUTAGE_SECONDS
             ):
                 return False
-            arm.window.append(error)
-            if self.tripped or len(arm.window) < guard.min_requests:
-                return False
-            rate = sum(arm.window) / len(arm.window)
-            if rate <= guard.max_error_rate:
-                return False
-            self.tripped, self.tripped_at = True, time.time()
-            self.tripped_reason = (
-                f"arm '{arm_name}' failed {sum(arm.window)} of its last {len(arm.window)} requests "
-                f"({rate:.0%} > max_error_rate {guard.max_error_rate:.0%}); all traffic goes to "
-                f"'{self.spec.control.name}'"
-            )
-        LOG.warning("split '%s' tripped: %s", self.name, self.tripped_reason)
+            tripped = self._judge(arm_name, error)
+            if tripped:
+                self._tripped_by_outage_at = now if unavailable else -math.inf
+        if tripped:
+            LOG.warning("split '%s' tripped: %s", self.name, self.tripped_reason)
+        return tripped
+
+    def _shared_outage(self, now: float) -> None:
+        """The control could not serve either: what the treatments' windows hold of the last moments may be the
+        same outage, so the guard starts over, and a trip 503s made just before is undone (lock held)."""
+        for state in self.arms.values():
+            if not state.control:
+                state.window.clear()
+        if self.tripped and now - self._tripped_by_outage_at < OUTAGE_SECONDS:
+            self.tripped, self.tripped_reason, self.tripped_at = False, None, None
+            LOG.warning("split '%s' untripped: the control arm failed alike (an outage both arms share)", self.name)
+
+    def _judge(self, arm_name: str, error: bool) -> bool:
+        """One outcome into a treatment's window; True when it trips the guard (lock held)."""
+        guard = self.spec.guard
+        arm = self.arms[arm_name]
+        if guard is None:
+            return False
+        arm.window.append(error)
+        if self.tripped or len(arm.window) < guard.min_requests:
+            return False
+        rate = sum(arm.window) / len(arm.window)
+        if rate <= guard.max_error_rate:
+            return False
+        self.tripped, self.tripped_at = True, time.time()
+        self.tripped_reason = (
+            f"arm '{arm_name}' failed {sum(arm.window)} of its last {len(arm.window)} requests "
+            f"({rate:.0%} > max_error_rate {guard.max_error_rate:.0%}); all traffic goes to "
+            f"'{self.spec.control.name}'"
+        )
         return True
 
     def reset(self) -> None:
@@ -460,7 +486,7 @@ class SplitRouter:
                 if old is not None and old.spec == spec:
                     fresh[name] = old
                 else:
-                    fresh[name] = SplitState(name, spec)
+                    fresh[name] = SplitState(name, spec, clock=self.clock)
                     started.append(name)
             self._splits = fresh
             self.source = source

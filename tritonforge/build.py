@@ -235,7 +235,7 @@ def build(
         seconds = time.perf_counter() - started
         return BuildReport(Path(out), spec.target, models, tuple(artifacts), tuple(notes), seconds)
     if engine_plans:
-        from tritonforge.builders.trtllm_plan_script import SCRIPT_NAME, engine_build_script
+        from tritonforge.builders.trtllm_plan_script import SCRIPT_NAME, engine_build_script, engine_folder
 
         script = engine_build_script(engine_plans, spec.serving_image)
         plan[SCRIPT_NAME] = script.text.encode()
@@ -253,7 +253,9 @@ def build(
         if problems:
             raise ValidationError(problems, "the built repository breaks Triton's load rules (nothing was written)")
 
-    repo = write_repository(plan, out, check=_validate if check else None, protect=inputs)
+    # what build_engines.sh writes into the repository later is the output's too: its next build replaces it
+    owned = [engine_folder(key, model) for key, model, _ in engine_plans] if engine_plans else []
+    repo = write_repository(plan, out, check=_validate if check else None, protect=inputs, owned=owned)
     if engine_plans:
         (repo / SCRIPT_NAME).chmod(0o755)
     models = tuple(sorted({p.split("/", 1)[0] for p in plan if "/" in p}))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
-import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -253,8 +254,9 @@ def serve(
         )
     except TritonForgeError as err:
         _fail(err)
-    stop = threading.Event()
     caught: list[int] = []  # the signals received, in order: the exit code is the first's (130 Ctrl-C, 143 SIGTERM)
+    serving = False  # Triton is up: the first signal ends the loop below (a handler only records: an Event's
+    # set() from a handler could deadlock on the lock its wait() holds)
 
     def interrupt(signum: int, _frame: object) -> None:
         caught.append(signum)
@@ -262,7 +264,6 @@ def serve(
 
     def end_serving(signum: int, _frame: object) -> None:
         caught.append(signum)
-        stop.set()
         for sig in STOP_SIGNALS:  # the next one stops at once (what is still draining is killed)
             signal.signal(sig, interrupt)
 
@@ -279,6 +280,7 @@ def serve(
             listener = gateway_listen.bind(host, gateway_port)
         with err_console.status("starting tritonserver…"):
             ep = server.start()
+        serving = True
         for sig in STOP_SIGNALS:
             signal.signal(sig, end_serving)
         if gateway_setup is not None and listener is not None:
@@ -302,7 +304,8 @@ def serve(
                 f"(gRPC: {GRPC_ADMIN_HEADER})"
             )
         console.print("Ctrl-C to stop")
-        while not stop.wait(1.0):
+        while not caught:
+            time.sleep(0.2)
             if not server.is_running():
                 err_console.print(styled("bold red", "tritonserver exited", "\n" + server.log_text()[-3000:]))
                 raise typer.Exit(1)
@@ -312,18 +315,25 @@ def serve(
     except TritonForgeError as err:
         _fail(err)
     except KeyboardInterrupt:
-        if not stop.is_set():
-            err_console.print("interrupted while starting: stopping")
+        if not serving:
+            _say("interrupted while starting: stopping")
     finally:
         # serving ended by a signal: the requests in flight may finish, unless a second one came already
-        _stop_serving(server, web, listener, drain=stop.is_set() and len(caught) == 1)
-    console.print("stopped")
+        _stop_serving(server, web, listener, drain=serving and len(caught) == 1)
+    _say("stopped", console)
     if caught:  # as if the signal had ended it, as every other command does (docs/serving.md)
         raise typer.Exit(128 + caught[0])
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 UNLOAD_SECONDS = 10.0  # how long `serve` lets Triton unload its models past its exit timeout before killing it
+
+
+def _say(text: str, to: Any = err_console) -> None:
+    """A line that cannot stop the cleanup: after SIGHUP the terminal is gone, and writing to it fails (EIO, or a
+    broken pipe, on which rich raises SystemExit(1)); either escaped before anything was stopped."""
+    with contextlib.suppress(OSError, SystemExit):
+        to.print(text)
 
 
 def _stop_serving(server: Any, web: Any, listener: Any, *, drain: bool) -> None:
@@ -338,8 +348,8 @@ def _stop_serving(server: Any, web: Any, listener: Any, *, drain: bool) -> None:
         # waits to unload a model with one in flight; a CPU generation of 450 tokens held it 30 s): it is killed
         # UNLOAD_SECONDS after that
         limit = server.exit_timeout + UNLOAD_SECONDS
-        err_console.print(f"stopping: requests in flight get up to {grace:.0f} s to finish, Triton {limit:.0f} s to "
-                          "exit (Ctrl-C again to stop now)")
+        _say(f"stopping: requests in flight get up to {grace:.0f} s to finish, Triton {limit:.0f} s to exit "
+             "(Ctrl-C again to stop now)")
         if web is not None:
             web.stop()
         elif listener is not None:
@@ -349,13 +359,15 @@ def _stop_serving(server: Any, web: Any, listener: Any, *, drain: bool) -> None:
         for sig in STOP_SIGNALS:  # stopping at once: nothing left for another signal to interrupt
             signal.signal(sig, signal.SIG_IGN)
         if drain:
-            err_console.print("stopping now")
+            _say("stopping now")
         if web is not None:
             web.server.force_exit = True
             web.stop(timeout=0)
         elif listener is not None:
             listener.close()
         server.stop(timeout=0)
+    for sig in STOP_SIGNALS:  # stopped: a signal now would only cut the last line short ("Aborted!", exit 1)
+        signal.signal(sig, signal.SIG_IGN)
 
 
 @app.command()
@@ -515,7 +527,7 @@ def quality(
         raise typer.Exit(1) from None
     console.print(report_table(report))
     for failure in report.failures:
-        err_console.print(styled("yellow", "failed", f" {failure['id']}: {failure['error']}"))
+        err_console.print(styled("yellow", "failed", f" {failure['id']} ({failure['pipeline']}): {failure['error']}"))
     if json_out is not None:
         from tritonforge.atomic_file import write_text_atomic
 

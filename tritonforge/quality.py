@@ -27,7 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonforge.errors import ClientError, TritonForgeError, unreadable
+from tritonforge.errors import (
+    ClientError,
+    DeadlineExceededError,
+    TransientError,
+    TritonForgeError,
+    unreadable,
+)
 from tritonforge.values import is_whole
 
 KS = (1, 3, 5)
@@ -217,6 +223,10 @@ def evaluate(
                     for q in batch:
                         try:
                             ranked += search([q])
+                        except (TransientError, DeadlineExceededError) as err:
+                            # the server, not the question: asking the rest one by one would wait out each one's
+                            # deadline (a hung Triton: ~100 x 30 s before the run ended)
+                            raise QualityError(f"the {name} ensemble failed: {err}") from None
                         except ClientError as err:
                             ranked.append([])
                             failed.append({"id": q.id, "error": str(err), "pipeline": name})

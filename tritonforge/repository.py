@@ -62,28 +62,34 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
 
 
-def _marker(folder: Path) -> bytes:
-    return (_MARKER_TEXT + "".join(f"{name}\n" for name in _files(folder))).encode()
+def _marker(folder: Path, owned: Iterable[str] = ()) -> bytes:
+    """The marker's text and the files written; ``owned`` folders (listed with a trailing '/') are the output's
+    though it does not write them (the engines build_engines.sh writes into the repository later)."""
+    names = [*_files(folder), *(f"{prefix.strip('/')}/" for prefix in owned)]
+    return (_MARKER_TEXT + "".join(f"{name}\n" for name in names)).encode()
 
 
 def _added_since(out: Path) -> list[str]:
     """What is in an earlier output that it did not write (a note beside the models, a version folder copied in by
     hand); none for a marker from before the files were listed."""
-    try:
-        lines = (out / OUTPUT_MARKER).read_text(encoding="utf-8").splitlines()
+    try:  # split on "\n" only: splitlines() also splits a file name at \x1c, \x85 or \u2028
+        lines = (out / OUTPUT_MARKER).read_text(encoding="utf-8").split("\n")
     except (OSError, UnicodeDecodeError):
         return []
     start = next((i for i, line in enumerate(lines) if line.endswith(_FILES_LINE)), None)
     if start is None:
         return []
     written = set(lines[start + 1 :])
+    owned = tuple(name for name in written if name.endswith("/"))
     try:
         present = _files(out)
     except OSError:
         return []
     return [
         name for name in present
-        if name not in written and name != OUTPUT_MARKER and not set(_RUNTIME_PARTS) & set(name.split("/"))
+        if name not in written and name != OUTPUT_MARKER and not name.startswith(owned)
+        # what serving writes (__pycache__), and hidden files (a desktop's .DS_Store) are not additions
+        and not any(part in _RUNTIME_PARTS or part.startswith(".") for part in name.split("/"))
     ]
 # a build's manifest (MANIFEST_NAME): repositories built before OUTPUT_MARKER existed are recognised by it
 # what `tritonforge release` keeps in a repository (tritonforge/releases.py): a folder holding either has versions
@@ -98,6 +104,7 @@ def write_repository(
     check: Callable[[Path], None] | None = None,
     *,
     protect: Iterable[str | Path] = (),
+    owned: Iterable[str] = (),
 ) -> Path:
     """Write `plan` as the folder `out`, replacing what was there only if `check` (if given) passes.
 
@@ -115,7 +122,7 @@ def write_repository(
         raise RepositoryError(f"cannot create {out}: {err.strerror or err}") from err
     try:
         materialize(plan, tmp)
-        (tmp / OUTPUT_MARKER).write_bytes(_marker(tmp))
+        (tmp / OUTPUT_MARKER).write_bytes(_marker(tmp, owned))
         _make_readable(tmp)
         if check is not None:
             check(tmp)

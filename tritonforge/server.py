@@ -121,12 +121,6 @@ def _taken_ports(host: str, ports: dict[str, int]) -> list[str]:
     return taken
 
 
-# what an admin key guards: every API that changes the server's state (inference, health, metadata and
-# statistics stay open). Triton takes the key only on its command line, so `ps` on the host shows it: keep the
-# admin key to a host whose process list is private, and Triton's ports off untrusted networks (the gateway is
-# the public face).
-
-
 # ------------------------------------------------------------------------------------------------------ endpoints
 
 

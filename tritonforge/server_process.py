@@ -229,9 +229,10 @@ def abandon(proc: subprocess.Popen[bytes], tmpdir: Path | None) -> None:
 
 
 @contextlib.contextmanager
-def deferred_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while the block runs, then deliver the first one that came to the handler it would
-    have reached. Only the main thread can set handlers: elsewhere the block runs as it is."""
+def deferred_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP (the signals `serve` stops on) while the block runs, then deliver the first one
+    that came to the handler it would have reached. Only the main thread can set handlers: elsewhere the block runs
+    as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

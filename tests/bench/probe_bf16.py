@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "bf16.json")
     parser.add_argument("--in-process", action="store_true", help="the in-process figures only; nothing written")
     args = parser.parse_args()
-    from tritonforge.builders.onnx_common import BF16_FLAGS, native_bf16
+    from tritonforge.builders.onnx_common import bf16_flags, native_bf16
 
     bench = _targets_bench()
     if args.in_process:
@@ -157,7 +157,7 @@ def main() -> None:
         + ("" if args.rounds == ROUNDS and args.measure_s == SERVED_S else
            f" --rounds {args.rounds} --measure-s {args.measure_s}"),
         "machine": bench.machine(),
-        "bf16_flags": {flag: flag in bench.machine().get("simd_flags", []) for flag in BF16_FLAGS},
+        "bf16_flags": {flag: flag in bench.machine().get("simd_flags", []) for flag in bf16_flags()},
         "native_bf16": native_bf16(),
         "rounds": args.rounds,
         "measure_s": args.measure_s,

@@ -360,3 +360,34 @@ def test_serve_with_the_gateway_on_a_public_address_keeps_triton_on_loopback(emb
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_stops_and_cleans_up_on_sighup_with_its_terminal_gone(embed_repo: Path) -> None:
+    """SIGHUP (the terminal closed) killed `serve` without its cleanup: the log's temporary folder stayed. It now
+    stops as on SIGTERM, and writing to a terminal that is gone (stdout and stderr closed here) cannot stop it."""
+    import glob
+    import tempfile
+
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*")))
+    proc = subprocess.Popen([*CLI, "serve", str(embed_repo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "COLUMNS": "250"})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if "Ctrl-C to stop" in line or not line:
+                break
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert children, "the CLI started no tritonserver process"
+        proc.stdout.close()  # type: ignore[union-attr]  # the terminal is gone: every later write fails
+        proc.stderr.close()  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=60) == 128 + signal.SIGHUP
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert alive == [], f"tritonserver {alive} still running after SIGHUP"
+    left = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*"))) - before
+    assert not left, f"left behind: {left}"

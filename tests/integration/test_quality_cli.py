@@ -41,7 +41,7 @@ def test_a_failed_question_is_recorded_and_the_json_goes_to_a_new_folder(rag_ser
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     text = " ".join(result.stderr.split())
-    assert "failed too-long: model 'rag': the prompt does not fit" in text
+    assert "failed too-long (rag): model 'rag': the prompt does not fit" in text
     assert "1 of 4 question(s) failed" in text
     data = json.loads(out.read_text())
     assert data["failed"] == 1 and [f["id"] for f in data["failures"]] == ["too-long"]

@@ -111,6 +111,6 @@ def test_the_quality_cli_exits_1_when_a_question_failed_and_writes_the_json(
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 1
-    assert "b: model 'rag' is gone" in result.output and "1 of 2 question(s) failed" in result.output
+    assert "b (rag): model 'rag' is gone" in result.output and "1 of 2 question(s) failed" in result.output
     data = json.loads(out.read_text())
     assert data["failed"] == 1 and data["failures"] == [{"id": "b", "error": "model 'rag' is gone", "pipeline": "rag"}]

@@ -151,6 +151,13 @@ def test_plan_writes_the_engine_repository_and_its_build_script(decoder: Path, t
     assert report.planned_commands and all(c in script for c in report.planned_commands)
     subprocess.run(["bash", "-n", str(repo / "build_engines.sh")], check=True)
     assert json.loads((repo / "tritonforge.json").read_text())["image"] == IMAGE_2607
+    # the engine the script writes into the repository (and its work folder) do not stop the next build, as a
+    # file added by hand would: the output marker names the engine folder as the output's own
+    (repo / "tensorrt_llm" / "1" / "engine").mkdir(parents=True)
+    (repo / "tensorrt_llm" / "1" / "engine" / "rank0.engine").write_bytes(b"")
+    (repo / ".engine-build" / "chat").mkdir(parents=True)
+    (repo / ".engine-build" / "chat" / "config.json").write_text("{}")
+    build(spec(decoder), repo, plan_only=True, image=IMAGE_2607)
 
 
 def test_plan_is_refused_for_an_image_without_engines(decoder: Path, tmp_path: Path) -> None:

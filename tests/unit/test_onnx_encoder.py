@@ -455,10 +455,10 @@ def test_a_runner_serving_bf16_warns_on_a_cpu_that_emulates_it(tmp_path: Path) -
     """The build checks the build machine's CPU; the shipped runners (onnx_runner, cpu_llm) check the serving one at
     load with the same rule (python_backends/shared/cores.py, which the builders load too)."""
     from tritonforge import python_backends
-    from tritonforge.builders.onnx_common import BF16_FLAGS, native_bf16
+    from tritonforge.builders.onnx_common import bf16_flags, native_bf16
 
     cores = python_backends.load_module("cpu_llm", "cores")
-    assert cores.BF16_FLAGS == BF16_FLAGS
+    assert bf16_flags() == cores.BF16_FLAGS
     avx2 = tmp_path / "avx2"
     avx2.write_text("flags\t\t: fpu avx2 fma\n")
     amx = tmp_path / "amx"

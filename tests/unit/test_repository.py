@@ -67,6 +67,13 @@ def test_an_earlier_output_with_something_added_since_is_not_replaced(tmp_path: 
     write_repository({"m/config.pbtxt": b"y"}, out)  # what it wrote itself is replaced, as before (empty folders
     # left behind count for nothing)
     assert (out / "m" / "config.pbtxt").read_bytes() == b"y"
+    # an engine build_engines.sh writes later into a folder the build owns, a desktop's hidden file, and a file
+    # name that str.splitlines() would have split: none of them blocks the next build
+    write_repository({"m/config.pbtxt": b"y", "odd\x85name": b""}, out, owned=["m/1/engine"])
+    (out / "m" / "1" / "engine").mkdir(parents=True)
+    (out / "m" / "1" / "engine" / "rank0.engine").write_bytes(b"")
+    (out / ".DS_Store").write_bytes(b"")
+    write_repository({"m/config.pbtxt": b"y"}, out)
     (out / OUTPUT_MARKER).write_text("Written by tritonforge.\n")  # a marker from before the list: replaced
     (out / "extra").write_text("")
     write_repository({"m/config.pbtxt": b"z"}, out)

@@ -14,6 +14,7 @@ import pytest
 
 from tritonforge.gateway.splits import (
     BUCKETS,
+    OUTAGE_SECONDS,
     SplitConfigError,
     SplitRouter,
     SplitsConfig,
@@ -129,17 +130,26 @@ def test_an_outage_both_arms_share_does_not_trip_the_guard() -> None:
     assert shared.record("treatment", True) is True
 
     own = {"control": {"model": "chat", "weight": 90}, "treatment": {"model": "chat-v2", "weight": 10}}
-    apart = SplitRouter(config(guard=guard, **own)).get("canary")  # another model: its 503s are its own ...
-    assert apart is not None
+    now = [0.0]
+    apart = SplitRouter(config(guard=guard, **own), clock=lambda: now[0]).get("canary")
+    assert apart is not None  # another model: a canary failing alone trips at once ...
+    for _ in range(4):
+        assert apart.record("treatment", True, unavailable=True) is False
+    assert apart.record("treatment", True, unavailable=True) is True
+    apart.record("control", False)
+    assert apart.tripped  # ... and stays tripped while the control serves
+    now[0] = 3.0
+    apart.record("control", True, unavailable=True)  # the control fails too, within seconds: the same outage
+    assert not apart.tripped and not apart.arms["treatment"].window  # undone, and the guard starts over
+    for _ in range(20):  # while the control's 503 is recent, the treatment's do not count
+        assert apart.record("treatment", True, unavailable=True) is False
+    now[0] = 3.0 + OUTAGE_SECONDS + 1
     for _ in range(4):
         apart.record("treatment", True, unavailable=True)
-    assert apart.record("treatment", True, unavailable=True) is True
-    together = SplitRouter(config(guard=guard, **own)).get("canary")  # ... unless the control had 503s too
-    assert together is not None
-    together.record("control", True, unavailable=True)
-    for _ in range(20):
-        assert together.record("treatment", True, unavailable=True) is False
-    assert not together.tripped
+    assert apart.record("treatment", True, unavailable=True) is True  # later, alone again: its own
+    now[0] += OUTAGE_SECONDS + 1
+    apart.record("control", True, unavailable=True)
+    assert apart.tripped  # a control 503 long after the trip does not undo it
 
 
 def test_no_guard_never_trips() -> None:
@@ -379,8 +389,13 @@ def test_the_gateway_refuses_splits_that_do_not_fit_its_models() -> None:
     assert "splits.ghost.treatments[0].adapter: 'a': adapters apply to chat models only" in text
 
 
-def test_gateway_routes_records_and_trips_without_triton() -> None:
+def test_gateway_routes_records_and_trips_without_triton(monkeypatch: pytest.MonkeyPatch) -> None:
     from fastapi.testclient import TestClient
+
+    from tritonforge.gateway import splits as splits_module
+
+    # no Triton here: the control's 503s after the trip would read as an outage both arms share and undo it
+    monkeypatch.setattr(splits_module, "OUTAGE_SECONDS", 0.0)
 
     # no Triton: every call is a 503. The control arm takes no traffic until the split trips (weight 0), so the
     # treatment's 503s are its own (its own version): a 503 the control had too would be an outage they share

@@ -26,7 +26,9 @@ ADMIN_HEADER = "tritonforge-admin-key"  # the HTTP header an admin key travels i
 # over gRPC Triton reads a restricted API's key from this metadata key (its gRPC frontend prefixes the header name)
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 # the Triton APIs an admin key guards (model control, shared memory, logging, trace): inference, health, metadata
-# and statistics stay open to clients
+# and statistics stay open to clients. Triton takes the key only on its command line, so `ps` on the host shows it:
+# keep it to a host whose process list is private, and Triton's ports off untrusted networks (the gateway is the
+# public face)
 RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
 
 
