@@ -396,7 +396,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         "serviceMonitor": {
             "enabled": True,
             "interval": "15s",
-            "labels": {**labels, **monitor_labels(options.monitor_labels)},
+            "labels": monitor_labels(options.monitor_labels),  # beside `labels` (an override of those reaches it)
         },
         "autoscaling": {
             "enabled": settings.autoscaling.enabled,

@@ -431,6 +431,11 @@ def test_helm_refuses_overriding_what_the_rendered_flags_hold_and_follows_the_re
             with pytest.raises(Exception, match=next(iter(override))):
                 chart.render(override, name="r", namespace="prod")
         assert chart.render({"replicas": 3}, name="r", namespace="prod")  # what the templates read may change
+        # labels given at install reach the ServiceMonitor too (it held a copy taken when the chart was rendered)
+        relabelled = load_documents(chart.render({"labels": {**values["labels"], "team": "ml"}, "serviceMonitor": {
+            **values["serviceMonitor"], "labels": {"release": "kps"}}}, name="r", namespace="prod").values())
+        monitor = next(d for d in relabelled if d["kind"] == "ServiceMonitor")
+        assert monitor["metadata"]["labels"]["team"] == "ml" and monitor["metadata"]["labels"]["release"] == "kps"
 
 
 def test_deploy_writes_each_format(cpu_repo: Path, tmp_path: Path) -> None:
