@@ -22,6 +22,38 @@ def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def _serve(*args: str, columns: int = 250) -> subprocess.Popen[str]:
+    """`tritonforge serve ARGS` as a user runs it, its output piped."""
+    return subprocess.Popen([*CLI, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": str(columns)})
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, seconds: float = 120) -> list[str]:
+    """Its stdout lines up to the first holding ``marker`` (or the end of its output, or ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        lines.append(proc.stdout.readline())  # type: ignore[union-attr]
+        if marker in lines[-1] or not lines[-1]:
+            break
+    return lines
+
+
+def _children(proc: subprocess.Popen[str]) -> list[str]:
+    """The pids it started (its tritonserver)."""
+    return subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+
+
+def _still_running(pids: list[str]) -> list[str]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def test_validate_exit_codes_and_problem_lines(embed_repo: Path, tmp_path: Path) -> None:
     ok = run("validate", str(embed_repo))
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -55,15 +87,9 @@ def test_build_with_a_bad_spec_lists_every_problem(tmp_path: Path) -> None:
 
 def test_serve_prints_endpoints_and_stops_on_sigterm(embed_repo: Path, tmp_path: Path) -> None:
     log = tmp_path / "logs" / "triton.log"
-    proc = subprocess.Popen([*CLI, "serve", str(embed_repo), "--log-file", str(log)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    proc = _serve(str(embed_repo), "--log-file", str(log), columns=200)
     try:
-        deadline = time.monotonic() + 120
-        line = ""
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()  # type: ignore[union-attr]
-            if "ready" in line or not line:
-                break
+        line = _read_until(proc, "ready")[-1]
         match = re.search(r"gRPC (\S+)", line)
         assert match, f"no endpoints printed: {line!r}"
         # where Triton's log is: said, and where --log-file put it (it was a temporary file no one was told of)
@@ -73,16 +99,14 @@ def test_serve_prints_endpoints_and_stops_on_sigterm(embed_repo: Path, tmp_path:
 
         with Client(match.group(1)) as client:
             assert client.embed(["served by the CLI"]).shape == (1, 384)
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        children = _children(proc)
         assert children, "the CLI started no tritonserver process"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 143  # as if SIGTERM had ended it, as every command (it exited 0)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
     # the CLI's own tritonserver (other tests' servers may serve the same repository) is gone
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    alive = _still_running(children)
     assert alive == [], f"tritonserver {alive} still running after SIGTERM"
 
 
@@ -119,14 +143,13 @@ def test_serve_with_a_gateway_port_in_use_fails_before_triton_starts(embed_repo:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_stops_on_a_signal_while_still_starting(sig: signal.Signals) -> None:
     # an object store that never answers: tritonserver keeps trying for about a minute before it gives up
-    proc = subprocess.Popen([*CLI, "serve", "s3://127.0.0.1:1/bucket/models"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    proc = _serve("s3://127.0.0.1:1/bucket/models", columns=200)
     try:
         children: list[str] = []
         deadline = time.monotonic() + 60
         while not children and time.monotonic() < deadline:  # wait until tritonserver runs: the start is under way
             time.sleep(0.5)
-            children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+            children = _children(proc)
         assert children, "the CLI started no tritonserver process"
         time.sleep(2)
         sent = time.monotonic()
@@ -135,10 +158,8 @@ def test_serve_stops_on_a_signal_while_still_starting(sig: signal.Signals) -> No
         assert time.monotonic() - sent < 30
         assert "interrupted while starting" in proc.stderr.read()  # type: ignore[union-attr]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        _kill(proc)
+    alive = _still_running(children)
     assert alive == [], f"tritonserver {alive} still running after the signal"
 
 
@@ -162,19 +183,10 @@ def test_serve_with_the_gateway_serves_splits_and_stops_on_sigterm(embed_repo: P
         "    treatment: {model: minilm, version: 1, weight: 50}\n"
     )
     port = free_port()
-    proc = subprocess.Popen(
-        [*CLI, "serve", str(embed_repo), "--gateway", "--gateway-port", str(port), "--api-keys-file", str(keys),
-         "--splits", str(splits)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "250"},
-    )
+    proc = _serve(str(embed_repo), "--gateway", "--gateway-port", str(port), "--api-keys-file", str(keys),
+                  "--splits", str(splits))
     try:
-        deadline = time.monotonic() + 120
-        lines: list[str] = []
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()  # type: ignore[union-attr]
-            lines.append(line)
-            if "gateway on" in line or not line:
-                break
+        lines = _read_until(proc, "gateway on")
         assert any(f"gateway on http://127.0.0.1:{port}/v1" in line for line in lines), lines
         assert "splits minilm-ab" in lines[-1]
         headers = {"Authorization": "Bearer sk-cli-user"}
@@ -195,15 +207,13 @@ def test_serve_with_the_gateway_serves_splits_and_stops_on_sigterm(embed_repo: P
             time.sleep(2.0)
             assert http.get("/v1/models").status_code == 401
             assert http.get("/v1/models", headers={"Authorization": "Bearer sk-rotated"}).status_code == 200
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        children = _children(proc)
         assert children, "the CLI started no tritonserver process"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 143  # as if SIGTERM had ended it, as every command (it exited 0)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        _kill(proc)
+    alive = _still_running(children)
     assert alive == [], f"tritonserver {alive} still running after SIGTERM"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
@@ -226,15 +236,9 @@ def test_serve_with_the_gateway_serves_the_models_the_build_recorded(embed_repo:
     info["gateway_models"]["embeddings"] = {"corp-embedder": "embed"}  # as a spec keyed corp-embedder records it
     (repo / "tritonforge.json").write_text(json.dumps(info))
     port = free_port()
-    proc = subprocess.Popen([*CLI, "serve", str(repo), "--gateway", "--gateway-port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "250"})
+    proc = _serve(str(repo), "--gateway", "--gateway-port", str(port))
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()  # type: ignore[union-attr]
-            if "gateway on" in line or not line:
-                break
+        _read_until(proc, "gateway on")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             assert {m["id"] for m in http.get("/v1/models").json()["data"]} == {"corp-embedder"}
             reply = http.post("/v1/embeddings", json={"model": "corp-embedder", "input": "recorded ids"})
@@ -242,9 +246,7 @@ def test_serve_with_the_gateway_serves_the_models_the_build_recorded(embed_repo:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 143  # as if SIGTERM had ended it, as every command (it exited 0)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
 
 
 def test_serve_gateway_options_need_gateway_and_a_bad_split_file_fails_fast(embed_repo: Path, tmp_path: Path) -> None:
@@ -267,19 +269,13 @@ def test_serve_drains_on_the_first_ctrl_c_and_stops_at_once_on_the_second(demo_r
     from tritonforge.clients import Client
 
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*")))
-    proc = subprocess.Popen([*CLI, "serve", str(demo_repo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "COLUMNS": "250"})
+    proc = _serve(str(demo_repo))
     stream_error: list[BaseException] = []
     try:
-        deadline = time.monotonic() + 180
-        line = ""
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()  # type: ignore[union-attr]
-            if "ready" in line or not line:
-                break
+        line = _read_until(proc, "ready", seconds=180)[-1]
         match = re.search(r"gRPC (\S+)", line)
         assert match, f"no endpoints printed: {line!r}"
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        children = _children(proc)
         assert children, "the CLI started no tritonserver process"
         started = threading.Event()
 
@@ -310,10 +306,8 @@ def test_serve_drains_on_the_first_ctrl_c_and_stops_at_once_on_the_second(demo_r
         assert "stopping now" in proc.stderr.read()  # type: ignore[union-attr]
         thread.join(30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        _kill(proc)
+    alive = _still_running(children)
     assert alive == [], f"tritonserver {alive} still running"
     left = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*"))) - before
     assert not left, f"left behind: {left}"
@@ -338,18 +332,10 @@ def test_serve_with_the_gateway_on_a_public_address_keeps_triton_on_loopback(emb
     keys = tmp_path / "keys.txt"
     keys.write_text("sk-user\n")
     gateway_port, http_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [*CLI, "serve", str(embed_repo), "--host", "0.0.0.0", "--http-port", str(http_port), "--gateway",
-         "--gateway-port", str(gateway_port), "--api-keys-file", str(keys)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "250"},
-    )
+    proc = _serve(str(embed_repo), "--host", "0.0.0.0", "--http-port", str(http_port), "--gateway",
+                  "--gateway-port", str(gateway_port), "--api-keys-file", str(keys))
     try:
-        deadline = time.monotonic() + 120
-        lines: list[str] = []
-        while time.monotonic() < deadline:
-            lines.append(proc.stdout.readline())  # type: ignore[union-attr]
-            if "gateway on" in lines[-1] or not lines[-1]:
-                break
+        lines = _read_until(proc, "gateway on")
         assert any("gateway on" in line for line in lines), lines
         assert _listening_addresses(gateway_port) == {"0.0.0.0"}
         assert _listening_addresses(http_port) == {"127.0.0.1"}  # Triton: only this machine
@@ -357,9 +343,7 @@ def test_serve_with_the_gateway_on_a_public_address_keeps_triton_on_loopback(emb
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 143
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
 
 
 def test_serve_stops_and_cleans_up_on_sighup_with_its_terminal_gone(embed_repo: Path) -> None:
@@ -369,25 +353,18 @@ def test_serve_stops_and_cleans_up_on_sighup_with_its_terminal_gone(embed_repo: 
     import tempfile
 
     before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*")))
-    proc = subprocess.Popen([*CLI, "serve", str(embed_repo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "COLUMNS": "250"})
+    proc = _serve(str(embed_repo))
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()  # type: ignore[union-attr]
-            if "Ctrl-C to stop" in line or not line:
-                break
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        _read_until(proc, "Ctrl-C to stop")
+        children = _children(proc)
         assert children, "the CLI started no tritonserver process"
         proc.stdout.close()  # type: ignore[union-attr]  # the terminal is gone: every later write fails
         proc.stderr.close()  # type: ignore[union-attr]
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(timeout=60) == 128 + signal.SIGHUP
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        _kill(proc)
+    alive = _still_running(children)
     assert alive == [], f"tritonserver {alive} still running after SIGHUP"
     left = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*"))) - before
     assert not left, f"left behind: {left}"
