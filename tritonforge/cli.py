@@ -25,6 +25,7 @@ from tritonforge.cli_output import fail as _fail
 from tritonforge.cli_paths import path_arg
 from tritonforge.cli_release import release_app
 from tritonforge.errors import TritonForgeError
+from tritonforge.stop_signals import STOP_SIGNALS, StopOnSignals, exit_code, not_ignored
 
 DEFAULT_GATEWAY_PORT = 9000  # `gateway --port` and `serve --gateway-port`
 
@@ -264,13 +265,14 @@ def serve(
 
     def end_serving(signum: int, _frame: object) -> None:
         caught.append(signum)
-        for sig in STOP_SIGNALS:  # the next one stops at once (what is still draining is killed)
+        for sig in watched:  # the next one stops at once (what is still draining is killed)
             signal.signal(sig, interrupt)
 
     # while starting (which can wait minutes on a repository) a signal interrupts the start and stops what was
     # started; once serving the first ends the loop below and the requests in flight may finish; a second one
     # stops at once. SIGHUP (the terminal closed) too: it skipped every cleanup
-    for sig in STOP_SIGNALS:
+    watched = not_ignored()  # started under nohup: SIGHUP stays ignored
+    for sig in watched:
         signal.signal(sig, interrupt)
     web = listener = None
     try:
@@ -281,7 +283,7 @@ def serve(
         with err_console.status("starting tritonserver…"):
             ep = server.start()
         serving = True
-        for sig in STOP_SIGNALS:
+        for sig in watched:
             signal.signal(sig, end_serving)
         if gateway_setup is not None and listener is not None:
             with err_console.status("starting the gateway…"):
@@ -322,10 +324,9 @@ def serve(
         _stop_serving(server, web, listener, drain=serving and len(caught) == 1)
     _say("stopped", console)
     if caught:  # as if the signal had ended it, as every other command does (docs/serving.md)
-        raise typer.Exit(128 + caught[0])
+        raise typer.Exit(exit_code(caught[0]))
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 UNLOAD_SECONDS = 10.0  # how long `serve` lets Triton unload its models past its exit timeout before killing it
 
 
@@ -431,7 +432,6 @@ def bench(
     Ctrl-C (or SIGTERM) stops it after the requests in flight: the levels completed are shown and written.
     """
     from tritonforge.bench import error_lines, parse_concurrency, report_tables, run_bench
-    from tritonforge.bench.interrupt import StopOnSignals
     from tritonforge.bench.report import error_rate_problems, mismatch_lines
 
     if protocol not in ("grpc", "http"):
@@ -482,7 +482,7 @@ def bench(
             f", {report.interrupted_during} cut short and not reported" if report.interrupted_during else ""
         )
         err_console.print(styled("bold red", "interrupted:", f" {done}"))
-        raise typer.Exit(128 + signals.caught[0])  # 130 for Ctrl-C, 143 for SIGTERM, as if the signal had ended it
+        raise typer.Exit(exit_code(signals.caught[0]))  # as if the signal had ended it
     if problems:
         raise typer.Exit(1)
 
@@ -713,7 +713,7 @@ def terminate_like_interrupt() -> None:
     left behind), with the exit code of a SIGTERM (143). serve and gateway set their own handlers."""
 
     def terminated(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
+        raise SystemExit(exit_code(signum))
 
     signal.signal(signal.SIGTERM, terminated)
 

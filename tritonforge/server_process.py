@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from tritonforge.stop_signals import STOP_SIGNALS
+
 LOG = logging.getLogger("tritonforge.server")
 
 
@@ -229,7 +231,7 @@ def abandon(proc: subprocess.Popen[bytes], tmpdir: Path | None) -> None:
 
 
 @contextlib.contextmanager
-def deferred_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+def deferred_signals(signums: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
     """Hold SIGINT/SIGTERM/SIGHUP (the signals `serve` stops on) while the block runs, then deliver the first one
     that came to the handler it would have reached. Only the main thread can set handlers: elsewhere the block runs
     as it is."""

@@ -338,7 +338,7 @@ def _served(server, model: str = "embed") -> int:  # type: ignore[no-untyped-def
     return sum(int(m.get("inference_stats", {}).get("success", {}).get("count", 0)) for m in stats)
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_an_interrupted_bench_cli_stops_sending_at_once(embed_server, tmp_path: Path, signum: int, code: int) -> None:
     """Ctrl-C went on loading the server until the level's --duration ended, and wrote nothing."""
     out = tmp_path / "new" / "bench.json"

@@ -22,10 +22,12 @@ def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def _serve(*args: str, columns: int = 250) -> subprocess.Popen[str]:
-    """`tritonforge serve ARGS` as a user runs it, its output piped."""
+def _serve(*args: str, columns: int = 250, nohup: bool = False) -> subprocess.Popen[str]:
+    """`tritonforge serve ARGS` as a user runs it, its output piped (``nohup``: started ignoring SIGHUP, as nohup
+    starts it)."""
+    ignore_hup = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None
     return subprocess.Popen([*CLI, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": str(columns)})
+                            env={**os.environ, "COLUMNS": str(columns)}, preexec_fn=ignore_hup)
 
 
 def _read_until(proc: subprocess.Popen[str], marker: str, seconds: float = 120) -> list[str]:
@@ -161,6 +163,20 @@ def test_serve_stops_on_a_signal_while_still_starting(sig: signal.Signals) -> No
         _kill(proc)
     alive = _still_running(children)
     assert alive == [], f"tritonserver {alive} still running after the signal"
+
+
+def test_serve_under_nohup_outlives_the_terminal(embed_repo: Path) -> None:
+    """serve took SIGHUP over whatever was there: run under nohup, it stopped when the terminal closed."""
+    proc = _serve(str(embed_repo), columns=200, nohup=True)
+    try:
+        assert any("Ctrl-C to stop" in line for line in _read_until(proc, "Ctrl-C to stop"))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        assert proc.poll() is None, proc.stderr.read()  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        _kill(proc)
 
 
 def test_demo_runs_the_main_job() -> None:
