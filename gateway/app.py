@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 
 from tritonforge.errors import ClientError
 from tritonforge.gateway.auth import KeyChecker
-from tritonforge.gateway.errors import APIError, error_response, from_client_error
+from tritonforge.gateway.errors import APIError, clip, error_response, from_client_error
 from tritonforge.gateway.metrics import MetricsMiddleware
 from tritonforge.gateway.models import GatewayModels
 from tritonforge.gateway.routes import router
@@ -66,7 +66,10 @@ def create_app(
             await drain_stops()  # stop signals of streams cut short still on their way
             await gw.close()
 
-    app = FastAPI(title="tritonforge gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # no redirect of `/v1/models/` to `/v1/models`: Starlette builds its Location from the request's Host header, so
+    # anyone could have the gateway send clients elsewhere (security review); a 404 names the path to use instead
+    app = FastAPI(title="tritonforge gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  redirect_slashes=False)
     app.state.gateway = gw
     app.state.models = gw.models
     app.state.metrics = gw.metrics
@@ -95,9 +98,13 @@ def _handle_errors(app: FastAPI) -> None:
         return error_response(APIError(400, f"Invalid request: {err.errors()[:1]}", code="invalid_value"))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
-        response = error_response(APIError(err.status_code, str(err.detail), type=kind, code=None))
+        detail = str(err.detail)
+        path = request.url.path
+        if err.status_code == 404 and len(path) > 1 and path.endswith("/"):
+            detail += f": {clip(path)} (the gateway's paths end without a slash: {clip(path.rstrip('/') or '/')})"
+        response = error_response(APIError(err.status_code, detail, type=kind, code=None))
         response.headers.update(err.headers or {})  # a 405's Allow: the methods the path takes
         return response
 

@@ -412,3 +412,15 @@ def test_a_body_that_trickles_in_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> 
     asyncio.run(run())
     assert sent[0]["status"] == 408, sent
     assert b"took more than 0.3 s" in b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/v1/chat/completions/"), ("POST", "/v1/embeddings/"), ("GET", "/health/")])
+def test_a_trailing_slash_is_a_404_naming_the_path_not_a_redirect_to_the_host_header(
+    client: TestClient, method: str, path: str
+) -> None:
+    """Starlette redirected to the path without its slash, at the host the request's Host header named: anyone
+    could send the gateway's clients to another server (security review)."""
+    reply = client.request(method, path, headers={**KEY, "Host": "attacker.example"}, follow_redirects=False)
+    assert "location" not in reply.headers
+    message = _error(reply, 404)["message"]
+    assert f"end without a slash: {path.rstrip('/')}" in message and "attacker" not in message
