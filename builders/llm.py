@@ -8,6 +8,7 @@ engine with the identical contract (`cpu`).
 from __future__ import annotations
 
 import fnmatch
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +36,14 @@ TOKENIZER_FILES = (
     "added_tokens.json",
     "vocab.txt",
 )
-# top-level checkpoint files a tokenizer may also need: its code (tokenizer_config.json's auto_map names e.g.
-# tokenization_qwen.py, loaded with trust_remote_code like upstream's model.py) and the vocabularies such code or
-# a slow tokenizer reads (qwen.tiktoken, tokenizer*.model, *.vocab). All *.py ship, as auto_map may name helpers
-# only through imports
-TOKENIZER_PATTERNS = ("*.py", "*.tiktoken", "tokenizer*.model", "*.vocab")
+# top-level checkpoint files a tokenizer may also need: the vocabularies a slow tokenizer or a tokenizer that is
+# code reads (qwen.tiktoken, tokenizer*.model, *.vocab), and, with trust_remote_code, that code (tokenizer_config.json's
+# auto_map names e.g. tokenization_qwen.py). All *.py ship then, as auto_map may name helpers only through imports
+TOKENIZER_PATTERNS = ("*.tiktoken", "tokenizer*.model", "*.vocab")
+REMOTE_CODE_PATTERNS = ("*.py",)
+# the pre/postprocessing models' parameter: upstream's model.py always passes trust_remote_code=True, so whatever
+# code a checkpoint shipped ran inside Triton; here only when the spec says so
+TRUST_PARAMETER = "trust_remote_code"
 SKIPPED_IN_CHECKPOINT = {".git", ".cache"}
 CHAT_INPUT = "apply_chat_template"
 MESSAGES_INPUT = "chat_messages"  # tritonforge addition: a whole conversation (JSON), rendered by the chat template
@@ -47,6 +51,40 @@ LORA_NAME_INPUT = "lora_name"  # tritonforge addition: the adapter's name, looke
 LORA_TASK_ID_INPUT = "LORA_TASK_ID"  # preprocessing: the ensemble's upstream `lora_task_id`, passed through
 LORA_TASK_ID_OUTPUT = "OUT_LORA_TASK_ID"  # preprocessing -> tensorrt_llm's lora_task_id
 LORA_TASK_ID_TENSOR = "_LORA_TASK_ID"  # the ensemble's internal tensor between the two
+
+
+def _tokenizer_code(checkpoint: Path) -> str:
+    """The class a checkpoint's auto_map names for AutoTokenizer (a tokenizer that is code), or ""."""
+    for name in ("tokenizer_config.json", "config.json"):
+        try:
+            data = json.loads((checkpoint / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        auto_map = data.get("auto_map") if isinstance(data, dict) else None
+        entry = auto_map.get("AutoTokenizer") if isinstance(auto_map, dict) else None
+        if entry:
+            return str(next((e for e in entry if e), entry) if isinstance(entry, list) else entry)
+    return ""
+
+
+def _remote_code_patterns(key: str, model: LLMModel, checkpoint: Path) -> tuple[str, ...]:
+    """The checkpoint's top-level file patterns the tokenizer ships with; a tokenizer that is code is refused
+    unless the spec trusts it (it would fail to load inside Triton, after the whole build)."""
+    if model.remote_code_trusted:
+        return (*REMOTE_CODE_PATTERNS, *TOKENIZER_PATTERNS)
+    code = _tokenizer_code(checkpoint) if model.preprocessing.tokenizer_dir is None else ""
+    if code:
+        raise BuildError(
+            f"models.{key}: the checkpoint's tokenizer is code ({code}, named in its auto_map), which runs inside "
+            f"Triton; set trust_remote_code: true on models.{key} if you trust {checkpoint}"
+        )
+    return TOKENIZER_PATTERNS
+
+
+def _mark_trust(out: ModelSet, model: LLMModel, *names: str) -> None:
+    for name in names:
+        if name in out.configs:
+            out.set_parameter(name, TRUST_PARAMETER, "true" if model.remote_code_trusted else "false")
 
 
 def llm_names(key: str, model: LLMModel) -> LLMNames:
@@ -238,7 +276,7 @@ def llm_model_set(
         if source_dir is None:
             source_dir = lora.infer_source_dir(model.checkpoint, checkpoint)
         adapters = lora.check_adapters(model.adapters, checkpoint, source_dir=source_dir)
-    tokenizer_files = _files(checkpoint, TOKENIZER_FILES, TOKENIZER_PATTERNS)
+    tokenizer_files = _files(checkpoint, TOKENIZER_FILES, _remote_code_patterns(key, model, checkpoint))
     engine_dir = model.engine_dir_in_container or f"/models/{names.tensorrt_llm}/1/engine"
     sources = {role: python_backends.source(f"llm_{role}") for role in ("preprocessing", "postprocessing")}
     trt_params = model.tensorrt_llm
@@ -265,6 +303,7 @@ def llm_model_set(
         additions=contract_additions(adapters, target, lora.TRITON_TYPES[model.engine.dtype]),
         tensorrt_llm_model=cpu_engine,
     )
+    _mark_trust(out, model, names.preprocessing, names.postprocessing)
     if engine is not None and target == "gpu":
         out.add_files(names.tensorrt_llm, {f"engine/{rel}": p for rel, p in _files(Path(engine)).items()})
     if adapters:
@@ -365,7 +404,7 @@ def _llmapi_engine(
     from tritonforge.builders.lora_trtllm import target_modules
     from tritonforge.trtllm.llmapi import MODEL_YAML, model_yaml
 
-    settings = model.llmapi
+    settings = model.llmapi.model_copy(update={"trust_remote_code": model.remote_code_trusted})
     batch = model.serving.triton_max_batch_size
     serving = Serving(
         max_batch_size=batch,
@@ -430,10 +469,12 @@ def llmapi_model_set(
     pre_cfg, notes = _llmapi_preprocessing(names, model, adapters, target)
     pre_files: dict[str, FileContent] = dict(python_backends.sources("llm_preprocessing"))  # and its shared modules
     if model.preprocessing.tokenizer_dir is None:
-        pre_files.update({f"tokenizer/{rel}": p for rel, p in _files(checkpoint, TOKENIZER_FILES).items()})
+        patterns = _remote_code_patterns(key, model, checkpoint)
+        pre_files.update({f"tokenizer/{rel}": p for rel, p in _files(checkpoint, TOKENIZER_FILES, patterns).items()})
     if adapters:
         pre_files[lora.TABLE_FILE] = lora.table_bytes(adapters)
     out.add(pre_cfg, pre_files)
+    _mark_trust(out, model, names.preprocessing)
     trt_cfg, trt_files, trt_notes = _llmapi_engine(names, model, adapters, target, checkpoint)
     out.add(trt_cfg, trt_files)
 

@@ -54,6 +54,12 @@ class ModelSet:
         for rel, content in version_files.items():
             self.files[f"{model}/{version}/{rel}"] = content
 
+    def set_parameter(self, model: str, key: str, value: str) -> None:
+        """A ``parameters`` entry on a model already added (its config.pbtxt rendered again)."""
+        config = self.configs[model]
+        config.parameters[key].string_value = value
+        self.files[f"{model}/config.pbtxt"] = render_config(config).encode()
+
     def merge(self, other: ModelSet) -> None:
         self.files.update(other.files)
         self.configs.update(other.configs)

@@ -403,6 +403,17 @@ class LLMModel(Checked):
     adapters: dict[str, AdapterSpec] = Field(
         default_factory=dict, description="LoRA adapters on this base model, by the name clients send (lora_name)"
     )
+    trust_remote_code: Flag = Field(
+        False,
+        description="run Python code the checkpoint ships (a tokenizer or model named in its auto_map) inside Triton, "
+        "as vLLM's --trust-remote-code; off, its *.py files do not ship with the tokenizer, and a tokenizer that is "
+        "code is refused at build",
+    )
+
+    @property
+    def remote_code_trusted(self) -> bool:
+        """This model's trust_remote_code, or llmapi.trust_remote_code as specs before it had to say it."""
+        return self.trust_remote_code or self.llmapi.trust_remote_code
 
     @classmethod
     def _cross(cls, data: dict[str, Any]) -> Found:

@@ -89,10 +89,12 @@ class TritonPythonModel:
             tokenizer_dir = os.path.join(version_dir, tokenizer_dir)
         # upstream's exact call (NVIDIA/TensorRT-LLM triton_backend/all_models/inflight_batcher_llm/
         # postprocessing/1/model.py @ 2e2327b93c0a9aa9abbf4c4672f734b03c1e441f): trust_remote_code loads
-        # tokenizers shipped as code (Qwen's tokenization_qwen.py + qwen.tiktoken), legacy=False the fixed
+        # tokenizers shipped as code (Qwen's tokenization_qwen.py + qwen.tiktoken), here only when the spec says
+        # so (upstream always passes True: any code a checkpoint shipped ran inside Triton), legacy=False the fixed
         # sentencepiece handling of special tokens
+        trusted = _truthy(param("trust_remote_code", "false"))
         self.tokenizer = AutoTokenizer.from_pretrained(
-            tokenizer_dir, legacy=False, padding_side="left", trust_remote_code=True
+            tokenizer_dir, legacy=False, padding_side="left", trust_remote_code=trusted
         )
         self.skip_special_tokens = _truthy(param("skip_special_tokens", "true"))
         self.ttl = float(param("stream_state_ttl_seconds", "300"))

@@ -202,10 +202,12 @@ class TritonPythonModel:
         self.chat_default = _truthy(param("apply_chat_template", "false"))
         # upstream's exact call (NVIDIA/TensorRT-LLM triton_backend/all_models/inflight_batcher_llm/
         # preprocessing/1/model.py @ beb339f52cd272074176448006a3184f7d18f20b): trust_remote_code loads
-        # tokenizers shipped as code (Qwen's tokenization_qwen.py + qwen.tiktoken), legacy=False the fixed
+        # tokenizers shipped as code (Qwen's tokenization_qwen.py + qwen.tiktoken), here only when the spec says
+        # so (upstream always passes True: any code a checkpoint shipped ran inside Triton), legacy=False the fixed
         # sentencepiece handling of special tokens
+        trusted = _truthy(param("trust_remote_code", "false"))
         self.tokenizer = AutoTokenizer.from_pretrained(
-            self.tokenizer_dir, legacy=False, padding_side="left", trust_remote_code=True
+            self.tokenizer_dir, legacy=False, padding_side="left", trust_remote_code=trusted
         )
         tok = self.tokenizer
         if tok.eos_token_id is None:

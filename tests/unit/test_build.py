@@ -387,3 +387,41 @@ def test_a_rebuild_takes_the_cached_index_and_long_passages_are_named(tiny_bert:
     assert embedded == [] and (tmp_path / "b" / "docs_retriever" / "1" / "index.faiss").read_bytes() == (
         tmp_path / "a" / "docs_retriever" / "1" / "index.faiss").read_bytes()
     assert [n for n in second.notes if "passages are longer than" in n]
+
+
+@pytest.mark.parametrize("runtime", ["engine", "llmapi"])
+def test_a_tokenizer_that_is_code_is_refused_unless_the_spec_trusts_it(runtime: str, tmp_path: Path) -> None:
+    """upstream's pre/postprocessing load every tokenizer with trust_remote_code=True: a checkpoint's *.py shipped
+    into the repository and ran inside Triton, whatever the spec said (security review)."""
+    import json
+
+    from tritonforge.builders.tiny_models import make_tiny_decoder
+    from tritonforge.errors import BuildError
+
+    ckpt = make_tiny_decoder(tmp_path / "decoder") or tmp_path / "decoder"
+    config = json.loads((ckpt / "tokenizer_config.json").read_text())
+    config["auto_map"] = {"AutoTokenizer": [None, "tokenization_evil.EvilTokenizer"]}
+    (ckpt / "tokenizer_config.json").write_text(json.dumps(config))
+    (ckpt / "tokenization_evil.py").write_text("raise SystemExit('ran the checkpoint code')\n")
+    model = {"kind": "llm", "checkpoint": "decoder", "runtime": runtime, "max_input_len": 64, "max_seq_len": 128}
+    spec = parse_spec({"name": "t", "target": "cpu", "models": {"chat": model}}, source_dir=tmp_path)
+    with pytest.raises(BuildError) as refused:
+        build(spec, tmp_path / "repo", target="cpu")
+    assert "models.chat: the checkpoint's tokenizer is code (tokenization_evil.EvilTokenizer" in str(refused.value)
+    assert "set trust_remote_code: true on models.chat" in str(refused.value)
+    assert not (tmp_path / "repo").exists()
+
+    (ckpt / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "auto_map"}))
+    build(spec, tmp_path / "plain", target="cpu")  # the code does not ship with the tokenizer
+    assert not list((tmp_path / "plain" / "preprocessing").rglob("tokenization_evil.py"))
+    assert 'key: "trust_remote_code"\n  value {\n    string_value: "false"' in (
+        tmp_path / "plain" / "preprocessing" / "config.pbtxt").read_text()
+
+    trusted = parse_spec({"name": "t", "target": "cpu", "models": {"chat": {**model, "trust_remote_code": True}}},
+                         source_dir=tmp_path)
+    build(trusted, tmp_path / "trusted", target="cpu")
+    assert list((tmp_path / "trusted" / "preprocessing").rglob("tokenization_evil.py"))
+    assert 'key: "trust_remote_code"\n  value {\n    string_value: "true"' in (
+        tmp_path / "trusted" / "preprocessing" / "config.pbtxt").read_text()
+    if runtime == "engine":
+        assert 'string_value: "true"' in (tmp_path / "trusted" / "postprocessing" / "config.pbtxt").read_text()

@@ -317,11 +317,14 @@ def test_state_per_stream_stays_small(checkpoint: Path, tokenizer: Any, tmp_path
 # ------------------------------------------------------------------------------------------------ tokenizer loading
 
 
+@pytest.mark.parametrize("trust", [None, "false", "true"])
 @pytest.mark.parametrize("name", ["llm_preprocessing", "llm_postprocessing"])
-def test_the_tokenizer_is_loaded_with_upstreams_arguments(
-    name: str, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_tokenizer_is_loaded_with_upstreams_arguments_and_trusts_code_only_when_told(
+    name: str, trust: str | None, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """upstream's pre/postprocessing model.py: legacy=False, padding_side='left', trust_remote_code=True."""
+    """upstream's pre/postprocessing model.py: legacy=False, padding_side='left', trust_remote_code=True; here
+    trust_remote_code only with the parameter the spec's trust_remote_code renders (upstream's ran any code a
+    checkpoint shipped inside Triton)."""
     from transformers import AutoTokenizer
 
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
@@ -334,14 +337,18 @@ def test_the_tokenizer_is_loaded_with_upstreams_arguments(
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", recording)
     model_dir = tmp_path / name
     (model_dir / "1").mkdir(parents=True)
-    config = {"name": name, "max_batch_size": 8, "parameters": {"tokenizer_dir": {"string_value": str(checkpoint)}}}
+    parameters = {"tokenizer_dir": {"string_value": str(checkpoint)}}
+    if trust is not None:
+        parameters["trust_remote_code"] = {"string_value": trust}
+    config = {"name": name, "max_batch_size": 8, "parameters": parameters}
     load(name, monkeypatch).TritonPythonModel().initialize(fpb.initialize_args(config, model_dir))
-    assert calls == [((str(checkpoint),), {"legacy": False, "padding_side": "left", "trust_remote_code": True})]
+    trusted = trust == "true"
+    assert calls == [((str(checkpoint),), {"legacy": False, "padding_side": "left", "trust_remote_code": trusted})]
 
 
 def test_tokenizer_code_and_vocabularies_ship_with_the_tokenizer(tmp_path: Path) -> None:
     """A Qwen-style checkpoint: the tokenizer is code (auto_map) reading a .tiktoken vocabulary."""
-    from tritonforge.builders.llm import TOKENIZER_FILES, TOKENIZER_PATTERNS, _files
+    from tritonforge.builders.llm import REMOTE_CODE_PATTERNS, TOKENIZER_FILES, TOKENIZER_PATTERNS, _files
 
     ckpt = tmp_path / "qwen"
     (ckpt / "sub").mkdir(parents=True)
@@ -360,7 +367,8 @@ def test_tokenizer_code_and_vocabularies_ship_with_the_tokenizer(tmp_path: Path)
         "sub/helper.py",
     ):
         (ckpt / name).write_text("x")
-    shipped = set(_files(ckpt, TOKENIZER_FILES, TOKENIZER_PATTERNS))
+    assert not {"tokenization_qwen.py", "modeling_qwen.py"} & set(_files(ckpt, TOKENIZER_FILES, TOKENIZER_PATTERNS))
+    shipped = set(_files(ckpt, TOKENIZER_FILES, (*REMOTE_CODE_PATTERNS, *TOKENIZER_PATTERNS)))  # trust_remote_code
     assert {
         "tokenizer_config.json",
         "qwen.tiktoken",

@@ -77,7 +77,7 @@ class LLMAPISettings(Checked):
     max_batch_size: Pos | None = Field(None, description="requests the LLM batches (default: serving's batch size)")
     max_num_tokens: Pos | None = Field(None, description="tokens per scheduled iteration (default: TensorRT-LLM's)")
     kv_cache_config: KvCacheSettings = Field(default_factory=KvCacheSettings)
-    trust_remote_code: Flag = False
+    trust_remote_code: Flag = Field(False, description="the model's trust_remote_code (kept for older specs)")
     decoupled: Flag = Field(True, description="triton_config.decoupled: true is needed to stream")
     cancellation_check_period_ms: Pos = Field(100, description="triton_config: how often cancellation is polled")
     max_lora_rank: Pos = Field(64, description="lora_config.max_lora_rank (with adapters)")
