@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
 from tritonforge.build_manifest import MANIFEST_NAME
@@ -69,28 +69,58 @@ def _marker(folder: Path, owned: Iterable[str] = ()) -> bytes:
     return (_MARKER_TEXT + "".join(f"{name}\n" for name in names)).encode()
 
 
-def _added_since(out: Path) -> list[str]:
+def _not_content(name: str) -> bool:
+    """What serving writes (__pycache__), hidden files (a desktop's .DS_Store) and the marker: never additions."""
+    return name == OUTPUT_MARKER or any(part in _RUNTIME_PARTS or part.startswith(".") for part in name.split("/"))
+
+
+def _added_since(out: Path, planned: Collection[str] | None) -> list[str]:
     """What is in an earlier output that it did not write (a note beside the models, a version folder copied in by
-    hand); none for a marker from before the files were listed."""
+    hand). A marker from before the files were listed says nothing about them: see _unlisted_additions."""
     try:  # split on "\n" only: splitlines() also splits a file name at \x1c, \x85 or \u2028
         lines = (out / OUTPUT_MARKER).read_text(encoding="utf-8").split("\n")
     except (OSError, UnicodeDecodeError):
         return []
     start = next((i for i, line in enumerate(lines) if line.endswith(_FILES_LINE)), None)
     if start is None:
-        return []
+        return _unlisted_additions(out, planned)
     written = set(lines[start + 1 :])
     owned = tuple(name for name in written if name.endswith("/"))
     try:
         present = _files(out)
     except OSError:
         return []
-    return [
-        name for name in present
-        if name not in written and name != OUTPUT_MARKER and not name.startswith(owned)
-        # what serving writes (__pycache__), and hidden files (a desktop's .DS_Store) are not additions
-        and not any(part in _RUNTIME_PARTS or part.startswith(".") for part in name.split("/"))
-    ]
+    return [name for name in present if name not in written and not name.startswith(owned) and not _not_content(name)]
+
+
+def _unlisted_additions(out: Path, planned: Collection[str] | None) -> list[str]:
+    """For an earlier output that does not list its files (a build from before OUTPUT_MARKER, or from before the
+    marker listed them): what it holds beyond what a build writes, or the new output writes. Those outputs were
+    replaced as a whole, and hand-added models, version folders and notes were deleted with them (upgrade audit).
+
+    A build wrote, beside its report, model folders of a config.pbtxt and one version folder ``1/`` with its
+    lineage.json (releases add versions, but a folder with releases is never replaced); anything else there is the
+    user's unless the new output writes that very file. Without the new plan (a command checking before its long
+    work) only the build's shape is checked; the write checks the rest."""
+    try:
+        present = [name for name in _files(out) if not _not_content(name)]
+    except OSError:
+        return []
+    if planned is None and not _is_build_report(out):
+        return []
+    written = set(planned or ())
+    built = _is_build_report(out)
+    added = []
+    for name in present:
+        parts = name.split("/")
+        if name in written or (built and len(parts) == 1 and name in (MANIFEST_NAME, "build_engines.sh")):
+            continue
+        in_built_model = (parts[1:] == ["config.pbtxt"] or (len(parts) > 2 and parts[1] == "1")) and _built_model(
+            out / parts[0]
+        )
+        if not (built and in_built_model):
+            added.append(name)
+    return added
 # a build's manifest (MANIFEST_NAME): repositories built before OUTPUT_MARKER existed are recognised by it
 # what `tritonforge release` keeps in a repository (tritonforge/releases.py): a folder holding either has versions
 # and history that no build reproduces
@@ -114,7 +144,7 @@ def write_repository(
     a path in `protect` (the command's inputs). Anything else raises RepositoryError before a file is written.
     """
     out = Path(out).absolute()
-    check_output(out, protect, replaces_builds=MANIFEST_NAME in plan)
+    check_output(out, protect, replaces_builds=MANIFEST_NAME in plan, planned=plan.keys())
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -147,9 +177,16 @@ def write_repository(
     return out
 
 
-def check_output(out: str | Path, protect: Iterable[str | Path] = (), *, replaces_builds: bool = False) -> None:
+def check_output(
+    out: str | Path,
+    protect: Iterable[str | Path] = (),
+    *,
+    replaces_builds: bool = False,
+    planned: Collection[str] | None = None,
+) -> None:
     """Raise RepositoryError unless write_repository may write `out` (see there); commands call it before long work
-    too. ``replaces_builds``: a build written before OUTPUT_MARKER existed counts as an earlier output."""
+    too. ``replaces_builds``: a build written before OUTPUT_MARKER existed counts as an earlier output. ``planned``:
+    the files the new output writes (None before they are known)."""
     out = Path(out).absolute()
     resolved = out.resolve()
     if out.name in ("", ".", "..") or resolved == Path(resolved.anchor):
@@ -176,13 +213,16 @@ def check_output(out: str | Path, protect: Iterable[str | Path] = (), *, replace
             "version added with `tritonforge release add` and their history; write into another folder and add "
             f"what changed with `tritonforge release add --repo {out} --from <that folder>`"
         )
-    if OUTPUT_MARKER in entries and (added := _added_since(out)):
+    marked = OUTPUT_MARKER in entries
+    earlier_build = not marked and replaces_builds and _earlier_build(out, entries)
+    added = _added_since(out, planned) if marked else _unlisted_additions(out, planned) if earlier_build else []
+    if added:
         shown = ", ".join(added[:5]) + (", ..." if len(added) > 5 else "")
         raise RepositoryError(
             f"refusing to replace {out}: it holds what the earlier output did not write ({shown}), which replacing "
             "it would delete; move that out, or remove the folder first"
         )
-    if not entries or OUTPUT_MARKER in entries or (replaces_builds and _earlier_build(out, entries)):
+    if not entries or marked or earlier_build:
         return
     shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
     raise RepositoryError(
@@ -191,15 +231,25 @@ def check_output(out: str | Path, protect: Iterable[str | Path] = (), *, replace
     )
 
 
-def _earlier_build(out: Path, entries: list[str]) -> bool:
-    """A build written before the output marker existed: its tritonforge.json is a build report, and everything
-    beside it is a model folder (a config.pbtxt in it) or the engine plan's script. A bare or foreign
-    tritonforge.json next to other files is not enough: replacing the folder would delete them."""
+def _built_model(folder: Path) -> bool:
+    """A model folder as a build wrote it: a config.pbtxt and version 1 with the build's lineage.json."""
+    return (folder / "config.pbtxt").is_file() and (folder / "1" / "lineage.json").is_file()
+
+
+def _is_build_report(out: Path) -> bool:
+    """The folder's tritonforge.json is a build's report (not a foreign file of that name)."""
     try:
         report = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    if not isinstance(report, dict) or report.get("target") not in ("cpu", "gpu") or "artifacts" not in report:
+    return isinstance(report, dict) and report.get("target") in ("cpu", "gpu") and "artifacts" in report
+
+
+def _earlier_build(out: Path, entries: list[str]) -> bool:
+    """A build written before the output marker existed: its tritonforge.json is a build report, and everything
+    beside it is a model folder (a config.pbtxt in it) or the engine plan's script. A bare or foreign
+    tritonforge.json next to other files is not enough: replacing the folder would delete them."""
+    if not _is_build_report(out):
         return False
     for name in entries:
         path = out / name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,8 +75,14 @@ def test_an_earlier_output_with_something_added_since_is_not_replaced(tmp_path: 
     (out / "m" / "1" / "engine" / "rank0.engine").write_bytes(b"")
     (out / ".DS_Store").write_bytes(b"")
     write_repository({"m/config.pbtxt": b"y"}, out)
-    (out / OUTPUT_MARKER).write_text("Written by tritonforge.\n")  # a marker from before the list: replaced
+    # a marker from before the list: what the new output writes is replaced, anything else stops it (it was
+    # replaced as a whole, deleting what users had added: upgrade audit)
+    (out / OUTPUT_MARKER).write_text("Written by tritonforge. The next build or deploy into this folder replaces it "
+                                      "as a whole.\n")
     (out / "extra").write_text("")
+    with pytest.raises(RepositoryError, match=r"did not write \(extra\)"):
+        write_repository({"m/config.pbtxt": b"z"}, out)
+    (out / "extra").unlink()
     write_repository({"m/config.pbtxt": b"z"}, out)
     assert _leftovers(tmp_path) == []
 
@@ -101,13 +108,53 @@ def test_a_folder_that_is_not_an_earlier_output_is_never_replaced(tmp_path: Path
     write_repository({"n/config.pbtxt": b"y"}, out)
     assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "n"]
     legacy = tmp_path / "legacy"
-    (legacy / "old").mkdir(parents=True)
+    (legacy / "old" / "1").mkdir(parents=True)
     (legacy / "old" / "config.pbtxt").write_text("name: 'old'")
+    (legacy / "old" / "1" / "lineage.json").write_text("{}")
     (legacy / "tritonforge.json").write_text('{"spec": "s", "target": "cpu", "artifacts": []}')
     with pytest.raises(RepositoryError, match="not an earlier tritonforge output"):
         write_repository({"deployment.yaml": b"x"}, legacy)  # only a build's own plan replaces a build
     write_repository({"m/config.pbtxt": b"x", "tritonforge.json": b"{}"}, legacy)
     assert not (legacy / "old").exists()
+
+
+@pytest.mark.parametrize("marker", [None, "Written by tritonforge. The next build or deploy into this folder "
+                                           "replaces it as a whole.\n"])
+def test_an_older_build_with_models_or_versions_added_by_hand_is_not_replaced(tmp_path: Path, marker: str | None) -> None:
+    """Builds from before the output marker, or from before it listed its files, were replaced as a whole after an
+    upgrade: a hand-written model, a version folder copied in and a note beside the models were deleted, exit 0
+    (upgrade audit). A build wrote each model as a config.pbtxt and version 1 with its lineage.json."""
+    out = tmp_path / "old"
+    for model in ("embed", "encoder"):
+        (out / model / "1").mkdir(parents=True)
+        (out / model / "config.pbtxt").write_text(f"name: '{model}'")
+        (out / model / "1" / "lineage.json").write_text("{}")
+    (out / "encoder" / "1" / "model.onnx").write_bytes(b"weights")
+    (out / "tritonforge.json").write_text('{"spec": "s", "target": "cpu", "artifacts": []}')
+    if marker is not None:
+        (out / OUTPUT_MARKER).write_text(marker)
+    plan = {"embed/config.pbtxt": b"new", "encoder/config.pbtxt": b"new", "tritonforge.json": b"{}"}
+    additions = [
+        {"encoder/7/model.onnx": "a version copied in by hand"},
+        {"my_model/1/model.py": "hand-written", "my_model/config.pbtxt": "name: 'mine'"},
+    ]
+    if marker is not None:  # before the marker, a loose file already made the folder no earlier build
+        additions.append({"NOTES.txt": "keep me"})
+    for added in additions:
+        for name, text in added.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text(text)
+        shown = ", ".join(sorted(added))
+        with pytest.raises(RepositoryError, match=rf"it holds what the earlier output did not write \({shown}\)"):
+            write_repository(plan, out)
+        for name, text in added.items():
+            assert (out / name).read_text() == text
+            (out / name).unlink()
+        shutil.rmtree(out / "my_model", ignore_errors=True)  # a model folder without a config: no earlier build
+    (out / "encoder" / "1" / "__pycache__").mkdir()
+    (out / "encoder" / "1" / "__pycache__" / "model.pyc").write_bytes(b"")
+    write_repository(plan, out)  # what the build wrote, and what serving wrote, is replaced as before
+    assert (out / "embed" / "config.pbtxt").read_bytes() == b"new" and not (out / "encoder" / "1").exists()
 
 
 @pytest.mark.parametrize(("manifest", "beside"), [
