@@ -115,9 +115,10 @@ class Client(Connection):
     ``url`` is ``host:port`` (a ``grpc://``/``http://`` scheme is accepted, ``https://``/``grpcs://`` turn TLS on;
     a scheme of the other transport than ``protocol`` is refused).
     ``timeout`` is the default per-call deadline in seconds (None: no deadline; a stream's covers the whole
-    stream). Thread-safe: gRPC calls run concurrently; HTTP calls on one client are serialized (tritonclient's HTTP
-    client is not thread-safe). Health checks (``is_live``...) are not retried and answer False when the server
-    cannot be reached.
+    stream). Thread-safe: gRPC calls run concurrently on one channel; over HTTP each thread gets connections of its
+    own (tritonclient's HTTP client runs on gevent, whose connections belong to their thread; each new thread also
+    costs a gevent hub that outlives it, so share an HTTP client between long-lived threads, such as a pool's). Health
+    checks (``is_live``...) are not retried and answer False when the server cannot be reached.
 
     Keyword arguments: ``timeout`` (30 s), ``retries`` (3: attempts after the first while the server cannot take a
     request, with ``backoff`` 0.1 s doubling up to ``max_backoff`` 2 s), ``tls`` (:class:`TLSOptions`),

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -209,7 +210,9 @@ class Connection(_Base):
 
     ``url`` is ``host:port`` (a ``grpc://``/``http://`` scheme is accepted, ``https://``/``grpcs://`` turn TLS on).
     ``timeout`` is the default per-call deadline in seconds (None: no deadline). Thread-safe: gRPC calls run
-    concurrently; HTTP calls on one client are serialized (tritonclient's HTTP client is not thread-safe).
+    concurrently on one channel; over HTTP each thread gets connections of its own (tritonclient's HTTP client runs on
+    gevent, whose connections belong to the thread that made them: shared, about half the calls of 16 threads
+    failed with "Cannot switch to a different thread").
     Health checks (``is_live``...) are not retried and answer False when the server cannot be reached.
     """
 
@@ -217,7 +220,8 @@ class Connection(_Base):
         super().__init__(url, protocol, **kwargs)
         self._lock = threading.Lock()
         self._grpc: Any = None
-        self._http: dict[float | None, tuple[Any, threading.Lock]] = {}
+        self._local = threading.local()  # .http: this thread's HTTP transports, by deadline
+        self._http_all: weakref.WeakSet[Any] = weakref.WeakSet()  # every thread's, for close()
 
     # transports ------------------------------------------------------------------------------------------------
     def _module(self) -> Any:
@@ -237,28 +241,38 @@ class Connection(_Base):
                     self._grpc = mod.InferenceServerClient(**grpc_client_kwargs(self.url, self.options))
                 transport = self._grpc
             return call(transport)
-        with self._lock:  # geventhttpclient fixes the deadline per client: one client per deadline
-            if timeout not in self._http:
-                if len(self._http) >= _MAX_HTTP_TRANSPORTS:  # many distinct per-call deadlines: drop the oldest
-                    oldest = next(k for k in self._http if k != self.options.timeout)
-                    old, old_lock = self._http.pop(oldest)
-                    with old_lock, contextlib.suppress(Exception):
-                        old.close()
-                self._http[timeout] = (
-                    mod.InferenceServerClient(**http_client_kwargs(self.url, self.options, timeout)),
-                    threading.Lock(),
-                )
-            transport, lock = self._http[timeout]
-        with lock:
-            return call(transport)
+        return call(self._http_transport(mod, timeout))
+
+    def _http_transport(self, mod: Any, timeout: float | None) -> Any:
+        """This thread's HTTP transport for ``timeout`` (geventhttpclient fixes the deadline per client: one client
+        per deadline; a thread that ends takes its transports with it)."""
+        mine: dict[float | None, Any] | None = getattr(self._local, "http", None)
+        if mine is None:
+            mine = self._local.http = {}
+        if timeout not in mine:
+            if len(mine) >= _MAX_HTTP_TRANSPORTS:  # many distinct per-call deadlines: drop the oldest
+                oldest = next(k for k in mine if k != self.options.timeout)
+                with contextlib.suppress(Exception):
+                    mine.pop(oldest).close()
+            transport = mod.InferenceServerClient(**http_client_kwargs(self.url, self.options, timeout))
+            with self._lock:
+                if not self._closed:
+                    self._http_all.add(transport)
+            if self._closed:  # closed meanwhile: close() did not see this one
+                with contextlib.suppress(Exception):
+                    transport.close()
+                self._check_open()
+            mine[timeout] = transport
+        return mine[timeout]
 
     def close(self) -> None:
         """Close the connections; idempotent."""
         with self._lock:
             self._closed = True
             transports = [self._grpc] if self._grpc is not None else []
-            transports += [t for t, _ in self._http.values()]
-            self._grpc, self._http = None, {}
+            transports += list(self._http_all)
+            self._grpc = None
+            self._http_all = weakref.WeakSet()
         for transport in transports:
             try:
                 transport.close()
