@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -232,13 +232,19 @@ class Client(Connection):
         out = self.infer(model, inputs, outputs, timeout=timeout, version=version)
         return rerank_scores(out, len(passages), model)
 
-    def generate(self, prompt: str, *, model: str = "llm", timeout: float | None = None, **sampling: Any) -> str:
+    def generate(
+        self, prompt: str, *, model: str = "llm", timeout: float | None = None,
+        engine_model: str | None = "tensorrt_llm", **sampling: Any,
+    ) -> str:
         """The whole completion of ``prompt`` (``max_tokens``, ``temperature``, ``top_k``, ``top_p``, ``seed``,
-        ``stop_words``, ``bad_words``, ``end_id``, ``pad_id``, ``chat``, ``adapter``: see :class:`Sampling`)."""
+        ``stop_words``, ``bad_words``, ``end_id``, ``pad_id``, ``chat``, ``adapter``: see :class:`Sampling`). A
+        deadline passing stops generation on the server (gRPC), as leaving :meth:`stream` early does."""
         inputs = generation_inputs(prompt, Sampling.of(sampling), stream=False)
         if self.protocol == "http":
             return self.generate_http(model, inputs, timeout=timeout)
-        return "".join(self.stream(prompt, model=model, timeout=timeout, _stream=False, **sampling))
+        return "".join(
+            self.stream(prompt, model=model, timeout=timeout, engine_model=engine_model, _stream=False, **sampling)
+        )
 
     def stream(
         self,
@@ -255,11 +261,11 @@ class Client(Connection):
         if self.protocol != "grpc":
             raise InvalidInputError("streaming needs gRPC: create the client with protocol='grpc'")
         inputs = generation_inputs(prompt, Sampling.of(sampling), stream=_stream)
-        return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model if _stream else None)
+        return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model)
 
     def chat(
         self, messages: Sequence[Mapping[str, Any]], *, model: str = "llm", timeout: float | None = None,
-        **sampling: Any,
+        engine_model: str | None = "tensorrt_llm", **sampling: Any,
     ) -> str:
         """The answer to a conversation (``[{"role": "system" | "user" | "assistant" | ..., "content": str}]``),
         rendered turn by turn by the checkpoint's chat template (the llm ensemble's ``chat_messages``, which
@@ -268,7 +274,7 @@ class Client(Connection):
         inputs = self._chat_inputs(messages, sampling, model, timeout, stream=False)
         if self.protocol == "http":
             return self.generate_http(model, inputs, timeout=timeout)
-        return "".join(self.stream_text(model, inputs, timeout=timeout))
+        return "".join(self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model))
 
     def chat_stream(
         self, messages: Sequence[Mapping[str, Any]], *, model: str = "llm", timeout: float | None = None,
@@ -299,6 +305,7 @@ class Client(Connection):
         model: str = "rag",
         timeout: float | None = None,
         min_score: float | None = None,
+        engine_model: str | None = "tensorrt_llm",
         **sampling: Any,
     ) -> RagAnswer:
         """Retrieve, rerank and answer ``query`` in one call of the ``rag`` ensemble (gRPC): the answer, the
@@ -314,6 +321,7 @@ class Client(Connection):
             min_score=min_score,
             model=model,
             timeout=timeout,
+            engine_model=engine_model,
             _stream=False,
             **sampling,
         ).answer()
@@ -339,10 +347,9 @@ class Client(Connection):
         limits = {"top_k": top_k, "top_n": top_n, "max_tokens": max_tokens, "min_score": min_score}
         inputs = rag_inputs(query, **limits, sampling=sampling, stream=_stream)
         deadline = self._timeout(timeout)
-        engine = engine_model if _stream else None
         return RagStream(
             lambda on_result: self.stream_text(
-                model, inputs, timeout=deadline, engine_model=engine, on_result=on_result
+                model, inputs, timeout=deadline, engine_model=engine_model, on_result=on_result
             )
         )
 
@@ -442,12 +449,16 @@ class AsyncClient(AsyncConnection):
         out = await self.infer(model, inputs, outputs, timeout=timeout, version=version)
         return rerank_scores(out, len(passages), model)
 
-    async def generate(self, prompt: str, *, model: str = "llm", timeout: float | None = None, **sampling: Any) -> str:
-        """The whole completion of ``prompt`` (see :meth:`Client.generate`)."""
+    async def generate(
+        self, prompt: str, *, model: str = "llm", timeout: float | None = None,
+        engine_model: str | None = "tensorrt_llm", **sampling: Any,
+    ) -> str:
+        """The whole completion of ``prompt`` (see :meth:`Client.generate`; a deadline or a cancelled task stops
+        generation on the server)."""
         inputs = generation_inputs(prompt, Sampling.of(sampling), stream=False)
         if self.protocol == "http":
             return await self.generate_http(model, inputs, timeout=timeout)
-        return "".join([p async for p in self.stream_text(model, inputs, timeout=timeout)])
+        return await _joined(self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model))
 
     def stream(
         self,
@@ -457,7 +468,7 @@ class AsyncClient(AsyncConnection):
         timeout: float | None = None,
         engine_model: str | None = "tensorrt_llm",
         **sampling: Any,
-    ) -> Any:
+    ) -> AsyncGenerator[str, None]:
         """Text pieces as they are generated (gRPC): ``async for piece in client.stream(...)``. Leaving the loop
         early (``aclose()``, or the task is cancelled) stops generation: upstream's ``stop`` goes to ``engine_model``
         as in :meth:`Client.stream`."""
@@ -468,18 +479,18 @@ class AsyncClient(AsyncConnection):
 
     async def chat(
         self, messages: Sequence[Mapping[str, Any]], *, model: str = "llm", timeout: float | None = None,
-        **sampling: Any,
+        engine_model: str | None = "tensorrt_llm", **sampling: Any,
     ) -> str:
         """The answer to a conversation (see :meth:`Client.chat`)."""
         inputs = await self._chat_inputs(messages, sampling, model, timeout, stream=False)
         if self.protocol == "http":
             return await self.generate_http(model, inputs, timeout=timeout)
-        return "".join([p async for p in self.stream_text(model, inputs, timeout=timeout)])
+        return await _joined(self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model))
 
     def chat_stream(
         self, messages: Sequence[Mapping[str, Any]], *, model: str = "llm", timeout: float | None = None,
         engine_model: str | None = "tensorrt_llm", **sampling: Any,
-    ) -> Any:
+    ) -> AsyncGenerator[str, None]:
         """:meth:`chat` as text pieces (``async for``), as :meth:`stream`."""
         if self.protocol != "grpc":
             raise InvalidInputError("streaming needs gRPC: create the client with protocol='grpc'")
@@ -488,7 +499,7 @@ class AsyncClient(AsyncConnection):
     async def _chat_stream(
         self, messages: Sequence[Mapping[str, Any]], sampling: Mapping[str, Any], model: str,
         timeout: float | None, engine_model: str | None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         inputs = await self._chat_inputs(messages, sampling, model, timeout, stream=True)
         stream = self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model)
         async with contextlib.aclosing(stream) as pieces:
@@ -513,10 +524,12 @@ class AsyncClient(AsyncConnection):
         model: str = "rag",
         timeout: float | None = None,
         min_score: float | None = None,
+        engine_model: str | None = "tensorrt_llm",
         **sampling: Any,
     ) -> RagAnswer:
         """The answer and its sources (see :meth:`Client.rag`)."""
-        stream = self._rag(query, top_k, top_n, max_tokens, model, timeout, sampling, stream=False, min_score=min_score)
+        stream = self._rag(query, top_k, top_n, max_tokens, model, timeout, sampling, stream=False, min_score=min_score,
+                           engine_model=engine_model)
         return await stream.answer()
 
     def rag_stream(
@@ -562,3 +575,10 @@ class AsyncClient(AsyncConnection):
                 model, inputs, timeout=deadline, engine_model=engine_model, on_result=on_result
             )
         )
+
+
+async def _joined(pieces: AsyncGenerator[str, None]) -> str:
+    """A whole completion from its stream, closed however the wait ends: a cancelled task's stream then sends the
+    engine its stop (an async generator left to the garbage collector is closed late, or never)."""
+    async with contextlib.aclosing(pieces) as stream:
+        return "".join([piece async for piece in stream])

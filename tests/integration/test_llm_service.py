@@ -105,6 +105,48 @@ def test_leaving_a_stream_early_stops_generation_and_the_server_keeps_serving(ll
         assert time.perf_counter() - t0 < 5
 
 
+@pytest.mark.parametrize("call", ["generate", "chat", "async generate", "async cancelled"])
+def test_a_whole_completion_cut_short_stops_generation_on_the_server(llm_server, call: str) -> None:
+    """generate()/chat() past their deadline (or an asyncio task running them cancelled) left the engine
+    generating for nobody: only streams sent upstream's stop (API audit). Triton 2.51 does not pass an ensemble's
+    cancellation on to its steps, so the engine hears of it only through the stop."""
+    import asyncio
+
+    from tritonforge.clients import AsyncClient
+    from tritonforge.errors import DeadlineExceededError
+
+    stopped = "was stopped (stop=true) after"
+    before = llm_server.log_text().count(stopped)
+    long = {"max_tokens": 480, "timeout": 0.3}
+    if call == "generate":
+        with Client(llm_server.endpoints.grpc, retries=0) as client, pytest.raises(DeadlineExceededError):
+            client.generate("Hi", **long)
+    elif call == "chat":
+        with Client(llm_server.endpoints.grpc, retries=0) as client, pytest.raises(DeadlineExceededError):
+            client.chat([{"role": "user", "content": "Hi"}], **long)
+    else:
+        async def run() -> None:
+            async with AsyncClient(llm_server.endpoints.grpc, retries=0) as client:
+                if call == "async generate":
+                    with pytest.raises(DeadlineExceededError):
+                        await client.generate("Hi", **long)
+                    return
+                task = asyncio.ensure_future(client.generate("Hi", max_tokens=480))
+                await asyncio.sleep(0.3)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await asyncio.sleep(0.5)  # the stop is sent by a task of its own
+
+        asyncio.run(run())
+    deadline = time.monotonic() + 10
+    while llm_server.log_text().count(stopped) == before:
+        assert time.monotonic() < deadline, "the engine was not told to stop: it generates on for nobody"
+        time.sleep(0.2)
+    generated = int(llm_server.log_text().split(stopped)[-1].split()[0])
+    assert generated < 480
+
+
 def test_upstream_style_raw_request_to_the_ensemble(llm_server) -> None:
     """A client written for TensorRT-LLM's ensemble works unchanged: upstream's documented generate call."""
     import json

@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -566,9 +567,16 @@ def test_http_keeps_a_few_transports_for_per_call_deadlines() -> None:
         default = client._run(30.0, lambda transport: transport)
         for deadline in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0):
             client._run(deadline, lambda transport: transport)
-        assert len(client._http) == 4
-        assert client._http[30.0][0] is default  # the default deadline's connection is kept
-        assert 6.0 in client._http and 1.0 not in client._http
+        mine = client._local.http  # this thread's
+        assert len(mine) == 4
+        assert mine[30.0] is default  # the default deadline's connection is kept
+        assert 6.0 in mine and 1.0 not in mine
+        other: list[object] = []  # another thread gets connections of its own (gevent's belong to their thread)
+        worker = threading.Thread(target=lambda: other.append(client._run(30.0, lambda transport: transport)))
+        worker.start()
+        worker.join()
+        assert other and other[0] is not default and other[0] in client._http_all  # closed with the client
+    assert client._closed
 
 
 @pytest.mark.parametrize(

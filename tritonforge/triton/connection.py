@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -611,7 +611,7 @@ class AsyncConnection(_Base):
         engine_model: str | None = None,
         on_result: Callable[[Any], None] | None = None,
         version: str = "",
-    ) -> Any:
+    ) -> AsyncGenerator[str, None]:
         """``async for piece in connection.stream_text(...)``: as :meth:`Connection.stream_text`, on this
         connection's pooled gRPC channel; leaving early (``aclose()``, or the task is cancelled) stops generation
         the same way."""

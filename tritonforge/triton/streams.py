@@ -19,7 +19,7 @@ import contextlib
 import queue
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -361,7 +361,7 @@ async def grpc_stream_async(
     compression: str | None = None,
     retry: RetryPolicy | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> Any:
+) -> AsyncGenerator[str, None]:
     """Async generator of text_output pieces over ``tritonclient.grpc.aio``'s bidirectional stream, sent again
     before its first piece as :func:`grpc_stream` does (server unavailable, evicted LoRA adapter). Leaving early
     cancels the stream and, with ``engine_model``, sends upstream's stop to it: Triton 2.51 does not pass an
