@@ -147,6 +147,37 @@ def test_a_whole_completion_cut_short_stops_generation_on_the_server(llm_server,
     assert generated < 480
 
 
+def test_a_completed_async_generation_sends_no_stop(llm_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The asyncio stream never saw a response marked final (tritonclient's aio stream cannot ask for the empty
+    final one), so every completed generation was followed by a stop to the engine: an extra request per chat
+    (operations audit)."""
+    import asyncio
+
+    from tritonforge.clients import AsyncClient
+    from tritonforge.triton import streams
+
+    sent: list[str] = []
+    real = streams.send_stop_async
+
+    async def recording(transport, engine_model, request_id, headers=None):  # type: ignore[no-untyped-def]
+        sent.append(request_id)
+        await real(transport, engine_model, request_id, headers)
+
+    monkeypatch.setattr(streams, "send_stop_async", recording)
+
+    async def run() -> tuple[str, str]:
+        async with AsyncClient(llm_server.endpoints.grpc) as client:
+            text = await client.generate("Hi", max_tokens=4)
+            text += "".join([piece async for piece in client.stream("Hi", max_tokens=4)])  # streamed to its end
+            cut = client.stream("Hi", max_tokens=200)
+            first = await cut.__anext__()
+            await cut.aclose()  # left early: this one is stopped
+            return text, first
+
+    assert all(asyncio.run(run()))
+    assert len(sent) == 1
+
+
 def test_upstream_style_raw_request_to_the_ensemble(llm_server) -> None:
     """A client written for TensorRT-LLM's ensemble works unchanged: upstream's documented generate call."""
     import json

@@ -408,8 +408,7 @@ async def _grpc_stream_async_once(
         "model_name": model,
         "model_version": version,
         "inputs": build_inputs(aio, inputs),
-        "request_id": request_id,
-        "enable_empty_final_response": True,
+        "request_id": request_id,  # (aio's stream_infer has no enable_empty_final_response: see the end below)
     }
 
     async def requests() -> Any:
@@ -437,6 +436,10 @@ async def _grpc_stream_async_once(
             try:
                 result, error = answered.result()
             except StopAsyncIteration:
+                # Triton ended the stream: every response was sent. The last one is never marked final here
+                # (tritonclient's aio stream_infer cannot ask for the empty final response), so this is the end:
+                # a stop sent now reached the engine as a second request after every completed generation
+                finished = True
                 return
             if error is not None:
                 failure = classify(error)
