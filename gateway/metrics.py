@@ -16,7 +16,8 @@ LOG = logging.getLogger(__name__)
 
 
 _ROUTES = (
-    "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/models", "/health", "/metrics",
+    "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/models", "/health", "/ready",
+    "/live", "/metrics",
 )
 
 

@@ -200,17 +200,11 @@ async def get_model(request: Request, model_id: str) -> Any:
                    param="model", code="model_not_found")
 
 
-@router.api_route("/health", methods=["GET", "HEAD"])  # HEAD: load balancers that probe without a body
-async def health(request: Request) -> Any:
-    """Ready only when Triton is and every model the gateway serves can answer: Triton keeps an ensemble READY
-    while a member is down (reloading after its python stub died, or failed), so the members are asked too.
-    A configured model Triton has never served here (its config never readable) is not counted."""
-    gw: Gateway = request.app.state.gateway
-    ready = False
-    with contextlib.suppress(ClientError):
-        ready = await gw.client.is_ready()
+async def _models_down(gw: Gateway) -> tuple[dict[str, list[str]], int]:
+    """The gateway's models that cannot answer, with the Triton models of each that are down, and how many of its
+    models count (a configured model Triton has never served here, its config never readable, is not counted)."""
     down: dict[str, list[str]] = {}
-    # also when Triton is not ready (strict readiness: some model is down): say which
+    counted = 0
     for model_id, _kind, ensemble in gw.models.ids():
         seen = gw.members_known(ensemble)
         try:
@@ -220,14 +214,52 @@ async def health(request: Request) -> Any:
             if not seen:
                 continue
             names, states = [ensemble], [False]
+        counted += 1
         missing = [n for n, ok in zip(names, states, strict=True) if not ok]
         if missing:
             down[model_id] = missing
+    return down, counted
+
+
+@router.api_route("/health", methods=["GET", "HEAD"])  # HEAD: load balancers that probe without a body
+async def health(request: Request) -> Any:
+    """Healthy only when Triton is ready and every model the gateway serves can answer (for monitoring: an alert
+    when anything is down). Triton keeps an ensemble READY while a member is down (reloading after its python stub
+    died, or failed), so the members are asked too. Not a readiness probe: see /ready."""
+    gw: Gateway = request.app.state.gateway
+    ready = False
+    with contextlib.suppress(ClientError):
+        ready = await gw.client.is_ready()
+    down, _ = await _models_down(gw)  # also when Triton is not ready (strict readiness: some model is down)
     ok = ready and not down
     body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "triton_ready": ready}
     if down:
         body["models_down"] = down
     return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.api_route("/ready", methods=["GET", "HEAD"])
+async def ready(request: Request) -> Any:
+    """Ready to take traffic: Triton answers and at least one of the gateway's models can (the readiness probe).
+    /health's "every model" took every gateway pod out of service when one chat engine kept failing, and the
+    embeddings it still served went down with it (operations audit); the model that is down answers 503 with
+    Retry-After instead. The body names what is down, as /health's does."""
+    gw: Gateway = request.app.state.gateway
+    live = False
+    with contextlib.suppress(ClientError):
+        live = await gw.client.is_live()
+    down, counted = await _models_down(gw) if live else ({}, 0)
+    ok = live and (counted == 0 or len(down) < counted)
+    body: dict[str, Any] = {"status": "ready" if ok else "unavailable", "triton_live": live}
+    if down:
+        body["models_down"] = down
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.api_route("/live", methods=["GET", "HEAD"])
+async def live(_: Request) -> Any:
+    """The gateway process answers (the liveness probe: restarting it cannot bring Triton or a model back)."""
+    return JSONResponse({"status": "live"})
 
 
 @router.get("/metrics")

@@ -598,6 +598,11 @@ def test_health_names_a_member_model_that_is_down(http, gateway_triton) -> None:
         reply = http.get("/health")
         assert reply.status_code == 503
         assert reply.json()["models_down"] == {"minilm": ["minilm_encoder"]}
+        # the readiness probe: the other models still answer, so the pod stays in service (it was /health, and
+        # one model down took every gateway pod out, with the models they still served)
+        ready = http.get("/ready")
+        assert ready.status_code == 200 and ready.json()["models_down"] == {"minilm": ["minilm_encoder"]}
+        assert http.get("/live").status_code == 200
         failed = http.post("/v1/embeddings", json={"model": "minilm", "input": "x"})
         assert failed.status_code == 503, failed.text  # retryable, not the caller's fault
     finally:

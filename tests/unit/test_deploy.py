@@ -423,7 +423,9 @@ def test_helm_refuses_overriding_what_the_rendered_flags_hold_and_follows_the_re
         for c in (container, triton["spec"]["template"]["spec"]["containers"][0]):
             assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                                             "seccompProfile": {"type": "RuntimeDefault"}}
-        assert container["livenessProbe"]["tcpSocket"] == {"port": "http"} and container["resources"]["requests"]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/live", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+        assert container["resources"]["requests"]
         for override in ({"ports": {**values["ports"], "http": 9000}}, {"gpus": 2},
                          {"image": "nvcr.io/nvidia/tritonserver:24.05-trtllm-python-py3"},
                          {"modelRepository": {**values["modelRepository"], "url": "s3://other/x"}},

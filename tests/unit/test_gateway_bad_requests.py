@@ -424,3 +424,10 @@ def test_a_trailing_slash_is_a_404_naming_the_path_not_a_redirect_to_the_host_he
     assert "location" not in reply.headers
     message = _error(reply, 404)["message"]
     assert f"end without a slash: {path.rstrip('/')}" in message and "attacker" not in message
+
+
+def test_without_triton_the_gateway_is_live_but_not_ready(client: TestClient) -> None:
+    """/live is the process (a restart cannot bring Triton back); /ready needs Triton to answer."""
+    assert client.get("/live").status_code == 200 and client.head("/live").status_code == 200
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.json() == {"status": "unavailable", "triton_live": False}
