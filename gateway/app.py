@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from tritonforge.errors import ClientError
+from tritonforge.gateway.admission import Admission
 from tritonforge.gateway.auth import KeyChecker
 from tritonforge.gateway.errors import APIError, clip, error_response, from_client_error
 from tritonforge.gateway.metrics import MetricsMiddleware
@@ -74,6 +75,7 @@ def create_app(
     app.state.models = gw.models
     app.state.metrics = gw.metrics
     app.state.splits = gw.router
+    app.add_middleware(Admission, limits=gw.limits)  # inside the metrics: its 429s are counted
     app.add_middleware(MetricsMiddleware, metrics=gw.metrics, router=gw.router, known=gw.knows)
     _handle_errors(app)
     app.add_middleware(ContainErrors)  # added last: the outermost of the app's own middleware

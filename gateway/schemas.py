@@ -193,6 +193,11 @@ class GatewayLimits:
     otherwise). The defaults keep a request to seconds of CPU on a small server; raise them with the hardware."""
 
     body_bytes: int = 4 << 20
+    # at once (gateway/admission.py): requests running models, per API key (0: no limit per key), and the bytes of
+    # their bodies together; over any of them a 429 with Retry-After
+    requests_in_flight: int = 1024
+    requests_in_flight_per_key: int = 0
+    body_bytes_in_flight: int = 64 << 20
     embedding_inputs: int = 512  # texts in one /v1/embeddings request
     rerank_documents: int = 512
     text_chars: int = 32_768  # one embedding input, rerank query or document
@@ -208,6 +213,7 @@ class GatewayLimits:
 
 
 MAX_BODY_BYTES = GatewayLimits().body_bytes
+TICKET = "gw_admission"  # an admitted request's ticket in its scope's state (gateway/admission.py's Ticket)
 MAX_JSON_DEPTH = 32  # OpenAI bodies nest a few levels; deeper is refused rather than recursed into
 
 
@@ -262,16 +268,26 @@ async def read_body(request: Any, max_bytes: int = MAX_BODY_BYTES) -> bytes:
     """The body, refused with 413 as soon as it is known to be over ``max_bytes``: by its Content-Length before
     any of it is read, else while it streams in (chunked), so a huge body is never held in memory."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
-        raise _too_large(int(declared), max_bytes)
+    known = int(declared) if declared is not None and declared.strip().isdigit() else None
+    if known is not None and known > max_bytes:
+        raise _too_large(known, max_bytes)
+    ticket = getattr(request.state, TICKET, None)  # the bodies in flight have a budget (429 over it)
+    counted = 0
+    if ticket is not None and known is not None:  # taken before any of it is read
+        ticket.take_body(known)
+        counted = known
     chunks: list[bytes] = []
 
     async def read() -> None:
+        nonlocal counted
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_bytes:
                 raise _too_large(f"at least {size}", max_bytes)  # read so far: the rest is never read
+            if ticket is not None and size > counted:  # chunked (no length given) as it arrives
+                ticket.take_body(size - counted)
+                counted = size
             chunks.append(chunk)
 
     try:  # a byte every 20 s held a connection and its coroutine for as long as the client liked

@@ -17,6 +17,8 @@ from tritonforge.cli_gateway import (
     ApiKeysFileOpt,
     GatewayModelOpt,
     InsecureOpt,
+    MaxInFlightOpt,
+    MaxPerKeyOpt,
     SplitsOpt,
     prepare_gateway,
 )
@@ -200,6 +202,8 @@ def serve(
         list[str] | None, typer.Option("--gateway-model", help="the gateway's kind:id=ensemble (see gateway --model)")
     ] = None,
     insecure_no_auth: InsecureOpt = False,
+    max_requests_in_flight: MaxInFlightOpt = None,
+    max_requests_per_key: MaxPerKeyOpt = None,
     rate_limit: RateLimitOpt = "off",
     rate_limit_resource: RateLimitResourceOpt = None,
     log_file: Annotated[
@@ -225,10 +229,13 @@ def serve(
     gateway_setup = None
     if with_gateway:
         gateway_setup = prepare_gateway(host, api_keys_file, admin_keys_file, gateway_model, splits, insecure_no_auth,
-                                        repo=repo)
-    elif any(v is not None for v in (api_keys_file, admin_keys_file, splits, gateway_model)):
+                                        repo=repo, max_requests_in_flight=max_requests_in_flight,
+                                        max_requests_per_key=max_requests_per_key)
+    elif any(v is not None for v in (api_keys_file, admin_keys_file, splits, gateway_model, max_requests_in_flight,
+                                     max_requests_per_key)):
         raise typer.BadParameter(
-            "--api-keys-file, --admin-keys-file, --splits and --gateway-model need --gateway", param_hint="--gateway"
+            "--api-keys-file, --admin-keys-file, --splits, --gateway-model, --max-requests-in-flight and "
+            "--max-requests-per-key need --gateway", param_hint="--gateway"
         )
     import secrets
 
@@ -568,10 +575,13 @@ def gateway(
     chat_max_tokens: Annotated[
         int | None, typer.Option(help="max_tokens of a chat request that sends none (default 64)"),
     ] = None,
+    max_requests_in_flight: MaxInFlightOpt = None,
+    max_requests_per_key: MaxPerKeyOpt = None,
 ) -> None:
     """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
     setup = prepare_gateway(host, api_keys_file, admin_keys_file, model, splits, insecure_no_auth,
-                            embed_batch_size, embed_requests_in_flight, chat_max_tokens)
+                            embed_batch_size, embed_requests_in_flight, chat_max_tokens,
+                            max_requests_in_flight=max_requests_in_flight, max_requests_per_key=max_requests_per_key)
     from tritonforge.gateway import listen as gateway_listen
 
     app_ = setup.app(triton)

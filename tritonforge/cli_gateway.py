@@ -41,6 +41,16 @@ GatewayModelOpt = Annotated[
 InsecureOpt = Annotated[
     bool, typer.Option("--insecure-no-auth", help="allow serving without API keys on a non-loopback address")
 ]
+MaxInFlightOpt = Annotated[
+    int | None,
+    typer.Option("--max-requests-in-flight", min=1,
+                 help="requests running models at once; more get 429 with Retry-After (default 1024)"),
+]
+MaxPerKeyOpt = Annotated[
+    int | None,
+    typer.Option("--max-requests-per-key", min=0,
+                 help="of those, per API key (default 0: no limit per key)"),
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ class GatewaySetup:
     models: object  # GatewayModels
     splits: object | None  # SplitRouter
     checkers: tuple[object, object] = (None, None)  # KeyCheckers watching --api-keys-file / --admin-keys-file
+    limits: object | None = None  # GatewayLimits
 
     def app(self, triton: str) -> object:
         from tritonforge.gateway import create_app
@@ -57,7 +68,8 @@ class GatewaySetup:
         models, splits = self.models, self.splits
         pairs = zip(self.checkers, (self.keys, self.admin_keys), strict=True)
         api_keys, admin_keys = (checker if checker is not None else keys for checker, keys in pairs)
-        return create_app(triton, api_keys=api_keys, models=models, splits=splits, admin_keys=admin_keys)  # type: ignore[arg-type]
+        return create_app(triton, api_keys=api_keys, models=models, splits=splits, admin_keys=admin_keys,  # type: ignore[arg-type]
+                          limits=self.limits)  # type: ignore[arg-type]
 
     def banner(self, host: str, port: int, triton: str) -> str:
         keys = self.keys
@@ -77,13 +89,15 @@ def prepare_gateway(
     embed_requests_in_flight: int | None = None,
     chat_max_tokens: int | None = None,
     repo: str | None = None,
+    max_requests_in_flight: int | None = None,
+    max_requests_per_key: int | None = None,
 ) -> GatewaySetup:
     """Everything the gateway needs that can be wrong, checked before anything starts (exit 1, or 2 when open).
     Without --model the gateway serves the models ``repo``'s build recorded, else examples/rag.yaml's ids."""
     try:
         import uvicorn  # noqa: F401
 
-        from tritonforge.gateway import GatewayModels, split_problems
+        from tritonforge.gateway import GatewayLimits, GatewayModels, split_problems
         from tritonforge.gateway.auth import (
             ENV_VAR,
             KeyChecker,
@@ -123,7 +137,9 @@ def prepare_gateway(
             "or TRITONFORGE_API_KEYS, or --insecure-no-auth"
         ))
         raise typer.Exit(2)
-    return GatewaySetup(keys, admin_keys, models, router, checkers)
+    bounds = {"requests_in_flight": max_requests_in_flight, "requests_in_flight_per_key": max_requests_per_key}
+    limits = GatewayLimits(**{k: v for k, v in bounds.items() if v is not None})
+    return GatewaySetup(keys, admin_keys, models, router, checkers, limits)
 
 
 def _recorded_gateway_models(repo: str | None) -> Any:

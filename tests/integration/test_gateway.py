@@ -64,14 +64,21 @@ def gateway_triton(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 @pytest.fixture(scope="module")
 def gateway(gateway_triton) -> Iterator[str]:
     """The gateway (API keys KEYS) on a free loopback port; yields its base URL."""
+    from tritonforge.gateway import GatewayModels, create_app
+
+    with _served(create_app(gateway_triton.endpoints.grpc, api_keys=KEYS, models=GatewayModels())) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _served(app: object) -> Iterator[str]:
+    """``app`` under uvicorn on a free loopback port (always stopped); yields its base URL."""
     import uvicorn
 
-    from tritonforge.gateway import GatewayModels, create_app
     from tritonforge.server import free_port
 
-    app = create_app(gateway_triton.endpoints.grpc, api_keys=KEYS, models=GatewayModels())
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))  # type: ignore[arg-type]
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -588,6 +595,41 @@ def test_hostile_requests_get_a_4xx_and_the_connection_keeps_serving(http, case:
     assert words in response.json()["error"]["message"], response.text[:300]
     good = http.post("/v1/embeddings", json={"model": "minilm", "input": "fine"})  # same keep-alive connection
     assert good.status_code == 200, good.text[:300]
+
+
+def test_requests_in_flight_per_key_are_bounded_with_a_429(gateway_triton) -> None:
+    """One API key could hold every slot, and an LLM burst waited minutes in the engine's own queue instead of
+    being refused (operations audit): a key over its limit gets a 429 at once, other keys are served."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from tritonforge.gateway import GatewayLimits, GatewayModels, create_app
+
+    app = create_app(gateway_triton.endpoints.grpc, api_keys=KEYS, models=GatewayModels(),
+                     limits=GatewayLimits(requests_in_flight_per_key=1))
+    with _served(app) as url:
+        a, b = ({"Authorization": f"Bearer {key}"} for key in KEYS[:2])
+        address = urlsplit(url)
+        held = socket.create_connection((address.hostname, address.port))  # key a's one request, its body
+        try:                                                              # still on its way: in flight
+            held.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS[0]}\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+            time.sleep(0.5)
+            with httpx.Client(base_url=url, timeout=120) as client:
+                refused = client.post("/v1/chat/completions", json={"model": "chat", "messages": MESSAGES}, headers=a)
+                assert refused.status_code == 429 and refused.headers["retry-after"] == "1", refused.text
+                assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+                other = client.post("/v1/embeddings", json={"model": "minilm", "input": "x"}, headers=b)
+                assert other.status_code == 200, other.text
+                held.close()  # the client goes away: its slot comes back
+                deadline = time.monotonic() + 10
+                while (again := client.post("/v1/embeddings", json={"model": "minilm", "input": "x"},
+                                            headers=a)).status_code == 429:
+                    assert time.monotonic() < deadline, again.text
+                    time.sleep(0.1)
+                assert again.status_code == 200, again.text
+        finally:
+            held.close()
 
 
 def test_health_names_a_member_model_that_is_down(http, gateway_triton) -> None:
