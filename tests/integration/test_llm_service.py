@@ -178,6 +178,35 @@ def test_a_completed_async_generation_sends_no_stop(llm_server, monkeypatch: pyt
     assert len(sent) == 1
 
 
+def test_streams_left_early_leave_no_thread_behind(llm_server) -> None:
+    """tritonclient's cancelled stream never ended the request iterator its gRPC thread reads: each stream left
+    early, or cut by its deadline, left a thread blocked for good (API audit)."""
+    import threading
+
+    from tritonforge.errors import DeadlineExceededError
+
+    with Client(llm_server.endpoints.grpc, retries=0) as client:
+        client.generate("warm up", max_tokens=2)
+        time.sleep(0.5)
+        before = threading.active_count()
+        for _ in range(6):
+            stream = client.stream(PROMPTS[0], max_tokens=400)
+            next(stream)
+            began = time.monotonic()
+            stream.close()
+            # the stop's answer is the final flag alone, which tritonclient dropped: each close waited 5 s for it
+            assert time.monotonic() - began < 2
+        for _ in range(3):
+            began = time.monotonic()
+            with pytest.raises(DeadlineExceededError):
+                client.generate(PROMPTS[0], max_tokens=480, timeout=0.2)
+            assert time.monotonic() - began < 2  # it raised after 5.2 s
+        deadline = time.monotonic() + 10
+        while threading.active_count() > before:
+            assert time.monotonic() < deadline, [t.name for t in threading.enumerate()]
+            time.sleep(0.2)
+
+
 def test_upstream_style_raw_request_to_the_ensemble(llm_server) -> None:
     """A client written for TensorRT-LLM's ensemble works unchanged: upstream's documented generate call."""
     import json

@@ -174,7 +174,12 @@ def _grpc_stream_once(
                 return
     finally:
         try:
+            stream = getattr(client, "_stream", None)
             client.stop_stream(cancel_requests=not finished)
+            if not finished and stream is not None:
+                # tritonclient's cancel never ends the request iterator its gRPC thread reads, so that thread
+                # waited forever: one leaked per stream left early or cut by a deadline (API audit)
+                stream._request_queue.put(None)
             if not finished and engine_model:
                 _send_stop(client, engine_model, request_id, headers)
         finally:
@@ -291,8 +296,12 @@ def _send_stop(client: Any, engine_model: str, request_id: str, headers: dict[st
         try:
             client.start_stream(callback=lambda result, error, done=done: done.put(error),
                                 headers=headers)
+            # the empty final response is asked for: a stop is answered by the final flag alone, which tritonclient
+            # drops otherwise, and every stop then waited out the 5 s below (a stream left early, or a deadline of
+            # 0.2 s, returned to its caller after 5 s)
             client.async_stream_infer(
-                engine_model, build_inputs(grpcclient, stop_signal_arrays(contract)), request_id=request_id
+                engine_model, build_inputs(grpcclient, stop_signal_arrays(contract)), request_id=request_id,
+                enable_empty_final_response=True,
             )
             error = done.get(timeout=5)
         except Exception:  # best effort: the stream was closed anyway
