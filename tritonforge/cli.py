@@ -231,12 +231,13 @@ def serve(
         gateway_setup = prepare_gateway(host, api_keys_file, admin_keys_file, gateway_model, splits, insecure_no_auth,
                                         repo=repo, max_requests_in_flight=max_requests_in_flight,
                                         max_requests_per_key=max_requests_per_key)
-    elif any(v is not None for v in (api_keys_file, admin_keys_file, splits, gateway_model, max_requests_in_flight,
-                                     max_requests_per_key)):
-        raise typer.BadParameter(
-            "--api-keys-file, --admin-keys-file, --splits, --gateway-model, --max-requests-in-flight and "
-            "--max-requests-per-key need --gateway", param_hint="--gateway"
-        )
+    else:
+        given = {"--api-keys-file": api_keys_file, "--admin-keys-file": admin_keys_file, "--splits": splits,
+                 "--gateway-model": gateway_model, "--max-requests-in-flight": max_requests_in_flight,
+                 "--max-requests-per-key": max_requests_per_key}
+        named = [flag for flag, value in given.items() if value is not None]
+        if named:
+            raise typer.BadParameter(f"{', '.join(named)} need --gateway", param_hint="--gateway")
     import secrets
 
     from tritonforge.server import ADMIN_HEADER, GRPC_ADMIN_HEADER, TritonServer
@@ -258,6 +259,7 @@ def serve(
             host=triton_host,
             tritonserver=tritonserver,
             admin_key=key,
+            open_admin=open_admin,
             log_file=log_file,
         )
     except TritonForgeError as err:

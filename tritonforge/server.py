@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -183,6 +184,11 @@ class TritonServer:
 
     ``repo`` may also be an object-store URL (``s3://[host:port/]bucket/prefix``, ``gs://...``): it is passed to
     ``--model-repository`` as is, and Triton reads the credentials from the environment (``AWS_ACCESS_KEY_ID``, ...).
+
+    Triton's model control (load/unload), shared-memory, logging and trace APIs answer only requests carrying
+    :attr:`admin_key` (``admin_key``, else one generated), as `tritonforge serve` does; ``open_admin=True`` leaves
+    them open to whoever reaches the ports. A server started from Python left them open: any client could unload
+    every model (API audit).
     """
 
     def __init__(
@@ -207,7 +213,11 @@ class TritonServer:
         exit_timeout: float = 5.0,
         admin_key: str | None = None,
         heal_stubs: bool = True,
+        open_admin: bool = False,
     ) -> None:
+        if admin_key is not None and open_admin:
+            raise ServerError("give admin_key or open_admin=True, not both: the key would be dropped and the admin "
+                              "APIs left open")
         _check_arguments(
             repo, models=models, extra_args=extra_args, env=env, backend_config=backend_config, host=host,
             ports={"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port},
@@ -227,7 +237,7 @@ class TritonServer:
         self.exit_timeout = float(exit_timeout)
         # With a key, Triton refuses model loading/unloading and shared-memory registration over HTTP and gRPC
         # unless the request carries the `tritonforge-admin-key` header (Triton's restricted-API feature).
-        self.admin_key = admin_key
+        self.admin_key = None if open_admin else (admin_key or secrets.token_urlsafe(24))
         self._ports = tuple(None if p is None else int(p) for p in (http_port, grpc_port, metrics_port))
         self._binary = Path(tritonserver).expanduser() if tritonserver else None
         self._backend_directory = Path(backend_directory).expanduser() if backend_directory else None

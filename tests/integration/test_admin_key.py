@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tritonforge.clients import Client
 from tritonforge.server import ADMIN_HEADER, TritonServer
 
 pytestmark = pytest.mark.integration
@@ -115,3 +116,20 @@ def test_the_async_client_loads_unloads_and_reads_statistics_with_the_key(toy_re
 
     with TritonServer(toy_repo, admin_key=KEY) as server:
         asyncio.run(scenario(server))
+
+
+def test_a_server_started_from_python_guards_its_admin_apis_by_default(toy_repo: Path) -> None:
+    """tritonforge.serve(repo) left model control open: any client that reached the port could unload every
+    model (API audit). A key is generated unless open_admin=True says otherwise."""
+    from tritonforge.errors import PermissionDeniedError, ServerError
+
+    with TritonServer(toy_repo) as server, Client(server.endpoints.grpc) as anyone:
+        assert server.admin_key
+        with pytest.raises(PermissionDeniedError):
+            anyone.unload_model("embed")
+        assert anyone.is_model_ready("embed")
+        with Client(server.endpoints.grpc, admin_key=server.admin_key) as admin:
+            admin.load_model("embed")
+    with pytest.raises(ServerError, match="not both"):
+        TritonServer(toy_repo, admin_key="k", open_admin=True)
+    assert TritonServer(toy_repo, open_admin=True).admin_key is None

@@ -45,7 +45,7 @@ def limits_server(tmp_path: Path, toy_models: SimpleNamespace) -> Iterator[tuple
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_client_reads_the_limit_again_after_a_reload(limits_server, toy_models, protocol: str) -> None:
     server, repo = limits_server
-    with Client(getattr(server.endpoints, protocol), protocol) as client:
+    with Client(getattr(server.endpoints, protocol), protocol, admin_key=server.admin_key) as client:
         np.testing.assert_array_equal(client.embed(TEXTS), _expected(toy_models))
         assert client.max_batch_size("embed") == 16  # cached by the embed above
         _set_limit(repo, 4)
@@ -63,7 +63,7 @@ def test_async_client_reads_the_limit_again_after_a_reload(limits_server, toy_mo
         async with AsyncClient(server.endpoints.grpc) as client:
             np.testing.assert_array_equal(await client.embed(TEXTS), _expected(toy_models))
             _set_limit(repo, 4)
-            with Client(server.endpoints.grpc) as admin:  # the repository API is the sync client's
+            with Client(server.endpoints.grpc, admin_key=server.admin_key) as admin:  # the repository API is the sync client's
                 admin.load_model("embed")
             np.testing.assert_array_equal(await client.embed(TEXTS, requests_in_flight=4), _expected(toy_models))
             assert await client.max_batch_size("embed") == 4
@@ -96,7 +96,7 @@ def test_gateway_chunks_at_the_model_limit_and_follows_a_reload(limits_server, t
 
             np.testing.assert_array_equal(embed(), _expected(toy_models))
             _set_limit(repo, 4)
-            with Client(server.endpoints.grpc) as client:
+            with Client(server.endpoints.grpc, admin_key=server.admin_key) as client:
                 client.load_model("embed")
             np.testing.assert_array_equal(embed(), _expected(toy_models))
             single = http.post("/v1/embeddings", json={"model": "toy", "input": "one text"})

@@ -714,7 +714,7 @@ def test_adapter_ids_stay_known_while_their_chat_model_restarts(gateway_triton) 
         await gw.open()
         try:
             assert {"legal", "support"} <= set(gw.adapters)
-            with Client(gateway_triton.endpoints.grpc) as admin:
+            with Client(gateway_triton.endpoints.grpc, admin_key=gateway_triton.admin_key) as admin:
                 admin.unload_model("llm")
                 try:
                     await gw.discover_adapters(max_age=0)

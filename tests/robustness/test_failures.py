@@ -27,6 +27,7 @@ import pytest
 from tritonforge.clients import Client
 from tritonforge.errors import ClientError, ServerError
 from tritonforge.server import TritonServer, free_port
+from tritonforge.triton.options import ADMIN_HEADER
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +99,7 @@ def test_killed_stub_fails_its_request_and_recovers_on_reload(misbehaving_server
     os.kill(new_stub, signal.SIGKILL)
     assert robust.wait_for(lambda: not robust.stub_pids(server, "fragile"), timeout=5)
     with httpclient.InferenceServerClient(server.endpoints.http, network_timeout=30) as http:
-        http.load_model("fragile")
+        http.load_model("fragile", headers={ADMIN_HEADER: server.admin_key})
     assert not robust.stub_pids(server, "fragile")
     assert _grpc_infer(server, "fragile", 0.0, robust)[:2] == ("StatusCode.INTERNAL", NOT_HEALTHY)
     server.load("fragile", timeout=60, restart=True)
