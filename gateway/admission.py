@@ -64,6 +64,7 @@ class Admission:
         key = _bearer(scope)
         refused = self._refusal(key)
         if refused is not None:
+            scope.setdefault("state", {})["gw_error_code"] = refused.code  # for the request's log line
             await error_response(refused)(scope, receive, send)
             return
         ticket = Ticket(self)

@@ -87,17 +87,17 @@ def _handle_errors(app: FastAPI) -> None:
     """Every failure answers OpenAI's error body; nothing reaches uvicorn (which would drop the connection)."""
 
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, err: APIError) -> JSONResponse:
-        return error_response(err)
+    async def _api_error(request: Request, err: APIError) -> JSONResponse:
+        return _answer(request, err)
 
     @app.exception_handler(ClientError)
     async def _client_error(request: Request, err: ClientError) -> JSONResponse:
         request.state.gw_upstream_error = True  # a Triton call failed: counts against a split arm
-        return error_response(from_client_error(err))
+        return _answer(request, from_client_error(err))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
-        return error_response(APIError(400, f"Invalid request: {err.errors()[:1]}", code="invalid_value"))
+    async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
+        return _answer(request, APIError(400, f"Invalid request: {err.errors()[:1]}", code="invalid_value"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -106,7 +106,7 @@ def _handle_errors(app: FastAPI) -> None:
         path = request.url.path
         if err.status_code == 404 and len(path) > 1 and path.endswith("/"):
             detail += f": {clip(path)} (the gateway's paths end without a slash: {clip(path.rstrip('/') or '/')})"
-        response = error_response(APIError(err.status_code, detail, type=kind, code=None))
+        response = _answer(request, APIError(err.status_code, detail, type=kind, code=None))
         response.headers.update(err.headers or {})  # a 405's Allow: the methods the path takes
         return response
 
@@ -117,9 +117,15 @@ def _handle_errors(app: FastAPI) -> None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, err: Exception) -> JSONResponse:
-        LOG.exception("gateway: unexpected error")
-        return error_response(APIError(500, f"internal error: {type(err).__name__}", type="server_error"))
+    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+        LOG.exception("gateway: unexpected error (request %s)", getattr(request.state, "gw_request_id", "-"))
+        return _answer(request, APIError(500, f"internal error: {type(err).__name__}", type="server_error"))
+
+
+def _answer(request: Request, err: APIError) -> JSONResponse:
+    """The error's response; its code is kept for the request's log line (gateway/request_log.py)."""
+    request.state.gw_error_code = err.code or err.type
+    return error_response(err)
 
 
 
@@ -150,14 +156,24 @@ class ContainErrors:
         except asyncio.CancelledError:
             # uvicorn cancels what is still running at its graceful-shutdown timeout (a long stream): one line, not
             # the ~50-line "Exception in ASGI application" traceback it logs for a cancellation that escapes
-            LOG.warning("gateway: %s %s cut off by the stop (it outlasted the grace period)", scope.get("method"),
-                        scope.get("path"))
+            LOG.warning("gateway: %s %s cut off by the stop (it outlasted the grace period; request %s)",
+                        scope.get("method"), scope.get("path"), _request_id(scope))
+            if not started:  # a whole answer still to come: a clean 503 to send again, not uvicorn's plain-text
+                # 500 and its second log line ("ASGI callable returned without starting response")
+                with contextlib.suppress(Exception):
+                    await error_response(APIError(503, "the gateway is stopping: send the request again",
+                                                  type="server_error", retry_after=1))(scope, receive, send)
         except Exception as err:
             if started:  # half a response is on the wire: only closing the connection tells the client
                 raise
-            request_id = uuid.uuid4().hex[:12]
+            request_id = _request_id(scope)
             LOG.exception("gateway: unexpected error (request %s)", request_id)
             response = error_response(
                 APIError(500, f"internal error: {type(err).__name__} (request {request_id})", type="server_error")
             )
             await response(scope, receive, send)
+
+
+def _request_id(scope: Any) -> str:
+    """The id the metrics middleware gave the request (gateway/request_log.py), or a new one."""
+    return str(scope.get("state", {}).get("gw_request_id") or uuid.uuid4().hex)

@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tritonforge.gateway.request_log import HEADER, log_failure, request_id
 from tritonforge.gateway.splits import Choice, SplitRouter
+from tritonforge.triton.streams import REQUEST_LABEL
 
 LOG = logging.getLogger(__name__)
 
@@ -23,9 +25,16 @@ _ROUTES = (
 
 class Metrics:
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
+        self.in_flight = Gauge("tritonforge_gateway_requests_in_flight", "HTTP requests being answered (streams "
+                               "until their last event)", registry=self.registry)
+        self.stream_errors = Counter(
+            "tritonforge_gateway_stream_errors", "Streams that failed after their 200 was sent, by the status of the "
+            "failure (the request counts as 200 in tritonforge_gateway_requests)", ["route", "model", "status"],
+            registry=self.registry,
+        )
         self.requests = Counter(
             "tritonforge_gateway_requests", "HTTP requests by route, model and status",
             ["route", "model", "status"], registry=self.registry,
@@ -120,22 +129,27 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = [500]
+        rid = request_id(scope)
+        scope.setdefault("state", {})["gw_request_id"] = rid
+        token = REQUEST_LABEL.set(rid)  # the Triton requests it streams carry it (streams.py)
+        self.metrics.in_flight.inc()
 
         async def send_wrapper(message: Any) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                headers = [*message.get("headers", []), (HEADER, rid.encode())]
                 choice: Choice | None = scope.get("state", {}).get("gw_choice")
                 if choice is not None:
-                    message = {**message, "headers": [
-                        *message.get("headers", []),
-                        (b"x-tritonforge-split", choice.split.name.encode()),
-                        (b"x-tritonforge-arm", choice.arm.name.encode()),
-                    ]}
+                    headers += [(b"x-tritonforge-split", choice.split.name.encode()),
+                                (b"x-tritonforge-arm", choice.arm.name.encode())]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            REQUEST_LABEL.reset(token)
+            self.metrics.in_flight.dec()
             path = scope.get("path", "")
             route = path if path in _ROUTES else ("/v1/models/{id}" if path.startswith("/v1/models/") else "other")
             state = scope.get("state", {})
@@ -144,6 +158,11 @@ class MetricsMiddleware:
             seconds = time.perf_counter() - start
             self.metrics.requests.labels(route, model, str(status[0])).inc()
             self.metrics.latency.labels(route, model).observe(seconds)
+            failed_in_stream = state.get("gw_upstream_status")  # its 200 was on the wire when it failed
+            if status[0] < 400 and failed_in_stream:
+                self.metrics.stream_errors.labels(route, model, str(failed_in_stream)).inc()
+            log_failure(scope, failed_in_stream if status[0] < 400 and failed_in_stream else status[0], seconds,
+                        model, route)
             picked: Choice | None = state.get("gw_choice")
             if picked is not None:
                 failed = status[0] >= 500 or bool(state.get("gw_upstream_error"))

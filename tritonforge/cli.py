@@ -17,9 +17,11 @@ from tritonforge.cli_gateway import (
     ApiKeysFileOpt,
     GatewayModelOpt,
     InsecureOpt,
+    LogLevelOpt,
     MaxInFlightOpt,
     MaxPerKeyOpt,
     SplitsOpt,
+    configure_logging,
     prepare_gateway,
 )
 from tritonforge.cli_output import console, err_console, styled
@@ -204,6 +206,7 @@ def serve(
     insecure_no_auth: InsecureOpt = False,
     max_requests_in_flight: MaxInFlightOpt = None,
     max_requests_per_key: MaxPerKeyOpt = None,
+    log_level: LogLevelOpt = "info",
     rate_limit: RateLimitOpt = "off",
     rate_limit_resource: RateLimitResourceOpt = None,
     log_file: Annotated[
@@ -220,6 +223,7 @@ def serve(
     """
     if admin_key is not None and open_admin:  # the key was silently dropped and the admin APIs left open
         raise typer.BadParameter("give --admin-key or --no-admin-key, not both", param_hint="--no-admin-key")
+    configure_logging(log_level)
     if gateway_port is None:
         gateway_port = DEFAULT_GATEWAY_PORT
     elif not with_gateway:  # accepted and ignored, a user would look for a gateway on it
@@ -579,8 +583,10 @@ def gateway(
     ] = None,
     max_requests_in_flight: MaxInFlightOpt = None,
     max_requests_per_key: MaxPerKeyOpt = None,
+    log_level: LogLevelOpt = "info",
 ) -> None:
     """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
+    configure_logging(log_level)
     setup = prepare_gateway(host, api_keys_file, admin_keys_file, model, splits, insecure_no_auth,
                             embed_batch_size, embed_requests_in_flight, chat_max_tokens,
                             max_requests_in_flight=max_requests_in_flight, max_requests_per_key=max_requests_per_key)

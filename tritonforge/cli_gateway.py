@@ -53,6 +53,29 @@ MaxPerKeyOpt = Annotated[
 ]
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LogLevelOpt = Annotated[
+    str,
+    typer.Option("--log-level", help="tritonforge's log on stderr (the gateway's failed requests at info and "
+                 "warning, the launcher's stub heals): debug, info, warning or error"),
+]
+
+
+def configure_logging(level: str) -> None:
+    """tritonforge's loggers to stderr with time, level and name: nothing configured logging, so Python's last-resort
+    handler printed warnings bare and dropped the rest (a failed request was never logged; operations audit)."""
+    import logging
+
+    if level.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"'{level}' is not a level; choose {', '.join(LOG_LEVELS)}", param_hint="--log-level")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("tritonforge")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
 @dataclass(frozen=True)
 class GatewaySetup:
     keys: list[str]

@@ -320,6 +320,35 @@ def test_stopping_the_gateway_with_streams_open_stops_their_generation_within_it
     assert ended_early() == before + 1, "the engine was not told to stop"
 
 
+def test_a_whole_answer_cut_by_the_stop_is_a_503_to_send_again(gateway_triton) -> None:
+    """A request not streamed and still running at the end of the grace got uvicorn's plain-text 500 (no JSON, no
+    Retry-After) and two log lines (operations audit)."""
+    from tritonforge.gateway import GatewayModels, create_app
+    from tritonforge.gateway.listen import GatewayServer, bind
+    from tritonforge.server import free_port
+
+    port = free_port()
+    web = GatewayServer(create_app(gateway_triton.endpoints.grpc, api_keys=None, models=GatewayModels()),
+                        bind("127.0.0.1", port), grace=0.3)
+    web.start()
+    answers: list[httpx.Response] = []
+    body = {"model": "chat", "prompt": PROMPT, "max_tokens": 450}
+
+    def ask() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            answers.append(client.post("/v1/completions", json=body))
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    time.sleep(0.5)  # generating
+    web.stop()
+    asking.join(30)
+    assert answers, "no answer"
+    reply = answers[0]
+    assert reply.status_code == 503 and reply.headers["retry-after"] == "1", reply.text
+    assert "the gateway is stopping" in reply.json()["error"]["message"]
+
+
 def test_sampling_without_a_seed_varies_and_a_temperature_alone_samples(sdk) -> None:
     """TensorRT-LLM seeds an unseeded request with 0 and its engine contract decodes a temperature alone greedily;
     through the gateway a temperature alone samples, with a fresh seed unless the client sends one."""
@@ -538,13 +567,15 @@ def test_a_client_that_leaves_a_whole_answer_early_stops_its_generation(gateway:
 
     before = ended_early()
     body = {"model": "chat", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 450}
-    with (httpx.Client(base_url=gateway, headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=0.5) as gone,
-          pytest.raises(httpx.ReadTimeout)):
+    headers = {"Authorization": f"Bearer {KEYS[0]}", "X-Request-Id": "trace-left-early"}
+    with (httpx.Client(base_url=gateway, headers=headers, timeout=0.5) as gone, pytest.raises(httpx.ReadTimeout)):
         gone.post("/v1/chat/completions", json=body)
     deadline = time.monotonic() + 10
     while ended_early() == before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert ended_early() == before + 1, "the engine was not told to stop"
+    # the engine's line names the client's X-Request-Id: a complaint can be traced into Triton's log
+    assert "request 'trace-left-early-" in gateway_triton.log_text()
 
 
 def test_health_and_metrics(http) -> None:

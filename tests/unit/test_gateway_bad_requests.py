@@ -431,3 +431,33 @@ def test_without_triton_the_gateway_is_live_but_not_ready(client: TestClient) ->
     assert client.get("/live").status_code == 200 and client.head("/live").status_code == 200
     ready = client.get("/ready")
     assert ready.status_code == 503 and ready.json() == {"status": "unavailable", "triton_live": False}
+
+
+def test_each_request_has_an_id_and_a_failed_one_is_logged_once_without_its_body(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failed requests were never logged and no id tied a client's request to the logs (operations audit)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="tritonforge.gateway.requests")
+    reply = client.post("/v1/embeddings", headers={**KEY, "X-Request-Id": "trace-42"},
+                        json={"model": "minilm", "input": ["secret prompt text"], "dimensions": 0})
+    assert reply.status_code == 400 and reply.headers["x-request-id"] == "trace-42"
+    lines = [r.getMessage() for r in caplog.records if r.name == "tritonforge.gateway.requests"]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("POST /v1/embeddings -> 400 ") and lines[0].endswith("request=trace-42")
+    assert "secret" not in lines[0] and "sk-user" not in lines[0]
+    # an id that is not usable as one (too long, or with spaces or control characters) is replaced
+    for bad in ("x" * 200, "two words", "a\x01b"):
+        reply = client.get("/live", headers={"X-Request-Id": bad})
+        assert len(reply.headers["x-request-id"]) == 32 and reply.headers["x-request-id"] != bad
+    assert client.get("/live").headers["x-request-id"]  # one is made when none is sent
+    caplog.clear()
+    client.get("/live")
+    assert not [r for r in caplog.records if r.name == "tritonforge.gateway.requests"]  # successes are not logged
+
+
+def test_the_metrics_count_requests_in_flight_and_streams_that_fail(client: TestClient) -> None:
+    text = client.get("/metrics", headers=KEY).text
+    assert "tritonforge_gateway_requests_in_flight 1.0" in text  # the scrape itself
+    assert "# TYPE tritonforge_gateway_stream_errors_total counter" in text

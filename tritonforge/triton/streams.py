@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import queue
 import time
 import uuid
@@ -133,7 +134,7 @@ def _grpc_stream_once(
 
     client = grpcclient.InferenceServerClient(**client_kwargs)
     responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
-    request_id = uuid.uuid4().hex
+    request_id = new_request_id()
     finished = False
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
@@ -250,6 +251,17 @@ def _reported_error(responses: queue.Queue[tuple[Any, Any]], raised: BaseExcepti
             return raised
         if error is not None:
             return error
+
+
+# what a caller (the gateway: its X-Request-Id) puts before the ids of the Triton requests it streams, so Triton's
+# log and the engines' stop lines can be traced back to it; a fresh uuid follows it, as the stop finds a request by
+# its id and a caller's label need not be unique
+REQUEST_LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("tritonforge_request_label", default="")
+
+
+def new_request_id() -> str:
+    label = REQUEST_LABEL.get()
+    return f"{label}-{uuid.uuid4().hex}" if label else uuid.uuid4().hex
 
 
 STOP_SIGNALS = (  # upstream's stop request, in the engine path's tensors, then in the LLM API model's
@@ -412,7 +424,7 @@ async def _grpc_stream_async_once(
 ) -> Any:
     import tritonclient.grpc.aio as aio
 
-    request_id = uuid.uuid4().hex
+    request_id = new_request_id()
     request = {
         "model_name": model,
         "model_version": version,
