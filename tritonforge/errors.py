@@ -120,7 +120,14 @@ class DeployError(_ProblemsError):
 
 
 class ClientError(TritonForgeError):
-    pass
+    """A call to Triton failed. Errors from Triton's answer carry ``reason`` (the server's own words), ``model``,
+    ``status`` (the gRPC code as tritonclient gives it, e.g. ``StatusCode.NOT_FOUND``, or the HTTP status) and
+    ``url``; an error raised before anything was sent (bad input, a closed client) has them None."""
+
+    reason: str | None = None
+    model: str | None = None
+    status: str | None = None
+    url: str | None = None
 
 
 class InvalidInputError(ClientError, ValueError):

@@ -65,6 +65,34 @@ def test_one_client_shared_by_many_threads(toy_server, toy_models, protocol: str
         np.testing.assert_array_equal(got, expected(toy_models, [f"thread text {i}", "x"]))
 
 
+def test_a_forked_child_can_use_a_new_http_client(toy_server, toy_models) -> None:
+    """gevent's hub, inherited in the parent's state, hung a forked child's new HTTP client for good (API audit)."""
+    import os
+    import signal
+
+    address = url(toy_server, "http")  # read in the parent: the child is not tritonserver's parent
+    with Client(address, "http") as parent:
+        parent.embed(["before the fork"])
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only when its own client answers right
+            code = 1
+            try:
+                with Client(address, "http", timeout=10) as child:
+                    got = child.embed(TEXTS)
+                code = 0 if np.array_equal(got, expected(toy_models, TEXTS)) else 2
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 30
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if done[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's HTTP client hung")
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+        parent.embed(["after the fork"])  # the parent's own client still works
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_async_embed_is_exact(toy_server, toy_models, protocol: str) -> None:
     async def run() -> list[np.ndarray]:

@@ -713,3 +713,14 @@ def test_the_http_generate_endpoint_is_classified_like_every_other_call() -> Non
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("bad", ["not a url::", "a b:8001", "ho$t:8001", "http://exa mple:80"])
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_host_that_is_no_host_name_or_address_is_refused_before_anything_is_sent(bad: str, protocol: str) -> None:
+    """HTTP failed half-way in tritonclient's constructor (a plain ClientError and a __del__ traceback), gRPC after
+    its retries, as an unreachable server (API audit)."""
+    if bad.startswith("http://") and protocol == "grpc":
+        bad = bad.replace("http://", "grpc://")
+    with pytest.raises(InvalidInputError, match="is not a host name or an IP address"):
+        Client(bad, protocol).is_live()

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -205,6 +206,19 @@ class _Base:
 
 
 
+_GEVENT_FORK_HOOK: list[bool] = []
+
+
+def _reinit_gevent_in_forked_children() -> None:
+    """tritonclient's HTTP client runs on gevent, whose hub a forked child inherits in the parent's state: an HTTP
+    client the child made hung for good, deadline or not (API audit). gevent.reinit() in the child, once per process."""
+    if not _GEVENT_FORK_HOOK:
+        import gevent
+
+        os.register_at_fork(after_in_child=gevent.reinit)
+        _GEVENT_FORK_HOOK.append(True)
+
+
 class Connection(_Base):
     """A synchronous Triton client over ``tritonclient.grpc`` or ``tritonclient.http``.
 
@@ -254,6 +268,7 @@ class Connection(_Base):
                 oldest = next(k for k in mine if k != self.options.timeout)
                 with contextlib.suppress(Exception):
                     mine.pop(oldest).close()
+            _reinit_gevent_in_forked_children()
             transport = mod.InferenceServerClient(**http_client_kwargs(self.url, self.options, timeout))
             with self._lock:
                 if not self._closed:

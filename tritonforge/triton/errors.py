@@ -129,10 +129,10 @@ def classify_reply(
 
 
 def _annotated(result: ClientError, *, text: str, model: str | None, status: str, url: str) -> ClientError:
-    result.reason = text  # type: ignore[attr-defined]  # the server's own words, for callers that add their own
-    result.model = model  # type: ignore[attr-defined]
-    result.status = status  # type: ignore[attr-defined]
-    result.url = url  # type: ignore[attr-defined]
+    result.reason = text  # the server's own words, for callers that add their own
+    result.model = model
+    result.status = status
+    result.url = url
     return result
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -208,10 +209,26 @@ def split_url(url: str, protocol: str) -> tuple[str, bool]:
     port = port or str(DEFAULT_PORTS.get(protocol, 8001))
     if not host:
         raise InvalidInputError(f"url {url!r} has no host: give {forms}")
+    if not _is_host(host):  # tritonclient failed on it half-way, as a plain ClientError (HTTP) or after retries
+        raise InvalidInputError(f"url {url!r}: {host!r} is not a host name or an IP address: give {forms}")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidInputError(f"url {url!r}: port {port!r} is not a TCP port (1..65535)")
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return (f"dns:///{address}" if dns else address), secure
+
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\.?")
+
+
+def _is_host(host: str) -> bool:
+    """An IP address, or a DNS name of letters, digits, '-' and '_' labels (Kubernetes Service names have '_' in
+    SRV-style records) of at most 253 characters."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return len(host) <= 253 and bool(_HOST_NAME.fullmatch(host))
 
 
 def host_of(address: str) -> str:
