@@ -81,10 +81,14 @@ def _remote_code_patterns(key: str, model: LLMModel, checkpoint: Path) -> tuple[
     return TOKENIZER_PATTERNS
 
 
-def _mark_trust(out: ModelSet, model: LLMModel, *names: str) -> None:
+def _mark_trust(out: ModelSet, model: LLMModel, *names: str, engine: str | None = None) -> None:
+    """The trust_remote_code parameter on the models that load the checkpoint's tokenizer; on the cpu target's
+    engine (``engine``), which loads the model and tokenizer too, only when trusted (its golden config stays)."""
     for name in names:
         if name in out.configs:
             out.set_parameter(name, TRUST_PARAMETER, "true" if model.remote_code_trusted else "false")
+    if engine is not None and model.remote_code_trusted and engine in out.configs:
+        out.set_parameter(engine, TRUST_PARAMETER, "true")
 
 
 def llm_names(key: str, model: LLMModel) -> LLMNames:
@@ -303,7 +307,8 @@ def llm_model_set(
         additions=contract_additions(adapters, target, lora.TRITON_TYPES[model.engine.dtype]),
         tensorrt_llm_model=cpu_engine,
     )
-    _mark_trust(out, model, names.preprocessing, names.postprocessing)
+    _mark_trust(out, model, names.preprocessing, names.postprocessing,
+                engine=names.tensorrt_llm if target == "cpu" else None)
     if engine is not None and target == "gpu":
         out.add_files(names.tensorrt_llm, {f"engine/{rel}": p for rel, p in _files(Path(engine)).items()})
     if adapters:
@@ -474,9 +479,9 @@ def llmapi_model_set(
     if adapters:
         pre_files[lora.TABLE_FILE] = lora.table_bytes(adapters)
     out.add(pre_cfg, pre_files)
-    _mark_trust(out, model, names.preprocessing)
     trt_cfg, trt_files, trt_notes = _llmapi_engine(names, model, adapters, target, checkpoint)
     out.add(trt_cfg, trt_files)
+    _mark_trust(out, model, names.preprocessing, engine=names.tensorrt_llm if target == "cpu" else None)
 
     public = {t.name: t for t in ensemble_signature().inputs}
     inputs = [public[name] for name in LLMAPI_ENSEMBLE_INPUTS]

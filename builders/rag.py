@@ -37,9 +37,10 @@ PROMPT_OUTPUTS = (
 )
 
 
-def chat_template_overhead(tokenizer_files: dict[str, FileContent]) -> int:
+def chat_template_overhead(tokenizer_files: dict[str, FileContent], trust_remote_code: bool = False) -> int:
     """Tokens the LLM's chat template adds around one user turn (0 without a template): the prompt step keeps room
-    for them when it fits passages into max_input_len."""
+    for them when it fits passages into max_input_len. ``trust_remote_code``: the llm model's (its tokenizer may be
+    code)."""
     import tempfile
     from pathlib import Path
 
@@ -50,7 +51,7 @@ def chat_template_overhead(tokenizer_files: dict[str, FileContent]) -> int:
             target = Path(tmp) / rel.split("/", 1)[1]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content if isinstance(content, bytes) else Path(content).read_bytes())
-        tok = AutoTokenizer.from_pretrained(tmp)
+        tok = AutoTokenizer.from_pretrained(tmp, trust_remote_code=trust_remote_code)
         if not getattr(tok, "chat_template", None):
             return 0
         marker = "x"
@@ -91,8 +92,9 @@ def rag_model_set(
         for path, content in llm_set.files.items()
         if path.startswith(tokenizer_prefix)
     }
-    overhead = chat_template_overhead(tokenizer_files) if model.chat_template else 0
+    overhead = chat_template_overhead(tokenizer_files, llm.remote_code_trusted) if model.chat_template else 0
     params = {
+        "trust_remote_code": "true" if llm.remote_code_trusted else "false",
         "prompt_template": model.prompt_template,
         "tokenizer_dir": llm.preprocessing.tokenizer_dir or TOKENIZER_FOLDER,
         "add_special_tokens": "true" if llm.preprocessing.add_special_tokens else "false",

@@ -453,8 +453,8 @@ class AsyncClient(AsyncConnection):
         self, prompt: str, *, model: str = "llm", timeout: float | None = None,
         engine_model: str | None = "tensorrt_llm", **sampling: Any,
     ) -> str:
-        """The whole completion of ``prompt`` (see :meth:`Client.generate`; a deadline or a cancelled task stops
-        generation on the server)."""
+        """The whole completion of ``prompt`` (see :meth:`Client.generate`; over gRPC a deadline or a cancelled task
+        stops generation on the server)."""
         inputs = generation_inputs(prompt, Sampling.of(sampling), stream=False)
         if self.protocol == "http":
             return await self.generate_http(model, inputs, timeout=timeout)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tritonforge.gateway.auth import KeyChecker
 from tritonforge.gateway.errors import APIError, error_response
 from tritonforge.gateway.schemas import TICKET, GatewayLimits
 
@@ -96,11 +97,11 @@ class Admission:
 
 
 def _bearer(scope: Any) -> str:
-    """The request's bearer token, the identity its per-key count is kept under ("" without one; an unknown key is
-    refused by the route, and counts only against itself meanwhile)."""
+    """The request's bearer token, the identity its per-key count is kept under ("" without one: a gateway without
+    API keys counts every client as one; an unknown key is refused by the route, and counts only against itself
+    meanwhile)."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
+            return KeyChecker.bearer(value.decode("latin-1")) or ""
     return ""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -134,8 +135,11 @@ class MetricsMiddleware:
         token = REQUEST_LABEL.set(rid)  # the Triton requests it streams carry it (streams.py)
         self.metrics.in_flight.inc()
 
+        started: list[bool] = []
+
         async def send_wrapper(message: Any) -> None:
             if message["type"] == "http.response.start":
+                started.append(True)
                 status[0] = message["status"]
                 headers = [*message.get("headers", []), (HEADER, rid.encode())]
                 choice: Choice | None = scope.get("state", {}).get("gw_choice")
@@ -147,6 +151,10 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except asyncio.CancelledError:
+            if not started:  # cut by the stop's grace: ContainErrors (outside) answers 503, not the default 500
+                status[0] = 503
+            raise
         finally:
             REQUEST_LABEL.reset(token)
             self.metrics.in_flight.dec()

@@ -249,7 +249,10 @@ async def ready(request: Request) -> Any:
     with contextlib.suppress(ClientError):
         live = await gw.client.is_live()
     down, counted = await _models_down(gw) if live else ({}, 0)
-    ok = live and (counted == 0 or len(down) < counted)
+    # none counted: Triton serves none of the gateway's models (all failed to load, or none loaded yet), which is
+    # the pod a readiness probe must keep out; a gateway configured with no models at all only needs Triton
+    configured = bool(gw.models.ids())
+    ok = live and (not configured or len(down) < counted)
     body: dict[str, Any] = {"status": "ready" if ok else "unavailable", "triton_live": live}
     if down:
         body["models_down"] = down

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from tritonforge.errors import OptionError
 from tritonforge.gateway.errors import APIError, clip
 from tritonforge.values import is_whole
 
@@ -190,7 +191,9 @@ def validation_error(err: PydanticValidationError) -> APIError:
 @dataclass(frozen=True)
 class GatewayLimits:
     """What one request may cost, checked before any work is done (413 for the body, 400 naming the limit
-    otherwise). The defaults keep a request to seconds of CPU on a small server; raise them with the hardware."""
+    otherwise), and what the gateway takes on at once (requests in flight, per API key, the bytes of their bodies:
+    429 with Retry-After over any; gateway/admission.py). The defaults keep a request to seconds of CPU on a small
+    server; raise them with the hardware."""
 
     body_bytes: int = 4 << 20
     # at once (gateway/admission.py): requests running models, per API key (0: no limit per key), and the bytes of
@@ -205,6 +208,11 @@ class GatewayLimits:
     stop_strings: int = 16
     generations: int = 16  # one request runs at once: `n` of a chat, prompts x `n` of a completions request
     stop_chars: int = 256  # one stop string
+
+    def __post_init__(self) -> None:
+        if self.body_bytes > self.body_bytes_in_flight:  # such a body would get "retry shortly" for ever
+            raise OptionError(f"body_bytes={self.body_bytes} is more than body_bytes_in_flight="
+                              f"{self.body_bytes_in_flight}: one body must fit in what all may hold at once")
 
     def check(self, count: int, limit: int, what: str, param: str) -> None:
         if count > limit:
@@ -271,23 +279,19 @@ async def read_body(request: Any, max_bytes: int = MAX_BODY_BYTES) -> bytes:
     known = int(declared) if declared is not None and declared.strip().isdigit() else None
     if known is not None and known > max_bytes:
         raise _too_large(known, max_bytes)
-    ticket = getattr(request.state, TICKET, None)  # the bodies in flight have a budget (429 over it)
-    counted = 0
-    if ticket is not None and known is not None:  # taken before any of it is read
-        ticket.take_body(known)
-        counted = known
+    # the bodies in flight have a budget (429 over it), counted as their bytes arrive: a declared length taken up
+    # front let a few clients that declared 4 MiB and sent nothing hold all of it for the body's 60 s
+    ticket = getattr(request.state, TICKET, None)
     chunks: list[bytes] = []
 
     async def read() -> None:
-        nonlocal counted
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_bytes:
                 raise _too_large(f"at least {size}", max_bytes)  # read so far: the rest is never read
-            if ticket is not None and size > counted:  # chunked (no length given) as it arrives
-                ticket.take_body(size - counted)
-                counted = size
+            if ticket is not None:
+                ticket.take_body(len(chunk))
             chunks.append(chunk)
 
     try:  # a byte every 20 s held a connection and its coroutine for as long as the client liked

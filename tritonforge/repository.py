@@ -93,6 +93,13 @@ def _added_since(out: Path, planned: Collection[str] | None) -> list[str]:
     return [name for name in present if name not in written and not name.startswith(owned) and not _not_content(name)]
 
 
+def _lists_its_files(out: Path) -> bool:
+    try:
+        return _FILES_LINE in (out / OUTPUT_MARKER).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _unlisted_additions(out: Path, planned: Collection[str] | None) -> list[str]:
     """For an earlier output that does not list its files (a build from before OUTPUT_MARKER, or from before the
     marker listed them): what it holds beyond what a build writes, or the new output writes. Those outputs were
@@ -218,9 +225,15 @@ def check_output(
     added = _added_since(out, planned) if marked else _unlisted_additions(out, planned) if earlier_build else []
     if added:
         shown = ", ".join(added[:5]) + (", ..." if len(added) > 5 else "")
+        if marked and _lists_its_files(out):
+            what, why = "what the earlier output did not write", ""
+        else:
+            what = "what a build does not write"
+            why = (" (an older tritonforge's output does not list its files: only its report and model folders of a "
+                   "config.pbtxt and version 1 with its lineage.json count as its own)")
         raise RepositoryError(
-            f"refusing to replace {out}: it holds what the earlier output did not write ({shown}), which replacing "
-            "it would delete; move that out, or remove the folder first"
+            f"refusing to replace {out}: it holds {what} ({shown}), which replacing it would delete{why}; move that "
+            "out, or remove the folder first"
         )
     if not entries or marked or earlier_build:
         return

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tritonforge.stop_signals import STOP_SIGNALS
+from tritonforge.stop_signals import STOP_SIGNALS, not_ignored
 
 LOG = logging.getLogger("tritonforge.server")
 
@@ -239,6 +239,7 @@ def deferred_signals(signums: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
         yield
         return
     received: list[int] = []
+    signums = not_ignored(signums)  # one ignored (nohup's SIGHUP) must not take the place of a later SIGTERM
     previous = {s: signal.getsignal(s) for s in signums}
     for s in signums:
         signal.signal(s, lambda signum, _frame: received.append(signum))

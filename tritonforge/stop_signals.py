@@ -4,8 +4,8 @@
 and SIGHUP (the terminal closed, an ssh session dropped: left at its default it ended the process without any
 cleanup). A handler runs on the main thread between two bytecodes, so it must not take a lock the main thread may
 hold at that moment: ``threading.Event.set()`` takes the lock its ``wait()``/``set()`` holds, and a signal landing
-there deadlocks the process. Handlers here only append to a list; whatever has to wake other threads does it from
-a thread of its own.
+there deadlocks the process, and so does ``Thread.start()`` (it takes threading's own lock). Handlers here only
+append to a list; a thread started beforehand turns that into what wakes the others.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WATCH_S = 0.05  # how often StopOnSignals' watcher looks for a recorded signal
 
 
 def not_ignored(signums: tuple[int, ...] = STOP_SIGNALS) -> tuple[int, ...]:
@@ -41,19 +42,27 @@ class StopOnSignals:
         self.stop = threading.Event()
         self.caught: list[int] = []
         self._previous: dict[int, Any] = {}
+        self._left = threading.Event()
 
     def __enter__(self) -> StopOnSignals:
         if threading.current_thread() is threading.main_thread():
             self._previous = {signum: signal.getsignal(signum) for signum in not_ignored()}
             for signum in self._previous:
                 signal.signal(signum, self._handle)
+            # the handler only appends; this thread, started here and not in the handler (Thread.start() takes a
+            # lock the interrupted main thread may hold, as Event.set() does), turns the first signal into `stop`
+            threading.Thread(target=self._watch, name="stop-signals", daemon=True).start()
         return self
+
+    def _watch(self) -> None:
+        while not self._left.wait(WATCH_S):
+            if self.caught:
+                self.stop.set()
+                return
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.caught.append(signum)
         if len(self.caught) == 1:
-            # set() from a thread of its own: here it could wait on a lock the interrupted main thread holds
-            threading.Thread(target=self.stop.set, name="stop-signal", daemon=True).start()
             return
         previous = self._previous.get(signum, signal.SIG_DFL)
         if callable(previous):
@@ -62,6 +71,9 @@ class StopOnSignals:
             raise SystemExit(exit_code(signum))
 
     def __exit__(self, *_: object) -> None:
+        self._left.set()
+        if self.caught:  # the last moments before leaving: what the watcher had not seen yet
+            self.stop.set()
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}

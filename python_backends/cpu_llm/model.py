@@ -258,10 +258,16 @@ class TritonPythonModel:
         cores = _load_sibling("cores")
         if self.weights == "bf16" and (warning := cores.emulated_bf16_warning(f"model '{self.model_name}'")):
             pb_utils.Logger.log_warn(warning)
+        # the checkpoint's own code (its auto_map) only when the spec's trust_remote_code said so
+        trusted = _truthy(param("trust_remote_code", "false"))
         try:
-            model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype, attn_implementation=attn)
+            model = AutoModelForCausalLM.from_pretrained(
+                checkpoint, dtype=dtype, attn_implementation=attn, trust_remote_code=trusted
+            )
         except TypeError:  # transformers < 4.56 names it torch_dtype
-            model = AutoModelForCausalLM.from_pretrained(checkpoint, torch_dtype=dtype, attn_implementation=attn)
+            model = AutoModelForCausalLM.from_pretrained(
+                checkpoint, torch_dtype=dtype, attn_implementation=attn, trust_remote_code=trusted
+            )
         model.eval()
         if self.weights == "int8":
             if param("adapters_table", None):
@@ -299,7 +305,7 @@ class TritonPythonModel:
         if self.llmapi:
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+            self.tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=trusted)
             self.text = _llmapi.LLMAPITensors(_engine, self.tokenizer, self.model_name, self.batched)
         self.engine = _Engine(self, threads)
         _log("info", f"model '{self.model_name}': {type(model).__name__} from {checkpoint} on CPU, {self.weights}; "

@@ -75,7 +75,9 @@ class TritonPythonModel:
         tokenizer_dir = params.get("tokenizer_dir") or "tokenizer"
         if not os.path.isabs(tokenizer_dir):
             tokenizer_dir = os.path.join(version_dir, tokenizer_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        # the LLM's tokenizer; code it ships runs only when the spec's trust_remote_code said so
+        trusted = _truthy(params.get("trust_remote_code") or "false")
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=trusted)
         # the tokenizer's control tokens as text: in a passage or the query they would be read as the tokens
         # themselves, and a document in the corpus could close the user's turn and write a system turn
         self.control_tokens = _load_sibling("control_tokens")

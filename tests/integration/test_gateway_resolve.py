@@ -62,3 +62,22 @@ def test_a_host_port_address_keeps_its_channel(toy_server, monkeypatch: pytest.M
             await gw.close()
 
     asyncio.run(run())
+
+
+def test_a_gateway_whose_models_triton_does_not_serve_is_not_ready(toy_server) -> None:
+    """/ready answered 200 when none of the gateway's models was served (all failed to load, or none loaded yet):
+    a model never seen was not counted, and nothing counted read as ready (session review)."""
+    from fastapi.testclient import TestClient
+
+    from tritonforge.gateway import GatewayModels, create_app
+
+    ghost = create_app(toy_server.endpoints.grpc, api_keys=None, retries=0, timeout=5,
+                       models=GatewayModels.parse(["embeddings:ghost=not_in_this_repository"]))
+    with TestClient(ghost) as client:
+        reply = client.get("/ready")
+        assert reply.status_code == 503 and reply.json()["triton_live"] is True, reply.text
+        assert client.get("/live").status_code == 200
+    served = create_app(toy_server.endpoints.grpc, api_keys=None, retries=0, timeout=5,
+                        models=GatewayModels.parse(["embeddings:toy=embed", "embeddings:ghost=not_in_this_repository"]))
+    with TestClient(served) as client:
+        assert client.get("/ready").status_code == 200  # one model answers: ready

@@ -425,3 +425,7 @@ def test_a_tokenizer_that_is_code_is_refused_unless_the_spec_trusts_it(runtime: 
         tmp_path / "trusted" / "preprocessing" / "config.pbtxt").read_text()
     if runtime == "engine":
         assert 'string_value: "true"' in (tmp_path / "trusted" / "postprocessing" / "config.pbtxt").read_text()
+    # the cpu engine loads the checkpoint's model and tokenizer too: trusted there as well, and only there
+    assert 'key: "trust_remote_code"\n  value {\n    string_value: "true"' in (
+        tmp_path / "trusted" / "tensorrt_llm" / "config.pbtxt").read_text()
+    assert "trust_remote_code" not in (tmp_path / "plain" / "tensorrt_llm" / "config.pbtxt").read_text()

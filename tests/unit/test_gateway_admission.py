@@ -79,8 +79,9 @@ def test_requests_over_the_limit_in_all_and_per_key_get_a_429_with_retry_after()
     asyncio.run(run())
 
 
-def test_a_request_that_fails_gives_its_slot_back() -> None:
+def test_a_request_that_fails_or_is_cancelled_gives_its_slot_and_bytes_back() -> None:
     async def broken(scope: Any, receive: Any, send: Any) -> None:
+        scope["state"]["gw_admission"].take_body(100)
         raise RuntimeError("a bug")
 
     async def run() -> None:
@@ -89,6 +90,15 @@ def test_a_request_that_fails_gives_its_slot_back() -> None:
             with pytest.raises(RuntimeError):
                 await _call(admission, _scope())
         assert admission.in_flight == 0 and admission.body_bytes == 0 and admission.by_key == {}
+        held = _Held()
+        admission = Admission(held, GatewayLimits(requests_in_flight=1))
+        task = asyncio.ensure_future(_call(admission, _scope()))
+        await asyncio.sleep(0.05)
+        assert admission.in_flight == 1
+        task.cancel()  # the client went away, or the stop's grace ended
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert admission.in_flight == 0 and admission.by_key == {}
 
     asyncio.run(run())
 
@@ -102,11 +112,38 @@ def _app(**limits: int) -> Any:
 def test_bodies_past_the_budget_in_flight_are_a_429_and_the_budget_comes_back(chunked: bool) -> None:
     """350 bodies of 3.7 MiB at once took the gateway to 1.36 GB, past its pod's 1 GiB (operations audit)."""
     body = json.dumps({"model": "minilm", "input": "x" * 3000}).encode()
-    with TestClient(_app(body_bytes=10_000, body_bytes_in_flight=2_000)) as client:
+    with TestClient(_app(body_bytes=2_500, body_bytes_in_flight=4_000)) as client:
         headers = {"Authorization": "Bearer sk-user", "Content-Type": "application/json"}
-        content: Any = iter([body[:1000], body[1000:]]) if chunked else body
+        app = client.app
+        # another request holds 2,000 bytes of the budget: this body's 3,000 would pass the 4,000
+        held = next(m for m in _middlewares(app) if isinstance(m, Admission))
+        held.body_bytes = 2_000
+        small_body = json.dumps({"model": "minilm", "input": "x" * 1000}).encode()
+        content: Any = iter([small_body[:500], small_body[500:]]) if chunked else small_body
+        assert client.post("/v1/embeddings", content=content, headers=headers).status_code != 429  # 1,0xx fits
+        content = iter([body[:1000], body[1000:]]) if chunked else body
         reply = client.post("/v1/embeddings", content=content, headers=headers)
+        assert reply.status_code in (413, 429), reply.text  # 413: over body_bytes, found first when declared
+        reply = client.post("/v1/embeddings", content=iter([small_body, small_body]), headers=headers)
         assert reply.status_code == 429 and reply.headers["retry-after"] == "1", reply.text
         assert "bytes of request bodies" in reply.json()["error"]["message"]
+        held.body_bytes = 0
         small = client.post("/v1/embeddings", json={"model": "minilm", "input": "fine"}, headers=headers)
         assert small.status_code != 429, small.text  # the budget came back (Triton is not there: a 503)
+        assert held.body_bytes == 0
+
+
+def _middlewares(app: Any) -> list[Any]:
+    """The middleware instances Starlette built (outermost first)."""
+    found, layer = [], app.middleware_stack
+    while layer is not None:
+        found.append(layer)
+        layer = getattr(layer, "app", None)
+    return found
+
+
+def test_a_body_larger_than_the_budget_for_all_bodies_is_refused_as_an_option() -> None:
+    from tritonforge.errors import OptionError
+
+    with pytest.raises(OptionError, match="one body must fit"):
+        GatewayLimits(body_bytes=10, body_bytes_in_flight=5)

@@ -440,12 +440,10 @@ def test_each_request_has_an_id_and_a_failed_one_is_logged_once_without_its_body
     import logging
 
     caplog.set_level(logging.INFO, logger="tritonforge.gateway.requests")
-    requests_log = logging.getLogger("tritonforge.gateway.requests")
-    requests_log.addHandler(caplog.handler)  # a CLI test in this process may have stopped propagation (--log-level)
     reply = client.post("/v1/embeddings", headers={**KEY, "X-Request-Id": "trace-42"},
                         json={"model": "minilm", "input": ["secret prompt text"], "dimensions": 0})
     assert reply.status_code == 400 and reply.headers["x-request-id"] == "trace-42"
-    lines = sorted({r.getMessage() for r in caplog.records if r.name == "tritonforge.gateway.requests"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "tritonforge.gateway.requests"]
     assert len(lines) == 1, lines
     assert lines[0].startswith("POST /v1/embeddings -> 400 ") and lines[0].endswith("request=trace-42")
     assert "secret" not in lines[0] and "sk-user" not in lines[0]
@@ -457,10 +455,48 @@ def test_each_request_has_an_id_and_a_failed_one_is_logged_once_without_its_body
     caplog.clear()
     client.get("/live")
     assert not [r for r in caplog.records if r.name == "tritonforge.gateway.requests"]  # successes are not logged
-    requests_log.removeHandler(caplog.handler)
 
 
-def test_the_metrics_count_requests_in_flight_and_streams_that_fail(client: TestClient) -> None:
+def test_the_metrics_count_requests_in_flight(client: TestClient) -> None:
     text = client.get("/metrics", headers=KEY).text
     assert "tritonforge_gateway_requests_in_flight 1.0" in text  # the scrape itself
-    assert "# TYPE tritonforge_gateway_stream_errors_total counter" in text
+    assert "# TYPE tritonforge_gateway_stream_errors_total counter" in text  # counted by the stream test on Triton
+
+
+def test_a_stream_that_fails_after_its_200_is_counted_and_logged_by_its_failure() -> None:
+    """A stream whose engine failed mid-way (an error event, then [DONE]) counted only as a 200 (operations audit)."""
+    import logging
+
+    from tritonforge.gateway.metrics import Metrics, MetricsMiddleware
+    from tritonforge.gateway.splits import SplitRouter
+
+    async def failing_stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        scope["state"]["gw_upstream_status"] = 503  # what gateway/generation.py records with the error event
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+    metrics = Metrics()
+    middleware = MetricsMiddleware(failing_stream, metrics=metrics, known=lambda _: True, router=SplitRouter())
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    requests_log = logging.getLogger("tritonforge.gateway.requests")
+    requests_log.addHandler(handler)
+    old_level = requests_log.level
+    requests_log.setLevel(logging.INFO)
+    try:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(_: Any) -> None:
+            return None
+
+        scope = {"type": "http", "path": "/v1/chat/completions", "method": "POST", "headers": []}
+        asyncio.run(middleware(scope, receive, send))
+    finally:
+        requests_log.removeHandler(handler)
+        requests_log.setLevel(old_level)
+    text = metrics.render()[0].decode()
+    assert 'tritonforge_gateway_stream_errors_total{model="",route="/v1/chat/completions",status="503"} 1.0' in text
+    assert 'tritonforge_gateway_requests_total{model="",route="/v1/chat/completions",status="200"} 1.0' in text
+    assert [r.levelno for r in records] == [logging.WARNING] and "-> 503" in records[0].getMessage()

@@ -80,7 +80,7 @@ def test_an_earlier_output_with_something_added_since_is_not_replaced(tmp_path: 
     (out / OUTPUT_MARKER).write_text("Written by tritonforge. The next build or deploy into this folder replaces it "
                                       "as a whole.\n")
     (out / "extra").write_text("")
-    with pytest.raises(RepositoryError, match=r"did not write \(extra\)"):
+    with pytest.raises(RepositoryError, match=r"it holds what a build does not write \(extra\).*older tritonforge"):
         write_repository({"m/config.pbtxt": b"z"}, out)
     (out / "extra").unlink()
     write_repository({"m/config.pbtxt": b"z"}, out)
@@ -145,7 +145,7 @@ def test_an_older_build_with_models_or_versions_added_by_hand_is_not_replaced(tm
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_text(text)
         shown = ", ".join(sorted(added))
-        with pytest.raises(RepositoryError, match=rf"it holds what the earlier output did not write \({shown}\)"):
+        with pytest.raises(RepositoryError, match=rf"it holds what a build does not write \({shown}\)"):
             write_repository(plan, out)
         for name, text in added.items():
             assert (out / name).read_text() == text

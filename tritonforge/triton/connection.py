@@ -207,16 +207,19 @@ class _Base:
 
 
 _GEVENT_FORK_HOOK: list[bool] = []
+_GEVENT_FORK_LOCK = threading.Lock()
 
 
 def _reinit_gevent_in_forked_children() -> None:
     """tritonclient's HTTP client runs on gevent, whose hub a forked child inherits in the parent's state: an HTTP
-    client the child made hung for good, deadline or not (API audit). gevent.reinit() in the child, once per process."""
-    if not _GEVENT_FORK_HOOK:
-        import gevent
+    client the child made hung for good, deadline or not (API audit). gevent.reinit() in the child, registered once
+    per process (it returns at once where the forking thread has no hub, as in a subprocess launch)."""
+    with _GEVENT_FORK_LOCK:
+        if not _GEVENT_FORK_HOOK:
+            import gevent
 
-        os.register_at_fork(after_in_child=gevent.reinit)
-        _GEVENT_FORK_HOOK.append(True)
+            os.register_at_fork(after_in_child=gevent.reinit)
+            _GEVENT_FORK_HOOK.append(True)
 
 
 class Connection(_Base):

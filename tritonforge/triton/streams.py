@@ -179,8 +179,10 @@ def _grpc_stream_once(
             client.stop_stream(cancel_requests=not finished)
             if not finished and stream is not None:
                 # tritonclient's cancel never ends the request iterator its gRPC thread reads, so that thread
-                # waited forever: one leaked per stream left early or cut by a deadline (API audit)
-                stream._request_queue.put(None)
+                # waited forever: one leaked per stream left early or cut by a deadline (API audit). Its private
+                # queue: guarded, so a tritonclient that renamed it cannot replace the caller's own error here
+                with contextlib.suppress(Exception):
+                    stream._request_queue.put(None)
             if not finished and engine_model:
                 _send_stop(client, engine_model, request_id, headers)
         finally:
