@@ -35,6 +35,42 @@ def _log(level, message):
         print(f"[cpu_llm] {level}: {message}", flush=True)
 
 
+class _Backlog:
+    """The engine's own queue on Triton's metrics port, in TensorRT-LLM's family so that what reads a GPU
+    deployment's reads this one: ``nv_trt_llm_request_metrics{model, version, request_type}`` with request_type
+    ``waiting`` (not admitted into the running batch yet), ``active`` and ``scheduled`` (admitted: every admitted
+    request runs each iteration here) and ``max`` (the running batch's size), as upstream's python tensorrt_llm model
+    creates them (NVIDIA/TensorRT-LLM triton_backend/all_models/inflight_batcher_llm/tensorrt_llm/1/model.py
+    @ 89fd9b74ab7ae753b4c6b3db25a400dca7ea54a0, create_metrics). The engine takes every request at once, so
+    Triton's queue time stays near zero under an LLM burst and an autoscaler reading it never saw the backlog
+    (operations audit). Best effort: a python backend without custom metrics only leaves them out (logged)."""
+
+    TYPES = ("waiting", "active", "scheduled", "max")
+
+    def __init__(self, model, version, max_batch):
+        self.metrics = None
+        family = getattr(pb_utils, "MetricFamily", None)
+        if family is None:
+            return
+        try:
+            self.family = family(name="nv_trt_llm_request_metrics", description="TRT LLM request metrics",
+                                 kind=family.GAUGE)
+            self.metrics = {
+                kind: self.family.Metric(labels={"request_type": kind, "model": model, "version": str(version)})
+                for kind in self.TYPES
+            }
+            self.metrics["max"].set(max_batch)
+        except Exception as err:
+            self.metrics = None
+            _log("warn", f"model '{model}': the engine's request metrics are left out: {err}")
+
+    def set(self, waiting, admitted):
+        if self.metrics is not None:
+            self.metrics["waiting"].set(waiting)
+            self.metrics["active"].set(admitted)
+            self.metrics["scheduled"].set(admitted)
+
+
 class _Job:
     """One Triton request: its response sender and the sequences (one per batch item) generated for it."""
 
@@ -193,6 +229,7 @@ class _Engine:
         self.mask = None  # [B, T] long: 1 where the cache column holds a real token of that row
         self.stopping = False
         self.last_waiting_check = 0.0
+        self.backlog = _Backlog(owner.model_name, owner.model_version, owner.max_batch)
         self.thread = threading.Thread(target=self._loop, name="cpu-llm-scheduler", daemon=True)
         self.thread.start()
 
@@ -230,8 +267,10 @@ class _Engine:
         with torch.inference_mode():
             while True:
                 with self.cond:
+                    self.backlog.set(len(self.waiting), len(self.admitted))
                     while not self.stopping and not self.waiting and not self.running:
                         self.cond.wait()
+                        self.backlog.set(len(self.waiting), len(self.admitted))
                     if self.stopping:
                         break
                     new_jobs = []
@@ -244,6 +283,7 @@ class _Engine:
                         new_jobs.append(job)
                         room -= len(job.sequences)
                     self.admitted.extend(new_jobs)
+                    self.backlog.set(len(self.waiting), len(self.admitted))
                 try:
                     self._iteration(new_jobs)
                 except Exception as err:

@@ -211,6 +211,7 @@ class TritonPythonModel:
         self.torch = torch
         self.config = json.loads(args["model_config"])
         self.model_name = args.get("model_name", "tensorrt_llm")
+        self.model_version = args.get("model_version", "1")  # the engine's request metrics' label
         params = {k: (v or {}).get("string_value", "") for k, v in self.config.get("parameters", {}).items()}
 
         def param(name, default=None):

@@ -207,6 +207,39 @@ def test_streams_left_early_leave_no_thread_behind(llm_server) -> None:
             time.sleep(0.2)
 
 
+def _engine_requests_metrics(server) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The CPU engine's nv_trt_llm_request_metrics on Triton's metrics port, by request_type."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{server.endpoints.metrics}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("nv_trt_llm_request_metrics{") and 'model="tensorrt_llm"' in line:
+            kind = re.search(r'request_type="([a-z]+)"', line)
+            if kind:
+                found[kind.group(1)] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def test_the_engines_queue_is_on_tritons_metrics_port_as_tensorrt_llm_publishes_it(llm_server) -> None:
+    """The engine takes every request into its own queue: Triton's queue time stayed near zero under an LLM burst,
+    so an autoscaler reading it never saw the backlog (operations audit). The engine now publishes it in
+    TensorRT-LLM's own family, so what reads a GPU deployment's reads this one."""
+    with Client(llm_server.endpoints.grpc) as client:
+        stream = client.stream(PROMPTS[0], max_tokens=400)
+        next(stream)
+        during = _engine_requests_metrics(llm_server)
+        stream.close()
+        deadline = time.monotonic() + 10
+        while (after := _engine_requests_metrics(llm_server)).get("active", 1.0) != 0.0:
+            assert time.monotonic() < deadline, after
+            time.sleep(0.2)
+    assert during["active"] >= 1.0 and during["scheduled"] >= 1.0 and during["max"] >= 1.0, during
+    assert during["waiting"] == 0.0 and after["waiting"] == 0.0, (during, after)
+
+
 def test_upstream_style_raw_request_to_the_ensemble(llm_server) -> None:
     """A client written for TensorRT-LLM's ensemble works unchanged: upstream's documented generate call."""
     import json
