@@ -231,11 +231,7 @@ async def health(request: Request) -> Any:
     with contextlib.suppress(ClientError):
         ready = await gw.client.is_ready()
     down, _ = await _models_down(gw)  # also when Triton is not ready (strict readiness: some model is down)
-    ok = ready and not down
-    body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "triton_ready": ready}
-    if down:
-        body["models_down"] = down
-    return JSONResponse(body, status_code=200 if ok else 503)
+    return _probe_answer(ready and not down, "ok", {"triton_ready": ready}, down)
 
 
 @router.api_route("/ready", methods=["GET", "HEAD"])
@@ -252,8 +248,13 @@ async def ready(request: Request) -> Any:
     # none counted: Triton serves none of the gateway's models (all failed to load, or none loaded yet), which is
     # the pod a readiness probe must keep out; a gateway configured with no models at all only needs Triton
     configured = bool(gw.models.ids())
-    ok = live and (not configured or len(down) < counted)
-    body: dict[str, Any] = {"status": "ready" if ok else "unavailable", "triton_live": live}
+    return _probe_answer(live and (not configured or len(down) < counted), "ready", {"triton_live": live}, down)
+
+
+def _probe_answer(ok: bool, word: str, triton: dict[str, bool], down: dict[str, list[str]]) -> JSONResponse:
+    """/health's and /ready's answer: 200 with ``word``, else 503 "unavailable"; Triton's state, and the models
+    that cannot answer."""
+    body: dict[str, Any] = {"status": word if ok else "unavailable", **triton}
     if down:
         body["models_down"] = down
     return JSONResponse(body, status_code=200 if ok else 503)

@@ -242,13 +242,10 @@ def serve(
         named = [flag for flag, value in given.items() if value is not None]
         if named:
             raise typer.BadParameter(f"{', '.join(named)} need --gateway", param_hint="--gateway")
-    import secrets
-
     from tritonforge.server import ADMIN_HEADER, GRPC_ADMIN_HEADER, TritonServer
     from tritonforge.triton.options import is_loopback
     from tritonforge.validator import RateLimit
 
-    key = None if open_admin else (admin_key or secrets.token_urlsafe(24))
     # Triton's inference APIs take no key: on the gateway's address they went around its API keys, limits and
     # split guards (security review). With the gateway, Triton stays on loopback unless told otherwise.
     triton_host = triton_host or ("127.0.0.1" if with_gateway else host)
@@ -262,7 +259,7 @@ def serve(
             metrics_port=metrics_port,
             host=triton_host,
             tritonserver=tritonserver,
-            admin_key=key,
+            admin_key=admin_key,  # none given: the server makes one (server.admin_key)
             open_admin=open_admin,
             log_file=log_file,
         )
@@ -313,9 +310,10 @@ def serve(
             console.print(styled("yellow", "warning:", f" RANDOM stand-in served: {stand_in}"))
         if gateway_setup is not None:
             console.print(gateway_setup.banner(host, gateway_port, ep.grpc))
-        if key and not admin_key:
+        if server.admin_key and not admin_key:
             console.print(
-                f"admin APIs (model control, shared memory, logging, trace) need the header {ADMIN_HEADER}: {key} "
+                f"admin APIs (model control, shared memory, logging, trace) need the header {ADMIN_HEADER}: "
+                f"{server.admin_key} "
                 f"(gRPC: {GRPC_ADMIN_HEADER})"
             )
         console.print("Ctrl-C to stop")

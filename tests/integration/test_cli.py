@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -48,6 +50,19 @@ def _children(proc: subprocess.Popen[str]) -> list[str]:
 
 def _still_running(pids: list[str]) -> list[str]:
     return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+def _server_folders() -> set[str]:
+    """The launcher's temporary folders (its log) now present."""
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*")))
+
+
+def _assert_nothing_left(children: list[str], folders_before: set[str], after: str) -> None:
+    """The CLI's tritonserver is gone, and so is every temporary folder that appeared since ``folders_before``."""
+    alive = _still_running(children)
+    assert alive == [], f"tritonserver {alive} still running after {after}"
+    left = _server_folders() - folders_before
+    assert not left, f"left behind: {left}"
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:
@@ -279,12 +294,9 @@ def test_serve_drains_on_the_first_ctrl_c_and_stops_at_once_on_the_second(demo_r
     """Found by the first-run audit: Ctrl-C with a generation in flight gave ~30 s of silence, a second Ctrl-C was
     ignored, and a Ctrl-C while stopping left the log's temporary folder. Now the first says what it waits for, the
     second stops everything at once, and nothing is left (processes, /dev/shm regions, the log folder)."""
-    import glob
-    import tempfile
-
     from tritonforge.clients import Client
 
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*")))
+    before = _server_folders()
     proc = _serve(str(demo_repo))
     stream_error: list[BaseException] = []
     try:
@@ -323,10 +335,7 @@ def test_serve_drains_on_the_first_ctrl_c_and_stops_at_once_on_the_second(demo_r
         thread.join(30)
     finally:
         _kill(proc)
-    alive = _still_running(children)
-    assert alive == [], f"tritonserver {alive} still running"
-    left = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*"))) - before
-    assert not left, f"left behind: {left}"
+    _assert_nothing_left(children, before, "the second Ctrl-C")
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -365,10 +374,7 @@ def test_serve_with_the_gateway_on_a_public_address_keeps_triton_on_loopback(emb
 def test_serve_stops_and_cleans_up_on_sighup_with_its_terminal_gone(embed_repo: Path) -> None:
     """SIGHUP (the terminal closed) killed `serve` without its cleanup: the log's temporary folder stayed. It now
     stops as on SIGTERM, and writing to a terminal that is gone (stdout and stderr closed here) cannot stop it."""
-    import glob
-    import tempfile
-
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*")))
+    before = _server_folders()
     proc = _serve(str(embed_repo))
     try:
         _read_until(proc, "Ctrl-C to stop")
@@ -380,7 +386,4 @@ def test_serve_stops_and_cleans_up_on_sighup_with_its_terminal_gone(embed_repo: 
         assert proc.wait(timeout=60) == 128 + signal.SIGHUP
     finally:
         _kill(proc)
-    alive = _still_running(children)
-    assert alive == [], f"tritonserver {alive} still running after SIGHUP"
-    left = set(glob.glob(os.path.join(tempfile.gettempdir(), "tritonforge-server-*"))) - before
-    assert not left, f"left behind: {left}"
+    _assert_nothing_left(children, before, "SIGHUP")
