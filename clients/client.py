@@ -37,6 +37,7 @@ from tritonforge.clients.pipelines import Hit, rerank_request, rerank_scores, se
 from tritonforge.errors import BatchTooLargeError, ClientError, InvalidInputError
 from tritonforge.triton.bounded import chunked, gather_bounded
 from tritonforge.triton.connection import AsyncConnection, Connection
+from tritonforge.triton.engines import ENGINE_AUTO
 from tritonforge.triton.options import (
     ClientOptions,
     KeepAliveOptions,
@@ -234,7 +235,7 @@ class Client(Connection):
 
     def generate(
         self, prompt: str, *, model: str = "llm", timeout: float | None = None,
-        engine_model: str | None = "tensorrt_llm", **sampling: Any,
+        engine_model: str | None = ENGINE_AUTO, **sampling: Any,
     ) -> str:
         """The whole completion of ``prompt`` (``max_tokens``, ``temperature``, ``top_k``, ``top_p``, ``seed``,
         ``stop_words``, ``bad_words``, ``end_id``, ``pad_id``, ``chat``, ``adapter``: see :class:`Sampling`). A
@@ -252,7 +253,7 @@ class Client(Connection):
         *,
         model: str = "llm",
         timeout: float | None = None,
-        engine_model: str | None = "tensorrt_llm",
+        engine_model: str | None = ENGINE_AUTO,
         _stream: bool = True,
         **sampling: Any,
     ) -> Iterator[str]:
@@ -265,7 +266,7 @@ class Client(Connection):
 
     def chat(
         self, messages: Sequence[Mapping[str, Any]], *, model: str = "llm", timeout: float | None = None,
-        engine_model: str | None = "tensorrt_llm", **sampling: Any,
+        engine_model: str | None = ENGINE_AUTO, **sampling: Any,
     ) -> str:
         """The answer to a conversation (``[{"role": "system" | "user" | "assistant" | ..., "content": str}]``),
         rendered turn by turn by the checkpoint's chat template (the llm ensemble's ``chat_messages``, which
@@ -278,7 +279,7 @@ class Client(Connection):
 
     def chat_stream(
         self, messages: Sequence[Mapping[str, Any]], *, model: str = "llm", timeout: float | None = None,
-        engine_model: str | None = "tensorrt_llm", **sampling: Any,
+        engine_model: str | None = ENGINE_AUTO, **sampling: Any,
     ) -> Iterator[str]:
         """:meth:`chat` as text pieces while they are generated (gRPC; leaving early stops generation, as
         :meth:`stream`)."""
@@ -305,7 +306,7 @@ class Client(Connection):
         model: str = "rag",
         timeout: float | None = None,
         min_score: float | None = None,
-        engine_model: str | None = "tensorrt_llm",
+        engine_model: str | None = ENGINE_AUTO,
         **sampling: Any,
     ) -> RagAnswer:
         """Retrieve, rerank and answer ``query`` in one call of the ``rag`` ensemble (gRPC): the answer, the
@@ -335,7 +336,7 @@ class Client(Connection):
         max_tokens: int | None = None,
         model: str = "rag",
         timeout: float | None = None,
-        engine_model: str | None = "tensorrt_llm",
+        engine_model: str | None = ENGINE_AUTO,
         min_score: float | None = None,
         _stream: bool = True,
         **sampling: Any,
@@ -451,7 +452,7 @@ class AsyncClient(AsyncConnection):
 
     async def generate(
         self, prompt: str, *, model: str = "llm", timeout: float | None = None,
-        engine_model: str | None = "tensorrt_llm", **sampling: Any,
+        engine_model: str | None = ENGINE_AUTO, **sampling: Any,
     ) -> str:
         """The whole completion of ``prompt`` (see :meth:`Client.generate`; over gRPC a deadline or a cancelled task
         stops generation on the server)."""
@@ -466,7 +467,7 @@ class AsyncClient(AsyncConnection):
         *,
         model: str = "llm",
         timeout: float | None = None,
-        engine_model: str | None = "tensorrt_llm",
+        engine_model: str | None = ENGINE_AUTO,
         **sampling: Any,
     ) -> AsyncGenerator[str, None]:
         """Text pieces as they are generated (gRPC): ``async for piece in client.stream(...)``. Leaving the loop
@@ -479,7 +480,7 @@ class AsyncClient(AsyncConnection):
 
     async def chat(
         self, messages: Sequence[Mapping[str, Any]], *, model: str = "llm", timeout: float | None = None,
-        engine_model: str | None = "tensorrt_llm", **sampling: Any,
+        engine_model: str | None = ENGINE_AUTO, **sampling: Any,
     ) -> str:
         """The answer to a conversation (see :meth:`Client.chat`)."""
         inputs = await self._chat_inputs(messages, sampling, model, timeout, stream=False)
@@ -489,7 +490,7 @@ class AsyncClient(AsyncConnection):
 
     def chat_stream(
         self, messages: Sequence[Mapping[str, Any]], *, model: str = "llm", timeout: float | None = None,
-        engine_model: str | None = "tensorrt_llm", **sampling: Any,
+        engine_model: str | None = ENGINE_AUTO, **sampling: Any,
     ) -> AsyncGenerator[str, None]:
         """:meth:`chat` as text pieces (``async for``), as :meth:`stream`."""
         if self.protocol != "grpc":
@@ -524,7 +525,7 @@ class AsyncClient(AsyncConnection):
         model: str = "rag",
         timeout: float | None = None,
         min_score: float | None = None,
-        engine_model: str | None = "tensorrt_llm",
+        engine_model: str | None = ENGINE_AUTO,
         **sampling: Any,
     ) -> RagAnswer:
         """The answer and its sources (see :meth:`Client.rag`)."""
@@ -541,7 +542,7 @@ class AsyncClient(AsyncConnection):
         max_tokens: int | None = None,
         model: str = "rag",
         timeout: float | None = None,
-        engine_model: str | None = "tensorrt_llm",
+        engine_model: str | None = ENGINE_AUTO,
         min_score: float | None = None,
         **sampling: Any,
     ) -> AsyncRagStream:

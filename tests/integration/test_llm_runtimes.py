@@ -59,6 +59,46 @@ def test_both_runtimes_give_the_same_text(both: object) -> None:
             "hello world", max_tokens=8, model="llm_engine")
 
 
+def test_a_stream_left_early_stops_the_engine_of_its_own_pipeline(both: object) -> None:
+    """The clients sent the stop to `tensorrt_llm` whatever the pipeline: under `model_names: prefixed` the
+    engine is `chat_e_tensorrt_llm`, so the stop reached another model (here the llmapi one, which had no such
+    request) and the engine generated on for nobody. engine_model="auto" finds it from the configs."""
+    import asyncio
+    import time
+
+    from tritonforge.clients import AsyncClient, Client
+
+    server: Any = both
+    stopped = "was stopped (stop=true) after"
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while server.log_text().count(stopped) < count:
+            assert time.monotonic() < deadline, "the engine was not told to stop: it generates on for nobody"
+            time.sleep(0.2)
+
+    with Client(server.endpoints.grpc) as client:
+        assert client.engine_of("llm_engine") == "chat_e_tensorrt_llm"
+        assert client.engine_of("llm") == "tensorrt_llm"
+        assert client.engine_of("chat_e_tensorrt_llm") == "chat_e_tensorrt_llm"  # the engine called directly
+        assert client.engine_of("no_such_model") is None
+        before = server.log_text().count(stopped)
+        stream = client.stream("hello world", max_tokens=1500, model="llm_engine")
+        assert next(stream) and next(stream)
+        stream.close()
+        wait_for(before + 1)
+
+    async def run() -> None:
+        async with AsyncClient(server.endpoints.grpc) as client:
+            stream = client.stream("hello world", max_tokens=1500, model="llm_engine")
+            assert await stream.__anext__()
+            await stream.aclose()
+            assert await client.engine_of("llm_engine") == "chat_e_tensorrt_llm"
+
+    asyncio.run(run())
+    wait_for(before + 2)
+
+
 @pytest.fixture(scope="module")
 def gateway_sdk(both: object) -> Iterator[object]:
     """The gateway in front of both runtimes (model ids `chat`: llmapi, `chat_e`: engine) and an openai client."""

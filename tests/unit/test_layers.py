@@ -94,7 +94,7 @@ PUBLIC = {  # the public surface; changing it is a decision, not a side effect o
         "AsyncClient", "Client", "ClientOptions", "Hit", "KeepAliveOptions", "RetryPolicy", "TLSOptions",
     ],
     "tritonforge.triton": [
-        "ADMIN_HEADER", "GRPC_ADMIN_HEADER", "AsyncConnection", "ClientOptions", "Connection", "KeepAliveOptions",
+        "ADMIN_HEADER", "ENGINE_AUTO", "GRPC_ADMIN_HEADER", "AsyncConnection", "ClientOptions", "Connection", "KeepAliveOptions",
         "Protocol", "RetryPolicy", "TLSOptions", "classify_error", "map_errors", "short_message", "triton_dtype",
     ],
     "tritonforge.gateway": [

@@ -4,6 +4,7 @@
 - :mod:`~tritonforge.triton.errors`: the one error mapping into :class:`~tritonforge.errors.TritonForgeError`.
 - :mod:`~tritonforge.triton.tensors`: numpy arrays as Triton tensors and back.
 - :mod:`~tritonforge.triton.streams`: generation streams (cancel, upstream stop, LoRA weight resend).
+- :mod:`~tritonforge.triton.engines`: which model of a pipeline is its LLM engine (where a stop goes).
 - :mod:`~tritonforge.triton.connection`: :class:`Connection` / :class:`AsyncConnection` (health, metadata, config,
   statistics, repository API, infer, streams).
 - :mod:`~tritonforge.triton.load`: prepared requests for load generation (the bench).
@@ -13,6 +14,7 @@ Only modules of this package import tritonclient's transports (``tests/unit/test
 """
 
 from tritonforge.triton.connection import AsyncConnection, Connection
+from tritonforge.triton.engines import ENGINE_AUTO
 from tritonforge.triton.errors import classify_error, map_errors, short_message
 from tritonforge.triton.options import (
     ADMIN_HEADER,
@@ -27,6 +29,7 @@ from tritonforge.triton.tensors import triton_dtype
 
 __all__ = [
     "ADMIN_HEADER",
+    "ENGINE_AUTO",
     "GRPC_ADMIN_HEADER",
     "AsyncConnection",
     "ClientOptions",

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from tritonforge.errors import ClientError, InvalidInputError, TransientError
+from tritonforge.triton.engines import ENGINE_AUTO, engine_search, find_engine
 from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error
 from tritonforge.triton.options import (
     ClientOptions,
@@ -106,6 +107,7 @@ class _Base:
         self.admin_key = admin_key
         self._closed = False
         self._http_outputs: dict[str, list[str]] = {}
+        self._engines: dict[str, str | None] = {}  # generation model -> its engine (engine_model="auto"), found once
 
     @classmethod
     def from_options(cls, url: str, protocol: Protocol = "grpc", options: ClientOptions | None = None) -> Any:
@@ -431,11 +433,14 @@ class Connection(_Base):
         on_result: Callable[[Any], None] | None = None,
     ) -> Iterator[str]:
         """Text pieces of one request over its own gRPC stream until the final response; leaving early cancels it
-        and sends upstream's stop to ``engine_model`` (see :mod:`tritonforge.triton.streams`)."""
+        and sends upstream's stop to ``engine_model`` (see :mod:`tritonforge.triton.streams`; "auto": the model
+        :meth:`engine_of` finds)."""
         if self.protocol != "grpc":
             raise InvalidInputError("streaming needs gRPC: create the client with protocol='grpc'")
         deadline = self._timeout(timeout)
         self._check_open()
+        if engine_model == ENGINE_AUTO:
+            engine_model = self.engine_of(model, timeout=deadline)
         return grpc_stream(
             grpc_client_kwargs(self.url, self.options),
             model,
@@ -446,6 +451,24 @@ class Connection(_Base):
             on_result=on_result,
             **self._stream_kwargs(),
         )
+
+    def engine_of(self, model: str, *, timeout: float | None = None) -> str | None:
+        """The engine model of ``model``'s pipeline, where a generation's stop signal goes (None: none found), from
+        the configs the server holds (:mod:`tritonforge.triton.engines`); found once per model and connection."""
+        if model in self._engines:
+            return self._engines[model]
+        deadline = self._timeout(timeout)
+        read: dict[str, Any] = {}
+
+        def config_of(name: str) -> dict[str, Any] | None:
+            with contextlib.suppress(ClientError):  # not readable: the request itself will say why
+                read[name] = self.model_config(name, timeout=deadline)
+            return read.get(name)
+
+        engine = find_engine(model, config_of)
+        if model in read:  # kept only when the model itself could be read (not before it is loaded)
+            self._engines[model] = engine
+        return engine
 
     def generate_http(self, model: str, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None) -> str:
         """The whole text of one request through Triton's HTTP generate extension."""
@@ -636,6 +659,8 @@ class AsyncConnection(_Base):
         if self.protocol != "grpc":
             raise InvalidInputError("streaming needs gRPC: create the client with protocol='grpc'")
         deadline = self._timeout(timeout)
+        if engine_model == ENGINE_AUTO and model not in self._engines:
+            return self._stream_found(model, inputs, deadline, on_result, version)
         return grpc_stream_async(
             self._get(),
             model,
@@ -643,10 +668,43 @@ class AsyncConnection(_Base):
             timeout=deadline,
             classify=self._classifier(model, deadline),
             on_result=on_result,
-            engine_model=engine_model,
+            engine_model=self._engines[model] if engine_model == ENGINE_AUTO else engine_model,
             version=version,
             **self._stream_kwargs(),
         )
+
+    async def _stream_found(
+        self, model: str, inputs: Mapping[str, np.ndarray], deadline: float | None,
+        on_result: Callable[[Any], None] | None, version: str,
+    ) -> AsyncGenerator[str, None]:
+        """:meth:`stream_text` once the engine is found (the first stream of ``model`` on this connection)."""
+        engine = await self.engine_of(model, timeout=deadline)
+        stream = self.stream_text(model, inputs, timeout=deadline, engine_model=engine, on_result=on_result,
+                                  version=version)
+        async with contextlib.aclosing(stream) as pieces:
+            async for piece in pieces:
+                yield piece
+
+    async def engine_of(self, model: str, *, timeout: float | None = None) -> str | None:
+        """See :meth:`Connection.engine_of`."""
+        if model in self._engines:
+            return self._engines[model]
+        deadline = self._timeout(timeout)
+        search, read = engine_search(model), False
+        try:
+            name = next(search)
+            while True:
+                try:
+                    config: dict[str, Any] | None = await self.model_config(name, timeout=deadline)
+                    read = read or name == model
+                except ClientError:  # not readable: the request itself will say why
+                    config = None
+                name = search.send(config)
+        except StopIteration as done:
+            engine: str | None = done.value
+        if read:  # kept only when the model itself could be read (not before it is loaded)
+            self._engines[model] = engine
+        return engine
 
     async def generate_http(
         self, model: str, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None

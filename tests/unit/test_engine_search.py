@@ -1,0 +1,58 @@
+"""Finding a pipeline's LLM engine (where a stop goes) from model configs, as Triton's JSON gives them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tritonforge.triton.engines import MAX_MODELS_READ, find_engine
+
+ENGINE = {"input": [{"name": "text_input"}, {"name": "stop"}]}
+
+
+def ensemble(*steps: str) -> dict[str, Any]:
+    return {"platform": "ensemble", "ensemble_scheduling": {"step": [{"model_name": s} for s in steps]}}
+
+
+def python_step(**parameters: str) -> dict[str, Any]:
+    return {"backend": "python", "input": [{"name": "PROMPT"}],
+            "parameters": {k: {"string_value": v} for k, v in parameters.items()}}
+
+
+def search(configs: dict[str, Any], model: str) -> tuple[str | None, list[str]]:
+    asked: list[str] = []
+
+    def config_of(name: str) -> Any:
+        asked.append(name)
+        return configs.get(name)
+
+    return find_engine(model, config_of), asked
+
+
+def test_the_rag_pipeline_leads_through_its_answer_step_to_the_llm_engine() -> None:
+    configs = {
+        "rag": ensemble("tok", "enc", "retriever", "answer_prompt", "answer_generate"),
+        "answer_generate": python_step(llm_model="bot_llm"),
+        "bot_llm": ensemble("bot_preprocessing", "bot_tensorrt_llm"),
+        "bot_tensorrt_llm": ENGINE,
+        "tok": {"input": [{"name": "TEXT"}]},
+    }
+    engine, asked = search(configs, "rag")
+    assert engine == "bot_tensorrt_llm"
+    assert asked[0] == "rag" and asked.count("bot_llm") == 1
+
+
+def test_a_bls_model_names_its_engine_and_an_engine_is_its_own() -> None:
+    configs = {"bls": python_step(tensorrt_llm_model_name="e2"), "e2": ENGINE}
+    assert search(configs, "bls")[0] == "e2"
+    assert search(configs, "e2") == ("e2", ["e2"])
+
+
+def test_unreadable_or_engineless_pipelines_find_none_and_cycles_end() -> None:
+    assert search({}, "missing") == (None, ["missing"])
+    assert search({"embed": ensemble("tok", "enc")}, "embed")[0] is None
+    looped = {"a": ensemble("b"), "b": python_step(llm_model="a")}
+    assert search(looped, "a") == (None, ["a", "b"])
+    wide = {"top": ensemble(*[f"m{i}" for i in range(100)]), "m9": ENGINE}
+    engine, asked = search(wide, "top")
+    assert engine == "m9" and len(asked) == 11
+    assert len(search({"top": ensemble(*[f"m{i}" for i in range(100)])}, "top")[1]) == MAX_MODELS_READ
