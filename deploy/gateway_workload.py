@@ -7,8 +7,10 @@ from typing import Any
 
 from tritonforge.build_manifest import gateway_model_entries
 from tritonforge.deploy.options import DeployOptions
+from tritonforge.deploy.pods import PRESTOP_SECONDS, prestop_wait, spread
 
 GATEWAY_PORT = 9000
+DRAIN_SECONDS = 15  # tritonforge.gateway.listen.GatewayServer's grace for requests in flight at SIGTERM
 
 
 def gateway_models_args(info: dict[str, Any]) -> list[str]:
@@ -22,6 +24,7 @@ def gateway_values(name: str, options: DeployOptions, info: dict[str, Any], trit
     # Service each gateway replica kept one connection to one pod (kube-proxy balances connections, not gRPC's
     # requests), and Triton pods the autoscaler added got no gateway traffic.
     triton = f"dns:///{name}-grpc-pods:{triton_grpc_port}"
+    selector = {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "gateway"}
     return {
         "enabled": options.gateway,
         "name": f"{name}-gateway",
@@ -36,7 +39,12 @@ def gateway_values(name: str, options: DeployOptions, info: dict[str, Any], trit
             "app.kubernetes.io/component": "gateway",
             "app.kubernetes.io/managed-by": "tritonforge",
         },
-        "selectorLabels": {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "gateway"},
+        "selectorLabels": selector,
+        "lifecycle": prestop_wait(),
+        # the preStop wait, the gateway's drain of requests in flight (GatewayServer's grace), then a margin
+        "terminationGracePeriodSeconds": PRESTOP_SECONDS + DRAIN_SECONDS + 10,
+        "topologySpreadConstraints": spread(selector, zones=False),
+        "pdb": {"enabled": True, "maxUnavailable": 1},
         "command": ["tritonforge", "gateway"],
         "args": [
             f"--triton={triton}",

@@ -31,6 +31,7 @@ from tritonforge.deploy.options import (
     path_problem,
     rate_limit,
 )
+from tritonforge.deploy.pods import PRESTOP_SECONDS, prestop_wait, spread
 from tritonforge.errors import DeployError, Problem
 from tritonforge.triton.options import restricted_api_args
 from tritonforge.trtllm.images import REPOSITORY, image_release
@@ -45,6 +46,10 @@ TEMPLATES = Path(__file__).parent / "templates"
 DATA = Path(__file__).parent / "data"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 QUEUE_METRIC = "triton_queue_time_per_request_us"
+# an LLM engine takes every request into its own queue, so Triton's queue time stays near zero while requests wait
+# there: the engine's backlog gauge (TensorRT-LLM's; the CPU engine publishes the same family) is what scales it
+ENGINE_SERIES = "nv_trt_llm_request_metrics"
+WAITING_METRIC = "trtllm_waiting_requests"
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
 ADMIN_KEY_SECRET_KEY = "admin-key"  # the key of --admin-key-secret's Secret that holds it
 MANIFEST_FILES = (
@@ -282,6 +287,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         )))
 
     models = sorted(configs)
+    publishing, _silent = backlog_engines(configs, target)
     ensembles = {n for n, c in configs.items() if c.platform == "ensemble"}
     watched = list(settings.autoscaling.models) or [m for m in models if m not in ensembles]
     for m in settings.autoscaling.models:
@@ -311,6 +317,10 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         "requests": {"cpu": settings.cpu, "memory": settings.memory},
         "limits": {"memory": settings.memory},
     }
+    if target == "cpu":
+        # the CPU engine and the ONNX runner size their threads by the cgroup's CPU limit: without one every
+        # replica ran a thread per core of the node (pinned to the same cores) on a request of deploy.cpu
+        resources["limits"]["cpu"] = settings.cpu
     if source["kind"] in ("s3", "gs"):
         # Triton copies an object-store repository into the container's writable layer (KServe's storage
         # initializer into an emptyDir): without a request the scheduler may place the pod on a node whose disk
@@ -350,7 +360,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         env += [{"name": f"{prefix}_MCA_odls_base_sigkill_timeout", "value": str(EXIT_TIMEOUT_SECONDS)}
                 for prefix in ("OMPI", "PRTE")]
     probe = {"periodSeconds": 10, "timeoutSeconds": 5}
-    target_us = str(settings.autoscaling.target_queue_time_us)  # a Quantity, in the metric's unit (µs)
+    scaling = settings.autoscaling
     values: dict[str, Any] = {
         "name": name,
         "namespace": options.namespace,
@@ -379,6 +389,10 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}}]
             + source["volumes"],
             "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *source["volumeMounts"]],
+            "lifecycle": prestop_wait(),
+            # the preStop wait, Triton's drain of requests in flight, then a margin before the SIGKILL
+            "terminationGracePeriodSeconds": PRESTOP_SECONDS + EXIT_TIMEOUT_SECONDS + 20,
+            "topologySpreadConstraints": spread(selector, zones=True),
         },
         "probes": {
             # Triton opens its ports only once every model is loaded: the start-up probe covers engine loading
@@ -403,17 +417,15 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             "minReplicas": settings.autoscaling.min_replicas,
             "maxReplicas": settings.autoscaling.max_replicas,
             "metrics": [
-                {
-                    "type": "Pods",
-                    "pods": {
-                        "metric": {"name": QUEUE_METRIC, "selector": {"matchLabels": {"model": m}}},
-                        "target": {"type": "AverageValue", "averageValue": target_us},
-                    },
-                }
+                _pods_metric(m, WAITING_METRIC, scaling.target_waiting_requests) if m in publishing
+                else _pods_metric(m, QUEUE_METRIC, scaling.target_queue_time_us)  # the metric's unit: µs
                 for m in watched
             ],
         },
-        "prometheusAdapter": {"enabled": settings.autoscaling.enabled, "rules": prometheus_adapter_rules()},
+        "prometheusAdapter": {
+            "enabled": settings.autoscaling.enabled,
+            "rules": prometheus_adapter_rules(engines=any(m in publishing for m in watched)),
+        },
         "pdb": {"enabled": True, "maxUnavailable": 1},
         # what Pod Security's "restricted" level asks that these images allow (the NGC images run as root, so
         # runAsNonRoot is left to an image that has a user: set it here with runAsUser)
@@ -435,8 +447,28 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
     return values
 
 
-def prometheus_adapter_rules() -> dict[str, Any]:
-    """prometheus-adapter's rule: average queue time per request over the last minute, per pod and model.
+def backlog_engines(configs: dict[str, ModelConfig], target: str) -> tuple[list[str], list[str]]:
+    """(the LLM engine models that publish their backlog, those that do not): an engine declares upstream's `stop`
+    input; the CPU engine (cpu target) and TensorRT-LLM's C++ backend (the engine path) publish
+    nv_trt_llm_request_metrics, the LLM API's python model does not."""
+    engines = sorted(n for n, c in configs.items() if any(i.name == "stop" for i in c.input))
+    publishing = [n for n in engines if target == "cpu" or configs[n].backend == "tensorrtllm"]
+    return publishing, [n for n in engines if n not in publishing]
+
+
+def _pods_metric(model: str, metric: str, target: int) -> dict[str, Any]:
+    return {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": metric, "selector": {"matchLabels": {"model": model}}},
+            "target": {"type": "AverageValue", "averageValue": str(target)},  # a Quantity, in the metric's unit
+        },
+    }
+
+
+def prometheus_adapter_rules(*, engines: bool = False) -> dict[str, Any]:
+    """prometheus-adapter's rules: average queue time per request over the last minute, per pod and model; with
+    ``engines``, the requests waiting in an LLM engine's own queue, averaged over the last minute.
 
     The HPA's metric selector (model=<name>) lands in <<.LabelMatchers>>, so each model is scaled on its own queue
     and a busy model is not averaged away by idle ones loaded beside it.
@@ -446,16 +478,26 @@ def prometheus_adapter_rules() -> dict[str, Any]:
         f"sum(rate({series}{{<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>) / "
         "clamp_min(sum(rate(nv_inference_request_success{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>), 1e-9)"
     )
-    return {
-        "rules": [
-            {
-                "seriesQuery": f'{series}{{namespace!="",pod!="",model!=""}}',
-                "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
-                "name": {"matches": f"^{series}$", "as": QUEUE_METRIC},
-                "metricsQuery": query,
-            }
-        ]
-    }
+    resources = {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}}
+    rules = [
+        {
+            "seriesQuery": f'{series}{{namespace!="",pod!="",model!=""}}',
+            "resources": resources,
+            "name": {"matches": f"^{series}$", "as": QUEUE_METRIC},
+            "metricsQuery": query,
+        }
+    ]
+    if engines:
+        waiting = 'request_type="waiting"'
+        rules.append({
+            "seriesQuery": f'{ENGINE_SERIES}{{namespace!="",pod!="",model!="",{waiting}}}',
+            "resources": resources,
+            "name": {"matches": f"^{ENGINE_SERIES}$", "as": WAITING_METRIC},
+            "metricsQuery": (
+                f"sum(avg_over_time({ENGINE_SERIES}{{{waiting},<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>)"
+            ),
+        })
+    return {"rules": rules}
 
 
 # ---------------------------------------------------------------------------------------------------- rendering
@@ -628,6 +670,10 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
         notes.append(f"{', '.join(unknown)}: python models whose packages could not be told (model.py not this "
                      "tritonforge's, and no record of it in tritonforge.json): check the image has what they import, "
                      "or rebuild the repository")
+    if values["autoscaling"]["enabled"] and (silent := backlog_engines(_configs(Path(repo)), values["target"])[1]):
+        notes.append(f"{', '.join(silent)}: the LLM API's model publishes no backlog ({ENGINE_SERIES}) and takes "
+                     "every request at once, so Triton's queue time, which its autoscaling metric reads, stays near "
+                     "zero under load: scale it on a metric of your own (e.g. GPU utilisation) or fix the replicas")
     limits = rate_limit(options, _deploy_settings(Path(repo), read_build_info(Path(repo))))
     if limits.mode == "off" and (limited := sorted(name for name, c in _configs(Path(repo)).items()
                                                    if any(g.rate_limiter.resources for g in c.instance_group))):

@@ -15,12 +15,17 @@ K8S_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 
 
 class Autoscaling(Checked):
-    """A HorizontalPodAutoscaler on Triton's average queue time per request, per model."""
+    """A HorizontalPodAutoscaler on Triton's average queue time per request, per model; an LLM engine, which takes
+    every request into a queue of its own, on the requests waiting there."""
 
     enabled: Flag = True
     min_replicas: Pos = 1
     max_replicas: Pos = 4
     target_queue_time_us: Pos = Field(50_000, description="average queue time per request that triggers a scale-up")
+    target_waiting_requests: Pos = Field(
+        2, description="LLM engines: requests waiting in the engine's own queue per pod (TensorRT-LLM's "
+        "nv_trt_llm_request_metrics waiting, averaged over 1 min) that trigger a scale-up",
+    )
     models: list[Annotated[str, Field(pattern=MODEL_NAME.pattern)]] = Field(
         default_factory=list, description="Triton models watched (default: every model that is not an ensemble)"
     )

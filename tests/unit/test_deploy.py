@@ -203,6 +203,7 @@ def test_cpu_target_renders_valid_manifests_without_gpu_requests(cpu_repo: Path)
         "Deployment/tiny-embed-gateway",
         "HorizontalPodAutoscaler/tiny-embed",
         "PodDisruptionBudget/tiny-embed",
+        "PodDisruptionBudget/tiny-embed-gateway",
         "Service/tiny-embed-gateway",
         "Service/tiny-embed-grpc",
         "Service/tiny-embed-grpc-pods",
@@ -237,6 +238,8 @@ def test_cpu_target_renders_valid_manifests_without_gpu_requests(cpu_repo: Path)
     assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 1800
+    # the cpu target's threads are sized by the CPU limit: without one each replica used every core of the node
+    assert container["resources"]["limits"]["cpu"] == container["resources"]["requests"]["cpu"] == "2"
 
 
 def test_hpa_scales_per_model_on_queue_time_from_prometheus_adapter(cpu_repo: Path) -> None:
@@ -1206,3 +1209,83 @@ def test_an_admin_key_secret_guards_tritons_admin_apis_in_the_cluster(cpu_repo: 
     assert not any("--admin-key-secret" in n for n in guarded.notes)
     with pytest.raises(DeployError, match="'Bad_Secret' is not a valid Secret name"):
         build_values(cpu_repo, _options(admin_key_secret="Bad_Secret"))
+
+
+def _llm_repo(root: Path, decoder: Path, target: str) -> Path:
+    """A repository of one chat model on the default runtime (llmapi): on cpu the CPU engine, on gpu upstream's
+    LLM API python model."""
+    from tritonforge.build import plan_repository
+    from tritonforge.repository import write_repository
+    from tritonforge.spec import parse_spec
+
+    spec = parse_spec({"name": "chat", "target": target, "models": {"chat": {"kind": "llm", "checkpoint": str(decoder)}},
+                       "deploy": {"autoscaling": {"target_waiting_requests": 3}},
+                       **({"image": TRTLLM_IMAGE} if target == "gpu" else {})})
+    files, _, _ = plan_repository(spec, engine_plans=[])
+    return write_repository(files, root)
+
+
+def test_llm_engines_scale_on_the_requests_waiting_in_their_own_queue(
+    decoder: Path, gpu_repo: Path, tmp_path: Path
+) -> None:
+    """An LLM engine takes every request at once, so Triton's queue time stayed near zero while chats waited in
+    the engine's queue, and the autoscaler never scaled a chat deployment (k8s audit). Engines that publish
+    TensorRT-LLM's backlog gauge (the CPU engine, TensorRT-LLM's C++ backend) are scaled on it; the LLM API's
+    python model publishes none, and deploy says so."""
+    for repo, engine in ((_llm_repo(tmp_path / "cpu", decoder, "cpu"), "tensorrt_llm"), (gpu_repo, "tensorrt_llm")):
+        docs = load_documents(render_manifests(build_values(repo, _options())).values())
+        for doc in docs:
+            _validate(doc)
+        hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
+        by_model = {m["pods"]["metric"]["selector"]["matchLabels"]["model"]: m["pods"] for m in hpa["spec"]["metrics"]}
+        assert by_model[engine]["metric"]["name"] == "trtllm_waiting_requests"
+        assert by_model["preprocessing"]["metric"]["name"] == "triton_queue_time_per_request_us"
+        adapter = next(d for d in docs if d["kind"] == "ConfigMap")
+        rules = {r["name"]["as"]: r for r in yaml.safe_load(adapter["data"]["config.yaml"])["rules"]}
+        waiting = rules["trtllm_waiting_requests"]
+        assert waiting[
+            "seriesQuery"] == 'nv_trt_llm_request_metrics{namespace!="",pod!="",model!="",request_type="waiting"}'
+        assert 'avg_over_time(nv_trt_llm_request_metrics{request_type="waiting",<<.LabelMatchers>>}[1m])' in waiting[
+            "metricsQuery"]
+    assert by_model[engine]["target"]["averageValue"] == "2"  # gpu_repo: the default
+    cpu = build_values(_llm_repo(tmp_path / "cpu2", decoder, "cpu"), _options())
+    assert cpu["autoscaling"]["metrics"][-1]["pods"]["target"]["averageValue"] == "3"  # the spec's
+
+    llmapi = _llm_repo(tmp_path / "gpu", decoder, "gpu")
+    values = build_values(llmapi, _options())
+    assert {m["pods"]["metric"]["name"] for m in values["autoscaling"]["metrics"]} == {
+        "triton_queue_time_per_request_us"}
+    assert len(values["prometheusAdapter"]["rules"]["rules"]) == 1
+    report = deploy_k8s(llmapi, tmp_path / "out", _options())
+    assert any(n.startswith("tensorrt_llm: the LLM API's model publishes no backlog") for n in report.notes)
+
+
+def test_pods_drain_before_they_stop_and_spread_over_nodes(cpu_repo: Path, gpu_repo: Path) -> None:
+    """Triton and the gateway stopped taking connections at SIGTERM while Services still routed to them, and the
+    pods' grace periods did not cover their drains (k8s audit): both wait in preStop, then drain within their grace.
+    Replicas prefer other nodes (Triton: other zones too), and the gateway has a disruption budget of its own."""
+    import inspect
+
+    from tritonforge.deploy.gateway_workload import DRAIN_SECONDS
+    from tritonforge.deploy.launch import EXIT_TIMEOUT_SECONDS
+    from tritonforge.deploy.pods import PRESTOP_SECONDS
+    from tritonforge.gateway.listen import GatewayServer
+
+    assert inspect.signature(GatewayServer).parameters["grace"].default == DRAIN_SECONDS
+    options = _options(gateway=True, gateway_image="ghcr.io/acme/tritonforge:0.1.0", gateway_api_keys_secret="k")
+    docs = load_documents(render_manifests(build_values(cpu_repo, options)).values())
+    for doc in docs:
+        _validate(doc)
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"}
+    triton, gateway = pods["tiny-embed"], pods["tiny-embed-gateway"]
+    for pod, drain in ((triton, EXIT_TIMEOUT_SECONDS), (gateway, DRAIN_SECONDS)):
+        (container,) = pod["containers"]
+        assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(PRESTOP_SECONDS)]
+        assert pod["terminationGracePeriodSeconds"] >= PRESTOP_SECONDS + drain + 5
+    keys = {c["topologyKey"] for c in triton["topologySpreadConstraints"]}
+    assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    assert [c["whenUnsatisfiable"] for c in gateway["topologySpreadConstraints"]] == ["ScheduleAnyway"]
+    selector = gateway["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]
+    budget = next(d for d in docs if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"].endswith("gateway"))
+    assert budget["spec"]["selector"]["matchLabels"] == selector
+    assert "cpu" not in build_values(gpu_repo, _options())["triton"]["resources"]["limits"]  # GPU pods: unthrottled
