@@ -54,6 +54,9 @@ class Admission:
 
     app: Any
     limits: GatewayLimits
+    # whether the gateway checks API keys: without them a bearer token is whatever a client sends, and counting
+    # each apart let any client pass the per-key limit by sending a new one (docs audit); all count as one then
+    keyed: bool = True
     in_flight: int = 0
     body_bytes: int = 0
     by_key: dict[str, int] = field(default_factory=dict)
@@ -62,7 +65,7 @@ class Admission:
         if scope["type"] != "http" or scope["path"] not in ADMITTED:
             await self.app(scope, receive, send)
             return
-        key = _bearer(scope)
+        key = _bearer(scope) if self.keyed else ""
         refused = self._refusal(key)
         if refused is not None:
             scope.setdefault("state", {})["gw_error_code"] = refused.code  # for the request's log line
@@ -97,9 +100,8 @@ class Admission:
 
 
 def _bearer(scope: Any) -> str:
-    """The request's bearer token, the identity its per-key count is kept under ("" without one: a gateway without
-    API keys counts every client as one; an unknown key is refused by the route, and counts only against itself
-    meanwhile)."""
+    """The request's bearer token, the identity its per-key count is kept under on a gateway with API keys ("" without
+    one; an unknown key is refused by the route, and counts only against itself meanwhile)."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             return KeyChecker.bearer(value.decode("latin-1")) or ""

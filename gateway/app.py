@@ -75,7 +75,9 @@ def create_app(
     app.state.models = gw.models
     app.state.metrics = gw.metrics
     app.state.splits = gw.router
-    app.add_middleware(Admission, limits=gw.limits)  # inside the metrics: its 429s are counted
+    # inside the metrics: its 429s are counted; a gateway's keys never go from some to none (a key file that empties
+    # keeps its keys), so whether it has any is known here
+    app.add_middleware(Admission, limits=gw.limits, keyed=len(gw.checker) > 0)
     app.add_middleware(MetricsMiddleware, metrics=gw.metrics, router=gw.router, known=gw.knows)
     _handle_errors(app)
     app.add_middleware(ContainErrors)  # added last: the outermost of the app's own middleware

@@ -7,12 +7,14 @@ has started). Binding first makes both a one-line ServerError before anything is
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
 from typing import Any
 
 from tritonforge.errors import ServerError
+from tritonforge.stop_signals import exit_code, not_ignored
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -43,15 +45,32 @@ class GatewayServer:
         config = uvicorn.Config(app, log_level="warning", lifespan="on",
                                 timeout_graceful_shutdown=grace)  # type: ignore[arg-type]  # asyncio.wait's: any float
         self.server = uvicorn.Server(config)
+        self.hung_up = False
         self.grace = grace
         self.sock = sock
         self.thread = threading.Thread(target=self.run, name="tritonforge-gateway", daemon=True)
 
     def run(self) -> None:
+        """Serve until a stop signal: uvicorn's SIGINT/SIGTERM, and SIGHUP (the terminal closed), which uvicorn
+        leaves at its default: the gateway died at once, without its drain, and its streams' engines got no stop.
+        After a SIGHUP it exits with 129, as `serve` does (unless started ignoring it: `nohup`)."""
+        hangup = threading.current_thread() is threading.main_thread() and bool(not_ignored((signal.SIGHUP,)))
+        previous = signal.signal(signal.SIGHUP, self._hang_up) if hangup else None
         try:
             self.server.run(sockets=[self.sock])
         finally:
             self.sock.close()
+            if hangup:
+                signal.signal(signal.SIGHUP, previous)
+        if self.hung_up:
+            raise SystemExit(exit_code(signal.SIGHUP))
+
+    def _hang_up(self, _signum: int, _frame: object) -> None:
+        # attributes only (a handler must take no lock the interrupted thread may hold), as uvicorn's own handler
+        if self.hung_up:  # a second one: no more drain
+            self.server.force_exit = True
+        self.hung_up = True
+        self.server.should_exit = True
 
     def start(self, timeout: float = 30.0) -> None:
         self.thread.start()

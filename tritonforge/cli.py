@@ -241,7 +241,8 @@ def serve(
                  "--max-requests-per-key": max_requests_per_key}
         named = [flag for flag, value in given.items() if value is not None]
         if named:
-            raise typer.BadParameter(f"{', '.join(named)} need --gateway", param_hint="--gateway")
+            raise typer.BadParameter(f"{', '.join(named)} {'needs' if len(named) == 1 else 'need'} --gateway",
+                                     param_hint="--gateway")
     from tritonforge.server import ADMIN_HEADER, GRPC_ADMIN_HEADER, TritonServer
     from tritonforge.triton.options import is_loopback
     from tritonforge.validator import RateLimit

@@ -284,7 +284,7 @@ def test_serve_gateway_options_need_gateway_and_a_bad_split_file_fails_fast(embe
     splits = tmp_path / "splits.yaml"
     splits.write_text("splits:\n  x: {control: {model: ghost, weight: 1}, treatment: {model: minilm, weight: -1}}\n")
     result = run("serve", str(embed_repo), "--splits", str(splits), timeout=60)
-    assert result.returncode == 2 and "need --gateway" in result.stdout + result.stderr
+    assert result.returncode == 2 and "--splits needs --gateway" in result.stdout + result.stderr
     result = run("serve", str(embed_repo), "--gateway", "--splits", str(splits), timeout=60)
     assert result.returncode == 1
     assert "splits.x.treatments.0.weight" in result.stderr and "-1" in result.stderr
@@ -387,3 +387,34 @@ def test_serve_stops_and_cleans_up_on_sighup_with_its_terminal_gone(embed_repo: 
     finally:
         _kill(proc)
     _assert_nothing_left(children, before, "SIGHUP")
+
+
+@pytest.mark.parametrize("nohup", [False, True])
+def test_the_gateway_stops_on_sighup_unless_started_under_nohup(nohup: bool) -> None:
+    """uvicorn stops on SIGINT and SIGTERM only: a closed terminal killed `tritonforge gateway` at once, without
+    its drain, and its streams' engines got no stop (docs audit). It now drains and exits 129, as `serve` does;
+    under nohup (SIGHUP ignored) it keeps serving."""
+    from tritonforge.server import free_port
+
+    port = free_port()
+    ignore_hup = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None
+    proc = subprocess.Popen([*CLI, "gateway", "--triton", f"127.0.0.1:{free_port()}", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore_hup,
+                            env={**os.environ, "COLUMNS": "250"})
+    try:
+        lines = _read_until(proc, f":{port}")
+        assert any(f":{port}" in line for line in lines), lines
+        deadline = time.monotonic() + 30
+        while not _listening_addresses(port):
+            assert time.monotonic() < deadline, "the gateway never listened"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGHUP)
+        if nohup:
+            time.sleep(2)
+            assert proc.poll() is None and _listening_addresses(port)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 143
+        else:
+            assert proc.wait(timeout=30) == 128 + signal.SIGHUP
+    finally:
+        _kill(proc)

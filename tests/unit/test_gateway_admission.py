@@ -79,6 +79,27 @@ def test_requests_over_the_limit_in_all_and_per_key_get_a_429_with_retry_after()
     asyncio.run(run())
 
 
+def test_a_gateway_without_api_keys_counts_every_client_as_one_key() -> None:
+    """Without API keys a bearer token is whatever a client sends: counted apart, a new token per request passed
+    the per-key limit (docs audit)."""
+    async def run() -> None:
+        held = _Held()
+        admission = Admission(held, GatewayLimits(requests_in_flight_per_key=1), keyed=False)
+        first = asyncio.ensure_future(_call(admission, _scope(key="a")))
+        await asyncio.sleep(0.05)
+        for key in ("b", None):
+            status, body, _ = await _call(admission, _scope(key=key))
+            assert status == 429 and "the limit per key" in body["error"]["message"]
+        held.gate.set()
+        assert (await first)[0] == 200
+
+    asyncio.run(run())
+    for keys, keyed in ((None, False), (["sk-user"], True)):  # what create_app tells the middleware
+        app = create_app(f"127.0.0.1:{free_port()}", api_keys=keys)
+        (entry,) = [m for m in app.user_middleware if m.cls is Admission]
+        assert entry.kwargs["keyed"] is keyed
+
+
 def test_a_request_that_fails_or_is_cancelled_gives_its_slot_and_bytes_back() -> None:
     async def broken(scope: Any, receive: Any, send: Any) -> None:
         scope["state"]["gw_admission"].take_body(100)
