@@ -10,6 +10,7 @@ from tritonforge.deploy.options import DeployOptions
 from tritonforge.deploy.pods import PRESTOP_SECONDS, prestop_wait, spread
 
 GATEWAY_PORT = 9000
+GATEWAY_METRICS_PORT = 9090  # /metrics without an API key, for the ServiceMonitor (not on the gateway's Service)
 DRAIN_SECONDS = 15  # tritonforge.gateway.listen.GatewayServer's grace for requests in flight at SIGTERM
 
 
@@ -31,6 +32,7 @@ def gateway_values(name: str, options: DeployOptions, info: dict[str, Any], trit
         "image": options.gateway_image or "",
         "replicas": 2,
         "port": GATEWAY_PORT,
+        "metricsPort": GATEWAY_METRICS_PORT,
         "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "apiKeysSecret": options.gateway_api_keys_secret or "",
         "labels": {
@@ -50,6 +52,7 @@ def gateway_values(name: str, options: DeployOptions, info: dict[str, Any], trit
             f"--triton={triton}",
             "--host=0.0.0.0",
             f"--port={GATEWAY_PORT}",
+            f"--metrics-port={GATEWAY_METRICS_PORT}",
             "--api-keys-file=/etc/tritonforge/api-keys/keys",
             *(gateway_models_args(info) if options.gateway else []),
         ],

@@ -20,6 +20,7 @@ from tritonforge.errors import ClientError
 from tritonforge.gateway.admission import Admission
 from tritonforge.gateway.auth import KeyChecker
 from tritonforge.gateway.errors import APIError, clip, error_response, from_client_error
+from tritonforge.gateway.listen import on_port
 from tritonforge.gateway.metrics import MetricsMiddleware
 from tritonforge.gateway.models import GatewayModels
 from tritonforge.gateway.routes import router
@@ -42,6 +43,7 @@ def create_app(
     splits: SplitRouter | SplitsConfig | str | Path | None = None,
     admin_keys: Collection[str] | KeyChecker | None = None,
     limits: GatewayLimits | None = None,
+    metrics_port: int | None = None,
 ) -> FastAPI:
     """The gateway as a FastAPI app: one pooled gRPC :class:`~tritonforge.clients.AsyncClient` to ``triton_url``
     for its lifetime.
@@ -50,7 +52,9 @@ def create_app(
     seconds (a whole generation counts as one call). ``splits``: A/B and canary splits: a file (YAML/JSON, re-read
     when it changes), a configuration, or a ready :class:`SplitRouter`; checked against ``models`` (a
     :class:`~tritonforge.gateway.splits.SplitConfigError` lists every problem). ``admin_keys``: the keys of
-    the ``/admin`` endpoints (none: open only when ``api_keys`` is empty too).
+    the ``/admin`` endpoints (none: open only when ``api_keys`` is empty too). ``metrics_port``: the port of a
+    second listener (served by the same server) that answers ``/metrics`` without a key and nothing else, for a
+    Prometheus scrape that holds no API key.
     """
     gw = Gateway(
         triton_url, api_keys=api_keys, models=models, timeout=timeout, retries=retries, splits=splits,
@@ -80,7 +84,10 @@ def create_app(
     app.add_middleware(Admission, limits=gw.limits, keyed=len(gw.checker) > 0)
     app.add_middleware(MetricsMiddleware, metrics=gw.metrics, router=gw.router, known=gw.knows)
     _handle_errors(app)
-    app.add_middleware(ContainErrors)  # added last: the outermost of the app's own middleware
+    app.add_middleware(ContainErrors)  # the outermost of the app's own error handling
+    app.state.metrics_port = metrics_port
+    if metrics_port is not None:
+        app.add_middleware(MetricsListener, port=metrics_port)  # added last: before anything else runs
     app.include_router(router)
     return app
 
@@ -179,3 +186,19 @@ class ContainErrors:
 def _request_id(scope: Any) -> str:
     """The id the metrics middleware gave the request (gateway/request_log.py), or a new one."""
     return str(scope.get("state", {}).get("gw_request_id") or uuid.uuid4().hex)
+
+
+class MetricsListener:
+    """The metrics listener's requests: ``GET /metrics`` only (a 404 for anything else), answered without a key.
+    Raw ASGI, as :class:`ContainErrors`. A request's port is the listener it arrived on (ASGI's ``server``)."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        self.app, self.port = app, port
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and on_port(scope, self.port) and scope["path"] != "/metrics":
+            await error_response(APIError(
+                404, f"this listener (port {self.port}) serves GET /metrics only", code="not_found",
+            ))(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -17,6 +17,12 @@ from tritonforge.errors import ServerError
 from tritonforge.stop_signals import exit_code, not_ignored
 
 
+def on_port(scope: Any, port: int | None) -> bool:
+    """Whether an ASGI request arrived on the listener of ``port`` (its ``server``: the local address)."""
+    server = scope.get("server") or (None, None)
+    return port is not None and server[1] == port
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` (as uvicorn binds: SO_REUSEADDR, IPv6 for an address with a colon)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -36,7 +42,8 @@ class GatewayServer:
     """uvicorn serving ``app`` on a socket from :func:`bind`: in this thread (:meth:`run`) or in a background one
     (:meth:`start` / :meth:`stop`, signals staying with the main thread)."""
 
-    def __init__(self, app: Any, sock: socket.socket, grace: float = 15.0) -> None:
+    def __init__(self, app: Any, sock: socket.socket, grace: float = 15.0,
+                 more: tuple[socket.socket, ...] = ()) -> None:
         import uvicorn
 
         # stopping: new connections are refused, requests in flight get ``grace`` seconds to finish, then uvicorn
@@ -47,7 +54,7 @@ class GatewayServer:
         self.server = uvicorn.Server(config)
         self.hung_up = False
         self.grace = grace
-        self.sock = sock
+        self.sock, self.more = sock, more  # more: listeners of the same app (the metrics one)
         self.thread = threading.Thread(target=self.run, name="tritonforge-gateway", daemon=True)
 
     def run(self) -> None:
@@ -57,9 +64,10 @@ class GatewayServer:
         hangup = threading.current_thread() is threading.main_thread() and bool(not_ignored((signal.SIGHUP,)))
         previous = signal.signal(signal.SIGHUP, self._hang_up) if hangup else None
         try:
-            self.server.run(sockets=[self.sock])
+            self.server.run(sockets=[self.sock, *self.more])
         finally:
-            self.sock.close()
+            for sock in (self.sock, *self.more):
+                sock.close()
             if hangup:
                 signal.signal(signal.SIGHUP, previous)
         if self.hung_up:

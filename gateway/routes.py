@@ -18,6 +18,7 @@ from tritonforge.errors import ClientError
 from tritonforge.gateway.embeddings import dimensions_error, embed_texts, embedding_width, remember_width
 from tritonforge.gateway.errors import APIError, clip
 from tritonforge.gateway.generation import flattened, generate, sampling, turns_of
+from tritonforge.gateway.listen import on_port
 from tritonforge.gateway.schemas import (
     ChatBody,
     CompletionBody,
@@ -269,7 +270,8 @@ async def live(_: Request) -> Any:
 @router.get("/metrics")
 async def prometheus(request: Request) -> Any:
     gw: Gateway = request.app.state.gateway
-    gw.authorize(request)
+    if not on_port(request.scope, request.app.state.metrics_port):  # the metrics listener needs no key
+        gw.authorize(request)
     gw.router.maybe_reload()
     payload, content_type = gw.metrics.render()
     return Response(payload, media_type=content_type)

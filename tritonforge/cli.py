@@ -583,6 +583,10 @@ def gateway(
     max_requests_in_flight: MaxInFlightOpt = None,
     max_requests_per_key: MaxPerKeyOpt = None,
     log_level: LogLevelOpt = "info",
+    metrics_port: Annotated[int | None, typer.Option(
+        min=1, max=65535, help="also serve GET /metrics without an API key on this port (for Prometheus; keep it "
+        "off the public Service)",
+    )] = None,
 ) -> None:
     """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
     configure_logging(log_level)
@@ -591,18 +595,24 @@ def gateway(
                             max_requests_in_flight=max_requests_in_flight, max_requests_per_key=max_requests_per_key)
     from tritonforge.gateway import listen as gateway_listen
 
-    app_ = setup.app(triton)
+    if metrics_port == port:
+        raise typer.BadParameter(f"{port} is the gateway's --port: give the metrics another",
+                                 param_hint="--metrics-port")
+    app_ = setup.app(triton, metrics_port)
     try:
         listener = gateway_listen.bind(host, port)
+        more = (gateway_listen.bind(host, metrics_port),) if metrics_port is not None else ()
     except TritonForgeError as err:
         _fail(err)
     console.print(setup.banner(host, port, triton))
+    if metrics_port is not None:
+        console.print(f"metrics on http://{host}:{metrics_port}/metrics (no API key)")
     if not _triton_answers(triton):  # it started "fine" and answered every request 503 (first-run audit)
         console.print(styled("yellow", "warning:", (
             f" Triton does not answer at {triton} (yet): requests fail with 503 until it does. `tritonforge serve` "
             "picks free ports unless told: pass its printed gRPC address as --triton, or serve with --grpc-port"
         )))
-    gateway_listen.GatewayServer(app_, listener).run()
+    gateway_listen.GatewayServer(app_, listener, more=more).run()
 
 
 def _triton_answers(url: str) -> bool:

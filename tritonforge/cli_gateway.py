@@ -84,14 +84,14 @@ class GatewaySetup:
     checkers: tuple[object, object] = (None, None)  # KeyCheckers watching --api-keys-file / --admin-keys-file
     limits: object | None = None  # GatewayLimits
 
-    def app(self, triton: str) -> object:
+    def app(self, triton: str, metrics_port: int | None = None) -> object:
         from tritonforge.gateway import create_app
 
         models, splits = self.models, self.splits
         pairs = zip(self.checkers, (self.keys, self.admin_keys), strict=True)
         api_keys, admin_keys = (checker if checker is not None else keys for checker, keys in pairs)
         return create_app(triton, api_keys=api_keys, models=models, splits=splits, admin_keys=admin_keys,  # type: ignore[arg-type]
-                          limits=self.limits)  # type: ignore[arg-type]
+                          limits=self.limits, metrics_port=metrics_port)  # type: ignore[arg-type]
 
     def banner(self, host: str, port: int, triton: str) -> str:
         keys = self.keys

@@ -418,3 +418,46 @@ def test_the_gateway_stops_on_sighup_unless_started_under_nohup(nohup: bool) -> 
             assert proc.wait(timeout=30) == 128 + signal.SIGHUP
     finally:
         _kill(proc)
+
+
+def test_the_gateway_serves_its_metrics_without_a_key_on_a_port_of_their_own(tmp_path: Path) -> None:
+    """The gateway's /metrics needs an API key, and a Prometheus scrape holds none: its 429s, stream errors and
+    split guards were never collected in a cluster (k8s audit). --metrics-port answers /metrics alone, keyless."""
+    import urllib.error
+    import urllib.request
+
+    from tritonforge.server import free_port
+
+    keys = tmp_path / "keys"
+    keys.write_text("sk-only\n")
+    port, metrics = free_port(), free_port()
+    proc = subprocess.Popen([*CLI, "gateway", "--triton", f"127.0.0.1:{free_port()}", "--port", str(port),
+                             "--api-keys-file", str(keys), "--metrics-port", str(metrics)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "250"})
+
+    def get(at: int, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{at}{path}", timeout=10) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    try:
+        lines = _read_until(proc, "metrics on")
+        assert any(f"metrics on http://127.0.0.1:{metrics}/metrics" in line for line in lines), lines
+        deadline = time.monotonic() + 30
+        while not _listening_addresses(metrics):
+            assert time.monotonic() < deadline, "the metrics listener never listened"
+            time.sleep(0.1)
+        status, body = get(metrics, "/metrics")
+        assert status == 200 and "tritonforge_gateway_requests_in_flight" in body
+        assert get(port, "/metrics")[0] == 401  # the API's own port still asks for a key
+        status, body = get(metrics, "/v1/models")
+        assert status == 404 and "serves GET /metrics only" in body
+        assert get(metrics, "/ready")[0] == 404
+    finally:
+        proc.terminate()
+        _kill(proc)
+    same = run("gateway", "--port", "9100", "--metrics-port", "9100", timeout=60)
+    assert same.returncode == 2 and "is the gateway's --port" in same.stdout + same.stderr

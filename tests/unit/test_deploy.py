@@ -205,11 +205,13 @@ def test_cpu_target_renders_valid_manifests_without_gpu_requests(cpu_repo: Path)
         "PodDisruptionBudget/tiny-embed",
         "PodDisruptionBudget/tiny-embed-gateway",
         "Service/tiny-embed-gateway",
+        "Service/tiny-embed-gateway-metrics",
         "Service/tiny-embed-grpc",
         "Service/tiny-embed-grpc-pods",
         "Service/tiny-embed-http",
         "Service/tiny-embed-metrics",
         "ServiceMonitor/tiny-embed",
+        "ServiceMonitor/tiny-embed-gateway",
     ]
     for doc in docs:
         _validate(doc)
@@ -439,7 +441,7 @@ def test_helm_refuses_overriding_what_the_rendered_flags_hold_and_follows_the_re
         # labels given at install reach the ServiceMonitor too (it held a copy taken when the chart was rendered)
         relabelled = load_documents(chart.render({"labels": {**values["labels"], "team": "ml"}, "serviceMonitor": {
             **values["serviceMonitor"], "labels": {"release": "kps"}}}, name="r", namespace="prod").values())
-        monitor = next(d for d in relabelled if d["kind"] == "ServiceMonitor")
+        monitor = next(d for d in relabelled if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == values["name"])
         assert monitor["metadata"]["labels"]["team"] == "ml" and monitor["metadata"]["labels"]["release"] == "kps"
 
 
@@ -1289,3 +1291,28 @@ def test_pods_drain_before_they_stop_and_spread_over_nodes(cpu_repo: Path, gpu_r
     budget = next(d for d in docs if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"].endswith("gateway"))
     assert budget["spec"]["selector"]["matchLabels"] == selector
     assert "cpu" not in build_values(gpu_repo, _options())["triton"]["resources"]["limits"]  # GPU pods: unthrottled
+
+
+def test_the_gateways_metrics_are_scraped_on_a_keyless_port_the_api_service_does_not_expose(cpu_repo: Path) -> None:
+    """The gateway's /metrics needs an API key and only Triton's were scraped (k8s audit): the gateway serves them
+    on --metrics-port, a Service of their own carries them, and a ServiceMonitor (with the monitor labels) selects it."""
+    options = _options(gateway=True, gateway_image="ghcr.io/acme/tritonforge:0.1.0", gateway_api_keys_secret="k",
+                       monitor_labels=("release=kps",))
+    docs = load_documents(render_manifests(build_values(cpu_repo, options)).values())
+    for doc in docs:
+        _validate(doc)
+    gateway = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-gateway"))
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    assert "--metrics-port=9090" in container["args"]
+    assert {"name": "metrics", "containerPort": 9090} in container["ports"]
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    assert [p["name"] for p in services["tiny-embed-gateway"]["spec"]["ports"]] == ["http"]  # the API's: no metrics
+    metrics = services["tiny-embed-gateway-metrics"]
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "tiny-embed-gateway")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics["metadata"]["labels"].items()
+    assert metrics["spec"]["selector"] == gateway["spec"]["selector"]["matchLabels"]
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["endpoints"][0]["port"] == metrics["spec"]["ports"][0]["name"]
+    triton_monitor = next(d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "tiny-embed")
+    selector = triton_monitor["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= metrics["metadata"]["labels"].items()  # each monitor scrapes its own Service
