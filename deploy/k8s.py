@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
     from tritonforge.spec import DeploySettings
+    from tritonforge.spec_deploy import NetworkPolicySettings
 
 Format = Literal["manifests", "helm", "kserve"]
 TEMPLATES = Path(__file__).parent / "templates"
@@ -60,6 +61,7 @@ MANIFEST_FILES = (
     "prometheus-adapter.yaml",
     "pdb.yaml",
     "gateway.yaml",
+    "networkpolicy.yaml",
 )
 
 
@@ -302,6 +304,12 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             problems.append(
                 Problem("--gateway-api-keys-secret", "missing: a cluster gateway serves only with API keys (a Secret)")
             )
+    policy = settings.network_policy
+    if policy.enabled and not (options.gateway or policy.client_namespaces or policy.client_pod_labels):
+        problems.append(Problem("deploy.network_policy", (
+            "enabled, but nothing may call Triton: deploy with --gateway, or name client_namespaces or "
+            "client_pod_labels"
+        )))
     if problems:
         raise DeployError(problems, "cannot deploy (nothing was written)")
 
@@ -435,6 +443,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "gateway": gateway_values(name, options, info, PORTS["grpc"]),
+        "networkPolicy": network_policy(policy, selector, options.gateway, name),
         "kserve": {
             # KServe's kserve-tritonserver runtime sets limits.cpu "1"; merged with a larger request the predictor's
             # pod is invalid (a request above its limit) and never created
@@ -445,6 +454,28 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         },
     }
     return values
+
+
+def network_policy(
+    policy: NetworkPolicySettings, selector: dict[str, str], gateway: bool, name: str
+) -> dict[str, Any]:
+    """The Triton pods' NetworkPolicy values: who may reach the inference ports (the gateway's pods over gRPC, the
+    named clients over HTTP and gRPC); the metrics port from anywhere, as Prometheus runs in a namespace of its own."""
+    inference = [{"port": "http", "protocol": "TCP"}, {"port": "grpc", "protocol": "TCP"}]
+    ingress: list[dict[str, Any]] = []
+    if gateway:
+        gateway_pods = {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "gateway"}
+        ingress.append({"from": [{"podSelector": {"matchLabels": gateway_pods}}],
+                        "ports": [{"port": "grpc", "protocol": "TCP"}]})
+    clients: list[dict[str, Any]] = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}} for ns in policy.client_namespaces
+    ]
+    if policy.client_pod_labels:
+        clients.append({"podSelector": {"matchLabels": dict(policy.client_pod_labels)}})
+    if clients:
+        ingress.append({"from": clients, "ports": inference})
+    ingress.append({"ports": [{"port": "metrics", "protocol": "TCP"}]})
+    return {"enabled": policy.enabled, "podSelector": dict(selector), "ingress": ingress}
 
 
 def backlog_engines(configs: dict[str, ModelConfig], target: str) -> tuple[list[str], list[str]]:

@@ -38,6 +38,26 @@ class Autoscaling(Checked):
         return []
 
 
+K8S_LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+K8S_LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+K8S_NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class NetworkPolicySettings(Checked):
+    """A NetworkPolicy on the Triton pods: their inference ports (HTTP, gRPC) take connections only from the
+    gateway's pods and the clients named here; the metrics port stays open to the cluster (Prometheus). Without
+    it, any pod that reached Triton's Services could run inference around the gateway's keys and limits."""
+
+    enabled: Flag = False
+    client_namespaces: list[Annotated[str, Field(pattern=K8S_NAMESPACE)]] = Field(
+        default_factory=list, description="namespaces whose pods may call Triton directly (gRPC/HTTP)"
+    )
+    client_pod_labels: dict[Annotated[str, Field(pattern=K8S_LABEL_KEY)], Annotated[str, Field(
+        pattern=K8S_LABEL_VALUE)]] = Field(
+        default_factory=dict, description="labels of the pods of the release's namespace that may call Triton directly"
+    )
+
+
 def _replicas_outside_autoscaling(data: dict[str, Any]) -> Found:
     """replicas outside an enabled autoscaler's range: the HorizontalPodAutoscaler moves it there at once."""
     scaling = data.get("autoscaling")
@@ -69,6 +89,7 @@ class DeploySettings(Checked):
     shm_size: Annotated[str, Field(pattern=K8S_QUANTITY)] = Field("2Gi", description="/dev/shm (python backend)")
     startup_seconds: Pos = Field(1800, description="time allowed to load every model (large engines load slowly)")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
     # tritonserver's flag values as `deploy k8s` takes them; its --rate-limit/--rate-limit-resource replace both
     rate_limit: RateLimitMode = Field(
         "off", description="tritonserver's --rate-limit: off (Triton's default) or execution_count"

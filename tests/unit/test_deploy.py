@@ -17,10 +17,12 @@ from tritonforge.deploy.k8s import (
     deploy_k8s,
     helm_chart,
     load_documents,
+    network_policy,
     render_kserve,
     render_manifests,
 )
 from tritonforge.errors import DeployError, TritonForgeError
+from tritonforge.spec_deploy import NetworkPolicySettings
 from tritonforge.validator import RateLimit
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -390,6 +392,10 @@ def test_helm_chart_renders_the_same_resources_as_the_manifests(
                 monitor_labels=("release=kube-prometheus-stack",),
                 admin_key_secret="triton-admin",
             ),
+        )
+        values["networkPolicy"] = network_policy(
+            NetworkPolicySettings(enabled=True, client_namespaces=["apps"], client_pod_labels={"team": "ml"}),
+            values["selectorLabels"], True, values["name"],
         )
     else:
         values = build_values(cpu_repo, _options(repository_url="pvc://store", credentials_secret=None))
@@ -1316,3 +1322,44 @@ def test_the_gateways_metrics_are_scraped_on_a_keyless_port_the_api_service_does
     triton_monitor = next(d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "tiny-embed")
     selector = triton_monitor["spec"]["selector"]["matchLabels"]
     assert not selector.items() <= metrics["metadata"]["labels"].items()  # each monitor scrapes its own Service
+
+
+def test_a_network_policy_keeps_tritons_inference_ports_to_the_gateway_and_named_clients(
+    cpu_repo: Path, tmp_path: Path
+) -> None:
+    """Any pod reaching Triton's Services ran inference around the gateway's keys and limits (k8s audit): with
+    deploy.network_policy, only the gateway's pods (gRPC) and the named clients (HTTP, gRPC) reach them; the metrics
+    port stays open for Prometheus. Nothing allowed to call Triton is refused before anything is written."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(cpu_repo, repo)
+    info = json.loads((repo / "tritonforge.json").read_text())
+    info["deploy"]["network_policy"] = {"enabled": True, "client_namespaces": ["apps"]}
+    (repo / "tritonforge.json").write_text(json.dumps(info))
+    assert "networkpolicy.yaml" not in render_manifests(build_values(cpu_repo, _options()))  # off by default
+
+    options = _options(gateway=True, gateway_image="ghcr.io/acme/tritonforge:0.1.0", gateway_api_keys_secret="k")
+    docs = load_documents(render_manifests(build_values(repo, options)).values())
+    for doc in docs:
+        _validate(doc)
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    pods = {d["metadata"]["name"]: d["spec"]["template"] for d in docs if d["kind"] == "Deployment"}
+    triton, gateway = pods["tiny-embed"], pods["tiny-embed-gateway"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= triton["metadata"]["labels"].items()
+    by_port = {tuple(p["port"] for p in rule["ports"]): rule.get("from") for rule in policy["spec"]["ingress"]}
+    (from_gateway,) = by_port[("grpc",)]
+    assert from_gateway["podSelector"]["matchLabels"].items() <= gateway["metadata"]["labels"].items()
+    assert by_port[("http", "grpc")] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}]
+    assert by_port[("metrics",)] is None  # from anywhere
+    container_ports = {p["name"] for p in triton["spec"]["containers"][0]["ports"]}
+    assert {p for ports in by_port for p in ports} <= container_ports  # named ports the container declares
+
+    info["deploy"]["network_policy"] = {"enabled": True}
+    (repo / "tritonforge.json").write_text(json.dumps(info))
+    with pytest.raises(DeployError, match="nothing may call Triton"):
+        build_values(repo, _options())
+    info["deploy"]["network_policy"] = {"enabled": True, "client_namespaces": ["Bad_NS"]}
+    (repo / "tritonforge.json").write_text(json.dumps(info))
+    with pytest.raises(DeployError, match=r"network_policy\.client_namespaces"):
+        build_values(repo, _options())
