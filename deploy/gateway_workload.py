@@ -47,6 +47,9 @@ def gateway_values(name: str, options: DeployOptions, info: dict[str, Any], trit
         "terminationGracePeriodSeconds": PRESTOP_SECONDS + DRAIN_SECONDS + 10,
         "topologySpreadConstraints": spread(selector, zones=False),
         "pdb": {"enabled": True, "maxUnavailable": 1},
+        # Pod Security "restricted" in full: the gateway needs no root and writes nothing but /tmp (an emptyDir)
+        "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532},
+        "readOnlyRootFilesystem": True,
         "command": ["tritonforge", "gateway"],
         "args": [
             f"--triton={triton}",

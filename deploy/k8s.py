@@ -47,6 +47,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 DATA = Path(__file__).parent / "data"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 QUEUE_METRIC = "triton_queue_time_per_request_us"
+KSERVE_HTTP_PORT = 8080  # KServe's kserve-tritonserver runtime runs tritonserver --http-port=8080
 # an LLM engine takes every request into its own queue, so Triton's queue time stays near zero while requests wait
 # there: the engine's backlog gauge (TensorRT-LLM's; the CPU engine publishes the same family) is what scales it
 ENGINE_SERIES = "nv_trt_llm_request_metrics"
@@ -339,8 +340,12 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
     if target == "gpu" and gpus:
         resources["requests"][settings.gpu_resource] = gpus
         resources["limits"][settings.gpu_resource] = gpus
-        node_selector.setdefault("nvidia.com/gpu.present", "true")  # GPU feature discovery's label
-        tolerations.append({"key": settings.gpu_resource, "operator": "Exists", "effect": "NoSchedule"})
+        # no node selector of our own: the GPU request already schedules the pod on nodes that have the resource, and
+        # GPU feature discovery's nvidia.com/gpu.present is missing where it does not run (GKE's own driver set-up,
+        # EKS without the operator), which left pods Pending; GPU nodes are tainted nvidia.com/gpu whatever the
+        # resource a pod asks for (a MIG profile's too)
+        for key in dict.fromkeys(("nvidia.com/gpu", settings.gpu_resource)):
+            tolerations.append({"key": key, "operator": "Exists", "effect": "NoSchedule"})
     args = [
         f"--model-repository={source['tritonUrl']}",
         # every model loads at start-up; load/unload over the network stays off in a cluster
@@ -369,6 +374,12 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
                 for prefix in ("OMPI", "PRTE")]
     probe = {"periodSeconds": 10, "timeoutSeconds": 5}
     scaling = settings.autoscaling
+    startup = {
+        "httpGet": {"path": "/v2/health/ready", "port": "http"},
+        **probe,
+        "failureThreshold": max(3, math.ceil(settings.startup_seconds / probe["periodSeconds"])),
+    }
+    readiness = {"httpGet": {"path": "/v2/health/ready", "port": "http"}, **probe, "failureThreshold": 3}
     values: dict[str, Any] = {
         "name": name,
         "namespace": options.namespace,
@@ -404,12 +415,8 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         },
         "probes": {
             # Triton opens its ports only once every model is loaded: the start-up probe covers engine loading
-            "startup": {
-                "httpGet": {"path": "/v2/health/ready", "port": "http"},
-                **probe,
-                "failureThreshold": max(3, math.ceil(settings.startup_seconds / probe["periodSeconds"])),
-            },
-            "readiness": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, **probe, "failureThreshold": 3},
+            "startup": startup,
+            "readiness": readiness,
             "liveness": {"httpGet": {"path": "/v2/health/live", "port": "http"}, **probe, "failureThreshold": 3},
         },
         # a rollout counts as stalled after this long without a new pod ready: past the start-up probe's allowance,
@@ -451,6 +458,14 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             "storageUri": source["storageUri"],
             "endpoint": source.get("endpoint") or "",
             "serviceAccountName": f"{name}-storage" if options.credentials_secret else "",
+            # the runtime declares no probes: a pod got traffic while Triton still loaded, and Knative's 10 min
+            # progress deadline failed slow GPU loads the manifests allow 30 min for
+            "probes": {
+                kind: {**probe, "httpGet": {**probe["httpGet"], "port": KSERVE_HTTP_PORT}}
+                for kind, probe in (("startup", startup), ("readiness", readiness))
+            },
+            "progressDeadline": f"{settings.startup_seconds + 300}s",
+            "shmSize": settings.shm_size,
         },
     }
     return values
@@ -701,6 +716,10 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
         notes.append(f"{', '.join(unknown)}: python models whose packages could not be told (model.py not this "
                      "tritonforge's, and no record of it in tritonforge.json): check the image has what they import, "
                      "or rebuild the repository")
+    if fmt != "kserve" and values["autoscaling"]["enabled"]:
+        notes.append(f"the autoscaler's metrics come from prometheus-adapter: merge the rules in the ConfigMap "
+                     f"{values['name']}-prometheus-adapter-rules into the adapter's config (its chart's rules.custom); "
+                     "until then the HorizontalPodAutoscaler reports FailedGetPodsMetric and does not scale")
     if values["autoscaling"]["enabled"] and (silent := backlog_engines(_configs(Path(repo)), values["target"])[1]):
         notes.append(f"{', '.join(silent)}: the LLM API's model publishes no backlog ({ENGINE_SERIES}) and takes "
                      "every request at once, so Triton's queue time, which its autoscaling metric reads, stays near "
