@@ -11,6 +11,7 @@ temporary sibling and renamed into place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterable
@@ -33,6 +34,7 @@ from tritonforge.deploy.options import (
 )
 from tritonforge.deploy.pods import PRESTOP_SECONDS, prestop_wait, spread
 from tritonforge.errors import DeployError, Problem
+from tritonforge.lineage import LINEAGE_FILE
 from tritonforge.triton.options import restricted_api_args
 from tritonforge.trtllm.images import REPOSITORY, image_release
 
@@ -180,6 +182,22 @@ def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[
         source["volumes"] = [{"name": "gcs-credentials", "secret": {"secretName": secret or ""}}]
         source["volumeMounts"] = [{"name": "gcs-credentials", "mountPath": "/var/secrets/google", "readOnly": True}]
     return source, problems
+
+
+REVISION_ANNOTATION = "tritonforge.dev/repository-revision"
+
+
+def repository_revision(repo: Path) -> str:
+    """A digest of what the repository serves, cheap to take: its build record, every config and every version's
+    lineage (which holds the content hashes of its artifacts). In the pod template, a new build or a promotion
+    rendered again changes the template, so `kubectl apply` rolls the pods onto it (they read the repository only
+    at start: a push alone changed nothing until some pod restarted, and then pods served different releases)."""
+    digest = hashlib.sha256()
+    repo = Path(repo)
+    files = [repo / MANIFEST_NAME, *repo.glob("*/config.pbtxt"), *repo.glob(f"*/*/{LINEAGE_FILE}")]
+    for path in sorted(p for p in files if p.is_file()):
+        digest.update(path.relative_to(repo).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def ephemeral_storage(repo: Path) -> str:
@@ -391,6 +409,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         "gpus": gpus,
         "labels": labels,
         "selectorLabels": selector,
+        "podAnnotations": {REVISION_ANNOTATION: repository_revision(repo)},
         "ports": dict(PORTS),
         "modelRepository": {
             "url": options.repository_url,

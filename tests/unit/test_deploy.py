@@ -1392,3 +1392,32 @@ def test_a_network_policy_keeps_tritons_inference_ports_to_the_gateway_and_named
     (repo / "tritonforge.json").write_text(json.dumps(info))
     with pytest.raises(DeployError, match=r"network_policy\.client_namespaces"):
         build_values(repo, _options())
+
+
+def test_a_new_build_or_promotion_changes_the_pod_template_so_apply_rolls_the_pods(
+    cpu_repo: Path, tmp_path: Path
+) -> None:
+    """Pods read the repository only at start: a push and a re-render changed nothing in the template, so no pod
+    rolled until one restarted, and replicas then served different releases (k8s audit). The template carries a
+    digest of what the repository serves."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(cpu_repo, repo)
+
+    def revision() -> str:
+        docs = load_documents(render_manifests(build_values(repo, _options())).values())
+        template = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]
+        return str(template["metadata"]["annotations"]["tritonforge.dev/repository-revision"])
+
+    first = revision()
+    assert len(first) == 16 and revision() == first  # the same repository: the same template, no rollout
+    config = repo / "tiny_encoder" / "config.pbtxt"
+    original = config.read_text()
+    config.write_text(original + 'parameters { key: "note" value { string_value: "changed" } }\n')
+    assert revision() != first
+    config.write_text(original)
+    assert revision() == first
+    lineage = next(repo.glob("tiny_encoder/*/lineage.json"))
+    lineage.write_text(lineage.read_text().replace("{", '{"note": "a new artifact",', 1))
+    assert revision() != first
