@@ -20,6 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tritonforge.build_manifest import MANIFEST_NAME
+from tritonforge.deploy.autoscaling import (
+    ENGINE_SERIES,
+    QUEUE_METRIC,
+    WAITING_METRIC,
+    backlog_engines,
+    pods_metric,
+    prometheus_adapter_rules,
+)
 from tritonforge.deploy.gateway_workload import gateway_values
 from tritonforge.deploy.launch import EXIT_TIMEOUT_SECONDS, GPUNeed, gpu_need, triton_command, triton_launch
 from tritonforge.deploy.options import (
@@ -32,7 +40,7 @@ from tritonforge.deploy.options import (
     path_problem,
     rate_limit,
 )
-from tritonforge.deploy.pods import PRESTOP_SECONDS, prestop_wait, spread
+from tritonforge.deploy.pods import PRESTOP_SECONDS, network_policy, prestop_wait, spread
 from tritonforge.errors import DeployError, Problem
 from tritonforge.lineage import LINEAGE_FILE
 from tritonforge.triton.options import restricted_api_args
@@ -42,18 +50,12 @@ if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
     from tritonforge.spec import DeploySettings
-    from tritonforge.spec_deploy import NetworkPolicySettings
 
 Format = Literal["manifests", "helm", "kserve"]
 TEMPLATES = Path(__file__).parent / "templates"
 DATA = Path(__file__).parent / "data"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
-QUEUE_METRIC = "triton_queue_time_per_request_us"
 KSERVE_HTTP_PORT = 8080  # KServe's kserve-tritonserver runtime runs tritonserver --http-port=8080
-# an LLM engine takes every request into its own queue, so Triton's queue time stays near zero while requests wait
-# there: the engine's backlog gauge (TensorRT-LLM's; the CPU engine publishes the same family) is what scales it
-ENGINE_SERIES = "nv_trt_llm_request_metrics"
-WAITING_METRIC = "trtllm_waiting_requests"
 ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
 ADMIN_KEY_SECRET_KEY = "admin-key"  # the key of --admin-key-secret's Secret that holds it
 MANIFEST_FILES = (
@@ -392,12 +394,14 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
                 for prefix in ("OMPI", "PRTE")]
     probe = {"periodSeconds": 10, "timeoutSeconds": 5}
     scaling = settings.autoscaling
-    startup = {
+    startup: dict[str, Any] = {
         "httpGet": {"path": "/v2/health/ready", "port": "http"},
         **probe,
         "failureThreshold": max(3, math.ceil(settings.startup_seconds / probe["periodSeconds"])),
     }
-    readiness = {"httpGet": {"path": "/v2/health/ready", "port": "http"}, **probe, "failureThreshold": 3}
+    readiness: dict[str, Any] = {
+        "httpGet": {"path": "/v2/health/ready", "port": "http"}, **probe, "failureThreshold": 3,
+    }
     values: dict[str, Any] = {
         "name": name,
         "namespace": options.namespace,
@@ -451,8 +455,8 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             "minReplicas": settings.autoscaling.min_replicas,
             "maxReplicas": settings.autoscaling.max_replicas,
             "metrics": [
-                _pods_metric(m, WAITING_METRIC, scaling.target_waiting_requests) if m in publishing
-                else _pods_metric(m, QUEUE_METRIC, scaling.target_queue_time_us)  # the metric's unit: µs
+                pods_metric(m, WAITING_METRIC, scaling.target_waiting_requests) if m in publishing
+                else pods_metric(m, QUEUE_METRIC, scaling.target_queue_time_us)  # the metric's unit: µs
                 for m in watched
             ],
         },
@@ -480,89 +484,14 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             # the runtime declares no probes: a pod got traffic while Triton still loaded, and Knative's 10 min
             # progress deadline failed slow GPU loads the manifests allow 30 min for
             "probes": {
-                kind: {**probe, "httpGet": {**probe["httpGet"], "port": KSERVE_HTTP_PORT}}
-                for kind, probe in (("startup", startup), ("readiness", readiness))
+                kind: {**check, "httpGet": {**check["httpGet"], "port": KSERVE_HTTP_PORT}}
+                for kind, check in (("startup", startup), ("readiness", readiness))
             },
             "progressDeadline": f"{settings.startup_seconds + 300}s",
             "shmSize": settings.shm_size,
         },
     }
     return values
-
-
-def network_policy(
-    policy: NetworkPolicySettings, selector: dict[str, str], gateway: bool, name: str
-) -> dict[str, Any]:
-    """The Triton pods' NetworkPolicy values: who may reach the inference ports (the gateway's pods over gRPC, the
-    named clients over HTTP and gRPC); the metrics port from anywhere, as Prometheus runs in a namespace of its own."""
-    inference = [{"port": "http", "protocol": "TCP"}, {"port": "grpc", "protocol": "TCP"}]
-    ingress: list[dict[str, Any]] = []
-    if gateway:
-        gateway_pods = {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "gateway"}
-        ingress.append({"from": [{"podSelector": {"matchLabels": gateway_pods}}],
-                        "ports": [{"port": "grpc", "protocol": "TCP"}]})
-    clients: list[dict[str, Any]] = [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}} for ns in policy.client_namespaces
-    ]
-    if policy.client_pod_labels:
-        clients.append({"podSelector": {"matchLabels": dict(policy.client_pod_labels)}})
-    if clients:
-        ingress.append({"from": clients, "ports": inference})
-    ingress.append({"ports": [{"port": "metrics", "protocol": "TCP"}]})
-    return {"enabled": policy.enabled, "podSelector": dict(selector), "ingress": ingress}
-
-
-def backlog_engines(configs: dict[str, ModelConfig], target: str) -> tuple[list[str], list[str]]:
-    """(the LLM engine models that publish their backlog, those that do not): an engine declares upstream's `stop`
-    input; the CPU engine (cpu target) and TensorRT-LLM's C++ backend (the engine path) publish
-    nv_trt_llm_request_metrics, the LLM API's python model does not."""
-    engines = sorted(n for n, c in configs.items() if any(i.name == "stop" for i in c.input))
-    publishing = [n for n in engines if target == "cpu" or configs[n].backend == "tensorrtllm"]
-    return publishing, [n for n in engines if n not in publishing]
-
-
-def _pods_metric(model: str, metric: str, target: int) -> dict[str, Any]:
-    return {
-        "type": "Pods",
-        "pods": {
-            "metric": {"name": metric, "selector": {"matchLabels": {"model": model}}},
-            "target": {"type": "AverageValue", "averageValue": str(target)},  # a Quantity, in the metric's unit
-        },
-    }
-
-
-def prometheus_adapter_rules(*, engines: bool = False) -> dict[str, Any]:
-    """prometheus-adapter's rules: average queue time per request over the last minute, per pod and model; with
-    ``engines``, the requests waiting in an LLM engine's own queue, averaged over the last minute.
-
-    The HPA's metric selector (model=<name>) lands in <<.LabelMatchers>>, so each model is scaled on its own queue
-    and a busy model is not averaged away by idle ones loaded beside it.
-    """
-    series = "nv_inference_queue_duration_us"
-    query = (
-        f"sum(rate({series}{{<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>) / "
-        "clamp_min(sum(rate(nv_inference_request_success{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>), 1e-9)"
-    )
-    resources = {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}}
-    rules = [
-        {
-            "seriesQuery": f'{series}{{namespace!="",pod!="",model!=""}}',
-            "resources": resources,
-            "name": {"matches": f"^{series}$", "as": QUEUE_METRIC},
-            "metricsQuery": query,
-        }
-    ]
-    if engines:
-        waiting = 'request_type="waiting"'
-        rules.append({
-            "seriesQuery": f'{ENGINE_SERIES}{{namespace!="",pod!="",model!="",{waiting}}}',
-            "resources": resources,
-            "name": {"matches": f"^{ENGINE_SERIES}$", "as": WAITING_METRIC},
-            "metricsQuery": (
-                f"sum(avg_over_time({ENGINE_SERIES}{{{waiting},<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>)"
-            ),
-        })
-    return {"rules": rules}
 
 
 # ---------------------------------------------------------------------------------------------------- rendering

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tritonforge.spec_deploy import NetworkPolicySettings
 
 # at SIGTERM Triton and the gateway stop taking connections at once, while Services and ingresses still route to
 # the pod for a few seconds: a preStop wait keeps them serving until the endpoint is removed everywhere
@@ -20,3 +23,25 @@ def spread(selector: dict[str, str], *, zones: bool) -> list[dict[str, Any]]:
     keys = ["kubernetes.io/hostname", *(["topology.kubernetes.io/zone"] if zones else [])]
     return [{"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
              "labelSelector": {"matchLabels": dict(selector)}} for key in keys]
+
+
+def network_policy(
+    policy: NetworkPolicySettings, selector: dict[str, str], gateway: bool, name: str
+) -> dict[str, Any]:
+    """The Triton pods' NetworkPolicy values: who may reach the inference ports (the gateway's pods over gRPC, the
+    named clients over HTTP and gRPC); the metrics port from anywhere, as Prometheus runs in a namespace of its own."""
+    inference = [{"port": "http", "protocol": "TCP"}, {"port": "grpc", "protocol": "TCP"}]
+    ingress: list[dict[str, Any]] = []
+    if gateway:
+        gateway_pods = {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "gateway"}
+        ingress.append({"from": [{"podSelector": {"matchLabels": gateway_pods}}],
+                        "ports": [{"port": "grpc", "protocol": "TCP"}]})
+    clients: list[dict[str, Any]] = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}} for ns in policy.client_namespaces
+    ]
+    if policy.client_pod_labels:
+        clients.append({"podSelector": {"matchLabels": dict(policy.client_pod_labels)}})
+    if clients:
+        ingress.append({"from": clients, "ports": inference})
+    ingress.append({"ports": [{"port": "metrics", "protocol": "TCP"}]})
+    return {"enabled": policy.enabled, "podSelector": dict(selector), "ingress": ingress}

@@ -1,0 +1,68 @@
+"""What `deploy k8s`'s HorizontalPodAutoscaler scales on, and the prometheus-adapter rules that serve it: each model's
+average queue time per request, and an LLM engine's backlog (an engine takes every request into a queue of its own,
+so Triton's queue time stays near zero while requests wait there)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+QUEUE_METRIC = "triton_queue_time_per_request_us"
+# the engine's backlog gauge (TensorRT-LLM's; the CPU engine publishes the same family)
+ENGINE_SERIES = "nv_trt_llm_request_metrics"
+WAITING_METRIC = "trtllm_waiting_requests"
+
+
+def backlog_engines(configs: dict[str, ModelConfig], target: str) -> tuple[list[str], list[str]]:
+    """(the LLM engine models that publish their backlog, those that do not): an engine declares upstream's `stop`
+    input; the CPU engine (cpu target) and TensorRT-LLM's C++ backend (the engine path) publish
+    nv_trt_llm_request_metrics, the LLM API's python model does not."""
+    engines = sorted(n for n, c in configs.items() if any(i.name == "stop" for i in c.input))
+    publishing = [n for n in engines if target == "cpu" or configs[n].backend == "tensorrtllm"]
+    return publishing, [n for n in engines if n not in publishing]
+
+
+def pods_metric(model: str, metric: str, target: int) -> dict[str, Any]:
+    return {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": metric, "selector": {"matchLabels": {"model": model}}},
+            "target": {"type": "AverageValue", "averageValue": str(target)},  # a Quantity, in the metric's unit
+        },
+    }
+
+
+def prometheus_adapter_rules(*, engines: bool = False) -> dict[str, Any]:
+    """prometheus-adapter's rules: average queue time per request over the last minute, per pod and model; with
+    ``engines``, the requests waiting in an LLM engine's own queue, averaged over the last minute.
+
+    The HPA's metric selector (model=<name>) lands in <<.LabelMatchers>>, so each model is scaled on its own queue
+    and a busy model is not averaged away by idle ones loaded beside it.
+    """
+    series = "nv_inference_queue_duration_us"
+    query = (
+        f"sum(rate({series}{{<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>) / "
+        "clamp_min(sum(rate(nv_inference_request_success{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>), 1e-9)"
+    )
+    resources = {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}}
+    rules = [
+        {
+            "seriesQuery": f'{series}{{namespace!="",pod!="",model!=""}}',
+            "resources": resources,
+            "name": {"matches": f"^{series}$", "as": QUEUE_METRIC},
+            "metricsQuery": query,
+        }
+    ]
+    if engines:
+        waiting = 'request_type="waiting"'
+        rules.append({
+            "seriesQuery": f'{ENGINE_SERIES}{{namespace!="",pod!="",model!="",{waiting}}}',
+            "resources": resources,
+            "name": {"matches": f"^{ENGINE_SERIES}$", "as": WAITING_METRIC},
+            "metricsQuery": (
+                f"sum(avg_over_time({ENGINE_SERIES}{{{waiting},<<.LabelMatchers>>}}[1m])) by (<<.GroupBy>>)"
+            ),
+        })
+    return {"rules": rules}
