@@ -14,7 +14,7 @@ from tritonforge.builders.kinds import ArtifactInfo, BuildContext, build_order, 
 from tritonforge.errors import BuildError, OptionError, Problem, QuantizationGateError, SpecError, ValidationError
 from tritonforge.naming import llm_names
 from tritonforge.repository import FileContent, check_output, write_repository
-from tritonforge.spec import EmbeddingModel, LLMModel, RerankerModel, Spec, load_spec
+from tritonforge.spec import EmbeddingModel, LLMModel, RerankerModel, Spec, load_spec, parse_spec
 
 Progress = Callable[[str], None]
 
@@ -183,7 +183,7 @@ def _check_arguments(out: object, target: object, progress: object) -> None:
 
 
 def build(
-    spec: Spec | str | Path,
+    spec: Spec | str | Path | Mapping[str, Any],
     out: str | Path,
     *,
     target: Literal["cpu", "gpu"] | None = None,
@@ -192,7 +192,8 @@ def build(
     plan_only: bool = False,
     image: str | None = None,
 ) -> BuildReport:
-    """Build a deployment spec into the model repository `out`.
+    """Build a deployment spec into the model repository `out`: a Spec, a YAML file's path, or the spec's data as a
+    mapping (its relative paths resolve against the working directory).
 
     Artifacts are built (or taken from the cache), configs rendered, the repository written to a temporary
     folder and validated against Triton's load rules there; only then does it replace `out`. On any error
@@ -206,7 +207,9 @@ def build(
 
     _check_arguments(out, target, progress)
     started = time.perf_counter()
-    if not isinstance(spec, Spec):
+    if isinstance(spec, Mapping):
+        spec = parse_spec(dict(spec))
+    elif not isinstance(spec, Spec):
         spec = load_spec(spec)
     spec = spec.with_target(target)
     plan_engines = plan_only and spec.target == "gpu" and bool(spec.of_kind(LLMModel))

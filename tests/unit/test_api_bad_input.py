@@ -158,9 +158,16 @@ SPEC = {"name": "x", "models": {"m": {"kind": "embedding", "checkpoint": "random
 def test_load_spec_of_something_that_is_not_a_path_says_so(path: Any) -> None:
     with pytest.raises(SpecError, match=r"load_spec reads a YAML file: give its path \(str or Path\), got"):
         load_spec(path)
-    if isinstance(path, dict):
-        with pytest.raises(SpecError, match=r"use tritonforge.spec.parse_spec\(data\)"):
-            tritonforge.build(path, "unused")  # type: ignore[arg-type]
+
+
+def test_build_takes_the_spec_as_data_too(tmp_path: Path) -> None:
+    """A spec already loaded (a dict from a config service or a test) was refused with a pointer to parse_spec: the
+    build takes it as the file's contents; a bad one is a SpecError naming the field, before any work."""
+    report = tritonforge.build(SPEC, tmp_path / "repo")
+    assert (report.repo / "embed" / "config.pbtxt").is_file()
+    with pytest.raises(SpecError, match=r"models\.m\.max_batch_size"):
+        tritonforge.build({**SPEC, "models": {"m": {**SPEC["models"]["m"], "max_batch_size": -1}}}, tmp_path / "r2")
+    assert not (tmp_path / "r2").exists()
 
 
 def test_a_key_given_twice_in_a_spec_file_is_refused(tmp_path: Path) -> None:
