@@ -111,6 +111,39 @@ def test_async_embed_is_exact(toy_server, toy_models, protocol: str) -> None:
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_async_client_outlives_its_event_loop_and_refuses_two_at_once(toy_server, toy_models, protocol: str) -> None:
+    """One AsyncClient used by two asyncio.run calls (a script, tests with a loop each) failed on the second with
+    errors that named no cause: its channel belonged to the closed loop. It now makes a new one; used from a loop
+    while another still runs it, it says so."""
+    import threading
+
+    from tritonforge.errors import InvalidInputError
+
+    client = AsyncClient(url(toy_server, protocol), protocol)
+    for _ in range(2):
+        np.testing.assert_array_equal(asyncio.run(client.embed(TEXTS)), expected(toy_models, TEXTS))
+
+    busy, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        await client.embed(TEXTS[:1])
+        busy.set()
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+
+    other = threading.Thread(target=lambda: asyncio.run(hold()))
+    other.start()
+    try:
+        assert busy.wait(30)
+        with pytest.raises(InvalidInputError, match="in use in another event loop"):
+            asyncio.run(client.embed(TEXTS[:1]))
+    finally:
+        release.set()
+        other.join(30)
+    asyncio.run(client.close())
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_generic_infer(toy_server, protocol: str) -> None:
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     with Client(url(toy_server, protocol), protocol, compression="gzip") as client:

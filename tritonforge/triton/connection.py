@@ -481,6 +481,13 @@ class Connection(_Base):
         )
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # called outside a coroutine (building a stream before iterating it)
+        return None
+
+
 class AsyncConnection(_Base):
     """The asynchronous :class:`Client`, over ``tritonclient.grpc.aio`` or ``tritonclient.http.aio``.
 
@@ -494,6 +501,7 @@ class AsyncConnection(_Base):
                 "TLSOptions.server_name is not supported by the async HTTP client: use gRPC or Client"
             )
         self._transport: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the event loop its transport belongs to
 
     def _module(self) -> Any:
         if self.protocol == "grpc":
@@ -504,7 +512,18 @@ class AsyncConnection(_Base):
 
     def _get(self) -> Any:
         self._check_open()
+        loop = _running_loop()
+        if self._transport is not None and loop is not None and self._loop is not loop:
+            if self._loop is not None and self._loop.is_running():
+                raise InvalidInputError(
+                    "this AsyncClient is in use in another event loop: its connections belong to that loop; create "
+                    "one client per event loop (or per thread running one)"
+                )
+            # the loop it was made in has ended (asyncio.run returned, a test's loop closed): its channel went with
+            # it, and using it gave errors that named no cause; a new one, in this loop
+            self._transport = None
         if self._transport is None:
+            self._loop = loop
             mod = self._module()
             if self.protocol == "grpc":
                 self._transport = mod.InferenceServerClient(**grpc_client_kwargs(self.url, self.options))
