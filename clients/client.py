@@ -359,7 +359,8 @@ class Client(Connection):
 class AsyncClient(AsyncConnection):
     """The asynchronous :class:`Client`, over ``tritonclient.grpc.aio`` or ``tritonclient.http.aio``.
 
-    Create and use it inside one running event loop; ``async with AsyncClient(...) as client``.
+    Use it in one event loop at a time (a new one after the first ended, e.g. a second ``asyncio.run``, is fine);
+    ``async with AsyncClient(...) as client``.
     """
 
     def __init__(self, url: str, protocol: Protocol = "grpc", **kwargs: Any) -> None:
