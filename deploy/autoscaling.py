@@ -4,6 +4,7 @@ so Triton's queue time stays near zero while requests wait there)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -15,13 +16,29 @@ ENGINE_SERIES = "nv_trt_llm_request_metrics"
 WAITING_METRIC = "trtllm_waiting_requests"
 
 
-def backlog_engines(configs: dict[str, ModelConfig], target: str) -> tuple[list[str], list[str]]:
+def backlog_engines(repo: Path, configs: dict[str, ModelConfig], target: str) -> tuple[list[str], list[str]]:
     """(the LLM engine models that publish their backlog, those that do not): an engine declares upstream's `stop`
     input; the CPU engine (cpu target) and TensorRT-LLM's C++ backend (the engine path) publish
-    nv_trt_llm_request_metrics, the LLM API's python model does not."""
+    nv_trt_llm_request_metrics, the LLM API's python model when its model.yaml turns on the iteration statistics
+    it reads them from (``enable_iter_perf_stats``, on by default)."""
     engines = sorted(n for n, c in configs.items() if any(i.name == "stop" for i in c.input))
-    publishing = [n for n in engines if target == "cpu" or configs[n].backend == "tensorrtllm"]
+    publishing = [n for n in engines if target == "cpu" or configs[n].backend == "tensorrtllm"
+                  or _iteration_stats(repo / n)]
     return publishing, [n for n in engines if n not in publishing]
+
+
+def _iteration_stats(model: Path) -> bool:
+    """Whether an LLM API model's model.yaml (any version's) asks LLM() for iteration statistics."""
+    import yaml
+
+    for path in model.glob("*/model.yaml"):
+        try:
+            args = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        if isinstance(args, dict) and args.get("enable_iter_perf_stats") is True:
+            return True
+    return False
 
 
 def pods_metric(model: str, metric: str, target: int) -> dict[str, Any]:

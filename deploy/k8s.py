@@ -310,7 +310,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         )))
 
     models = sorted(configs)
-    publishing, _silent = backlog_engines(configs, target)
+    publishing, _silent = backlog_engines(repo, configs, target)
     ensembles = {n for n, c in configs.items() if c.platform == "ensemble"}
     watched = list(settings.autoscaling.models) or [m for m in models if m not in ensembles]
     for m in settings.autoscaling.models:
@@ -668,10 +668,12 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
         notes.append(f"the autoscaler's metrics come from prometheus-adapter: merge the rules in the ConfigMap "
                      f"{values['name']}-prometheus-adapter-rules into the adapter's config (its chart's rules.custom); "
                      "until then the HorizontalPodAutoscaler reports FailedGetPodsMetric and does not scale")
-    if values["autoscaling"]["enabled"] and (silent := backlog_engines(_configs(Path(repo)), values["target"])[1]):
-        notes.append(f"{', '.join(silent)}: the LLM API's model publishes no backlog ({ENGINE_SERIES}) and takes "
-                     "every request at once, so Triton's queue time, which its autoscaling metric reads, stays near "
-                     "zero under load: scale it on a metric of your own (e.g. GPU utilisation) or fix the replicas")
+    silent = backlog_engines(Path(repo), _configs(Path(repo)), values["target"])[1]
+    if values["autoscaling"]["enabled"] and silent:
+        notes.append(f"{', '.join(silent)}: the LLM API's model publishes no backlog ({ENGINE_SERIES}) without "
+                     "llmapi.enable_iter_perf_stats, and takes every request at once, so Triton's queue time, which "
+                     "its autoscaling metric reads, stays near zero under load: rebuild with enable_iter_perf_stats "
+                     "(the default), scale it on a metric of your own, or fix the replicas")
     limits = rate_limit(options, _deploy_settings(Path(repo), read_build_info(Path(repo))))
     if limits.mode == "off" and (limited := sorted(name for name, c in _configs(Path(repo)).items()
                                                    if any(g.rate_limiter.resources for g in c.instance_group))):

@@ -49,6 +49,64 @@ class RequestError(Exception):
     pass
 
 
+STATS_WAIT_S = 2.0  # get_stats_async's wait for iteration statistics (LLM()'s default)
+STATS_PERIOD_S = 1.0  # between two reads of them
+
+
+class Backlog:
+    """The LLM's own queue on Triton's metrics port, in TensorRT-LLM's family (what the engine path's C++ backend
+    publishes, and deploy's autoscaler reads): ``nv_trt_llm_request_metrics{model, version, request_type}`` with
+    ``waiting`` (queued, and paused by the scheduler), ``active``, ``scheduled`` and ``max``, from the LLM API's
+    iteration statistics (``LLM(enable_iter_perf_stats=True)``; their JSON fields: NVIDIA/TensorRT-LLM
+    cpp/tensorrt_llm/executor/jsonSerialization.cpp @ 092229bb6e1ce6e7f0db2ba010b7fdaf654e1549). The model takes
+    every request at once, so Triton's queue time stayed near zero however many waited in the LLM's queue, and an
+    autoscaler never saw them. Best effort: without custom metrics or statistics it only leaves them out."""
+
+    TYPES = ("waiting", "active", "scheduled", "max")
+
+    def __init__(self, model, version):
+        self.metrics = None
+        family = getattr(pb_utils, "MetricFamily", None)
+        if family is None:
+            return
+        try:
+            self.family = family(name="nv_trt_llm_request_metrics", description="TRT LLM request metrics",
+                                 kind=family.GAUGE)
+            self.metrics = {kind: self.family.Metric(labels={"request_type": kind, "model": model,
+                                                             "version": str(version)}) for kind in self.TYPES}
+        except Exception as err:
+            self.metrics = None
+            print(f"[trtllm_llmapi] model '{model}': the LLM's request metrics are left out: {err}", flush=True)
+
+    def publish(self, stat):
+        """One iteration's statistics (a dict, or its JSON text) onto the gauges."""
+        if self.metrics is None:
+            return
+        if isinstance(stat, (str, bytes)):
+            stat = json.loads(stat)
+        inflight = stat.get("inflightBatchingStats") or {}
+        values = {
+            "waiting": int(stat.get("numQueuedRequests", 0)) + int(inflight.get("numPausedRequests", 0)),
+            "active": int(stat.get("numActiveRequests", 0)),
+            "scheduled": int(inflight.get("numScheduledRequests", stat.get("numActiveRequests", 0))),
+            "max": int(stat.get("maxNumActiveRequests", 0)),
+        }
+        for kind, value in values.items():
+            self.metrics[kind].set(value)
+
+    async def follow(self, llm):
+        """Read the LLM's iteration statistics until cancelled (finalize)."""
+        while True:
+            try:
+                async for stat in llm.get_stats_async(timeout=STATS_WAIT_S):
+                    self.publish(stat)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # no statistics this round (their queue timed out): read again
+                pass
+            await asyncio.sleep(STATS_PERIOD_S)
+
+
 def _resolve(path, version_dir):
     return path if os.path.isabs(path) else os.path.join(version_dir, path)
 
@@ -102,8 +160,16 @@ class TritonPythonModel:
         self.llm = LLM(**self.llm_args)
         self.running = {}  # request id -> set of generation handles (for `stop`)
         self.lock = threading.Lock()
+        self.stats = None
+        if self.llm_args.get("enable_iter_perf_stats"):
+            backlog = Backlog(self.config.get("name", args.get("model_name", "")), args["model_version"])
+            if backlog.metrics is not None:
+                self.stats = asyncio.run_coroutine_threadsafe(backlog.follow(self.llm), self.loop)
 
     def finalize(self):
+        stats = getattr(self, "stats", None)
+        if stats is not None:
+            stats.cancel()
         llm = getattr(self, "llm", None)
         if llm is not None:
             llm.shutdown()

@@ -1246,14 +1246,15 @@ def test_an_admin_key_secret_guards_tritons_admin_apis_in_the_cluster(cpu_repo: 
         build_values(cpu_repo, _options(admin_key_secret="Bad_Secret"))
 
 
-def _llm_repo(root: Path, decoder: Path, target: str) -> Path:
+def _llm_repo(root: Path, decoder: Path, target: str, **llmapi: Any) -> Path:
     """A repository of one chat model on the default runtime (llmapi): on cpu the CPU engine, on gpu upstream's
     LLM API python model."""
     from tritonforge.build import plan_repository
     from tritonforge.repository import write_repository
     from tritonforge.spec import parse_spec
 
-    spec = parse_spec({"name": "chat", "target": target, "models": {"chat": {"kind": "llm", "checkpoint": str(decoder)}},
+    chat = {"kind": "llm", "checkpoint": str(decoder), **({"llmapi": llmapi} if llmapi else {})}
+    spec = parse_spec({"name": "chat", "target": target, "models": {"chat": chat},
                        "deploy": {"autoscaling": {"target_waiting_requests": 3}},
                        **({"image": TRTLLM_IMAGE} if target == "gpu" else {})})
     files, _, _ = plan_repository(spec, engine_plans=[])
@@ -1286,7 +1287,12 @@ def test_llm_engines_scale_on_the_requests_waiting_in_their_own_queue(
     cpu = build_values(_llm_repo(tmp_path / "cpu2", decoder, "cpu"), _options())
     assert cpu["autoscaling"]["metrics"][-1]["pods"]["target"]["averageValue"] == "3"  # the spec's
 
-    llmapi = _llm_repo(tmp_path / "gpu", decoder, "gpu")
+    # the LLM API's model publishes it from LLM()'s iteration statistics (model.yaml's enable_iter_perf_stats)
+    llmapi_values = build_values(_llm_repo(tmp_path / "gpu-stats", decoder, "gpu"), _options())
+    by_model = {m["pods"]["metric"]["selector"]["matchLabels"]["model"]: m["pods"]
+                for m in llmapi_values["autoscaling"]["metrics"]}
+    assert by_model["tensorrt_llm"]["metric"]["name"] == "trtllm_waiting_requests"
+    llmapi = _llm_repo(tmp_path / "gpu", decoder, "gpu", enable_iter_perf_stats=False)  # without them it cannot
     values = build_values(llmapi, _options())
     assert {m["pods"]["metric"]["name"] for m in values["autoscaling"]["metrics"]} == {
         "triton_queue_time_per_request_us"}

@@ -118,6 +118,7 @@ def test_known_llm_arguments_are_written_to_model_yaml(decoder: Path, tmp_path: 
     repo = build(s, tmp_path / "r").repo
     args = yaml.safe_load((repo / "tensorrt_llm" / "1" / "model.yaml").read_text())
     assert args["enable_chunked_prefill"] is True and args["tensor_parallel_size"] == 2
+    assert args["enable_iter_perf_stats"] is True  # the model publishes the LLM's queue from them
     assert json.loads((repo / "tritonforge.json").read_text())["parallel"]["tensorrt_llm"]["tp_size"] == 2
 
 

@@ -10,6 +10,7 @@ It is labelled a stand-in: TensorRT-LLM itself needs a GPU and is tested only wi
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import types
 from dataclasses import dataclass
@@ -184,3 +185,75 @@ def test_a_named_logits_post_processor_is_refused_not_ignored(model: Any) -> Non
         named[-1].error().message())
     empty = run(model, text_input=strings([["fine"]]), sampling_param_logits_post_processor_name=strings([[""]]))
     assert texts(empty) == [" fine"]
+
+
+class FakeMetricFamily:
+    """pb_utils.MetricFamily's surface the model uses (Triton's custom metrics)."""
+
+    GAUGE = "gauge"
+    families: ClassVar[list[FakeMetricFamily]] = []
+
+    def __init__(self, name: str, description: str, kind: str) -> None:
+        self.name, self.kind, self.metrics = name, kind, []
+        FakeMetricFamily.families.append(self)
+
+    def Metric(self, labels: dict[str, str]) -> Any:  # pb_utils' name
+        family = self
+
+        class Gauge:
+            def __init__(self) -> None:
+                self.labels, self.value = labels, None
+                family.metrics.append(self)
+
+            def set(self, value: float) -> None:
+                self.value = value
+
+        return Gauge()
+
+
+def test_the_llms_queue_is_published_as_tensorrt_llms_request_metrics(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The model takes every request at once: Triton's queue time stayed near zero while requests waited in the
+    LLM's queue, and the autoscaler never saw them (k8s audit). With enable_iter_perf_stats (model.yaml, on by
+    default) the LLM API's iteration statistics become nv_trt_llm_request_metrics, as the engine path publishes."""
+    import time
+
+    stats = [json.dumps({"numQueuedRequests": 5, "numActiveRequests": 8, "maxNumActiveRequests": 8,
+                         "inflightBatchingStats": {"numPausedRequests": 1, "numScheduledRequests": 7}})]
+
+    class StatsLLM(FakeLLM):
+        def get_stats_async(self, timeout: float) -> Any:
+            async def gen() -> Any:
+                while stats:
+                    yield stats.pop(0)
+
+            return gen()
+
+    trt = types.ModuleType("tensorrt_llm")
+    trt.LLM, trt.SamplingParams = StatsLLM, SamplingParams  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", trt)
+    version = tmp_path / "1"
+    (version / "checkpoint").mkdir(parents=True)
+    (version / "model.yaml").write_text(
+        "model: checkpoint\nbackend: pytorch\nenable_iter_perf_stats: true\n"
+        "triton_config: {max_batch_size: 8, decoupled: true}\n"
+    )
+    module = load_model(MODEL_PY, monkeypatch)
+    monkeypatch.setattr(module.pb_utils, "MetricFamily", FakeMetricFamily, raising=False)
+    m = module.TritonPythonModel()
+    m.initialize(initialize_args({"name": "chat_tensorrt_llm", "max_batch_size": 8}, tmp_path))
+    try:
+        assert StatsLLM.instances[-1].kwargs["enable_iter_perf_stats"] is True
+        family = FakeMetricFamily.families[-1]
+        assert family.name == "nv_trt_llm_request_metrics" and family.kind == "gauge"
+        deadline = time.monotonic() + 5
+        while any(g.value is None for g in family.metrics):
+            assert time.monotonic() < deadline, "no statistics were published"
+            time.sleep(0.02)
+        values = {g.labels["request_type"]: g.value for g in family.metrics}
+        assert values == {"waiting": 6, "active": 8, "scheduled": 7, "max": 8}  # queued + paused wait
+        assert {g.labels["model"] for g in family.metrics} == {"chat_tensorrt_llm"}
+    finally:
+        m.finalize()
+    assert m.stats.cancelled() or m.stats.done()

@@ -78,6 +78,10 @@ class LLMAPISettings(Checked):
     max_num_tokens: Pos | None = Field(None, description="tokens per scheduled iteration (default: TensorRT-LLM's)")
     kv_cache_config: KvCacheSettings = Field(default_factory=KvCacheSettings)
     trust_remote_code: Flag = Field(False, description="the model's trust_remote_code (kept for older specs)")
+    enable_iter_perf_stats: Flag = Field(
+        True, description="LLM()'s iteration statistics: the model publishes the LLM's queue from them as "
+        "nv_trt_llm_request_metrics (waiting, active, scheduled, max), which deploy's autoscaler reads",
+    )
     decoupled: Flag = Field(True, description="triton_config.decoupled: true is needed to stream")
     cancellation_check_period_ms: Pos = Field(100, description="triton_config: how often cancellation is polled")
     max_lora_rank: Pos = Field(64, description="lora_config.max_lora_rank (with adapters)")
@@ -160,6 +164,8 @@ def model_yaml(
         args["max_input_len"], args["max_seq_len"] = context
     if settings.trust_remote_code:
         args["trust_remote_code"] = True
+    if settings.enable_iter_perf_stats:
+        args["enable_iter_perf_stats"] = True
     if adapters:
         lora: dict[str, Any] = {"max_lora_rank": settings.max_lora_rank}
         lora["max_loras"] = settings.max_loras or adapters
