@@ -37,7 +37,19 @@ from tritonforge.errors import (
     ValidationError,
 )
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The installed distribution's version (pyproject.toml's), kept in one place: a copy here could drift from it,
+    and builds record it in their lineage."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tritonforge")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 __all__ = [
     "BatchTooLargeError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from tritonforge.cli_gateway import (
     configure_logging,
     prepare_gateway,
 )
-from tritonforge.cli_output import console, err_console, styled
+from tritonforge.cli_output import console, err_console, missing_extra, styled
 from tritonforge.cli_output import fail as _fail
 from tritonforge.cli_paths import path_arg
 from tritonforge.cli_release import release_app
@@ -37,6 +38,23 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Build, validate, serve and call Triton model repositories."
 )
 TargetOpt = Annotated[str | None, typer.Option("--target", help="cpu or gpu (default: the spec's)")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import tritonforge
+
+        console.print(f"tritonforge {tritonforge.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="print tritonforge's version and exit"
+    )] = False,
+) -> None:
+    """Build, validate, serve and call Triton model repositories."""
 
 
 def _output_file(path: Path | None, option: str, suffix: str | None = None) -> None:
@@ -454,6 +472,9 @@ def bench(
         )
     _output_file(json_out, "--json")
     _output_file(plot, "--plot", ".png")
+    if plot is not None and importlib.util.find_spec("matplotlib") is None:  # known now, not after the whole run
+        raise typer.BadParameter("drawing the plot needs matplotlib (pip install matplotlib, or the `cpu` extra)",
+                                 param_hint="--plot")
     with StopOnSignals() as signals:
         try:
             with err_console.status("benchmarking…") as status:
@@ -747,7 +768,17 @@ def terminate_like_interrupt() -> None:
 
 def main() -> None:
     terminate_like_interrupt()
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as err:
+        extra = missing_extra(err)
+        if extra is None:
+            raise
+        err_console.print(styled("bold red", "error:", (
+            f" this command needs the `{extra}` extra ({err.name} is not installed): "
+            f"pip install \"tritonforge[{extra}]\""
+        )))
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -127,3 +127,19 @@ def fail(err: TritonForgeError) -> NoReturn:
     else:
         err_console.print(styled("bold red", "error:", f" {err}"))
     raise typer.Exit(1)
+
+
+# the import name of what each extra brings -> the extra: a command run without its extra named the module only
+# (ModuleNotFoundError: No module named 'jinja2', from `deploy k8s` on a base install: packaging audit)
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("torch", "transformers", "onnxruntime", "onnx", "onnxscript", "tokenizers", "peft", "gguf",
+                     "faiss", "pytriton", "matplotlib"), "cpu"),
+    **dict.fromkeys(("fastapi", "starlette", "uvicorn", "orjson", "prometheus_client"), "gateway"),
+    **dict.fromkeys(("jinja2", "boto3", "botocore"), "deploy"),
+    "tensorrt_llm": "gpu",
+}
+
+
+def missing_extra(err: ModuleNotFoundError) -> str | None:
+    """The extra that brings the module ``err`` is about, or None when it is not one of an extra's."""
+    return EXTRA_OF_MODULE.get((err.name or "").split(".")[0])

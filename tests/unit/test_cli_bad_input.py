@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -274,3 +275,44 @@ def test_sigterm_runs_a_commands_cleanup(tmp_path: Path) -> None:
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=30) == 143
     assert marker.exists()
+
+
+def test_a_command_run_without_its_extra_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`deploy k8s` on a base install ended in ModuleNotFoundError: No module named 'jinja2' (packaging audit): the
+    CLI names the extra to install; a module no extra brings is still the bug it is."""
+    from tritonforge import cli
+
+    def missing(name: str) -> Any:
+        def run() -> None:
+            raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+
+        return run
+
+    monkeypatch.setattr(cli, "app", missing("jinja2"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 1
+    assert 'this command needs the `deploy` extra (jinja2 is not installed): pip install "tritonforge[deploy]"' in (
+        capsys.readouterr().err.replace("\n", ""))
+    monkeypatch.setattr(cli, "app", missing("torch.onnx"))
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "`cpu` extra" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "app", missing("not_an_extras_module"))
+    with pytest.raises(ModuleNotFoundError):
+        cli.main()
+
+
+def test_the_version_is_the_installed_distributions() -> None:
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    import tritonforge
+
+    assert tritonforge.__version__ == version("tritonforge")
+    for command in ([sys.executable, "-m", "tritonforge", "--version"],):
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.strip() == f"tritonforge {tritonforge.__version__}"
