@@ -4,7 +4,8 @@ given to `deploy k8s` is known to lack some.
 NGC images carry only what their flavour needs (tritonforge/trtllm/images.py ``IMAGE_PACKAGES``): the
 -trtllm-python-py3 images have torch and transformers but not faiss (the retriever) or onnxruntime; the full -py3
 image has numpy only. A pod on such an image would fail to load those models, so `deploy k8s` writes the recipe of one
-that has them, pinned to the versions installed where tritonforge built the repository (the versions its tests ran).
+that has them, pinned to the versions the build recorded (installed where it ran: the versions its checks ran with),
+else to those installed where deploy runs.
 """
 
 from __future__ import annotations
@@ -71,14 +72,16 @@ PYTORCH_INDEX = "https://download.pytorch.org/whl/{label}"
 PYTORCH_DISTS = {"torch", "torchvision", "torchaudio"}
 
 
-def _pinned(dist: str) -> tuple[str, str | None]:
-    """The pin of ``dist`` at the version installed here, and the package index it needs besides PyPI (None:
-    PyPI has it). PyPI hosts no local versions ("+cpu"): PyTorch's builds come from PyTorch's index, and any
-    other local build is pinned to its public version."""
-    try:
-        version = metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return dist, None
+def _pinned(dist: str, recorded: dict[str, str]) -> tuple[str, str | None]:
+    """The pin of ``dist`` at the version the build recorded (else the one installed here), and the package index it
+    needs besides PyPI (None: PyPI has it). PyPI hosts no local versions ("+cpu"): PyTorch's builds come from
+    PyTorch's index, and any other local build is pinned to its public version."""
+    version = recorded.get(dist) if isinstance(recorded.get(dist), str) else None
+    if version is None:
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return dist, None
     public, _, label = version.partition("+")
     if not label:
         return f"{dist}=={version}", None
@@ -92,7 +95,8 @@ def image_recipe(repo: Path, image: str) -> tuple[str, str] | None:
     missing = missing_packages(repo, image)
     if not missing:
         return None
-    pinned = [_pinned(dist) for dist in sorted(missing)]
+    recorded = (read_build_manifest(repo) or {}).get("package_versions")
+    pinned = [_pinned(dist, recorded if isinstance(recorded, dict) else {}) for dist in sorted(missing)]
     indexes = sorted({index for _pin, index in pinned if index})
     pins = " ".join([*(f"--extra-index-url {index}" for index in indexes), *(pin for pin, _index in pinned)])
     why = "".join(f"#   {dist}: {', '.join(models)}\n" for dist, models in sorted(missing.items()))

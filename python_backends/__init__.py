@@ -53,6 +53,20 @@ SHARED: dict[str, tuple[str, ...]] = {"onnx_runner": ("cores",), "cpu_llm": ("co
 ENGINE_PACKAGES = {"onnxruntime": ("onnxruntime",), "torch": ("torch", "transformers")}  # onnx_runner's engines
 
 
+def installed_versions() -> dict[str, str]:
+    """{distribution: the version installed here} of what the shipped models import: the build records them, and
+    `deploy k8s`'s Dockerfile pins to them wherever it runs (a deploy-only CI job has none of them installed)."""
+    from importlib import metadata
+
+    found = {}
+    for dist in sorted({d for dists in (*PACKAGES.values(), *ENGINE_PACKAGES.values()) for d in dists}):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
 def shipped_model(version_dir: Path) -> str | None:
     """Which shipped model a repository's version folder holds (its model.py compared byte for byte with this
     tritonforge's); None: not one, or one another tritonforge version shipped (the build records the name:

@@ -76,6 +76,9 @@ def plan_repository(
             for k, m in spec.of_kind(LLMModel).items()
         }
     manifest["python_models"] = python_models(plan.files)
+    from tritonforge import python_backends
+
+    manifest["package_versions"] = python_backends.installed_versions()  # what the build was checked with
     manifest["gateway_models"] = gateway_models(spec)
     # Files at the repository root are not models; Triton ignores them.
     plan.files["tritonforge.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()

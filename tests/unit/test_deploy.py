@@ -780,6 +780,23 @@ def test_image_recipe_adds_the_packages_a_known_image_lacks(cpu_repo: Path, tmp_
     assert (tmp_path / "full" / "Dockerfile").read_text().endswith(f"pip install --no-cache-dir {ort} {tokenizers}\n")
 
 
+def test_the_dockerfile_pins_the_versions_the_build_recorded(cpu_repo: Path, tmp_path: Path) -> None:
+    """Pinned to what was installed where deploy ran: a deploy-only CI job (no onnxruntime there) wrote unpinned
+    packages (packaging audit). The build records the versions its checks ran with; deploy pins those."""
+    import shutil
+    from importlib import metadata
+
+    recorded = json.loads((cpu_repo / "tritonforge.json").read_text())["package_versions"]
+    assert recorded["onnxruntime"] == metadata.version("onnxruntime")
+    repo = tmp_path / "repo"
+    shutil.copytree(cpu_repo, repo)
+    info = json.loads((repo / "tritonforge.json").read_text())
+    info["package_versions"]["onnxruntime"] = "1.17.3"  # as a build elsewhere recorded it
+    (repo / "tritonforge.json").write_text(json.dumps(info))
+    deploy_k8s(repo, tmp_path / "out", _options())
+    assert (tmp_path / "out" / "Dockerfile").read_text().endswith("pip install --no-cache-dir onnxruntime==1.17.3\n")
+
+
 def test_an_older_builds_model_py_still_gets_its_packages_from_the_builds_record(
     cpu_repo: Path, tmp_path: Path
 ) -> None:
