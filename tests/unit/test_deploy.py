@@ -1071,10 +1071,13 @@ def test_local_versions_are_pinned_to_an_index_that_has_them(monkeypatch: pytest
     versions = {"torch": "2.13.0+cpu", "faiss-cpu": "1.9.0", "mylib": "1.2+local.3"}
     monkeypatch.setattr(image.metadata, "version", lambda dist: versions[dist] if dist in versions else
                         (_ for _ in ()).throw(metadata.PackageNotFoundError(dist)))
-    assert image._pinned("torch") == ("torch==2.13.0+cpu", "https://download.pytorch.org/whl/cpu")
-    assert image._pinned("faiss-cpu") == ("faiss-cpu==1.9.0", None)
-    assert image._pinned("mylib") == ("mylib==1.2", None)
-    assert image._pinned("absent") == ("absent", None)
+    assert image._pinned("torch", {}) == ("torch==2.13.0+cpu", "https://download.pytorch.org/whl/cpu")
+    assert image._pinned("faiss-cpu", {}) == ("faiss-cpu==1.9.0", None)
+    assert image._pinned("mylib", {}) == ("mylib==1.2", None)
+    assert image._pinned("absent", {}) == ("absent", None)
+    # the build's record first (what its checks ran with), with the same rules for local versions
+    assert image._pinned("absent", {"absent": "2.13.0+cu130"}) == ("absent==2.13.0", None)
+    assert image._pinned("torch", {"torch": "2.12.0+cpu"}) == ("torch==2.12.0+cpu", "https://download.pytorch.org/whl/cpu")
 
 
 # ------------------------------------------------------------------------ install semantics (k8s audit, 20th session)
