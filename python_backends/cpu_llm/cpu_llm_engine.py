@@ -6,6 +6,7 @@ what a Triton container has plus torch/transformers. See model.py's docstring fo
 """
 
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -71,6 +72,49 @@ class _Backlog:
             self.metrics["scheduled"].set(admitted)
 
 
+SEND_STALL_S = float(os.environ.get("TRITONFORGE_SEND_STALL_S", "30"))
+
+
+class _SendWatch:
+    """Sends that never return. A decoupled response is handed to the server, which acknowledges it; when the
+    request's caller is gone (the stub of a BLS model that called this engine was killed), no acknowledgement came,
+    the one scheduler thread waited forever, and the engine answered nothing more while the model stayed READY
+    (robustness audit). A send blocked SEND_STALL_S (a normal one takes microseconds; the client's own pace never
+    blocks it) ends this stub, so that it is restarted (`tritonforge serve`'s watchdog reloads the model): its
+    requests then fail, which clients and the gateway see as a reload, instead of every later one hanging."""
+
+    def __init__(self, limit=SEND_STALL_S, exit_process=os._exit):
+        self.limit, self.exit_process = limit, exit_process
+        self.sending = {}  # thread id -> when its send began
+        threading.Thread(target=self._watch, name="cpu-llm-send-watch", daemon=True).start()
+
+    @contextlib.contextmanager
+    def send(self):
+        key = threading.get_ident()
+        self.sending[key] = time.monotonic()
+        try:
+            yield
+        finally:
+            self.sending.pop(key, None)
+
+    def _watch(self):
+        while True:
+            time.sleep(min(1.0, self.limit / 4))
+            began = min(self.sending.values(), default=None)
+            if began is not None and time.monotonic() - began > self.limit:
+                _log("error", f"a response send has been blocked for {self.limit:.0f} s (its request's caller is "
+                              "gone?): ending this stub so that it is restarted")
+                self.exit_process(70)
+                return
+
+
+_SEND_WATCH = None  # the engine's, made with it (sends from execute() and from the scheduler thread alike)
+
+
+def _guarded_send():
+    return _SEND_WATCH.send() if _SEND_WATCH is not None else contextlib.nullcontext()
+
+
 class _Job:
     """One Triton request: its response sender and the sequences (one per batch item) generated for it."""
 
@@ -105,14 +149,15 @@ class _Job:
         if self.closed:
             return False
         try:
-            if final:
-                self.closed = True
-                if response is None:
-                    self.sender.send(flags=FINAL)
+            with _guarded_send():
+                if final:
+                    self.closed = True
+                    if response is None:
+                        self.sender.send(flags=FINAL)
+                    else:
+                        self.sender.send(response, flags=FINAL)
                 else:
-                    self.sender.send(response, flags=FINAL)
-            else:
-                self.sender.send(response)
+                    self.sender.send(response)
             return True
         except Exception as err:
             _log("warn", f"request '{self.request_id}': could not send a response ({err}); closing it")
@@ -230,6 +275,9 @@ class _Engine:
         self.stopping = False
         self.last_waiting_check = 0.0
         self.backlog = _Backlog(owner.model_name, owner.model_version, owner.max_batch)
+        global _SEND_WATCH
+        if _SEND_WATCH is None:
+            _SEND_WATCH = _SendWatch()
         self.thread = threading.Thread(target=self._loop, name="cpu-llm-scheduler", daemon=True)
         self.thread.start()
 

@@ -295,3 +295,36 @@ def test_a_stream_whose_engine_stub_dies_ends_with_model_not_ready_not_a_hang(de
                 return time.perf_counter() - began
 
         assert asyncio.run(run()) < 30
+
+
+def test_an_engine_whose_callers_stub_died_mid_stream_is_restarted_not_hung(
+    demo_repo, robust, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rag answer step's stub killed mid-stream left the engine's scheduler in a send that never returned: every
+    later llm/rag request hung while every model stayed READY (robustness audit). The engine ends its stub after a
+    send blocked TRITONFORGE_SEND_STALL_S (30 s; 3 here), the watchdog reloads it, and the engine serves again."""
+    from tritonforge.errors import ClientError
+
+    monkeypatch.setenv("TRITONFORGE_SEND_STALL_S", "3")  # the stubs inherit the server's environment
+    server = TritonServer(demo_repo, startup_timeout=120)
+    with server, Client(server.endpoints.grpc, timeout=60, retries=0) as client:
+        assert client.generate("warm up", max_tokens=4)
+        (answer_stub,) = robust.stub_pids(server, "answer_generate")
+        # a raw caller: no stop of its own (the clients' stop would end the generation, and with it the sends)
+        stream = client.rag_stream("Tell me a long story about the sea", max_tokens=300, engine_model=None,
+                                   timeout=15)
+        killed = False
+        with pytest.raises(ClientError):  # the answer step's stub is gone
+            for i, _piece in enumerate(stream):
+                if i == 1:
+                    os.kill(answer_stub, signal.SIGKILL)
+                    killed = True
+        assert killed
+        # the engine's own stub ended (a send to the dead caller blocked) and was restarted
+        assert robust.wait_for(lambda: server.watchdog.healed.get("tensorrt_llm"), timeout=60)
+        assert robust.wait_for(lambda: server.watchdog.healed.get("answer_generate"), timeout=60)
+        assert "blocked for 3 s" in server.log_text()
+        began = time.perf_counter()
+        assert client.generate("again", max_tokens=4, timeout=30)  # the engine serves again, not hung
+        assert client.rag("what is triton?", max_tokens=4, timeout=30).text is not None
+        assert time.perf_counter() - began < 30

@@ -850,3 +850,29 @@ def test_bf16_weights_serve_lora_adapters_as_peft_does_on_the_bf16_base(module: 
         assert [r.tokens() for r in requests] == [with_adapter, without]
     finally:
         instance.finalize()
+
+
+def test_a_send_that_never_returns_ends_the_stub_so_it_is_restarted(module: ModuleType, model: Any) -> None:
+    """A BLS caller's stub killed mid-stream left the engine's one scheduler thread in a send that never returned:
+    the engine answered nothing more while READY (robustness audit). A send blocked past its limit ends the stub
+    (exit 70), which the watchdog restarts; sends that return, however many, do not."""
+    engine_module = module._engine
+    assert engine_module._SEND_WATCH is not None  # the engine made it, and every job's send goes through it
+    exits: list[int] = []
+    watch = engine_module._SendWatch(limit=0.3, exit_process=exits.append)
+    for _ in range(50):
+        with watch.send():
+            pass
+    time.sleep(0.6)
+    assert exits == []
+    stuck = threading.Event()
+
+    def blocked_send() -> None:
+        with watch.send():
+            stuck.wait(10)
+
+    thread = threading.Thread(target=blocked_send, daemon=True)
+    thread.start()
+    wait_for(lambda: exits == [70], timeout=5)
+    stuck.set()
+    thread.join(5)
