@@ -15,7 +15,8 @@ is Triton's; the other LLM() arguments (parallel sizes, KV cache, ...) have no C
   sampling_param_logits_post_processor_name are answered UNSUPPORTED.
   Outputs: text_output STRING (streaming: the new text of each token, held back while it ends inside a UTF-8
   character or could be the start of a stop string), and finish_reason ("stop", "length", "cancelled"),
-  stop_reason (the stop string, or "None"), cumulative_logprob as strings when asked for (as upstream's model.py).
+  stop_reason (the stop string, or "None") as strings, cumulative_logprob as FP32 (as the config declares; upstream's
+model.py sends it as text, which contradicted the model's metadata), when asked for.
   tritonforge's additions: return_num_input_tokens / return_num_output_tokens BOOL -> num_input_tokens and
   num_output_tokens INT32 (the prompt's tokens; the tokens a response covers), as the engine's own tensors have.
 
@@ -50,6 +51,7 @@ INPUTS = {
 UNSUPPORTED = {"sampling_param_best_of": ("ne", 1), "sampling_param_return_perf_metrics": "true",
                "sampling_param_logits_post_processor_name": "text"}
 MAX_TOKENS = 32  # SamplingParams.max_tokens' default
+MAX_TEXT_BYTES = 1 << 20  # the tokenizers' limit
 OUTPUT_FLAGS = ("return_finish_reason", "return_stop_reason", "return_cumulative_logprob")
 
 
@@ -118,8 +120,14 @@ class LLMAPITensors:
             raise self.error("input 'text_input' (TYPE_STRING) is required")
         texts = texts.reshape(texts.shape[0], -1)
         batch = texts.shape[0]
+        if texts.shape[1] != 1:  # the others were dropped without a word (robustness audit)
+            raise self.error(f"text_input carries one prompt per batch item; got {texts.shape[1]}")
         encoded = []
         for b in range(batch):
+            size = len(texts[b, 0]) if isinstance(texts[b, 0], bytes) else 0
+            if size > MAX_TEXT_BYTES:  # before tokenizing: a 100 MB prompt took the stub to 13 GB (robustness audit)
+                raise self.error(f"text_input[{b}] is {size} bytes; at most {MAX_TEXT_BYTES} are taken (a prompt "
+                                 "that long is far past any model's context)")
             try:
                 prompt = decode(texts[b, 0], strict=True)
             except UnicodeDecodeError:
@@ -199,9 +207,9 @@ class LLMAPITensors:
         if flags.get("return_stop_reason"):
             reason = getattr(seq, "stop_reason", None)
             tensors.append(pb_utils.Tensor("stop_reason", np.array([[str(reason).encode()]], dtype=np.object_)))
-        if flags.get("return_cumulative_logprob"):
-            total = str(float(sum(seq.log_probs))).encode()
-            tensors.append(pb_utils.Tensor("cumulative_logprob", np.array([[total]], dtype=np.object_)))
+        if flags.get("return_cumulative_logprob"):  # FP32, as the config declares (upstream's model.py sends text)
+            total = float(sum(seq.log_probs))
+            tensors.append(pb_utils.Tensor("cumulative_logprob", np.array([[total]], dtype=np.float32)))
         if seq.return_num_input_tokens:
             tensors.append(pb_utils.Tensor("num_input_tokens", np.array([[len(seq.prompt)]], dtype=np.int32)))
         if seq.return_num_output_tokens:

@@ -110,7 +110,15 @@ def _lora_weights_tensor(name, weights):
     return pb_utils.Tensor.from_dlpack(name, torch.utils.dlpack.to_dlpack(bf16))
 
 
+# a text longer than this is refused before it is decoded or tokenized: a 100 MB prompt took the engine's stub to
+# 13 GB before its length was checked against max_input_len (robustness audit); the tokenizers' limit too
+MAX_TEXT_BYTES = 1 << 20
+
+
 def _text(item, name):
+    if isinstance(item, bytes) and len(item) > MAX_TEXT_BYTES:
+        raise RequestError(f"{name} is {len(item)} bytes; at most {MAX_TEXT_BYTES} are taken (a prompt that long is "
+                           "far past any model's context)")
     if isinstance(item, bytes):
         try:
             return item.decode("utf-8")
@@ -131,6 +139,9 @@ def _conversation(value):
         messages = json.loads(text)
     except json.JSONDecodeError as err:
         raise RequestError(f"chat_messages is not JSON: {err}") from None
+    except RecursionError:  # an internal error before (robustness audit)
+        raise RequestError('chat_messages is nested too deeply: give a flat JSON list of {"role", "content"} '
+                           "objects") from None
     if not isinstance(messages, list) or not messages:
         raise RequestError('chat_messages must be a non-empty JSON list of {"role": ..., "content": ...} objects')
     for i, message in enumerate(messages):

@@ -44,10 +44,17 @@ class RequestError(ValueError):
     pass
 
 
+# a text longer than this is refused before it is decoded or tokenized: a 100 MB prompt took the engine's stub to
+# 13 GB before its length was checked against max_input_len (robustness audit); the tokenizers' limit too
+MAX_TEXT_BYTES = 1 << 20
+
+
 def _text(item, where):
     """A TYPE_STRING element as str; RequestError naming the input and element when it is not UTF-8."""
     if not isinstance(item, bytes):
         return str(item)
+    if len(item) > MAX_TEXT_BYTES:
+        raise RequestError(f"{where} is {len(item)} bytes; at most {MAX_TEXT_BYTES} are taken")
     try:
         return item.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -12,7 +12,8 @@ NVIDIA TensorRT-LLM's `triton_backend/all_models/llmapi/tensorrt_llm` (config.pb
   a relative lora_path is resolved against the version folder); `stop` (true) aborts the running request with
   this request's id; `return_finish_reason`, `return_stop_reason`, `return_cumulative_logprob`.
   -> text_output (streaming: each response carries the new text only, as the `llm` ensemble's clients expect),
-  finish_reason, stop_reason, cumulative_logprob (as strings, like upstream's model.py) when asked for;
+  finish_reason, stop_reason (as strings, like upstream's model.py) and cumulative_logprob (FP32, as the config
+  declares; upstream's model.py sends text) when asked for;
   tritonforge's additions return_num_input_tokens / return_num_output_tokens -> num_input_tokens /
   num_output_tokens INT32 (the gateway's exact `usage`).
 
@@ -47,6 +48,9 @@ REASONS = {"return_finish_reason": ("finish_reason", "finish_reason"),
 
 class RequestError(Exception):
     pass
+
+
+MAX_TEXT_BYTES = 1 << 20  # a prompt longer than this is refused before it is decoded (the tokenizers' limit)
 
 
 STATS_WAIT_S = 2.0  # get_stats_async's wait for iteration statistics (LLM()'s default)
@@ -191,6 +195,12 @@ class TritonPythonModel:
             raise RequestError("input 'text_input' (TYPE_STRING) is required")
         texts = arrays["text_input"].reshape(arrays["text_input"].shape[0], -1)
         batch = texts.shape[0]
+        if texts.shape[1] != 1:
+            raise RequestError(f"text_input carries one prompt per batch item; got {texts.shape[1]}")
+        for i in range(batch):
+            size = len(texts[i, 0]) if isinstance(texts[i, 0], bytes) else 0
+            if size > MAX_TEXT_BYTES:
+                raise RequestError(f"text_input[{i}] is {size} bytes; at most {MAX_TEXT_BYTES} are taken")
         prompts = [_text(texts[i, 0]) for i in range(batch)]
         streaming = bool(_rows(arrays, "streaming", batch)[0] or False)
         if streaming and not self.decoupled:
@@ -321,9 +331,15 @@ class TritonPythonModel:
         texts = [(o.text_diff if delta else o.text) for o in outputs]
         tensors = [pb_utils.Tensor("text_output", np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_))]
         for flag, (name, attribute) in REASONS.items():
-            if flags.get(flag):
-                values = [str(getattr(o, attribute, None)).encode() for o in outputs]
-                tensors.append(pb_utils.Tensor(name, np.array([[v] for v in values], dtype=np.object_)))
+            if not flags.get(flag):
+                continue
+            if name == "cumulative_logprob":  # FP32, as the config declares (upstream's model.py sends text)
+                logprobs = [getattr(o, attribute, None) for o in outputs]
+                values = [[float("nan") if v is None else float(v)] for v in logprobs]
+                tensors.append(pb_utils.Tensor(name, np.array(values, dtype=np.float32)))
+                continue
+            texts_of = [str(getattr(o, attribute, None)).encode() for o in outputs]
+            tensors.append(pb_utils.Tensor(name, np.array([[v] for v in texts_of], dtype=np.object_)))
         if flags.get("return_num_input_tokens"):
             counts = [len(getattr(r, "prompt_token_ids", None) or ()) for r in results]
             tensors.append(pb_utils.Tensor("num_input_tokens", np.array([[n] for n in counts], dtype=np.int32)))

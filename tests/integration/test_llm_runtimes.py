@@ -179,6 +179,7 @@ def test_llm_api_tensors_straight_to_the_engine_model(both: object) -> None:
         "sampling_param_max_tokens": np.array([[6]], np.int32),
         "return_finish_reason": np.array([[True]]),
         "return_stop_reason": np.array([[True]]),
+        "return_cumulative_logprob": np.array([[True]]),
     }
     results: list[object] = []
     c.start_stream(callback=lambda result, error: results.append(error or result))
@@ -190,6 +191,7 @@ def test_llm_api_tensors_straight_to_the_engine_model(both: object) -> None:
         inputs.append(tensor)
     c.async_stream_infer("tensorrt_llm", inputs, request_id="x1")
     c.stop_stream()
+    c_metadata = c.get_model_metadata("tensorrt_llm", as_json=True)
     c.close()
     (result,) = results
     assert not isinstance(result, Exception), result
@@ -197,6 +199,11 @@ def test_llm_api_tensors_straight_to_the_engine_model(both: object) -> None:
     assert text == expected
     assert result.as_numpy("finish_reason").reshape(-1)[0] == b"length"  # type: ignore[attr-defined]
     assert result.as_numpy("stop_reason").reshape(-1)[0] == b"None"  # type: ignore[attr-defined]
+    # FP32 as the model's metadata says (it came as text: robustness audit); greedy, so a sum of log-probs <= 0
+    logprob = result.as_numpy("cumulative_logprob")  # type: ignore[attr-defined]
+    assert logprob.dtype == np.float32 and float(logprob.reshape(-1)[0]) <= 0.0
+    (output,) = [o for o in c_metadata["outputs"] if o["name"] == "cumulative_logprob"]
+    assert output["datatype"] == "FP32"
 
 
 def test_stop_strings_end_the_text_before_them(both: object) -> None:

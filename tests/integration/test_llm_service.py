@@ -10,9 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tritonforge.clients import Client
+from tritonforge.clients.generation import Sampling, generation_inputs
 from tritonforge.errors import ClientError
 
 pytestmark = pytest.mark.integration
@@ -254,3 +256,26 @@ def test_upstream_style_raw_request_to_the_ensemble(llm_server) -> None:
     with urllib.request.urlopen(request, timeout=30) as response:
         reply = json.loads(response.read())
     assert reply["model_name"] == "llm" and reply["text_output"]
+
+
+def test_oversized_or_malformed_prompts_are_refused_before_any_work(llm_server) -> None:
+    """A 100 MB prompt was tokenized whole before its length was checked (the engine's stub reached 13 GB), a
+    deeply nested chat_messages was an internal RecursionError, and extra prompts in one text_input row were
+    dropped without a word (robustness audit). Each is now this request's INVALID_ARG, and the next request serves."""
+    big = "word " * 300_000  # 1.5 MB
+    with Client(llm_server.endpoints.grpc, retries=0) as client:
+        for model in ("llm", "tensorrt_llm"):
+            inputs = generation_inputs(big, Sampling.of({"max_tokens": 4}), stream=False)
+            if model == "tensorrt_llm":
+                inputs = {"text_input": inputs["text_input"], "sampling_param_max_tokens": np.array([[4]], np.int32)}
+            with pytest.raises(ClientError, match=r"is 1500000 bytes; at most 1048576 are taken"):
+                "".join(client.stream_text(model, inputs, timeout=30))
+        nested = generation_inputs("hi", Sampling.of({"max_tokens": 4}), stream=False)
+        nested["chat_messages"] = np.array([["[" * 100_000 + "]" * 100_000]], dtype=object)
+        with pytest.raises(ClientError, match="chat_messages is nested too deeply"):
+            "".join(client.stream_text("llm", nested, timeout=30))
+        two = {"text_input": np.array([[b"a", b"b"]], dtype=object),
+               "sampling_param_max_tokens": np.array([[4]], np.int32)}
+        with pytest.raises(ClientError, match="text_input carries one prompt per batch item; got 2"):
+            "".join(client.stream_text("tensorrt_llm", two, timeout=30))
+        assert client.generate("still serving", max_tokens=4)

@@ -150,6 +150,9 @@ def test_sampling_inputs_map_by_name_and_the_completion_is_returned(model: Any) 
     assert lora is None and streaming is False
     reason = {x.name(): x.as_numpy() for x in responses[-1].output_tensors()}["finish_reason"]
     assert reason.reshape(-1)[0] == b"length"
+    logprob = run(model, text_input=strings([["a b"]]), return_cumulative_logprob=np.array([[True]]))[-1]
+    value = {x.name(): x.as_numpy() for x in logprob.output_tensors()}["cumulative_logprob"]
+    assert value.dtype == np.float32 and value.reshape(-1)[0] == np.float32(-1.5)  # FP32, as the config declares
 
 
 def test_streaming_sends_the_new_text_of_each_step(model: Any) -> None:
