@@ -144,6 +144,9 @@ class LLMAPITensors:
         if "exclude_input_in_output" not in out:
             out["exclude_input_in_output"] = np.ones((batch, 1), dtype=bool)
         names = arrays.get("lora_name")
+        if (names is None or not names.size) and "lora_id" in arrays and arrays["lora_id"].size:
+            raise self.error("lora_id, lora_name and lora_path must all be provided together (a lora_id alone was "
+                             "served by the base model)")
         if names is not None and names.size:
             flat = names.reshape(names.shape[0], -1)
             chosen = [bool(decode(flat[b if flat.shape[0] > b else 0][0]).strip()) for b in range(batch)]

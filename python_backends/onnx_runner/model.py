@@ -43,6 +43,22 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
+def _token_problem(arrays):
+    """What is wrong with a tokenized batch that ONNX Runtime would take without a word (robustness audit): a
+    negative token id (its Gather wraps it to the end of the vocabulary), an attention mask other than 0/1, or
+    sequences of no tokens (an all-zero embedding); None when nothing is."""
+    for name in ("input_ids", "token_type_ids"):
+        ids = arrays.get(name)
+        if ids is not None and ids.size and int(ids.min()) < 0:
+            return f"input '{name}' holds a negative token id ({int(ids.min())}): ids are 0 or more"
+    mask = arrays.get("attention_mask")
+    if mask is not None and mask.size and not np.isin(mask, (0, 1)).all():
+        return "input 'attention_mask' holds values other than 0 and 1"
+    if any(a.shape[-1] == 0 for a in arrays.values()):
+        return "the sequences hold no tokens: give at least one per row"
+    return None
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -187,10 +203,10 @@ class TritonPythonModel:
         shapes = {a.shape for a in arrays.values()}
         if len(shapes) != 1:
             return None, f"inputs must share one shape, got {sorted(shapes)}"
-        return arrays, None
+        return arrays, _token_problem(arrays)
 
     def execute(self, requests):
-        read = [self._read(r) for r in requests]
+        read = [(None, err) if err else (a, None) for a, err in (self._read(r) for r in requests)]
         good = [a for a, err in read if a is not None]
         try:
             results = iter(self._run(good) if good else [])

@@ -46,6 +46,8 @@ class TritonPythonModel:
         rows = []
         for i in range(ids.shape[0]):
             real = [j for j in range(ids.shape[1]) if ids[i, j] not in (b"", "")]
+            if any(np.isnan(float(scores[i, j])) for j in real):  # NaN compares false: the order came out wrong
+                raise ValueError(f"RERANK_SCORES[{i}] holds NaN: scores must be numbers")
             real.sort(key=lambda j: -float(scores[i, j]))
             rows.append(real[: int(wanted[i])])
         width = max((len(r) for r in rows), default=0)

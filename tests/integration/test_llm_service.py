@@ -92,6 +92,10 @@ def test_bad_generation_requests_get_clear_errors(llm_server) -> None:
             client.generate("hi", max_tokens=5000)  # max_seq_len is 512
         with pytest.raises(ClientError, match=r"the prompt has \d+ tokens, more than max_input_len=256"):
             client.generate("word " * 2000, max_tokens=4)
+        alone = {"text_input": np.array([[b"hi"]], dtype=object), "sampling_param_max_tokens": np.array([[4]], np.int32),
+                 "lora_id": np.array([[99]], np.uint64)}  # was served by the base model without a word
+        with pytest.raises(ClientError, match="lora_id, lora_name and lora_path must all be provided together"):
+            "".join(client.stream_text("tensorrt_llm", alone, timeout=30))
         assert client.generate("still serving", max_tokens=4)
 
 

@@ -314,6 +314,23 @@ def test_a_bad_request_fails_alone(module: Any, tmp_path: Path) -> None:
     np.testing.assert_allclose(responses[2].output_tensors()[0].as_numpy()[:, 0], [7.0])
 
 
+def test_token_batches_onnx_runtime_would_take_silently_are_refused_alone(module: Any, tmp_path: Path) -> None:
+    """A negative token id (ONNX Runtime's Gather wraps it), a mask of 2, and rows of no tokens (an all-zero
+    embedding) were answered as if valid (robustness audit): each is that request's INVALID_ARG."""
+    model = load(module, tmp_path)
+    ids, mask = padded([[1, 2]])
+    cases = {
+        "a negative token id (-5)": Request(input_ids=np.array([[1, -5]], np.int64), attention_mask=mask),
+        "values other than 0 and 1": Request(input_ids=ids, attention_mask=np.array([[1, 2]], np.int64)),
+        "hold no tokens": Request(input_ids=np.zeros((1, 0), np.int64), attention_mask=np.zeros((1, 0), np.int64)),
+    }
+    responses = model.execute([request([[1, 2]]), *cases.values(), request([[7]])])
+    for says, response in zip(cases, responses[1:-1], strict=True):
+        assert response.has_error() and says in response.error().message(), says
+    np.testing.assert_allclose(responses[0].output_tensors()[0].as_numpy()[:, 0], [1.5])
+    np.testing.assert_allclose(responses[-1].output_tensors()[0].as_numpy()[:, 0], [7.0])
+
+
 def test_an_unknown_engine_is_refused_by_name(module: Any, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="parameter engine must be 'onnxruntime' or 'torch', got 'tensorrt'"):
         load(module, tmp_path, engine="tensorrt")
