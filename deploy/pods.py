@@ -21,19 +21,20 @@ def spread(selector: dict[str, str], *, zones: bool) -> list[dict[str, Any]]:
     """Replicas spread over nodes (and zones), as a preference: a node drain or a zone outage takes one of them,
     not all; a cluster with fewer nodes than replicas still schedules them."""
     keys = ["kubernetes.io/hostname", *(["topology.kubernetes.io/zone"] if zones else [])]
+    # matchLabelKeys: a rollout's new pods are spread among themselves, not counted with the old ones they replace
     return [{"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
-             "labelSelector": {"matchLabels": dict(selector)}} for key in keys]
+             "labelSelector": {"matchLabels": dict(selector)}, "matchLabelKeys": ["pod-template-hash"]}
+            for key in keys]
 
 
 def network_policy(
-    policy: NetworkPolicySettings, selector: dict[str, str], gateway: bool, name: str
+    policy: NetworkPolicySettings, selector: dict[str, str], gateway_pods: dict[str, str] | None
 ) -> dict[str, Any]:
     """The Triton pods' NetworkPolicy values: who may reach the inference ports (the gateway's pods over gRPC, the
     named clients over HTTP and gRPC); the metrics port from anywhere, as Prometheus runs in a namespace of its own."""
     inference = [{"port": "http", "protocol": "TCP"}, {"port": "grpc", "protocol": "TCP"}]
     ingress: list[dict[str, Any]] = []
-    if gateway:
-        gateway_pods = {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "gateway"}
+    if gateway_pods:  # the gateway Deployment's own selector: one copy of its labels
         ingress.append({"from": [{"podSelector": {"matchLabels": gateway_pods}}],
                         "ports": [{"port": "grpc", "protocol": "TCP"}]})
     clients: list[dict[str, Any]] = [

@@ -189,7 +189,8 @@ def _request_id(scope: Any) -> str:
 
 
 class MetricsListener:
-    """The metrics listener's requests: ``GET /metrics`` only (a 404 for anything else), answered without a key.
+    """The metrics listener's requests: ``/metrics`` only (a 404 for any other path; the route's own 405 for a
+    method other than GET), answered without a key.
     Raw ASGI, as :class:`ContainErrors`. A request's port is the listener it arrived on (ASGI's ``server``)."""
 
     def __init__(self, app: Any, port: int) -> None:

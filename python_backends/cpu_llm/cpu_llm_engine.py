@@ -72,7 +72,20 @@ class _Backlog:
             self.metrics["scheduled"].set(admitted)
 
 
-SEND_STALL_S = float(os.environ.get("TRITONFORGE_SEND_STALL_S", "30"))
+def _stall_limit(text):
+    """TRITONFORGE_SEND_STALL_S: seconds > 0, or inf (never); anything else is logged and the default kept (0 ended
+    the stub on any send, a negative value silently stopped the watch)."""
+    try:
+        limit = float(text)
+    except ValueError:
+        limit = float("nan")
+    if not limit > 0:
+        _log("warn", f"TRITONFORGE_SEND_STALL_S={text!r} is not a number of seconds > 0 (or inf): 30 s it is")
+        return 30.0
+    return limit
+
+
+SEND_STALL_S = _stall_limit(os.environ.get("TRITONFORGE_SEND_STALL_S", "30"))
 
 
 class _SendWatch:
@@ -98,6 +111,8 @@ class _SendWatch:
             self.sending.pop(key, None)
 
     def _watch(self):
+        if self.limit == float("inf"):
+            return
         while True:
             time.sleep(min(1.0, self.limit / 4))
             began = min(self.sending.values(), default=None)

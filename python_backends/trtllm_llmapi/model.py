@@ -29,6 +29,7 @@ PyYAML, tensorrt_llm and triton_python_backend_utils are imported, never tritonf
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
@@ -55,6 +56,7 @@ MAX_TEXT_BYTES = 1 << 20  # a prompt longer than this is refused before it is de
 
 STATS_WAIT_S = 2.0  # get_stats_async's wait for iteration statistics (LLM()'s default)
 STATS_PERIOD_S = 1.0  # between two reads of them
+IDLE_READS = 3  # reads in a row without statistics: the LLM runs no iteration
 
 
 class Backlog:
@@ -98,16 +100,26 @@ class Backlog:
         for kind, value in values.items():
             self.metrics[kind].set(value)
 
-    async def follow(self, llm):
-        """Read the LLM's iteration statistics until cancelled (finalize)."""
+    async def follow(self, llm, started):
+        """Read the LLM's iteration statistics until cancelled (finalize), from the first request on (before it,
+        TensorRT-LLM's executor logs "not available yet" at every read). Reads that bring none for IDLE_READS in a
+        row mean the LLM is idle (it runs no iteration): the gauges go to 0 (they kept the last busy values)."""
+        await started.wait()
+        empty = 0
         while True:
+            got = False
             try:
                 async for stat in llm.get_stats_async(timeout=STATS_WAIT_S):
                     self.publish(stat)
+                    got = True
             except asyncio.CancelledError:
                 raise
             except Exception:  # no statistics this round (their queue timed out): read again
                 pass
+            empty = 0 if got else empty + 1
+            if empty == IDLE_READS and self.metrics is not None:
+                for kind in ("waiting", "active", "scheduled"):
+                    self.metrics[kind].set(0)
             await asyncio.sleep(STATS_PERIOD_S)
 
 
@@ -165,15 +177,18 @@ class TritonPythonModel:
         self.running = {}  # request id -> set of generation handles (for `stop`)
         self.lock = threading.Lock()
         self.stats = None
+        self.first_request = asyncio.Event()  # set on the loop (call_soon_threadsafe) at the first request
         if self.llm_args.get("enable_iter_perf_stats"):
             backlog = Backlog(self.config.get("name", args.get("model_name", "")), args["model_version"])
             if backlog.metrics is not None:
-                self.stats = asyncio.run_coroutine_threadsafe(backlog.follow(self.llm), self.loop)
+                self.stats = asyncio.run_coroutine_threadsafe(backlog.follow(self.llm, self.first_request), self.loop)
 
     def finalize(self):
         stats = getattr(self, "stats", None)
         if stats is not None:
             stats.cancel()
+            with contextlib.suppress(Exception):  # a turn of the loop for the reader to end before the loop stops
+                asyncio.run_coroutine_threadsafe(asyncio.sleep(0.05), self.loop).result(2)
         llm = getattr(self, "llm", None)
         if llm is not None:
             llm.shutdown()
@@ -244,6 +259,8 @@ class TritonPythonModel:
         return LoRARequest(names, int(ids), path, lora_ckpt_source=_text(source) if source else "hf")
 
     def execute(self, requests):
+        if not self.first_request.is_set():  # the statistics reader waits for it (see Backlog.follow)
+            self.loop.call_soon_threadsafe(self.first_request.set)
         results = []
         for request in requests:
             sender = request.get_response_sender() if self.decoupled else None

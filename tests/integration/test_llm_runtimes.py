@@ -81,7 +81,10 @@ def test_a_stream_left_early_stops_the_engine_of_its_own_pipeline(both: object) 
         assert client.engine_of("llm_engine") == "chat_e_tensorrt_llm"
         assert client.engine_of("llm") == "tensorrt_llm"
         assert client.engine_of("chat_e_tensorrt_llm") == "chat_e_tensorrt_llm"  # the engine called directly
-        assert client.engine_of("no_such_model") is None
+        # nothing readable (a hiccup, a model still loading): upstream's name, as before, and not kept
+        assert client.engine_of("no_such_model") == "tensorrt_llm" and "no_such_model" not in client._engines
+        assert client.engine_of("preprocessing") is None  # every config read, no engine: none, and kept
+        assert client._engines["preprocessing"] is None
         before = server.log_text().count(stopped)
         stream = client.stream("hello world", max_tokens=1500, model="llm_engine")
         assert next(stream) and next(stream)

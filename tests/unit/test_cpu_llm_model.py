@@ -876,3 +876,7 @@ def test_a_send_that_never_returns_ends_the_stub_so_it_is_restarted(module: Modu
     wait_for(lambda: exits == [70], timeout=5)
     stuck.set()
     thread.join(5)
+    # the setting: seconds > 0 or inf (never); 0 ended the stub on any send, a negative value stopped the watch
+    limit = engine_module._stall_limit
+    assert (limit("5"), limit("inf")) == (5.0, float("inf"))
+    assert limit("0") == limit("-1") == limit("soon") == limit("nan") == 30.0

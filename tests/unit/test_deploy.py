@@ -414,7 +414,7 @@ def test_helm_chart_renders_the_same_resources_as_the_manifests(
         )
         values["networkPolicy"] = network_policy(
             NetworkPolicySettings(enabled=True, client_namespaces=["apps"], client_pod_labels={"team": "ml"}),
-            values["selectorLabels"], True, values["name"],
+            values["selectorLabels"], values["gateway"]["selectorLabels"],
         )
     else:
         values = build_values(cpu_repo, _options(repository_url="pvc://store", credentials_secret=None))
@@ -1410,6 +1410,9 @@ def test_a_network_policy_keeps_tritons_inference_ports_to_the_gateway_and_named
     container_ports = {p["name"] for p in triton["spec"]["containers"][0]["ports"]}
     assert {p for ports in by_port for p in ports} <= container_ports  # named ports the container declares
 
+    with pytest.raises(DeployError, match="renders the InferenceService only, no NetworkPolicy"):
+        deploy_k8s(repo, tmp_path / "kserve", _options(), "kserve")  # it was dropped without a word (review)
+    assert not (tmp_path / "kserve").exists()
     info["deploy"]["network_policy"] = {"enabled": True}
     (repo / "tritonforge.json").write_text(json.dumps(info))
     with pytest.raises(DeployError, match="nothing may call Triton"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tritonforge.triton.engines import MAX_MODELS_READ, find_engine
+from tritonforge.triton.engines import MAX_MODELS_READ, Deadline, find_engine, settled
 
 ENGINE = {"input": [{"name": "text_input"}, {"name": "stop"}]}
 
@@ -56,3 +56,22 @@ def test_unreadable_or_engineless_pipelines_find_none_and_cycles_end() -> None:
     engine, asked = search(wide, "top")
     assert engine == "m9" and len(asked) == 11
     assert len(search({"top": ensemble(*[f"m{i}" for i in range(100)])}, "top")[1]) == MAX_MODELS_READ
+
+
+def test_an_answer_is_kept_only_when_it_is_complete() -> None:
+    """A found engine is kept; none found with every config read means no engine; none found while a config could
+    not be read falls back to upstream's name and is asked again (a hiccup kept for good sent no stop ever after)."""
+    assert settled("bot_tensorrt_llm", complete=False) == ("bot_tensorrt_llm", True)
+    assert settled(None, complete=True) == (None, True)
+    assert settled(None, complete=False) == ("tensorrt_llm", False)
+
+
+def test_one_deadline_covers_every_read() -> None:
+    import time
+
+    deadline = Deadline(0.2)
+    left = deadline.left()
+    assert left is not None and 0 < left <= 0.2 and not deadline.passed()
+    time.sleep(0.25)
+    assert deadline.passed() and deadline.left() == 0.001
+    assert Deadline(None).left() is None and not Deadline(None).passed()

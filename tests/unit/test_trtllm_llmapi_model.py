@@ -205,11 +205,12 @@ class FakeMetricFamily:
 
         class Gauge:
             def __init__(self) -> None:
-                self.labels, self.value = labels, None
+                self.labels, self.value, self.history = labels, None, []
                 family.metrics.append(self)
 
             def set(self, value: float) -> None:
                 self.value = value
+                self.history.append(value)
 
         return Gauge()
 
@@ -244,19 +245,29 @@ def test_the_llms_queue_is_published_as_tensorrt_llms_request_metrics(
     )
     module = load_model(MODEL_PY, monkeypatch)
     monkeypatch.setattr(module.pb_utils, "MetricFamily", FakeMetricFamily, raising=False)
+    monkeypatch.setattr(module, "STATS_PERIOD_S", 0.02)
     m = module.TritonPythonModel()
-    m.initialize(initialize_args({"name": "chat_tensorrt_llm", "max_batch_size": 8}, tmp_path))
+    m.initialize(initialize_args({"name": "chat_tensorrt_llm", "max_batch_size": 8,
+                                  "model_transaction_policy": {"decoupled": True}}, tmp_path))
     try:
         assert StatsLLM.instances[-1].kwargs["enable_iter_perf_stats"] is True
         family = FakeMetricFamily.families[-1]
         assert family.name == "nv_trt_llm_request_metrics" and family.kind == "gauge"
+        time.sleep(0.2)  # nothing is read before the first request (TensorRT-LLM logs "not available yet" then)
+        assert stats and all(g.value is None for g in family.metrics)
+        run(m, text_input=strings([["a b"]]))
         deadline = time.monotonic() + 5
         while any(g.value is None for g in family.metrics):
             assert time.monotonic() < deadline, "no statistics were published"
-            time.sleep(0.02)
-        values = {g.labels["request_type"]: g.value for g in family.metrics}
-        assert values == {"waiting": 6, "active": 8, "scheduled": 7, "max": 8}  # queued + paused wait
+            time.sleep(0.01)
+        published = {g.labels["request_type"]: g.history[0] for g in family.metrics}
+        assert published == {"waiting": 6, "active": 8, "scheduled": 7, "max": 8}  # queued + paused wait
         assert {g.labels["model"] for g in family.metrics} == {"chat_tensorrt_llm"}
+        # idle: reads bring no statistics, and the gauges go back to 0 (they kept the last busy values)
+        deadline = time.monotonic() + 5
+        while {g.labels["request_type"]: g.value for g in family.metrics}["active"] != 0:
+            assert time.monotonic() < deadline, "the gauges kept the last busy values"
+            time.sleep(0.01)
     finally:
         m.finalize()
     assert m.stats.cancelled() or m.stats.done()

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from tritonforge.errors import ClientError, InvalidInputError, TransientError
-from tritonforge.triton.engines import ENGINE_AUTO, engine_search, find_engine
+from tritonforge.triton.engines import ENGINE_AUTO, Deadline, engine_search, find_engine, settled
 from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error
 from tritonforge.triton.options import (
     ClientOptions,
@@ -440,7 +440,9 @@ class Connection(_Base):
         deadline = self._timeout(timeout)
         self._check_open()
         if engine_model == ENGINE_AUTO:
+            lookup = Deadline(deadline)
             engine_model = self.engine_of(model, timeout=deadline)
+            deadline = lookup.left()  # the call's deadline covers the lookup too
         return grpc_stream(
             grpc_client_kwargs(self.url, self.options),
             model,
@@ -457,16 +459,17 @@ class Connection(_Base):
         the configs the server holds (:mod:`tritonforge.triton.engines`); found once per model and connection."""
         if model in self._engines:
             return self._engines[model]
-        deadline = self._timeout(timeout)
-        read: dict[str, Any] = {}
+        deadline, failed = Deadline(self._timeout(timeout)), []
 
         def config_of(name: str) -> dict[str, Any] | None:
-            with contextlib.suppress(ClientError):  # not readable: the request itself will say why
-                read[name] = self.model_config(name, timeout=deadline)
-            return read.get(name)
+            if not deadline.passed():
+                with contextlib.suppress(ClientError):  # not readable: the request itself will say why
+                    return self.model_config(name, timeout=deadline.left())
+            failed.append(name)
+            return None
 
-        engine = find_engine(model, config_of)
-        if model in read:  # kept only when the model itself could be read (not before it is loaded)
+        engine, keep = settled(find_engine(model, config_of), complete=not failed)
+        if keep:
             self._engines[model] = engine
         return engine
 
@@ -698,7 +701,9 @@ class AsyncConnection(_Base):
         on_result: Callable[[Any], None] | None, version: str,
     ) -> AsyncGenerator[str, None]:
         """:meth:`stream_text` once the engine is found (the first stream of ``model`` on this connection)."""
+        lookup = Deadline(deadline)
         engine = await self.engine_of(model, timeout=deadline)
+        deadline = lookup.left()  # the call's deadline covers the lookup too
         stream = self.stream_text(model, inputs, timeout=deadline, engine_model=engine, on_result=on_result,
                                   version=version)
         async with contextlib.aclosing(stream) as pieces:
@@ -709,20 +714,20 @@ class AsyncConnection(_Base):
         """See :meth:`Connection.engine_of`."""
         if model in self._engines:
             return self._engines[model]
-        deadline = self._timeout(timeout)
-        search, read = engine_search(model), False
+        deadline, complete = Deadline(self._timeout(timeout)), True
+        search = engine_search(model)
         try:
             name = next(search)
             while True:
-                try:
-                    config: dict[str, Any] | None = await self.model_config(name, timeout=deadline)
-                    read = read or name == model
-                except ClientError:  # not readable: the request itself will say why
-                    config = None
+                config: dict[str, Any] | None = None
+                if not deadline.passed():
+                    with contextlib.suppress(ClientError):  # not readable: the request itself will say why
+                        config = await self.model_config(name, timeout=deadline.left())
+                complete = complete and config is not None
                 name = search.send(config)
         except StopIteration as done:
-            engine: str | None = done.value
-        if read:  # kept only when the model itself could be read (not before it is loaded)
+            engine, keep = settled(done.value, complete)
+        if keep:
             self._engines[model] = engine
         return engine
 

@@ -13,8 +13,11 @@ The search is a generator that asks for configs, so the sync and async connectio
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
+
+from tritonforge.build_manifest import DEFAULT_ENGINE_MODEL
 
 ENGINE_AUTO = "auto"  # engine_model's value asking for the engine to be found from the configs
 
@@ -70,3 +73,26 @@ def find_engine(model: str, config_of: Callable[[str], Mapping[str, Any] | None]
             name = search.send(config_of(name))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+
+
+def settled(engine: str | None, complete: bool) -> tuple[str | None, bool]:
+    """(the engine a stop goes to, whether to keep that answer for the connection's lifetime). A found engine is
+    kept; none found after every config was read: none (kept); none found while some config could not be read (a
+    transient failure, a model still loading): upstream's name, as before "auto", and asked again next time (a
+    hiccup kept for good would send no stop ever after)."""
+    if engine is not None:
+        return engine, True
+    return (None, True) if complete else (DEFAULT_ENGINE_MODEL, False)
+
+
+class Deadline:
+    """One deadline over the search's reads (each got the whole timeout before), then what is left for the stream."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.end = None if timeout is None else time.monotonic() + timeout
+
+    def left(self) -> float | None:
+        return None if self.end is None else max(0.001, self.end - time.monotonic())
+
+    def passed(self) -> bool:
+        return self.end is not None and time.monotonic() >= self.end
