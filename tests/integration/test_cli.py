@@ -48,8 +48,21 @@ def _children(proc: subprocess.Popen[str]) -> list[str]:
     return subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
 
 
-def _still_running(pids: list[str]) -> list[str]:
-    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+def _still_running(pids: list[str], wait: float = 5.0) -> list[str]:
+    """The processes among ``pids`` still running after at most ``wait`` seconds. A zombie is not running: once the
+    CLI exited, reaping its killed child is init's job, and a container's init may be slow at it (or never do it)."""
+
+    def running(pid: str) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z"
+
+    deadline = time.monotonic() + wait
+    while (alive := [pid for pid in pids if running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
 
 
 def _server_folders() -> set[str]:

@@ -110,7 +110,10 @@ def test_grpc_streams_are_started_with_the_clients_headers_and_compression(monke
     with (Client(f"127.0.0.1:{_closed_port()}", headers={"X-Custom": "secret"}, compression="gzip", retries=0,
                  timeout=7) as client, pytest.raises(TransientError)):
         client.generate("hi", max_tokens=2)
-    assert started[0] == {"headers": {"X-Custom": "secret"}, "compression": "gzip", "timeout": 7.0}, started
+    # the call's deadline covers the engine lookup before the stream, so the stream gets what is left of the 7 s
+    assert {k: v for k, v in started[0].items() if k != "timeout"} == {"headers": {"X-Custom": "secret"},
+                                                                       "compression": "gzip"}, started
+    assert 6.0 < started[0]["timeout"] <= 7.0, started
 
 
 def test_from_options_keeps_the_whole_retry_policy() -> None:
