@@ -323,7 +323,7 @@ def test_an_engine_whose_callers_stub_died_mid_stream_is_restarted_not_hung(
         # the engine's own stub ended (a send to the dead caller blocked) and was restarted
         assert robust.wait_for(lambda: server.watchdog.healed.get("tensorrt_llm"), timeout=60)
         assert robust.wait_for(lambda: server.watchdog.healed.get("answer_generate"), timeout=60)
-            began = time.perf_counter()
+        began = time.perf_counter()
         assert client.generate("again", max_tokens=4, timeout=30)  # the engine serves again, not hung
         assert client.rag("what is triton?", max_tokens=4, timeout=30).text is not None
         assert time.perf_counter() - began < 30
