@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tritonforge.triton.engines import takes_stop
+
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
@@ -21,7 +23,7 @@ def backlog_engines(repo: Path, configs: dict[str, ModelConfig], target: str) ->
     input; the CPU engine (cpu target) and TensorRT-LLM's C++ backend (the engine path) publish
     nv_trt_llm_request_metrics, the LLM API's python model when its model.yaml turns on the iteration statistics
     it reads them from (``enable_iter_perf_stats``, on by default)."""
-    engines = sorted(n for n, c in configs.items() if any(i.name == "stop" for i in c.input))
+    engines = sorted(n for n, c in configs.items() if takes_stop(c))
     publishing = [n for n in engines if target == "cpu" or configs[n].backend == "tensorrtllm"
                   or _iteration_stats(repo / n)]
     return publishing, [n for n in engines if n not in publishing]

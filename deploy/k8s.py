@@ -265,8 +265,25 @@ def _deploy_settings(repo: Path, info: dict[str, Any]) -> DeploySettings:
         ) from None
 
 
+@dataclass(frozen=True)
+class Checked:
+    """The chart's values and what deploy_k8s's own checks and notes need from the same reading of the repository
+    (each config.pbtxt read once)."""
+
+    values: dict[str, Any]
+    configs: dict[str, ModelConfig]
+    info: dict[str, Any]  # tritonforge.json
+    silent_engines: list[str]  # LLM engines that publish no backlog (see autoscaling.backlog_engines)
+    rate_limit_off: bool
+
+
 def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
     """Check the repository and options (every problem at once) and return the chart's values."""
+    return check_deployment(repo, options).values
+
+
+def check_deployment(repo: str | Path, options: DeployOptions) -> Checked:
+    """:func:`build_values`, with what it read."""
     from tritonforge.validator import check_repository
 
     found = option_type_problems(options)
@@ -310,7 +327,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
         )))
 
     models = sorted(configs)
-    publishing, _silent = backlog_engines(repo, configs, target)
+    publishing, silent = backlog_engines(repo, configs, target)
     ensembles = {n for n, c in configs.items() if c.platform == "ensemble"}
     watched = list(settings.autoscaling.models) or [m for m in models if m not in ensembles]
     for m in settings.autoscaling.models:
@@ -492,7 +509,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
             "shmSize": settings.shm_size,
         },
     }
-    return values
+    return Checked(values, configs, info, silent, limits.mode == "off")
 
 
 # ---------------------------------------------------------------------------------------------------- rendering
@@ -624,8 +641,9 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
     from tritonforge.deploy.image import DOCKERFILE, image_recipe, unknown_python_models
 
     check_output(out, [repo])  # before rendering: a folder that is not an earlier output is never replaced
-    values = build_values(repo, options)
-    if fmt == "kserve" and (mounted := mounted_paths(_configs(Path(repo)))):
+    checked = check_deployment(repo, options)
+    values, configs = checked.values, checked.configs
+    if fmt == "kserve" and (mounted := mounted_paths(configs)):
         raise DeployError([Problem("--format", (
             f"KServe mounts the repository at /mnt/models, where these paths do not exist: {'; '.join(mounted)}; "
             "deploy it as manifests or helm, or build with engine_dir_in_container naming where the pods have it"
@@ -658,7 +676,7 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
         notes.append(f"KServe's storage initializer takes a GCS key only from the Secret's key "
                      f"gcloud-application-credentials.json (KServe's default), not key.json: put the service-account "
                      f"key under that name in {options.credentials_secret}")
-    if options.gateway and "gateway_models" not in read_build_info(Path(repo)):
+    if options.gateway and "gateway_models" not in checked.info:
         notes.append("the build recorded no gateway models (built by an earlier tritonforge): the gateway serves "
                      "examples/rag.yaml's ids (chat, minilm, reranker); rebuild the repository to serve its own")
     recipe = image_recipe(Path(repo), options.image)
@@ -674,15 +692,14 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
         notes.append(f"the autoscaler's metrics come from prometheus-adapter: merge the rules in the ConfigMap "
                      f"{values['name']}-prometheus-adapter-rules into the adapter's config (its chart's rules.custom); "
                      "until then the HorizontalPodAutoscaler reports FailedGetPodsMetric and does not scale")
-    silent = backlog_engines(Path(repo), _configs(Path(repo)), values["target"])[1]
-    if values["autoscaling"]["enabled"] and silent:
-        notes.append(f"{', '.join(silent)}: the LLM API's model publishes no backlog ({ENGINE_SERIES}) without "
-                     "llmapi.enable_iter_perf_stats, and takes every request at once, so Triton's queue time, which "
-                     "its autoscaling metric reads, stays near zero under load: rebuild with enable_iter_perf_stats "
+    if values["autoscaling"]["enabled"] and checked.silent_engines:
+        notes.append(f"{', '.join(checked.silent_engines)}: the LLM API's model publishes no backlog "
+                     f"({ENGINE_SERIES}) without llmapi.enable_iter_perf_stats, and takes every request at once, so "
+                     "Triton's queue time, which its autoscaling metric reads, stays near zero under load: rebuild "
+                     "with enable_iter_perf_stats "
                      "(the default), scale it on a metric of your own, or fix the replicas")
-    limits = rate_limit(options, _deploy_settings(Path(repo), read_build_info(Path(repo))))
-    if limits.mode == "off" and (limited := sorted(name for name, c in _configs(Path(repo)).items()
-                                                   if any(g.rate_limiter.resources for g in c.instance_group))):
+    if checked.rate_limit_off and (limited := sorted(name for name, c in configs.items()
+                                                     if any(g.rate_limiter.resources for g in c.instance_group))):
         notes.append(f"{', '.join(limited)}: instance groups name rate-limiter resources, which tritonserver ignores "
                      "with its default --rate-limit=off, as these pods run it; deploy with --rate-limit "
                      "execution_count (or the spec's deploy.rate_limit) to apply them (docs/deploy.md)")

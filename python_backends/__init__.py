@@ -48,8 +48,10 @@ PACKAGES: dict[str, tuple[str, ...]] = {
 # writes it into the version folder of each model listed here (a folder is copied alone into a repository, and a
 # Triton container has no tritonforge to import it from).
 SHARED_DIR = HERE / "shared"
-SHARED: dict[str, tuple[str, ...]] = {"onnx_runner": ("cores",), "cpu_llm": ("cores",), "retriever": ("cores",),
-                                      "rag_prompt": ("control_tokens",), "llm_preprocessing": ("control_tokens",)}
+SHARED: dict[str, tuple[str, ...]] = {
+    "onnx_runner": ("cores",), "cpu_llm": ("cores", "request_metrics"), "retriever": ("cores",),
+    "rag_prompt": ("control_tokens",), "llm_preprocessing": ("control_tokens",), "trtllm_llmapi": ("request_metrics",),
+}
 ENGINE_PACKAGES = {"onnxruntime": ("onnxruntime",), "torch": ("torch", "transformers")}  # onnx_runner's engines
 
 

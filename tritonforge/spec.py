@@ -423,6 +423,16 @@ class LLMModel(Checked):
             found.append((("max_input_len",), f"{max_in} leaves no room to generate: max_seq_len is {max_seq}"))
         if data.get("bls") is True and data.get("runtime", "llmapi") != "engine":
             found.append((("bls",), "tensorrt_llm_bls wraps the engine path's steps: set runtime: engine"))
+        llmapi = raw_dict(data.get("llmapi"))
+        tokens = raw_int(llmapi.get("max_num_tokens"))
+        chunked = raw_dict(llmapi.get("extra_llm_args")).get("enable_chunked_prefill") is True
+        if data.get("runtime", "llmapi") == "llmapi" and max_in is not None and tokens is not None and tokens < max_in \
+                and not chunked:
+            # the PyTorch backend refuses a longer prompt outright (LLM._check_arguments) without chunked prefill
+            found.append((("llmapi", "max_num_tokens"), (
+                f"{tokens} is smaller than max_input_len {max_in}: a prompt longer than max_num_tokens only runs "
+                "with chunked prefill (extra_llm_args: {enable_chunked_prefill: true})"
+            )))
         for name in raw_dict(data.get("adapters")):
             if not MODEL_NAME.fullmatch(str(name)) or "." in str(name):
                 found.append((("adapters", name), "adapter names may use letters, digits, '_', '-' (not '.': "

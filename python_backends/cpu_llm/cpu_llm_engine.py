@@ -36,42 +36,6 @@ def _log(level, message):
         print(f"[cpu_llm] {level}: {message}", flush=True)
 
 
-class _Backlog:
-    """The engine's own queue on Triton's metrics port, in TensorRT-LLM's family so that what reads a GPU
-    deployment's reads this one: ``nv_trt_llm_request_metrics{model, version, request_type}`` with request_type
-    ``waiting`` (not admitted into the running batch yet), ``active`` and ``scheduled`` (admitted: every admitted
-    request runs each iteration here) and ``max`` (the running batch's size), as upstream's python tensorrt_llm model
-    creates them (NVIDIA/TensorRT-LLM triton_backend/all_models/inflight_batcher_llm/tensorrt_llm/1/model.py
-    @ 89fd9b74ab7ae753b4c6b3db25a400dca7ea54a0, create_metrics). The engine takes every request at once, so
-    Triton's queue time stays near zero under an LLM burst and an autoscaler reading it never saw the backlog
-    (operations audit). Best effort: a python backend without custom metrics only leaves them out (logged)."""
-
-    TYPES = ("waiting", "active", "scheduled", "max")
-
-    def __init__(self, model, version, max_batch):
-        self.metrics = None
-        family = getattr(pb_utils, "MetricFamily", None)
-        if family is None:
-            return
-        try:
-            self.family = family(name="nv_trt_llm_request_metrics", description="TRT LLM request metrics",
-                                 kind=family.GAUGE)
-            self.metrics = {
-                kind: self.family.Metric(labels={"request_type": kind, "model": model, "version": str(version)})
-                for kind in self.TYPES
-            }
-            self.metrics["max"].set(max_batch)
-        except Exception as err:
-            self.metrics = None
-            _log("warn", f"model '{model}': the engine's request metrics are left out: {err}")
-
-    def set(self, waiting, admitted):
-        if self.metrics is not None:
-            self.metrics["waiting"].set(waiting)
-            self.metrics["active"].set(admitted)
-            self.metrics["scheduled"].set(admitted)
-
-
 def _stall_limit(text):
     """TRITONFORGE_SEND_STALL_S: seconds > 0, or inf (never); anything else is logged and the default kept (0 ended
     the stub on any send, a negative value silently stopped the watch)."""
@@ -289,7 +253,10 @@ class _Engine:
         self.mask = None  # [B, T] long: 1 where the cache column holds a real token of that row
         self.stopping = False
         self.last_waiting_check = 0.0
-        self.backlog = _Backlog(owner.model_name, owner.model_version, owner.max_batch)
+        # the engine's own queue on Triton's metrics port (request_metrics.py): it takes every request at once, so
+        # Triton's queue time stays near zero under an LLM burst and an autoscaler reading it never saw the backlog
+        self.gauges = owner.request_gauges
+        self.gauges.set(max=owner.max_batch)
         global _SEND_WATCH
         if _SEND_WATCH is None:
             _SEND_WATCH = _SendWatch()
@@ -323,6 +290,12 @@ class _Engine:
 
     # -------------------------------------------------------------------------------------------- the loop
 
+    def _publish_backlog(self):
+        """waiting: not admitted into the running batch yet; active and scheduled: admitted (every admitted request
+        runs each iteration here). Called under self.cond."""
+        admitted = len(self.admitted)
+        self.gauges.set(waiting=len(self.waiting), active=admitted, scheduled=admitted)
+
     def _loop(self):
         torch = self.torch
         if self.threads > 0:
@@ -330,10 +303,10 @@ class _Engine:
         with torch.inference_mode():
             while True:
                 with self.cond:
-                    self.backlog.set(len(self.waiting), len(self.admitted))
+                    self._publish_backlog()
                     while not self.stopping and not self.waiting and not self.running:
                         self.cond.wait()
-                        self.backlog.set(len(self.waiting), len(self.admitted))
+                        self._publish_backlog()
                     if self.stopping:
                         break
                     new_jobs = []
@@ -346,7 +319,7 @@ class _Engine:
                         new_jobs.append(job)
                         room -= len(job.sequences)
                     self.admitted.extend(new_jobs)
-                    self.backlog.set(len(self.waiting), len(self.admitted))
+                    self._publish_backlog()
                 try:
                     self._iteration(new_jobs)
                 except Exception as err:

@@ -308,6 +308,8 @@ class TritonPythonModel:
 
             self.tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=trusted)
             self.text = _llmapi.LLMAPITensors(_engine, self.tokenizer, self.model_name, self.batched)
+        self.request_gauges = _load_sibling("request_metrics").request_gauges(
+            pb_utils, self.model_name, self.model_version, lambda message: _log("warn", message))
         self.engine = _Engine(self, threads)
         _log("info", f"model '{self.model_name}': {type(model).__name__} from {checkpoint} on CPU, {self.weights}; "
                      f"max_batch_size={self.max_batch} max_seq_len={self.max_seq_len} "

@@ -25,13 +25,16 @@ the perf-metric outputs are not produced, and logits post-processors are not loa
 refused rather than decoded without it.
 
 Needs an NVIDIA GPU and the `tensorrt_llm` package (an NGC tritonserver trtllm-python-py3 image). Only numpy,
-PyYAML, tensorrt_llm and triton_python_backend_utils are imported, never tritonforge.
+PyYAML, tensorrt_llm, triton_python_backend_utils and request_metrics.py (shipped beside it) are imported, never
+tritonforge.
 """
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
+import queue
 import threading
 
 import numpy as np
@@ -59,46 +62,48 @@ STATS_PERIOD_S = 1.0  # between two reads of them
 IDLE_READS = 3  # reads in a row without statistics: the LLM runs no iteration
 
 
+def _load_sibling(name):
+    """A module shipped next to this model.py (python_backends.SHARED), loaded by path: neither Triton's sys.path nor
+    another model's module of the same name decides which file it is."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class Backlog:
-    """The LLM's own queue on Triton's metrics port, in TensorRT-LLM's family (what the engine path's C++ backend
-    publishes, and deploy's autoscaler reads): ``nv_trt_llm_request_metrics{model, version, request_type}`` with
-    ``waiting`` (queued, and paused by the scheduler), ``active``, ``scheduled`` and ``max``, from the LLM API's
-    iteration statistics (``LLM(enable_iter_perf_stats=True)``; their JSON fields: NVIDIA/TensorRT-LLM
+    """The LLM's own queue on Triton's metrics port (request_metrics.py, shared with the CPU engine: what the engine
+    path's C++ backend publishes, and deploy's autoscaler reads): ``waiting`` (queued, and paused by the scheduler),
+    ``active``, ``scheduled`` and ``max``, from the LLM API's iteration statistics
+    (``LLM(enable_iter_perf_stats=True)``; their JSON fields: NVIDIA/TensorRT-LLM
     cpp/tensorrt_llm/executor/jsonSerialization.cpp @ 092229bb6e1ce6e7f0db2ba010b7fdaf654e1549). The model takes
     every request at once, so Triton's queue time stayed near zero however many waited in the LLM's queue, and an
     autoscaler never saw them. Best effort: without custom metrics or statistics it only leaves them out."""
 
-    TYPES = ("waiting", "active", "scheduled", "max")
-
     def __init__(self, model, version):
-        self.metrics = None
-        family = getattr(pb_utils, "MetricFamily", None)
-        if family is None:
-            return
-        try:
-            self.family = family(name="nv_trt_llm_request_metrics", description="TRT LLM request metrics",
-                                 kind=family.GAUGE)
-            self.metrics = {kind: self.family.Metric(labels={"request_type": kind, "model": model,
-                                                             "version": str(version)}) for kind in self.TYPES}
-        except Exception as err:
-            self.metrics = None
-            print(f"[trtllm_llmapi] model '{model}': the LLM's request metrics are left out: {err}", flush=True)
+        self.gauges = _load_sibling("request_metrics").request_gauges(
+            pb_utils, model, version, lambda message: print(f"[trtllm_llmapi] {message}", flush=True))
+        self.iteration, self.totals = None, {}
 
     def publish(self, stat):
-        """One iteration's statistics (a dict, or its JSON text) onto the gauges."""
-        if self.metrics is None:
-            return
+        """One iteration's statistics (a dict, or its JSON text) onto the gauges. With attention data parallelism
+        an iteration comes as one row per rank (the same ``iter``; NVIDIA/TensorRT-LLM
+        tensorrt_llm/executor/iteration_stats.py @ b11790149e0e12e52ea82ed7a4d51b51ea98dce6): the gauges carry the
+        iteration's sums, not the last rank's row."""
         if isinstance(stat, (str, bytes)):
             stat = json.loads(stat)
+        iteration = stat.get("iter")
+        if iteration is None or iteration != self.iteration:
+            self.iteration, self.totals = iteration, dict.fromkeys(("waiting", "active", "scheduled", "max"), 0)
         inflight = stat.get("inflightBatchingStats") or {}
-        values = {
-            "waiting": int(stat.get("numQueuedRequests", 0)) + int(inflight.get("numPausedRequests", 0)),
-            "active": int(stat.get("numActiveRequests", 0)),
-            "scheduled": int(inflight.get("numScheduledRequests", stat.get("numActiveRequests", 0))),
-            "max": int(stat.get("maxNumActiveRequests", 0)),
-        }
-        for kind, value in values.items():
-            self.metrics[kind].set(value)
+        self.totals["waiting"] += int(stat.get("numQueuedRequests", 0)) + int(inflight.get("numPausedRequests", 0))
+        self.totals["active"] += int(stat.get("numActiveRequests", 0))
+        self.totals["scheduled"] += int(inflight.get("numScheduledRequests", stat.get("numActiveRequests", 0)))
+        self.totals["max"] += int(stat.get("maxNumActiveRequests", 0))
+        self.gauges.set(**self.totals)
 
     async def follow(self, llm, started):
         """Read the LLM's iteration statistics until cancelled (finalize), from the first request on (before it,
@@ -117,9 +122,8 @@ class Backlog:
             except Exception:  # no statistics this round (their queue timed out): read again
                 pass
             empty = 0 if got else empty + 1
-            if empty == IDLE_READS and self.metrics is not None:
-                for kind in ("waiting", "active", "scheduled"):
-                    self.metrics[kind].set(0)
+            if empty == IDLE_READS:
+                self.gauges.set(waiting=0, active=0, scheduled=0)
             await asyncio.sleep(STATS_PERIOD_S)
 
 
@@ -159,6 +163,21 @@ def _text(value):
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+class Reply:
+    """A decoupled request's sender, closed by its FINAL response (its own, or a stop's or cancellation's)."""
+
+    __slots__ = ("closed", "sender")
+
+    def __init__(self, sender):
+        self.sender, self.closed = sender, False
+
+
+def _report_failure(future):
+    """A generation that failed outside its own handling (a bug): logged, not lost in an unread future."""
+    if not future.cancelled() and future.exception() is not None:
+        print(f"[trtllm_llmapi] a request failed unanswered: {future.exception()!r}", flush=True)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         self.config = json.loads(args["model_config"])
@@ -174,16 +193,30 @@ class TritonPythonModel:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="llmapi-loop")
         self.thread.start()
         self.llm = LLM(**self.llm_args)
-        self.running = {}  # request id -> set of generation handles (for `stop`)
+        self.running = {}  # request id -> its (request, id, generation handles, Reply) entries (for `stop`)
+        self.watched = {}  # id(request) -> (request, its generation handles): the cancellation thread's
         self.lock = threading.Lock()
+        # Triton's calls that wait on the parent process (a response's send, is_cancelled) run on threads of their
+        # own, as in upstream's model.py: on the loop they held up every token of every other request meanwhile
+        self.outbox = queue.SimpleQueue()
+        self.closing = threading.Event()
+        self.sending = threading.Thread(target=self._send_loop, daemon=True, name="llmapi-send")
+        self.sending.start()
+        self.watching = threading.Thread(target=self._cancellation_loop, daemon=True, name="llmapi-cancel")
+        self.watching.start()
         self.stats = None
         self.first_request = asyncio.Event()  # set on the loop (call_soon_threadsafe) at the first request
         if self.llm_args.get("enable_iter_perf_stats"):
             backlog = Backlog(self.config.get("name", args.get("model_name", "")), args["model_version"])
-            if backlog.metrics is not None:
+            if backlog.gauges.enabled:
                 self.stats = asyncio.run_coroutine_threadsafe(backlog.follow(self.llm, self.first_request), self.loop)
 
     def finalize(self):
+        if hasattr(self, "closing"):
+            self.closing.set()
+            self.outbox.put(None)  # after the responses queued before it
+            self.sending.join(timeout=10)
+            self.watching.join(timeout=10)
         stats = getattr(self, "stats", None)
         if stats is not None:
             stats.cancel()
@@ -228,10 +261,17 @@ class TritonPythonModel:
                                "post-processors; leave it empty")
         values = {name: _rows(arrays, f"sampling_param_{name}", batch) for name in SAMPLING}
         stops = arrays.get("sampling_param_stop")
+        flags = {name: bool(_rows(arrays, name, batch)[0] or False) for name in (*REASONS, *COUNTS)}
         params = []
         for i in range(batch):
             kwargs = {name: DEFAULTS.get(name) if values[name][i] is None else values[name][i] for name in SAMPLING}
             kwargs = {k: v for k, v in kwargs.items() if v is not None}
+            if flags["return_cumulative_logprob"]:
+                # the PyTorch backend computes log probabilities only when asked for some (return_log_probs =
+                # bool(logprobs): NVIDIA/TensorRT-LLM tensorrt_llm/sampling_params.py
+                # @ a98a9061d72f6fd39f5d055ebdd2c6878a100e2c); without them
+                # cumulative_logprob was always NaN
+                kwargs["logprobs"] = 1
             if stops is not None and stops.size:
                 row = stops[i if stops.shape[0] > i else 0].reshape(-1)
                 kwargs["stop"] = [_text(s) for s in row if _text(s)]
@@ -240,7 +280,6 @@ class TritonPythonModel:
             except (TypeError, ValueError) as err:
                 raise RequestError(f"bad sampling parameters: {err}") from None
         loras = [self.lora_request(arrays, i, batch) for i in range(batch)]
-        flags = {name: bool(_rows(arrays, name, batch)[0] or False) for name in (*REASONS, *COUNTS)}
         return prompts, params, loras, streaming, flags
 
     def lora_request(self, arrays, i, batch):
@@ -279,20 +318,25 @@ class TritonPythonModel:
                 results.append(pb_utils.InferenceResponse(output_tensors=[]))
                 continue
             future = asyncio.run_coroutine_threadsafe(self.generate(request, sender, *parsed), self.loop)
-            if sender is None:
-                results.append(future.result())
-        return None if self.decoupled else results
+            future.add_done_callback(_report_failure)
+            results.append(future)
+        if self.decoupled:
+            return None
+        # every request of the batch was submitted before waiting for one: the LLM batches them together
+        return [r.result() if isinstance(r, concurrent.futures.Future) else r for r in results]
 
     def stop(self, request, sender):
+        """Upstream's stop: the generations running under this request id are aborted and their requests answered
+        at once with a CANCELLED final response (as upstream's handle_stop_request; waiting for the aborted
+        iterator's own end could leave a streaming client waiting); the stop itself gets an empty final response."""
         request_id = request.request_id()
         if not request_id:
             response = pb_utils.InferenceResponse(
                 error=pb_utils.TritonError("a request id must be provided for request cancellation"))
         else:
             with self.lock:
-                handles = list(self.running.get(request_id, ()))
-            for handle in handles:
-                handle.abort()
+                for entry in list(self.running.get(request_id, ())):
+                    self._cancel(entry)
             response = pb_utils.InferenceResponse(output_tensors=[])
         if sender is not None:
             sender.send(response, flags=FINAL)
@@ -300,48 +344,107 @@ class TritonPythonModel:
     # ---------------------------------------------------------------------------------------------- generation
 
     async def generate(self, request, sender, prompts, params, loras, streaming, flags):
+        """One request's generation(s); every outcome, a refusal included, reaches the client (decoupled: through
+        the send thread, FINAL last; else as the returned response)."""
         request_id = request.request_id() if hasattr(request, "request_id") else ""
-        handles = [self.llm.generate_async(p, sampling_params=s, lora_request=lora, streaming=streaming)
-                   for p, s, lora in zip(prompts, params, loras, strict=True)]
-        with self.lock:
-            self.running.setdefault(request_id, set()).update(handles)
-        watcher = asyncio.ensure_future(self.watch(request, handles))
+        reply = Reply(sender) if sender is not None else None
+        handles = []
+        try:
+            for p, s, lora in zip(prompts, params, loras, strict=True):
+                handles.append(self.llm.generate_async(p, sampling_params=s, lora_request=lora, streaming=streaming))
+        except Exception as err:
+            # refused before it ran: a prompt over max_num_tokens (ValueError, "The sum of prompt length ...", which
+            # clients read as the context's limit), or "LLM is shutting down"; what a batch submitted before the
+            # refused item is aborted, not left generating for nobody
+            for handle in handles:
+                handle.abort()
+            code = pb_utils.TritonError.INVALID_ARG if isinstance(err, ValueError) else pb_utils.TritonError.UNAVAILABLE
+            return self.emit(reply, pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err), code)), FINAL)
+        entry = (request, request_id, handles, reply)
+        self.track(entry)
+        final = None  # streaming: None when the iterator ended without a finished output (FINAL flag only)
         try:
             if streaming:
                 async for out in handles[0]:
                     response = self.response([out], flags, delta=True)
                     if out.finished:
-                        sender.send(response, flags=FINAL)
-                        return None
-                    sender.send(response)
-                sender.send(flags=FINAL)  # the iterator ended without a finished output
-                return None
-            finals = [await h.aresult() for h in handles]
-            response = self.response(finals, flags, delta=False)
+                        final = response
+                        break
+                    self.emit(reply, response)
+            else:
+                final = self.response([await h.aresult() for h in handles], flags, delta=False)
         except Exception as err:
-            code = pb_utils.TritonError.CANCELLED if request.is_cancelled() else pb_utils.TritonError.INTERNAL
-            response = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"Error generating request: {err}", code))
-            if sender is not None:
-                sender.send(response, flags=FINAL)
-            return response
+            with self.lock:  # a request stop or the cancellation thread answered has been released: not asked
+                cancelled = id(request) not in self.watched or request.is_cancelled()
+            code = pb_utils.TritonError.CANCELLED if cancelled else pb_utils.TritonError.INTERNAL
+            final = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"Error generating request: {err}", code))
         finally:
-            watcher.cancel()
+            # before FINAL is queued: the cancellation thread must not ask a finished request (Triton has released
+            # it; 2.51 can crash on is_cancelled() then)
+            self.untrack(entry)
+        return self.emit(reply, final, FINAL)
+
+    def emit(self, reply, response, flags=0):
+        """Queue ``response`` (None: flags only) for a decoupled request's send thread; nothing after its FINAL or
+        a cancellation's. Returns it (a request that is not decoupled is answered by execute's return)."""
+        if reply is not None:
             with self.lock:
-                self.running.get(request_id, set()).difference_update(handles)
-                if not self.running.get(request_id):
-                    self.running.pop(request_id, None)
-        if sender is not None:
-            sender.send(response, flags=FINAL)
+                if reply.closed:
+                    return response
+                reply.closed = bool(flags & FINAL)
+                self.outbox.put((reply.sender, response, flags))  # under the lock: in order with _cancel's
         return response
 
-    async def watch(self, request, handles):
-        """Abort the generations of a request whose client went away (checked every cancellation period)."""
-        while True:
-            await asyncio.sleep(self.check_period)
-            if request.is_cancelled():
-                for handle in handles:
-                    handle.abort()
-                return
+    def track(self, entry):
+        request, request_id, _, _ = entry
+        with self.lock:
+            self.running.setdefault(request_id, []).append(entry)
+            self.watched[id(request)] = entry
+
+    def untrack(self, entry):
+        request, request_id, _, _ = entry
+        with self.lock:
+            entries = self.running.get(request_id, [])
+            if entry in entries:
+                entries.remove(entry)
+            if not entries:
+                self.running.pop(request_id, None)
+            self.watched.pop(id(request), None)
+
+    def _cancel(self, entry):
+        """Called with self.lock held: abort the entry's generations and answer its request CANCELLED, once."""
+        request, _, handles, reply = entry
+        self.watched.pop(id(request), None)
+        if reply is not None and not reply.closed:
+            reply.closed = True
+            error = pb_utils.TritonError("Request cancelled by client", pb_utils.TritonError.CANCELLED)
+            self.outbox.put((reply.sender, pb_utils.InferenceResponse(error=error), FINAL))
+        for handle in handles:
+            self.loop.call_soon_threadsafe(handle.abort)
+
+    def _send_loop(self):
+        """Sends queued responses in order (each request's FINAL after its others) until finalize."""
+        while (item := self.outbox.get()) is not None:
+            sender, response, flags = item
+            try:
+                if response is None:
+                    sender.send(flags=flags)
+                else:
+                    sender.send(response, flags=flags)
+            except Exception as err:  # the client went away, or Triton refused the response: the others go on
+                print(f"[trtllm_llmapi] a response could not be sent: {err}", flush=True)
+
+    def _cancellation_loop(self):
+        """Aborts the generations of requests whose client went away, checked every cancellation period on one
+        thread (not a watcher per request on the loop)."""
+        while not self.closing.wait(self.check_period):
+            # under the lock: a request still watched has not had its FINAL queued (untrack and _cancel come
+            # first), so it is never asked after Triton released it
+            with self.lock:
+                for entry in list(self.watched.values()):
+                    with contextlib.suppress(Exception):
+                        if entry[0].is_cancelled():
+                            self._cancel(entry)
 
     def response(self, results, flags, delta):
         outputs = [r.outputs[0] for r in results]

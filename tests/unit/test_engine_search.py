@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tritonforge.triton.engines import MAX_MODELS_READ, Deadline, find_engine, settled
+from tritonforge.triton.engines import MAX_MODELS_READ, Deadline, EngineLookup, settled, takes_stop
 
 ENGINE = {"input": [{"name": "text_input"}, {"name": "stop"}]}
 
@@ -19,13 +19,13 @@ def python_step(**parameters: str) -> dict[str, Any]:
 
 
 def search(configs: dict[str, Any], model: str) -> tuple[str | None, list[str]]:
+    """Drives EngineLookup as the connections do: (what it found, the models it asked for)."""
     asked: list[str] = []
-
-    def config_of(name: str) -> Any:
+    lookup = EngineLookup(model, timeout=None)
+    while (name := lookup.pending()) is not None:
         asked.append(name)
-        return configs.get(name)
-
-    return find_engine(model, config_of), asked
+        lookup.answer(configs.get(name))
+    return lookup.found, asked
 
 
 def test_the_rag_pipeline_leads_through_its_answer_step_to_the_llm_engine() -> None:
@@ -75,3 +75,29 @@ def test_one_deadline_covers_every_read() -> None:
     time.sleep(0.25)
     assert deadline.passed() and deadline.left() == 0.001
     assert Deadline(None).left() is None and not Deadline(None).passed()
+
+
+def test_past_the_deadline_nothing_more_is_read_and_the_answer_is_not_kept() -> None:
+    """A lookup whose deadline passed mid-search reads nothing more: the rest counts as unreadable, so the stop goes
+    to upstream's name and the lookup is asked again next time (a slow server must not fix "no engine" for good)."""
+    import time
+
+    configs = {"rag": ensemble("tok", "answer"), "tok": {"input": [{"name": "TEXT"}]}, "answer": ENGINE}
+    lookup = EngineLookup("rag", timeout=0.05)
+    assert lookup.pending() == "rag"
+    lookup.answer(configs["rag"])
+    time.sleep(0.08)
+    assert lookup.pending() is None
+    assert lookup.outcome() == ("tensorrt_llm", False)
+
+
+def test_an_engine_is_what_declares_upstreams_stop_in_either_config_form() -> None:
+    """One predicate for Triton's JSON config (the clients) and the ModelConfig message (deploy's autoscaling)."""
+    from tritonclient.grpc import model_config_pb2
+
+    assert takes_stop(ENGINE) and not takes_stop({"input": [{"name": "TEXT"}]}) and not takes_stop({})
+    message = model_config_pb2.ModelConfig(name="e")
+    message.input.add(name="text_input")
+    assert not takes_stop(message)
+    message.input.add(name="stop")
+    assert takes_stop(message)

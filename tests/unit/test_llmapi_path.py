@@ -190,3 +190,20 @@ def test_an_adapter_trained_on_another_base_is_refused_at_build(decoder: Path, t
         build(spec(decoder, target="cpu", adapters=adapters), tmp_path / "r")
     assert "adapters.good" not in str(err.value)
     assert not (tmp_path / "r").exists()
+
+
+def test_every_prompt_max_input_len_admits_fits_one_iteration(decoder: Path) -> None:
+    """Without chunked prefill the PyTorch backend refuses a prompt over max_num_tokens (8192 by default): a model
+    admitting longer prompts gets max_num_tokens = max_input_len, and a smaller explicit value is refused."""
+    from tritonforge.trtllm.llmapi import LLMAPISettings, model_yaml
+
+    def written(settings: LLMAPISettings, context: tuple[int, int]) -> dict[str, object]:
+        return yaml.safe_load(model_yaml(settings, model_path="checkpoint", max_batch_size=8, context=context))
+
+    assert "max_num_tokens" not in written(LLMAPISettings(), (4096, 8192))  # TensorRT-LLM's default covers it
+    assert written(LLMAPISettings(), (16000, 16384))["max_num_tokens"] == 16000
+    assert written(LLMAPISettings(max_num_tokens=20000), (16000, 16384))["max_num_tokens"] == 20000
+    with pytest.raises(SpecError, match=r"llmapi.max_num_tokens: 32 is smaller than max_input_len 64: a prompt "
+                                        r"longer than max_num_tokens only runs with chunked prefill"):
+        spec(decoder, llmapi={"max_num_tokens": 32})
+    spec(decoder, llmapi={"max_num_tokens": 32, "extra_llm_args": {"enable_chunked_prefill": True}})

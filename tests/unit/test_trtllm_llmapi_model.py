@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
+import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +155,8 @@ def test_sampling_inputs_map_by_name_and_the_completion_is_returned(model: Any) 
     logprob = run(model, text_input=strings([["a b"]]), return_cumulative_logprob=np.array([[True]]))[-1]
     value = {x.name(): x.as_numpy() for x in logprob.output_tensors()}["cumulative_logprob"]
     assert value.dtype == np.float32 and value.reshape(-1)[0] == np.float32(-1.5)  # FP32, as the config declares
+    # asked for, so that the PyTorch backend computes them (else the value is always NaN)
+    assert FakeLLM.instances[-1].calls[-1][1].kwargs["logprobs"] == 1
 
 
 def test_streaming_sends_the_new_text_of_each_step(model: Any) -> None:
@@ -271,3 +275,195 @@ def test_the_llms_queue_is_published_as_tensorrt_llms_request_metrics(
     finally:
         m.finalize()
     assert m.stats.cancelled() or m.stats.done()
+
+
+class RefusingLLM(FakeLLM):
+    """generate_async refuses a prompt of "long" as TensorRT-LLM's _check_arguments does (synchronously)."""
+
+    def generate_async(self, prompt: str, sampling_params: Any, lora_request: Any, streaming: bool) -> Generation:
+        if "long" in prompt:
+            raise ValueError("The sum of prompt length (9000), query length (0) should not exceed max_num_tokens (8192)")
+        generation = super().generate_async(prompt, sampling_params, lora_request, streaming)
+        self.handles = [*getattr(self, "handles", []), generation]
+        return generation
+
+
+def _model_with(llm: type, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, decoupled: bool = True) -> Any:
+    trt = types.ModuleType("tensorrt_llm")
+    trt.LLM, trt.SamplingParams = llm, SamplingParams  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", trt)
+    version = tmp_path / "1"
+    (version / "checkpoint").mkdir(parents=True, exist_ok=True)
+    (version / "model.yaml").write_text(
+        "model: checkpoint\nbackend: pytorch\n"
+        f"triton_config: {{max_batch_size: 8, decoupled: {str(decoupled).lower()}, cancellation_check_period_ms: 10}}\n"
+    )
+    module = load_model(MODEL_PY, monkeypatch)
+    m = module.TritonPythonModel()
+    m.initialize(initialize_args({"name": "tensorrt_llm", "max_batch_size": 8,
+                                  "model_transaction_policy": {"decoupled": decoupled}}, tmp_path))
+    return m
+
+
+def test_a_prompt_the_llm_refuses_is_answered_and_the_batch_before_it_aborted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """generate_async raises at once for a prompt over max_num_tokens; it raised inside an unread future, so a
+    decoupled client never got a response and the prompts of its batch already submitted generated for nobody."""
+    from tritonforge.triton.errors import classify_reply
+
+    m = _model_with(RefusingLLM, monkeypatch, tmp_path)
+    try:
+        responses = run(m, text_input=strings([["fine"], ["long prompt"]]))
+        error = responses[-1].error()
+        assert error.code() == m_code(m, "INVALID_ARG") and "max_num_tokens (8192)" in error.message()
+        assert type(classify_reply("INVALID_ARG", error.message(), model="m", url="u", timeout=None)).__name__ == (
+            "ContextLengthError")
+        assert [h.aborted for h in RefusingLLM.instances[-1].handles] == [True]  # "fine" was submitted, then aborted
+        assert texts(run(m, text_input=strings([["still serving"]]))) == [" still serving"]
+    finally:
+        m.finalize()
+
+
+def wait_until(done: Any, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def m_code(m: Any, name: str) -> int:
+    return int(getattr(sys.modules["triton_python_backend_utils"].TritonError, name))
+
+
+def test_requests_of_one_execute_are_submitted_together_when_not_decoupled(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without decoupled, execute waited for each request's result before submitting the next: the LLM never
+    batched two requests of one execute. Each generation here finishes only once both were submitted."""
+    both = threading.Event()
+
+    class PairLLM(FakeLLM):
+        def generate_async(self, prompt: str, sampling_params: Any, lora_request: Any, streaming: bool) -> Any:
+            generation = super().generate_async(prompt, sampling_params, lora_request, streaming)
+            if len(self.calls) == 2:
+                both.set()
+            inner = generation.aresult
+
+            async def aresult() -> Result:
+                for _ in range(200):
+                    if both.is_set():
+                        return await inner()
+                    await asyncio.sleep(0.01)
+                raise RuntimeError("the second request was not submitted while the first ran")
+
+            generation.aresult = aresult  # type: ignore[method-assign]
+            return generation
+
+    m = _model_with(PairLLM, monkeypatch, tmp_path, decoupled=False)
+    try:
+        from tests.fake_pb_utils import Request
+
+        out = m.execute([Request(text_input=strings([["one"]])), Request(text_input=strings([["two"]]))])
+        assert texts(out) == [" one", " two"]
+    finally:
+        m.finalize()
+
+
+def test_a_cancelled_request_is_aborted_by_the_one_cancellation_thread(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Cancellation is polled on a thread of its own (not a watcher per request on the LLM's loop), and a request
+    is never asked after its FINAL (Triton 2.51 can crash on is_cancelled() then)."""
+
+    class EndlessGeneration(Generation):
+        def __aiter__(self) -> Any:
+            async def gen() -> Any:
+                while not self.aborted:
+                    yield Result([Output("x", "x")], False)
+                    await asyncio.sleep(0.005)
+
+            return gen()
+
+    class EndlessLLM(FakeLLM):
+        def generate_async(self, prompt: str, sampling_params: Any, lora_request: Any, streaming: bool) -> Any:
+            self.calls.append(prompt)
+            self.generation = EndlessGeneration([], streaming)
+            return self.generation
+
+    m = _model_with(EndlessLLM, monkeypatch, tmp_path)
+    try:
+        request = DecoupledRequest("r9", text_input=strings([["go"]]), streaming=np.array([[True]]))
+        m.execute([request])
+        deadline = time.monotonic() + 5
+        while len(request.sender.responses) < 3:
+            assert time.monotonic() < deadline, "no tokens streamed"
+            time.sleep(0.01)
+        request.sender.cancelled = True
+        assert request.sender.final.wait(5), "the cancelled stream was never finished"
+        assert request.sender.responses[-1].error().code() == m_code(m, "CANCELLED")
+        wait_until(lambda: EndlessLLM.instances[-1].generation.aborted)
+        time.sleep(0.05)  # cancellation periods after FINAL
+        assert request.sender.late_probes == 0 and request.sender.errors == []
+        assert [t.name for t in threading.enumerate() if t.name == "llmapi-cancel"] == ["llmapi-cancel"]
+    finally:
+        m.finalize()
+    assert not m.watching.is_alive() and not m.sending.is_alive()
+
+
+def test_attention_data_parallel_rows_of_one_iteration_are_summed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With attention data parallelism each rank reports its own row of an iteration: the last rank's row
+    overwrote the others (rank 0's queue lost)."""
+    module = load_model(MODEL_PY, monkeypatch)
+    monkeypatch.setattr(module.pb_utils, "MetricFamily", FakeMetricFamily, raising=False)
+    backlog = module.Backlog("m", 1)
+    family = FakeMetricFamily.families[-1]
+    for rank in range(2):
+        backlog.publish({"iter": 7, "numQueuedRequests": 4 if rank == 0 else 0, "numActiveRequests": 3,
+                         "maxNumActiveRequests": 8, "inflightBatchingStats": {"numPausedRequests": rank,
+                                                                              "numScheduledRequests": 2}})
+    gauges = {g.labels["request_type"]: g.value for g in family.metrics}
+    assert gauges == {"waiting": 5, "active": 6, "scheduled": 4, "max": 16}
+    backlog.publish(json.dumps({"iter": 8, "numQueuedRequests": 1, "numActiveRequests": 1, "maxNumActiveRequests": 8}))
+    assert {g.labels["request_type"]: g.value for g in family.metrics} == {
+        "waiting": 1, "active": 1, "scheduled": 1, "max": 8}
+
+
+def test_a_stop_answers_the_running_request_even_if_its_generation_never_ends(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Upstream's stop answers the running request CANCELLED at once (handle_stop_request): waiting for the aborted
+    iterator's own end left a streaming client waiting whenever the LLM did not end it. Nothing is sent after."""
+
+    class DeafGeneration(Generation):
+        def __aiter__(self) -> Any:
+            async def gen() -> Any:
+                while True:  # ignores abort(): the stop must not depend on it
+                    yield Result([Output("x", "x")], False)
+                    await asyncio.sleep(0.005)
+
+            return gen()
+
+    class DeafLLM(FakeLLM):
+        def generate_async(self, prompt: str, sampling_params: Any, lora_request: Any, streaming: bool) -> Any:
+            self.generation = DeafGeneration([], streaming)
+            return self.generation
+
+    m = _model_with(DeafLLM, monkeypatch, tmp_path)
+    try:
+        running = DecoupledRequest("chat-1", text_input=strings([["go"]]), streaming=np.array([[True]]))
+        m.execute([running])
+        deadline = time.monotonic() + 5
+        while len(running.sender.responses) < 2:
+            assert time.monotonic() < deadline, "no tokens streamed"
+            time.sleep(0.01)
+        stop = DecoupledRequest("chat-1", text_input=strings([[""]]), stop=np.array([[True]]))
+        m.execute([stop])
+        assert stop.sender.final.wait(5) and not stop.sender.responses[-1].has_error()
+        assert running.sender.final.wait(5), "the stopped request was never answered"
+        assert running.sender.responses[-1].error().code() == m_code(m, "CANCELLED")
+        wait_until(lambda: DeafLLM.instances[-1].generation.aborted)
+        time.sleep(0.05)  # the generation keeps yielding: nothing reaches the closed request
+        assert running.sender.errors == [] and running.sender.late_probes == 0
+    finally:
+        m.finalize()

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from tritonforge.errors import ClientError, InvalidInputError, TransientError
-from tritonforge.triton.engines import ENGINE_AUTO, Deadline, engine_search, find_engine, settled
+from tritonforge.triton.engines import ENGINE_AUTO, Deadline, EngineLookup
 from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error
 from tritonforge.triton.options import (
     ClientOptions,
@@ -459,16 +459,13 @@ class Connection(_Base):
         the configs the server holds (:mod:`tritonforge.triton.engines`); found once per model and connection."""
         if model in self._engines:
             return self._engines[model]
-        deadline, failed = Deadline(self._timeout(timeout)), []
-
-        def config_of(name: str) -> dict[str, Any] | None:
-            if not deadline.passed():
-                with contextlib.suppress(ClientError):  # not readable: the request itself will say why
-                    return self.model_config(name, timeout=deadline.left())
-            failed.append(name)
-            return None
-
-        engine, keep = settled(find_engine(model, config_of), complete=not failed)
+        lookup = EngineLookup(model, self._timeout(timeout))
+        while (name := lookup.pending()) is not None:
+            config: dict[str, Any] | None = None
+            with contextlib.suppress(ClientError):  # not readable: the request itself will say why
+                config = self.model_config(name, timeout=lookup.deadline.left())
+            lookup.answer(config)
+        engine, keep = lookup.outcome()
         if keep:
             self._engines[model] = engine
         return engine
@@ -714,19 +711,13 @@ class AsyncConnection(_Base):
         """See :meth:`Connection.engine_of`."""
         if model in self._engines:
             return self._engines[model]
-        deadline, complete = Deadline(self._timeout(timeout)), True
-        search = engine_search(model)
-        try:
-            name = next(search)
-            while True:
-                config: dict[str, Any] | None = None
-                if not deadline.passed():
-                    with contextlib.suppress(ClientError):  # not readable: the request itself will say why
-                        config = await self.model_config(name, timeout=deadline.left())
-                complete = complete and config is not None
-                name = search.send(config)
-        except StopIteration as done:
-            engine, keep = settled(done.value, complete)
+        lookup = EngineLookup(model, self._timeout(timeout))
+        while (name := lookup.pending()) is not None:
+            config: dict[str, Any] | None = None
+            with contextlib.suppress(ClientError):  # not readable: the request itself will say why
+                config = await self.model_config(name, timeout=lookup.deadline.left())
+            lookup.answer(config)
+        engine, keep = lookup.outcome()
         if keep:
             self._engines[model] = engine
         return engine

@@ -8,18 +8,23 @@ clients' default) finds it from the configs the server holds: the first model, b
 that declares upstream's ``stop`` input, following ensemble steps and the parameters by which tritonforge's python
 steps name the model they call.
 
-The search is a generator that asks for configs, so the sync and async connections drive the same code.
+The search is a generator that asks for configs, driven by :class:`EngineLookup`, so the sync and async
+connections share everything but the reads.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Mapping
-from typing import Any
+from collections.abc import Generator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tritonforge.build_manifest import DEFAULT_ENGINE_MODEL
 
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
+
 ENGINE_AUTO = "auto"  # engine_model's value asking for the engine to be found from the configs
+STOP_INPUT = "stop"  # upstream's input that ends a running generation: only an LLM engine declares it
 
 # parameters by which tritonforge's python steps name the model they call: the rag answer step (the llm pipeline)
 # and the llm BLS model (the engine)
@@ -29,9 +34,15 @@ MAX_MODELS_READ = 16  # a pipeline's models read at most (a rag ensemble and wha
 ConfigSearch = Generator[str, "Mapping[str, Any] | None", "str | None"]
 
 
-def takes_stop(config: Mapping[str, Any]) -> bool:
-    """Whether the model declares upstream's ``stop`` input (the engine path's and the LLM API model's alike)."""
-    return any(isinstance(i, Mapping) and i.get("name") == "stop" for i in config.get("input") or ())
+def takes_stop(config: Mapping[str, Any] | ModelConfig) -> bool:
+    """Whether the model declares upstream's ``stop`` input (the engine path's and the LLM API model's alike): what
+    makes a model an LLM engine here and in deploy's autoscaling. ``config`` in Triton's JSON form (what a server
+    answers) or as a ModelConfig message (what a repository holds)."""
+    if isinstance(config, Mapping):
+        names = [i.get("name") for i in config.get("input") or () if isinstance(i, Mapping)]
+    else:
+        names = [i.name for i in config.input]
+    return STOP_INPUT in names
 
 
 def called_models(config: Mapping[str, Any]) -> list[str]:
@@ -64,17 +75,6 @@ def engine_search(model: str) -> ConfigSearch:
     return None
 
 
-def find_engine(model: str, config_of: Callable[[str], Mapping[str, Any] | None]) -> str | None:
-    """:func:`engine_search` driven by a synchronous ``config_of``."""
-    search = engine_search(model)
-    try:
-        name = next(search)
-        while True:
-            name = search.send(config_of(name))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-
-
 def settled(engine: str | None, complete: bool) -> tuple[str | None, bool]:
     """(the engine a stop goes to, whether to keep that answer for the connection's lifetime). A found engine is
     kept; none found after every config was read: none (kept); none found while some config could not be read (a
@@ -96,3 +96,45 @@ class Deadline:
 
     def passed(self) -> bool:
         return self.end is not None and time.monotonic() >= self.end
+
+
+class EngineLookup:
+    """One search for ``model``'s engine under one deadline, with the bookkeeping the sync and async connections
+    share; they only read the configs it asks for::
+
+        lookup = EngineLookup(model, timeout)
+        while (name := lookup.pending()) is not None:
+            lookup.answer(<name's config, or None when it could not be read>)   # read within lookup.deadline.left()
+        engine, keep = lookup.outcome()
+    """
+
+    def __init__(self, model: str, timeout: float | None) -> None:
+        self.deadline = Deadline(timeout)
+        self._search = engine_search(model)
+        self._next: str | None = next(self._search)  # the model itself is always read first
+        self._found: str | None = None
+        self._complete = True
+
+    def pending(self) -> str | None:
+        """The model whose config to read next; None once the search is over. Past the deadline nothing more is
+        read: each config still asked for counts as unreadable."""
+        while self._next is not None and self.deadline.passed():
+            self.answer(None)
+        return self._next
+
+    def answer(self, config: Mapping[str, Any] | None) -> None:
+        """The config of the model :meth:`pending` named (None: it could not be read)."""
+        self._complete = self._complete and config is not None
+        try:
+            self._next = self._search.send(config)
+        except StopIteration as done:
+            self._next, self._found = None, done.value
+
+    @property
+    def found(self) -> str | None:
+        """The search's own answer: the engine's name, or None (none found, or not over)."""
+        return self._found
+
+    def outcome(self) -> tuple[str | None, bool]:
+        """(the engine a stop goes to, whether to keep that answer): see :func:`settled`."""
+        return settled(self._found, self._complete)

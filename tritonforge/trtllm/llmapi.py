@@ -129,6 +129,13 @@ def llm_args_problems(settings_data: Any, tensorrt_llm_version: str, image: str)
     ]
 
 
+# LLM()'s max_num_tokens when not given (NVIDIA/TensorRT-LLM tensorrt_llm/llmapi/llm_args.py
+# @ 0004396720054fd8e205cbf616f21f0b57c6b412, BaseLlmArgs.max_num_tokens; None in some earlier releases); a prompt
+# longer than it is refused without chunked prefill (tensorrt_llm/llmapi/llm.py _check_arguments
+# @ 4c05a74891e4df8066f08ed4ce14b0972abe4e25)
+LLM_DEFAULT_MAX_NUM_TOKENS = 8192
+
+
 def model_yaml(
     settings: LLMAPISettings,
     *,
@@ -162,6 +169,10 @@ def model_yaml(
         args["max_num_tokens"] = settings.max_num_tokens
     if context is not None:
         args["max_input_len"], args["max_seq_len"] = context
+        if not settings.max_num_tokens and context[0] > LLM_DEFAULT_MAX_NUM_TOKENS:
+            # without chunked prefill the PyTorch backend refuses a prompt over max_num_tokens (its default 8192):
+            # every prompt max_input_len admits must fit one iteration (the spec refuses a smaller explicit value)
+            args["max_num_tokens"] = context[0]
     if settings.trust_remote_code:
         args["trust_remote_code"] = True
     if settings.enable_iter_perf_stats:
