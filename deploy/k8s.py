@@ -11,7 +11,6 @@ temporary sibling and renamed into place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterable
@@ -41,8 +40,8 @@ from tritonforge.deploy.options import (
     rate_limit,
 )
 from tritonforge.deploy.pods import PRESTOP_SECONDS, network_policy, prestop_wait, spread
+from tritonforge.deploy.revision import REVISION, repository_revision
 from tritonforge.errors import DeployError, Problem
-from tritonforge.lineage import LINEAGE_FILE
 from tritonforge.triton.options import restricted_api_args
 from tritonforge.trtllm.images import REPOSITORY, image_release
 
@@ -189,19 +188,6 @@ def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[
 REVISION_ANNOTATION = "tritonforge.dev/repository-revision"
 
 
-def repository_revision(repo: Path) -> str:
-    """A digest of what the repository serves, cheap to take: its build record, every config and every version's
-    lineage (which holds the content hashes of its artifacts). In the pod template, a new build or a promotion
-    rendered again changes the template, so `kubectl apply` rolls the pods onto it (they read the repository only
-    at start: a push alone changed nothing until some pod restarted, and then pods served different releases)."""
-    digest = hashlib.sha256()
-    repo = Path(repo)
-    files = [repo / MANIFEST_NAME, *repo.glob("*/config.pbtxt"), *repo.glob(f"*/*/{LINEAGE_FILE}")]
-    for path in sorted(p for p in files if p.is_file()):
-        digest.update(path.relative_to(repo).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
 def ephemeral_storage(repo: Path) -> str:
     """The local disk a pod needs for a copy of ``repo`` (its files' bytes, and a quarter more for Triton's and the
     python stubs' own files), in MiB as a Kubernetes quantity."""
@@ -275,6 +261,7 @@ class Checked:
     info: dict[str, Any]  # tritonforge.json
     silent_engines: list[str]  # LLM engines that publish no backlog (see autoscaling.backlog_engines)
     rate_limit_off: bool
+    mutable_prefix: bool  # an object-store prefix that is not a release's (see push --release)
 
 
 def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
@@ -319,6 +306,18 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> Checked:
 
     source, found = _repository_source(options.repository_url, options.credentials_secret, options.region)
     problems += found
+    revision = repository_revision(repo)
+    released = False  # the URL names a release prefix (push --release): written once, what every pod reads
+    if source.get("kind") in ("s3", "gs"):
+        from tritonforge.deploy.object_store import parse_object_store_url
+
+        named = parse_object_store_url(options.repository_url).prefix.rsplit("/", 1)[-1]
+        released = REVISION.fullmatch(named) is not None
+        if released and named != revision:
+            problems.append(Problem("--repository-url", (
+                f"{options.repository_url} names release {named}, but {repo} is release {revision}: render from "
+                "the repository pushed there, or push this one with `tritonforge push --release`"
+            )))
     if source.get("kind") in ("s3", "gs") and (paths := mounted_paths(configs)):
         problems.append(Problem("--repository-url", (
             f"{options.repository_url}: Triton copies an object-store repository to a temporary folder, where "
@@ -431,7 +430,7 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> Checked:
         "gpus": gpus,
         "labels": labels,
         "selectorLabels": selector,
-        "podAnnotations": {REVISION_ANNOTATION: repository_revision(repo)},
+        "podAnnotations": {REVISION_ANNOTATION: revision},
         "ports": dict(PORTS),
         "modelRepository": {
             "url": options.repository_url,
@@ -509,7 +508,8 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> Checked:
             "shmSize": settings.shm_size,
         },
     }
-    return Checked(values, configs, info, silent, limits.mode == "off")
+    mutable = source.get("kind") in ("s3", "gs") and not released
+    return Checked(values, configs, info, silent, limits.mode == "off", mutable)
 
 
 # ---------------------------------------------------------------------------------------------------- rendering
@@ -692,6 +692,11 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
         notes.append(f"the autoscaler's metrics come from prometheus-adapter: merge the rules in the ConfigMap "
                      f"{values['name']}-prometheus-adapter-rules into the adapter's config (its chart's rules.custom); "
                      "until then the HorizontalPodAutoscaler reports FailedGetPodsMetric and does not scale")
+    if checked.mutable_prefix:
+        notes.append(f"{options.repository_url} is read by each pod at its start: one the autoscaler adds or a "
+                     "restart brings back later serves whatever the prefix holds then, and `kubectl rollout undo` "
+                     "does not bring older files back. `tritonforge push --release` writes each release once to "
+                     "<prefix>/<revision>: render with that URL")
     if values["autoscaling"]["enabled"] and checked.silent_engines:
         notes.append(f"{', '.join(checked.silent_engines)}: the LLM API's model publishes no backlog "
                      f"({ENGINE_SERIES}) without llmapi.enable_iter_perf_stats, and takes every request at once, so "

@@ -100,6 +100,7 @@ class PushReport:
     deleted: tuple[str, ...]
     bytes_sent: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    revision: str | None = None  # push --release: the release written to <prefix>/<revision>
 
 
 def repository_files(repo: Path) -> dict[str, Path | None]:
@@ -150,6 +151,21 @@ def _read_manifest(client: Any, url: ObjectStoreURL) -> dict[str, dict[str, Any]
         return {}  # unreadable: send everything again
 
 
+def _check_release(
+    url: str, revision: str, recorded: dict[str, dict[str, Any]], sending: set[str], local: dict[str, Path | None],
+    shas: dict[str, str],
+) -> None:
+    """A release prefix is written once: what an earlier push recorded there must be this repository's files."""
+    differ = sorted(rel for rel in sending if recorded.get(rel, {}).get("sha256") not in (None, shas[rel]))
+    extra = sorted(rel for rel, was in recorded.items() if rel not in local and was.get("sha256"))
+    if differ or extra:
+        raise DeployError(
+            f"{url}: release {revision} already holds other files ({', '.join((differ + extra)[:5])}"
+            f"{', ...' if len(differ) + len(extra) > 5 else ''}); a release prefix is written once. Push to another "
+            "prefix, or delete that release first if it was never deployed"
+        )
+
+
 def _write_manifest(client: Any, target: ObjectStoreURL, files: dict[str, dict[str, Any]]) -> None:
     body = json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True).encode()
     client.put_object(Bucket=target.bucket, Key=target.key(MANIFEST_KEY), Body=body)
@@ -163,15 +179,30 @@ def push(
     client: Any = None,
     delete: bool = True,
     progress: Callable[[str], None] | None = None,
+    release: bool = False,
 ) -> PushReport:
     """Upload a built repository to ``url`` (``s3://[host:port/]bucket/prefix``), sending only changed files.
 
     Files sent by an earlier push that are gone locally are deleted (``delete``), including those of a push that
-    was interrupted: the files about to be sent are recorded before the first is."""
+    was interrupted: the files about to be sent are recorded before the first is.
+
+    ``release``: to ``<url>/<revision>`` (the repository's revision, as `deploy k8s` annotates its pods), written
+    once: pushing the same release again sends nothing (or completes an interrupted push), and a prefix that holds
+    other content is refused. Every pod of a Deployment rendered with that URL then reads the same files, whenever
+    it starts, and a rollback's template names files that are still there."""
+    revision = None
+    if release:
+        from tritonforge.deploy.revision import repository_revision
+
+        if isinstance(repo, str | os.PathLike) and Path(repo).is_dir():
+            revision = repository_revision(Path(repo))
+            url = f"{url.rstrip('/')}/{revision}"
     try:
-        return _push(repo, url, endpoint_url=endpoint_url, client=client, delete=delete, progress=progress)
+        report = _push(repo, url, endpoint_url=endpoint_url, client=client, delete=delete, progress=progress,
+                       revision=revision)
     except DeployError as err:
         raise DeployError(err.problems, "cannot push") from None
+    return dataclasses.replace(report, revision=revision)
 
 
 def _push(
@@ -182,6 +213,7 @@ def _push(
     client: Any,
     delete: bool,
     progress: Callable[[str], None] | None,
+    revision: str | None = None,
 ) -> PushReport:
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -227,6 +259,9 @@ def _push(
                 manifest[rel] = was
             else:
                 to_send.append((rel, path, sha))
+        if revision is not None:  # a release prefix holds this release's files or nothing (an interrupted push)
+            _check_release(url, revision, recorded, {rel for rel, _, _ in to_send}, local,
+                           {rel: sha for rel, _, sha in to_send})
         if to_send:  # recorded first (as not yet sent): a push stopped midway leaves no object the next one forgets
             pending = {**recorded, **{rel: {"sha256": None} for rel, _path, _sha in to_send}}
             _write_manifest(client, target, pending)

@@ -740,20 +740,27 @@ def push(
     delete: Annotated[
         bool, typer.Option("--delete/--no-delete", help="remove objects a previous push sent that are gone locally")
     ] = True,
+    release: Annotated[bool, typer.Option(
+        "--release", help="write to <url>/<revision>, once: every pod deployed from it reads the same files"
+    )] = False,
 ) -> None:
     """Upload a built repository to an object store; files whose content hash did not change are not sent."""
     from tritonforge.deploy.object_store import push as push_repo
 
     try:
         with err_console.status("pushing…") as status:
-            report = push_repo(repo, url, endpoint_url=endpoint_url, delete=delete, progress=status.update)
+            report = push_repo(repo, url, endpoint_url=endpoint_url, delete=delete, progress=status.update,
+                               release=release)
     except TritonForgeError as err:
         _fail(err)
+    what = f" release {report.revision} to" if report.revision else ""
     console.print(styled(
-        "green", "pushed", f" {report.url}: {len(report.uploaded)} sent ({report.bytes_sent} bytes), "
+        "green", "pushed", f"{what} {report.url}: {len(report.uploaded)} sent ({report.bytes_sent} bytes), "
         f"{len(report.unchanged)} unchanged, {len(report.deleted)} deleted"
     ))
     console.print(f"serve it with: tritonforge serve {report.url}")
+    if report.revision:
+        console.print(f"deploy it with: tritonforge deploy k8s {repo} <out> --repository-url {report.url} ...")
 
 
 def terminate_like_interrupt() -> None:

@@ -154,3 +154,43 @@ def test_push_errors_say_push() -> None:
 
     with pytest.raises(DeployError, match=r"^cannot push \(1\)"):
         push(Path("/nonexistent-repository"), "s3://bucket/x")
+
+
+def test_a_release_is_written_once_under_its_revision(s3_endpoint: str, embed_repo: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`push --release` writes <prefix>/<revision> (what deploy annotates the pods with): pushing it again sends
+    nothing; other files under the same release are refused before anything is sent; the CLI prints the URL to
+    deploy. Pods started at any time then read the same files, and a rollback's files are still there."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from tritonforge.cli import app
+    from tritonforge.deploy import revision as revision_module
+    from tritonforge.errors import DeployError
+
+    repo = tmp_path / "repo"
+    shutil.copytree(embed_repo, repo)
+    revision = revision_module.repository_revision(repo)
+    url = f"s3://{s3_endpoint}/{BUCKET}/releases"
+    first = push(repo, url, release=True)
+    assert first.revision == revision and first.url == f"{url}/{revision}" and first.uploaded
+    assert f"releases/{revision}/embed/config.pbtxt" in _objects(s3_endpoint, "releases/")
+    again = push(repo, url, release=True)
+    assert again.uploaded == () and again.deleted == () and again.unchanged
+    # the same revision with other files (content the revision does not cover, changed in place): refused
+    model_py = next(repo.glob("*/1/model.py"))
+    model_py.write_text(model_py.read_text() + "\n# changed\n")
+    monkeypatch.setattr(revision_module, "repository_revision", lambda _repo: revision)
+    before = _objects(s3_endpoint, f"releases/{revision}/")
+    with pytest.raises(DeployError, match=rf"release {revision} already holds other files \(.*model.py\); a release "
+                                          r"prefix is written once"):
+        push(repo, url, release=True)
+    assert _objects(s3_endpoint, f"releases/{revision}/").keys() == before.keys()
+    assert {k: o["ETag"] for k, o in _objects(s3_endpoint, f"releases/{revision}/").items()} == {
+        k: o["ETag"] for k, o in before.items()}
+    monkeypatch.undo()
+    result = CliRunner().invoke(app, ["push", str(embed_repo), url, "--release"])
+    assert result.exit_code == 0, result.output
+    assert f"pushed release {revision_module.repository_revision(embed_repo)} to" in result.output
+    assert "deploy it with: tritonforge deploy k8s" in result.output and "--repository-url" in result.output

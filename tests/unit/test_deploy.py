@@ -140,9 +140,10 @@ def _ranks(container: dict[str, Any]) -> list[list[str]]:
 
 
 def _notes(report: Any) -> tuple[str, ...]:
-    """A report's notes but those every deploy without --admin-key-secret, or with the autoscaler, gets (their own
-    tests check them)."""
-    return tuple(n for n in report.notes if "--admin-key-secret" not in n and "prometheus-adapter" not in n)
+    """A report's notes but those every deploy without --admin-key-secret, with the autoscaler, or from a prefix that
+    is not a release's gets (their own tests check them)."""
+    common = ("--admin-key-secret", "prometheus-adapter", "push --release")
+    return tuple(n for n in report.notes if not any(c in n for c in common))
 
 
 def _options(**kw: Any) -> DeployOptions:
@@ -1450,3 +1451,26 @@ def test_a_new_build_or_promotion_changes_the_pod_template_so_apply_rolls_the_po
     lineage = next(repo.glob("tiny_encoder/*/lineage.json"))
     lineage.write_text(lineage.read_text().replace("{", '{"note": "a new artifact",', 1))
     assert revision() != first
+
+
+def test_a_release_prefix_must_be_this_repositorys_release(cpu_repo: Path, tmp_path: Path) -> None:
+    """Pods read the repository at start: from a prefix pushed again in place, a pod added later serves whatever it
+    holds then. `push --release` writes <prefix>/<revision> once; deploy refuses a release URL naming another
+    revision than the repository it renders (its pods would run other configs than the template's), and notes a
+    plain prefix."""
+    from tritonforge.deploy.k8s import REVISION_ANNOTATION
+    from tritonforge.deploy.revision import repository_revision
+
+    revision = repository_revision(cpu_repo)
+    plain = deploy_k8s(cpu_repo, tmp_path / "plain", _options())
+    assert [n for n in plain.notes if "push --release" in n and "s3://models/rag is read by each pod" in n]
+    released = deploy_k8s(cpu_repo, tmp_path / "released", _options(repository_url=f"s3://models/rag/{revision}"))
+    assert not [n for n in released.notes if "push --release" in n]
+    assert released.values["podAnnotations"][REVISION_ANNOTATION] == revision
+    with pytest.raises(DeployError, match=(
+        rf"--repository-url: s3://models/rag/0123456789abcdef names release 0123456789abcdef, but {cpu_repo} is "
+        rf"release {revision}: render from the repository pushed there")):
+        deploy_k8s(cpu_repo, tmp_path / "other", _options(repository_url="s3://models/rag/0123456789abcdef"))
+    assert not (tmp_path / "other").exists()
+    pvc = deploy_k8s(cpu_repo, tmp_path / "pvc", _options(repository_url="pvc://store/rag", credentials_secret=None))
+    assert not [n for n in pvc.notes if "push --release" in n]  # a volume is the operator's to version
