@@ -25,8 +25,10 @@ QUERIES = ["how do I speed up inference on a GPU", "what makes thunder"]
 
 
 def example_spec(name: str = "rag.yaml", option: str = "--spec") -> Path:
-    """The bundled examples (specs, the question set) live in the source tree's examples/ folder."""
-    candidates = [Path(__file__).resolve().parent.parent / "examples" / name, Path.cwd() / "examples" / name]
+    """The bundled examples (specs, the question set): the source tree's examples/ folder, which a wheel installs
+    as tritonforge/examples (so `tritonforge demo` runs from a plain `pip install`)."""
+    here = Path(__file__).resolve().parent
+    candidates = [here.parent / "examples" / name, here / "examples" / name, Path.cwd() / "examples" / name]
     for path in candidates:
         if path.is_file():
             return path

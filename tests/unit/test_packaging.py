@@ -61,3 +61,25 @@ def test_the_license_is_an_spdx_expression(wheel: tuple[Path, str]) -> None:
         (meta,) = [n for n in whl.namelist() if n.endswith(".dist-info/METADATA")]
         fields = email.message_from_bytes(whl.read(meta))
     assert fields["License-Expression"] == "Apache-2.0"
+
+
+def test_the_demo_finds_its_examples_in_the_installed_wheel(wheel: tuple[Path, str], tmp_path: Path) -> None:
+    """`tritonforge demo` read examples/ from the source checkout only: from a `pip install`, every demo failed
+    with "example file 'rag.yaml' not found". The wheel installs them as tritonforge/examples."""
+    path, _ = wheel
+    zipfile.ZipFile(path).extractall(tmp_path / "site")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import tritonforge.demo as demo\n"
+        "spec, _ = demo.demo_spec(demo.example_spec(), stand_in_decoder=True)\n"
+        "print(demo.__file__); print(demo.example_spec()); print(sorted(spec.models))\n"
+        "print(demo.example_spec('data/questions.jsonl'))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "site")], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    module, spec, models, questions = run.stdout.split("\n")[:4]
+    site = tmp_path / "site" / "tritonforge"
+    assert module == str(site / "demo.py") and spec == str(site / "examples" / "rag.yaml")
+    assert models == "['answer', 'chat', 'minilm', 'passages', 'reranker']"
+    assert questions == str(site / "examples" / "data" / "questions.jsonl")
