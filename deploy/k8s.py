@@ -252,7 +252,7 @@ def _deploy_settings(repo: Path, info: dict[str, Any]) -> DeploySettings:
 
 
 @dataclass(frozen=True)
-class Checked:
+class DeploymentCheck:
     """The chart's values and what deploy_k8s's own checks and notes need from the same reading of the repository
     (each config.pbtxt read once)."""
 
@@ -269,7 +269,7 @@ def build_values(repo: str | Path, options: DeployOptions) -> dict[str, Any]:
     return check_deployment(repo, options).values
 
 
-def check_deployment(repo: str | Path, options: DeployOptions) -> Checked:
+def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentCheck:
     """:func:`build_values`, with what it read."""
     from tritonforge.validator import check_repository
 
@@ -509,7 +509,7 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> Checked:
         },
     }
     mutable = source.get("kind") in ("s3", "gs") and not released
-    return Checked(values, configs, info, silent, limits.mode == "off", mutable)
+    return DeploymentCheck(values, configs, info, silent, limits.mode == "off", mutable)
 
 
 # ---------------------------------------------------------------------------------------------------- rendering
@@ -693,10 +693,13 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
                      f"{values['name']}-prometheus-adapter-rules into the adapter's config (its chart's rules.custom); "
                      "until then the HorizontalPodAutoscaler reports FailedGetPodsMetric and does not scale")
     if checked.mutable_prefix:
+        to_release = ("`tritonforge push --release` writes each release once to <prefix>/<revision>"
+                      if values["modelRepository"]["kind"] == "s3" else
+                      "copy each release once to <prefix>/<revision> (`gcloud storage rsync`; `push` writes S3 only)")
         notes.append(f"{options.repository_url} is read by each pod at its start: one the autoscaler adds or a "
                      "restart brings back later serves whatever the prefix holds then, and `kubectl rollout undo` "
-                     "does not bring older files back. `tritonforge push --release` writes each release once to "
-                     "<prefix>/<revision>: render with that URL")
+                     f"does not bring older files back. {to_release} (this repository: "
+                     f"{values['podAnnotations'][REVISION_ANNOTATION]}): render with that URL")
     if values["autoscaling"]["enabled"] and checked.silent_engines:
         notes.append(f"{', '.join(checked.silent_engines)}: the LLM API's model publishes no backlog "
                      f"({ENGINE_SERIES}) without llmapi.enable_iter_perf_stats, and takes every request at once, so "

@@ -155,8 +155,13 @@ def _check_release(
     url: str, revision: str, recorded: dict[str, dict[str, Any]], sending: set[str], local: dict[str, Path | None],
     shas: dict[str, str],
 ) -> None:
-    """A release prefix is written once: what an earlier push recorded there must be this repository's files."""
-    differ = sorted(rel for rel in sending if recorded.get(rel, {}).get("sha256") not in (None, shas[rel]))
+    """A release prefix is written once: what an earlier push recorded there must be this repository's files. Only
+    a file recorded as pending (an interrupted push records every file it is about to send first) may be sent to
+    a prefix that has a manifest; a prefix without one must be empty."""
+    if not recorded:
+        return  # nothing recorded: _push refuses objects there without a manifest (see its listing check)
+    differ = sorted(rel for rel in sending if rel not in recorded
+                    or recorded[rel].get("sha256") not in (None, shas[rel]))
     extra = sorted(rel for rel, was in recorded.items() if rel not in local and was.get("sha256"))
     if differ or extra:
         raise DeployError(
@@ -259,6 +264,11 @@ def _push(
                 manifest[rel] = was
             else:
                 to_send.append((rel, path, sha))
+        if revision is not None and not recorded and remote:  # objects but no (readable) manifest: not ours to fill
+            raise DeployError(
+                f"{url}: release {revision} holds {len(remote)} objects but no push manifest ({MANIFEST_KEY}); a "
+                "release prefix is written once: push to another prefix, or delete it first if it was never deployed"
+            )
         if revision is not None:  # a release prefix holds this release's files or nothing (an interrupted push)
             _check_release(url, revision, recorded, {rel for rel, _, _ in to_send}, local,
                            {rel: sha for rel, _, sha in to_send})

@@ -133,7 +133,7 @@ class DecoupledRequest(Request):
         return 0
 
     def is_cancelled(self) -> bool:
-        return self.sender.cancelled
+        return self.sender.is_cancelled()  # counted as a late probe after FINAL, as the sender's own is
 
 
 class InferenceRequest:

@@ -28,7 +28,9 @@ def example_spec(name: str = "rag.yaml", option: str = "--spec") -> Path:
     """The bundled examples (specs, the question set): the source tree's examples/ folder, which a wheel installs
     as tritonforge/examples (so `tritonforge demo` runs from a plain `pip install`)."""
     here = Path(__file__).resolve().parent
-    candidates = [here.parent / "examples" / name, here / "examples" / name, Path.cwd() / "examples" / name]
+    # the installed copy first: in a wheel install here.parent is site-packages, where another distribution's
+    # stray examples/ folder could lie
+    candidates = [here / "examples" / name, here.parent / "examples" / name, Path.cwd() / "examples" / name]
     for path in candidates:
         if path.is_file():
             return path

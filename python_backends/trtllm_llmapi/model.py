@@ -86,24 +86,32 @@ class Backlog:
     def __init__(self, model, version):
         self.gauges = _load_sibling("request_metrics").request_gauges(
             pb_utils, model, version, lambda message: print(f"[trtllm_llmapi] {message}", flush=True))
-        self.iteration, self.totals = None, {}
+        self.iteration, self.totals = None, {}  # the iteration being gathered (see publish)
 
     def publish(self, stat):
-        """One iteration's statistics (a dict, or its JSON text) onto the gauges. With attention data parallelism
-        an iteration comes as one row per rank (the same ``iter``; NVIDIA/TensorRT-LLM
+        """One row of an iteration's statistics (a dict, or its JSON text). With attention data parallelism an
+        iteration comes as one row per rank (the same ``iter``; NVIDIA/TensorRT-LLM
         tensorrt_llm/executor/iteration_stats.py @ b11790149e0e12e52ea82ed7a4d51b51ea98dce6): the gauges carry the
-        iteration's sums, not the last rank's row."""
+        iteration's sums, set once it is complete (the next iteration's first row, or :meth:`flush` at the end of
+        a read), never one rank's part of it."""
         if isinstance(stat, (str, bytes)):
             stat = json.loads(stat)
         iteration = stat.get("iter")
-        if iteration is None or iteration != self.iteration:
+        if self.totals and (iteration is None or iteration != self.iteration):
+            self.flush()
+        if not self.totals:
             self.iteration, self.totals = iteration, dict.fromkeys(("waiting", "active", "scheduled", "max"), 0)
         inflight = stat.get("inflightBatchingStats") or {}
         self.totals["waiting"] += int(stat.get("numQueuedRequests", 0)) + int(inflight.get("numPausedRequests", 0))
         self.totals["active"] += int(stat.get("numActiveRequests", 0))
         self.totals["scheduled"] += int(inflight.get("numScheduledRequests", stat.get("numActiveRequests", 0)))
         self.totals["max"] += int(stat.get("maxNumActiveRequests", 0))
-        self.gauges.set(**self.totals)
+
+    def flush(self):
+        """The iteration gathered so far onto the gauges."""
+        if self.totals:
+            self.gauges.set(**self.totals)
+            self.totals = {}
 
     async def follow(self, llm, started):
         """Read the LLM's iteration statistics until cancelled (finalize), from the first request on (before it,
@@ -121,6 +129,7 @@ class Backlog:
                 raise
             except Exception:  # no statistics this round (their queue timed out): read again
                 pass
+            self.flush()  # the read's last iteration
             empty = 0 if got else empty + 1
             if empty == IDLE_READS:
                 self.gauges.set(waiting=0, active=0, scheduled=0)
@@ -164,12 +173,14 @@ def _text(value):
 
 
 class Reply:
-    """A decoupled request's sender, closed by its FINAL response (its own, or a stop's or cancellation's)."""
+    """One request's answer: a decoupled request's sender (None otherwise), closed by its FINAL response (its own,
+    or a stop's or cancellation's), and whether a stop or the client cancelled it."""
 
-    __slots__ = ("closed", "sender")
+    __slots__ = ("cancelled", "closed", "lock", "sender")
 
     def __init__(self, sender):
-        self.sender, self.closed = sender, False
+        self.sender, self.closed, self.cancelled = sender, False, False
+        self.lock = threading.Lock()
 
 
 def _report_failure(future):
@@ -194,7 +205,7 @@ class TritonPythonModel:
         self.thread.start()
         self.llm = LLM(**self.llm_args)
         self.running = {}  # request id -> its (request, id, generation handles, Reply) entries (for `stop`)
-        self.watched = {}  # id(request) -> (request, its generation handles): the cancellation thread's
+        self.watched = {}  # id(request) -> the same entry, while its request may be asked is_cancelled()
         self.lock = threading.Lock()
         # Triton's calls that wait on the parent process (a response's send, is_cancelled) run on threads of their
         # own, as in upstream's model.py: on the loop they held up every token of every other request meanwhile
@@ -212,11 +223,6 @@ class TritonPythonModel:
                 self.stats = asyncio.run_coroutine_threadsafe(backlog.follow(self.llm, self.first_request), self.loop)
 
     def finalize(self):
-        if hasattr(self, "closing"):
-            self.closing.set()
-            self.outbox.put(None)  # after the responses queued before it
-            self.sending.join(timeout=10)
-            self.watching.join(timeout=10)
         stats = getattr(self, "stats", None)
         if stats is not None:
             stats.cancel()
@@ -225,6 +231,11 @@ class TritonPythonModel:
         llm = getattr(self, "llm", None)
         if llm is not None:
             llm.shutdown()
+        if hasattr(self, "closing"):  # after the LLM: what its last generations queued is still sent
+            self.closing.set()
+            self.outbox.put(None)  # after the responses queued before it
+            self.sending.join(timeout=10)
+            self.watching.join(timeout=10)
         loop = getattr(self, "loop", None)
         if loop is not None:
             loop.call_soon_threadsafe(loop.stop)
@@ -335,7 +346,9 @@ class TritonPythonModel:
                 error=pb_utils.TritonError("a request id must be provided for request cancellation"))
         else:
             with self.lock:
-                for entry in list(self.running.get(request_id, ())):
+                entries = list(self.running.get(request_id, ()))
+            for entry in entries:
+                with entry[3].lock:
                     self._cancel(entry)
             response = pb_utils.InferenceResponse(output_tensors=[])
         if sender is not None:
@@ -347,7 +360,7 @@ class TritonPythonModel:
         """One request's generation(s); every outcome, a refusal included, reaches the client (decoupled: through
         the send thread, FINAL last; else as the returned response)."""
         request_id = request.request_id() if hasattr(request, "request_id") else ""
-        reply = Reply(sender) if sender is not None else None
+        reply = Reply(sender)
         handles = []
         try:
             for p, s, lora in zip(prompts, params, loras, strict=True):
@@ -374,21 +387,23 @@ class TritonPythonModel:
             else:
                 final = self.response([await h.aresult() for h in handles], flags, delta=False)
         except Exception as err:
-            with self.lock:  # a request stop or the cancellation thread answered has been released: not asked
-                cancelled = id(request) not in self.watched or request.is_cancelled()
-            code = pb_utils.TritonError.CANCELLED if cancelled else pb_utils.TritonError.INTERNAL
+            # not asked is_cancelled() here, on the loop: a stop or the cancellation thread has said so already
+            code = pb_utils.TritonError.CANCELLED if reply.cancelled else pb_utils.TritonError.INTERNAL
             final = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"Error generating request: {err}", code))
         finally:
             # before FINAL is queued: the cancellation thread must not ask a finished request (Triton has released
             # it; 2.51 can crash on is_cancelled() then)
             self.untrack(entry)
+        if reply.cancelled and reply.sender is None:  # not decoupled: a stopped request's partial text is no answer
+            error = pb_utils.TritonError("Request cancelled by client", pb_utils.TritonError.CANCELLED)
+            final = pb_utils.InferenceResponse(error=error)
         return self.emit(reply, final, FINAL)
 
     def emit(self, reply, response, flags=0):
         """Queue ``response`` (None: flags only) for a decoupled request's send thread; nothing after its FINAL or
         a cancellation's. Returns it (a request that is not decoupled is answered by execute's return)."""
-        if reply is not None:
-            with self.lock:
+        if reply.sender is not None:
+            with reply.lock:  # this request's only: held elsewhere just while the sweep asks about this request
                 if reply.closed:
                     return response
                 reply.closed = bool(flags & FINAL)
@@ -412,10 +427,13 @@ class TritonPythonModel:
             self.watched.pop(id(request), None)
 
     def _cancel(self, entry):
-        """Called with self.lock held: abort the entry's generations and answer its request CANCELLED, once."""
+        """Called with the entry's reply.lock held: abort its generations and answer its request CANCELLED, once
+        (a request that is not decoupled is answered by generate, which sees ``cancelled``)."""
         request, _, handles, reply = entry
-        self.watched.pop(id(request), None)
-        if reply is not None and not reply.closed:
+        with self.lock:
+            self.watched.pop(id(request), None)
+        reply.cancelled = True
+        if reply.sender is not None and not reply.closed:
             reply.closed = True
             error = pb_utils.TritonError("Request cancelled by client", pb_utils.TritonError.CANCELLED)
             self.outbox.put((reply.sender, pb_utils.InferenceResponse(error=error), FINAL))
@@ -438,10 +456,16 @@ class TritonPythonModel:
         """Aborts the generations of requests whose client went away, checked every cancellation period on one
         thread (not a watcher per request on the loop)."""
         while not self.closing.wait(self.check_period):
-            # under the lock: a request still watched has not had its FINAL queued (untrack and _cancel come
-            # first), so it is never asked after Triton released it
             with self.lock:
-                for entry in list(self.watched.values()):
+                watched = list(self.watched.values())
+            for entry in watched:
+                reply = entry[3]
+                # under the request's own lock, and only while it is open: its FINAL is queued under that lock
+                # with ``closed`` set, so it is never asked after Triton released it; the loop waits on this probe
+                # only if it streams to this very request meanwhile
+                with reply.lock:
+                    if reply.closed or reply.cancelled:
+                        continue
                     with contextlib.suppress(Exception):
                         if entry[0].is_cancelled():
                             self._cancel(entry)

@@ -189,8 +189,19 @@ def test_a_release_is_written_once_under_its_revision(s3_endpoint: str, embed_re
     assert _objects(s3_endpoint, f"releases/{revision}/").keys() == before.keys()
     assert {k: o["ETag"] for k, o in _objects(s3_endpoint, f"releases/{revision}/").items()} == {
         k: o["ETag"] for k, o in before.items()}
+    model_py.write_text(model_py.read_text().removesuffix("\n# changed\n"))
+    (repo / "embed" / "NOTES.txt").write_text("a file the release never had")  # added content: refused too
+    with pytest.raises(DeployError, match=r"already holds other files \(embed/NOTES.txt\)"):
+        push(repo, url, release=True)
+    (repo / "embed" / "NOTES.txt").unlink()
+    import boto3
+
+    boto3.client("s3", endpoint_url=f"http://{s3_endpoint}").delete_object(
+        Bucket=BUCKET, Key=f"releases/{revision}/{MANIFEST_KEY}")
+    with pytest.raises(DeployError, match=rf"release {revision} holds \d+ objects but no push manifest"):
+        push(repo, url, release=True)  # whose files they are cannot be told: not filled in
     monkeypatch.undo()
-    result = CliRunner().invoke(app, ["push", str(embed_repo), url, "--release"])
+    result = CliRunner().invoke(app, ["push", str(embed_repo), f"{url}-cli", "--release"])
     assert result.exit_code == 0, result.output
     assert f"pushed release {revision_module.repository_revision(embed_repo)} to" in result.output
     assert "deploy it with: tritonforge deploy k8s" in result.output and "--repository-url" in result.output

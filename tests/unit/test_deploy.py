@@ -1472,5 +1472,8 @@ def test_a_release_prefix_must_be_this_repositorys_release(cpu_repo: Path, tmp_p
         rf"release {revision}: render from the repository pushed there")):
         deploy_k8s(cpu_repo, tmp_path / "other", _options(repository_url="s3://models/rag/0123456789abcdef"))
     assert not (tmp_path / "other").exists()
+    gcs = deploy_k8s(cpu_repo, tmp_path / "gcs", _options(repository_url="gs://models/rag"))
+    (note,) = [n for n in gcs.notes if "is read by each pod" in n]
+    assert "gcloud storage rsync" in note and f"(this repository: {revision})" in note  # push writes S3 only
     pvc = deploy_k8s(cpu_repo, tmp_path / "pvc", _options(repository_url="pvc://store/rag", credentials_secret=None))
     assert not [n for n in pvc.notes if "push --release" in n]  # a volume is the operator's to version

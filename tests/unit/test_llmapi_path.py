@@ -203,6 +203,8 @@ def test_every_prompt_max_input_len_admits_fits_one_iteration(decoder: Path) -> 
     assert "max_num_tokens" not in written(LLMAPISettings(), (4096, 8192))  # TensorRT-LLM's default covers it
     assert written(LLMAPISettings(), (16000, 16384))["max_num_tokens"] == 16000
     assert written(LLMAPISettings(max_num_tokens=20000), (16000, 16384))["max_num_tokens"] == 20000
+    chunked = LLMAPISettings(extra_llm_args={"enable_chunked_prefill": True})
+    assert "max_num_tokens" not in written(chunked, (16000, 16384))  # long prompts run in chunks of the default
     with pytest.raises(SpecError, match=r"llmapi.max_num_tokens: 32 is smaller than max_input_len 64: a prompt "
                                         r"longer than max_num_tokens only runs with chunked prefill"):
         spec(decoder, llmapi={"max_num_tokens": 32})

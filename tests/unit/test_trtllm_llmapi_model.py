@@ -288,7 +288,8 @@ class RefusingLLM(FakeLLM):
         return generation
 
 
-def _model_with(llm: type, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, decoupled: bool = True) -> Any:
+def _model_with(llm: type, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, decoupled: bool = True,
+                period_ms: int = 10) -> Any:
     trt = types.ModuleType("tensorrt_llm")
     trt.LLM, trt.SamplingParams = llm, SamplingParams  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tensorrt_llm", trt)
@@ -296,7 +297,8 @@ def _model_with(llm: type, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, d
     (version / "checkpoint").mkdir(parents=True, exist_ok=True)
     (version / "model.yaml").write_text(
         "model: checkpoint\nbackend: pytorch\n"
-        f"triton_config: {{max_batch_size: 8, decoupled: {str(decoupled).lower()}, cancellation_check_period_ms: 10}}\n"
+        f"triton_config: {{max_batch_size: 8, decoupled: {str(decoupled).lower()}, "
+        f"cancellation_check_period_ms: {period_ms}}}\n"
     )
     module = load_model(MODEL_PY, monkeypatch)
     m = module.TritonPythonModel()
@@ -422,9 +424,12 @@ def test_attention_data_parallel_rows_of_one_iteration_are_summed(monkeypatch: p
         backlog.publish({"iter": 7, "numQueuedRequests": 4 if rank == 0 else 0, "numActiveRequests": 3,
                          "maxNumActiveRequests": 8, "inflightBatchingStats": {"numPausedRequests": rank,
                                                                               "numScheduledRequests": 2}})
-    gauges = {g.labels["request_type"]: g.value for g in family.metrics}
-    assert gauges == {"waiting": 5, "active": 6, "scheduled": 4, "max": 16}
+        if rank == 0:  # one rank's part of the iteration is never published (a scrape would see it)
+            assert all(g.value is None for g in family.metrics)
     backlog.publish(json.dumps({"iter": 8, "numQueuedRequests": 1, "numActiveRequests": 1, "maxNumActiveRequests": 8}))
+    gauges = {g.labels["request_type"]: g.value for g in family.metrics}
+    assert gauges == {"waiting": 5, "active": 6, "scheduled": 4, "max": 16}  # iteration 7, complete
+    backlog.flush()  # the end of a read: iteration 8 is complete
     assert {g.labels["request_type"]: g.value for g in family.metrics} == {
         "waiting": 1, "active": 1, "scheduled": 1, "max": 8}
 
@@ -465,5 +470,53 @@ def test_a_stop_answers_the_running_request_even_if_its_generation_never_ends(
         wait_until(lambda: DeafLLM.instances[-1].generation.aborted)
         time.sleep(0.05)  # the generation keeps yielding: nothing reaches the closed request
         assert running.sender.errors == [] and running.sender.late_probes == 0
+    finally:
+        m.finalize()
+
+
+def test_no_request_is_asked_is_cancelled_after_its_final_response(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Triton 2.51 can crash on is_cancelled() for a request it has released: the cancellation thread sweeping every
+    millisecond over many short streams never asks one whose FINAL was queued (the fake counts such probes)."""
+    m = _model_with(FakeLLM, monkeypatch, tmp_path, period_ms=1)
+    try:
+        requests = [DecoupledRequest(f"r{i}", text_input=strings([["a b c d"]]), streaming=np.array([[True]]))
+                    for i in range(60)]
+        for request in requests:
+            m.execute([request])
+        for request in requests:
+            assert request.sender.final.wait(5)
+        time.sleep(0.02)  # sweeps after the last FINAL
+        assert sum(r.sender.late_probes for r in requests) == 0
+        assert all(r.sender.errors == [] for r in requests)
+        assert [texts(r.sender.responses) for r in requests[:1]] == [[" a", " b", " c", " d"]]
+    finally:
+        m.finalize()
+
+
+def test_a_cancelled_request_that_is_not_decoupled_gets_cancelled_not_partial_text(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without decoupled, execute answers; an aborted generation may end normally with the text so far: the
+    client that cancelled must not be answered as if it had succeeded."""
+
+    class SlowGeneration(Generation):
+        async def aresult(self) -> Result:
+            while not self.aborted:
+                await asyncio.sleep(0.005)
+            return Result([Output("partial", "", "cancelled")], True)
+
+    class SlowLLM(FakeLLM):
+        def generate_async(self, prompt: str, sampling_params: Any, lora_request: Any, streaming: bool) -> Any:
+            return SlowGeneration([], streaming)
+
+    m = _model_with(SlowLLM, monkeypatch, tmp_path, decoupled=False)
+    try:
+        request = DecoupledRequest("r5", text_input=strings([["go"]]))
+        threading.Timer(0.1, lambda: setattr(request.sender, "cancelled", True)).start()
+        (answer,) = m.execute([request])
+        assert answer.has_error() and answer.error().code() == m_code(m, "CANCELLED")
+        assert request.sender.responses == []  # answered by execute's return, as a request that is not decoupled
     finally:
         m.finalize()

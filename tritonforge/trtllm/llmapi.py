@@ -169,9 +169,11 @@ def model_yaml(
         args["max_num_tokens"] = settings.max_num_tokens
     if context is not None:
         args["max_input_len"], args["max_seq_len"] = context
-        if not settings.max_num_tokens and context[0] > LLM_DEFAULT_MAX_NUM_TOKENS:
+        chunked = settings.extra_llm_args.get("enable_chunked_prefill") is True
+        if not settings.max_num_tokens and not chunked and context[0] > LLM_DEFAULT_MAX_NUM_TOKENS:
             # without chunked prefill the PyTorch backend refuses a prompt over max_num_tokens (its default 8192):
-            # every prompt max_input_len admits must fit one iteration (the spec refuses a smaller explicit value)
+            # every prompt max_input_len admits must fit one iteration (the spec refuses a smaller explicit value).
+            # It sizes the iteration's activations: a long context is cheaper with chunked prefill (docs/gpu.md)
             args["max_num_tokens"] = context[0]
     if settings.trust_remote_code:
         args["trust_remote_code"] = True
