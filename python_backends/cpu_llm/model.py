@@ -408,14 +408,13 @@ class TritonPythonModel:
             return name in arrays and arrays[name].size > 0
 
         if present("stop") and bool(arrays["stop"].reshape(-1)[0]):
-            stopped = self.engine.request_stop(request_id)
             job = _Job(request, sender, request_id, False, 1)
-            if not request_id:
+            if not request_id:  # checked first: a stop without an id stopped every running request without one
                 job.fail("stop=true needs the request id of the request to stop", pb_utils.TritonError.INVALID_ARG)
-            else:
-                if not stopped:
-                    _log("verbose", f"stop: no running request with id '{request_id}'")
-                job.send(final=True)
+                return None
+            if not self.engine.request_stop(request_id):
+                _log("verbose", f"stop: no running request with id '{request_id}'")
+            job.send(final=True)
             return None
 
         for name, rule in UNSUPPORTED.items():

@@ -666,6 +666,20 @@ def test_stop_input_ends_a_running_request(model: Any, reference: Any) -> None:
     assert responses[-1] is None and len(responses) < 100  # ends normally (FINAL), with what it had
 
 
+def test_a_stop_without_a_request_id_is_refused_and_stops_nothing(model: Any, reference: Any) -> None:
+    """The stop matched the running requests by id before the empty id was refused: a stop without one ended
+    every running request sent without an id (a plain infer call carries none)."""
+    ids = reference.ids("The quick brown fox")
+    running = request(ids, 40, exclude_input_in_output=True, streaming=True)  # no request id
+    model.execute([running])
+    wait_for(lambda: len(running.sender.responses) >= 3)
+    stopper = request(ids, 1, stop=True)
+    model.execute([stopper])
+    assert "stop=true needs the request id" in stopper.error()
+    responses = running.wait(10)
+    assert responses[-1] is None and len(responses) - 1 == len(reference.generate(ids, 40))  # every token ran
+
+
 # ------------------------------------------------------------------------------------------- not decoupled
 
 
