@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect
 from tritonforge.errors import ClientError
 from tritonforge.gateway.admission import Admission
 from tritonforge.gateway.auth import KeyChecker
-from tritonforge.gateway.errors import APIError, clip, error_response, from_client_error
+from tritonforge.gateway.errors import CLIENT_CLOSED_REQUEST, APIError, clip, error_response, from_client_error
 from tritonforge.gateway.listen import on_port
 from tritonforge.gateway.metrics import MetricsMiddleware
 from tritonforge.gateway.models import GatewayModels
@@ -30,7 +30,6 @@ from tritonforge.gateway.state import Gateway
 from tritonforge.triton.streams import drain_stops
 
 LOG = logging.getLogger(__name__)
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before its answer
 
 
 def create_app(

@@ -21,6 +21,7 @@ from tritonforge.errors import (
 )
 
 LOG = logging.getLogger(__name__)
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up before its answer
 
 
 # ------------------------------------------------------------------------------------------------------- errors

@@ -26,7 +26,7 @@ from tritonforge.clients.generation import (
     generation_inputs,
 )
 from tritonforge.errors import ClientError, InvalidInputError
-from tritonforge.gateway.errors import APIError, from_client_error
+from tritonforge.gateway.errors import CLIENT_CLOSED_REQUEST, APIError, from_client_error
 from tritonforge.gateway.schemas import GatewayLimits, Message, Sampled
 from tritonforge.triton.bounded import gather_bounded
 from tritonforge.triton.tensors import is_final, text_of
@@ -288,7 +288,8 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
             with contextlib.suppress(BaseException):
                 await task
     if not task.done() or task.cancelled():
-        raise APIError(499, "the client closed the request before the answer was ready", code="client_closed")
+        raise APIError(CLIENT_CLOSED_REQUEST, "the client closed the request before the answer was ready",
+                       code="client_closed")
     return task.result()
 
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tritonforge.gateway.errors import CLIENT_CLOSED_REQUEST
 from tritonforge.gateway.request_log import HEADER, log_failure, request_id
 from tritonforge.gateway.splits import Choice, SplitRouter
 from tritonforge.triton.streams import REQUEST_LABEL
@@ -136,8 +137,11 @@ class MetricsMiddleware:
         self.metrics.in_flight.inc()
 
         started: list[bool] = []
+        completed: list[bool] = []  # the response's last body message went out
 
         async def send_wrapper(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                completed.append(True)
             if message["type"] == "http.response.start":
                 started.append(True)
                 status[0] = message["status"]
@@ -149,9 +153,11 @@ class MetricsMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        cut = False
         try:
             await self.app(scope, receive, send_wrapper)
         except asyncio.CancelledError:
+            cut = True
             if not started:  # cut by the stop's grace: ContainErrors (outside) answers 503, not the default 500
                 status[0] = 503
             raise
@@ -167,6 +173,8 @@ class MetricsMiddleware:
             self.metrics.requests.labels(route, model, str(status[0])).inc()
             self.metrics.latency.labels(route, model).observe(seconds)
             failed_in_stream = state.get("gw_upstream_status")  # its 200 was on the wire when it failed
+            if started and not completed and not cut and not failed_in_stream and status[0] < 400:
+                failed_in_stream = CLIENT_CLOSED_REQUEST  # the client left mid-stream (it counted as a plain 200)
             if status[0] < 400 and failed_in_stream:
                 self.metrics.stream_errors.labels(route, model, str(failed_in_stream)).inc()
             log_failure(scope, failed_in_stream if status[0] < 400 and failed_in_stream else status[0], seconds,

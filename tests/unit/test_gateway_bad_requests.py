@@ -500,3 +500,50 @@ def test_a_stream_that_fails_after_its_200_is_counted_and_logged_by_its_failure(
     assert 'tritonforge_gateway_stream_errors_total{model="",route="/v1/chat/completions",status="503"} 1.0' in text
     assert 'tritonforge_gateway_requests_total{model="",route="/v1/chat/completions",status="200"} 1.0' in text
     assert [r.levelno for r in records] == [logging.WARNING] and "-> 503" in records[0].getMessage()
+
+
+def test_a_client_leaving_mid_stream_is_counted_and_logged() -> None:
+    """A stream whose client hung up after its 200 counted as a plain 200: 733 dropped streams in the soak left no
+    trace in the metrics or the log. A response whose last body never went out, without a server-side cut, is a
+    499 in tritonforge_gateway_stream_errors and an INFO line; a stream that ends normally counts nothing."""
+    import logging
+
+    from tritonforge.gateway.metrics import Metrics, MetricsMiddleware
+    from tritonforge.gateway.splits import SplitRouter
+
+    async def left_stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True})
+        # the client disconnected: Starlette stops the response without its last body message
+
+    async def whole_stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(_: Any) -> None:
+        return None
+
+    metrics = Metrics()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    requests_log = logging.getLogger("tritonforge.gateway.requests")
+    requests_log.addHandler(handler)
+    old_level = requests_log.level
+    requests_log.setLevel(logging.INFO)
+    try:
+        for app in (left_stream, whole_stream):
+            middleware = MetricsMiddleware(app, metrics=metrics, known=lambda _: True, router=SplitRouter())
+            scope = {"type": "http", "path": "/v1/chat/completions", "method": "POST", "headers": []}
+            asyncio.run(middleware(scope, receive, send))
+    finally:
+        requests_log.removeHandler(handler)
+        requests_log.setLevel(old_level)
+    text = metrics.render()[0].decode()
+    assert 'tritonforge_gateway_stream_errors_total{model="",route="/v1/chat/completions",status="499"} 1.0' in text
+    assert 'tritonforge_gateway_requests_total{model="",route="/v1/chat/completions",status="200"} 2.0' in text
+    assert [r.levelno for r in records] == [logging.INFO] and "-> 499" in records[0].getMessage()
