@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import subprocess
@@ -539,6 +540,7 @@ def test_tls_options_are_checked() -> None:
 def test_compression_headers_and_deadline_reach_the_call() -> None:
     grpc = Client("h:1", compression="gzip", headers={"authorization": "Bearer t"})
     kwargs = grpc._infer_kwargs(1.5, {"priority_hint": 1}, "2")
+    assert re.fullmatch(r"[0-9a-f]{32}", kwargs.pop("request_id"))  # Triton's log and traces tie it to the client
     assert kwargs == {
         "model_version": "2",
         "headers": {"authorization": "Bearer t"},
@@ -550,6 +552,13 @@ def test_compression_headers_and_deadline_reach_the_call() -> None:
     kwargs = http._infer_kwargs(1.5, None, "")
     assert kwargs["request_compression_algorithm"] == kwargs["response_compression_algorithm"] == "deflate"
     assert "client_timeout" not in kwargs and kwargs["headers"] is None
+    from tritonforge.triton.streams import REQUEST_LABEL
+
+    token = REQUEST_LABEL.set("gw-1234")  # the gateway's request id, while it answers that request
+    try:
+        assert http._infer_kwargs(None, None, "")["request_id"].startswith("gw-1234-")
+    finally:
+        REQUEST_LABEL.reset(token)
 
 
 def test_importing_the_clients_stays_cheap() -> None:

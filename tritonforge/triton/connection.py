@@ -45,7 +45,7 @@ from tritonforge.triton.options import (
     split_url,
     ssl_context,
 )
-from tritonforge.triton.streams import generate_payload, grpc_stream, grpc_stream_async, http_generate
+from tritonforge.triton.streams import generate_payload, grpc_stream, grpc_stream_async, http_generate, new_request_id
 from tritonforge.triton.tensors import build_inputs, output_arrays, requested_outputs
 from tritonforge.values import is_real
 
@@ -171,7 +171,9 @@ class _Base:
     def _infer_kwargs(
         self, timeout: float | None, parameters: Mapping[str, Any] | None, version: str
     ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"model_version": version, "headers": self._headers()}
+        # a request id, as streams carry (the gateway's request id its prefix): Triton's log and traces tie the
+        # request to its client (plain infer calls carried none)
+        kwargs: dict[str, Any] = {"model_version": version, "headers": self._headers(), "request_id": new_request_id()}
         if parameters is not None and not isinstance(parameters, Mapping):
             raise InvalidInputError(f"parameters must be a mapping of name -> value, got {type(parameters).__name__}")
         if parameters:
