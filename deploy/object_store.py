@@ -152,16 +152,16 @@ def _read_manifest(client: Any, url: ObjectStoreURL) -> dict[str, dict[str, Any]
 
 
 def _check_release(
-    url: str, revision: str, recorded: dict[str, dict[str, Any]], sending: set[str], local: dict[str, Path | None],
-    shas: dict[str, str],
+    url: str, revision: str, recorded: dict[str, dict[str, Any]], local: dict[str, Path | None],
+    to_send: list[tuple[str, Path | None, str]],
 ) -> None:
     """A release prefix is written once: what an earlier push recorded there must be this repository's files. Only
     a file recorded as pending (an interrupted push records every file it is about to send first) may be sent to
     a prefix that has a manifest; a prefix without one must be empty."""
     if not recorded:
         return  # nothing recorded: _push refuses objects there without a manifest (see its listing check)
-    differ = sorted(rel for rel in sending if rel not in recorded
-                    or recorded[rel].get("sha256") not in (None, shas[rel]))
+    differ = sorted(rel for rel, _, sha in to_send if rel not in recorded
+                    or recorded[rel].get("sha256") not in (None, sha))
     extra = sorted(rel for rel, was in recorded.items() if rel not in local and was.get("sha256"))
     if differ or extra:
         raise DeployError(
@@ -270,8 +270,7 @@ def _push(
                 "release prefix is written once: push to another prefix, or delete it first if it was never deployed"
             )
         if revision is not None:  # a release prefix holds this release's files or nothing (an interrupted push)
-            _check_release(url, revision, recorded, {rel for rel, _, _ in to_send}, local,
-                           {rel: sha for rel, _, sha in to_send})
+            _check_release(url, revision, recorded, local, to_send)
         if to_send:  # recorded first (as not yet sent): a push stopped midway leaves no object the next one forgets
             pending = {**recorded, **{rel: {"sha256": None} for rel, _path, _sha in to_send}}
             _write_manifest(client, target, pending)

@@ -84,7 +84,9 @@ class Backlog:
     autoscaler never saw them. Best effort: without custom metrics or statistics it only leaves them out."""
 
     def __init__(self, model, version):
-        self.gauges = _load_sibling("request_metrics").request_gauges(
+        metrics = _load_sibling("request_metrics")
+        self.types = metrics.TYPES
+        self.gauges = metrics.request_gauges(
             pb_utils, model, version, lambda message: print(f"[trtllm_llmapi] {message}", flush=True))
         self.iteration, self.totals = None, {}  # the iteration being gathered (see publish)
 
@@ -100,7 +102,7 @@ class Backlog:
         if self.totals and (iteration is None or iteration != self.iteration):
             self.flush()
         if not self.totals:
-            self.iteration, self.totals = iteration, dict.fromkeys(("waiting", "active", "scheduled", "max"), 0)
+            self.iteration, self.totals = iteration, dict.fromkeys(self.types, 0)
         inflight = stat.get("inflightBatchingStats") or {}
         self.totals["waiting"] += int(stat.get("numQueuedRequests", 0)) + int(inflight.get("numPausedRequests", 0))
         self.totals["active"] += int(stat.get("numActiveRequests", 0))
@@ -181,6 +183,12 @@ class Reply:
     def __init__(self, sender):
         self.sender, self.closed, self.cancelled = sender, False, False
         self.lock = threading.Lock()
+
+
+def _cancelled():
+    """The answer to a request a stop or its client cancelled (upstream's words and code)."""
+    return pb_utils.InferenceResponse(
+        error=pb_utils.TritonError("Request cancelled by client", pb_utils.TritonError.CANCELLED))
 
 
 def _report_failure(future):
@@ -395,8 +403,7 @@ class TritonPythonModel:
             # it; 2.51 can crash on is_cancelled() then)
             self.untrack(entry)
         if reply.cancelled and reply.sender is None:  # not decoupled: a stopped request's partial text is no answer
-            error = pb_utils.TritonError("Request cancelled by client", pb_utils.TritonError.CANCELLED)
-            final = pb_utils.InferenceResponse(error=error)
+            final = _cancelled()
         return self.emit(reply, final, FINAL)
 
     def emit(self, reply, response, flags=0):
@@ -435,8 +442,7 @@ class TritonPythonModel:
         reply.cancelled = True
         if reply.sender is not None and not reply.closed:
             reply.closed = True
-            error = pb_utils.TritonError("Request cancelled by client", pb_utils.TritonError.CANCELLED)
-            self.outbox.put((reply.sender, pb_utils.InferenceResponse(error=error), FINAL))
+            self.outbox.put((reply.sender, _cancelled(), FINAL))
         for handle in handles:
             self.loop.call_soon_threadsafe(handle.abort)
 

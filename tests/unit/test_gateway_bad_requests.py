@@ -463,63 +463,13 @@ def test_the_metrics_count_requests_in_flight(client: TestClient) -> None:
     assert "# TYPE tritonforge_gateway_stream_errors_total counter" in text  # counted by the stream test on Triton
 
 
-def test_a_stream_that_fails_after_its_200_is_counted_and_logged_by_its_failure() -> None:
-    """A stream whose engine failed mid-way (an error event, then [DONE]) counted only as a 200 (operations audit)."""
+def _through_metrics(*apps: Any) -> tuple[str, list[Any]]:
+    """Each ASGI app answered once behind the gateway's MetricsMiddleware (one Metrics): the rendered metrics and
+    the request log's records."""
     import logging
 
     from tritonforge.gateway.metrics import Metrics, MetricsMiddleware
     from tritonforge.gateway.splits import SplitRouter
-
-    async def failing_stream(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        scope["state"]["gw_upstream_status"] = 503  # what gateway/generation.py records with the error event
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-
-    metrics = Metrics()
-    middleware = MetricsMiddleware(failing_stream, metrics=metrics, known=lambda _: True, router=SplitRouter())
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    requests_log = logging.getLogger("tritonforge.gateway.requests")
-    requests_log.addHandler(handler)
-    old_level = requests_log.level
-    requests_log.setLevel(logging.INFO)
-    try:
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b""}
-
-        async def send(_: Any) -> None:
-            return None
-
-        scope = {"type": "http", "path": "/v1/chat/completions", "method": "POST", "headers": []}
-        asyncio.run(middleware(scope, receive, send))
-    finally:
-        requests_log.removeHandler(handler)
-        requests_log.setLevel(old_level)
-    text = metrics.render()[0].decode()
-    assert 'tritonforge_gateway_stream_errors_total{model="",route="/v1/chat/completions",status="503"} 1.0' in text
-    assert 'tritonforge_gateway_requests_total{model="",route="/v1/chat/completions",status="200"} 1.0' in text
-    assert [r.levelno for r in records] == [logging.WARNING] and "-> 503" in records[0].getMessage()
-
-
-def test_a_client_leaving_mid_stream_is_counted_and_logged() -> None:
-    """A stream whose client hung up after its 200 counted as a plain 200: 733 dropped streams in the soak left no
-    trace in the metrics or the log. A response whose last body never went out, without a server-side cut, is a
-    499 in tritonforge_gateway_stream_errors and an INFO line; a stream that ends normally counts nothing."""
-    import logging
-
-    from tritonforge.gateway.metrics import Metrics, MetricsMiddleware
-    from tritonforge.gateway.splits import SplitRouter
-
-    async def left_stream(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True})
-        # the client disconnected: Starlette stops the response without its last body message
-
-    async def whole_stream(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True})
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b""}
@@ -536,14 +486,48 @@ def test_a_client_leaving_mid_stream_is_counted_and_logged() -> None:
     old_level = requests_log.level
     requests_log.setLevel(logging.INFO)
     try:
-        for app in (left_stream, whole_stream):
+        for app in apps:
             middleware = MetricsMiddleware(app, metrics=metrics, known=lambda _: True, router=SplitRouter())
             scope = {"type": "http", "path": "/v1/chat/completions", "method": "POST", "headers": []}
             asyncio.run(middleware(scope, receive, send))
     finally:
         requests_log.removeHandler(handler)
         requests_log.setLevel(old_level)
-    text = metrics.render()[0].decode()
+    return metrics.render()[0].decode(), records
+
+
+def test_a_stream_that_fails_after_its_200_is_counted_and_logged_by_its_failure() -> None:
+    """A stream whose engine failed mid-way (an error event, then [DONE]) counted only as a 200 (operations audit)."""
+    import logging
+
+    async def failing_stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        scope["state"]["gw_upstream_status"] = 503  # what gateway/generation.py records with the error event
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+    text, records = _through_metrics(failing_stream)
+    assert 'tritonforge_gateway_stream_errors_total{model="",route="/v1/chat/completions",status="503"} 1.0' in text
+    assert 'tritonforge_gateway_requests_total{model="",route="/v1/chat/completions",status="200"} 1.0' in text
+    assert [r.levelno for r in records] == [logging.WARNING] and "-> 503" in records[0].getMessage()
+
+
+def test_a_client_leaving_mid_stream_is_counted_and_logged() -> None:
+    """A stream whose client hung up after its 200 counted as a plain 200: 733 dropped streams in the soak left no
+    trace in the metrics or the log. A response whose last body never went out, without a server-side cut, is a
+    499 in tritonforge_gateway_stream_errors and an INFO line; a stream that ends normally counts nothing."""
+    import logging
+
+    async def left_stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True})
+        # the client disconnected: Starlette stops the response without its last body message
+
+    async def whole_stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    text, records = _through_metrics(left_stream, whole_stream)
     assert 'tritonforge_gateway_stream_errors_total{model="",route="/v1/chat/completions",status="499"} 1.0' in text
     assert 'tritonforge_gateway_requests_total{model="",route="/v1/chat/completions",status="200"} 2.0' in text
     assert [r.levelno for r in records] == [logging.INFO] and "-> 499" in records[0].getMessage()
