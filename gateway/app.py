@@ -101,7 +101,8 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(ClientError)
     async def _client_error(request: Request, err: ClientError) -> JSONResponse:
         request.state.gw_upstream_error = True  # a Triton call failed: counts against a split arm
-        return _answer(request, from_client_error(err))
+        # a generation request's field names, for a context-length error told in its terms (generate sets them)
+        return _answer(request, from_client_error(err, getattr(request.state, "gw_asked", None)))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:

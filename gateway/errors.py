@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -48,10 +49,24 @@ class APIError(TritonForgeError):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def from_client_error(err: ClientError) -> APIError:
+@dataclass(frozen=True)
+class AskedFor:
+    """What a generation request named the parts of a context-length error by: its prompt's field (``messages``,
+    ``prompt``), its token count's field (``max_tokens`` or ``max_completion_tokens``) and whether it sent one (the
+    gateway's default applied if not)."""
+
+    prompt_param: str
+    tokens_param: str = "max_tokens"
+    tokens_sent: bool = True
+
+
+def from_client_error(err: ClientError, asked: AskedFor | None = None) -> APIError:
     """The HTTP answer for a failed call to Triton, chosen by the error's class (decided once, in
-    tritonforge.triton.errors, never re-read from its message here)."""
+    tritonforge.triton.errors, never re-read from its message here). ``asked``: a generation request's field
+    names, which a context-length error is told in (the engine names TensorRT-LLM's tensors)."""
     text = _without_address(err)
+    if isinstance(err, ContextLengthError) and asked is not None:
+        return _context_length(err, text, asked)
     if isinstance(err, OverloadedError):  # the model's queue is full: shed now, rather than queue without bound
         return APIError(429, f"the model is overloaded, retry later: {text}", type="server_error",
                         code="overloaded", retry_after=1)
@@ -71,6 +86,24 @@ def from_client_error(err: ClientError) -> APIError:
     if isinstance(err, InvalidInputError):  # refused by the client's own checks, before anything was sent
         return APIError(400, text, type="invalid_request_error", code="invalid_value")
     return APIError(400, text, type="invalid_request_error", code="invalid_request")
+
+
+def _context_length(err: ContextLengthError, text: str, asked: AskedFor) -> APIError:
+    """In the request's own terms, as vLLM says it: the tokens asked for when they are what does not fit (param
+    max_tokens), else the prompt (param messages / prompt); the engine's words when it gave no counts."""
+    limit, prompt, output = err.limit, err.prompt_tokens, err.output_tokens
+    if output is not None and limit is not None and err.limit_name == "max_seq_len":
+        value = f"{output}" if asked.tokens_sent else f"{output} (the default: the request sent none)"
+        room = (f"your request has {prompt} input tokens ({output} > {limit} - {prompt})" if prompt is not None
+                else f"{output} leaves no room for a prompt")
+        return APIError(400, f"'{asked.tokens_param}' is too large: {value}. This model's maximum context length is "
+                        f"{limit} tokens and {room}.", param=asked.tokens_param, code="context_length_exceeded")
+    if prompt is not None and limit is not None:
+        return APIError(400, f"This model's maximum context length is exceeded: '{asked.prompt_param}' holds {prompt} "
+                        f"tokens, more than the {limit} it takes for a prompt ({err.limit_name}). Shorten "
+                        f"'{asked.prompt_param}'.", param=asked.prompt_param, code="context_length_exceeded")
+    return APIError(400, f"This model's maximum context length is exceeded: {text}", param=asked.prompt_param,
+                    code="context_length_exceeded")
 
 
 # gRPC's own words name the peer it tried: "ipv4:10.0.0.5:8001", "ipv6:[::1]:8001", "unix:/run/triton.sock"

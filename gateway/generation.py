@@ -26,7 +26,7 @@ from tritonforge.clients.generation import (
     generation_inputs,
 )
 from tritonforge.errors import ClientError, InvalidInputError
-from tritonforge.gateway.errors import CLIENT_CLOSED_REQUEST, APIError, from_client_error
+from tritonforge.gateway.errors import CLIENT_CLOSED_REQUEST, APIError, AskedFor, from_client_error
 from tritonforge.gateway.schemas import GatewayLimits, Message, Sampled
 from tritonforge.triton.bounded import gather_bounded
 from tritonforge.triton.tensors import is_final, text_of
@@ -329,6 +329,11 @@ async def generate(
                               engine_model=engine_model, version=target.version, stops=params.stop_words)
             choices.append(_Choice(len(choices), gen))
     created, rid = int(time.time()), ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex
+    completion_tokens = getattr(body, "max_completion_tokens", None)  # chat's newer name for max_tokens
+    asked = AskedFor("messages" if kind == "chat" else "prompt",
+                     "max_completion_tokens" if completion_tokens else "max_tokens",
+                     tokens_sent=bool(completion_tokens or body.max_tokens))
+    request.state.gw_asked = asked  # the error handler's, for a failure before the response starts
 
     async def close_all() -> None:
         for c in choices:
@@ -404,7 +409,7 @@ async def generate(
                     else:
                         yield _sse(chunk(index, piece))
             except ClientError as err:
-                failure = from_client_error(err)
+                failure = from_client_error(err, asked)
                 request.state.gw_upstream_error = True
                 request.state.gw_upstream_status = failure.status  # the stream's 200 is on the wire already
                 yield _sse(failure.body())

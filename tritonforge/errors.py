@@ -167,7 +167,16 @@ class BatchTooLargeError(ClientError):
 
 class ContextLengthError(ClientError):
     """The LLM refused a prompt that, with the tokens asked for, does not fit its context (max_input_len,
-    max_seq_len; the message has the counts): shorten the prompt or ask for fewer tokens. Not retried."""
+    max_seq_len; the message has the counts): shorten the prompt or ask for fewer tokens. Not retried.
+
+    The counts the engine's words gave, None where they gave none: ``prompt_tokens``, ``output_tokens`` (the
+    tokens asked for) and ``limit``, with ``limit_name`` the engine's name for it (max_seq_len, max_input_len,
+    max_num_tokens)."""
+
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    limit: int | None = None
+    limit_name: str | None = None
 
 
 class BenchError(ClientError):

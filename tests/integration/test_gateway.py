@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -512,7 +513,13 @@ def test_errors_are_openai_style_and_the_gateway_keeps_serving(http, gateway: st
     for stream in (False, True):
         over = {"model": "chat", "prompt": "hi", "max_tokens": 5000, "stream": stream}
         error = _assert_error(http.post("/v1/completions", json=over), 400)
-        assert error["code"] == "context_length_exceeded" and "max_seq_len=512" in error["message"], error
+        # in the request's terms (the engine's words name TensorRT-LLM's request_output_len)
+        assert (error["code"], error["param"]) == ("context_length_exceeded", "max_tokens"), error
+        assert re.fullmatch(r"'max_tokens' is too large: 5000\. This model's maximum context length is 512 tokens "
+                            r"and your request has (\d+) input tokens \(5000 > 512 - \1\)\.", error["message"]), error
+    chat_over = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 5000}
+    error = _assert_error(http.post("/v1/chat/completions", json=chat_over), 400)
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "max_completion_tokens"), error
     for stream in (False, True):  # every choice refused: one 400, the others' streams closed
         too_long = {"model": "chat", "prompt": "hi", "max_tokens": 5000, "stream": stream, "n": 3, "temperature": 1}
         assert _assert_error(http.post("/v1/completions", json=too_long), 400)["code"] == "context_length_exceeded"

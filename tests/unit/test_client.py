@@ -374,6 +374,24 @@ def test_triton_replies_are_classified_once_for_every_transport(status: str, tex
     assert err.status == status and err.reason == text and err.model == "m"  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    ("text", "counts"),
+    [
+        ("in ensemble 'llm', prompt (31 tokens) + request_output_len (600) = 631 exceeds max_seq_len=512",
+         (31, 600, 512, "max_seq_len")),
+        ("the prompt has 5031 tokens, more than max_input_len=256", (5031, None, 256, "max_input_len")),
+        ("max_tokens=600 leaves no room for a prompt in max_seq_len=512", (None, 600, 512, "max_seq_len")),
+        ("The sum of prompt length (5031.0), query length (0) should not exceed max_num_tokens (4096)",
+         (5031, None, 4096, "max_num_tokens")),
+        ("the prompt does not fit max_seq_len", (None, None, None, None)),  # no counts in the words: none made up
+    ],
+)
+def test_a_context_length_error_carries_the_engines_counts(text: str, counts: tuple[object, ...]) -> None:
+    err = classify_reply("StatusCode.INTERNAL", text, model="llm", url="127.0.0.1:1", timeout=2.0)
+    assert isinstance(err, ContextLengthError)
+    assert (err.prompt_tokens, err.output_tokens, err.limit, err.limit_name) == counts
+
+
 def test_argument_checks_are_invalid_input_and_value_errors() -> None:
     client = Client(f"127.0.0.1:{_closed_port()}", retries=0)
     try:

@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 
 from tritonforge.errors import ContextLengthError
 from tritonforge.gateway import GatewayLimits, GatewayModels, create_app, split_problems
-from tritonforge.gateway.errors import from_client_error
+from tritonforge.gateway.errors import AskedFor, from_client_error
 from tritonforge.gateway.splits import parse_splits
 from tritonforge.server import free_port
+from tritonforge.triton.errors import classify_reply
 
 KEY = {"Authorization": "Bearer sk-user"}
 HF_CHAT = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -98,6 +99,34 @@ def test_a_prompt_over_the_context_is_openais_context_length_exceeded() -> None:
     error = from_client_error(ContextLengthError("model 'llm': the prompt has 5031 tokens, more than max_input_len=256"))
     assert (error.status, error.code) == (400, "context_length_exceeded")
     assert "maximum context length" in error.message and "5031 tokens" in error.message
+
+
+def _context_error(text: str) -> ContextLengthError:
+    err = classify_reply("StatusCode.INTERNAL", text, model="llm", url="127.0.0.1:8001", timeout=2.0)
+    assert isinstance(err, ContextLengthError)
+    return err
+
+
+def test_a_context_length_error_names_the_requests_own_fields() -> None:
+    # the engine names TensorRT-LLM's request_output_len; the client sent max_tokens (a 5000 that cannot fit)
+    over = _context_error("prompt (31 tokens) + request_output_len (5000) = 5031 exceeds max_seq_len=512")
+    error = from_client_error(over, AskedFor("prompt"))
+    assert (error.status, error.code, error.param) == (400, "context_length_exceeded", "max_tokens")
+    assert error.message == ("'max_tokens' is too large: 5000. This model's maximum context length is 512 tokens and "
+                             "your request has 31 input tokens (5000 > 512 - 31).")
+    newer = from_client_error(over, AskedFor("messages", "max_completion_tokens"))
+    assert newer.param == "max_completion_tokens" and newer.message.startswith("'max_completion_tokens' is too large")
+    default = from_client_error(over, AskedFor("messages", tokens_sent=False))
+    assert "5000 (the default: the request sent none)" in default.message
+    # a prompt over max_input_len: the prompt's field is what to shorten
+    long = from_client_error(_context_error("the prompt has 5031 tokens, more than max_input_len=256"),
+                             AskedFor("messages"))
+    assert (long.param, long.code) == ("messages", "context_length_exceeded")
+    assert "'messages' holds 5031 tokens, more than the 256 it takes for a prompt (max_input_len)" in long.message
+    # words without counts: the engine's words, the prompt's field as param
+    vague = from_client_error(_context_error("the prompt does not fit max_seq_len"), AskedFor("prompt"))
+    assert vague.param == "prompt" and vague.message.endswith("the prompt does not fit max_seq_len")
+    assert "127.0.0.1:8001" not in vague.message
 
 
 def test_a_split_may_not_take_an_adapters_id_nor_name_an_adapter_its_model_lacks() -> None:

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
@@ -110,7 +111,7 @@ def classify_reply(
         # API's PyTorch backend says "The sum of prompt length (N), query length (0) should not exceed
         # max_num_tokens (M)" (NVIDIA/TensorRT-LLM tensorrt_llm/llmapi/llm.py _check_arguments
         # @ 4c05a74891e4df8066f08ed4ce14b0972abe4e25; its TensorRT backend's words name max_seq_len)
-        result = ContextLengthError(f"{where}: the prompt does not fit the model's context: {text}")
+        result = _with_counts(ContextLengthError(f"{where}: the prompt does not fit the model's context: {text}"), text)
     elif "is restricted, expecting header" in text:  # over gRPC with status UNAVAILABLE: not a transport failure
         result = PermissionDeniedError(f"{where}: the API is restricted: send the admin key ({text})")
     elif code in ("UNAVAILABLE", "503"):
@@ -126,6 +127,35 @@ def classify_reply(
     else:
         result = ClientError(f"{where}: {text}")
     return _annotated(result, text=text, model=model, status=status, url=url)
+
+
+# The counts in the words of an engine that refused a prompt over its context (the texts classify_reply's rule
+# matches), read here once so that callers can say it in their own terms (the gateway: OpenAI's max_tokens)
+_CONTEXT_COUNTS = (
+    # the cpu engine (python_backends/cpu_llm): "prompt (31 tokens) + request_output_len (600) = 631 exceeds
+    # max_seq_len=512" and "the prompt has 5031 tokens, more than max_input_len=256"
+    re.compile(r"prompt \((?P<prompt>\d+) tokens\) \+ request_output_len \((?P<output>\d+)\) = \d+ exceeds "
+               r"(?P<name>max_seq_len)=(?P<limit>\d+)"),
+    re.compile(r"the prompt has (?P<prompt>\d+) tokens, more than (?P<name>max_input_len)=(?P<limit>\d+)"),
+    # rag_prompt: "max_tokens=600 leaves no room for a prompt in max_seq_len=512"
+    re.compile(r"max_tokens=(?P<output>\d+) leaves no room for a prompt in (?P<name>max_seq_len)=(?P<limit>\d+)"),
+    # the LLM API (the classify rule's commit): "The sum of prompt length (5031.0), query length (0) should not
+    # exceed max_num_tokens (4096)"
+    re.compile(r"prompt length \((?P<prompt>\d+)(?:\.0)?\), query length \(\d+(?:\.0)?\) should not exceed "
+               r"(?P<name>max_num_tokens) \((?P<limit>\d+)\)"),
+)
+
+
+def _with_counts(err: ContextLengthError, text: str) -> ContextLengthError:
+    for words in _CONTEXT_COUNTS:
+        found = words.search(text)
+        if found:
+            counts = found.groupdict()
+            err.prompt_tokens = int(counts["prompt"]) if counts.get("prompt") else None
+            err.output_tokens = int(counts["output"]) if counts.get("output") else None
+            err.limit, err.limit_name = int(counts["limit"]), counts["name"]
+            break
+    return err
 
 
 def _annotated(result: ClientError, *, text: str, model: str | None, status: str, url: str) -> ClientError:
