@@ -137,7 +137,7 @@ def rag_model_set(
         decoupled=True,
     )
     out.notes += generate_notes
-    out.add(generate_cfg, {"model.py": python_backends.source("rag_generate")})
+    out.add(generate_cfg, python_backends.sources("rag_generate"))  # model.py, rag_answer.py
 
     embedder = sets[retriever.embedder]
     reranker = sets[str(retriever.reranker)] if model.rerank else None

@@ -342,7 +342,7 @@ class Client(Connection):
         **sampling: Any,
     ) -> RagStream:
         """The answer's text pieces as generated (iterate); ``.sources`` (and ``.prompt``, ``.dropped``) are there
-        as soon as the first response arrives, before generation. Leaving early stops generation as ``stream``."""
+        as soon as the first response arrives (with the first piece). Leaving early stops generation as ``stream``."""
         if self.protocol != "grpc":
             raise InvalidInputError("rag needs gRPC (the rag ensemble answers several responses): use protocol='grpc'")
         limits = {"top_k": top_k, "top_n": top_n, "max_tokens": max_tokens, "min_score": min_score}

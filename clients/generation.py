@@ -268,7 +268,7 @@ class _RagParts:
 
 class RagStream:
     """Text pieces of a rag answer (iterate), with ``sources``, ``prompt`` and ``dropped`` filled as soon as they
-    arrive: reading ``sources`` before iterating waits for the first response only (sent before generation)."""
+    arrive: reading ``sources`` before iterating waits for the first response only (the first piece's)."""
 
     def __init__(self, start: Any) -> None:
         self._parts = _RagParts()

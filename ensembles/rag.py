@@ -14,7 +14,7 @@ Why the LLM is not three more steps of this ensemble: Triton (2.51, checked on t
 ensemble whose outputs descend from different decoupled origins — the sources come from the non-decoupled prompt
 step, text_output from the decoupled engine — with "in ensemble rag, step of model 'rag' receives inputs originated
 from different decoupled models" (R62; the ensemble's outputs count as one more step). So one decoupled step
-produces every output: `<key>_generate` sends the sources in its first response, then streams the LLM's pieces.
+produces every output: `<key>_generate` streams the LLM's pieces, the sources with the first one.
 """
 
 from __future__ import annotations

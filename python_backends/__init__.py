@@ -51,6 +51,7 @@ SHARED_DIR = HERE / "shared"
 SHARED: dict[str, tuple[str, ...]] = {
     "onnx_runner": ("cores",), "cpu_llm": ("cores", "request_metrics"), "retriever": ("cores",),
     "rag_prompt": ("control_tokens",), "llm_preprocessing": ("control_tokens",), "trtllm_llmapi": ("request_metrics",),
+    "rag_generate": ("rag_answer",), "rag_bls": ("rag_answer",),
 }
 ENGINE_PACKAGES = {"onnxruntime": ("onnxruntime",), "torch": ("torch", "transformers")}  # onnx_runner's engines
 

@@ -14,8 +14,8 @@ Input  QUERY       TYPE_STRING [1]  the question (one per request)
        MIN_SCORE   TYPE_FP32   [1]  optional, reranker score floor (the prompt step's default otherwise)
        temperature, top_k, top_p, seed, stream, ... (optional)       forwarded to the LLM unchanged
 Output text_output TYPE_STRING [-1]  the LLM's pieces (streamed) or whole answer
-       SOURCE_IDS, SOURCE_SCORES, PROMPT, PASSAGES_DROPPED          in the FIRST response only, sent before
-                   generation starts (its text_output is empty), as the `rag` ensemble does
+       SOURCE_IDS, SOURCE_SCORES, PROMPT, PASSAGES_DROPPED          in the FIRST response only, with the LLM's
+                   first piece, as the `rag` ensemble sends them (rag_answer.py, shipped beside this file)
 
 Parameters (model names in the same repository): search_model (default `search`), rerank_model (`rerank`),
 select_model (`passages_select`), prompt_model (`answer_prompt`), llm_model (`llm`).
@@ -40,6 +40,22 @@ DEFAULT_MODELS = {
     "prompt_model": "answer_prompt",
     "llm_model": "llm",
 }
+
+
+def _load_sibling(name):
+    """A module shipped next to this model.py, loaded by path: neither Triton's sys.path nor another model's module
+    of the same name decides which file it is."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_answer = _load_sibling("rag_answer")  # the LLM's pieces relayed, the sources with the first (shared with rag_generate)
 
 
 class StepError(RuntimeError):
@@ -111,9 +127,7 @@ class TritonPythonModel:
                 prompt_in.append(pb_utils.Tensor("MIN_SCORE", get("MIN_SCORE")))
             prompt = self.call("prompt_model", prompt_in, (*SOURCES, "REQUEST_OUTPUT_LEN"))
 
-            first = [pb_utils.Tensor(name, prompt[name]) for name in SOURCES]
-            first.append(pb_utils.Tensor("text_output", np.array([[b""]], dtype=object)))
-            sender.send(pb_utils.InferenceResponse(output_tensors=first))
+            sources = [pb_utils.Tensor(name, prompt[name]) for name in SOURCES]  # sent with the first piece
 
             llm_in = [
                 pb_utils.Tensor("text_input", prompt["PROMPT"].astype(object)),
@@ -129,16 +143,7 @@ class TritonPythonModel:
                 requested_output_names=["text_output"],
                 request_id=request.request_id(),
             )
-            for response in llm_request.exec(decoupled=True):
-                if response.has_error():
-                    sender.send(pb_utils.InferenceResponse(error=response.error()), flags=final)
-                    return
-                text = pb_utils.get_output_tensor_by_name(response, "text_output")
-                if text is not None:
-                    sender.send(
-                        pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("text_output", text.as_numpy())])
-                    )
-            sender.send(flags=final)
+            _answer.relay(sender, llm_request, sources)
         except Exception as err:  # a failed step is this request's error, never the model's
             error = pb_utils.TritonError(f"{type(err).__name__}: {err}")
             sender.send(pb_utils.InferenceResponse(error=error), flags=final)

@@ -9,8 +9,9 @@ BLS with the prompt, and streams its responses.
 Input  PROMPT, SOURCE_IDS, SOURCE_SCORES, PASSAGES_DROPPED, REQUEST_OUTPUT_LEN   from the prompt step
        temperature, top_k, top_p, seed, stream, ... (optional)                 forwarded to the LLM unchanged
 Output text_output       TYPE_STRING [-1]  the LLM's pieces (streamed) or whole answer
-       SOURCE_IDS, SOURCE_SCORES, PROMPT, PASSAGES_DROPPED                  in the FIRST response only, which is
-                         sent before generation starts (its text_output is empty)
+       SOURCE_IDS, SOURCE_SCORES, PROMPT, PASSAGES_DROPPED                  in the FIRST response only, with the
+                         LLM's first piece (empty text if the LLM ended without one); a request the LLM refuses
+                         gets its error alone (rag_answer.py says why)
 
 The LLM request carries this request's id, so a client that stops reading can send upstream's stop signal to the
 engine model with that id, as for the `llm` ensemble.
@@ -24,6 +25,22 @@ import triton_python_backend_utils as pb_utils
 
 SOURCES = ("SOURCE_IDS", "SOURCE_SCORES", "PROMPT", "PASSAGES_DROPPED")
 OWN_INPUTS = (*SOURCES, "REQUEST_OUTPUT_LEN")
+
+
+def _load_sibling(name):
+    """A module shipped next to this model.py, loaded by path: neither Triton's sys.path nor another model's module
+    of the same name decides which file it is."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_answer = _load_sibling("rag_answer")  # the LLM's pieces relayed, the sources with the first (shared with rag_bls)
 
 
 class TritonPythonModel:
@@ -55,9 +72,7 @@ class TritonPythonModel:
             prompt = get("PROMPT")
             if prompt.shape[0] != 1:
                 raise ValueError(f"send one query per request (this request holds {prompt.shape[0]})")
-            first = [pb_utils.Tensor(name, get(name)) for name in SOURCES]
-            first.append(pb_utils.Tensor("text_output", np.array([[b""]], dtype=object)))
-            sender.send(pb_utils.InferenceResponse(output_tensors=first))
+            sources = [pb_utils.Tensor(name, get(name)) for name in SOURCES]  # sent with the first piece
             inputs = [
                 pb_utils.Tensor("text_input", prompt.astype(object)),
                 pb_utils.Tensor("max_tokens", get("REQUEST_OUTPUT_LEN").astype(np.int32)),
@@ -74,16 +89,7 @@ class TritonPythonModel:
                 requested_output_names=["text_output"],
                 request_id=request.request_id(),
             )
-            for response in llm_request.exec(decoupled=True):
-                if response.has_error():
-                    sender.send(pb_utils.InferenceResponse(error=response.error()), flags=final)
-                    return
-                text = pb_utils.get_output_tensor_by_name(response, "text_output")
-                if text is not None:
-                    sender.send(
-                        pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("text_output", text.as_numpy())])
-                    )
-            sender.send(flags=final)
+            _answer.relay(sender, llm_request, sources)
         except Exception as err:
             error = pb_utils.TritonError(f"{type(err).__name__}: {err}")
             sender.send(pb_utils.InferenceResponse(error=error), flags=final)

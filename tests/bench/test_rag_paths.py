@@ -128,7 +128,8 @@ def _add_bls(repo: Path, spec: Any) -> None:
     )
     bls = ModelSet()
     # read from the source tree: python_backends.MODELS (which `source()` checks) does not list rag_bls yet
-    bls.add(config, {"model.py": (ROOT / "python_backends" / "rag_bls" / "model.py").read_bytes()})
+    bls.add(config, {"model.py": (ROOT / "python_backends" / "rag_bls" / "model.py").read_bytes(),
+                     "rag_answer.py": (ROOT / "python_backends" / "shared" / "rag_answer.py").read_bytes()})
     materialize(bls.files, repo)
     problems = check_repository(repo)
     assert not problems, [f"{p.where}: {p.message}" for p in problems]

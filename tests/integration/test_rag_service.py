@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from tritonforge.clients import AsyncClient, Client
+from tritonforge.clients.generation import rag_inputs
 from tritonforge.errors import ClientError
 from tritonforge.spec import load_spec
 
@@ -121,6 +124,25 @@ def test_defaults_and_bad_requests(rag_server) -> None:
         assert client.rag("still serving", top_n=1, max_tokens=4).sources  # an error reached only its caller
     with Client(rag_server.endpoints.http, protocol="http") as client, pytest.raises(ClientError, match="gRPC"):
         client.rag("hi")
+
+
+def test_a_request_the_llm_refuses_gets_its_error_and_no_sources(rag_server) -> None:
+    # a raw request (the clients refuse a negative temperature themselves): the engine's refusal is the first
+    # response, not sources followed by an error a reader must tell apart from an answer cut short
+    inputs = rag_inputs(QUERIES[0], top_k=None, top_n=1, max_tokens=8, sampling={}, stream=True)
+    seen: list[list[str]] = []
+
+    def record(result: Any) -> None:
+        seen.append([name for name in ("SOURCE_IDS", "text_output") if result.as_numpy(name) is not None])
+
+    with Client(rag_server.endpoints.grpc, retries=0) as client:
+        bad = {**inputs, "temperature": np.array([[-1.0]], dtype=np.float32)}
+        with pytest.raises(ClientError, match=r"temperature=-1\.0 must be a finite number >= 0"):
+            list(client.stream_text("rag", bad, on_result=record))
+        assert seen == []
+        pieces = list(client.stream_text("rag", inputs, on_result=record))  # the next good request is served
+    assert pieces and seen[0] == ["SOURCE_IDS", "text_output"]  # the sources come with the first piece
+    assert all("SOURCE_IDS" not in names for names in seen[1:]), seen
 
 
 def test_a_batch_of_queries_is_refused_before_retrieval_runs(rag_server) -> None:
