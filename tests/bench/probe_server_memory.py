@@ -2,14 +2,15 @@
 
 Builds an example (cpu target), serves it with tritonforge's launcher on free loopback ports, and sends it a closed
 loop from tritonforge's own clients (a request id on every call) for ``--minutes``: `embed` texts over gRPC, or
-`llm` streams of which every ``--leave-every``-th is left after its first piece (the client cancels the stream and
-sends the engine its stop, as the gateway does for a client that goes away). Every 15 s it reads the tritonserver
+`llm` (or `rag`) streams of which every ``--leave-every``-th is left after its first piece (the client cancels the
+stream and sends the engine its stop, as the gateway does for a client that goes away). Every 15 s it reads the tritonserver
 process's VmRSS, RssAnon and RssShmem (the python stubs are other processes, not counted) with its threads and file
 descriptors, and reports the slope (least squares) from minute 2 to the end and for each half of that window: a
 leak keeps its slope, a warm-up's second half is flatter than its first.
 
     python tests/bench/probe_server_memory.py --example llm --minutes 15 --leave-every 3   # docs/bench/server_memory_llm.json
     python tests/bench/probe_server_memory.py --example embed --minutes 6                  # docs/bench/server_memory_embed.json
+    python tests/bench/probe_server_memory.py --example rag --minutes 15 --leave-every 3   # docs/bench/server_memory_rag.json
 """
 
 from __future__ import annotations
@@ -60,12 +61,15 @@ def _load(example: str, endpoint: str, stop: threading.Event, counts: list[int],
             try:
                 if example == "embed":
                     client.embed([TEXTS[(n + i + k) % len(TEXTS)] for k in range(4)])
-                elif leave_every and n % leave_every == 0:
-                    stream = client.stream(PROMPTS[(n + i) % len(PROMPTS)], max_tokens=32)
-                    next(iter(stream), None)
-                    stream.close()  # type: ignore[attr-defined]
                 else:
-                    "".join(client.stream(PROMPTS[(n + i) % len(PROMPTS)], max_tokens=32))
+                    prompt = PROMPTS[(n + i) % len(PROMPTS)]
+                    stream: Any = (client.rag_stream(prompt, top_n=2, max_tokens=32) if example == "rag"
+                                   else client.stream(prompt, max_tokens=32))
+                    if leave_every and n % leave_every == 0:
+                        next(iter(stream), None)
+                        stream.close()
+                    else:
+                        "".join(stream)
                 counts[i] += 1
             except Exception as err:  # counted and reported; the loop goes on
                 errors.append(f"{type(err).__name__}: {err}"[:200])
@@ -74,10 +78,10 @@ def _load(example: str, endpoint: str, stop: threading.Event, counts: list[int],
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--example", choices=("embed", "llm"), default="llm")
+    parser.add_argument("--example", choices=("embed", "llm", "rag"), default="llm")
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--leave-every", type=int, default=3, help="llm: leave every N-th stream early (0: none)")
+    parser.add_argument("--leave-every", type=int, default=3, help="llm, rag: leave every N-th stream early (0: none)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     from tritonforge.server import TritonServer
@@ -92,7 +96,7 @@ def main() -> int:
             assert pid is not None
             stop, counts = threading.Event(), [0] * args.concurrency
             errors: list[str] = []
-            leave = args.leave_every if args.example == "llm" else 0
+            leave = args.leave_every if args.example != "embed" else 0
             workers = [threading.Thread(target=_load, args=(args.example, server.endpoints.grpc, stop, counts, errors,
                                                             i, leave), daemon=True) for i in range(args.concurrency)]
             started = time.monotonic()
