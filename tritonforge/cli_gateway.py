@@ -4,10 +4,12 @@ that can be wrong, checked before anything starts."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -61,14 +63,26 @@ LogLevelOpt = Annotated[
 ]
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stderr as it is at each record, as logging's last-resort handler does: a StreamHandler keeps
+    the stream it was made with, and once that one is closed (a CLI run under click's test runner, then the next
+    test's records) every record printed "--- Logging error ---" with a stack instead of itself (CI's output)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:  # StreamHandler.__init__ sets it; the property decides
+        pass
+
+
 def configure_logging(level: str) -> None:
     """tritonforge's loggers to stderr with time, level and name: nothing configured logging, so Python's last-resort
     handler printed warnings bare and dropped the rest (a failed request was never logged; operations audit)."""
-    import logging
-
     if level.lower() not in LOG_LEVELS:
         raise typer.BadParameter(f"'{level}' is not a level; choose {', '.join(LOG_LEVELS)}", param_hint="--log-level")
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     ours = logging.getLogger("tritonforge")
     ours.handlers[:] = [handler]  # the root logger has none (uvicorn configures only its own): no line twice

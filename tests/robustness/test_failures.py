@@ -309,20 +309,32 @@ def test_an_engine_whose_callers_stub_died_mid_stream_is_restarted_not_hung(
     server = TritonServer(demo_repo, startup_timeout=120)
     with server, Client(server.endpoints.grpc, timeout=60, retries=0) as client:
         assert client.generate("warm up", max_tokens=4)
-        (answer_stub,) = robust.stub_pids(server, "answer_generate")
-        # a raw caller: no stop of its own (the clients' stop would end the generation, and with it the sends)
-        stream = client.rag_stream("Tell me a long story about the sea", max_tokens=300, engine_model=None,
-                                   timeout=15)
-        killed = False
-        with pytest.raises(ClientError):  # the answer step's stub is gone
-            for i, _piece in enumerate(stream):
-                if i == 1:
-                    os.kill(answer_stub, signal.SIGKILL)
-                    killed = True
-        assert killed
-        # the engine's own stub ended (a send to the dead caller blocked) and was restarted
-        assert robust.wait_for(lambda: server.watchdog.healed.get("tensorrt_llm"), timeout=60)
-        assert robust.wait_for(lambda: server.watchdog.healed.get("answer_generate"), timeout=60)
+        for _attempt in range(3):
+            (answer_stub,) = robust.stub_pids(server, "answer_generate")
+            healed_before = server.watchdog.healed.get("answer_generate", 0)
+            # a raw caller: no stop of its own (the clients' stop would end the generation, and with it the sends)
+            stream = client.rag_stream("Tell me a long story about the sea", max_tokens=300, engine_model=None,
+                                       timeout=15)
+            killed = ended_in_error = False
+            try:
+                for _piece in stream:
+                    if not killed:
+                        os.kill(answer_stub, signal.SIGKILL)
+                        killed = True
+            except ClientError:  # the answer step's stub is gone
+                ended_in_error = True
+            assert killed
+            assert robust.wait_for(lambda before=healed_before: server.watchdog.healed.get("answer_generate", 0) > before,
+                                   timeout=60)
+            # the engine's own stub ended (a send to the dead caller blocked) and was restarted
+            if robust.wait_for(lambda: server.watchdog.healed.get("tensorrt_llm"), timeout=30):
+                assert ended_in_error  # the stream that lost its answer step failed, it did not end as if whole
+                break
+            # The stand-in decoder writes the 300 tokens in ~0.6 s: on a busy machine the kill can land after the
+            # engine's last send (CI, once), and then nothing blocked. Not hung either: it answers at once; again.
+            assert client.generate("not hung", max_tokens=4, timeout=10)
+        else:
+            pytest.fail("in 3 attempts the answer step's stub was never killed before the engine's last send")
         began = time.perf_counter()
         assert client.generate("again", max_tokens=4, timeout=30)  # the engine serves again, not hung
         assert client.rag("what is triton?", max_tokens=4, timeout=30).text is not None

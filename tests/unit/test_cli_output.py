@@ -128,3 +128,26 @@ def test_build_prints_a_reduced_rerankers_gate(tiny_cross_encoder: Path, tmp_pat
     result = CliRunner().invoke(app, ["build", str(spec), "-o", str(tmp_path / "out"), "--target", "cpu"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert re.search(r"max \|Δ score\| \d\.\d\de[-+]\d\d over 10 pairs", result.output), result.output
+
+
+def test_the_log_handler_follows_stderr_after_the_stream_it_began_with_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """configure_logging under one stderr (a CLI test's), then records once that stream is closed: each printed
+    "--- Logging error ---" and a stack in CI's output instead of the record."""
+    import logging
+
+    from tritonforge.cli_gateway import configure_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    ours = logging.getLogger("tritonforge")
+    monkeypatch.setattr(ours, "handlers", list(ours.handlers))  # restored after the test
+    monkeypatch.setattr(ours, "level", ours.level)
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging("info")
+    logging.getLogger("tritonforge.server").info("ready in %.1fs", 1.5)
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("tritonforge.server").info("ready in %.1fs", 2.5)
+    assert "INFO tritonforge.server: ready in 2.5s" in second.getvalue()
+    assert "Logging error" not in second.getvalue()
