@@ -258,7 +258,8 @@ class Client(Connection):
         **sampling: Any,
     ) -> Iterator[str]:
         """Text pieces as they are generated (gRPC). Leaving the loop early stops generation on the server:
-        the stream is cancelled and upstream's ``stop`` signal goes to ``engine_model``."""
+        upstream's ``stop`` signal goes to ``engine_model`` and the stream is read to its end (cancelled if it has
+        not ended within 2 s, or at once without ``engine_model``)."""
         if self.protocol != "grpc":
             raise InvalidInputError("streaming needs gRPC: create the client with protocol='grpc'")
         inputs = generation_inputs(prompt, Sampling.of(sampling), stream=_stream)

@@ -260,3 +260,70 @@ def test_a_stream_past_its_deadline_is_stopped_on_the_engine_sync_and_async(rag_
         while ended_early() == before and time.monotonic() < deadline:
             time.sleep(0.1)
         assert ended_early() == before + 1, "the engine was not told to stop"
+
+
+
+def test_a_stream_left_early_is_ended_by_its_engines_stop_not_cancelled(demo_repo: Path, tmp_path: Path) -> None:
+    """A stream left early was cancelled, then its engine stopped; cancelled gRPC streams are what Triton 2.51's
+    front end races on (docs/serving.md). The client now stops the engine first and reads the stream to its end:
+    Triton's gRPC front end is never asked to cancel (its verbose log says "Issuing cancellation" when it is), and the
+    engine says it was stopped, once for each stream."""
+    import time
+
+    from tritonforge.server import TritonServer
+
+    prompt = "Tell me a long story about the sea"  # 300 tokens take ~0.6 s here: the stop lands mid-answer
+    log = tmp_path / "triton.log"
+
+    def counts() -> tuple[int, int]:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        return text.count("was stopped (stop=true) after"), text.count("Issuing cancellation")
+
+    with TritonServer(demo_repo, log_verbose=1, log_file=log) as server:
+
+        def pieces(client: Any, rag: bool) -> Any:
+            return client.rag_stream(prompt, top_n=1, max_tokens=300) if rag else client.stream(prompt, max_tokens=300)
+
+        async def leave_async(rag: bool) -> float:
+            async with AsyncClient(server.endpoints.grpc) as client:
+                stream = pieces(client, rag)
+                assert await stream.__anext__() is not None
+                began = time.monotonic()
+                await stream.aclose()
+                return time.monotonic() - began
+
+        async def cancel_task(rag: bool) -> float:  # the gateway's case: its client went away, its task is cancelled
+            async with AsyncClient(server.endpoints.grpc) as client:
+                first = asyncio.Event()
+
+                async def read() -> None:
+                    async for _piece in pieces(client, rag):
+                        first.set()
+
+                task = asyncio.ensure_future(read())
+                await asyncio.wait_for(first.wait(), 30)
+                began = time.monotonic()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                return time.monotonic() - began
+
+        def leave_sync(rag: bool) -> float:
+            with Client(server.endpoints.grpc) as client:
+                stream = pieces(client, rag)
+                assert next(iter(stream)) is not None
+                began = time.monotonic()
+                stream.close()
+                return time.monotonic() - began
+
+        for rag in (True, False):
+            for leave in (leave_sync, lambda rag: asyncio.run(leave_async(rag)),
+                          lambda rag: asyncio.run(cancel_task(rag))):
+                stopped, cancelled = counts()
+                assert leave(rag) < 2.5  # the stop's round trip and the engine's last step, not the whole answer
+                deadline = time.monotonic() + 10
+                while counts()[0] == stopped and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert counts() == (stopped + 1, cancelled), (rag, leave, "stopped once and never cancelled")
+        with Client(server.endpoints.grpc) as client:
+            assert client.rag(QUERIES[0], top_n=1, max_tokens=4).text is not None  # serving on

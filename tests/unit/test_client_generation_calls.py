@@ -23,6 +23,23 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+class _Piece:
+    """A streamed response as tritonclient's gRPC callback gets it: text "x", final or not."""
+
+    def __init__(self, final: bool) -> None:
+        self.final = final
+
+    def as_numpy(self, name: str) -> Any:
+        import numpy as np
+
+        return np.array([b"x"], dtype=object) if name == "text_output" else None
+
+    def get_response(self) -> Any:
+        response = type("Response", (), {})()
+        response.parameters = {"triton_final_response": type("P", (), {"bool_param": self.final})()}
+        return response
+
+
 CALLS = {
     "grpc generate": ("grpc", lambda c: c.generate("hi", max_tokens=2)),
     "grpc stream": ("grpc", lambda c: list(c.stream("hi", max_tokens=2))),
@@ -138,24 +155,9 @@ def test_a_streams_timeout_is_its_whole_deadline_as_on_the_async_client(monkeypa
     its end under timeout=0.5, where the async client's deadline (gRPC's stream_timeout) stopped it at 0.5 s."""
     import time
 
-    import numpy as np
     import tritonclient.grpc as grpcclient
 
     from tritonforge.errors import DeadlineExceededError
-
-    class Piece:
-        def __init__(self, final: bool) -> None:
-            self.final = final
-
-        def as_numpy(self, name: str) -> Any:
-            return np.array([b"x"], dtype=object) if name == "text_output" else None
-
-        def get_response(self) -> Any:
-            final = self.final
-
-            response = type("Response", (), {})()
-            response.parameters = {"triton_final_response": type("P", (), {"bool_param": final})()}
-            return response
 
     def start_stream(self: Any, callback: Any, **_: Any) -> None:
         self._feed = callback
@@ -164,7 +166,7 @@ def test_a_streams_timeout_is_its_whole_deadline_as_on_the_async_client(monkeypa
         def feed() -> None:
             for i in range(40):
                 time.sleep(0.05)
-                self._feed(Piece(final=i == 39), None)
+                self._feed(_Piece(final=i == 39), None)
 
         threading.Thread(target=feed, daemon=True).start()
 
@@ -182,3 +184,58 @@ def test_search_refuses_top_n_without_rerank_instead_of_ignoring_it() -> None:
     with (Client(f"127.0.0.1:{_closed_port()}", retries=0) as client,
           pytest.raises(InvalidInputError, match=r"top_n=3 applies with rerank=True")):
         client.search(["q"], top_k=5, top_n=3)
+
+
+@pytest.mark.parametrize("engine_ends", [True, False])
+def test_a_stream_left_early_is_stopped_then_read_to_its_end_and_cancelled_only_if_it_does_not_end(
+    monkeypatch: pytest.MonkeyPatch, engine_ends: bool
+) -> None:
+    """Leaving early: the engine's stop goes first (on another connection), then the stream is read to its final
+    response; cancelled only when none came within DRAIN_S (an engine that ignores the stop). The real server's
+    side: tests/integration/test_rag_service.py."""
+    import time
+
+    import tritonclient.grpc as grpcclient
+
+    from tritonforge.triton import streams
+
+    events: list[str] = []
+    stopped, closed = threading.Event(), threading.Event()
+
+    def start_stream(self: Any, callback: Any, **_: Any) -> None:
+        self._feed = callback
+
+    def async_stream_infer(self: Any, *args: Any, **kwargs: Any) -> None:
+        put = self._feed
+
+        def feed() -> None:  # a piece every 20 ms; the final one once the engine was stopped (if it heeds stops)
+            while not (engine_ends and stopped.is_set()) and not closed.is_set():
+                time.sleep(0.02)
+                put(_Piece(final=False), None)
+            put(_Piece(final=True), None)
+
+        threading.Thread(target=feed, daemon=True).start()
+
+    def send_stop(client: Any, engine_model: str, request_id: str, headers: Any = None) -> None:
+        events.append(f"stop {engine_model}")
+        stopped.set()
+
+    monkeypatch.setattr(grpcclient.InferenceServerClient, "start_stream", start_stream)
+    monkeypatch.setattr(grpcclient.InferenceServerClient, "async_stream_infer", async_stream_infer)
+    def stop_stream(self: Any, cancel_requests: bool = False) -> None:
+        if getattr(self, "_feed", None) is not None:  # the stream's client (close() calls it again, and the stopper's)
+            events.append(f"close cancel={cancel_requests}")
+            self._feed = None
+            closed.set()
+
+    monkeypatch.setattr(grpcclient.InferenceServerClient, "stop_stream", stop_stream)
+    monkeypatch.setattr(streams, "_send_stop", send_stop)
+    monkeypatch.setattr(streams, "DRAIN_S", 0.3)
+    with Client(f"127.0.0.1:{_closed_port()}", retries=0) as client:
+        pieces = client.stream("hi", max_tokens=400, engine_model="tensorrt_llm")
+        assert next(pieces) == "x"
+        began = time.monotonic()
+        pieces.close()
+        took = time.monotonic() - began
+    assert events == ["stop tensorrt_llm", f"close cancel={not engine_ends}"]
+    assert took < 0.2 if engine_ends else 0.3 <= took < 0.8

@@ -20,7 +20,7 @@ import contextvars
 import queue
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -84,9 +84,12 @@ def grpc_stream(
     while True:
         yielded = False
         try:
-            for piece in _grpc_stream_once(client_kwargs, model, attempts.inputs, **once):
-                yielded = True
-                yield piece
+            # closing: a consumer leaving early closes the inner generator now (its end stops the engine), not
+            # whenever this frame is collected
+            with contextlib.closing(_grpc_stream_once(client_kwargs, model, attempts.inputs, **once)) as pieces:
+                for piece in pieces:
+                    yielded = True
+                    yield piece
             return
         except ClientError as err:
             wait = None if yielded else attempts.again(err)
@@ -129,13 +132,13 @@ def _grpc_stream_once(
     on_result: Any = None,
     headers: dict[str, str] | None = None,
     compression: str | None = None,
-) -> Iterator[str]:
+) -> Generator[str, None, None]:
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(**client_kwargs)
     responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
     request_id = new_request_id()
-    finished = False
+    finished = stopped = False
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         try:
@@ -173,6 +176,11 @@ def _grpc_stream_once(
                 yield piece
             if finished:
                 return
+    except GeneratorExit:  # the consumer left early: its engine is stopped and the stream read to its end
+        if engine_model:
+            finished = _stop_and_drain(client_kwargs, responses, engine_model, request_id, headers)
+            stopped = True
+        raise
     finally:
         try:
             stream = getattr(client, "_stream", None)
@@ -183,10 +191,40 @@ def _grpc_stream_once(
                 # queue: guarded, so a tritonclient that renamed it cannot replace the caller's own error here
                 with contextlib.suppress(Exception):
                     stream._request_queue.put(None)
-            if not finished and engine_model:
+            if not finished and engine_model and not stopped:
                 _send_stop(client, engine_model, request_id, headers)
         finally:
             client.close()
+
+
+DRAIN_S = 2.0  # how long a stream left early is read for its end after its engine's stop, before it is cancelled
+
+
+def _stop_and_drain(
+    client_kwargs: dict[str, Any], responses: queue.Queue[tuple[Any, Any]], engine_model: str, request_id: str,
+    headers: dict[str, str] | None,
+) -> bool:
+    """Stop a stream's engine, then read the stream until the server ends it (True), for at most DRAIN_S.
+
+    Why not cancel at once: a stopped engine ends within a step, the steps above it end with it, and then nothing
+    is cancelled. Cancelled gRPC streams are what Triton 2.51's front end races on (upstream server#7368 and #8034:
+    an abort or a SIGSEGV, seen here with a synthetic decoupled model; docs/serving.md). The stop goes on a second
+    connection: tritonclient holds one stream a client, and this one is still open."""
+    import tritonclient.grpc as grpcclient
+
+    stopper = grpcclient.InferenceServerClient(**client_kwargs)
+    try:
+        _send_stop(stopper, engine_model, request_id, headers)
+    finally:
+        stopper.close()
+    deadline = time.monotonic() + DRAIN_S
+    while True:
+        try:
+            result, error = responses.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return False
+        if error is not None or is_final(result):  # the server ended it (an error is no one's now: the consumer left)
+            return True
 
 
 WATCH_S = 1.0  # while a stream waits this long for its next response, its engine's readiness is asked
@@ -387,8 +425,9 @@ async def grpc_stream_async(
 ) -> AsyncGenerator[str, None]:
     """Async generator of text_output pieces over ``tritonclient.grpc.aio``'s bidirectional stream, sent again
     before its first piece as :func:`grpc_stream` does (server unavailable, evicted LoRA adapter). Leaving early
-    cancels the stream and, with ``engine_model``, sends upstream's stop to it: Triton 2.51 does not pass an
-    ensemble's cancellation on to its steps, so the engine would otherwise generate to max_tokens."""
+    sends ``engine_model`` upstream's stop and reads the stream to its end (cancelled only if it does not end within
+    DRAIN_S; without ``engine_model``, at once): Triton 2.51 does not pass an ensemble's cancellation on to its steps,
+    so the engine would otherwise generate to max_tokens."""
     once = {
         "timeout": timeout, "classify": classify, "on_result": on_result, "engine_model": engine_model,
         "version": version, "headers": _header_dict(headers), "compression": compression,
@@ -444,7 +483,7 @@ async def _grpc_stream_async_once(
         )
     except Exception as err:
         raise classify(err) from err
-    finished = False
+    finished = left = False
     responses, pending = stream.__aiter__(), None
     watch = _EngineWatch(model, engine_model) if engine_model else None
     try:
@@ -473,24 +512,63 @@ async def _grpc_stream_async_once(
                 yield piece
             if finished:
                 return
-    except (ClientError, asyncio.CancelledError, GeneratorExit):
+    except (asyncio.CancelledError, GeneratorExit):  # the consumer left (closed the generator, or went away)
+        left = True
+        raise
+    except ClientError:
         raise
     except Exception as err:  # grpc.aio raises its own errors (UNAVAILABLE, DEADLINE_EXCEEDED) from the stream
         failure = classify(err)
         finished = _server_ended(failure)
         raise failure from err
     finally:
-        if pending is not None:
-            pending.cancel()
-        with contextlib.suppress(Exception):
-            stream.cancel()
-        if not finished and engine_model:
+        ending: Coroutine[Any, Any, None] | None
+        if not finished and engine_model and left:  # stopped, then read to its end (see _stop_and_drain)
+            ending = _stop_and_drain_async(transport, stream, responses, pending, engine_model, request_id, headers)
+        else:
+            if pending is not None:
+                pending.cancel()
+            with contextlib.suppress(Exception):
+                stream.cancel()
+            ending = send_stop_async(transport, engine_model, request_id, headers) if not finished and engine_model \
+                else None
+        if ending is not None:
             # shielded: this runs while the consumer's task may be cancelled (it left the loop or went away)
-            task = asyncio.ensure_future(send_stop_async(transport, engine_model, request_id, headers))
+            task = asyncio.ensure_future(ending)
             _PENDING_STOPS.add(task)  # a strong reference until it is done, and what drain_stops() waits for
             task.add_done_callback(_PENDING_STOPS.discard)
             with contextlib.suppress(BaseException):
                 await asyncio.shield(task)
+
+
+async def _stop_and_drain_async(
+    transport: Any, stream: Any, responses: Any, pending: asyncio.Future[Any] | None, engine_model: str,
+    request_id: str, headers: dict[str, str] | None,
+) -> None:
+    """:func:`_stop_and_drain` over ``tritonclient.grpc.aio``: the engine's stop on the same channel (aio streams are
+    independent calls), then the stream read until Triton ends it, for at most DRAIN_S; cancelled only then."""
+    ended = False
+    try:
+        await send_stop_async(transport, engine_model, request_id, headers)
+        deadline = asyncio.get_running_loop().time() + DRAIN_S
+        while not ended:
+            answered = pending or asyncio.ensure_future(responses.__anext__())
+            pending = None
+            left = deadline - asyncio.get_running_loop().time()
+            done, _ = await asyncio.wait({answered}, timeout=max(0.0, left))
+            if not done:
+                answered.cancel()
+                return
+            try:
+                result, error = answered.result()
+            except BaseException:  # StopAsyncIteration: Triton ended it; or the stream failed: nothing to read
+                ended = True
+            else:
+                ended = error is not None or is_final(result)
+    finally:
+        if not ended:
+            with contextlib.suppress(Exception):
+                stream.cancel()
 
 
 def generate_payload(inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
