@@ -51,7 +51,8 @@ SHARED_DIR = HERE / "shared"
 SHARED: dict[str, tuple[str, ...]] = {
     "onnx_runner": ("cores",), "cpu_llm": ("cores", "request_metrics"), "retriever": ("cores",),
     "rag_prompt": ("control_tokens",), "llm_preprocessing": ("control_tokens",), "trtllm_llmapi": ("request_metrics",),
-    "rag_generate": ("rag_answer",), "rag_bls": ("rag_answer",),
+    "rag_generate": ("rag_answer", "bls_retired"), "rag_bls": ("rag_answer", "bls_retired"),
+    "llm_bls": ("bls_retired",),
 }
 ENGINE_PACKAGES = {"onnxruntime": ("onnxruntime",), "torch": ("torch", "transformers")}  # onnx_runner's engines
 

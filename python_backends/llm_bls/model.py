@@ -37,7 +37,8 @@ Decoupled (the normal configuration, `decoupled_mode: true`): `execute` starts o
 None; each request gets its responses and then FINAL (an error response with FINAL on failure, to that request
 only). Not decoupled: `execute` answers each request with one response (no streaming).
 
-Only numpy and triton_python_backend_utils are imported (never tritonforge), so the file runs in an NGC container.
+Only numpy, triton_python_backend_utils and bls_retired.py (shipped beside it) are imported, never tritonforge, so
+the file runs in an NGC container.
 """
 
 import contextlib
@@ -49,6 +50,21 @@ import uuid
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+
+def _load_sibling(name):
+    """A module shipped next to this model.py, loaded by path: neither Triton's sys.path nor another model's module
+    of the same name decides which file it is."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_retired = _load_sibling("bls_retired").Retired()  # finished BLS iterators, kept past their end (bls_retired.py)
 FINAL = getattr(pb_utils, "TRITONSERVER_RESPONSE_COMPLETE_FINAL", 1)
 LORA_EVICTED = "not found in cache"  # TensorRT-LLM: "LoRA task N not found in cache. Please send LoRA weights ..."
 CANCEL_POLL_SECONDS = 0.1
@@ -444,6 +460,7 @@ class TritonPythonModel:
                     yield response
         finally:
             job.iterator = None
+            _retired.keep(responses)  # the last reference stays Python's
 
     def _forward(self, job, response, streaming):
         """Postprocess one tensorrt_llm response and send it on."""
@@ -503,8 +520,12 @@ class TritonPythonModel:
                                             request_id=job.trt_request_id)
         started = time.monotonic()
         try:
-            for _ in request.exec(decoupled=True):
-                pass
+            stopped = request.exec(decoupled=True)
+            try:
+                for _ in stopped:
+                    pass
+            finally:
+                _retired.keep(stopped)
         except Exception as err:  # best effort: the client is gone anyway
             _log("warn", f"could not send stop for request '{job.trt_request_id}': {err}")
         _log("verbose", f"stop for '{job.trt_request_id}' answered in {time.monotonic() - started:.3f}s")

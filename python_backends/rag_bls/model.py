@@ -56,6 +56,7 @@ def _load_sibling(name):
 
 
 _answer = _load_sibling("rag_answer")  # the LLM's pieces relayed, the sources with the first (shared with rag_generate)
+_retired = _load_sibling("bls_retired").Retired()  # finished BLS iterators, kept past their end
 
 
 class StepError(RuntimeError):
@@ -143,7 +144,11 @@ class TritonPythonModel:
                 requested_output_names=["text_output"],
                 request_id=request.request_id(),
             )
-            _answer.relay(sender, llm_request, sources)
+            responses = llm_request.exec(decoupled=True)
+            try:
+                _answer.relay(sender, responses, sources)
+            finally:
+                _retired.keep(responses)  # the last reference stays Python's (bls_retired.py)
         except Exception as err:  # a failed step is this request's error, never the model's
             error = pb_utils.TritonError(f"{type(err).__name__}: {err}")
             sender.send(pb_utils.InferenceResponse(error=error), flags=final)

@@ -13,11 +13,12 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def relay(sender, llm_request, sources):
-    """Send ``llm_request``'s responses (a decoupled BLS call) to ``sender``, ``sources`` (output tensors) with the
-    first piece, and the final flag; an error response ends the answer with that error alone."""
+def relay(sender, responses, sources):
+    """Send ``responses`` (a decoupled BLS call's iterator) to ``sender``, ``sources`` (output tensors) with the
+    first piece, and the final flag; an error response ends the answer with that error alone. The caller keeps the
+    iterator past its end (bls_retired.py says why)."""
     final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-    for response in llm_request.exec(decoupled=True):
+    for response in responses:
         if response.has_error():
             sender.send(pb_utils.InferenceResponse(error=response.error()), flags=final)
             return

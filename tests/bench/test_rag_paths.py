@@ -35,6 +35,8 @@ import numpy as np
 import pytest
 from bench_support import embed_bench
 
+import python_backends
+
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1500)]
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "docs" / "bench"
@@ -128,8 +130,9 @@ def _add_bls(repo: Path, spec: Any) -> None:
     )
     bls = ModelSet()
     # read from the source tree: python_backends.MODELS (which `source()` checks) does not list rag_bls yet
+    shared = ROOT / "python_backends" / "shared"
     bls.add(config, {"model.py": (ROOT / "python_backends" / "rag_bls" / "model.py").read_bytes(),
-                     "rag_answer.py": (ROOT / "python_backends" / "shared" / "rag_answer.py").read_bytes()})
+                     **{f"{m}.py": (shared / f"{m}.py").read_bytes() for m in python_backends.SHARED["rag_bls"]}})
     materialize(bls.files, repo)
     problems = check_repository(repo)
     assert not problems, [f"{p.where}: {p.message}" for p in problems]
