@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 from bench_support import embed_bench
 
-import python_backends
+from tritonforge import python_backends
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1500)]
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import fake_pb_utils as fpb
 import numpy as np
 import pytest
 
-import python_backends
+from tritonforge import python_backends
 
 
 class _Iterator:
