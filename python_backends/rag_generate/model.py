@@ -90,11 +90,7 @@ class TritonPythonModel:
                 requested_output_names=["text_output"],
                 request_id=request.request_id(),
             )
-            responses = llm_request.exec(decoupled=True)
-            try:
-                _answer.relay(sender, responses, sources)
-            finally:
-                _retired.keep(responses)  # the last reference stays Python's (bls_retired.py)
+            _answer.relay(sender, llm_request, sources, _retired)
         except Exception as err:
             error = pb_utils.TritonError(f"{type(err).__name__}: {err}")
             sender.send(pb_utils.InferenceResponse(error=error), flags=final)

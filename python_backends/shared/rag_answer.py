@@ -13,10 +13,18 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def relay(sender, responses, sources):
-    """Send ``responses`` (a decoupled BLS call's iterator) to ``sender``, ``sources`` (output tensors) with the
-    first piece, and the final flag; an error response ends the answer with that error alone. The caller keeps the
-    iterator past its end (bls_retired.py says why)."""
+def relay(sender, llm_request, sources, retired):
+    """Send ``llm_request``'s responses (a decoupled BLS call) to ``sender``, ``sources`` (output tensors) with the
+    first piece, and the final flag; an error response ends the answer with that error alone. The call's iterator
+    goes to ``retired`` (a bls_retired.Retired) at the end, which says why."""
+    responses = llm_request.exec(decoupled=True)
+    try:
+        _relay(sender, responses, sources)
+    finally:
+        retired.keep(responses)  # the last reference stays Python's
+
+
+def _relay(sender, responses, sources):
     final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
     for response in responses:
         if response.has_error():

@@ -66,20 +66,34 @@ def test_an_iterator_is_kept_its_seconds_then_dropped_by_a_later_keep(monkeypatc
     assert len(retired.kept) == 2
 
 
+class _Request:
+    """A BLS request whose exec(decoupled=True) returns ``iterator``."""
+
+    def __init__(self, iterator: _Iterator) -> None:
+        self.iterator = iterator
+
+    def exec(self, decoupled: bool = False) -> _Iterator:
+        assert decoupled
+        return self.iterator
+
+
 def test_the_relay_sends_sources_with_the_first_piece_and_an_error_alone(pb: Any) -> None:
     rag_answer = python_backends.load_module("rag_generate", "rag_answer")
+    retired = python_backends.load_module("rag_generate", "bls_retired").Retired()
     sources = [pb.Tensor("SOURCE_IDS", np.array([[1]], dtype=np.int64))]
     sender = _Sender()
-    rag_answer.relay(sender, _Iterator([_piece(pb, b"Hel"), _piece(pb, b"lo")]), sources)
+    answered = _Iterator([_piece(pb, b"Hel"), _piece(pb, b"lo")])
+    rag_answer.relay(sender, _Request(answered), sources, retired)
     assert [flags for _r, flags in sender.sent] == [0, 0, 1]
     assert [t.name() for t in sender.sent[0][0].output_tensors()] == ["SOURCE_IDS", "text_output"]
     assert [t.name() for t in sender.sent[1][0].output_tensors()] == ["text_output"]
 
     refused = _Sender()
-    rag_answer.relay(refused, _Iterator([pb.InferenceResponse(error=pb.TritonError("temperature must be >= 0"))]),
-                     sources)
+    error = _Iterator([pb.InferenceResponse(error=pb.TritonError("temperature must be >= 0"))])
+    rag_answer.relay(refused, _Request(error), sources, retired)
     ((response, flags),) = refused.sent
     assert flags == 1 and "temperature" in response.error().message()
+    assert [iterator for _when, iterator in retired.kept] == [answered, error]  # both kept past their end
 
 
 @pytest.mark.parametrize("model", ["rag_generate", "llm_bls"])
