@@ -90,7 +90,8 @@ def test_client_reports_queue_full_as_overloaded_without_retrying(misbehaving_se
     import tritonclient.grpc as grpcclient
 
     # One request runs, one may already be staged for the instance by the scheduler, two wait in the queue: six
-    # requests of 2 s each overfill that (at least one is shed) and keep it full for seconds on a loaded machine.
+    # requests of 4 s each overfill that (at least one is shed) and keep it full for seconds on a loaded machine
+    # (2 s each was not enough once in CI: the last requests arrived so late that the first had ended by the probe).
     # The wait ends on a shed request or on the pending gauge at its limit, never on a served one: a completion
     # frees a place, and the probe below could then be admitted (seen in CI when the five busy requests of an
     # earlier version arrived more slowly than the first one ran).
@@ -98,7 +99,7 @@ def test_client_reports_queue_full_as_overloaded_without_retrying(misbehaving_se
     done: list[object] = []
     try:
         for c in busy:
-            c.async_infer("slow", robust.slow_request(2.0), callback=lambda result, error: done.append(error), client_timeout=30)
+            c.async_infer("slow", robust.slow_request(4.0), callback=lambda result, error: done.append(error), client_timeout=30)
         assert robust.wait_for(
             lambda: any(e is not None for e in done) or _queue_full(misbehaving_server), timeout=10
         ), f"the slow model's queue never filled: {done}"
