@@ -43,6 +43,7 @@ def create_app(
     admin_keys: Collection[str] | KeyChecker | None = None,
     limits: GatewayLimits | None = None,
     metrics_port: int | None = None,
+    triton_http_url: str | None = None,
 ) -> FastAPI:
     """The gateway as a FastAPI app: one pooled gRPC :class:`~tritonforge.clients.AsyncClient` to ``triton_url``
     for its lifetime.
@@ -53,11 +54,12 @@ def create_app(
     :class:`~tritonforge.gateway.splits.SplitConfigError` lists every problem). ``admin_keys``: the keys of
     the ``/admin`` endpoints (none: open only when ``api_keys`` is empty too). ``metrics_port``: the port of a
     second listener (served by the same server) that answers ``/metrics`` without a key and nothing else, for a
-    Prometheus scrape that holds no API key.
+    Prometheus scrape that holds no API key. ``triton_http_url``: Triton's HTTP endpoint; when given, embeddings
+    and rerank calls go over it (less CPU per request than gRPC's aio client; docs/serving.md), the rest over gRPC.
     """
     gw = Gateway(
         triton_url, api_keys=api_keys, models=models, timeout=timeout, retries=retries, splits=splits,
-        admin_keys=admin_keys, limits=limits,
+        admin_keys=admin_keys, limits=limits, triton_http_url=triton_http_url,
     )
 
     @contextlib.asynccontextmanager

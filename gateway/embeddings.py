@@ -65,7 +65,7 @@ async def _embed_chunks(
 
 async def _embed_chunk(gw: Gateway, ensemble: str, chunk: list[str], version: str) -> tuple[np.ndarray, int]:
     tensor = np.array([[t.encode("utf-8")] for t in chunk], dtype=object).reshape(len(chunk), 1)
-    out = await gw.client.infer(ensemble, {"TEXT": tensor}, timeout=gw.timeout, version=version)
+    out = await gw.infer_client.infer(ensemble, {"TEXT": tensor}, timeout=gw.timeout, version=version)
     emb = out.get("EMBEDDING")
     if emb is None:
         raise APIError(502, f"ensemble '{ensemble}' returned no EMBEDDING", type="server_error")

@@ -156,7 +156,7 @@ async def rerank(request: Request) -> Any:
     target = gw.route(request, body, "rerank")
     # every output (SCORES, and NUM_TOKENS where the ensemble counts each pair's tokens: usage)
     inputs, _ = rerank_request(body.query, docs)
-    out = await gw.client.infer(target.triton_model, inputs, timeout=gw.timeout, version=target.version)
+    out = await gw.infer_client.infer(target.triton_model, inputs, timeout=gw.timeout, version=target.version)
     scores = rerank_scores(out, len(docs), target.triton_model)
     order = sorted(range(len(docs)), key=lambda i: -float(scores[i]))[: body.top_n or len(docs)]
     results = []

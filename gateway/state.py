@@ -60,8 +60,13 @@ class Gateway:
         splits: SplitRouter | SplitsConfig | str | Path | None,
         admin_keys: Collection[str] | KeyChecker | None,
         limits: GatewayLimits | None,
+        triton_http_url: str | None = None,
     ) -> None:
         self.triton_url, self.timeout, self.retries = triton_url, timeout, retries
+        # Triton's HTTP endpoint, if given: embeddings and rerank infer calls go there (tritonforge/triton/
+        # keepalive_http.py: a third of the gRPC aio client's CPU per call); everything else stays on gRPC
+        self.triton_http_url = triton_http_url
+        self._http_client: AsyncClient | None = None
         self.models = models or GatewayModels()
         self.limits = limits or GatewayLimits()
         # a KeyChecker given (one watching a key file) is used as is
@@ -106,6 +111,8 @@ class Gateway:
     # the Triton connection ---------------------------------------------------------------------------------------
     async def open(self) -> None:
         self._client = self._new_client()
+        if self.triton_http_url:
+            self._http_client = AsyncClient(self.triton_http_url, "http", timeout=self.timeout, retries=self.retries)
         await self.discover_adapters()
 
     def _new_client(self) -> AsyncClient:
@@ -144,10 +151,11 @@ class Gateway:
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        http_client, self._http_client = self._http_client, None
         retired, self._retired = self._retired, set()
         for task in list(self._closing):
             task.cancel()
-        for each in [*retired, *([client] if client is not None else [])]:
+        for each in [*retired, *(c for c in (client, http_client) if c is not None)]:
             await each.close()
 
     @property
@@ -158,6 +166,12 @@ class Gateway:
             self._resolve_again()
         assert self._client is not None
         return self._client
+
+    @property
+    def infer_client(self) -> AsyncClient:
+        """The client of plain infer calls (embeddings, rerank): over Triton's HTTP endpoint when one was given."""
+        client = self.client  # 503 while starting, as every route
+        return self._http_client if self._http_client is not None else client
 
     def knows(self, model_id: str) -> bool:
         return model_id in self.model_ids or model_id in self.adapters or self.router.get(model_id) is not None

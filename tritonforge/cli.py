@@ -317,7 +317,7 @@ def serve(
             signal.signal(sig, end_serving)
         if gateway_setup is not None and listener is not None:
             with err_console.status("starting the gateway…"):
-                web = gateway_listen.GatewayServer(gateway_setup.app(ep.grpc), listener)
+                web = gateway_listen.GatewayServer(gateway_setup.app(ep.grpc, triton_http=ep.http), listener)
                 web.start()
         console.print(styled("green", "ready", f"  gRPC {ep.grpc}   HTTP http://{ep.http}   metrics http://{ep.metrics}/metrics"))
         console.print(f"tritonserver log: {server.log_path}")
@@ -329,7 +329,7 @@ def serve(
         for stand_in in _random_stand_ins(repo):
             console.print(styled("yellow", "warning:", f" RANDOM stand-in served: {stand_in}"))
         if gateway_setup is not None:
-            console.print(gateway_setup.banner(host, gateway_port, ep.grpc))
+            console.print(gateway_setup.banner(host, gateway_port, ep.grpc, ep.http))
         if server.admin_key and not admin_key:
             console.print(
                 f"admin APIs (model control, shared memory, logging, trace) need the header {ADMIN_HEADER}: "
@@ -574,6 +574,10 @@ def gateway(
     triton: Annotated[str, typer.Option(
         "--triton", help="Triton gRPC endpoint host:port, or dns:///name:port (every address of the name in turn)"
     )] = "127.0.0.1:8001",
+    triton_http: Annotated[str | None, typer.Option(
+        "--triton-http", help="Triton's HTTP endpoint host:port: embeddings and rerank go over it (less CPU per "
+        "request than gRPC; docs/serving.md); chat, completions and everything else stay on --triton",
+    )] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of the gateway")] = DEFAULT_GATEWAY_PORT,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     api_keys_file: ApiKeysFileOpt = None,
@@ -610,13 +614,13 @@ def gateway(
     if metrics_port == port:
         raise typer.BadParameter(f"{port} is the gateway's --port: give the metrics another",
                                  param_hint="--metrics-port")
-    app_ = setup.app(triton, metrics_port)
+    app_ = setup.app(triton, metrics_port, triton_http)
     try:
         listener = gateway_listen.bind(host, port)
         more = (gateway_listen.bind(host, metrics_port),) if metrics_port is not None else ()
     except TritonForgeError as err:
         _fail(err)
-    console.print(setup.banner(host, port, triton))
+    console.print(setup.banner(host, port, triton, triton_http))
     if metrics_port is not None:
         console.print(f"metrics on http://{host}:{metrics_port}/metrics (no API key)")
     if not _triton_answers(triton):  # it started "fine" and answered every request 503 (first-run audit)

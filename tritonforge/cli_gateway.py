@@ -98,20 +98,21 @@ class GatewaySetup:
     checkers: tuple[object, object] = (None, None)  # KeyCheckers watching --api-keys-file / --admin-keys-file
     limits: object | None = None  # GatewayLimits
 
-    def app(self, triton: str, metrics_port: int | None = None) -> object:
+    def app(self, triton: str, metrics_port: int | None = None, triton_http: str | None = None) -> object:
         from tritonforge.gateway import create_app
 
         models, splits = self.models, self.splits
         pairs = zip(self.checkers, (self.keys, self.admin_keys), strict=True)
         api_keys, admin_keys = (checker if checker is not None else keys for checker, keys in pairs)
         return create_app(triton, api_keys=api_keys, models=models, splits=splits, admin_keys=admin_keys,  # type: ignore[arg-type]
-                          limits=self.limits, metrics_port=metrics_port)  # type: ignore[arg-type]
+                          limits=self.limits, metrics_port=metrics_port, triton_http_url=triton_http)  # type: ignore[arg-type]
 
-    def banner(self, host: str, port: int, triton: str) -> str:
+    def banner(self, host: str, port: int, triton: str, triton_http: str | None = None) -> str:
         keys = self.keys
         auth = f"{len(keys)} API key{'s' * (len(keys) != 1)}" if keys else "NO API keys (open)"
         splits = f", splits {', '.join(self.splits.names())}" if self.splits is not None else ""  # type: ignore[attr-defined]
-        return f"gateway on http://{host}:{port}/v1 -> Triton gRPC {triton}, {auth}{splits}"
+        http = f" (embeddings and rerank over HTTP {triton_http})" if triton_http else ""
+        return f"gateway on http://{host}:{port}/v1 -> Triton gRPC {triton}{http}, {auth}{splits}"
 
 
 def prepare_gateway(

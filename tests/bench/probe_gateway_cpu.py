@@ -71,7 +71,7 @@ def main() -> None:
         triton_pid = server.pid
         assert triton_pid is not None
         stubs = _descendants(triton_pid)
-        with targets._gateway(server.endpoints.grpc) as port:
+        with targets._gateway(server.endpoints.grpc, server.endpoints.http) as port:
             (gateway,) = [p for p in _descendants(os.getpid()) if f"{port}" in Path(f"/proc/{p}/cmdline").read_text()]
             procs = {"load generator": os.getpid(), "gateway": gateway, "triton": triton_pid}
             rows = {}

@@ -6,8 +6,9 @@ gateways in front of it, each its own process, and alternates the issue #17 load
 
 - shipped: `tritonforge gateway` as it is (gRPC client to Triton, uvicorn's httptools protocol);
 - corked writes (an experiment, not shipped): every write of one event-loop step joined into one `send`;
-- HTTP client (an experiment, not shipped): the gateway's Triton client speaks HTTP/REST (tritonclient's aiohttp
-  client, binary tensors) instead of gRPC.
+- HTTP client (an experiment, not shipped): the gateway's Triton client speaks HTTP/REST instead of gRPC for
+  everything (binary tensors; measured with tritonclient's aiohttp client for infer, before the keep-alive
+  connections of `--triton-http` replaced it there).
 
 - sync gRPC in threads (an experiment, not shipped; `--threads`, against the shipped gateway only): each infer on
   tritonclient's blocking gRPC client in a thread pool instead of the aio client and its polling thread.
@@ -20,6 +21,9 @@ gateways in front of it, each its own process, and alternates the issue #17 load
 - granian (an experiment, not shipped; `--granian`): the same app on granian's Rust HTTP server instead of uvicorn.
 - gc tuned (an experiment, not shipped; `--gc`, ~4 min, docs/bench/gateway_gc.json): the shipped gateway with its
   start-up objects frozen out of the garbage collector's walks and young collections 14x rarer.
+- Triton's HTTP endpoint for infer (`--triton-http`, ~4 min, docs/bench/gateway_triton_http.json): the gateway on
+  gRPC alone against the same gateway given `--triton-http` (embeddings over tritonforge's keep-alive HTTP
+  connections, tritonforge/triton/keepalive_http.py; what `serve --gateway` does).
 - without request checks (`--checks`, ~4 min, docs/bench/gateway_checks.json): the shipped gateway with the three
   checks the fifteenth session added taken out again (the JSON Content-Type, repeated JSON keys, the embedding width
   remembered per model): what they cost, measured interleaved rather than in two runs minutes apart.
@@ -114,6 +118,10 @@ def _serve(variant: str, grpc_url: str, http_url: str, port: int) -> None:
         schemas._loads = _json.loads  # type: ignore[assignment]  # no object_pairs_hook: repeated keys pass
         routes.remember_width = lambda *args: None  # type: ignore[assignment]
     setup = _gateway_setup("127.0.0.1", None, None, ["embeddings:minilm=embed"], None, True)
+    if variant == "--triton-http":
+        uvicorn.run(setup.app(grpc_url, triton_http=http_url),  # type: ignore[arg-type]
+                    host="127.0.0.1", port=port, log_level="warning", http=protocol)
+        return
     if variant == "gc tuned":  # the app's objects out of the collector's walks, young collections 14x rarer
         import gc
 
@@ -171,7 +179,7 @@ def main(variants: tuple[str, ...] = VARIANTS, out: str = "gateway_variants.json
     result = {
         "command": "python tests/bench/probe_gateway_variants.py" + {
             VARIANTS: "", ("shipped", "granian"): " --granian", ("shipped", "gc tuned"): " --gc",
-            ("shipped", "without request checks"): " --checks",
+            ("shipped", "without request checks"): " --checks", ("shipped", "--triton-http"): " --triton-http",
         }.get(variants, " --threads"),
         "machine": targets.machine(),
         "rounds": ROUNDS,
@@ -193,6 +201,8 @@ if __name__ == "__main__":
         main(("shipped", "granian"), "gateway_granian.json")
     elif sys.argv[1:2] == ["--gc"]:
         main(("shipped", "gc tuned"), "gateway_gc.json")
+    elif sys.argv[1:2] == ["--triton-http"]:
+        main(("shipped", "--triton-http"), "gateway_triton_http.json")
     elif sys.argv[1:2] == ["--checks"]:
         main(("shipped", "without request checks"), "gateway_checks.json")
     else:

@@ -240,26 +240,28 @@ def _pinned(encode: Callable[[list[str]], Any], core: int) -> Callable[[list[str
 
 
 @contextlib.contextmanager
-def _triton(repo: Path) -> Iterator[str]:
+def _triton(repo: Path) -> Iterator[Any]:
+    """A started Triton's endpoints (``.grpc``, ``.http``)."""
     from tritonforge.server import TritonServer
 
     server = TritonServer(repo)
     server.start()
     try:
-        yield server.endpoints.grpc
+        yield server.endpoints
     finally:
         server.stop()
 
 
 @contextlib.contextmanager
-def _gateway(grpc_url: str) -> Iterator[int]:
-    """`tritonforge gateway` as its own process in front of ``grpc_url``, as deployed; yields its port."""
+def _gateway(grpc_url: str, http_url: str | None = None) -> Iterator[int]:
+    """`tritonforge gateway` as its own process in front of ``grpc_url``, as deployed; yields its port. With
+    ``http_url`` (Triton's HTTP endpoint: `--triton-http`, as `serve --gateway` sets it) embeddings go over it."""
     from tritonforge.server import free_port
 
     b = embed_bench()
     port = free_port()
     command = [sys.executable, "-m", "tritonforge.cli", "gateway", "--triton", grpc_url, "--port", str(port),
-               "--model", "embeddings:minilm=embed", "--insecure-no-auth"]
+               "--model", "embeddings:minilm=embed", "--insecure-no-auth", *(["--triton-http", http_url] if http_url else [])]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         if b._wait_healthy(port, proc, 60, poll_s=0.5) is not None:
@@ -395,10 +397,11 @@ def test_issue17_embedding_targets(tmp_path: Path) -> None:
     in_process: dict[str, list[dict[str, Any]]] = {f"{name}, batch {n}": [] for name in LAYOUTS for n in BATCHES}
     served: dict[str, list[dict[str, Any]]] = {}
     with contextlib.ExitStack() as stack:
-        grpc_url = stack.enter_context(_triton(repo))
-        unbatched_url = stack.enter_context(_triton(repo_off))
-        int8_url = stack.enter_context(_triton(repo_int8)) if repo_int8 is not None else None
-        gateway_port = stack.enter_context(_gateway(grpc_url))
+        endpoints = stack.enter_context(_triton(repo))
+        grpc_url = endpoints.grpc
+        unbatched_url = stack.enter_context(_triton(repo_off)).grpc
+        int8_url = stack.enter_context(_triton(repo_int8)).grpc if repo_int8 is not None else None
+        gateway_port = stack.enter_context(_gateway(grpc_url, endpoints.http))
         infinity = stack.enter_context(b._infinity_server(checkpoint, "float32", "torch"))
         optimum = stack.enter_context(
             b._infinity_server(_with_onnx(checkpoint, tmp_path), "float32", "optimum", served_name="minilm",

@@ -765,3 +765,45 @@ def test_adapter_ids_stay_known_while_their_chat_model_restarts(gateway_triton) 
             await gw.close()
 
     asyncio.run(run())
+
+
+def _answer_values(body: dict) -> np.ndarray:
+    """An embeddings reply's rows (float or base64) in order, or a rerank reply's (index, score) pairs."""
+    if "results" in body:
+        return np.array([(r["index"], r["relevance_score"]) for r in body["results"]])
+    rows = [d["embedding"] for d in sorted(body["data"], key=lambda d: d["index"])]
+    return np.array([np.frombuffer(base64.b64decode(r), "<f4") if isinstance(r, str) else r for r in rows])
+
+
+def test_embeddings_and_rerank_over_tritons_http_endpoint_equal_the_grpc_gateways(gateway_triton, gateway) -> None:
+    """`--triton-http` (serve --gateway sets it): embeddings and rerank go over Triton's HTTP endpoint on the
+    gateway's own keep-alive connections (tritonforge/triton/keepalive_http.py). Same answers as the gateway on gRPC,
+    the same errors for a refused call, and a 503 naming Triton's HTTP endpoint when it does not answer."""
+    from tritonforge.gateway import GatewayModels, create_app
+    from tritonforge.server import free_port
+
+    models = GatewayModels(embeddings={"minilm": "embed", "ghost": "no_such_ensemble"})
+    texts = [f"passage {i}: {' '.join(['word'] * (i % 23))} end" for i in range(70)]  # 3 Triton requests of 32
+    rerank = {"model": "reranker", "query": "what is triton", "documents": ["Triton serves.", "Bananas."]}
+    auth = {"Authorization": f"Bearer {KEYS[0]}"}
+    app = create_app(gateway_triton.endpoints.grpc, api_keys=KEYS, models=models,
+                     triton_http_url=gateway_triton.endpoints.http)
+    with _served(app) as over_http, httpx.Client(headers=auth, timeout=120) as web:
+        for _ in range(2):  # the second time on the connections the first left open
+            for body in ({"model": "minilm", "input": texts, "encoding_format": "float"},
+                         {"model": "minilm", "input": texts[0], "encoding_format": "base64"}, None):
+                path, body = ("/v1/rerank", rerank) if body is None else ("/v1/embeddings", body)
+                got, want = (web.post(f"{base}{path}", json=body) for base in (over_http, gateway))
+                assert got.status_code == want.status_code == 200, got.text
+                np.testing.assert_allclose(*(_answer_values(reply.json()) for reply in (got, want)), atol=1e-5)
+        # Triton's refusal read by the one error mapping, as over gRPC: a model it does not serve is a 503 to retry
+        refused = web.post(f"{over_http}/v1/embeddings", json={"model": "ghost", "input": "x"})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_not_ready", refused.text
+        assert "unknown model 'no_such_ensemble'" in refused.json()["error"]["message"], refused.text
+    nothing = f"127.0.0.1:{free_port()}"  # nothing listens there
+    app = create_app(gateway_triton.endpoints.grpc, api_keys=KEYS, models=models, retries=0, triton_http_url=nothing)
+    with _served(app) as broken, httpx.Client(headers=auth, timeout=120) as web:
+        reply = web.post(f"{broken}/v1/embeddings", json={"model": "minilm", "input": "x"})
+        assert reply.status_code == 503 and "http server <triton> is unreachable" in reply.json()["error"]["message"]
+        assert web.post(f"{broken}/v1/chat/completions", json={"model": "chat", "messages": MESSAGES,
+                                                               "max_tokens": 2}).status_code == 200

@@ -58,6 +58,10 @@ class FakeGateway:
     models: GatewayModels
     timeout: float | None = None
 
+    @property
+    def infer_client(self) -> FakeTriton:  # the gateway's HTTP client when it has one (--triton-http), else gRPC's
+        return self.client
+
 
 def _gateway(triton: FakeTriton, batch: int, in_flight: int) -> FakeGateway:
     return FakeGateway(triton, GatewayModels(embed_batch_size=batch, embed_requests_in_flight=in_flight))
