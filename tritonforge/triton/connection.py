@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 import threading
 import urllib.parse
 import weakref
@@ -551,8 +552,11 @@ class AsyncConnection(_Base):
         return self._keepalive is not None
 
     async def _deadline(self, awaitable: Awaitable[T], timeout: float | None) -> T:
-        if self.protocol == "http" and timeout is not None:
-            return await asyncio.wait_for(awaitable, timeout)  # aiohttp's session timeout is not per call
+        if self.protocol == "http" and timeout is not None:  # aiohttp's session timeout is not per call
+            if sys.version_info >= (3, 11):  # no task per call, as wait_for makes (~8% of the gateway's CPU)
+                async with asyncio.timeout(timeout):
+                    return await awaitable
+            return await asyncio.wait_for(awaitable, timeout)
         return await awaitable
 
     async def close(self) -> None:
