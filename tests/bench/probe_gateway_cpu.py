@@ -1,9 +1,10 @@
 """Probe (not a test, not in any run): what the gateway's `/v1/embeddings` costs in CPU per request, by process.
 
-Serves examples/embed.yaml (cpu target) and the gateway in front of it as deployed (its own process), runs the
-issue #17 load (16 requests in flight x 4 sentences) once over gRPC and once through the gateway, and reads each
-process's CPU seconds from /proc: the load generator (this process), the gateway, Triton, and Triton's python stubs
-(the tokenizer and encoder instances). Divided by the requests served, the extra CPU the gateway path spends per
+Serves examples/embed.yaml (cpu target) and the gateway in front of it as `serve --gateway` runs it (its own
+process, `--triton-http`: embeddings over Triton's HTTP endpoint), and a second gateway on gRPC alone (as a cluster
+deploys it); runs the issue #17 load (16 requests in flight x 4 sentences) over gRPC and through each gateway, and
+reads each process's CPU seconds from /proc: the load generator (this process), the gateway, Triton, and Triton's
+python stubs (the tokenizer and encoder instances). Divided by the requests served, the extra CPU the gateway path spends per
 request predicts its throughput ratio to gRPC on a CPU-bound machine. With py-spy on PATH it then samples the
 gateway (200 Hz, 8 s) during one more measurement and records the frames that hold the most samples.
 
@@ -71,13 +72,20 @@ def main() -> None:
         triton_pid = server.pid
         assert triton_pid is not None
         stubs = _descendants(triton_pid)
-        with targets._gateway(server.endpoints.grpc, server.endpoints.http) as port:
-            (gateway,) = [p for p in _descendants(os.getpid()) if f"{port}" in Path(f"/proc/{p}/cmdline").read_text()]
+        with targets._gateway(server.endpoints.grpc, server.endpoints.http) as port, \
+                targets._gateway(server.endpoints.grpc) as grpc_port:
+            def pid_of(p: int) -> int:
+                (pid,) = [c for c in _descendants(os.getpid()) if f"{p}" in Path(f"/proc/{c}/cmdline").read_text()]
+                return pid
+
+            gateway, grpc_gateway = pid_of(port), pid_of(grpc_port)
             procs = {"load generator": os.getpid(), "gateway": gateway, "triton": triton_pid}
             rows = {}
             ways = {"grpc": lambda: targets._grpc(server.endpoints.grpc),
-                    "gateway": lambda: targets._http(port, "minilm", "/v1/embeddings")}
+                    "gateway": lambda: targets._http(port, "minilm", "/v1/embeddings"),
+                    "gateway, gRPC only": lambda: targets._http(grpc_port, "minilm", "/v1/embeddings")}
             for name, run in ways.items():
+                procs["gateway"] = grpc_gateway if name == "gateway, gRPC only" else gateway
                 before = {k: _cpu_s(p) for k, p in procs.items()} | {"python stubs": sum(map(_cpu_s, stubs))}
                 row = run()
                 after = {k: _cpu_s(p) for k, p in procs.items()} | {"python stubs": sum(map(_cpu_s, stubs))}
@@ -85,6 +93,7 @@ def main() -> None:
                 rows[name] = {"sentences_per_s": row["sentences_per_s"], "requests": row["requests"],
                               "cpu_ms_per_request": per_request, "cpu_ms_per_request_total": round(sum(per_request.values()), 3)}
                 print(name, rows[name], flush=True)
+            procs["gateway"] = gateway
             profile = _profile(gateway, ways["gateway"])
     finally:
         server.stop()
@@ -97,10 +106,14 @@ def main() -> None:
         "measured_gateway_vs_grpc": round(rows["gateway"]["sentences_per_s"] / rows["grpc"]["sentences_per_s"], 3),
         "predicted_by_cpu_per_request": round(
             rows["grpc"]["cpu_ms_per_request_total"] / rows["gateway"]["cpu_ms_per_request_total"], 3),
+        "measured_gateway_grpc_only_vs_grpc": round(
+            rows["gateway, gRPC only"]["sentences_per_s"] / rows["grpc"]["sentences_per_s"], 3),
+        "predicted_gateway_grpc_only": round(
+            rows["grpc"]["cpu_ms_per_request_total"] / rows["gateway, gRPC only"]["cpu_ms_per_request_total"], 3),
         "gateway_profile": profile,
     }
     (ROOT / "docs" / "bench" / "gateway_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("measured_gateway_vs_grpc", "predicted_by_cpu_per_request")}))
+    print(json.dumps({k: v for k, v in result.items() if k.startswith(("measured", "predicted"))}))
 
 
 if __name__ == "__main__":
