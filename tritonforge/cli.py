@@ -606,6 +606,13 @@ def gateway(
 ) -> None:
     """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
     configure_logging(log_level)
+    if triton_http is not None:
+        from tritonforge.triton.options import split_url
+
+        try:
+            split_url(triton_http, "http")
+        except TritonForgeError as err:  # found before anything starts, not at the first embeddings request
+            raise typer.BadParameter(str(err), param_hint="--triton-http") from None
     setup = prepare_gateway(host, api_keys_file, admin_keys_file, model, splits, insecure_no_auth,
                             embed_batch_size, embed_requests_in_flight, chat_max_tokens,
                             max_requests_in_flight=max_requests_in_flight, max_requests_per_key=max_requests_per_key)

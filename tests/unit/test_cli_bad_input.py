@@ -216,6 +216,12 @@ def test_a_blank_path_is_refused_too_and_a_real_one_passes(tmp_path: Path) -> No
     assert path_arg(".") == Path(".") and path_arg(str(tmp_path)) == tmp_path and path_arg(tmp_path) == tmp_path
 
 
+@pytest.mark.parametrize("url", ["dns:///triton:8000", "127.0.0.1:8000/v2", "grpc://127.0.0.1:8001", " "])
+def test_the_gateways_triton_http_address_is_checked_before_it_starts(url: str) -> None:
+    result = CliRunner().invoke(app, ["gateway", "--triton-http", url, "--insecure-no-auth"], env=ENV)
+    assert result.exit_code == 2 and "--triton-http" in result.output, result.output
+
+
 def test_serve_refuses_flags_that_contradict_each_other_before_starting(tmp_path: Path) -> None:
     """--admin-key with --no-admin-key dropped the key and left the admin APIs open; a --gateway-port equal to a
     Triton port let Triton take it while serve said the gateway was up (found by a CLI audit)."""

@@ -157,3 +157,8 @@ def test_connection_close_is_honoured_and_refusals_read_as_tritonclient_raises_t
         server.close()
 
     asyncio.run(main())
+
+
+def test_the_host_header_names_an_ipv6_address_in_brackets() -> None:
+    assert KeepAlivePool("::1", 8000)._host_header == b"[::1]:8000"
+    assert KeepAlivePool("triton.local", 8000)._host_header == b"triton.local:8000"

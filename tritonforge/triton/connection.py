@@ -511,7 +511,6 @@ class AsyncConnection(_Base):
         self._loop: asyncio.AbstractEventLoop | None = None  # the event loop its transport belongs to
         # infer over HTTP: keep-alive connections of our own (a third of aiohttp's CPU per call), in the same loop
         self._keepalive: KeepAlivePool | None = None
-        self._infer_path = ""  # the HTTP URL's path, if Triton is served under one
 
     def _module(self) -> Any:
         if self.protocol == "grpc":
@@ -543,7 +542,6 @@ class AsyncConnection(_Base):
                     where = urllib.parse.urlsplit(self._http_base())
                     port = where.port or (443 if where.scheme == "https" else 80)
                     self._keepalive = KeepAlivePool(where.hostname or "localhost", port, self._ssl_context())
-                    self._infer_path = where.path.rstrip("/")
         return self._transport
 
     def _keepalive_ready(self) -> bool:
@@ -648,7 +646,7 @@ class AsyncConnection(_Base):
         def call(transport: Any) -> Awaitable[Any]:
             if self._keepalive is None:
                 return transport.infer(model, built, outputs=requested, **kwargs)
-            path = f"{self._infer_path}/v2/models/{urllib.parse.quote(model)}"
+            path = f"/v2/models/{urllib.parse.quote(model)}"
             path += f"/versions/{urllib.parse.quote(version)}/infer" if version else "/infer"
             return keepalive_http.infer(self._keepalive, mod, path, kwargs["headers"], built, requested,
                                         request_id=kwargs["request_id"], parameters=kwargs.get("parameters"))

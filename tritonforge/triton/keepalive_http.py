@@ -97,7 +97,7 @@ class KeepAlivePool:
     def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host, self.port, self.ssl_context = host, port, ssl_context
         self._idle: list[_Exchange] = []
-        self._host_header = f"{host}:{port}".encode()
+        self._host_header = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode()  # IPv6 in brackets
 
     async def _open(self) -> _Exchange:
         loop = asyncio.get_running_loop()
