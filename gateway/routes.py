@@ -201,12 +201,17 @@ async def get_model(request: Request, model_id: str) -> Any:
                    param="model", code="model_not_found")
 
 
+HTTP_ENDPOINT_DOWN = "(Triton's HTTP endpoint, --triton-http)"  # in models_down, beside Triton's model names
+
+
 async def _models_down(gw: Gateway) -> tuple[dict[str, list[str]], int]:
     """The gateway's models that cannot answer, with the Triton models of each that are down, and how many of its
     models count (a configured model Triton has never served here, its config never readable, is not counted)."""
     down: dict[str, list[str]] = {}
     counted = 0
-    for model_id, _kind, ensemble in gw.models.ids():
+    # embeddings and rerank go over Triton's HTTP endpoint when the gateway has one: down with it, chat not
+    http_live = await gw.http_endpoint_live()
+    for model_id, kind, ensemble in gw.models.ids():
         seen = gw.members_known(ensemble)
         try:
             names = await gw.members(ensemble)
@@ -217,6 +222,8 @@ async def _models_down(gw: Gateway) -> tuple[dict[str, list[str]], int]:
             names, states = [ensemble], [False]
         counted += 1
         missing = [n for n, ok in zip(names, states, strict=True) if not ok]
+        if http_live is False and kind in ("embeddings", "rerank"):
+            missing.append(HTTP_ENDPOINT_DOWN)
         if missing:
             down[model_id] = missing
     return down, counted

@@ -173,6 +173,14 @@ class Gateway:
         client = self.client  # 503 while starting, as every route
         return self._http_client if self._http_client is not None else client
 
+    async def http_endpoint_live(self) -> bool | None:
+        """Whether Triton's HTTP endpoint (``--triton-http``) answers; None when the gateway has none."""
+        if self._http_client is None:
+            return None
+        with contextlib.suppress(ClientError):
+            return await self._http_client.is_live()
+        return False
+
     def knows(self, model_id: str) -> bool:
         return model_id in self.model_ids or model_id in self.adapters or self.router.get(model_id) is not None
 

@@ -789,6 +789,8 @@ def test_embeddings_and_rerank_over_tritons_http_endpoint_equal_the_grpc_gateway
     app = create_app(gateway_triton.endpoints.grpc, api_keys=KEYS, models=models,
                      triton_http_url=gateway_triton.endpoints.http)
     with _served(app) as over_http, httpx.Client(headers=auth, timeout=120) as web:
+        health = web.get(f"{over_http}/health").json()
+        assert "models_down" not in health or "minilm" not in health["models_down"], health
         for _ in range(2):  # the second time on the connections the first left open
             for body in ({"model": "minilm", "input": texts, "encoding_format": "float"},
                          {"model": "minilm", "input": texts[0], "encoding_format": "base64"}, None):
@@ -807,3 +809,11 @@ def test_embeddings_and_rerank_over_tritons_http_endpoint_equal_the_grpc_gateway
         assert reply.status_code == 503 and "http server <triton> is unreachable" in reply.json()["error"]["message"]
         assert web.post(f"{broken}/v1/chat/completions", json={"model": "chat", "messages": MESSAGES,
                                                                "max_tokens": 2}).status_code == 200
+        # the probes say so: /health names the models that go over it, /ready stays up for the chat that still serves
+        from tritonforge.gateway.routes import HTTP_ENDPOINT_DOWN
+
+        health = web.get(f"{broken}/health")
+        assert health.status_code == 503, health.text
+        down = health.json()["models_down"]
+        assert down["minilm"] == down["reranker"] == [HTTP_ENDPOINT_DOWN] and "chat" not in down, down
+        assert web.get(f"{broken}/ready").status_code == 200
