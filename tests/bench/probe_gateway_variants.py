@@ -24,6 +24,7 @@ gateways in front of it, each its own process, and alternates the issue #17 load
 - Triton's HTTP endpoint for infer (`--triton-http`, ~4 min, docs/bench/gateway_triton_http.json): the gateway on
   gRPC alone against the same gateway given `--triton-http` (embeddings over tritonforge's keep-alive HTTP
   connections, tritonforge/triton/keepalive_http.py; what `serve --gateway` does).
+- corked writes on top of `--triton-http` (`--corked`, ~4 min, docs/bench/gateway_corked_http.json).
 - without request checks (`--checks`, ~4 min, docs/bench/gateway_checks.json): the shipped gateway with the three
   checks the fifteenth session added taken out again (the JSON Content-Type, repeated JSON keys, the embedding width
   remembered per model): what they cost, measured interleaved rather than in two runs minutes apart.
@@ -118,7 +119,14 @@ def _serve(variant: str, grpc_url: str, http_url: str, port: int) -> None:
         schemas._loads = _json.loads  # type: ignore[assignment]  # no object_pairs_hook: repeated keys pass
         routes.remember_width = lambda *args: None  # type: ignore[assignment]
     setup = _gateway_setup("127.0.0.1", None, None, ["embeddings:minilm=embed"], None, True)
-    if variant == "--triton-http":
+    if variant in ("--triton-http", "--triton-http, corked writes"):
+        if variant == "--triton-http, corked writes":
+
+            class CorkedToo(HttpToolsProtocol):  # type: ignore[misc]
+                def connection_made(self, transport: Any) -> None:
+                    super().connection_made(_CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
+
+            protocol = CorkedToo
         uvicorn.run(setup.app(grpc_url, triton_http=http_url),  # type: ignore[arg-type]
                     host="127.0.0.1", port=port, log_level="warning", http=protocol)
         return
@@ -180,12 +188,13 @@ def main(variants: tuple[str, ...] = VARIANTS, out: str = "gateway_variants.json
         "command": "python tests/bench/probe_gateway_variants.py" + {
             VARIANTS: "", ("shipped", "granian"): " --granian", ("shipped", "gc tuned"): " --gc",
             ("shipped", "without request checks"): " --checks", ("shipped", "--triton-http"): " --triton-http",
+            ("--triton-http", "--triton-http, corked writes"): " --corked",
         }.get(variants, " --threads"),
         "machine": targets.machine(),
         "rounds": ROUNDS,
         "medians_sentences_per_s": medians,
         "vs_grpc": {name: round(medians[name] / medians["gRPC"], 3) for name in variants},
-        "vs_shipped": {name: round(medians[name] / medians["shipped"], 3) for name in variants},
+        "vs_shipped": {name: round(medians[name] / medians[variants[0]], 3) for name in variants},  # the first: as shipped
         "per_round": rounds,
     }
     (ROOT / "docs" / "bench" / out).write_text(json.dumps(result, indent=2) + "\n")
@@ -203,6 +212,8 @@ if __name__ == "__main__":
         main(("shipped", "gc tuned"), "gateway_gc.json")
     elif sys.argv[1:2] == ["--triton-http"]:
         main(("shipped", "--triton-http"), "gateway_triton_http.json")
+    elif sys.argv[1:2] == ["--corked"]:
+        main(("--triton-http", "--triton-http, corked writes"), "gateway_corked_http.json")
     elif sys.argv[1:2] == ["--checks"]:
         main(("shipped", "without request checks"), "gateway_checks.json")
     else:
