@@ -1,8 +1,9 @@
 """Triton's HTTP infer endpoint over asyncio keep-alive connections: the HTTP/1.1 framing only.
 
-Why not aiohttp (what ``tritonclient.http.aio`` sends with): per call it spent as much CPU as the gRPC aio client,
-~0.25-0.32 ms against ~0.09 ms for one ``write`` of the request and httptools (uvicorn's parser) reading the reply,
-same Triton, same 16 requests of 4 texts in flight (docs/performance.md, "The gateway's Triton client"). The bodies
+Why not aiohttp (what ``tritonclient.http.aio`` sends with): per call it spent about as much CPU as the gRPC aio
+client, 0.31 and 0.33 ms, against 0.20 ms for ``AsyncClient.infer`` on these connections (one ``write`` of the request,
+httptools, uvicorn's parser, reading the reply), same Triton, same 16 requests of 4 texts in flight
+(tests/bench/probe_triton_transports.py; docs/performance.md, "The gateway's Triton client"). The bodies
 are still tritonclient's (``generate_request_body``, ``InferResult.from_response_body``), and a refusal is raised as
 tritonclient raises it (``InferenceServerException`` with the HTTP status), so the one error mapping
 (tritonforge/triton/errors.py) reads it unchanged. Used only where httptools is installed (the gateway's and the cpu
