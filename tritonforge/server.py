@@ -448,12 +448,14 @@ class TritonServer:
         runs on gevent, whose hub belongs to the thread that made it), with the admin key; not retried."""
         return Connection(http or self.endpoints.http, "http", timeout=timeout, retries=0, admin_key=self.admin_key)
 
-    def _listed_ready(self, model: str) -> bool:
-        """Whether Triton's repository index lists ``model`` as READY (also while its stub is dead)."""
+    def _listed_ready(self, model: str) -> bool | None:
+        """Whether Triton's repository index lists ``model`` as READY (also while its stub is dead); None when the
+        index could not be read (the watchdog asks again rather than take the model for unloaded)."""
         try:
             return any(m.get("name") == model and m.get("state") == "READY" for m in self._index(self.endpoints.http))
-        except ServerError:
-            return False
+        except ServerError as err:
+            LOG.debug("repository index: %s", err)
+            return None
 
     def _model_ready(self, model: str) -> bool:
         with self._connection(5.0) as triton:

@@ -99,7 +99,7 @@ class StubWatchdog:
     model as READY; ``reload(model)`` unloads and loads it (raising on failure)."""
 
     pid: Callable[[], int | None]
-    ready: Callable[[str], bool]
+    ready: Callable[[str], bool | None]  # whether Triton lists the model READY; None: could not tell (try again)
     reload: Callable[[str], object]
     interval: float = 1.0
     max_backoff: float = 60.0
@@ -165,7 +165,14 @@ class StubWatchdog:
         self._note(table)
         healed = []
         for model, instances in dead.items():
-            if not self.ready(model):  # unloaded on purpose (or already reloading): nothing to heal
+            listed = self.ready(model)
+            if listed is None:  # the index did not answer: asked again next scan, not taken for "unloaded"
+                LOG.info("stub watchdog: the python stub of %s (model '%s') is gone; Triton's index did not say "
+                         "whether '%s' is loaded: asking again", ", ".join(sorted(instances)), model, model)
+                continue
+            if not listed:  # unloaded on purpose (or already reloading): nothing to heal
+                LOG.info("stub watchdog: the python stub of %s is gone while '%s' is not READY (unloaded or "
+                         "reloading): left alone", ", ".join(sorted(instances)), model)
                 for instance in instances:
                     self._known.pop(instance, None)
                     self._missing.pop(instance, None)

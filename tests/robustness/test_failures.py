@@ -325,7 +325,9 @@ def test_an_engine_whose_callers_stub_died_mid_stream_is_restarted_not_hung(
                 ended_in_error = True
             assert killed
             assert robust.wait_for(lambda before=healed_before: server.watchdog.healed.get("answer_generate", 0) > before,
-                                   timeout=60)
+                                   timeout=60), (  # what the watchdog and Triton saw (CI once: no heal, no log)
+                f"no heal of answer_generate in 60 s; healed {server.watchdog.healed}, stubs now "
+                f"{robust.stub_pids(server, 'answer_generate')}, Triton's log ends: {server.log_text()[-1500:]}")
             # the engine's own stub ended (a send to the dead caller blocked) and was restarted
             if robust.wait_for(lambda: server.watchdog.healed.get("tensorrt_llm"), timeout=30):
                 assert ended_in_error  # the stream that lost its answer step failed, it did not end as if whole

@@ -79,6 +79,21 @@ def test_an_unloaded_model_is_left_alone(fake: Fake) -> None:
     assert w.scan() == [] and w.scan() == [] and fake.reloads == []
 
 
+def test_an_index_that_does_not_answer_is_asked_again_not_taken_for_an_unloaded_model(
+    fake: Fake, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dead stub whose model's state could not be read was dropped as if unloaded, silently: never healed."""
+    caplog.set_level("INFO", logger="tritonforge.server")
+    answers: list[bool | None] = [None, None, True]
+    w = StubWatchdog(pid=lambda: SERVER, ready=lambda m: answers.pop(0), reload=fake.reload)
+    w.scan()
+    del fake.stubs["a_0_0"]
+    w.scan()
+    assert w.scan() == [] and w.scan() == []  # could not tell, twice: nothing reloaded, nothing forgotten
+    assert "did not say whether 'a' is loaded" in caplog.text
+    assert w.scan() == ["a"] and fake.reloads == ["a"]
+
+
 def test_failed_reloads_back_off(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
     monkeypatch.setattr(stub_watchdog.time, "monotonic", lambda: clock[0])
