@@ -81,7 +81,7 @@ def _serve(variant: str, grpc_url: str, http_url: str, port: int) -> None:
     from tritonforge.cli_gateway import prepare_gateway as _gateway_setup
 
     protocol: Any = "httptools"
-    if variant == "corked writes":
+    if variant.endswith("corked writes"):  # "corked writes" and "--triton-http, corked writes"
 
         class Corked(HttpToolsProtocol):  # type: ignore[misc]
             def connection_made(self, transport: Any) -> None:
@@ -120,13 +120,6 @@ def _serve(variant: str, grpc_url: str, http_url: str, port: int) -> None:
         routes.remember_width = lambda *args: None  # type: ignore[assignment]
     setup = _gateway_setup("127.0.0.1", None, None, ["embeddings:minilm=embed"], None, True)
     if variant in ("--triton-http", "--triton-http, corked writes"):
-        if variant == "--triton-http, corked writes":
-
-            class CorkedToo(HttpToolsProtocol):  # type: ignore[misc]
-                def connection_made(self, transport: Any) -> None:
-                    super().connection_made(_CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
-
-            protocol = CorkedToo
         uvicorn.run(setup.app(grpc_url, triton_http=http_url),  # type: ignore[arg-type]
                     host="127.0.0.1", port=port, log_level="warning", http=protocol)
         return
