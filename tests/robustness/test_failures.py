@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from tritonforge.clients import Client
-from tritonforge.errors import ClientError, ServerError
+from tritonforge.errors import ClientError, ServerError, TransientError
 from tritonforge.server import TritonServer, free_port
 from tritonforge.triton.options import ADMIN_HEADER
 
@@ -266,10 +266,14 @@ def test_a_stream_whose_engine_stub_dies_ends_with_model_not_ready_not_a_hang(de
 
         with Client(server.endpoints.grpc, timeout=120) as client:
             began = time.perf_counter()
-            with pytest.raises(ModelNotReadyError, match="was reloaded while this request waited"):
-                for i, _piece in enumerate(client.stream(prompt, max_tokens=450)):
-                    if i == 0:
-                        kill_engine()
+            try:
+                with pytest.raises(ModelNotReadyError, match="was reloaded while this request waited"):
+                    for i, _piece in enumerate(client.stream(prompt, max_tokens=450)):
+                        if i == 0:
+                            kill_engine()
+            except TransientError as err:  # CI once: "Stream removed (Socket closed)", no heal logged: say why
+                pytest.fail(f"the stream ended as {err!r}; tritonserver running: {server.is_running()}, healed: "
+                            f"{server.watchdog.healed}; Triton's log ends: {server.log_text()[-1500:]}")
             assert time.perf_counter() - began < 30
             deadline = time.perf_counter() + 30
             while not server.watchdog.healed.get("tensorrt_llm") and time.perf_counter() < deadline:
