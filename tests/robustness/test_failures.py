@@ -20,6 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -248,57 +249,69 @@ def test_a_stream_whose_engine_stub_dies_ends_with_model_not_ready_not_a_hang(de
     """Triton 2.51 never answers the requests a dead python stub held: a stream waited out its whole deadline (300 s
     through the gateway) though the watchdog had the engine serving again in ~7 s. The access layer now sees the
     engine's reload while it waits and ends the stream with ModelNotReadyError (the gateway's 503)."""
+    for _attempt in range(3):
+        with TritonServer(demo_repo, startup_timeout=120) as server:
+            try:
+                _engine_death_scenario(server, robust)
+                return
+            except TransientError as err:
+                # Triton 2.51 itself aborts at times when a stub is SIGKILLed holding its shared-memory lock
+                # ("terminate called after throwing an instance of 'boost::interprocess::lock_exception'", CI twice):
+                # no server is left to test the client against, so the scenario runs again on a new one
+                aborted = not server.is_running() and "lock_exception" in server.log_text()
+                if not aborted:
+                    pytest.fail(f"the stream ended as {err!r}; tritonserver running: {server.is_running()}, healed: "
+                                f"{server.watchdog.healed}; Triton's log ends: {server.log_text()[-1500:]}")
+    pytest.fail("tritonserver itself aborted (boost::interprocess::lock_exception) in each of 3 attempts")
+
+
+def _engine_death_scenario(server: TritonServer, robust: Any) -> None:
     import asyncio
 
     from tritonforge.clients import AsyncClient
     from tritonforge.errors import ModelNotReadyError
 
     prompt = "Tell me a long story about the sea"
-    with TritonServer(demo_repo, startup_timeout=120) as server:
 
-        killed_regions: list[Path] = []
+    killed_regions: list[Path] = []
 
-        def kill_engine() -> None:
-            (stub,) = robust.stub_pids(server, "tensorrt_llm")
-            argv = Path(f"/proc/{stub}/cmdline").read_bytes().split(b"\0")
-            killed_regions.extend(Path("/dev/shm") / a.decode() for a in argv if a.startswith(b"triton_python_backend"))
-            os.kill(stub, signal.SIGKILL)
+    def kill_engine() -> None:
+        (stub,) = robust.stub_pids(server, "tensorrt_llm")
+        argv = Path(f"/proc/{stub}/cmdline").read_bytes().split(b"\0")
+        killed_regions.extend(Path("/dev/shm") / a.decode() for a in argv if a.startswith(b"triton_python_backend"))
+        os.kill(stub, signal.SIGKILL)
 
-        with Client(server.endpoints.grpc, timeout=120) as client:
+    with Client(server.endpoints.grpc, timeout=120) as client:
+        began = time.perf_counter()
+        with pytest.raises(ModelNotReadyError, match="was reloaded while this request waited"):
+            for i, _piece in enumerate(client.stream(prompt, max_tokens=450)):
+                if i == 0:
+                    kill_engine()
+        assert time.perf_counter() - began < 30
+        deadline = time.perf_counter() + 30
+        while not server.watchdog.healed.get("tensorrt_llm") and time.perf_counter() < deadline:
+            time.sleep(0.1)
+        assert client.generate("again", max_tokens=4)  # serving again
+        # Triton leaves a SIGKILLed stub's shared-memory region behind; the watchdog's heal removes it
+        assert killed_regions and not any(r.exists() for r in killed_regions), killed_regions
+    # kill the next stub once the heal has settled (one engine stub again)
+    deadline = time.perf_counter() + 60
+    while len(robust.stub_pids(server, "tensorrt_llm")) != 1 and time.perf_counter() < deadline:
+        time.sleep(0.2)
+    time.sleep(5)
+
+    async def run() -> float:
+        async with AsyncClient(server.endpoints.grpc, timeout=120) as client:
             began = time.perf_counter()
-            try:
-                with pytest.raises(ModelNotReadyError, match="was reloaded while this request waited"):
-                    for i, _piece in enumerate(client.stream(prompt, max_tokens=450)):
-                        if i == 0:
-                            kill_engine()
-            except TransientError as err:  # CI once: "Stream removed (Socket closed)", no heal logged: say why
-                pytest.fail(f"the stream ended as {err!r}; tritonserver running: {server.is_running()}, healed: "
-                            f"{server.watchdog.healed}; Triton's log ends: {server.log_text()[-1500:]}")
-            assert time.perf_counter() - began < 30
-            deadline = time.perf_counter() + 30
-            while not server.watchdog.healed.get("tensorrt_llm") and time.perf_counter() < deadline:
-                time.sleep(0.1)
-            assert client.generate("again", max_tokens=4)  # serving again
-            # Triton leaves a SIGKILLed stub's shared-memory region behind; the watchdog's heal removes it
-            assert killed_regions and not any(r.exists() for r in killed_regions), killed_regions
-        # kill the next stub once the heal has settled (one engine stub again)
-        deadline = time.perf_counter() + 60
-        while len(robust.stub_pids(server, "tensorrt_llm")) != 1 and time.perf_counter() < deadline:
-            time.sleep(0.2)
-        time.sleep(5)
+            with pytest.raises(ModelNotReadyError, match="was reloaded while this request waited"):
+                first = True
+                async for _piece in client.stream(prompt, max_tokens=450):
+                    if first:
+                        kill_engine()
+                        first = False
+            return time.perf_counter() - began
 
-        async def run() -> float:
-            async with AsyncClient(server.endpoints.grpc, timeout=120) as client:
-                began = time.perf_counter()
-                with pytest.raises(ModelNotReadyError, match="was reloaded while this request waited"):
-                    first = True
-                    async for _piece in client.stream(prompt, max_tokens=450):
-                        if first:
-                            kill_engine()
-                            first = False
-                return time.perf_counter() - began
-
-        assert asyncio.run(run()) < 30
+    assert asyncio.run(run()) < 30
 
 
 def test_an_engine_whose_callers_stub_died_mid_stream_is_restarted_not_hung(
