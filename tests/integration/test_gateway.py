@@ -73,26 +73,18 @@ def gateway(gateway_triton) -> Iterator[str]:
 
 @contextlib.contextmanager
 def _served(app: object) -> Iterator[str]:
-    """``app`` under uvicorn on a free loopback port (always stopped); yields its base URL."""
-    import uvicorn
+    """``app`` served as `tritonforge gateway` serves it (GatewayServer: uvicorn with the header guard) on a free
+    loopback port, always stopped; yields its base URL."""
+    from tritonforge.gateway.listen import GatewayServer, bind
 
-    from tritonforge.server import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.05)
+    sock = bind("127.0.0.1", 0)
+    server = GatewayServer(app, sock)
+    server.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
-        server.should_exit = True
-        thread.join(30)
-        assert not thread.is_alive(), "the gateway did not stop"
+        server.stop()
+        assert not server.is_alive(), "the gateway did not stop"
 
 
 @pytest.fixture()
@@ -633,6 +625,26 @@ def test_hostile_requests_get_a_4xx_and_the_connection_keeps_serving(http, case:
     assert words in response.json()["error"]["message"], response.text[:300]
     good = http.post("/v1/embeddings", json={"model": "minilm", "input": "fine"})  # same keep-alive connection
     assert good.status_code == 200, good.text[:300]
+
+
+def test_headers_over_the_limit_are_a_431_and_slow_ones_do_not_hold_the_gateway(http, gateway: str) -> None:
+    """uvicorn kept every header byte until the headers ended, with no deadline: one connection's 300 MB header took
+    the gateway to 366 MB (header_guard.py). The served gateway refuses past 64 KiB and keeps serving, also while
+    another connection trickles its headers."""
+    import socket
+
+    from tritonforge.gateway.header_guard import HEADER_BYTES
+
+    host, port = gateway.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as slow:
+        slow.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")  # and nothing more, for now
+        big = http.post("/v1/embeddings", json={"model": "minilm", "input": "x"},
+                        headers={"X-Padding": "p" * (HEADER_BYTES + 1)})
+        assert big.status_code == 431, big.text
+        assert f"the request's headers are over {HEADER_BYTES} bytes" in big.text
+        fine = http.post("/v1/embeddings", json={"model": "minilm", "input": "x"}, headers={"X-Padding": "p" * 30_000})
+        assert fine.status_code == 200, fine.text
+        _still_serving(http)
 
 
 def test_requests_in_flight_per_key_are_bounded_with_a_429(gateway_triton) -> None:

@@ -83,3 +83,116 @@ def test_gateway_command_warns_when_triton_does_not_answer(monkeypatch: pytest.M
     assert result.exit_code == 0, result.output
     assert "warning: Triton does not answer at 127.0.0.1:9 (yet): requests fail with 503" in result.output
     assert ran == [True]
+
+
+# ---------------------------------------------------------------------------------------- the headers' bounds
+
+
+async def _slow_hello(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+    """_hello, answering after 1.5 s: longer than the short header deadline these tests set."""
+    import asyncio
+
+    if scope["type"] == "http":
+        await asyncio.sleep(1.5)
+    await _hello(scope, receive, send)
+
+
+@pytest.fixture()
+def guarded_server(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A GatewayServer whose header deadline is 0.5 s and keep-alive timeout 0.5 s; yields (port, server)."""
+    from tritonforge.gateway.header_guard import HeaderGuardProtocol
+
+    monkeypatch.setattr(HeaderGuardProtocol, "header_seconds", 0.5)
+    sock = bind("127.0.0.1", 0)
+    server = GatewayServer(_slow_hello, sock)
+    server.server.config.timeout_keep_alive = 0.5  # each connection's protocol reads it when made
+    server.start()
+    try:
+        yield sock.getsockname()[1], server
+    finally:
+        server.stop()
+
+
+def _read_all(conn: socket.socket, timeout: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    import time
+
+    conn.settimeout(timeout)
+    started, data = time.monotonic(), b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    return data, time.monotonic() - started
+
+
+def test_headers_over_the_limit_are_refused_with_431_and_memory_is_not_spent(guarded_server) -> None:  # type: ignore[no-untyped-def]
+    """uvicorn kept every header byte until the headers ended: 300 MB of one header took the gateway from 66 to
+    366 MB. Past 64 KiB the request is refused and the connection closed; the server serves the next one."""
+    from tritonforge.gateway.header_guard import HEADER_BYTES
+
+    port, _ = guarded_server
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sent = 0
+        with pytest.raises(OSError):  # the server closes while we still send: reset, or a broken pipe
+            for _ in range(256):  # 64 MiB, which a server reading them all would take
+                conn.sendall(b"a" * (256 << 10))
+                sent += 256 << 10
+            _read_all(conn, 5)
+    # refused once past the limit: what was sent beyond it sat in the two sockets' buffers (loopback: a few MiB)
+    assert sent <= 16 << 20
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (HEADER_BYTES + 1) + b"\r\n\r\n")
+        reply, _ = _read_all(conn, 5)
+    assert reply.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert f"the request's headers are over {HEADER_BYTES} bytes".encode() in reply
+    assert httpx.get(f"http://127.0.0.1:{port}/", headers={"X-Fine": "a" * 30_000}).text == "hello"
+
+
+def test_headers_that_do_not_arrive_in_time_get_408_on_new_and_kept_alive_connections(guarded_server) -> None:  # type: ignore[no-untyped-def]
+    """A header line every few seconds held a connection for as long as the client liked."""
+    port, _ = guarded_server
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        reply, waited = _read_all(conn, 10)
+    assert reply.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), reply
+    assert b"connection: close" in reply and b"took more than 0.5 s to arrive" in reply
+    assert 0.4 < waited < 5
+    with socket.create_connection(("127.0.0.1", port)) as conn:  # a second request on a kept-alive connection
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.settimeout(10)
+        first = b""
+        while not first.endswith(b"0\r\n\r\n"):  # the chunked body's end
+            first += conn.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200") and b"hello" in first
+        conn.sendall(b"GET / HTTP/1.1\r\n")
+        reply, _ = _read_all(conn, 10)
+    assert reply.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), reply
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_keep_alive_timeout(guarded_server) -> None:  # type: ignore[no-untyped-def]
+    port, _ = guarded_server
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        reply, waited = _read_all(conn, 10)
+    assert reply == b"" and 0.4 < waited < 5
+
+
+def test_a_request_whose_headers_arrived_is_not_cut_by_the_header_deadline(guarded_server) -> None:  # type: ignore[no-untyped-def]
+    """The app takes 1.5 s, three times the header deadline; pipelined requests are each answered."""
+    port, _ = guarded_server
+    assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text == "hello"
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply, _ = _read_all(conn, 10)
+    assert reply.count(b"HTTP/1.1 200 OK") == 2 and reply.count(b"hello") == 2, reply
+
+
+def test_the_gateway_server_uses_the_guarded_httptools_protocol() -> None:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from tritonforge.gateway.header_guard import HeaderGuardProtocol
+
+    sock = bind("127.0.0.1", 0)
+    with sock:
+        config = GatewayServer(_hello, sock).server.config
+        config.load()
+    assert config.http_protocol_class is HeaderGuardProtocol and issubclass(HeaderGuardProtocol, HttpToolsProtocol)
