@@ -49,10 +49,10 @@ class GatewayServer:
         # stopping: new connections are refused, requests in flight get ``grace`` seconds to finish, then uvicorn
         # cancels them (a stream's close sends its engine the stop) and still runs the app's shutdown (which waits
         # for those stop signals); force_exit, the fallback below, skipped both
-        from tritonforge.gateway.header_guard import HeaderGuardProtocol
+        from tritonforge.gateway.connection_guard import GuardedProtocol
 
-        # headers bounded in size and time (header_guard.py: uvicorn bounds neither)
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", http=HeaderGuardProtocol,
+        # headers bounded in size and time (connection_guard.py: uvicorn bounds neither)
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", http=GuardedProtocol,
                                 timeout_graceful_shutdown=grace)  # type: ignore[arg-type]  # asyncio.wait's: any float
         self.server = uvicorn.Server(config)
         self.hung_up = False

@@ -629,11 +629,11 @@ def test_hostile_requests_get_a_4xx_and_the_connection_keeps_serving(http, case:
 
 def test_headers_over_the_limit_are_a_431_and_slow_ones_do_not_hold_the_gateway(http, gateway: str) -> None:
     """uvicorn kept every header byte until the headers ended, with no deadline: one connection's 300 MB header took
-    the gateway to 366 MB (header_guard.py). The served gateway refuses past 64 KiB and keeps serving, also while
+    the gateway to 366 MB (connection_guard.py). The served gateway refuses past 64 KiB and keeps serving, also while
     another connection trickles its headers."""
     import socket
 
-    from tritonforge.gateway.header_guard import HEADER_BYTES
+    from tritonforge.gateway.connection_guard import HEADER_BYTES
 
     host, port = gateway.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as slow:

@@ -4,8 +4,6 @@ request succeeds, and the server serves normally right after."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,11 +16,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def gateway(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
     from tritonforge.build import build
     from tritonforge.gateway import GatewayModels, create_app
-    from tritonforge.server import TritonServer, free_port
+    from tritonforge.gateway.listen import GatewayServer, bind
+    from tritonforge.server import TritonServer
     from tritonforge.spec import parse_spec
 
     queue = {"max_batch_size": 1, "instance_groups": [{"count": 1, "kind": "cpu"}],
@@ -33,18 +30,13 @@ def gateway(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     with TritonServer(repo) as triton:
         app = create_app(triton.endpoints.grpc, api_keys=None, retries=0,
                          models=GatewayModels(chat={}, rerank={}, embeddings={"tiny": "embed"}))
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+        sock = bind("127.0.0.1", 0)  # served as `tritonforge gateway` serves it (GatewayServer)
+        server = GatewayServer(app, sock)
+        server.start()
         try:
-            yield f"http://127.0.0.1:{port}"
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
         finally:
-            server.should_exit = True
-            thread.join(30)
+            server.stop()
 
 
 def test_a_full_queue_is_shed_with_429_and_retry_after(gateway: str) -> None:

@@ -100,9 +100,9 @@ async def _slow_hello(scope: dict, receive: object, send: object) -> None:  # ty
 @pytest.fixture()
 def guarded_server(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """A GatewayServer whose header deadline is 0.5 s and keep-alive timeout 0.5 s; yields (port, server)."""
-    from tritonforge.gateway.header_guard import HeaderGuardProtocol
+    from tritonforge.gateway.connection_guard import GuardedProtocol
 
-    monkeypatch.setattr(HeaderGuardProtocol, "header_seconds", 0.5)
+    monkeypatch.setattr(GuardedProtocol, "header_seconds", 0.5)
     sock = bind("127.0.0.1", 0)
     server = GatewayServer(_slow_hello, sock)
     server.server.config.timeout_keep_alive = 0.5  # each connection's protocol reads it when made
@@ -127,7 +127,7 @@ def _read_all(conn: socket.socket, timeout: float) -> tuple[bytes, float]:
 def test_headers_over_the_limit_are_refused_with_431_and_memory_is_not_spent(guarded_server) -> None:  # type: ignore[no-untyped-def]
     """uvicorn kept every header byte until the headers ended: 300 MB of one header took the gateway from 66 to
     366 MB. Past 64 KiB the request is refused and the connection closed; the server serves the next one."""
-    from tritonforge.gateway.header_guard import HEADER_BYTES
+    from tritonforge.gateway.connection_guard import HEADER_BYTES
 
     port, _ = guarded_server
     with socket.create_connection(("127.0.0.1", port)) as conn:
@@ -189,10 +189,52 @@ def test_a_request_whose_headers_arrived_is_not_cut_by_the_header_deadline(guard
 def test_the_gateway_server_uses_the_guarded_httptools_protocol() -> None:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    from tritonforge.gateway.header_guard import HeaderGuardProtocol
+    from tritonforge.gateway.connection_guard import GuardedProtocol
 
     sock = bind("127.0.0.1", 0)
     with sock:
         config = GatewayServer(_hello, sock).server.config
         config.load()
-    assert config.http_protocol_class is HeaderGuardProtocol and issubclass(HeaderGuardProtocol, HttpToolsProtocol)
+    assert config.http_protocol_class is GuardedProtocol and issubclass(GuardedProtocol, HttpToolsProtocol)
+
+
+def test_a_response_the_client_does_not_read_is_cut_after_the_send_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn's send waited for ever on a client that read nothing once the socket's buffers were full: the request
+    kept its admission slot, and a stream's engine was never stopped. Past the send deadline the connection is
+    closed, the app's sends return, and it hears the client leave (http.disconnect)."""
+    import asyncio
+    import threading
+    import time
+
+    from tritonforge.gateway.connection_guard import GuardedProtocol
+
+    monkeypatch.setattr(GuardedProtocol, "send_seconds", 0.5)
+    ended = threading.Event()
+    heard: list[str] = []
+
+    async def flood(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        if scope["type"] != "http":
+            await _hello(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        for _ in range(256):  # 64 MiB: far more than the two sockets' buffers hold
+            await send({"type": "http.response.body", "body": b"x" * (256 << 10), "more_body": True})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
+        heard.append((await asyncio.wait_for(receive(), 5))["type"])  # type: ignore[operator]
+        ended.set()
+
+    sock = bind("127.0.0.1", 0)
+    server = GatewayServer(flood, sock)
+    server.start()
+    try:
+        with socket.socket() as conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            conn.connect(("127.0.0.1", sock.getsockname()[1]))
+            began = time.monotonic()
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # and then reads nothing
+            assert ended.wait(15), "the app's sends still wait on a client that reads nothing"
+            assert 0.4 < time.monotonic() - began < 10
+        assert heard == ["http.disconnect"]
+        assert httpx.get(f"http://127.0.0.1:{sock.getsockname()[1]}/", timeout=10).status_code == 200
+    finally:
+        server.stop()

@@ -1,11 +1,11 @@
 """Probe (not a test, not in any run): what the gateway's header guard adds to parsing a request.
 
 Feeds the same request (an embeddings POST with the headers an HTTP client sends, 120 body bytes), in one read, to
-uvicorn's httptools protocol and to gateway/header_guard.py's HeaderGuardProtocol, 2000 connections a round, 15
+uvicorn's httptools protocol and to gateway/connection_guard.py's GuardedProtocol, 2000 connections a round, 15
 alternating rounds on uvloop, and prints the median and minimum microseconds per request of each. What is timed is
 `data_received`: parsing, the guard's bookkeeping, and starting the request's ASGI task (the app does nothing).
 
-    python tests/bench/probe_header_guard.py        # ~10 s
+    python tests/bench/probe_connection_guard.py        # ~10 s
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import uvloop
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from tritonforge.gateway.header_guard import HeaderGuardProtocol
+from tritonforge.gateway.connection_guard import GuardedProtocol
 
 REQUEST = (b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nUser-Agent: python-httpx/0.28\r\n"
            b"Accept-Encoding: gzip, deflate\r\nAccept: */*\r\nConnection: keep-alive\r\nAuthorization: Bearer k\r\n"
@@ -63,7 +63,7 @@ async def _rounds() -> dict[str, list[float]]:
     config.load()
     state = ServerState()
     times: dict[str, list[float]] = {}
-    for cls in (HttpToolsProtocol, HeaderGuardProtocol) * ROUNDS:
+    for cls in (HttpToolsProtocol, GuardedProtocol) * ROUNDS:
         protocols = [cls(config=config, server_state=state, app_state={}) for _ in range(CONNECTIONS)]  # type: ignore[arg-type]
         for protocol in protocols:
             protocol.connection_made(_Transport())
