@@ -19,6 +19,7 @@ from tritonforge.cli_gateway import (
     ApiKeysFileOpt,
     GatewayModelOpt,
     InsecureOpt,
+    KeepAliveOpt,
     LogLevelOpt,
     MaxInFlightOpt,
     MaxPerKeyOpt,
@@ -225,6 +226,9 @@ def serve(
     insecure_no_auth: InsecureOpt = False,
     max_requests_in_flight: MaxInFlightOpt = None,
     max_requests_per_key: MaxPerKeyOpt = None,
+    gateway_keep_alive: Annotated[float | None, typer.Option(
+        "--gateway-keep-alive", min=0.1, max=3600, help="the gateway's --keep-alive (see `tritonforge gateway`)",
+    )] = None,
     log_level: LogLevelOpt = "info",
     rate_limit: RateLimitOpt = "off",
     rate_limit_resource: RateLimitResourceOpt = None,
@@ -257,7 +261,7 @@ def serve(
     else:
         given = {"--api-keys-file": api_keys_file, "--admin-keys-file": admin_keys_file, "--splits": splits,
                  "--gateway-model": gateway_model, "--max-requests-in-flight": max_requests_in_flight,
-                 "--max-requests-per-key": max_requests_per_key}
+                 "--max-requests-per-key": max_requests_per_key, "--gateway-keep-alive": gateway_keep_alive}
         named = [flag for flag, value in given.items() if value is not None]
         if named:
             raise typer.BadParameter(f"{', '.join(named)} {'needs' if len(named) == 1 else 'need'} --gateway",
@@ -317,7 +321,8 @@ def serve(
             signal.signal(sig, end_serving)
         if gateway_setup is not None and listener is not None:
             with err_console.status("starting the gateway…"):
-                web = gateway_listen.GatewayServer(gateway_setup.app(ep.grpc, triton_http=ep.http), listener)
+                web = gateway_listen.GatewayServer(gateway_setup.app(ep.grpc, triton_http=ep.http), listener,
+                                                   keep_alive=gateway_keep_alive or 5.0)
                 web.start()
         console.print(styled("green", "ready", f"  gRPC {ep.grpc}   HTTP http://{ep.http}   metrics http://{ep.metrics}/metrics"))
         console.print(f"tritonserver log: {server.log_path}")
@@ -603,6 +608,7 @@ def gateway(
         min=1, max=65535, help="also serve GET /metrics without an API key on this port (for Prometheus; keep it "
         "off the public Service)",
     )] = None,
+    keep_alive: KeepAliveOpt = 5.0,
 ) -> None:
     """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
     configure_logging(log_level)
@@ -635,7 +641,7 @@ def gateway(
             f" Triton does not answer at {triton} (yet): requests fail with 503 until it does. `tritonforge serve` "
             "picks free ports unless told: pass its printed gRPC address as --triton, or serve with --grpc-port"
         )))
-    gateway_listen.GatewayServer(app_, listener, more=more).run()
+    gateway_listen.GatewayServer(app_, listener, more=more, keep_alive=keep_alive).run()
 
 
 def _triton_answers(url: str) -> bool:

@@ -54,6 +54,12 @@ MaxPerKeyOpt = Annotated[
                  help="of those, per API key (default 0: no limit per key)"),
 ]
 
+KeepAliveOpt = Annotated[
+    float,
+    typer.Option(min=0.1, max=3600, help="seconds an idle client connection is kept open (uvicorn's 5 s by default; "
+                 "behind a load balancer set it above the balancer's idle timeout, e.g. 65 for AWS ALB's 60)"),
+]
+
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LogLevelOpt = Annotated[

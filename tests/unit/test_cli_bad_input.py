@@ -222,6 +222,34 @@ def test_the_gateways_triton_http_address_is_checked_before_it_starts(url: str) 
     assert result.exit_code == 2 and "--triton-http" in result.output, result.output
 
 
+def test_the_gateways_keep_alive_is_a_number_of_seconds_and_reaches_its_server(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--keep-alive (behind a load balancer, above its idle timeout: uvicorn's 5 s under an ALB's 60 s is 502s)."""
+    from tritonforge.gateway import listen as gateway_listen
+
+    for bad in ("0", "-5", "soon", "7200"):
+        result = CliRunner().invoke(app, ["gateway", "--keep-alive", bad, "--insecure-no-auth"], env=ENV)
+        assert result.exit_code == 2 and "--keep-alive" in result.output, result.output
+    made: list[float] = []
+    real_init = gateway_listen.GatewayServer.__init__
+
+    def init(self: object, *args: object, **kwargs: object) -> None:
+        made.append(kwargs["keep_alive"])  # type: ignore[arg-type]
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gateway_listen.GatewayServer, "__init__", init)
+    monkeypatch.setattr(gateway_listen.GatewayServer, "run", lambda self: None)
+    from tritonforge.server import free_port
+
+    ran = CliRunner().invoke(app, ["gateway", "--triton", "127.0.0.1:9", "--port", str(free_port()), "--keep-alive",
+                                   "65", "--insecure-no-auth"], env=ENV)
+    assert ran.exit_code == 0 and made == [65.0], ran.output
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    alone = CliRunner().invoke(app, ["serve", str(repo), "--gateway-keep-alive", "65"], env=ENV)
+    assert alone.exit_code == 2 and "--gateway-keep-alive needs --gateway" in alone.output, alone.output
+
+
 def test_serve_refuses_flags_that_contradict_each_other_before_starting(tmp_path: Path) -> None:
     """--admin-key with --no-admin-key dropped the key and left the admin APIs open; a --gateway-port equal to a
     Triton port let Triton take it while serve said the gateway was up (found by a CLI audit)."""

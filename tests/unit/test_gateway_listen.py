@@ -104,8 +104,7 @@ def guarded_server(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-
 
     monkeypatch.setattr(GuardedProtocol, "header_seconds", 0.5)
     sock = bind("127.0.0.1", 0)
-    server = GatewayServer(_slow_hello, sock)
-    server.server.config.timeout_keep_alive = 0.5  # each connection's protocol reads it when made
+    server = GatewayServer(_slow_hello, sock, keep_alive=0.5)  # `gateway --keep-alive 0.5`
     server.start()
     try:
         yield sock.getsockname()[1], server
