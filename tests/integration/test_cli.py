@@ -228,7 +228,7 @@ def test_serve_with_the_gateway_serves_splits_and_stops_on_sigterm(embed_repo: P
     )
     port = free_port()
     proc = _serve(str(embed_repo), "--gateway", "--gateway-port", str(port), "--api-keys-file", str(keys),
-                  "--splits", str(splits))
+                  "--splits", str(splits), "--gateway-keep-alive", "3")
     try:
         lines = _read_until(proc, "gateway on")
         assert any(f"gateway on http://127.0.0.1:{port}/v1" in line for line in lines), lines
@@ -251,6 +251,13 @@ def test_serve_with_the_gateway_serves_splits_and_stops_on_sigterm(embed_repo: P
             time.sleep(2.0)
             assert http.get("/v1/models").status_code == 401
             assert http.get("/v1/models", headers={"Authorization": "Bearer sk-rotated"}).status_code == 200
+        import socket
+
+        with socket.create_connection(("127.0.0.1", port)) as idle:  # --gateway-keep-alive 3: closed once idle 3 s
+            idle.settimeout(20)
+            began = time.monotonic()
+            assert idle.recv(16) == b""
+            assert 2 < time.monotonic() - began < 8
         children = _children(proc)
         assert children, "the CLI started no tritonserver process"
         proc.send_signal(signal.SIGTERM)
