@@ -15,8 +15,8 @@ admission slot, and a stream its Triton request. The body already has its limits
 
 - a request's headers (request line included) past ``HEADER_BYTES`` get a 431 and the connection is closed;
 - headers not complete ``HEADER_SECONDS`` after the request's first byte get a 408 and the connection is closed;
-- a new connection that sends nothing for uvicorn's keep-alive timeout (5 s) is closed, as uvicorn already closes
-  one idle after a response;
+- a new connection that sends nothing for the keep-alive timeout (uvicorn's 5 s; `tritonforge gateway --keep-alive`)
+  is closed, as uvicorn already closes one idle after a response;
 - a response whose writes stay blocked ``SEND_SECONDS`` (the client read nothing of a full buffer in that time) is
   cut: the connection is closed, which the app sees as a client that left (a stream still generating gets its
   stop).
@@ -43,7 +43,8 @@ _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, its headers bounded in size and time (the module's docstring)."""
+    """uvicorn's httptools protocol, a request's headers bounded in size and time, an idle connection and a blocked
+    response in time (the module's docstring)."""
 
     header_bytes = HEADER_BYTES
     header_seconds = HEADER_SECONDS
@@ -166,10 +167,10 @@ class _Watch:
     @staticmethod
     def of(protocol: GuardedProtocol) -> _Watch:
         state = protocol.server_state  # one per uvicorn server, shared by its connections
-        watch = getattr(state, "tritonforge_header_watch", None)
+        watch = getattr(state, "tritonforge_connection_watch", None)
         if watch is None or watch.loop is not protocol.loop:
             watch = _Watch(protocol.loop)
-            state.tritonforge_header_watch = watch  # type: ignore[attr-defined]
+            state.tritonforge_connection_watch = watch  # type: ignore[attr-defined]
         return watch
 
     def add(self, protocol: GuardedProtocol, what: str, deadline: float) -> None:
