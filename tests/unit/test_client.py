@@ -606,6 +606,29 @@ def test_http_keeps_a_few_transports_for_per_call_deadlines() -> None:
     assert client._closed
 
 
+def test_http_from_many_threads_says_what_gevent_keeps_per_thread(monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """gevent keeps a hub (2 fds, ~55 KB) for every thread that used the HTTP client, after it ends: a thread per
+    request hit the fd limit after ~500 requests. Each thread is counted once, and the count is said at 64, 256..."""
+    from tritonforge.triton import gevent_threads
+
+    monkeypatch.setattr(gevent_threads, "_THREADS", [61])  # as if 61 threads had used it before
+    with Client("127.0.0.1:1", "http", timeout=30.0) as client:
+        def use() -> None:
+            client._run(30.0, lambda transport: transport)
+            client._run(5.0, lambda transport: transport)  # a second transport of the same thread: not counted
+
+        with caplog.at_level("WARNING", logger="tritonforge.triton.connection"):
+            for _ in range(4):
+                worker = threading.Thread(target=use)
+                worker.start()
+                worker.join()
+    assert gevent_threads._THREADS == [65]
+    said = [r.getMessage() for r in caplog.records if "threads" in r.getMessage()]
+    assert said == ["the HTTP client has now been used from 64 threads: gevent keeps a hub (2 file descriptors, "
+                    "~55 KB) for each, even once it ends; call it from long-lived threads (a pool) or use gRPC"]
+
+
 @pytest.mark.parametrize(
     ("prompt", "sampling", "message"),
     [

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import sys
 import threading
 import urllib.parse
@@ -31,7 +30,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from tritonforge.errors import ClientError, InvalidInputError, TransientError
-from tritonforge.triton import keepalive_http
+from tritonforge.triton import gevent_threads, keepalive_http
 from tritonforge.triton.engines import ENGINE_AUTO, Deadline, EngineLookup
 from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error
 from tritonforge.triton.keepalive_http import KeepAlivePool
@@ -214,22 +213,6 @@ class _Base:
 
 
 
-_GEVENT_FORK_HOOK: list[bool] = []
-_GEVENT_FORK_LOCK = threading.Lock()
-
-
-def _reinit_gevent_in_forked_children() -> None:
-    """tritonclient's HTTP client runs on gevent, whose hub a forked child inherits in the parent's state: an HTTP
-    client the child made hung for good, deadline or not (API audit). gevent.reinit() in the child, registered once
-    per process (it returns at once where the forking thread has no hub, as in a subprocess launch)."""
-    with _GEVENT_FORK_LOCK:
-        if not _GEVENT_FORK_HOOK:
-            import gevent
-
-            os.register_at_fork(after_in_child=gevent.reinit)
-            _GEVENT_FORK_HOOK.append(True)
-
-
 class Connection(_Base):
     """A synchronous Triton client over ``tritonclient.grpc`` or ``tritonclient.http``.
 
@@ -279,7 +262,7 @@ class Connection(_Base):
                 oldest = next(k for k in mine if k != self.options.timeout)
                 with contextlib.suppress(Exception):
                     mine.pop(oldest).close()
-            _reinit_gevent_in_forked_children()
+            gevent_threads.prepare_this_thread()
             transport = mod.InferenceServerClient(**http_client_kwargs(self.url, self.options, timeout))
             with self._lock:
                 if not self._closed:
