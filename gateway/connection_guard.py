@@ -79,18 +79,16 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._reading = len(data)
         super().data_received(data)  # the parser's callbacks below run inside it
-        if self._oversized:
-            self._refuse(431, f"the request's headers are over {self.header_bytes} bytes")
-        elif self._in_headers and not self.transport.is_closing():
+        if not self._oversized and self._in_headers and not self.transport.is_closing():
             # the parser holds every byte of unfinished headers: counted as they arrive, refused past the limit,
             # and watched until their deadline
             self._received += len(data)
-            if self._received > self.header_bytes:
-                self._oversized = True
-                self._refuse(431, f"the request's headers are over {self.header_bytes} bytes")
-            else:
+            self._oversized = self._received > self.header_bytes
+            if not self._oversized:
                 self._headers_watched = True
                 self._watch.add(self, _HEADERS, self._headers_began + self.header_seconds)
+        if self._oversized:
+            self._refuse(431, f"the request's headers are over {self.header_bytes} bytes")
 
     def on_message_begin(self) -> None:
         if self._oversized:
@@ -176,7 +174,8 @@ class _Watch:
     def add(self, protocol: GuardedProtocol, what: str, deadline: float) -> None:
         self.waiting[protocol, what] = deadline
         if self.timer is None:
-            self.timer = self.loop.call_later(self._tick_s(protocol), self.tick, self._tick_s(protocol))
+            every = self._tick_s(protocol)
+            self.timer = self.loop.call_later(every, self.tick, every)
 
     def discard(self, protocol: GuardedProtocol, what: str) -> None:
         self.waiting.pop((protocol, what), None)

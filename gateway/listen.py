@@ -43,7 +43,7 @@ class GatewayServer:
     (:meth:`start` / :meth:`stop`, signals staying with the main thread)."""
 
     def __init__(self, app: Any, sock: socket.socket, grace: float = 15.0,
-                 more: tuple[socket.socket, ...] = (), keep_alive: float = 5.0) -> None:
+                 more: tuple[socket.socket, ...] = (), keep_alive: float | None = None) -> None:
         import uvicorn
 
         # stopping: new connections are refused, requests in flight get ``grace`` seconds to finish, then uvicorn
@@ -51,12 +51,14 @@ class GatewayServer:
         # for those stop signals); force_exit, the fallback below, skipped both
         from tritonforge.gateway.connection_guard import GuardedProtocol
 
-        # headers bounded in size and time (connection_guard.py: uvicorn bounds neither); keep_alive: how long an
-        # idle client connection stays open (after a response, or before its first request), uvicorn's 5 s unless
-        # a load balancer in front keeps its own longer (an ALB reusing a connection uvicorn just closed is a 502)
+        # headers bounded in size and time (connection_guard.py: uvicorn bounds neither)
         config = uvicorn.Config(app, log_level="warning", lifespan="on", http=GuardedProtocol,
-                                timeout_keep_alive=keep_alive,  # type: ignore[arg-type]  # call_later's: any float
                                 timeout_graceful_shutdown=grace)  # type: ignore[arg-type]  # asyncio.wait's: any float
+        # keep_alive: how long an idle client connection stays open (after a response, or before its first request);
+        # None: uvicorn's 5 s. Longer behind a load balancer that keeps its own longer (an ALB reusing a connection
+        # uvicorn just closed is a 502); each connection's protocol reads it when made
+        if keep_alive is not None:
+            config.timeout_keep_alive = keep_alive  # type: ignore[assignment]  # call_later's: any float
         self.server = uvicorn.Server(config)
         self.hung_up = False
         self.grace = grace

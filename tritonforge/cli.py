@@ -322,7 +322,7 @@ def serve(
         if gateway_setup is not None and listener is not None:
             with err_console.status("starting the gateway…"):
                 web = gateway_listen.GatewayServer(gateway_setup.app(ep.grpc, triton_http=ep.http), listener,
-                                                   keep_alive=gateway_keep_alive or 5.0)
+                                                   keep_alive=gateway_keep_alive)
                 web.start()
         console.print(styled("green", "ready", f"  gRPC {ep.grpc}   HTTP http://{ep.http}   metrics http://{ep.metrics}/metrics"))
         console.print(f"tritonserver log: {server.log_path}")
@@ -608,7 +608,7 @@ def gateway(
         min=1, max=65535, help="also serve GET /metrics without an API key on this port (for Prometheus; keep it "
         "off the public Service)",
     )] = None,
-    keep_alive: KeepAliveOpt = 5.0,
+    keep_alive: KeepAliveOpt = None,
 ) -> None:
     """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
     configure_logging(log_level)

@@ -55,7 +55,7 @@ MaxPerKeyOpt = Annotated[
 ]
 
 KeepAliveOpt = Annotated[
-    float,
+    float | None,
     typer.Option(min=0.1, max=3600, help="seconds an idle client connection is kept open (uvicorn's 5 s by default; "
                  "behind a load balancer set it above the balancer's idle timeout, e.g. 65 for AWS ALB's 60)"),
 ]

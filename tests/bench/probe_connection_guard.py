@@ -1,4 +1,4 @@
-"""Probe (not a test, not in any run): what the gateway's header guard adds to parsing a request.
+"""Probe (not a test, not in any run): what the gateway's connection guard adds to parsing a request.
 
 Feeds the same request (an embeddings POST with the headers an HTTP client sends, 120 body bytes), in one read, to
 uvicorn's httptools protocol and to gateway/connection_guard.py's GuardedProtocol, 2000 connections a round, 15

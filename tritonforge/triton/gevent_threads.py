@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 
-LOG = logging.getLogger("tritonforge.triton.connection")
+LOG = logging.getLogger("tritonforge.triton.connection")  # the connection's: where its user looks
 _LOCK = threading.Lock()
 _FORK_HOOK: list[bool] = []
 _THIS_THREAD = threading.local()  # .counted: this thread has made an HTTP transport
