@@ -111,16 +111,14 @@ def _check_embedding(out: np.ndarray | None, n: int, model: str) -> np.ndarray:
 
 
 class Client(Connection):
-    """A synchronous Triton client over ``tritonclient.grpc`` or ``tritonclient.http``.
+    """A synchronous Triton client over ``tritonclient.grpc`` or HTTP (keep-alive connections of its own).
 
     ``url`` is ``host:port`` (a ``grpc://``/``http://`` scheme is accepted, ``https://``/``grpcs://`` turn TLS on;
     a scheme of the other transport than ``protocol`` is refused).
     ``timeout`` is the default per-call deadline in seconds (None: no deadline; a stream's covers the whole
-    stream). Thread-safe: gRPC calls run concurrently on one channel; over HTTP each thread gets connections of its
-    own (tritonclient's HTTP client runs on gevent, whose connections belong to their thread; each new thread also
-    costs a gevent hub that outlives it, 2 file descriptors and ~55 KB, said in a warning from 64 threads on: share
-    an HTTP client between long-lived threads, such as a pool's, or use gRPC, which has no such cost). Health
-    checks (``is_live``...) are not retried and answer False when the server cannot be reached.
+    stream). Thread-safe: gRPC calls run concurrently on one channel, HTTP calls on one pool of keep-alive
+    connections shared by every thread (:mod:`tritonforge.triton.blocking_http`). Health checks (``is_live``...)
+    are not retried and answer False when the server cannot be reached.
 
     Keyword arguments: ``timeout`` (30 s), ``retries`` (3: attempts after the first while the server cannot take a
     request, with ``backoff`` 0.1 s doubling up to ``max_backoff`` 2 s), ``tls`` (:class:`TLSOptions`),
@@ -145,8 +143,8 @@ class Client(Connection):
     ) -> np.ndarray:
         """Embed ``texts`` with ``model`` (``TEXT`` BYTES [n, 1] -> ``EMBEDDING`` FP32 [n, dim]); float32 [n, dim].
 
-        A list longer than ``batch_size`` goes as several requests, at most ``requests_in_flight`` at a time (threads;
-        over HTTP one after another), the rows in the order of ``texts``; the first failure is raised
+        A list longer than ``batch_size`` goes as several requests, at most ``requests_in_flight`` at a time (threads),
+        the rows in the order of ``texts``; the first failure is raised
         and the requests not yet sent are not. ``batch_size`` None: the model's ``max_batch_size`` (read from its
         config once per model and client, only for more than one text; read again, and the call made once more, when
         Triton refuses a request as larger than it: the model was reloaded with a smaller one).
@@ -185,8 +183,8 @@ class Client(Connection):
             out = self.infer(model, {"TEXT": _text_tensor(chunk)}, ["EMBEDDING"], timeout=timeout)
             return _check_embedding(out.get("EMBEDDING"), len(chunk), model)
 
-        if len(chunks) == 1 or requests_in_flight == 1 or self.protocol == "http":
-            parts = [one(chunk) for chunk in chunks]  # tritonclient's HTTP client is gevent's: one thread only
+        if len(chunks) == 1 or requests_in_flight == 1:
+            parts = [one(chunk) for chunk in chunks]
         else:
             pool = ThreadPoolExecutor(min(requests_in_flight, len(chunks)), thread_name_prefix="tritonforge-embed")
             try:

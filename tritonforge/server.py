@@ -444,8 +444,7 @@ class TritonServer:
     # ---------------------------------------------------------------------------------------------- internals
 
     def _connection(self, timeout: float, http: str | None = None) -> Connection:
-        """A connection to this server's HTTP endpoint, for the calling thread only (tritonclient's HTTP client
-        runs on gevent, whose hub belongs to the thread that made it), with the admin key; not retried."""
+        """A connection to this server's HTTP endpoint with the admin key; not retried."""
         return Connection(http or self.endpoints.http, "http", timeout=timeout, retries=0, admin_key=self.admin_key)
 
     def _listed_ready(self, model: str) -> bool | None:

@@ -30,7 +30,7 @@ from tritonforge.errors import (
     TransientError,
 )
 from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error, classify_reply
-from tritonforge.triton.options import grpc_client_kwargs, http_aio_client_kwargs, http_client_kwargs
+from tritonforge.triton.options import grpc_client_kwargs, http_aio_client_kwargs
 from tritonforge.triton.options import split_url as _split_url
 from tritonforge.triton.tensors import as_tensor as _as_tensor
 from tritonforge.triton.tensors import triton_dtype
@@ -525,15 +525,19 @@ def test_grpc_cannot_skip_verification() -> None:
         grpc_client_kwargs("h:1", ClientOptions(tls=TLSOptions(insecure=True)))
 
 
-def test_http_tls_mapping() -> None:
-    tls = TLSOptions(root_certificates="ca.pem", certificate_chain="c.pem", private_key="c.key", server_name="t")
-    kwargs = http_client_kwargs("h:1", ClientOptions(tls=tls), timeout=7.5)
-    assert kwargs["ssl"] is True and kwargs["insecure"] is False
-    assert kwargs["ssl_options"] == {"ca_certs": "ca.pem", "certfile": "c.pem", "keyfile": "c.key",
-                                     "server_hostname": "t"}
-    assert kwargs["connection_timeout"] == kwargs["network_timeout"] == 7.5
-    plain = http_client_kwargs("h:1", ClientOptions(), timeout=None)
-    assert "ssl" not in plain and plain["network_timeout"] is None
+def test_http_tls_reaches_the_blocking_transport() -> None:
+    import certifi
+
+    from tritonforge.triton.blocking_http import BlockingHttpTransport
+
+    tls = TLSOptions(root_certificates=certifi.where(), server_name="triton.internal")
+    with Client("https://h:8443", "http", tls=tls) as client:
+        transport = client._run(lambda t: t)
+        assert isinstance(transport, BlockingHttpTransport) and (transport.host, transport.port) == ("h", 8443)
+        assert transport._context is not None and transport._context.verify_mode == ssl.CERT_REQUIRED
+        assert transport._server_name == "triton.internal"
+    with Client("h:1", "http") as plain:
+        assert plain._run(lambda t: t)._context is None
 
 
 def test_http_aio_tls_context() -> None:
@@ -569,7 +573,8 @@ def test_compression_headers_and_deadline_reach_the_call() -> None:
     http = Client("h:1", "http", compression="deflate")
     kwargs = http._infer_kwargs(1.5, None, "")
     assert kwargs["request_compression_algorithm"] == kwargs["response_compression_algorithm"] == "deflate"
-    assert "client_timeout" not in kwargs and kwargs["headers"] is None
+    assert kwargs["client_timeout"] == 1.5 and kwargs["headers"] is None  # the blocking transport's deadline
+    assert "client_timeout" not in AsyncClient("h:1", "http")._infer_kwargs(1.5, None, "")  # asyncio.timeout's
     from tritonforge.triton.streams import REQUEST_LABEL
 
     token = REQUEST_LABEL.set("gw-1234")  # the gateway's request id, while it answers that request
@@ -589,44 +594,19 @@ def test_importing_the_clients_stays_cheap() -> None:
     assert out.strip() == "[]"
 
 
-def test_http_keeps_a_few_transports_for_per_call_deadlines() -> None:
+def test_http_is_one_transport_for_every_thread_and_deadline() -> None:
+    """tritonclient's HTTP client (gevent) needed a transport per thread and per deadline, and left every thread a
+    hub it never freed; the blocking transport is one pool for all of them, closed with the client."""
     with Client("127.0.0.1:1", "http", timeout=30.0) as client:
-        default = client._run(30.0, lambda transport: transport)
-        for deadline in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0):
-            client._run(deadline, lambda transport: transport)
-        mine = client._local.http  # this thread's
-        assert len(mine) == 4
-        assert mine[30.0] is default  # the default deadline's connection is kept
-        assert 6.0 in mine and 1.0 not in mine
-        other: list[object] = []  # another thread gets connections of its own (gevent's belong to their thread)
-        worker = threading.Thread(target=lambda: other.append(client._run(30.0, lambda transport: transport)))
+        mine = client._run(lambda transport: transport)
+        other: list[object] = []
+        worker = threading.Thread(target=lambda: other.append(client._run(lambda transport: transport)))
         worker.start()
         worker.join()
-        assert other and other[0] is not default and other[0] in client._http_all  # closed with the client
-    assert client._closed
-
-
-def test_http_from_many_threads_says_what_gevent_keeps_per_thread(monkeypatch: pytest.MonkeyPatch,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:
-    """gevent keeps a hub (2 fds, ~55 KB) for every thread that used the HTTP client, after it ends: a thread per
-    request hit the fd limit after ~500 requests. Each thread is counted once, and the count is said at 64, 256..."""
-    from tritonforge.triton import gevent_threads
-
-    monkeypatch.setattr(gevent_threads, "_THREADS", [61])  # as if 61 threads had used it before
-    with Client("127.0.0.1:1", "http", timeout=30.0) as client:
-        def use() -> None:
-            client._run(30.0, lambda transport: transport)
-            client._run(5.0, lambda transport: transport)  # a second transport of the same thread: not counted
-
-        with caplog.at_level("WARNING", logger="tritonforge.triton.connection"):
-            for _ in range(4):
-                worker = threading.Thread(target=use)
-                worker.start()
-                worker.join()
-    assert gevent_threads._THREADS == [65]
-    said = [r.getMessage() for r in caplog.records if "threads" in r.getMessage()]
-    assert said == ["the HTTP client has now been used from 64 threads: gevent keeps a hub (2 file descriptors, "
-                    "~55 KB) for each, even once it ends; call it from long-lived threads (a pool) or use gRPC"]
+        assert other == [mine]
+    assert client._closed and mine._closed
+    with pytest.raises(ClientError, match="is closed"):
+        client._run(lambda transport: transport)
 
 
 @pytest.mark.parametrize(

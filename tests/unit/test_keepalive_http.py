@@ -135,7 +135,7 @@ def test_connection_close_is_honoured_and_refusals_read_as_tritonclient_raises_t
 
     from tritonforge.errors import ModelNotFoundError
     from tritonforge.triton.errors import classify_error
-    from tritonforge.triton.keepalive_http import _refusal
+    from tritonforge.triton.keepalive_http import refusal
 
     async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         await _read_request(reader)
@@ -149,11 +149,11 @@ def test_connection_close_is_honoured_and_refusals_read_as_tritonclient_raises_t
             status, _, body = await pool.post("/x", {}, b"")
             assert status == 400
         assert len(accepted) == 2 and not pool._idle  # "Connection: close": a new connection each time
-        err = _refusal(status, body)
+        err = refusal(status, body)
         assert isinstance(err, InferenceServerException) and err.status() == "400"
         mapped = classify_error(err, model="m", url="u", timeout=1.0, protocol="http")
         assert isinstance(mapped, ModelNotFoundError) and "unknown model" in str(mapped)
-        assert "unreadable error response" in str(_refusal(502, b"<html>bad gateway</html>"))
+        assert "unreadable error response" in str(refusal(502, b"<html>bad gateway</html>"))
         server.close()
 
     asyncio.run(main())

@@ -51,8 +51,8 @@ def _budget(max_requests: int | None) -> Callable[[], bool]:
 class _Pool:
     """Worker threads that each own one session for the whole benchmark.
 
-    tritonclient's HTTP client runs on gevent, whose hub belongs to the thread that made the client: a client must
-    be created and used in one thread, so sessions live in long-lived threads and each phase is handed to them.
+    A session's gRPC stream is read by the thread that opened it, and each worker measures one request at a time on
+    a connection of its own: sessions live in long-lived threads and each phase is handed to them.
     """
 
     def __init__(self, size: int, make: Callable[[], LoadSession]) -> None:

@@ -4,7 +4,7 @@ the repository API (load/unload with the admin key), inference, and generation s
 This is the core of the one Triton access layer: :class:`~tritonforge.clients.Client`, the gateway, the bench, the
 server launcher and releases all reach Triton through a :class:`Connection` or :class:`AsyncConnection`, so every
 failure goes through one mapping (:func:`~tritonforge.triton.errors.classify_error`). tritonclient (and grpc,
-gevent, aiohttp under it) is imported when the first transport is created, not on import.
+aiohttp under it) is imported when the first transport is created, not on import.
 
 Errors: every failure is a :class:`~tritonforge.errors.ClientError` naming the model and carrying the server's
 message, of the subclass that says what happened (docs/serving.md, "Errors"). Only transport failures that cannot
@@ -23,14 +23,14 @@ import logging
 import sys
 import threading
 import urllib.parse
-import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
 from tritonforge.errors import ClientError, InvalidInputError, TransientError
-from tritonforge.triton import gevent_threads, keepalive_http
+from tritonforge.triton import keepalive_http
+from tritonforge.triton.blocking_http import BlockingHttpTransport
 from tritonforge.triton.engines import ENGINE_AUTO, Deadline, EngineLookup
 from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error
 from tritonforge.triton.keepalive_http import KeepAlivePool
@@ -44,7 +44,6 @@ from tritonforge.triton.options import (
     admin_headers,
     grpc_client_kwargs,
     http_aio_client_kwargs,
-    http_client_kwargs,
     split_url,
     ssl_context,
 )
@@ -56,7 +55,6 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 C = TypeVar("C", bound="Connection")
 A = TypeVar("A", bound="AsyncConnection")
-_MAX_HTTP_TRANSPORTS = 4
 
 
 class _Base:
@@ -159,8 +157,16 @@ class _Base:
         if self._closed:
             raise ClientError(f"{self!r} is closed")
 
+    def _deadline_kwargs(self, timeout: float | None) -> dict[str, Any]:
+        """The per-call deadline as a transport takes it: ``client_timeout`` (gRPC's and the blocking HTTP
+        transport's); the asyncio HTTP client takes none (:meth:`AsyncConnection._deadline` bounds its calls)."""
+        return {"client_timeout": timeout} if self.protocol == "grpc" else {}
+
     def _headers(self) -> dict[str, str] | None:
         return dict(self.options.headers) or None
+
+    def _health_kwargs(self, timeout: float | None) -> dict[str, Any]:
+        return {"headers": self._headers(), **self._deadline_kwargs(timeout)}
 
     def _admin_headers(self) -> dict[str, str] | None:
         return {**self.options.headers, **admin_headers(self.admin_key, self.protocol)} or None
@@ -181,8 +187,8 @@ class _Base:
             raise InvalidInputError(f"parameters must be a mapping of name -> value, got {type(parameters).__name__}")
         if parameters:
             kwargs["parameters"] = dict(parameters)
+        kwargs.update(self._deadline_kwargs(timeout))
         if self.protocol == "grpc":
-            kwargs["client_timeout"] = timeout
             if self.options.compression:
                 kwargs["compression_algorithm"] = self.options.compression
         elif self.options.compression:
@@ -198,29 +204,25 @@ class _Base:
         return output_arrays(result, outputs, model, grpc=self.protocol == "grpc")
 
     def _control_kwargs(self, timeout: float | None) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"headers": self._admin_headers()}
-        if self.protocol == "grpc":
-            kwargs["client_timeout"] = timeout
-        return kwargs
+        return {"headers": self._admin_headers(), **self._deadline_kwargs(timeout)}
 
     def _json_kwargs(self, timeout: float | None, admin: bool = False) -> dict[str, Any]:
         """Keyword arguments of tritonclient's metadata/config/statistics/repository calls: JSON answers over gRPC
         too (as the HTTP client gives them), the deadline, the headers."""
         kwargs: dict[str, Any] = {"headers": self._admin_headers() if admin else self._headers()}
+        kwargs.update(self._deadline_kwargs(timeout))
         if self.protocol == "grpc":
-            kwargs.update(as_json=True, client_timeout=timeout)
+            kwargs["as_json"] = True
         return kwargs
 
 
 
 class Connection(_Base):
-    """A synchronous Triton client over ``tritonclient.grpc`` or ``tritonclient.http``.
+    """A synchronous Triton client over ``tritonclient.grpc`` or HTTP (:mod:`tritonforge.triton.blocking_http`).
 
     ``url`` is ``host:port`` (a ``grpc://``/``http://`` scheme is accepted, ``https://``/``grpcs://`` turn TLS on).
     ``timeout`` is the default per-call deadline in seconds (None: no deadline). Thread-safe: gRPC calls run
-    concurrently on one channel; over HTTP each thread gets connections of its own (tritonclient's HTTP client runs on
-    gevent, whose connections belong to the thread that made them: shared, about half the calls of 16 threads
-    failed with "Cannot switch to a different thread").
+    concurrently on one channel, HTTP calls on one pool of keep-alive connections shared by every thread.
     Health checks (``is_live``...) are not retried and answer False when the server cannot be reached.
     """
 
@@ -228,8 +230,7 @@ class Connection(_Base):
         super().__init__(url, protocol, **kwargs)
         self._lock = threading.Lock()
         self._grpc: Any = None
-        self._local = threading.local()  # .http: this thread's HTTP transports, by deadline
-        self._http_all: weakref.WeakSet[Any] = weakref.WeakSet()  # every thread's, for close()
+        self._http: BlockingHttpTransport | None = None
 
     # transports ------------------------------------------------------------------------------------------------
     def _module(self) -> Any:
@@ -239,49 +240,34 @@ class Connection(_Base):
             import tritonclient.http as mod  # type: ignore[no-redef]  # grpc is typed (typings/), http is not
         return mod
 
-    def _run(self, timeout: float | None, call: Callable[[Any], T]) -> T:
-        """Call ``call(transport)`` on the transport for this deadline."""
-        self._check_open()
-        mod = self._module()
-        if self.protocol == "grpc":
-            with self._lock:
+    def _deadline_kwargs(self, timeout: float | None) -> dict[str, Any]:
+        return {"client_timeout": timeout}  # both transports take it
+
+    def _run(self, call: Callable[[Any], T]) -> T:
+        """Call ``call(transport)`` on this connection's transport."""
+        with self._lock:
+            self._check_open()
+            if self.protocol == "grpc":
                 if self._grpc is None:
+                    mod = self._module()
                     self._grpc = mod.InferenceServerClient(**grpc_client_kwargs(self.url, self.options))
                 transport = self._grpc
-            return call(transport)
-        return call(self._http_transport(mod, timeout))
-
-    def _http_transport(self, mod: Any, timeout: float | None) -> Any:
-        """This thread's HTTP transport for ``timeout`` (geventhttpclient fixes the deadline per client: one client
-        per deadline; a thread that ends takes its transports with it)."""
-        mine: dict[float | None, Any] | None = getattr(self._local, "http", None)
-        if mine is None:
-            mine = self._local.http = {}
-        if timeout not in mine:
-            if len(mine) >= _MAX_HTTP_TRANSPORTS:  # many distinct per-call deadlines: drop the oldest
-                oldest = next(k for k in mine if k != self.options.timeout)
-                with contextlib.suppress(Exception):
-                    mine.pop(oldest).close()
-            gevent_threads.prepare_this_thread()
-            transport = mod.InferenceServerClient(**http_client_kwargs(self.url, self.options, timeout))
-            with self._lock:
-                if not self._closed:
-                    self._http_all.add(transport)
-            if self._closed:  # closed meanwhile: close() did not see this one
-                with contextlib.suppress(Exception):
-                    transport.close()
-                self._check_open()
-            mine[timeout] = transport
-        return mine[timeout]
+            else:
+                if self._http is None:
+                    tls = self.options.tls
+                    self._http = BlockingHttpTransport.for_url(
+                        self._http_base(), context=self._ssl_context(), server_name=tls.server_name if tls else None,
+                        verbose=self.options.verbose,
+                    )
+                transport = self._http
+        return call(transport)
 
     def close(self) -> None:
         """Close the connections; idempotent."""
         with self._lock:
             self._closed = True
-            transports = [self._grpc] if self._grpc is not None else []
-            transports += list(self._http_all)
-            self._grpc = None
-            self._http_all = weakref.WeakSet()
+            transports = [t for t in (self._grpc, self._http) if t is not None]
+            self._grpc = self._http = None
         for transport in transports:
             try:
                 transport.close()
@@ -303,7 +289,7 @@ class Connection(_Base):
     def _health(self, what: str, call: Callable[[Any, float | None], bool], model: str | None = None) -> bool:
         timeout = self.options.timeout
         try:
-            return bool(self._run(timeout, lambda t: call(t, timeout)))
+            return bool(self._run(lambda t: call(t, timeout)))
         except ClientError:
             raise
         except Exception as raw:
@@ -311,12 +297,6 @@ class Connection(_Base):
             if isinstance(err, TransientError):
                 return False
             raise err from raw
-
-    def _health_kwargs(self, timeout: float | None) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"headers": self._headers()}
-        if self.protocol == "grpc":
-            kwargs["client_timeout"] = timeout
-        return kwargs
 
     def is_live(self) -> bool:
         """Whether the server answers (False, not an error, when it cannot be reached)."""
@@ -337,13 +317,14 @@ class Connection(_Base):
         # over HTTP, unnamed outputs come back as JSON: ask for all of them by name, in binary
         key = f"{model}:{version}"
         if key not in self._http_outputs:
-            meta = self._call(model, timeout, lambda t: t.get_model_metadata(model, version, headers=self._headers()))
+            kwargs = self._json_kwargs(timeout)
+            meta = self._call(model, timeout, lambda t: t.get_model_metadata(model, version, **kwargs))
             self._http_outputs[key] = [o["name"] for o in meta.get("outputs", [])]
         return self._http_outputs[key]
 
     def _call(self, model: str | None, timeout: float | None, call: Callable[[Any], T]) -> T:
         return call_with_retry(
-            lambda: self._run(timeout, call),
+            lambda: self._run(call),
             policy=self.options.retry,
             classify=self._classifier(model, timeout),
         )
@@ -577,12 +558,6 @@ class AsyncConnection(_Base):
             if isinstance(err, TransientError):
                 return False
             raise err from raw
-
-    def _health_kwargs(self, timeout: float | None) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"headers": self._headers()}
-        if self.protocol == "grpc":
-            kwargs["client_timeout"] = timeout
-        return kwargs
 
     async def is_live(self) -> bool:
         """See :meth:`Connection.is_live`."""

@@ -3,7 +3,7 @@
 reached the server.
 
 Modelled on httpx's ``map_exceptions``: transport code runs inside :func:`map_errors` (or hands its exception to
-:func:`classify_error`), so tritonclient's, grpc's, gevent's and aiohttp's exception types never leave this package.
+:func:`classify_error`), so tritonclient's, grpc's, aiohttp's and the sockets' exception types never leave this package.
 """
 
 from __future__ import annotations

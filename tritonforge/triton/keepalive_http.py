@@ -162,12 +162,12 @@ async def infer(
         sent["Inference-Header-Content-Length"] = str(json_size)
     status, got, reply = await pool.post(path, sent, body)
     if status != 200:
-        raise _refusal(status, reply)
+        raise refusal(status, reply)
     length = got.get(b"inference-header-content-length")
     return http_module.InferResult.from_response_body(reply, header_length=int(length) if length else None)
 
 
-def _refusal(status: int, body: bytes) -> Exception:
+def refusal(status: int, body: bytes) -> Exception:
     """The exception tritonclient's HTTP clients raise for a non-200 reply (Triton's ``{"error": ...}``)."""
     import json
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from tritonforge.triton.blocking_http import BlockingHttpTransport
 from tritonforge.triton.errors import short_message
-from tritonforge.triton.options import ClientOptions, Protocol, RetryPolicy, grpc_client_kwargs, http_client_kwargs
+from tritonforge.triton.options import ClientOptions, Protocol, RetryPolicy, grpc_client_kwargs
 
 
 @dataclass
@@ -55,7 +56,7 @@ class LoadSession:
         else:
             import tritonclient.http as mod  # type: ignore[no-redef]  # grpc is typed (typings/), http is not
 
-            self.client = mod.InferenceServerClient(**http_client_kwargs(address, options, timeout), concurrency=1)
+            self.client = BlockingHttpTransport.for_url(f"http://{address}", context=None)
         self.requests = []
         for payload in payloads:
             tensors = []
@@ -80,10 +81,7 @@ class LoadSession:
         if self.streaming:
             return self._send_stream(tensors, start if due is None else due)
         try:
-            if self.protocol == "grpc":
-                self.client.infer(self.model, tensors, outputs=self.outputs, client_timeout=self.timeout)
-            else:
-                self.client.infer(self.model, tensors, outputs=self.outputs)
+            self.client.infer(self.model, tensors, outputs=self.outputs, client_timeout=self.timeout)
         except Exception as err:
             return Sample(start if due is None else due, time.perf_counter(), False, short_message(err))
         return Sample(start if due is None else due, time.perf_counter(), True)

@@ -299,28 +299,6 @@ def grpc_client_kwargs(url: str, options: ClientOptions) -> dict[str, Any]:
     return kwargs
 
 
-def http_client_kwargs(url: str, options: ClientOptions, timeout: float | None) -> dict[str, Any]:
-    """Keyword arguments for ``tritonclient.http.InferenceServerClient`` (geventhttpclient underneath)."""
-    kwargs: dict[str, Any] = {
-        "url": url,
-        "verbose": options.verbose,
-        "connection_timeout": timeout,
-        "network_timeout": timeout,
-    }
-    tls = options.tls
-    if tls is not None:
-        ssl_options: dict[str, Any] = {}
-        if tls.root_certificates is not None:
-            ssl_options["ca_certs"] = str(tls.root_certificates)
-        if tls.certificate_chain is not None:
-            ssl_options["certfile"] = str(tls.certificate_chain)
-            ssl_options["keyfile"] = str(tls.private_key)
-        if tls.server_name:
-            ssl_options["server_hostname"] = tls.server_name
-        kwargs.update(ssl=True, ssl_options=ssl_options or None, insecure=tls.insecure)
-    return kwargs
-
-
 def http_aio_client_kwargs(url: str, options: ClientOptions) -> dict[str, Any]:
     """Keyword arguments for ``tritonclient.http.aio.InferenceServerClient`` (aiohttp underneath).
 

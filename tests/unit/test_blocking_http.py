@@ -1,0 +1,266 @@
+"""tritonforge/triton/blocking_http.py (the synchronous client's HTTP transport) against small servers that misbehave
+on purpose, run in a thread of their own (the calls against a real Triton are in tests/integration/test_client.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from tritonforge.clients import Client
+from tritonforge.errors import ClientError, InvalidInputError, ModelNotFoundError, TransientError
+from tritonforge.triton.blocking_http import BlockingHttpTransport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """(the request's head, its body)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lengths = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+    return head, await reader.readexactly(lengths[0]) if lengths else b""
+
+
+def _reply(body: bytes, status: str = "200 OK", close: bool = False) -> bytes:
+    extra = b"Connection: close\r\n" if close else b""
+    return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n".encode() + extra + b"\r\n" + body
+
+
+@contextmanager
+def _served(handler: Handler) -> Iterator[tuple[BlockingHttpTransport, list[int]]]:
+    """A transport to a server on a free loopback port, run by an event loop in its own thread; the list counts the
+    connections the server accepted."""
+    accepted: list[int] = []
+    ready: list[int] = []
+    loop = asyncio.new_event_loop()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(len(accepted))
+        try:
+            await handler(reader, writer, len(accepted))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    servers: list[asyncio.Server] = []
+
+    async def start() -> None:
+        servers.append(await asyncio.start_server(on_connect, "127.0.0.1", 0))
+        ready.append(int(servers[0].sockets[0].getsockname()[1]))
+
+    async def stop() -> None:
+        servers[0].close()
+        handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    asyncio.run_coroutine_threadsafe(start(), loop).result(5)
+    transport = BlockingHttpTransport("127.0.0.1", ready[0])
+    try:
+        yield transport, accepted
+    finally:
+        transport.close()
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        loop.close()
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+    while True:
+        head, body = await _read_request(reader)
+        writer.write(_reply(head.split(b"\r\n")[0] + b"|" + body))
+        await writer.drain()
+
+
+def test_one_connection_is_kept_for_calls_one_after_another_and_shared_by_threads() -> None:
+    with _served(_echo) as (transport, accepted):
+        for i in range(5):
+            status, headers, body = transport.request("POST", "/x", f"call {i}".encode(), {"X-Test": "1"}, 5.0)
+            assert (status, body) == (200, f"POST /x HTTP/1.1|call {i}".encode())
+            assert headers[b"content-length"] == str(len(body)).encode()
+        assert transport.request("GET", "/v2/health/live", timeout=5.0)[2] == b"GET /v2/health/live HTTP/1.1|"
+        assert len(accepted) == 1  # keep-alive: the same connection for all six
+        replies: list[bytes] = []
+        workers = [threading.Thread(target=lambda i=i: replies.append(
+            transport.request("POST", "/x", str(i).encode(), timeout=5.0)[2])) for i in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert sorted(replies) == sorted(f"POST /x HTTP/1.1|{i}".encode() for i in range(8))
+        assert len(accepted) <= 8 and len(transport._idle) == len(accepted)  # kept for the next calls
+
+
+def test_the_request_head_names_the_host_and_the_body_length() -> None:
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        head, _body = await _read_request(reader)
+        heads.append(head)
+        writer.write(_reply(b"{}"))
+        await writer.drain()
+
+    with _served(record) as (transport, _):
+        transport.request("POST", "/v2/repository/index", b"", {"Authorization": "Bearer k"}, 5.0)
+        lines = heads[0].split(b"\r\n")
+        assert lines[0] == b"POST /v2/repository/index HTTP/1.1"
+        assert f"Host: 127.0.0.1:{transport.port}".encode() in lines
+        assert b"Content-Length: 0" in lines and b"Authorization: Bearer k" in lines
+    assert BlockingHttpTransport("::1", 8000)._host_header == "[::1]:8000"
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_and_the_request_sent_once() -> None:
+    """Triton closing an idle keep-alive connection (a restart) must not fail the next call, nor run it twice."""
+    seen: list[bytes] = []
+
+    async def one_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        seen.append((await _read_request(reader))[1])
+        writer.write(_reply(b"ok"))  # keep-alive by HTTP/1.1's default, then closed anyway
+        await writer.drain()
+
+    with _served(one_each) as (transport, accepted):
+        assert transport.request("POST", "/x", b"first", timeout=5.0)[2] == b"ok"
+        time.sleep(0.1)  # the server's close reaches the idle connection
+        assert transport.request("POST", "/x", b"second", timeout=5.0)[2] == b"ok"
+        assert transport.request("POST", "/x", b"third", timeout=5.0)[2] == b"ok"  # closed as it went out
+        assert seen == [b"first", b"second", b"third"] and len(accepted) == 3
+
+
+def test_a_new_connection_closed_with_no_answer_fails_the_call_and_is_not_sent_twice() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await _read_request(reader)  # read, then closed without a reply
+
+    with _served(hang_up) as (transport, accepted), pytest.raises(ConnectionResetError, match="closed the conn"):
+        transport.request("POST", "/x", b"lost", timeout=5.0)
+    assert len(accepted) == 1
+
+
+def test_a_reply_cut_short_is_an_error_not_a_short_body_and_not_sent_again() -> None:
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this much")
+        await writer.drain()
+
+    with _served(cut) as (transport, accepted):
+        with pytest.raises(ConnectionError, match="mid-reply") as raised:
+            transport.request("POST", "/x", b"a", timeout=5.0)
+        assert not isinstance(raised.value, ConnectionResetError)  # the request ran: not one to send again
+        client = Client(f"127.0.0.1:{transport.port}", "http", timeout=5.0, retries=3, backoff=0.01)
+        with client, pytest.raises(ClientError, match="mid-reply") as mapped:
+            client.model_config("m")
+        assert not isinstance(mapped.value, TransientError) and len(accepted) == 2  # one each: neither resent
+
+
+def test_the_deadline_bounds_the_whole_call_and_a_cut_call_never_leaves_its_connection() -> None:
+    """Each wait gets only what is left: a reply trickling a byte every 50 ms cannot hold the call past it; and the
+    slow reply, still coming, must not be read as the next call's answer."""
+
+    async def slow_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            _head, body = await _read_request(reader)
+            data = _reply(b"answer to " + body)
+            if n == 1:  # the first connection: trickled
+                for byte in data:
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+            writer.write(data)
+            await writer.drain()
+
+    with _served(slow_first) as (transport, accepted):
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            transport.request("POST", "/x", b"slow", timeout=0.3)
+        assert time.monotonic() - started < 0.6
+        assert transport.request("POST", "/x", b"next", timeout=5.0)[2] == b"answer to next"
+        assert len(accepted) == 2
+
+
+def test_an_unreadable_reply_is_a_connection_error() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await _read_request(reader)
+        writer.write(b"SMTP ready\r\n\r\n")
+        await writer.drain()
+
+    with _served(garbage) as (transport, _), pytest.raises(ConnectionError, match="unreadable HTTP response"):
+        transport.request("GET", "/x", timeout=5.0)
+
+
+def test_headers_that_would_break_the_request_are_refused_before_sending() -> None:
+    transport = BlockingHttpTransport("127.0.0.1", 1)  # nothing listens: a refusal must come before connecting
+    for headers, words in [
+        ({"Transfer-Encoding": "chunked"}, "Transfer-Encoding cannot be set"),
+        ({"content-length": "5"}, "content-length cannot be set"),
+        ({"X-A": "v\r\nX-Injected: 1"}, "holds a line break"),
+        ({"X-A": "naïve ☃"}, "latin-1"),
+    ]:
+        with pytest.raises(InvalidInputError, match=words):
+            transport.request("POST", "/x", b"", headers, 1.0)
+
+
+def test_triton_refusals_read_as_tritonclient_raises_them_and_map_as_before() -> None:
+    async def not_found(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(_reply(b'{"error":"Request for unknown model: \'nope\' is not found"}', "400 Bad Request"))
+            await writer.drain()
+
+    with _served(not_found) as (transport, _):
+        with pytest.raises(InferenceServerException) as raised:
+            transport.get_model_config("nope", client_timeout=5.0)
+        assert raised.value.status() == "400" and "unknown model" in raised.value.message()
+        assert transport.is_model_ready("nope", client_timeout=5.0) is False
+        client = Client(f"127.0.0.1:{transport.port}", "http", timeout=5.0)
+        with client, pytest.raises(ModelNotFoundError, match="unknown model 'nope'"):
+            client.model_config("nope")
+
+
+def test_a_forked_child_opens_connections_of_its_own() -> None:
+    """Sharing the parent's keep-alive socket, parent and child would read each other's replies."""
+    with _served(_echo) as (transport, accepted):
+        transport.request("POST", "/x", b"parent", timeout=5.0)
+        assert len(transport._idle) == 1
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = 0 if transport.request("POST", "/x", b"child", timeout=5.0)[2].endswith(b"|child") else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert transport.request("POST", "/x", b"again", timeout=5.0)[2].endswith(b"|again")
+        assert len(accepted) == 2  # the child's own; the parent's kept
+
+
+def test_threads_that_come_and_go_leave_no_file_descriptors_behind() -> None:
+    """tritonclient's gevent client left every thread that used it a hub (2 fds) for good: a server running each
+    request on a new thread failed with "Too many open files" after ~500 requests."""
+    with _served(_echo) as (transport, _):
+        transport.request("GET", "/warm", timeout=5.0)
+        before = len(os.listdir("/proc/self/fd"))
+        for i in range(200):
+            worker = threading.Thread(target=lambda i=i: transport.request("POST", "/x", str(i).encode(), timeout=5.0))
+            worker.start()
+            worker.join()
+        assert len(os.listdir("/proc/self/fd")) - before <= 2
+
+
+def test_a_closed_transport_refuses_calls() -> None:
+    with _served(_echo) as (transport, _):
+        transport.request("GET", "/x", timeout=5.0)
+        transport.close()
+        assert transport._idle == []
+        with pytest.raises(ClientError, match="are closed"):
+            transport.request("GET", "/x", timeout=5.0)
