@@ -93,6 +93,25 @@ def test_a_forked_child_can_use_a_new_http_client(toy_server, toy_models) -> Non
         parent.embed(["after the fork"])  # the parent's own client still works
 
 
+def test_http_from_a_thread_per_request_holds_no_file_descriptors(toy_server, toy_models) -> None:
+    """A service running each request on a new thread (a threaded web server): tritonclient's gevent client left each
+    thread a hub (2 fds) and connections for good, "Too many open files" after ~500 requests; now one pool serves
+    them all, its idle connections bounded."""
+    import os
+
+    with Client(url(toy_server, "http"), "http", timeout=30) as client:
+        client.embed(["warm"])
+        before = len(os.listdir("/proc/self/fd"))
+        got: list[np.ndarray] = []
+        for i in range(300):
+            worker = threading.Thread(target=lambda i=i: got.append(client.embed([f"request {i}"])))
+            worker.start()
+            worker.join()
+        assert len(got) == 300
+        np.testing.assert_array_equal(got[-1], expected(toy_models, ["request 299"]))
+        assert len(os.listdir("/proc/self/fd")) - before <= 2  # was +600 and more
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_async_embed_is_exact(toy_server, toy_models, protocol: str) -> None:
     async def run() -> list[np.ndarray]:

@@ -135,7 +135,7 @@ def test_connection_close_is_honoured_and_refusals_read_as_tritonclient_raises_t
 
     from tritonforge.errors import ModelNotFoundError
     from tritonforge.triton.errors import classify_error
-    from tritonforge.triton.keepalive_http import refusal
+    from tritonforge.triton.http_bodies import refusal
 
     async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         await _read_request(reader)

@@ -31,7 +31,7 @@ from typing import Any
 import httptools
 
 from tritonforge.errors import ClientError, InvalidInputError
-from tritonforge.triton.keepalive_http import refusal
+from tritonforge.triton.http_bodies import infer_request, infer_result, refusal
 
 IDLE_CONNECTIONS = 64  # kept open between calls; more threads in flight open more, closed after use
 _READ_SIZE = 1 << 18
@@ -282,24 +282,15 @@ class BlockingHttpTransport:
         """``tritonclient.http.InferResult`` of one call (``inputs``/``outputs``: tritonclient.http's)."""
         import tritonclient.http as mod
 
-        body, json_size = mod.InferenceServerClient.generate_request_body(
-            inputs, outputs, request_id=request_id, parameters=dict(parameters) if parameters else None
-        )
-        sent = {"Content-Type": "application/octet-stream", **(headers or {})}
-        if json_size is not None:
-            sent["Inference-Header-Content-Length"] = str(json_size)
+        body, sent = infer_request(mod, inputs, outputs, request_id=request_id, parameters=parameters,
+                                   headers=headers)
         if request_compression_algorithm:
             body = _COMPRESSORS[request_compression_algorithm](body)
             sent["Content-Encoding"] = request_compression_algorithm
         if response_compression_algorithm:
             sent["Accept-Encoding"] = response_compression_algorithm
-        status, got, reply = self.request("POST", f"{_model_path(model_name, model_version)}/infer", body, sent,
-                                          client_timeout)
-        if status != 200:
-            raise refusal(status, reply)
-        length, encoding = got.get(b"inference-header-content-length"), got.get(b"content-encoding")
-        return mod.InferResult.from_response_body(reply, self._verbose, int(length) if length else None,
-                                                  encoding.decode() if encoding else None)
+        path = f"{_model_path(model_name, model_version)}/infer"
+        return infer_result(mod, *self.request("POST", path, body, sent, client_timeout), verbose=self._verbose)
 
 
 def _model_path(model: str, version: str) -> str:

@@ -18,6 +18,8 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
+from tritonforge.triton.http_bodies import infer_request, infer_result
+
 IDLE_CONNECTIONS = 64  # kept open between calls; more in flight open more, closed after use
 
 
@@ -154,27 +156,7 @@ async def infer(
     parameters: Mapping[str, Any] | None,
 ) -> Any:
     """``tritonclient.http.InferResult`` of one infer call (``inputs``/``outputs``: tritonclient's, binary)."""
-    body, json_size = http_module.InferenceServerClient.generate_request_body(
-        inputs, outputs, request_id=request_id, parameters=dict(parameters) if parameters else None
-    )
-    sent = {"Content-Type": "application/octet-stream", **(headers or {})}
-    if json_size is not None:
-        sent["Inference-Header-Content-Length"] = str(json_size)
+    body, sent = infer_request(http_module, inputs, outputs, request_id=request_id, parameters=parameters,
+                               headers=headers)
     status, got, reply = await pool.post(path, sent, body)
-    if status != 200:
-        raise refusal(status, reply)
-    length = got.get(b"inference-header-content-length")
-    return http_module.InferResult.from_response_body(reply, header_length=int(length) if length else None)
-
-
-def refusal(status: int, body: bytes) -> Exception:
-    """The exception tritonclient's HTTP clients raise for a non-200 reply (Triton's ``{"error": ...}``)."""
-    import json
-
-    from tritonclient.utils import InferenceServerException
-
-    try:
-        message = json.loads(body)["error"] if body else "client received an empty response from the server."
-    except (ValueError, KeyError, TypeError):
-        message = f"unreadable error response: {body[:200]!r}"
-    return InferenceServerException(msg=str(message), status=str(status))
+    return infer_result(http_module, status, got, reply)
