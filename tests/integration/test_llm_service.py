@@ -6,6 +6,7 @@ pipeline is real and its greedy output must equal transformers' generate() token
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tritonforge.clients import Client
+from tritonforge.clients import AsyncClient, Client
 from tritonforge.clients.generation import Sampling, generation_inputs
 from tritonforge.errors import ClientError
 
@@ -58,6 +59,12 @@ def test_greedy_generation_equals_transformers(llm_server, reference, prompt: st
         assert "".join(client.stream(prompt, max_tokens=20)) == want
     with Client(llm_server.endpoints.http, protocol="http") as client:
         assert client.generate(prompt, max_tokens=20) == want
+
+    async def over_http() -> str:
+        async with AsyncClient(llm_server.endpoints.http, protocol="http") as aclient:
+            return await aclient.generate(prompt, max_tokens=20)
+
+    assert asyncio.run(over_http()) == want  # the generate extension on keep-alive connections, from a worker thread
 
 
 def test_a_stream_yields_several_pieces_before_the_end(llm_server) -> None:

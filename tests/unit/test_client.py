@@ -693,13 +693,15 @@ def test_chat_reads_whether_the_model_takes_chat_messages_once_and_flattens_for_
 
 
 def test_the_http_generate_endpoint_is_classified_like_every_other_call() -> None:
-    """POST /v2/models/<m>/generate goes through urllib, not tritonclient: its errors take the same classes."""
+    """POST /v2/models/<m>/generate goes through the blocking transport, not tritonclient: its errors take the same
+    classes."""
     import contextlib
     import http.server
     import json
     import threading
     import time
 
+    from tritonforge.triton.blocking_http import BlockingHttpTransport
     from tritonforge.triton.streams import http_generate
 
     replies = {
@@ -728,18 +730,18 @@ def test_the_http_generate_endpoint_is_classified_like_every_other_call() -> Non
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    base = BlockingHttpTransport("127.0.0.1", server.server_address[1])
     try:
         expected = {"shed": OverloadedError, "gone": ModelNotFoundError, "down": TransientError, "proxy": ClientError}
         for model, kind in expected.items():
             with pytest.raises(ClientError) as info:
-                http_generate(base, model, {"text_input": "hi"}, timeout=5, context=None)
+                http_generate(base, model, {"text_input": "hi"}, timeout=5)
             assert type(info.value) is kind, (model, info.value)
             assert info.value.model == model  # type: ignore[attr-defined]
             assert info.value.status == str(replies[model][0])  # type: ignore[attr-defined]
         with pytest.raises(DeadlineExceededError, match=r"deadline of 0\.3s exceeded"):
-            http_generate(base, "slow", {"text_input": "hi"}, timeout=0.3, context=None)
-        assert http_generate(base, "fine", {"text_input": "hi"}, timeout=5, context=None) == "ok"
+            http_generate(base, "slow", {"text_input": "hi"}, timeout=0.3)
+        assert http_generate(base, "fine", {"text_input": "hi"}, timeout=5) == "ok"
     finally:
         server.shutdown()
         server.server_close()

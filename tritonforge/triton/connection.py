@@ -153,6 +153,12 @@ class _Base:
     def _ssl_context(self) -> Any:
         return ssl_context(self.options.tls)
 
+    def _blocking_http(self) -> BlockingHttpTransport:
+        """Keep-alive HTTP connections to this server (the sync client's transport; the generate extension's)."""
+        tls = self.options.tls
+        return BlockingHttpTransport.for_url(self._http_base(), context=self._ssl_context(),
+                                             server_name=tls.server_name if tls else None, verbose=self.options.verbose)
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClientError(f"{self!r} is closed")
@@ -254,11 +260,7 @@ class Connection(_Base):
                 transport = self._grpc
             else:
                 if self._http is None:
-                    tls = self.options.tls
-                    self._http = BlockingHttpTransport.for_url(
-                        self._http_base(), context=self._ssl_context(), server_name=tls.server_name if tls else None,
-                        verbose=self.options.verbose,
-                    )
+                    self._http = self._blocking_http()
                 transport = self._http
         return call(transport)
 
@@ -444,8 +446,7 @@ class Connection(_Base):
         """The whole text of one request through Triton's HTTP generate extension."""
         body, deadline = generate_payload(inputs), self._timeout(timeout)
         return call_with_retry(
-            lambda: http_generate(self._http_base(), model, body, timeout=deadline, context=self._ssl_context(),
-                                  headers=self.options.headers),
+            lambda: self._run(lambda t: http_generate(t, model, body, timeout=deadline, headers=self.options.headers)),
             policy=self.options.retry,
             classify=self._classifier(model, deadline),
         )
@@ -475,6 +476,7 @@ class AsyncConnection(_Base):
         self._loop: asyncio.AbstractEventLoop | None = None  # the event loop its transport belongs to
         # infer over HTTP: keep-alive connections of our own (a third of aiohttp's CPU per call), in the same loop
         self._keepalive: KeepAlivePool | None = None
+        self._generate: BlockingHttpTransport | None = None  # the generate extension's, used from worker threads
 
     def _module(self) -> Any:
         if self.protocol == "grpc":
@@ -526,6 +528,9 @@ class AsyncConnection(_Base):
         self._closed = True
         transport, self._transport = self._transport, None
         keepalive, self._keepalive = self._keepalive, None
+        generate, self._generate = self._generate, None
+        if generate is not None:
+            generate.close()
         if keepalive is not None:
             keepalive.close()
         if transport is not None:
@@ -533,6 +538,12 @@ class AsyncConnection(_Base):
                 await transport.close()
             except Exception as err:
                 LOG.debug("closing %r: %s", transport, err)
+
+    def _generate_transport(self) -> BlockingHttpTransport:
+        self._check_open()
+        if self._generate is None:
+            self._generate = self._blocking_http()
+        return self._generate
 
     async def __aenter__(self: A) -> A:
         return self
@@ -716,13 +727,13 @@ class AsyncConnection(_Base):
     async def generate_http(
         self, model: str, inputs: Mapping[str, np.ndarray], *, timeout: float | None = None
     ) -> str:
-        """The whole text of one request through Triton's HTTP generate extension (in a worker thread)."""
+        """The whole text of one request through Triton's HTTP generate extension (in a worker thread, on blocking
+        keep-alive connections of this client's own)."""
         body, deadline = generate_payload(inputs), self._timeout(timeout)
+        transport = self._generate_transport()
         return await acall_with_retry(
-            lambda: asyncio.to_thread(
-                http_generate, self._http_base(), model, body, timeout=deadline, context=self._ssl_context(),
-                headers=self.options.headers,
-            ),
+            lambda: asyncio.to_thread(http_generate, transport, model, body, timeout=deadline,
+                                      headers=self.options.headers),
             policy=self.options.retry,
             classify=self._classifier(model, deadline),
         )

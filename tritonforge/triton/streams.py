@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from tritonforge.errors import ClientError, DeadlineExceededError, ModelNotReadyError, TransientError
-from tritonforge.triton.errors import classify_error, classify_reply, exhausted
+from tritonforge.triton.blocking_http import BlockingHttpTransport
+from tritonforge.triton.errors import classify_reply, exhausted, map_errors
 from tritonforge.triton.options import RetryPolicy
 from tritonforge.triton.tensors import build_inputs, is_final, text_of
 
@@ -581,52 +582,41 @@ def generate_payload(inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 
 def http_generate(
-    base_url: str, model: str, body: Mapping[str, Any], *, timeout: float | None, context: Any,
+    transport: BlockingHttpTransport, model: str, body: Mapping[str, Any], *, timeout: float | None,
     headers: Mapping[str, str] | None = None,
 ) -> str:
-    """POST to /v2/models/<model>/generate with the client's ``headers``; a ClientError carries Triton's error
-    message and status (an evicted LoRA adapter is sent once more with its weights, as in :func:`grpc_stream`)."""
+    """POST to /v2/models/<model>/generate on ``transport``'s keep-alive connections with the client's ``headers``;
+    a ClientError carries Triton's error message and status (an evicted LoRA adapter is sent once more with its
+    weights, as in :func:`grpc_stream`)."""
     try:
-        return _http_generate_once(base_url, model, body, timeout=timeout, context=context, headers=headers)
+        return _http_generate_once(transport, model, body, timeout=timeout, headers=headers)
     except ClientError as err:
         retry = resend_lora_weights(body, err)
         if retry is None:
             raise
-        return _http_generate_once(base_url, model, retry, timeout=timeout, context=context, headers=headers)
+        return _http_generate_once(transport, model, retry, timeout=timeout, headers=headers)
 
 
 def _http_generate_once(
-    base_url: str, model: str, body: Mapping[str, Any], *, timeout: float | None, context: Any,
+    transport: BlockingHttpTransport, model: str, body: Mapping[str, Any], *, timeout: float | None,
     headers: Mapping[str, str] | None,
 ) -> str:
     import json
-    import urllib.error
-    import urllib.request
+    import urllib.parse
 
-    url = f"{base_url.rstrip('/')}/v2/models/{model}/generate"
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode("utf-8"), headers={**(headers or {}), "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            reply = json.loads(response.read().decode("utf-8"))
-    except urllib.error.HTTPError as err:
-        detail = err.read().decode("utf-8", "replace")
+    where = f"{transport.host}:{transport.port}"
+    path = f"/v2/models/{urllib.parse.quote(model)}/generate"
+    sent = {**(headers or {}), "Content-Type": "application/json"}
+    with map_errors(model=model, url=where, timeout=timeout, protocol="http"):
+        status, _, reply = transport.request("POST", path, json.dumps(body).encode("utf-8"), sent, timeout)
+    if status != 200:
+        detail = reply.decode("utf-8", "replace")
         with contextlib.suppress(ValueError):
-            body = json.loads(detail)
-            if isinstance(body, dict):  # Triton's {"error": "..."}; anything else (a proxy's page) stays as text
-                detail = body.get("error", detail)
-        raise classify_reply(
-            str(err.code), str(detail), model=model, url=base_url, timeout=timeout, protocol="http"
-        ) from None
-    except TimeoutError as err:  # the request was sent: it may be running (the one mapping's deadline error)
-        raise classify_error(err, model=model, url=base_url, timeout=timeout, protocol="http") from None
-    except (urllib.error.URLError, ConnectionError) as err:
-        if isinstance(getattr(err, "reason", None), TimeoutError):  # no connection within the deadline: not sent
-            raise TransientError(f"model '{model}': HTTP server {base_url} did not answer within {timeout} s") from None
-        raise TransientError(f"model '{model}': HTTP server {base_url} is unreachable: {err}") from None
-    return str(reply.get("text_output", ""))
+            answer = json.loads(detail)
+            if isinstance(answer, dict):  # Triton's {"error": "..."}; anything else (a proxy's page) stays as text
+                detail = answer.get("error", detail)
+        raise classify_reply(str(status), str(detail), model=model, url=where, timeout=timeout, protocol="http")
+    return str(json.loads(reply).get("text_output", ""))
 
 
 # ---------------------------------------------------------------------------------------------- the rag ensemble
