@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from tls_support import make_pki
 
 from tritonforge.clients import AsyncClient, Client, TLSOptions
 from tritonforge.errors import ClientError, TransientError
@@ -247,25 +247,9 @@ def test_retry_reaches_a_server_that_starts_late(toy_repo: Path, toy_models, pro
 # --------------------------------------------------------------------------------------------- mutual TLS (gRPC)
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _make_pki(d: Path) -> None:
-    """A CA, a server certificate for the name 'triton.test', and a client certificate, all signed by the CA."""
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
-    for name, cn in (("server", "triton.test"), ("client", "client")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
-                 "-out", f"{name}.csr", cwd=d)
-        (d / f"{name}.ext").write_text(f"subjectAltName=DNS:{cn}\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
-
-
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_grpc_mutual_tls(toy_repo: Path, toy_models, tmp_path: Path) -> None:
-    _make_pki(tmp_path)
+    make_pki(tmp_path)
     tls_args = [
         "--grpc-use-ssl=true",
         "--grpc-use-ssl-mutual=true",

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+from tls_support import make_pki
 from tritonclient.utils import InferenceServerException
 
-from tritonforge.clients import Client
+from tritonforge.clients import Client, TLSOptions
 from tritonforge.errors import ClientError, InvalidInputError, ModelNotFoundError, TransientError
 from tritonforge.triton.blocking_http import BlockingHttpTransport
+from tritonforge.triton.options import ssl_context
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -33,7 +38,9 @@ def _reply(body: bytes, status: str = "200 OK", close: bool = False) -> bytes:
 
 
 @contextmanager
-def _served(handler: Handler) -> Iterator[tuple[BlockingHttpTransport, list[int]]]:
+def _served(handler: Handler, tls: ssl.SSLContext | None = None,
+            client_tls: ssl.SSLContext | None = None, server_name: str | None = None,
+            ) -> Iterator[tuple[BlockingHttpTransport, list[int]]]:
     """A transport to a server on a free loopback port, run by an event loop in its own thread; the list counts the
     connections the server accepted."""
     accepted: list[int] = []
@@ -52,7 +59,7 @@ def _served(handler: Handler) -> Iterator[tuple[BlockingHttpTransport, list[int]
     servers: list[asyncio.Server] = []
 
     async def start() -> None:
-        servers.append(await asyncio.start_server(on_connect, "127.0.0.1", 0))
+        servers.append(await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=tls))
         ready.append(int(servers[0].sockets[0].getsockname()[1]))
 
     async def stop() -> None:
@@ -65,7 +72,7 @@ def _served(handler: Handler) -> Iterator[tuple[BlockingHttpTransport, list[int]
     runner = threading.Thread(target=loop.run_forever, daemon=True)
     runner.start()
     asyncio.run_coroutine_threadsafe(start(), loop).result(5)
-    transport = BlockingHttpTransport("127.0.0.1", ready[0])
+    transport = BlockingHttpTransport("127.0.0.1", ready[0], context=client_tls, server_name=server_name)
     try:
         yield transport, accepted
     finally:
@@ -264,3 +271,24 @@ def test_a_closed_transport_refuses_calls() -> None:
         assert transport._idle == []
         with pytest.raises(ClientError, match="are closed"):
             transport.request("GET", "/x", timeout=5.0)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_with_a_client_certificate_checks_the_server_against_server_name(tmp_path: Path) -> None:
+    """Triton behind a TLS proxy whose certificate names 'triton.test', dialled as 127.0.0.1: TLSOptions.server_name
+    is what the certificate is checked against (urllib, which the generate extension used, ignored it)."""
+    make_pki(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tmp_path / "ca.pem"))
+    server_tls.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    server_tls.verify_mode = ssl.CERT_REQUIRED  # mutual: the client's certificate too
+    options = TLSOptions(root_certificates=tmp_path / "ca.pem", certificate_chain=tmp_path / "client.pem",
+                         private_key=tmp_path / "client.key", server_name="triton.test")
+    with _served(_echo, server_tls, ssl_context(options), "triton.test") as (transport, accepted):
+        for i in range(3):
+            assert transport.request("POST", "/x", str(i).encode(), timeout=5.0)[2] == f"POST /x HTTP/1.1|{i}".encode()
+        assert len(accepted) == 1  # kept alive over TLS too
+        wrong = BlockingHttpTransport("127.0.0.1", transport.port, context=ssl_context(options))  # no server_name
+        with pytest.raises(ssl.SSLCertVerificationError, match=r"127\.0\.0\.1"):
+            wrong.request("GET", "/x", timeout=5.0)
+        with Client(f"https://127.0.0.1:{transport.port}", "http", tls=options, timeout=5.0) as client:
+            assert client._run(lambda t: t.request("GET", "/through-the-client", timeout=5.0))[0] == 200
