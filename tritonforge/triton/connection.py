@@ -107,7 +107,6 @@ class _Base:
         )
         self.admin_key = admin_key
         self._closed = False
-        self._http_outputs: dict[str, list[str]] = {}
         self._engines: dict[str, str | None] = {}  # generation model -> its engine (engine_model="auto"), found once
 
     @classmethod
@@ -315,14 +314,6 @@ class Connection(_Base):
         )
 
     # inference -------------------------------------------------------------------------------------------------
-    def _http_output_names(self, model: str, version: str, timeout: float | None) -> list[str]:
-        # over HTTP, unnamed outputs come back as JSON: ask for all of them by name, in binary
-        key = f"{model}:{version}"
-        if key not in self._http_outputs:
-            kwargs = self._json_kwargs(timeout)
-            meta = self._call(model, timeout, lambda t: t.get_model_metadata(model, version, **kwargs))
-            self._http_outputs[key] = [o["name"] for o in meta.get("outputs", [])]
-        return self._http_outputs[key]
 
     def _call(self, model: str | None, timeout: float | None, call: Callable[[Any], T]) -> T:
         return call_with_retry(
@@ -346,9 +337,7 @@ class Connection(_Base):
             raise InvalidInputError(f"model must be a non-empty string, got {model!r}")
         deadline = self._timeout(timeout)
         mod = self._module()
-        if outputs is None and self.protocol == "http":
-            outputs = self._http_output_names(model, version, deadline)
-        built, requested = self._request(mod, inputs, outputs)
+        built, requested = self._request(mod, inputs, outputs)  # none named: every output, in binary, over HTTP too
         kwargs = self._infer_kwargs(deadline, parameters, version)
         result = self._call(model, deadline, lambda t: t.infer(model, built, outputs=requested, **kwargs))
         return self._results(result, outputs, model)
@@ -510,11 +499,6 @@ class AsyncConnection(_Base):
                     self._keepalive = KeepAlivePool(where.hostname or "localhost", port, self._ssl_context())
         return self._transport
 
-    def _keepalive_ready(self) -> bool:
-        """Whether infer goes over our keep-alive connections (which ask for every output in binary)."""
-        self._get()
-        return self._keepalive is not None
-
     async def _deadline(self, awaitable: Awaitable[T], timeout: float | None) -> T:
         if self.protocol == "http" and timeout is not None:  # aiohttp's session timeout is not per call
             if sys.version_info >= (3, 11):  # no task per call, as wait_for makes (~8% of the gateway's CPU)
@@ -582,15 +566,6 @@ class AsyncConnection(_Base):
         """See :meth:`Connection.is_model_ready`."""
         return await self._health(lambda t, to: t.is_model_ready(name, version, **self._health_kwargs(to)), name)
 
-    async def _http_output_names(self, model: str, version: str, timeout: float | None) -> list[str]:
-        key = f"{model}:{version}"
-        if key not in self._http_outputs:
-            meta = await self._call(
-                model, timeout, lambda t: t.get_model_metadata(model, version, headers=self._headers())
-            )
-            self._http_outputs[key] = [o["name"] for o in meta.get("outputs", [])]
-        return self._http_outputs[key]
-
     async def infer(
         self,
         model: str,
@@ -606,9 +581,6 @@ class AsyncConnection(_Base):
             raise InvalidInputError(f"model must be a non-empty string, got {model!r}")
         deadline = self._timeout(timeout)
         mod = self._module()
-        if outputs is None and self.protocol == "http" and not self._keepalive_ready():
-            # tritonclient's HTTP client returns the outputs not asked for as JSON: every one asked for, in binary
-            outputs = await self._http_output_names(model, version, deadline)
         built, requested = self._request(mod, inputs, outputs)
         kwargs = self._infer_kwargs(deadline, parameters, version)
 
