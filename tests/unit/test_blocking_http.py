@@ -292,3 +292,33 @@ def test_https_with_a_client_certificate_checks_the_server_against_server_name(t
             wrong.request("GET", "/x", timeout=5.0)
         with Client(f"https://127.0.0.1:{transport.port}", "http", tls=options, timeout=5.0) as client:
             assert client._run(lambda t: t.request("GET", "/through-the-client", timeout=5.0))[0] == 200
+
+
+def test_infer_with_no_outputs_named_is_one_request_asking_for_every_output_in_binary() -> None:
+    """The client read the model's metadata first to name every output (a round trip per model); the request body
+    asks Triton for all of them in binary itself (binary_data_output)."""
+    import json
+
+    import numpy as np
+
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def infer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while True:
+            head, body = await _read_request(reader)
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"inference-header-content-length"))
+            seen.append((head.split(b"\r\n")[0], body[:length]))
+            answer = {"model_name": "m", "outputs": [{"name": "OUT", "datatype": "FP32", "shape": [1, 2],
+                                                      "data": [1.5, 2.5]}]}
+            writer.write(_reply(json.dumps(answer).encode()))
+            await writer.drain()
+
+    with _served(infer) as (transport, _):
+        client = Client(f"127.0.0.1:{transport.port}", "http", timeout=5.0)
+        with client:
+            got = client.infer("m", {"IN": np.ones((1, 2), dtype=np.float32)})
+        np.testing.assert_array_equal(got["OUT"], np.array([[1.5, 2.5]], dtype=np.float32))
+        assert [line for line, _ in seen] == [b"POST /v2/models/m/infer HTTP/1.1"]
+        request = json.loads(seen[0][1])
+        assert request["parameters"]["binary_data_output"] is True and "outputs" not in request
