@@ -357,7 +357,7 @@ class Client(Connection):
 
 
 class AsyncClient(AsyncConnection):
-    """The asynchronous :class:`Client`, over ``tritonclient.grpc.aio`` or ``tritonclient.http.aio``.
+    """The asynchronous :class:`Client`, over ``tritonclient.grpc.aio`` or HTTP (keep-alive connections of its own).
 
     Use it in one event loop at a time (a new one after the first ended, e.g. a second ``asyncio.run``, is fine);
     ``async with AsyncClient(...) as client``.

@@ -30,7 +30,7 @@ from tritonforge.errors import (
     TransientError,
 )
 from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error, classify_reply
-from tritonforge.triton.options import grpc_client_kwargs, http_aio_client_kwargs
+from tritonforge.triton.options import grpc_client_kwargs
 from tritonforge.triton.options import split_url as _split_url
 from tritonforge.triton.tensors import as_tensor as _as_tensor
 from tritonforge.triton.tensors import triton_dtype
@@ -418,13 +418,6 @@ def test_transport_failures_are_transient(error: BaseException) -> None:
     assert isinstance(_classify()(error), TransientError)
 
 
-def test_aiohttp_connection_errors_are_transient() -> None:
-    import aiohttp
-
-    err = aiohttp.ServerDisconnectedError()
-    assert isinstance(_classify()(err), TransientError)
-
-
 def test_async_retry_policy() -> None:
     fn_errors = [_unavailable(), ConnectionRefusedError(111, "refused")]
     calls = []
@@ -540,16 +533,22 @@ def test_http_tls_reaches_the_blocking_transport() -> None:
         assert plain._run(lambda t: t)._context is None
 
 
-def test_http_aio_tls_context() -> None:
+def test_async_http_tls_reaches_its_transport_server_name_too() -> None:
+    """The aiohttp client it used before could not check a certificate against TLSOptions.server_name (refused)."""
     import certifi
 
-    kwargs = http_aio_client_kwargs("h:1", ClientOptions(tls=TLSOptions(root_certificates=certifi.where())))
-    assert kwargs["ssl"] is True and isinstance(kwargs["ssl_context"], ssl.SSLContext)
-    assert kwargs["ssl_context"].verify_mode == ssl.CERT_REQUIRED and kwargs["conn_timeout"] is None
-    insecure = http_aio_client_kwargs("h:1", ClientOptions(tls=TLSOptions(insecure=True)))
-    assert insecure["ssl_context"].verify_mode == ssl.CERT_NONE
-    with pytest.raises(ClientError, match="server_name is not supported by the async HTTP client"):
-        http_aio_client_kwargs("h:1", ClientOptions(tls=TLSOptions(server_name="x")))
+    from tritonforge.triton.keepalive_http import AsyncHttpTransport
+
+    tls = TLSOptions(root_certificates=certifi.where(), server_name="triton.internal")
+
+    async def transport() -> AsyncHttpTransport:
+        async with AsyncClient("https://h:8443", "http", tls=tls) as client:
+            return client._get()  # type: ignore[no-any-return]
+
+    made = asyncio.run(transport())
+    assert isinstance(made, AsyncHttpTransport) and (made.host, made.port) == ("h", 8443)
+    assert made._context is not None and made._context.verify_mode == ssl.CERT_REQUIRED
+    assert made._server_name == "triton.internal"
 
 
 def test_tls_options_are_checked() -> None:

@@ -1,24 +1,28 @@
-"""tritonforge/triton/keepalive_http.py against small asyncio HTTP servers that misbehave on purpose (the calls
+"""tritonforge/triton/keepalive_http.py (the asyncio client's HTTP transport) against small asyncio HTTP servers that misbehave on purpose (the calls
 against a real Triton are in tests/integration: test_client.py's HTTP cases, test_gateway.py's --triton-http)."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
+from tls_support import make_pki
 
-pytest.importorskip("httptools")
-
-from tritonforge.triton.keepalive_http import KeepAlivePool
+from tritonforge.clients import AsyncClient, TLSOptions
+from tritonforge.triton.keepalive_http import AsyncHttpTransport
+from tritonforge.triton.options import ssl_context
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
 
 async def _read_request(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
-    return await reader.readexactly(length)
+    lengths = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+    return await reader.readexactly(lengths[0]) if lengths else b""  # a GET has none
 
 
 def _reply(body: bytes, status: str = "200 OK", close: bool = False) -> bytes:
@@ -26,7 +30,7 @@ def _reply(body: bytes, status: str = "200 OK", close: bool = False) -> bytes:
     return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n".encode() + extra + b"\r\n" + body
 
 
-async def _serve(handler: Handler) -> tuple[asyncio.Server, list[int]]:
+async def _serve(handler: Handler, tls: ssl.SSLContext | None = None) -> tuple[asyncio.Server, list[int]]:
     """A server on a free loopback port; the list counts the connections it accepted."""
     accepted: list[int] = []
 
@@ -39,7 +43,7 @@ async def _serve(handler: Handler) -> tuple[asyncio.Server, list[int]]:
         finally:
             writer.close()
 
-    return await asyncio.start_server(on_connect, "127.0.0.1", 0), accepted
+    return await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=tls), accepted
 
 
 def _port(server: asyncio.Server) -> int:
@@ -54,14 +58,14 @@ def test_connections_are_kept_and_reused() -> None:
 
     async def main() -> None:
         server, accepted = await _serve(echo)
-        pool = KeepAlivePool("127.0.0.1", _port(server))
+        pool = AsyncHttpTransport("127.0.0.1", _port(server))
         for i in range(5):
-            status, headers, body = await pool.post("/x", {"X-Test": "1"}, f"call {i}".encode())
+            status, headers, body = await pool.request("POST", "/x", headers={"X-Test": "1"}, body=f"call {i}".encode())
             assert (status, body, headers[b"content-length"]) == (200, f"echo:call {i}".encode(), b"11")
-        replies = await asyncio.gather(*(pool.post("/x", {}, str(i).encode()) for i in range(8)))
+        replies = await asyncio.gather(*(pool.request("POST", "/x", headers={}, body=str(i).encode()) for i in range(8)))
         assert [r[2] for r in replies] == [f"echo:{i}".encode() for i in range(8)]  # each its own connection
         assert len(accepted) == 8  # one for the five calls one after another, eight for eight at once
-        pool.close()
+        await pool.close()
         server.close()
 
     asyncio.run(main())
@@ -78,12 +82,12 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_and_the_request_s
 
     async def main() -> None:
         server, accepted = await _serve(one_each)
-        pool = KeepAlivePool("127.0.0.1", _port(server))
-        assert (await pool.post("/x", {}, b"first"))[2] == b"ok"
+        pool = AsyncHttpTransport("127.0.0.1", _port(server))
+        assert (await pool.request("POST", "/x", headers={}, body=b"first"))[2] == b"ok"
         await asyncio.sleep(0.1)  # the server's close reaches the idle connection
-        assert (await pool.post("/x", {}, b"second"))[2] == b"ok"
+        assert (await pool.request("POST", "/x", headers={}, body=b"second"))[2] == b"ok"
         # closed while our request was on its way: a request the server never read is sent again on a new one
-        assert (await pool.post("/x", {}, b"third"))[2] == b"ok"
+        assert (await pool.request("POST", "/x", headers={}, body=b"third"))[2] == b"ok"
         assert seen == [b"first", b"second", b"third"] and len(accepted) == 3
         server.close()
 
@@ -96,9 +100,9 @@ def test_a_connection_closed_with_no_answer_fails_the_call_when_it_was_new() -> 
 
     async def main() -> None:
         server, accepted = await _serve(hang_up)
-        pool = KeepAlivePool("127.0.0.1", _port(server))
+        pool = AsyncHttpTransport("127.0.0.1", _port(server))
         with pytest.raises(ConnectionResetError, match="Triton closed the connection"):
-            await pool.post("/x", {}, b"lost")
+            await pool.request("POST", "/x", headers={}, body=b"lost")
         assert len(accepted) == 1  # a new connection: not sent twice
         server.close()
 
@@ -118,13 +122,13 @@ def test_a_call_cut_by_its_deadline_never_leaves_its_connection_for_the_next() -
 
     async def main() -> None:
         server, accepted = await _serve(slow_first)
-        pool = KeepAlivePool("127.0.0.1", _port(server))
+        pool = AsyncHttpTransport("127.0.0.1", _port(server))
         with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(pool.post("/x", {}, b"slow"), 0.1)
+            await asyncio.wait_for(pool.request("POST", "/x", headers={}, body=b"slow"), 0.1)
         await asyncio.sleep(0.6)  # the slow answer is sent now, to a connection the pool no longer holds
-        assert (await pool.post("/x", {}, b"next"))[2] == b"answer to next"
+        assert (await pool.request("POST", "/x", headers={}, body=b"next"))[2] == b"answer to next"
         assert len(accepted) == 2
-        pool.close()
+        await pool.close()
         server.close()
 
     asyncio.run(main())
@@ -135,7 +139,7 @@ def test_connection_close_is_honoured_and_refusals_read_as_tritonclient_raises_t
 
     from tritonforge.errors import ModelNotFoundError
     from tritonforge.triton.errors import classify_error
-    from tritonforge.triton.http_bodies import refusal
+    from tritonforge.triton.http_api import refusal
 
     async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         await _read_request(reader)
@@ -144,9 +148,9 @@ def test_connection_close_is_honoured_and_refusals_read_as_tritonclient_raises_t
 
     async def main() -> None:
         server, accepted = await _serve(refuse)
-        pool = KeepAlivePool("127.0.0.1", _port(server))
+        pool = AsyncHttpTransport("127.0.0.1", _port(server))
         for _ in range(2):
-            status, _, body = await pool.post("/x", {}, b"")
+            status, _, body = await pool.request("POST", "/x", headers={}, body=b"")
             assert status == 400
         assert len(accepted) == 2 and not pool._idle  # "Connection: close": a new connection each time
         err = refusal(status, body)
@@ -160,5 +164,60 @@ def test_connection_close_is_honoured_and_refusals_read_as_tritonclient_raises_t
 
 
 def test_the_host_header_names_an_ipv6_address_in_brackets() -> None:
-    assert KeepAlivePool("::1", 8000)._host_header == b"[::1]:8000"
-    assert KeepAlivePool("triton.local", 8000)._host_header == b"triton.local:8000"
+    assert AsyncHttpTransport("::1", 8000)._host_header == "[::1]:8000"
+    assert AsyncHttpTransport("triton.local", 8000)._host_header == "triton.local:8000"
+    assert AsyncHttpTransport("triton.local", 80)._host_header == "triton.local"
+
+
+def test_a_reply_cut_off_is_not_one_to_send_again() -> None:
+    """A reply cut off means the request ran: a plain ConnectionError, which the error mapping does not retry
+    (a ConnectionResetError, as it was, is retried as a transient failure)."""
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this much")
+        await writer.drain()
+
+    async def main() -> None:
+        server, accepted = await _serve(cut)
+        pool = AsyncHttpTransport("127.0.0.1", _port(server))
+        with pytest.raises(ConnectionError, match="mid-reply") as raised:
+            await pool.request("POST", "/x", b"a")
+        assert not isinstance(raised.value, ConnectionResetError) and len(accepted) == 1
+        await pool.close()
+        server.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_checks_the_server_against_server_name(tmp_path: Path) -> None:
+    """A certificate naming 'triton.test', dialled as 127.0.0.1: checked against TLSOptions.server_name, which the
+    aiohttp client used before could not do (AsyncClient refused server_name over HTTP)."""
+    make_pki(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tmp_path / "ca.pem"))
+    server_tls.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    server_tls.verify_mode = ssl.CERT_REQUIRED
+    options = TLSOptions(root_certificates=tmp_path / "ca.pem", certificate_chain=tmp_path / "client.pem",
+                         private_key=tmp_path / "client.key", server_name="triton.test")
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while True:
+            writer.write(_reply(b"echo:" + await _read_request(reader)))
+            await writer.drain()
+
+    async def main() -> None:
+        server, accepted = await _serve(echo, server_tls)
+        pool = AsyncHttpTransport("127.0.0.1", _port(server), context=ssl_context(options), server_name="triton.test")
+        for i in range(3):
+            assert (await pool.request("POST", "/x", str(i).encode()))[2] == f"echo:{i}".encode()
+        assert len(accepted) == 1
+        wrong = AsyncHttpTransport("127.0.0.1", _port(server), context=ssl_context(options))
+        with pytest.raises(ssl.SSLCertVerificationError, match=r"127\.0\.0\.1"):
+            await wrong.request("GET", "/x")
+        async with AsyncClient(f"https://127.0.0.1:{_port(server)}", "http", tls=options, timeout=5.0) as client:
+            assert (await client._get().request("GET", "/through-the-client"))[0] == 200
+        await pool.close()
+        server.close()
+
+    asyncio.run(main())

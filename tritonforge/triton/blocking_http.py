@@ -16,28 +16,22 @@ and keywords are tritonclient's, with gRPC's ``client_timeout`` for the deadline
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import socket
 import ssl
 import threading
 import time
 import urllib.parse
-import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httptools
 
-from tritonforge.errors import ClientError, InvalidInputError
-from tritonforge.triton.http_bodies import infer_request, infer_result, refusal
+from tritonforge.errors import ClientError
+from tritonforge.triton.http_api import Headers, Reader, RestApi, encode_request, host_header
 
 IDLE_CONNECTIONS = 64  # kept open between calls; more threads in flight open more, closed after use
 _READ_SIZE = 1 << 18
-_SET_BY_THE_CLIENT = frozenset({"content-length", "transfer-encoding"})  # bodies go whole, with their length
-# HTTP's "deflate" is zlib's format (RFC 9110), as tritonclient sends it
-_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.compress, "deflate": zlib.compress}
 Reply = tuple[int, dict[bytes, bytes], bytes]  # status, lower-cased headers, body
 
 
@@ -107,16 +101,15 @@ class _Exchange:
         self.sock.close()
 
 
-class BlockingHttpTransport:
-    """Keep-alive HTTP/1.1 connections to one Triton, shared by every thread; at most IDLE_CONNECTIONS kept idle."""
+class BlockingHttpTransport(RestApi):
+    """Keep-alive HTTP/1.1 connections to one Triton, shared by every thread; at most IDLE_CONNECTIONS kept idle.
+    Triton's calls (``get_model_config``, ``infer``...) are :class:`~tritonforge.triton.http_api.RestApi`'s."""
 
     def __init__(self, host: str, port: int, *, context: ssl.SSLContext | None = None, server_name: str | None = None,
                  verbose: bool = False) -> None:
         self.host, self.port = host, port
-        self._context, self._server_name, self._verbose = context, server_name, verbose
-        default_port = 443 if context is not None else 80
-        netloc = f"[{host}]" if ":" in host else host  # IPv6 in brackets
-        self._host_header = netloc if port == default_port else f"{netloc}:{port}"
+        self._context, self._server_name, self.verbose = context, server_name, verbose
+        self._host_header = host_header(host, port, 443 if context is not None else 80)
         self._idle: list[_Exchange] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -157,34 +150,13 @@ class BlockingHttpTransport:
             raise
         return _Exchange(sock)
 
-    def _encode(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]) -> bytes:
-        head = [f"{method} {path} HTTP/1.1"]
-        if not any(name.lower() == "host" for name in headers):
-            head.append(f"Host: {self._host_header}")
-        if body is not None:
-            head.append(f"Content-Length: {len(body)}")
-        for name, value in headers.items():
-            if name.lower() in _SET_BY_THE_CLIENT:
-                raise InvalidInputError(f"the header {name} cannot be set: the client sends each body whole, "
-                                        "with its Content-Length")
-            if any(c in name or c in value for c in "\r\n\0"):  # would end the header early: request smuggling
-                raise InvalidInputError(f"the header {name!r} holds a line break or NUL, which HTTP headers cannot")
-            head.append(f"{name}: {value}")
-        head += ["", ""]
-        try:
-            data = "\r\n".join(head).encode("latin-1")
-        except UnicodeEncodeError as err:
-            raise InvalidInputError(f"a header holds {err.object[err.start:err.end]!r}: HTTP header values are "
-                                    "latin-1 (encode others, e.g. as base64)") from None
-        return data + body if body else data
-
     def request(self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,
                 timeout: float | None = None) -> Reply:
         """(status, lower-cased headers, body) of one request. ``timeout`` bounds the call: connecting, sending and
         each wait for the reply get what is left of it."""
         deadline = _Deadline(timeout)
-        data = self._encode(method, path, body, headers or {})
-        if self._verbose:
+        data = encode_request(method, path, self._host_header, body, headers or {})
+        if self.verbose:
             print(f"{method} {path}, headers {headers}")
         while True:
             exchange = self._take()
@@ -205,19 +177,13 @@ class BlockingHttpTransport:
                 self._give(exchange)
             else:
                 exchange.close()
-            if self._verbose:
+            if self.verbose:
                 print(reply[0], reply[1])
             return reply
 
-    def _json(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str] | None,
-              timeout: float | None) -> Any:
-        status, _, data = self.request(method, path, body, headers, timeout)
-        if status != 200:
-            raise refusal(status, data)
-        return json.loads(data) if data else {}
-
-    def _ok(self, path: str, headers: Mapping[str, str] | None, timeout: float | None) -> bool:
-        return self.request("GET", path, None, headers, timeout)[0] == 200
+    def _send(self, method: str, path: str, body: bytes | None, headers: Headers, timeout: float | None,
+              read: Reader) -> Any:
+        return read(*self.request(method, path, body, headers, timeout))
 
     def close(self) -> None:
         with self._lock:
@@ -225,74 +191,3 @@ class BlockingHttpTransport:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
-
-    # Triton's API, in tritonclient's names --------------------------------------------------------------------------
-    def is_server_live(self, headers: Mapping[str, str] | None = None, client_timeout: float | None = None) -> bool:
-        return self._ok("/v2/health/live", headers, client_timeout)
-
-    def is_server_ready(self, headers: Mapping[str, str] | None = None, client_timeout: float | None = None) -> bool:
-        return self._ok("/v2/health/ready", headers, client_timeout)
-
-    def is_model_ready(self, model_name: str, model_version: str = "", headers: Mapping[str, str] | None = None,
-                       client_timeout: float | None = None) -> bool:
-        return self._ok(f"{_model_path(model_name, model_version)}/ready", headers, client_timeout)
-
-    def get_model_metadata(self, model_name: str, model_version: str = "", headers: Mapping[str, str] | None = None,
-                           client_timeout: float | None = None) -> Any:
-        return self._json("GET", _model_path(model_name, model_version), None, headers, client_timeout)
-
-    def get_model_config(self, model_name: str, model_version: str = "", headers: Mapping[str, str] | None = None,
-                         client_timeout: float | None = None) -> Any:
-        return self._json("GET", f"{_model_path(model_name, model_version)}/config", None, headers, client_timeout)
-
-    def get_inference_statistics(self, model_name: str = "", model_version: str = "",
-                                 headers: Mapping[str, str] | None = None, client_timeout: float | None = None) -> Any:
-        path = f"{_model_path(model_name, model_version)}/stats" if model_name else "/v2/models/stats"
-        return self._json("GET", path, None, headers, client_timeout)
-
-    def get_model_repository_index(self, headers: Mapping[str, str] | None = None,
-                                   client_timeout: float | None = None) -> Any:
-        return self._json("POST", "/v2/repository/index", b"", headers, client_timeout)
-
-    def load_model(self, model_name: str, headers: Mapping[str, str] | None = None, config: str | None = None,
-                   client_timeout: float | None = None) -> None:
-        body = {"parameters": {"config": config}} if config is not None else {}
-        path = f"/v2/repository/models/{urllib.parse.quote(model_name)}/load"
-        self._json("POST", path, json.dumps(body).encode(), headers, client_timeout)
-
-    def unload_model(self, model_name: str, headers: Mapping[str, str] | None = None, unload_dependents: bool = False,
-                     client_timeout: float | None = None) -> None:
-        body = {"parameters": {"unload_dependents": unload_dependents}}
-        path = f"/v2/repository/models/{urllib.parse.quote(model_name)}/unload"
-        self._json("POST", path, json.dumps(body).encode(), headers, client_timeout)
-
-    def infer(
-        self,
-        model_name: str,
-        inputs: list[Any],
-        model_version: str = "",
-        outputs: list[Any] | None = None,
-        request_id: str = "",
-        headers: Mapping[str, str] | None = None,
-        parameters: Mapping[str, Any] | None = None,
-        request_compression_algorithm: str | None = None,
-        response_compression_algorithm: str | None = None,
-        client_timeout: float | None = None,
-    ) -> Any:
-        """``tritonclient.http.InferResult`` of one call (``inputs``/``outputs``: tritonclient.http's)."""
-        import tritonclient.http as mod
-
-        body, sent = infer_request(mod, inputs, outputs, request_id=request_id, parameters=parameters,
-                                   headers=headers)
-        if request_compression_algorithm:
-            body = _COMPRESSORS[request_compression_algorithm](body)
-            sent["Content-Encoding"] = request_compression_algorithm
-        if response_compression_algorithm:
-            sent["Accept-Encoding"] = response_compression_algorithm
-        path = f"{_model_path(model_name, model_version)}/infer"
-        return infer_result(mod, *self.request("POST", path, body, sent, client_timeout), verbose=self._verbose)
-
-
-def _model_path(model: str, version: str) -> str:
-    path = f"/v2/models/{urllib.parse.quote(model)}"
-    return f"{path}/versions/{version}" if version else path

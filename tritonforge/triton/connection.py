@@ -3,8 +3,9 @@ the repository API (load/unload with the admin key), inference, and generation s
 
 This is the core of the one Triton access layer: :class:`~tritonforge.clients.Client`, the gateway, the bench, the
 server launcher and releases all reach Triton through a :class:`Connection` or :class:`AsyncConnection`, so every
-failure goes through one mapping (:func:`~tritonforge.triton.errors.classify_error`). tritonclient (and grpc,
-aiohttp under it) is imported when the first transport is created, not on import.
+failure goes through one mapping (:func:`~tritonforge.triton.errors.classify_error`). tritonclient (and grpc
+under it) is imported when the first transport is created, not on import. Over HTTP the calls go on keep-alive
+connections of our own (blocking_http.py, keepalive_http.py; the calls themselves in http_api.py).
 
 Errors: every failure is a :class:`~tritonforge.errors.ClientError` naming the model and carrying the server's
 message, of the subclass that says what happened (docs/serving.md, "Errors"). Only transport failures that cannot
@@ -22,18 +23,16 @@ import dataclasses
 import logging
 import sys
 import threading
-import urllib.parse
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
 from tritonforge.errors import ClientError, InvalidInputError, TransientError
-from tritonforge.triton import keepalive_http
 from tritonforge.triton.blocking_http import BlockingHttpTransport
 from tritonforge.triton.engines import ENGINE_AUTO, Deadline, EngineLookup
 from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error
-from tritonforge.triton.keepalive_http import KeepAlivePool
+from tritonforge.triton.keepalive_http import AsyncHttpTransport
 from tritonforge.triton.options import (
     ClientOptions,
     Compression,
@@ -43,7 +42,6 @@ from tritonforge.triton.options import (
     TLSOptions,
     admin_headers,
     grpc_client_kwargs,
-    http_aio_client_kwargs,
     split_url,
     ssl_context,
 )
@@ -449,7 +447,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 class AsyncConnection(_Base):
-    """The asynchronous :class:`Client`, over ``tritonclient.grpc.aio`` or ``tritonclient.http.aio``.
+    """The asynchronous :class:`Client`, over ``tritonclient.grpc.aio`` or HTTP (keep-alive connections of its own).
 
     Use it in one event loop at a time (a new one after the first ended, e.g. a second ``asyncio.run``, is fine);
     ``async with AsyncClient(...) as client``.
@@ -457,21 +455,15 @@ class AsyncConnection(_Base):
 
     def __init__(self, url: str, protocol: Protocol = "grpc", **kwargs: Any) -> None:
         super().__init__(url, protocol, **kwargs)
-        if self.protocol == "http" and self.options.tls is not None and self.options.tls.server_name:
-            raise InvalidInputError(
-                "TLSOptions.server_name is not supported by the async HTTP client: use gRPC or Client"
-            )
         self._transport: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the event loop its transport belongs to
-        # infer over HTTP: keep-alive connections of our own (a third of aiohttp's CPU per call), in the same loop
-        self._keepalive: KeepAlivePool | None = None
         self._generate: BlockingHttpTransport | None = None  # the generate extension's, used from worker threads
 
     def _module(self) -> Any:
         if self.protocol == "grpc":
             import tritonclient.grpc.aio as mod
-        else:
-            import tritonclient.http.aio as mod
+        else:  # its tensors; the calls go over AsyncHttpTransport
+            import tritonclient.http as mod  # type: ignore[no-redef]
         return mod
 
     def _get(self) -> Any:
@@ -485,22 +477,22 @@ class AsyncConnection(_Base):
                 )
             # the loop it was made in has ended (asyncio.run returned, a test's loop closed): its channel went with
             # it, and using it gave errors that named no cause; a new one, in this loop
-            self._transport = self._keepalive = None
+            self._transport = None
         if self._transport is None:
             self._loop = loop
             mod = self._module()
             if self.protocol == "grpc":
                 self._transport = mod.InferenceServerClient(**grpc_client_kwargs(self.url, self.options))
             else:
-                self._transport = mod.InferenceServerClient(**http_aio_client_kwargs(self.url, self.options))
-                if keepalive_http.available() and not self.options.compression:
-                    where = urllib.parse.urlsplit(self._http_base())
-                    port = where.port or (443 if where.scheme == "https" else 80)
-                    self._keepalive = KeepAlivePool(where.hostname or "localhost", port, self._ssl_context())
+                tls = self.options.tls
+                self._transport = AsyncHttpTransport.for_url(
+                    self._http_base(), context=self._ssl_context(), server_name=tls.server_name if tls else None,
+                    verbose=self.options.verbose,
+                )
         return self._transport
 
     async def _deadline(self, awaitable: Awaitable[T], timeout: float | None) -> T:
-        if self.protocol == "http" and timeout is not None:  # aiohttp's session timeout is not per call
+        if self.protocol == "http" and timeout is not None:  # the asyncio HTTP transport's deadline is its caller's
             if sys.version_info >= (3, 11):  # no task per call, as wait_for makes (~8% of the gateway's CPU)
                 async with asyncio.timeout(timeout):
                     return await awaitable
@@ -511,12 +503,9 @@ class AsyncConnection(_Base):
         """Close the connections; idempotent."""
         self._closed = True
         transport, self._transport = self._transport, None
-        keepalive, self._keepalive = self._keepalive, None
         generate, self._generate = self._generate, None
         if generate is not None:
             generate.close()
-        if keepalive is not None:
-            keepalive.close()
         if transport is not None:
             try:
                 await transport.close()
@@ -584,15 +573,7 @@ class AsyncConnection(_Base):
         built, requested = self._request(mod, inputs, outputs)
         kwargs = self._infer_kwargs(deadline, parameters, version)
 
-        def call(transport: Any) -> Awaitable[Any]:
-            if self._keepalive is None:
-                return transport.infer(model, built, outputs=requested, **kwargs)
-            path = f"/v2/models/{urllib.parse.quote(model)}"
-            path += f"/versions/{urllib.parse.quote(version)}/infer" if version else "/infer"
-            return keepalive_http.infer(self._keepalive, mod, path, kwargs["headers"], built, requested,
-                                        request_id=kwargs["request_id"], parameters=kwargs.get("parameters"))
-
-        result = await self._call(model, deadline, call)
+        result = await self._call(model, deadline, lambda t: t.infer(model, built, outputs=requested, **kwargs))
         return self._results(result, outputs, model)
 
     async def model_metadata(self, model: str, version: str = "", *, timeout: float | None = None) -> dict[str, Any]:

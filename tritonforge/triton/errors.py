@@ -3,7 +3,7 @@
 reached the server.
 
 Modelled on httpx's ``map_exceptions``: transport code runs inside :func:`map_errors` (or hands its exception to
-:func:`classify_error`), so tritonclient's, grpc's, aiohttp's and the sockets' exception types never leave this package.
+:func:`classify_error`), so tritonclient's, grpc's and the sockets' exception types never leave this package.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _TRANSIENT_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
-_TRANSIENT_AIOHTTP = {"ClientConnectorError", "ServerDisconnectedError", "ClientOSError"}
 
 
 def _status(err: BaseException) -> str:
@@ -174,9 +173,7 @@ def _unreachable(err: BaseException) -> bool:
     """A connection that was refused, reset or dropped: the request did not run (or may be re-sent)."""
     if isinstance(err, (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
         return True
-    if isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNOS:
-        return True
-    return type(err).__module__.startswith("aiohttp") and type(err).__name__ in _TRANSIENT_AIOHTTP
+    return isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNOS
 
 
 def _seconds(timeout: float | None) -> str:

@@ -1,13 +1,13 @@
-"""Triton's HTTP infer endpoint over asyncio keep-alive connections: the HTTP/1.1 framing only.
+"""Triton's HTTP/REST API over asyncio keep-alive connections: the asyncio client's (``AsyncClient(url, "http")``)
+and the gateway's (``--triton-http``) transport; the calls are :class:`~tritonforge.triton.http_api.RestApi`'s.
 
-Why not aiohttp (what ``tritonclient.http.aio`` sends with): per call it spent about as much CPU as the gRPC aio
-client, 0.31 and 0.33 ms, against 0.20 ms for ``AsyncClient.infer`` on these connections (one ``write`` of the request,
-httptools, uvicorn's parser, reading the reply), same Triton, same 16 requests of 4 texts in flight
-(tests/bench/probe_triton_transports.py; docs/performance.md, "The gateway's Triton client"). The bodies
-are still tritonclient's (``generate_request_body``, ``InferResult.from_response_body``), and a refusal is raised as
-tritonclient raises it (``InferenceServerException`` with the HTTP status), so the one error mapping
-(tritonforge/triton/errors.py) reads it unchanged. Used only where httptools is installed (the gateway's and the cpu
-extras); without it, or with compression, ``AsyncConnection`` keeps tritonclient's aiohttp client.
+Why not aiohttp (what ``tritonclient.http.aio`` sends with, and this client used before): per infer call it spent
+about as much CPU as the gRPC aio client, 0.31 and 0.33 ms, against 0.20 ms on these connections (one ``write`` of
+the request, httptools, uvicorn's parser, reading the reply), same Triton, same 16 requests of 4 texts in flight
+(tests/bench/probe_triton_transports.py; docs/performance.md, "The gateway's Triton client"); and its client could
+not check a certificate against ``TLSOptions.server_name``. A connection Triton closed while idle is replaced and
+the request sent again; a call cancelled (its deadline) closes its connection, whose late reply must not reach the
+next call; a reply cut off is a plain ConnectionError, which the error mapping does not retry.
 """
 
 from __future__ import annotations
@@ -15,28 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from tritonforge.triton.http_bodies import infer_request, infer_result
+import httptools
+
+from tritonforge.triton.http_api import Headers, Reader, RestApi, encode_request, host_header
 
 IDLE_CONNECTIONS = 64  # kept open between calls; more in flight open more, closed after use
-
-
-def available() -> bool:
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class _Exchange(asyncio.Protocol):
     """One connection; one request at a time on it, its response read by httptools' parser."""
 
     def __init__(self) -> None:
-        import httptools
-
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.reply: asyncio.Future[tuple[int, dict[bytes, bytes], bytes]] | None = None
@@ -49,8 +42,6 @@ class _Exchange(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        import httptools
-
         self.answered = True
         try:
             self.parser.feed_data(data)
@@ -60,7 +51,11 @@ class _Exchange(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self._fail(ConnectionResetError(f"Triton closed the connection{f': {exc}' if exc else ''}"))
+        why = f": {exc}" if exc else ""
+        if self.answered:  # the request ran: not one to send again
+            self._fail(ConnectionError(f"Triton closed the connection mid-reply{why}"))
+        else:
+            self._fail(ConnectionResetError(f"Triton closed the connection{why}"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.lower()] = value
@@ -94,26 +89,39 @@ class _Exchange(asyncio.Protocol):
             self.transport.close()
 
 
-class KeepAlivePool:
-    """HTTP/1.1 connections to one Triton, reused between calls; at most IDLE_CONNECTIONS kept when idle."""
+class AsyncHttpTransport(RestApi):
+    """HTTP/1.1 connections to one Triton, reused between calls; at most IDLE_CONNECTIONS kept when idle. Used in
+    one event loop (AsyncConnection makes a new one for a new loop)."""
 
-    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.host, self.port, self.ssl_context = host, port, ssl_context
+    def __init__(self, host: str, port: int, *, context: ssl.SSLContext | None = None, server_name: str | None = None,
+                 verbose: bool = False) -> None:
+        self.host, self.port, self.verbose = host, port, verbose
+        self._context, self._server_name = context, server_name
         self._idle: list[_Exchange] = []
-        self._host_header = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode()  # IPv6 in brackets
+        self._host_header = host_header(host, port, 443 if context is not None else 80)
+
+    @classmethod
+    def for_url(cls, base: str, *, context: ssl.SSLContext | None, server_name: str | None = None,
+                verbose: bool = False) -> AsyncHttpTransport:
+        """A transport for ``base`` (``http://host:port`` or ``https://...``)."""
+        where = urllib.parse.urlsplit(base)
+        port = where.port or (443 if where.scheme == "https" else 80)
+        return cls(where.hostname or "localhost", port, context=context, server_name=server_name, verbose=verbose)
 
     async def _open(self) -> _Exchange:
         loop = asyncio.get_running_loop()
-        _, exchange = await loop.create_connection(_Exchange, self.host, self.port, ssl=self.ssl_context)
+        # the certificate checked against server_name when given (TLSOptions), else against the host dialled
+        named = self._server_name if self._context is not None and self._server_name else None
+        _, exchange = await loop.create_connection(_Exchange, self.host, self.port, ssl=self._context,
+                                                   server_hostname=named)
         return exchange
 
-    async def post(self, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
-        """(status, lower-cased headers, body) of a POST of ``body`` to ``path``."""
-        head = [b"POST ", path.encode(), b" HTTP/1.1\r\nHost: ", self._host_header,
-                b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n"]
-        for name, value in headers.items():
-            head += [name.encode(), b": ", value.encode(), b"\r\n"]
-        data = b"".join([*head, b"\r\n", body])
+    async def request(self, method: str, path: str, body: bytes | None = None,
+                      headers: Mapping[str, str] | None = None) -> tuple[int, dict[bytes, bytes], bytes]:
+        """(status, lower-cased headers, body) of one request (its deadline: the caller's ``asyncio.timeout``)."""
+        data = encode_request(method, path, self._host_header, body, headers or {})
+        if self.verbose:
+            print(f"{method} {path}, headers {headers}")
         while True:
             reused = bool(self._idle)
             exchange = self._idle.pop() if reused else await self._open()
@@ -121,42 +129,30 @@ class KeepAlivePool:
                 continue  # closed by Triton while idle: the next one
             try:
                 reply = await exchange.send(data)
-            except ConnectionError:
+            except ConnectionResetError:
                 exchange.close()
                 if reused and not exchange.answered:
                     continue  # Triton closed it as it went out (an idle timeout, a restart): not run, sent again
                 raise
-            except BaseException:  # cancelled (a deadline): its response may still come, so never reused
+            except BaseException:  # cancelled (a deadline), cut off, unreadable: never reused
                 exchange.close()
                 raise
             if not exchange.lost and len(self._idle) < IDLE_CONNECTIONS:
                 self._idle.append(exchange)
             else:
                 exchange.close()
+            if self.verbose:
+                print(reply[0], reply[1])
             return reply
 
-    def close(self) -> None:
+    async def _send(self, method: str, path: str, body: bytes | None, headers: Headers, timeout: float | None,
+                    read: Reader) -> Any:
+        return read(*await self.request(method, path, body, headers))
+
+    async def close(self) -> None:
         idle, self._idle = self._idle, []
         for exchange in idle:
             # from another loop than theirs (closing a client after its loop ended): that loop cannot close them;
             # their sockets close when collected, as aiohttp's do
             with contextlib.suppress(RuntimeError):
                 exchange.close()
-
-
-async def infer(
-    pool: KeepAlivePool,
-    http_module: Any,
-    path: str,
-    headers: Mapping[str, str] | None,
-    inputs: list[Any],
-    outputs: list[Any] | None,
-    *,
-    request_id: str,
-    parameters: Mapping[str, Any] | None,
-) -> Any:
-    """``tritonclient.http.InferResult`` of one infer call (``inputs``/``outputs``: tritonclient's, binary)."""
-    body, sent = infer_request(http_module, inputs, outputs, request_id=request_id, parameters=parameters,
-                               headers=headers)
-    status, got, reply = await pool.post(path, sent, body)
-    return infer_result(http_module, status, got, reply)

@@ -299,32 +299,6 @@ def grpc_client_kwargs(url: str, options: ClientOptions) -> dict[str, Any]:
     return kwargs
 
 
-def http_aio_client_kwargs(url: str, options: ClientOptions) -> dict[str, Any]:
-    """Keyword arguments for ``tritonclient.http.aio.InferenceServerClient`` (aiohttp underneath).
-
-    The session has no timeout of its own: deadlines are per call (``asyncio.wait_for``).
-    """
-    kwargs: dict[str, Any] = {"url": url, "verbose": options.verbose, "conn_timeout": None}
-    tls = options.tls
-    if tls is not None:
-        if tls.server_name:
-            raise InvalidInputError(
-                "TLSOptions.server_name is not supported by the async HTTP client: use gRPC or Client"
-            )
-        import ssl
-
-        context = ssl.create_default_context(
-            cafile=None if tls.root_certificates is None else str(tls.root_certificates)
-        )
-        if tls.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if tls.certificate_chain is not None:
-            context.load_cert_chain(str(tls.certificate_chain), str(tls.private_key))
-        kwargs.update(ssl=True, ssl_context=context)
-    return kwargs
-
-
 # ---------------------------------------------------------------------------------------------------- tensors
 
 
