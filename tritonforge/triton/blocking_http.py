@@ -21,14 +21,13 @@ import socket
 import ssl
 import threading
 import time
-import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 import httptools
 
 from tritonforge.errors import ClientError
-from tritonforge.triton.http_api import Headers, Reader, RestApi, encode_request, host_header
+from tritonforge.triton.http_api import Headers, Reader, RestApi, encode_request, host_and_port, host_header
 
 IDLE_CONNECTIONS = 64  # kept open between calls; more threads in flight open more, closed after use
 _READ_SIZE = 1 << 18
@@ -119,9 +118,8 @@ class BlockingHttpTransport(RestApi):
     def for_url(cls, base: str, *, context: ssl.SSLContext | None, server_name: str | None = None,
                 verbose: bool = False) -> BlockingHttpTransport:
         """A transport for ``base`` (``http://host:port`` or ``https://...``)."""
-        where = urllib.parse.urlsplit(base)
-        port = where.port or (443 if where.scheme == "https" else 80)
-        return cls(where.hostname or "localhost", port, context=context, server_name=server_name, verbose=verbose)
+        host, port = host_and_port(base)
+        return cls(host, port, context=context, server_name=server_name, verbose=verbose)
 
     # connections --------------------------------------------------------------------------------------------------
     def _take(self) -> _Exchange | None:

@@ -29,6 +29,12 @@ _SET_BY_THE_CLIENT = frozenset({"content-length", "transfer-encoding"})  # bodie
 _COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.compress, "deflate": zlib.compress}
 
 
+def host_and_port(base: str) -> tuple[str, int]:
+    """(host, port) of ``http://host:port`` or ``https://...`` (80 or 443 when none is given)."""
+    where = urllib.parse.urlsplit(base)
+    return where.hostname or "localhost", where.port or (443 if where.scheme == "https" else 80)
+
+
 def host_header(host: str, port: int, default_port: int) -> str:
     netloc = f"[{host}]" if ":" in host else host  # IPv6 in brackets
     return netloc if port == default_port else f"{netloc}:{port}"

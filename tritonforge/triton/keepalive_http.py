@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 import httptools
 
-from tritonforge.triton.http_api import Headers, Reader, RestApi, encode_request, host_header
+from tritonforge.triton.http_api import Headers, Reader, RestApi, encode_request, host_and_port, host_header
 
 IDLE_CONNECTIONS = 64  # kept open between calls; more in flight open more, closed after use
 
@@ -104,9 +103,8 @@ class AsyncHttpTransport(RestApi):
     def for_url(cls, base: str, *, context: ssl.SSLContext | None, server_name: str | None = None,
                 verbose: bool = False) -> AsyncHttpTransport:
         """A transport for ``base`` (``http://host:port`` or ``https://...``)."""
-        where = urllib.parse.urlsplit(base)
-        port = where.port or (443 if where.scheme == "https" else 80)
-        return cls(where.hostname or "localhost", port, context=context, server_name=server_name, verbose=verbose)
+        host, port = host_and_port(base)
+        return cls(host, port, context=context, server_name=server_name, verbose=verbose)
 
     async def _open(self) -> _Exchange:
         loop = asyncio.get_running_loop()
