@@ -8,10 +8,8 @@ Why not ``tritonclient.http`` (geventhttpclient on gevent), which the synchronou
   "Cannot switch to a different thread"), so the client kept transports per thread and per deadline;
 - a forked child inherited the hub in the parent's state and its new client hung for good.
 Here one pool of keep-alive connections serves every thread, each call with its own deadline, and a forked child
-starts with an empty pool. The bodies are still tritonclient's (``generate_request_body``,
-``InferResult.from_response_body``) and a refusal is raised as tritonclient raises it (``InferenceServerException``
-with the HTTP status), so the one error mapping (tritonforge/triton/errors.py) reads it unchanged. The method names
-and keywords are tritonclient's, with gRPC's ``client_timeout`` for the deadline.
+starts with an empty pool. Triton's calls, in tritonclient's names with gRPC's ``client_timeout`` for the
+deadline, are :class:`~tritonforge.triton.http_api.RestApi`'s (tritonclient's bodies, its refusals).
 """
 
 from __future__ import annotations
