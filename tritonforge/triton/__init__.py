@@ -7,6 +7,9 @@
 - :mod:`~tritonforge.triton.engines`: which model of a pipeline is its LLM engine (where a stop goes).
 - :mod:`~tritonforge.triton.connection`: :class:`Connection` / :class:`AsyncConnection` (health, metadata, config,
   statistics, repository API, infer, streams).
+- :mod:`~tritonforge.triton.http_api`: Triton's REST calls, once, for the two HTTP transports of our own:
+  :mod:`~tritonforge.triton.blocking_http` (the sync client's) and :mod:`~tritonforge.triton.keepalive_http` (the
+  asyncio client's and the gateway's).
 - :mod:`~tritonforge.triton.load`: prepared requests for load generation (the bench).
 - :mod:`~tritonforge.triton.bounded`: several requests for one, a bounded number in flight, in order.
 
