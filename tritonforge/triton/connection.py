@@ -312,7 +312,6 @@ class Connection(_Base):
         )
 
     # inference -------------------------------------------------------------------------------------------------
-
     def _call(self, model: str | None, timeout: float | None, call: Callable[[Any], T]) -> T:
         return call_with_retry(
             lambda: self._run(call),
