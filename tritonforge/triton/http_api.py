@@ -151,6 +151,13 @@ class RestApi:
         path = f"/v2/repository/models/{urllib.parse.quote(model_name)}/unload"
         return self._send("POST", path, json.dumps(body).encode(), headers, client_timeout, _done)
 
+    def generate(self, model_name: str, request: Mapping[str, Any], headers: Headers = None,
+                 client_timeout: float | None = None) -> Any:
+        """Triton's generate extension: the JSON reply to ``request`` (``text_input`` and the sampling fields)."""
+        path = f"{_model_path(model_name, '')}/generate"
+        sent = {**(headers or {}), "Content-Type": "application/json"}
+        return self._send("POST", path, json.dumps(request).encode("utf-8"), sent, client_timeout, _json)
+
     def infer(
         self,
         model_name: str,

@@ -27,7 +27,7 @@ import numpy as np
 
 from tritonforge.errors import ClientError, DeadlineExceededError, ModelNotReadyError, TransientError
 from tritonforge.triton.blocking_http import BlockingHttpTransport
-from tritonforge.triton.errors import classify_reply, exhausted, map_errors
+from tritonforge.triton.errors import exhausted, map_errors
 from tritonforge.triton.options import RetryPolicy
 from tritonforge.triton.tensors import build_inputs, is_final, text_of
 
@@ -601,22 +601,11 @@ def _http_generate_once(
     transport: BlockingHttpTransport, model: str, body: Mapping[str, Any], *, timeout: float | None,
     headers: Mapping[str, str] | None,
 ) -> str:
-    import json
-    import urllib.parse
-
-    where = f"{transport.host}:{transport.port}"
-    path = f"/v2/models/{urllib.parse.quote(model)}/generate"
-    sent = {**(headers or {}), "Content-Type": "application/json"}
-    with map_errors(model=model, url=where, timeout=timeout, protocol="http"):
-        status, _, reply = transport.request("POST", path, json.dumps(body).encode("utf-8"), sent, timeout)
-    if status != 200:
-        detail = reply.decode("utf-8", "replace")
-        with contextlib.suppress(ValueError):
-            answer = json.loads(detail)
-            if isinstance(answer, dict):  # Triton's {"error": "..."}; anything else (a proxy's page) stays as text
-                detail = answer.get("error", detail)
-        raise classify_reply(str(status), str(detail), model=model, url=where, timeout=timeout, protocol="http")
-    return str(json.loads(reply).get("text_output", ""))
+    # a refusal is read as every HTTP call's (http_api.refusal: Triton's {"error": ...}) and classified by the one
+    # mapping, so the generate endpoint's errors take the same classes as infer's
+    with map_errors(model=model, url=f"{transport.host}:{transport.port}", timeout=timeout, protocol="http"):
+        reply = transport.generate(model, body, headers=headers, client_timeout=timeout)
+    return str(reply.get("text_output", ""))
 
 
 # ---------------------------------------------------------------------------------------------- the rag ensemble
