@@ -9,11 +9,12 @@ import shutil
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from http_servers import Handler, port, read_request, reply, serve
 from tls_support import make_pki
 from tritonclient.utils import InferenceServerException
 
@@ -22,48 +23,17 @@ from tritonforge.errors import ClientError, InvalidInputError, ModelNotFoundErro
 from tritonforge.triton.blocking_http import BlockingHttpTransport
 from tritonforge.triton.options import ssl_context
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    """(the request's head, its body)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lengths = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
-    return head, await reader.readexactly(lengths[0]) if lengths else b""
-
-
-def _reply(body: bytes, status: str = "200 OK", close: bool = False) -> bytes:
-    extra = b"Connection: close\r\n" if close else b""
-    return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n".encode() + extra + b"\r\n" + body
-
 
 @contextmanager
 def _served(handler: Handler, tls: ssl.SSLContext | None = None,
             client_tls: ssl.SSLContext | None = None, server_name: str | None = None,
             ) -> Iterator[tuple[BlockingHttpTransport, list[int]]]:
-    """A transport to a server on a free loopback port, run by an event loop in its own thread; the list counts the
+    """A transport to a server (http_servers.serve) run by an event loop in its own thread; the list counts the
     connections the server accepted."""
-    accepted: list[int] = []
-    ready: list[int] = []
     loop = asyncio.new_event_loop()
 
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(len(accepted))
-        try:
-            await handler(reader, writer, len(accepted))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    servers: list[asyncio.Server] = []
-
-    async def start() -> None:
-        servers.append(await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=tls))
-        ready.append(int(servers[0].sockets[0].getsockname()[1]))
-
     async def stop() -> None:
-        servers[0].close()
+        server.close()
         handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         for task in handlers:
             task.cancel()
@@ -71,8 +41,8 @@ def _served(handler: Handler, tls: ssl.SSLContext | None = None,
 
     runner = threading.Thread(target=loop.run_forever, daemon=True)
     runner.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(5)
-    transport = BlockingHttpTransport("127.0.0.1", ready[0], context=client_tls, server_name=server_name)
+    server, accepted = asyncio.run_coroutine_threadsafe(serve(handler, tls), loop).result(5)
+    transport = BlockingHttpTransport("127.0.0.1", port(server), context=client_tls, server_name=server_name)
     try:
         yield transport, accepted
     finally:
@@ -85,8 +55,8 @@ def _served(handler: Handler, tls: ssl.SSLContext | None = None,
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
     while True:
-        head, body = await _read_request(reader)
-        writer.write(_reply(head.split(b"\r\n")[0] + b"|" + body))
+        head, body = await read_request(reader)
+        writer.write(reply(head.split(b"\r\n")[0] + b"|" + body))
         await writer.drain()
 
 
@@ -113,9 +83,9 @@ def test_the_request_head_names_the_host_and_the_body_length() -> None:
     heads: list[bytes] = []
 
     async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        head, _body = await _read_request(reader)
+        head, _body = await read_request(reader)
         heads.append(head)
-        writer.write(_reply(b"{}"))
+        writer.write(reply(b"{}"))
         await writer.drain()
 
     with _served(record) as (transport, _):
@@ -132,8 +102,8 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_and_the_request_s
     seen: list[bytes] = []
 
     async def one_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        seen.append((await _read_request(reader))[1])
-        writer.write(_reply(b"ok"))  # keep-alive by HTTP/1.1's default, then closed anyway
+        seen.append((await read_request(reader))[1])
+        writer.write(reply(b"ok"))  # keep-alive by HTTP/1.1's default, then closed anyway
         await writer.drain()
 
     with _served(one_each) as (transport, accepted):
@@ -146,7 +116,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_and_the_request_s
 
 def test_a_new_connection_closed_with_no_answer_fails_the_call_and_is_not_sent_twice() -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        await _read_request(reader)  # read, then closed without a reply
+        await read_request(reader)  # read, then closed without a reply
 
     with _served(hang_up) as (transport, accepted), pytest.raises(ConnectionResetError, match="closed the conn"):
         transport.request("POST", "/x", b"lost", timeout=5.0)
@@ -155,7 +125,7 @@ def test_a_new_connection_closed_with_no_answer_fails_the_call_and_is_not_sent_t
 
 def test_a_reply_cut_short_is_an_error_not_a_short_body_and_not_sent_again() -> None:
     async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this much")
         await writer.drain()
 
@@ -175,8 +145,8 @@ def test_the_deadline_bounds_the_whole_call_and_a_cut_call_never_leaves_its_conn
 
     async def slow_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         while True:
-            _head, body = await _read_request(reader)
-            data = _reply(b"answer to " + body)
+            _head, body = await read_request(reader)
+            data = reply(b"answer to " + body)
             if n == 1:  # the first connection: trickled
                 for byte in data:
                     writer.write(bytes([byte]))
@@ -196,7 +166,7 @@ def test_the_deadline_bounds_the_whole_call_and_a_cut_call_never_leaves_its_conn
 
 def test_an_unreadable_reply_is_a_connection_error() -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(b"SMTP ready\r\n\r\n")
         await writer.drain()
 
@@ -219,8 +189,8 @@ def test_headers_that_would_break_the_request_are_refused_before_sending() -> No
 def test_triton_refusals_read_as_tritonclient_raises_them_and_map_as_before() -> None:
     async def not_found(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         while True:
-            await _read_request(reader)
-            writer.write(_reply(b'{"error":"Request for unknown model: \'nope\' is not found"}', "400 Bad Request"))
+            await read_request(reader)
+            writer.write(reply(b'{"error":"Request for unknown model: \'nope\' is not found"}', "400 Bad Request"))
             await writer.drain()
 
     with _served(not_found) as (transport, _):
@@ -305,13 +275,13 @@ def test_infer_with_no_outputs_named_is_one_request_asking_for_every_output_in_b
 
     async def infer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         while True:
-            head, body = await _read_request(reader)
+            head, body = await read_request(reader)
             length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
                           if line.lower().startswith(b"inference-header-content-length"))
             seen.append((head.split(b"\r\n")[0], body[:length]))
             answer = {"model_name": "m", "outputs": [{"name": "OUT", "datatype": "FP32", "shape": [1, 2],
                                                       "data": [1.5, 2.5]}]}
-            writer.write(_reply(json.dumps(answer).encode()))
+            writer.write(reply(json.dumps(answer).encode()))
             await writer.drain()
 
     with _served(infer) as (transport, _):

@@ -6,59 +6,26 @@ from __future__ import annotations
 import asyncio
 import shutil
 import ssl
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from http_servers import port, read_request, reply, serve
 from tls_support import make_pki
 
 from tritonforge.clients import AsyncClient, TLSOptions
 from tritonforge.triton.keepalive_http import AsyncHttpTransport
 from tritonforge.triton.options import ssl_context
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
-
-
-async def _read_request(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lengths = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
-    return await reader.readexactly(lengths[0]) if lengths else b""  # a GET has none
-
-
-def _reply(body: bytes, status: str = "200 OK", close: bool = False) -> bytes:
-    extra = b"Connection: close\r\n" if close else b""
-    return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n".encode() + extra + b"\r\n" + body
-
-
-async def _serve(handler: Handler, tls: ssl.SSLContext | None = None) -> tuple[asyncio.Server, list[int]]:
-    """A server on a free loopback port; the list counts the connections it accepted."""
-    accepted: list[int] = []
-
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(len(accepted))
-        try:
-            await handler(reader, writer, len(accepted))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=tls), accepted
-
-
-def _port(server: asyncio.Server) -> int:
-    return int(server.sockets[0].getsockname()[1])
-
 
 def test_connections_are_kept_and_reused() -> None:
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         while True:
-            writer.write(_reply(b"echo:" + await _read_request(reader)))
+            writer.write(reply(b"echo:" + (await read_request(reader))[1]))
             await writer.drain()
 
     async def main() -> None:
-        server, accepted = await _serve(echo)
-        pool = AsyncHttpTransport("127.0.0.1", _port(server))
+        server, accepted = await serve(echo)
+        pool = AsyncHttpTransport("127.0.0.1", port(server))
         for i in range(5):
             status, headers, body = await pool.request("POST", "/x", headers={"X-Test": "1"}, body=f"call {i}".encode())
             assert (status, body, headers[b"content-length"]) == (200, f"echo:call {i}".encode(), b"11")
@@ -76,13 +43,13 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_and_the_request_s
     seen: list[bytes] = []
 
     async def one_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        seen.append(await _read_request(reader))
-        writer.write(_reply(b"ok"))  # keep-alive by HTTP/1.1's default, then closed anyway
+        seen.append((await read_request(reader))[1])
+        writer.write(reply(b"ok"))  # keep-alive by HTTP/1.1's default, then closed anyway
         await writer.drain()
 
     async def main() -> None:
-        server, accepted = await _serve(one_each)
-        pool = AsyncHttpTransport("127.0.0.1", _port(server))
+        server, accepted = await serve(one_each)
+        pool = AsyncHttpTransport("127.0.0.1", port(server))
         assert (await pool.request("POST", "/x", headers={}, body=b"first"))[2] == b"ok"
         await asyncio.sleep(0.1)  # the server's close reaches the idle connection
         assert (await pool.request("POST", "/x", headers={}, body=b"second"))[2] == b"ok"
@@ -96,11 +63,11 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_and_the_request_s
 
 def test_a_connection_closed_with_no_answer_fails_the_call_when_it_was_new() -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        await _read_request(reader)  # read, then closed without a reply
+        await read_request(reader)  # read, then closed without a reply
 
     async def main() -> None:
-        server, accepted = await _serve(hang_up)
-        pool = AsyncHttpTransport("127.0.0.1", _port(server))
+        server, accepted = await serve(hang_up)
+        pool = AsyncHttpTransport("127.0.0.1", port(server))
         with pytest.raises(ConnectionResetError, match="Triton closed the connection"):
             await pool.request("POST", "/x", headers={}, body=b"lost")
         assert len(accepted) == 1  # a new connection: not sent twice
@@ -114,15 +81,15 @@ def test_a_call_cut_by_its_deadline_never_leaves_its_connection_for_the_next() -
 
     async def slow_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         while True:
-            body = await _read_request(reader)
+            body = (await read_request(reader))[1]
             if n == 1:
                 await asyncio.sleep(0.5)
-            writer.write(_reply(b"answer to " + body))
+            writer.write(reply(b"answer to " + body))
             await writer.drain()
 
     async def main() -> None:
-        server, accepted = await _serve(slow_first)
-        pool = AsyncHttpTransport("127.0.0.1", _port(server))
+        server, accepted = await serve(slow_first)
+        pool = AsyncHttpTransport("127.0.0.1", port(server))
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(pool.request("POST", "/x", headers={}, body=b"slow"), 0.1)
         await asyncio.sleep(0.6)  # the slow answer is sent now, to a connection the pool no longer holds
@@ -142,13 +109,13 @@ def test_connection_close_is_honoured_and_refusals_read_as_tritonclient_raises_t
     from tritonforge.triton.http_api import refusal
 
     async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        await _read_request(reader)
-        writer.write(_reply(b'{"error":"Request for unknown model: \'m\' is not found"}', "400 Bad Request", True))
+        await read_request(reader)
+        writer.write(reply(b'{"error":"Request for unknown model: \'m\' is not found"}', "400 Bad Request", True))
         await writer.drain()
 
     async def main() -> None:
-        server, accepted = await _serve(refuse)
-        pool = AsyncHttpTransport("127.0.0.1", _port(server))
+        server, accepted = await serve(refuse)
+        pool = AsyncHttpTransport("127.0.0.1", port(server))
         for _ in range(2):
             status, _, body = await pool.request("POST", "/x", headers={}, body=b"")
             assert status == 400
@@ -174,13 +141,13 @@ def test_a_reply_cut_off_is_not_one_to_send_again() -> None:
     (a ConnectionResetError, as it was, is retried as a transient failure)."""
 
     async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this much")
         await writer.drain()
 
     async def main() -> None:
-        server, accepted = await _serve(cut)
-        pool = AsyncHttpTransport("127.0.0.1", _port(server))
+        server, accepted = await serve(cut)
+        pool = AsyncHttpTransport("127.0.0.1", port(server))
         with pytest.raises(ConnectionError, match="mid-reply") as raised:
             await pool.request("POST", "/x", b"a")
         assert not isinstance(raised.value, ConnectionResetError) and len(accepted) == 1
@@ -203,19 +170,19 @@ def test_https_checks_the_server_against_server_name(tmp_path: Path) -> None:
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         while True:
-            writer.write(_reply(b"echo:" + await _read_request(reader)))
+            writer.write(reply(b"echo:" + (await read_request(reader))[1]))
             await writer.drain()
 
     async def main() -> None:
-        server, accepted = await _serve(echo, server_tls)
-        pool = AsyncHttpTransport("127.0.0.1", _port(server), context=ssl_context(options), server_name="triton.test")
+        server, accepted = await serve(echo, server_tls)
+        pool = AsyncHttpTransport("127.0.0.1", port(server), context=ssl_context(options), server_name="triton.test")
         for i in range(3):
             assert (await pool.request("POST", "/x", str(i).encode()))[2] == f"echo:{i}".encode()
         assert len(accepted) == 1
-        wrong = AsyncHttpTransport("127.0.0.1", _port(server), context=ssl_context(options))
+        wrong = AsyncHttpTransport("127.0.0.1", port(server), context=ssl_context(options))
         with pytest.raises(ssl.SSLCertVerificationError, match=r"127\.0\.0\.1"):
             await wrong.request("GET", "/x")
-        async with AsyncClient(f"https://127.0.0.1:{_port(server)}", "http", tls=options, timeout=5.0) as client:
+        async with AsyncClient(f"https://127.0.0.1:{port(server)}", "http", tls=options, timeout=5.0) as client:
             assert (await client._get().request("GET", "/through-the-client"))[0] == 200
         await pool.close()
         server.close()
