@@ -25,6 +25,10 @@ A request whose headers are complete and whose client reads its response is not 
 one watch per server that ticks only while a connection waits, not by a timer per request: a request whose headers
 arrive in one read, as nearly all do, costs the guard ~2 us (9.5 → 11.8 us to parse and start it, `python
 tests/bench/probe_connection_guard.py`), ~0.2% of the ~0.9 ms of CPU a gateway request takes.
+
+It overrides uvicorn's parser callbacks and reads the protocol's internals (``cycle``, ``flow``, ``url``,
+``headers``, ``server_state``), which uvicorn does not promise to keep: pyproject.toml caps uvicorn at the releases
+the guard's tests passed on.
 """
 
 from __future__ import annotations
