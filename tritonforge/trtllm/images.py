@@ -178,6 +178,9 @@ def runtime_problems(image: str, runtime: str) -> list[str]:
     if runtime == "engine" and info.row is None:
         return [
             f"runtime 'engine': {image} is not in tritonforge's image table (known: {min(container_rows())} to "
-            f"{max(container_rows())}); images after 26.07 no longer ship the engine backend"
+            f"{max(container_rows())}), so whether it ships TensorRT-LLM's tensorrtllm backend is not known: "
+            f"TensorRT-LLM removed that backend in July 2026, and no image after {max(container_rows())} is "
+            f"listed with its TensorRT-LLM release; use runtime 'llmapi' (the default), or image "
+            f"{newest_engine_image()} for the engine path"
         ]
     return []
