@@ -5,11 +5,15 @@ A module of the `cpu_llm` python-backend model: shipped next to its model.py (wh
 what a Triton container has plus torch/transformers. See model.py's docstring for the contract.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
@@ -19,16 +23,16 @@ FINAL = getattr(pb_utils, "TRITONSERVER_RESPONSE_COMPLETE_FINAL", 1)
 class RequestError(Exception):
     """A problem with one request: answered with an error response to that request only."""
 
-    def __init__(self, message, code=None):
+    def __init__(self, message: str, code: Any = None) -> None:
         super().__init__(message)
         self.code = pb_utils.TritonError.INVALID_ARG if code is None else code
 
 
-def _error_code(name):
+def _error_code(name: str) -> Any:
     return getattr(pb_utils.TritonError, name, pb_utils.TritonError.INTERNAL)
 
 
-def _log(level, message):
+def _log(level: str, message: str) -> None:
     logger = getattr(pb_utils, "Logger", None)
     if logger is not None:
         getattr(logger, f"log_{level}", logger.log_info)(message)
@@ -36,7 +40,7 @@ def _log(level, message):
         print(f"[cpu_llm] {level}: {message}", flush=True)
 
 
-def _stall_limit(text):
+def _stall_limit(text: str) -> float:
     """TRITONFORGE_SEND_STALL_S: seconds > 0, or inf (never); anything else is logged and the default kept (0 ended
     the stub on any send, a negative value silently stopped the watch)."""
     try:
@@ -60,13 +64,13 @@ class _SendWatch:
     blocks it) ends this stub, so that it is restarted (`tritonforge serve`'s watchdog reloads the model): its
     requests then fail, which clients and the gateway see as a reload, instead of every later one hanging."""
 
-    def __init__(self, limit=SEND_STALL_S, exit_process=os._exit):
+    def __init__(self, limit: float = SEND_STALL_S, exit_process: Callable[[int], object] = os._exit) -> None:
         self.limit, self.exit_process = limit, exit_process
-        self.sending = {}  # thread id -> when its send began
+        self.sending: dict[int, float] = {}  # thread id -> when its send began
         threading.Thread(target=self._watch, name="cpu-llm-send-watch", daemon=True).start()
 
     @contextlib.contextmanager
-    def send(self):
+    def send(self) -> Iterator[None]:
         key = threading.get_ident()
         self.sending[key] = time.monotonic()
         try:
@@ -74,7 +78,7 @@ class _SendWatch:
         finally:
             self.sending.pop(key, None)
 
-    def _watch(self):
+    def _watch(self) -> None:
         if self.limit == float("inf"):
             return
         while True:
@@ -87,30 +91,31 @@ class _SendWatch:
                 return
 
 
-_SEND_WATCH = None  # the engine's, made with it (sends from execute() and from the scheduler thread alike)
+# the engine's, made with it (sends from execute() and from the scheduler thread alike)
+_SEND_WATCH: _SendWatch | None = None
 
 
-def _guarded_send():
+def _guarded_send() -> contextlib.AbstractContextManager[None]:
     return _SEND_WATCH.send() if _SEND_WATCH is not None else contextlib.nullcontext()
 
 
 class _Job:
     """One Triton request: its response sender and the sequences (one per batch item) generated for it."""
 
-    def __init__(self, request, sender, request_id, streaming, batch):
+    def __init__(self, request: Any, sender: Any, request_id: str, streaming: bool, batch: int) -> None:
         self.request = request
         self.sender = sender
         self.request_id = request_id
         self.streaming = streaming
         self.batch = batch
-        self.sequences = []
+        self.sequences: list[_Sequence] = []
         self.open = 0  # sequences not yet finished
         self.closed = False  # the FINAL flag has been sent
         self.stop_requested = False
         self.cancelled = False
         self.arrival_ns = time.time_ns()
 
-    def is_cancelled(self):
+    def is_cancelled(self) -> bool:
         # Never probe a closed request: once FINAL is sent Triton deletes the response factory, and probing it then
         # crashes the server (Triton 2.51: SIGSEGV in TRITONBACKEND_ResponseFactoryIsCancelled).
         if not self.cancelled and not self.closed:
@@ -123,7 +128,7 @@ class _Job:
                     break
         return self.cancelled
 
-    def send(self, response=None, final=False):
+    def send(self, response: Any = None, final: bool = False) -> bool:
         """Send (a response and/or) the FINAL flag; False once the sender is unusable (client gone)."""
         if self.closed:
             return False
@@ -146,7 +151,7 @@ class _Job:
                     self.sender.send(flags=FINAL)
             return False
 
-    def fail(self, message, code):
+    def fail(self, message: str, code: Any) -> None:
         for seq in self.sequences:
             seq.done = True
         self.open = 0
@@ -156,30 +161,62 @@ class _Job:
 class _Sequence:
     """One prompt being generated, with its own sampling settings and state."""
 
-    def __init__(self, job, index, prompt):
+    # set by model.py (TritonPythonModel._sequence, _job) and cpu_llm_llmapi.py after __init__; declared for the
+    # type checker only (bare annotations: no class attribute is created, getattr(..., default) still sees none)
+    max_new: int
+    adapter: str | None
+    end_ids: list[int]
+    pad_id: int
+    exclude_input: bool
+    temperature: float
+    top_k: int
+    top_p: float | None
+    greedy: bool
+    min_tokens: int
+    repetition: float
+    presence: float
+    frequency: float
+    stop_words: list[list[int]]
+    bad_words: list[list[int]]
+    bias: Any  # torch tensor [vocab] or None
+    return_log_probs: bool
+    return_context_logits: bool
+    return_generation_logits: bool
+    return_perf_metrics: bool
+    return_num_input_tokens: bool
+    return_num_output_tokens: bool
+    stop_strings: list[str]
+    flags: dict[str, bool]
+    finish_reason: str
+    text_cut: int
+    stop_reason: str
+    text_sent: int
+    tokens_sent: int
+
+    def __init__(self, job: _Job, index: int, prompt: list[int]) -> None:
         self.job = job
         self.index = index
         self.prompt = prompt  # list of ints
-        self.output = []  # generated tokens (end_id excluded)
+        self.output: list[int] = []  # generated tokens (end_id excluded)
         self.done = False
-        self.last_token = None  # sampled, not yet fed to the model
+        self.last_token: int | None = None  # sampled, not yet fed to the model
         self.next_pos = len(prompt)  # position of the next token fed to the model
-        self.log_probs = []
-        self.gen_logits = []
-        self.context_logits = None
+        self.log_probs: list[float] = []
+        self.gen_logits: list[Any] = []  # numpy arrays [vocab]
+        self.context_logits: Any = None  # numpy array [prompt, vocab]
         self.first_scheduled_ns = self.first_token_ns = self.last_token_ns = 0
-        self.counts = None  # token counts over prompt + output, for the penalties
-        self.generator = None
+        self.counts: Any = None  # token counts over prompt + output, for the penalties
+        self.generator: Any = None  # torch.Generator
 
 
 class _Collector:
     """A response sender for a model that is not decoupled: keeps the response until FINAL."""
 
-    def __init__(self):
-        self.response = None
+    def __init__(self) -> None:
+        self.response: Any = None
         self.event = threading.Event()
 
-    def send(self, response=None, flags=0):
+    def send(self, response: Any = None, flags: int = 0) -> None:
         if response is not None:
             self.response = response
         if flags & FINAL:
@@ -190,14 +227,14 @@ class _Collector:
 
 
 
-def _kv_pairs(cache):
+def _kv_pairs(cache: Any) -> list[tuple[Any, Any]]:
     """[(keys, values)] per layer of a transformers cache (5.x `layers`, or 4.x key_cache/value_cache)."""
     if hasattr(cache, "layers"):
         return [(layer.keys, layer.values) for layer in cache.layers]
     return list(zip(cache.key_cache, cache.value_cache, strict=True))
 
 
-def _cache_keyword(model):
+def _cache_keyword(model: Any) -> str:
     """The forward argument that takes the KV cache: ``cache`` in recent transformers 5.x (5.25 warns that
     ``past_key_values`` is removed in 5.40), ``past_key_values`` in earlier releases."""
     import inspect
@@ -205,13 +242,13 @@ def _cache_keyword(model):
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _output_cache(out):
+def _output_cache(out: Any) -> Any:
     """The cache a forward pass returned, under either name (see _cache_keyword)."""
     cache = getattr(out, "cache", None)
     return out.past_key_values if cache is None else cache
 
 
-def _set_kv_pairs(cache, pairs):
+def _set_kv_pairs(cache: Any, pairs: list[tuple[Any, Any]]) -> None:
     if hasattr(cache, "layers"):
         for layer, (k, v) in zip(cache.layers, pairs, strict=True):
             layer.keys, layer.values = k, v
@@ -220,7 +257,7 @@ def _set_kv_pairs(cache, pairs):
         cache.value_cache = [v for _, v in pairs]
 
 
-def _ends_with(seq, word):
+def _ends_with(seq: _Sequence, word: list[int]) -> bool:
     """Whether prompt + output of ``seq`` ends with the token list ``word``."""
     n = len(word)
     if n <= len(seq.output):
@@ -233,7 +270,7 @@ def _ends_with(seq, word):
 class _Engine:
     """The scheduler thread and the running batch (see the module docstring)."""
 
-    def __init__(self, owner, threads):
+    def __init__(self, owner: Any, threads: int) -> None:
         import torch
         from transformers import DynamicCache
 
@@ -246,11 +283,11 @@ class _Engine:
         self.cache_keyword = _cache_keyword(self.model)
         self.threads = threads
         self.cond = threading.Condition()
-        self.waiting = deque()  # jobs not admitted yet
-        self.admitted = []  # jobs with sequences in the running batch
-        self.running = []  # sequences, in cache row order
-        self.cache = None
-        self.mask = None  # [B, T] long: 1 where the cache column holds a real token of that row
+        self.waiting: deque[_Job] = deque()  # jobs not admitted yet
+        self.admitted: list[_Job] = []  # jobs with sequences in the running batch
+        self.running: list[_Sequence] = []  # sequences, in cache row order
+        self.cache: Any = None
+        self.mask: Any = None  # [B, T] long: 1 where the cache column holds a real token of that row
         self.stopping = False
         self.last_waiting_check = 0.0
         # the engine's own queue on Triton's metrics port (request_metrics.py): it takes every request at once, so
@@ -265,14 +302,14 @@ class _Engine:
 
     # ------------------------------------------------------------------------------------- from execute()
 
-    def submit(self, jobs):
+    def submit(self, jobs: list[_Job]) -> None:
         with self.cond:
             if self.stopping:
                 raise RequestError("the model is being unloaded", pb_utils.TritonError.UNAVAILABLE)
             self.waiting.extend(jobs)
             self.cond.notify()
 
-    def request_stop(self, request_id):
+    def request_stop(self, request_id: str) -> bool:
         with self.cond:
             found = False
             for job in [*self.waiting, *self.admitted]:
@@ -282,7 +319,7 @@ class _Engine:
             self.cond.notify()
             return found
 
-    def shutdown(self, timeout=30.0):
+    def shutdown(self, timeout: float = 30.0) -> None:
         with self.cond:
             self.stopping = True
             self.cond.notify()
@@ -290,13 +327,13 @@ class _Engine:
 
     # -------------------------------------------------------------------------------------------- the loop
 
-    def _publish_backlog(self):
+    def _publish_backlog(self) -> None:
         """waiting: not admitted into the running batch yet; active and scheduled: admitted (every admitted request
         runs each iteration here). Called under self.cond."""
         admitted = len(self.admitted)
         self.gauges.set(waiting=len(self.waiting), active=admitted, scheduled=admitted)
 
-    def _loop(self):
+    def _loop(self) -> None:
         torch = self.torch
         if self.threads > 0:
             torch.set_num_threads(self.threads)
@@ -336,7 +373,7 @@ class _Engine:
         for job in left:
             job.fail("the model was unloaded before the request finished", pb_utils.TritonError.UNAVAILABLE)
 
-    def _iteration(self, new_jobs):
+    def _iteration(self, new_jobs: list[_Job]) -> None:
         # 1. cancelled (client gone) and stopped (stop=true) requests: running ones every iteration, queued ones
         #    every 100 ms (each check is a round trip to the Triton process)
         now = time.monotonic()
@@ -370,11 +407,11 @@ class _Engine:
             self._decode()
         self._forget_closed_jobs()
 
-    def _forget_closed_jobs(self):
+    def _forget_closed_jobs(self) -> None:
         with self.cond:
             self.admitted = [job for job in self.admitted if not job.closed]
 
-    def _end_early(self, job):
+    def _end_early(self, job: _Job) -> None:
         """A cancelled request gets a CANCELLED error + FINAL; a stopped one (stop=true) what it has so far."""
         if job.cancelled:
             generated = sum(len(seq.output) for seq in job.sequences)
@@ -392,7 +429,7 @@ class _Engine:
 
     # ----------------------------------------------------------------------------------------- forward passes
 
-    def _prefill(self, seqs):
+    def _prefill(self, seqs: list[_Sequence]) -> None:
         torch = self.torch
         lengths = [len(s.prompt) for s in seqs]
         width = max(lengths)
@@ -418,7 +455,7 @@ class _Engine:
         self._sample_and_accept(seqs, last)
         self._retire()
 
-    def _decode(self):
+    def _decode(self) -> None:
         torch = self.torch
         seqs = self.running
         ids = torch.tensor([[s.last_token] for s in seqs], dtype=torch.long)
@@ -432,7 +469,7 @@ class _Engine:
         self._sample_and_accept(seqs, out.logits[:, -1, :].float())
         self._retire()
 
-    def _forward(self, seqs, **inputs):
+    def _forward(self, seqs: list[_Sequence], **inputs: Any) -> Any:
         """One forward pass over ``seqs`` (one row each): the plain model, or with LoRA adapters one adapter name
         per row (peft's mixed-adapter batch), adapters disabled when every row is a base-model row."""
         if self.peft is None:
@@ -443,13 +480,13 @@ class _Engine:
                 return self.model(**inputs)
         return self.peft(**inputs, adapter_names=names)
 
-    def _merge(self, seqs, cache, mask):
+    def _merge(self, seqs: list[_Sequence], cache: Any, mask: Any) -> None:
         if not self.running:
             self.running, self.cache, self.mask = list(seqs), cache, mask
             return
         width = max(self.mask.shape[1], mask.shape[1])
 
-        def left_pad(x, columns_dim):
+        def left_pad(x: Any, columns_dim: int) -> Any:
             missing = width - x.shape[columns_dim]
             if not missing:
                 return x
@@ -464,7 +501,7 @@ class _Engine:
         self.mask = self.torch.cat([left_pad(self.mask, 1), left_pad(mask, 1)], dim=0)
         self.running = self.running + list(seqs)
 
-    def _retire(self):
+    def _retire(self) -> None:
         """Drop finished sequences' cache rows and the cache columns no remaining row uses."""
         keep = [i for i, s in enumerate(self.running) if not s.done]
         if len(keep) == len(self.running):
@@ -484,7 +521,7 @@ class _Engine:
 
     # ---------------------------------------------------------------------------------------------- sampling
 
-    def _sample_and_accept(self, seqs, logits):
+    def _sample_and_accept(self, seqs: list[_Sequence], logits: Any) -> None:
         torch = self.torch
         now = time.time_ns()
         for i, s in enumerate(seqs):
@@ -502,7 +539,7 @@ class _Engine:
             log_prob = float(torch.log_softmax(chosen, dim=-1)[token]) if s.return_log_probs else None
             self._accept(s, token, now, raw, log_prob)
 
-    def _sample(self, s, raw):
+    def _sample(self, s: _Sequence, raw: Any) -> tuple[int, Any]:
         """(the token, the logits it was drawn from) for one sequence's row of logits."""
         torch = self.torch
         row = self._process(s, raw)
@@ -532,7 +569,7 @@ class _Engine:
             token = int(torch.multinomial(probs, 1, generator=s.generator))
         return token, chosen
 
-    def _process(self, s, row):
+    def _process(self, s: _Sequence, row: Any) -> Any:
         """Bias, penalties, min_tokens and bad words applied to one row of logits (a new tensor if changed)."""
         torch = self.torch
         changed = False
@@ -562,7 +599,7 @@ class _Engine:
             row[torch.tensor(banned, dtype=torch.long)] = float("-inf")
         return row
 
-    def _accept(self, s, token, now, raw_logits, log_prob):
+    def _accept(self, s: _Sequence, token: int, now: int, raw_logits: Any, log_prob: float | None) -> None:
         if not s.first_token_ns:
             s.first_token_ns = now
         s.last_token_ns = now
@@ -595,7 +632,7 @@ class _Engine:
             s.finish_reason = "length"
             self._finish(s)
 
-    def _finish(self, s):
+    def _finish(self, s: _Sequence) -> None:
         if s.done:
             return
         s.done = True

@@ -27,7 +27,11 @@ model.py hands requests of a model whose config declares `text_input` to :class:
 into the engine's own tensors and, for each response, the engine's sequence back into text outputs.
 """
 
+from __future__ import annotations
+
 import os
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -55,7 +59,7 @@ MAX_TEXT_BYTES = 1 << 20  # the tokenizers' limit
 OUTPUT_FLAGS = ("return_finish_reason", "return_stop_reason", "return_cumulative_logprob")
 
 
-def implies_greedy(*, temperature, top_p, top_k):
+def implies_greedy(*, temperature: float | None, top_p: float | None, top_k: int | None) -> bool:
     """Whether the LLM API decodes greedily given these sampling parameters (None: not sent). Upstream's rule
     (NVIDIA/TensorRT-LLM tensorrt_llm/sampling_params.py, SamplingParams.params_imply_greedy_decoding @
     a98a9061d72f6fd39f5d055ebdd2c6878a100e2c): greedy when none of the three is given, or top_k is 1, or top_p is 0,
@@ -65,13 +69,13 @@ def implies_greedy(*, temperature, top_p, top_k):
     return (temperature is None and top_p is None and top_k is None) or top_k == 1 or top_p == 0 or temperature == 0
 
 
-def decode(value, strict=False):
+def decode(value: object, strict: bool = False) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="strict" if strict else "replace")
     return str(value)
 
 
-def read_model_yaml(version_dir):
+def read_model_yaml(version_dir: str) -> dict[str, Any]:
     """The LLM API model's model.yaml (LLM() arguments) with a relative `model` resolved; {} without one."""
     path = os.path.join(version_dir, os.environ.get("LLM_CONFIG_PATH", "model.yaml"))
     if not os.path.isfile(path):
@@ -94,11 +98,11 @@ class LLMAPITensors:
     ``engine`` is the cpu_llm_engine module as model.py loaded it: its RequestError is the one model.py answers
     (a second load of that file would make another class, which model.py would not catch)."""
 
-    def __init__(self, engine, tokenizer, model_name, batched):
+    def __init__(self, engine: ModuleType, tokenizer: Any, model_name: str, batched: bool) -> None:
         self.error, self.unsupported = engine.RequestError, engine._error_code("UNSUPPORTED")
         self.tokenizer, self.model_name, self.batched = tokenizer, model_name, batched
 
-    def engine_inputs(self, arrays):
+    def engine_inputs(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
         """LLM API inputs -> the engine's own (tokenized prompts, renamed sampling inputs), plus per-item stop
         strings and the requested output fields."""
         for name, rule in UNSUPPORTED.items():
@@ -167,7 +171,7 @@ class LLMAPITensors:
             out["return_log_probs"] = np.ones((batch, 1), dtype=bool)
         return out, {"stop": per_item, "flags": flags}
 
-    def stop_string_hit(self, seq):
+    def stop_string_hit(self, seq: Any) -> bool:
         """After a new token: whether the text now holds a stop string (the text is cut before it)."""
         text = self.tokenizer.decode(seq.output, skip_special_tokens=True)
         hits = [(text.find(s), s) for s in seq.stop_strings if s in text]
@@ -177,7 +181,7 @@ class LLMAPITensors:
         seq.text_cut, seq.stop_reason = index, string
         return True
 
-    def response(self, seq):
+    def response(self, seq: Any) -> Any:
         """LLM API outputs for ``seq``: the whole text (final, not streaming) or the new text since the last
         response (streaming; None when nothing can be sent yet)."""
         job = seq.job

@@ -113,21 +113,28 @@ Only numpy, torch, transformers and triton_python_backend_utils are imported (ne
 runs in an NGC Triton container too.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import warnings
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def _load_sibling(name):
+def _load_sibling(name: str) -> ModuleType:
     """A module shipped next to this model.py, loaded by path: neither Triton's sys.path nor another model's module
     of the same name decides which file it is."""
     import importlib.util
 
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", path)
+    if spec is None or spec.loader is None:  # not for a path ending in .py (a source file's loader)
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -173,14 +180,14 @@ PERF_OUTPUTS_INT32 = ("kv_cache_alloc_new_blocks", "kv_cache_reused_blocks", "kv
 
 
 
-def _truthy(text):
+def _truthy(text: object) -> bool:
     return str(text).strip().lower() in ("1", "true", "yes", "y", "t", "on")
 
 
 # ---------------------------------------------------------------------------------------------------- requests
 
 
-def _int8_linear_layers(torch, model):
+def _int8_linear_layers(torch: Any, model: Any) -> Any:
     """torch's dynamic int8 quantization of the Linear layers (see the `weights` parameter).
 
     torch deprecates torch.ao.quantization for torchao (its DeprecationWarning says "will be removed in 2.10"; 2.13
@@ -205,7 +212,11 @@ def _int8_linear_layers(torch, model):
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    # set in initialize() (None unless the LLM API tensors are served): the tokenizer and the LLMAPITensors
+    tokenizer: Any
+    text: Any
+
+    def initialize(self, args: dict[str, Any]) -> None:
         import torch
 
         self.torch = torch
@@ -214,7 +225,7 @@ class TritonPythonModel:
         self.model_version = args.get("model_version", "1")  # the engine's request metrics' label
         params = {k: (v or {}).get("string_value", "") for k, v in self.config.get("parameters", {}).items()}
 
-        def param(name, default=None):
+        def param(name: str, default: Any = None) -> Any:
             value = params.get(name, "")
             value = value.strip() if isinstance(value, str) else value
             return default if value in ("", None) or str(value).startswith("${") else value
@@ -262,7 +273,7 @@ class TritonPythonModel:
         # the checkpoint's own code (its auto_map) only when the spec's trust_remote_code said so
         trusted = _truthy(param("trust_remote_code", "false"))
         try:
-            model = AutoModelForCausalLM.from_pretrained(
+            model: Any = AutoModelForCausalLM.from_pretrained(
                 checkpoint, dtype=dtype, attn_implementation=attn, trust_remote_code=trusted
             )
         except TypeError:  # transformers < 4.56 names it torch_dtype
@@ -290,15 +301,15 @@ class TritonPythonModel:
             eos = getattr(text_config, "eos_token_id", None)
         eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
         self.default_end_ids = [int(e) for e in eos if e is not None and int(e) >= 0]
-        self.logits_dtypes = {}
+        self.logits_dtypes: dict[str, Any] = {}  # output name -> numpy dtype
         for out in self.config.get("output", []):
             if out["name"] in ("context_logits", "generation_logits"):
                 self.logits_dtypes[out["name"]] = pb_utils.triton_string_to_numpy(out["data_type"])
 
         with torch.inference_mode():  # warm up (first-call allocations, lazy initialisation)
             model(input_ids=torch.zeros((1, 2), dtype=torch.long), use_cache=False, logits_to_keep=1)
-        self.peft = None
-        self.adapter_names = {}  # lora_task_id -> adapter name
+        self.peft: Any = None  # the peft.PeftModel over self.model, with adapters
+        self.adapter_names: dict[int, str] = {}  # lora_task_id -> adapter name
         table = param("adapters_table", None)
         if table:
             self._load_adapters(table, model_dir, version_dir)
@@ -315,9 +326,9 @@ class TritonPythonModel:
                      f"max_batch_size={self.max_batch} max_seq_len={self.max_seq_len} "
                      f"max_input_len={self.max_input_len} decoupled={self.decoupled}")
 
-    def _load_adapters(self, table, model_dir, version_dir):
+    def _load_adapters(self, table: str, model_dir: str, version_dir: str) -> None:
         """Every adapter of the table on one shared base model (see the module docstring)."""
-        def resolve(path):
+        def resolve(path: str) -> str:
             if path.startswith("$$TRITON_MODEL_DIRECTORY"):
                 path = model_dir + path[len("$$TRITON_MODEL_DIRECTORY"):]
             return path if os.path.isabs(path) else os.path.join(version_dir, path)
@@ -347,7 +358,7 @@ class TritonPythonModel:
 
     # ------------------------------------------------------------------------------------------- execute
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any] | None:
         collectors, jobs = [], []
         for request in requests:
             sender = request.get_response_sender() if self.decoupled else _Collector()
@@ -378,7 +389,7 @@ class TritonPythonModel:
             responses.append(collector.response or pb_utils.InferenceResponse(output_tensors=[]))
         return responses
 
-    def finalize(self):
+    def finalize(self) -> None:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()
@@ -386,13 +397,13 @@ class TritonPythonModel:
     # -------------------------------------------------------------------------------------- request parsing
 
     @staticmethod
-    def _request_id(request):
+    def _request_id(request: Any) -> str:
         try:
             return request.request_id() or ""
         except Exception:
             return ""
 
-    def _job(self, request, sender):
+    def _job(self, request: Any, sender: Any) -> Any:
         """Read and check one request; returns the job to schedule, or None when it was answered already."""
         arrays = {}
         for tensor in request.inputs():
@@ -404,7 +415,7 @@ class TritonPythonModel:
         if self.llmapi:
             arrays, llmapi_extra = self.text.engine_inputs(arrays)
 
-        def present(name):
+        def present(name: str) -> bool:
             return name in arrays and arrays[name].size > 0
 
         if present("stop") and bool(arrays["stop"].reshape(-1)[0]):
@@ -450,7 +461,7 @@ class TritonPythonModel:
         if not present("request_output_len"):
             raise RequestError("input 'request_output_len' (TYPE_INT32 [1]) is required")
 
-        def scalar(name, b, default):
+        def scalar(name: str, b: int, default: Any) -> Any:
             if not present(name):
                 return default
             flat = arrays[name].reshape(arrays[name].shape[0], -1)
@@ -474,7 +485,8 @@ class TritonPythonModel:
         job.open = len(job.sequences)
         return job
 
-    def _sequence(self, job, b, ids, arrays, scalar, present):
+    def _sequence(self, job: Any, b: int, ids: np.ndarray, arrays: dict[str, np.ndarray],
+                  scalar: Callable[[str, int, Any], Any], present: Callable[[str], bool]) -> Any:
         torch = self.torch
         where = f"batch item {b}: " if job.batch > 1 else ""
         width = ids.shape[1]
@@ -573,7 +585,7 @@ class TritonPythonModel:
             setattr(seq, flag, bool(scalar(flag, b, False)))
         return seq
 
-    def _word_list(self, arrays, name, b, where):
+    def _word_list(self, arrays: dict[str, np.ndarray], name: str, b: int, where: str) -> list[list[int]]:
         """Upstream's [2, L] word list (flattened ids, cumulative offsets padded with -1) -> list of token lists."""
         value = arrays[name]
         if value.ndim == 2:  # [2, L] without a batch dimension
@@ -600,7 +612,8 @@ class TritonPythonModel:
 
     # ------------------------------------------------------------------------------------------- responses
 
-    def response_for(self, seq, tokens, log_probs, gen_logits, include_context):
+    def response_for(self, seq: Any, tokens: list[int], log_probs: list[float], gen_logits: list[Any],
+                     include_context: bool) -> Any:
         """The output tensors of one response for ``seq`` carrying ``tokens``."""
         if self.llmapi:
             return self.text.response(seq)

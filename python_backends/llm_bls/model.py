@@ -41,17 +41,22 @@ Only numpy, triton_python_backend_utils and bls_retired.py (shipped beside it) a
 the file runs in an NGC container.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def _load_sibling(name):
+def _load_sibling(name: str) -> ModuleType:
     """A module shipped next to this model.py, loaded by path: neither Triton's sys.path nor another model's module
     of the same name decides which file it is."""
     import importlib.util
@@ -59,6 +64,8 @@ def _load_sibling(name):
 
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", path)
+    if spec is None or spec.loader is None:  # not for a path ending in .py (a source file's loader)
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -152,7 +159,7 @@ TRT_OUTPUTS = (
 class RequestError(Exception):
     """A problem with one request: an error response to that request only."""
 
-    def __init__(self, message, code=None):
+    def __init__(self, message: str, code: Any = None) -> None:
         super().__init__(message)
         self.code = pb_utils.TritonError.INVALID_ARG if code is None else code
 
@@ -160,23 +167,23 @@ class RequestError(Exception):
 class StepError(Exception):
     """A step answered an error: passed on to the client with the step's message and code."""
 
-    def __init__(self, error):
+    def __init__(self, error: Any) -> None:
         super().__init__(_message(error))
         self.error = error
 
 
-def _message(error):
+def _message(error: Any) -> str:
     try:
         return error.message()
     except Exception:
         return str(error)
 
 
-def _code(name):
+def _code(name: str) -> Any:
     return getattr(pb_utils.TritonError, name, pb_utils.TritonError.INTERNAL)
 
 
-def _log(level, message):
+def _log(level: str, message: str) -> None:
     logger = getattr(pb_utils, "Logger", None)
     if logger is not None:
         getattr(logger, f"log_{level}", logger.log_info)(message)
@@ -184,11 +191,11 @@ def _log(level, message):
         print(f"[llm_bls] {level}: {message}", flush=True)
 
 
-def _truthy(value):
+def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "y", "t", "on")
 
 
-def _is_set(array):
+def _is_set(array: np.ndarray | None) -> bool:
     """An optional input counts as sent when it holds something (an empty string list does not)."""
     if array is None or array.size == 0:
         return False
@@ -200,13 +207,13 @@ def _is_set(array):
 class _Job:
     """One client request being answered: where its responses go, and how to stop its generation."""
 
-    def __init__(self, request, sender, trt_request_id):
+    def __init__(self, request: Any, sender: Any, trt_request_id: str) -> None:
         self.request = request
         self.sender = sender
         self.trt_request_id = trt_request_id
-        self.iterator = None  # the running tensorrt_llm response iterator
+        self.iterator: Any = None  # the running tensorrt_llm response iterator
         self.stream_key = uuid.uuid4().hex  # postprocessing's per-stream detokenization state
-        self.accumulated = {}  # accumulate_tokens: batch index -> all tokens so far
+        self.accumulated: dict[int, np.ndarray] = {}  # accumulate_tokens: batch index -> all tokens so far
         self.cancelled = False
         self.stop_sent = False
         self.closed = False
@@ -215,7 +222,7 @@ class _Job:
         # TRITONBACKEND_ResponseFactoryIsCancelled): probe and FINAL are serialized, and a closed job is not probed.
         self.lock = threading.Lock()
 
-    def is_cancelled(self):
+    def is_cancelled(self) -> bool:
         with self.lock:
             if self.cancelled or self.closed:
                 return self.cancelled
@@ -229,7 +236,7 @@ class _Job:
                 break
             return self.cancelled
 
-    def send(self, response=None, final=False):
+    def send(self, response: Any = None, final: bool = False) -> None:
         with self.lock:
             if self.closed:
                 return
@@ -247,20 +254,20 @@ class _Job:
 class _Collector:
     """The response sender of a non-decoupled request: keeps every response until FINAL."""
 
-    def __init__(self):
-        self.responses = []
+    def __init__(self) -> None:
+        self.responses: list[Any] = []
 
-    def send(self, response=None, flags=0):
+    def send(self, response: Any = None, flags: int = 0) -> None:
         if response is not None:
             self.responses.append(response)
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         params = {k: (v or {}).get("string_value", "") for k, v in config.get("parameters", {}).items()}
 
-        def param(name, default):
+        def param(name: str, default: str) -> str:
             value = (params.get(name) or "").strip()
             return default if not value or value.startswith("${") else value
 
@@ -298,20 +305,20 @@ class TritonPythonModel:
         self.trt_outputs = ["output_ids", "sequence_length"] + [n for n in TRT_OUTPUTS if n in self.declared_outputs]
 
         self.lock = threading.Lock()
-        self.jobs = set()
-        self.threads = []
+        self.jobs: set[_Job] = set()
+        self.threads: list[threading.Thread] = []
         self.stopping = threading.Event()
         self.watcher = threading.Thread(target=self._watch_cancellation, name="llm-bls-cancel", daemon=True)
         self.watcher.start()
 
-    def finalize(self):
+    def finalize(self) -> None:
         self.stopping.set()
         for thread in [*self.threads, self.watcher]:
             thread.join(timeout=5)
 
     # ------------------------------------------------------------------------------------------------- execute
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any] | None:
         if self.decoupled:
             for request in requests:
                 thread = threading.Thread(target=self._answer, args=(request, request.get_response_sender()),
@@ -326,7 +333,7 @@ class TritonPythonModel:
             responses.append(self._merged(collector.responses))
         return responses
 
-    def _answer(self, request, sender):
+    def _answer(self, request: Any, sender: Any) -> None:
         """Run the pipeline for one request; every outcome ends with FINAL."""
         job = _Job(request, sender, self._trt_request_id(request))
         with self.lock:
@@ -353,7 +360,7 @@ class TritonPythonModel:
                 self.jobs.discard(job)
 
     @staticmethod
-    def _trt_request_id(request):
+    def _trt_request_id(request: Any) -> str:
         """The client's request id (so its `stop` to tensorrt_llm still works), else a fresh one."""
         try:
             given = request.request_id() or ""
@@ -361,7 +368,7 @@ class TritonPythonModel:
             given = ""
         return given or f"bls-{uuid.uuid4().hex}"
 
-    def _merged(self, responses):
+    def _merged(self, responses: list[Any]) -> Any:
         """A non-decoupled request's one response: the only one, or the per-prompt ones joined (B > 1)."""
         errors = [r for r in responses if r.has_error()]
         if errors or len(responses) == 1:
@@ -380,7 +387,7 @@ class TritonPythonModel:
 
     # ------------------------------------------------------------------------------------------------ pipeline
 
-    def _run(self, job):
+    def _run(self, job: _Job) -> None:
         arrays = {t.name(): t.as_numpy() for t in job.request.inputs()}
         if not self.batched:
             arrays = {k: v[np.newaxis, ...] for k, v in arrays.items()}
@@ -404,7 +411,7 @@ class TritonPythonModel:
                 # the adapter was evicted from TensorRT-LLM's LoRA cache: send it again, with its weights
                 _log("info", f"request '{job.trt_request_id}': {err}; resending the adapter's weights")
 
-    def _check(self, arrays):
+    def _check(self, arrays: dict[str, np.ndarray]) -> None:
         if "text_input" not in arrays or arrays["text_input"].size == 0:
             raise RequestError("input 'text_input' (TYPE_STRING [1]) is required")
         if "max_tokens" not in arrays or arrays["max_tokens"].size == 0:
@@ -419,11 +426,11 @@ class TritonPythonModel:
                                "speculative decoding", unsupported)
 
     @staticmethod
-    def _tensor(name, array):
+    def _tensor(name: str, array: np.ndarray) -> Any:
         # inputs declared with `reshape: []` reach a model without their [1]; the next model wants it back
         return pb_utils.Tensor(name, array.reshape(-1, 1) if array.ndim == 1 else array)
 
-    def _call(self, model, inputs, outputs, request_id=""):
+    def _call(self, model: str, inputs: list[Any], outputs: list[str], request_id: str = "") -> dict[str, np.ndarray]:
         """A non-streamed BLS call; a StepError on failure."""
         request = pb_utils.InferenceRequest(model_name=model, inputs=inputs, requested_output_names=outputs,
                                             request_id=request_id)
@@ -432,7 +439,7 @@ class TritonPythonModel:
             raise StepError(response.error())
         return {t.name(): t.as_numpy() for t in response.output_tensors()}
 
-    def _preprocess(self, arrays, force_weights=False):
+    def _preprocess(self, arrays: dict[str, np.ndarray], force_weights: bool = False) -> dict[str, np.ndarray]:
         inputs = [self._tensor(pre, arrays[ours]) for pre, ours in self.pre_inputs.items() if ours in arrays]
         if force_weights:
             batch = arrays["text_input"].shape[0]
@@ -440,7 +447,7 @@ class TritonPythonModel:
             inputs.append(pb_utils.Tensor("lora_send_weights", np.ones((batch, 1), dtype=bool)))
         return self._call(self.pre_model, inputs, list(self.pre_outputs))
 
-    def _generate(self, job, arrays, pre):
+    def _generate(self, job: _Job, arrays: dict[str, np.ndarray], pre: dict[str, np.ndarray]) -> Iterator[Any]:
         """tensorrt_llm's responses (each checked), streamed as they come when tensorrt_llm is decoupled."""
         inputs = [pb_utils.Tensor(self.pre_outputs[name], value) for name, value in pre.items()
                   if name in self.pre_outputs]
@@ -462,7 +469,7 @@ class TritonPythonModel:
             job.iterator = None
             _retired.keep(responses)  # the last reference stays Python's
 
-    def _forward(self, job, response, streaming):
+    def _forward(self, job: _Job, response: Any, streaming: bool) -> None:
         """Postprocess one tensorrt_llm response and send it on."""
         outputs = {t.name(): t.as_numpy() for t in response.output_tensors()}
         if "output_ids" not in outputs or "sequence_length" not in outputs:
@@ -490,7 +497,7 @@ class TritonPythonModel:
 
     # -------------------------------------------------------------------------------------------- cancellation
 
-    def _watch_cancellation(self):
+    def _watch_cancellation(self) -> None:
         """Every request is checked for cancellation while it runs (a BLS call blocks its own thread)."""
         while not self.stopping.wait(CANCEL_POLL_SECONDS):
             with self.lock:
@@ -501,7 +508,7 @@ class TritonPythonModel:
                     # on its own thread: a stop can wait behind a busy engine, other requests must not
                     threading.Thread(target=self._stop, args=(job,), daemon=True).start()
 
-    def _stop(self, job):
+    def _stop(self, job: _Job) -> None:
         """Stop the engine's generation for a cancelled request: cancel the BLS stream where pb_utils can, and
         send upstream's `stop` (the running request's id) to tensorrt_llm."""
         _log("info", f"request '{job.trt_request_id}' was cancelled: stopping its generation")

@@ -42,10 +42,13 @@ Incremental decoding uses clean_up_tokenization_spaces=False (so a prefix decode
 one-shot decoding (no id) uses the tokenizer's own setting, as upstream.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import time
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -55,28 +58,28 @@ MAX_HELD_TOKENS = 4  # a UTF-8 character has at most 4 bytes, so at most 4 byte 
 CONTEXT_TOKENS = 8  # emitted tokens kept per stream as decoding context
 
 
-def _truthy(text):
+def _truthy(text: Any) -> bool:
     return str(text).strip().lower() in ("1", "true", "yes", "y", "t", "on")
 
 
 class _Stream:
     __slots__ = ("ids", "prefix", "read", "touched")
 
-    def __init__(self):
-        self.ids = []  # context (ids[prefix:read], already emitted) followed by held-back / new tokens
+    def __init__(self) -> None:
+        self.ids: list[int] = []  # context (ids[prefix:read], already emitted) followed by held-back / new tokens
         self.prefix = 0
         self.read = 0
         self.touched = time.monotonic()
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, Any]) -> None:
         from transformers import AutoTokenizer
 
         config = json.loads(args["model_config"])
         params = {k: (v or {}).get("string_value", "") for k, v in config.get("parameters", {}).items()}
 
-        def param(name, default):
+        def param(name: str, default: str) -> str:
             value = (params.get(name) or "").strip()
             return default if not value or value.startswith("${") else value
 
@@ -93,24 +96,24 @@ class TritonPythonModel:
         # so (upstream always passes True: any code a checkpoint shipped ran inside Triton), legacy=False the fixed
         # sentencepiece handling of special tokens
         trusted = _truthy(param("trust_remote_code", "false"))
-        self.tokenizer = AutoTokenizer.from_pretrained(
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(
             tokenizer_dir, legacy=False, padding_side="left", trust_remote_code=trusted
         )
         self.skip_special_tokens = _truthy(param("skip_special_tokens", "true"))
         self.ttl = float(param("stream_state_ttl_seconds", "300"))
         self.max_streams = int(param("max_stream_states", "4096"))
-        self.streams = OrderedDict()
+        self.streams: OrderedDict[tuple[Any, ...], _Stream] = OrderedDict()
         self.last_purge = time.monotonic()
 
     # ------------------------------------------------------------------------------------------------ decoding
 
-    def decode(self, ids, incremental=False):
+    def decode(self, ids: list[int], incremental: bool = False) -> str:
         if incremental:
             return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens,
                                          clean_up_tokenization_spaces=False)
         return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
 
-    def decode_incremental(self, key, new_ids):
+    def decode_incremental(self, key: tuple[Any, ...], new_ids: list[int]) -> str:
         """The text that ``new_ids`` add to stream ``key`` (holding back an incomplete trailing character)."""
         stream = self.streams.pop(key, None) or _Stream()
         stream.ids.extend(new_ids)
@@ -147,7 +150,7 @@ class TritonPythonModel:
         stream.prefix, stream.read = 0, end - start
         return piece
 
-    def _purge(self):
+    def _purge(self) -> None:
         now = time.monotonic()
         if now - self.last_purge < 1.0 or not self.streams:
             return
@@ -159,7 +162,7 @@ class TritonPythonModel:
             del self.streams[key]
 
     @staticmethod
-    def _stream_key(request):
+    def _stream_key(request: Any) -> tuple[str, Any] | None:
         try:
             request_id = request.request_id() or ""
         except Exception:
@@ -174,7 +177,7 @@ class TritonPythonModel:
 
     # ------------------------------------------------------------------------------------------------- execute
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         self._purge()
         responses = []
         for request in requests:
@@ -187,7 +190,7 @@ class TritonPythonModel:
                     f"postprocessing failed: {type(err).__name__}: {err}", code)))
         return responses
 
-    def _response(self, request):
+    def _response(self, request: Any) -> Any:
         tokens = pb_utils.get_input_tensor_by_name(request, "TOKENS_BATCH")
         lengths = pb_utils.get_input_tensor_by_name(request, "SEQUENCE_LENGTH")
         if tokens is None or lengths is None:

@@ -73,9 +73,14 @@ without adding more. An adapter's system prompt comes first unless the conversat
 Bad input gets an error response for that request only.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from collections.abc import Callable
 from datetime import datetime
+from types import ModuleType
+from typing import Any, NoReturn, cast
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -84,22 +89,22 @@ UNSUPPORTED_INPUTS = ("DECODER_QUERY", "IMAGE_BYTES", "IMAGE_URL", "IMAGES", "IM
 
 
 class RequestError(Exception):
-    def __init__(self, message, code=None):
+    def __init__(self, message: str, code: Any = None) -> None:
         super().__init__(message)
         self.code = pb_utils.TritonError.INVALID_ARG if code is None else code
 
 
-def _truthy(text):
+def _truthy(text: Any) -> bool:
     return str(text).strip().lower() in ("1", "true", "yes", "y", "t", "on")
 
 
-def _resolve(path, model_dir, version_dir):
+def _resolve(path: str, model_dir: str, version_dir: str) -> str:
     if path.startswith("$$TRITON_MODEL_DIRECTORY"):
         path = model_dir + path[len("$$TRITON_MODEL_DIRECTORY"):]
     return path if os.path.isabs(path) else os.path.join(version_dir, path)
 
 
-def _lora_weights_tensor(name, weights):
+def _lora_weights_tensor(name: str, weights: np.ndarray) -> Any:
     """OUT_LORA_WEIGHTS in the engine's dtype (tensorrt_llm's input is rendered with it). bf16 is stored as its
     uint16 bit pattern (numpy has no bfloat16) and goes out as a BF16 tensor through DLPack."""
     if weights.dtype != np.uint16:
@@ -115,7 +120,7 @@ def _lora_weights_tensor(name, weights):
 MAX_TEXT_BYTES = 1 << 20
 
 
-def _text(item, name):
+def _text(item: Any, name: str) -> str:
     if isinstance(item, bytes) and len(item) > MAX_TEXT_BYTES:
         raise RequestError(f"{name} is {len(item)} bytes; at most {MAX_TEXT_BYTES} are taken (a prompt that long is "
                            "far past any model's context)")
@@ -127,7 +132,7 @@ def _text(item, name):
     return str(item)
 
 
-def _conversation(value):
+def _conversation(value: Any) -> list[dict[str, str]] | None:
     """chat_messages: None when absent or empty, else the JSON list of {"role", "content"} messages it holds, checked
     (a bad one is this request's error, naming what is wrong)."""
     if value is None:
@@ -152,19 +157,20 @@ def _conversation(value):
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def compile_chat_template(source):
+def compile_chat_template(source: str) -> Any:
     """A jinja2 template compiled the way transformers compiles chat templates."""
     import jinja2
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    def raise_exception(message):
+    def raise_exception(message: str) -> NoReturn:
         raise jinja2.exceptions.TemplateError(message)
 
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    def tojson(x: Any, ensure_ascii: bool = False, indent: int | str | None = None,
+               separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
-    def strftime_now(format):
+    def strftime_now(format: str) -> str:
         return datetime.now().strftime(format)
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
@@ -174,7 +180,7 @@ def compile_chat_template(source):
     return env.from_string(source)
 
 
-def find_chat_template(tokenizer_dir, tokenizer=None):
+def find_chat_template(tokenizer_dir: str, tokenizer: Any = None) -> str | None:
     """The default chat template of a tokenizer folder (chat_template.jinja, else tokenizer_config.json), or None."""
     jinja_file = os.path.join(tokenizer_dir, "chat_template.jinja")
     if os.path.isfile(jinja_file):
@@ -196,13 +202,13 @@ def find_chat_template(tokenizer_dir, tokenizer=None):
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, Any]) -> None:
         from transformers import AutoTokenizer
 
         config = json.loads(args["model_config"])
         params = {k: (v or {}).get("string_value", "") for k, v in config.get("parameters", {}).items()}
 
-        def param(name, default):
+        def param(name: str, default: str) -> str:
             value = (params.get(name) or "").strip()
             return default if not value or value.startswith("${") else value
 
@@ -217,7 +223,7 @@ class TritonPythonModel:
         # so (upstream always passes True: any code a checkpoint shipped ran inside Triton), legacy=False the fixed
         # sentencepiece handling of special tokens
         trusted = _truthy(param("trust_remote_code", "false"))
-        self.tokenizer = AutoTokenizer.from_pretrained(
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(
             self.tokenizer_dir, legacy=False, padding_side="left", trust_remote_code=trusted
         )
         tok = self.tokenizer
@@ -240,7 +246,7 @@ class TritonPythonModel:
         self.exclude_default = _truthy(param("exclude_input_in_output", "true"))
         probe = tok.encode("a") if self.text_mode else []
         self.adds_bos = bool(probe) and tok.bos_token_id is not None and probe[0] == tok.bos_token_id
-        self.adapters = {}  # name -> {"lora_task_id": int, "system_prompt": str | None}
+        self.adapters: dict[str, dict[str, Any]] = {}  # name -> {"lora_task_id": int, "system_prompt": str | None}
         table = param("adapters_table", "")
         if table:
             table = _resolve(table, model_dir, version_dir)
@@ -248,13 +254,15 @@ class TritonPythonModel:
                 self.adapters = dict(json.load(f).get("adapters", {}))
         lora_dir = param("lora_weights_dir", "")
         self.lora_dir = _resolve(lora_dir, model_dir, version_dir) if lora_dir else None
-        self.lora_loaded = {}  # task id -> (weights [1, rows, width], config [1, rows, 3])
-        self.lora_sent = set()  # task ids whose weights this instance has sent to TensorRT-LLM
+        # task id -> (weights [1, rows, width], config [1, rows, 3])
+        self.lora_loaded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.lora_sent: set[int] = set()  # task ids whose weights this instance has sent to TensorRT-LLM
 
-    def lora_tensors(self, task_id):
+    def lora_tensors(self, task_id: int) -> tuple[np.ndarray, np.ndarray]:
         """The TensorRT-LLM LoRA tensors of an adapter (read once, then kept)."""
         if task_id not in self.lora_loaded:
-            folder = os.path.join(self.lora_dir, str(task_id))
+            # only called by lora_outputs once it has returned when lora_dir is None
+            folder = os.path.join(cast(str, self.lora_dir), str(task_id))
             try:
                 weights = np.load(os.path.join(folder, "model.lora_weights.npy"))
                 config = np.load(os.path.join(folder, "model.lora_config.npy"))
@@ -265,7 +273,9 @@ class TritonPythonModel:
             self.lora_loaded[task_id] = (weights, config.astype(np.int32))
         return self.lora_loaded[task_id]
 
-    def lora_outputs(self, arrays, task_ids, per_item):
+    def lora_outputs(
+        self, arrays: dict[str, np.ndarray], task_ids: list[int | None], per_item: Callable[[str, Any], list[Any]]
+    ) -> list[Any]:
         """OUT_LORA_WEIGHTS/OUT_LORA_CONFIG for this request, or [] when TensorRT-LLM has the weights cached."""
         if "LORA_WEIGHTS" in arrays and arrays["LORA_WEIGHTS"].size:
             if "LORA_CONFIG" not in arrays or not arrays["LORA_CONFIG"].size:
@@ -289,7 +299,7 @@ class TritonPythonModel:
         return [_lora_weights_tensor("OUT_LORA_WEIGHTS", np.repeat(weights, batch, axis=0)),
                 pb_utils.Tensor("OUT_LORA_CONFIG", np.repeat(config, batch, axis=0))]
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
         for request in requests:
             try:
@@ -303,7 +313,9 @@ class TritonPythonModel:
 
     # ----------------------------------------------------------------------------------------------- encoding
 
-    def render_chat(self, query, system_prompt=None, messages=None):
+    def render_chat(
+        self, query: str, system_prompt: str | None = None, messages: list[dict[str, str]] | None = None
+    ) -> str:
         """The chat-template rendering of one user message (or of ``messages``, a conversation), after the system
         prompt if any and the conversation has none (special tokens included)."""
         if self.chat_template is None:
@@ -324,12 +336,15 @@ class TritonPythonModel:
         except jinja2.exceptions.TemplateError as err:
             raise RequestError(f"the chat template failed: {err}") from None
 
-    def encode_query(self, query, chat, system_prompt=None, messages=None):
+    def encode_query(
+        self, query: str, chat: bool, system_prompt: str | None = None,
+        messages: list[dict[str, str]] | None = None,
+    ) -> list[int]:
         if chat or system_prompt or messages:
             return self.tokenizer.encode(self.render_chat(query, system_prompt, messages), add_special_tokens=False)
         return self.tokenizer.encode(query, add_special_tokens=self.add_special_tokens)
 
-    def word_list(self, rows, batch):
+    def word_list(self, rows: np.ndarray | None, batch: int) -> np.ndarray:
         """Upstream's [batch, 2, L] word-list format from per-item lists of strings (None: [batch, 2, 0])."""
         if rows is None:
             return np.zeros((batch, 2, 0), dtype=np.int32)
@@ -355,7 +370,7 @@ class TritonPythonModel:
             out[i, 1, : len(ends)] = ends
         return out
 
-    def embedding_bias(self, words, weights, batch):
+    def embedding_bias(self, words: np.ndarray | None, weights: np.ndarray | None, batch: int) -> np.ndarray:
         if words is None or weights is None:
             return np.zeros((batch, 0), dtype=np.float32)
         out = np.zeros((batch, self.vocab_size), dtype=np.float32)
@@ -370,7 +385,7 @@ class TritonPythonModel:
                     out[i, token] += weight
         return out
 
-    def lookup_adapter(self, name):
+    def lookup_adapter(self, name: str) -> tuple[int, str | None]:
         """(lora_task_id, system_prompt) of the adapter called ``name``; a clear error for an unknown name."""
         entry = self.adapters.get(name)
         if entry is None:
@@ -379,16 +394,19 @@ class TritonPythonModel:
                                "out for the base model")
         return int(entry["lora_task_id"]), entry.get("system_prompt") or None
 
-    def adapter_rows(self, arrays, batch, per_item):
+    def adapter_rows(
+        self, arrays: dict[str, np.ndarray], batch: int, per_item: Callable[[str, Any], list[Any]]
+    ) -> tuple[list[int | None], list[str | None]]:
         """Per batch item: the lora_task_id to send on (None: the base model) and the adapter's system prompt."""
         names = [None if n is None else _text(n, "lora_name") for n in per_item("lora_name", None)]
         if any(n and not n.strip() for n in names):  # "" is the tensor left empty; blanks are a mistake, not the base
             raise RequestError("lora_name is blank: send an adapter's name, or an empty one for the base model")
         names = [n.strip() or None if n is not None else None for n in names]
-        ids = [None] * batch
+        ids: list[int | None] = [None] * batch
         if "LORA_TASK_ID" in arrays and arrays["LORA_TASK_ID"].size:
             ids = [int(t) for t in per_item("LORA_TASK_ID", 0)]
-        task_ids, prompts = [], []
+        task_ids: list[int | None] = []
+        prompts: list[str | None] = []
         for name, raw_id in zip(names, ids, strict=True):
             if name is None:
                 task_ids.append(raw_id)
@@ -405,7 +423,11 @@ class TritonPythonModel:
                                "them in separate requests")
         return task_ids, prompts
 
-    def text_response(self, arrays, queries, chat, task_ids, system_prompts, conversations, per_item):
+    def text_response(
+        self, arrays: dict[str, np.ndarray], queries: np.ndarray, chat: list[bool], task_ids: list[int | None],
+        system_prompts: list[str | None], conversations: list[list[dict[str, str]] | None],
+        per_item: Callable[[str, Any], list[Any]],
+    ) -> Any:
         """The LLM API path: the prompt as text (chat template applied), the exclude flag and the adapter."""
         batch = queries.shape[0]
         prompts = []
@@ -428,17 +450,19 @@ class TritonPythonModel:
         ]
         if any(t is not None for t in task_ids):  # absent: tensorrt_llm serves the base model (all three or none)
             by_id = {int(e["lora_task_id"]): (n, e) for n, e in self.adapters.items()}
+            # adapter_rows made them all set or all None: all set here (the casts below)
             tensors += [
                 pb_utils.Tensor("LORA_ID", np.array([[t] for t in task_ids], dtype=np.uint64)),
-                pb_utils.Tensor("LORA_NAME", np.array([[by_id[t][0].encode()] for t in task_ids], dtype=np.object_)),
-                pb_utils.Tensor("LORA_PATH", np.array([[str(by_id[t][1].get("path", "")).encode()]
+                pb_utils.Tensor("LORA_NAME", np.array([[by_id[cast(int, t)][0].encode()] for t in task_ids],
+                                                      dtype=np.object_)),
+                pb_utils.Tensor("LORA_PATH", np.array([[str(by_id[cast(int, t)][1].get("path", "")).encode()]
                                                        for t in task_ids], dtype=np.object_)),
             ]
         if not self.batched:
             tensors = [pb_utils.Tensor(t.name(), t.as_numpy()[0]) for t in tensors]
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
-    def _response(self, request):
+    def _response(self, request: Any) -> Any:
         arrays = {t.name(): t.as_numpy() for t in request.inputs()}
         if not self.batched:
             arrays = {k: v[np.newaxis, ...] for k, v in arrays.items()}
@@ -457,7 +481,7 @@ class TritonPythonModel:
         queries = arrays["QUERY"].reshape(arrays["QUERY"].shape[0], -1)
         batch = queries.shape[0]
 
-        def per_item(name, default):
+        def per_item(name: str, default: Any) -> list[Any]:
             """Each batch item's value of input ``name`` (one row broadcast to all): a Python scalar, or the bytes
             of a string tensor; ``default`` when the input is absent or empty."""
             if name not in arrays or arrays[name].size == 0:
@@ -509,14 +533,15 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
 
-def _load_sibling(name):
+def _load_sibling(name: str) -> ModuleType:
     """A module shipped next to this model.py (python_backends.SHARED), loaded by path so that no other model's
     module of that name is used (onnx_runner's model.py has the same helper: each shipped folder is copied alone)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        f"{__name__}_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py")
-    )
+    path = os.path.join(os.path.dirname(__file__), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", path)
+    if spec is None or spec.loader is None:  # not for a path ending in .py (a source file's loader)
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -14,7 +14,10 @@ The cost is fitted once per model instance, at load, from a few timed calls of t
 instead ("fixed_ms,per_token_ms,per_token_width_ms").
 """
 
+# no `from __future__ import annotations` here: CallCost is a dataclass, and a dataclass with string annotations
+# looks its module up in sys.modules, where model.py's _load_sibling (loading this file by path) never puts it
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,11 +35,11 @@ class CallCost:
     per_token: float
     per_token_width: float
 
-    def __call__(self, rows, width):
+    def __call__(self, rows: int, width: int) -> float:
         tokens = rows * width
         return self.fixed + self.per_token * tokens + self.per_token_width * tokens * width
 
-    def describe(self):
+    def describe(self) -> str:
         return (f"{self.fixed * 1e3:.3g} ms per call + {self.per_token * 1e3:.3g} ms per token"
                 f" + {self.per_token_width * 1e3:.3g} ms per token x width")
 
@@ -46,7 +49,7 @@ class CallCost:
 DEFAULT = CallCost(fixed=4e-3, per_token=2.5e-4, per_token_width=1.5e-7)
 
 
-def parse(text):
+def parse(text: str) -> CallCost:
     """`call_cost` parameter: "fixed_ms,per_token_ms,per_token_width_ms", each a number >= 0."""
     parts = [p.strip() for p in text.split(",")]
     try:
@@ -60,7 +63,7 @@ def parse(text):
     return CallCost(*values)
 
 
-def fit(samples):
+def fit(samples: Sequence[tuple[int, int, float]]) -> CallCost:
     """Least-squares CallCost from (rows, width, seconds) samples, no term below zero (a negative one would make the
     plan prefer absurd cuts)."""
     design = np.array([[1.0, r * w, r * w * w] for r, w, _ in samples])
@@ -77,14 +80,14 @@ def fit(samples):
     return CallCost(*full)
 
 
-def timing_feed(inputs, rows, width):
+def timing_feed(inputs: Iterable[tuple[str, type[np.generic]]], rows: int, width: int) -> dict[str, np.ndarray]:
     """A feed for timing a call: token id 1 under a full mask and 0 in any other input (segment 0 exists in every
     vocabulary of segments, 1 not always); `inputs` are (name, numpy dtype) pairs. It costs what real tokens do."""
     ones = ("input_ids", "attention_mask")
     return {name: np.full((rows, width), int(name in ones), dtype) for name, dtype in inputs}
 
 
-def measure(run, repeats=2):
+def measure(run: Callable[[int, int], object], repeats: int = 2) -> CallCost:
     """Fit the cost of `run(rows, width)` (one call of that shape), the fastest of `repeats` timings after a warm-up
     call per shape: the fastest, because a neighbour's load only ever adds time."""
     samples = []
@@ -100,7 +103,7 @@ def measure(run, repeats=2):
     return fit(samples)
 
 
-def plan(lengths, cost, max_rows):
+def plan(lengths: Sequence[int], cost: Callable[[int, int], float], max_rows: int) -> list[tuple[int, int]]:
     """Cut rows sorted by length (either direction) into consecutive calls of at most `max_rows` rows with the least
     total predicted cost; returns (start, stop) index pairs in order. A call is as wide as its longest row."""
     n = len(lengths)

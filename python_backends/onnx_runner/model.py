@@ -33,17 +33,21 @@ Parameter `cpu_affinity: instance` pins each CPU instance's stub to cores of its
 engine it runs; default none.
 """
 
+from __future__ import annotations
+
 import itertools
 import json
 import os
 import queue
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def _token_problem(arrays):
+def _token_problem(arrays: Mapping[str, np.ndarray]) -> str | None:
     """What is wrong with a tokenized batch that ONNX Runtime would take without a word (robustness audit): a
     negative token id (its Gather wraps it to the end of the vocabulary), an attention mask other than 0/1, or
     sequences of no tokens (an all-zero embedding); None when nothing is."""
@@ -60,7 +64,7 @@ def _token_problem(arrays):
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self._plan = _load_sibling("call_plan")  # call_cost's format, and the cuts of regrouped rows
@@ -100,7 +104,7 @@ class TritonPythonModel:
 
         path = os.path.join(version_dir, "model.onnx")
 
-        def session(intra_threads):
+        def session(intra_threads: int) -> Any:
             options = ort.SessionOptions()
             options.intra_op_num_threads = intra_threads
             options.inter_op_num_threads = int(params.get("inter_op_thread_count") or 1)
@@ -111,26 +115,26 @@ class TritonPythonModel:
         # `threads` threads (2 cores, AVX2: 17-20% more sentences/s); other models keep one multi-threaded session.
         self._serve_with([session(1) for _ in range(threads)] if self.regroup else [session(threads)], params)
 
-    def _serve_with(self, sessions, params):
+    def _serve_with(self, sessions: list[Any], params: Mapping[str, str]) -> None:
         """The sessions (ONNX Runtime's, or the torch engine duck-typing `run`) that calls are spread over, and
         the call_plan cost when rows are regrouped; the same for either engine."""
         self.sessions = sessions
         self.session = sessions[0]
-        self._idle = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for s in sessions:
             self._idle.put(s)
         self._pool = ThreadPoolExecutor(len(sessions)) if len(sessions) > 1 else None
         if self.regroup:
             self.call_cost = self._call_cost(params.get("call_cost", "auto"))
 
-    def _call_cost(self, text):
+    def _call_cost(self, text: str) -> Callable[[int, int], float]:
         """The call_plan cost: given, or fitted on this instance's first session (call_plan.timing_feed). A model that
         cannot run those calls keeps the default cost and says why in the log."""
         if text.strip() != "auto":
             return self._plan.parse(text)
         session = self.sessions[0]
 
-        def run(rows, width):
+        def run(rows: int, width: int) -> None:
             feed = self._plan.timing_feed(self.inputs, rows, width)
             session.run(self.outputs, {name: a[None] for name, a in feed.items()} if self.pairs else feed)
 
@@ -143,7 +147,9 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"onnx_runner: call cost fitted at load: {cost.describe()}")
         return cost
 
-    def _pin(self, args, params, config, threads):
+    def _pin(
+        self, args: dict[str, Any], params: Mapping[str, str], config: dict[str, Any], threads: int
+    ) -> list[int] | None:
         """Parameter `cpu_affinity`: with "instance", a CPU instance's stub is pinned to cores of its own (affinity.py),
         whichever engine it runs; the cores, or None when not pinned."""
         affinity = params.get("cpu_affinity", "none").strip() or "none"  # checked by runner_parameters
@@ -160,7 +166,7 @@ class TritonPythonModel:
                                  f"({pinned} threads)")
         return cores
 
-    def _init_torch(self, args, params, version_dir, threads):
+    def _init_torch(self, args: dict[str, Any], params: Mapping[str, str], version_dir: str, threads: int) -> None:
         """PyTorch from `<version>/checkpoint/` (torch_engine.py): one module per instance. On the instance's GPU
         (KIND_GPU) a batch runs as one padded call, the shape a GPU wants; on the CPU the module runs `threads`
         intra-op threads and takes the length-sorted calls the ONNX Runtime sessions take (it duck-types
@@ -186,11 +192,11 @@ class TritonPythonModel:
                 pb_utils.Logger.log_warn(warning)
         self._serve_with([engine], params)
 
-    def finalize(self):
+    def finalize(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    def _read(self, request):
+    def _read(self, request: Any) -> tuple[dict[str, np.ndarray] | None, str | None]:
         arrays = {}
         for name, dtype in self.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -205,11 +211,11 @@ class TritonPythonModel:
             return None, f"inputs must share one shape, got {sorted(shapes)}"
         return arrays, _token_problem(arrays)
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         read = [(None, err) if err else (a, None) for a, err in (self._read(r) for r in requests)]
         good = [a for a, err in read if a is not None]
         try:
-            results = iter(self._run(good) if good else [])
+            results: Iterator[dict[str, np.ndarray] | str] = iter(self._run(good) if good else [])
         except Exception:
             # one bad request (e.g. token ids out of the vocabulary) must not fail its neighbours: retry alone
             results = iter([self._run_alone(a) for a in good])
@@ -224,19 +230,19 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
 
-    def _run_alone(self, arrays):
+    def _run_alone(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | str:
         try:
             return self._run([arrays])[0]
         except Exception as err:
             return f"ONNX Runtime failed on this request: {err}"
 
-    def _run(self, batch):
+    def _run(self, batch: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         masks = (_rows(a["attention_mask"]) for a in batch)  # read only when the model regroups
         if self.regroup and all(len(m) and _right_padded(m) for m in masks):
             return self._run_by_length(batch)
         return self._run_padded(batch)
 
-    def _run_by_length(self, batch):
+    def _run_by_length(self, batch: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """Every row of the batch, sorted by length, cut into calls by call_plan and spread over the sessions (longest
         calls first, so the last to finish is short); results in request order. With several sessions no call takes
         more than its share of the rows, so that every session gets one."""
@@ -249,7 +255,7 @@ class TritonPythonModel:
         cuts = self._plan.plan(lengths[order].tolist(), self.call_cost, min(self.max_rows, share))
         chunks = [order[start:stop] for start, stop in cuts]
 
-        def call(chunk):
+        def call(chunk: np.ndarray) -> list[np.ndarray]:
             width = max(1, int(lengths[chunk].max()))
             feed = {}
             for name, dtype in self.inputs:
@@ -269,7 +275,7 @@ class TritonPythonModel:
             return [v[0] for v in values] if self.pairs else values
 
         done = self._pool.map(call, chunks) if self._pool is not None and len(chunks) > 1 else map(call, chunks)
-        results = [None] * len(rows)
+        results: list[Any] = [None] * len(rows)  # every row is in one chunk: filled below
         for chunk, values in zip(chunks, list(done), strict=True):
             for j, k in enumerate(chunk):
                 results[k] = [v[j] for v in values]
@@ -282,7 +288,7 @@ class TritonPythonModel:
             k += n
         return out
 
-    def _run_padded(self, batch):
+    def _run_padded(self, batch: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         first = [next(iter(a.values())) for a in batch]
         target = tuple(max(f.shape[axis] for f in first) for axis in range(1, first[0].ndim))
         feed = {}
@@ -306,7 +312,7 @@ class TritonPythonModel:
             start += n
         return out
 
-    def _run_rows_split(self, feed):
+    def _run_rows_split(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One padded feed; with several 1-thread sessions (a regrouped model given a batch it cannot cut, e.g.
         left-padded rows) its rows are split evenly between them, so no session idles while one runs the batch."""
         rows = next(iter(feed.values())).shape[0]
@@ -315,7 +321,7 @@ class TritonPythonModel:
             return self.session.run(self.outputs, feed)
         bounds = np.linspace(0, rows, parts + 1).astype(int)
 
-        def call(span):
+        def call(span: tuple[int, int]) -> list[np.ndarray]:
             session = self._idle.get()
             try:
                 return session.run(self.outputs, {name: value[span[0] : span[1]] for name, value in feed.items()})
@@ -326,26 +332,27 @@ class TritonPythonModel:
         return [np.concatenate([values[o] for values in done]) for o in range(len(self.outputs))]
 
 
-def _load_sibling(name):
+def _load_sibling(name: str) -> Any:
     """A module shipped next to this model.py, loaded by path so that no other model's module of that name is used.
     (cpu_llm's and retriever's model.py have the same helper: each shipped folder is copied alone, so the loader of
     shared modules cannot itself be shared.)"""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        f"{__name__}_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py")
-    )
+    path = os.path.join(os.path.dirname(__file__), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", path)
+    if spec is None or spec.loader is None:  # not for a path ending in .py (a source file's loader)
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def _rows(array):
+def _rows(array: np.ndarray) -> np.ndarray:
     """[rows, sequence], or [rows, candidates, sequence] as [rows * candidates, sequence] (one row per pair)."""
     return array.reshape(-1, array.shape[-1]) if array.ndim > 2 else array
 
 
-def _right_padded(mask):
+def _right_padded(mask: np.ndarray) -> bool:
     """A [rows, sequence] mask whose ones all come first in each row: cutting a row to its length keeps its tokens."""
     if mask.ndim != 2:
         return False

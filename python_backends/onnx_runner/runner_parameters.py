@@ -2,14 +2,18 @@
 tritonforge's spec when it is read (so a bad value fails the build, not the server's load). Pure Python: the runner
 loads this file beside its model.py in NGC containers, where tritonforge is not installed."""
 
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
 CHOICES = {"engine": ("onnxruntime", "torch"), "cpu_affinity": ("none", "instance")}
 COUNTS = ("max_rows_per_call", "intra_op_thread_count", "inter_op_thread_count")  # whole numbers >= 0 (0: default)
 
 
-def problems(params, parse_call_cost):
+def problems(params: Mapping[str, str], parse_call_cost: Callable[[str], object]) -> list[tuple[str, str]]:
     """``[(parameter, message)]`` for values the runner cannot use; ``parse_call_cost``: call_plan.parse, which
     raises ValueError naming the format (passed in: this file and call_plan.py are loaded separately)."""
-    found = []
+    found: list[tuple[str, str]] = []
     for name, allowed in CHOICES.items():
         value = params.get(name)
         if value is not None and value.strip() not in (*allowed, ""):

@@ -21,7 +21,10 @@ attention in one forward would want [8192, heads, width, width] activations per 
 64 pairs of 512 tokens are 32k tokens, enough to fill a GPU.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -33,7 +36,7 @@ class TorchEncoder:
     """Duck-types the part of ``onnxruntime.InferenceSession`` the runner uses: ``run(output_names, feed)``, for a
     model with one output."""
 
-    def __init__(self, checkpoint, params, device):
+    def __init__(self, checkpoint: str, params: Mapping[str, str], device: str) -> None:
         import torch
         import transformers
 
@@ -66,7 +69,7 @@ class TorchEncoder:
         model = auto.from_pretrained(checkpoint)
         self.model = model.to(self.device, dtype=self.dtype).eval()
 
-    def run(self, output_names, feed):
+    def run(self, output_names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         torch = self.torch
         with torch.inference_mode():
             tensors = {

@@ -28,8 +28,11 @@ Bad input (missing tensors, mismatched shapes, invalid UTF-8, an empty query) is
 request only; the other requests of the batch are served.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import Any, cast
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -39,7 +42,7 @@ CUT_SLACK = 64  # tokens kept past max_seq_length when a long text is cut before
 WORD_SLACK = 64  # a word running this many tokens past the cut is cut inside (a text without spaces)
 
 
-def _cut(text, encoding, at_least):
+def _cut(text: str, encoding: Any, at_least: int) -> tuple[str, int]:
     """``(text cut after the word holding its token at_least - 1, its tokens)``; the text whole when shorter."""
     if len(encoding.ids) <= at_least:
         return text, len(encoding.ids)
@@ -55,7 +58,7 @@ class _BadRequest(Exception):
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         from tokenizers import Tokenizer
 
         config = json.loads(args["model_config"])
@@ -82,7 +85,7 @@ class TritonPythonModel:
             max_length=self.max_len, strategy="longest_first", direction=shipped.get("direction", "right")
         )
 
-    def _strings(self, tensor, name):
+    def _strings(self, tensor: Any, name: str) -> np.ndarray:
         """Decode a TYPE_STRING array into str, keeping its shape; _BadRequest names the first bad element."""
         raw = tensor.as_numpy()
         out = np.empty(raw.shape, dtype=object)
@@ -104,7 +107,7 @@ class TritonPythonModel:
             out[index] = item
         return out
 
-    def _pairs(self, request):
+    def _pairs(self, request: Any) -> tuple[list[tuple[str, str]], int, int]:
         """One request's checked ``(pairs, n, k)``: k (query, passage) pairs for each of its n queries."""
         q_tensor = pb_utils.get_input_tensor_by_name(request, "QUERY")
         d_tensor = pb_utils.get_input_tensor_by_name(request, "DOCUMENTS")
@@ -130,14 +133,14 @@ class TritonPythonModel:
                 raise _BadRequest(f"QUERY[{i}] is an empty string: send a query to rerank passages for")
         return [(queries[i], docs[i, j]) for i in range(n) for j in range(k)], n, k
 
-    def _check(self, request):
+    def _check(self, request: Any) -> tuple[list[tuple[str, str]] | None, int, int, str | None]:
         """``(pairs, n, k, None)`` for a good request, ``(None, 0, 0, message)`` for a bad one."""
         try:
             return (*self._pairs(request), None)
         except _BadRequest as bad:
             return None, 0, 0, str(bad)
 
-    def _cut_long(self, pairs):
+    def _cut_long(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Each pair with a part over max_seq_length + CUT_SLACK tokens, that part cut at a word's end past there.
 
         Uncut, the tokenizers library kept every overflowing piece of both parts and combined them pairwise: memory
@@ -167,7 +170,7 @@ class TritonPythonModel:
                 out.append((q, _cut(d, ed, max(keep, cq))[0]))
         return out
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         checked = [self._check(r) for r in requests]
         # one tokenizer call for the whole dynamic batch; the Rust tokenizer parallelises it
         flat = self._cut_long([pair for pairs, _, _, _ in checked if pairs for pair in pairs])
@@ -179,11 +182,12 @@ class TritonPythonModel:
                     pb_utils.InferenceResponse(error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG))
                 )
                 continue
-            encs = [next(encodings) for _ in pairs]
+            # no error: _check returned _pairs' pairs (its messages are never empty)
+            encs = [next(encodings) for _ in cast("list[tuple[str, str]]", pairs)]
             responses.append(self._response(encs, n, k))
         return responses
 
-    def _response(self, encs, n, k):
+    def _response(self, encs: list[Any], n: int, k: int) -> Any:
         longest = max(len(e.ids) for e in encs)
         width = -(-longest // self.multiple) * self.multiple
         arrays = {

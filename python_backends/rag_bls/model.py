@@ -25,8 +25,11 @@ Decoupled because the LLM streams; each request is answered on its own thread so
 this request's id, so a client that stops reading can send upstream's stop signal to the engine with that id.
 """
 
+from __future__ import annotations
+
 import json
 import threading
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -42,7 +45,7 @@ DEFAULT_MODELS = {
 }
 
 
-def _load_sibling(name):
+def _load_sibling(name: str) -> Any:
     """A module shipped next to this model.py, loaded by path: neither Triton's sys.path nor another model's module
     of the same name decides which file it is."""
     import importlib.util
@@ -50,6 +53,8 @@ def _load_sibling(name):
 
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", path)
+    if spec is None or spec.loader is None:  # not for a path ending in .py (a source file's loader)
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -64,21 +69,21 @@ class StepError(RuntimeError):
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         params = {k: (v or {}).get("string_value", "") for k, v in config.get("parameters", {}).items()}
         self.models = {key: params.get(key) or default for key, default in DEFAULT_MODELS.items()}
         self.forwarded = [i["name"] for i in config["input"] if i["name"] not in OWN_INPUTS]
-        self.threads = []
+        self.threads: list[threading.Thread] = []
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> None:
         for request in requests:
             thread = threading.Thread(target=self.answer, args=(request,), daemon=True)
             thread.start()
             self.threads = [t for t in self.threads if t.is_alive()] + [thread]
         return None
 
-    def call(self, key, inputs, outputs):
+    def call(self, key: str, inputs: list[Any], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
         """One non-decoupled step; its outputs as numpy arrays by name."""
         model = self.models[key]
         response = pb_utils.InferenceRequest(
@@ -88,12 +93,12 @@ class TritonPythonModel:
             raise StepError(f"{model}: {response.error().message()}")
         return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
 
-    def answer(self, request):
+    def answer(self, request: Any) -> None:
         sender = request.get_response_sender()
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         try:
 
-            def get(name):
+            def get(name: str) -> np.ndarray | None:
                 tensor = pb_utils.get_input_tensor_by_name(request, name)
                 return None if tensor is None else tensor.as_numpy()
 
@@ -149,6 +154,6 @@ class TritonPythonModel:
             error = pb_utils.TritonError(f"{type(err).__name__}: {err}")
             sender.send(pb_utils.InferenceResponse(error=error), flags=final)
 
-    def finalize(self):
+    def finalize(self) -> None:
         for thread in self.threads:
             thread.join(timeout=5)

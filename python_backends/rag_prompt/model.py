@@ -33,8 +33,11 @@ empty list (the template says what to do then). A prompt that does not fit even 
 that request only.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -49,7 +52,7 @@ class RequestError(ValueError):
 MAX_TEXT_BYTES = 1 << 20
 
 
-def _text(item, where):
+def _text(item: object, where: str) -> str:
     """A TYPE_STRING element as str; RequestError naming the input and element when it is not UTF-8."""
     if not isinstance(item, bytes):
         return str(item)
@@ -61,11 +64,11 @@ def _text(item, where):
         raise RequestError(f"{where} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
 
 
-def _truthy(text):
+def _truthy(text: object) -> bool:
     return str(text).strip().lower() in ("1", "true", "yes", "y", "t", "on")
 
 
-def compile_template(source):
+def compile_template(source: str) -> Any:
     import jinja2.sandbox
 
     env = jinja2.sandbox.ImmutableSandboxedEnvironment()
@@ -73,7 +76,7 @@ def compile_template(source):
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         from transformers import AutoTokenizer
 
         config = json.loads(args["model_config"])
@@ -102,15 +105,17 @@ class TritonPythonModel:
         self.min_score = float(params["min_score"]) if params.get("min_score") else None
         self.default_top_n = int(params.get("default_top_n") or 0) or None
 
-    def defuse(self, text):
+    def defuse(self, text: str) -> str:
         """``text`` with each control token broken by a zero-width space after its first character: read as the
         characters it shows, not as the token (the preprocessing parses special tokens in the whole prompt)."""
         return self.control_tokens.defuse(self.control, text)
 
-    def count(self, prompt):
+    def count(self, prompt: str) -> int:
         return len(self.tokenizer.encode(prompt, add_special_tokens=self.add_special_tokens))
 
-    def fit(self, query, passages, max_tokens):
+    def fit(
+        self, query: str, passages: list[dict[str, Any]], max_tokens: int
+    ) -> tuple[str, list[dict[str, Any]]]:
         """The prompt with the passages that fit, best-ranked first, and those passages.
 
         Each passage is measured once (what it adds to the prompt after another), then taken in rank order while
@@ -123,7 +128,7 @@ class TritonPythonModel:
         if budget < 1:
             raise RequestError(f"max_tokens={max_tokens} leaves no room for a prompt in max_seq_len={self.max_seq_len}")
 
-        def render(chosen):
+        def render(chosen: list[dict[str, Any]]) -> str:
             prompt = self.template.render(query=query, passages=chosen)
             if not prompt.strip():
                 raise RequestError("prompt_template rendered an empty prompt")
@@ -155,8 +160,8 @@ class TritonPythonModel:
             )
         return prompt, []
 
-    def _one(self, request):
-        def get(name):
+    def _one(self, request: Any) -> list[Any]:
+        def get(name: str) -> np.ndarray | None:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             return None if tensor is None else tensor.as_numpy()
 
@@ -187,7 +192,7 @@ class TritonPythonModel:
         if limit is not None and (limit <= 0).any():
             raise RequestError(f"TOP_N must be >= 1, got {int(limit.min())}")
         if limit is not None:
-            limits = np.broadcast_to(limit.reshape(-1), (batch,))
+            limits: np.ndarray | None = np.broadcast_to(limit.reshape(-1), (batch,))
         else:
             limits = None if self.default_top_n is None else np.full(batch, self.default_top_n)
         prompts, kept, dropped = [], [], []
@@ -222,7 +227,7 @@ class TritonPythonModel:
             pb_utils.Tensor("REQUEST_OUTPUT_LEN", np.asarray(max_tokens, dtype=np.int32).reshape(batch, 1)),
         ]
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
         for request in requests:
             try:
@@ -236,14 +241,15 @@ class TritonPythonModel:
         return responses
 
 
-def _load_sibling(name):
+def _load_sibling(name: str) -> Any:
     """A module shipped next to this model.py (python_backends.SHARED), loaded by path so that no other model's
     module of that name is used (onnx_runner's model.py has the same helper: each shipped folder is copied alone)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        f"{__name__}_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py")
-    )
+    path = os.path.join(os.path.dirname(__file__), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", path)
+    if spec is None or spec.loader is None:  # not for a path ending in .py (a source file's loader)
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

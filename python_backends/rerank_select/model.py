@@ -13,20 +13,23 @@ answers [n, k] with k the largest number kept for any of its queries; shorter ro
 "" documents and NaN scores, exactly like the retriever's output.
 """
 
+from __future__ import annotations
+
 import json
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.default_top_n = int(params.get("default_top_n") or 3)
 
-    def _one(self, request):
-        def get(name):
+    def _one(self, request: Any) -> list[Any]:
+        def get(name: str) -> np.ndarray | None:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             return None if tensor is None else tensor.as_numpy()
 
@@ -63,7 +66,7 @@ class TritonPythonModel:
             pb_utils.Tensor("DOCUMENTS", out_docs),
         ]
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         responses = []
         for request in requests:
             try:

@@ -37,8 +37,11 @@ Bad input (missing input, wrong dim, non-finite values, bad TOP_K) is answered w
 only; the other requests of the batch are served.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import Any, cast
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -48,7 +51,7 @@ DOCSTORE_FILE = "docstore.jsonl"
 MANIFEST_FILE = "manifest.json"
 
 
-def _int_param(params, name, default, low=1):
+def _int_param(params: dict[str, Any], name: str, default: int, low: int = 1) -> int:
     raw = params.get(name, "")
     if raw is None or str(raw).strip() == "":
         return default
@@ -62,7 +65,7 @@ def _int_param(params, name, default, low=1):
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         import faiss
 
         config = json.loads(args["model_config"])
@@ -100,7 +103,7 @@ class TritonPythonModel:
         default_threads = max(1, min(4, _load_sibling("cores").available_cores() // (2 * instances)))
         faiss.omp_set_num_threads(_int_param(params, "faiss_threads", default_threads))
 
-        self.index = faiss.read_index(os.path.join(here, INDEX_FILE))
+        self.index: Any = faiss.read_index(os.path.join(here, INDEX_FILE))
         if self.index.d != self.dim:
             raise ValueError(f"{here}: {INDEX_FILE} has dim {self.index.d} but {MANIFEST_FILE} says {self.dim}")
         if self.index.metric_type != faiss.METRIC_INNER_PRODUCT:
@@ -111,7 +114,10 @@ class TritonPythonModel:
             nprobe = _int_param(params, "nprobe", int(parameters.get("nprobe", 8)))
             faiss.extract_index_ivf(self.index).nprobe = nprobe
         elif index_type == "hnsw":
-            self.index.hnsw.efSearch = _int_param(params, "ef_search", int(parameters.get("ef_search", 64)))
+            # faiss' stubs type read_index as Index; it returns the index's own class, an IndexHNSW* here
+            self.index.hnsw.efSearch = _int_param(  # type: ignore[attr-defined]
+                params, "ef_search", int(parameters.get("ef_search", 64))
+            )
 
         ids, texts = [], []
         with open(os.path.join(here, DOCSTORE_FILE), encoding="utf-8") as f:
@@ -139,7 +145,7 @@ class TritonPythonModel:
                 f"retriever parameter default_top_k ({self.default_top_k}) is larger than max_top_k ({self.max_top_k})"
             )
 
-    def _read(self, request):
+    def _read(self, request: Any) -> tuple[tuple[np.ndarray, np.ndarray] | None, str | None]:
         """One request's queries and per-item k; returns ((queries, ks), None) or (None, error message)."""
         tensor = pb_utils.get_input_tensor_by_name(request, "QUERY_EMBEDDING")
         if tensor is None:
@@ -169,9 +175,10 @@ class TritonPythonModel:
         ks = np.minimum(ks, min(self.max_top_k, self.count))
         return (queries, ks), None
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         read = [self._read(r) for r in requests]
-        good = [item for item, error in read if error is None]
+        # _read returns (queries, ks) with no error, None with one
+        good = cast("list[tuple[np.ndarray, np.ndarray]]", [item for item, error in read if error is None])
         if good:
             queries = np.ascontiguousarray(np.concatenate([q for q, _ in good]) if len(good) > 1 else good[0][0])
             k = int(max(int(ks.max()) for _, ks in good))
@@ -182,7 +189,7 @@ class TritonPythonModel:
                 err = pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=err))
                 continue
-            q, ks = item
+            q, ks = cast("tuple[np.ndarray, np.ndarray]", item)  # no error: (queries, ks)
             n, width = q.shape[0], int(ks.max())
             lab = labels[row : row + n, :width].copy()
             sco = scores[row : row + n, :width].astype(np.float32, copy=True)
@@ -201,18 +208,19 @@ class TritonPythonModel:
             )
         return responses
 
-    def finalize(self):
+    def finalize(self) -> None:
         self.index = None
 
 
-def _load_sibling(name):
+def _load_sibling(name: str) -> Any:
     """A module shipped next to this model.py (cores.py), loaded by path: this folder is copied alone into a
     repository, and no other model's module of that name may be picked up from sys.path."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        f"{__name__}_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py")
-    )
+    path = os.path.join(os.path.dirname(__file__), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", path)
+    if spec is None or spec.loader is None:  # not for a path ending in .py (a source file's loader)
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,9 +1,12 @@
 """Finished BLS response iterators kept past their end: shipped beside each python model that iterates a decoupled
 BLS call on threads of its own (rag_generate, rag_bls, llm_bls; python_backends.SHARED). Only the standard library."""
 
+from __future__ import annotations
+
 import collections
 import threading
 import time
+from typing import Any
 
 
 class Retired:
@@ -16,12 +19,12 @@ class Retired:
     (docs/serving.md). Upstream's fix takes the GIL there (python_backend PR #390, December 2024; the NGC 26.x images
     the gpu target deploys have it). Kept here past the erase, the last reference is always Python's."""
 
-    def __init__(self, seconds=10.0):
+    def __init__(self, seconds: float = 10.0) -> None:
         self.seconds = seconds
-        self.kept = collections.deque()  # (when it ended, iterator), oldest first
+        self.kept: collections.deque[tuple[float, Any]] = collections.deque()  # (when it ended, iterator), oldest first
         self.lock = threading.Lock()
 
-    def keep(self, iterator):
+    def keep(self, iterator: Any) -> None:
         now = time.monotonic()
         with self.lock:
             self.kept.append((now, iterator))

@@ -4,12 +4,15 @@ user's message or a corpus document would close the turn and open a system turn 
 
 Shipped beside model.py in each python model that needs it (python_backends.SHARED); standard library only."""
 
+from __future__ import annotations
+
 import re
+from typing import Any
 
 ZERO_WIDTH_SPACE = "\u200b"
 
 
-def control_pattern(tokenizer):
+def control_pattern(tokenizer: Any) -> re.Pattern[str] | None:
     """A regex of ``tokenizer``'s (transformers) special and added special tokens longer than one character,
     longest first; None when it has none."""
     specials = set(tokenizer.all_special_tokens)
@@ -18,7 +21,7 @@ def control_pattern(tokenizer):
     return re.compile("|".join(map(re.escape, longest_first))) if longest_first else None
 
 
-def defuse(pattern, text):
+def defuse(pattern: re.Pattern[str] | None, text: str) -> str:
     """``text`` with each control token broken by a zero-width space after its first character."""
     if pattern is None:
         return text

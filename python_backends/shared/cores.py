@@ -2,13 +2,15 @@
 sizes threads by it (python_backends.SHARED: onnx_runner, cpu_llm, retriever), since each model folder is copied
 alone into a repository and loads it from next to its model.py."""
 
+from __future__ import annotations
+
 import math
 import os
 
 CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
 
 
-def available_cores(cpu_max_path=CGROUP_CPU_MAX):
+def available_cores(cpu_max_path: str = CGROUP_CPU_MAX) -> int:
     """How many cores this process may use: its affinity set (a container's cpuset; os.cpu_count() counts the
     host's), capped by a cgroup v2 CPU quota rounded up (`docker --cpus=2`, a Kubernetes CPU limit). Sizing the
     sessions by the host's count gave a container limited to 2 of 64 cores 32 sessions per instance."""
@@ -29,7 +31,7 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 CPUINFO = "/proc/cpuinfo"
 
 
-def cpu_flags(cpuinfo=None):
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str] | None:
     """The flags of ``cpuinfo`` (default: this machine's /proc/cpuinfo); None when they cannot be read (not Linux)."""
     try:
         with open(cpuinfo or CPUINFO, encoding="utf-8", errors="replace") as f:
@@ -40,14 +42,14 @@ def cpu_flags(cpuinfo=None):
     return frozenset(flags) if flags else None
 
 
-def native_bf16(cpuinfo=None):
+def native_bf16(cpuinfo: str | None = None) -> bool | None:
     """Whether the CPU computes bf16 natively (AMX or AVX512-BF16); without them PyTorch emulates bf16, slower than
     fp32. None when the flags cannot be read (not Linux)."""
     flags = cpu_flags(cpuinfo)
     return None if flags is None else any(flag in flags for flag in BF16_FLAGS)
 
 
-def emulated_bf16_warning(what, cpuinfo=None):
+def emulated_bf16_warning(what: str, cpuinfo: str | None = None) -> str | None:
     """A warning for a model serving bf16 on a CPU that emulates it (None otherwise): the build machine's CPU was
     checked when it was built, but a repository is served where it is deployed."""
     if native_bf16(cpuinfo) is not False:

@@ -9,11 +9,16 @@ could otherwise arrive ahead of.
 Shipped beside model.py in each python model that needs it (python_backends.SHARED).
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def relay(sender, llm_request, sources, retired):
+def relay(sender: Any, llm_request: Any, sources: list[Any], retired: Any) -> None:
     """Send ``llm_request``'s responses (a decoupled BLS call) to ``sender``, ``sources`` (output tensors) with the
     first piece, and the final flag; an error response ends the answer with that error alone. The call's iterator
     goes to ``retired`` (a bls_retired.Retired) at the end, which says why."""
@@ -24,7 +29,7 @@ def relay(sender, llm_request, sources, retired):
         retired.keep(responses)  # the last reference stays Python's
 
 
-def _relay(sender, responses, sources):
+def _relay(sender: Any, responses: Iterable[Any], sources: list[Any]) -> None:
     final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
     for response in responses:
         if response.has_error():

@@ -8,6 +8,11 @@ create_metrics). The CPU engine and the LLM API model fill them, each from its o
 Shipped beside model.py in each python model that needs it (python_backends.SHARED); standard library only.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 FAMILY = "nv_trt_llm_request_metrics"
 TYPES = ("waiting", "active", "scheduled", "max")
 
@@ -15,22 +20,22 @@ TYPES = ("waiting", "active", "scheduled", "max")
 class RequestGauges:
     """One model version's four gauges; without them (``enabled`` false) setting them does nothing."""
 
-    def __init__(self, family=None, gauges=None):
+    def __init__(self, family: Any = None, gauges: dict[str, Any] | None = None) -> None:
         self.family = family  # kept: a family's gauges live as long as it does
-        self.gauges = gauges or {}
+        self.gauges: dict[str, Any] = gauges or {}
 
     @property
-    def enabled(self):
+    def enabled(self) -> bool:
         return bool(self.gauges)
 
-    def set(self, **values):
+    def set(self, **values: float) -> None:
         """``set(waiting=3, active=8)``: the named gauges to these values."""
         for kind, value in values.items():
             if kind in self.gauges:
                 self.gauges[kind].set(value)
 
 
-def request_gauges(pb_utils, model, version, warn):
+def request_gauges(pb_utils: Any, model: str, version: int | str, warn: Callable[[str], object]) -> RequestGauges:
     """The gauges of ``model``/``version``: disabled where the python backend has no custom metrics or creating them
     failed (``warn(message)`` says why). They are best effort: the model serves without them."""
     family = getattr(pb_utils, "MetricFamily", None)

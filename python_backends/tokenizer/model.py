@@ -19,15 +19,18 @@ time, so the same file runs in an NGC Triton container.
 Bad input is answered with an error to that request only; the other requests of the batch are served.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import Any, cast
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         from tokenizers import Tokenizer
 
         config = json.loads(args["model_config"])
@@ -46,7 +49,7 @@ class TritonPythonModel:
         self.counter.no_padding()
         self.counter.no_truncation()
 
-    def _bounded(self, text):
+    def _bounded(self, text: str) -> str:
         """`text`, or a whitespace-bounded prefix of it that tokenizes to the same kept tokens (see above)."""
         limit = self.max_len * 32
         if len(text) <= limit:
@@ -59,7 +62,7 @@ class TritonPythonModel:
                 return cut
         return text
 
-    def _texts(self, request):
+    def _texts(self, request: Any) -> tuple[list[str] | None, str | None]:
         """Decode and check one request's TEXT; returns (texts, None) or (None, error message)."""
         tensor = pb_utils.get_input_tensor_by_name(request, "TEXT")
         if tensor is None:
@@ -84,7 +87,7 @@ class TritonPythonModel:
             texts.append(self._bounded(item))
         return texts, None
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         checked = [self._texts(r) for r in requests]
         # one tokenizer call for the whole dynamic batch; the Rust tokenizer parallelises it
         flat = [t for texts, _ in checked if texts for t in texts]
@@ -96,11 +99,12 @@ class TritonPythonModel:
                     pb_utils.InferenceResponse(error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG))
                 )
                 continue
-            encs = [next(encodings) for _ in texts]
+            # no error: _texts returned the texts
+            encs = [next(encodings) for _ in cast("list[str]", texts)]
             responses.append(self._response(encs))
         return responses
 
-    def _response(self, encs):
+    def _response(self, encs: list[Any]) -> Any:
         longest = max(len(e.ids) for e in encs)
         width = -(-longest // self.multiple) * self.multiple
         n = len(encs)

@@ -29,6 +29,8 @@ PyYAML, tensorrt_llm, triton_python_backend_utils and request_metrics.py (shippe
 tritonforge.
 """
 
+from __future__ import annotations
+
 import asyncio
 import concurrent.futures
 import contextlib
@@ -36,6 +38,8 @@ import json
 import os
 import queue
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -62,13 +66,15 @@ STATS_PERIOD_S = 1.0  # between two reads of them
 IDLE_READS = 3  # reads in a row without statistics: the LLM runs no iteration
 
 
-def _load_sibling(name):
+def _load_sibling(name: str) -> Any:
     """A module shipped next to this model.py (python_backends.SHARED), loaded by path: neither Triton's sys.path nor
     another model's module of the same name decides which file it is."""
     import importlib.util
 
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"{__name__}_{name}", path)
+    if spec is None or spec.loader is None:  # not for a path ending in .py (a source file's loader)
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -83,14 +89,16 @@ class Backlog:
     every request at once, so Triton's queue time stayed near zero however many waited in the LLM's queue, and an
     autoscaler never saw them. Best effort: without custom metrics or statistics it only leaves them out."""
 
-    def __init__(self, model, version):
+    def __init__(self, model: str, version: str) -> None:
         metrics = _load_sibling("request_metrics")
         self.types = metrics.TYPES
         self.gauges = metrics.request_gauges(
             pb_utils, model, version, lambda message: print(f"[trtllm_llmapi] {message}", flush=True))
+        self.iteration: int | None
+        self.totals: dict[str, int]
         self.iteration, self.totals = None, {}  # the iteration being gathered (see publish)
 
-    def publish(self, stat):
+    def publish(self, stat: Any) -> None:
         """One row of an iteration's statistics (a dict, or its JSON text). With attention data parallelism an
         iteration comes as one row per rank (the same ``iter``; NVIDIA/TensorRT-LLM
         tensorrt_llm/executor/iteration_stats.py @ b11790149e0e12e52ea82ed7a4d51b51ea98dce6): the gauges carry the
@@ -109,13 +117,13 @@ class Backlog:
         self.totals["scheduled"] += int(inflight.get("numScheduledRequests", stat.get("numActiveRequests", 0)))
         self.totals["max"] += int(stat.get("maxNumActiveRequests", 0))
 
-    def flush(self):
+    def flush(self) -> None:
         """The iteration gathered so far onto the gauges."""
         if self.totals:
             self.gauges.set(**self.totals)
             self.totals = {}
 
-    async def follow(self, llm, started):
+    async def follow(self, llm: Any, started: asyncio.Event) -> None:
         """Read the LLM's iteration statistics until cancelled (finalize), from the first request on (before it,
         TensorRT-LLM's executor logs "not available yet" at every read). Reads that bring none for IDLE_READS in a
         row mean the LLM is idle (it runs no iteration): the gauges go to 0 (they kept the last busy values)."""
@@ -138,11 +146,11 @@ class Backlog:
             await asyncio.sleep(STATS_PERIOD_S)
 
 
-def _resolve(path, version_dir):
+def _resolve(path: str, version_dir: str) -> str:
     return path if os.path.isabs(path) else os.path.join(version_dir, path)
 
 
-def read_model_yaml(version_dir):
+def read_model_yaml(version_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(LLM() arguments, triton_config) from model.yaml; relative `model` resolved against the version folder."""
     import yaml
 
@@ -160,7 +168,7 @@ def read_model_yaml(version_dir):
     return data, triton_config
 
 
-def _rows(arrays, name, batch):
+def _rows(arrays: Mapping[str, np.ndarray], name: str, batch: int) -> list[Any]:
     """Per batch item: the value of an optional scalar input, or None."""
     value = arrays.get(name)
     if value is None or value.size == 0:
@@ -170,7 +178,7 @@ def _rows(arrays, name, batch):
     return [v.item() if hasattr(v, "item") else v for v in items]  # strings arrive as bytes objects
 
 
-def _text(value):
+def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
@@ -180,25 +188,25 @@ class Reply:
 
     __slots__ = ("cancelled", "closed", "lock", "sender")
 
-    def __init__(self, sender):
+    def __init__(self, sender: Any) -> None:
         self.sender, self.closed, self.cancelled = sender, False, False
         self.lock = threading.Lock()
 
 
-def _cancelled():
+def _cancelled() -> Any:
     """The answer to a request a stop or its client cancelled (upstream's words and code)."""
     return pb_utils.InferenceResponse(
         error=pb_utils.TritonError("Request cancelled by client", pb_utils.TritonError.CANCELLED))
 
 
-def _report_failure(future):
+def _report_failure(future: concurrent.futures.Future[Any]) -> None:
     """A generation that failed outside its own handling (a bug): logged, not lost in an unread future."""
     if not future.cancelled() and future.exception() is not None:
         print(f"[trtllm_llmapi] a request failed unanswered: {future.exception()!r}", flush=True)
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, Any]) -> None:
         self.config = json.loads(args["model_config"])
         self.version_dir = os.path.join(args["model_repository"], str(args["model_version"]))
         self.llm_args, triton_config = read_model_yaml(self.version_dir)
@@ -212,12 +220,14 @@ class TritonPythonModel:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="llmapi-loop")
         self.thread.start()
         self.llm = LLM(**self.llm_args)
-        self.running = {}  # request id -> its (request, id, generation handles, Reply) entries (for `stop`)
-        self.watched = {}  # id(request) -> the same entry, while its request may be asked is_cancelled()
+        # request id -> its (request, id, generation handles, Reply) entries (for `stop`)
+        self.running: dict[str, list[tuple[Any, str, list[Any], Reply]]] = {}
+        # id(request) -> the same entry, while its request may be asked is_cancelled()
+        self.watched: dict[int, tuple[Any, str, list[Any], Reply]] = {}
         self.lock = threading.Lock()
         # Triton's calls that wait on the parent process (a response's send, is_cancelled) run on threads of their
         # own, as in upstream's model.py: on the loop they held up every token of every other request meanwhile
-        self.outbox = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[tuple[Any, Any, int] | None] = queue.SimpleQueue()
         self.closing = threading.Event()
         self.sending = threading.Thread(target=self._send_loop, daemon=True, name="llmapi-send")
         self.sending.start()
@@ -230,7 +240,7 @@ class TritonPythonModel:
             if backlog.gauges.enabled:
                 self.stats = asyncio.run_coroutine_threadsafe(backlog.follow(self.llm, self.first_request), self.loop)
 
-    def finalize(self):
+    def finalize(self) -> None:
         stats = getattr(self, "stats", None)
         if stats is not None:
             stats.cancel()
@@ -253,7 +263,7 @@ class TritonPythonModel:
 
     # ------------------------------------------------------------------------------------------------ requests
 
-    def parse(self, request):
+    def parse(self, request: Any) -> tuple[list[str], list[Any], list[Any], bool, dict[str, bool]]:
         """One request -> (prompts, SamplingParams per item, LoRA request per item, streaming, output flags)."""
         arrays = {t.name(): t.as_numpy() for t in request.inputs()}
         if not self.batched:
@@ -301,7 +311,7 @@ class TritonPythonModel:
         loras = [self.lora_request(arrays, i, batch) for i in range(batch)]
         return prompts, params, loras, streaming, flags
 
-    def lora_request(self, arrays, i, batch):
+    def lora_request(self, arrays: Mapping[str, np.ndarray], i: int, batch: int) -> Any:
         ids, names, paths = (_rows(arrays, n, batch)[i] for n in ("lora_id", "lora_name", "lora_path"))
         names = _text(names).strip() if names is not None else ""
         if not names:
@@ -316,7 +326,7 @@ class TritonPythonModel:
         source = _rows(arrays, "lora_ckpt_source", batch)[i]
         return LoRARequest(names, int(ids), path, lora_ckpt_source=_text(source) if source else "hf")
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any] | None:
         if not self.first_request.is_set():  # the statistics reader waits for it (see Backlog.follow)
             self.loop.call_soon_threadsafe(self.first_request.set)
         results = []
@@ -344,7 +354,7 @@ class TritonPythonModel:
         # every request of the batch was submitted before waiting for one: the LLM batches them together
         return [r.result() if isinstance(r, concurrent.futures.Future) else r for r in results]
 
-    def stop(self, request, sender):
+    def stop(self, request: Any, sender: Any) -> None:
         """Upstream's stop: the generations running under this request id are aborted and their requests answered
         at once with a CANCELLED final response (as upstream's handle_stop_request; waiting for the aborted
         iterator's own end could leave a streaming client waiting); the stop itself gets an empty final response."""
@@ -364,7 +374,16 @@ class TritonPythonModel:
 
     # ---------------------------------------------------------------------------------------------- generation
 
-    async def generate(self, request, sender, prompts, params, loras, streaming, flags):
+    async def generate(
+        self,
+        request: Any,
+        sender: Any,
+        prompts: list[str],
+        params: list[Any],
+        loras: list[Any],
+        streaming: bool,
+        flags: Mapping[str, bool],
+    ) -> Any:
         """One request's generation(s); every outcome, a refusal included, reaches the client (decoupled: through
         the send thread, FINAL last; else as the returned response)."""
         request_id = request.request_id() if hasattr(request, "request_id") else ""
@@ -406,7 +425,7 @@ class TritonPythonModel:
             final = _cancelled()
         return self.emit(reply, final, FINAL)
 
-    def emit(self, reply, response, flags=0):
+    def emit(self, reply: Reply, response: Any, flags: int = 0) -> Any:
         """Queue ``response`` (None: flags only) for a decoupled request's send thread; nothing after its FINAL or
         a cancellation's. Returns it (a request that is not decoupled is answered by execute's return)."""
         if reply.sender is not None:
@@ -417,13 +436,13 @@ class TritonPythonModel:
                 self.outbox.put((reply.sender, response, flags))  # under the lock: in order with _cancel's
         return response
 
-    def track(self, entry):
+    def track(self, entry: tuple[Any, str, list[Any], Reply]) -> None:
         request, request_id, _, _ = entry
         with self.lock:
             self.running.setdefault(request_id, []).append(entry)
             self.watched[id(request)] = entry
 
-    def untrack(self, entry):
+    def untrack(self, entry: tuple[Any, str, list[Any], Reply]) -> None:
         request, request_id, _, _ = entry
         with self.lock:
             entries = self.running.get(request_id, [])
@@ -433,7 +452,7 @@ class TritonPythonModel:
                 self.running.pop(request_id, None)
             self.watched.pop(id(request), None)
 
-    def _cancel(self, entry):
+    def _cancel(self, entry: tuple[Any, str, list[Any], Reply]) -> None:
         """Called with the entry's reply.lock held: abort its generations and answer its request CANCELLED, once
         (a request that is not decoupled is answered by generate, which sees ``cancelled``)."""
         request, _, handles, reply = entry
@@ -446,7 +465,7 @@ class TritonPythonModel:
         for handle in handles:
             self.loop.call_soon_threadsafe(handle.abort)
 
-    def _send_loop(self):
+    def _send_loop(self) -> None:
         """Sends queued responses in order (each request's FINAL after its others) until finalize."""
         while (item := self.outbox.get()) is not None:
             sender, response, flags = item
@@ -458,7 +477,7 @@ class TritonPythonModel:
             except Exception as err:  # the client went away, or Triton refused the response: the others go on
                 print(f"[trtllm_llmapi] a response could not be sent: {err}", flush=True)
 
-    def _cancellation_loop(self):
+    def _cancellation_loop(self) -> None:
         """Aborts the generations of requests whose client went away, checked every cancellation period on one
         thread (not a watcher per request on the loop)."""
         while not self.closing.wait(self.check_period):
@@ -476,7 +495,7 @@ class TritonPythonModel:
                         if entry[0].is_cancelled():
                             self._cancel(entry)
 
-    def response(self, results, flags, delta):
+    def response(self, results: list[Any], flags: Mapping[str, bool], delta: bool) -> Any:
         outputs = [r.outputs[0] for r in results]
         texts = [(o.text_diff if delta else o.text) for o in outputs]
         tensors = [pb_utils.Tensor("text_output", np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_))]

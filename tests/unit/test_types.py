@@ -1,5 +1,5 @@
 """The source packages type-check (mypy, configured in pyproject.toml: the pydantic plugin, third-party imports
-untyped where they ship no types)."""
+untyped where they ship no types), the model.py files Triton runs (python_backends) among them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("tritonforge", "builders", "clients", "deploy", "ensembles", "gateway")
+PACKAGES = ("tritonforge", "builders", "clients", "deploy", "ensembles", "gateway", "python_backends")
 # the benchmarks are not in the default run; type-checking them keeps them runnable between runs
 CHECKED = (*PACKAGES, "tests/bench")
 
