@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP gateway (FastAPI) in front of Triton, with optional API keys: a server package.
+"""The OpenAI-compatible HTTP gateway (Starlette) in front of Triton, with optional API keys: a server package.
 
     from tritonforge.gateway import GatewayModels, create_app
 
@@ -61,7 +61,7 @@ to the engine model, as the sync client's ``stream()`` does.
 
 Errors: unknown model 404, bad JSON / wrong types / unsupported parameters 400, missing or wrong key 401, Triton
 unavailable or overloaded 503, deadline 504; a request Triton rejects (prompt too long, ...) 400.
-The package: :mod:`.app` (create_app: the FastAPI app, its lifespan and error handling), :mod:`.state` (the
+The package: :mod:`.app` (create_app: the Starlette app, its lifespan and error handling), :mod:`.state` (the
 gateway's state: the Triton connection, models, adapters, routing to models and split arms), :mod:`.routes` (the
 endpoints), :mod:`.schemas` (request bodies and limits), :mod:`.generation` (chat/completions, streamed as SSE),
 :mod:`.embeddings` (an embeddings request's Triton requests, a bounded number in flight),

@@ -1,4 +1,4 @@
-"""create_app: the gateway as a FastAPI app — its state, lifespan, error handling, metrics and routes."""
+"""create_app: the gateway as a Starlette app — its state, lifespan, error handling, metrics and routes."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 
 from tritonforge.errors import ClientError
 from tritonforge.gateway.admission import Admission
@@ -23,7 +22,7 @@ from tritonforge.gateway.errors import CLIENT_CLOSED_REQUEST, APIError, clip, er
 from tritonforge.gateway.listen import on_port
 from tritonforge.gateway.metrics import MetricsMiddleware
 from tritonforge.gateway.models import GatewayModels
-from tritonforge.gateway.routes import router
+from tritonforge.gateway.routes import ROUTES
 from tritonforge.gateway.schemas import GatewayLimits
 from tritonforge.gateway.splits import SplitRouter, SplitsConfig
 from tritonforge.gateway.state import Gateway
@@ -44,8 +43,8 @@ def create_app(
     limits: GatewayLimits | None = None,
     metrics_port: int | None = None,
     triton_http_url: str | None = None,
-) -> FastAPI:
-    """The gateway as a FastAPI app: one pooled gRPC :class:`~tritonforge.clients.AsyncClient` to ``triton_url``
+) -> Starlette:
+    """The gateway as a Starlette app: one pooled gRPC :class:`~tritonforge.clients.AsyncClient` to ``triton_url``
     for its lifetime.
 
     ``api_keys``: the accepted bearer keys (None or empty: no access control). ``timeout``: per Triton call,
@@ -74,8 +73,8 @@ def create_app(
 
     # no redirect of `/v1/models/` to `/v1/models`: Starlette builds its Location from the request's Host header, so
     # anyone could have the gateway send clients elsewhere (security review); a 404 names the path to use instead
-    app = FastAPI(title="tritonforge gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
-                  redirect_slashes=False)
+    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=_error_handlers())
+    app.router.redirect_slashes = False
     app.state.gateway = gw
     app.state.models = gw.models
     app.state.metrics = gw.metrics
@@ -84,53 +83,54 @@ def create_app(
     # keeps its keys), so whether it has any is known here
     app.add_middleware(Admission, limits=gw.limits, keyed=len(gw.checker) > 0)
     app.add_middleware(MetricsMiddleware, metrics=gw.metrics, router=gw.router, known=gw.knows)
-    _handle_errors(app)
     app.add_middleware(ContainErrors)  # the outermost of the app's own error handling
     app.state.metrics_port = metrics_port
     if metrics_port is not None:
         app.add_middleware(MetricsListener, port=metrics_port)  # added last: before anything else runs
-    app.include_router(router)
     return app
 
 
-def _handle_errors(app: FastAPI) -> None:
-    """Every failure answers OpenAI's error body; nothing reaches uvicorn (which would drop the connection)."""
+def _error_handlers() -> dict[Any, Any]:
+    """Every failure answers OpenAI's error body; nothing reaches uvicorn (which would drop the connection). Keyed by
+    exception class: Starlette picks the handler of the nearest class in the exception's MRO."""
 
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, err: APIError) -> JSONResponse:
+    async def _api_error(request: Request, err: APIError) -> Response:
         return _answer(request, err)
 
-    @app.exception_handler(ClientError)
-    async def _client_error(request: Request, err: ClientError) -> JSONResponse:
+    async def _client_error(request: Request, err: ClientError) -> Response:
         request.state.gw_upstream_error = True  # a Triton call failed: counts against a split arm
         # a generation request's field names, for a context-length error told in its terms (generate sets them)
         return _answer(request, from_client_error(err, getattr(request.state, "gw_asked", None)))
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
-        return _answer(request, APIError(400, f"Invalid request: {err.errors()[:1]}", code="invalid_value"))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, err: StarletteHTTPException) -> Response:
         kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
         detail = str(err.detail)
         path = request.url.path
         if err.status_code == 404 and len(path) > 1 and path.endswith("/"):
             detail += f": {clip(path)} (the gateway's paths end without a slash: {clip(path.rstrip('/') or '/')})"
         response = _answer(request, APIError(err.status_code, detail, type=kind, code=None))
-        response.headers.update(err.headers or {})  # a 405's Allow: the methods the path takes
+        headers = dict(err.headers or {})  # a 405's Allow: the methods the path takes, in a set's order: sorted
+        if "Allow" in headers:
+            headers["Allow"] = ", ".join(sorted(headers["Allow"].split(", ")))
+        response.headers.update(headers)
         return response
 
-    @app.exception_handler(ClientDisconnect)
     async def _gone(_: Request, __: ClientDisconnect) -> Response:
         # the client hung up while sending its body: nobody reads an answer, and it is not the server's failure
         # (it was logged as an unexpected error and counted as a 500, which 5xx alerting fired on)
         return Response(status_code=CLIENT_CLOSED_REQUEST)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, err: Exception) -> Response:
         LOG.exception("gateway: unexpected error (request %s)", getattr(request.state, "gw_request_id", "-"))
         return _answer(request, APIError(500, f"internal error: {type(err).__name__}", type="server_error"))
+
+    return {
+        APIError: _api_error,
+        ClientError: _client_error,
+        StarletteHTTPException: _http_error,
+        ClientDisconnect: _gone,
+        Exception: _unexpected,
+    }
 
 
 def _answer(request: Request, err: APIError) -> JSONResponse:

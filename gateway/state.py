@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request
 from pydantic import BaseModel
+from starlette.requests import Request
 
 from tritonforge.clients.client import AsyncClient
 from tritonforge.clients.generation import declares_messages

@@ -134,7 +134,7 @@ def fail(err: TritonForgeError) -> NoReturn:
 EXTRA_OF_MODULE = {
     **dict.fromkeys(("torch", "transformers", "onnxruntime", "onnx", "onnxscript", "tokenizers", "peft", "gguf",
                      "faiss", "pytriton", "matplotlib"), "cpu"),
-    **dict.fromkeys(("fastapi", "starlette", "uvicorn", "orjson", "prometheus_client"), "gateway"),
+    **dict.fromkeys(("starlette", "uvicorn", "orjson", "prometheus_client"), "gateway"),
     **dict.fromkeys(("jinja2", "boto3", "botocore"), "deploy"),
     "tensorrt_llm": "gpu",
 }

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi", reason="the gateway needs the `gateway` extra")
+pytest.importorskip("starlette", reason="the gateway needs the `gateway` extra")
 openai = pytest.importorskip("openai", reason="the gateway tests use the openai SDK (`test` extra)")
 httpx = pytest.importorskip("httpx")
 

@@ -67,7 +67,7 @@ def test_a_host_port_address_keeps_its_channel(toy_server, monkeypatch: pytest.M
 def test_a_gateway_whose_models_triton_does_not_serve_is_not_ready(toy_server) -> None:
     """/ready answered 200 when none of the gateway's models was served (all failed to load, or none loaded yet):
     a model never seen was not counted, and nothing counted read as ready (session review)."""
-    from fastapi.testclient import TestClient
+    from starlette.testclient import TestClient
 
     from tritonforge.gateway import GatewayModels, create_app
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the gateway needs the `gateway` extra")
+pytest.importorskip("starlette", reason="the gateway needs the `gateway` extra")
 httpx = pytest.importorskip("httpx")
 yaml = pytest.importorskip("yaml")
 

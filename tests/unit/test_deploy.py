@@ -1193,12 +1193,12 @@ def test_image_pull_secrets_reach_every_pod_in_every_format(cpu_repo: Path, tmp_
 
 def test_deploy_needs_only_the_deploy_extra(cpu_repo: Path) -> None:
     """Found by a code-health review: rendering the gateway's --model flags imported tritonforge.gateway, whose
-    package imports fastapi, which the `deploy` extra does not install: `deploy k8s` failed on every call there."""
+    package imports starlette, which the `deploy` extra does not install: `deploy k8s` failed on every call there."""
     import subprocess
     import sys
 
     code = (
-        "import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
+        "import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
         "from tritonforge.deploy.k8s import build_values\n"
         "from tritonforge.deploy.options import DeployOptions\n"
         f"v = build_values({str(cpu_repo)!r}, DeployOptions(image={TRTLLM_IMAGE!r}, repository_url='s3://models/r', "

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the gateway needs the `gateway` extra")
+pytest.importorskip("starlette", reason="the gateway needs the `gateway` extra")
 
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 
 from tritonforge.gateway import GatewayLimits, create_app
 from tritonforge.server import free_port

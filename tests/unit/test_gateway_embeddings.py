@@ -178,7 +178,7 @@ class ConfiguredTriton(FakeTriton):
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> Any:
     """(TestClient, ConfiguredTriton): the gateway app over the fake."""
-    from fastapi.testclient import TestClient
+    from starlette.testclient import TestClient
 
     from tritonforge.gateway import create_app, state
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the gateway needs the `gateway` extra")
+pytest.importorskip("starlette", reason="the gateway needs the `gateway` extra")
 
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 
 from tritonforge.errors import ContextLengthError
 from tritonforge.gateway import GatewayLimits, GatewayModels, create_app, split_problems
@@ -92,7 +92,10 @@ def test_a_chunked_body_over_the_limit_reports_what_was_read(client: TestClient)
 
 def test_a_405_says_which_methods_the_path_takes(client: TestClient) -> None:
     reply = client.post("/v1/models", headers=KEY)
-    assert reply.status_code == 405 and reply.headers.get("allow") == "GET", (reply.status_code, reply.headers)
+    # a GET route answers HEAD too (RFC 9110: HEAD is GET without the body), as Starlette's routes do
+    assert reply.status_code == 405 and reply.headers.get("allow") == "GET, HEAD", (reply.status_code, reply.headers)
+    head = client.head("/v1/models", headers=KEY)
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 0
 
 
 def test_a_prompt_over_the_context_is_openais_context_length_exceeded() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the gateway needs the `gateway` extra")
+pytest.importorskip("starlette", reason="the gateway needs the `gateway` extra")
 
 from tritonforge.gateway.generation import StopScanner
 

@@ -344,7 +344,7 @@ def test_choosing_is_cheap() -> None:
 
 
 def _gateway(**kwargs: object) -> object:
-    pytest.importorskip("fastapi", reason="the gateway needs the `gateway` extra")
+    pytest.importorskip("starlette", reason="the gateway needs the `gateway` extra")
     from tritonforge.gateway import create_app
     from tritonforge.server import free_port
 
@@ -390,7 +390,7 @@ def test_the_gateway_refuses_splits_that_do_not_fit_its_models() -> None:
 
 
 def test_gateway_routes_records_and_trips_without_triton(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fastapi.testclient import TestClient
+    from starlette.testclient import TestClient
 
     from tritonforge.gateway import splits as splits_module
 
@@ -433,7 +433,7 @@ def test_gateway_routes_records_and_trips_without_triton(monkeypatch: pytest.Mon
 
 
 def test_admin_endpoints_are_closed_without_admin_keys_on_a_keyed_gateway() -> None:
-    from fastapi.testclient import TestClient
+    from starlette.testclient import TestClient
 
     with TestClient(_gateway(api_keys=["k"], splits=_emb_split())) as client:  # type: ignore[arg-type]
         reply = client.get("/admin/splits", headers={"Authorization": "Bearer k"})
