@@ -36,7 +36,7 @@ from tritonforge.gateway.state import UNKNOWN_MODEL_REFRESH_SECONDS, Gateway
 
 # The gateway's routes, on Starlette's router: every endpoint takes the request (and its path's parameters) and reads
 # its body itself, so FastAPI's dependency injection, validation and response models had nothing to do, and its
-# routing and middleware cost ~15% of the gateway's own CPU on an embeddings request (docs/performance.md)
+# routing and middleware cost ~15% of the app's CPU on an embeddings request, uvicorn's excluded (docs/performance.md)
 ROUTES: list[Route] = []
 Endpoint = Callable[..., Awaitable[Any]]
 
