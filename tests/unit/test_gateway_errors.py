@@ -97,8 +97,18 @@ def test_the_gateway_runs_on_uvloop_and_httptools() -> None:
     config = uvicorn.Config(_app())
     config.load()
     assert config.http_protocol_class is HttpToolsProtocol
-    loop_factory = config.get_loop_factory()
-    assert loop_factory is not None and loop_factory.__module__ == "uvloop"
+    if hasattr(config, "get_loop_factory"):  # uvicorn >= 0.36 hands the loop to asyncio.Runner
+        loop_factory = config.get_loop_factory()
+        assert loop_factory is not None and loop_factory.__module__ == "uvloop"
+        return
+    # uvicorn 0.29-0.35 (pyproject allows them) install uvloop's event loop policy instead
+    import uvloop
+
+    config.setup_event_loop()
+    try:
+        assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
+    finally:
+        asyncio.set_event_loop_policy(None)
 
 
 @pytest.mark.parametrize(
