@@ -7,6 +7,7 @@ has started). Binding first makes both a one-line ServerError before anything is
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import threading
@@ -38,6 +39,26 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _server_class() -> Any:
+    """uvicorn's Server, leaving ignored the stop signals this process was started ignoring. uvicorn's handlers
+    replaced them: a gateway started as ``tritonforge gateway &`` from a script (no job control: SIGINT ignored)
+    stopped on the Ctrl-C meant for the script, with exit code 0, where ``serve`` keeps them ignored
+    (stop_signals.not_ignored)."""
+    import uvicorn
+
+    class KeepsIgnoredSignals(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            main = threading.current_thread() is threading.main_thread()  # handlers exist only there
+            ignored = [s for s in (signal.SIGINT, signal.SIGTERM) if main and not not_ignored((s,))]
+            with super().capture_signals():
+                for signum in ignored:
+                    signal.signal(signum, signal.SIG_IGN)
+                yield
+
+    return KeepsIgnoredSignals
+
+
 class GatewayServer:
     """uvicorn serving ``app`` on a socket from :func:`bind`: in this thread (:meth:`run`) or in a background one
     (:meth:`start` / :meth:`stop`, signals staying with the main thread)."""
@@ -59,7 +80,7 @@ class GatewayServer:
         # uvicorn just closed is a 502); each connection's protocol reads it when made
         if keep_alive is not None:
             config.timeout_keep_alive = keep_alive  # type: ignore[assignment]  # call_later's: any float
-        self.server = uvicorn.Server(config)
+        self.server = _server_class()(config)
         self.hung_up = False
         self.grace = grace
         self.sock, self.more = sock, more  # more: listeners of the same app (the metrics one)

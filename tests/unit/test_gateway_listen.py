@@ -237,3 +237,36 @@ def test_a_response_the_client_does_not_read_is_cut_after_the_send_deadline(monk
         assert httpx.get(f"http://127.0.0.1:{sock.getsockname()[1]}/", timeout=10).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_stop_signal_the_process_was_started_ignoring_stays_ignored() -> None:
+    """`tritonforge gateway &` in a script without job control starts with SIGINT ignored: uvicorn's handler used to
+    replace that, and the Ctrl-C meant for the script stopped the gateway with exit code 0 (serve keeps it)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = GatewayServer(_hello, sock, grace=1.0)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    served: list[str] = []
+
+    def poke() -> None:
+        while not server.server.started:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)  # ignored: the gateway keeps serving
+        time.sleep(0.3)
+        served.append(httpx.get(f"http://127.0.0.1:{port}/").text)
+        server.server.should_exit = True
+
+    poker = threading.Thread(target=poke)
+    poker.start()
+    try:
+        server.run()  # on the main thread, as `tritonforge gateway` runs it
+    finally:
+        poker.join(10)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        signal.signal(signal.SIGINT, previous)
+    assert served == ["hello"]
