@@ -113,6 +113,34 @@ def test_checks_take_an_ngc_tag_alone_but_a_deployment_needs_a_whole_name(tmp_pa
     assert image_name_problem("nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3", pullable=True) is None
 
 
+@pytest.mark.parametrize("image", ["nvcr.io/nvidia/tritonserver:26.07-trtlm-python-py3", "26.07-trtlm-python-py3"])
+def test_a_misspelt_ngc_flavour_is_refused_before_it_changes_what_is_built(image: str, tmp_path: Path) -> None:
+    """'-trtlm-python-py3' was taken for an unknown flavour: the gpu build silently chose ONNX Runtime for the
+    encoder, which the intended -trtllm-python-py3 image cannot load (new-user audit)."""
+    from tritonforge.spec import SpecError, parse_spec
+    from tritonforge.trtllm.images import image_name_problem
+    from tritonforge.validator import OptionError, validate
+
+    says = "NVIDIA publishes no tritonserver flavour '-trtlm-python-py3'; did you mean 26.07-trtllm-python-py3?"
+    assert says in (image_name_problem(image) or "")
+    with pytest.raises(SpecError, match=re.escape(says)):
+        parse_spec({"name": "x", "image": image, "models": {"e": {"kind": "embedding", "checkpoint": "c"}}})
+    with pytest.raises(OptionError, match=re.escape(says)):
+        validate(tmp_path, image=image)
+
+
+@pytest.mark.parametrize("image", [
+    "nvcr.io/nvidia/tritonserver:24.05-py3-min",  # NVIDIA's other flavours: real, not checked, not refused
+    "nvcr.io/nvidia/tritonserver:23.04-tf2-python-py3",
+    "nvcr.io/nvidia/tritonserver:26.07-py3",
+    "registry.example.com/team/triton:26.07-trtlm-python-py3",  # another repository's tags are its own
+])
+def test_other_flavours_and_other_repositories_are_not_taken_for_typos(image: str) -> None:
+    from tritonforge.trtllm.images import image_name_problem
+
+    assert image_name_problem(image) is None and image_name_problem(image, pullable=True) is None
+
+
 def test_printed_text_is_never_read_as_markup(capsys: pytest.CaptureFixture[str]) -> None:
     """Errors carry Triton's log and users' names, the demo prints model output: Rich markup parsing dropped
     "[libprotobuf ERROR ...]" from messages and raised MarkupError on "[/code]"."""

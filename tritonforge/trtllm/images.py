@@ -9,6 +9,7 @@ image ships the ``tensorrtllm`` backend, where its TensorRT-LLM examples live, a
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,9 @@ from tritonforge.trtllm.params import templates
 REPOSITORY = "nvcr.io/nvidia/tritonserver"
 FLAVOUR = "-trtllm-python-py3"
 KNOWN_FLAVOURS = ("-py3", FLAVOUR, "-vllm-python-py3", "-pyt-python-py3")  # NVIDIA's (IMAGE_BACKENDS below)
+# NVIDIA's other tritonserver flavours (the SDK, the build base, Jetson/IGX, the retired TensorFlow one): real tags
+# whose contents this table does not follow, so not mistaken for a misspelt known flavour
+OTHER_NVIDIA_FLAVOURS = ("-py3-sdk", "-py3-min", "-py3-igpu", "-py3-igpu-sdk", "-py3-igpu-min", "-tf2-python-py3")
 _TAG = re.compile(r"(?:^|:)(\d{2}\.\d{2})(-[A-Za-z0-9.-]+)?$")
 
 
@@ -29,10 +33,29 @@ def image_name_problem(image: str, *, pullable: bool = False) -> str | None:
         return f"{image!r} is not an image name (a str): give a tagged image, e.g. {default_image()}"
     name = image.rsplit("/", 1)[-1]
     if not pullable and image_release(image) is not None:
-        return None
+        return _misspelt_flavour(image)
     if not image or any(c.isspace() for c in image) or ":" not in name or name.endswith(":"):
         return f"{image!r}: give a tagged image, e.g. {default_image()}"
-    return None
+    return _misspelt_flavour(image)
+
+
+def _misspelt_flavour(image: str) -> str | None:
+    """NVIDIA's tag with a flavour one typo from a known one ('26.07-trtlm-python-py3'). Such an image does not
+    exist, and taken as an unknown flavour it changed what was built (an encoder on ONNX Runtime, which the intended
+    -trtllm-python-py3 image cannot load) without a word. Other repositories' tags are their own."""
+    found = _TAG.search(image.strip())
+    name = image.strip().rsplit("/", 1)[-1]
+    repository = image.strip().rsplit(":", 1)[0] if ":" in name else ""
+    if not found or not found.group(2) or repository not in ("", REPOSITORY):
+        return None
+    flavour = found.group(2)
+    if flavour in KNOWN_FLAVOURS or flavour in OTHER_NVIDIA_FLAVOURS:
+        return None
+    near = difflib.get_close_matches(flavour, KNOWN_FLAVOURS, n=1, cutoff=0.85)
+    if not near:
+        return None
+    return (f"{image!r}: NVIDIA publishes no tritonserver flavour {flavour!r}; did you mean "
+            f"{found.group(1)}{near[0]}? (flavours tritonforge checks against: {', '.join(KNOWN_FLAVOURS)})")
 
 
 def image_release(image: str) -> tuple[str, str] | None:
