@@ -9,6 +9,7 @@ test_rag_reranked below serves it.)
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,28 @@ def test_defaults_and_bad_requests(rag_server) -> None:
         assert client.rag("still serving", top_n=1, max_tokens=4).sources  # an error reached only its caller
     with Client(rag_server.endpoints.http, protocol="http") as client, pytest.raises(ClientError, match="gRPC"):
         client.rag("hi")
+
+
+def test_the_rag_over_triton_http_generate_answers_whole_and_generate_stream_streams(rag_server) -> None:
+    """docs/rag.md: the plain generate endpoint takes a request the rag answers in one response (stream false, the
+    default; a new-user audit found the doc saying only generate_stream worked); "stream": true needs
+    generate_stream."""
+    import httpx
+
+    base = f"http://{rag_server.endpoints.http}/v2/models/rag"
+    request = {"QUERY": QUERIES[1], "TOP_N": 1, "max_tokens": 8}
+    with Client(rag_server.endpoints.grpc) as client:
+        expected = client.rag(QUERIES[1], top_n=1, max_tokens=8)
+    whole = httpx.post(f"{base}/generate", json=request, timeout=120)
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["text_output"] == expected.text
+    streamed = httpx.post(f"{base}/generate", json={**request, "stream": True}, timeout=120)
+    # Triton's words, with status 200 (the client's HTTP transport reads that as a refusal: test_blocking_http.py)
+    assert "exactly 1 response" in streamed.json()["error"] and "text_output" not in streamed.json()
+    with httpx.stream("POST", f"{base}/generate_stream", json={**request, "stream": True}, timeout=120) as events:
+        assert events.status_code == 200
+        pieces = [json.loads(line[len("data: "):]) for line in events.iter_lines() if line.startswith("data: ")]
+    assert "".join(p.get("text_output", "") for p in pieces) == expected.text
 
 
 def test_a_request_the_llm_refuses_gets_its_error_and_no_sources(rag_server) -> None:

@@ -292,3 +292,21 @@ def test_infer_with_no_outputs_named_is_one_request_asking_for_every_output_in_b
         assert [line for line, _ in seen] == [b"POST /v2/models/m/infer HTTP/1.1"]
         request = json.loads(seen[0][1])
         assert request["parameters"]["binary_data_output"] is True and "outputs" not in request
+
+
+def test_a_generate_reply_of_200_with_only_an_error_is_a_refusal_not_empty_text() -> None:
+    """Triton answers /generate with 200 and {"error": ...} when the model sends more than one response ("stream":
+    true to a decoupled model; tests/integration/test_rag_service.py): that read as a reply with no text_output."""
+    said = b'{"error":"generate expects model to produce exactly 1 response, use generate stream for model"}'
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while True:
+            head, _body = await read_request(reader)
+            ok = b'{"model_name":"llm","text_output":"hi"}'
+            writer.write(reply(said if b"/models/rag/" in head else ok))
+            await writer.drain()
+
+    with _served(answer) as (transport, _):
+        assert transport.generate("llm", {"text_input": "x"}) == {"model_name": "llm", "text_output": "hi"}
+        with pytest.raises(InferenceServerException, match="exactly 1 response"):
+            transport.generate("rag", {"QUERY": "x", "stream": True})

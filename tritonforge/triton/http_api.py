@@ -84,6 +84,16 @@ def _json(status: int, headers: Mapping[bytes, bytes], body: bytes) -> Any:
     return json.loads(body) if body else {}
 
 
+def _generated(status: int, headers: Mapping[bytes, bytes], body: bytes) -> Any:
+    """The generate extension's JSON reply. Triton answers a /generate request whose model sends more than one
+    response ("stream": true to a decoupled model) with status 200 and only an error ("generate expects model to
+    produce exactly 1 response"): a refusal, not a reply without text."""
+    reply = _json(status, headers, body)
+    if isinstance(reply, dict) and set(reply) == {"error"}:
+        raise refusal(status, body)
+    return reply
+
+
 def _done(status: int, headers: Mapping[bytes, bytes], body: bytes) -> None:
     if status != 200:
         raise refusal(status, body)
@@ -156,7 +166,7 @@ class RestApi:
         """Triton's generate extension: the JSON reply to ``request`` (``text_input`` and the sampling fields)."""
         path = f"{_model_path(model_name, '')}/generate"
         sent = {**(headers or {}), "Content-Type": "application/json"}
-        return self._send("POST", path, json.dumps(request).encode("utf-8"), sent, client_timeout, _json)
+        return self._send("POST", path, json.dumps(request).encode("utf-8"), sent, client_timeout, _generated)
 
     def infer(
         self,
