@@ -246,8 +246,9 @@ def _deploy_settings(repo: Path, info: dict[str, Any]) -> DeploySettings:
         return DeploySettings.model_validate(info.get("deploy") or {})
     except PydanticValidationError as err:
         where = str(repo / "tritonforge.json")
+        problems = format_errors(err, DeploySettings)
         raise DeployError(
-            [Problem(where, f"deploy{f'.{p.where}' if p.where else ''}: {p.message}") for p in format_errors(err)]
+            [Problem(where, f"deploy{f'.{p.where}' if p.where else ''}: {p.message}") for p in problems]
         ) from None
 
 

@@ -12,6 +12,7 @@ from tritonforge.errors import OptionError
 from tritonforge.gateway.splits import SplitsConfig
 
 LOG = logging.getLogger(__name__)
+SERVED_NAMES_SHOWN = 10  # model ids an unknown-model error lists at most
 
 
 # ------------------------------------------------------------------------------------------------------- models
@@ -61,6 +62,12 @@ class GatewayModels:
 
     def kind_of(self, model_id: str) -> str | None:
         return next((kind for i, kind, _ in self.ids() if i == model_id), None)
+
+    def served_names(self, kind: str, limit: int = SERVED_NAMES_SHOWN) -> str:
+        """The model ids served for ``kind`` (chat, embeddings, rerank) as an error message names them: sorted, at
+        most ``limit`` then ``...``; ``none`` when there are none."""
+        names = sorted(getattr(self, kind, {}))
+        return ", ".join([*names[:limit], *(["..."] if len(names) > limit else [])]) or "none"
 
     @classmethod
     def parse(cls, entries: Collection[str]) -> GatewayModels:

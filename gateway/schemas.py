@@ -26,12 +26,14 @@ OFF_LOOP_BYTES = 64 << 10  # bodies larger than this are parsed, checked and val
 
 # -------------------------------------------------------------------------------------------------- request bodies
 
-_IGNORED = frozenset({"user", "store", "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key"})
+_IGNORED = frozenset({"store", "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key"})
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     model: str
+    # OpenAI's end-user id, a string (every endpoint takes it): the identity a traffic split keeps a user's arm by
+    user: str | None = None
     # fields OpenAI also takes as token ids ([1, 2] or [[1, 2], [3]]), which this server refuses by name
     text_only: ClassVar[tuple[str, ...]] = ()
 

@@ -256,6 +256,9 @@ class Gateway:
                 403, "The admin endpoints are disabled: this gateway has API keys but no admin keys "
                 "(give admin_keys / --admin-keys-file).", type="permission_error", code="admin_disabled",
             )
+        if KeyChecker.bearer(header) is None:  # no header, another scheme, or no token after "Bearer"
+            raise APIError(401, "No admin key provided: send it as 'Authorization: Bearer <admin key>'.",
+                           code="invalid_api_key")
         raise APIError(401, "Incorrect admin key provided. Send 'Authorization: Bearer <admin key>'.",
                        code="invalid_api_key")
 
@@ -285,7 +288,8 @@ class Gateway:
                     param="model", code="model_not_supported",
                 )
             raise APIError(
-                404, f"The model `{clip(model_id)}` does not exist or you do not have access to it.",
+                404, f"The model `{clip(model_id)}` does not exist or you do not have access to it (served for "
+                f"{kind}: {self.models.served_names(kind)}).",
                 param="model", code="model_not_found",
             )
         return table[model_id]
@@ -308,7 +312,7 @@ class Gateway:
             return Target(model_id, self.resolve(model_id, kind))
         if self.split_kind(state) != kind:
             self.resolve(model_id, kind)  # raises the wrong-endpoint error
-        user = (body.model_extra or {}).get("user")
+        user = getattr(body, "user", None)  # a str or None (schemas.Body)
         identity = user if isinstance(user, str) and user else KeyChecker.bearer(request.headers.get("authorization"))
         choice = state.choose(identity, self.router.rng)
         arm = choice.arm

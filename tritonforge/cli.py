@@ -636,22 +636,38 @@ def gateway(
     console.print(setup.banner(host, port, triton, triton_http))
     if metrics_port is not None:
         console.print(f"metrics on http://{host}:{metrics_port}/metrics (no API key)")
-    if not _triton_answers(triton):  # it started "fine" and answered every request 503 (first-run audit)
+    unserved = _unserved_by_triton(triton, setup)
+    if unserved is None:  # it started "fine" and answered every request 503 (first-run audit)
         console.print(styled("yellow", "warning:", (
             f" Triton does not answer at {triton} (yet): requests fail with 503 until it does. `tritonforge serve` "
             "picks free ports unless told: pass its printed gRPC address as --triton, or serve with --grpc-port"
         )))
+    elif unserved:
+        console.print(styled("yellow", "warning:", (
+            f" Triton at {triton} does not serve {', '.join(unserved)} (not ready): requests for them fail with 503 "
+            "until it does (--model names what the gateway serves)"
+        )))
     gateway_listen.GatewayServer(app_, listener, more=more, keep_alive=keep_alive).run()
 
 
-def _triton_answers(url: str) -> bool:
+def _unserved_by_triton(url: str, setup: Any) -> list[str] | None:
+    """What the gateway would call that Triton does not serve (GatewaySetup.unserved); None: Triton does not answer."""
     from tritonforge.triton.connection import Connection
 
     try:
         with Connection(url, timeout=3) as conn:
-            return bool(conn.is_live())
+            if not conn.is_live():
+                return None
+            return list(setup.unserved(lambda model, version: _ready(conn, model, version)))
     except TritonForgeError:
-        return False
+        return None
+
+
+def _ready(conn: Any, model: str, version: str) -> bool:
+    try:
+        return bool(conn.is_model_ready(model, version))
+    except TritonForgeError:  # e.g. the model API restricted: not known, not reported
+        return True
 
 
 # ------------------------------------------------------------------------------------------------------ releases

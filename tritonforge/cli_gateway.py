@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TextIO
@@ -112,6 +113,27 @@ class GatewaySetup:
         api_keys, admin_keys = (checker if checker is not None else keys for checker, keys in pairs)
         return create_app(triton, api_keys=api_keys, models=models, splits=splits, admin_keys=admin_keys,  # type: ignore[arg-type]
                           limits=self.limits, metrics_port=metrics_port, triton_http_url=triton_http)  # type: ignore[arg-type]
+
+    def unserved(self, is_ready: Callable[[str, str], bool]) -> list[str]:
+        """What the gateway would call that Triton does not serve now (``is_ready(model, version)`` False): each
+        model id's ensemble, each split arm's pinned version. A warning at start, not a refusal (a canary's version
+        may be loaded later): a split's arm pinned to a version never loaded answered 503s with Retry-After to its
+        share of the requests, its guard tripping only after min_requests failures (new-user audit)."""
+        served = {model_id: ensemble for model_id, _kind, ensemble in self.models.ids()}  # type: ignore[attr-defined]
+        wanted: dict[tuple[str, str], list[str]] = {}
+        for model_id, kind, ensemble in self.models.ids():  # type: ignore[attr-defined]
+            wanted.setdefault((ensemble, ""), []).append(f"{kind} model {model_id}")
+        splits = self.splits.config.splits if self.splits is not None else {}  # type: ignore[attr-defined]
+        for name, split in splits.items():
+            for arm in split.arms:
+                if arm.model in served:  # split_problems refused any other
+                    users = wanted.setdefault((served[arm.model], arm.triton_version), [])
+                    users.append(f"split {name}, arm {arm.name}")
+        missing = []
+        for (ensemble, version), users in wanted.items():
+            if not is_ready(ensemble, version):
+                missing.append(f"{ensemble}{f' version {version}' if version else ''} ({'; '.join(users)})")
+        return missing
 
     def banner(self, host: str, port: int, triton: str, triton_http: str | None = None) -> str:
         keys = self.keys

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from tritonforge.errors import Problem, SpecError, unreadable
 from tritonforge.naming import BASE_ADAPTER, MODEL_NAME, triton_model_names
 from tritonforge.spec_base import Big, Checked, Flag, Found, Frozen, NonNeg, Pos, Whole, raw_dict, raw_int, raw_list
 from tritonforge.spec_deploy import DeploySettings  # the `deploy:` section (re-exported here)
+from tritonforge.spec_errors import did_you_mean
 from tritonforge.trtllm.engine_settings import EngineSettings
 from tritonforge.trtllm.images import default_image, image_info, image_name_problem, runtime_problems
 from tritonforge.trtllm.llmapi import LLMAPISettings, llm_args_problems
@@ -666,7 +667,9 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def format_errors(err: PydanticValidationError) -> list[Problem]:
+def format_errors(err: PydanticValidationError, model: type[BaseModel]) -> list[Problem]:
+    """Pydantic's errors of validating ``model`` as spec problems (an unknown field with its near miss among the
+    fields allowed at its place)."""
     problems: list[Problem] = []
     for e in err.errors():
         where = _path(tuple(e["loc"]))
@@ -674,7 +677,7 @@ def format_errors(err: PydanticValidationError) -> list[Problem]:
         if e["type"] == "tritonforge":
             pass  # our own cross-field message, already complete
         elif e["type"] == "extra_forbidden":
-            msg = "unknown field"
+            msg = "unknown field" + did_you_mean(model, tuple(e["loc"]))
         elif e["type"] == "literal_error":  # ctx may be gone once re-raised beside cross-field errors
             msg = f"{e['input']!r} is not allowed; expected {msg.removeprefix('Input should be ')}"
         elif "input" in e and not isinstance(e["input"], dict | list) and e["input"] is not None:
@@ -690,7 +693,7 @@ def parse_spec(data: Any, source_dir: Path | None = None) -> Spec:
     try:
         return Spec.model_validate({**data, "source_dir": source_dir})
     except PydanticValidationError as err:
-        raise SpecError(format_errors(err)) from None
+        raise SpecError(format_errors(err, Spec)) from None
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -343,3 +343,30 @@ def _wait_until(check: Any, timeout: float = 10.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "the gateway did not pick up the new splits"
         time.sleep(0.2)
+
+
+def test_the_gateway_command_warns_of_what_triton_does_not_serve(split_triton, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/serving.md's example pins a treatment to a version no example build has: the gateway started without a
+    word and answered that arm's share 503 with Retry-After (new-user audit). It still starts, and says what is not
+    served, on the real Triton."""
+    from typer.testing import CliRunner
+
+    from tritonforge.cli import app
+    from tritonforge.gateway import listen as gateway_listen
+    from tritonforge.server import free_port
+
+    monkeypatch.setattr(gateway_listen.GatewayServer, "run", lambda self: None)
+    path = tmp_path / "splits.yaml"
+    path.write_text(yaml.safe_dump({"splits": {"minilm-v2": {
+        "control": {"model": "minilm", "version": 1, "weight": 95},
+        "treatment": {"model": "minilm", "version": 2, "weight": 5},
+    }}}))
+    args = ["gateway", "--triton", split_triton.endpoints.grpc, "--port", str(free_port()), "--insecure-no-auth",
+            "--model", "embeddings:minilm=embed", "--model", "embeddings:gone=no_such_ensemble", "--splits", str(path)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    warning = next(line for line in result.output.splitlines() if line.startswith("warning:"))
+    assert (f"Triton at {split_triton.endpoints.grpc} does not serve no_such_ensemble (embeddings model gone), "
+            "embed version 2 (split minilm-v2, arm treatment) (not ready)") in warning
+    assert "version 1" not in warning

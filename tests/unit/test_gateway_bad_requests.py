@@ -14,7 +14,7 @@ pytest.importorskip("starlette", reason="the gateway needs the `gateway` extra")
 
 from starlette.testclient import TestClient
 
-from tritonforge.gateway import GatewayLimits, create_app
+from tritonforge.gateway import GatewayLimits, GatewayModels, create_app
 from tritonforge.server import free_port
 
 ADMIN = {"Authorization": "Bearer sk-admin"}
@@ -201,6 +201,59 @@ def test_a_model_of_another_kind_is_named_with_its_article(client: TestClient) -
     assert "The model `minilm` is an embeddings model" in _error(reply, 400)["message"]
     reply = client.post("/v1/embeddings", headers=KEY, json={"model": "chat", "input": "hi"})
     assert "The model `chat` is a chat model" in _error(reply, 400)["message"]
+
+
+@pytest.mark.parametrize(("path", "body", "served"), [
+    ("/v1/chat/completions", {"model": "chatt", "messages": [{"role": "user", "content": "hi"}]}, "chat: chat"),
+    ("/v1/completions", {"model": "chatt", "prompt": "hi"}, "chat: chat"),
+    ("/v1/embeddings", {"model": "chatt", "input": "hi"}, "embeddings: minilm"),
+    ("/v1/rerank", {"model": "chatt", "query": "q", "documents": ["a"]}, "rerank: reranker"),
+])
+def test_an_unknown_model_lists_the_models_its_endpoint_serves(
+    client: TestClient, path: str, body: dict[str, Any], served: str
+) -> None:
+    error = _error(client.post(path, headers=KEY, json=body), 404)
+    assert error["message"] == (
+        f"The model `chatt` does not exist or you do not have access to it (served for {served})."
+    )
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", "model", "model_not_found")
+
+
+def test_the_models_an_unknown_model_error_lists_are_bounded() -> None:
+    many = GatewayModels(embeddings={f"e{i:02}": f"embed{i}" for i in range(12)}, rerank={})
+    assert many.served_names("embeddings") == "e00, e01, e02, e03, e04, e05, e06, e07, e08, e09, ..."
+    assert many.served_names("embeddings", limit=12) == ", ".join(f"e{i:02}" for i in range(12))
+    assert many.served_names("rerank") == "none" and many.served_names("chat") == "chat"
+    with TestClient(_app(models=many), raise_server_exceptions=True) as c:
+        reply = c.post("/v1/embeddings", headers=KEY, json={"model": "e1", "input": "hi"})
+        assert _error(reply, 404)["message"].endswith("(served for embeddings: e00, e01, e02, e03, e04, e05, "
+                                                      "e06, e07, e08, e09, ...).")
+        reply = c.post("/v1/rerank", headers=KEY, json={"model": "r", "query": "q", "documents": ["a"]})
+        assert _error(reply, 404)["message"].endswith("(served for rerank: none).")
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank"])
+@pytest.mark.parametrize("user", [5, ["alice"], {"id": "alice"}, True])
+def test_a_user_that_is_not_a_string_is_a_400_naming_it(client: TestClient, path: str, user: Any) -> None:
+    """OpenAI's ``user`` is a string; any other value was ignored (and a split fell back to the API key)."""
+    error = _error(client.post(path, headers=KEY, json={**_BODIES[path], "user": user}), 400)
+    assert (error["param"], error["code"]) == ("user", "invalid_value"), error
+    assert error["message"] == "Invalid value for 'user': Input should be a valid string", error
+    for fine in ("alice", None):  # past the body's checks: the model is what is refused
+        reply = client.post(path, headers=KEY, json={**_BODIES[path], "model": "nope", "user": fine})
+        assert _error(reply, 404)["code"] == "model_not_found"
+
+
+def test_an_admin_request_without_a_key_says_how_to_send_one(client: TestClient) -> None:
+    for headers in ({}, {"Authorization": "Basic c2stYWRtaW4="}, {"Authorization": "Bearer "}):
+        error = _error(client.get("/admin/splits", headers=headers), 401)
+        assert error["message"] == "No admin key provided: send it as 'Authorization: Bearer <admin key>'.", error
+        assert error["code"] == "invalid_api_key"
+    for headers in (KEY, {"Authorization": "Bearer wrong"}):  # a key, but not an admin key: as before
+        error = _error(client.get("/admin/splits", headers=headers), 401)
+        assert error["message"] == "Incorrect admin key provided. Send 'Authorization: Bearer <admin key>'.", error
+        assert error["code"] == "invalid_api_key"
+    assert client.get("/admin/splits", headers=ADMIN).status_code == 200
 
 
 _BODIES = {

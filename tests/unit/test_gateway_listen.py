@@ -270,3 +270,24 @@ def test_a_stop_signal_the_process_was_started_ignoring_stays_ignored() -> None:
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
         signal.signal(signal.SIGINT, previous)
     assert served == ["hello"]
+
+
+def test_the_gateway_setup_names_each_model_and_split_arm_triton_does_not_serve(tmp_path: Path) -> None:
+    from tritonforge.cli_gateway import prepare_gateway
+
+    splits = tmp_path / "splits.yaml"
+    splits.write_text("splits:\n  canary:\n    control: {model: minilm, weight: 9}\n"
+                      "    treatment: {model: minilm, version: 3, weight: 1}\n")
+    setup = prepare_gateway("127.0.0.1", None, None, ["embeddings:minilm=embed", "chat:chat=llm"], splits, False)
+    asked: list[tuple[str, str]] = []
+
+    def ready(model: str, version: str) -> bool:
+        asked.append((model, version))
+        return (model, version) != ("embed", "3")
+
+    assert setup.unserved(ready) == ["embed version 3 (split canary, arm treatment)"]
+    assert sorted(asked) == [("embed", ""), ("embed", "3"), ("llm", "")]  # the control arm is the model itself
+    assert setup.unserved(lambda model, version: False) == [
+        "llm (chat model chat)", "embed (embeddings model minilm; split canary, arm control)",
+        "embed version 3 (split canary, arm treatment)",
+    ]

@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError as PydanticValidationError
 
 from tritonforge.errors import SpecError
-from tritonforge.spec import load_spec, parse_spec
+from tritonforge.spec import DeploySettings, format_errors, load_spec, parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -67,6 +67,39 @@ def test_every_problem_is_reported_at_once() -> None:
     assert "models.second.dynamic_batching.preferred_batch_sizes[0]: dynamic batching preferred size must be <= max batch size (16 > max_batch_size 8)" in problems
     assert "models.minilm.dynamic_batching.preferred_batch_sizes[1]: dynamic batching preferred size must be <= max batch size (72 > max_batch_size 64)" in problems
     assert len(problems) == 5
+
+
+def test_an_unknown_field_suggests_the_near_miss_allowed_at_its_place() -> None:
+    data = _base()
+    m = data["models"]["minilm"]
+    m["poolng"] = "mean"
+    m["bogus"] = True  # nothing close: the message stays as it was
+    m["tokenizer"]["max_batchsize"] = 8  # the tokenizer's own fields, not the model's
+    m["instance_groups"][0]["rate_limiter"] = {"resources": [{"name": "R", "globl": True}]}  # the YAML alias
+    data["deploy"] = {"replica": 2}
+    data["targt"] = "cpu"
+    assert sorted(_problems(data)) == [
+        "deploy.replica: unknown field (did you mean 'replicas'?)",
+        "models.minilm.bogus: unknown field",
+        "models.minilm.instance_groups[0].rate_limiter.resources[0].globl: unknown field (did you mean 'global'?)",
+        "models.minilm.poolng: unknown field (did you mean 'pooling'?)",
+        "models.minilm.tokenizer.max_batchsize: unknown field (did you mean 'max_batch_size'?)",
+        "targt: unknown field (did you mean 'target'?)",
+    ]
+    data = _base()
+    data["source_dirr"] = "."  # source_dir is set by load_spec, not a spec field to suggest
+    assert _problems(data) == ["source_dirr: unknown field"]
+
+
+def test_format_errors_of_another_spec_class_suggests_from_its_fields() -> None:
+    """Callers that validate a section by itself (deploy/k8s.py's DeploySettings, TensorRT-LLM parameters) pass
+    their class."""
+    with pytest.raises(PydanticValidationError) as info:
+        DeploySettings.model_validate({"replica": 2, "autoscaling": {"max_replica": 3}})
+    assert sorted(str(p) for p in format_errors(info.value, DeploySettings)) == [
+        "autoscaling.max_replica: unknown field (did you mean 'max_replicas'?)",
+        "replica: unknown field (did you mean 'replicas'?)",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -432,6 +432,26 @@ def test_gateway_routes_records_and_trips_without_triton(monkeypatch: pytest.Mon
         assert client.get("/admin/splits").json()["splits"]["emb-ab"]["tripped"] is False
 
 
+def test_a_sticky_split_keeps_each_user_on_the_arm_of_the_requests_user_field() -> None:
+    """The body's ``user`` (a declared string field of every request body) is the identity, not the API key."""
+    from starlette.testclient import TestClient
+
+    split = _emb_split(sticky=True, guard=None)
+    expected = SplitRouter(split)
+    app = _gateway(api_keys=["k"], splits=split)
+    with TestClient(app) as client:  # type: ignore[arg-type]
+        seen = set()
+        for i in range(16):
+            user = f"user-{i}"
+            arm = expected.choose("emb-ab", user).arm.name  # type: ignore[union-attr]
+            for _ in range(3):
+                reply = client.post("/v1/embeddings", json={"model": "emb-ab", "input": "x", "user": user},
+                                    headers={"Authorization": "Bearer k"})
+                assert reply.status_code == 503 and reply.headers["x-tritonforge-arm"] == arm, (user, reply.headers)
+            seen.add(arm)
+        assert seen == {"control", "treatment"}  # one API key, yet users on both arms
+
+
 def test_admin_endpoints_are_closed_without_admin_keys_on_a_keyed_gateway() -> None:
     from starlette.testclient import TestClient
 

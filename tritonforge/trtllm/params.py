@@ -357,4 +357,4 @@ def parse_params(data: Mapping[str, Any] | None, model: type[Frozen]) -> Any:
     try:
         return model.model_validate(raw_dict(data) if data is not None else {})
     except PydanticValidationError as err:
-        raise SpecError(format_errors(err)) from None
+        raise SpecError(format_errors(err, model)) from None
