@@ -236,9 +236,13 @@ class Gateway:
 
     # access ------------------------------------------------------------------------------------------------------
     def authorize(self, request: Request) -> None:
-        if not self.checker.check_header(request.headers.get("authorization")):
+        header = request.headers.get("authorization")
+        if not self.checker.check_header(header):
+            # OpenAI's two answers: no key at all (its words), and a key it does not accept
+            missing = KeyChecker.bearer(header) is None
             raise APIError(
                 401,
+                "You didn't provide an API key: send it as 'Authorization: Bearer <key>'." if missing else
                 "Incorrect API key provided. Send 'Authorization: Bearer <key>' with a key this gateway accepts.",
                 type="invalid_request_error",
                 code="invalid_api_key",

@@ -256,6 +256,16 @@ def test_an_admin_request_without_a_key_says_how_to_send_one(client: TestClient)
     assert client.get("/admin/splits", headers=ADMIN).status_code == 200
 
 
+def test_a_request_without_an_api_key_is_told_so_apart_from_a_wrong_key(client: TestClient) -> None:
+    body = {"model": "minilm", "input": "hi"}
+    for headers in ({}, {"Authorization": "Basic c2stYWRtaW4="}, {"Authorization": "Bearer "}):
+        error = _error(client.post("/v1/embeddings", headers=headers, json=body), 401)
+        assert error["message"] == "You didn't provide an API key: send it as 'Authorization: Bearer <key>'.", error
+        assert error["code"] == "invalid_api_key"
+    error = _error(client.post("/v1/embeddings", headers={"Authorization": "Bearer sk-wrong"}, json=body), 401)
+    assert error["message"].startswith("Incorrect API key provided."), error
+
+
 _BODIES = {
     "/v1/chat/completions": {"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
     "/v1/completions": {"model": "chat", "prompt": "hi"},
