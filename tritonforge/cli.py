@@ -688,6 +688,10 @@ def terminate_like_interrupt() -> None:
 
 
 def main() -> None:
+    # libraries' own tqdm bars (transformers converting the GGUF checkpoint and loading weights) broke into the
+    # commands' status lines on stderr (the demo's output: new-user audit); TQDM_DISABLE=0 brings them back. tqdm
+    # reads it when first imported, which is later than this
+    os.environ.setdefault("TQDM_DISABLE", "1")
     terminate_like_interrupt()
     try:
         app()
