@@ -633,21 +633,33 @@ def gateway(
         more = (gateway_listen.bind(host, metrics_port),) if metrics_port is not None else ()
     except TritonForgeError as err:
         _fail(err)
-    console.print(setup.banner(host, port, triton, triton_http))
+    shown = _address_shown(triton)
+    console.print(setup.banner(host, port, shown, triton_http))
     if metrics_port is not None:
         console.print(f"metrics on http://{host}:{metrics_port}/metrics (no API key)")
     unserved = _unserved_by_triton(triton, setup)
     if unserved is None:  # it started "fine" and answered every request 503 (first-run audit)
         console.print(styled("yellow", "warning:", (
-            f" Triton does not answer at {triton} (yet): requests fail with 503 until it does. `tritonforge serve` "
+            f" Triton does not answer at {shown} (yet): requests fail with 503 until it does. `tritonforge serve` "
             "picks free ports unless told: pass its printed gRPC address as --triton, or serve with --grpc-port"
         )))
     elif unserved:
         console.print(styled("yellow", "warning:", (
-            f" Triton at {triton} does not serve {', '.join(unserved)} (not ready): requests for them fail with 503 "
+            f" Triton at {shown} does not serve {', '.join(unserved)} (not ready): requests for them fail with 503 "
             "until it does (--model names what the gateway serves)"
         )))
     gateway_listen.GatewayServer(app_, listener, more=more, keep_alive=keep_alive).run()
+
+
+def _address_shown(url: str) -> str:
+    """``url`` as the gateway dials it, its default port included (``localhost`` is ``localhost:8001``)."""
+    from tritonforge.triton.options import split_url
+
+    try:
+        address, secure = split_url(url, "grpc")
+    except TritonForgeError:
+        return url  # the connection's own error says what is wrong with it
+    return f"grpcs://{address}" if secure else address
 
 
 def _unserved_by_triton(url: str, setup: Any) -> list[str] | None:

@@ -83,6 +83,11 @@ def test_gateway_command_warns_when_triton_does_not_answer(monkeypatch: pytest.M
     assert result.exit_code == 0, result.output
     assert "warning: Triton does not answer at 127.0.0.1:9 (yet): requests fail with 503" in result.output
     assert ran == [True]
+    # a host without a port is dialled on gRPC's 8001: the banner and the warning say so (new-user audit)
+    result = CliRunner().invoke(app, ["gateway", "--triton", "127.0.0.2", "--port", str(port), "--insecure-no-auth"],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "-> Triton gRPC 127.0.0.2:8001," in result.output  # (whatever answers there: not this test's point)
 
 
 # ---------------------------------------------------------------------------------------- the headers' bounds
