@@ -65,6 +65,7 @@ __all__ = [
 
 from tritonforge.errors import SplitConfigError, unreadable
 from tritonforge.gateway.file_watch import FileState, FileWatch
+from tritonforge.spec_errors import did_you_mean
 from tritonforge.values import is_real
 from tritonforge.yaml_text import load_yaml
 
@@ -195,8 +196,12 @@ def _problems(err: PydanticValidationError) -> list[str]:
     for e in errors:
         if e.get("type") == "too_short" and tuple(e.get("loc", ())) in nested:
             continue  # a list whose items failed also reports itself as too short: the items say why
-        path = ".".join(str(p) for p in e.get("loc", ()))
+        loc = tuple(e.get("loc", ()))
+        # written as split_problems writes its paths (treatments[0]), which the two kinds of problem share a list with
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).removeprefix(".")
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        if e.get("type") == "extra_forbidden":  # a misspelt key: its near miss (treatmnt -> treatment)
+            msg = "unknown field" + did_you_mean(SplitsConfig, loc)
         got = e.get("input")
         shown = "" if isinstance(got, (dict, list)) or e.get("type") == "missing" else f" (got {got!r})"
         out.append(f"{path or '(top level)'}: {msg}{shown}")

@@ -307,7 +307,7 @@ def test_serve_gateway_options_need_gateway_and_a_bad_split_file_fails_fast(embe
     assert result.returncode == 2 and "--splits needs --gateway" in result.stdout + result.stderr
     result = run("serve", str(embed_repo), "--gateway", "--splits", str(splits), timeout=60)
     assert result.returncode == 1
-    assert "splits.x.treatments.0.weight" in result.stderr and "-1" in result.stderr
+    assert "splits.x.treatments[0].weight" in result.stderr and "-1" in result.stderr
 
 
 def test_serve_drains_on_the_first_ctrl_c_and_stops_at_once_on_the_second(demo_repo: Path) -> None:

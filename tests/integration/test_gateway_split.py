@@ -288,7 +288,7 @@ def test_version_arms_and_bad_configurations(http, splits_file: Path) -> None:
     reply = http.put("/admin/splits", json=bad, headers=_admin())
     assert reply.status_code == 400
     message = reply.json()["error"]["message"]
-    assert "splits.x.treatments.0.weight" in message and reply.json()["error"]["code"] == "invalid_splits"
+    assert "splits.x.treatments[0].weight" in message and reply.json()["error"]["code"] == "invalid_splits"
     bad2 = {
         "splits": {"x": {"control": {"model": "ghost", "weight": 1}, "treatment": {"model": "minilm", "weight": 1}}}
     }

@@ -167,7 +167,7 @@ def test_no_guard_never_trips() -> None:
         ({"control": {"model": "chat", "weight": "ten"}}, "splits.canary.control.weight: must be a number >= 0"),
         ({"control": {"model": "chat", "weight": 1, "version": 0}}, "splits.canary.control.version"),
         ({"control": {"model": "chat", "weight": 1, "version": True}}, "must be an integer Triton model version"),
-        ({"control": {"model": "chat", "weight": 1, "colour": "red"}}, "splits.canary.control.colour: Extra inputs"),
+        ({"control": {"model": "chat", "weight": 1, "colour": "red"}}, "splits.canary.control.colour: unknown field"),
         ({"control": {"model": "chat", "weight": 0}, "treatment": {"model": "chat", "weight": 0}}, "add up to 0"),
         ({"treatment": {"name": "control", "model": "chat", "weight": 1}}, "arm names must be unique"),
         ({"guard": {"window": 5, "min_requests": 10}}, "min_requests (10) must be <= window (5)"),
@@ -189,7 +189,7 @@ def test_bad_top_level_and_names() -> None:
         parse_splits(
             {"splits": {"a b": {"control": {"model": "x", "weight": 1}, "treatment": {"model": "y", "weight": 1}}}}
         )
-    with pytest.raises(SplitConfigError, match="splitz: Extra inputs"):
+    with pytest.raises(SplitConfigError, match=r"splitz: unknown field \(did you mean 'splits'\?\)"):
         parse_splits({"splitz": {}})
     assert parse_splits(None).splits == {}
 
@@ -199,7 +199,7 @@ def test_every_problem_is_listed_at_once() -> None:
         parse_splits({"splits": {"s": {"control": {"model": "", "weight": -1}, "treatment": {"weight": 1}}}})
     text = str(info.value)
     assert "splits.s.control.model" in text and "splits.s.control.weight" in text
-    assert "splits.s.treatments.0.model: Field required" in text
+    assert "splits.s.treatments[0].model: Field required" in text
     assert len(info.value.problems) == 3
 
 
@@ -485,3 +485,15 @@ def test_a_name_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(SplitConfigError, match="split name 'canary\\\\n' must match"):
         parse_splits({"splits": {"canary\n": {"control": {"model": "chat", "weight": 1},
                                                "treatment": {"model": "chat", "weight": 1}}}})
+
+
+def test_a_misspelt_arm_key_names_its_near_miss() -> None:
+    """'treatmnt:' read as 'treatments: Field required' beside 'treatmnt: Extra inputs are not permitted' (new-user
+    audit); the paths are written as split_problems writes its own (treatments[0], not treatments.0)."""
+    with pytest.raises(SplitConfigError) as info:
+        parse_splits({"splits": {"s": {"control": {"model": "x", "weight": 1, "wieght": 2},
+                                        "treatments": [{"model": "y", "weight": 1, "adaptr": "a"}]}}})
+    assert sorted(info.value.problems) == [
+        "splits.s.control.wieght: unknown field (did you mean 'weight'?) (got 2)",
+        "splits.s.treatments[0].adaptr: unknown field (did you mean 'adapter'?) (got 'a')",
+    ]
