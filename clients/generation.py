@@ -9,6 +9,7 @@ one response is wanted; the streams themselves (cancel, upstream stop, LoRA rese
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -195,12 +196,43 @@ class Source:
     score: float
 
 
+_BRACKETS = re.compile(r"\[([^\[\]]*)\]")
+
+
+def cited_ids(text: str) -> list[str]:
+    """The passage ids ``text`` cites as the rag prompt asks: each in square brackets (``[p1]``, or in a group
+    ``[p1, p3]``), in order of first citation. A bare mention is no citation, nor is an empty bracket."""
+    found: list[str] = []
+    for group in _BRACKETS.findall(text):
+        for part in re.split(r"[,;\s]+", group.strip()):
+            if part and part not in found:
+                found.append(part)
+    return found
+
+
 @dataclass(frozen=True)
 class RagAnswer:
     text: str
     sources: list[Source]
     prompt: str
     dropped: int  # passages left out: scored below min_score, or lowest-ranked first so the prompt fits max_input_len
+
+    @property
+    def citations(self) -> list[str]:
+        """The ids the answer cites (:func:`cited_ids`)."""
+        return cited_ids(self.text)
+
+    @property
+    def unsupported_citations(self) -> list[str]:
+        """:func:`unsupported_citations` of this answer."""
+        return unsupported_citations(self.text, self.sources)
+
+
+def unsupported_citations(text: str, sources: Sequence[Source]) -> list[str]:
+    """Ids ``text`` cites that are not among ``sources``, the passages it was given: made up by the LLM (a small
+    model cites ids it saw in no prompt), for a caller that shows citations to drop or flag."""
+    given = {s.id for s in sources}
+    return [cited for cited in cited_ids(text) if cited not in given]
 
 
 def rag_inputs(

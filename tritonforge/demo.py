@@ -115,6 +115,7 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
 
     from tritonforge.build import build
     from tritonforge.clients import Client
+    from tritonforge.clients.generation import unsupported_citations
     from tritonforge.server import TritonServer
 
     console.rule(f"1. build {(spec or example_spec()).name} offline (cpu target)")
@@ -210,6 +211,12 @@ def run_demo(console: Console, *, spec: Path | None = None, out: Path | None = N
                             f"{stream.dropped} lower-ranked passage(s) dropped to fit the LLM's max_input_len"
                         )
                     console.print(f"answer in {total_ms:.0f} ms: {text!r}")
+                    made_up = unsupported_citations(text, sources)
+                    if made_up:  # the 135M decoder cites ids it was never given
+                        console.print(Text.assemble(("note:", "yellow"), (
+                            f" the answer cites {', '.join(made_up)}, not among its sources: made up by the model "
+                            "(RagAnswer.unsupported_citations finds them)"
+                        )))
                     if notes:
                         console.print(Text.assemble(("note:", "yellow"), " " + "; ".join(notes)))
         console.rule("stopped")

@@ -159,20 +159,14 @@ def contains_fact(answer: str, fact: str) -> bool:
     return bool(wanted) and f" {wanted} " in f" {normalise(answer)} "
 
 
-_BRACKETS = re.compile(r"\[([^\[\]]*)\]")
-
-
 def cites(answer: str, passage: str) -> bool:
     """The answer cites ``passage`` as the prompt asks: its id, whole, in square brackets (``[p1]``, or one of
-    ``[p1, p3]``). ``[p12]`` does not cite ``p1``, nor does a bare mention; an empty id is never cited."""
+    ``[p1, p3]``: clients.generation.cited_ids), case aside. ``[p12]`` does not cite ``p1``, nor does a bare
+    mention; an empty id is never cited."""
+    from tritonforge.clients.generation import cited_ids
+
     wanted = passage.strip().casefold()
-    if not wanted:
-        return False
-    for group in _BRACKETS.findall(answer):
-        group = group.strip().casefold()
-        if group == wanted or wanted in (part.strip() for part in re.split(r"[,;\s]+", group)):
-            return True
-    return False
+    return bool(wanted) and wanted in (cited.casefold() for cited in cited_ids(answer))
 
 
 def recall_at(ranked: list[list[str]], truth: list[str], k: int) -> float:

@@ -98,6 +98,20 @@ def test_a_fact_with_nothing_to_match_never_matches() -> None:
     assert not contains_fact("", "")
 
 
+def test_an_answer_names_the_ids_it_cites_and_those_it_was_not_given() -> None:
+    """The demo's 135M decoder cited [weather-007] and [weather-008] with only weather-006 in its prompt (new-user
+    audit): RagAnswer says which citations are made up, by the same rule as the quality check's."""
+    from tritonforge.clients.generation import RagAnswer, Source, cited_ids
+
+    assert cited_ids("Heat [weather-006]; sound [weather-007, weather-006] [] [ ] not weather-009.") == [
+        "weather-006", "weather-007",
+    ]
+    answer = RagAnswer("Thunder [weather-006] [weather-007; weather-008].", [Source("weather-006", 0.7)], "p", 0)
+    assert answer.citations == ["weather-006", "weather-007", "weather-008"]
+    assert answer.unsupported_citations == ["weather-007", "weather-008"]
+    assert RagAnswer("No citation.", [Source("a", 1.0)], "p", 0).unsupported_citations == []
+
+
 @pytest.mark.parametrize(
     "answer, passage, expected",
     [
