@@ -36,8 +36,10 @@ from tritonforge.stop_signals import STOP_SIGNALS, StopOnSignals, exit_code, not
 
 DEFAULT_GATEWAY_PORT = 9000  # `gateway --port` and `serve --gateway-port`
 
+# help as click writes it: Rich's option tables cut option names and help text at 80 columns (--no-auto-compl…)
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Build, validate, serve and call Triton model repositories."
+    add_completion=False, no_args_is_help=True, help="Build, validate, serve and call Triton model repositories.",
+    rich_markup_mode=None,
 )
 TargetOpt = Annotated[str | None, typer.Option("--target", help="cpu or gpu (default: the spec's)")]
 

@@ -24,7 +24,8 @@ RateLimitResourceOpt = Annotated[
     list[str] | None, typer.Option(help="tritonserver's --rate-limit-resource=<name>:<count>[:<device>] (repeatable)")
 ]
 
-deploy_app = typer.Typer(no_args_is_help=True, help="Render cluster deployments of a built repository.")
+deploy_app = typer.Typer(no_args_is_help=True, help="Render cluster deployments of a built repository.",
+                         rich_markup_mode=None)  # as the main app's (cli.py)
 
 
 @deploy_app.command("k8s")

@@ -13,7 +13,8 @@ from tritonforge.cli_output import console, fail, styled
 from tritonforge.cli_paths import path_arg
 from tritonforge.errors import TritonForgeError
 
-release_app = typer.Typer(no_args_is_help=True, help="Immutable numbered versions: add, list, promote, roll back, pin.")
+release_app = typer.Typer(no_args_is_help=True, help="Immutable numbered versions: add, list, promote, roll back, pin.",
+                          rich_markup_mode=None)  # as the main app's (cli.py)
 
 # a str: typer makes Path("") of an empty value, the current folder; releases refuse "" by name
 RepoOpt = Annotated[str, typer.Option("--repo", envvar="TRITONFORGE_REPO", help="the served model repository folder")]
