@@ -43,7 +43,7 @@ from tritonforge.deploy.pods import PRESTOP_SECONDS, network_policy, prestop_wai
 from tritonforge.deploy.revision import REVISION, repository_revision
 from tritonforge.errors import DeployError, Problem
 from tritonforge.triton.options import restricted_api_args
-from tritonforge.trtllm.images import REPOSITORY, image_release
+from tritonforge.trtllm.images import REPOSITORY, image_name_problem, image_release, without_digest
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -212,6 +212,14 @@ def _gpus_problems(requested: int, need: GPUNeed, where: str, target: str) -> li
     return []
 
 
+def pull_policy(image: str) -> str:
+    """Kubernetes' own default, said out loud: Always for ':latest' (or no tag), whose content moves, so a node does
+    not keep a stale copy; IfNotPresent for a fixed tag or a digest."""
+    name = without_digest(image).rsplit("/", 1)[-1]
+    moving = "@" not in image and (":" not in name or name.endswith(":latest"))
+    return "Always" if moving else "IfNotPresent"
+
+
 def _image_problems(built_for: Any, image: str) -> list[Problem]:
     """The build chose the model set for its image (an engine-path repository needs an image that still ships the
     tensorrtllm backend; the LLM API's model.yaml follows that image's TensorRT-LLM): deploy that image's release and
@@ -219,11 +227,18 @@ def _image_problems(built_for: Any, image: str) -> list[Problem]:
     if not isinstance(built_for, str) or not built_for:
         return []
     built, deploying = image_release(built_for), image_release(image)
-    if built is None or deploying is None:  # an untagged --image is reported on its own
+    if built is None:
         return []
+    if deploying is None:  # ':latest', a digest alone: what it runs cannot be checked against the build
+        if image_name_problem(image, pullable=True):
+            return []  # untagged: reported on its own
+        return [Problem("--image", (
+            f"{image!r} names no release, and the repository was built for {built_for}: tag the image with its "
+            f"release (…:{built[0]}{built[1] or '-<flavour>'}, a digest may follow: …@sha256:…)"
+        ))]
     # an image built FROM the recorded one (deploy's Dockerfile) in another repository names its own flavour
     # ('26.07-trtllm-python-py3-faiss', '26.07-1'): its release is held to the build's, its flavour is its own
-    custom = image.rsplit(":", 1)[0] != REPOSITORY
+    custom = without_digest(image).rsplit(":", 1)[0] != REPOSITORY
     same_flavour = not built[1] or built[1] == deploying[1] or (custom and not deploying[1])
     if built[0] == deploying[0] and same_flavour:
         return []
@@ -425,7 +440,7 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentChec
         "namespace": options.namespace,
         "target": target,
         "image": options.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": pull_policy(options.image),
         "imagePullSecrets": [{"name": n} for n in options.image_pull_secrets],
         "replicas": replicas,
         "gpus": gpus,

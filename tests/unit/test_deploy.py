@@ -662,6 +662,38 @@ def test_image_of_the_build_s_release_and_flavour_is_accepted(tiny_bert: Path, d
     assert "--image" in [p.where for p in err.problems]  # another release: refused (its TensorRT-LLM differs too)
 
 
+def test_a_digest_or_a_tag_naming_no_release_is_held_to_the_build_s_release(
+    tiny_bert: Path, decoder: Path, tmp_path: Path
+) -> None:
+    """A digest after the tag hid the release (every check skipped: a -py3 image deployed for a -trtllm-python-py3
+    build), and a tag naming no release (':latest') passed, though docs/deploy.md holds custom tags to the build's
+    release (deploy audit)."""
+    repo = _record(_gpu_repo(tmp_path / "repo", tiny_bert, decoder), image="24.12-trtllm-python-py3")
+    digest = "@sha256:" + "0" * 64
+    assert build_values(repo, _options(image=f"nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3{digest}"))
+    for other in ("nvcr.io/nvidia/tritonserver:24.12-py3", "nvcr.io/nvidia/tritonserver:24.11-trtllm-python-py3"):
+        err = _refused(repo, tmp_path / "out", _options(image=other + digest))
+        (problem,) = [p for p in err.problems if p.where == "--image"]
+        assert problem.message.startswith(f"repository built for 24.12-trtllm-python-py3, deploying {other}{digest}")
+    for unnamed in ("registry.corp/ml/triton:latest", f"registry.corp/ml/triton{digest}"):
+        err = _refused(repo, tmp_path / "out", _options(image=unnamed))
+        (problem,) = [p for p in err.problems if p.where == "--image"]
+        assert problem.message == (
+            f"{unnamed!r} names no release, and the repository was built for 24.12-trtllm-python-py3: tag the "
+            "image with its release (…:24.12-trtllm-python-py3, a digest may follow: …@sha256:…)"
+        )
+
+
+def test_a_moving_tag_is_pulled_always_a_fixed_one_if_not_present(cpu_repo: Path) -> None:
+    """':latest' was rendered IfNotPresent: nodes kept whichever copy they had first (deploy audit)."""
+    assert build_values(cpu_repo, _options(image="registry.corp/ml/triton:latest"))["imagePullPolicy"] == "Always"
+    assert build_values(cpu_repo, _options(image="registry.corp/ml/triton:26.07-1"))["imagePullPolicy"] == (
+        "IfNotPresent"
+    )
+    assert build_values(cpu_repo, _options(image="registry.corp/ml/triton:latest@sha256:" + "0" * 64))[
+        "imagePullPolicy"] == "IfNotPresent"  # a digest does not move
+
+
 # -------------------------------------------------------------------------------------------------- bad input
 
 

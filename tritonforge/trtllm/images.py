@@ -43,9 +43,10 @@ def _misspelt_flavour(image: str) -> str | None:
     """NVIDIA's tag with a flavour one typo from a known one ('26.07-trtlm-python-py3'). Such an image does not
     exist, and taken as an unknown flavour it changed what was built (an encoder on ONNX Runtime, which the intended
     -trtllm-python-py3 image cannot load) without a word. Other repositories' tags are their own."""
-    found = _TAG.search(image.strip())
-    name = image.strip().rsplit("/", 1)[-1]
-    repository = image.strip().rsplit(":", 1)[0] if ":" in name else ""
+    image = without_digest(image)
+    found = _TAG.search(image)
+    name = image.rsplit("/", 1)[-1]
+    repository = image.rsplit(":", 1)[0] if ":" in name else ""
     if not found or not found.group(2) or repository not in ("", REPOSITORY):
         return None
     flavour = found.group(2)
@@ -64,15 +65,22 @@ def image_release(image: str) -> tuple[str, str] | None:
     An image in another repository is taken as built FROM an NGC one (deploy's Dockerfile, pushed to the user's
     registry): '26.07-trtllm-python-py3-faiss' is the -trtllm-python-py3 flavour plus what was added, and a flavour
     that extends none ('26.07-1') is not known (''), as a bare release is."""
-    found = _TAG.search(image.strip())
+    image = without_digest(image)
+    found = _TAG.search(image)
     if not found:
         return None
     release, flavour = found.group(1), found.group(2) or ""
-    name = image.strip().rsplit("/", 1)[-1]
-    repository = image.strip().rsplit(":", 1)[0] if ":" in name else ""
+    name = image.rsplit("/", 1)[-1]
+    repository = image.rsplit(":", 1)[0] if ":" in name else ""
     if repository and repository != REPOSITORY and flavour not in KNOWN_FLAVOURS:
         flavour = max((f for f in KNOWN_FLAVOURS if flavour.startswith(f"{f}-")), key=len, default="")
     return release, flavour
+
+
+def without_digest(image: str) -> str:
+    """``image`` without its ``@sha256:...`` digest: ``repo:tag@digest`` is pulled by the digest, its tag names the
+    release (a digest after the tag hid it, and every check against the release was skipped)."""
+    return image.strip().split("@", 1)[0]
 
 
 def container_rows() -> dict[str, dict[str, Any]]:
