@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -75,6 +76,29 @@ def _replicas_outside_autoscaling(data: dict[str, Any]) -> Found:
     ))]
 
 
+_QUANTITY_SUFFIX = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+                    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes quantity (K8S_QUANTITY's forms) as a number: '2Gi' -> 2147483648."""
+    number = text.rstrip("mkKMGTi")
+    return float(number) * _QUANTITY_SUFFIX[text[len(number):]]
+
+
+def _shm_within_memory(data: dict[str, Any]) -> Found:
+    """/dev/shm (a memory-backed emptyDir) counts against the container's memory limit: a shm_size at or above
+    memory let the pod be OOM-killed before the volume filled (deploy audit)."""
+    shm, memory = data.get("shm_size", "2Gi"), data.get("memory", "8Gi")
+    if not all(isinstance(v, str) and re.fullmatch(K8S_QUANTITY, v) for v in (shm, memory)):
+        return []  # the fields' own errors
+    if quantity(shm) < quantity(memory):
+        return []
+    return [(("shm_size",), f"{shm} is not below memory {memory}: /dev/shm is memory-backed and counts against the "
+                            "pod's memory limit, so the pod would be OOM-killed first (the python backend's shared "
+                            "memory is a share of it: raise memory, or lower shm_size)")]
+
+
 class DeploySettings(Checked):
     """What the cluster manifests take from the spec (the CLI's options override)."""
 
@@ -86,7 +110,9 @@ class DeploySettings(Checked):
     node_selector: dict[str, str] = Field(default_factory=dict)
     cpu: Annotated[str, Field(pattern=K8S_QUANTITY)] = "2"
     memory: Annotated[str, Field(pattern=K8S_QUANTITY)] = "8Gi"
-    shm_size: Annotated[str, Field(pattern=K8S_QUANTITY)] = Field("2Gi", description="/dev/shm (python backend)")
+    shm_size: Annotated[str, Field(pattern=K8S_QUANTITY)] = Field(
+        "2Gi", description="/dev/shm (python backend): below memory, whose limit it counts against"
+    )
     startup_seconds: Pos = Field(1800, description="time allowed to load every model (large engines load slowly)")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
@@ -102,7 +128,7 @@ class DeploySettings(Checked):
 
     @classmethod
     def _cross(cls, data: dict[str, Any]) -> Found:
-        found = _replicas_outside_autoscaling(data)
+        found = _replicas_outside_autoscaling(data) + _shm_within_memory(data)
         return found + cls._rate_limit_cross(data)
 
     @classmethod

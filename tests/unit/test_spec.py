@@ -219,3 +219,18 @@ def test_deploy_replicas_outside_the_autoscalers_range_are_refused() -> None:
     assert parse_spec(data).deploy.replicas == 8
     data["deploy"] = {"replicas": 3, "autoscaling": {"max_replicas": 6}}
     assert parse_spec(data).deploy.replicas == 3
+
+
+def test_a_shm_size_at_or_above_the_memory_limit_is_refused() -> None:
+    """A memory-backed /dev/shm counts against the pod's memory limit: 16Gi of shm in 4Gi of memory was accepted,
+    and the pod would be OOM-killed before the volume filled (deploy audit)."""
+    from tritonforge.spec_deploy import quantity
+
+    assert (quantity("2Gi"), quantity("500m"), quantity("1.5G"), quantity("3")) == (2**31, 0.5, 1.5e9, 3)
+    with pytest.raises(PydanticValidationError) as info:
+        DeploySettings.model_validate({"shm_size": "16Gi", "memory": "4Gi"})
+    (problem,) = format_errors(info.value, DeploySettings)
+    assert str(problem).startswith("shm_size: 16Gi is not below memory 4Gi: /dev/shm is memory-backed")
+    with pytest.raises(PydanticValidationError):
+        DeploySettings.model_validate({"shm_size": "8Gi"})  # the default memory, 8Gi: not below
+    assert DeploySettings.model_validate({"shm_size": "4G", "memory": "4Gi"}).shm_size == "4G"  # 4e9 < 2**32
