@@ -110,8 +110,33 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_and_the_request_s
         assert transport.request("POST", "/x", b"first", timeout=5.0)[2] == b"ok"
         time.sleep(0.1)  # the server's close reaches the idle connection
         assert transport.request("POST", "/x", b"second", timeout=5.0)[2] == b"ok"
-        assert transport.request("POST", "/x", b"third", timeout=5.0)[2] == b"ok"  # closed as it went out
-        assert seen == [b"first", b"second", b"third"] and len(accepted) == 3
+        assert transport.request("GET", "/x", timeout=5.0)[2] == b"ok"  # closed as it went out, or found closed
+        assert seen == [b"first", b"second", b""] and len(accepted) == 3
+
+
+def test_a_post_whose_reused_connection_closes_with_no_reply_is_not_sent_again() -> None:
+    """The request may have run: Triton stopped while an infer computed got it a second time, even with retries=0
+    (client audit). Only GET and HEAD are sent again; a POST is the retry policy's to send again."""
+    seen: list[bytes] = []
+
+    async def second_unanswered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while True:
+            head, body = await read_request(reader)
+            seen.append(head.split(b" ")[0] + b" " + body)
+            if len(seen) % 2 == 0:
+                await asyncio.sleep(0.2)  # it "ran", then the server went away without a reply
+                return
+            writer.write(reply(b"ok"))
+            await writer.drain()
+
+    with _served(second_unanswered) as (transport, accepted):
+        assert transport.request("POST", "/x", b"first", timeout=5.0)[2] == b"ok"
+        with pytest.raises(ConnectionResetError, match="Triton closed the connection"):
+            transport.request("POST", "/x", b"ran", timeout=5.0)
+        assert seen == [b"POST first", b"POST ran"] and len(accepted) == 1
+        assert transport.request("GET", "/x", timeout=5.0)[2] == b"ok"  # a new connection's first: answered
+        assert transport.request("GET", "/x", timeout=5.0)[2] == b"ok"  # unanswered, then sent again
+        assert seen[2:] == [b"GET ", b"GET ", b"GET "] and len(accepted) == 3
 
 
 def test_a_new_connection_closed_with_no_answer_fails_the_call_and_is_not_sent_twice() -> None:

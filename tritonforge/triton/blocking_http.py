@@ -15,6 +15,7 @@ deadline, are :class:`~tritonforge.triton.http_api.RestApi`'s (tritonclient's bo
 from __future__ import annotations
 
 import os
+import select
 import socket
 import ssl
 import threading
@@ -25,7 +26,15 @@ from typing import Any
 import httptools
 
 from tritonforge.errors import ClientError
-from tritonforge.triton.http_api import Headers, Reader, RestApi, encode_request, host_and_port, host_header
+from tritonforge.triton.http_api import (
+    IDEMPOTENT,
+    Headers,
+    Reader,
+    RestApi,
+    encode_request,
+    host_and_port,
+    host_header,
+)
 
 IDLE_CONNECTIONS = 64  # kept open between calls; more threads in flight open more, closed after use
 _READ_SIZE = 1 << 18
@@ -45,6 +54,10 @@ class _Deadline:
         if left <= 0:
             raise TimeoutError(f"the deadline of {self.timeout:g}s passed")
         return left
+
+
+class _Unsent(ConnectionResetError):
+    """Writing the request failed: the server had closed the connection, so it never read it."""
 
 
 class _Exchange:
@@ -67,13 +80,26 @@ class _Exchange:
     def on_message_complete(self) -> None:  # the parser's status and keep-alive are read here, while they hold
         self.complete, self.status, self.keep = True, self.parser.get_status_code(), self.parser.should_keep_alive()
 
+    def dropped(self) -> bool:
+        """Whether the server closed this idle connection: an idle socket that reads as ready holds its end (or
+        bytes nobody asked for). Checked before reuse, so a request is not written into a closed connection."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):  # closed already
+            return True
+        return bool(readable)
+
     def send(self, data: bytes, deadline: _Deadline) -> tuple[Reply, bool]:
-        """(the reply, whether the connection may be kept). ConnectionResetError (or BrokenPipeError) only when no
-        byte of a reply came: the request may be sent again on a connection found closed while idle; a reply cut
-        off is a plain ConnectionError, which the error mapping does not retry (the request ran)."""
+        """(the reply, whether the connection may be kept). _Unsent when writing failed (the server had reset the
+        connection: it never read the request); ConnectionResetError when the connection closed with no byte of a
+        reply, which may come after the request ran; a reply cut off is a plain ConnectionError, which the error
+        mapping does not retry (the request ran)."""
         self.headers, self.body, self.complete = {}, [], False
         self.sock.settimeout(deadline.left())
-        self.sock.sendall(data)
+        try:
+            self.sock.sendall(data)
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as err:
+            raise _Unsent(f"Triton closed the connection: {err}") from err
         answered = False
         while not self.complete:
             self.sock.settimeout(deadline.left())  # each wait gets what is left: a trickling reply cannot outlast it
@@ -157,14 +183,22 @@ class BlockingHttpTransport(RestApi):
         while True:
             exchange = self._take()
             reused = exchange is not None
+            if exchange is not None and exchange.dropped():
+                exchange.close()  # Triton closed it while it was idle (a restart, a timeout): the next one
+                continue
             if exchange is None:
                 exchange = self._open(deadline)
             try:
                 reply, keep = exchange.send(data, deadline)
-            except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+            except _Unsent:
                 exchange.close()
                 if reused:
-                    continue  # Triton closed it while it was idle (a restart, a timeout): not run, sent again
+                    continue  # closed as the request went out: never read, sent again
+                raise
+            except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+                exchange.close()
+                if reused and method in IDEMPOTENT:
+                    continue  # closed with no reply: may have run, and may run again
                 raise
             except BaseException:  # a deadline, an unreadable reply: what is left of the reply would be read next
                 exchange.close()

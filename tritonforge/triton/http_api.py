@@ -24,6 +24,10 @@ from tritonforge.errors import InvalidInputError
 
 Headers = Mapping[str, str] | None
 Reader = Callable[[int, Mapping[bytes, bytes], bytes], Any]  # (status, lower-cased headers, body) -> the result
+# methods the transports send again when a reused connection closes with no reply: the request may have run, and
+# only these may run twice (RFC 9110 9.2.2); another goes to the caller's retry policy, which retries=0 switches off
+# (a Triton stopped while an infer computed got it a second time: client audit)
+IDEMPOTENT = frozenset({"GET", "HEAD"})
 _SET_BY_THE_CLIENT = frozenset({"content-length", "transfer-encoding"})  # bodies go whole, with their length
 # HTTP's "deflate" is zlib's format (RFC 9110), as tritonclient sends it
 _COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.compress, "deflate": zlib.compress}

@@ -6,7 +6,8 @@ about as much CPU as the gRPC aio client, 0.31 and 0.33 ms, against 0.20 ms on t
 the request, httptools, uvicorn's parser, reading the reply), same Triton, same 16 requests of 4 texts in flight
 (tests/bench/probe_triton_transports.py; docs/performance.md, "The gateway's Triton client"); and its client could
 not check a certificate against ``TLSOptions.server_name``. A connection Triton closed while idle is replaced and
-the request sent again; a call cancelled (its deadline) closes its connection, whose late reply must not reach the
+the request sent again (one Triton closed with no reply, only for GET and HEAD: the request may have run); a call
+cancelled (its deadline) closes its connection, whose late reply must not reach the
 next call; a reply cut off is a plain ConnectionError, which the error mapping does not retry.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import httptools
 
-from tritonforge.triton.http_api import Headers, Reader, RestApi, encode_request, host_and_port, host_header
+from tritonforge.triton.http_api import IDEMPOTENT, Headers, Reader, RestApi, encode_request, host_and_port, host_header
 
 IDLE_CONNECTIONS = 64  # kept open between calls; more in flight open more, closed after use
 
@@ -129,8 +130,8 @@ class AsyncHttpTransport(RestApi):
                 reply = await exchange.send(data)
             except ConnectionResetError:
                 exchange.close()
-                if reused and not exchange.answered:
-                    continue  # Triton closed it as it went out (an idle timeout, a restart): not run, sent again
+                if reused and not exchange.answered and method in IDEMPOTENT:
+                    continue  # closed with no reply: may have run, and may run again (http_api.IDEMPOTENT)
                 raise
             except BaseException:  # cancelled (a deadline), cut off, unreadable: never reused
                 exchange.close()
