@@ -289,6 +289,30 @@ def test_retries_run_out_into_a_transient_error() -> None:
     assert info.value.model == "m" and info.value.status == "StatusCode.UNAVAILABLE"
 
 
+def test_retries_stay_within_the_call_s_timeout() -> None:
+    """A 0.2 s call against a stopped Triton took ~10 s of back-off (retries=5, backoff=1; client audit): a wait
+    that would end past the call's timeout is not taken, sync and async."""
+    import asyncio
+    import time
+
+    policy = RetryPolicy(retries=5, backoff=0.05, jitter=0.0)  # waits 0.05, 0.1, 0.2, 0.4...
+    fn, calls = _flaky([_unavailable() for _ in range(10)])
+    started = time.monotonic()
+    with pytest.raises(TransientError, match=r"gave up after 3 attempts: the call's timeout of 0.3s leaves no time"):
+        call_with_retry(fn, policy=policy, classify=_classify(0.3), budget=0.3)
+    assert len(calls) == 3 and time.monotonic() - started < 0.3  # slept 0.05 + 0.1; 0.2 more would pass 0.3
+
+    async def failing() -> str:
+        raise _unavailable()
+
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="leaves no time for another"):
+        asyncio.run(acall_with_retry(failing, policy=policy, classify=_classify(0.3), budget=0.3))
+    assert time.monotonic() - started < 0.3
+    fn, calls = _flaky([_unavailable(), _unavailable()])
+    assert call_with_retry(fn, policy=policy, classify=_classify(None), budget=None, sleep=lambda s: None) == "ok"
+
+
 @pytest.mark.parametrize(
     ("error", "message", "kind"),
     [

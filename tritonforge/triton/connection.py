@@ -317,6 +317,7 @@ class Connection(_Base):
             lambda: self._run(call),
             policy=self.options.retry,
             classify=self._classifier(model, timeout),
+            budget=timeout,
         )
 
     def infer(
@@ -435,6 +436,7 @@ class Connection(_Base):
             lambda: self._run(lambda t: http_generate(t, model, body, timeout=deadline, headers=self.options.headers)),
             policy=self.options.retry,
             classify=self._classifier(model, deadline),
+            budget=deadline,
         )
 
 
@@ -528,6 +530,7 @@ class AsyncConnection(_Base):
             lambda: self._deadline(call(self._get()), timeout),
             policy=self.options.retry,
             classify=self._classifier(model, timeout),
+            budget=timeout,
         )
 
     async def _health(self, call: Callable[[Any, float | None], Awaitable[bool]], model: str | None = None) -> bool:
@@ -688,6 +691,7 @@ class AsyncConnection(_Base):
                                       headers=self.options.headers),
             policy=self.options.retry,
             classify=self._classifier(model, deadline),
+            budget=deadline,
         )
 
 

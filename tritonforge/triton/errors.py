@@ -180,6 +180,19 @@ def _seconds(timeout: float | None) -> str:
     return "none" if timeout is None else f"{timeout:g}s"
 
 
+def _past(budget: float | None, started: float, wait: float) -> bool:
+    """Whether waiting ``wait`` more seconds would end past the call's ``budget`` (None: no deadline)."""
+    return budget is not None and time.monotonic() - started + wait >= budget
+
+
+def out_of_time(last: TransientError, attempts: int, budget: float | None) -> TransientError:
+    """``last`` saying that the call's deadline left no time for another attempt."""
+    err = TransientError(f"{last} (gave up after {attempts} attempt{'s' * (attempts != 1)}: the call's timeout of "
+                         f"{_seconds(budget)} leaves no time for another)")
+    err.__dict__.update(last.__dict__)
+    return err
+
+
 def exhausted(last: TransientError, policy: RetryPolicy) -> TransientError:
     """``last`` saying that every attempt of ``policy`` was made."""
     tries = f"{policy.attempts} attempt{'s' * (policy.attempts != 1)}"
@@ -209,8 +222,12 @@ def call_with_retry(
     classify: Callable[[BaseException], ClientError],
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
+    budget: float | None = None,
 ) -> T:
-    """Run ``fn``; retry only what ``classify`` calls transient, then raise TransientError."""
+    """Run ``fn``; retry only what ``classify`` calls transient, then raise TransientError. ``budget``: the call's
+    timeout, which the retries stay within (no wait that would end past it: a 0.2 s call against a stopped Triton
+    took 10 s of back-off before; client audit)."""
+    started = time.monotonic()
     for retry in range(policy.attempts):
         try:
             return fn()
@@ -224,6 +241,8 @@ def call_with_retry(
             if retry == policy.retries:
                 raise exhausted(err, policy) from raw
             wait = policy.delay(retry, rng)
+            if _past(budget, started, wait):
+                raise out_of_time(err, retry + 1, budget) from raw
             LOG.debug("retry %d/%d in %.3fs: %s", retry + 1, policy.retries, wait, err)
             sleep(wait)
     raise AssertionError("unreachable")
@@ -236,8 +255,10 @@ async def acall_with_retry(
     classify: Callable[[BaseException], ClientError],
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: Callable[[], float] = random.random,
+    budget: float | None = None,
 ) -> T:
     """The awaitable :func:`call_with_retry`."""
+    started = time.monotonic()
     for retry in range(policy.attempts):
         try:
             return await fn()
@@ -251,6 +272,8 @@ async def acall_with_retry(
             if retry == policy.retries:
                 raise exhausted(err, policy) from raw
             wait = policy.delay(retry, rng)
+            if _past(budget, started, wait):
+                raise out_of_time(err, retry + 1, budget) from raw
             LOG.debug("retry %d/%d in %.3fs: %s", retry + 1, policy.retries, wait, err)
             await sleep(wait)
     raise AssertionError("unreachable")
