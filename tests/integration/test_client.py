@@ -175,6 +175,36 @@ def test_generic_infer(toy_server, protocol: str) -> None:
             client.infer("add_one", {"INPUT": x.astype(np.float64)})
 
 
+def test_metadata_config_and_statistics_read_the_same_over_grpc_and_http(toy_server) -> None:
+    """gRPC's answers wrote 64-bit integers as strings and left out fields at their defaults (zero counters such as
+    execution_count: a KeyError on switching protocol; client audit): now Triton's HTTP JSON over both."""
+
+    def within(grpc: object, http: object) -> None:  # every HTTP field, the same in gRPC's (which may hold more
+        if isinstance(http, dict):  # fields of a newer model_config.proto than the server's)
+            assert isinstance(grpc, dict)
+            for key, value in http.items():
+                within(grpc[key], value)
+        elif isinstance(http, list):
+            assert isinstance(grpc, list) and len(grpc) == len(http)
+            for a, b in zip(grpc, http, strict=True):
+                within(a, b)
+        else:
+            assert grpc == http and type(grpc) is type(http), (grpc, http)
+
+    with Client(toy_server.endpoints.grpc) as g, Client(toy_server.endpoints.http, "http") as h:
+        for model in ("add_one", "embed"):
+            assert g.model_metadata(model) == h.model_metadata(model)
+            within(g.model_config(model), h.model_config(model))
+        assert g.model_config("add_one")["input"][0]["dims"] == [4]  # numbers, not ["4"]
+        g.infer("add_one", {"INPUT": np.zeros((1, 4), np.float32)})
+        grpc_stats, http_stats = g.statistics("add_one"), h.statistics("add_one")
+        for stats in (grpc_stats, http_stats):
+            for entry in stats["model_stats"]:
+                entry.pop("last_inference", None)  # a timestamp; the counters follow
+        within(grpc_stats, http_stats)
+        assert "cache_hit" in grpc_stats["model_stats"][0]["inference_stats"]  # a zero counter is there
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_server_error_then_next_request_succeeds(toy_server, toy_models, protocol: str) -> None:
     with Client(url(toy_server, protocol), protocol) as client:

@@ -56,10 +56,6 @@ class _Deadline:
         return left
 
 
-class _Unsent(ConnectionResetError):
-    """Writing the request failed: the server had closed the connection, so it never read it."""
-
-
 class _Exchange:
     """One keep-alive connection: a socket, one request at a time on it, its response read by httptools' parser
     (the C parser uvicorn uses; http.client's header parsing, in Python, cost ~20% more CPU a call from 4 threads)."""
@@ -70,6 +66,7 @@ class _Exchange:
         self.headers: dict[bytes, bytes] = {}
         self.body: list[bytes] = []
         self.complete, self.status, self.keep = False, 0, False
+        self.unsent = False  # the last request could not be written (send)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.lower()] = value
@@ -90,16 +87,15 @@ class _Exchange:
         return bool(readable)
 
     def send(self, data: bytes, deadline: _Deadline) -> tuple[Reply, bool]:
-        """(the reply, whether the connection may be kept). _Unsent when writing failed (the server had reset the
-        connection: it never read the request); ConnectionResetError when the connection closed with no byte of a
-        reply, which may come after the request ran; a reply cut off is a plain ConnectionError, which the error
-        mapping does not retry (the request ran)."""
+        """(the reply, whether the connection may be kept). ConnectionResetError (or BrokenPipeError) when the
+        connection closed with no byte of a reply: ``unsent`` says whether writing the request failed (the server
+        had reset the connection: it never read it), else it may have run; a reply cut off is a plain
+        ConnectionError, which the error mapping does not retry (the request ran)."""
         self.headers, self.body, self.complete = {}, [], False
         self.sock.settimeout(deadline.left())
-        try:
-            self.sock.sendall(data)
-        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as err:
-            raise _Unsent(f"Triton closed the connection: {err}") from err
+        self.unsent = True
+        self.sock.sendall(data)
+        self.unsent = False
         answered = False
         while not self.complete:
             self.sock.settimeout(deadline.left())  # each wait gets what is left: a trickling reply cannot outlast it
@@ -190,15 +186,10 @@ class BlockingHttpTransport(RestApi):
                 exchange = self._open(deadline)
             try:
                 reply, keep = exchange.send(data, deadline)
-            except _Unsent:
-                exchange.close()
-                if reused:
-                    continue  # closed as the request went out: never read, sent again
-                raise
             except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
                 exchange.close()
-                if reused and method in IDEMPOTENT:
-                    continue  # closed with no reply: may have run, and may run again
+                if reused and (exchange.unsent or method in IDEMPOTENT):
+                    continue  # never read (it could not be written), or one that may run again
                 raise
             except BaseException:  # a deadline, an unreadable reply: what is left of the reply would be read next
                 exchange.close()

@@ -27,6 +27,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mappi
 from typing import Any, TypeVar
 
 import numpy as np
+from google.protobuf.message import Message
 
 from tritonforge.errors import ClientError, InvalidInputError, TransientError
 from tritonforge.triton.blocking_http import BlockingHttpTransport
@@ -45,6 +46,7 @@ from tritonforge.triton.options import (
     split_url,
     ssl_context,
 )
+from tritonforge.triton.proto_json import as_http_json
 from tritonforge.triton.streams import generate_payload, grpc_stream, grpc_stream_async, http_generate, new_request_id
 from tritonforge.triton.tensors import build_inputs, output_arrays, requested_outputs
 from tritonforge.values import is_real
@@ -210,12 +212,10 @@ class _Base:
         return {"headers": self._admin_headers(), **self._deadline_kwargs(timeout)}
 
     def _json_kwargs(self, timeout: float | None, admin: bool = False) -> dict[str, Any]:
-        """Keyword arguments of tritonclient's metadata/config/statistics/repository calls: JSON answers over gRPC
-        too (as the HTTP client gives them), the deadline, the headers."""
+        """Keyword arguments of tritonclient's metadata/config/statistics/repository calls: the deadline, the
+        headers (their gRPC answers, messages, are read by :func:`json_of`)."""
         kwargs: dict[str, Any] = {"headers": self._admin_headers() if admin else self._headers()}
         kwargs.update(self._deadline_kwargs(timeout))
-        if self.protocol == "grpc":
-            kwargs["as_json"] = True
         return kwargs
 
 
@@ -345,7 +345,7 @@ class Connection(_Base):
         """The model's metadata as Triton's JSON (``name``, ``inputs``, ``outputs``...)."""
         deadline = self._timeout(timeout)
         kwargs = self._json_kwargs(deadline)
-        return dict(self._call(model, deadline, lambda t: t.get_model_metadata(model, version, **kwargs)))
+        return json_of(self._call(model, deadline, lambda t: t.get_model_metadata(model, version, **kwargs)))
 
     def model_config(self, model: str, version: str = "", *, timeout: float | None = None) -> dict[str, Any]:
         """The model's config as the server holds it (after auto-complete), Triton's JSON form."""
@@ -358,7 +358,9 @@ class Connection(_Base):
         """Triton's inference statistics (``{"model_stats": [...]}``) of ``model`` ("" = every model)."""
         deadline = self._timeout(timeout)
         kwargs = self._json_kwargs(deadline)
-        return dict(self._call(model or None, deadline, lambda t: t.get_inference_statistics(model, version, **kwargs)))
+        return json_of(
+            self._call(model or None, deadline, lambda t: t.get_inference_statistics(model, version, **kwargs))
+        )
 
     # the repository API (behind the admin key when the server restricts it) ---------------------------------------
     def repository_index(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
@@ -582,7 +584,7 @@ class AsyncConnection(_Base):
         """See :meth:`Connection.model_metadata`."""
         deadline = self._timeout(timeout)
         kwargs = self._json_kwargs(deadline)
-        return dict(await self._call(model, deadline, lambda t: t.get_model_metadata(model, version, **kwargs)))
+        return json_of(await self._call(model, deadline, lambda t: t.get_model_metadata(model, version, **kwargs)))
 
     async def model_config(self, model: str, version: str = "", *, timeout: float | None = None) -> dict[str, Any]:
         """See :meth:`Connection.model_config`."""
@@ -594,7 +596,7 @@ class AsyncConnection(_Base):
         """Triton's inference statistics (see :meth:`Connection.statistics`)."""
         deadline = self._timeout(timeout)
         kwargs = self._json_kwargs(deadline)
-        return dict(
+        return json_of(
             await self._call(model or None, deadline, lambda t: t.get_inference_statistics(model, version, **kwargs))
         )
 
@@ -695,14 +697,24 @@ class AsyncConnection(_Base):
         )
 
 
+def json_of(raw: Any) -> dict[str, Any]:
+    """A metadata/config/statistics/index answer as Triton's HTTP JSON: gRPC's, a protobuf message, by
+    proto_json.as_http_json (the same field names, defaults and numbers over both protocols)."""
+    if isinstance(raw, Message):
+        return as_http_json(raw)
+    return dict(raw or {})
+
+
 def unwrap_config(raw: Any) -> dict[str, Any]:
-    """A model config as JSON: gRPC's ``as_json`` answer wraps it in ``{"config": ...}``, HTTP's does not."""
-    raw = dict(raw or {})
+    """A model config as JSON: gRPC's answer wraps it in ``{"config": ...}``, HTTP's does not."""
+    raw = json_of(raw)
     return dict(raw["config"]) if isinstance(raw.get("config"), Mapping) else raw
 
 
 def index_entries(raw: Any) -> list[dict[str, Any]]:
-    """The repository index as a list: gRPC's ``as_json`` answer is ``{"models": [...]}``, HTTP's a list."""
+    """The repository index as a list: gRPC's answer is ``{"models": [...]}``, HTTP's a list."""
+    if isinstance(raw, Message):
+        raw = json_of(raw)
     if isinstance(raw, Mapping):
         raw = raw.get("models", [])
     return [dict(entry) for entry in raw or []]
