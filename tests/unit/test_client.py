@@ -483,6 +483,31 @@ def test_no_server_means_transient_error_after_retries(protocol: str) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_server_that_never_answers_is_not_live_sync_and_async(protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket that accepts and never answers: HTTP's is_live() raised DeadlineExceededError (and, with no
+    timeout, never returned), gRPC's answered False (client audit). Both answer False within the bound."""
+    import time
+
+    from tritonforge.triton import connection
+
+    monkeypatch.setattr(connection, "HEALTH_TIMEOUT_S", 0.5)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with Client(url, protocol, timeout=None) as client:
+            assert client.is_live() is False
+        assert time.monotonic() - started < 5
+
+        async def run() -> None:
+            async with AsyncClient(url, protocol, timeout=0.3) as client:
+                assert await client.is_ready() is False
+
+        asyncio.run(run())
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_async_no_server_means_transient_error(protocol: str) -> None:
     async def run() -> None:
         async with AsyncClient(f"127.0.0.1:{_closed_port()}", protocol, retries=1, backoff=0.01) as client:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 from google.protobuf.message import Message
 
-from tritonforge.errors import ClientError, InvalidInputError, TransientError
+from tritonforge.errors import ClientError, DeadlineExceededError, InvalidInputError, TransientError
 from tritonforge.triton.blocking_http import BlockingHttpTransport
 from tritonforge.triton.engines import ENGINE_AUTO, Deadline, EngineLookup
 from tritonforge.triton.errors import acall_with_retry, call_with_retry, classify_error
@@ -286,19 +286,20 @@ class Connection(_Base):
 
     # health -------------------------------------------------------------------------------------------------------
     def _health(self, what: str, call: Callable[[Any, float | None], bool], model: str | None = None) -> bool:
-        timeout = self.options.timeout
+        timeout = health_timeout(self.options.timeout)
         try:
             return bool(self._run(lambda t: call(t, timeout)))
         except ClientError:
             raise
         except Exception as raw:
             err = classify_error(raw, model=model, url=self.url, timeout=timeout, protocol=self.protocol)
-            if isinstance(err, TransientError):
+            if isinstance(err, (TransientError, DeadlineExceededError)):  # no answer (in time): not live, not ready
                 return False
             raise err from raw
 
     def is_live(self) -> bool:
-        """Whether the server answers (False, not an error, when it cannot be reached)."""
+        """Whether the server answers (False, not an error, when it cannot be reached or does not answer within
+        the client's timeout, HEALTH_TIMEOUT_S without one)."""
         return self._health("live", lambda t, to: t.is_server_live(**self._health_kwargs(to)))
 
     def is_ready(self) -> bool:
@@ -536,14 +537,14 @@ class AsyncConnection(_Base):
         )
 
     async def _health(self, call: Callable[[Any, float | None], Awaitable[bool]], model: str | None = None) -> bool:
-        timeout = self.options.timeout
+        timeout = health_timeout(self.options.timeout)
         try:
             return bool(await self._deadline(call(self._get(), timeout), timeout))
         except ClientError:
             raise
         except Exception as raw:
             err = classify_error(raw, model=model, url=self.url, timeout=timeout, protocol=self.protocol)
-            if isinstance(err, TransientError):
+            if isinstance(err, (TransientError, DeadlineExceededError)):  # no answer (in time): not live, not ready
                 return False
             raise err from raw
 
@@ -695,6 +696,15 @@ class AsyncConnection(_Base):
             classify=self._classifier(model, deadline),
             budget=deadline,
         )
+
+
+HEALTH_TIMEOUT_S = 10.0  # a health call's bound when the client has none: a probe that never returns tells nothing
+
+
+def health_timeout(timeout: float | None) -> float:
+    """A health call's deadline: the client's timeout, or HEALTH_TIMEOUT_S without one (a server that accepts
+    connections and never answers held ``is_live()`` over HTTP for good; client audit)."""
+    return HEALTH_TIMEOUT_S if timeout is None else timeout
 
 
 def json_of(raw: Any) -> dict[str, Any]:
