@@ -756,7 +756,7 @@ def test_the_http_generate_endpoint_is_classified_like_every_other_call() -> Non
         "shed": (503, {"error": "Exceeds maximum queue size"}),
         "gone": (400, {"error": "Request for unknown model: 'gone' is not found"}),
         "down": (503, {"error": "Server is not ready"}),
-        "proxy": (502, ["not", "triton's", "body"]),  # a proxy between: no {"error"} object, still a ClientError
+        "proxy": (502, ["not", "triton's", "body"]),  # a proxy between: no {"error"} object: Triton not reached
     }
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -780,7 +780,7 @@ def test_the_http_generate_endpoint_is_classified_like_every_other_call() -> Non
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = BlockingHttpTransport("127.0.0.1", server.server_address[1])
     try:
-        expected = {"shed": OverloadedError, "gone": ModelNotFoundError, "down": TransientError, "proxy": ClientError}
+        expected = {"shed": OverloadedError, "gone": ModelNotFoundError, "down": TransientError, "proxy": TransientError}
         for model, kind in expected.items():
             with pytest.raises(ClientError) as info:
                 http_generate(base, model, {"text_input": "hi"}, timeout=5)

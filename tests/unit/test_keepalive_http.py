@@ -105,7 +105,7 @@ def test_a_call_cut_by_its_deadline_never_leaves_its_connection_for_the_next() -
 def test_connection_close_is_honoured_and_refusals_read_as_tritonclient_raises_them() -> None:
     from tritonclient.utils import InferenceServerException
 
-    from tritonforge.errors import ModelNotFoundError
+    from tritonforge.errors import ModelNotFoundError, TransientError
     from tritonforge.triton.errors import classify_error
     from tritonforge.triton.http_api import refusal
 
@@ -125,7 +125,11 @@ def test_connection_close_is_honoured_and_refusals_read_as_tritonclient_raises_t
         assert isinstance(err, InferenceServerException) and err.status() == "400"
         mapped = classify_error(err, model="m", url="u", timeout=1.0, protocol="http")
         assert isinstance(mapped, ModelNotFoundError) and "unknown model" in str(mapped)
-        assert "unreadable error response" in str(refusal(502, b"<html>bad gateway</html>"))
+        assert "no Triton error in the reply: b'<html>bad gateway</html>'" in str(refusal(502, b"<html>bad gateway</html>"))
+        # a proxy's 404 (an empty body, HTML): not Triton saying "unknown model", but Triton not reached (client audit)
+        for status, body in ((404, b""), (404, b"<html>Not Found</html>"), (502, b"<html>bad gateway</html>")):
+            mapped = classify_error(refusal(status, body), model="m", url="u", timeout=1.0, protocol="http")
+            assert isinstance(mapped, TransientError) and "is it Triton's HTTP endpoint" in str(mapped), mapped
         server.close()
 
     asyncio.run(main())

@@ -29,6 +29,7 @@ from tritonforge.errors import (
     PermissionDeniedError,
     TransientError,
 )
+from tritonforge.triton.http_api import NOT_TRITON
 from tritonforge.triton.options import RetryPolicy
 
 LOG = logging.getLogger(__name__)
@@ -117,6 +118,11 @@ def classify_reply(
         result = TransientError(f"{where}: {protocol} server {url} is unavailable: {text}")
     elif code in ("DEADLINE_EXCEEDED", "504"):
         result = DeadlineExceededError(f"{where}: deadline of {_seconds(timeout)} exceeded ({protocol} {url})")
+    elif NOT_TRITON in text and code in ("404", "502"):
+        # a proxy's or ingress's answer (a path routed nowhere, a bad gateway), not Triton's: unreachable, not an
+        # unknown model (the gateway answered that 503 model_not_ready; client audit)
+        result = TransientError(f"{where}: {protocol} server {url} answered {code} without Triton's error body "
+                                f"({text}): is it Triton's HTTP endpoint, and is Triton up behind it?")
     elif "unknown model" in text.lower() or code in ("NOT_FOUND", "404"):
         result = ModelNotFoundError(f"unknown model '{model}' at {protocol} server {url}: {text}")
     elif "is not healthy" in text or "is not ready" in text:

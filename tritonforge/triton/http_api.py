@@ -67,14 +67,19 @@ def encode_request(method: str, path: str, host: str, body: bytes | None, header
     return data + body if body else data
 
 
+# in the message of a refusal whose body is not Triton's {"error": ...}: what answered may not be Triton at all (a
+# proxy's or ingress's own 404), which the error mapping must not read as Triton's words (an unknown model)
+NOT_TRITON = "no Triton error in the reply"
+
+
 def refusal(status: int, body: bytes) -> Exception:
     """The exception tritonclient's HTTP clients raise for a non-200 reply (Triton's ``{"error": ...}``)."""
     from tritonclient.utils import InferenceServerException
 
     try:
-        message = json.loads(body)["error"] if body else "client received an empty response from the server."
+        message = json.loads(body)["error"] if body else f"{NOT_TRITON}: an empty body"
     except (ValueError, KeyError, TypeError):
-        message = f"unreadable error response: {body[:200]!r}"
+        message = f"{NOT_TRITON}: {body[:200]!r}"
     return InferenceServerException(msg=str(message), status=str(status))
 
 
