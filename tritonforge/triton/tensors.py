@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from tritonforge.errors import ClientError
+from tritonforge.errors import ClientError, InvalidInputError
 
 # numpy kind/itemsize -> Triton datatype; object, bytes and str arrays travel as BYTES
 _NUMPY_TO_TRITON: dict[np.dtype[Any], str] = {
@@ -35,19 +35,19 @@ def triton_dtype(array: np.ndarray) -> str:
         return _NUMPY_TO_TRITON[dtype.newbyteorder("=")]
     except KeyError:
         allowed = ", ".join(sorted({str(d) for d in _NUMPY_TO_TRITON})) + ", object/bytes/str"
-        raise ClientError(f"numpy dtype {dtype} has no Triton datatype (allowed: {allowed})") from None
+        raise InvalidInputError(f"numpy dtype {dtype} has no Triton datatype (allowed: {allowed})") from None
 
 
 def as_tensor(name: str, value: Any) -> tuple[np.ndarray, str]:
     if not isinstance(name, str) or not name:
-        raise ClientError(f"input names must be non-empty strings, got {name!r}")
+        raise InvalidInputError(f"input names must be non-empty strings, got {name!r}")
     if value is None:
-        raise ClientError(f"input '{name}' is None")
+        raise InvalidInputError(f"input '{name}' is None")
     array = np.asarray(value)
     try:
         datatype = triton_dtype(array)
     except ClientError as err:
-        raise ClientError(f"input '{name}': {err}") from None
+        raise InvalidInputError(f"input '{name}': {err}") from None
     if datatype == "BYTES":
         if array.dtype.kind == "U":
             encoded = np.empty(array.shape, dtype=object)
@@ -55,7 +55,7 @@ def as_tensor(name: str, value: Any) -> tuple[np.ndarray, str]:
                 try:
                     encoded[index] = str(item).encode("utf-8")
                 except UnicodeEncodeError as err:
-                    raise ClientError(
+                    raise InvalidInputError(
                         f"input '{name}' element {list(index)} cannot be encoded as UTF-8 ({err.reason}): send text"
                     ) from None
             array = encoded
@@ -64,7 +64,7 @@ def as_tensor(name: str, value: Any) -> tuple[np.ndarray, str]:
         else:
             for i, item in enumerate(array.reshape(-1)):
                 if not isinstance(item, (bytes, str, np.bytes_, np.str_)):
-                    raise ClientError(
+                    raise InvalidInputError(
                         f"input '{name}' element {i} is {type(item).__name__}: a BYTES tensor holds bytes or str"
                     )
     elif not array.dtype.isnative:
@@ -76,7 +76,7 @@ def build_inputs(mod: Any, inputs: Mapping[str, Any], *, binary: bool = False) -
     """tritonclient ``InferInput`` objects of ``mod`` (a tritonclient grpc/http module) for numpy ``inputs``;
     ``binary``: HTTP's binary tensor extension."""
     if not isinstance(inputs, Mapping) or not inputs:
-        raise ClientError("inputs must be a non-empty mapping of input name -> numpy array")
+        raise InvalidInputError("inputs must be a non-empty mapping of input name -> numpy array")
     built = []
     for name, value in inputs.items():
         array, datatype = as_tensor(name, value)
@@ -93,10 +93,10 @@ def requested_outputs(mod: Any, outputs: Sequence[str] | None, *, binary: bool =
     if outputs is None:
         return None
     if isinstance(outputs, str):
-        raise ClientError(f"outputs must be a list of output names, not the string {outputs!r}")
+        raise InvalidInputError(f"outputs must be a list of output names, not the string {outputs!r}")
     for i, name in enumerate(outputs):
         if not isinstance(name, str) or not name:
-            raise ClientError(f"outputs[{i}] must be an output name (a non-empty str), got {name!r}")
+            raise InvalidInputError(f"outputs[{i}] must be an output name (a non-empty str), got {name!r}")
     if binary:
         return [mod.InferRequestedOutput(o, binary_data=True) for o in outputs]
     return [mod.InferRequestedOutput(o) for o in outputs]
