@@ -34,6 +34,7 @@ from tritonforge.deploy.options import (
     SECRET_NAME,
     DeployOptions,
     monitor_labels,
+    monitoring,
     option_type_problems,
     option_value_problems,
     path_problem,
@@ -479,7 +480,7 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentChec
         # or a slow engine load reads as a failed rollout (Kubernetes' default is 600 s)
         "progressDeadlineSeconds": settings.startup_seconds + 300,
         "serviceMonitor": {
-            "enabled": True,
+            "enabled": monitoring(options, settings),
             "interval": "15s",
             "labels": monitor_labels(options.monitor_labels),  # beside `labels` (an override of those reaches it)
         },

@@ -50,6 +50,9 @@ class DeployOptions:
     # a Secret whose key `admin-key` guards Triton's admin APIs (shared memory, logging, trace, model control) as
     # `tritonforge serve`'s admin key does; without it they answer any pod that reaches Triton's Services
     admin_key_secret: str | None = None
+    # prometheus-operator ServiceMonitors for Triton's and the gateway's /metrics; None: the spec's
+    # deploy.service_monitor. Off on a cluster without prometheus-operator: `kubectl apply` fails on the unknown kind
+    service_monitor: bool | None = None
 
     def __post_init__(self) -> None:
         # a numpy integer (a count read from an array or a DataFrame) is taken as the int it is: stored as one, the
@@ -61,6 +64,11 @@ class DeployOptions:
 
 
 # ------------------------------------------------------------------------------------------- argument types
+
+def monitoring(options: DeployOptions, settings: DeploySettings) -> bool:
+    """Whether ServiceMonitors are rendered: the command line's choice, else the spec's."""
+    return settings.service_monitor if options.service_monitor is None else options.service_monitor
+
 
 def _whole_or_none(value: object) -> bool:
     return value is None or is_whole(value)
@@ -77,6 +85,7 @@ _OPTION_TYPES: dict[str, tuple[str, tuple[type, ...] | Callable[[object], bool],
     "replicas": ("--replicas", _whole_or_none, "a whole number, 1 or more, or None for the spec's"),
     "gpus_per_replica": ("--gpus", _whole_or_none, "a whole number of GPUs, or None for what the repository needs"),
     "gateway": ("--gateway", (bool,), "True or False"),
+    "service_monitor": ("--service-monitor", (bool, type(None)), "True, False, or None for the spec's"),
     "gateway_image": ("--gateway-image", (str, type(None)), "an image name (str), or None"),
     "gateway_api_keys_secret": ("--gateway-api-keys-secret", (str, type(None)), "a Secret name (str), or None"),
     "image_pull_secrets": (
@@ -162,6 +171,9 @@ def option_value_problems(
         if not SECRET_NAME.fullmatch(secret):
             problems.append(Problem("--image-pull-secret", f"{secret!r} is not a valid Secret name"))
     problems += [Problem("--monitor-label", p) for p in monitor_label_problems(options.monitor_labels)]
+    if options.monitor_labels and not monitoring(options, settings):
+        problems.append(Problem("--monitor-label", "labels the ServiceMonitor, which --no-service-monitor (or the "
+                                                   "spec's deploy.service_monitor: false) leaves out"))
     if options.admin_key_secret is not None and not SECRET_NAME.fullmatch(options.admin_key_secret):
         problems.append(Problem("--admin-key-secret", f"{options.admin_key_secret!r} is not a valid Secret name"))
     if not options.gateway:  # accepted and ignored, they read as if a gateway were deployed

@@ -66,6 +66,11 @@ def deploy_k8s(
         typer.Option("--monitor-label", help="key=value label for the ServiceMonitor, repeatable (kube-prometheus-"
                      "stack's Prometheus picks release=<its release>)"),
     ] = None,
+    service_monitor: Annotated[bool | None, typer.Option(
+        "--service-monitor/--no-service-monitor",
+        help="prometheus-operator ServiceMonitors (default: the spec's deploy.service_monitor, true); off on a cluster "
+             "without prometheus-operator, where kubectl apply fails on the unknown kind",
+    )] = None,
     rate_limit: DeployRateLimitOpt = None,
     rate_limit_resource: RateLimitResourceOpt = None,
 ) -> None:
@@ -95,6 +100,7 @@ def deploy_k8s(
         image_pull_secrets=tuple(image_pull_secret or ()),
         monitor_labels=tuple(monitor_label or ()),
         admin_key_secret=admin_key_secret,
+        service_monitor=service_monitor,
     )
     try:
         report = render_deploy(repo, out, options, fmt)  # type: ignore[arg-type]

@@ -114,6 +114,10 @@ class DeploySettings(Checked):
         "2Gi", description="/dev/shm (python backend): below memory, whose limit it counts against"
     )
     startup_seconds: Pos = Field(1800, description="time allowed to load every model (large engines load slowly)")
+    service_monitor: Flag = Field(
+        True, description="prometheus-operator ServiceMonitors for the /metrics endpoints (false on a cluster "
+        "without prometheus-operator: kubectl apply fails on the unknown kind)",
+    )
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
     # tritonserver's flag values as `deploy k8s` takes them; its --rate-limit/--rate-limit-resource replace both

@@ -1509,3 +1509,19 @@ def test_a_release_prefix_must_be_this_repositorys_release(cpu_repo: Path, tmp_p
     assert "gcloud storage rsync" in note and f"(this repository: {revision})" in note  # push writes S3 only
     pvc = deploy_k8s(cpu_repo, tmp_path / "pvc", _options(repository_url="pvc://store/rag", credentials_secret=None))
     assert not [n for n in pvc.notes if "push --release" in n]  # a volume is the operator's to version
+
+
+def test_service_monitors_can_be_left_out_for_a_cluster_without_prometheus_operator(cpu_repo: Path) -> None:
+    """`kubectl apply -f k8s/` failed on the ServiceMonitor kind where prometheus-operator is not installed, with no
+    way to leave it out of the manifests (deploy audit)."""
+    gateway = {"gateway": True, "gateway_image": "ghcr.io/acme/tritonforge:0.1.0", "gateway_api_keys_secret": "k"}
+    docs = load_documents(render_manifests(build_values(cpu_repo, _options(**gateway))).values())
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceMonitor"] == ["tiny-embed", "tiny-embed-gateway"]
+    off = load_documents(render_manifests(build_values(cpu_repo, _options(service_monitor=False, **gateway))).values())
+    assert [d for d in off if d["kind"] == "ServiceMonitor"] == []
+    assert {d["kind"] for d in off} >= {"Deployment", "Service", "HorizontalPodAutoscaler"}  # the rest stays
+    with pytest.raises(DeployError, match="labels the ServiceMonitor, which --no-service-monitor"):
+        build_values(cpu_repo, _options(service_monitor=False, monitor_labels=("release=x",)))
+    from tritonforge.spec import DeploySettings
+
+    assert DeploySettings.model_validate({"service_monitor": False}).service_monitor is False
