@@ -221,6 +221,10 @@ def pull_policy(image: str) -> str:
     return "Always" if moving else "IfNotPresent"
 
 
+def _non_root(user: int | None) -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": user, "runAsGroup": user} if user else {}
+
+
 def _image_problems(built_for: Any, image: str) -> list[Problem]:
     """The build chose the model set for its image (an engine-path repository needs an image that still ships the
     tensorrtllm backend; the LLM API's model.yaml follows that image's TensorRT-LLM): deploy that image's release and
@@ -499,13 +503,16 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentChec
             "rules": prometheus_adapter_rules(engines=any(m in publishing for m in watched)),
         },
         "pdb": {"enabled": True, "maxUnavailable": 1},
-        # what Pod Security's "restricted" level asks that these images allow (the NGC images run as root, so
-        # runAsNonRoot is left to an image that has a user: set it here with runAsUser)
+        # what Pod Security's "restricted" level asks that these images allow; the NGC images run as root unless
+        # deploy.run_as_user names a user (1000, their triton-server, as NVIDIA's own charts run them)
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
+            **_non_root(settings.run_as_user),
         },
+        # the volumes' files readable by that user's group (a PVC's, the downloaded repository's)
+        "podSecurityContext": {"fsGroup": settings.run_as_user} if settings.run_as_user else {},
         "gateway": gateway,
         "networkPolicy": network_policy(policy, selector, gateway["selectorLabels"] if options.gateway else None),
         "kserve": {

@@ -114,6 +114,11 @@ class DeploySettings(Checked):
         "2Gi", description="/dev/shm (python backend): below memory, whose limit it counts against"
     )
     startup_seconds: Pos = Field(1800, description="time allowed to load every model (large engines load slowly)")
+    run_as_user: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = Field(
+        None, description="run Triton as this non-root user id (and group, fsGroup): 1000 is the NGC images' "
+        "triton-server user, as NVIDIA's own charts run it; default: the image's user (root), which Pod Security's "
+        "restricted level refuses",
+    )
     service_monitor: Flag = Field(
         True, description="prometheus-operator ServiceMonitors for the /metrics endpoints (false on a cluster "
         "without prometheus-operator: kubectl apply fails on the unknown kind)",

@@ -1525,3 +1525,35 @@ def test_service_monitors_can_be_left_out_for_a_cluster_without_prometheus_opera
     from tritonforge.spec import DeploySettings
 
     assert DeploySettings.model_validate({"service_monitor": False}).service_monitor is False
+
+
+def test_triton_runs_as_the_user_deploy_run_as_user_names(cpu_repo: Path, tmp_path: Path) -> None:
+    """Pod Security's restricted level (or a Kyverno/Gatekeeper rule) refuses a root pod, and there was no way to
+    run Triton as the NGC images' triton-server user (uid 1000) as NVIDIA's own charts do (deploy audit)."""
+    import shutil
+
+    docs = load_documents(render_manifests(build_values(cpu_repo, _options())).values())
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert "securityContext" not in pod and "runAsUser" not in pod["containers"][0]["securityContext"]  # the image's
+    repo = tmp_path / "repo"
+    shutil.copytree(cpu_repo, repo)
+    info = json.loads((repo / "tritonforge.json").read_text())
+    info["deploy"]["run_as_user"] = 1000
+    (repo / "tritonforge.json").write_text(json.dumps(info))
+    values = build_values(repo, _options())
+    for render in (render_manifests(values), None):
+        if render is None:  # Helm's own engine, when the test extra has it
+            pytest.importorskip("helm_python", reason="helm-python-sdk is in the test extra")
+            docs = _helm_render(values, tmp_path / "chart")
+        else:
+            docs = load_documents(render.values())
+        deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "tiny-embed")
+        _validate(deployment)
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"] == {"fsGroup": 1000}
+        assert {k: pod["containers"][0]["securityContext"][k] for k in ("runAsNonRoot", "runAsUser", "runAsGroup")} == {
+            "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000}
+    info["deploy"]["run_as_user"] = 0  # root is what the default already is: not a user to name
+    (repo / "tritonforge.json").write_text(json.dumps(info))
+    with pytest.raises(DeployError, match="run_as_user"):
+        build_values(repo, _options())
