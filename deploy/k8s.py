@@ -123,8 +123,11 @@ def mounted_paths(configs: dict[str, ModelConfig]) -> list[str]:
     ]
 
 
-def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[str, Any], list[Problem]]:
-    """--model-repository, env, volumes and mounts for where the pods read the repository."""
+def _repository_source(url: str, secret: str | None, region: str,
+                       service_account: str | None = None) -> tuple[dict[str, Any], list[Problem]]:
+    """--model-repository, env, volumes and mounts for where the pods read the repository. Without a Secret, a
+    ``service_account`` bound to a cloud role gives the credentials (the AWS SDK reads IRSA's web identity token,
+    Google's client the metadata server: the env names no key)."""
     from tritonforge.deploy.object_store import parse_object_store_url
 
     problems: list[Problem] = []
@@ -153,7 +156,7 @@ def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[
         allowed = "s3://[host:port/]bucket/prefix, gs://bucket/prefix or pvc://claim[/path]"
         detail = err.problems[0].message if err.problems else str(err)
         return {}, [Problem("--repository-url", f"{detail} (pods read the repository from {allowed})")]
-    if not secret:
+    if not secret and not service_account:
         problems.append(
             Problem(
                 "--credentials-secret",
@@ -162,10 +165,11 @@ def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[
                     "(keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
                     if store.scheme == "s3"
                     else "(key key.json: a service-account key)"
-                ),
+                )
+                + ", or --service-account naming one bound to a cloud role (EKS IRSA, GKE Workload Identity)",
             )
         )
-    elif not SECRET_NAME.fullmatch(secret):
+    elif secret and not SECRET_NAME.fullmatch(secret):
         problems.append(Problem("--credentials-secret", f"{secret!r} is not a valid Secret name"))
     source: dict[str, Any] = {
         "kind": store.scheme,
@@ -174,11 +178,13 @@ def _repository_source(url: str, secret: str | None, region: str) -> tuple[dict[
         "endpoint": store.endpoint,
     }
     if store.scheme == "s3":
+        keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if secret or not service_account else ()
         source["env"] = [
-            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret or "", "key": key}}}
-            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret or "", "key": key}}} for key in keys
         ] + [{"name": "AWS_DEFAULT_REGION", "value": region}]
         source["volumes"], source["volumeMounts"] = [], []
+    elif service_account and not secret:  # Workload Identity: the metadata server, no key file
+        source["env"], source["volumes"], source["volumeMounts"] = [], [], []
     else:
         source["env"] = [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/secrets/google/key.json"}]
         source["volumes"] = [{"name": "gcs-credentials", "secret": {"secretName": secret or ""}}]
@@ -325,7 +331,8 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentChec
                               rate_limit=limits):
         problems.append(Problem(p.where, p.message))
 
-    source, found = _repository_source(options.repository_url, options.credentials_secret, options.region)
+    source, found = _repository_source(options.repository_url, options.credentials_secret, options.region,
+                                       options.service_account)
     problems += found
     revision = repository_revision(repo)
     released = False  # the URL names a release prefix (push --release): written once, what every pod reads
@@ -459,6 +466,7 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentChec
             "credentialsSecret": options.credentials_secret or "",
         },
         "triton": {
+            "serviceAccountName": options.service_account or "",
             "ranks": launch.ranks,  # tritonserver processes (MPI ranks) per pod
             "command": command,
             "args": args,
@@ -521,7 +529,9 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentChec
             "resources": {**resources, "limits": {**resources["limits"], "cpu": settings.cpu}},
             "storageUri": source["storageUri"],
             "endpoint": source.get("endpoint") or "",
-            "serviceAccountName": f"{name}-storage" if options.credentials_secret else "",
+            # the user's ServiceAccount (bound to a cloud role), else one made to carry the credentials Secret
+            "serviceAccountName": options.service_account or (f"{name}-storage" if options.credentials_secret else ""),
+            "createServiceAccount": bool(options.credentials_secret) and not options.service_account,
             # the runtime declares no probes: a pod got traffic while Triton still loaded, and Knative's 10 min
             # progress deadline failed slow GPU loads the manifests allow 30 min for
             "probes": {
@@ -696,7 +706,7 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
     if not options.admin_key_secret:
         notes.append("Triton's shared-memory, logging and trace APIs answer any pod that reaches its Services (model "
                      "control is off in a cluster): --admin-key-secret guards them with a key, as `serve` does")
-    if fmt == "kserve" and values["modelRepository"]["kind"] == "gs":
+    if fmt == "kserve" and values["modelRepository"]["kind"] == "gs" and options.credentials_secret:
         notes.append(f"KServe's storage initializer takes a GCS key only from the Secret's key "
                      f"gcloud-application-credentials.json (KServe's default), not key.json: put the service-account "
                      f"key under that name in {options.credentials_secret}")

@@ -53,6 +53,9 @@ class DeployOptions:
     # prometheus-operator ServiceMonitors for Triton's and the gateway's /metrics; None: the spec's
     # deploy.service_monitor. Off on a cluster without prometheus-operator: `kubectl apply` fails on the unknown kind
     service_monitor: bool | None = None
+    # the ServiceAccount Triton's pods run as: one bound to a cloud role (EKS IRSA, GKE Workload Identity) reads an
+    # object-store repository without a --credentials-secret of static keys
+    service_account: str | None = None
 
     def __post_init__(self) -> None:
         # a numpy integer (a count read from an array or a DataFrame) is taken as the int it is: stored as one, the
@@ -86,6 +89,7 @@ _OPTION_TYPES: dict[str, tuple[str, tuple[type, ...] | Callable[[object], bool],
     "gpus_per_replica": ("--gpus", _whole_or_none, "a whole number of GPUs, or None for what the repository needs"),
     "gateway": ("--gateway", (bool,), "True or False"),
     "service_monitor": ("--service-monitor", (bool, type(None)), "True, False, or None for the spec's"),
+    "service_account": ("--service-account", (str, type(None)), "a ServiceAccount name (str), or None"),
     "gateway_image": ("--gateway-image", (str, type(None)), "an image name (str), or None"),
     "gateway_api_keys_secret": ("--gateway-api-keys-secret", (str, type(None)), "a Secret name (str), or None"),
     "image_pull_secrets": (
@@ -174,6 +178,8 @@ def option_value_problems(
     if options.monitor_labels and not monitoring(options, settings):
         problems.append(Problem("--monitor-label", "labels the ServiceMonitor, which --no-service-monitor (or the "
                                                    "spec's deploy.service_monitor: false) leaves out"))
+    if options.service_account is not None and not SECRET_NAME.fullmatch(options.service_account):
+        problems.append(Problem("--service-account", f"{options.service_account!r} is not a valid ServiceAccount name"))
     if options.admin_key_secret is not None and not SECRET_NAME.fullmatch(options.admin_key_secret):
         problems.append(Problem("--admin-key-secret", f"{options.admin_key_secret!r} is not a valid Secret name"))
     if not options.gateway:  # accepted and ignored, they read as if a gateway were deployed

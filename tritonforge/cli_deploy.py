@@ -66,6 +66,10 @@ def deploy_k8s(
         typer.Option("--monitor-label", help="key=value label for the ServiceMonitor, repeatable (kube-prometheus-"
                      "stack's Prometheus picks release=<its release>)"),
     ] = None,
+    service_account: Annotated[str | None, typer.Option(
+        help="ServiceAccount Triton's pods run as: one bound to a cloud role (EKS IRSA, GKE Workload Identity) "
+             "reads s3:// or gs:// without --credentials-secret",
+    )] = None,
     service_monitor: Annotated[bool | None, typer.Option(
         "--service-monitor/--no-service-monitor",
         help="prometheus-operator ServiceMonitors (default: the spec's deploy.service_monitor, true); off on a cluster "
@@ -101,6 +105,7 @@ def deploy_k8s(
         monitor_labels=tuple(monitor_label or ()),
         admin_key_secret=admin_key_secret,
         service_monitor=service_monitor,
+        service_account=service_account,
     )
     try:
         report = render_deploy(repo, out, options, fmt)  # type: ignore[arg-type]

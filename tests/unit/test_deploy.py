@@ -743,6 +743,34 @@ def test_missing_credentials_secret_is_refused(cpu_repo: Path, tmp_path: Path, u
     (problem,) = err.problems
     assert problem.where == "--credentials-secret"
     assert problem.message.startswith(f"missing: {url} needs the name of a Secret")
+    assert problem.message.endswith("or --service-account naming one bound to a cloud role (EKS IRSA, GKE Workload "
+                                    "Identity)")
+
+
+@pytest.mark.parametrize("url", ["s3://models/rag", "gs://models/rag"])
+@pytest.mark.parametrize("fmt", ["manifests", "helm", "kserve"])
+def test_a_service_account_bound_to_a_cloud_role_reads_the_store_without_a_secret(
+    cpu_repo: Path, tmp_path: Path, url: str, fmt: str
+) -> None:
+    """s3:// always wanted static keys in a Secret, and the pods' ServiceAccount could not be named, so EKS IRSA and
+    GKE Workload Identity could not be used (deploy audit)."""
+    options = _options(repository_url=url, credentials_secret=None, service_account="triton-reader")
+    report = deploy_k8s(cpu_repo, tmp_path / "out", options, fmt)  # type: ignore[arg-type]
+    docs = load_documents(
+        [p.read_text() for p in sorted((tmp_path / "out").rglob("*.yaml")) if "templates" not in p.parts]
+    ) if fmt != "helm" else _helm_render(build_values(cpu_repo, options), tmp_path / "chart")
+    assert report is not None and any(d["kind"] in ("Deployment", "InferenceService") for d in docs)
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "InferenceService"):
+            spec = doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" else doc["spec"]["predictor"]
+            if doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith("-gateway"):
+                continue
+            assert spec["serviceAccountName"] == "triton-reader"
+            text = json.dumps(spec)
+            assert "AWS_ACCESS_KEY_ID" not in text and "key.json" not in text  # no static key is looked for
+    assert not [d for d in docs if d["kind"] == "ServiceAccount"]  # the user's, not one made here
+    with pytest.raises(DeployError, match="is not a valid ServiceAccount name"):
+        build_values(cpu_repo, _options(service_account="Bad_Name"))
 
 
 def test_every_problem_is_reported_at_once(cpu_repo: Path, tmp_path: Path) -> None:
