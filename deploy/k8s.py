@@ -85,6 +85,8 @@ class DeployReport:
 def read_build_info(repo: Path) -> dict[str, Any]:
     """tritonforge.json, written by `tritonforge build` at the repository's root (a DeployError saying why not)."""
     path = repo / MANIFEST_NAME
+    if not Path(repo).is_dir():  # not "tritonforge.json: missing", which read as a repository without its record
+        raise DeployError([Problem(str(repo), "no such folder: give the repository `tritonforge build` wrote")])
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:

@@ -51,7 +51,9 @@ def deploy_k8s(
     ] = None,
     region: Annotated[str, typer.Option(help="AWS_DEFAULT_REGION for s3://")] = "us-east-1",
     replicas: Annotated[int | None, typer.Option(min=1, help="default: the spec's deploy.replicas")] = None,
-    gpus: Annotated[int | None, typer.Option(help="GPUs per replica (default: what the repository needs)")] = None,
+    gpus: Annotated[
+        int | None, typer.Option(min=1, help="GPUs per replica (default: what the repository needs)")
+    ] = None,
     gateway: Annotated[bool, typer.Option("--gateway/--no-gateway", help="also deploy the OpenAI gateway")] = False,
     gateway_image: Annotated[str | None, typer.Option(help="image with tritonforge\\[gateway]")] = None,
     gateway_api_keys_secret: Annotated[str | None, typer.Option(help="Secret holding the gateway's API keys")] = None,

@@ -248,3 +248,11 @@ def test_names_with_a_trailing_newline_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(DeployError):
         parse_object_store_url("s3://bucket\n/prefix")
+
+
+def test_a_repository_folder_that_does_not_exist_is_named_as_such(tmp_path: Path) -> None:
+    """It read "tritonforge.json: missing", as if the folder were a repository without its build record (audit)."""
+    from tritonforge.deploy.k8s import read_build_info
+
+    with pytest.raises(DeployError, match=r"nope: no such folder: give the repository `tritonforge build` wrote"):
+        read_build_info(tmp_path / "nope")
