@@ -42,3 +42,21 @@ async def serve(handler: Handler, tls: ssl.SSLContext | None = None) -> tuple[as
 
 def port(server: asyncio.Server) -> int:
     return int(server.sockets[0].getsockname()[1])
+
+
+def every_second_unanswered(seen: list[bytes]) -> Handler:
+    """A handler answering "ok" to every other request it reads (the 1st, 3rd...), and closing the connection without
+    a reply after the 2nd, 4th... as if the request ran and the server then went away; ``seen`` gets b"METHOD body"
+    of each request."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while True:
+            head, body = await read_request(reader)
+            seen.append(head.split(b" ")[0] + b" " + body)
+            if len(seen) % 2 == 0:
+                await asyncio.sleep(0.2)  # it "ran", then the server went away without a reply
+                return
+            writer.write(reply(b"ok"))
+            await writer.drain()
+
+    return handle

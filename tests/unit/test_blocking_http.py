@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from http_servers import Handler, port, read_request, reply, serve
+from http_servers import Handler, every_second_unanswered, port, read_request, reply, serve
 from tls_support import make_pki
 from tritonclient.utils import InferenceServerException
 
@@ -119,15 +119,7 @@ def test_a_post_whose_reused_connection_closes_with_no_reply_is_not_sent_again()
     (client audit). Only GET and HEAD are sent again; a POST is the retry policy's to send again."""
     seen: list[bytes] = []
 
-    async def second_unanswered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        while True:
-            head, body = await read_request(reader)
-            seen.append(head.split(b" ")[0] + b" " + body)
-            if len(seen) % 2 == 0:
-                await asyncio.sleep(0.2)  # it "ran", then the server went away without a reply
-                return
-            writer.write(reply(b"ok"))
-            await writer.drain()
+    second_unanswered = every_second_unanswered(seen)
 
     with _served(second_unanswered) as (transport, accepted):
         assert transport.request("POST", "/x", b"first", timeout=5.0)[2] == b"ok"

@@ -9,7 +9,7 @@ import ssl
 from pathlib import Path
 
 import pytest
-from http_servers import port, read_request, reply, serve
+from http_servers import every_second_unanswered, port, read_request, reply, serve
 from tls_support import make_pki
 
 from tritonforge.clients import AsyncClient, TLSOptions
@@ -199,15 +199,7 @@ def test_a_post_whose_reused_connection_closes_with_no_reply_is_not_sent_again()
     """As the blocking transport's (test_blocking_http.py): the request may have run."""
     seen: list[bytes] = []
 
-    async def second_unanswered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        while True:
-            head, body = await read_request(reader)
-            seen.append(head.split(b" ")[0] + b" " + body)
-            if len(seen) % 2 == 0:
-                await asyncio.sleep(0.2)
-                return
-            writer.write(reply(b"ok"))
-            await writer.drain()
+    second_unanswered = every_second_unanswered(seen)
 
     async def main() -> None:
         server, accepted = await serve(second_unanswered)
