@@ -804,3 +804,17 @@ def test_a_host_that_is_no_host_name_or_address_is_refused_before_anything_is_se
         bad = bad.replace("http://", "grpc://")
     with pytest.raises(InvalidInputError, match="is not a host name or an IP address"):
         Client(bad, protocol).is_live()
+
+
+def test_a_stream_s_retries_before_its_first_piece_stay_within_its_timeout() -> None:
+    """As call_with_retry's: a generation stream sent again while the server is unavailable waits no longer than
+    its timeout allows."""
+    from tritonforge.triton.streams import _Attempts
+
+    unavailable = TransientError("model 'llm': unavailable")
+    attempts = _Attempts({"text_input": "hi"}, RetryPolicy(retries=5, backoff=0.05, jitter=0.0), timeout=0.08)
+    assert attempts.again(unavailable) == pytest.approx(0.05)
+    with pytest.raises(TransientError, match=r"gave up after 2 attempts: the call's timeout of 0.08s leaves no time"):
+        attempts.again(unavailable)  # 0.1 more would end past 0.08 (the first wait was not slept here)
+    unbounded = _Attempts({"text_input": "hi"}, RetryPolicy(retries=2, backoff=0.05, jitter=0.0), timeout=None)
+    assert [unbounded.again(unavailable), unbounded.again(unavailable)] == pytest.approx([0.05, 0.1])

@@ -186,7 +186,7 @@ def _seconds(timeout: float | None) -> str:
     return "none" if timeout is None else f"{timeout:g}s"
 
 
-def _past(budget: float | None, started: float, wait: float) -> bool:
+def past_budget(budget: float | None, started: float, wait: float) -> bool:
     """Whether waiting ``wait`` more seconds would end past the call's ``budget`` (None: no deadline)."""
     return budget is not None and time.monotonic() - started + wait >= budget
 
@@ -247,7 +247,7 @@ def call_with_retry(
             if retry == policy.retries:
                 raise exhausted(err, policy) from raw
             wait = policy.delay(retry, rng)
-            if _past(budget, started, wait):
+            if past_budget(budget, started, wait):
                 raise out_of_time(err, retry + 1, budget) from raw
             LOG.debug("retry %d/%d in %.3fs: %s", retry + 1, policy.retries, wait, err)
             sleep(wait)
@@ -278,7 +278,7 @@ async def acall_with_retry(
             if retry == policy.retries:
                 raise exhausted(err, policy) from raw
             wait = policy.delay(retry, rng)
-            if _past(budget, started, wait):
+            if past_budget(budget, started, wait):
                 raise out_of_time(err, retry + 1, budget) from raw
             LOG.debug("retry %d/%d in %.3fs: %s", retry + 1, policy.retries, wait, err)
             await sleep(wait)

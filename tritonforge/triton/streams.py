@@ -27,7 +27,7 @@ import numpy as np
 
 from tritonforge.errors import ClientError, DeadlineExceededError, ModelNotReadyError, TransientError
 from tritonforge.triton.blocking_http import BlockingHttpTransport
-from tritonforge.triton.errors import exhausted, map_errors
+from tritonforge.triton.errors import exhausted, map_errors, out_of_time, past_budget
 from tritonforge.triton.options import RetryPolicy
 from tritonforge.triton.tensors import build_inputs, is_final, text_of
 
@@ -81,7 +81,7 @@ def grpc_stream(
     evicted its LoRA adapter (once, with the adapter's weights: see :func:`resend_lora_weights`)."""
     once = {"timeout": timeout, "engine_model": engine_model, "classify": classify, "on_result": on_result,
             "headers": _header_dict(headers), "compression": compression}
-    attempts = _Attempts(inputs, retry)
+    attempts = _Attempts(inputs, retry, timeout)
     while True:
         yielded = False
         try:
@@ -101,10 +101,12 @@ def grpc_stream(
 
 class _Attempts:
     """What to send after a stream failed before its first piece, or None: the same request when the server could
-    not take it (by ``retry``'s policy), the request with its LoRA weights when the adapter was evicted (once)."""
+    not take it (by ``retry``'s policy, no wait past the stream's ``timeout``), the request with its LoRA weights
+    when the adapter was evicted (once)."""
 
-    def __init__(self, inputs: Mapping[str, Any], retry: RetryPolicy | None) -> None:
+    def __init__(self, inputs: Mapping[str, Any], retry: RetryPolicy | None, timeout: float | None = None) -> None:
         self.inputs, self.policy, self.retries, self.resent = inputs, retry or RetryPolicy(retries=0), 0, False
+        self.timeout, self.started = timeout, time.monotonic()
 
     def again(self, err: ClientError) -> float | None:
         """Seconds to wait before sending ``self.inputs`` again; raises the error that ends the attempts."""
@@ -118,8 +120,11 @@ class _Attempts:
             if self.policy.retries:
                 raise exhausted(err, self.policy) from err
             return None
+        wait = self.policy.delay(self.retries)
+        if past_budget(self.timeout, self.started, wait):  # as call_with_retry's (client audit)
+            raise out_of_time(err, self.retries + 1, self.timeout) from err
         self.retries += 1
-        return self.policy.delay(self.retries - 1)
+        return wait
 
 
 def _grpc_stream_once(
@@ -433,7 +438,7 @@ async def grpc_stream_async(
         "timeout": timeout, "classify": classify, "on_result": on_result, "engine_model": engine_model,
         "version": version, "headers": _header_dict(headers), "compression": compression,
     }
-    attempts = _Attempts(inputs, retry)
+    attempts = _Attempts(inputs, retry, timeout)
     while True:
         yielded = False
         # aclosing: a consumer leaving early must close the inner generator now (its finally sends the stop), not
