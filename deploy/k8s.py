@@ -28,7 +28,7 @@ from tritonforge.deploy.autoscaling import (
     prometheus_adapter_rules,
 )
 from tritonforge.deploy.gateway_workload import gateway_values
-from tritonforge.deploy.launch import EXIT_TIMEOUT_SECONDS, GPUNeed, gpu_need, triton_command, triton_launch
+from tritonforge.deploy.launch import GPUNeed, gpu_need, triton_command, triton_launch
 from tritonforge.deploy.options import (
     DNS_LABEL,
     SECRET_NAME,
@@ -423,12 +423,12 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentChec
         f"--metrics-port={PORTS['metrics']}",
         "--allow-metrics=true",
         f"--allow-gpu-metrics={'true' if target == 'gpu' else 'false'}",
-        f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
+        f"--exit-timeout-secs={settings.drain_seconds}",
         *limits.server_args(),  # rank 0's only: MPI worker ranks never schedule a request (see triton_command)
         # Kubernetes expands $(TRITON_ADMIN_KEY) from the container's env: the key stays in the Secret
         *(restricted_api_args(f"$({ADMIN_KEY_ENV})") if options.admin_key_secret else []),
     ]
-    command, args = triton_command(launch, args, source["tritonUrl"])
+    command, args = triton_command(launch, args, source["tritonUrl"], settings.drain_seconds)
     env = list(source["env"])
     if options.admin_key_secret:
         env.append({"name": ADMIN_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": options.admin_key_secret,
@@ -436,7 +436,7 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentChec
     if command[:1] == ["mpirun"]:
         # Open MPI forwards the pod's SIGTERM to the ranks and SIGKILLs them 1 s later (odls_base_sigkill_timeout):
         # Triton's --exit-timeout-secs drain of in-flight requests would be cut short (Open MPI 4: OMPI_MCA_, 5: PRTE)
-        env += [{"name": f"{prefix}_MCA_odls_base_sigkill_timeout", "value": str(EXIT_TIMEOUT_SECONDS)}
+        env += [{"name": f"{prefix}_MCA_odls_base_sigkill_timeout", "value": str(settings.drain_seconds)}
                 for prefix in ("OMPI", "PRTE")]
     probe = {"periodSeconds": 10, "timeoutSeconds": 5}
     scaling = settings.autoscaling
@@ -481,7 +481,7 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentChec
             "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *source["volumeMounts"]],
             "lifecycle": prestop_wait(),
             # the preStop wait, Triton's drain of requests in flight, then a margin before the SIGKILL
-            "terminationGracePeriodSeconds": PRESTOP_SECONDS + EXIT_TIMEOUT_SECONDS + 20,
+            "terminationGracePeriodSeconds": PRESTOP_SECONDS + settings.drain_seconds + 20,
             "topologySpreadConstraints": spread(selector, zones=True),
         },
         "probes": {

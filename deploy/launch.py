@@ -13,8 +13,6 @@ from tritonforge.errors import Problem
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-EXIT_TIMEOUT_SECONDS = 30  # Triton's drain of in-flight requests at SIGTERM (the pods' grace period is 60 s)
-
 
 @dataclass(frozen=True)
 class GPUNeed:
@@ -142,7 +140,7 @@ def triton_launch(
     return Launch(1, bool(llmapi)), problems
 
 
-def triton_command(launch: Launch, args: list[str], repository: str) -> tuple[list[str], list[str]]:
+def triton_command(launch: Launch, args: list[str], repository: str, drain: int) -> tuple[list[str], list[str]]:
     """The container's command and args: `tritonserver <args>`, or upstream's MPI launch of `launch.ranks` ranks.
 
     Reproduces get_cmd() of NVIDIA/TensorRT-LLM triton_backend/scripts/launch_triton_server.py
@@ -175,7 +173,7 @@ def triton_command(launch: Launch, args: list[str], repository: str) -> tuple[li
                 "--allow-http=false",
                 "--allow-grpc=false",
                 "--allow-metrics=false",
-                f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
+                f"--exit-timeout-secs={drain}",
             ]
         else:
             flags = list(args)

@@ -114,6 +114,10 @@ class DeploySettings(Checked):
         "2Gi", description="/dev/shm (python backend): below memory, whose limit it counts against"
     )
     startup_seconds: Pos = Field(1800, description="time allowed to load every model (large engines load slowly)")
+    drain_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(
+        30, description="how long Triton finishes the requests in flight at SIGTERM (a rollout, a scale-down) before "
+        "it stops: above the longest generation you stream; the pod's grace period follows",
+    )
     run_as_user: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = Field(
         None, description="run Triton as this non-root user id (and group, fsGroup): 1000 is the NGC images' "
         "triton-server user, as NVIDIA's own charts run it; default: the image's user (root), which Pod Security's "

@@ -1391,9 +1391,9 @@ def test_pods_drain_before_they_stop_and_spread_over_nodes(cpu_repo: Path, gpu_r
     import inspect
 
     from tritonforge.deploy.gateway_workload import DRAIN_SECONDS
-    from tritonforge.deploy.launch import EXIT_TIMEOUT_SECONDS
     from tritonforge.deploy.pods import PRESTOP_SECONDS
     from tritonforge.gateway.listen import GatewayServer
+    from tritonforge.spec import DeploySettings
 
     assert inspect.signature(GatewayServer).parameters["grace"].default == DRAIN_SECONDS
     options = _options(gateway=True, gateway_image="ghcr.io/acme/tritonforge:0.1.0", gateway_api_keys_secret="k")
@@ -1402,7 +1402,7 @@ def test_pods_drain_before_they_stop_and_spread_over_nodes(cpu_repo: Path, gpu_r
         _validate(doc)
     pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"}
     triton, gateway = pods["tiny-embed"], pods["tiny-embed-gateway"]
-    for pod, drain in ((triton, EXIT_TIMEOUT_SECONDS), (gateway, DRAIN_SECONDS)):
+    for pod, drain in ((triton, DeploySettings().drain_seconds), (gateway, DRAIN_SECONDS)):
         (container,) = pod["containers"]
         assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(PRESTOP_SECONDS)]
         assert pod["terminationGracePeriodSeconds"] >= PRESTOP_SECONDS + drain + 5
@@ -1584,4 +1584,27 @@ def test_triton_runs_as_the_user_deploy_run_as_user_names(cpu_repo: Path, tmp_pa
     info["deploy"]["run_as_user"] = 0  # root is what the default already is: not a user to name
     (repo / "tritonforge.json").write_text(json.dumps(info))
     with pytest.raises(DeployError, match="run_as_user"):
+        build_values(repo, _options())
+
+
+def test_deploy_drain_seconds_sets_tritons_drain_and_the_pod_s_grace(cpu_repo: Path, tmp_path: Path) -> None:
+    """The drain was fixed at 30 s (60 s of grace): a streamed generation longer than that was cut at every rollout
+    or scale-down (deploy audit)."""
+    import shutil
+
+    from tritonforge.deploy.pods import PRESTOP_SECONDS
+
+    repo = tmp_path / "repo"
+    shutil.copytree(cpu_repo, repo)
+    info = json.loads((repo / "tritonforge.json").read_text())
+    info["deploy"]["drain_seconds"] = 300
+    (repo / "tritonforge.json").write_text(json.dumps(info))
+    values = build_values(repo, _options())
+    assert "--exit-timeout-secs=300" in values["triton"]["args"]
+    deployment = next(d for d in load_documents(render_manifests(values).values()) if d["kind"] == "Deployment")
+    _validate(deployment)
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == PRESTOP_SECONDS + 300 + 20
+    info["deploy"]["drain_seconds"] = 0
+    (repo / "tritonforge.json").write_text(json.dumps(info))
+    with pytest.raises(DeployError, match="drain_seconds"):
         build_values(repo, _options())
