@@ -242,9 +242,7 @@ class Client(Connection):
         inputs = generation_inputs(prompt, Sampling.of(sampling), stream=False)
         if self.protocol == "http":
             return self.generate_http(model, inputs, timeout=timeout)
-        return "".join(
-            self.stream(prompt, model=model, timeout=timeout, engine_model=engine_model, _stream=False, **sampling)
-        )
+        return "".join(self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model))
 
     def stream(
         self,
@@ -253,7 +251,6 @@ class Client(Connection):
         model: str = "llm",
         timeout: float | None = None,
         engine_model: str | None = ENGINE_AUTO,
-        _stream: bool = True,
         **sampling: Any,
     ) -> Iterator[str]:
         """Text pieces as they are generated (gRPC). Leaving the loop early stops generation on the server:
@@ -261,7 +258,7 @@ class Client(Connection):
         not ended within 2 s, or at once without ``engine_model``)."""
         if self.protocol != "grpc":
             raise InvalidInputError("streaming needs gRPC: create the client with protocol='grpc'")
-        inputs = generation_inputs(prompt, Sampling.of(sampling), stream=_stream)
+        inputs = generation_inputs(prompt, Sampling.of(sampling), stream=True)
         return self.stream_text(model, inputs, timeout=timeout, engine_model=engine_model)
 
     def chat(
@@ -314,18 +311,8 @@ class Client(Connection):
         prompt, and how many were left out (scored below ``min_score``, or dropped to fit).
         ``top_k``/``top_n``/``max_tokens``/``min_score`` None: the server's defaults; ``sampling``: see
         :class:`Sampling`."""
-        return self.rag_stream(
-            query,
-            top_k=top_k,
-            top_n=top_n,
-            max_tokens=max_tokens,
-            min_score=min_score,
-            model=model,
-            timeout=timeout,
-            engine_model=engine_model,
-            _stream=False,
-            **sampling,
-        ).answer()
+        limits = {"top_k": top_k, "top_n": top_n, "max_tokens": max_tokens, "min_score": min_score}
+        return self._rag(query, limits, model, timeout, engine_model, sampling, stream=False).answer()
 
     def rag_stream(
         self,
@@ -338,15 +325,20 @@ class Client(Connection):
         timeout: float | None = None,
         engine_model: str | None = ENGINE_AUTO,
         min_score: float | None = None,
-        _stream: bool = True,
         **sampling: Any,
     ) -> RagStream:
         """The answer's text pieces as generated (iterate); ``.sources`` (and ``.prompt``, ``.dropped``) are there
         as soon as the first response arrives (with the first piece). Leaving early stops generation as ``stream``."""
+        limits = {"top_k": top_k, "top_n": top_n, "max_tokens": max_tokens, "min_score": min_score}
+        return self._rag(query, limits, model, timeout, engine_model, sampling, stream=True)
+
+    def _rag(
+        self, query: str, limits: dict[str, Any], model: str, timeout: float | None, engine_model: str | None,
+        sampling: Mapping[str, Any], *, stream: bool,
+    ) -> RagStream:
         if self.protocol != "grpc":
             raise InvalidInputError("rag needs gRPC (the rag ensemble answers several responses): use protocol='grpc'")
-        limits = {"top_k": top_k, "top_n": top_n, "max_tokens": max_tokens, "min_score": min_score}
-        inputs = rag_inputs(query, **limits, sampling=sampling, stream=_stream)
+        inputs = rag_inputs(query, **limits, sampling=sampling, stream=stream)
         deadline = self._timeout(timeout)
         return RagStream(
             lambda on_result: self.stream_text(

@@ -55,6 +55,7 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 C = TypeVar("C", bound="Connection")
 A = TypeVar("A", bound="AsyncConnection")
+B = TypeVar("B", bound="_Base")
 
 
 class _Base:
@@ -110,7 +111,7 @@ class _Base:
         self._engines: dict[str, str | None] = {}  # generation model -> its engine (engine_model="auto"), found once
 
     @classmethod
-    def from_options(cls, url: str, protocol: Protocol = "grpc", options: ClientOptions | None = None) -> Any:
+    def from_options(cls: type[B], url: str, protocol: Protocol = "grpc", options: ClientOptions | None = None) -> B:
         """A client configured by one :class:`ClientOptions` (timeout, retry policy, TLS, keep-alive, compression,
         headers) instead of keyword arguments; ``client.options`` gives it back as it was given."""
         if options is not None and not isinstance(options, ClientOptions):
