@@ -44,7 +44,7 @@ from tritonforge.deploy.pods import PRESTOP_SECONDS, network_policy, prestop_wai
 from tritonforge.deploy.revision import REVISION, repository_revision
 from tritonforge.errors import DeployError, Problem
 from tritonforge.triton.options import restricted_api_args
-from tritonforge.trtllm.images import REPOSITORY, image_name_problem, image_release, without_digest
+from tritonforge.trtllm.images import REPOSITORY, image_name_problem, image_release, tag_parts, without_digest
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -251,7 +251,7 @@ def _image_problems(built_for: Any, image: str) -> list[Problem]:
         ))]
     # an image built FROM the recorded one (deploy's Dockerfile) in another repository names its own flavour
     # ('26.07-trtllm-python-py3-faiss', '26.07-1'): its release is held to the build's, its flavour is its own
-    custom = without_digest(image).rsplit(":", 1)[0] != REPOSITORY
+    custom = (tag_parts(image) or ("", "", ""))[2] != REPOSITORY
     same_flavour = not built[1] or built[1] == deploying[1] or (custom and not deploying[1])
     if built[0] == deploying[0] and same_flavour:
         return []

@@ -1558,17 +1558,10 @@ def test_service_monitors_can_be_left_out_for_a_cluster_without_prometheus_opera
 def test_triton_runs_as_the_user_deploy_run_as_user_names(cpu_repo: Path, tmp_path: Path) -> None:
     """Pod Security's restricted level (or a Kyverno/Gatekeeper rule) refuses a root pod, and there was no way to
     run Triton as the NGC images' triton-server user (uid 1000) as NVIDIA's own charts do (deploy audit)."""
-    import shutil
-
     docs = load_documents(render_manifests(build_values(cpu_repo, _options())).values())
     pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert "securityContext" not in pod and "runAsUser" not in pod["containers"][0]["securityContext"]  # the image's
-    repo = tmp_path / "repo"
-    shutil.copytree(cpu_repo, repo)
-    info = json.loads((repo / "tritonforge.json").read_text())
-    info["deploy"]["run_as_user"] = 1000
-    (repo / "tritonforge.json").write_text(json.dumps(info))
-    values = build_values(repo, _options())
+    values = build_values(_repo_with_deploy(cpu_repo, tmp_path, {"run_as_user": 1000}), _options())
     for render in (render_manifests(values), None):
         if render is None:  # Helm's own engine, when the test extra has it
             pytest.importorskip("helm_python", reason="helm-python-sdk is in the test extra")
@@ -1581,30 +1574,21 @@ def test_triton_runs_as_the_user_deploy_run_as_user_names(cpu_repo: Path, tmp_pa
         assert pod["securityContext"] == {"fsGroup": 1000}
         assert {k: pod["containers"][0]["securityContext"][k] for k in ("runAsNonRoot", "runAsUser", "runAsGroup")} == {
             "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000}
-    info["deploy"]["run_as_user"] = 0  # root is what the default already is: not a user to name
-    (repo / "tritonforge.json").write_text(json.dumps(info))
+    root = _repo_with_deploy(cpu_repo, tmp_path / "root", {"run_as_user": 0})  # the default already: not a user to name
     with pytest.raises(DeployError, match="run_as_user"):
-        build_values(repo, _options())
+        build_values(root, _options())
 
 
 def test_deploy_drain_seconds_sets_tritons_drain_and_the_pod_s_grace(cpu_repo: Path, tmp_path: Path) -> None:
     """The drain was fixed at 30 s (60 s of grace): a streamed generation longer than that was cut at every rollout
     or scale-down (deploy audit)."""
-    import shutil
-
     from tritonforge.deploy.pods import PRESTOP_SECONDS
 
-    repo = tmp_path / "repo"
-    shutil.copytree(cpu_repo, repo)
-    info = json.loads((repo / "tritonforge.json").read_text())
-    info["deploy"]["drain_seconds"] = 300
-    (repo / "tritonforge.json").write_text(json.dumps(info))
-    values = build_values(repo, _options())
+    values = build_values(_repo_with_deploy(cpu_repo, tmp_path, {"drain_seconds": 300}), _options())
     assert "--exit-timeout-secs=300" in values["triton"]["args"]
     deployment = next(d for d in load_documents(render_manifests(values).values()) if d["kind"] == "Deployment")
     _validate(deployment)
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == PRESTOP_SECONDS + 300 + 20
-    info["deploy"]["drain_seconds"] = 0
-    (repo / "tritonforge.json").write_text(json.dumps(info))
+    none = _repo_with_deploy(cpu_repo, tmp_path / "none", {"drain_seconds": 0})
     with pytest.raises(DeployError, match="drain_seconds"):
-        build_values(repo, _options())
+        build_values(none, _options())

@@ -43,20 +43,28 @@ def _misspelt_flavour(image: str) -> str | None:
     """NVIDIA's tag with a flavour one typo from a known one ('26.07-trtlm-python-py3'). Such an image does not
     exist, and taken as an unknown flavour it changed what was built (an encoder on ONNX Runtime, which the intended
     -trtllm-python-py3 image cannot load) without a word. Other repositories' tags are their own."""
-    image = without_digest(image)
-    found = _TAG.search(image)
-    name = image.rsplit("/", 1)[-1]
-    repository = image.rsplit(":", 1)[0] if ":" in name else ""
-    if not found or not found.group(2) or repository not in ("", REPOSITORY):
+    parts = tag_parts(image)
+    if parts is None or not parts[1] or parts[2] not in ("", REPOSITORY):
         return None
-    flavour = found.group(2)
+    release, flavour, _ = parts
     if flavour in KNOWN_FLAVOURS or flavour in OTHER_NVIDIA_FLAVOURS:
         return None
     near = difflib.get_close_matches(flavour, KNOWN_FLAVOURS, n=1, cutoff=0.85)
     if not near:
         return None
-    return (f"{image!r}: NVIDIA publishes no tritonserver flavour {flavour!r}; did you mean "
-            f"{found.group(1)}{near[0]}? (flavours tritonforge checks against: {', '.join(KNOWN_FLAVOURS)})")
+    return (f"{without_digest(image)!r}: NVIDIA publishes no tritonserver flavour {flavour!r}; did you mean "
+            f"{release}{near[0]}? (flavours tritonforge checks against: {', '.join(KNOWN_FLAVOURS)})")
+
+
+def tag_parts(image: str) -> tuple[str, str, str] | None:
+    """(yy.mm, the flavour as written ('' for none), the repository ('' for a bare tag)) of an NGC-style tag, its
+    digest aside; None for another tag."""
+    image = without_digest(image)
+    found = _TAG.search(image)
+    if not found:
+        return None
+    name = image.rsplit("/", 1)[-1]
+    return found.group(1), found.group(2) or "", image.rsplit(":", 1)[0] if ":" in name else ""
 
 
 def image_release(image: str) -> tuple[str, str] | None:
@@ -65,13 +73,10 @@ def image_release(image: str) -> tuple[str, str] | None:
     An image in another repository is taken as built FROM an NGC one (deploy's Dockerfile, pushed to the user's
     registry): '26.07-trtllm-python-py3-faiss' is the -trtllm-python-py3 flavour plus what was added, and a flavour
     that extends none ('26.07-1') is not known (''), as a bare release is."""
-    image = without_digest(image)
-    found = _TAG.search(image)
-    if not found:
+    parts = tag_parts(image)
+    if parts is None:
         return None
-    release, flavour = found.group(1), found.group(2) or ""
-    name = image.rsplit("/", 1)[-1]
-    repository = image.rsplit(":", 1)[0] if ":" in name else ""
+    release, flavour, repository = parts
     if repository and repository != REPOSITORY and flavour not in KNOWN_FLAVOURS:
         flavour = max((f for f in KNOWN_FLAVOURS if flavour.startswith(f"{f}-")), key=len, default="")
     return release, flavour
