@@ -221,6 +221,27 @@ def map_errors(
         raise classify_error(raw, model=model, url=url, timeout=timeout, protocol=protocol) from raw
 
 
+def _wait_before_retry(
+    raw: Exception, retry: int, policy: RetryPolicy, classify: Callable[[BaseException], ClientError],
+    rng: Callable[[], float], budget: float | None, started: float,
+) -> float:
+    """The wait before attempt ``retry + 2`` after ``raw`` failed attempt ``retry + 1``, or the error that ends the
+    call: ``raw`` classified, unless transient with attempts and time left (the rule of both retry loops below)."""
+    # a ClientError is classified already (e.g. the generate endpoint's own): retried when transient too
+    err = raw if isinstance(raw, ClientError) else classify(raw)
+    if not isinstance(err, TransientError):
+        if err is raw:
+            raise raw
+        raise err from raw
+    if retry == policy.retries:
+        raise exhausted(err, policy) from raw
+    wait = policy.delay(retry, rng)
+    if past_budget(budget, started, wait):
+        raise out_of_time(err, retry + 1, budget) from raw
+    LOG.debug("retry %d/%d in %.3fs: %s", retry + 1, policy.retries, wait, err)
+    return wait
+
+
 def call_with_retry(
     fn: Callable[[], T],
     *,
@@ -238,18 +259,7 @@ def call_with_retry(
         try:
             return fn()
         except Exception as raw:
-            # a ClientError is classified already (e.g. the generate endpoint's own): retried when transient too
-            err = raw if isinstance(raw, ClientError) else classify(raw)
-            if not isinstance(err, TransientError):
-                if err is raw:
-                    raise
-                raise err from raw
-            if retry == policy.retries:
-                raise exhausted(err, policy) from raw
-            wait = policy.delay(retry, rng)
-            if past_budget(budget, started, wait):
-                raise out_of_time(err, retry + 1, budget) from raw
-            LOG.debug("retry %d/%d in %.3fs: %s", retry + 1, policy.retries, wait, err)
+            wait = _wait_before_retry(raw, retry, policy, classify, rng, budget, started)
             sleep(wait)
     raise AssertionError("unreachable")
 
@@ -269,17 +279,6 @@ async def acall_with_retry(
         try:
             return await fn()
         except Exception as raw:
-            # a ClientError is classified already (e.g. the generate endpoint's own): retried when transient too
-            err = raw if isinstance(raw, ClientError) else classify(raw)
-            if not isinstance(err, TransientError):
-                if err is raw:
-                    raise
-                raise err from raw
-            if retry == policy.retries:
-                raise exhausted(err, policy) from raw
-            wait = policy.delay(retry, rng)
-            if past_budget(budget, started, wait):
-                raise out_of_time(err, retry + 1, budget) from raw
-            LOG.debug("retry %d/%d in %.3fs: %s", retry + 1, policy.retries, wait, err)
+            wait = _wait_before_retry(raw, retry, policy, classify, rng, budget, started)
             await sleep(wait)
     raise AssertionError("unreachable")
