@@ -8,10 +8,18 @@ from typing import Any
 from tritonforge.build_manifest import gateway_model_entries
 from tritonforge.deploy.options import DeployOptions
 from tritonforge.deploy.pods import PRESTOP_SECONDS, prestop_wait, spread
+from tritonforge.spec_deploy import GatewayScaling, quantity
 
 GATEWAY_PORT = 9000
 GATEWAY_METRICS_PORT = 9090  # /metrics without an API key, for the ServiceMonitor (not on the gateway's Service)
 DRAIN_SECONDS = 15  # tritonforge.gateway.listen.GatewayServer's grace for requests in flight at SIGTERM
+
+
+MEMORY_REQUEST = "256Mi"  # what a replica holds at rest with room for bursts; the limit is the spec's
+
+
+def _memory_request(limit: str) -> str:
+    return limit if quantity(limit) < quantity(MEMORY_REQUEST) else MEMORY_REQUEST
 
 
 def gateway_models_args(info: dict[str, Any]) -> list[str]:
@@ -20,7 +28,9 @@ def gateway_models_args(info: dict[str, Any]) -> list[str]:
     return [f"--model={entry}" for entry in gateway_model_entries(info)]
 
 
-def gateway_values(name: str, options: DeployOptions, info: dict[str, Any], triton_grpc_port: int) -> dict[str, Any]:
+def gateway_values(
+    name: str, options: DeployOptions, info: dict[str, Any], triton_grpc_port: int, scaling: GatewayScaling
+) -> dict[str, Any]:
     # Every Triton pod's address through the headless Service, a request each in turn: through the ClusterIP
     # Service each gateway replica kept one connection to one pod (kube-proxy balances connections, not gRPC's
     # requests), and Triton pods the autoscaler added got no gateway traffic.
@@ -30,10 +40,19 @@ def gateway_values(name: str, options: DeployOptions, info: dict[str, Any], trit
         "enabled": options.gateway,
         "name": f"{name}-gateway",
         "image": options.gateway_image or "",
-        "replicas": 2,
+        "replicas": scaling.min_replicas,
+        "autoscaling": {
+            "enabled": scaling.autoscaled,
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            # the resource metric of metrics-server (every managed cluster has it): no adapter, unlike Triton's
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": scaling.target_cpu_percent}}}],
+        },
         "port": GATEWAY_PORT,
         "metricsPort": GATEWAY_METRICS_PORT,
-        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "resources": {"requests": {"cpu": scaling.cpu, "memory": _memory_request(scaling.memory)},
+                      "limits": {"memory": scaling.memory}},
         "apiKeysSecret": options.gateway_api_keys_secret or "",
         "labels": {
             "app.kubernetes.io/name": "tritonforge",

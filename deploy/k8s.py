@@ -440,7 +440,7 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentChec
                 for prefix in ("OMPI", "PRTE")]
     probe = {"periodSeconds": 10, "timeoutSeconds": 5}
     scaling = settings.autoscaling
-    gateway = gateway_values(name, options, info, PORTS["grpc"])
+    gateway = gateway_values(name, options, info, PORTS["grpc"], settings.gateway)
     startup: dict[str, Any] = {
         "httpGet": {"path": "/v2/health/ready", "port": "http"},
         **probe,

@@ -39,6 +39,34 @@ class Autoscaling(Checked):
         return []
 
 
+class GatewayScaling(Checked):
+    """The OpenAI gateway's pods (`deploy k8s --gateway`): a fixed count, or, when max_replicas is above
+    min_replicas, a HorizontalPodAutoscaler on their CPU. The gateway is CPU-bound (a request's JSON, its tensors)
+    and each replica admits `--max-requests-in-flight` on its own, so a fixed pair capped a cluster's traffic
+    whatever Triton's autoscaler added (deploy audit)."""
+
+    min_replicas: Pos = Field(2, description="the fixed count, or the autoscaler's minimum")
+    max_replicas: Pos = Field(2, description="above min_replicas: a HorizontalPodAutoscaler on CPU utilization")
+    target_cpu_percent: Annotated[int, Field(ge=10, le=100)] = Field(
+        70, description="average CPU utilization, of the cpu request, that triggers a scale-up"
+    )
+    cpu: Annotated[str, Field(pattern=K8S_QUANTITY)] = Field(
+        "500m", description="each pod's CPU request (no limit: a throttled gateway stalls every stream it holds)"
+    )
+    memory: Annotated[str, Field(pattern=K8S_QUANTITY)] = Field("1Gi", description="each pod's memory limit")
+
+    @classmethod
+    def _cross(cls, data: dict[str, Any]) -> Found:
+        low, high = raw_int(data.get("min_replicas", 2)), raw_int(data.get("max_replicas", 2))
+        if low is not None and high is not None and low > high:
+            return [(("min_replicas",), f"{low} is larger than max_replicas {high}")]
+        return []
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.max_replicas > self.min_replicas
+
+
 K8S_LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 K8S_LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 K8S_NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -128,6 +156,7 @@ class DeploySettings(Checked):
         "without prometheus-operator: kubectl apply fails on the unknown kind)",
     )
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    gateway: GatewayScaling = Field(default_factory=GatewayScaling)
     network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
     # tritonserver's flag values as `deploy k8s` takes them; its --rate-limit/--rate-limit-resource replace both
     rate_limit: RateLimitMode = Field(

@@ -389,7 +389,7 @@ def _normalized(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda d: (d["kind"], d["metadata"]["name"]))
 
 
-@pytest.mark.parametrize("variant", ["gpu", "gpu-llmapi", "cpu-gateway", "pvc-no-autoscaling"])
+@pytest.mark.parametrize("variant", ["gpu", "gpu-llmapi", "cpu-gateway", "cpu-gateway-autoscaled", "pvc-no-autoscaling"])
 def test_helm_chart_renders_the_same_resources_as_the_manifests(
     variant: str, cpu_repo: Path, gpu_repo: Path, llmapi_repo: Path, tmp_path: Path
 ) -> None:
@@ -400,9 +400,12 @@ def test_helm_chart_renders_the_same_resources_as_the_manifests(
         assert values["triton"]["command"] == ["mpirun"]  # the tp_size 2 engine: the MPI launch
     elif variant == "gpu-llmapi":
         values = build_values(llmapi_repo, _options())
-    elif variant == "cpu-gateway":
+    elif variant.startswith("cpu-gateway"):
+        repo = cpu_repo
+        if variant == "cpu-gateway-autoscaled":
+            repo = _repo_with_deploy(cpu_repo, tmp_path, {"gateway": {"min_replicas": 2, "max_replicas": 6}})
         values = build_values(
-            cpu_repo,
+            repo,
             _options(
                 gateway=True,
                 gateway_image="ghcr.io/acme/tritonforge:0.1.0",
@@ -1174,6 +1177,32 @@ def test_rollouts_leave_the_count_to_the_autoscaler_and_wait_for_slow_loads(cpu_
     fixed = _repo_with_deploy(cpu_repo, tmp_path, {"replicas": 2, "autoscaling": {"enabled": False}})
     docs = load_documents(render_manifests(build_values(fixed, _options())).values())
     assert next(d for d in docs if d["kind"] == "Deployment")["spec"]["replicas"] == 2
+
+
+def test_the_gateway_scales_on_its_cpu_when_the_spec_gives_it_room(cpu_repo: Path, tmp_path: Path) -> None:
+    """The gateway's Deployment had a fixed 2 replicas, each admitting --max-requests-in-flight of its own: a
+    cluster's traffic was capped at two pods' worth whatever Triton's autoscaler added (deploy audit)."""
+    gateway = _options(gateway=True, gateway_image="ghcr.io/a/g:1", gateway_api_keys_secret="k")
+    docs = load_documents(render_manifests(build_values(cpu_repo, gateway)).values())
+    (deployment,) = [d for d in docs if d["metadata"]["name"] == "tiny-embed-gateway" and d["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 2
+    assert not [d for d in docs if d["kind"] == "HorizontalPodAutoscaler" and "gateway" in d["metadata"]["name"]]
+
+    repo = _repo_with_deploy(cpu_repo, tmp_path, {"gateway": {
+        "min_replicas": 3, "max_replicas": 12, "target_cpu_percent": 60, "cpu": "2", "memory": "128Mi"}})
+    docs = load_documents(render_manifests(build_values(repo, gateway)).values())
+    (deployment,) = [d for d in docs if d["metadata"]["name"] == "tiny-embed-gateway" and d["kind"] == "Deployment"]
+    assert "replicas" not in deployment["spec"]  # the autoscaler owns the count: an apply would reset it
+    (hpa,) = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler" and "gateway" in d["metadata"]["name"]]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "tiny-embed-gateway"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    assert hpa["spec"]["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}]
+    resources = _container(docs, "tiny-embed-gateway")["resources"]
+    # utilization is measured against the request; a memory request above its limit would be an invalid pod
+    assert resources == {"requests": {"cpu": "2", "memory": "128Mi"}, "limits": {"memory": "128Mi"}}
+    for doc in docs:
+        _validate(doc)
 
 
 def _repo_with_deploy(repo: Path, tmp_path: Path, deploy: dict[str, Any]) -> Path:

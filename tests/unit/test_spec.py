@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -234,3 +235,20 @@ def test_a_shm_size_at_or_above_the_memory_limit_is_refused() -> None:
     with pytest.raises(PydanticValidationError):
         DeploySettings.model_validate({"shm_size": "8Gi"})  # the default memory, 8Gi: not below
     assert DeploySettings.model_validate({"shm_size": "4G", "memory": "4Gi"}).shm_size == "4G"  # 4e9 < 2**32
+
+
+def test_the_gateways_scaling_is_checked_where_it_is_written() -> None:
+    """deploy.gateway: a range the wrong way round, a target outside 10-100% and a misspelt key are each named at
+    their field, with what is allowed."""
+    def problems(gateway: dict[str, Any]) -> list[str]:
+        with pytest.raises(PydanticValidationError) as info:
+            DeploySettings.model_validate({"gateway": gateway})
+        return [str(p) for p in format_errors(info.value, DeploySettings)]
+
+    assert problems({"min_replicas": 4, "max_replicas": 2}) == ["gateway.min_replicas: 4 is larger than max_replicas 2"]
+    (target,) = problems({"target_cpu_percent": 150})
+    assert target.startswith("gateway.target_cpu_percent:") and "100" in target
+    (typo,) = problems({"max_replica": 4})
+    assert "did you mean 'max_replicas'" in typo
+    assert not DeploySettings().gateway.autoscaled
+    assert DeploySettings.model_validate({"gateway": {"max_replicas": 5}}).gateway.autoscaled
