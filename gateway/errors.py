@@ -13,6 +13,7 @@ from tritonforge.errors import (
     ClientError,
     ContextLengthError,
     DeadlineExceededError,
+    InternalServerError,
     InvalidInputError,
     ModelNotFoundError,
     ModelNotReadyError,
@@ -83,6 +84,8 @@ def from_client_error(err: ClientError, asked: AskedFor | None = None) -> APIErr
     if isinstance(err, ContextLengthError):  # OpenAI's code for it, which client libraries look for to trim history
         return APIError(400, f"This model's maximum context length is exceeded: {text}", type="invalid_request_error",
                         code="context_length_exceeded")
+    if isinstance(err, InternalServerError):  # a step's own fault: 5xx, which the SDKs retry and alerts count
+        return APIError(500, f"the server failed on this request: {text}", type="server_error", code="internal_error")
     if isinstance(err, InvalidInputError):  # refused by the client's own checks, before anything was sent
         return APIError(400, text, type="invalid_request_error", code="invalid_value")
     return APIError(400, text, type="invalid_request_error", code="invalid_request")

@@ -160,6 +160,11 @@ class ModelNotReadyError(ClientError):
     the model is reloading. Worth retrying after a few seconds."""
 
 
+class InternalServerError(ClientError):
+    """Triton or a model failed on its side (Triton's INTERNAL or UNKNOWN status, HTTP 500): a step's own fault,
+    not the request's. Not retried by the client: the request may have run, and a step's bug fails it again."""
+
+
 class BatchTooLargeError(ClientError):
     """Triton refused a request of more rows than the model's max_batch_size: split it (the message names the
     limit), or read the limit again if the model was reloaded with a smaller one."""

@@ -98,7 +98,9 @@ class TritonPythonModel:
             )
             _answer.relay(sender, llm_request, sources, _retired)
         except Exception as err:
-            error = pb_utils.TritonError(f"{type(err).__name__}: {err}")
+            # a bad request (ValueError) is the caller's; anything else this step's own fault (a 500 at the gateway)
+            code = pb_utils.TritonError.INVALID_ARG if isinstance(err, ValueError) else pb_utils.TritonError.INTERNAL
+            error = pb_utils.TritonError(f"{type(err).__name__}: {err}", code)
             sender.send(pb_utils.InferenceResponse(error=error), flags=final)
 
     def finalize(self) -> None:

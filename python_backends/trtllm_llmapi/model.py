@@ -336,7 +336,10 @@ class TritonPythonModel:
                 parsed = self.parse(request)
             except Exception as err:  # a bad request gets its own error; the others are served
                 message = str(err) if isinstance(err, RequestError) else f"{type(err).__name__}: {err}"
-                error = pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+                # the caller's fault (INVALID_ARG, a 400 at the gateway), else this model's own (INTERNAL, a 500)
+                bad = isinstance(err, (RequestError, ValueError))
+                code = pb_utils.TritonError.INVALID_ARG if bad else pb_utils.TritonError.INTERNAL
+                error = pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
                 if sender is not None:
                     sender.send(error, flags=FINAL)
                 results.append(error)

@@ -76,7 +76,12 @@ class TritonPythonModel:
         for request in requests:
             texts = [t.decode("utf-8") for t in pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()[:, 0]]
             if any(not t for t in texts):
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("TEXT must not be empty")))
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    "TEXT must not be empty", pb_utils.TritonError.INVALID_ARG)))
+                continue
+            if any(t.startswith("fail:") for t in texts):  # the model's own fault: Triton's INTERNAL
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    "RuntimeError: the toy model failed")))
                 continue
             for t in texts:  # "sleep:<seconds>" makes a slow request (deadline tests)
                 if t.startswith("sleep:"):

@@ -14,7 +14,7 @@ import pytest
 from tls_support import make_pki
 
 from tritonforge.clients import AsyncClient, Client, TLSOptions
-from tritonforge.errors import ClientError, TransientError
+from tritonforge.errors import ClientError, InternalServerError, TransientError
 from tritonforge.server import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -217,6 +217,19 @@ def test_server_error_then_next_request_succeeds(toy_server, toy_models, protoco
         with pytest.raises(ClientError, match="TEXT must not be empty"):
             client.embed(bad, batch_size=2, requests_in_flight=3)
         np.testing.assert_array_equal(client.embed(bad[:10], batch_size=2), expected(toy_models, bad[:10]))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_models_own_failure_is_an_internal_server_error_not_the_requests(toy_server, protocol: str) -> None:
+    """A model's fault (INTERNAL, HTTP 500) was a plain ClientError, which the gateway answered 400 (audit)."""
+    with Client(url(toy_server, protocol), protocol, retries=3) as client:
+        with pytest.raises(InternalServerError, match="RuntimeError: the toy model failed") as info:
+            client.embed(["fail:now"])
+        assert info.value.status in ("StatusCode.INTERNAL", "500")
+        with pytest.raises(ClientError) as refused:
+            client.embed([""])
+        assert not isinstance(refused.value, InternalServerError)  # bad input stays the request's (INVALID_ARG)
+        assert client.embed(["after"]).shape == (1, 4)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

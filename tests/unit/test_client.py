@@ -22,6 +22,7 @@ from tritonforge.errors import (
     ClientError,
     ContextLengthError,
     DeadlineExceededError,
+    InternalServerError,
     InvalidInputError,
     ModelNotFoundError,
     ModelNotReadyError,
@@ -329,12 +330,12 @@ def test_retries_stay_within_the_call_s_timeout() -> None:
             "unknown model 'm'", ModelNotFoundError,
         ),
         (
-            InferenceServerException("TEXT must not be empty", status="StatusCode.INTERNAL"),
-            "TEXT must not be empty", ClientError,
+            InferenceServerException("RuntimeError: boom", status="StatusCode.INTERNAL"),
+            "RuntimeError: boom", InternalServerError,
         ),
         (
-            InferenceServerException("TEXT must not be empty", status="500"),
-            "model 'm': TEXT must not be empty", ClientError,
+            InferenceServerException("RuntimeError: boom", status="500"),
+            "model 'm': RuntimeError: boom", InternalServerError,
         ),
         (
             InferenceServerException("Request for unknown model: 'm'", status="404"),

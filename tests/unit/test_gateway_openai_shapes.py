@@ -13,7 +13,7 @@ pytest.importorskip("starlette", reason="the gateway needs the `gateway` extra")
 
 from starlette.testclient import TestClient
 
-from tritonforge.errors import ContextLengthError
+from tritonforge.errors import ClientError, ContextLengthError, InvalidInputError
 from tritonforge.gateway import GatewayLimits, GatewayModels, create_app, split_problems
 from tritonforge.gateway.errors import AskedFor, from_client_error
 from tritonforge.gateway.splits import parse_splits
@@ -145,3 +145,22 @@ def test_a_split_may_not_take_an_adapters_id_nor_name_an_adapter_its_model_lacks
     (problem,) = split_problems(models, unknown, adapters)
     assert problem == "splits.ab.treatments[0].adapter: 'zzz' is not an adapter of 'chat' (its adapters: legal, support)"
     assert split_problems(models, unknown) == []  # adapters not read yet (Triton not up): not judged
+
+
+@pytest.mark.parametrize(("status", "protocol"), [("StatusCode.INTERNAL", "grpc"), ("UNKNOWN", "grpc"),
+                                                  ("500", "http")])
+def test_a_steps_own_failure_is_a_500_the_sdk_retries_not_the_requests_400(status: str, protocol: str) -> None:
+    """An exception in a python model (Triton's INTERNAL, HTTP 500) was a plain ClientError and the gateway's 400
+    invalid_request: the OpenAI SDK does not retry a 4xx, and 5xx alerts never saw it (gateway audit)."""
+    from tritonforge.errors import InternalServerError
+
+    text = "Failed to process the request(s) for model 'embed_encoder', message: RuntimeError: boom"
+    err = classify_reply(status, text, model="embed", url="127.0.0.1:8001", timeout=2.0, protocol=protocol)
+    assert isinstance(err, InternalServerError) and not isinstance(err, InvalidInputError)
+    error = from_client_error(err)
+    assert (error.status, error.type, error.code) == (500, "server_error", "internal_error")
+    assert "RuntimeError: boom" in error.message
+    # the request's fault stays the request's
+    refused = classify_reply("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'TEXT'", model="embed",
+                             url="127.0.0.1:8001", timeout=2.0)
+    assert type(refused) is ClientError and from_client_error(refused).status == 400

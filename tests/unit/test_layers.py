@@ -86,7 +86,8 @@ def test_every_exception_class_derives_from_tritonforge_error() -> None:
 PUBLIC = {  # the public surface; changing it is a decision, not a side effect of moving code
     "tritonforge": [
         "BatchTooLargeError", "BuildError", "ClientError", "ContextLengthError", "DeadlineExceededError",
-        "InvalidInputError", "ModelNotFoundError", "ModelNotReadyError", "OverloadedError", "ParityError", "PermissionDeniedError",
+        "InternalServerError", "InvalidInputError", "ModelNotFoundError", "ModelNotReadyError", "OverloadedError",
+        "ParityError", "PermissionDeniedError",
         "Problem", "RepositoryError", "ServerError", "SpecError", "TransientError", "TritonForgeError",
         "ValidationError", "build", "load_spec", "serve", "validate",
     ],

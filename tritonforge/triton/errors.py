@@ -23,6 +23,7 @@ from tritonforge.errors import (
     ClientError,
     ContextLengthError,
     DeadlineExceededError,
+    InternalServerError,
     ModelNotFoundError,
     ModelNotReadyError,
     OverloadedError,
@@ -129,6 +130,10 @@ def classify_reply(
         # "Stub process '<instance>' is not healthy.": a python stub died (tritonforge's watchdog restarts it);
         # "Model '<name>' is not ready": a BLS call to a model being reloaded
         result = ModelNotReadyError(f"{where}: the model cannot serve right now: {text}")
+    elif code in ("INTERNAL", "UNKNOWN", "500"):
+        # a step failed on its own (an exception in a python model, an engine fault): the steps answer bad input
+        # with INVALID_ARG, so the gateway need not call a server fault the request's (gateway audit)
+        result = InternalServerError(f"{where}: {text}")
     else:
         result = ClientError(f"{where}: {text}")
     return _annotated(result, text=text, model=model, status=status, url=url)
