@@ -65,7 +65,12 @@ _retired = _load_sibling("bls_retired").Retired()  # finished BLS iterators, kep
 
 
 class StepError(RuntimeError):
-    pass
+    """A step's error response, with its Triton error code: a step that refused the request (INVALID_ARG) is the
+    request's fault, a step that failed (INTERNAL) the server's."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class TritonPythonModel:
@@ -90,7 +95,7 @@ class TritonPythonModel:
             model_name=model, inputs=inputs, requested_output_names=list(outputs)
         ).exec()
         if response.has_error():
-            raise StepError(f"{model}: {response.error().message()}")
+            raise StepError(f"{model}: {response.error().message()}", response.error().code())
         return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
 
     def answer(self, request: Any) -> None:
@@ -151,7 +156,9 @@ class TritonPythonModel:
             )
             _answer.relay(sender, llm_request, sources, _retired)
         except Exception as err:  # a failed step is this request's error, never the model's
-            error = pb_utils.TritonError(f"{type(err).__name__}: {err}")
+            code = err.code if isinstance(err, StepError) else (
+                pb_utils.TritonError.INVALID_ARG if isinstance(err, ValueError) else pb_utils.TritonError.INTERNAL)
+            error = pb_utils.TritonError(f"{type(err).__name__}: {err}", code)
             sender.send(pb_utils.InferenceResponse(error=error), flags=final)
 
     def finalize(self) -> None:

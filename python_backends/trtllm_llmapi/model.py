@@ -364,7 +364,8 @@ class TritonPythonModel:
         request_id = request.request_id()
         if not request_id:
             response = pb_utils.InferenceResponse(
-                error=pb_utils.TritonError("a request id must be provided for request cancellation"))
+                error=pb_utils.TritonError("a request id must be provided for request cancellation",
+                                           pb_utils.TritonError.INVALID_ARG))
         else:
             with self.lock:
                 entries = list(self.running.get(request_id, ()))
