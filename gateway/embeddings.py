@@ -15,7 +15,7 @@ import functools
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -34,8 +34,18 @@ LOG = logging.getLogger(__name__)
 WIDTH_REFRESH_SECONDS = 5.0
 
 
-async def embed_texts(gw: Gateway, ensemble: str, texts: list[str], version: str) -> tuple[np.ndarray, int]:
-    """The float32 rows of ``texts`` in order, and the tokens the ensemble counted (NUM_TOKENS; 0 if it has none).
+class Embedded(NamedTuple):
+    """A request's rows in order, the tokens the ensemble counted (NUM_TOKENS; 0 from one built without it), and per
+    text the tokens embedded with whether the text was cut to the model's length (TRUNCATED; None without it)."""
+
+    rows: np.ndarray
+    tokens: int
+    lengths: np.ndarray | None
+    truncated: np.ndarray | None
+
+
+async def embed_texts(gw: Gateway, ensemble: str, texts: list[str], version: str) -> Embedded:
+    """The float32 rows of ``texts`` in order, with their token counts and truncation flags.
 
     Chunks are no larger than the ensemble's max_batch_size either (read once, and again when Triton refuses a chunk
     as larger: the model was reloaded with a smaller one), so an ``embed_batch_size`` above a model's limit costs
@@ -51,26 +61,50 @@ async def embed_texts(gw: Gateway, ensemble: str, texts: list[str], version: str
         return await _embed_chunks(gw, ensemble, texts, version, limit)
 
 
-async def _embed_chunks(
-    gw: Gateway, ensemble: str, texts: list[str], version: str, limit: int
-) -> tuple[np.ndarray, int]:
+async def _embed_chunks(gw: Gateway, ensemble: str, texts: list[str], version: str, limit: int) -> Embedded:
     size = min(gw.models.embed_batch_size, limit) if limit > 0 else gw.models.embed_batch_size
     results = await gather_bounded(
         [functools.partial(_embed_chunk, gw, ensemble, chunk, version) for chunk in chunked(texts, size)],
         gw.models.embed_requests_in_flight,
     )
-    rows = results[0][0] if len(results) == 1 else np.concatenate([rows for rows, _ in results])
-    return rows, sum(tokens for _, tokens in results)
+    if len(results) == 1:
+        return results[0]
+    lengths, truncated = [r.lengths for r in results], [r.truncated for r in results]
+    return Embedded(
+        np.concatenate([r.rows for r in results]), sum(r.tokens for r in results),
+        None if any(x is None for x in lengths) else np.concatenate(lengths),  # type: ignore[arg-type]
+        None if any(x is None for x in truncated) else np.concatenate(truncated),  # type: ignore[arg-type]
+    )
 
 
-async def _embed_chunk(gw: Gateway, ensemble: str, chunk: list[str], version: str) -> tuple[np.ndarray, int]:
+async def _embed_chunk(gw: Gateway, ensemble: str, chunk: list[str], version: str) -> Embedded:
     tensor = np.array([[t.encode("utf-8")] for t in chunk], dtype=object).reshape(len(chunk), 1)
     out = await gw.infer_client.infer(ensemble, {"TEXT": tensor}, timeout=gw.timeout, version=version)
     emb = out.get("EMBEDDING")
     if emb is None:
         raise APIError(502, f"ensemble '{ensemble}' returned no EMBEDDING", type="server_error")
     rows = np.asarray(emb, np.float32).reshape(len(chunk), -1)
-    return rows, counted_tokens(out)
+    lengths, truncated = out.get("NUM_TOKENS"), out.get("TRUNCATED")
+    return Embedded(
+        rows, counted_tokens(out),
+        None if lengths is None else np.asarray(lengths).reshape(-1),
+        None if truncated is None else np.asarray(truncated, dtype=bool).reshape(-1),
+    )
+
+
+def truncation_error(embedded: Embedded, model: str) -> APIError | None:
+    """OpenAI's 400 for an input over the model's context, where the ensemble cut it (TRUNCATED): an indexing job
+    relies on it to split long documents, and a silent cut left everything past the model's length (256 tokens for
+    MiniLM, ~1,000 characters) out of the index (gateway audit). None when nothing was cut."""
+    if embedded.truncated is None or not embedded.truncated.any():
+        return None
+    cut = [int(i) for i in np.flatnonzero(embedded.truncated)]
+    limit = f"{int(embedded.lengths[cut[0]])} tokens" if embedded.lengths is not None else "its length"
+    which = ", ".join(f"input[{i}]" for i in cut[:5]) + (f" and {len(cut) - 5} more" if len(cut) > 5 else "")
+    return APIError(400, f"This model's maximum context length is {limit}, and {which} "
+                    f"{'is' if len(cut) == 1 else 'are'} longer: split or shorten {'it' if len(cut) == 1 else 'them'}"
+                    f", or send \"truncate_prompt_tokens\": -1 to embed the first {limit} of each "
+                    f"(`{model}`)", param="input", code="context_length_exceeded")
 
 
 def dimensions_error(width: int, model: str) -> APIError:

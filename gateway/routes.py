@@ -17,7 +17,13 @@ from starlette.routing import Route
 
 from tritonforge.clients.pipelines import counted_tokens, rerank_request, rerank_scores
 from tritonforge.errors import ClientError
-from tritonforge.gateway.embeddings import dimensions_error, embed_texts, embedding_width, remember_width
+from tritonforge.gateway.embeddings import (
+    dimensions_error,
+    embed_texts,
+    embedding_width,
+    remember_width,
+    truncation_error,
+)
 from tritonforge.gateway.errors import APIError, clip
 from tritonforge.gateway.generation import flattened, generate, sampling, turns_of
 from tritonforge.gateway.listen import on_port
@@ -128,6 +134,9 @@ async def embeddings(request: Request) -> Any:
         if not text.strip():  # the tokenizer refuses blank text too, after the chunks before it ran
             raise APIError(400, f"'input[{i}]' must not be an empty string (or only whitespace)", param="input",
                            code="invalid_value")
+    if body.truncate_prompt_tokens not in (None, -1):  # the ensemble cuts at the model's length, nowhere else
+        raise APIError(400, f"'truncate_prompt_tokens' must be -1 (cut each input to the model's maximum length), "
+                       f"got {body.truncate_prompt_tokens}", param="truncate_prompt_tokens", code="invalid_value")
     if body.dimensions is not None and body.dimensions < 1:  # refused before the texts are embedded
         raise APIError(400, f"'dimensions' must be a positive integer (the model's width), got {body.dimensions}",
                        param="dimensions", code="invalid_value")
@@ -136,7 +145,10 @@ async def embeddings(request: Request) -> Any:
         width = await embedding_width(gw, target.triton_model, target.version, body.dimensions)
         if width is not None and body.dimensions != width:
             raise dimensions_error(width, body.model)
-    matrix, tokens = await embed_texts(gw, target.triton_model, texts, target.version)
+    embedded = await embed_texts(gw, target.triton_model, texts, target.version)
+    if body.truncate_prompt_tokens is None and (cut := truncation_error(embedded, body.model)) is not None:
+        raise cut
+    matrix, tokens = embedded.rows, embedded.tokens
     remember_width(gw, target.triton_model, target.version, matrix.shape[1])
     if body.dimensions is not None and body.dimensions != matrix.shape[1]:  # the width was not known before
         raise dimensions_error(matrix.shape[1], body.model)

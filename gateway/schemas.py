@@ -115,6 +115,7 @@ class EmbeddingBody(Body):
     input: str | list[str]
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: int | None = None
+    truncate_prompt_tokens: int | None = None  # vLLM's opt-in to a cut at the model's length (-1): else a 400
 
 
 class Document(BaseModel):

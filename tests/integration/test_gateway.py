@@ -404,6 +404,25 @@ def test_embeddings_equal_client_embed(sdk, gateway_triton) -> None:
     np.testing.assert_allclose(np.frombuffer(base64.b64decode(raw), "<f4"), want[0], atol=1e-6)
 
 
+def test_an_input_over_the_models_length_is_a_400_unless_the_cut_is_asked_for(sdk, gateway_triton) -> None:
+    """The ensemble cut a long input to the model's length and the gateway answered 200: an indexing job written for
+    OpenAI relies on the 400 to split long documents, and everything past ~1,000 characters was never embedded."""
+    long_text = "word " * 5000
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.embeddings.create(model="minilm", input=["short one", long_text, "another", long_text])
+    error = info.value.body
+    assert info.value.status_code == 400 and error["code"] == "context_length_exceeded" and error["param"] == "input"
+    assert "maximum context length is 256 tokens, and input[1], input[3] are longer" in error["message"]
+    cut = sdk.embeddings.create(model="minilm", input=["short one", long_text],
+                                extra_body={"truncate_prompt_tokens": -1})
+    assert len(cut.data) == 2 and cut.usage.prompt_tokens > 256  # the cut text counts its 256 tokens
+    with Client(gateway_triton.endpoints.grpc) as client:
+        np.testing.assert_allclose(np.array(cut.data[1].embedding, np.float32), client.embed([long_text])[0],
+                                   atol=1e-5)
+    with pytest.raises(openai.BadRequestError, match="'truncate_prompt_tokens' must be -1"):
+        sdk.embeddings.create(model="minilm", input="x", extra_body={"truncate_prompt_tokens": 64})
+
+
 def test_a_large_embeddings_request_keeps_its_order_across_chunks_in_flight(sdk, gateway_triton) -> None:
     # 150 texts: 5 Triton requests of 32, two in flight at a time, answered in whatever order Triton finishes them
     texts = [f"passage {i}: {' '.join(['word'] * (i % 23))} end" for i in range(150)]

@@ -73,7 +73,7 @@ TEXTS = [f"text {i}" for i in range(100)]
 @pytest.mark.parametrize("in_flight", [1, 3, 8])
 def test_chunks_come_back_in_order_with_at_most_the_bound_in_flight(in_flight: int) -> None:
     triton = FakeTriton()
-    rows, tokens = asyncio.run(embed_texts(_gateway(triton, 8, in_flight), "embed", TEXTS, ""))  # type: ignore[arg-type]
+    rows, tokens, *_ = asyncio.run(embed_texts(_gateway(triton, 8, in_flight), "embed", TEXTS, ""))  # type: ignore[arg-type]
     assert rows.shape == (100, 2)
     np.testing.assert_array_equal(rows[:, 0], np.arange(100))
     assert tokens == sum(len(t) for t in TEXTS)
@@ -83,7 +83,7 @@ def test_chunks_come_back_in_order_with_at_most_the_bound_in_flight(in_flight: i
 
 def test_one_chunk_is_one_call() -> None:
     triton = FakeTriton()
-    rows, _ = asyncio.run(embed_texts(_gateway(triton, 32, 4), "embed", TEXTS[:32], ""))  # type: ignore[arg-type]
+    rows, *_ = asyncio.run(embed_texts(_gateway(triton, 32, 4), "embed", TEXTS[:32], ""))  # type: ignore[arg-type]
     assert rows.shape == (32, 2) and triton.started == ["text 0"]
 
 
@@ -150,7 +150,7 @@ def test_the_gateway_command_sets_both_and_refuses_a_bad_value(capsys: pytest.Ca
 @pytest.mark.parametrize(("max_batch", "size"), [(0, 32), (64, 32), (8, 8)])
 def test_chunks_are_never_larger_than_the_ensemble_max_batch_size(max_batch: int, size: int) -> None:
     triton = FakeTriton(max_batch=max_batch)
-    rows, _ = asyncio.run(embed_texts(_gateway(triton, 32, 2), "embed", TEXTS, ""))  # type: ignore[arg-type]
+    rows, *_ = asyncio.run(embed_texts(_gateway(triton, 32, 2), "embed", TEXTS, ""))  # type: ignore[arg-type]
     assert rows[:, 0].tolist() == list(range(100))
     assert max(triton.chunk_sizes) == size and sum(triton.chunk_sizes) == 100
 
@@ -278,3 +278,24 @@ def test_the_default_max_tokens_of_chat_is_set_by_the_gateway_command(capsys: py
     assert "chat_max_tokens=0 must be in [1, 2147483647]" in capsys.readouterr().err.replace("\n", "")
     with pytest.raises(ValueError, match="completion_max_tokens=2147483648"):
         GatewayModels(completion_max_tokens=2**31)
+
+
+def test_the_texts_cut_are_named_across_chunks_in_their_order() -> None:
+    """TRUNCATED rows from several chunks in flight (answered out of order) name the request's own indices."""
+    from tritonforge.gateway.embeddings import truncation_error
+
+    class Cutting(FakeTriton):
+        async def infer(self, model: str, inputs: dict[str, np.ndarray], **kw: Any) -> dict[str, np.ndarray]:
+            out = await super().infer(model, inputs, **kw)
+            texts = [t.decode() for t in inputs["TEXT"].reshape(-1)]
+            out["TRUNCATED"] = np.array([[t.endswith(("7", "42"))] for t in texts])
+            out["NUM_TOKENS"] = np.array([[256 if t.endswith(("7", "42")) else 3] for t in texts], np.int32)
+            return out
+
+    embedded = asyncio.run(embed_texts(_gateway(Cutting(), 8, 3), "embed", TEXTS[:50], ""))  # type: ignore[arg-type]
+    error = truncation_error(embedded, "minilm")
+    assert error is not None and (error.status, error.code, error.param) == (400, "context_length_exceeded", "input")
+    assert error.message.startswith("This model's maximum context length is 256 tokens, and input[7], input[17], "
+                                    "input[27], input[37], input[42] and 1 more are longer")
+    assert truncation_error(asyncio.run(embed_texts(_gateway(FakeTriton(), 8, 3), "embed", TEXTS[:9], "")),  # type: ignore[arg-type]
+                            "minilm") is None  # an ensemble without TRUNCATED: nothing to tell
