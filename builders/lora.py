@@ -1,10 +1,10 @@
 """LoRA adapters on an LLM's base model: build-time checks, the adapter table, and what each target ships.
 
 An adapter is a PEFT folder (``adapter_config.json`` + ``adapter_model.safetensors``) named in the spec's
-``adapters`` (``name -> AdapterSpec``); the name is what clients send as ``lora_name``. Every adapter gets a stable
-``lora_task_id``: 1..N over the names in sorted order. The table ``adapters.json``::
+``adapters`` (``name -> AdapterSpec``); the name is what clients send as ``lora_name``. Every adapter gets a
+``lora_task_id`` derived from its name alone (``task_id``), the same in every build. The table ``adapters.json``::
 
-    {"adapters": {"<name>": {"lora_task_id": 1, "path": "adapters/<name>", "system_prompt": null}, ...}}
+    {"adapters": {"<name>": {"lora_task_id": 1911284457, "path": "adapters/<name>", "system_prompt": null}, ...}}
 
 ships in the preprocessing version folder (name -> task id, system prompt) and in the ``tensorrt_llm`` version
 folder (task id -> adapter folder).
@@ -19,6 +19,7 @@ folder (task id -> adapter folder).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,9 +52,26 @@ class Adapter:
         return f"{ADAPTERS_FOLDER}/{self.name}"
 
 
+def task_id(name: str) -> int:
+    """An adapter's ``lora_task_id``, from its name alone: the same in every build, so a name keeps its weights when
+    adapters are added or removed. Ids 1..N over the sorted names renumbered them: after `release add` of a build
+    with one adapter more, requests for an existing adapter were answered by another one, and a rollback of one of
+    the two models that share the table failed them (operations audit). 31 bits, never 0, for consumers that hold
+    it in an int32; TensorRT-LLM's LoRA caches key on it as a uint64."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "big") & 0x7FFF_FFFF or 1
+
+
 def task_ids(names: Any) -> dict[str, int]:
-    """Stable task ids: 1..N over the adapter names in sorted order."""
-    return {name: i for i, name in enumerate(sorted(names), start=1)}
+    """Every adapter's task id (``task_id``); a BuildError for two names that share one (rename either)."""
+    ids = {name: task_id(name) for name in sorted(names)}
+    by_id: dict[int, list[str]] = {}
+    for name, number in ids.items():
+        by_id.setdefault(number, []).append(name)
+    shared = [names for names in by_id.values() if len(names) > 1]
+    if shared:
+        raise BuildError("adapters " + "; ".join(" and ".join(f"'{n}'" for n in names) for names in shared)
+                         + " share a lora_task_id (derived from the name): rename one of them")
+    return ids
 
 
 def infer_source_dir(checkpoint_ref: str, checkpoint: Path) -> Path | None:
@@ -84,7 +102,6 @@ RANDOM_PREFIX = "random:"
 
 
 def random_adapter(name: str, base: Path) -> Path:
-    import hashlib
 
     from tritonforge.builders.checkpoints import checkpoint_hash, default_cache_dir
     from tritonforge.builders.tiny_models import make_tiny_lora
@@ -235,8 +252,6 @@ TRITON_TYPES = {"float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float32": "TYP
 def converted_for_trtllm(adapter: Adapter, *, dtype: str = "float16", cache_dir: Path | None = None) -> dict[str, Path]:
     """gpu: the adapter in TensorRT-LLM's format ({file name: path}) stored as ``dtype`` (the engine's dtype),
     converted once per (dtype, content hash)."""
-    import hashlib
-
     from tritonforge.builders.artifact_cache import cached_build
     from tritonforge.builders.checkpoints import checkpoint_hash, default_cache_dir
     from tritonforge.builders.lora_trtllm import CONFIG_FILE, WEIGHTS_FILE, convert_adapter

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tritonforge.atomic_file import write_atomic
+from tritonforge.builders.lora import TABLE_FILE as ADAPTER_TABLE
 from tritonforge.config_io import parse_config_text, render_config
 from tritonforge.errors import (
     ClientError,
@@ -593,11 +594,37 @@ def _add_problem(repo: Path, source: Path, model: str, every: bool, plan: list[t
     if (problem := _config_problem(model, repo / model / "config.pbtxt", src_dir / "config.pbtxt")) is not None:
         return problem
     current = model_releases(repo, model)
+    for serving in current.active:
+        if (problem := _renumbered_adapters(model, repo / model / str(serving), src_version_dir)) is not None:
+            return problem
     serving_hashes = {version_content_hash(repo / model / str(v)) for v in current.active}
     if every and version_content_hash(src_version_dir) in serving_hashes:
         return None  # unchanged
     plan.append((model, src_version_dir))
     return None
+
+
+def _adapter_ids(version_dir: Path) -> dict[str, int]:
+    try:
+        table = json.loads((version_dir / ADAPTER_TABLE).read_text(encoding="utf-8"))
+        return {name: int(entry["lora_task_id"]) for name, entry in table["adapters"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}  # no table (not an LLM with adapters), or one the model itself refuses at load
+
+
+def _renumbered_adapters(model: str, serving: Path, new: Path) -> str | None:
+    """An adapter whose lora_task_id differs between what serves and the new version. Preprocessing (name -> id)
+    and the engine (id -> weights) each hold the table and are promoted one at a time, so an id that moved sends a
+    name's requests to another adapter's weights. Builds before ids followed the names numbered them 1..N."""
+    before, after = _adapter_ids(serving), _adapter_ids(new)
+    moved = [f"'{name}' {before[name]} -> {after[name]}" for name in sorted(before.keys() & after.keys())
+             if before[name] != after[name]]
+    if not moved:
+        return None
+    return (f"{model}: the new version numbers adapters differently from version {serving.name}, which serves "
+            f"(lora_task_id {', '.join(moved)}; built by a tritonforge that numbered adapters 1..N): promoted one "
+            "model at a time, requests for an adapter would reach another adapter's weights. Serve the new build as "
+            "a whole repository (a restart), not as release versions")
 
 
 def _check_add_arguments(models: object, evaluation: object, dataset_sha256: object, note: object) -> None:

@@ -104,9 +104,11 @@ def reference(folders: Path) -> object:
 def test_the_repository_ships_the_adapters_and_their_table(lora_repo: Path) -> None:
     import json
 
+    from tritonforge.builders.lora import task_id
+
     for model in ("preprocessing", "tensorrt_llm"):
         table = json.loads((lora_repo / model / "1" / "adapters.json").read_text())["adapters"]
-        assert {n: e["lora_task_id"] for n, e in table.items()} == {"alpha": 1, "beta": 2}
+        assert {n: e["lora_task_id"] for n, e in table.items()} == {n: task_id(n) for n in ("alpha", "beta")}
     for name in ADAPTERS:
         folder = lora_repo / "tensorrt_llm" / "1" / "adapters" / name
         assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()

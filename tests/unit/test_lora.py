@@ -11,6 +11,7 @@ import fake_pb_utils as fpb
 import numpy as np
 import pytest
 
+from tritonforge.builders.lora import task_id
 from tritonforge.errors import BuildError, SpecError
 
 BACKENDS = Path(__file__).resolve().parents[2] / "python_backends"
@@ -78,8 +79,8 @@ def test_the_cpu_set_ships_adapters_table_and_wiring(folders: Path) -> None:
                            "alpha": {"path": "adapters/alpha", "system_prompt": "You are alpha."}})
     table = json.loads(out.files["preprocessing/1/adapters.json"])
     assert table == {"adapters": {
-        "alpha": {"lora_task_id": 1, "path": "adapters/alpha", "system_prompt": "You are alpha."},
-        "beta": {"lora_task_id": 2, "path": "adapters/beta", "system_prompt": None}}}
+        "alpha": {"lora_task_id": task_id("alpha"), "path": "adapters/alpha", "system_prompt": "You are alpha."},
+        "beta": {"lora_task_id": task_id("beta"), "path": "adapters/beta", "system_prompt": None}}}
     assert out.files["tensorrt_llm/1/adapters.json"] == out.files["preprocessing/1/adapters.json"]
     for name in ("alpha", "beta"):
         assert f"tensorrt_llm/1/adapters/{name}/adapter_config.json" in out.files
@@ -146,10 +147,10 @@ def test_gpu_renders_the_table_and_lora_cache_and_converts_the_adapters(folders:
     assert trt.parameters["lora_prefetch_dir"].string_value == "/models/tensorrt_llm/1/lora"
     assert "lora_cache_max_adapter_size" in trt.parameters
     assert "adapters_table" not in trt.parameters
-    assert json.loads(out.files["preprocessing/1/adapters.json"])["adapters"]["beta"]["lora_task_id"] == 2
+    assert json.loads(out.files["preprocessing/1/adapters.json"])["adapters"]["beta"]["lora_task_id"] == task_id("beta")
     for model in ("tensorrt_llm", "preprocessing"):  # converted: preloaded by the engine, sent by preprocessing
-        for task_id in (1, 2):
-            assert {f"{model}/1/lora/{task_id}/model.lora_{k}.npy" for k in ("weights", "config")} <= set(out.files)
+        for number in (task_id("alpha"), task_id("beta")):
+            assert {f"{model}/1/lora/{number}/model.lora_{k}.npy" for k in ("weights", "config")} <= set(out.files)
     assert any("2 LoRA adapter(s) converted to TensorRT-LLM's format" in n for n in out.notes)
     pre, ens = out.configs["preprocessing"], out.configs["llm"]
     assert pre.parameters["lora_weights_dir"].string_value == "lora"
@@ -309,8 +310,8 @@ def gpu_pre(folders: Path, tmp_path: Path) -> Any:
     table = {"adapters": {"alpha": {"lora_task_id": 1, "path": "adapters/alpha", "system_prompt": None},
                           "beta": {"lora_task_id": 2, "path": "adapters/beta", "system_prompt": None}}}
     (model_dir / "1" / "adapters.json").write_text(json.dumps(table))
-    for name, task_id in (("alpha", 1), ("beta", 2)):
-        convert_adapter(folders / "adapters" / name).save(model_dir / "1" / "lora" / str(task_id))
+    for name, number in (("alpha", 1), ("beta", 2)):
+        convert_adapter(folders / "adapters" / name).save(model_dir / "1" / "lora" / str(number))
     config = {"name": "preprocessing", "max_batch_size": 8, "parameters": {
         "adapters_table": {"string_value": "adapters.json"}, "lora_weights_dir": {"string_value": "lora"}}}
     with pytest.MonkeyPatch.context() as mp:
@@ -453,9 +454,29 @@ def test_gpu_lora_weights_travel_in_the_engines_dtype(folders: Path, dtype: str,
     ):
         types = {t.name: name(t.data_type) for t in getattr(config, side)}
         assert types[tensor] == triton_type, (config.name, tensor)
-    shipped = np.load(out.files["preprocessing/1/lora/1/model.lora_weights.npy"])
+    shipped = np.load(out.files[f"preprocessing/1/lora/{task_id('alpha')}/model.lora_weights.npy"])
     assert shipped.dtype == dict((d, s) for d, s, _ in DTYPE_CASES)[dtype]
     assert any(f"({dtype}, the engine's dtype)" in n for n in out.notes)
     prefetch = trt.parameters["lora_prefetch_dir"].string_value if "lora_prefetch_dir" in trt.parameters else None
     # TensorRT-LLM's .npy reader has no bfloat16: a bf16 prefetch folder would fail the load
     assert prefetch == (None if dtype == "bfloat16" else "/models/tensorrt_llm/1/lora")
+
+
+def test_an_adapters_task_id_is_its_names_in_every_build(folders: Path) -> None:
+    """Ids 1..N over the sorted names renumbered the adapters when one was added: `release add` of a build with
+    'legal' beside 'support' moved 'support' from 1 to 2, and requests for it were answered by 'legal' (operations
+    audit). The id now follows the name alone."""
+    one = json.loads(render(folders, {"support": {"path": "adapters/alpha"}}).files["preprocessing/1/adapters.json"])
+    two = json.loads(render(folders, {"support": {"path": "adapters/alpha"}, "legal": {"path": "adapters/beta"}})
+                     .files["preprocessing/1/adapters.json"])
+    assert one["adapters"]["support"]["lora_task_id"] == two["adapters"]["support"]["lora_task_id"]
+    assert two["adapters"]["legal"]["lora_task_id"] != two["adapters"]["support"]["lora_task_id"]
+    assert all(0 < entry["lora_task_id"] < 2**31 for entry in two["adapters"].values())
+
+
+def test_two_names_that_share_a_task_id_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tritonforge.builders import lora
+
+    monkeypatch.setattr(lora, "task_id", lambda name: 7 if name in ("a", "b") else 8)
+    with pytest.raises(BuildError, match=r"adapters 'a' and 'b' share a lora_task_id .*: rename one of them"):
+        lora.task_ids(["b", "a", "c"])

@@ -97,6 +97,25 @@ def test_add_refuses_a_changed_config_and_unknown_models(tmp_path: Path) -> None
     assert [v.version for v in model_releases(serving, "scorer").versions] == [1]
 
 
+def test_add_refuses_a_version_that_moves_an_adapters_task_id(repos: tuple[Path, Path]) -> None:
+    """A repository built when adapters were numbered 1..N, and a new build with one adapter more: promoted one model
+    at a time, requests for 'support' reached 'legal''s weights (operations audit). New adapters are fine."""
+    serving, new = repos
+
+    def table(folder: Path, ids: dict[str, int]) -> None:
+        adapters = {name: {"lora_task_id": i, "path": f"adapters/{name}"} for name, i in ids.items()}
+        (folder / "adapters.json").write_text(json.dumps({"adapters": adapters}))
+
+    table(serving / "scorer" / "1", {"support": 1})
+    table(new / "scorer" / "1", {"legal": 1, "support": 2})
+    with pytest.raises(ReleaseError, match=r"scorer: the new version numbers adapters differently from version 1, "
+                                           r"which serves \(lora_task_id 'support' 1 -> 2;"):
+        add_versions(serving, new)
+    assert [v.version for v in model_releases(serving, "scorer").versions] == [1]
+    table(new / "scorer" / "1", {"legal": 7, "support": 1})  # ids that follow the names: an adapter added
+    assert add_versions(serving, new) == {"scorer": 2}
+
+
 def test_promote_rollback_history(repos: tuple[Path, Path]) -> None:
     serving, new = repos
     add_versions(serving, new)
