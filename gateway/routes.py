@@ -262,17 +262,28 @@ async def _models_down(gw: Gateway) -> tuple[dict[str, list[str]], int]:
     return down, counted
 
 
+TRITON_NOT_READY = (
+    "Triton reports not ready: its strict readiness counts every model and version in its repository, a version "
+    "that failed to load (a refused release promote) included, until Triton restarts; every model this gateway "
+    "serves answers"
+)
+
+
 @route("/health", "GET", "HEAD")  # HEAD: load balancers that probe without a body
 async def health(request: Request) -> Any:
-    """Healthy only when Triton is ready and every model the gateway serves can answer (for monitoring: an alert
-    when anything is down). Triton keeps an ensemble READY while a member is down (reloading after its python stub
-    died, or failed), so the members are asked too. Not a readiness probe: see /ready."""
+    """Healthy when every model the gateway serves can answer (for monitoring: an alert when anything is down).
+    Triton keeps an ensemble READY while a member is down (reloading after its python stub died, or failed), so the
+    members are asked too. Triton's own readiness is reported, and required only until one of the gateway's models
+    has answered: it stays false after any version failed to load, which left /health a 503 naming nothing until
+    Triton restarted (operations audit). Not a readiness probe: see /ready."""
     gw: Gateway = request.app.state.gateway
-    ready = False
+    ready = live = False
     with contextlib.suppress(ClientError):
         ready = await gw.client.is_ready()
-    down, _ = await _models_down(gw)  # also when Triton is not ready (strict readiness: some model is down)
-    return _probe_answer(ready and not down, "ok", {"triton_ready": ready}, down)
+        live = ready or await gw.client.is_live()
+    down, counted = await _models_down(gw) if live else ({}, 0)
+    ok = live and not down and (ready or counted > 0)
+    return _probe_answer(ok, "ok", {"triton_ready": ready}, down, TRITON_NOT_READY if ok and not ready else None)
 
 
 @route("/ready", "GET", "HEAD")
@@ -292,12 +303,16 @@ async def ready(request: Request) -> Any:
     return _probe_answer(live and (not configured or len(down) < counted), "ready", {"triton_live": live}, down)
 
 
-def _probe_answer(ok: bool, word: str, triton: dict[str, bool], down: dict[str, list[str]]) -> JSONResponse:
+def _probe_answer(
+    ok: bool, word: str, triton: dict[str, bool], down: dict[str, list[str]], note: str | None = None
+) -> JSONResponse:
     """/health's and /ready's answer: 200 with ``word``, else 503 "unavailable"; Triton's state, and the models
     that cannot answer."""
     body: dict[str, Any] = {"status": word if ok else "unavailable", **triton}
     if down:
         body["models_down"] = down
+    if note:
+        body["note"] = note
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

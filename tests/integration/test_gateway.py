@@ -848,3 +848,30 @@ def test_embeddings_and_rerank_over_tritons_http_endpoint_equal_the_grpc_gateway
         down = health.json()["models_down"]
         assert down["minilm"] == down["reranker"] == [HTTP_ENDPOINT_DOWN] and "chat" not in down, down
         assert web.get(f"{broken}/ready").status_code == 200
+
+
+def test_health_stays_ok_when_triton_is_not_ready_over_a_model_the_gateway_does_not_serve(
+    http, gateway_triton, toy_models
+) -> None:
+    """Triton's strict readiness counts every model and version in its repository: after a version failed to load
+    (a refused release promote) it stayed false until a restart, and /health was a 503 naming nothing (operations
+    audit). /health answers for the gateway's models, and says why Triton is not ready."""
+    repo = gateway_triton.repo
+    toy_models.broken(repo, "broken_extra")
+    try:
+        with pytest.raises(Exception, match="broken_extra"):
+            gateway_triton.load("broken_extra", timeout=60)
+        with Client(gateway_triton.endpoints.grpc) as client:
+            assert client.is_live() and not client.is_ready()
+        reply = http.get("/health")
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["triton_ready"] is False and "models_down" not in body
+        assert "strict readiness counts every model" in body["note"]
+    finally:
+        import shutil
+
+        with contextlib.suppress(Exception):
+            gateway_triton.unload("broken_extra")
+        shutil.rmtree(repo / "broken_extra", ignore_errors=True)
+    # measured here: Triton 2.51 stays not ready even after the failed model's unload (until it restarts)
