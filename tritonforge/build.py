@@ -248,6 +248,14 @@ def build(
         commands = script.commands
         notes = [*notes, f"engines are not built here: run {SCRIPT_NAME} (in the repository) on a GPU machine"]
 
+    def _finish(tmp: Path) -> None:
+        from tritonforge.lineage import LINEAGE_FILE, record_files
+
+        for lineage in tmp.glob(f"*/*/{LINEAGE_FILE}"):
+            record_files(lineage.parent)
+        if check:
+            _validate(tmp)
+
     def _validate(tmp: Path) -> None:
         if progress:
             progress("validating repository")
@@ -261,7 +269,7 @@ def build(
 
     # what build_engines.sh writes into the repository later is the output's too: its next build replaces it
     owned = [engine_folder(key, model) for key, model, _ in engine_plans] if engine_plans else []
-    repo = write_repository(plan, out, check=_validate if check else None, protect=inputs, owned=owned)
+    repo = write_repository(plan, out, check=_finish, protect=inputs, owned=owned)
     if engine_plans:
         (repo / SCRIPT_NAME).chmod(0o755)
     models = tuple(sorted({p.split("/", 1)[0] for p in plan if "/" in p}))

@@ -85,3 +85,43 @@ def read_lineage(version_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+FILES_KEY = "files"  # in lineage.json: {relative path: size in bytes} of every file the build wrote in the folder
+
+
+def _served_files(folder: Path) -> dict[str, int]:
+    return {
+        q.relative_to(folder).as_posix(): q.stat().st_size
+        for q in sorted(folder.rglob("*"))
+        if q.is_file() and q.name != LINEAGE_FILE and "__pycache__" not in q.relative_to(folder).parts
+    }
+
+
+def record_files(version_dir: Path) -> None:
+    """Add the folder's file sizes to its lineage.json, once every file is written: validate then tells a copy
+    cut short (a model.onnx truncated by an interrupted rsync passed every check, and failed only when served)."""
+    record = read_lineage(version_dir)
+    if record is not None:
+        record[FILES_KEY] = _served_files(Path(version_dir))
+        (Path(version_dir) / LINEAGE_FILE).write_bytes(lineage_bytes(record))
+
+
+def missing_or_cut(version_dir: Path) -> list[str]:
+    """The files lineage.json lists that are missing or of another size (a stat each, no reading: cheap enough for
+    every validate, where hashing a checkpoint of gigabytes is not); none for a folder without the record."""
+    record = read_lineage(version_dir)
+    listed = record.get(FILES_KEY) if record is not None else None
+    if not isinstance(listed, dict):
+        return []
+    found = []
+    for name, size in sorted(listed.items()):
+        path = Path(version_dir) / name
+        try:
+            actual = path.stat().st_size
+        except OSError:
+            found.append(f"{name} is missing")
+            continue
+        if isinstance(size, int) and actual != size:
+            found.append(f"{name} is {actual:,} bytes, the build wrote {size:,}")
+    return found

@@ -134,3 +134,36 @@ def test_the_python_stand_in_refuses_inference_apis() -> None:
     assert config.as_dict()["input"] == [{"name": "A", "data_type": "TYPE_FP32", "dims": [2]}]
     with pytest.raises(NotImplementedError):
         module.InferenceResponse([])
+
+
+# ---------------------------------------------------------------- what the build wrote
+
+
+def test_a_version_folder_cut_short_or_missing_a_file_fails_its_load(tmp_path: Path) -> None:
+    """A model.onnx truncated by an interrupted copy passed validate and failed only when Triton loaded it
+    (operations audit): the build records each version folder's file sizes in lineage.json, and validate compares."""
+    import json
+
+    from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, record_files
+
+    config = 'name: "m"\nbackend: "python"\n' + IO
+    model = _model(tmp_path, "m", config, {"1/model.py": "# the model\n", "1/weights/a.bin": "x" * 1000})
+    (model / "1" / LINEAGE_FILE).write_bytes(lineage_bytes({"spec": "s"}))
+    record_files(model / "1")
+    recorded = json.loads((model / "1" / LINEAGE_FILE).read_text())
+    assert recorded["files"] == {"model.py": 12, "weights/a.bin": 1000} and recorded["spec"] == "s"
+    (model / "1" / "__pycache__").mkdir()  # what serving writes is not the build's
+    (model / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"bytecode")
+    assert _messages(tmp_path) == []
+    (model / "1" / "weights" / "a.bin").write_text("x" * 400)
+    (model / "1" / "model.py").unlink()
+    (message,) = _messages(tmp_path)
+    assert message.startswith("model.py does not exist")  # Triton's own words come first
+    (model / "1" / "model.py").write_text("# the model\n")
+    (message,) = _messages(tmp_path)
+    assert message.startswith("version 1 of model 'm' is not what the build wrote (weights/a.bin is 400 bytes, the "
+                              "build wrote 1,000): a copy cut short")
+    (model / "1" / "weights" / "a.bin").unlink()
+    assert "weights/a.bin is missing" in _messages(tmp_path)[0]
+    (model / "1" / LINEAGE_FILE).write_bytes(lineage_bytes({"spec": "s"}))  # an edit kept: no record, no check
+    assert _messages(tmp_path) == []
