@@ -877,6 +877,9 @@ def test_an_older_builds_model_py_still_gets_its_packages_from_the_builds_record
     }
     runner = older / "tiny_encoder" / "1" / "model.py"
     runner.write_text(runner.read_text() + "\n# as an earlier tritonforge shipped it\n")
+    lineage = json.loads((runner.parent / "lineage.json").read_text())
+    del lineage["files"]  # an earlier tritonforge recorded no file sizes
+    (runner.parent / "lineage.json").write_text(json.dumps(lineage))
     report = deploy_k8s(older, tmp_path / "recorded", _options())
     assert "#   onnxruntime: tiny_encoder\n" in (tmp_path / "recorded" / "Dockerfile").read_text()
     assert _notes(report) == (f"{TRTLLM_IMAGE} lacks onnxruntime: build Dockerfile and deploy that image instead",)
