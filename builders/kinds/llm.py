@@ -4,6 +4,7 @@ engine path (images up to NGC 26.07), or on the cpu target the CPU engine behind
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tritonforge.builders.kinds import ArtifactInfo, BuildContext, Built
 from tritonforge.naming import llm_model_names, llm_names
@@ -36,6 +37,8 @@ class LLMKind:
             dtype = model.cpu.weights if spec.target == "cpu" else model.llmapi.dtype
             info = ArtifactInfo(key, kind, dtype, checkpoint_hash(checkpoint), None, None)
             models = llmapi_model_set(key, model, spec.target, checkpoint, source_dir=spec.source_dir)
+            if spec.target == "gpu":
+                _check_model_yaml(key, models.files, spec.serving_image)
             if spec.target == "cpu":
                 models.notes += emulated_bf16_notes(key, model.cpu.weights) + int8_llm_notes(key, model.cpu.weights)
             models.notes += context_notes
@@ -97,6 +100,25 @@ class LLMKind:
 
 
 KIND = LLMKind()
+
+
+def _check_model_yaml(key: str, files: dict[str, Any], image: str) -> None:
+    """Every key of the written model.yaml against the image's LLM() arguments (BuildError): extra_llm_args are
+    checked with the spec, but the keys tritonforge writes itself were never checked, so one the image's release
+    lacks failed only when Triton loaded the model."""
+    from tritonforge.errors import BuildError
+    from tritonforge.trtllm.images import image_info
+    from tritonforge.trtllm.llmapi import MODEL_YAML, model_yaml_problems
+
+    info = image_info(image)
+    if info is None or info.tensorrt_llm is None:
+        return
+    for path, content in files.items():
+        if path.endswith(f"/1/{MODEL_YAML}") and isinstance(content, bytes):
+            problems = model_yaml_problems(content, info.tensorrt_llm, image)
+            if problems:
+                raise BuildError(f"models.{key}: {'; '.join(problems)}: choose an image whose TensorRT-LLM takes "
+                                 "them, or leave the setting that writes them at its default")
 
 
 def _context_notes(key: str, model: LLMModel, checkpoint: Path) -> list[str]:

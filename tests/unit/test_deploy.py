@@ -30,6 +30,7 @@ jsonschema = pytest.importorskip("jsonschema")
 
 K8S_VERSION = "1.37.0"  # the newest schemas kubernetes-validate ships (strict: unknown fields are errors)
 TRTLLM_IMAGE = "nvcr.io/nvidia/tritonserver:24.12-trtllm-python-py3"  # ships TensorRT-LLM 0.16.0
+LLMAPI_IMAGE = "nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3"  # TensorRT-LLM 1.2.1: serves runtime llmapi
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.monitoring.coreos.com_v1.json",
     ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice.serving.kserve.io_v1beta1.json",
@@ -1369,7 +1370,7 @@ def _llm_repo(root: Path, decoder: Path, target: str, **llmapi: Any) -> Path:
     chat = {"kind": "llm", "checkpoint": str(decoder), **({"llmapi": llmapi} if llmapi else {})}
     spec = parse_spec({"name": "chat", "target": target, "models": {"chat": chat},
                        "deploy": {"autoscaling": {"target_waiting_requests": 3}},
-                       **({"image": TRTLLM_IMAGE} if target == "gpu" else {})})
+                       **({"image": LLMAPI_IMAGE} if target == "gpu" else {})})
     files, _, _ = plan_repository(spec, engine_plans=[])
     return write_repository(files, root)
 
@@ -1401,16 +1402,16 @@ def test_llm_engines_scale_on_the_requests_waiting_in_their_own_queue(
     assert cpu["autoscaling"]["metrics"][-1]["pods"]["target"]["averageValue"] == "3"  # the spec's
 
     # the LLM API's model publishes it from LLM()'s iteration statistics (model.yaml's enable_iter_perf_stats)
-    llmapi_values = build_values(_llm_repo(tmp_path / "gpu-stats", decoder, "gpu"), _options())
+    llmapi_values = build_values(_llm_repo(tmp_path / "gpu-stats", decoder, "gpu"), _options(image=LLMAPI_IMAGE))
     by_model = {m["pods"]["metric"]["selector"]["matchLabels"]["model"]: m["pods"]
                 for m in llmapi_values["autoscaling"]["metrics"]}
     assert by_model["tensorrt_llm"]["metric"]["name"] == "trtllm_waiting_requests"
     llmapi = _llm_repo(tmp_path / "gpu", decoder, "gpu", enable_iter_perf_stats=False)  # without them it cannot
-    values = build_values(llmapi, _options())
+    values = build_values(llmapi, _options(image=LLMAPI_IMAGE))
     assert {m["pods"]["metric"]["name"] for m in values["autoscaling"]["metrics"]} == {
         "triton_queue_time_per_request_us"}
     assert len(values["prometheusAdapter"]["rules"]["rules"]) == 1
-    report = deploy_k8s(llmapi, tmp_path / "out", _options())
+    report = deploy_k8s(llmapi, tmp_path / "out", _options(image=LLMAPI_IMAGE))
     assert any(n.startswith("tensorrt_llm: the LLM API's model publishes no backlog") for n in report.notes)
     # and how the rules reach the adapter, which nothing rendered does (k8s audit: the HPA started broken)
     assert any("merge the rules in the ConfigMap chat-prometheus-adapter-rules" in n for n in report.notes)

@@ -209,3 +209,49 @@ def test_every_prompt_max_input_len_admits_fits_one_iteration(decoder: Path) -> 
                                         r"longer than max_num_tokens only runs with chunked prefill"):
         spec(decoder, llmapi={"max_num_tokens": 32})
     spec(decoder, llmapi={"max_num_tokens": 32, "extra_llm_args": {"enable_chunked_prefill": True}})
+
+
+def test_the_llm_api_path_is_refused_on_images_older_than_its_first_release(decoder: Path) -> None:
+    """tritonforge's model.py and model.yaml use TensorRT-LLM 1.x's LLM API: an older image (24.04 ships 0.9.0, 25.01
+    0.17.0, 25.08 0.21.0) built silently and the model failed when Triton loaded it."""
+    from tritonforge.trtllm.images import first_llmapi_image, runtime_problems
+
+    assert first_llmapi_image() == "nvcr.io/nvidia/tritonserver:25.09-trtllm-python-py3"
+    for tag, version in (("24.04", "0.9.0"), ("25.01", "0.17.0"), ("25.08", "0.21.0")):
+        image = f"nvcr.io/nvidia/tritonserver:{tag}-trtllm-python-py3"
+        with pytest.raises(SpecError) as err:
+            spec(decoder, image=image)
+        text = str(err.value)
+        assert "models.chat.runtime: runtime 'llmapi' needs TensorRT-LLM 1.0.0 or later" in text
+        assert f"ships TensorRT-LLM {version}: use image {first_llmapi_image()} or later" in text
+        assert runtime_problems(image, "engine") == []  # the engine path still serves these images
+        spec(decoder, image=image, runtime="engine")
+    for tag in ("25.09", "25.11", "26.07"):  # 1.0.0, 1.0.3.2510, 1.2.1
+        assert runtime_problems(f"{tag}-trtllm-python-py3", "llmapi") == []
+    spec(decoder, target="cpu", image="nvcr.io/nvidia/tritonserver:24.04-trtllm-python-py3")  # cpu: not this image's LLM
+
+
+def test_every_written_model_yaml_key_is_checked_against_the_images_llm_arguments(
+    decoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only extra_llm_args: a key tritonforge writes itself that the image's LLM() lacks is refused at build,
+    not at Triton's load."""
+    from tritonforge.errors import BuildError
+    from tritonforge.trtllm import llmapi
+
+    text = b"model: checkpoint\nenable_iter_perf_stats: true\nkv_cache_config: {free_gpu_memory_fraction: 0.9, x: 1}\n" \
+           b"triton_config: {max_batch_size: 8}\n"
+    assert llmapi.model_yaml_problems(text, "1.2.1", "img") == [
+        "model.yaml key 'kv_cache_config.x' is not a field of kv_cache_config in TensorRT-LLM 1.2 (img); its fields: "
+        "dtype, enable_block_reuse, free_gpu_memory_fraction, host_cache_size, max_attention_window, max_tokens, "
+        "tokens_per_block"]
+    assert llmapi.model_yaml_problems(text, "0.21.0", "img") == []  # no list recorded for that release
+    data = llmapi.llmapi_data()
+    names = data["llm_args"]["lists"]["main-2026"]["names"]
+    monkeypatch.setitem(data["llm_args"]["lists"]["main-2026"], "names",
+                        [n for n in names if n != "enable_iter_perf_stats"])
+    with pytest.raises(BuildError, match=r"models.chat: model.yaml key 'enable_iter_perf_stats' is not an argument "
+                                         r"of tensorrt_llm.LLM\(\) in TensorRT-LLM 1.2"):
+        build(spec(decoder), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    build(spec(decoder, llmapi={"enable_iter_perf_stats": False}), tmp_path / "r2")  # not written: not checked

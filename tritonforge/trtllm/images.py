@@ -2,7 +2,8 @@
 
 The image decides the LLM path: TensorRT-LLM removed its TensorRT engine backend (``trtllm-build``, the C++
 ``tensorrtllm`` Triton backend, ``inflight_batcher_llm``) in July 2026, so only images up to 26.07 (TensorRT-LLM
-1.2.x) can serve the engine path; every image serves the LLM API path. The table is data
+1.2.x) can serve the engine path, and only images from 25.09 (TensorRT-LLM 1.0, the first release with the LLM API
+tritonforge's llmapi model uses) serve the LLM API path. The table is data
 (``tritonforge/trtllm/data/trtllm_templates.json`` ``containers``: TensorRT-LLM and TensorRT per tag, whether the
 image ships the ``tensorrtllm`` backend, where its TensorRT-LLM examples live, and how each row was verified).
 """
@@ -98,7 +99,7 @@ def image_of(release: str) -> str:
 
 
 def default_image() -> str:
-    """The newest image the table knows (the LLM API path runs on every one)."""
+    """The newest image the table knows (it serves the LLM API path, the default runtime)."""
     return image_of(max(container_rows()))
 
 
@@ -211,6 +212,8 @@ def runtime_problems(image: str, runtime: str) -> list[str]:
             f"{image} ships TensorRT-LLM {info.tensorrt_llm}, which removed it: use runtime 'llmapi' (the default), "
             f"or image {newest_engine_image()} for the engine path"
         ]
+    if runtime == "llmapi" and (problem := _llmapi_release_problem(info)):
+        return [problem]
     if runtime == "engine" and info.row is None:
         return [
             f"runtime 'engine': {image} is not in tritonforge's image table (known: {min(container_rows())} to "
@@ -220,3 +223,32 @@ def runtime_problems(image: str, runtime: str) -> list[str]:
             f"{newest_engine_image()} for the engine path"
         ]
     return []
+
+
+def release_tuple(version: str) -> tuple[int, ...]:
+    """'1.0.3.2510' -> (1, 0, 3), '0.17.0.post1' -> (0, 17, 0): the release a TensorRT-LLM version string names."""
+    return tuple(int(n) for n in re.findall(r"\d+", version.split("post")[0])[:3])
+
+
+def first_llmapi_image() -> str:
+    """The oldest image in the table whose TensorRT-LLM the LLM API path runs on."""
+    from tritonforge.trtllm.llmapi import llmapi_minimum
+
+    floor = release_tuple(llmapi_minimum())
+    return image_of(min(t for t, row in container_rows().items() if release_tuple(str(row["tensorrt_llm"])) >= floor))
+
+
+def _llmapi_release_problem(info: ImageInfo) -> str | None:
+    """runtime 'llmapi' on an image whose TensorRT-LLM predates the 1.x LLM API tritonforge's model.py and
+    model.yaml use (``minimum_release`` in trtllm_llmapi.json): such builds used to pass, and the model failed at
+    Triton's load or at its first adapter request. An image the table does not know is not judged here."""
+    from tritonforge.trtllm.llmapi import llmapi_minimum
+
+    if info.tensorrt_llm is None or release_tuple(info.tensorrt_llm) >= release_tuple(llmapi_minimum()):
+        return None
+    return (
+        f"runtime 'llmapi' needs TensorRT-LLM {llmapi_minimum()} or later (its LLM API with the PyTorch backend, "
+        f"which tritonforge's model.py and model.yaml use); {info.image} ships TensorRT-LLM {info.tensorrt_llm}: "
+        f"use image {first_llmapi_image()} or later (the default is {default_image()}), or runtime 'engine' on "
+        f"this image"
+    )

@@ -45,6 +45,11 @@ def llmapi_data() -> dict[str, Any]:
     return json.loads(DATA_FILE.read_text(encoding="utf-8"))
 
 
+def llmapi_minimum() -> str:
+    """The first TensorRT-LLM release the LLM API path runs on (trtllm_llmapi.json ``minimum_release``)."""
+    return str(llmapi_data()["minimum_release"]["tensorrt_llm"])
+
+
 def llm_arg_names(tensorrt_llm_version: str) -> tuple[str, frozenset[str]] | None:
     """(the release line the names were read from, the keyword arguments `LLM()` accepts) for a TensorRT-LLM
     version ('1.2.1' -> the '1.2' line), or None when no list is recorded for that line."""
@@ -127,6 +132,39 @@ def llm_args_problems(settings_data: Any, tensorrt_llm_version: str, image: str)
         for key in extra
         if key not in names
     ]
+
+
+def model_yaml_problems(text: str | bytes, tensorrt_llm_version: str, image: str) -> list[str]:
+    """The keys of a rendered model.yaml that the image's `LLM()` does not take: top-level arguments, and the
+    fields of ``kv_cache_config`` and ``lora_config`` where their names are recorded. Every key is checked, not
+    only extra_llm_args: a typed field tritonforge writes may postdate the image's release, and LLM() refuses an
+    unknown key when Triton loads the model, after the whole build and deploy. Empty when no list is recorded
+    for the release (runtime_problems has refused the releases known to be too old)."""
+    known = llm_arg_names(tensorrt_llm_version)
+    if known is None:
+        return []
+    line, names = known
+    data = read_model_yaml(text)
+    skip = set(llmapi_data()["model"]["model_yaml"]["not_llm_args"])
+    found = [
+        f"model.yaml key '{key}' is not an argument of tensorrt_llm.LLM() in TensorRT-LLM {line} ({image})"
+        for key in data
+        if key not in skip and key not in names
+    ]
+    nested = llmapi_data()["llm_args"]
+    for section in ("kv_cache_config", "lora_config"):
+        recorded = nested.get(section)
+        fields = set(recorded["names"] if isinstance(recorded, dict) else recorded or ())
+        value = data.get(section)
+        if not fields or not isinstance(value, dict):
+            continue
+        found += [
+            f"model.yaml key '{section}.{key}' is not a field of {section} in TensorRT-LLM {line} ({image}); "
+            f"its fields: {', '.join(sorted(fields))}"
+            for key in value
+            if key not in fields
+        ]
+    return found
 
 
 # LLM()'s max_num_tokens when not given (NVIDIA/TensorRT-LLM tensorrt_llm/llmapi/llm_args.py
