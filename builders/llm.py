@@ -439,7 +439,8 @@ def _llmapi_engine(
     model_path = settings.model_in_container or "checkpoint"
     if settings.model_in_container is None:
         files.update({f"checkpoint/{rel}": path for rel, path in _files(checkpoint).items()})
-    # the CPU engine decodes cpu.max_active sequences together: written where the LLM API reads max_batch_size
+    # the CPU engine decodes cpu.max_active sequences together: written where the LLM API reads max_batch_size. On
+    # gpu nothing is written unless llmapi.max_batch_size says so: the LLM's in-flight batch is not Triton's
     gpu = target != "cpu"
     text = model_yaml(
         settings,

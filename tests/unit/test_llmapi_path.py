@@ -255,3 +255,17 @@ def test_every_written_model_yaml_key_is_checked_against_the_images_llm_argument
         build(spec(decoder), tmp_path / "r")
     assert not (tmp_path / "r").exists()
     build(spec(decoder, llmapi={"enable_iter_perf_stats": False}), tmp_path / "r2")  # not written: not checked
+
+
+def test_the_llms_in_flight_batch_is_not_tritons_max_batch_size(decoder: Path, tmp_path: Path) -> None:
+    """gpu: model.yaml wrote Triton's triton_max_batch_size (8) as LLM()'s max_batch_size, so the decoupled model's LLM
+    decoded at most 8 sequences at a time; it is now left to TensorRT-LLM's default unless llmapi.max_batch_size sets
+    it. cpu: the CPU engine still reads cpu.max_active there."""
+    repo = build(spec(decoder), tmp_path / "gpu").repo
+    args = yaml.safe_load((repo / "tensorrt_llm" / "1" / "model.yaml").read_text())
+    assert "max_batch_size" not in args
+    assert args["triton_config"]["max_batch_size"] == read_config(repo / "tensorrt_llm" / "config.pbtxt").max_batch_size
+    repo = build(spec(decoder, llmapi={"max_batch_size": 96}), tmp_path / "gpu96").repo
+    assert yaml.safe_load((repo / "tensorrt_llm" / "1" / "model.yaml").read_text())["max_batch_size"] == 96
+    repo = build(spec(decoder, target="cpu", cpu={"max_active": 3}), tmp_path / "cpu").repo
+    assert yaml.safe_load((repo / "tensorrt_llm" / "1" / "model.yaml").read_text())["max_batch_size"] == 3

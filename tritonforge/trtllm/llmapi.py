@@ -79,7 +79,10 @@ class LLMAPISettings(Checked):
     tensor_parallel_size: Pos = 1
     pipeline_parallel_size: Pos = 1
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
-    max_batch_size: Pos | None = Field(None, description="requests the LLM batches (default: serving's batch size)")
+    max_batch_size: Pos | None = Field(
+        None, description="sequences the LLM batches in flight, LLM()'s max_batch_size (default: TensorRT-LLM's own, "
+        "2048, on the gpu target; cpu.max_active on the cpu target); separate from Triton's triton_max_batch_size",
+    )
     max_num_tokens: Pos | None = Field(None, description="tokens per scheduled iteration (default: TensorRT-LLM's)")
     kv_cache_config: KvCacheSettings = Field(default_factory=KvCacheSettings)
     trust_remote_code: Flag = Field(False, description="the model's trust_remote_code (kept for older specs)")
@@ -187,7 +190,11 @@ def model_yaml(
     """The ``1/model.yaml`` text: ``LLM()`` arguments, then ``triton_config`` (as upstream's template lays it out).
 
     ``max_batch_size`` is Triton's (triton_config); the LLM's own is ``settings.max_batch_size``, else
-    ``llm_max_batch_size``, else Triton's. ``context`` is the llm model's (max_input_len, max_seq_len), written as
+    ``llm_max_batch_size`` (the cpu engine's max_active), else left out: LLM() then batches up to its own default
+    (BaseLlmArgs.max_batch_size 2048: NVIDIA/TensorRT-LLM tensorrt_llm/llmapi/llm_args.py
+    @ 0004396720054fd8e205cbf616f21f0b57c6b412). Triton's max_batch_size only bounds the requests one execute() call
+    hands the decoupled model, which submits them all at once; writing it as the LLM's capped the in-flight batch at
+    it (8 sequences for the example). ``context`` is the llm model's (max_input_len, max_seq_len), written as
     LLM()'s limits (the gpu target; the cpu engine gets them as parameters). ``lora_target_modules`` are the
     TensorRT-LLM names of the modules the adapters adapt: the PyTorch backend asserts "Expecting at least one lora
     target module" without them when no single lora_dir is given (NVIDIA/TensorRT-LLM
@@ -198,9 +205,11 @@ def model_yaml(
         "backend": settings.backend,
         "tensor_parallel_size": settings.tensor_parallel_size,
         "pipeline_parallel_size": settings.pipeline_parallel_size,
-        "max_batch_size": settings.max_batch_size or llm_max_batch_size or max_batch_size,
-        "kv_cache_config": settings.kv_cache_config.model_dump(),
     }
+    llm_batch = settings.max_batch_size or llm_max_batch_size
+    if llm_batch:
+        args["max_batch_size"] = llm_batch
+    args["kv_cache_config"] = settings.kv_cache_config.model_dump()
     if settings.dtype != "auto":
         args["dtype"] = settings.dtype
     if settings.max_num_tokens:
