@@ -61,6 +61,10 @@ def plan_repository(
         manifest["random_stand_ins"] = stand_ins
         plan.notes += [f"RANDOM stand-in: {s}" for s in stand_ins]
     plan.notes += bf16_notes(spec)
+    if spec.target == "gpu":  # the GPU nodes' driver: nothing here can check it, so the build says it
+        from tritonforge.trtllm.images import driver_note
+
+        plan.notes += [note] if (note := driver_note(spec.serving_image)) else []
     if spec.target == "gpu" or spec.image:
         manifest["image"] = spec.serving_image  # validate / deploy check engines and runtimes against it
     # `tritonforge deploy k8s` sizes pods from these: the engine may live outside the repository

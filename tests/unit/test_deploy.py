@@ -141,9 +141,9 @@ def _ranks(container: dict[str, Any]) -> list[list[str]]:
 
 
 def _notes(report: Any) -> tuple[str, ...]:
-    """A report's notes but those every deploy without --admin-key-secret, with the autoscaler, or from a prefix that
-    is not a release's gets (their own tests check them)."""
-    common = ("--admin-key-secret", "prometheus-adapter", "push --release")
+    """A report's notes but those every deploy without --admin-key-secret, with the autoscaler, from a prefix that
+    is not a release's, or of a gpu repository (the nodes' NVIDIA driver) gets (their own tests check them)."""
+    common = ("--admin-key-secret", "prometheus-adapter", "push --release", "NVIDIA driver")
     return tuple(n for n in report.notes if not any(c in n for c in common))
 
 
@@ -1625,3 +1625,16 @@ def test_deploy_drain_seconds_sets_tritons_drain_and_the_pod_s_grace(cpu_repo: P
     none = _repo_with_deploy(cpu_repo, tmp_path / "none", {"drain_seconds": 0})
     with pytest.raises(DeployError, match="drain_seconds"):
         build_values(none, _options())
+
+
+
+def test_gpu_repositories_say_the_driver_their_image_needs(gpu_repo: Path, cpu_repo: Path, tmp_path: Path) -> None:
+    """deploy k8s says the NVIDIA driver the pods' image needs on the GPU nodes (compatibility.md's CUDA Driver
+    version for its release): nothing here can check the nodes, and an older driver fails only at the first GPU call."""
+    notes = deploy_k8s(gpu_repo, tmp_path / "gpu", _options()).notes  # 24.12: CUDA 12.6.3, driver 560.35.05
+    assert [n for n in notes if "NVIDIA driver" in n] == [
+        f"{TRTLLM_IMAGE} is built on CUDA 12.6.3: its GPU nodes need NVIDIA driver 560.35.05 or later (Triton's "
+        "compatibility matrix for 24.12; NVIDIA's release notes for that release name the older driver branches "
+        "data center GPUs may use through CUDA forward compatibility)"]
+    notes = deploy_k8s(cpu_repo, tmp_path / "cpu", _options(image="nvcr.io/nvidia/tritonserver:24.12-py3")).notes
+    assert not [n for n in notes if "NVIDIA driver" in n]

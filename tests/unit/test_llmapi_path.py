@@ -269,3 +269,16 @@ def test_the_llms_in_flight_batch_is_not_tritons_max_batch_size(decoder: Path, t
     assert yaml.safe_load((repo / "tensorrt_llm" / "1" / "model.yaml").read_text())["max_batch_size"] == 96
     repo = build(spec(decoder, target="cpu", cpu={"max_active": 3}), tmp_path / "cpu").repo
     assert yaml.safe_load((repo / "tensorrt_llm" / "1" / "model.yaml").read_text())["max_batch_size"] == 3
+
+
+def test_the_gpu_build_says_the_driver_its_image_needs(decoder: Path, tmp_path: Path) -> None:
+    report = build(spec(decoder), tmp_path / "r", plan_only=True)
+    assert [n for n in report.notes if "NVIDIA driver" in n] == [
+        f"{default_image()} is built on CUDA 13.1.0.036: its GPU nodes need NVIDIA driver 590.44.01 or later (Triton's "
+        "compatibility matrix for 26.07; NVIDIA's release notes for that release name the older driver branches data "
+        "center GPUs may use through CUDA forward compatibility)"]
+    report = build(spec(decoder, image="nvcr.io/nvidia/tritonserver:25.09-trtllm-python-py3"), tmp_path / "r2",
+                   plan_only=True)
+    assert any("CUDA 12.9.1.010: its GPU nodes need NVIDIA driver 575.57.08 or later" in n for n in report.notes)
+    assert not [n for n in build(spec(decoder, target="cpu"), tmp_path / "c", plan_only=True).notes
+                if "NVIDIA driver" in n]

@@ -252,3 +252,19 @@ def _llmapi_release_problem(info: ImageInfo) -> str | None:
         f"use image {first_llmapi_image()} or later (the default is {default_image()}), or runtime 'engine' on "
         f"this image"
     )
+
+
+def driver_note(image: str) -> str | None:
+    """The host driver an image needs (the table's ``cuda``/``cuda_driver``, from compatibility.md); None when the
+    image's release is not in the table. Nothing here can see the GPU nodes' driver, so it is said, not checked:
+    with an older driver the image's CUDA fails at the first GPU call, after the pull and Triton's start."""
+    info = image_info(image)
+    row = info.row if info is not None else None
+    if info is None or row is None or "cuda_driver" not in row:
+        return None
+    return (
+        f"{without_digest(image)} is built on CUDA {row['cuda']}: its GPU nodes need NVIDIA driver "
+        f"{row['cuda_driver']} or later (Triton's compatibility matrix for {info.release}; NVIDIA's release notes "
+        "for that release name the older driver branches data center GPUs may use through CUDA forward "
+        "compatibility)"
+    )
