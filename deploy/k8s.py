@@ -28,7 +28,7 @@ from tritonforge.deploy.autoscaling import (
     prometheus_adapter_rules,
 )
 from tritonforge.deploy.gateway_workload import gateway_values
-from tritonforge.deploy.gpu_notes import driver_notes
+from tritonforge.deploy.gpu_notes import driver_notes, memory_notes
 from tritonforge.deploy.launch import GPUNeed, gpu_need, triton_command, triton_launch
 from tritonforge.deploy.options import (
     DNS_LABEL,
@@ -744,6 +744,7 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
                      "with enable_iter_perf_stats "
                      "(the default), scale it on a metric of your own, or fix the replicas")
     notes += driver_notes(checked.info, options.image)
+    notes += memory_notes(Path(repo), checked.info, values["triton"]["resources"]["limits"]["memory"])
     if checked.rate_limit_off and (limited := sorted(name for name, c in configs.items()
                                                      if any(g.rate_limiter.resources for g in c.instance_group))):
         notes.append(f"{', '.join(limited)}: instance groups name rate-limiter resources, which tritonserver ignores "

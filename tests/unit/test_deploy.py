@@ -1638,3 +1638,38 @@ def test_gpu_repositories_say_the_driver_their_image_needs(gpu_repo: Path, cpu_r
         "data center GPUs may use through CUDA forward compatibility)"]
     notes = deploy_k8s(cpu_repo, tmp_path / "cpu", _options(image="nvcr.io/nvidia/tritonserver:24.12-py3")).notes
     assert not [n for n in notes if "NVIDIA driver" in n]
+
+
+def _llmapi_built_repo(root: Path, decoder: Path, deploy: dict[str, Any]) -> Path:
+    """A gpu repository built on the LLM API path (LLMAPI_IMAGE): tensorrt_llm/1/checkpoint ships the weights."""
+    from tritonforge.build import plan_repository
+    from tritonforge.repository import write_repository
+    from tritonforge.spec import parse_spec
+
+    spec = parse_spec({"name": "chat-gpu", "target": "gpu", "image": LLMAPI_IMAGE, "deploy": deploy,
+                       "models": {"chat": {"kind": "llm", "checkpoint": str(decoder), "max_input_len": 64,
+                                           "max_seq_len": 128}}})
+    files, _, _ = plan_repository(spec)
+    return write_repository(files, root)
+
+
+def test_a_memory_limit_below_the_checkpoints_weights_is_noted(decoder: Path, tmp_path: Path) -> None:
+    """deploy.memory was 8Gi whatever the checkpoint, and nothing said when the LLM's weights, read through host
+    memory as it loads, were larger: the pod was OOM-killed at start. A note names both figures (not a refusal)."""
+    from tritonforge.deploy.gpu_notes import checkpoint_weight_bytes
+
+    weights = checkpoint_weight_bytes(decoder)
+    assert weights == (decoder / "model.safetensors").stat().st_size > 100 * 1024  # config and tokenizer not counted
+    small = _llmapi_built_repo(tmp_path / "small", decoder, {"memory": "100Ki", "shm_size": "10Ki"})
+    shipped = small / "tensorrt_llm" / "1" / "checkpoint"
+    assert checkpoint_weight_bytes(shipped) == weights
+    notes = [n for n in deploy_k8s(small, tmp_path / "out-small", _options(image=LLMAPI_IMAGE)).notes
+             if "OOM-killed" in n]
+    assert notes == [
+        f"tensorrt_llm: its checkpoint's weights are {weights / 1024:.1f} KiB on disk, more than the pod's memory "
+        "limit deploy.memory 100Ki (100.0 KiB): the LLM reads them through host memory while it loads, so the pod "
+        "may be OOM-killed at start; raise deploy.memory above the weights' size (plus Triton's own and /dev/shm's "
+        "share)"]
+    roomy = _llmapi_built_repo(tmp_path / "roomy", decoder, {})  # the default 8Gi is above the weights: no note
+    assert not [n for n in deploy_k8s(roomy, tmp_path / "out-roomy", _options(image=LLMAPI_IMAGE)).notes
+                if "OOM-killed" in n]
