@@ -146,6 +146,37 @@ class Backlog:
             await asyncio.sleep(STATS_PERIOD_S)
 
 
+# What `mpirun` puts in the environment of the process it starts as a rank: that process's place in the MPI job
+# (world size and rank, the application context), the PMIx/PMI namespace, rank and server to connect to, and the
+# ORTE runtime's state. deploy launches tritonserver as rank 0 of `mpirun -n 1` for an llmapi model (as upstream's
+# launch_triton_server.py does); this python-backend stub is tritonserver's child and inherits all of it. When the
+# LLM API then initialises MPI here, to spawn its executor workers, it takes itself for that rank of mpirun's job
+# and registers with mpirun's PMIx server under tritonserver's identity instead of starting a job of its own, and
+# the spawn fails or hangs. Upstream's llmapi model.py clears the same kind of variables before importing
+# tensorrt_llm (NVIDIA/TensorRT-LLM triton_backend/all_models/llmapi/tensorrt_llm/1/model.py
+# @ 044a90d209e380c95e23e8ae42f3583fa05ada78); settings (OMPI_MCA_*, PMIX_MCA_*, ...) are kept: they configure MPI,
+# they do not name a job.
+MPI_JOB_VARIABLES = frozenset({
+    "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+    "OMPI_COMM_WORLD_NODE_RANK", "OMPI_UNIVERSE_SIZE", "OMPI_FIRST_RANKS", "OMPI_APP_CTX_NUM_PROCS",
+    "PMIX_RANK", "PMIX_NAMESPACE", "PMIX_SERVER_URI", "PMIX_SERVER_URI2", "PMIX_SERVER_URI21", "PMIX_SERVER_URI3",
+    "PMIX_SERVER_TMPDIR", "PMIX_SYSTEM_TMPDIR", "PMIX_SECURITY_MODE", "PMIX_GDS_MODULE",
+    "PMIX_BFROPS_MODULE", "PMIX_PTL_MODULE", "PMIX_VERSION", "PMIX_HOSTNAME",
+    "PMI_RANK", "PMI_SIZE", "PMI_FD", "PMI_SPAWNED", "PMI_APPNUM",
+})
+MPI_JOB_PREFIXES = ("OMPI_MCA_orte_", "ORTE_")  # the ORTE runtime's state, not configuration
+
+
+def clear_inherited_mpi_job(environ: Any = None) -> list[str]:
+    """Remove the MPI job's variables (MPI_JOB_VARIABLES, MPI_JOB_PREFIXES) from ``environ`` (os.environ by
+    default) before tensorrt_llm initialises MPI; returns the names removed, sorted."""
+    env = os.environ if environ is None else environ
+    removed = sorted(k for k in env if k in MPI_JOB_VARIABLES or k.startswith(MPI_JOB_PREFIXES))
+    for key in removed:
+        del env[key]
+    return removed
+
+
 def _resolve(path: str, version_dir: str) -> str:
     return path if os.path.isabs(path) else os.path.join(version_dir, path)
 
@@ -213,6 +244,9 @@ class TritonPythonModel:
         self.decoupled = bool(self.config.get("model_transaction_policy", {}).get("decoupled", False))
         self.batched = int(self.config.get("max_batch_size", 0)) > 0
         self.check_period = float(triton_config.get("cancellation_check_period_ms", 100)) / 1000.0
+        cleared = clear_inherited_mpi_job()  # before tensorrt_llm (and mpi4py with it) is imported
+        if cleared:
+            print(f"[trtllm_llmapi] cleared the MPI job inherited from mpirun: {', '.join(cleared)}", flush=True)
         from tensorrt_llm import LLM, SamplingParams
 
         self.SamplingParams = SamplingParams

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -520,3 +521,36 @@ def test_a_cancelled_request_that_is_not_decoupled_gets_cancelled_not_partial_te
         assert request.sender.responses == []  # answered by execute's return, as a request that is not decoupled
     finally:
         m.finalize()
+
+
+def test_the_mpi_job_inherited_from_mpirun_is_cleared_before_the_llm_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """deploy starts tritonserver as rank 0 of `mpirun -n 1` for an llmapi model; this stub inherited mpirun's job
+    (rank, PMIx namespace and server), and the LLM API's MPI initialisation registered under it instead of starting
+    a job of its own to spawn its workers. The job's variables are removed before tensorrt_llm is imported, and MPI's
+    settings are kept (as upstream's model.py @ 044a90d2)."""
+    module = load_model(MODEL_PY, monkeypatch)
+    env = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "1", "PMIX_NAMESPACE": "prterun-x@1",
+           "PMIX_RANK": "0", "PMIX_SERVER_URI41": "uri", "PMI_FD": "3", "OMPI_MCA_orte_hnp_uri": "u",
+           "ORTE_SOMETHING": "1", "OMPI_MCA_btl": "^openib", "PMIX_MCA_gds": "hash", "PATH": "/usr/bin"}
+    removed = module.clear_inherited_mpi_job(env)
+    assert removed == ["OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_MCA_orte_hnp_uri", "ORTE_SOMETHING",
+                       "PMIX_NAMESPACE", "PMIX_RANK", "PMI_FD"]
+    # configuration stays; PMIX_SERVER_URI41 is not upstream's list either (only the URIs it names are cleared)
+    assert env == {"PMIX_SERVER_URI41": "uri", "OMPI_MCA_btl": "^openib", "PMIX_MCA_gds": "hash", "PATH": "/usr/bin"}
+    assert module.clear_inherited_mpi_job({}) == []
+
+    seen: dict[str, str | None] = {}
+
+    class EnvLLM(FakeLLM):  # what the LLM API sees of the environment when it is created
+        def __init__(self, **kwargs: Any) -> None:
+            seen.update({k: os.environ.get(k) for k in ("OMPI_COMM_WORLD_RANK", "PMIX_NAMESPACE", "OMPI_MCA_btl")})
+            super().__init__(**kwargs)
+
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "0")
+    monkeypatch.setenv("PMIX_NAMESPACE", "prterun-x@1")
+    monkeypatch.setenv("OMPI_MCA_btl", "^openib")
+    m = _model_with(EnvLLM, monkeypatch, tmp_path)
+    m.finalize()
+    assert seen == {"OMPI_COMM_WORLD_RANK": None, "PMIX_NAMESPACE": None, "OMPI_MCA_btl": "^openib"}
