@@ -410,6 +410,18 @@ def _llmapi_engine(
     from tritonforge.trtllm.llmapi import MODEL_YAML, model_yaml
 
     settings = model.llmapi.model_copy(update={"trust_remote_code": model.remote_code_trusted})
+    dtype_notes: list[str] = []
+    if target == "gpu" and settings.dtype == "auto" and _checkpoint_dtype(checkpoint) == "float32":
+        # dtype auto reads the checkpoint's config.json (BaseLlmArgs.dtype, tensorrt_llm/llmapi/llm_args.py
+        # @ 0004396720054fd8e205cbf616f21f0b57c6b412): a float32 checkpoint (the example's, dequantised from GGUF)
+        # ran in float32, which most of the PyTorch backend's kernels do not support (NVIDIA/TensorRT-LLM issue
+        # #5260: rmsnorm "failed to dispatch data type Float"; the maintainers' answer: convert to fp16 or bf16)
+        settings = settings.model_copy(update={"dtype": "bfloat16"})
+        dtype_notes.append(
+            f"{names.tensorrt_llm}: the checkpoint's config.json says float32, which TensorRT-LLM's PyTorch backend "
+            "mostly cannot run: model.yaml sets dtype: bfloat16 (llmapi.dtype auto would keep float32). GPUs before "
+            "Ampere (compute capability 8.0) have no bfloat16: set llmapi.dtype: float16 for them"
+        )
     batch = model.serving.triton_max_batch_size
     serving = Serving(
         max_batch_size=batch,
@@ -455,7 +467,22 @@ def _llmapi_engine(
     if adapters:
         files.update(lora.cpu_files(adapters))  # PEFT folders: what the LLM API's LoRARequest(lora_path) reads
         files[lora.TABLE_FILE] = lora.table_bytes(adapters)
-    return config, files, notes
+    return config, files, notes + dtype_notes
+
+
+def _checkpoint_dtype(checkpoint: Path) -> str | None:
+    """The weights' dtype a Hugging Face config.json names (``dtype``, or the older ``torch_dtype``; a multimodal
+    config's text_config), as LLM()'s dtype auto reads it; None when it names none or cannot be read."""
+    try:
+        config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for section in (config, config.get("text_config") if isinstance(config, dict) else None):
+        if isinstance(section, dict):
+            value = section.get("dtype") or section.get("torch_dtype")
+            if isinstance(value, str):
+                return value.removeprefix("torch.")
+    return None
 
 
 def llmapi_model_set(

@@ -282,3 +282,30 @@ def test_the_gpu_build_says_the_driver_its_image_needs(decoder: Path, tmp_path: 
     assert any("CUDA 12.9.1.010: its GPU nodes need NVIDIA driver 575.57.08 or later" in n for n in report.notes)
     assert not [n for n in build(spec(decoder, target="cpu"), tmp_path / "c", plan_only=True).notes
                 if "NVIDIA driver" in n]
+
+
+def test_a_float32_checkpoint_is_served_in_bfloat16_unless_the_spec_says_otherwise(
+    decoder: Path, tmp_path: Path
+) -> None:
+    """dtype auto reads config.json: the example's checkpoint (dequantised from GGUF) says float32, which the PyTorch
+    backend's kernels mostly cannot run; model.yaml wrote no dtype, so LLM() ran it in float32."""
+    import shutil
+
+    assert json.loads((decoder / "config.json").read_text())["dtype"] == "float32"
+    report = build(spec(decoder), tmp_path / "auto")
+    assert yaml.safe_load((report.repo / "tensorrt_llm" / "1" / "model.yaml").read_text())["dtype"] == "bfloat16"
+    assert [n for n in report.notes if "float32" in n] == [
+        "tensorrt_llm: the checkpoint's config.json says float32, which TensorRT-LLM's PyTorch backend mostly cannot "
+        "run: model.yaml sets dtype: bfloat16 (llmapi.dtype auto would keep float32). GPUs before Ampere (compute "
+        "capability 8.0) have no bfloat16: set llmapi.dtype: float16 for them"]
+    report = build(spec(decoder, llmapi={"dtype": "float16"}), tmp_path / "fp16")  # the spec's choice stands
+    assert yaml.safe_load((report.repo / "tensorrt_llm" / "1" / "model.yaml").read_text())["dtype"] == "float16"
+    assert not [n for n in report.notes if "float32" in n]
+    bf16 = tmp_path / "bf16-checkpoint"
+    shutil.copytree(decoder, bf16)
+    config = json.loads((bf16 / "config.json").read_text())
+    (bf16 / "config.json").write_text(json.dumps({**config, "dtype": None, "torch_dtype": "bfloat16"}))
+    report = build(spec(bf16), tmp_path / "bf16")  # not float32: dtype auto is left to LLM()
+    assert "dtype" not in yaml.safe_load((report.repo / "tensorrt_llm" / "1" / "model.yaml").read_text())
+    report = build(spec(decoder, target="cpu"), tmp_path / "cpu")  # the cpu engine has cpu.weights
+    assert "dtype" not in yaml.safe_load((report.repo / "tensorrt_llm" / "1" / "model.yaml").read_text())
