@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,8 @@ def _repository_source(url: str, secret: str | None, region: str,
         )
     elif secret and not SECRET_NAME.fullmatch(secret):
         problems.append(Problem("--credentials-secret", f"{secret!r} is not a valid Secret name"))
+    if store.scheme == "s3" and (found := region_problem(region, custom_endpoint=store.endpoint is not None)):
+        problems.append(Problem("--region", found))
     source: dict[str, Any] = {
         "kind": store.scheme,
         "tritonUrl": store.triton_url,
@@ -193,6 +196,20 @@ def _repository_source(url: str, secret: str | None, region: str,
         source["volumes"] = [{"name": "gcs-credentials", "secret": {"secretName": secret or ""}}]
         source["volumeMounts"] = [{"name": "gcs-credentials", "mountPath": "/var/secrets/google", "readOnly": True}]
     return source, problems
+
+
+# AWS's region names (us-east-1, ap-southeast-2, us-gov-west-1, eu-central-2...): a typo's S3 client failed in the
+# pod, at Triton's start, with an endpoint that does not resolve. An S3-compatible server takes any name it is set to.
+AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+
+
+def region_problem(region: str, *, custom_endpoint: bool) -> str | None:
+    if custom_endpoint:
+        return None if region.strip() and not any(c.isspace() for c in region) else (
+            f"{region!r}: give the region the S3-compatible server is set to (no spaces)")
+    if AWS_REGION.fullmatch(region):
+        return None
+    return f"{region!r} is not an AWS region name (e.g. us-east-1, eu-west-3, ap-southeast-2)"
 
 
 REVISION_ANNOTATION = "tritonforge.dev/repository-revision"
@@ -532,6 +549,8 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentChec
             "resources": {**resources, "limits": {**resources["limits"], "cpu": settings.cpu}},
             "storageUri": source["storageUri"],
             "endpoint": source.get("endpoint") or "",
+            # KServe's storage initializer takes the region from the Secret's annotation, not the pods' env
+            "region": options.region if source["kind"] == "s3" else "",
             # the user's ServiceAccount (bound to a cloud role), else one made to carry the credentials Secret
             "serviceAccountName": options.service_account or (f"{name}-storage" if options.credentials_secret else ""),
             "createServiceAccount": bool(options.credentials_secret) and not options.service_account,
@@ -602,6 +621,14 @@ def render_kserve(values: dict[str, Any]) -> dict[str, str]:
     return {"inferenceservice.yaml": text}
 
 
+def app_version(image: str) -> str:
+    """Chart.yaml's appVersion: the image's tag, a digest pinned beside it aside (the last ':' of
+    'tritonserver:26.07-py3@sha256:…' made it the digest's hex), or the digest when the image has no tag."""
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else (digest or "latest")
+
+
 def helm_chart(values: dict[str, Any]) -> dict[str, bytes]:
     """The chart: Chart.yaml, values.yaml (these values) and the Go templates shipped in deploy/templates/helm."""
     import yaml
@@ -614,7 +641,7 @@ def helm_chart(values: dict[str, Any]) -> dict[str, bytes]:
         "description": f"Triton Inference Server serving {values['name']} (rendered by tritonforge deploy k8s)",
         "type": "application",
         "version": __version__,
-        "appVersion": values["image"].rsplit(":", 1)[-1],
+        "appVersion": app_version(values["image"]),
     }
     values = {k: v for k, v in values.items() if k != "namespace"}  # the release's namespace (helm -n)
     files: dict[str, bytes] = {

@@ -1673,3 +1673,30 @@ def test_a_memory_limit_below_the_checkpoints_weights_is_noted(decoder: Path, tm
     roomy = _llmapi_built_repo(tmp_path / "roomy", decoder, {})  # the default 8Gi is above the weights: no note
     assert not [n for n in deploy_k8s(roomy, tmp_path / "out-roomy", _options(image=LLMAPI_IMAGE)).notes
                 if "OOM-killed" in n]
+
+
+def test_an_aws_region_typo_is_refused_and_kserve_is_told_the_region(cpu_repo: Path, tmp_path: Path) -> None:
+    """--region was taken as given: 'us-east1' reached AWS_DEFAULT_REGION and failed in the pod at Triton's start;
+    KServe's storage initializer reads the region from its Secret's annotation, which nothing mentioned (deploy
+    audit). An S3-compatible server takes any name it is set to."""
+    with pytest.raises(DeployError, match=r"--region: 'us-east1' is not an AWS region name \(e\.g\. us-east-1"):
+        deploy_k8s(cpu_repo, tmp_path / "out", _options(region="us-east1"))
+    assert not (tmp_path / "out").exists()
+    for region in ("eu-west-3", "us-gov-west-1", "ap-southeast-2"):
+        assert build_values(cpu_repo, _options(region=region))["modelRepository"] is not None
+    minio = _options(repository_url="s3://minio.local:9000/models/rag", region="garage")
+    env = {e["name"]: e.get("value") for e in build_values(cpu_repo, minio)["triton"]["env"]}
+    assert env["AWS_DEFAULT_REGION"] == "garage"
+    kserve = render_kserve(build_values(cpu_repo, _options(region="eu-west-3")))
+    text = "".join(kserve.values())
+    assert 'serving.kserve.io/s3-region: "eu-west-3"' in text
+
+
+def test_the_charts_app_version_is_the_images_tag_with_a_digest_beside_it() -> None:
+    from tritonforge.deploy.k8s import app_version
+
+    digest = "sha256:" + "a" * 64
+    assert app_version(f"nvcr.io/nvidia/tritonserver:26.07-py3@{digest}") == "26.07-py3"  # was the digest's hex
+    assert app_version(f"registry.corp:5000/ml/triton@{digest}") == digest
+    assert app_version("registry.corp:5000/ml/triton:1.2") == "1.2"
+    assert app_version("registry.corp:5000/ml/triton") == "latest"
