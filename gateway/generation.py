@@ -161,11 +161,26 @@ def _sse(payload: Any) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 
+OPENAI_TEMPERATURE = 1.0  # OpenAI's (and vLLM's) default temperature
+
+
+def temperature_of(body: Sampled) -> float | None:
+    """The temperature the request is served at: the client's; else OpenAI's 1.0 when it asks for several choices
+    (``n`` > 1) or sends a ``seed`` but none of temperature, top_p and top_k. Greedy by default, those requests got
+    ``n`` copies of one answer (paid ``n`` times) and a seed that changed nothing, where OpenAI and vLLM sample at
+    1.0: asking for several answers, or for a seed, asks for sampling."""
+    if body.temperature is None and body.top_p is None and body.top_k is None and (
+        (body.n or 1) > 1 or body.seed is not None
+    ):
+        return OPENAI_TEMPERATURE
+    return body.temperature
+
+
 def samples(body: Sampled) -> bool:
     """Whether the request asks for sampling, by the LLM API's rule (TensorRT-LLM's SamplingParams, cited in
-    python_backends/cpu_llm/cpu_llm_llmapi.py): greedy when none of temperature, top_p and top_k is given, or top_k
-    is 1, top_p 0 or temperature 0."""
-    t, p, k = body.temperature, body.top_p, body.top_k
+    python_backends/cpu_llm/cpu_llm_llmapi.py) applied to its temperature as served (temperature_of): greedy when
+    none of temperature, top_p and top_k is given, or top_k is 1, top_p 0 or temperature 0."""
+    t, p, k = temperature_of(body), body.top_p, body.top_k
     return not ((t is None and p is None and k is None) or k == 1 or p == 0 or t == 0)
 
 
@@ -188,7 +203,7 @@ def sampling(
     sampled = samples(body)
     return Sampling(
         max_tokens=max_tokens or default_tokens,
-        temperature=body.temperature,
+        temperature=temperature_of(body),
         top_k=body.top_k,
         top_p=1.0 if sampled and body.top_p is None else body.top_p,
         seed=secrets.randbits(64) if sampled and body.seed is None else body.seed,
@@ -202,7 +217,8 @@ def sampling(
 
 def _choice_seeds(params: Sampling, n: int) -> list[int | None]:
     """Choice i of a sampled request draws with seed + i (mod 2**64): n different samples, reproducible when the
-    client sent the seed. Greedy choices carry no seed (they are the same answer n times, as OpenAI's are)."""
+    client sent the seed. Greedy choices carry no seed: the client asked for greedy decoding (temperature 0, top_k 1
+    or top_p 0; ``n`` > 1 without any of them samples, temperature_of), and gets that one answer n times."""
     if params.seed is None:
         return [None] * n
     return [(params.seed + i) % (UINT64_MAX + 1) for i in range(n)]

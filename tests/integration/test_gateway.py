@@ -240,6 +240,28 @@ def test_n_choices_are_each_the_answer_of_their_own_seed(sdk) -> None:
     assert len(text.choices) == 2 and text.choices[0].text == text.choices[1].text  # greedy: the same answer twice
 
 
+def test_n_choices_or_a_seed_without_a_sampling_parameter_sample_at_openais_temperature(sdk) -> None:
+    """Audit: n=3 without temperature gave three copies of the greedy answer (paid three times) and a seed alone
+    changed nothing; OpenAI and vLLM sample at temperature 1.0 by default, and so does the gateway for them."""
+    body = {"model": "chat", "messages": MESSAGES, "max_tokens": 8}
+    greedy = sdk.chat.completions.create(**body).choices[0].message.content
+    three = [c.message.content for c in sdk.chat.completions.create(**body, n=3).choices]
+    assert len(set(three)) > 1, f"n=3 without temperature drew the same answer three times: {three}"
+    # served as an explicit temperature of 1.0 is: the same choices for the same seed
+    seeded = [c.message.content for c in sdk.chat.completions.create(**body, n=3, seed=21).choices]
+    explicit = sdk.chat.completions.create(**body, n=3, seed=21, temperature=1.0).choices
+    assert seeded == [c.message.content for c in explicit]
+    # a seed alone samples, and reproduces its answer
+    once = [sdk.chat.completions.create(**body, seed=5).choices[0].message.content for _ in range(2)]
+    assert once[0] == once[1]
+    assert {once[0], *seeded} != {greedy}
+    # completions too; temperature 0 still asks for greedy copies
+    text = sdk.completions.create(model="chat", prompt=PROMPT, max_tokens=8, n=3).choices
+    assert len({c.text for c in text}) > 1
+    copies = sdk.chat.completions.create(**body, n=2, temperature=0).choices
+    assert [c.message.content for c in copies] == [greedy, greedy]
+
+
 def test_a_list_of_prompts_gets_each_prompts_choices_in_order(sdk, gateway_triton) -> None:
     prompts = [PROMPT, "Write one word.", "Name a colour."]
     with Client(gateway_triton.endpoints.grpc) as client:
