@@ -148,9 +148,15 @@ def check_extras(body: BaseModel) -> None:
 
 def check_sampled(body: Sampled) -> None:
     check_extras(body)
-    if body.logprobs not in (None, False, 0):
+    # chat's logprobs is a boolean (false and 0 ask for nothing); the legacy completions' is the number of top
+    # alternatives besides the sampled token, so 0 there still asks for the sampled tokens' logprobs: any value is
+    # refused (logprobs 0 was answered with "logprobs": null)
+    completions = isinstance(body, CompletionBody)
+    asked = body.logprobs is not None if completions else body.logprobs not in (None, False, 0)
+    if asked:
+        what = " (on /v1/completions any value, 0 too, asks for the tokens' log probabilities)" if completions else ""
         raise APIError(
-            400, "'logprobs' is not supported by this server", param="logprobs", code="unsupported_parameter"
+            400, f"'logprobs' is not supported by this server{what}", param="logprobs", code="unsupported_parameter"
         )
     for name in ("logit_bias", "top_logprobs"):
         if getattr(body, name):

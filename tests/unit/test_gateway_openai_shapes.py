@@ -164,3 +164,23 @@ def test_a_steps_own_failure_is_a_500_the_sdk_retries_not_the_requests_400(statu
     refused = classify_reply("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'TEXT'", model="embed",
                              url="127.0.0.1:8001", timeout=2.0)
     assert type(refused) is ClientError and from_client_error(refused).status == 400
+
+
+@pytest.mark.parametrize("logprobs", [0, 1, 5, False, True])
+def test_any_logprobs_on_completions_is_refused_by_name(client: TestClient, logprobs: Any) -> None:
+    """The legacy completions' logprobs counts alternatives besides the sampled token: 0 still asks for the sampled
+    tokens' logprobs, and was answered 200 with "logprobs": null."""
+    body = {"model": HF_CHAT, "prompt": "hi", "max_tokens": 2, "logprobs": logprobs}
+    error = _error(client.post("/v1/completions", headers=KEY, json=body), 400)
+    assert (error["param"], error["code"]) == ("logprobs", "unsupported_parameter"), error
+    assert "0 too" in error["message"], error
+
+
+@pytest.mark.parametrize(("logprobs", "refused"), [(None, False), (False, False), (0, False), (True, True), (1, True)])
+def test_chat_logprobs_false_or_0_ask_for_nothing(client: TestClient, logprobs: Any, refused: bool) -> None:
+    body = {"model": HF_CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "logprobs": logprobs}
+    reply = client.post("/v1/chat/completions", headers=KEY, json=body)
+    if refused:
+        assert _error(reply, 400)["param"] == "logprobs"
+    else:  # past the body's checks: Triton is not there
+        assert reply.status_code == 503, reply.text
