@@ -33,6 +33,7 @@ from tritonforge.gateway.schemas import (
     EmbeddingBody,
     RerankBody,
     check_extras,
+    check_messages,
     check_sampled,
     parse_body,
     read_json,
@@ -68,6 +69,7 @@ async def chat_completions(request: Request) -> Any:
     gw.authorize(request)
     body: ChatBody = await parse_body(request, ChatBody, gw.limits.body_bytes)
     check_sampled(body)
+    check_messages(body.messages)
     if body.response_format and body.response_format.get("type") not in (None, "text"):
         raise APIError(400, "'response_format' other than text is not supported", param="response_format",
                        code="unsupported_parameter")

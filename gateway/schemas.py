@@ -45,8 +45,10 @@ class ContentPart(BaseModel):
 
 
 class Message(BaseModel):
+    # extra fields are kept to be refused by name (check_messages), not dropped
     model_config = ConfigDict(extra="allow", strict=True)
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # tool and function are parsed only to be refused by name (check_messages)
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
@@ -69,6 +71,43 @@ class Message(BaseModel):
                 )
             parts.append(part.text)
         return "".join(parts)
+
+
+# OpenAI's message fields that carry tool calling, which this server does not serve (top-level tools are refused)
+_TOOL_FIELDS = frozenset({"tool_calls", "function_call", "tool_call_id"})
+# OpenAI's other message fields that only role and content could carry to the model: the llm ensemble's
+# chat_messages hold {"role", "content"} (python_backends/llm_preprocessing), so any of them would be dropped
+_DROPPED_FIELDS = frozenset({"refusal", "audio"})
+
+
+def check_messages(messages: list[Message]) -> None:
+    """Refuse, naming it, what a message holds that would not reach the model: vLLM renders a message's tool calls,
+    tool results and ``name`` through the chat template, and the answer depends on them; here they were dropped
+    silently and the model answered another conversation. A null or empty value (``refusal: null``, ``tool_calls:
+    []``, as SDKs replay an answer) holds nothing and is accepted."""
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if message.role in ("tool", "function"):
+            raise APIError(400, f"'{where}.role' '{message.role}' is not supported by this server: tools are not "
+                           "(a tool's result cannot be sent back)", param=f"{where}.role", code="unsupported_parameter")
+        for key, value in (message.model_extra or {}).items():
+            if value is None or value == []:
+                continue
+            if key in _TOOL_FIELDS:
+                raise APIError(400, f"'{where}.{key}' is not supported by this server: tools are not",
+                               param=f"{where}.{key}", code="unsupported_parameter")
+            if key in _DROPPED_FIELDS:
+                raise APIError(400, f"'{where}.{key}' is not supported by this server: the model is given each "
+                               "message's role and content only", param=f"{where}.{key}",
+                               code="unsupported_parameter")
+            raise APIError(400, f"Unrecognized argument in {where}: {clip(key)}", param=f"{where}.{clip(key)}",
+                           code="unknown_parameter")
+        if message.name is not None:
+            # the chat templates served (builders/tiny_models.py's, SmolLM2's ChatML) render no name, and the
+            # llm ensemble's chat_messages carry none: accepted, it would be dropped
+            raise APIError(400, f"'{where}.name' is not supported by this server: the model is given each message's "
+                           "role and content only, so a participant's name would not reach it (write it into the "
+                           "content instead)", param=f"{where}.name", code="unsupported_parameter")
 
 
 class StreamOptions(BaseModel):

@@ -184,3 +184,39 @@ def test_chat_logprobs_false_or_0_ask_for_nothing(client: TestClient, logprobs: 
         assert _error(reply, 400)["param"] == "logprobs"
     else:  # past the body's checks: Triton is not there
         assert reply.status_code == 503, reply.text
+
+
+_CALL = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Oslo\"}"}}
+
+
+@pytest.mark.parametrize(("message", "param"), [
+    ({"role": "assistant", "content": None, "tool_calls": [_CALL]}, "messages[1].tool_calls"),
+    ({"role": "assistant", "content": None, "function_call": _CALL["function"]}, "messages[1].function_call"),
+    ({"role": "tool", "content": "12 C", "tool_call_id": "call_1"}, "messages[1].role"),
+    ({"role": "function", "content": "12 C", "name": "weather"}, "messages[1].role"),
+    ({"role": "user", "content": "hi", "tool_call_id": "call_1"}, "messages[1].tool_call_id"),
+    ({"role": "user", "content": "hi", "name": "alice"}, "messages[1].name"),
+    ({"role": "assistant", "content": "no", "refusal": "I cannot"}, "messages[1].refusal"),
+    ({"role": "assistant", "content": "hi", "audio": {"id": "audio_1"}}, "messages[1].audio"),
+])
+def test_message_fields_that_change_the_conversation_are_refused_by_name(
+    client: TestClient, message: dict[str, Any], param: str
+) -> None:
+    """Audit: an assistant's tool_calls, a tool result's tool_call_id and a message's name were accepted and dropped
+    (the model answered a conversation without them)."""
+    body = {"model": HF_CHAT, "messages": [{"role": "user", "content": "weather?"}, message], "max_tokens": 2}
+    error = _error(client.post("/v1/chat/completions", headers=KEY, json=body), 400)
+    assert (error["param"], error["code"]) == (param, "unsupported_parameter"), error
+    assert f"'{param}'" in error["message"] and "not supported by this server" in error["message"], error
+
+
+def test_an_unknown_message_field_is_refused_and_empty_ones_are_accepted(client: TestClient) -> None:
+    body = {"model": HF_CHAT, "messages": [{"role": "user", "content": "hi", "mood": "happy"}], "max_tokens": 2}
+    error = _error(client.post("/v1/chat/completions", headers=KEY, json=body), 400)
+    assert (error["param"], error["code"]) == ("messages[0].mood", "unknown_parameter"), error
+    # what an SDK replays of an answer: nothing in it reaches the model, nor changes the conversation
+    replayed = {"role": "assistant", "content": "Hello.", "refusal": None, "tool_calls": [], "function_call": None,
+                "audio": None, "name": None}
+    body = {"model": HF_CHAT, "max_tokens": 2,
+            "messages": [{"role": "user", "content": "hi"}, replayed, {"role": "user", "content": "more"}]}
+    assert client.post("/v1/chat/completions", headers=KEY, json=body).status_code == 503  # on to Triton (not there)
