@@ -34,6 +34,7 @@ from tritonforge.gateway.schemas import (
     RerankBody,
     check_extras,
     check_messages,
+    check_response_format,
     check_sampled,
     parse_body,
     read_json,
@@ -70,9 +71,7 @@ async def chat_completions(request: Request) -> Any:
     body: ChatBody = await parse_body(request, ChatBody, gw.limits.body_bytes)
     check_sampled(body)
     check_messages(body.messages)
-    if body.response_format and body.response_format.get("type") not in (None, "text"):
-        raise APIError(400, "'response_format' other than text is not supported", param="response_format",
-                       code="unsupported_parameter")
+    check_response_format(body.response_format)
     if body.model not in gw.model_ids and body.model not in gw.adapters:
         await gw.discover_adapters(max_age=UNKNOWN_MODEL_REFRESH_SECONDS)
     gw.resolve_or_split(body.model, "chat")

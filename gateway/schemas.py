@@ -205,6 +205,31 @@ def check_sampled(body: Sampled) -> None:
                        code="invalid_value")
 
 
+_RESPONSE_FORMATS = ("text", "json_object", "json_schema")  # OpenAI's response_format types
+
+
+def check_response_format(value: dict[str, Any] | None) -> None:
+    """``response_format`` as OpenAI takes it, of type ``text`` (the one served): a format without a ``type`` (``{}``,
+    ``{"foo": "bar"}``) was accepted and ignored, and a JSON format must not be answered with free text."""
+    if value is None:
+        return
+    kind = value.get("type")
+    if kind is None:
+        raise APIError(400, "'response_format' needs a 'type': 'text' is the one this server supports",
+                       param="response_format.type", code="invalid_value")
+    if kind in _RESPONSE_FORMATS[1:]:
+        raise APIError(400, f"'response_format' of type '{kind}' is not supported by this server (only 'text')",
+                       param="response_format", code="unsupported_parameter")
+    if kind != "text":
+        raise APIError(400, f"Invalid value for 'response_format.type': {clip(json.dumps(kind))}; it must be one of "
+                       f"{', '.join(repr(k) for k in _RESPONSE_FORMATS)}, and this server supports 'text'",
+                       param="response_format.type", code="invalid_value")
+    for key, item in value.items():
+        if key != "type" and item is not None:  # a json_schema beside type text would be ignored
+            raise APIError(400, f"Unrecognized argument in response_format: {clip(key)} (type 'text' takes no other "
+                           "field)", param=f"response_format.{clip(key)}", code="unknown_parameter")
+
+
 # the steps pydantic adds to an error's location for a union's members (``str | list[str]``) and nested models:
 # not part of the request's field path
 _UNION_TAGS = frozenset({"str", "int", "float", "bool", "none", "ContentPart", "Document", "StreamOptions", "Message"})

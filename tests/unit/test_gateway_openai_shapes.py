@@ -220,3 +220,29 @@ def test_an_unknown_message_field_is_refused_and_empty_ones_are_accepted(client:
     body = {"model": HF_CHAT, "max_tokens": 2,
             "messages": [{"role": "user", "content": "hi"}, replayed, {"role": "user", "content": "more"}]}
     assert client.post("/v1/chat/completions", headers=KEY, json=body).status_code == 503  # on to Triton (not there)
+
+
+@pytest.mark.parametrize(("response_format", "param", "code"), [
+    ({"foo": "bar"}, "response_format.type", "invalid_value"),
+    ({}, "response_format.type", "invalid_value"),
+    ({"type": None}, "response_format.type", "invalid_value"),
+    ({"type": "xml"}, "response_format.type", "invalid_value"),
+    ({"type": 3}, "response_format.type", "invalid_value"),
+    ({"type": "json_object"}, "response_format", "unsupported_parameter"),
+    ({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}, "response_format", "unsupported_parameter"),
+    ({"type": "text", "json_schema": {"name": "x"}}, "response_format.json_schema", "unknown_parameter"),
+])
+def test_a_response_format_other_than_text_is_refused_naming_what_is_allowed(
+    client: TestClient, response_format: dict[str, Any], param: str, code: str
+) -> None:
+    """Audit: {"foo": "bar"} (no type) was accepted and ignored."""
+    body = {"model": HF_CHAT, "messages": [{"role": "user", "content": "hi"}], "response_format": response_format}
+    error = _error(client.post("/v1/chat/completions", headers=KEY, json=body), 400)
+    assert (error["param"], error["code"]) == (param, code), error
+    assert "'text'" in error["message"], error
+
+
+@pytest.mark.parametrize("response_format", [None, {"type": "text"}])
+def test_a_text_response_format_is_served(client: TestClient, response_format: Any) -> None:
+    body = {"model": HF_CHAT, "messages": [{"role": "user", "content": "hi"}], "response_format": response_format}
+    assert client.post("/v1/chat/completions", headers=KEY, json=body).status_code == 503  # on to Triton (not there)
