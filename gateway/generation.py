@@ -366,11 +366,14 @@ async def generate(
     def finish_reason(c: _Choice) -> str:
         return "length" if c.gen.completion_tokens >= params.max_tokens and not c.gen.stopped else "stop"
 
+    def prompt_tokens(index: int) -> int:
+        first = index - index % n  # a prompt's choices are together: the engine counted its tokens for each
+        return max(c.gen.prompt_tokens for c in choices[first:first + n])
+
     def usage() -> dict[str, int]:
         done = sum(c.gen.completion_tokens for c in choices)
-        # each prompt once, not once per choice
-        prompt_tokens = sum(max(c.gen.prompt_tokens for c in choices[p:p + n]) for p in range(0, len(choices), n))
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": done, "total_tokens": prompt_tokens + done}
+        prompt = sum(prompt_tokens(p) for p in range(0, len(choices), n))  # each prompt once, not once per choice
+        return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
     if not body.stream:
         try:
@@ -393,7 +396,14 @@ async def generate(
         })
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    # vLLM's continuous_usage_stats (with include_usage; schemas.check_sampled): every chunk carries its choice's
+    # usage so far, its prompt's tokens and the tokens generated, as vLLM counts them (the role chunk: 0 generated)
+    continuous = include_usage and bool(body.stream_options and body.stream_options.continuous_usage_stats)
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+
+    def choice_usage(index: int, *, role: bool) -> dict[str, int]:
+        prompt, done = prompt_tokens(index), 0 if role else choices[index].gen.completion_tokens
+        return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
     def chunk(index: int, piece: str | None, *, role: bool = False, reason: str | None = None) -> dict[str, Any]:
         if kind == "chat":
@@ -408,7 +418,7 @@ async def generate(
             "choices": [choice],
         }
         if include_usage:
-            payload["usage"] = None
+            payload["usage"] = choice_usage(index, role=role) if continuous else None
         return payload
 
     async def events() -> AsyncIterator[str]:

@@ -111,8 +111,11 @@ def check_messages(messages: list[Message]) -> None:
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+    # extra fields are kept to be refused by name (check_sampled): an option ignored changes what the stream holds
+    model_config = ConfigDict(extra="allow", strict=True)
     include_usage: bool | None = None
+    # vLLM's: with include_usage, every chunk carries the usage of its choice so far
+    continuous_usage_stats: bool | None = None
 
 
 # integers become Triton tensors of these types: a larger value would wrap silently, so it is refused instead
@@ -200,8 +203,20 @@ def check_sampled(body: Sampled) -> None:
     for name in ("logit_bias", "top_logprobs"):
         if getattr(body, name):
             raise APIError(400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter")
-    if body.stream_options is not None and not body.stream:  # as OpenAI and vLLM answer it
+    options = body.stream_options
+    if options is None:
+        return
+    if not body.stream:  # as OpenAI and vLLM answer it
         raise APIError(400, "'stream_options' is only allowed when 'stream' is true", param="stream_options",
+                       code="invalid_value")
+    for key, value in (options.model_extra or {}).items():
+        if value is not None:
+            raise APIError(400, f"Unrecognized argument in stream_options: {clip(key)} (it takes include_usage and "
+                           "continuous_usage_stats)", param=f"stream_options.{clip(key)}", code="unknown_parameter")
+    if options.continuous_usage_stats and not options.include_usage:
+        # vLLM sends no usage at all then, silently: the client asked for usage it would not get
+        raise APIError(400, "'stream_options.continuous_usage_stats' needs 'include_usage': true (usage on every "
+                       "chunk is usage included)", param="stream_options.continuous_usage_stats",
                        code="invalid_value")
 
 

@@ -262,6 +262,34 @@ def test_n_choices_or_a_seed_without_a_sampling_parameter_sample_at_openais_temp
     assert [c.message.content for c in copies] == [greedy, greedy]
 
 
+@pytest.mark.parametrize("kind", ["chat", "text"])
+def test_continuous_usage_stats_put_each_choices_usage_so_far_on_every_chunk(sdk, kind: str) -> None:
+    """vLLM's stream_options.continuous_usage_stats (it was ignored): every chunk carries the usage of its choice so
+    far (the role chunk 0 generated), rising to that choice's share of the final usage chunk's totals."""
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    if kind == "chat":
+        stream = sdk.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=8, temperature=1.0, seed=3,
+                                             n=2, stream=True, stream_options=options)
+    else:
+        stream = sdk.completions.create(model="chat", prompt=PROMPT, max_tokens=8, temperature=1.0, seed=3, n=2,
+                                        stream=True, stream_options=options)
+    chunks = list(stream)
+    *pieces, last = chunks
+    assert last.choices == [] and last.usage is not None
+    seen: dict[int, list[int]] = {0: [], 1: []}
+    for chunk in pieces:
+        assert chunk.usage is not None, chunk
+        (choice,) = chunk.choices
+        assert chunk.usage.prompt_tokens == last.usage.prompt_tokens
+        assert chunk.usage.total_tokens == chunk.usage.prompt_tokens + chunk.usage.completion_tokens
+        seen[choice.index].append(chunk.usage.completion_tokens)
+    for counts in seen.values():
+        assert counts == sorted(counts) and counts[-1] > 0, counts
+    assert seen[0][-1] + seen[1][-1] == last.usage.completion_tokens
+    if kind == "chat":
+        assert seen[0][0] == seen[1][0] == 0  # the role chunks
+
+
 def test_a_list_of_prompts_gets_each_prompts_choices_in_order(sdk, gateway_triton) -> None:
     prompts = [PROMPT, "Write one word.", "Name a colour."]
     with Client(gateway_triton.endpoints.grpc) as client:

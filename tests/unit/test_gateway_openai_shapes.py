@@ -246,3 +246,28 @@ def test_a_response_format_other_than_text_is_refused_naming_what_is_allowed(
 def test_a_text_response_format_is_served(client: TestClient, response_format: Any) -> None:
     body = {"model": HF_CHAT, "messages": [{"role": "user", "content": "hi"}], "response_format": response_format}
     assert client.post("/v1/chat/completions", headers=KEY, json=body).status_code == 503  # on to Triton (not there)
+
+
+@pytest.mark.parametrize(("options", "param", "code"), [
+    ({"include_usage": True, "foo": 1}, "stream_options.foo", "unknown_parameter"),
+    ({"continuous_usage_stats": True}, "stream_options.continuous_usage_stats", "invalid_value"),
+    ({"include_usage": False, "continuous_usage_stats": True}, "stream_options.continuous_usage_stats",
+     "invalid_value"),
+    ({"include_usage": True, "continuous_usage_stats": "yes"}, "stream_options.continuous_usage_stats",
+     "invalid_value"),
+])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_stream_options_that_would_be_ignored_are_refused(
+    client: TestClient, path: str, options: dict[str, Any], param: str, code: str
+) -> None:
+    """Audit: stream_options' unknown keys (vLLM's continuous_usage_stats among them) were ignored."""
+    body: dict[str, Any] = {"model": HF_CHAT, "stream": True, "stream_options": options}
+    body.update({"messages": [{"role": "user", "content": "hi"}]} if "chat" in path else {"prompt": "hi"})
+    error = _error(client.post(path, headers=KEY, json=body), 400)
+    assert (error["param"], error["code"]) == (param, code), error
+
+
+def test_continuous_usage_stats_with_include_usage_is_served(client: TestClient) -> None:
+    body = {"model": HF_CHAT, "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True, "unknown_but_null": None}}
+    assert client.post("/v1/chat/completions", headers=KEY, json=body).status_code == 503  # on to Triton (not there)
