@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from tritonforge.errors import OptionError
@@ -126,7 +126,7 @@ class Sampled(Body):
     max_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
     temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
     top_p: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
-    top_k: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    top_k: int | None = Field(default=None, le=INT32_MAX)
     n: int | None = Field(default=None, ge=1, le=INT32_MAX)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
@@ -137,6 +137,14 @@ class Sampled(Body):
     logit_bias: dict[str, float] | None = None
     logprobs: Any = None
     top_logprobs: int | None = None
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k(cls, value: int | None) -> int | None:
+        """vLLM's clients send top_k -1 for "no top-k limit" (its default): that is the engine's 0, and was a 400."""
+        if value is not None and value < -1:
+            raise ValueError("top_k must be -1 or 0 (no top-k limit), or a positive integer")
+        return 0 if value == -1 else value
 
 
 class ChatBody(Sampled):

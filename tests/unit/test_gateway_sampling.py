@@ -57,3 +57,30 @@ def test_a_clients_own_sampling_parameter_is_kept(fields: dict[str, Any], temper
 def test_one_choice_without_a_seed_or_sampling_parameter_stays_greedy() -> None:
     params = _params()
     assert (params.temperature, params.top_p, params.top_k, params.seed) == (None, None, None, None)
+
+
+@pytest.mark.parametrize("top_k", [-1, 0])
+def test_top_k_minus_one_is_vllms_no_limit_the_same_as_0(top_k: int) -> None:
+    """vLLM's clients send top_k -1 for its default, no top-k limit: it was a 400."""
+    params = _params(top_k=top_k, temperature=0.5)
+    assert params.top_k == 0 and params.temperature == 0.5
+    assert _params(top_k=top_k, temperature=0).seed is None  # greedy as asked
+    assert _params(top_k=top_k).seed is not None  # top_k given: sampled at temperature 1, as with 0
+
+
+@pytest.mark.parametrize("top_k", [-2, -100])
+def test_other_negative_top_ks_are_a_400_saying_what_is_allowed(top_k: int) -> None:
+    from starlette.testclient import TestClient
+
+    from tritonforge.gateway import create_app
+    from tritonforge.server import free_port
+
+    app = create_app(f"127.0.0.1:{free_port()}", api_keys=None, retries=0, timeout=5)
+    with TestClient(app) as client:
+        reply = client.post("/v1/chat/completions", json={"model": "chat", "messages": MESSAGES, "top_k": top_k})
+        assert reply.status_code == 400, reply.text
+        error = reply.json()["error"]
+        assert (error["param"], error["code"]) == ("top_k", "invalid_value"), error
+        assert "top_k must be -1 or 0 (no top-k limit), or a positive integer" in error["message"], error
+        reply = client.post("/v1/chat/completions", json={"model": "chat", "messages": MESSAGES, "top_k": -1})
+        assert reply.status_code == 503, reply.text  # accepted: on to Triton (not there)
