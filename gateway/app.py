@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
@@ -43,6 +45,7 @@ def create_app(
     limits: GatewayLimits | None = None,
     metrics_port: int | None = None,
     triton_http_url: str | None = None,
+    cors_origins: Collection[str] = (),
 ) -> Starlette:
     """The gateway as a Starlette app: one pooled gRPC :class:`~tritonforge.clients.AsyncClient` to ``triton_url``
     for its lifetime.
@@ -55,7 +58,10 @@ def create_app(
     second listener (served by the same server) that answers ``/metrics`` without a key and nothing else, for a
     Prometheus scrape that holds no API key. ``triton_http_url``: Triton's HTTP endpoint; when given, embeddings
     and rerank calls go over it (less CPU per request than gRPC's aio client; docs/serving.md), the rest over gRPC.
+    ``cors_origins``: the browser origins (``scheme://host[:port]``, or ``*`` for any) whose pages may call the
+    gateway (CORS); none: no CORS headers, and a browser on another origin cannot read an answer.
     """
+    check_cors_origins(cors_origins)  # before anything is opened
     gw = Gateway(
         triton_url, api_keys=api_keys, models=models, timeout=timeout, retries=retries, splits=splits,
         admin_keys=admin_keys, limits=limits, triton_http_url=triton_http_url,
@@ -85,9 +91,64 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=gw.metrics, router=gw.router, known=gw.knows)
     app.add_middleware(ContainErrors)  # the outermost of the app's own error handling
     app.state.metrics_port = metrics_port
+    if cors_origins:  # outside the rest: a preflight is answered before a key, a limit or a metric is looked at
+        app.add_middleware(
+            OpenAIErrorCORS, allow_origins=list(cors_origins), allow_methods=CORS_METHODS, allow_headers=["*"],
+            expose_headers=CORS_EXPOSED, allow_credentials=False,
+        )
     if metrics_port is not None:
         app.add_middleware(MetricsListener, port=metrics_port)  # added last: before anything else runs
     return app
+
+
+# What a browser page may do with CORS on (create_app's cors_origins). Methods: the OpenAI API's (no PUT: the admin
+# endpoints are not for browser pages). Request headers: any, as vLLM's default allows them: the openai JS SDK sends
+# x-stainless-* headers whose set changes between its releases (a list would fail its preflights), and no
+# credentials (cookies) are allowed, so a header gives a page nothing it does not send itself: the API key is
+# what authorizes. Exposed: the request id and Retry-After, which the SDK reads.
+CORS_METHODS = ["GET", "HEAD", "POST"]
+CORS_EXPOSED = ["X-Request-Id", "Retry-After"]
+
+
+def check_cors_origins(origins: Collection[str]) -> None:
+    """A ValueError unless every origin is ``*`` or ``scheme://host[:port]`` as a browser sends its Origin (lower
+    case, no path, no trailing slash): ``https://app.example/`` would never match, and CORS would fail silently in
+    the browser only."""
+    from urllib.parse import urlsplit
+
+    for origin in origins:
+        if origin == "*":
+            continue
+        try:
+            parts = urlsplit(origin)
+            port = parts.port  # a port that is not a number raises
+        except ValueError:
+            parts, port = None, None
+        if (
+            parts is None or not parts.scheme or not parts.hostname or parts.username is not None
+            or origin != f"{parts.scheme}://{parts.netloc}" or origin != origin.lower()
+            or (port is not None and not 0 < port < 65536)
+        ):
+            raise ValueError(f"CORS origin {origin!r} is not an origin: give scheme://host[:port] as browsers send "
+                             "it (lower case, no path, no trailing slash), e.g. https://app.example.com, or * for any")
+
+
+class OpenAIErrorCORS(CORSMiddleware):
+    """Starlette's CORS, a refused preflight answered in OpenAI's error shape (Starlette's is plain text)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        text = bytes(response.body).decode()  # "Disallowed CORS origin, method, headers"
+        refused = error_response(APIError(
+            400, f"{text}: this gateway allows CORS from {', '.join(self.allow_origins)} for "
+            f"{', '.join(CORS_METHODS)}", code="cors_refused",
+        ))
+        for name, value in response.headers.items():
+            if name.lower().startswith("access-control-"):
+                refused.headers[name] = value
+        return refused
 
 
 def _error_handlers() -> dict[Any, Any]:

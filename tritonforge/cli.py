@@ -17,6 +17,7 @@ from tritonforge.cli_deploy import RateLimitOpt, RateLimitResourceOpt, deploy_ap
 from tritonforge.cli_gateway import (
     AdminKeysFileOpt,
     ApiKeysFileOpt,
+    CorsOriginOpt,
     GatewayModelOpt,
     InsecureOpt,
     KeepAliveOpt,
@@ -231,6 +232,9 @@ def serve(
     gateway_keep_alive: Annotated[float | None, typer.Option(
         "--gateway-keep-alive", min=0.1, max=3600, help="the gateway's --keep-alive (see `tritonforge gateway`)",
     )] = None,
+    gateway_cors_origin: Annotated[list[str] | None, typer.Option(
+        "--gateway-cors-origin", help="the gateway's --cors-origin, repeatable (see `tritonforge gateway`)",
+    )] = None,
     log_level: LogLevelOpt = "info",
     rate_limit: RateLimitOpt = "off",
     rate_limit_resource: RateLimitResourceOpt = None,
@@ -259,11 +263,12 @@ def serve(
     if with_gateway:
         gateway_setup = prepare_gateway(host, api_keys_file, admin_keys_file, gateway_model, splits, insecure_no_auth,
                                         repo=repo, max_requests_in_flight=max_requests_in_flight,
-                                        max_requests_per_key=max_requests_per_key)
+                                        max_requests_per_key=max_requests_per_key, cors_origins=gateway_cors_origin)
     else:
         given = {"--api-keys-file": api_keys_file, "--admin-keys-file": admin_keys_file, "--splits": splits,
                  "--gateway-model": gateway_model, "--max-requests-in-flight": max_requests_in_flight,
-                 "--max-requests-per-key": max_requests_per_key, "--gateway-keep-alive": gateway_keep_alive}
+                 "--max-requests-per-key": max_requests_per_key, "--gateway-keep-alive": gateway_keep_alive,
+                 "--gateway-cors-origin": gateway_cors_origin}
         named = [flag for flag, value in given.items() if value is not None]
         if named:
             raise typer.BadParameter(f"{', '.join(named)} {'needs' if len(named) == 1 else 'need'} --gateway",
@@ -611,6 +616,7 @@ def gateway(
         "off the public Service)",
     )] = None,
     keep_alive: KeepAliveOpt = None,
+    cors_origin: CorsOriginOpt = None,
 ) -> None:
     """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
     configure_logging(log_level)
@@ -623,7 +629,8 @@ def gateway(
             raise typer.BadParameter(str(err), param_hint="--triton-http") from None
     setup = prepare_gateway(host, api_keys_file, admin_keys_file, model, splits, insecure_no_auth,
                             embed_batch_size, embed_requests_in_flight, chat_max_tokens,
-                            max_requests_in_flight=max_requests_in_flight, max_requests_per_key=max_requests_per_key)
+                            max_requests_in_flight=max_requests_in_flight, max_requests_per_key=max_requests_per_key,
+                            cors_origins=cors_origin)
     from tritonforge.gateway import listen as gateway_listen
 
     if metrics_port == port:

@@ -55,6 +55,11 @@ MaxPerKeyOpt = Annotated[
                  help="of those, per API key (default 0: no limit per key)"),
 ]
 
+CorsOriginOpt = Annotated[
+    list[str] | None,
+    typer.Option("--cors-origin", help="a browser origin (scheme://host[:port], or * for any) whose pages may call the "
+                 "gateway (CORS), repeatable; default none: CORS off. A key a page sends is visible to its users"),
+]
 KeepAliveOpt = Annotated[
     float | None,
     typer.Option(min=0.1, max=3600, help="seconds an idle client connection is kept open (uvicorn's 5 s by default; "
@@ -104,6 +109,7 @@ class GatewaySetup:
     splits: object | None  # SplitRouter
     checkers: tuple[object, object] = (None, None)  # KeyCheckers watching --api-keys-file / --admin-keys-file
     limits: object | None = None  # GatewayLimits
+    cors_origins: tuple[str, ...] = ()  # --cors-origin
 
     def app(self, triton: str, metrics_port: int | None = None, triton_http: str | None = None) -> object:
         from tritonforge.gateway import create_app
@@ -112,7 +118,8 @@ class GatewaySetup:
         pairs = zip(self.checkers, (self.keys, self.admin_keys), strict=True)
         api_keys, admin_keys = (checker if checker is not None else keys for checker, keys in pairs)
         return create_app(triton, api_keys=api_keys, models=models, splits=splits, admin_keys=admin_keys,  # type: ignore[arg-type]
-                          limits=self.limits, metrics_port=metrics_port, triton_http_url=triton_http)  # type: ignore[arg-type]
+                          limits=self.limits, metrics_port=metrics_port, triton_http_url=triton_http,  # type: ignore[arg-type]
+                          cors_origins=self.cors_origins)
 
     def unserved(self, is_ready: Callable[[str, str], bool]) -> list[str]:
         """What the gateway would call that Triton does not serve now (``is_ready(model, version)`` False): each
@@ -140,7 +147,8 @@ class GatewaySetup:
         auth = f"{len(keys)} API key{'s' * (len(keys) != 1)}" if keys else "NO API keys (open)"
         splits = f", splits {', '.join(self.splits.names())}" if self.splits is not None else ""  # type: ignore[attr-defined]
         http = f" (embeddings and rerank over HTTP {triton_http})" if triton_http else ""
-        return f"gateway on http://{host}:{port}/v1 -> Triton gRPC {triton}{http}, {auth}{splits}"
+        cors = f", CORS for {', '.join(self.cors_origins)}" if self.cors_origins else ""
+        return f"gateway on http://{host}:{port}/v1 -> Triton gRPC {triton}{http}, {auth}{splits}{cors}"
 
 
 def prepare_gateway(
@@ -156,6 +164,7 @@ def prepare_gateway(
     repo: str | None = None,
     max_requests_in_flight: int | None = None,
     max_requests_per_key: int | None = None,
+    cors_origins: list[str] | None = None,
 ) -> GatewaySetup:
     """Everything the gateway needs that can be wrong, checked before anything starts (exit 1, or 2 when open).
     Without --model the gateway serves the models ``repo``'s build recorded, else examples/rag.yaml's ids."""
@@ -163,6 +172,7 @@ def prepare_gateway(
         import uvicorn  # noqa: F401
 
         from tritonforge.gateway import GatewayLimits, GatewayModels, split_problems
+        from tritonforge.gateway.app import check_cors_origins
         from tritonforge.gateway.auth import (
             ENV_VAR,
             KeyChecker,
@@ -176,6 +186,7 @@ def prepare_gateway(
         err_console.print(styled("bold red", "error:", f" the gateway needs the `gateway` extra ({err.name} missing)"))
         raise typer.Exit(1) from None
     try:
+        check_cors_origins(cors_origins or ())
         keys = load_api_keys(api_keys_file)
         admin_keys = parse_key_file(admin_keys_file) if admin_keys_file is not None else []
         # the key files are read again when they change: a revoked or rotated key took a restart
@@ -202,9 +213,14 @@ def prepare_gateway(
             "or TRITONFORGE_API_KEYS, or --insecure-no-auth"
         ))
         raise typer.Exit(2)
+    if cors_origins and not keys:
+        err_console.print(styled("yellow", "warning:", (
+            f" CORS for {', '.join(cors_origins)} without API keys: any page of those origins can use the gateway from "
+            "its visitors' browsers"
+        )))
     bounds = {"requests_in_flight": max_requests_in_flight, "requests_in_flight_per_key": max_requests_per_key}
     limits = GatewayLimits(**{k: v for k, v in bounds.items() if v is not None})
-    return GatewaySetup(keys, admin_keys, models, router, checkers, limits)
+    return GatewaySetup(keys, admin_keys, models, router, checkers, limits, tuple(cors_origins or ()))
 
 
 def _recorded_gateway_models(repo: str | None) -> Any:
