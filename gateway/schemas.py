@@ -81,8 +81,8 @@ _DROPPED_FIELDS = frozenset({"refusal", "audio"})
 
 
 def check_messages(messages: list[Message]) -> None:
-    """Refuse, naming it, what a message holds that would not reach the model: vLLM renders a message's tool calls,
-    tool results and ``name`` through the chat template, and the answer depends on them; here they were dropped
+    """Refuse, naming it, what a message holds that would not reach the model: vLLM renders a message's tool calls
+    and tool results through the chat template, and the answer depends on them; here they were dropped
     silently and the model answered another conversation. A null or empty value (``refusal: null``, ``tool_calls:
     []``, as SDKs replay an answer) holds nothing and is accepted."""
     for i, message in enumerate(messages):
@@ -102,12 +102,9 @@ def check_messages(messages: list[Message]) -> None:
                                code="unsupported_parameter")
             raise APIError(400, f"Unrecognized argument in {where}: {clip(key)}", param=f"{where}.{clip(key)}",
                            code="unknown_parameter")
-        if message.name is not None:
-            # the chat templates served (builders/tiny_models.py's, SmolLM2's ChatML) render no name, and the
-            # llm ensemble's chat_messages carry none: accepted, it would be dropped
-            raise APIError(400, f"'{where}.name' is not supported by this server: the model is given each message's "
-                           "role and content only, so a participant's name would not reach it (write it into the "
-                           "content instead)", param=f"{where}.name", code="unsupported_parameter")
+        # a message's `name` is accepted and not rendered: vLLM hands it to the chat template, and the templates
+        # served (builders/tiny_models.py's, SmolLM2's ChatML, Llama's, Qwen's) render none, so the answer is the
+        # one vLLM gives; refusing it broke multi-agent clients that name every participant (AutoGen, CrewAI)
 
 
 class StreamOptions(BaseModel):
