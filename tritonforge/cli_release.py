@@ -3,15 +3,17 @@ pin), thin over tritonforge.releases. cli.py adds it to the command line as `rel
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
-from tritonforge.cli_output import console, fail, styled
+from tritonforge.cli_output import console, err_console, fail, styled
 from tritonforge.cli_paths import path_arg
-from tritonforge.errors import TritonForgeError
+from tritonforge.errors import ReleaseInterrupted, TritonForgeError
+from tritonforge.stop_signals import exit_code
 
 release_app = typer.Typer(no_args_is_help=True, help="Immutable numbered versions: add, list, promote, roll back, pin.",
                           rich_markup_mode=None)  # as the main app's (cli.py)
@@ -35,6 +37,17 @@ def _control(triton: str | None, admin_key: str | None) -> object | None:
     from tritonforge.releases import TritonControl
 
     return TritonControl(triton, admin_key=admin_key) if triton else None
+
+
+def _fail(err: TritonForgeError) -> NoReturn:
+    """``fail``, but a change a stop signal came during ends as that signal asked (130 Ctrl-C, 143 SIGTERM), after
+    saying what serves: it was held until Triton had finished loading and the files agreed with it."""
+    if isinstance(err, ReleaseInterrupted):
+        # after SIGHUP the terminal may be gone: the exit code must not depend on the message getting out
+        with contextlib.suppress(OSError, SystemExit):
+            err_console.print(styled("bold yellow", "stopped:", f" {err}"))
+        raise typer.Exit(exit_code(err.signum))
+    fail(err)
 
 
 def _changed(change: object, triton: str | None) -> None:
@@ -133,7 +146,7 @@ def release_promote(
     try:
         _changed(promote(repo, model, version, control=_control(triton, admin_key)), triton)  # type: ignore[arg-type]
     except TritonForgeError as err:
-        fail(err)
+        _fail(err)
 
 
 @release_app.command("rollback")
@@ -149,7 +162,7 @@ def release_rollback(
     try:
         _changed(rollback(repo, model, control=_control(triton, admin_key)), triton)  # type: ignore[arg-type]
     except TritonForgeError as err:
-        fail(err)
+        _fail(err)
 
 
 @release_app.command("pin")
@@ -166,7 +179,7 @@ def release_pin(
     try:
         _changed(pin(repo, model, version, control=_control(triton, admin_key)), triton)  # type: ignore[arg-type]
     except TritonForgeError as err:
-        fail(err)
+        _fail(err)
 
 
 @release_app.command("unpin")

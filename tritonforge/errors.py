@@ -7,6 +7,7 @@ TritonForgeError
 ├── RepositoryError        a model repository is invalid or could not be written
 │   ├── ValidationError    Triton's load-time rules are broken (every problem, as "path: message")
 │   └── ReleaseError       a version could not be added, promoted, rolled back or pinned (previous one still serves)
+│       └── ReleaseInterrupted  a stop signal came while Triton loaded: held until files and server agreed
 ├── ServerError            tritonserver could not be found, started, or did not become ready
 ├── DeployError            cluster manifests or an object-store push cannot be made from these inputs
 ├── SplitConfigError       an A/B or canary split configuration cannot be used (every problem; also a ValueError)
@@ -104,6 +105,17 @@ class ValidationError(_ProblemsError, RepositoryError):
 
 class ReleaseError(RepositoryError):
     pass
+
+
+class ReleaseInterrupted(ReleaseError):
+    """A stop signal (``signum``) came while Triton loaded a promoted version; it was held until the load finished
+    and the repository agreed with the server. ``change`` is the completed change, or None when the load failed and
+    the previous version was put back. The command line exits as the signal asked (128 + ``signum``)."""
+
+    def __init__(self, message: str, *, signum: int, change: object | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.change = change
 
 
 class ServerError(TritonForgeError):

@@ -24,93 +24,23 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 from tritonforge.atomic_file import write_atomic
 from tritonforge.builders.lora import TABLE_FILE as ADAPTER_TABLE
 from tritonforge.config_io import parse_config_text, render_config
-from tritonforge.errors import (
-    ClientError,
-    DeadlineExceededError,
-    PermissionDeniedError,
-    ReleaseError,
-    TransientError,
-    TritonForgeError,
-    ValidationError,
-)
+from tritonforge.errors import ReleaseError, ReleaseInterrupted, TritonForgeError, ValidationError
 from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, read_lineage, version_content_hash
+from tritonforge.release_control import HeldSignals, ModelControl, TritonControl, load_failure, signal_name
 from tritonforge.repository import RELEASES_FILE, RELEASES_LOCK
-from tritonforge.triton.connection import Connection
-from tritonforge.triton.options import split_url
-from tritonforge.values import is_real, is_whole
+from tritonforge.values import is_whole
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 LOCK_FILE = RELEASES_LOCK
 ACTIONS = ("initial", "add", "promote", "rollback", "pin", "unpin")  # the events releases.json records
-
-
-class ModelControl(Protocol):
-    """What a release needs from a running Triton: (re)load one model, raising with Triton's reason on failure.
-
-    :class:`tritonforge.server.TritonServer` is one; :class:`TritonControl` reaches any Triton over HTTP or gRPC."""
-
-    def load(self, model: str) -> None: ...
-
-
-class TritonControl:
-    """Triton's repository API, with the admin key header when the server wants one.
-
-    ``url`` is Triton's HTTP endpoint, ``host:port`` or ``http(s)://host:port``, or its gRPC endpoint as
-    ``grpc(s)://host:port`` (both answer the same load call; a bare ``host:port`` is HTTP, as it always was)."""
-
-    def __init__(self, url: str, *, admin_key: str | None = None, timeout: float = 300.0) -> None:
-        if not isinstance(url, str):
-            raise ReleaseError(f"Triton address must be 'host:port' (a str), got {type(url).__name__}")
-        if not is_real(timeout) or not timeout > 0:
-            raise ReleaseError(f"Triton timeout must be a number of seconds > 0, got {timeout!r}")
-        if admin_key is not None and not isinstance(admin_key, str):
-            raise ReleaseError(f"admin_key must be a str (or None), got {type(admin_key).__name__}")
-        self.url = url.strip().removeprefix("http://")
-        # the scheme decides the transport: grpc:// used to be sent HTTP requests, which a gRPC port never answers
-        self.protocol: Literal["grpc", "http"] = (
-            "grpc" if self.url.lower().startswith(("grpc://", "grpcs://")) else "http"
-        )
-        try:  # a bad address is refused here, before a promote rewrites any config.pbtxt
-            split_url(self.url, self.protocol)
-        except ClientError as err:
-            raise ReleaseError(
-                f"Triton address {url!r} cannot be used: {err} (HTTP: host:port or http(s)://host:port; "
-                "gRPC: grpc(s)://host:port)"
-            ) from None
-        self.admin_key = admin_key
-        self.timeout = float(timeout)  # numpy's too: a plain float reaches the client
-
-    def load(self, model: str) -> None:
-        """Raises ReleaseError; its ``__cause__`` is the client's classified error (unreachable, key refused...),
-        which is how :func:`_apply` tells a server problem from a version that failed to load."""
-        with Connection(self.url, self.protocol, timeout=self.timeout, retries=0, admin_key=self.admin_key) as triton:
-            try:
-                triton.load_model(model)
-                ready = triton.is_model_ready(model)
-            except TransientError as err:
-                raise ReleaseError(
-                    f"Triton at {self.url} is unreachable, so '{model}' could not be loaded: {_reason(err)}"
-                ) from err
-            except PermissionDeniedError as err:
-                raise ReleaseError(
-                    f"Triton at {self.url} could not load '{model}': the admin key is missing or wrong (pass the "
-                    f"key `tritonforge serve` printed: --admin-key or TRITONFORGE_ADMIN_KEY): {_reason(err)}"
-                ) from err
-            except ClientError as err:
-                raise ReleaseError(f"Triton at {self.url} could not load '{model}': {_reason(err)}") from err
-        if not ready:
-            raise ReleaseError(f"Triton at {self.url} loaded '{model}' but it is not ready")
-
-
-def _reason(err: ClientError) -> str:
-    return getattr(err, "reason", "") or str(err)
+__all__ = ["ModelControl", "TritonControl"]  # defined in release_control, imported from here as they always were
 
 
 @dataclass(frozen=True)
@@ -406,14 +336,17 @@ def _config_with_versions(folder: Path, versions: Sequence[int]) -> tuple[bytes,
 
 def _apply(
     repo: Path, state: dict[str, Any], model: str, version: int, action: str, control: ModelControl | None
-) -> tuple[tuple[int, ...], bool]:
+) -> tuple[tuple[int, ...], bool, int | None]:
     """Make `version` the one serving `model`: config on disk and the event in releases.json first, then the
-    running Triton (if any).
+    running Triton (if any). Returns (the versions that served before, whether Triton was told, the stop signal
+    that came meanwhile or None).
 
-    Disk and history agree at every step, so a command interrupted while Triton loads (SIGTERM, Ctrl-C) leaves a
-    promotion that `rollback` can undo, not a config that no history explains. A failed load puts the previous
-    config back, removes the event (and asks Triton to reload, which keeps serving the old version anyway), so disk,
-    history and server agree on the old version."""
+    Disk and history agree at every step, so a command that dies while Triton loads (SIGKILL) leaves a promotion
+    that `rollback` can undo, not a config that no history explains. A failed load puts the previous config back,
+    removes the event (and asks Triton to reload, which keeps serving the old version anyway), so disk, history and
+    server agree on the old version. SIGINT, SIGTERM and SIGHUP are held meanwhile (:class:`HeldSignals`): one that
+    ended the command while Triton loaded a version that then failed left the config naming that version, and the
+    repository could not be served again; the caller ends as the signal asked once this has returned."""
     folder = _model_dir(repo, model)
     on_disk = versions_on_disk(folder)
     if version not in on_disk:
@@ -423,55 +356,57 @@ def _apply(
         )
     old, new = _config_with_versions(folder, [version])
     before = tuple(serving_versions(parse_config_text(old.decode(), str(folder / "config.pbtxt")), on_disk))
-    if new != old:
-        _write_atomic(folder / "config.pbtxt", new)
-    history = state["models"][model]["history"]
-    if before != (version,):  # promoting what already serves changes nothing: recorded, a rollback would undo nothing
-        history.append({"action": action, "version": version, "from": list(before), "at": _now()})
-    try:
-        _save_state(repo, state)
-    except ReleaseError:
+    with HeldSignals() as held:
         if new != old:
-            _write_atomic(folder / "config.pbtxt", old)
-        raise
-    if control is None:
-        return before, False
-    try:
-        control.load(model)
-    except TritonForgeError as err:
-        _write_atomic(folder / "config.pbtxt", old)
-        if before != (version,):
-            history.pop()
-        _save_state(repo, state)
-        with contextlib.suppress(TritonForgeError):
+            _write_atomic(folder / "config.pbtxt", new)
+        history = state["models"][model]["history"]
+        if before != (version,):  # promoting what serves changes nothing: recorded, a rollback would undo nothing
+            history.append({"action": action, "version": version, "from": list(before), "at": _now()})
+        try:
+            _save_state(repo, state)
+        except ReleaseError:
+            if new != old:
+                _write_atomic(folder / "config.pbtxt", old)
+            raise
+        if control is None:
+            return before, False, held.first
+        try:
             control.load(model)
-        raise ReleaseError(_load_failure(model, version, before, err)) from None
-    return before, True
+        except TritonForgeError as err:
+            _write_atomic(folder / "config.pbtxt", old)
+            if before != (version,):
+                history.pop()
+            _save_state(repo, state)
+            with contextlib.suppress(TritonForgeError):
+                control.load(model)
+            failure = load_failure(model, version, before, err)
+        else:
+            return before, True, held.first
+    if held.first is not None:
+        raise ReleaseInterrupted(
+            f"{signal_name(held.first)} came while Triton loaded {model}; the load was let finish and the "
+            f"repository put back before stopping: {failure}",
+            signum=held.first,
+        )
+    raise ReleaseError(failure)
 
 
-def _load_failure(model: str, version: int, before: Sequence[int], err: TritonForgeError) -> str:
-    """What a failed load means, by the client's error class (TritonControl chains it as the cause): a server that
-    cannot be reached or refuses the key says nothing about the version, so the message must not blame it."""
-    cause = err.__cause__ if isinstance(err.__cause__, ClientError) else err
-    served = ", ".join(map(str, before)) or "none"
-    if isinstance(cause, TransientError):
-        return (
-            f"version {version} of {model} was not promoted: the Triton server could not be reached, so nothing was "
-            f"loaded (config.pbtxt restored: it names version {served} again): {err}"
-        )
-    if isinstance(cause, PermissionDeniedError):
-        return (
-            f"version {version} of {model} was not promoted: Triton refused the model-control call, so nothing "
-            f"was loaded (version {served} still serves; config.pbtxt restored): {err}"
-        )
-    if isinstance(cause, DeadlineExceededError):
-        return (
-            f"version {version} of {model} was not promoted: Triton did not answer the load in time (config.pbtxt "
-            f"restored to version {served}; check the server, which may still be loading): {err}"
-        )
-    return (
-        f"version {version} of {model} failed to load, so it was not promoted (version {served} still "
-        f"serves; config.pbtxt restored): {err}"
+def _interrupted(change: Change, signum: int | None) -> Change:
+    """``change``, or ReleaseInterrupted when a stop signal was held while it was made: the change is complete
+    (files, history and Triton agree), and the command still ends as the signal asked."""
+    if signum is None:
+        return change
+    was = ", ".join(map(str, change.previous)) or "none"
+    where = "Triton serves it" if change.applied else "config.pbtxt names it (files only)"
+    undo = {
+        "promote": f"; `tritonforge release rollback {change.model}` returns to {was}",
+        "pin": f"; `tritonforge release unpin {change.model}` then `release rollback {change.model}` returns to {was}",
+    }.get(change.action, "")
+    raise ReleaseInterrupted(
+        f"{signal_name(signum)} came while Triton loaded {change.model}; the load was let finish before stopping: "
+        f"the {change.action} is complete, version {change.version} serves (was {was}; {where}){undo}",
+        signum=signum,
+        change=change,
     )
 
 
@@ -488,8 +423,8 @@ def promote(repo: str | Path, model: str, version: int, *, control: ModelControl
                 f"{model} is pinned to version {current.pinned}; `tritonforge release unpin {model}` first"
             )
         _entry(state, model, current.active)
-        previous, applied = _apply(repo, state, model, version, "promote", control)
-    return Change(model, "promote", version, previous, applied)
+        previous, applied, caught = _apply(repo, state, model, version, "promote", control)
+    return _interrupted(Change(model, "promote", version, previous, applied), caught)
 
 
 def rollback(repo: str | Path, model: str, *, control: ModelControl | None = None) -> Change:
@@ -508,8 +443,8 @@ def rollback(repo: str | Path, model: str, *, control: ModelControl | None = Non
         if len(stack) < 2:
             raise ReleaseError(f"{model} has no earlier promoted version to roll back to (promoted: {stack or 'none'})")
         target = stack[-2]
-        previous, applied = _apply(repo, state, model, target, "rollback", control)
-    return Change(model, "rollback", target, previous, applied)
+        previous, applied, caught = _apply(repo, state, model, target, "rollback", control)
+    return _interrupted(Change(model, "rollback", target, previous, applied), caught)
 
 
 def pin(repo: str | Path, model: str, version: int | None = None, *, control: ModelControl | None = None) -> Change:
@@ -525,15 +460,15 @@ def pin(repo: str | Path, model: str, version: int | None = None, *, control: Mo
                 raise ReleaseError(f"{model} serves versions {list(current.active)}; name the version to pin")
             version = current.active[0]
         entry = _entry(state, model, current.active)
-        previous, applied = current.active, False
+        previous, applied, caught = current.active, False, None
         if tuple(current.active) != (version,):
-            previous, applied = _apply(repo, state, model, version, "promote", control)
+            previous, applied, caught = _apply(repo, state, model, version, "promote", control)
         else:
             _old, new = _config_with_versions(repo / model, [version])  # make the pin explicit on disk too
             _write_atomic(repo / model / "config.pbtxt", new)
         entry["pinned"] = version
         entry["history"].append({"action": "pin", "version": version, "at": _now()})
-    return Change(model, "pin", version, tuple(previous), applied)
+    return _interrupted(Change(model, "pin", version, tuple(previous), applied), caught)
 
 
 def unpin(repo: str | Path, model: str) -> Change:

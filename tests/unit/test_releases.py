@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from typer.testing import CliRunner
 
 from tritonforge.cli import app
 from tritonforge.config_io import read_config
-from tritonforge.errors import ReleaseError
+from tritonforge.errors import ReleaseError, ReleaseInterrupted
 from tritonforge.releases import (
     LOCK_FILE,
     RELEASES_FILE,
@@ -228,8 +231,8 @@ def test_promoting_what_already_serves_leaves_nothing_for_rollback_to_undo(repos
 
 
 def test_a_promote_interrupted_while_triton_loads_can_be_rolled_back(repos: tuple[Path, Path]) -> None:
-    """The history is written before Triton is asked: a promote stopped during the load (Ctrl-C, SIGTERM) left
-    config.pbtxt on the new version with no event, and rollback then refused."""
+    """The history is written before Triton is asked: a promote that died during the load (SIGKILL; here an
+    exception out of the control) left config.pbtxt on the new version with no event, and rollback then refused."""
     serving, new = repos
     add_versions(serving, new)
 
@@ -242,6 +245,49 @@ def test_a_promote_interrupted_while_triton_loads_can_be_rolled_back(repos: tupl
     state = model_releases(serving, "scorer")
     assert state.active == (2,) and state.history[-1]["action"] == "promote"
     assert rollback(serving, "scorer").version == 1
+
+
+class Signalling(Recorder):
+    """A control whose load is interrupted by ``signum`` sent to this process (as SIGTERM comes from a supervisor)."""
+
+    def __init__(self, repo: Path, signum: int, fail_version: int | None = None) -> None:
+        super().__init__(repo, fail_version)
+        self.signum = signum
+
+    def load(self, model: str) -> None:
+        if not self.loads:
+            os.kill(os.getpid(), self.signum)
+            time.sleep(0.05)  # the handler runs here, in the middle of the load
+        super().load(model)
+
+
+def test_a_stop_signal_during_a_failing_load_is_held_until_the_old_config_is_back(repos: tuple[Path, Path]) -> None:
+    serving, new = repos
+    add_versions(serving, new)
+    before = (serving / "scorer" / "config.pbtxt").read_bytes()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    control = Signalling(serving, signal.SIGTERM, fail_version=2)
+    with pytest.raises(ReleaseInterrupted, match=r"SIGTERM came while Triton loaded scorer; the load was let finish "
+                       r"and the repository put back before stopping: version 2 of scorer failed to load") as caught:
+        promote(serving, "scorer", 2, control=control)
+    assert caught.value.signum == signal.SIGTERM and caught.value.change is None
+    assert control.loads == [("scorer", [2]), ("scorer", [1])]  # the restore ran to its end
+    assert (serving / "scorer" / "config.pbtxt").read_bytes() == before
+    assert [e["action"] for e in model_releases(serving, "scorer").history] == ["initial", "add"]
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+
+
+def test_a_stop_signal_during_a_load_that_succeeds_ends_after_the_promote(repos: tuple[Path, Path]) -> None:
+    serving, new = repos
+    add_versions(serving, new)
+    with pytest.raises(ReleaseInterrupted, match=r"SIGINT came while Triton loaded scorer; .*the promote is complete, "
+                       r"version 2 serves \(was 1; Triton serves it\); `tritonforge release rollback scorer`") as caught:
+        promote(serving, "scorer", 2, control=Signalling(serving, signal.SIGINT))
+    assert caught.value.signum == signal.SIGINT and caught.value.change.version == 2
+    assert model_releases(serving, "scorer").active == (2,)
+    with pytest.raises(ReleaseInterrupted, match=r"SIGTERM .* the pin is complete, version 1 serves .*`tritonforge release unpin scorer` then"):
+        pin(serving, "scorer", 1, control=Signalling(serving, signal.SIGTERM))
+    assert model_releases(serving, "scorer").pinned == 1  # the pin was recorded before the command ends
 
 
 def test_a_failed_load_leaves_config_and_history_as_they_were(repos: tuple[Path, Path]) -> None:
