@@ -85,14 +85,26 @@ class TritonControl:
         if not ready:
             raise ReleaseError(f"Triton at {self.url} loaded '{model}' but it is not ready")
 
+    def server_ready(self) -> bool | None:
+        """Whether Triton reports itself ready (/v2/health/ready); None when it does not answer."""
+        timeout = min(self.timeout, 10.0)
+        with Connection(self.url, self.protocol, timeout=timeout, retries=0, admin_key=self.admin_key) as triton:
+            try:
+                return triton.is_ready() if triton.is_live() else None
+            except ClientError:
+                return None
+
 
 def _reason(err: ClientError) -> str:
     return getattr(err, "reason", "") or str(err)
 
 
-def load_failure(model: str, version: int, before: Sequence[int], err: TritonForgeError) -> str:
+def load_failure(
+    model: str, version: int, before: Sequence[int], err: TritonForgeError, ready: bool | None = None
+) -> str:
     """What a failed load means, by the client's error class (TritonControl chains it as the cause): a server that
-    cannot be reached or refuses the key says nothing about the version, so the message must not blame it."""
+    cannot be reached or refuses the key says nothing about the version, so the message must not blame it. ``ready``:
+    whether Triton reports itself ready once the old config is back (None: not known)."""
     cause = err.__cause__ if isinstance(err.__cause__, ClientError) else err
     served = ", ".join(map(str, before)) or "none"
     if isinstance(cause, TransientError):
@@ -112,8 +124,46 @@ def load_failure(model: str, version: int, before: Sequence[int], err: TritonFor
         )
     return (
         f"version {version} of {model} failed to load, so it was not promoted (version {served} still "
-        f"serves; config.pbtxt restored): {err}"
+        f"serves; config.pbtxt restored): {err}{_not_ready_note(model, served, ready)}"
     )
+
+
+def _not_ready_note(model: str, served: str, ready: bool | None) -> str:
+    """What a failed version does to Triton's own readiness. Measured on Triton 2.51: with strict readiness the
+    failed version's UNAVAILABLE entry makes /v2/health/ready answer 400 while the old version serves, and nothing
+    short of unloading the model (which stops it serving) or a restart clears it: not a reload of the restored
+    config, nor one with a config override, a changed config or another version set."""
+    if ready is True:  # --strict-readiness=false: the server's readiness ignores the failed version
+        return ""
+    who = "Triton now reports" if ready is False else (
+        "a Triton run with --strict-readiness=true (as `tritonforge serve` and `tritonforge deploy k8s` run it) now "
+        "reports"
+    )
+    return (
+        f". {who} itself not ready on /v2/health/ready until tritonserver restarts (it keeps the failed version's "
+        f"entry; no reload clears it without unloading {model}): readiness probes on /v2/health/ready, as "
+        f"`tritonforge deploy k8s` writes them, take the pod out of service although version {served} serves. "
+        "Restart it when convenient: it loads the restored config"
+    )
+
+
+def version_failed(err: TritonForgeError) -> bool:
+    """Whether a failed load is the version's fault (Triton answered), not an unreachable or refusing server."""
+    cause = err.__cause__ if isinstance(err.__cause__, ClientError) else err
+    return not isinstance(cause, TransientError | PermissionDeniedError | DeadlineExceededError)
+
+
+def server_ready(control: object) -> bool | None:
+    """Whether the Triton behind ``control`` reports itself ready; None when the control cannot tell (it has no
+    ``server_ready()``, as :class:`tritonforge.server.TritonServer`) or the server does not answer."""
+    probe = getattr(control, "server_ready", None)
+    if not callable(probe):
+        return None
+    try:
+        ready = probe()
+    except TritonForgeError:
+        return None
+    return ready if isinstance(ready, bool) else None
 
 
 class HeldSignals:

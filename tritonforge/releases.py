@@ -31,7 +31,15 @@ from tritonforge.builders.lora import TABLE_FILE as ADAPTER_TABLE
 from tritonforge.config_io import parse_config_text, render_config
 from tritonforge.errors import ReleaseError, ReleaseInterrupted, TritonForgeError, ValidationError
 from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, read_lineage, version_content_hash
-from tritonforge.release_control import HeldSignals, ModelControl, TritonControl, load_failure, signal_name
+from tritonforge.release_control import (
+    HeldSignals,
+    ModelControl,
+    TritonControl,
+    load_failure,
+    server_ready,
+    signal_name,
+    version_failed,
+)
 from tritonforge.repository import RELEASES_FILE, RELEASES_LOCK
 from tritonforge.values import is_whole
 
@@ -379,7 +387,9 @@ def _apply(
             _save_state(repo, state)
             with contextlib.suppress(TritonForgeError):
                 control.load(model)
-            failure = load_failure(model, version, before, err)
+            # a failed version leaves Triton's strict readiness false until a restart: the message must say so
+            ready = server_ready(control) if version_failed(err) else None
+            failure = load_failure(model, version, before, err, ready)
         else:
             return before, True, held.first
     if held.first is not None:

@@ -17,49 +17,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
+from release_support import answer, slow_version
 
 pytestmark = pytest.mark.integration
 
 KEY = "release-signal-key"
-CONFIG = """\
-name: "m"
-backend: "python"
-max_batch_size: 8
-input [ { name: "INPUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
-instance_group [ { kind: KIND_CPU count: 1 } ]
-"""
-# a version answers INPUT + {add}; its initialize sleeps {sleep} s first, then {then}
-MODEL = """\
-import time
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        time.sleep({sleep})
-        {then}
-
-    def execute(self, requests):
-        return [
-            pb_utils.InferenceResponse([pb_utils.Tensor(
-                "OUTPUT", (pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy() + {add}).astype(np.float32))])
-            for r in requests
-        ]
-"""
-
-
-def _version(root: Path, *, add: int, sleep: float = 0, fails: bool = False) -> Path:
-    """A one-model repository `m` whose version 1 is the given model (what `tritonforge build` would write)."""
-    (root / "m" / "1").mkdir(parents=True)
-    (root / "m" / "config.pbtxt").write_text(CONFIG)
-    then = "raise RuntimeError('this version cannot load')" if fails else "pass"
-    (root / "m" / "1" / "model.py").write_text(MODEL.format(sleep=sleep, then=then, add=add))
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -70,24 +33,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, obj
     from tritonforge.server import TritonServer
 
     tmp = tmp_path_factory.mktemp("release-signals")
-    repo = _version(tmp / "repo", add=1)
-    assert add_versions(repo, _version(tmp / "slow-failing", add=2, sleep=6, fails=True)) == {"m": 2}
-    assert add_versions(repo, _version(tmp / "slow", add=3, sleep=4)) == {"m": 3}
+    repo = slow_version(tmp / "repo", add=1)
+    assert add_versions(repo, slow_version(tmp / "slow-failing", add=2, sleep=6, fails=True)) == {"m": 2}
+    assert add_versions(repo, slow_version(tmp / "slow", add=3, sleep=4)) == {"m": 3}
     server = TritonServer(repo, admin_key=KEY, startup_timeout=120)
     server.start()
     try:
         yield repo, server
     finally:
         server.stop()
-
-
-def _answer(server: object) -> float:
-    """What the serving version adds to its input."""
-    from tritonforge.triton.connection import Connection
-
-    with Connection(server.endpoints.grpc, "grpc", timeout=30, retries=0) as triton:  # type: ignore[attr-defined]
-        out = triton.infer("m", {"INPUT": np.zeros((1, 4), np.float32)})["OUTPUT"]
-    return float(out[0, 0])
 
 
 def _promote_stopped_mid_load(repo: Path, server: object, version: int, signum: int) -> subprocess.CompletedProcess:
@@ -120,7 +74,7 @@ def test_sigterm_while_a_failing_version_loads_leaves_the_old_version_named_and_
 
     repo, server = served
     config_before = (repo / "m" / "config.pbtxt").read_bytes()
-    assert _answer(server) == 1.0
+    assert answer(server) == 1.0
 
     done = _promote_stopped_mid_load(repo, server, 2, signal.SIGTERM)
     assert done.returncode == 143, done
@@ -131,11 +85,11 @@ def test_sigterm_while_a_failing_version_loads_leaves_the_old_version_named_and_
     state = model_releases(repo, "m")
     assert state.active == (1,)
     assert [e["action"] for e in state.history] == ["initial", "add", "add"]  # no promote of 2 left behind
-    assert _answer(server) == 1.0
+    assert answer(server) == 1.0
 
     # the audit's consequence: a fresh start of the repository serves again (it failed on version 2)
     with TritonServer(repo, startup_timeout=120) as fresh:
-        assert _answer(fresh) == 1.0
+        assert answer(fresh) == 1.0
 
 
 def test_ctrl_c_while_a_version_loads_lets_the_promote_finish_and_exits_130(served) -> None:
@@ -148,7 +102,7 @@ def test_ctrl_c_while_a_version_loads_lets_the_promote_finish_and_exits_130(serv
     assert "SIGINT came while Triton loaded m; the load was let finish before stopping: the promote is complete, " \
            "version 3 serves (was 1; Triton serves it); `tritonforge release rollback m` returns to 1" in message
     assert model_releases(repo, "m").active == (3,)
-    assert _answer(server) == 3.0
+    assert answer(server) == 3.0
     listed = json.loads(subprocess.run(
         [sys.executable, "-m", "tritonforge", "release", "list", "--repo", str(repo), "--json"],
         capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "300"}).stdout)
