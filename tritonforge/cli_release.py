@@ -101,7 +101,7 @@ def release_add(
 ) -> None:
     """Add the source's new versions as the next version numbers (not serving until promoted)."""
     from tritonforge.lineage import file_or_folder_hash
-    from tritonforge.releases import add_versions
+    from tritonforge.releases import add_versions, ensemble_changes
 
     try:
         scores = None
@@ -122,10 +122,15 @@ def release_add(
             dataset_sha256=file_or_folder_hash(dataset) if dataset is not None else None,
             note=note,
         )
+        skipped = ensemble_changes(repo, source, model or None)  # add skips ensembles: say which ones changed
     except TritonForgeError as err:
         fail(err)
     if not added:
-        console.print("nothing to add: every model's files equal what serves")
+        console.print("nothing to add: every model's files equal what serves" + (
+            "; an ensemble's config differs, which a release does not change (below)" if skipped else ""
+        ))
+    for text in skipped.values():
+        err_console.print(styled("yellow", "not added:", f" {text}"))
     for name, version in added.items():
         console.print(
             styled("green", "added", f" {name} version {version} (serve it: `release promote {name} {version}`)")

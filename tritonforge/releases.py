@@ -504,21 +504,79 @@ def _comparable(text: str, where: str) -> str:
     return render_config(config)
 
 
-def _config_problem(model: str, ours: Path, theirs: Path) -> str | None:
+def _config_diff(ours: Path, theirs: Path) -> list[str]:
+    """The lines (``-serving``/``+new``) in which two configs differ beyond version_policy; [] when they agree."""
     a = _comparable(_config_bytes(ours)[1], str(ours))
     b = _comparable(_config_bytes(theirs)[1], str(theirs))
-    if a == b:
-        return None
-    diff = [
+    return [
         line
         for line in difflib.unified_diff(a.splitlines(), b.splitlines(), "serving", "new", lineterm="", n=0)
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
+
+
+def _shown_diff(diff: Sequence[str]) -> str:
+    return f"{'; '.join(diff[:6])}{' …' if len(diff) > 6 else ''}"
+
+
+def _config_problem(model: str, ours: Path, theirs: Path) -> str | None:
+    if not (diff := _config_diff(ours, theirs)):
+        return None
     return (
         f"{model}: the new build's config.pbtxt differs from the serving one beyond version_policy "
-        f"({'; '.join(diff[:6])}{' …' if len(diff) > 6 else ''}). Triton has one config for all versions of a model, "
+        f"({_shown_diff(diff)}). Triton has one config for all versions of a model, "
         "so a version can change files, not the config: build it as a new model name instead"
     )
+
+
+def _what_differs(ours: Path, theirs: Path) -> list[str]:
+    """The config fields that differ (beyond version_policy), each parameter by its key and values: an ensemble's
+    config renders as many short lines, which a line diff cut into fragments ('+  key: "lora_adapters"')."""
+    a, b = _read_config(ours), _read_config(theirs)
+    changed: list[str] = []
+    for name in sorted({f.name for f, _ in a.ListFields()} | {f.name for f, _ in b.ListFields()}):
+        if name == "version_policy":
+            continue
+        if name != "parameters":
+            if getattr(a, name) != getattr(b, name):
+                changed.append(name)
+            continue
+        for key in sorted(set(a.parameters) | set(b.parameters)):
+            old = a.parameters[key].string_value if key in a.parameters else None
+            new = b.parameters[key].string_value if key in b.parameters else None
+            if old != new:
+                shown = f"added ({new!r})" if old is None else f"removed (was {old!r})" if new is None else (
+                    f"{old!r} -> {new!r}")
+                changed.append(f"parameters[{key!r}] {shown}")
+    return changed
+
+
+def _ensemble_change(repo: Path, source: Path, model: str) -> str:
+    """What a release cannot do for an ensemble whose config changed, and what does it."""
+    return (
+        f"{model} is an ensemble, and its config.pbtxt in {source} differs from the serving one: "
+        f"{'; '.join(_what_differs(repo / model / 'config.pbtxt', source / model / 'config.pbtxt'))}. An ensemble "
+        "has one config and an empty version folder, so a release adds nothing to it: to serve the new config, copy "
+        f"{source / model / 'config.pbtxt'} over {repo / model / 'config.pbtxt'} once the versions it needs serve, "
+        f"then restart Triton (or load {model} through its repository API), or serve the new build's repository"
+    )
+
+
+def ensemble_changes(repo: str | Path, source: str | Path, models: Sequence[str] | None = None) -> dict[str, str]:
+    """{ensemble: what differs and what to do} for each ensemble (of ``models``, default all) in both ``repo`` and
+    ``source`` whose config differs: :func:`add_versions` skips ensembles, and an adapter listed in a chat
+    ensemble's ``lora_adapters`` parameter, say, would otherwise go unnoticed."""
+    repo, source = _as_repo(repo), _as_repo(source, "source repository")
+    _check_repository(repo)
+    _check_repository(source, "source repository", "--from")
+    changes: dict[str, str] = {}
+    for model in dict.fromkeys(models) if models else _model_names(source):
+        ours, theirs = repo / model / "config.pbtxt", source / model / "config.pbtxt"
+        if Path(model).name != model or not ours.is_file() or not theirs.is_file():
+            continue
+        if _read_config(theirs).platform == "ensemble" and _config_diff(ours, theirs):
+            changes[model] = _ensemble_change(repo, source, model)
+    return changes
 
 
 def _add_problem(repo: Path, source: Path, model: str, every: bool, plan: list[tuple[str, Path]]) -> str | None:
@@ -534,8 +592,12 @@ def _add_problem(repo: Path, source: Path, model: str, every: bool, plan: list[t
         return f"{model}: the source has no version folder"
     src_version_dir = src_dir / str(src_versions[-1])
     src_config = _read_config(src_dir / "config.pbtxt")
-    if src_config.platform == "ensemble" and every:
-        return None  # an ensemble's version folder is empty: nothing to release
+    if src_config.platform == "ensemble":  # its version folder is empty: nothing to release (ensemble_changes)
+        if every:
+            return None
+        if _config_diff(repo / model / "config.pbtxt", src_dir / "config.pbtxt"):
+            return _ensemble_change(repo, source, model)
+        return f"{model} is an ensemble whose config equals the serving one: a release has nothing to add to it"
     if (problem := _config_problem(model, repo / model / "config.pbtxt", src_dir / "config.pbtxt")) is not None:
         return problem
     current = model_releases(repo, model)
@@ -606,7 +668,8 @@ def add_versions(
     """Add each model's newest version folder in `source` (a freshly built repository) as the next version in `repo`.
 
     Without `models`, every non-ensemble model whose files differ from what serves is added (unchanged ones are
-    skipped). Nothing serves differently afterwards: the serving versions are written explicitly into the configs
+    skipped; :func:`ensemble_changes` names the ensembles whose config differs, which a release cannot change).
+    Nothing serves differently afterwards: the serving versions are written explicitly into the configs
     first, so a new folder only serves once promoted. Returns {model: new version}.
     """
     repo, source = _as_repo(repo), _as_repo(source, "source repository")

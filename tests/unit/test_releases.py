@@ -20,6 +20,7 @@ from tritonforge.releases import (
     LOCK_FILE,
     RELEASES_FILE,
     add_versions,
+    ensemble_changes,
     list_releases,
     model_releases,
     pin,
@@ -202,6 +203,37 @@ def test_cli_add_list_promote_rollback(repos: tuple[Path, Path], tmp_path: Path)
     assert result.exit_code == 0 and "rollback scorer: version 1 (was 2)" in result.output
     result = runner.invoke(app, ["release", "promote", "scorer", "5", "--repo", str(serving)])
     assert result.exit_code == 1 and "scorer has no version 5" in result.output
+
+
+def test_an_ensemble_whose_config_changed_is_named_not_passed_over_in_silence(repos: tuple[Path, Path]) -> None:
+    """A newer build's chat ensemble listing a new adapter was skipped, and a second add said "nothing to add:
+    every model's files equal what serves" (day-two audit)."""
+    serving, new = repos
+    ensemble = new / "pipeline" / "config.pbtxt"
+    ensemble.write_text(ensemble.read_text() + 'parameters { key: "lora_adapters" value { string_value: "a,b" } }\n')
+    before = (serving / "pipeline" / "config.pbtxt").read_bytes()
+    runner = CliRunner()
+    args = ["release", "add", "--repo", str(serving), "--from", str(new)]
+    for expected in ("added scorer version 2", "nothing to add: every model's files equal what serves; an ensemble's "
+                     "config differs, which a release does not change (below)"):
+        result = runner.invoke(app, args, env={"COLUMNS": "400"})
+        assert result.exit_code == 0, result.output
+        output = " ".join(result.output.split())
+        assert expected in output
+        assert "not added: pipeline is an ensemble, and its config.pbtxt in" in output
+        assert "differs from the serving one: parameters['lora_adapters'] added ('a,b'). An ensemble" in output
+        assert f"copy {new}/pipeline/config.pbtxt over {serving}/pipeline/config.pbtxt" in output
+        if "added" in expected:
+            promote(serving, "scorer", 2)  # the new scorer serves: only the ensemble differs now
+    assert list(ensemble_changes(serving, new)) == ["pipeline"]
+    assert ensemble_changes(serving, new, ["scorer"]) == {}
+    with pytest.raises(ReleaseError, match=r"pipeline is an ensemble, and its config.pbtxt .* differs"):
+        add_versions(serving, new, ["pipeline"])
+    assert (serving / "pipeline" / "config.pbtxt").read_bytes() == before
+    assert sorted(p.name for p in (serving / "pipeline").iterdir()) == ["1", "config.pbtxt"]
+    ensemble.write_bytes(before)
+    with pytest.raises(ReleaseError, match=r"pipeline is an ensemble whose config equals the serving one"):
+        add_versions(serving, new, ["pipeline"])
 
 
 # ------------------------------------------------------------------------------- integrity (a release audit)
