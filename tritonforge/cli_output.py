@@ -63,9 +63,7 @@ def release_rows(models: Sequence[ModelReleases]) -> list[dict[str, Any]]:
         for v in m.versions:
             lineage = v.lineage or {}
             release = lineage.get("release", {})
-            hashes = [a.get("content_hash", "") for a in lineage.get("artifacts", [])] or [
-                release.get("content_sha256", "")
-            ]
+            keys = [a.get("content_hash", "") for a in lineage.get("artifacts", [])]
             rows.append({
                 "model": m.model,
                 "version": v.version,
@@ -73,7 +71,10 @@ def release_rows(models: Sequence[ModelReleases]) -> list[dict[str, Any]]:
                 "pinned": m.pinned == v.version,
                 "rollback_to": m.previous if v.serving else None,
                 "built": release.get("added_at") or lineage.get("built_at") or None,
-                "content": [h for h in hashes if h],
+                # the version folder's own hash: what tells versions apart (the artifact keys did not: a key names
+                # what an artifact was built from, and versions with different files shared it)
+                "content": v.content_sha256(),
+                "artifact_keys": [k for k in keys if k],  # the build cache's keys of the version's artifacts
                 "evaluation": release.get("evaluation") or None,
             })
     return rows
@@ -85,7 +86,8 @@ def release_json(models: Sequence[ModelReleases]) -> str:
 
 def release_table(title: str, models: Sequence[ModelReleases]) -> Table:
     table = Table(title=title)
-    for col in ("model", "version", "serving", "pinned", "rollback to", "built", "content", "evaluation"):
+    for col in ("model", "version", "serving", "pinned", "rollback to", "built", "content", "artifact keys",
+                "evaluation"):
         table.add_column(col)
     for row in release_rows(models):
         table.add_row(
@@ -95,7 +97,8 @@ def release_table(title: str, models: Sequence[ModelReleases]) -> Table:
             "yes" if row["pinned"] else "",
             "" if row["rollback_to"] is None else str(row["rollback_to"]),
             str(row["built"] or ""),
-            " ".join(h[:12] for h in row["content"]),  # a prefix names a version; --json has the whole hash
+            (row["content"] or "")[:12],  # a prefix names a version; --json has the whole hash
+            " ".join(k[:12] for k in row["artifact_keys"]),
             json.dumps(row["evaluation"]) if row["evaluation"] else "",
         )
     return table

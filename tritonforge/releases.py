@@ -56,6 +56,19 @@ class VersionInfo:
     version: int
     serving: bool
     lineage: dict[str, Any] | None
+    folder: Path | None = None
+
+    def content_sha256(self) -> str | None:
+        """sha256 of what the version folder serves (:func:`version_content_hash`): as `release add` recorded it,
+        else read from the files (a version `tritonforge build` wrote has none recorded); None without a folder.
+
+        Not the artifacts' ``content_hash`` in the lineage: that is the build cache's key (what the artifact was
+        built from), which `release list` showed for every version, so versions with different files looked alike."""
+        release = (self.lineage or {}).get("release")
+        recorded = release.get("content_sha256") if isinstance(release, dict) else None
+        if isinstance(recorded, str) and recorded:
+            return recorded
+        return version_content_hash(self.folder) if self.folder is not None else None
 
 
 @dataclass(frozen=True)
@@ -273,7 +286,7 @@ def model_releases(repo: str | Path, model: str) -> ModelReleases:
     on_disk = versions_on_disk(folder)
     active = serving_versions(config, on_disk)
     entry = _read_state(repo)["models"].get(model, {})
-    versions = tuple(VersionInfo(v, v in active, read_lineage(folder / str(v))) for v in on_disk)
+    versions = tuple(VersionInfo(v, v in active, read_lineage(folder / str(v)), folder / str(v)) for v in on_disk)
     return ModelReleases(model, versions, tuple(active), entry.get("pinned"), tuple(entry.get("history", [])))
 
 

@@ -100,10 +100,36 @@ def test_release_list_json_has_one_object_per_version(tmp_path: Path) -> None:
         ("scorer", 1, False, False, None),
         ("scorer", 2, True, False, 1),
     ]
-    assert set(rows[0]) == {"model", "version", "serving", "pinned", "rollback_to", "built", "content", "evaluation"}
+    assert set(rows[0]) == {"model", "version", "serving", "pinned", "rollback_to", "built", "content",
+                            "artifact_keys", "evaluation"}
     new = rows[1]
     assert new["evaluation"] == {"accuracy": 0.93, "notes": "measured on the held-out set of 2024", "recall_at_10": 0.8125}
-    assert new["built"] and new["content"] and all(len(h) == 64 for h in new["content"])  # whole hashes
+    assert new["built"] and len(new["content"]) == 64  # the whole hash
+
+
+def test_release_list_content_is_each_version_folders_own_hash_not_the_artifact_key(tmp_path: Path) -> None:
+    """`content` showed the build cache's artifact key when the lineage had one: v1..v4 with different files
+    showed the same value (day-two audit). Now it is the folder's hash; the key is `artifact_keys`."""
+    from tritonforge.lineage import LINEAGE_FILE, version_content_hash
+
+    key = "ab" * 32
+    serving = _scorer(tmp_path / "serving", b"v1")
+    for version, weights in enumerate((b"v2", b"v3"), start=2):
+        new = _scorer(tmp_path / f"new{version}", weights)
+        (new / "scorer" / "1" / LINEAGE_FILE).write_text(json.dumps({"artifacts": [{"content_hash": key}]}))
+        added = CliRunner().invoke(app, ["release", "add", "--repo", str(serving), "--from", str(new)])
+        assert f"added scorer version {version}" in added.output, added.output
+    (serving / "scorer" / "1" / LINEAGE_FILE).write_text(json.dumps({"artifacts": [{"content_hash": key}]}))
+    result = CliRunner().invoke(app, ["release", "list", "--repo", str(serving), "--json"])
+    rows = json.loads(result.output)
+    assert [r["content"] for r in rows] == [version_content_hash(serving / "scorer" / str(v)) for v in (1, 2, 3)]
+    assert len({r["content"] for r in rows}) == 3  # version 1 (no hash recorded) is read from its files
+    assert [r["artifact_keys"] for r in rows] == [[key]] * 3
+    table = CliRunner().invoke(app, ["release", "list", "--repo", str(serving)], env={"COLUMNS": "300"}).output
+    for row in rows:
+        line = next(ln for ln in table.splitlines() if f" {row['version']} " in ln and "scorer" in ln)
+        assert row["content"][:12] in line and key[:12] in line
+    assert "artifact keys" in table
 
 
 def test_release_list_through_a_real_pipe(tmp_path: Path) -> None:
