@@ -23,9 +23,14 @@ from tritonforge.errors import (
     TritonForgeError,
 )
 from tritonforge.stop_signals import not_ignored
+from tritonforge.triton.blocking_http import UNREADABLE_RESPONSE
 from tritonforge.triton.connection import Connection
 from tritonforge.triton.options import split_url
 from tritonforge.values import is_real
+
+
+class NoHttpAnswer(ReleaseError):
+    """The address given as Triton's HTTP endpoint answered in something else (its gRPC port, typically)."""
 
 
 class ModelControl(Protocol):
@@ -81,6 +86,14 @@ class TritonControl:
                     f"key `tritonforge serve` printed: --admin-key or TRITONFORGE_ADMIN_KEY): {_reason(err)}"
                 ) from err
             except ClientError as err:
+                cause = err.__cause__
+                if isinstance(cause, ConnectionError) and str(cause).startswith(UNREADABLE_RESPONSE):
+                    address = self.url.split("://")[-1]
+                    raise NoHttpAnswer(
+                        f"nothing answered HTTP at {self.url} (what is listening there does not speak HTTP/1.1), so "
+                        f"'{model}' was not loaded: if it is Triton's gRPC port, give it as grpc://{address} "
+                        "(a bare host:port is Triton's HTTP port)"
+                    ) from err
                 raise ReleaseError(f"Triton at {self.url} could not load '{model}': {_reason(err)}") from err
         if not ready:
             raise ReleaseError(f"Triton at {self.url} loaded '{model}' but it is not ready")
@@ -107,6 +120,8 @@ def load_failure(
     whether Triton reports itself ready once the old config is back (None: not known)."""
     cause = err.__cause__ if isinstance(err.__cause__, ClientError) else err
     served = ", ".join(map(str, before)) or "none"
+    if isinstance(err, NoHttpAnswer):  # a wrong address: "failed to load" blamed a version nothing had loaded
+        return f"version {version} of {model} was not promoted: {err} (config.pbtxt restored: version {served})"
     if isinstance(cause, TransientError):
         return (
             f"version {version} of {model} was not promoted: the Triton server could not be reached, so nothing was "
@@ -150,7 +165,9 @@ def _not_ready_note(model: str, served: str, ready: bool | None) -> str:
 def version_failed(err: TritonForgeError) -> bool:
     """Whether a failed load is the version's fault (Triton answered), not an unreachable or refusing server."""
     cause = err.__cause__ if isinstance(err.__cause__, ClientError) else err
-    return not isinstance(cause, TransientError | PermissionDeniedError | DeadlineExceededError)
+    return not isinstance(err, NoHttpAnswer) and not isinstance(
+        cause, TransientError | PermissionDeniedError | DeadlineExceededError
+    )
 
 
 def server_ready(control: object) -> bool | None:

@@ -1,4 +1,5 @@
-"""A release command stopped (SIGTERM, Ctrl-C) while a real Triton loads the promoted version.
+"""A release command stopped (SIGTERM, Ctrl-C) while a real Triton loads the promoted version, and one given
+Triton's gRPC port as its HTTP address.
 
 The audit's case: a version whose model.py takes seconds to fail, a promote sent SIGTERM meanwhile. The command died
 at once with the config naming the failing version, `release list` called it serving, and the next start of the
@@ -107,3 +108,26 @@ def test_ctrl_c_while_a_version_loads_lets_the_promote_finish_and_exits_130(serv
         [sys.executable, "-m", "tritonforge", "release", "list", "--repo", str(repo), "--json"],
         capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "300"}).stdout)
     assert [row["version"] for row in listed if row["serving"]] == [3]
+
+
+def test_a_grpc_port_given_without_a_scheme_is_named_not_blamed_on_the_version(served) -> None:
+    """`--triton 127.0.0.1:<gRPC port>` was read as HTTP (rightly: a bare host:port is the HTTP port) and the promote
+    said "version 2 of m failed to load ... unreadable HTTP response", although nothing had been loaded."""
+    from typer.testing import CliRunner
+
+    from tritonforge.cli import app
+    from tritonforge.releases import model_releases
+
+    repo, server = served
+    before = (repo / "m" / "config.pbtxt").read_bytes()
+    serving = model_releases(repo, "m").active
+    grpc = server.endpoints.grpc
+    result = CliRunner().invoke(app, ["release", "promote", "m", "2", "--repo", str(repo), "--triton", grpc,
+                                      "--admin-key", KEY], env={"COLUMNS": "400"})
+    message = " ".join(result.output.split())
+    assert result.exit_code == 1, message
+    assert f"version 2 of m was not promoted: nothing answered HTTP at {grpc}" in message
+    assert f"if it is Triton's gRPC port, give it as grpc://{grpc}" in message
+    assert "failed to load" not in message and "not ready" not in message
+    assert (repo / "m" / "config.pbtxt").read_bytes() == before
+    assert model_releases(repo, "m").active == serving

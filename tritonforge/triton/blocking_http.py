@@ -41,6 +41,11 @@ _READ_SIZE = 1 << 18
 Reply = tuple[int, dict[bytes, bytes], bytes]  # status, lower-cased headers, body
 
 
+# the start of the ConnectionError raised when what answered is not HTTP/1.1 (Triton's gRPC port, say): the release
+# commands' model control tells it apart from a version that failed to load by it
+UNREADABLE_RESPONSE = "unreadable HTTP response from Triton"
+
+
 class _Deadline:
     def __init__(self, timeout: float | None) -> None:
         self.at = None if timeout is None else time.monotonic() + timeout
@@ -113,7 +118,7 @@ class _Exchange:
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserError as err:
-                raise ConnectionError(f"unreadable HTTP response from Triton: {err}") from None
+                raise ConnectionError(f"{UNREADABLE_RESPONSE}: {err}") from None
         return (self.status, self.headers, b"".join(self.body)), self.keep
 
     def close(self) -> None:
