@@ -14,7 +14,7 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
-from tritonforge.cli_output import err_console, styled
+from tritonforge.cli_output import err_console, missing_extra, styled
 from tritonforge.cli_paths import path_arg
 
 ApiKeysFileOpt = Annotated[
@@ -182,8 +182,13 @@ def prepare_gateway(
             parse_key_file,
         )
         from tritonforge.gateway.splits import SplitConfigError, SplitRouter
-    except ImportError as err:
-        err_console.print(styled("bold red", "error:", f" the gateway needs the `gateway` extra ({err.name} missing)"))
+    except ModuleNotFoundError as err:
+        # only a module the extra installs is a missing extra: anything else (a broken install, an import error
+        # inside the gateway's own modules) was reported as "needs the `gateway` extra" too, hiding the real error
+        if missing_extra(err) != "gateway":
+            raise
+        err_console.print(styled("bold red", "error:", f" the gateway needs the `gateway` extra ({err.name} missing): "
+                                 'pip install "tritonforge[gateway]"'))
         raise typer.Exit(1) from None
     try:
         check_cors_origins(cors_origins or ())
