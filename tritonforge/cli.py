@@ -274,6 +274,7 @@ def serve(
             raise typer.BadParameter(f"{', '.join(named)} {'needs' if len(named) == 1 else 'need'} --gateway",
                                      param_hint="--gateway")
     from tritonforge.server import ADMIN_HEADER, GRPC_ADMIN_HEADER, TritonServer
+    from tritonforge.server_process import exit_text
     from tritonforge.triton.options import is_loopback
     from tritonforge.validator import RateLimit
 
@@ -352,7 +353,9 @@ def serve(
         while not caught:
             time.sleep(0.2)
             if not server.is_running():
-                err_console.print(styled("bold red", "tritonserver exited", "\n" + server.log_text()[-3000:]))
+                # how it ended: killed (the OOM killer, typically), its log just stops, with no other hint
+                how = exit_text(server.returncode)
+                err_console.print(styled("bold red", f"tritonserver exited ({how})", "\n" + server.log_text()[-3000:]))
                 raise typer.Exit(1)
             if web is not None and not web.is_alive():
                 err_console.print(styled("bold red", "the gateway exited", ""))

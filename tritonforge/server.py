@@ -335,6 +335,11 @@ class TritonServer:
         return self._proc.pid if self._proc is not None else None
 
     @property
+    def returncode(self) -> int | None:
+        """How the started process ended (negative: the signal that killed it); None while it runs or unstarted."""
+        return self._proc.poll() if self._proc is not None else None
+
+    @property
     def endpoints(self) -> Endpoints:
         if self._proc is not None and self._proc.poll() is not None:
             # started and not stopped, yet gone: say how it ended and what it printed, not "call start()"

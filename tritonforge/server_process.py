@@ -219,7 +219,13 @@ def exit_text(code: int | None) -> str:
         name = signal.Signals(-code).name
     except ValueError:
         name = str(-code)
-    hint = {"SIGKILL": " (killed from outside, or out of memory)", "SIGSEGV": " (a crash)", "SIGABRT": " (a crash)"}
+    hint = {
+        # nothing in tritonserver sends itself SIGKILL: someone did, and with memory short it is the kernel
+        "SIGKILL": " (killed from outside: the kernel's OOM killer is the likely cause when memory ran short; "
+                   "`dmesg` or the pod's OOMKilled status says)",
+        "SIGSEGV": " (a crash)",
+        "SIGABRT": " (a crash)",
+    }
     return f"signal {name}{hint.get(name, '')}"
 
 

@@ -140,6 +140,24 @@ def test_serve_prints_endpoints_and_stops_on_sigterm(embed_repo: Path, tmp_path:
     assert alive == [], f"tritonserver {alive} still running after SIGTERM"
 
 
+def test_serve_says_how_tritonserver_ended_when_it_is_killed(toy_repo: Path) -> None:
+    """A tritonserver killed under it (SIGKILL: the OOM killer) made `serve` print only "tritonserver exited" and a
+    log that just stops (day-two audit): the signal, and the likely cause, are now said."""
+    proc = _serve(str(toy_repo))
+    try:
+        assert "ready" in _read_until(proc, "ready")[-1]
+        children = _children(proc)
+        assert children, "the CLI started no tritonserver process"
+        for pid in children:
+            os.kill(int(pid), signal.SIGKILL)
+        assert proc.wait(timeout=60) == 1
+        err = " ".join(proc.stderr.read().split())  # type: ignore[union-attr]
+        assert "tritonserver exited (signal SIGKILL (killed from outside: the kernel's OOM killer is the likely " \
+               "cause when memory ran short; `dmesg` or the pod's OOMKilled status says))" in err, err
+    finally:
+        _kill(proc)
+
+
 def test_serve_refuses_bad_addresses_and_ports_without_a_traceback(embed_repo: Path) -> None:
     for args, says, code in [
         (["--host", "256.1.1.1"], "cannot bind '256.1.1.1'", 1),
