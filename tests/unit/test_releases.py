@@ -120,6 +120,22 @@ def test_add_refuses_a_version_that_moves_an_adapters_task_id(repos: tuple[Path,
     assert add_versions(serving, new) == {"scorer": 2}
 
 
+def test_add_refuses_a_source_version_cut_short(repos: tuple[Path, Path]) -> None:
+    """A source copied in part (an interrupted rsync) was added and caught only when Triton loaded it (operations
+    audit): the file sizes its build recorded in lineage.json are checked first."""
+    from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, record_files
+
+    serving, new = repos
+    version = new / "scorer" / "1"
+    (version / LINEAGE_FILE).write_bytes(lineage_bytes({"spec": "s"}))
+    record_files(version)
+    (version / "weights.bin").write_bytes(b"ne")
+    with pytest.raises(ReleaseError, match=r"scorer: version 1 of the source is not what its build wrote "
+                                           r"\(weights\.bin is 2 bytes, the build wrote 4\): a copy cut short\?"):
+        add_versions(serving, new)
+    assert [v.version for v in model_releases(serving, "scorer").versions] == [1]
+
+
 def test_promote_rollback_history(repos: tuple[Path, Path]) -> None:
     serving, new = repos
     add_versions(serving, new)
