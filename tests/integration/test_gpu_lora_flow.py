@@ -23,7 +23,8 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-BASE, ADAPTER, WITH_WEIGHTS = 299, 300, 310  # token ids the double answers: 300 + task id; 310 when weights came
+BASE, ADAPTER, WITH_WEIGHTS = 299, 300, 310  # token ids the double answers: 300 + n; 310 when weights came
+NAMES = ("alpha", "beta", "gamma")  # the adapters: the double answers 301, 302, 303 for their task ids
 
 DOUBLE = '''
 import json
@@ -34,6 +35,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 EVICTED = "LoRA task {} not found in cache. Please send LoRA weights with request"  # TensorRT-LLM's message
+NUMBERS = __NUMBERS__  # task id -> 1, 2, 3 in NAMES' order (ids follow the names: tritonforge.builders.lora.task_id)
 
 
 class TritonPythonModel:
@@ -60,11 +62,11 @@ class TritonPythonModel:
                 if not (np.array_equal(inputs["lora_weights"], weights) and np.array_equal(inputs["lora_config"], config)):
                     return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"task {task}: weights differ"))
                 self.cache[task] = True
-                ids = [__ADAPTER__ + task, __WITH_WEIGHTS__]
+                ids = [__ADAPTER__ + NUMBERS[task], __WITH_WEIGHTS__]
             elif task not in self.cache:
                 return pb_utils.InferenceResponse(error=pb_utils.TritonError(EVICTED.format(task)))
             else:
-                ids = [__ADAPTER__ + task]
+                ids = [__ADAPTER__ + NUMBERS[task]]
             self.cache.move_to_end(task)
             while len(self.cache) > self.slots:
                 self.cache.popitem(last=False)
@@ -73,8 +75,22 @@ class TritonPythonModel:
             pb_utils.Tensor("sequence_length", np.array([[len(ids)]], dtype=np.int32)),
         ])
 '''
-for _name, _value in (("__BASE__", BASE), ("__ADAPTER__", ADAPTER), ("__WITH_WEIGHTS__", WITH_WEIGHTS)):
+def _numbers() -> dict[int, int]:
+    from tritonforge.builders.lora import task_id
+
+    return {task_id(name): n for n, name in enumerate(NAMES, start=1)}
+
+
+for _name, _value in (("__BASE__", BASE), ("__ADAPTER__", ADAPTER), ("__WITH_WEIGHTS__", WITH_WEIGHTS),
+                      ("__NUMBERS__", _numbers())):
     DOUBLE = DOUBLE.replace(_name, str(_value))
+
+
+def evicted(name: str) -> str:
+    """TensorRT-LLM's words for an adapter that is not in its cache, by the adapter's task id."""
+    from tritonforge.builders.lora import task_id
+
+    return f"LoRA task {task_id(name)} not found in cache"
 
 
 def with_double(out: Any, model: str = "tensorrt_llm", slots: int = 2) -> dict[str, Any]:
@@ -107,7 +123,7 @@ def gpu_lora_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     root = tmp_path_factory.mktemp("gpu-lora")
     make_tiny_decoder(root / "decoder")
     adapters = {}
-    for seed, name in enumerate(("alpha", "beta", "gamma"), start=1):  # task ids 1, 2, 3 (sorted names)
+    for seed, name in enumerate(NAMES, start=1):
         make_tiny_lora(root / "decoder", root / "adapters" / name, seed)
         adapters[name] = {"path": f"adapters/{name}"}
     spec = parse_spec(
@@ -163,7 +179,7 @@ def test_an_evicted_adapter_is_sent_again(gpu_lora_server: tuple[Any, Any]) -> N
         tensor = grpcclient.InferInput(name, [1, 1], dtype)
         tensor.set_data_from_numpy(np.array([[value]], dtype=object if dtype == "BYTES" else np.int32))
         inputs.append(tensor)
-    with pytest.raises(Exception, match="LoRA task 1 not found in cache"):
+    with pytest.raises(Exception, match=evicted("alpha")):
         raw.infer("llm", inputs)
     raw.close()
 
