@@ -25,7 +25,8 @@ Routes (OpenAI's request and response shapes; errors are ``{"error": {"message",
                               (``"parent"``: the chat id; as vLLM lists them — call it by that id to use the adapter;
                               read from the ensemble's ``lora_adapters`` config parameter), and the split names
                               (``"kind"``, ``"split": true``).
-  GET  /health                200 when Triton is ready, else 503 (no key needed; HEAD too).
+  GET  /health                200 when every model the gateway serves can answer, else 503 naming what is down
+                              (Triton's readiness reported; no key needed; HEAD too).
   GET  /metrics               Prometheus text: requests and latency per route, model and status; per split arm
                               requests, errors and latency; each split's tripped state and current shares.
   GET  /admin/splits          the splits, their arms' counters and guard state (admin key).

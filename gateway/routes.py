@@ -147,7 +147,8 @@ async def embeddings(request: Request) -> Any:
         if width is not None and body.dimensions != width:
             raise dimensions_error(width, body.model)
     embedded = await embed_texts(gw, target.triton_model, texts, target.version)
-    if body.truncate_prompt_tokens is None and (cut := truncation_error(embedded, body.model)) is not None:
+    cut_asked = body.truncate_prompt_tokens is not None or gw.models.auto_truncate
+    if not cut_asked and (cut := truncation_error(embedded, body.model)) is not None:
         raise cut
     matrix, tokens = embedded.rows, embedded.tokens
     remember_width(gw, target.triton_model, target.version, matrix.shape[1])
@@ -238,9 +239,13 @@ async def get_model(request: Request, model_id: str) -> Any:
 HTTP_ENDPOINT_DOWN = "(Triton's HTTP endpoint, --triton-http)"  # in models_down, beside Triton's model names
 
 
-async def _models_down(gw: Gateway) -> tuple[dict[str, list[str]], int]:
+NOT_LOADED = "(not loaded on Triton)"  # in models_down: a configured model Triton has never served here
+
+
+async def _models_down(gw: Gateway, *, unseen_down: bool = False) -> tuple[dict[str, list[str]], int]:
     """The gateway's models that cannot answer, with the Triton models of each that are down, and how many of its
-    models count (a configured model Triton has never served here, its config never readable, is not counted)."""
+    models count. A configured model Triton has never served here (its config never readable) is not counted, unless
+    ``unseen_down``: then it is down, NOT_LOADED (still loading, or failed to)."""
     down: dict[str, list[str]] = {}
     counted = 0
     # embeddings and rerank go over Triton's HTTP endpoint when the gateway has one: down with it, chat not
@@ -252,6 +257,8 @@ async def _models_down(gw: Gateway) -> tuple[dict[str, list[str]], int]:
             states = [await gw.client.is_model_ready(n) for n in names]
         except Exception:  # gone since it served (down), or never served here (not this gateway's concern)
             if not seen:
+                if unseen_down:
+                    down[model_id] = [NOT_LOADED]
                 continue
             names, states = [ensemble], [False]
         counted += 1
@@ -282,7 +289,9 @@ async def health(request: Request) -> Any:
     with contextlib.suppress(ClientError):
         ready = await gw.client.is_ready()
         live = ready or await gw.client.is_live()
-    down, counted = await _models_down(gw) if live else ({}, 0)
+    # Triton not ready: a model never seen here may be loading, or have failed to; it counts as down (a chat engine
+    # that never loaded, beside embeddings that answer, read "ok" otherwise: review)
+    down, counted = await _models_down(gw, unseen_down=not ready) if live else ({}, 0)
     ok = live and not down and (ready or counted > 0)
     return _probe_answer(ok, "ok", {"triton_ready": ready}, down, TRITON_NOT_READY if ok and not ready else None)
 

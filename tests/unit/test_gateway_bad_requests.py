@@ -595,3 +595,38 @@ def test_a_client_leaving_mid_stream_is_counted_and_logged() -> None:
     assert 'tritonforge_gateway_stream_errors_total{model="",route="/v1/chat/completions",status="499"} 1.0' in text
     assert 'tritonforge_gateway_requests_total{model="",route="/v1/chat/completions",status="200"} 2.0' in text
     assert [r.levelno for r in records] == [logging.INFO] and "-> 499" in records[0].getMessage()
+
+
+def test_health_counts_a_model_never_loaded_as_down_while_triton_is_not_ready() -> None:
+    """/health stopped requiring Triton's readiness once one of its models answered, and then read "ok" while the
+    chat engine had never loaded beside embeddings that answered (review); with Triton ready it is not counted (a
+    configured id the repository does not hold is not this gateway's concern)."""
+    from tritonforge.errors import ModelNotFoundError
+
+    app = _app()
+    with TestClient(app) as c:
+        triton = app.state.gateway.client
+        state = {"ready": False}
+
+        async def is_ready(*_: Any, **__: Any) -> bool:
+            return state["ready"]
+
+        async def is_live(*_: Any, **__: Any) -> bool:
+            return True
+
+        async def model_config(name: str, *_: Any, **__: Any) -> dict[str, Any]:
+            if name == "llm":
+                raise ModelNotFoundError("Request for unknown model: 'llm' has no available versions")
+            return {"name": name}
+
+        async def is_model_ready(*_: Any, **__: Any) -> bool:
+            return True
+
+        triton.is_ready, triton.is_live = is_ready, is_live
+        triton.model_config, triton.is_model_ready = model_config, is_model_ready
+        reply = c.get("/health")
+        assert reply.status_code == 503, reply.text
+        assert reply.json()["models_down"] == {"chat": ["(not loaded on Triton)"]}
+        state["ready"] = True
+        reply = c.get("/health")
+        assert reply.status_code == 200 and reply.json() == {"status": "ok", "triton_ready": True}, reply.text
