@@ -35,6 +35,9 @@ class GatewayModels:
     # max_tokens of a request that sends none: chat 64 (a short answer), completions 16 (OpenAI's completions default)
     chat_max_tokens: int = 64
     completion_max_tokens: int = 16
+    # an embeddings input over the model's length: cut to it (TEI's --auto-truncate) instead of a 400 naming it;
+    # a request's own truncate_prompt_tokens: -1 asks for the cut either way
+    auto_truncate: bool = False
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}

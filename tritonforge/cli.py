@@ -620,6 +620,10 @@ def gateway(
     )] = None,
     keep_alive: KeepAliveOpt = None,
     cors_origin: CorsOriginOpt = None,
+    auto_truncate: Annotated[bool, typer.Option(
+        "--auto-truncate", help="cut an embeddings input over the model's length to it (TEI's flag; what earlier "
+        "tritonforge did) instead of answering 400 context_length_exceeded",
+    )] = False,
 ) -> None:
     """Serve an OpenAI-compatible API (chat, completions, embeddings, rerank) in front of Triton (uvicorn)."""
     configure_logging(log_level)
@@ -633,7 +637,7 @@ def gateway(
     setup = prepare_gateway(host, api_keys_file, admin_keys_file, model, splits, insecure_no_auth,
                             embed_batch_size, embed_requests_in_flight, chat_max_tokens,
                             max_requests_in_flight=max_requests_in_flight, max_requests_per_key=max_requests_per_key,
-                            cors_origins=cors_origin)
+                            cors_origins=cors_origin, auto_truncate=auto_truncate)
     from tritonforge.gateway import listen as gateway_listen
 
     if metrics_port == port:

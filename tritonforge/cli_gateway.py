@@ -165,6 +165,7 @@ def prepare_gateway(
     max_requests_in_flight: int | None = None,
     max_requests_per_key: int | None = None,
     cors_origins: list[str] | None = None,
+    auto_truncate: bool = False,
 ) -> GatewaySetup:
     """Everything the gateway needs that can be wrong, checked before anything starts (exit 1, or 2 when open).
     Without --model the gateway serves the models ``repo``'s build recorded, else examples/rag.yaml's ids."""
@@ -201,7 +202,7 @@ def prepare_gateway(
         )
         models = GatewayModels.parse(model) if model else (_recorded_gateway_models(repo) or GatewayModels())
         tuning = {"embed_batch_size": embed_batch_size, "embed_requests_in_flight": embed_requests_in_flight,
-                  "chat_max_tokens": chat_max_tokens}
+                  "chat_max_tokens": chat_max_tokens, "auto_truncate": auto_truncate or None}
         models = dataclasses.replace(models, **{k: v for k, v in tuning.items() if v is not None})
         router = None
         if splits is not None:

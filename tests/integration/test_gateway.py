@@ -471,6 +471,13 @@ def test_an_input_over_the_models_length_is_a_400_unless_the_cut_is_asked_for(sd
                                    atol=1e-5)
     with pytest.raises(openai.BadRequestError, match="'truncate_prompt_tokens' must be -1"):
         sdk.embeddings.create(model="minilm", input="x", extra_body={"truncate_prompt_tokens": 64})
+    # `tritonforge gateway --auto-truncate` (TEI's flag): the cut without asking, as earlier tritonforge did
+    from tritonforge.gateway import GatewayModels, create_app
+
+    app = create_app(gateway_triton.endpoints.grpc, api_keys=KEYS, models=GatewayModels(auto_truncate=True))
+    with _served(app) as url:
+        lenient = openai.OpenAI(base_url=f"{url}/v1", api_key=KEYS[0], max_retries=0, timeout=120)
+        assert len(lenient.embeddings.create(model="minilm", input=["short one", long_text]).data) == 2
 
 
 def test_a_large_embeddings_request_keeps_its_order_across_chunks_in_flight(sdk, gateway_triton) -> None:
