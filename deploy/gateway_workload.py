@@ -44,7 +44,7 @@ def gateway_values(
         "autoscaling": {
             "enabled": scaling.autoscaled,
             "minReplicas": scaling.min_replicas,
-            "maxReplicas": scaling.max_replicas,
+            "maxReplicas": scaling.most_replicas,
             # the resource metric of metrics-server (every managed cluster has it): no adapter, unlike Triton's
             "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
                 "type": "Utilization", "averageUtilization": scaling.target_cpu_percent}}}],

@@ -549,8 +549,6 @@ def check_deployment(repo: str | Path, options: DeployOptions) -> DeploymentChec
             "resources": {**resources, "limits": {**resources["limits"], "cpu": settings.cpu}},
             "storageUri": source["storageUri"],
             "endpoint": source.get("endpoint") or "",
-            # KServe's storage initializer takes the region from the Secret's annotation, not the pods' env
-            "region": options.region if source["kind"] == "s3" else "",
             # the user's ServiceAccount (bound to a cloud role), else one made to carry the credentials Secret
             "serviceAccountName": options.service_account or (f"{name}-storage" if options.credentials_secret else ""),
             "createServiceAccount": bool(options.credentials_secret) and not options.service_account,
@@ -740,6 +738,10 @@ def deploy_k8s(repo: str | Path, out: str | Path, options: DeployOptions, fmt: F
         notes.append(f"KServe's storage initializer takes a GCS key only from the Secret's key "
                      f"gcloud-application-credentials.json (KServe's default), not key.json: put the service-account "
                      f"key under that name in {options.credentials_secret}")
+    if fmt == "kserve" and values["modelRepository"]["kind"] == "s3":  # its storage initializer ignores the pods' env
+        holder = f"ServiceAccount {options.service_account}" if options.service_account else "credentials Secret"
+        notes.append(f"KServe's storage initializer reads the bucket's region from an annotation: annotate the "
+                     f"{holder} with serving.kserve.io/s3-region: {options.region}")
     if options.gateway and "gateway_models" not in checked.info:
         notes.append("the build recorded no gateway models (built by an earlier tritonforge): the gateway serves "
                      "examples/rag.yaml's ids (chat, minilm, reranker); rebuild the repository to serve its own")

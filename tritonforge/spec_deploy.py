@@ -46,7 +46,10 @@ class GatewayScaling(Checked):
     whatever Triton's autoscaler added (deploy audit)."""
 
     min_replicas: Pos = Field(2, description="the fixed count, or the autoscaler's minimum")
-    max_replicas: Pos = Field(2, description="above min_replicas: a HorizontalPodAutoscaler on CPU utilization")
+    max_replicas: Pos | None = Field(
+        None, description="above min_replicas: a HorizontalPodAutoscaler on CPU utilization (default: min_replicas, "
+        "a fixed count)",
+    )
     target_cpu_percent: Annotated[int, Field(ge=10, le=100)] = Field(
         70, description="average CPU utilization, of the cpu request, that triggers a scale-up"
     )
@@ -57,14 +60,18 @@ class GatewayScaling(Checked):
 
     @classmethod
     def _cross(cls, data: dict[str, Any]) -> Found:
-        low, high = raw_int(data.get("min_replicas", 2)), raw_int(data.get("max_replicas", 2))
+        low, high = raw_int(data.get("min_replicas", 2)), raw_int(data.get("max_replicas"))
         if low is not None and high is not None and low > high:
             return [(("min_replicas",), f"{low} is larger than max_replicas {high}")]
         return []
 
     @property
+    def most_replicas(self) -> int:
+        return self.max_replicas if self.max_replicas is not None else self.min_replicas
+
+    @property
     def autoscaled(self) -> bool:
-        return self.max_replicas > self.min_replicas
+        return self.most_replicas > self.min_replicas
 
 
 K8S_LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"

@@ -1687,9 +1687,11 @@ def test_an_aws_region_typo_is_refused_and_kserve_is_told_the_region(cpu_repo: P
     minio = _options(repository_url="s3://minio.local:9000/models/rag", region="garage")
     env = {e["name"]: e.get("value") for e in build_values(cpu_repo, minio)["triton"]["env"]}
     assert env["AWS_DEFAULT_REGION"] == "garage"
-    kserve = render_kserve(build_values(cpu_repo, _options(region="eu-west-3")))
-    text = "".join(kserve.values())
-    assert 'serving.kserve.io/s3-region: "eu-west-3"' in text
+    report = deploy_k8s(cpu_repo, tmp_path / "kserve", _options(region="eu-west-3"), "kserve")
+    assert any("annotate the credentials Secret with serving.kserve.io/s3-region: eu-west-3" in n for n in report.notes)
+    irsa = deploy_k8s(cpu_repo, tmp_path / "irsa", _options(region="eu-west-3", credentials_secret=None,
+                                                           service_account="models-reader"), "kserve")
+    assert any("annotate the ServiceAccount models-reader with serving.kserve.io/s3-region" in n for n in irsa.notes)
 
 
 def test_the_charts_app_version_is_the_images_tag_with_a_digest_beside_it() -> None:

@@ -251,4 +251,6 @@ def test_the_gateways_scaling_is_checked_where_it_is_written() -> None:
     (typo,) = problems({"max_replica": 4})
     assert "did you mean 'max_replicas'" in typo
     assert not DeploySettings().gateway.autoscaled
+    three = DeploySettings.model_validate({"gateway": {"min_replicas": 3}}).gateway  # a fixed count (was refused)
+    assert (three.min_replicas, three.most_replicas, three.autoscaled) == (3, 3, False)
     assert DeploySettings.model_validate({"gateway": {"max_replicas": 5}}).gateway.autoscaled
