@@ -30,16 +30,23 @@ def file_or_folder_hash(path: Path) -> str:
     return file_sha256(path)
 
 
-def version_content_hash(folder: Path) -> str:
-    """sha256 over what a version folder serves (names and bytes of every file except its lineage manifest and the
-    ``__pycache__`` bytecode Triton's python backend writes into a served version folder when it imports model.py)."""
-    h = hashlib.sha256()
+def served_files(folder: Path) -> list[Path]:
+    """What a version folder serves, sorted: every file but its lineage manifest and the ``__pycache__`` bytecode
+    Triton's python backend writes into a served version folder when it imports model.py (one rule for the release
+    hash and validate's size check)."""
     folder = Path(folder)
-    for p in sorted(
+    return sorted(
         q
         for q in folder.rglob("*")
         if q.is_file() and q.name != LINEAGE_FILE and "__pycache__" not in q.relative_to(folder).parts
-    ):
+    )
+
+
+def version_content_hash(folder: Path) -> str:
+    """sha256 over what a version folder serves (names and bytes of ``served_files``)."""
+    h = hashlib.sha256()
+    folder = Path(folder)
+    for p in served_files(folder):
         rel = p.relative_to(folder).as_posix().encode()
         h.update(len(rel).to_bytes(8, "big") + rel + p.stat().st_size.to_bytes(8, "big"))
         with p.open("rb") as fh:
@@ -90,20 +97,13 @@ def read_lineage(version_dir: Path) -> dict[str, Any] | None:
 FILES_KEY = "files"  # in lineage.json: {relative path: size in bytes} of every file the build wrote in the folder
 
 
-def _served_files(folder: Path) -> dict[str, int]:
-    return {
-        q.relative_to(folder).as_posix(): q.stat().st_size
-        for q in sorted(folder.rglob("*"))
-        if q.is_file() and q.name != LINEAGE_FILE and "__pycache__" not in q.relative_to(folder).parts
-    }
-
-
 def record_files(version_dir: Path) -> None:
     """Add the folder's file sizes to its lineage.json, once every file is written: validate then tells a copy
     cut short (a model.onnx truncated by an interrupted rsync passed every check, and failed only when served)."""
     record = read_lineage(version_dir)
     if record is not None:
-        record[FILES_KEY] = _served_files(Path(version_dir))
+        folder = Path(version_dir)
+        record[FILES_KEY] = {q.relative_to(folder).as_posix(): q.stat().st_size for q in served_files(folder)}
         (Path(version_dir) / LINEAGE_FILE).write_bytes(lineage_bytes(record))
 
 
