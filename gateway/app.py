@@ -112,8 +112,8 @@ CORS_EXPOSED = ["X-Request-Id", "Retry-After"]
 
 def check_cors_origins(origins: Collection[str]) -> None:
     """A ValueError unless every origin is ``*`` or ``scheme://host[:port]`` as a browser sends its Origin (lower
-    case, no path, no trailing slash): ``https://app.example/`` would never match, and CORS would fail silently in
-    the browser only."""
+    case, no path, no trailing slash, no default port): ``https://app.example/`` would never match, and CORS would
+    fail silently in the browser only."""
     from urllib.parse import urlsplit
 
     for origin in origins:
@@ -128,9 +128,12 @@ def check_cors_origins(origins: Collection[str]) -> None:
             parts is None or not parts.scheme or not parts.hostname or parts.username is not None
             or origin != f"{parts.scheme}://{parts.netloc}" or origin != origin.lower()
             or (port is not None and not 0 < port < 65536)
+            # a browser leaves a scheme's default port out of its Origin: https://app.example:443 never matches
+            or (parts.scheme, port) in (("https", 443), ("http", 80))
         ):
             raise ValueError(f"CORS origin {origin!r} is not an origin: give scheme://host[:port] as browsers send "
-                             "it (lower case, no path, no trailing slash), e.g. https://app.example.com, or * for any")
+                             "it (lower case, no path, no trailing slash, no :443/:80 default port), e.g. "
+                             "https://app.example.com, or * for any")
 
 
 class OpenAIErrorCORS(CORSMiddleware):

@@ -101,6 +101,7 @@ def test_any_origin() -> None:
 @pytest.mark.parametrize("origin", [
     "https://app.example.com/", "https://app.example.com/chat", "app.example.com", "HTTPS://App.example.com",
     "https://app.example.com:99999", "https://app.example.com:x", "null", "", "https://user@app.example.com",
+    "https://app.example.com:443", "http://app.example.com:80",  # browsers leave the default port out (review)
 ])
 def test_an_origin_no_browser_would_send_is_refused(origin: str) -> None:
     """``https://app.example.com/`` never matches a browser's Origin: CORS would fail in the browser, silently."""
@@ -111,7 +112,8 @@ def test_an_origin_no_browser_would_send_is_refused(origin: str) -> None:
 
 
 @pytest.mark.parametrize("origin", [PAGE, "http://localhost:5173", "http://127.0.0.1:8080", "*",
-                                    "chrome-extension://abcdefgh", "http://[::1]:3000"])
+                                    "chrome-extension://abcdefgh", "http://[::1]:3000", "https://app.example.com:8443",
+                                    "http://app.example.com:443"])
 def test_origins_as_browsers_send_them_are_accepted(origin: str) -> None:
     check_cors_origins([origin])
 
