@@ -235,8 +235,10 @@ class TritonPythonModel:
             except (RequestError, UnicodeDecodeError) as err:
                 error = pb_utils.TritonError(str(err), pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
-            except Exception as err:  # a template error (undefined attribute, ...) is this request's problem
-                error = pb_utils.TritonError(f"rendering the prompt failed: {type(err).__name__}: {err}")
+            except Exception as err:  # a template error (undefined attribute, ...) fails this request alone; it is
+                # the deployed template's fault, not the caller's: INTERNAL (a 500 at the gateway)
+                error = pb_utils.TritonError(f"rendering the prompt failed: {type(err).__name__}: {err}",
+                                             pb_utils.TritonError.INTERNAL)
                 responses.append(pb_utils.InferenceResponse(error=error))
         return responses
 
