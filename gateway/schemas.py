@@ -73,6 +73,13 @@ class Message(BaseModel):
         return "".join(parts)
 
 
+def unknown_field(where: str, key: str, hint: str = "") -> APIError:
+    """The 400 for a field a nested object (``messages[2]``, ``stream_options``...) does not take: refused by name,
+    never dropped."""
+    return APIError(400, f"Unrecognized argument in {where}: {clip(key)}{hint}", param=f"{where}.{clip(key)}",
+                    code="unknown_parameter")
+
+
 # OpenAI's message fields that carry tool calling, which this server does not serve (top-level tools are refused)
 _TOOL_FIELDS = frozenset({"tool_calls", "function_call", "tool_call_id"})
 # OpenAI's other message fields that only role and content could carry to the model: the llm ensemble's
@@ -100,8 +107,7 @@ def check_messages(messages: list[Message]) -> None:
                 raise APIError(400, f"'{where}.{key}' is not supported by this server: the model is given each "
                                "message's role and content only", param=f"{where}.{key}",
                                code="unsupported_parameter")
-            raise APIError(400, f"Unrecognized argument in {where}: {clip(key)}", param=f"{where}.{clip(key)}",
-                           code="unknown_parameter")
+            raise unknown_field(where, key)
         # a message's `name` is accepted and not rendered: vLLM hands it to the chat template, and the templates
         # served (builders/tiny_models.py's, SmolLM2's ChatML, Llama's, Qwen's) render none, so the answer is the
         # one vLLM gives; refusing it broke multi-agent clients that name every participant (AutoGen, CrewAI)
@@ -216,8 +222,7 @@ def check_sampled(body: Sampled) -> None:
                        code="invalid_value")
     for key, value in (options.model_extra or {}).items():
         if value is not None:
-            raise APIError(400, f"Unrecognized argument in stream_options: {clip(key)} (it takes include_usage and "
-                           "continuous_usage_stats)", param=f"stream_options.{clip(key)}", code="unknown_parameter")
+            raise unknown_field("stream_options", key, " (it takes include_usage and continuous_usage_stats)")
     if options.continuous_usage_stats and not options.include_usage:
         # vLLM sends no usage at all then, silently: the client asked for usage it would not get
         raise APIError(400, "'stream_options.continuous_usage_stats' needs 'include_usage': true (usage on every "
@@ -246,8 +251,7 @@ def check_response_format(value: dict[str, Any] | None) -> None:
                        param="response_format.type", code="invalid_value")
     for key, item in value.items():
         if key != "type" and item is not None:  # a json_schema beside type text would be ignored
-            raise APIError(400, f"Unrecognized argument in response_format: {clip(key)} (type 'text' takes no other "
-                           "field)", param=f"response_format.{clip(key)}", code="unknown_parameter")
+            raise unknown_field("response_format", key, " (type 'text' takes no other field)")
 
 
 # the steps pydantic adds to an error's location for a union's members (``str | list[str]``) and nested models:

@@ -104,7 +104,7 @@ def record_files(version_dir: Path) -> None:
     if record is not None:
         folder = Path(version_dir)
         record[FILES_KEY] = {q.relative_to(folder).as_posix(): q.stat().st_size for q in served_files(folder)}
-        (Path(version_dir) / LINEAGE_FILE).write_bytes(lineage_bytes(record))
+        (folder / LINEAGE_FILE).write_bytes(lineage_bytes(record))
 
 
 def missing_or_cut(version_dir: Path) -> list[str]:
@@ -125,3 +125,10 @@ def missing_or_cut(version_dir: Path) -> list[str]:
         if isinstance(size, int) and actual != size:
             found.append(f"{name} is {actual:,} bytes, the build wrote {size:,}")
     return found
+
+
+def damage(version_dir: Path) -> str | None:
+    """``missing_or_cut``'s first three findings as one text ("a.bin is 400 bytes, the build wrote 1,000; …"), for
+    validate's and release add's messages; None when the folder is as its build wrote it."""
+    cut = missing_or_cut(version_dir)
+    return f"{'; '.join(cut[:3])}{' …' if len(cut) > 3 else ''}" if cut else None

@@ -30,7 +30,7 @@ from tritonforge.atomic_file import write_atomic
 from tritonforge.builders.lora import TABLE_FILE as ADAPTER_TABLE
 from tritonforge.config_io import parse_config_text, render_config
 from tritonforge.errors import ReleaseError, ReleaseInterrupted, TritonForgeError, ValidationError
-from tritonforge.lineage import LINEAGE_FILE, lineage_bytes, missing_or_cut, read_lineage, version_content_hash
+from tritonforge.lineage import LINEAGE_FILE, damage, lineage_bytes, read_lineage, version_content_hash
 from tritonforge.release_control import (
     HeldSignals,
     ModelControl,
@@ -604,9 +604,9 @@ def _add_problem(repo: Path, source: Path, model: str, every: bool, plan: list[t
     if not src_versions:
         return f"{model}: the source has no version folder"
     src_version_dir = src_dir / str(src_versions[-1])
-    if cut := missing_or_cut(src_version_dir):  # a source copied in part: never release it (validate's size check)
-        return (f"{model}: version {src_versions[-1]} of the source is not what its build wrote ({'; '.join(cut[:3])}"
-                f"{' …' if len(cut) > 3 else ''}): a copy cut short? copy it again or rebuild")
+    if cut := damage(src_version_dir):  # a source copied in part: never release it (validate's size check)
+        return (f"{model}: version {src_versions[-1]} of the source is not what its build wrote ({cut}): a copy cut "
+                "short? copy it again or rebuild")
     src_config = _read_config(src_dir / "config.pbtxt")
     if src_config.platform == "ensemble":  # its version folder is empty: nothing to release (ensemble_changes)
         if every:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from tritonforge.config_io import model_config_pb2, read_config
 from tritonforge.errors import OptionError, Problem, ValidationError
-from tritonforge.lineage import missing_or_cut
+from tritonforge.lineage import damage
 from tritonforge.trtllm.images import image_name_problem
 from tritonforge.validation.autocomplete import auto_complete as auto_complete_config
 from tritonforge.validation.autocomplete import model_file_rules as model_file_io_rules
@@ -275,11 +275,11 @@ def _check_model(
     found.load += _warmup_rules(config, model_dir)
     found.version_errors = _model_file_rules(config, model_dir, found.versions)
     for version in found.versions:  # not Triton's rule: what tritonforge's build recorded of the folder
-        if version not in found.version_errors and (cut := missing_or_cut(model_dir / str(version))):
+        if version not in found.version_errors and (cut := damage(model_dir / str(version))):
             found.version_errors[version] = (
-                f"version {version} of model '{config.name}' is not what the build wrote ({'; '.join(cut[:3])}"
-                f"{' …' if len(cut) > 3 else ''}): a copy cut short, or files changed since: copy it again or "
-                "rebuild (an edit meant to stay: remove \"files\" from its lineage.json)"
+                f"version {version} of model '{config.name}' is not what the build wrote ({cut}): a copy cut short, "
+                "or files changed since: copy it again or rebuild (an edit meant to stay: remove \"files\" from its "
+                "lineage.json)"
             )
     checked = [v for v in found.versions if v not in found.version_errors]
     found.version_errors.update(model_file_io_rules(config, model_dir, checked))
